@@ -1,0 +1,1 @@
+//! ablate-engine
