@@ -1,1 +1,19 @@
-//! ablate-cache
+//! `ablate-cache` owns content addressing and the on-disk store: the [`Digest`] type, the one
+//! explicit struct a key is computed from ([`KeyInput`], serialised canonically), manifests, and
+//! `cache/v1/`: versioned buckets, temp-then-rename writes, per-key locks, verification, gc.
+//!
+//! It must not know about YAML, ops, or scheduling: callers hand it keys, files and metrics.
+
+mod digest;
+mod error;
+mod key;
+mod manifest;
+mod store;
+
+pub use digest::Digest;
+pub use error::CacheError;
+pub use key::{DepDigest, HASH_SCHEME, InputRef, InstanceKey, KeyInput, canonical_json};
+pub use manifest::{MANIFEST_FORMAT, Manifest, Metric, Origin, OutputFile};
+pub use store::{
+    EntryInfo, GcReport, KeyLock, Lookup, PipelineIndex, Store, TempEntry, VerifyMode, now_us,
+};

@@ -1,0 +1,84 @@
+use serde::{Deserialize, Serialize};
+
+use crate::{Digest, InstanceKey, KeyInput};
+
+/// Version of the manifest format inside a `v1` bucket.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// `manifest.json` of a cache entry: what went in, what came out, and how it was made.
+/// Written last into the temp directory, so an entry without one is torn.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub key: InstanceKey,
+    /// The exact struct the key was computed from: op, version, params, inputs, deps.
+    pub input: KeyInput,
+    /// Which pipeline, stage and instance first computed it (informational: two pipelines
+    /// share an entry when their instances have the same key).
+    pub origin: Origin,
+    /// Every file of the entry but the manifest, sorted by path.
+    pub outputs: Vec<OutputFile>,
+    pub metrics: Vec<Metric>,
+    /// Output files a report op asks to be copied to `results/<pipeline>/`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<String>,
+    pub started_at_us: i64,
+    pub seconds: f64,
+    pub device: String,
+    pub host: String,
+    pub ablate_version: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub pipeline: String,
+    pub stage: String,
+    pub label: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputFile {
+    /// Relative to the entry, `/`-separated.
+    pub path: String,
+    pub size: u64,
+    pub sha256: Digest,
+    /// Modification time when the entry was committed: while it and the size still match, a
+    /// lookup trusts the file without re-hashing it (a changed file gets a new mtime).
+    pub mtime_ns: i128,
+}
+
+/// One measured value. `step` is set for per-epoch/per-step logs, absent for final metrics.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Metric {
+    pub name: String,
+    pub value: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<u64>,
+}
+
+impl Metric {
+    pub fn new(name: impl Into<String>, value: f64) -> Self {
+        Self {
+            name: name.into(),
+            value,
+            step: None,
+        }
+    }
+    pub fn at_step(name: impl Into<String>, step: u64, value: f64) -> Self {
+        Self {
+            name: name.into(),
+            value,
+            step: Some(step),
+        }
+    }
+}
+
+impl Manifest {
+    /// Final (unstepped) metrics by name.
+    pub fn final_metrics(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.metrics
+            .iter()
+            .filter(|m| m.step.is_none())
+            .map(|m| (m.name.as_str(), m.value))
+    }
+}

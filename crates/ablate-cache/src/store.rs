@@ -1,0 +1,552 @@
+//! The on-disk store: `<root>/CACHEDIR.TAG` and `<root>/v1/`:
+//!
+//! ```text
+//! v1/ab/<key>/manifest.json + outputs   complete entries (bucketed by the key's first byte)
+//! v1/tmp/<key>.<pid>.<n>/               entries being written; renamed into place when done
+//! v1/failed/<key>/                      the last failed attempt's files (logs), for inspection
+//! v1/locks/<key>.lock                   per-key advisory locks (two runs never compute one key)
+//! v1/pipelines/<name>.json              the keys each pipeline's instances had at its last run
+//! ```
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{CacheError, Digest, InstanceKey, MANIFEST_FORMAT, Manifest, OutputFile};
+
+const MANIFEST: &str = "manifest.json";
+const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
+# This file is a cache directory tag created by ablate.\n\
+# For information about cache directory tags see https://bford.info/cachedir/\n";
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A content-addressed store rooted at a directory (`cache/` by default).
+#[derive(Clone, Debug)]
+pub struct Store {
+    root: PathBuf,
+    v1: PathBuf,
+}
+
+/// What a lookup found for a key.
+#[derive(Debug)]
+pub enum Lookup {
+    Hit(Box<Manifest>),
+    Miss,
+    /// An entry exists but cannot be trusted (torn, tampered, unreadable): it will be
+    /// recomputed and replaced. The string says why.
+    Invalid(String),
+}
+
+/// How hard a lookup checks an entry's files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerifyMode {
+    /// Size and mtime of every output; a file whose mtime moved is re-hashed.
+    Fast,
+    /// Re-hash every output.
+    Full,
+}
+
+impl Store {
+    /// Opens (creating if needed) a store rooted at `root`.
+    pub fn open(root: &Path) -> Result<Store, CacheError> {
+        let v1 = root.join("v1");
+        for dir in ["tmp", "failed", "locks", "pipelines"] {
+            let d = v1.join(dir);
+            fs::create_dir_all(&d).map_err(CacheError::io(&d))?;
+        }
+        let tag = root.join("CACHEDIR.TAG");
+        if !tag.exists() {
+            fs::write(&tag, CACHEDIR_TAG).map_err(CacheError::io(&tag))?;
+        }
+        Ok(Store {
+            root: root.to_owned(),
+            v1,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn entry_dir(&self, key: &InstanceKey) -> PathBuf {
+        let hex = key.to_hex();
+        self.v1.join(&hex[..2]).join(hex)
+    }
+
+    pub fn failed_dir(&self, key: &InstanceKey) -> PathBuf {
+        self.v1.join("failed").join(key.to_hex())
+    }
+
+    fn lock_path(&self, key: &InstanceKey) -> PathBuf {
+        self.v1.join("locks").join(format!("{}.lock", key.to_hex()))
+    }
+
+    /// Looks an entry up, verifying it before trusting it.
+    pub fn lookup(&self, key: &InstanceKey) -> Lookup {
+        self.verify(key, VerifyMode::Fast)
+    }
+
+    pub fn verify(&self, key: &InstanceKey, mode: VerifyMode) -> Lookup {
+        let dir = self.entry_dir(key);
+        let path = dir.join(MANIFEST);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return if dir.exists() {
+                    Lookup::Invalid("the entry has no manifest (torn write)".into())
+                } else {
+                    Lookup::Miss
+                };
+            }
+            Err(e) => return Lookup::Invalid(format!("cannot read its manifest: {e}")),
+        };
+        let manifest: Manifest = match serde_json::from_slice(&bytes) {
+            Ok(m) => m,
+            Err(e) => return Lookup::Invalid(format!("its manifest does not parse: {e}")),
+        };
+        if manifest.format != MANIFEST_FORMAT {
+            return Lookup::Invalid(format!(
+                "manifest format {} is not {MANIFEST_FORMAT}",
+                manifest.format
+            ));
+        }
+        if manifest.key != *key || manifest.input.key() != *key {
+            return Lookup::Invalid("its manifest belongs to another key".into());
+        }
+        for out in &manifest.outputs {
+            if let Err(why) = check_output(&dir, out, mode) {
+                return Lookup::Invalid(why);
+            }
+        }
+        Lookup::Hit(Box::new(manifest))
+    }
+
+    /// Reads a manifest without verifying the entry's files (for explanations and listings).
+    pub fn read_manifest(&self, key: &InstanceKey) -> Option<Manifest> {
+        let bytes = fs::read(self.entry_dir(key).join(MANIFEST)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Blocks until this process holds the key's lock.
+    pub fn lock(&self, key: &InstanceKey) -> Result<KeyLock, CacheError> {
+        let path = self.lock_path(key);
+        let file = open_lock_file(&path)?;
+        file.lock().map_err(CacheError::io(&path))?;
+        Ok(KeyLock { _file: file })
+    }
+
+    /// Takes the key's lock if no one holds it.
+    pub fn try_lock(&self, key: &InstanceKey) -> Result<Option<KeyLock>, CacheError> {
+        let path = self.lock_path(key);
+        let file = open_lock_file(&path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(KeyLock { _file: file })),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(CacheError::Io { path, source: e }),
+        }
+    }
+
+    /// Starts writing an entry: a fresh temp directory the producer fills with outputs.
+    pub fn begin(&self, key: &InstanceKey) -> Result<TempEntry<'_>, CacheError> {
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = self
+            .v1
+            .join("tmp")
+            .join(format!("{}.{}.{n}", key.to_hex(), std::process::id()));
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(CacheError::io(&dir))?;
+        }
+        fs::create_dir_all(&dir).map_err(CacheError::io(&dir))?;
+        Ok(TempEntry {
+            store: self,
+            key: *key,
+            dir: Some(dir),
+        })
+    }
+
+    /// Removes an entry (used for invalid entries and by gc).
+    pub fn remove(&self, key: &InstanceKey) -> Result<(), CacheError> {
+        let dir = self.entry_dir(key);
+        remove_dir_atomically(self, &dir)
+    }
+
+    /// Every entry directory in the store, complete or not.
+    pub fn keys(&self) -> Result<Vec<InstanceKey>, CacheError> {
+        let mut keys = Vec::new();
+        let rd = fs::read_dir(&self.v1).map_err(CacheError::io(&self.v1))?;
+        for bucket in rd.flatten() {
+            let name = bucket.file_name();
+            let name = name.to_string_lossy();
+            if name.len() != 2 || !bucket.path().is_dir() {
+                continue;
+            }
+            let Ok(entries) = fs::read_dir(bucket.path()) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if let Ok(k) = e.file_name().to_string_lossy().parse::<InstanceKey>() {
+                    keys.push(k);
+                }
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Summaries of every entry, for `ablate cache ls`.
+    pub fn entries(&self) -> Result<Vec<EntryInfo>, CacheError> {
+        Ok(self
+            .keys()?
+            .into_iter()
+            .map(|key| {
+                let manifest = self.read_manifest(&key);
+                let size = manifest
+                    .as_ref()
+                    .map_or(0, |m| m.outputs.iter().map(|o| o.size).sum());
+                EntryInfo {
+                    key,
+                    manifest,
+                    size,
+                }
+            })
+            .collect())
+    }
+
+    /// The one key starting with `prefix` (≥ 4 hex characters).
+    pub fn resolve_prefix(&self, prefix: &str) -> Result<InstanceKey, CacheError> {
+        let matches: Vec<_> = self
+            .keys()?
+            .into_iter()
+            .filter(|k| k.to_hex().starts_with(prefix))
+            .collect();
+        match matches.as_slice() {
+            [k] => Ok(*k),
+            [] => Err(CacheError::NoSuchEntry(prefix.to_owned())),
+            _ => Err(CacheError::AmbiguousPrefix {
+                prefix: prefix.to_owned(),
+                count: matches.len(),
+            }),
+        }
+    }
+
+    /// Removes leftovers (temp dirs of dead writers, failed attempts, unheld locks), invalid
+    /// entries, and — when `keep` is given — every entry not in it.
+    pub fn gc(
+        &self,
+        keep: Option<&HashSet<InstanceKey>>,
+        dry_run: bool,
+    ) -> Result<GcReport, CacheError> {
+        let mut report = GcReport::default();
+        for key in self.keys()? {
+            let doomed = match keep {
+                Some(keep) if !keep.contains(&key) => true,
+                _ => !matches!(self.lookup(&key), Lookup::Hit(_)),
+            };
+            if doomed {
+                let dir = self.entry_dir(&key);
+                report.bytes += dir_size(&dir);
+                report.entries += 1;
+                if !dry_run {
+                    // Never delete what another process is writing or reading under lock.
+                    if let Some(_lock) = self.try_lock(&key)? {
+                        self.remove(&key)?;
+                    }
+                }
+            }
+        }
+        for (sub, is_tmp) in [("tmp", true), ("failed", false)] {
+            let d = self.v1.join(sub);
+            for e in fs::read_dir(&d).map_err(CacheError::io(&d))?.flatten() {
+                let path = e.path();
+                if is_tmp && writer_alive(&e.file_name().to_string_lossy()) {
+                    continue;
+                }
+                report.bytes += dir_size(&path);
+                report.leftovers += 1;
+                if !dry_run {
+                    fs::remove_dir_all(&path).map_err(CacheError::io(&path))?;
+                }
+            }
+        }
+        let locks = self.v1.join("locks");
+        for e in fs::read_dir(&locks)
+            .map_err(CacheError::io(&locks))?
+            .flatten()
+        {
+            let Some(key) = e
+                .file_name()
+                .to_string_lossy()
+                .strip_suffix(".lock")
+                .and_then(|s| s.parse().ok())
+            else {
+                continue;
+            };
+            if let Some(lock) = self.try_lock(&key)? {
+                if !dry_run {
+                    let _ = fs::remove_file(e.path());
+                }
+                drop(lock);
+            }
+        }
+        Ok(report)
+    }
+
+    /// The keys a pipeline's instances had at its last run, by instance id (`stage[label]`).
+    pub fn load_index(&self, pipeline: &str) -> PipelineIndex {
+        let path = self.index_path(pipeline);
+        fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn save_index(&self, pipeline: &str, index: &PipelineIndex) -> Result<(), CacheError> {
+        let path = self.index_path(pipeline);
+        let bytes = serde_json::to_vec(index).expect("index serialises");
+        write_atomically(&path, &bytes)
+    }
+
+    fn index_path(&self, pipeline: &str) -> PathBuf {
+        self.v1.join("pipelines").join(format!("{pipeline}.json"))
+    }
+}
+
+/// The keys of a pipeline's instances at its last run (what `ablate plan` explains against).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PipelineIndex {
+    pub instances: BTreeMap<String, InstanceKey>,
+}
+
+#[derive(Debug)]
+pub struct EntryInfo {
+    pub key: InstanceKey,
+    pub manifest: Option<Manifest>,
+    pub size: u64,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct GcReport {
+    pub entries: usize,
+    pub leftovers: usize,
+    pub bytes: u64,
+}
+
+/// Held while an instance is computed; released on drop.
+#[derive(Debug)]
+pub struct KeyLock {
+    _file: fs::File,
+}
+
+/// An entry being written. Dropped without [`TempEntry::commit`] or [`TempEntry::fail`], its
+/// directory is deleted: nothing half-written ever appears under the key.
+#[derive(Debug)]
+pub struct TempEntry<'a> {
+    store: &'a Store,
+    key: InstanceKey,
+    dir: Option<PathBuf>,
+}
+
+impl TempEntry<'_> {
+    pub fn dir(&self) -> &Path {
+        self.dir.as_deref().expect("temp entry is live")
+    }
+
+    /// Hashes every file the producer wrote, completes `manifest` with them, writes it, and
+    /// renames the directory into place. An existing invalid entry is replaced; an existing
+    /// valid one (another writer won) is kept and this one discarded.
+    pub fn commit(mut self, mut manifest: Manifest) -> Result<Manifest, CacheError> {
+        for m in &manifest.metrics {
+            if !m.value.is_finite() {
+                return Err(CacheError::NonFiniteMetric {
+                    name: m.name.clone(),
+                    value: m.value,
+                });
+            }
+        }
+        let dir = self.dir.take().expect("temp entry is live");
+        let result = (|| {
+            manifest.format = MANIFEST_FORMAT;
+            manifest.key = self.key;
+            manifest.outputs = hash_tree(&dir)?;
+            let path = dir.join(MANIFEST);
+            let bytes = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
+            fs::write(&path, bytes).map_err(CacheError::io(&path))?;
+            let dest = self.store.entry_dir(&self.key);
+            let bucket = dest.parent().expect("entry has a bucket");
+            fs::create_dir_all(bucket).map_err(CacheError::io(bucket))?;
+            match fs::rename(&dir, &dest) {
+                Ok(()) => Ok(()),
+                Err(_) if dest.exists() => {
+                    if matches!(self.store.lookup(&self.key), Lookup::Hit(_)) {
+                        fs::remove_dir_all(&dir).map_err(CacheError::io(&dir))
+                    } else {
+                        remove_dir_atomically(self.store, &dest)?;
+                        fs::rename(&dir, &dest).map_err(CacheError::io(&dest))
+                    }
+                }
+                Err(e) => Err(CacheError::Io {
+                    path: dest,
+                    source: e,
+                }),
+            }
+        })();
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&dir);
+        }
+        result.map(|()| manifest)
+    }
+
+    /// Keeps the attempt's files (logs) under `v1/failed/<key>/` for inspection, replacing an
+    /// earlier failed attempt, and returns that path.
+    pub fn fail(mut self) -> Result<PathBuf, CacheError> {
+        let dir = self.dir.take().expect("temp entry is live");
+        let dest = self.store.failed_dir(&self.key);
+        if dest.exists() {
+            fs::remove_dir_all(&dest).map_err(CacheError::io(&dest))?;
+        }
+        fs::rename(&dir, &dest).map_err(CacheError::io(&dest))?;
+        Ok(dest)
+    }
+}
+
+impl Drop for TempEntry<'_> {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn open_lock_file(path: &Path) -> Result<fs::File, CacheError> {
+    fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(CacheError::io(path))
+}
+
+/// Moves a directory into `tmp/` before deleting it, so no reader ever sees it half-deleted.
+fn remove_dir_atomically(store: &Store, dir: &Path) -> Result<(), CacheError> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let trash = store
+        .v1
+        .join("tmp")
+        .join(format!("trash.{}.{n}", std::process::id()));
+    fs::rename(dir, &trash).map_err(CacheError::io(dir))?;
+    fs::remove_dir_all(&trash).map_err(CacheError::io(&trash))
+}
+
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp.{}.{n}", std::process::id()));
+    let mut f = fs::File::create(&tmp).map_err(CacheError::io(&tmp))?;
+    f.write_all(bytes).map_err(CacheError::io(&tmp))?;
+    drop(f);
+    fs::rename(&tmp, path).map_err(CacheError::io(path))
+}
+
+fn mtime_ns(meta: &fs::Metadata) -> i128 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
+fn check_output(dir: &Path, out: &OutputFile, mode: VerifyMode) -> Result<(), String> {
+    let path = dir.join(&out.path);
+    let meta =
+        fs::metadata(&path).map_err(|e| format!("output `{}` is unreadable: {e}", out.path))?;
+    if meta.len() != out.size {
+        return Err(format!(
+            "output `{}` has {} bytes, the manifest says {}",
+            out.path,
+            meta.len(),
+            out.size
+        ));
+    }
+    if mode == VerifyMode::Fast && mtime_ns(&meta) == out.mtime_ns {
+        return Ok(());
+    }
+    match Digest::of_file(&path) {
+        Ok(d) if d == out.sha256 => Ok(()),
+        Ok(_) => Err(format!(
+            "output `{}` does not match its recorded SHA-256",
+            out.path
+        )),
+        Err(e) => Err(format!("output `{}` is unreadable: {e}", out.path)),
+    }
+}
+
+/// Every regular file below `root` but the manifest, hashed, sorted by relative path.
+fn hash_tree(root: &Path) -> Result<Vec<OutputFile>, CacheError> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).map_err(CacheError::io(&dir))? {
+            let e = e.map_err(CacheError::io(&dir))?;
+            let path = e.path();
+            let ft = e.file_type().map_err(CacheError::io(&path))?;
+            if ft.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let rel = path.strip_prefix(root).expect("below root");
+            let rel = rel
+                .to_string_lossy()
+                .replace(std::path::MAIN_SEPARATOR, "/");
+            if rel == MANIFEST {
+                continue;
+            }
+            let meta = fs::metadata(&path).map_err(CacheError::io(&path))?;
+            out.push(OutputFile {
+                path: rel,
+                size: meta.len(),
+                sha256: Digest::of_file(&path)?,
+                mtime_ns: mtime_ns(&meta),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+/// Temp dirs are named `<key>.<pid>.<n>`: one whose writer still runs is not garbage.
+fn writer_alive(name: &str) -> bool {
+    let Some(pid) = name.split('.').nth(1).and_then(|p| p.parse::<u32>().ok()) else {
+        return false;
+    };
+    pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Microseconds since the Unix epoch, for manifests.
+pub fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}

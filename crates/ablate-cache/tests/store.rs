@@ -1,0 +1,239 @@
+use std::collections::HashSet;
+use std::fs;
+
+use ablate_cache::{
+    HASH_SCHEME, InstanceKey, KeyInput, Lookup, Manifest, Metric, Origin, Store, VerifyMode,
+};
+use serde_json::json;
+
+fn key_input(x: i64) -> KeyInput {
+    KeyInput {
+        scheme: HASH_SCHEME,
+        op: "echo".into(),
+        op_version: 1,
+        params: serde_json::from_value(json!({ "value": x })).unwrap(),
+        inputs: vec![],
+        deps: vec![],
+    }
+}
+
+fn manifest(input: &KeyInput) -> Manifest {
+    Manifest {
+        format: 0,
+        key: input.key(),
+        input: input.clone(),
+        origin: Origin {
+            pipeline: "p".into(),
+            stage: "s".into(),
+            label: "value=1".into(),
+        },
+        outputs: vec![],
+        metrics: vec![Metric::new("value", 1.0), Metric::at_step("loss", 3, 0.5)],
+        publish: vec![],
+        started_at_us: 0,
+        seconds: 0.1,
+        device: "cpu".into(),
+        host: "h".into(),
+        ablate_version: "0".into(),
+    }
+}
+
+fn put(store: &Store, x: i64, files: &[(&str, &[u8])]) -> InstanceKey {
+    let input = key_input(x);
+    let key = input.key();
+    let tmp = store.begin(&key).unwrap();
+    for (name, bytes) in files {
+        let p = tmp.dir().join(name);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, bytes).unwrap();
+    }
+    tmp.commit(manifest(&input)).unwrap();
+    key
+}
+
+#[test]
+fn commit_then_lookup_hits_with_hashed_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert!(dir.path().join("CACHEDIR.TAG").exists());
+    let key = put(
+        &store,
+        1,
+        &[("a.txt", b"hello"), ("sub/b.bin", b"\x00\x01")],
+    );
+    match store.lookup(&key) {
+        Lookup::Hit(m) => {
+            let paths: Vec<_> = m.outputs.iter().map(|o| o.path.as_str()).collect();
+            assert_eq!(paths, ["a.txt", "sub/b.bin"]);
+            assert_eq!(
+                m.outputs[0].sha256,
+                ablate_cache::Digest::of_bytes(b"hello")
+            );
+            assert_eq!(m.key, key);
+        }
+        other => panic!("expected a hit, got {other:?}"),
+    }
+    assert!(matches!(store.lookup(&key_input(2).key()), Lookup::Miss));
+    // Nothing is left in tmp after a commit.
+    assert_eq!(fs::read_dir(dir.path().join("v1/tmp")).unwrap().count(), 0);
+}
+
+#[test]
+fn dropped_temp_entry_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let key = key_input(1).key();
+    {
+        let tmp = store.begin(&key).unwrap();
+        fs::write(tmp.dir().join("half"), b"written").unwrap();
+    }
+    assert!(matches!(store.lookup(&key), Lookup::Miss));
+    assert_eq!(fs::read_dir(dir.path().join("v1/tmp")).unwrap().count(), 0);
+}
+
+#[test]
+fn torn_entry_is_invalid_and_replaced_on_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let key = put(&store, 1, &[("a.txt", b"hello")]);
+    fs::remove_file(store.entry_dir(&key).join("manifest.json")).unwrap();
+    assert!(matches!(store.lookup(&key), Lookup::Invalid(why) if why.contains("torn")));
+    let again = put(&store, 1, &[("a.txt", b"hello")]);
+    assert_eq!(again, key);
+    assert!(matches!(store.lookup(&key), Lookup::Hit(_)));
+}
+
+#[test]
+fn tampered_output_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let key = put(&store, 1, &[("a.txt", b"hello")]);
+    let file = store.entry_dir(&key).join("a.txt");
+    // Same size, other bytes: caught by the mtime change, then the hash.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fs::write(&file, b"HELLO").unwrap();
+    assert!(matches!(store.lookup(&key), Lookup::Invalid(why) if why.contains("SHA-256")));
+    // Other size: caught by the size alone.
+    fs::write(&file, b"hello!").unwrap();
+    assert!(matches!(store.lookup(&key), Lookup::Invalid(why) if why.contains("bytes")));
+    // A garbled manifest.
+    fs::write(store.entry_dir(&key).join("manifest.json"), b"{not json").unwrap();
+    assert!(matches!(store.lookup(&key), Lookup::Invalid(why) if why.contains("parse")));
+}
+
+#[test]
+fn full_verify_catches_what_mtime_hides() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let key = put(&store, 1, &[("a.txt", b"hello")]);
+    let file = store.entry_dir(&key).join("a.txt");
+    let mtime = fs::metadata(&file).unwrap().modified().unwrap();
+    fs::write(&file, b"HELLO").unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    assert!(matches!(
+        store.verify(&key, VerifyMode::Fast),
+        Lookup::Hit(_)
+    ));
+    assert!(matches!(
+        store.verify(&key, VerifyMode::Full),
+        Lookup::Invalid(_)
+    ));
+}
+
+#[test]
+fn manifest_of_another_key_is_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let k1 = put(&store, 1, &[]);
+    let k2 = key_input(2).key();
+    let d2 = store.entry_dir(&k2);
+    fs::create_dir_all(d2.parent().unwrap()).unwrap();
+    fs::create_dir_all(&d2).unwrap();
+    fs::copy(
+        store.entry_dir(&k1).join("manifest.json"),
+        d2.join("manifest.json"),
+    )
+    .unwrap();
+    assert!(matches!(store.lookup(&k2), Lookup::Invalid(why) if why.contains("another key")));
+}
+
+#[test]
+fn non_finite_metric_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let input = key_input(1);
+    let mut m = manifest(&input);
+    m.metrics.push(Metric::new("loss", f64::NAN));
+    let err = store.begin(&input.key()).unwrap().commit(m).unwrap_err();
+    assert!(err.to_string().contains("loss"), "{err}");
+    assert!(matches!(store.lookup(&input.key()), Lookup::Miss));
+}
+
+#[test]
+fn lock_is_exclusive_until_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let key = key_input(1).key();
+    let held = store.lock(&key).unwrap();
+    assert!(store.try_lock(&key).unwrap().is_none());
+    drop(held);
+    assert!(store.try_lock(&key).unwrap().is_some());
+}
+
+#[test]
+fn failed_attempt_is_kept_for_inspection() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let key = key_input(1).key();
+    let tmp = store.begin(&key).unwrap();
+    fs::write(tmp.dir().join("stderr.log"), b"boom").unwrap();
+    let kept = tmp.fail().unwrap();
+    assert_eq!(fs::read(kept.join("stderr.log")).unwrap(), b"boom");
+    assert!(matches!(store.lookup(&key), Lookup::Miss));
+}
+
+#[test]
+fn gc_removes_leftovers_invalid_and_unkept_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let keep = put(&store, 1, &[("a", b"1")]);
+    let drop_me = put(&store, 2, &[("a", b"2")]);
+    let torn = put(&store, 3, &[("a", b"3")]);
+    fs::remove_file(store.entry_dir(&torn).join("manifest.json")).unwrap();
+    // A temp dir of a writer that no longer exists (pid 0 is never a user process).
+    fs::create_dir_all(dir.path().join(format!("v1/tmp/{}.0.7", keep.to_hex()))).unwrap();
+
+    let report = store.gc(None, true).unwrap();
+    assert_eq!((report.entries, report.leftovers), (1, 1));
+    assert_eq!(store.keys().unwrap().len(), 3, "dry run removes nothing");
+
+    store.gc(None, false).unwrap();
+    assert_eq!(store.keys().unwrap(), {
+        let mut v = vec![keep, drop_me];
+        v.sort();
+        v
+    });
+    let kept: HashSet<_> = [keep].into();
+    store.gc(Some(&kept), false).unwrap();
+    assert_eq!(store.keys().unwrap(), vec![keep]);
+    assert_eq!(fs::read_dir(dir.path().join("v1/tmp")).unwrap().count(), 0);
+}
+
+#[test]
+fn prefix_resolution_and_index_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let key = put(&store, 1, &[]);
+    assert_eq!(store.resolve_prefix(&key.to_hex()[..6]).unwrap(), key);
+    assert!(store.resolve_prefix("zzzz").is_err());
+    let mut index = store.load_index("p");
+    assert!(index.instances.is_empty());
+    index.instances.insert("s[value=1]".into(), key);
+    store.save_index("p", &index).unwrap();
+    assert_eq!(store.load_index("p").instances["s[value=1]"], key);
+}
