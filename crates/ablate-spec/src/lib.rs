@@ -1,1 +1,31 @@
-//! ablate-spec
+//! `ablate-spec` owns the pipeline file: YAML text → a span-carrying raw tree (serde-saphyr) →
+//! one validated [`Pipeline`], or every problem in the file at once as [`Diagnostics`] that point
+//! at `file:line:col` with a caret excerpt. It also owns the vocabulary ops use to describe their
+//! parameters ([`OpSchema`]), because validating a stage means checking its params against its op.
+//!
+//! It must not know how ops run, hash anything, or touch the cache: it is pure text → types.
+
+mod diagnostic;
+mod expand;
+mod interp;
+mod load;
+mod model;
+mod node;
+mod schema;
+mod suggest;
+mod typecheck;
+mod validate;
+
+pub use diagnostic::{Diagnostic, Diagnostics, Severity, SourceFile, Span};
+pub use load::{Override, Overrides, load, load_file};
+pub use model::{Device, Matrix, Pipeline, Resources, Stage, StageName};
+pub use schema::{OpCatalog, OpSchema, ParamSpec, ParamType};
+pub use suggest::did_you_mean;
+
+/// A parameter value after interpolation and normalisation (numbers checked finite, ints kept
+/// as ints, floats as floats). `serde_json::Value` is the currency between crates; its map type
+/// is only ever serialised canonically by `ablate-cache`, never relied on for ordering.
+pub type Value = serde_json::Value;
+
+/// Parameters of one stage or instance, keyed by name (sorted).
+pub type Params = std::collections::BTreeMap<String, Value>;

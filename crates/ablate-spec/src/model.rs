@@ -1,0 +1,138 @@
+//! Validated domain types: what a pipeline means once the file has been checked.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Params, SourceFile, Span, Value};
+
+/// The name of a stage, as written under `stages:`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct StageName(String);
+
+impl StageName {
+    pub fn new(name: impl Into<String>) -> Self {
+        Self(name.into())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for StageName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::borrow::Borrow<str> for StageName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Where an instance's ops run. Recorded in manifests and results, never part of a key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Device {
+    #[default]
+    Cpu,
+    Cuda(u32),
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(0) => f.write_str("cuda"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Device {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Device::Cuda)
+                .ok_or_else(|| format!("expected `cpu`, `cuda` or `cuda:N`, found `{s}`")),
+        }
+    }
+}
+
+/// What one instance of a stage asks of the machine. Execution detail: never part of a key.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    pub cpus: f64,
+    pub gpus: f64,
+    pub mem_gb: f64,
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Self {
+            cpus: 1.0,
+            gpus: 0.0,
+            mem_gb: 0.0,
+        }
+    }
+}
+
+/// A stage's own sweep. `axes` keep file order; each axis value is already normalised against
+/// the op's parameter type. `include`/`exclude` follow the rules of [`Matrix::expand`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Matrix {
+    pub axes: Vec<(String, Vec<Value>)>,
+    pub include: Vec<BTreeMap<String, Value>>,
+    pub exclude: Vec<BTreeMap<String, Value>>,
+}
+
+/// One validated stage.
+#[derive(Clone, Debug)]
+pub struct Stage {
+    pub name: StageName,
+    pub description: Option<String>,
+    pub op: String,
+    /// The op's version at validation time (from its schema).
+    pub op_version: u32,
+    /// In file order; every name exists in the pipeline.
+    pub needs: Vec<StageName>,
+    /// Fully resolved params: the op's defaults, then `defaults:`, then `params:`, then
+    /// `--set` overrides; interpolated and type-checked. Matrix keys are not in here.
+    pub params: Params,
+    pub matrix: Matrix,
+    /// True when the op gathers (reports) or the stage says `gather: true`: one instance (per
+    /// own-matrix combination) that sees every instance of every need.
+    pub gather: bool,
+    pub resources: Resources,
+    pub retries: u32,
+    pub device: Device,
+    /// Span of the stage's name under `stages:`.
+    pub span: Span,
+    /// Span of the `needs:` value, if written (for cycle and join errors).
+    pub needs_span: Option<Span>,
+}
+
+/// A validated pipeline file.
+#[derive(Clone, Debug)]
+pub struct Pipeline {
+    pub name: String,
+    pub description: Option<String>,
+    pub vars: BTreeMap<String, Value>,
+    /// Stages in file order.
+    pub stages: Vec<Stage>,
+    pub source: Arc<SourceFile>,
+}
+
+impl Pipeline {
+    pub fn stage(&self, name: &str) -> Option<&Stage> {
+        self.stages.iter().find(|s| s.name.as_str() == name)
+    }
+}

@@ -1,0 +1,1092 @@
+//! The one place where the raw tree becomes a [`Pipeline`]. Every check pushes its problem and
+//! goes on, so a file with ten mistakes gets ten errors in one run.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use crate::interp::{Vars, interpolate};
+use crate::node::{Key, Kind, Node, Origin};
+use crate::typecheck::check_param;
+use crate::{
+    Device, Diagnostic, Matrix, OpCatalog, OpSchema, ParamType, Params, Pipeline, Resources,
+    SourceFile, Span, Stage, StageName, Value, suggest,
+};
+
+const TOP_KEYS: &[&str] = &["name", "description", "vars", "defaults", "stages"];
+const STAGE_KEYS: &[&str] = &[
+    "op",
+    "description",
+    "needs",
+    "params",
+    "matrix",
+    "include",
+    "exclude",
+    "resources",
+    "retries",
+    "gather",
+    "device",
+];
+/// `defaults:` keys that are stage attributes rather than op parameters.
+const DEFAULT_ATTRIBUTES: &[&str] = &["device", "retries", "resources"];
+const RESOURCE_KEYS: &[&str] = &["cpus", "gpus", "mem_gb"];
+
+/// Validates the whole tree; `None` when anything is wrong (every problem is in `errors`).
+pub(crate) fn validate(
+    root: &Node,
+    catalog: &dyn OpCatalog,
+    source: Arc<SourceFile>,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<Pipeline> {
+    let mut v = Validator {
+        catalog,
+        errors,
+        vars: Vars::new(),
+        defaults: Defaults::default(),
+        stage_names: Vec::new(),
+    };
+    let pipeline = v.pipeline(root, source);
+    if v.errors.is_empty() { pipeline } else { None }
+}
+
+struct Validator<'a, 'e> {
+    catalog: &'a dyn OpCatalog,
+    errors: &'e mut Vec<Diagnostic>,
+    vars: Vars,
+    defaults: Defaults,
+    stage_names: Vec<String>,
+}
+
+/// What `defaults:` says, checked once.
+#[derive(Default)]
+struct Defaults {
+    device: Option<Device>,
+    retries: Option<u32>,
+    resources: ResourcesPatch,
+    /// Parameter defaults, interpolated (`None`: its interpolation failed, already reported).
+    params: Vec<(Key, Option<Node>)>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct ResourcesPatch {
+    cpus: Option<f64>,
+    gpus: Option<f64>,
+    mem_gb: Option<f64>,
+}
+
+impl ResourcesPatch {
+    fn over(self, base: Resources) -> Resources {
+        Resources {
+            cpus: self.cpus.unwrap_or(base.cpus),
+            gpus: self.gpus.unwrap_or(base.gpus),
+            mem_gb: self.mem_gb.unwrap_or(base.mem_gb),
+        }
+    }
+}
+
+/// The allowed keys written in a map, by name, and the allowed keys that an unknown key looked
+/// like a typo of (so `stagse:` is not also reported as a missing `stages:`).
+struct Fields<'n> {
+    present: BTreeMap<&'static str, (&'n Key, &'n Node)>,
+    misspelt: BTreeSet<&'static str>,
+}
+
+impl<'n> Fields<'n> {
+    fn get(&self, key: &str) -> Option<&(&'n Key, &'n Node)> {
+        self.present.get(key)
+    }
+    /// Whether `key` is written, or an unknown key was reported as a typo of it.
+    fn attempted(&self, key: &str) -> bool {
+        self.present.contains_key(key) || self.misspelt.contains(key)
+    }
+}
+
+/// "`retries` of stage `x` expects an integer ≥ 0, found a string `two`".
+fn type_error(node: &Node, subject: &str, expected: &str) -> Diagnostic {
+    node.origin
+        .error(format!(
+            "{subject} expects {expected}, found {}",
+            node.describe()
+        ))
+        .label(format!("expected {expected}"))
+}
+
+fn list(names: impl IntoIterator<Item = impl AsRef<str>>) -> String {
+    names
+        .into_iter()
+        .map(|n| format!("`{}`", n.as_ref()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn unknown_key(key: &Key, context: &str, allowed: &[&str], suggestion: Option<&str>) -> Diagnostic {
+    let help = match suggestion {
+        Some(s) => format!("did you mean `{s}`?"),
+        None => format!("the keys of {context} are {}", list(allowed)),
+    };
+    key.origin
+        .error(format!("unknown key `{}` in {context}", key.name))
+        .label("unknown key")
+        .help(help)
+}
+
+fn span_of(origin: &Origin) -> Span {
+    origin.span().unwrap_or(Span::new(1, 1, 1))
+}
+
+fn is_stage_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn is_pipeline_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && !name.chars().all(|c| c == '.')
+}
+
+/// A finite number (integer or float) as f64.
+fn number(node: &Node) -> Option<f64> {
+    match node.kind {
+        #[allow(clippy::cast_precision_loss)]
+        Kind::Int(i) => Some(i as f64),
+        Kind::Float(f) if f.is_finite() => Some(f),
+        _ => None,
+    }
+}
+
+impl<'a> Validator<'a, '_> {
+    fn push(&mut self, diagnostic: Diagnostic) {
+        self.errors.push(diagnostic);
+    }
+
+    fn fields<'n>(
+        &mut self,
+        entries: &'n [(Key, Node)],
+        allowed: &[&'static str],
+        context: &str,
+    ) -> Fields<'n> {
+        let mut fields = Fields {
+            present: BTreeMap::new(),
+            misspelt: BTreeSet::new(),
+        };
+        for (key, value) in entries {
+            match allowed.iter().find(|a| **a == key.name) {
+                Some(name) => {
+                    fields.present.insert(*name, (key, value));
+                }
+                None => {
+                    let suggestion = suggest::did_you_mean(&key.name, allowed.iter().copied());
+                    fields.misspelt.extend(suggestion);
+                    self.push(unknown_key(key, context, allowed, suggestion));
+                }
+            }
+        }
+        fields
+    }
+
+    fn string<'n>(&mut self, node: &'n Node, subject: &str) -> Option<&'n str> {
+        match &node.kind {
+            Kind::Str(s) => Some(s),
+            _ => {
+                self.push(type_error(node, subject, "a string"));
+                None
+            }
+        }
+    }
+
+    fn pipeline(&mut self, root: &Node, source: Arc<SourceFile>) -> Option<Pipeline> {
+        let Some(entries) = root.as_map() else {
+            let d = if root.kind == Kind::Null {
+                root.origin.error("the pipeline file is empty")
+            } else {
+                type_error(root, "a pipeline file", "a map with `name` and `stages`")
+            };
+            self.push(d.help("a pipeline needs at least `name:` and `stages:`"));
+            return None;
+        };
+        let fields = self.fields(entries, TOP_KEYS, "the pipeline");
+        let root_span = span_of(&root.origin);
+
+        let name = match fields.get("name") {
+            Some((_, node)) => self.string(node, "`name`").and_then(|name| {
+                if is_pipeline_name(name) {
+                    Some(name.to_owned())
+                } else {
+                    self.push(
+                        node.origin
+                            .error(format!("invalid pipeline name `{}`", crate::node::shorten(name)))
+                            .label("invalid name")
+                            .help("the name becomes `results/<name>/`: use letters, digits, `_`, `.` and `-`"),
+                    );
+                    None
+                }
+            }),
+            None if fields.attempted("name") => None,
+            None => {
+                self.push(
+                    Diagnostic::error("missing key `name` in the pipeline")
+                        .at(root_span)
+                        .help("add `name: …`; it names the results directory `results/<name>/`"),
+                );
+                None
+            }
+        };
+        let description = fields
+            .get("description")
+            .and_then(|(_, node)| self.string(node, "`description`"));
+        if let Some((_, node)) = fields.get("vars") {
+            self.vars(node);
+        }
+        if let Some((_, node)) = fields.get("defaults") {
+            self.defaults(node);
+        }
+
+        let stages = match fields.get("stages") {
+            None if fields.attempted("stages") => None,
+            None => {
+                self.push(Diagnostic::error("missing key `stages` in the pipeline").at(root_span));
+                None
+            }
+            Some((key, node)) => match node.as_map() {
+                None => {
+                    self.push(type_error(node, "`stages`", "a map of stages"));
+                    None
+                }
+                Some([]) => {
+                    self.push(
+                        key.origin
+                            .error("the pipeline has no stages")
+                            .label("empty"),
+                    );
+                    None
+                }
+                Some(entries) => {
+                    self.stage_names = entries.iter().map(|(k, _)| k.name.clone()).collect();
+                    let mut used = Vec::new();
+                    let mut stages = Vec::new();
+                    let mut complete = true;
+                    for (key, node) in entries {
+                        let (stage, schema) = self.stage(key, node);
+                        used.push(schema);
+                        match stage {
+                            Some(stage) => stages.push(stage),
+                            None => complete = false,
+                        }
+                    }
+                    self.check_default_params_are_used(&used);
+                    complete.then_some(stages)
+                }
+            },
+        };
+
+        let vars = std::mem::take(&mut self.vars);
+        let vars = vars
+            .into_iter()
+            .map(|(k, v)| v.map(|v| (k, v)))
+            .collect::<Option<BTreeMap<_, _>>>();
+        Some(Pipeline {
+            name: name?,
+            description: description.map(str::to_owned),
+            vars: vars?,
+            stages: stages?,
+            source,
+        })
+    }
+
+    fn vars(&mut self, node: &Node) {
+        let Some(entries) = node.as_map() else {
+            self.push(type_error(node, "`vars`", "a map of variables"));
+            return;
+        };
+        for (key, value) in entries {
+            let value = match value.to_value() {
+                Ok(value) => Some(value),
+                Err(bad) => {
+                    self.push(type_error(
+                        bad,
+                        &format!("variable `{}`", key.name),
+                        "a finite number",
+                    ));
+                    None
+                }
+            };
+            self.vars.insert(key.name.clone(), value);
+        }
+    }
+
+    fn defaults(&mut self, node: &Node) {
+        let Some(entries) = node.as_map() else {
+            self.push(type_error(
+                node,
+                "`defaults`",
+                "a map of parameter and stage-attribute defaults",
+            ));
+            return;
+        };
+        for (key, value) in entries {
+            match key.name.as_str() {
+                "device" => self.defaults.device = self.device(value, "`device` in `defaults`"),
+                "retries" => self.defaults.retries = self.retries(value, "`retries` in `defaults`"),
+                "resources" => {
+                    self.defaults.resources =
+                        self.resources(value, "`resources` in `defaults`", "`defaults`")
+                }
+                _ => {
+                    let interpolated = interpolate(value, &self.vars, self.errors);
+                    self.defaults.params.push((key.clone(), interpolated));
+                }
+            }
+        }
+    }
+
+    /// A `defaults:` parameter that no op of the pipeline declares is a typo or a leftover.
+    fn check_default_params_are_used(&mut self, used: &[Option<&'a OpSchema>]) {
+        // An unknown op is already an error; guessing what it would have declared helps nobody.
+        if used.iter().any(Option::is_none) {
+            return;
+        }
+        let declared: BTreeSet<&str> = used
+            .iter()
+            .flatten()
+            .flat_map(|s| s.params.iter().map(|p| p.name))
+            .collect();
+        let unused: Vec<Key> = self
+            .defaults
+            .params
+            .iter()
+            .filter(|(key, _)| !declared.contains(key.name.as_str()))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in unused {
+            let candidates = declared
+                .iter()
+                .copied()
+                .chain(DEFAULT_ATTRIBUTES.iter().copied());
+            let help = suggest::hint(&key.name, candidates).unwrap_or_else(|| {
+                format!("`defaults` sets stage attributes ({}) and parameters of the ops in the pipeline", list(DEFAULT_ATTRIBUTES))
+            });
+            self.push(
+                key.origin
+                    .error(format!(
+                        "`defaults` sets `{}`, but no op in this pipeline has such a parameter",
+                        key.name
+                    ))
+                    .label("not a parameter of any op used here")
+                    .help(help),
+            );
+        }
+    }
+
+    fn device(&mut self, node: &Node, subject: &str) -> Option<Device> {
+        match &node.kind {
+            Kind::Str(s) => match s.parse() {
+                Ok(device) => Some(device),
+                Err(message) => {
+                    self.push(
+                        node.origin
+                            .error(format!("invalid {subject}: {message}"))
+                            .label("invalid device"),
+                    );
+                    None
+                }
+            },
+            _ => {
+                self.push(type_error(node, subject, "`cpu`, `cuda` or `cuda:N`"));
+                None
+            }
+        }
+    }
+
+    fn retries(&mut self, node: &Node, subject: &str) -> Option<u32> {
+        match node.kind {
+            Kind::Int(i) if i >= 0 => match u32::try_from(i) {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    self.push(type_error(
+                        node,
+                        subject,
+                        &format!("an integer in 0..={}", u32::MAX),
+                    ));
+                    None
+                }
+            },
+            _ => {
+                self.push(type_error(node, subject, "an integer ≥ 0"));
+                None
+            }
+        }
+    }
+
+    fn resources(&mut self, node: &Node, subject: &str, context: &str) -> ResourcesPatch {
+        let mut patch = ResourcesPatch::default();
+        let Some(entries) = node.as_map() else {
+            self.push(type_error(
+                node,
+                subject,
+                "a map with `cpus`, `gpus` and `mem_gb`",
+            ));
+            return patch;
+        };
+        let fields = self.fields(entries, RESOURCE_KEYS, &format!("`resources` of {context}"));
+        for (name, (_, value)) in fields.present {
+            let positive = name == "cpus";
+            let subject = format!("`resources.{name}` of {context}");
+            match number(value) {
+                Some(n) if if positive { n > 0.0 } else { n >= 0.0 } => match name {
+                    "cpus" => patch.cpus = Some(n),
+                    "gpus" => patch.gpus = Some(n),
+                    _ => patch.mem_gb = Some(n),
+                },
+                _ => self.push(type_error(
+                    value,
+                    &subject,
+                    if positive {
+                        "a number > 0"
+                    } else {
+                        "a number ≥ 0"
+                    },
+                )),
+            }
+        }
+        patch
+    }
+
+    /// One stage, and its op's schema when the op is known.
+    fn stage(&mut self, key: &Key, node: &Node) -> (Option<Stage>, Option<&'a OpSchema>) {
+        let name = key.name.as_str();
+        let span = span_of(&key.origin);
+        if !is_stage_name(name) {
+            self.push(
+                key.origin
+                    .error(format!("invalid stage name `{}`", crate::node::shorten(name)))
+                    .label("invalid name")
+                    .help("stage names appear in paths, `{in.NAME}` and `--set`: use letters, digits, `_` and `-`"),
+            );
+        }
+        let Some(entries) = node.as_map() else {
+            self.push(type_error(
+                node,
+                &format!("stage `{name}`"),
+                "a map with at least `op`",
+            ));
+            return (None, None);
+        };
+        let context = format!("stage `{name}`");
+        let fields = self.fields(entries, STAGE_KEYS, &context);
+
+        let op = match fields.get("op") {
+            Some((_, node)) => self
+                .string(node, &format!("`op` of stage `{name}`"))
+                .map(|op| (op, *node)),
+            None if fields.attempted("op") => None,
+            None => {
+                self.push(
+                    Diagnostic::error(format!("stage `{name}` has no `op`"))
+                        .at(span)
+                        .label("missing `op`")
+                        .help("run `ablate ops` to list the ops"),
+                );
+                None
+            }
+        };
+        let catalog: &'a dyn OpCatalog = self.catalog;
+        let schema = op.and_then(|(op, node)| {
+            let schema = catalog.schema(op);
+            if schema.is_none() {
+                let names = self.catalog.op_names();
+                let help = suggest::hint(op, names.iter().copied())
+                    .unwrap_or_else(|| "run `ablate ops` to list the ops".into());
+                self.push(
+                    node.origin
+                        .error(format!(
+                            "unknown op `{}` in stage `{name}`",
+                            crate::node::shorten(op)
+                        ))
+                        .label("unknown op")
+                        .help(help),
+                );
+            }
+            schema
+        });
+
+        let description = fields
+            .get("description")
+            .and_then(|(_, node)| self.string(node, &format!("`description` of stage `{name}`")));
+        let needs_node = fields.get("needs").map(|(_, node)| *node);
+        let needs = match needs_node {
+            Some(node) => self.needs(name, node),
+            None => Needs {
+                names: Vec::new(),
+                written: Some(0),
+            },
+        };
+        if let (Some(schema), Some(written), false) =
+            (schema, needs.written, fields.misspelt.contains("needs"))
+        {
+            self.check_needs_count(name, span, schema, needs_node, written);
+        }
+        let device = match fields.get("device") {
+            Some((_, node)) => self.device(node, &format!("`device` of stage `{name}`")),
+            None => Some(self.defaults.device.unwrap_or_default()),
+        };
+        let retries = match fields.get("retries") {
+            Some((_, node)) => self.retries(node, &format!("`retries` of stage `{name}`")),
+            None => Some(self.defaults.retries.unwrap_or(0)),
+        };
+        let gather = match fields.get("gather") {
+            Some((
+                _,
+                Node {
+                    kind: Kind::Bool(b),
+                    ..
+                },
+            )) => Some(*b),
+            Some((_, node)) => {
+                self.push(type_error(
+                    node,
+                    &format!("`gather` of stage `{name}`"),
+                    "a boolean",
+                ));
+                None
+            }
+            None => Some(false),
+        };
+        let mut resources = self.defaults.resources.over(Resources::default());
+        if let Some((_, node)) = fields.get("resources") {
+            resources = self
+                .resources(node, &format!("`resources` of stage `{name}`"), &context)
+                .over(resources);
+        }
+
+        let params = match schema {
+            Some(schema) => self.params(name, span, schema, &fields),
+            None => {
+                // Still report interpolation problems in a stage whose op is unknown.
+                for key in ["params", "matrix", "include", "exclude"] {
+                    if let Some((_, node)) = fields.get(key) {
+                        interpolate(node, &self.vars, self.errors);
+                    }
+                }
+                None
+            }
+        };
+
+        // Anything missing here was reported; the caller discards the pipeline.
+        let (
+            Some((op, _)),
+            Some(schema),
+            Some(device),
+            Some(retries),
+            Some(gather),
+            Some((params, matrix)),
+        ) = (op, schema, device, retries, gather, params)
+        else {
+            return (None, schema);
+        };
+        let stage = Stage {
+            name: StageName::new(name),
+            description: description.map(str::to_owned),
+            op: op.to_owned(),
+            op_version: schema.version,
+            needs: needs.names,
+            params,
+            matrix,
+            gather: schema.gathers || gather,
+            resources,
+            retries,
+            device,
+            span,
+            needs_span: needs_node.and_then(|node| node.origin.span()),
+        };
+        (Some(stage), Some(schema))
+    }
+
+    fn needs(&mut self, stage: &str, node: &Node) -> Needs {
+        let subject = format!("`needs` of stage `{stage}`");
+        let items: Vec<&Node> = match &node.kind {
+            Kind::Str(_) => vec![node],
+            Kind::Seq(items) => items.iter().collect(),
+            _ => {
+                self.push(type_error(
+                    node,
+                    &subject,
+                    "a stage name or a list of stage names",
+                ));
+                return Needs::default();
+            }
+        };
+        // Count distinct names: `[a, a]` is a duplicate, reported as such, not two inputs.
+        let distinct = items
+            .iter()
+            .map(|item| match &item.kind {
+                Kind::Str(s) => Some(s.as_str()),
+                _ => None,
+            })
+            .collect::<BTreeSet<_>>()
+            .len();
+        let mut needs = Needs {
+            names: Vec::new(),
+            written: Some(distinct),
+        };
+        for item in items {
+            let Kind::Str(need) = &item.kind else {
+                self.push(type_error(item, &subject, "a stage name"));
+                continue;
+            };
+            let problem = if need == stage {
+                Some(
+                    item.origin
+                        .error(format!("stage `{stage}` needs itself"))
+                        .label("a stage cannot need itself"),
+                )
+            } else if !self.stage_names.iter().any(|s| s == need) {
+                let others = self
+                    .stage_names
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|s| *s != stage);
+                Some(
+                    item.origin
+                        .error(format!(
+                            "unknown stage `{}` in `needs` of stage `{stage}`",
+                            crate::node::shorten(need)
+                        ))
+                        .label("no such stage")
+                        .maybe_help(suggest::hint(need, others)),
+                )
+            } else if needs.names.iter().any(|n| n.as_str() == need) {
+                Some(
+                    item.origin
+                        .error(format!("stage `{need}` is listed twice in {subject}"))
+                        .label("duplicate"),
+                )
+            } else {
+                None
+            };
+            match problem {
+                Some(problem) => self.push(problem),
+                None => needs.names.push(StageName::new(need.clone())),
+            }
+        }
+        needs
+    }
+
+    fn check_needs_count(
+        &mut self,
+        stage: &str,
+        span: Span,
+        schema: &OpSchema,
+        node: Option<&Node>,
+        n: usize,
+    ) {
+        let (min, max) = schema.needs;
+        if n >= min && max.is_none_or(|max| n <= max) {
+            return;
+        }
+        let inputs = |k: usize| if k == 1 { "input" } else { "inputs" };
+        let takes = match max {
+            Some(0) => "takes no inputs".to_owned(),
+            Some(max) if max == min => format!("takes exactly {min} {}", inputs(min)),
+            Some(max) if min == 0 => format!("takes at most {max} {}", inputs(max)),
+            Some(max) => format!("takes {min} to {max} inputs"),
+            None => format!("takes at least {min} {}", inputs(min)),
+        };
+        let op = schema.name;
+        let d = match node {
+            Some(node) => node.origin.error(format!(
+                "op `{op}` {takes}, but `needs` of stage `{stage}` lists {n}"
+            )),
+            None => Diagnostic::error(format!(
+                "op `{op}` {takes}, but stage `{stage}` has no `needs`"
+            ))
+            .at(span),
+        };
+        self.push(d.label(takes));
+    }
+
+    /// The parameter type of `key` for `schema`: declared, or `Any` for an op with free params.
+    fn param_type<'s>(schema: &'s OpSchema, key: &str) -> Option<&'s ParamType> {
+        const ANY: &ParamType = &ParamType::Any;
+        schema
+            .param(key)
+            .map(|p| &p.ty)
+            .or(schema.free_params.then_some(ANY))
+    }
+
+    fn unknown_param(&mut self, stage: &str, schema: &OpSchema, key: &Key) {
+        let names: Vec<&str> = schema.params.iter().map(|p| p.name).collect();
+        let help = suggest::hint(&key.name, names.iter().copied()).unwrap_or_else(|| {
+            if names.is_empty() {
+                format!("op `{}` takes no parameters", schema.name)
+            } else {
+                format!(
+                    "the parameters of op `{}` are {}",
+                    schema.name,
+                    list(&names)
+                )
+            }
+        });
+        self.push(
+            key.origin
+                .error(format!(
+                    "unknown parameter `{}` for op `{}` in stage `{stage}`",
+                    key.name, schema.name
+                ))
+                .label("unknown parameter")
+                .help(help),
+        );
+    }
+
+    /// Interpolates and type-checks one parameter value.
+    fn param_value(
+        &mut self,
+        schema: &OpSchema,
+        key: &str,
+        node: &Node,
+        ty: &ParamType,
+    ) -> Option<Value> {
+        let node = interpolate(node, &self.vars, self.errors)?;
+        check_param(schema.name, key, &node, ty)
+            .map_err(|d| self.push(d))
+            .ok()
+    }
+
+    /// Resolved params and the matrix of a stage whose op is known.
+    fn params(
+        &mut self,
+        stage: &str,
+        span: Span,
+        schema: &OpSchema,
+        fields: &Fields<'_>,
+    ) -> Option<(Params, Matrix)> {
+        let before = self.errors.len();
+        let (matrix, axis_keys) = self.matrix(stage, schema, fields);
+
+        // Fallbacks for every declared param: the op's default, then `defaults:`.
+        let mut fallback = Params::new();
+        for p in &schema.params {
+            if let Some(default) = &p.default {
+                fallback.insert(p.name.to_owned(), default.clone());
+            }
+        }
+        // Params written somewhere, valid or not: a wrong value is not also a missing one.
+        let mut written = BTreeSet::new();
+        let mut params_unreadable = false;
+        let defaults: Vec<(Key, Option<Node>)> = self.defaults.params.clone();
+        for (key, node) in &defaults {
+            if schema.param(&key.name).is_some() {
+                written.insert(key.name.clone());
+            }
+            if let (Some(p), Some(node)) = (schema.param(&key.name), node) {
+                match check_param(schema.name, p.name, node, &p.ty) {
+                    Ok(value) => {
+                        fallback.insert(p.name.to_owned(), value);
+                    }
+                    Err(d) => self.push(d),
+                }
+            }
+        }
+
+        let mut params: Params = fallback
+            .iter()
+            .filter(|(k, _)| !axis_keys.contains(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if let Some((_, node)) = fields.get("params") {
+            match node.as_map() {
+                None => {
+                    params_unreadable = true;
+                    self.push(type_error(
+                        node,
+                        &format!("`params` of stage `{stage}`"),
+                        "a map of parameters",
+                    ));
+                }
+                Some(entries) => {
+                    for (key, value) in entries {
+                        written.insert(key.name.clone());
+                        let Some(ty) = Self::param_type(schema, &key.name) else {
+                            self.unknown_param(stage, schema, key);
+                            continue;
+                        };
+                        if axis_keys.contains(&key.name) {
+                            self.push(
+                                key.origin
+                                    .error(format!(
+                                        "parameter `{}` of stage `{stage}` is set in both `params` and `matrix`",
+                                        key.name
+                                    ))
+                                    .label("also a matrix axis")
+                                    .help("a parameter is either fixed under `params:` or swept under `matrix:`; remove one"),
+                            );
+                            continue;
+                        }
+                        if let Some(value) = self.param_value(schema, &key.name, value, ty) {
+                            params.insert(key.name.clone(), value);
+                        }
+                    }
+                }
+            }
+        }
+        // A broken matrix says nothing reliable about which params its combinations set.
+        let mut matrix = matrix?;
+
+        // An appended `include` combination that omits an axis takes that param's fallback,
+        // as the stage would have without the axis.
+        for i in matrix.appended_includes() {
+            for (axis, _) in &matrix.axes {
+                if let (false, Some(value)) =
+                    (matrix.include[i].contains_key(axis), fallback.get(axis))
+                {
+                    matrix.include[i].insert(axis.clone(), value.clone());
+                }
+            }
+        }
+
+        let combinations = matrix.expand();
+        if combinations.is_empty() {
+            self.push(
+                Diagnostic::error(format!(
+                    "the matrix of stage `{stage}` expands to no combinations"
+                ))
+                .at(span)
+                .label("no instances")
+                .help(
+                    "every combination is excluded; remove an `exclude` entry or add an `include`",
+                ),
+            );
+            return None;
+        }
+        // With `parms:` reported as a typo (or `params:` not a map), "missing parameter"
+        // errors would only repeat that error.
+        let params_in_doubt = params_unreadable
+            || ["params", "matrix", "include"]
+                .iter()
+                .any(|k| fields.misspelt.contains(k));
+        for p in schema
+            .params
+            .iter()
+            .filter(|p| p.default.is_none() && !params_in_doubt)
+        {
+            if params.contains_key(p.name) || written.contains(p.name) {
+                continue;
+            }
+            let missing: Vec<_> = combinations
+                .iter()
+                .filter(|c| !c.contains_key(p.name))
+                .collect();
+            if missing.is_empty() {
+                continue;
+            }
+            let d = if missing.len() == combinations.len() {
+                Diagnostic::error(format!(
+                    "stage `{stage}`: op `{}` needs parameter `{}`",
+                    schema.name, p.name
+                ))
+            } else {
+                let example =
+                    serde_json::to_string(missing[0]).expect("a map of JSON values serialises");
+                Diagnostic::error(format!(
+                    "stage `{stage}`: op `{}` needs parameter `{}`, but the matrix combination `{example}` does not set it",
+                    schema.name, p.name
+                ))
+            };
+            self.push(
+                d.at(span)
+                    .label(format!("missing parameter `{}`", p.name))
+                    .help(format!(
+                        "set `{}` ({}) under `params:`, in `defaults:`, or as a matrix axis",
+                        p.name, p.ty
+                    )),
+            );
+        }
+        (self.errors.len() == before).then_some((params, matrix))
+    }
+
+    /// The stage's `matrix`, `include` and `exclude`; `None` when any of them is wrong. The
+    /// set of axis names is returned either way, so params can be checked against it.
+    fn matrix(
+        &mut self,
+        stage: &str,
+        schema: &OpSchema,
+        fields: &Fields<'_>,
+    ) -> (Option<Matrix>, BTreeSet<String>) {
+        let before = self.errors.len();
+        let mut matrix = Matrix::default();
+        let mut axis_keys = BTreeSet::new();
+        if let Some((_, node)) = fields.get("matrix") {
+            match node.as_map() {
+                None => self.push(type_error(
+                    node,
+                    &format!("`matrix` of stage `{stage}`"),
+                    "a map of parameter → list of values",
+                )),
+                Some(entries) => {
+                    for (key, values) in entries {
+                        axis_keys.insert(key.name.clone());
+                        let Some(ty) = Self::param_type(schema, &key.name) else {
+                            self.unknown_param(stage, schema, key);
+                            continue;
+                        };
+                        if let Some(values) = self.axis(stage, schema, key, values, ty) {
+                            matrix.axes.push((key.name.clone(), values));
+                        }
+                    }
+                }
+            }
+        }
+        for (which, into_include) in [("include", true), ("exclude", false)] {
+            let Some((_, node)) = fields.get(which) else {
+                continue;
+            };
+            let Kind::Seq(entries) = &node.kind else {
+                self.push(type_error(
+                    node,
+                    &format!("`{which}` of stage `{stage}`"),
+                    "a list of maps",
+                ));
+                continue;
+            };
+            for entry in entries {
+                if let Some(entry) = self.matrix_entry(stage, schema, which, entry, &axis_keys) {
+                    if into_include {
+                        matrix.include.push(entry)
+                    } else {
+                        matrix.exclude.push(entry)
+                    }
+                }
+            }
+        }
+        ((self.errors.len() == before).then_some(matrix), axis_keys)
+    }
+
+    fn axis(
+        &mut self,
+        stage: &str,
+        schema: &OpSchema,
+        key: &Key,
+        node: &Node,
+        ty: &ParamType,
+    ) -> Option<Vec<Value>> {
+        // Interpolate first: `steps: "${vars.steps}"` may name a list.
+        let node = interpolate(node, &self.vars, self.errors)?;
+        let Kind::Seq(items) = &node.kind else {
+            self.push(type_error(
+                &node,
+                &format!("matrix axis `{}` of stage `{stage}`", key.name),
+                "a list of values",
+            ));
+            return None;
+        };
+        if items.is_empty() {
+            self.push(
+                node.origin
+                    .error(format!(
+                        "matrix axis `{}` of stage `{stage}` has no values",
+                        key.name
+                    ))
+                    .label("empty list")
+                    .help(format!("give `{}` at least one value", key.name)),
+            );
+            return None;
+        }
+        let mut values: Vec<Value> = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for item in items {
+            match check_param(schema.name, &key.name, item, ty) {
+                Ok(value) if values.contains(&value) => {
+                    self.push(
+                        item.origin
+                            .error(format!(
+                                "duplicate value `{value}` in matrix axis `{}` of stage `{stage}`",
+                                key.name
+                            ))
+                            .label("duplicate"),
+                    );
+                    ok = false;
+                }
+                Ok(value) => values.push(value),
+                Err(d) => {
+                    self.push(d);
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(values)
+    }
+
+    fn matrix_entry(
+        &mut self,
+        stage: &str,
+        schema: &OpSchema,
+        which: &str,
+        node: &Node,
+        axis_keys: &BTreeSet<String>,
+    ) -> Option<BTreeMap<String, Value>> {
+        let Some(entries) = node.as_map() else {
+            self.push(type_error(
+                node,
+                &format!("an `{which}` entry of stage `{stage}`"),
+                "a map of parameter values",
+            ));
+            return None;
+        };
+        if entries.is_empty() {
+            self.push(
+                node.origin
+                    .error(format!("empty `{which}` entry in stage `{stage}`"))
+                    .label("empty"),
+            );
+            return None;
+        }
+        let mut entry = BTreeMap::new();
+        let mut ok = true;
+        for (key, value) in entries {
+            if which == "exclude" && !axis_keys.contains(&key.name) {
+                let help = suggest::hint(&key.name, axis_keys.iter().map(String::as_str))
+                    .unwrap_or_else(|| {
+                        if axis_keys.is_empty() {
+                            format!("stage `{stage}` has no matrix axes to exclude from")
+                        } else {
+                            format!(
+                                "`exclude` entries may only use the matrix axes: {}",
+                                list(axis_keys)
+                            )
+                        }
+                    });
+                self.push(
+                    key.origin
+                        .error(format!("`exclude` entry of stage `{stage}` uses `{}`, which is not a matrix axis", key.name))
+                        .label("not a matrix axis")
+                        .help(help),
+                );
+                ok = false;
+                continue;
+            }
+            let Some(ty) = Self::param_type(schema, &key.name) else {
+                self.unknown_param(stage, schema, key);
+                ok = false;
+                continue;
+            };
+            match self.param_value(schema, &key.name, value, ty) {
+                Some(value) => {
+                    entry.insert(key.name.clone(), value);
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(entry)
+    }
+}
+
+#[derive(Default)]
+struct Needs {
+    names: Vec<StageName>,
+    /// How many distinct entries `needs` lists, valid or not (for the count check); `None`
+    /// when `needs` is not even a list.
+    written: Option<usize>,
+}

@@ -1,0 +1,947 @@
+//! Loading pipeline files end to end against a small fake op catalog.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ablate_spec::{
+    Device, Diagnostics, Matrix, OpCatalog, OpSchema, Override, Overrides, ParamSpec, ParamType,
+    Pipeline, Resources, SourceFile, Span, StageName, Value, did_you_mean, load, load_file,
+};
+use serde_json::json;
+
+struct Catalog(Vec<OpSchema>);
+
+impl OpCatalog for Catalog {
+    fn schema(&self, op: &str) -> Option<&OpSchema> {
+        self.0.iter().find(|s| s.name == op)
+    }
+    fn op_names(&self) -> Vec<&'static str> {
+        self.0.iter().map(|s| s.name).collect()
+    }
+}
+
+fn op(
+    name: &'static str,
+    version: u32,
+    needs: (usize, Option<usize>),
+    params: Vec<ParamSpec>,
+) -> OpSchema {
+    OpSchema {
+        name,
+        version,
+        summary: "",
+        params,
+        gathers: false,
+        free_params: false,
+        inputs_by_name: false,
+        needs,
+    }
+}
+
+fn catalog() -> Catalog {
+    let seed = || {
+        ParamSpec::with_default(
+            "seed",
+            ParamType::non_negative_int(),
+            json!(0),
+            "random seed",
+        )
+    };
+    Catalog(vec![
+        op(
+            "data.toy2d",
+            1,
+            (0, Some(0)),
+            vec![
+                ParamSpec::required(
+                    "kind",
+                    ParamType::Enum(&["spirals", "moons", "circles"]),
+                    "which data set",
+                ),
+                ParamSpec::with_default(
+                    "n_train",
+                    ParamType::positive_int(),
+                    json!(1000),
+                    "training points",
+                ),
+                ParamSpec::with_default(
+                    "noise",
+                    ParamType::Float {
+                        min: 0.0,
+                        max: f64::MAX,
+                    },
+                    json!(0.05),
+                    "noise",
+                ),
+                seed(),
+            ],
+        ),
+        op(
+            "train.flow",
+            3,
+            (1, Some(1)),
+            vec![
+                ParamSpec::required(
+                    "weights",
+                    ParamType::Enum(&["shared", "unshared"]),
+                    "weight sharing",
+                ),
+                ParamSpec::with_default(
+                    "steps",
+                    ParamType::positive_int(),
+                    json!(4),
+                    "N, with h = 1/N",
+                ),
+                ParamSpec::with_default(
+                    "lr",
+                    ParamType::positive_float(),
+                    json!(0.01),
+                    "learning rate",
+                ),
+                seed(),
+            ],
+        ),
+        OpSchema {
+            gathers: true,
+            ..op(
+                "report.table",
+                2,
+                (1, None),
+                vec![ParamSpec::with_default(
+                    "rows",
+                    ParamType::list(ParamType::Str),
+                    json!([]),
+                    "row keys",
+                )],
+            )
+        },
+        OpSchema {
+            free_params: true,
+            inputs_by_name: true,
+            ..op(
+                "cmd",
+                1,
+                (0, None),
+                vec![
+                    ParamSpec::required("run", ParamType::Str, "the command"),
+                    ParamSpec::with_default(
+                        "deps",
+                        ParamType::list(ParamType::Str),
+                        json!([]),
+                        "hashed files",
+                    ),
+                ],
+            )
+        },
+    ])
+}
+
+fn fixture(path: &str) -> PathBuf {
+    Path::new("tests/fixtures").join(path)
+}
+
+fn load_ok(path: &str, overrides: &Overrides) -> Pipeline {
+    load_file(&fixture(path), overrides, &catalog()).unwrap_or_else(|d| panic!("{d}"))
+}
+
+fn load_err(path: &str, overrides: &Overrides) -> Diagnostics {
+    match load_file(&fixture(path), overrides, &catalog()) {
+        Ok(_) => panic!("{path} loaded"),
+        Err(d) => d,
+    }
+}
+
+fn load_text(text: &str, overrides: &Overrides) -> Result<Pipeline, Diagnostics> {
+    load(SourceFile::new("test.yaml", text), overrides, &catalog())
+}
+
+fn params(value: Value) -> BTreeMap<String, Value> {
+    serde_json::from_value(value).unwrap()
+}
+
+fn overrides(sets: &[&str], matrices: &[&str]) -> Overrides {
+    Overrides::parse(sets.iter().copied(), matrices.iter().copied()).unwrap()
+}
+
+/// (line, col, message) of every item, to compare with what a file should report.
+fn summary(d: &Diagnostics) -> Vec<(u32, u32, String)> {
+    d.items
+        .iter()
+        .map(|i| {
+            let s = i.span.unwrap_or(Span {
+                line: 0,
+                col: 0,
+                len: 0,
+            });
+            (s.line, s.col, i.message.clone())
+        })
+        .collect()
+}
+
+#[test]
+fn a_valid_file_gives_the_exact_pipeline() {
+    let p = load_ok("valid/ablation.yaml", &Overrides::default());
+    assert_eq!(p.name, "ablation");
+    assert_eq!(
+        p.description.as_deref(),
+        Some("weight sharing x step count")
+    );
+    assert_eq!(p.vars, params(json!({"width": 16, "tag": "v1"})));
+    assert_eq!(p.source.path, fixture("valid/ablation.yaml"));
+    let names: Vec<&str> = p.stages.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["spirals", "resnet", "sweep", "table", "mine"]);
+
+    let spirals = p.stage("spirals").unwrap();
+    assert_eq!(spirals.op, "data.toy2d");
+    assert_eq!(spirals.op_version, 1);
+    assert_eq!(spirals.description, None);
+    // Op defaults < `defaults:` < `params:`; `noise: 0` is normalised to a float.
+    assert_eq!(
+        spirals.params,
+        params(json!({"kind": "spirals", "n_train": 200, "noise": 0.0, "seed": 7}))
+    );
+    assert!(spirals.params["noise"].is_f64());
+    assert!(spirals.needs.is_empty());
+    assert_eq!(spirals.needs_span, None);
+    assert!(spirals.matrix.is_empty());
+    assert_eq!(spirals.matrix.expand(), vec![BTreeMap::new()]);
+    assert!(!spirals.gather);
+    assert_eq!(
+        spirals.resources,
+        Resources {
+            cpus: 2.0,
+            gpus: 0.0,
+            mem_gb: 0.0
+        }
+    );
+    assert_eq!(spirals.retries, 1);
+    assert_eq!(spirals.device, Device::Cpu);
+    assert_eq!(
+        spirals.span,
+        Span {
+            line: 6,
+            col: 3,
+            len: 7
+        }
+    );
+
+    let resnet = p.stage("resnet").unwrap();
+    assert_eq!(resnet.op_version, 3);
+    assert_eq!(resnet.needs, [StageName::new("spirals")]);
+    assert_eq!(
+        resnet.needs_span,
+        Some(Span {
+            line: 11,
+            col: 12,
+            len: 7
+        })
+    );
+    // Matrix keys are not params; `lr: 1` is the float 1.0.
+    assert_eq!(resnet.params, params(json!({"lr": 1.0, "seed": 7})));
+    assert_eq!(
+        resnet.matrix,
+        Matrix {
+            axes: vec![
+                ("weights".into(), vec![json!("shared"), json!("unshared")]),
+                ("steps".into(), vec![json!(1), json!(2), json!(4)]),
+            ],
+            include: vec![
+                params(json!({"weights": "shared", "lr": 0.1})),
+                params(json!({"weights": "unshared", "steps": 8}))
+            ],
+            exclude: vec![params(json!({"weights": "unshared", "steps": 1}))],
+        }
+    );
+    // By hand: 2 x 3 = 6, minus (unshared, 1) = 5; the first include adds lr to the three
+    // shared combinations; the second agrees with none (no steps 8) and is appended.
+    assert_eq!(
+        resnet.matrix.expand(),
+        vec![
+            params(json!({"weights": "shared", "steps": 1, "lr": 0.1})),
+            params(json!({"weights": "shared", "steps": 2, "lr": 0.1})),
+            params(json!({"weights": "shared", "steps": 4, "lr": 0.1})),
+            params(json!({"weights": "unshared", "steps": 2})),
+            params(json!({"weights": "unshared", "steps": 4})),
+            params(json!({"weights": "unshared", "steps": 8})),
+        ]
+    );
+    assert_eq!(
+        resnet.resources,
+        Resources {
+            cpus: 2.0,
+            gpus: 0.5,
+            mem_gb: 0.0
+        }
+    );
+    assert_eq!(resnet.retries, 0);
+    assert_eq!(resnet.device, Device::Cuda(1));
+    assert!(!resnet.gather);
+
+    // The appended `{steps: 8}` omits the `seed` axis, so it gets seed's fallback (defaults: 7).
+    let sweep = p.stage("sweep").unwrap();
+    assert_eq!(
+        sweep.description.as_deref(),
+        Some("an appended include takes the fallback of the axis it omits")
+    );
+    assert_eq!(
+        sweep.params,
+        params(json!({"weights": "shared", "lr": 0.01}))
+    );
+    assert_eq!(
+        sweep.matrix.include,
+        vec![params(json!({"steps": 8, "seed": 7}))]
+    );
+    assert_eq!(
+        sweep.matrix.expand(),
+        vec![
+            params(json!({"steps": 2, "seed": 0})),
+            params(json!({"steps": 2, "seed": 1})),
+            params(json!({"steps": 4, "seed": 0})),
+            params(json!({"steps": 4, "seed": 1})),
+            params(json!({"steps": 8, "seed": 7})),
+        ]
+    );
+
+    let table = p.stage("table").unwrap();
+    assert!(table.gather, "report ops gather");
+    assert_eq!(
+        table.needs,
+        [StageName::new("resnet"), StageName::new("sweep")]
+    );
+    assert_eq!(table.params, params(json!({"rows": ["weights", "v1"]})));
+
+    // `cmd` has free params; a whole-string reference keeps the variable's type.
+    let mine = p.stage("mine").unwrap();
+    assert!(mine.gather, "gather: true");
+    assert_eq!(
+        mine.params,
+        params(json!({
+            "run": "python probe.py --width 16 --in {in.resnet} ${HOME}",
+            "deps": [],
+            "width": 16,
+        }))
+    );
+    assert_eq!(
+        mine.matrix.axes,
+        vec![("alpha".to_string(), vec![json!(1), json!(2.5)])]
+    );
+    assert_eq!(
+        mine.needs,
+        [StageName::new("spirals"), StageName::new("resnet")]
+    );
+}
+
+#[test]
+fn every_problem_in_a_file_is_reported_at_its_place() {
+    let d = load_err("invalid/many.yaml", &Overrides::default());
+    let expected: Vec<(u32, u32, &str)> = vec![
+        (2, 1, "unknown key `stagse` in the pipeline"),
+        // `parms` is reported once: not also as a missing `kind`.
+        (8, 5, "unknown key `parms` in stage `spirals`"),
+        (10, 9, "unknown op `trian.flow` in stage `resnet`"),
+        (
+            11,
+            13,
+            "unknown stage `spirls` in `needs` of stage `resnet`",
+        ),
+        (
+            16,
+            7,
+            "parameter `weights` of stage `train` is set in both `params` and `matrix`",
+        ),
+        (
+            17,
+            14,
+            "parameter `steps` of op `train.flow` expects an integer ≥ 1, found a string `four`",
+        ),
+        (
+            18,
+            11,
+            "parameter `lr` of op `train.flow` expects a positive number, found a non-finite number `.nan`",
+        ),
+        (19, 13, "unknown variable `widht` in `${vars.widht}`"),
+        (
+            22,
+            17,
+            "`exclude` entry of stage `train` uses `lr`, which is not a matrix axis",
+        ),
+        (26, 31, "unclosed `${` in `${vars.width`"),
+        (27, 3, "stage `mine`: op `cmd` needs parameter `run`"),
+        (
+            32,
+            12,
+            "op `data.toy2d` takes no inputs, but `needs` of stage `moons` lists 1",
+        ),
+        (
+            33,
+            14,
+            "`retries` of stage `moons` expects an integer ≥ 0, found a string `two`",
+        ),
+        (
+            34,
+            35,
+            "parameter `noise` of op `data.toy2d` expects a number ≥ 0, found a list",
+        ),
+    ];
+    let expected: Vec<(u32, u32, String)> = expected
+        .into_iter()
+        .map(|(l, c, m)| (l, c, m.to_owned()))
+        .collect();
+    assert_eq!(summary(&d), expected, "\n{d}");
+
+    let hint = |line: u32| {
+        d.items
+            .iter()
+            .find(|i| i.span.unwrap().line == line)
+            .unwrap()
+            .help
+            .as_deref()
+    };
+    assert_eq!(hint(2), Some("did you mean `stages`?"));
+    assert_eq!(hint(8), Some("did you mean `params`?"));
+    assert_eq!(hint(10), Some("did you mean `train.flow`?"));
+    assert_eq!(hint(11), Some("did you mean `spirals`?"));
+    assert_eq!(hint(19), Some("did you mean `width`?"));
+    assert!(hint(26).unwrap().contains("`${vars.NAME}`"));
+    assert!(d.has_errors());
+}
+
+#[test]
+fn matrix_and_attribute_problems() {
+    let d = load_err("invalid/matrix.yaml", &Overrides::default());
+    let expected: Vec<(u32, u32, &str)> = vec![
+        (
+            2,
+            13,
+            "`defaults` sets `seeed`, but no op in this pipeline has such a parameter",
+        ),
+        (7, 13, "matrix axis `kind` of stage `data` has no values"),
+        (
+            8,
+            25,
+            "duplicate value `10` in matrix axis `n_train` of stage `data`",
+        ),
+        (
+            9,
+            14,
+            "matrix axis `noise` of stage `data` expects a list of values, found a number `0.1`",
+        ),
+        (10, 15, "empty `include` entry in stage `data`"),
+        (
+            10,
+            27,
+            "parameter `kind` of op `data.toy2d` expects one of `spirals`, `moons`, `circles`, found a string `moon`",
+        ),
+        (
+            11,
+            3,
+            "the matrix of stage `train` expands to no combinations",
+        ),
+        (
+            13,
+            19,
+            "stage `data` is listed twice in `needs` of stage `train`",
+        ),
+        (
+            16,
+            3,
+            "op `report.table` takes at least 1 input, but stage `table` has no `needs`",
+        ),
+        (
+            18,
+            25,
+            "parameter `rows` of op `report.table` expects a list of strings, found an integer `3` at `rows[1]`",
+        ),
+        (21, 12, "stage `mine` needs itself"),
+        (
+            22,
+            13,
+            "invalid `device` of stage `mine`: expected `cpu`, `cuda` or `cuda:N`, found `gpu`",
+        ),
+        (
+            23,
+            24,
+            "`resources.cpus` of stage `mine` expects a number > 0, found an integer `0`",
+        ),
+        (23, 27, "unknown key `gpu` in `resources` of stage `mine`"),
+        (
+            24,
+            13,
+            "`gather` of stage `mine` expects a boolean, found a string `yes`",
+        ),
+        (25, 20, "`${env.HOME}` is not a variable reference"),
+    ];
+    let expected: Vec<(u32, u32, String)> = expected
+        .into_iter()
+        .map(|(l, c, m)| (l, c, m.to_owned()))
+        .collect();
+    assert_eq!(summary(&d), expected, "\n{d}");
+}
+
+/// Each invalid fixture's rendered errors, compared with `NAME.stderr` next to it. Run with
+/// `UPDATE_SNAPSHOTS=1` to rewrite them after a deliberate change, then review the diff.
+#[test]
+fn rendered_errors_match_their_snapshots() {
+    let dir = fixture("invalid");
+    let mut fixtures: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    fixtures.sort();
+    assert!(fixtures.len() >= 5);
+    let update = std::env::var_os("UPDATE_SNAPSHOTS").is_some();
+    let mut mismatched = Vec::new();
+    for path in fixtures {
+        let rendered = match load_file(&path, &Overrides::default(), &catalog()) {
+            Ok(_) => panic!("{} loaded", path.display()),
+            Err(d) => format!("{d}\n"),
+        };
+        let snapshot = path.with_extension("stderr");
+        if update {
+            std::fs::write(&snapshot, &rendered).unwrap();
+        } else if std::fs::read_to_string(&snapshot).ok().as_deref() != Some(rendered.as_str()) {
+            mismatched.push(format!("{}:\n{rendered}", snapshot.display()));
+        }
+    }
+    assert!(
+        mismatched.is_empty(),
+        "snapshots differ (UPDATE_SNAPSHOTS=1 to accept):\n{}",
+        mismatched.join("\n")
+    );
+}
+
+#[test]
+fn the_style_guide_example_renders_exactly() {
+    let d = load_err("invalid/stagse.yaml", &Overrides::default());
+    assert_eq!(
+        d.to_string(),
+        "error: unknown key `stagse` in the pipeline
+  --> tests/fixtures/invalid/stagse.yaml:3:1
+   |
+ 3 | stagse:
+   | ^^^^^^ unknown key
+   |
+   = hint: did you mean `stages`?"
+    );
+}
+
+#[test]
+fn carets_cover_the_value_and_labels_name_the_expected_type() {
+    let text = "name: x\nstages:\n  t:\n    op: train.flow\n    needs: [d]\n    params: { weights: shared, steps: four }\n  d: { op: data.toy2d, params: { kind: moons } }\n";
+    let d = load_text(text, &Overrides::default()).unwrap_err();
+    assert_eq!(
+        d.to_string(),
+        "error: parameter `steps` of op `train.flow` expects an integer ≥ 1, found a string `four`
+  --> test.yaml:6:39
+   |
+ 6 |     params: { weights: shared, steps: four }
+   |                                       ^^^^ expected an integer ≥ 1"
+    );
+}
+
+#[test]
+fn syntax_errors_stop_at_the_first() {
+    let d = load_err("invalid/syntax.yaml", &Overrides::default());
+    assert_eq!(d.items.len(), 1);
+    assert!(d.items[0].message.starts_with("invalid YAML: "), "{d}");
+    let d = load_err("invalid/duplicate.yaml", &Overrides::default());
+    assert_eq!(summary(&d), vec![(4, 3, "duplicate key `a`".to_owned())]);
+}
+
+#[test]
+fn wrong_top_level_types_name_the_expected_type() {
+    let d = load_text(
+        "name: [x]\nstages: [a, b]\nvars: 3\n",
+        &Overrides::default(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        summary(&d),
+        vec![
+            (1, 7, "`name` expects a string, found a list".to_owned()),
+            (
+                2,
+                9,
+                "`stages` expects a map of stages, found a list".to_owned()
+            ),
+            (
+                3,
+                7,
+                "`vars` expects a map of variables, found an integer `3`".to_owned()
+            ),
+        ]
+    );
+    let d = load_text("- a\n", &Overrides::default()).unwrap_err();
+    assert_eq!(
+        d.items[0].message,
+        "a pipeline file expects a map with `name` and `stages`, found a list"
+    );
+    let d = load_text("name: ../x\nstages: {}\n", &Overrides::default()).unwrap_err();
+    assert_eq!(
+        summary(&d),
+        vec![
+            (1, 7, "invalid pipeline name `../x`".to_owned()),
+            (2, 1, "the pipeline has no stages".to_owned()),
+        ]
+    );
+    let d = load_text(
+        "name: x\nstages:\n  a b: { op: cmd, params: { run: ls } }\n",
+        &Overrides::default(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        summary(&d),
+        vec![(3, 3, "invalid stage name `a b`".to_owned())]
+    );
+}
+
+#[test]
+fn an_unreadable_file_is_one_diagnostic_without_a_place() {
+    let d = load_err("no/such/file.yaml", &Overrides::default());
+    assert_eq!(d.items.len(), 1);
+    assert!(d.source.is_none() && d.items[0].span.is_none());
+    assert!(
+        d.items[0]
+            .message
+            .starts_with("failed to read `tests/fixtures/no/such/file.yaml`: "),
+        "{d}"
+    );
+}
+
+const SMALL: &str = "\
+name: small
+vars: { width: 16 }
+stages:
+  data:
+    op: data.toy2d
+    params: { kind: spirals }
+  resnet:
+    op: train.flow
+    needs: data
+    matrix: { weights: [shared, unshared], steps: [1, 2] }
+    exclude: [{ weights: unshared, steps: 1 }]
+    params: { lr: 0.5 }
+";
+
+#[test]
+fn set_overrides_are_parsed_as_yaml_scalars_and_type_checked() {
+    let o = overrides(
+        &[
+            "resnet.params.lr=1",
+            "data.params.n_train=4",
+            "data.params.kind=moons",
+            "resnet.retries=3",
+            "resnet.device=cuda",
+        ],
+        &[],
+    );
+    let p = load_text(SMALL, &o).unwrap();
+    let resnet = p.stage("resnet").unwrap();
+    assert_eq!(resnet.params["lr"], json!(1.0));
+    assert!(
+        resnet.params["lr"].is_f64(),
+        "an int given for a float param is stored as a float"
+    );
+    assert_eq!(resnet.retries, 3);
+    assert_eq!(resnet.device, Device::Cuda(0));
+    let data = p.stage("data").unwrap();
+    assert_eq!(data.params["n_train"], json!(4));
+    assert_eq!(data.params["kind"], json!("moons"));
+
+    let o = overrides(
+        &[
+            "resnet.params.lr=0.1",
+            "resnet.resources.cpus=4",
+            "vars.width=32",
+        ],
+        &[],
+    );
+    let p = load_text(SMALL, &o).unwrap();
+    assert_eq!(p.stage("resnet").unwrap().params["lr"], json!(0.1));
+    assert_eq!(p.stage("resnet").unwrap().resources.cpus, 4.0);
+    assert_eq!(p.vars["width"], json!(32));
+
+    // A bad value is reported like one in the file, but names the argument instead of a place.
+    let d = load_text(
+        SMALL,
+        &overrides(&["data.params.n_train=4.0", "resnet.params.lr=fast"], &[]),
+    )
+    .unwrap_err();
+    assert_eq!(summary(&d), vec![
+        (0, 0, "in `--set data.params.n_train=4.0`: parameter `n_train` of op `data.toy2d` expects an integer ≥ 1, found a number `4.0`".to_owned()),
+        (0, 0, "in `--set resnet.params.lr=fast`: parameter `lr` of op `train.flow` expects a positive number, found a string `fast`".to_owned()),
+    ]);
+}
+
+#[test]
+fn set_on_an_axis_pins_it_to_one_value() {
+    let p = load_text(SMALL, &overrides(&["resnet.params.steps=2"], &[])).unwrap();
+    let resnet = p.stage("resnet").unwrap();
+    assert_eq!(resnet.matrix.axes[1], ("steps".to_string(), vec![json!(2)]));
+    assert_eq!(resnet.matrix.expand().len(), 2);
+}
+
+#[test]
+fn set_with_an_unknown_stage_or_key_is_an_error_with_a_suggestion() {
+    let d = load_text(
+        SMALL,
+        &overrides(
+            &[
+                "resnt.params.lr=0.1",
+                "resnet.retires=2",
+                "resnet.params.lrr=1",
+            ],
+            &[],
+        ),
+    )
+    .unwrap_err();
+    assert_eq!(summary(&d), vec![
+        (0, 0, "in `--set resnt.params.lr=0.1`: there is no stage `resnt`".to_owned()),
+        (0, 0, "in `--set resnet.retires=2`: unknown key `retires` in stage `resnet`".to_owned()),
+        (0, 0, "in `--set resnet.params.lrr=1`: unknown parameter `lrr` for op `train.flow` in stage `resnet`".to_owned()),
+    ]);
+    assert_eq!(d.items[0].help.as_deref(), Some("did you mean `resnet`?"));
+    assert_eq!(d.items[1].help.as_deref(), Some("did you mean `retries`?"));
+    assert_eq!(d.items[2].help.as_deref(), Some("did you mean `lr`?"));
+    assert!(d.to_string().starts_with("error: in `--set resnt.params.lr=0.1`: there is no stage `resnt`\n  = hint: did you mean `resnet`?\n\n"));
+}
+
+#[test]
+fn matrix_overrides_replace_or_add_an_axis() {
+    let p = load_text(SMALL, &overrides(&[], &["resnet.steps=4,8,16"])).unwrap();
+    let resnet = p.stage("resnet").unwrap();
+    assert_eq!(
+        resnet.matrix.axes,
+        vec![
+            (
+                "weights".to_string(),
+                vec![json!("shared"), json!("unshared")]
+            ),
+            ("steps".to_string(), vec![json!(4), json!(8), json!(16)]),
+        ]
+    );
+    assert_eq!(resnet.matrix.expand().len(), 6);
+
+    // A new axis is added after the others and taken out of `params`.
+    let p = load_text(SMALL, &overrides(&[], &["resnet.lr=0.1,1"])).unwrap();
+    let resnet = p.stage("resnet").unwrap();
+    assert_eq!(
+        resnet.matrix.axes[2],
+        ("lr".to_string(), vec![json!(0.1), json!(1.0)])
+    );
+    assert!(!resnet.params.contains_key("lr"));
+    assert_eq!(resnet.matrix.expand().len(), 6);
+
+    let d = load_text(
+        SMALL,
+        &overrides(&[], &["resnet.steps=1,x", "rsnet.steps=1"]),
+    )
+    .unwrap_err();
+    // Overrides that cannot be applied are reported before those whose values are wrong.
+    assert_eq!(summary(&d), vec![
+        (0, 0, "in `--matrix rsnet.steps=1`: there is no stage `rsnet`".to_owned()),
+        (0, 0, "in `--matrix resnet.steps=1,x`: parameter `steps` of op `train.flow` expects an integer ≥ 1, found a string `x`".to_owned()),
+    ]);
+}
+
+#[test]
+fn override_arguments_are_checked_when_parsed() {
+    assert!(Override::parse_set("lr=0.1").is_err());
+    assert!(Override::parse_set("resnet.params.lr").is_err());
+    assert!(Override::parse_matrix("resnet.steps").is_err());
+    assert!(
+        Overrides::parse(["a.params.b=1"], ["a.b=1,2"])
+            .unwrap()
+            .items
+            .len()
+            == 2
+    );
+    assert_eq!(
+        Overrides::parse(["a.params.b=1"], []).unwrap().items[0].0,
+        "--set a.params.b=1"
+    );
+}
+
+#[test]
+fn defaults_apply_only_where_the_op_declares_the_param() {
+    let text = "name: d\ndefaults: { seed: 3, lr: 0.5, retries: 2 }\nstages:\n  a: { op: data.toy2d, params: { kind: moons } }\n  b: { op: train.flow, needs: a, params: { weights: shared } }\n  c: { op: cmd, params: { run: ls } }\n";
+    let p = load_text(text, &Overrides::default()).unwrap();
+    assert_eq!(p.stage("a").unwrap().params["seed"], json!(3));
+    assert!(!p.stage("a").unwrap().params.contains_key("lr"));
+    assert_eq!(p.stage("b").unwrap().params["lr"], json!(0.5));
+    assert!(
+        !p.stage("c").unwrap().params.contains_key("seed"),
+        "cmd declares no seed"
+    );
+    assert!(p.stages.iter().all(|s| s.retries == 2));
+
+    // One bad `defaults:` value is one error, however many stages use it.
+    let text = "name: d\ndefaults: { seed: -1 }\nstages:\n  a: { op: data.toy2d, params: { kind: moons } }\n  b: { op: data.toy2d, params: { kind: moons } }\n";
+    let d = load_text(text, &Overrides::default()).unwrap_err();
+    assert_eq!(
+        summary(&d),
+        vec![(
+            2,
+            19,
+            "parameter `seed` of op `data.toy2d` expects an integer ≥ 0, found an integer `-1`"
+                .to_owned()
+        )]
+    );
+}
+
+#[test]
+fn a_required_param_may_come_from_every_matrix_combination() {
+    let ok = "name: m\nstages:\n  d: { op: data.toy2d, matrix: { kind: [moons, spirals] } }\n";
+    assert_eq!(
+        load_text(ok, &Overrides::default())
+            .unwrap()
+            .stage("d")
+            .unwrap()
+            .matrix
+            .expand()
+            .len(),
+        2
+    );
+    let ok = "name: m\nstages:\n  d: { op: data.toy2d, include: [{ kind: moons }, { kind: spirals, noise: 0.1 }] }\n";
+    assert_eq!(
+        load_text(ok, &Overrides::default())
+            .unwrap()
+            .stage("d")
+            .unwrap()
+            .matrix
+            .expand(),
+        vec![
+            params(json!({"kind": "moons"})),
+            params(json!({"kind": "spirals", "noise": 0.1})),
+        ]
+    );
+    let bad = "name: m\nstages:\n  d: { op: data.toy2d, matrix: { seed: [1] }, include: [{ seed: 2 }, { seed: 1, kind: moons }] }\n";
+    let d = load_text(bad, &Overrides::default()).unwrap_err();
+    assert_eq!(summary(&d), vec![(
+        3,
+        3,
+        "stage `d`: op `data.toy2d` needs parameter `kind`, but the matrix combination `{\"seed\":2}` does not set it".to_owned()
+    )]);
+}
+
+#[test]
+fn device_parsing() {
+    assert_eq!("cpu".parse::<Device>(), Ok(Device::Cpu));
+    assert_eq!("cuda".parse::<Device>(), Ok(Device::Cuda(0)));
+    assert_eq!("cuda:3".parse::<Device>(), Ok(Device::Cuda(3)));
+    assert!("gpu".parse::<Device>().is_err());
+    assert!("cuda:".parse::<Device>().is_err());
+    assert!("cuda:-1".parse::<Device>().is_err());
+    assert_eq!(Device::Cuda(3).to_string(), "cuda:3");
+    assert_eq!(Device::Cuda(0).to_string(), "cuda");
+    assert_eq!(Device::Cpu.to_string(), "cpu");
+}
+
+#[test]
+fn did_you_mean_is_public() {
+    assert_eq!(did_you_mean("stagse", ["name", "stages"]), Some("stages"));
+    assert_eq!(did_you_mean("zzz", ["name", "stages"]), None);
+}
+
+#[test]
+fn yaml_anchors_and_merge_keys_work() {
+    let text = "\
+name: anchors
+stages:
+  base: &train
+    op: train.flow
+    needs: data
+    params: &p { weights: shared, steps: 2 }
+  deeper:
+    <<: *train
+    params: { <<: *p, steps: 8 }
+  data: { op: data.toy2d, params: { kind: moons } }
+";
+    let p = load_text(text, &Overrides::default()).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(p.stage("base").unwrap().params["steps"], json!(2));
+    let deeper = p.stage("deeper").unwrap();
+    assert_eq!(deeper.op, "train.flow");
+    assert_eq!(deeper.needs, [StageName::new("data")]);
+    assert_eq!(deeper.params["steps"], json!(8));
+    assert_eq!(deeper.params["weights"], json!("shared"));
+}
+
+#[test]
+fn more_override_forms() {
+    let text = "\
+name: o
+defaults: { seed: 1 }
+stages:
+  data: { op: data.toy2d, params: { kind: moons } }
+  table: { op: report.table, needs: data }
+";
+    let o = overrides(
+        &[
+            "defaults.seed=5",
+            "table.params.rows=[a, b]",
+            "table.description=rows",
+        ],
+        &[],
+    );
+    let p = load_text(text, &o).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(p.stage("data").unwrap().params["seed"], json!(5));
+    assert_eq!(p.stage("table").unwrap().params["rows"], json!(["a", "b"]));
+    assert_eq!(
+        p.stage("table").unwrap().description.as_deref(),
+        Some("rows")
+    );
+    // `--matrix` values are YAML scalars too, and the axis type-checks them.
+    let p = load_text(text, &overrides(&[], &["data.noise=0,0.5"])).unwrap();
+    assert_eq!(
+        p.stage("data").unwrap().matrix.axes[0].1,
+        vec![json!(0.0), json!(0.5)]
+    );
+}
+
+#[test]
+fn odd_shapes_are_errors_not_panics() {
+    let d = load_text(
+        "name: x\nvars: { a: .inf }\nstages:\n  a:\n  b: 3\n",
+        &Overrides::default(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        summary(&d),
+        vec![
+            (
+                2,
+                12,
+                "variable `a` expects a finite number, found a non-finite number `.inf`".to_owned()
+            ),
+            (
+                4,
+                3,
+                "stage `a` expects a map with at least `op`, found null".to_owned()
+            ),
+            (
+                5,
+                6,
+                "stage `b` expects a map with at least `op`, found an integer `3`".to_owned()
+            ),
+        ]
+    );
+    let d = load_text(
+        "name: x\nstages:\n  a: { op: cmd, params: [run] }\n",
+        &Overrides::default(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        summary(&d),
+        vec![(
+            3,
+            25,
+            "`params` of stage `a` expects a map of parameters, found a list".to_owned()
+        )]
+    );
+    let d = load_text(SMALL, &overrides(&["data.params.kind.x=1"], &[])).unwrap_err();
+    assert_eq!(
+        d.items[0].message,
+        "in `--set data.params.kind.x=1`: cannot set `x` inside a string `spirals`"
+    );
+}
