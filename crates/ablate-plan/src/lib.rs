@@ -1,1 +1,16 @@
-//! ablate-plan
+//! `ablate-plan` turns a validated pipeline into a sealed DAG of stage *instances*: matrix
+//! expansion, map/zip/gather over `needs`, cycle detection (petgraph), and every instance's
+//! cache key computed in topological order. It explains, per instance, whether the cache holds
+//! it or why it must run, and exports the plan as text, JSON, DOT or Mermaid.
+//!
+//! It must not run anything: a [`Plan`] is immutable once built, and only a built plan runs.
+
+mod build;
+mod instance;
+mod render;
+mod status;
+
+pub use build::build;
+pub use instance::{Instance, InstanceId, Plan};
+pub use render::{Format, render};
+pub use status::{Change, Reason, Status, statuses};

@@ -1,1 +1,30 @@
-//! ablate-run
+//! `ablate-run` owns execution: the tokio scheduler that walks a sealed plan and emits ready
+//! instances within resource slots, retries, cancellation (graceful, then kill), the stream of
+//! [`RunEvent`]s, and the executors that do the work — [`LocalExecutor`] runs ops in-process
+//! on a blocking pool through the [`OpRunner`] interface that `ablate-ops` implements.
+//!
+//! It must not link dfdx or arrow, and never prints: everything leaves as events.
+
+mod cancel;
+mod event;
+mod job;
+mod local;
+mod op;
+mod scheduler;
+
+pub use cancel::CancelToken;
+pub use event::{RunEvent, Summary};
+pub use job::{Job, JobInput};
+pub use local::LocalExecutor;
+pub use op::{OpContext, OpError, OpOutput, OpRunner, Progress};
+pub use scheduler::{Executor, Outcome, RunOptions, run};
+
+/// Hostname for manifests (best effort).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}

@@ -1,0 +1,458 @@
+//! Building a plan: stage graph → cycle check → instances in topological order with keys.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use ablate_cache::{DepDigest, Digest, HASH_SCHEME, InputRef, KeyInput};
+use ablate_spec::{
+    Diagnostic, Diagnostics, OpCatalog, Params, Pipeline, Severity, Span, Stage, StageName, Value,
+};
+use petgraph::algo::{tarjan_scc, toposort};
+use petgraph::graph::{DiGraph, NodeIndex};
+
+use crate::{Instance, InstanceId, Plan};
+
+/// Plans a validated pipeline. `workdir` is where relative file dependencies (`cmd`'s `deps`)
+/// are read from. Every problem found is reported, each pointing into the pipeline file.
+pub fn build(
+    pipeline: &Pipeline,
+    catalog: &dyn OpCatalog,
+    workdir: &Path,
+) -> Result<Plan, Diagnostics> {
+    let mut b = Builder {
+        pipeline,
+        catalog,
+        workdir,
+        graph: DiGraph::default(),
+        by_stage: HashMap::new(),
+        errors: Vec::new(),
+        dep_digests: HashMap::new(),
+    };
+    let order = b.stage_order()?;
+    let mut stages = Vec::with_capacity(pipeline.stages.len());
+    let mut instance_order = Vec::new();
+    for &si in &order {
+        let stage = &pipeline.stages[si];
+        let ids = b.expand_stage(stage);
+        instance_order.extend_from_slice(&ids);
+        b.by_stage.insert(stage.name.clone(), ids);
+    }
+    if !b.errors.is_empty() {
+        return Err(Diagnostics {
+            source: Some(Arc::clone(&pipeline.source)),
+            items: b.errors,
+        });
+    }
+    for stage in &pipeline.stages {
+        let ids = b.by_stage.remove(&stage.name).unwrap_or_default();
+        stages.push((stage.name.clone(), ids));
+    }
+    Ok(Plan {
+        pipeline: pipeline.name.clone(),
+        graph: b.graph,
+        stages,
+        order: instance_order,
+    })
+}
+
+struct Builder<'a> {
+    pipeline: &'a Pipeline,
+    catalog: &'a dyn OpCatalog,
+    workdir: &'a Path,
+    graph: DiGraph<Instance, (), u32>,
+    by_stage: HashMap<StageName, Vec<InstanceId>>,
+    errors: Vec<Diagnostic>,
+    dep_digests: HashMap<String, Result<Digest, String>>,
+}
+
+/// An instance before its own matrix values: which inputs it reads and the labels it inherits.
+struct Proto {
+    inputs: Vec<InstanceId>,
+    labels: Vec<(String, Value)>,
+}
+
+fn error(
+    message: String,
+    span: Option<Span>,
+    label: Option<String>,
+    help: Option<String>,
+) -> Diagnostic {
+    Diagnostic {
+        severity: Severity::Error,
+        message,
+        span,
+        label,
+        help,
+    }
+}
+
+impl Builder<'_> {
+    /// Stage indices in an order where every need comes first; a cycle is an error naming it.
+    fn stage_order(&self) -> Result<Vec<usize>, Diagnostics> {
+        let stages = &self.pipeline.stages;
+        let mut g = DiGraph::<usize, ()>::with_capacity(stages.len(), stages.len());
+        let nodes: Vec<NodeIndex> = (0..stages.len()).map(|i| g.add_node(i)).collect();
+        let index: HashMap<&str, usize> = stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.as_str(), i))
+            .collect();
+        for (i, s) in stages.iter().enumerate() {
+            for need in &s.needs {
+                g.add_edge(nodes[index[need.as_str()]], nodes[i], ());
+            }
+        }
+        match toposort(&g, None) {
+            Ok(order) => Ok(order.into_iter().map(|n| g[n]).collect()),
+            Err(_) => {
+                let mut items = Vec::new();
+                for scc in tarjan_scc(&g) {
+                    let self_loop = scc.len() == 1 && g.contains_edge(scc[0], scc[0]);
+                    if scc.len() < 2 && !self_loop {
+                        continue;
+                    }
+                    let cycle = cycle_in(&g, &scc);
+                    let names: Vec<&str> = cycle.iter().map(|&i| stages[i].name.as_str()).collect();
+                    let first = &stages[cycle[0]];
+                    let shown = names
+                        .iter()
+                        .chain(std::iter::once(&names[0]))
+                        .map(|n| format!("`{n}`"));
+                    items.push(error(
+                        format!("the stages {} form a cycle", names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")),
+                        first.needs_span.or(Some(first.span)),
+                        Some("this `needs` closes the cycle".into()),
+                        Some(format!(
+                            "each stage runs after the stages it needs, so none of these can start: {}",
+                            shown.collect::<Vec<_>>().join(" → ")
+                        )),
+                    ));
+                }
+                Err(Diagnostics {
+                    source: Some(Arc::clone(&self.pipeline.source)),
+                    items,
+                })
+            }
+        }
+    }
+
+    fn expand_stage(&mut self, stage: &Stage) -> Vec<InstanceId> {
+        let Some(schema) = self.catalog.schema(&stage.op) else {
+            self.errors.push(error(
+                format!("unknown op `{}`", stage.op),
+                Some(stage.span),
+                None,
+                None,
+            ));
+            return Vec::new();
+        };
+        let (inputs_by_name, version) = (schema.inputs_by_name, schema.version);
+        let protos = self.protos(stage);
+        let own = stage.matrix.expand();
+        let axis_order: Vec<&str> = stage.matrix.axes.iter().map(|(k, _)| k.as_str()).collect();
+        let mut ids = Vec::with_capacity(protos.len() * own.len());
+        let mut seen_ids: HashMap<String, usize> = HashMap::new();
+        let mut reported_collision = false;
+        for proto in &protos {
+            for combo in &own {
+                if let Some((k, _)) = proto.labels.iter().find(|(k, _)| combo.contains_key(k)) {
+                    if !reported_collision {
+                        reported_collision = true;
+                        self.errors.push(error(
+                            format!("stage `{}` sweeps `{k}`, which the stages it needs already sweep", stage.name),
+                            Some(stage.span),
+                            None,
+                            Some(format!(
+                                "an instance maps over the instances of its needs and inherits their `{k}`; rename this matrix key or drop it"
+                            )),
+                        ));
+                    }
+                    continue;
+                }
+                let mut labels = proto.labels.clone();
+                labels.extend(ordered(combo, &axis_order));
+                let mut params: Params = stage.params.clone();
+                params.extend(combo.iter().map(|(k, v)| (k.clone(), v.clone())));
+                let deps = self.hash_deps(stage, &params);
+                let mut refs: Vec<InputRef> = proto
+                    .inputs
+                    .iter()
+                    .map(|&i| {
+                        let inst = &self.graph[i.0];
+                        InputRef {
+                            name: inputs_by_name.then(|| inst.stage.to_string()),
+                            key: inst.key,
+                        }
+                    })
+                    .collect();
+                if stage.gather {
+                    // A gather sees a set: the order of matrix values in the file must not matter.
+                    refs.sort_by(|a, b| (&a.name, a.key).cmp(&(&b.name, b.key)));
+                }
+                let key_input = KeyInput {
+                    scheme: HASH_SCHEME,
+                    op: stage.op.clone(),
+                    op_version: version,
+                    params: params.clone(),
+                    inputs: refs,
+                    deps,
+                };
+                let label = render_label(&labels);
+                let mut id = if label.is_empty() {
+                    stage.name.to_string()
+                } else {
+                    format!("{}[{label}]", stage.name)
+                };
+                let n = seen_ids.entry(id.clone()).or_default();
+                *n += 1;
+                if *n > 1 {
+                    id = format!("{id}#{n}");
+                }
+                let instance = Instance {
+                    stage: stage.name.clone(),
+                    id,
+                    label,
+                    labels,
+                    op: stage.op.clone(),
+                    params,
+                    key: key_input.key(),
+                    key_input,
+                    inputs: proto.inputs.clone(),
+                    resources: stage.resources,
+                    retries: stage.retries,
+                    device: stage.device,
+                    gather: stage.gather,
+                };
+                let node = InstanceId(self.graph.add_node(instance));
+                for &input in &proto.inputs {
+                    self.graph.add_edge(input.0, node.0, ());
+                }
+                ids.push(node);
+            }
+        }
+        ids
+    }
+
+    /// The input sets of a stage: none, everything (gather), or the join of its needs'
+    /// instances on the matrix values they share (map/zip).
+    fn protos(&mut self, stage: &Stage) -> Vec<Proto> {
+        if stage.needs.is_empty() {
+            return vec![Proto {
+                inputs: vec![],
+                labels: vec![],
+            }];
+        }
+        let need_ids: Vec<&[InstanceId]> = stage
+            .needs
+            .iter()
+            .map(|n| self.by_stage.get(n).map_or(&[][..], Vec::as_slice))
+            .collect();
+        if stage.gather {
+            return vec![Proto {
+                inputs: need_ids.concat(),
+                labels: vec![],
+            }];
+        }
+        let mut protos = vec![Proto {
+            inputs: vec![],
+            labels: vec![],
+        }];
+        for ids in &need_ids {
+            protos = self.join(protos, ids);
+        }
+        if protos.is_empty() {
+            let names: Vec<String> = stage.needs.iter().map(|n| format!("`{n}`")).collect();
+            self.errors.push(error(
+                format!("stage `{}` has no instances: no instances of {} agree on their shared matrix values", stage.name, names.join(" and ")),
+                stage.needs_span.or(Some(stage.span)),
+                None,
+                Some("a stage with several needs zips the instances whose common matrix keys have equal values; set `gather: true` to see them all instead".into()),
+            ));
+        }
+        protos
+    }
+
+    fn join(&self, left: Vec<Proto>, right: &[InstanceId]) -> Vec<Proto> {
+        // Hash-join on the label keys every row on both sides has; check any other common
+        // keys pairwise (only `include` can make label sets differ within a stage).
+        let keys_of =
+            |labels: &[(String, Value)]| labels.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+        let mut common: Option<Vec<String>> = None;
+        for p in &left {
+            let ks = keys_of(&p.labels);
+            common = Some(match common {
+                None => ks,
+                Some(c) => c.into_iter().filter(|k| ks.contains(k)).collect(),
+            });
+        }
+        let mut common = common.unwrap_or_default();
+        for &r in right {
+            let ks = keys_of(&self.graph[r.0].labels);
+            common.retain(|k| ks.contains(k));
+        }
+        let bucket_key = |labels: &[(String, Value)]| -> String {
+            common
+                .iter()
+                .map(|k| {
+                    labels
+                        .iter()
+                        .find(|(lk, _)| lk == k)
+                        .map_or(String::new(), |(_, v)| v.to_string())
+                })
+                .collect::<Vec<_>>()
+                .join("\u{1f}")
+        };
+        let mut buckets: HashMap<String, Vec<InstanceId>> = HashMap::new();
+        for &r in right {
+            buckets
+                .entry(bucket_key(&self.graph[r.0].labels))
+                .or_default()
+                .push(r);
+        }
+        let mut out = Vec::new();
+        for p in left {
+            let Some(matches) = buckets.get(&bucket_key(&p.labels)) else {
+                continue;
+            };
+            for &r in matches {
+                let rl = &self.graph[r.0].labels;
+                let agree = rl.iter().all(|(k, v)| {
+                    p.labels
+                        .iter()
+                        .find(|(pk, _)| pk == k)
+                        .is_none_or(|(_, pv)| pv == v)
+                });
+                if !agree {
+                    continue;
+                }
+                let mut labels = p.labels.clone();
+                for (k, v) in rl {
+                    if !labels.iter().any(|(lk, _)| lk == k) {
+                        labels.push((k.clone(), v.clone()));
+                    }
+                }
+                let mut inputs = p.inputs.clone();
+                inputs.push(r);
+                out.push(Proto { inputs, labels });
+            }
+        }
+        out
+    }
+
+    fn hash_deps(&mut self, stage: &Stage, params: &Params) -> Vec<DepDigest> {
+        let mut out = Vec::new();
+        for path in self.catalog.file_deps(&stage.op, params) {
+            let workdir = self.workdir;
+            let digest = self
+                .dep_digests
+                .entry(path.clone())
+                .or_insert_with(|| {
+                    Digest::of_file(&workdir.join(&path)).map_err(|e| error_chain(&e))
+                })
+                .clone();
+            match digest {
+                Ok(digest) => out.push(DepDigest { path, digest }),
+                Err(why) => {
+                    let message = format!(
+                        "stage `{}` depends on `{path}`, which cannot be read",
+                        stage.name
+                    );
+                    if !self.errors.iter().any(|e| e.message == message) {
+                        self.errors.push(error(
+                            message,
+                            Some(stage.span),
+                            None,
+                            Some(format!(
+                                "{why} (paths in `deps` are relative to `{}`)",
+                                workdir.display()
+                            )),
+                        ));
+                    }
+                }
+            }
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        out
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
+
+/// A combination's values: matrix axes in file order, then other (`include`) keys by name.
+fn ordered(combo: &BTreeMap<String, Value>, axis_order: &[&str]) -> Vec<(String, Value)> {
+    let mut out: Vec<(String, Value)> = axis_order
+        .iter()
+        .filter_map(|k| combo.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+        .collect();
+    out.extend(
+        combo
+            .iter()
+            .filter(|(k, _)| !axis_order.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    out
+}
+
+pub(crate) fn render_value(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn render_label(labels: &[(String, Value)]) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={}", render_value(v)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// One cycle through the strongly connected component `scc`, as stage indices, starting at
+/// the stage written first in the file.
+fn cycle_in(g: &DiGraph<usize, ()>, scc: &[NodeIndex]) -> Vec<usize> {
+    let start = *scc
+        .iter()
+        .min_by_key(|n| g[**n])
+        .expect("non-empty component");
+    let mut path = vec![start];
+    let mut on_path = vec![start];
+    // Depth-first within the component until an edge returns to `start`.
+    fn dfs(
+        g: &DiGraph<usize, ()>,
+        scc: &[NodeIndex],
+        start: NodeIndex,
+        path: &mut Vec<NodeIndex>,
+        seen: &mut Vec<NodeIndex>,
+    ) -> bool {
+        let cur = *path.last().expect("non-empty path");
+        let mut next: Vec<NodeIndex> = g.neighbors(cur).filter(|n| scc.contains(n)).collect();
+        next.sort_by_key(|n| g[*n]);
+        for n in next {
+            if n == start {
+                return true;
+            }
+            if !seen.contains(&n) {
+                seen.push(n);
+                path.push(n);
+                if dfs(g, scc, start, path, seen) {
+                    return true;
+                }
+                path.pop();
+            }
+        }
+        false
+    }
+    dfs(g, scc, start, &mut path, &mut on_path);
+    path.into_iter().map(|n| g[n]).collect()
+}

@@ -1,0 +1,119 @@
+use std::collections::BTreeMap;
+
+use ablate_cache::{InstanceKey, KeyInput};
+use ablate_spec::{Device, Params, Resources, StageName, Value};
+use petgraph::graph::{DiGraph, NodeIndex};
+
+/// Index of an instance in its plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InstanceId(pub(crate) NodeIndex<u32>);
+
+impl InstanceId {
+    pub fn index(self) -> usize {
+        self.0.index()
+    }
+}
+
+/// One runnable unit: a stage with one combination of matrix values and one set of inputs.
+#[derive(Clone, Debug)]
+pub struct Instance {
+    pub stage: StageName,
+    /// `stage[label]`, or the stage name when the label is empty: stable across runs, it is
+    /// how `ablate plan` relates an instance to its key at the last run.
+    pub id: String,
+    /// `weights=shared,steps=4,seed=0`: inherited labels first, then own matrix values.
+    pub label: String,
+    /// Matrix values that identify the instance: those inherited from the instances it maps
+    /// over, then its own, in order. These become columns of the results.
+    pub labels: Vec<(String, Value)>,
+    pub op: String,
+    /// Fully resolved params: the stage's params plus its own matrix values.
+    pub params: Params,
+    pub key: InstanceKey,
+    /// What the key was computed from (written into the manifest).
+    pub key_input: KeyInput,
+    pub inputs: Vec<InstanceId>,
+    pub resources: Resources,
+    pub retries: u32,
+    pub device: Device,
+    pub gather: bool,
+}
+
+impl Instance {
+    pub fn label_value(&self, key: &str) -> Option<&Value> {
+        self.labels.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// Labels as a map (inherited and own), for result columns.
+    pub fn label_map(&self) -> BTreeMap<String, Value> {
+        self.labels.iter().cloned().collect()
+    }
+}
+
+/// A sealed plan: the instance DAG with every key computed. Edges run input → dependant.
+#[derive(Debug)]
+pub struct Plan {
+    pub(crate) pipeline: String,
+    pub(crate) graph: DiGraph<Instance, (), u32>,
+    /// Stages in file order with their instances.
+    pub(crate) stages: Vec<(StageName, Vec<InstanceId>)>,
+    pub(crate) order: Vec<InstanceId>,
+}
+
+impl Plan {
+    pub fn pipeline(&self) -> &str {
+        &self.pipeline
+    }
+    pub fn len(&self) -> usize {
+        self.graph.node_count()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.graph.node_count() == 0
+    }
+    pub fn instance(&self, id: InstanceId) -> &Instance {
+        &self.graph[id.0]
+    }
+    /// Every instance id in topological order (inputs before dependants).
+    pub fn topo_order(&self) -> &[InstanceId] {
+        &self.order
+    }
+    pub fn instances(&self) -> impl Iterator<Item = (InstanceId, &Instance)> {
+        self.order.iter().map(|&id| (id, &self.graph[id.0]))
+    }
+    pub fn inputs(&self, id: InstanceId) -> impl Iterator<Item = (InstanceId, &Instance)> {
+        self.graph[id.0]
+            .inputs
+            .iter()
+            .map(|&i| (i, &self.graph[i.0]))
+    }
+    pub fn dependants(&self, id: InstanceId) -> impl Iterator<Item = InstanceId> + '_ {
+        self.graph
+            .neighbors_directed(id.0, petgraph::Direction::Outgoing)
+            .map(InstanceId)
+    }
+    pub fn stages(&self) -> impl Iterator<Item = (&StageName, &[InstanceId])> {
+        self.stages.iter().map(|(n, ids)| (n, ids.as_slice()))
+    }
+    pub fn stage_instances(&self, stage: &str) -> Option<&[InstanceId]> {
+        self.stages
+            .iter()
+            .find(|(n, _)| n.as_str() == stage)
+            .map(|(_, ids)| ids.as_slice())
+    }
+    /// Every instance downstream of `ids` (excluding them), for `--force`.
+    pub fn descendants(&self, ids: &[InstanceId]) -> Vec<InstanceId> {
+        let mut seen = vec![false; self.len()];
+        let mut stack: Vec<_> = ids.to_vec();
+        let mut out = Vec::new();
+        while let Some(id) = stack.pop() {
+            for d in self.dependants(id) {
+                if !seen[d.index()] {
+                    seen[d.index()] = true;
+                    out.push(d);
+                    stack.push(d);
+                }
+            }
+        }
+        out
+    }
+}

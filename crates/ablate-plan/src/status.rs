@@ -1,0 +1,252 @@
+//! Whether each instance is cached, and if not, why it must run.
+
+use std::fmt;
+
+use std::sync::Arc;
+
+use ablate_cache::{KeyInput, Lookup, Manifest, Store};
+use ablate_spec::Value;
+
+use crate::build::render_value;
+use crate::{InstanceId, Plan};
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Status {
+    /// The cache holds a verified entry; its manifest (metrics, outputs) comes along.
+    Cached(Arc<Manifest>),
+    Run(Reason),
+}
+
+impl Status {
+    pub fn is_cached(&self) -> bool {
+        matches!(self, Status::Cached(_))
+    }
+}
+
+/// Why an instance must run. Compared against the key the same instance (same stage and
+/// labels) had at the pipeline's last run.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reason {
+    /// No earlier run of this instance is known (or its entry was removed).
+    New,
+    /// `--force` named its stage.
+    Forced,
+    /// `--force` named a stage upstream of it.
+    UpstreamForced,
+    /// The cache held an entry for its key that failed verification.
+    Invalid(String),
+    /// Its key changed since the last run; what changed.
+    Changed(Vec<Change>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// Param name, old value, new value (`None`: absent).
+    Params(Vec<(String, Option<Value>, Option<Value>)>),
+    /// Ids of the inputs whose keys changed.
+    Inputs(Vec<String>),
+    OpVersion {
+        from: u32,
+        to: u32,
+    },
+    /// File dependencies whose content changed.
+    Deps(Vec<String>),
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Status::Cached(_) => f.write_str("cached"),
+            Status::Run(r) => write!(f, "run: {r}"),
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::New => f.write_str("new"),
+            Reason::Forced => f.write_str("forced"),
+            Reason::UpstreamForced => f.write_str("forced upstream"),
+            Reason::Invalid(why) => write!(f, "cache entry invalid ({why})"),
+            Reason::Changed(changes) => {
+                for (i, c) in changes.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("; ")?;
+                    }
+                    write!(f, "{c}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Reason {
+    /// A one-word kind: `new`, `forced`, `invalid`, `params`, `input`, `op`, `deps`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Reason::New => "new",
+            Reason::Forced | Reason::UpstreamForced => "forced",
+            Reason::Invalid(_) => "invalid",
+            Reason::Changed(c) => match c.first() {
+                Some(Change::Params(_)) => "params changed",
+                Some(Change::Inputs(_)) => "input changed",
+                Some(Change::OpVersion { .. }) => "op changed",
+                Some(Change::Deps(_)) => "deps changed",
+                None => "changed",
+            },
+        }
+    }
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let show = |v: &Option<Value>| v.as_ref().map_or("(unset)".to_owned(), render_value);
+        match self {
+            Change::Params(ps) => {
+                f.write_str("params changed (")?;
+                for (i, (k, old, new)) in ps.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{k}: {} → {}", show(old), show(new))?;
+                }
+                f.write_str(")")
+            }
+            Change::Inputs(ids) => write!(f, "input changed ({})", ids.join(", ")),
+            Change::OpVersion { from, to } => write!(f, "op version {from} → {to}"),
+            Change::Deps(paths) => write!(f, "deps changed ({})", paths.join(", ")),
+        }
+    }
+}
+
+/// The status of every instance, indexed by [`InstanceId::index`]. Looks each key up in the
+/// store (verifying entries, in parallel), then explains misses against the last run's keys.
+pub fn statuses(plan: &Plan, store: &Store, forced: &[&str]) -> Vec<Status> {
+    let n = plan.len();
+    let mut lookups = lookup_all(plan, store);
+    let mut out: Vec<Option<Status>> = vec![None; n];
+    let forced_ids: Vec<InstanceId> = plan
+        .stages()
+        .filter(|(name, _)| forced.contains(&name.as_str()))
+        .flat_map(|(_, ids)| ids.iter().copied())
+        .collect();
+    for id in &forced_ids {
+        out[id.index()] = Some(Status::Run(Reason::Forced));
+    }
+    for id in plan.descendants(&forced_ids) {
+        out[id.index()].get_or_insert(Status::Run(Reason::UpstreamForced));
+    }
+    let index = store.load_index(plan.pipeline());
+    for (id, inst) in plan.instances() {
+        if out[id.index()].is_some() {
+            continue;
+        }
+        let status = match std::mem::replace(&mut lookups[id.index()], Lookup::Miss) {
+            Lookup::Hit(m) => Status::Cached(Arc::from(m)),
+            Lookup::Invalid(why) => Status::Run(Reason::Invalid(why)),
+            Lookup::Miss => {
+                let previous = index
+                    .instances
+                    .get(&inst.id)
+                    .and_then(|k| store.read_manifest(k));
+                match previous {
+                    Some(prev) if prev.key != inst.key => {
+                        let changes = diff(&prev.input, &inst.key_input, plan, id);
+                        Status::Run(if changes.is_empty() {
+                            Reason::New
+                        } else {
+                            Reason::Changed(changes)
+                        })
+                    }
+                    _ => Status::Run(Reason::New),
+                }
+            }
+        };
+        out[id.index()] = Some(status);
+    }
+    out.into_iter()
+        .map(|s| s.expect("every instance has a status"))
+        .collect()
+}
+
+fn lookup_all(plan: &Plan, store: &Store) -> Vec<Lookup> {
+    let keys: Vec<_> = (0..plan.len())
+        .map(|i| plan.graph[petgraph::graph::NodeIndex::new(i)].key)
+        .collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    if keys.len() < 64 || threads == 1 {
+        return keys.iter().map(|k| store.lookup(k)).collect();
+    }
+    let chunk = keys.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = keys
+            .chunks(chunk)
+            .map(|ks| s.spawn(move || ks.iter().map(|k| store.lookup(k)).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("lookup thread"))
+            .collect()
+    })
+}
+
+fn diff(prev: &KeyInput, now: &KeyInput, plan: &Plan, id: InstanceId) -> Vec<Change> {
+    let mut changes = Vec::new();
+    if prev.op_version != now.op_version {
+        changes.push(Change::OpVersion {
+            from: prev.op_version,
+            to: now.op_version,
+        });
+    }
+    let mut params = Vec::new();
+    for (k, v) in &now.params {
+        if prev.params.get(k) != Some(v) {
+            params.push((k.clone(), prev.params.get(k).cloned(), Some(v.clone())));
+        }
+    }
+    for (k, v) in &prev.params {
+        if !now.params.contains_key(k) {
+            params.push((k.clone(), Some(v.clone()), None));
+        }
+    }
+    if !params.is_empty() {
+        changes.push(Change::Params(params));
+    }
+    if prev.inputs != now.inputs {
+        let prev_keys: Vec<_> = prev.inputs.iter().map(|r| r.key).collect();
+        let mut changed: Vec<String> = plan
+            .inputs(id)
+            .filter(|(_, i)| !prev_keys.contains(&i.key))
+            .map(|(_, i)| i.id.clone())
+            .collect();
+        if changed.is_empty() {
+            changed.push(format!(
+                "{} → {} inputs",
+                prev.inputs.len(),
+                now.inputs.len()
+            ));
+        }
+        changes.push(Change::Inputs(changed));
+    }
+    if prev.deps != now.deps {
+        let mut paths: Vec<String> = now
+            .deps
+            .iter()
+            .filter(|d| !prev.deps.contains(d))
+            .map(|d| d.path.clone())
+            .chain(
+                prev.deps
+                    .iter()
+                    .filter(|d| !now.deps.iter().any(|n| n.path == d.path))
+                    .map(|d| d.path.clone()),
+            )
+            .collect();
+        paths.dedup();
+        changes.push(Change::Deps(paths));
+    }
+    changes
+}

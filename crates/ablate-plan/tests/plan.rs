@@ -1,0 +1,474 @@
+//! Planning against a small fake catalog: instance expansion, map/zip/gather, cycles, keys,
+//! statuses and their explanations, and the export formats.
+
+use std::path::Path;
+
+use ablate_cache::{Manifest, Origin, Store};
+use ablate_plan::{Change, Format, Plan, Reason, Status, build, render, statuses};
+use ablate_spec::{OpCatalog, OpSchema, Overrides, ParamSpec, ParamType, Params, SourceFile, load};
+use serde_json::json;
+
+struct Catalog(Vec<OpSchema>);
+
+impl OpCatalog for Catalog {
+    fn schema(&self, op: &str) -> Option<&OpSchema> {
+        self.0.iter().find(|s| s.name == op)
+    }
+    fn op_names(&self) -> Vec<&'static str> {
+        self.0.iter().map(|s| s.name).collect()
+    }
+    fn file_deps(&self, op: &str, params: &Params) -> Vec<String> {
+        if op != "cmd" {
+            return vec![];
+        }
+        params["deps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+fn schema(name: &'static str, needs: (usize, Option<usize>), params: Vec<ParamSpec>) -> OpSchema {
+    OpSchema {
+        name,
+        version: 1,
+        summary: "",
+        params,
+        gathers: false,
+        free_params: false,
+        inputs_by_name: false,
+        needs,
+    }
+}
+
+fn catalog() -> Catalog {
+    let seed = || ParamSpec::with_default("seed", ParamType::non_negative_int(), json!(0), "");
+    Catalog(vec![
+        schema(
+            "data",
+            (0, Some(0)),
+            vec![
+                ParamSpec::with_default("n", ParamType::positive_int(), json!(10), ""),
+                seed(),
+            ],
+        ),
+        schema(
+            "train",
+            (1, None),
+            vec![
+                ParamSpec::with_default(
+                    "weights",
+                    ParamType::Enum(&["shared", "unshared"]),
+                    json!("shared"),
+                    "",
+                ),
+                ParamSpec::with_default("steps", ParamType::positive_int(), json!(4), ""),
+                ParamSpec::with_default("lr", ParamType::positive_float(), json!(0.01), ""),
+                seed(),
+            ],
+        ),
+        schema("eval", (1, None), vec![]),
+        OpSchema {
+            gathers: true,
+            ..schema(
+                "table",
+                (1, None),
+                vec![ParamSpec::required(
+                    "rows",
+                    ParamType::list(ParamType::Str),
+                    "",
+                )],
+            )
+        },
+        OpSchema {
+            free_params: true,
+            inputs_by_name: true,
+            ..schema(
+                "cmd",
+                (0, None),
+                vec![
+                    ParamSpec::required("run", ParamType::Str, ""),
+                    ParamSpec::with_default("deps", ParamType::list(ParamType::Str), json!([]), ""),
+                ],
+            )
+        },
+    ])
+}
+
+const SWEEP: &str = r#"
+name: sweep
+defaults: { seed: 0 }
+stages:
+  spirals:
+    op: data
+  resnet:
+    op: train
+    needs: [spirals]
+    matrix:
+      weights: [shared, unshared]
+      steps: [1, 2]
+      seed: [0, 1]
+    params: { lr: 0.01 }
+  diffeo:
+    op: eval
+    needs: [resnet]
+  table:
+    op: table
+    needs: [diffeo]
+    params: { rows: [weights] }
+"#;
+
+fn plan_of(yaml: &str, workdir: &Path) -> Result<Plan, String> {
+    let cat = catalog();
+    let p = load(SourceFile::new("p.yaml", yaml), &Overrides::new(), &cat)
+        .map_err(|d| d.to_string())?;
+    build(&p, &cat, workdir).map_err(|d| d.to_string())
+}
+
+fn plan(yaml: &str) -> Plan {
+    plan_of(yaml, Path::new(".")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn ids(plan: &Plan, stage: &str) -> Vec<String> {
+    plan.stage_instances(stage)
+        .unwrap()
+        .iter()
+        .map(|i| plan.instance(*i).id.clone())
+        .collect()
+}
+
+fn key_of(plan: &Plan, id: &str) -> ablate_cache::InstanceKey {
+    plan.instances()
+        .find(|(_, i)| i.id == id)
+        .unwrap_or_else(|| panic!("no instance {id}"))
+        .1
+        .key
+}
+
+#[test]
+fn map_inherits_labels_and_gather_sees_everything() {
+    let p = plan(SWEEP);
+    assert_eq!(p.len(), 1 + 8 + 8 + 1);
+    assert_eq!(ids(&p, "spirals"), ["spirals"]);
+    assert_eq!(
+        ids(&p, "resnet")[..3],
+        [
+            "resnet[weights=shared,steps=1,seed=0]",
+            "resnet[weights=shared,steps=1,seed=1]",
+            "resnet[weights=shared,steps=2,seed=0]",
+        ]
+    );
+    // eval maps one-to-one over resnet and inherits its labels.
+    let evals = ids(&p, "diffeo");
+    assert_eq!(evals.len(), 8);
+    assert_eq!(evals[7], "diffeo[weights=unshared,steps=2,seed=1]");
+    for id in p.stage_instances("diffeo").unwrap() {
+        let inst = p.instance(*id);
+        assert_eq!(inst.inputs.len(), 1);
+        assert_eq!(p.instance(inst.inputs[0]).labels, inst.labels);
+        assert!(inst.params.is_empty(), "inherited labels are not params");
+    }
+    let table = p.instance(p.stage_instances("table").unwrap()[0]);
+    assert_eq!((table.id.as_str(), table.inputs.len()), ("table", 8));
+    // Params merge the stage's params with its own matrix values.
+    let r = p.instance(p.stage_instances("resnet").unwrap()[5]);
+    assert_eq!(r.params["weights"], json!("unshared"));
+    assert_eq!(r.params["lr"], json!(0.01));
+    // Topological order: every input precedes its dependants.
+    let pos: std::collections::HashMap<_, _> = p
+        .topo_order()
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (*id, i))
+        .collect();
+    for (id, inst) in p.instances() {
+        for input in &inst.inputs {
+            assert!(pos[input] < pos[&id]);
+        }
+    }
+}
+
+#[test]
+fn several_needs_zip_on_shared_matrix_values() {
+    let p = plan(
+        r#"
+name: zip
+stages:
+  a: { op: data, matrix: { seed: [0, 1, 2] } }
+  b: { op: train, needs: [a], matrix: { steps: [1, 2] } }
+  c: { op: data, matrix: { n: [5, 6] } }
+  j: { op: eval, needs: [b, a] }
+  k: { op: eval, needs: [a, c] }
+"#,
+    );
+    // b × a agree on seed: 6 instances of b, each with exactly its own a.
+    let j = p.stage_instances("j").unwrap();
+    assert_eq!(j.len(), 6);
+    for id in j {
+        let inst = p.instance(*id);
+        let (b, a) = (p.instance(inst.inputs[0]), p.instance(inst.inputs[1]));
+        assert_eq!(b.label_value("seed"), a.label_value("seed"));
+        assert_eq!(b.inputs, vec![inst.inputs[1]]);
+    }
+    // a and c share no key: the cartesian product.
+    assert_eq!(p.stage_instances("k").unwrap().len(), 6);
+}
+
+#[test]
+fn zip_with_nothing_in_common_is_an_error() {
+    let e = plan_of(
+        r#"
+name: nozip
+stages:
+  a: { op: data, matrix: { seed: [0, 1] } }
+  b: { op: data, matrix: { seed: [2, 3] } }
+  j: { op: eval, needs: [a, b] }
+"#,
+        Path::new("."),
+    )
+    .unwrap_err();
+    assert!(e.contains("stage `j` has no instances"), "{e}");
+    assert!(e.contains("p.yaml:6:25"), "points at `needs`: {e}");
+}
+
+#[test]
+fn cycle_is_reported_with_its_stages_in_order() {
+    let e = plan_of(
+        r#"
+name: cyc
+stages:
+  d: { op: data }
+  a: { op: eval, needs: [d, c] }
+  b: { op: eval, needs: [a] }
+  c: { op: eval, needs: [b] }
+"#,
+        Path::new("."),
+    )
+    .unwrap_err();
+    assert!(e.contains("the stages `a`, `b`, `c` form a cycle"), "{e}");
+    assert!(e.contains("`a` → `b` → `c` → `a`"), "{e}");
+    assert!(e.contains("p.yaml:5:"), "{e}");
+}
+
+#[test]
+fn own_matrix_key_colliding_with_inherited_is_an_error() {
+    let e = plan_of(
+        r#"
+name: coll
+stages:
+  a: { op: data, matrix: { seed: [0, 1] } }
+  b: { op: train, needs: [a], matrix: { seed: [0, 1] } }
+"#,
+        Path::new("."),
+    )
+    .unwrap_err();
+    assert!(e.contains("stage `b` sweeps `seed`"), "{e}");
+}
+
+#[test]
+fn keys_are_stable_and_change_exactly_downstream_of_a_param() {
+    let a = plan(SWEEP);
+    let b = plan(SWEEP);
+    let keys = |p: &Plan| {
+        p.instances()
+            .map(|(_, i)| (i.id.clone(), i.key))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(keys(&a), keys(&b));
+    // Keys are pinned to content, not to where we run from.
+    let elsewhere = plan_of(SWEEP, Path::new("/tmp")).unwrap();
+    assert_eq!(keys(&a), keys(&elsewhere));
+
+    let changed = plan(&SWEEP.replace("lr: 0.01", "lr: 0.02"));
+    assert_eq!(key_of(&a, "spirals"), key_of(&changed, "spirals"));
+    for stage in ["resnet", "diffeo", "table"] {
+        for id in ids(&a, stage) {
+            assert_ne!(key_of(&a, &id), key_of(&changed, &id), "{id} should change");
+        }
+    }
+    // `lr: 1` and `lr: 1.0` are the same param.
+    assert_eq!(
+        key_of(&plan(&SWEEP.replace("lr: 0.01", "lr: 1")), "table"),
+        key_of(&plan(&SWEEP.replace("lr: 0.01", "lr: 1.0")), "table")
+    );
+    // Renaming a stage keeps the keys of ops that see inputs by content; the pipeline name
+    // and the order of matrix values do not matter either.
+    let renamed = plan(
+        &SWEEP
+            .replace("spirals", "data")
+            .replace("name: sweep", "name: other"),
+    );
+    assert_eq!(key_of(&a, "table"), key_of(&renamed, "table"));
+    let reordered = plan(&SWEEP.replace("steps: [1, 2]", "steps: [2, 1]"));
+    assert_eq!(key_of(&a, "table"), key_of(&reordered, "table"));
+    assert_eq!(
+        key_of(&a, "resnet[weights=shared,steps=2,seed=1]"),
+        key_of(&reordered, "resnet[weights=shared,steps=2,seed=1]")
+    );
+}
+
+#[test]
+fn cmd_keys_follow_dep_content_and_input_names() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("probe.py"), "print(1)").unwrap();
+    let yaml = r#"
+name: c
+stages:
+  src: { op: data }
+  probe:
+    op: cmd
+    needs: [src]
+    params: { run: "python probe.py {in.src}", deps: [probe.py] }
+"#;
+    let p1 = plan_of(yaml, dir.path()).unwrap();
+    let p2 = plan_of(yaml, dir.path()).unwrap();
+    assert_eq!(key_of(&p1, "probe"), key_of(&p2, "probe"));
+    std::fs::write(dir.path().join("probe.py"), "print(2)").unwrap();
+    let p3 = plan_of(yaml, dir.path()).unwrap();
+    assert_ne!(key_of(&p1, "probe"), key_of(&p3, "probe"));
+    assert_eq!(key_of(&p1, "src"), key_of(&p3, "src"));
+    // `cmd` sees its inputs by stage name, so renaming the input changes its key.
+    let renamed = plan_of(&yaml.replace("src", "source"), dir.path()).unwrap();
+    assert_ne!(key_of(&p3, "probe"), key_of(&renamed, "probe"));
+
+    std::fs::remove_file(dir.path().join("probe.py")).unwrap();
+    let e = plan_of(yaml, dir.path()).unwrap_err();
+    assert!(
+        e.contains("stage `probe` depends on `probe.py`, which cannot be read"),
+        "{e}"
+    );
+}
+
+fn commit(store: &Store, p: &Plan, id: &str) {
+    let (_, inst) = p.instances().find(|(_, i)| i.id == id).unwrap();
+    let tmp = store.begin(&inst.key).unwrap();
+    tmp.commit(Manifest {
+        format: 0,
+        key: inst.key,
+        input: inst.key_input.clone(),
+        origin: Origin {
+            pipeline: p.pipeline().into(),
+            stage: inst.stage.to_string(),
+            label: inst.label.clone(),
+        },
+        outputs: vec![],
+        metrics: vec![],
+        publish: vec![],
+        started_at_us: 0,
+        seconds: 0.0,
+        device: "cpu".into(),
+        host: "h".into(),
+        ablate_version: "0".into(),
+    })
+    .unwrap();
+}
+
+#[test]
+fn statuses_explain_new_cached_changed_and_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let p = plan(SWEEP);
+    let st = statuses(&p, &store, &[]);
+    assert!(st.iter().all(|s| *s == Status::Run(Reason::New)));
+
+    // Everything computed and remembered as the last run.
+    let mut index = store.load_index(p.pipeline());
+    for (_, inst) in p.instances() {
+        commit(&store, &p, &inst.id);
+        index.instances.insert(inst.id.clone(), inst.key);
+    }
+    store.save_index(p.pipeline(), &index).unwrap();
+    assert!(statuses(&p, &store, &[]).iter().all(Status::is_cached));
+
+    // A param change: resnet says which param, diffeo/table say which input.
+    let changed = plan(&SWEEP.replace("lr: 0.01", "lr: 0.02"));
+    let st = statuses(&changed, &store, &[]);
+    let status_of = |id: &str| {
+        let (i, _) = changed.instances().find(|(_, x)| x.id == id).unwrap();
+        st[i.index()].clone()
+    };
+    assert!(status_of("spirals").is_cached());
+    assert_eq!(
+        status_of("resnet[weights=shared,steps=1,seed=0]"),
+        Status::Run(Reason::Changed(vec![Change::Params(vec![(
+            "lr".into(),
+            Some(json!(0.01)),
+            Some(json!(0.02))
+        )])]))
+    );
+    assert_eq!(
+        status_of("resnet[weights=shared,steps=1,seed=0]").to_string(),
+        "run: params changed (lr: 0.01 → 0.02)"
+    );
+    assert_eq!(
+        status_of("diffeo[weights=shared,steps=1,seed=0]"),
+        Status::Run(Reason::Changed(vec![Change::Inputs(vec![
+            "resnet[weights=shared,steps=1,seed=0]".into()
+        ])]))
+    );
+
+    // --force reruns the stage and everything downstream, nothing upstream.
+    let st = statuses(&p, &store, &["diffeo"]);
+    let (spirals, resnet, diffeo, table) = (
+        &p.stage_instances("spirals").unwrap()[0],
+        p.stage_instances("resnet").unwrap()[0],
+        p.stage_instances("diffeo").unwrap()[0],
+        p.stage_instances("table").unwrap()[0],
+    );
+    assert!(st[spirals.index()].is_cached() && st[resnet.index()].is_cached());
+    assert_eq!(st[diffeo.index()], Status::Run(Reason::Forced));
+    assert_eq!(st[table.index()], Status::Run(Reason::UpstreamForced));
+
+    // A torn entry is not trusted.
+    std::fs::remove_file(
+        store
+            .entry_dir(&p.instance(*spirals).key)
+            .join("manifest.json"),
+    )
+    .unwrap();
+    assert!(
+        matches!(&statuses(&p, &store, &[])[spirals.index()], Status::Run(Reason::Invalid(why)) if why.contains("torn"))
+    );
+}
+
+#[test]
+fn renders_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let p = plan(SWEEP);
+    commit(&store, &p, "spirals");
+    let st = statuses(&p, &store, &[]);
+
+    let text = render(&p, &st, Format::Text);
+    assert!(
+        text.starts_with("pipeline `sweep`: 18 instances, 1 cached, 17 to run\n"),
+        "{text}"
+    );
+    let spirals_key = key_of(&p, "spirals").short();
+    assert!(
+        text.contains(&format!("  {spirals_key}  -  cached")),
+        "{text}"
+    );
+    assert!(
+        text.contains("weights=shared,steps=1,seed=0    run: new"),
+        "{text}"
+    );
+
+    let json: serde_json::Value = serde_json::from_str(&render(&p, &st, Format::Json)).unwrap();
+    let instances = json["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 18);
+    assert_eq!(instances[0]["status"], "cached");
+    assert_eq!(instances[1]["reason"], "new");
+    assert_eq!(instances[1]["labels"]["steps"], 1);
+    assert_eq!(instances[17]["inputs"].as_array().unwrap().len(), 8);
+
+    let dot = render(&p, &st, Format::Dot);
+    assert!(dot.starts_with("digraph \"sweep\" {"));
+    assert_eq!(dot.matches(" -> ").count(), 8 + 8 + 8);
+    let mermaid = render(&p, &st, Format::Mermaid);
+    assert!(mermaid.starts_with("flowchart LR\n"));
+    assert_eq!(mermaid.matches(" --> ").count(), 24);
+    assert_eq!(mermaid.matches(":::cached").count(), 1);
+}

@@ -1,0 +1,190 @@
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ablate_cache::{CacheError, Lookup, Manifest, Origin, Store, now_us};
+use ablate_plan::InstanceId;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::scheduler::{BoxFuture, Executor, Outcome};
+use crate::{CancelToken, Job, OpContext, OpError, OpRunner, Progress, RunEvent};
+
+/// Runs ops in this process, one blocking thread per running instance.
+#[derive(Clone)]
+pub struct LocalExecutor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    runner: Arc<dyn OpRunner>,
+    store: Store,
+    workdir: PathBuf,
+    host: String,
+    version: String,
+}
+
+impl LocalExecutor {
+    pub fn new(
+        runner: Arc<dyn OpRunner>,
+        store: Store,
+        workdir: PathBuf,
+        version: impl Into<String>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                runner,
+                store,
+                workdir,
+                host: crate::hostname(),
+                version: version.into(),
+            }),
+        }
+    }
+
+    /// Computes one job under its key's lock, blocking. Public so a Slurm task (`ablate exec`)
+    /// runs exactly the protocol a local run does.
+    pub fn execute_blocking(
+        &self,
+        job: &Job,
+        force: bool,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+        cancel: &CancelToken,
+    ) -> Outcome {
+        let inner = &*self.inner;
+        let store = &inner.store;
+        let _lock = loop {
+            match store.try_lock(&job.key) {
+                Ok(Some(lock)) => break lock,
+                Ok(None) if cancel.is_cancelled() => return Outcome::Cancelled,
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                Err(e) => {
+                    return Outcome::Failed {
+                        error: chain(&e),
+                        log: None,
+                    };
+                }
+            }
+        };
+        // Another process may have computed it while we waited for the lock.
+        if !force && let Lookup::Hit(m) = store.lookup(&job.key) {
+            return Outcome::CachedByOther(Arc::from(m));
+        }
+        let tmp = match store.begin(&job.key) {
+            Ok(t) => t,
+            Err(e) => {
+                return Outcome::Failed {
+                    error: chain(&e),
+                    log: None,
+                };
+            }
+        };
+        let started_at_us = now_us();
+        let t0 = Instant::now();
+        let threads = job.resources.cpus.ceil().max(1.0) as usize;
+        let ctx = OpContext::new(
+            job,
+            tmp.dir(),
+            store,
+            &inner.workdir,
+            threads,
+            progress,
+            cancel,
+        );
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.runner.run(&ctx)));
+        match result {
+            Ok(Ok(out)) => {
+                let manifest = Manifest {
+                    format: 0,
+                    key: job.key,
+                    input: job.key_input.clone(),
+                    origin: Origin {
+                        pipeline: job.pipeline.clone(),
+                        stage: job.stage.clone(),
+                        label: job.label.clone(),
+                    },
+                    outputs: Vec::new(),
+                    metrics: out.metrics,
+                    publish: out.publish,
+                    started_at_us,
+                    seconds: t0.elapsed().as_secs_f64(),
+                    device: job.device.clone(),
+                    host: inner.host.clone(),
+                    ablate_version: inner.version.clone(),
+                };
+                match tmp.commit(manifest) {
+                    Ok(m) => Outcome::Computed(Arc::new(m)),
+                    Err(e @ CacheError::NonFiniteMetric { .. }) => Outcome::Failed {
+                        error: chain(&e),
+                        log: None,
+                    },
+                    Err(e) => Outcome::Failed {
+                        error: format!("failed to store the result: {}", chain(&e)),
+                        log: None,
+                    },
+                }
+            }
+            Ok(Err(_)) if cancel.is_cancelled() => Outcome::Cancelled,
+            Ok(Err(OpError::Cancelled)) => Outcome::Cancelled,
+            Ok(Err(e)) => Outcome::Failed {
+                error: chain(&e),
+                log: tmp.fail().ok(),
+            },
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                Outcome::Failed {
+                    error: format!("op `{}` panicked: {what}", job.op()),
+                    log: tmp.fail().ok(),
+                }
+            }
+        }
+    }
+}
+
+impl Executor for LocalExecutor {
+    fn execute(
+        &self,
+        instance: InstanceId,
+        job: Arc<Job>,
+        force: bool,
+        events: UnboundedSender<RunEvent>,
+        cancel: CancelToken,
+    ) -> BoxFuture<Outcome> {
+        let this = self.clone();
+        Box::pin(async move {
+            let handle = tokio::task::spawn_blocking(move || {
+                let id = job.id.clone();
+                let progress = move |p: Progress| {
+                    let _ = events.send(RunEvent::Progress {
+                        instance,
+                        id: id.clone(),
+                        step: p.step,
+                        total: p.total,
+                        loss: p.loss,
+                        message: p.message,
+                    });
+                };
+                this.execute_blocking(&job, force, &progress, &cancel)
+            });
+            handle.await.unwrap_or_else(|e| Outcome::Failed {
+                error: format!("worker thread failed: {e}"),
+                log: None,
+            })
+        })
+    }
+}
+
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
