@@ -1,0 +1,343 @@
+//! The scheduler and the local executor against the real store, with a fake op runner.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use ablate_cache::{Lookup, Metric, Store};
+use ablate_plan::{Plan, Status};
+use ablate_run::{
+    CancelToken, LocalExecutor, OpContext, OpError, OpOutput, OpRunner, RunEvent, RunOptions,
+    Summary,
+};
+use ablate_spec::{OpCatalog, OpSchema, Overrides, ParamSpec, ParamType, SourceFile};
+use serde_json::json;
+
+/// `work`: sleeps `ms`, fails when `fail` (or for its first `flaky` attempts), panics when
+/// `panic`; records how many run at once.
+struct Fake {
+    schema: Vec<OpSchema>,
+    running: AtomicUsize,
+    peak: AtomicUsize,
+    attempts: AtomicUsize,
+}
+
+impl Fake {
+    fn new() -> Arc<Self> {
+        let p = |name, ty, d| ParamSpec::with_default(name, ty, d, "");
+        let work = OpSchema {
+            name: "work",
+            version: 1,
+            summary: "",
+            params: vec![
+                p("v", ParamType::non_negative_int(), json!(0)),
+                p("ms", ParamType::non_negative_int(), json!(0)),
+                p("fail", ParamType::Bool, json!(false)),
+                p("flaky", ParamType::non_negative_int(), json!(0)),
+                p("panic", ParamType::Bool, json!(false)),
+            ],
+            gathers: false,
+            free_params: false,
+            inputs_by_name: false,
+            needs: (0, None),
+        };
+        Arc::new(Fake {
+            schema: vec![work],
+            running: 0.into(),
+            peak: 0.into(),
+            attempts: 0.into(),
+        })
+    }
+}
+
+impl OpCatalog for Fake {
+    fn schema(&self, op: &str) -> Option<&OpSchema> {
+        self.schema.iter().find(|s| s.name == op)
+    }
+    fn op_names(&self) -> Vec<&'static str> {
+        vec!["work"]
+    }
+}
+
+impl OpRunner for Fake {
+    fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        let p = ctx.job.params();
+        let ms = p["ms"].as_u64().unwrap();
+        std::fs::write(
+            ctx.out_dir().join("log.txt"),
+            format!("working on {}", ctx.job.id),
+        )
+        .unwrap();
+        let mut slept = 0;
+        while slept < ms && !ctx.is_cancelled() {
+            std::thread::sleep(Duration::from_millis(5));
+            slept += 5;
+        }
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        if ctx.is_cancelled() {
+            return Err(OpError::Cancelled);
+        }
+        if p["panic"] == json!(true) {
+            panic!("the fake op panicked on purpose");
+        }
+        let attempt = self.attempts.fetch_add(1, Ordering::SeqCst) as u64;
+        if p["fail"] == json!(true) || attempt < p["flaky"].as_u64().unwrap() {
+            return Err(OpError::msg("the fake op failed on purpose"));
+        }
+        Ok(OpOutput {
+            metrics: vec![Metric::new("v", p["v"].as_f64().unwrap())],
+            publish: vec![],
+        })
+    }
+}
+
+fn plan(fake: &Fake, yaml: &str) -> Plan {
+    let p = ablate_spec::load(SourceFile::new("t.yaml", yaml), &Overrides::new(), fake)
+        .unwrap_or_else(|d| panic!("{d}"));
+    ablate_plan::build(&p, fake, std::path::Path::new(".")).unwrap_or_else(|d| panic!("{d}"))
+}
+
+fn go(
+    fake: &Arc<Fake>,
+    store: &Store,
+    plan: &Plan,
+    jobs: usize,
+    cancel: &CancelToken,
+) -> (Summary, Vec<RunEvent>) {
+    let statuses = ablate_plan::statuses(plan, store, &[]);
+    let exec = Arc::new(LocalExecutor::new(
+        fake.clone(),
+        store.clone(),
+        ".".into(),
+        "test",
+    ));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let opts = RunOptions {
+        jobs,
+        gpus: 0.0,
+        mem_gb: 1e9,
+    };
+    let summary = rt.block_on(ablate_run::run(plan, &statuses, exec, &opts, cancel, &tx));
+    drop(tx);
+    let mut events = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        events.push(e);
+    }
+    (summary, events)
+}
+
+fn tag(e: &RunEvent) -> String {
+    serde_json::to_value(e).unwrap()["event"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn a_failure_fails_its_dependants_only_and_keeps_its_logs() {
+    let fake = Fake::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let p = plan(
+        &fake,
+        r#"
+name: f
+stages:
+  a: { op: work, matrix: { v: [1, 2, 3] } }
+  bad: { op: work, params: { fail: true } }
+  after_bad: { op: work, needs: [bad] }
+  after_a: { op: work, needs: [a] }
+"#,
+    );
+    let (s, events) = go(&fake, &store, &p, 2, &CancelToken::new());
+    assert_eq!((s.ran, s.cached, s.failed, s.skipped), (6, 0, 1, 1));
+    let failed = events.iter().find_map(|e| match e {
+        RunEvent::Failed { id, error, log, .. } => Some((id.clone(), error.clone(), log.clone())),
+        _ => None,
+    });
+    let (id, error, log) = failed.unwrap();
+    assert_eq!(id, "bad");
+    assert!(error.contains("failed on purpose"));
+    let log = log.expect("failed attempt kept");
+    assert_eq!(
+        std::fs::read_to_string(log.join("log.txt")).unwrap(),
+        "working on bad"
+    );
+    assert!(events.iter().any(|e| matches!(e, RunEvent::Skipped { id, because, .. } if id == "after_bad" && because == "bad")));
+    assert_eq!(tag(events.last().unwrap()), "summary");
+    // The siblings' results are in the cache; the failed one is not.
+    for (id, inst) in p.instances() {
+        let hit = matches!(store.lookup(&inst.key), Lookup::Hit(_));
+        assert_eq!(
+            hit,
+            !["bad", "after_bad"].contains(&inst.id.as_str()),
+            "{}",
+            p.instance(id).id
+        );
+    }
+
+    // Second run: the six are cached, the failure runs again.
+    let (s, _) = go(&fake, &store, &p, 2, &CancelToken::new());
+    assert_eq!((s.ran, s.cached, s.failed, s.skipped), (0, 6, 1, 1));
+}
+
+#[test]
+fn retries_until_success() {
+    let fake = Fake::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let p = plan(
+        &fake,
+        "name: r\nstages:\n  flaky: { op: work, retries: 2, params: { flaky: 2 } }\n",
+    );
+    let (s, events) = go(&fake, &store, &p, 1, &CancelToken::new());
+    assert_eq!((s.ran, s.failed), (1, 0));
+    let retries: Vec<_> = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                RunEvent::Failed {
+                    will_retry: true,
+                    ..
+                }
+            )
+        })
+        .collect();
+    assert_eq!(retries.len(), 2);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, RunEvent::Started { attempt: 3, .. }))
+    );
+}
+
+#[test]
+fn never_runs_more_than_jobs_at_once() {
+    let fake = Fake::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let p = plan(
+        &fake,
+        "name: c\nstages:\n  a: { op: work, params: { ms: 30 }, matrix: { v: [1, 2, 3, 4, 5, 6] } }\n",
+    );
+    let (s, _) = go(&fake, &store, &p, 2, &CancelToken::new());
+    assert_eq!(s.ran, 6);
+    assert_eq!(fake.peak.load(Ordering::SeqCst), 2);
+    // An instance asking for 2 CPUs takes both slots.
+    let fake = Fake::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let p = plan(
+        &fake,
+        "name: c\nstages:\n  a: { op: work, resources: { cpus: 2 }, params: { ms: 20 }, matrix: { v: [1, 2, 3] } }\n",
+    );
+    go(&fake, &store, &p, 2, &CancelToken::new());
+    assert_eq!(fake.peak.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn cancel_stops_running_work_and_keeps_nothing_half_written() {
+    let fake = Fake::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let p = plan(
+        &fake,
+        "name: x\nstages:\n  slow: { op: work, params: { ms: 10000 }, matrix: { v: [1, 2, 3, 4] } }\n",
+    );
+    let cancel = CancelToken::new();
+    let c = cancel.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(150));
+        c.cancel();
+    });
+    let t0 = std::time::Instant::now();
+    let (s, events) = go(&fake, &store, &p, 2, &cancel);
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "cancellation took {:?}",
+        t0.elapsed()
+    );
+    assert_eq!((s.ran, s.skipped), (0, 4));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, RunEvent::Interrupted { not_run: 4 }))
+    );
+    assert!(store.keys().unwrap().is_empty());
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("v1/tmp"))
+            .unwrap()
+            .count(),
+        0,
+        "no temp dir left"
+    );
+}
+
+#[test]
+fn a_panicking_op_fails_its_instance_not_the_run() {
+    let fake = Fake::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let p = plan(
+        &fake,
+        "name: p\nstages:\n  boom: { op: work, params: { panic: true } }\n  fine: { op: work }\n",
+    );
+    let (s, events) = go(&fake, &store, &p, 2, &CancelToken::new());
+    assert_eq!((s.ran, s.failed), (1, 1));
+    assert!(events.iter().any(
+        |e| matches!(e, RunEvent::Failed { error, .. } if error.contains("panicked on purpose"))
+    ));
+}
+
+#[test]
+fn asking_for_a_gpu_without_one_is_a_clear_failure() {
+    let fake = Fake::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let p = plan(
+        &fake,
+        "name: g\nstages:\n  gpu: { op: work, resources: { gpus: 0.5 } }\n  cpu: { op: work }\n",
+    );
+    let (s, events) = go(&fake, &store, &p, 2, &CancelToken::new());
+    assert_eq!((s.ran, s.failed), (1, 1));
+    assert!(events.iter().any(
+        |e| matches!(e, RunEvent::Failed { id, error, .. } if id == "gpu" && error.contains("GPU"))
+    ));
+}
+
+#[test]
+fn summary_serialises_as_documented() {
+    let s = RunEvent::Summary(Summary {
+        ran: 1,
+        cached: 2,
+        failed: 3,
+        skipped: 4,
+        seconds: 0.5,
+    });
+    assert_eq!(
+        serde_json::to_string(&s).unwrap(),
+        r#"{"event":"summary","ran":1,"cached":2,"failed":3,"skipped":4,"seconds":0.5}"#
+    );
+    assert!(matches!(
+        Status::Cached(Arc::new(fake_manifest())),
+        Status::Cached(_)
+    ));
+}
+
+fn fake_manifest() -> ablate_cache::Manifest {
+    serde_json::from_value(json!({
+        "format": 1, "key": "0".repeat(64),
+        "input": {"scheme": 1, "op": "work", "op_version": 1, "params": {}, "inputs": [], "deps": []},
+        "origin": {"pipeline": "p", "stage": "s", "label": ""}, "outputs": [], "metrics": [],
+        "started_at_us": 0, "seconds": 0.0, "device": "cpu", "host": "h", "ablate_version": "0"
+    }))
+    .unwrap()
+}
