@@ -1,1 +1,32 @@
-//! ablate-engine
+//! `ablate-engine` owns the models and their training: residual flows on low-dimensional data
+//! (Rousseau et al. 2020, shared or unshared velocity fields), trained with Adam, evaluated,
+//! and stored as safetensors files. The arithmetic runs either through dfdx tensor ops, generic
+//! over the dfdx device (the path a CUDA build takes), or through this crate's fused CPU
+//! kernels (the default on the CPU, tested equal to the tensor path).
+//!
+//! It must not print, read the environment, or know about pipelines, caches or the scheduler:
+//! progress leaves through [`TrainObserver`], failures through [`EngineError`], and every
+//! result is a pure function of the configs, the data and the seed.
+
+mod config;
+mod cpu;
+mod data;
+mod error;
+mod flow;
+mod kernels;
+mod params;
+mod pool;
+mod rng;
+mod tensor;
+mod train;
+
+#[cfg(test)]
+mod tests;
+
+pub use config::{Backend, ExecOptions, FlowConfig, Integrator, TrainConfig, Weights};
+pub use data::Dataset;
+pub use error::EngineError;
+pub use flow::{Evaluation, Flow};
+pub use train::{
+    EpochReport, NoObserver, TrainObserver, train_flow, train_flow_on, train_flow_with,
+};

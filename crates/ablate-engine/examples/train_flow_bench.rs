@@ -1,0 +1,182 @@
+//! Training throughput of the paper's MLP-ResNet: lift 2→32, 10 residual steps, hidden 64,
+//! batch 256, 2 classes, Adam — the model of performance.md's PyTorch figures.
+//!
+//! ```text
+//! cargo run --release -p ablate-engine --example train_flow_bench -- \
+//!     [--weights shared|unshared] [--steps-per-run N] [--threads T] [--runs R] [--backend cpu|dfdx]
+//! ```
+//!
+//! Prints one JSON line. A step is the forward pass, backward pass and Adam update of one batch,
+//! timed through the public `train_flow_with` (shuffling and batch gathering included): one
+//! warm-up run, then `R` timed runs of `N` steps each, reporting the median.
+
+use std::ops::ControlFlow;
+use std::time::Instant;
+
+use ablate_engine::{
+    Backend, Dataset, EpochReport, ExecOptions, FlowConfig, TrainConfig, TrainObserver, Weights,
+    train_flow_with,
+};
+
+const BATCH: usize = 256;
+const STEPS: usize = 10;
+const HIDDEN: usize = 64;
+const DIM: usize = 32;
+
+struct Args {
+    weights: Weights,
+    steps_per_run: usize,
+    threads: usize,
+    runs: usize,
+    backend: Backend,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        weights: Weights::Shared,
+        steps_per_run: 400,
+        threads: 1,
+        runs: 5,
+        backend: Backend::Cpu,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("`{flag}` needs a value"));
+        let number = |v: String| v.parse::<usize>().map_err(|e| format!("`{v}`: {e}"));
+        match flag.as_str() {
+            "--weights" => {
+                args.weights = match value()?.as_str() {
+                    "shared" => Weights::Shared,
+                    "unshared" => Weights::Unshared,
+                    other => return Err(format!("unknown weights `{other}`")),
+                }
+            }
+            "--backend" => {
+                args.backend = match value()?.as_str() {
+                    "cpu" => Backend::Cpu,
+                    "dfdx" => Backend::Dfdx,
+                    other => return Err(format!("unknown backend `{other}`")),
+                }
+            }
+            "--steps-per-run" => args.steps_per_run = number(value()?)?.max(1),
+            "--threads" => args.threads = number(value()?)?.max(1),
+            "--runs" => args.runs = number(value()?)?.max(1),
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    Ok(args)
+}
+
+/// Two interleaved spirals, deterministic.
+fn spirals(n: usize) -> Dataset {
+    let mut x = Vec::with_capacity(2 * n);
+    let mut y = Vec::with_capacity(n);
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut noise = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    for i in 0..n {
+        let class = (i % 2) as u32;
+        let t = (i / 2) as f32 / (n / 2).max(1) as f32 * 3.0 * std::f32::consts::PI;
+        let r = 0.2 + t / (3.0 * std::f32::consts::PI);
+        let phase = if class == 0 {
+            0.0
+        } else {
+            std::f32::consts::PI
+        };
+        x.push(r * (t + phase).cos() + 0.05 * noise());
+        x.push(r * (t + phase).sin() + 0.05 * noise());
+        y.push(class);
+    }
+    Dataset {
+        x,
+        y,
+        dim: 2,
+        classes: 2,
+    }
+}
+
+/// CPU time (user + system, all threads) this process has used, from `/proc/self/stat`
+/// (Linux; 10 ms resolution). Shows how much of the wall time the run actually got a core.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+struct Quiet;
+
+impl TrainObserver for Quiet {
+    fn on_epoch(&mut self, _: &EpochReport) -> ControlFlow<()> {
+        ControlFlow::Continue(())
+    }
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    let cfg = FlowConfig {
+        in_dim: 2,
+        classes: 2,
+        dim: DIM,
+        hidden: HIDDEN,
+        steps: STEPS,
+        h: 1.0 / STEPS as f32,
+        weights: args.weights,
+    };
+    let data = spirals(BATCH * args.steps_per_run);
+    let exec = ExecOptions {
+        threads: args.threads,
+        backend: args.backend,
+    };
+    let run = |seed| {
+        // One epoch over steps_per_run full batches = steps_per_run training steps.
+        let train = TrainConfig {
+            epochs: 1,
+            batch: BATCH,
+            lr: 1e-3,
+            seed,
+        };
+        let start = Instant::now();
+        train_flow_with(&cfg, &train, &data, &exec, &mut Quiet).expect("training failed");
+        args.steps_per_run as f64 / start.elapsed().as_secs_f64()
+    };
+    run(0); // warm-up: page in buffers, settle the clock
+    let cpu_start = cpu_seconds();
+    let mut rates: Vec<f64> = (0..args.runs).map(|r| run(r as u64 + 1)).collect();
+    let cpu_ms_per_step = match (cpu_start, cpu_seconds()) {
+        (Some(a), Some(b)) => format!(
+            "{:.2}",
+            (b - a) * 1e3 / (args.runs * args.steps_per_run) as f64
+        ),
+        _ => "null".to_string(),
+    };
+    rates.sort_by(f64::total_cmp);
+    let median = rates[rates.len() / 2];
+    let weights = match args.weights {
+        Weights::Shared => "shared",
+        Weights::Unshared => "unshared",
+    };
+    let backend = match args.backend {
+        Backend::Cpu => "cpu",
+        Backend::Dfdx => "dfdx",
+    };
+    println!(
+        "{{\"weights\":\"{weights}\",\"steps_per_s\":{median:.1},\"batch\":{BATCH},\"blocks\":{STEPS},\"hidden\":{HIDDEN},\"dim\":{DIM},\"threads\":{},\"backend\":\"{backend}\",\"runs\":{},\"min\":{:.1},\"max\":{:.1},\"cpu_ms_per_step\":{cpu_ms_per_step}}}",
+        args.threads,
+        args.runs,
+        rates[0],
+        rates[rates.len() - 1],
+    );
+}

@@ -1,0 +1,453 @@
+//! The CPU backend ([`crate::Backend::Cpu`]): the flow's forward pass, its hand-written backward
+//! pass and Adam on flat `f32` buffers allocated once per training run.
+//!
+//! Why not dfdx tensors here: at the paper's sizes (batch 256, width 32, hidden 64) a step's
+//! arithmetic is ~63 MFLOP, and dfdx 0.13 adds about as much again in per-op bookkeeping (a
+//! fresh zeroed buffer per op, index arithmetic per element, libm `tanhf`): the tensor path
+//! with the same hand-written backward pass runs ~170 steps/s on one core here, this module
+//! ~450 (`examples/train_flow_bench.rs`). It does the same maths as [`crate::tensor`] (which
+//! stays the device-generic path; the two are tested equal) with six `gemm` calls and two fused
+//! element-wise passes per residual step, into buffers allocated once.
+//!
+//! A batch is cut into shards of at most [`SHARD_ROWS`] rows, a rule that depends on the batch
+//! size alone; shards run on up to `threads` threads and their gradients are summed in shard
+//! order, so the result never depends on the thread count.
+
+use std::ops::Range;
+use std::sync::{Mutex, RwLock};
+
+use crate::config::Integrator;
+use crate::kernels::{self, AdamStep, View};
+use crate::params::Layout;
+use crate::pool::{self, MAX_SHARDS, Pool};
+use crate::{EngineError, FlowConfig};
+
+/// The most rows one shard holds: 128 keeps a shard's activations (~0.5 MB at the paper's
+/// sizes) in L2 and gives two shards per batch of 256, one per core. Measured on one thread:
+/// 256 is no faster, 64 is ~10% slower (shorter reductions in the weight-gradient products).
+pub(crate) const SHARD_ROWS: usize = 128;
+
+/// Rows evaluated at once by [`Net::forward`] outside training.
+pub(crate) const EVAL_ROWS: usize = 256;
+
+/// Loss and accuracy counts of one batch (or one shard).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct BatchStats {
+    /// Sum over the examples of the cross-entropy.
+    pub loss_sum: f64,
+    pub correct: usize,
+}
+
+/// A model's parameters with its config and layout: enough to run it.
+#[derive(Clone, Copy)]
+pub(crate) struct Net<'a> {
+    pub cfg: &'a FlowConfig,
+    pub layout: &'a Layout,
+    pub p: &'a [f32],
+}
+
+/// The buffers of one shard.
+pub(crate) struct Workspace {
+    /// States x_0 … x_N, each `rows × dim`.
+    xs: Vec<f32>,
+    /// tanh activations of each step, each `rows × hidden`.
+    acts: Vec<f32>,
+    /// Logits, then their gradient.
+    logits: Vec<f32>,
+    gx: Vec<f32>,
+    ga: Vec<f32>,
+    /// This shard's gradient, laid out like the parameters.
+    grad: Vec<f32>,
+    stats: BatchStats,
+}
+
+impl Workspace {
+    /// Room for `rows` examples; `with_grad` adds the backward-pass buffers.
+    pub(crate) fn new(cfg: &FlowConfig, layout: &Layout, rows: usize, with_grad: bool) -> Self {
+        let grad_len = |n: usize| if with_grad { n } else { 0 };
+        Workspace {
+            xs: vec![0.0; (cfg.steps + 1) * rows * cfg.dim],
+            acts: vec![0.0; cfg.steps * rows * cfg.hidden],
+            logits: vec![0.0; rows * cfg.classes],
+            gx: vec![0.0; grad_len(rows * cfg.dim)],
+            ga: vec![0.0; grad_len(rows * cfg.hidden)],
+            grad: vec![0.0; grad_len(layout.total)],
+            stats: BatchStats::default(),
+        }
+    }
+
+    /// The logits of the last forward pass of `rows` examples.
+    pub(crate) fn logits(&self, rows: usize, classes: usize) -> &[f32] {
+        &self.logits[..rows * classes]
+    }
+}
+
+impl Net<'_> {
+    /// Runs `rows` examples (`x` row-major, `in_dim` wide) through the flow, keeping every
+    /// state and activation in `ws` for the backward pass; the logits end in `ws.logits`.
+    pub(crate) fn forward(&self, x: &[f32], rows: usize, ws: &mut Workspace) {
+        let Net { cfg, layout, p } = *self;
+        let (d, hid, n) = (cfg.dim, cfg.hidden, cfg.steps);
+        let (sx, sa) = (rows * d, rows * hid);
+        let x = &x[..rows * cfg.in_dim];
+        let xs = &mut ws.xs[..(n + 1) * sx];
+        match &layout.lift {
+            Some(l) => {
+                let x0 = &mut xs[..sx];
+                kernels::set_rows_bias(x0, None, l.b(p), 1.0);
+                let w = View::new(l.w(p), l.out, l.inp).t();
+                kernels::matmul(x0, true, View::new(x, rows, l.inp), w, 1.0);
+            }
+            None => xs[..sx].copy_from_slice(x),
+        }
+        for k in 0..n {
+            let f = layout.field(cfg, k);
+            let (done, next) = xs.split_at_mut((k + 1) * sx);
+            let (xk, xn) = (&done[k * sx..], &mut next[..sx]);
+            let a = &mut ws.acts[k * sa..(k + 1) * sa];
+            match cfg.integrator() {
+                Integrator::Euler => {
+                    // a = tanh(x·W1ᵀ + b1)
+                    kernels::set_rows_bias(a, None, f.l1.b(p), 1.0);
+                    let w1 = View::new(f.l1.w(p), hid, d).t();
+                    kernels::matmul(a, true, View::new(xk, rows, d), w1, 1.0);
+                    kernels::tanh_inplace(a);
+                    // x' = x + h·(a·W2ᵀ + b2)
+                    kernels::set_rows_bias(xn, Some(xk), f.l2.b(p), cfg.h);
+                    let w2 = View::new(f.l2.w(p), d, hid).t();
+                    kernels::matmul(xn, true, View::new(a, rows, hid), w2, cfg.h);
+                }
+            }
+        }
+        let head = &layout.head;
+        let logits = &mut ws.logits[..rows * head.out];
+        kernels::set_rows_bias(logits, None, head.b(p), 1.0);
+        let wh = View::new(head.w(p), head.out, d).t();
+        kernels::matmul(logits, true, View::new(&xs[n * sx..], rows, d), wh, 1.0);
+    }
+
+    /// Cross-entropy of the logits in `ws` against `y`; replaces the logits by
+    /// `scale · ∂(Σ loss)/∂logits` = `scale · (softmax − onehot)`.
+    fn loss_and_grad(&self, y: &[u32], scale: f32, ws: &mut Workspace) -> BatchStats {
+        let c = self.cfg.classes;
+        let mut stats = BatchStats::default();
+        for (row, &label) in ws.logits[..y.len() * c].chunks_exact_mut(c).zip(y) {
+            let (loss, argmax) = softmax_xent(row, label as usize);
+            stats.loss_sum += loss as f64;
+            stats.correct += (argmax == label as usize) as usize;
+            row[label as usize] -= 1.0;
+            for v in row.iter_mut() {
+                *v *= scale;
+            }
+        }
+        stats
+    }
+
+    /// Back-propagates the logit gradient left by [`Net::loss_and_grad`] through the pass
+    /// [`Net::forward`] recorded in `ws`, adding every parameter's gradient into `ws.grad`.
+    fn backward(&self, x: &[f32], rows: usize, ws: &mut Workspace) {
+        let Net { cfg, layout, p } = *self;
+        let (d, hid, n, h) = (cfg.dim, cfg.hidden, cfg.steps, cfg.h);
+        let (sx, sa) = (rows * d, rows * hid);
+        let Workspace {
+            xs,
+            acts,
+            logits,
+            gx,
+            ga,
+            grad,
+            ..
+        } = ws;
+        let (gx, ga) = (&mut gx[..sx], &mut ga[..sa]);
+
+        let head = &layout.head;
+        let dl = View::new(&logits[..rows * head.out], rows, head.out);
+        let xn = View::new(&xs[n * sx..(n + 1) * sx], rows, d);
+        // logits = x_N·Whᵀ + bh: ∂Wh += ∂logitsᵀ·x_N, ∂bh += Σ ∂logits, ∂x_N = ∂logits·Wh
+        kernels::matmul(
+            &mut grad[head.w..head.w + head.out * d],
+            true,
+            dl.t(),
+            xn,
+            1.0,
+        );
+        kernels::add_col_sums(
+            &mut grad[head.b..head.b + head.out],
+            &logits[..rows * head.out],
+            1.0,
+        );
+        kernels::matmul(gx, false, dl, View::new(head.w(p), head.out, d), 1.0);
+
+        for k in (0..n).rev() {
+            let f = layout.field(cfg, k);
+            let a = &acts[k * sa..(k + 1) * sa];
+            let xk = &xs[k * sx..(k + 1) * sx];
+            match cfg.integrator() {
+                Integrator::Euler => {
+                    // x' = x + h·(a·W2ᵀ + b2): ∂W2 += h·gxᵀ·a, ∂b2 += h·Σ gx, ∂a = h·gx·W2
+                    kernels::matmul(
+                        &mut grad[f.l2.w..f.l2.w + d * hid],
+                        true,
+                        View::new(gx, rows, d).t(),
+                        View::new(a, rows, hid),
+                        h,
+                    );
+                    kernels::add_col_sums(&mut grad[f.l2.b..f.l2.b + d], gx, h);
+                    let w2 = View::new(f.l2.w(p), d, hid);
+                    kernels::matmul(ga, false, View::new(gx, rows, d), w2, h);
+                    // a = tanh(z): ∂z = ∂a ⊙ (1 − a²), ∂b1 += Σ ∂z
+                    kernels::tanh_backward(ga, a, &mut grad[f.l1.b..f.l1.b + hid]);
+                    // z = x·W1ᵀ + b1: ∂W1 += ∂zᵀ·x, ∂x += ∂z·W1
+                    kernels::matmul(
+                        &mut grad[f.l1.w..f.l1.w + hid * d],
+                        true,
+                        View::new(ga, rows, hid).t(),
+                        View::new(xk, rows, d),
+                        1.0,
+                    );
+                    let w1 = View::new(f.l1.w(p), hid, d);
+                    kernels::matmul(gx, true, View::new(ga, rows, hid), w1, 1.0);
+                }
+            }
+        }
+        if let Some(l) = &layout.lift {
+            kernels::matmul(
+                &mut grad[l.w..l.w + l.out * l.inp],
+                true,
+                View::new(gx, rows, d).t(),
+                View::new(&x[..rows * l.inp], rows, l.inp),
+                1.0,
+            );
+            kernels::add_col_sums(&mut grad[l.b..l.b + l.out], gx, 1.0);
+        }
+    }
+
+    /// Forward, loss and backward of one shard; `scale` is 1 / (examples in the whole batch).
+    fn shard_step(&self, x: &[f32], y: &[u32], scale: f32, ws: &mut Workspace) {
+        let rows = y.len();
+        ws.grad.fill(0.0);
+        self.forward(x, rows, ws);
+        ws.stats = self.loss_and_grad(y, scale, ws);
+        self.backward(x, rows, ws);
+    }
+
+    /// Loss and accuracy of a whole data set, `EVAL_ROWS` examples at a time.
+    pub(crate) fn evaluate(&self, x: &[f32], y: &[u32]) -> BatchStats {
+        let rows = y.len().min(EVAL_ROWS);
+        let mut ws = Workspace::new(self.cfg, self.layout, rows, false);
+        let mut total = BatchStats::default();
+        let c = self.cfg.classes;
+        for (xc, yc) in x
+            .chunks(EVAL_ROWS * self.cfg.in_dim)
+            .zip(y.chunks(EVAL_ROWS))
+        {
+            self.forward(xc, yc.len(), &mut ws);
+            for (row, &label) in ws.logits.chunks_exact_mut(c).zip(yc) {
+                let (loss, argmax) = softmax_xent(row, label as usize);
+                total.loss_sum += loss as f64;
+                total.correct += (argmax == label as usize) as usize;
+            }
+        }
+        total
+    }
+
+    /// Logits of `rows` examples, row-major `rows × classes`.
+    pub(crate) fn logits(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        let mut ws = Workspace::new(self.cfg, self.layout, rows.min(EVAL_ROWS), false);
+        let mut out = Vec::with_capacity(rows * self.cfg.classes);
+        for xc in x[..rows * self.cfg.in_dim].chunks(EVAL_ROWS * self.cfg.in_dim) {
+            let r = xc.len() / self.cfg.in_dim;
+            self.forward(xc, r, &mut ws);
+            out.extend_from_slice(ws.logits(r, self.cfg.classes));
+        }
+        out
+    }
+}
+
+/// Softmax cross-entropy of one row of logits: returns the loss and the argmax (first of ties),
+/// and leaves the softmax probabilities in `row`. Non-finite logits give a NaN loss.
+pub(crate) fn softmax_xent(row: &mut [f32], label: usize) -> (f32, usize) {
+    let mut argmax = 0;
+    for (i, v) in row.iter().enumerate() {
+        if *v > row[argmax] {
+            argmax = i;
+        }
+    }
+    let max = row[argmax];
+    let mut sum = 0.0f32;
+    for v in row.iter() {
+        sum += (*v - max).exp();
+    }
+    let lse = max + sum.ln();
+    let loss = lse - row[label];
+    for v in row.iter_mut() {
+        *v = (*v - max).exp() / sum;
+    }
+    (loss, argmax)
+}
+
+/// The row ranges of the shards of a batch of `n` examples: `ceil(n / SHARD_ROWS)` shards of
+/// near-equal size.
+pub(crate) fn shards(n: usize) -> impl Iterator<Item = Range<usize>> {
+    let count = n.div_ceil(SHARD_ROWS).max(1);
+    let (base, extra) = (n / count, n % count);
+    (0..count).map(move |s| {
+        let start = s * base + s.min(extra);
+        start..start + base + usize::from(s < extra)
+    })
+}
+
+/// What the threads working on a batch share: the model, the batch, one workspace per shard.
+struct Shared {
+    cfg: FlowConfig,
+    layout: Layout,
+    params: RwLock<Vec<f32>>,
+    batch: RwLock<Batch>,
+    workspaces: Vec<Mutex<Workspace>>,
+    pool: Pool,
+}
+
+#[derive(Default)]
+struct Batch {
+    x: Vec<f32>,
+    y: Vec<u32>,
+    shards: Vec<Range<usize>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    /// Forward, loss and backward of shard `i` of the current batch.
+    fn run_shard(&self, i: usize) {
+        let params = self.params.read().unwrap_or_else(|e| e.into_inner());
+        let batch = self.batch.read().unwrap_or_else(|e| e.into_inner());
+        let mut ws = lock(&self.workspaces[i]);
+        let net = Net {
+            cfg: &self.cfg,
+            layout: &self.layout,
+            p: &params,
+        };
+        let r = batch.shards[i].clone();
+        let d = self.cfg.in_dim;
+        let scale = 1.0 / batch.y.len() as f32;
+        net.shard_step(
+            &batch.x[r.start * d..r.end * d],
+            &batch.y[r],
+            scale,
+            &mut ws,
+        );
+    }
+}
+
+/// Training state of the CPU backend; see [`with_cpu_trainer`].
+pub(crate) struct CpuTrainer<'a> {
+    shared: &'a Shared,
+    work: &'a (dyn Fn(usize) + Sync),
+    m: Vec<f32>,
+    v: Vec<f32>,
+    t: u64,
+}
+
+/// Runs `body` with a CPU trainer for batches of up to `batch` examples whose shards run on
+/// `threads` threads (helpers live as long as `body`).
+pub(crate) fn with_cpu_trainer<R>(
+    cfg: &FlowConfig,
+    layout: &Layout,
+    params: Vec<f32>,
+    batch: usize,
+    threads: usize,
+    body: impl FnOnce(&mut CpuTrainer<'_>) -> R,
+) -> Result<R, EngineError> {
+    let workspaces: Vec<Mutex<Workspace>> = shards(batch)
+        .map(|r| Mutex::new(Workspace::new(cfg, layout, r.len(), true)))
+        .collect();
+    if workspaces.len() > MAX_SHARDS {
+        return Err(EngineError::InvalidConfig(format!(
+            "`batch` = {batch} is too large (at most {})",
+            MAX_SHARDS * SHARD_ROWS
+        )));
+    }
+    let helpers = threads.clamp(1, workspaces.len()) - 1;
+    let n = params.len();
+    let shared = Shared {
+        cfg: cfg.clone(),
+        layout: layout.clone(),
+        params: RwLock::new(params),
+        batch: RwLock::new(Batch::default()),
+        workspaces,
+        pool: Pool::default(),
+    };
+    let work = |i: usize| shared.run_shard(i);
+    Ok(pool::with_helpers(&shared.pool, helpers, &work, || {
+        let mut trainer = CpuTrainer {
+            shared: &shared,
+            work: &work,
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+            t: 0,
+        };
+        body(&mut trainer)
+    }))
+}
+
+impl CpuTrainer<'_> {
+    /// The gradient of the last batch (the mean loss's).
+    #[cfg(test)]
+    pub(crate) fn gradient(&self) -> Vec<f32> {
+        lock(&self.shared.workspaces[0]).grad.clone()
+    }
+}
+
+impl crate::train::Trainer for CpuTrainer<'_> {
+    fn forward_backward(&mut self, x: &[f32], y: &[u32]) -> Result<BatchStats, EngineError> {
+        let count = {
+            let mut b = self.shared.batch.write().unwrap_or_else(|e| e.into_inner());
+            b.x.clear();
+            b.x.extend_from_slice(x);
+            b.y.clear();
+            b.y.extend_from_slice(y);
+            b.shards.clear();
+            b.shards.extend(shards(y.len()));
+            b.shards.len()
+        };
+        assert!(
+            count <= self.shared.workspaces.len(),
+            "batch larger than planned"
+        );
+        self.shared.pool.run(count, self.work);
+        // Sum in shard order: the result is independent of which thread ran which shard.
+        let mut first = lock(&self.shared.workspaces[0]);
+        let mut stats = first.stats;
+        for ws in &self.shared.workspaces[1..count] {
+            let ws = lock(ws);
+            kernels::add_assign(&mut first.grad, &ws.grad);
+            stats.loss_sum += ws.stats.loss_sum;
+            stats.correct += ws.stats.correct;
+        }
+        Ok(stats)
+    }
+
+    fn update(&mut self, lr: f32) -> Result<(), EngineError> {
+        self.t += 1;
+        let step = AdamStep::new(lr, self.t);
+        let g = lock(&self.shared.workspaces[0]);
+        let mut p = self
+            .shared
+            .params
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        kernels::adam(&mut p, &mut self.m, &mut self.v, &g.grad, step);
+        Ok(())
+    }
+
+    fn params(&self) -> Result<Vec<f32>, EngineError> {
+        Ok(self
+            .shared
+            .params
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone())
+    }
+}

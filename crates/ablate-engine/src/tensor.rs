@@ -1,0 +1,402 @@
+//! The device-generic backend ([`crate::Backend::Dfdx`]): the flow as dfdx tensor ops, generic
+//! over `D: Device<f32>`, so a CUDA build runs it unchanged.
+//!
+//! dfdx 0.13's `nn` modules take their sizes as const generics, and its optimisers walk only
+//! `TensorCollection`s, which cannot hold runtime-shaped tensors (notes/dfdx.md). So the
+//! parameters are plain `(usize, usize)` / `(usize,)` tensors, the backward pass is written
+//! out (no tape: the gradient of a residual MLP is a few matrix products per step, and the
+//! forward pass's activations are reused), and Adam is four tensor ops per parameter.
+
+use dfdx::shapes::{Axes2, Axis, HasShape, Shape};
+use dfdx::tensor::Tensor;
+use dfdx::tensor_ops::{
+    BroadcastTo, Device, PermuteTo, SumTo, TryAdd, TryDiv, TryMatMul, TryMul, TrySub,
+};
+
+use crate::config::Integrator;
+use crate::cpu::BatchStats;
+use crate::kernels::AdamStep;
+use crate::params::{self, Layout};
+use crate::{EngineError, FlowConfig};
+
+type T2<D> = Tensor<(usize, usize), f32, D>;
+type T1<D> = Tensor<(usize,), f32, D>;
+
+fn device_err(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Device(e.to_string())
+}
+
+/// `y = x·Wᵀ + b` on the device.
+#[derive(Clone, Debug)]
+struct TLinear<D: Device<f32>> {
+    w: T2<D>,
+    b: T1<D>,
+}
+
+impl<D: Device<f32>> TLinear<D> {
+    fn load(dev: &D, l: &params::Linear, p: &[f32]) -> Result<Self, D::Err> {
+        Ok(TLinear {
+            w: dev.try_tensor_from_vec(l.w(p).to_vec(), (l.out, l.inp))?,
+            b: dev.try_tensor_from_vec(l.b(p).to_vec(), (l.out,))?,
+        })
+    }
+
+    fn zeros_like(&self) -> Result<Self, D::Err> {
+        let dev = self.w.device();
+        Ok(TLinear {
+            w: dev.try_zeros_like(self.w.shape())?,
+            b: dev.try_zeros_like(self.b.shape())?,
+        })
+    }
+
+    fn forward(&self, x: &T2<D>) -> Result<T2<D>, D::Err> {
+        let rows = x.shape().0;
+        let out = self.b.shape().0;
+        let wt = self
+            .w
+            .clone()
+            .try_permute::<(usize, usize), Axes2<1, 0>>()?;
+        let b = self
+            .b
+            .clone()
+            .try_broadcast_like::<(usize, usize), Axis<0>>(&(rows, out))?;
+        x.clone().try_matmul(wt)?.try_add(b)
+    }
+}
+
+/// Every tensor of a model (or of its gradient, or of an Adam moment), in layout order.
+#[derive(Clone, Debug)]
+struct TParams<D: Device<f32>> {
+    lift: Option<TLinear<D>>,
+    fields: Vec<(TLinear<D>, TLinear<D>)>,
+    head: TLinear<D>,
+}
+
+impl<D: Device<f32>> TParams<D> {
+    fn load(dev: &D, layout: &Layout, p: &[f32]) -> Result<Self, D::Err> {
+        Ok(TParams {
+            lift: layout
+                .lift
+                .as_ref()
+                .map(|l| TLinear::load(dev, l, p))
+                .transpose()?,
+            fields: layout
+                .fields
+                .iter()
+                .map(|f| Ok((TLinear::load(dev, &f.l1, p)?, TLinear::load(dev, &f.l2, p)?)))
+                .collect::<Result<_, D::Err>>()?,
+            head: TLinear::load(dev, &layout.head, p)?,
+        })
+    }
+
+    fn zeros_like(&self) -> Result<Self, D::Err> {
+        Ok(TParams {
+            lift: self.lift.as_ref().map(|l| l.zeros_like()).transpose()?,
+            fields: self
+                .fields
+                .iter()
+                .map(|(a, b)| Ok((a.zeros_like()?, b.zeros_like()?)))
+                .collect::<Result<_, D::Err>>()?,
+            head: self.head.zeros_like()?,
+        })
+    }
+
+    fn linears(&self) -> Vec<&TLinear<D>> {
+        let mut v: Vec<&TLinear<D>> = self.lift.iter().collect();
+        for (a, b) in &self.fields {
+            v.push(a);
+            v.push(b);
+        }
+        v.push(&self.head);
+        v
+    }
+
+    fn linears_mut(&mut self) -> Vec<&mut TLinear<D>> {
+        let mut v: Vec<&mut TLinear<D>> = self.lift.iter_mut().collect();
+        for (a, b) in &mut self.fields {
+            v.push(a);
+            v.push(b);
+        }
+        v.push(&mut self.head);
+        v
+    }
+
+    /// The flat host vector, in the layout's slot order (weight, bias per layer).
+    fn to_host(&self) -> Vec<f32> {
+        let mut out = Vec::new();
+        for l in self.linears() {
+            out.extend(l.w.as_vec());
+            out.extend(l.b.as_vec());
+        }
+        out
+    }
+}
+
+/// What the forward pass keeps for the backward pass.
+struct Trace<D: Device<f32>> {
+    input: T2<D>,
+    /// x_0 … x_N
+    xs: Vec<T2<D>>,
+    /// tanh activations of each step
+    acts: Vec<T2<D>>,
+    logits: T2<D>,
+}
+
+fn forward<D: Device<f32>>(
+    cfg: &FlowConfig,
+    p: &TParams<D>,
+    input: T2<D>,
+) -> Result<Trace<D>, D::Err> {
+    let x0 = match &p.lift {
+        Some(l) => l.forward(&input)?,
+        None => input.clone(),
+    };
+    let mut xs = vec![x0];
+    let mut acts = Vec::with_capacity(cfg.steps);
+    for k in 0..cfg.steps {
+        let (l1, l2) = &p.fields[cfg.field_of_step(k)];
+        let x = &xs[k];
+        match cfg.integrator() {
+            Integrator::Euler => {
+                let a = l1.forward(x)?.try_tanh()?;
+                let v = l2.forward(&a)?;
+                let next = x.clone().try_add(v.try_mul(cfg.h)?)?;
+                acts.push(a);
+                xs.push(next);
+            }
+        }
+    }
+    let logits = p.head.forward(&xs[cfg.steps])?;
+    Ok(Trace {
+        input,
+        xs,
+        acts,
+        logits,
+    })
+}
+
+fn transpose<D: Device<f32>>(t: &T2<D>) -> Result<T2<D>, D::Err> {
+    t.clone().try_permute::<(usize, usize), Axes2<1, 0>>()
+}
+
+fn col_sums<D: Device<f32>>(t: &T2<D>) -> Result<T1<D>, D::Err> {
+    t.clone().try_sum::<(usize,), Axis<0>>()
+}
+
+/// `acc += x`
+fn accumulate<S: Shape, D: Device<f32>>(
+    acc: &mut Tensor<S, f32, D>,
+    x: &Tensor<S, f32, D>,
+) -> Result<(), D::Err> {
+    acc.try_axpy(1.0, x, 1.0)
+}
+
+/// The gradient of the summed loss scaled by `scale`, given `dlogits` = ∂/∂logits.
+fn backward<D: Device<f32>>(
+    cfg: &FlowConfig,
+    p: &TParams<D>,
+    trace: &Trace<D>,
+    dlogits: T2<D>,
+) -> Result<TParams<D>, D::Err> {
+    let mut g = p.zeros_like()?;
+    let xn = &trace.xs[cfg.steps];
+    accumulate(&mut g.head.w, &transpose(&dlogits)?.try_matmul(xn.clone())?)?;
+    accumulate(&mut g.head.b, &col_sums(&dlogits)?)?;
+    let mut gx = dlogits.try_matmul(p.head.w.clone())?;
+    for k in (0..cfg.steps).rev() {
+        let f = cfg.field_of_step(k);
+        let (l1, l2) = &p.fields[f];
+        let (g1, g2) = &mut g.fields[f];
+        let a = &trace.acts[k];
+        let x = &trace.xs[k];
+        match cfg.integrator() {
+            Integrator::Euler => {
+                // x' = x + h·(a·W2ᵀ + b2)
+                let gv = gx.clone().try_mul(cfg.h)?;
+                accumulate(&mut g2.w, &transpose(&gv)?.try_matmul(a.clone())?)?;
+                accumulate(&mut g2.b, &col_sums(&gv)?)?;
+                let ga = gv.try_matmul(l2.w.clone())?;
+                // a = tanh(z): ∂z = ∂a ⊙ (1 − a²)
+                let one_minus_a2 = a.clone().try_square()?.try_negate()?.try_add(1.0)?;
+                let gz = ga.try_mul(one_minus_a2)?;
+                accumulate(&mut g1.w, &transpose(&gz)?.try_matmul(x.clone())?)?;
+                accumulate(&mut g1.b, &col_sums(&gz)?)?;
+                gx = gx.try_add(gz.try_matmul(l1.w.clone())?)?;
+            }
+        }
+    }
+    if let Some(gl) = &mut g.lift {
+        accumulate(&mut gl.w, &transpose(&gx)?.try_matmul(trace.input.clone())?)?;
+        accumulate(&mut gl.b, &col_sums(&gx)?)?;
+    }
+    Ok(g)
+}
+
+/// Loss and accuracy of `trace`'s logits against `y`, and `scale · ∂(Σ loss)/∂logits`.
+fn loss_and_grad<D: Device<f32>>(
+    dev: &D,
+    cfg: &FlowConfig,
+    trace: &Trace<D>,
+    y: &[u32],
+    scale: f32,
+) -> Result<(BatchStats, T2<D>), D::Err> {
+    let c = cfg.classes;
+    let n = y.len();
+    let logp = trace.logits.clone().try_log_softmax::<Axis<1>>()?.as_vec();
+    let stats = stats_from_log_probs(&logp, y, c);
+    let mut onehot = vec![0.0f32; n * c];
+    for (i, &label) in y.iter().enumerate() {
+        onehot[i * c + label as usize] = 1.0;
+    }
+    let onehot = dev.try_tensor_from_vec(onehot, (n, c))?;
+    let probs = trace.logits.clone().try_softmax::<Axis<1>>()?;
+    let dlogits = probs.try_sub(onehot)?.try_mul(scale)?;
+    Ok((stats, dlogits))
+}
+
+/// Loss sum and correct count from row-major log-probabilities (argmax: first of ties).
+fn stats_from_log_probs(logp: &[f32], y: &[u32], classes: usize) -> BatchStats {
+    let mut stats = BatchStats::default();
+    for (row, &label) in logp.chunks_exact(classes).zip(y) {
+        stats.loss_sum += -row[label as usize] as f64;
+        let mut argmax = 0;
+        for (i, v) in row.iter().enumerate() {
+            if *v > row[argmax] {
+                argmax = i;
+            }
+        }
+        stats.correct += usize::from(argmax == label as usize);
+    }
+    stats
+}
+
+/// One Adam update of one tensor, the same operation order as [`crate::kernels::adam`].
+fn adam<S: Shape, D: Device<f32>>(
+    p: &mut Tensor<S, f32, D>,
+    m: &mut Tensor<S, f32, D>,
+    v: &mut Tensor<S, f32, D>,
+    g: &Tensor<S, f32, D>,
+    s: AdamStep,
+) -> Result<(), D::Err> {
+    m.try_axpy(s.beta1, g, 1.0 - s.beta1)?;
+    v.try_axpy(s.beta2, &g.clone().try_square()?, 1.0 - s.beta2)?;
+    let denom = v
+        .clone()
+        .try_sqrt()?
+        .try_mul(s.inv_sqrt_bc2)?
+        .try_add(s.eps)?;
+    let update = m.clone().try_div(denom)?;
+    p.try_axpy(1.0, &update, -s.step)
+}
+
+/// Training state of the tensor backend on device `D`.
+pub(crate) struct TensorTrainer<D: Device<f32>> {
+    dev: D,
+    cfg: FlowConfig,
+    params: TParams<D>,
+    m: TParams<D>,
+    v: TParams<D>,
+    grad: Option<TParams<D>>,
+    t: u64,
+}
+
+impl<D: Device<f32>> TensorTrainer<D> {
+    pub(crate) fn new(
+        dev: &D,
+        cfg: &FlowConfig,
+        layout: &Layout,
+        p: &[f32],
+    ) -> Result<Self, EngineError> {
+        let params = TParams::load(dev, layout, p).map_err(device_err)?;
+        let m = params.zeros_like().map_err(device_err)?;
+        let v = params.zeros_like().map_err(device_err)?;
+        Ok(TensorTrainer {
+            dev: dev.clone(),
+            cfg: cfg.clone(),
+            params,
+            m,
+            v,
+            grad: None,
+            t: 0,
+        })
+    }
+
+    fn step(&mut self, x: &[f32], y: &[u32]) -> Result<BatchStats, D::Err> {
+        let input = self
+            .dev
+            .try_tensor_from_vec(x.to_vec(), (y.len(), self.cfg.in_dim))?;
+        let trace = forward(&self.cfg, &self.params, input)?;
+        let scale = 1.0 / y.len() as f32;
+        let (stats, dlogits) = loss_and_grad(&self.dev, &self.cfg, &trace, y, scale)?;
+        self.grad = Some(backward(&self.cfg, &self.params, &trace, dlogits)?);
+        Ok(stats)
+    }
+
+    fn apply(&mut self, lr: f32) -> Result<(), D::Err> {
+        let Some(grad) = self.grad.take() else {
+            return Ok(());
+        };
+        self.t += 1;
+        let s = AdamStep::new(lr, self.t);
+        let ps = self.params.linears_mut();
+        let ms = self.m.linears_mut();
+        let vs = self.v.linears_mut();
+        for (((p, m), v), g) in ps.into_iter().zip(ms).zip(vs).zip(grad.linears()) {
+            adam(&mut p.w, &mut m.w, &mut v.w, &g.w, s)?;
+            adam(&mut p.b, &mut m.b, &mut v.b, &g.b, s)?;
+        }
+        Ok(())
+    }
+}
+
+impl<D: Device<f32>> crate::train::Trainer for TensorTrainer<D> {
+    fn forward_backward(&mut self, x: &[f32], y: &[u32]) -> Result<BatchStats, EngineError> {
+        self.step(x, y).map_err(device_err)
+    }
+
+    fn update(&mut self, lr: f32) -> Result<(), EngineError> {
+        self.apply(lr).map_err(device_err)
+    }
+
+    fn params(&self) -> Result<Vec<f32>, EngineError> {
+        Ok(self.params.to_host())
+    }
+}
+
+/// Logits of `rows` examples through the tensor path on `dev`.
+pub(crate) fn logits<D: Device<f32>>(
+    dev: &D,
+    cfg: &FlowConfig,
+    layout: &Layout,
+    p: &[f32],
+    x: &[f32],
+    rows: usize,
+) -> Result<Vec<f32>, EngineError> {
+    let run = || -> Result<Vec<f32>, D::Err> {
+        let params = TParams::load(dev, layout, p)?;
+        let input = dev.try_tensor_from_vec(x[..rows * cfg.in_dim].to_vec(), (rows, cfg.in_dim))?;
+        Ok(forward(cfg, &params, input)?.logits.as_vec())
+    };
+    run().map_err(device_err)
+}
+
+/// Loss sum and gradient (flat, layout order) of the summed loss over `(x, y)`, through the
+/// tensor path: what the CPU backend and finite differences are checked against.
+#[cfg(test)]
+pub(crate) fn loss_and_gradient<D: Device<f32>>(
+    dev: &D,
+    cfg: &FlowConfig,
+    layout: &Layout,
+    p: &[f32],
+    x: &[f32],
+    y: &[u32],
+) -> Result<(BatchStats, Vec<f32>), EngineError> {
+    let run = || -> Result<(BatchStats, Vec<f32>), D::Err> {
+        let params = TParams::load(dev, layout, p)?;
+        let input = dev.try_tensor_from_vec(x.to_vec(), (y.len(), cfg.in_dim))?;
+        let trace = forward(cfg, &params, input)?;
+        let (stats, dlogits) = loss_and_grad(dev, cfg, &trace, y, 1.0)?;
+        Ok((stats, backward(cfg, &params, &trace, dlogits)?.to_host()))
+    };
+    run().map_err(device_err)
+}

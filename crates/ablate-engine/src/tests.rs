@@ -1,0 +1,632 @@
+//! Crate-level tests: gradients against finite differences, the two backends against each
+//! other, determinism, training, model files, errors.
+
+use std::ops::ControlFlow;
+
+use dfdx::tensor::Cpu;
+
+use crate::cpu::{Net, Workspace, shards};
+use crate::params::Layout;
+use crate::*;
+
+fn cfg(weights: Weights, in_dim: usize, dim: usize) -> FlowConfig {
+    FlowConfig {
+        in_dim,
+        classes: 3,
+        dim,
+        hidden: 5,
+        steps: 3,
+        h: 1.0 / 3.0,
+        weights,
+    }
+}
+
+/// `n` points in `R^in_dim` with labels from a fixed nonlinear rule.
+fn toy_data(n: usize, in_dim: usize, classes: usize, seed: u64) -> Dataset {
+    let mut g = crate::rng::SplitMix64::new(seed, 99);
+    let x: Vec<f32> = (0..n * in_dim).map(|_| g.uniform(1.5)).collect();
+    let y = x
+        .chunks(in_dim)
+        .map(|r| {
+            let s: f32 = r
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v * (i as f32 + 1.0))
+                .sum();
+            ((s.sin() + 1.0) * 0.5 * classes as f32).min(classes as f32 - 1.0) as u32
+        })
+        .collect();
+    Dataset {
+        x,
+        y,
+        dim: in_dim,
+        classes,
+    }
+}
+
+/// Two well-separated blobs in the plane.
+fn blobs(n: usize, seed: u64) -> Dataset {
+    let mut g = crate::rng::SplitMix64::new(seed, 7);
+    let mut x = Vec::with_capacity(2 * n);
+    let mut y = Vec::with_capacity(n);
+    for i in 0..n {
+        let c = (i % 2) as u32;
+        let centre = if c == 0 { -1.0 } else { 1.0 };
+        x.push(centre + g.uniform(0.6));
+        x.push(-centre + g.uniform(0.6));
+        y.push(c);
+    }
+    Dataset {
+        x,
+        y,
+        dim: 2,
+        classes: 2,
+    }
+}
+
+/// The summed cross-entropy in f64, written independently of both backends (plain loops,
+/// exact `tanh`), for finite differences.
+fn reference_loss(cfg: &FlowConfig, layout: &Layout, p: &[f64], x: &[f32], y: &[u32]) -> f64 {
+    let lin = |l: &crate::params::Linear, v: &[f64]| -> Vec<f64> {
+        (0..l.out)
+            .map(|o| {
+                p[l.b + o]
+                    + (0..l.inp)
+                        .map(|i| p[l.w + o * l.inp + i] * v[i])
+                        .sum::<f64>()
+            })
+            .collect()
+    };
+    let mut total = 0.0;
+    for (row, &label) in x.chunks(cfg.in_dim).zip(y) {
+        let row: Vec<f64> = row.iter().map(|&v| v as f64).collect();
+        let mut s = match &layout.lift {
+            Some(l) => lin(l, &row),
+            None => row,
+        };
+        for k in 0..cfg.steps {
+            let f = layout.field(cfg, k);
+            let a: Vec<f64> = lin(&f.l1, &s).into_iter().map(f64::tanh).collect();
+            let v = lin(&f.l2, &a);
+            for (si, vi) in s.iter_mut().zip(v) {
+                *si += cfg.h as f64 * vi;
+            }
+        }
+        let logits = lin(&layout.head, &s);
+        let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let lse = max + logits.iter().map(|l| (l - max).exp()).sum::<f64>().ln();
+        total += lse - logits[label as usize];
+    }
+    total
+}
+
+fn fd_gradient(cfg: &FlowConfig, layout: &Layout, p: &[f32], data: &Dataset) -> Vec<f64> {
+    let mut q: Vec<f64> = p.iter().map(|&v| v as f64).collect();
+    let eps = 1e-5;
+    (0..p.len())
+        .map(|i| {
+            let orig = q[i];
+            q[i] = orig + eps;
+            let up = reference_loss(cfg, layout, &q, &data.x, &data.y);
+            q[i] = orig - eps;
+            let down = reference_loss(cfg, layout, &q, &data.x, &data.y);
+            q[i] = orig;
+            (up - down) / (2.0 * eps)
+        })
+        .collect()
+}
+
+/// The CPU backend's loss sum and gradient of the summed loss on `data` (one batch).
+fn cpu_gradient(cfg: &FlowConfig, layout: &Layout, p: &[f32], data: &Dataset) -> (f64, Vec<f32>) {
+    crate::cpu::with_cpu_trainer(cfg, layout, p.to_vec(), data.len(), 2, |t| {
+        let stats = crate::train::Trainer::forward_backward(t, &data.x, &data.y).unwrap();
+        // The trainer scales by 1/batch; undo it to compare with the summed loss.
+        let g = t.gradient().iter().map(|v| v * data.len() as f32).collect();
+        (stats.loss_sum, g)
+    })
+    .unwrap()
+}
+
+fn assert_close(got: &[f32], want: &[f64], rel: f64, what: &str) {
+    assert_eq!(got.len(), want.len());
+    let norm: f64 = want.iter().map(|v| v * v).sum::<f64>().sqrt();
+    let err: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (*g as f64 - w).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    assert!(
+        err <= rel * norm,
+        "{what}: relative error {} > {rel}",
+        err / norm
+    );
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (*g as f64 - w).abs() <= 1e-4 + 10.0 * rel * w.abs(),
+            "{what}: component {i}: {g} vs {w}"
+        );
+    }
+}
+
+#[test]
+fn gradients_match_finite_differences() {
+    for weights in [Weights::Shared, Weights::Unshared] {
+        for (in_dim, dim) in [(2, 4), (3, 3)] {
+            let cfg = cfg(weights, in_dim, dim);
+            let layout = Layout::new(&cfg);
+            assert_eq!(layout.lift.is_some(), in_dim != dim);
+            let p = layout.init(11);
+            let data = toy_data(7, in_dim, cfg.classes, 3);
+            let fd = fd_gradient(&cfg, &layout, &p, &data);
+            let what = format!("{weights:?} {in_dim}->{dim}");
+
+            let (loss, g_cpu) = cpu_gradient(&cfg, &layout, &p, &data);
+            assert_close(&g_cpu, &fd, 1e-5, &format!("cpu {what}"));
+            let reference = reference_loss(
+                &cfg,
+                &layout,
+                &p.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+                &data.x,
+                &data.y,
+            );
+            assert!((loss - reference).abs() < 1e-5 * reference.abs());
+
+            let (stats, g_tensor) = crate::tensor::loss_and_gradient(
+                &Cpu::default(),
+                &cfg,
+                &layout,
+                &p,
+                &data.x,
+                &data.y,
+            )
+            .unwrap();
+            assert_close(&g_tensor, &fd, 1e-5, &format!("tensor {what}"));
+            assert!((stats.loss_sum - reference).abs() < 1e-5 * reference.abs());
+        }
+    }
+}
+
+#[test]
+fn cpu_backend_equals_tensor_backend() {
+    let cfg = cfg(Weights::Unshared, 2, 4);
+    let data = toy_data(300, 2, 3, 5);
+    let train = TrainConfig {
+        epochs: 3,
+        batch: 150,
+        lr: 0.01,
+        seed: 4,
+    };
+    let mut reports = [Vec::new(), Vec::new()];
+    let mut flows = Vec::new();
+    for (i, backend) in [Backend::Cpu, Backend::Dfdx].into_iter().enumerate() {
+        let exec = ExecOptions {
+            threads: 2,
+            backend,
+        };
+        let mut obs = Recorder::default();
+        flows.push(train_flow_with(&cfg, &train, &data, &exec, &mut obs).unwrap());
+        reports[i] = obs.reports;
+    }
+    let (a, b) = (&flows[0], &flows[1]);
+    let max_diff = a
+        .params()
+        .iter()
+        .zip(b.params())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
+    assert!(max_diff < 1e-4, "parameters differ by {max_diff}");
+    for (ra, rb) in reports[0].iter().zip(&reports[1]) {
+        assert!((ra.loss - rb.loss).abs() < 1e-5, "{ra:?} vs {rb:?}");
+        assert_eq!(ra.epoch, rb.epoch);
+    }
+    let la = a.predict_logits(&data.x[..40]).unwrap();
+    let lb = a.predict_logits_on(&Cpu::default(), &data.x[..40]).unwrap();
+    let worst = la
+        .iter()
+        .zip(&lb)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
+    assert!(worst < 1e-5, "logits differ by {worst}");
+}
+
+#[derive(Default)]
+struct Recorder {
+    reports: Vec<EpochReport>,
+}
+
+impl TrainObserver for Recorder {
+    fn on_epoch(&mut self, r: &EpochReport) -> ControlFlow<()> {
+        self.reports.push(r.clone());
+        ControlFlow::Continue(())
+    }
+}
+
+#[test]
+fn training_is_deterministic_and_thread_count_independent() {
+    let cfg = cfg(Weights::Shared, 2, 4);
+    let data = toy_data(400, 2, 3, 1);
+    let train = |seed| TrainConfig {
+        epochs: 2,
+        batch: 300, // three shards
+        lr: 0.01,
+        seed,
+    };
+    let run = |seed, threads| {
+        let mut obs = Recorder::default();
+        let exec = ExecOptions {
+            threads,
+            backend: Backend::Cpu,
+        };
+        let flow = train_flow_with(&cfg, &train(seed), &data, &exec, &mut obs).unwrap();
+        (flow, obs.reports)
+    };
+    let (a, ra) = run(9, 1);
+    let (b, rb) = run(9, 1);
+    let (c, rc) = run(9, 3);
+    assert_eq!(a.params(), b.params());
+    assert_eq!(ra, rb);
+    assert_eq!(a.params(), c.params());
+    assert_eq!(ra, rc);
+    let (d, _) = run(10, 1);
+    assert_ne!(a.params(), d.params());
+    assert_eq!(ra.len(), 2);
+    assert_eq!((ra[1].epoch, ra[1].epochs), (2, 2));
+}
+
+#[test]
+fn training_separates_blobs() {
+    for weights in [Weights::Shared, Weights::Unshared] {
+        let cfg = FlowConfig {
+            in_dim: 2,
+            classes: 2,
+            dim: 4,
+            hidden: 8,
+            steps: 4,
+            h: 0.25,
+            weights,
+        };
+        let data = blobs(200, 1);
+        let train = TrainConfig {
+            epochs: 30,
+            batch: 32,
+            lr: 0.01,
+            seed: 0,
+        };
+        let mut obs = Recorder::default();
+        let flow = train_flow(&cfg, &train, &data, &mut obs).unwrap();
+        let first = &obs.reports[0];
+        let last = obs.reports.last().unwrap();
+        assert!(last.loss < 0.5 * first.loss, "{first:?} -> {last:?}");
+        assert!(last.acc > 0.95, "{last:?}");
+        let test = flow.evaluate(&blobs(100, 2)).unwrap();
+        assert!(test.acc > 0.95, "{test:?}");
+        assert_eq!(test.n, 100);
+    }
+}
+
+#[test]
+fn save_and_load_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    for weights in [Weights::Shared, Weights::Unshared] {
+        let cfg = cfg(weights, 2, 4);
+        let flow = Flow::init(&cfg, 3).unwrap();
+        let path = dir.path().join("model.safetensors");
+        flow.save(&path).unwrap();
+        let back = Flow::load(&path).unwrap();
+        assert_eq!(back, flow);
+        let x = toy_data(20, 2, 3, 0).x;
+        assert_eq!(
+            back.predict_logits(&x).unwrap(),
+            flow.predict_logits(&x).unwrap()
+        );
+        // Tensor names a PyTorch user can map.
+        let names: Vec<String> = back.param_shapes().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names[0], "lift.weight");
+        assert_eq!(names.last().unwrap(), "head.bias");
+    }
+}
+
+#[test]
+fn loading_a_damaged_file_is_a_format_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = Flow::init(&cfg(Weights::Shared, 2, 4), 0).unwrap();
+    let good = dir.path().join("good.safetensors");
+    flow.save(&good).unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+
+    let truncated = dir.path().join("truncated.safetensors");
+    std::fs::write(&truncated, &bytes[..bytes.len() - 10]).unwrap();
+    let garbage = dir.path().join("garbage.safetensors");
+    std::fs::write(&garbage, b"definitely not a model").unwrap();
+    let foreign = dir.path().join("foreign.safetensors");
+    let data = [0u8; 8];
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2], &data).unwrap();
+    std::fs::write(
+        &foreign,
+        safetensors::serialize([("w", view)], &None).unwrap(),
+    )
+    .unwrap();
+
+    for path in [&truncated, &garbage, &foreign] {
+        match Flow::load(path) {
+            Err(EngineError::Format { path: p, .. }) => assert_eq!(&p, path),
+            other => panic!("{}: {other:?}", path.display()),
+        }
+        let msg = Flow::load(path).unwrap_err().to_string();
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+    }
+    let missing = dir.path().join("missing.safetensors");
+    assert!(matches!(Flow::load(&missing), Err(EngineError::Io { path, .. }) if path == missing));
+}
+
+#[test]
+fn divergence_is_reported_with_epoch_and_batch() {
+    let cfg = cfg(Weights::Shared, 2, 4);
+    let data = toy_data(64, 2, 3, 2);
+    let train = TrainConfig {
+        epochs: 5,
+        batch: 16,
+        lr: 1e30,
+        seed: 0,
+    };
+    for backend in [Backend::Cpu, Backend::Dfdx] {
+        let exec = ExecOptions {
+            threads: 1,
+            backend,
+        };
+        match train_flow_with(&cfg, &train, &data, &exec, &mut NoObserver) {
+            Err(EngineError::NonFinite { epoch, batch }) => {
+                // The first update throws every weight to ±1e30; the next loss overflows.
+                assert_eq!((epoch, batch), (1, 2), "{backend:?}");
+            }
+            other => panic!("{backend:?}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn invalid_configs_and_data_are_rejected() {
+    let good = cfg(Weights::Shared, 2, 4);
+    let data = toy_data(10, 2, 3, 0);
+    let train = TrainConfig {
+        epochs: 1,
+        batch: 4,
+        lr: 0.01,
+        seed: 0,
+    };
+    let config_err = |c: &FlowConfig, t: &TrainConfig, d: &Dataset| {
+        train_flow(c, t, d, &mut NoObserver).unwrap_err()
+    };
+    for bad in [
+        FlowConfig {
+            steps: 0,
+            ..good.clone()
+        },
+        FlowConfig {
+            hidden: 0,
+            ..good.clone()
+        },
+        FlowConfig {
+            dim: 0,
+            ..good.clone()
+        },
+        FlowConfig {
+            h: f32::NAN,
+            ..good.clone()
+        },
+    ] {
+        assert!(matches!(
+            config_err(&bad, &train, &data),
+            EngineError::InvalidConfig(_)
+        ));
+    }
+    for bad in [
+        TrainConfig {
+            batch: 0,
+            ..train.clone()
+        },
+        TrainConfig {
+            epochs: 0,
+            ..train.clone()
+        },
+        TrainConfig {
+            lr: -1.0,
+            ..train.clone()
+        },
+    ] {
+        assert!(matches!(
+            config_err(&good, &bad, &data),
+            EngineError::InvalidConfig(_)
+        ));
+    }
+    let exec = ExecOptions {
+        threads: 0,
+        backend: Backend::Cpu,
+    };
+    assert!(matches!(
+        train_flow_with(&good, &train, &data, &exec, &mut NoObserver),
+        Err(EngineError::InvalidConfig(_))
+    ));
+
+    let mut label = data.clone();
+    label.y[3] = 3;
+    let mut short = data.clone();
+    short.x.pop();
+    let mut nan = data.clone();
+    nan.x[5] = f32::NAN;
+    let wrong_dim = toy_data(10, 3, 3, 0);
+    let empty = Dataset {
+        x: vec![],
+        y: vec![],
+        dim: 2,
+        classes: 3,
+    };
+    for (bad, needle) in [
+        (&label, "label 3 of example 3"),
+        (&short, "need 20 features, got 19"),
+        (&nan, "not finite"),
+        (&wrong_dim, "dimension 3"),
+        (&empty, "empty"),
+    ] {
+        match config_err(&good, &train, bad) {
+            EngineError::InvalidData(msg) => assert!(msg.contains(needle), "{msg}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(label.validate().is_err());
+    assert!(data.validate().is_ok());
+    assert_eq!(data.len(), 10);
+
+    let flow = Flow::init(&good, 0).unwrap();
+    assert!(matches!(
+        flow.predict_logits(&[1.0, 2.0, 3.0]),
+        Err(EngineError::InvalidData(_))
+    ));
+    assert!(matches!(
+        flow.evaluate(&label),
+        Err(EngineError::InvalidData(_))
+    ));
+}
+
+#[test]
+fn cancellation_stops_training() {
+    struct StopAfter(usize);
+    impl TrainObserver for StopAfter {
+        fn on_epoch(&mut self, r: &EpochReport) -> ControlFlow<()> {
+            if r.epoch >= self.0 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+    }
+    struct Interrupted;
+    impl TrainObserver for Interrupted {
+        fn on_epoch(&mut self, _: &EpochReport) -> ControlFlow<()> {
+            ControlFlow::Continue(())
+        }
+        fn cancelled(&self) -> bool {
+            true
+        }
+    }
+    let cfg = cfg(Weights::Shared, 2, 4);
+    let data = toy_data(32, 2, 3, 0);
+    let train = TrainConfig {
+        epochs: 5,
+        batch: 8,
+        lr: 0.01,
+        seed: 0,
+    };
+    assert!(matches!(
+        train_flow(&cfg, &train, &data, &mut StopAfter(2)),
+        Err(EngineError::Cancelled)
+    ));
+    assert!(matches!(
+        train_flow(&cfg, &train, &data, &mut Interrupted),
+        Err(EngineError::Cancelled)
+    ));
+}
+
+#[test]
+fn num_params_matches_a_hand_count() {
+    // lift 2->32: 64 + 32; field: 64*32 + 64 + 32*64 + 32 = 4192; head 32->2: 64 + 2
+    let shared = FlowConfig {
+        in_dim: 2,
+        classes: 2,
+        dim: 32,
+        hidden: 64,
+        steps: 10,
+        h: 0.1,
+        weights: Weights::Shared,
+    };
+    let flow = Flow::init(&shared, 0).unwrap();
+    assert_eq!(flow.num_params(), 96 + 4192 + 66);
+    assert_eq!(flow.params().len(), flow.num_params());
+    let unshared = FlowConfig {
+        weights: Weights::Unshared,
+        ..shared.clone()
+    };
+    assert_eq!(
+        Flow::init(&unshared, 0).unwrap().num_params(),
+        96 + 10 * 4192 + 66
+    );
+    // No lift when dim == in_dim.
+    let no_lift = FlowConfig {
+        dim: 2,
+        hidden: 3,
+        ..shared
+    };
+    assert_eq!(
+        Flow::init(&no_lift, 0).unwrap().num_params(),
+        (6 + 3 + 6 + 2) + (4 + 2)
+    );
+}
+
+#[test]
+fn init_is_pytorch_linear_uniform() {
+    let cfg = cfg(Weights::Unshared, 2, 4);
+    let layout = Layout::new(&cfg);
+    let p = layout.init(5);
+    assert_eq!(p, layout.init(5));
+    assert_ne!(p, layout.init(6));
+    for slot in &layout.slots {
+        let bound = 1.0 / (slot.fan_in as f32).sqrt();
+        let vals = &p[slot.offset..slot.offset + slot.len()];
+        assert!(vals.iter().all(|v| v.abs() <= bound), "{}", slot.name);
+    }
+}
+
+#[test]
+fn shards_cover_the_batch_in_order() {
+    for n in [1, 127, 128, 129, 256, 300, 1000] {
+        let rs: Vec<_> = shards(n).collect();
+        assert_eq!(rs.len(), n.div_ceil(crate::cpu::SHARD_ROWS));
+        assert_eq!(rs[0].start, 0);
+        assert_eq!(rs.last().unwrap().end, n);
+        for w in rs.windows(2) {
+            assert_eq!(w[0].end, w[1].start);
+        }
+        assert!(rs.iter().all(|r| r.len() <= crate::cpu::SHARD_ROWS));
+    }
+}
+
+#[test]
+fn evaluation_matches_logits() {
+    let cfg = cfg(Weights::Shared, 2, 2);
+    let flow = Flow::init(&cfg, 1).unwrap();
+    let data = toy_data(600, 2, 3, 4); // several evaluation chunks
+    let eval = flow.evaluate(&data).unwrap();
+    let logits = flow.predict_logits(&data.x).unwrap();
+    let layout = Layout::new(&cfg);
+    let reference = reference_loss(
+        &cfg,
+        &layout,
+        &flow.params().iter().map(|&v| v as f64).collect::<Vec<_>>(),
+        &data.x,
+        &data.y,
+    ) / 600.0;
+    assert!(
+        (eval.loss - reference).abs() < 1e-5,
+        "{} vs {reference}",
+        eval.loss
+    );
+    let correct = logits
+        .chunks(3)
+        .zip(&data.y)
+        .filter(|(l, y)| {
+            let best = (0..3).fold(0, |b, i| if l[i] > l[b] { i } else { b });
+            best == **y as usize
+        })
+        .count();
+    assert_eq!(eval.acc, correct as f64 / 600.0);
+    let net = Net {
+        cfg: &cfg,
+        layout: &layout,
+        p: flow.params(),
+    };
+    let mut ws = Workspace::new(&cfg, &layout, 5, false);
+    net.forward(&data.x, 5, &mut ws);
+    assert_eq!(ws.logits(5, 3), &logits[..15]);
+}
