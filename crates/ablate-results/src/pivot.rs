@@ -1,0 +1,719 @@
+//! Aggregation for `report.table`: observations (labels + metrics) → a wide table and its
+//! Markdown rendering.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::ResultsError;
+use crate::render::{Align, escape_markdown, markdown_table};
+use crate::table::{Column, ColumnData, Table};
+use crate::value::{Kind, cmp_tuples, column_data, display};
+
+/// One finished instance as the report sees it: its labels (params, matrix values, seed) and
+/// its final metrics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    pub labels: BTreeMap<String, Value>,
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// How the observations in one cell are combined.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Aggregate {
+    /// Mean, sample standard deviation (n − 1) and count.
+    #[default]
+    MeanStd,
+    Mean,
+    Median,
+    Min,
+    Max,
+    Count,
+}
+
+impl Aggregate {
+    /// The serde name, also the column suffix of single aggregates (`test_acc.median`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Aggregate::MeanStd => "mean_std",
+            Aggregate::Mean => "mean",
+            Aggregate::Median => "median",
+            Aggregate::Min => "min",
+            Aggregate::Max => "max",
+            Aggregate::Count => "count",
+        }
+    }
+}
+
+/// What to group by and aggregate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PivotSpec {
+    /// Label keys whose distinct value combinations make the output rows.
+    #[serde(default)]
+    pub rows: Vec<String>,
+    /// Label keys whose distinct value combinations make the column groups.
+    #[serde(default)]
+    pub cols: Vec<String>,
+    pub metrics: Vec<String>,
+    #[serde(default)]
+    pub aggregate: Aggregate,
+    /// Decimals shown in the Markdown cells (the Parquet table keeps full precision).
+    #[serde(default = "default_precision")]
+    pub precision: usize,
+}
+
+fn default_precision() -> usize {
+    3
+}
+
+/// The wide table (for Parquet) and its Markdown rendering.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pivot {
+    pub table: Table,
+    pub markdown: String,
+}
+
+/// Groups `obs` by the values of `spec.rows` (output rows) and `spec.cols` (column groups),
+/// both sorted by value, and aggregates each metric over the observations in each cell; the
+/// label keys in neither (seeds, typically) are what gets aggregated over.
+///
+/// Table columns: the row keys, then per metric (in `spec.metrics` order) and per column
+/// group, `metric[k=v,…].mean`/`.std`/`.n` for `mean_std`, or `metric[k=v,…].<aggregate>`
+/// (`metric.<aggregate>` when there are no `cols`). Missing combinations are null.
+pub fn pivot(obs: &[Observation], spec: &PivotSpec) -> Result<Pivot, ResultsError> {
+    validate(spec)?;
+    let grid = Grid::build(obs, spec)?;
+    let table = grid.table(spec)?;
+    let markdown = grid.markdown(spec);
+    Ok(Pivot { table, markdown })
+}
+
+fn validate(spec: &PivotSpec) -> Result<(), ResultsError> {
+    let invalid = |reason: String| Err(ResultsError::InvalidPivot { reason });
+    if spec.metrics.is_empty() {
+        return invalid("no metrics to aggregate".to_owned());
+    }
+    for (what, keys) in [
+        ("rows", &spec.rows),
+        ("cols", &spec.cols),
+        ("metrics", &spec.metrics),
+    ] {
+        let mut seen = HashSet::new();
+        if let Some(dup) = keys.iter().find(|k| !seen.insert(*k)) {
+            return invalid(format!("`{dup}` is listed twice in `{what}`"));
+        }
+    }
+    if let Some(both) = spec.rows.iter().find(|k| spec.cols.contains(k)) {
+        return invalid(format!("`{both}` is in both `rows` and `cols`"));
+    }
+    Ok(())
+}
+
+/// Observations sorted into cells: `values[metric][row][col]`.
+struct Grid<'a> {
+    row_keys: Vec<Vec<&'a Value>>,
+    col_keys: Vec<Vec<&'a Value>>,
+    values: Vec<Vec<Vec<Vec<f64>>>>,
+}
+
+impl<'a> Grid<'a> {
+    fn build(obs: &'a [Observation], spec: &PivotSpec) -> Result<Self, ResultsError> {
+        let mut placed = Vec::with_capacity(obs.len());
+        for (index, o) in obs.iter().enumerate() {
+            let tuple = |keys: &[String]| -> Result<Vec<&'a Value>, ResultsError> {
+                keys.iter()
+                    .map(|key| {
+                        o.labels.get(key).ok_or_else(|| ResultsError::MissingLabel {
+                            index,
+                            key: key.clone(),
+                            available: o.labels.keys().cloned().collect(),
+                        })
+                    })
+                    .collect()
+            };
+            let metrics = spec
+                .metrics
+                .iter()
+                .map(|metric| {
+                    o.metrics
+                        .get(metric)
+                        .copied()
+                        .ok_or_else(|| ResultsError::MissingMetric {
+                            index,
+                            metric: metric.clone(),
+                            available: o.metrics.keys().cloned().collect(),
+                        })
+                })
+                .collect::<Result<Vec<f64>, _>>()?;
+            placed.push((tuple(&spec.rows)?, tuple(&spec.cols)?, metrics));
+        }
+
+        let distinct = |tuples: Vec<Vec<&'a Value>>| {
+            let mut tuples = tuples;
+            tuples.sort_by(|a, b| cmp_tuples(a, b));
+            tuples.dedup_by(|a, b| cmp_tuples(a, b).is_eq());
+            tuples
+        };
+        let row_keys = distinct(placed.iter().map(|(r, _, _)| r.clone()).collect());
+        let col_keys = distinct(placed.iter().map(|(_, c, _)| c.clone()).collect());
+        let position = |keys: &[Vec<&Value>], key: &[&Value]| {
+            keys.binary_search_by(|k| cmp_tuples(k, key))
+                .expect("every tuple is among the distinct tuples")
+        };
+
+        let mut values =
+            vec![vec![vec![Vec::new(); col_keys.len()]; row_keys.len()]; spec.metrics.len()];
+        for (row, col, metrics) in &placed {
+            let (r, c) = (position(&row_keys, row), position(&col_keys, col));
+            for (m, &x) in metrics.iter().enumerate() {
+                values[m][r][c].push(x);
+            }
+        }
+        Ok(Self {
+            row_keys,
+            col_keys,
+            values,
+        })
+    }
+
+    fn table(&self, spec: &PivotSpec) -> Result<Table, ResultsError> {
+        let mut columns = Vec::new();
+        for (j, key) in spec.rows.iter().enumerate() {
+            let values: Vec<Option<&Value>> = self.row_keys.iter().map(|t| Some(t[j])).collect();
+            let kind = Kind::infer(values.iter().copied());
+            columns.push(Column::new(key, column_data(&values, kind)));
+        }
+        for (m, metric) in spec.metrics.iter().enumerate() {
+            for (c, col_key) in self.col_keys.iter().enumerate() {
+                let prefix = if spec.cols.is_empty() {
+                    metric.clone()
+                } else {
+                    format!("{metric}[{}]", assignments(&spec.cols, col_key))
+                };
+                let cells: Vec<Option<Summary>> = self.values[m]
+                    .iter()
+                    .map(|row| summarize(&row[c], spec.aggregate))
+                    .collect();
+                let floats = |f: fn(&Summary) -> f64| -> ColumnData {
+                    ColumnData::Float(cells.iter().map(|s| s.as_ref().map(f)).collect())
+                };
+                let counts = ColumnData::Int(
+                    cells
+                        .iter()
+                        .map(|s| s.as_ref().map(|s| s.n as i64))
+                        .collect(),
+                );
+                match spec.aggregate {
+                    Aggregate::MeanStd => {
+                        columns.push(Column::new(format!("{prefix}.mean"), floats(|s| s.value)));
+                        columns.push(Column::new(format!("{prefix}.std"), floats(|s| s.std)));
+                        columns.push(Column::new(format!("{prefix}.n"), counts));
+                    }
+                    Aggregate::Count => {
+                        columns.push(Column::new(format!("{prefix}.count"), counts))
+                    }
+                    agg => columns.push(Column::new(
+                        format!("{prefix}.{}", agg.name()),
+                        floats(|s| s.value),
+                    )),
+                }
+            }
+        }
+        Table::from_columns(columns)
+    }
+
+    fn markdown(&self, spec: &PivotSpec) -> String {
+        let sections: Vec<String> = spec
+            .metrics
+            .iter()
+            .enumerate()
+            .map(|(m, metric)| {
+                let table = self.metric_markdown(spec, m, metric);
+                if spec.metrics.len() > 1 {
+                    format!("**{}**\n\n{table}", escape_markdown(metric))
+                } else {
+                    table
+                }
+            })
+            .collect();
+        sections.join("\n")
+    }
+
+    /// One metric's table. The count of observations per cell goes in the column headers when
+    /// it is the same everywhere; otherwise cells off the most common count are marked and a
+    /// footnote names that count.
+    fn metric_markdown(&self, spec: &PivotSpec, m: usize, metric: &str) -> String {
+        let cells: Vec<Vec<Option<Summary>>> = self.values[m]
+            .iter()
+            .map(|row| row.iter().map(|v| summarize(v, spec.aggregate)).collect())
+            .collect();
+        let counts: Vec<usize> = cells.iter().flatten().flatten().map(|s| s.n).collect();
+        let shows_n = spec.aggregate != Aggregate::Count && !counts.is_empty();
+        let uniform_n = shows_n && counts.iter().all(|&n| n == counts[0]);
+        let usual_n = most_common(&counts);
+
+        let mut header: Vec<String> = spec.rows.iter().map(|k| escape_markdown(k)).collect();
+        for col_key in &self.col_keys {
+            let title = match spec.cols.len() {
+                0 => metric.to_owned(),
+                1 => display(col_key[0]),
+                _ => assignments(&spec.cols, col_key),
+            };
+            let n = if uniform_n {
+                format!(" (n={})", counts[0])
+            } else {
+                String::new()
+            };
+            header.push(format!("{}{n}", escape_markdown(&title)));
+        }
+        if header.is_empty() {
+            return String::new();
+        }
+        let mut align = vec![Align::Left; spec.rows.len()];
+        align.resize(header.len(), Align::Right);
+
+        let p = spec.precision;
+        let rows: Vec<Vec<String>> = self
+            .row_keys
+            .iter()
+            .zip(&cells)
+            .map(|(row_key, row_cells)| {
+                let keys = row_key.iter().map(|v| escape_markdown(&display(v)));
+                let values = row_cells.iter().map(|cell| {
+                    let Some(s) = cell else { return String::new() };
+                    let text = match spec.aggregate {
+                        Aggregate::MeanStd => format!("{:.p$} ± {:.p$}", s.value, s.std),
+                        Aggregate::Count => s.n.to_string(),
+                        _ => format!("{:.p$}", s.value),
+                    };
+                    if shows_n && !uniform_n && s.n != usual_n {
+                        format!("{text} (n={})", s.n)
+                    } else {
+                        text
+                    }
+                });
+                keys.chain(values).collect()
+            })
+            .collect();
+
+        let mut out = markdown_table(&header, &align, &rows);
+        if shows_n && !uniform_n {
+            out.push_str(&format!("\nn={usual_n} per cell unless marked.\n"));
+        }
+        out
+    }
+}
+
+/// `steps=4,weights=shared`.
+fn assignments(keys: &[String], values: &[&Value]) -> String {
+    keys.iter()
+        .zip(values)
+        .map(|(k, v)| format!("{k}={}", display(v)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The most frequent value (the larger one on a tie); 0 for none.
+fn most_common(counts: &[usize]) -> usize {
+    let mut freq: HashMap<usize, usize> = HashMap::new();
+    for &n in counts {
+        *freq.entry(n).or_default() += 1;
+    }
+    freq.into_iter()
+        .max_by_key(|&(n, f)| (f, n))
+        .map_or(0, |(n, _)| n)
+}
+
+/// One cell's aggregate: `value` is the mean, median, min or max; `std` only for mean_std.
+struct Summary {
+    n: usize,
+    value: f64,
+    std: f64,
+}
+
+fn summarize(values: &[f64], aggregate: Aggregate) -> Option<Summary> {
+    let n = values.len();
+    if n == 0 {
+        return None;
+    }
+    let mean = || values.iter().sum::<f64>() / n as f64;
+    let (value, std) = match aggregate {
+        Aggregate::MeanStd => {
+            let mean = mean();
+            let std = if n < 2 {
+                0.0
+            } else {
+                let ss: f64 = values.iter().map(|x| (x - mean).powi(2)).sum();
+                (ss / (n - 1) as f64).sqrt()
+            };
+            (mean, std)
+        }
+        Aggregate::Mean => (mean(), 0.0),
+        Aggregate::Median => {
+            let mut sorted = values.to_vec();
+            sorted.sort_by(f64::total_cmp);
+            let mid = n / 2;
+            let median = if n % 2 == 1 {
+                sorted[mid]
+            } else {
+                (sorted[mid - 1] + sorted[mid]) / 2.0
+            };
+            (median, 0.0)
+        }
+        Aggregate::Min => (values.iter().copied().fold(f64::INFINITY, f64::min), 0.0),
+        Aggregate::Max => (
+            values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            0.0,
+        ),
+        Aggregate::Count => (n as f64, 0.0),
+    };
+    Some(Summary { n, value, std })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn ob(labels: Value, metrics: &[(&str, f64)]) -> Observation {
+        Observation {
+            labels: serde_json::from_value(labels).unwrap(),
+            metrics: metrics.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+        }
+    }
+
+    /// Deliberately unsorted: `tied` before `shared`, 16 before 4 (lexically "16" < "4").
+    fn runs() -> Vec<Observation> {
+        let o = |w: &str, steps: i64, seed: i64, acc: f64, loss: f64| {
+            ob(
+                json!({"weights": w, "steps": steps, "seed": seed}),
+                &[("test_acc", acc), ("loss", loss)],
+            )
+        };
+        vec![
+            o("tied", 16, 0, 0.85, 0.2),
+            o("shared", 16, 0, 0.95, 0.05),
+            o("tied", 4, 0, 0.80, 0.4),
+            o("shared", 4, 0, 0.90, 0.3),
+            o("shared", 16, 1, 0.97, 0.07),
+            o("tied", 4, 1, 0.84, 0.4),
+            o("shared", 4, 1, 0.92, 0.2),
+            o("tied", 4, 2, 0.88, 0.4),
+            o("shared", 4, 2, 0.94, 0.1),
+        ]
+    }
+
+    fn spec(rows: &[&str], cols: &[&str], metrics: &[&str], aggregate: Aggregate) -> PivotSpec {
+        let owned = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect();
+        PivotSpec {
+            rows: owned(rows),
+            cols: owned(cols),
+            metrics: owned(metrics),
+            aggregate,
+            precision: 3,
+        }
+    }
+
+    fn floats(table: &Table, name: &str) -> Vec<Option<f64>> {
+        match &table
+            .column(name)
+            .unwrap_or_else(|| panic!("no column `{name}`"))
+            .data
+        {
+            ColumnData::Float(v) => v.clone(),
+            other => panic!("`{name}` is {}", other.kind_name()),
+        }
+    }
+
+    fn assert_close(actual: &[Option<f64>], expected: &[f64]) {
+        assert_eq!(actual.len(), expected.len());
+        for (a, e) in actual.iter().zip(expected) {
+            let a = a.expect("non-null");
+            assert!((a - e).abs() < 1e-12, "{a} != {e}");
+        }
+    }
+
+    #[test]
+    fn mean_std_matches_a_hand_worked_example() {
+        let p = pivot(
+            &runs(),
+            &spec(&["weights"], &["steps"], &["test_acc"], Aggregate::MeanStd),
+        )
+        .unwrap();
+        let names: Vec<&str> = p.table.column_names().collect();
+        assert_eq!(
+            names,
+            [
+                "weights",
+                "test_acc[steps=4].mean",
+                "test_acc[steps=4].std",
+                "test_acc[steps=4].n",
+                "test_acc[steps=16].mean",
+                "test_acc[steps=16].std",
+                "test_acc[steps=16].n",
+            ]
+        );
+        assert_eq!(
+            p.table.column("weights").unwrap().data,
+            ColumnData::from(vec!["shared", "tied"])
+        );
+        // shared/4: (0.90 + 0.92 + 0.94) / 3 = 0.92; deviations ±0.02 → s = √(0.0008 / 2) = 0.02.
+        // tied/4: 0.84, deviations ±0.04 → s = √(0.0032 / 2) = 0.04.
+        // shared/16: 0.96, deviations ±0.01 → s = √(0.0002 / 1); tied/16: one run → s = 0.
+        assert_close(&floats(&p.table, "test_acc[steps=4].mean"), &[0.92, 0.84]);
+        assert_close(&floats(&p.table, "test_acc[steps=4].std"), &[0.02, 0.04]);
+        assert_close(&floats(&p.table, "test_acc[steps=16].mean"), &[0.96, 0.85]);
+        assert_close(
+            &floats(&p.table, "test_acc[steps=16].std"),
+            &[0.0002_f64.sqrt(), 0.0],
+        );
+        assert_eq!(
+            p.table.column("test_acc[steps=16].n").unwrap().data,
+            ColumnData::Int(vec![Some(2), Some(1)])
+        );
+
+        let expected = "\
+| weights |             4 |                  16 |
+| ------- | ------------: | ------------------: |
+| shared  | 0.920 ± 0.020 | 0.960 ± 0.014 (n=2) |
+| tied    | 0.840 ± 0.040 | 0.850 ± 0.000 (n=1) |
+
+n=3 per cell unless marked.
+";
+        assert_eq!(p.markdown, expected);
+    }
+
+    #[test]
+    fn several_metrics_get_a_header_each_and_uniform_n_goes_in_the_column_header() {
+        let four: Vec<Observation> = runs()
+            .into_iter()
+            .filter(|o| o.labels["steps"] == 4)
+            .collect();
+        let p = pivot(
+            &four,
+            &spec(&["weights"], &[], &["test_acc", "loss"], Aggregate::MeanStd),
+        )
+        .unwrap();
+        let names: Vec<&str> = p.table.column_names().collect();
+        assert_eq!(
+            names,
+            [
+                "weights",
+                "test_acc.mean",
+                "test_acc.std",
+                "test_acc.n",
+                "loss.mean",
+                "loss.std",
+                "loss.n"
+            ]
+        );
+        // loss for shared: 0.3, 0.2, 0.1 → mean 0.2, s = √(0.02 / 2) = 0.1.
+        assert_close(&floats(&p.table, "loss.std"), &[0.1, 0.0]);
+        let expected = "\
+**test_acc**
+
+| weights | test_acc (n=3) |
+| ------- | -------------: |
+| shared  |  0.920 ± 0.020 |
+| tied    |  0.840 ± 0.040 |
+
+**loss**
+
+| weights |    loss (n=3) |
+| ------- | ------------: |
+| shared  | 0.200 ± 0.100 |
+| tied    | 0.400 ± 0.000 |
+";
+        assert_eq!(p.markdown, expected);
+    }
+
+    #[test]
+    fn single_aggregates_name_their_columns() {
+        let obs = runs();
+        let median = pivot(
+            &obs,
+            &spec(&["weights"], &["steps"], &["test_acc"], Aggregate::Median),
+        )
+        .unwrap();
+        assert_close(
+            &floats(&median.table, "test_acc[steps=4].median"),
+            &[0.92, 0.84],
+        );
+        assert_close(
+            &floats(&median.table, "test_acc[steps=16].median"),
+            &[0.96, 0.85],
+        );
+
+        let min = pivot(
+            &obs,
+            &spec(&["weights"], &["steps"], &["test_acc"], Aggregate::Min),
+        )
+        .unwrap();
+        assert_close(&floats(&min.table, "test_acc[steps=4].min"), &[0.90, 0.80]);
+        let max = pivot(
+            &obs,
+            &spec(&["weights"], &["steps"], &["test_acc"], Aggregate::Max),
+        )
+        .unwrap();
+        assert_close(&floats(&max.table, "test_acc[steps=16].max"), &[0.97, 0.85]);
+        let mean = pivot(&obs, &spec(&["weights"], &[], &["loss"], Aggregate::Mean)).unwrap();
+        // shared: (0.05 + 0.3 + 0.07 + 0.2 + 0.1) / 5; tied: (0.2 + 0.4 * 3) / 4.
+        assert_close(&floats(&mean.table, "loss.mean"), &[0.72 / 5.0, 0.35]);
+
+        let count = pivot(
+            &obs,
+            &spec(&["weights"], &["steps"], &["test_acc"], Aggregate::Count),
+        )
+        .unwrap();
+        assert_eq!(
+            count.table.column("test_acc[steps=16].count").unwrap().data,
+            ColumnData::Int(vec![Some(2), Some(1)])
+        );
+        let expected = "\
+| weights |   4 |  16 |
+| ------- | --: | --: |
+| shared  |   3 |   2 |
+| tied    |   3 |   1 |
+";
+        assert_eq!(count.markdown, expected);
+    }
+
+    #[test]
+    fn values_sort_numerically_then_lexically() {
+        let obs: Vec<Observation> = [
+            json!(10),
+            json!(0.1),
+            json!("b"),
+            json!(2),
+            json!("B"),
+            json!(0.01),
+            json!("a"),
+        ]
+        .into_iter()
+        .map(|v| ob(json!({ "x": v }), &[("m", 1.0)]))
+        .collect();
+        let p = pivot(&obs, &spec(&["x"], &[], &["m"], Aggregate::Count)).unwrap();
+        assert_eq!(
+            p.table.column("x").unwrap().data,
+            ColumnData::from(vec!["0.01", "0.1", "2", "10", "B", "a", "b"])
+        );
+
+        let numbers: Vec<Observation> = [json!(10), json!(2), json!(0.5)]
+            .into_iter()
+            .map(|v| ob(json!({ "lr": v }), &[("m", 1.0)]))
+            .collect();
+        let p = pivot(&numbers, &spec(&["lr"], &[], &["m"], Aggregate::Count)).unwrap();
+        assert_eq!(
+            p.table.column("lr").unwrap().data,
+            ColumnData::from(vec![0.5, 2.0, 10.0])
+        );
+    }
+
+    #[test]
+    fn several_col_keys_and_missing_cells() {
+        let obs = vec![
+            ob(json!({"steps": 4, "weights": "tied"}), &[("acc", 0.5)]),
+            ob(json!({"steps": 8, "weights": "shared"}), &[("acc", 0.75)]),
+            ob(
+                json!({"steps": 4, "weights": "shared", "method": "x"}),
+                &[("acc", 0.25)],
+            ),
+        ];
+        let p = pivot(
+            &obs,
+            &spec(&[], &["steps", "weights"], &["acc"], Aggregate::Mean),
+        )
+        .unwrap();
+        let names: Vec<&str> = p.table.column_names().collect();
+        assert_eq!(
+            names,
+            [
+                "acc[steps=4,weights=shared].mean",
+                "acc[steps=4,weights=tied].mean",
+                "acc[steps=8,weights=shared].mean",
+            ]
+        );
+        assert_eq!(p.table.num_rows(), 1);
+
+        let by_row = pivot(
+            &obs,
+            &spec(&["weights"], &["steps"], &["acc"], Aggregate::Mean),
+        )
+        .unwrap();
+        assert_eq!(
+            by_row.table.column("acc[steps=8].mean").unwrap().data,
+            ColumnData::Float(vec![Some(0.75), None])
+        );
+        let expected = "\
+| weights | 4 (n=1) | 8 (n=1) |
+| ------- | ------: | ------: |
+| shared  |   0.250 |   0.750 |
+| tied    |   0.500 |         |
+";
+        assert_eq!(by_row.markdown, expected);
+    }
+
+    #[test]
+    fn missing_label_or_metric_names_it_and_lists_what_is_there() {
+        let obs = vec![
+            ob(json!({"weights": "tied", "steps": 4}), &[("acc", 0.5)]),
+            ob(json!({"weights": "tied", "seed": 0}), &[("acc", 0.5)]),
+        ];
+        let err = pivot(
+            &obs,
+            &spec(&["weights"], &["steps"], &["acc"], Aggregate::Mean),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "observation 1 has no label `steps` (available: `seed`, `weights`)"
+        );
+        let err = pivot(&obs, &spec(&["weights"], &[], &["loss"], Aggregate::Mean)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "observation 0 has no metric `loss` (available: `acc`)"
+        );
+    }
+
+    #[test]
+    fn contradictory_specs_are_rejected() {
+        let obs = runs();
+        let err = pivot(&obs, &spec(&["weights"], &[], &[], Aggregate::Mean)).unwrap_err();
+        assert!(matches!(err, ResultsError::InvalidPivot { .. }));
+        let err = pivot(
+            &obs,
+            &spec(&["steps"], &["steps"], &["loss"], Aggregate::Mean),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid pivot: `steps` is in both `rows` and `cols`"
+        );
+    }
+
+    #[test]
+    fn spec_deserialises_with_snake_case_aggregates_and_defaults() {
+        let s: PivotSpec = serde_json::from_value(
+            json!({"rows": ["weights"], "metrics": ["acc"], "aggregate": "mean_std"}),
+        )
+        .unwrap();
+        assert_eq!(s, spec(&["weights"], &[], &["acc"], Aggregate::MeanStd));
+        for agg in [
+            Aggregate::MeanStd,
+            Aggregate::Mean,
+            Aggregate::Median,
+            Aggregate::Min,
+            Aggregate::Max,
+            Aggregate::Count,
+        ] {
+            assert_eq!(serde_json::to_value(agg).unwrap(), json!(agg.name()));
+        }
+        assert!(
+            serde_json::from_value::<PivotSpec>(json!({"metrics": ["a"], "colums": []})).is_err()
+        );
+    }
+}

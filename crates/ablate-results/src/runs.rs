@@ -1,0 +1,873 @@
+//! The long-format run table, `results/<pipeline>/runs.parquet`: one row per instance per
+//! metric (per step for stepped metrics), appended to by every run.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, StringArray,
+    TimestampMicrosecondArray, new_null_array,
+};
+use arrow::compute::{cast, concat, filter};
+use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, TimeUnit};
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::ResultsError;
+use crate::parquet_io::{normalize, read_batch, read_schema, write_batch};
+use crate::table::ColumnData;
+use crate::value::{Kind, column_data, display_f64};
+
+/// The fixed columns of a run table, in schema order; label columns follow, sorted by name.
+pub const RUN_COLUMNS: [&str; 14] = [
+    "pipeline",
+    "stage",
+    "instance",
+    "label",
+    "op",
+    "metric",
+    "value",
+    "step",
+    "seed",
+    "device",
+    "wall_time_s",
+    "started_at",
+    "git_rev",
+    "ablate_version",
+];
+
+/// Prefix given to a label whose name is already a fixed column (`op` → `param_op`).
+pub const COLLISION_PREFIX: &str = "param_";
+
+/// One metric value of one stage instance: one row of the run table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub pipeline: String,
+    pub stage: String,
+    /// The full 64-hex instance key.
+    pub instance: String,
+    /// Human-readable instance label, e.g. `weights=shared,steps=4,seed=0`.
+    pub label: String,
+    pub op: String,
+    /// Params and matrix values; each becomes a column.
+    pub labels: BTreeMap<String, Value>,
+    pub metric: String,
+    pub value: f64,
+    pub step: Option<i64>,
+    pub seed: Option<i64>,
+    pub device: String,
+    pub wall_time_s: f64,
+    /// Unix time in microseconds.
+    pub started_at_us: i64,
+    pub git_rev: Option<String>,
+    pub ablate_version: String,
+}
+
+/// What an [`append_runs`] call did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppendStats {
+    /// Rows written from the new records (after dropping duplicates among them).
+    pub appended: usize,
+    /// Existing rows dropped because a new record has the same (instance, metric, step).
+    pub replaced: usize,
+    /// Rows in the file afterwards.
+    pub total_rows: usize,
+}
+
+/// Merges `records` into the run table at `path` (created if missing) and rewrites it
+/// atomically. A new record replaces an existing row with the same (instance, metric, step);
+/// label columns are unioned, null-filled where absent, and widened (Int → Float → Utf8,
+/// Bool → Utf8) where old and new values disagree.
+///
+/// Read-merge-write is not safe against concurrent appenders: callers serialise appends to one
+/// file (the engine has a single results writer).
+pub fn append_runs(path: &Path, records: &[RunRecord]) -> Result<AppendStats, ResultsError> {
+    let exists = match std::fs::metadata(path) {
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(source) => {
+            return Err(ResultsError::Io {
+                action: "read",
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    if records.is_empty() {
+        let mut total_rows = 0;
+        if exists {
+            let (schema, rows) = read_schema(path)?;
+            check_runs_schema(path, schema.fields().iter().map(|f| f.name().as_str()))?;
+            total_rows = rows;
+        }
+        return Ok(AppendStats {
+            total_rows,
+            ..AppendStats::default()
+        });
+    }
+    let old = if exists {
+        Some(OldRuns::read(path)?)
+    } else {
+        None
+    };
+
+    let records = last_per_key(records);
+    let new = NewRuns::build(path, &records)?;
+    let (old, replaced) = match old {
+        Some(old) => old
+            .without(&records)
+            .map_err(|source| merge_err(path, source))?,
+        None => (OldRuns::empty(), 0),
+    };
+
+    let batch = merge(&old, &new).map_err(|source| merge_err(path, source))?;
+    write_batch(path, &batch)?;
+    Ok(AppendStats {
+        appended: records.len(),
+        replaced,
+        total_rows: batch.num_rows(),
+    })
+}
+
+/// The instance keys already recorded in the run table at `path`; empty if there is no file.
+/// Reads only the `instance` column.
+pub fn recorded_instances(path: &Path) -> Result<HashSet<String>, ResultsError> {
+    if !path.try_exists().unwrap_or(true) {
+        return Ok(HashSet::new());
+    }
+    let (schema, batch) = read_batch(path, Some(&["instance"]))?;
+    check_runs_schema(path, schema.fields().iter().map(|f| f.name().as_str()))?;
+    let instances = normalize(path, "instance", batch.column(0))?;
+    Ok(instances
+        .as_string::<i32>()
+        .iter()
+        .flatten()
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Reads the run table at `path` back into records. Label columns become labels again
+/// (`param_op` → `op`; null cells are absent labels); the seed lives in [`RunRecord::seed`].
+pub fn read_runs(path: &Path) -> Result<Vec<RunRecord>, ResultsError> {
+    let table = crate::parquet_io::read_table(path)?;
+    check_runs_schema(path, table.column_names())?;
+    let col = |name: &str| &table.column(name).expect("checked above").data;
+    let strs = |name| cells_str(col(name));
+    let (pipeline, stage, instance, label, op) = (
+        strs("pipeline"),
+        strs("stage"),
+        strs("instance"),
+        strs("label"),
+        strs("op"),
+    );
+    let (metric, device, git_rev, version) = (
+        strs("metric"),
+        strs("device"),
+        strs("git_rev"),
+        strs("ablate_version"),
+    );
+    let (value, wall) = (cells_f64(col("value")), cells_f64(col("wall_time_s")));
+    let (step, seed, started) = (
+        cells_i64(col("step")),
+        cells_i64(col("seed")),
+        cells_i64(col("started_at")),
+    );
+    let label_columns: Vec<(String, &ColumnData)> = table
+        .columns
+        .iter()
+        .filter(|c| !RUN_COLUMNS.contains(&c.name.as_str()))
+        .map(|c| (label_key(&c.name), &c.data))
+        .collect();
+
+    Ok((0..table.num_rows())
+        .map(|row| RunRecord {
+            pipeline: pipeline[row].clone().unwrap_or_default(),
+            stage: stage[row].clone().unwrap_or_default(),
+            instance: instance[row].clone().unwrap_or_default(),
+            label: label[row].clone().unwrap_or_default(),
+            op: op[row].clone().unwrap_or_default(),
+            labels: label_columns
+                .iter()
+                .filter_map(|(key, data)| Some((key.clone(), cell_value(data, row)?)))
+                .collect(),
+            metric: metric[row].clone().unwrap_or_default(),
+            value: value[row].unwrap_or(f64::NAN),
+            step: step[row],
+            seed: seed[row],
+            device: device[row].clone().unwrap_or_default(),
+            wall_time_s: wall[row].unwrap_or(f64::NAN),
+            started_at_us: started[row].unwrap_or_default(),
+            git_rev: git_rev[row].clone(),
+            ablate_version: version[row].clone().unwrap_or_default(),
+        })
+        .collect())
+}
+
+fn check_runs_schema<'a>(
+    path: &Path,
+    names: impl Iterator<Item = &'a str>,
+) -> Result<(), ResultsError> {
+    let present: HashSet<&str> = names.collect();
+    let missing: Vec<String> = RUN_COLUMNS
+        .iter()
+        .filter(|c| !present.contains(*c))
+        .map(|c| (*c).to_owned())
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(ResultsError::NotRunsTable {
+            path: path.to_owned(),
+            missing,
+        })
+    }
+}
+
+fn merge_err(path: &Path, source: ArrowError) -> ResultsError {
+    ResultsError::Merge {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn fixed_type(name: &str) -> DataType {
+    match name {
+        "value" | "wall_time_s" => DataType::Float64,
+        "step" | "seed" => DataType::Int64,
+        "started_at" => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        _ => DataType::Utf8,
+    }
+}
+
+/// The column a label is stored in.
+fn label_column(key: &str) -> String {
+    if RUN_COLUMNS.contains(&key) {
+        format!("{COLLISION_PREFIX}{key}")
+    } else {
+        key.to_owned()
+    }
+}
+
+/// The label a column holds (inverse of [`label_column`]).
+fn label_key(column: &str) -> String {
+    match column.strip_prefix(COLLISION_PREFIX) {
+        Some(key) if RUN_COLUMNS.contains(&key) => key.to_owned(),
+        _ => column.to_owned(),
+    }
+}
+
+type RowKey<'a> = (&'a str, &'a str, Option<i64>);
+
+fn row_key(r: &RunRecord) -> RowKey<'_> {
+    (&r.instance, &r.metric, r.step)
+}
+
+/// The records, keeping only the last of any with the same (instance, metric, step).
+fn last_per_key(records: &[RunRecord]) -> Vec<&RunRecord> {
+    let mut seen = HashSet::with_capacity(records.len());
+    let mut kept: Vec<&RunRecord> = records
+        .iter()
+        .rev()
+        .filter(|r| seen.insert(row_key(r)))
+        .collect();
+    kept.reverse();
+    kept
+}
+
+/// The new records as columns: fixed arrays, and label values not yet typed (their type
+/// depends on what the file already holds).
+struct NewRuns<'a> {
+    fixed: HashMap<&'static str, ArrayRef>,
+    labels: BTreeMap<String, Vec<Option<&'a Value>>>,
+    rows: usize,
+}
+
+impl<'a> NewRuns<'a> {
+    fn build(path: &Path, records: &[&'a RunRecord]) -> Result<Self, ResultsError> {
+        let rows = records.len();
+        let mut seeds = Vec::with_capacity(rows);
+        let mut labels: BTreeMap<String, Vec<Option<&'a Value>>> = BTreeMap::new();
+        for (row, record) in records.iter().enumerate() {
+            let mut seed = record.seed;
+            for (key, value) in &record.labels {
+                // An integer `seed` label is the seed; anything else named `seed` is kept as
+                // `param_seed` rather than lost.
+                if key == "seed" && value.is_i64() && seed.is_none_or(|s| Some(s) == value.as_i64())
+                {
+                    seed = value.as_i64();
+                    continue;
+                }
+                let column = label_column(key);
+                if column != *key && record.labels.contains_key(&column) {
+                    return Err(ResultsError::LabelCollision {
+                        path: path.to_owned(),
+                        instance: record.instance.clone(),
+                        label: key.clone(),
+                        column,
+                    });
+                }
+                labels.entry(column).or_insert_with(|| vec![None; rows])[row] = Some(value);
+            }
+            seeds.push(seed);
+        }
+
+        let strs = |f: fn(&RunRecord) -> &str| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(records.iter().map(|r| f(r))))
+        };
+        let floats = |f: fn(&RunRecord) -> f64| -> ArrayRef {
+            Arc::new(Float64Array::from_iter_values(records.iter().map(|r| f(r))))
+        };
+        let started: Vec<i64> = records.iter().map(|r| r.started_at_us).collect();
+        let fixed: HashMap<&'static str, ArrayRef> = HashMap::from([
+            ("pipeline", strs(|r| &r.pipeline)),
+            ("stage", strs(|r| &r.stage)),
+            ("instance", strs(|r| &r.instance)),
+            ("label", strs(|r| &r.label)),
+            ("op", strs(|r| &r.op)),
+            ("metric", strs(|r| &r.metric)),
+            ("value", floats(|r| r.value)),
+            (
+                "step",
+                Arc::new(records.iter().map(|r| r.step).collect::<Int64Array>()) as ArrayRef,
+            ),
+            ("seed", Arc::new(Int64Array::from(seeds))),
+            ("device", strs(|r| &r.device)),
+            ("wall_time_s", floats(|r| r.wall_time_s)),
+            (
+                "started_at",
+                Arc::new(TimestampMicrosecondArray::from(started).with_timezone("UTC")),
+            ),
+            (
+                "git_rev",
+                Arc::new(
+                    records
+                        .iter()
+                        .map(|r| r.git_rev.as_deref())
+                        .collect::<StringArray>(),
+                ),
+            ),
+            ("ablate_version", strs(|r| &r.ablate_version)),
+        ]);
+        Ok(Self {
+            fixed,
+            labels,
+            rows,
+        })
+    }
+}
+
+/// The rows already in the file, with fixed columns cast to their canonical types and label
+/// columns normalised to Boolean/Int64/Float64/Utf8.
+struct OldRuns {
+    fixed: HashMap<&'static str, ArrayRef>,
+    labels: BTreeMap<String, ArrayRef>,
+    rows: usize,
+}
+
+impl OldRuns {
+    fn empty() -> Self {
+        Self {
+            fixed: RUN_COLUMNS
+                .iter()
+                .map(|&name| (name, new_null_array(&fixed_type(name), 0)))
+                .collect(),
+            labels: BTreeMap::new(),
+            rows: 0,
+        }
+    }
+
+    fn read(path: &Path) -> Result<Self, ResultsError> {
+        let (schema, batch) = read_batch(path, None)?;
+        check_runs_schema(path, schema.fields().iter().map(|f| f.name().as_str()))?;
+        let mut fixed = HashMap::new();
+        let mut labels = BTreeMap::new();
+        for (field, array) in schema.fields().iter().zip(batch.columns()) {
+            let name = field.name().as_str();
+            if let Some(&fixed_name) = RUN_COLUMNS.iter().find(|&&c| c == name) {
+                let array = cast(array, &fixed_type(name)).map_err(|source| {
+                    ResultsError::ConvertColumn {
+                        path: path.to_owned(),
+                        column: name.to_owned(),
+                        source,
+                    }
+                })?;
+                fixed.insert(fixed_name, array);
+            } else {
+                labels.insert(name.to_owned(), normalize(path, name, array)?);
+            }
+        }
+        Ok(Self {
+            fixed,
+            labels,
+            rows: batch.num_rows(),
+        })
+    }
+
+    /// Drops rows that a new record replaces; returns the rest and how many were dropped.
+    fn without(self, records: &[&RunRecord]) -> Result<(Self, usize), ArrowError> {
+        let new_keys: HashSet<RowKey<'_>> = records.iter().map(|r| row_key(r)).collect();
+        let instance = self.fixed["instance"].as_string::<i32>();
+        let metric = self.fixed["metric"].as_string::<i32>();
+        let step = self.fixed["step"].as_primitive::<Int64Type>();
+        let keep: BooleanArray = (0..self.rows)
+            .map(|i| {
+                let key = (
+                    instance.value(i),
+                    metric.value(i),
+                    step.is_valid(i).then(|| step.value(i)),
+                );
+                // A row with a null instance or metric cannot be replaced; keep it.
+                let replaceable = instance.is_valid(i) && metric.is_valid(i);
+                Some(!(replaceable && new_keys.contains(&key)))
+            })
+            .collect();
+        let replaced = keep.false_count();
+        if replaced == 0 {
+            return Ok((self, 0));
+        }
+        let fixed = self
+            .fixed
+            .iter()
+            .map(|(&name, array)| Ok((name, filter(array, &keep)?)))
+            .collect::<Result<_, ArrowError>>()?;
+        let labels = self
+            .labels
+            .iter()
+            .map(|(name, array)| Ok((name.clone(), filter(array, &keep)?)))
+            .collect::<Result<_, ArrowError>>()?;
+        let rows = self.rows - replaced;
+        Ok((
+            Self {
+                fixed,
+                labels,
+                rows,
+            },
+            replaced,
+        ))
+    }
+}
+
+/// Old rows then new rows, under the unified schema.
+fn merge(old: &OldRuns, new: &NewRuns<'_>) -> Result<RecordBatch, ArrowError> {
+    let mut fields = Vec::new();
+    let mut columns = Vec::new();
+    for name in RUN_COLUMNS {
+        fields.push(Field::new(name, fixed_type(name), true));
+        columns.push(concat(&[&*old.fixed[name], &*new.fixed[name]])?);
+    }
+
+    let names: BTreeSet<&String> = old.labels.keys().chain(new.labels.keys()).collect();
+    for name in names {
+        let old_array = old.labels.get(name);
+        let new_values = new.labels.get(name);
+        let old_kind = old_array.map(|a| kind_of(a.data_type()));
+        let new_kind = new_values.and_then(|v| Kind::infer(v.iter().copied()));
+        let kind = match (old_kind, new_kind) {
+            (Some(a), Some(b)) => Kind::unify(a, b),
+            (Some(k), None) | (None, Some(k)) => k,
+            (None, None) => Kind::Str,
+        };
+        let data_type = kind.data_type();
+        let old_array = match old_array {
+            Some(a) => widen(a, kind)?,
+            None => new_null_array(&data_type, old.rows),
+        };
+        let new_array = match new_values {
+            Some(values) => column_data(values, Some(kind)).to_array(),
+            None => new_null_array(&data_type, new.rows),
+        };
+        fields.push(Field::new(name, data_type, true));
+        columns.push(concat(&[&*old_array, &*new_array])?);
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+}
+
+fn kind_of(data_type: &DataType) -> Kind {
+    match data_type {
+        DataType::Boolean => Kind::Bool,
+        DataType::Int64 => Kind::Int,
+        DataType::Float64 => Kind::Float,
+        _ => Kind::Str,
+    }
+}
+
+/// Converts a normalised label column to a wider kind, writing numbers as JSON would so that
+/// widened old values read the same as new ones.
+fn widen(array: &ArrayRef, kind: Kind) -> Result<ArrayRef, ArrowError> {
+    match (kind_of(array.data_type()), kind) {
+        (from, to) if from == to => Ok(array.clone()),
+        (Kind::Float, Kind::Str) => Ok(Arc::new(
+            array
+                .as_primitive::<Float64Type>()
+                .iter()
+                .map(|x| x.map(display_f64))
+                .collect::<StringArray>(),
+        )),
+        (_, to) => cast(array, &to.data_type()),
+    }
+}
+
+fn cells_str(data: &ColumnData) -> Vec<Option<String>> {
+    match data {
+        ColumnData::Str(v) => v.clone(),
+        ColumnData::Bool(v) => v.iter().map(|b| b.map(|b| b.to_string())).collect(),
+        ColumnData::Int(v) => v.iter().map(|i| i.map(|i| i.to_string())).collect(),
+        ColumnData::Float(v) => v.iter().map(|x| x.map(display_f64)).collect(),
+    }
+}
+
+fn cells_f64(data: &ColumnData) -> Vec<Option<f64>> {
+    match data {
+        ColumnData::Float(v) => v.clone(),
+        ColumnData::Int(v) => v.iter().map(|i| i.map(|i| i as f64)).collect(),
+        ColumnData::Bool(v) => vec![None; v.len()],
+        ColumnData::Str(v) => v.iter().map(|s| s.as_deref()?.parse().ok()).collect(),
+    }
+}
+
+fn cells_i64(data: &ColumnData) -> Vec<Option<i64>> {
+    match data {
+        ColumnData::Int(v) => v.clone(),
+        ColumnData::Float(v) => v.iter().map(|x| x.map(|x| x as i64)).collect(),
+        ColumnData::Bool(v) => vec![None; v.len()],
+        ColumnData::Str(v) => v.iter().map(|s| s.as_deref()?.parse().ok()).collect(),
+    }
+}
+
+fn cell_value(data: &ColumnData, row: usize) -> Option<Value> {
+    match data {
+        ColumnData::Bool(v) => v[row].map(Value::Bool),
+        ColumnData::Int(v) => v[row].map(Value::from),
+        ColumnData::Float(v) => v[row]
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number),
+        ColumnData::Str(v) => v[row].clone().map(Value::String),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::parquet_io::read_table;
+    use crate::table::Table;
+
+    fn key(c: char) -> String {
+        c.to_string().repeat(64)
+    }
+
+    fn rec(
+        instance: char,
+        metric: &str,
+        value: f64,
+        step: Option<i64>,
+        labels: Value,
+    ) -> RunRecord {
+        let labels: BTreeMap<String, Value> = serde_json::from_value(labels).unwrap();
+        RunRecord {
+            pipeline: "toy".into(),
+            stage: "train".into(),
+            instance: key(instance),
+            label: labels
+                .iter()
+                .map(|(k, v)| format!("{k}={}", crate::value::display(v)))
+                .collect::<Vec<_>>()
+                .join(","),
+            op: "train.mlp".into(),
+            labels,
+            metric: metric.into(),
+            value,
+            step,
+            seed: None,
+            device: "cpu".into(),
+            wall_time_s: 1.5,
+            started_at_us: 1_700_000_000_000_000,
+            git_rev: Some("abc123".into()),
+            ablate_version: "0.1.0".into(),
+        }
+    }
+
+    fn column<'t>(table: &'t Table, name: &str) -> &'t ColumnData {
+        &table
+            .column(name)
+            .unwrap_or_else(|| panic!("no column `{name}`"))
+            .data
+    }
+
+    #[test]
+    fn append_twice_dedups_widens_and_orders_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.parquet");
+        let a = json!({"weights": "shared", "steps": 4, "seed": 0, "flag": true});
+        let b = json!({"weights": "tied", "steps": 8, "seed": 1, "flag": false});
+        let first = [
+            rec('a', "test_acc", 0.9, None, a.clone()),
+            rec('a', "loss", 0.5, Some(1), a.clone()),
+            rec('a', "loss", 0.4, Some(2), a),
+            rec('b', "test_acc", 0.8, None, b.clone()),
+        ];
+        let stats = append_runs(&path, &first).unwrap();
+        assert_eq!(
+            stats,
+            AppendStats {
+                appended: 4,
+                replaced: 0,
+                total_rows: 4
+            }
+        );
+        let table = read_table(&path).unwrap();
+        assert!(matches!(column(&table, "steps"), ColumnData::Int(_)));
+        assert!(matches!(column(&table, "flag"), ColumnData::Bool(_)));
+
+        // `b` is re-run; `c` brings a float `steps`, a string `flag`, a new float label `lr`,
+        // and an `op` label that collides with the fixed `op` column.
+        let c = json!({"weights": "shared", "steps": 2.5, "seed": 2, "flag": "maybe", "lr": 0.01, "op": "sgd"});
+        let second = [
+            rec('b', "test_acc", 0.85, None, b),
+            rec('c', "test_acc", 0.7, None, c),
+        ];
+        let stats = append_runs(&path, &second).unwrap();
+        assert_eq!(
+            stats,
+            AppendStats {
+                appended: 2,
+                replaced: 1,
+                total_rows: 5
+            }
+        );
+
+        let table = read_table(&path).unwrap();
+        let names: Vec<&str> = table.column_names().collect();
+        let mut expected_names = RUN_COLUMNS.to_vec();
+        expected_names.extend(["flag", "lr", "param_op", "steps", "weights"]);
+        assert_eq!(names, expected_names);
+
+        let instance = cells_str(column(&table, "instance"));
+        let b_rows = instance
+            .iter()
+            .filter(|i| i.as_deref() == Some(&*key('b')))
+            .count();
+        assert_eq!(b_rows, 1, "the re-run replaced the old row");
+        assert_eq!(
+            column(&table, "value"),
+            &ColumnData::Float(vec![Some(0.9), Some(0.5), Some(0.4), Some(0.85), Some(0.7)])
+        );
+        assert_eq!(
+            column(&table, "step"),
+            &ColumnData::Int(vec![None, Some(1), Some(2), None, None])
+        );
+        assert_eq!(
+            column(&table, "seed"),
+            &ColumnData::Int(vec![Some(0), Some(0), Some(0), Some(1), Some(2)])
+        );
+        assert_eq!(
+            column(&table, "steps"),
+            &ColumnData::Float(vec![Some(4.0), Some(4.0), Some(4.0), Some(8.0), Some(2.5)])
+        );
+        assert_eq!(
+            column(&table, "flag"),
+            &ColumnData::from(vec!["true", "true", "true", "false", "maybe"])
+        );
+        assert_eq!(
+            column(&table, "lr"),
+            &ColumnData::Float(vec![None, None, None, None, Some(0.01)])
+        );
+        assert_eq!(
+            column(&table, "param_op"),
+            &ColumnData::from(vec![None, None, None, None, Some("sgd")])
+        );
+        assert_eq!(
+            column(&table, "op"),
+            &ColumnData::from(vec!["train.mlp"; 5])
+        );
+
+        let (schema, rows) = read_schema(&path).unwrap();
+        assert_eq!(rows, 5);
+        assert_eq!(
+            schema.field_with_name("started_at").unwrap().data_type(),
+            &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+        );
+        assert_eq!(
+            column(&table, "started_at"),
+            &ColumnData::Int(vec![Some(1_700_000_000_000_000); 5])
+        );
+    }
+
+    #[test]
+    fn later_duplicates_in_one_call_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.parquet");
+        let records = [
+            rec('a', "acc", 0.1, None, json!({})),
+            rec('a', "acc", 0.2, None, json!({})),
+        ];
+        let stats = append_runs(&path, &records).unwrap();
+        assert_eq!((stats.appended, stats.total_rows), (1, 1));
+        assert_eq!(
+            column(&read_table(&path).unwrap(), "value"),
+            &ColumnData::from(vec![0.2])
+        );
+    }
+
+    #[test]
+    fn old_int_column_widens_to_str_when_new_values_are_strings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.parquet");
+        append_runs(
+            &path,
+            &[rec('a', "acc", 0.1, None, json!({"x": 1, "y": 0.5}))],
+        )
+        .unwrap();
+        append_runs(
+            &path,
+            &[rec('b', "acc", 0.2, None, json!({"x": "big", "y": [1, 2]}))],
+        )
+        .unwrap();
+        let table = read_table(&path).unwrap();
+        assert_eq!(column(&table, "x"), &ColumnData::from(vec!["1", "big"]));
+        assert_eq!(column(&table, "y"), &ColumnData::from(vec!["0.5", "[1,2]"]));
+    }
+
+    #[test]
+    fn non_integer_seed_label_is_kept_as_param_seed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.parquet");
+        append_runs(
+            &path,
+            &[rec('a', "acc", 0.1, None, json!({"seed": "fixed"}))],
+        )
+        .unwrap();
+        let table = read_table(&path).unwrap();
+        assert_eq!(column(&table, "seed"), &ColumnData::Int(vec![None]));
+        assert_eq!(
+            column(&table, "param_seed"),
+            &ColumnData::from(vec!["fixed"])
+        );
+    }
+
+    #[test]
+    fn colliding_labels_are_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.parquet");
+        let err = append_runs(
+            &path,
+            &[rec('a', "acc", 0.1, None, json!({"op": 1, "param_op": 2}))],
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, ResultsError::LabelCollision { column, .. } if column == "param_op")
+        );
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn recorded_instances_reads_keys_and_tolerates_a_missing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.parquet");
+        assert!(recorded_instances(&path).unwrap().is_empty());
+        append_runs(
+            &path,
+            &[
+                rec('a', "acc", 0.1, None, json!({})),
+                rec('a', "loss", 0.1, None, json!({})),
+                rec('b', "acc", 0.1, None, json!({})),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            recorded_instances(&path).unwrap(),
+            HashSet::from([key('a'), key('b')])
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_runs_table_is_refused_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wide.parquet");
+        let wide = Table::new()
+            .with_column("instance", vec!["x"])
+            .with_column("acc", vec![0.5]);
+        crate::write_table(&path, &wide).unwrap();
+        let before = std::fs::read(&path).unwrap();
+
+        let err = append_runs(&path, &[rec('a', "acc", 0.1, None, json!({}))]).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(msg.contains("`pipeline`"), "{msg}");
+        assert!(matches!(err, ResultsError::NotRunsTable { .. }));
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "the file is untouched"
+        );
+
+        let err = recorded_instances(&path).unwrap_err();
+        assert!(matches!(err, ResultsError::NotRunsTable { path: p, .. } if p == path));
+    }
+
+    #[test]
+    fn read_runs_returns_what_was_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.parquet");
+        let mut a = rec(
+            'a',
+            "acc",
+            0.9,
+            Some(3),
+            json!({"op": "adam", "steps": 4, "tags": "x"}),
+        );
+        a.seed = Some(7);
+        let mut b = rec('b', "acc", 0.8, None, json!({"steps": 8}));
+        b.git_rev = None;
+        append_runs(&path, &[a.clone(), b.clone()]).unwrap();
+        assert_eq!(read_runs(&path).unwrap(), vec![a, b]);
+    }
+
+    #[test]
+    fn appending_nothing_creates_no_file_and_counts_existing_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.parquet");
+        assert_eq!(append_runs(&path, &[]).unwrap(), AppendStats::default());
+        assert!(!path.exists());
+
+        append_runs(&path, &[rec('a', "acc", 0.1, None, json!({}))]).unwrap();
+        let stats = append_runs(&path, &[]).unwrap();
+        assert_eq!((stats.appended, stats.total_rows), (0, 1));
+    }
+
+    /// `cargo test -p ablate-results --release -- --ignored --nocapture`
+    #[test]
+    #[ignore = "timing; run in release"]
+    fn appending_10k_records_to_100k_rows_is_fast() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.parquet");
+        let make = |range: std::ops::Range<usize>| -> Vec<RunRecord> {
+            range
+                .map(|i| {
+                    let mut r = rec('a', "loss", i as f64, Some((i % 100) as i64), json!({}));
+                    r.instance = format!("{:064x}", i / 100);
+                    r.labels = serde_json::from_value(
+                        json!({"weights": if i % 2 == 0 {"shared"} else {"tied"}, "steps": i % 7, "lr": 0.1}),
+                    )
+                    .unwrap();
+                    r
+                })
+                .collect()
+        };
+        append_runs(&path, &make(0..100_000)).unwrap();
+        let new = make(95_000..105_000);
+        let start = std::time::Instant::now();
+        let stats = append_runs(&path, &new).unwrap();
+        let append = start.elapsed();
+        let start = std::time::Instant::now();
+        let instances = recorded_instances(&path).unwrap();
+        let recorded = start.elapsed();
+        eprintln!("append: {append:?}, recorded_instances: {recorded:?}");
+        assert_eq!((stats.replaced, stats.total_rows), (5_000, 105_000));
+        assert_eq!(instances.len(), 1_050);
+    }
+}
