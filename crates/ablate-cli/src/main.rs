@@ -1,1 +1,48 @@
-fn main() {}
+//! `ablate`: the command line. Parses arguments, sets up tracing, renders errors and progress,
+//! and maps outcomes to exit codes. All the work lives in the library crates.
+
+mod cli;
+mod cmd_cache;
+mod cmd_ops;
+mod cmd_plan;
+mod cmd_run;
+mod cmd_table;
+mod error;
+mod load;
+mod report;
+mod results;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Everything went well.
+pub const EXIT_OK: u8 = 0;
+/// Something broke or an instance failed.
+pub const EXIT_FAILURE: u8 = 1;
+/// The input (pipeline file, arguments) is wrong.
+pub const EXIT_INVALID_INPUT: u8 = 2;
+/// Stopped by Ctrl-C.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+fn main() -> ExitCode {
+    let args = cli::Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ABLATE_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match args.command {
+        cli::Command::Run(a) => cmd_run::run(&args.global, a),
+        cli::Command::Plan(a) => cmd_plan::plan(&args.global, a),
+        cli::Command::Ops(a) => cmd_ops::ops(a),
+        cli::Command::Cache(a) => cmd_cache::cache(&args.global, a),
+        cli::Command::Table(a) => cmd_table::table(a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => error::report(&e),
+    }
+}

@@ -1,1 +1,18 @@
-//! ablate-ops
+//! `ablate-ops` owns the op registry: each built-in op is typed params (serde, unknown fields
+//! denied), a schema with defaults and docs (what validation and `ablate ops` read), a version
+//! (part of every key), and `run(ctx)` → files in the entry + metrics. Data generators, dfdx
+//! training and evaluation (through `ablate-engine`), report tables (through `ablate-results`),
+//! and `cmd` for any program.
+//!
+//! It must not schedule, cache or print: the runner hands it a context and takes its outputs.
+
+mod cmd;
+mod data;
+mod echo;
+mod flow;
+mod params;
+mod registry;
+mod report;
+mod rng;
+
+pub use registry::Registry;

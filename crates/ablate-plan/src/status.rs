@@ -114,6 +114,14 @@ impl fmt::Display for Change {
                 }
                 f.write_str(")")
             }
+            Change::Inputs(ids) if ids.len() > 3 => {
+                write!(
+                    f,
+                    "input changed ({} and {} more)",
+                    ids[..2].join(", "),
+                    ids.len() - 2
+                )
+            }
             Change::Inputs(ids) => write!(f, "input changed ({})", ids.join(", ")),
             Change::OpVersion { from, to } => write!(f, "op version {from} → {to}"),
             Change::Deps(paths) => write!(f, "deps changed ({})", paths.join(", ")),

@@ -1,0 +1,134 @@
+use std::path::PathBuf;
+
+use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
+
+/// Declarative deep-learning ablation pipelines: planned, content-hashed, cached, parallel.
+#[derive(Debug, Parser)]
+#[command(name = "ablate", version, about, propagate_version = true)]
+pub struct Args {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct Global {
+    /// The content-addressed cache.
+    #[arg(
+        long,
+        global = true,
+        env = "ABLATE_CACHE",
+        default_value = "cache",
+        value_name = "DIR"
+    )]
+    pub cache: PathBuf,
+    /// Where Parquet and Markdown results go (`<DIR>/<pipeline>/`).
+    #[arg(
+        long,
+        global = true,
+        env = "ABLATE_RESULTS",
+        default_value = "results",
+        value_name = "DIR"
+    )]
+    pub results: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a pipeline: every instance the cache does not hold is computed.
+    Run(RunArgs),
+    /// Show every instance, its key, and whether it is cached or why it will run.
+    Plan(PlanArgs),
+    /// List the built-in ops with their parameters, types and defaults.
+    Ops(OpsArgs),
+    /// Inspect and maintain the cache.
+    Cache(CacheArgs),
+    /// Print a Parquet result table.
+    Table(TableArgs),
+}
+
+/// Overrides shared by `run` and `plan`.
+#[derive(Debug, ClapArgs)]
+pub struct SpecArgs {
+    /// The pipeline file.
+    pub file: PathBuf,
+    /// Override a value: `STAGE.params.KEY=VALUE`, `STAGE.KEY=VALUE`, `vars.NAME=VALUE`.
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub set: Vec<String>,
+    /// Replace a stage's matrix axis: `STAGE.KEY=a,b,c`.
+    #[arg(long = "matrix", value_name = "STAGE.KEY=V1,V2")]
+    pub matrix: Vec<String>,
+    /// Recompute a stage's instances (and everything downstream) even if cached.
+    #[arg(long = "force", value_name = "STAGE")]
+    pub force: Vec<String>,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// Instances run at once (CPU slots); default: the number of cores.
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Print one JSON object per event on stdout instead of progress.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PlanFormat {
+    Text,
+    Json,
+    Dot,
+    Mermaid,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: PlanFormat,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct OpsArgs {
+    /// Show only this op.
+    pub op: Option<String>,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct CacheArgs {
+    #[command(subcommand)]
+    pub command: CacheCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// List the entries.
+    Ls,
+    /// Re-hash every entry's files and report the ones that do not match their manifest.
+    Verify {
+        /// Remove the entries that fail (they are recomputed when next needed).
+        #[arg(long)]
+        fix: bool,
+    },
+    /// Remove leftovers and invalid entries; with pipeline files, also every entry they do not use.
+    Gc {
+        /// Keep only the entries these pipelines' current plans use.
+        pipelines: Vec<PathBuf>,
+        /// Report what would be removed without removing it.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct TableArgs {
+    /// A Parquet file (e.g. `results/quickstart/runs.parquet`).
+    pub file: PathBuf,
+    /// Print it as a Markdown table.
+    #[arg(long)]
+    pub markdown: bool,
+}

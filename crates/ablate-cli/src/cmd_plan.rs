@@ -1,0 +1,31 @@
+use std::io::Write as _;
+
+use ablate_plan::Format;
+
+use crate::cli::{Global, PlanArgs, PlanFormat};
+use crate::load::{load, open_store};
+
+pub fn plan(global: &Global, args: PlanArgs) -> anyhow::Result<u8> {
+    let loaded = load(&args.spec)?;
+    let store = open_store(&global.cache)?;
+    let forced: Vec<&str> = loaded.forced.iter().map(String::as_str).collect();
+    let statuses = ablate_plan::statuses(&loaded.plan, &store, &forced);
+    let format = match args.format {
+        PlanFormat::Text => Format::Text,
+        PlanFormat::Json => Format::Json,
+        PlanFormat::Dot => Format::Dot,
+        PlanFormat::Mermaid => Format::Mermaid,
+    };
+    let out = ablate_plan::render(&loaded.plan, &statuses, format);
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        // A closed pipe (`ablate plan … | head`) is not an error.
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(e.into());
+        }
+    }
+    Ok(crate::EXIT_OK)
+}

@@ -1,0 +1,131 @@
+use std::io::IsTerminal as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ablate_run::{CancelToken, LocalExecutor, RunEvent, RunOptions};
+use anyhow::Context as _;
+
+use crate::cli::{Global, RunArgs};
+use crate::error::input;
+use crate::load::{load, open_store};
+use crate::report::{Mode, Reporter};
+use crate::results::{self, Completed};
+
+pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
+    let loaded = load(&args.spec)?;
+    let jobs = match args.jobs {
+        Some(0) => return Err(input("`--jobs` must be at least 1", None)),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let store = open_store(&global.cache)?;
+    let forced: Vec<&str> = loaded.forced.iter().map(String::as_str).collect();
+    let statuses = ablate_plan::statuses(&loaded.plan, &store, &forced);
+    let mode = if args.json {
+        Mode::Json
+    } else if std::io::stderr().is_terminal() {
+        Mode::Terminal
+    } else {
+        Mode::Plain
+    };
+    let opts = RunOptions {
+        jobs,
+        gpus: 0.0,
+        mem_gb: available_memory_gb(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(jobs + 4)
+        .enable_all()
+        .build()
+        .context("failed to start the runtime")?;
+    let cancel = CancelToken::new();
+    let plan = &loaded.plan;
+    let executor = Arc::new(LocalExecutor::new(
+        loaded.registry.clone(),
+        store.clone(),
+        loaded.workdir.clone(),
+        env!("CARGO_PKG_VERSION"),
+    ));
+
+    let (summary, completed) = runtime.block_on(async {
+        let ctrl_c = cancel.clone();
+        let quiet = mode == Mode::Json;
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                ctrl_c.cancel();
+                if !quiet {
+                    eprintln!("\nstopping: no new instances start, running ones are stopped (Ctrl-C again to kill)");
+                }
+            }
+            if tokio::signal::ctrl_c().await.is_ok() {
+                ctrl_c.kill();
+                // Give `cmd` children their SIGKILL; whatever was being written stays in the
+                // cache's tmp/ (never under a key) for `ablate cache gc`.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                std::process::exit(i32::from(crate::EXIT_INTERRUPTED));
+            }
+        });
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<RunEvent>();
+        let consumer = tokio::task::spawn_blocking(move || {
+            let mut reporter = Reporter::new(mode);
+            let mut completed = Vec::new();
+            while let Some(ev) = rx.blocking_recv() {
+                reporter.handle(&ev);
+                match ev {
+                    RunEvent::Cached { instance, manifest, .. } => {
+                        completed.push(Completed { instance, manifest, computed: false });
+                    }
+                    RunEvent::Finished { instance, manifest, by_other, .. } => {
+                        completed.push(Completed { instance, manifest, computed: !by_other });
+                    }
+                    _ => {}
+                }
+            }
+            reporter.finish();
+            completed
+        });
+        let summary = ablate_run::run(plan, &statuses, executor, &opts, &cancel, &tx).await;
+        drop(tx);
+        let completed = consumer.await.expect("reporter thread");
+        (summary, completed)
+    });
+
+    // Remember this run's keys (completed instances only: a failed one keeps its last good key,
+    // so the next plan still explains what changed).
+    let mut index = store.load_index(plan.pipeline());
+    for c in &completed {
+        let inst = plan.instance(c.instance);
+        index.instances.insert(inst.id.clone(), inst.key);
+    }
+    store
+        .save_index(plan.pipeline(), &index)
+        .context("failed to save the run index")?;
+
+    let runs = results::write(&global.results, &store, plan, &completed)?;
+    if mode != Mode::Json
+        && let Some(runs) = runs
+    {
+        eprintln!("results: {}", runs.display());
+    }
+    Ok(if cancel.is_cancelled() {
+        crate::EXIT_INTERRUPTED
+    } else if summary.failed > 0 {
+        crate::EXIT_FAILURE
+    } else {
+        crate::EXIT_OK
+    })
+}
+
+/// `MemAvailable` from /proc/meminfo, in GB; unlimited when unknown.
+fn available_memory_gb() -> f64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::MAX, |kb| kb / 1e6)
+}

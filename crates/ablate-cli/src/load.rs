@@ -1,0 +1,67 @@
+//! Pipeline file → validated pipeline → sealed plan, with the command line's overrides.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ablate_cache::Store;
+use ablate_ops::Registry;
+use ablate_plan::Plan;
+use ablate_spec::{Override, Overrides};
+use anyhow::Context as _;
+
+use crate::cli::SpecArgs;
+use crate::error::{SpecErrors, input};
+
+pub struct Loaded {
+    pub plan: Plan,
+    pub registry: Arc<Registry>,
+    pub workdir: PathBuf,
+    pub forced: Vec<String>,
+}
+
+pub fn load(spec: &SpecArgs) -> anyhow::Result<Loaded> {
+    let mut overrides = Overrides { items: Vec::new() };
+    for arg in &spec.set {
+        let o = Override::parse_set(arg)
+            .map_err(|why| input(format!("invalid `--set {arg}`: {why}"), None))?;
+        overrides.items.push((format!("--set {arg}"), o));
+    }
+    for arg in &spec.matrix {
+        let o = Override::parse_matrix(arg)
+            .map_err(|why| input(format!("invalid `--matrix {arg}`: {why}"), None))?;
+        overrides.items.push((format!("--matrix {arg}"), o));
+    }
+    let registry = Arc::new(Registry::builtin());
+    let pipeline = ablate_spec::load_file(&spec.file, &overrides, &*registry)
+        .map_err(|d| anyhow::Error::new(SpecErrors(d)))?;
+    let workdir = std::env::current_dir().context("failed to read the current directory")?;
+    let plan = ablate_plan::build(&pipeline, &*registry, &workdir)
+        .map_err(|d| anyhow::Error::new(SpecErrors(d)))?;
+    for stage in &spec.force {
+        if pipeline.stage(stage).is_none() {
+            let names = pipeline.stages.iter().map(|s| s.name.as_str());
+            let hint =
+                ablate_spec::did_you_mean(stage, names).map(|s| format!("did you mean `{s}`?"));
+            return Err(input(
+                format!("`--force {stage}`: the pipeline has no stage `{stage}`"),
+                hint,
+            ));
+        }
+    }
+    Ok(Loaded {
+        plan,
+        registry,
+        workdir,
+        forced: spec.force.clone(),
+    })
+}
+
+/// Opens the cache at an absolute path (commands run by `cmd` see it from their own cwd).
+pub fn open_store(dir: &Path) -> anyhow::Result<Store> {
+    let abs = if dir.is_absolute() {
+        dir.to_owned()
+    } else {
+        std::env::current_dir()?.join(dir)
+    };
+    Store::open(&abs).with_context(|| format!("failed to open the cache at `{}`", dir.display()))
+}

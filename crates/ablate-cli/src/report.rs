@@ -1,0 +1,383 @@
+//! Renders the run's event stream: indicatif bars on a terminal, plain lines otherwise, or one
+//! JSON object per event on stdout with `--json`. Progress never mixes with results on stdout.
+
+use std::collections::HashMap;
+use std::io::{BufWriter, Stderr, Stdout, Write};
+use std::time::Duration;
+
+use ablate_plan::InstanceId;
+use ablate_run::{RunEvent, Summary};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Json,
+    Terminal,
+    Plain,
+}
+
+pub struct Reporter {
+    mode: Mode,
+    json: BufWriter<Stdout>,
+    plain: BufWriter<Stderr>,
+    multi: MultiProgress,
+    main: Option<ProgressBar>,
+    bars: HashMap<InstanceId, ProgressBar>,
+    /// Quarter of the epochs last logged per instance (plain mode).
+    logged: HashMap<InstanceId, u64>,
+    /// Cached instances not yet shown, grouped by stage (terminal mode).
+    cached: Vec<(String, String)>,
+    ran: usize,
+    cached_n: usize,
+    failed: usize,
+}
+
+impl Reporter {
+    pub fn new(mode: Mode) -> Self {
+        let multi = MultiProgress::with_draw_target(if mode == Mode::Terminal {
+            ProgressDrawTarget::stderr_with_hz(10)
+        } else {
+            ProgressDrawTarget::hidden()
+        });
+        Reporter {
+            mode,
+            json: BufWriter::new(std::io::stdout()),
+            plain: BufWriter::new(std::io::stderr()),
+            multi,
+            main: None,
+            bars: HashMap::new(),
+            logged: HashMap::new(),
+            cached: Vec::new(),
+            ran: 0,
+            cached_n: 0,
+            failed: 0,
+        }
+    }
+
+    pub fn handle(&mut self, ev: &RunEvent) {
+        match self.mode {
+            Mode::Json => self.json_line(ev),
+            Mode::Terminal => self.terminal(ev),
+            Mode::Plain => self.plain_line(ev),
+        }
+    }
+
+    fn json_line(&mut self, ev: &RunEvent) {
+        let _ = serde_json::to_writer(&mut self.json, ev);
+        let _ = self.json.write_all(b"\n");
+        // Bursts (cache hits, progress) are buffered; anything a reader waits for is flushed.
+        if !matches!(ev, RunEvent::Cached { .. } | RunEvent::Progress { .. }) {
+            let _ = self.json.flush();
+        }
+    }
+
+    fn println(&mut self, line: String) {
+        match self.mode {
+            Mode::Terminal => {
+                let _ = self.multi.println(line);
+            }
+            _ => {
+                let _ = writeln!(self.plain, "{line}");
+            }
+        }
+    }
+
+    fn plain_line(&mut self, ev: &RunEvent) {
+        match ev {
+            RunEvent::Progress {
+                instance,
+                id,
+                step,
+                total,
+                loss,
+                ..
+            } if *total > 0 => {
+                let quarter = step * 4 / total;
+                let last = self.logged.entry(*instance).or_insert(0);
+                if quarter > *last && step < total {
+                    *last = quarter;
+                    let loss = loss.map(|l| format!(" loss {l:.4}")).unwrap_or_default();
+                    let _ = writeln!(self.plain, "  ...     {id}  {step}/{total}{loss}");
+                }
+            }
+            RunEvent::Progress { .. } => {}
+            other => {
+                if let Some(line) = self.common_line(other) {
+                    let _ = writeln!(self.plain, "{line}");
+                }
+                if !matches!(other, RunEvent::Cached { .. }) {
+                    let _ = self.plain.flush();
+                }
+            }
+        }
+    }
+
+    /// Lines that both the terminal and plain modes print.
+    fn common_line(&mut self, ev: &RunEvent) -> Option<String> {
+        match ev {
+            RunEvent::Plan {
+                pipeline,
+                instances,
+                cached,
+                to_run,
+            } => Some(format!(
+                "pipeline `{pipeline}`: {instances} instances, {cached} cached, {to_run} to run"
+            )),
+            RunEvent::Cached { id, key, .. } => {
+                self.cached_n += 1;
+                Some(format!("  cached  {}  {id}", key.short()))
+            }
+            RunEvent::Started { id, attempt, .. } => Some(if *attempt > 1 {
+                format!("  start   {id} (attempt {attempt})")
+            } else {
+                format!("  start   {id}")
+            }),
+            RunEvent::Finished {
+                id,
+                key,
+                seconds,
+                metrics,
+                by_other,
+                ..
+            } => {
+                if *by_other {
+                    self.cached_n += 1;
+                } else {
+                    self.ran += 1;
+                }
+                let shown: Vec<String> = metrics
+                    .iter()
+                    .take(4)
+                    .map(|(k, v)| format!("{k}={}", fmt_metric(*v)))
+                    .collect();
+                let how = if *by_other {
+                    "cached by another run"
+                } else {
+                    "done"
+                };
+                Some(format!(
+                    "  {how:<7} {}  {id}  {seconds:.2}s  {}",
+                    key.short(),
+                    shown.join(" ")
+                ))
+            }
+            RunEvent::Failed {
+                id,
+                key,
+                error,
+                log,
+                will_retry,
+                attempt,
+                ..
+            } => {
+                let mut s = if *will_retry {
+                    format!(
+                        "  retry   {}  {id} (attempt {attempt} failed): {}",
+                        key.short(),
+                        first_line(error)
+                    )
+                } else {
+                    self.failed += 1;
+                    format!(
+                        "  FAILED  {}  {id}\n{}",
+                        key.short(),
+                        indent(error, "          ")
+                    )
+                };
+                if let Some(log) = log {
+                    s.push_str(&format!("\n          logs: {}", log.display()));
+                }
+                Some(s)
+            }
+            RunEvent::Skipped {
+                id, key, because, ..
+            } => Some(format!(
+                "  skipped {}  {id} (needs `{because}`, which failed)",
+                key.short()
+            )),
+            RunEvent::Interrupted { not_run } => Some(format!(
+                "interrupted: {not_run} instances not run; nothing half-written was kept"
+            )),
+            RunEvent::Summary(s) => Some(summary_line(s)),
+            RunEvent::Progress { .. } => None,
+        }
+    }
+
+    fn terminal(&mut self, ev: &RunEvent) {
+        match ev {
+            RunEvent::Plan { instances, .. } => {
+                if let Some(line) = self.common_line(ev) {
+                    self.println(line);
+                }
+                let bar = self.multi.add(ProgressBar::new(*instances as u64));
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{spinner} [{bar:30}] {pos}/{len} {msg} ({elapsed}, ETA {eta})",
+                    )
+                    .expect("valid template")
+                    .progress_chars("=> "),
+                );
+                bar.enable_steady_tick(Duration::from_millis(120));
+                self.main = Some(bar);
+            }
+            RunEvent::Cached { id, .. } => {
+                let stage = id.split('[').next().unwrap_or(id).to_owned();
+                self.cached.push((stage, id.clone()));
+                self.cached_n += 1;
+                self.advance();
+            }
+            RunEvent::Progress {
+                instance,
+                step,
+                total,
+                loss,
+                message,
+                ..
+            } => {
+                if let Some(bar) = self.bars.get(instance) {
+                    let mut msg = format!("{step}/{total}");
+                    if let Some(l) = loss {
+                        msg.push_str(&format!(" loss {l:.4}"));
+                    }
+                    if let Some(m) = message {
+                        msg.push(' ');
+                        msg.push_str(m);
+                    }
+                    bar.set_message(msg);
+                }
+            }
+            RunEvent::Started { instance, id, .. } => {
+                self.flush_cached();
+                let bar = self.multi.insert_from_back(1, ProgressBar::new_spinner());
+                bar.set_style(
+                    ProgressStyle::with_template("  {spinner} {prefix} {msg}")
+                        .expect("valid template"),
+                );
+                bar.set_prefix(id.clone());
+                bar.enable_steady_tick(Duration::from_millis(120));
+                self.bars.insert(*instance, bar);
+            }
+            RunEvent::Finished { instance, .. } | RunEvent::Failed { instance, .. } => {
+                let done = !matches!(
+                    ev,
+                    RunEvent::Failed {
+                        will_retry: true,
+                        ..
+                    }
+                );
+                if let Some(bar) = self.bars.remove(instance) {
+                    bar.finish_and_clear();
+                    self.multi.remove(&bar);
+                }
+                if let Some(line) = self.common_line(ev) {
+                    self.println(line);
+                }
+                if done {
+                    self.advance();
+                }
+            }
+            RunEvent::Skipped { .. } => {
+                if let Some(line) = self.common_line(ev) {
+                    self.println(line);
+                }
+                self.advance();
+            }
+            RunEvent::Interrupted { .. } | RunEvent::Summary(_) => {
+                self.flush_cached();
+                if let RunEvent::Summary(_) = ev
+                    && let Some(bar) = self.main.take()
+                {
+                    bar.finish_and_clear();
+                }
+                if let Some(line) = self.common_line(ev) {
+                    self.println(line);
+                }
+            }
+        }
+    }
+
+    fn advance(&mut self) {
+        if let Some(bar) = &self.main {
+            bar.inc(1);
+            bar.set_message(format!(
+                "ran {} · cached {} · failed {}",
+                self.ran, self.cached_n, self.failed
+            ));
+        }
+    }
+
+    /// Cache hits: one line each when few, else one line per stage.
+    fn flush_cached(&mut self) {
+        if self.cached.is_empty() {
+            return;
+        }
+        let cached = std::mem::take(&mut self.cached);
+        if cached.len() <= 12 {
+            for (_, id) in cached {
+                self.println(format!("  cached  {id}"));
+            }
+            return;
+        }
+        let mut by_stage: Vec<(String, usize)> = Vec::new();
+        for (stage, _) in cached {
+            match by_stage.last_mut() {
+                Some((s, n)) if *s == stage => *n += 1,
+                _ => by_stage.push((stage, 1)),
+            }
+        }
+        for (stage, n) in by_stage {
+            self.println(format!(
+                "  cached  {stage}: {n} instance{}",
+                if n == 1 { "" } else { "s" }
+            ));
+        }
+    }
+
+    pub fn finish(mut self) {
+        let _ = self.json.flush();
+        let _ = self.plain.flush();
+        if let Some(bar) = self.main.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+pub fn summary_line(s: &Summary) -> String {
+    format!(
+        "{} ran, {} cached, {} failed, {} skipped in {}",
+        s.ran,
+        s.cached,
+        s.failed,
+        s.skipped,
+        fmt_secs(s.seconds)
+    )
+}
+
+fn fmt_secs(s: f64) -> String {
+    if s < 1.0 {
+        format!("{:.0}ms", s * 1000.0)
+    } else if s < 120.0 {
+        format!("{s:.1}s")
+    } else {
+        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
+    }
+}
+
+fn fmt_metric(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e12 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+fn indent(s: &str, by: &str) -> String {
+    s.lines()
+        .map(|l| format!("{by}{l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

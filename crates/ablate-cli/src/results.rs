@@ -1,0 +1,136 @@
+//! After a run: rows for `results/<pipeline>/runs.parquet`, report tables copied to
+//! `results/<pipeline>/`, and the keys of this run remembered for `ablate plan`'s explanations.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ablate_cache::{Manifest, Store};
+use ablate_plan::{InstanceId, Plan};
+use ablate_results::RunRecord;
+use anyhow::Context as _;
+
+/// An instance that is complete after this run.
+pub struct Completed {
+    pub instance: InstanceId,
+    pub manifest: Arc<Manifest>,
+    /// Computed by this run (rather than found in the cache).
+    pub computed: bool,
+}
+
+/// Appends the rows of every completed instance not yet in `runs.parquet` (or recomputed) and
+/// publishes report outputs. Returns the path of the run table when it exists.
+pub fn write(
+    results: &Path,
+    store: &Store,
+    plan: &Plan,
+    completed: &[Completed],
+) -> anyhow::Result<Option<PathBuf>> {
+    if completed.is_empty() {
+        return Ok(None);
+    }
+    let dir = results.join(plan.pipeline());
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("failed to create `{}`", dir.display()))?;
+    let runs = dir.join("runs.parquet");
+    let recorded = ablate_results::recorded_instances(&runs)
+        .with_context(|| format!("failed to read `{}`", runs.display()))?;
+    let fresh: Vec<&Completed> = completed
+        .iter()
+        .filter(|c| c.computed || !recorded.contains(&c.manifest.key.to_hex()))
+        .collect();
+    if !fresh.is_empty() {
+        let git_rev = git_revision();
+        let version = env!("CARGO_PKG_VERSION");
+        let mut records = Vec::new();
+        for c in &fresh {
+            records.extend(records_of(plan, c, git_rev.as_deref(), version));
+        }
+        if !records.is_empty() {
+            ablate_results::append_runs(&runs, &records)
+                .with_context(|| format!("failed to write `{}`", runs.display()))?;
+        }
+    }
+    publish(&dir, store, plan, completed)?;
+    Ok(runs.exists().then_some(runs))
+}
+
+fn records_of(plan: &Plan, c: &Completed, git_rev: Option<&str>, version: &str) -> Vec<RunRecord> {
+    let inst = plan.instance(c.instance);
+    let m = &c.manifest;
+    // Columns: every resolved param, then the labels (inherited matrix values win).
+    let mut labels: std::collections::BTreeMap<String, serde_json::Value> = inst.params.clone();
+    labels.extend(inst.labels.iter().cloned());
+    let seed = labels.get("seed").and_then(serde_json::Value::as_i64);
+    m.metrics
+        .iter()
+        .map(|metric| RunRecord {
+            pipeline: plan.pipeline().to_owned(),
+            stage: inst.stage.to_string(),
+            instance: m.key.to_hex(),
+            label: inst.label.clone(),
+            op: inst.op.clone(),
+            labels: labels.clone(),
+            metric: metric.name.clone(),
+            value: metric.value,
+            step: metric.step.map(|s| s as i64),
+            seed,
+            device: m.device.clone(),
+            wall_time_s: m.seconds,
+            started_at_us: m.started_at_us,
+            git_rev: git_rev.map(str::to_owned),
+            ablate_version: version.to_owned(),
+        })
+        .collect()
+}
+
+/// Copies the files a report asked to publish to `results/<pipeline>/<instance id>.<ext>`.
+fn publish(dir: &Path, store: &Store, plan: &Plan, completed: &[Completed]) -> anyhow::Result<()> {
+    let mut written = HashSet::new();
+    for c in completed.iter().filter(|c| !c.manifest.publish.is_empty()) {
+        let inst = plan.instance(c.instance);
+        let stem: String = inst
+            .id
+            .chars()
+            .map(|ch| {
+                if ch.is_ascii_alphanumeric() || "-_.=,".contains(ch) {
+                    ch
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let stem = stem.trim_end_matches('_').replace("_", "-");
+        let entry = store.entry_dir(&c.manifest.key);
+        for file in &c.manifest.publish {
+            let ext = Path::new(file)
+                .extension()
+                .and_then(|e| e.to_str())
+                .unwrap_or("out");
+            let dest = dir.join(format!("{stem}.{ext}"));
+            if !written.insert(dest.clone()) {
+                continue;
+            }
+            let src = entry.join(file);
+            let tmp = dest.with_extension(format!("{ext}.tmp"));
+            std::fs::copy(&src, &tmp).with_context(|| {
+                format!("failed to copy `{}` to `{}`", src.display(), dest.display())
+            })?;
+            std::fs::rename(&tmp, &dest)
+                .with_context(|| format!("failed to write `{}`", dest.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// `git rev-parse HEAD` of the working directory, if it is a repository.
+fn git_revision() -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .filter(|s| !s.is_empty())
+}

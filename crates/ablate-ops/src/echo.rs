@@ -1,0 +1,75 @@
+//! `echo`: the cheapest op there is — records a value as a metric, optionally after a pause.
+//! For trying pipelines, benchmarking the orchestrator, and testing cancellation.
+
+use std::time::{Duration, Instant};
+
+use ablate_cache::Metric;
+use ablate_run::{OpContext, OpError, OpOutput};
+use ablate_spec::{OpSchema, ParamSpec, ParamType};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::params::typed;
+use crate::registry::Op;
+
+pub(crate) struct Echo {
+    schema: OpSchema,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EchoParams {
+    value: f64,
+    sleep_ms: u64,
+}
+
+impl Echo {
+    pub(crate) fn new() -> Self {
+        Echo {
+            schema: OpSchema {
+                name: "echo",
+                version: 1,
+                summary: "Record `value` as the metric `value`, after sleeping `sleep_ms` (stops early when cancelled).",
+                params: vec![
+                    ParamSpec::with_default(
+                        "value",
+                        ParamType::float(),
+                        json!(0.0),
+                        "the metric to record",
+                    ),
+                    ParamSpec::with_default(
+                        "sleep_ms",
+                        ParamType::non_negative_int(),
+                        json!(0),
+                        "milliseconds to wait first",
+                    ),
+                ],
+                gathers: false,
+                free_params: false,
+                inputs_by_name: false,
+                needs: (0, None),
+            },
+        }
+    }
+}
+
+impl Op for Echo {
+    fn schema(&self) -> &OpSchema {
+        &self.schema
+    }
+
+    fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
+        let p: EchoParams = typed("echo", ctx.job.params())?;
+        let until = Instant::now() + Duration::from_millis(p.sleep_ms);
+        while Instant::now() < until {
+            if ctx.is_cancelled() {
+                return Err(OpError::Cancelled);
+            }
+            std::thread::sleep((until - Instant::now()).min(Duration::from_millis(10)));
+        }
+        Ok(OpOutput {
+            metrics: vec![Metric::new("value", p.value)],
+            publish: Vec::new(),
+        })
+    }
+}

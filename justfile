@@ -1,0 +1,38 @@
+# ablate — run `just` to list the recipes.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# The release binary: training is numeric code, and release is what users time.
+ablate := "cargo run --release --quiet -p ablate-cli --"
+
+default:
+    @just --list
+
+# Run a pipeline (e.g. `just run pipelines/quickstart.yaml --jobs 2`).
+run FILE *ARGS:
+    {{ablate}} run {{FILE}} {{ARGS}}
+
+# Show each instance of a pipeline, its key, and whether it is cached or why it will run.
+plan FILE *ARGS:
+    {{ablate}} plan {{FILE}} {{ARGS}}
+
+# Print a Parquet result table.
+table FILE *ARGS:
+    {{ablate}} table {{FILE}} {{ARGS}}
+
+# Any other ablate command (`just ablate ops`, `just ablate cache ls`).
+ablate *ARGS:
+    {{ablate}} {{ARGS}}
+
+# The whole test suite.
+test *ARGS:
+    cargo test --workspace {{ARGS}}
+
+# Orchestration and training benchmarks; writes BENCHMARKS.md.
+bench:
+    python3 scripts/bench.py
+
+# Formatting and lints, as CI checks them.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings

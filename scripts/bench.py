@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""`just bench`: ablate's orchestration and training benchmarks.
+
+Measures, on this machine, in one run (so ratios are comparable):
+  - planning generated sweeps of 1k and 10k `echo` instances (`ablate plan`, empty cache): time and peak RSS;
+  - a fully cached rerun of the same sweeps (`ablate run`, everything a cache hit);
+  - orchestration cost per `cmd` instance: 1k instances of `true` at --jobs 2, against the cost of
+    spawning `sh -c true` itself;
+  - training steps/s of train.flow's model (2→32 lift, 10 residual steps, hidden 64, batch 256),
+    shared and unshared, 1 and 2 threads; and PyTorch on the same model side by side when
+    `$ABLATE_BENCH_PYTHON` (default python3) can import torch.
+Prints a Markdown table and writes it to BENCHMARKS.md. Medians of several runs; the machine is
+shared and noisy, so read the ratios, not the third digit.
+"""
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "ablate")
+TRAIN_BENCH = os.path.join(ROOT, "target", "release", "examples", "train_flow_bench")
+REPEATS = int(os.environ.get("ABLATE_BENCH_REPEATS", "5"))
+
+
+def sh(*args, **kw):
+    return subprocess.run(args, check=True, cwd=kw.pop("cwd", ROOT), **kw)
+
+
+def timed(args, cwd):
+    """Wall seconds and peak RSS (KiB) of one command, output discarded."""
+    t0 = time.perf_counter()
+    p = subprocess.run(["/usr/bin/time", "-f", "%M"] + args, cwd=cwd,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    dt = time.perf_counter() - t0
+    if p.returncode != 0:
+        sys.exit(f"benchmark command failed ({p.returncode}): {' '.join(args)}\n{p.stderr}")
+    return dt, int(p.stderr.strip().splitlines()[-1])
+
+
+def median_of(args, cwd, n=REPEATS):
+    runs = [timed(args, cwd) for _ in range(n)]
+    return statistics.median(r[0] for r in runs), max(r[1] for r in runs)
+
+
+def echo_sweep(path, n):
+    values = ", ".join(str(i) for i in range(n))
+    with open(path, "w") as f:
+        f.write(f"name: sweep{n}\nstages:\n  s:\n    op: echo\n    matrix:\n      value: [{values}]\n")
+
+
+def cmd_sweep(path, n):
+    values = ", ".join(str(i) for i in range(n))
+    with open(path, "w") as f:
+        f.write(f"name: cmd{n}\nstages:\n  c:\n    op: cmd\n    params: {{ run: \"true\" }}\n"
+                f"    matrix:\n      i: [{values}]\n")
+
+
+def main():
+    print("building release binaries ...", file=sys.stderr)
+    sh("cargo", "build", "--release", "--quiet", "-p", "ablate-cli")
+    sh("cargo", "build", "--release", "--quiet", "-p", "ablate-engine", "--example", "train_flow_bench")
+    rows = []
+    work = tempfile.mkdtemp(prefix="ablate-bench-")
+    try:
+        for n in (1000, 10000):
+            f = os.path.join(work, f"sweep{n}.yaml")
+            echo_sweep(f, n)
+            cache, results = os.path.join(work, f"cache{n}"), os.path.join(work, f"results{n}")
+            print(f"plan and no-op rerun, {n} instances ...", file=sys.stderr)
+            t, rss = median_of([BIN, "--cache", os.path.join(work, "empty"), "plan", f, "--format", "json"], work)
+            rows.append((f"plan {n:,} instances (`ablate plan`, empty cache)", f"{t:.3f} s", f"{rss / 1024:.0f} MiB peak RSS"))
+            t_first, _ = timed([BIN, "--cache", cache, "--results", results, "run", f, "--jobs", "2", "--json"], work)
+            t, rss = median_of([BIN, "--cache", cache, "--results", results, "run", f, "--json"], work)
+            rows.append((f"fully cached rerun, {n:,} instances (`ablate run`)", f"{t:.3f} s", f"first run {t_first:.1f} s ({t_first / n * 1000:.2f} ms/instance at --jobs 2)"))
+
+        print("cmd overhead, 1000 instances ...", file=sys.stderr)
+        f = os.path.join(work, "cmd1000.yaml")
+        cmd_sweep(f, 1000)
+        walls = []
+        for i in range(3):
+            cache = os.path.join(work, f"cmdcache{i}")
+            walls.append(timed([BIN, "--cache", cache, "--results", os.path.join(work, "cmdres"), "run", f, "--jobs", "2", "--json"], work)[0])
+        wall = statistics.median(walls)
+        t0 = time.perf_counter()
+        for _ in range(1000):
+            subprocess.run(["sh", "-c", "true"], check=True)
+        spawn = (time.perf_counter() - t0) / 1000
+        per_slot = 2 * wall / 1000
+        rows.append(("1,000 `cmd` instances of `true`, --jobs 2", f"{wall:.2f} s",
+                     f"{per_slot * 1000:.2f} ms per instance per slot, of which `sh -c true` itself {spawn * 1000:.2f} ms "
+                     f"→ orchestration ≈ {(per_slot - spawn) * 1000:.2f} ms"))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    print("training steps/s ...", file=sys.stderr)
+    ours = {}
+    for threads in (1, 2):
+        for weights in ("shared", "unshared"):
+            out = subprocess.run([TRAIN_BENCH, "--weights", weights, "--threads", str(threads)],
+                                 check=True, capture_output=True, text=True).stdout
+            ours[(weights, threads)] = json.loads(out.strip().splitlines()[-1])["steps_per_s"]
+    torch_rates = {}
+    python = os.environ.get("ABLATE_BENCH_PYTHON", "python3")
+    probe = subprocess.run([python, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True)
+    torch_version = probe.stdout.strip() if probe.returncode == 0 else None
+    if torch_version:
+        out = subprocess.run([python, os.path.join(ROOT, "scripts", "bench_torch.py"), "2"],
+                             check=True, capture_output=True, text=True).stdout
+        for line in out.strip().splitlines():
+            d = json.loads(line)
+            torch_rates[d["weights"]] = d["steps_per_s"]
+    for weights in ("shared", "unshared"):
+        note = f"1 thread: {ours[(weights, 1)]:.0f} steps/s"
+        if weights in torch_rates:
+            note += f"; PyTorch {torch_version} (2 threads): {torch_rates[weights]:.0f} steps/s → {ours[(weights, 2)] / torch_rates[weights]:.1f}×"
+        rows.append((f"train.flow steps/s, {weights} weights, batch 256 (2 threads)", f"{ours[(weights, 2)]:.0f}", note))
+
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+    rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured by `just bench` (scripts/bench.py) on {datetime.date.today()}, revision `{rev or 'unknown'}`,",
+        f"{os.cpu_count()} cores ({cpu}). Medians of {REPEATS} runs (3 for `cmd`); shared, noisy machine.",
+        "",
+        "| measure | result | detail |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    if not torch_version:
+        lines += ["", "PyTorch was not importable by `$ABLATE_BENCH_PYTHON`, so no side-by-side figure: see ../shared/notes/performance.md."]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    main()
