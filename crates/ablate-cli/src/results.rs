@@ -100,7 +100,8 @@ fn publish(dir: &Path, store: &Store, plan: &Plan, completed: &[Completed]) -> a
                 }
             })
             .collect();
-        let stem = stem.trim_end_matches('_').replace("_", "-");
+        // `report[metric=acc]` → `report_metric=acc`: no brackets to quote in a shell.
+        let stem = stem.trim_end_matches('_');
         let entry = store.entry_dir(&c.manifest.key);
         for file in &c.manifest.publish {
             let ext = Path::new(file)
