@@ -1,4 +1,5 @@
 use std::collections::HashSet;
+use std::fmt::Write as _;
 
 use ablate_cache::{Lookup, VerifyMode};
 
@@ -7,7 +8,9 @@ use crate::load::{load, open_store};
 
 pub fn cache(global: &Global, args: CacheArgs) -> anyhow::Result<u8> {
     let store = open_store(&global.cache)?;
-    match args.command {
+    // Printed at the end: `--fix` removes every invalid entry even when stdout has gone.
+    let mut out = String::new();
+    let code = match args.command {
         CacheCommand::Ls => {
             let entries = store.entries()?;
             let total: u64 = entries.iter().map(|e| e.size).sum();
@@ -19,7 +22,8 @@ pub fn cache(global: &Global, args: CacheArgs) -> anyhow::Result<u8> {
                         } else {
                             format!("{}[{}]", m.origin.stage, m.origin.label)
                         };
-                        println!(
+                        let _ = writeln!(
+                            out,
                             "{}  {:<12} {:>9}  {:>7.2}s  {}/{}",
                             e.key.short(),
                             m.input.op,
@@ -29,16 +33,19 @@ pub fn cache(global: &Global, args: CacheArgs) -> anyhow::Result<u8> {
                             origin
                         );
                     }
-                    None => println!("{}  (no readable manifest)", e.key.short()),
+                    None => {
+                        let _ = writeln!(out, "{}  (no readable manifest)", e.key.short());
+                    }
                 }
             }
-            println!(
+            let _ = writeln!(
+                out,
                 "{} entries, {} in `{}`",
                 entries.len(),
                 human_bytes(total),
                 store.root().display()
             );
-            Ok(crate::EXIT_OK)
+            crate::EXIT_OK
         }
         CacheCommand::Verify { fix } => {
             let keys = store.keys()?;
@@ -52,21 +59,22 @@ pub fn cache(global: &Global, args: CacheArgs) -> anyhow::Result<u8> {
                 bad += 1;
                 if fix {
                     store.remove(key)?;
-                    println!("removed {}: {why}", key.short());
+                    let _ = writeln!(out, "removed {}: {why}", key.short());
                 } else {
-                    println!("invalid {}: {why}", key.short());
+                    let _ = writeln!(out, "invalid {}: {why}", key.short());
                 }
             }
-            println!(
+            let _ = writeln!(
+                out,
                 "{} entries verified, {bad} invalid{}",
                 keys.len(),
                 if fix && bad > 0 { " (removed)" } else { "" }
             );
-            Ok(if bad > 0 && !fix {
+            if bad > 0 && !fix {
                 crate::EXIT_FAILURE
             } else {
                 crate::EXIT_OK
-            })
+            }
         }
         CacheCommand::Gc { pipelines, dry_run } => {
             let keep = if pipelines.is_empty() {
@@ -85,16 +93,19 @@ pub fn cache(global: &Global, args: CacheArgs) -> anyhow::Result<u8> {
                 Some(keep)
             };
             let r = store.gc(keep.as_ref(), dry_run)?;
-            println!(
+            let _ = writeln!(
+                out,
                 "{} {} entries and {} leftovers, {}",
                 if dry_run { "would remove" } else { "removed" },
                 r.entries,
                 r.leftovers,
                 human_bytes(r.bytes)
             );
-            Ok(crate::EXIT_OK)
+            crate::EXIT_OK
         }
-    }
+    };
+    crate::stdout::print(&out)?;
+    Ok(code)
 }
 
 pub fn human_bytes(n: u64) -> String {

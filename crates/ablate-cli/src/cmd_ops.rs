@@ -60,6 +60,6 @@ pub fn ops(args: OpsArgs) -> anyhow::Result<u8> {
             .map(|s| format!("did you mean `{s}`?"));
         return Err(input(format!("there is no op `{op}`"), hint));
     }
-    print!("{out}");
+    crate::stdout::print(&out)?;
     Ok(crate::EXIT_OK)
 }

@@ -16,6 +16,6 @@ pub fn table(args: TableArgs) -> anyhow::Result<u8> {
     } else {
         ablate_results::render_text(&table)
     };
-    print!("{text}");
+    crate::stdout::print(&text)?;
     Ok(crate::EXIT_OK)
 }

@@ -11,6 +11,7 @@ mod error;
 mod load;
 mod report;
 mod results;
+mod stdout;
 
 use std::process::ExitCode;
 

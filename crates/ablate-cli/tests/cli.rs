@@ -1,0 +1,1817 @@
+//! The `ablate` binary end to end: real pipeline files written into a temp dir, real runs
+//! against a cache and a results directory inside it, exit codes, stderr, `--json` events and
+//! the Parquet tables read back.
+//!
+//! Every command runs with the temp dir as its working directory and explicit `--cache` and
+//! `--results`, so no test touches the repository's `cache/` or `results/`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ablate_results::{ColumnData, Table};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ablate");
+
+const EXIT_OK: i32 = 0;
+const EXIT_FAILURE: i32 = 1;
+const EXIT_INVALID_INPUT: i32 = 2;
+const EXIT_INTERRUPTED: i32 = 130;
+
+/// Data → a 2×2 `train.flow` matrix → `eval.flow` per model → one report: 10 instances, a
+/// second or two in a debug build.
+const TINY_FLOW: &str = r#"
+name: tiny
+defaults: { seed: 0 }
+stages:
+  points:
+    op: data.toy2d
+    params: { kind: moons, n_train: 200, n_test: 200, noise: 0.1 }
+  flow:
+    op: train.flow
+    needs: [points]
+    matrix:
+      weights: [shared, unshared]
+      steps: [1, 2]
+    params: { hidden: 8, epochs: 5, batch: 50, lr: 0.01 }
+  eval:
+    op: eval.flow
+    needs: [flow]
+  acc:
+    op: report.table
+    needs: [eval]
+    params: { rows: [weights], cols: [steps], metric: test_acc, aggregate: mean }
+"#;
+const TINY_FLOW_INSTANCES: usize = 1 + 4 + 4 + 1;
+
+/// A temp dir holding pipeline files, `cache/` and `results/`.
+struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Self {
+        Sandbox {
+            dir: tempfile::Builder::new()
+                .prefix("ablate-cli-test")
+                .tempdir()
+                .expect("create a temp dir"),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn cache(&self) -> PathBuf {
+        self.path().join("cache")
+    }
+
+    fn results(&self) -> PathBuf {
+        self.path().join("results")
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path().join(name);
+        std::fs::write(&path, text).expect("write a pipeline file");
+        path
+    }
+
+    /// `ablate ARGS --cache <tmp>/cache --results <tmp>/results`, run in the temp dir.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .arg("--cache")
+            .arg(self.cache())
+            .arg("--results")
+            .arg(self.results())
+            .current_dir(self.path())
+            .env_remove("ABLATE_CACHE")
+            .env_remove("ABLATE_RESULTS")
+            .env_remove("ABLATE_LOG")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn ablate(&self, args: &[&str]) -> Run {
+        Run::from(self.command(args).output().expect("run the ablate binary"))
+    }
+
+    /// `ablate plan FILE ARGS --format json`: instance id → its plan entry.
+    fn plan(&self, file: &str, args: &[&str]) -> BTreeMap<String, Value> {
+        let mut all = vec!["plan", file, "--format", "json"];
+        all.extend_from_slice(args);
+        let run = self.ablate(&all).code(EXIT_OK);
+        plan_entries(&run.stdout)
+    }
+
+    /// Instance id → key, from `ablate plan --format json`.
+    fn keys(&self, file: &str, args: &[&str]) -> BTreeMap<String, String> {
+        self.plan(file, args)
+            .into_iter()
+            .map(|(id, v)| (id, v["key"].as_str().expect("key").to_owned()))
+            .collect()
+    }
+
+    /// The directory of a cache entry: `<cache>/v1/<key[..2]>/<key>`.
+    fn entry(&self, key: &str) -> PathBuf {
+        self.cache().join("v1").join(&key[..2]).join(key)
+    }
+}
+
+fn plan_entries(stdout: &str) -> BTreeMap<String, Value> {
+    let doc: Value = serde_json::from_str(stdout)
+        .unwrap_or_else(|e| panic!("plan --format json is not JSON ({e}):\n{stdout}"));
+    doc["instances"]
+        .as_array()
+        .expect("`instances` is an array")
+        .iter()
+        .map(|i| (i["id"].as_str().expect("id").to_owned(), i.clone()))
+        .collect()
+}
+
+/// What a finished `ablate` process left behind.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Run {
+            code: o.status.code(),
+            stdout: String::from_utf8(o.stdout).expect("stdout is UTF-8"),
+            stderr: String::from_utf8(o.stderr).expect("stderr is UTF-8"),
+        }
+    }
+}
+
+impl Run {
+    /// Asserts the exit code, showing both streams when it differs.
+    #[track_caller]
+    fn code(self, expected: i32) -> Self {
+        assert_eq!(
+            self.code,
+            Some(expected),
+            "unexpected exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// The `--json` event stream, one object per stdout line.
+    fn events(&self) -> Vec<Value> {
+        events_of(&self.stdout)
+    }
+
+    /// Ids of the instances with event `kind`, sorted.
+    fn ids(&self, kind: &str) -> Vec<String> {
+        ids_of(&self.events(), kind)
+    }
+
+    fn summary(&self) -> Value {
+        let events = self.events();
+        let last = events.last().expect("at least one event");
+        assert_eq!(last["event"], "summary", "the last event is the summary");
+        last.clone()
+    }
+}
+
+fn events_of(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON event ({e}): {l}")))
+        .collect()
+}
+
+fn ids_of(events: &[Value], kind: &str) -> Vec<String> {
+    let mut ids: Vec<String> = events
+        .iter()
+        .filter(|e| e["event"] == kind)
+        .map(|e| e["id"].as_str().expect("event id").to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// The stage of an instance id (`flow[weights=shared,steps=1]` → `flow`).
+fn stage_of(id: &str) -> &str {
+    id.split('[').next().unwrap_or(id)
+}
+
+/// How many ids fall in each stage.
+fn per_stage(ids: &[String]) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for id in ids {
+        *out.entry(stage_of(id).to_owned()).or_default() += 1;
+    }
+    out
+}
+
+fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+    pairs.iter().map(|(s, n)| ((*s).to_owned(), *n)).collect()
+}
+
+/// Asserts the summary's counts, which are the last line of a `--json` run.
+#[track_caller]
+fn assert_summary(run: &Run, ran: u64, cached: u64, failed: u64, skipped: u64) {
+    let s = run.summary();
+    assert_eq!(
+        (
+            s["ran"].as_u64(),
+            s["cached"].as_u64(),
+            s["failed"].as_u64(),
+            s["skipped"].as_u64()
+        ),
+        (Some(ran), Some(cached), Some(failed), Some(skipped)),
+        "summary {s}\n--- stderr\n{}",
+        run.stderr
+    );
+}
+
+fn read_parquet(path: &Path) -> Table {
+    ablate_results::read_table(path)
+        .unwrap_or_else(|e| panic!("cannot read `{}`: {e}", path.display()))
+}
+
+fn column<'a>(table: &'a Table, name: &str) -> &'a ColumnData {
+    &table
+        .column(name)
+        .unwrap_or_else(|| panic!("no column `{name}`"))
+        .data
+}
+
+fn strs(data: &ColumnData) -> &[Option<String>] {
+    match data {
+        ColumnData::Str(v) => v,
+        other => panic!("expected a string column, found {}", other.kind_name()),
+    }
+}
+
+fn floats(data: &ColumnData) -> &[Option<f64>] {
+    match data {
+        ColumnData::Float(v) => v,
+        other => panic!("expected a float column, found {}", other.kind_name()),
+    }
+}
+
+fn ints(data: &ColumnData) -> &[Option<i64>] {
+    match data {
+        ColumnData::Int(v) => v,
+        other => panic!("expected an int column, found {}", other.kind_name()),
+    }
+}
+
+/// `(stage, label, metric, step) → value` of every row of a run table.
+fn metric_values(table: &Table) -> BTreeMap<(String, String, String, Option<i64>), f64> {
+    let stage = strs(column(table, "stage"));
+    let label = strs(column(table, "label"));
+    let metric = strs(column(table, "metric"));
+    let step = ints(column(table, "step"));
+    let value = floats(column(table, "value"));
+    let mut out = BTreeMap::new();
+    for row in 0..table.num_rows() {
+        let k = (
+            stage[row].clone().unwrap(),
+            label[row].clone().unwrap_or_default(),
+            metric[row].clone().unwrap(),
+            step[row],
+        );
+        assert!(
+            out.insert(k.clone(), value[row].unwrap()).is_none(),
+            "duplicate row {k:?}"
+        );
+    }
+    out
+}
+
+// --- 1. Invalid pipeline files: exit code 2 and the rendered errors, as snapshots -------------
+
+fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/invalid")
+}
+
+/// `ablate plan NAME.yaml` run from the fixture directory (so the paths in the errors are the
+/// bare file names): asserts exit code 2 and nothing on stdout, returns stderr.
+fn plan_invalid(name: &str) -> String {
+    let cache = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["plan", name, "--cache"])
+        .arg(cache.path())
+        .current_dir(fixtures_dir())
+        .env_remove("ABLATE_CACHE")
+        .env_remove("ABLATE_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the ablate binary");
+    let run = Run::from(out).code(EXIT_INVALID_INPUT);
+    assert_eq!(run.stdout, "", "{name}: nothing on stdout");
+    run.stderr
+}
+
+/// Each fixture's stderr is compared with `NAME.stderr` next to it. Run with
+/// `UPDATE_SNAPSHOTS=1` to rewrite them after a deliberate change, then review the diff.
+#[test]
+fn invalid_pipelines_match_their_error_snapshots() {
+    let mut fixtures: Vec<String> = std::fs::read_dir(fixtures_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yaml"))
+        .collect();
+    fixtures.sort();
+    assert!(fixtures.len() >= 8, "fixtures: {fixtures:?}");
+    let update = std::env::var_os("UPDATE_SNAPSHOTS").is_some();
+    let mut mismatched = Vec::new();
+    for name in &fixtures {
+        let stderr = plan_invalid(name);
+        let snapshot = fixtures_dir().join(name.replace(".yaml", ".stderr"));
+        if update {
+            std::fs::write(&snapshot, &stderr).unwrap();
+        } else if std::fs::read_to_string(&snapshot).ok().as_deref() != Some(stderr.as_str()) {
+            mismatched.push(format!("{}:\n{stderr}", snapshot.display()));
+        }
+    }
+    assert!(
+        mismatched.is_empty(),
+        "snapshots differ (UPDATE_SNAPSHOTS=1 to accept, then review):\n{}",
+        mismatched.join("\n")
+    );
+}
+
+/// Asserts that every fragment occurs in `text`.
+#[track_caller]
+fn assert_contains_all(text: &str, fragments: &[&str]) {
+    for f in fragments {
+        assert!(text.contains(f), "missing {f:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn typo_in_a_key_points_at_it_and_suggests_the_key() {
+    let err = plan_invalid("typo_key.yaml");
+    assert_contains_all(
+        &err,
+        &[
+            "error: unknown key `parms` in stage `points`",
+            "--> typo_key.yaml:6:5",
+            " 6 |     parms: { kind: moons, n_train: 200 }",
+            "   |     ^^^^^ unknown key",
+            "hint: did you mean `params`?",
+        ],
+    );
+}
+
+#[test]
+fn unknown_op_suggests_the_nearest_op() {
+    let err = plan_invalid("unknown_op.yaml");
+    assert_contains_all(
+        &err,
+        &[
+            "error: unknown op `train.flwo` in stage `flow`",
+            "--> unknown_op.yaml:7:9",
+            "^^^^^^^^^^ unknown op",
+            "hint: did you mean `train.flow`?",
+        ],
+    );
+}
+
+#[test]
+fn wrong_type_names_the_expected_type() {
+    let err = plan_invalid("wrong_type.yaml");
+    assert_contains_all(
+        &err,
+        &[
+            "parameter `steps` of op `train.flow` expects an integer ≥ 1, found a string `four`",
+            "--> wrong_type.yaml:9:39",
+            "^^^^ expected an integer ≥ 1",
+        ],
+    );
+}
+
+#[test]
+fn missing_need_suggests_the_stage() {
+    let err = plan_invalid("missing_need.yaml");
+    assert_contains_all(
+        &err,
+        &[
+            "error: unknown stage `spiral` in `needs` of stage `flow`",
+            "--> missing_need.yaml:9:13",
+            "^^^^^^ no such stage",
+            "hint: did you mean `spirals`?",
+        ],
+    );
+}
+
+#[test]
+fn cycle_names_every_stage_in_it() {
+    let err = plan_invalid("cycle.yaml");
+    assert_contains_all(
+        &err,
+        &[
+            "error: the stages `a`, `b`, `c` form a cycle",
+            "--> cycle.yaml:6:12",
+            "`a` → `b` → `c` → `a`",
+        ],
+    );
+}
+
+#[test]
+fn bad_interpolation_reports_both_references() {
+    let err = plan_invalid("bad_interpolation.yaml");
+    assert_contains_all(
+        &err,
+        &[
+            "unknown variable `x` in `${vars.x}`",
+            "bad_interpolation.yaml:11:23",
+            "unclosed `${` in `${vars.hidden`",
+            "bad_interpolation.yaml:11:41",
+            "error: the pipeline has 2 problems",
+        ],
+    );
+}
+
+/// What `many.yaml` gets wrong; see the comments in `every_problem_of_a_file_is_reported…`.
+const PROBLEMS_IN_MANY: usize = 7;
+
+#[test]
+fn a_pipeline_name_that_escapes_results_is_refused() {
+    let err = plan_invalid("bad_name.yaml");
+    assert_contains_all(
+        &err,
+        &[
+            "error: invalid pipeline name `..`",
+            "--> bad_name.yaml:2:7",
+            "hint: the name becomes `results/<name>/`",
+        ],
+    );
+}
+
+#[test]
+fn every_problem_of_a_file_is_reported_in_file_order() {
+    let err = plan_invalid("many.yaml");
+    let expected = [
+        "many.yaml:3:1",   // descripton
+        "many.yaml:9:35",  // noise: lots
+        "many.yaml:11:9",  // train.flwo
+        "many.yaml:12:13", // point
+        "many.yaml:16:14", // retries: two
+        "many.yaml:20:5",  // parms
+        "many.yaml:23:20", // "echo ${vars.widht}"
+    ];
+    let mut last = 0;
+    for at in expected {
+        let pos = err
+            .find(&format!("--> {at}\n"))
+            .unwrap_or_else(|| panic!("no error at {at} in:\n{err}"));
+        assert!(pos > last, "{at} is reported out of order in:\n{err}");
+        last = pos;
+    }
+    assert_contains_all(
+        &err,
+        &[
+            "did you mean `description`?",
+            "did you mean `train.flow`?",
+            "did you mean `points`?",
+            "did you mean `params`?",
+            "did you mean `width`?",
+        ],
+    );
+    let reported = err.lines().filter(|l| l.starts_with("error: ")).count() - 1;
+    assert_eq!(reported, PROBLEMS_IN_MANY, "{err}");
+    assert!(
+        err.ends_with(&format!(
+            "error: the pipeline has {PROBLEMS_IN_MANY} problems\n"
+        )),
+        "{err}"
+    );
+}
+
+// --- 2. Keys: independent of where ablate runs, sensitive to exactly what changed --------------
+
+/// Two data sets with a model each; the first model is evaluated and tabulated. A change to
+/// one branch must leave the other's keys alone.
+const TWO_BRANCHES: &str = r#"
+name: branches
+defaults: { seed: 0 }
+stages:
+  spirals:
+    op: data.toy2d
+    params: { kind: spirals, n_train: 200, n_test: 200 }
+  moons:
+    op: data.toy2d
+    params: { kind: moons, n_train: 200, n_test: 200 }
+  flow_a:
+    op: train.flow
+    needs: [spirals]
+    matrix: { steps: [1, 2] }
+    params: { hidden: 8, epochs: 5, lr: 0.01 }
+  flow_b:
+    op: train.flow
+    needs: [moons]
+    matrix: { steps: [1, 2] }
+    params: { hidden: 8, epochs: 5, lr: 0.01 }
+  eval_a:
+    op: eval.flow
+    needs: [flow_a]
+  table:
+    op: report.table
+    needs: [eval_a]
+    params: { rows: [steps], metric: test_acc }
+"#;
+
+#[test]
+fn keys_do_not_depend_on_the_working_dir_or_the_cache_dir() {
+    let (one, two) = (Sandbox::new(), Sandbox::new());
+    one.write("p.yaml", TWO_BRANCHES);
+    two.write("p.yaml", TWO_BRANCHES);
+    let a = one.keys("p.yaml", &[]);
+    let b = two.keys("p.yaml", &[]);
+    // A different cache dir name, too, and an absolute path to the file.
+    let file = two.path().join("p.yaml");
+    let c = Run::from(
+        Command::new(BIN)
+            .args([
+                "plan",
+                file.to_str().unwrap(),
+                "--format",
+                "json",
+                "--cache",
+            ])
+            .arg(two.path().join("elsewhere"))
+            .current_dir(one.path())
+            .env_remove("ABLATE_CACHE")
+            .output()
+            .unwrap(),
+    )
+    .code(EXIT_OK);
+    let c: BTreeMap<String, String> = plan_entries(&c.stdout)
+        .into_iter()
+        .map(|(id, v)| (id, v["key"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(a.len(), 2 + 2 + 2 + 2 + 1);
+    assert_eq!(a, b);
+    assert_eq!(a, c);
+    let distinct: BTreeSet<&String> = a.values().collect();
+    assert_eq!(distinct.len(), a.len(), "every instance has its own key");
+    assert!(
+        a.values()
+            .all(|k| k.len() == 64 && k.bytes().all(|b| b.is_ascii_hexdigit()))
+    );
+}
+
+#[test]
+fn a_set_changes_exactly_the_keys_of_its_stage_and_downstream() {
+    let sb = Sandbox::new();
+    sb.write("p.yaml", TWO_BRANCHES);
+    let before = sb.keys("p.yaml", &[]);
+    let after = sb.keys("p.yaml", &["--set", "flow_a.params.lr=0.02"]);
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>()
+    );
+    let changed: Vec<&str> = before
+        .iter()
+        .filter(|(id, k)| after[*id] != **k)
+        .map(|(id, _)| id.as_str())
+        .collect();
+    assert_eq!(
+        changed,
+        [
+            "eval_a[steps=1]",
+            "eval_a[steps=2]",
+            "flow_a[steps=1]",
+            "flow_a[steps=2]",
+            "table"
+        ]
+    );
+    // Setting a param to the value it already has changes nothing.
+    assert_eq!(
+        sb.keys("p.yaml", &["--set", "flow_a.params.lr=0.01"]),
+        before
+    );
+    // A default written out explicitly is the same param set, hence the same key.
+    assert_eq!(
+        sb.keys("p.yaml", &["--set", "flow_b.params.batch=128"]),
+        before
+    );
+}
+
+#[test]
+fn runs_with_one_or_two_jobs_give_identical_keys_and_metrics() {
+    let (one, two) = (Sandbox::new(), Sandbox::new());
+    one.write("p.yaml", TINY_FLOW);
+    two.write("p.yaml", TINY_FLOW);
+    let r1 = one
+        .ablate(&["run", "p.yaml", "--json", "--jobs", "1"])
+        .code(EXIT_OK);
+    // Two threads per training, too: threads stay out of the key, so they must not change
+    // the results either.
+    let r2 = two
+        .ablate(&[
+            "run",
+            "p.yaml",
+            "--json",
+            "--jobs",
+            "2",
+            "--set",
+            "flow.resources.cpus=2",
+        ])
+        .code(EXIT_OK);
+    let keys = |r: &Run| -> BTreeMap<String, String> {
+        r.events()
+            .iter()
+            .filter(|e| e["event"] == "finished")
+            .map(|e| {
+                (
+                    e["id"].as_str().unwrap().to_owned(),
+                    e["key"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(keys(&r1).len(), TINY_FLOW_INSTANCES);
+    assert_eq!(keys(&r1), keys(&r2));
+    let m1 = metric_values(&read_parquet(&one.results().join("tiny/runs.parquet")));
+    let m2 = metric_values(&read_parquet(&two.results().join("tiny/runs.parquet")));
+    assert!(m1.len() > 20, "{m1:?}");
+    assert_eq!(m1, m2, "train.flow and eval.flow are deterministic");
+}
+
+// --- 3. End to end: computed once, then cached -----------------------------------------------
+
+#[test]
+fn a_second_run_is_entirely_cached() {
+    let sb = Sandbox::new();
+    sb.write("p.yaml", TINY_FLOW);
+    let n = TINY_FLOW_INSTANCES as u64;
+    let first = sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    assert_summary(&first, n, 0, 0, 0);
+    assert_eq!(first.ids("started").len(), TINY_FLOW_INSTANCES);
+    assert_eq!(first.ids("finished"), first.ids("started"));
+    assert_eq!(first.events()[0]["event"], "plan");
+    assert_eq!(first.events()[0]["to_run"], TINY_FLOW_INSTANCES);
+
+    let second = sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    assert_summary(&second, 0, n, 0, 0);
+    assert_eq!(second.ids("started"), Vec::<String>::new());
+    assert_eq!(second.ids("cached"), first.ids("finished"));
+
+    // The summary is the last line, its keys in this order.
+    for (run, ran, cached) in [(&first, n, 0), (&second, 0, n)] {
+        let last = run.stdout.lines().last().unwrap();
+        let prefix = format!(
+            r#"{{"event":"summary","ran":{ran},"cached":{cached},"failed":0,"skipped":0,"seconds":"#
+        );
+        let seconds = last
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix('}'))
+            .unwrap_or_else(|| panic!("unexpected summary line: {last}"));
+        let seconds: f64 = seconds.parse().expect("seconds is a number");
+        assert!((0.0..600.0).contains(&seconds));
+    }
+
+    let dir = sb.results().join("tiny");
+    for file in ["runs.parquet", "acc.parquet", "acc.md"] {
+        assert!(dir.join(file).is_file(), "missing results/tiny/{file}");
+    }
+    let md = std::fs::read_to_string(dir.join("acc.md")).unwrap();
+    assert_contains_all(&md, &["shared", "unshared", "| weights"]);
+    let acc = read_parquet(&dir.join("acc.parquet"));
+    assert_eq!(acc.num_rows(), 2, "one row per weights value");
+    // Without --json, progress goes to stderr and nothing to stdout.
+    let plain = sb.ablate(&["run", "p.yaml"]).code(EXIT_OK);
+    assert_eq!(plain.stdout, "");
+    assert_contains_all(&plain.stderr, &["0 ran, 10 cached, 0 failed, 0 skipped"]);
+}
+
+// --- 4. --set: only the affected instances run again, and plan says why -----------------------
+
+#[test]
+fn a_set_reruns_only_the_affected_instances_and_plan_says_why() {
+    let sb = Sandbox::new();
+    sb.write("p.yaml", TINY_FLOW);
+    sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+
+    let set = ["--set", "flow.params.lr=0.02"];
+    let plan = sb.plan("p.yaml", &set);
+    for (id, entry) in &plan {
+        let (status, reason) = (&entry["status"], &entry["reason"]);
+        match stage_of(id) {
+            "points" => assert_eq!(status, "cached", "{id}"),
+            "flow" => {
+                assert_eq!(
+                    (status.as_str(), reason.as_str()),
+                    (Some("run"), Some("params changed")),
+                    "{id}"
+                );
+                assert_eq!(entry["detail"], "params changed (lr: 0.01 → 0.02)", "{id}");
+            }
+            "eval" | "acc" => {
+                assert_eq!(
+                    (status.as_str(), reason.as_str()),
+                    (Some("run"), Some("input changed")),
+                    "{id}"
+                );
+            }
+            other => panic!("unexpected stage {other}"),
+        }
+    }
+    let text = sb
+        .ablate(&["plan", "p.yaml", "--set", "flow.params.lr=0.02"])
+        .code(EXIT_OK);
+    assert_contains_all(
+        &text.stdout,
+        &[
+            "pipeline `tiny`: 10 instances, 1 cached, 9 to run",
+            "run: params changed (lr: 0.01 → 0.02)",
+        ],
+    );
+
+    let rerun = sb
+        .ablate(&["run", "p.yaml", "--json", "--set", "flow.params.lr=0.02"])
+        .code(EXIT_OK);
+    assert_eq!(
+        per_stage(&rerun.ids("started")),
+        counts(&[("flow", 4), ("eval", 4), ("acc", 1)])
+    );
+    assert_eq!(rerun.ids("cached"), ["points"]);
+    assert_summary(&rerun, 9, 1, 0, 0);
+    // And back: everything is in the cache already.
+    let back = sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    assert_summary(&back, 0, 10, 0, 0);
+}
+
+// --- 5. A failed instance fails only its dependants ---------------------------------------------
+
+const FAILING: &str = r#"
+name: failing
+stages:
+  probe:
+    op: cmd
+    matrix: { i: [1, 2, 3] }
+    params: { run: "echo boom-{param.i} >&2; test {param.i} -ne 2" }
+  after:
+    op: cmd
+    needs: [probe]
+    params: { run: "echo ok > {out}/ok.txt" }
+"#;
+
+#[test]
+fn a_failed_instance_skips_its_dependants_and_keeps_its_siblings() {
+    let sb = Sandbox::new();
+    sb.write("p.yaml", FAILING);
+    let run = sb
+        .ablate(&["run", "p.yaml", "--json", "--jobs", "2"])
+        .code(EXIT_FAILURE);
+    assert_summary(&run, 4, 0, 1, 1);
+    assert_eq!(run.ids("failed"), ["probe[i=2]"]);
+    assert_eq!(run.ids("skipped"), ["after[i=2]"]);
+    assert_eq!(
+        run.ids("finished"),
+        ["after[i=1]", "after[i=3]", "probe[i=1]", "probe[i=3]"]
+    );
+    let events = run.events();
+    let failed = events.iter().find(|e| e["event"] == "failed").unwrap();
+    assert_eq!(failed["will_retry"], false);
+    let error = failed["error"].as_str().unwrap();
+    assert_contains_all(error, &["exit status 1", "boom-2"]);
+    let log = PathBuf::from(
+        failed["log"]
+            .as_str()
+            .expect("the failed event names its log"),
+    );
+    let stderr = std::fs::read_to_string(log.join("stderr.log"))
+        .unwrap_or_else(|e| panic!("no stderr.log in {}: {e}", log.display()));
+    assert_eq!(stderr, "boom-2\n");
+    let skipped = events.iter().find(|e| e["event"] == "skipped").unwrap();
+    assert_eq!(skipped["because"], "probe[i=2]");
+
+    // The siblings' entries are complete: verify passes and the next run takes them.
+    let verify = sb.ablate(&["cache", "verify"]).code(EXIT_OK);
+    assert_contains_all(&verify.stdout, &["4 entries verified, 0 invalid"]);
+    let again = sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_FAILURE);
+    assert_eq!(
+        again.ids("cached"),
+        ["after[i=1]", "after[i=3]", "probe[i=1]", "probe[i=3]"]
+    );
+    assert_eq!(again.ids("started"), ["probe[i=2]"]);
+    assert_summary(&again, 0, 4, 1, 1);
+    // The plain rendering names the failure and its logs on stderr.
+    let plain = sb.ablate(&["run", "p.yaml"]).code(EXIT_FAILURE);
+    assert_contains_all(
+        &plain.stderr,
+        &[
+            "FAILED",
+            "probe[i=2]",
+            "logs: ",
+            "0 ran, 4 cached, 1 failed, 1 skipped",
+        ],
+    );
+}
+
+// --- 6. A corrupted entry is found, recomputed, and removable -----------------------------------
+
+/// Flips one byte of `path` in place (same size) and moves its mtime, as a disk or a careless
+/// edit would.
+fn corrupt(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    let mtime = std::fs::metadata(path).unwrap().modified().unwrap();
+    std::fs::write(path, &bytes).unwrap();
+    let f = std::fs::File::options().write(true).open(path).unwrap();
+    f.set_modified(mtime + Duration::from_secs(2)).unwrap();
+}
+
+#[test]
+fn a_corrupted_entry_is_reported_and_recomputed() {
+    let sb = Sandbox::new();
+    sb.write("p.yaml", TINY_FLOW);
+    sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    let keys = sb.keys("p.yaml", &[]);
+    let data = sb.entry(&keys["points"]).join("train.parquet");
+    assert!(data.is_file(), "{}", data.display());
+    corrupt(&data);
+
+    let verify = sb.ablate(&["cache", "verify"]).code(EXIT_FAILURE);
+    let short = &keys["points"][..8];
+    assert_contains_all(
+        &verify.stdout,
+        &[
+            &format!("invalid {short}"),
+            "train.parquet",
+            "10 entries verified, 1 invalid",
+        ],
+    );
+    let plan = sb.plan("p.yaml", &[]);
+    for (id, entry) in &plan {
+        if id == "points" {
+            assert_eq!(entry["status"], "run");
+            assert_eq!(entry["reason"], "invalid");
+        } else {
+            assert_eq!(entry["status"], "cached", "{id}");
+        }
+    }
+
+    let rerun = sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    assert_eq!(rerun.ids("started"), ["points"]);
+    assert_summary(&rerun, 1, 9, 0, 0);
+    sb.ablate(&["cache", "verify"]).code(EXIT_OK);
+    assert!(
+        sb.plan("p.yaml", &[])
+            .values()
+            .all(|e| e["status"] == "cached"),
+        "everything is cached after the rerun"
+    );
+}
+
+#[test]
+fn cache_verify_fix_removes_the_invalid_entry() {
+    let sb = Sandbox::new();
+    sb.write("p.yaml", TINY_FLOW);
+    sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    let keys = sb.keys("p.yaml", &[]);
+    let victim = &keys["flow[weights=unshared,steps=2]"];
+    corrupt(&sb.entry(victim).join("model.safetensors"));
+
+    let fix = sb.ablate(&["cache", "verify", "--fix"]).code(EXIT_OK);
+    assert_contains_all(
+        &fix.stdout,
+        &[
+            &format!("removed {}", &victim[..8]),
+            "10 entries verified, 1 invalid (removed)",
+        ],
+    );
+    assert!(!sb.entry(victim).exists(), "the invalid entry is gone");
+    for (id, key) in &keys {
+        if key != victim {
+            assert!(
+                sb.entry(key).join("manifest.json").is_file(),
+                "{id} was kept"
+            );
+        }
+    }
+    let verify = sb.ablate(&["cache", "verify"]).code(EXIT_OK);
+    assert_contains_all(&verify.stdout, &["9 entries verified, 0 invalid"]);
+    // The removed instance is new again to the plan; its dependants are still cached.
+    let plan = sb.plan("p.yaml", &[]);
+    let to_run: Vec<&String> = plan
+        .iter()
+        .filter(|(_, e)| e["status"] == "run")
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(to_run, ["flow[weights=unshared,steps=2]"]);
+}
+
+// --- 7. runs.parquet reads back with its documented schema -------------------------------------
+
+#[test]
+fn runs_parquet_has_the_fixed_columns_then_the_labels() {
+    let sb = Sandbox::new();
+    sb.write("p.yaml", TINY_FLOW);
+    sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    let runs = sb.results().join("tiny/runs.parquet");
+    let t = read_parquet(&runs);
+
+    let names: Vec<&str> = t.column_names().collect();
+    assert_eq!(names[..14], ablate_results::RUN_COLUMNS);
+    assert_eq!(
+        names[..14],
+        [
+            "pipeline",
+            "stage",
+            "instance",
+            "label",
+            "op",
+            "metric",
+            "value",
+            "step",
+            "seed",
+            "device",
+            "wall_time_s",
+            "started_at",
+            "git_rev",
+            "ablate_version"
+        ]
+    );
+    let labels = &names[14..];
+    let mut sorted = labels.to_vec();
+    sorted.sort();
+    assert_eq!(labels, sorted, "label columns follow, sorted by name");
+    assert!(
+        labels.contains(&"weights") && labels.contains(&"steps"),
+        "{labels:?}"
+    );
+
+    let weights = strs(column(&t, "weights"));
+    let steps = ints(column(&t, "steps"));
+    let stage = strs(column(&t, "stage"));
+    let metric = strs(column(&t, "metric"));
+    let step = ints(column(&t, "step"));
+    let value = floats(column(&t, "value"));
+    let seed = ints(column(&t, "seed"));
+    let instance = strs(column(&t, "instance"));
+    let pipeline = strs(column(&t, "pipeline"));
+    let op = strs(column(&t, "op"));
+    let _ = floats(column(&t, "wall_time_s"));
+    let _ = ints(column(&t, "started_at"));
+
+    let mut loss_steps: BTreeMap<(String, String), Vec<i64>> = BTreeMap::new();
+    let mut test_acc = 0;
+    for row in 0..t.num_rows() {
+        assert_eq!(pipeline[row].as_deref(), Some("tiny"));
+        assert_eq!(instance[row].as_ref().unwrap().len(), 64);
+        let stage = stage[row].as_deref().unwrap();
+        if stage == "flow" || stage == "eval" {
+            // Matrix values: the model's own, and inherited by its evaluation.
+            let w = weights[row].as_deref().unwrap();
+            assert!(w == "shared" || w == "unshared", "{w}");
+            assert!(matches!(steps[row], Some(1 | 2)), "{:?}", steps[row]);
+        }
+        if stage == "flow" {
+            // From `defaults:` (eval.flow has no seed param of its own, nor a seed label).
+            assert_eq!(seed[row], Some(0), "{stage}");
+        }
+        match metric[row].as_deref().unwrap() {
+            "loss" => {
+                assert_eq!(stage, "flow");
+                assert_eq!(op[row].as_deref(), Some("train.flow"));
+                loss_steps
+                    .entry((
+                        weights[row].clone().unwrap(),
+                        steps[row].unwrap().to_string(),
+                    ))
+                    .or_default()
+                    .push(step[row].expect("a per-epoch loss has its step"));
+                assert!(value[row].unwrap().is_finite());
+            }
+            "test_acc" => {
+                assert_eq!(stage, "eval");
+                assert_eq!(step[row], None);
+                let acc = value[row].unwrap();
+                assert!((0.0..=1.0).contains(&acc), "test_acc {acc}");
+                test_acc += 1;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(test_acc, 4, "one test_acc per trained model");
+    assert_eq!(loss_steps.len(), 4);
+    for (model, mut s) in loss_steps {
+        s.sort();
+        assert_eq!(s.len(), 5, "one loss per epoch for {model:?}: {s:?}");
+        s.dedup();
+        assert_eq!(s.len(), 5, "distinct steps for {model:?}");
+    }
+
+    // A second, cached run does not duplicate rows.
+    sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    assert_eq!(read_parquet(&runs).num_rows(), t.num_rows());
+}
+
+#[test]
+fn table_prints_a_parquet_file() {
+    let sb = Sandbox::new();
+    sb.write("p.yaml", TINY_FLOW);
+    sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    let out = sb
+        .ablate(&["table", "results/tiny/runs.parquet"])
+        .code(EXIT_OK);
+    let header = out.stdout.lines().next().unwrap();
+    for col in ablate_results::RUN_COLUMNS
+        .iter()
+        .chain(&["weights", "steps"])
+    {
+        assert!(
+            header.split_whitespace().any(|h| h == *col),
+            "no column `{col}` in the header: {header}"
+        );
+    }
+    assert!(out.stdout.contains("test_acc"));
+    let md = sb
+        .ablate(&["table", "results/tiny/acc.parquet", "--markdown"])
+        .code(EXIT_OK);
+    assert!(md.stdout.starts_with("| weights"), "{}", md.stdout);
+    let missing = sb
+        .ablate(&["table", "results/tiny/nope.parquet"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &missing.stderr,
+        &["`results/tiny/nope.parquet` does not exist"],
+    );
+}
+
+// --- 8. Ctrl-C ----------------------------------------------------------------------------------
+
+/// A running `ablate` whose stdout lines arrive on a channel.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ablate");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits until `n` events of `kind` have been printed.
+    fn wait_for(&mut self, kind: &str, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let pattern = format!(r#""event":"{kind}""#);
+        while self.seen.iter().filter(|l| l.contains(&pattern)).count() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => {
+                    let _ = self.child.kill();
+                    panic!(
+                        "no {n} `{kind}` events within {timeout:?}; saw {:?}",
+                        self.seen
+                    );
+                }
+            }
+        }
+    }
+
+    fn interrupt(&self) {
+        // SAFETY: sending a signal to our own child has no memory-safety preconditions.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
+        assert_eq!(rc, 0, "kill(SIGINT) failed");
+    }
+
+    /// Waits for the exit (killing it after `timeout`), then returns the exit code, all the
+    /// stdout lines, and stderr.
+    fn finish(mut self, timeout: Duration) -> (Option<i32>, Vec<String>, String) {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("ablate did not exit within {timeout:?} of Ctrl-C");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        self.seen.extend(self.lines.iter());
+        let mut stderr = String::new();
+        use std::io::Read as _;
+        let _ = self
+            .child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr);
+        (status.code(), self.seen, stderr)
+    }
+}
+
+/// No directory left in `<cache>/v1/tmp/`.
+#[track_caller]
+fn assert_no_temp_entries(sb: &Sandbox) {
+    let tmp: Vec<_> = std::fs::read_dir(sb.cache().join("v1/tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(tmp.is_empty(), "left in v1/tmp: {tmp:?}");
+}
+
+#[test]
+fn ctrl_c_stops_the_run_and_keeps_nothing_half_written() {
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        r#"
+name: sleepy
+stages:
+  nap:
+    op: echo
+    matrix: { value: [1, 2, 3, 4] }
+    params: { sleep_ms: 30000 }
+"#,
+    );
+    let keys = sb.keys("p.yaml", &[]);
+    let mut running = Running::spawn(sb.command(&["run", "p.yaml", "--jobs", "2", "--json"]));
+    running.wait_for("started", 2, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    running.interrupt();
+    // Uncancelled, the two running instances would take another ~30 s.
+    let (code, lines, stderr) = running.finish(Duration::from_secs(10));
+    let stopped_in = t0.elapsed();
+    assert_eq!(code, Some(EXIT_INTERRUPTED), "stderr:\n{stderr}");
+    assert!(stopped_in < Duration::from_secs(10), "{stopped_in:?}");
+    let events = events_of(&lines.join("\n"));
+    assert_eq!(ids_of(&events, "started").len(), 2, "{lines:?}");
+    assert!(ids_of(&events, "finished").is_empty(), "{lines:?}");
+    let n = events.len();
+    assert!(n >= 2, "{lines:?}");
+    assert_eq!(events[n - 2]["event"], "interrupted");
+    assert_eq!(events[n - 2]["not_run"], 4);
+    assert_eq!(events[n - 1]["event"], "summary");
+    assert_eq!(events[n - 1]["ran"], 0);
+    assert_eq!(events[n - 1]["skipped"], 4);
+
+    assert_no_temp_entries(&sb);
+    for (id, key) in &keys {
+        assert!(!sb.entry(key).exists(), "{id} has a cache entry");
+    }
+    assert!(
+        sb.plan("p.yaml", &[])
+            .values()
+            .all(|e| e["status"] == "run")
+    );
+}
+
+/// The pid a `cmd` wrote, polled for.
+fn read_pid(path: &Path) -> libc::pid_t {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path)
+            && let Ok(pid) = s.trim().parse()
+        {
+            return pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Alive and not a zombie waiting for a reaper.
+fn process_alive(pid: libc::pid_t) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => !stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn one_ctrl_c_stops_a_cmd_and_its_children() {
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        r#"
+name: sleeper
+stages:
+  wait:
+    op: cmd
+    params: { run: "sleep 30 & echo $! > sleeper.pid; wait" }
+"#,
+    );
+    let key = sb.keys("p.yaml", &[])["wait"].clone();
+    let mut running = Running::spawn(sb.command(&["run", "p.yaml", "--json"]));
+    running.wait_for("started", 1, Duration::from_secs(20));
+    let sleeper = read_pid(&sb.path().join("sleeper.pid"));
+    assert!(process_alive(sleeper));
+    running.interrupt();
+    let (code, lines, stderr) = running.finish(Duration::from_secs(10));
+    assert_eq!(code, Some(EXIT_INTERRUPTED), "stderr:\n{stderr}");
+    assert!(
+        lines.iter().any(|l| l.contains(r#""event":"interrupted""#)),
+        "{lines:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while process_alive(sleeper) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let alive = process_alive(sleeper);
+    if alive {
+        // SAFETY: as above; do not leave it behind.
+        unsafe { libc::kill(sleeper, libc::SIGKILL) };
+    }
+    assert!(!alive, "`sleep 30` outlived the run");
+    assert_no_temp_entries(&sb);
+    assert!(!sb.entry(&key).exists());
+}
+
+#[test]
+fn a_second_ctrl_c_kills_a_command_that_ignores_the_first() {
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        r#"
+name: stubborn
+stages:
+  wait:
+    op: cmd
+    params: { run: "trap '' TERM; sleep 30 & echo $! > sleeper.pid; wait" }
+"#,
+    );
+    let key = sb.keys("p.yaml", &[])["wait"].clone();
+    let mut running = Running::spawn(sb.command(&["run", "p.yaml", "--json"]));
+    running.wait_for("started", 1, Duration::from_secs(20));
+    let sleeper = read_pid(&sb.path().join("sleeper.pid"));
+    running.interrupt();
+    // The first Ctrl-C asks politely (SIGTERM to the group), which this command ignores.
+    std::thread::sleep(Duration::from_millis(700));
+    let still_running = running.child.try_wait().unwrap().is_none();
+    let sleeper_alive = process_alive(sleeper);
+    running.interrupt();
+    let (code, lines, stderr) = running.finish(Duration::from_secs(10));
+    let sleeper_alive_after = process_alive(sleeper);
+    if sleeper_alive_after {
+        // SAFETY: as above; do not leave it behind.
+        unsafe { libc::kill(sleeper, libc::SIGKILL) };
+    }
+    assert!(still_running, "one Ctrl-C must not kill: stderr:\n{stderr}");
+    assert!(sleeper_alive, "the command ignores SIGTERM");
+    assert_eq!(code, Some(EXIT_INTERRUPTED), "stderr:\n{stderr}");
+    assert!(
+        !sleeper_alive_after,
+        "the second Ctrl-C kills the command's group"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains(r#""event":"finished""#)),
+        "{lines:?}"
+    );
+    assert!(
+        !sb.entry(&key).exists(),
+        "a killed instance leaves no entry"
+    );
+    // Anything a killed writer left in tmp/ is a leftover for gc, never an entry.
+    sb.ablate(&["cache", "gc"]).code(EXIT_OK);
+    assert_no_temp_entries(&sb);
+}
+
+// --- 9. ops, missing files, --force ---------------------------------------------------------------
+
+#[test]
+fn ops_lists_every_op_with_its_params_and_defaults() {
+    let sb = Sandbox::new();
+    let out = sb.ablate(&["ops"]).code(EXIT_OK);
+    for op in [
+        "data.toy2d",
+        "train.flow",
+        "eval.flow",
+        "report.table",
+        "cmd",
+        "echo",
+    ] {
+        assert!(
+            out.stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("{op} (version "))),
+            "`{op}` is not listed:\n{}",
+            out.stdout
+        );
+    }
+    // Each param on a line of its own with its type and default (or `required`).
+    let line_of = |param: &str| {
+        out.stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{param} ")))
+            .unwrap_or_else(|| panic!("no line for `{param}`:\n{}", out.stdout))
+            .to_owned()
+    };
+    assert_eq!(
+        line_of("n_train").trim(),
+        "n_train  an integer ≥ 1 (default 1000)"
+    );
+    assert_eq!(
+        line_of("kind").trim(),
+        "kind     one of `spirals`, `moons`, `circles` (default \"spirals\")"
+    );
+    assert!(line_of("sleep_ms").contains("(default 0)"));
+    assert!(line_of("run").contains("(required)"));
+    assert!(
+        line_of("weights").contains("default \"shared\""),
+        "{}",
+        line_of("weights")
+    );
+
+    let one = sb.ablate(&["ops", "echo"]).code(EXIT_OK);
+    assert!(one.stdout.starts_with("echo (version "), "{}", one.stdout);
+    assert!(!one.stdout.contains("train.flow"));
+}
+
+#[test]
+fn ops_with_an_unknown_name_is_an_input_error() {
+    let sb = Sandbox::new();
+    let nope = sb.ablate(&["ops", "nope"]).code(EXIT_INVALID_INPUT);
+    assert_contains_all(&nope.stderr, &["error: there is no op `nope`"]);
+    let typo = sb.ablate(&["ops", "train.flwo"]).code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &typo.stderr,
+        &[
+            "error: there is no op `train.flwo`",
+            "hint: did you mean `train.flow`?",
+        ],
+    );
+}
+
+#[test]
+fn running_a_missing_file_names_it() {
+    let sb = Sandbox::new();
+    let run = sb.ablate(&["run", "missing.yaml"]).code(EXIT_INVALID_INPUT);
+    assert!(run.stderr.contains("missing.yaml"), "{}", run.stderr);
+    assert!(run.stderr.starts_with("error: "), "{}", run.stderr);
+    let plan = sb
+        .ablate(&["plan", "missing.yaml"])
+        .code(EXIT_INVALID_INPUT);
+    assert!(plan.stderr.contains("missing.yaml"), "{}", plan.stderr);
+    assert!(
+        !sb.results().exists(),
+        "nothing written for a missing pipeline"
+    );
+}
+
+#[test]
+fn force_reruns_the_stage_and_its_downstream() {
+    let sb = Sandbox::new();
+    sb.write("p.yaml", TINY_FLOW);
+    sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    let plan = sb.plan("p.yaml", &["--force", "eval"]);
+    for (id, e) in &plan {
+        let expected = match stage_of(id) {
+            "eval" | "acc" => "run",
+            _ => "cached",
+        };
+        assert_eq!(e["status"], expected, "{id}");
+    }
+    let forced = sb
+        .ablate(&["run", "p.yaml", "--json", "--force", "eval"])
+        .code(EXIT_OK);
+    assert_eq!(
+        per_stage(&forced.ids("started")),
+        counts(&[("eval", 4), ("acc", 1)])
+    );
+    assert_summary(&forced, 5, 5, 0, 0);
+}
+
+#[test]
+fn force_of_an_unknown_stage_is_an_input_error() {
+    let sb = Sandbox::new();
+    sb.write("p.yaml", TINY_FLOW);
+    let run = sb
+        .ablate(&["run", "p.yaml", "--force", "evl"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &run.stderr,
+        &[
+            "the pipeline has no stage `evl`",
+            "hint: did you mean `eval`?",
+        ],
+    );
+    let nosuch = sb
+        .ablate(&["run", "p.yaml", "--force", "nosuch"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(&nosuch.stderr, &["no stage `nosuch`"]);
+    assert!(!sb.results().exists(), "nothing ran");
+}
+
+// --- More of the cache and the runner: deps, gc, retries, concurrent runs, the run table -------
+
+#[test]
+fn cmd_deps_are_hashed_by_content_and_plan_names_them() {
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        r#"
+name: deps
+stages:
+  probe:
+    op: cmd
+    params: { run: "sh probe.sh {out}", deps: [probe.sh] }
+"#,
+    );
+    let probe = |x: f64| {
+        sb.write(
+            "probe.sh",
+            &format!("echo '{{\"x\": {x}}}' > \"$1/metrics.json\"\n"),
+        )
+    };
+    probe(1.5);
+    let first = sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    let finished = first
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "finished")
+        .unwrap();
+    assert_eq!(
+        finished["metrics"]["x"], 1.5,
+        "metrics.json becomes the metrics"
+    );
+    let key = sb.keys("p.yaml", &[]);
+
+    // Rewriting the same bytes (a new mtime) changes nothing.
+    probe(1.5);
+    assert_eq!(sb.keys("p.yaml", &[]), key);
+    assert_eq!(sb.plan("p.yaml", &[])["probe"]["status"], "cached");
+
+    probe(2.5);
+    let plan = sb.plan("p.yaml", &[]);
+    assert_ne!(plan["probe"]["key"], key["probe"].as_str());
+    assert_eq!(plan["probe"]["reason"], "deps changed");
+    assert_eq!(plan["probe"]["detail"], "deps changed (probe.sh)");
+    let second = sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    let finished = second
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "finished")
+        .unwrap();
+    assert_eq!(finished["metrics"]["x"], 2.5);
+
+    std::fs::remove_file(sb.path().join("probe.sh")).unwrap();
+    let missing = sb.ablate(&["run", "p.yaml"]).code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &missing.stderr,
+        &[
+            "stage `probe` depends on `probe.sh`, which cannot be read",
+            "--> p.yaml:4:3",
+        ],
+    );
+}
+
+#[test]
+fn cache_gc_keeps_only_what_the_named_pipelines_use() {
+    let sb = Sandbox::new();
+    sb.write("p.yaml", TINY_FLOW);
+    sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    sb.ablate(&["run", "p.yaml", "--json", "--set", "flow.params.lr=0.02"])
+        .code(EXIT_OK);
+    let ls = sb.ablate(&["cache", "ls"]).code(EXIT_OK);
+    assert!(ls.stdout.contains("\n19 entries, "), "{}", ls.stdout);
+
+    let dry = sb
+        .ablate(&["cache", "gc", "p.yaml", "--dry-run"])
+        .code(EXIT_OK);
+    assert!(
+        dry.stdout
+            .starts_with("would remove 9 entries and 0 leftovers"),
+        "{}",
+        dry.stdout
+    );
+    assert!(
+        sb.ablate(&["cache", "ls"])
+            .stdout
+            .contains("\n19 entries, ")
+    );
+
+    let gc = sb.ablate(&["cache", "gc", "p.yaml"]).code(EXIT_OK);
+    assert!(
+        gc.stdout.starts_with("removed 9 entries and 0 leftovers"),
+        "{}",
+        gc.stdout
+    );
+    assert!(
+        sb.plan("p.yaml", &[])
+            .values()
+            .all(|e| e["status"] == "cached")
+    );
+    let changed = sb.plan("p.yaml", &["--set", "flow.params.lr=0.02"]);
+    assert_eq!(
+        changed.values().filter(|e| e["status"] == "cached").count(),
+        1
+    );
+}
+
+#[test]
+fn a_failed_attempt_is_retried() {
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        r#"
+name: flaky
+stages:
+  flaky:
+    op: cmd
+    retries: 2
+    # Fails the first time only.
+    params: { run: "n=$(cat tries 2>/dev/null || echo 0); echo $((n+1)) > tries; test $n -ge 1" }
+"#,
+    );
+    let run = sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    let kinds: Vec<(String, Value)> = run
+        .events()
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap().to_owned(),
+                e["attempt"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("plan".to_owned(), Value::Null),
+            ("started".to_owned(), 1.into()),
+            ("failed".to_owned(), 1.into()),
+            ("started".to_owned(), 2.into()),
+            ("finished".to_owned(), Value::Null),
+            ("summary".to_owned(), Value::Null),
+        ]
+    );
+    assert_eq!(run.events()[2]["will_retry"], true);
+    assert_summary(&run, 1, 0, 0, 0);
+    assert_eq!(
+        std::fs::read_to_string(sb.path().join("tries")).unwrap(),
+        "2\n"
+    );
+}
+
+#[test]
+fn two_runs_at_once_compute_an_instance_once() {
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        r#"
+name: slow
+stages:
+  slow:
+    op: echo
+    params: { value: 7, sleep_ms: 3000 }
+"#,
+    );
+    let mut first = Running::spawn(sb.command(&["run", "p.yaml", "--json"]));
+    first.wait_for("started", 1, Duration::from_secs(20));
+    // `started` comes just before the first run takes the key's lock; give it that moment.
+    std::thread::sleep(Duration::from_millis(300));
+    // The second run finds no entry, waits for the first one's lock, then takes its result.
+    let second = sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    let (code, lines, stderr) = first.finish(Duration::from_secs(20));
+    assert_eq!(code, Some(EXIT_OK), "{stderr}");
+    let first = events_of(&lines.join("\n"));
+    assert_eq!(first.last().unwrap()["ran"], 1);
+    assert_summary(&second, 0, 1, 0, 0);
+    let finished = second
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "finished")
+        .unwrap();
+    assert_eq!(finished["by_other"], true);
+    assert_eq!(finished["metrics"]["value"], 7.0);
+}
+
+#[test]
+fn runs_parquet_appends_new_instances_and_replaces_recomputed_ones() {
+    let sb = Sandbox::new();
+    sb.write("p.yaml", TINY_FLOW);
+    let runs = sb.results().join("tiny/runs.parquet");
+    sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    let first = metric_values(&read_parquet(&runs));
+    sb.ablate(&["run", "p.yaml", "--json", "--force", "flow"])
+        .code(EXIT_OK);
+    assert_eq!(
+        metric_values(&read_parquet(&runs)),
+        first,
+        "recomputed rows replace theirs (same values: the op is deterministic)"
+    );
+    sb.ablate(&["run", "p.yaml", "--json", "--set", "flow.params.lr=0.02"])
+        .code(EXIT_OK);
+    let t = read_parquet(&runs);
+    let instances: BTreeSet<&str> = strs(column(&t, "instance"))
+        .iter()
+        .map(|i| i.as_deref().unwrap())
+        .collect();
+    // Rows of both learning rates: 4 models + 4 evaluations each (data and report have none).
+    assert_eq!(instances.len(), 16);
+    let lr: BTreeSet<String> = floats(column(&t, "lr"))
+        .iter()
+        .flatten()
+        .map(|v| v.to_string())
+        .collect();
+    assert_eq!(lr, BTreeSet::from(["0.01".to_owned(), "0.02".to_owned()]));
+}
+
+#[test]
+fn a_matrix_override_replaces_an_axis() {
+    let sb = Sandbox::new();
+    sb.write("p.yaml", TINY_FLOW);
+    let plan = sb.plan("p.yaml", &["--matrix", "flow.steps=1,3,5"]);
+    let flows: Vec<&String> = plan.keys().filter(|id| stage_of(id) == "flow").collect();
+    assert_eq!(
+        flows,
+        [
+            "flow[weights=shared,steps=1]",
+            "flow[weights=shared,steps=3]",
+            "flow[weights=shared,steps=5]",
+            "flow[weights=unshared,steps=1]",
+            "flow[weights=unshared,steps=3]",
+            "flow[weights=unshared,steps=5]",
+        ]
+    );
+    assert_eq!(plan.len(), 1 + 6 + 6 + 1);
+    let bad = sb
+        .ablate(&["plan", "p.yaml", "--matrix", "flow.stesp=1,2"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(&bad.stderr, &["unknown parameter `stesp`"]);
+    let jobs = sb
+        .ablate(&["run", "p.yaml", "--jobs", "0"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(&jobs.stderr, &["error: `--jobs` must be at least 1"]);
+}
+
+#[test]
+fn plan_renders_dot_and_mermaid() {
+    let sb = Sandbox::new();
+    sb.write("p.yaml", TINY_FLOW);
+    let keys = sb.keys("p.yaml", &[]);
+    let dot = sb
+        .ablate(&["plan", "p.yaml", "--format", "dot"])
+        .code(EXIT_OK);
+    assert!(
+        dot.stdout.starts_with("digraph \"tiny\" {"),
+        "{}",
+        dot.stdout
+    );
+    // One node per instance, one edge per input: 4 + 4 + 4 (the report gathers the evals).
+    assert_eq!(dot.stdout.matches(" [label=").count(), keys.len());
+    assert_eq!(dot.stdout.matches(" -> ").count(), 12);
+    let mermaid = sb
+        .ablate(&["plan", "p.yaml", "--format", "mermaid"])
+        .code(EXIT_OK);
+    assert!(mermaid.stdout.starts_with("flowchart LR\n"));
+    assert_eq!(mermaid.stdout.matches(" --> ").count(), 12);
+    for key in keys.values() {
+        assert!(dot.stdout.contains(&key[..8]) && mermaid.stdout.contains(&key[..8]));
+    }
+}
+
+// --- 10. The repository's own pipelines plan ------------------------------------------------------
+
+#[test]
+fn every_pipeline_in_the_repository_plans() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo.join("pipelines"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    files.sort();
+    assert!(
+        files.iter().any(|f| f.ends_with("quickstart.yaml")),
+        "{files:?}"
+    );
+    let cache = tempfile::tempdir().unwrap();
+    for file in files {
+        // From the repository root, as a user would: `cmd` deps are relative to it.
+        let out = Command::new(BIN)
+            .arg("plan")
+            .arg(&file)
+            .args(["--format", "json", "--cache"])
+            .arg(cache.path())
+            .current_dir(&repo)
+            .env_remove("ABLATE_CACHE")
+            .env_remove("ABLATE_LOG")
+            .output()
+            .unwrap();
+        let run = Run::from(out);
+        assert_eq!(
+            run.code,
+            Some(EXIT_OK),
+            "{} does not plan:\n{}",
+            file.display(),
+            run.stderr
+        );
+        let plan = plan_entries(&run.stdout);
+        assert!(!plan.is_empty(), "{} has no instances", file.display());
+    }
+}
+
+// --- Regressions ----------------------------------------------------------------------------------
+
+/// Report outputs were published as `sharing-by-steps.md` for a stage `sharing_by_steps`: every
+/// `_` of the instance id became `-`, so `results/<pipeline>/<stage>.md` did not exist.
+#[test]
+fn report_outputs_of_a_stage_with_underscores_were_published_with_dashes() {
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        r#"
+name: under_score
+stages:
+  runs:
+    op: echo
+    matrix: { value: [1, 2] }
+  value_by_value:
+    op: report.table
+    needs: [runs]
+    params: { rows: [value], metric: value, aggregate: mean }
+"#,
+    );
+    sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    let dir = sb.results().join("under_score");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "runs.parquet",
+            "value_by_value.md",
+            "value_by_value.parquet"
+        ]
+    );
+    let table = read_parquet(&dir.join("value_by_value.parquet"));
+    assert_eq!(table.num_rows(), 2);
+}
+
+/// `ablate ops | head -1` and friends panicked ("failed printing to stdout: Broken pipe", exit
+/// 101) once the reader had gone; a closed pipe must end the output quietly with exit 0.
+#[test]
+fn printing_to_a_closed_pipe_panicked() {
+    let sb = Sandbox::new();
+    sb.write("p.yaml", TINY_FLOW);
+    sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    for args in [
+        &["ops"][..],
+        &["table", "results/tiny/runs.parquet"],
+        &["cache", "ls"],
+        &["cache", "verify"],
+        &["plan", "p.yaml"],
+    ] {
+        // The read end is closed before ablate starts: its first write gets EPIPE.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = sb
+            .command(args)
+            .stdout(Stdio::from(writer))
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(EXIT_OK),
+            "ablate {args:?}:\n{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "ablate {args:?}:\n{stderr}");
+    }
+}
