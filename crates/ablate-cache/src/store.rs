@@ -116,7 +116,8 @@ impl Store {
                 manifest.format
             ));
         }
-        if manifest.key != *key || manifest.input.key() != *key {
+        // Re-deriving the key from the recorded inputs costs a hash per entry: full checks only.
+        if manifest.key != *key || (mode == VerifyMode::Full && manifest.input.key() != *key) {
             return Lookup::Invalid("its manifest belongs to another key".into());
         }
         for out in &manifest.outputs {
@@ -174,6 +175,29 @@ impl Store {
     pub fn remove(&self, key: &InstanceKey) -> Result<(), CacheError> {
         let dir = self.entry_dir(key);
         remove_dir_atomically(self, &dir)
+    }
+
+    /// Whether `key` has an entry directory among `buckets` (from [`Store::bucket_listing`]).
+    /// Listing 256 bucket directories once is far cheaper than a failing `open` per key when
+    /// a large plan meets an empty or cold cache.
+    pub fn bucket_listing(&self) -> HashSet<String> {
+        let mut names = HashSet::new();
+        let Ok(rd) = fs::read_dir(&self.v1) else {
+            return names;
+        };
+        for bucket in rd.flatten() {
+            if bucket.file_name().len() != 2 {
+                continue;
+            }
+            if let Ok(entries) = fs::read_dir(bucket.path()) {
+                names.extend(
+                    entries
+                        .flatten()
+                        .filter_map(|e| e.file_name().into_string().ok()),
+                );
+            }
+        }
+        names
     }
 
     /// Every entry directory in the store, complete or not.
@@ -306,6 +330,10 @@ impl Store {
             .unwrap_or_default()
     }
 
+    pub fn has_index(&self, pipeline: &str) -> bool {
+        self.index_path(pipeline).exists()
+    }
+
     pub fn save_index(&self, pipeline: &str, index: &PipelineIndex) -> Result<(), CacheError> {
         let path = self.index_path(pipeline);
         let bytes = serde_json::to_vec(index).expect("index serialises");
@@ -375,7 +403,7 @@ impl TempEntry<'_> {
             manifest.key = self.key;
             manifest.outputs = hash_tree(&dir)?;
             let path = dir.join(MANIFEST);
-            let bytes = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
+            let bytes = serde_json::to_vec(&manifest).expect("manifest serialises");
             fs::write(&path, bytes).map_err(CacheError::io(&path))?;
             let dest = self.store.entry_dir(&self.key);
             let bucket = dest.parent().expect("entry has a bucket");

@@ -108,6 +108,8 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
     {
         eprintln!("results: {}", runs.display());
     }
+    // The process ends here: skip freeing the plan and its manifests one by one.
+    std::mem::forget((loaded, statuses, completed));
     Ok(if cancel.is_cancelled() {
         crate::EXIT_INTERRUPTED
     } else if summary.failed > 0 {

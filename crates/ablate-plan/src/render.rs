@@ -2,9 +2,11 @@
 
 use std::fmt::Write as _;
 
-use serde_json::json;
+use ablate_cache::InstanceKey;
+use ablate_spec::Value;
+use serde::Serialize;
 
-use crate::{Plan, Status};
+use crate::{Plan, Reason, Status};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -76,30 +78,63 @@ fn text(plan: &Plan, statuses: &[Status]) -> String {
     out
 }
 
+/// One instance in `--format json`, borrowed from the plan (a 10k-instance plan renders
+/// without building a `Value` tree).
+#[derive(Serialize)]
+struct JsonInstance<'a> {
+    id: &'a str,
+    stage: &'a str,
+    label: &'a str,
+    labels: Labels<'a>,
+    op: &'a str,
+    key: &'a InstanceKey,
+    status: &'static str,
+    reason: Option<&'static str>,
+    detail: Option<String>,
+    inputs: Vec<&'a InstanceKey>,
+}
+
+struct Labels<'a>(&'a [(String, Value)]);
+
+impl Serialize for Labels<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+#[derive(Serialize)]
+struct JsonPlan<'a> {
+    pipeline: &'a str,
+    instances: Vec<JsonInstance<'a>>,
+}
+
 fn json(plan: &Plan, statuses: &[Status]) -> String {
-    let instances: Vec<_> = plan
+    let instances = plan
         .instances()
         .map(|(id, inst)| {
             let (status, reason) = match &statuses[id.index()] {
                 Status::Cached(_) => ("cached", None),
                 Status::Run(r) => ("run", Some(r)),
             };
-            json!({
-                "id": inst.id,
-                "stage": inst.stage,
-                "label": inst.label,
-                "labels": inst.label_map(),
-                "op": inst.op,
-                "key": inst.key,
-                "status": status,
-                "reason": reason.map(|r| r.kind()),
-                "detail": reason.map(|r| r.to_string()),
-                "inputs": inst.inputs.iter().map(|i| plan.instance(*i).key).collect::<Vec<_>>(),
-            })
+            JsonInstance {
+                id: &inst.id,
+                stage: inst.stage.as_str(),
+                label: &inst.label,
+                labels: Labels(&inst.labels),
+                op: &inst.op,
+                key: &inst.key,
+                status,
+                reason: reason.map(Reason::kind),
+                detail: reason.map(Reason::to_string),
+                inputs: inst.inputs.iter().map(|i| &plan.instance(*i).key).collect(),
+            }
         })
         .collect();
-    let doc = json!({ "pipeline": plan.pipeline(), "instances": instances });
-    let mut s = serde_json::to_string_pretty(&doc).expect("plan serialises");
+    let mut s = serde_json::to_string_pretty(&JsonPlan {
+        pipeline: plan.pipeline(),
+        instances,
+    })
+    .expect("plan serialises");
     s.push('\n');
     s
 }

@@ -146,7 +146,8 @@ pub fn statuses(plan: &Plan, store: &Store, forced: &[&str]) -> Vec<Status> {
     for id in plan.descendants(&forced_ids) {
         out[id.index()].get_or_insert(Status::Run(Reason::UpstreamForced));
     }
-    let index = store.load_index(plan.pipeline());
+    // Only misses are explained against the last run: a fully cached plan never reads it.
+    let mut index = None;
     for (id, inst) in plan.instances() {
         if out[id.index()].is_some() {
             continue;
@@ -155,6 +156,7 @@ pub fn statuses(plan: &Plan, store: &Store, forced: &[&str]) -> Vec<Status> {
             Lookup::Hit(m) => Status::Cached(Arc::from(m)),
             Lookup::Invalid(why) => Status::Run(Reason::Invalid(why)),
             Lookup::Miss => {
+                let index = index.get_or_insert_with(|| store.load_index(plan.pipeline()));
                 let previous = index
                     .instances
                     .get(&inst.id)
@@ -183,17 +185,24 @@ fn lookup_all(plan: &Plan, store: &Store) -> Vec<Lookup> {
     let keys: Vec<_> = (0..plan.len())
         .map(|i| plan.graph[petgraph::graph::NodeIndex::new(i)].key)
         .collect();
+    // Large plans: one listing of the buckets answers every miss without touching the entry.
+    let present = (keys.len() > 256).then(|| store.bucket_listing());
+    let lookup = |k: &ablate_cache::InstanceKey| match &present {
+        Some(names) if !names.contains(&k.to_hex()) => Lookup::Miss,
+        _ => store.lookup(k),
+    };
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
     if keys.len() < 64 || threads == 1 {
-        return keys.iter().map(|k| store.lookup(k)).collect();
+        return keys.iter().map(lookup).collect();
     }
     let chunk = keys.len().div_ceil(threads);
+    let lookup = &lookup;
     std::thread::scope(|s| {
         let handles: Vec<_> = keys
             .chunks(chunk)
-            .map(|ks| s.spawn(move || ks.iter().map(|k| store.lookup(k)).collect::<Vec<_>>()))
+            .map(|ks| s.spawn(move || ks.iter().map(lookup).collect::<Vec<_>>()))
             .collect();
         handles
             .into_iter()

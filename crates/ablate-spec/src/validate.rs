@@ -995,10 +995,13 @@ impl<'a> Validator<'a, '_> {
             return None;
         }
         let mut values: Vec<Value> = Vec::with_capacity(items.len());
+        // Values have no `Hash`; their JSON text is equal exactly when they are (generated
+        // sweeps have thousands of values: a linear scan per value would be quadratic).
+        let mut seen = std::collections::HashSet::with_capacity(items.len());
         let mut ok = true;
         for item in items {
             match check_param(schema.name, &key.name, item, ty) {
-                Ok(value) if values.contains(&value) => {
+                Ok(value) if !seen.insert(value.to_string()) => {
                     self.push(
                         item.origin
                             .error(format!(
