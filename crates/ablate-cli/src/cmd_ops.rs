@@ -56,8 +56,11 @@ pub fn ops(args: OpsArgs) -> anyhow::Result<u8> {
     if shown == 0 {
         let op = args.op.unwrap_or_default();
         let names = registry.op_names();
-        let hint = ablate_spec::did_you_mean(&op, names.iter().copied())
-            .map(|s| format!("did you mean `{s}`?"));
+        let hint = match ablate_spec::did_you_mean(&op, names.iter().copied()) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None => format!("the ops are: {}", names.join(", ")),
+        };
+        let hint = Some(hint);
         return Err(input(format!("there is no op `{op}`"), hint));
     }
     crate::stdout::print(&out)?;

@@ -69,7 +69,7 @@ pub fn report(e: &anyhow::Error) -> ExitCode {
             eprintln!();
         }
         if n > 1 {
-            eprintln!("error: the pipeline has {n} problems");
+            eprintln!("\nerror: the pipeline has {n} problems");
         }
         return ExitCode::from(EXIT_INVALID_INPUT);
     }

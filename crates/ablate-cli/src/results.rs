@@ -58,9 +58,24 @@ pub fn write(
 fn records_of(plan: &Plan, c: &Completed, git_rev: Option<&str>, version: &str) -> Vec<RunRecord> {
     let inst = plan.instance(c.instance);
     let m = &c.manifest;
-    // Columns: every resolved param, then the labels (inherited matrix values win).
-    let mut labels: std::collections::BTreeMap<String, serde_json::Value> = inst.params.clone();
-    labels.extend(inst.labels.iter().cloned());
+    // Columns: the labels, then the instance's own params, then those of the instances it maps
+    // over, nearest first (an evaluation's rows carry the lr and seed of the model it scored).
+    let mut labels: std::collections::BTreeMap<String, serde_json::Value> =
+        inst.labels.iter().cloned().collect();
+    let mut frontier = vec![c.instance];
+    while !frontier.is_empty() {
+        let mut next = Vec::new();
+        for id in frontier {
+            let i = plan.instance(id);
+            for (k, v) in &i.params {
+                labels.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+            if !i.gather {
+                next.extend(i.inputs.iter().copied());
+            }
+        }
+        frontier = next;
+    }
     let seed = labels.get("seed").and_then(serde_json::Value::as_i64);
     m.metrics
         .iter()

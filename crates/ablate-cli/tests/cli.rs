@@ -956,6 +956,7 @@ fn runs_parquet_has_the_fixed_columns_then_the_labels() {
     let step = ints(column(&t, "step"));
     let value = floats(column(&t, "value"));
     let seed = ints(column(&t, "seed"));
+    let lr = floats(column(&t, "lr"));
     let instance = strs(column(&t, "instance"));
     let pipeline = strs(column(&t, "pipeline"));
     let op = strs(column(&t, "op"));
@@ -974,9 +975,11 @@ fn runs_parquet_has_the_fixed_columns_then_the_labels() {
             assert!(w == "shared" || w == "unshared", "{w}");
             assert!(matches!(steps[row], Some(1 | 2)), "{:?}", steps[row]);
         }
-        if stage == "flow" {
-            // From `defaults:` (eval.flow has no seed param of its own, nor a seed label).
+        if stage == "flow" || stage == "eval" {
+            // From `defaults:`; an evaluation's rows carry the params of the model it scored
+            // (regression: they had a null seed and no training params).
             assert_eq!(seed[row], Some(0), "{stage}");
+            assert_eq!(lr[row], Some(0.01), "{stage}");
         }
         match metric[row].as_deref().unwrap() {
             "loss" => {
@@ -1581,6 +1584,12 @@ stages:
     assert_eq!(
         std::fs::read_to_string(sb.path().join("tries")).unwrap(),
         "2\n"
+    );
+    // Regression: the failed attempt's logs stayed under v1/failed/ after the retry succeeded.
+    let failed = sb.cache().join("v1/failed");
+    assert_eq!(
+        std::fs::read_dir(&failed).map(|d| d.count()).unwrap_or(0),
+        0
     );
 }
 

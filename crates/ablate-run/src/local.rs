@@ -113,7 +113,11 @@ impl LocalExecutor {
                     ablate_version: inner.version.clone(),
                 };
                 match tmp.commit(manifest) {
-                    Ok(m) => Outcome::Computed(Arc::new(m)),
+                    Ok(m) => {
+                        // An earlier failed attempt's logs are no longer news.
+                        let _ = std::fs::remove_dir_all(store.failed_dir(&job.key));
+                        Outcome::Computed(Arc::new(m))
+                    }
                     Err(e @ CacheError::NonFiniteMetric { .. }) => Outcome::Failed {
                         error: chain(&e),
                         log: None,
