@@ -67,7 +67,7 @@ fn records_of(plan: &Plan, c: &Completed, git_rev: Option<&str>, version: &str) 
         let mut next = Vec::new();
         for id in frontier {
             let i = plan.instance(id);
-            for (k, v) in &i.params {
+            for (k, v) in i.params() {
                 labels.entry(k.clone()).or_insert_with(|| v.clone());
             }
             if !i.gather {

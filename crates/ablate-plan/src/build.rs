@@ -194,7 +194,7 @@ impl Builder<'_> {
                     scheme: HASH_SCHEME,
                     op: stage.op.clone(),
                     op_version: version,
-                    params: params.clone(),
+                    params,
                     inputs: refs,
                     deps,
                 };
@@ -215,7 +215,6 @@ impl Builder<'_> {
                     label,
                     labels,
                     op: stage.op.clone(),
-                    params,
                     key: key_input.key(),
                     key_input,
                     inputs: proto.inputs.clone(),

@@ -27,10 +27,9 @@ pub struct Instance {
     /// over, then its own, in order. These become columns of the results.
     pub labels: Vec<(String, Value)>,
     pub op: String,
-    /// Fully resolved params: the stage's params plus its own matrix values.
-    pub params: Params,
     pub key: InstanceKey,
-    /// What the key was computed from (written into the manifest).
+    /// What the key was computed from (written into the manifest); its params are the
+    /// instance's fully resolved params: the stage's params plus its own matrix values.
     pub key_input: KeyInput,
     pub inputs: Vec<InstanceId>,
     pub resources: Resources,
@@ -40,6 +39,10 @@ pub struct Instance {
 }
 
 impl Instance {
+    pub fn params(&self) -> &Params {
+        &self.key_input.params
+    }
+
     pub fn label_value(&self, key: &str) -> Option<&Value> {
         self.labels.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }

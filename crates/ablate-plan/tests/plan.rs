@@ -168,14 +168,14 @@ fn map_inherits_labels_and_gather_sees_everything() {
         let inst = p.instance(*id);
         assert_eq!(inst.inputs.len(), 1);
         assert_eq!(p.instance(inst.inputs[0]).labels, inst.labels);
-        assert!(inst.params.is_empty(), "inherited labels are not params");
+        assert!(inst.params().is_empty(), "inherited labels are not params");
     }
     let table = p.instance(p.stage_instances("table").unwrap()[0]);
     assert_eq!((table.id.as_str(), table.inputs.len()), ("table", 8));
     // Params merge the stage's params with its own matrix values.
     let r = p.instance(p.stage_instances("resnet").unwrap()[5]);
-    assert_eq!(r.params["weights"], json!("unshared"));
-    assert_eq!(r.params["lr"], json!(0.01));
+    assert_eq!(r.params()["weights"], json!("unshared"));
+    assert_eq!(r.params()["lr"], json!(0.01));
     // Topological order: every input precedes its dependants.
     let pos: std::collections::HashMap<_, _> = p
         .topo_order()
