@@ -155,11 +155,12 @@ impl Reporter {
                 } else {
                     "done"
                 };
-                Some(format!(
+                let line = format!(
                     "  {how:<7} {}  {id}  {seconds:.2}s  {}",
                     key.short(),
                     shown.join(" ")
-                ))
+                );
+                Some(line.trim_end().to_owned())
             }
             RunEvent::Failed {
                 id,

@@ -89,10 +89,16 @@ impl Plan {
             .iter()
             .map(|&i| (i, &self.graph[i.0]))
     }
-    pub fn dependants(&self, id: InstanceId) -> impl Iterator<Item = InstanceId> + '_ {
-        self.graph
+    /// The instances that read `id`'s outputs, in plan order (so the scheduler starts them in
+    /// the order the file lists them).
+    pub fn dependants(&self, id: InstanceId) -> Vec<InstanceId> {
+        let mut out: Vec<InstanceId> = self
+            .graph
             .neighbors_directed(id.0, petgraph::Direction::Outgoing)
             .map(InstanceId)
+            .collect();
+        out.sort_unstable();
+        out
     }
     pub fn stages(&self) -> impl Iterator<Item = (&StageName, &[InstanceId])> {
         self.stages.iter().map(|(n, ids)| (n, ids.as_slice()))

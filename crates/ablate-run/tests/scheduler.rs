@@ -341,3 +341,25 @@ fn fake_manifest() -> ablate_cache::Manifest {
     }))
     .unwrap()
 }
+
+#[test]
+fn dependants_started_in_reverse_file_order() {
+    // Regression: petgraph lists a node's neighbours newest first, so the instances a finished
+    // input released started last-to-first.
+    let fake = Fake::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let p = plan(
+        &fake,
+        "name: o\nstages:\n  src: { op: work }\n  m: { op: work, needs: [src], matrix: { v: [1, 2, 3, 4] } }\n",
+    );
+    let (_, events) = go(&fake, &store, &p, 1, &CancelToken::new());
+    let started: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::Started { id, .. } => Some(id.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started, ["src", "m[v=1]", "m[v=2]", "m[v=3]", "m[v=4]"]);
+}
