@@ -82,8 +82,7 @@ mod tests {
                 let v = p.default.clone().unwrap_or_else(|| example(&p.ty));
                 params.insert(p.name.to_owned(), v);
             }
-            crate::registry::check_typed(s.name, &params)
-                .unwrap_or_else(|e| panic!("op `{}`: {e}", s.name));
+            check_typed(s.name, &params).unwrap_or_else(|e| panic!("op `{}`: {e}", s.name));
             // An unknown param is refused by every op that does not take free params.
             if !s.free_params {
                 params.insert("no_such_param".into(), json!(1));
@@ -120,19 +119,18 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), n);
     }
-}
 
-/// Deserialises `params` into the typed params of op `name` (tests: schema ↔ struct).
-#[cfg(test)]
-pub(crate) fn check_typed(name: &str, params: &Params) -> Result<(), OpError> {
-    use crate::params::typed;
-    match name {
-        "data.toy2d" => typed::<crate::data::Toy2dParams>(name, params).map(drop),
-        "train.flow" => typed::<crate::flow::TrainParams>(name, params).map(drop),
-        "eval.flow" => typed::<crate::flow::EvalParams>(name, params).map(drop),
-        "report.table" => typed::<crate::report::TableParams>(name, params).map(drop),
-        "cmd" => typed::<crate::cmd::CmdParams>(name, params).map(drop),
-        "echo" => typed::<crate::echo::EchoParams>(name, params).map(drop),
-        other => panic!("add op `{other}` to check_typed"),
+    /// Deserialises `params` into the typed params of op `name` (tests: schema ↔ struct).
+    fn check_typed(name: &str, params: &Params) -> Result<(), OpError> {
+        use crate::params::typed;
+        match name {
+            "data.toy2d" => typed::<crate::data::Toy2dParams>(name, params).map(drop),
+            "train.flow" => typed::<crate::flow::TrainParams>(name, params).map(drop),
+            "eval.flow" => typed::<crate::flow::EvalParams>(name, params).map(drop),
+            "report.table" => typed::<crate::report::TableParams>(name, params).map(drop),
+            "cmd" => typed::<crate::cmd::CmdParams>(name, params).map(drop),
+            "echo" => typed::<crate::echo::EchoParams>(name, params).map(drop),
+            other => panic!("add op `{other}` to check_typed"),
+        }
     }
 }
