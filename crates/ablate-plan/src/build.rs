@@ -347,7 +347,7 @@ impl Builder<'_> {
                 .dep_digests
                 .entry(path.clone())
                 .or_insert_with(|| {
-                    Digest::of_file(&workdir.join(&path)).map_err(|e| error_chain(&e))
+                    Digest::of_file(&workdir.join(&path)).map_err(|e| ablate_spec::error_chain(&e))
                 })
                 .clone();
             match digest {
@@ -374,17 +374,6 @@ impl Builder<'_> {
         out.sort_by(|a, b| a.path.cmp(&b.path));
         out
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
 }
 
 /// A combination's values: matrix axes in file order, then other (`include`) keys by name.

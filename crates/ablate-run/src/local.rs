@@ -6,6 +6,8 @@ use ablate_cache::{CacheError, Lookup, Manifest, Origin, Store, now_us};
 use ablate_plan::InstanceId;
 use tokio::sync::mpsc::UnboundedSender;
 
+use ablate_spec::error_chain;
+
 use crate::scheduler::{BoxFuture, Executor, Outcome};
 use crate::{CancelToken, Job, OpContext, OpError, OpRunner, Progress, RunEvent};
 
@@ -59,7 +61,7 @@ impl LocalExecutor {
                 Ok(None) => std::thread::sleep(Duration::from_millis(50)),
                 Err(e) => {
                     return Outcome::Failed {
-                        error: chain(&e),
+                        error: error_chain(&e),
                         log: None,
                     };
                 }
@@ -73,7 +75,7 @@ impl LocalExecutor {
             Ok(t) => t,
             Err(e) => {
                 return Outcome::Failed {
-                    error: chain(&e),
+                    error: error_chain(&e),
                     log: None,
                 };
             }
@@ -119,11 +121,11 @@ impl LocalExecutor {
                         Outcome::Computed(Arc::new(m))
                     }
                     Err(e @ CacheError::NonFiniteMetric { .. }) => Outcome::Failed {
-                        error: chain(&e),
+                        error: error_chain(&e),
                         log: None,
                     },
                     Err(e) => Outcome::Failed {
-                        error: format!("failed to store the result: {}", chain(&e)),
+                        error: format!("failed to store the result: {}", error_chain(&e)),
                         log: None,
                     },
                 }
@@ -131,7 +133,7 @@ impl LocalExecutor {
             Ok(Err(_)) if cancel.is_cancelled() => Outcome::Cancelled,
             Ok(Err(OpError::Cancelled)) => Outcome::Cancelled,
             Ok(Err(e)) => Outcome::Failed {
-                error: chain(&e),
+                error: error_chain(&e),
                 log: tmp.fail().ok(),
             },
             Err(panic) => {
@@ -180,15 +182,4 @@ impl Executor for LocalExecutor {
             })
         })
     }
-}
-
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
 }

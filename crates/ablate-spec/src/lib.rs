@@ -16,7 +16,7 @@ mod suggest;
 mod typecheck;
 mod validate;
 
-pub use diagnostic::{Diagnostic, Diagnostics, Severity, SourceFile, Span};
+pub use diagnostic::{Diagnostic, Diagnostics, Severity, SourceFile, Span, error_chain};
 pub use load::{Override, Overrides, load, load_file};
 pub use model::{Device, Matrix, Pipeline, Resources, Stage, StageName};
 pub use schema::{OpCatalog, OpSchema, ParamSpec, ParamType};
