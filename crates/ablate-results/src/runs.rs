@@ -839,10 +839,9 @@ mod tests {
         assert_eq!((stats.appended, stats.total_rows), (0, 1));
     }
 
-    /// `cargo test -p ablate-results --release -- --ignored --nocapture`
+    /// A large append replaces exactly the overlapping rows (its speed is `just bench`'s concern).
     #[test]
-    #[ignore = "timing; run in release"]
-    fn appending_10k_records_to_100k_rows_is_fast() {
+    fn appending_10k_records_to_100k_rows_replaces_the_overlap() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("runs.parquet");
         let make = |range: std::ops::Range<usize>| -> Vec<RunRecord> {
@@ -860,13 +859,8 @@ mod tests {
         };
         append_runs(&path, &make(0..100_000)).unwrap();
         let new = make(95_000..105_000);
-        let start = std::time::Instant::now();
         let stats = append_runs(&path, &new).unwrap();
-        let append = start.elapsed();
-        let start = std::time::Instant::now();
         let instances = recorded_instances(&path).unwrap();
-        let recorded = start.elapsed();
-        eprintln!("append: {append:?}, recorded_instances: {recorded:?}");
         assert_eq!((stats.replaced, stats.total_rows), (5_000, 105_000));
         assert_eq!(instances.len(), 1_050);
     }
