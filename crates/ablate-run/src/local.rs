@@ -134,7 +134,7 @@ impl LocalExecutor {
             Ok(Err(OpError::Cancelled)) => Outcome::Cancelled,
             Ok(Err(e)) => Outcome::Failed {
                 error: error_chain(&e),
-                log: tmp.fail().ok(),
+                log: keep_if_any(tmp),
             },
             Err(panic) => {
                 let what = panic
@@ -144,7 +144,7 @@ impl LocalExecutor {
                     .unwrap_or_else(|| "unknown panic".into());
                 Outcome::Failed {
                     error: format!("op `{}` panicked: {what}", job.op()),
-                    log: tmp.fail().ok(),
+                    log: keep_if_any(tmp),
                 }
             }
         }
@@ -182,4 +182,10 @@ impl Executor for LocalExecutor {
             })
         })
     }
+}
+
+/// Keeps a failed attempt's files for inspection, when it wrote any.
+fn keep_if_any(tmp: ablate_cache::TempEntry<'_>) -> Option<PathBuf> {
+    let wrote = std::fs::read_dir(tmp.dir()).is_ok_and(|mut d| d.next().is_some());
+    if wrote { tmp.fail().ok() } else { None }
 }
