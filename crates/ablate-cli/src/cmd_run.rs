@@ -3,6 +3,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ablate_run::{CancelToken, LocalExecutor, RunEvent, RunOptions};
+use ablate_spec::Device;
 use anyhow::Context as _;
 
 use crate::cli::{Global, RunArgs};
@@ -18,6 +19,21 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
+    if let Some((_, inst)) = loaded
+        .plan
+        .instances()
+        .find(|(_, i)| i.device != Device::Cpu)
+    {
+        return Err(input(
+            format!(
+                "stage `{}` asks for device `{}`, but this build of ablate runs on the CPU only",
+                inst.stage, inst.device
+            ),
+            Some(
+                "remove its `device:` (or set `device: cpu`); GPU support is not built yet".into(),
+            ),
+        ));
+    }
     let store = open_store(&global.cache)?;
     let forced: Vec<&str> = loaded.forced.iter().map(String::as_str).collect();
     let statuses = ablate_plan::statuses(&loaded.plan, &store, &forced);
@@ -34,6 +50,7 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
         mem_gb: available_memory_gb(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name(crate::WORKER_THREAD)
         .worker_threads(1)
         .max_blocking_threads(jobs + 4)
         .enable_all()

@@ -26,6 +26,9 @@ pub const EXIT_INVALID_INPUT: u8 = 2;
 /// Stopped by Ctrl-C.
 pub const EXIT_INTERRUPTED: u8 = 130;
 
+/// The name of the runtime's threads, where ops run.
+pub const WORKER_THREAD: &str = "ablate-worker";
+
 fn main() -> ExitCode {
     let args = cli::Args::parse();
     tracing_subscriber::fmt()
@@ -35,6 +38,17 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // An op that panics fails its instance, and the `failed` event carries the message; the
+    // default hook would also print it over the progress display. Panics elsewhere are bugs
+    // and keep the default report.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().name() == Some(WORKER_THREAD) {
+            tracing::debug!("op panicked: {info}");
+        } else {
+            default_hook(info);
+        }
+    }));
     let result = match args.command {
         cli::Command::Run(a) => cmd_run::run(&args.global, a),
         cli::Command::Plan(a) => cmd_plan::plan(&args.global, a),

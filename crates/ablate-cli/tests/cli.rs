@@ -1436,6 +1436,22 @@ fn force_of_an_unknown_stage_is_an_input_error() {
     assert!(!sb.results().exists(), "nothing ran");
 }
 
+#[test]
+fn a_cuda_stage_ran_on_the_cpu_of_a_cpu_only_build() {
+    // Regression: `device: cuda` validated, then the op silently trained on the CPU.
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        "name: gpu\nstages:\n  e: { op: echo, device: cuda }\n",
+    );
+    let run = sb.ablate(&["run", "p.yaml"]).code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &run.stderr,
+        &["stage `e` asks for device `cuda`", "CPU only", "hint:"],
+    );
+    assert!(!sb.results().exists(), "nothing ran");
+}
+
 // --- More of the cache and the runner: deps, gc, retries, concurrent runs, the run table -------
 
 #[test]
