@@ -33,6 +33,12 @@ pub fn write(
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("failed to create `{}`", dir.display()))?;
     let runs = dir.join("runs.parquet");
+    // Appending is read-merge-rename: two runs of one pipeline at once take turns, holding a
+    // lock on the directory itself (no lock file to clutter the results).
+    let lock =
+        std::fs::File::open(&dir).with_context(|| format!("failed to open `{}`", dir.display()))?;
+    lock.lock()
+        .with_context(|| format!("failed to lock `{}`", dir.display()))?;
     let recorded = ablate_results::recorded_instances(&runs)
         .with_context(|| format!("failed to read `{}`", runs.display()))?;
     let fresh: Vec<&Completed> = completed
