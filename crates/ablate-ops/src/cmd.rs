@@ -28,7 +28,7 @@ pub(crate) struct CmdParams {
     run: String,
     #[serde(default)]
     deps: Vec<String>,
-    /// Free params (matrix keys), readable as `{param.NAME}`.
+    /// Free params (matrix keys): accepted here, read as `{param.NAME}` from the job's params.
     #[serde(flatten)]
     #[allow(dead_code)]
     free: BTreeMap<String, Value>,
@@ -72,18 +72,14 @@ impl Op for Cmd {
     }
 
     fn file_deps(&self, params: &Params) -> Vec<String> {
-        match params.get("deps") {
-            Some(Value::Array(items)) => items
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect(),
-            _ => Vec::new(),
-        }
+        // Validation has type-checked the params; unreadable ones have no deps to hash.
+        typed::<CmdParams>("cmd", params)
+            .map(|p| p.deps)
+            .unwrap_or_default()
     }
 
     fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
         let p: CmdParams = typed("cmd", ctx.job.params())?;
-        let _ = &p.deps;
         let line = expand(&p.run, ctx)?;
         let out = ctx.out_dir();
         let io = |what: &str, path: &Path| {
