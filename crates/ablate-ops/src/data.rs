@@ -161,8 +161,12 @@ fn write_points(path: &Path, points: &[(f64, f64, u32)]) -> Result<(), OpError> 
         .map_err(|e| OpError::with("failed to write the data set", e))
 }
 
-/// Reads a points table (`x0..x{d-1}`, `label`) into an engine data set.
-pub(crate) fn read_dataset(path: &Path) -> Result<ablate_engine::Dataset, OpError> {
+/// Reads a points table (`x0..x{d-1}`, `label`) into an engine data set. `classes`: the
+/// number of classes when it is known (a model's); otherwise one more than the largest label.
+pub(crate) fn read_dataset(
+    path: &Path,
+    classes: Option<usize>,
+) -> Result<ablate_engine::Dataset, OpError> {
     let table = ablate_results::read_table(path)
         .map_err(|e| OpError::with("failed to read a data set", e))?;
     let bad =
@@ -192,7 +196,8 @@ pub(crate) fn read_dataset(path: &Path) -> Result<ablate_engine::Dataset, OpErro
         let l = labels[i].ok_or_else(|| bad(format!("row {i} has a null label")))?;
         y.push(u32::try_from(l).map_err(|_| bad(format!("row {i} has label {l}")))?);
     }
-    let classes = y.iter().copied().max().map_or(0, |m| m as usize + 1).max(2);
+    let seen = y.iter().copied().max().map_or(0, |m| m as usize + 1);
+    let classes = classes.unwrap_or(seen.max(2));
     Ok(ablate_engine::Dataset { x, y, dim, classes })
 }
 
@@ -214,6 +219,32 @@ mod tests {
                 "{kind:?} out of range"
             );
         }
+    }
+
+    #[test]
+    fn a_test_split_missing_a_class_disagreed_with_its_model() {
+        // Regression: the class count was inferred from the labels present, so a 3-class
+        // model's test split without class 2 was refused by the engine.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("test.parquet");
+        write_points(&path, &[(0.0, 0.0, 0), (1.0, 1.0, 1)]).unwrap();
+        assert_eq!(read_dataset(&path, None).unwrap().classes, 2);
+        assert_eq!(read_dataset(&path, Some(3)).unwrap().classes, 3);
+        let cfg = ablate_engine::FlowConfig {
+            in_dim: 2,
+            classes: 3,
+            dim: 2,
+            hidden: 4,
+            steps: 1,
+            h: 1.0,
+            weights: ablate_engine::Weights::Shared,
+        };
+        let flow = ablate_engine::Flow::init(&cfg, 0).unwrap();
+        assert!(
+            flow.evaluate(&read_dataset(&path, Some(3)).unwrap())
+                .is_ok()
+        );
+        assert!(flow.evaluate(&read_dataset(&path, None).unwrap()).is_err());
     }
 
     #[test]

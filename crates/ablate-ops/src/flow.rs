@@ -166,7 +166,7 @@ impl Op for TrainFlow {
 
     fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
         let p: TrainParams = typed("train.flow", ctx.job.params())?;
-        let data = read_dataset(&artifact(ctx, "train.parquet")?)?;
+        let data = read_dataset(&artifact(ctx, "train.parquet")?, None)?;
         let config = FlowConfig {
             in_dim: data.dim,
             classes: data.classes,
@@ -268,7 +268,7 @@ impl Op for EvalFlow {
     fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
         let _: EvalParams = typed("eval.flow", ctx.job.params())?;
         let flow = Flow::load(&artifact(ctx, "model.safetensors")?).map_err(engine_error)?;
-        let test = read_dataset(&artifact(ctx, "test.parquet")?)?;
+        let test = read_dataset(&artifact(ctx, "test.parquet")?, Some(flow.config().classes))?;
         let eval = flow.evaluate(&test).map_err(engine_error)?;
         Ok(OpOutput {
             metrics: vec![
