@@ -16,10 +16,6 @@ pub enum CacheError {
     },
     #[error("cannot cache `{name}` = {value}: metrics must be finite numbers")]
     NonFiniteMetric { name: String, value: f64 },
-    #[error("no cache entry matches `{0}`")]
-    NoSuchEntry(String),
-    #[error("`{prefix}` matches {count} cache entries; give more characters")]
-    AmbiguousPrefix { prefix: String, count: usize },
 }
 
 impl CacheError {

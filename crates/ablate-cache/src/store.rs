@@ -134,14 +134,6 @@ impl Store {
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// Blocks until this process holds the key's lock.
-    pub fn lock(&self, key: &InstanceKey) -> Result<KeyLock, CacheError> {
-        let path = self.lock_path(key);
-        let file = open_lock_file(&path)?;
-        file.lock().map_err(CacheError::io(&path))?;
-        Ok(KeyLock { _file: file })
-    }
-
     /// Takes the key's lock if no one holds it.
     pub fn try_lock(&self, key: &InstanceKey) -> Result<Option<KeyLock>, CacheError> {
         let path = self.lock_path(key);
@@ -240,23 +232,6 @@ impl Store {
                 }
             })
             .collect())
-    }
-
-    /// The one key starting with `prefix` (≥ 4 hex characters).
-    pub fn resolve_prefix(&self, prefix: &str) -> Result<InstanceKey, CacheError> {
-        let matches: Vec<_> = self
-            .keys()?
-            .into_iter()
-            .filter(|k| k.to_hex().starts_with(prefix))
-            .collect();
-        match matches.as_slice() {
-            [k] => Ok(*k),
-            [] => Err(CacheError::NoSuchEntry(prefix.to_owned())),
-            _ => Err(CacheError::AmbiguousPrefix {
-                prefix: prefix.to_owned(),
-                count: matches.len(),
-            }),
-        }
     }
 
     /// Removes leftovers (temp dirs of dead writers, failed attempts, unheld locks), invalid

@@ -35,25 +35,6 @@ impl fmt::Display for SpecErrors {
 
 impl std::error::Error for SpecErrors {}
 
-/// A failure with a hint for the user.
-#[derive(Debug)]
-pub struct Hinted {
-    pub error: anyhow::Error,
-    pub hint: String,
-}
-
-impl fmt::Display for Hinted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.error, f)
-    }
-}
-
-impl std::error::Error for Hinted {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.error.source()
-    }
-}
-
 pub fn input(message: impl Into<String>, hint: Option<String>) -> anyhow::Error {
     anyhow::Error::new(InputError {
         message: message.into(),
@@ -75,8 +56,6 @@ pub fn report(e: &anyhow::Error) -> ExitCode {
     }
     let (code, hint) = if let Some(i) = e.downcast_ref::<InputError>() {
         (EXIT_INVALID_INPUT, i.hint.clone())
-    } else if let Some(h) = e.downcast_ref::<Hinted>() {
-        (EXIT_FAILURE, Some(h.hint.clone()))
     } else {
         (EXIT_FAILURE, None)
     };

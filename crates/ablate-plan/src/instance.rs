@@ -1,5 +1,3 @@
-use std::collections::BTreeMap;
-
 use ablate_cache::{InstanceKey, KeyInput};
 use ablate_spec::{Device, Params, Resources, StageName, Value};
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -45,11 +43,6 @@ impl Instance {
 
     pub fn label_value(&self, key: &str) -> Option<&Value> {
         self.labels.iter().find(|(k, _)| k == key).map(|(_, v)| v)
-    }
-
-    /// Labels as a map (inherited and own), for result columns.
-    pub fn label_map(&self) -> BTreeMap<String, Value> {
-        self.labels.iter().cloned().collect()
     }
 }
 
