@@ -14,8 +14,8 @@ use std::ops::ControlFlow;
 use std::time::Instant;
 
 use ablate_engine::{
-    Backend, Dataset, EpochReport, ExecOptions, FlowConfig, TrainConfig, TrainObserver, Weights,
-    train_flow_with,
+    Activation, Backend, Dataset, EpochReport, ExecOptions, FlowConfig, Form, Integrator,
+    TrainConfig, TrainObserver, Weights, train_flow_with,
 };
 
 const BATCH: usize = 256;
@@ -134,6 +134,9 @@ fn main() {
         steps: STEPS,
         h: 1.0 / STEPS as f32,
         weights: args.weights,
+        form: Form::C1,
+        integrator: Integrator::Euler,
+        activation: Activation::Tanh,
     };
     let data = spirals(BATCH * args.steps_per_run);
     let exec = ExecOptions {
@@ -147,6 +150,8 @@ fn main() {
             batch: BATCH,
             lr: 1e-3,
             seed,
+            weight_decay: 0.0,
+            lipschitz: None,
         };
         let start = Instant::now();
         train_flow_with(&cfg, &train, &data, &exec, &mut Quiet).expect("training failed");

@@ -105,7 +105,10 @@ impl Net<'_> {
             let (done, next) = xs.split_at_mut((k + 1) * sx);
             let (xk, xn) = (&done[k * sx..], &mut next[..sx]);
             let a = &mut ws.acts[k * sa..(k + 1) * sa];
-            match cfg.integrator() {
+            match cfg.integrator {
+                Integrator::Midpoint | Integrator::Rk4 => {
+                    unreachable!("refused by FlowConfig::validate")
+                }
                 Integrator::Euler => {
                     // a = tanh(x·W1ᵀ + b1)
                     kernels::set_rows_bias(a, None, f.l1.b(p), 1.0);
@@ -182,7 +185,10 @@ impl Net<'_> {
             let f = layout.field(cfg, k);
             let a = &acts[k * sa..(k + 1) * sa];
             let xk = &xs[k * sx..(k + 1) * sx];
-            match cfg.integrator() {
+            match cfg.integrator {
+                Integrator::Midpoint | Integrator::Rk4 => {
+                    unreachable!("refused by FlowConfig::validate")
+                }
                 Integrator::Euler => {
                     // x' = x + h·(a·W2ᵀ + b2): ∂W2 += h·gxᵀ·a, ∂b2 += h·Σ gx, ∂a = h·gx·W2
                     kernels::matmul(

@@ -23,7 +23,9 @@ mod train;
 #[cfg(test)]
 mod tests;
 
-pub use config::{Backend, ExecOptions, FlowConfig, Integrator, TrainConfig, Weights};
+pub use config::{
+    Activation, Backend, ExecOptions, FlowConfig, Form, Integrator, TrainConfig, Weights,
+};
 pub use data::Dataset;
 pub use error::EngineError;
 pub use flow::{Evaluation, Flow};

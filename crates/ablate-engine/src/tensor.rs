@@ -156,7 +156,10 @@ fn forward<D: Device<f32>>(
     for k in 0..cfg.steps {
         let (l1, l2) = &p.fields[cfg.field_of_step(k)];
         let x = &xs[k];
-        match cfg.integrator() {
+        match cfg.integrator {
+            Integrator::Midpoint | Integrator::Rk4 => {
+                unreachable!("refused by FlowConfig::validate")
+            }
             Integrator::Euler => {
                 let a = l1.forward(x)?.try_tanh()?;
                 let v = l2.forward(&a)?;
@@ -209,7 +212,10 @@ fn backward<D: Device<f32>>(
         let (g1, g2) = &mut g.fields[f];
         let a = &trace.acts[k];
         let x = &trace.xs[k];
-        match cfg.integrator() {
+        match cfg.integrator {
+            Integrator::Midpoint | Integrator::Rk4 => {
+                unreachable!("refused by FlowConfig::validate")
+            }
             Integrator::Euler => {
                 // x' = x + h·(a·W2ᵀ + b2)
                 let gv = gx.clone().try_mul(cfg.h)?;

@@ -18,6 +18,9 @@ fn cfg(weights: Weights, in_dim: usize, dim: usize) -> FlowConfig {
         steps: 3,
         h: 1.0 / 3.0,
         weights,
+        form: Form::C1,
+        integrator: Integrator::Euler,
+        activation: Activation::Tanh,
     }
 }
 
@@ -196,6 +199,8 @@ fn cpu_backend_equals_tensor_backend() {
         batch: 150,
         lr: 0.01,
         seed: 4,
+        weight_decay: 0.0,
+        lipschitz: None,
     };
     let mut reports = [Vec::new(), Vec::new()];
     let mut flows = Vec::new();
@@ -251,6 +256,8 @@ fn training_is_deterministic_and_thread_count_independent() {
         batch: 300, // three shards
         lr: 0.01,
         seed,
+        weight_decay: 0.0,
+        lipschitz: None,
     };
     let run = |seed, threads| {
         let mut obs = Recorder::default();
@@ -285,6 +292,9 @@ fn training_separates_blobs() {
             steps: 4,
             h: 0.25,
             weights,
+            form: Form::C1,
+            integrator: Integrator::Euler,
+            activation: Activation::Tanh,
         };
         let data = blobs(200, 1);
         let train = TrainConfig {
@@ -292,6 +302,8 @@ fn training_separates_blobs() {
             batch: 32,
             lr: 0.01,
             seed: 0,
+            weight_decay: 0.0,
+            lipschitz: None,
         };
         let mut obs = Recorder::default();
         let flow = train_flow(&cfg, &train, &data, &mut obs).unwrap();
@@ -370,6 +382,8 @@ fn divergence_is_reported_with_epoch_and_batch() {
         batch: 16,
         lr: 1e30,
         seed: 0,
+        weight_decay: 0.0,
+        lipschitz: None,
     };
     for backend in [Backend::Cpu, Backend::Dfdx] {
         let exec = ExecOptions {
@@ -395,6 +409,8 @@ fn invalid_configs_and_data_are_rejected() {
         batch: 4,
         lr: 0.01,
         seed: 0,
+        weight_decay: 0.0,
+        lipschitz: None,
     };
     let config_err = |c: &FlowConfig, t: &TrainConfig, d: &Dataset| {
         train_flow(c, t, d, &mut NoObserver).unwrap_err()
@@ -518,6 +534,8 @@ fn cancellation_stops_training() {
         batch: 8,
         lr: 0.01,
         seed: 0,
+        weight_decay: 0.0,
+        lipschitz: None,
     };
     assert!(matches!(
         train_flow(&cfg, &train, &data, &mut StopAfter(2)),
@@ -540,6 +558,9 @@ fn num_params_matches_a_hand_count() {
         steps: 10,
         h: 0.1,
         weights: Weights::Shared,
+        form: Form::C1,
+        integrator: Integrator::Euler,
+        activation: Activation::Tanh,
     };
     let flow = Flow::init(&shared, 0).unwrap();
     assert_eq!(flow.num_params(), 96 + 4192 + 66);

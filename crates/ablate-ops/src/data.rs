@@ -238,6 +238,9 @@ mod tests {
             steps: 1,
             h: 1.0,
             weights: ablate_engine::Weights::Shared,
+            form: ablate_engine::Form::C1,
+            integrator: ablate_engine::Integrator::Euler,
+            activation: ablate_engine::Activation::Tanh,
         };
         let flow = ablate_engine::Flow::init(&cfg, 0).unwrap();
         assert!(

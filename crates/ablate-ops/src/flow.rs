@@ -175,12 +175,17 @@ impl Op for TrainFlow {
             steps: p.steps,
             h: p.h.unwrap_or(1.0 / p.steps as f64) as f32,
             weights: p.weights,
+            form: ablate_engine::Form::C1,
+            integrator: ablate_engine::Integrator::Euler,
+            activation: ablate_engine::Activation::Tanh,
         };
         let train = TrainConfig {
             epochs: p.epochs,
             batch: p.batch,
             lr: p.lr as f32,
             seed: p.seed,
+            weight_decay: 0.0,
+            lipschitz: None,
         };
         let mut observer = Observer {
             ctx,
