@@ -66,6 +66,10 @@ impl Flow {
         &self.config
     }
 
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
     /// The number of trainable scalars.
     pub fn num_params(&self) -> usize {
         self.layout.total

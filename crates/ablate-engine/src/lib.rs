@@ -8,6 +8,7 @@
 //! progress leaves through [`TrainObserver`], failures through [`EngineError`], and every
 //! result is a pure function of the configs, the data and the seed.
 
+mod analysis;
 mod config;
 mod cpu;
 mod data;
@@ -23,6 +24,7 @@ mod train;
 #[cfg(test)]
 mod tests;
 
+pub use analysis::{Grid, MetricStats, Trace, det, grid_over, metric_stats, sym_eigen};
 pub use config::{
     Activation, Backend, ExecOptions, FlowConfig, Form, Integrator, TrainConfig, Weights,
 };

@@ -1,0 +1,862 @@
+//! Numerical analysis of a flow, in f64 and one point at a time: every layer's state, the
+//! Jacobian of the whole flow and its determinant, how well the flow inverts, the same fields
+//! refined in depth or integrated another way, and Hauser & Ray's (2017) metric tensors pulled
+//! back from the output to every layer.
+//!
+//! Everything here follows [`FlowConfig`]'s definition of the model directly (not the training
+//! kernels), so it also covers the forms, integrators and activations the kernels do not.
+
+use crate::params::{Layout, Linear};
+use crate::{Activation, EngineError, Flow, FlowConfig, Form, Integrator, Weights};
+
+/// Every layer's state for each row: `states[(layer * rows + row) * dim + j]`, layer `0..=steps`
+/// (layer 0 is the lifted input `x_0`, layer `steps` what the head reads).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Trace {
+    pub dim: usize,
+    pub rows: usize,
+    pub layers: usize,
+    pub states: Vec<f64>,
+}
+
+impl Trace {
+    pub fn state(&self, layer: usize, row: usize) -> &[f64] {
+        let at = (layer * self.rows + row) * self.dim;
+        &self.states[at..at + self.dim]
+    }
+}
+
+/// A dense layer `y = W·x + b` in f64.
+struct Dense {
+    inp: usize,
+    out: usize,
+    w: Vec<f64>,
+    b: Vec<f64>,
+}
+
+impl Dense {
+    fn new(l: &Linear, p: &[f32]) -> Dense {
+        Dense {
+            inp: l.inp,
+            out: l.out,
+            w: l.w(p).iter().map(|&v| f64::from(v)).collect(),
+            b: l.b(p).iter().map(|&v| f64::from(v)).collect(),
+        }
+    }
+
+    fn apply(&self, x: &[f64]) -> Vec<f64> {
+        (0..self.out)
+            .map(|o| {
+                let row = &self.w[o * self.inp..(o + 1) * self.inp];
+                self.b[o] + row.iter().zip(x).map(|(w, x)| w * x).sum::<f64>()
+            })
+            .collect()
+    }
+}
+
+struct Field64 {
+    l1: Dense,
+    l2: Dense,
+}
+
+/// The stages of the explicit integrators, each driven by the one before it:
+/// stage `s` evaluates the field at `x + c_s·h·k_{s−1}`; the increment is `Σ b_s·k_s`.
+fn tableau(integrator: Integrator) -> (&'static [f64], &'static [f64]) {
+    match integrator {
+        Integrator::Euler => (&[0.0], &[1.0]),
+        Integrator::Midpoint => (&[0.0, 0.5], &[0.0, 1.0]),
+        Integrator::Rk4 => (
+            &[0.0, 0.5, 0.5, 1.0],
+            &[1.0 / 6.0, 2.0 / 6.0, 2.0 / 6.0, 1.0 / 6.0],
+        ),
+    }
+}
+
+/// A flow's parameters widened to f64, with its definition.
+struct Net64 {
+    form: Form,
+    integrator: Integrator,
+    activation: Activation,
+    weights: Weights,
+    steps: usize,
+    dim: usize,
+    h: f64,
+    lift: Option<Dense>,
+    fields: Vec<Field64>,
+}
+
+impl Net64 {
+    fn new(cfg: &FlowConfig, layout: &Layout, p: &[f32]) -> Net64 {
+        Net64 {
+            form: cfg.form,
+            integrator: cfg.integrator,
+            activation: cfg.activation,
+            weights: cfg.weights,
+            steps: cfg.steps,
+            dim: cfg.dim,
+            h: f64::from(cfg.h),
+            lift: layout.lift.as_ref().map(|l| Dense::new(l, p)),
+            fields: layout
+                .fields
+                .iter()
+                .map(|f| Field64 {
+                    l1: Dense::new(&f.l1, p),
+                    l2: Dense::new(&f.l2, p),
+                })
+                .collect(),
+        }
+    }
+
+    fn field(&self, k: usize) -> &Field64 {
+        match self.weights {
+            Weights::Shared => &self.fields[0],
+            Weights::Unshared => &self.fields[k],
+        }
+    }
+
+    fn lift(&self, x: &[f32]) -> Vec<f64> {
+        let x: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+        match &self.lift {
+            Some(l) => l.apply(&x),
+            None => x,
+        }
+    }
+
+    fn sigma(&self, z: f64) -> f64 {
+        match self.activation {
+            Activation::Tanh => z.tanh(),
+            Activation::Relu => z.max(0.0),
+        }
+    }
+
+    fn sigma_prime(&self, z: f64) -> f64 {
+        match self.activation {
+            Activation::Tanh => 1.0 - z.tanh().powi(2),
+            Activation::Relu => {
+                if z > 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+
+    /// `v(x) = W2·σ(W1·x + b1) + b2`.
+    fn v(&self, f: &Field64, x: &[f64]) -> Vec<f64> {
+        let a: Vec<f64> = f.l1.apply(x).into_iter().map(|z| self.sigma(z)).collect();
+        f.l2.apply(&a)
+    }
+
+    /// `Dv(x) = W2·diag(σ'(W1·x + b1))·W1`, `dim × dim`.
+    fn dv(&self, f: &Field64, x: &[f64]) -> Vec<f64> {
+        let (d, hid) = (self.dim, f.l1.out);
+        let s: Vec<f64> =
+            f.l1.apply(x)
+                .into_iter()
+                .map(|z| self.sigma_prime(z))
+                .collect();
+        let mut out = vec![0.0; d * d];
+        for i in 0..d {
+            for u in 0..hid {
+                let a = f.l2.w[i * hid + u] * s[u];
+                if a == 0.0 {
+                    continue;
+                }
+                let w1 = &f.l1.w[u * d..(u + 1) * d];
+                for (o, w) in out[i * d..(i + 1) * d].iter_mut().zip(w1) {
+                    *o += a * w;
+                }
+            }
+        }
+        out
+    }
+
+    /// The C1 increment `Φ(x)` of `sign·v` (−1 integrates the field backwards).
+    fn increment(&self, f: &Field64, x: &[f64], h: f64, sign: f64) -> Vec<f64> {
+        let (c, b) = tableau(self.integrator);
+        let mut phi = vec![0.0; x.len()];
+        let mut k: Vec<f64> = Vec::new();
+        for (&cs, &bs) in c.iter().zip(b) {
+            let y: Vec<f64> = if k.is_empty() {
+                x.to_vec()
+            } else {
+                x.iter().zip(&k).map(|(x, k)| x + cs * h * k).collect()
+            };
+            k = self.v(f, &y).into_iter().map(|v| sign * v).collect();
+            for (p, k) in phi.iter_mut().zip(&k) {
+                *p += bs * k;
+            }
+        }
+        phi
+    }
+
+    /// `∂x_{k+1}/∂x_k` of a C1 step: `I + h·Σ b_s·∂k_s/∂x` with
+    /// `∂k_s/∂x = Dv(y_s)·(I + c_s·h·∂k_{s−1}/∂x)`.
+    fn c1_step_jacobian(&self, f: &Field64, x: &[f64]) -> Vec<f64> {
+        let d = self.dim;
+        let h = self.h;
+        let (c, b) = tableau(self.integrator);
+        let mut jac = identity(d);
+        let mut k: Vec<f64> = Vec::new();
+        let mut dk: Vec<f64> = Vec::new();
+        for (&cs, &bs) in c.iter().zip(b) {
+            let (y, dy) = if k.is_empty() {
+                (x.to_vec(), identity(d))
+            } else {
+                let y: Vec<f64> = x.iter().zip(&k).map(|(x, k)| x + cs * h * k).collect();
+                let mut dy = identity(d);
+                for (a, b) in dy.iter_mut().zip(&dk) {
+                    *a += cs * h * b;
+                }
+                (y, dy)
+            };
+            k = self.v(f, &y);
+            dk = mat_mul(&self.dv(f, &y), &dy, d, d, d);
+            for (j, g) in jac.iter_mut().zip(&dk) {
+                *j += h * bs * g;
+            }
+        }
+        jac
+    }
+
+    /// `x_{k+1}` from `x_{k−1}` (`prev`, used by C2 only) and `x_k` (`cur`).
+    fn step(&self, k: usize, prev: &[f64], cur: &[f64]) -> Vec<f64> {
+        let f = self.field(k);
+        match self.form {
+            Form::C0 => self.v(f, cur),
+            Form::C1 => {
+                let phi = self.increment(f, cur, self.h, 1.0);
+                cur.iter().zip(&phi).map(|(x, p)| x + self.h * p).collect()
+            }
+            Form::C2 => {
+                let v = self.v(f, cur);
+                let h2 = self.h * self.h;
+                (0..cur.len())
+                    .map(|j| 2.0 * cur[j] - prev[j] + h2 * v[j])
+                    .collect()
+            }
+        }
+    }
+
+    /// States `x_l ..= x_N` starting at layer `l` from `x_{l−1}` = `prev` and `x_l` = `cur`
+    /// (`prev` matters for C2 only; at `l = 0` it must be `x_0` itself).
+    fn states_from(&self, l: usize, prev: &[f64], cur: &[f64]) -> Vec<Vec<f64>> {
+        let mut states = Vec::with_capacity(self.steps + 1 - l);
+        states.push(cur.to_vec());
+        let mut prev = prev.to_vec();
+        for k in l..self.steps {
+            let next = self.step(k, &prev, &states[states.len() - 1]);
+            prev = states[states.len() - 1].clone();
+            states.push(next);
+        }
+        states
+    }
+
+    fn states(&self, x0: &[f64]) -> Vec<Vec<f64>> {
+        self.states_from(0, x0, x0)
+    }
+
+    /// `∂x_{k+1}/∂x_k` for C0 and C1.
+    fn step_jacobian(&self, k: usize, x: &[f64]) -> Vec<f64> {
+        let f = self.field(k);
+        match self.form {
+            Form::C0 => self.dv(f, x),
+            Form::C1 => self.c1_step_jacobian(f, x),
+            Form::C2 => unreachable!("a C2 step depends on two states"),
+        }
+    }
+
+    /// `∂x_N/∂x_0` along `states`.
+    fn total_jacobian(&self, states: &[Vec<f64>]) -> Vec<f64> {
+        let d = self.dim;
+        let mut jac = identity(d);
+        match self.form {
+            Form::C0 | Form::C1 => {
+                for (k, x) in states[..self.steps].iter().enumerate() {
+                    jac = mat_mul(&self.step_jacobian(k, x), &jac, d, d, d);
+                }
+            }
+            Form::C2 => {
+                // J_{k+1} = 2J_k − J_{k−1} + h²·Dv_k(x_k)·J_k with J_{−1} = J_0 = I.
+                let h2 = self.h * self.h;
+                let mut prev = identity(d);
+                for (k, x) in states[..self.steps].iter().enumerate() {
+                    let dvj = mat_mul(&self.dv(self.field(k), x), &jac, d, d, d);
+                    let next: Vec<f64> = (0..d * d)
+                        .map(|i| 2.0 * jac[i] - prev[i] + h2 * dvj[i])
+                        .collect();
+                    prev = std::mem::replace(&mut jac, next);
+                }
+            }
+        }
+        jac
+    }
+
+    /// The adjoints `A_l = ∂x_N/∂x_l` for `l = 0..=N` along `states`.
+    fn adjoints(&self, states: &[Vec<f64>]) -> Vec<Vec<f64>> {
+        let (d, n) = (self.dim, self.steps);
+        let mut adj = vec![Vec::new(); n + 1];
+        adj[n] = identity(d);
+        match self.form {
+            Form::C0 | Form::C1 => {
+                for l in (0..n).rev() {
+                    adj[l] = mat_mul(&adj[l + 1], &self.step_jacobian(l, &states[l]), d, d, d);
+                }
+            }
+            Form::C2 => {
+                let h2 = self.h * self.h;
+                let zero = vec![0.0; d * d];
+                for l in (0..n).rev() {
+                    // x_l enters x_{l+1} through 2I + h²·Dv_l and x_{l+2} through −I; at l = 0
+                    // it also stands for x_{−1}, which enters x_1 through −I.
+                    let mut m = self.dv(self.field(l), &states[l]);
+                    m.iter_mut().for_each(|v| *v *= h2);
+                    let diag = if l == 0 { 1.0 } else { 2.0 };
+                    for i in 0..d {
+                        m[i * d + i] += diag;
+                    }
+                    let mut a = mat_mul(&adj[l + 1], &m, d, d, d);
+                    let after = if l + 2 <= n { &adj[l + 2] } else { &zero };
+                    for (a, b) in a.iter_mut().zip(after) {
+                        *a -= b;
+                    }
+                    adj[l] = a;
+                }
+            }
+        }
+        adj
+    }
+
+    /// Inverts one C1 step: iterates `x ← target − h·Φ_k(x)` from `x = target`.
+    fn invert_c1_step(&self, k: usize, target: &[f64]) -> Vec<f64> {
+        let f = self.field(k);
+        let mut x = target.to_vec();
+        for _ in 0..FIXED_POINT_ITERS {
+            let phi = self.increment(f, &x, self.h, 1.0);
+            let next: Vec<f64> = target
+                .iter()
+                .zip(&phi)
+                .map(|(t, p)| t - self.h * p)
+                .collect();
+            let change = dist(&next, &x);
+            x = next;
+            if !(change >= FIXED_POINT_TOL) {
+                // Converged, or non-finite: either way more iterations change nothing.
+                break;
+            }
+        }
+        x
+    }
+
+    /// `x̂_0` recovered from the states of the forward pass (`None` for C0).
+    fn invert(&self, states: &[Vec<f64>], fixed_point: bool) -> Option<Vec<f64>> {
+        let n = self.steps;
+        match self.form {
+            Form::C0 => None,
+            Form::C1 if !fixed_point && self.weights == Weights::Shared => {
+                let f = self.field(0);
+                let mut x = states[n].clone();
+                for _ in 0..n {
+                    let phi = self.increment(f, &x, self.h, -1.0);
+                    x.iter_mut().zip(&phi).for_each(|(x, p)| *x += self.h * p);
+                }
+                Some(x)
+            }
+            Form::C1 => {
+                let mut x = states[n].clone();
+                for k in (0..n).rev() {
+                    x = self.invert_c1_step(k, &x);
+                }
+                Some(x)
+            }
+            Form::C2 => {
+                // x_{k−1} = 2x_k − x_{k+1} + h²·v_k(x_k), from (x_N, x_{N−1}).
+                let h2 = self.h * self.h;
+                let mut next = states[n].clone();
+                let mut cur = states[n - 1].clone();
+                for k in (1..n).rev() {
+                    let v = self.v(self.field(k), &cur);
+                    let prev: Vec<f64> = (0..self.dim)
+                        .map(|j| 2.0 * cur[j] - next[j] + h2 * v[j])
+                        .collect();
+                    next = std::mem::replace(&mut cur, prev);
+                }
+                Some(cur)
+            }
+        }
+    }
+}
+
+const FIXED_POINT_ITERS: usize = 200;
+const FIXED_POINT_TOL: f64 = 1e-12;
+
+fn identity(d: usize) -> Vec<f64> {
+    let mut m = vec![0.0; d * d];
+    for i in 0..d {
+        m[i * d + i] = 1.0;
+    }
+    m
+}
+
+/// `a (n × k) · b (k × m)`, row-major.
+fn mat_mul(a: &[f64], b: &[f64], n: usize, k: usize, m: usize) -> Vec<f64> {
+    let mut out = vec![0.0; n * m];
+    for i in 0..n {
+        for p in 0..k {
+            let a = a[i * k + p];
+            if a == 0.0 {
+                continue;
+            }
+            for (o, b) in out[i * m..(i + 1) * m]
+                .iter_mut()
+                .zip(&b[p * m..(p + 1) * m])
+            {
+                *o += a * b;
+            }
+        }
+    }
+    out
+}
+
+/// `aᵀa` for `a` of shape `n × m`: `m × m`.
+fn gram(a: &[f64], n: usize, m: usize) -> Vec<f64> {
+    let mut out = vec![0.0; m * m];
+    for r in 0..n {
+        let row = &a[r * m..(r + 1) * m];
+        for i in 0..m {
+            for j in 0..m {
+                out[i * m + j] += row[i] * row[j];
+            }
+        }
+    }
+    out
+}
+
+fn dist(a: &[f64], b: &[f64]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| (a - b).powi(2))
+        .sum::<f64>()
+        .sqrt()
+}
+
+impl Flow {
+    fn net64(&self) -> Net64 {
+        Net64::new(self.config(), self.layout(), self.params())
+    }
+
+    /// The rows of `x` as `in_dim` slices; refuses a ragged or empty `x`.
+    fn analysis_rows<'a>(&self, x: &'a [f32]) -> Result<Vec<&'a [f32]>, EngineError> {
+        let d = self.config().in_dim;
+        if !x.len().is_multiple_of(d) {
+            return Err(EngineError::InvalidData(format!(
+                "{} features is not a whole number of rows of dimension {d}",
+                x.len()
+            )));
+        }
+        if x.is_empty() {
+            return Err(EngineError::InvalidData("no points to analyse".into()));
+        }
+        Ok(x.chunks_exact(d).collect())
+    }
+
+    /// Every row's states `x_0 ..= x_N`.
+    fn row_states(&self, net: &Net64, x: &[f32]) -> Result<Vec<Vec<Vec<f64>>>, EngineError> {
+        Ok(self
+            .analysis_rows(x)?
+            .into_iter()
+            .map(|row| net.states(&net.lift(row)))
+            .collect())
+    }
+
+    /// Every layer's state `x_0 ..= x_N` for each row of `x` (`rows × in_dim`, row-major).
+    pub fn trace(&self, x: &[f32]) -> Result<Trace, EngineError> {
+        let net = self.net64();
+        let per_row = self.row_states(&net, x)?;
+        let (dim, rows, layers) = (net.dim, per_row.len(), net.steps + 1);
+        let mut states = vec![0.0; layers * rows * dim];
+        for (row, s) in per_row.iter().enumerate() {
+            for (layer, x) in s.iter().enumerate() {
+                let at = (layer * rows + row) * dim;
+                states[at..at + dim].copy_from_slice(x);
+            }
+        }
+        Ok(Trace {
+            dim,
+            rows,
+            layers,
+            states,
+        })
+    }
+
+    /// The lift as a `dim × in_dim` row-major matrix (the identity when there is none).
+    pub fn lift_matrix(&self) -> Vec<f64> {
+        match &self.net64().lift {
+            Some(l) => l.w.clone(),
+            None => identity(self.config().dim),
+        }
+    }
+
+    /// `∂x_N/∂x_0` for each row, `rows × dim × dim`, by the chain rule: C1 through the
+    /// integrator's stages (Euler: `I + h·W2·diag(σ'(W1·x + b1))·W1` per step); C0
+    /// `W2·diag(σ')·W1` per step; C2 by `J_{k+1} = 2J_k − J_{k−1} + h²·Dv(x_k)·J_k`,
+    /// `J_{−1} = J_0 = I`.
+    pub fn flow_jacobians(&self, x: &[f32]) -> Result<Vec<f64>, EngineError> {
+        let net = self.net64();
+        Ok(self
+            .row_states(&net, x)?
+            .iter()
+            .flat_map(|s| net.total_jacobian(s))
+            .collect())
+    }
+
+    /// `det ∂x_N/∂x_0` for each row.
+    pub fn jacobian_dets(&self, x: &[f32]) -> Result<Vec<f64>, EngineError> {
+        let d = self.config().dim;
+        Ok(self
+            .flow_jacobians(x)?
+            .chunks_exact(d * d)
+            .map(|j| det(j, d))
+            .collect())
+    }
+
+    /// The largest `‖x̂_0 − x_0‖₂` over the rows (in the flow space `R^dim`), where `x̂_0`
+    /// inverts `x_N`: for a shared C1 flow the backward flow (the same integrator applied to
+    /// `−v`, N steps of `h`, which inverts the ODE but only approximately the network); for
+    /// an unshared C1 flow each step inverted by fixed-point iteration; for C2 the exact
+    /// backward recursion `x_{k−1} = 2x_k − x_{k+1} + h²·v_k(x_k)` from `(x_N, x_{N−1})`.
+    /// C0 has no inverse: `None`. A diverging inversion gives a large error, `+inf` when it
+    /// is not finite.
+    pub fn inverse_error(&self, x: &[f32]) -> Result<Option<f64>, EngineError> {
+        self.inverse_error_with(x, false)
+    }
+
+    /// [`Flow::inverse_error`], inverting every C1 flow step by step by fixed-point iteration
+    /// `x ← x_{k+1} − h·Φ_k(x)` from `x = x_{k+1}` (until a change below 1e-12, at most 200
+    /// times): the inverse of the discrete map, exact where `h·Lip(Φ) < 1`.
+    pub fn inverse_error_fixed_point(&self, x: &[f32]) -> Result<Option<f64>, EngineError> {
+        self.inverse_error_with(x, true)
+    }
+
+    fn inverse_error_with(&self, x: &[f32], fixed_point: bool) -> Result<Option<f64>, EngineError> {
+        let net = self.net64();
+        let per_row = self.row_states(&net, x)?;
+        if net.form == Form::C0 {
+            return Ok(None);
+        }
+        let mut worst: f64 = 0.0;
+        for states in &per_row {
+            let back = net.invert(states, fixed_point).expect("C1 and C2 invert");
+            let err = dist(&back, &states[0]);
+            worst = worst.max(if err.is_finite() { err } else { f64::INFINITY });
+        }
+        Ok(Some(worst))
+    }
+
+    /// The same trained fields over `2N` steps of `h/2`: field `k` drives steps `2k` and
+    /// `2k + 1` (an unshared flow's fields are duplicated; a shared flow only changes `steps`
+    /// and `h`). A C0 net applies each layer twice (`2N` layers, `h` unchanged), which is a
+    /// different map, not a finer one.
+    pub fn refined(&self) -> Flow {
+        let cfg = self.config();
+        let mut fine = cfg.clone();
+        fine.steps = 2 * cfg.steps;
+        if cfg.form != Form::C0 {
+            fine.h = cfg.h / 2.0;
+        }
+        let layout = Layout::new(&fine);
+        let (old, p) = (self.layout(), self.params());
+        let mut params = vec![0.0; layout.total];
+        let mut copy = |to: &Linear, from: &Linear| {
+            params[to.w..to.w + to.out * to.inp].copy_from_slice(from.w(p));
+            params[to.b..to.b + to.out].copy_from_slice(from.b(p));
+        };
+        if let (Some(to), Some(from)) = (&layout.lift, &old.lift) {
+            copy(to, from);
+        }
+        for (i, to) in layout.fields.iter().enumerate() {
+            let from = &old.fields[cfg.field_of_step(i / 2)];
+            copy(&to.l1, &from.l1);
+            copy(&to.l2, &from.l2);
+        }
+        copy(&layout.head, &old.head);
+        Flow::from_parts(fine, layout, params).expect("the layout was built for these params")
+    }
+
+    /// The same fields integrated with `integrator` (C1 flows only).
+    pub fn with_integrator(&self, integrator: Integrator) -> Result<Flow, EngineError> {
+        let cfg = self.config();
+        if cfg.form != Form::C1 {
+            return Err(EngineError::InvalidConfig(format!(
+                "`integrator: {}` needs `form: c1`; this flow is {}",
+                integrator.name(),
+                cfg.form.name()
+            )));
+        }
+        let mut cfg = cfg.clone();
+        cfg.integrator = integrator;
+        Flow::from_parts(cfg, self.layout().clone(), self.params().to_vec())
+    }
+
+    /// Hauser & Ray's metric tensors: the output space's Euclidean metric pulled back to every
+    /// layer, `g_l = A_lᵀ·A_l` with the adjoint `A_l = ∂x_N/∂x_l`, laid out
+    /// `[(layer * rows + row) * dim * dim ..]`, layer `0..=N`.
+    ///
+    /// For C0 and C1, `A_N = I` and `A_l = A_{l+1}·J_l` (`J_l = ∂x_{l+1}/∂x_l`), so
+    /// `g_l = J_lᵀ·g_{l+1}·J_l`. A C2 layer's `x_{l+1}` also depends on `x_{l−1}`, so `A_l` is
+    /// `x_l`'s effect on `x_N` through both `x_{l+1}` and `x_{l+2}` with `x_{l−1}` held:
+    /// `A_N = I`, `A_{N+1} = 0`, `A_l = A_{l+1}·(2I + h²·Dv_l(x_l)) − A_{l+2}`; at `l = 0`,
+    /// where `x_{−1} = x_0` is not held but moves with `x_0`, `2I` becomes `I`, so that
+    /// `g_0 = Jᵀ·J` with `J` the whole flow's Jacobian, as for the other forms.
+    pub fn pullback_metrics(&self, x: &[f32]) -> Result<Vec<f64>, EngineError> {
+        let net = self.net64();
+        let per_row = self.row_states(&net, x)?;
+        let (d, rows) = (net.dim, per_row.len());
+        let mut out = vec![0.0; (net.steps + 1) * rows * d * d];
+        for (row, states) in per_row.iter().enumerate() {
+            for (layer, a) in net.adjoints(states).iter().enumerate() {
+                let at = (layer * rows + row) * d * d;
+                out[at..at + d * d].copy_from_slice(&gram(a, d, d));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The metric induced on the input space, `Lᵀ·g_0·L` with `L` = [`Flow::lift_matrix`]:
+    /// `rows × in_dim × in_dim`.
+    pub fn input_metrics(&self, x: &[f32]) -> Result<Vec<f64>, EngineError> {
+        let (d, n) = (self.config().dim, self.config().in_dim);
+        let lift = self.lift_matrix();
+        Ok(self
+            .flow_jacobians(x)?
+            .chunks_exact(d * d)
+            .flat_map(|j| gram(&mat_mul(j, &lift, d, d, n), d, n))
+            .collect())
+    }
+
+    /// `‖g_0 − g_0'‖_F / ‖g_0'‖_F` over all rows together, `g_0'` the metric of
+    /// [`Flow::refined`]: how far the metric is from its limit in depth.
+    pub fn metric_convergence(&self, x: &[f32]) -> Result<f64, EngineError> {
+        let d = self.config().dim;
+        let g0 = |f: &Flow| -> Result<Vec<f64>, EngineError> {
+            Ok(f.flow_jacobians(x)?
+                .chunks_exact(d * d)
+                .flat_map(|j| gram(j, d, d))
+                .collect())
+        };
+        let (coarse, fine) = (g0(self)?, g0(&self.refined())?);
+        let diff: f64 = coarse.iter().zip(&fine).map(|(a, b)| (a - b).powi(2)).sum();
+        let norm: f64 = fine.iter().map(|b| b * b).sum();
+        Ok((diff / norm).sqrt())
+    }
+
+    /// The mean over layers and rows of `‖x_{l+1} − x_l‖₂`.
+    pub fn step_norm(&self, x: &[f32]) -> Result<f64, EngineError> {
+        let net = self.net64();
+        let per_row = self.row_states(&net, x)?;
+        let total: f64 = per_row
+            .iter()
+            .flat_map(|s| s.windows(2).map(|w| dist(&w[1], &w[0])))
+            .sum();
+        Ok(total / (per_row.len() * net.steps) as f64)
+    }
+}
+
+/// Summary of symmetric `d × d` matrices, one per point. Eigenvalue means and maxima run over
+/// every eigenvalue of every point; `eig_min_mean` is the mean of each point's smallest; the
+/// condition number is `λmax/λmin`, `+inf` when `λmin ≤ 0`. All NaN when there is no matrix.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MetricStats {
+    pub det_mean: f64,
+    pub det_max: f64,
+    pub eig_mean: f64,
+    pub eig_max: f64,
+    pub eig_min_mean: f64,
+    pub cond_mean: f64,
+    pub cond_max: f64,
+}
+
+/// [`MetricStats`] of the `g.len() / (d·d)` matrices in `g`.
+///
+/// # Panics
+/// If `d` is 0 or `g` is not a whole number of `d × d` matrices.
+pub fn metric_stats(g: &[f64], d: usize) -> MetricStats {
+    assert!(
+        d > 0 && g.len().is_multiple_of(d * d),
+        "{} values are not a whole number of {d}×{d} matrices",
+        g.len()
+    );
+    let n = g.len() / (d * d);
+    if n == 0 {
+        return MetricStats {
+            det_mean: f64::NAN,
+            det_max: f64::NAN,
+            eig_mean: f64::NAN,
+            eig_max: f64::NAN,
+            eig_min_mean: f64::NAN,
+            cond_mean: f64::NAN,
+            cond_max: f64::NAN,
+        };
+    }
+    let mut s = MetricStats {
+        det_mean: 0.0,
+        det_max: f64::NEG_INFINITY,
+        eig_mean: 0.0,
+        eig_max: f64::NEG_INFINITY,
+        eig_min_mean: 0.0,
+        cond_mean: 0.0,
+        cond_max: f64::NEG_INFINITY,
+    };
+    for m in g.chunks_exact(d * d) {
+        let dt = det(m, d);
+        s.det_mean += dt;
+        s.det_max = s.det_max.max(dt);
+        let (eig, _) = sym_eigen(m, d);
+        let (lo, hi) = (eig[0], eig[d - 1]);
+        s.eig_mean += eig.iter().sum::<f64>();
+        s.eig_max = s.eig_max.max(hi);
+        s.eig_min_mean += lo;
+        let cond = if lo > 0.0 { hi / lo } else { f64::INFINITY };
+        s.cond_mean += cond;
+        s.cond_max = s.cond_max.max(cond);
+    }
+    s.det_mean /= n as f64;
+    s.eig_mean /= (n * d) as f64;
+    s.eig_min_mean /= n as f64;
+    s.cond_mean /= n as f64;
+    s
+}
+
+/// The determinant of the row-major `d × d` matrix `m`, by LU with partial pivoting.
+pub fn det(m: &[f64], d: usize) -> f64 {
+    assert_eq!(m.len(), d * d, "det of a {d}×{d} matrix");
+    let mut a = m.to_vec();
+    let mut det = 1.0;
+    for c in 0..d {
+        let p = (c..d)
+            .max_by(|&i, &j| a[i * d + c].abs().total_cmp(&a[j * d + c].abs()))
+            .expect("c < d");
+        let pivot = a[p * d + c];
+        if pivot == 0.0 {
+            return 0.0;
+        }
+        if p != c {
+            for j in 0..d {
+                a.swap(p * d + j, c * d + j);
+            }
+            det = -det;
+        }
+        det *= pivot;
+        for r in c + 1..d {
+            let f = a[r * d + c] / pivot;
+            if f != 0.0 {
+                for j in c..d {
+                    a[r * d + j] -= f * a[c * d + j];
+                }
+            }
+        }
+    }
+    det
+}
+
+/// Eigenvalues (ascending) and eigenvectors (the columns of a row-major `d × d` matrix, in
+/// the same order) of the symmetric `m`, by cyclic Jacobi rotations. Only the symmetric part
+/// `(m + mᵀ)/2` is read.
+pub fn sym_eigen(m: &[f64], d: usize) -> (Vec<f64>, Vec<f64>) {
+    assert_eq!(m.len(), d * d, "sym_eigen of a {d}×{d} matrix");
+    let mut a: Vec<f64> = (0..d * d)
+        .map(|i| 0.5 * (m[i] + m[(i % d) * d + i / d]))
+        .collect();
+    let mut v = identity(d);
+    let total: f64 = a.iter().map(|x| x * x).sum();
+    for _sweep in 0..100 {
+        let off: f64 = (0..d * d)
+            .filter(|i| i / d != i % d)
+            .map(|i| a[i] * a[i])
+            .sum();
+        if off <= f64::EPSILON * f64::EPSILON * total || off == 0.0 {
+            break;
+        }
+        for p in 0..d {
+            for q in p + 1..d {
+                let apq = a[p * d + q];
+                if apq == 0.0 {
+                    continue;
+                }
+                // Numerical Recipes' rotation: A ← PᵀAP, P_pq = s, P_qp = −s, zeroing a_pq.
+                let theta = (a[q * d + q] - a[p * d + p]) / (2.0 * apq);
+                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let c = 1.0 / (t * t + 1.0).sqrt();
+                let s = t * c;
+                for k in 0..d {
+                    let (akp, akq) = (a[k * d + p], a[k * d + q]);
+                    a[k * d + p] = c * akp - s * akq;
+                    a[k * d + q] = s * akp + c * akq;
+                }
+                for k in 0..d {
+                    let (apk, aqk) = (a[p * d + k], a[q * d + k]);
+                    a[p * d + k] = c * apk - s * aqk;
+                    a[q * d + k] = s * apk + c * aqk;
+                }
+                for k in 0..d {
+                    let (vkp, vkq) = (v[k * d + p], v[k * d + q]);
+                    v[k * d + p] = c * vkp - s * vkq;
+                    v[k * d + q] = s * vkp + c * vkq;
+                }
+            }
+        }
+    }
+    let mut order: Vec<usize> = (0..d).collect();
+    order.sort_by(|&i, &j| a[i * d + i].total_cmp(&a[j * d + j]));
+    let values = order.iter().map(|&i| a[i * d + i]).collect();
+    let mut vectors = vec![0.0; d * d];
+    for (col, &i) in order.iter().enumerate() {
+        for k in 0..d {
+            vectors[k * d + col] = v[k * d + i];
+        }
+    }
+    (values, vectors)
+}
+
+/// A regular grid of `nx × ny` points (row-major `x, y` pairs, the x index fastest).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Grid {
+    pub nx: usize,
+    pub ny: usize,
+    pub points: Vec<f32>,
+}
+
+/// A regular `nx × ny` grid over the bounding box of the 2-D points `x` (row-major, 2 per
+/// row), padded on each side by `pad` times the box's size along that axis. A side of zero
+/// extent (or no points at all, whose box is the origin) is padded as if it had size 1; a
+/// side with one grid point puts it in the middle.
+pub fn grid_over(x: &[f32], nx: usize, ny: usize, pad: f32) -> Grid {
+    assert!(x.len().is_multiple_of(2), "grid_over takes 2-D points");
+    let axis = |j: usize, n: usize| -> Vec<f32> {
+        let vals = x.iter().skip(j).step_by(2).map(|&v| f64::from(v));
+        let (mut lo, mut hi) = vals.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+        if lo > hi {
+            (lo, hi) = (0.0, 0.0);
+        }
+        let size = if hi > lo { hi - lo } else { 1.0 };
+        let (lo, hi) = (lo - f64::from(pad) * size, hi + f64::from(pad) * size);
+        (0..n)
+            .map(|i| {
+                if n == 1 {
+                    (0.5 * (lo + hi)) as f32
+                } else {
+                    (lo + (hi - lo) * i as f64 / (n - 1) as f64) as f32
+                }
+            })
+            .collect()
+    };
+    let (xs, ys) = (axis(0, nx), axis(1, ny));
+    let points = ys
+        .iter()
+        .flat_map(|&y| xs.iter().flat_map(move |&x| [x, y]))
+        .collect();
+    Grid { nx, ny, points }
+}
