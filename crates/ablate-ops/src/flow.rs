@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use ablate_cache::Metric;
 use ablate_engine::{
-    Backend, EngineError, EpochReport, ExecOptions, Flow, FlowConfig, TrainConfig, TrainObserver,
-    Weights,
+    Activation, Backend, EngineError, EpochReport, ExecOptions, Flow, FlowConfig, Form, Integrator,
+    TrainConfig, TrainObserver, Weights,
 };
 use ablate_results::{Column, ColumnData, Table};
 use ablate_run::{OpContext, OpError, OpOutput, Progress};
@@ -35,6 +35,11 @@ pub(crate) struct TrainParams {
     batch: usize,
     lr: f64,
     seed: u64,
+    form: Form,
+    integrator: Integrator,
+    activation: Activation,
+    weight_decay: f64,
+    lipschitz: Option<f64>,
 }
 
 impl TrainFlow {
@@ -42,11 +47,12 @@ impl TrainFlow {
         TrainFlow {
             schema: OpSchema {
                 name: "train.flow",
-                version: 1,
+                version: 2,
                 summary: "Train a residual-flow classifier on the points of its input: a linear lift to `dim` (when \
-                          `dim` differs from the data's), `steps` residual steps x ← x + h·v(x) with v a one-hidden-layer \
-                          tanh MLP (one field shared by all steps, or one per step), a linear head; Adam on softmax \
-                          cross-entropy. Writes `model.safetensors` and `history.parquet`; logs loss/acc per epoch.",
+                          `dim` differs from the data's), `steps` layers of a velocity field v (a one-hidden-layer MLP; \
+                          one field shared by all steps, or one per step) — residual integrator steps x ← x + h·Φ(x) \
+                          (form c1), plain layers x ← v(x) (c0) or second-order steps (c2) — and a linear head; Adam on \
+                          softmax cross-entropy. Writes `model.safetensors` and `history.parquet`; logs loss/acc per epoch.",
                 params: vec![
                     ParamSpec::with_default(
                         "weights",
@@ -102,6 +108,36 @@ impl TrainFlow {
                         json!(0),
                         "initialisation and shuffling seed",
                     ),
+                    ParamSpec::with_default(
+                        "form",
+                        ParamType::Enum(&["c1", "c0", "c2"]),
+                        json!("c1"),
+                        "c1: x ← x + h·Φ(x) (residual); c0: x ← v(x) (plain layers); c2: x' = 2x − x₋ + h²·v(x)",
+                    ),
+                    ParamSpec::with_default(
+                        "integrator",
+                        ParamType::Enum(&["euler", "midpoint", "rk4"]),
+                        json!("euler"),
+                        "how a c1 layer integrates its field over one step (c0 and c2 take euler)",
+                    ),
+                    ParamSpec::with_default(
+                        "activation",
+                        ParamType::Enum(&["tanh", "relu"]),
+                        json!("tanh"),
+                        "the hidden nonlinearity of the fields",
+                    ),
+                    ParamSpec::with_default(
+                        "weight_decay",
+                        ParamType::Float { min: 0.0, max: f64::MAX },
+                        json!(0.0),
+                        "decoupled (AdamW) decay of the weight matrices",
+                    ),
+                    ParamSpec::with_default(
+                        "lipschitz",
+                        ParamType::optional(ParamType::positive_float()),
+                        json!(null),
+                        "spectral normalisation keeping h·‖W2‖·‖W1‖ ≤ this after every step (< 1 keeps each step invertible); null: off",
+                    ),
                 ],
                 gathers: false,
                 free_params: false,
@@ -140,7 +176,7 @@ impl TrainObserver for Observer<'_, '_> {
     }
 }
 
-fn artifact(ctx: &OpContext<'_>, name: &str) -> Result<PathBuf, OpError> {
+pub(crate) fn artifact(ctx: &OpContext<'_>, name: &str) -> Result<PathBuf, OpError> {
     ctx.find_artifact(name).ok_or_else(|| {
         OpError::msg(format!(
             "no input of `{}` (nor their inputs) has a `{name}`; check its `needs`",
@@ -149,7 +185,7 @@ fn artifact(ctx: &OpContext<'_>, name: &str) -> Result<PathBuf, OpError> {
     })
 }
 
-fn engine_error(e: EngineError) -> OpError {
+pub(crate) fn engine_error(e: EngineError) -> OpError {
     match e {
         EngineError::Cancelled => OpError::Cancelled,
         EngineError::NonFinite { epoch, batch } => OpError::msg(format!(
@@ -175,17 +211,17 @@ impl Op for TrainFlow {
             steps: p.steps,
             h: p.h.unwrap_or(1.0 / p.steps as f64) as f32,
             weights: p.weights,
-            form: ablate_engine::Form::C1,
-            integrator: ablate_engine::Integrator::Euler,
-            activation: ablate_engine::Activation::Tanh,
+            form: p.form,
+            integrator: p.integrator,
+            activation: p.activation,
         };
         let train = TrainConfig {
             epochs: p.epochs,
             batch: p.batch,
             lr: p.lr as f32,
             seed: p.seed,
-            weight_decay: 0.0,
-            lipschitz: None,
+            weight_decay: p.weight_decay as f32,
+            lipschitz: p.lipschitz.map(|l| l as f32),
         };
         let mut observer = Observer {
             ctx,
@@ -245,17 +281,30 @@ pub(crate) struct EvalFlow {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct EvalParams {}
+pub(crate) struct EvalParams {
+    grid: usize,
+}
 
 impl EvalFlow {
     pub(crate) fn new() -> Self {
         EvalFlow {
             schema: OpSchema {
                 name: "eval.flow",
-                version: 1,
+                version: 2,
                 summary: "Evaluate the flow trained by its input on the test split of the data behind it: `test_acc`, \
-                          `test_loss` (mean cross-entropy), `params`.",
-                params: vec![],
+                          `test_loss` (mean cross-entropy), `params`; `min_det_j` and `fold_frac` (the flow map's \
+                          Jacobian determinant over a `grid`² grid covering 2-D data, or at the test points otherwise, \
+                          and the fraction of points where it is ≤ 0); `inverse_err` (max error of inverting the flow \
+                          on the test set: the backward flow for shared c1 weights, fixed-point iteration of each step \
+                          for unshared c1, the exact backward recursion for c2; none for c0) and `inverse_fp_err` \
+                          (fixed-point inversion for every c1 model); `acc_2n` (test accuracy with the trained fields \
+                          integrated in 2N steps of h/2) and `acc_rk4` (the same fields integrated with RK4; c1 only).",
+                params: vec![ParamSpec::with_default(
+                    "grid",
+                    ParamType::Int { min: 2, max: 1000 },
+                    json!(41),
+                    "points per side of the grid the Jacobian is probed on (2-D data)",
+                )],
                 gathers: false,
                 free_params: false,
                 inputs_by_name: false,
@@ -265,22 +314,63 @@ impl EvalFlow {
     }
 }
 
+/// The points a flow's geometry is probed at: a `side`² grid over the bounding box of 2-D data
+/// (padded by 10%), or the data points themselves in higher dimensions, where a grid would
+/// mostly probe empty space.
+pub(crate) fn probe_points(data: &ablate_engine::Dataset, side: usize) -> Vec<f32> {
+    if data.dim == 2 {
+        ablate_engine::grid_over(&data.x, side, side, 0.1).points
+    } else {
+        data.x.clone()
+    }
+}
+
 impl Op for EvalFlow {
     fn schema(&self) -> &OpSchema {
         &self.schema
     }
 
     fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
-        let _: EvalParams = typed("eval.flow", ctx.job.params())?;
+        let p: EvalParams = typed("eval.flow", ctx.job.params())?;
         let flow = Flow::load(&artifact(ctx, "model.safetensors")?).map_err(engine_error)?;
         let test = read_dataset(&artifact(ctx, "test.parquet")?, Some(flow.config().classes))?;
         let eval = flow.evaluate(&test).map_err(engine_error)?;
+        let mut metrics = vec![
+            Metric::new("test_acc", eval.acc),
+            Metric::new("test_loss", eval.loss),
+            Metric::new("params", flow.num_params() as f64),
+        ];
+
+        let dets = flow
+            .jacobian_dets(&probe_points(&test, p.grid))
+            .map_err(engine_error)?;
+        // A non-finite determinant counts as a fold: the map is not a diffeomorphism there.
+        let folded = dets.iter().filter(|d| !(**d > 0.0)).count();
+        let min = dets.iter().copied().fold(f64::INFINITY, f64::min);
+        metrics.push(Metric::new("min_det_j", min));
+        metrics.push(Metric::new("fold_frac", folded as f64 / dets.len() as f64));
+
+        if let Some(e) = flow.inverse_error(&test.x).map_err(engine_error)? {
+            metrics.push(Metric::new("inverse_err", e));
+        }
+        if flow.config().form == Form::C1
+            && let Some(e) = flow
+                .inverse_error_fixed_point(&test.x)
+                .map_err(engine_error)?
+        {
+            metrics.push(Metric::new("inverse_fp_err", e));
+        }
+        let refined = flow.refined().evaluate(&test).map_err(engine_error)?;
+        metrics.push(Metric::new("acc_2n", refined.acc));
+        if flow.config().form == Form::C1 {
+            let rk4 = flow
+                .with_integrator(Integrator::Rk4)
+                .and_then(|f| f.evaluate(&test))
+                .map_err(engine_error)?;
+            metrics.push(Metric::new("acc_rk4", rk4.acc));
+        }
         Ok(OpOutput {
-            metrics: vec![
-                Metric::new("test_acc", eval.acc),
-                Metric::new("test_loss", eval.loss),
-                Metric::new("params", flow.num_params() as f64),
-            ],
+            metrics,
             publish: Vec::new(),
         })
     }

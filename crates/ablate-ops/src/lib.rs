@@ -10,6 +10,7 @@ mod cmd;
 mod data;
 mod echo;
 mod flow;
+mod metric;
 mod params;
 mod registry;
 mod report;
