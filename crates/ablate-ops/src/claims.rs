@@ -6,7 +6,7 @@
 mod eval;
 mod expr;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use ablate_cache::Metric;
@@ -239,21 +239,13 @@ fn write_outputs(dir: &Path, title: &str, outcomes: &[Outcome<'_>]) -> Result<()
                 .collect::<Vec<_>>(),
         );
     }
-    let tally: BTreeMap<&str, usize> = [Verdict::Pass, Verdict::Fail, Verdict::Undecided]
-        .into_iter()
-        .map(|v| {
-            (
-                v.name(),
-                outcomes.iter().filter(|o| o.eval.verdict == v).count(),
-            )
-        })
-        .collect();
+    let count = |v: Verdict| outcomes.iter().filter(|o| o.eval.verdict == v).count();
     let md = format!(
         "# {title}\n\n{} claims: {} pass, {} fail, {} undecided.\n\n{}",
         outcomes.len(),
-        tally["pass"],
-        tally["fail"],
-        tally["undecided"],
+        count(Verdict::Pass),
+        count(Verdict::Fail),
+        count(Verdict::Undecided),
         ablate_results::render_markdown(&shown)
     );
     std::fs::write(dir.join("claims.md"), md)
@@ -344,7 +336,7 @@ mod tests {
         );
         assert_eq!(
             col("rhs"),
-            ColumnData::Float(vec![Some(0.5), Some(4.0), None])
+            ColumnData::Float(vec![Some(0.5), Some(4.0), Some(0.0)])
         );
         let ColumnData::Str(detail) = col("detail") else {
             panic!()

@@ -47,17 +47,6 @@ impl Cmp {
             Cmp::Ne => a != b,
         }
     }
-
-    pub(crate) fn symbol(self) -> &'static str {
-        match self {
-            Cmp::Ge => ">=",
-            Cmp::Le => "<=",
-            Cmp::Gt => ">",
-            Cmp::Lt => "<",
-            Cmp::Eq => "==",
-            Cmp::Ne => "!=",
-        }
-    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -635,7 +624,6 @@ mod tests {
             ("!=", Cmp::Ne),
         ] {
             assert_eq!(parse(&format!("1{s}2")).unwrap().cmp, cmp);
-            assert_eq!(cmp.symbol(), s);
         }
     }
 
