@@ -329,7 +329,7 @@ mod tests {
         let path = write(
             dir.path(),
             "d.csv",
-            &format!("{}\n\n{}\r\n", line(3, true), line(9, false)),
+            format!("{}\n\n{}\r\n", line(3, true), line(9, false)),
         );
         let rows = read_csv(&path, "d.csv").unwrap();
         assert_eq!(rows.len(), 2);
@@ -343,13 +343,13 @@ mod tests {
         let good = line(1, false);
         let short = good.rsplit_once(',').unwrap().0.to_owned();
         assert_eq!(
-            read_err(&format!("{good}\n{short}\n")),
+            read_err(format!("{good}\n{short}\n")),
             "`d.csv` has 1 malformed row:\n`d.csv`:2:1: expected 65 comma-separated numbers (64 pixels, then the \
              label), found 64\nhint: each line holds 65 comma-separated numbers: 64 pixels in 0..16, then the label 0..9"
         );
         // `1,2,x,...`: the third field starts at column 5.
         let bad = good.replacen("1,2,3,", "1,2,x,", 1);
-        let e = read_err(&format!("{good}\n{good}\n{bad}\n"));
+        let e = read_err(format!("{good}\n{good}\n{bad}\n"));
         assert!(e.contains("`d.csv`:3:5: `x` is not a number"), "{e}");
         let bad = good.replacen("1,2,", "1, 17,", 1);
         assert!(read_err(&bad).contains("`d.csv`:1:4: pixel 1 is 17, outside 0..16"));
@@ -362,8 +362,8 @@ mod tests {
             "{}",
             read_err(&bad)
         );
-        assert!(read_err(&format!("{short},2.5")).contains("the label is 2.5, not a digit 0..9"));
-        assert!(read_err(&format!("{short},nan")).contains("`nan` is not a number"));
+        assert!(read_err(format!("{short},2.5")).contains("the label is 2.5, not a digit 0..9"));
+        assert!(read_err(format!("{short},nan")).contains("`nan` is not a number"));
         // Every malformed row is counted; the first few are shown.
         let many: String = (0..8).map(|_| format!("{short}\n")).collect();
         let e = read_err(&many);
@@ -402,7 +402,7 @@ mod tests {
     #[test]
     fn split_is_stratified_deterministic_and_limited() {
         let dir = tempfile::tempdir().unwrap();
-        let rows = read_csv(&write(dir.path(), "d.csv", &forty()), "d.csv").unwrap();
+        let rows = read_csv(&write(dir.path(), "d.csv", forty()), "d.csv").unwrap();
         let (train, test) = split(&rows, 0.25, 0, None);
         assert_eq!((train.len(), test.len()), (30, 10));
         // Four rows per digit: one of each goes to test.
@@ -428,7 +428,7 @@ mod tests {
     #[test]
     fn splits_are_points_tables() {
         let dir = tempfile::tempdir().unwrap();
-        let rows = read_csv(&write(dir.path(), "d.csv", &forty()), "d.csv").unwrap();
+        let rows = read_csv(&write(dir.path(), "d.csv", forty()), "d.csv").unwrap();
         let (train, _) = split(&rows, 0.25, 0, None);
         let path = dir.path().join("train.parquet");
         write_split(&path, &train, true).unwrap();
