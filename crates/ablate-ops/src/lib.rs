@@ -6,8 +6,10 @@
 //!
 //! It must not schedule, cache or print: the runner hands it a context and takes its outputs.
 
+mod claims;
 mod cmd;
 mod data;
+mod digits;
 mod echo;
 mod flow;
 mod metric;

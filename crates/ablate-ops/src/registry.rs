@@ -20,10 +20,12 @@ impl Registry {
     pub fn builtin() -> Self {
         let ops: Vec<Box<dyn Op>> = vec![
             Box::new(crate::data::Toy2d::new()),
+            Box::new(crate::digits::Digits::new()),
             Box::new(crate::flow::TrainFlow::new()),
             Box::new(crate::flow::EvalFlow::new()),
             Box::new(crate::metric::EvalMetric::new()),
             Box::new(crate::report::Table::new()),
+            Box::new(crate::claims::Claims::new()),
             Box::new(crate::cmd::Cmd::new()),
             Box::new(crate::echo::Echo::new()),
         ];
@@ -126,10 +128,12 @@ mod tests {
         use crate::params::typed;
         match name {
             "data.toy2d" => typed::<crate::data::Toy2dParams>(name, params).map(drop),
+            "data.digits" => typed::<crate::digits::DigitsParams>(name, params).map(drop),
             "train.flow" => typed::<crate::flow::TrainParams>(name, params).map(drop),
             "eval.flow" => typed::<crate::flow::EvalParams>(name, params).map(drop),
             "eval.metric" => typed::<crate::metric::MetricParams>(name, params).map(drop),
             "report.table" => typed::<crate::report::TableParams>(name, params).map(drop),
+            "report.claims" => typed::<crate::claims::ClaimsParams>(name, params).map(drop),
             "cmd" => typed::<crate::cmd::CmdParams>(name, params).map(drop),
             "echo" => typed::<crate::echo::EchoParams>(name, params).map(drop),
             other => panic!("add op `{other}` to check_typed"),

@@ -1,0 +1,387 @@
+//! `report.claims`: named assertions over the final metrics of every upstream instance, e.g.
+//! `mean(acc_2n | weights=shared) >= mean(acc_2n | weights=unshared)`, each judged pass, fail
+//! or undecided and written as `claims.parquet` + `claims.md`. A false claim is a result, not
+//! an error; a claim that does not parse is the user's error, reported with all the others.
+
+mod eval;
+mod expr;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use ablate_cache::Metric;
+use ablate_results::{Observation, Table};
+use ablate_run::{OpContext, OpError, OpOutput};
+use ablate_spec::{OpSchema, ParamSpec, ParamType, Value};
+use serde::Deserialize;
+
+use crate::params::typed;
+use crate::registry::Op;
+
+use self::eval::{Evaluation, Verdict, evaluate};
+use self::expr::{Claim, parse};
+
+pub(crate) struct Claims {
+    schema: OpSchema,
+}
+
+/// The raw params: each claim stays a JSON value until [`parse_claims`] checks it, so every
+/// malformed claim is reported at once, with its position in the list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ClaimsParams {
+    claims: Vec<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClaim {
+    name: String,
+    #[serde(rename = "assert")]
+    assertion: String,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+/// A claim that parsed, with what the user wrote.
+#[derive(Debug)]
+struct NamedClaim {
+    name: String,
+    assertion: String,
+    note: Option<String>,
+    claim: Claim,
+}
+
+#[derive(Debug)]
+struct Outcome<'a> {
+    claim: &'a NamedClaim,
+    eval: Evaluation,
+}
+
+impl Claims {
+    pub(crate) fn new() -> Self {
+        Claims {
+            schema: OpSchema {
+                name: "report.claims",
+                version: 1,
+                summary: "Check named claims against the final metrics of every instance of its needs, e.g. \
+                          `mean(acc | weights=shared) >= mean(acc | weights=unshared)`. Aggregates (mean, median, \
+                          min, max, std, sum, count) select instances by label (`key=value`, `key!=value`, \
+                          `key in [a, b]`); arithmetic, abs/log/exp/sqrt and one comparison (>= <= > < == !=) \
+                          per claim. Each claim passes, fails, or is undecided (nothing selected, a NaN, a missing \
+                          metric); none of these fails the stage. Writes `claims.parquet` and `claims.md`, \
+                          published as `results/<pipeline>/<stage>.parquet` and `.md`.",
+                params: vec![ParamSpec::required(
+                    "claims",
+                    ParamType::list(ParamType::Any),
+                    "the claims: a list of `{name, assert, note?}` maps; `note` quotes the statement checked",
+                )],
+                gathers: true,
+                free_params: false,
+                inputs_by_name: false,
+                needs: (1, None),
+            },
+        }
+    }
+}
+
+impl Op for Claims {
+    fn schema(&self) -> &OpSchema {
+        &self.schema
+    }
+
+    fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
+        let p: ClaimsParams = typed("report.claims", ctx.job.params())?;
+        let claims = parse_claims(&p.claims).map_err(OpError::msg)?;
+        let mut observations = Vec::with_capacity(ctx.job.inputs.len());
+        for input in &ctx.job.inputs {
+            let manifest = ctx.manifest(&input.key).ok_or_else(|| {
+                OpError::msg(format!(
+                    "the cache entry of input `{}` has no readable manifest",
+                    input.id
+                ))
+            })?;
+            observations.push(Observation {
+                labels: input.labels.iter().cloned().collect(),
+                metrics: manifest
+                    .final_metrics()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect(),
+            });
+        }
+        let outcomes: Vec<Outcome<'_>> = claims
+            .iter()
+            .map(|claim| Outcome {
+                claim,
+                eval: evaluate(&claim.claim, &observations),
+            })
+            .collect();
+        let title = format!("{} — {}", ctx.job.pipeline, ctx.job.stage);
+        write_outputs(ctx.out_dir(), &title, &outcomes)?;
+        Ok(OpOutput {
+            metrics: metrics(&outcomes),
+            publish: vec!["claims.parquet".into(), "claims.md".into()],
+        })
+    }
+}
+
+/// Checks and parses every claim; on any error, one message listing them all.
+fn parse_claims(raw: &[Value]) -> Result<Vec<NamedClaim>, String> {
+    let mut errors = Vec::new();
+    let mut claims = Vec::new();
+    let mut names = BTreeSet::new();
+    if raw.is_empty() {
+        errors.push("`claims` is empty: give at least one `{name, assert}`".to_owned());
+    }
+    for (i, value) in raw.iter().enumerate() {
+        let at = format!("claim {} of `claims`", i + 1);
+        let rc = match RawClaim::deserialize(value) {
+            Ok(rc) => rc,
+            Err(e) => {
+                errors.push(format!(
+                    "{at} is not a `{{name, assert, note?}}` map of strings: {e}"
+                ));
+                continue;
+            }
+        };
+        if rc.name.is_empty()
+            || !rc
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        {
+            errors.push(format!(
+                "{at} has the name `{}`; a name is letters, digits, `_`, `.` or `-` (it names the metric \
+                 `claim.<name>`)",
+                rc.name
+            ));
+        } else if !names.insert(rc.name.clone()) {
+            errors.push(format!("{at}: the name `{}` is used twice", rc.name));
+        }
+        match parse(&rc.assertion) {
+            Ok(claim) => claims.push(NamedClaim {
+                name: rc.name,
+                assertion: rc.assertion,
+                note: rc.note,
+                claim,
+            }),
+            Err(e) => errors.push(format!(
+                "claim `{}` does not parse: {}",
+                rc.name,
+                e.render(&rc.assertion)
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(claims)
+    } else {
+        let n = errors.len();
+        Err(format!(
+            "{n} error{} in the claims of `report.claims`:\n{}",
+            if n == 1 { "" } else { "s" },
+            errors.join("\n")
+        ))
+    }
+}
+
+fn metrics(outcomes: &[Outcome<'_>]) -> Vec<Metric> {
+    let count = |v: Verdict| outcomes.iter().filter(|o| o.eval.verdict == v).count() as f64;
+    let mut m = vec![
+        Metric::new("claims_total", outcomes.len() as f64),
+        Metric::new("claims_passed", count(Verdict::Pass)),
+        Metric::new("claims_failed", count(Verdict::Fail)),
+        Metric::new("claims_undecided", count(Verdict::Undecided)),
+    ];
+    for o in outcomes {
+        match o.eval.verdict {
+            Verdict::Pass => m.push(Metric::new(format!("claim.{}", o.claim.name), 1.0)),
+            Verdict::Fail => m.push(Metric::new(format!("claim.{}", o.claim.name), 0.0)),
+            Verdict::Undecided => {}
+        }
+    }
+    m
+}
+
+fn write_outputs(dir: &Path, title: &str, outcomes: &[Outcome<'_>]) -> Result<(), OpError> {
+    let strs = |f: &dyn Fn(&Outcome<'_>) -> String| -> Vec<Option<String>> {
+        outcomes.iter().map(|o| Some(f(o))).collect()
+    };
+    let lhs: Vec<Option<f64>> = outcomes.iter().map(|o| o.eval.lhs).collect();
+    let rhs: Vec<Option<f64>> = outcomes.iter().map(|o| o.eval.rhs).collect();
+    let table = Table::new()
+        .with_column("claim", strs(&|o| o.claim.name.clone()))
+        .with_column("assert", strs(&|o| o.claim.assertion.clone()))
+        .with_column("lhs", lhs.clone())
+        .with_column("rhs", rhs.clone())
+        .with_column("result", strs(&|o| o.eval.verdict.name().to_owned()))
+        .with_column("detail", strs(&|o| o.eval.detail.clone()));
+    ablate_results::write_table(&dir.join("claims.parquet"), &table)
+        .map_err(|e| OpError::with("failed to write `claims.parquet`", e))?;
+
+    let mark = |v: Verdict| match v {
+        Verdict::Pass => "✓",
+        Verdict::Fail => "✗",
+        Verdict::Undecided => "?",
+    };
+    let mut shown = Table::new()
+        .with_column("", strs(&|o| mark(o.eval.verdict).to_owned()))
+        .with_column("claim", strs(&|o| o.claim.name.clone()))
+        .with_column("assert", strs(&|o| format!("`{}`", o.claim.assertion)))
+        .with_column("lhs", lhs)
+        .with_column("rhs", rhs)
+        .with_column("detail", strs(&|o| o.eval.detail.clone()));
+    if outcomes.iter().any(|o| o.claim.note.is_some()) {
+        shown.push_column(
+            "note",
+            outcomes
+                .iter()
+                .map(|o| o.claim.note.clone())
+                .collect::<Vec<_>>(),
+        );
+    }
+    let count = |v: Verdict| outcomes.iter().filter(|o| o.eval.verdict == v).count();
+    let md = format!(
+        "# {title}\n\n{} claims: {} pass, {} fail, {} undecided.\n\n{}",
+        outcomes.len(),
+        count(Verdict::Pass),
+        count(Verdict::Fail),
+        count(Verdict::Undecided),
+        ablate_results::render_markdown(&shown)
+    );
+    std::fs::write(dir.join("claims.md"), md)
+        .map_err(|e| OpError::with("failed to write `claims.md`", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ablate_results::ColumnData;
+    use serde_json::json;
+
+    fn claims(v: Value) -> Vec<NamedClaim> {
+        parse_claims(v.as_array().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn all_bad_claims_are_reported_together() {
+        let raw = json!([
+            {"name": "ok", "assert": "mean(acc) > 0"},
+            {"name": "bad paren", "assert": "mean(acc > 0"},
+            {"name": "ok", "assert": "1 > 0"},
+            {"name": "typo", "asert": "1 > 0"},
+            "mean(acc) > 0",
+            {"name": "cmp", "assert": "mean(acc) = 1", "note": "n"},
+        ]);
+        let e = parse_claims(raw.as_array().unwrap()).unwrap_err();
+        assert_eq!(
+            e,
+            "6 errors in the claims of `report.claims`:\n\
+             claim 2 of `claims` has the name `bad paren`; a name is letters, digits, `_`, `.` or `-` (it names \
+             the metric `claim.<name>`)\n\
+             claim `bad paren` does not parse: expected `|` or `)`, found `>` at column 10\n    mean(acc > 0\n             ^\n\
+             claim 3 of `claims`: the name `ok` is used twice\n\
+             claim 4 of `claims` is not a `{name, assert, note?}` map of strings: unknown field `asert`, expected \
+             one of `name`, `assert`, `note`\n\
+             claim 5 of `claims` is not a `{name, assert, note?}` map of strings: invalid type: string \"mean(acc) \
+             > 0\", expected struct RawClaim\n\
+             claim `cmp` does not parse: expected a comparison, found `=` (equality is `==`) at column 11\n    \
+             mean(acc) = 1\n              ^"
+        );
+        assert!(parse_claims(&[]).unwrap_err().contains("`claims` is empty"));
+    }
+
+    #[test]
+    fn the_tables_and_metrics_written() {
+        let cs = claims(json!([
+            {"name": "shared_wins", "assert": "mean(acc | weights=shared) >= mean(acc | weights=unshared)",
+             "note": "sharing weights costs no accuracy"},
+            {"name": "tiny", "assert": "max(params | weights=shared) <= 0.1 * min(params | weights=unshared)"},
+            {"name": "typo", "assert": "mean(acc | weights=shard) > 0"},
+        ]));
+        let obs = vec![
+            Observation {
+                labels: [("weights".to_owned(), json!("shared"))].into(),
+                metrics: [("acc".to_owned(), 0.91234), ("params".to_owned(), 10.0)].into(),
+            },
+            Observation {
+                labels: [("weights".to_owned(), json!("unshared"))].into(),
+                metrics: [("acc".to_owned(), 0.5), ("params".to_owned(), 40.0)].into(),
+            },
+        ];
+        let outcomes: Vec<Outcome<'_>> = cs
+            .iter()
+            .map(|claim| Outcome {
+                claim,
+                eval: evaluate(&claim.claim, &obs),
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        write_outputs(dir.path(), "p — s", &outcomes).unwrap();
+
+        let t = ablate_results::read_table(&dir.path().join("claims.parquet")).unwrap();
+        let names: Vec<&str> = t.column_names().collect();
+        assert_eq!(names, ["claim", "assert", "lhs", "rhs", "result", "detail"]);
+        let col = |n: &str| t.column(n).unwrap().data.clone();
+        assert_eq!(
+            col("result"),
+            ColumnData::Str(vec![
+                Some("pass".into()),
+                Some("fail".into()),
+                Some("undecided".into())
+            ])
+        );
+        assert_eq!(
+            col("lhs"),
+            ColumnData::Float(vec![Some(0.91234), Some(10.0), None])
+        );
+        assert_eq!(
+            col("rhs"),
+            ColumnData::Float(vec![Some(0.5), Some(4.0), Some(0.0)])
+        );
+        let ColumnData::Str(detail) = col("detail") else {
+            panic!()
+        };
+        assert_eq!(detail[0].as_deref(), Some("n = 1, 1"));
+        assert!(
+            detail[2]
+                .as_deref()
+                .unwrap()
+                .contains("`weights` takes: \"shared\", \"unshared\"")
+        );
+
+        let md = std::fs::read_to_string(dir.path().join("claims.md")).unwrap();
+        let expected = "# p — s\n\n3 claims: 1 pass, 1 fail, 1 undecided.\n\n";
+        assert!(md.starts_with(expected), "{md}");
+        let lines: Vec<&str> = md.lines().collect();
+        assert!(lines[4].starts_with("|     | claim "), "{md}");
+        assert!(
+            lines[4].ends_with("| note                              |"),
+            "{md}"
+        );
+        assert!(
+            lines[6].starts_with("| ✓   | shared_wins | `mean(acc \\| weights=shared) >= "),
+            "{md}"
+        );
+        assert!(lines[6].contains("| 0.9123 |"), "{md}");
+        assert!(
+            lines[6].contains("| sharing weights costs no accuracy |"),
+            "{md}"
+        );
+        assert!(lines[7].starts_with("| ✗   | tiny "), "{md}");
+        assert!(lines[8].starts_with("| ?   | typo "), "{md}");
+
+        let m = metrics(&outcomes);
+        let got: Vec<(&str, f64)> = m.iter().map(|m| (m.name.as_str(), m.value)).collect();
+        assert_eq!(
+            got,
+            [
+                ("claims_total", 3.0),
+                ("claims_passed", 1.0),
+                ("claims_failed", 1.0),
+                ("claims_undecided", 1.0),
+                ("claim.shared_wins", 1.0),
+                ("claim.tiny", 0.0),
+            ]
+        );
+    }
+}

@@ -1,0 +1,472 @@
+//! Evaluating a parsed claim over observations (labels + final metrics of each input).
+//!
+//! An aggregate reads `metric` from the instances its filters select that have the metric; the
+//! claim is undecided (not false) when that leaves nothing, when a selected value is NaN, when
+//! `std` has fewer than two values, or when a side evaluates to NaN (`log(-1)`, `0/0`).
+//! Comparisons are exact (`==` on floats): write `abs(a - b) <= 1e-3` for a tolerance.
+
+use std::collections::BTreeSet;
+
+use ablate_results::Observation;
+use serde_json::Value;
+
+use super::expr::{Agg, BinOp, Claim, Expr, Filter, Func, Selection, Test};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Pass,
+    Fail,
+    Undecided,
+}
+
+impl Verdict {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Undecided => "undecided",
+        }
+    }
+}
+
+/// The verdict, each side's value where it could be computed, and a detail: the number of
+/// values behind each aggregate, or why the claim is undecided.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Evaluation {
+    pub(crate) verdict: Verdict,
+    pub(crate) lhs: Option<f64>,
+    pub(crate) rhs: Option<f64>,
+    pub(crate) detail: String,
+}
+
+pub(crate) fn evaluate(claim: &Claim, obs: &[Observation]) -> Evaluation {
+    let mut counts = Vec::new();
+    let lhs = side(&claim.lhs, obs, &mut counts, "left");
+    let rhs = side(&claim.rhs, obs, &mut counts, "right");
+    match (lhs, rhs) {
+        (Ok(a), Ok(b)) => {
+            let verdict = if claim.cmp.holds(a, b) {
+                Verdict::Pass
+            } else {
+                Verdict::Fail
+            };
+            let detail = if counts.is_empty() {
+                "no aggregates".to_owned()
+            } else {
+                let n: Vec<String> = counts.iter().map(usize::to_string).collect();
+                format!("n = {}", n.join(", "))
+            };
+            Evaluation {
+                verdict,
+                lhs: Some(a),
+                rhs: Some(b),
+                detail,
+            }
+        }
+        (l, r) => {
+            let why: Vec<String> = [&l, &r]
+                .into_iter()
+                .filter_map(|s| s.as_ref().err().cloned())
+                .collect();
+            Evaluation {
+                verdict: Verdict::Undecided,
+                lhs: l.ok(),
+                rhs: r.ok(),
+                detail: why.join("; "),
+            }
+        }
+    }
+}
+
+fn side(
+    e: &Expr,
+    obs: &[Observation],
+    counts: &mut Vec<usize>,
+    which: &str,
+) -> Result<f64, String> {
+    let x = eval(e, obs, counts)?;
+    if x.is_nan() {
+        return Err(format!("the {which} side is NaN"));
+    }
+    Ok(x)
+}
+
+fn eval(e: &Expr, obs: &[Observation], counts: &mut Vec<usize>) -> Result<f64, String> {
+    Ok(match e {
+        Expr::Num(x) => *x,
+        Expr::Neg(a) => -eval(a, obs, counts)?,
+        Expr::Bin(op, a, b) => {
+            let (a, b) = (eval(a, obs, counts)?, eval(b, obs, counts)?);
+            match op {
+                BinOp::Add => a + b,
+                BinOp::Sub => a - b,
+                BinOp::Mul => a * b,
+                BinOp::Div => a / b,
+            }
+        }
+        Expr::Func(f, a) => {
+            let a = eval(a, obs, counts)?;
+            match f {
+                Func::Abs => a.abs(),
+                Func::Log => a.ln(),
+                Func::Exp => a.exp(),
+                Func::Sqrt => a.sqrt(),
+            }
+        }
+        Expr::Agg(agg, sel) => {
+            let values = select(sel, obs)?;
+            counts.push(values.len());
+            aggregate(*agg, &values, sel)?
+        }
+    })
+}
+
+/// The values of `sel.metric` in the observations its filters select, or why there are none.
+fn select(sel: &Selection, obs: &[Observation]) -> Result<Vec<f64>, String> {
+    let chosen: Vec<&Observation> = obs
+        .iter()
+        .filter(|o| sel.filters.iter().all(|f| matches(f, &o.labels)))
+        .collect();
+    if chosen.is_empty() {
+        return Err(format!("`{}`: {}", sel.text, why_empty(&sel.filters, obs)));
+    }
+    let values: Vec<f64> = chosen
+        .iter()
+        .filter_map(|o| o.metrics.get(&sel.metric).copied())
+        .collect();
+    if values.is_empty() {
+        let have: BTreeSet<&str> = chosen
+            .iter()
+            .flat_map(|o| o.metrics.keys().map(String::as_str))
+            .collect();
+        let whose = if sel.filters.is_empty() {
+            "no instance".to_owned()
+        } else {
+            format!("none of the {} selected instances", chosen.len())
+        };
+        return Err(format!(
+            "`{}`: {whose} has the metric `{}` (they have: {})",
+            sel.text,
+            sel.metric,
+            list(have.into_iter().map(str::to_owned))
+        ));
+    }
+    let nans = values.iter().filter(|x| x.is_nan()).count();
+    if nans > 0 {
+        return Err(format!(
+            "`{}`: `{}` is NaN in {nans} of {} instances",
+            sel.text,
+            sel.metric,
+            values.len()
+        ));
+    }
+    Ok(values)
+}
+
+fn aggregate(agg: Agg, v: &[f64], sel: &Selection) -> Result<f64, String> {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    Ok(match agg {
+        Agg::Mean => mean,
+        Agg::Sum => v.iter().sum(),
+        Agg::Count => n,
+        Agg::Min => v.iter().copied().fold(f64::INFINITY, f64::min),
+        Agg::Max => v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        Agg::Median => {
+            let mut s = v.to_vec();
+            s.sort_by(f64::total_cmp);
+            let m = s.len() / 2;
+            if s.len() % 2 == 1 {
+                s[m]
+            } else {
+                (s[m - 1] + s[m]) / 2.0
+            }
+        }
+        Agg::Std => {
+            // Sample standard deviation (n − 1), as `report.table`'s mean_std.
+            if v.len() < 2 {
+                return Err(format!(
+                    "`{}`: the standard deviation of one value is undefined",
+                    sel.text
+                ));
+            }
+            (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+        }
+    })
+}
+
+/// Whether an instance's labels pass a filter: JSON equality, numbers compared numerically
+/// (`1 == 1.0`); a key the instance lacks fails `=` and `in` and passes `!=`.
+pub(crate) fn matches(f: &Filter, labels: &std::collections::BTreeMap<String, Value>) -> bool {
+    let label = labels.get(&f.key);
+    match (&f.test, label) {
+        (Test::Eq(v), Some(l)) => same(l, v),
+        (Test::Ne(v), Some(l)) => !same(l, v),
+        (Test::In(vs), Some(l)) => vs.iter().any(|v| same(l, v)),
+        (Test::Ne(_), None) => true,
+        (Test::Eq(_) | Test::In(_), None) => false,
+    }
+}
+
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
+            (Some(x), Some(y)) => x == y,
+            _ => x.as_f64() == y.as_f64(),
+        },
+        _ => a == b,
+    }
+}
+
+/// Why no instance passes `filters`: a key no instance has, a value no instance has, or a
+/// combination that never occurs.
+fn why_empty(filters: &[Filter], obs: &[Observation]) -> String {
+    if obs.is_empty() {
+        return "there are no instances".into();
+    }
+    for f in filters {
+        if !obs.iter().any(|o| o.labels.contains_key(&f.key)) {
+            let keys: BTreeSet<&str> = obs
+                .iter()
+                .flat_map(|o| o.labels.keys().map(String::as_str))
+                .collect();
+            return format!(
+                "no instance has the label `{}` (labels: {})",
+                f.key,
+                list(keys.into_iter().map(str::to_owned))
+            );
+        }
+        if !obs.iter().any(|o| matches(f, &o.labels)) {
+            let mut seen: Vec<&Value> = Vec::new();
+            for v in obs.iter().filter_map(|o| o.labels.get(&f.key)) {
+                if !seen.iter().any(|s| same(s, v)) {
+                    seen.push(v);
+                }
+            }
+            return format!(
+                "no instance has `{f}` (`{}` takes: {})",
+                f.key,
+                list(seen.into_iter().map(Value::to_string))
+            );
+        }
+    }
+    let all: Vec<String> = filters.iter().map(ToString::to_string).collect();
+    format!("no instance has `{}` together", all.join(", "))
+}
+
+fn list(items: impl Iterator<Item = String>) -> String {
+    let items: Vec<String> = items.collect();
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::expr::parse;
+    use super::*;
+    use serde_json::json;
+
+    fn obs(labels: Value, metrics: &[(&str, f64)]) -> Observation {
+        Observation {
+            labels: serde_json::from_value(labels).unwrap(),
+            metrics: metrics.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+        }
+    }
+
+    /// Two weight-sharing settings × two seeds, as a `report.claims` stage would see them.
+    fn sample() -> Vec<Observation> {
+        vec![
+            obs(
+                json!({"weights": "shared", "steps": 8, "seed": 0, "lipschitz": null}),
+                &[("acc", 0.9), ("params", 10.0)],
+            ),
+            obs(
+                json!({"weights": "shared", "steps": 8, "seed": 1, "lipschitz": null}),
+                &[("acc", 0.8), ("params", 10.0)],
+            ),
+            obs(
+                json!({"weights": "unshared", "steps": 8.0, "seed": 0, "lipschitz": 0.5}),
+                &[("acc", 0.7), ("params", 80.0)],
+            ),
+            obs(
+                json!({"weights": "unshared", "steps": 4, "seed": 1}),
+                &[("acc", 0.6), ("params", 40.0), ("nan_metric", f64::NAN)],
+            ),
+        ]
+    }
+
+    fn run(claim: &str) -> Evaluation {
+        evaluate(&parse(claim).unwrap(), &sample())
+    }
+
+    fn value(expr: &str) -> f64 {
+        let e = run(&format!("{expr} == 0"));
+        assert_ne!(e.verdict, Verdict::Undecided, "{expr}: {}", e.detail);
+        e.lhs.unwrap()
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-12
+    }
+
+    #[test]
+    fn each_aggregate() {
+        assert!(close(value("mean(acc)"), 0.75));
+        assert!(close(value("sum(acc)"), 3.0));
+        assert!(close(value("count(acc)"), 4.0));
+        assert!(close(value("min(acc)"), 0.6));
+        assert!(close(value("max(acc)"), 0.9));
+        assert!(close(value("median(acc)"), 0.75));
+        assert!(close(value("median(acc | seed=0, weights=shared)"), 0.9));
+        assert!(close(value("median(params | steps != 4)"), 10.0));
+        // Sample std of 0.9, 0.8, 0.7, 0.6: sqrt(0.05 / 3).
+        assert!(close(value("std(acc)"), (0.05_f64 / 3.0).sqrt()));
+        assert!(close(
+            value("std(acc | weights=shared)"),
+            (0.005_f64).sqrt()
+        ));
+    }
+
+    #[test]
+    fn arithmetic_and_functions() {
+        assert!(close(value("2 * mean(acc) - 1 / 4"), 1.25));
+        assert!(close(value("-max(acc) + abs(-2)"), 1.1));
+        assert!(close(value("sqrt(16) * exp(0) + log(1)"), 4.0));
+        assert!(close(
+            value("max(params | weights=shared) / min(params | weights=unshared)"),
+            0.25
+        ));
+    }
+
+    #[test]
+    fn each_comparison_passes_and_fails() {
+        let cases = [
+            ("1 >= 1", Verdict::Pass),
+            ("1 >= 2", Verdict::Fail),
+            ("1 <= 1", Verdict::Pass),
+            ("2 <= 1", Verdict::Fail),
+            ("2 > 1", Verdict::Pass),
+            ("1 > 1", Verdict::Fail),
+            ("1 < 2", Verdict::Pass),
+            ("1 < 1", Verdict::Fail),
+            ("0.1 + 0.2 == 0.3", Verdict::Fail),
+            ("0.5 + 0.25 == 0.75", Verdict::Pass),
+            ("1 != 2", Verdict::Pass),
+            ("1 != 1", Verdict::Fail),
+            ("1 / 0 > 1e300", Verdict::Pass),
+        ];
+        for (claim, verdict) in cases {
+            let e = run(claim);
+            assert_eq!(e.verdict, verdict, "{claim}");
+            assert_eq!(e.detail, "no aggregates");
+        }
+    }
+
+    #[test]
+    fn paper_shaped_claims() {
+        let e = run("mean(acc | weights=shared) >= mean(acc | weights=unshared)");
+        assert_eq!(e.verdict, Verdict::Pass);
+        assert!(close(e.lhs.unwrap(), 0.85) && close(e.rhs.unwrap(), 0.65));
+        assert_eq!(e.detail, "n = 2, 2");
+        let e = run("max(params | weights=shared) <= 0.1 * min(params | weights=unshared)");
+        assert_eq!(e.verdict, Verdict::Fail);
+        assert_eq!((e.lhs, e.rhs), (Some(10.0), Some(4.0)));
+        let e =
+            run("mean(acc | weights in [unshared, other]) < 0.5 * mean(acc | weights='shared')");
+        assert_eq!(e.verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn numbers_match_numerically_and_types_strictly() {
+        // `steps: 8` and `steps: 8.0` are the same label value; the string "8" is not.
+        assert_eq!(value("count(acc | steps=8)"), 3.0);
+        assert_eq!(value("count(acc | steps=8.0)"), 3.0);
+        assert_eq!(value("count(acc | steps in [4, 8.0])"), 4.0);
+        assert_eq!(value("count(acc | steps!=8)"), 1.0);
+        let e = run("count(acc | steps='8') > 0");
+        assert_eq!(e.verdict, Verdict::Undecided);
+        assert_eq!(
+            e.detail,
+            "`count(acc | steps='8')`: no instance has `steps=\"8\"` (`steps` takes: 8, 4)"
+        );
+        assert_eq!(value("count(acc | lipschitz=0.5)"), 1.0);
+    }
+
+    #[test]
+    fn null_and_absent_labels() {
+        // `lipschitz` is null in two instances, 0.5 in one, absent in the fourth: `=null`
+        // selects the nulls only; `!=null` selects the 0.5 and the instance without the key.
+        assert_eq!(value("count(acc | lipschitz=null)"), 2.0);
+        assert_eq!(value("count(acc | lipschitz!=null)"), 2.0);
+        assert_eq!(value("count(acc | lipschitz in [null, 0.5])"), 3.0);
+        assert_eq!(value("count(acc | lipschitz!=0.5)"), 3.0);
+    }
+
+    #[test]
+    fn empty_selections_are_undecided_with_a_reason() {
+        let e = run("mean(acc | weights=shard) > 0");
+        assert_eq!(e.verdict, Verdict::Undecided);
+        assert_eq!(
+            e.detail,
+            "`mean(acc | weights=shard)`: no instance has `weights=\"shard\"` (`weights` takes: \"shared\", \"unshared\")"
+        );
+        let e = run("mean(acc | weightz=shared) > mean(acc)");
+        assert_eq!(e.verdict, Verdict::Undecided);
+        assert_eq!(e.lhs, None);
+        assert!(close(e.rhs.unwrap(), 0.75));
+        assert_eq!(
+            e.detail,
+            "`mean(acc | weightz=shared)`: no instance has the label `weightz` (labels: lipschitz, seed, steps, weights)"
+        );
+        let e = run("count(acc | weights=unshared, steps=8, seed=1) > 0");
+        assert_eq!(
+            e.detail,
+            "`count(acc | weights=unshared, steps=8, seed=1)`: no instance has `weights=\"unshared\", steps=8, seed=1` together"
+        );
+        let e = evaluate(&parse("mean(acc) > 0").unwrap(), &[]);
+        assert_eq!(e.detail, "`mean(acc)`: there are no instances");
+    }
+
+    #[test]
+    fn a_missing_metric_is_undecided_and_lists_the_metrics() {
+        let e = run("mean(accuracy) > 0.5");
+        assert_eq!(e.verdict, Verdict::Undecided);
+        assert_eq!(
+            e.detail,
+            "`mean(accuracy)`: no instance has the metric `accuracy` (they have: acc, nan_metric, params)"
+        );
+        let e = run("mean(nan_metric | weights=shared) > 0 ");
+        assert_eq!(
+            e.detail,
+            "`mean(nan_metric | weights=shared)`: none of the 2 selected instances has the metric `nan_metric` (they have: acc, params)"
+        );
+        // Both sides undecided: both reasons.
+        let e = run("mean(x) > mean(y)");
+        assert_eq!(e.detail.matches("no instance has the metric").count(), 2);
+    }
+
+    #[test]
+    fn nan_is_undecided() {
+        let e = run("mean(nan_metric) > 0");
+        assert_eq!(e.verdict, Verdict::Undecided);
+        assert_eq!(
+            e.detail,
+            "`mean(nan_metric)`: `nan_metric` is NaN in 1 of 1 instances"
+        );
+        let e = run("std(acc | seed=0, weights=shared) > 0");
+        assert_eq!(
+            e.detail,
+            "`std(acc | seed=0, weights=shared)`: the standard deviation of one value is undefined"
+        );
+        let e = run("log(-mean(acc)) < 0");
+        assert_eq!(
+            (e.verdict, e.detail.as_str()),
+            (Verdict::Undecided, "the left side is NaN")
+        );
+        let e = run("1 > 0 / 0");
+        assert_eq!(e.detail, "the right side is NaN");
+    }
+}
