@@ -79,18 +79,6 @@ impl FlowConfig {
                 self.form.name()
             ));
         }
-        // Until the kernels for them land, only the original model trains and evaluates.
-        if self.form != Form::C1
-            || self.integrator != Integrator::Euler
-            || self.activation != Activation::Tanh
-        {
-            return bad(format!(
-                "form {}, integrator {} and activation {} are not built yet",
-                self.form.name(),
-                self.integrator.name(),
-                self.activation.name()
-            ));
-        }
         Ok(())
     }
 
