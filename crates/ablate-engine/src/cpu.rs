@@ -633,6 +633,16 @@ impl crate::train::Trainer for CpuTrainer<'_> {
         Ok(())
     }
 
+    fn constrain(&mut self, train: &crate::TrainConfig, lr: f32) -> Result<(), EngineError> {
+        let mut p = self
+            .shared
+            .params
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        crate::constrain::apply(&self.shared.cfg, &self.shared.layout, train, lr, &mut p);
+        Ok(())
+    }
+
     fn params(&self) -> Result<Vec<f32>, EngineError> {
         Ok(self
             .shared

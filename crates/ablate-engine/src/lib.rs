@@ -9,6 +9,7 @@
 //! result is a pure function of the configs, the data and the seed.
 
 mod config;
+mod constrain;
 mod cpu;
 mod data;
 mod error;

@@ -15,10 +15,11 @@ use dfdx::tensor_ops::{
 };
 
 use crate::config::{Activation, Form, Integrator};
+use crate::constrain;
 use crate::cpu::BatchStats;
 use crate::kernels::AdamStep;
 use crate::params::{self, Layout};
-use crate::{EngineError, FlowConfig};
+use crate::{EngineError, FlowConfig, TrainConfig};
 
 type T2<D> = Tensor<(usize, usize), f32, D>;
 type T1<D> = Tensor<(usize,), f32, D>;
@@ -468,6 +469,31 @@ impl<D: Device<f32>> TensorTrainer<D> {
     }
 }
 
+impl<D: Device<f32>> TensorTrainer<D> {
+    /// [`crate::constrain::apply`] on the device: the decay and the scaling are tensor ops;
+    /// only the spectral norms need the fc1/fc2 weights on the host (a round trip of two small
+    /// matrices per field and step, made only when `lipschitz` is set), where the same f64
+    /// power iteration as the CPU backend's gives the same f32 factors.
+    fn constrain_params(&mut self, train: &TrainConfig, lr: f32) -> Result<(), D::Err> {
+        if let Some(factor) = constrain::decay_factor(train, lr) {
+            for l in self.params.linears_mut() {
+                l.w = l.w.clone().try_mul(factor)?;
+            }
+        }
+        if let Some(c) = train.lipschitz {
+            for (l1, l2) in &mut self.params.fields {
+                let alpha =
+                    constrain::lipschitz_factor(&self.cfg, &l1.w.as_vec(), &l2.w.as_vec(), c);
+                if let Some(alpha) = alpha {
+                    l1.w = l1.w.clone().try_mul(alpha)?;
+                    l2.w = l2.w.clone().try_mul(alpha)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl<D: Device<f32>> crate::train::Trainer for TensorTrainer<D> {
     fn forward_backward(&mut self, x: &[f32], y: &[u32]) -> Result<BatchStats, EngineError> {
         self.step(x, y).map_err(device_err)
@@ -475,6 +501,10 @@ impl<D: Device<f32>> crate::train::Trainer for TensorTrainer<D> {
 
     fn update(&mut self, lr: f32) -> Result<(), EngineError> {
         self.apply(lr).map_err(device_err)
+    }
+
+    fn constrain(&mut self, train: &TrainConfig, lr: f32) -> Result<(), EngineError> {
+        self.constrain_params(train, lr).map_err(device_err)
     }
 
     fn params(&self) -> Result<Vec<f32>, EngineError> {

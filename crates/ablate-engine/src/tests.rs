@@ -67,9 +67,38 @@ fn blobs(n: usize, seed: u64) -> Dataset {
     }
 }
 
-/// The summed cross-entropy in f64, written independently of both backends (plain loops,
-/// exact `tanh`), for finite differences.
-fn reference_loss(cfg: &FlowConfig, layout: &Layout, p: &[f64], x: &[f32], y: &[u32]) -> f64 {
+/// Every form × integrator the config accepts, with both activations.
+fn variants() -> impl Iterator<Item = (Form, Integrator, Activation)> {
+    let forms = [
+        (Form::C0, Integrator::Euler),
+        (Form::C1, Integrator::Euler),
+        (Form::C1, Integrator::Midpoint),
+        (Form::C1, Integrator::Rk4),
+        (Form::C2, Integrator::Euler),
+    ];
+    forms.into_iter().flat_map(|(f, i)| {
+        [Activation::Tanh, Activation::Relu]
+            .into_iter()
+            .map(move |a| (f, i, a))
+    })
+}
+
+fn variant(
+    base: &FlowConfig,
+    (form, integrator, activation): (Form, Integrator, Activation),
+) -> FlowConfig {
+    FlowConfig {
+        form,
+        integrator,
+        activation,
+        ..base.clone()
+    }
+}
+
+/// The logits of one input row in f64, written from `FlowConfig`'s definition independently of
+/// both backends (plain loops, exact `tanh`), and the smallest |pre-activation| met when σ is
+/// relu (how far the input is from a kink of the loss).
+fn reference_logits(cfg: &FlowConfig, layout: &Layout, p: &[f64], row: &[f64]) -> (Vec<f64>, f64) {
     let lin = |l: &crate::params::Linear, v: &[f64]| -> Vec<f64> {
         (0..l.out)
             .map(|o| {
@@ -80,22 +109,69 @@ fn reference_loss(cfg: &FlowConfig, layout: &Layout, p: &[f64], x: &[f32], y: &[
             })
             .collect()
     };
+    let mut min_z = f64::INFINITY;
+    let mut v = |k: usize, u: &[f64]| -> Vec<f64> {
+        let f = layout.field(cfg, k);
+        let z = lin(&f.l1, u);
+        let a: Vec<f64> = match cfg.activation {
+            Activation::Tanh => z.iter().map(|z| z.tanh()).collect(),
+            Activation::Relu => {
+                min_z = z.iter().fold(min_z, |m, z| m.min(z.abs()));
+                z.iter().map(|z| z.max(0.0)).collect()
+            }
+        };
+        lin(&f.l2, &a)
+    };
+    // a + s·b
+    let axpy = |a: &[f64], s: f64, b: &[f64]| -> Vec<f64> {
+        a.iter().zip(b).map(|(a, b)| a + s * b).collect()
+    };
+    let h = cfg.h as f64;
+    let x0 = match &layout.lift {
+        Some(l) => lin(l, row),
+        None => row.to_vec(),
+    };
+    let (mut prev, mut x) = (x0.clone(), x0);
+    for k in 0..cfg.steps {
+        let next = match (cfg.form, cfg.integrator) {
+            (Form::C0, _) => v(k, &x),
+            (Form::C1, Integrator::Euler) => {
+                let v1 = v(k, &x);
+                axpy(&x, h, &v1)
+            }
+            (Form::C1, Integrator::Midpoint) => {
+                let v1 = v(k, &x);
+                let v2 = v(k, &axpy(&x, h / 2.0, &v1));
+                axpy(&x, h, &v2)
+            }
+            (Form::C1, Integrator::Rk4) => {
+                let k1 = v(k, &x);
+                let k2 = v(k, &axpy(&x, h / 2.0, &k1));
+                let k3 = v(k, &axpy(&x, h / 2.0, &k2));
+                let k4 = v(k, &axpy(&x, h, &k3));
+                let phi: Vec<f64> = (0..x.len())
+                    .map(|i| (k1[i] + 2.0 * k2[i] + 2.0 * k3[i] + k4[i]) / 6.0)
+                    .collect();
+                axpy(&x, h, &phi)
+            }
+            (Form::C2, _) => {
+                let vk = v(k, &x);
+                (0..x.len())
+                    .map(|i| 2.0 * x[i] - prev[i] + h * h * vk[i])
+                    .collect()
+            }
+        };
+        prev = std::mem::replace(&mut x, next);
+    }
+    (lin(&layout.head, &x), min_z)
+}
+
+/// The summed cross-entropy in f64 (see [`reference_logits`]), for finite differences.
+fn reference_loss(cfg: &FlowConfig, layout: &Layout, p: &[f64], x: &[f32], y: &[u32]) -> f64 {
     let mut total = 0.0;
     for (row, &label) in x.chunks(cfg.in_dim).zip(y) {
         let row: Vec<f64> = row.iter().map(|&v| v as f64).collect();
-        let mut s = match &layout.lift {
-            Some(l) => lin(l, &row),
-            None => row,
-        };
-        for k in 0..cfg.steps {
-            let f = layout.field(cfg, k);
-            let a: Vec<f64> = lin(&f.l1, &s).into_iter().map(f64::tanh).collect();
-            let v = lin(&f.l2, &a);
-            for (si, vi) in s.iter_mut().zip(v) {
-                *si += cfg.h as f64 * vi;
-            }
-        }
-        let logits = lin(&layout.head, &s);
+        let (logits, _) = reference_logits(cfg, layout, p, &row);
         let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let lse = max + logits.iter().map(|l| (l - max).exp()).sum::<f64>().ln();
         total += lse - logits[label as usize];
@@ -103,21 +179,34 @@ fn reference_loss(cfg: &FlowConfig, layout: &Layout, p: &[f64], x: &[f32], y: &[
     total
 }
 
+/// The smallest |relu pre-activation| over `data` (∞ for tanh).
+fn min_relu_margin(cfg: &FlowConfig, layout: &Layout, p: &[f32], data: &Dataset) -> f64 {
+    let q: Vec<f64> = p.iter().map(|&v| v as f64).collect();
+    data.x
+        .chunks(cfg.in_dim)
+        .map(|r| {
+            let r: Vec<f64> = r.iter().map(|&v| v as f64).collect();
+            reference_logits(cfg, layout, &q, &r).1
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
 fn fd_gradient(cfg: &FlowConfig, layout: &Layout, p: &[f32], data: &Dataset) -> Vec<f64> {
     let mut q: Vec<f64> = p.iter().map(|&v| v as f64).collect();
-    let eps = 1e-5;
     (0..p.len())
         .map(|i| {
             let orig = q[i];
-            q[i] = orig + eps;
+            q[i] = orig + FD_EPS;
             let up = reference_loss(cfg, layout, &q, &data.x, &data.y);
-            q[i] = orig - eps;
+            q[i] = orig - FD_EPS;
             let down = reference_loss(cfg, layout, &q, &data.x, &data.y);
             q[i] = orig;
-            (up - down) / (2.0 * eps)
+            (up - down) / (2.0 * FD_EPS)
         })
         .collect()
 }
+
+const FD_EPS: f64 = 1e-5;
 
 /// The CPU backend's loss sum and gradient of the summed loss on `data` (one batch).
 fn cpu_gradient(cfg: &FlowConfig, layout: &Layout, p: &[f32], data: &Dataset) -> (f64, Vec<f32>) {
@@ -156,36 +245,96 @@ fn assert_close(got: &[f32], want: &[f64], rel: f64, what: &str) {
 fn gradients_match_finite_differences() {
     for weights in [Weights::Shared, Weights::Unshared] {
         for (in_dim, dim) in [(2, 4), (3, 3)] {
-            let cfg = cfg(weights, in_dim, dim);
-            let layout = Layout::new(&cfg);
-            assert_eq!(layout.lift.is_some(), in_dim != dim);
-            let p = layout.init(11);
-            let data = toy_data(7, in_dim, cfg.classes, 3);
-            let fd = fd_gradient(&cfg, &layout, &p, &data);
-            let what = format!("{weights:?} {in_dim}->{dim}");
+            for v in variants() {
+                let cfg = variant(&cfg(weights, in_dim, dim), v);
+                let layout = Layout::new(&cfg);
+                assert_eq!(layout.lift.is_some(), in_dim != dim);
+                let p = layout.init(11);
+                let what = format!("{weights:?} {in_dim}->{dim} {v:?}");
+                // Central differences are exact only where the loss is smooth: every relu
+                // pre-activation must stay on its side of 0 within ±FD_EPS of each parameter
+                // (z moves by about FD_EPS times a gain of order 1–10). So the inputs are drawn
+                // until none is within 100·FD_EPS of a kink (tanh takes the first draw).
+                let data = (3..100)
+                    .map(|seed| toy_data(7, in_dim, cfg.classes, seed))
+                    .find(|d| min_relu_margin(&cfg, &layout, &p, d) > 100.0 * FD_EPS)
+                    .unwrap_or_else(|| panic!("{what}: every draw is near a relu kink"));
+                let fd = fd_gradient(&cfg, &layout, &p, &data);
 
-            let (loss, g_cpu) = cpu_gradient(&cfg, &layout, &p, &data);
-            assert_close(&g_cpu, &fd, 1e-5, &format!("cpu {what}"));
-            let reference = reference_loss(
-                &cfg,
-                &layout,
-                &p.iter().map(|&v| v as f64).collect::<Vec<_>>(),
-                &data.x,
-                &data.y,
-            );
-            assert!((loss - reference).abs() < 1e-5 * reference.abs());
+                let (loss, g_cpu) = cpu_gradient(&cfg, &layout, &p, &data);
+                assert_close(&g_cpu, &fd, 2e-5, &format!("cpu {what}"));
+                let reference = reference_loss(
+                    &cfg,
+                    &layout,
+                    &p.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+                    &data.x,
+                    &data.y,
+                );
+                assert!(
+                    (loss - reference).abs() < 1e-5 * reference.abs(),
+                    "{what}: {loss} vs {reference}"
+                );
 
-            let (stats, g_tensor) = crate::tensor::loss_and_gradient(
-                &Cpu::default(),
-                &cfg,
-                &layout,
-                &p,
-                &data.x,
-                &data.y,
-            )
-            .unwrap();
-            assert_close(&g_tensor, &fd, 1e-5, &format!("tensor {what}"));
-            assert!((stats.loss_sum - reference).abs() < 1e-5 * reference.abs());
+                let (stats, g_tensor) = crate::tensor::loss_and_gradient(
+                    &Cpu::default(),
+                    &cfg,
+                    &layout,
+                    &p,
+                    &data.x,
+                    &data.y,
+                )
+                .unwrap();
+                assert_close(&g_tensor, &fd, 2e-5, &format!("tensor {what}"));
+                assert!((stats.loss_sum - reference).abs() < 1e-5 * reference.abs());
+            }
+        }
+    }
+}
+
+#[test]
+fn backends_agree_on_every_form_integrator_and_activation() {
+    for weights in [Weights::Shared, Weights::Unshared] {
+        for (in_dim, dim) in [(2, 4), (2, 2)] {
+            for v in variants() {
+                let cfg = variant(&cfg(weights, in_dim, dim), v);
+                let what = format!("{weights:?} {in_dim}->{dim} {v:?}");
+                let data = toy_data(120, in_dim, 3, 5);
+                // Decay and the projection on, so their two implementations are compared too.
+                let train = TrainConfig {
+                    epochs: 2,
+                    batch: 40,
+                    lr: 0.01,
+                    seed: 4,
+                    weight_decay: 0.5,
+                    lipschitz: Some(0.3),
+                };
+                let flows: Vec<Flow> = [Backend::Cpu, Backend::Dfdx]
+                    .into_iter()
+                    .map(|backend| {
+                        let exec = ExecOptions {
+                            threads: 1,
+                            backend,
+                        };
+                        train_flow_with(&cfg, &train, &data, &exec, &mut NoObserver).unwrap()
+                    })
+                    .collect();
+                let (a, b) = (&flows[0], &flows[1]);
+                let max_diff = a
+                    .params()
+                    .iter()
+                    .zip(b.params())
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0.0, f32::max);
+                assert!(max_diff < 1e-4, "{what}: parameters differ by {max_diff}");
+                let la = a.predict_logits(&data.x).unwrap();
+                let lb = a.predict_logits_on(&Cpu::default(), &data.x).unwrap();
+                let worst = la
+                    .iter()
+                    .zip(&lb)
+                    .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
+                    .fold(0.0, f32::max);
+                assert!(worst < 1e-5, "{what}: logits differ by {worst}");
+            }
         }
     }
 }
