@@ -21,7 +21,7 @@ const POWER_MAX_ITERS: usize = 1000;
 /// The factor `1 − lr·weight_decay` every weight matrix (lift, fc1, fc2, head; not the biases)
 /// is multiplied by after each step, or `None` when decay is off.
 pub(crate) fn decay_factor(train: &TrainConfig, lr: f32) -> Option<f32> {
-    (train.weight_decay != 0.0).then(|| 1.0 - lr * train.weight_decay)
+    (train.weight_decay != 0.0).then_some(1.0 - lr * train.weight_decay)
 }
 
 /// The step size the Lipschitz bound is taken at: a C1 layer moves by `h·v`, a C0 layer is
@@ -145,7 +145,7 @@ mod tests {
             .flat_map(|x| b.iter().map(move |y| x * y))
             .collect();
         let s = spectral_norm(&w, 2, 3);
-        assert!(s >= 65.0 && s <= 65.0 * (1.0 + 2e-6), "{s}");
+        assert!((65.0..=65.0 * (1.0 + 2e-6)).contains(&s), "{s}");
         // Its transpose has the same norm.
         let wt: Vec<f32> = (0..3)
             .flat_map(|j| (0..2).map(|i| w[i * 3 + j]).collect::<Vec<_>>())
@@ -154,7 +154,7 @@ mod tests {
         // diag(1, −3, 2): the largest |entry|, reached from a seed that does not favour it.
         let d = [1.0f32, 0.0, 0.0, 0.0, -3.0, 0.0, 0.0, 0.0, 2.0];
         let s = spectral_norm(&d, 3, 3);
-        assert!(s >= 3.0 && s <= 3.0 * (1.0 + 2e-6), "{s}");
+        assert!((3.0..=3.0 * (1.0 + 2e-6)).contains(&s), "{s}");
         assert_eq!(spectral_norm(&[0.0; 6], 2, 3), 0.0);
     }
 
