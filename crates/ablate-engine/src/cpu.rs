@@ -7,7 +7,9 @@
 //! with the same hand-written backward pass runs ~170 steps/s on one core here, this module
 //! ~450 (`examples/train_flow_bench.rs`). It does the same maths as [`crate::tensor`] (which
 //! stays the device-generic path; the two are tested equal) with six `gemm` calls and two fused
-//! element-wise passes per residual step, into buffers allocated once.
+//! element-wise passes per field evaluation, into buffers allocated once. Every form and
+//! integrator is a composition of one primitive, a field evaluation `out (+)= s·v(u)` and its
+//! backward pass; the workspace keeps each stage's input and activation.
 //!
 //! A batch is cut into shards of at most [`SHARD_ROWS`] rows, a rule that depends on the batch
 //! size alone; shards run on up to `threads` threads and their gradients are summed in shard
