@@ -428,6 +428,26 @@ fn training_is_deterministic_and_thread_count_independent() {
     assert_ne!(a.params(), d.params());
     assert_eq!(ra.len(), 2);
     assert_eq!((ra[1].epoch, ra[1].epochs), (2, 2));
+
+    // Every form, integrator and activation, with decay and the projection: bit-identical
+    // whatever the thread count.
+    for v in variants() {
+        let cfg = variant(&cfg, v);
+        let train = TrainConfig {
+            epochs: 1,
+            weight_decay: 0.1,
+            lipschitz: Some(0.2),
+            ..train(3)
+        };
+        let run = |threads| {
+            let exec = ExecOptions {
+                threads,
+                backend: Backend::Cpu,
+            };
+            train_flow_with(&cfg, &train, &data, &exec, &mut NoObserver).unwrap()
+        };
+        assert_eq!(run(1).params(), run(3).params(), "{v:?}");
+    }
 }
 
 #[test]
