@@ -601,6 +601,17 @@ fn invalid_configs_and_data_are_rejected() {
             h: f32::NAN,
             ..good.clone()
         },
+        // C0 and C2 have no integrator.
+        FlowConfig {
+            form: Form::C2,
+            integrator: Integrator::Midpoint,
+            ..good.clone()
+        },
+        FlowConfig {
+            form: Form::C0,
+            integrator: Integrator::Rk4,
+            ..good.clone()
+        },
     ] {
         assert!(matches!(
             config_err(&bad, &train, &data),
