@@ -4,7 +4,10 @@
 //! ```text
 //! cargo run --release -p ablate-engine --example train_flow_bench -- \
 //!     [--weights shared|unshared] [--steps-per-run N] [--threads T] [--runs R] [--backend cpu|dfdx]
+//!     [--form c0|c1|c2] [--integrator euler|midpoint|rk4] [--activation tanh|relu]
 //! ```
+//!
+//! The defaults (C1, Euler, tanh) are the paper's model.
 //!
 //! Prints one JSON line. A step is the forward pass, backward pass and Adam update of one batch,
 //! timed through the public `train_flow_with` (shuffling and batch gathering included): one
@@ -29,6 +32,9 @@ struct Args {
     threads: usize,
     runs: usize,
     backend: Backend,
+    form: Form,
+    integrator: Integrator,
+    activation: Activation,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -38,6 +44,9 @@ fn parse_args() -> Result<Args, String> {
         threads: 1,
         runs: 5,
         backend: Backend::Cpu,
+        form: Form::C1,
+        integrator: Integrator::Euler,
+        activation: Activation::Tanh,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -56,6 +65,29 @@ fn parse_args() -> Result<Args, String> {
                     "cpu" => Backend::Cpu,
                     "dfdx" => Backend::Dfdx,
                     other => return Err(format!("unknown backend `{other}`")),
+                }
+            }
+            "--form" => {
+                args.form = match value()?.as_str() {
+                    "c0" => Form::C0,
+                    "c1" => Form::C1,
+                    "c2" => Form::C2,
+                    other => return Err(format!("unknown form `{other}`")),
+                }
+            }
+            "--integrator" => {
+                args.integrator = match value()?.as_str() {
+                    "euler" => Integrator::Euler,
+                    "midpoint" => Integrator::Midpoint,
+                    "rk4" => Integrator::Rk4,
+                    other => return Err(format!("unknown integrator `{other}`")),
+                }
+            }
+            "--activation" => {
+                args.activation = match value()?.as_str() {
+                    "tanh" => Activation::Tanh,
+                    "relu" => Activation::Relu,
+                    other => return Err(format!("unknown activation `{other}`")),
                 }
             }
             "--steps-per-run" => args.steps_per_run = number(value()?)?.max(1),
@@ -134,10 +166,14 @@ fn main() {
         steps: STEPS,
         h: 1.0 / STEPS as f32,
         weights: args.weights,
-        form: Form::C1,
-        integrator: Integrator::Euler,
-        activation: Activation::Tanh,
+        form: args.form,
+        integrator: args.integrator,
+        activation: args.activation,
     };
+    if let Err(e) = cfg.validate() {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
     let data = spirals(BATCH * args.steps_per_run);
     let exec = ExecOptions {
         threads: args.threads,
@@ -178,8 +214,11 @@ fn main() {
         Backend::Dfdx => "dfdx",
     };
     println!(
-        "{{\"weights\":\"{weights}\",\"steps_per_s\":{median:.1},\"batch\":{BATCH},\"blocks\":{STEPS},\"hidden\":{HIDDEN},\"dim\":{DIM},\"threads\":{},\"backend\":\"{backend}\",\"runs\":{},\"min\":{:.1},\"max\":{:.1},\"cpu_ms_per_step\":{cpu_ms_per_step}}}",
+        "{{\"weights\":\"{weights}\",\"steps_per_s\":{median:.1},\"batch\":{BATCH},\"blocks\":{STEPS},\"hidden\":{HIDDEN},\"dim\":{DIM},\"threads\":{},\"backend\":\"{backend}\",\"form\":\"{}\",\"integrator\":\"{}\",\"activation\":\"{}\",\"runs\":{},\"min\":{:.1},\"max\":{:.1},\"cpu_ms_per_step\":{cpu_ms_per_step}}}",
         args.threads,
+        args.form.name(),
+        args.integrator.name(),
+        args.activation.name(),
         args.runs,
         rates[0],
         rates[rates.len() - 1],

@@ -7,7 +7,9 @@
 //! with the same hand-written backward pass runs ~170 steps/s on one core here, this module
 //! ~450 (`examples/train_flow_bench.rs`). It does the same maths as [`crate::tensor`] (which
 //! stays the device-generic path; the two are tested equal) with six `gemm` calls and two fused
-//! element-wise passes per residual step, into buffers allocated once.
+//! element-wise passes per field evaluation, into buffers allocated once. Every form and
+//! integrator is a composition of one primitive, a field evaluation `out (+)= s·v(u)` and its
+//! backward pass; the workspace keeps each stage's input and activation.
 //!
 //! A batch is cut into shards of at most [`SHARD_ROWS`] rows, a rule that depends on the batch
 //! size alone; shards run on up to `threads` threads and their gradients are summed in shard
@@ -16,9 +18,9 @@
 use std::ops::Range;
 use std::sync::{Mutex, RwLock};
 
-use crate::config::Integrator;
+use crate::config::{Activation, Form, Integrator};
 use crate::kernels::{self, AdamStep, View};
-use crate::params::Layout;
+use crate::params::{Field, Layout};
 use crate::pool::{self, MAX_SHARDS, Pool};
 use crate::{EngineError, FlowConfig};
 
@@ -50,11 +52,22 @@ pub(crate) struct Net<'a> {
 pub(crate) struct Workspace {
     /// States x_0 … x_N, each `rows × dim`.
     xs: Vec<f32>,
-    /// tanh activations of each step, each `rows × hidden`.
+    /// Inputs of the stages after the first of each step (the first stage's input is x_k):
+    /// `stages − 1` per step, each `rows × dim`.
+    us: Vec<f32>,
+    /// Activations σ(W1·u + b1) of every stage of every step, each `rows × hidden`.
     acts: Vec<f32>,
+    /// RK4: the field value of the current stage.
+    kv: Vec<f32>,
     /// Logits, then their gradient.
     logits: Vec<f32>,
+    /// ∂x of the current state; `gy` a second state gradient (C0: the next one; C2: the
+    /// pending `−∂x_{k+1}` term of x_{k−1}; RK4: the running sum), `gu` ∂ of a stage input and
+    /// `gk` ∂ of a stage's field value (RK4).
     gx: Vec<f32>,
+    gy: Vec<f32>,
+    gu: Vec<f32>,
+    gk: Vec<f32>,
     ga: Vec<f32>,
     /// This shard's gradient, laid out like the parameters.
     grad: Vec<f32>,
@@ -65,11 +78,21 @@ impl Workspace {
     /// Room for `rows` examples; `with_grad` adds the backward-pass buffers.
     pub(crate) fn new(cfg: &FlowConfig, layout: &Layout, rows: usize, with_grad: bool) -> Self {
         let grad_len = |n: usize| if with_grad { n } else { 0 };
+        let stages = cfg.integrator.stages();
+        let sx = rows * cfg.dim;
+        let rk4 = cfg.integrator == Integrator::Rk4;
+        let needs_gy = cfg.form != Form::C1 || rk4;
+        let needs_gu = cfg.integrator != Integrator::Euler;
         Workspace {
-            xs: vec![0.0; (cfg.steps + 1) * rows * cfg.dim],
-            acts: vec![0.0; cfg.steps * rows * cfg.hidden],
+            xs: vec![0.0; (cfg.steps + 1) * sx],
+            us: vec![0.0; cfg.steps * (stages - 1) * sx],
+            acts: vec![0.0; cfg.steps * stages * rows * cfg.hidden],
+            kv: vec![0.0; if rk4 { sx } else { 0 }],
             logits: vec![0.0; rows * cfg.classes],
-            gx: vec![0.0; grad_len(rows * cfg.dim)],
+            gx: vec![0.0; grad_len(sx)],
+            gy: vec![0.0; grad_len(if needs_gy { sx } else { 0 })],
+            gu: vec![0.0; grad_len(if needs_gu { sx } else { 0 })],
+            gk: vec![0.0; grad_len(if rk4 { sx } else { 0 })],
             ga: vec![0.0; grad_len(rows * cfg.hidden)],
             grad: vec![0.0; grad_len(layout.total)],
             stats: BatchStats::default(),
@@ -82,15 +105,112 @@ impl Workspace {
     }
 }
 
+/// What [`Net::field`] does with `out` before adding the scaled field value.
+enum Out<'s> {
+    /// `out := scale·v(u)`
+    Set,
+    /// `out := src + scale·v(u)`
+    From(&'s [f32]),
+    /// `out += scale·v(u)`
+    Add,
+}
+
 impl Net<'_> {
+    /// One field evaluation of `rows` inputs `u`: `a := σ(u·W1ᵀ + b1)` (kept for the backward
+    /// pass), then `out` (per `init`) gets `scale·(a·W2ᵀ + b2)`.
+    #[allow(clippy::too_many_arguments)]
+    fn field(
+        &self,
+        f: &Field,
+        u: &[f32],
+        rows: usize,
+        a: &mut [f32],
+        out: &mut [f32],
+        init: Out<'_>,
+        scale: f32,
+    ) {
+        let Net { cfg, p, .. } = *self;
+        let (d, hid) = (cfg.dim, cfg.hidden);
+        kernels::set_rows_bias(a, None, f.l1.b(p), 1.0);
+        let w1 = View::new(f.l1.w(p), hid, d).t();
+        kernels::matmul(a, true, View::new(u, rows, d), w1, 1.0);
+        match cfg.activation {
+            Activation::Tanh => kernels::tanh_inplace(a),
+            Activation::Relu => kernels::relu_inplace(a),
+        }
+        match init {
+            Out::Set => kernels::set_rows_bias(out, None, f.l2.b(p), scale),
+            Out::From(src) => kernels::set_rows_bias(out, Some(src), f.l2.b(p), scale),
+            Out::Add => kernels::add_rows_bias(out, f.l2.b(p), scale),
+        }
+        let w2 = View::new(f.l2.w(p), d, hid).t();
+        kernels::matmul(out, true, View::new(a, rows, hid), w2, scale);
+    }
+
+    /// Back through `out (+)= scale·v(u)` given `gout` = ∂out: adds the field's parameter
+    /// gradients into `grad` and leaves ∂z (z = u·W1ᵀ + b1) in `ga`; then
+    /// ∂u = `ga`·W1 is one product the caller writes where it belongs.
+    #[allow(clippy::too_many_arguments)]
+    fn field_backward(
+        &self,
+        f: &Field,
+        u: &[f32],
+        a: &[f32],
+        rows: usize,
+        gout: &[f32],
+        scale: f32,
+        ga: &mut [f32],
+        grad: &mut [f32],
+    ) {
+        let Net { cfg, p, .. } = *self;
+        let (d, hid) = (cfg.dim, cfg.hidden);
+        // out = scale·(a·W2ᵀ + b2): ∂W2 += scale·goutᵀ·a, ∂b2 += scale·Σ gout, ∂a = scale·gout·W2
+        kernels::matmul(
+            &mut grad[f.l2.w..f.l2.w + d * hid],
+            true,
+            View::new(gout, rows, d).t(),
+            View::new(a, rows, hid),
+            scale,
+        );
+        kernels::add_col_sums(&mut grad[f.l2.b..f.l2.b + d], gout, scale);
+        let w2 = View::new(f.l2.w(p), d, hid);
+        kernels::matmul(ga, false, View::new(gout, rows, d), w2, scale);
+        // a = σ(z): ∂z = ∂a ⊙ σ'(z), ∂b1 += Σ ∂z
+        let gb1 = &mut grad[f.l1.b..f.l1.b + hid];
+        match cfg.activation {
+            Activation::Tanh => kernels::tanh_backward(ga, a, gb1),
+            Activation::Relu => kernels::relu_backward(ga, a, gb1),
+        }
+        // z = u·W1ᵀ + b1: ∂W1 += ∂zᵀ·u
+        kernels::matmul(
+            &mut grad[f.l1.w..f.l1.w + hid * d],
+            true,
+            View::new(ga, rows, hid).t(),
+            View::new(u, rows, d),
+            1.0,
+        );
+    }
+
+    /// `dst (+)= ga·W1`: the input gradient of the field whose backward pass left ∂z in `ga`.
+    fn field_input_grad(&self, f: &Field, ga: &[f32], rows: usize, dst: &mut [f32], add: bool) {
+        let (d, hid) = (self.cfg.dim, self.cfg.hidden);
+        let w1 = View::new(f.l1.w(self.p), hid, d);
+        kernels::matmul(dst, add, View::new(ga, rows, hid), w1, 1.0);
+    }
+
     /// Runs `rows` examples (`x` row-major, `in_dim` wide) through the flow, keeping every
-    /// state and activation in `ws` for the backward pass; the logits end in `ws.logits`.
+    /// state, stage input and activation in `ws` for the backward pass; the logits end in
+    /// `ws.logits`.
     pub(crate) fn forward(&self, x: &[f32], rows: usize, ws: &mut Workspace) {
         let Net { cfg, layout, p } = *self;
-        let (d, hid, n) = (cfg.dim, cfg.hidden, cfg.steps);
+        let (d, hid, n, h) = (cfg.dim, cfg.hidden, cfg.steps, cfg.h);
+        let stages = cfg.integrator.stages();
         let (sx, sa) = (rows * d, rows * hid);
         let x = &x[..rows * cfg.in_dim];
-        let xs = &mut ws.xs[..(n + 1) * sx];
+        let Workspace {
+            xs, us, acts, kv, ..
+        } = ws;
+        let xs = &mut xs[..(n + 1) * sx];
         match &layout.lift {
             Some(l) => {
                 let x0 = &mut xs[..sx];
@@ -104,21 +224,50 @@ impl Net<'_> {
             let f = layout.field(cfg, k);
             let (done, next) = xs.split_at_mut((k + 1) * sx);
             let (xk, xn) = (&done[k * sx..], &mut next[..sx]);
-            let a = &mut ws.acts[k * sa..(k + 1) * sa];
-            match cfg.integrator {
-                Integrator::Midpoint | Integrator::Rk4 => {
-                    unreachable!("refused by FlowConfig::validate")
+            let mut acts = acts[k * stages * sa..(k + 1) * stages * sa].chunks_exact_mut(sa);
+            let mut a = || acts.next().expect("one activation buffer per stage");
+            let u = &mut us[k * (stages - 1) * sx..(k + 1) * (stages - 1) * sx];
+            match (cfg.form, cfg.integrator) {
+                (Form::C1, Integrator::Euler) => {
+                    // x' = x + h·v(x)
+                    self.field(f, xk, rows, a(), xn, Out::From(xk), h);
                 }
-                Integrator::Euler => {
-                    // a = tanh(x·W1ᵀ + b1)
-                    kernels::set_rows_bias(a, None, f.l1.b(p), 1.0);
-                    let w1 = View::new(f.l1.w(p), hid, d).t();
-                    kernels::matmul(a, true, View::new(xk, rows, d), w1, 1.0);
-                    kernels::tanh_inplace(a);
-                    // x' = x + h·(a·W2ᵀ + b2)
-                    kernels::set_rows_bias(xn, Some(xk), f.l2.b(p), cfg.h);
-                    let w2 = View::new(f.l2.w(p), d, hid).t();
-                    kernels::matmul(xn, true, View::new(a, rows, hid), w2, cfg.h);
+                (Form::C1, Integrator::Midpoint) => {
+                    // u = x + h/2·v(x); x' = x + h·v(u)
+                    self.field(f, xk, rows, a(), u, Out::From(xk), h / 2.0);
+                    self.field(f, u, rows, a(), xn, Out::From(xk), h);
+                }
+                (Form::C1, Integrator::Rk4) => {
+                    // k1 = v(x), u1 = x + h/2·k1, k2 = v(u1), u2 = x + h/2·k2, k3 = v(u2),
+                    // u3 = x + h·k3, k4 = v(u3); x' = x + h/6·k1 + h/3·k2 + h/3·k3 + h/6·k4
+                    let (u1, rest) = u.split_at_mut(sx);
+                    let (u2, u3) = rest.split_at_mut(sx);
+                    let kv = &mut kv[..sx];
+                    self.field(f, xk, rows, a(), kv, Out::Set, 1.0);
+                    kernels::combine(xn, 1.0, xk, h / 6.0, kv);
+                    kernels::combine(u1, 1.0, xk, h / 2.0, kv);
+                    self.field(f, u1, rows, a(), kv, Out::Set, 1.0);
+                    kernels::axpy(xn, h / 3.0, kv);
+                    kernels::combine(u2, 1.0, xk, h / 2.0, kv);
+                    self.field(f, u2, rows, a(), kv, Out::Set, 1.0);
+                    kernels::axpy(xn, h / 3.0, kv);
+                    kernels::combine(u3, 1.0, xk, h, kv);
+                    self.field(f, u3, rows, a(), kv, Out::Set, 1.0);
+                    kernels::axpy(xn, h / 6.0, kv);
+                }
+                (Form::C0, _) => {
+                    // x' = v(x)
+                    self.field(f, xk, rows, a(), xn, Out::Set, 1.0);
+                }
+                (Form::C2, _) if k == 0 => {
+                    // x_1 = 2x_0 − x_{−1} + h²·v(x_0) with x_{−1} = x_0
+                    self.field(f, xk, rows, a(), xn, Out::From(xk), h * h);
+                }
+                (Form::C2, _) => {
+                    // x_{k+1} = 2x_k − x_{k−1} + h²·v(x_k)
+                    let xprev = &done[(k - 1) * sx..k * sx];
+                    kernels::combine(xn, 2.0, xk, -1.0, xprev);
+                    self.field(f, xk, rows, a(), xn, Out::Add, h * h);
                 }
             }
         }
@@ -151,17 +300,25 @@ impl Net<'_> {
     fn backward(&self, x: &[f32], rows: usize, ws: &mut Workspace) {
         let Net { cfg, layout, p } = *self;
         let (d, hid, n, h) = (cfg.dim, cfg.hidden, cfg.steps, cfg.h);
+        let stages = cfg.integrator.stages();
         let (sx, sa) = (rows * d, rows * hid);
         let Workspace {
             xs,
+            us,
             acts,
             logits,
             gx,
+            gy,
+            gu,
+            gk,
             ga,
             grad,
             ..
         } = ws;
-        let (gx, ga) = (&mut gx[..sx], &mut ga[..sa]);
+        let mut gx = &mut gx[..sx];
+        let gy_len = sx.min(gy.len());
+        let mut gy = &mut gy[..gy_len];
+        let ga = &mut ga[..sa];
 
         let head = &layout.head;
         let dl = View::new(&logits[..rows * head.out], rows, head.out);
@@ -180,43 +337,73 @@ impl Net<'_> {
             1.0,
         );
         kernels::matmul(gx, false, dl, View::new(head.w(p), head.out, d), 1.0);
+        if cfg.form == Form::C2 {
+            // Nothing after x_N refers back to x_{N−1}.
+            gy[..sx].fill(0.0);
+        }
 
         for k in (0..n).rev() {
             let f = layout.field(cfg, k);
-            let a = &acts[k * sa..(k + 1) * sa];
+            let a = |s: usize| &acts[(k * stages + s) * sa..(k * stages + s + 1) * sa];
+            let u = |s: usize| &us[(k * (stages - 1) + s - 1) * sx..(k * (stages - 1) + s) * sx];
             let xk = &xs[k * sx..(k + 1) * sx];
-            match cfg.integrator {
-                Integrator::Midpoint | Integrator::Rk4 => {
-                    unreachable!("refused by FlowConfig::validate")
+            match (cfg.form, cfg.integrator) {
+                (Form::C1, Integrator::Euler) => {
+                    // x' = x + h·v(x): ∂x = ∂x' + J_vᵀ(h·∂x')
+                    self.field_backward(f, xk, a(0), rows, gx, h, ga, grad);
+                    self.field_input_grad(f, ga, rows, gx, true);
                 }
-                Integrator::Euler => {
-                    // x' = x + h·(a·W2ᵀ + b2): ∂W2 += h·gxᵀ·a, ∂b2 += h·Σ gx, ∂a = h·gx·W2
-                    kernels::matmul(
-                        &mut grad[f.l2.w..f.l2.w + d * hid],
-                        true,
-                        View::new(gx, rows, d).t(),
-                        View::new(a, rows, hid),
-                        h,
-                    );
-                    kernels::add_col_sums(&mut grad[f.l2.b..f.l2.b + d], gx, h);
-                    let w2 = View::new(f.l2.w(p), d, hid);
-                    kernels::matmul(ga, false, View::new(gx, rows, d), w2, h);
-                    // a = tanh(z): ∂z = ∂a ⊙ (1 − a²), ∂b1 += Σ ∂z
-                    kernels::tanh_backward(ga, a, &mut grad[f.l1.b..f.l1.b + hid]);
-                    // z = x·W1ᵀ + b1: ∂W1 += ∂zᵀ·x, ∂x += ∂z·W1
-                    kernels::matmul(
-                        &mut grad[f.l1.w..f.l1.w + hid * d],
-                        true,
-                        View::new(ga, rows, hid).t(),
-                        View::new(xk, rows, d),
-                        1.0,
-                    );
-                    let w1 = View::new(f.l1.w(p), hid, d);
-                    kernels::matmul(gx, true, View::new(ga, rows, hid), w1, 1.0);
+                (Form::C1, Integrator::Midpoint) => {
+                    // x' = x + h·v(u), u = x + h/2·v(x)
+                    let gu = &mut gu[..sx];
+                    self.field_backward(f, u(1), a(1), rows, gx, h, ga, grad);
+                    self.field_input_grad(f, ga, rows, gu, false);
+                    kernels::add_assign(gx, gu);
+                    self.field_backward(f, xk, a(0), rows, gu, h / 2.0, ga, grad);
+                    self.field_input_grad(f, ga, rows, gx, true);
+                }
+                (Form::C1, Integrator::Rk4) => {
+                    // With g = ∂x': ∂k4 = h/6·g; ∂u3 = J4ᵀ∂k4; ∂k3 = h/3·g + h·∂u3;
+                    // ∂u2 = J3ᵀ∂k3; ∂k2 = h/3·g + h/2·∂u2; ∂u1 = J2ᵀ∂k2; ∂k1 = h/6·g + h/2·∂u1;
+                    // ∂x = g + ∂u1 + ∂u2 + ∂u3 + J1ᵀ∂k1.
+                    let (gu, gk, sum) = (&mut gu[..sx], &mut gk[..sx], &mut gy[..sx]);
+                    self.field_backward(f, u(3), a(3), rows, gx, h / 6.0, ga, grad);
+                    self.field_input_grad(f, ga, rows, gu, false);
+                    kernels::combine(sum, 1.0, gx, 1.0, gu);
+                    kernels::combine(gk, h / 3.0, gx, h, gu);
+                    self.field_backward(f, u(2), a(2), rows, gk, 1.0, ga, grad);
+                    self.field_input_grad(f, ga, rows, gu, false);
+                    kernels::add_assign(sum, gu);
+                    kernels::combine(gk, h / 3.0, gx, h / 2.0, gu);
+                    self.field_backward(f, u(1), a(1), rows, gk, 1.0, ga, grad);
+                    self.field_input_grad(f, ga, rows, gu, false);
+                    kernels::add_assign(sum, gu);
+                    kernels::combine(gk, h / 6.0, gx, h / 2.0, gu);
+                    self.field_backward(f, xk, a(0), rows, gk, 1.0, ga, grad);
+                    self.field_input_grad(f, ga, rows, sum, true);
+                    std::mem::swap(&mut gx, &mut gy);
+                }
+                (Form::C0, _) => {
+                    // x' = v(x): ∂x = J_vᵀ∂x'
+                    self.field_backward(f, xk, a(0), rows, gx, 1.0, ga, grad);
+                    self.field_input_grad(f, ga, rows, &mut gy[..sx], false);
+                    std::mem::swap(&mut gx, &mut gy);
+                }
+                (Form::C2, _) => {
+                    // x_{k+1} = 2x_k − x_{k−1} + h²·v(x_k): ∂x_k gets 2·∂x_{k+1} + J_vᵀ(h²·∂x_{k+1})
+                    // and ∂x_{k−1} gets −∂x_{k+1}, which `gy` carries one step; at k = 0,
+                    // x_{−1} = x_0, so ∂x_0 gets (2 − 1)·∂x_1 instead.
+                    let pending = &mut gy[..sx];
+                    kernels::axpy(pending, if k == 0 { 1.0 } else { 2.0 }, gx);
+                    self.field_backward(f, xk, a(0), rows, gx, h * h, ga, grad);
+                    self.field_input_grad(f, ga, rows, pending, true);
+                    kernels::scale(gx, -1.0);
+                    std::mem::swap(&mut gx, &mut gy);
                 }
             }
         }
         if let Some(l) = &layout.lift {
+            let gx = &gx[..sx];
             kernels::matmul(
                 &mut grad[l.w..l.w + l.out * l.inp],
                 true,
@@ -445,6 +632,16 @@ impl crate::train::Trainer for CpuTrainer<'_> {
             .write()
             .unwrap_or_else(|e| e.into_inner());
         kernels::adam(&mut p, &mut self.m, &mut self.v, &g.grad, step);
+        Ok(())
+    }
+
+    fn constrain(&mut self, train: &crate::TrainConfig, lr: f32) -> Result<(), EngineError> {
+        let mut p = self
+            .shared
+            .params
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        crate::constrain::apply(&self.shared.cfg, &self.shared.layout, train, lr, &mut p);
         Ok(())
     }
 

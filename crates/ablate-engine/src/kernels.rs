@@ -194,6 +194,68 @@ multiversion! {
 }
 
 multiversion! {
+    /// In place: `a := max(a, 0)` (NaN becomes 0, as dfdx's `relu` does).
+    pub(crate) fn relu_inplace(a: &mut [f32]) {
+        for v in a.iter_mut() {
+            *v = if *v > 0.0 { *v } else { 0.0 };
+        }
+    }
+}
+
+multiversion! {
+    /// Back through `a = relu(z)`: `g := g ⊙ [a > 0]` (so relu'(0) = 0; `a > 0` iff `z > 0`),
+    /// and `bias_grad += Σ_rows g`.
+    pub(crate) fn relu_backward(g: &mut [f32], a: &[f32], bias_grad: &mut [f32]) {
+        let cols = bias_grad.len();
+        for (g, a) in g.chunks_exact_mut(cols).zip(a.chunks_exact(cols)) {
+            for ((g, a), bg) in g.iter_mut().zip(a).zip(bias_grad.iter_mut()) {
+                *g = if *a > 0.0 { *g } else { 0.0 };
+                *bg += *g;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Rows of `dst` += `scale · bias`.
+    pub(crate) fn add_rows_bias(dst: &mut [f32], bias: &[f32], scale: f32) {
+        let cols = bias.len();
+        for d in dst.chunks_exact_mut(cols) {
+            for (d, b) in d.iter_mut().zip(bias) {
+                *d += scale * *b;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// `dst := a·x + b·y` (with `a = 1`, exactly `x + b·y`).
+    pub(crate) fn combine(dst: &mut [f32], a: f32, x: &[f32], b: f32, y: &[f32]) {
+        for ((d, x), y) in dst.iter_mut().zip(x).zip(y) {
+            *d = a * *x + b * *y;
+        }
+    }
+}
+
+multiversion! {
+    /// `dst += a·src`.
+    pub(crate) fn axpy(dst: &mut [f32], a: f32, src: &[f32]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d += a * *s;
+        }
+    }
+}
+
+multiversion! {
+    /// `dst *= a`.
+    pub(crate) fn scale(dst: &mut [f32], a: f32) {
+        for d in dst.iter_mut() {
+            *d *= a;
+        }
+    }
+}
+
+multiversion! {
     /// `dst += scale · Σ_rows src` with `src` row-major, `dst.len()` columns.
     pub(crate) fn add_col_sums(dst: &mut [f32], src: &[f32], scale: f32) {
         let cols = dst.len();

@@ -10,6 +10,7 @@
 
 mod analysis;
 mod config;
+mod constrain;
 mod cpu;
 mod data;
 mod error;

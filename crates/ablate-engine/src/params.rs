@@ -23,7 +23,7 @@ impl Linear {
     }
 }
 
-/// One velocity field `v(x) = W2·tanh(W1·x + b1) + b2`.
+/// One velocity field `v(x) = W2·σ(W1·x + b1) + b2`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Field {
     pub l1: Linear,

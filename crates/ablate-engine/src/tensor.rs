@@ -10,14 +10,16 @@
 use dfdx::shapes::{Axes2, Axis, HasShape, Shape};
 use dfdx::tensor::Tensor;
 use dfdx::tensor_ops::{
-    BroadcastTo, Device, PermuteTo, SumTo, TryAdd, TryDiv, TryMatMul, TryMul, TrySub,
+    BroadcastTo, ChooseFrom, Device, PermuteTo, SumTo, TryAdd, TryDiv, TryGt, TryMatMul, TryMul,
+    TrySub,
 };
 
-use crate::config::Integrator;
+use crate::config::{Activation, Form, Integrator};
+use crate::constrain;
 use crate::cpu::BatchStats;
 use crate::kernels::AdamStep;
 use crate::params::{self, Layout};
-use crate::{EngineError, FlowConfig};
+use crate::{EngineError, FlowConfig, TrainConfig};
 
 type T2<D> = Tensor<(usize, usize), f32, D>;
 type T1<D> = Tensor<(usize,), f32, D>;
@@ -137,9 +139,29 @@ struct Trace<D: Device<f32>> {
     input: T2<D>,
     /// x_0 … x_N
     xs: Vec<T2<D>>,
-    /// tanh activations of each step
-    acts: Vec<T2<D>>,
+    /// Per step, per stage: the field's input u and its activation σ(W1·u + b1).
+    stages: Vec<Vec<(T2<D>, T2<D>)>>,
     logits: T2<D>,
+}
+
+/// One field evaluation: `(a, v(u))` with `a = σ(u·W1ᵀ + b1)`, `v(u) = a·W2ᵀ + b2`.
+fn field<D: Device<f32>>(
+    cfg: &FlowConfig,
+    (l1, l2): &(TLinear<D>, TLinear<D>),
+    u: &T2<D>,
+) -> Result<(T2<D>, T2<D>), D::Err> {
+    let z = l1.forward(u)?;
+    let a = match cfg.activation {
+        Activation::Tanh => z.try_tanh()?,
+        Activation::Relu => z.try_relu()?,
+    };
+    let v = l2.forward(&a)?;
+    Ok((a, v))
+}
+
+/// `x + s·y`
+fn add_scaled<D: Device<f32>>(x: &T2<D>, s: f32, y: T2<D>) -> Result<T2<D>, D::Err> {
+    x.clone().try_add(y.try_mul(s)?)
 }
 
 fn forward<D: Device<f32>>(
@@ -151,29 +173,63 @@ fn forward<D: Device<f32>>(
         Some(l) => l.forward(&input)?,
         None => input.clone(),
     };
+    let h = cfg.h;
     let mut xs = vec![x0];
-    let mut acts = Vec::with_capacity(cfg.steps);
+    let mut stages = Vec::with_capacity(cfg.steps);
     for k in 0..cfg.steps {
-        let (l1, l2) = &p.fields[cfg.field_of_step(k)];
+        let fp = &p.fields[cfg.field_of_step(k)];
         let x = &xs[k];
-        match cfg.integrator {
-            Integrator::Midpoint | Integrator::Rk4 => {
-                unreachable!("refused by FlowConfig::validate")
+        let mut st = Vec::with_capacity(cfg.integrator.stages());
+        let mut eval = |u: &T2<D>| -> Result<T2<D>, D::Err> {
+            let (a, v) = field(cfg, fp, u)?;
+            st.push((u.clone(), a));
+            Ok(v)
+        };
+        let next = match (cfg.form, cfg.integrator) {
+            (Form::C1, Integrator::Euler) => {
+                let v = eval(x)?;
+                add_scaled(x, h, v)?
             }
-            Integrator::Euler => {
-                let a = l1.forward(x)?.try_tanh()?;
-                let v = l2.forward(&a)?;
-                let next = x.clone().try_add(v.try_mul(cfg.h)?)?;
-                acts.push(a);
-                xs.push(next);
+            (Form::C1, Integrator::Midpoint) => {
+                let v = eval(x)?;
+                let u = add_scaled(x, h / 2.0, v)?;
+                let v = eval(&u)?;
+                add_scaled(x, h, v)?
             }
-        }
+            (Form::C1, Integrator::Rk4) => {
+                // The same order of operations as the CPU backend.
+                let k1 = eval(x)?;
+                let next = add_scaled(x, h / 6.0, k1.clone())?;
+                let u1 = add_scaled(x, h / 2.0, k1)?;
+                let k2 = eval(&u1)?;
+                let next = add_scaled(&next, h / 3.0, k2.clone())?;
+                let u2 = add_scaled(x, h / 2.0, k2)?;
+                let k3 = eval(&u2)?;
+                let next = add_scaled(&next, h / 3.0, k3.clone())?;
+                let u3 = add_scaled(x, h, k3)?;
+                let k4 = eval(&u3)?;
+                add_scaled(&next, h / 6.0, k4)?
+            }
+            (Form::C0, _) => eval(x)?,
+            (Form::C2, _) => {
+                // x_{k+1} = 2x_k − x_{k−1} + h²·v(x_k), x_{−1} = x_0
+                let v = eval(x)?;
+                let base = if k == 0 {
+                    x.clone()
+                } else {
+                    x.clone().try_mul(2.0)?.try_sub(xs[k - 1].clone())?
+                };
+                add_scaled(&base, h * h, v)?
+            }
+        };
+        stages.push(st);
+        xs.push(next);
     }
     let logits = p.head.forward(&xs[cfg.steps])?;
     Ok(Trace {
         input,
         xs,
-        acts,
+        stages,
         logits,
     })
 }
@@ -194,6 +250,42 @@ fn accumulate<S: Shape, D: Device<f32>>(
     acc.try_axpy(1.0, x, 1.0)
 }
 
+/// Back through `out = scale·v(u)` (u and its activation `a` from the trace) given
+/// `gout` = ∂out: adds the field's parameter gradients into `g` and returns ∂u.
+fn field_backward<D: Device<f32>>(
+    cfg: &FlowConfig,
+    (l1, l2): &(TLinear<D>, TLinear<D>),
+    (g1, g2): &mut (TLinear<D>, TLinear<D>),
+    (u, a): &(T2<D>, T2<D>),
+    gout: &T2<D>,
+    scale: f32,
+) -> Result<T2<D>, D::Err> {
+    let gv = gout.clone().try_mul(scale)?;
+    accumulate(&mut g2.w, &transpose(&gv)?.try_matmul(a.clone())?)?;
+    accumulate(&mut g2.b, &col_sums(&gv)?)?;
+    let ga = gv.try_matmul(l2.w.clone())?;
+    let gz = match cfg.activation {
+        // a = tanh(z): ∂z = ∂a ⊙ (1 − a²)
+        Activation::Tanh => {
+            let one_minus_a2 = a.clone().try_square()?.try_negate()?.try_add(1.0)?;
+            ga.try_mul(one_minus_a2)?
+        }
+        // a = relu(z): ∂z = ∂a where z > 0 (equivalently a > 0), else 0, so relu'(0) = 0.
+        Activation::Relu => {
+            let zeros = ga.device().try_zeros_like(ga.shape())?;
+            a.try_gt(0.0)?.try_choose(ga, zeros)?
+        }
+    };
+    accumulate(&mut g1.w, &transpose(&gz)?.try_matmul(u.clone())?)?;
+    accumulate(&mut g1.b, &col_sums(&gz)?)?;
+    gz.try_matmul(l1.w.clone())
+}
+
+/// `a·x + b·y`
+fn lin2<D: Device<f32>>(a: f32, x: &T2<D>, b: f32, y: &T2<D>) -> Result<T2<D>, D::Err> {
+    x.clone().try_mul(a)?.try_add(y.clone().try_mul(b)?)
+}
+
 /// The gradient of the summed loss scaled by `scale`, given `dlogits` = ∂/∂logits.
 fn backward<D: Device<f32>>(
     cfg: &FlowConfig,
@@ -202,34 +294,56 @@ fn backward<D: Device<f32>>(
     dlogits: T2<D>,
 ) -> Result<TParams<D>, D::Err> {
     let mut g = p.zeros_like()?;
+    let h = cfg.h;
     let xn = &trace.xs[cfg.steps];
     accumulate(&mut g.head.w, &transpose(&dlogits)?.try_matmul(xn.clone())?)?;
     accumulate(&mut g.head.b, &col_sums(&dlogits)?)?;
     let mut gx = dlogits.try_matmul(p.head.w.clone())?;
+    // C2: the part of ∂x_{k−1} that x_{k+1} contributes (−∂x_{k+1}), carried one step.
+    let mut pending: Option<T2<D>> = None;
     for k in (0..cfg.steps).rev() {
         let f = cfg.field_of_step(k);
-        let (l1, l2) = &p.fields[f];
-        let (g1, g2) = &mut g.fields[f];
-        let a = &trace.acts[k];
-        let x = &trace.xs[k];
-        match cfg.integrator {
-            Integrator::Midpoint | Integrator::Rk4 => {
-                unreachable!("refused by FlowConfig::validate")
+        let (fp, gf) = (&p.fields[f], &mut g.fields[f]);
+        let st = &trace.stages[k];
+        gx = match (cfg.form, cfg.integrator) {
+            (Form::C1, Integrator::Euler) => {
+                // x' = x + h·v(x)
+                let gu = field_backward(cfg, fp, gf, &st[0], &gx, h)?;
+                gx.try_add(gu)?
             }
-            Integrator::Euler => {
-                // x' = x + h·(a·W2ᵀ + b2)
-                let gv = gx.clone().try_mul(cfg.h)?;
-                accumulate(&mut g2.w, &transpose(&gv)?.try_matmul(a.clone())?)?;
-                accumulate(&mut g2.b, &col_sums(&gv)?)?;
-                let ga = gv.try_matmul(l2.w.clone())?;
-                // a = tanh(z): ∂z = ∂a ⊙ (1 − a²)
-                let one_minus_a2 = a.clone().try_square()?.try_negate()?.try_add(1.0)?;
-                let gz = ga.try_mul(one_minus_a2)?;
-                accumulate(&mut g1.w, &transpose(&gz)?.try_matmul(x.clone())?)?;
-                accumulate(&mut g1.b, &col_sums(&gz)?)?;
-                gx = gx.try_add(gz.try_matmul(l1.w.clone())?)?;
+            (Form::C1, Integrator::Midpoint) => {
+                // x' = x + h·v(u), u = x + h/2·v(x)
+                let gu = field_backward(cfg, fp, gf, &st[1], &gx, h)?;
+                let gx0 = field_backward(cfg, fp, gf, &st[0], &gu, h / 2.0)?;
+                gx.try_add(gu)?.try_add(gx0)?
             }
-        }
+            (Form::C1, Integrator::Rk4) => {
+                // See the CPU backend for the recurrence.
+                let gu3 = field_backward(cfg, fp, gf, &st[3], &gx, h / 6.0)?;
+                let sum = gx.clone().try_add(gu3.clone())?;
+                let gk3 = lin2(h / 3.0, &gx, h, &gu3)?;
+                let gu2 = field_backward(cfg, fp, gf, &st[2], &gk3, 1.0)?;
+                let sum = sum.try_add(gu2.clone())?;
+                let gk2 = lin2(h / 3.0, &gx, h / 2.0, &gu2)?;
+                let gu1 = field_backward(cfg, fp, gf, &st[1], &gk2, 1.0)?;
+                let sum = sum.try_add(gu1.clone())?;
+                let gk1 = lin2(h / 6.0, &gx, h / 2.0, &gu1)?;
+                let gx0 = field_backward(cfg, fp, gf, &st[0], &gk1, 1.0)?;
+                sum.try_add(gx0)?
+            }
+            (Form::C0, _) => field_backward(cfg, fp, gf, &st[0], &gx, 1.0)?,
+            (Form::C2, _) => {
+                // ∂x_k = pending + 2·∂x_{k+1} + J_vᵀ(h²·∂x_{k+1}); at k = 0, 1·∂x_{k+1}
+                let c = if k == 0 { 1.0 } else { 2.0 };
+                let base = match pending.take() {
+                    Some(pd) => pd.try_add(gx.clone().try_mul(c)?)?,
+                    None => gx.clone().try_mul(c)?,
+                };
+                let gu = field_backward(cfg, fp, gf, &st[0], &gx, h * h)?;
+                pending = Some(gx.try_negate()?);
+                base.try_add(gu)?
+            }
+        };
     }
     if let Some(gl) = &mut g.lift {
         accumulate(&mut gl.w, &transpose(&gx)?.try_matmul(trace.input.clone())?)?;
@@ -355,6 +469,31 @@ impl<D: Device<f32>> TensorTrainer<D> {
     }
 }
 
+impl<D: Device<f32>> TensorTrainer<D> {
+    /// [`crate::constrain::apply`] on the device: the decay and the scaling are tensor ops;
+    /// only the spectral norms need the fc1/fc2 weights on the host (a round trip of two small
+    /// matrices per field and step, made only when `lipschitz` is set), where the same f64
+    /// power iteration as the CPU backend's gives the same f32 factors.
+    fn constrain_params(&mut self, train: &TrainConfig, lr: f32) -> Result<(), D::Err> {
+        if let Some(factor) = constrain::decay_factor(train, lr) {
+            for l in self.params.linears_mut() {
+                l.w = l.w.clone().try_mul(factor)?;
+            }
+        }
+        if let Some(c) = train.lipschitz {
+            for (l1, l2) in &mut self.params.fields {
+                let alpha =
+                    constrain::lipschitz_factor(&self.cfg, &l1.w.as_vec(), &l2.w.as_vec(), c);
+                if let Some(alpha) = alpha {
+                    l1.w = l1.w.clone().try_mul(alpha)?;
+                    l2.w = l2.w.clone().try_mul(alpha)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl<D: Device<f32>> crate::train::Trainer for TensorTrainer<D> {
     fn forward_backward(&mut self, x: &[f32], y: &[u32]) -> Result<BatchStats, EngineError> {
         self.step(x, y).map_err(device_err)
@@ -362,6 +501,10 @@ impl<D: Device<f32>> crate::train::Trainer for TensorTrainer<D> {
 
     fn update(&mut self, lr: f32) -> Result<(), EngineError> {
         self.apply(lr).map_err(device_err)
+    }
+
+    fn constrain(&mut self, train: &TrainConfig, lr: f32) -> Result<(), EngineError> {
+        self.constrain_params(train, lr).map_err(device_err)
     }
 
     fn params(&self) -> Result<Vec<f32>, EngineError> {

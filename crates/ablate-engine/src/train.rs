@@ -50,6 +50,9 @@ pub(crate) trait Trainer {
     fn forward_backward(&mut self, x: &[f32], y: &[u32]) -> Result<BatchStats, EngineError>;
     /// One Adam step with the gradient of the last batch.
     fn update(&mut self, lr: f32) -> Result<(), EngineError>;
+    /// After [`Trainer::update`]: `train`'s weight decay (at learning rate `lr`) and
+    /// Lipschitz projection, as [`crate::constrain::apply`] defines them.
+    fn constrain(&mut self, train: &TrainConfig, lr: f32) -> Result<(), EngineError>;
     /// The current parameters, flat in layout order.
     fn params(&self) -> Result<Vec<f32>, EngineError>;
 }
@@ -148,6 +151,9 @@ fn run(
                 });
             }
             trainer.update(train.lr)?;
+            if train.weight_decay != 0.0 || train.lipschitz.is_some() {
+                trainer.constrain(train, train.lr)?;
+            }
             total.loss_sum += stats.loss_sum;
             total.correct += stats.correct;
         }
