@@ -1318,9 +1318,13 @@ fn ops_lists_every_op_with_its_params_and_defaults() {
     let out = sb.ablate(&["ops"]).code(EXIT_OK);
     for op in [
         "data.toy2d",
+        "data.digits",
         "train.flow",
         "eval.flow",
+        "eval.metric",
         "report.table",
+        "report.claims",
+        "report.plot",
         "cmd",
         "echo",
     ] {
@@ -1346,7 +1350,7 @@ fn ops_lists_every_op_with_its_params_and_defaults() {
     );
     assert_eq!(
         line_of("kind").trim(),
-        "kind     one of `spirals`, `moons`, `circles` (default \"spirals\")"
+        "kind     one of `spirals`, `moons`, `circles`, `checkerboard` (default \"spirals\")"
     );
     assert!(line_of("sleep_ms").contains("(default 0)"));
     assert!(line_of("run").contains("(required)"));
