@@ -11,6 +11,7 @@ mod data;
 mod echo;
 mod flow;
 mod params;
+mod plot;
 mod registry;
 mod report;
 mod rng;

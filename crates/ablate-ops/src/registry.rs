@@ -23,6 +23,7 @@ impl Registry {
             Box::new(crate::flow::TrainFlow::new()),
             Box::new(crate::flow::EvalFlow::new()),
             Box::new(crate::report::Table::new()),
+            Box::new(crate::plot::Plot::new()),
             Box::new(crate::cmd::Cmd::new()),
             Box::new(crate::echo::Echo::new()),
         ];
@@ -128,6 +129,7 @@ mod tests {
             "train.flow" => typed::<crate::flow::TrainParams>(name, params).map(drop),
             "eval.flow" => typed::<crate::flow::EvalParams>(name, params).map(drop),
             "report.table" => typed::<crate::report::TableParams>(name, params).map(drop),
+            "report.plot" => typed::<crate::plot::PlotParams>(name, params).map(drop),
             "cmd" => typed::<crate::cmd::CmdParams>(name, params).map(drop),
             "echo" => typed::<crate::echo::EchoParams>(name, params).map(drop),
             other => panic!("add op `{other}` to check_typed"),
