@@ -103,7 +103,6 @@ pub(crate) struct LineFigure {
 }
 
 /// One axis of a line plot: linear, logarithmic, or categories at 0, 1, 2, …
-#[derive(Clone)]
 enum Axis {
     Lin(RangedCoordf64),
     Log(LogCoord<f64>),
