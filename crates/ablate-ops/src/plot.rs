@@ -300,7 +300,7 @@ fn panel_figure(
         match kind {
             Kind::Flow => "data at each layer",
             Kind::Grid => "deformed grid at each layer",
-            _ => "pull-back metric",
+            _ => "metric g",
         }
         .to_owned()
     });

@@ -107,6 +107,9 @@ enum Axis {
     Lin(RangedCoordf64),
     Log(LogCoord<f64>),
     Cat(RangedCoordf64, Vec<String>),
+    /// Ticks at these values only: a numeric x with few distinct values (steps 1, 2, 4, 8)
+    /// reads best with a tick at each.
+    Ticks(Box<Axis>, Vec<f64>),
 }
 
 impl Axis {
@@ -127,6 +130,7 @@ impl Ranged for Axis {
         match self {
             Axis::Lin(r) | Axis::Cat(r, _) => r.map(value, limit),
             Axis::Log(r) => r.map(value, limit),
+            Axis::Ticks(a, _) => a.map(value, limit),
         }
     }
 
@@ -135,6 +139,7 @@ impl Ranged for Axis {
             Axis::Lin(r) => r.key_points(hint),
             Axis::Log(r) => r.key_points(hint),
             Axis::Cat(_, names) => (0..names.len()).map(|i| i as f64).collect(),
+            Axis::Ticks(_, ticks) => ticks.clone(),
         }
     }
 
@@ -142,6 +147,7 @@ impl Ranged for Axis {
         match self {
             Axis::Lin(r) | Axis::Cat(r, _) => r.range(),
             Axis::Log(r) => r.range(),
+            Axis::Ticks(a, _) => a.range(),
         }
     }
 }
@@ -161,6 +167,8 @@ impl ValueFormatter<f64> for Axis {
         }
     }
 }
+
+const MAX_DATA_TICKS: usize = 10;
 
 /// `lo..hi` padded by 5% (multiplicatively on a log axis); a single value gets a unit span.
 fn padded(lo: f64, hi: f64, log: bool) -> Range<f64> {
@@ -197,7 +205,15 @@ impl LineFigure {
             }
             XAxis::Numeric => {
                 let (lo, hi) = min_max(points().map(|p| p.x));
-                Axis::new(padded(lo, hi, self.log_x), self.log_x)
+                let axis = Axis::new(padded(lo, hi, self.log_x), self.log_x);
+                let mut xs: Vec<f64> = points().map(|p| p.x).collect();
+                xs.sort_by(f64::total_cmp);
+                xs.dedup();
+                if xs.len() <= MAX_DATA_TICKS {
+                    Axis::Ticks(Box::new(axis), xs)
+                } else {
+                    axis
+                }
             }
         };
         let (mut lo, hi) = min_max(points().map(|p| p.mean + p.std.unwrap_or(0.0)));
@@ -335,6 +351,8 @@ pub(crate) struct PanelFigure {
 }
 
 const FIGURE_TITLE: u32 = 32;
+/// Room for the figure's title when there is a single column.
+pub(crate) const MIN_WIDTH: u32 = 400;
 const ROW_TITLE: u32 = 22;
 
 impl PanelFigure {
@@ -353,7 +371,7 @@ impl Figure for PanelFigure {
         let (w, h) = self.panel_size;
         let rows = self.rows.len().max(1) as u32;
         (
-            w * self.cols() as u32,
+            (w * self.cols() as u32).max(MIN_WIDTH),
             FIGURE_TITLE + rows * (ROW_TITLE + h),
         )
     }
@@ -514,5 +532,30 @@ mod tests {
         let a = Axis::Cat((-0.5..1.5).into(), vec!["tanh".into(), "relu".into()]);
         assert_eq!(a.format_ext(&1.0), "relu");
         assert_eq!(a.key_points(10), [0.0, 1.0]);
+    }
+
+    #[test]
+    fn few_numeric_x_values_get_a_tick_each() {
+        let p = |x: f64| Point {
+            x,
+            mean: 1.0,
+            std: None,
+        };
+        let mut fig = LineFigure {
+            title: String::new(),
+            x_name: String::new(),
+            y_name: String::new(),
+            x_axis: XAxis::Numeric,
+            series: vec![Series {
+                name: None,
+                points: vec![p(4.0), p(1.0), p(2.0)],
+            }],
+            log_x: true,
+            log_y: false,
+            size: (10, 10),
+        };
+        assert_eq!(fig.axes().0.key_points(5), [1.0, 2.0, 4.0]);
+        fig.series[0].points = (0..=MAX_DATA_TICKS).map(|x| p(x as f64 + 1.0)).collect();
+        assert!(fig.axes().0.key_points(5).len() <= 5);
     }
 }

@@ -164,7 +164,7 @@ fn panel_figures_draw_one_element_per_datum() {
         panel_size: (160, 140),
     };
     draw::save(&fig, dir.path(), "plot").unwrap();
-    let size = (2 * 160, 32 + 2 * (22 + 140));
+    let size = (draw::MIN_WIDTH, 32 + 2 * (22 + 140));
     let svg = read_outputs(dir.path(), size);
     assert_eq!(count(&svg, "circle", ""), 12);
     // Classes k % 3 of 5 + 4 + 3 points: class 0 five times, 1 four times, 2 three times.
@@ -191,7 +191,7 @@ fn panel_figures_draw_one_element_per_datum() {
         panel_size: (200, 160),
     };
     draw::save(&fig, dir.path(), "plot").unwrap();
-    let svg = read_outputs(dir.path(), (200, 32 + 22 + 160));
+    let svg = read_outputs(dir.path(), (draw::MIN_WIDTH, 32 + 22 + 160));
     let line = format!("stroke=\"{}\"", hex(draw::GRID_LINE));
     assert_eq!(count(&svg, "polyline", &line), 6);
     assert_eq!(count(&svg, "circle", ""), 2);
@@ -213,7 +213,7 @@ fn panel_figures_draw_one_element_per_datum() {
         .collect();
     let panels = metric_panels(&input(0, &[]), &pts, None).unwrap();
     let fig = PanelFigure {
-        title: "pull-back metric".into(),
+        title: "metric g".into(),
         rows: vec![PanelRow {
             title: "seed=0".into(),
             panels,
@@ -221,7 +221,7 @@ fn panel_figures_draw_one_element_per_datum() {
         panel_size: (200, 160),
     };
     draw::save(&fig, dir.path(), "plot").unwrap();
-    let svg = read_outputs(dir.path(), (200, 32 + 22 + 160));
+    let svg = read_outputs(dir.path(), (draw::MIN_WIDTH, 32 + 22 + 160));
     let ellipse = format!("stroke=\"{}\"", hex(draw::ELLIPSE));
     assert_eq!(count(&svg, "polyline", &ellipse), 3);
     let dot = format!("fill=\"{}\"", hex(draw::DEGENERATE));
@@ -542,7 +542,7 @@ fn the_panel_ops_read_eval_metric_entries() {
         json!({"kind": "metric"}),
     )
     .unwrap();
-    let svg = read_outputs(&out_dir, (PANEL_SIZE.0, 32 + 2 * (22 + PANEL_SIZE.1)));
+    let svg = read_outputs(&out_dir, (draw::MIN_WIDTH, 32 + 2 * (22 + PANEL_SIZE.1)));
     assert!(svg.contains("scaled"));
     let ellipse = format!("stroke=\"{}\"", hex(draw::ELLIPSE));
     assert_eq!(count(&svg, "polyline", &ellipse), 2 * 8);
