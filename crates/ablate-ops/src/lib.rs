@@ -14,6 +14,7 @@ mod echo;
 mod flow;
 mod metric;
 mod params;
+mod plot;
 mod registry;
 mod report;
 mod rng;

@@ -26,6 +26,7 @@ impl Registry {
             Box::new(crate::metric::EvalMetric::new()),
             Box::new(crate::report::Table::new()),
             Box::new(crate::claims::Claims::new()),
+            Box::new(crate::plot::Plot::new()),
             Box::new(crate::cmd::Cmd::new()),
             Box::new(crate::echo::Echo::new()),
         ];
@@ -134,6 +135,7 @@ mod tests {
             "eval.metric" => typed::<crate::metric::MetricParams>(name, params).map(drop),
             "report.table" => typed::<crate::report::TableParams>(name, params).map(drop),
             "report.claims" => typed::<crate::claims::ClaimsParams>(name, params).map(drop),
+            "report.plot" => typed::<crate::plot::PlotParams>(name, params).map(drop),
             "cmd" => typed::<crate::cmd::CmdParams>(name, params).map(drop),
             "echo" => typed::<crate::echo::EchoParams>(name, params).map(drop),
             other => panic!("add op `{other}` to check_typed"),

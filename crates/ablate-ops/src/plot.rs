@@ -1,0 +1,456 @@
+//! `report.plot`: gather upstream instances into one figure, written as `plot.svg` and
+//! `plot.png`. `line` plots a final metric against a label (mean ± std over the other labels);
+//! `flow`, `grid` and `metric` draw the per-layer tables of `eval.metric` instances, one row
+//! of panels per instance and one column per layer.
+
+mod data;
+mod draw;
+
+use std::collections::BTreeMap;
+
+use ablate_run::{JobInput, OpContext, OpError, OpOutput};
+use ablate_spec::{OpSchema, ParamSpec, ParamType, Value};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::params::typed;
+use crate::registry::Op;
+use data::{Layers, MetricPoint, Observation};
+use draw::{LineFigure, Panel, PanelContent, PanelFigure, PanelRow};
+
+/// More rows than this make unreadable panels: the user narrows with `select`.
+const MAX_ROWS: usize = 6;
+const LINE_SIZE: (u32, u32) = (720, 480);
+const PANEL_SIZE: (u32, u32) = (240, 220);
+
+pub(crate) struct Plot {
+    schema: OpSchema,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Kind {
+    Line,
+    Flow,
+    Grid,
+    Metric,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PlotParams {
+    kind: Kind,
+    title: Option<String>,
+    select: Option<Value>,
+    x: Option<String>,
+    y: Option<String>,
+    group: Option<String>,
+    log_x: bool,
+    log_y: bool,
+    layers: Option<Vec<i64>>,
+}
+
+impl Plot {
+    pub(crate) fn new() -> Self {
+        Plot {
+            schema: OpSchema {
+                name: "report.plot",
+                version: 1,
+                summary: "Gather every instance of its needs into one figure, written as `plot.svg` and \
+                          `plot.png` and published as `results/<pipeline>/<stage>.svg` and `.png`. \
+                          `line`: metric `y` against label `x`, one line per value of `group`, each point \
+                          the mean ± one std over the other labels (e.g. seeds). `flow`, `grid`, `metric`: \
+                          the per-layer tables of `eval.metric` instances, one row of panels per instance \
+                          (at most 6; narrow with `select`), one column per layer — the data coloured by \
+                          class, the deformed grid, or the metric's ellipses.",
+                params: vec![
+                    ParamSpec::required(
+                        "kind",
+                        ParamType::Enum(&["line", "flow", "grid", "metric"]),
+                        "what to draw",
+                    ),
+                    ParamSpec::with_default(
+                        "title",
+                        ParamType::optional(ParamType::Str),
+                        json!(null),
+                        "the figure's title; null derives one (e.g. `test_acc vs steps`)",
+                    ),
+                    ParamSpec::with_default(
+                        "select",
+                        ParamType::Any,
+                        json!(null),
+                        "a map from label to value: only inputs with all these labels are plotted",
+                    ),
+                    ParamSpec::with_default(
+                        "x",
+                        ParamType::optional(ParamType::Str),
+                        json!(null),
+                        "line: the label on the x axis (required for `line`)",
+                    ),
+                    ParamSpec::with_default(
+                        "y",
+                        ParamType::optional(ParamType::Str),
+                        json!(null),
+                        "line: the metric on the y axis (required for `line`)",
+                    ),
+                    ParamSpec::with_default(
+                        "group",
+                        ParamType::optional(ParamType::Str),
+                        json!(null),
+                        "line: a label with one line per value, and a legend",
+                    ),
+                    ParamSpec::with_default(
+                        "log_x",
+                        ParamType::Bool,
+                        json!(false),
+                        "line: logarithmic x axis",
+                    ),
+                    ParamSpec::with_default(
+                        "log_y",
+                        ParamType::Bool,
+                        json!(false),
+                        "line: logarithmic y axis",
+                    ),
+                    ParamSpec::with_default(
+                        "layers",
+                        ParamType::optional(ParamType::list(ParamType::non_negative_int())),
+                        json!(null),
+                        "flow/grid/metric: the layers shown; null means 4 evenly spaced from 0 to \
+                         the last (`metric`: layer 0)",
+                    ),
+                ],
+                gathers: true,
+                free_params: false,
+                inputs_by_name: false,
+                needs: (1, None),
+            },
+        }
+    }
+}
+
+impl Op for Plot {
+    fn schema(&self) -> &OpSchema {
+        &self.schema
+    }
+
+    fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
+        let p: PlotParams = typed("report.plot", ctx.job.params())?;
+        let inputs = select_inputs(&ctx.job.inputs, p.select.as_ref())?;
+        let out = ctx.out_dir();
+        let result = match p.kind {
+            Kind::Line => draw::save(&line_figure(ctx, &inputs, &p)?, out, "plot"),
+            kind => draw::save(&panel_figure(ctx, &inputs, &p, kind)?, out, "plot"),
+        };
+        result.map_err(OpError::msg)?;
+        Ok(OpOutput {
+            metrics: Vec::new(),
+            publish: vec!["plot.svg".into(), "plot.png".into()],
+        })
+    }
+}
+
+/// The inputs whose labels match `select` (all of them without it).
+fn select_inputs<'a>(
+    inputs: &'a [JobInput],
+    select: Option<&Value>,
+) -> Result<Vec<&'a JobInput>, OpError> {
+    let select = data::parse_select(select).map_err(OpError::msg)?;
+    let chosen: Vec<&JobInput> = inputs
+        .iter()
+        .filter(|i| data::selected(&i.labels, &select))
+        .collect();
+    if chosen.is_empty() {
+        let mut keys: Vec<&str> = inputs
+            .iter()
+            .flat_map(|i| i.labels.iter().map(|(k, _)| k.as_str()))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        return Err(OpError::msg(format!(
+            "`select` matches none of the {} inputs (their labels: {})",
+            inputs.len(),
+            data::list(&keys)
+        )));
+    }
+    Ok(chosen)
+}
+
+fn line_figure(
+    ctx: &OpContext<'_>,
+    inputs: &[&JobInput],
+    p: &PlotParams,
+) -> Result<LineFigure, OpError> {
+    let (Some(x), Some(y)) = (&p.x, &p.y) else {
+        return Err(OpError::msg(
+            "`kind: line` needs `x` (a label) and `y` (a metric)",
+        ));
+    };
+    if p.layers.is_some() {
+        return Err(OpError::msg(
+            "`layers` applies to `flow`, `grid` and `metric`, not `line`",
+        ));
+    }
+    let mut obs = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        let manifest = ctx.manifest(&input.key).ok_or_else(|| {
+            OpError::msg(format!(
+                "the cache entry of input `{}` has no readable manifest",
+                input.id
+            ))
+        })?;
+        obs.push(Observation {
+            id: input.id.clone(),
+            labels: input.labels.clone(),
+            metrics: manifest
+                .final_metrics()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+        });
+    }
+    let (x_axis, series) = data::aggregate(&obs, x, y, p.group.as_deref()).map_err(OpError::msg)?;
+    let all = || series.iter().flat_map(|s| &s.points);
+    if p.log_x {
+        if let data::XAxis::Categorical(_) = x_axis {
+            return Err(OpError::msg(format!(
+                "`log_x` needs numeric values of label `{x}`"
+            )));
+        }
+        if all().any(|pt| pt.x <= 0.0) {
+            return Err(OpError::msg(format!(
+                "`log_x` needs positive values of label `{x}`"
+            )));
+        }
+    }
+    if p.log_y && all().any(|pt| pt.mean <= 0.0) {
+        return Err(OpError::msg(format!(
+            "`log_y` needs positive values of metric `{y}`"
+        )));
+    }
+    let title = p.title.clone().unwrap_or_else(|| match &p.group {
+        Some(g) => format!("{y} vs {x} by {g}"),
+        None => format!("{y} vs {x}"),
+    });
+    Ok(LineFigure {
+        title,
+        x_name: x.clone(),
+        y_name: y.clone(),
+        x_axis,
+        series,
+        log_x: p.log_x,
+        log_y: p.log_y,
+        size: LINE_SIZE,
+    })
+}
+
+fn panel_figure(
+    ctx: &OpContext<'_>,
+    inputs: &[&JobInput],
+    p: &PlotParams,
+    kind: Kind,
+) -> Result<PanelFigure, OpError> {
+    let line_only = [
+        ("x", p.x.is_some()),
+        ("y", p.y.is_some()),
+        ("group", p.group.is_some()),
+        ("log_x", p.log_x),
+        ("log_y", p.log_y),
+    ];
+    if let Some((name, _)) = line_only.iter().find(|(_, set)| *set) {
+        return Err(OpError::msg(format!(
+            "`{name}` applies to `kind: line` only"
+        )));
+    }
+    if inputs.len() > MAX_ROWS {
+        return Err(OpError::msg(format!(
+            "{} inputs would make {} rows of panels, but at most {MAX_ROWS} fit; narrow them \
+             with `select`, e.g. `select: {{ seed: 0 }}`",
+            inputs.len(),
+            inputs.len()
+        )));
+    }
+    let mut rows = Vec::with_capacity(inputs.len());
+    let mut max_dim = 2;
+    for input in inputs {
+        let row_title = if input.labels.is_empty() {
+            input.id.clone()
+        } else {
+            data::labels_text(&input.labels)
+        };
+        let panels = match kind {
+            Kind::Metric => {
+                let t = read_input_table(ctx, input, "metric.parquet")?;
+                let points = data::metric_from_table(&t)
+                    .map_err(|e| file_error(input, "metric.parquet", e))?;
+                metric_panels(input, &points, p.layers.as_deref())?
+            }
+            _ => {
+                let t = read_input_table(ctx, input, "layers.parquet")?;
+                let layers = data::layers_from_table(&t)
+                    .map_err(|e| file_error(input, "layers.parquet", e))?;
+                max_dim = max_dim.max(layers.dim);
+                layer_panels(input, &layers, p.layers.as_deref(), kind)?
+            }
+        };
+        rows.push(PanelRow {
+            title: row_title,
+            panels,
+        });
+    }
+    let mut title = p.title.clone().unwrap_or_else(|| {
+        match kind {
+            Kind::Flow => "data at each layer",
+            Kind::Grid => "deformed grid at each layer",
+            _ => "metric g",
+        }
+        .to_owned()
+    });
+    match kind {
+        Kind::Flow if max_dim > 2 => {
+            title.push_str(&format!(" (x0, x1 of {max_dim} dims)"));
+        }
+        Kind::Metric => title.push_str(" (ellipses uᵀgu = 1, scaled)"),
+        _ => {}
+    }
+    Ok(PanelFigure {
+        title,
+        rows,
+        panel_size: PANEL_SIZE,
+    })
+}
+
+fn file_error(input: &JobInput, file: &str, e: String) -> OpError {
+    OpError::msg(format!("`{file}` of input `{}` {e}", input.id))
+}
+
+fn read_input_table(
+    ctx: &OpContext<'_>,
+    input: &JobInput,
+    file: &str,
+) -> Result<ablate_results::Table, OpError> {
+    let path = ctx.entry_dir(&input.key).join(file);
+    if !path.is_file() {
+        return Err(OpError::msg(format!(
+            "input `{}` has no `{file}` (looked at `{}`); `report.plot` of this kind reads the \
+             outputs of `eval.metric`",
+            input.id,
+            path.display()
+        )));
+    }
+    ablate_results::read_table(&path)
+        .map_err(|e| OpError::with(format!("cannot read `{file}` of input `{}`", input.id), e))
+}
+
+/// `flow` and `grid` panels of one input: one per layer.
+fn layer_panels(
+    input: &JobInput,
+    layers: &Layers,
+    requested: Option<&[i64]>,
+    kind: Kind,
+) -> Result<Vec<Panel>, OpError> {
+    let present = layers.present();
+    let chosen = match requested {
+        Some(r) => {
+            if let Some(missing) = r.iter().find(|l| !present.contains(l)) {
+                return Err(OpError::msg(format!(
+                    "`layers.parquet` of input `{}` has no layer {missing} (it has {})",
+                    input.id,
+                    range_text(&present)
+                )));
+            }
+            r.to_vec()
+        }
+        None => data::default_layers(&present),
+    };
+    if chosen.is_empty() {
+        return Err(OpError::msg(format!(
+            "`layers.parquet` of input `{}` holds no points",
+            input.id
+        )));
+    }
+    Ok(chosen
+        .into_iter()
+        .map(|layer| {
+            let at = || layers.points.iter().filter(move |pt| pt.layer == layer);
+            let content = match kind {
+                Kind::Flow => PanelContent::Flow {
+                    points: at()
+                        .filter(|pt| !pt.grid)
+                        .map(|pt| (pt.x, pt.label))
+                        .collect(),
+                },
+                _ => {
+                    let grid: Vec<(i64, i64, [f64; 2])> = at()
+                        .filter(|pt| pt.grid)
+                        .filter_map(|pt| Some((pt.gi?, pt.gj?, pt.x)))
+                        .collect();
+                    PanelContent::Grid {
+                        lines: data::grid_lines(&grid),
+                        data: at().filter(|pt| !pt.grid).map(|pt| pt.x).collect(),
+                    }
+                }
+            };
+            Panel {
+                title: format!("layer {layer}"),
+                content,
+            }
+        })
+        .collect())
+}
+
+/// `metric` panels of one input: one per requested layer present in `metric.parquet`.
+fn metric_panels(
+    input: &JobInput,
+    points: &[MetricPoint],
+    requested: Option<&[i64]>,
+) -> Result<Vec<Panel>, OpError> {
+    let mut by_layer: BTreeMap<i64, Vec<&MetricPoint>> = BTreeMap::new();
+    for pt in points {
+        by_layer.entry(pt.layer).or_default().push(pt);
+    }
+    let present: Vec<i64> = by_layer.keys().copied().collect();
+    let requested = requested.unwrap_or(&[0]);
+    let chosen: Vec<i64> = requested
+        .iter()
+        .copied()
+        .filter(|l| by_layer.contains_key(l))
+        .collect();
+    if chosen.is_empty() {
+        return Err(OpError::msg(format!(
+            "`metric.parquet` of input `{}` has none of layers {} (it has {})",
+            input.id,
+            range_text(requested),
+            range_text(&present)
+        )));
+    }
+    Ok(chosen
+        .into_iter()
+        .map(|layer| {
+            let pts = &by_layer[&layer];
+            let (ellipses, degenerate) = data::metric_ellipses(pts);
+            let grid: Vec<(i64, i64, [f64; 2])> = pts.iter().map(|p| (p.gi, p.gj, p.x)).collect();
+            Panel {
+                title: format!("layer {layer}"),
+                content: PanelContent::Metric {
+                    ellipses,
+                    degenerate,
+                    grid: data::grid_lines(&grid),
+                },
+            }
+        })
+        .collect())
+}
+
+/// `0, 1, 2` or `none`.
+fn range_text(layers: &[i64]) -> String {
+    if layers.is_empty() {
+        return "none".into();
+    }
+    layers
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,786 @@
+//! The pure half of `report.plot`: input selection, point aggregation, reading the tables of
+//! `eval.metric`, grid polylines and metric ellipses. Nothing here draws or touches files.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use ablate_results::{ColumnData, Table};
+use ablate_spec::Value;
+
+/// A label value as titles and legends show it (strings without their quotes).
+pub(crate) fn label_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Label equality as a user means it: `8` matches `8.0`, and `"8"` matches `8`.
+fn label_eq(a: &Value, b: &Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x == y,
+        _ => label_text(a) == label_text(b),
+    }
+}
+
+/// `weights=shared steps=8 seed=0`.
+pub(crate) fn labels_text(labels: &[(String, Value)]) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={}", label_text(v)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The `select` param checked: a map from label key to a scalar value.
+pub(crate) fn parse_select(select: Option<&Value>) -> Result<BTreeMap<String, Value>, String> {
+    match select {
+        None | Some(Value::Null) => Ok(BTreeMap::new()),
+        Some(Value::Object(map)) => map
+            .iter()
+            .map(|(k, v)| match v {
+                Value::Array(_) | Value::Object(_) | Value::Null => Err(format!(
+                    "`select.{k}` must be a single label value, not `{v}`"
+                )),
+                _ => Ok((k.clone(), v.clone())),
+            })
+            .collect(),
+        Some(other) => Err(format!(
+            "`select` must be a map from label to value (e.g. `{{ seed: 0 }}`), not `{other}`"
+        )),
+    }
+}
+
+/// Whether `labels` carry every entry of `select`.
+pub(crate) fn selected(labels: &[(String, Value)], select: &BTreeMap<String, Value>) -> bool {
+    select
+        .iter()
+        .all(|(key, want)| labels.iter().any(|(k, v)| k == key && label_eq(v, want)))
+}
+
+/// The final metrics of one input, with its labels.
+#[derive(Debug, Clone)]
+pub(crate) struct Observation {
+    pub id: String,
+    pub labels: Vec<(String, Value)>,
+    pub metrics: BTreeMap<String, f64>,
+}
+
+impl Observation {
+    fn label(&self, key: &str) -> Result<&Value, String> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+            .ok_or_else(|| {
+                let keys: Vec<&str> = self.labels.iter().map(|(k, _)| k.as_str()).collect();
+                format!(
+                    "input `{}` has no label `{key}` (its labels: {})",
+                    self.id,
+                    list(&keys)
+                )
+            })
+    }
+}
+
+/// How the x axis of a line plot is laid out.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum XAxis {
+    Numeric,
+    /// Category names in first-seen order; a point's x is the index of its category.
+    Categorical(Vec<String>),
+}
+
+/// One plotted point: the mean of its observations, with their sample standard deviation.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Point {
+    pub x: f64,
+    pub mean: f64,
+    /// `None` for a single observation.
+    pub std: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Series {
+    /// The group's value, `None` without `group`.
+    pub name: Option<String>,
+    pub points: Vec<Point>,
+}
+
+/// Points of metric `y` against label `x`, one series per value of label `group`, each point
+/// the mean over the observations with that (group, x) — typically over seeds. Observations
+/// without the metric are skipped.
+pub(crate) fn aggregate(
+    obs: &[Observation],
+    x: &str,
+    y: &str,
+    group: Option<&str>,
+) -> Result<(XAxis, Vec<Series>), String> {
+    let mut kept: Vec<(Option<&Value>, &Value, f64)> = Vec::new();
+    for o in obs {
+        let Some(&value) = o.metrics.get(y) else {
+            continue;
+        };
+        let xv = o.label(x)?;
+        let gv = group.map(|g| o.label(g)).transpose()?;
+        kept.push((gv, xv, value));
+    }
+    if kept.is_empty() {
+        let names: BTreeSet<&str> = obs
+            .iter()
+            .flat_map(|o| o.metrics.keys().map(String::as_str))
+            .collect();
+        let names: Vec<&str> = names.into_iter().collect();
+        return Err(format!(
+            "no input has the metric `{y}`; the metrics present: {}",
+            list(&names)
+        ));
+    }
+    let xs: Vec<&Value> = kept.iter().map(|(_, x, _)| *x).collect();
+    let (x_keys, x_numeric) = ordered_keys(&xs);
+    let groups: Vec<&Value> = kept.iter().filter_map(|(g, _, _)| *g).collect();
+    let (group_keys, _) = ordered_keys(&groups);
+
+    let n_groups = group_keys.len().max(1);
+    let mut cells: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); x_keys.len()]; n_groups];
+    for (g, xv, value) in &kept {
+        let gi = g.map_or(0, |g| position(&group_keys, g));
+        cells[gi][position(&x_keys, xv)].push(*value);
+    }
+    let series = cells
+        .into_iter()
+        .enumerate()
+        .map(|(gi, row)| Series {
+            name: group_keys.get(gi).map(|v| label_text(v)),
+            points: row
+                .into_iter()
+                .enumerate()
+                .filter(|(_, vals)| !vals.is_empty())
+                .map(|(xi, vals)| {
+                    let (mean, std) = mean_std(&vals);
+                    Point {
+                        x: if x_numeric {
+                            x_keys[xi].as_f64().expect("numeric keys")
+                        } else {
+                            xi as f64
+                        },
+                        mean,
+                        std,
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    let axis = if x_numeric {
+        XAxis::Numeric
+    } else {
+        XAxis::Categorical(x_keys.iter().map(|v| label_text(v)).collect())
+    };
+    Ok((axis, series))
+}
+
+/// Distinct values in plotting order: sorted numerically when all are numbers, else in
+/// first-seen order. Returns whether they are numeric.
+fn ordered_keys<'a>(values: &[&'a Value]) -> (Vec<&'a Value>, bool) {
+    let numeric = values.iter().all(|v| v.as_f64().is_some());
+    let mut keys: Vec<&Value> = Vec::new();
+    for v in values {
+        if !keys.iter().any(|k| label_eq(k, v)) {
+            keys.push(v);
+        }
+    }
+    if numeric {
+        keys.sort_by(|a, b| a.as_f64().unwrap().total_cmp(&b.as_f64().unwrap()));
+    }
+    (keys, numeric)
+}
+
+fn position(keys: &[&Value], v: &Value) -> usize {
+    keys.iter()
+        .position(|k| label_eq(k, v))
+        .expect("every value has a key")
+}
+
+/// Mean and sample standard deviation (`None` for one value).
+pub(crate) fn mean_std(values: &[f64]) -> (f64, Option<f64>) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    if values.len() < 2 {
+        return (mean, None);
+    }
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, Some(var.sqrt()))
+}
+
+/// `a`, `b`, `c` (or `none`).
+pub(crate) fn list(items: &[&str]) -> String {
+    if items.is_empty() {
+        return "none".into();
+    }
+    items
+        .iter()
+        .map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+// ---------------------------------------------------------------------------------------------
+// eval.metric tables
+
+/// One row of `layers.parquet`: a data or grid point at one layer.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct LayerPoint {
+    pub layer: i64,
+    pub grid: bool,
+    pub label: Option<i64>,
+    pub gi: Option<i64>,
+    pub gj: Option<i64>,
+    /// The first two coordinates.
+    pub x: [f64; 2],
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Layers {
+    /// How many coordinates the table has (only the first two are plotted).
+    pub dim: usize,
+    pub points: Vec<LayerPoint>,
+}
+
+impl Layers {
+    /// The layers present, sorted.
+    pub(crate) fn present(&self) -> Vec<i64> {
+        let set: BTreeSet<i64> = self.points.iter().map(|p| p.layer).collect();
+        set.into_iter().collect()
+    }
+}
+
+/// Reads `layers.parquet`. Rows with a null layer or a non-finite coordinate are skipped (a
+/// diverged flow leaves such points); a missing or mistyped column is an error.
+pub(crate) fn layers_from_table(t: &Table) -> Result<Layers, String> {
+    let layer = ints(t, "layer")?;
+    let set = strs(t, "set")?;
+    let label = ints(t, "label")?;
+    let gi = ints(t, "gi")?;
+    let gj = ints(t, "gj")?;
+    let x0 = floats(t, "x0")?;
+    let x1 = floats(t, "x1")?;
+    let mut dim = 2;
+    while t.column(&format!("x{dim}")).is_some() {
+        dim += 1;
+    }
+    let mut points = Vec::with_capacity(t.num_rows());
+    for r in 0..t.num_rows() {
+        let (Some(layer), Some(a), Some(b)) = (layer[r], x0[r], x1[r]) else {
+            continue;
+        };
+        if !(a.is_finite() && b.is_finite()) {
+            continue;
+        }
+        let grid = match set[r].as_deref() {
+            Some("grid") => true,
+            Some("data") => false,
+            other => {
+                return Err(format!(
+                    "has `set` = `{}` in row {r}; expected `data` or `grid`",
+                    other.unwrap_or("null")
+                ));
+            }
+        };
+        points.push(LayerPoint {
+            layer,
+            grid,
+            label: label[r],
+            gi: gi[r],
+            gj: gj[r],
+            x: [a, b],
+        });
+    }
+    Ok(Layers { dim, points })
+}
+
+/// One row of `metric.parquet`: the 2×2 pull-back metric at a grid point.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct MetricPoint {
+    pub layer: i64,
+    pub gi: i64,
+    pub gj: i64,
+    pub x: [f64; 2],
+    /// `g00`, `g01`, `g11` (null cells read as NaN: drawn as a point).
+    pub g: [f64; 3],
+}
+
+pub(crate) fn metric_from_table(t: &Table) -> Result<Vec<MetricPoint>, String> {
+    let layer = ints(t, "layer")?;
+    let gi = ints(t, "gi")?;
+    let gj = ints(t, "gj")?;
+    let x0 = floats(t, "x0")?;
+    let x1 = floats(t, "x1")?;
+    let g00 = floats(t, "g00")?;
+    let g01 = floats(t, "g01")?;
+    let g11 = floats(t, "g11")?;
+    let mut out = Vec::with_capacity(t.num_rows());
+    for r in 0..t.num_rows() {
+        let (Some(layer), Some(gi), Some(gj), Some(a), Some(b)) =
+            (layer[r], gi[r], gj[r], x0[r], x1[r])
+        else {
+            continue;
+        };
+        if !(a.is_finite() && b.is_finite()) {
+            continue;
+        }
+        let g = [g00[r], g01[r], g11[r]].map(|v| v.unwrap_or(f64::NAN));
+        out.push(MetricPoint {
+            layer,
+            gi,
+            gj,
+            x: [a, b],
+            g,
+        });
+    }
+    Ok(out)
+}
+
+fn column<'a>(t: &'a Table, name: &str) -> Result<&'a ColumnData, String> {
+    t.column(name)
+        .map(|c| &c.data)
+        .ok_or_else(|| format!("has no column `{name}`"))
+}
+
+fn ints<'a>(t: &'a Table, name: &str) -> Result<&'a [Option<i64>], String> {
+    match column(t, name)? {
+        ColumnData::Int(v) => Ok(v),
+        other => Err(wrong_kind(name, other, "int")),
+    }
+}
+
+fn strs<'a>(t: &'a Table, name: &str) -> Result<&'a [Option<String>], String> {
+    match column(t, name)? {
+        ColumnData::Str(v) => Ok(v),
+        other => Err(wrong_kind(name, other, "str")),
+    }
+}
+
+/// A float column (an int column is accepted and converted).
+fn floats(t: &Table, name: &str) -> Result<Vec<Option<f64>>, String> {
+    match column(t, name)? {
+        ColumnData::Float(v) => Ok(v.clone()),
+        ColumnData::Int(v) => Ok(v.iter().map(|x| x.map(|x| x as f64)).collect()),
+        other => Err(wrong_kind(name, other, "float")),
+    }
+}
+
+fn wrong_kind(name: &str, data: &ColumnData, want: &str) -> String {
+    format!(
+        "has column `{name}` of type {}, expected {want}",
+        data.kind_name()
+    )
+}
+
+/// Four layers evenly spaced from 0 to the last, each snapped to the nearest layer present,
+/// deduplicated (a model with one step has two layers).
+pub(crate) fn default_layers(present: &[i64]) -> Vec<i64> {
+    let Some(&last) = present.last() else {
+        return Vec::new();
+    };
+    let mut out: Vec<i64> = Vec::with_capacity(4);
+    for i in 0..4 {
+        let want = (i as f64 * last.max(0) as f64 / 3.0).round() as i64;
+        let near = *present
+            .iter()
+            .min_by_key(|&&l| (l - want).abs())
+            .expect("present is not empty");
+        if !out.contains(&near) {
+            out.push(near);
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Geometry
+
+pub(crate) type Polyline = Vec<(f64, f64)>;
+
+/// The deformed grid as polylines joining neighbours along `gi` (fixed `gj`) and along `gj`
+/// (fixed `gi`); a missing grid point breaks its lines.
+pub(crate) fn grid_lines(points: &[(i64, i64, [f64; 2])]) -> Vec<Polyline> {
+    let mut by_gi: BTreeMap<i64, BTreeMap<i64, [f64; 2]>> = BTreeMap::new();
+    let mut by_gj: BTreeMap<i64, BTreeMap<i64, [f64; 2]>> = BTreeMap::new();
+    for &(gi, gj, x) in points {
+        by_gi.entry(gi).or_default().insert(gj, x);
+        by_gj.entry(gj).or_default().insert(gi, x);
+    }
+    let mut lines = Vec::new();
+    for line in by_gi.values().chain(by_gj.values()) {
+        let mut run: Polyline = Vec::new();
+        let mut prev: Option<i64> = None;
+        for (&k, x) in line {
+            if prev.is_some_and(|p| k != p + 1) {
+                if run.len() >= 2 {
+                    lines.push(std::mem::take(&mut run));
+                }
+                run.clear();
+            }
+            run.push((x[0], x[1]));
+            prev = Some(k);
+        }
+        if run.len() >= 2 {
+            lines.push(run);
+        }
+    }
+    lines
+}
+
+/// The median distance between grid neighbours (the spacing metric ellipses are scaled to).
+pub(crate) fn grid_spacing(points: &[(i64, i64, [f64; 2])]) -> Option<f64> {
+    let at: HashMap<(i64, i64), [f64; 2]> = points.iter().map(|&(i, j, x)| ((i, j), x)).collect();
+    let mut d: Vec<f64> = Vec::new();
+    for &(i, j, x) in points {
+        for n in [(i + 1, j), (i, j + 1)] {
+            if let Some(y) = at.get(&n) {
+                let dist = ((x[0] - y[0]).powi(2) + (x[1] - y[1]).powi(2)).sqrt();
+                if dist.is_finite() && dist > 0.0 {
+                    d.push(dist);
+                }
+            }
+        }
+    }
+    if d.is_empty() {
+        return None;
+    }
+    d.sort_by(f64::total_cmp);
+    Some(d[d.len() / 2])
+}
+
+/// The ellipse {u : uᵀ g u = 1} of a symmetric positive-definite 2×2 `g`: semi-axis `r1`
+/// along direction `angle` (the eigenvector of the larger eigenvalue), `r2` across it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Ellipse {
+    pub angle: f64,
+    pub r1: f64,
+    pub r2: f64,
+}
+
+impl Ellipse {
+    /// `None` when `g` is not finite or not positive definite (drawn as a point).
+    pub(crate) fn of_metric([a, b, c]: [f64; 3]) -> Option<Ellipse> {
+        if !(a.is_finite() && b.is_finite() && c.is_finite()) {
+            return None;
+        }
+        // Closed-form eigenvalues of [[a, b], [b, c]].
+        let mid = 0.5 * (a + c);
+        let rad = (0.25 * (a - c).powi(2) + b * b).sqrt();
+        let (l1, l2) = (mid + rad, mid - rad);
+        if !(l2 > l1.abs() * 1e-12 && l2 > 0.0) {
+            return None;
+        }
+        Some(Ellipse {
+            angle: 0.5 * (2.0 * b).atan2(a - c),
+            r1: 1.0 / l1.sqrt(),
+            r2: 1.0 / l2.sqrt(),
+        })
+    }
+
+    /// The largest semi-axis.
+    pub(crate) fn max_semi(&self) -> f64 {
+        self.r1.max(self.r2)
+    }
+
+    /// The outline around `center`, scaled by `scale`, as a closed polyline of `n` segments.
+    pub(crate) fn outline(&self, center: [f64; 2], scale: f64, n: usize) -> Polyline {
+        let (s, c) = self.angle.sin_cos();
+        (0..=n)
+            .map(|k| {
+                let t = std::f64::consts::TAU * (k % n) as f64 / n as f64;
+                let (a, b) = (self.r1 * t.cos() * scale, self.r2 * t.sin() * scale);
+                (center[0] + a * c - b * s, center[1] + a * s + b * c)
+            })
+            .collect()
+    }
+}
+
+/// What a metric panel draws: ellipse outlines scaled so that the largest semi-axis is half the
+/// grid spacing, and the points where `g` is degenerate.
+pub(crate) fn metric_ellipses(points: &[&MetricPoint]) -> (Vec<Polyline>, Vec<[f64; 2]>) {
+    let grid: Vec<(i64, i64, [f64; 2])> = points.iter().map(|p| (p.gi, p.gj, p.x)).collect();
+    let ellipses: Vec<(Option<Ellipse>, [f64; 2])> = points
+        .iter()
+        .map(|p| (Ellipse::of_metric(p.g), p.x))
+        .collect();
+    let largest = ellipses
+        .iter()
+        .filter_map(|(e, _)| e.map(|e| e.max_semi()))
+        .fold(0.0_f64, f64::max);
+    let spacing = grid_spacing(&grid).unwrap_or_else(|| extent(&grid).max(1e-9) / 10.0);
+    let scale = if largest > 0.0 {
+        0.5 * spacing / largest
+    } else {
+        1.0
+    };
+    let mut outlines = Vec::new();
+    let mut degenerate = Vec::new();
+    for (e, x) in ellipses {
+        match e {
+            Some(e) => outlines.push(e.outline(x, scale, 32)),
+            None => degenerate.push(x),
+        }
+    }
+    (outlines, degenerate)
+}
+
+fn extent(points: &[(i64, i64, [f64; 2])]) -> f64 {
+    let mut lo = [f64::INFINITY; 2];
+    let mut hi = [f64::NEG_INFINITY; 2];
+    for (_, _, x) in points {
+        for k in 0..2 {
+            lo[k] = lo[k].min(x[k]);
+            hi[k] = hi[k].max(x[k]);
+        }
+    }
+    (hi[0] - lo[0]).max(hi[1] - lo[1]).max(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obs(id: &str, labels: &[(&str, Value)], metrics: &[(&str, f64)]) -> Observation {
+        Observation {
+            id: id.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+            metrics: metrics.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+        }
+    }
+
+    #[test]
+    fn points_are_mean_and_sample_std_per_group_and_x() {
+        let o = vec![
+            obs(
+                "a",
+                &[
+                    ("w", json!("shared")),
+                    ("steps", json!(8)),
+                    ("seed", json!(0)),
+                ],
+                &[("acc", 0.8)],
+            ),
+            obs(
+                "b",
+                &[
+                    ("w", json!("shared")),
+                    ("steps", json!(8)),
+                    ("seed", json!(1)),
+                ],
+                &[("acc", 0.9)],
+            ),
+            obs(
+                "c",
+                &[
+                    ("w", json!("shared")),
+                    ("steps", json!(2)),
+                    ("seed", json!(0)),
+                ],
+                &[("acc", 0.5)],
+            ),
+            obs(
+                "d",
+                &[
+                    ("w", json!("unshared")),
+                    ("steps", json!(2)),
+                    ("seed", json!(0)),
+                ],
+                &[("acc", 0.6)],
+            ),
+            // No `acc`: skipped.
+            obs(
+                "e",
+                &[
+                    ("w", json!("unshared")),
+                    ("steps", json!(4)),
+                    ("seed", json!(0)),
+                ],
+                &[("loss", 1.0)],
+            ),
+        ];
+        let (axis, series) = aggregate(&o, "steps", "acc", Some("w")).unwrap();
+        assert_eq!(axis, XAxis::Numeric);
+        assert_eq!(series.len(), 2);
+        assert_eq!(series[0].name.as_deref(), Some("shared"));
+        // Numeric x sorts numerically: 2 before 8.
+        let xs: Vec<f64> = series[0].points.iter().map(|p| p.x).collect();
+        assert_eq!(xs, [2.0, 8.0]);
+        let p = &series[0].points[1];
+        assert!((p.mean - 0.85).abs() < 1e-12);
+        // Sample std of {0.8, 0.9}: sqrt(((0.05)² · 2) / 1).
+        assert!((p.std.unwrap() - 0.005_f64.sqrt()).abs() < 1e-12);
+        assert_eq!(series[0].points[0].std, None);
+        assert_eq!(series[1].name.as_deref(), Some("unshared"));
+        assert_eq!(series[1].points.len(), 1);
+    }
+
+    #[test]
+    fn string_x_is_categorical_in_first_seen_order() {
+        let o = vec![
+            obs("a", &[("act", json!("tanh"))], &[("acc", 1.0)]),
+            obs("b", &[("act", json!("relu"))], &[("acc", 2.0)]),
+            obs("c", &[("act", json!("tanh"))], &[("acc", 3.0)]),
+        ];
+        let (axis, series) = aggregate(&o, "act", "acc", None).unwrap();
+        assert_eq!(axis, XAxis::Categorical(vec!["tanh".into(), "relu".into()]));
+        assert_eq!(series.len(), 1);
+        assert_eq!(series[0].name, None);
+        let pts: Vec<(f64, f64)> = series[0].points.iter().map(|p| (p.x, p.mean)).collect();
+        assert_eq!(pts, [(0.0, 2.0), (1.0, 2.0)]);
+    }
+
+    #[test]
+    fn a_missing_metric_names_the_metrics_present() {
+        let o = vec![obs("a", &[("s", json!(1))], &[("loss", 1.0), ("acc", 0.5)])];
+        let err = aggregate(&o, "s", "test_acc", None).unwrap_err();
+        assert_eq!(
+            err,
+            "no input has the metric `test_acc`; the metrics present: `acc`, `loss`"
+        );
+        let err = aggregate(&o, "steps", "acc", None).unwrap_err();
+        assert!(err.contains("input `a` has no label `steps`"), "{err}");
+    }
+
+    #[test]
+    fn selection_matches_every_entry_loosely_typed() {
+        let labels = vec![
+            ("weights".to_owned(), json!("shared")),
+            ("steps".to_owned(), json!(8)),
+        ];
+        let sel = |v: Value| parse_select(Some(&v)).unwrap();
+        assert!(selected(&labels, &sel(json!({}))));
+        assert!(selected(&labels, &sel(json!({"weights": "shared"}))));
+        assert!(selected(
+            &labels,
+            &sel(json!({"weights": "shared", "steps": 8.0}))
+        ));
+        assert!(selected(&labels, &sel(json!({"steps": "8"}))));
+        assert!(!selected(&labels, &sel(json!({"steps": 4}))));
+        assert!(!selected(&labels, &sel(json!({"seed": 0}))));
+        assert!(parse_select(Some(&json!([1]))).is_err());
+        assert!(parse_select(Some(&json!({"a": [1]}))).is_err());
+        assert!(parse_select(None).unwrap().is_empty());
+        assert_eq!(labels_text(&labels), "weights=shared steps=8");
+    }
+
+    #[test]
+    fn default_layers_are_four_evenly_spaced_and_deduplicated() {
+        assert_eq!(default_layers(&(0..=9).collect::<Vec<_>>()), [0, 3, 6, 9]);
+        assert_eq!(default_layers(&[0, 1]), [0, 1]);
+        assert_eq!(default_layers(&[0]), [0]);
+        // Snapped to the layers present.
+        assert_eq!(default_layers(&[0, 4, 8, 12]), [0, 4, 8, 12]);
+        assert_eq!(default_layers(&[0, 5, 10]), [0, 5, 10]);
+        assert!(default_layers(&[]).is_empty());
+    }
+
+    #[test]
+    fn grid_lines_join_neighbours_and_break_at_holes() {
+        // A 3×2 grid: 3 lines of fixed gi, 2 of fixed gj.
+        let mut pts = Vec::new();
+        for gi in 0..3 {
+            for gj in 0..2 {
+                pts.push((gi, gj, [gi as f64, gj as f64 * 10.0]));
+            }
+        }
+        let lines = grid_lines(&pts);
+        assert_eq!(lines.len(), 5);
+        assert_eq!(lines[0], vec![(0.0, 0.0), (0.0, 10.0)]);
+        assert_eq!(lines[3], vec![(0.0, 0.0), (1.0, 0.0), (2.0, 0.0)]);
+        // Removing (1, 0) breaks the gj = 0 line into two single points (dropped) and leaves
+        // gi = 1 with one point (dropped).
+        pts.retain(|&(i, j, _)| (i, j) != (1, 0));
+        let lines = grid_lines(&pts);
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert_eq!(grid_spacing(&pts), Some(10.0));
+    }
+
+    #[test]
+    fn ellipse_semi_axes_from_a_hand_worked_metric() {
+        // g = [[2, 1], [1, 2]]: eigenvalues 3 along (1, 1)/√2 and 1 along (1, -1)/√2.
+        let e = Ellipse::of_metric([2.0, 1.0, 2.0]).unwrap();
+        assert!((e.angle - std::f64::consts::FRAC_PI_4).abs() < 1e-12);
+        assert!((e.r1 - 1.0 / 3.0_f64.sqrt()).abs() < 1e-12);
+        assert!((e.r2 - 1.0).abs() < 1e-12);
+        // Diagonal: semi-axes 1/√4 along x, 1/√1 along y.
+        let e = Ellipse::of_metric([4.0, 0.0, 1.0]).unwrap();
+        assert!(e.angle.abs() < 1e-12 && (e.r1 - 0.5).abs() < 1e-12 && (e.r2 - 1.0).abs() < 1e-12);
+        // Every outline point u satisfies uᵀ g u = 1 (checked against g directly).
+        for g in [[2.0, 1.0, 2.0], [1.0, -0.3, 0.5], [0.2, 0.0, 5.0]] {
+            let e = Ellipse::of_metric(g).unwrap();
+            for (x, y) in e.outline([0.0, 0.0], 1.0, 12) {
+                let q = g[0] * x * x + 2.0 * g[1] * x * y + g[2] * y * y;
+                assert!((q - 1.0).abs() < 1e-9, "g = {g:?}: uᵀgu = {q}");
+            }
+        }
+        // Singular, indefinite and non-finite metrics are degenerate.
+        assert_eq!(Ellipse::of_metric([1.0, 1.0, 1.0]), None);
+        assert_eq!(Ellipse::of_metric([1.0, 2.0, 1.0]), None);
+        assert_eq!(Ellipse::of_metric([f64::NAN, 0.0, 1.0]), None);
+        assert_eq!(Ellipse::of_metric([-1.0, 0.0, -1.0]), None);
+    }
+
+    #[test]
+    fn metric_ellipses_are_scaled_to_half_the_grid_spacing() {
+        let mk = |gi: i64, gj: i64, g: [f64; 3]| MetricPoint {
+            layer: 0,
+            gi,
+            gj,
+            x: [gi as f64 * 2.0, gj as f64 * 2.0],
+            g,
+        };
+        let pts = [
+            mk(0, 0, [1.0, 0.0, 1.0]),
+            mk(1, 0, [4.0, 0.0, 4.0]),
+            mk(0, 1, [f64::NAN, 0.0, 1.0]),
+            mk(1, 1, [0.25, 0.0, 1.0]),
+        ];
+        let refs: Vec<&MetricPoint> = pts.iter().collect();
+        let (outlines, degenerate) = metric_ellipses(&refs);
+        assert_eq!(outlines.len(), 3);
+        assert_eq!(degenerate, vec![[0.0, 2.0]]);
+        // Largest semi-axis: 2 (g11 = 0.25 → 1/√0.25), spacing 2 → scale 0.5; the unit circle
+        // at the origin has radius 0.5.
+        let r = |line: &Polyline, c: [f64; 2]| {
+            line.iter()
+                .map(|&(x, y)| ((x - c[0]).powi(2) + (y - c[1]).powi(2)).sqrt())
+                .fold(0.0, f64::max)
+        };
+        assert!((r(&outlines[0], [0.0, 0.0]) - 0.5).abs() < 1e-9);
+        assert!((r(&outlines[2], [2.0, 2.0]) - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn layer_tables_are_read_and_checked() {
+        let t = Table::new()
+            .with_column("layer", vec![0_i64, 0, 1])
+            .with_column("set", vec!["data", "grid", "data"])
+            .with_column("point", vec![0_i64, 0, 0])
+            .with_column("label", vec![Some(1_i64), None, Some(1)])
+            .with_column("gi", vec![None, Some(0_i64), None])
+            .with_column("gj", vec![None, Some(0_i64), None])
+            .with_column("x0", vec![0.0_f64, 1.0, f64::NAN])
+            .with_column("x1", vec![0.0_f64, 1.0, 2.0])
+            .with_column("x2", vec![0.0_f64, 1.0, 2.0]);
+        let l = layers_from_table(&t).unwrap();
+        assert_eq!(l.dim, 3);
+        assert_eq!(l.points.len(), 2, "the NaN row is skipped");
+        assert!(l.points[1].grid);
+        assert_eq!(l.present(), [0]);
+        let bad = Table::new().with_column("layer", vec![0_i64]);
+        assert_eq!(layers_from_table(&bad).unwrap_err(), "has no column `set`");
+        let mut bad = t.clone();
+        bad.columns[0].data = ColumnData::Float(vec![Some(0.0); 3]);
+        assert_eq!(
+            layers_from_table(&bad).unwrap_err(),
+            "has column `layer` of type float, expected int"
+        );
+    }
+}

@@ -1,0 +1,561 @@
+//! Drawing for `report.plot`: each figure is one function generic over the plotters backend,
+//! rendered once as SVG and once as PNG. Text uses the embedded DejaVu Sans, so PNGs render on
+//! machines without system fonts (CI has none).
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use plotters::coord::Shift;
+use plotters::coord::combinators::{IntoLogRange, LogCoord};
+use plotters::coord::ranged1d::{KeyPointHint, NoDefaultFormatting, Ranged, ValueFormatter};
+use plotters::coord::types::RangedCoordf64;
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+use super::data::{Point, Polyline, Series, XAxis};
+
+const FONT: &str = "sans-serif";
+
+/// A fixed qualitative palette (Tableau 10): series and class colours.
+pub(crate) const PALETTE: [RGBColor; 10] = [
+    RGBColor(0x4e, 0x79, 0xa7),
+    RGBColor(0xf2, 0x8e, 0x2b),
+    RGBColor(0xe1, 0x57, 0x59),
+    RGBColor(0x76, 0xb7, 0xb2),
+    RGBColor(0x59, 0xa1, 0x4f),
+    RGBColor(0xed, 0xc9, 0x48),
+    RGBColor(0xb0, 0x7a, 0xa1),
+    RGBColor(0xff, 0x9d, 0xa7),
+    RGBColor(0x9c, 0x75, 0x5f),
+    RGBColor(0xba, 0xb0, 0xac),
+];
+/// Points without a class.
+pub(crate) const UNLABELLED: RGBColor = RGBColor(0x55, 0x55, 0x55);
+/// Deformed grid lines.
+pub(crate) const GRID_LINE: RGBColor = RGBColor(0x1f, 0x4e, 0x79);
+/// Metric ellipses, and points where the metric is degenerate.
+pub(crate) const ELLIPSE: RGBColor = RGBColor(0xc0, 0x39, 0x2b);
+pub(crate) const DEGENERATE: RGBColor = RGBColor(0x22, 0x22, 0x22);
+/// Faint context under grid and metric panels.
+const FAINT: RGBColor = RGBColor(0xaa, 0xaa, 0xaa);
+const MESH: RGBColor = RGBColor(0xdd, 0xdd, 0xdd);
+
+/// The colour of class `label`.
+pub(crate) fn class_color(label: Option<i64>) -> RGBColor {
+    label.map_or(UNLABELLED, |l| {
+        PALETTE[l.rem_euclid(PALETTE.len() as i64) as usize]
+    })
+}
+
+pub(crate) type DrawResult = Result<(), String>;
+
+fn err<E: std::fmt::Display>(e: E) -> String {
+    e.to_string()
+}
+
+/// A figure that can draw itself on any backend.
+pub(crate) trait Figure {
+    fn size(&self) -> (u32, u32);
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult;
+}
+
+/// Registers the embedded font once per process.
+fn register_font() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular())
+            .unwrap_or_else(|_| panic!("the embedded DejaVu Sans is a valid font"));
+    });
+}
+
+/// Writes `fig` as `<dir>/<stem>.svg` and `<dir>/<stem>.png`.
+pub(crate) fn save(fig: &impl Figure, dir: &Path, stem: &str) -> Result<(), String> {
+    register_font();
+    let size = fig.size();
+    let svg = dir.join(format!("{stem}.svg"));
+    {
+        let root = SVGBackend::new(&svg, size).into_drawing_area();
+        fig.draw(&root)
+            .and_then(|()| root.present().map_err(err))
+            .map_err(|e| format!("failed to draw `{stem}.svg`: {e}"))?;
+    }
+    let png = dir.join(format!("{stem}.png"));
+    let root = BitMapBackend::new(&png, size).into_drawing_area();
+    fig.draw(&root)
+        .and_then(|()| root.present().map_err(err))
+        .map_err(|e| format!("failed to draw `{stem}.png`: {e}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Line plots
+
+/// Metric against a label, one line per group, with ± one std error bars.
+pub(crate) struct LineFigure {
+    pub title: String,
+    pub x_name: String,
+    pub y_name: String,
+    pub x_axis: XAxis,
+    pub series: Vec<Series>,
+    pub log_x: bool,
+    pub log_y: bool,
+    pub size: (u32, u32),
+}
+
+/// One axis of a line plot: linear, logarithmic, or categories at 0, 1, 2, …
+enum Axis {
+    Lin(RangedCoordf64),
+    Log(LogCoord<f64>),
+    Cat(RangedCoordf64, Vec<String>),
+    /// Ticks at these values only: a numeric x with few distinct values (steps 1, 2, 4, 8)
+    /// reads best with a tick at each.
+    Ticks(Box<Axis>, Vec<f64>),
+}
+
+impl Axis {
+    fn new(range: Range<f64>, log: bool) -> Axis {
+        if log {
+            Axis::Log(range.log_scale().into())
+        } else {
+            Axis::Lin(range.into())
+        }
+    }
+}
+
+impl Ranged for Axis {
+    type FormatOption = NoDefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        match self {
+            Axis::Lin(r) | Axis::Cat(r, _) => r.map(value, limit),
+            Axis::Log(r) => r.map(value, limit),
+            Axis::Ticks(a, _) => a.map(value, limit),
+        }
+    }
+
+    fn key_points<H: KeyPointHint>(&self, hint: H) -> Vec<f64> {
+        match self {
+            Axis::Lin(r) => r.key_points(hint),
+            Axis::Log(r) => r.key_points(hint),
+            Axis::Cat(_, names) => (0..names.len()).map(|i| i as f64).collect(),
+            Axis::Ticks(_, ticks) => ticks.clone(),
+        }
+    }
+
+    fn range(&self) -> Range<f64> {
+        match self {
+            Axis::Lin(r) | Axis::Cat(r, _) => r.range(),
+            Axis::Log(r) => r.range(),
+            Axis::Ticks(a, _) => a.range(),
+        }
+    }
+}
+
+impl ValueFormatter<f64> for Axis {
+    fn format(value: &f64) -> String {
+        ablate_results::format_float(*value)
+    }
+
+    fn format_ext(&self, value: &f64) -> String {
+        match self {
+            Axis::Cat(_, names) => names
+                .get(value.round().max(0.0) as usize)
+                .cloned()
+                .unwrap_or_default(),
+            _ => Self::format(value),
+        }
+    }
+}
+
+const MAX_DATA_TICKS: usize = 10;
+
+/// `lo..hi` padded by 5% (multiplicatively on a log axis); a single value gets a unit span.
+fn padded(lo: f64, hi: f64, log: bool) -> Range<f64> {
+    if log {
+        let (lo, hi) = if lo == hi {
+            (lo / 2.0, hi * 2.0)
+        } else {
+            (lo, hi)
+        };
+        let f = (hi / lo).powf(0.05);
+        lo / f..hi * f
+    } else {
+        let (lo, hi) = if lo == hi {
+            (lo - 0.5, hi + 0.5)
+        } else {
+            (lo, hi)
+        };
+        let pad = 0.05 * (hi - lo);
+        lo - pad..hi + pad
+    }
+}
+
+/// The lower end of an error bar, kept inside a log axis.
+fn bar_low(p: &Point, floor: f64) -> f64 {
+    (p.mean - p.std.unwrap_or(0.0)).max(floor)
+}
+
+impl LineFigure {
+    fn axes(&self) -> (Axis, Axis) {
+        let points = || self.series.iter().flat_map(|s| &s.points);
+        let x = match &self.x_axis {
+            XAxis::Categorical(names) => {
+                Axis::Cat((-0.5..names.len() as f64 - 0.5).into(), names.clone())
+            }
+            XAxis::Numeric => {
+                let (lo, hi) = min_max(points().map(|p| p.x));
+                let axis = Axis::new(padded(lo, hi, self.log_x), self.log_x);
+                let mut xs: Vec<f64> = points().map(|p| p.x).collect();
+                xs.sort_by(f64::total_cmp);
+                xs.dedup();
+                if xs.len() <= MAX_DATA_TICKS {
+                    Axis::Ticks(Box::new(axis), xs)
+                } else {
+                    axis
+                }
+            }
+        };
+        let (mut lo, hi) = min_max(points().map(|p| p.mean + p.std.unwrap_or(0.0)));
+        for p in points() {
+            let low = p.mean - p.std.unwrap_or(0.0);
+            // On a log axis a bar reaching zero or below is cut at the lowest mean.
+            if !self.log_y || low > 0.0 {
+                lo = lo.min(low);
+            }
+            lo = lo.min(p.mean);
+        }
+        (x, Axis::new(padded(lo, hi, self.log_y), self.log_y))
+    }
+}
+
+fn min_max(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    })
+}
+
+impl Figure for LineFigure {
+    fn size(&self) -> (u32, u32) {
+        self.size
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult {
+        root.fill(&WHITE).map_err(err)?;
+        let (x, y) = self.axes();
+        let floor = y.range().start;
+        let mut chart = ChartBuilder::on(root)
+            .caption(&self.title, (FONT, 18))
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(56)
+            .build_cartesian_2d(x, y)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .bold_line_style(MESH)
+            .light_line_style(TRANSPARENT)
+            .x_desc(&self.x_name)
+            .y_desc(&self.y_name)
+            .label_style((FONT, 12))
+            .axis_desc_style((FONT, 13))
+            .draw()
+            .map_err(err)?;
+        for (i, s) in self.series.iter().enumerate() {
+            let color = PALETTE[i % PALETTE.len()];
+            let line = chart
+                .draw_series(LineSeries::new(
+                    s.points.iter().map(|p| (p.x, p.mean)),
+                    color.stroke_width(2),
+                ))
+                .map_err(err)?;
+            if let Some(name) = &s.name {
+                line.label(name).legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                });
+            }
+            chart
+                .draw_series(
+                    s.points
+                        .iter()
+                        .map(|p| Circle::new((p.x, p.mean), 3, color.filled())),
+                )
+                .map_err(err)?;
+            chart
+                .draw_series(s.points.iter().filter(|p| p.std.is_some()).map(|p| {
+                    ErrorBar::new_vertical(
+                        p.x,
+                        bar_low(p, floor),
+                        p.mean,
+                        p.mean + p.std.unwrap_or(0.0),
+                        color.stroke_width(1),
+                        8,
+                    )
+                }))
+                .map_err(err)?;
+        }
+        if self.series.iter().any(|s| s.name.is_some()) {
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .label_font((FONT, 12))
+                .draw()
+                .map_err(err)?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Panel grids (flow, grid, metric)
+
+/// What one panel shows, in the layer's first two coordinates.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum PanelContent {
+    /// Data points coloured by class.
+    Flow {
+        points: Vec<([f64; 2], Option<i64>)>,
+    },
+    /// The deformed grid over faint data points.
+    Grid {
+        lines: Vec<Polyline>,
+        data: Vec<[f64; 2]>,
+    },
+    /// Metric ellipses (already scaled) over the faint grid; degenerate metrics as points.
+    Metric {
+        ellipses: Vec<Polyline>,
+        degenerate: Vec<[f64; 2]>,
+        grid: Vec<Polyline>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Panel {
+    pub title: String,
+    pub content: PanelContent,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PanelRow {
+    pub title: String,
+    pub panels: Vec<Panel>,
+}
+
+/// One row of panels per input, one column per layer.
+pub(crate) struct PanelFigure {
+    pub title: String,
+    pub rows: Vec<PanelRow>,
+    pub panel_size: (u32, u32),
+}
+
+const FIGURE_TITLE: u32 = 32;
+/// Room for the figure's title when there is a single column.
+pub(crate) const MIN_WIDTH: u32 = 400;
+const ROW_TITLE: u32 = 22;
+
+impl PanelFigure {
+    fn cols(&self) -> usize {
+        self.rows
+            .iter()
+            .map(|r| r.panels.len())
+            .max()
+            .unwrap_or(1)
+            .max(1)
+    }
+}
+
+impl Figure for PanelFigure {
+    fn size(&self) -> (u32, u32) {
+        let (w, h) = self.panel_size;
+        let rows = self.rows.len().max(1) as u32;
+        (
+            (w * self.cols() as u32).max(MIN_WIDTH),
+            FIGURE_TITLE + rows * (ROW_TITLE + h),
+        )
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult {
+        root.fill(&WHITE).map_err(err)?;
+        let body = root.titled(&self.title, (FONT, 18)).map_err(err)?;
+        let cols = self.cols();
+        for (row, area) in self
+            .rows
+            .iter()
+            .zip(body.split_evenly((self.rows.len().max(1), 1)))
+        {
+            let area = area.titled(&row.title, (FONT, 13)).map_err(err)?;
+            for (panel, cell) in row.panels.iter().zip(area.split_evenly((1, cols))) {
+                draw_panel(&cell, panel)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+const PANEL_MARGIN: u32 = 6;
+const PANEL_X_LABELS: u32 = 22;
+const PANEL_Y_LABELS: u32 = 34;
+const PANEL_CAPTION: u32 = 20;
+
+fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) -> DrawResult {
+    let coords: Vec<[f64; 2]> = match &panel.content {
+        PanelContent::Flow { points } => points.iter().map(|(x, _)| *x).collect(),
+        PanelContent::Grid { lines, data } => lines
+            .iter()
+            .flatten()
+            .map(|&(a, b)| [a, b])
+            .chain(data.iter().copied())
+            .collect(),
+        PanelContent::Metric {
+            ellipses,
+            degenerate,
+            grid,
+        } => ellipses
+            .iter()
+            .chain(grid)
+            .flatten()
+            .map(|&(a, b)| [a, b])
+            .chain(degenerate.iter().copied())
+            .collect(),
+    };
+    let (w, h) = area.dim_in_pixel();
+    let plot_px = (
+        w.saturating_sub(2 * PANEL_MARGIN + PANEL_Y_LABELS).max(1),
+        h.saturating_sub(2 * PANEL_MARGIN + PANEL_X_LABELS + PANEL_CAPTION)
+            .max(1),
+    );
+    let (xr, yr) = equal_aspect(&coords, plot_px);
+    let mut chart = ChartBuilder::on(area)
+        .caption(&panel.title, (FONT, 13))
+        .margin(PANEL_MARGIN)
+        .x_label_area_size(PANEL_X_LABELS)
+        .y_label_area_size(PANEL_Y_LABELS)
+        .build_cartesian_2d(xr, yr)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_labels(4)
+        .y_labels(4)
+        .label_style((FONT, 10))
+        .x_label_formatter(&|v| ablate_results::format_float(*v))
+        .y_label_formatter(&|v| ablate_results::format_float(*v))
+        .draw()
+        .map_err(err)?;
+    match &panel.content {
+        PanelContent::Flow { points } => {
+            chart
+                .draw_series(
+                    points.iter().map(|(x, label)| {
+                        Circle::new((x[0], x[1]), 2, class_color(*label).filled())
+                    }),
+                )
+                .map_err(err)?;
+        }
+        PanelContent::Grid { lines, data } => {
+            chart
+                .draw_series(
+                    data.iter()
+                        .map(|x| Circle::new((x[0], x[1]), 1, FAINT.mix(0.5).filled())),
+                )
+                .map_err(err)?;
+            chart
+                .draw_series(
+                    lines
+                        .iter()
+                        .map(|l| PathElement::new(l.clone(), GRID_LINE.stroke_width(1))),
+                )
+                .map_err(err)?;
+        }
+        PanelContent::Metric {
+            ellipses,
+            degenerate,
+            grid,
+        } => {
+            chart
+                .draw_series(
+                    grid.iter()
+                        .map(|l| PathElement::new(l.clone(), FAINT.stroke_width(1))),
+                )
+                .map_err(err)?;
+            chart
+                .draw_series(
+                    ellipses
+                        .iter()
+                        .map(|l| PathElement::new(l.clone(), ELLIPSE.stroke_width(1))),
+                )
+                .map_err(err)?;
+            chart
+                .draw_series(
+                    degenerate
+                        .iter()
+                        .map(|x| Circle::new((x[0], x[1]), 2, DEGENERATE.filled())),
+                )
+                .map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
+/// Ranges around `coords` (padded by 5%) with equal units per pixel on both axes, so circles
+/// stay circles and ellipses keep their shape.
+fn equal_aspect(coords: &[[f64; 2]], (w, h): (u32, u32)) -> (Range<f64>, Range<f64>) {
+    let (x0, x1) = min_max(coords.iter().map(|c| c[0]));
+    let (y0, y1) = min_max(coords.iter().map(|c| c[1]));
+    if !(x0.is_finite() && x1.is_finite() && y0.is_finite() && y1.is_finite()) {
+        return (-1.0..1.0, -1.0..1.0);
+    }
+    let span = (x1 - x0).max(y1 - y0).max(1e-9) * 1.1;
+    let per_px = (span / w as f64).max(span / h as f64);
+    let (cx, cy) = (0.5 * (x0 + x1), 0.5 * (y0 + y1));
+    let (hw, hh) = (0.5 * per_px * w as f64, 0.5 * per_px * h as f64);
+    (cx - hw..cx + hw, cy - hh..cy + hh)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_aspect_gives_equal_units_per_pixel_and_contains_the_points() {
+        let (x, y) = equal_aspect(&[[0.0, 0.0], [4.0, 1.0]], (200, 100));
+        let (ux, uy) = ((x.end - x.start) / 200.0, (y.end - y.start) / 100.0);
+        assert!((ux - uy).abs() < 1e-12);
+        assert!(x.start < 0.0 && x.end > 4.0 && y.start < 0.0 && y.end > 1.0);
+        assert_eq!(equal_aspect(&[], (10, 10)), (-1.0..1.0, -1.0..1.0));
+    }
+
+    #[test]
+    fn categorical_axis_labels_its_categories() {
+        let a = Axis::Cat((-0.5..1.5).into(), vec!["tanh".into(), "relu".into()]);
+        assert_eq!(a.format_ext(&1.0), "relu");
+        assert_eq!(a.key_points(10), [0.0, 1.0]);
+    }
+
+    #[test]
+    fn few_numeric_x_values_get_a_tick_each() {
+        let p = |x: f64| Point {
+            x,
+            mean: 1.0,
+            std: None,
+        };
+        let mut fig = LineFigure {
+            title: String::new(),
+            x_name: String::new(),
+            y_name: String::new(),
+            x_axis: XAxis::Numeric,
+            series: vec![Series {
+                name: None,
+                points: vec![p(4.0), p(1.0), p(2.0)],
+            }],
+            log_x: true,
+            log_y: false,
+            size: (10, 10),
+        };
+        assert_eq!(fig.axes().0.key_points(5), [1.0, 2.0, 4.0]);
+        fig.series[0].points = (0..=MAX_DATA_TICKS).map(|x| p(x as f64 + 1.0)).collect();
+        assert!(fig.axes().0.key_points(5).len() <= 5);
+    }
+}

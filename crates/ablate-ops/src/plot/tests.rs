@@ -1,0 +1,624 @@
+//! Rendering tests: each kind drawn from small synthetic tables into a temp dir, checked by
+//! counting the SVG elements the data should produce and by reading the PNG header.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use ablate_cache::{HASH_SCHEME, InstanceKey, KeyInput, Manifest, Metric, Origin, Store};
+use ablate_results::Table;
+use ablate_run::{CancelToken, Job, JobInput, OpContext};
+use ablate_spec::{Params, Resources, Value};
+use plotters::style::RGBColor;
+use serde_json::json;
+
+use super::data::{Point, Series, XAxis};
+use super::draw::{self, LineFigure, Panel, PanelContent, PanelFigure, PanelRow};
+use super::*;
+
+fn hex(c: RGBColor) -> String {
+    format!("#{:02X}{:02X}{:02X}", c.0, c.1, c.2)
+}
+
+/// The `<tag …>` elements of `svg` whose attributes contain `attr` (all of them for "").
+fn count(svg: &str, tag: &str, attr: &str) -> usize {
+    svg.split('<')
+        .filter(|el| el.starts_with(&format!("{tag} ")))
+        .filter(|el| el.split('>').next().is_some_and(|a| a.contains(attr)))
+        .count()
+}
+
+/// Reads `<stem>.svg` (checked to be one well-formed-looking `<svg>` document) and checks
+/// `<stem>.png` has the PNG signature and `size`.
+fn read_outputs(dir: &Path, size: (u32, u32)) -> String {
+    let svg = std::fs::read_to_string(dir.join("plot.svg")).expect("plot.svg exists");
+    assert!(svg.trim_start().starts_with("<svg"), "{}", &svg[..60]);
+    assert!(svg.trim_end().ends_with("</svg>"));
+    assert_eq!(svg.matches("<svg").count(), 1);
+    let png = std::fs::read(dir.join("plot.png")).expect("plot.png exists");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!(&png[12..16], b"IHDR");
+    let w = u32::from_be_bytes(png[16..20].try_into().unwrap());
+    let h = u32::from_be_bytes(png[20..24].try_into().unwrap());
+    assert_eq!((w, h), size);
+    svg
+}
+
+fn pt(x: f64, mean: f64, std: Option<f64>) -> Point {
+    Point { x, mean, std }
+}
+
+#[test]
+fn a_line_figure_draws_one_line_dots_and_error_bars_per_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let fig = LineFigure {
+        title: "acc vs steps by weights".into(),
+        x_name: "steps".into(),
+        y_name: "acc".into(),
+        x_axis: XAxis::Numeric,
+        series: vec![
+            Series {
+                name: Some("shared".into()),
+                points: vec![
+                    pt(1.0, 0.5, Some(0.1)),
+                    pt(2.0, 0.6, None),
+                    pt(4.0, 0.7, Some(0.05)),
+                ],
+            },
+            Series {
+                name: Some("unshared".into()),
+                points: vec![pt(2.0, 0.4, Some(0.2)), pt(4.0, 0.8, None)],
+            },
+        ],
+        log_x: true,
+        log_y: false,
+        size: (400, 300),
+    };
+    draw::save(&fig, dir.path(), "plot").unwrap();
+    let svg = read_outputs(dir.path(), (400, 300));
+    let (a, b) = (hex(draw::PALETTE[0]), hex(draw::PALETTE[1]));
+    // A line and its legend entry per group.
+    assert_eq!(count(&svg, "polyline", &format!("stroke=\"{a}\"")), 2);
+    assert_eq!(count(&svg, "polyline", &format!("stroke=\"{b}\"")), 2);
+    // A filled dot per point.
+    assert_eq!(count(&svg, "circle", &format!("fill=\"{a}\"")), 3);
+    assert_eq!(count(&svg, "circle", &format!("fill=\"{b}\"")), 2);
+    // Three strokes per error bar, only where there is a std.
+    assert_eq!(count(&svg, "line", &format!("stroke=\"{a}\"")), 6);
+    assert_eq!(count(&svg, "line", &format!("stroke=\"{b}\"")), 3);
+    assert!(svg.contains("unshared") && svg.contains("acc vs steps by weights"));
+}
+
+#[test]
+fn a_categorical_line_figure_labels_its_categories() {
+    let dir = tempfile::tempdir().unwrap();
+    let fig = LineFigure {
+        title: "acc vs act".into(),
+        x_name: "act".into(),
+        y_name: "acc".into(),
+        x_axis: XAxis::Categorical(vec!["tanh".into(), "relu".into()]),
+        series: vec![Series {
+            name: None,
+            points: vec![pt(0.0, 1.0, None), pt(1.0, 2.0, None)],
+        }],
+        log_x: false,
+        log_y: true,
+        size: (320, 240),
+    };
+    draw::save(&fig, dir.path(), "plot").unwrap();
+    let svg = read_outputs(dir.path(), (320, 240));
+    // No group: one line, no legend.
+    assert_eq!(
+        count(
+            &svg,
+            "polyline",
+            &format!("stroke=\"{}\"", hex(draw::PALETTE[0]))
+        ),
+        1
+    );
+    assert!(svg.contains("\ntanh\n</text>") && svg.contains("\nrelu\n</text>"));
+}
+
+fn square_grid(n: i64, shift: f64) -> Vec<(i64, i64, [f64; 2])> {
+    let mut g = Vec::new();
+    for i in 0..n {
+        for j in 0..n {
+            g.push((i, j, [i as f64 + shift * j as f64, j as f64]));
+        }
+    }
+    g
+}
+
+#[test]
+fn panel_figures_draw_one_element_per_datum() {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = |n: usize| PanelContent::Flow {
+        points: (0..n)
+            .map(|k| ([k as f64, (k * k) as f64], Some((k % 3) as i64)))
+            .collect(),
+    };
+    let fig = PanelFigure {
+        title: "data at each layer".into(),
+        rows: vec![
+            PanelRow {
+                title: "steps=1".into(),
+                panels: vec![
+                    Panel {
+                        title: "layer 0".into(),
+                        content: flow(5),
+                    },
+                    Panel {
+                        title: "layer 1".into(),
+                        content: flow(4),
+                    },
+                ],
+            },
+            // A shallower row leaves its last cell empty.
+            PanelRow {
+                title: "steps=2".into(),
+                panels: vec![Panel {
+                    title: "layer 0".into(),
+                    content: flow(3),
+                }],
+            },
+        ],
+        panel_size: (160, 140),
+    };
+    draw::save(&fig, dir.path(), "plot").unwrap();
+    let size = (draw::MIN_WIDTH, 32 + 2 * (22 + 140));
+    let svg = read_outputs(dir.path(), size);
+    assert_eq!(count(&svg, "circle", ""), 12);
+    // Classes k % 3 of 5 + 4 + 3 points: class 0 five times, 1 four times, 2 three times.
+    for (class, times) in [(0, 5), (1, 4), (2, 3)] {
+        let c = hex(draw::class_color(Some(class)));
+        assert_eq!(count(&svg, "circle", &format!("fill=\"{c}\"")), times);
+    }
+    assert!(svg.contains("steps=2"));
+
+    // The deformed grid: a 3×3 grid gives 6 lines, the data faint underneath.
+    let grid = square_grid(3, 0.3);
+    let fig = PanelFigure {
+        title: "deformed grid at each layer".into(),
+        rows: vec![PanelRow {
+            title: "seed=0".into(),
+            panels: vec![Panel {
+                title: "layer 2".into(),
+                content: PanelContent::Grid {
+                    lines: data::grid_lines(&grid),
+                    data: vec![[0.5, 0.5], [1.5, 1.0]],
+                },
+            }],
+        }],
+        panel_size: (200, 160),
+    };
+    draw::save(&fig, dir.path(), "plot").unwrap();
+    let svg = read_outputs(dir.path(), (draw::MIN_WIDTH, 32 + 22 + 160));
+    let line = format!("stroke=\"{}\"", hex(draw::GRID_LINE));
+    assert_eq!(count(&svg, "polyline", &line), 6);
+    assert_eq!(count(&svg, "circle", ""), 2);
+
+    // Metric ellipses: one outline per positive-definite g, a dot per degenerate one.
+    let pts: Vec<MetricPoint> = square_grid(2, 0.0)
+        .into_iter()
+        .map(|(gi, gj, x)| MetricPoint {
+            layer: 0,
+            gi,
+            gj,
+            x,
+            g: if (gi, gj) == (1, 1) {
+                [1.0, 1.0, 1.0]
+            } else {
+                [1.0 + gi as f64, 0.2, 2.0]
+            },
+        })
+        .collect();
+    let panels = metric_panels(&input(0, &[]), &pts, None).unwrap();
+    let fig = PanelFigure {
+        title: "metric g".into(),
+        rows: vec![PanelRow {
+            title: "seed=0".into(),
+            panels,
+        }],
+        panel_size: (200, 160),
+    };
+    draw::save(&fig, dir.path(), "plot").unwrap();
+    let svg = read_outputs(dir.path(), (draw::MIN_WIDTH, 32 + 22 + 160));
+    let ellipse = format!("stroke=\"{}\"", hex(draw::ELLIPSE));
+    assert_eq!(count(&svg, "polyline", &ellipse), 3);
+    let dot = format!("fill=\"{}\"", hex(draw::DEGENERATE));
+    assert_eq!(count(&svg, "circle", &dot), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Op-level: entries in a real store, read through an `OpContext`.
+
+fn input(n: u64, labels: &[(&str, Value)]) -> JobInput {
+    let key = key_input(n).key();
+    JobInput {
+        stage: "metric".into(),
+        id: format!("metric[{n}]"),
+        op: "eval.metric".into(),
+        key,
+        labels: labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect(),
+    }
+}
+
+fn key_input(n: u64) -> KeyInput {
+    KeyInput {
+        scheme: HASH_SCHEME,
+        op: "eval.metric".into(),
+        op_version: 1,
+        params: BTreeMap::from([("n".to_owned(), json!(n))]),
+        inputs: Vec::new(),
+        deps: Vec::new(),
+    }
+}
+
+/// Commits the entry of input `n` with these final metrics and Parquet files.
+fn entry(store: &Store, n: u64, metrics: &[(&str, f64)], files: &[(&str, &Table)]) -> InstanceKey {
+    let ki = key_input(n);
+    let key = ki.key();
+    let tmp = store.begin(&key).unwrap();
+    for (name, t) in files {
+        ablate_results::write_table(&tmp.dir().join(name), t).unwrap();
+    }
+    tmp.commit(Manifest {
+        format: 0,
+        key,
+        input: ki,
+        origin: Origin {
+            pipeline: "p".into(),
+            stage: "metric".into(),
+            label: String::new(),
+        },
+        outputs: Vec::new(),
+        metrics: metrics.iter().map(|(k, v)| Metric::new(*k, *v)).collect(),
+        publish: Vec::new(),
+        started_at_us: 0,
+        seconds: 0.0,
+        device: "cpu".into(),
+        host: "test".into(),
+        ablate_version: "0".into(),
+    })
+    .unwrap();
+    key
+}
+
+/// Runs `report.plot` with `params` over `inputs` (whose entries are in `store`).
+fn run_op(
+    store: &Store,
+    root: &Path,
+    inputs: Vec<JobInput>,
+    params: Value,
+) -> Result<OpOutput, OpError> {
+    let mut p: Params = Plot::new()
+        .schema
+        .params
+        .iter()
+        .filter_map(|s| Some((s.name.to_owned(), s.default.clone()?)))
+        .collect();
+    for (k, v) in params.as_object().unwrap() {
+        p.insert(k.clone(), v.clone());
+    }
+    let key_input = KeyInput {
+        scheme: HASH_SCHEME,
+        op: "report.plot".into(),
+        op_version: 1,
+        params: p,
+        inputs: Vec::new(),
+        deps: Vec::new(),
+    };
+    let job = Job {
+        pipeline: "p".into(),
+        stage: "plot".into(),
+        id: "plot".into(),
+        label: String::new(),
+        labels: Vec::new(),
+        key: key_input.key(),
+        key_input,
+        inputs,
+        device: "cpu".into(),
+        resources: Resources::default(),
+        retries: 0,
+    };
+    let out = root.join("out");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    let cancel = CancelToken::new();
+    let progress = |_: ablate_run::Progress| {};
+    let ctx = OpContext::new(&job, &out, store, root, 1, &progress, &cancel);
+    Plot::new().run(&ctx)
+}
+
+#[test]
+fn the_line_op_averages_over_seeds_and_honours_select() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(&root.path().join("cache")).unwrap();
+    let mut inputs = Vec::new();
+    let mut n = 0;
+    for w in ["shared", "unshared"] {
+        for steps in [1, 2, 4] {
+            for seed in [0, 1] {
+                let acc = 0.5 + 0.1 * steps as f64 + 0.01 * seed as f64;
+                entry(&store, n, &[("acc", acc)], &[]);
+                inputs.push(input(
+                    n,
+                    &[
+                        ("weights", json!(w)),
+                        ("steps", json!(steps)),
+                        ("seed", json!(seed)),
+                    ],
+                ));
+                n += 1;
+            }
+        }
+    }
+    let out = run_op(
+        &store,
+        root.path(),
+        inputs.clone(),
+        json!({"kind": "line", "x": "steps", "y": "acc", "group": "weights"}),
+    )
+    .unwrap();
+    assert_eq!(out.publish, ["plot.svg", "plot.png"]);
+    assert!(out.metrics.is_empty());
+    let svg = read_outputs(&root.path().join("out"), LINE_SIZE);
+    assert!(svg.contains("acc vs steps by weights"));
+    for c in &draw::PALETTE[..2] {
+        let c = hex(*c);
+        assert_eq!(count(&svg, "circle", &format!("fill=\"{c}\"")), 3);
+        // Two seeds per point: every point has an error bar.
+        assert_eq!(count(&svg, "line", &format!("stroke=\"{c}\"")), 9);
+    }
+
+    // One seed selected: one observation per point, no error bars, one group.
+    run_op(
+        &store,
+        root.path(),
+        inputs.clone(),
+        json!({"kind": "line", "x": "steps", "y": "acc", "group": "weights",
+               "select": {"seed": 0, "weights": "shared"}}),
+    )
+    .unwrap();
+    let svg = read_outputs(&root.path().join("out"), LINE_SIZE);
+    assert_eq!(count(&svg, "circle", ""), 3);
+    // (Mesh lines are `<line>`s too, in grey.)
+    let a = hex(draw::PALETTE[0]);
+    assert_eq!(count(&svg, "line", &format!("stroke=\"{a}\"")), 0);
+
+    let err = run_op(
+        &store,
+        root.path(),
+        inputs.clone(),
+        json!({"kind": "line", "x": "steps", "y": "test_acc"}),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no input has the metric `test_acc`; the metrics present: `acc`"
+    );
+    let err = run_op(
+        &store,
+        root.path(),
+        inputs,
+        json!({"kind": "line", "x": "steps", "y": "acc", "select": {"seed": 7}}),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("`select` matches none of the 12 inputs"),
+        "{err}"
+    );
+}
+
+/// `layers.parquet` of a 2-D flow over `layers` layers: `n` data points and a 3×3 grid, each
+/// layer shearing the previous one.
+fn layers_table(layers: i64, n: i64) -> Table {
+    let mut cols: [Vec<Option<i64>>; 5] = Default::default();
+    let (mut set, mut x0, mut x1) = (Vec::new(), Vec::new(), Vec::new());
+    for layer in 0..layers {
+        let shear = 0.2 * layer as f64;
+        for p in 0..n {
+            let (a, b) = (p as f64, (p % 2) as f64);
+            for (c, v) in cols.iter_mut().zip([layer, p, p % 2]) {
+                c.push(Some(v));
+            }
+            cols[3].push(None);
+            cols[4].push(None);
+            set.push("data");
+            x0.push(a + shear * b);
+            x1.push(b);
+        }
+        for (k, (gi, gj, x)) in square_grid(3, shear).into_iter().enumerate() {
+            cols[0].push(Some(layer));
+            cols[1].push(Some(k as i64));
+            cols[2].push(None);
+            cols[3].push(Some(gi));
+            cols[4].push(Some(gj));
+            set.push("grid");
+            x0.push(x[0]);
+            x1.push(x[1]);
+        }
+    }
+    let [layer, point, label, gi, gj] = cols;
+    Table::new()
+        .with_column("layer", layer)
+        .with_column("set", set)
+        .with_column("point", point)
+        .with_column("label", label)
+        .with_column("gi", gi)
+        .with_column("gj", gj)
+        .with_column("x0", x0)
+        .with_column("x1", x1)
+}
+
+fn metric_table(layers: i64) -> Table {
+    let mut t: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut ints: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    for layer in 0..layers {
+        for (k, (gi, gj, x)) in square_grid(3, 0.0).into_iter().enumerate() {
+            for (name, v) in [
+                ("layer", layer),
+                ("point", k as i64),
+                ("gi", gi),
+                ("gj", gj),
+            ] {
+                ints.entry(name).or_default().push(v);
+            }
+            let g = if k == 4 {
+                [0.0, 0.0, 0.0]
+            } else {
+                [1.0, 0.1 * gi as f64, 2.0]
+            };
+            for (name, v) in [
+                ("x0", x[0]),
+                ("x1", x[1]),
+                ("g00", g[0]),
+                ("g01", g[1]),
+                ("g11", g[2]),
+            ] {
+                t.entry(name).or_default().push(v);
+            }
+        }
+    }
+    let mut table = Table::new();
+    for (name, v) in ints {
+        table.push_column(name, v);
+    }
+    for (name, v) in t {
+        table.push_column(name, v);
+    }
+    table
+}
+
+#[test]
+fn the_panel_ops_read_eval_metric_entries() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(&root.path().join("cache")).unwrap();
+    // Two inputs of different depths: 4 layers (0..=3) and 7 layers (0..=6).
+    let mut inputs = Vec::new();
+    for (n, depth) in [(0, 4), (1, 7)] {
+        entry(
+            &store,
+            n,
+            &[],
+            &[
+                ("layers.parquet", &layers_table(depth, 5)),
+                ("metric.parquet", &metric_table(depth)),
+            ],
+        );
+        inputs.push(input(n, &[("steps", json!(depth - 1)), ("seed", json!(0))]));
+    }
+    let out_dir = root.path().join("out");
+    let size = (4 * PANEL_SIZE.0, 32 + 2 * (22 + PANEL_SIZE.1));
+
+    run_op(&store, root.path(), inputs.clone(), json!({"kind": "flow"})).unwrap();
+    let svg = read_outputs(&out_dir, size);
+    // Default layers: 4 per row, 5 data points each.
+    assert_eq!(count(&svg, "circle", ""), 2 * 4 * 5);
+    assert!(
+        svg.contains("steps=6 seed=0") && svg.contains("layer 4"),
+        "{svg}"
+    );
+
+    run_op(
+        &store,
+        root.path(),
+        inputs.clone(),
+        json!({"kind": "grid", "layers": [0, 3], "select": {"steps": 3}}),
+    )
+    .unwrap();
+    let svg = read_outputs(&out_dir, (2 * PANEL_SIZE.0, 32 + 22 + PANEL_SIZE.1));
+    let line = format!("stroke=\"{}\"", hex(draw::GRID_LINE));
+    assert_eq!(count(&svg, "polyline", &line), 2 * 6);
+    assert_eq!(count(&svg, "circle", ""), 2 * 5);
+
+    run_op(
+        &store,
+        root.path(),
+        inputs.clone(),
+        json!({"kind": "metric"}),
+    )
+    .unwrap();
+    let svg = read_outputs(&out_dir, (draw::MIN_WIDTH, 32 + 2 * (22 + PANEL_SIZE.1)));
+    assert!(svg.contains("scaled"));
+    let ellipse = format!("stroke=\"{}\"", hex(draw::ELLIPSE));
+    assert_eq!(count(&svg, "polyline", &ellipse), 2 * 8);
+    let dot = format!("fill=\"{}\"", hex(draw::DEGENERATE));
+    assert_eq!(count(&svg, "circle", &dot), 2);
+
+    // Requested layers absent from one input.
+    let err = run_op(
+        &store,
+        root.path(),
+        inputs.clone(),
+        json!({"kind": "flow", "layers": [5]}),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "`layers.parquet` of input `metric[0]` has no layer 5 (it has 0, 1, 2, 3)"
+    );
+    // Line-only params are refused.
+    let err = run_op(
+        &store,
+        root.path(),
+        inputs,
+        json!({"kind": "grid", "x": "steps"}),
+    )
+    .unwrap_err();
+    assert_eq!(err.to_string(), "`x` applies to `kind: line` only");
+}
+
+#[test]
+fn the_panel_ops_name_the_input_and_file_that_is_missing_or_wrong() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(&root.path().join("cache")).unwrap();
+    entry(&store, 0, &[("acc", 1.0)], &[]);
+    let bad = Table::new().with_column("layer", vec![0_i64]);
+    entry(&store, 1, &[], &[("layers.parquet", &bad)]);
+
+    let err = run_op(
+        &store,
+        root.path(),
+        vec![input(0, &[])],
+        json!({"kind": "flow"}),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("input `metric[0]` has no `layers.parquet`"),
+        "{err}"
+    );
+    let err = run_op(
+        &store,
+        root.path(),
+        vec![input(0, &[])],
+        json!({"kind": "metric"}),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("`metric.parquet`"), "{err}");
+    let err = run_op(
+        &store,
+        root.path(),
+        vec![input(1, &[])],
+        json!({"kind": "grid"}),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "`layers.parquet` of input `metric[1]` has no column `set`"
+    );
+
+    let many: Vec<JobInput> = (0..7).map(|s| input(0, &[("seed", json!(s))])).collect();
+    let err = run_op(&store, root.path(), many, json!({"kind": "flow"}))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("at most 6") && err.contains("`select`"),
+        "{err}"
+    );
+}
