@@ -1859,12 +1859,21 @@ fn paper_pipelines_run_end_to_end_at_a_tiny_size() {
                 "vars.steps=[1,2]".into(),
                 format!("vars.digits={}", digits.display()),
             ],
-            &["accuracy.md", "parameters.md", "accuracy_plot.png", "claims.md"],
+            &[
+                "accuracy.md",
+                "parameters.md",
+                "accuracy_plot.png",
+                "claims.md",
+            ],
         ),
     ];
     for (name, extra, published) in cases {
         let file = repo.join("pipelines").join(format!("{name}.yaml"));
-        let mut args = vec!["run".to_owned(), file.display().to_string(), "--json".into()];
+        let mut args = vec![
+            "run".to_owned(),
+            file.display().to_string(),
+            "--json".into(),
+        ];
         let sets = tiny
             .iter()
             .filter(|s| name != "rousseau2020_digits" || !s.starts_with("vars.n="))

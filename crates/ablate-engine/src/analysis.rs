@@ -635,8 +635,11 @@ impl Flow {
             .collect())
     }
 
-    /// `‖g_0 − g_0'‖_F / ‖g_0'‖_F` over all rows together, `g_0'` the metric of
-    /// [`Flow::refined`]: how far the metric is from its limit in depth.
+    /// `‖g_0 − g_0'‖_F / max(‖g_0‖_F, ‖g_0'‖_F)` over all rows together, `g_0'` the metric of
+    /// [`Flow::refined`]: how far the metric is from its limit in depth. Relative to the larger
+    /// norm rather than to `‖g_0'‖` so that it stays in [0, 2] and defined when a plain (c0)
+    /// network's refinement collapses the plane (`g_0' = 0`); the two agree to first order when
+    /// the metrics are close. 0 when both metrics vanish.
     pub fn metric_convergence(&self, x: &[f32]) -> Result<f64, EngineError> {
         let d = self.config().dim;
         let g0 = |f: &Flow| -> Result<Vec<f64>, EngineError> {
@@ -646,9 +649,21 @@ impl Flow {
                 .collect())
         };
         let (coarse, fine) = (g0(self)?, g0(&self.refined())?);
-        let diff: f64 = coarse.iter().zip(&fine).map(|(a, b)| (a - b).powi(2)).sum();
-        let norm: f64 = fine.iter().map(|b| b * b).sum();
-        Ok((diff / norm).sqrt())
+        // Scaled by the largest entry, so metrics of huge norm do not overflow the sums.
+        let scale = coarse
+            .iter()
+            .chain(&fine)
+            .fold(0.0f64, |m, v| m.max(v.abs()));
+        if scale == 0.0 {
+            return Ok(0.0);
+        }
+        let sq = |v: &[f64]| v.iter().map(|a| (a / scale).powi(2)).sum::<f64>();
+        let diff: f64 = coarse
+            .iter()
+            .zip(&fine)
+            .map(|(a, b)| ((a - b) / scale).powi(2))
+            .sum();
+        Ok((diff / sq(&coarse).max(sq(&fine))).sqrt())
     }
 
     /// The mean over layers and rows of `‖x_{l+1} − x_l‖₂`.
@@ -1293,9 +1308,13 @@ mod tests {
         cfg.h = 1.0 / 16.0;
         let c1 = flow(cfg.clone(), 2, 1.5).metric_convergence(&x).unwrap();
         cfg.form = Form::C0;
-        let c0 = flow(cfg, 2, 1.5).metric_convergence(&x).unwrap();
+        let c0 = flow(cfg.clone(), 2, 1.5).metric_convergence(&x).unwrap();
         assert!(c1 < 0.1, "{c1}");
         assert!(c0 > 10.0 * c1, "{c0} vs {c1}");
+        // Relative to the larger norm: bounded by 2 (triangle inequality) …
+        assert!(c0 <= 2.0, "{c0}");
+        // … and defined when both metrics vanish (a c0 net with zero weights is constant).
+        assert_eq!(flow(cfg, 2, 0.0).metric_convergence(&x).unwrap(), 0.0);
     }
 
     #[test]

@@ -128,7 +128,10 @@ impl TrainFlow {
                     ),
                     ParamSpec::with_default(
                         "weight_decay",
-                        ParamType::Float { min: 0.0, max: f64::MAX },
+                        ParamType::Float {
+                            min: 0.0,
+                            max: f64::MAX,
+                        },
                         json!(0.0),
                         "decoupled (AdamW) decay of the weight matrices",
                     ),

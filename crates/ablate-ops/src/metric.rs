@@ -3,7 +3,7 @@
 //! and of a grid at every layer, for the pictures of `report.plot`.
 
 use ablate_cache::Metric;
-use ablate_engine::{Dataset, Flow, metric_stats};
+use ablate_engine::{Dataset, Flow, metric_stats, sym_eigen};
 use ablate_results::{Column, ColumnData, Table};
 use ablate_run::{OpContext, OpError, OpOutput};
 use ablate_spec::{OpSchema, ParamSpec, ParamType};
@@ -31,14 +31,15 @@ impl EvalMetric {
         EvalMetric {
             schema: OpSchema {
                 name: "eval.metric",
-                version: 1,
+                // 2: `metric_conv` relative to the larger of the two norms.
+                version: 2,
                 summary: "The pull-back of the output space's Euclidean metric through every layer of the flow \
                           trained by its input (Hauser & Ray 2017), g_N = I, g_l = J_lᵀ g_{l+1} J_l, probed on a \
                           `grid`² grid over 2-D test data (at the test points otherwise). Logs per layer (as steps) \
-                          the mean/max of det g, of its eigenvalues and of its condition number; final metrics \
-                          `metric_conv` (‖g_0 − g_0 of the network refined to 2N layers‖ / ‖the latter‖), \
+                          the mean/max of det g, of its eigenvalues and of its condition number (over the points where \
+                          g is not singular; `singular_frac` counts the others); final metrics `metric_conv` (‖g_0 − g_0'‖ / max(‖g_0‖, ‖g_0'‖), g_0' of the network refined to 2N layers), \
                           `step_norm` (mean ‖x_{l+1} − x_l‖), and the input-space metric's `det_g_in_mean`, \
-                          `cond_g_in_mean`, `cond_g_in_max`. Writes `layers.parquet` (every layer's coordinates of \
+                          `cond_g_in_mean`, `cond_g_in_max`, `singular_g_in_frac`. Writes `layers.parquet` (every layer's coordinates of \
                           `points` test points and of the grid) and `metric.parquet` (the 2×2 metric at each grid \
                           point) for `report.plot`.",
                 params: vec![
@@ -105,17 +106,25 @@ impl Op for EvalMetric {
                 ("eig_mean", s.eig_mean),
                 ("eig_max", s.eig_max),
                 ("eig_min_mean", s.eig_min_mean),
-                ("cond_mean", s.cond_mean),
-                ("cond_max", s.cond_max),
             ] {
                 metrics.push(Metric::at_step(name, step, v));
+            }
+            let c = Conditioning::of(&g[l * np * dd..(l + 1) * np * dd], dim);
+            metrics.push(Metric::at_step("singular_frac", step, c.singular_frac));
+            if let Some((mean, max)) = c.finite {
+                metrics.push(Metric::at_step("cond_mean", step, mean));
+                metrics.push(Metric::at_step("cond_max", step, max));
             }
         }
         let g_in = flow.input_metrics(&probe).map_err(engine_error)?;
         let s_in = metric_stats(&g_in, in_dim);
         metrics.push(Metric::new("det_g_in_mean", s_in.det_mean));
-        metrics.push(Metric::new("cond_g_in_mean", s_in.cond_mean));
-        metrics.push(Metric::new("cond_g_in_max", s_in.cond_max));
+        let c_in = Conditioning::of(&g_in, in_dim);
+        metrics.push(Metric::new("singular_g_in_frac", c_in.singular_frac));
+        if let Some((mean, max)) = c_in.finite {
+            metrics.push(Metric::new("cond_g_in_mean", mean));
+            metrics.push(Metric::new("cond_g_in_max", max));
+        }
         metrics.push(Metric::new(
             "metric_conv",
             flow.metric_convergence(&probe).map_err(engine_error)?,
@@ -140,7 +149,14 @@ impl Op for EvalMetric {
             }
             if let Some(gt) = &grid_trace {
                 for i in 0..np {
-                    t.push(l, "grid", i, None, Some((i % p.grid, i / p.grid)), gt.state(l, i));
+                    t.push(
+                        l,
+                        "grid",
+                        i,
+                        None,
+                        Some((i % p.grid, i / p.grid)),
+                        gt.state(l, i),
+                    );
                 }
             }
         }
@@ -172,6 +188,37 @@ impl Op for EvalMetric {
             metrics,
             publish: Vec::new(),
         })
+    }
+}
+
+/// Condition numbers λmax/λmin of a set of metrics. A plain (c0) layer can squash the plane
+/// onto a line, where the metric is singular and its condition number infinite; those points
+/// are counted apart, so the mean and max stay finite numbers a cache entry can hold.
+struct Conditioning {
+    /// Fraction of points where g is singular: λmin ≤ 1e-12·λmax, or not finite.
+    singular_frac: f64,
+    /// Mean and max over the other points; `None` when there are none.
+    finite: Option<(f64, f64)>,
+}
+
+impl Conditioning {
+    fn of(g: &[f64], d: usize) -> Self {
+        let n = g.len() / (d * d);
+        let (mut sum, mut max, mut regular) = (0.0, 0.0f64, 0usize);
+        for m in g.chunks_exact(d * d) {
+            let (eig, _) = sym_eigen(m, d);
+            let (lo, hi) = (eig[0], eig[d - 1]);
+            if lo.is_finite() && hi.is_finite() && lo > 1e-12 * hi && lo > 0.0 {
+                let c = hi / lo;
+                sum += c;
+                max = max.max(c);
+                regular += 1;
+            }
+        }
+        Conditioning {
+            singular_frac: (n - regular) as f64 / n.max(1) as f64,
+            finite: (regular > 0).then(|| (sum / regular as f64, max)),
+        }
     }
 }
 
@@ -278,5 +325,31 @@ impl MetricRows {
                 f("g11", self.g11),
             ],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conditioning_counts_singular_metrics_apart() {
+        // diag(1, 4): cond 4; [[2, 1], [1, 2]]: eigenvalues 1 and 3, cond 3; diag(0, 1) and a
+        // rank-one [[1, 1], [1, 1]] are singular.
+        let g = [
+            1.0, 0.0, 0.0, 4.0, //
+            2.0, 1.0, 1.0, 2.0, //
+            0.0, 0.0, 0.0, 1.0, //
+            1.0, 1.0, 1.0, 1.0,
+        ];
+        let c = Conditioning::of(&g, 2);
+        assert_eq!(c.singular_frac, 0.5);
+        let (mean, max) = c.finite.unwrap();
+        assert!(
+            (mean - 3.5).abs() < 1e-9 && (max - 4.0).abs() < 1e-9,
+            "{mean} {max}"
+        );
+        let none = Conditioning::of(&g[8..], 2);
+        assert_eq!((none.singular_frac, none.finite), (1.0, None));
     }
 }
