@@ -347,8 +347,8 @@ impl Op for EvalFlow {
         let dets = flow
             .jacobian_dets(&probe_points(&test, p.grid))
             .map_err(engine_error)?;
-        // A non-finite determinant counts as a fold: the map is not a diffeomorphism there.
-        let folded = dets.iter().filter(|d| !(**d > 0.0)).count();
+        // A NaN determinant counts as a fold: the map is not a diffeomorphism there.
+        let folded = dets.iter().filter(|d| d.is_nan() || **d <= 0.0).count();
         let min = dets.iter().copied().fold(f64::INFINITY, f64::min);
         metrics.push(Metric::new("min_det_j", min));
         metrics.push(Metric::new("fold_frac", folded as f64 / dets.len() as f64));
