@@ -498,29 +498,39 @@ impl Ellipse {
     }
 }
 
-/// What a metric panel draws: ellipse outlines scaled so that the largest semi-axis is half the
-/// grid spacing, and the points where `g` is degenerate.
+/// What a metric panel draws: ellipse outlines, and the points where `g` is degenerate.
+///
+/// A trained network's metric spans orders of magnitude across the plane, so scaling by the
+/// largest ellipse would shrink most of them to dots. Instead the median ellipse's largest
+/// semi-axis becomes 0.4 × the grid spacing, and any ellipse that would then reach beyond half
+/// the spacing is shrunk to it (its shape kept): sizes compare up to that cap.
 pub(crate) fn metric_ellipses(points: &[&MetricPoint]) -> (Vec<Polyline>, Vec<[f64; 2]>) {
     let grid: Vec<(i64, i64, [f64; 2])> = points.iter().map(|p| (p.gi, p.gj, p.x)).collect();
     let ellipses: Vec<(Option<Ellipse>, [f64; 2])> = points
         .iter()
         .map(|p| (Ellipse::of_metric(p.g), p.x))
         .collect();
-    let largest = ellipses
+    let mut semis: Vec<f64> = ellipses
         .iter()
         .filter_map(|(e, _)| e.map(|e| e.max_semi()))
-        .fold(0.0_f64, f64::max);
+        .collect();
+    semis.sort_by(f64::total_cmp);
+    let median = semis.get(semis.len() / 2).copied().unwrap_or(0.0);
     let spacing = grid_spacing(&grid).unwrap_or_else(|| extent(&grid).max(1e-9) / 10.0);
-    let scale = if largest > 0.0 {
-        0.5 * spacing / largest
+    let scale = if median > 0.0 {
+        0.4 * spacing / median
     } else {
         1.0
     };
+    let cap = 0.5 * spacing;
     let mut outlines = Vec::new();
     let mut degenerate = Vec::new();
     for (e, x) in ellipses {
         match e {
-            Some(e) => outlines.push(e.outline(x, scale, 32)),
+            Some(e) => {
+                let s = scale.min(cap / e.max_semi());
+                outlines.push(e.outline(x, s, 32))
+            }
             None => degenerate.push(x),
         }
     }
@@ -728,7 +738,7 @@ mod tests {
     }
 
     #[test]
-    fn metric_ellipses_are_scaled_to_half_the_grid_spacing() {
+    fn metric_ellipses_are_scaled_to_the_grid_spacing_by_the_median() {
         let mk = |gi: i64, gj: i64, g: [f64; 3]| MetricPoint {
             layer: 0,
             gi,
@@ -746,14 +756,16 @@ mod tests {
         let (outlines, degenerate) = metric_ellipses(&refs);
         assert_eq!(outlines.len(), 3);
         assert_eq!(degenerate, vec![[0.0, 2.0]]);
-        // Largest semi-axis: 2 (g11 = 0.25 → 1/√0.25), spacing 2 → scale 0.5; the unit circle
-        // at the origin has radius 0.5.
+        // Largest semi-axes 1, 0.5 and 2 (g11 = 0.25 → 1/√0.25), median 1, spacing 2 → scale
+        // 0.8: the unit circle at the origin has radius 0.8, the circle of g = 4I 0.4, and the
+        // ellipse with semi-axis 2 is capped at half the spacing, 1.
         let r = |line: &Polyline, c: [f64; 2]| {
             line.iter()
                 .map(|&(x, y)| ((x - c[0]).powi(2) + (y - c[1]).powi(2)).sqrt())
                 .fold(0.0, f64::max)
         };
-        assert!((r(&outlines[0], [0.0, 0.0]) - 0.5).abs() < 1e-9);
+        assert!((r(&outlines[0], [0.0, 0.0]) - 0.8).abs() < 1e-9);
+        assert!((r(&outlines[1], [2.0, 0.0]) - 0.4).abs() < 1e-9);
         assert!((r(&outlines[2], [2.0, 2.0]) - 1.0).abs() < 1e-9);
     }
 

@@ -370,8 +370,10 @@ impl Figure for PanelFigure {
     fn size(&self) -> (u32, u32) {
         let (w, h) = self.panel_size;
         let rows = self.rows.len().max(1) as u32;
+        // Wide enough for the title (about 9 px per character at its size).
+        let title = 9 * self.title.chars().count() as u32 + 24;
         (
-            (w * self.cols() as u32).max(MIN_WIDTH),
+            (w * self.cols() as u32).max(MIN_WIDTH).max(title),
             FIGURE_TITLE + rows * (ROW_TITLE + h),
         )
     }
@@ -491,7 +493,7 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) 
                 .draw_series(
                     degenerate
                         .iter()
-                        .map(|x| Circle::new((x[0], x[1]), 2, DEGENERATE.filled())),
+                        .map(|x| Circle::new((x[0], x[1]), 1, DEGENERATE.filled())),
                 )
                 .map_err(err)?;
         }
