@@ -55,7 +55,8 @@ impl Plot {
         Plot {
             schema: OpSchema {
                 name: "report.plot",
-                version: 1,
+                // 2: metric ellipses scaled by the median ellipse; titles fit.
+                version: 2,
                 summary: "Gather every instance of its needs into one figure, written as `plot.svg` and \
                           `plot.png` and published as `results/<pipeline>/<stage>.svg` and `.png`. \
                           `line`: metric `y` against label `x`, one line per value of `group`, each point \
