@@ -293,7 +293,8 @@ impl EvalFlow {
         EvalFlow {
             schema: OpSchema {
                 name: "eval.flow",
-                version: 2,
+                // 3: det J as a product of per-step determinants.
+                version: 3,
                 summary: "Evaluate the flow trained by its input on the test split of the data behind it: `test_acc`, \
                           `test_loss` (mean cross-entropy), `params`; `min_det_j` and `fold_frac` (the flow map's \
                           Jacobian determinant over a `grid`² grid covering 2-D data, or at the test points otherwise, \
