@@ -2,7 +2,9 @@
 //! (Rousseau et al. 2020, shared or unshared velocity fields), trained with Adam, evaluated,
 //! and stored as safetensors files. The arithmetic runs either through dfdx tensor ops, generic
 //! over the dfdx device (the path a CUDA build takes), or through this crate's fused CPU
-//! kernels (the default on the CPU, tested equal to the tensor path).
+//! kernels (the default on the CPU, tested equal to the tensor path). `analysis` measures a
+//! trained flow in f64: layer states, analytic Jacobians and their determinants, inverses,
+//! refinement to 2N steps, and the pull-back metrics of Hauser & Ray (2017).
 //!
 //! It must not print, read the environment, or know about pipelines, caches or the scheduler:
 //! progress leaves through [`TrainObserver`], failures through [`EngineError`], and every
