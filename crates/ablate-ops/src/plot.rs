@@ -55,7 +55,7 @@ impl Plot {
         Plot {
             schema: OpSchema {
                 name: "report.plot",
-                // 2: metric ellipses scaled by the median ellipse; titles fit.
+                // 2: metric ellipses scaled by the median ellipse; titles fit; single-layer panels side by side.
                 version: 2,
                 summary: "Gather every instance of its needs into one figure, written as `plot.svg` and \
                           `plot.png` and published as `results/<pipeline>/<stage>.svg` and `.png`. \

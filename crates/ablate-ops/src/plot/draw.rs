@@ -356,6 +356,12 @@ pub(crate) const MIN_WIDTH: u32 = 400;
 const ROW_TITLE: u32 = 22;
 
 impl PanelFigure {
+    /// One panel per input (a single layer): the inputs go side by side rather than one per
+    /// row, so each panel keeps a useful width.
+    fn side_by_side(&self) -> bool {
+        self.rows.len() > 1 && self.rows.iter().all(|r| r.panels.len() == 1)
+    }
+
     fn cols(&self) -> usize {
         self.rows
             .iter()
@@ -372,9 +378,14 @@ impl Figure for PanelFigure {
         let rows = self.rows.len().max(1) as u32;
         // Wide enough for the title (about 9 px per character at its size).
         let title = 9 * self.title.chars().count() as u32 + 24;
+        let (across, down) = if self.side_by_side() {
+            (rows, 1)
+        } else {
+            (self.cols() as u32, rows)
+        };
         (
-            (w * self.cols() as u32).max(MIN_WIDTH).max(title),
-            FIGURE_TITLE + rows * (ROW_TITLE + h),
+            (w * across).max(MIN_WIDTH).max(title),
+            FIGURE_TITLE + down * (ROW_TITLE + h),
         )
     }
 
@@ -382,11 +393,12 @@ impl Figure for PanelFigure {
         root.fill(&WHITE).map_err(err)?;
         let body = root.titled(&self.title, (FONT, 18)).map_err(err)?;
         let cols = self.cols();
-        for (row, area) in self
-            .rows
-            .iter()
-            .zip(body.split_evenly((self.rows.len().max(1), 1)))
-        {
+        let layout = if self.side_by_side() {
+            (1, self.rows.len())
+        } else {
+            (self.rows.len().max(1), 1)
+        };
+        for (row, area) in self.rows.iter().zip(body.split_evenly(layout)) {
             let area = area.titled(&row.title, (FONT, 13)).map_err(err)?;
             for (panel, cell) in row.panels.iter().zip(area.split_evenly((1, cols))) {
                 draw_panel(&cell, panel)?;

@@ -542,7 +542,8 @@ fn the_panel_ops_read_eval_metric_entries() {
         json!({"kind": "metric"}),
     )
     .unwrap();
-    let svg = read_outputs(&out_dir, (draw::MIN_WIDTH, 32 + 2 * (22 + PANEL_SIZE.1)));
+    // Two inputs with one layer each: side by side, one panel row.
+    let svg = read_outputs(&out_dir, (2 * PANEL_SIZE.0, 32 + 22 + PANEL_SIZE.1));
     assert!(svg.contains("scaled"));
     let ellipse = format!("stroke=\"{}\"", hex(draw::ELLIPSE));
     assert_eq!(count(&svg, "polyline", &ellipse), 2 * 8);
