@@ -56,7 +56,7 @@ impl Plot {
             schema: OpSchema {
                 name: "report.plot",
                 // 2: metric ellipses scaled by the median ellipse; titles fit; single-layer panels side by side.
-                version: 2,
+                version: 3,
                 summary: "Gather every instance of its needs into one figure, written as `plot.svg` and \
                           `plot.png` and published as `results/<pipeline>/<stage>.svg` and `.png`. \
                           `line`: metric `y` against label `x`, one line per value of `group`, each point \
