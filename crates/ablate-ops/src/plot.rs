@@ -55,8 +55,9 @@ impl Plot {
         Plot {
             schema: OpSchema {
                 name: "report.plot",
-                // 2: metric ellipses scaled by the median ellipse; titles fit; single-layer panels side by side.
-                version: 3,
+                // 2–4: ellipses scaled by the median; titles fit; one-panel rows side by side; row titles
+                // show the labels that differ.
+                version: 4,
                 summary: "Gather every instance of its needs into one figure, written as `plot.svg` and \
                           `plot.png` and published as `results/<pipeline>/<stage>.svg` and `.png`. \
                           `line`: metric `y` against label `x`, one line per value of `group`, each point \
@@ -271,11 +272,25 @@ fn panel_figure(
     }
     let mut rows = Vec::with_capacity(inputs.len());
     let mut max_dim = 2;
+    // Each row is titled by the labels that tell it from the other rows (all of them when
+    // there is one row): `form=c1`, not the seed and step count every row shares.
+    let differing = |key: &str, value: &Value| {
+        inputs.len() == 1
+            || inputs
+                .iter()
+                .any(|i| i.labels.iter().find(|(k, _)| k == key).map(|(_, v)| v) != Some(value))
+    };
     for input in inputs {
-        let row_title = if input.labels.is_empty() {
+        let shown: Vec<(String, Value)> = input
+            .labels
+            .iter()
+            .filter(|(k, v)| differing(k, v))
+            .cloned()
+            .collect();
+        let row_title = if shown.is_empty() {
             input.id.clone()
         } else {
-            data::labels_text(&input.labels)
+            data::labels_text(&shown)
         };
         let panels = match kind {
             Kind::Metric => {

@@ -518,8 +518,9 @@ fn the_panel_ops_read_eval_metric_entries() {
     let svg = read_outputs(&out_dir, size);
     // Default layers: 4 per row, 5 data points each.
     assert_eq!(count(&svg, "circle", ""), 2 * 4 * 5);
+    // Rows are titled by the labels that differ between them: the steps, not the shared seed.
     assert!(
-        svg.contains("steps=6 seed=0") && svg.contains("layer 4"),
+        svg.contains(">\nsteps=6\n<") && svg.contains("layer 4") && !svg.contains("seed=0"),
         "{svg}"
     );
 
