@@ -90,6 +90,14 @@ impl Op for Claims {
         &self.schema
     }
 
+    /// Every claim parses when the pipeline is loaded, not after the sweep it checks.
+    fn check_value(&self, param: &str, value: &Value) -> Result<(), String> {
+        match (param, value) {
+            ("claims", Value::Array(raw)) => parse_claims(raw).map(drop),
+            _ => Ok(()),
+        }
+    }
+
     fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
         let p: ClaimsParams = typed("report.claims", ctx.job.params())?;
         let claims = parse_claims(&p.claims).map_err(OpError::msg)?;
@@ -177,7 +185,7 @@ fn parse_claims(raw: &[Value]) -> Result<Vec<NamedClaim>, String> {
     } else {
         let n = errors.len();
         Err(format!(
-            "{n} error{} in the claims of `report.claims`:\n{}",
+            "{n} bad claim{}:\n{}",
             if n == 1 { "" } else { "s" },
             errors.join("\n")
         ))
@@ -275,7 +283,7 @@ mod tests {
         let e = parse_claims(raw.as_array().unwrap()).unwrap_err();
         assert_eq!(
             e,
-            "6 errors in the claims of `report.claims`:\n\
+            "6 bad claims:\n\
              claim 2 of `claims` has the name `bad paren`; a name is letters, digits, `_`, `.` or `-` (it names \
              the metric `claim.<name>`)\n\
              claim `bad paren` does not parse: expected `|` or `)`, found `>` at column 10\n    mean(acc > 0\n             ^\n\

@@ -1,5 +1,5 @@
 use ablate_run::{OpContext, OpError, OpOutput, OpRunner};
-use ablate_spec::{OpCatalog, OpSchema, Params};
+use ablate_spec::{OpCatalog, OpSchema, Params, Value};
 
 /// One built-in op.
 pub(crate) trait Op: Send + Sync {
@@ -8,6 +8,11 @@ pub(crate) trait Op: Send + Sync {
     /// Files whose content enters the key (see [`OpCatalog::file_deps`]).
     fn file_deps(&self, _params: &Params) -> Vec<String> {
         Vec::new()
+    }
+    /// Checks of a param beyond its type, when the pipeline is loaded (see
+    /// [`OpCatalog::check_value`]).
+    fn check_value(&self, _param: &str, _value: &Value) -> Result<(), String> {
+        Ok(())
     }
 }
 
@@ -56,6 +61,10 @@ impl OpCatalog for Registry {
 
     fn file_deps(&self, op: &str, params: &Params) -> Vec<String> {
         self.op(op).map(|o| o.file_deps(params)).unwrap_or_default()
+    }
+
+    fn check_value(&self, op: &str, param: &str, value: &Value) -> Result<(), String> {
+        self.op(op).map_or(Ok(()), |o| o.check_value(param, value))
     }
 }
 

@@ -188,4 +188,10 @@ pub trait OpCatalog {
     fn file_deps(&self, _op: &str, _params: &crate::Params) -> Vec<String> {
         Vec::new()
     }
+    /// Checks of a param's value beyond its [`ParamType`] (e.g. the expressions of
+    /// `report.claims`), run when the pipeline is loaded so a typo fails before any training,
+    /// pointing at the value. `Err` is the message, without the op or param name.
+    fn check_value(&self, _op: &str, _param: &str, _value: &Value) -> Result<(), String> {
+        Ok(())
+    }
 }

@@ -750,9 +750,20 @@ impl<'a> Validator<'a, '_> {
         ty: &ParamType,
     ) -> Option<Value> {
         let node = interpolate(node, &self.vars, self.errors)?;
-        check_param(schema.name, key, &node, ty)
+        let value = check_param(schema.name, key, &node, ty)
             .map_err(|d| self.push(d))
-            .ok()
+            .ok()?;
+        match self.catalog.check_value(schema.name, key, &value) {
+            Ok(()) => Some(value),
+            Err(why) => {
+                self.push(
+                    node.origin
+                        .error(format!("invalid `{key}` for op `{}`: {why}", schema.name))
+                        .label("here"),
+                );
+                None
+            }
+        }
     }
 
     /// Resolved params and the matrix of a stage whose op is known.
