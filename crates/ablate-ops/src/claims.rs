@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use ablate_cache::Metric;
-use ablate_results::{Observation, Table};
+use ablate_results::Table;
 use ablate_run::{OpContext, OpError, OpOutput};
 use ablate_spec::{OpSchema, ParamSpec, ParamType, Value};
 use serde::Deserialize;
@@ -101,22 +101,7 @@ impl Op for Claims {
     fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
         let p: ClaimsParams = typed("report.claims", ctx.job.params())?;
         let claims = parse_claims(&p.claims).map_err(OpError::msg)?;
-        let mut observations = Vec::with_capacity(ctx.job.inputs.len());
-        for input in &ctx.job.inputs {
-            let manifest = ctx.manifest(&input.key).ok_or_else(|| {
-                OpError::msg(format!(
-                    "the cache entry of input `{}` has no readable manifest",
-                    input.id
-                ))
-            })?;
-            observations.push(Observation {
-                labels: input.labels.iter().cloned().collect(),
-                metrics: manifest
-                    .final_metrics()
-                    .map(|(k, v)| (k.to_owned(), v))
-                    .collect(),
-            });
-        }
+        let observations = crate::report::observations(ctx)?;
         let outcomes: Vec<Outcome<'_>> = claims
             .iter()
             .map(|claim| Outcome {
@@ -263,7 +248,7 @@ fn write_outputs(dir: &Path, title: &str, outcomes: &[Outcome<'_>]) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ablate_results::ColumnData;
+    use ablate_results::{ColumnData, Observation};
     use serde_json::json;
 
     fn claims(v: Value) -> Vec<NamedClaim> {

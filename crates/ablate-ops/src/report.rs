@@ -93,23 +93,7 @@ impl Op for Table {
             OneOrMany::One(m) => vec![m],
             OneOrMany::Many(ms) => ms,
         };
-        let mut observations = Vec::with_capacity(ctx.job.inputs.len());
-        for input in &ctx.job.inputs {
-            let manifest = ctx.manifest(&input.key).ok_or_else(|| {
-                OpError::msg(format!(
-                    "the cache entry of input `{}` has no readable manifest",
-                    input.id
-                ))
-            })?;
-            let metrics: BTreeMap<String, f64> = manifest
-                .final_metrics()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect();
-            observations.push(Observation {
-                labels: input.labels.iter().cloned().collect(),
-                metrics,
-            });
-        }
+        let observations = observations(ctx)?;
         let spec = PivotSpec {
             rows: p.rows,
             cols: p.cols,
@@ -133,4 +117,28 @@ impl Op for Table {
             publish: vec!["table.parquet".into(), "table.md".into()],
         })
     }
+}
+
+/// The labels and final metrics of every input of a gathering report.
+pub(crate) fn observations(ctx: &OpContext<'_>) -> Result<Vec<Observation>, OpError> {
+    ctx.job
+        .inputs
+        .iter()
+        .map(|input| {
+            let manifest = ctx.manifest(&input.key).ok_or_else(|| {
+                OpError::msg(format!(
+                    "the cache entry of input `{}` has no readable manifest",
+                    input.id
+                ))
+            })?;
+            let metrics: BTreeMap<String, f64> = manifest
+                .final_metrics()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
+            Ok(Observation {
+                labels: input.labels.iter().cloned().collect(),
+                metrics,
+            })
+        })
+        .collect()
 }
