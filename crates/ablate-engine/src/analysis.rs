@@ -350,41 +350,40 @@ impl Net64 {
     }
 
     /// `x̂_0` recovered from the states of the forward pass (`None` for C0).
-    fn invert(&self, states: &[Vec<f64>], fixed_point: bool) -> Option<Vec<f64>> {
-        let n = self.steps;
-        match self.form {
-            Form::C0 => None,
-            Form::C1 if !fixed_point && self.weights == Weights::Shared => {
-                let f = self.field(0);
-                let mut x = states[n].clone();
-                for _ in 0..n {
-                    let phi = self.increment(f, &x, self.h, -1.0);
-                    x.iter_mut().zip(&phi).for_each(|(x, p)| *x += self.h * p);
-                }
-                Some(x)
-            }
-            Form::C1 => {
-                let mut x = states[n].clone();
-                for k in (0..n).rev() {
-                    x = self.invert_c1_step(k, &x);
-                }
-                Some(x)
-            }
-            Form::C2 => {
-                // x_{k−1} = 2x_k − x_{k+1} + h²·v_k(x_k), from (x_N, x_{N−1}).
-                let h2 = self.h * self.h;
-                let mut next = states[n].clone();
-                let mut cur = states[n - 1].clone();
-                for k in (1..n).rev() {
-                    let v = self.v(self.field(k), &cur);
-                    let prev: Vec<f64> = (0..self.dim)
-                        .map(|j| 2.0 * cur[j] - next[j] + h2 * v[j])
-                        .collect();
-                    next = std::mem::replace(&mut cur, prev);
-                }
-                Some(cur)
-            }
+    /// A shared C1 flow's backward flow: the same integrator applied to `−v`, N steps of `h`
+    /// from `x_N` (it inverts the ODE, and the network only approximately).
+    fn invert_backward_flow(&self, states: &[Vec<f64>]) -> Vec<f64> {
+        let f = self.field(0);
+        let mut x = states[self.steps].clone();
+        for _ in 0..self.steps {
+            let phi = self.increment(f, &x, self.h, -1.0);
+            x.iter_mut().zip(&phi).for_each(|(x, p)| *x += self.h * p);
         }
+        x
+    }
+
+    /// A C1 flow inverted step by step by fixed-point iteration from `x_N`.
+    fn invert_fixed_point(&self, states: &[Vec<f64>]) -> Vec<f64> {
+        let mut x = states[self.steps].clone();
+        for k in (0..self.steps).rev() {
+            x = self.invert_c1_step(k, &x);
+        }
+        x
+    }
+
+    /// A C2 flow run backwards: `x_{k−1} = 2x_k − x_{k+1} + h²·v_k(x_k)` from `(x_N, x_{N−1})`.
+    fn invert_c2(&self, states: &[Vec<f64>]) -> Vec<f64> {
+        let (n, h2) = (self.steps, self.h * self.h);
+        let mut next = states[n].clone();
+        let mut cur = states[n - 1].clone();
+        for k in (1..n).rev() {
+            let v = self.v(self.field(k), &cur);
+            let prev: Vec<f64> = (0..self.dim)
+                .map(|j| 2.0 * cur[j] - next[j] + h2 * v[j])
+                .collect();
+            next = std::mem::replace(&mut cur, prev);
+        }
+        cur
     }
 }
 
@@ -537,37 +536,39 @@ impl Flow {
             .collect())
     }
 
-    /// The largest `‖x̂_0 − x_0‖₂` over the rows (in the flow space `R^dim`), where `x̂_0`
-    /// inverts `x_N`: for a shared C1 flow the backward flow (the same integrator applied to
-    /// `−v`, N steps of `h`, which inverts the ODE but only approximately the network); for
-    /// an unshared C1 flow each step inverted by fixed-point iteration; for C2 the exact
-    /// backward recursion `x_{k−1} = 2x_k − x_{k+1} + h²·v_k(x_k)` from `(x_N, x_{N−1})`.
-    /// C0 has no inverse: `None`. A diverging inversion gives a large error, `+inf` when it
-    /// is not finite.
-    pub fn inverse_error(&self, x: &[f32]) -> Result<Option<f64>, EngineError> {
-        self.inverse_error_with(x, false)
-    }
-
-    /// [`Flow::inverse_error`], inverting every C1 flow step by step by fixed-point iteration
-    /// `x ← x_{k+1} − h·Φ_k(x)` from `x = x_{k+1}` (until a change below 1e-12, at most 200
-    /// times): the inverse of the discrete map, exact where `h·Lip(Φ) < 1`.
-    pub fn inverse_error_fixed_point(&self, x: &[f32]) -> Result<Option<f64>, EngineError> {
-        self.inverse_error_with(x, true)
-    }
-
-    fn inverse_error_with(&self, x: &[f32], fixed_point: bool) -> Result<Option<f64>, EngineError> {
+    /// How well the flow inverts on the rows of `x`: each field the largest `‖x̂_0 − x_0‖₂`
+    /// over the rows (in the flow space `R^dim`), `+inf` where an inversion is not finite.
+    /// The forward pass runs once, and a flow inverted by fixed-point iteration is inverted once.
+    pub fn inverse_errors(&self, x: &[f32]) -> Result<InverseErrors, EngineError> {
         let net = self.net64();
         let per_row = self.row_states(&net, x)?;
-        if net.form == Form::C0 {
-            return Ok(None);
-        }
-        let mut worst: f64 = 0.0;
-        for states in &per_row {
-            let back = net.invert(states, fixed_point).expect("C1 and C2 invert");
-            let err = dist(&back, &states[0]);
-            worst = worst.max(if err.is_finite() { err } else { f64::INFINITY });
-        }
-        Ok(Some(worst))
+        let worst = |invert: &dyn Fn(&[Vec<f64>]) -> Vec<f64>| {
+            per_row.iter().fold(0.0f64, |worst, states| {
+                let err = dist(&invert(states), &states[0]);
+                worst.max(if err.is_finite() { err } else { f64::INFINITY })
+            })
+        };
+        Ok(match (net.form, net.weights) {
+            (Form::C0, _) => InverseErrors {
+                inverse: None,
+                fixed_point: None,
+            },
+            (Form::C1, weights) => {
+                let fixed_point = worst(&|s| net.invert_fixed_point(s));
+                let inverse = match weights {
+                    Weights::Shared => worst(&|s| net.invert_backward_flow(s)),
+                    Weights::Unshared => fixed_point,
+                };
+                InverseErrors {
+                    inverse: Some(inverse),
+                    fixed_point: Some(fixed_point),
+                }
+            }
+            (Form::C2, _) => InverseErrors {
+                inverse: Some(worst(&|s| net.invert_c2(s))),
+                fixed_point: None,
+            },
+        })
     }
 
     /// The same trained fields over `2N` steps of `h/2`: field `k` drives steps `2k` and
@@ -694,9 +695,25 @@ impl Flow {
     }
 }
 
+/// What [`Flow::inverse_errors`] measures.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct InverseErrors {
+    /// Inverting `x_N`: for a shared C1 flow the backward flow; for an unshared one each step by
+    /// fixed-point iteration; for C2 the exact backward recursion. `None` for C0, which has no
+    /// inverse.
+    pub inverse: Option<f64>,
+    /// Every C1 flow inverted step by step by fixed-point iteration `x ← x_{k+1} − h·Φ_k(x)`
+    /// from `x = x_{k+1}` (until a change below 1e-12, at most 200 times): the inverse of the
+    /// discrete map, exact where `h·Lip(Φ) < 1`. `None` for C0 and C2.
+    pub fixed_point: Option<f64>,
+}
+
 /// Summary of symmetric `d × d` matrices, one per point. Eigenvalue means and maxima run over
-/// every eigenvalue of every point; `eig_min_mean` is the mean of each point's smallest; the
-/// condition number is `λmax/λmin`, `+inf` when `λmin ≤ 0`. All NaN when there is no matrix.
+/// every eigenvalue of every point; `eig_min_mean` is the mean of each point's smallest. The
+/// condition number `λmax/λmin` is summarised over the regular points only: a plain (c0) layer
+/// can squash the plane onto a line, where g is singular and the condition number infinite, and
+/// `singular_frac` counts those points (λmin ≤ 1e-12·λmax, or not finite) apart. All NaN when
+/// there is no matrix.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MetricStats {
     pub det_mean: f64,
@@ -704,8 +721,9 @@ pub struct MetricStats {
     pub eig_mean: f64,
     pub eig_max: f64,
     pub eig_min_mean: f64,
-    pub cond_mean: f64,
-    pub cond_max: f64,
+    /// Mean and max of the condition number over the regular points; `None` when none is.
+    pub cond: Option<(f64, f64)>,
+    pub singular_frac: f64,
 }
 
 /// [`MetricStats`] of the `g.len() / (d·d)` matrices in `g`.
@@ -726,8 +744,8 @@ pub fn metric_stats(g: &[f64], d: usize) -> MetricStats {
             eig_mean: f64::NAN,
             eig_max: f64::NAN,
             eig_min_mean: f64::NAN,
-            cond_mean: f64::NAN,
-            cond_max: f64::NAN,
+            cond: None,
+            singular_frac: f64::NAN,
         };
     }
     let mut s = MetricStats {
@@ -736,9 +754,10 @@ pub fn metric_stats(g: &[f64], d: usize) -> MetricStats {
         eig_mean: 0.0,
         eig_max: f64::NEG_INFINITY,
         eig_min_mean: 0.0,
-        cond_mean: 0.0,
-        cond_max: f64::NEG_INFINITY,
+        cond: None,
+        singular_frac: 0.0,
     };
+    let (mut cond_sum, mut cond_max, mut regular) = (0.0, 0.0f64, 0usize);
     for m in g.chunks_exact(d * d) {
         let dt = det(m, d);
         s.det_mean += dt;
@@ -748,14 +767,17 @@ pub fn metric_stats(g: &[f64], d: usize) -> MetricStats {
         s.eig_mean += eig.iter().sum::<f64>();
         s.eig_max = s.eig_max.max(hi);
         s.eig_min_mean += lo;
-        let cond = if lo > 0.0 { hi / lo } else { f64::INFINITY };
-        s.cond_mean += cond;
-        s.cond_max = s.cond_max.max(cond);
+        if lo.is_finite() && hi.is_finite() && lo > 0.0 && lo > 1e-12 * hi {
+            cond_sum += hi / lo;
+            cond_max = cond_max.max(hi / lo);
+            regular += 1;
+        }
     }
     s.det_mean /= n as f64;
     s.eig_mean /= (n * d) as f64;
     s.eig_min_mean /= n as f64;
-    s.cond_mean /= n as f64;
+    s.cond = (regular > 0).then(|| (cond_sum / regular as f64, cond_max));
+    s.singular_frac = (n - regular) as f64 / n as f64;
     s
 }
 
@@ -1004,7 +1026,7 @@ mod tests {
                 Err(EngineError::InvalidData(_))
             ));
             assert!(matches!(
-                f.inverse_error(x),
+                f.inverse_errors(x),
                 Err(EngineError::InvalidData(_))
             ));
             assert!(matches!(
@@ -1215,7 +1237,7 @@ mod tests {
         };
         let backward: Vec<f64> = [4, 8, 16]
             .into_iter()
-            .map(|n| shared(n).inverse_error(&x).unwrap().unwrap())
+            .map(|n| shared(n).inverse_errors(&x).unwrap().inverse.unwrap())
             .collect();
         assert!(backward[0] < 0.1, "{backward:?}");
         for w in backward.windows(2) {
@@ -1226,7 +1248,7 @@ mod tests {
             );
         }
         for n in [4, 8, 16] {
-            let fp = shared(n).inverse_error_fixed_point(&x).unwrap().unwrap();
+            let fp = shared(n).inverse_errors(&x).unwrap().fixed_point.unwrap();
             assert!(fp < 1e-9, "{fp}");
         }
         // The backward flow of a shared field is only the ODE's inverse: its error is of the
@@ -1234,11 +1256,11 @@ mod tests {
         let mut backward = Vec::new();
         for integrator in [Integrator::Midpoint, Integrator::Rk4] {
             let f = flow(config(Form::C1, integrator, Weights::Unshared, 2), 5, 1.0);
-            let e = f.inverse_error(&x).unwrap().unwrap();
+            let e = f.inverse_errors(&x).unwrap().inverse.unwrap();
             assert!(e < 1e-9, "{integrator:?}: {e}");
             let f = flow(config(Form::C1, integrator, Weights::Shared, 2), 5, 1.0);
-            assert!(f.inverse_error_fixed_point(&x).unwrap().unwrap() < 1e-9);
-            backward.push(f.inverse_error(&x).unwrap().unwrap());
+            assert!(f.inverse_errors(&x).unwrap().fixed_point.unwrap() < 1e-9);
+            backward.push(f.inverse_errors(&x).unwrap().inverse.unwrap());
         }
         assert!(
             backward[1] > 1e-10 && backward[0] > 100.0 * backward[1],
@@ -1246,16 +1268,20 @@ mod tests {
         );
         for weights in [Weights::Shared, Weights::Unshared] {
             let f = flow(config(Form::C2, Integrator::Euler, weights, 2), 8, 2.0);
-            let e = f.inverse_error(&x).unwrap().unwrap();
+            let e = f.inverse_errors(&x).unwrap().inverse.unwrap();
             assert!(e < 1e-12, "C2: {e}");
             let f = flow(config(Form::C0, Integrator::Euler, weights, 2), 8, 2.0);
-            assert_eq!(f.inverse_error(&x).unwrap(), None);
-            assert_eq!(f.inverse_error_fixed_point(&x).unwrap(), None);
+            assert_eq!(f.inverse_errors(&x).unwrap().inverse, None);
+            assert_eq!(f.inverse_errors(&x).unwrap().fixed_point, None);
         }
         // A step that is not a contraction's inverse diverges to a large or infinite error.
         let mut cfg = config(Form::C1, Integrator::Euler, Weights::Unshared, 2);
         cfg.h = 20.0;
-        let e = flow(cfg, 3, 3.0).inverse_error(&x).unwrap().unwrap();
+        let e = flow(cfg, 3, 3.0)
+            .inverse_errors(&x)
+            .unwrap()
+            .inverse
+            .unwrap();
         assert!(e > 1e-3, "{e}");
     }
 
@@ -1462,10 +1488,19 @@ mod tests {
         assert!((s.eig_mean - 9.0 / 4.0).abs() < 1e-14);
         assert!((s.eig_max - 4.0).abs() < 1e-14);
         assert!((s.eig_min_mean - 1.0).abs() < 1e-14);
-        assert!((s.cond_mean - 3.5).abs() < 1e-14);
-        assert!((s.cond_max - 4.0).abs() < 1e-14);
-        let s = metric_stats(&[0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0], 2);
-        assert_eq!((s.cond_max, s.cond_mean), (f64::INFINITY, f64::INFINITY));
+        let (cond_mean, cond_max) = s.cond.unwrap();
+        assert!((cond_mean - 3.5).abs() < 1e-14 && (cond_max - 4.0).abs() < 1e-14);
+        assert_eq!(s.singular_frac, 0.0);
+        // diag(0, 1) and the rank-one [[1, 1], [1, 1]] are singular: counted apart, so the
+        // condition number summarises the regular diag(1, 4) alone.
+        let s = metric_stats(
+            &[0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 4.0],
+            2,
+        );
+        assert!((s.singular_frac - 2.0 / 3.0).abs() < 1e-14);
+        assert_eq!(s.cond, Some((4.0, 4.0)));
+        let s = metric_stats(&[0.0, 0.0, 0.0, 1.0], 2);
+        assert_eq!((s.cond, s.singular_frac), (None, 1.0));
         assert!(metric_stats(&[], 3).det_mean.is_nan());
     }
 

@@ -27,7 +27,9 @@ mod train;
 #[cfg(test)]
 mod tests;
 
-pub use analysis::{Grid, MetricStats, Trace, det, grid_over, metric_stats, sym_eigen};
+pub use analysis::{
+    Grid, InverseErrors, MetricStats, Trace, det, grid_over, metric_stats, sym_eigen,
+};
 pub use config::{
     Activation, Backend, ExecOptions, FlowConfig, Form, Integrator, TrainConfig, Weights,
 };

@@ -354,14 +354,11 @@ impl Op for EvalFlow {
         metrics.push(Metric::new("min_det_j", min));
         metrics.push(Metric::new("fold_frac", folded as f64 / dets.len() as f64));
 
-        if let Some(e) = flow.inverse_error(&test.x).map_err(engine_error)? {
+        let inverse = flow.inverse_errors(&test.x).map_err(engine_error)?;
+        if let Some(e) = inverse.inverse {
             metrics.push(Metric::new("inverse_err", e));
         }
-        if flow.config().form == Form::C1
-            && let Some(e) = flow
-                .inverse_error_fixed_point(&test.x)
-                .map_err(engine_error)?
-        {
+        if let Some(e) = inverse.fixed_point {
             metrics.push(Metric::new("inverse_fp_err", e));
         }
         let refined = flow.refined().evaluate(&test).map_err(engine_error)?;

@@ -3,7 +3,7 @@
 //! and of a grid at every layer, for the pictures of `report.plot`.
 
 use ablate_cache::Metric;
-use ablate_engine::{Dataset, Flow, metric_stats, sym_eigen};
+use ablate_engine::{Dataset, Flow, metric_stats};
 use ablate_results::{Column, ColumnData, Table};
 use ablate_run::{OpContext, OpError, OpOutput};
 use ablate_spec::{OpSchema, ParamSpec, ParamType};
@@ -109,9 +109,8 @@ impl Op for EvalMetric {
             ] {
                 metrics.push(Metric::at_step(name, step, v));
             }
-            let c = Conditioning::of(&g[l * np * dd..(l + 1) * np * dd], dim);
-            metrics.push(Metric::at_step("singular_frac", step, c.singular_frac));
-            if let Some((mean, max)) = c.finite {
+            metrics.push(Metric::at_step("singular_frac", step, s.singular_frac));
+            if let Some((mean, max)) = s.cond {
                 metrics.push(Metric::at_step("cond_mean", step, mean));
                 metrics.push(Metric::at_step("cond_max", step, max));
             }
@@ -119,9 +118,8 @@ impl Op for EvalMetric {
         let g_in = flow.input_metrics(&probe).map_err(engine_error)?;
         let s_in = metric_stats(&g_in, in_dim);
         metrics.push(Metric::new("det_g_in_mean", s_in.det_mean));
-        let c_in = Conditioning::of(&g_in, in_dim);
-        metrics.push(Metric::new("singular_g_in_frac", c_in.singular_frac));
-        if let Some((mean, max)) = c_in.finite {
+        metrics.push(Metric::new("singular_g_in_frac", s_in.singular_frac));
+        if let Some((mean, max)) = s_in.cond {
             metrics.push(Metric::new("cond_g_in_mean", mean));
             metrics.push(Metric::new("cond_g_in_max", max));
         }
@@ -188,37 +186,6 @@ impl Op for EvalMetric {
             metrics,
             publish: Vec::new(),
         })
-    }
-}
-
-/// Condition numbers λmax/λmin of a set of metrics. A plain (c0) layer can squash the plane
-/// onto a line, where the metric is singular and its condition number infinite; those points
-/// are counted apart, so the mean and max stay finite numbers a cache entry can hold.
-struct Conditioning {
-    /// Fraction of points where g is singular: λmin ≤ 1e-12·λmax, or not finite.
-    singular_frac: f64,
-    /// Mean and max over the other points; `None` when there are none.
-    finite: Option<(f64, f64)>,
-}
-
-impl Conditioning {
-    fn of(g: &[f64], d: usize) -> Self {
-        let n = g.len() / (d * d);
-        let (mut sum, mut max, mut regular) = (0.0, 0.0f64, 0usize);
-        for m in g.chunks_exact(d * d) {
-            let (eig, _) = sym_eigen(m, d);
-            let (lo, hi) = (eig[0], eig[d - 1]);
-            if lo.is_finite() && hi.is_finite() && lo > 1e-12 * hi && lo > 0.0 {
-                let c = hi / lo;
-                sum += c;
-                max = max.max(c);
-                regular += 1;
-            }
-        }
-        Conditioning {
-            singular_frac: (n - regular) as f64 / n.max(1) as f64,
-            finite: (regular > 0).then(|| (sum / regular as f64, max)),
-        }
     }
 }
 
@@ -325,31 +292,5 @@ impl MetricRows {
                 f("g11", self.g11),
             ],
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn conditioning_counts_singular_metrics_apart() {
-        // diag(1, 4): cond 4; [[2, 1], [1, 2]]: eigenvalues 1 and 3, cond 3; diag(0, 1) and a
-        // rank-one [[1, 1], [1, 1]] are singular.
-        let g = [
-            1.0, 0.0, 0.0, 4.0, //
-            2.0, 1.0, 1.0, 2.0, //
-            0.0, 0.0, 0.0, 1.0, //
-            1.0, 1.0, 1.0, 1.0,
-        ];
-        let c = Conditioning::of(&g, 2);
-        assert_eq!(c.singular_frac, 0.5);
-        let (mean, max) = c.finite.unwrap();
-        assert!(
-            (mean - 3.5).abs() < 1e-9 && (max - 4.0).abs() < 1e-9,
-            "{mean} {max}"
-        );
-        let none = Conditioning::of(&g[8..], 2);
-        assert_eq!((none.singular_frac, none.finite), (1.0, None));
     }
 }
