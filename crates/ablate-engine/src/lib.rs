@@ -18,6 +18,7 @@ mod data;
 mod error;
 mod flow;
 mod kernels;
+pub mod lm;
 mod params;
 mod pool;
 mod rng;
