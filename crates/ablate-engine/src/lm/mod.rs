@@ -6,6 +6,9 @@
 mod batch;
 mod config;
 mod layout;
+#[cfg(test)]
+mod reference;
+mod tensor;
 
 pub use batch::Batch;
 pub use config::{Arch, LmConfig, LmTrainConfig};
