@@ -21,7 +21,8 @@ fn embed(cfg: &LmConfig, layout: &LmLayout, p: &[f32], tokens: &[u32]) -> Mat {
         .map(|(t, &tok)| {
             (0..d)
                 .map(|j| {
-                    get(p, layout.tok_emb + tok as usize * d + j) + get(p, layout.pos_emb + t * d + j)
+                    get(p, layout.tok_emb + tok as usize * d + j)
+                        + get(p, layout.pos_emb + t * d + j)
                 })
                 .collect()
         })
@@ -125,7 +126,10 @@ fn stack(
         if let Some((lnx, att)) = &b.cross {
             let (enc, enc_len) = cross.expect("an encdec decoder block needs the encoder");
             let h = layer_norm(p, lnx, &x);
-            add(&mut x, &attention(cfg, p, att, &h, enc, &|_, j| j < enc_len));
+            add(
+                &mut x,
+                &attention(cfg, p, att, &h, enc, &|_, j| j < enc_len),
+            );
         }
         let h = layer_norm(p, &b.ln2, &x);
         let a: Mat = dense(p, &b.ff1, &h)
@@ -154,7 +158,14 @@ pub(crate) fn reference_logits(
             Arch::Decoder => {
                 // Causal, except that the first `prefix` positions see each other.
                 let prefix = batch.prefix[r];
-                stack(cfg, p, &layout.decoder, x, &|i, j| j <= i || j < prefix, None)
+                stack(
+                    cfg,
+                    p,
+                    &layout.decoder,
+                    x,
+                    &|i, j| j <= i || j < prefix,
+                    None,
+                )
             }
             Arch::EncDec => {
                 let el = batch.enc_len;
@@ -162,12 +173,23 @@ pub(crate) fn reference_logits(
                 let enc_x = embed(cfg, layout, p, &batch.enc_tokens[r * el..(r + 1) * el]);
                 let encoder = layout.encoder.as_ref().expect("encdec layout");
                 let enc = stack(cfg, p, encoder, enc_x, &|_, j| j < enc_len, None);
-                stack(cfg, p, &layout.decoder, x, &|i, j| j <= i, Some((&enc, enc_len)))
+                stack(
+                    cfg,
+                    p,
+                    &layout.decoder,
+                    x,
+                    &|i, j| j <= i,
+                    Some((&enc, enc_len)),
+                )
             }
         };
         for row in &h {
             for v in 0..cfg.vocab {
-                out.push((0..d).map(|j| row[j] * get(p, layout.tok_emb + v * d + j)).sum());
+                out.push(
+                    (0..d)
+                        .map(|j| row[j] * get(p, layout.tok_emb + v * d + j))
+                        .sum(),
+                );
             }
         }
     }
