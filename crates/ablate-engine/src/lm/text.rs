@@ -21,7 +21,7 @@ const STREAM_LM_SPLIT: u64 = 15;
 /// - records: `name: Tomas` / `city: Lumek` / `job: baker` / `age: 34` / `pet: cat`;
 /// - numbered lists of a country's cities: `cities of Varo:` / `1. Lumek` / `2. …`;
 /// - counting: `count: 17 18 19 20 21 22`, `by 3: 12 15 18 21 24`, `letters: f g h i j`;
-/// - worked examples of the one-shot tasks of [`super::tasks`], one per line, in exactly
+/// - worked examples of the one-shot tasks ([`super::Task`]), one per line, in exactly
 ///   their prompt format: `copy: kqz -> kqz`, `reverse: abc -> cba`,
 ///   `get: a=3 m=7 t=5; m -> 7`.
 pub fn synthetic_corpus(docs: usize, seed: u64) -> Vec<String> {
@@ -179,9 +179,9 @@ impl World {
         let c = &self.countries[p.country];
         let mut lines = vec![
             format!("{} lives in {}.", p.name, c.cities[p.city]),
-            format!("{} works as a {}.", p.name, p.job),
+            format!("{} works as {}.", p.name, with_article(p.job)),
             format!("{} is {} years old.", p.name, p.age),
-            format!("{} has a {}.", p.name, p.pet),
+            format!("{} has {}.", p.name, with_article(p.pet)),
             format!("{} was born in {}.", p.name, c.name),
         ];
         pick_lines(&mut lines, rng);
@@ -210,6 +210,16 @@ impl World {
         );
         lines
     }
+}
+
+/// `a baker`, `an owl`.
+fn with_article(noun: &str) -> String {
+    let article = if noun.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {noun}")
 }
 
 /// Keeps two to four of `lines`, in a random order.
@@ -316,6 +326,7 @@ mod tests {
         distinct.sort();
         distinct.dedup();
         assert!(distinct.len() <= 8 && capital_lines.len() > distinct.len());
+        assert!(!file.contains(" a owl") && file.contains(" an owl"));
     }
 
     #[test]
