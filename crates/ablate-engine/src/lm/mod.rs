@@ -5,11 +5,19 @@
 
 mod batch;
 mod config;
+mod denoise;
 mod layout;
 #[cfg(test)]
 mod reference;
+mod tasks;
 mod tensor;
+mod text;
 
 pub use batch::Batch;
 pub use config::{Arch, LmConfig, LmTrainConfig};
+pub use denoise::{Denoiser, Example, Mixture, MixtureOptions, Sampler, pack, raw_len};
+pub use tasks::{
+    INFILL, Task, clm_examples, infill_examples, oneshot_correct, oneshot_examples, score_infill,
+};
+pub use text::{split_documents, synthetic_corpus, token_stream, train_val_split};
 pub mod vocab;
