@@ -5,8 +5,13 @@
 
 mod batch;
 mod config;
+mod cpu;
 mod layout;
+mod model;
+mod train;
 
 pub use batch::Batch;
 pub use config::{Arch, LmConfig, LmTrainConfig};
+pub use model::Lm;
+pub use train::{LmObserver, StepLog, train_lm};
 pub mod vocab;
