@@ -193,6 +193,43 @@ fn dot8(x: &[f32], y: &[f32]) -> f32 {
     s
 }
 
+/// The maximum, NaN ignored (an all-NaN or empty slice gives −∞), with eight lanes.
+#[inline(always)]
+fn max8(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..8 {
+            acc[i] = if c[i] > acc[i] { c[i] } else { acc[i] };
+        }
+    }
+    let mut m = f32::NEG_INFINITY;
+    for v in acc.iter().chain(tail) {
+        m = if *v > m { *v } else { m };
+    }
+    m
+}
+
+/// `x := exp(x − shift)`, returning `Σ x`, with eight lanes.
+#[inline(always)]
+fn exp_sum8(x: &mut [f32], shift: f32) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let mut chunks = x.chunks_exact_mut(8);
+    for c in &mut chunks {
+        for i in 0..8 {
+            c[i] = exp_approx(c[i] - shift);
+            acc[i] += c[i];
+        }
+    }
+    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for v in chunks.into_remainder() {
+        *v = exp_approx(*v - shift);
+        s += *v;
+    }
+    s
+}
+
 /// `exp` by Cephes' `expf` scheme (range reduction by ln 2, a degree-5 polynomial, the exponent
 /// put in by bit arithmetic): branch-free so it vectorises, within a few ulp of libm
 /// (`fast_exp_is_accurate`). Inputs below −87.3 give ~1e-38, not 0; masked entries never reach
@@ -200,8 +237,12 @@ fn dot8(x: &[f32], y: &[f32]) -> f32 {
 #[inline(always)]
 #[allow(clippy::excessive_precision)]
 pub(crate) fn exp_approx(x: f32) -> f32 {
+    // Adding 1.5·2²³ rounds to an integer and leaves it in the low mantissa bits, so `n` and
+    // 2ⁿ come out of integer arithmetic (a float-to-int cast would not vectorise).
+    const MAGIC: f32 = 12_582_912.0;
     let x = x.clamp(-87.3, 88.3);
-    let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
+    let t = x * std::f32::consts::LOG2_E + MAGIC;
+    let n = t - MAGIC;
     let r = n.mul_add(-0.693_359_375, x);
     let r = n.mul_add(2.121_944_4e-4, r);
     let mut p = 1.987_569_15e-4_f32;
@@ -211,7 +252,7 @@ pub(crate) fn exp_approx(x: f32) -> f32 {
     p = p.mul_add(r, 1.666_666_55e-1);
     p = p.mul_add(r, 5.000_000_12e-1);
     let y = (p * r).mul_add(r, r) + 1.0;
-    let bits = ((n as i32 + 127) as u32) << 23;
+    let bits = t.to_bits().wrapping_sub(MAGIC.to_bits()).wrapping_add(127) << 23;
     y * f32::from_bits(bits)
 }
 
@@ -255,10 +296,22 @@ multiversion! {
         {
             let mut a1 = [0.0f32; 8];
             let mut a2 = [0.0f32; 8];
-            for (i, ((gh, xh), g)) in gh.iter().zip(xh).zip(g).enumerate() {
-                let gxh = *gh * *g;
-                a1[i % 8] += gxh;
-                a2[i % 8] += gxh * *xh;
+            let main = d - d % 8;
+            for ((gh, xh), g) in gh[..main]
+                .chunks_exact(8)
+                .zip(xh[..main].chunks_exact(8))
+                .zip(g[..main].chunks_exact(8))
+            {
+                for i in 0..8 {
+                    let gxh = gh[i] * g[i];
+                    a1[i] += gxh;
+                    a2[i] += gxh * xh[i];
+                }
+            }
+            for i in main..d {
+                let gxh = gh[i] * g[i];
+                a1[0] += gxh;
+                a2[0] += gxh * xh[i];
             }
             let m1 = sum8(&a1) * inv_d;
             let m2 = sum8(&a2) * inv_d;
@@ -318,13 +371,8 @@ multiversion! {
             if live.is_empty() {
                 continue;
             }
-            let max = live.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            let mut acc = [0.0f32; 8];
-            for (i, v) in live.iter_mut().enumerate() {
-                *v = exp_approx(*v - max);
-                acc[i % 8] += *v;
-            }
-            let inv = 1.0 / sum8(&acc);
+            let max = max8(live);
+            let inv = 1.0 / exp_sum8(live, max);
             for v in live.iter_mut() {
                 *v *= inv;
             }
@@ -351,14 +399,9 @@ multiversion! {
     /// adds `Σ w·nll` to `loss` and leaves `(softmax − onehot)·w·scale` in `logits`.
     fn cross_entropy(logits: &mut [f32], v: usize, targets: &[u32], w: &[f32], scale: f32, loss: &mut f64) {
         for ((row, &t), &w) in logits.chunks_exact_mut(v).zip(targets).zip(w) {
-            let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+            let max = max8(row);
             let target_logit = row[t as usize];
-            let mut acc = [0.0f32; 8];
-            for (i, x) in row.iter_mut().enumerate() {
-                *x = exp_approx(*x - max);
-                acc[i % 8] += *x;
-            }
-            let sum = sum8(&acc);
+            let sum = exp_sum8(row, max);
             let nll = (max as f64 + (sum as f64).ln()) - target_logit as f64;
             *loss += w as f64 * nll;
             let k = w * scale / sum;
