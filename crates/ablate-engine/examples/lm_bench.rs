@@ -39,10 +39,14 @@ fn parse_args() -> Result<Args, String> {
         let value = it.next().ok_or_else(|| format!("`{flag}` needs a value"))?;
         match flag.as_str() {
             "--threads" => {
-                args.threads = value.parse::<usize>().map_err(|e| format!("`{value}`: {e}"))?
+                args.threads = value
+                    .parse::<usize>()
+                    .map_err(|e| format!("`{value}`: {e}"))?
             }
             "--seconds" => {
-                args.seconds = value.parse::<f64>().map_err(|e| format!("`{value}`: {e}"))?
+                args.seconds = value
+                    .parse::<f64>()
+                    .map_err(|e| format!("`{value}`: {e}"))?
             }
             "--arch" => {
                 args.archs = match value.as_str() {

@@ -545,6 +545,7 @@ impl AttShape<'_> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 /// `x += Attn(h, src)`: queries from `h` (`b·t` rows), keys and values from `src` (`b·tk`).
 fn attn_forward(
     cfg: &LmConfig,

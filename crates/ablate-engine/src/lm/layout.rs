@@ -214,7 +214,9 @@ impl LmLayout {
 
 /// [`SplitMix64`] stream ids of a language model's seed.
 pub(crate) const STREAM_LM_INIT: u64 = 11;
+#[allow(dead_code)] // the data side's streams
 pub(crate) const STREAM_LM_DATA: u64 = 12;
+#[allow(dead_code)]
 pub(crate) const STREAM_LM_EVAL: u64 = 13;
 
 #[cfg(test)]

@@ -162,4 +162,4 @@ fn adam_step(lr: f32, t: u64) -> AdamStep {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

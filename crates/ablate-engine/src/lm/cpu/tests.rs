@@ -61,7 +61,9 @@ fn encdec_batch(len: usize, enc_len: usize, vocab: usize, seed: u64) -> Batch {
         len,
         tokens: tokens(&mut rng, rows * len, vocab),
         targets: tokens(&mut rng, rows * len, vocab),
-        weights: (0..rows * len).map(|i| if i % 5 == 4 { 0.0 } else { 1.0 }).collect(),
+        weights: (0..rows * len)
+            .map(|i| if i % 5 == 4 { 0.0 } else { 1.0 })
+            .collect(),
         prefix: vec![0; rows],
         enc_len,
         enc_tokens: tokens(&mut rng, rows * enc_len, vocab),
@@ -110,7 +112,11 @@ impl Naive<'_> {
     }
 
     fn attn(&self, a: &Attention, h: &M, src: &M, allowed: &dyn Fn(usize, usize) -> bool) -> M {
-        let (q, k, v) = (self.dense(&a.q, h), self.dense(&a.k, src), self.dense(&a.v, src));
+        let (q, k, v) = (
+            self.dense(&a.q, h),
+            self.dense(&a.k, src),
+            self.dense(&a.v, src),
+        );
         let hd = self.cfg.head_dim();
         let mut ctx = vec![vec![0.0; self.cfg.d_model]; h.len()];
         for head in 0..self.cfg.heads {
@@ -206,12 +212,21 @@ impl Naive<'_> {
                     let n = b.enc_lens[r];
                     let e = self.stack(enc, self.embed(layout, etoks), &|_, j| j < n, None);
                     let causal = |i: usize, j: usize| j <= i;
-                    self.stack(&layout.decoder, self.embed(layout, toks), &causal, Some((&e, n)))
+                    self.stack(
+                        &layout.decoder,
+                        self.embed(layout, toks),
+                        &causal,
+                        Some((&e, n)),
+                    )
                 }
             };
             for row in &h {
                 for t in 0..v {
-                    out.push((0..d).map(|c| row[c] * self.p[layout.tok_emb + t * d + c]).sum());
+                    out.push(
+                        (0..d)
+                            .map(|c| row[c] * self.p[layout.tok_emb + t * d + c])
+                            .sum(),
+                    );
                 }
             }
         }
@@ -258,8 +273,16 @@ fn logits_match_a_naive_implementation() {
     assert_logits_match(&cfg(Arch::EncDec, 2, 7, 30), &encdec_batch(5, 7, 30, 2), 2);
     // longer than one query block, so blocked attention reads partial key ranges
     let long = 2 * QUERY_BLOCK + 5;
-    assert_logits_match(&cfg(Arch::Decoder, 1, long, 20), &decoder_batch(long, 20, 3), 3);
-    assert_logits_match(&cfg(Arch::EncDec, 1, long, 20), &encdec_batch(long, long - 3, 20, 4), 4);
+    assert_logits_match(
+        &cfg(Arch::Decoder, 1, long, 20),
+        &decoder_batch(long, 20, 3),
+        3,
+    );
+    assert_logits_match(
+        &cfg(Arch::EncDec, 1, long, 20),
+        &encdec_batch(long, long - 3, 20, 4),
+        4,
+    );
 }
 
 #[test]
@@ -309,12 +332,21 @@ fn hand_worked_one_position_forward() {
     let logits = cpu_logits(&cfg, &l, &p, &batch).unwrap();
     let var: f64 = (3.182384f64 + 0.5).powi(2) / 4.0;
     let want = 1.0 / (1.0 + 1e-5 / var).sqrt();
-    assert!((logits[0] as f64 - want).abs() < 1e-5, "{logits:?} vs ±{want}");
-    assert!((logits[1] as f64 + want).abs() < 1e-5, "{logits:?} vs ±{want}");
+    assert!(
+        (logits[0] as f64 - want).abs() < 1e-5,
+        "{logits:?} vs ±{want}"
+    );
+    assert!(
+        (logits[1] as f64 + want).abs() < 1e-5,
+        "{logits:?} vs ±{want}"
+    );
     // and the loss is log(1 + e^{-2·want})
     let (loss, _) = cpu_loss_and_grad(&cfg, &l, &p, &batch, 1).unwrap();
     let want_loss = (1.0 + (-2.0 * want).exp()).ln();
-    assert!((loss as f64 - want_loss).abs() < 1e-6, "{loss} vs {want_loss}");
+    assert!(
+        (loss as f64 - want_loss).abs() < 1e-6,
+        "{loss} vs {want_loss}"
+    );
 }
 
 fn check_gradient(cfg: &LmConfig, batch: &Batch, seed: u64) {
@@ -324,7 +356,10 @@ fn check_gradient(cfg: &LmConfig, batch: &Batch, seed: u64) {
     let p64: Vec<f64> = p.iter().map(|&v| v as f64).collect();
     let naive = |q: &[f64]| Naive { cfg, p: q }.loss(&layout, batch);
     let l0 = naive(&p64);
-    assert!((loss as f64 - l0).abs() < 1e-4 * (1.0 + l0.abs()), "loss {loss} vs {l0}");
+    assert!(
+        (loss as f64 - l0).abs() < 1e-4 * (1.0 + l0.abs()),
+        "loss {loss} vs {l0}"
+    );
     let h = 1e-5;
     let mut q = p64.clone();
     let mut worst = (0.0, String::new());
@@ -338,7 +373,15 @@ fn check_gradient(cfg: &LmConfig, batch: &Batch, seed: u64) {
             let fd = (up - down) / (2.0 * h);
             let err = (grad[i] as f64 - fd).abs() / (1e-3 + fd.abs());
             if err > worst.0 {
-                worst = (err, format!("{}[{}]: fast {} fd {fd}", slot.name, i - slot.offset, grad[i]));
+                worst = (
+                    err,
+                    format!(
+                        "{}[{}]: fast {} fd {fd}",
+                        slot.name,
+                        i - slot.offset,
+                        grad[i]
+                    ),
+                );
             }
         }
     }
@@ -381,9 +424,17 @@ fn causal_positions_ignore_later_tokens() {
         for t in 0..6 {
             let at = (r * 6 + t) * 30..(r * 6 + t + 1) * 30;
             if t < 4 {
-                assert_eq!(before[at.clone()], after[at], "row {r} position {t} changed");
+                assert_eq!(
+                    before[at.clone()],
+                    after[at],
+                    "row {r} position {t} changed"
+                );
             } else {
-                assert_ne!(before[at.clone()], after[at], "row {r} position {t} did not");
+                assert_ne!(
+                    before[at.clone()],
+                    after[at],
+                    "row {r} position {t} did not"
+                );
             }
         }
     }
@@ -404,8 +455,16 @@ fn prefix_positions_see_the_whole_prefix() {
     let after = cpu_logits(&c, &layout, &p, &b).unwrap();
     let at = |r: usize, t: usize| (r * 6 + t) * 30..(r * 6 + t + 1) * 30;
     for t in 0..3 {
-        assert_ne!(before[at(0, t)], after[at(0, t)], "prefix row, position {t}");
-        assert_eq!(before[at(1, t)], after[at(1, t)], "causal row, position {t}");
+        assert_ne!(
+            before[at(0, t)],
+            after[at(0, t)],
+            "prefix row, position {t}"
+        );
+        assert_eq!(
+            before[at(1, t)],
+            after[at(1, t)],
+            "causal row, position {t}"
+        );
     }
     // position 5 ≥ prefix: causal, but it always sees position 3
     assert_ne!(before[at(0, 5)], after[at(0, 5)]);
@@ -465,7 +524,12 @@ fn gradient_does_not_depend_on_threads_or_sharding_order() {
     let one = cpu_loss_and_grad(&c, &layout, &p, &b, 1).unwrap();
     let three = cpu_loss_and_grad(&c, &layout, &p, &b, 3).unwrap();
     assert_eq!(one.0.to_bits(), three.0.to_bits());
-    assert!(one.1.iter().zip(&three.1).all(|(a, b)| a.to_bits() == b.to_bits()));
+    assert!(
+        one.1
+            .iter()
+            .zip(&three.1)
+            .all(|(a, b)| a.to_bits() == b.to_bits())
+    );
 }
 
 #[test]
@@ -495,7 +559,13 @@ fn bad_batches_are_rejected() {
     ));
     let long = decoder_batch(6, 30, 12);
     let short = cfg(Arch::Decoder, 1, 5, 30);
-    let err = cpu_loss_and_grad(&short, &LmLayout::new(&short), &LmLayout::new(&short).init(0), &long, 1);
+    let err = cpu_loss_and_grad(
+        &short,
+        &LmLayout::new(&short),
+        &LmLayout::new(&short).init(0),
+        &long,
+        1,
+    );
     assert!(matches!(err, Err(EngineError::InvalidData(m)) if m.contains("seq_len")));
     let enc = cfg(Arch::EncDec, 1, 6, 30);
     let el = LmLayout::new(&enc);
