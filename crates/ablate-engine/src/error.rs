@@ -8,6 +8,11 @@ pub enum EngineError {
         "training diverged: the loss became non-finite at epoch {epoch}, batch {batch} (try a smaller learning rate)"
     )]
     NonFinite { epoch: usize, batch: usize },
+    /// The loss or gradient of a language model's training step (1-based) was NaN or infinite.
+    #[error(
+        "training diverged: the loss or its gradient became non-finite at step {step} (try a smaller learning rate or a lower `clip`)"
+    )]
+    NonFiniteStep { step: usize },
     /// The observer asked training to stop.
     #[error("training was cancelled")]
     Cancelled,
@@ -25,7 +30,7 @@ pub enum EngineError {
         source: std::io::Error,
     },
     /// A model file exists but is not a model this crate wrote.
-    #[error("`{}` is not a valid flow model file: {message}", path.display())]
+    #[error("`{}` is not a valid model file: {message}", path.display())]
     Format { path: PathBuf, message: String },
     /// The dfdx device reported an error (out of memory, a CUDA failure).
     #[error("device error: {0}")]

@@ -71,7 +71,7 @@ impl LmConfig {
                 return bad(format!("`{name}` must be at least 1"));
             }
         }
-        if self.d_model % self.heads != 0 {
+        if !self.d_model.is_multiple_of(self.heads) {
             return bad(format!(
                 "`d_model` ({}) must be a multiple of `heads` ({})",
                 self.d_model, self.heads

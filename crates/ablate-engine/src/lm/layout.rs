@@ -173,7 +173,11 @@ impl LmLayout {
             total: 0,
         };
         let tok_emb = b.slot("tok_emb".into(), vec![cfg.vocab, cfg.d_model], Init::Std002);
-        let pos_emb = b.slot("pos_emb".into(), vec![cfg.seq_len, cfg.d_model], Init::Std002);
+        let pos_emb = b.slot(
+            "pos_emb".into(),
+            vec![cfg.seq_len, cfg.d_model],
+            Init::Std002,
+        );
         let encoder = (cfg.arch == Arch::EncDec).then(|| b.stack("enc", cfg, false));
         let decoder = b.stack("dec", cfg, cfg.arch == Arch::EncDec);
         LmLayout {
@@ -210,7 +214,9 @@ impl LmLayout {
 
 /// [`SplitMix64`] stream ids of a language model's seed.
 pub(crate) const STREAM_LM_INIT: u64 = 11;
+#[allow(dead_code)] // the data side's streams
 pub(crate) const STREAM_LM_DATA: u64 = 12;
+#[allow(dead_code)]
 pub(crate) const STREAM_LM_EVAL: u64 = 13;
 
 #[cfg(test)]

@@ -5,19 +5,24 @@
 
 mod batch;
 mod config;
+mod cpu;
 mod denoise;
 mod layout;
+mod model;
 #[cfg(test)]
 mod reference;
 mod tasks;
 mod tensor;
 mod text;
+mod train;
 
 pub use batch::Batch;
 pub use config::{Arch, LmConfig, LmTrainConfig};
 pub use denoise::{Denoiser, Example, Mixture, MixtureOptions, Sampler, pack, raw_len};
+pub use model::Lm;
 pub use tasks::{
     INFILL, Task, clm_examples, infill_examples, oneshot_correct, oneshot_examples, score_infill,
 };
 pub use text::{split_documents, synthetic_corpus, token_stream, train_val_split};
+pub use train::{LmObserver, StepLog, train_lm};
 pub mod vocab;

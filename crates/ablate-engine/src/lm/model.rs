@@ -1,0 +1,333 @@
+//! A language model: its config and parameters, scoring, greedy decoding, and the model file.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use super::Batch;
+use super::config::{Arch, LmConfig};
+use super::cpu::{self, with_runner};
+use super::layout::LmLayout;
+use super::vocab::BOS;
+use crate::EngineError;
+
+/// Metadata key and value that mark a file as a language model.
+const FORMAT_KEY: &str = "format";
+const FORMAT: &str = "ablate-lm/1";
+/// Metadata key holding the [`LmConfig`] as JSON.
+const CONFIG_KEY: &str = "lm_config";
+
+/// A transformer language model ([`LmConfig`]) with its parameters, flat in layout order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Lm {
+    cfg: LmConfig,
+    params: Vec<f32>,
+}
+
+impl Lm {
+    /// A model initialised from `seed` as training starts it.
+    pub fn init(cfg: &LmConfig, seed: u64) -> Result<Lm, EngineError> {
+        cfg.validate()?;
+        let params = LmLayout::new(cfg).init(seed);
+        Ok(Lm {
+            cfg: cfg.clone(),
+            params,
+        })
+    }
+
+    pub(crate) fn from_parts(cfg: LmConfig, params: Vec<f32>) -> Result<Lm, EngineError> {
+        cfg.validate()?;
+        let total = LmLayout::new(&cfg).total;
+        if params.len() != total {
+            return Err(EngineError::InvalidConfig(format!(
+                "{} parameters for a model of {total}",
+                params.len()
+            )));
+        }
+        Ok(Lm { cfg, params })
+    }
+
+    pub fn config(&self) -> &LmConfig {
+        &self.cfg
+    }
+
+    pub fn num_params(&self) -> usize {
+        self.params.len()
+    }
+
+    /// The parameters, flat in layout order (`tok_emb`, `pos_emb`, the encoder, the decoder).
+    pub fn params(&self) -> &[f32] {
+        &self.params
+    }
+
+    fn layout(&self) -> LmLayout {
+        LmLayout::new(&self.cfg)
+    }
+
+    /// `(Σ w·nll, Σ w)` over `batch`'s positions, forward only. Does not depend on `threads`.
+    pub fn nll(&self, batch: &Batch, threads: usize) -> Result<(f64, f64), EngineError> {
+        cpu::check_batch(&self.cfg, batch)?;
+        let layout = self.layout();
+        Ok(with_runner(
+            &self.cfg,
+            &layout,
+            self.params.clone(),
+            threads,
+            |r| r.nll(batch),
+        ))
+    }
+
+    /// The logits at every decoder position of `batch`, `rows × len × vocab` (one thread).
+    pub fn logits(&self, batch: &Batch) -> Result<Vec<f32>, EngineError> {
+        cpu::cpu_logits(&self.cfg, &self.layout(), &self.params, batch)
+    }
+
+    /// Greedy decoding of every prompt in `inputs`, all rows batched per step.
+    ///
+    /// Decoder-only: row r reads `inputs[r] ++ generated` (prefix-LM masking over
+    /// `inputs[r]` when `prefix_lm`, else causal) and appends the argmax at its last position.
+    /// Encoder-decoder: the encoder reads `inputs[r]` once; the decoder reads
+    /// `[BOS] ++ generated` (`prefix_lm` does not apply). A row stops after emitting a token in
+    /// `stop` (which is kept), after `max_new` tokens, or when the sequence the model reads
+    /// would no longer fit `seq_len`.
+    pub fn generate(
+        &self,
+        inputs: &[Vec<u32>],
+        prefix_lm: bool,
+        max_new: usize,
+        stop: &[u32],
+        threads: usize,
+    ) -> Result<Vec<Vec<u32>>, EngineError> {
+        let cfg = &self.cfg;
+        let bad = |m: String| Err(EngineError::InvalidData(m));
+        if let Some(t) = inputs.iter().flatten().find(|&&t| t as usize >= cfg.vocab) {
+            return bad(format!(
+                "token id {t} is outside the vocabulary of {}",
+                cfg.vocab
+            ));
+        }
+        if let Some(x) = inputs.iter().find(|x| x.len() > cfg.seq_len) {
+            return bad(format!(
+                "a prompt of {} tokens exceeds the model's `seq_len` {}",
+                x.len(),
+                cfg.seq_len
+            ));
+        }
+        let layout = self.layout();
+        let mut out = vec![Vec::new(); inputs.len()];
+        let stopped = |made: &[u32]| made.last().is_some_and(|t| stop.contains(t));
+        match cfg.arch {
+            Arch::Decoder => {
+                if inputs.iter().any(|x| x.is_empty()) {
+                    return bad("decoder-only generation needs a non-empty prompt".into());
+                }
+                let fits = |r: usize, made: &[u32]| inputs[r].len() + made.len() < cfg.seq_len;
+                let mut live: Vec<usize> = (0..inputs.len())
+                    .filter(|&r| max_new > 0 && fits(r, &[]))
+                    .collect();
+                with_runner(cfg, &layout, self.params.clone(), threads, |runner| {
+                    let mut batch = Batch::default();
+                    let mut at = Vec::new();
+                    while !live.is_empty() {
+                        let len = live
+                            .iter()
+                            .map(|&r| inputs[r].len() + out[r].len())
+                            .max()
+                            .unwrap_or(0);
+                        fill(&mut batch, live.len(), len, 0, 0);
+                        at.clear();
+                        for (k, &r) in live.iter().enumerate() {
+                            let row = &mut batch.tokens[k * len..(k + 1) * len];
+                            let n = inputs[r].len();
+                            row[..n].copy_from_slice(&inputs[r]);
+                            row[n..n + out[r].len()].copy_from_slice(&out[r]);
+                            batch.prefix[k] = if prefix_lm { n } else { 0 };
+                            at.push(n + out[r].len() - 1);
+                        }
+                        let next = runner.greedy(&batch, &at);
+                        for (k, &r) in live.iter().enumerate() {
+                            out[r].push(next[k]);
+                        }
+                        live.retain(|&r| {
+                            !stopped(&out[r]) && out[r].len() < max_new && fits(r, &out[r])
+                        });
+                    }
+                });
+            }
+            Arch::EncDec => {
+                if cfg.vocab <= BOS as usize {
+                    return Err(EngineError::InvalidConfig(format!(
+                        "encoder-decoder generation starts from BOS ({BOS}), outside the vocabulary of {}",
+                        cfg.vocab
+                    )));
+                }
+                let n = inputs.len();
+                let fits = |made: &[u32]| 1 + made.len() < cfg.seq_len;
+                let mut live: Vec<bool> = vec![max_new > 0 && fits(&[]); n];
+                if n == 0 || !live.iter().any(|&l| l) {
+                    return Ok(out);
+                }
+                let s = inputs.iter().map(Vec::len).max().unwrap_or(0).max(1);
+                let mut batch = Batch::default();
+                fill(&mut batch, n, 1, s, BOS);
+                for (r, x) in inputs.iter().enumerate() {
+                    batch.enc_tokens[r * s..r * s + x.len()].copy_from_slice(x);
+                    batch.enc_lens[r] = x.len();
+                }
+                with_runner(cfg, &layout, self.params.clone(), threads, |runner| {
+                    runner.encode(&batch);
+                    let mut at = vec![0; n];
+                    while live.iter().any(|&l| l) {
+                        let len = 1 + out.iter().map(Vec::len).max().unwrap_or(0);
+                        fill(&mut batch, n, len, s, 0);
+                        for (r, made) in out.iter().enumerate() {
+                            let row = &mut batch.tokens[r * len..(r + 1) * len];
+                            row[0] = BOS;
+                            row[1..1 + made.len()].copy_from_slice(made);
+                            at[r] = made.len();
+                        }
+                        let next = runner.greedy(&batch, &at);
+                        for r in 0..n {
+                            if live[r] {
+                                out[r].push(next[r]);
+                                live[r] =
+                                    !stopped(&out[r]) && out[r].len() < max_new && fits(&out[r]);
+                            }
+                        }
+                    }
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes a safetensors file: one f32 tensor per layout slot, named as the slot, the
+    /// [`LmConfig`] as JSON and `meta` in the metadata. Written to a temporary file, then
+    /// renamed.
+    pub fn save(&self, path: &Path, meta: &BTreeMap<String, String>) -> Result<(), EngineError> {
+        for key in [FORMAT_KEY, CONFIG_KEY] {
+            if meta.contains_key(key) {
+                return Err(EngineError::InvalidConfig(format!(
+                    "metadata key `{key}` is reserved for the model file's own use"
+                )));
+            }
+        }
+        let layout = self.layout();
+        let bytes: Vec<Vec<u8>> = layout
+            .slots
+            .iter()
+            .map(|s| {
+                self.params[s.range()]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect()
+            })
+            .collect();
+        let views = layout
+            .slots
+            .iter()
+            .zip(&bytes)
+            .map(|(s, b)| {
+                TensorView::new(Dtype::F32, s.shape.clone(), b)
+                    .map(|v| (s.name.clone(), v))
+                    .map_err(|e| EngineError::format(path, e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let config = serde_json::to_string(&self.cfg)
+            .map_err(|e| EngineError::format(path, e.to_string()))?;
+        let mut all: HashMap<String, String> = meta.clone().into_iter().collect();
+        all.insert(FORMAT_KEY.to_string(), FORMAT.to_string());
+        all.insert(CONFIG_KEY.to_string(), config);
+        let file = safetensors::serialize(views, &Some(all))
+            .map_err(|e| EngineError::format(path, e.to_string()))?;
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = std::path::PathBuf::from(tmp);
+        std::fs::write(&tmp, file).map_err(EngineError::io(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(EngineError::io(path))
+    }
+
+    /// Reads a file written by [`Lm::save`]; anything else is a `Format` error naming `path`.
+    pub fn load(path: &Path) -> Result<Lm, EngineError> {
+        Self::load_with_meta(path).map(|(lm, _)| lm)
+    }
+
+    /// [`Lm::load`], also returning the metadata given to [`Lm::save`].
+    pub fn load_with_meta(path: &Path) -> Result<(Lm, BTreeMap<String, String>), EngineError> {
+        let bytes = std::fs::read(path).map_err(EngineError::io(path))?;
+        let bad = |m: String| EngineError::format(path, m);
+        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("{e:?}")))?;
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("{e:?}")))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        if meta.get(FORMAT_KEY).map(String::as_str) != Some(FORMAT) {
+            return Err(bad(format!("metadata `{FORMAT_KEY}` is not `{FORMAT}`")));
+        }
+        let config = meta
+            .get(CONFIG_KEY)
+            .ok_or_else(|| bad(format!("no `{CONFIG_KEY}` metadata")))?;
+        let cfg: LmConfig =
+            serde_json::from_str(config).map_err(|e| bad(format!("bad `{CONFIG_KEY}`: {e}")))?;
+        cfg.validate()
+            .map_err(|e| bad(format!("bad `{CONFIG_KEY}`: {e}")))?;
+        let layout = LmLayout::new(&cfg);
+        if st.len() != layout.slots.len() {
+            return Err(bad(format!(
+                "expected {} tensors, found {}",
+                layout.slots.len(),
+                st.len()
+            )));
+        }
+        let mut params = vec![0.0f32; layout.total];
+        for slot in &layout.slots {
+            let missing = || bad(format!("missing tensor `{}`", slot.name));
+            let info = header.info(&slot.name).ok_or_else(missing)?;
+            if info.dtype != Dtype::F32 || info.shape != slot.shape {
+                return Err(bad(format!(
+                    "tensor `{}` is {:?} {:?}, expected F32 {:?}",
+                    slot.name, info.dtype, info.shape, slot.shape
+                )));
+            }
+            let t = st.tensor(&slot.name).map_err(|_| missing())?;
+            for (v, b) in params[slot.range()]
+                .iter_mut()
+                .zip(t.data().chunks_exact(4))
+            {
+                *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+        if let Some(i) = params.iter().position(|v| !v.is_finite()) {
+            return Err(bad(format!("parameter {i} is not finite")));
+        }
+        let user = meta
+            .into_iter()
+            .filter(|(k, _)| k != FORMAT_KEY && k != CONFIG_KEY)
+            .collect();
+        Ok((Lm { cfg, params }, user))
+    }
+}
+
+/// Resets `batch` to `rows` unweighted rows of `len` decoder tokens and `enc_len` encoder
+/// tokens, all `fill` (0 for decoder-only prompts: padding after a row's end is never read).
+fn fill(batch: &mut Batch, rows: usize, len: usize, enc_len: usize, fill: u32) {
+    batch.rows = rows;
+    batch.len = len;
+    batch.tokens.clear();
+    batch.tokens.resize(rows * len, fill);
+    batch.targets.clear();
+    batch.targets.resize(rows * len, 0);
+    batch.weights.clear();
+    batch.weights.resize(rows * len, 0.0);
+    batch.prefix.clear();
+    batch.prefix.resize(rows, 0);
+    if enc_len > 0 && batch.enc_len != enc_len {
+        batch.enc_len = enc_len;
+        batch.enc_tokens.clear();
+        batch.enc_tokens.resize(rows * enc_len, 0);
+        batch.enc_lens.clear();
+        batch.enc_lens.resize(rows, 0);
+    }
+}
+
+#[cfg(test)]
+mod tests;
