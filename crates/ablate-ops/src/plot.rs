@@ -80,7 +80,11 @@ impl PlotParams {
             ),
             ("log_x", self.log_x, "`line`"),
             ("log_y", self.log_y, "`line`"),
-            ("layers", self.layers.is_some(), "`flow`, `grid` and `metric`"),
+            (
+                "layers",
+                self.layers.is_some(),
+                "`flow`, `grid` and `metric`",
+            ),
         ];
         let name = match self.kind {
             Kind::Line => "line",
@@ -356,8 +360,8 @@ fn pareto_figure(
     }
     let lower = [x, y].map(|m| p.lower_is_better.contains(m));
     let obs = observations(ctx, inputs)?;
-    let pareto = data::pareto(&obs, x, y, &group, p.facet.as_deref(), lower)
-        .map_err(OpError::msg)?;
+    let pareto =
+        data::pareto(&obs, x, y, &group, p.facet.as_deref(), lower).map_err(OpError::msg)?;
     if pareto.facets.len() > MAX_ROWS {
         return Err(OpError::msg(format!(
             "`facet` has {} values, but at most {MAX_ROWS} panels fit; narrow the inputs with \
@@ -372,12 +376,10 @@ fn pareto_figure(
             m.to_owned()
         }
     };
-    let title = p.title.clone().unwrap_or_else(|| {
-        format!(
-            "{y} vs {x} by {}, Pareto frontier",
-            group.join(", ")
-        )
-    });
+    let title = p
+        .title
+        .clone()
+        .unwrap_or_else(|| format!("{y} vs {x} by {}, Pareto frontier", group.join(", ")));
     Ok(ParetoFigure {
         title,
         x_name: axis_name(x, lower[0]),

@@ -116,9 +116,8 @@ impl Op for Table {
         if param != "relative_to" || value.is_null() {
             return Ok(());
         }
-        let baselines: Vec<Baseline> = serde_json::from_value(value.clone()).map_err(|e| {
-            format!("expected a list of `{{where, base}}` maps of labels: {e}")
-        })?;
+        let baselines: Vec<Baseline> = serde_json::from_value(value.clone())
+            .map_err(|e| format!("expected a list of `{{where, base}}` maps of labels: {e}"))?;
         ablate_results::check_baselines(&baselines)
     }
 

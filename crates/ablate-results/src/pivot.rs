@@ -200,7 +200,12 @@ impl<'a> Grid<'a> {
     }
 
     /// `metric[k=v,…]` (`metric` without `cols`): what a metric's columns are named after.
-    pub(crate) fn column_prefix(&self, spec: &PivotSpec, metric: &str, col_key: &[&Value]) -> String {
+    pub(crate) fn column_prefix(
+        &self,
+        spec: &PivotSpec,
+        metric: &str,
+        col_key: &[&Value],
+    ) -> String {
         if spec.cols.is_empty() {
             metric.to_owned()
         } else {

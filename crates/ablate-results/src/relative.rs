@@ -70,7 +70,10 @@ pub fn check_baselines(baselines: &[Baseline]) -> Result<(), String> {
                 ));
             }
         }
-        if let Some(j) = baselines[..i].iter().position(|o| same_map(&o.when, &b.when)) {
+        if let Some(j) = baselines[..i]
+            .iter()
+            .position(|o| same_map(&o.when, &b.when))
+        {
             return Err(format!(
                 "entries {} and {at} have the same `where` ({}): a cell has one baseline",
                 j + 1,
@@ -178,11 +181,13 @@ fn mean(values: &[f64]) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
 }
 
-pub(crate) fn gains(grid: &Grid<'_>, spec: &PivotSpec, rel: &Relative) -> Result<Gains, ResultsError> {
+pub(crate) fn gains(
+    grid: &Grid<'_>,
+    spec: &PivotSpec,
+    rel: &Relative,
+) -> Result<Gains, ResultsError> {
     let label = |keys: &[String], tuple: &[&Value], key: &str| -> Option<Value> {
-        keys.iter()
-            .position(|k| k == key)
-            .map(|j| tuple[j].clone())
+        keys.iter().position(|k| k == key).map(|j| tuple[j].clone())
     };
     let mut cells = Vec::with_capacity(spec.metrics.len());
     for (m, metric) in spec.metrics.iter().enumerate() {
@@ -244,18 +249,21 @@ pub(crate) fn gains(grid: &Grid<'_>, spec: &PivotSpec, rel: &Relative) -> Result
                         .map(|(k, v)| entry.base.get(k).cloned().unwrap_or_else(|| (*v).clone()))
                         .collect()
                 };
-                let (want_row, want_col) = (target(&spec.rows, row_key), target(&spec.cols, col_key));
+                let (want_row, want_col) =
+                    (target(&spec.rows, row_key), target(&spec.cols, col_key));
                 let find = |keys: &[Vec<&Value>], want: &[Value]| {
-                    keys.iter().position(|k| {
-                        k.iter().zip(want).all(|(a, b)| cmp_values(a, b).is_eq())
-                    })
+                    keys.iter()
+                        .position(|k| k.iter().zip(want).all(|(a, b)| cmp_values(a, b).is_eq()))
                 };
                 let base_cell = || {
                     let want_row: Vec<&Value> = want_row.iter().collect();
                     let want_col: Vec<&Value> = want_col.iter().collect();
                     cell_text(spec, &want_row, &want_col)
                 };
-                let base = match (find(&grid.row_keys, &want_row), find(&grid.col_keys, &want_col)) {
+                let base = match (
+                    find(&grid.row_keys, &want_row),
+                    find(&grid.col_keys, &want_col),
+                ) {
                     (Some(br), Some(bc)) => mean(&grid.values[m][br][bc]).map(|x| (br, bc, x)),
                     _ => None,
                 };
@@ -509,13 +517,21 @@ Baselines:
 **val_nll**
 ";
         assert!(p.markdown.starts_with(expected), "{}", p.markdown);
-        assert!(p.markdown.contains("| ul2       | 2.10 ± 0.00 (n=1) |"), "{}", p.markdown);
+        assert!(
+            p.markdown.contains("| ul2       | 2.10 ± 0.00 (n=1) |"),
+            "{}",
+            p.markdown
+        );
     }
 
     /// The rule does not depend on which keys index rows and which columns.
     #[test]
     fn the_same_baselines_in_another_layout_give_the_same_gains() {
-        let p = pivot(&sweep(), &spec(&["arch", "objective"], &[], ul2_baselines())).unwrap();
+        let p = pivot(
+            &sweep(),
+            &spec(&["arch", "objective"], &[], ul2_baselines()),
+        )
+        .unwrap();
         assert_close(
             &floats(&p.table, "infill_em (Δ% vs base)"),
             &[
@@ -528,17 +544,19 @@ Baselines:
             ],
         );
         // One baseline for every cell: the decoder CLM cell.
-        let one: Vec<Baseline> = serde_json::from_value(
-            json!([{"base": {"arch": "decoder", "objective": "clm"}}]),
-        )
-        .unwrap();
+        let one: Vec<Baseline> =
+            serde_json::from_value(json!([{"base": {"arch": "decoder", "objective": "clm"}}]))
+                .unwrap();
         let p = pivot(&sweep(), &spec(&["objective"], &["arch"], one)).unwrap();
         // Encdec em 0.2, 0.4, 0.5 over 0.1: +100%, +300%, +400%.
         assert_close(
             &floats(&p.table, "infill_em[arch=encdec] (Δ% vs base)"),
             &[Some(100.0), Some(300.0), Some(400.0)],
         );
-        assert!(p.markdown.contains("- every cell: the cell with `arch=decoder, objective=clm`"));
+        assert!(
+            p.markdown
+                .contains("- every cell: the cell with `arch=decoder, objective=clm`")
+        );
     }
 
     #[test]
@@ -601,7 +619,11 @@ Baselines:
             &floats(&p.table, "infill_em[arch=decoder] (Δ% vs base)"),
             &[Some(0.0), None, None],
         );
-        assert!(p.markdown.contains("  undefined (base = 0) |"), "{}", p.markdown);
+        assert!(
+            p.markdown.contains("  undefined (base = 0) |"),
+            "{}",
+            p.markdown
+        );
     }
 
     #[test]
@@ -613,12 +635,20 @@ Baselines:
             pivot(&sweep(), &s).unwrap_err().to_string()
         };
         assert_eq!(
-            bad(&["objective"], json!([{"where": {"arch": "decoder"}, "base": {"objective": "clm"}}]), &[]),
+            bad(
+                &["objective"],
+                json!([{"where": {"arch": "decoder"}, "base": {"objective": "clm"}}]),
+                &[]
+            ),
             "invalid pivot: `relative_to` entry 1: `where` uses `arch`, which is in neither `rows` \
              nor `cols` (a baseline is a cell of the table)"
         );
         assert_eq!(
-            bad(&["objective"], json!([{"base": {"objective": "clm"}}]), &["loss"]),
+            bad(
+                &["objective"],
+                json!([{"base": {"objective": "clm"}}]),
+                &["loss"]
+            ),
             "invalid pivot: `lower_is_better` lists `loss`, which is not among the table's metrics"
         );
         assert_eq!(
@@ -629,7 +659,8 @@ Baselines:
 
     #[test]
     fn check_baselines_catches_what_it_can_without_the_table() {
-        let check = |v: Value| check_baselines(&serde_json::from_value::<Vec<Baseline>>(v).unwrap());
+        let check =
+            |v: Value| check_baselines(&serde_json::from_value::<Vec<Baseline>>(v).unwrap());
         assert_eq!(check(json!([{"base": {"objective": "clm"}}])), Ok(()));
         assert_eq!(
             check(json!([{"where": {"arch": "encdec"}, "base": {}}])).unwrap_err(),
@@ -650,8 +681,6 @@ Baselines:
              baseline"
         );
         // Unknown keys in an entry are refused by serde.
-        assert!(
-            serde_json::from_value::<Baseline>(json!({"base": {"a": 1}, "when": {}})).is_err()
-        );
+        assert!(serde_json::from_value::<Baseline>(json!({"base": {"a": 1}, "when": {}})).is_err());
     }
 }

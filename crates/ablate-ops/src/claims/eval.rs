@@ -170,7 +170,10 @@ fn group_means(sel: &Selection, chosen: &[(&Observation, f64)]) -> Result<Vec<f6
 }
 
 /// The selected observations that have `sel.metric`, with its value, or why there are none.
-fn select<'a>(sel: &Selection, obs: &'a [Observation]) -> Result<Vec<(&'a Observation, f64)>, String> {
+fn select<'a>(
+    sel: &Selection,
+    obs: &'a [Observation],
+) -> Result<Vec<(&'a Observation, f64)>, String> {
     let chosen: Vec<&Observation> = obs
         .iter()
         .filter(|o| sel.filters.iter().all(|f| matches(f, &o.labels)))
@@ -530,7 +533,10 @@ mod tests {
     #[test]
     fn by_aggregates_over_group_means() {
         // Objective means of infill_em: clm 0.15, sc 0.7, ul2 0.65.
-        assert!(close(ul2_value("max(infill_em | arch=decoder by objective)"), 0.7));
+        assert!(close(
+            ul2_value("max(infill_em | arch=decoder by objective)"),
+            0.7
+        ));
         assert!(close(ul2_value("min(infill_em by objective)"), 0.15));
         assert!(close(ul2_value("mean(infill_em by objective)"), 0.5));
         assert!(close(ul2_value("median(infill_em by objective)"), 0.65));
@@ -538,7 +544,10 @@ mod tests {
         assert_eq!(ul2_value("count(infill_em by objective)"), 3.0);
         assert_eq!(ul2_value("count(infill_em by objective, seed)"), 6.0);
         // Sample std of 0.15, 0.7, 0.65 (mean 0.5): sqrt((0.1225 + 0.04 + 0.0225) / 2).
-        assert!(close(ul2_value("std(infill_em by objective)"), (0.0925_f64).sqrt()));
+        assert!(close(
+            ul2_value("std(infill_em by objective)"),
+            (0.0925_f64).sqrt()
+        ));
         // Only the instances with the metric are grouped: the wrong-mode score is ul2's alone.
         assert_eq!(ul2_value("count(infill_em_wrong_mode by objective)"), 1.0);
     }
@@ -551,20 +560,30 @@ mod tests {
             e
         };
         // SC is strong at infilling and weak at one-shot generation, CLM the reverse.
-        pass("mean(infill_em | objective=sc, arch=decoder) > mean(infill_em | objective=clm, arch=decoder)");
-        pass("mean(oneshot_em | objective=clm, arch=decoder) > mean(oneshot_em | objective=sc, arch=decoder)");
+        pass(
+            "mean(infill_em | objective=sc, arch=decoder) > mean(infill_em | objective=clm, arch=decoder)",
+        );
+        pass(
+            "mean(oneshot_em | objective=clm, arch=decoder) > mean(oneshot_em | objective=sc, arch=decoder)",
+        );
         // The mixture is within 10% of the best objective on both.
-        let e = pass("mean(infill_em | objective=ul2) >= 0.9 * max(infill_em | arch=decoder by objective)");
+        let e = pass(
+            "mean(infill_em | objective=ul2) >= 0.9 * max(infill_em | arch=decoder by objective)",
+        );
         assert!(close(e.lhs.unwrap(), 0.65) && close(e.rhs.unwrap(), 0.63));
         assert_eq!(e.detail, "n = 2, 3 groups");
-        let e = pass("mean(oneshot_em | objective=ul2) >= 0.9 * max(oneshot_em | arch=decoder by objective)");
+        let e = pass(
+            "mean(oneshot_em | objective=ul2) >= 0.9 * max(oneshot_em | arch=decoder by objective)",
+        );
         assert!(close(e.rhs.unwrap(), 0.9 * 0.55));
         // Without `by`, `max` is the best single seed (sc's 0.8), a different claim.
         let e = ul2_run("mean(infill_em | objective=ul2) >= 0.9 * max(infill_em | arch=decoder)");
         assert_eq!(e.verdict, Verdict::Fail);
         assert!(close(e.rhs.unwrap(), 0.72));
         // The right mode token beats a wrong one.
-        pass("mean(infill_em | objective=ul2, mode_tokens=true) > mean(infill_em_wrong_mode | objective=ul2, mode_tokens=true)");
+        pass(
+            "mean(infill_em | objective=ul2, mode_tokens=true) > mean(infill_em_wrong_mode | objective=ul2, mode_tokens=true)",
+        );
     }
 
     #[test]

@@ -890,8 +890,9 @@ mod tests {
 
     #[test]
     fn by_groups_after_the_filters() {
-        let c = parse("max(infill_em | arch=decoder by objective, mode_tokens) > count(em by seed)")
-            .unwrap();
+        let c =
+            parse("max(infill_em | arch=decoder by objective, mode_tokens) > count(em by seed)")
+                .unwrap();
         let Expr::Agg(Agg::Max, sel) = &c.lhs else {
             panic!("{c:?}")
         };
@@ -904,7 +905,10 @@ mod tests {
             }]
         );
         assert_eq!(sel.by, ["objective", "mode_tokens"]);
-        assert_eq!(sel.text, "max(infill_em | arch=decoder by objective, mode_tokens)");
+        assert_eq!(
+            sel.text,
+            "max(infill_em | arch=decoder by objective, mode_tokens)"
+        );
         let Expr::Agg(Agg::Count, sel) = &c.rhs else {
             panic!("{c:?}")
         };

@@ -337,7 +337,9 @@ pub(crate) fn pareto(
                 .collect();
             let xy: Vec<(f64, f64)> = points.iter().map(|p| (p.x, p.y)).collect();
             ParetoFacet {
-                name: facet.zip(facet_keys.get(fi)).map(|(f, v)| format!("{f}={}", label_text(v))),
+                name: facet
+                    .zip(facet_keys.get(fi))
+                    .map(|(f, v)| format!("{f}={}", label_text(v))),
                 frontier: frontier(&xy, lower),
                 points,
             }
@@ -351,15 +353,12 @@ pub(crate) fn pareto(
 /// the frontier (by x from worst to best, ties kept in input order). Equal points do not
 /// dominate each other, so both stay; points with a NaN are never on it.
 pub(crate) fn frontier(points: &[(f64, f64)], lower: [bool; 2]) -> Vec<usize> {
-    let orient = |&(x, y): &(f64, f64)| {
-        (
-            if lower[0] { -x } else { x },
-            if lower[1] { -y } else { y },
-        )
-    };
+    let orient =
+        |&(x, y): &(f64, f64)| (if lower[0] { -x } else { x }, if lower[1] { -y } else { y });
     let pts: Vec<(f64, f64)> = points.iter().map(orient).collect();
     let valid = |p: &(f64, f64)| !p.0.is_nan() && !p.1.is_nan();
-    let dominates = |a: (f64, f64), b: (f64, f64)| a.0 >= b.0 && a.1 >= b.1 && (a.0 > b.0 || a.1 > b.1);
+    let dominates =
+        |a: (f64, f64), b: (f64, f64)| a.0 >= b.0 && a.1 >= b.1 && (a.0 > b.0 || a.1 > b.1);
     let mut on: Vec<usize> = (0..pts.len())
         .filter(|&i| valid(&pts[i]))
         .filter(|&i| !pts.iter().any(|&q| valid(&q) && dominates(q, pts[i])))
@@ -842,12 +841,12 @@ mod tests {
     #[test]
     fn the_frontier_keeps_non_dominated_points_and_ties() {
         let pts = [
-            (0.1, 0.9), // 0: best y
-            (0.5, 0.5), // 1: on the frontier
-            (0.4, 0.5), // 2: dominated by 1 (same y, lower x)
-            (0.9, 0.1), // 3: best x
-            (0.3, 0.3), // 4: dominated by 1 on both
-            (0.5, 0.5), // 5: equal to 1: neither dominates the other
+            (0.1, 0.9),      // 0: best y
+            (0.5, 0.5),      // 1: on the frontier
+            (0.4, 0.5),      // 2: dominated by 1 (same y, lower x)
+            (0.9, 0.1),      // 3: best x
+            (0.3, 0.3),      // 4: dominated by 1 on both
+            (0.5, 0.5),      // 5: equal to 1: neither dominates the other
             (f64::NAN, 1.0), // 6: never on it
         ];
         assert_eq!(frontier(&pts, [false, false]), [0, 1, 5, 3]);
@@ -941,20 +940,33 @@ mod tests {
         assert_eq!(p.groups[0], "objective=clm arch=decoder");
         assert_eq!(p.groups.len(), 4);
 
-        let err = pareto(&all, "infill_em", "val_nll", &["objective".to_owned()], None, [false; 2])
-            .unwrap_err();
+        let err = pareto(
+            &all,
+            "infill_em",
+            "val_nll",
+            &["objective".to_owned()],
+            None,
+            [false; 2],
+        )
+        .unwrap_err();
         assert_eq!(
             err,
             "no input has both metrics `infill_em` and `val_nll`; the metrics present: \
              `infill_em`, `oneshot_em`"
         );
-        let err = pareto(&all, "infill_em", "oneshot_em", &["mode".to_owned()], None, [false; 2])
-            .unwrap_err();
+        let err = pareto(
+            &all,
+            "infill_em",
+            "oneshot_em",
+            &["mode".to_owned()],
+            None,
+            [false; 2],
+        )
+        .unwrap_err();
         assert!(err.contains("input `a` has no label `mode`"), "{err}");
     }
 
     #[test]
-    fn default_layers_are_four_evenly_spaced_and_deduplicated() {    #[test]
     fn default_layers_are_four_evenly_spaced_and_deduplicated() {
         assert_eq!(default_layers(&(0..=9).collect::<Vec<_>>()), [0, 3, 6, 9]);
         assert_eq!(default_layers(&[0, 1]), [0, 1]);

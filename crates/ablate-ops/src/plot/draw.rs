@@ -345,7 +345,10 @@ impl Figure for ParetoFigure {
         let (w, h) = self.panel_size;
         let n = self.pareto.facets.len().max(1) as u32;
         let title = 9 * self.title.chars().count() as u32 + 24;
-        ((w * n).max(MIN_WIDTH).max(title), FIGURE_TITLE + ROW_TITLE + h)
+        (
+            (w * n).max(MIN_WIDTH).max(title),
+            FIGURE_TITLE + ROW_TITLE + h,
+        )
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult {
@@ -353,7 +356,10 @@ impl Figure for ParetoFigure {
         let body = root.titled(&self.title, (FONT, 18)).map_err(err)?;
         let (xr, yr) = self.ranges();
         let facets = &self.pareto.facets;
-        for (facet, area) in facets.iter().zip(body.split_evenly((1, facets.len().max(1)))) {
+        for (facet, area) in facets
+            .iter()
+            .zip(body.split_evenly((1, facets.len().max(1))))
+        {
             let area = area
                 .titled(facet.name.as_deref().unwrap_or(""), (FONT, 13))
                 .map_err(err)?;
@@ -424,12 +430,13 @@ impl Figure for ParetoFigure {
                     .map_err(err)?;
             }
             chart
-                .draw_series(
-                    facet
-                        .frontier
-                        .iter()
-                        .map(|&i| Circle::new((facet.points[i].x, facet.points[i].y), 7, FRONTIER.stroke_width(1))),
-                )
+                .draw_series(facet.frontier.iter().map(|&i| {
+                    Circle::new(
+                        (facet.points[i].x, facet.points[i].y),
+                        7,
+                        FRONTIER.stroke_width(1),
+                    )
+                }))
                 .map_err(err)?;
         }
         Ok(())

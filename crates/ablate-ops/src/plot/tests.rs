@@ -167,7 +167,10 @@ fn a_pareto_figure_draws_points_bars_names_rings_and_a_step_line_per_facet() {
     // A ring per frontier point; a step line only where the frontier has two points or more.
     let frontier = hex(draw::FRONTIER);
     assert_eq!(count(&svg, "circle", &format!("stroke=\"{frontier}\"")), 4);
-    assert_eq!(count(&svg, "polyline", &format!("stroke=\"{frontier}\"")), 1);
+    assert_eq!(
+        count(&svg, "polyline", &format!("stroke=\"{frontier}\"")),
+        1
+    );
     // Every point is named, and each facet titled.
     assert_eq!(svg.matches("\nul2\n</text>").count(), 2);
     assert!(svg.contains("arch=encdec") && svg.contains("Pareto frontier"));
@@ -520,7 +523,10 @@ fn the_pareto_op_averages_seeds_per_group_and_facets() {
     }
     let frontier = hex(draw::FRONTIER);
     assert_eq!(count(&svg, "circle", &format!("stroke=\"{frontier}\"")), 6);
-    assert_eq!(count(&svg, "polyline", &format!("stroke=\"{frontier}\"")), 2);
+    assert_eq!(
+        count(&svg, "polyline", &format!("stroke=\"{frontier}\"")),
+        2
+    );
 
     // val_nll lower is better: against infill_em, clm (0.1, 2.0) has the best nll and sc the
     // best infilling; ul2 (0.6, 2.1) is on the frontier, plm (0.2, 2.2) is not.
@@ -528,7 +534,10 @@ fn the_pareto_op_averages_seeds_per_group_and_facets() {
                         "group": "objective", "lower_is_better": ["val_nll"],
                         "select": {"arch": "decoder"}});
     run_op(&store, root.path(), inputs.clone(), params).unwrap();
-    let svg = read_outputs(&root.path().join("out"), (PARETO_PANEL.0, 32 + 22 + PARETO_PANEL.1));
+    let svg = read_outputs(
+        &root.path().join("out"),
+        (PARETO_PANEL.0, 32 + 22 + PARETO_PANEL.1),
+    );
     assert_eq!(count(&svg, "circle", &format!("stroke=\"{frontier}\"")), 3);
     assert!(svg.contains("val_nll (lower is better)"));
 
@@ -542,13 +551,17 @@ fn the_pareto_op_averages_seeds_per_group_and_facets() {
         "`kind: pareto` needs `x` and `y` (metrics) and `group` (a label or a list of labels)"
     );
     assert_eq!(
-        err(json!({"kind": "pareto", "x": "infill_em", "y": "oneshot_em", "group": "objective",
-                   "lower_is_better": ["loss"]})),
+        err(
+            json!({"kind": "pareto", "x": "infill_em", "y": "oneshot_em", "group": "objective",
+                   "lower_is_better": ["loss"]})
+        ),
         "`lower_is_better` lists `loss`, which is neither `x` (`infill_em`) nor `y` (`oneshot_em`)"
     );
     assert_eq!(
-        err(json!({"kind": "pareto", "x": "infill_em", "y": "oneshot_em", "group": "objective",
-                   "log_x": true})),
+        err(
+            json!({"kind": "pareto", "x": "infill_em", "y": "oneshot_em", "group": "objective",
+                   "log_x": true})
+        ),
         "`log_x` applies to `line`, not `kind: pareto`"
     );
     assert_eq!(
