@@ -63,11 +63,13 @@ impl Claims {
         Claims {
             schema: OpSchema {
                 name: "report.claims",
-                version: 1,
+                // 2: `by` groups (aggregates over group means).
+                version: 2,
                 summary: "Check named claims against the final metrics of every instance of its needs, e.g. \
                           `mean(acc | weights=shared) >= mean(acc | weights=unshared)`. Aggregates (mean, median, \
                           min, max, std, sum, count) select instances by label (`key=value`, `key!=value`, \
-                          `key in [a, b]`); arithmetic, abs/log/exp/sqrt and one comparison (>= <= > < == !=) \
+                          `key in [a, b]`), or with `by key` run over the means of groups (`max(em by objective)`: \
+                          the best objective's mean); arithmetic, abs/log/exp/sqrt and one comparison (>= <= > < == !=) \
                           per claim. Each claim passes, fails, or is undecided (nothing selected, a NaN, a missing \
                           metric); none of these fails the stage. Writes `claims.parquet` and `claims.md`, \
                           published as `results/<pipeline>/<stage>.parquet` and `.md`.",
@@ -271,7 +273,7 @@ mod tests {
             "6 bad claims:\n\
              claim 2 of `claims` has the name `bad paren`; a name is letters, digits, `_`, `.` or `-` (it names \
              the metric `claim.<name>`)\n\
-             claim `bad paren` does not parse: expected `|` or `)`, found `>` at column 10\n    mean(acc > 0\n             ^\n\
+             claim `bad paren` does not parse: expected `|`, `by` or `)`, found `>` at column 10\n    mean(acc > 0\n             ^\n\
              claim 3 of `claims`: the name `ok` is used twice\n\
              claim 4 of `claims` is not a `{name, assert, note?}` map of strings: unknown field `asert`, expected \
              one of `name`, `assert`, `note`\n\

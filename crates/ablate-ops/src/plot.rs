@@ -1,7 +1,8 @@
 //! `report.plot`: gather upstream instances into one figure, written as `plot.svg` and
 //! `plot.png`. `line` plots a final metric against a label (mean ± std over the other labels);
-//! `flow`, `grid` and `metric` draw the per-layer tables of `eval.metric` instances, one row
-//! of panels per instance and one column per layer.
+//! `pareto` plots two final metrics against each other, a point per group with its Pareto
+//! frontier; `flow`, `grid` and `metric` draw the per-layer tables of `eval.metric` instances,
+//! one row of panels per instance and one column per layer.
 
 mod data;
 mod draw;
@@ -15,13 +16,15 @@ use serde_json::json;
 
 use crate::params::typed;
 use crate::registry::Op;
+use crate::report::OneOrMany;
 use data::{Layers, MetricPoint, Observation};
-use draw::{LineFigure, Panel, PanelContent, PanelFigure, PanelRow};
+use draw::{LineFigure, Panel, PanelContent, PanelFigure, PanelRow, ParetoFigure};
 
 /// More rows than this make unreadable panels: the user narrows with `select`.
 const MAX_ROWS: usize = 6;
 const LINE_SIZE: (u32, u32) = (720, 480);
 const PANEL_SIZE: (u32, u32) = (240, 220);
+const PARETO_PANEL: (u32, u32) = (480, 440);
 
 pub(crate) struct Plot {
     schema: OpSchema,
@@ -31,6 +34,7 @@ pub(crate) struct Plot {
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Kind {
     Line,
+    Pareto,
     Flow,
     Grid,
     Metric,
@@ -44,10 +48,61 @@ pub(crate) struct PlotParams {
     select: Option<Value>,
     x: Option<String>,
     y: Option<String>,
-    group: Option<String>,
+    group: Option<OneOrMany>,
+    facet: Option<String>,
+    lower_is_better: Vec<String>,
     log_x: bool,
     log_y: bool,
     layers: Option<Vec<i64>>,
+}
+
+impl PlotParams {
+    /// `group` as a list of label keys (empty without one).
+    fn group_keys(&self) -> Vec<String> {
+        match &self.group {
+            None => Vec::new(),
+            Some(OneOrMany::One(g)) => vec![g.clone()],
+            Some(OneOrMany::Many(gs)) => gs.clone(),
+        }
+    }
+
+    /// Refuses the params `kind` does not use, naming the kinds that do.
+    fn check_applicable(&self) -> Result<(), OpError> {
+        let set = [
+            ("x", self.x.is_some(), "`line` and `pareto`"),
+            ("y", self.y.is_some(), "`line` and `pareto`"),
+            ("group", self.group.is_some(), "`line` and `pareto`"),
+            ("facet", self.facet.is_some(), "`pareto`"),
+            (
+                "lower_is_better",
+                !self.lower_is_better.is_empty(),
+                "`pareto`",
+            ),
+            ("log_x", self.log_x, "`line`"),
+            ("log_y", self.log_y, "`line`"),
+            (
+                "layers",
+                self.layers.is_some(),
+                "`flow`, `grid` and `metric`",
+            ),
+        ];
+        let name = match self.kind {
+            Kind::Line => "line",
+            Kind::Pareto => "pareto",
+            Kind::Flow => "flow",
+            Kind::Grid => "grid",
+            Kind::Metric => "metric",
+        };
+        match set
+            .iter()
+            .find(|(_, is_set, kinds)| *is_set && !kinds.contains(&format!("`{name}`")))
+        {
+            Some((param, _, kinds)) => Err(OpError::msg(format!(
+                "`{param}` applies to {kinds}, not `kind: {name}`"
+            ))),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Plot {
@@ -56,19 +111,22 @@ impl Plot {
             schema: OpSchema {
                 name: "report.plot",
                 // 2–4: ellipses scaled by the median; titles fit; one-panel rows side by side; row titles
-                // show the labels that differ.
-                version: 4,
+                // show the labels that differ. 5: `pareto`.
+                version: 5,
                 summary: "Gather every instance of its needs into one figure, written as `plot.svg` and \
                           `plot.png` and published as `results/<pipeline>/<stage>.svg` and `.png`. \
                           `line`: metric `y` against label `x`, one line per value of `group`, each point \
-                          the mean ± one std over the other labels (e.g. seeds). `flow`, `grid`, `metric`: \
+                          the mean ± one std over the other labels (e.g. seeds). `pareto`: metric `y` against \
+                          metric `x`, a point per value of the `group` labels (mean ± one std on both axes, \
+                          named), one panel per value of `facet`, and each panel's Pareto frontier (the points \
+                          no other point beats on both axes) as a step line. `flow`, `grid`, `metric`: \
                           the per-layer tables of `eval.metric` instances, one row of panels per instance \
                           (at most 6; narrow with `select`), one column per layer — the data coloured by \
                           class, the deformed grid, or the metric's ellipses.",
                 params: vec![
                     ParamSpec::required(
                         "kind",
-                        ParamType::Enum(&["line", "flow", "grid", "metric"]),
+                        ParamType::Enum(&["line", "pareto", "flow", "grid", "metric"]),
                         "what to draw",
                     ),
                     ParamSpec::with_default(
@@ -87,19 +145,36 @@ impl Plot {
                         "x",
                         ParamType::optional(ParamType::Str),
                         json!(null),
-                        "line: the label on the x axis (required for `line`)",
+                        "line: the label on the x axis; pareto: the metric on the x axis (required for both)",
                     ),
                     ParamSpec::with_default(
                         "y",
                         ParamType::optional(ParamType::Str),
                         json!(null),
-                        "line: the metric on the y axis (required for `line`)",
+                        "line, pareto: the metric on the y axis (required for both)",
                     ),
                     ParamSpec::with_default(
                         "group",
+                        ParamType::optional(ParamType::one_of(
+                            ParamType::Str,
+                            ParamType::list(ParamType::Str),
+                        )),
+                        json!(null),
+                        "line: a label with one line per value, and a legend; pareto: the label (or \
+                         labels) with one point per value (required for `pareto`)",
+                    ),
+                    ParamSpec::with_default(
+                        "facet",
                         ParamType::optional(ParamType::Str),
                         json!(null),
-                        "line: a label with one line per value, and a legend",
+                        "pareto: a label with one panel per value, side by side on shared axes",
+                    ),
+                    ParamSpec::with_default(
+                        "lower_is_better",
+                        ParamType::list(ParamType::Str),
+                        json!([]),
+                        "pareto: the metrics among `x` and `y` for which lower is better (e.g. a loss); \
+                         the frontier is taken accordingly",
                     ),
                     ParamSpec::with_default(
                         "log_x",
@@ -139,8 +214,10 @@ impl Op for Plot {
         let p: PlotParams = typed("report.plot", ctx.job.params())?;
         let inputs = select_inputs(&ctx.job.inputs, p.select.as_ref())?;
         let out = ctx.out_dir();
+        p.check_applicable()?;
         let result = match p.kind {
             Kind::Line => draw::save(&line_figure(ctx, &inputs, &p)?, out, "plot"),
+            Kind::Pareto => draw::save(&pareto_figure(ctx, &inputs, &p)?, out, "plot"),
             kind => draw::save(&panel_figure(ctx, &inputs, &p, kind)?, out, "plot"),
         };
         result.map_err(OpError::msg)?;
@@ -187,29 +264,17 @@ fn line_figure(
             "`kind: line` needs `x` (a label) and `y` (a metric)",
         ));
     };
-    if p.layers.is_some() {
-        return Err(OpError::msg(
-            "`layers` applies to `flow`, `grid` and `metric`, not `line`",
-        ));
-    }
-    let mut obs = Vec::with_capacity(inputs.len());
-    for input in inputs {
-        let manifest = ctx.manifest(&input.key).ok_or_else(|| {
-            OpError::msg(format!(
-                "the cache entry of input `{}` has no readable manifest",
-                input.id
-            ))
-        })?;
-        obs.push(Observation {
-            id: input.id.clone(),
-            labels: input.labels.clone(),
-            metrics: manifest
-                .final_metrics()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect(),
-        });
-    }
-    let (x_axis, series) = data::aggregate(&obs, x, y, p.group.as_deref()).map_err(OpError::msg)?;
+    let group = match p.group_keys().as_slice() {
+        [] => None,
+        [one] => Some(one.clone()),
+        _ => {
+            return Err(OpError::msg(
+                "`kind: line` takes one `group` label (a line per value)",
+            ));
+        }
+    };
+    let obs = observations(ctx, inputs)?;
+    let (x_axis, series) = data::aggregate(&obs, x, y, group.as_deref()).map_err(OpError::msg)?;
     let all = || series.iter().flat_map(|s| &s.points);
     if p.log_x {
         if let data::XAxis::Categorical(_) = x_axis {
@@ -228,7 +293,7 @@ fn line_figure(
             "`log_y` needs positive values of metric `{y}`"
         )));
     }
-    let title = p.title.clone().unwrap_or_else(|| match &p.group {
+    let title = p.title.clone().unwrap_or_else(|| match &group {
         Some(g) => format!("{y} vs {x} by {g}"),
         None => format!("{y} vs {x}"),
     });
@@ -244,24 +309,92 @@ fn line_figure(
     })
 }
 
+/// The labels and final metrics of each input.
+fn observations(ctx: &OpContext<'_>, inputs: &[&JobInput]) -> Result<Vec<Observation>, OpError> {
+    inputs
+        .iter()
+        .map(|input| {
+            let manifest = ctx.manifest(&input.key).ok_or_else(|| {
+                OpError::msg(format!(
+                    "the cache entry of input `{}` has no readable manifest",
+                    input.id
+                ))
+            })?;
+            Ok(Observation {
+                id: input.id.clone(),
+                labels: input.labels.clone(),
+                metrics: manifest
+                    .final_metrics()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
+fn pareto_figure(
+    ctx: &OpContext<'_>,
+    inputs: &[&JobInput],
+    p: &PlotParams,
+) -> Result<ParetoFigure, OpError> {
+    let group = p.group_keys();
+    let (Some(x), Some(y), false) = (&p.x, &p.y, group.is_empty()) else {
+        return Err(OpError::msg(
+            "`kind: pareto` needs `x` and `y` (metrics) and `group` (a label or a list of labels)",
+        ));
+    };
+    if x == y {
+        return Err(OpError::msg(format!(
+            "`x` and `y` are both `{x}`: a Pareto plot trades one metric against another"
+        )));
+    }
+    if let Some(m) = p.lower_is_better.iter().find(|m| *m != x && *m != y) {
+        return Err(OpError::msg(format!(
+            "`lower_is_better` lists `{m}`, which is neither `x` (`{x}`) nor `y` (`{y}`)"
+        )));
+    }
+    if let Some(f) = p.facet.as_ref().filter(|f| group.contains(f)) {
+        return Err(OpError::msg(format!(
+            "`{f}` is both the `facet` and in `group`"
+        )));
+    }
+    let lower = [x, y].map(|m| p.lower_is_better.contains(m));
+    let obs = observations(ctx, inputs)?;
+    let pareto =
+        data::pareto(&obs, x, y, &group, p.facet.as_deref(), lower).map_err(OpError::msg)?;
+    if pareto.facets.len() > MAX_ROWS {
+        return Err(OpError::msg(format!(
+            "`facet` has {} values, but at most {MAX_ROWS} panels fit; narrow the inputs with \
+             `select`",
+            pareto.facets.len()
+        )));
+    }
+    let axis_name = |m: &str, lower: bool| {
+        if lower {
+            format!("{m} (lower is better)")
+        } else {
+            m.to_owned()
+        }
+    };
+    let title = p
+        .title
+        .clone()
+        .unwrap_or_else(|| format!("{y} vs {x} by {}, Pareto frontier", group.join(", ")));
+    Ok(ParetoFigure {
+        title,
+        x_name: axis_name(x, lower[0]),
+        y_name: axis_name(y, lower[1]),
+        pareto,
+        panel_size: PARETO_PANEL,
+    })
+}
+
 fn panel_figure(
     ctx: &OpContext<'_>,
     inputs: &[&JobInput],
     p: &PlotParams,
     kind: Kind,
 ) -> Result<PanelFigure, OpError> {
-    let line_only = [
-        ("x", p.x.is_some()),
-        ("y", p.y.is_some()),
-        ("group", p.group.is_some()),
-        ("log_x", p.log_x),
-        ("log_y", p.log_y),
-    ];
-    if let Some((name, _)) = line_only.iter().find(|(_, set)| *set) {
-        return Err(OpError::msg(format!(
-            "`{name}` applies to `kind: line` only"
-        )));
-    }
     if inputs.len() > MAX_ROWS {
         return Err(OpError::msg(format!(
             "{} inputs would make {} rows of panels, but at most {MAX_ROWS} fit; narrow them \

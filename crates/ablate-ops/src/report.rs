@@ -1,11 +1,12 @@
 //! `report.table`: gather the metrics of every upstream instance into a wide table
-//! (`rows` × `cols`, aggregated over the remaining labels, e.g. seeds), as Parquet + Markdown.
+//! (`rows` × `cols`, aggregated over the remaining labels, e.g. seeds), as Parquet + Markdown;
+//! with `relative_to`, each cell also as its gain (%) over a baseline cell.
 
 use std::collections::BTreeMap;
 
-use ablate_results::{Aggregate, Observation, PivotSpec};
+use ablate_results::{Aggregate, Baseline, Observation, PivotSpec, Relative};
 use ablate_run::{OpContext, OpError, OpOutput};
-use ablate_spec::{OpSchema, ParamSpec, ParamType};
+use ablate_spec::{OpSchema, ParamSpec, ParamType, Value};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -31,6 +32,8 @@ pub(crate) struct TableParams {
     metric: OneOrMany,
     aggregate: Aggregate,
     precision: usize,
+    relative_to: Option<Vec<Baseline>>,
+    lower_is_better: Vec<String>,
 }
 
 impl Table {
@@ -38,10 +41,12 @@ impl Table {
         Table {
             schema: OpSchema {
                 name: "report.table",
-                version: 1,
+                // 2: `relative_to` and `lower_is_better`.
+                version: 2,
                 summary: "Gather the final metrics of every instance of its needs into a table: one row per value of \
                           `rows`, one column per value of `cols`, each cell aggregating `metric` over the other labels \
-                          (e.g. seeds). Writes `table.parquet` and `table.md`, published as \
+                          (e.g. seeds). With `relative_to`, each cell is also shown as the gain (%) of its mean over \
+                          the mean of a baseline cell. Writes `table.parquet` and `table.md`, published as \
                           `results/<pipeline>/<stage>.parquet` and `.md`.",
                 params: vec![
                     ParamSpec::required(
@@ -72,6 +77,24 @@ impl Table {
                         json!(3),
                         "decimals shown in the Markdown table",
                     ),
+                    ParamSpec::with_default(
+                        "relative_to",
+                        ParamType::optional(ParamType::list(ParamType::Any)),
+                        json!(null),
+                        "baselines: a list of `{where, base}` maps of labels (row or column keys). An \
+                         entry serves the cells whose labels match its `where` (every cell without one); \
+                         each cell must be served by exactly one, and its baseline is the cell with the labels \
+                         of `base` in place of its own. Each cell then also shows 100 · (mean − base) / |base| \
+                         %, computed on the means; a baseline cell shows 0 % (Parquet) or its own mean \
+                         (Markdown)",
+                    ),
+                    ParamSpec::with_default(
+                        "lower_is_better",
+                        ParamType::list(ParamType::Str),
+                        json!([]),
+                        "with `relative_to`: metrics whose gain is negated (e.g. a loss), so a positive \
+                         gain always means better",
+                    ),
                 ],
                 gathers: true,
                 free_params: false,
@@ -87,11 +110,34 @@ impl Op for Table {
         &self.schema
     }
 
+    /// `relative_to` is checked when the pipeline is loaded, as far as it can be without the
+    /// table's `rows` and `cols` (those are checked when the table is built).
+    fn check_value(&self, param: &str, value: &Value) -> Result<(), String> {
+        if param != "relative_to" || value.is_null() {
+            return Ok(());
+        }
+        let baselines: Vec<Baseline> = serde_json::from_value(value.clone())
+            .map_err(|e| format!("expected a list of `{{where, base}}` maps of labels: {e}"))?;
+        ablate_results::check_baselines(&baselines)
+    }
+
     fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
         let p: TableParams = typed("report.table", ctx.job.params())?;
         let metrics = match p.metric {
             OneOrMany::One(m) => vec![m],
             OneOrMany::Many(ms) => ms,
+        };
+        let relative = match (p.relative_to, p.lower_is_better.is_empty()) {
+            (Some(baselines), _) => Some(Relative {
+                baselines,
+                lower_is_better: p.lower_is_better,
+            }),
+            (None, true) => None,
+            (None, false) => {
+                return Err(OpError::msg(
+                    "`lower_is_better` only flips the sign of gains: it needs `relative_to`",
+                ));
+            }
         };
         let observations = observations(ctx)?;
         let spec = PivotSpec {
@@ -100,6 +146,7 @@ impl Op for Table {
             metrics,
             aggregate: p.aggregate,
             precision: p.precision,
+            relative,
         };
         let pivot = ablate_results::pivot(&observations, &spec)
             .map_err(|e| OpError::with("cannot build the table", e))?;
@@ -141,4 +188,39 @@ pub(crate) fn observations(ctx: &OpContext<'_>) -> Result<Vec<Observation>, OpEr
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a pipeline file's `relative_to` gets when it is loaded.
+    #[test]
+    fn relative_to_is_checked_at_load_time() {
+        let t = Table::new();
+        let ok = json!([
+            {"where": {"arch": "decoder"}, "base": {"objective": "clm"}},
+            {"where": {"arch": "encdec"}, "base": {"objective": "sc"}},
+        ]);
+        assert_eq!(t.check_value("relative_to", &ok), Ok(()));
+        assert_eq!(t.check_value("relative_to", &json!(null)), Ok(()));
+        // Other params are the schema's business.
+        assert_eq!(t.check_value("rows", &json!([{"x": 1}])), Ok(()));
+        let err = |v: Value| t.check_value("relative_to", &v).unwrap_err();
+        assert_eq!(
+            err(json!([{"where": {"arch": "decoder"}, "baseline": {"objective": "clm"}}])),
+            "expected a list of `{where, base}` maps of labels: unknown field `baseline`, expected \
+             `where` or `base`"
+        );
+        assert_eq!(
+            err(json!([{"arch": "decoder", "objective": "clm"}])),
+            "expected a list of `{where, base}` maps of labels: unknown field `arch`, expected \
+             `where` or `base`"
+        );
+        assert!(err(json!([])).contains("at least one"));
+        assert!(
+            err(json!([{"base": {"objective": "clm"}}, {"base": {"objective": "sc"}}]))
+                .contains("the same `where` (every cell)")
+        );
+    }
 }

@@ -111,6 +111,13 @@ pub enum ResultsError {
 
     #[error("invalid pivot: {reason}")]
     InvalidPivot { reason: String },
+
+    #[error("cannot compute the gain of `{metric}` in the cell `{cell}`: {reason}")]
+    Baseline {
+        metric: String,
+        cell: String,
+        reason: String,
+    },
 }
 
 /// `a`, `b`, `c` — or `none` for an empty list.

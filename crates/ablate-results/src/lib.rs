@@ -1,13 +1,14 @@
 //! ablate-results owns the result files of a pipeline: the Arrow schemas, Parquet writers and
 //! readers of the long-format run table (`results/<pipeline>/runs.parquet`) and of report
-//! tables, the aggregation behind `report.table`, and rendering any table as Markdown or
-//! aligned terminal text. Every write is temp-then-rename, so a crash never leaves a torn
+//! tables, the aggregation behind `report.table` (and its gains over baseline cells), and
+//! rendering any table as Markdown or aligned terminal text. Every write is temp-then-rename, so a crash never leaves a torn
 //! file. It must not print (rendering returns strings; the CLI decides where they go) and knows
 //! nothing of the scheduler, the cache or how instances run: callers hand it finished records.
 
 mod error;
 mod parquet_io;
 mod pivot;
+mod relative;
 mod render;
 mod runs;
 mod table;
@@ -16,6 +17,7 @@ mod value;
 pub use error::ResultsError;
 pub use parquet_io::{read_table, write_table};
 pub use pivot::{Aggregate, Observation, Pivot, PivotSpec, pivot};
+pub use relative::{Baseline, GAIN_SUFFIX, Relative, check_baselines};
 pub use render::{format_float, render_markdown, render_text};
 pub use runs::{
     AppendStats, COLLISION_PREFIX, RUN_COLUMNS, RunRecord, append_runs, read_runs,

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::ResultsError;
+use crate::relative::{self, Relative};
 use crate::render::{Align, escape_markdown, markdown_table};
 use crate::table::{Column, ColumnData, Table};
 use crate::value::{Kind, cmp_tuples, column_data, display};
@@ -63,6 +64,9 @@ pub struct PivotSpec {
     /// Decimals shown in the Markdown cells (the Parquet table keeps full precision).
     #[serde(default = "default_precision")]
     pub precision: usize,
+    /// Gains over baseline cells, beside the absolute values (see [`crate::relative`]).
+    #[serde(default)]
+    pub relative: Option<Relative>,
 }
 
 fn default_precision() -> usize {
@@ -83,11 +87,24 @@ pub struct Pivot {
 /// Table columns: the row keys, then per metric (in `spec.metrics` order) and per column
 /// group, `metric[k=v,…].mean`/`.std`/`.n` for `mean_std`, or `metric[k=v,…].<aggregate>`
 /// (`metric.<aggregate>` when there are no `cols`). Missing combinations are null.
+///
+/// With `spec.relative`, each absolute column gets a gain column beside it, named
+/// `<prefix> (Δ% vs base)`, all after the absolute columns; the Markdown shows the gains first,
+/// then the absolute values.
 pub fn pivot(obs: &[Observation], spec: &PivotSpec) -> Result<Pivot, ResultsError> {
     validate(spec)?;
     let grid = Grid::build(obs, spec)?;
-    let table = grid.table(spec)?;
-    let markdown = grid.markdown(spec);
+    let mut table = grid.table(spec)?;
+    let mut markdown = grid.markdown(spec);
+    if let Some(rel) = &spec.relative {
+        let gains = relative::gains(&grid, spec, rel)?;
+        table.columns.extend(gains.columns(&grid, spec));
+        table.validate()?;
+        markdown = format!(
+            "{}\n**Absolute values**\n\n{markdown}",
+            gains.markdown(&grid, spec, rel)
+        );
+    }
     Ok(Pivot { table, markdown })
 }
 
@@ -109,14 +126,17 @@ fn validate(spec: &PivotSpec) -> Result<(), ResultsError> {
     if let Some(both) = spec.rows.iter().find(|k| spec.cols.contains(k)) {
         return invalid(format!("`{both}` is in both `rows` and `cols`"));
     }
+    if let Some(rel) = &spec.relative {
+        relative::validate(spec, rel)?;
+    }
     Ok(())
 }
 
 /// Observations sorted into cells: `values[metric][row][col]`.
-struct Grid<'a> {
-    row_keys: Vec<Vec<&'a Value>>,
-    col_keys: Vec<Vec<&'a Value>>,
-    values: Vec<Vec<Vec<Vec<f64>>>>,
+pub(crate) struct Grid<'a> {
+    pub(crate) row_keys: Vec<Vec<&'a Value>>,
+    pub(crate) col_keys: Vec<Vec<&'a Value>>,
+    pub(crate) values: Vec<Vec<Vec<Vec<f64>>>>,
 }
 
 impl<'a> Grid<'a> {
@@ -179,6 +199,20 @@ impl<'a> Grid<'a> {
         })
     }
 
+    /// `metric[k=v,…]` (`metric` without `cols`): what a metric's columns are named after.
+    pub(crate) fn column_prefix(
+        &self,
+        spec: &PivotSpec,
+        metric: &str,
+        col_key: &[&Value],
+    ) -> String {
+        if spec.cols.is_empty() {
+            metric.to_owned()
+        } else {
+            format!("{metric}[{}]", assignments(&spec.cols, col_key))
+        }
+    }
+
     fn table(&self, spec: &PivotSpec) -> Result<Table, ResultsError> {
         let mut columns = Vec::new();
         for (j, key) in spec.rows.iter().enumerate() {
@@ -188,11 +222,7 @@ impl<'a> Grid<'a> {
         }
         for (m, metric) in spec.metrics.iter().enumerate() {
             for (c, col_key) in self.col_keys.iter().enumerate() {
-                let prefix = if spec.cols.is_empty() {
-                    metric.clone()
-                } else {
-                    format!("{metric}[{}]", assignments(&spec.cols, col_key))
-                };
+                let prefix = self.column_prefix(spec, metric, col_key);
                 let cells: Vec<Option<Summary>> = self.values[m]
                     .iter()
                     .map(|row| summarize(&row[c], spec.aggregate))
@@ -308,7 +338,7 @@ impl<'a> Grid<'a> {
 }
 
 /// `steps=4,weights=shared`.
-fn assignments(keys: &[String], values: &[&Value]) -> String {
+pub(crate) fn assignments(keys: &[String], values: &[&Value]) -> String {
     keys.iter()
         .zip(values)
         .map(|(k, v)| format!("{k}={}", display(v)))
@@ -415,6 +445,7 @@ mod tests {
             metrics: owned(metrics),
             aggregate,
             precision: 3,
+            relative: None,
         }
     }
 

@@ -4,6 +4,10 @@
 //! claim is undecided (not false) when that leaves nothing, when a selected value is NaN, when
 //! `std` has fewer than two values, or when a side evaluates to NaN (`log(-1)`, `0/0`).
 //! Comparisons are exact (`==` on floats): write `abs(a - b) <= 1e-3` for a tolerance.
+//!
+//! With `by`, the selected instances that have the metric are grouped by their values of the
+//! `by` labels (numbers compared as numbers) and the aggregate runs over the groups' means;
+//! an instance without one of those labels makes the claim undecided.
 
 use std::collections::BTreeSet;
 
@@ -40,7 +44,8 @@ pub(crate) struct Evaluation {
 }
 
 pub(crate) fn evaluate(claim: &Claim, obs: &[Observation]) -> Evaluation {
-    let mut counts = Vec::new();
+    // What each aggregate ran over, for the detail: `3` values or `5 groups`.
+    let mut counts: Vec<String> = Vec::new();
     let lhs = side(&claim.lhs, obs, &mut counts, "left");
     let rhs = side(&claim.rhs, obs, &mut counts, "right");
     match (lhs, rhs) {
@@ -53,8 +58,7 @@ pub(crate) fn evaluate(claim: &Claim, obs: &[Observation]) -> Evaluation {
             let detail = if counts.is_empty() {
                 "no aggregates".to_owned()
             } else {
-                let n: Vec<String> = counts.iter().map(usize::to_string).collect();
-                format!("n = {}", n.join(", "))
+                format!("n = {}", counts.join(", "))
             };
             Evaluation {
                 verdict,
@@ -81,7 +85,7 @@ pub(crate) fn evaluate(claim: &Claim, obs: &[Observation]) -> Evaluation {
 fn side(
     e: &Expr,
     obs: &[Observation],
-    counts: &mut Vec<usize>,
+    counts: &mut Vec<String>,
     which: &str,
 ) -> Result<f64, String> {
     let x = eval(e, obs, counts)?;
@@ -91,7 +95,7 @@ fn side(
     Ok(x)
 }
 
-fn eval(e: &Expr, obs: &[Observation], counts: &mut Vec<usize>) -> Result<f64, String> {
+fn eval(e: &Expr, obs: &[Observation], counts: &mut Vec<String>) -> Result<f64, String> {
     Ok(match e {
         Expr::Num(x) => *x,
         Expr::Neg(a) => -eval(a, obs, counts)?,
@@ -114,15 +118,62 @@ fn eval(e: &Expr, obs: &[Observation], counts: &mut Vec<usize>) -> Result<f64, S
             }
         }
         Expr::Agg(agg, sel) => {
-            let values = select(sel, obs)?;
-            counts.push(values.len());
+            let chosen = select(sel, obs)?;
+            let values = if sel.by.is_empty() {
+                counts.push(chosen.len().to_string());
+                chosen.into_iter().map(|(_, x)| x).collect()
+            } else {
+                let means = group_means(sel, &chosen)?;
+                counts.push(format!("{} groups", means.len()));
+                means
+            };
             aggregate(*agg, &values, sel)?
         }
     })
 }
 
-/// The values of `sel.metric` in the observations its filters select, or why there are none.
-fn select(sel: &Selection, obs: &[Observation]) -> Result<Vec<f64>, String> {
+/// The means of `chosen`'s values per distinct combination of the `sel.by` labels, in
+/// first-seen order.
+fn group_means(sel: &Selection, chosen: &[(&Observation, f64)]) -> Result<Vec<f64>, String> {
+    let mut groups: Vec<(Vec<&Value>, f64, usize)> = Vec::new();
+    for (o, x) in chosen {
+        let mut key = Vec::with_capacity(sel.by.len());
+        for k in &sel.by {
+            let Some(v) = o.labels.get(k) else {
+                let lacking = chosen
+                    .iter()
+                    .filter(|(o, _)| !o.labels.contains_key(k))
+                    .count();
+                return Err(format!(
+                    "`{}`: {lacking} of the {} selected instances have no label `{k}` to group by",
+                    sel.text,
+                    chosen.len()
+                ));
+            };
+            key.push(v);
+        }
+        match groups
+            .iter_mut()
+            .find(|(g, _, _)| g.iter().zip(&key).all(|(a, b)| same(a, b)))
+        {
+            Some((_, sum, n)) => {
+                *sum += x;
+                *n += 1;
+            }
+            None => groups.push((key, *x, 1)),
+        }
+    }
+    Ok(groups
+        .into_iter()
+        .map(|(_, sum, n)| sum / n as f64)
+        .collect())
+}
+
+/// The selected observations that have `sel.metric`, with its value, or why there are none.
+fn select<'a>(
+    sel: &Selection,
+    obs: &'a [Observation],
+) -> Result<Vec<(&'a Observation, f64)>, String> {
     let chosen: Vec<&Observation> = obs
         .iter()
         .filter(|o| sel.filters.iter().all(|f| matches(f, &o.labels)))
@@ -130,9 +181,9 @@ fn select(sel: &Selection, obs: &[Observation]) -> Result<Vec<f64>, String> {
     if chosen.is_empty() {
         return Err(format!("`{}`: {}", sel.text, why_empty(&sel.filters, obs)));
     }
-    let values: Vec<f64> = chosen
+    let values: Vec<(&Observation, f64)> = chosen
         .iter()
-        .filter_map(|o| o.metrics.get(&sel.metric).copied())
+        .filter_map(|o| Some((*o, o.metrics.get(&sel.metric).copied()?)))
         .collect();
     if values.is_empty() {
         let have: BTreeSet<&str> = chosen
@@ -151,7 +202,7 @@ fn select(sel: &Selection, obs: &[Observation]) -> Result<Vec<f64>, String> {
             list(have.into_iter().map(str::to_owned))
         ));
     }
-    let nans = values.iter().filter(|x| x.is_nan()).count();
+    let nans = values.iter().filter(|(_, x)| x.is_nan()).count();
     if nans > 0 {
         return Err(format!(
             "`{}`: `{}` is NaN in {nans} of {} instances",
@@ -446,6 +497,109 @@ mod tests {
         // Both sides undecided: both reasons.
         let e = run("mean(x) > mean(y)");
         assert_eq!(e.detail.matches("no instance has the metric").count(), 2);
+    }
+
+    /// A UL2-shaped decoder sweep: objectives × two seeds, the mixture with mode tokens.
+    fn ul2() -> Vec<Observation> {
+        let o = |objective: &str, seed: i64, infill: f64, oneshot: f64| {
+            let mut labels = json!({"objective": objective, "arch": "decoder", "seed": seed});
+            let mut metrics = vec![("infill_em", infill), ("oneshot_em", oneshot)];
+            if objective == "ul2" {
+                labels["mode_tokens"] = json!(true);
+                metrics.push(("infill_em_wrong_mode", 0.3));
+            }
+            obs(labels, &metrics)
+        };
+        vec![
+            o("clm", 0, 0.1, 0.5),
+            o("clm", 1, 0.2, 0.6),
+            o("sc", 0, 0.6, 0.1),
+            o("sc", 1, 0.8, 0.1),
+            o("ul2", 0, 0.6, 0.5),
+            o("ul2", 1, 0.7, 0.54),
+        ]
+    }
+
+    fn ul2_run(claim: &str) -> Evaluation {
+        evaluate(&parse(claim).unwrap(), &ul2())
+    }
+
+    fn ul2_value(expr: &str) -> f64 {
+        let e = ul2_run(&format!("{expr} == 0"));
+        assert_ne!(e.verdict, Verdict::Undecided, "{expr}: {}", e.detail);
+        e.lhs.unwrap()
+    }
+
+    #[test]
+    fn by_aggregates_over_group_means() {
+        // Objective means of infill_em: clm 0.15, sc 0.7, ul2 0.65.
+        assert!(close(
+            ul2_value("max(infill_em | arch=decoder by objective)"),
+            0.7
+        ));
+        assert!(close(ul2_value("min(infill_em by objective)"), 0.15));
+        assert!(close(ul2_value("mean(infill_em by objective)"), 0.5));
+        assert!(close(ul2_value("median(infill_em by objective)"), 0.65));
+        assert!(close(ul2_value("sum(infill_em by objective)"), 1.5));
+        assert_eq!(ul2_value("count(infill_em by objective)"), 3.0);
+        assert_eq!(ul2_value("count(infill_em by objective, seed)"), 6.0);
+        // Sample std of 0.15, 0.7, 0.65 (mean 0.5): sqrt((0.1225 + 0.04 + 0.0225) / 2).
+        assert!(close(
+            ul2_value("std(infill_em by objective)"),
+            (0.0925_f64).sqrt()
+        ));
+        // Only the instances with the metric are grouped: the wrong-mode score is ul2's alone.
+        assert_eq!(ul2_value("count(infill_em_wrong_mode by objective)"), 1.0);
+    }
+
+    #[test]
+    fn the_ul2_claims() {
+        let pass = |claim: &str| {
+            let e = ul2_run(claim);
+            assert_eq!(e.verdict, Verdict::Pass, "{claim}: {e:?}");
+            e
+        };
+        // SC is strong at infilling and weak at one-shot generation, CLM the reverse.
+        pass(
+            "mean(infill_em | objective=sc, arch=decoder) > mean(infill_em | objective=clm, arch=decoder)",
+        );
+        pass(
+            "mean(oneshot_em | objective=clm, arch=decoder) > mean(oneshot_em | objective=sc, arch=decoder)",
+        );
+        // The mixture is within 10% of the best objective on both.
+        let e = pass(
+            "mean(infill_em | objective=ul2) >= 0.9 * max(infill_em | arch=decoder by objective)",
+        );
+        assert!(close(e.lhs.unwrap(), 0.65) && close(e.rhs.unwrap(), 0.63));
+        assert_eq!(e.detail, "n = 2, 3 groups");
+        let e = pass(
+            "mean(oneshot_em | objective=ul2) >= 0.9 * max(oneshot_em | arch=decoder by objective)",
+        );
+        assert!(close(e.rhs.unwrap(), 0.9 * 0.55));
+        // Without `by`, `max` is the best single seed (sc's 0.8), a different claim.
+        let e = ul2_run("mean(infill_em | objective=ul2) >= 0.9 * max(infill_em | arch=decoder)");
+        assert_eq!(e.verdict, Verdict::Fail);
+        assert!(close(e.rhs.unwrap(), 0.72));
+        // The right mode token beats a wrong one.
+        pass(
+            "mean(infill_em | objective=ul2, mode_tokens=true) > mean(infill_em_wrong_mode | objective=ul2, mode_tokens=true)",
+        );
+    }
+
+    #[test]
+    fn by_without_the_label_or_with_one_group_is_undecided() {
+        let e = ul2_run("max(infill_em by mode_tokens) > 0");
+        assert_eq!(e.verdict, Verdict::Undecided);
+        assert_eq!(
+            e.detail,
+            "`max(infill_em by mode_tokens)`: 4 of the 6 selected instances have no label \
+             `mode_tokens` to group by"
+        );
+        let e = ul2_run("std(infill_em | objective=sc by objective) > 0");
+        assert_eq!(
+            e.detail,
+            "`std(infill_em | objective=sc by objective)`: the standard deviation of one value is undefined"
+        );
     }
 
     #[test]

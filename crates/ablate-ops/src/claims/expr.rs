@@ -7,12 +7,17 @@
 //! prod   := unary (('*' | '/') unary)*
 //! unary  := '-' unary | atom
 //! atom   := NUMBER | '(' sum ')' | FUNC '(' sum ')'            FUNC: abs log exp sqrt
-//!         | AGG '(' METRIC ['|' filter (',' filter)*] ')'   AGG: mean median min max std sum count
+//!         | AGG '(' METRIC ['|' filter (',' filter)*] ['by' KEY (',' KEY)*] ')'
+//!                                                  AGG: mean median min max std sum count
 //! filter := KEY ('=' | '==' | '!=') VALUE | KEY 'in' '[' VALUE (',' VALUE)* ']'
 //! VALUE  := 'single' or "double" quoted string (no escapes) | true | false | null
 //!         | a bare word of [A-Za-z0-9_.+-]: a number if it reads as one, else a string
 //! METRIC, KEY := [A-Za-z_][A-Za-z0-9_.]*
 //! ```
+//!
+//! With `by`, the aggregate runs over the means of the groups of selected instances that share
+//! the `by` labels, not over the instances: `max(infill_em | arch=decoder by objective)` is the
+//! best objective's mean.
 
 use std::fmt;
 
@@ -102,11 +107,13 @@ const AGGS: [(&str, Agg); 7] = [
     ("sum", Agg::Sum),
 ];
 
-/// `metric | filters`, with the text it was parsed from (for messages).
+/// `metric | filters by keys`, with the text it was parsed from (for messages).
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Selection {
     pub(crate) metric: String,
     pub(crate) filters: Vec<Filter>,
+    /// Label keys whose groups' means are aggregated; empty: the instances' values are.
+    pub(crate) by: Vec<String>,
     /// The whole aggregate as written, e.g. `mean(acc | weights=shared)`.
     pub(crate) text: String,
 }
@@ -415,11 +422,37 @@ impl Parser {
             }
         }
         self.skip_ws();
+        let mut by = Vec::new();
+        if self.keyword("by") {
+            loop {
+                self.skip_ws();
+                if !self.peek().is_some_and(is_ident_start) {
+                    return Err(self.expected("a label key to group by"));
+                }
+                let key = self.ident();
+                if by.contains(&key) {
+                    return Err(self.error_at(
+                        self.pos - key.chars().count(),
+                        format!("`{key}` is listed twice after `by`"),
+                    ));
+                }
+                by.push(key);
+                self.skip_ws();
+                if self.peek() == Some(',') {
+                    self.pos += 1;
+                } else {
+                    break;
+                }
+            }
+        }
+        self.skip_ws();
         if self.peek() != Some(')') {
-            let what = if filters.is_empty() {
-                "`|` or `)`"
-            } else {
+            let what = if !by.is_empty() {
                 "`,` or `)`"
+            } else if filters.is_empty() {
+                "`|`, `by` or `)`"
+            } else {
+                "`,`, `by` or `)`"
             };
             return Err(self.expected(what));
         }
@@ -427,6 +460,7 @@ impl Parser {
         Ok(Selection {
             metric,
             filters,
+            by,
             text: self.chars[start..self.pos].iter().collect(),
         })
     }
@@ -542,6 +576,7 @@ mod tests {
             Selection {
                 metric: metric.into(),
                 filters,
+                by: Vec::new(),
                 text: text.into(),
             },
         )
@@ -728,11 +763,11 @@ mod tests {
         // 1-based character columns.
         assert_eq!(
             err("mean(acc_2n | weights=shared >= 1"),
-            (30, "expected `,` or `)`, found `>`".into())
+            (30, "expected `,`, `by` or `)`, found `>`".into())
         );
         assert_eq!(
             err("mean(acc >= 1"),
-            (10, "expected `|` or `)`, found `>`".into())
+            (10, "expected `|`, `by` or `)`, found `>`".into())
         );
         assert_eq!(
             err("mean(acc)"),
@@ -849,7 +884,60 @@ mod tests {
         assert_eq!(e.column, 18);
         assert_eq!(
             e.render("mean(acc | w='é' >= 1"),
-            "expected `,` or `)`, found `>` at column 18\n    mean(acc | w='é' >= 1\n                     ^"
+            "expected `,`, `by` or `)`, found `>` at column 18\n    mean(acc | w='é' >= 1\n                     ^"
+        );
+    }
+
+    #[test]
+    fn by_groups_after_the_filters() {
+        let c =
+            parse("max(infill_em | arch=decoder by objective, mode_tokens) > count(em by seed)")
+                .unwrap();
+        let Expr::Agg(Agg::Max, sel) = &c.lhs else {
+            panic!("{c:?}")
+        };
+        assert_eq!(sel.metric, "infill_em");
+        assert_eq!(
+            sel.filters,
+            vec![Filter {
+                key: "arch".into(),
+                test: Test::Eq(json!("decoder"))
+            }]
+        );
+        assert_eq!(sel.by, ["objective", "mode_tokens"]);
+        assert_eq!(
+            sel.text,
+            "max(infill_em | arch=decoder by objective, mode_tokens)"
+        );
+        let Expr::Agg(Agg::Count, sel) = &c.rhs else {
+            panic!("{c:?}")
+        };
+        assert!(sel.filters.is_empty());
+        assert_eq!(sel.by, ["seed"]);
+        // `by` is a keyword only where a filter list could end: a key or metric named `by`,
+        // or starting with it, is still a name.
+        let c = parse("mean(by | by=1, byte=2 by bytes) > 0").unwrap();
+        let Expr::Agg(Agg::Mean, sel) = &c.lhs else {
+            panic!("{c:?}")
+        };
+        assert_eq!(sel.metric, "by");
+        assert_eq!(sel.filters.len(), 2);
+        assert_eq!(sel.by, ["bytes"]);
+        assert_eq!(
+            err("max(em by) > 0"),
+            (10, "expected a label key to group by, found `)`".into())
+        );
+        assert_eq!(
+            err("max(em by a b) > 0"),
+            (13, "expected `,` or `)`, found `b`".into())
+        );
+        assert_eq!(
+            err("max(em by a, a) > 0"),
+            (14, "`a` is listed twice after `by`".into())
+        );
+        assert_eq!(
+            err("max(em | a=1 bye) > 0"),
+            (14, "expected `,`, `by` or `)`, found `bye`".into())
         );
     }
 

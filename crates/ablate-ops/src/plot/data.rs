@@ -224,6 +224,164 @@ pub(crate) fn list(items: &[&str]) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Pareto plots
+
+/// One group's point: the means of both metrics over its observations, with their sample
+/// standard deviations (`None` for a single observation).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ParetoPoint {
+    /// Index into [`Pareto::groups`].
+    pub group: usize,
+    pub x: f64,
+    pub y: f64,
+    pub x_sd: Option<f64>,
+    pub y_sd: Option<f64>,
+}
+
+/// The points of one facet and its frontier: the indices of its non-dominated points, in the
+/// order the step line joins them.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ParetoFacet {
+    /// `arch=decoder`; `None` without `facet`.
+    pub name: Option<String>,
+    pub points: Vec<ParetoPoint>,
+    pub frontier: Vec<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Pareto {
+    /// Group names (`ul2`, or `objective=ul2 mode_tokens=true` for several keys), shared by
+    /// the facets so a group keeps its colour.
+    pub groups: Vec<String>,
+    pub facets: Vec<ParetoFacet>,
+}
+
+/// One point per value of the `group` labels (per value of `facet`), each the mean ± sd of
+/// metrics `x` and `y` over the observations with those labels (typically the seeds).
+/// Observations without both metrics are skipped. `lower` says, per axis, that lower is better.
+pub(crate) fn pareto(
+    obs: &[Observation],
+    x: &str,
+    y: &str,
+    group: &[String],
+    facet: Option<&str>,
+    lower: [bool; 2],
+) -> Result<Pareto, String> {
+    let mut kept: Vec<(Option<&Value>, Value, f64, f64)> = Vec::new();
+    for o in obs {
+        let (Some(&xv), Some(&yv)) = (o.metrics.get(x), o.metrics.get(y)) else {
+            continue;
+        };
+        let key = group
+            .iter()
+            .map(|g| o.label(g).cloned())
+            .collect::<Result<Vec<Value>, String>>()?;
+        let fv = facet.map(|f| o.label(f)).transpose()?;
+        kept.push((fv, Value::Array(key), xv, yv));
+    }
+    if kept.is_empty() {
+        let names: BTreeSet<&str> = obs
+            .iter()
+            .flat_map(|o| o.metrics.keys().map(String::as_str))
+            .collect();
+        let names: Vec<&str> = names.into_iter().collect();
+        return Err(format!(
+            "no input has both metrics `{x}` and `{y}`; the metrics present: {}",
+            list(&names)
+        ));
+    }
+    let group_values: Vec<&Value> = kept.iter().map(|(_, g, _, _)| g).collect();
+    let (group_keys, _) = ordered_keys(&group_values);
+    let facet_values: Vec<&Value> = kept.iter().filter_map(|(f, _, _, _)| *f).collect();
+    let (facet_keys, _) = ordered_keys(&facet_values);
+
+    let n_facets = facet_keys.len().max(1);
+    let mut cells: Vec<Vec<Vec<(f64, f64)>>> = vec![vec![Vec::new(); group_keys.len()]; n_facets];
+    for (f, g, xv, yv) in &kept {
+        let fi = f.map_or(0, |f| position(&facet_keys, f));
+        cells[fi][position(&group_keys, g)].push((*xv, *yv));
+    }
+    let groups = group_keys
+        .iter()
+        .map(|key| {
+            let values = key.as_array().expect("group keys are arrays");
+            if let [one] = values.as_slice() {
+                label_text(one)
+            } else {
+                let pairs: Vec<(String, Value)> =
+                    group.iter().cloned().zip(values.iter().cloned()).collect();
+                labels_text(&pairs)
+            }
+        })
+        .collect();
+    let facets = cells
+        .into_iter()
+        .enumerate()
+        .map(|(fi, row)| {
+            let points: Vec<ParetoPoint> = row
+                .into_iter()
+                .enumerate()
+                .filter(|(_, vals)| !vals.is_empty())
+                .map(|(gi, vals)| {
+                    let xs: Vec<f64> = vals.iter().map(|v| v.0).collect();
+                    let ys: Vec<f64> = vals.iter().map(|v| v.1).collect();
+                    let ((x, x_sd), (y, y_sd)) = (mean_std(&xs), mean_std(&ys));
+                    ParetoPoint {
+                        group: gi,
+                        x,
+                        y,
+                        x_sd,
+                        y_sd,
+                    }
+                })
+                .collect();
+            let xy: Vec<(f64, f64)> = points.iter().map(|p| (p.x, p.y)).collect();
+            ParetoFacet {
+                name: facet
+                    .zip(facet_keys.get(fi))
+                    .map(|(f, v)| format!("{f}={}", label_text(v))),
+                frontier: frontier(&xy, lower),
+                points,
+            }
+        })
+        .collect();
+    Ok(Pareto { groups, facets })
+}
+
+/// The indices of the points no other point dominates — at least as good on both axes and
+/// better on one, "good" being higher unless `lower` says lower for that axis — sorted along
+/// the frontier (by x from worst to best, ties kept in input order). Equal points do not
+/// dominate each other, so both stay; points with a NaN are never on it.
+pub(crate) fn frontier(points: &[(f64, f64)], lower: [bool; 2]) -> Vec<usize> {
+    let orient =
+        |&(x, y): &(f64, f64)| (if lower[0] { -x } else { x }, if lower[1] { -y } else { y });
+    let pts: Vec<(f64, f64)> = points.iter().map(orient).collect();
+    let valid = |p: &(f64, f64)| !p.0.is_nan() && !p.1.is_nan();
+    let dominates =
+        |a: (f64, f64), b: (f64, f64)| a.0 >= b.0 && a.1 >= b.1 && (a.0 > b.0 || a.1 > b.1);
+    let mut on: Vec<usize> = (0..pts.len())
+        .filter(|&i| valid(&pts[i]))
+        .filter(|&i| !pts.iter().any(|&q| valid(&q) && dominates(q, pts[i])))
+        .collect();
+    on.sort_by(|&a, &b| pts[a].0.total_cmp(&pts[b].0));
+    on
+}
+
+/// The step line through frontier points (in [`frontier`]'s order): from each point straight
+/// along the y axis to the next one's y, then along the x axis to it — the edge of the region
+/// the frontier dominates, whichever way each axis is better.
+pub(crate) fn staircase(points: &[(f64, f64)]) -> Polyline {
+    let mut line = Vec::with_capacity(2 * points.len());
+    for (i, &p) in points.iter().enumerate() {
+        if i > 0 {
+            line.push((points[i - 1].0, p.1));
+        }
+        line.push(p);
+    }
+    line
+}
+
+// ---------------------------------------------------------------------------------------------
 // eval.metric tables
 
 /// One row of `layers.parquet`: a data or grid point at one layer.
@@ -678,6 +836,134 @@ mod tests {
         assert!(parse_select(Some(&json!({"a": [1]}))).is_err());
         assert!(parse_select(None).unwrap().is_empty());
         assert_eq!(labels_text(&labels), "weights=shared steps=8");
+    }
+
+    #[test]
+    fn the_frontier_keeps_non_dominated_points_and_ties() {
+        let pts = [
+            (0.1, 0.9),      // 0: best y
+            (0.5, 0.5),      // 1: on the frontier
+            (0.4, 0.5),      // 2: dominated by 1 (same y, lower x)
+            (0.9, 0.1),      // 3: best x
+            (0.3, 0.3),      // 4: dominated by 1 on both
+            (0.5, 0.5),      // 5: equal to 1: neither dominates the other
+            (f64::NAN, 1.0), // 6: never on it
+        ];
+        assert_eq!(frontier(&pts, [false, false]), [0, 1, 5, 3]);
+        // Lower-is-better y: the lowest y values are best; (0.9, 0.1) dominates every point
+        // with x ≤ 0.9 and y ≥ 0.1.
+        assert_eq!(frontier(&pts, [false, true]), [3]);
+        // Both lower: the mirror image, ordered from the worst x (the highest) to the best.
+        assert_eq!(frontier(&pts, [true, true]), [3, 4, 0]);
+        // Lower-is-better x: (0.1, 0.9) has the best x and y.
+        assert_eq!(frontier(&pts, [true, false]), [0]);
+        assert!(frontier(&[], [false, false]).is_empty());
+        assert_eq!(frontier(&[(1.0, 2.0)], [false, false]), [0]);
+    }
+
+    #[test]
+    fn the_staircase_steps_down_then_across() {
+        let line = staircase(&[(0.1, 0.9), (0.5, 0.5), (0.9, 0.1)]);
+        assert_eq!(
+            line,
+            [(0.1, 0.9), (0.1, 0.5), (0.5, 0.5), (0.5, 0.1), (0.9, 0.1)]
+        );
+        assert_eq!(staircase(&[(1.0, 2.0)]), [(1.0, 2.0)]);
+    }
+
+    #[test]
+    fn pareto_points_are_group_means_per_facet() {
+        let o = |id: &str, objective: &str, arch: &str, seed: i64, infill: f64, oneshot: f64| {
+            obs(
+                id,
+                &[
+                    ("objective", json!(objective)),
+                    ("arch", json!(arch)),
+                    ("seed", json!(seed)),
+                ],
+                &[("infill_em", infill), ("oneshot_em", oneshot)],
+            )
+        };
+        let mut all = vec![
+            o("a", "clm", "decoder", 0, 0.1, 0.6),
+            o("b", "clm", "decoder", 1, 0.3, 0.4),
+            o("c", "sc", "decoder", 0, 0.8, 0.1),
+            o("d", "ul2", "decoder", 0, 0.2, 0.3),
+            o("e", "sc", "encdec", 0, 0.9, 0.2),
+        ];
+        // Without `oneshot_em`: skipped.
+        all.push(obs(
+            "f",
+            &[("objective", json!("clm")), ("arch", json!("encdec"))],
+            &[("infill_em", 1.0)],
+        ));
+        let p = pareto(
+            &all,
+            "infill_em",
+            "oneshot_em",
+            &["objective".to_owned()],
+            Some("arch"),
+            [false, false],
+        )
+        .unwrap();
+        assert_eq!(p.groups, ["clm", "sc", "ul2"]);
+        assert_eq!(p.facets.len(), 2);
+        let dec = &p.facets[0];
+        assert_eq!(dec.name.as_deref(), Some("arch=decoder"));
+        // clm: means (0.2, 0.5), sample sds √0.02 each; sc and ul2 one seed each.
+        let clm = &dec.points[0];
+        assert_eq!(clm.group, 0);
+        assert!((clm.x - 0.2).abs() < 1e-12 && (clm.y - 0.5).abs() < 1e-12);
+        assert!((clm.x_sd.unwrap() - 0.02_f64.sqrt()).abs() < 1e-12);
+        assert!((clm.y_sd.unwrap() - 0.02_f64.sqrt()).abs() < 1e-12);
+        assert_eq!(dec.points[1].x_sd, None);
+        // ul2 (0.2, 0.3) is dominated by clm (0.2, 0.5).
+        assert_eq!(dec.frontier, [0, 1]);
+        let enc = &p.facets[1];
+        assert_eq!(enc.name.as_deref(), Some("arch=encdec"));
+        assert_eq!(enc.points.len(), 1);
+        assert_eq!(enc.points[0].group, 1, "sc keeps its index (and colour)");
+        assert_eq!(enc.frontier, [0]);
+
+        // Two group keys name points by both; no facet: one panel.
+        let p = pareto(
+            &all,
+            "infill_em",
+            "oneshot_em",
+            &["objective".to_owned(), "arch".to_owned()],
+            None,
+            [false, false],
+        )
+        .unwrap();
+        assert_eq!(p.facets.len(), 1);
+        assert_eq!(p.facets[0].name, None);
+        assert_eq!(p.groups[0], "objective=clm arch=decoder");
+        assert_eq!(p.groups.len(), 4);
+
+        let err = pareto(
+            &all,
+            "infill_em",
+            "val_nll",
+            &["objective".to_owned()],
+            None,
+            [false; 2],
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "no input has both metrics `infill_em` and `val_nll`; the metrics present: \
+             `infill_em`, `oneshot_em`"
+        );
+        let err = pareto(
+            &all,
+            "infill_em",
+            "oneshot_em",
+            &["mode".to_owned()],
+            None,
+            [false; 2],
+        )
+        .unwrap_err();
+        assert!(err.contains("input `a` has no label `mode`"), "{err}");
     }
 
     #[test]

@@ -11,8 +11,8 @@ use ablate_spec::{Params, Resources, Value};
 use plotters::style::RGBColor;
 use serde_json::json;
 
-use super::data::{Point, Series, XAxis};
-use super::draw::{self, LineFigure, Panel, PanelContent, PanelFigure, PanelRow};
+use super::data::{Pareto, ParetoFacet, ParetoPoint, Point, Series, XAxis};
+use super::draw::{self, LineFigure, Panel, PanelContent, PanelFigure, PanelRow, ParetoFigure};
 use super::*;
 
 fn hex(c: RGBColor) -> String {
@@ -116,6 +116,64 @@ fn a_categorical_line_figure_labels_its_categories() {
         1
     );
     assert!(svg.contains("\ntanh\n</text>") && svg.contains("\nrelu\n</text>"));
+}
+
+#[test]
+fn a_pareto_figure_draws_points_bars_names_rings_and_a_step_line_per_facet() {
+    let dir = tempfile::tempdir().unwrap();
+    let pp = |group: usize, x: f64, y: f64, sd: Option<f64>| ParetoPoint {
+        group,
+        x,
+        y,
+        x_sd: sd,
+        y_sd: sd,
+    };
+    let fig = ParetoFigure {
+        title: "oneshot_em vs infill_em by objective, Pareto frontier".into(),
+        x_name: "infill_em".into(),
+        y_name: "oneshot_em".into(),
+        pareto: Pareto {
+            groups: vec!["clm".into(), "sc".into(), "ul2".into()],
+            facets: vec![
+                ParetoFacet {
+                    name: Some("arch=decoder".into()),
+                    points: vec![
+                        pp(0, 0.1, 0.6, Some(0.05)),
+                        pp(1, 0.7, 0.1, Some(0.02)),
+                        pp(2, 0.6, 0.5, None),
+                    ],
+                    frontier: vec![0, 2, 1],
+                },
+                ParetoFacet {
+                    name: Some("arch=encdec".into()),
+                    points: vec![pp(1, 0.8, 0.2, None), pp(2, 0.5, 0.1, Some(0.01))],
+                    frontier: vec![0],
+                },
+            ],
+        },
+        panel_size: (300, 260),
+    };
+    draw::save(&fig, dir.path(), "plot").unwrap();
+    let svg = read_outputs(dir.path(), (600, 32 + 22 + 260));
+    let [clm, sc, ul2] = [0, 1, 2].map(|i| hex(draw::PALETTE[i]));
+    // A dot per point, in its group's colour across facets.
+    assert_eq!(count(&svg, "circle", &format!("fill=\"{clm}\"")), 1);
+    assert_eq!(count(&svg, "circle", &format!("fill=\"{sc}\"")), 2);
+    assert_eq!(count(&svg, "circle", &format!("fill=\"{ul2}\"")), 2);
+    // Two bars of three strokes per point with an sd.
+    assert_eq!(count(&svg, "line", &format!("stroke=\"{clm}\"")), 6);
+    assert_eq!(count(&svg, "line", &format!("stroke=\"{sc}\"")), 6);
+    assert_eq!(count(&svg, "line", &format!("stroke=\"{ul2}\"")), 6);
+    // A ring per frontier point; a step line only where the frontier has two points or more.
+    let frontier = hex(draw::FRONTIER);
+    assert_eq!(count(&svg, "circle", &format!("stroke=\"{frontier}\"")), 4);
+    assert_eq!(
+        count(&svg, "polyline", &format!("stroke=\"{frontier}\"")),
+        1
+    );
+    // Every point is named, and each facet titled.
+    assert_eq!(svg.matches("\nul2\n</text>").count(), 2);
+    assert!(svg.contains("arch=encdec") && svg.contains("Pareto frontier"));
 }
 
 fn square_grid(n: i64, shift: f64) -> Vec<(i64, i64, [f64; 2])> {
@@ -413,6 +471,109 @@ fn the_line_op_averages_over_seeds_and_honours_select() {
     );
 }
 
+#[test]
+fn the_pareto_op_averages_seeds_per_group_and_facets() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(&root.path().join("cache")).unwrap();
+    let mut inputs = Vec::new();
+    let mut n = 0;
+    for arch in ["decoder", "encdec"] {
+        for (objective, infill, oneshot, nll) in [
+            ("clm", 0.1, 0.6, 2.0),
+            ("sc", 0.7, 0.1, 2.5),
+            ("ul2", 0.6, 0.5, 2.1),
+            ("plm", 0.2, 0.3, 2.2),
+        ] {
+            for seed in [0, 1] {
+                let s = 0.01 * seed as f64;
+                entry(
+                    &store,
+                    n,
+                    &[
+                        ("infill_em", infill + s),
+                        ("oneshot_em", oneshot + s),
+                        ("val_nll", nll + s),
+                    ],
+                    &[],
+                );
+                inputs.push(input(
+                    n,
+                    &[
+                        ("objective", json!(objective)),
+                        ("arch", json!(arch)),
+                        ("seed", json!(seed)),
+                    ],
+                ));
+                n += 1;
+            }
+        }
+    }
+    let params = json!({"kind": "pareto", "x": "infill_em", "y": "oneshot_em",
+                        "group": ["objective"], "facet": "arch"});
+    let out = run_op(&store, root.path(), inputs.clone(), params).unwrap();
+    assert_eq!(out.publish, ["plot.svg", "plot.png"]);
+    let size = (2 * PARETO_PANEL.0, 32 + 22 + PARETO_PANEL.1);
+    let svg = read_outputs(&root.path().join("out"), size);
+    assert!(svg.contains("oneshot_em vs infill_em by objective, Pareto frontier"));
+    // Four objectives in two facets; plm (0.2, 0.3) is dominated by ul2 (0.6, 0.5): three
+    // frontier points per facet.
+    for i in 0..4 {
+        let c = hex(draw::PALETTE[i]);
+        assert_eq!(count(&svg, "circle", &format!("fill=\"{c}\"")), 2);
+    }
+    let frontier = hex(draw::FRONTIER);
+    assert_eq!(count(&svg, "circle", &format!("stroke=\"{frontier}\"")), 6);
+    assert_eq!(
+        count(&svg, "polyline", &format!("stroke=\"{frontier}\"")),
+        2
+    );
+
+    // val_nll lower is better: against infill_em, clm (0.1, 2.0) has the best nll and sc the
+    // best infilling; ul2 (0.6, 2.1) is on the frontier, plm (0.2, 2.2) is not.
+    let params = json!({"kind": "pareto", "x": "infill_em", "y": "val_nll",
+                        "group": "objective", "lower_is_better": ["val_nll"],
+                        "select": {"arch": "decoder"}});
+    run_op(&store, root.path(), inputs.clone(), params).unwrap();
+    let svg = read_outputs(
+        &root.path().join("out"),
+        (PARETO_PANEL.0, 32 + 22 + PARETO_PANEL.1),
+    );
+    assert_eq!(count(&svg, "circle", &format!("stroke=\"{frontier}\"")), 3);
+    assert!(svg.contains("val_nll (lower is better)"));
+
+    let err = |params: Value| {
+        run_op(&store, root.path(), inputs.clone(), params)
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        err(json!({"kind": "pareto", "x": "infill_em", "y": "oneshot_em"})),
+        "`kind: pareto` needs `x` and `y` (metrics) and `group` (a label or a list of labels)"
+    );
+    assert_eq!(
+        err(
+            json!({"kind": "pareto", "x": "infill_em", "y": "oneshot_em", "group": "objective",
+                   "lower_is_better": ["loss"]})
+        ),
+        "`lower_is_better` lists `loss`, which is neither `x` (`infill_em`) nor `y` (`oneshot_em`)"
+    );
+    assert_eq!(
+        err(
+            json!({"kind": "pareto", "x": "infill_em", "y": "oneshot_em", "group": "objective",
+                   "log_x": true})
+        ),
+        "`log_x` applies to `line`, not `kind: pareto`"
+    );
+    assert_eq!(
+        err(json!({"kind": "line", "x": "seed", "y": "infill_em", "facet": "arch"})),
+        "`facet` applies to `pareto`, not `kind: line`"
+    );
+    assert_eq!(
+        err(json!({"kind": "line", "x": "seed", "y": "infill_em", "group": ["arch", "objective"]})),
+        "`kind: line` takes one `group` label (a line per value)"
+    );
+}
+
 /// `layers.parquet` of a 2-D flow over `layers` layers: `n` data points and a 3×3 grid, each
 /// layer shearing the previous one.
 fn layers_table(layers: i64, n: i64) -> Table {
@@ -571,7 +732,10 @@ fn the_panel_ops_read_eval_metric_entries() {
         json!({"kind": "grid", "x": "steps"}),
     )
     .unwrap_err();
-    assert_eq!(err.to_string(), "`x` applies to `kind: line` only");
+    assert_eq!(
+        err.to_string(),
+        "`x` applies to `line` and `pareto`, not `kind: grid`"
+    );
 }
 
 #[test]

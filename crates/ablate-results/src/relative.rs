@@ -1,0 +1,686 @@
+//! Relative gains for `report.table`'s `relative_to`: each cell's mean as a percentage gain over
+//! the mean of a baseline cell of the same metric, e.g. UL2's table of objectives, where decoder
+//! cells are compared with the decoder CLM row and encoder-decoder cells with the encdec SC row.
+//!
+//! The rule: a `relative_to` entry `{where: W, base: B}` serves the cells whose labels (their
+//! row and column values) equal `W` on every key of `W` (an empty `W` serves every cell). Each
+//! non-empty cell must be served by exactly one entry; its baseline is the cell of the same
+//! metric whose labels are the cell's own with the keys of `B` set to `B`'s values. That cell
+//! must have observations. The gain is `100 · (mean − base) / |base|`, negated for a metric in
+//! `lower_is_better`, so a positive gain is always an improvement; a zero base leaves it
+//! undefined. Gains compare the cells' means whatever `aggregate` is.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::ResultsError;
+use crate::pivot::{Grid, PivotSpec, assignments};
+use crate::render::{Align, escape_markdown, markdown_table};
+use crate::table::{Column, ColumnData};
+use crate::value::{cmp_values, display};
+
+/// The suffix of a gain column: `infill_em[arch=decoder] (Δ% vs base)`.
+pub const GAIN_SUFFIX: &str = " (Δ% vs base)";
+
+/// One `relative_to` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Baseline {
+    /// The cells this entry serves: those with these labels (every cell when empty).
+    #[serde(default, rename = "where")]
+    pub when: BTreeMap<String, Value>,
+    /// A served cell's baseline: the cell with these labels in place of its own.
+    pub base: BTreeMap<String, Value>,
+}
+
+/// `relative_to` and `lower_is_better` together.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Relative {
+    pub baselines: Vec<Baseline>,
+    /// Metrics whose gain is negated (a loss: a lower value is the better one).
+    #[serde(default)]
+    pub lower_is_better: Vec<String>,
+}
+
+/// Checks a `relative_to` list on its own (what can be checked before the table's `rows` and
+/// `cols` are known): at least one entry, a non-empty `base`, single label values, and no two
+/// entries with the same `where` (they would serve the same cells).
+pub fn check_baselines(baselines: &[Baseline]) -> Result<(), String> {
+    if baselines.is_empty() {
+        return Err("give at least one `{where, base}` entry, or leave it null".to_owned());
+    }
+    for (i, b) in baselines.iter().enumerate() {
+        let at = i + 1;
+        if b.base.is_empty() {
+            return Err(format!(
+                "entry {at} has an empty `base`: name the labels of its baseline cell, e.g. \
+                 `base: {{objective: clm}}`"
+            ));
+        }
+        for (part, map) in [("where", &b.when), ("base", &b.base)] {
+            if let Some((k, v)) = map
+                .iter()
+                .find(|(_, v)| matches!(v, Value::Array(_) | Value::Object(_)))
+            {
+                return Err(format!(
+                    "entry {at}: `{part}.{k}` must be a single label value, not `{v}`"
+                ));
+            }
+        }
+        if let Some(j) = baselines[..i]
+            .iter()
+            .position(|o| same_map(&o.when, &b.when))
+        {
+            return Err(format!(
+                "entries {} and {at} have the same `where` ({}): a cell has one baseline",
+                j + 1,
+                where_text(&b.when)
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn same_map(a: &BTreeMap<String, Value>, b: &BTreeMap<String, Value>) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|((ka, va), (kb, vb))| ka == kb && cmp_values(va, vb).is_eq())
+}
+
+/// `arch=decoder` (`every cell` for an empty `where`).
+fn where_text(when: &BTreeMap<String, Value>) -> String {
+    if when.is_empty() {
+        "every cell".to_owned()
+    } else {
+        format!("`{}`", map_text(when))
+    }
+}
+
+fn map_text(map: &BTreeMap<String, Value>) -> String {
+    map.iter()
+        .map(|(k, v)| format!("{k}={}", display(v)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Checks `rel` against the table's keys and metrics.
+pub(crate) fn validate(spec: &PivotSpec, rel: &Relative) -> Result<(), ResultsError> {
+    let invalid = |reason: String| Err(ResultsError::InvalidPivot { reason });
+    if let Err(reason) = check_baselines(&rel.baselines) {
+        return invalid(format!("`relative_to`: {reason}"));
+    }
+    for (i, b) in rel.baselines.iter().enumerate() {
+        for (part, map) in [("where", &b.when), ("base", &b.base)] {
+            if let Some(k) = map
+                .keys()
+                .find(|k| !spec.rows.contains(k) && !spec.cols.contains(k))
+            {
+                return invalid(format!(
+                    "`relative_to` entry {}: `{part}` uses `{k}`, which is in neither `rows` nor \
+                     `cols` (a baseline is a cell of the table)",
+                    i + 1
+                ));
+            }
+        }
+    }
+    if let Some(m) = rel
+        .lower_is_better
+        .iter()
+        .find(|m| !spec.metrics.contains(m))
+    {
+        return invalid(format!(
+            "`lower_is_better` lists `{m}`, which is not among the table's metrics"
+        ));
+    }
+    Ok(())
+}
+
+/// What one cell of the gain table holds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Gain {
+    /// No observations.
+    Empty,
+    /// The cell is its own baseline: its mean.
+    Base(f64),
+    /// The gain in percent.
+    Pct(f64),
+    /// The baseline's mean is 0.
+    Undefined,
+}
+
+impl Gain {
+    /// The Parquet value: 0 for a baseline, null where there is no gain.
+    fn value(self) -> Option<f64> {
+        match self {
+            Gain::Base(_) => Some(0.0),
+            Gain::Pct(x) => Some(x),
+            Gain::Empty | Gain::Undefined => None,
+        }
+    }
+
+    fn text(self, precision: usize) -> String {
+        match self {
+            Gain::Empty => String::new(),
+            Gain::Base(mean) => format!("{mean:.precision$} (base)"),
+            Gain::Pct(x) => format!("{x:+.1}%"),
+            Gain::Undefined => "undefined (base = 0)".to_owned(),
+        }
+    }
+}
+
+/// `gains[metric][row][col]`.
+pub(crate) struct Gains {
+    cells: Vec<Vec<Vec<Gain>>>,
+}
+
+fn mean(values: &[f64]) -> Option<f64> {
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+}
+
+pub(crate) fn gains(
+    grid: &Grid<'_>,
+    spec: &PivotSpec,
+    rel: &Relative,
+) -> Result<Gains, ResultsError> {
+    let label = |keys: &[String], tuple: &[&Value], key: &str| -> Option<Value> {
+        keys.iter().position(|k| k == key).map(|j| tuple[j].clone())
+    };
+    let mut cells = Vec::with_capacity(spec.metrics.len());
+    for (m, metric) in spec.metrics.iter().enumerate() {
+        let sign = if rel.lower_is_better.contains(metric) {
+            -1.0
+        } else {
+            1.0
+        };
+        let mut rows = Vec::with_capacity(grid.row_keys.len());
+        for (r, row_key) in grid.row_keys.iter().enumerate() {
+            let mut row = Vec::with_capacity(grid.col_keys.len());
+            for (c, col_key) in grid.col_keys.iter().enumerate() {
+                let Some(own) = mean(&grid.values[m][r][c]) else {
+                    row.push(Gain::Empty);
+                    continue;
+                };
+                let get = |key: &str| {
+                    label(&spec.rows, row_key, key).or_else(|| label(&spec.cols, col_key, key))
+                };
+                let cell = || cell_text(spec, row_key, col_key);
+                let fail = |reason: String| ResultsError::Baseline {
+                    metric: metric.clone(),
+                    cell: cell(),
+                    reason,
+                };
+                let serving: Vec<usize> = rel
+                    .baselines
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| {
+                        b.when
+                            .iter()
+                            .all(|(k, v)| get(k).is_some_and(|l| cmp_values(&l, v).is_eq()))
+                    })
+                    .map(|(i, _)| i)
+                    .collect();
+                let entry = match serving.as_slice() {
+                    [i] => &rel.baselines[*i],
+                    [] => {
+                        let wheres: Vec<String> =
+                            rel.baselines.iter().map(|b| where_text(&b.when)).collect();
+                        return Err(fail(format!(
+                            "no `relative_to` entry serves it (their `where`: {})",
+                            wheres.join("; ")
+                        )));
+                    }
+                    many => {
+                        let which: Vec<String> = many.iter().map(|i| (i + 1).to_string()).collect();
+                        return Err(fail(format!(
+                            "it matches the `where` of `relative_to` entries {}: a cell needs one \
+                             baseline",
+                            which.join(" and ")
+                        )));
+                    }
+                };
+                let target = |keys: &[String], tuple: &[&Value]| -> Vec<Value> {
+                    keys.iter()
+                        .zip(tuple)
+                        .map(|(k, v)| entry.base.get(k).cloned().unwrap_or_else(|| (*v).clone()))
+                        .collect()
+                };
+                let (want_row, want_col) =
+                    (target(&spec.rows, row_key), target(&spec.cols, col_key));
+                let find = |keys: &[Vec<&Value>], want: &[Value]| {
+                    keys.iter()
+                        .position(|k| k.iter().zip(want).all(|(a, b)| cmp_values(a, b).is_eq()))
+                };
+                let base_cell = || {
+                    let want_row: Vec<&Value> = want_row.iter().collect();
+                    let want_col: Vec<&Value> = want_col.iter().collect();
+                    cell_text(spec, &want_row, &want_col)
+                };
+                let base = match (
+                    find(&grid.row_keys, &want_row),
+                    find(&grid.col_keys, &want_col),
+                ) {
+                    (Some(br), Some(bc)) => mean(&grid.values[m][br][bc]).map(|x| (br, bc, x)),
+                    _ => None,
+                };
+                let Some((br, bc, base)) = base else {
+                    return Err(fail(format!(
+                        "its baseline `{}` has no observations",
+                        base_cell()
+                    )));
+                };
+                row.push(if (br, bc) == (r, c) {
+                    Gain::Base(own)
+                } else if base == 0.0 {
+                    Gain::Undefined
+                } else {
+                    // `+ 0.0` turns the −0 of a negated tie into 0, which prints `+0.0%`.
+                    Gain::Pct(sign * 100.0 * (own - base) / base.abs() + 0.0)
+                });
+            }
+            rows.push(row);
+        }
+        cells.push(rows);
+    }
+    Ok(Gains { cells })
+}
+
+/// `objective=plm, arch=decoder`.
+fn cell_text(spec: &PivotSpec, row: &[&Value], col: &[&Value]) -> String {
+    spec.rows
+        .iter()
+        .zip(row)
+        .chain(spec.cols.iter().zip(col))
+        .map(|(k, v)| format!("{k}={}", display(v)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Gains {
+    /// One `… (Δ% vs base)` column per metric and column group, named after the absolute
+    /// columns they sit beside.
+    pub(crate) fn columns(&self, grid: &Grid<'_>, spec: &PivotSpec) -> Vec<Column> {
+        let mut out = Vec::new();
+        for (m, metric) in spec.metrics.iter().enumerate() {
+            for (c, col_key) in grid.col_keys.iter().enumerate() {
+                let name = format!("{}{GAIN_SUFFIX}", grid.column_prefix(spec, metric, col_key));
+                let values: Vec<Option<f64>> =
+                    self.cells[m].iter().map(|row| row[c].value()).collect();
+                out.push(Column::new(name, ColumnData::Float(values)));
+            }
+        }
+        out
+    }
+
+    /// One table: the row keys, then a column per metric and column group (`val_nll · decoder`),
+    /// then how the gains were computed and against which baselines.
+    pub(crate) fn markdown(&self, grid: &Grid<'_>, spec: &PivotSpec, rel: &Relative) -> String {
+        let mut header: Vec<String> = spec.rows.iter().map(|k| escape_markdown(k)).collect();
+        for metric in &spec.metrics {
+            for col_key in &grid.col_keys {
+                let title = match spec.cols.len() {
+                    0 => format!("{metric} Δ%"),
+                    1 => format!("{metric} Δ% · {}", display(col_key[0])),
+                    _ => format!("{metric} Δ% · {}", assignments(&spec.cols, col_key)),
+                };
+                header.push(escape_markdown(&title));
+            }
+        }
+        let mut align = vec![Align::Left; spec.rows.len()];
+        align.resize(header.len(), Align::Right);
+        let rows: Vec<Vec<String>> = grid
+            .row_keys
+            .iter()
+            .enumerate()
+            .map(|(r, row_key)| {
+                let keys = row_key.iter().map(|v| escape_markdown(&display(v)));
+                let cells = self.cells.iter().flat_map(|metric| {
+                    metric[r]
+                        .iter()
+                        .map(|g| escape_markdown(&g.text(spec.precision)))
+                });
+                keys.chain(cells).collect()
+            })
+            .collect();
+        let mut out = markdown_table(&header, &align, &rows);
+
+        let flipped = if rel.lower_is_better.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<String> = rel
+                .lower_is_better
+                .iter()
+                .map(|m| format!("`{m}`"))
+                .collect();
+            format!(", negated for {} (lower is better)", names.join(", "))
+        };
+        out.push_str(&format!(
+            "\nEach cell: the gain of its mean over its baseline's mean, 100 · (mean − base) / \
+             |base| %{flipped}, so a positive gain is better; a baseline cell shows its own mean, \
+             marked (base).\n\nBaselines:\n"
+        ));
+        for b in &rel.baselines {
+            let serves = if b.when.is_empty() {
+                "every cell".to_owned()
+            } else {
+                format!("cells with `{}`", map_text(&b.when))
+            };
+            out.push_str(&format!(
+                "- {serves}: the cell with `{}`\n",
+                map_text(&b.base)
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::pivot::{Aggregate, Observation, pivot};
+    use crate::table::Table;
+
+    fn ob(objective: &str, arch: &str, seed: i64, nll: f64, em: f64) -> Observation {
+        Observation {
+            labels: serde_json::from_value(
+                json!({"objective": objective, "arch": arch, "seed": seed}),
+            )
+            .unwrap(),
+            metrics: [("val_nll".to_owned(), nll), ("infill_em".to_owned(), em)].into(),
+        }
+    }
+
+    /// A UL2-shaped sweep: three objectives × two architectures, one or two seeds each.
+    fn sweep() -> Vec<Observation> {
+        vec![
+            ob("ul2", "decoder", 0, 2.1, 0.2),
+            ob("clm", "decoder", 0, 2.0, 0.1),
+            ob("clm", "decoder", 1, 2.2, 0.1),
+            ob("sc", "decoder", 0, 2.4, 0.3),
+            ob("sc", "decoder", 1, 2.4, 0.2),
+            ob("clm", "encdec", 0, 1.8, 0.2),
+            ob("sc", "encdec", 0, 2.0, 0.4),
+            ob("sc", "encdec", 1, 2.0, 0.4),
+            ob("ul2", "encdec", 0, 1.9, 0.5),
+        ]
+    }
+
+    fn ul2_baselines() -> Vec<Baseline> {
+        serde_json::from_value(json!([
+            {"where": {"arch": "decoder"}, "base": {"objective": "clm"}},
+            {"where": {"arch": "encdec"}, "base": {"objective": "sc"}},
+        ]))
+        .unwrap()
+    }
+
+    fn spec(rows: &[&str], cols: &[&str], baselines: Vec<Baseline>) -> PivotSpec {
+        let owned = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect();
+        PivotSpec {
+            rows: owned(rows),
+            cols: owned(cols),
+            metrics: owned(&["val_nll", "infill_em"]),
+            aggregate: Aggregate::MeanStd,
+            precision: 2,
+            relative: Some(Relative {
+                baselines,
+                lower_is_better: vec!["val_nll".to_owned()],
+            }),
+        }
+    }
+
+    fn floats(table: &Table, name: &str) -> Vec<Option<f64>> {
+        match &table
+            .column(name)
+            .unwrap_or_else(|| panic!("no column `{name}`"))
+            .data
+        {
+            ColumnData::Float(v) => v.clone(),
+            other => panic!("`{name}` is {}", other.kind_name()),
+        }
+    }
+
+    fn assert_close(actual: &[Option<f64>], expected: &[Option<f64>]) {
+        assert_eq!(actual.len(), expected.len(), "{actual:?}");
+        for (a, e) in actual.iter().zip(expected) {
+            match (a, e) {
+                (Some(a), Some(e)) => assert!((a - e).abs() < 1e-9, "{actual:?} != {expected:?}"),
+                _ => assert_eq!(a, e, "{actual:?} != {expected:?}"),
+            }
+        }
+    }
+
+    /// The paper's table: decoder cells against decoder CLM, encdec cells against encdec SC.
+    #[test]
+    fn gains_over_the_ul2_baselines_match_hand_computed_percentages() {
+        let p = pivot(&sweep(), &spec(&["objective"], &["arch"], ul2_baselines())).unwrap();
+        let names: Vec<&str> = p.table.column_names().collect();
+        assert_eq!(names.len(), 1 + 2 * 2 * 3 + 4);
+        assert_eq!(
+            &names[13..],
+            [
+                "val_nll[arch=decoder] (Δ% vs base)",
+                "val_nll[arch=encdec] (Δ% vs base)",
+                "infill_em[arch=decoder] (Δ% vs base)",
+                "infill_em[arch=encdec] (Δ% vs base)",
+            ]
+        );
+        // Rows clm, sc, ul2. Decoder means: nll 2.1, 2.4, 2.1; em 0.1, 0.25, 0.2; base clm.
+        // val_nll is lower-is-better: sc −100·(2.4 − 2.1)/2.1 = −14.285…%, ul2 0%.
+        assert_close(
+            &floats(&p.table, "val_nll[arch=decoder] (Δ% vs base)"),
+            &[Some(0.0), Some(-100.0 * 0.3 / 2.1), Some(0.0)],
+        );
+        // em: sc 100·(0.25 − 0.1)/0.1 = 150%, ul2 100%.
+        assert_close(
+            &floats(&p.table, "infill_em[arch=decoder] (Δ% vs base)"),
+            &[Some(0.0), Some(150.0), Some(100.0)],
+        );
+        // Encdec means: nll 1.8, 2.0, 1.9; em 0.2, 0.4, 0.5; base sc (2.0, 0.4).
+        // nll: clm −100·(1.8 − 2)/2 = +10%, ul2 +5%; em: clm −50%, ul2 +25%.
+        assert_close(
+            &floats(&p.table, "val_nll[arch=encdec] (Δ% vs base)"),
+            &[Some(10.0), Some(0.0), Some(5.0)],
+        );
+        assert_close(
+            &floats(&p.table, "infill_em[arch=encdec] (Δ% vs base)"),
+            &[Some(-50.0), Some(0.0), Some(25.0)],
+        );
+        // The absolute columns are still there.
+        assert_close(
+            &floats(&p.table, "infill_em[arch=encdec].mean"),
+            &[Some(0.2), Some(0.4), Some(0.5)],
+        );
+
+        let expected = "\
+| objective | val_nll Δ% · decoder | val_nll Δ% · encdec | infill_em Δ% · decoder | infill_em Δ% · encdec |
+| --------- | -------------------: | ------------------: | ---------------------: | --------------------: |
+| clm       |          2.10 (base) |              +10.0% |            0.10 (base) |                -50.0% |
+| sc        |               -14.3% |         2.00 (base) |                +150.0% |           0.40 (base) |
+| ul2       |                +0.0% |               +5.0% |                +100.0% |                +25.0% |
+
+Each cell: the gain of its mean over its baseline's mean, 100 · (mean − base) / |base| %, negated \
+for `val_nll` (lower is better), so a positive gain is better; a baseline cell shows its own mean, \
+marked (base).
+
+Baselines:
+- cells with `arch=decoder`: the cell with `objective=clm`
+- cells with `arch=encdec`: the cell with `objective=sc`
+
+**Absolute values**
+
+**val_nll**
+";
+        assert!(p.markdown.starts_with(expected), "{}", p.markdown);
+        assert!(
+            p.markdown.contains("| ul2       | 2.10 ± 0.00 (n=1) |"),
+            "{}",
+            p.markdown
+        );
+    }
+
+    /// The rule does not depend on which keys index rows and which columns.
+    #[test]
+    fn the_same_baselines_in_another_layout_give_the_same_gains() {
+        let p = pivot(
+            &sweep(),
+            &spec(&["arch", "objective"], &[], ul2_baselines()),
+        )
+        .unwrap();
+        assert_close(
+            &floats(&p.table, "infill_em (Δ% vs base)"),
+            &[
+                Some(0.0),
+                Some(150.0),
+                Some(100.0),
+                Some(-50.0),
+                Some(0.0),
+                Some(25.0),
+            ],
+        );
+        // One baseline for every cell: the decoder CLM cell.
+        let one: Vec<Baseline> =
+            serde_json::from_value(json!([{"base": {"arch": "decoder", "objective": "clm"}}]))
+                .unwrap();
+        let p = pivot(&sweep(), &spec(&["objective"], &["arch"], one)).unwrap();
+        // Encdec em 0.2, 0.4, 0.5 over 0.1: +100%, +300%, +400%.
+        assert_close(
+            &floats(&p.table, "infill_em[arch=encdec] (Δ% vs base)"),
+            &[Some(100.0), Some(300.0), Some(400.0)],
+        );
+        assert!(
+            p.markdown
+                .contains("- every cell: the cell with `arch=decoder, objective=clm`")
+        );
+    }
+
+    #[test]
+    fn a_missing_baseline_names_the_cell_and_its_baseline() {
+        let obs: Vec<Observation> = sweep()
+            .into_iter()
+            .filter(|o| !(o.labels["objective"] == "sc" && o.labels["arch"] == "encdec"))
+            .collect();
+        let err = pivot(&obs, &spec(&["objective"], &["arch"], ul2_baselines())).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot compute the gain of `val_nll` in the cell `objective=clm, arch=encdec`: its \
+             baseline `objective=sc, arch=encdec` has no observations"
+        );
+        // A baseline value that never occurs.
+        let typo: Vec<Baseline> = serde_json::from_value(json!([
+            {"base": {"objective": "cml"}},
+        ]))
+        .unwrap();
+        let err = pivot(&sweep(), &spec(&["objective"], &["arch"], typo)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot compute the gain of `val_nll` in the cell `objective=clm, arch=decoder`: its \
+             baseline `objective=cml, arch=decoder` has no observations"
+        );
+    }
+
+    #[test]
+    fn a_cell_served_by_no_entry_or_by_two_is_an_error() {
+        let decoder_only: Vec<Baseline> = ul2_baselines().into_iter().take(1).collect();
+        let err = pivot(&sweep(), &spec(&["objective"], &["arch"], decoder_only)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot compute the gain of `val_nll` in the cell `objective=clm, arch=encdec`: no \
+             `relative_to` entry serves it (their `where`: `arch=decoder`)"
+        );
+        let overlapping: Vec<Baseline> = serde_json::from_value(json!([
+            {"where": {"arch": "decoder"}, "base": {"objective": "clm"}},
+            {"base": {"objective": "sc"}},
+        ]))
+        .unwrap();
+        let err = pivot(&sweep(), &spec(&["objective"], &["arch"], overlapping)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot compute the gain of `val_nll` in the cell `objective=clm, arch=decoder`: it \
+             matches the `where` of `relative_to` entries 1 and 2: a cell needs one baseline"
+        );
+    }
+
+    #[test]
+    fn a_zero_baseline_leaves_the_gain_undefined() {
+        let mut obs = sweep();
+        for o in &mut obs {
+            if o.labels["objective"] == "clm" && o.labels["arch"] == "decoder" {
+                o.metrics.insert("infill_em".into(), 0.0);
+            }
+        }
+        let p = pivot(&obs, &spec(&["objective"], &["arch"], ul2_baselines())).unwrap();
+        assert_close(
+            &floats(&p.table, "infill_em[arch=decoder] (Δ% vs base)"),
+            &[Some(0.0), None, None],
+        );
+        assert!(
+            p.markdown.contains("  undefined (base = 0) |"),
+            "{}",
+            p.markdown
+        );
+    }
+
+    #[test]
+    fn specs_that_cannot_work_are_rejected_up_front() {
+        let bad = |rows: &[&str], baselines: Value, lower: &[&str]| {
+            let mut s = spec(rows, &[], serde_json::from_value(baselines).unwrap());
+            s.relative.as_mut().unwrap().lower_is_better =
+                lower.iter().map(|m| (*m).to_owned()).collect();
+            pivot(&sweep(), &s).unwrap_err().to_string()
+        };
+        assert_eq!(
+            bad(
+                &["objective"],
+                json!([{"where": {"arch": "decoder"}, "base": {"objective": "clm"}}]),
+                &[]
+            ),
+            "invalid pivot: `relative_to` entry 1: `where` uses `arch`, which is in neither `rows` \
+             nor `cols` (a baseline is a cell of the table)"
+        );
+        assert_eq!(
+            bad(
+                &["objective"],
+                json!([{"base": {"objective": "clm"}}]),
+                &["loss"]
+            ),
+            "invalid pivot: `lower_is_better` lists `loss`, which is not among the table's metrics"
+        );
+        assert_eq!(
+            bad(&["objective"], json!([]), &[]),
+            "invalid pivot: `relative_to`: give at least one `{where, base}` entry, or leave it null"
+        );
+    }
+
+    #[test]
+    fn check_baselines_catches_what_it_can_without_the_table() {
+        let check =
+            |v: Value| check_baselines(&serde_json::from_value::<Vec<Baseline>>(v).unwrap());
+        assert_eq!(check(json!([{"base": {"objective": "clm"}}])), Ok(()));
+        assert_eq!(
+            check(json!([{"where": {"arch": "encdec"}, "base": {}}])).unwrap_err(),
+            "entry 1 has an empty `base`: name the labels of its baseline cell, e.g. `base: \
+             {objective: clm}`"
+        );
+        assert_eq!(
+            check(json!([{"base": {"objective": ["clm", "sc"]}}])).unwrap_err(),
+            "entry 1: `base.objective` must be a single label value, not `[\"clm\",\"sc\"]`"
+        );
+        assert_eq!(
+            check(json!([
+                {"where": {"arch": "decoder", "size": 1}, "base": {"objective": "clm"}},
+                {"where": {"size": 1.0, "arch": "decoder"}, "base": {"objective": "sc"}},
+            ]))
+            .unwrap_err(),
+            "entries 1 and 2 have the same `where` (`arch=decoder, size=1.0`): a cell has one \
+             baseline"
+        );
+        // Unknown keys in an entry are refused by serde.
+        assert!(serde_json::from_value::<Baseline>(json!({"base": {"a": 1}, "when": {}})).is_err());
+    }
+}
