@@ -1394,6 +1394,11 @@ pub(crate) fn check_batch(cfg: &LmConfig, batch: &Batch) -> Result<(), EngineErr
             if batch.rows > 0 && batch.enc_len == 0 {
                 return bad("an encoder-decoder model got no encoder tokens".into());
             }
+            if batch.prefix.iter().any(|&p| p != 0) {
+                return bad(
+                    "an encoder-decoder batch has a decoder prefix (they are causal)".into(),
+                );
+            }
             if let Some(l) = batch.enc_lens.iter().find(|&&l| l > batch.enc_len) {
                 return bad(format!(
                     "encoder length {l} exceeds the encoder rows ({})",
