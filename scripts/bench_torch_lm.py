@@ -137,7 +137,7 @@ def run(arch):
 
     for _ in range(WARMUP_STEPS):
         step()
-    n, start = 0, time.perf_counter()
+    n, start, cpu_start = 0, time.perf_counter(), time.process_time()
     while True:
         loss = step()
         n += 1
@@ -145,6 +145,7 @@ def run(arch):
         if elapsed >= seconds:
             break
     sps = n / elapsed
+    cpu_ms = (time.process_time() - cpu_start) * 1e3 / n
     tokens_per_step = ROWS * (tokens.shape[1] + s)
     print(
         json.dumps(
@@ -164,6 +165,7 @@ def run(arch):
                 "d_ff": FF,
                 "vocab": VOCAB,
                 "last_loss": round(loss, 4),
+                "cpu_ms_per_step": round(cpu_ms, 1),
                 "torch": torch.__version__,
             }
         ),

@@ -571,4 +571,8 @@ fn bad_batches_are_rejected() {
     let el = LmLayout::new(&enc);
     let err = cpu_loss_and_grad(&enc, &el, &el.init(0), &decoder_batch(6, 30, 12), 1);
     assert!(matches!(err, Err(EngineError::InvalidData(m)) if m.contains("no encoder tokens")));
+    let mut b = encdec_batch(5, 6, 30, 12);
+    b.prefix[1] = 2;
+    let err = cpu_loss_and_grad(&enc, &el, &el.init(0), &b, 1);
+    assert!(matches!(err, Err(EngineError::InvalidData(m)) if m.contains("prefix")));
 }
