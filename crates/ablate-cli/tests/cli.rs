@@ -1911,6 +1911,73 @@ fn paper_pipelines_run_end_to_end_at_a_tiny_size() {
     }
 }
 
+/// The UL2 pipeline at a tiny size: every objective and architecture trains, evaluates, and the
+/// relative table, Pareto plot and claims are published.
+#[test]
+fn ul2_pipeline_runs_end_to_end_at_a_tiny_size() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let sb = Sandbox::new();
+    let file = repo.join("pipelines/ul2.yaml");
+    let file = file.display().to_string();
+    let run = sb.ablate(&[
+        "run",
+        &file,
+        "--json",
+        "--set",
+        "vars.docs=40",
+        "--set",
+        "vars.steps=3",
+        "--set",
+        "vars.seeds=[0]",
+        "--set",
+        "vars.d_model=16",
+        "--set",
+        "vars.seq_len=64",
+        "--set",
+        "vars.n=3",
+    ]);
+    assert_eq!(
+        run.code,
+        Some(EXIT_OK),
+        "ul2 failed:\n{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    let dir = sb.results().join("ul2");
+    for name in [
+        "absolute.md",
+        "relative.md",
+        "oneshot_tasks.md",
+        "mode_tokens.md",
+        "pareto.png",
+        "pareto.svg",
+        "claims.md",
+    ] {
+        let path = dir.join(name);
+        assert!(
+            path.is_file() && std::fs::metadata(&path).unwrap().len() > 0,
+            "`{}` was not published",
+            path.display()
+        );
+    }
+    let relative = std::fs::read_to_string(dir.join("relative.md")).unwrap();
+    assert!(relative.contains("(base)"), "{relative}");
+    let runs = read_parquet(&dir.join("runs.parquet"));
+    let metrics = metric_values(&runs);
+    for metric in [
+        "val_nll",
+        "infill_em",
+        "oneshot_em",
+        "infill_em_wrong_mode",
+        "oneshot_em_no_mode",
+    ] {
+        assert!(
+            metrics.keys().any(|(_, _, m, _)| m == metric),
+            "no instance reported `{metric}`"
+        );
+    }
+}
+
 // --- Regressions ----------------------------------------------------------------------------------
 
 /// Report outputs were published as `sharing-by-steps.md` for a stage `sharing_by_steps`: every

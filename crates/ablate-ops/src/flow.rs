@@ -194,6 +194,9 @@ pub(crate) fn engine_error(e: EngineError) -> OpError {
         EngineError::NonFinite { epoch, batch } => OpError::msg(format!(
             "training diverged: the loss is not finite at epoch {epoch}, batch {batch}; try a smaller `lr` or `h`"
         )),
+        EngineError::NonFiniteStep { step } => OpError::msg(format!(
+            "training diverged: the loss or its gradient is not finite at step {step}; try a smaller `lr` or `clip`"
+        )),
         other => OpError::with("the engine failed", other),
     }
 }

@@ -12,6 +12,7 @@ mod data;
 mod digits;
 mod echo;
 mod flow;
+mod lm;
 mod metric;
 mod params;
 mod plot;

@@ -41,7 +41,11 @@ impl Batch {
             ));
         }
         if self.prefix.len() != self.rows {
-            return Err(format!("{} prefixes for {} rows", self.prefix.len(), self.rows));
+            return Err(format!(
+                "{} prefixes for {} rows",
+                self.prefix.len(),
+                self.rows
+            ));
         }
         if self.enc_tokens.len() != self.rows * self.enc_len
             || (self.enc_len > 0 && self.enc_lens.len() != self.rows)

@@ -226,8 +226,9 @@ pub(crate) fn corrupt(d: &Denoiser, raw: &[u32], lead: u32, rng: &mut SplitMix64
 /// The knobs of the named mixtures.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MixtureOptions {
-    /// Multiplies every span denoiser's μ (the result at least 1): μ scaled to the sequence
-    /// length by a parameter, as UL2 scales its spans to its input length.
+    /// Multiplies the X (extreme) denoisers' μ, never below 3 (the R denoisers' μ): UL2's X spans
+    /// are sized for 512-token inputs, so short sequences scale them by a parameter (e.g.
+    /// 64/512). The R denoisers, and so `sc`, keep the paper's μ.
     pub span_scale: f64,
     /// The prefix LM's mean target fraction.
     pub s_target: f64,
@@ -274,7 +275,10 @@ impl Mixture {
             ));
         }
         let span = |mu: f64, r: f64, mode: Mode| Denoiser::Span {
-            mu: (mu * opts.span_scale).max(1.0),
+            mu: match mode {
+                Mode::X => (mu * opts.span_scale).max(mu.min(3.0)),
+                _ => mu,
+            },
             r,
             mode,
         };
@@ -943,10 +947,24 @@ mod tests {
         let scaled = Mixture::named("ul2", &opts).unwrap().describe();
         assert_eq!(
             scaled.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
-            ["R(μ=1, r=0.15)", "R(μ=2, r=0.15)", "S(prefix, target 50%)"]
+            ["R(μ=3, r=0.15)", "R(μ=8, r=0.15)", "S(prefix, target 50%)"]
+        );
+        let x = MixtureOptions {
+            ul2_weights: [0.0, 1.0, 0.0],
+            ..opts
+        };
+        let scaled_x = Mixture::named("ul2", &x).unwrap().describe();
+        assert_eq!(
+            scaled_x.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            [
+                "X(μ=3, r=0.5)",
+                "X(μ=3, r=0.5)",
+                "X(μ=16, r=0.15)",
+                "X(μ=16, r=0.5)"
+            ]
         );
         let sclm = Mixture::named("sclm", &opts).unwrap();
-        assert_eq!(sclm.describe()[0].0, "R(μ=1, r=0.15)");
+        assert_eq!(sclm.describe()[0].0, "R(μ=3, r=0.15)");
 
         assert!(Mixture::named("t5", &MixtureOptions::default()).is_err());
         let bad_opts = MixtureOptions {

@@ -173,7 +173,11 @@ impl LmLayout {
             total: 0,
         };
         let tok_emb = b.slot("tok_emb".into(), vec![cfg.vocab, cfg.d_model], Init::Std002);
-        let pos_emb = b.slot("pos_emb".into(), vec![cfg.seq_len, cfg.d_model], Init::Std002);
+        let pos_emb = b.slot(
+            "pos_emb".into(),
+            vec![cfg.seq_len, cfg.d_model],
+            Init::Std002,
+        );
         let encoder = (cfg.arch == Arch::EncDec).then(|| b.stack("enc", cfg, false));
         let decoder = b.stack("dec", cfg, cfg.arch == Arch::EncDec);
         LmLayout {

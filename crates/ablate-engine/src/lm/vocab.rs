@@ -102,7 +102,10 @@ mod tests {
     fn text_round_trips_and_specials_are_named() {
         let s = "héllo, wörld\n";
         assert_eq!(decode(&encode(s)), s);
-        assert_eq!(decode(&[b'a' as u32, sentinel(3), NLU, EOS]), "a<extra_id_3>[NLU]<eos>");
+        assert_eq!(
+            decode(&[b'a' as u32, sentinel(3), NLU, EOS]),
+            "a<extra_id_3>[NLU]<eos>"
+        );
         assert_eq!(VOCAB, 362);
     }
 }

@@ -1,0 +1,800 @@
+//! `data.text`, `train.lm` and `eval.lm`: the UL2 objective ablation (Tay et al. 2022) on tiny
+//! byte-level transformers, via `ablate-engine`'s `lm` module.
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::path::Path;
+
+use ablate_cache::Metric;
+use ablate_engine::lm::{
+    self, Arch, Denoiser, Example, LmConfig, LmObserver, LmTrainConfig, Mixture, MixtureOptions,
+    Sampler, StepLog, Task, vocab,
+};
+use ablate_results::{Column, ColumnData, Table};
+use ablate_run::{OpContext, OpError, OpOutput, Progress};
+use ablate_spec::{OpSchema, ParamSpec, ParamType, Params, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::flow::{artifact, engine_error};
+use crate::params::typed;
+use crate::registry::Op;
+
+/// The named objectives of `train.lm`.
+const OBJECTIVES: &[&str] = &["clm", "plm", "sc", "sclm", "ul2"];
+
+// ---------------------------------------------------------------------------------------------
+// data.text
+
+pub(crate) struct DataText {
+    schema: OpSchema,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DataTextParams {
+    source: String,
+    path: Option<String>,
+    docs: usize,
+    val_frac: f64,
+    seed: u64,
+}
+
+impl DataText {
+    pub(crate) fn new() -> Self {
+        DataText {
+            schema: OpSchema {
+                name: "data.text",
+                version: 1,
+                summary: "A text corpus for `train.lm`: a UTF-8 file (`source: file`, `path`; documents separated by \
+                          blank lines) or a seeded synthetic corpus (`source: synthetic`, `docs` documents of templated \
+                          facts, lists, key-value records and worked copy/reverse/lookup examples). Documents are \
+                          shuffled with `seed` and split; writes `train.txt` and `val.txt` (documents joined by blank \
+                          lines). Tokens are bytes, plus sentinels and the mode tokens [NLU] [NLG] [S2S]. A file's \
+                          content is part of the key.",
+                params: vec![
+                    ParamSpec::with_default(
+                        "source",
+                        ParamType::Enum(&["file", "synthetic"]),
+                        json!("file"),
+                        "read `path`, or generate the synthetic corpus",
+                    ),
+                    ParamSpec::with_default(
+                        "path",
+                        ParamType::optional(ParamType::Str),
+                        json!(null),
+                        "the UTF-8 corpus, relative to the working directory (source: file)",
+                    ),
+                    ParamSpec::with_default(
+                        "docs",
+                        ParamType::positive_int(),
+                        json!(4000),
+                        "documents of the synthetic corpus",
+                    ),
+                    ParamSpec::with_default(
+                        "val_frac",
+                        ParamType::Float { min: 0.0, max: 0.9 },
+                        json!(0.1),
+                        "fraction of the documents held out as `val.txt`",
+                    ),
+                    ParamSpec::with_default(
+                        "seed",
+                        ParamType::non_negative_int(),
+                        json!(0),
+                        "seed of the synthetic corpus and of the split",
+                    ),
+                ],
+                gathers: false,
+                free_params: false,
+                inputs_by_name: false,
+                needs: (0, Some(0)),
+            },
+        }
+    }
+}
+
+impl Op for DataText {
+    fn schema(&self) -> &OpSchema {
+        &self.schema
+    }
+
+    fn file_deps(&self, params: &Params) -> Vec<String> {
+        match typed::<DataTextParams>("data.text", params) {
+            Ok(p) if p.source == "file" => p.path.into_iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
+        let p: DataTextParams = typed("data.text", ctx.job.params())?;
+        let docs = match (p.source.as_str(), &p.path) {
+            ("synthetic", _) => lm::synthetic_corpus(p.docs, p.seed),
+            (_, None) => {
+                return Err(OpError::msg(
+                    "`source: file` needs `path`, the corpus file (or set `source: synthetic`)",
+                ));
+            }
+            (_, Some(path)) => read_corpus(&ctx.workdir().join(path), path)?,
+        };
+        if docs.len() < 2 {
+            return Err(OpError::msg(format!(
+                "the corpus holds {} document{}; it needs at least 2 (documents are separated by blank lines) \
+                 to hold one out for validation",
+                docs.len(),
+                if docs.len() == 1 { "" } else { "s" }
+            )));
+        }
+        let (train, val) = lm::train_val_split(docs, p.val_frac, p.seed);
+        let out = ctx.out_dir();
+        let write = |name: &str, docs: &[String]| {
+            let text = docs.join("\n\n") + "\n";
+            std::fs::write(out.join(name), &text)
+                .map_err(|e| OpError::with(format!("failed to write `{name}`"), e))?;
+            Ok::<usize, OpError>(text.len())
+        };
+        let train_bytes = write("train.txt", &train)?;
+        let val_bytes = write("val.txt", &val)?;
+        Ok(OpOutput {
+            metrics: vec![
+                Metric::new("train_docs", train.len() as f64),
+                Metric::new("val_docs", val.len() as f64),
+                Metric::new("train_bytes", train_bytes as f64),
+                Metric::new("val_bytes", val_bytes as f64),
+            ],
+            publish: Vec::new(),
+        })
+    }
+}
+
+/// Reads a UTF-8 corpus (`shown`: the path as the user wrote it) into its documents.
+fn read_corpus(path: &Path, shown: &str) -> Result<Vec<String>, OpError> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        OpError::msg(format!(
+            "failed to read the corpus `{shown}` ({}): {e}",
+            path.display()
+        ))
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        OpError::msg(format!(
+            "`{shown}`:{line}: not valid UTF-8 (byte offset {at}); the corpus must be UTF-8 text"
+        ))
+    })?;
+    Ok(lm::split_documents(&text))
+}
+
+/// Reads a split written by `data.text`.
+fn read_split(path: &Path) -> Result<Vec<String>, OpError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| OpError::with(format!("failed to read `{}`", path.display()), e))?;
+    Ok(lm::split_documents(&text))
+}
+
+// ---------------------------------------------------------------------------------------------
+// train.lm
+
+pub(crate) struct TrainLm {
+    schema: OpSchema,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrainLmParams {
+    arch: Arch,
+    attention: String,
+    objective: serde_json::Value,
+    mode_tokens: bool,
+    span_scale: f64,
+    s_target: f64,
+    ul2_weights: Vec<f64>,
+    d_model: usize,
+    layers: usize,
+    heads: usize,
+    d_ff: usize,
+    seq_len: usize,
+    steps: usize,
+    batch: usize,
+    lr: f64,
+    warmup: usize,
+    weight_decay: f64,
+    clip: f64,
+    seed: u64,
+}
+
+/// One denoiser of a mixture written in the pipeline.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CustomDenoiser {
+    /// `R` or `X` (span corruption), `S` (prefix LM) or `CLM`.
+    denoiser: String,
+    mu: Option<f64>,
+    r: Option<f64>,
+    target: Option<f64>,
+    weight: f64,
+}
+
+/// What `eval.lm` needs to know about how a model was trained (`lm.json` beside the model).
+#[derive(Debug, Serialize, Deserialize)]
+struct LmMeta {
+    arch: Arch,
+    prefix_lm: bool,
+    mode_tokens: bool,
+    seq_len: usize,
+    /// The effective denoisers (μ after `span_scale`) and their weights.
+    denoisers: Vec<(String, f64)>,
+}
+
+impl TrainLm {
+    pub(crate) fn new() -> Self {
+        TrainLm {
+            schema: OpSchema {
+                name: "train.lm",
+                version: 1,
+                summary: "Train a byte-level transformer language model on its input's `train.txt` with a UL2 \
+                          objective: `clm` (causal LM), `plm` (prefix LM), `sc` (span corruption μ=3, r=0.15), `sclm` \
+                          (sc and clm 50/50), `ul2` (the mixture of 7 denoisers: R μ∈{3,8} r=0.15; X (μ,r) ∈ {(3,.5), \
+                          (8,.5), (64,.15), (64,.5)}; S prefix LM; paradigm weights `ul2_weights`), or a list of \
+                          denoisers `{denoiser: R|X|S|CLM, mu, r, target, weight}`. Every objective gets the same \
+                          token budget: `steps` × `batch` sequences of `seq_len`. Writes `model.safetensors`, `lm.json` \
+                          (the effective denoisers), `history.parquet` (per-step loss, lr, gradient norm).",
+                params: vec![
+                    ParamSpec::with_default(
+                        "arch",
+                        ParamType::Enum(&["decoder", "encdec"]),
+                        json!("decoder"),
+                        "decoder-only, or encoder-decoder (T5-style, `layers` blocks each)",
+                    ),
+                    ParamSpec::with_default(
+                        "attention",
+                        ParamType::Enum(&["prefix", "causal"]),
+                        json!("prefix"),
+                        "decoder-only: the inputs attend bidirectionally (prefix LM) or causally",
+                    ),
+                    ParamSpec::with_default(
+                        "objective",
+                        ParamType::one_of(
+                            ParamType::Enum(OBJECTIVES),
+                            ParamType::list(ParamType::Any),
+                        ),
+                        json!("ul2"),
+                        "a named objective, or a mixture: a list of {denoiser: R|X|S|CLM, mu, r, target, weight}",
+                    ),
+                    ParamSpec::with_default(
+                        "mode_tokens",
+                        ParamType::Bool,
+                        json!(false),
+                        "prepend the denoiser's mode token ([NLU] R, [NLG] X, [S2S] S) to its inputs",
+                    ),
+                    ParamSpec::with_default(
+                        "span_scale",
+                        ParamType::Float { min: 0.0, max: 1.0 },
+                        json!(1.0),
+                        "multiplies the X denoisers' span length μ (never below 3), fitting UL2's spans for 512-token inputs to shorter sequences, e.g. seq_len/512; R (and sc) keep μ",
+                    ),
+                    ParamSpec::with_default(
+                        "s_target",
+                        ParamType::Float {
+                            min: 0.01,
+                            max: 0.99,
+                        },
+                        json!(0.25),
+                        "mean fraction of an S (prefix-LM) example that is target",
+                    ),
+                    ParamSpec::with_default(
+                        "ul2_weights",
+                        ParamType::list(ParamType::Float {
+                            min: 0.0,
+                            max: f64::MAX,
+                        }),
+                        json!([0.4, 0.4, 0.2]),
+                        "the ul2 mixture's weights of its R, X and S denoisers",
+                    ),
+                    ParamSpec::with_default(
+                        "d_model",
+                        ParamType::positive_int(),
+                        json!(64),
+                        "model width",
+                    ),
+                    ParamSpec::with_default(
+                        "layers",
+                        ParamType::positive_int(),
+                        json!(2),
+                        "blocks per stack",
+                    ),
+                    ParamSpec::with_default(
+                        "heads",
+                        ParamType::positive_int(),
+                        json!(4),
+                        "attention heads",
+                    ),
+                    ParamSpec::with_default(
+                        "d_ff",
+                        ParamType::positive_int(),
+                        json!(256),
+                        "feed-forward width",
+                    ),
+                    ParamSpec::with_default(
+                        "seq_len",
+                        ParamType::Int { min: 16, max: 4096 },
+                        json!(64),
+                        "tokens per sequence (encoder and decoder each)",
+                    ),
+                    ParamSpec::with_default(
+                        "steps",
+                        ParamType::positive_int(),
+                        json!(1000),
+                        "optimiser steps",
+                    ),
+                    ParamSpec::with_default(
+                        "batch",
+                        ParamType::positive_int(),
+                        json!(16),
+                        "sequences per step",
+                    ),
+                    ParamSpec::with_default(
+                        "lr",
+                        ParamType::positive_float(),
+                        json!(0.001),
+                        "peak AdamW learning rate",
+                    ),
+                    ParamSpec::with_default(
+                        "warmup",
+                        ParamType::non_negative_int(),
+                        json!(100),
+                        "steps of linear warm-up (then cosine decay to 10%)",
+                    ),
+                    ParamSpec::with_default(
+                        "weight_decay",
+                        ParamType::Float {
+                            min: 0.0,
+                            max: f64::MAX,
+                        },
+                        json!(0.0),
+                        "decoupled (AdamW) weight decay of the matrices and embeddings",
+                    ),
+                    ParamSpec::with_default(
+                        "clip",
+                        ParamType::positive_float(),
+                        json!(1.0),
+                        "global gradient-norm clipping",
+                    ),
+                    ParamSpec::with_default(
+                        "seed",
+                        ParamType::non_negative_int(),
+                        json!(0),
+                        "initialisation and data-sampling seed",
+                    ),
+                ],
+                gathers: false,
+                free_params: false,
+                inputs_by_name: false,
+                needs: (1, Some(1)),
+            },
+        }
+    }
+}
+
+/// Parses a mixture written in the pipeline.
+fn custom_mixture(raw: &[serde_json::Value]) -> Result<Mixture, String> {
+    if raw.is_empty() {
+        return Err("an objective list needs at least one denoiser".into());
+    }
+    let mut entries = Vec::with_capacity(raw.len());
+    for (i, v) in raw.iter().enumerate() {
+        let at = format!("objective[{i}]");
+        let d: CustomDenoiser = serde_json::from_value(v.clone()).map_err(|e| {
+            format!("{at}: {e} (expected {{denoiser: R|X|S|CLM, mu, r, target, weight}})")
+        })?;
+        let need = |name: &str, v: Option<f64>| {
+            v.ok_or_else(|| format!("{at}: a `{}` denoiser needs `{name}`", d.denoiser))
+        };
+        let denoiser = match d.denoiser.as_str() {
+            "R" | "X" => Denoiser::Span {
+                mu: need("mu", d.mu)?,
+                r: need("r", d.r)?,
+                mode: if d.denoiser == "R" {
+                    vocab::Mode::R
+                } else {
+                    vocab::Mode::X
+                },
+            },
+            "S" => Denoiser::Prefix {
+                mean_target: need("target", d.target)?,
+            },
+            "CLM" => Denoiser::Causal,
+            other => {
+                return Err(format!(
+                    "{at}: unknown denoiser `{other}`; expected R, X (span corruption), S (prefix LM) or CLM"
+                ));
+            }
+        };
+        entries.push((denoiser, d.weight));
+    }
+    Mixture::custom(entries).map_err(|e| format!("objective: {e}"))
+}
+
+fn mixture_of(p: &TrainLmParams) -> Result<Mixture, OpError> {
+    let mixture = match &p.objective {
+        serde_json::Value::String(name) => {
+            let w = &p.ul2_weights;
+            if w.len() != 3 {
+                return Err(OpError::msg(format!(
+                    "`ul2_weights` needs three weights (R, X, S), got {}",
+                    w.len()
+                )));
+            }
+            let opts = MixtureOptions {
+                span_scale: p.span_scale,
+                s_target: p.s_target,
+                ul2_weights: [w[0], w[1], w[2]],
+            };
+            Mixture::named(name, &opts).map_err(|e| OpError::with("invalid objective", e))?
+        }
+        serde_json::Value::Array(list) => custom_mixture(list).map_err(OpError::msg)?,
+        other => return Err(OpError::msg(format!("`objective` cannot be {other}"))),
+    };
+    Ok(mixture)
+}
+
+/// Collects the per-step log, forwards progress, and stops on cancellation.
+struct StepObserver<'a, 'b> {
+    ctx: &'a OpContext<'b>,
+}
+
+impl LmObserver for StepObserver<'_, '_> {
+    fn on_step(&mut self, log: &StepLog, steps: usize) -> ControlFlow<()> {
+        self.ctx.progress(Progress {
+            step: log.step as u64,
+            total: steps as u64,
+            loss: Some(f64::from(log.loss)),
+            message: None,
+        });
+        if self.ctx.is_cancelled() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.ctx.is_cancelled()
+    }
+}
+
+/// How often the per-step loss is also recorded as a stepped metric (the full log is in
+/// `history.parquet`): about 100 points per run.
+fn metric_stride(steps: usize) -> usize {
+    steps.div_ceil(100).max(1)
+}
+
+impl Op for TrainLm {
+    fn schema(&self) -> &OpSchema {
+        &self.schema
+    }
+
+    fn check_value(&self, param: &str, value: &Value) -> Result<(), String> {
+        match (param, value) {
+            ("objective", Value::Array(list)) => custom_mixture(list).map(drop),
+            ("ul2_weights", Value::Array(w)) if w.len() != 3 => Err(format!(
+                "`ul2_weights` needs three weights (R, X, S), got {}",
+                w.len()
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
+        let p: TrainLmParams = typed("train.lm", ctx.job.params())?;
+        let mixture = mixture_of(&p)?;
+        let prefix_lm = p.arch == Arch::Decoder && p.attention == "prefix";
+        let cfg = LmConfig {
+            arch: p.arch,
+            vocab: vocab::VOCAB,
+            d_model: p.d_model,
+            layers: p.layers,
+            heads: p.heads,
+            d_ff: p.d_ff,
+            seq_len: p.seq_len,
+        };
+        cfg.validate().map_err(engine_error)?;
+        let train = LmTrainConfig {
+            steps: p.steps,
+            batch: p.batch,
+            lr: p.lr as f32,
+            warmup: p.warmup,
+            weight_decay: p.weight_decay as f32,
+            clip: p.clip as f32,
+            seed: p.seed,
+        };
+        let docs = read_split(&artifact(ctx, "train.txt")?)?;
+        let denoisers = mixture.describe();
+        let mut sampler = Sampler::new(
+            lm::token_stream(&docs),
+            mixture,
+            p.arch,
+            p.seq_len,
+            p.mode_tokens,
+            prefix_lm,
+            p.seed,
+        )
+        .map_err(engine_error)?;
+        let mut observer = StepObserver { ctx };
+        let mut batches = |_step: usize| sampler.next_batch(p.batch);
+        let (model, log) = lm::train_lm(&cfg, &train, ctx.threads(), &mut batches, &mut observer)
+            .map_err(engine_error)?;
+
+        let out = ctx.out_dir();
+        let meta = LmMeta {
+            arch: p.arch,
+            prefix_lm,
+            mode_tokens: p.mode_tokens,
+            seq_len: p.seq_len,
+            denoisers,
+        };
+        let meta_json = serde_json::to_string_pretty(&meta).expect("plain data serialises");
+        std::fs::write(out.join("lm.json"), &meta_json)
+            .map_err(|e| OpError::with("failed to write `lm.json`", e))?;
+        let file_meta = BTreeMap::from([("ablate.train".to_string(), meta_json)]);
+        model
+            .save(&out.join("model.safetensors"), &file_meta)
+            .map_err(engine_error)?;
+        write_history(&out.join("history.parquet"), &log)?;
+
+        let stride = metric_stride(p.steps);
+        let mut metrics: Vec<Metric> = log
+            .iter()
+            .filter(|l| l.step % stride == 0 || l.step == log.len())
+            .map(|l| Metric::at_step("loss", l.step as u64, f64::from(l.loss)))
+            .collect();
+        // The final training loss: the mean of the last 5% of steps (one step is noisy).
+        let tail = &log[log.len() - (log.len() / 20).max(1)..];
+        let train_loss = tail.iter().map(|l| f64::from(l.loss)).sum::<f64>() / tail.len() as f64;
+        metrics.push(Metric::new("train_loss", train_loss));
+        metrics.push(Metric::new("params", model.num_params() as f64));
+        metrics.push(Metric::new(
+            "tokens",
+            (p.steps * p.batch * p.seq_len) as f64,
+        ));
+        for ((name, weight), count) in meta.denoisers.iter().zip(sampler.counts()) {
+            metrics.push(Metric::new(
+                format!("sampled[{name} w={weight:.3}]"),
+                *count as f64,
+            ));
+        }
+        Ok(OpOutput {
+            metrics,
+            publish: Vec::new(),
+        })
+    }
+}
+
+fn write_history(path: &Path, log: &[StepLog]) -> Result<(), OpError> {
+    let float = |f: fn(&StepLog) -> f32| {
+        ColumnData::Float(log.iter().map(|l| Some(f64::from(f(l)))).collect())
+    };
+    let table = Table {
+        columns: vec![
+            Column {
+                name: "step".into(),
+                data: ColumnData::Int(log.iter().map(|l| Some(l.step as i64)).collect()),
+            },
+            Column {
+                name: "loss".into(),
+                data: float(|l| l.loss),
+            },
+            Column {
+                name: "lr".into(),
+                data: float(|l| l.lr),
+            },
+            Column {
+                name: "grad_norm".into(),
+                data: float(|l| l.grad_norm),
+            },
+        ],
+    };
+    ablate_results::write_table(path, &table)
+        .map_err(|e| OpError::with("failed to write the training history", e))
+}
+
+// ---------------------------------------------------------------------------------------------
+// eval.lm
+
+pub(crate) struct EvalLm {
+    schema: OpSchema,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EvalLmParams {
+    n: usize,
+    seed: u64,
+}
+
+impl EvalLm {
+    pub(crate) fn new() -> Self {
+        EvalLm {
+            schema: OpSchema {
+                name: "eval.lm",
+                version: 1,
+                summary: "Evaluate the language model trained by its input on the held-out `val.txt` behind it: \
+                          `val_nll` (next-token NLL per token of `n` validation windows, read as a causal LM), \
+                          `infill_em` (the fraction of masked spans — μ=3, r=0.15 — that greedy decoding reproduces \
+                          exactly), `oneshot_em` (exact match of greedy answers to one-shot copy / reverse / key-value \
+                          lookup prompts — a worked example then a query — the mean of `oneshot_copy`, \
+                          `oneshot_reverse`, `oneshot_lookup`). A model trained with mode tokens is prompted with the \
+                          matching one ([NLU] for infilling, [S2S] for one-shot and NLL) and also measured with a wrong \
+                          one (`*_wrong_mode`: [S2S] for infilling, [NLU] for one-shot) and with none (`*_no_mode`).",
+                params: vec![
+                    ParamSpec::with_default(
+                        "n",
+                        ParamType::positive_int(),
+                        json!(200),
+                        "examples per task (and validation windows for val_nll)",
+                    ),
+                    ParamSpec::with_default(
+                        "seed",
+                        ParamType::non_negative_int(),
+                        json!(0),
+                        "seed of the held-out examples (the same for every model, so all see the same questions)",
+                    ),
+                ],
+                gathers: false,
+                free_params: false,
+                inputs_by_name: false,
+                needs: (1, Some(1)),
+            },
+        }
+    }
+}
+
+/// A loaded model and how to prompt it.
+struct Judge<'a> {
+    model: &'a lm::Lm,
+    meta: &'a LmMeta,
+    threads: usize,
+}
+
+/// Rows scored or decoded at once.
+const EVAL_BATCH: usize = 64;
+
+impl Judge<'_> {
+    fn nll(&self, examples: &[Example]) -> Result<f64, OpError> {
+        let (mut sum, mut count) = (0.0, 0.0);
+        for chunk in examples.chunks(EVAL_BATCH) {
+            let batch = lm::pack(
+                chunk,
+                self.meta.arch,
+                self.meta.seq_len,
+                self.meta.prefix_lm,
+            );
+            let (s, c) = self.model.nll(&batch, self.threads).map_err(engine_error)?;
+            sum += s;
+            count += c;
+        }
+        Ok(sum / count.max(1.0))
+    }
+
+    /// Greedy answers to each example's inputs, stopping at `stop`.
+    fn generate(&self, examples: &[Example], stop: &[u32]) -> Result<Vec<Vec<u32>>, OpError> {
+        let mut out = Vec::with_capacity(examples.len());
+        for chunk in examples.chunks(EVAL_BATCH) {
+            let inputs: Vec<Vec<u32>> = chunk.iter().map(|e| e.inputs.clone()).collect();
+            let max_new = chunk.iter().map(|e| e.targets.len()).max().unwrap_or(1) + 2;
+            out.extend(
+                self.model
+                    .generate(&inputs, self.meta.prefix_lm, max_new, stop, self.threads)
+                    .map_err(engine_error)?,
+            );
+        }
+        Ok(out)
+    }
+
+    fn infill_em(&self, examples: &[Example]) -> Result<f64, OpError> {
+        let generated = self.generate(examples, &[vocab::EOS])?;
+        let (mut right, mut total) = (0, 0);
+        for (e, g) in examples.iter().zip(&generated) {
+            let (r, t) = lm::score_infill(&e.targets, g);
+            right += r;
+            total += t;
+        }
+        Ok(right as f64 / total.max(1) as f64)
+    }
+
+    fn oneshot_em(&self, examples: &[Example]) -> Result<f64, OpError> {
+        let need = examples
+            .iter()
+            .map(|e| e.inputs.len() + e.targets.len())
+            .max()
+            .unwrap_or(0);
+        if need > self.meta.seq_len {
+            return Err(OpError::msg(format!(
+                "the one-shot prompts and answers take up to {need} tokens, more than the model's `seq_len` {}; \
+                 train it with `seq_len: 64` or more",
+                self.meta.seq_len
+            )));
+        }
+        let generated = self.generate(examples, &[u32::from(b'\n'), vocab::EOS])?;
+        let right = examples
+            .iter()
+            .zip(&generated)
+            .filter(|(e, g)| lm::oneshot_correct(&e.targets, g))
+            .count();
+        Ok(right as f64 / examples.len().max(1) as f64)
+    }
+}
+
+impl Op for EvalLm {
+    fn schema(&self) -> &OpSchema {
+        &self.schema
+    }
+
+    fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
+        let p: EvalLmParams = typed("eval.lm", ctx.job.params())?;
+        let model = lm::Lm::load(&artifact(ctx, "model.safetensors")?).map_err(engine_error)?;
+        let meta_path = artifact(ctx, "lm.json")?;
+        let meta: LmMeta = std::fs::read_to_string(&meta_path)
+            .map_err(|e| OpError::with(format!("failed to read `{}`", meta_path.display()), e))
+            .and_then(|s| {
+                serde_json::from_str(&s).map_err(|e| {
+                    OpError::with(
+                        format!("`{}` is not a train.lm record", meta_path.display()),
+                        e,
+                    )
+                })
+            })?;
+        let val = lm::token_stream(&read_split(&artifact(ctx, "val.txt")?)?);
+        let judge = Judge {
+            model: &model,
+            meta: &meta,
+            threads: ctx.threads(),
+        };
+        let (arch, len) = (meta.arch, meta.seq_len);
+        let total = if meta.mode_tokens { 3 } else { 1 };
+        let mut metrics = vec![Metric::new("params", model.num_params() as f64)];
+        // (suffix, lead token for generation tasks, lead for infilling)
+        let mut leads = vec![("", vocab::S2S, vocab::NLU)];
+        if meta.mode_tokens {
+            leads.push(("_wrong_mode", vocab::NLU, vocab::S2S));
+            leads.push(("_no_mode", vocab::BOS, vocab::BOS));
+        } else {
+            leads[0] = ("", vocab::BOS, vocab::BOS);
+        }
+        for (i, &(suffix, s_lead, r_lead)) in leads.iter().enumerate() {
+            ctx.progress(Progress {
+                step: i as u64,
+                total,
+                loss: None,
+                message: Some(format!("scoring{}", suffix.replace('_', " "))),
+            });
+            if ctx.is_cancelled() {
+                return Err(OpError::Cancelled);
+            }
+            if i == 0 {
+                let windows =
+                    lm::clm_examples(&val, p.n, arch, len, s_lead, p.seed).map_err(engine_error)?;
+                metrics.push(Metric::new("val_nll", judge.nll(&windows)?));
+            }
+            let infill =
+                lm::infill_examples(&val, p.n, arch, len, r_lead, p.seed).map_err(engine_error)?;
+            metrics.push(Metric::new(
+                format!("infill_em{suffix}"),
+                judge.infill_em(&infill)?,
+            ));
+            let mut sum = 0.0;
+            for task in [Task::Copy, Task::Reverse, Task::Lookup] {
+                let examples = lm::oneshot_examples(task, p.n, s_lead, p.seed);
+                let em = judge.oneshot_em(&examples)?;
+                sum += em;
+                if i == 0 {
+                    metrics.push(Metric::new(format!("oneshot_{}", task.name()), em));
+                }
+            }
+            metrics.push(Metric::new(format!("oneshot_em{suffix}"), sum / 3.0));
+        }
+        Ok(OpOutput {
+            metrics,
+            publish: Vec::new(),
+        })
+    }
+}
