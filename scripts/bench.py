@@ -8,7 +8,10 @@ Measures, on this machine, in one run (so ratios are comparable):
     spawning `sh -c true` itself;
   - training steps/s of train.flow's model (2→32 lift, 10 residual steps, hidden 64, batch 256),
     shared and unshared, 1 and 2 threads; and PyTorch on the same model side by side when
-    `$ABLATE_BENCH_PYTHON` (default python3) can import torch.
+    `$ABLATE_BENCH_PYTHON` (default python3) can import torch;
+  - training tokens/s of train.lm's transformers (bytes, d_model 128, 2 layers, 4 heads, d_ff 512,
+    seq 128, batch 32; decoder-only and encoder-decoder) at 2 threads, and the same network in
+    PyTorch (scripts/bench_torch_lm.py), the two run alternately, each twice.
 Prints a Markdown table and writes it to BENCHMARKS.md. Medians of several runs; the machine is
 shared and noisy, so read the ratios, not the third digit.
 """
@@ -26,6 +29,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "ablate")
 TRAIN_BENCH = os.path.join(ROOT, "target", "release", "examples", "train_flow_bench")
+LM_BENCH = os.path.join(ROOT, "target", "release", "examples", "lm_bench")
 REPEATS = int(os.environ.get("ABLATE_BENCH_REPEATS", "5"))
 
 
@@ -66,6 +70,7 @@ def main():
     print("building release binaries ...", file=sys.stderr)
     sh("cargo", "build", "--release", "--quiet", "-p", "ablate-cli")
     sh("cargo", "build", "--release", "--quiet", "-p", "ablate-engine", "--example", "train_flow_bench")
+    sh("cargo", "build", "--release", "--quiet", "-p", "ablate-engine", "--example", "lm_bench")
     rows = []
     work = tempfile.mkdtemp(prefix="ablate-bench-")
     try:
@@ -124,6 +129,29 @@ def main():
             note += f"; PyTorch {torch_version} (2 threads): {torch_rates[weights]:.0f} steps/s → {ours[(weights, 2)] / torch_rates[weights]:.1f}×"
         rows.append((f"train.flow steps/s, {weights} weights, batch 256 (2 threads)", f"{ours[(weights, 2)]:.0f}", "≥ 3× PyTorch", note))
 
+    print("train.lm tokens/s ...", file=sys.stderr)
+    lm_ours, lm_torch = {}, {}
+    for _ in range(2):  # alternate, so both see the same machine; keep each one's best window
+        out = subprocess.run([LM_BENCH, "--threads", "2", "--seconds", "10", "--arch", "both"],
+                             check=True, capture_output=True, text=True).stdout
+        for line in out.strip().splitlines():
+            d = json.loads(line)
+            lm_ours[d["arch"]] = max(lm_ours.get(d["arch"], 0.0), d["tokens_per_s"])
+        if torch_version:
+            out = subprocess.run([python, os.path.join(ROOT, "scripts", "bench_torch_lm.py"), "2", "10", "both"],
+                                 check=True, capture_output=True, text=True).stdout
+            for line in out.strip().splitlines():
+                d = json.loads(line)
+                lm_torch[d["arch"]] = max(lm_torch.get(d["arch"], 0.0), d["tokens_per_s"])
+    for arch in ("decoder", "encdec"):
+        note = "the better of two 10 s windows each"
+        if arch in lm_torch:
+            note = (f"PyTorch {torch_version} (2 threads): {lm_torch[arch] / 1000:.1f}k tokens/s → "
+                    f"{lm_ours[arch] / lm_torch[arch]:.2f}×; " + note)
+        target = "≥ PyTorch (performance.md: 23.2k)" if arch == "decoder" else "≥ PyTorch"
+        rows.append((f"train.lm tokens/s, {arch}, d_model 128, 2 layers, seq 128, batch 32 (2 threads)",
+                     f"{lm_ours[arch] / 1000:.1f}k", target, note))
+
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
     rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     lines = [
@@ -132,7 +160,9 @@ def main():
         f"Measured by `just bench` (scripts/bench.py) on {datetime.date.today()}, revision `{rev or 'unknown'}`,",
         f"{os.cpu_count()} cores ({cpu}). Medians of {REPEATS} runs (3 for `cmd`); shared, noisy machine.",
         f"PyTorch ran in `{python}`" + (f" (torch {torch_version}, on the CPU)." if torch_version else " (not importable)."),
-        "Targets are issue 2's. Model: 2→32 lift, 10 residual steps of a hidden-64 tanh MLP, batch 256, Adam.",
+        "Targets are issue 2's and issue 4's. train.flow: 2→32 lift, 10 residual steps of a hidden-64 tanh MLP,",
+        "batch 256, Adam. train.lm: byte vocabulary (362), d_model 128, 2 layers, 4 heads, d_ff 512, AdamW; the",
+        "decoder reads 128 tokens a row, the encoder-decoder 64 + 64.",
         "",
         "| measure | result | target | detail |",
         "|---|---|---|---|",

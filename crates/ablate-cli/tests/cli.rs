@@ -1807,7 +1807,12 @@ fn paper_pipelines_run_end_to_end_at_a_tiny_size() {
     let cases: [(&str, Vec<String>, &[&str]); 4] = [
         (
             "ablation",
-            vec!["vars.steps=[1,8]".into()],
+            vec![
+                "vars.steps=[1,8]".into(),
+                "vars.lm_steps=3".into(),
+                "vars.lm_docs=40".into(),
+                "vars.lm_n=3".into(),
+            ],
             &[
                 "sharing_by_steps.md",
                 "params_by_steps.md",
@@ -1820,6 +1825,8 @@ fn paper_pipelines_run_end_to_end_at_a_tiny_size() {
                 "convergence.md",
                 "metric_plot.png",
                 "hauser_claims.md",
+                "ul2_table.md",
+                "ul2_claims.md",
             ],
         ),
         (
