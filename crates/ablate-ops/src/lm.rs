@@ -249,7 +249,7 @@ impl TrainLm {
                         "attention",
                         ParamType::Enum(&["prefix", "causal"]),
                         json!("prefix"),
-                        "decoder-only: the inputs attend bidirectionally (prefix LM) or causally",
+                        "decoder-only: the inputs attend bidirectionally (prefix LM) or causally; a `clm`-only objective is always causal (its inputs are just the lead token, and a model trained so reads prompts causally)",
                     ),
                     ParamSpec::with_default(
                         "objective",
@@ -487,7 +487,14 @@ impl Op for TrainLm {
     fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
         let p: TrainLmParams = typed("train.lm", ctx.job.params())?;
         let mixture = mixture_of(&p)?;
-        let prefix_lm = p.arch == Arch::Decoder && p.attention == "prefix";
+        // A causal-LM-only objective never has inputs beyond the lead token, so its model is read
+        // causally: a bidirectional prompt at evaluation would be one it never saw in training.
+        let prefix_lm = p.arch == Arch::Decoder
+            && p.attention == "prefix"
+            && mixture
+                .entries()
+                .iter()
+                .any(|(d, _)| !matches!(d, Denoiser::Causal));
         let cfg = LmConfig {
             arch: p.arch,
             vocab: vocab::VOCAB,
