@@ -4,7 +4,10 @@
 //! over the dfdx device (the path a CUDA build takes), or through this crate's fused CPU
 //! kernels (the default on the CPU, tested equal to the tensor path). `analysis` measures a
 //! trained flow in f64: layer states, analytic Jacobians and their determinants, inverses,
-//! refinement to 2N steps, and the pull-back metrics of Hauser & Ray (2017).
+//! refinement to 2N steps, and the pull-back metrics of Hauser & Ray (2017). [`lm`] holds the
+//! UL2 ablation's language models (Tay et al. 2022): a byte vocabulary with sentinels and mode
+//! tokens, corpora, T5-style denoisers and their mixtures, one-shot tasks, and decoder-only /
+//! encoder-decoder transformers, again with a fast CPU path and a dfdx path tested equal.
 //!
 //! It must not print, read the environment, or know about pipelines, caches or the scheduler:
 //! progress leaves through [`TrainObserver`], failures through [`EngineError`], and every

@@ -10,7 +10,6 @@
 //! 0 / −∞ built from the batch.
 
 // Reached from tests only until `train_lm` picks a backend.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::collections::BTreeMap;
 
@@ -358,6 +357,8 @@ fn check(cfg: &LmConfig, layout: &LmLayout, params: &[f32], b: &Batch) -> Result
 }
 
 /// Logits of `batch`, rows × len × vocab row-major, forward only (no tape).
+// The forward pass alone, for evaluation on a device (the CUDA build's); tested here.
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn tensor_logits<D: Device<f32>>(
     dev: &D,
     cfg: &LmConfig,

@@ -1,5 +1,5 @@
 //! Training a language model: AdamW with warm-up, cosine decay and gradient clipping, on the
-//! CPU path, one batch per step from the caller.
+//! CPU path or the dfdx path, one batch per step from the caller.
 
 use std::ops::ControlFlow;
 
@@ -8,8 +8,9 @@ use super::config::{LmConfig, LmTrainConfig};
 use super::cpu::{check_batch, with_runner};
 use super::layout::LmLayout;
 use super::model::Lm;
-use crate::EngineError;
+use super::tensor::tensor_loss_and_grad;
 use crate::kernels::{self, AdamStep};
+use crate::{Backend, EngineError, ExecOptions};
 
 /// AdamW's constants ([`LmTrainConfig`]).
 const BETA1: f32 = 0.9;
@@ -84,67 +85,170 @@ pub fn train_lm(
     batches: &mut dyn FnMut(usize) -> Batch,
     observer: &mut dyn LmObserver,
 ) -> Result<(Lm, Vec<StepLog>), EngineError> {
+    let exec = ExecOptions {
+        threads,
+        backend: Backend::Cpu,
+    };
+    train_lm_with(cfg, train, &exec, batches, observer)
+}
+
+/// [`train_lm`] on a chosen backend: [`Backend::Cpu`] (this crate's kernels, `exec.threads`
+/// threads) or [`Backend::Dfdx`] (dfdx tensor ops on dfdx's `Cpu` device — the device-generic
+/// path a CUDA build takes; the same updates, equal to the CPU path within rounding).
+pub fn train_lm_with(
+    cfg: &LmConfig,
+    train: &LmTrainConfig,
+    exec: &ExecOptions,
+    batches: &mut dyn FnMut(usize) -> Batch,
+    observer: &mut dyn LmObserver,
+) -> Result<(Lm, Vec<StepLog>), EngineError> {
     cfg.validate()?;
-    validate(train, threads)?;
+    exec.validate()?;
+    validate(train, exec.threads)?;
     let layout = LmLayout::new(cfg);
-    let n = layout.total;
-    let decayed: Vec<_> = layout.decayed().map(|s| s.range()).collect();
     let init = layout.init(train.seed);
     let mut logs = Vec::with_capacity(train.steps);
-    let params = with_runner(cfg, &layout, init, threads, |runner| {
-        let (mut m, mut v, mut grad) = (vec![0.0f32; n], vec![0.0f32; n], Vec::new());
-        for step in 0..train.steps {
-            if observer.cancelled() {
-                return Err(EngineError::Cancelled);
-            }
-            let batch = batches(step);
-            check_batch(cfg, &batch)?;
-            let (loss_sum, wsum) = runner.loss_and_grad(&batch, &mut grad);
-            if wsum <= 0.0 {
-                return Err(EngineError::InvalidData(format!(
-                    "the batch of step {} has no position with a positive loss weight",
-                    step + 1
-                )));
-            }
-            let loss = (loss_sum / wsum) as f32;
-            let norm = grad
-                .iter()
-                .map(|&g| g as f64 * g as f64)
-                .sum::<f64>()
-                .sqrt() as f32;
-            if !loss.is_finite() || !norm.is_finite() {
-                return Err(EngineError::NonFiniteStep { step: step + 1 });
-            }
-            if norm > train.clip {
-                kernels::scale(&mut grad, train.clip / norm);
-            }
-            let lr = train.lr_at(step);
-            let adam = adam_step(lr, step as u64 + 1);
-            {
-                let mut p = runner.params_mut();
-                let keep = 1.0 - lr * train.weight_decay;
-                if keep != 1.0 {
-                    for r in &decayed {
-                        kernels::scale(&mut p[r.clone()], keep);
-                    }
-                }
-                kernels::adam(&mut p, &mut m, &mut v, &grad, adam);
-            }
-            let log = StepLog {
-                step: step + 1,
-                loss,
-                lr,
-                grad_norm: norm,
+    let params = match exec.backend {
+        Backend::Cpu => with_runner(cfg, &layout, init, exec.threads, |runner| {
+            run_steps(cfg, train, &layout, runner, batches, observer, &mut logs)?;
+            Ok::<_, EngineError>(std::mem::take(&mut *runner.params_mut()))
+        })?,
+        Backend::Dfdx => {
+            let mut source = TensorSource {
+                dev: dfdx::tensor::Cpu::default(),
+                cfg,
+                layout: &layout,
+                params: init,
             };
-            let flow = observer.on_step(&log, train.steps);
-            logs.push(log);
-            if flow.is_break() {
-                return Err(EngineError::Cancelled);
-            }
+            run_steps(
+                cfg,
+                train,
+                &layout,
+                &mut source,
+                batches,
+                observer,
+                &mut logs,
+            )?;
+            source.params
         }
-        Ok(std::mem::take(&mut *runner.params_mut()))
-    })?;
+    };
     Ok((Lm::from_parts(cfg.clone(), params)?, logs))
+}
+
+/// Where a training step's gradient comes from, and the parameters it updates.
+trait GradSource {
+    /// `(Σ w·nll, Σ w)` of a checked batch and the gradient of `Σ w·nll / Σ w` in `grad`.
+    fn loss_and_grad(
+        &mut self,
+        batch: &Batch,
+        grad: &mut Vec<f32>,
+    ) -> Result<(f64, f64), EngineError>;
+    fn update(&mut self, f: &mut dyn FnMut(&mut [f32]));
+}
+
+impl GradSource for super::cpu::Runner<'_> {
+    fn loss_and_grad(
+        &mut self,
+        batch: &Batch,
+        grad: &mut Vec<f32>,
+    ) -> Result<(f64, f64), EngineError> {
+        Ok(super::cpu::Runner::loss_and_grad(self, batch, grad))
+    }
+    fn update(&mut self, f: &mut dyn FnMut(&mut [f32])) {
+        f(&mut self.params_mut())
+    }
+}
+
+/// The dfdx path as a [`GradSource`].
+struct TensorSource<'a, D> {
+    dev: D,
+    cfg: &'a LmConfig,
+    layout: &'a LmLayout,
+    params: Vec<f32>,
+}
+
+impl<D: dfdx::tensor_ops::Device<f32>> GradSource for TensorSource<'_, D> {
+    fn loss_and_grad(
+        &mut self,
+        batch: &Batch,
+        grad: &mut Vec<f32>,
+    ) -> Result<(f64, f64), EngineError> {
+        let wsum: f64 = batch.weights.iter().map(|&w| f64::from(w)).sum();
+        if wsum <= 0.0 {
+            return Ok((0.0, wsum));
+        }
+        let (loss, g) =
+            tensor_loss_and_grad(&self.dev, self.cfg, self.layout, &self.params, batch)?;
+        *grad = g;
+        Ok((f64::from(loss) * wsum, wsum))
+    }
+    fn update(&mut self, f: &mut dyn FnMut(&mut [f32])) {
+        f(&mut self.params)
+    }
+}
+
+/// The training loop shared by the backends.
+fn run_steps(
+    cfg: &LmConfig,
+    train: &LmTrainConfig,
+    layout: &LmLayout,
+    source: &mut dyn GradSource,
+    batches: &mut dyn FnMut(usize) -> Batch,
+    observer: &mut dyn LmObserver,
+    logs: &mut Vec<StepLog>,
+) -> Result<(), EngineError> {
+    let n = layout.total;
+    let decayed: Vec<_> = layout.decayed().map(|s| s.range()).collect();
+    let (mut m, mut v, mut grad) = (vec![0.0f32; n], vec![0.0f32; n], Vec::new());
+    for step in 0..train.steps {
+        if observer.cancelled() {
+            return Err(EngineError::Cancelled);
+        }
+        let batch = batches(step);
+        check_batch(cfg, &batch)?;
+        let (loss_sum, wsum) = source.loss_and_grad(&batch, &mut grad)?;
+        if wsum <= 0.0 {
+            return Err(EngineError::InvalidData(format!(
+                "the batch of step {} has no position with a positive loss weight",
+                step + 1
+            )));
+        }
+        let loss = (loss_sum / wsum) as f32;
+        let norm = grad
+            .iter()
+            .map(|&g| g as f64 * g as f64)
+            .sum::<f64>()
+            .sqrt() as f32;
+        if !loss.is_finite() || !norm.is_finite() {
+            return Err(EngineError::NonFiniteStep { step: step + 1 });
+        }
+        if norm > train.clip {
+            kernels::scale(&mut grad, train.clip / norm);
+        }
+        let lr = train.lr_at(step);
+        let adam = adam_step(lr, step as u64 + 1);
+        source.update(&mut |p| {
+            let keep = 1.0 - lr * train.weight_decay;
+            if keep != 1.0 {
+                for r in &decayed {
+                    kernels::scale(&mut p[r.clone()], keep);
+                }
+            }
+            kernels::adam(p, &mut m, &mut v, &grad, adam);
+        });
+        let log = StepLog {
+            step: step + 1,
+            loss,
+            lr,
+            grad_norm: norm,
+        };
+        let flow = observer.on_step(&log, train.steps);
+        logs.push(log);
+        if flow.is_break() {
+            return Err(EngineError::Cancelled);
+        }
+    }
+    Ok(())
 }
 
 /// Update `t` (1-based) at learning rate `lr`, with this module's β2.

@@ -285,3 +285,89 @@ fn bad_configs_and_batches_are_rejected() {
     let r = train_lm(&cfg, &quick(2), 1, &mut unweighted, &mut Quiet);
     assert!(matches!(r, Err(EngineError::InvalidData(m)) if m.contains("positive loss weight")));
 }
+
+/// The encdec batch of `encdec_loss_falls_and_it_generates_from_its_encoder`.
+fn encdec_batch(step: usize) -> Batch {
+    let mut b = pattern_batch(8, 6, step);
+    b.prefix = vec![0; 8];
+    b.enc_len = 4;
+    b.enc_lens = (0..8).map(|r| 2 + r % 3).collect();
+    b.enc_tokens = b
+        .tokens
+        .chunks(6)
+        .flat_map(|row| row[..4].to_vec())
+        .collect();
+    for row in b.tokens.chunks_mut(6) {
+        row[0] = vocab::BOS;
+    }
+    b
+}
+
+#[test]
+fn the_cpu_and_dfdx_paths_compute_the_same_loss_and_gradient() {
+    let dev = dfdx::tensor::Cpu::default();
+    for (arch, batch) in [
+        (Arch::Decoder, pattern_batch(5, 12, 1)),
+        (Arch::EncDec, encdec_batch(2)),
+    ] {
+        let cfg = tiny(arch);
+        let layout = LmLayout::new(&cfg);
+        // Away from the init scale, so attention is not uniform and every path matters.
+        let mut params = layout.init(9);
+        for (i, p) in params.iter_mut().enumerate() {
+            *p += 0.3 * ((i * 7919 % 1000) as f32 / 1000.0 - 0.5);
+        }
+        let (cpu_loss, cpu_grad) = cpu_loss_and_grad(&cfg, &layout, &params, &batch, 2).unwrap();
+        let (t_loss, t_grad) = tensor_loss_and_grad(&dev, &cfg, &layout, &params, &batch).unwrap();
+        assert!(
+            (cpu_loss - t_loss).abs() <= 1e-5 * t_loss.abs(),
+            "{arch:?}: loss {cpu_loss} vs {t_loss}"
+        );
+        let scale = t_grad.iter().fold(0f32, |m, g| m.max(g.abs()));
+        for (i, (a, b)) in cpu_grad.iter().zip(&t_grad).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-4 * scale,
+                "{arch:?}: gradient {i}: {a} vs {b}"
+            );
+        }
+    }
+}
+
+#[test]
+fn training_on_the_dfdx_path_follows_the_cpu_path() {
+    for arch in [Arch::Decoder, Arch::EncDec] {
+        let run = |backend| {
+            let mut batches = |s: usize| match arch {
+                Arch::Decoder => pattern_batch(8, 12, s),
+                Arch::EncDec => encdec_batch(s),
+            };
+            let exec = ExecOptions {
+                threads: 1,
+                backend,
+            };
+            train_lm_with(&tiny(arch), &quick(5), &exec, &mut batches, &mut Quiet).unwrap()
+        };
+        let (cpu, cpu_logs) = run(Backend::Cpu);
+        let (dfdx, dfdx_logs) = run(Backend::Dfdx);
+        for (a, b) in cpu_logs.iter().zip(&dfdx_logs) {
+            assert!(
+                (a.loss - b.loss).abs() < 1e-4,
+                "{arch:?} step {}: {} vs {}",
+                a.step,
+                a.loss,
+                b.loss
+            );
+        }
+        let drift = cpu
+            .params()
+            .iter()
+            .zip(dfdx.params())
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(drift < 1e-4, "{arch:?}: parameters differ by up to {drift}");
+        assert_ne!(
+            cpu.params(),
+            Lm::init(&tiny(arch), 3).unwrap().params(),
+            "training moved nothing"
+        );
+    }
+}
