@@ -32,7 +32,7 @@ pub(crate) struct DataText {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DataTextParams {
+pub(crate) struct DataTextParams {
     source: String,
     path: Option<String>,
     docs: usize,
@@ -180,7 +180,7 @@ pub(crate) struct TrainLm {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TrainLmParams {
+pub(crate) struct TrainLmParams {
     arch: Arch,
     attention: String,
     objective: serde_json::Value,
@@ -613,7 +613,7 @@ pub(crate) struct EvalLm {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct EvalLmParams {
+pub(crate) struct EvalLmParams {
     n: usize,
     seed: u64,
 }
@@ -803,5 +803,81 @@ impl Op for EvalLm {
             metrics,
             publish: Vec::new(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mixture_written_in_the_pipeline_parses_or_says_what_is_wrong() {
+        let ok = json!([
+            {"denoiser": "R", "mu": 3, "r": 0.15, "weight": 2},
+            {"denoiser": "X", "mu": 32, "r": 0.5, "weight": 1},
+            {"denoiser": "S", "target": 0.25, "weight": 1},
+            {"denoiser": "CLM", "weight": 1},
+        ]);
+        let m = custom_mixture(ok.as_array().unwrap()).unwrap();
+        let names: Vec<String> = m.describe().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            [
+                "R(μ=3, r=0.15)",
+                "X(μ=32, r=0.5)",
+                "S(prefix, target 25%)",
+                "CLM"
+            ]
+        );
+        assert!(
+            (m.describe()[0].1 - 0.4).abs() < 1e-12,
+            "weights are normalised"
+        );
+
+        let err = |v: serde_json::Value| custom_mixture(v.as_array().unwrap()).unwrap_err();
+        assert!(err(json!([])).contains("at least one denoiser"));
+        assert!(
+            err(json!([{"denoiser": "R", "r": 0.15, "weight": 1}]))
+                .contains("objective[0]: a `R` denoiser needs `mu`")
+        );
+        assert!(err(json!([{"denoiser": "Q", "weight": 1}])).contains("unknown denoiser `Q`"));
+        assert!(
+            err(json!([{"denoiser": "CLM", "weight": 1, "mu": 3, "extra": 1}]))
+                .contains("objective[0]")
+        );
+        assert!(
+            err(json!([{"denoiser": "S", "target": 1.5, "weight": 1}])).starts_with("objective:")
+        );
+        // The same check runs when the pipeline is loaded.
+        let op = TrainLm::new();
+        assert!(
+            op.check_value("objective", &json!([{"denoiser": "Q", "weight": 1}]))
+                .is_err()
+        );
+        assert!(op.check_value("objective", &json!("ul2")).is_ok());
+        assert!(op.check_value("ul2_weights", &json!([1, 2])).is_err());
+    }
+
+    #[test]
+    fn a_corpus_that_is_not_utf8_is_refused_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.txt");
+        std::fs::write(&path, b"one doc\n\nline two\n\xff bad\n").unwrap();
+        let e = read_corpus(&path, "c.txt").unwrap_err().to_string();
+        assert!(e.contains("`c.txt`:4: not valid UTF-8"), "{e}");
+        let e = read_corpus(&dir.path().join("none.txt"), "none.txt")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("failed to read the corpus `none.txt`"), "{e}");
+        std::fs::write(&path, "a\n\n\nb\nc\n\n").unwrap();
+        assert_eq!(read_corpus(&path, "c.txt").unwrap(), ["a", "b\nc"]);
+    }
+
+    #[test]
+    fn about_a_hundred_loss_points_are_kept_as_metrics() {
+        assert_eq!(metric_stride(50), 1);
+        assert_eq!(metric_stride(100), 1);
+        assert_eq!(metric_stride(3000), 30);
+        assert_eq!(metric_stride(3001), 31);
     }
 }
