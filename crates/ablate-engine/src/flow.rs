@@ -4,17 +4,27 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use dfdx::tensor_ops::Device;
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::cpu::Net;
+use crate::model_file::{self, FORMAT_KEY, ModelFile};
 use crate::params::Layout;
 use crate::{Dataset, EngineError, FlowConfig};
 
 /// Metadata key and value that mark a file as a flow model.
-const FORMAT_KEY: &str = "format";
 const FORMAT: &str = "ablate-flow/1";
 /// Metadata key holding the [`FlowConfig`] as JSON.
 const CONFIG_KEY: &str = "flow_config";
+
+/// The layout's slots as a model file stores them.
+fn slot_refs(layout: &Layout) -> impl Iterator<Item = model_file::SlotRef<'_>> {
+    layout.slots.iter().map(|s| {
+        (
+            s.name.as_str(),
+            s.shape.as_slice(),
+            s.offset..s.offset + s.len(),
+        )
+    })
+}
 
 /// Loss and accuracy on a data set.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -145,87 +155,24 @@ impl Flow {
     /// Writes a safetensors file: one f32 tensor per [`Flow::param_shapes`] entry, the
     /// [`FlowConfig`] as JSON in the metadata. Written to a temporary file, then renamed.
     pub fn save(&self, path: &Path) -> Result<(), EngineError> {
-        let bytes: Vec<Vec<u8>> = self
-            .layout
-            .slots
-            .iter()
-            .map(|s| {
-                self.params[s.offset..s.offset + s.len()]
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect()
-            })
-            .collect();
-        let views = self
-            .layout
-            .slots
-            .iter()
-            .zip(&bytes)
-            .map(|(s, b)| {
-                TensorView::new(Dtype::F32, s.shape.clone(), b)
-                    .map(|v| (s.name.clone(), v))
-                    .map_err(|e| EngineError::format(path, e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
         let config = serde_json::to_string(&self.config)
             .map_err(|e| EngineError::format(path, e.to_string()))?;
         let meta = HashMap::from([
             (FORMAT_KEY.to_string(), FORMAT.to_string()),
             (CONFIG_KEY.to_string(), config),
         ]);
-        let file = safetensors::serialize(views, &Some(meta))
-            .map_err(|e| EngineError::format(path, e.to_string()))?;
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = std::path::PathBuf::from(tmp);
-        std::fs::write(&tmp, file).map_err(EngineError::io(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(EngineError::io(path))
+        model_file::write(path, slot_refs(&self.layout), &self.params, meta)
     }
 
     /// Reads a file written by [`Flow::save`]; anything else is a `Format` error naming `path`.
     pub fn load(path: &Path) -> Result<Flow, EngineError> {
-        let bytes = std::fs::read(path).map_err(EngineError::io(path))?;
-        let bad = |m: String| EngineError::format(path, m);
-        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("{e:?}")))?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("{e:?}")))?;
-        let meta = header.metadata().as_ref();
-        let get = |key: &str| meta.and_then(|m| m.get(key));
-        if get(FORMAT_KEY).map(String::as_str) != Some(FORMAT) {
-            return Err(bad(format!("metadata `{FORMAT_KEY}` is not `{FORMAT}`")));
-        }
-        let config = get(CONFIG_KEY).ok_or_else(|| bad(format!("no `{CONFIG_KEY}` metadata")))?;
-        let config: FlowConfig =
-            serde_json::from_str(config).map_err(|e| bad(format!("bad `{CONFIG_KEY}`: {e}")))?;
+        let file = ModelFile::read(path, FORMAT)?;
+        let config: FlowConfig = file.config(CONFIG_KEY)?;
         config
             .validate()
-            .map_err(|e| bad(format!("bad `{CONFIG_KEY}`: {e}")))?;
+            .map_err(|e| file.bad(format!("bad `{CONFIG_KEY}`: {e}")))?;
         let layout = Layout::new(&config);
-        if st.len() != layout.slots.len() {
-            return Err(bad(format!(
-                "expected {} tensors, found {}",
-                layout.slots.len(),
-                st.len()
-            )));
-        }
-        let mut params = vec![0.0f32; layout.total];
-        for slot in &layout.slots {
-            let missing = || bad(format!("missing tensor `{}`", slot.name));
-            let info = header.info(&slot.name).ok_or_else(missing)?;
-            if info.dtype != Dtype::F32 || info.shape != slot.shape {
-                return Err(bad(format!(
-                    "tensor `{}` is {:?} {:?}, expected F32 {:?}",
-                    slot.name, info.dtype, info.shape, slot.shape
-                )));
-            }
-            let t = st.tensor(&slot.name).map_err(|_| missing())?;
-            let dst = &mut params[slot.offset..slot.offset + slot.len()];
-            for (v, b) in dst.iter_mut().zip(t.data().chunks_exact(4)) {
-                *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-            }
-        }
-        if let Some(i) = params.iter().position(|v| !v.is_finite()) {
-            return Err(bad(format!("parameter {i} is not finite")));
-        }
+        let params = file.params(slot_refs(&layout), layout.total)?;
         Flow::from_parts(config, layout, params)
     }
 }

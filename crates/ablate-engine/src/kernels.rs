@@ -8,12 +8,15 @@
 macro_rules! multiversion {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
         $(#[$meta])*
+        #[allow(clippy::too_many_arguments)]
         $vis fn $name($($arg: $ty),*) {
             #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
             fn imp($($arg: $ty),*) $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
                 unsafe fn avx2($($arg: $ty),*) {
                     imp($($arg),*)
                 }
@@ -26,6 +29,7 @@ macro_rules! multiversion {
         }
     };
 }
+pub(crate) use multiversion;
 
 /// A read-only strided matrix view (non-negative strides, in elements).
 #[derive(Clone, Copy, Debug)]
@@ -51,6 +55,19 @@ impl<'a> View<'a> {
         v
     }
 
+    /// A row-major `rows × cols` matrix whose rows start `rs` elements apart in `data`.
+    pub(crate) fn strided(data: &'a [f32], rows: usize, cols: usize, rs: usize) -> Self {
+        let v = View {
+            data,
+            rows,
+            cols,
+            rs,
+            cs: 1,
+        };
+        v.check();
+        v
+    }
+
     /// The transpose, without copying.
     pub(crate) fn t(self) -> Self {
         View {
@@ -70,24 +87,42 @@ impl<'a> View<'a> {
 }
 
 /// `dst := [dst +] beta · a·b` with `dst` row-major `a.rows × b.cols`; `dst` is read only when
-/// `accumulate`. Single-threaded: the backend parallelises over batch shards instead, because
+/// `accumulate`. Single-threaded: the backends parallelise over batch shards instead, because
 /// at these sizes gemm's own threads cost more in hand-off than they save.
 pub(crate) fn matmul(dst: &mut [f32], accumulate: bool, a: View<'_>, b: View<'_>, beta: f32) {
+    matmul_strided(dst, b.cols, accumulate, a, b, beta);
+}
+
+/// [`matmul`] into a destination whose rows start `drs` elements apart (a column block of a
+/// wider matrix); elements between the rows are left alone.
+pub(crate) fn matmul_strided(
+    dst: &mut [f32],
+    drs: usize,
+    accumulate: bool,
+    a: View<'_>,
+    b: View<'_>,
+    beta: f32,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(k, b.rows, "inner dimensions differ");
-    assert!(dst.len() >= m * n, "destination too small");
     if m == 0 || n == 0 {
         return;
     }
+    assert!(
+        n <= drs && (m - 1) * drs + n <= dst.len(),
+        "destination too small"
+    );
     if k == 0 {
         if !accumulate {
-            dst[..m * n].fill(0.0);
+            for r in 0..m {
+                dst[r * drs..r * drs + n].fill(0.0);
+            }
         }
         return;
     }
-    // SAFETY: `View::new`/`t` and the asserts above keep every index gemm touches in bounds:
-    // `a` reads (m-1)·rs + (k-1)·cs, `b` likewise, `dst` writes below m·n; `dst` is a unique
-    // borrow, so it aliases neither operand.
+    // SAFETY: `View::new`/`strided`/`t` and the asserts above keep every index gemm touches in
+    // bounds: `a` reads (m-1)·rs + (k-1)·cs, `b` likewise, `dst` writes below (m-1)·drs + n;
+    // `dst` is a unique borrow, so it aliases neither operand.
     unsafe {
         gemm::gemm(
             m,
@@ -95,7 +130,7 @@ pub(crate) fn matmul(dst: &mut [f32], accumulate: bool, a: View<'_>, b: View<'_>
             k,
             dst.as_mut_ptr(),
             1,
-            n as isize,
+            drs as isize,
             accumulate,
             a.data.as_ptr(),
             a.cs as isize,

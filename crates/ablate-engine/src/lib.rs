@@ -22,6 +22,7 @@ mod error;
 mod flow;
 mod kernels;
 pub mod lm;
+mod model_file;
 mod params;
 mod pool;
 mod rng;

@@ -27,35 +27,8 @@ use super::Batch;
 use super::config::{Arch, LmConfig};
 use super::layout::{Attention, Dense, LmLayout, Norm, Stack};
 use crate::EngineError;
-use crate::kernels::{self, tanh_approx};
+use crate::kernels::{self, View as Mat, multiversion, tanh_approx};
 use crate::pool::{self, MAX_SHARDS, Pool};
-
-/// Compiles `$body` as a baseline function and as an AVX2+FMA one, dispatched at run time (the
-/// twin of `kernels`' macro, which is private to that module).
-macro_rules! multiversion {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
-        $(#[$meta])*
-        #[allow(clippy::too_many_arguments)]
-        $vis fn $name($($arg: $ty),*) {
-            #[inline(always)]
-            #[allow(clippy::too_many_arguments)]
-            fn imp($($arg: $ty),*) $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2,fma")]
-                #[allow(clippy::too_many_arguments)]
-                unsafe fn avx2($($arg: $ty),*) {
-                    imp($($arg),*)
-                }
-                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                    // SAFETY: the CPU supports the features `avx2` was compiled for.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            imp($($arg),*)
-        }
-    };
-}
 
 const LN_EPS: f32 = 1e-5;
 
@@ -70,95 +43,9 @@ const QUERY_BLOCK: usize = 32;
 // ---------------------------------------------------------------------------------------------
 // Matrix products and element-wise kernels
 
-/// A read-only strided matrix view.
-#[derive(Clone, Copy)]
-struct Mat<'a> {
-    data: &'a [f32],
-    rows: usize,
-    cols: usize,
-    rs: usize,
-    cs: usize,
-}
-
-impl<'a> Mat<'a> {
-    /// Row-major `rows × cols`, dense.
-    fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        Self::strided(data, rows, cols, cols)
-    }
-
-    /// Row-major `rows × cols` whose rows start `rs` elements apart.
-    fn strided(data: &'a [f32], rows: usize, cols: usize, rs: usize) -> Self {
-        let m = Mat {
-            data,
-            rows,
-            cols,
-            rs,
-            cs: 1,
-        };
-        if rows > 0 && cols > 0 {
-            assert!(
-                (rows - 1) * rs + (cols - 1) < data.len(),
-                "view out of bounds"
-            );
-        }
-        m
-    }
-
-    fn t(self) -> Self {
-        Mat {
-            data: self.data,
-            rows: self.cols,
-            cols: self.rows,
-            rs: self.cs,
-            cs: self.rs,
-        }
-    }
-}
-
 /// `dst := [dst +] alpha · a·b`, `dst` row-major `a.rows × b.cols` with rows `drs` apart.
 fn mm(dst: &mut [f32], drs: usize, acc: bool, a: Mat<'_>, b: Mat<'_>, alpha: f32) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert_eq!(k, b.rows, "inner dimensions differ");
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!(
-        n <= drs && (m - 1) * drs + n <= dst.len(),
-        "destination too small"
-    );
-    if k == 0 {
-        if !acc {
-            for r in 0..m {
-                dst[r * drs..r * drs + n].fill(0.0);
-            }
-        }
-        return;
-    }
-    // SAFETY: `Mat::strided`/`t` and the asserts above keep every index gemm touches in bounds;
-    // `dst` is a unique borrow, so it aliases neither operand.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            drs as isize,
-            acc,
-            a.data.as_ptr(),
-            a.cs as isize,
-            a.rs as isize,
-            b.data.as_ptr(),
-            b.cs as isize,
-            b.rs as isize,
-            1.0,
-            alpha,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
+    kernels::matmul_strided(dst, drs, acc, a, b, alpha);
 }
 
 /// Sum with eight lanes (so it vectorises; the order is fixed, so results are reproducible).

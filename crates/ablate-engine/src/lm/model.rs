@@ -3,17 +3,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
-
 use super::Batch;
 use super::config::{Arch, LmConfig};
 use super::cpu::{self, with_runner};
 use super::layout::LmLayout;
 use super::vocab::BOS;
 use crate::EngineError;
+use crate::model_file::{self, FORMAT_KEY, ModelFile};
 
 /// Metadata key and value that mark a file as a language model.
-const FORMAT_KEY: &str = "format";
 const FORMAT: &str = "ablate-lm/1";
 /// Metadata key holding the [`LmConfig`] as JSON.
 const CONFIG_KEY: &str = "lm_config";
@@ -213,39 +211,12 @@ impl Lm {
                 )));
             }
         }
-        let layout = self.layout();
-        let bytes: Vec<Vec<u8>> = layout
-            .slots
-            .iter()
-            .map(|s| {
-                self.params[s.range()]
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect()
-            })
-            .collect();
-        let views = layout
-            .slots
-            .iter()
-            .zip(&bytes)
-            .map(|(s, b)| {
-                TensorView::new(Dtype::F32, s.shape.clone(), b)
-                    .map(|v| (s.name.clone(), v))
-                    .map_err(|e| EngineError::format(path, e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
         let config = serde_json::to_string(&self.cfg)
             .map_err(|e| EngineError::format(path, e.to_string()))?;
         let mut all: HashMap<String, String> = meta.clone().into_iter().collect();
         all.insert(FORMAT_KEY.to_string(), FORMAT.to_string());
         all.insert(CONFIG_KEY.to_string(), config);
-        let file = safetensors::serialize(views, &Some(all))
-            .map_err(|e| EngineError::format(path, e.to_string()))?;
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = std::path::PathBuf::from(tmp);
-        std::fs::write(&tmp, file).map_err(EngineError::io(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(EngineError::io(path))
+        model_file::write(path, slot_refs(&self.layout()), &self.params, all)
     }
 
     /// Reads a file written by [`Lm::save`]; anything else is a `Format` error naming `path`.
@@ -255,51 +226,14 @@ impl Lm {
 
     /// [`Lm::load`], also returning the metadata given to [`Lm::save`].
     pub fn load_with_meta(path: &Path) -> Result<(Lm, BTreeMap<String, String>), EngineError> {
-        let bytes = std::fs::read(path).map_err(EngineError::io(path))?;
-        let bad = |m: String| EngineError::format(path, m);
-        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("{e:?}")))?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("{e:?}")))?;
-        let meta = header.metadata().clone().unwrap_or_default();
-        if meta.get(FORMAT_KEY).map(String::as_str) != Some(FORMAT) {
-            return Err(bad(format!("metadata `{FORMAT_KEY}` is not `{FORMAT}`")));
-        }
-        let config = meta
-            .get(CONFIG_KEY)
-            .ok_or_else(|| bad(format!("no `{CONFIG_KEY}` metadata")))?;
-        let cfg: LmConfig =
-            serde_json::from_str(config).map_err(|e| bad(format!("bad `{CONFIG_KEY}`: {e}")))?;
+        let file = ModelFile::read(path, FORMAT)?;
+        let cfg: LmConfig = file.config(CONFIG_KEY)?;
         cfg.validate()
-            .map_err(|e| bad(format!("bad `{CONFIG_KEY}`: {e}")))?;
+            .map_err(|e| file.bad(format!("bad `{CONFIG_KEY}`: {e}")))?;
         let layout = LmLayout::new(&cfg);
-        if st.len() != layout.slots.len() {
-            return Err(bad(format!(
-                "expected {} tensors, found {}",
-                layout.slots.len(),
-                st.len()
-            )));
-        }
-        let mut params = vec![0.0f32; layout.total];
-        for slot in &layout.slots {
-            let missing = || bad(format!("missing tensor `{}`", slot.name));
-            let info = header.info(&slot.name).ok_or_else(missing)?;
-            if info.dtype != Dtype::F32 || info.shape != slot.shape {
-                return Err(bad(format!(
-                    "tensor `{}` is {:?} {:?}, expected F32 {:?}",
-                    slot.name, info.dtype, info.shape, slot.shape
-                )));
-            }
-            let t = st.tensor(&slot.name).map_err(|_| missing())?;
-            for (v, b) in params[slot.range()]
-                .iter_mut()
-                .zip(t.data().chunks_exact(4))
-            {
-                *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-            }
-        }
-        if let Some(i) = params.iter().position(|v| !v.is_finite()) {
-            return Err(bad(format!("parameter {i} is not finite")));
-        }
-        let user = meta
+        let params = file.params(slot_refs(&layout), layout.total)?;
+        let user = file
+            .meta
             .into_iter()
             .filter(|(k, _)| k != FORMAT_KEY && k != CONFIG_KEY)
             .collect();
@@ -331,3 +265,11 @@ fn fill(batch: &mut Batch, rows: usize, len: usize, enc_len: usize, fill: u32) {
 
 #[cfg(test)]
 mod tests;
+
+/// The layout's slots as a model file stores them.
+fn slot_refs(layout: &LmLayout) -> impl Iterator<Item = model_file::SlotRef<'_>> {
+    layout
+        .slots
+        .iter()
+        .map(|s| (s.name.as_str(), s.shape.as_slice(), s.range()))
+}

@@ -3,6 +3,7 @@ use crate::lm::cpu::cpu_loss_and_grad;
 use crate::lm::train::tests::{PATTERN, pattern_batch, tiny, trained_on_pattern};
 use crate::lm::vocab::EOS;
 use crate::rng::SplitMix64;
+use safetensors::tensor::SafeTensors;
 
 /// A model with random (large) parameters, so greedy choices are varied.
 fn random_model(arch: Arch, seed: u64) -> Lm {

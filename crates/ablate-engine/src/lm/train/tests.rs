@@ -95,21 +95,7 @@ fn loss_falls_on_a_repeated_pattern() {
 fn encdec_loss_falls_and_it_generates_from_its_encoder() {
     // Every decoder row starts with BOS, so its first target (the token after the encoder's
     // first) is only known through cross-attention; the rest is the pattern.
-    let mut batches = |s: usize| {
-        let mut b = pattern_batch(8, 6, s);
-        b.prefix = vec![0; 8];
-        b.enc_len = 4;
-        b.enc_lens = (0..8).map(|r| 2 + r % 3).collect();
-        b.enc_tokens = b
-            .tokens
-            .chunks(6)
-            .flat_map(|row| row[..4].to_vec())
-            .collect();
-        for row in b.tokens.chunks_mut(6) {
-            row[0] = vocab::BOS;
-        }
-        b
-    };
+    let mut batches = encdec_batch;
     let (lm, logs) = train_lm(
         &tiny(Arch::EncDec),
         &quick(250),
