@@ -161,21 +161,32 @@ impl TrainObserver for Observer<'_, '_> {
     fn on_epoch(&mut self, r: &EpochReport) -> ControlFlow<()> {
         self.history
             .push((r.epoch as u64, f64::from(r.loss), f64::from(r.acc)));
-        self.ctx.progress(Progress {
-            step: r.epoch as u64,
-            total: r.epochs as u64,
-            loss: Some(f64::from(r.loss)),
-            message: None,
-        });
-        if self.ctx.is_cancelled() {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
+        training_progress(self.ctx, r.epoch, r.epochs, r.loss)
     }
 
     fn cancelled(&self) -> bool {
         self.ctx.is_cancelled()
+    }
+}
+
+/// Shows a training op's progress (step or epoch of `total`, and its loss); `Break` once the run
+/// is cancelled.
+pub(crate) fn training_progress(
+    ctx: &OpContext<'_>,
+    step: usize,
+    total: usize,
+    loss: f32,
+) -> ControlFlow<()> {
+    ctx.progress(Progress {
+        step: step as u64,
+        total: total as u64,
+        loss: Some(f64::from(loss)),
+        message: None,
+    });
+    if ctx.is_cancelled() {
+        ControlFlow::Break(())
+    } else {
+        ControlFlow::Continue(())
     }
 }
 

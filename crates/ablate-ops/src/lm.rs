@@ -16,7 +16,7 @@ use ablate_spec::{OpSchema, ParamSpec, ParamType, Params, Value};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::flow::{artifact, engine_error};
+use crate::flow::{artifact, engine_error, training_progress};
 use crate::params::typed;
 use crate::registry::Op;
 
@@ -437,24 +437,14 @@ fn mixture_of(p: &TrainLmParams) -> Result<Mixture, OpError> {
     Ok(mixture)
 }
 
-/// Collects the per-step log, forwards progress, and stops on cancellation.
+/// Forwards progress and stops on cancellation (the log comes back from `train_lm`).
 struct StepObserver<'a, 'b> {
     ctx: &'a OpContext<'b>,
 }
 
 impl LmObserver for StepObserver<'_, '_> {
     fn on_step(&mut self, log: &StepLog, steps: usize) -> ControlFlow<()> {
-        self.ctx.progress(Progress {
-            step: log.step as u64,
-            total: steps as u64,
-            loss: Some(f64::from(log.loss)),
-            message: None,
-        });
-        if self.ctx.is_cancelled() {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
+        training_progress(self.ctx, log.step, steps, log.loss)
     }
 
     fn cancelled(&self) -> bool {
