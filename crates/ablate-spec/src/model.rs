@@ -128,6 +128,9 @@ pub struct Pipeline {
     pub vars: BTreeMap<String, Value>,
     /// Stages in file order.
     pub stages: Vec<Stage>,
+    /// `executor:` and `slurm:`: where the file would like to run (a profile or the command
+    /// line may say otherwise).
+    pub executor: crate::ExecutorConfig,
     pub source: Arc<SourceFile>,
 }
 

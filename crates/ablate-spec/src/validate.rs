@@ -12,7 +12,15 @@ use crate::{
     SourceFile, Span, Stage, StageName, Value, suggest,
 };
 
-const TOP_KEYS: &[&str] = &["name", "description", "vars", "defaults", "stages"];
+const TOP_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "vars",
+    "defaults",
+    "stages",
+    "executor",
+    "slurm",
+];
 const STAGE_KEYS: &[&str] = &[
     "op",
     "description",
@@ -244,6 +252,11 @@ impl<'a> Validator<'a, '_> {
         if let Some((_, node)) = fields.get("defaults") {
             self.defaults(node);
         }
+        let executor = crate::executor::section(
+            fields.get("executor").map(|(_, n)| *n),
+            fields.get("slurm").map(|(_, n)| *n),
+            self.errors,
+        );
 
         let stages = match fields.get("stages") {
             None if fields.attempted("stages") => None,
@@ -293,6 +306,7 @@ impl<'a> Validator<'a, '_> {
             description: description.map(str::to_owned),
             vars: vars?,
             stages: stages?,
+            executor,
             source,
         })
     }
