@@ -46,6 +46,22 @@ pub enum Command {
     Cache(CacheArgs),
     /// Print a Parquet result table.
     Table(TableArgs),
+    /// What a pipeline's Slurm tasks are doing: done, running, queued, failed.
+    Status(StatusArgs),
+    /// Worker entry of a Slurm task: computes one instance of a batch file into the cache.
+    #[command(hide = true)]
+    Exec(ExecArgs),
+}
+
+/// Where instances run: `--executor`, `--profile`.
+#[derive(Debug, ClapArgs)]
+pub struct ExecutorArgs {
+    /// `local` (this machine) or `slurm` (job arrays); default: the file's `executor:`, else local.
+    #[arg(long, value_name = "KIND")]
+    pub executor: Option<ablate_spec::ExecutorKind>,
+    /// A YAML file with `executor:` and `slurm:` (a cluster's settings); wins over the pipeline's.
+    #[arg(long, env = "ABLATE_PROFILE", value_name = "FILE")]
+    pub profile: Option<PathBuf>,
 }
 
 /// Overrides shared by `run` and `plan`.
@@ -74,6 +90,30 @@ pub struct RunArgs {
     /// Print one JSON object per event on stdout instead of progress.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub executor: ExecutorArgs,
+    /// Slurm: submit every instance (with dependencies between arrays) and return at once.
+    #[arg(long)]
+    pub detach: bool,
+    /// Slurm: on Ctrl-C, cancel the tasks in flight without asking (default: ask on a
+    /// terminal, else leave them running for the next run to adopt).
+    #[arg(long)]
+    pub cancel_on_exit: bool,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct ExecArgs {
+    /// The batch file the array was submitted with.
+    pub batch: PathBuf,
+    /// Which task of the batch; default: `SLURM_ARRAY_TASK_ID`.
+    #[arg(long)]
+    pub index: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -90,6 +130,8 @@ pub struct PlanArgs {
     pub spec: SpecArgs,
     #[arg(long, value_enum, default_value = "text")]
     pub format: PlanFormat,
+    #[command(flatten)]
+    pub executor: ExecutorArgs,
 }
 
 #[derive(Debug, ClapArgs)]

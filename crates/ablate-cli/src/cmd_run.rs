@@ -2,13 +2,17 @@ use std::io::IsTerminal as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ablate_run::{CancelToken, LocalExecutor, RunEvent, RunOptions};
-use ablate_spec::Device;
+use ablate_plan::InstanceId;
+use ablate_run::{
+    CancelToken, Executor, Job, LocalExecutor, Outcome, RunEvent, RunOptions, SlurmExecutor,
+    SlurmSettings,
+};
+use ablate_spec::{Device, ExecutorKind};
 use anyhow::Context as _;
 
 use crate::cli::{Global, RunArgs};
 use crate::error::input;
-use crate::load::{load, open_store};
+use crate::load::{executor_config, load, open_store};
 use crate::report::{Mode, Reporter};
 use crate::results::{self, Completed};
 
@@ -34,6 +38,19 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
             ),
         ));
     }
+    let config = executor_config(&loaded, &args.executor)?;
+    let slurm = config.kind == Some(ExecutorKind::Slurm);
+    if !slurm && (args.detach || args.cancel_on_exit) {
+        let flag = if args.detach {
+            "--detach"
+        } else {
+            "--cancel-on-exit"
+        };
+        return Err(input(
+            format!("`{flag}` is for the Slurm executor, and this run is local"),
+            Some("add `--executor slurm`, or `executor: slurm` in the file or a profile".into()),
+        ));
+    }
     let store = open_store(&global.cache)?;
     let forced: Vec<&str> = loaded.forced.iter().map(String::as_str).collect();
     let statuses = ablate_plan::statuses(&loaded.plan, &store, &forced);
@@ -44,10 +61,19 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
     } else {
         Mode::Plain
     };
-    let opts = RunOptions {
-        jobs,
-        gpus: 0.0,
-        mem_gb: available_memory_gb(),
+    let opts = if slurm {
+        // The cluster schedules: every ready instance is submitted at once.
+        RunOptions {
+            jobs: 1 << 20,
+            gpus: f64::INFINITY,
+            mem_gb: f64::INFINITY,
+        }
+    } else {
+        RunOptions {
+            jobs,
+            gpus: 0.0,
+            mem_gb: available_memory_gb(),
+        }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .thread_name(crate::WORKER_THREAD)
@@ -58,12 +84,30 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
         .context("failed to start the runtime")?;
     let cancel = CancelToken::new();
     let plan = &loaded.plan;
-    let executor = Arc::new(LocalExecutor::new(
-        loaded.registry.clone(),
-        store.clone(),
-        loaded.workdir.clone(),
-        env!("CARGO_PKG_VERSION"),
-    ));
+    let executor = Arc::new(if slurm {
+        let settings = SlurmSettings {
+            options: config.slurm.clone(),
+            exe: std::env::current_exe().context("cannot find the ablate binary")?,
+            cache: store.root().to_owned(),
+            workdir: loaded.workdir.clone(),
+            detach: args.detach,
+        };
+        AnyExecutor::Slurm(
+            SlurmExecutor::new(settings, store.clone())
+                .map_err(|e| anyhow::anyhow!("the Slurm executor cannot start: {e}"))?,
+        )
+    } else {
+        AnyExecutor::Local(LocalExecutor::new(
+            loaded.registry.clone(),
+            store.clone(),
+            loaded.workdir.clone(),
+            env!("CARGO_PKG_VERSION"),
+        ))
+    });
+    let slurm_executor = match &*executor {
+        AnyExecutor::Slurm(e) => Some(e.clone()),
+        AnyExecutor::Local(_) => None,
+    };
 
     let (summary, completed) = runtime.block_on(async {
         let ctrl_c = cancel.clone();
@@ -72,7 +116,11 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
             if tokio::signal::ctrl_c().await.is_ok() {
                 ctrl_c.cancel();
                 if !quiet {
-                    eprintln!("\nstopping: no new instances start, running ones are stopped (Ctrl-C again to kill)");
+                    if slurm {
+                        eprintln!("\nstopping: nothing more is submitted (Ctrl-C again to quit at once)");
+                    } else {
+                        eprintln!("\nstopping: no new instances start, running ones are stopped (Ctrl-C again to kill)");
+                    }
                 }
             }
             if tokio::signal::ctrl_c().await.is_ok() {
@@ -107,6 +155,10 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
         let completed = consumer.await.expect("reporter thread");
         (summary, completed)
     });
+
+    if let Some(slurm) = &slurm_executor {
+        settle_slurm(slurm, &args, mode, plan.pipeline())?;
+    }
 
     // Remember this run's keys (completed instances only: a failed one keeps its last good key,
     // so the next plan still explains what changed).
@@ -147,4 +199,73 @@ fn available_memory_gb() -> f64 {
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
         .map_or(f64::MAX, |kb| kb / 1e6)
+}
+
+/// The executor a run uses, chosen at run time.
+enum AnyExecutor {
+    Local(LocalExecutor),
+    Slurm(SlurmExecutor),
+}
+
+impl Executor for AnyExecutor {
+    fn execute(
+        &self,
+        instance: InstanceId,
+        job: Arc<Job>,
+        force: bool,
+        events: tokio::sync::mpsc::UnboundedSender<RunEvent>,
+        cancel: CancelToken,
+    ) -> ablate_run::BoxFuture<Outcome> {
+        match self {
+            AnyExecutor::Local(e) => e.execute(instance, job, force, events, cancel),
+            AnyExecutor::Slurm(e) => e.execute(instance, job, force, events, cancel),
+        }
+    }
+}
+
+/// After a Slurm run: say what was left on the cluster, and cancel it if asked to.
+fn settle_slurm(
+    slurm: &SlurmExecutor,
+    args: &RunArgs,
+    mode: Mode,
+    pipeline: &str,
+) -> anyhow::Result<()> {
+    let file = args.spec.file.display();
+    let (arrays, tasks) = slurm.submitted();
+    if args.detach {
+        if mode != Mode::Json {
+            eprintln!(
+                "detached: {tasks} Slurm task(s) submitted in {arrays} array(s) for `{pipeline}`; follow them with `ablate status {file}`, and collect the results with `ablate run {file} --executor slurm` (it adopts what is still running)"
+            );
+        }
+        return Ok(());
+    }
+    let left = slurm.in_flight();
+    if left.is_empty() {
+        return Ok(());
+    }
+    let cancel = args.cancel_on_exit
+        || (mode == Mode::Terminal && std::io::stdin().is_terminal() && {
+            eprint!(
+                "{} Slurm task(s) are still queued or running. Cancel them? [y/N] ",
+                left.len()
+            );
+            let mut answer = String::new();
+            std::io::stdin().read_line(&mut answer).is_ok()
+                && matches!(answer.trim(), "y" | "Y" | "yes")
+        });
+    if cancel {
+        let n = slurm
+            .cancel_in_flight()
+            .map_err(|e| anyhow::anyhow!("cancelling the Slurm tasks failed: {e}"))?;
+        if mode != Mode::Json {
+            eprintln!("cancelled {n} Slurm task(s)");
+        }
+    } else if mode != Mode::Json {
+        eprintln!(
+            "left {} Slurm task(s) running: `ablate status {file}` shows them, `ablate run {file} --executor slurm` adopts them",
+            left.len()
+        );
+    }
+    Ok(())
 }

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use ablate_cache::Store;
 use ablate_ops::Registry;
 use ablate_plan::Plan;
-use ablate_spec::{Override, Overrides};
+use ablate_spec::{ExecutorConfig, Override, Overrides};
 use anyhow::Context as _;
 
-use crate::cli::SpecArgs;
+use crate::cli::{ExecutorArgs, SpecArgs};
 use crate::error::{SpecErrors, input};
 
 pub struct Loaded {
@@ -17,6 +17,8 @@ pub struct Loaded {
     pub registry: Arc<Registry>,
     pub workdir: PathBuf,
     pub forced: Vec<String>,
+    /// The file's `executor:` and `slurm:`.
+    pub executor: ExecutorConfig,
 }
 
 pub fn load(spec: &SpecArgs) -> anyhow::Result<Loaded> {
@@ -53,6 +55,7 @@ pub fn load(spec: &SpecArgs) -> anyhow::Result<Loaded> {
         registry,
         workdir,
         forced: spec.force.clone(),
+        executor: pipeline.executor.clone(),
     })
 }
 
@@ -64,4 +67,18 @@ pub fn open_store(dir: &Path) -> anyhow::Result<Store> {
         std::env::current_dir()?.join(dir)
     };
     Store::open(&abs).with_context(|| format!("failed to open the cache at `{}`", dir.display()))
+}
+
+/// Where a run goes: the command line's `--executor` over the profile over the file.
+pub fn executor_config(loaded: &Loaded, args: &ExecutorArgs) -> anyhow::Result<ExecutorConfig> {
+    let mut config = loaded.executor.clone();
+    if let Some(path) = &args.profile {
+        let profile =
+            ablate_spec::load_profile(path).map_err(|d| anyhow::Error::new(SpecErrors(d)))?;
+        config = profile.over(&config);
+    }
+    if let Some(kind) = args.executor {
+        config.kind = Some(kind);
+    }
+    Ok(config)
 }

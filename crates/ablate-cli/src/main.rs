@@ -3,9 +3,11 @@
 
 mod cli;
 mod cmd_cache;
+mod cmd_exec;
 mod cmd_ops;
 mod cmd_plan;
 mod cmd_run;
+mod cmd_status;
 mod cmd_table;
 mod error;
 mod load;
@@ -55,6 +57,8 @@ fn main() -> ExitCode {
         cli::Command::Ops(a) => cmd_ops::ops(a),
         cli::Command::Cache(a) => cmd_cache::cache(&args.global, a),
         cli::Command::Table(a) => cmd_table::table(a),
+        cli::Command::Status(a) => cmd_status::status(&args.global, a),
+        cli::Command::Exec(a) => cmd_exec::exec(&args.global, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -100,6 +100,14 @@ impl Reporter {
                     let _ = writeln!(self.plain, "  ...     {id}  {step}/{total}{loss}");
                 }
             }
+            RunEvent::Progress {
+                id,
+                message: Some(m),
+                ..
+            } => {
+                let _ = writeln!(self.plain, "  ...     {id}  {m}");
+                let _ = self.plain.flush();
+            }
             RunEvent::Progress { .. } => {}
             other => {
                 if let Some(line) = self.common_line(other) {
@@ -196,6 +204,10 @@ impl Reporter {
                 "  skipped {}  {id} (needs `{because}`, which failed)",
                 key.short()
             )),
+            RunEvent::Submitted { id, key, task, .. } => Some(format!(
+                "  queued  {}  {id}  slurm task {task}",
+                key.short()
+            )),
             RunEvent::Interrupted { not_run } => Some(format!(
                 "interrupted: {not_run} instances not run; nothing half-written was kept"
             )),
@@ -277,7 +289,7 @@ impl Reporter {
                     self.advance();
                 }
             }
-            RunEvent::Skipped { .. } => {
+            RunEvent::Skipped { .. } | RunEvent::Submitted { .. } => {
                 if let Some(line) = self.common_line(ev) {
                     self.println(line);
                 }
@@ -344,8 +356,13 @@ impl Reporter {
 }
 
 pub fn summary_line(s: &Summary) -> String {
+    let submitted = if s.submitted > 0 {
+        format!(", {} left running on Slurm", s.submitted)
+    } else {
+        String::new()
+    };
     format!(
-        "{} ran, {} cached, {} failed, {} skipped in {}",
+        "{} ran, {} cached, {} failed, {} skipped{submitted} in {}",
         s.ran,
         s.cached,
         s.failed,

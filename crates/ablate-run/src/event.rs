@@ -68,6 +68,15 @@ pub enum RunEvent {
         #[serde(skip_serializing_if = "Option::is_none")]
         log: Option<PathBuf>,
     },
+    /// Submitted to a cluster that runs it after this process has gone (`--detach`).
+    Submitted {
+        #[serde(skip)]
+        instance: InstanceId,
+        id: String,
+        key: InstanceKey,
+        /// The Slurm task (`ARRAYJOB_INDEX`).
+        task: String,
+    },
     Skipped {
         #[serde(skip)]
         instance: InstanceId,
@@ -90,5 +99,12 @@ pub struct Summary {
     pub cached: usize,
     pub failed: usize,
     pub skipped: usize,
+    /// Left running on a cluster (`--detach`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub submitted: usize,
     pub seconds: f64,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }

@@ -11,13 +11,15 @@ mod job;
 mod local;
 mod op;
 mod scheduler;
+pub mod slurm;
 
 pub use cancel::CancelToken;
 pub use event::{RunEvent, Summary};
 pub use job::{Job, JobInput};
 pub use local::LocalExecutor;
 pub use op::{OpContext, OpError, OpOutput, OpRunner, Progress};
-pub use scheduler::{Executor, Outcome, RunOptions, run};
+pub use scheduler::{BoxFuture, Executor, Outcome, RunOptions, run};
+pub use slurm::{SlurmExecutor, SlurmSettings};
 
 /// Hostname for manifests (best effort).
 pub fn hostname() -> String {

@@ -28,6 +28,11 @@ pub enum Outcome {
         log: Option<PathBuf>,
     },
     Cancelled,
+    /// Submitted to a cluster that will run it without this process (`--detach`): its
+    /// dependants may be submitted after it.
+    Detached {
+        task: String,
+    },
 }
 
 /// Does the work of one instance (in-process, or as a Slurm task).
@@ -230,6 +235,18 @@ pub async fn run<E: Executor>(
                 state[id.index()] = State::Ready;
                 continue;
             }
+            Outcome::Detached { task } => {
+                state[id.index()] = State::Done;
+                summary.submitted += 1;
+                emit(RunEvent::Submitted {
+                    instance: id,
+                    id: inst.id.clone(),
+                    key: inst.key,
+                    task,
+                });
+                ready_dependants(plan, id, &mut state, &mut ready);
+                continue;
+            }
         };
         state[id.index()] = State::Done;
         if by_other {
@@ -246,16 +263,7 @@ pub async fn run<E: Executor>(
             by_other,
             manifest,
         });
-        for d in plan.dependants(id) {
-            if let State::Waiting(k) = state[d.index()] {
-                state[d.index()] = if k <= 1 {
-                    ready.push_back((d, 1));
-                    State::Ready
-                } else {
-                    State::Waiting(k - 1)
-                };
-            }
-        }
+        ready_dependants(plan, id, &mut state, &mut ready);
     }
 
     if cancelled {
@@ -269,6 +277,25 @@ pub async fn run<E: Executor>(
     summary.seconds = t0.elapsed().as_secs_f64();
     emit(RunEvent::Summary(summary));
     summary
+}
+
+/// `id` is done: its dependants wait for one input fewer, and those waiting for none are ready.
+fn ready_dependants(
+    plan: &Plan,
+    id: InstanceId,
+    state: &mut [State],
+    ready: &mut VecDeque<(InstanceId, u32)>,
+) {
+    for d in plan.dependants(id) {
+        if let State::Waiting(k) = state[d.index()] {
+            state[d.index()] = if k <= 1 {
+                ready.push_back((d, 1));
+                State::Ready
+            } else {
+                State::Waiting(k - 1)
+            };
+        }
+    }
 }
 
 fn final_metrics(m: &Manifest) -> BTreeMap<String, f64> {

@@ -86,7 +86,11 @@ impl SlurmOptions {
             account: self.account.or(base.account),
             qos: self.qos.or(base.qos),
             array_throttle: self.array_throttle.or(base.array_throttle),
-            sbatch_args: base.sbatch_args.into_iter().chain(self.sbatch_args).collect(),
+            sbatch_args: base
+                .sbatch_args
+                .into_iter()
+                .chain(self.sbatch_args)
+                .collect(),
             setup: self.setup.or(base.setup),
             poll_min_s: self.poll_min_s.or(base.poll_min_s),
             poll_max_s: self.poll_max_s.or(base.poll_max_s),
@@ -198,7 +202,11 @@ pub(crate) fn section(
                     for item in items {
                         match &item.kind {
                             Kind::Str(s) => o.sbatch_args.push(s.clone()),
-                            _ => errors.push(expected(item, "an item of `slurm.sbatch_args`", "a string")),
+                            _ => errors.push(expected(
+                                item,
+                                "an item of `slurm.sbatch_args`",
+                                "a string",
+                            )),
                         }
                     }
                 }
@@ -241,7 +249,10 @@ pub(crate) fn section(
 
 fn expected(node: &Node, subject: &str, what: &str) -> Diagnostic {
     node.origin
-        .error(format!("{subject} expects {what}, found {}", node.describe()))
+        .error(format!(
+            "{subject} expects {what}, found {}",
+            node.describe()
+        ))
         .label(format!("expected {what}"))
 }
 
@@ -285,7 +296,11 @@ pub fn load_profile(path: &Path) -> Result<ExecutorConfig, Diagnostics> {
                 section(root.get("executor"), root.get("slurm"), &mut errors)
             }
             _ => {
-                errors.push(expected(&root, "a profile", "a map with `executor` and `slurm`"));
+                errors.push(expected(
+                    &root,
+                    "a profile",
+                    "a map with `executor` and `slurm`",
+                ));
                 ExecutorConfig::default()
             }
         },
@@ -336,7 +351,10 @@ mod tests {
         let messages: Vec<String> = errors.iter().map(|d| d.message.clone()).collect();
         assert_eq!(errors.len(), 4, "{messages:?}");
         assert!(messages[0].contains("invalid `executor`"), "{messages:?}");
-        assert!(messages[1].contains("unknown key `partiton`"), "{messages:?}");
+        assert!(
+            messages[1].contains("unknown key `partiton`"),
+            "{messages:?}"
+        );
         assert!(errors[1].help.as_deref().unwrap().contains("`partition`"));
         assert!(messages[2].contains("`slurm.array_throttle` expects an integer ≥ 1"));
         assert!(messages[3].contains("a list of strings"), "{messages:?}");
@@ -366,6 +384,9 @@ mod tests {
         assert_eq!(c.kind, Some(ExecutorKind::Slurm));
         assert_eq!(c.slurm.partition.as_deref(), Some("gpu"));
         assert_eq!(c.slurm.time.as_deref(), Some("10"));
-        assert_eq!(c.slurm.sbatch_args, vec!["--a".to_owned(), "--b".to_owned()]);
+        assert_eq!(
+            c.slurm.sbatch_args,
+            vec!["--a".to_owned(), "--b".to_owned()]
+        );
     }
 }

@@ -1,0 +1,72 @@
+//! `ablate exec BATCH`: the worker a Slurm task runs. It computes one instance of the batch
+//! file (task `SLURM_ARRAY_TASK_ID`) into the shared cache with exactly the protocol of a local
+//! run, prints progress to the task's log, and exits 0 when the result is in the cache.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ablate_run::{CancelToken, LocalExecutor, Outcome, Progress};
+
+use crate::cli::{ExecArgs, Global};
+use crate::error::input;
+use crate::load::open_store;
+
+pub fn exec(global: &Global, args: ExecArgs) -> anyhow::Result<u8> {
+    let index = match args.index {
+        Some(i) => i,
+        None => std::env::var("SLURM_ARRAY_TASK_ID")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| {
+                input(
+                    "`ablate exec` runs inside a Slurm array task (SLURM_ARRAY_TASK_ID is not set)",
+                    Some("pass `--index N` to run task N of the batch by hand".into()),
+                )
+            })?,
+    };
+    let task =
+        ablate_run::slurm::read_batch_task(&args.batch, index).map_err(|e| input(e, None))?;
+    let store = open_store(&global.cache)?;
+    let workdir = std::env::current_dir()?;
+    let registry = Arc::new(ablate_ops::Registry::builtin());
+    let executor = LocalExecutor::new(registry, store, workdir, env!("CARGO_PKG_VERSION"));
+    let job = &task.job;
+    println!(
+        "ablate exec: {} (key {}) on {}, task {index} of {}",
+        job.id,
+        job.key.short(),
+        ablate_run::hostname(),
+        args.batch.display()
+    );
+    // One progress line every 10 s at most: the log is for people, not a stream.
+    let last = Mutex::new(Instant::now() - Duration::from_secs(60));
+    let progress = move |p: Progress| {
+        let mut last = last.lock().expect("lock");
+        if last.elapsed() >= Duration::from_secs(10) || (p.total > 0 && p.step == p.total) {
+            *last = Instant::now();
+            let loss = p.loss.map(|l| format!(" loss {l:.4}")).unwrap_or_default();
+            println!("  {}/{}{loss}", p.step, p.total);
+        }
+    };
+    let cancel = CancelToken::new();
+    let t0 = Instant::now();
+    match executor.execute_blocking(job, task.force, &progress, &cancel) {
+        Outcome::Computed(m) => {
+            println!("done in {:.1}s: {}", t0.elapsed().as_secs_f64(), m.key);
+            Ok(crate::EXIT_OK)
+        }
+        Outcome::CachedByOther(m) => {
+            println!("already computed by another process: {}", m.key);
+            Ok(crate::EXIT_OK)
+        }
+        Outcome::Failed { error, log } => {
+            eprintln!("ablate exec: {} failed: {error}", job.id);
+            if let Some(log) = log {
+                eprintln!("  the attempt's files are kept in {}", log.display());
+            }
+            Ok(crate::EXIT_FAILURE)
+        }
+        Outcome::Cancelled | Outcome::Detached { .. } => Ok(crate::EXIT_INTERRUPTED),
+    }
+}

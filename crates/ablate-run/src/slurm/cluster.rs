@@ -1,0 +1,331 @@
+//! The Slurm command-line tools, as the executor uses them: `sbatch` to submit one array,
+//! `squeue` once per poll for every job of the run, then the completion record (`sacct` where
+//! the cluster keeps accounting, the job-completion file otherwise), and `scancel`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The state of one array task, as Slurm names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TaskState {
+    Pending,
+    Running,
+    Suspended,
+    Completing,
+    Completed,
+    Failed,
+    Cancelled,
+    Timeout,
+    Preempted,
+    NodeFail,
+    BootFail,
+    OutOfMemory,
+    Deadline,
+    Requeued,
+    /// A state this version does not know; treated as still in flight.
+    Other,
+}
+
+impl TaskState {
+    pub fn parse(s: &str) -> TaskState {
+        // sacct says `CANCELLED by 0`; squeue says `CANCELLED`.
+        match s.split_whitespace().next().unwrap_or("") {
+            "PENDING" | "CONFIGURING" | "RESV_DEL_HOLD" | "REQUEUE_HOLD" | "REQUEUE_FED" => {
+                TaskState::Pending
+            }
+            "RUNNING" | "SIGNALING" | "STAGE_OUT" | "RESIZING" => TaskState::Running,
+            "SUSPENDED" | "STOPPED" => TaskState::Suspended,
+            "COMPLETING" => TaskState::Completing,
+            "COMPLETED" => TaskState::Completed,
+            "FAILED" | "SPECIAL_EXIT" => TaskState::Failed,
+            "CANCELLED" | "REVOKED" => TaskState::Cancelled,
+            "TIMEOUT" => TaskState::Timeout,
+            "PREEMPTED" => TaskState::Preempted,
+            "NODE_FAIL" => TaskState::NodeFail,
+            "BOOT_FAIL" => TaskState::BootFail,
+            "OUT_OF_MEMORY" => TaskState::OutOfMemory,
+            "DEADLINE" => TaskState::Deadline,
+            "REQUEUED" => TaskState::Requeued,
+            _ => TaskState::Other,
+        }
+    }
+
+    /// The task will not run again by itself.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            TaskState::Completed
+                | TaskState::Failed
+                | TaskState::Cancelled
+                | TaskState::Timeout
+                | TaskState::Preempted
+                | TaskState::NodeFail
+                | TaskState::BootFail
+                | TaskState::OutOfMemory
+                | TaskState::Deadline
+        )
+    }
+
+    /// Ended by the cluster rather than by the task: worth submitting again as it is.
+    pub fn is_requeueable(self) -> bool {
+        matches!(
+            self,
+            TaskState::Preempted | TaskState::NodeFail | TaskState::BootFail | TaskState::Timeout
+        )
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskState::Pending => "pending",
+            TaskState::Running => "running",
+            TaskState::Suspended => "suspended",
+            TaskState::Completing => "completing",
+            TaskState::Completed => "completed",
+            TaskState::Failed => "failed",
+            TaskState::Cancelled => "cancelled",
+            TaskState::Timeout => "timed out",
+            TaskState::Preempted => "preempted",
+            TaskState::NodeFail => "node failure",
+            TaskState::BootFail => "boot failure",
+            TaskState::OutOfMemory => "out of memory",
+            TaskState::Deadline => "deadline",
+            TaskState::Requeued => "requeued",
+            TaskState::Other => "unknown state",
+        }
+    }
+}
+
+/// What Slurm says of one task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    pub state: TaskState,
+    /// squeue's reason (`Resources`, `Dependency`, `NonZeroExitCode` …) or the exit code.
+    pub detail: String,
+}
+
+/// How this cluster keeps records of finished jobs (`scontrol show config`, read once).
+#[derive(Clone, Debug, Default)]
+pub struct Cluster {
+    /// sacct works (accounting storage is configured).
+    pub accounting: bool,
+    /// `JobCompType=jobcomp/filetxt`: one line per finished job in this file.
+    pub jobcomp: Option<PathBuf>,
+}
+
+pub fn run(cmd: &mut Command) -> Result<String, String> {
+    let what = format!("{cmd:?}");
+    match cmd.output() {
+        Ok(out) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
+        Ok(out) => Err(format!(
+            "`{}` failed ({}): {}",
+            short(&what),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
+            "`{}` is not installed or not on PATH: the Slurm executor needs the Slurm client tools (sbatch, squeue, scancel) on this machine",
+            program(cmd)
+        )),
+        Err(e) => Err(format!("failed to run `{}`: {e}", program(cmd))),
+    }
+}
+
+fn program(cmd: &Command) -> String {
+    cmd.get_program().to_string_lossy().into_owned()
+}
+
+fn short(s: &str) -> String {
+    if s.len() > 300 {
+        format!("{}…", &s[..s.floor_char_boundary(300)])
+    } else {
+        s.to_owned()
+    }
+}
+
+impl Cluster {
+    pub fn detect() -> Result<Cluster, String> {
+        let text = run(Command::new("scontrol").args(["show", "config"]))?;
+        let mut cluster = Cluster::default();
+        let mut comp_type = String::new();
+        let mut comp_loc = String::new();
+        for line in text.lines() {
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
+            let v = v.trim();
+            match k.trim() {
+                "AccountingStorageType" => {
+                    cluster.accounting = !v.is_empty() && v != "accounting_storage/none";
+                }
+                "JobCompType" => comp_type = v.to_owned(),
+                "JobCompLoc" => comp_loc = v.to_owned(),
+                _ => {}
+            }
+        }
+        if comp_type == "jobcomp/filetxt" && !comp_loc.is_empty() {
+            cluster.jobcomp = Some(PathBuf::from(comp_loc));
+        }
+        Ok(cluster)
+    }
+
+    /// Every task of the jobs called `names` that the controller still holds: one `squeue`.
+    pub fn squeue(&self, names: &[String]) -> Result<HashMap<String, Observed>, String> {
+        let mut map = HashMap::new();
+        if names.is_empty() {
+            return Ok(map);
+        }
+        let text = run(Command::new("squeue").args([
+            "-h",
+            "-r",
+            "-t",
+            "all",
+            "--name",
+            &names.join(","),
+            "-o",
+            "%i|%T|%r",
+        ]))?;
+        for line in text.lines() {
+            let mut parts = line.splitn(3, '|');
+            let (Some(id), Some(state)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            map.insert(
+                id.trim().to_owned(),
+                Observed {
+                    state: TaskState::parse(state.trim()),
+                    detail: parts.next().unwrap_or("").trim().to_owned(),
+                },
+            );
+        }
+        Ok(map)
+    }
+
+    /// The completion records of tasks the controller has forgotten (`J_T` ids).
+    pub fn completed(&self, tasks: &[&str]) -> Result<HashMap<String, Observed>, String> {
+        let mut map = HashMap::new();
+        if tasks.is_empty() {
+            return Ok(map);
+        }
+        if self.accounting {
+            let text = run(Command::new("sacct").args([
+                "-n",
+                "-P",
+                "-X",
+                "-j",
+                &tasks.join(","),
+                "-o",
+                "JobID,State,ExitCode",
+            ]))?;
+            for line in text.lines() {
+                let f: Vec<&str> = line.split('|').collect();
+                if f.len() >= 3 {
+                    map.insert(
+                        f[0].to_owned(),
+                        Observed {
+                            state: TaskState::parse(f[1]),
+                            detail: format!("exit code {}", f[2]),
+                        },
+                    );
+                }
+            }
+        } else if let Some(path) = &self.jobcomp {
+            let wanted: std::collections::HashSet<&str> = tasks.iter().copied().collect();
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            // A requeued task has several lines: the last one wins.
+            for line in text.lines() {
+                let field = |name: &str| {
+                    line.split_whitespace()
+                        .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+                };
+                let (Some(job), Some(task), Some(state)) =
+                    (field("ArrayJobId"), field("ArrayTaskId"), field("JobState"))
+                else {
+                    continue;
+                };
+                let id = format!("{job}_{task}");
+                if wanted.contains(id.as_str()) {
+                    let exit = field("ExitCode").unwrap_or("?");
+                    map.insert(
+                        id,
+                        Observed {
+                            state: TaskState::parse(state),
+                            detail: format!("exit code {exit}"),
+                        },
+                    );
+                }
+            }
+        }
+        Ok(map)
+    }
+
+    /// Cancels tasks (`J_T`) or whole jobs (`J`), in one call.
+    pub fn scancel(&self, ids: &[String]) -> Result<(), String> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        run(Command::new("scancel").args(ids)).map(drop)
+    }
+}
+
+/// Submits a script; returns the job id (`--parsable` prints `id` or `id;cluster`).
+pub fn sbatch(args: &[String], script: &Path) -> Result<u64, String> {
+    let out = run(Command::new("sbatch")
+        .arg("--parsable")
+        .args(args)
+        .arg(script))?;
+    let id = out.trim().split(';').next().unwrap_or("");
+    id.parse()
+        .map_err(|_| format!("sbatch printed `{}`, not a job id", out.trim()))
+}
+
+/// The last `lines` lines of a file (a task's log), or a note that it cannot be read.
+pub fn tail(path: &Path, lines: usize) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(e) => format!("(cannot read {}: {e})", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_parse_as_squeue_and_sacct_print_them() {
+        assert_eq!(TaskState::parse("PENDING"), TaskState::Pending);
+        assert_eq!(TaskState::parse("CANCELLED by 0"), TaskState::Cancelled);
+        assert_eq!(TaskState::parse("OUT_OF_MEMORY"), TaskState::OutOfMemory);
+        assert!(TaskState::parse("TIMEOUT").is_requeueable());
+        assert!(!TaskState::parse("FAILED").is_requeueable());
+        assert!(TaskState::parse("FAILED").is_final());
+        assert!(!TaskState::parse("COMPLETING").is_final());
+        assert!(!TaskState::parse("SOMETHING_NEW").is_final());
+    }
+
+    #[test]
+    fn the_jobcomp_file_gives_the_last_record_of_each_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobcomp.log");
+        std::fs::write(
+            &path,
+            "JobId=4 Name=x JobState=NODE_FAIL ArrayJobId=1 ArrayTaskId=2 ExitCode=0:0 \n\
+             JobId=5 Name=x JobState=FAILED ArrayJobId=1 ArrayTaskId=2 ExitCode=3:0 \n\
+             JobId=6 Name=x JobState=COMPLETED ArrayJobId=1 ArrayTaskId=3 ExitCode=0:0 \n\
+             JobId=7 Name=x JobState=COMPLETED ExitCode=0:0 \n",
+        )
+        .unwrap();
+        let cluster = Cluster {
+            accounting: false,
+            jobcomp: Some(path),
+        };
+        let got = cluster.completed(&["1_2", "1_3", "9_9"]).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got["1_2"].state, TaskState::Failed);
+        assert_eq!(got["1_2"].detail, "exit code 3:0");
+        assert_eq!(got["1_3"].state, TaskState::Completed);
+    }
+}

@@ -1,0 +1,719 @@
+//! The Slurm executor. Ready instances of one stage are gathered into one job array
+//! (`sbatch --array=0-N%M`); each task runs the same binary's hidden worker (`ablate exec`),
+//! which computes one instance against the shared cache with the local protocol (key lock,
+//! temp directory, rename). One driver task submits and polls: the cache is checked first, then
+//! one `squeue` for every job of the run, then the completion record, with back-off while
+//! nothing changes.
+//!
+//! Every submitted task leaves a record in `<cache>/slurm/tasks/<key>.json` until it is
+//! resolved, so a run that was killed or detached adopts the tasks still in flight instead of
+//! submitting them again.
+
+mod cluster;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use ablate_cache::{InstanceKey, Lookup, Store};
+use ablate_plan::InstanceId;
+use ablate_spec::{Resources, SlurmOptions};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::{Notify, oneshot};
+
+pub use cluster::{Cluster, Observed, TaskState};
+
+use crate::scheduler::{BoxFuture, Executor, Outcome};
+use crate::{CancelToken, Job, RunEvent};
+
+/// How often a task the cluster ended (preemption, node failure, time limit) is submitted
+/// again before it counts as failed.
+const MAX_REQUEUES: u32 = 2;
+/// Polls in a row a task may be unknown to Slurm (neither queued nor recorded) before it is
+/// reported lost.
+const LOST_AFTER_POLLS: u32 = 5;
+
+/// Where and how the executor submits.
+#[derive(Clone, Debug)]
+pub struct SlurmSettings {
+    pub options: SlurmOptions,
+    /// The `ablate` binary the tasks run (on the shared filesystem).
+    pub exe: PathBuf,
+    /// The cache root, absolute (on the shared filesystem).
+    pub cache: PathBuf,
+    /// The directory tasks start in (`--chdir`): where the pipeline's relative paths resolve.
+    pub workdir: PathBuf,
+    /// Submit everything now, with Slurm dependencies between arrays, and return.
+    pub detach: bool,
+}
+
+/// A submitted task, as remembered in the shared cache until it is resolved.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TaskRecord {
+    /// `ARRAYJOB_INDEX`, as squeue prints it.
+    pub task: String,
+    pub job_name: String,
+    pub pipeline: String,
+    pub stage: String,
+    pub id: String,
+    pub key: InstanceKey,
+    pub out: PathBuf,
+    pub err: PathBuf,
+    pub submitted_at_us: i64,
+}
+
+/// The batch file an array's tasks read: task `i` computes `jobs[i]`.
+#[derive(Serialize, Deserialize)]
+pub struct Batch {
+    pub jobs: Vec<BatchJob>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct BatchJob {
+    pub job: Job,
+    pub force: bool,
+}
+
+/// The Slurm part of the cache: `<cache>/slurm/`.
+pub fn slurm_dir(cache: &Path) -> PathBuf {
+    cache.join("slurm")
+}
+
+fn record_path(cache: &Path, key: &InstanceKey) -> PathBuf {
+    slurm_dir(cache)
+        .join("tasks")
+        .join(format!("{}.json", key.to_hex()))
+}
+
+/// The record of the task submitted for `key`, if one is unresolved.
+pub fn read_record(cache: &Path, key: &InstanceKey) -> Option<TaskRecord> {
+    let text = std::fs::read_to_string(record_path(cache, key)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn write_record(cache: &Path, r: &TaskRecord) -> Result<(), String> {
+    let path = record_path(cache, &r.key);
+    let dir = path.parent().expect("records live in a directory");
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let text = serde_json::to_string_pretty(r).expect("records serialise");
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn remove_record(cache: &Path, key: &InstanceKey) {
+    let _ = std::fs::remove_file(record_path(cache, key));
+}
+
+/// The job name of a stage's arrays: one name per stage, so one `squeue --name` sees a run.
+pub fn job_name(pipeline: &str, stage: &str) -> String {
+    format!("ablate.{pipeline}.{stage}")
+}
+
+/// The `sbatch` options of an array of `n` tasks of a stage (all but `--output`/`--error`).
+pub fn sbatch_args(
+    options: &SlurmOptions,
+    name: &str,
+    resources: &Resources,
+    n: usize,
+    workdir: &Path,
+) -> Vec<String> {
+    let mut a = vec![format!("--job-name={name}")];
+    a.push(match options.array_throttle {
+        Some(m) => format!("--array=0-{}%{m}", n.saturating_sub(1)),
+        None => format!("--array=0-{}", n.saturating_sub(1)),
+    });
+    a.push(format!("--chdir={}", workdir.display()));
+    let cpus = options
+        .cpus_per_task
+        .unwrap_or(resources.cpus.ceil().max(1.0) as u32);
+    a.push(format!("--cpus-per-task={cpus}"));
+    if let Some(mem) = &options.mem {
+        a.push(format!("--mem={mem}"));
+    } else if resources.mem_gb > 0.0 {
+        a.push(format!(
+            "--mem={}M",
+            (resources.mem_gb * 1024.0).ceil() as u64
+        ));
+    }
+    if let Some(gres) = &options.gres {
+        a.push(format!("--gres={gres}"));
+    } else {
+        let gpus = options.gpus.unwrap_or(resources.gpus.ceil() as u32);
+        if gpus > 0 {
+            a.push(format!("--gpus-per-task={gpus}"));
+        }
+    }
+    for (flag, value) in [
+        ("--partition", &options.partition),
+        ("--time", &options.time),
+        ("--account", &options.account),
+        ("--qos", &options.qos),
+    ] {
+        if let Some(v) = value {
+            a.push(format!("{flag}={v}"));
+        }
+    }
+    // Preempted tasks go back to the queue by themselves where the cluster allows it.
+    a.push("--requeue".into());
+    a.extend(options.sbatch_args.iter().cloned());
+    a
+}
+
+/// One instance waiting for its task.
+struct Waiter {
+    instance: InstanceId,
+    job: Arc<Job>,
+    force: bool,
+    events: UnboundedSender<RunEvent>,
+    reply: Option<oneshot::Sender<Outcome>>,
+    requeues: u32,
+    /// Once submitted (or adopted).
+    record: Option<TaskRecord>,
+    last_state: Option<TaskState>,
+    unknown_polls: u32,
+}
+
+impl Waiter {
+    fn resolve(&mut self, cache: &Path, outcome: Outcome) {
+        remove_record(cache, &self.job.key);
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(outcome);
+        }
+    }
+
+    fn progress(&self, message: String) {
+        let _ = self.events.send(RunEvent::Progress {
+            instance: self.instance,
+            id: self.job.id.clone(),
+            step: 0,
+            total: 0,
+            loss: None,
+            message: Some(message),
+        });
+    }
+}
+
+/// Runs instances as tasks of Slurm job arrays.
+#[derive(Clone)]
+pub struct SlurmExecutor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: SlurmSettings,
+    store: Store,
+    cluster: Cluster,
+    /// Instances waiting to be submitted.
+    queue: Mutex<Vec<Waiter>>,
+    /// Submitted tasks, by task id (`J_T`).
+    flying: Mutex<BTreeMap<String, Waiter>>,
+    wake: Notify,
+    driver: OnceLock<()>,
+    arrays: AtomicU64,
+    tasks: AtomicU64,
+}
+
+impl SlurmExecutor {
+    /// Checks that Slurm answers (`scontrol show config`) and how it records finished jobs.
+    pub fn new(settings: SlurmSettings, store: Store) -> Result<Self, String> {
+        let cluster = Cluster::detect()?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                settings,
+                store,
+                cluster,
+                queue: Mutex::new(Vec::new()),
+                flying: Mutex::new(BTreeMap::new()),
+                wake: Notify::new(),
+                driver: OnceLock::new(),
+                arrays: AtomicU64::new(0),
+                tasks: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Arrays and tasks submitted so far by this process.
+    pub fn submitted(&self) -> (u64, u64) {
+        (
+            self.inner.arrays.load(Ordering::Relaxed),
+            self.inner.tasks.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The tasks still in flight (submitted or adopted, not resolved).
+    pub fn in_flight(&self) -> Vec<TaskRecord> {
+        let flying = self.inner.flying.lock().expect("lock");
+        flying.values().filter_map(|w| w.record.clone()).collect()
+    }
+
+    /// Cancels every task still in flight (`scancel`, one call) and forgets them. Blocking.
+    pub fn cancel_in_flight(&self) -> Result<usize, String> {
+        let records = self.in_flight();
+        let ids: Vec<String> = records.iter().map(|r| r.task.clone()).collect();
+        self.inner.cluster.scancel(&ids)?;
+        for r in &records {
+            remove_record(&self.inner.settings.cache, &r.key);
+        }
+        Ok(ids.len())
+    }
+}
+
+impl Executor for SlurmExecutor {
+    fn execute(
+        &self,
+        instance: InstanceId,
+        job: Arc<Job>,
+        force: bool,
+        events: UnboundedSender<RunEvent>,
+        cancel: CancelToken,
+    ) -> BoxFuture<Outcome> {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            inner.driver.get_or_init(|| {
+                tokio::spawn(drive(Arc::clone(&inner)));
+            });
+            let (tx, rx) = oneshot::channel();
+            inner.queue.lock().expect("lock").push(Waiter {
+                instance,
+                job,
+                force,
+                events,
+                reply: Some(tx),
+                requeues: 0,
+                record: None,
+                last_state: None,
+                unknown_polls: 0,
+            });
+            inner.wake.notify_one();
+            tokio::select! {
+                outcome = rx => outcome.unwrap_or_else(|_| Outcome::Failed {
+                    error: "the Slurm driver stopped".into(),
+                    log: None,
+                }),
+                () = cancel.cancelled() => Outcome::Cancelled,
+            }
+        })
+    }
+}
+
+/// The driver: submits what is queued (after a short pause, so that instances made ready by
+/// the same poll share an array), then polls what is in flight, backing off while nothing
+/// changes.
+async fn drive(inner: Arc<Inner>) {
+    let min = Duration::from_secs_f64(inner.settings.options.poll_min_s.unwrap_or(1.0));
+    let max = Duration::from_secs_f64(inner.settings.options.poll_max_s.unwrap_or(60.0));
+    let mut delay = min;
+    loop {
+        let queued = std::mem::take(&mut *inner.queue.lock().expect("lock"));
+        if !queued.is_empty() {
+            let this = Arc::clone(&inner);
+            tokio::task::spawn_blocking(move || this.submit_all(queued))
+                .await
+                .expect("submission thread");
+            delay = min;
+        }
+        if inner.flying.lock().expect("lock").is_empty() {
+            inner.wake.notified().await;
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            continue;
+        }
+        let this = Arc::clone(&inner);
+        let changed = tokio::task::spawn_blocking(move || this.poll())
+            .await
+            .expect("poll thread");
+        delay = if changed { min } else { (delay * 2).min(max) };
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = inner.wake.notified() => {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+        }
+    }
+}
+
+static BATCH_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl Inner {
+    fn cache(&self) -> &Path {
+        &self.settings.cache
+    }
+
+    /// Adopts what an earlier run left in flight, and submits the rest: one array per stage.
+    fn submit_all(&self, queued: Vec<Waiter>) {
+        // Adoption: one squeue for every record left by an earlier run.
+        let records: Vec<Option<TaskRecord>> = queued
+            .iter()
+            .map(|w| {
+                if w.force {
+                    None
+                } else {
+                    read_record(self.cache(), &w.job.key)
+                }
+            })
+            .collect();
+        let names: Vec<String> = unique(records.iter().flatten().map(|r| r.job_name.clone()));
+        let alive = match self.cluster.squeue(&names) {
+            Ok(map) => map,
+            Err(_) => HashMap::new(),
+        };
+        let mut groups: Vec<(String, Vec<Waiter>)> = Vec::new();
+        for (mut w, record) in queued.into_iter().zip(records) {
+            if let Some(r) = record {
+                match alive.get(&r.task) {
+                    Some(o) if !o.state.is_final() => {
+                        w.progress(format!(
+                            "adopted slurm task {} ({})",
+                            r.task,
+                            o.state.name()
+                        ));
+                        w.record = Some(r);
+                        self.in_flight(w);
+                        continue;
+                    }
+                    _ => remove_record(self.cache(), &w.job.key),
+                }
+            }
+            match groups.iter_mut().find(|(s, _)| *s == w.job.stage) {
+                Some((_, g)) => g.push(w),
+                None => groups.push((w.job.stage.clone(), vec![w])),
+            }
+        }
+        for (stage, group) in groups {
+            self.submit_array(&stage, group);
+        }
+    }
+
+    /// A waiter is in flight: polled until resolved, or (detached) resolved now.
+    fn in_flight(&self, mut w: Waiter) {
+        let record = w.record.clone().expect("in flight means submitted");
+        if self.settings.detach {
+            if let Some(reply) = w.reply.take() {
+                let _ = reply.send(Outcome::Detached { task: record.task });
+            }
+            return;
+        }
+        self.flying.lock().expect("lock").insert(record.task, w);
+    }
+
+    fn submit_array(&self, stage: &str, mut group: Vec<Waiter>) {
+        let s = &self.settings;
+        let pipeline = group[0].job.pipeline.clone();
+        let name = job_name(&pipeline, stage);
+        let dir = slurm_dir(&s.cache).join("runs").join(&pipeline).join(stage);
+        let logs = slurm_dir(&s.cache).join("logs").join(&pipeline).join(stage);
+        let nonce = format!(
+            "{}-{}-{}",
+            ablate_cache::now_us(),
+            std::process::id(),
+            BATCH_COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let batch_path = dir.join(format!("{nonce}.json"));
+        let script_path = dir.join(format!("{nonce}.sh"));
+        let prepared = (|| -> Result<u64, String> {
+            for d in [&dir, &logs] {
+                std::fs::create_dir_all(d)
+                    .map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+            }
+            let batch = Batch {
+                jobs: group
+                    .iter()
+                    .map(|w| BatchJob {
+                        job: (*w.job).clone(),
+                        force: w.force,
+                    })
+                    .collect(),
+            };
+            std::fs::write(
+                &batch_path,
+                serde_json::to_vec(&batch).expect("batches serialise"),
+            )
+            .map_err(|e| format!("cannot write {}: {e}", batch_path.display()))?;
+            std::fs::write(&script_path, self.script(&batch_path))
+                .map_err(|e| format!("cannot write {}: {e}", script_path.display()))?;
+            let mut args = sbatch_args(
+                &s.options,
+                &name,
+                &group[0].job.resources,
+                group.len(),
+                &s.workdir,
+            );
+            args.push(format!("--output={}/%A_%a.out", logs.display()));
+            args.push(format!("--error={}/%A_%a.err", logs.display()));
+            if s.detach {
+                let after: Vec<String> = unique(group.iter().flat_map(|w| {
+                    w.job
+                        .inputs
+                        .iter()
+                        .filter_map(|i| read_record(&s.cache, &i.key).map(|r| r.task))
+                        .collect::<Vec<_>>()
+                }));
+                if !after.is_empty() {
+                    args.push(format!("--dependency=afterok:{}", after.join(":")));
+                    args.push("--kill-on-invalid-dep=yes".into());
+                }
+            }
+            cluster::sbatch(&args, &script_path)
+        })();
+        let array = match prepared {
+            Ok(id) => id,
+            Err(error) => {
+                for mut w in group {
+                    w.resolve(
+                        &s.cache,
+                        Outcome::Failed {
+                            error: format!("submitting stage `{stage}` to Slurm failed: {error}"),
+                            log: None,
+                        },
+                    );
+                }
+                return;
+            }
+        };
+        self.arrays.fetch_add(1, Ordering::Relaxed);
+        self.tasks.fetch_add(group.len() as u64, Ordering::Relaxed);
+        for (i, mut w) in group.drain(..).enumerate() {
+            let record = TaskRecord {
+                task: format!("{array}_{i}"),
+                job_name: name.clone(),
+                pipeline: pipeline.clone(),
+                stage: stage.to_owned(),
+                id: w.job.id.clone(),
+                key: w.job.key,
+                out: logs.join(format!("{array}_{i}.out")),
+                err: logs.join(format!("{array}_{i}.err")),
+                submitted_at_us: ablate_cache::now_us(),
+            };
+            if let Err(e) = write_record(&s.cache, &record) {
+                warn_unrecorded(&w, &e);
+            }
+            w.progress(format!("submitted as slurm task {}", record.task));
+            w.record = Some(record);
+            w.last_state = None;
+            w.unknown_polls = 0;
+            self.in_flight(w);
+        }
+    }
+
+    fn script(&self, batch: &Path) -> String {
+        let s = &self.settings;
+        let mut text = String::from(
+            "#!/usr/bin/env bash\n# Written by ablate: one task of a job array runs one instance.\nset -eo pipefail\n",
+        );
+        if let Some(setup) = &s.options.setup {
+            text.push_str(setup);
+            text.push('\n');
+        }
+        text.push_str(&format!(
+            "exec {} --cache {} exec {}\n",
+            quote(&s.exe),
+            quote(&s.cache),
+            quote(batch)
+        ));
+        text
+    }
+
+    /// One round of polling. Returns whether anything changed.
+    fn poll(&self) -> bool {
+        let mut flying = self.flying.lock().expect("lock");
+        let mut changed = false;
+        // The result in the shared cache is checked first.
+        let mut done = Vec::new();
+        for (task, w) in flying.iter() {
+            // A forced instance's old entry stays valid until its task replaces it.
+            if !w.force
+                && let Lookup::Hit(m) = self.store.lookup(&w.job.key)
+            {
+                done.push((task.clone(), m));
+            }
+        }
+        for (task, m) in done {
+            let mut w = flying.remove(&task).expect("listed");
+            w.resolve(self.cache(), Outcome::Computed(Arc::from(m)));
+            changed = true;
+        }
+        if flying.is_empty() {
+            return changed;
+        }
+        let names = unique(
+            flying
+                .values()
+                .filter_map(|w| w.record.as_ref().map(|r| r.job_name.clone())),
+        );
+        let queued = match self.cluster.squeue(&names) {
+            Ok(q) => q,
+            Err(e) => {
+                // A controller that does not answer is retried at the next poll.
+                for w in flying.values() {
+                    w.progress(format!("squeue failed, retrying: {e}"));
+                }
+                return changed;
+            }
+        };
+        let forgotten: Vec<&str> = flying
+            .keys()
+            .filter(|t| !queued.contains_key(*t))
+            .map(String::as_str)
+            .collect();
+        let recorded = self.cluster.completed(&forgotten).unwrap_or_default();
+        let tasks: Vec<String> = flying.keys().cloned().collect();
+        for task in tasks {
+            let observed = queued.get(&task).or_else(|| recorded.get(&task)).cloned();
+            let w = flying.get_mut(&task).expect("listed");
+            let Some(o) = observed else {
+                w.unknown_polls += 1;
+                if w.unknown_polls >= LOST_AFTER_POLLS {
+                    let mut w = flying.remove(&task).expect("listed");
+                    let error = format!(
+                        "slurm task {task} is neither queued nor recorded as finished (no accounting, no job-completion record): it was lost"
+                    );
+                    w.resolve(self.cache(), Outcome::Failed { error, log: None });
+                    changed = true;
+                }
+                continue;
+            };
+            w.unknown_polls = 0;
+            if !o.state.is_final() {
+                if w.last_state != Some(o.state) {
+                    let reason = if o.detail.is_empty() || o.detail == "None" {
+                        String::new()
+                    } else {
+                        format!(" ({})", o.detail)
+                    };
+                    w.progress(format!("slurm {task} {}{reason}", o.state.name()));
+                    w.last_state = Some(o.state);
+                    changed = true;
+                }
+                continue;
+            }
+            changed = true;
+            let mut w = flying.remove(&task).expect("listed");
+            if o.state == TaskState::Completed {
+                // Written just before the task ended, or lost on an unshared filesystem.
+                let outcome = match self.store.lookup(&w.job.key) {
+                    Lookup::Hit(m) => Outcome::Computed(Arc::from(m)),
+                    _ => Outcome::Failed {
+                        error: format!(
+                            "slurm task {task} completed, but its result is not in the cache at {}: is the cache on a filesystem the compute nodes share?",
+                            self.cache().display()
+                        ),
+                        log: w.record.as_ref().map(|r| r.err.clone()),
+                    },
+                };
+                w.resolve(self.cache(), outcome);
+                continue;
+            }
+            if o.state.is_requeueable() && w.requeues < MAX_REQUEUES {
+                w.requeues += 1;
+                w.progress(format!(
+                    "slurm {task} {}; submitting it again ({} of {MAX_REQUEUES})",
+                    o.state.name(),
+                    w.requeues
+                ));
+                remove_record(self.cache(), &w.job.key);
+                w.record = None;
+                self.queue.lock().expect("lock").push(w);
+                self.wake.notify_one();
+                continue;
+            }
+            let record = w.record.clone().expect("in flight");
+            let mut error = format!("slurm task {task} {} ({})", o.state.name(), o.detail);
+            if o.state == TaskState::Timeout {
+                error.push_str("; raise `slurm.time`");
+            } else if o.state == TaskState::OutOfMemory {
+                error.push_str("; raise `resources.mem_gb` or `slurm.mem`");
+            }
+            let tail = cluster::tail(&record.err, 20);
+            if !tail.trim().is_empty() {
+                error.push_str(&format!(
+                    "\n  last lines of {}:\n    {}",
+                    record.err.display(),
+                    tail.replace('\n', "\n    ")
+                ));
+            }
+            w.resolve(
+                self.cache(),
+                Outcome::Failed {
+                    error,
+                    log: Some(record.err),
+                },
+            );
+        }
+        changed
+    }
+}
+
+fn warn_unrecorded(w: &Waiter, e: &str) {
+    w.progress(format!("warning: {e} (a later run cannot adopt this task)"));
+}
+
+fn unique<T: Ord + Clone>(items: impl IntoIterator<Item = T>) -> Vec<T> {
+    let mut v: Vec<T> = items.into_iter().collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// Single-quotes a path for the shell.
+fn quote(p: &Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
+}
+
+/// The state of one instance as `ablate status` reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskStatus {
+    pub record: TaskRecord,
+    /// `None`: Slurm has no record of it.
+    pub observed: Option<Observed>,
+}
+
+/// What Slurm says of these records, in two queries (squeue, then the completion records).
+pub fn observe(cluster: &Cluster, records: Vec<TaskRecord>) -> Result<Vec<TaskStatus>, String> {
+    let names = unique(records.iter().map(|r| r.job_name.clone()));
+    let queued = cluster.squeue(&names)?;
+    let forgotten: Vec<&str> = records
+        .iter()
+        .filter(|r| !queued.contains_key(&r.task))
+        .map(|r| r.task.as_str())
+        .collect();
+    let recorded = cluster.completed(&forgotten)?;
+    Ok(records
+        .into_iter()
+        .map(|r| {
+            let observed = queued
+                .get(&r.task)
+                .or_else(|| recorded.get(&r.task))
+                .cloned();
+            TaskStatus {
+                record: r,
+                observed,
+            }
+        })
+        .collect())
+}
+
+/// Runs task `SLURM_ARRAY_TASK_ID` of a batch file: the worker side of `ablate exec`.
+pub fn read_batch_task(batch: &Path, index: usize) -> Result<BatchJob, String> {
+    let bytes =
+        std::fs::read(batch).map_err(|e| format!("cannot read {}: {e}", batch.display()))?;
+    let mut b: Batch = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{} is not a batch file: {e}", batch.display()))?;
+    let n = b.jobs.len();
+    if index >= n {
+        return Err(format!(
+            "task {index} does not exist in {} ({n} tasks)",
+            batch.display()
+        ));
+    }
+    Ok(b.jobs.swap_remove(index))
+}
+
+/// Elapsed time since a record was submitted, for status lines.
+pub fn age(r: &TaskRecord) -> Duration {
+    let now = ablate_cache::now_us();
+    Duration::from_micros(u64::try_from(now - r.submitted_at_us).unwrap_or(0))
+}
