@@ -1,10 +1,14 @@
-use ablate_plan::Format;
+use std::fmt::Write as _;
+
+use ablate_plan::{Format, Plan, Status};
+use ablate_spec::{ExecutorKind, SlurmOptions};
 
 use crate::cli::{Global, PlanArgs, PlanFormat};
-use crate::load::{load, open_store};
+use crate::load::{executor_config, load, open_store};
 
 pub fn plan(global: &Global, args: PlanArgs) -> anyhow::Result<u8> {
     let loaded = load(&args.spec)?;
+    let config = executor_config(&loaded, &args.executor)?;
     let store = open_store(&global.cache)?;
     let forced: Vec<&str> = loaded.forced.iter().map(String::as_str).collect();
     let statuses = ablate_plan::statuses(&loaded.plan, &store, &forced);
@@ -14,10 +18,74 @@ pub fn plan(global: &Global, args: PlanArgs) -> anyhow::Result<u8> {
         PlanFormat::Dot => Format::Dot,
         PlanFormat::Mermaid => Format::Mermaid,
     };
-    let out = ablate_plan::render(&loaded.plan, &statuses, format);
+    let mut out = ablate_plan::render(&loaded.plan, &statuses, format);
+    if config.kind == Some(ExecutorKind::Slurm) && matches!(format, Format::Text) {
+        out.push_str(&job_arrays(
+            &loaded.plan,
+            &statuses,
+            &config.slurm,
+            &loaded.workdir,
+        ));
+    }
     crate::stdout::print(&out)?;
     // The process ends here: freeing a 10k-instance plan piece by piece is measurable time
     // spent on nothing.
     std::mem::forget((loaded, statuses, out));
     Ok(crate::EXIT_OK)
+}
+
+/// The job arrays a Slurm run would submit: one per stage with instances to run, each listing
+/// its tasks. A live run submits a stage's instances as their inputs complete, so a stage may
+/// go out as several smaller arrays; `--detach` submits exactly these, with dependencies.
+fn job_arrays(
+    plan: &Plan,
+    statuses: &[Status],
+    options: &SlurmOptions,
+    workdir: &std::path::Path,
+) -> String {
+    let mut out = String::new();
+    let mut arrays = Vec::new();
+    for (stage, ids) in plan.stages() {
+        let run: Vec<_> = ids
+            .iter()
+            .copied()
+            .filter(|id| !statuses[id.index()].is_cached())
+            .collect();
+        if !run.is_empty() {
+            arrays.push((stage, run));
+        }
+    }
+    let tasks: usize = arrays.iter().map(|(_, r)| r.len()).sum();
+    let _ = writeln!(
+        out,
+        "\nslurm: {} job array(s), {tasks} task(s)",
+        arrays.len()
+    );
+    for (stage, run) in &arrays {
+        let first = plan.instance(run[0]);
+        let name = ablate_run::slurm::job_name(plan.pipeline(), stage.as_str());
+        let args =
+            ablate_run::slurm::sbatch_args(options, &name, &first.resources, run.len(), workdir);
+        let after: Vec<String> = {
+            let mut s: Vec<String> = run
+                .iter()
+                .flat_map(|&id| plan.inputs(id))
+                .filter(|(i, _)| !statuses[i.index()].is_cached())
+                .map(|(_, i)| i.stage.to_string())
+                .collect();
+            s.sort();
+            s.dedup();
+            s
+        };
+        let after = if after.is_empty() {
+            String::new()
+        } else {
+            format!(" after {}", after.join(", "))
+        };
+        let _ = writeln!(out, "  sbatch {}{after}", args.join(" "));
+        for (i, id) in run.iter().enumerate() {
+            let _ = writeln!(out, "    {i:>4}  {}", plan.instance(*id).id);
+        }
+    }
+    out
 }

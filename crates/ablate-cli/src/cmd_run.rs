@@ -54,6 +54,14 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
     let store = open_store(&global.cache)?;
     let forced: Vec<&str> = loaded.forced.iter().map(String::as_str).collect();
     let statuses = ablate_plan::statuses(&loaded.plan, &store, &forced);
+    if slurm {
+        // Records of tasks whose results are in: nothing left to adopt.
+        for (id, inst) in loaded.plan.instances() {
+            if statuses[id.index()].is_cached() {
+                ablate_run::slurm::remove_record(store.root(), &inst.key);
+            }
+        }
+    }
     let mode = if args.json {
         Mode::Json
     } else if std::io::stderr().is_terminal() {

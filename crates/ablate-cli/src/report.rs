@@ -66,7 +66,10 @@ impl Reporter {
         let _ = serde_json::to_writer(&mut self.json, ev);
         let _ = self.json.write_all(b"\n");
         // Bursts (cache hits, progress) are buffered; anything a reader waits for is flushed.
-        if !matches!(ev, RunEvent::Cached { .. } | RunEvent::Progress { .. }) {
+        if !matches!(
+            ev,
+            RunEvent::Cached { .. } | RunEvent::Progress { message: None, .. }
+        ) {
             let _ = self.json.flush();
         }
     }

@@ -2057,3 +2057,420 @@ fn printing_to_a_closed_pipe_panicked() {
         assert!(!stderr.contains("panicked"), "ablate {args:?}:\n{stderr}");
     }
 }
+
+// --- Slurm: the executor against the real single-node cluster of scripts/slurm-up.sh --------
+//
+// These tests submit real job arrays (`just slurm-up` starts the cluster; `.ci/run` and
+// `just test` do it first). Each uses its own pipeline name, so the job names of tests running
+// at once never meet.
+
+/// Fails with the way out when no cluster answers: these tests never stand in for Slurm.
+fn require_slurm() {
+    let up = Command::new("sinfo")
+        .args(["-h", "-N", "-o", "%T"])
+        .output()
+        .is_ok_and(|o| {
+            let s = String::from_utf8_lossy(&o.stdout);
+            o.status.success()
+                && s.lines()
+                    .any(|l| matches!(l.trim(), "idle" | "mixed" | "allocated"))
+        });
+    assert!(
+        up,
+        "no Slurm cluster answers `sinfo` on this machine: start the single-node one with `just slurm-up` (scripts/slurm-up.sh)"
+    );
+}
+
+/// A sweep of 42 instances: data → 20 flows (weights × steps × 5 seeds) → 20 evals → a table.
+const SLURM_SWEEP: &str = r#"
+name: NAME
+stages:
+  points:
+    op: data.toy2d
+    params: { kind: moons, n_train: 100, n_test: 100, noise: 0.1, seed: 0 }
+  flow:
+    op: train.flow
+    needs: [points]
+    matrix:
+      weights: [shared, unshared]
+      steps: [1, 2]
+      seed: [0, 1, 2, 3, 4]
+    params: { hidden: 4, epochs: 3, batch: 50, lr: 0.01 }
+  eval:
+    op: eval.flow
+    needs: [flow]
+  acc:
+    op: report.table
+    needs: [eval]
+    params: { rows: [weights], cols: [steps], metric: test_acc, aggregate: mean }
+"#;
+
+/// The messages of `progress` events (`submitted as slurm task …`, `adopted …`), by instance.
+fn progress_messages(events: &[Value], starting: &str) -> Vec<String> {
+    let mut ids: Vec<String> = events
+        .iter()
+        .filter(|e| {
+            e["event"] == "progress"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(starting))
+        })
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Task logs written under `<cache>/slurm/logs/` (one `.out` per task that started).
+fn task_logs(sb: &Sandbox) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "out") {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&sb.cache().join("slurm/logs"), &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn slurm_sweep_gives_the_keys_and_metrics_of_a_local_run() {
+    require_slurm();
+    let text = SLURM_SWEEP.replace("NAME", "slurm-same");
+    let local = Sandbox::new();
+    local.write("p.yaml", &text);
+    let on_slurm = Sandbox::new();
+    on_slurm.write("p.yaml", &text);
+    let keys = local.keys("p.yaml", &[]);
+    assert_eq!(keys.len(), 42);
+    assert_eq!(keys, on_slurm.keys("p.yaml", &["--executor", "slurm"]));
+
+    let plan = on_slurm
+        .ablate(&["plan", "p.yaml", "--executor", "slurm"])
+        .code(EXIT_OK);
+    assert_contains_all(
+        &plan.stdout,
+        &[
+            "slurm: 4 job array(s), 42 task(s)",
+            "--job-name=ablate.slurm-same.flow --array=0-19",
+            "after points",
+        ],
+    );
+
+    local.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    let run = on_slurm
+        .ablate(&["run", "p.yaml", "--json", "--executor", "slurm"])
+        .code(EXIT_OK);
+    assert_summary(&run, 42, 0, 0, 0);
+    let events = run.events();
+    // Each stage went out as job arrays, not one job per instance: the 20 flows share one.
+    let submitted = progress_messages(&events, "submitted as slurm task");
+    assert_eq!(submitted.len(), 42);
+    let arrays: BTreeSet<String> = events
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .filter_map(|m| m.strip_prefix("submitted as slurm task "))
+        .map(|t| t.split('_').next().unwrap().to_owned())
+        .collect();
+    // The 20 flows became ready together, so they went out as one array; evaluations go out as
+    // their flows finish, several per array when they finish in the same poll.
+    let flow_arrays: BTreeSet<&str> = events
+        .iter()
+        .filter(|e| e["id"].as_str().is_some_and(|i| i.starts_with("flow[")))
+        .filter_map(|e| {
+            e["message"]
+                .as_str()?
+                .strip_prefix("submitted as slurm task ")
+        })
+        .map(|t| t.split('_').next().unwrap())
+        .collect();
+    assert_eq!(flow_arrays.len(), 1, "{flow_arrays:?}");
+    assert!(arrays.len() < 42, "{} arrays for 42 tasks", arrays.len());
+    assert_eq!(task_logs(&on_slurm).len(), 42);
+
+    let a = read_parquet(&local.results().join("slurm-same/runs.parquet"));
+    let b = read_parquet(&on_slurm.results().join("slurm-same/runs.parquet"));
+    let (a, b) = (metric_values(&a), metric_values(&b));
+    let differ: Vec<_> = a
+        .iter()
+        .filter(|(k, v)| b.get(*k) != Some(*v))
+        .map(|(k, v)| (k, v, b.get(k)))
+        .collect();
+    assert!(differ.is_empty(), "local vs slurm: {differ:?}");
+    assert_eq!(a.len(), b.len());
+    assert_eq!(
+        std::fs::read_to_string(local.results().join("slurm-same/acc.md")).unwrap(),
+        std::fs::read_to_string(on_slurm.results().join("slurm-same/acc.md")).unwrap()
+    );
+    // Nothing is left in flight.
+    assert!(
+        !on_slurm.cache().join("slurm/tasks").exists()
+            || std::fs::read_dir(on_slurm.cache().join("slurm/tasks"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+}
+
+#[test]
+fn slurm_failed_task_is_retried_then_reported_with_its_log_and_siblings_finish() {
+    require_slurm();
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        &FAILING
+            .replace("name: failing", "name: slurm-failing")
+            .replace(
+                "    op: cmd\n    matrix",
+                "    op: cmd\n    retries: 1\n    matrix",
+            ),
+    );
+    let run = sb
+        .ablate(&["run", "p.yaml", "--json", "--executor", "slurm"])
+        .code(EXIT_FAILURE);
+    assert_summary(&run, 4, 0, 1, 1);
+    assert_eq!(run.ids("skipped"), ["after[i=2]"]);
+    assert_eq!(
+        run.ids("finished"),
+        ["after[i=1]", "after[i=3]", "probe[i=1]", "probe[i=3]"]
+    );
+    let events = run.events();
+    let failed: Vec<&Value> = events.iter().filter(|e| e["event"] == "failed").collect();
+    assert_eq!(failed.len(), 2, "one retry, then the failure");
+    assert_eq!(failed[0]["will_retry"], true);
+    assert_eq!(failed[1]["will_retry"], false);
+    let error = failed[1]["error"].as_str().unwrap();
+    assert_contains_all(error, &["slurm task", "failed", "boom-2", "last lines of"]);
+    let log = PathBuf::from(failed[1]["log"].as_str().expect("the log of the task"));
+    assert!(
+        log.starts_with(sb.cache().join("slurm/logs/slurm-failing/probe")),
+        "{log:?}"
+    );
+    assert_contains_all(&std::fs::read_to_string(&log).unwrap(), &["boom-2"]);
+    // Two submissions of probe[i=2]: the attempt and its retry.
+    let submitted = progress_messages(&events, "submitted as slurm task");
+    assert_eq!(submitted.iter().filter(|i| *i == "probe[i=2]").count(), 2);
+
+    let status = sb.ablate(&["status", "p.yaml"]).code(EXIT_OK);
+    assert_contains_all(&status.stdout, &["probe", "after"]);
+}
+
+#[test]
+fn slurm_rerun_after_killing_the_orchestrator_adopts_the_tasks_in_flight() {
+    require_slurm();
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        r#"
+name: slurm-killed
+slurm: { array_throttle: 2, poll_min_s: 0.2, poll_max_s: 1 }
+stages:
+  nap:
+    op: echo
+    matrix: { value: [1, 2, 3, 4, 5, 6] }
+    params: { sleep_ms: 1500 }
+"#,
+    );
+    let mut first = Running::spawn(sb.command(&["run", "p.yaml", "--json", "--executor", "slurm"]));
+    first.wait_for("finished", 2, Duration::from_secs(60));
+    // Killed outright: no chance to cancel or clean anything up.
+    first.child.kill().unwrap();
+    let _ = first.child.wait();
+    let done_before = ids_of(&events_of(&first.seen.join("\n")), "finished");
+    assert!(
+        done_before.len() >= 2 && done_before.len() < 6,
+        "{done_before:?}"
+    );
+
+    let again = sb
+        .ablate(&["run", "p.yaml", "--json", "--executor", "slurm"])
+        .code(EXIT_OK);
+    let events = again.events();
+    let cached = ids_of(&events, "cached");
+    for id in &done_before {
+        assert!(
+            cached.contains(id),
+            "{id} finished before the kill but is not cached"
+        );
+    }
+    // Whatever the first run submitted and had not finished was queued or running: adopted,
+    // never submitted again.
+    assert_eq!(
+        progress_messages(&events, "submitted as slurm task"),
+        Vec::<String>::new()
+    );
+    let adopted = progress_messages(&events, "adopted slurm task");
+    let finished = ids_of(&events, "finished");
+    assert_eq!(
+        adopted.len() + cached.len(),
+        6,
+        "adopted {adopted:?}, cached {cached:?}"
+    );
+    assert_eq!(
+        finished.len() + cached.len(),
+        6,
+        "finished {finished:?}, cached {cached:?}"
+    );
+    // Each of the six instances ran in exactly one task.
+    assert_eq!(task_logs(&sb).len(), 6);
+}
+
+#[test]
+fn slurm_run_of_a_half_cached_sweep_submits_only_the_other_half() {
+    require_slurm();
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        r#"
+name: slurm-mixed
+stages:
+  probe:
+    op: echo
+    matrix: { value: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10] }
+"#,
+    );
+    sb.ablate(&[
+        "run",
+        "p.yaml",
+        "--json",
+        "--matrix",
+        "probe.value=1,2,3,4,5",
+    ])
+    .code(EXIT_OK);
+    let plan = sb
+        .ablate(&["plan", "p.yaml", "--executor", "slurm"])
+        .code(EXIT_OK);
+    assert_contains_all(
+        &plan.stdout,
+        &["slurm: 1 job array(s), 5 task(s)", "--array=0-4"],
+    );
+    let run = sb
+        .ablate(&["run", "p.yaml", "--json", "--executor", "slurm"])
+        .code(EXIT_OK);
+    assert_summary(&run, 5, 5, 0, 0);
+    let events = run.events();
+    assert_eq!(
+        progress_messages(&events, "submitted as slurm task"),
+        [
+            "probe[value=10.0]",
+            "probe[value=6.0]",
+            "probe[value=7.0]",
+            "probe[value=8.0]",
+            "probe[value=9.0]"
+        ]
+    );
+    assert_eq!(task_logs(&sb).len(), 5);
+}
+
+#[test]
+fn slurm_detach_submits_everything_then_status_and_a_rerun_collect_it() {
+    require_slurm();
+    let sb = Sandbox::new();
+    let text = TINY_FLOW.replace("name: tiny", "name: slurm-detached");
+    sb.write("p.yaml", &text);
+    let run = sb
+        .ablate(&["run", "p.yaml", "--json", "--executor", "slurm", "--detach"])
+        .code(EXIT_OK);
+    let s = run.summary();
+    assert_eq!(s["submitted"], TINY_FLOW_INSTANCES as u64, "{s}");
+    assert_eq!(s["ran"], 0);
+    assert_eq!(run.ids("submitted").len(), TINY_FLOW_INSTANCES);
+
+    let status = sb.ablate(&["status", "p.yaml"]).code(EXIT_OK);
+    assert_contains_all(
+        &status.stdout,
+        &[
+            "pipeline `slurm-detached`: 10 instances",
+            "stage",
+            "running",
+            "queued",
+            "flow",
+        ],
+    );
+    assert!(!status.stdout.contains("failed:"), "{}", status.stdout);
+
+    // Collecting: everything is adopted or already cached; nothing is submitted again.
+    let again = sb
+        .ablate(&["run", "p.yaml", "--json", "--executor", "slurm"])
+        .code(EXIT_OK);
+    let events = again.events();
+    assert_eq!(
+        progress_messages(&events, "submitted as slurm task"),
+        Vec::<String>::new()
+    );
+    let s = again.summary();
+    assert_eq!(
+        s["ran"].as_u64().unwrap() + s["cached"].as_u64().unwrap(),
+        TINY_FLOW_INSTANCES as u64,
+        "{s}"
+    );
+    assert!(sb.results().join("slurm-detached/acc.md").is_file());
+    let status = sb.ablate(&["status", "p.yaml"]).code(EXIT_OK);
+    assert_contains_all(&status.stdout, &["acc"]);
+    assert_eq!(task_logs(&sb).len(), TINY_FLOW_INSTANCES);
+}
+
+#[test]
+fn slurm_ctrl_c_with_cancel_on_exit_cancels_the_tasks_in_flight() {
+    require_slurm();
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        r#"
+name: slurm-cancelled
+slurm: { poll_min_s: 0.2, poll_max_s: 1 }
+stages:
+  nap:
+    op: echo
+    matrix: { value: [1, 2, 3] }
+    params: { sleep_ms: 60000 }
+"#,
+    );
+    let mut running = Running::spawn(sb.command(&[
+        "run",
+        "p.yaml",
+        "--json",
+        "--executor",
+        "slurm",
+        "--cancel-on-exit",
+    ]));
+    running.wait_for("progress", 3, Duration::from_secs(30));
+    running.interrupt();
+    let (code, _, stderr) = running.finish(Duration::from_secs(30));
+    assert_eq!(code, Some(EXIT_INTERRUPTED), "{stderr}");
+    // The tasks are gone from the queue (cancelled), and no record is left to adopt.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let q = Command::new("squeue")
+            .args([
+                "-h",
+                "-r",
+                "--name",
+                "ablate.slurm-cancelled.nap",
+                "-o",
+                "%i %T",
+            ])
+            .output()
+            .unwrap();
+        let q = String::from_utf8_lossy(&q.stdout).into_owned();
+        if !q
+            .lines()
+            .any(|l| l.contains("RUNNING") || l.contains("PENDING"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still queued: {q}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let tasks = sb.cache().join("slurm/tasks");
+    assert!(
+        std::fs::read_dir(&tasks).map_or(true, |mut d| d.next().is_none()),
+        "records left in {tasks:?}"
+    );
+}

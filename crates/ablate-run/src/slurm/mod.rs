@@ -21,7 +21,7 @@ use ablate_cache::{InstanceKey, Lookup, Store};
 use ablate_plan::InstanceId;
 use ablate_spec::{Resources, SlurmOptions};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::{UnboundedSender, WeakUnboundedSender};
 use tokio::sync::{Notify, oneshot};
 
 pub use cluster::{Cluster, Observed, TaskState};
@@ -105,7 +105,8 @@ fn write_record(cache: &Path, r: &TaskRecord) -> Result<(), String> {
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
-fn remove_record(cache: &Path, key: &InstanceKey) {
+/// Forgets the record of `key`'s task (its result is in the cache, or it was cancelled).
+pub fn remove_record(cache: &Path, key: &InstanceKey) {
     let _ = std::fs::remove_file(record_path(cache, key));
 }
 
@@ -169,7 +170,8 @@ struct Waiter {
     instance: InstanceId,
     job: Arc<Job>,
     force: bool,
-    events: UnboundedSender<RunEvent>,
+    /// Weak: the tasks in flight must not keep the run's event stream open once it ends.
+    events: WeakUnboundedSender<RunEvent>,
     reply: Option<oneshot::Sender<Outcome>>,
     requeues: u32,
     /// Once submitted (or adopted).
@@ -187,7 +189,10 @@ impl Waiter {
     }
 
     fn progress(&self, message: String) {
-        let _ = self.events.send(RunEvent::Progress {
+        let Some(events) = self.events.upgrade() else {
+            return;
+        };
+        let _ = events.send(RunEvent::Progress {
             instance: self.instance,
             id: self.job.id.clone(),
             step: 0,
@@ -282,7 +287,7 @@ impl Executor for SlurmExecutor {
                 instance,
                 job,
                 force,
-                events,
+                events: events.downgrade(),
                 reply: Some(tx),
                 requeues: 0,
                 record: None,
@@ -308,6 +313,8 @@ async fn drive(inner: Arc<Inner>) {
     let min = Duration::from_secs_f64(inner.settings.options.poll_min_s.unwrap_or(1.0));
     let max = Duration::from_secs_f64(inner.settings.options.poll_max_s.unwrap_or(60.0));
     let mut delay = min;
+    // Instances dispatched together arrive one future at a time: wait for the rest.
+    tokio::time::sleep(Duration::from_millis(150)).await;
     loop {
         let queued = std::mem::take(&mut *inner.queue.lock().expect("lock"));
         if !queued.is_empty() {
@@ -363,6 +370,14 @@ impl Inner {
         };
         let mut groups: Vec<(String, Vec<Waiter>)> = Vec::new();
         for (mut w, record) in queued.into_iter().zip(records) {
+            // The result in the shared cache first: a detached or adopted task may have
+            // finished since the plan was made.
+            if !w.force
+                && let Lookup::Hit(m) = self.store.lookup(&w.job.key)
+            {
+                w.resolve(self.cache(), Outcome::CachedByOther(Arc::from(m)));
+                continue;
+            }
             if let Some(r) = record {
                 match alive.get(&r.task) {
                     Some(o) if !o.state.is_final() => {
