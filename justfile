@@ -24,9 +24,18 @@ table FILE *ARGS:
 ablate *ARGS:
     {{ablate}} {{ARGS}}
 
-# The whole test suite.
-test *ARGS:
+# The whole test suite. The Slurm tests submit to a real cluster: this starts the single-node
+# one first (installing Slurm from Debian's packages if needed; needs root or sudo).
+test *ARGS: slurm-up
     cargo test --workspace {{ARGS}}
+
+# Install (if needed) and start a single-node Slurm cluster on this machine.
+slurm-up:
+    scripts/slurm-up.sh
+
+# Stop the single-node Slurm cluster.
+slurm-down:
+    scripts/slurm-down.sh
 
 # Orchestration and training benchmarks; writes BENCHMARKS.md.
 bench:

@@ -151,7 +151,7 @@ impl Store {
         let dir = self
             .v1
             .join("tmp")
-            .join(format!("{}.{}.{n}", key.to_hex(), std::process::id()));
+            .join(format!("{}.{}.{n}.{}", key.to_hex(), std::process::id(), host()));
         if dir.exists() {
             fs::remove_dir_all(&dir).map_err(CacheError::io(&dir))?;
         }
@@ -540,11 +540,30 @@ fn dir_size(dir: &Path) -> u64 {
 }
 
 /// Temp dirs are named `<key>.<pid>.<n>`: one whose writer still runs is not garbage.
+/// Whether the process that named a temp directory `<key>.<pid>.<n>.<host>` may still be
+/// writing it. A writer on another host (a Slurm task on a shared cache) cannot be checked from
+/// here, so its directory is kept.
 fn writer_alive(name: &str) -> bool {
-    let Some(pid) = name.split('.').nth(1).and_then(|p| p.parse::<u32>().ok()) else {
+    let mut parts = name.split('.').skip(1);
+    let Some(pid) = parts.next().and_then(|p| p.parse::<u32>().ok()) else {
         return false;
     };
+    if let Some(h) = parts.nth(1)
+        && h != host()
+    {
+        return true;
+    }
     pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// This machine's short host name (no dots, so it fits in a temp directory's dotted name).
+fn host() -> &'static str {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        let h = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let h = h.trim().split('.').next().unwrap_or("").to_owned();
+        if h.is_empty() { "localhost".into() } else { h }
+    })
 }
 
 /// Microseconds since the Unix epoch, for manifests.
@@ -552,4 +571,21 @@ pub fn now_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_temp_dir_of_another_host_is_never_taken_for_a_dead_writer() {
+        let me = std::process::id();
+        assert!(writer_alive(&format!("abc.{me}.0.{}", host())));
+        assert!(writer_alive("abc.4000000000.0.some-compute-node"));
+        // No such pid here: a leftover of this host.
+        assert!(!writer_alive(&format!("abc.4000000000.0.{}", host())));
+        // Names from before the host was recorded are judged by their pid.
+        assert!(!writer_alive("abc.4000000000.0"));
+        assert!(!writer_alive("garbage"));
+    }
 }
