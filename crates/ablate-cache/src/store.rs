@@ -148,10 +148,12 @@ impl Store {
     /// Starts writing an entry: a fresh temp directory the producer fills with outputs.
     pub fn begin(&self, key: &InstanceKey) -> Result<TempEntry<'_>, CacheError> {
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = self
-            .v1
-            .join("tmp")
-            .join(format!("{}.{}.{n}.{}", key.to_hex(), std::process::id(), host()));
+        let dir = self.v1.join("tmp").join(format!(
+            "{}.{}.{n}.{}",
+            key.to_hex(),
+            std::process::id(),
+            host()
+        ));
         if dir.exists() {
             fs::remove_dir_all(&dir).map_err(CacheError::io(&dir))?;
         }

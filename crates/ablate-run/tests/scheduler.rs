@@ -345,11 +345,25 @@ fn summary_serialises_as_documented() {
         cached: 2,
         failed: 3,
         skipped: 4,
+        submitted: 0,
         seconds: 0.5,
     });
     assert_eq!(
         serde_json::to_string(&s).unwrap(),
         r#"{"event":"summary","ran":1,"cached":2,"failed":3,"skipped":4,"seconds":0.5}"#
+    );
+    // Only a detached Slurm run leaves instances submitted, and only then is it said.
+    let s = RunEvent::Summary(Summary {
+        ran: 0,
+        cached: 2,
+        failed: 0,
+        skipped: 0,
+        submitted: 5,
+        seconds: 0.5,
+    });
+    assert_eq!(
+        serde_json::to_string(&s).unwrap(),
+        r#"{"event":"summary","ran":0,"cached":2,"failed":0,"skipped":0,"submitted":5,"seconds":0.5}"#
     );
 }
 

@@ -136,8 +136,8 @@ fn program(cmd: &Command) -> String {
 }
 
 fn short(s: &str) -> String {
-    if s.len() > 300 {
-        format!("{}…", &s[..s.floor_char_boundary(300)])
+    if s.chars().count() > 300 {
+        format!("{}…", s.chars().take(300).collect::<String>())
     } else {
         s.to_owned()
     }

@@ -11,7 +11,7 @@
 
 mod cluster;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -364,10 +364,9 @@ impl Inner {
             })
             .collect();
         let names: Vec<String> = unique(records.iter().flatten().map(|r| r.job_name.clone()));
-        let alive = match self.cluster.squeue(&names) {
-            Ok(map) => map,
-            Err(_) => HashMap::new(),
-        };
+        // If the controller does not answer, adopt every record rather than risk running an
+        // instance twice: polling settles them (a lost task fails and is retried).
+        let alive = self.cluster.squeue(&names).ok();
         let mut groups: Vec<(String, Vec<Waiter>)> = Vec::new();
         for (mut w, record) in queued.into_iter().zip(records) {
             // The result in the shared cache first: a detached or adopted task may have
@@ -379,13 +378,13 @@ impl Inner {
                 continue;
             }
             if let Some(r) = record {
-                match alive.get(&r.task) {
-                    Some(o) if !o.state.is_final() => {
-                        w.progress(format!(
-                            "adopted slurm task {} ({})",
-                            r.task,
-                            o.state.name()
-                        ));
+                let state = match &alive {
+                    Some(alive) => alive.get(&r.task).map(|o| o.state),
+                    None => Some(TaskState::Other),
+                };
+                match state {
+                    Some(state) if !state.is_final() => {
+                        w.progress(format!("adopted slurm task {} ({})", r.task, state.name()));
                         w.record = Some(r);
                         self.in_flight(w);
                         continue;
