@@ -251,12 +251,18 @@ impl Reporter {
                 ..
             } => {
                 if let Some(bar) = self.bars.get(instance) {
-                    let mut msg = format!("{step}/{total}");
+                    let mut msg = if *total > 0 {
+                        format!("{step}/{total}")
+                    } else {
+                        String::new()
+                    };
                     if let Some(l) = loss {
                         msg.push_str(&format!(" loss {l:.4}"));
                     }
                     if let Some(m) = message {
-                        msg.push(' ');
+                        if !msg.is_empty() {
+                            msg.push(' ');
+                        }
                         msg.push_str(m);
                     }
                     bar.set_message(msg);
