@@ -2343,15 +2343,25 @@ stages:
         "probe.value=1,2,3,4,5",
     ])
     .code(EXIT_OK);
+    // The cluster's settings come from a profile.
+    sb.write(
+        "cluster.yaml",
+        "executor: slurm\nslurm: { partition: debug, time: \"10\", array_throttle: 3 }\n",
+    );
     let plan = sb
-        .ablate(&["plan", "p.yaml", "--executor", "slurm"])
+        .ablate(&["plan", "p.yaml", "--profile", "cluster.yaml"])
         .code(EXIT_OK);
     assert_contains_all(
         &plan.stdout,
-        &["slurm: 1 job array(s), 5 task(s)", "--array=0-4"],
+        &[
+            "slurm: 1 job array(s), 5 task(s)",
+            "--array=0-4%3",
+            "--partition=debug",
+            "--time=10",
+        ],
     );
     let run = sb
-        .ablate(&["run", "p.yaml", "--json", "--executor", "slurm"])
+        .ablate(&["run", "p.yaml", "--json", "--profile", "cluster.yaml"])
         .code(EXIT_OK);
     assert_summary(&run, 5, 5, 0, 0);
     let events = run.events();
@@ -2424,6 +2434,7 @@ fn slurm_ctrl_c_with_cancel_on_exit_cancels_the_tasks_in_flight() {
         "p.yaml",
         r#"
 name: slurm-cancelled
+executor: slurm
 slurm: { poll_min_s: 0.2, poll_max_s: 1 }
 stages:
   nap:
@@ -2432,14 +2443,8 @@ stages:
     params: { sleep_ms: 60000 }
 "#,
     );
-    let mut running = Running::spawn(sb.command(&[
-        "run",
-        "p.yaml",
-        "--json",
-        "--executor",
-        "slurm",
-        "--cancel-on-exit",
-    ]));
+    // `executor: slurm` in the file.
+    let mut running = Running::spawn(sb.command(&["run", "p.yaml", "--json", "--cancel-on-exit"]));
     running.wait_for("progress", 3, Duration::from_secs(30));
     running.interrupt();
     let (code, _, stderr) = running.finish(Duration::from_secs(30));
