@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::node::{self, Kind, Node};
+use crate::validate::{type_error, unknown_key};
 use crate::{Diagnostic, Diagnostics, SourceFile};
 
 /// The executor a run uses.
@@ -149,12 +150,12 @@ pub(crate) fn section(
                         .label("unknown executor"),
                 ),
             },
-            _ => errors.push(expected(node, "`executor`", "`local` or `slurm`")),
+            _ => errors.push(type_error(node, "`executor`", "`local` or `slurm`")),
         }
     }
     let Some(node) = slurm else { return config };
     let Some(entries) = node.as_map() else {
-        errors.push(expected(node, "`slurm`", "a map of sbatch options"));
+        errors.push(type_error(node, "`slurm`", "a map of sbatch options"));
         return config;
     };
     let o = &mut config.slurm;
@@ -164,14 +165,14 @@ pub(crate) fn section(
             Kind::Str(s) => Some(s.clone()),
             Kind::Int(i) => Some(i.to_string()),
             _ => {
-                errors.push(expected(value, &subject, "a string"));
+                errors.push(type_error(value, &subject, "a string"));
                 None
             }
         };
         let count = |errors: &mut Vec<Diagnostic>, min: i64| match value.kind {
             Kind::Int(i) if i >= min && i <= i64::from(u32::MAX) => u32::try_from(i).ok(),
             _ => {
-                errors.push(expected(value, &subject, &format!("an integer ≥ {min}")));
+                errors.push(type_error(value, &subject, &format!("an integer ≥ {min}")));
                 None
             }
         };
@@ -180,7 +181,7 @@ pub(crate) fn section(
             Kind::Int(i) if i > 0 => Some(i as f64),
             Kind::Float(f) if f.is_finite() && f > 0.0 => Some(f),
             _ => {
-                errors.push(expected(value, &subject, "a number of seconds > 0"));
+                errors.push(type_error(value, &subject, "a number of seconds > 0"));
                 None
             }
         };
@@ -202,7 +203,7 @@ pub(crate) fn section(
                     for item in items {
                         match &item.kind {
                             Kind::Str(s) => o.sbatch_args.push(s.clone()),
-                            _ => errors.push(expected(
+                            _ => errors.push(type_error(
                                 item,
                                 "an item of `slurm.sbatch_args`",
                                 "a string",
@@ -210,27 +211,14 @@ pub(crate) fn section(
                         }
                     }
                 }
-                _ => errors.push(expected(value, &subject, "a list of strings")),
+                _ => errors.push(type_error(value, &subject, "a list of strings")),
             },
-            other => {
-                let help = match crate::suggest::did_you_mean(other, SLURM_KEYS.iter().copied()) {
-                    Some(s) => format!("did you mean `{s}`?"),
-                    None => format!(
-                        "the keys of `slurm` are {}",
-                        SLURM_KEYS
-                            .iter()
-                            .map(|k| format!("`{k}`"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                };
-                errors.push(
-                    key.origin
-                        .error(format!("unknown key `{other}` in `slurm`"))
-                        .label("unknown key")
-                        .help(help),
-                );
-            }
+            other => errors.push(unknown_key(
+                key,
+                "`slurm`",
+                SLURM_KEYS,
+                crate::suggest::did_you_mean(other, SLURM_KEYS.iter().copied()),
+            )),
         }
     }
     if let (Some(lo), Some(hi)) = (o.poll_min_s, o.poll_max_s)
@@ -245,15 +233,6 @@ pub(crate) fn section(
         );
     }
     config
-}
-
-fn expected(node: &Node, subject: &str, what: &str) -> Diagnostic {
-    node.origin
-        .error(format!(
-            "{subject} expects {what}, found {}",
-            node.describe()
-        ))
-        .label(format!("expected {what}"))
 }
 
 /// Reads a profile: a YAML file with `executor:` and `slurm:` (both optional), e.g. one per
@@ -278,25 +257,15 @@ pub fn load_profile(path: &Path) -> Result<ExecutorConfig, Diagnostics> {
             Kind::Map(entries) => {
                 for (key, _) in entries {
                     if !EXECUTOR_KEYS.contains(&key.name.as_str()) {
-                        let help = match crate::suggest::did_you_mean(
-                            &key.name,
-                            EXECUTOR_KEYS.iter().copied(),
-                        ) {
-                            Some(s) => format!("did you mean `{s}`?"),
-                            None => "a profile sets `executor:` and `slurm:`".into(),
-                        };
-                        errors.push(
-                            key.origin
-                                .error(format!("unknown key `{}` in the profile", key.name))
-                                .label("unknown key")
-                                .help(help),
-                        );
+                        let suggestion =
+                            crate::suggest::did_you_mean(&key.name, EXECUTOR_KEYS.iter().copied());
+                        errors.push(unknown_key(key, "the profile", EXECUTOR_KEYS, suggestion));
                     }
                 }
                 section(root.get("executor"), root.get("slurm"), &mut errors)
             }
             _ => {
-                errors.push(expected(
+                errors.push(type_error(
                     &root,
                     "a profile",
                     "a map with `executor` and `slurm`",

@@ -109,7 +109,7 @@ impl<'n> Fields<'n> {
 }
 
 /// "`retries` of stage `x` expects an integer ≥ 0, found a string `two`".
-fn type_error(node: &Node, subject: &str, expected: &str) -> Diagnostic {
+pub(crate) fn type_error(node: &Node, subject: &str, expected: &str) -> Diagnostic {
     node.origin
         .error(format!(
             "{subject} expects {expected}, found {}",
@@ -126,7 +126,12 @@ fn list(names: impl IntoIterator<Item = impl AsRef<str>>) -> String {
         .join(", ")
 }
 
-fn unknown_key(key: &Key, context: &str, allowed: &[&str], suggestion: Option<&str>) -> Diagnostic {
+pub(crate) fn unknown_key(
+    key: &Key,
+    context: &str,
+    allowed: &[&str],
+    suggestion: Option<&str>,
+) -> Diagnostic {
     let help = match suggestion {
         Some(s) => format!("did you mean `{s}`?"),
         None => format!("the keys of {context} are {}", list(allowed)),
