@@ -51,6 +51,12 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
             Some("add `--executor slurm`, or `executor: slurm` in the file or a profile".into()),
         ));
     }
+    if slurm && args.jobs.is_some() {
+        return Err(input(
+            "`--jobs` limits a local run; on Slurm the cluster decides what runs at once",
+            Some("set `slurm.array_throttle` to cap the running tasks of each array".into()),
+        ));
+    }
     let store = open_store(&global.cache)?;
     let forced: Vec<&str> = loaded.forced.iter().map(String::as_str).collect();
     let statuses = ablate_plan::statuses(&loaded.plan, &store, &forced);

@@ -2479,3 +2479,34 @@ stages:
         "records left in {tasks:?}"
     );
 }
+
+#[test]
+fn executor_flags_and_profiles_are_checked_before_anything_runs() {
+    let sb = Sandbox::new();
+    sb.write("p.yaml", TINY_FLOW);
+    let run = sb
+        .ablate(&["run", "p.yaml", "--detach"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(&run.stderr, &["`--detach` is for the Slurm executor"]);
+    let run = sb
+        .ablate(&["run", "p.yaml", "--executor", "slurm", "--jobs", "2"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &run.stderr,
+        &["`--jobs` limits a local run", "array_throttle"],
+    );
+    sb.write("bad.yaml", "executor: slurm\nslurm:\n  partiton: gpu\n");
+    let run = sb
+        .ablate(&["plan", "p.yaml", "--profile", "bad.yaml"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &run.stderr,
+        &[
+            "unknown key `partiton` in `slurm`",
+            "bad.yaml:3:3",
+            "did you mean `partition`?",
+        ],
+    );
+    // Nothing ran.
+    assert!(!sb.results().exists());
+}
