@@ -306,6 +306,11 @@ impl Reporter {
             }
             RunEvent::Interrupted { .. } | RunEvent::Summary(_) => {
                 self.flush_cached();
+                // Instances stopped by Ctrl-C (or left on Slurm) end without an event of their own.
+                for (_, bar) in self.bars.drain() {
+                    bar.finish_and_clear();
+                    self.multi.remove(&bar);
+                }
                 if let RunEvent::Summary(_) = ev
                     && let Some(bar) = self.main.take()
                 {
