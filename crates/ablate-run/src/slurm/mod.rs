@@ -178,6 +178,8 @@ struct Waiter {
     record: Option<TaskRecord>,
     last_state: Option<TaskState>,
     unknown_polls: u32,
+    /// Polls in a row that saw the task ended by the cluster (preempted, node failure).
+    ended_polls: u32,
 }
 
 impl Waiter {
@@ -293,6 +295,7 @@ impl Executor for SlurmExecutor {
                 record: None,
                 last_state: None,
                 unknown_polls: 0,
+                ended_polls: 0,
             });
             inner.wake.notify_one();
             tokio::select! {
@@ -591,7 +594,13 @@ impl Inner {
                 continue;
             };
             w.unknown_polls = 0;
-            if !o.state.is_final() {
+            let verdict = verdict(o.state, w.requeues, w.ended_polls);
+            if verdict == Verdict::Wait {
+                if o.state.is_final() {
+                    w.ended_polls += 1;
+                } else {
+                    w.ended_polls = 0;
+                }
                 if w.last_state != Some(o.state) {
                     let reason = if o.detail.is_empty() || o.detail == "None" {
                         String::new()
@@ -606,7 +615,7 @@ impl Inner {
             }
             changed = true;
             let mut w = flying.remove(&task).expect("listed");
-            if o.state == TaskState::Completed {
+            if verdict == Verdict::Done {
                 // Written just before the task ended, or lost on an unshared filesystem.
                 let outcome = match self.store.lookup(&w.job.key) {
                     Lookup::Hit(m) => Outcome::Computed(Arc::from(m)),
@@ -621,7 +630,7 @@ impl Inner {
                 w.resolve(self.cache(), outcome);
                 continue;
             }
-            if o.state.is_requeueable() && w.requeues < MAX_REQUEUES {
+            if verdict == Verdict::Resubmit {
                 w.requeues += 1;
                 w.progress(format!(
                     "slurm {task} {}; submitting it again ({} of {MAX_REQUEUES})",
@@ -630,6 +639,7 @@ impl Inner {
                 ));
                 remove_record(self.cache(), &w.job.key);
                 w.record = None;
+                w.ended_polls = 0;
                 self.queue.lock().expect("lock").push(w);
                 self.wake.notify_one();
                 continue;
@@ -658,6 +668,34 @@ impl Inner {
             );
         }
         changed
+    }
+}
+
+/// What to do about a task in `state`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Still queued or running, or possibly about to be requeued by Slurm itself.
+    Wait,
+    /// Completed: its result should be in the cache.
+    Done,
+    /// Ended by the cluster: submit it again.
+    Resubmit,
+    Fail,
+}
+
+/// `requeues`: how often it was submitted again already; `ended_polls`: polls in a row that saw
+/// it preempted or on a failed node. Tasks go out with `--requeue`, so Slurm puts such a task
+/// back in the queue itself where the cluster allows it: give it one poll to do so before
+/// submitting the task again. A timed-out task is not requeued by Slurm.
+fn verdict(state: TaskState, requeues: u32, ended_polls: u32) -> Verdict {
+    match state {
+        TaskState::Completed => Verdict::Done,
+        s if !s.is_final() => Verdict::Wait,
+        TaskState::Preempted | TaskState::NodeFail | TaskState::BootFail if ended_polls == 0 => {
+            Verdict::Wait
+        }
+        s if s.is_requeueable() && requeues < MAX_REQUEUES => Verdict::Resubmit,
+        _ => Verdict::Fail,
     }
 }
 
@@ -730,4 +768,31 @@ pub fn read_batch_task(batch: &Path, index: usize) -> Result<BatchJob, String> {
 pub fn age(r: &TaskRecord) -> Duration {
     let now = ablate_cache::now_us();
     Duration::from_micros(u64::try_from(now - r.submitted_at_us).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tasks_the_cluster_ended_are_submitted_again_a_bounded_number_of_times() {
+        use TaskState::*;
+        assert_eq!(verdict(Pending, 0, 0), Verdict::Wait);
+        assert_eq!(verdict(Requeued, 0, 0), Verdict::Wait);
+        assert_eq!(verdict(Completing, 0, 0), Verdict::Wait);
+        assert_eq!(verdict(Completed, 0, 0), Verdict::Done);
+        assert_eq!(verdict(Failed, 0, 0), Verdict::Fail);
+        assert_eq!(verdict(Cancelled, 0, 0), Verdict::Fail);
+        assert_eq!(verdict(OutOfMemory, 0, 0), Verdict::Fail);
+        // Slurm does not requeue a timed-out task: at once, twice at most.
+        assert_eq!(verdict(Timeout, 0, 0), Verdict::Resubmit);
+        assert_eq!(verdict(Timeout, MAX_REQUEUES - 1, 0), Verdict::Resubmit);
+        assert_eq!(verdict(Timeout, MAX_REQUEUES, 0), Verdict::Fail);
+        // A preempted task gets one poll for Slurm's own requeue first.
+        for s in [Preempted, NodeFail, BootFail] {
+            assert_eq!(verdict(s, 0, 0), Verdict::Wait);
+            assert_eq!(verdict(s, 0, 1), Verdict::Resubmit);
+            assert_eq!(verdict(s, MAX_REQUEUES, 1), Verdict::Fail);
+        }
+    }
 }
