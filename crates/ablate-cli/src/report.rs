@@ -16,6 +16,9 @@ pub enum Mode {
     Plain,
 }
 
+/// Instance lines shown at once on a terminal; the rest are counted on the main bar.
+const MAX_BARS: usize = 12;
+
 pub struct Reporter {
     mode: Mode,
     json: BufWriter<Stdout>,
@@ -23,6 +26,9 @@ pub struct Reporter {
     multi: MultiProgress,
     main: Option<ProgressBar>,
     bars: HashMap<InstanceId, ProgressBar>,
+    /// Started instances beyond [`MAX_BARS`], in start order: they get a bar when one frees up
+    /// (a Slurm run starts every ready instance at once).
+    unshown: Vec<(InstanceId, String)>,
     /// Quarter of the epochs last logged per instance (plain mode).
     logged: HashMap<InstanceId, u64>,
     /// Cached instances not yet shown, grouped by stage (terminal mode).
@@ -46,6 +52,7 @@ impl Reporter {
             multi,
             main: None,
             bars: HashMap::new(),
+            unshown: Vec::new(),
             logged: HashMap::new(),
             cached: Vec::new(),
             ran: 0,
@@ -270,16 +277,16 @@ impl Reporter {
             }
             RunEvent::Started { instance, id, .. } => {
                 self.flush_cached();
-                let bar = self.multi.insert_from_back(1, ProgressBar::new_spinner());
-                bar.set_style(
-                    ProgressStyle::with_template("  {spinner} {prefix} {msg}")
-                        .expect("valid template"),
-                );
-                bar.set_prefix(id.clone());
-                bar.enable_steady_tick(Duration::from_millis(120));
-                self.bars.insert(*instance, bar);
+                if self.bars.len() < MAX_BARS {
+                    self.show(*instance, id.clone());
+                } else {
+                    self.unshown.push((*instance, id.clone()));
+                    self.describe();
+                }
             }
-            RunEvent::Finished { instance, .. } | RunEvent::Failed { instance, .. } => {
+            RunEvent::Finished { instance, .. }
+            | RunEvent::Failed { instance, .. }
+            | RunEvent::Submitted { instance, .. } => {
                 let done = !matches!(
                     ev,
                     RunEvent::Failed {
@@ -290,7 +297,12 @@ impl Reporter {
                 if let Some(bar) = self.bars.remove(instance) {
                     bar.finish_and_clear();
                     self.multi.remove(&bar);
+                    if !self.unshown.is_empty() {
+                        let (next, id) = self.unshown.remove(0);
+                        self.show(next, id);
+                    }
                 }
+                self.unshown.retain(|(i, _)| i != instance);
                 if let Some(line) = self.common_line(ev) {
                     self.println(line);
                 }
@@ -298,7 +310,7 @@ impl Reporter {
                     self.advance();
                 }
             }
-            RunEvent::Skipped { .. } | RunEvent::Submitted { .. } => {
+            RunEvent::Skipped { .. } => {
                 if let Some(line) = self.common_line(ev) {
                     self.println(line);
                 }
@@ -311,6 +323,7 @@ impl Reporter {
                     bar.finish_and_clear();
                     self.multi.remove(&bar);
                 }
+                self.unshown.clear();
                 if let RunEvent::Summary(_) = ev
                     && let Some(bar) = self.main.take()
                 {
@@ -326,11 +339,34 @@ impl Reporter {
     fn advance(&mut self) {
         if let Some(bar) = &self.main {
             bar.inc(1);
+        }
+        self.describe();
+    }
+
+    /// The main bar's message: counts so far, and the instances in flight without a bar.
+    fn describe(&self) {
+        if let Some(bar) = &self.main {
+            let more = if self.unshown.is_empty() {
+                String::new()
+            } else {
+                format!(" · {} more in flight", self.unshown.len())
+            };
             bar.set_message(format!(
-                "ran {} · cached {} · failed {}",
+                "ran {} · cached {} · failed {}{more}",
                 self.ran, self.cached_n, self.failed
             ));
         }
+    }
+
+    /// A spinner line for a running instance.
+    fn show(&mut self, instance: InstanceId, id: String) {
+        let bar = self.multi.insert_from_back(1, ProgressBar::new_spinner());
+        bar.set_style(
+            ProgressStyle::with_template("  {spinner} {prefix} {msg}").expect("valid template"),
+        );
+        bar.set_prefix(id);
+        bar.enable_steady_tick(Duration::from_millis(120));
+        self.bars.insert(instance, bar);
     }
 
     /// Cache hits: one line each when few, else one line per stage.
