@@ -314,19 +314,10 @@ fn observations(ctx: &OpContext<'_>, inputs: &[&JobInput]) -> Result<Vec<Observa
     inputs
         .iter()
         .map(|input| {
-            let manifest = ctx.manifest(&input.key).ok_or_else(|| {
-                OpError::msg(format!(
-                    "the cache entry of input `{}` has no readable manifest",
-                    input.id
-                ))
-            })?;
             Ok(Observation {
                 id: input.id.clone(),
                 labels: input.labels.clone(),
-                metrics: manifest
-                    .final_metrics()
-                    .map(|(k, v)| (k.to_owned(), v))
-                    .collect(),
+                metrics: crate::report::final_metrics(ctx, input)?,
             })
         })
         .collect()

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use ablate_results::{Aggregate, Baseline, Observation, PivotSpec, Relative};
-use ablate_run::{OpContext, OpError, OpOutput};
+use ablate_run::{JobInput, OpContext, OpError, OpOutput};
 use ablate_spec::{OpSchema, ParamSpec, ParamType, Value};
 use serde::Deserialize;
 use serde_json::json;
@@ -172,22 +172,29 @@ pub(crate) fn observations(ctx: &OpContext<'_>) -> Result<Vec<Observation>, OpEr
         .inputs
         .iter()
         .map(|input| {
-            let manifest = ctx.manifest(&input.key).ok_or_else(|| {
-                OpError::msg(format!(
-                    "the cache entry of input `{}` has no readable manifest",
-                    input.id
-                ))
-            })?;
-            let metrics: BTreeMap<String, f64> = manifest
-                .final_metrics()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect();
             Ok(Observation {
                 labels: input.labels.iter().cloned().collect(),
-                metrics,
+                metrics: final_metrics(ctx, input)?,
             })
         })
         .collect()
+}
+
+/// The final value of each metric of an input, from its manifest.
+pub(crate) fn final_metrics(
+    ctx: &OpContext<'_>,
+    input: &JobInput,
+) -> Result<BTreeMap<String, f64>, OpError> {
+    let manifest = ctx.manifest(&input.key).ok_or_else(|| {
+        OpError::msg(format!(
+            "the cache entry of input `{}` has no readable manifest",
+            input.id
+        ))
+    })?;
+    Ok(manifest
+        .final_metrics()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect())
 }
 
 #[cfg(test)]

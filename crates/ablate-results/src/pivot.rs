@@ -404,7 +404,7 @@ fn summarize(values: &[f64], aggregate: Aggregate) -> Option<Summary> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use serde_json::json;
 
     use super::*;
@@ -449,7 +449,8 @@ mod tests {
         }
     }
 
-    fn floats(table: &Table, name: &str) -> Vec<Option<f64>> {
+    /// A float column of `table`, by name (shared with the relative tables' tests).
+    pub(crate) fn floats(table: &Table, name: &str) -> Vec<Option<f64>> {
         match &table
             .column(name)
             .unwrap_or_else(|| panic!("no column `{name}`"))

@@ -383,8 +383,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::pivot::tests::floats;
     use crate::pivot::{Aggregate, Observation, pivot};
-    use crate::table::Table;
 
     fn ob(objective: &str, arch: &str, seed: i64, nll: f64, em: f64) -> Observation {
         Observation {
@@ -431,17 +431,6 @@ mod tests {
                 baselines,
                 lower_is_better: vec!["val_nll".to_owned()],
             }),
-        }
-    }
-
-    fn floats(table: &Table, name: &str) -> Vec<Option<f64>> {
-        match &table
-            .column(name)
-            .unwrap_or_else(|| panic!("no column `{name}`"))
-            .data
-        {
-            ColumnData::Float(v) => v.clone(),
-            other => panic!("`{name}` is {}", other.kind_name()),
         }
     }
 

@@ -414,9 +414,7 @@ impl Parser {
             loop {
                 filters.push(self.filter()?);
                 self.skip_ws();
-                if self.peek() == Some(',') {
-                    self.pos += 1;
-                } else {
+                if !self.eat(",") {
                     break;
                 }
             }
@@ -438,9 +436,7 @@ impl Parser {
                 }
                 by.push(key);
                 self.skip_ws();
-                if self.peek() == Some(',') {
-                    self.pos += 1;
-                } else {
+                if !self.eat(",") {
                     break;
                 }
             }

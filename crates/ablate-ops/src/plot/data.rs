@@ -125,14 +125,9 @@ pub(crate) fn aggregate(
         kept.push((gv, xv, value));
     }
     if kept.is_empty() {
-        let names: BTreeSet<&str> = obs
-            .iter()
-            .flat_map(|o| o.metrics.keys().map(String::as_str))
-            .collect();
-        let names: Vec<&str> = names.into_iter().collect();
         return Err(format!(
             "no input has the metric `{y}`; the metrics present: {}",
-            list(&names)
+            metrics_present(obs)
         ));
     }
     let xs: Vec<&Value> = kept.iter().map(|(_, x, _)| *x).collect();
@@ -256,6 +251,15 @@ pub(crate) struct Pareto {
     pub facets: Vec<ParetoFacet>,
 }
 
+/// Every metric name of the observations, sorted, for "no such metric" errors.
+fn metrics_present(obs: &[Observation]) -> String {
+    let names: BTreeSet<&str> = obs
+        .iter()
+        .flat_map(|o| o.metrics.keys().map(String::as_str))
+        .collect();
+    list(&names.into_iter().collect::<Vec<_>>())
+}
+
 /// One point per value of the `group` labels (per value of `facet`), each the mean ± sd of
 /// metrics `x` and `y` over the observations with those labels (typically the seeds).
 /// Observations without both metrics are skipped. `lower` says, per axis, that lower is better.
@@ -280,14 +284,9 @@ pub(crate) fn pareto(
         kept.push((fv, Value::Array(key), xv, yv));
     }
     if kept.is_empty() {
-        let names: BTreeSet<&str> = obs
-            .iter()
-            .flat_map(|o| o.metrics.keys().map(String::as_str))
-            .collect();
-        let names: Vec<&str> = names.into_iter().collect();
         return Err(format!(
             "no input has both metrics `{x}` and `{y}`; the metrics present: {}",
-            list(&names)
+            metrics_present(obs)
         ));
     }
     let group_values: Vec<&Value> = kept.iter().map(|(_, g, _, _)| g).collect();
