@@ -23,24 +23,28 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
     let store = open_store(&global.cache)?;
     let plan = &loaded.plan;
     let statuses = ablate_plan::statuses(plan, &store, &[]);
-    let mut stages: Vec<(String, Counts)> = Vec::new();
+    // Counted by this plan's stages and ids: a record may have been written by another
+    // pipeline that shares the instance's key.
+    let mut stages: Vec<(String, Counts)> = plan
+        .stages()
+        .map(|(name, _)| (name.to_string(), Counts::default()))
+        .collect();
+    let stage_of: BTreeMap<&str, usize> = plan
+        .stages()
+        .enumerate()
+        .map(|(i, (name, _))| (name.as_str(), i))
+        .collect();
+    let mut ids = Vec::new();
     let mut records = Vec::new();
     for (id, inst) in plan.instances() {
-        let stage = inst.stage.to_string();
-        if !stages.iter().any(|(s, _)| *s == stage) {
-            stages.push((stage.clone(), Counts::default()));
-        }
-        let counts = &mut stages
-            .iter_mut()
-            .find(|(s, _)| *s == stage)
-            .expect("added")
-            .1;
+        let stage = stage_of[inst.stage.as_str()];
         if statuses[id.index()].is_cached() {
-            counts.done += 1;
+            stages[stage].1.done += 1;
         } else if let Some(r) = slurm::read_record(store.root(), &inst.key) {
+            ids.push((stage, inst.id.as_str()));
             records.push(r);
         } else {
-            counts.not_submitted += 1;
+            stages[stage].1.not_submitted += 1;
         }
     }
     let observed: Vec<TaskStatus> = if records.is_empty() {
@@ -50,26 +54,22 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
         slurm::observe(&cluster, records).map_err(|e| anyhow::anyhow!("cannot ask Slurm: {e}"))?
     };
     let mut failed = Vec::new();
-    let mut flying: BTreeMap<&str, Vec<&TaskStatus>> = BTreeMap::new();
-    for t in &observed {
-        let counts = &mut stages
-            .iter_mut()
-            .find(|(s, _)| *s == t.record.stage)
-            .expect("stage of the plan")
-            .1;
+    let mut flying: BTreeMap<&str, Vec<(&str, &TaskStatus)>> = BTreeMap::new();
+    for (&(stage, id), t) in ids.iter().zip(&observed) {
+        let counts = &mut stages[stage].1;
         match t.observed.as_ref().map(|o| o.state) {
             Some(TaskState::Running | TaskState::Completing) => {
                 counts.running += 1;
-                flying.entry("running").or_default().push(t);
+                flying.entry("running").or_default().push((id, t));
             }
             Some(s) if !s.is_final() => {
                 counts.queued += 1;
-                flying.entry("queued").or_default().push(t);
+                flying.entry("queued").or_default().push((id, t));
             }
             // Completed but not in the cache, failed, cancelled, or forgotten by Slurm.
             _ => {
                 counts.failed += 1;
-                failed.push(t);
+                failed.push((id, t));
             }
         }
     }
@@ -98,17 +98,12 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
     }
     for (what, tasks) in &flying {
         out.push_str(&format!("{what}:\n"));
-        for t in tasks.iter().take(20) {
+        for (id, t) in tasks.iter().take(20) {
             let o = t.observed.as_ref().expect("observed");
-            let detail = if o.detail.is_empty() || o.detail == "None" {
-                String::new()
-            } else {
-                format!(" ({})", o.detail)
-            };
             out.push_str(&format!(
-                "  {}  slurm {}{detail}, submitted {}s ago\n",
-                t.record.id,
+                "  {id}  slurm {}{}, submitted {}s ago\n",
                 t.record.task,
+                o.reason(),
                 slurm::age(&t.record).as_secs()
             ));
         }
@@ -118,7 +113,7 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
     }
     if !failed.is_empty() {
         out.push_str("failed:\n");
-        for t in &failed {
+        for (id, t) in &failed {
             let why = match &t.observed {
                 Some(o) if o.state == TaskState::Completed => {
                     "completed, but its result is not in the cache".to_owned()
@@ -127,8 +122,7 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
                 None => "unknown to Slurm (neither queued nor recorded)".to_owned(),
             };
             out.push_str(&format!(
-                "  {}  slurm {}: {why}\n    log: {}\n",
-                t.record.id,
+                "  {id}  slurm {}: {why}\n    log: {}\n",
                 t.record.task,
                 t.record.err.display()
             ));

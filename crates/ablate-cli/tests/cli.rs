@@ -2257,8 +2257,43 @@ fn slurm_failed_task_is_retried_then_reported_with_its_log_and_siblings_finish()
     let submitted = progress_messages(&events, "submitted as slurm task");
     assert_eq!(submitted.iter().filter(|i| *i == "probe[i=2]").count(), 2);
 
+    // The failure stays visible with its log; the skipped dependant was never submitted.
     let status = sb.ablate(&["status", "p.yaml"]).code(EXIT_OK);
-    assert_contains_all(&status.stdout, &["probe", "after"]);
+    assert_eq!(
+        status_row(&status.stdout, "probe"),
+        [2, 0, 0, 1, 0],
+        "{}",
+        status.stdout
+    );
+    assert_eq!(
+        status_row(&status.stdout, "after"),
+        [2, 0, 0, 0, 1],
+        "{}",
+        status.stdout
+    );
+    assert_contains_all(
+        &status.stdout,
+        &[
+            "failed:",
+            "probe[i=2]  slurm ",
+            &format!("log: {}", log.display()),
+        ],
+    );
+}
+
+/// A stage's counts in `ablate status`: done, running, queued, failed, not submitted.
+fn status_row(stdout: &str, stage: &str) -> Vec<u64> {
+    let row = stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(stage))
+        .unwrap_or_else(|| panic!("no row for `{stage}`:\n{stdout}"));
+    row.split_whitespace()
+        .skip(1)
+        .map(|c| {
+            c.parse()
+                .unwrap_or_else(|_| panic!("not a count in `{row}`"))
+        })
+        .collect()
 }
 
 #[test]
@@ -2392,18 +2427,20 @@ fn slurm_detach_submits_everything_then_status_and_a_rerun_collect_it() {
     assert_eq!(s["ran"], 0);
     assert_eq!(run.ids("submitted").len(), TINY_FLOW_INSTANCES);
 
+    // Everything went out at once: no stage has an instance left to submit, none failed.
     let status = sb.ablate(&["status", "p.yaml"]).code(EXIT_OK);
-    assert_contains_all(
-        &status.stdout,
-        &[
-            "pipeline `slurm-detached`: 10 instances",
-            "stage",
-            "running",
-            "queued",
-            "flow",
-        ],
+    assert_contains_all(&status.stdout, &["pipeline `slurm-detached`: 10 instances"]);
+    for stage in ["points", "flow", "eval", "acc"] {
+        let row = status_row(&status.stdout, stage);
+        assert_eq!((row[3], row[4]), (0, 0), "{stage}: {}", status.stdout);
+    }
+    assert_eq!(
+        ["points", "flow", "eval", "acc"]
+            .iter()
+            .map(|s| status_row(&status.stdout, s).iter().sum::<u64>())
+            .sum::<u64>(),
+        TINY_FLOW_INSTANCES as u64
     );
-    assert!(!status.stdout.contains("failed:"), "{}", status.stdout);
 
     // Collecting: everything is adopted or already cached; nothing is submitted again.
     let again = sb
@@ -2422,7 +2459,14 @@ fn slurm_detach_submits_everything_then_status_and_a_rerun_collect_it() {
     );
     assert!(sb.results().join("slurm-detached/acc.md").is_file());
     let status = sb.ablate(&["status", "p.yaml"]).code(EXIT_OK);
-    assert_contains_all(&status.stdout, &["acc"]);
+    for (stage, n) in [("points", 1), ("flow", 4), ("eval", 4), ("acc", 1)] {
+        assert_eq!(
+            status_row(&status.stdout, stage),
+            [n, 0, 0, 0, 0],
+            "{}",
+            status.stdout
+        );
+    }
     assert_eq!(task_logs(&sb).len(), TINY_FLOW_INSTANCES);
 }
 
@@ -2509,4 +2553,35 @@ fn executor_flags_and_profiles_are_checked_before_anything_runs() {
     );
     // Nothing ran.
     assert!(!sb.results().exists());
+}
+
+#[test]
+fn slurm_status_counts_a_task_another_pipeline_submitted_for_the_same_key() {
+    require_slurm();
+    let sb = Sandbox::new();
+    let stage = |pipeline: &str, stage: &str| {
+        format!(
+            "name: {pipeline}\nstages:\n  {stage}:\n    op: echo\n    params: {{ value: 7, sleep_ms: 20000 }}\n"
+        )
+    };
+    sb.write("a.yaml", &stage("slurm-share-a", "nap"));
+    sb.write("b.yaml", &stage("slurm-share-b", "rest"));
+    assert_eq!(
+        sb.keys("a.yaml", &[]).into_values().collect::<Vec<_>>(),
+        sb.keys("b.yaml", &[]).into_values().collect::<Vec<_>>()
+    );
+    sb.ablate(&["run", "a.yaml", "--executor", "slurm", "--detach"])
+        .code(EXIT_OK);
+    // b's stage `rest` is a's `nap` under another name: in flight, counted under `rest`.
+    let status = sb.ablate(&["status", "b.yaml"]).code(EXIT_OK);
+    let row = status_row(&status.stdout, "rest");
+    assert!(
+        row == [0, 1, 0, 0, 0] || row == [0, 0, 1, 0, 0],
+        "{}",
+        status.stdout
+    );
+    assert_contains_all(&status.stdout, &["rest  slurm "]);
+    let _ = Command::new("scancel")
+        .args(["--name", "ablate.slurm-share-a.nap"])
+        .status();
 }

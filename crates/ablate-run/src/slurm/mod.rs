@@ -5,9 +5,10 @@
 //! one `squeue` for every job of the run, then the completion record, with back-off while
 //! nothing changes.
 //!
-//! Every submitted task leaves a record in `<cache>/slurm/tasks/<key>.json` until it is
-//! resolved, so a run that was killed or detached adopts the tasks still in flight instead of
-//! submitting them again.
+//! Every submitted task leaves a record in `<cache>/slurm/tasks/<key>.json` until its result is
+//! in the cache (or the instance is submitted again), so a run that was killed or detached
+//! adopts the tasks still in flight instead of submitting them again, and `ablate status` can
+//! show failures.
 
 mod cluster;
 
@@ -56,11 +57,8 @@ pub struct TaskRecord {
     /// `ARRAYJOB_INDEX`, as squeue prints it.
     pub task: String,
     pub job_name: String,
-    pub pipeline: String,
-    pub stage: String,
-    pub id: String,
     pub key: InstanceKey,
-    pub out: PathBuf,
+    /// The task's stderr; its stdout is beside it, with `.out`.
     pub err: PathBuf,
     pub submitted_at_us: i64,
 }
@@ -183,8 +181,12 @@ struct Waiter {
 }
 
 impl Waiter {
+    /// Answers the scheduler. The record of a failed task stays, so that `ablate status` can
+    /// show the failure and its log; the next submission of the instance replaces it.
     fn resolve(&mut self, cache: &Path, outcome: Outcome) {
-        remove_record(cache, &self.job.key);
+        if !matches!(outcome, Outcome::Failed { .. }) {
+            remove_record(cache, &self.job.key);
+        }
         if let Some(reply) = self.reply.take() {
             let _ = reply.send(outcome);
         }
@@ -220,6 +222,8 @@ struct Inner {
     /// Submitted tasks, by task id (`J_T`).
     flying: Mutex<BTreeMap<String, Waiter>>,
     wake: Notify,
+    /// Held while a submission is under way, so that what is in flight is never read halfway.
+    submitting: Mutex<()>,
     driver: OnceLock<()>,
     arrays: AtomicU64,
     tasks: AtomicU64,
@@ -237,6 +241,7 @@ impl SlurmExecutor {
                 queue: Mutex::new(Vec::new()),
                 flying: Mutex::new(BTreeMap::new()),
                 wake: Notify::new(),
+                submitting: Mutex::new(()),
                 driver: OnceLock::new(),
                 arrays: AtomicU64::new(0),
                 tasks: AtomicU64::new(0),
@@ -254,6 +259,7 @@ impl SlurmExecutor {
 
     /// The tasks still in flight (submitted or adopted, not resolved).
     pub fn in_flight(&self) -> Vec<TaskRecord> {
+        let _submitted = self.inner.submitting.lock().expect("lock");
         let flying = self.inner.flying.lock().expect("lock");
         flying.values().filter_map(|w| w.record.clone()).collect()
     }
@@ -355,6 +361,12 @@ impl Inner {
 
     /// Adopts what an earlier run left in flight, and submits the rest: one array per stage.
     fn submit_all(&self, queued: Vec<Waiter>) {
+        let _submitting = self.submitting.lock().expect("lock");
+        // An instance whose run stopped (Ctrl-C) before it went out is not submitted.
+        let queued: Vec<Waiter> = queued
+            .into_iter()
+            .filter(|w| w.reply.as_ref().is_some_and(|r| !r.is_closed()))
+            .collect();
         // Adoption: one squeue for every record left by an earlier run.
         let records: Vec<Option<TaskRecord>> = queued
             .iter()
@@ -497,11 +509,7 @@ impl Inner {
             let record = TaskRecord {
                 task: format!("{array}_{i}"),
                 job_name: name.clone(),
-                pipeline: pipeline.clone(),
-                stage: stage.to_owned(),
-                id: w.job.id.clone(),
                 key: w.job.key,
-                out: logs.join(format!("{array}_{i}.out")),
                 err: logs.join(format!("{array}_{i}.err")),
                 submitted_at_us: ablate_cache::now_us(),
             };
@@ -602,12 +610,7 @@ impl Inner {
                     w.ended_polls = 0;
                 }
                 if w.last_state != Some(o.state) {
-                    let reason = if o.detail.is_empty() || o.detail == "None" {
-                        String::new()
-                    } else {
-                        format!(" ({})", o.detail)
-                    };
-                    w.progress(format!("slurm {task} {}{reason}", o.state.name()));
+                    w.progress(format!("slurm {task} {}{}", o.state.name(), o.reason()));
                     w.last_state = Some(o.state);
                     changed = true;
                 }
