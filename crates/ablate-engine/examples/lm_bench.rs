@@ -13,6 +13,9 @@
 //! JSON line per architecture with steps/s and tokens/s (encoder plus decoder tokens).
 //! `scripts/bench_torch_lm.py` prints the same for PyTorch.
 
+mod support;
+use support::cpu_seconds;
+
 use std::ops::ControlFlow;
 use std::time::Instant;
 
@@ -110,16 +113,6 @@ fn batch(arch: Arch, state: &mut u64) -> Batch {
             }
         }
     }
-}
-
-/// CPU time (user + system, all threads) this process has used, from `/proc/self/stat`
-/// (Linux; 10 ms resolution): shows how much of the wall time the run actually got a core.
-fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
 }
 
 struct Timer {

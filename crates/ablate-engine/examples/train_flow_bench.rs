@@ -13,6 +13,9 @@
 //! timed through the public `train_flow_with` (shuffling and batch gathering included): one
 //! warm-up run, then `R` timed runs of `N` steps each, reporting the median.
 
+mod support;
+use support::cpu_seconds;
+
 use std::ops::ControlFlow;
 use std::time::Instant;
 
@@ -129,17 +132,6 @@ fn spirals(n: usize) -> Dataset {
         dim: 2,
         classes: 2,
     }
-}
-
-/// CPU time (user + system, all threads) this process has used, from `/proc/self/stat`
-/// (Linux; 10 ms resolution). Shows how much of the wall time the run actually got a core.
-fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
 }
 
 struct Quiet;
