@@ -230,7 +230,7 @@ impl TrainLm {
         TrainLm {
             schema: OpSchema {
                 name: "train.lm",
-                version: 1,
+                version: 2,
                 summary: "Train a byte-level transformer language model on its input's `train.txt` with a UL2 \
                           objective: `clm` (causal LM), `plm` (prefix LM), `sc` (span corruption μ=3, r=0.15), `sclm` \
                           (sc and clm 50/50), `ul2` (the mixture of 7 denoisers: R μ∈{3,8} r=0.15; X (μ,r) ∈ {(3,.5), \
@@ -613,7 +613,7 @@ impl EvalLm {
         EvalLm {
             schema: OpSchema {
                 name: "eval.lm",
-                version: 1,
+                version: 2,
                 summary: "Evaluate the language model trained by its input on the held-out `val.txt` behind it: \
                           `val_nll` (next-token NLL per token of `n` validation windows, read as a causal LM), \
                           `infill_em` (the fraction of masked spans — μ=3, r=0.15 — that greedy decoding reproduces \

@@ -30,6 +30,10 @@ impl Arch {
 /// - Embeddings: `tok_emb` `[vocab, d_model]` (shared by encoder, decoder and the output head:
 ///   logits = h·tok_embᵀ, tied) and learned positions `pos_emb` `[seq_len, d_model]` (shared by
 ///   encoder and decoder). The input of a stack at position t is `tok_emb[token] + pos_emb[t]`.
+///   The decoder counts positions from its start; the encoder from its end
+///   ([`LmConfig::enc_position`]): its last valid token is always at `seq_len − 1`, so the
+///   decoder finds where the input stops (where a prefix LM's continuation starts) at one fixed
+///   position whatever the input's length, as a decoder-only model finds it next to itself.
 /// - Pre-LN blocks: `x += Attn(LN1(x))` (self-attention), for an encdec decoder block then
 ///   `x += CrossAttn(LNx(x), enc)`, then `x += FF(LN2(x))`. `enc` is the encoder's output after
 ///   its final LayerNorm; each stack ends with a final LayerNorm (`ln_f`).
@@ -83,6 +87,14 @@ impl LmConfig {
     pub fn head_dim(&self) -> usize {
         self.d_model / self.heads
     }
+
+    /// The `pos_emb` row of encoder slot `j` in a row of `valid` tokens (`valid <= seq_len`):
+    /// right-aligned, `seq_len − valid + j`, for the valid slots; the padding slots (`j >=
+    /// valid`, never attended to) wrap around to `j − valid`.
+    pub fn enc_position(&self, valid: usize, j: usize) -> usize {
+        let valid = valid.min(self.seq_len);
+        (self.seq_len - valid + j) % self.seq_len
+    }
 }
 
 /// How `train_lm` optimises: AdamW (β = 0.9, 0.98, ε = 1e-8), the learning rate warmed up
@@ -109,5 +121,30 @@ impl LmTrainConfig {
         let t = ((step - self.warmup) as f32 / span).min(1.0);
         let cos = 0.5 * (1.0 + (std::f32::consts::PI * t).cos());
         self.lr * (0.1 + 0.9 * cos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoder_positions_are_right_aligned() {
+        let c = LmConfig {
+            arch: Arch::EncDec,
+            vocab: 10,
+            d_model: 4,
+            layers: 1,
+            heads: 1,
+            d_ff: 4,
+            seq_len: 8,
+        };
+        let at = |valid: usize, width: usize| -> Vec<usize> {
+            (0..width).map(|j| c.enc_position(valid, j)).collect()
+        };
+        assert_eq!(at(3, 5), [5, 6, 7, 0, 1]);
+        assert_eq!(at(8, 8), [0, 1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(at(0, 2), [0, 1]);
+        assert_eq!(at(1, 1), [7]);
     }
 }

@@ -757,16 +757,33 @@ fn stack_backward(
     }
 }
 
-/// `x := tok_emb[tokens] + pos_emb[position]` for `b` rows of `t` tokens.
-fn embed(cfg: &LmConfig, layout: &LmLayout, p: &[f32], tokens: &[u32], t: usize, x: &mut Vec<f32>) {
+/// `x := tok_emb[tokens] + pos_emb[position]` for `b` rows of `t` tokens ([`position`]).
+fn embed(
+    cfg: &LmConfig,
+    layout: &LmLayout,
+    p: &[f32],
+    tokens: &[u32],
+    t: usize,
+    enc_lens: &[usize],
+    x: &mut Vec<f32>,
+) {
     let d = cfg.d_model;
     size(x, tokens.len() * d);
     for (i, (row, &tok)) in x.chunks_exact_mut(d).zip(tokens).enumerate() {
         let te = &p[layout.tok_emb + tok as usize * d..][..d];
-        let pe = &p[layout.pos_emb + (i % t) * d..][..d];
+        let pe = &p[layout.pos_emb + position(cfg, i, t, enc_lens) * d..][..d];
         for ((x, a), b) in row.iter_mut().zip(te).zip(pe) {
             *x = *a + *b;
         }
+    }
+}
+
+/// The `pos_emb` row of token `i` of a batch of rows of `t` tokens: `i % t` for the decoder
+/// (`enc_lens` empty), [`LmConfig::enc_position`] for the encoder.
+fn position(cfg: &LmConfig, i: usize, t: usize, enc_lens: &[usize]) -> usize {
+    match enc_lens {
+        [] => i % t,
+        _ => cfg.enc_position(enc_lens[i / t], i % t),
     }
 }
 
@@ -775,13 +792,17 @@ fn embed_backward(
     layout: &LmLayout,
     tokens: &[u32],
     t: usize,
+    enc_lens: &[usize],
     gx: &[f32],
     grad: &mut [f32],
 ) {
     let d = cfg.d_model;
     for (i, (g, &tok)) in gx.chunks_exact(d).zip(tokens).enumerate() {
         kernels::add_assign(&mut grad[layout.tok_emb + tok as usize * d..][..d], g);
-        kernels::add_assign(&mut grad[layout.pos_emb + (i % t) * d..][..d], g);
+        kernels::add_assign(
+            &mut grad[layout.pos_emb + position(cfg, i, t, enc_lens) * d..][..d],
+            g,
+        );
     }
 }
 
@@ -875,7 +896,15 @@ impl Ctx<'_> {
             .encoder
             .as_ref()
             .expect("an encdec layout has an encoder");
-        embed(cfg, layout, p, rows.enc_tokens, s, &mut ws.enc.x);
+        embed(
+            cfg,
+            layout,
+            p,
+            rows.enc_tokens,
+            s,
+            rows.enc_lens,
+            &mut ws.enc.x,
+        );
         ws.enc.lims.clear();
         for &l in rows.enc_lens {
             ws.enc.lims.extend(std::iter::repeat_n(l.min(s), s));
@@ -888,7 +917,7 @@ impl Ctx<'_> {
     fn decode(&self, rows: &Rows<'_>, ws: &mut Workspace) {
         let Ctx { cfg, layout, p } = *self;
         let (b, t, s) = (rows.b, rows.t, rows.s);
-        embed(cfg, layout, p, rows.tokens, t, &mut ws.dec.x);
+        embed(cfg, layout, p, rows.tokens, t, &[], &mut ws.dec.x);
         ws.dec.lims.clear();
         for &pre in rows.prefix {
             let pre = if cfg.arch == Arch::Decoder {
@@ -1009,7 +1038,7 @@ impl Ctx<'_> {
                     g,
                     None,
                 );
-                embed_backward(cfg, layout, rows.tokens, t, &ws.sc.gx, g);
+                embed_backward(cfg, layout, rows.tokens, t, &[], &ws.sc.gx, g);
             }
             Some(enc) => {
                 size(&mut ws.genc, b * s * d);
@@ -1031,9 +1060,9 @@ impl Ctx<'_> {
                     g,
                     Some((cross, &mut ws.genc)),
                 );
-                embed_backward(cfg, layout, rows.tokens, t, &ws.sc.gx, g);
+                embed_backward(cfg, layout, rows.tokens, t, &[], &ws.sc.gx, g);
                 stack_backward(cfg, p, enc, &ws.enc, b, s, &ws.genc, &mut ws.sc, g, None);
-                embed_backward(cfg, layout, rows.enc_tokens, s, &ws.sc.gx, g);
+                embed_backward(cfg, layout, rows.enc_tokens, s, rows.enc_lens, &ws.sc.gx, g);
             }
         }
     }

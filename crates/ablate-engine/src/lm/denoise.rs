@@ -364,8 +364,11 @@ impl Mixture {
     }
 }
 
-/// Lays `examples` out as one [`Batch`] of `seq_len` for `arch` (see [`Batch`] for the
-/// contract), truncating what does not fit:
+/// Lays `examples` out as one [`Batch`] for `arch` (see [`Batch`] for the contract), truncating
+/// what does not fit in `seq_len`. Rows (and encoder rows) are as long as the longest example
+/// needs, at most `seq_len`: an encoder-decoder's short targets, or a causal encdec's one-token
+/// input, are not padded to `seq_len`, which saves their compute and changes no result (padding
+/// is masked, and encoder positions are counted from each input's end).
 ///
 /// - decoder-only: `tokens` = inputs ++ targets, `targets[t]` = `tokens[t + 1]` (PAD at the
 ///   last position), weight 1 where the next token is a target (positions
@@ -375,10 +378,22 @@ impl Mixture {
 ///   `targets` = targets, weight 1 on each real target.
 pub fn pack(examples: &[Example], arch: Arch, seq_len: usize, prefix_lm: bool) -> Batch {
     let rows = examples.len();
-    let n = rows * seq_len;
+    let longest = |f: &dyn Fn(&Example) -> usize| {
+        examples
+            .iter()
+            .map(f)
+            .max()
+            .unwrap_or(1)
+            .clamp(1, seq_len.max(1))
+    };
+    let (len, enc_len) = match arch {
+        Arch::Decoder => (longest(&|e| e.inputs.len() + e.targets.len()), 0),
+        Arch::EncDec => (longest(&|e| e.targets.len()), longest(&|e| e.inputs.len())),
+    };
+    let n = rows * len;
     let mut b = Batch {
         rows,
-        len: seq_len,
+        len,
         tokens: vec![PAD; n],
         targets: vec![PAD; n],
         weights: vec![0.0; n],
@@ -386,44 +401,38 @@ pub fn pack(examples: &[Example], arch: Arch, seq_len: usize, prefix_lm: bool) -
         ..Batch::default()
     };
     if arch == Arch::EncDec {
-        b.enc_len = seq_len;
-        b.enc_tokens = vec![PAD; n];
+        b.enc_len = enc_len;
+        b.enc_tokens = vec![PAD; rows * enc_len];
         b.enc_lens = vec![0; rows];
     }
     for (r, ex) in examples.iter().enumerate() {
-        let row = r * seq_len..(r + 1) * seq_len;
+        let row = r * len..(r + 1) * len;
         let (tokens, targets, weights) = (
             &mut b.tokens[row.clone()],
             &mut b.targets[row.clone()],
-            &mut b.weights[row.clone()],
+            &mut b.weights[row],
         );
         match arch {
             Arch::Decoder => {
                 let seq: Vec<u32> = ex.inputs.iter().chain(&ex.targets).copied().collect();
-                let used = seq.len().min(seq_len);
+                let used = seq.len().min(len);
                 tokens[..used].copy_from_slice(&seq[..used]);
-                if seq_len > 0 {
-                    targets[..seq_len - 1].copy_from_slice(&tokens[1..]);
-                }
+                targets[..len - 1].copy_from_slice(&tokens[1..]);
                 // Position t is weighted iff tokens[t + 1] is a target token.
                 let first = ex.inputs.len().saturating_sub(1);
                 let end = (ex.inputs.len() + ex.targets.len()).saturating_sub(1);
-                for w in weights
-                    .iter_mut()
-                    .take(end.min(seq_len.saturating_sub(1)))
-                    .skip(first)
-                {
+                for w in weights.iter_mut().take(end.min(len - 1)).skip(first) {
                     *w = 1.0;
                 }
                 if prefix_lm {
-                    b.prefix[r] = ex.inputs.len().min(seq_len);
+                    b.prefix[r] = ex.inputs.len().min(len);
                 }
             }
             Arch::EncDec => {
-                let enc = ex.inputs.len().min(seq_len);
-                b.enc_tokens[row.clone()][..enc].copy_from_slice(&ex.inputs[..enc]);
+                let enc = ex.inputs.len().min(enc_len);
+                b.enc_tokens[r * enc_len..][..enc].copy_from_slice(&ex.inputs[..enc]);
                 b.enc_lens[r] = enc;
-                let dec = ex.targets.len().min(seq_len);
+                let dec = ex.targets.len().min(len);
                 if dec > 0 {
                     tokens[0] = BOS;
                     tokens[1..dec].copy_from_slice(&ex.targets[..dec - 1]);
@@ -781,8 +790,9 @@ mod tests {
                     for _ in 0..5 {
                         let b = s.next_batch(8);
                         b.check(vocab::VOCAB).unwrap();
+                        assert!(b.len <= seq_len && b.enc_len <= seq_len);
                         for r in 0..8 {
-                            let row = r * seq_len..(r + 1) * seq_len;
+                            let row = r * b.len..(r + 1) * b.len;
                             let (tok, tgt, w) = (
                                 &b.tokens[row.clone()],
                                 &b.targets[row.clone()],
@@ -850,34 +860,27 @@ mod tests {
             inputs: vec![BOS],
             targets: vec![30, 31],
         };
+        // Rows are as long as the longest example (8), not seq_len (10).
         let b = pack(&[ex.clone(), short.clone()], Arch::Decoder, 10, true);
         let (s0, p) = (sentinel(0), PAD);
-        assert_eq!((b.rows, b.len, b.enc_len), (2, 10, 0));
+        assert_eq!((b.rows, b.len, b.enc_len), (2, 8, 0));
         assert!(b.enc_tokens.is_empty() && b.enc_lens.is_empty());
         assert_eq!(
             b.tokens,
             [
-                [NLU, 10, s0, 11, s0, 20, 21, EOS, p, p],
-                [BOS, 30, 31, p, p, p, p, p, p, p]
+                [NLU, 10, s0, 11, s0, 20, 21, EOS],
+                [BOS, 30, 31, p, p, p, p, p]
             ]
             .concat()
         );
         assert_eq!(
             b.targets,
-            [
-                [10, s0, 11, s0, 20, 21, EOS, p, p, p],
-                [30, 31, p, p, p, p, p, p, p, p]
-            ]
-            .concat()
+            [[10, s0, 11, s0, 20, 21, EOS, p], [30, 31, p, p, p, p, p, p]].concat()
         );
-        let w = |v: [u8; 10]| v.map(f32::from);
+        let w = |v: [u8; 8]| v.map(f32::from);
         assert_eq!(
             b.weights,
-            [
-                w([0, 0, 0, 1, 1, 1, 1, 0, 0, 0]),
-                w([1, 1, 0, 0, 0, 0, 0, 0, 0, 0])
-            ]
-            .concat()
+            [w([0, 0, 0, 1, 1, 1, 1, 0]), w([1, 1, 0, 0, 0, 0, 0, 0])].concat()
         );
         assert_eq!(b.prefix, vec![4, 1]);
         assert_eq!(
@@ -890,21 +893,27 @@ mod tests {
         assert_eq!(t.targets, vec![10, s0, 11, s0, 20, p]);
         assert_eq!(t.weights, w6([0, 0, 0, 1, 1, 0]));
 
-        let b = pack(&[ex, short], Arch::EncDec, 6, true);
-        assert_eq!((b.rows, b.len, b.enc_len), (2, 6, 6));
-        assert_eq!(
-            b.enc_tokens,
-            vec![NLU, 10, s0, 11, p, p, BOS, p, p, p, p, p]
-        );
+        let b = pack(&[ex.clone(), short.clone()], Arch::EncDec, 6, true);
+        assert_eq!((b.rows, b.len, b.enc_len), (2, 4, 4));
+        assert_eq!(b.enc_tokens, vec![NLU, 10, s0, 11, BOS, p, p, p]);
         assert_eq!(b.enc_lens, vec![4, 1]);
-        assert_eq!(b.tokens, vec![BOS, s0, 20, 21, p, p, BOS, 30, p, p, p, p]);
-        assert_eq!(b.targets, vec![s0, 20, 21, EOS, p, p, 30, 31, p, p, p, p]);
-        assert_eq!(
-            b.weights,
-            [w6([1, 1, 1, 1, 0, 0]), w6([1, 1, 0, 0, 0, 0])].concat()
-        );
+        assert_eq!(b.tokens, vec![BOS, s0, 20, 21, BOS, 30, p, p]);
+        assert_eq!(b.targets, vec![s0, 20, 21, EOS, 30, 31, p, p]);
+        assert_eq!(b.weights, [w4([1, 1, 1, 1]), w4([1, 1, 0, 0])].concat());
         assert_eq!(b.prefix, vec![0, 0]);
         b.check(vocab::VOCAB).unwrap();
+        // Truncated to seq_len on both sides.
+        let t = pack(std::slice::from_ref(&ex), Arch::EncDec, 3, true);
+        assert_eq!((t.len, t.enc_len), (3, 3));
+        assert_eq!(t.enc_tokens, vec![NLU, 10, s0]);
+        assert_eq!(t.targets, vec![s0, 20, 21]);
+        // A causal encdec row has a one-token encoder.
+        let c = pack(std::slice::from_ref(&short), Arch::EncDec, 6, false);
+        assert_eq!((c.len, c.enc_len), (2, 1));
+    }
+
+    fn w4(v: [u8; 4]) -> [f32; 4] {
+        v.map(f32::from)
     }
 
     fn w6(v: [u8; 6]) -> [f32; 6] {

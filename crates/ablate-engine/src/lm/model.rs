@@ -12,7 +12,7 @@ use crate::EngineError;
 use crate::model_file::{self, FORMAT_KEY, ModelFile};
 
 /// Metadata key and value that mark a file as a language model.
-const FORMAT: &str = "ablate-lm/1";
+const FORMAT: &str = "ablate-lm/2";
 /// Metadata key holding the [`LmConfig`] as JSON.
 const CONFIG_KEY: &str = "lm_config";
 

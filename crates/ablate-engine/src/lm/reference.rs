@@ -12,8 +12,14 @@ fn get(p: &[f32], i: usize) -> f64 {
     p[i] as f64
 }
 
-/// `tok_emb[token] + pos_emb[t]` for each position t.
-fn embed(cfg: &LmConfig, layout: &LmLayout, p: &[f32], tokens: &[u32]) -> Mat {
+/// `tok_emb[token] + pos_emb[position(t)]` for each slot t.
+fn embed(
+    cfg: &LmConfig,
+    layout: &LmLayout,
+    p: &[f32],
+    tokens: &[u32],
+    position: impl Fn(usize) -> usize,
+) -> Mat {
     let d = cfg.d_model;
     tokens
         .iter()
@@ -22,7 +28,7 @@ fn embed(cfg: &LmConfig, layout: &LmLayout, p: &[f32], tokens: &[u32]) -> Mat {
             (0..d)
                 .map(|j| {
                     get(p, layout.tok_emb + tok as usize * d + j)
-                        + get(p, layout.pos_emb + t * d + j)
+                        + get(p, layout.pos_emb + position(t) * d + j)
                 })
                 .collect()
         })
@@ -153,7 +159,7 @@ pub(crate) fn reference_logits(
     let mut out = Vec::with_capacity(batch.rows * len * cfg.vocab);
     for r in 0..batch.rows {
         let tokens = &batch.tokens[r * len..(r + 1) * len];
-        let x = embed(cfg, layout, p, tokens);
+        let x = embed(cfg, layout, p, tokens, |t| t);
         let h = match cfg.arch {
             Arch::Decoder => {
                 // Causal, except that the first `prefix` positions see each other.
@@ -170,7 +176,13 @@ pub(crate) fn reference_logits(
             Arch::EncDec => {
                 let el = batch.enc_len;
                 let enc_len = batch.enc_lens[r];
-                let enc_x = embed(cfg, layout, p, &batch.enc_tokens[r * el..(r + 1) * el]);
+                let enc_x = embed(
+                    cfg,
+                    layout,
+                    p,
+                    &batch.enc_tokens[r * el..(r + 1) * el],
+                    |j| cfg.enc_position(enc_len, j),
+                );
                 let encoder = layout.encoder.as_ref().expect("encdec layout");
                 let enc = stack(cfg, p, encoder, enc_x, &|_, j| j < enc_len, None);
                 stack(

@@ -117,15 +117,19 @@ fn mask<D: Device<f32>>(
     dev.try_tensor_from_vec(m, (rows, q, k))
 }
 
-/// Token ids and position ids (`0..len` per row) as index tensors.
+/// Token ids and position ids (`position(row, slot)`) as index tensors.
 fn ids<D: Device<f32>>(
     dev: &D,
     tokens: &[u32],
     rows: usize,
     len: usize,
+    position: impl Fn(usize, usize) -> usize,
 ) -> Result<[Ids<D>; 2], D::Err> {
     let t = tokens.iter().map(|&t| t as usize).collect();
-    let p = (0..rows).flat_map(|_| 0..len).collect();
+    let p = (0..rows)
+        .flat_map(|r| (0..len).map(move |j| (r, j)))
+        .map(|(r, j)| position(r, j))
+        .collect();
     Ok([
         dev.try_tensor_from_vec(t, (rows * len,))?,
         dev.try_tensor_from_vec(p, (rows * len,))?,
@@ -135,7 +139,7 @@ fn ids<D: Device<f32>>(
 impl<D: Device<f32>> Inputs<D> {
     fn new(dev: &D, cfg: &LmConfig, b: &Batch) -> Result<Self, D::Err> {
         let (rows, len) = (b.rows, b.len);
-        let [tokens, positions] = ids(dev, &b.tokens, rows, len)?;
+        let [tokens, positions] = ids(dev, &b.tokens, rows, len, |_, j| j)?;
         let (self_mask, enc) = match cfg.arch {
             Arch::Decoder => {
                 // Causal, except that the first `prefix` positions see each other.
@@ -144,7 +148,9 @@ impl<D: Device<f32>> Inputs<D> {
             }
             Arch::EncDec => {
                 let el = b.enc_len;
-                let [et, ep] = ids(dev, &b.enc_tokens, rows, el)?;
+                let [et, ep] = ids(dev, &b.enc_tokens, rows, el, |r, j| {
+                    cfg.enc_position(b.enc_lens[r], j)
+                })?;
                 let valid = |r: usize, _: usize, j: usize| j < b.enc_lens[r];
                 let enc = EncInputs {
                     tokens: et,

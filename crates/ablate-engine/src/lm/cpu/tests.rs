@@ -180,7 +180,8 @@ impl Naive<'_> {
         self.ln(&st.ln_f, &x)
     }
 
-    fn embed(&self, layout: &LmLayout, toks: &[u32]) -> M {
+    /// `position(i)`: the `pos_emb` row of slot `i`.
+    fn embed(&self, layout: &LmLayout, toks: &[u32], position: impl Fn(usize) -> usize) -> M {
         let d = self.cfg.d_model;
         toks.iter()
             .enumerate()
@@ -188,7 +189,7 @@ impl Naive<'_> {
                 (0..d)
                     .map(|c| {
                         self.p[layout.tok_emb + t as usize * d + c]
-                            + self.p[layout.pos_emb + i * d + c]
+                            + self.p[layout.pos_emb + position(i) * d + c]
                     })
                     .collect()
             })
@@ -205,16 +206,24 @@ impl Naive<'_> {
                 None => {
                     let p = b.prefix[r];
                     let allowed = move |i: usize, j: usize| j <= i || (i < p && j < p);
-                    self.stack(&layout.decoder, self.embed(layout, toks), &allowed, None)
+                    self.stack(
+                        &layout.decoder,
+                        self.embed(layout, toks, |i| i),
+                        &allowed,
+                        None,
+                    )
                 }
                 Some(enc) => {
                     let etoks = &b.enc_tokens[r * b.enc_len..(r + 1) * b.enc_len];
                     let n = b.enc_lens[r];
-                    let e = self.stack(enc, self.embed(layout, etoks), &|_, j| j < n, None);
+                    // Right-aligned: the last valid token at seq_len − 1.
+                    let s = self.cfg.seq_len;
+                    let at = |i: usize| if i < n { s - n + i } else { i - n };
+                    let e = self.stack(enc, self.embed(layout, etoks, at), &|_, j| j < n, None);
                     let causal = |i: usize, j: usize| j <= i;
                     self.stack(
                         &layout.decoder,
-                        self.embed(layout, toks),
+                        self.embed(layout, toks, |i| i),
                         &causal,
                         Some((&e, n)),
                     )
@@ -501,6 +510,61 @@ fn encoder_padding_is_never_read() {
     // a valid encoder token, by contrast, matters
     c2.enc_tokens[0] = (c2.enc_tokens[0] + 1) % 30;
     assert_ne!(before, cpu_logits(&c, &layout, &p, &c2).unwrap());
+}
+
+/// `b` with `extra` padding slots after each encoder row and each decoder row (unweighted).
+fn widen(b: &Batch, extra: usize) -> Batch {
+    let pad = |v: &[u32], width: usize| -> Vec<u32> {
+        v.chunks(width)
+            .flat_map(|row| row.iter().copied().chain(std::iter::repeat_n(7, extra)))
+            .collect()
+    };
+    Batch {
+        len: b.len + extra,
+        tokens: pad(&b.tokens, b.len),
+        targets: pad(&b.targets, b.len),
+        weights: b
+            .weights
+            .chunks(b.len)
+            .flat_map(|row| row.iter().copied().chain(std::iter::repeat_n(0.0, extra)))
+            .collect(),
+        enc_len: b.enc_len + extra,
+        enc_tokens: pad(&b.enc_tokens, b.enc_len),
+        ..b.clone()
+    }
+}
+
+#[test]
+fn results_do_not_depend_on_padding_width() {
+    // Encoder positions count from each input's end, so padding the batch wider (as a batch of
+    // longer examples would) moves nothing: `pack` trims batches to their longest row.
+    let c = cfg(Arch::EncDec, 2, 10, 30);
+    let layout = LmLayout::new(&c);
+    let p = random_params(&layout, 12);
+    let b = encdec_batch(5, 7, 30, 12);
+    let wide = widen(&b, 3);
+    let (l0, g0) = cpu_loss_and_grad(&c, &layout, &p, &b, 1).unwrap();
+    let (l1, g1) = cpu_loss_and_grad(&c, &layout, &p, &wide, 1).unwrap();
+    assert!((l0 - l1).abs() <= 1e-6 * l0.abs(), "{l0} vs {l1}");
+    for (i, (a, b)) in g0.iter().zip(&g1).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-5 * (1.0 + a.abs()),
+            "grad {i}: {a} vs {b}"
+        );
+    }
+    let (narrow, wide) = (
+        cpu_logits(&c, &layout, &p, &b).unwrap(),
+        cpu_logits(&c, &layout, &p, &wide).unwrap(),
+    );
+    let v = c.vocab;
+    for r in 0..b.rows {
+        for t in 0..b.len {
+            let at = |len: usize| (r * len + t) * v..(r * len + t + 1) * v;
+            for (a, w) in narrow[at(b.len)].iter().zip(&wide[at(b.len + 3)]) {
+                assert!((a - w).abs() <= 1e-5 * (1.0 + a.abs()), "row {r} slot {t}");
+            }
+        }
+    }
 }
 
 #[test]
