@@ -364,8 +364,19 @@ impl TempEntry<'_> {
 
     /// Hashes every file the producer wrote, completes `manifest` with them, writes it, and
     /// renames the directory into place. An existing invalid entry is replaced; an existing
-    /// valid one (another writer won) is kept and this one discarded.
-    pub fn commit(mut self, mut manifest: Manifest) -> Result<Manifest, CacheError> {
+    /// valid one (another writer won) is kept and this one discarded, and the kept entry's
+    /// manifest is returned.
+    pub fn commit(self, manifest: Manifest) -> Result<Manifest, CacheError> {
+        self.commit_as(manifest, false)
+    }
+
+    /// [`TempEntry::commit`], replacing an existing entry even when it is valid: a forced
+    /// recomputation (`--force`) stands in for what the cache held.
+    pub fn commit_replacing(self, manifest: Manifest) -> Result<Manifest, CacheError> {
+        self.commit_as(manifest, true)
+    }
+
+    fn commit_as(mut self, mut manifest: Manifest, replace: bool) -> Result<Manifest, CacheError> {
         for m in &manifest.metrics {
             if !m.value.is_finite() {
                 return Err(CacheError::NonFiniteMetric {
@@ -386,15 +397,18 @@ impl TempEntry<'_> {
             let bucket = dest.parent().expect("entry has a bucket");
             fs::create_dir_all(bucket).map_err(CacheError::io(bucket))?;
             match fs::rename(&dir, &dest) {
-                Ok(()) => Ok(()),
-                Err(_) if dest.exists() => {
-                    if matches!(self.store.lookup(&self.key), Lookup::Hit(_)) {
-                        fs::remove_dir_all(&dir).map_err(CacheError::io(&dir))
-                    } else {
-                        remove_dir_atomically(self.store, &dest)?;
-                        fs::rename(&dir, &dest).map_err(CacheError::io(&dest))
+                Ok(()) => Ok(None),
+                Err(_) if dest.exists() => match self.store.lookup(&self.key) {
+                    Lookup::Hit(kept) if !replace => {
+                        fs::remove_dir_all(&dir).map_err(CacheError::io(&dir))?;
+                        Ok(Some(kept))
                     }
-                }
+                    _ => {
+                        remove_dir_atomically(self.store, &dest)?;
+                        fs::rename(&dir, &dest).map_err(CacheError::io(&dest))?;
+                        Ok(None)
+                    }
+                },
                 Err(e) => Err(CacheError::Io {
                     path: dest,
                     source: e,
@@ -404,7 +418,7 @@ impl TempEntry<'_> {
         if result.is_err() {
             let _ = fs::remove_dir_all(&dir);
         }
-        result.map(|()| manifest)
+        result.map(|kept| kept.map_or(manifest, |m| *m))
     }
 
     /// Keeps the attempt's files (logs) under `v1/failed/<key>/` for inspection, replacing an

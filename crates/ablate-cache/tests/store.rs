@@ -104,6 +104,44 @@ fn torn_entry_is_invalid_and_replaced_on_commit() {
 }
 
 #[test]
+fn a_second_writer_keeps_the_first_unless_it_replaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let key = put(&store, 1, &[("out.txt", b"first")]);
+    let out = |store: &Store| fs::read(store.entry_dir(&key).join("out.txt")).unwrap();
+    let write = |bytes: &[u8], value: f64| {
+        let tmp = store.begin(&key).unwrap();
+        fs::write(tmp.dir().join("out.txt"), bytes).unwrap();
+        let mut m = manifest(&key_input(1));
+        m.metrics = vec![Metric::new("value", value)];
+        (tmp, m)
+    };
+    // Another writer won the race: its entry stays, and commit returns its manifest.
+    let (tmp, m) = write(b"second", 2.0);
+    let kept = tmp.commit(m).unwrap();
+    assert_eq!(
+        kept.metrics,
+        vec![Metric::new("value", 1.0), Metric::at_step("loss", 3, 0.5)]
+    );
+    assert_eq!(out(&store), b"first");
+    // A forced recomputation replaces it.
+    let (tmp, m) = write(b"third", 3.0);
+    let replaced = tmp.commit_replacing(m).unwrap();
+    assert_eq!(replaced.metrics, vec![Metric::new("value", 3.0)]);
+    assert_eq!(out(&store), b"third");
+    let Lookup::Hit(m) = store.lookup(&key) else {
+        panic!("the replaced entry is valid");
+    };
+    assert_eq!(m.metrics, vec![Metric::new("value", 3.0)]);
+    assert!(
+        fs::read_dir(dir.path().join("v1/tmp"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+}
+
+#[test]
 fn tampered_output_is_detected() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();

@@ -1409,6 +1409,14 @@ fn force_reruns_the_stage_and_its_downstream() {
         };
         assert_eq!(e["status"], expected, "{id}");
     }
+    let started_at = |key: &str| -> u64 {
+        let m = std::fs::read_to_string(sb.entry(key).join("manifest.json")).unwrap();
+        serde_json::from_str::<Value>(&m).unwrap()["started_at_us"]
+            .as_u64()
+            .unwrap()
+    };
+    let keys = sb.keys("p.yaml", &[]);
+    let before: BTreeMap<&String, u64> = keys.iter().map(|(id, k)| (id, started_at(k))).collect();
     let forced = sb
         .ablate(&["run", "p.yaml", "--json", "--force", "eval"])
         .code(EXIT_OK);
@@ -1417,6 +1425,11 @@ fn force_reruns_the_stage_and_its_downstream() {
         counts(&[("eval", 4), ("acc", 1)])
     );
     assert_summary(&forced, 5, 5, 0, 0);
+    // The recomputed entries replace the cached ones; the others are untouched.
+    for (id, k) in &keys {
+        let rerun = matches!(stage_of(id), "eval" | "acc");
+        assert_eq!(started_at(k) != before[id], rerun, "{id}");
+    }
 }
 
 #[test]

@@ -219,6 +219,9 @@ struct CustomDenoiser {
 struct LmMeta {
     arch: Arch,
     prefix_lm: bool,
+    /// An encoder-decoder trained with the causal LM alone: its encoder reads the lead token
+    /// and its decoder the prompt.
+    prompt_in_decoder: bool,
     mode_tokens: bool,
     seq_len: usize,
     /// The effective denoisers (μ after `span_scale`) and their weights.
@@ -477,14 +480,14 @@ impl Op for TrainLm {
     fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
         let p: TrainLmParams = typed("train.lm", ctx.job.params())?;
         let mixture = mixture_of(&p)?;
-        // A causal-LM-only objective never has inputs beyond the lead token, so its model is read
-        // causally: a bidirectional prompt at evaluation would be one it never saw in training.
-        let prefix_lm = p.arch == Arch::Decoder
-            && p.attention == "prefix"
-            && mixture
-                .entries()
-                .iter()
-                .any(|(d, _)| !matches!(d, Denoiser::Causal));
+        // A causal-LM-only objective never has inputs beyond the lead token, so its model reads
+        // prompts as it read text in training: causally (a decoder), in the decoder (an
+        // encoder-decoder, whose encoder only ever saw the lead token).
+        let causal_only = mixture
+            .entries()
+            .iter()
+            .all(|(d, _)| matches!(d, Denoiser::Causal));
+        let prefix_lm = p.arch == Arch::Decoder && p.attention == "prefix" && !causal_only;
         let cfg = LmConfig {
             arch: p.arch,
             vocab: vocab::VOCAB,
@@ -525,6 +528,7 @@ impl Op for TrainLm {
         let meta = LmMeta {
             arch: p.arch,
             prefix_lm,
+            prompt_in_decoder: p.arch == Arch::EncDec && causal_only,
             mode_tokens: p.mode_tokens,
             seq_len: p.seq_len,
             denoisers,
@@ -678,11 +682,22 @@ impl Judge<'_> {
         for chunk in examples.chunks(EVAL_BATCH) {
             let inputs: Vec<Vec<u32>> = chunk.iter().map(|e| e.inputs.clone()).collect();
             let max_new = chunk.iter().map(|e| e.targets.len()).max().unwrap_or(1) + 2;
-            out.extend(
+            let generated = if self.meta.prompt_in_decoder {
+                // inputs = lead ++ prompt: the lead goes to the encoder, the rest to the decoder.
+                let (leads, prompts): (Vec<Vec<u32>>, Vec<Vec<u32>>) = inputs
+                    .iter()
+                    .map(|x| {
+                        let (lead, rest) = x.split_at(x.len().min(1));
+                        (lead.to_vec(), rest.to_vec())
+                    })
+                    .unzip();
+                self.model
+                    .generate_in_decoder(&leads, &prompts, max_new, stop, self.threads)
+            } else {
                 self.model
                     .generate(&inputs, self.meta.prefix_lm, max_new, stop, self.threads)
-                    .map_err(engine_error)?,
-            );
+            };
+            out.extend(generated.map_err(engine_error)?);
         }
         Ok(out)
     }

@@ -114,7 +114,12 @@ impl LocalExecutor {
                     host: inner.host.clone(),
                     ablate_version: inner.version.clone(),
                 };
-                match tmp.commit(manifest) {
+                let committed = if force {
+                    tmp.commit_replacing(manifest)
+                } else {
+                    tmp.commit(manifest)
+                };
+                match committed {
                     Ok(m) => {
                         // An earlier failed attempt's logs are no longer news.
                         let _ = std::fs::remove_dir_all(store.failed_dir(&job.key));

@@ -154,49 +154,112 @@ impl Lm {
                 });
             }
             Arch::EncDec => {
-                if cfg.vocab <= BOS as usize {
-                    return Err(EngineError::InvalidConfig(format!(
-                        "encoder-decoder generation starts from BOS ({BOS}), outside the vocabulary of {}",
-                        cfg.vocab
-                    )));
-                }
-                let n = inputs.len();
-                let fits = |made: &[u32]| 1 + made.len() < cfg.seq_len;
-                let mut live: Vec<bool> = vec![max_new > 0 && fits(&[]); n];
-                if n == 0 || !live.iter().any(|&l| l) {
-                    return Ok(out);
-                }
-                let s = inputs.iter().map(Vec::len).max().unwrap_or(0).max(1);
-                let mut batch = Batch::default();
-                fill(&mut batch, n, 1, s, BOS);
-                for (r, x) in inputs.iter().enumerate() {
-                    batch.enc_tokens[r * s..r * s + x.len()].copy_from_slice(x);
-                    batch.enc_lens[r] = x.len();
-                }
-                with_runner(cfg, &layout, self.params.clone(), threads, |runner| {
-                    runner.encode(&batch);
-                    let mut at = vec![0; n];
-                    while live.iter().any(|&l| l) {
-                        let len = 1 + out.iter().map(Vec::len).max().unwrap_or(0);
-                        fill(&mut batch, n, len, s, 0);
-                        for (r, made) in out.iter().enumerate() {
-                            let row = &mut batch.tokens[r * len..(r + 1) * len];
-                            row[0] = BOS;
-                            row[1..1 + made.len()].copy_from_slice(made);
-                            at[r] = made.len();
-                        }
-                        let next = runner.greedy(&batch, &at);
-                        for r in 0..n {
-                            if live[r] {
-                                out[r].push(next[r]);
-                                live[r] =
-                                    !stopped(&out[r]) && out[r].len() < max_new && fits(&out[r]);
-                            }
-                        }
-                    }
-                });
+                let none = vec![Vec::new(); inputs.len()];
+                return self.generate_in_decoder(inputs, &none, max_new, stop, threads);
             }
         }
+        Ok(out)
+    }
+
+    /// Greedy decoding of an encoder-decoder whose decoder starts from a given text: the
+    /// encoder reads `inputs[r]`, the decoder `[BOS] ++ dec[r] ++ generated` (how a model
+    /// trained with the causal LM alone, whose encoder only ever read a lead token, reads a
+    /// prompt). Stops as [`Lm::generate`] does; `generate` is this with every `dec[r]` empty.
+    pub fn generate_in_decoder(
+        &self,
+        inputs: &[Vec<u32>],
+        dec: &[Vec<u32>],
+        max_new: usize,
+        stop: &[u32],
+        threads: usize,
+    ) -> Result<Vec<Vec<u32>>, EngineError> {
+        let cfg = &self.cfg;
+        let bad = |m: String| Err(EngineError::InvalidData(m));
+        if cfg.arch != Arch::EncDec {
+            return Err(EngineError::InvalidConfig(
+                "only an encoder-decoder reads a prompt in its decoder".into(),
+            ));
+        }
+        if inputs.len() != dec.len() {
+            return bad(format!(
+                "{} encoder inputs for {} decoder prompts",
+                inputs.len(),
+                dec.len()
+            ));
+        }
+        if let Some(x) = dec.iter().find(|x| 1 + x.len() > cfg.seq_len) {
+            return bad(format!(
+                "a decoder prompt of {} tokens after BOS exceeds the model's `seq_len` {}",
+                x.len(),
+                cfg.seq_len
+            ));
+        }
+        if cfg.vocab <= BOS as usize {
+            return Err(EngineError::InvalidConfig(format!(
+                "encoder-decoder generation starts from BOS ({BOS}), outside the vocabulary of {}",
+                cfg.vocab
+            )));
+        }
+        if let Some(t) = inputs
+            .iter()
+            .chain(dec)
+            .flatten()
+            .find(|&&t| t as usize >= cfg.vocab)
+        {
+            return bad(format!(
+                "token id {t} is outside the vocabulary of {}",
+                cfg.vocab
+            ));
+        }
+        if let Some(x) = inputs.iter().find(|x| x.len() > cfg.seq_len) {
+            return bad(format!(
+                "a prompt of {} tokens exceeds the model's `seq_len` {}",
+                x.len(),
+                cfg.seq_len
+            ));
+        }
+        let layout = self.layout();
+        let n = inputs.len();
+        let mut out = vec![Vec::new(); n];
+        let stopped = |made: &[u32]| made.last().is_some_and(|t| stop.contains(t));
+        let fits = |r: usize, made: &[u32]| 1 + dec[r].len() + made.len() < cfg.seq_len;
+        let mut live: Vec<bool> = (0..n).map(|r| max_new > 0 && fits(r, &[])).collect();
+        if n == 0 || !live.iter().any(|&l| l) {
+            return Ok(out);
+        }
+        let s = inputs.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let mut batch = Batch::default();
+        fill(&mut batch, n, 1, s, BOS);
+        for (r, x) in inputs.iter().enumerate() {
+            batch.enc_tokens[r * s..r * s + x.len()].copy_from_slice(x);
+            batch.enc_lens[r] = x.len();
+        }
+        with_runner(cfg, &layout, self.params.clone(), threads, |runner| {
+            runner.encode(&batch);
+            let mut at = vec![0; n];
+            while live.iter().any(|&l| l) {
+                let len = (0..n)
+                    .map(|r| 1 + dec[r].len() + out[r].len())
+                    .max()
+                    .unwrap_or(1);
+                fill(&mut batch, n, len, s, 0);
+                for (r, made) in out.iter().enumerate() {
+                    let row = &mut batch.tokens[r * len..(r + 1) * len];
+                    let k = dec[r].len();
+                    row[0] = BOS;
+                    row[1..1 + k].copy_from_slice(&dec[r]);
+                    row[1 + k..1 + k + made.len()].copy_from_slice(made);
+                    at[r] = k + made.len();
+                }
+                let next = runner.greedy(&batch, &at);
+                for r in 0..n {
+                    if live[r] {
+                        out[r].push(next[r]);
+                        live[r] = !stopped(&out[r]) && out[r].len() < max_new && fits(r, &out[r]);
+                    }
+                }
+            }
+        });
         Ok(out)
     }
 

@@ -14,15 +14,24 @@ fn random_model(arch: Arch, seed: u64) -> Lm {
 }
 
 /// Greedy decoding one row at a time through `Lm::logits` (no batching, no encoder reuse, no
-/// shards): what `generate` must agree with.
-fn slow_greedy(lm: &Lm, input: &[u32], prefix_lm: bool, max_new: usize, stop: &[u32]) -> Vec<u32> {
+/// shards): what `generate` must agree with. An encoder-decoder's decoder reads `[BOS] ++ dec ++
+/// generated`.
+fn slow_greedy(
+    lm: &Lm,
+    input: &[u32],
+    dec: &[u32],
+    prefix_lm: bool,
+    max_new: usize,
+    stop: &[u32],
+) -> Vec<u32> {
     let cfg = lm.config();
     let v = cfg.vocab;
     let mut out: Vec<u32> = Vec::new();
     loop {
         let (batch, pos) = match cfg.arch {
             Arch::Decoder => {
-                if input.len() + out.len() > cfg.seq_len {
+                // As `generate`: no token whose sequence would not fit to be read.
+                if input.len() + out.len() >= cfg.seq_len {
                     break;
                 }
                 let seq: Vec<u32> = input.iter().chain(&out).copied().collect();
@@ -39,10 +48,12 @@ fn slow_greedy(lm: &Lm, input: &[u32], prefix_lm: bool, max_new: usize, stop: &[
                 (b, n - 1)
             }
             Arch::EncDec => {
-                if 1 + out.len() > cfg.seq_len {
+                if 1 + dec.len() + out.len() >= cfg.seq_len {
                     break;
                 }
-                let seq: Vec<u32> = std::iter::once(BOS).chain(out.iter().copied()).collect();
+                let seq: Vec<u32> = std::iter::once(BOS)
+                    .chain(dec.iter().chain(&out).copied())
+                    .collect();
                 let n = seq.len();
                 let b = Batch {
                     rows: 1,
@@ -68,7 +79,7 @@ fn slow_greedy(lm: &Lm, input: &[u32], prefix_lm: bool, max_new: usize, stop: &[
         out.push(best);
         let fits = match cfg.arch {
             Arch::Decoder => input.len() + out.len() < cfg.seq_len,
-            Arch::EncDec => 1 + out.len() < cfg.seq_len,
+            Arch::EncDec => 1 + dec.len() + out.len() < cfg.seq_len,
         };
         if stop.contains(&best) || out.len() >= max_new || !fits {
             break;
@@ -96,13 +107,47 @@ fn generate_matches_one_row_greedy_decoding() {
                     .generate(&prompts(), prefix_lm, max_new, &stop, 2)
                     .unwrap();
                 for (input, got) in prompts().iter().zip(&got) {
-                    let want = slow_greedy(&lm, input, prefix_lm, max_new, &stop);
+                    let want = slow_greedy(&lm, input, &[], prefix_lm, max_new, &stop);
                     assert_eq!(got, &want, "{arch:?} prefix {prefix_lm} input {input:?}");
                     assert!(got.len() <= max_new);
                 }
             }
         }
     }
+}
+
+#[test]
+fn generate_in_decoder_matches_one_row_greedy_decoding() {
+    let lm = random_model(Arch::EncDec, 4);
+    let leads = vec![vec![3]; prompts().len()];
+    for (max_new, stop) in [(20, vec![]), (2, vec![]), (20, vec![7u32, 11, 200])] {
+        let got = lm
+            .generate_in_decoder(&leads, &prompts(), max_new, &stop, 2)
+            .unwrap();
+        for (prompt, got) in prompts().iter().zip(&got) {
+            let want = slow_greedy(&lm, &[3], prompt, false, max_new, &stop);
+            assert_eq!(got, &want, "prompt {prompt:?}");
+        }
+    }
+    // The prompt matters: it is read, not dropped.
+    let outs = lm
+        .generate_in_decoder(&leads, &prompts(), 8, &[], 1)
+        .unwrap();
+    assert!(outs.iter().any(|o| o != &outs[0]), "{outs:?}");
+    let seq = lm.config().seq_len;
+    assert!(
+        lm.generate_in_decoder(&[vec![3]], &[vec![1; seq]], 3, &[], 1)
+            .is_err()
+    );
+    assert!(
+        lm.generate_in_decoder(&leads, &[vec![1]], 3, &[], 1)
+            .is_err()
+    );
+    assert!(
+        random_model(Arch::Decoder, 4)
+            .generate_in_decoder(&leads, &prompts(), 3, &[], 1)
+            .is_err()
+    );
 }
 
 #[test]
