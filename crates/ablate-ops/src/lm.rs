@@ -8,7 +8,8 @@ use std::path::Path;
 use ablate_cache::Metric;
 use ablate_engine::lm::{
     self, Arch, Denoiser, Example, LmConfig, LmObserver, LmTrainConfig, Mixture, MixtureOptions,
-    Sampler, StepLog, Task, vocab,
+    Sampler, StepLog, Task,
+    vocab::{self, Mode},
 };
 use ablate_results::{Column, ColumnData, Table};
 use ablate_run::{OpContext, OpError, OpOutput, Progress};
@@ -214,14 +215,51 @@ struct CustomDenoiser {
     weight: f64,
 }
 
+/// How a model reads a prompt at evaluation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Reading {
+    /// As a text to continue: causally in a decoder-only model; in an encoder-decoder's decoder,
+    /// its encoder reading the lead token alone.
+    Causal,
+    /// As inputs: bidirectionally in a decoder-only model (prefix-LM masking); in an
+    /// encoder-decoder's encoder.
+    Inputs,
+}
+
+impl Reading {
+    /// A model reads a task's prompt the way its training fed the inputs of the denoisers of the
+    /// task's paradigm (`modes`): causally if those are all the causal LM (whose input is the lead
+    /// token alone, the text being the target), else as inputs. A mixture without denoisers of
+    /// that paradigm reads it the way all its denoisers fed theirs. A decoder-only model trained
+    /// without prefix masking reads everything causally.
+    fn of(mixture: &Mixture, arch: Arch, prefix_attention: bool, modes: &[Mode]) -> Reading {
+        if arch == Arch::Decoder && !prefix_attention {
+            return Reading::Causal;
+        }
+        let all: Vec<&Denoiser> = mixture.entries().iter().map(|(d, _)| d).collect();
+        let of_task: Vec<&Denoiser> = all
+            .iter()
+            .copied()
+            .filter(|d| modes.contains(&d.mode()))
+            .collect();
+        let fed = if of_task.is_empty() { all } else { of_task };
+        if fed.iter().all(|d| matches!(d, Denoiser::Causal)) {
+            Reading::Causal
+        } else {
+            Reading::Inputs
+        }
+    }
+}
+
 /// What `eval.lm` needs to know about how a model was trained (`lm.json` beside the model).
 #[derive(Debug, Serialize, Deserialize)]
 struct LmMeta {
     arch: Arch,
-    prefix_lm: bool,
-    /// An encoder-decoder trained with the causal LM alone: its encoder reads the lead token
-    /// and its decoder the prompt.
-    prompt_in_decoder: bool,
+    /// How one-shot (generation) prompts are read: as the model's S denoisers read theirs.
+    generation: Reading,
+    /// How infilling prompts are read: as the model's R and X denoisers read theirs.
+    infilling: Reading,
     mode_tokens: bool,
     seq_len: usize,
     /// The effective denoisers (μ after `span_scale`) and their weights.
@@ -480,14 +518,12 @@ impl Op for TrainLm {
     fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
         let p: TrainLmParams = typed("train.lm", ctx.job.params())?;
         let mixture = mixture_of(&p)?;
-        // A causal-LM-only objective never has inputs beyond the lead token, so its model reads
-        // prompts as it read text in training: causally (a decoder), in the decoder (an
-        // encoder-decoder, whose encoder only ever saw the lead token).
-        let causal_only = mixture
-            .entries()
-            .iter()
-            .all(|(d, _)| matches!(d, Denoiser::Causal));
-        let prefix_lm = p.arch == Arch::Decoder && p.attention == "prefix" && !causal_only;
+        // A causal-LM-only objective never has inputs beyond the lead token: no prefix masking.
+        let prefix_attention = p.arch == Arch::Decoder && p.attention == "prefix";
+        let prefix_lm =
+            prefix_attention && Reading::of(&mixture, p.arch, true, &[]) == Reading::Inputs;
+        let generation = Reading::of(&mixture, p.arch, prefix_attention, &[Mode::S]);
+        let infilling = Reading::of(&mixture, p.arch, prefix_attention, &[Mode::R, Mode::X]);
         let cfg = LmConfig {
             arch: p.arch,
             vocab: vocab::VOCAB,
@@ -527,8 +563,8 @@ impl Op for TrainLm {
         let out = ctx.out_dir();
         let meta = LmMeta {
             arch: p.arch,
-            prefix_lm,
-            prompt_in_decoder: p.arch == Arch::EncDec && causal_only,
+            generation,
+            infilling,
             mode_tokens: p.mode_tokens,
             seq_len: p.seq_len,
             denoisers,
@@ -625,7 +661,11 @@ impl EvalLm {
                           lookup prompts — a worked example then a query — the mean of `oneshot_copy`, \
                           `oneshot_reverse`, `oneshot_lookup`). A model trained with mode tokens is prompted with the \
                           matching one ([NLU] for infilling, [S2S] for one-shot and NLL) and also measured with a wrong \
-                          one (`*_wrong_mode`: [S2S] for infilling, [NLU] for one-shot) and with none (`*_no_mode`).",
+                          one (`*_wrong_mode`: [S2S] for infilling, [NLU] for one-shot) and with none (`*_no_mode`). \
+                          A prompt is read the way the model's training fed the inputs of that task's paradigm (S for \
+                          one-shot, R and X for infilling): causally — in the decoder of an encoder-decoder — where \
+                          those denoisers are the causal LM alone (clm; sclm's one-shot), else as inputs (prefix-LM \
+                          masking, or the encoder).",
                 params: vec![
                     ParamSpec::with_default(
                         "n",
@@ -663,12 +703,8 @@ impl Judge<'_> {
     fn nll(&self, examples: &[Example]) -> Result<f64, OpError> {
         let (mut sum, mut count) = (0.0, 0.0);
         for chunk in examples.chunks(EVAL_BATCH) {
-            let batch = lm::pack(
-                chunk,
-                self.meta.arch,
-                self.meta.seq_len,
-                self.meta.prefix_lm,
-            );
+            // Causal windows: the input is the lead token alone, so no masking differs.
+            let batch = lm::pack(chunk, self.meta.arch, self.meta.seq_len, false);
             let (s, c) = self.model.nll(&batch, self.threads).map_err(engine_error)?;
             sum += s;
             count += c;
@@ -676,13 +712,19 @@ impl Judge<'_> {
         Ok(sum / count.max(1.0))
     }
 
-    /// Greedy answers to each example's inputs, stopping at `stop`.
-    fn generate(&self, examples: &[Example], stop: &[u32]) -> Result<Vec<Vec<u32>>, OpError> {
+    /// Greedy answers to each example's inputs (read as `reading` says), stopping at `stop`.
+    fn generate(
+        &self,
+        examples: &[Example],
+        reading: Reading,
+        stop: &[u32],
+    ) -> Result<Vec<Vec<u32>>, OpError> {
         let mut out = Vec::with_capacity(examples.len());
         for chunk in examples.chunks(EVAL_BATCH) {
             let inputs: Vec<Vec<u32>> = chunk.iter().map(|e| e.inputs.clone()).collect();
             let max_new = chunk.iter().map(|e| e.targets.len()).max().unwrap_or(1) + 2;
-            let generated = if self.meta.prompt_in_decoder {
+            let in_decoder = self.meta.arch == Arch::EncDec && reading == Reading::Causal;
+            let generated = if in_decoder {
                 // inputs = lead ++ prompt: the lead goes to the encoder, the rest to the decoder.
                 let (leads, prompts): (Vec<Vec<u32>>, Vec<Vec<u32>>) = inputs
                     .iter()
@@ -694,8 +736,9 @@ impl Judge<'_> {
                 self.model
                     .generate_in_decoder(&leads, &prompts, max_new, stop, self.threads)
             } else {
+                let prefix_lm = reading == Reading::Inputs;
                 self.model
-                    .generate(&inputs, self.meta.prefix_lm, max_new, stop, self.threads)
+                    .generate(&inputs, prefix_lm, max_new, stop, self.threads)
             };
             out.extend(generated.map_err(engine_error)?);
         }
@@ -703,7 +746,7 @@ impl Judge<'_> {
     }
 
     fn infill_em(&self, examples: &[Example]) -> Result<f64, OpError> {
-        let generated = self.generate(examples, &[vocab::EOS])?;
+        let generated = self.generate(examples, self.meta.infilling, &[vocab::EOS])?;
         let (mut right, mut total) = (0, 0);
         for (e, g) in examples.iter().zip(&generated) {
             let (r, t) = lm::score_infill(&e.targets, g);
@@ -726,7 +769,11 @@ impl Judge<'_> {
                 self.meta.seq_len
             )));
         }
-        let generated = self.generate(examples, &[u32::from(b'\n'), vocab::EOS])?;
+        let generated = self.generate(
+            examples,
+            self.meta.generation,
+            &[u32::from(b'\n'), vocab::EOS],
+        )?;
         let right = examples
             .iter()
             .zip(&generated)
@@ -876,6 +923,40 @@ mod tests {
         assert!(e.contains("failed to read the corpus `none.txt`"), "{e}");
         std::fs::write(&path, "a\n\n\nb\nc\n\n").unwrap();
         assert_eq!(read_corpus(&path, "c.txt").unwrap(), ["a", "b\nc"]);
+    }
+
+    #[test]
+    fn prompts_are_read_as_the_tasks_denoisers_fed_their_inputs() {
+        use Reading::{Causal, Inputs};
+        let opts = MixtureOptions::default();
+        let read = |name: &str, arch: Arch, prefix: bool| {
+            let m = Mixture::named(name, &opts).unwrap();
+            (
+                Reading::of(&m, arch, prefix, &[Mode::S]),
+                Reading::of(&m, arch, prefix, &[Mode::R, Mode::X]),
+            )
+        };
+        // (objective, (one-shot, infilling)) for an encoder-decoder and a prefix-LM decoder.
+        let want = [
+            ("clm", (Causal, Causal)),
+            ("plm", (Inputs, Inputs)),
+            ("sc", (Inputs, Inputs)),
+            ("sclm", (Causal, Inputs)),
+            ("ul2", (Inputs, Inputs)),
+        ];
+        for (name, w) in want {
+            assert_eq!(read(name, Arch::EncDec, false), w, "{name} encdec");
+            assert_eq!(read(name, Arch::Decoder, true), w, "{name} decoder");
+            // A decoder trained without prefix masking reads everything causally.
+            assert_eq!(read(name, Arch::Decoder, false), (Causal, Causal), "{name}");
+        }
+        // A custom mixture with both S denoisers reads one-shot prompts as inputs.
+        let both = Mixture::custom(vec![
+            (Denoiser::Causal, 1.0),
+            (Denoiser::Prefix { mean_target: 0.25 }, 1.0),
+        ])
+        .unwrap();
+        assert_eq!(Reading::of(&both, Arch::EncDec, false, &[Mode::S]), Inputs);
     }
 
     #[test]
