@@ -99,19 +99,7 @@ impl Lm {
     ) -> Result<Vec<Vec<u32>>, EngineError> {
         let cfg = &self.cfg;
         let bad = |m: String| Err(EngineError::InvalidData(m));
-        if let Some(t) = inputs.iter().flatten().find(|&&t| t as usize >= cfg.vocab) {
-            return bad(format!(
-                "token id {t} is outside the vocabulary of {}",
-                cfg.vocab
-            ));
-        }
-        if let Some(x) = inputs.iter().find(|x| x.len() > cfg.seq_len) {
-            return bad(format!(
-                "a prompt of {} tokens exceeds the model's `seq_len` {}",
-                x.len(),
-                cfg.seq_len
-            ));
-        }
+        self.check_prompts(inputs, cfg.seq_len, "a prompt")?;
         let layout = self.layout();
         let mut out = vec![Vec::new(); inputs.len()];
         let stopped = |made: &[u32]| made.last().is_some_and(|t| stop.contains(t));
@@ -187,37 +175,14 @@ impl Lm {
                 dec.len()
             ));
         }
-        if let Some(x) = dec.iter().find(|x| 1 + x.len() > cfg.seq_len) {
-            return bad(format!(
-                "a decoder prompt of {} tokens after BOS exceeds the model's `seq_len` {}",
-                x.len(),
-                cfg.seq_len
-            ));
-        }
         if cfg.vocab <= BOS as usize {
             return Err(EngineError::InvalidConfig(format!(
                 "encoder-decoder generation starts from BOS ({BOS}), outside the vocabulary of {}",
                 cfg.vocab
             )));
         }
-        if let Some(t) = inputs
-            .iter()
-            .chain(dec)
-            .flatten()
-            .find(|&&t| t as usize >= cfg.vocab)
-        {
-            return bad(format!(
-                "token id {t} is outside the vocabulary of {}",
-                cfg.vocab
-            ));
-        }
-        if let Some(x) = inputs.iter().find(|x| x.len() > cfg.seq_len) {
-            return bad(format!(
-                "a prompt of {} tokens exceeds the model's `seq_len` {}",
-                x.len(),
-                cfg.seq_len
-            ));
-        }
+        self.check_prompts(inputs, cfg.seq_len, "a prompt")?;
+        self.check_prompts(dec, cfg.seq_len - 1, "a decoder prompt (after BOS)")?;
         let layout = self.layout();
         let n = inputs.len();
         let mut out = vec![Vec::new(); n];
@@ -261,6 +226,25 @@ impl Lm {
             }
         });
         Ok(out)
+    }
+
+    /// Every token of `seqs` in the vocabulary, and every sequence at most `max` tokens long
+    /// (`what` names one in the error).
+    fn check_prompts(&self, seqs: &[Vec<u32>], max: usize, what: &str) -> Result<(), EngineError> {
+        let vocab = self.cfg.vocab;
+        if let Some(t) = seqs.iter().flatten().find(|&&t| t as usize >= vocab) {
+            return Err(EngineError::InvalidData(format!(
+                "token id {t} is outside the vocabulary of {vocab}"
+            )));
+        }
+        if let Some(x) = seqs.iter().find(|x| x.len() > max) {
+            return Err(EngineError::InvalidData(format!(
+                "{what} of {} tokens is longer than the {max} that the model's `seq_len` ({}) allows",
+                x.len(),
+                self.cfg.seq_len
+            )));
+        }
+        Ok(())
     }
 
     /// Writes a safetensors file: one f32 tensor per layout slot, named as the slot, the
