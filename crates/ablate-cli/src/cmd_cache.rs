@@ -87,6 +87,7 @@ pub fn cache(global: &Global, args: CacheArgs) -> anyhow::Result<u8> {
                         set: vec![],
                         matrix: vec![],
                         force: vec![],
+                        device: None,
                     })?;
                     keep.extend(loaded.plan.instances().map(|(_, i)| i.key));
                 }

@@ -34,7 +34,9 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
                 inst.stage, inst.device
             ),
             Some(
-                "remove its `device:` (or set `device: cpu`); GPU support is not built yet".into(),
+                "run it on the CPU with `--device cpu` (the key stays the same), or set `device: cpu`; \
+                 GPU support is not built yet"
+                    .into(),
             ),
         ));
     }

@@ -34,8 +34,13 @@ pub fn load(spec: &SpecArgs) -> anyhow::Result<Loaded> {
         overrides.items.push((format!("--matrix {arg}"), o));
     }
     let registry = Arc::new(Registry::builtin());
-    let pipeline = ablate_spec::load_file(&spec.file, &overrides, &*registry)
+    let mut pipeline = ablate_spec::load_file(&spec.file, &overrides, &*registry)
         .map_err(|d| anyhow::Error::new(SpecErrors(d)))?;
+    if let Some(device) = spec.device {
+        for stage in &mut pipeline.stages {
+            stage.device = device;
+        }
+    }
     let workdir = std::env::current_dir().context("failed to read the current directory")?;
     let plan = ablate_plan::build(&pipeline, &*registry, &workdir)
         .map_err(|d| anyhow::Error::new(SpecErrors(d)))?;

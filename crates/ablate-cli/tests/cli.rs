@@ -1467,6 +1467,25 @@ fn a_cuda_stage_ran_on_the_cpu_of_a_cpu_only_build() {
         &["stage `e` asks for device `cuda`", "CPU only", "hint:"],
     );
     assert!(!sb.results().exists(), "nothing ran");
+    // `--device cpu` runs it here, under the same key (the device is never in a key), and the
+    // manifest records where it ran.
+    assert_eq!(
+        sb.keys("p.yaml", &[]),
+        sb.keys("p.yaml", &["--device", "cpu"])
+    );
+    sb.ablate(&["run", "p.yaml", "--device", "cpu"])
+        .code(EXIT_OK);
+    let key = &sb.keys("p.yaml", &[])["e"];
+    let m = std::fs::read_to_string(sb.entry(key).join("manifest.json")).unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&m).unwrap()["device"], "cpu");
+    let run = sb
+        .ablate(&["run", "p.yaml", "--device", "cuda:1"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(&run.stderr, &["asks for device `cuda:1`"]);
+    let bad = sb
+        .ablate(&["run", "p.yaml", "--device", "gpu"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(&bad.stderr, &["cuda:N"]);
 }
 
 // --- More of the cache and the runner: deps, gc, retries, concurrent runs, the run table -------

@@ -7,6 +7,7 @@
 
 mod cancel;
 mod event;
+mod gpus;
 mod job;
 mod local;
 mod op;

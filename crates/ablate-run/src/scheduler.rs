@@ -13,7 +13,9 @@ use ablate_plan::{InstanceId, Plan, Reason, Status};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
 
+use crate::gpus::GpuPool;
 use crate::{CancelToken, Job, RunEvent, Summary};
+use ablate_spec::Device;
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -52,7 +54,9 @@ pub trait Executor: Send + Sync + 'static {
 pub struct RunOptions {
     /// CPU slots (`--jobs`).
     pub jobs: usize,
-    /// GPUs this machine offers (0 on a CPU build).
+    /// GPUs this machine offers (0 on a CPU build): devices `cuda:0` … that the scheduler
+    /// assigns, packing fractional `resources.gpus` onto shared devices; infinite where another
+    /// scheduler assigns devices (Slurm).
     pub gpus: f64,
     /// Memory instances may reserve, in GB (`resources.mem_gb`).
     pub mem_gb: f64,
@@ -131,6 +135,11 @@ pub async fn run<E: Executor>(
         mem: opts.mem_gb,
     };
     let mut free = Slots { ..total };
+    let mut pool = opts
+        .gpus
+        .is_finite()
+        .then(|| GpuPool::new(opts.gpus.max(0.0) as usize));
+    let mut on_gpus: BTreeMap<InstanceId, Vec<usize>> = BTreeMap::new();
     let mut running: JoinSet<(InstanceId, u32, Outcome)> = JoinSet::new();
     let mut cancelled = cancel.is_cancelled();
 
@@ -141,8 +150,14 @@ pub async fn run<E: Executor>(
             while i < ready.len() {
                 let (id, attempt) = ready[i];
                 let inst = plan.instance(id);
-                let need = demand(inst.resources, &total);
-                if let Err(why) = fits_at_all(&need, &total) {
+                let need = demand(inst.resources, inst.device, &total);
+                let pin = pinned(inst.device);
+                let never = fits_at_all(&need, &total).err().or_else(|| {
+                    pool.as_ref()
+                        .filter(|_| need.gpus > 0.0)
+                        .and_then(|p| p.never_fits(need.gpus, pin))
+                });
+                if let Some(why) = never {
                     ready.remove(i);
                     state[id.index()] = State::Failed;
                     summary.failed += 1;
@@ -165,6 +180,18 @@ pub async fn run<E: Executor>(
                     i += 1;
                     continue;
                 }
+                let mut job = Job::from_plan(plan, id);
+                if let Some(pool) = pool.as_mut().filter(|_| need.gpus > 0.0) {
+                    // Enough GPU in all, but not on one device (or the pinned one) yet.
+                    let Some(devices) = pool.take(need.gpus, pin) else {
+                        i += 1;
+                        continue;
+                    };
+                    if matches!(inst.device, Device::Cuda(_)) {
+                        job.device = GpuPool::name(&devices);
+                    }
+                    on_gpus.insert(id, devices);
+                }
                 ready.remove(i);
                 free.cpus -= need.cpus;
                 free.gpus -= need.gpus;
@@ -180,13 +207,8 @@ pub async fn run<E: Executor>(
                     key: inst.key,
                     attempt,
                 });
-                let fut = executor.execute(
-                    id,
-                    Arc::new(Job::from_plan(plan, id)),
-                    force,
-                    events.clone(),
-                    cancel.clone(),
-                );
+                let fut =
+                    executor.execute(id, Arc::new(job), force, events.clone(), cancel.clone());
                 running.spawn(async move { (id, attempt, fut.await) });
             }
         }
@@ -203,10 +225,13 @@ pub async fn run<E: Executor>(
             Err(e) => panic!("scheduler task failed: {e}"),
         };
         let inst = plan.instance(id);
-        let need = demand(inst.resources, &total);
+        let need = demand(inst.resources, inst.device, &total);
         free.cpus += need.cpus;
         free.gpus += need.gpus;
         free.mem += need.mem;
+        if let (Some(pool), Some(devices)) = (pool.as_mut(), on_gpus.remove(&id)) {
+            pool.give(&devices, need.gpus);
+        }
         let (manifest, by_other) = match outcome {
             Outcome::Computed(m) => (m, false),
             Outcome::CachedByOther(m) => (m, true),
@@ -302,12 +327,24 @@ fn final_metrics(m: &Manifest) -> BTreeMap<String, f64> {
     m.final_metrics().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
-fn demand(r: ablate_spec::Resources, total: &Slots) -> Slots {
+fn demand(r: ablate_spec::Resources, device: Device, total: &Slots) -> Slots {
     // An instance asking for more CPUs than `--jobs` runs alone rather than never.
     Slots {
         cpus: r.cpus.min(total.cpus),
-        gpus: r.gpus,
+        // A CUDA stage that declares no `gpus` takes a whole one.
+        gpus: match device {
+            Device::Cuda(_) if r.gpus == 0.0 => 1.0,
+            _ => r.gpus,
+        },
         mem: r.mem_gb,
+    }
+}
+
+/// The GPU a `cuda:N` stage is pinned to.
+fn pinned(device: Device) -> Option<u32> {
+    match device {
+        Device::Cuda(n) => n,
+        Device::Cpu => None,
     }
 }
 

@@ -1,8 +1,9 @@
 //! The scheduler and the local executor against the real store, with a fake op runner.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use ablate_cache::{Lookup, Metric, Store};
 use ablate_plan::Plan;
@@ -20,6 +21,8 @@ struct Fake {
     running: AtomicUsize,
     peak: AtomicUsize,
     attempts: AtomicUsize,
+    /// (job.stage, job.device, started, ended) of every run.
+    spans: Mutex<Vec<(String, String, Instant, Instant)>>,
 }
 
 impl Fake {
@@ -47,6 +50,7 @@ impl Fake {
             running: 0.into(),
             peak: 0.into(),
             attempts: 0.into(),
+            spans: Mutex::new(Vec::new()),
         })
     }
 }
@@ -62,6 +66,7 @@ impl OpCatalog for Fake {
 
 impl OpRunner for Fake {
     fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
+        let started = Instant::now();
         let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
         self.peak.fetch_max(now, Ordering::SeqCst);
         let p = ctx.job.params();
@@ -76,6 +81,13 @@ impl OpRunner for Fake {
             slept += 5;
         }
         self.running.fetch_sub(1, Ordering::SeqCst);
+        let span = (
+            ctx.job.stage.clone(),
+            ctx.job.device.clone(),
+            started,
+            Instant::now(),
+        );
+        self.spans.lock().unwrap().push(span);
         if ctx.is_cancelled() {
             return Err(OpError::Cancelled);
         }
@@ -106,6 +118,18 @@ fn go(
     jobs: usize,
     cancel: &CancelToken,
 ) -> (Summary, Vec<RunEvent>) {
+    go_on(fake, store, plan, jobs, 0, cancel)
+}
+
+/// [`go`] on a machine with `gpus` GPUs.
+fn go_on(
+    fake: &Arc<Fake>,
+    store: &Store,
+    plan: &Plan,
+    jobs: usize,
+    gpus: usize,
+    cancel: &CancelToken,
+) -> (Summary, Vec<RunEvent>) {
     let statuses = ablate_plan::statuses(plan, store, &[]);
     let exec = Arc::new(LocalExecutor::new(
         fake.clone(),
@@ -121,7 +145,7 @@ fn go(
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let opts = RunOptions {
         jobs,
-        gpus: 0.0,
+        gpus: gpus as f64,
         mem_gb: 1e9,
     };
     let summary = rt.block_on(ablate_run::run(plan, &statuses, exec, &opts, cancel, &tx));
@@ -335,6 +359,90 @@ fn asking_for_a_gpu_without_one_is_a_clear_failure() {
     assert_eq!((s.ran, s.failed), (1, 1));
     assert!(events.iter().any(
         |e| matches!(e, RunEvent::Failed { id, error, .. } if id == "gpu" && error.contains("GPU"))
+    ));
+}
+
+/// The most runs that overlapped in time on each device, from the fake op's spans.
+fn peak_per_device(fake: &Fake) -> BTreeMap<String, usize> {
+    let spans = fake.spans.lock().unwrap();
+    let mut peak = BTreeMap::new();
+    for (_, dev, start, _) in spans.iter() {
+        // At each run's start, count the runs on its device that had started and not ended.
+        let at = spans
+            .iter()
+            .filter(|(_, d, s, e)| d == dev && s <= start && e > start)
+            .count();
+        let p = peak.entry(dev.clone()).or_insert(0);
+        *p = (*p).max(at);
+    }
+    peak
+}
+
+#[test]
+fn gpu_shares_pack_onto_devices_without_oversubscribing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // Eight quarter-GPU runs on two GPUs: four to a device, all at once.
+    let fake = Fake::new();
+    let p = plan(
+        &fake,
+        "name: g\nstages:\n  q:\n    op: work\n    device: cuda\n    resources: { gpus: 0.25 }\n    matrix: { v: [1, 2, 3, 4, 5, 6, 7, 8] }\n    params: { ms: 150 }\n",
+    );
+    let (s, _) = go_on(&fake, &store, &p, 16, 2, &CancelToken::new());
+    assert_eq!(s.ran, 8);
+    let peak = peak_per_device(&fake);
+    assert_eq!(peak.keys().collect::<Vec<_>>(), ["cuda:0", "cuda:1"]);
+    assert!(peak.values().all(|&n| n <= 4), "{peak:?}");
+    // All eight are dispatched in one pass, spread over the two devices.
+    let spans = fake.spans.lock().unwrap().clone();
+    for d in ["cuda:0", "cuda:1"] {
+        assert_eq!(spans.iter().filter(|(_, x, _, _)| x == d).count(), 4, "{d}");
+    }
+    // The device is recorded in the manifest.
+    let key = p.instances().next().unwrap().1.key;
+    let Lookup::Hit(m) = store.lookup(&key) else {
+        panic!("cached")
+    };
+    assert!(m.device.starts_with("cuda:"), "{}", m.device);
+
+    // Pinned to cuda:1 at half a GPU: two at a time, all on cuda:1. A CUDA stage without
+    // `gpus` takes a whole device.
+    let fake = Fake::new();
+    let p = plan(
+        &fake,
+        "name: h\nstages:\n  half:\n    op: work\n    device: cuda:1\n    resources: { gpus: 0.5 }\n    matrix: { v: [1, 2, 3] }\n    params: { ms: 100 }\n  whole:\n    op: work\n    device: cuda\n    matrix: { v: [1, 2, 3] }\n    params: { ms: 120 }\n",
+    );
+    let (s, _) = go_on(&fake, &store, &p, 16, 2, &CancelToken::new());
+    assert_eq!(s.ran, 6);
+    let spans = fake.spans.lock().unwrap().clone();
+    assert!(
+        spans
+            .iter()
+            .all(|(stage, d, _, _)| stage != "half" || d == "cuda:1")
+    );
+    assert!(peak_per_device(&fake).values().all(|&n| n <= 2));
+    // A whole-GPU run never shares its device: nothing else overlaps it there.
+    for (stage, d, s0, e0) in &spans {
+        let others = spans
+            .iter()
+            .filter(|(_, x, s, e)| x == d && s < e0 && e > s0)
+            .count()
+            - 1;
+        if stage == "whole" {
+            assert_eq!(others, 0, "a whole-GPU run on {d} shared it");
+        }
+    }
+
+    // A pin beyond the machine's GPUs fails that instance, saying why.
+    let fake = Fake::new();
+    let p = plan(
+        &fake,
+        "name: k\nstages:\n  far: { op: work, device: 'cuda:5', resources: { gpus: 0.5 } }\n  near: { op: work, device: cuda }\n",
+    );
+    let (s, events) = go_on(&fake, &store, &p, 2, 2, &CancelToken::new());
+    assert_eq!((s.ran, s.failed), (1, 1));
+    assert!(events.iter().any(
+        |e| matches!(e, RunEvent::Failed { id, error, .. } if id == "far" && error.contains("cuda:5"))
     ));
 }
 

@@ -39,15 +39,16 @@ impl std::borrow::Borrow<str> for StageName {
 pub enum Device {
     #[default]
     Cpu,
-    Cuda(u32),
+    /// `cuda`: a GPU the local scheduler picks (`None`); `cuda:N`: GPU N.
+    Cuda(Option<u32>),
 }
 
 impl fmt::Display for Device {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Device::Cpu => f.write_str("cpu"),
-            Device::Cuda(0) => f.write_str("cuda"),
-            Device::Cuda(n) => write!(f, "cuda:{n}"),
+            Device::Cuda(None) => f.write_str("cuda"),
+            Device::Cuda(Some(n)) => write!(f, "cuda:{n}"),
         }
     }
 }
@@ -57,11 +58,11 @@ impl std::str::FromStr for Device {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "cpu" => Ok(Device::Cpu),
-            "cuda" => Ok(Device::Cuda(0)),
+            "cuda" => Ok(Device::Cuda(None)),
             _ => s
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
-                .map(Device::Cuda)
+                .map(|n| Device::Cuda(Some(n)))
                 .ok_or_else(|| format!("expected `cpu`, `cuda` or `cuda:N`, found `{s}`")),
         }
     }

@@ -274,7 +274,7 @@ fn a_valid_file_gives_the_exact_pipeline() {
         }
     );
     assert_eq!(resnet.retries, 0);
-    assert_eq!(resnet.device, Device::Cuda(1));
+    assert_eq!(resnet.device, Device::Cuda(Some(1)));
     assert!(!resnet.gather);
 
     // The appended `{steps: 8}` omits the `seed` axis, so it gets seed's fallback (defaults: 7).
@@ -644,7 +644,7 @@ fn set_overrides_are_parsed_as_yaml_scalars_and_type_checked() {
         "an int given for a float param is stored as a float"
     );
     assert_eq!(resnet.retries, 3);
-    assert_eq!(resnet.device, Device::Cuda(0));
+    assert_eq!(resnet.device, Device::Cuda(None));
     let data = p.stage("data").unwrap();
     assert_eq!(data.params["n_train"], json!(4));
     assert_eq!(data.params["kind"], json!("moons"));
@@ -828,13 +828,15 @@ fn a_required_param_may_come_from_every_matrix_combination() {
 #[test]
 fn device_parsing() {
     assert_eq!("cpu".parse::<Device>(), Ok(Device::Cpu));
-    assert_eq!("cuda".parse::<Device>(), Ok(Device::Cuda(0)));
-    assert_eq!("cuda:3".parse::<Device>(), Ok(Device::Cuda(3)));
+    assert_eq!("cuda".parse::<Device>(), Ok(Device::Cuda(None)));
+    assert_eq!("cuda:3".parse::<Device>(), Ok(Device::Cuda(Some(3))));
+    assert_eq!("cuda:0".parse::<Device>(), Ok(Device::Cuda(Some(0))));
     assert!("gpu".parse::<Device>().is_err());
     assert!("cuda:".parse::<Device>().is_err());
     assert!("cuda:-1".parse::<Device>().is_err());
-    assert_eq!(Device::Cuda(3).to_string(), "cuda:3");
-    assert_eq!(Device::Cuda(0).to_string(), "cuda");
+    assert_eq!(Device::Cuda(Some(3)).to_string(), "cuda:3");
+    assert_eq!(Device::Cuda(Some(0)).to_string(), "cuda:0");
+    assert_eq!(Device::Cuda(None).to_string(), "cuda");
     assert_eq!(Device::Cpu.to_string(), "cpu");
 }
 
