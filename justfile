@@ -12,6 +12,12 @@ default:
 run FILE *ARGS:
     {{ablate}} run {{FILE}} {{ARGS}}
 
+# The CUDA binary (target/release/ablate with `--features cuda`): needs the CUDA toolkit, found
+# through `CUDA_ROOT` (or `CUDA_PATH`, or nvcc on PATH). Without a toolkit, see
+# ../shared/notes/cuda.md (a build environment from PyPI wheels).
+build-cuda:
+    cargo build --release -p ablate-cli --features cuda
+
 # Show each instance of a pipeline, its key, and whether it is cached or why it will run.
 plan FILE *ARGS:
     {{ablate}} plan {{FILE}} {{ARGS}}

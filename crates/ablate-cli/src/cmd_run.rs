@@ -2,6 +2,7 @@ use std::io::IsTerminal as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ablate_ops::Registry;
 use ablate_plan::InstanceId;
 use ablate_run::{
     CancelToken, Executor, Job, LocalExecutor, Outcome, RunEvent, RunOptions, SlurmExecutor,
@@ -12,7 +13,7 @@ use anyhow::Context as _;
 
 use crate::cli::{Global, RunArgs};
 use crate::error::input;
-use crate::load::{executor_config, load, open_store};
+use crate::load::{Loaded, executor_config, load, open_store};
 use crate::report::{Mode, Reporter};
 use crate::results::{self, Completed};
 
@@ -23,23 +24,7 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    if let Some((_, inst)) = loaded
-        .plan
-        .instances()
-        .find(|(_, i)| i.device != Device::Cpu)
-    {
-        return Err(input(
-            format!(
-                "stage `{}` asks for device `{}`, but this build of ablate runs on the CPU only",
-                inst.stage, inst.device
-            ),
-            Some(
-                "run it on the CPU with `--device cpu` (the key stays the same), or set `device: cpu`; \
-                 GPU support is not built yet"
-                    .into(),
-            ),
-        ));
-    }
+    let gpus = check_devices(&loaded)?;
     let config = executor_config(&loaded, &args.executor)?;
     let slurm = config.kind == Some(ExecutorKind::Slurm);
     if !slurm && (args.detach || args.cancel_on_exit) {
@@ -87,7 +72,7 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
     } else {
         RunOptions {
             jobs,
-            gpus: 0.0,
+            gpus: gpus as f64,
             mem_gb: available_memory_gb(),
         }
     };
@@ -284,4 +269,67 @@ fn settle_slurm(
         );
     }
     Ok(())
+}
+
+/// Every `cuda` stage can run here: its op computes on a GPU, this build has CUDA, and the
+/// machine has a GPU. Returns the GPUs the local scheduler may assign.
+fn check_devices(loaded: &Loaded) -> anyhow::Result<usize> {
+    let cuda = loaded
+        .plan
+        .instances()
+        .find(|(_, i)| i.device != Device::Cpu);
+    let Some((_, inst)) = cuda else {
+        return Ok(0);
+    };
+    if cfg!(not(feature = "cuda")) {
+        return Err(input(
+            format!(
+                "stage `{}` asks for device `{}`, but this build of ablate runs on the CPU only",
+                inst.stage, inst.device
+            ),
+            Some(
+                "build the CUDA binary with `just build-cuda`, or run it on the CPU with \
+                 `--device cpu` (the key stays the same)"
+                    .into(),
+            ),
+        ));
+    }
+    if let Some((_, i)) = loaded
+        .plan
+        .instances()
+        .find(|(_, i)| i.device != Device::Cpu && !Registry::uses_gpu(&i.op))
+    {
+        return Err(input(
+            format!(
+                "stage `{}` asks for device `{}`, but its op `{}` runs on the CPU only",
+                i.stage, i.device, i.op
+            ),
+            Some(format!("remove the `device:` of stage `{}`", i.stage)),
+        ));
+    }
+    let found = gpu_count();
+    match found {
+        Ok(n) if n > 0 => Ok(n),
+        Ok(_) | Err(_) => Err(input(
+            format!(
+                "stage `{}` asks for device `{}`, but {}",
+                inst.stage,
+                inst.device,
+                found
+                    .err()
+                    .unwrap_or_else(|| "this machine has no GPU".into())
+            ),
+            Some("run it on the CPU with `--device cpu` (the key stays the same)".into()),
+        )),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn gpu_count() -> Result<usize, String> {
+    ablate_ops::cuda_devices()
+}
+
+#[cfg(not(feature = "cuda"))]
+fn gpu_count() -> Result<usize, String> {
+    Ok(0)
 }

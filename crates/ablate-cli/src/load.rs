@@ -6,7 +6,7 @@ use std::sync::Arc;
 use ablate_cache::Store;
 use ablate_ops::Registry;
 use ablate_plan::Plan;
-use ablate_spec::{ExecutorConfig, Override, Overrides};
+use ablate_spec::{Device, ExecutorConfig, Override, Overrides};
 use anyhow::Context as _;
 
 use crate::cli::{ExecutorArgs, SpecArgs};
@@ -37,8 +37,11 @@ pub fn load(spec: &SpecArgs) -> anyhow::Result<Loaded> {
     let mut pipeline = ablate_spec::load_file(&spec.file, &overrides, &*registry)
         .map_err(|d| anyhow::Error::new(SpecErrors(d)))?;
     if let Some(device) = spec.device {
+        // `--device cuda` moves the ops that can use a GPU; `--device cpu` moves every stage.
         for stage in &mut pipeline.stages {
-            stage.device = device;
+            if device == Device::Cpu || Registry::uses_gpu(&stage.op) {
+                stage.device = device;
+            }
         }
     }
     let workdir = std::env::current_dir().context("failed to read the current directory")?;

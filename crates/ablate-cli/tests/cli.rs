@@ -1478,10 +1478,24 @@ fn a_cuda_stage_ran_on_the_cpu_of_a_cpu_only_build() {
     let key = &sb.keys("p.yaml", &[])["e"];
     let m = std::fs::read_to_string(sb.entry(key).join("manifest.json")).unwrap();
     assert_eq!(serde_json::from_str::<Value>(&m).unwrap()["device"], "cpu");
+    // `--device cuda:1` moves only the stages whose op can use a GPU (the trainers).
+    sb.write("f.yaml", TINY_FLOW);
+    let plan = sb.plan("f.yaml", &["--device", "cuda:1"]);
+    for (id, e) in &plan {
+        let want = if stage_of(id) == "flow" {
+            "cuda:1"
+        } else {
+            "cpu"
+        };
+        assert_eq!(e["device"], want, "{id}");
+    }
     let run = sb
-        .ablate(&["run", "p.yaml", "--device", "cuda:1"])
+        .ablate(&["run", "f.yaml", "--device", "cuda:1"])
         .code(EXIT_INVALID_INPUT);
-    assert_contains_all(&run.stderr, &["asks for device `cuda:1`"]);
+    assert_contains_all(
+        &run.stderr,
+        &["stage `flow` asks for device `cuda:1`", "just build-cuda"],
+    );
     let bad = sb
         .ablate(&["run", "p.yaml", "--device", "gpu"])
         .code(EXIT_INVALID_INPUT);

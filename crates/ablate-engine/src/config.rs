@@ -249,6 +249,27 @@ pub enum Backend {
     /// The device-generic path: the same forward and hand-written backward pass as dfdx tensor
     /// ops (no tape), run here on dfdx's `Cpu` device. A CUDA build runs this path.
     Dfdx,
+    /// The device-generic path on GPU `N` (dfdx's `Cuda` device): builds with the `cuda`
+    /// feature only.
+    #[cfg(feature = "cuda")]
+    Cuda(u32),
+}
+
+/// How many GPUs the CUDA driver sees, or why it sees none.
+#[cfg(feature = "cuda")]
+pub fn cuda_devices() -> Result<usize, String> {
+    use cudarc::driver::result;
+    result::init().map_err(|e| format!("the CUDA driver did not start ({e:?})"))?;
+    result::device::get_count()
+        .map(|n| n.max(0) as usize)
+        .map_err(|e| format!("the CUDA driver could not count its GPUs ({e:?})"))
+}
+
+/// dfdx's CUDA device `ordinal`, or an error naming it.
+#[cfg(feature = "cuda")]
+pub(crate) fn cuda_device(ordinal: u32, seed: u64) -> Result<dfdx::tensor::Cuda, EngineError> {
+    dfdx::tensor::Cuda::try_build(ordinal as usize, seed)
+        .map_err(|e| EngineError::InvalidConfig(format!("cannot open GPU `cuda:{ordinal}`: {e:?}")))
 }
 
 /// How to run a training or evaluation; none of it changes the results of [`Backend::Cpu`]:

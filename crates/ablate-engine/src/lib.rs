@@ -35,6 +35,8 @@ mod tests;
 pub use analysis::{
     Grid, InverseErrors, MetricStats, Trace, det, grid_over, metric_stats, sym_eigen,
 };
+#[cfg(feature = "cuda")]
+pub use config::cuda_devices;
 pub use config::{
     Activation, Backend, ExecOptions, FlowConfig, Form, Integrator, TrainConfig, Weights,
 };

@@ -87,6 +87,11 @@ pub fn train_flow_with(
             })?
         }
         Backend::Dfdx => train_flow_on(&dfdx::tensor::Cpu::default(), cfg, train, data, observer),
+        #[cfg(feature = "cuda")]
+        Backend::Cuda(n) => {
+            let dev = crate::config::cuda_device(n, train.seed)?;
+            train_flow_on(&dev, cfg, train, data, observer)
+        }
     }
 }
 

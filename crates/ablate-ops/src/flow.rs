@@ -248,7 +248,7 @@ impl Op for TrainFlow {
         // stay out of the key.
         let exec = ExecOptions {
             threads: ctx.threads(),
-            backend: Backend::Cpu,
+            backend: backend(ctx)?,
         };
         let flow = ablate_engine::train_flow_with(&config, &train, &data, &exec, &mut observer)
             .map_err(engine_error)?;
@@ -388,5 +388,31 @@ impl Op for EvalFlow {
             metrics,
             publish: Vec::new(),
         })
+    }
+}
+
+/// The engine backend of a training op on its job's `device`: this crate's CPU kernels on `cpu`;
+/// dfdx's CUDA device on `cuda:N` (the first of `cuda:N,M`; `cuda` alone is the first visible
+/// GPU, as on a Slurm node) in a build with the `cuda` feature.
+pub(crate) fn backend(ctx: &OpContext<'_>) -> Result<Backend, OpError> {
+    let device = ctx.job.device.as_str();
+    if device == "cpu" {
+        return Ok(Backend::Cpu);
+    }
+    let ordinal: Option<u32> = match device {
+        "cuda" => Some(0),
+        _ => device
+            .strip_prefix("cuda:")
+            .and_then(|list| list.split(',').next())
+            .and_then(|n| n.parse().ok()),
+    };
+    match ordinal {
+        #[cfg(feature = "cuda")]
+        Some(n) => Ok(Backend::Cuda(n)),
+        _ => Err(OpError::msg(format!(
+            "`{}` cannot run on device `{device}`: this build of ablate has no CUDA support \
+             (build it with `just build-cuda`, or run with `--device cpu`)",
+            ctx.job.op()
+        ))),
     }
 }

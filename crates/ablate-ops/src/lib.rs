@@ -20,4 +20,7 @@ mod registry;
 mod report;
 mod rng;
 
+/// How many GPUs the CUDA driver sees, or why it sees none.
+#[cfg(feature = "cuda")]
+pub use ablate_engine::cuda_devices;
 pub use registry::Registry;

@@ -6,6 +6,7 @@ use std::ops::ControlFlow;
 use std::path::Path;
 
 use ablate_cache::Metric;
+use ablate_engine::ExecOptions;
 use ablate_engine::lm::{
     self, Arch, Denoiser, Example, LmConfig, LmObserver, LmTrainConfig, Mixture, MixtureOptions,
     Sampler, StepLog, Task,
@@ -17,7 +18,7 @@ use ablate_spec::{OpSchema, ParamSpec, ParamType, Params, Value};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::flow::{artifact, engine_error, training_progress};
+use crate::flow::{artifact, backend, engine_error, training_progress};
 use crate::params::typed;
 use crate::registry::Op;
 
@@ -557,7 +558,11 @@ impl Op for TrainLm {
         .map_err(engine_error)?;
         let mut observer = StepObserver { ctx };
         let mut batches = |_step: usize| sampler.next_batch(p.batch);
-        let (model, log) = lm::train_lm(&cfg, &train, ctx.threads(), &mut batches, &mut observer)
+        let exec = ExecOptions {
+            threads: ctx.threads(),
+            backend: backend(ctx)?,
+        };
+        let (model, log) = lm::train_lm_with(&cfg, &train, &exec, &mut batches, &mut observer)
             .map_err(engine_error)?;
 
         let out = ctx.out_dir();

@@ -41,6 +41,12 @@ impl Registry {
         Registry { ops }
     }
 
+    /// Whether `op` computes on its job's device (a GPU in a CUDA build); every other op runs
+    /// on the CPU whatever its stage's `device` says. Only the trainers do so far.
+    pub fn uses_gpu(op: &str) -> bool {
+        matches!(op, "train.flow" | "train.lm")
+    }
+
     pub fn schemas(&self) -> impl Iterator<Item = &OpSchema> {
         self.ops.iter().map(|op| op.schema())
     }

@@ -87,6 +87,8 @@ struct JsonInstance<'a> {
     label: &'a str,
     labels: Labels<'a>,
     op: &'a str,
+    /// Where it runs (`cpu`, `cuda`, `cuda:N`): not part of the key.
+    device: String,
     key: &'a InstanceKey,
     status: &'static str,
     reason: Option<&'static str>,
@@ -122,6 +124,7 @@ fn json(plan: &Plan, statuses: &[Status]) -> String {
                 label: &inst.label,
                 labels: Labels(&inst.labels),
                 op: &inst.op,
+                device: inst.device.to_string(),
                 key: &inst.key,
                 status,
                 reason: reason.map(Reason::kind),

@@ -114,25 +114,38 @@ pub fn train_lm_with(
             Ok::<_, EngineError>(std::mem::take(&mut *runner.params_mut()))
         })?,
         Backend::Dfdx => {
-            let mut source = TensorSource {
-                dev: dfdx::tensor::Cpu::default(),
-                cfg,
-                layout: &layout,
-                params: init,
-            };
-            run_steps(
-                cfg,
-                train,
-                &layout,
-                &mut source,
-                batches,
-                observer,
-                &mut logs,
-            )?;
-            source.params
+            let dev = dfdx::tensor::Cpu::default();
+            on_tensors(dev, cfg, train, &layout, init, batches, observer, &mut logs)?
+        }
+        #[cfg(feature = "cuda")]
+        Backend::Cuda(n) => {
+            let dev = crate::config::cuda_device(n, train.seed)?;
+            on_tensors(dev, cfg, train, &layout, init, batches, observer, &mut logs)?
         }
     };
     Ok((Lm::from_parts(cfg.clone(), params)?, logs))
+}
+
+/// The training steps on dfdx's device `dev`; returns the trained parameters.
+#[allow(clippy::too_many_arguments)]
+fn on_tensors<D: dfdx::tensor_ops::Device<f32>>(
+    dev: D,
+    cfg: &LmConfig,
+    train: &LmTrainConfig,
+    layout: &LmLayout,
+    init: Vec<f32>,
+    batches: &mut dyn FnMut(usize) -> Batch,
+    observer: &mut dyn LmObserver,
+    logs: &mut Vec<StepLog>,
+) -> Result<Vec<f32>, EngineError> {
+    let mut source = TensorSource {
+        dev,
+        cfg,
+        layout,
+        params: init,
+    };
+    run_steps(cfg, train, layout, &mut source, batches, observer, logs)?;
+    Ok(source.params)
 }
 
 /// Where a training step's gradient comes from, and the parameters it updates.
