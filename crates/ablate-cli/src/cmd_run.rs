@@ -24,9 +24,9 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    let gpus = check_devices(&loaded)?;
     let config = executor_config(&loaded, &args.executor)?;
     let slurm = config.kind == Some(ExecutorKind::Slurm);
+    let gpus = check_devices(&loaded, slurm)?;
     if !slurm && (args.detach || args.cancel_on_exit) {
         let flag = if args.detach {
             "--detach"
@@ -271,9 +271,10 @@ fn settle_slurm(
     Ok(())
 }
 
-/// Every `cuda` stage can run here: its op computes on a GPU, this build has CUDA, and the
-/// machine has a GPU. Returns the GPUs the local scheduler may assign.
-fn check_devices(loaded: &Loaded) -> anyhow::Result<usize> {
+/// Every `cuda` stage can run: its op computes on a GPU, this build has CUDA, and (for a local
+/// run; on Slurm the cluster's nodes have the GPUs) this machine has a GPU. Returns the GPUs the
+/// local scheduler may assign.
+fn check_devices(loaded: &Loaded, slurm: bool) -> anyhow::Result<usize> {
     let cuda = loaded
         .plan
         .instances()
@@ -306,6 +307,9 @@ fn check_devices(loaded: &Loaded) -> anyhow::Result<usize> {
             ),
             Some(format!("remove the `device:` of stage `{}`", i.stage)),
         ));
+    }
+    if slurm {
+        return Ok(0);
     }
     let found = gpu_count();
     match found {
