@@ -66,13 +66,13 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
         // The cluster schedules: every ready instance is submitted at once.
         RunOptions {
             jobs: 1 << 20,
-            gpus: f64::INFINITY,
+            gpus: None,
             mem_gb: f64::INFINITY,
         }
     } else {
         RunOptions {
             jobs,
-            gpus: gpus as f64,
+            gpus: Some(gpus),
             mem_gb: available_memory_gb(),
         }
     };

@@ -62,10 +62,15 @@ impl GpuPool {
     /// Why an instance needing `need` GPUs (on `pin`) can never run here, if it cannot.
     pub(crate) fn never_fits(&self, need: f64, pin: Option<u32>) -> Option<String> {
         let n = self.used.len();
+        if n == 0 {
+            return Some(format!(
+                "needs {need} GPU(s), but this machine offers none to ablate (a CPU-only build or no GPU found); set `resources.gpus: 0` to run it on the CPU"
+            ));
+        }
         match pin {
             Some(d) if d as usize >= n => Some(format!(
                 "asks for GPU `cuda:{d}`, but this machine has {n} GPU(s) (cuda:0 to cuda:{})",
-                n.max(1) - 1
+                n - 1
             )),
             Some(d) if need > 1.0 + EPS => Some(format!(
                 "needs {need} GPUs but is pinned to one (`cuda:{d}`); use `device: cuda` to let ablate pick them"
@@ -129,5 +134,11 @@ mod tests {
         assert!(p.never_fits(3.0, None).unwrap().contains("has 2"));
         assert_eq!(p.never_fits(2.0, None), None);
         assert_eq!(p.never_fits(1.0, Some(1)), None);
+        assert!(
+            GpuPool::new(0)
+                .never_fits(0.5, None)
+                .unwrap()
+                .contains("offers none")
+        );
     }
 }

@@ -54,10 +54,10 @@ pub trait Executor: Send + Sync + 'static {
 pub struct RunOptions {
     /// CPU slots (`--jobs`).
     pub jobs: usize,
-    /// GPUs this machine offers (0 on a CPU build): devices `cuda:0` … that the scheduler
-    /// assigns, packing fractional `resources.gpus` onto shared devices; infinite where another
-    /// scheduler assigns devices (Slurm).
-    pub gpus: f64,
+    /// This machine's GPUs (`cuda:0` …; 0 on a CPU build), which the scheduler assigns,
+    /// packing fractional `resources.gpus` onto shared devices; `None` where another scheduler
+    /// assigns devices (Slurm).
+    pub gpus: Option<usize>,
     /// Memory instances may reserve, in GB (`resources.mem_gb`).
     pub mem_gb: f64,
 }
@@ -74,7 +74,6 @@ enum State {
 
 struct Slots {
     cpus: f64,
-    gpus: f64,
     mem: f64,
 }
 
@@ -131,14 +130,10 @@ pub async fn run<E: Executor>(
 
     let total = Slots {
         cpus: opts.jobs.max(1) as f64,
-        gpus: opts.gpus,
         mem: opts.mem_gb,
     };
     let mut free = Slots { ..total };
-    let mut pool = opts
-        .gpus
-        .is_finite()
-        .then(|| GpuPool::new(opts.gpus.max(0.0) as usize));
+    let mut pool = opts.gpus.map(GpuPool::new);
     let mut on_gpus: BTreeMap<InstanceId, Vec<usize>> = BTreeMap::new();
     let mut running: JoinSet<(InstanceId, u32, Outcome)> = JoinSet::new();
     let mut cancelled = cancel.is_cancelled();
@@ -150,12 +145,13 @@ pub async fn run<E: Executor>(
             while i < ready.len() {
                 let (id, attempt) = ready[i];
                 let inst = plan.instance(id);
-                let need = demand(inst.resources, inst.device, &total);
+                let need = demand(inst.resources, &total);
+                let gpus = gpus_needed(inst.resources, inst.device);
                 let pin = pinned(inst.device);
                 let never = fits_at_all(&need, &total).err().or_else(|| {
                     pool.as_ref()
-                        .filter(|_| need.gpus > 0.0)
-                        .and_then(|p| p.never_fits(need.gpus, pin))
+                        .filter(|_| gpus > 0.0)
+                        .and_then(|p| p.never_fits(gpus, pin))
                 });
                 if let Some(why) = never {
                     ready.remove(i);
@@ -173,17 +169,13 @@ pub async fn run<E: Executor>(
                     summary.skipped += skip_descendants(plan, id, &mut state, &emit);
                     continue;
                 }
-                if need.cpus > free.cpus + 1e-9
-                    || need.gpus > free.gpus + 1e-9
-                    || need.mem > free.mem + 1e-9
-                {
+                if need.cpus > free.cpus + 1e-9 || need.mem > free.mem + 1e-9 {
                     i += 1;
                     continue;
                 }
                 let mut job = Job::from_plan(plan, id);
-                if let Some(pool) = pool.as_mut().filter(|_| need.gpus > 0.0) {
-                    // Enough GPU in all, but not on one device (or the pinned one) yet.
-                    let Some(devices) = pool.take(need.gpus, pin) else {
+                if let Some(pool) = pool.as_mut().filter(|_| gpus > 0.0) {
+                    let Some(devices) = pool.take(gpus, pin) else {
                         i += 1;
                         continue;
                     };
@@ -194,7 +186,6 @@ pub async fn run<E: Executor>(
                 }
                 ready.remove(i);
                 free.cpus -= need.cpus;
-                free.gpus -= need.gpus;
                 free.mem -= need.mem;
                 state[id.index()] = State::Running;
                 let force = matches!(
@@ -225,12 +216,11 @@ pub async fn run<E: Executor>(
             Err(e) => panic!("scheduler task failed: {e}"),
         };
         let inst = plan.instance(id);
-        let need = demand(inst.resources, inst.device, &total);
+        let need = demand(inst.resources, &total);
         free.cpus += need.cpus;
-        free.gpus += need.gpus;
         free.mem += need.mem;
         if let (Some(pool), Some(devices)) = (pool.as_mut(), on_gpus.remove(&id)) {
-            pool.give(&devices, need.gpus);
+            pool.give(&devices, gpus_needed(inst.resources, inst.device));
         }
         let (manifest, by_other) = match outcome {
             Outcome::Computed(m) => (m, false),
@@ -327,16 +317,20 @@ fn final_metrics(m: &Manifest) -> BTreeMap<String, f64> {
     m.final_metrics().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
-fn demand(r: ablate_spec::Resources, device: Device, total: &Slots) -> Slots {
+fn demand(r: ablate_spec::Resources, total: &Slots) -> Slots {
     // An instance asking for more CPUs than `--jobs` runs alone rather than never.
     Slots {
         cpus: r.cpus.min(total.cpus),
-        // A CUDA stage that declares no `gpus` takes a whole one.
-        gpus: match device {
-            Device::Cuda(_) if r.gpus == 0.0 => 1.0,
-            _ => r.gpus,
-        },
         mem: r.mem_gb,
+    }
+}
+
+/// The GPUs an instance takes: its `resources.gpus`, or a whole one for a CUDA stage that
+/// declares none.
+fn gpus_needed(r: ablate_spec::Resources, device: Device) -> f64 {
+    match device {
+        Device::Cuda(_) if r.gpus == 0.0 => 1.0,
+        _ => r.gpus,
     }
 }
 
@@ -349,19 +343,6 @@ fn pinned(device: Device) -> Option<u32> {
 }
 
 fn fits_at_all(need: &Slots, total: &Slots) -> Result<(), String> {
-    if need.gpus > total.gpus + 1e-9 {
-        return Err(if total.gpus == 0.0 {
-            format!(
-                "needs {} GPU(s), but this machine offers none to ablate (a CPU-only build or no GPU found); set `resources.gpus: 0` to run it on the CPU",
-                need.gpus
-            )
-        } else {
-            format!(
-                "needs {} GPU(s), but this machine has {}",
-                need.gpus, total.gpus
-            )
-        });
-    }
     if need.mem > total.mem + 1e-9 {
         return Err(format!(
             "needs {} GB of memory (`resources.mem_gb`), but only {:.1} GB are available",

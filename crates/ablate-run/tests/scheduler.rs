@@ -145,7 +145,7 @@ fn go_on(
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let opts = RunOptions {
         jobs,
-        gpus: gpus as f64,
+        gpus: Some(gpus),
         mem_gb: 1e9,
     };
     let summary = rt.block_on(ablate_run::run(plan, &statuses, exec, &opts, cancel, &tx));

@@ -98,54 +98,48 @@ impl Lm {
         threads: usize,
     ) -> Result<Vec<Vec<u32>>, EngineError> {
         let cfg = &self.cfg;
+        if cfg.arch == Arch::EncDec {
+            let none = vec![Vec::new(); inputs.len()];
+            return self.generate_in_decoder(inputs, &none, max_new, stop, threads);
+        }
         let bad = |m: String| Err(EngineError::InvalidData(m));
         self.check_prompts(inputs, cfg.seq_len, "a prompt")?;
         let layout = self.layout();
         let mut out = vec![Vec::new(); inputs.len()];
         let stopped = |made: &[u32]| made.last().is_some_and(|t| stop.contains(t));
-        match cfg.arch {
-            Arch::Decoder => {
-                if inputs.iter().any(|x| x.is_empty()) {
-                    return bad("decoder-only generation needs a non-empty prompt".into());
-                }
-                let fits = |r: usize, made: &[u32]| inputs[r].len() + made.len() < cfg.seq_len;
-                let mut live: Vec<usize> = (0..inputs.len())
-                    .filter(|&r| max_new > 0 && fits(r, &[]))
-                    .collect();
-                with_runner(cfg, &layout, self.params.clone(), threads, |runner| {
-                    let mut batch = Batch::default();
-                    let mut at = Vec::new();
-                    while !live.is_empty() {
-                        let len = live
-                            .iter()
-                            .map(|&r| inputs[r].len() + out[r].len())
-                            .max()
-                            .unwrap_or(0);
-                        fill(&mut batch, live.len(), len, 0, 0);
-                        at.clear();
-                        for (k, &r) in live.iter().enumerate() {
-                            let row = &mut batch.tokens[k * len..(k + 1) * len];
-                            let n = inputs[r].len();
-                            row[..n].copy_from_slice(&inputs[r]);
-                            row[n..n + out[r].len()].copy_from_slice(&out[r]);
-                            batch.prefix[k] = if prefix_lm { n } else { 0 };
-                            at.push(n + out[r].len() - 1);
-                        }
-                        let next = runner.greedy(&batch, &at);
-                        for (k, &r) in live.iter().enumerate() {
-                            out[r].push(next[k]);
-                        }
-                        live.retain(|&r| {
-                            !stopped(&out[r]) && out[r].len() < max_new && fits(r, &out[r])
-                        });
-                    }
-                });
-            }
-            Arch::EncDec => {
-                let none = vec![Vec::new(); inputs.len()];
-                return self.generate_in_decoder(inputs, &none, max_new, stop, threads);
-            }
+        if inputs.iter().any(|x| x.is_empty()) {
+            return bad("decoder-only generation needs a non-empty prompt".into());
         }
+        let fits = |r: usize, made: &[u32]| inputs[r].len() + made.len() < cfg.seq_len;
+        let mut live: Vec<usize> = (0..inputs.len())
+            .filter(|&r| max_new > 0 && fits(r, &[]))
+            .collect();
+        with_runner(cfg, &layout, self.params.clone(), threads, |runner| {
+            let mut batch = Batch::default();
+            let mut at = Vec::new();
+            while !live.is_empty() {
+                let len = live
+                    .iter()
+                    .map(|&r| inputs[r].len() + out[r].len())
+                    .max()
+                    .unwrap_or(0);
+                fill(&mut batch, live.len(), len, 0, 0);
+                at.clear();
+                for (k, &r) in live.iter().enumerate() {
+                    let row = &mut batch.tokens[k * len..(k + 1) * len];
+                    let n = inputs[r].len();
+                    row[..n].copy_from_slice(&inputs[r]);
+                    row[n..n + out[r].len()].copy_from_slice(&out[r]);
+                    batch.prefix[k] = if prefix_lm { n } else { 0 };
+                    at.push(n + out[r].len() - 1);
+                }
+                let next = runner.greedy(&batch, &at);
+                for (k, &r) in live.iter().enumerate() {
+                    out[r].push(next[k]);
+                }
+                live.retain(|&r| !stopped(&out[r]) && out[r].len() < max_new && fits(r, &out[r]));
+            }
+        });
         Ok(out)
     }
 
