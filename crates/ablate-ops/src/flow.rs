@@ -396,19 +396,12 @@ impl Op for EvalFlow {
 /// GPU, as on a Slurm node) in a build with the `cuda` feature.
 pub(crate) fn backend(ctx: &OpContext<'_>) -> Result<Backend, OpError> {
     let device = ctx.job.device.as_str();
-    if device == "cpu" {
-        return Ok(Backend::Cpu);
-    }
-    let ordinal: Option<u32> = match device {
-        "cuda" => Some(0),
-        _ => device
-            .strip_prefix("cuda:")
-            .and_then(|list| list.split(',').next())
-            .and_then(|n| n.parse().ok()),
-    };
-    match ordinal {
+    // The scheduler names several devices `cuda:N,M`; the first is the one an op uses.
+    let first = device.split(',').next().unwrap_or(device);
+    match first.parse::<ablate_spec::Device>() {
+        Ok(ablate_spec::Device::Cpu) => Ok(Backend::Cpu),
         #[cfg(feature = "cuda")]
-        Some(n) => Ok(Backend::Cuda(n)),
+        Ok(ablate_spec::Device::Cuda(n)) => Ok(Backend::Cuda(n.unwrap_or(0))),
         _ => Err(OpError::msg(format!(
             "`{}` cannot run on device `{device}`: this build of ablate has no CUDA support \
              (build it with `just build-cuda`, or run with `--device cpu`)",
