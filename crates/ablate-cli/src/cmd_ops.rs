@@ -63,6 +63,12 @@ pub fn ops(args: OpsArgs) -> anyhow::Result<u8> {
         let hint = Some(hint);
         return Err(input(format!("there is no op `{op}`"), hint));
     }
+    let tag = &ablate_spec::TAG;
+    let _ = writeln!(
+        out,
+        "Every op also takes `{}` ({}, optional): {}.",
+        tag.name, tag.ty, tag.doc
+    );
     crate::stdout::print(&out)?;
     Ok(crate::EXIT_OK)
 }

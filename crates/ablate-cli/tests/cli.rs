@@ -1478,11 +1478,19 @@ fn a_cuda_stage_ran_on_the_cpu_of_a_cpu_only_build() {
     let key = &sb.keys("p.yaml", &[])["e"];
     let m = std::fs::read_to_string(sb.entry(key).join("manifest.json")).unwrap();
     assert_eq!(serde_json::from_str::<Value>(&m).unwrap()["device"], "cpu");
-    // `--device cuda:1` moves only the stages whose op can use a GPU (the trainers).
+    // `tag` keeps a run apart (e.g. a GPU rerun beside the CPU entry): a new key, and the op
+    // runs as before.
+    let tagged = sb.keys("p.yaml", &["--set", "e.params.tag=gpu"]);
+    assert_ne!(tagged["e"], *key);
+    sb.ablate(&["run", "p.yaml", "--device", "cpu", "--set", "e.params.tag=gpu"])
+        .code(EXIT_OK);
+    assert!(sb.entry(&tagged["e"]).join("manifest.json").exists());
+    // `--device cuda:1` moves only the stages whose op can use a GPU (the trainer and the
+    // evaluation, not the data or the report).
     sb.write("f.yaml", TINY_FLOW);
     let plan = sb.plan("f.yaml", &["--device", "cuda:1"]);
     for (id, e) in &plan {
-        let want = if stage_of(id) == "flow" {
+        let want = if ["flow", "eval"].contains(&stage_of(id)) {
             "cuda:1"
         } else {
             "cpu"

@@ -460,12 +460,7 @@ impl Net<'_> {
 /// Softmax cross-entropy of one row of logits: returns the loss and the argmax (first of ties),
 /// and leaves the softmax probabilities in `row`. Non-finite logits give a NaN loss.
 pub(crate) fn softmax_xent(row: &mut [f32], label: usize) -> (f32, usize) {
-    let mut argmax = 0;
-    for (i, v) in row.iter().enumerate() {
-        if *v > row[argmax] {
-            argmax = i;
-        }
-    }
+    let argmax = kernels::argmax(row);
     let max = row[argmax];
     let mut sum = 0.0f32;
     for v in row.iter() {

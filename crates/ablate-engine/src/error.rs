@@ -32,9 +32,26 @@ pub enum EngineError {
     /// A model file exists but is not a model this crate wrote.
     #[error("`{}` is not a valid model file: {message}", path.display())]
     Format { path: PathBuf, message: String },
-    /// The dfdx device reported an error (out of memory, a CUDA failure).
+    /// The dfdx device reported an error (a CUDA failure).
     #[error("device error: {0}")]
     Device(String),
+    /// The device could not allocate memory (a GPU shared by too many runs, or too large a
+    /// batch); the message is the device's own.
+    #[error("the device ran out of memory ({0})")]
+    OutOfMemory(String),
+}
+
+/// A dfdx device's error (or a panic message from inside dfdx) as an [`EngineError`]: an
+/// allocation failure is [`EngineError::OutOfMemory`], anything else [`EngineError::Device`].
+pub(crate) fn device_error(e: impl std::fmt::Display) -> EngineError {
+    let message = e.to_string();
+    // The CUDA driver's, cuBLAS's and dfdx's CPU device's names for a failed allocation.
+    let oom = ["OUT_OF_MEMORY", "ALLOC_FAILED", "OutOfMemory"];
+    if oom.iter().any(|m| message.contains(m)) {
+        EngineError::OutOfMemory(message)
+    } else {
+        EngineError::Device(message)
+    }
 }
 
 impl EngineError {
@@ -50,5 +67,67 @@ impl EngineError {
             path: path.to_path_buf(),
             message: message.into(),
         }
+    }
+}
+
+/// Runs `body`, which drives a dfdx device, turning a panic inside dfdx (which unwraps some of
+/// its allocations and copies, on the GPU as on the CPU) into an error of this run: a GPU out
+/// of memory fails the one evaluation or training that hit it, with a message that says so.
+pub(crate) fn catching<R>(body: impl FnOnce() -> Result<R, EngineError>) -> Result<R, EngineError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        Err(match device_error(&message) {
+            EngineError::Device(m) => EngineError::Device(format!("dfdx panicked: {m}")),
+            oom => oom,
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_allocation_failure_is_out_of_memory_and_names_the_device_message() {
+        let driver = r#"DriverError(CUDA_ERROR_OUT_OF_MEMORY, "out of memory")"#;
+        for m in [
+            driver,
+            "CublasError(CUBLAS_STATUS_ALLOC_FAILED)",
+            "CpuError::OutOfMemory",
+        ] {
+            let e = device_error(m);
+            assert!(matches!(e, EngineError::OutOfMemory(_)), "{m}: {e:?}");
+            assert!(e.to_string().contains(m), "{e}");
+        }
+        let e =
+            device_error("DriverError(CUDA_ERROR_LAUNCH_FAILED, \"unspecified launch failure\")");
+        assert!(matches!(e, EngineError::Device(_)), "{e:?}");
+    }
+
+    #[test]
+    fn a_panic_inside_the_device_becomes_this_runs_error() {
+        let e = catching::<()>(|| {
+            panic!("called `Result::unwrap()` on an `Err` value: DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")")
+        })
+        .unwrap_err();
+        assert!(matches!(e, EngineError::OutOfMemory(_)), "{e:?}");
+        assert!(
+            e.to_string().starts_with("the device ran out of memory"),
+            "{e}"
+        );
+        let e = catching::<()>(|| panic!("index out of bounds")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "device error: dfdx panicked: index out of bounds"
+        );
+        assert_eq!(catching(|| Ok(3)).unwrap(), 3);
+        assert!(matches!(
+            catching::<()>(|| Err(EngineError::Cancelled)),
+            Err(EngineError::Cancelled)
+        ));
     }
 }

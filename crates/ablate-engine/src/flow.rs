@@ -6,8 +6,11 @@ use std::path::Path;
 use dfdx::tensor_ops::Device;
 
 use crate::cpu::Net;
+use crate::error::catching;
 use crate::model_file::{self, FORMAT_KEY, ModelFile};
 use crate::params::Layout;
+use crate::runtime::{Kind, Runtime};
+use crate::tensor;
 use crate::{Dataset, EngineError, FlowConfig};
 
 /// Metadata key and value that mark a file as a flow model.
@@ -108,15 +111,27 @@ impl Flow {
         }
     }
 
-    /// Mean cross-entropy and accuracy on `data`.
+    /// Mean cross-entropy and accuracy on `data` (CPU kernels, one thread).
     pub fn evaluate(&self, data: &Dataset) -> Result<Evaluation, EngineError> {
+        self.evaluate_on(data, &Runtime::cpu(1))
+    }
+
+    /// [`Flow::evaluate`] with the forward passes on `rt` (a GPU in a `cuda` build); the loss
+    /// of each row is taken on the host, so backends differ only by the logits' rounding.
+    pub fn evaluate_on(&self, data: &Dataset, rt: &Runtime) -> Result<Evaluation, EngineError> {
         data.validate_for(&self.config)?;
         if data.is_empty() {
             return Err(EngineError::InvalidData(
                 "cannot evaluate on an empty data set".into(),
             ));
         }
-        let stats = self.net().evaluate(&data.x, &data.y);
+        let (cfg, layout, p, x, y) = (&self.config, &self.layout, &self.params, &data.x, &data.y);
+        let stats = match &rt.kind {
+            Kind::Cpu { .. } => self.net().evaluate(x, y),
+            Kind::Dfdx(dev) => catching(|| tensor::eval_stats(dev, cfg, layout, p, x, y))?,
+            #[cfg(feature = "cuda")]
+            Kind::Cuda { dev, .. } => catching(|| tensor::eval_stats(dev, cfg, layout, p, x, y))?,
+        };
         let n = data.len();
         Ok(Evaluation {
             loss: stats.loss_sum / n as f64,

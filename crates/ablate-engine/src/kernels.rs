@@ -427,3 +427,14 @@ mod tests {
         }
     }
 }
+
+/// The index of the first maximum of `row` (a NaN never wins; 0 for an empty row).
+pub(crate) fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (j, &x) in row.iter().enumerate() {
+        if x > row[best] {
+            best = j;
+        }
+    }
+    best
+}

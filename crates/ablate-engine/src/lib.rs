@@ -26,6 +26,7 @@ mod model_file;
 mod params;
 mod pool;
 mod rng;
+mod runtime;
 mod tensor;
 mod train;
 
@@ -43,6 +44,7 @@ pub use config::{
 pub use data::Dataset;
 pub use error::EngineError;
 pub use flow::{Evaluation, Flow};
+pub use runtime::Runtime;
 pub use train::{
     EpochReport, NoObserver, TrainObserver, train_flow, train_flow_on, train_flow_with,
 };

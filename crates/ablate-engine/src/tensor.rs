@@ -24,9 +24,7 @@ use crate::{EngineError, FlowConfig, TrainConfig};
 type T2<D> = Tensor<(usize, usize), f32, D>;
 type T1<D> = Tensor<(usize,), f32, D>;
 
-fn device_err(e: impl std::fmt::Display) -> EngineError {
-    EngineError::Device(e.to_string())
-}
+use crate::error::device_error as device_err;
 
 /// `y = x·Wᵀ + b` on the device.
 #[derive(Clone, Debug)]
@@ -379,13 +377,7 @@ fn stats_from_log_probs(logp: &[f32], y: &[u32], classes: usize) -> BatchStats {
     let mut stats = BatchStats::default();
     for (row, &label) in logp.chunks_exact(classes).zip(y) {
         stats.loss_sum += -row[label as usize] as f64;
-        let mut argmax = 0;
-        for (i, v) in row.iter().enumerate() {
-            if *v > row[argmax] {
-                argmax = i;
-            }
-        }
-        stats.correct += usize::from(argmax == label as usize);
+        stats.correct += usize::from(crate::kernels::argmax(row) == label as usize);
     }
     stats
 }
@@ -527,6 +519,40 @@ pub(crate) fn logits<D: Device<f32>>(
         Ok(forward(cfg, &params, input)?.logits.as_vec())
     };
     run().map_err(device_err)
+}
+
+/// Rows of a data set scored per forward pass on a device: large enough that a GPU is busy,
+/// small enough that the activations of a wide flow stay in a few MB.
+const EVAL_ROWS: usize = 4096;
+
+/// Loss sum and correct count of a data set through the tensor path on `dev`; each row is
+/// scored on the host as the CPU backend scores it ([`crate::cpu::softmax_xent`]).
+pub(crate) fn eval_stats<D: Device<f32>>(
+    dev: &D,
+    cfg: &FlowConfig,
+    layout: &Layout,
+    p: &[f32],
+    x: &[f32],
+    y: &[u32],
+) -> Result<BatchStats, EngineError> {
+    let params = TParams::load(dev, layout, p).map_err(device_err)?;
+    let (d, c) = (cfg.in_dim, cfg.classes);
+    let mut total = BatchStats::default();
+    for (xc, yc) in x.chunks(EVAL_ROWS * d).zip(y.chunks(EVAL_ROWS)) {
+        let input = dev
+            .try_tensor_from_vec(xc.to_vec(), (yc.len(), d))
+            .map_err(device_err)?;
+        let mut logits = forward(cfg, &params, input)
+            .map_err(device_err)?
+            .logits
+            .as_vec();
+        for (row, &label) in logits.chunks_exact_mut(c).zip(yc) {
+            let (loss, argmax) = crate::cpu::softmax_xent(row, label as usize);
+            total.loss_sum += loss as f64;
+            total.correct += usize::from(argmax == label as usize);
+        }
+    }
+    Ok(total)
 }
 
 /// Loss sum and gradient (flat, layout order) of the summed loss over `(x, y)`, through the

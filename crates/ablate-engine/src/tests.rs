@@ -832,6 +832,33 @@ fn evaluation_matches_logits() {
     assert_eq!(ws.logits(5, 3), &logits[..15]);
 }
 
+/// The dfdx device path (a CUDA build's evaluation) scores a data set as the CPU kernels do,
+/// over more rows than one device pass takes, for every form and integrator.
+#[test]
+fn evaluation_on_a_device_matches_the_cpu() {
+    let dfdx = Runtime::open(&ExecOptions {
+        threads: 1,
+        backend: Backend::Dfdx,
+    })
+    .unwrap();
+    assert_eq!(dfdx.backend(), Backend::Dfdx);
+    let data = toy_data(4500, 2, 3, 8);
+    for v in variants() {
+        let cfg = variant(&cfg(Weights::Unshared, 2, 4), v);
+        let flow = Flow::init(&cfg, 2).unwrap();
+        let cpu = flow.evaluate(&data).unwrap();
+        let dev = flow.evaluate_on(&data, &dfdx).unwrap();
+        assert!(
+            (cpu.loss - dev.loss).abs() < 1e-6 * (1.0 + cpu.loss),
+            "{v:?}: loss {} vs {}",
+            cpu.loss,
+            dev.loss
+        );
+        assert_eq!((cpu.acc, cpu.n), (dev.acc, dev.n), "{v:?}");
+        assert!(flow.evaluate_on(&toy_data(5, 3, 3, 1), &dfdx).is_err());
+    }
+}
+
 /// `in_dim = dim = 1`, hidden 1, two steps of `h = 0.5`, relu, no lift: small enough to run by
 /// hand. Field 0 is `v(x) = 2·relu(x) + 1` (W1 = 1, b1 = 0, W2 = 2, b2 = 1); the head is
 /// `logits = (x_2, 0.5 − x_2)`.

@@ -7,6 +7,7 @@ use dfdx::tensor_ops::Device;
 
 use crate::config::Backend;
 use crate::cpu::{BatchStats, with_cpu_trainer};
+use crate::error::catching;
 use crate::params::{Layout, STREAM_SHUFFLE};
 use crate::rng::SplitMix64;
 use crate::tensor::TensorTrainer;
@@ -86,12 +87,14 @@ pub fn train_flow_with(
                 run(cfg, train, data, &layout, trainer, observer)
             })?
         }
-        Backend::Dfdx => train_flow_on(&dfdx::tensor::Cpu::default(), cfg, train, data, observer),
+        Backend::Dfdx => {
+            catching(|| train_flow_on(&dfdx::tensor::Cpu::default(), cfg, train, data, observer))
+        }
         #[cfg(feature = "cuda")]
-        Backend::Cuda(n) => {
+        Backend::Cuda(n) => catching(|| {
             let dev = crate::config::cuda_device(n, train.seed)?;
             train_flow_on(&dev, cfg, train, data, observer)
-        }
+        }),
     }
 }
 

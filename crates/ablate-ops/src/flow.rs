@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use ablate_cache::Metric;
 use ablate_engine::{
     Activation, Backend, EngineError, EpochReport, ExecOptions, Flow, FlowConfig, Form, Integrator,
-    TrainConfig, TrainObserver, Weights,
+    Runtime, TrainConfig, TrainObserver, Weights,
 };
 use ablate_results::{Column, ColumnData, Table};
 use ablate_run::{OpContext, OpError, OpOutput, Progress};
@@ -208,6 +208,10 @@ pub(crate) fn engine_error(e: EngineError) -> OpError {
         EngineError::NonFiniteStep { step } => OpError::msg(format!(
             "training diverged: the loss or its gradient is not finite at step {step}; try a smaller `lr` or `clip`"
         )),
+        oom @ EngineError::OutOfMemory(_) => OpError::msg(format!(
+            "{oom}: give the stage more of a GPU (a larger `resources.gpus`, so fewer instances \
+             share one), or a smaller model or batch"
+        )),
         other => OpError::with("the engine failed", other),
     }
 }
@@ -352,7 +356,8 @@ impl Op for EvalFlow {
         let p: EvalParams = typed("eval.flow", ctx.job.params())?;
         let flow = Flow::load(&artifact(ctx, "model.safetensors")?).map_err(engine_error)?;
         let test = read_dataset(&artifact(ctx, "test.parquet")?, Some(flow.config().classes))?;
-        let eval = flow.evaluate(&test).map_err(engine_error)?;
+        let rt = runtime(ctx)?;
+        let eval = flow.evaluate_on(&test, &rt).map_err(engine_error)?;
         let mut metrics = vec![
             Metric::new("test_acc", eval.acc),
             Metric::new("test_loss", eval.loss),
@@ -375,12 +380,15 @@ impl Op for EvalFlow {
         if let Some(e) = inverse.fixed_point {
             metrics.push(Metric::new("inverse_fp_err", e));
         }
-        let refined = flow.refined().evaluate(&test).map_err(engine_error)?;
+        let refined = flow
+            .refined()
+            .evaluate_on(&test, &rt)
+            .map_err(engine_error)?;
         metrics.push(Metric::new("acc_2n", refined.acc));
         if flow.config().form == Form::C1 {
             let rk4 = flow
                 .with_integrator(Integrator::Rk4)
-                .and_then(|f| f.evaluate(&test))
+                .and_then(|f| f.evaluate_on(&test, &rt))
                 .map_err(engine_error)?;
             metrics.push(Metric::new("acc_rk4", rk4.acc));
         }
@@ -407,5 +415,76 @@ pub(crate) fn backend(ctx: &OpContext<'_>) -> Result<Backend, OpError> {
              (build it with `just build-cuda`, or run with `--device cpu`)",
             ctx.job.op()
         ))),
+    }
+}
+
+/// The [`backend`] of an evaluation op, opened (a GPU's context set up once for the op).
+pub(crate) fn runtime(ctx: &OpContext<'_>) -> Result<Runtime, OpError> {
+    Runtime::open(&ExecOptions {
+        threads: ctx.threads(),
+        backend: backend(ctx)?,
+    })
+    .map_err(engine_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use ablate_cache::Store;
+    use ablate_run::{CancelToken, OpContext};
+
+    use super::*;
+
+    /// The backend a job's device names, or the error an op fails with.
+    fn backend_of(op: &str, device: &str) -> Result<Backend, String> {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(&root.path().join("cache")).unwrap();
+        let job = crate::testutil::job(op, Default::default(), Vec::new(), device);
+        let (cancel, progress) = (CancelToken::new(), |_: Progress| {});
+        let ctx = OpContext::new(
+            &job,
+            root.path(),
+            &store,
+            root.path(),
+            1,
+            &progress,
+            &cancel,
+        );
+        backend(&ctx).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_job_runs_on_the_device_it_names_or_says_why_it_cannot() {
+        assert_eq!(backend_of("eval.lm", "cpu"), Ok(Backend::Cpu));
+        // The scheduler names a multi-GPU share `cuda:N,M`; the op computes on the first.
+        // (`cuda` alone, as on a Slurm node, is the first visible GPU.)
+        for (device, _ordinal) in [("cuda", 0), ("cuda:1", 1), ("cuda:1,2", 1)] {
+            let got = backend_of("eval.flow", device);
+            #[cfg(feature = "cuda")]
+            assert_eq!(got, Ok(Backend::Cuda(_ordinal)), "{device}");
+            #[cfg(not(feature = "cuda"))]
+            {
+                let e = got.unwrap_err();
+                assert!(
+                    e.contains(&format!("`eval.flow` cannot run on device `{device}`"))
+                        && e.contains("just build-cuda")
+                        && e.contains("--device cpu"),
+                    "{e}"
+                );
+            }
+        }
+        assert!(backend_of("train.lm", "gpu").is_err());
+    }
+
+    #[test]
+    fn running_out_of_gpu_memory_says_how_to_make_room() {
+        let e = engine_error(EngineError::OutOfMemory(
+            "DriverError(CUDA_ERROR_OUT_OF_MEMORY)".into(),
+        ))
+        .to_string();
+        assert!(
+            e.starts_with("the device ran out of memory (DriverError(CUDA_ERROR_OUT_OF_MEMORY))")
+                && e.contains("`resources.gpus`"),
+            "{e}"
+        );
     }
 }

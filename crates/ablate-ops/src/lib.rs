@@ -19,6 +19,8 @@ mod plot;
 mod registry;
 mod report;
 mod rng;
+#[cfg(test)]
+mod testutil;
 
 /// How many GPUs the CUDA driver sees, or why it sees none.
 #[cfg(feature = "cuda")]

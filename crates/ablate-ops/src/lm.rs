@@ -6,19 +6,19 @@ use std::ops::ControlFlow;
 use std::path::Path;
 
 use ablate_cache::Metric;
-use ablate_engine::ExecOptions;
 use ablate_engine::lm::{
     self, Arch, Denoiser, Example, LmConfig, LmObserver, LmTrainConfig, Mixture, MixtureOptions,
     Sampler, StepLog, Task,
     vocab::{self, Mode},
 };
+use ablate_engine::{ExecOptions, Runtime};
 use ablate_results::{Column, ColumnData, Table};
 use ablate_run::{OpContext, OpError, OpOutput, Progress};
 use ablate_spec::{OpSchema, ParamSpec, ParamType, Params, Value};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::flow::{artifact, backend, engine_error, training_progress};
+use crate::flow::{artifact, backend, engine_error, runtime, training_progress};
 use crate::params::typed;
 use crate::registry::Op;
 
@@ -698,7 +698,7 @@ impl EvalLm {
 struct Judge<'a> {
     model: &'a lm::Lm,
     meta: &'a LmMeta,
-    threads: usize,
+    rt: &'a Runtime,
 }
 
 /// Rows scored or decoded at once.
@@ -710,7 +710,7 @@ impl Judge<'_> {
         for chunk in examples.chunks(EVAL_BATCH) {
             // Causal windows: the input is the lead token alone, so no masking differs.
             let batch = lm::pack(chunk, self.meta.arch, self.meta.seq_len, false);
-            let (s, c) = self.model.nll(&batch, self.threads).map_err(engine_error)?;
+            let (s, c) = self.model.nll(&batch, self.rt).map_err(engine_error)?;
             sum += s;
             count += c;
         }
@@ -739,11 +739,11 @@ impl Judge<'_> {
                     })
                     .unzip();
                 self.model
-                    .generate_in_decoder(&leads, &prompts, max_new, stop, self.threads)
+                    .generate_in_decoder(&leads, &prompts, max_new, stop, self.rt)
             } else {
                 let prefix_lm = reading == Reading::Inputs;
                 self.model
-                    .generate(&inputs, prefix_lm, max_new, stop, self.threads)
+                    .generate(&inputs, prefix_lm, max_new, stop, self.rt)
             };
             out.extend(generated.map_err(engine_error)?);
         }
@@ -808,10 +808,11 @@ impl Op for EvalLm {
                 })
             })?;
         let val = lm::token_stream(&read_split(&artifact(ctx, "val.txt")?)?);
+        let rt = runtime(ctx)?;
         let judge = Judge {
             model: &model,
             meta: &meta,
-            threads: ctx.threads(),
+            rt: &rt,
         };
         let (arch, len) = (meta.arch, meta.seq_len);
         let total = if meta.mode_tokens { 3 } else { 1 };

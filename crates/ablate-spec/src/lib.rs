@@ -21,7 +21,7 @@ pub use diagnostic::{Diagnostic, Diagnostics, Severity, SourceFile, Span, error_
 pub use executor::{ExecutorConfig, ExecutorKind, SlurmOptions, load_profile};
 pub use load::{Override, Overrides, load, load_file};
 pub use model::{Device, Matrix, Pipeline, Resources, Stage, StageName};
-pub use schema::{OpCatalog, OpSchema, ParamSpec, ParamType};
+pub use schema::{OpCatalog, OpSchema, ParamSpec, ParamType, TAG};
 pub use suggest::did_you_mean;
 
 /// A parameter value after interpolation and normalisation (numbers checked finite, ints kept

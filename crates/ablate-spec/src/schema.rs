@@ -172,9 +172,25 @@ pub struct OpSchema {
     pub needs: (usize, Option<usize>),
 }
 
+/// The parameter every op takes besides its own: a label that changes nothing but the key, so
+/// the same experiment can be kept apart (`tag: gpu` beside the CPU run's entry, which shares
+/// its key otherwise: the device is never part of a key). Optional, with no default, so a stage
+/// without it keeps its key. Ops never see it.
+pub static TAG: ParamSpec = ParamSpec {
+    name: "tag",
+    ty: ParamType::Str,
+    default: None,
+    doc: "a label that only changes the key (every op): keeps a rerun, e.g. on a GPU, apart from \
+          the entry it would otherwise share",
+};
+
 impl OpSchema {
+    /// The declared parameter `name`, or [`TAG`].
     pub fn param(&self, name: &str) -> Option<&ParamSpec> {
-        self.params.iter().find(|p| p.name == name)
+        self.params
+            .iter()
+            .find(|p| p.name == name)
+            .or((name == TAG.name).then_some(&TAG))
     }
 }
 

@@ -372,6 +372,7 @@ impl<'a> Validator<'a, '_> {
             .iter()
             .flatten()
             .flat_map(|s| s.params.iter().map(|p| p.name))
+            .chain([crate::schema::TAG.name])
             .collect();
         let unused: Vec<Key> = self
             .defaults

@@ -947,3 +947,33 @@ fn odd_shapes_are_errors_not_panics() {
         "in `--set data.params.kind.x=1`: cannot set `x` inside a string `spirals`"
     );
 }
+
+#[test]
+fn every_op_takes_an_optional_string_tag() {
+    let text = "\
+name: tags
+defaults: { tag: gpu }
+stages:
+  data: { op: data.toy2d, params: { kind: moons } }
+  again: { op: data.toy2d, params: { kind: moons, tag: rerun } }
+  swept: { op: data.toy2d, params: { kind: moons }, matrix: { tag: [a, b] } }
+";
+    let p = load_text(text, &Overrides::default()).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(p.stage("data").unwrap().params["tag"], json!("gpu"));
+    assert_eq!(p.stage("again").unwrap().params["tag"], json!("rerun"));
+    assert_eq!(p.stage("swept").unwrap().matrix.expand().len(), 2);
+    // Without it, a stage's params (hence its key) are what they were before `tag` existed.
+    let plain = load_text(
+        "name: t\nstages:\n  data: { op: data.toy2d, params: { kind: moons } }\n",
+        &Overrides::default(),
+    )
+    .unwrap();
+    assert!(!plain.stage("data").unwrap().params.contains_key("tag"));
+    let d = load_text(
+        "name: t\nstages:\n  data: { op: data.toy2d, params: { kind: moons, tag: 3 } }\n",
+        &Overrides::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(d.contains("tag"), "{d}");
+}

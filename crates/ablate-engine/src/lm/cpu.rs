@@ -1075,16 +1075,11 @@ impl Ctx<'_> {
         self.head(ws);
         let v = self.cfg.vocab;
         ws.next.clear();
-        ws.next.extend(ws.logits.chunks_exact(v).map(|row| {
-            // first maximum; NaN never wins
-            let mut best = 0;
-            for (j, &x) in row.iter().enumerate() {
-                if x > row[best] {
-                    best = j;
-                }
-            }
-            best as u32
-        }));
+        ws.next.extend(
+            ws.logits
+                .chunks_exact(v)
+                .map(|row| kernels::argmax(row) as u32),
+        );
     }
 }
 

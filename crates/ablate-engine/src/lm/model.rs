@@ -5,11 +5,14 @@ use std::path::Path;
 
 use super::Batch;
 use super::config::{Arch, LmConfig};
-use super::cpu::{self, with_runner};
+use super::cpu::{self, Runner, with_runner};
 use super::layout::LmLayout;
+use super::tensor::TensorScorer;
 use super::vocab::BOS;
 use crate::EngineError;
+use crate::error::catching;
 use crate::model_file::{self, FORMAT_KEY, ModelFile};
+use crate::runtime::{Kind, Runtime};
 
 /// Metadata key and value that mark a file as a language model.
 const FORMAT: &str = "ablate-lm/2";
@@ -63,17 +66,33 @@ impl Lm {
         LmLayout::new(&self.cfg)
     }
 
-    /// `(Σ w·nll, Σ w)` over `batch`'s positions, forward only. Does not depend on `threads`.
-    pub fn nll(&self, batch: &Batch, threads: usize) -> Result<(f64, f64), EngineError> {
+    /// `(Σ w·nll, Σ w)` over `batch`'s positions, forward only, on `rt`. On the CPU it does
+    /// not depend on the thread count.
+    pub fn nll(&self, batch: &Batch, rt: &Runtime) -> Result<(f64, f64), EngineError> {
         cpu::check_batch(&self.cfg, batch)?;
+        self.with_scorer(rt, |s| s.nll(batch))
+    }
+
+    /// Runs `body` with this model's parameters loaded on `rt`.
+    fn with_scorer<R>(
+        &self,
+        rt: &Runtime,
+        body: impl FnOnce(&mut dyn Scorer) -> Result<R, EngineError>,
+    ) -> Result<R, EngineError> {
         let layout = self.layout();
-        Ok(with_runner(
-            &self.cfg,
-            &layout,
-            self.params.clone(),
-            threads,
-            |r| r.nll(batch),
-        ))
+        let (cfg, params) = (&self.cfg, &self.params[..]);
+        match &rt.kind {
+            Kind::Cpu { threads } => {
+                with_runner(cfg, &layout, params.to_vec(), *threads, |r| body(r))
+            }
+            Kind::Dfdx(dev) => {
+                catching(|| body(&mut TensorScorer::new(dev, cfg, &layout, params)?))
+            }
+            #[cfg(feature = "cuda")]
+            Kind::Cuda { dev, .. } => {
+                catching(|| body(&mut TensorScorer::new(dev, cfg, &layout, params)?))
+            }
+        }
     }
 
     /// The logits at every decoder position of `batch`, `rows × len × vocab` (one thread).
@@ -95,16 +114,15 @@ impl Lm {
         prefix_lm: bool,
         max_new: usize,
         stop: &[u32],
-        threads: usize,
+        rt: &Runtime,
     ) -> Result<Vec<Vec<u32>>, EngineError> {
         let cfg = &self.cfg;
         if cfg.arch == Arch::EncDec {
             let none = vec![Vec::new(); inputs.len()];
-            return self.generate_in_decoder(inputs, &none, max_new, stop, threads);
+            return self.generate_in_decoder(inputs, &none, max_new, stop, rt);
         }
         let bad = |m: String| Err(EngineError::InvalidData(m));
         self.check_prompts(inputs, cfg.seq_len, "a prompt")?;
-        let layout = self.layout();
         let mut out = vec![Vec::new(); inputs.len()];
         let stopped = |made: &[u32]| made.last().is_some_and(|t| stop.contains(t));
         if inputs.iter().any(|x| x.is_empty()) {
@@ -114,7 +132,7 @@ impl Lm {
         let mut live: Vec<usize> = (0..inputs.len())
             .filter(|&r| max_new > 0 && fits(r, &[]))
             .collect();
-        with_runner(cfg, &layout, self.params.clone(), threads, |runner| {
+        self.with_scorer(rt, |scorer| {
             let mut batch = Batch::default();
             let mut at = Vec::new();
             while !live.is_empty() {
@@ -133,13 +151,14 @@ impl Lm {
                     batch.prefix[k] = if prefix_lm { n } else { 0 };
                     at.push(n + out[r].len() - 1);
                 }
-                let next = runner.greedy(&batch, &at);
+                let next = scorer.greedy(&batch, &at)?;
                 for (k, &r) in live.iter().enumerate() {
                     out[r].push(next[k]);
                 }
                 live.retain(|&r| !stopped(&out[r]) && out[r].len() < max_new && fits(r, &out[r]));
             }
-        });
+            Ok(())
+        })?;
         Ok(out)
     }
 
@@ -153,7 +172,7 @@ impl Lm {
         dec: &[Vec<u32>],
         max_new: usize,
         stop: &[u32],
-        threads: usize,
+        rt: &Runtime,
     ) -> Result<Vec<Vec<u32>>, EngineError> {
         let cfg = &self.cfg;
         let bad = |m: String| Err(EngineError::InvalidData(m));
@@ -177,7 +196,6 @@ impl Lm {
         }
         self.check_prompts(inputs, cfg.seq_len, "a prompt")?;
         self.check_prompts(dec, cfg.seq_len - 1, "a decoder prompt (after BOS)")?;
-        let layout = self.layout();
         let n = inputs.len();
         let mut out = vec![Vec::new(); n];
         let stopped = |made: &[u32]| made.last().is_some_and(|t| stop.contains(t));
@@ -193,8 +211,8 @@ impl Lm {
             batch.enc_tokens[r * s..r * s + x.len()].copy_from_slice(x);
             batch.enc_lens[r] = x.len();
         }
-        with_runner(cfg, &layout, self.params.clone(), threads, |runner| {
-            runner.encode(&batch);
+        self.with_scorer(rt, |scorer| {
+            scorer.encode(&batch)?;
             let mut at = vec![0; n];
             while live.iter().any(|&l| l) {
                 let len = (0..n)
@@ -210,7 +228,7 @@ impl Lm {
                     row[1 + k..1 + k + made.len()].copy_from_slice(made);
                     at[r] = k + made.len();
                 }
-                let next = runner.greedy(&batch, &at);
+                let next = scorer.greedy(&batch, &at)?;
                 for r in 0..n {
                     if live[r] {
                         out[r].push(next[r]);
@@ -218,7 +236,8 @@ impl Lm {
                     }
                 }
             }
-        });
+            Ok(())
+        })?;
         Ok(out)
     }
 
@@ -279,6 +298,42 @@ impl Lm {
             .filter(|(k, _)| k != FORMAT_KEY && k != CONFIG_KEY)
             .collect();
         Ok((Lm { cfg, params }, user))
+    }
+}
+
+/// What scoring and greedy decoding need from a backend: the CPU runner, or a model loaded on
+/// a dfdx device.
+trait Scorer {
+    /// `(Σ w·nll, Σ w)` of a checked batch.
+    fn nll(&mut self, batch: &Batch) -> Result<(f64, f64), EngineError>;
+    /// Runs the encoder over `batch`'s encoder rows, kept for [`Scorer::greedy`].
+    fn encode(&mut self, batch: &Batch) -> Result<(), EngineError>;
+    /// The argmax token at position `at[r]` of each row.
+    fn greedy(&mut self, batch: &Batch, at: &[usize]) -> Result<Vec<u32>, EngineError>;
+}
+
+impl Scorer for Runner<'_> {
+    fn nll(&mut self, batch: &Batch) -> Result<(f64, f64), EngineError> {
+        Ok(Runner::nll(self, batch))
+    }
+    fn encode(&mut self, batch: &Batch) -> Result<(), EngineError> {
+        Runner::encode(self, batch);
+        Ok(())
+    }
+    fn greedy(&mut self, batch: &Batch, at: &[usize]) -> Result<Vec<u32>, EngineError> {
+        Ok(Runner::greedy(self, batch, at))
+    }
+}
+
+impl<D: dfdx::tensor_ops::Device<f32>> Scorer for TensorScorer<'_, D> {
+    fn nll(&mut self, batch: &Batch) -> Result<(f64, f64), EngineError> {
+        TensorScorer::nll(self, batch)
+    }
+    fn encode(&mut self, batch: &Batch) -> Result<(), EngineError> {
+        TensorScorer::encode(self, batch)
+    }
+    fn greedy(&mut self, batch: &Batch, at: &[usize]) -> Result<Vec<u32>, EngineError> {
+        TensorScorer::greedy(self, batch, at)
     }
 }
 

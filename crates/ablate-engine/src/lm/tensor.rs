@@ -34,9 +34,7 @@ type Ids<D> = Tensor<(usize,), usize, D>;
 
 const LN_EPS: f64 = 1e-5;
 
-fn device_err(e: impl std::fmt::Display) -> EngineError {
-    EngineError::Device(e.to_string())
-}
+use crate::error::device_error as device_err;
 
 /// Every parameter slot as a flat tensor, keyed by its offset in the flat vector.
 struct Params<D: Device<f32>> {
@@ -297,12 +295,33 @@ impl<D: Device<f32>> Net<'_, D> {
 
     /// Logits `[rows·len, vocab]` on tape `T`.
     fn logits<T: Tape<f32, D>>(&self, inp: &Inputs<D>) -> Result<T2<D, T>, D::Err> {
+        let enc = match &inp.enc {
+            Some(e) => Some(self.encode::<T>(e)?),
+            None => None,
+        };
+        self.decode(inp, enc)
+    }
+
+    /// The encoder's output `[rows·enc_len, d_model]` (encdec only).
+    fn encode<T: Tape<f32, D>>(&self, e: &EncInputs<D>) -> Result<T2<D, T>, D::Err> {
+        let Some(encoder) = &self.layout.encoder else {
+            unreachable!("encoder inputs are built for an encoder-decoder only");
+        };
+        let ex = self.embed::<T>(&e.tokens, &e.positions)?;
+        self.stack(encoder, ex, &e.self_mask, None)
+    }
+
+    /// The decoder's logits `[rows·len, vocab]`, cross-attending to `enc` (the encoder's
+    /// output for `inp`'s encoder rows) in an encoder-decoder.
+    fn decode<T: Tape<f32, D>>(
+        &self,
+        inp: &Inputs<D>,
+        enc: Option<T2<D, T>>,
+    ) -> Result<T2<D, T>, D::Err> {
         let (cfg, l) = (self.cfg, self.layout);
         let x = self.embed::<T>(&inp.tokens, &inp.positions)?;
-        let h = match (&inp.enc, &l.encoder) {
-            (Some(e), Some(encoder)) => {
-                let ex = self.embed::<T>(&e.tokens, &e.positions)?;
-                let enc = self.stack(encoder, ex, &e.self_mask, None)?;
+        let h = match (&inp.enc, enc) {
+            (Some(e), Some(enc)) => {
                 debug_assert_eq!(enc.shape().0, inp.rows * e.len);
                 self.stack(&l.decoder, x, &inp.self_mask, Some((enc, &e.cross_mask)))?
             }
@@ -362,9 +381,133 @@ fn check(cfg: &LmConfig, layout: &LmLayout, params: &[f32], b: &Batch) -> Result
     Ok(())
 }
 
+/// A model's parameters on a device, scoring and decoding batches forward only (no tape):
+/// evaluation on a GPU. The encoder output of [`TensorScorer::encode`] is kept on the device
+/// for the decoding steps that follow.
+pub(crate) struct TensorScorer<'a, D: Device<f32>> {
+    dev: &'a D,
+    cfg: &'a LmConfig,
+    layout: &'a LmLayout,
+    params: &'a [f32],
+    p: Params<D>,
+    enc: Option<T2<D, NoneTape>>,
+}
+
+impl<'a, D: Device<f32>> TensorScorer<'a, D> {
+    pub(crate) fn new(
+        dev: &'a D,
+        cfg: &'a LmConfig,
+        layout: &'a LmLayout,
+        params: &'a [f32],
+    ) -> Result<Self, EngineError> {
+        let p = Params::load(dev, layout, params).map_err(device_err)?;
+        Ok(TensorScorer {
+            dev,
+            cfg,
+            layout,
+            params,
+            p,
+            enc: None,
+        })
+    }
+
+    fn net(&self) -> Net<'_, D> {
+        Net {
+            cfg: self.cfg,
+            layout: self.layout,
+            p: &self.p,
+        }
+    }
+
+    /// `(Σ w·nll, Σ w)` of `batch`, the sums taken on the host in f64 as the CPU path does.
+    pub(crate) fn nll(&mut self, batch: &Batch) -> Result<(f64, f64), EngineError> {
+        check(self.cfg, self.layout, self.params, batch)?;
+        let run = || -> Result<Vec<f32>, D::Err> {
+            let inp = Inputs::new(self.dev, self.cfg, batch)?;
+            let targets = batch.targets.iter().map(|&t| t as usize).collect();
+            let targets = self
+                .dev
+                .try_tensor_from_vec(targets, (batch.rows * batch.len,))?;
+            Ok(self
+                .net()
+                .logits::<NoneTape>(&inp)?
+                .try_log_softmax::<Axis<1>>()?
+                .try_select(targets)?
+                .as_vec())
+        };
+        let logp = run().map_err(device_err)?;
+        let mut sum = 0.0;
+        let mut weight = 0.0;
+        for (&lp, &w) in logp.iter().zip(&batch.weights) {
+            if w != 0.0 {
+                sum -= w as f64 * lp as f64;
+                weight += w as f64;
+            }
+        }
+        Ok((sum, weight))
+    }
+
+    /// Runs the encoder over `batch`'s encoder rows and keeps its output for
+    /// [`TensorScorer::greedy`] (encdec only).
+    pub(crate) fn encode(&mut self, batch: &Batch) -> Result<(), EngineError> {
+        check(self.cfg, self.layout, self.params, batch)?;
+        let run = || -> Result<T2<D, NoneTape>, D::Err> {
+            let inp = Inputs::new(self.dev, self.cfg, batch)?;
+            let Some(e) = &inp.enc else {
+                unreachable!("an encoder-decoder batch has encoder inputs");
+            };
+            self.net().encode::<NoneTape>(e)
+        };
+        self.enc = Some(run().map_err(device_err)?);
+        Ok(())
+    }
+
+    /// The argmax token at position `at[r]` of each row (the first maximum; NaN never wins).
+    /// For an encoder-decoder, `batch` has the encoder rows of the last
+    /// [`TensorScorer::encode`], whose output it reuses.
+    pub(crate) fn greedy(&mut self, batch: &Batch, at: &[usize]) -> Result<Vec<u32>, EngineError> {
+        check(self.cfg, self.layout, self.params, batch)?;
+        if at.len() != batch.rows || at.iter().any(|&i| i >= batch.len) {
+            return Err(EngineError::InvalidData(format!(
+                "decoding positions {at:?} for {} rows of {}",
+                batch.rows, batch.len
+            )));
+        }
+        let enc = match self.cfg.arch {
+            Arch::Decoder => None,
+            Arch::EncDec => match &self.enc {
+                Some(e) if e.shape().0 == batch.rows * batch.enc_len => Some(e.clone()),
+                _ => {
+                    return Err(EngineError::InvalidData(
+                        "decoding an encoder-decoder needs the encoder output of its rows".into(),
+                    ));
+                }
+            },
+        };
+        let picked: Vec<usize> = at
+            .iter()
+            .enumerate()
+            .map(|(r, &i)| r * batch.len + i)
+            .collect();
+        let run = || -> Result<Vec<f32>, D::Err> {
+            let inp = Inputs::new(self.dev, self.cfg, batch)?;
+            let picked = self.dev.try_tensor_from_vec(picked, (batch.rows,))?;
+            Ok(self
+                .net()
+                .decode::<NoneTape>(&inp, enc)?
+                .try_gather(picked)?
+                .as_vec())
+        };
+        let logits = run().map_err(device_err)?;
+        Ok(logits
+            .chunks_exact(self.cfg.vocab)
+            .map(|row| crate::kernels::argmax(row) as u32)
+            .collect())
+    }
+}
+
 /// Logits of `batch`, rows × len × vocab row-major, forward only (no tape).
-// The forward pass alone, for evaluation on a device (the CUDA build's); tested here.
-#[cfg_attr(not(test), allow(dead_code))]
+#[cfg(test)]
 pub(crate) fn tensor_logits<D: Device<f32>>(
     dev: &D,
     cfg: &LmConfig,

@@ -9,6 +9,7 @@ use super::cpu::{check_batch, with_runner};
 use super::layout::LmLayout;
 use super::model::Lm;
 use super::tensor::tensor_loss_and_grad;
+use crate::error::catching;
 use crate::kernels::{self, AdamStep};
 use crate::{Backend, EngineError, ExecOptions};
 
@@ -113,15 +114,15 @@ pub fn train_lm_with(
             run_steps(cfg, train, &layout, runner, batches, observer, &mut logs)?;
             Ok::<_, EngineError>(std::mem::take(&mut *runner.params_mut()))
         })?,
-        Backend::Dfdx => {
+        Backend::Dfdx => catching(|| {
             let dev = dfdx::tensor::Cpu::default();
-            on_tensors(dev, cfg, train, &layout, init, batches, observer, &mut logs)?
-        }
+            on_tensors(dev, cfg, train, &layout, init, batches, observer, &mut logs)
+        })?,
         #[cfg(feature = "cuda")]
-        Backend::Cuda(n) => {
+        Backend::Cuda(n) => catching(|| {
             let dev = crate::config::cuda_device(n, train.seed)?;
-            on_tensors(dev, cfg, train, &layout, init, batches, observer, &mut logs)?
-        }
+            on_tensors(dev, cfg, train, &layout, init, batches, observer, &mut logs)
+        })?,
     };
     Ok((Lm::from_parts(cfg.clone(), params)?, logs))
 }

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use ablate_cache::{HASH_SCHEME, InstanceKey, KeyInput, Manifest, Metric, Origin, Store};
 use ablate_results::Table;
-use ablate_run::{CancelToken, Job, JobInput, OpContext};
-use ablate_spec::{Params, Resources, Value};
+use ablate_run::{CancelToken, JobInput, OpContext};
+use ablate_spec::{Params, Value};
 use plotters::style::RGBColor;
 use serde_json::json;
 
@@ -360,27 +360,7 @@ fn run_op(
     for (k, v) in params.as_object().unwrap() {
         p.insert(k.clone(), v.clone());
     }
-    let key_input = KeyInput {
-        scheme: HASH_SCHEME,
-        op: "report.plot".into(),
-        op_version: 1,
-        params: p,
-        inputs: Vec::new(),
-        deps: Vec::new(),
-    };
-    let job = Job {
-        pipeline: "p".into(),
-        stage: "plot".into(),
-        id: "plot".into(),
-        label: String::new(),
-        labels: Vec::new(),
-        key: key_input.key(),
-        key_input,
-        inputs,
-        device: "cpu".into(),
-        resources: Resources::default(),
-        retries: 0,
-    };
+    let job = crate::testutil::job("report.plot", p, inputs, "cpu");
     let out = root.join("out");
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).unwrap();

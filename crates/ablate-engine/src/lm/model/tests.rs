@@ -104,7 +104,7 @@ fn generate_matches_one_row_greedy_decoding() {
         for prefix_lm in [false, true] {
             for (max_new, stop) in [(20, vec![]), (3, vec![]), (20, vec![7u32, 11, 200])] {
                 let got = lm
-                    .generate(&prompts(), prefix_lm, max_new, &stop, 2)
+                    .generate(&prompts(), prefix_lm, max_new, &stop, &Runtime::cpu(2))
                     .unwrap();
                 for (input, got) in prompts().iter().zip(&got) {
                     let want = slow_greedy(&lm, input, &[], prefix_lm, max_new, &stop);
@@ -122,7 +122,7 @@ fn generate_in_decoder_matches_one_row_greedy_decoding() {
     let leads = vec![vec![3]; prompts().len()];
     for (max_new, stop) in [(20, vec![]), (2, vec![]), (20, vec![7u32, 11, 200])] {
         let got = lm
-            .generate_in_decoder(&leads, &prompts(), max_new, &stop, 2)
+            .generate_in_decoder(&leads, &prompts(), max_new, &stop, &Runtime::cpu(2))
             .unwrap();
         for (prompt, got) in prompts().iter().zip(&got) {
             let want = slow_greedy(&lm, &[3], prompt, false, max_new, &stop);
@@ -131,21 +131,21 @@ fn generate_in_decoder_matches_one_row_greedy_decoding() {
     }
     // The prompt matters: it is read, not dropped.
     let outs = lm
-        .generate_in_decoder(&leads, &prompts(), 8, &[], 1)
+        .generate_in_decoder(&leads, &prompts(), 8, &[], &Runtime::cpu(1))
         .unwrap();
     assert!(outs.iter().any(|o| o != &outs[0]), "{outs:?}");
     let seq = lm.config().seq_len;
     assert!(
-        lm.generate_in_decoder(&[vec![3]], &[vec![1; seq]], 3, &[], 1)
+        lm.generate_in_decoder(&[vec![3]], &[vec![1; seq]], 3, &[], &Runtime::cpu(1))
             .is_err()
     );
     assert!(
-        lm.generate_in_decoder(&leads, &[vec![1]], 3, &[], 1)
+        lm.generate_in_decoder(&leads, &[vec![1]], 3, &[], &Runtime::cpu(1))
             .is_err()
     );
     assert!(
         random_model(Arch::Decoder, 4)
-            .generate_in_decoder(&leads, &prompts(), 3, &[], 1)
+            .generate_in_decoder(&leads, &prompts(), 3, &[], &Runtime::cpu(1))
             .is_err()
     );
 }
@@ -155,7 +155,13 @@ fn a_trained_model_continues_its_pattern() {
     let (lm, _) = trained_on_pattern(150);
     let prompt: Vec<u32> = vec![PATTERN[1], PATTERN[2], PATTERN[3]];
     let out = lm
-        .generate(&[prompt.clone(), vec![PATTERN[0]]], false, 6, &[], 1)
+        .generate(
+            &[prompt.clone(), vec![PATTERN[0]]],
+            false,
+            6,
+            &[],
+            &Runtime::cpu(1),
+        )
         .unwrap();
     let want = |start: usize, n: usize| -> Vec<u32> {
         (0..n)
@@ -166,11 +172,11 @@ fn a_trained_model_continues_its_pattern() {
     assert_eq!(out[1], want(1, 6));
     // a stop token ends the row and is kept; seq_len bounds the rest
     let out = lm
-        .generate(&[prompt], false, 100, &[PATTERN[2]], 1)
+        .generate(&[prompt], false, 100, &[PATTERN[2]], &Runtime::cpu(1))
         .unwrap();
     assert_eq!(out[0], want(0, 3));
     let out = lm
-        .generate(&[vec![PATTERN[0]]], false, 100, &[EOS], 1)
+        .generate(&[vec![PATTERN[0]]], false, 100, &[EOS], &Runtime::cpu(1))
         .unwrap();
     assert_eq!(out[0].len(), lm.config().seq_len - 1);
 }
@@ -184,8 +190,8 @@ fn nll_is_the_training_loss_and_thread_independent() {
     b.enc_lens = (0..40).map(|r| r % 6).collect();
     b.enc_tokens = (0..200).map(|i| (i * 37 % 300) as u32).collect();
     b.weights.iter_mut().step_by(3).for_each(|w| *w = 0.5);
-    let (s1, w1) = lm.nll(&b, 1).unwrap();
-    let (s3, w3) = lm.nll(&b, 3).unwrap();
+    let (s1, w1) = lm.nll(&b, &Runtime::cpu(1)).unwrap();
+    let (s3, w3) = lm.nll(&b, &Runtime::cpu(3)).unwrap();
     assert_eq!((s1.to_bits(), w1), (s3.to_bits(), w3));
     let layout = LmLayout::new(lm.config());
     let (loss, _) = cpu_loss_and_grad(lm.config(), &layout, lm.params(), &b, 2).unwrap();
@@ -281,17 +287,75 @@ fn bad_model_files_are_format_errors_naming_the_path() {
 #[test]
 fn generate_rejects_bad_prompts() {
     let lm = random_model(Arch::Decoder, 6);
-    assert!(lm.generate(&[vec![]], false, 3, &[], 1).is_err());
-    assert!(lm.generate(&[vec![400]], false, 3, &[], 1).is_err());
-    assert!(lm.generate(&[vec![1; 13]], false, 3, &[], 1).is_err());
+    assert!(
+        lm.generate(&[vec![]], false, 3, &[], &Runtime::cpu(1))
+            .is_err()
+    );
+    assert!(
+        lm.generate(&[vec![400]], false, 3, &[], &Runtime::cpu(1))
+            .is_err()
+    );
+    assert!(
+        lm.generate(&[vec![1; 13]], false, 3, &[], &Runtime::cpu(1))
+            .is_err()
+    );
     // a prompt that fills seq_len gets nothing more
     assert_eq!(
-        lm.generate(&[vec![1; 12]], false, 3, &[], 1).unwrap(),
+        lm.generate(&[vec![1; 12]], false, 3, &[], &Runtime::cpu(1))
+            .unwrap(),
         vec![Vec::<u32>::new()]
     );
     let enc = random_model(Arch::EncDec, 6);
     assert_eq!(
-        enc.generate(&[vec![]], false, 2, &[], 1).unwrap()[0].len(),
+        enc.generate(&[vec![]], false, 2, &[], &Runtime::cpu(1))
+            .unwrap()[0]
+            .len(),
         2
     );
+}
+
+/// The dfdx device path (a CUDA build's evaluation) decodes the same tokens and scores the same
+/// NLL as the CPU kernels, for both architectures and every way of reading a prompt.
+#[test]
+fn the_device_path_decodes_and_scores_as_the_cpu() {
+    use crate::{Backend, ExecOptions};
+    let dfdx = Runtime::open(&ExecOptions {
+        threads: 1,
+        backend: Backend::Dfdx,
+    })
+    .unwrap();
+    let cpu = Runtime::cpu(2);
+    let stop = [7u32, 11, 200];
+    for arch in [Arch::Decoder, Arch::EncDec] {
+        let lm = random_model(arch, 7);
+        for prefix_lm in [false, true] {
+            let run = |rt| lm.generate(&prompts(), prefix_lm, 20, &stop, rt).unwrap();
+            assert_eq!(run(&dfdx), run(&cpu), "{arch:?} prefix {prefix_lm}");
+        }
+        let mut b = pattern_batch(40, 12, 0);
+        b.weights.iter_mut().step_by(3).for_each(|w| *w = 0.5);
+        b.weights[5] = 0.0;
+        if arch == Arch::EncDec {
+            b.prefix = vec![0; 40];
+            b.enc_len = 5;
+            b.enc_lens = (0..40).map(|r| 1 + r % 5).collect();
+            b.enc_tokens = (0..200).map(|i| (i * 37 % 300) as u32).collect();
+        }
+        let (s_cpu, w_cpu) = lm.nll(&b, &cpu).unwrap();
+        let (s_dev, w_dev) = lm.nll(&b, &dfdx).unwrap();
+        assert_eq!(w_cpu, w_dev);
+        assert!(
+            (s_cpu - s_dev).abs() < 1e-5 * s_cpu.abs(),
+            "{arch:?}: {s_cpu} vs {s_dev}"
+        );
+    }
+    let lm = random_model(Arch::EncDec, 8);
+    let leads = vec![vec![3]; prompts().len()];
+    let run = |rt| {
+        lm.generate_in_decoder(&leads, &prompts(), 20, &stop, rt)
+            .unwrap()
+    };
+    assert_eq!(run(&dfdx), run(&cpu));
+    // Malformed prompts are refused before any device work, as on the CPU.
+    assert!(lm.generate(&[vec![400]], false, 3, &[], &dfdx).is_err());
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::Runtime;
 use crate::lm::cpu::cpu_loss_and_grad;
 use crate::lm::{Arch, vocab};
 
@@ -109,7 +110,9 @@ fn encdec_loss_falls_and_it_generates_from_its_encoder() {
     let inputs: Vec<Vec<u32>> = (0..4)
         .map(|k| vec![PATTERN[k], PATTERN[(k + 1) % 4]])
         .collect();
-    let out = lm.generate(&inputs, false, 5, &[], 2).unwrap();
+    let out = lm
+        .generate(&inputs, false, 5, &[], &Runtime::cpu(2))
+        .unwrap();
     for (k, out) in out.iter().enumerate() {
         let want: Vec<u32> = (1..6).map(|i| PATTERN[(k + i) % 4]).collect();
         assert_eq!(out, &want, "input {:?}", inputs[k]);

@@ -1,0 +1,69 @@
+//! A [`Backend`] opened for evaluation: the CPU kernels with their thread count, or a dfdx
+//! device (its CUDA device in a `cuda` build), opened once and used by every forward pass of an
+//! evaluation, so a GPU's context and cuBLAS handle are set up once per evaluation, not per
+//! batch.
+
+use crate::EngineError;
+use crate::config::{Backend, ExecOptions};
+
+/// Where an evaluation's forward passes run; see [`Runtime::open`].
+pub struct Runtime {
+    pub(crate) kind: Kind,
+}
+
+pub(crate) enum Kind {
+    Cpu {
+        threads: usize,
+    },
+    Dfdx(dfdx::tensor::Cpu),
+    #[cfg(feature = "cuda")]
+    Cuda {
+        ordinal: u32,
+        dev: dfdx::tensor::Cuda,
+    },
+}
+
+impl Runtime {
+    /// This crate's CPU kernels on `threads` threads (at least one).
+    pub fn cpu(threads: usize) -> Runtime {
+        Runtime {
+            kind: Kind::Cpu {
+                threads: threads.max(1),
+            },
+        }
+    }
+
+    /// Opens `exec.backend`: for [`Backend::Cuda`], GPU `N` (an error naming it if it cannot be
+    /// opened).
+    pub fn open(exec: &ExecOptions) -> Result<Runtime, EngineError> {
+        exec.validate()?;
+        let kind = match exec.backend {
+            Backend::Cpu => Kind::Cpu {
+                threads: exec.threads,
+            },
+            Backend::Dfdx => Kind::Dfdx(dfdx::tensor::Cpu::default()),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(ordinal) => Kind::Cuda {
+                ordinal,
+                dev: crate::config::cuda_device(ordinal, 0)?,
+            },
+        };
+        Ok(Runtime { kind })
+    }
+
+    /// The backend this runtime runs.
+    pub fn backend(&self) -> Backend {
+        match &self.kind {
+            Kind::Cpu { .. } => Backend::Cpu,
+            Kind::Dfdx(_) => Backend::Dfdx,
+            #[cfg(feature = "cuda")]
+            Kind::Cuda { ordinal, .. } => Backend::Cuda(*ordinal),
+        }
+    }
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Runtime({:?})", self.backend())
+    }
+}
