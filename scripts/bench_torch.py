@@ -2,8 +2,9 @@
 
 Linear lift 2→32, 10 residual steps x ← x + h·(W2·tanh(W1·x + b1) + b2) with h = 1/10 and
 hidden 64 (one field shared by all steps, or one per step), linear head 32→2, softmax
-cross-entropy, Adam, batch 256, f32 on the CPU with a fixed thread count. Prints one JSON line
-per weight mode: {"weights": ..., "steps_per_s": ..., "threads": ...}.
+cross-entropy, Adam, batch 256, f32 on the CPU with a fixed thread count, or on a GPU.
+Usage: bench_torch.py [threads] [seconds] [cpu|cuda]. Prints one JSON line per weight mode:
+{"weights": ..., "steps_per_s": ..., "threads": ..., "device": ...}.
 """
 import json
 import sys
@@ -13,7 +14,16 @@ import torch
 
 threads = int(sys.argv[1]) if len(sys.argv) > 1 else 2
 seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 3.0
+device = torch.device(sys.argv[3] if len(sys.argv) > 3 else "cpu")
 torch.set_num_threads(threads)
+torch.set_default_device(device)
+
+
+def sync():
+    """Waits for queued GPU work, so the clock measures it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
 torch.manual_seed(0)
 
 
@@ -49,9 +59,14 @@ for weights in ("shared", "unshared"):
 
     for _ in range(50):
         step()
+    sync()
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         step()
         n += 1
+        if n % 50 == 0:
+            sync()
+    sync()
     rate = n / (time.perf_counter() - t0)
-    print(json.dumps({"weights": weights, "steps_per_s": round(rate, 1), "threads": threads}), flush=True)
+    print(json.dumps({"weights": weights, "steps_per_s": round(rate, 1), "threads": threads,
+                      "device": str(device)}), flush=True)

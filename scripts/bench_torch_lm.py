@@ -5,10 +5,10 @@ positions, pre-LN blocks (LayerNorm eps 1e-5), GELU (tanh approximation), attent
 with additive -inf masks (causal decoder self-attention; encoder and cross-attention over the
 valid encoder tokens), a final LayerNorm, logits = h·tok_embᵀ. AdamW (β 0.9/0.98, ε 1e-8, weight
 decay 0.01 on weight matrices and embeddings only), global gradient-norm clipping at 1.0, linear
-warm-up over 100 steps. f32 on the CPU with a fixed thread count.
+warm-up over 100 steps. f32 on the CPU with a fixed thread count, or on a GPU (`cuda`).
 
 Decoder: rows of 128 tokens, every position weighted. Encdec: 64 encoder + 64 decoder tokens.
-Usage: bench_torch_lm.py [threads] [seconds] [decoder|encdec|both]
+Usage: bench_torch_lm.py [threads] [seconds] [decoder|encdec|both] [cpu|cuda]
 Prints one JSON line per architecture, with the keys lm_bench prints.
 """
 import json
@@ -22,7 +22,9 @@ import torch.nn.functional as F
 threads = int(sys.argv[1]) if len(sys.argv) > 1 else 2
 seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 10.0
 which = sys.argv[3] if len(sys.argv) > 3 else "both"
+device = torch.device(sys.argv[4] if len(sys.argv) > 4 else "cpu")
 torch.set_num_threads(threads)
+torch.set_default_device(device)
 torch.manual_seed(0)
 
 VOCAB, D, LAYERS, HEADS, FF, SEQ, ROWS = 362, 128, 2, 4, 512, 128, 32
@@ -113,15 +115,20 @@ def run(arch):
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100))
     g = torch.Generator().manual_seed(0)
+
+    def noise(shape):
+        # Drawn on the CPU (the generator's device), then moved: the same tokens on any device.
+        return torch.randint(0, 256, shape, generator=g, device="cpu").to(device)
+
     if encdec:
         s, t = SEQ // 2, SEQ // 2
-        enc_tokens = torch.randint(0, 256, (ROWS, s), generator=g)
+        enc_tokens = noise((ROWS, s))
         enc_lens = torch.full((ROWS,), s)
-        targets = torch.randint(0, 256, (ROWS, t), generator=g)
+        targets = noise((ROWS, t))
         tokens = torch.cat([torch.full((ROWS, 1), 257), targets[:, :-1]], dim=1)
     else:
         s = 0
-        tokens = torch.randint(0, 256, (ROWS, SEQ), generator=g)
+        tokens = noise((ROWS, SEQ))
         targets = torch.cat([tokens[:, 1:], torch.zeros(ROWS, 1, dtype=torch.long)], dim=1)
         enc_tokens, enc_lens = None, None
 
@@ -167,6 +174,7 @@ def run(arch):
                 "last_loss": round(loss, 4),
                 "cpu_ms_per_step": round(cpu_ms, 1),
                 "torch": torch.__version__,
+                "device": str(device),
             }
         ),
         flush=True,

@@ -36,12 +36,19 @@ pub fn load(spec: &SpecArgs) -> anyhow::Result<Loaded> {
     let registry = Arc::new(Registry::builtin());
     let mut pipeline = ablate_spec::load_file(&spec.file, &overrides, &*registry)
         .map_err(|d| anyhow::Error::new(SpecErrors(d)))?;
-    if let Some(device) = spec.device {
-        // `--device cuda` moves the ops that can use a GPU; `--device cpu` moves every stage.
-        for stage in &mut pipeline.stages {
-            if device == Device::Cpu || Registry::uses_gpu(&stage.op) {
+    for stage in &mut pipeline.stages {
+        let on_device = Registry::uses_gpu(&stage.op);
+        if let Some(device) = spec.device {
+            // `--device cuda` moves the ops that can use a GPU; `--device cpu` moves every stage.
+            if device == Device::Cpu || on_device {
                 stage.device = device;
             }
+        }
+        // An op that computes on its device takes its GPU share only when that device is a GPU,
+        // so one pipeline (`gpus: 0.25` on a trainer) runs on the CPU as on GPUs. Other ops
+        // (`cmd`) keep theirs: a program they start may use a GPU itself.
+        if on_device && stage.device == Device::Cpu {
+            stage.resources.gpus = 0.0;
         }
     }
     let workdir = std::env::current_dir().context("failed to read the current directory")?;

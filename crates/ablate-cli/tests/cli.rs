@@ -1510,6 +1510,27 @@ fn a_cuda_stage_ran_on_the_cpu_of_a_cpu_only_build() {
     assert_contains_all(&bad.stderr, &["cuda:N"]);
 }
 
+#[test]
+fn a_gpu_share_is_taken_only_on_a_gpu() {
+    // One pipeline for both: the trainer's and the evaluation's `gpus: 0.25` pack four runs on a
+    // GPU under `--device cuda`, and ask for nothing on the CPU.
+    let sb = Sandbox::new();
+    let shared = TINY_FLOW
+        .replace("    params: { hidden: 8", "    resources: { gpus: 0.25 }\n    params: { hidden: 8")
+        .replace("    op: eval.flow\n", "    op: eval.flow\n    resources: { gpus: 0.25 }\n");
+    assert_eq!(shared.matches("gpus: 0.25").count(), 2);
+    sb.write("f.yaml", &shared);
+    sb.ablate(&["run", "f.yaml"]).code(EXIT_OK);
+    // An op that does not compute on a device keeps its share: a program it starts may use a
+    // GPU, and this machine offers none.
+    sb.write(
+        "c.yaml",
+        "name: c\nstages:\n  c: { op: cmd, params: { run: 'true' }, resources: { gpus: 0.5 } }\n",
+    );
+    let run = sb.ablate(&["run", "c.yaml"]).code(1);
+    assert_contains_all(&run.stderr, &["needs 0.5 GPU(s)", "offers none"]);
+}
+
 // --- More of the cache and the runner: deps, gc, retries, concurrent runs, the run table -------
 
 #[test]

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p ablate-engine --example lm_bench -- \
-//!     [--threads T] [--seconds S] [--arch decoder|encdec|both]
+//!     [--threads T] [--seconds S] [--arch decoder|encdec|both] [--backend cpu|dfdx|cuda:N]
 //! ```
 //!
 //! Decoder: rows of 128 tokens, every position weighted. Encdec: 64 encoder and 64 decoder
@@ -14,12 +14,13 @@
 //! `scripts/bench_torch_lm.py` prints the same for PyTorch.
 
 mod support;
-use support::cpu_seconds;
+use support::{backend_name, cpu_seconds, parse_backend};
 
 use std::ops::ControlFlow;
 use std::time::Instant;
 
-use ablate_engine::lm::{Arch, Batch, LmConfig, LmObserver, LmTrainConfig, StepLog, train_lm};
+use ablate_engine::lm::{Arch, Batch, LmConfig, LmObserver, LmTrainConfig, StepLog, train_lm_with};
+use ablate_engine::{Backend, ExecOptions};
 
 const ROWS: usize = 32;
 const SEQ: usize = 128;
@@ -27,6 +28,7 @@ const WARMUP_STEPS: usize = 2;
 
 struct Args {
     threads: usize,
+    backend: Backend,
     seconds: f64,
     archs: Vec<Arch>,
 }
@@ -34,6 +36,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         threads: 2,
+        backend: Backend::Cpu,
         seconds: 10.0,
         archs: vec![Arch::Decoder, Arch::EncDec],
     };
@@ -46,6 +49,7 @@ fn parse_args() -> Result<Args, String> {
                     .parse::<usize>()
                     .map_err(|e| format!("`{value}`: {e}"))?
             }
+            "--backend" => args.backend = parse_backend(&value)?,
             "--seconds" => {
                 args.seconds = value
                     .parse::<f64>()
@@ -186,14 +190,25 @@ fn main() {
         };
         let mut batches = |step: usize| pool[step % pool.len()].clone();
         // The timer stops training by cancelling it.
-        let _ = train_lm(&cfg, &train, args.threads, &mut batches, &mut timer);
+        let exec = ExecOptions {
+            threads: args.threads,
+            backend: args.backend,
+        };
+        if let Err(e) = train_lm_with(&cfg, &train, &exec, &mut batches, &mut timer) {
+            // Stopping at the time limit is a cancellation; anything else is a failure.
+            if !matches!(e, ablate_engine::EngineError::Cancelled) {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+        }
         let steps_per_s = timer.timed as f64 / timer.elapsed.max(1e-9);
         let cpu_ms_per_step = match (timer.cpu_start, timer.cpu_end) {
             (Some(a), Some(b)) => format!("{:.1}", (b - a) * 1e3 / timer.timed.max(1) as f64),
             _ => "null".to_string(),
         };
         println!(
-            "{{\"impl\":\"ablate\",\"arch\":\"{}\",\"threads\":{},\"steps\":{},\"seconds\":{:.2},\"steps_per_s\":{:.3},\"tokens_per_s\":{:.0},\"batch\":{ROWS},\"tokens_per_step\":{tokens_per_step},\"d_model\":128,\"layers\":2,\"heads\":4,\"d_ff\":512,\"vocab\":362,\"last_loss\":{:.4},\"cpu_ms_per_step\":{cpu_ms_per_step}}}",
+            "{{\"impl\":\"ablate\",\"backend\":\"{}\",\"arch\":\"{}\",\"threads\":{},\"steps\":{},\"seconds\":{:.2},\"steps_per_s\":{:.3},\"tokens_per_s\":{:.0},\"batch\":{ROWS},\"tokens_per_step\":{tokens_per_step},\"d_model\":128,\"layers\":2,\"heads\":4,\"d_ff\":512,\"vocab\":362,\"last_loss\":{:.4},\"cpu_ms_per_step\":{cpu_ms_per_step}}}",
+            backend_name(args.backend),
             arch.name(),
             args.threads,
             timer.timed,

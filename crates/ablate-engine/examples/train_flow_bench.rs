@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p ablate-engine --example train_flow_bench -- \
-//!     [--weights shared|unshared] [--steps-per-run N] [--threads T] [--runs R] [--backend cpu|dfdx]
+//!     [--weights shared|unshared] [--steps-per-run N] [--threads T] [--runs R] [--backend cpu|dfdx|cuda:N]
 //!     [--form c0|c1|c2] [--integrator euler|midpoint|rk4] [--activation tanh|relu]
 //! ```
 //!
@@ -14,7 +14,7 @@
 //! warm-up run, then `R` timed runs of `N` steps each, reporting the median.
 
 mod support;
-use support::cpu_seconds;
+use support::{backend_name, cpu_seconds, parse_backend};
 
 use std::ops::ControlFlow;
 use std::time::Instant;
@@ -63,13 +63,7 @@ fn parse_args() -> Result<Args, String> {
                     other => return Err(format!("unknown weights `{other}`")),
                 }
             }
-            "--backend" => {
-                args.backend = match value()?.as_str() {
-                    "cpu" => Backend::Cpu,
-                    "dfdx" => Backend::Dfdx,
-                    other => return Err(format!("unknown backend `{other}`")),
-                }
-            }
+            "--backend" => args.backend = parse_backend(&value()?)?,
             "--form" => {
                 args.form = match value()?.as_str() {
                     "c0" => Form::C0,
@@ -201,10 +195,7 @@ fn main() {
         Weights::Shared => "shared",
         Weights::Unshared => "unshared",
     };
-    let backend = match args.backend {
-        Backend::Cpu => "cpu",
-        Backend::Dfdx => "dfdx",
-    };
+    let backend = backend_name(args.backend);
     println!(
         "{{\"weights\":\"{weights}\",\"steps_per_s\":{median:.1},\"batch\":{BATCH},\"blocks\":{STEPS},\"hidden\":{HIDDEN},\"dim\":{DIM},\"threads\":{},\"backend\":\"{backend}\",\"form\":\"{}\",\"integrator\":\"{}\",\"activation\":\"{}\",\"runs\":{},\"min\":{:.1},\"max\":{:.1},\"cpu_ms_per_step\":{cpu_ms_per_step}}}",
         args.threads,

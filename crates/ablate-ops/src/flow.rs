@@ -320,7 +320,9 @@ impl EvalFlow {
                           on the test set: the backward flow for shared c1 weights, fixed-point iteration of each step \
                           for unshared c1, the exact backward recursion for c2; none for c0) and `inverse_fp_err` \
                           (fixed-point inversion for every c1 model); `acc_2n` (test accuracy with the trained fields \
-                          integrated in 2N steps of h/2) and `acc_rk4` (the same fields integrated with RK4; c1 only).",
+                          integrated in 2N steps of h/2) and `acc_rk4` (the same fields integrated with RK4; c1 only). \
+                          On a GPU (`device: cuda`) the forward passes behind the accuracies and the loss run there; \
+                          the Jacobians and inverses are measured in f64 on the host, as on the CPU.",
                 params: vec![ParamSpec::with_default(
                     "grid",
                     ParamType::Int { min: 2, max: 1000 },

@@ -670,7 +670,8 @@ impl EvalLm {
                           A prompt is read the way the model's training fed the inputs of that task's paradigm (S for \
                           one-shot, R and X for infilling): causally — in the decoder of an encoder-decoder — where \
                           those denoisers are the causal LM alone (clm; sclm's one-shot), else as inputs (prefix-LM \
-                          masking, or the encoder).",
+                          masking, or the encoder). Scoring and decoding run on the job's device (a GPU with \
+                          `device: cuda`).",
                 params: vec![
                     ParamSpec::with_default(
                         "n",

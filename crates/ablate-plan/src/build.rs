@@ -218,7 +218,7 @@ impl Builder<'_> {
                     key: key_input.key(),
                     key_input,
                     inputs: proto.inputs.clone(),
-                    resources: stage.resources,
+                    resources: instance_resources(stage),
                     retries: stage.retries,
                     device: stage.device,
                     gather: stage.gather,
@@ -443,4 +443,14 @@ fn cycle_in(g: &DiGraph<usize, ()>, scc: &[NodeIndex]) -> Vec<usize> {
     }
     dfs(g, scc, start, &mut path, &mut on_path);
     path.into_iter().map(|n| g[n]).collect()
+}
+
+/// A stage's resources as each of its instances takes them: a CUDA stage that declares no
+/// `gpus` takes one whole GPU, on the local scheduler as on Slurm.
+fn instance_resources(stage: &ablate_spec::Stage) -> ablate_spec::Resources {
+    let mut r = stage.resources;
+    if matches!(stage.device, ablate_spec::Device::Cuda(_)) && r.gpus == 0.0 {
+        r.gpus = 1.0;
+    }
+    r
 }

@@ -472,3 +472,21 @@ fn renders_every_format() {
     assert_eq!(mermaid.matches(" --> ").count(), 24);
     assert_eq!(mermaid.matches(":::cached").count(), 1);
 }
+
+#[test]
+fn a_cuda_stage_without_a_gpu_share_takes_one_whole_gpu() {
+    // On the local scheduler as on Slurm (whose `--gpus-per-task` reads the instance's share).
+    let p = plan(
+        "name: g\nstages:\n  d: { op: data }\n  t: { op: train, needs: d, device: cuda }\n  \
+         u: { op: train, needs: d, device: 'cuda:1', resources: { gpus: 0.25 } }\n",
+    );
+    let gpus = |id: &str| {
+        p.instances()
+            .find(|(_, i)| i.id == id)
+            .unwrap_or_else(|| panic!("no instance {id}"))
+            .1
+            .resources
+            .gpus
+    };
+    assert_eq!((gpus("d"), gpus("t"), gpus("u")), (0.0, 1.0, 0.25));
+}

@@ -146,7 +146,7 @@ pub async fn run<E: Executor>(
                 let (id, attempt) = ready[i];
                 let inst = plan.instance(id);
                 let need = demand(inst.resources, &total);
-                let gpus = gpus_needed(inst.resources, inst.device);
+                let gpus = inst.resources.gpus;
                 let pin = pinned(inst.device);
                 let never = fits_at_all(&need, &total).err().or_else(|| {
                     pool.as_ref()
@@ -220,7 +220,7 @@ pub async fn run<E: Executor>(
         free.cpus += need.cpus;
         free.mem += need.mem;
         if let (Some(pool), Some(devices)) = (pool.as_mut(), on_gpus.remove(&id)) {
-            pool.give(&devices, gpus_needed(inst.resources, inst.device));
+            pool.give(&devices, inst.resources.gpus);
         }
         let (manifest, by_other) = match outcome {
             Outcome::Computed(m) => (m, false),
@@ -322,15 +322,6 @@ fn demand(r: ablate_spec::Resources, total: &Slots) -> Slots {
     Slots {
         cpus: r.cpus.min(total.cpus),
         mem: r.mem_gb,
-    }
-}
-
-/// The GPUs an instance takes: its `resources.gpus`, or a whole one for a CUDA stage that
-/// declares none.
-fn gpus_needed(r: ablate_spec::Resources, device: Device) -> f64 {
-    match device {
-        Device::Cuda(_) if r.gpus == 0.0 => 1.0,
-        _ => r.gpus,
     }
 }
 

@@ -11,3 +11,38 @@ pub fn cpu_seconds() -> Option<f64> {
     let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
     Some(ticks / 100.0)
 }
+
+/// `cpu`, `dfdx` (dfdx's CPU device) or, in a `cuda` build, `cuda` / `cuda:N`.
+pub fn parse_backend(s: &str) -> Result<ablate_engine::Backend, String> {
+    use ablate_engine::Backend;
+    match s {
+        "cpu" => Ok(Backend::Cpu),
+        "dfdx" => Ok(Backend::Dfdx),
+        #[cfg(feature = "cuda")]
+        "cuda" => Ok(Backend::Cuda(0)),
+        #[cfg(feature = "cuda")]
+        s if s.starts_with("cuda:") => s[5..]
+            .parse()
+            .map(Backend::Cuda)
+            .map_err(|e| format!("`{s}`: {e}")),
+        other => Err(format!(
+            "unknown backend `{other}` (cpu, dfdx{})",
+            if cfg!(feature = "cuda") {
+                ", cuda, cuda:N"
+            } else {
+                "; cuda needs `--features cuda`"
+            }
+        )),
+    }
+}
+
+/// The name [`parse_backend`] reads.
+pub fn backend_name(b: ablate_engine::Backend) -> String {
+    use ablate_engine::Backend;
+    match b {
+        Backend::Cpu => "cpu".into(),
+        Backend::Dfdx => "dfdx".into(),
+        #[cfg(feature = "cuda")]
+        Backend::Cuda(n) => format!("cuda:{n}"),
+    }
+}
