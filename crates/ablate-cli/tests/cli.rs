@@ -1482,8 +1482,15 @@ fn a_cuda_stage_ran_on_the_cpu_of_a_cpu_only_build() {
     // runs as before.
     let tagged = sb.keys("p.yaml", &["--set", "e.params.tag=gpu"]);
     assert_ne!(tagged["e"], *key);
-    sb.ablate(&["run", "p.yaml", "--device", "cpu", "--set", "e.params.tag=gpu"])
-        .code(EXIT_OK);
+    sb.ablate(&[
+        "run",
+        "p.yaml",
+        "--device",
+        "cpu",
+        "--set",
+        "e.params.tag=gpu",
+    ])
+    .code(EXIT_OK);
     assert!(sb.entry(&tagged["e"]).join("manifest.json").exists());
     // `--device cuda:1` moves only the stages whose op can use a GPU (the trainer and the
     // evaluation, not the data or the report).
@@ -1516,8 +1523,14 @@ fn a_gpu_share_is_taken_only_on_a_gpu() {
     // GPU under `--device cuda`, and ask for nothing on the CPU.
     let sb = Sandbox::new();
     let shared = TINY_FLOW
-        .replace("    params: { hidden: 8", "    resources: { gpus: 0.25 }\n    params: { hidden: 8")
-        .replace("    op: eval.flow\n", "    op: eval.flow\n    resources: { gpus: 0.25 }\n");
+        .replace(
+            "    params: { hidden: 8",
+            "    resources: { gpus: 0.25 }\n    params: { hidden: 8",
+        )
+        .replace(
+            "    op: eval.flow\n",
+            "    op: eval.flow\n    resources: { gpus: 0.25 }\n",
+        );
     assert_eq!(shared.matches("gpus: 0.25").count(), 2);
     sb.write("f.yaml", &shared);
     sb.ablate(&["run", "f.yaml"]).code(EXIT_OK);

@@ -368,6 +368,17 @@ multiversion! {
     }
 }
 
+/// The index of the first maximum of `row` (0 for an empty row; a NaN wins only in first place).
+pub(crate) fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (j, &x) in row.iter().enumerate() {
+        if x > row[best] {
+            best = j;
+        }
+    }
+    best
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,15 +437,4 @@ mod tests {
             assert_eq!(*d, want);
         }
     }
-}
-
-/// The index of the first maximum of `row` (a NaN never wins; 0 for an empty row).
-pub(crate) fn argmax(row: &[f32]) -> usize {
-    let mut best = 0;
-    for (j, &x) in row.iter().enumerate() {
-        if x > row[best] {
-            best = j;
-        }
-    }
-    best
 }
