@@ -522,7 +522,7 @@ pub(crate) fn logits<D: Device<f32>>(
 }
 
 /// Rows of a data set scored per forward pass on a device: large enough that a GPU is busy,
-/// small enough that the activations of a wide flow stay in a few MB.
+/// small enough that the activations the forward pass keeps stay in tens of MB.
 const EVAL_ROWS: usize = 4096;
 
 /// Loss sum and correct count of a data set through the tensor path on `dev`; each row is
