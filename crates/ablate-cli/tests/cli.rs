@@ -1542,6 +1542,35 @@ fn a_gpu_share_is_taken_only_on_a_gpu() {
     );
     let run = sb.ablate(&["run", "c.yaml"]).code(1);
     assert_contains_all(&run.stderr, &["needs 0.5 GPU(s)", "offers none"]);
+    // On Slurm a share is whole GPUs, and a CUDA stage that declares none asks for one
+    // (`plan` shows the sbatch lines of what is not cached, without a cluster).
+    let fresh = Sandbox::new();
+    let gpus_of = |yaml: &str, device: &str| -> Vec<String> {
+        fresh.write("s.yaml", yaml);
+        let plan = fresh
+            .ablate(&["plan", "s.yaml", "--executor", "slurm", "--device", device])
+            .code(EXIT_OK);
+        plan.stdout
+            .lines()
+            .filter(|l| l.trim_start().starts_with("sbatch"))
+            .map(|l| {
+                let stage = l.split("--job-name=ablate.tiny.").nth(1).unwrap();
+                let stage = stage.split_whitespace().next().unwrap();
+                let gpus = l
+                    .split("--gpus-per-task=")
+                    .nth(1)
+                    .map_or("0", |g| g.split_whitespace().next().unwrap());
+                format!("{stage}:{gpus}")
+            })
+            .collect()
+    };
+    let want = ["points:0", "flow:1", "eval:1", "acc:0"];
+    assert_eq!(gpus_of(TINY_FLOW, "cuda"), want);
+    assert_eq!(gpus_of(&shared, "cuda"), want);
+    assert_eq!(
+        gpus_of(&shared, "cpu"),
+        ["points:0", "flow:0", "eval:0", "acc:0"]
+    );
 }
 
 // --- More of the cache and the runner: deps, gc, retries, concurrent runs, the run table -------
