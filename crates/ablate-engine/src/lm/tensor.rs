@@ -462,7 +462,7 @@ impl<'a, D: Device<f32>> TensorScorer<'a, D> {
         Ok(())
     }
 
-    /// The argmax token at position `at[r]` of each row (the first maximum; NaN never wins).
+    /// The argmax token at position `at[r]` of each row (the first maximum, as on the CPU).
     /// For an encoder-decoder, `batch` has the encoder rows of the last
     /// [`TensorScorer::encode`], whose output it reuses.
     pub(crate) fn greedy(&mut self, batch: &Batch, at: &[usize]) -> Result<Vec<u32>, EngineError> {
