@@ -9,8 +9,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x gpu/ablate ] || { echo "gpu/ablate is missing: run scripts/gpu-stage.sh and carry gpu/" >&2; exit 2; }
+command -v nvidia-smi >/dev/null || { echo "no nvidia-smi: this is for the GPU machine" >&2; exit 2; }
 OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 PY=${ABLATE_BENCH_PYTHON:-python3}
 source gpu/paths.env
 # The CUDA 13 libraries and headers ship in PyTorch's nvidia wheels.
@@ -19,7 +21,6 @@ export LD_LIBRARY_PATH="$NV/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 mkdir -p "$(dirname "$CUDA_INCLUDE")"
 ln -sfn "$NV/include" "$CUDA_INCLUDE"
 for d in $DFDX_OUT; do mkdir -p "$d" && cp gpu/cuh/*.cuh "$d"/; done
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 
 case "${1:-}" in
 bench)
