@@ -180,8 +180,8 @@ pub static TAG: ParamSpec = ParamSpec {
     name: "tag",
     ty: ParamType::Str,
     default: None,
-    doc: "a label that only changes the key (every op): keeps a rerun, e.g. on a GPU, apart from \
-          the entry it would otherwise share",
+    doc: "a label that only changes the key: it keeps a rerun, e.g. on a GPU, apart from the \
+          entry it would otherwise share",
 };
 
 impl OpSchema {
