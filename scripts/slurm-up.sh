@@ -11,7 +11,7 @@ STATE=${ABLATE_SLURM_STATE:-/var/lib/ablate-slurm}
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-ready() { command -v sinfo >/dev/null 2>&1 && sinfo -h -N -o %T 2>/dev/null | grep -qE '^(idle|mixed|allocated)'; }
+ready() { command -v sinfo >/dev/null 2>&1 && sinfo -h -N -o %T 2>/dev/null | grep -qE '^(idle|mixed|allocated|completing)'; }
 
 if ready; then
   echo "slurm: already up ($(sinfo -h -N -o '%N %T %c CPUs'))"
