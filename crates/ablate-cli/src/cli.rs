@@ -78,7 +78,8 @@ pub struct SpecArgs {
     /// Recompute a stage's instances (and everything downstream) even if cached.
     #[arg(long = "force", value_name = "STAGE")]
     pub force: Vec<String>,
-    /// Run every stage on this device (`cpu`, `cuda`, `cuda:N`), whatever its `device:` says.
+    /// Run on this device (`cpu`, `cuda`, `cuda:N`) whatever the stages' `device:` says: every
+    /// stage for `cpu`, the ops that compute on a device (trainers, evaluations) otherwise.
     /// Recorded in manifests and results, never in keys.
     #[arg(long, value_name = "DEVICE")]
     pub device: Option<ablate_spec::Device>,

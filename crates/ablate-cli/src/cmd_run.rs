@@ -2,7 +2,6 @@ use std::io::IsTerminal as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ablate_ops::Registry;
 use ablate_plan::InstanceId;
 use ablate_run::{
     CancelToken, Executor, Job, LocalExecutor, Outcome, RunEvent, RunOptions, SlurmExecutor,
@@ -13,7 +12,7 @@ use anyhow::Context as _;
 
 use crate::cli::{Global, RunArgs};
 use crate::error::input;
-use crate::load::{Loaded, executor_config, load, open_store};
+use crate::load::{Loaded, executor_config, load, on_device, open_store};
 use crate::report::{Mode, Reporter};
 use crate::results::{self, Completed};
 
@@ -298,7 +297,7 @@ fn check_devices(loaded: &Loaded, slurm: bool) -> anyhow::Result<usize> {
     if let Some((_, i)) = loaded
         .plan
         .instances()
-        .find(|(_, i)| i.device != Device::Cpu && !Registry::uses_gpu(&i.op))
+        .find(|(_, i)| i.device != Device::Cpu && !on_device(&loaded.registry, &i.op))
     {
         return Err(input(
             format!(
@@ -311,21 +310,18 @@ fn check_devices(loaded: &Loaded, slurm: bool) -> anyhow::Result<usize> {
     if slurm {
         return Ok(0);
     }
-    let found = gpu_count();
-    match found {
-        Ok(n) if n > 0 => Ok(n),
-        Ok(_) | Err(_) => Err(input(
-            format!(
-                "stage `{}` asks for device `{}`, but {}",
-                inst.stage,
-                inst.device,
-                found
-                    .err()
-                    .unwrap_or_else(|| "this machine has no GPU".into())
-            ),
-            Some("run it on the CPU with `--device cpu` (the key stays the same)".into()),
-        )),
-    }
+    let why = match gpu_count() {
+        Ok(n) if n > 0 => return Ok(n),
+        Ok(_) => "this machine has no GPU".to_owned(),
+        Err(e) => e,
+    };
+    Err(input(
+        format!(
+            "stage `{}` asks for device `{}`, but {why}",
+            inst.stage, inst.device
+        ),
+        Some("run it on the CPU with `--device cpu` (the key stays the same)".into()),
+    ))
 }
 
 #[cfg(feature = "cuda")]

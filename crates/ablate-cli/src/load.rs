@@ -6,7 +6,7 @@ use std::sync::Arc;
 use ablate_cache::Store;
 use ablate_ops::Registry;
 use ablate_plan::Plan;
-use ablate_spec::{Device, ExecutorConfig, Override, Overrides};
+use ablate_spec::{Device, ExecutorConfig, OpCatalog as _, Override, Overrides};
 use anyhow::Context as _;
 
 use crate::cli::{ExecutorArgs, SpecArgs};
@@ -36,19 +36,12 @@ pub fn load(spec: &SpecArgs) -> anyhow::Result<Loaded> {
     let registry = Arc::new(Registry::builtin());
     let mut pipeline = ablate_spec::load_file(&spec.file, &overrides, &*registry)
         .map_err(|d| anyhow::Error::new(SpecErrors(d)))?;
-    for stage in &mut pipeline.stages {
-        let on_device = Registry::uses_gpu(&stage.op);
-        if let Some(device) = spec.device {
-            // `--device cuda` moves the ops that can use a GPU; `--device cpu` moves every stage.
-            if device == Device::Cpu || on_device {
+    if let Some(device) = spec.device {
+        // `--device cuda` moves the ops that compute on a device; `--device cpu` every stage.
+        for stage in &mut pipeline.stages {
+            if device == Device::Cpu || on_device(&registry, &stage.op) {
                 stage.device = device;
             }
-        }
-        // An op that computes on its device takes its GPU share only when that device is a GPU,
-        // so one pipeline (`gpus: 0.25` on a trainer) runs on the CPU as on GPUs. Other ops
-        // (`cmd`) keep theirs: a program they start may use a GPU itself.
-        if on_device && stage.device == Device::Cpu {
-            stage.resources.gpus = 0.0;
         }
     }
     let workdir = std::env::current_dir().context("failed to read the current directory")?;
@@ -72,6 +65,11 @@ pub fn load(spec: &SpecArgs) -> anyhow::Result<Loaded> {
         forced: spec.force.clone(),
         executor: pipeline.executor.clone(),
     })
+}
+
+/// Whether `op` computes on its job's device (its schema's `on_device`).
+pub fn on_device(registry: &Registry, op: &str) -> bool {
+    registry.schema(op).is_some_and(|s| s.on_device)
 }
 
 /// Opens the cache at an absolute path (commands run by `cmd` see it from their own cwd).

@@ -81,6 +81,7 @@ impl Claims {
                 gathers: true,
                 free_params: false,
                 inputs_by_name: false,
+                on_device: false,
                 needs: (1, None),
             },
         }

@@ -60,6 +60,7 @@ impl Cmd {
                 gathers: false,
                 free_params: true,
                 inputs_by_name: true,
+                on_device: false,
                 needs: (0, None),
             },
         }

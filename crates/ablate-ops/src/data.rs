@@ -122,6 +122,7 @@ impl Toy2d {
                 gathers: false,
                 free_params: false,
                 inputs_by_name: false,
+                on_device: false,
                 needs: (0, Some(0)),
             },
         }

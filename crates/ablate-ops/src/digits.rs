@@ -83,6 +83,7 @@ impl Digits {
                 gathers: false,
                 free_params: false,
                 inputs_by_name: false,
+                on_device: false,
                 needs: (0, Some(0)),
             },
         }

@@ -47,6 +47,7 @@ impl Echo {
                 gathers: false,
                 free_params: false,
                 inputs_by_name: false,
+                on_device: false,
                 needs: (0, None),
             },
         }

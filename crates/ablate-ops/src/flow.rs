@@ -145,6 +145,7 @@ impl TrainFlow {
                 gathers: false,
                 free_params: false,
                 inputs_by_name: false,
+                on_device: true,
                 needs: (1, Some(1)),
             },
         }
@@ -332,6 +333,7 @@ impl EvalFlow {
                 gathers: false,
                 free_params: false,
                 inputs_by_name: false,
+                on_device: true,
                 needs: (1, Some(1)),
             },
         }
@@ -401,7 +403,7 @@ impl Op for EvalFlow {
     }
 }
 
-/// The engine backend of a training op on its job's `device`: this crate's CPU kernels on `cpu`;
+/// The engine backend of an op on its job's `device`: the engine's CPU kernels on `cpu`;
 /// dfdx's CUDA device on `cuda:N` (the first of `cuda:N,M`; `cuda` alone is the first visible
 /// GPU, as on a Slurm node) in a build with the `cuda` feature.
 pub(crate) fn backend(ctx: &OpContext<'_>) -> Result<Backend, OpError> {

@@ -89,6 +89,7 @@ impl DataText {
                 gathers: false,
                 free_params: false,
                 inputs_by_name: false,
+                on_device: false,
                 needs: (0, Some(0)),
             },
         }
@@ -411,6 +412,7 @@ impl TrainLm {
                 gathers: false,
                 free_params: false,
                 inputs_by_name: false,
+                on_device: true,
                 needs: (1, Some(1)),
             },
         }
@@ -689,6 +691,7 @@ impl EvalLm {
                 gathers: false,
                 free_params: false,
                 inputs_by_name: false,
+                on_device: true,
                 needs: (1, Some(1)),
             },
         }

@@ -59,6 +59,7 @@ impl EvalMetric {
                 gathers: false,
                 free_params: false,
                 inputs_by_name: false,
+                on_device: false,
                 needs: (1, Some(1)),
             },
         }

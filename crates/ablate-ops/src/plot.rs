@@ -199,6 +199,7 @@ impl Plot {
                 gathers: true,
                 free_params: false,
                 inputs_by_name: false,
+                on_device: false,
                 needs: (1, None),
             },
         }

@@ -41,13 +41,6 @@ impl Registry {
         Registry { ops }
     }
 
-    /// Whether `op` computes on its job's device (a GPU in a CUDA build): the trainers, and the
-    /// evaluations whose work is forward passes. `eval.metric` (and `eval.flow`'s Jacobians and
-    /// inverses) measure the geometry in f64 on the host, the same on every device.
-    pub fn uses_gpu(op: &str) -> bool {
-        matches!(op, "train.flow" | "train.lm" | "eval.flow" | "eval.lm")
-    }
-
     pub fn schemas(&self) -> impl Iterator<Item = &OpSchema> {
         self.ops.iter().map(|op| op.schema())
     }

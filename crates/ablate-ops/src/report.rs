@@ -99,6 +99,7 @@ impl Table {
                 gathers: true,
                 free_params: false,
                 inputs_by_name: false,
+                on_device: false,
                 needs: (1, None),
             },
         }

@@ -148,6 +148,7 @@ impl Builder<'_> {
             return Vec::new();
         };
         let (inputs_by_name, version) = (schema.inputs_by_name, schema.version);
+        let resources = instance_resources(stage, schema.on_device);
         let protos = self.protos(stage);
         let own = stage.matrix.expand();
         let axis_order: Vec<&str> = stage.matrix.axes.iter().map(|(k, _)| k.as_str()).collect();
@@ -218,7 +219,7 @@ impl Builder<'_> {
                     key: key_input.key(),
                     key_input,
                     inputs: proto.inputs.clone(),
-                    resources: instance_resources(stage),
+                    resources,
                     retries: stage.retries,
                     device: stage.device,
                     gather: stage.gather,
@@ -445,12 +446,17 @@ fn cycle_in(g: &DiGraph<usize, ()>, scc: &[NodeIndex]) -> Vec<usize> {
     path.into_iter().map(|n| g[n]).collect()
 }
 
-/// A stage's resources as each of its instances takes them: a CUDA stage that declares no
-/// `gpus` takes one whole GPU, on the local scheduler as on Slurm.
-fn instance_resources(stage: &ablate_spec::Stage) -> ablate_spec::Resources {
+/// A stage's resources as each of its instances takes them, on the local scheduler as on
+/// Slurm: a CUDA stage that declares no `gpus` takes one whole GPU; an op that computes on its
+/// device (`on_device`) takes its share only on a GPU, so one pipeline (`gpus: 0.25` on a
+/// trainer) runs on the CPU as on GPUs. Other ops keep theirs: a program they start (`cmd`) may
+/// use a GPU itself.
+fn instance_resources(stage: &Stage, on_device: bool) -> ablate_spec::Resources {
     let mut r = stage.resources;
-    if matches!(stage.device, ablate_spec::Device::Cuda(_)) && r.gpus == 0.0 {
-        r.gpus = 1.0;
+    match stage.device {
+        ablate_spec::Device::Cuda(_) if r.gpus == 0.0 => r.gpus = 1.0,
+        ablate_spec::Device::Cpu if on_device => r.gpus = 0.0,
+        _ => {}
     }
     r
 }

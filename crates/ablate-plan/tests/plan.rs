@@ -39,6 +39,7 @@ fn schema(name: &'static str, needs: (usize, Option<usize>), params: Vec<ParamSp
         gathers: false,
         free_params: false,
         inputs_by_name: false,
+        on_device: false,
         needs,
     }
 }
@@ -54,21 +55,24 @@ fn catalog() -> Catalog {
                 seed(),
             ],
         ),
-        schema(
-            "train",
-            (1, None),
-            vec![
-                ParamSpec::with_default(
-                    "weights",
-                    ParamType::Enum(&["shared", "unshared"]),
-                    json!("shared"),
-                    "",
-                ),
-                ParamSpec::with_default("steps", ParamType::positive_int(), json!(4), ""),
-                ParamSpec::with_default("lr", ParamType::positive_float(), json!(0.01), ""),
-                seed(),
-            ],
-        ),
+        OpSchema {
+            on_device: true,
+            ..schema(
+                "train",
+                (1, None),
+                vec![
+                    ParamSpec::with_default(
+                        "weights",
+                        ParamType::Enum(&["shared", "unshared"]),
+                        json!("shared"),
+                        "",
+                    ),
+                    ParamSpec::with_default("steps", ParamType::positive_int(), json!(4), ""),
+                    ParamSpec::with_default("lr", ParamType::positive_float(), json!(0.01), ""),
+                    seed(),
+                ],
+            )
+        },
         schema("eval", (1, None), vec![]),
         OpSchema {
             gathers: true,
@@ -85,6 +89,7 @@ fn catalog() -> Catalog {
         OpSchema {
             free_params: true,
             inputs_by_name: true,
+            on_device: false,
             ..schema(
                 "cmd",
                 (0, None),
@@ -474,11 +479,14 @@ fn renders_every_format() {
 }
 
 #[test]
-fn a_cuda_stage_without_a_gpu_share_takes_one_whole_gpu() {
+fn gpu_shares_follow_the_device() {
     // On the local scheduler as on Slurm (whose `--gpus-per-task` reads the instance's share).
+    // An op that computes on its device takes no share on the CPU; any other op keeps its own.
     let p = plan(
         "name: g\nstages:\n  d: { op: data }\n  t: { op: train, needs: d, device: cuda }\n  \
-         u: { op: train, needs: d, device: 'cuda:1', resources: { gpus: 0.25 } }\n",
+         u: { op: train, needs: d, device: 'cuda:1', resources: { gpus: 0.25 } }\n  \
+         c: { op: train, needs: d, resources: { gpus: 0.25 } }\n  \
+         e: { op: eval, needs: d, resources: { gpus: 0.5 } }\n",
     );
     let gpus = |id: &str| {
         p.instances()
@@ -489,4 +497,5 @@ fn a_cuda_stage_without_a_gpu_share_takes_one_whole_gpu() {
             .gpus
     };
     assert_eq!((gpus("d"), gpus("t"), gpus("u")), (0.0, 1.0, 0.25));
+    assert_eq!((gpus("c"), gpus("e")), (0.0, 0.5));
 }

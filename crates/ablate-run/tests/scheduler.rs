@@ -43,6 +43,7 @@ impl Fake {
             gathers: false,
             free_params: false,
             inputs_by_name: false,
+            on_device: false,
             needs: (0, None),
         };
         Arc::new(Fake {

@@ -168,6 +168,10 @@ pub struct OpSchema {
     /// The op tells its inputs apart by the stage they come from (`cmd`'s `{in.STAGE}`), so
     /// the stage names of inputs are part of its key; other ops see inputs by content only.
     pub inputs_by_name: bool,
+    /// The op computes on its job's `device` (a GPU for `cuda`), so `--device cuda` moves it
+    /// and its `resources.gpus` applies only when that device is a GPU; every other op runs on
+    /// the CPU, and its `gpus` reserve GPUs for what it starts (`cmd`).
+    pub on_device: bool,
     /// How many `needs` the op accepts (min, max); `None` max = unbounded.
     pub needs: (usize, Option<usize>),
 }

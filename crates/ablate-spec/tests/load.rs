@@ -34,6 +34,7 @@ fn op(
         gathers: false,
         free_params: false,
         inputs_by_name: false,
+        on_device: false,
         needs,
     }
 }
@@ -118,6 +119,7 @@ fn catalog() -> Catalog {
         OpSchema {
             free_params: true,
             inputs_by_name: true,
+            on_device: false,
             ..op(
                 "cmd",
                 1,
