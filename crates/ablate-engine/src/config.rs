@@ -265,13 +265,6 @@ pub fn cuda_devices() -> Result<usize, String> {
         .map_err(|e| format!("the CUDA driver could not count its GPUs ({e:?})"))
 }
 
-/// dfdx's CUDA device `ordinal`, or an error naming it.
-#[cfg(feature = "cuda")]
-pub(crate) fn cuda_device(ordinal: u32, seed: u64) -> Result<dfdx::tensor::Cuda, EngineError> {
-    dfdx::tensor::Cuda::try_build(ordinal as usize, seed)
-        .map_err(|e| EngineError::InvalidConfig(format!("cannot open GPU `cuda:{ordinal}`: {e:?}")))
-}
-
 /// How to run a training or evaluation; none of it changes the results of [`Backend::Cpu`]:
 /// the batch is always split into the same shards and their gradients summed in the same
 /// order, whatever the thread count.

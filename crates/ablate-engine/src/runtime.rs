@@ -1,12 +1,12 @@
-//! A [`Backend`] opened for evaluation: the CPU kernels with their thread count, or a dfdx
-//! device (its CUDA device in a `cuda` build), opened once and used by every forward pass of an
-//! evaluation, so a GPU's context and cuBLAS handle are set up once per evaluation, not per
-//! batch.
+//! A [`Backend`] opened for a training or an evaluation: the CPU kernels with their thread
+//! count, or a dfdx device (its CUDA device in a `cuda` build), opened once and used by every
+//! step or forward pass, so a GPU's context and cuBLAS handle are set up once per run, not per
+//! batch. The one place a dfdx device is opened.
 
 use crate::EngineError;
 use crate::config::{Backend, ExecOptions};
 
-/// Where an evaluation's forward passes run; see [`Runtime::open`].
+/// Where a run's arithmetic runs; see [`Runtime::open`].
 pub struct Runtime {
     pub(crate) kind: Kind,
 }
@@ -43,9 +43,12 @@ impl Runtime {
             },
             Backend::Dfdx => Kind::Dfdx(dfdx::tensor::Cpu::default()),
             #[cfg(feature = "cuda")]
+            // The device's own random generator is never used: parameters start on the host.
             Backend::Cuda(ordinal) => Kind::Cuda {
                 ordinal,
-                dev: crate::config::cuda_device(ordinal, 0)?,
+                dev: dfdx::tensor::Cuda::try_build(ordinal as usize, 0).map_err(|e| {
+                    EngineError::Device(format!("cannot open GPU `cuda:{ordinal}`: {e:?}"))
+                })?,
             },
         };
         Ok(Runtime { kind })

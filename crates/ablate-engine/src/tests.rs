@@ -843,6 +843,7 @@ fn evaluation_on_a_device_matches_the_cpu() {
     .unwrap();
     assert_eq!(dfdx.backend(), Backend::Dfdx);
     let data = toy_data(4500, 2, 3, 8);
+    let mut bitwise_equal = 0;
     for v in variants() {
         let cfg = variant(&cfg(Weights::Unshared, 2, 4), v);
         let flow = Flow::init(&cfg, 2).unwrap();
@@ -855,8 +856,16 @@ fn evaluation_on_a_device_matches_the_cpu() {
             dev.loss
         );
         assert_eq!((cpu.acc, cpu.n), (dev.acc, dev.n), "{v:?}");
+        bitwise_equal += usize::from(cpu.loss.to_bits() == dev.loss.to_bits());
         assert!(flow.evaluate_on(&toy_data(5, 3, 3, 1), &dfdx).is_err());
     }
+    // Other arithmetic, so not always to the bit (a simple variant can agree exactly): a device
+    // runtime that fell back to the CPU kernels would agree on every one.
+    assert!(
+        bitwise_equal < variants().count(),
+        "{bitwise_equal} of {}",
+        variants().count()
+    );
 }
 
 /// `in_dim = dim = 1`, hidden 1, two steps of `h = 0.5`, relu, no lift: small enough to run by

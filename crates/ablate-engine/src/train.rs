@@ -5,11 +5,11 @@ use std::ops::ControlFlow;
 
 use dfdx::tensor_ops::Device;
 
-use crate::config::Backend;
 use crate::cpu::{BatchStats, with_cpu_trainer};
 use crate::error::catching;
 use crate::params::{Layout, STREAM_SHUFFLE};
 use crate::rng::SplitMix64;
+use crate::runtime::{Kind, Runtime};
 use crate::tensor::TensorTrainer;
 use crate::{Dataset, EngineError, ExecOptions, Flow, FlowConfig, TrainConfig};
 
@@ -78,23 +78,17 @@ pub fn train_flow_with(
     exec: &ExecOptions,
     observer: &mut dyn TrainObserver,
 ) -> Result<Flow, EngineError> {
-    exec.validate()?;
-    match exec.backend {
-        Backend::Cpu => {
+    match Runtime::open(exec)?.kind {
+        Kind::Cpu { threads } => {
             let layout = check(cfg, train, data)?;
             let init = layout.init(train.seed);
-            with_cpu_trainer(cfg, &layout, init, train.batch, exec.threads, |trainer| {
+            with_cpu_trainer(cfg, &layout, init, train.batch, threads, |trainer| {
                 run(cfg, train, data, &layout, trainer, observer)
             })?
         }
-        Backend::Dfdx => {
-            catching(|| train_flow_on(&dfdx::tensor::Cpu::default(), cfg, train, data, observer))
-        }
+        Kind::Dfdx(dev) => catching(|| train_flow_on(&dev, cfg, train, data, observer)),
         #[cfg(feature = "cuda")]
-        Backend::Cuda(n) => catching(|| {
-            let dev = crate::config::cuda_device(n, train.seed)?;
-            train_flow_on(&dev, cfg, train, data, observer)
-        }),
+        Kind::Cuda { dev, .. } => catching(|| train_flow_on(&dev, cfg, train, data, observer)),
     }
 }
 

@@ -11,6 +11,7 @@ use super::model::Lm;
 use super::tensor::tensor_loss_and_grad;
 use crate::error::catching;
 use crate::kernels::{self, AdamStep};
+use crate::runtime::{Kind, Runtime};
 use crate::{Backend, EngineError, ExecOptions};
 
 /// AdamW's constants ([`LmTrainConfig`]).
@@ -109,20 +110,18 @@ pub fn train_lm_with(
     let layout = LmLayout::new(cfg);
     let init = layout.init(train.seed);
     let mut logs = Vec::with_capacity(train.steps);
-    let params = match exec.backend {
-        Backend::Cpu => with_runner(cfg, &layout, init, exec.threads, |runner| {
+    let params = match Runtime::open(exec)?.kind {
+        Kind::Cpu { threads } => with_runner(cfg, &layout, init, threads, |runner| {
             run_steps(cfg, train, &layout, runner, batches, observer, &mut logs)?;
             Ok::<_, EngineError>(std::mem::take(&mut *runner.params_mut()))
         })?,
-        Backend::Dfdx => catching(|| {
-            let dev = dfdx::tensor::Cpu::default();
-            on_tensors(dev, cfg, train, &layout, init, batches, observer, &mut logs)
-        })?,
+        Kind::Dfdx(dev) => {
+            catching(|| on_tensors(dev, cfg, train, &layout, init, batches, observer, &mut logs))?
+        }
         #[cfg(feature = "cuda")]
-        Backend::Cuda(n) => catching(|| {
-            let dev = crate::config::cuda_device(n, train.seed)?;
-            on_tensors(dev, cfg, train, &layout, init, batches, observer, &mut logs)
-        })?,
+        Kind::Cuda { dev, .. } => {
+            catching(|| on_tensors(dev, cfg, train, &layout, init, batches, observer, &mut logs))?
+        }
     };
     Ok((Lm::from_parts(cfg.clone(), params)?, logs))
 }
