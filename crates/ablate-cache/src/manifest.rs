@@ -1,9 +1,14 @@
 use serde::{Deserialize, Serialize};
 
-use crate::{Digest, InstanceKey, KeyInput};
+use crate::{Digest, InstanceKey, KeyInput, canonical_json};
 
-/// Version of the manifest format inside a `v1` bucket.
-pub const MANIFEST_FORMAT: u32 = 1;
+/// Version of the manifest format inside a `v1` bucket. Format 2 carries a checksum of its own
+/// contents.
+pub const MANIFEST_FORMAT: u32 = 2;
+
+/// Manifests written before they carried a checksum: still read, but their metadata (metrics,
+/// paths, params) cannot be checked; `ablate cache verify` counts them.
+pub const LEGACY_MANIFEST_FORMAT: u32 = 1;
 
 /// `manifest.json` of a cache entry: what went in, what came out, and how it was made.
 /// Written last into the temp directory, so an entry without one is torn.
@@ -27,6 +32,11 @@ pub struct Manifest {
     pub device: String,
     pub host: String,
     pub ablate_version: String,
+    /// SHA-256 of the rest of the manifest (the canonical JSON of every other field): a lookup
+    /// refuses an entry whose metrics, paths or inputs were edited after it was written (#16).
+    /// It guards against accidents and torn edits, not against someone who recomputes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<Digest>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +84,16 @@ impl Metric {
 }
 
 impl Manifest {
+    /// The checksum of every field but [`Manifest::checksum`]: canonical JSON (sorted keys,
+    /// normalised numbers), so it does not depend on how the file was formatted.
+    pub fn compute_checksum(&self) -> Digest {
+        let mut value = serde_json::to_value(self).expect("a manifest serialises");
+        if let serde_json::Value::Object(map) = &mut value {
+            map.remove("checksum");
+        }
+        Digest::of_bytes(canonical_json(&value).as_bytes())
+    }
+
     /// Final (unstepped) metrics by name.
     pub fn final_metrics(&self) -> impl Iterator<Item = (&str, f64)> {
         self.metrics

@@ -17,7 +17,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{CacheError, Digest, InstanceKey, MANIFEST_FORMAT, Manifest, OutputFile};
+use crate::{
+    CacheError, Digest, InstanceKey, LEGACY_MANIFEST_FORMAT, MANIFEST_FORMAT, Manifest, OutputFile,
+};
 
 const MANIFEST: &str = "manifest.json";
 const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
@@ -110,15 +112,30 @@ impl Store {
             Ok(m) => m,
             Err(e) => return Lookup::Invalid(format!("its manifest does not parse: {e}")),
         };
-        if manifest.format != MANIFEST_FORMAT {
-            return Lookup::Invalid(format!(
-                "manifest format {} is not {MANIFEST_FORMAT}",
-                manifest.format
-            ));
+        match (manifest.format, manifest.checksum) {
+            (MANIFEST_FORMAT, Some(sum)) if sum == manifest.compute_checksum() => {}
+            (MANIFEST_FORMAT, Some(_)) => {
+                return Lookup::Invalid(
+                    "its manifest was changed after it was written (its checksum does not match)"
+                        .into(),
+                );
+            }
+            (MANIFEST_FORMAT, None) => {
+                return Lookup::Invalid("its manifest has no checksum".into());
+            }
+            (LEGACY_MANIFEST_FORMAT, _) => {}
+            (format, _) => {
+                return Lookup::Invalid(format!(
+                    "manifest format {format} is not {MANIFEST_FORMAT}"
+                ));
+            }
         }
         // Re-deriving the key from the recorded inputs costs a hash per entry: full checks only.
         if manifest.key != *key || (mode == VerifyMode::Full && manifest.input.key() != *key) {
             return Lookup::Invalid("its manifest belongs to another key".into());
+        }
+        if let Err(why) = check_paths(&manifest) {
+            return Lookup::Invalid(why);
         }
         for out in &manifest.outputs {
             if let Err(why) = check_output(&dir, out, mode) {
@@ -126,6 +143,27 @@ impl Store {
             }
         }
         Lookup::Hit(Box::new(manifest))
+    }
+
+    /// The path of the output file `name` of entry `key`, once its content has been hashed and
+    /// matched against the manifest: what an op reads of its inputs is verified in full, while a
+    /// lookup checks only sizes and modification times. `Ok(None)`: the entry has no such file.
+    pub fn verified_output(
+        &self,
+        key: &InstanceKey,
+        name: &str,
+    ) -> Result<Option<PathBuf>, String> {
+        let manifest = match self.lookup(key) {
+            Lookup::Hit(m) => m,
+            Lookup::Miss => return Err("the entry is missing".into()),
+            Lookup::Invalid(why) => return Err(why),
+        };
+        let Some(out) = manifest.outputs.iter().find(|o| o.path == name) else {
+            return Ok(None);
+        };
+        let dir = self.entry_dir(key);
+        check_output(&dir, out, VerifyMode::Full)?;
+        Ok(Some(dir.join(name)))
     }
 
     /// Reads a manifest without verifying the entry's files (for explanations and listings).
@@ -201,7 +239,9 @@ impl Store {
         for bucket in rd.flatten() {
             let name = bucket.file_name();
             let name = name.to_string_lossy();
-            if name.len() != 2 || !bucket.path().is_dir() {
+            // `file_type` does not follow links: a bucket linked out of the cache is not
+            // walked (nor its entries deleted by gc).
+            if name.len() != 2 || !bucket.file_type().is_ok_and(|t| t.is_dir()) {
                 continue;
             }
             let Ok(entries) = fs::read_dir(bucket.path()) else {
@@ -261,38 +301,70 @@ impl Store {
                 }
             }
         }
-        for (sub, is_tmp) in [("tmp", true), ("failed", false)] {
+        // What gc lists it deletes: it never follows a symbolic link out of the cache (a
+        // `tmp` linked elsewhere would have had the link's target emptied), and a stray plain
+        // file is a leftover like any other (#16).
+        for sub in ["tmp", "failed", "pipelines"] {
             let d = self.v1.join(sub);
+            if let Err(why) = real_dir(&d) {
+                report.refused.push(why);
+                continue;
+            }
             for e in fs::read_dir(&d).map_err(CacheError::io(&d))?.flatten() {
-                let path = e.path();
-                if is_tmp && writer_alive(&e.file_name().to_string_lossy()) {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let doomed = match sub {
+                    "tmp" => !writer_alive(&name),
+                    "failed" => true,
+                    // An index being written (`<name>.tmp.<pid>.<n>`) by a process that died.
+                    "pipelines" => name
+                        .rsplit_once(".tmp.")
+                        .and_then(|(_, rest)| rest.split('.').next()?.parse::<u32>().ok())
+                        .is_some_and(|pid| !pid_alive(pid)),
+                    _ => unreachable!("one of the three above"),
+                };
+                if !doomed {
                     continue;
                 }
-                report.bytes += dir_size(&path);
+                let path = e.path();
+                let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+                report.bytes += if is_dir {
+                    dir_size(&path)
+                } else {
+                    e.metadata().map_or(0, |m| m.len())
+                };
                 report.leftovers += 1;
                 if !dry_run {
-                    fs::remove_dir_all(&path).map_err(CacheError::io(&path))?;
+                    let removed = if is_dir {
+                        fs::remove_dir_all(&path)
+                    } else {
+                        fs::remove_file(&path)
+                    };
+                    removed.map_err(CacheError::io(&path))?;
                 }
             }
         }
         let locks = self.v1.join("locks");
-        for e in fs::read_dir(&locks)
-            .map_err(CacheError::io(&locks))?
-            .flatten()
-        {
-            let Some(key) = e
-                .file_name()
-                .to_string_lossy()
-                .strip_suffix(".lock")
-                .and_then(|s| s.parse().ok())
-            else {
-                continue;
-            };
-            if let Some(lock) = self.try_lock(&key)? {
-                if !dry_run {
-                    let _ = fs::remove_file(e.path());
+        if let Err(why) = real_dir(&locks) {
+            report.refused.push(why);
+        } else {
+            for e in fs::read_dir(&locks)
+                .map_err(CacheError::io(&locks))?
+                .flatten()
+            {
+                let Some(key) = e
+                    .file_name()
+                    .to_string_lossy()
+                    .strip_suffix(".lock")
+                    .and_then(|s| s.parse().ok())
+                else {
+                    continue;
+                };
+                if let Some(lock) = self.try_lock(&key)? {
+                    if !dry_run {
+                        let _ = fs::remove_file(e.path());
+                    }
+                    drop(lock);
                 }
-                drop(lock);
             }
         }
         Ok(report)
@@ -340,6 +412,8 @@ pub struct GcReport {
     pub entries: usize,
     pub leftovers: usize,
     pub bytes: u64,
+    /// Places gc left alone, and why (a directory of the store that is a symbolic link).
+    pub refused: Vec<String>,
 }
 
 /// Held while an instance is computed; released on drop.
@@ -390,6 +464,11 @@ impl TempEntry<'_> {
             manifest.format = MANIFEST_FORMAT;
             manifest.key = self.key;
             manifest.outputs = hash_tree(&dir)?;
+            if let Some(p) = unpublishable(&manifest) {
+                return Err(CacheError::NotAnOutput { path: p.clone() });
+            }
+            manifest.checksum = None;
+            manifest.checksum = Some(manifest.compute_checksum());
             let path = dir.join(MANIFEST);
             let bytes = serde_json::to_vec(&manifest).expect("manifest serialises");
             fs::write(&path, bytes).map_err(CacheError::io(&path))?;
@@ -481,6 +560,40 @@ fn mtime_ns(meta: &fs::Metadata) -> i128 {
         .map_or(0, |d| d.as_nanos() as i128)
 }
 
+/// Every path a manifest names stays inside its entry: outputs are relative, `/`-separated,
+/// without `.`/`..` or empty parts, and what it publishes is one of its outputs (an edited
+/// `publish: ["../../../etc/passwd"]` would otherwise be copied into `results/`).
+fn check_paths(manifest: &Manifest) -> Result<(), String> {
+    for out in &manifest.outputs {
+        let inside = !out.path.is_empty()
+            && out
+                .path
+                .split('/')
+                .all(|part| !part.is_empty() && part != "." && part != "..");
+        if !inside {
+            return Err(format!(
+                "its manifest names an output outside the entry: `{}`",
+                out.path.escape_debug()
+            ));
+        }
+    }
+    if let Some(p) = unpublishable(manifest) {
+        return Err(format!(
+            "its manifest publishes `{}`, which is not one of its outputs",
+            p.escape_debug()
+        ));
+    }
+    Ok(())
+}
+
+/// A file the manifest asks to publish that is not one of its outputs.
+fn unpublishable(manifest: &Manifest) -> Option<&String> {
+    manifest
+        .publish
+        .iter()
+        .find(|p| !manifest.outputs.iter().any(|o| &o.path == *p))
+}
+
 fn check_output(dir: &Path, out: &OutputFile, mode: VerifyMode) -> Result<(), String> {
     let path = dir.join(&out.path);
     let meta =
@@ -569,7 +682,26 @@ fn writer_alive(name: &str) -> bool {
     {
         return true;
     }
+    pid_alive(pid)
+}
+
+fn pid_alive(pid: u32) -> bool {
     pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// `dir` is a directory itself, not a symbolic link to one.
+fn real_dir(dir: &Path) -> Result<(), String> {
+    match fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_symlink() => Err(format!(
+            "`{}` is a symbolic link (to `{}`): gc never follows a link out of the cache; \
+             replace it with a directory",
+            dir.display(),
+            fs::read_link(dir).unwrap_or_default().display()
+        )),
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(format!("`{}` is not a directory", dir.display())),
+        Err(e) => Err(format!("cannot read `{}`: {e}", dir.display())),
+    }
 }
 
 /// This machine's short host name (no dots, so it fits in a temp directory's dotted name).

@@ -35,6 +35,7 @@ fn manifest(input: &KeyInput) -> Manifest {
         device: "cpu".into(),
         host: "h".into(),
         ablate_version: "0".into(),
+        checksum: None,
     }
 }
 
@@ -272,4 +273,168 @@ fn index_round_trip() {
     index.instances.insert("s[value=1]".into(), key);
     store.save_index("p", &index).unwrap();
     assert_eq!(store.load_index("p").instances["s[value=1]"], key);
+}
+
+/// Reads an entry's manifest as JSON, lets `edit` change it, writes it back.
+fn edit_manifest(store: &Store, key: &InstanceKey, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = store.entry_dir(key).join("manifest.json");
+    let mut doc: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    edit(&mut doc);
+    fs::write(&path, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+}
+
+#[test]
+fn an_edited_manifest_metric_is_caught_by_lookup_and_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let key = put(&store, 1, &[("a.txt", b"hello")]);
+    // Reformatting the manifest (here: pretty-printed) changes nothing.
+    edit_manifest(&store, &key, |_| {});
+    assert!(matches!(store.lookup(&key), Lookup::Hit(_)));
+    edit_manifest(&store, &key, |m| m["metrics"][0]["value"] = json!(0.99));
+    for mode in [VerifyMode::Fast, VerifyMode::Full] {
+        assert!(
+            matches!(store.verify(&key, mode), Lookup::Invalid(why) if why.contains("changed after it was written")),
+            "{mode:?}"
+        );
+    }
+}
+
+#[test]
+fn a_manifest_naming_paths_outside_its_entry_is_invalid_even_with_a_good_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let key = put(&store, 1, &[("a.txt", b"hello")]);
+    let reseal = |doc: &mut serde_json::Value| {
+        let mut m: Manifest = serde_json::from_value(doc.clone()).unwrap();
+        m.checksum = None;
+        m.checksum = Some(m.compute_checksum());
+        *doc = serde_json::to_value(m).unwrap();
+    };
+    for publish in [
+        "/etc/passwd",
+        "../../../etc/passwd",
+        "a.txt/../../x",
+        "missing.md",
+    ] {
+        edit_manifest(&store, &key, |m| {
+            m["publish"] = json!([publish]);
+            reseal(m);
+        });
+        assert!(
+            matches!(store.verify(&key, VerifyMode::Fast), Lookup::Invalid(why) if why.contains("publishes")),
+            "{publish}"
+        );
+    }
+    edit_manifest(&store, &key, |m| {
+        m["publish"] = json!([]);
+        m["outputs"][0]["path"] = json!("../a.txt");
+        reseal(m);
+    });
+    assert!(
+        matches!(store.verify(&key, VerifyMode::Full), Lookup::Invalid(why) if why.contains("outside the entry"))
+    );
+}
+
+#[test]
+fn publishing_a_file_the_op_did_not_write_is_refused_at_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let input = key_input(1);
+    let tmp = store.begin(&input.key()).unwrap();
+    fs::write(tmp.dir().join("a.md"), b"x").unwrap();
+    let mut m = manifest(&input);
+    m.publish = vec!["../b.md".into()];
+    let err = tmp.commit(m).unwrap_err();
+    assert!(err.to_string().contains("../b.md"), "{err}");
+    assert!(matches!(store.lookup(&input.key()), Lookup::Miss));
+}
+
+#[test]
+fn a_legacy_manifest_without_checksum_is_still_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let key = put(&store, 1, &[("a.txt", b"hello")]);
+    edit_manifest(&store, &key, |m| {
+        m["format"] = json!(1);
+        m.as_object_mut().unwrap().remove("checksum");
+    });
+    assert!(matches!(store.verify(&key, VerifyMode::Full), Lookup::Hit(m) if m.format == 1));
+    // Format 2 without its checksum is not legacy: it was edited.
+    edit_manifest(&store, &key, |m| m["format"] = json!(2));
+    assert!(matches!(store.lookup(&key), Lookup::Invalid(why) if why.contains("no checksum")));
+}
+
+#[test]
+fn what_an_op_reads_is_hashed_even_when_size_and_mtime_were_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let key = put(&store, 1, &[("a.txt", b"hello"), ("b.txt", b"fine")]);
+    assert_eq!(
+        store.verified_output(&key, "a.txt").unwrap(),
+        Some(store.entry_dir(&key).join("a.txt"))
+    );
+    assert_eq!(store.verified_output(&key, "nope.txt").unwrap(), None);
+    let file = store.entry_dir(&key).join("a.txt");
+    let mtime = fs::metadata(&file).unwrap().modified().unwrap();
+    fs::write(&file, b"HELLO").unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    // The fast lookup trusts size and mtime (documented); reading the file checks its hash.
+    assert!(matches!(store.lookup(&key), Lookup::Hit(_)));
+    let err = store.verified_output(&key, "a.txt").unwrap_err();
+    assert!(err.contains("SHA-256"), "{err}");
+    assert!(store.verified_output(&key, "b.txt").unwrap().is_some());
+}
+
+#[test]
+fn gc_never_follows_a_link_out_of_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let precious = outside.path().join("precious");
+    fs::create_dir(&precious).unwrap();
+    fs::write(precious.join("thesis.tex"), b"years of work").unwrap();
+    fs::write(outside.path().join("0000.lock"), b"").unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let key = put(&store, 1, &[("a", b"1")]);
+    for sub in ["tmp", "failed", "locks"] {
+        let d = dir.path().join("v1").join(sub);
+        fs::remove_dir_all(&d).unwrap();
+        std::os::unix::fs::symlink(outside.path(), &d).unwrap();
+    }
+    // A bucket linked out of the cache is not an entry of it either.
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("v1/zz")).unwrap();
+    let report = store.gc(None, false).unwrap();
+    assert!(
+        precious.join("thesis.tex").exists(),
+        "gc deleted outside the cache"
+    );
+    assert!(outside.path().join("0000.lock").exists());
+    assert_eq!(report.refused.len(), 3, "{:?}", report.refused);
+    assert!(
+        report.refused[0].contains("symbolic link"),
+        "{:?}",
+        report.refused
+    );
+    assert_eq!(store.keys().unwrap(), vec![key]);
+}
+
+#[test]
+fn a_stray_file_in_tmp_is_a_leftover_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    put(&store, 1, &[("a", b"1")]);
+    fs::write(dir.path().join("v1/tmp/stray"), b"junk").unwrap();
+    fs::write(dir.path().join("v1/failed/stray"), b"junk").unwrap();
+    // An index a killed writer left half-written (pid 0 is never a user process).
+    fs::write(dir.path().join("v1/pipelines/p.tmp.0.3"), b"{").unwrap();
+    fs::write(dir.path().join("v1/pipelines/p.json"), b"{}").unwrap();
+    let report = store.gc(None, false).unwrap();
+    assert_eq!(report.leftovers, 3, "{report:?}");
+    assert_eq!(fs::read_dir(dir.path().join("v1/tmp")).unwrap().count(), 0);
+    assert!(dir.path().join("v1/pipelines/p.json").exists());
 }

@@ -1,7 +1,7 @@
 use std::collections::HashSet;
 use std::fmt::Write as _;
 
-use ablate_cache::{Lookup, VerifyMode};
+use ablate_cache::{LEGACY_MANIFEST_FORMAT, Lookup, VerifyMode};
 
 use crate::cli::{CacheArgs, CacheCommand, Global, SpecArgs};
 use crate::load::{load, open_store};
@@ -49,10 +49,13 @@ pub fn cache(global: &Global, args: CacheArgs) -> anyhow::Result<u8> {
         }
         CacheCommand::Verify { fix } => {
             let keys = store.keys()?;
-            let mut bad = 0;
+            let (mut bad, mut legacy) = (0, 0);
             for key in &keys {
                 let why = match store.verify(key, VerifyMode::Full) {
-                    Lookup::Hit(_) => continue,
+                    Lookup::Hit(m) => {
+                        legacy += usize::from(m.format == LEGACY_MANIFEST_FORMAT);
+                        continue;
+                    }
                     Lookup::Invalid(why) => why,
                     Lookup::Miss => "the entry disappeared while being verified".into(),
                 };
@@ -70,6 +73,13 @@ pub fn cache(global: &Global, args: CacheArgs) -> anyhow::Result<u8> {
                 keys.len(),
                 if fix && bad > 0 { " (removed)" } else { "" }
             );
+            if legacy > 0 {
+                let _ = writeln!(
+                    out,
+                    "{legacy} of them predate manifest checksums: their files were verified, their \
+                     metadata (metrics, params) cannot be"
+                );
+            }
             if bad > 0 && !fix {
                 crate::EXIT_FAILURE
             } else {
@@ -102,6 +112,9 @@ pub fn cache(global: &Global, args: CacheArgs) -> anyhow::Result<u8> {
                 r.leftovers,
                 human_bytes(r.bytes)
             );
+            for why in &r.refused {
+                eprintln!("warning: gc left it alone: {why}");
+            }
             crate::EXIT_OK
         }
     };

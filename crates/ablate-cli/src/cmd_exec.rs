@@ -2,8 +2,8 @@
 //! file (task `SLURM_ARRAY_TASK_ID`) into the shared cache with exactly the protocol of a local
 //! run, prints progress to the task's log, and exits 0 when the result is in the cache.
 
-use std::sync::Arc;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ablate_run::{CancelToken, LocalExecutor, Outcome, Progress};
@@ -11,6 +11,7 @@ use ablate_run::{CancelToken, LocalExecutor, Outcome, Progress};
 use crate::cli::{ExecArgs, Global};
 use crate::error::input;
 use crate::load::open_store;
+use crate::signals::{StopSignals, stop_on_signals};
 
 pub fn exec(global: &Global, args: ExecArgs) -> anyhow::Result<u8> {
     let index = match args.index {
@@ -49,7 +50,20 @@ pub fn exec(global: &Global, args: ExecArgs) -> anyhow::Result<u8> {
             println!("  {}/{}{loss}", p.step, p.total);
         }
     };
+    // Slurm sends SIGTERM at a time limit or on preemption: stop the instance as a local run
+    // would (its `cmd` process group too, nothing half-written kept) instead of dying with it.
     let cancel = CancelToken::new();
+    let stopped_by = Arc::new(AtomicU8::new(0));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let signals = rt.block_on(async { StopSignals::install() })?;
+    let (stop, code) = (cancel.clone(), Arc::clone(&stopped_by));
+    std::thread::spawn(move || {
+        rt.block_on(stop_on_signals(signals, stop, code, |s| {
+            eprintln!("ablate exec: {}: stopping the instance", s.name);
+        }));
+    });
     let t0 = Instant::now();
     match executor.execute_blocking(job, task.force, &progress, &cancel) {
         Outcome::Computed(m) => {
@@ -67,6 +81,11 @@ pub fn exec(global: &Global, args: ExecArgs) -> anyhow::Result<u8> {
             }
             Ok(crate::EXIT_FAILURE)
         }
-        Outcome::Cancelled | Outcome::Detached { .. } => Ok(crate::EXIT_INTERRUPTED),
+        Outcome::Cancelled | Outcome::Detached { .. } => {
+            Ok(match stopped_by.load(Ordering::SeqCst) {
+                0 => crate::EXIT_INTERRUPTED,
+                code => code,
+            })
+        }
     }
 }

@@ -64,8 +64,14 @@ fn job_arrays(
     for (stage, run) in &arrays {
         let first = plan.instance(run[0]);
         let name = ablate_run::slurm::job_name(plan.pipeline(), stage.as_str());
-        let args =
-            ablate_run::slurm::sbatch_args(options, &name, &first.resources, run.len(), workdir);
+        let args = ablate_run::slurm::sbatch_args(
+            options,
+            &name,
+            &first.resources,
+            first.timeout,
+            run.len(),
+            workdir,
+        );
         let after: Vec<String> = {
             let mut s: Vec<String> = run
                 .iter()

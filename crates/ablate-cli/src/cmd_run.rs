@@ -1,6 +1,5 @@
 use std::io::IsTerminal as _;
 use std::sync::Arc;
-use std::time::Duration;
 
 use ablate_plan::InstanceId;
 use ablate_run::{
@@ -15,6 +14,7 @@ use crate::error::input;
 use crate::load::{Loaded, executor_config, load, on_device, open_store};
 use crate::report::{Mode, Reporter};
 use crate::results::{self, Completed};
+use crate::signals::{StopSignals, stop_on_signals};
 
 pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
     let loaded = load(&args.spec)?;
@@ -109,28 +109,27 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
         AnyExecutor::Local(_) => None,
     };
 
+    let stopped_by = Arc::new(std::sync::atomic::AtomicU8::new(0));
     let (summary, completed) = runtime.block_on(async {
-        let ctrl_c = cancel.clone();
         let quiet = mode == Mode::Json;
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                ctrl_c.cancel();
+        // Ctrl-C, SIGTERM (Slurm's time limit, preemption) and SIGHUP all stop the run the
+        // same way; without a handler, TERM and HUP ended ablate and orphaned `cmd` children.
+        let signals = StopSignals::install().context("failed to install signal handlers")?;
+        tokio::spawn(stop_on_signals(
+            signals,
+            cancel.clone(),
+            Arc::clone(&stopped_by),
+            move |s| {
+                let what = if slurm {
+                    "nothing more is submitted (a second Ctrl-C or signal quits at once)"
+                } else {
+                    "no new instances start, running ones are stopped (a second Ctrl-C or signal kills)"
+                };
                 if !quiet {
-                    if slurm {
-                        eprintln!("\nstopping: nothing more is submitted (Ctrl-C again to quit at once)");
-                    } else {
-                        eprintln!("\nstopping: no new instances start, running ones are stopped (Ctrl-C again to kill)");
-                    }
+                    eprintln!("\nstopping ({}): {what}", s.name);
                 }
-            }
-            if tokio::signal::ctrl_c().await.is_ok() {
-                ctrl_c.kill();
-                // Give `cmd` children their SIGKILL; whatever was being written stays in the
-                // cache's tmp/ (never under a key) for `ablate cache gc`.
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                std::process::exit(i32::from(crate::EXIT_INTERRUPTED));
-            }
-        });
+            },
+        ));
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<RunEvent>();
         let consumer = tokio::task::spawn_blocking(move || {
             let mut reporter = Reporter::new(mode);
@@ -153,23 +152,30 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
         let summary = ablate_run::run(plan, &statuses, executor, &opts, &cancel, &tx).await;
         drop(tx);
         let completed = consumer.await.expect("reporter thread");
-        (summary, completed)
-    });
+        anyhow::Ok((summary, completed))
+    })?;
 
     if let Some(slurm) = &slurm_executor {
         settle_slurm(slurm, &args, mode, plan.pipeline())?;
     }
 
     // Remember this run's keys (completed instances only: a failed one keeps its last good key,
-    // so the next plan still explains what changed).
+    // so the next plan still explains what changed). The index only serves those explanations:
+    // it is not rewritten when nothing changed, and a cache that cannot take it (a shared,
+    // read-only one) still serves the run.
     let mut index = store.load_index(plan.pipeline());
+    let mut changed = !store.has_index(plan.pipeline());
     for c in &completed {
         let inst = plan.instance(c.instance);
-        index.instances.insert(inst.id.clone(), inst.key);
+        changed |= index.instances.insert(inst.id.clone(), inst.key) != Some(inst.key);
     }
-    store
-        .save_index(plan.pipeline(), &index)
-        .context("failed to save the run index")?;
+    if changed && let Err(e) = store.save_index(plan.pipeline(), &index) {
+        eprintln!(
+            "warning: failed to save the run index ({}); `ablate plan` explains changes against \
+             the run before",
+            ablate_spec::error_chain(&e)
+        );
+    }
 
     let runs = results::write(&global.results, &store, plan, &completed)?;
     if mode != Mode::Json
@@ -180,7 +186,10 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
     // The process ends here: skip freeing the plan and its manifests one by one.
     std::mem::forget((loaded, statuses, completed));
     Ok(if cancel.is_cancelled() {
-        crate::EXIT_INTERRUPTED
+        match stopped_by.load(std::sync::atomic::Ordering::SeqCst) {
+            0 => crate::EXIT_INTERRUPTED,
+            code => code,
+        }
     } else if summary.failed > 0 {
         crate::EXIT_FAILURE
     } else {

@@ -13,6 +13,7 @@ mod error;
 mod load;
 mod report;
 mod results;
+mod signals;
 mod stdout;
 
 use std::process::ExitCode;
@@ -25,7 +26,7 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILURE: u8 = 1;
 /// The input (pipeline file, arguments) is wrong.
 pub const EXIT_INVALID_INPUT: u8 = 2;
-/// Stopped by Ctrl-C.
+/// Stopped by Ctrl-C (SIGTERM gives 143 and SIGHUP 129: 128 + the signal, as shells report).
 pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// The name of the runtime's threads, where ops run.

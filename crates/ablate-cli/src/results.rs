@@ -39,11 +39,18 @@ pub fn write(
         std::fs::File::open(&dir).with_context(|| format!("failed to open `{}`", dir.display()))?;
     lock.lock()
         .with_context(|| format!("failed to lock `{}`", dir.display()))?;
+    remove_stale_temps(&dir);
     let recorded = ablate_results::recorded_instances(&runs)
         .with_context(|| format!("failed to read `{}`", runs.display()))?;
+    // The rows must agree with the entries they name: an instance is (re)written when this run
+    // computed it, when it has no rows, and when its rows came from another computation than
+    // the entry holds now (a `--force` run killed after replacing the entry, before this file
+    // was written; or another pipeline's `--force` of a shared key).
     let fresh: Vec<&Completed> = completed
         .iter()
-        .filter(|c| c.computed || !recorded.contains(&c.manifest.key.to_hex()))
+        .filter(|c| {
+            c.computed || recorded.get(&c.manifest.key.to_hex()) != Some(&c.manifest.started_at_us)
+        })
         .collect();
     if !fresh.is_empty() {
         let git_rev = git_revision();
@@ -123,7 +130,6 @@ fn publish(dir: &Path, store: &Store, plan: &Plan, completed: &[Completed]) -> a
             .collect();
         // `report[metric=acc]` → `report_metric=acc`: no brackets to quote in a shell.
         let stem = stem.trim_end_matches('_');
-        let entry = store.entry_dir(&c.manifest.key);
         for file in &c.manifest.publish {
             let ext = Path::new(file)
                 .extension()
@@ -133,8 +139,15 @@ fn publish(dir: &Path, store: &Store, plan: &Plan, completed: &[Completed]) -> a
             if !written.insert(dest.clone()) {
                 continue;
             }
-            let src = entry.join(file);
-            let tmp = dest.with_extension(format!("{ext}.tmp"));
+            // Publish only what the manifest lists and its hash vouches for (the lookup
+            // already refused paths outside the entry).
+            let src = store
+                .verified_output(&c.manifest.key, file)
+                .map_err(|why| anyhow::anyhow!("cannot publish `{file}` of `{}`: {why}", inst.id))?
+                .with_context(|| {
+                    format!("`{}` does not have the `{file}` it publishes", inst.id)
+                })?;
+            let tmp = dir.join(format!(".{stem}.{ext}.{}.0.tmp", std::process::id()));
             std::fs::copy(&src, &tmp).with_context(|| {
                 format!("failed to copy `{}` to `{}`", src.display(), dest.display())
             })?;
@@ -143,6 +156,29 @@ fn publish(dir: &Path, store: &Store, plan: &Plan, completed: &[Completed]) -> a
         }
     }
     Ok(())
+}
+
+/// Removes the temporary files (`.<name>.<pid>.<n>.tmp`) of a writer of this directory that
+/// was killed mid-write (#16). Called under the directory's lock, which every writer holds
+/// while its files exist, so none of them is in use.
+fn remove_stale_temps(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let Some(middle) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
+            continue;
+        };
+        let numbered = middle
+            .rsplitn(3, '.')
+            .take(2)
+            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()));
+        if numbered && e.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// `git rev-parse HEAD` of the working directory, if it is a repository.

@@ -1,6 +1,6 @@
 //! A trained flow: its config and parameters, inference, and the model file.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use dfdx::tensor_ops::Device;
@@ -172,7 +172,7 @@ impl Flow {
     pub fn save(&self, path: &Path) -> Result<(), EngineError> {
         let config = serde_json::to_string(&self.config)
             .map_err(|e| EngineError::format(path, e.to_string()))?;
-        let meta = HashMap::from([
+        let meta = BTreeMap::from([
             (FORMAT_KEY.to_string(), FORMAT.to_string()),
             (CONFIG_KEY.to_string(), config),
         ]);

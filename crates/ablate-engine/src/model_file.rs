@@ -2,11 +2,11 @@
 //! tag and the model's config (JSON) in the metadata, written to a temporary file and renamed.
 //! Each model names its format and config keys and supplies its slots; the checks live here once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::Path;
 
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensors};
 
 use crate::EngineError;
 
@@ -17,33 +17,49 @@ pub(crate) type SlotRef<'a> = (&'a str, &'a [usize], Range<usize>);
 pub(crate) const FORMAT_KEY: &str = "format";
 
 /// Writes `params` as one tensor per slot; `meta` carries the format tag and config.
+///
+/// The file is byte-reproducible: the same parameters and metadata give the same bytes (#16).
+/// `safetensors::serialize` takes the metadata as a `HashMap` and writes it in that map's
+/// random order, so the header is written here, in sorted order: `__metadata__`, then the
+/// tensors by name, their data laid out in that order (the layout the format specifies: an
+/// 8-byte little-endian header length, the JSON header padded with spaces to 8 bytes, the data).
 pub(crate) fn write<'a>(
     path: &Path,
     slots: impl Iterator<Item = SlotRef<'a>>,
     params: &[f32],
-    meta: HashMap<String, String>,
+    meta: BTreeMap<String, String>,
 ) -> Result<(), EngineError> {
-    let slots: Vec<SlotRef<'a>> = slots.collect();
-    let bytes: Vec<Vec<u8>> = slots
-        .iter()
-        .map(|(_, _, r)| {
-            params[r.clone()]
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect()
-        })
-        .collect();
-    let views = slots
-        .iter()
-        .zip(&bytes)
-        .map(|((name, shape, _), b)| {
-            TensorView::new(Dtype::F32, shape.to_vec(), b)
-                .map(|v| (name.to_string(), v))
-                .map_err(|e| EngineError::format(path, e.to_string()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let file = safetensors::serialize(views, &Some(meta))
-        .map_err(|e| EngineError::format(path, e.to_string()))?;
+    let mut slots: Vec<SlotRef<'a>> = slots.collect();
+    slots.sort_by(|a, b| a.0.cmp(b.0));
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), serde_json::json!(meta));
+    let mut offset = 0usize;
+    for (name, shape, range) in &slots {
+        if shape.iter().product::<usize>() != range.len() {
+            return Err(EngineError::format(
+                path,
+                format!(
+                    "tensor `{name}` has shape {shape:?} but {} values",
+                    range.len()
+                ),
+            ));
+        }
+        let end = offset + 4 * range.len();
+        header.insert(
+            (*name).to_owned(),
+            serde_json::json!({ "dtype": "F32", "shape": shape, "data_offsets": [offset, end] }),
+        );
+        offset = end;
+    }
+    // serde_json's map is sorted by key: the header's text depends on its contents alone.
+    let mut json = serde_json::to_vec(&header).expect("a header of strings and numbers");
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut file = Vec::with_capacity(8 + json.len() + offset);
+    file.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    file.extend_from_slice(&json);
+    for (_, _, range) in &slots {
+        file.extend(params[range.clone()].iter().flat_map(|v| v.to_le_bytes()));
+    }
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);

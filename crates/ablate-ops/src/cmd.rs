@@ -1,7 +1,7 @@
 //! `cmd`: run any program. Its command text is a param (hashed), its declared `deps` files are
-//! hashed into the key, `{in.STAGE}` / `{out}` / `{param.NAME}` are substituted, its stdout and
-//! stderr are kept in the cache entry, and a `metrics.json` it writes into `{out}` becomes its
-//! metrics.
+//! hashed into the key, `{in.STAGE}` / `{out}` / `{param.NAME}` are substituted — each value
+//! shell-quoted, so a value is always one word and never code — its stdout and stderr are kept
+//! in the cache entry, and a `metrics.json` it writes into `{out}` becomes its metrics.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -39,10 +39,13 @@ impl Cmd {
         Cmd {
             schema: OpSchema {
                 name: "cmd",
-                version: 1,
+                // 2: `{param.NAME}` values are shell-quoted (#16); an entry made by version 1
+                // pasted them raw, so it may hold another computation.
+                version: 2,
                 summary: "Run a shell command (`sh -c`) in the working directory. Placeholders: `{in.STAGE}` (the cache \
                           directory of that input), `{out}` (where to write outputs), `{param.NAME}` (a param or matrix \
-                          value). stdout/stderr are kept in the entry; a `{out}/metrics.json` object of numbers becomes \
+                          value); every substituted value is shell-quoted, so it reaches the program as one word and \
+                          is never run as code. stdout/stderr are kept in the entry; a `{out}/metrics.json` object of numbers becomes \
                           its metrics; a non-zero exit fails it.",
                 params: vec![
                     ParamSpec::required(
@@ -136,8 +139,8 @@ impl Op for Cmd {
                 (None, Some(sig)) => format!("signal {sig}"),
                 _ => "an unknown status".into(),
             };
-            let tail = tail_lines(&stderr_path, 10);
-            let mut message = format!("command failed with {how}: {line}");
+            let tail = ablate_run::tail(&stderr_path, 10);
+            let mut message = format!("command failed with {how}: {}", clip(&line, 300));
             if !tail.is_empty() {
                 message.push_str("\nlast lines of stderr:\n");
                 message.push_str(&tail);
@@ -175,13 +178,14 @@ fn expand(template: &str, ctx: &OpContext<'_>) -> Result<String, OpError> {
         let replacement = if inner == "out" {
             Some(quote(&ctx.out_dir().to_string_lossy()))
         } else if let Some(stage) = inner.strip_prefix("in.") {
-            let dirs: Vec<String> = ctx
+            // The program may read any file of its inputs: each is verified in full first.
+            let dirs = ctx
                 .job
                 .inputs
                 .iter()
                 .filter(|i| i.stage == stage)
-                .map(|i| quote(&ctx.entry_dir(&i.key).to_string_lossy()))
-                .collect();
+                .map(|i| Ok(quote(&ctx.verified_entry(&i.key)?.to_string_lossy())))
+                .collect::<Result<Vec<String>, OpError>>()?;
             if dirs.is_empty() {
                 let needs: Vec<&str> = ctx.job.inputs.iter().map(|i| i.stage.as_str()).collect();
                 return Err(OpError::msg(format!(
@@ -196,8 +200,8 @@ fn expand(template: &str, ctx: &OpContext<'_>) -> Result<String, OpError> {
             Some(dirs.join(" "))
         } else if let Some(name) = inner.strip_prefix("param.") {
             match ctx.job.params().get(name) {
-                Some(Value::String(s)) => Some(s.clone()),
-                Some(v) => Some(v.to_string()),
+                Some(Value::String(s)) => Some(quote(s)),
+                Some(v) => Some(quote(&v.to_string())),
                 None => {
                     let names: Vec<&str> = ctx.job.params().keys().map(String::as_str).collect();
                     return Err(OpError::msg(format!(
@@ -224,10 +228,12 @@ fn expand(template: &str, ctx: &OpContext<'_>) -> Result<String, OpError> {
     Ok(out)
 }
 
-/// Single-quotes a path for `sh` when it holds anything but safe characters.
+/// Single-quotes a value for `sh` when it holds anything but safe characters: the shell sees
+/// one word, whatever it holds (`;`, `$(…)`, quotes, spaces).
 fn quote(s: &str) -> String {
-    if s.chars()
-        .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c))
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c))
     {
         s.to_owned()
     } else {
@@ -235,12 +241,12 @@ fn quote(s: &str) -> String {
     }
 }
 
-fn tail_lines(path: &Path, n: usize) -> String {
-    let Ok(text) = fs::read_to_string(path) else {
-        return String::new();
-    };
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+/// `text`, or its first `max` characters and a count of the rest.
+fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}… ({} more bytes)", &text[..at], text.len() - at),
+        None => text.to_owned(),
+    }
 }
 
 fn read_metrics(path: &Path) -> Result<Vec<Metric>, OpError> {
@@ -269,11 +275,77 @@ fn read_metrics(path: &Path) -> Result<Vec<Metric>, OpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ablate_cache::Store;
+    use ablate_run::{CancelToken, Progress};
+
+    /// Runs `cmd` with `params` in a fresh temp dir (also its working directory).
+    fn run_cmd(params: Value) -> (tempfile::TempDir, Result<OpOutput, OpError>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("cache")).unwrap();
+        let Value::Object(params) = params else {
+            panic!("params are a map")
+        };
+        let job = crate::testutil::job("cmd", params.into_iter().collect(), Vec::new(), "cpu");
+        let out = dir.path().join("out");
+        fs::create_dir(&out).unwrap();
+        let progress = |_: Progress| {};
+        let cancel = CancelToken::new();
+        let ctx = OpContext::new(&job, &out, &store, dir.path(), 1, &progress, &cancel);
+        let result = Cmd::new().run(&ctx);
+        (dir, result)
+    }
+
+    #[test]
+    fn param_values_are_quoted_so_they_are_never_run() {
+        for value in [
+            "x; touch pwned",
+            "$(touch pwned)",
+            "`touch pwned`",
+            "it's",
+            "a b  c",
+            "",
+            "--flag=1",
+        ] {
+            let (dir, result) = run_cmd(json!({
+                "run": "printf '%s|' {param.v} > {out}/got",
+                "v": value,
+            }));
+            result.unwrap_or_else(|e| panic!("{value:?}: {e}"));
+            assert!(!dir.path().join("pwned").exists(), "{value:?} ran as code");
+            let got = fs::read_to_string(dir.path().join("out/got")).unwrap();
+            assert_eq!(got, format!("{value}|"), "{value:?} is not one word");
+        }
+        // Numbers and lists are quoted too (their JSON text).
+        let (dir, result) =
+            run_cmd(json!({"run": "printf '%s|' {param.v} > {out}/got", "v": [1, 2]}));
+        result.unwrap();
+        assert_eq!(
+            fs::read_to_string(dir.path().join("out/got")).unwrap(),
+            "[1,2]|"
+        );
+    }
+
+    #[test]
+    fn a_failure_shows_the_stderr_tail_read_lossily_and_bounded() {
+        let (_dir, result) = run_cmd(json!({
+            "run": "printf 'early \\377 bad byte\\n' >&2; head -c 3000000 /dev/zero | tr '\\0' x >&2; \
+                    printf '\\nlast words\\n' >&2; exit 3",
+        }));
+        let message = result.err().expect("the command fails").to_string();
+        assert!(message.contains("exit status 3"), "{message:.300}");
+        assert!(
+            message.ends_with("last words"),
+            "{:?}",
+            &message[message.len().saturating_sub(200)..]
+        );
+        assert!(message.len() < 20_000, "{} bytes", message.len());
+    }
 
     #[test]
     fn quoting() {
         assert_eq!(quote("/a/b-c_d.e"), "/a/b-c_d.e");
         assert_eq!(quote("/a b/c"), "'/a b/c'");
         assert_eq!(quote("it's"), r"'it'\''s'");
+        assert_eq!(quote(""), "''");
     }
 }

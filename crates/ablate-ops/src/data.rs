@@ -93,10 +93,7 @@ impl Toy2d {
                     ),
                     ParamSpec::with_default(
                         "noise",
-                        ParamType::Float {
-                            min: 0.0,
-                            max: f64::MAX,
-                        },
+                        ParamType::non_negative_float(),
                         json!(0.05),
                         "standard deviation of the Gaussian noise added to each coordinate",
                     ),

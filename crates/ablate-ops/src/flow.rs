@@ -128,10 +128,7 @@ impl TrainFlow {
                     ),
                     ParamSpec::with_default(
                         "weight_decay",
-                        ParamType::Float {
-                            min: 0.0,
-                            max: f64::MAX,
-                        },
+                        ParamType::non_negative_float(),
                         json!(0.0),
                         "decoupled (AdamW) decay of the weight matrices",
                     ),
@@ -192,7 +189,7 @@ pub(crate) fn training_progress(
 }
 
 pub(crate) fn artifact(ctx: &OpContext<'_>, name: &str) -> Result<PathBuf, OpError> {
-    ctx.find_artifact(name).ok_or_else(|| {
+    ctx.find_artifact(name)?.ok_or_else(|| {
         OpError::msg(format!(
             "no input of `{}` (nor their inputs) has a `{name}`; check its `needs`",
             ctx.job.stage

@@ -326,10 +326,7 @@ impl TrainLm {
                     ),
                     ParamSpec::with_default(
                         "ul2_weights",
-                        ParamType::list(ParamType::Float {
-                            min: 0.0,
-                            max: f64::MAX,
-                        }),
+                        ParamType::list(ParamType::non_negative_float()),
                         json!([0.4, 0.4, 0.2]),
                         "the ul2 mixture's weights of its R, X and S denoisers",
                     ),
@@ -389,10 +386,7 @@ impl TrainLm {
                     ),
                     ParamSpec::with_default(
                         "weight_decay",
-                        ParamType::Float {
-                            min: 0.0,
-                            max: f64::MAX,
-                        },
+                        ParamType::non_negative_float(),
                         json!(0.0),
                         "decoupled (AdamW) weight decay of the matrices and embeddings",
                     ),

@@ -468,15 +468,14 @@ fn read_input_table(
     input: &JobInput,
     file: &str,
 ) -> Result<ablate_results::Table, OpError> {
-    let path = ctx.entry_dir(&input.key).join(file);
-    if !path.is_file() {
+    let Some(path) = ctx.input_file(&input.key, file)? else {
         return Err(OpError::msg(format!(
-            "input `{}` has no `{file}` (looked at `{}`); `report.plot` of this kind reads the \
+            "input `{}` has no `{file}` (looked in `{}`); `report.plot` of this kind reads the \
              outputs of `eval.metric`",
             input.id,
-            path.display()
+            ctx.entry_dir(&input.key).display()
         )));
-    }
+    };
     ablate_results::read_table(&path)
         .map_err(|e| OpError::with(format!("cannot read `{file}` of input `{}`", input.id), e))
 }

@@ -186,12 +186,7 @@ pub(crate) fn final_metrics(
     ctx: &OpContext<'_>,
     input: &JobInput,
 ) -> Result<BTreeMap<String, f64>, OpError> {
-    let manifest = ctx.manifest(&input.key).ok_or_else(|| {
-        OpError::msg(format!(
-            "the cache entry of input `{}` has no readable manifest",
-            input.id
-        ))
-    })?;
+    let manifest = ctx.manifest(&input.key)?;
     Ok(manifest
         .final_metrics()
         .map(|(k, v)| (k.to_owned(), v))

@@ -26,5 +26,6 @@ pub(crate) fn job(op: &str, params: Params, inputs: Vec<JobInput>, device: &str)
         device: device.into(),
         resources: Resources::default(),
         retries: 0,
+        timeout: None,
     }
 }

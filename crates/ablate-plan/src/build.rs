@@ -221,6 +221,7 @@ impl Builder<'_> {
                     inputs: proto.inputs.clone(),
                     resources,
                     retries: stage.retries,
+                    timeout: stage.timeout,
                     device: stage.device,
                     gather: stage.gather,
                 };

@@ -32,6 +32,8 @@ pub struct Instance {
     pub inputs: Vec<InstanceId>,
     pub resources: Resources,
     pub retries: u32,
+    /// Wall-clock limit of one attempt (the stage's `timeout`); not part of the key.
+    pub timeout: Option<std::time::Duration>,
     pub device: Device,
     pub gather: bool,
 }

@@ -10,7 +10,7 @@ use arrow::array::{
     TimestampMicrosecondArray, new_null_array,
 };
 use arrow::compute::{cast, concat, filter};
-use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, TimeUnit};
+use arrow::datatypes::{DataType, Field, Float64Type, Schema, TimeUnit};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
@@ -71,14 +71,15 @@ pub struct RunRecord {
 pub struct AppendStats {
     /// Rows written from the new records (after dropping duplicates among them).
     pub appended: usize,
-    /// Existing rows dropped because a new record has the same (instance, metric, step).
+    /// Existing rows dropped because new records have the same instance.
     pub replaced: usize,
     /// Rows in the file afterwards.
     pub total_rows: usize,
 }
 
 /// Merges `records` into the run table at `path` (created if missing) and rewrites it
-/// atomically. A new record replaces an existing row with the same (instance, metric, step);
+/// atomically. The records of an instance replace every existing row of that instance (a
+/// recomputed entry stands whole for the old one: no metric of the old computation survives);
 /// label columns are unioned, null-filled where absent, and widened (Int → Float → Utf8,
 /// Bool → Utf8) where old and new values disagree.
 ///
@@ -132,20 +133,31 @@ pub fn append_runs(path: &Path, records: &[RunRecord]) -> Result<AppendStats, Re
     })
 }
 
-/// The instance keys already recorded in the run table at `path`; empty if there is no file.
-/// Reads only the `instance` column.
-pub fn recorded_instances(path: &Path) -> Result<HashSet<String>, ResultsError> {
+/// The instance keys already recorded in the run table at `path`, each with the start time
+/// (Unix µs) of the computation its rows came from; empty if there is no file. Reads only the
+/// `instance` and `started_at` columns. A caller compares the time with the cache entry's
+/// manifest to find rows of a computation the entry no longer holds.
+pub fn recorded_instances(path: &Path) -> Result<HashMap<String, i64>, ResultsError> {
     if !path.try_exists().unwrap_or(true) {
-        return Ok(HashSet::new());
+        return Ok(HashMap::new());
     }
-    let (schema, batch) = read_batch(path, Some(&["instance"]))?;
+    let (schema, batch) = read_batch(path, Some(&["instance", "started_at"]))?;
     check_runs_schema(path, schema.fields().iter().map(|f| f.name().as_str()))?;
-    let instances = normalize(path, "instance", batch.column(0))?;
+    let column = |name: &str| {
+        let i = batch.schema().index_of(name).expect("checked above");
+        cast(batch.column(i), &fixed_type(name)).map_err(|source| ResultsError::ConvertColumn {
+            path: path.to_owned(),
+            column: name.to_owned(),
+            source,
+        })
+    };
+    let (instances, started) = (column("instance")?, column("started_at")?);
+    let started = started.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
     Ok(instances
         .as_string::<i32>()
         .iter()
-        .flatten()
-        .map(str::to_owned)
+        .zip(started.iter())
+        .filter_map(|(i, t)| Some((i?.to_owned(), t.unwrap_or_default())))
         .collect())
 }
 
@@ -406,23 +418,14 @@ impl OldRuns {
         })
     }
 
-    /// Drops rows that a new record replaces; returns the rest and how many were dropped.
+    /// Drops the rows of every instance the new records are of; returns the rest and how many
+    /// were dropped.
     fn without(self, records: &[&RunRecord]) -> Result<(Self, usize), ArrowError> {
-        let new_keys: HashSet<RowKey<'_>> = records.iter().map(|r| row_key(r)).collect();
+        let new_instances: HashSet<&str> = records.iter().map(|r| r.instance.as_str()).collect();
         let instance = self.fixed["instance"].as_string::<i32>();
-        let metric = self.fixed["metric"].as_string::<i32>();
-        let step = self.fixed["step"].as_primitive::<Int64Type>();
         let keep: BooleanArray = (0..self.rows)
-            .map(|i| {
-                let key = (
-                    instance.value(i),
-                    metric.value(i),
-                    step.is_valid(i).then(|| step.value(i)),
-                );
-                // A row with a null instance or metric cannot be replaced; keep it.
-                let replaceable = instance.is_valid(i) && metric.is_valid(i);
-                Some(!(replaceable && new_keys.contains(&key)))
-            })
+            // A row with a null instance cannot be replaced; keep it.
+            .map(|i| Some(!(instance.is_valid(i) && new_instances.contains(instance.value(i)))))
             .collect();
         let replaced = keep.false_count();
         if replaced == 0 {
@@ -780,7 +783,37 @@ mod tests {
         .unwrap();
         assert_eq!(
             recorded_instances(&path).unwrap(),
-            HashSet::from([key('a'), key('b')])
+            HashMap::from([
+                (key('a'), 1_700_000_000_000_000),
+                (key('b'), 1_700_000_000_000_000)
+            ])
+        );
+    }
+
+    /// #16: a `--force` rerun that computed fewer metrics (or steps) left the old ones behind.
+    #[test]
+    fn a_recomputed_instance_replaces_every_row_of_the_old_computation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.parquet");
+        append_runs(
+            &path,
+            &[
+                rec('a', "acc", 0.1, None, json!({})),
+                rec('a', "loss", 0.9, Some(1), json!({})),
+                rec('a', "loss", 0.8, Some(2), json!({})),
+                rec('b', "acc", 0.3, None, json!({})),
+            ],
+        )
+        .unwrap();
+        let mut again = rec('a', "acc", 0.2, None, json!({}));
+        again.started_at_us += 5;
+        let stats = append_runs(&path, &[again]).unwrap();
+        assert_eq!((stats.replaced, stats.total_rows), (3, 2));
+        let table = read_table(&path).unwrap();
+        assert_eq!(column(&table, "value"), &ColumnData::from(vec![0.3, 0.2]));
+        assert_eq!(
+            recorded_instances(&path).unwrap()[&key('a')],
+            1_700_000_000_000_005
         );
     }
 

@@ -19,6 +19,9 @@ pub struct Job {
     pub device: String,
     pub resources: Resources,
     pub retries: u32,
+    /// Wall-clock limit of one attempt: its process group is killed and the attempt fails.
+    #[serde(default)]
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// One input of a job: an upstream instance whose entry is complete in the cache.
@@ -55,6 +58,7 @@ impl Job {
             device: inst.device.to_string(),
             resources: inst.resources,
             retries: inst.retries,
+            timeout: inst.timeout,
         }
     }
 

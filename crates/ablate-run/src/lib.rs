@@ -13,6 +13,7 @@ mod local;
 mod op;
 mod scheduler;
 pub mod slurm;
+mod tail;
 
 pub use cancel::CancelToken;
 pub use event::{RunEvent, Summary};
@@ -21,6 +22,7 @@ pub use local::LocalExecutor;
 pub use op::{OpContext, OpError, OpOutput, OpRunner, Progress};
 pub use scheduler::{BoxFuture, Executor, Outcome, RunOptions, run};
 pub use slurm::{SlurmExecutor, SlurmSettings};
+pub use tail::{TAIL_WINDOW, tail};
 
 /// Hostname for manifests (best effort).
 pub fn hostname() -> String {

@@ -11,6 +11,9 @@ use ablate_spec::error_chain;
 use crate::scheduler::{BoxFuture, Executor, Outcome};
 use crate::{CancelToken, Job, OpContext, OpError, OpRunner, Progress, RunEvent};
 
+/// How long a timed-out attempt has to stop after its SIGTERM before it is killed.
+const TIMEOUT_KILL_GRACE: Duration = Duration::from_secs(5);
+
 /// Runs ops in this process, one blocking thread per running instance.
 #[derive(Clone)]
 pub struct LocalExecutor {
@@ -83,6 +86,12 @@ impl LocalExecutor {
         let started_at_us = now_us();
         let t0 = Instant::now();
         let threads = job.resources.cpus.ceil().max(1.0) as usize;
+        // The stage's `timeout` stops this attempt alone: cancelled at the deadline (a `cmd`
+        // gets SIGTERM, training stops at its next batch), killed a grace period later.
+        let attempt = match job.timeout {
+            Some(t) => cancel.with_deadline(t, TIMEOUT_KILL_GRACE),
+            None => cancel.clone(),
+        };
         let ctx = OpContext::new(
             job,
             tmp.dir(),
@@ -90,10 +99,24 @@ impl LocalExecutor {
             &inner.workdir,
             threads,
             progress,
-            cancel,
+            &attempt,
         );
         let result =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.runner.run(&ctx)));
+        // A result that made it in time (or just after) is kept.
+        if !matches!(result, Ok(Ok(_))) && attempt.timed_out() && !cancel.is_cancelled() {
+            let limit = job
+                .timeout
+                .map(ablate_spec::format_duration)
+                .unwrap_or_default();
+            return Outcome::Failed {
+                error: format!(
+                    "timed out after {limit} (the `timeout` of stage `{}`); it was stopped",
+                    job.stage
+                ),
+                log: keep_if_any(tmp),
+            };
+        }
         match result {
             Ok(Ok(out)) => {
                 let manifest = Manifest {
@@ -113,6 +136,7 @@ impl LocalExecutor {
                     device: job.device.clone(),
                     host: inner.host.clone(),
                     ablate_version: inner.version.clone(),
+                    checksum: None,
                 };
                 let committed = if force {
                     tmp.commit_replacing(manifest)

@@ -1,7 +1,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 
-use ablate_cache::{InstanceKey, Manifest, Metric, Store};
+use ablate_cache::{InstanceKey, Lookup, Manifest, Metric, Store, VerifyMode};
 use ablate_spec::OpCatalog;
 
 use crate::{CancelToken, Job};
@@ -127,27 +127,74 @@ impl<'a> OpContext<'a> {
         self.store.entry_dir(key)
     }
 
-    pub fn manifest(&self, key: &InstanceKey) -> Option<Manifest> {
-        self.store.read_manifest(key)
+    /// The manifest of an upstream entry (its metrics, outputs, inputs), checked: an entry
+    /// whose manifest was edited, or whose files changed size, is refused.
+    pub fn manifest(&self, key: &InstanceKey) -> Result<Manifest, OpError> {
+        match self.store.lookup(key) {
+            Lookup::Hit(m) => Ok(*m),
+            Lookup::Miss => Err(self.untrusted(key, "the entry is missing")),
+            Lookup::Invalid(why) => Err(self.untrusted(key, &why)),
+        }
     }
 
     /// The nearest file called `name` among the outputs of the inputs, then of their inputs
     /// (breadth first): how an evaluation finds the test split behind the model it evaluates.
-    pub fn find_artifact(&self, name: &str) -> Option<PathBuf> {
+    /// The file is hashed and checked against its entry's manifest before it is handed out
+    /// (see [`OpContext::input_file`]).
+    pub fn find_artifact(&self, name: &str) -> Result<Option<PathBuf>, OpError> {
         let mut queue: VecDeque<InstanceKey> = self.job.inputs.iter().map(|i| i.key).collect();
         let mut seen = HashSet::new();
         while let Some(key) = queue.pop_front() {
             if !seen.insert(key) {
                 continue;
             }
-            let path = self.store.entry_dir(&key).join(name);
-            if path.is_file() {
-                return Some(path);
+            if self.store.entry_dir(&key).join(name).is_file()
+                && let Some(path) = self.input_file(&key, name)?
+            {
+                return Ok(Some(path));
             }
             if let Some(m) = self.store.read_manifest(&key) {
                 queue.extend(m.input.inputs.iter().map(|r| r.key));
             }
         }
-        None
+        Ok(None)
+    }
+
+    /// The output file `name` of the upstream entry `key`, once its content has been hashed
+    /// and matched against the entry's manifest: a lookup trusts a file whose size and mtime
+    /// are unchanged, what an op reads is verified in full (#16). `None`: no such output.
+    pub fn input_file(&self, key: &InstanceKey, name: &str) -> Result<Option<PathBuf>, OpError> {
+        self.store
+            .verified_output(key, name)
+            .map_err(|why| self.untrusted(key, &why))
+    }
+
+    /// The directory of the upstream entry `key`, once every file in it has been hashed and
+    /// checked: for programs that read what they like (`cmd`'s `{in.STAGE}`).
+    pub fn verified_entry(&self, key: &InstanceKey) -> Result<PathBuf, OpError> {
+        match self.store.verify(key, VerifyMode::Full) {
+            Lookup::Hit(_) => Ok(self.store.entry_dir(key)),
+            Lookup::Miss => Err(self.untrusted(key, "the entry is missing")),
+            Lookup::Invalid(why) => Err(self.untrusted(key, &why)),
+        }
+    }
+
+    /// An input entry failed verification: it is removed (unless another process holds it)
+    /// so the next run recomputes it, and this instance fails saying so.
+    fn untrusted(&self, key: &InstanceKey, why: &str) -> OpError {
+        let removed =
+            matches!(self.store.try_lock(key), Ok(Some(_lock))) && self.store.remove(key).is_ok();
+        let id = self.job.inputs.iter().find(|i| i.key == *key).map_or_else(
+            || format!("entry {}", key.short()),
+            |i| format!("`{}` ({})", i.id, key.short()),
+        );
+        OpError::msg(format!(
+            "input {id} cannot be trusted: {why}; {}",
+            if removed {
+                "it was removed from the cache, and the next run recomputes it"
+            } else {
+                "remove it with `ablate cache verify --fix`, then run again"
+            }
+        ))
     }
 }

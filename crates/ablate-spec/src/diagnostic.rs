@@ -182,30 +182,82 @@ impl Diagnostic {
 /// Tabs are as wide as this many spaces in excerpts.
 const TAB_WIDTH: usize = 4;
 
-/// The line as displayed (tabs expanded, trailing whitespace dropped), the display column
-/// where the carets start, and how many carets (at least one; clamped to the end of the line).
+/// The most display columns of a source line an excerpt shows: a longer line is cut around the
+/// span, with `…` where text is left out (a 100 MB `description:` line once made a 209 MB error).
+const EXCERPT_WIDTH: usize = 120;
+
+/// Columns kept before the span when a long line is cut on the left.
+const CONTEXT_BEFORE: usize = 40;
+
+/// The line as displayed (tabs expanded, trailing whitespace dropped, cut to
+/// [`EXCERPT_WIDTH`] columns around the span), the display column where the carets start, and
+/// how many carets (at least one; clamped to the end of the line or of the cut).
 fn excerpt(line: &str, col: u32, len: u32) -> (String, usize, usize) {
     let start = col.saturating_sub(1) as usize;
     let end = start.saturating_add(len.max(1) as usize);
-    let mut text = String::with_capacity(line.len());
-    let (mut carets_at, mut carets) = (None, 0);
+    let width = |c: char| if c == '\t' { TAB_WIDTH } else { 1 };
+    // Display columns: where the span starts and ends, the line's end, and its end once
+    // trailing whitespace is dropped.
+    let (mut from, mut to, mut total, mut trimmed) = (None, None, 0, 0);
     for (i, c) in line.chars().enumerate() {
-        let width = if c == '\t' { TAB_WIDTH } else { 1 };
         if i == start {
-            carets_at = Some(text.chars().count());
+            from = Some(total);
         }
-        if (start..end).contains(&i) {
-            carets += width;
+        if i == end {
+            to = Some(total);
         }
-        if c == '\t' {
-            text.push_str(&" ".repeat(TAB_WIDTH));
-        } else {
-            text.push(c);
+        total += width(c);
+        if !c.is_whitespace() {
+            trimmed = total;
         }
     }
     // A span at (or past) the end of the line, e.g. an empty value: one caret after the text.
-    let carets_at = carets_at.unwrap_or_else(|| text.chars().count());
-    let text = text.trim_end().to_owned();
+    let from = from.unwrap_or(total);
+    let carets = to.unwrap_or(total).saturating_sub(from);
+
+    let (window, cut_left) = if trimmed <= EXCERPT_WIDTH {
+        (0..trimmed, false)
+    } else {
+        let left = if from + carets <= EXCERPT_WIDTH {
+            0
+        } else {
+            from.saturating_sub(CONTEXT_BEFORE)
+                .min(trimmed - EXCERPT_WIDTH)
+        };
+        (left..left + EXCERPT_WIDTH, left > 0)
+    };
+    let cut_right = window.end < trimmed;
+
+    let mut text = String::with_capacity(window.len() + 2 * '…'.len_utf8());
+    if cut_left {
+        text.push('…');
+    }
+    let mut column = 0;
+    for c in line.chars() {
+        if column >= window.end {
+            break;
+        }
+        let next = column + width(c);
+        if next > window.start {
+            if c == '\t' {
+                // A tab straddling a cut keeps the spaces that fall inside the window.
+                let shown = next.min(window.end) - column.max(window.start);
+                text.extend(std::iter::repeat_n(' ', shown));
+            } else {
+                text.push(c);
+            }
+        }
+        column = next;
+    }
+    if cut_right {
+        text.push('…');
+    }
+    let carets_at = from.saturating_sub(window.start) + usize::from(cut_left);
+    let carets = if cut_right {
+        carets.min(window.end.saturating_sub(from))
+    } else {
+        carets
+    };
     (text, carets_at, carets.max(1))
 }
 
@@ -365,6 +417,98 @@ mod tests {
             d.render(Some(&source("stages:\n")))
                 .ends_with(" 1 | stages:\n   |       ^")
         );
+    }
+
+    /// The excerpt and caret lines of `d` rendered against `line`.
+    fn excerpt_lines(line: &str, span: Span) -> (String, String) {
+        let out = Diagnostic::error("bad")
+            .at(span)
+            .render(Some(&source(line)));
+        let lines: Vec<&str> = out.lines().collect();
+        let gutter = lines[3].find("| ").unwrap() + 2;
+        (lines[3][gutter..].to_owned(), lines[4][gutter..].to_owned())
+    }
+
+    /// A 100 MB `description:` line with an error once printed 209 MB of stderr: the excerpt
+    /// shows a window of the line around the span, `…` where text was cut.
+    #[test]
+    fn a_long_line_is_cut_around_the_span_and_the_carets_still_point_at_it() {
+        let before = "a".repeat(1_000_000);
+        let line = format!(
+            "x: {{ d: {before}, steps: four, e: {} }}",
+            "b".repeat(1_000_000)
+        );
+        let col = line.find("four").unwrap() + 1;
+        let d = Diagnostic::error("bad")
+            .at(Span::new(1, col as u32, 4))
+            .label("here");
+        let out = d.render(Some(&source(&line)));
+        assert!(out.len() < 1_000, "{} bytes", out.len());
+        let (text, carets) = excerpt_lines(&line, Span::new(1, col as u32, 4));
+        assert!(text.starts_with('…') && text.ends_with('…'), "{text}");
+        assert_eq!(text.chars().count(), EXCERPT_WIDTH + 2);
+        let at = carets.find('^').unwrap();
+        assert_eq!(carets.trim(), "^^^^");
+        let shown: String = text.chars().skip(at).take(4).collect();
+        assert_eq!(shown, "four");
+        assert_eq!(
+            at,
+            CONTEXT_BEFORE + 1,
+            "40 columns of context after the `…`"
+        );
+        assert!(out.ends_with("^^^^ here"), "{out}");
+    }
+
+    #[test]
+    fn a_span_near_either_end_of_a_long_line_is_cut_on_one_side_only() {
+        let line = format!("retries: two # {}", "c".repeat(500));
+        let (text, carets) = excerpt_lines(&line, Span::new(1, 10, 3));
+        assert!(text.starts_with("retries: two # ccc") && text.ends_with("c…"));
+        assert_eq!(text.chars().count(), EXCERPT_WIDTH + 1);
+        assert_eq!(carets, "         ^^^");
+
+        // At the end: the last 120 columns, and a caret after the text for an empty value.
+        let line = format!("description: {}, key:", "é".repeat(500));
+        let len = line.chars().count() as u32;
+        let (text, carets) = excerpt_lines(&line, Span::new(1, len + 1, 1));
+        assert!(
+            text.starts_with("…éé") && text.ends_with("é, key:"),
+            "{text}"
+        );
+        assert_eq!(text.chars().count(), EXCERPT_WIDTH + 1);
+        assert_eq!(carets.find('^'), Some(EXCERPT_WIDTH + 1));
+
+        // A span longer than the window is underlined to the cut.
+        let line = format!("run: {}", "z".repeat(1_000));
+        let (text, carets) = excerpt_lines(&line, Span::new(1, 6, 1_000));
+        assert!(text.ends_with('…'));
+        assert_eq!(carets.trim_start().len(), EXCERPT_WIDTH - 5);
+    }
+
+    #[test]
+    fn cutting_counts_tabs_as_their_width_and_never_splits_a_character() {
+        // Multi-byte characters on both sides of the cuts.
+        let line = format!("{}\t✓ bad {}", "ß".repeat(300), "日".repeat(300));
+        let col = 300 + 3 + 1; // after the ß, the tab, `✓` and a space
+        let (text, carets) = excerpt_lines(&line, Span::new(1, col, 3));
+        let at = carets.find('^').unwrap();
+        assert_eq!(text.chars().skip(at).take(3).collect::<String>(), "bad");
+        assert!(text.contains("ß    ✓ bad 日"), "{text}");
+        // A tab cut by the window keeps only the spaces inside it.
+        let line = format!("{}\tx{}", "a".repeat(159), "b".repeat(300));
+        let (text, carets) = excerpt_lines(&line, Span::new(1, 161, 1));
+        let at = carets.find('^').unwrap();
+        assert_eq!(text.chars().nth(at), Some('x'));
+        assert_eq!(text.chars().count(), EXCERPT_WIDTH + 2);
+    }
+
+    #[test]
+    fn a_line_of_exactly_the_width_is_not_cut() {
+        let line = "w".repeat(EXCERPT_WIDTH);
+        let (text, _) = excerpt_lines(&format!("{line}   "), Span::new(1, 1, 1));
+        assert_eq!(text, line);
+        let (text, _) = excerpt_lines(&format!("{line}w"), Span::new(1, 1, 1));
+        assert_eq!(text, format!("{line}…"));
     }
 
     #[test]

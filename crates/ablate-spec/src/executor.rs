@@ -39,7 +39,10 @@ impl std::str::FromStr for ExecutorKind {
         match s {
             "local" => Ok(ExecutorKind::Local),
             "slurm" => Ok(ExecutorKind::Slurm),
-            _ => Err(format!("expected `local` or `slurm`, found `{s}`")),
+            _ => Err(format!(
+                "expected `local` or `slurm`, found `{}`",
+                crate::node::shorten(s)
+            )),
         }
     }
 }
@@ -227,7 +230,9 @@ pub(crate) fn section(
         errors.push(
             node.origin
                 .error(format!(
-                    "`slurm.poll_min_s` ({lo}) is above `slurm.poll_max_s` ({hi})"
+                    "`slurm.poll_min_s` ({}) is above `slurm.poll_max_s` ({})",
+                    node::format_float(lo),
+                    node::format_float(hi)
                 ))
                 .label("in this map"),
         );
@@ -249,7 +254,7 @@ pub fn load_profile(path: &Path) -> Result<ExecutorConfig, Diagnostics> {
     let mut errors = Vec::new();
     let config = match node::parse(&source.text) {
         Err(syntax) => {
-            errors.push(syntax);
+            errors.extend(syntax);
             ExecutorConfig::default()
         }
         Ok(root) => match &root.kind {

@@ -129,15 +129,18 @@ fn interpolate_str(
                         Some(if vars.is_empty() {
                             "no variables are defined; add them under `vars:`".into()
                         } else {
-                            let names: Vec<String> =
-                                vars.keys().map(|k| format!("`{k}`")).collect();
+                            let names: Vec<String> = vars
+                                .keys()
+                                .map(|k| format!("`{}`", crate::node::shorten_name(k)))
+                                .collect();
                             format!("the variables are {}", names.join(", "))
                         })
                     });
                     errors.push(
                         node.origin
                             .error(format!(
-                                "unknown variable `{name}` in `{}`",
+                                "unknown variable `{}` in `{}`",
+                                crate::node::shorten_name(name),
                                 crate::node::shorten(s)
                             ))
                             .label("unknown variable")

@@ -6,6 +6,7 @@
 //! It must not know how ops run, hash anything, or touch the cache: it is pure text → types.
 
 mod diagnostic;
+mod duration;
 mod executor;
 mod expand;
 mod interp;
@@ -18,9 +19,10 @@ mod typecheck;
 mod validate;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Severity, SourceFile, Span, error_chain};
+pub use duration::{MAX_DURATION, format_duration, parse_duration};
 pub use executor::{ExecutorConfig, ExecutorKind, SlurmOptions, load_profile};
 pub use load::{Override, Overrides, load, load_file};
-pub use model::{Device, Matrix, Pipeline, Resources, Stage, StageName};
+pub use model::{Device, MAX_NAME_BYTES, Matrix, Pipeline, Resources, Stage, StageName};
 pub use schema::{OpCatalog, OpSchema, ParamSpec, ParamType, TAG};
 pub use suggest::did_you_mean;
 

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::node::{self, Key, Kind, Node, Origin};
+use crate::node::{self, Key, Kind, Node, Origin, shorten_name};
 use crate::{Diagnostic, Diagnostics, OpCatalog, Pipeline, SourceFile, suggest, validate};
 
 /// One command-line override. Overrides are applied to the raw tree before validation, so
@@ -12,7 +12,8 @@ use crate::{Diagnostic, Diagnostics, OpCatalog, Pipeline, SourceFile, suggest, v
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Override {
     /// `--set STAGE.params.KEY=VALUE`, `--set STAGE.KEY=VALUE` (stage attributes: retries,
-    /// device, gather, resources.cpus …), `--set vars.NAME=VALUE`, `--set defaults.KEY=VALUE`.
+    /// timeout, device, gather, resources.cpus …), `--set vars.NAME=VALUE`,
+    /// `--set defaults.KEY=VALUE`.
     ///
     /// `STAGE.params.KEY` where `KEY` is a matrix axis of the stage replaces that axis with the
     /// one value. The value is kept as typed; it is read as a YAML scalar when applied.
@@ -64,15 +65,16 @@ impl Override {
     pub fn parse_set(arg: &str) -> Result<Override, String> {
         const FORM: &str =
             "expected `STAGE.params.KEY=VALUE`, `STAGE.KEY=VALUE` or `vars.NAME=VALUE`";
+        let shown = shorten_name(arg);
         let (path, value) = arg
             .split_once('=')
-            .ok_or_else(|| format!("{FORM}, found `{arg}` (no `=`)"))?;
+            .ok_or_else(|| format!("{FORM}, found `{shown}` (no `=`)"))?;
         let path: Vec<String> = path.split('.').map(str::to_owned).collect();
         if path.len() < 2 || path.iter().any(|p| p.trim().is_empty() || p.trim() != p) {
-            return Err(format!("{FORM}, found `{arg}`"));
+            return Err(format!("{FORM}, found `{shown}`"));
         }
         parse_value(value, &Origin::Override(arg.into()))
-            .map_err(|e| format!("invalid value in `{arg}`: {e}"))?;
+            .map_err(|e| format!("invalid value in `{shown}`: {e}"))?;
         Ok(Override::Set {
             path,
             value: value.to_owned(),
@@ -82,27 +84,28 @@ impl Override {
     /// Parses the argument of `--matrix`: `STAGE.KEY=a,b,c` (or `STAGE.matrix.KEY=a,b,c`).
     pub fn parse_matrix(arg: &str) -> Result<Override, String> {
         const FORM: &str = "expected `STAGE.KEY=VALUE,VALUE,…`";
+        let shown = shorten_name(arg);
         let (path, values) = arg
             .split_once('=')
-            .ok_or_else(|| format!("{FORM}, found `{arg}` (no `=`)"))?;
+            .ok_or_else(|| format!("{FORM}, found `{shown}` (no `=`)"))?;
         let parts: Vec<&str> = path.split('.').collect();
         let (stage, key) = match parts.as_slice() {
             [stage, key] | [stage, "matrix", key] => (*stage, *key),
-            _ => return Err(format!("{FORM}, found `{arg}`")),
+            _ => return Err(format!("{FORM}, found `{shown}`")),
         };
         if [stage, key]
             .iter()
             .any(|p| p.trim().is_empty() || p.trim() != *p)
         {
-            return Err(format!("{FORM}, found `{arg}`"));
+            return Err(format!("{FORM}, found `{shown}`"));
         }
         let values = split_items(values);
         if values.iter().any(|v| v.trim().is_empty()) {
-            return Err(format!("empty value in `{arg}`: {FORM}"));
+            return Err(format!("empty value in `{shown}`: {FORM}"));
         }
         for value in &values {
             parse_value(value, &Origin::Override(arg.into()))
-                .map_err(|e| format!("invalid value in `{arg}`: {e}"))?;
+                .map_err(|e| format!("invalid value in `{shown}`: {e}"))?;
         }
         Ok(Override::Matrix {
             stage: stage.to_owned(),
@@ -139,7 +142,8 @@ fn split_items(text: &str) -> Vec<String> {
 /// A command-line value read as YAML would read a scalar: `0.1` is a float, `4` an integer,
 /// `true` a boolean, `~` null, `shared` a string. Quoted text is a string; `[…]`/`{…}` are
 /// flow collections. Anything else stays the text as typed (so `echo a: b # c` is a string,
-/// not a map with a comment).
+/// not a map with a comment), except an integer too large for 64 bits, which is an error as
+/// in a file.
 fn parse_value(text: &str, origin: &Origin) -> Result<Node, String> {
     let trimmed = text.trim();
     if trimmed.starts_with(['[', '{', '"', '\'']) {
@@ -154,6 +158,7 @@ fn parse_value(text: &str, origin: &Origin) -> Result<Node, String> {
         {
             Ok(node)
         }
+        Err(e) if node::is_integer_literal(trimmed) => Err(e),
         _ => Ok(Node::new(Kind::Str(text.to_owned()), origin.clone())),
     }
 }
@@ -170,7 +175,7 @@ pub fn load(
     let mut errors = Vec::new();
     let pipeline = match node::parse(&source.text) {
         Err(syntax) => {
-            errors.push(syntax);
+            errors.extend(syntax);
             None
         }
         Ok(mut root) => {
@@ -276,7 +281,7 @@ fn stage_mut<'n>(
     };
     if !names.iter().any(|n| n == name) {
         return Err(origin
-            .error(format!("there is no stage `{name}`"))
+            .error(format!("there is no stage `{}`", shorten_name(name)))
             .maybe_help(suggest::hint(name, names.iter().map(String::as_str))));
     }
     Ok(root
@@ -297,7 +302,11 @@ fn set_path(
         return Ok(());
     };
     let Some(entries) = node.as_map_mut() else {
-        return Err(origin.error(format!("cannot set `{first}` inside {}", node.describe())));
+        return Err(origin.error(format!(
+            "cannot set `{}` inside {}",
+            shorten_name(first),
+            node.describe()
+        )));
     };
     let index = match entries.iter().position(|(k, _)| k.name == *first) {
         Some(index) => index,

@@ -3,10 +3,17 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::{Params, SourceFile, Span, Value};
+
+/// The longest pipeline or stage name, in bytes. Names become file names (`results/<name>/`,
+/// `cache/v1/pipelines/<name>.json`, `<stage>_<labels>.<ext>`) with more around them
+/// (`<name>.tmp.<pid>.<n>`), and file systems refuse names over 255 bytes: a longer name would
+/// only fail at the end of a run.
+pub const MAX_NAME_BYTES: usize = 128;
 
 /// The name of a stage, as written under `stages:`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -63,7 +70,12 @@ impl std::str::FromStr for Device {
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
                 .map(|n| Device::Cuda(Some(n)))
-                .ok_or_else(|| format!("expected `cpu`, `cuda` or `cuda:N`, found `{s}`")),
+                .ok_or_else(|| {
+                    format!(
+                        "expected `cpu`, `cuda` or `cuda:N`, found `{}`",
+                        crate::node::shorten(s)
+                    )
+                }),
         }
     }
 }
@@ -114,6 +126,9 @@ pub struct Stage {
     pub gather: bool,
     pub resources: Resources,
     pub retries: u32,
+    /// `timeout:` (or its `defaults:`): wall-clock limit of one attempt of an instance: its
+    /// process group is killed and the attempt fails. Execution detail: never part of a key.
+    pub timeout: Option<Duration>,
     pub device: Device,
     /// Span of the stage's name under `stages:`.
     pub span: Span,

@@ -23,7 +23,9 @@ impl Origin {
     pub(crate) fn error(&self, message: impl fmt::Display) -> Diagnostic {
         match self {
             Origin::File(span) => Diagnostic::error(message.to_string()).at(*span),
-            Origin::Override(arg) => Diagnostic::error(format!("in `{arg}`: {message}")),
+            Origin::Override(arg) => {
+                Diagnostic::error(format!("in `{}`: {message}", shorten_name(arg)))
+            }
         }
     }
 
@@ -175,55 +177,122 @@ pub(crate) fn format_float(f: f64) -> String {
         }
     } else if f.fract() == 0.0 && f.abs() < 1e16 {
         format!("{f:.1}")
+    } else if f != 0.0 && !(1e-5..1e16).contains(&f.abs()) {
+        // Rust writes every digit of `1e300` (301 of them) unless asked for an exponent.
+        format!("{f:e}")
     } else {
         format!("{f}")
     }
 }
 
-/// Text for a message with its control characters escaped (a newline in a value must not
-/// break the rendered block, nor an escape sequence reach the terminal).
-pub(crate) fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
-
 /// A value for a message: sanitised, long text cut.
 pub(crate) fn shorten(s: &str) -> String {
-    const MAX: usize = 40;
-    let escaped = sanitize(s);
-    if escaped.chars().count() <= MAX {
-        escaped
-    } else {
-        let cut: String = escaped.chars().take(MAX - 1).collect();
-        format!("{cut}…")
+    clip(s, 40)
+}
+
+/// A name for a message (a key, a stage, a variable, a command-line argument): sanitised, and
+/// cut only past the longest name a pipeline may use, so every valid name is shown whole.
+pub(crate) fn shorten_name(s: &str) -> String {
+    clip(s, crate::MAX_NAME_BYTES)
+}
+
+/// `s` with its control characters escaped (a newline in a value must not break the rendered
+/// block, nor an escape sequence reach the terminal), cut to `max` characters, the last one `…`.
+/// It stops reading at the cut: a message about a 100 MB value costs what a short one does.
+pub(crate) fn clip(s: &str, max: usize) -> String {
+    let mut out = String::new();
+    let mut count = 0usize;
+    for c in s.chars() {
+        let escaped = c.is_control().then(|| c.escape_default().to_string());
+        count += escaped.as_ref().map_or(1, |e| e.chars().count());
+        if count > max {
+            // Room for the `…`: drop characters (not bytes) until at most `max - 1` are left.
+            let mut kept = out.chars().count();
+            while kept >= max {
+                out.pop();
+                kept -= 1;
+            }
+            out.push('…');
+            return out;
+        }
+        match escaped {
+            Some(e) => out.push_str(&e),
+            None => out.push(c),
+        }
     }
+    out
 }
 
 /// Parses a whole pipeline file. Syntax errors and duplicate keys are the one kind of problem
-/// that stops everything: the parser cannot go on, so only the first can be reported.
-pub(crate) fn parse(text: &str) -> Result<Node, Diagnostic> {
+/// that stops everything: the parser cannot go on, so only the first can be reported. Integers
+/// out of the 64-bit range stop it too, but every one of them is reported.
+pub(crate) fn parse(text: &str) -> Result<Node, Vec<Diagnostic>> {
     let spanned = parse_spanned(text).map_err(|err| {
         let (message, label) = syntax_message(&err);
         let diagnostic = Diagnostic::error(message).label(label);
-        match err.location() {
+        vec![match err.location() {
             Some(at) => diagnostic.at(span_of(&at)),
             None => diagnostic,
-        }
+        }]
     })?;
-    Ok(convert(spanned, &|at| Origin::File(span_of(at))))
+    let mut out_of_range = Vec::new();
+    let node = convert(
+        spanned,
+        text,
+        &|at| Origin::File(span_of(at)),
+        &mut out_of_range,
+    );
+    if out_of_range.is_empty() {
+        Ok(node)
+    } else {
+        Err(out_of_range)
+    }
 }
 
 /// Parses a value given on the command line. Every node gets `origin`.
 pub(crate) fn parse_fragment(text: &str, origin: &Origin) -> Result<Node, String> {
     let spanned = parse_spanned(text).map_err(|err| syntax_message(&err).0)?;
-    Ok(convert(spanned, &|_| origin.clone()))
+    let mut out_of_range = Vec::new();
+    let node = convert(spanned, text, &|_| origin.clone(), &mut out_of_range);
+    match out_of_range.into_iter().next() {
+        None => Ok(node),
+        Some(d) => Err(d.message),
+    }
+}
+
+/// Whether `text` is written as a decimal integer (`12`, `-3`, `1_000`): one that reaches us
+/// as a float was too large for 64 bits, and YAML parsers quietly turn those into floats.
+pub(crate) fn is_integer_literal(text: &str) -> bool {
+    let digits = text.trim().trim_start_matches(['-', '+']);
+    digits.chars().any(|c| c.is_ascii_digit())
+        && digits.chars().all(|c| c.is_ascii_digit() || c == '_')
+}
+
+/// The error for an integer literal outside the 64-bit range.
+fn out_of_range_error(literal: &str) -> Diagnostic {
+    let literal = literal.trim();
+    let (message, label) = if literal.starts_with('-') {
+        (
+            format!(
+                "integer `{}` is too small (the smallest is {})",
+                shorten(literal),
+                i64::MIN
+            ),
+            "too small",
+        )
+    } else {
+        (
+            format!(
+                "integer `{}` is too large (the largest is {})",
+                shorten(literal),
+                i64::MAX
+            ),
+            "too large",
+        )
+    };
+    Diagnostic::error(message).label(label).help(
+        "integers are 64-bit; to mean a float, write it with a decimal point or an exponent (`1e20`)",
+    )
 }
 
 fn parse_spanned(text: &str) -> Result<Spanned<RawNode>, serde_saphyr::Error> {
@@ -236,6 +305,9 @@ fn parse_spanned(text: &str) -> Result<Spanned<RawNode>, serde_saphyr::Error> {
     serde_saphyr::from_str_with_options(text, options)
 }
 
+/// The parser's messages may quote the text they choke on: cut them like any value.
+const MESSAGE_MAX: usize = 200;
+
 fn syntax_message(err: &serde_saphyr::Error) -> (String, &'static str) {
     let err = err.without_snippet();
     match err {
@@ -245,11 +317,14 @@ fn syntax_message(err: &serde_saphyr::Error) -> (String, &'static str) {
         serde_saphyr::Error::DuplicateMappingKey { key: None, .. } => {
             ("duplicate key".into(), "duplicate key")
         }
-        // Our own visitor's errors (integer overflow) are already phrased for the user.
-        serde_saphyr::Error::Message { msg, .. } => (sanitize(msg), "here"),
+        // Our own visitor's errors are already phrased for the user.
+        serde_saphyr::Error::Message { msg, .. } => (clip(msg, MESSAGE_MAX), "here"),
         other => {
             let message = serde_saphyr::UserMessageFormatter.format_message(other);
-            (format!("invalid YAML: {}", sanitize(&message)), "here")
+            (
+                format!("invalid YAML: {}", clip(&message, MESSAGE_MAX)),
+                "here",
+            )
         }
     }
 }
@@ -269,24 +344,47 @@ enum RawNode {
     Null,
     Bool(bool),
     Int(i64),
+    /// An integer outside the 64-bit range, as written.
+    OutOfRange(String),
     Float(f64),
     Str(String),
     Seq(Vec<Spanned<RawNode>>),
     Map(Vec<(Spanned<String>, Spanned<RawNode>)>),
 }
 
-fn convert(raw: Spanned<RawNode>, origin: &dyn Fn(&serde_saphyr::Location) -> Origin) -> Node {
+/// The tree with our spans. `source` is the text parsed, to tell an integer too large for
+/// 64 bits (which the parser hands over as a float) from a float; each of those is pushed to
+/// `out_of_range` and left as null.
+fn convert(
+    raw: Spanned<RawNode>,
+    source: &str,
+    origin: &dyn Fn(&serde_saphyr::Location) -> Origin,
+    out_of_range: &mut Vec<Diagnostic>,
+) -> Node {
     let at = origin(&raw.referenced);
+    let mut too_big = |literal: &str| {
+        let d = out_of_range_error(literal);
+        out_of_range.push(match at.span() {
+            Some(span) => d.at(span),
+            None => d,
+        });
+        Kind::Null
+    };
     let kind = match raw.value {
         RawNode::Null => Kind::Null,
         RawNode::Bool(b) => Kind::Bool(b),
         RawNode::Int(i) => Kind::Int(i),
-        RawNode::Float(f) => Kind::Float(f),
+        RawNode::OutOfRange(literal) => too_big(&literal),
+        // An alias's literal is where its anchor is defined.
+        RawNode::Float(f) => match literal(source, &raw.defined) {
+            Some(text) if is_integer_literal(text) => too_big(text),
+            _ => Kind::Float(f),
+        },
         RawNode::Str(s) => Kind::Str(s),
         RawNode::Seq(items) => Kind::Seq(
             items
                 .into_iter()
-                .map(|item| convert(item, origin))
+                .map(|item| convert(item, source, origin, out_of_range))
                 .collect(),
         ),
         RawNode::Map(entries) => Kind::Map(
@@ -299,7 +397,7 @@ fn convert(raw: Spanned<RawNode>, origin: &dyn Fn(&serde_saphyr::Location) -> Or
                     };
                     // An empty value (`a:`) has no text of its own: point at its key instead.
                     let empty = matches!(v.value, RawNode::Null) && v.referenced.span().is_empty();
-                    let mut value = convert(v, origin);
+                    let mut value = convert(v, source, origin, out_of_range);
                     if empty {
                         value.origin = key.origin.clone();
                     }
@@ -309,6 +407,14 @@ fn convert(raw: Spanned<RawNode>, origin: &dyn Fn(&serde_saphyr::Location) -> Or
         ),
     };
     Node::new(kind, at)
+}
+
+/// The text of the scalar at `at`, when the parser says where it is.
+fn literal<'s>(source: &'s str, at: &serde_saphyr::Location) -> Option<&'s str> {
+    let span = at.span();
+    let start = usize::try_from(span.byte_offset()?).ok()?;
+    let len = usize::try_from(span.byte_len()?).ok()?;
+    source.get(start..start.checked_add(len)?)
 }
 
 impl<'de> Deserialize<'de> for RawNode {
@@ -340,30 +446,14 @@ impl<'de> Visitor<'de> for RawVisitor {
     fn visit_i64<E>(self, v: i64) -> Result<RawNode, E> {
         Ok(RawNode::Int(v))
     }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawNode, E> {
-        i64::try_from(v).map(RawNode::Int).map_err(|_| {
-            E::custom(format!(
-                "integer `{v}` is too large (the largest is {})",
-                i64::MAX
-            ))
-        })
+    fn visit_u64<E>(self, v: u64) -> Result<RawNode, E> {
+        Ok(i64::try_from(v).map_or_else(|_| RawNode::OutOfRange(v.to_string()), RawNode::Int))
     }
-    fn visit_i128<E: de::Error>(self, v: i128) -> Result<RawNode, E> {
-        i64::try_from(v).map(RawNode::Int).map_err(|_| {
-            E::custom(format!(
-                "integer `{v}` is out of range ({}..={})",
-                i64::MIN,
-                i64::MAX
-            ))
-        })
+    fn visit_i128<E>(self, v: i128) -> Result<RawNode, E> {
+        Ok(i64::try_from(v).map_or_else(|_| RawNode::OutOfRange(v.to_string()), RawNode::Int))
     }
-    fn visit_u128<E: de::Error>(self, v: u128) -> Result<RawNode, E> {
-        i64::try_from(v).map(RawNode::Int).map_err(|_| {
-            E::custom(format!(
-                "integer `{v}` is too large (the largest is {})",
-                i64::MAX
-            ))
-        })
+    fn visit_u128<E>(self, v: u128) -> Result<RawNode, E> {
+        Ok(i64::try_from(v).map_or_else(|_| RawNode::OutOfRange(v.to_string()), RawNode::Int))
     }
     fn visit_f64<E>(self, v: f64) -> Result<RawNode, E> {
         Ok(RawNode::Float(v))
@@ -446,20 +536,81 @@ mod tests {
     #[test]
     fn syntax_errors_and_duplicate_keys_point_at_their_place() {
         let err = parse("name: a\nstages:\n  x: 1\n  x: 2\n").unwrap_err();
-        assert_eq!(err.message, "duplicate key `x`");
-        assert_eq!(err.span, Some(Span::new(4, 3, 1)));
+        assert_eq!(err.len(), 1);
+        assert_eq!(err[0].message, "duplicate key `x`");
+        assert_eq!(err[0].span, Some(Span::new(4, 3, 1)));
         let err = parse("name: a\nstages: [\n  x: 1\n").unwrap_err();
-        assert!(err.message.starts_with("invalid YAML: "), "{}", err.message);
-        assert_eq!(err.span.map(|s| s.line), Some(2));
+        assert!(
+            err[0].message.starts_with("invalid YAML: "),
+            "{}",
+            err[0].message
+        );
+        assert_eq!(err[0].span.map(|s| s.line), Some(2));
         let err = parse("x: 18446744073709551615\n").unwrap_err();
         assert_eq!(
-            err.message,
+            err[0].message,
             format!(
                 "integer `18446744073709551615` is too large (the largest is {})",
                 i64::MAX
             )
         );
-        assert_eq!(err.span.map(|s| (s.line, s.col)), Some((1, 4)));
+        assert_eq!(err[0].span.map(|s| (s.line, s.col)), Some((1, 4)));
+    }
+
+    /// YAML parsers turn an integer too large for 64 bits into a float: `steps:
+    /// 99999999999999999999` was read as 1e20, and passed for a float param.
+    #[test]
+    fn integers_beyond_64_bits_are_errors_not_floats() {
+        let err = parse(
+            "a: 99999999999999999999\nb: [1, -99999999999999999999]\nc: 9223372036854775808\nd: 1e20\ne: 1_000\n",
+        )
+        .unwrap_err();
+        let found: Vec<(u32, u32, &str)> = err
+            .iter()
+            .map(|d| {
+                let span = d.span.unwrap();
+                (span.line, span.col, d.message.as_str())
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    1,
+                    4,
+                    "integer `99999999999999999999` is too large (the largest is 9223372036854775807)"
+                ),
+                (
+                    2,
+                    8,
+                    "integer `-99999999999999999999` is too small (the smallest is -9223372036854775808)"
+                ),
+                (
+                    3,
+                    4,
+                    "integer `9223372036854775808` is too large (the largest is 9223372036854775807)"
+                ),
+            ]
+        );
+        assert!(err[0].help.as_deref().unwrap().contains("`1e20`"));
+        // Floats (with a point or an exponent) and in-range integers are what they were.
+        let root = parse("d: 1e20\ne: 1_000\nf: -9223372036854775808\ng: 1.0e400\n").unwrap();
+        assert_eq!(root.get("d").unwrap().kind, Kind::Float(1e20));
+        assert_eq!(root.get("e").unwrap().kind, Kind::Int(1000));
+        assert_eq!(root.get("f").unwrap().kind, Kind::Int(i64::MIN));
+        assert_eq!(root.get("g").unwrap().kind, Kind::Float(f64::INFINITY));
+        // Through an alias too, and in a command-line value.
+        let err = parse("a: &big 99999999999999999999\nb: *big\n").unwrap_err();
+        assert_eq!(err.len(), 2, "{err:?}");
+        let o = Origin::Override("--set x".into());
+        assert!(
+            parse_fragment("99999999999999999999", &o)
+                .unwrap_err()
+                .contains("is too large")
+        );
+        // A megabyte of digits is quoted cut.
+        let err = parse(&format!("a: {}\n", "9".repeat(1_000_000))).unwrap_err();
+        assert!(err[0].message.len() < 200, "{}", err[0].message);
     }
 
     #[test]
@@ -479,9 +630,24 @@ mod tests {
         );
         assert_eq!(Node::new(Kind::Seq(vec![]), o.clone()).describe(), "a list");
         assert_eq!(
-            Node::new(Kind::Str("a\n'b'".into()), o).describe(),
+            Node::new(Kind::Str("a\n'b'".into()), o.clone()).describe(),
             "a string `a\\n'b'`"
         );
         assert_eq!(shorten(&"x".repeat(50)), format!("{}…", "x".repeat(39)));
+        assert_eq!(shorten(&"x".repeat(40)), "x".repeat(40));
+        assert_eq!(shorten(&"é".repeat(50)), format!("{}…", "é".repeat(39)));
+        assert_eq!(
+            shorten(&format!("{}\n\n", "x".repeat(38))),
+            format!("{}\\…", "x".repeat(38))
+        );
+        assert_eq!(shorten_name(&"k".repeat(1_000_000)).chars().count(), 128);
+        // Huge numbers are written with an exponent, not 301 digits.
+        assert_eq!(
+            Node::new(Kind::Float(1e300), o.clone()).describe(),
+            "a number `1e300`"
+        );
+        assert_eq!(format_float(-1.5e-300), "-1.5e-300");
+        assert_eq!(format_float(0.5), "0.5");
+        assert_eq!(format_float(0.0), "0.0");
     }
 }

@@ -14,7 +14,9 @@ pub enum ParamType {
         min: i64,
         max: i64,
     },
-    /// A finite float within `[min, max]`.
+    /// A finite float within `[min, max]`. Ops compute in 32-bit floats: the constructors
+    /// bound every float by [`ParamType::FLOAT_MAX`], so `1e300` is refused when the pipeline is
+    /// loaded instead of becoming infinity mid-run.
     Float {
         min: f64,
         max: f64,
@@ -31,6 +33,9 @@ pub enum ParamType {
 }
 
 impl ParamType {
+    /// The largest magnitude a float param may have: `f32::MAX` (about 3.4e38).
+    pub const FLOAT_MAX: f64 = f32::MAX as f64;
+
     pub const fn non_negative_int() -> Self {
         ParamType::Int {
             min: 0,
@@ -43,16 +48,25 @@ impl ParamType {
             max: i64::MAX,
         }
     }
+    /// Any number a 32-bit float holds: within ±[`Self::FLOAT_MAX`].
     pub const fn float() -> Self {
         ParamType::Float {
-            min: f64::MIN,
-            max: f64::MAX,
+            min: -Self::FLOAT_MAX,
+            max: Self::FLOAT_MAX,
         }
     }
+    /// A number > 0, at most [`Self::FLOAT_MAX`].
     pub const fn positive_float() -> Self {
         ParamType::Float {
             min: f64::MIN_POSITIVE,
-            max: f64::MAX,
+            max: Self::FLOAT_MAX,
+        }
+    }
+    /// A number ≥ 0, at most [`Self::FLOAT_MAX`].
+    pub const fn non_negative_float() -> Self {
+        ParamType::Float {
+            min: 0.0,
+            max: Self::FLOAT_MAX,
         }
     }
     pub fn list(of: ParamType) -> Self {
@@ -77,14 +91,23 @@ impl fmt::Display for ParamType {
                 (min, max) => write!(f, "an integer in {min}..={max}"),
             },
             ParamType::Float { min, max } => {
-                if *min == f64::MIN && *max == f64::MAX {
-                    f.write_str("a number")
-                } else if *min == f64::MIN_POSITIVE && *max == f64::MAX {
-                    f.write_str("a positive number")
-                } else if *max == f64::MAX {
-                    write!(f, "a number ≥ {min}")
-                } else {
-                    write!(f, "a number in [{min}, {max}]")
+                // The 32-bit limits go without saying, except in the alternate form (`{:#}`),
+                // which an error about a value beyond them uses.
+                let shown = |b: f64| {
+                    b.abs() < Self::FLOAT_MAX || f.alternate() && b.abs() == Self::FLOAT_MAX
+                };
+                let positive = *min == f64::MIN_POSITIVE;
+                match (shown(*min).then_some(*min), shown(*max).then_some(*max)) {
+                    (None, None) => f.write_str("a number"),
+                    (Some(_), None) if positive => f.write_str("a positive number"),
+                    (Some(min), None) => write!(f, "a number ≥ {}", Bound(min)),
+                    (None, Some(max)) => write!(f, "a number ≤ {}", Bound(max)),
+                    (Some(_), Some(max)) if positive => {
+                        write!(f, "a positive number ≤ {}", Bound(max))
+                    }
+                    (Some(min), Some(max)) => {
+                        write!(f, "a number in [{}, {}]", Bound(min), Bound(max))
+                    }
                 }
             }
             ParamType::Str => f.write_str("a string"),
@@ -99,9 +122,25 @@ impl fmt::Display for ParamType {
                 Ok(())
             }
             ParamType::List(of) => write!(f, "a list of {}", of.plural()),
+            ParamType::OneOf(a, b) if f.alternate() => write!(f, "{a:#} or {b:#}"),
             ParamType::OneOf(a, b) => write!(f, "{a} or {b}"),
             ParamType::Null => f.write_str("null"),
             ParamType::Any => f.write_str("any value"),
+        }
+    }
+}
+
+/// A float bound in a type's description: the 32-bit limit as `3.4e38`, others as written.
+struct Bound(f64);
+
+impl fmt::Display for Bound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.abs() == ParamType::FLOAT_MAX {
+            f.write_str(if self.0 < 0.0 { "-3.4e38" } else { "3.4e38" })
+        } else if self.0 == 0.0 || (1e-5..1e16).contains(&self.0.abs()) {
+            write!(f, "{}", self.0)
+        } else {
+            write!(f, "{:e}", self.0)
         }
     }
 }
@@ -213,5 +252,64 @@ pub trait OpCatalog {
     /// pointing at the value. `Err` is the message, without the op or param name.
     fn check_value(&self, _op: &str, _param: &str, _value: &Value) -> Result<(), String> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_types_read_as_before_and_show_the_32_bit_limit_only_when_asked() {
+        let cases = [
+            (
+                ParamType::float(),
+                "a number",
+                "a number in [-3.4e38, 3.4e38]",
+            ),
+            (
+                ParamType::positive_float(),
+                "a positive number",
+                "a positive number ≤ 3.4e38",
+            ),
+            (
+                ParamType::non_negative_float(),
+                "a number ≥ 0",
+                "a number in [0, 3.4e38]",
+            ),
+            (
+                ParamType::Float { min: 0.0, max: 1.0 },
+                "a number in [0, 1]",
+                "a number in [0, 1]",
+            ),
+            (
+                ParamType::Float {
+                    min: 0.0,
+                    max: f64::MAX,
+                },
+                "a number ≥ 0",
+                "a number ≥ 0",
+            ),
+            (
+                ParamType::Float {
+                    min: f64::MIN,
+                    max: 2.5,
+                },
+                "a number ≤ 2.5",
+                "a number ≤ 2.5",
+            ),
+        ];
+        for (ty, plain, alternate) in cases {
+            assert_eq!(ty.to_string(), plain);
+            assert_eq!(format!("{ty:#}"), alternate);
+        }
+        assert_eq!(
+            format!("{:#}", ParamType::optional(ParamType::positive_float())),
+            "a positive number ≤ 3.4e38 or null"
+        );
+        assert_eq!(
+            ParamType::list(ParamType::float()).to_string(),
+            "a list of numbers"
+        );
     }
 }

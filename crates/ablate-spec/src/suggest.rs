@@ -10,11 +10,23 @@ pub fn did_you_mean<'a>(
     unknown: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
-    let limit = (unknown.chars().count() / 3).max(1);
+    // The distance costs the product of the lengths: past any name a pipeline may use, only an
+    // equal-ignoring-case candidate is looked for (a 1 MB key must not take minutes to report).
+    const LONGEST: usize = 2 * crate::MAX_NAME_BYTES;
+    let length = unknown.chars().count();
+    let limit = (length / 3).max(1);
+    let lowercase = unknown.to_lowercase();
     let mut best: Option<(usize, &'a str)> = None;
     for candidate in candidates {
-        if candidate.to_lowercase() == unknown.to_lowercase() {
+        if candidate.to_lowercase() == lowercase {
             return Some(candidate);
+        }
+        let candidate_length = candidate.chars().count();
+        if length > LONGEST
+            || candidate_length > LONGEST
+            || candidate_length.abs_diff(length) > limit
+        {
+            continue;
         }
         let distance = edit_distance(unknown, candidate);
         if distance <= limit && best.is_none_or(|(d, _)| distance < d) {
@@ -29,7 +41,8 @@ pub(crate) fn hint<'a>(
     unknown: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<String> {
-    did_you_mean(unknown, candidates).map(|c| format!("did you mean `{c}`?"))
+    did_you_mean(unknown, candidates)
+        .map(|c| format!("did you mean `{}`?", crate::node::shorten_name(c)))
 }
 
 /// The edit distance between `a` and `b` in characters: Levenshtein's insertions, deletions
@@ -104,6 +117,24 @@ mod tests {
     fn case_insensitive_match_wins_even_when_far() {
         assert_eq!(did_you_mean("STAGES", ["stage", "stages"]), Some("stages"));
         assert_eq!(did_you_mean("Op", ["op", "o"]), Some("op"));
+    }
+
+    #[test]
+    fn huge_names_get_no_suggestion_and_no_quadratic_wait() {
+        let long = "s".repeat(1_000_000);
+        let near = format!("{long}x");
+        let started = std::time::Instant::now();
+        assert_eq!(did_you_mean(&long, [near.as_str(), "stages"]), None);
+        assert_eq!(
+            did_you_mean(&long.to_uppercase(), [long.as_str()]),
+            Some(long.as_str())
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        let key = format!("{}x", "k".repeat(300));
+        assert_eq!(
+            hint(&key, [key.as_str()]).map(|h| h.len() < 200),
+            Some(true)
+        );
     }
 
     #[test]

@@ -11,6 +11,8 @@ struct Mismatch<'a> {
     expected: String,
     path: Vec<usize>,
     hint: Option<String>,
+    /// The value is a number beyond the 32-bit float range: the message says so.
+    beyond_f32: bool,
 }
 
 impl<'a> Mismatch<'a> {
@@ -20,6 +22,7 @@ impl<'a> Mismatch<'a> {
             expected: expected.to_string(),
             path: Vec::new(),
             hint: None,
+            beyond_f32: false,
         }
     }
 }
@@ -32,6 +35,8 @@ pub(crate) fn check_param(
     node: &Node,
     ty: &ParamType,
 ) -> Result<Value, Diagnostic> {
+    // `cmd` takes params of any name.
+    let key = crate::node::shorten_name(key);
     check(node, ty).map_err(|m| {
         let at = if m.path.is_empty() {
             String::new()
@@ -39,10 +44,15 @@ pub(crate) fn check_param(
             let index: String = m.path.iter().map(|i| format!("[{i}]")).collect();
             format!(" at `{key}{index}`")
         };
+        let expected = if m.beyond_f32 {
+            format!("{ty:#} (values are computed in 32-bit floats)")
+        } else {
+            ty.to_string()
+        };
         m.node
             .origin
             .error(format!(
-                "parameter `{key}` of op `{op}` expects {ty}, found {}{at}",
+                "parameter `{key}` of op `{op}` expects {expected}, found {}{at}",
                 m.node.describe()
             ))
             .label(format!("expected {}", m.expected))
@@ -62,6 +72,17 @@ fn check<'a>(node: &'a Node, ty: &ParamType) -> Result<Value, Mismatch<'a>> {
             if f.is_finite() && min <= f && f <= max =>
         {
             Ok(Value::from(*f))
+        }
+        // Beyond a bound that is the 32-bit limit: say why the number is refused.
+        (ParamType::Float { min, max }, Kind::Float(f))
+            if f.is_finite()
+                && ((*f > *max && *max == ParamType::FLOAT_MAX)
+                    || (*f < *min && *min == -ParamType::FLOAT_MAX)) =>
+        {
+            Err(Mismatch {
+                beyond_f32: true,
+                ..Mismatch::new(node, format!("{ty:#}"))
+            })
         }
         (ParamType::Str, Kind::Str(s)) => Ok(Value::String(s.clone())),
         (ParamType::Enum(options), Kind::Str(s)) => {
@@ -95,9 +116,16 @@ fn check<'a>(node: &'a Node, ty: &ParamType) -> Result<Value, Mismatch<'a>> {
                 } else if !mb.path.is_empty() {
                     mb
                 } else {
+                    let beyond_f32 = ma.beyond_f32 || mb.beyond_f32;
+                    let expected = if beyond_f32 {
+                        format!("{ty:#}")
+                    } else {
+                        ty.to_string()
+                    };
                     Mismatch {
                         hint: ma.hint.or(mb.hint),
-                        ..Mismatch::new(node, ty)
+                        beyond_f32,
+                        ..Mismatch::new(node, expected)
                     }
                 }
             })
@@ -206,6 +234,72 @@ mod tests {
         assert_eq!(d.label.as_deref(), Some("expected a finite number"));
     }
 
+    /// `h: 1e300` passed `ablate plan` and failed at run time: the models compute in f32,
+    /// where 1e300 is infinite.
+    #[test]
+    fn floats_beyond_the_32_bit_range_are_refused_and_say_why() {
+        let d = err("1e300", ParamType::positive_float());
+        assert_eq!(
+            d.message,
+            "parameter `steps` of op `train.flow` expects a positive number ≤ 3.4e38 (values are computed in 32-bit floats), found a number `1e300`"
+        );
+        assert_eq!(
+            d.label.as_deref(),
+            Some("expected a positive number ≤ 3.4e38")
+        );
+        assert_eq!(d.span, Some(Span::new(1, 4, 5)));
+        assert!(
+            err("-1e39", ParamType::float())
+                .message
+                .contains("expects a number in [-3.4e38, 3.4e38] (values are computed in 32-bit floats), found a number `-1e39`")
+        );
+        // The largest f32 is in range, the next f64 up is not.
+        let largest = f64::from(f32::MAX);
+        assert_eq!(
+            ok(&format!("{largest:e}"), ParamType::float()),
+            json!(largest)
+        );
+        assert_eq!(ok("-3.4e38", ParamType::float()), json!(-3.4e38));
+        assert!(
+            check_param(
+                "o",
+                "v",
+                &value(&format!("{:e}", largest.next_up())),
+                &ParamType::float()
+            )
+            .is_err()
+        );
+        // Inside a list, and one branch of a choice.
+        let d = err(
+            "[1, 1e39]",
+            ParamType::list(ParamType::non_negative_float()),
+        );
+        assert_eq!(d.label.as_deref(), Some("expected a number in [0, 3.4e38]"));
+        assert!(
+            d.message.ends_with(
+                "(values are computed in 32-bit floats), found a number `1e39` at `steps[1]`"
+            ),
+            "{}",
+            d.message
+        );
+        let d = err("1e39", ParamType::optional(ParamType::positive_float()));
+        assert_eq!(
+            d.message,
+            "parameter `steps` of op `train.flow` expects a positive number ≤ 3.4e38 or null (values are computed in 32-bit floats), found a number `1e39`"
+        );
+        // Other range errors read as before.
+        assert_eq!(
+            err("-1", ParamType::positive_float()).message,
+            "parameter `steps` of op `train.flow` expects a positive number, found an integer `-1`"
+        );
+        // A type that declares its own larger bound keeps it.
+        let wide = ParamType::Float {
+            min: 0.0,
+            max: f64::MAX,
+        };
+        assert_eq!(ok("1e300", wide), json!(1e300));
+    }
+
     #[test]
     fn enums_suggest_the_closest_option() {
         const WEIGHTS: &[&str] = &["shared", "unshared"];
@@ -267,6 +361,13 @@ mod tests {
         );
         assert_eq!(ok("~", ParamType::Null), Value::Null);
         assert_eq!(ok("{a: [1, 2.5]}", ParamType::Any), json!({"a": [1, 2.5]}));
+    }
+
+    #[test]
+    fn a_huge_free_param_name_is_quoted_cut() {
+        let key = "k".repeat(1_000_000);
+        let d = check_param("cmd", &key, &value("[1, .nan]"), &ParamType::Any).unwrap_err();
+        assert!(d.message.len() < 400, "{} bytes", d.message.len());
     }
 
     #[test]

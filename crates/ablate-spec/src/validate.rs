@@ -3,13 +3,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
+use crate::duration::DURATION_FORMS;
 use crate::interp::{Vars, interpolate};
-use crate::node::{Key, Kind, Node, Origin};
+use crate::node::{Key, Kind, Node, Origin, shorten, shorten_name};
 use crate::typecheck::check_param;
 use crate::{
-    Device, Diagnostic, Matrix, OpCatalog, OpSchema, ParamType, Params, Pipeline, Resources,
-    SourceFile, Span, Stage, StageName, Value, suggest,
+    Device, Diagnostic, MAX_NAME_BYTES, Matrix, OpCatalog, OpSchema, ParamType, Params, Pipeline,
+    Resources, SourceFile, Span, Stage, StageName, Value, parse_duration, suggest,
 };
 
 const TOP_KEYS: &[&str] = &[
@@ -31,11 +33,12 @@ const STAGE_KEYS: &[&str] = &[
     "exclude",
     "resources",
     "retries",
+    "timeout",
     "gather",
     "device",
 ];
 /// `defaults:` keys that are stage attributes rather than op parameters.
-const DEFAULT_ATTRIBUTES: &[&str] = &["device", "retries", "resources"];
+const DEFAULT_ATTRIBUTES: &[&str] = &["device", "retries", "timeout", "resources"];
 const RESOURCE_KEYS: &[&str] = &["cpus", "gpus", "mem_gb"];
 
 /// Validates the whole tree; `None` when anything is wrong (every problem is in `errors`).
@@ -69,6 +72,7 @@ struct Validator<'a, 'e> {
 struct Defaults {
     device: Option<Device>,
     retries: Option<u32>,
+    timeout: Option<Duration>,
     resources: ResourcesPatch,
     /// Parameter defaults, interpolated (`None`: its interpolation failed, already reported).
     params: Vec<(Key, Option<Node>)>,
@@ -121,7 +125,7 @@ pub(crate) fn type_error(node: &Node, subject: &str, expected: &str) -> Diagnost
 fn list(names: impl IntoIterator<Item = impl AsRef<str>>) -> String {
     names
         .into_iter()
-        .map(|n| format!("`{}`", n.as_ref()))
+        .map(|n| format!("`{}`", shorten_name(n.as_ref())))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -133,17 +137,32 @@ pub(crate) fn unknown_key(
     suggestion: Option<&str>,
 ) -> Diagnostic {
     let help = match suggestion {
-        Some(s) => format!("did you mean `{s}`?"),
+        Some(s) => format!("did you mean `{}`?", shorten_name(s)),
         None => format!("the keys of {context} are {}", list(allowed)),
     };
     key.origin
-        .error(format!("unknown key `{}` in {context}", key.name))
+        .error(format!(
+            "unknown key `{}` in {context}",
+            shorten_name(&key.name)
+        ))
         .label("unknown key")
         .help(help)
 }
 
 fn span_of(origin: &Origin) -> Span {
     origin.span().unwrap_or(Span::new(1, 1, 1))
+}
+
+/// A name over [`MAX_NAME_BYTES`]; `why` says where it ends up.
+fn too_long(origin: &Origin, what: &str, name: &str, why: &str) -> Diagnostic {
+    origin
+        .error(format!(
+            "{what} `{}` is too long ({} bytes; the limit is {MAX_NAME_BYTES})",
+            shorten(name),
+            name.len()
+        ))
+        .label(format!("longer than {MAX_NAME_BYTES} bytes"))
+        .help(format!("shorten it: {why}"))
 }
 
 fn is_stage_name(name: &str) -> bool {
@@ -226,17 +245,27 @@ impl<'a> Validator<'a, '_> {
 
         let name = match fields.get("name") {
             Some((_, node)) => self.string(node, "`name`").and_then(|name| {
-                if is_pipeline_name(name) {
-                    Some(name.to_owned())
-                } else {
+                let mut valid = true;
+                if !is_pipeline_name(name) {
+                    valid = false;
                     self.push(
                         node.origin
-                            .error(format!("invalid pipeline name `{}`", crate::node::shorten(name)))
+                            .error(format!("invalid pipeline name `{}`", shorten(name)))
                             .label("invalid name")
                             .help("the name becomes `results/<name>/`: use letters, digits, `_`, `.` and `-`"),
                     );
-                    None
                 }
+                if name.len() > MAX_NAME_BYTES {
+                    valid = false;
+                    self.push(too_long(
+                        &node.origin,
+                        "pipeline name",
+                        name,
+                        "it names `results/<name>/`, `cache/v1/pipelines/<name>.json` and temporary \
+                         files beside them, and file systems refuse file names over 255 bytes",
+                    ));
+                }
+                valid.then(|| name.to_owned())
             }),
             None if fields.attempted("name") => None,
             None => {
@@ -327,7 +356,7 @@ impl<'a> Validator<'a, '_> {
                 Err(bad) => {
                     self.push(type_error(
                         bad,
-                        &format!("variable `{}`", key.name),
+                        &format!("variable `{}`", shorten_name(&key.name)),
                         "a finite number",
                     ));
                     None
@@ -350,6 +379,7 @@ impl<'a> Validator<'a, '_> {
             match key.name.as_str() {
                 "device" => self.defaults.device = self.device(value, "`device` in `defaults`"),
                 "retries" => self.defaults.retries = self.retries(value, "`retries` in `defaults`"),
+                "timeout" => self.defaults.timeout = self.timeout(value, "`timeout` in `defaults`"),
                 "resources" => {
                     self.defaults.resources =
                         self.resources(value, "`resources` in `defaults`", "`defaults`")
@@ -393,7 +423,7 @@ impl<'a> Validator<'a, '_> {
                 key.origin
                     .error(format!(
                         "`defaults` sets `{}`, but no op in this pipeline has such a parameter",
-                        key.name
+                        shorten_name(&key.name)
                     ))
                     .label("not a parameter of any op used here")
                     .help(help),
@@ -441,6 +471,32 @@ impl<'a> Validator<'a, '_> {
         }
     }
 
+    /// A `timeout`: a duration string (`30m`, `1h30m`) or a whole number of seconds.
+    fn timeout(&mut self, node: &Node, subject: &str) -> Option<Duration> {
+        let parsed = match &node.kind {
+            Kind::Str(text) => parse_duration(text),
+            Kind::Int(i) if *i <= 0 => Err(format!("`{i}` is not a positive duration")),
+            Kind::Int(i) => parse_duration(&i.to_string()),
+            _ => {
+                self.push(
+                    type_error(node, subject, "a duration such as `30m` or `1h30m`")
+                        .help(DURATION_FORMS),
+                );
+                return None;
+            }
+        };
+        parsed
+            .map_err(|why| {
+                self.push(
+                    node.origin
+                        .error(format!("invalid {subject}: {why}"))
+                        .label("invalid duration")
+                        .help(DURATION_FORMS),
+                );
+            })
+            .ok()
+    }
+
     fn resources(&mut self, node: &Node, subject: &str, context: &str) -> ResourcesPatch {
         let mut patch = ResourcesPatch::default();
         let Some(entries) = node.as_map() else {
@@ -477,15 +533,26 @@ impl<'a> Validator<'a, '_> {
 
     /// One stage, and its op's schema when the op is known.
     fn stage(&mut self, key: &Key, node: &Node) -> (Option<Stage>, Option<&'a OpSchema>) {
-        let name = key.name.as_str();
+        let real_name = key.name.as_str();
+        // Messages quote the name cut, however long it is (a too-long one is an error here).
+        let name = &shorten_name(real_name);
         let span = span_of(&key.origin);
-        if !is_stage_name(name) {
+        if !is_stage_name(real_name) {
             self.push(
                 key.origin
-                    .error(format!("invalid stage name `{}`", crate::node::shorten(name)))
+                    .error(format!("invalid stage name `{}`", shorten(real_name)))
                     .label("invalid name")
                     .help("stage names appear in paths, `{in.NAME}` and `--set`: use letters, digits, `_` and `-`"),
             );
+        }
+        if real_name.len() > MAX_NAME_BYTES {
+            self.push(too_long(
+                &key.origin,
+                "stage name",
+                real_name,
+                "it names files (`results/<pipeline>/<stage>.parquet`, `<stage>_<labels>.<ext>` \
+                 for published files), and file systems refuse file names over 255 bytes",
+            ));
         }
         let Some(entries) = node.as_map() else {
             self.push(type_error(
@@ -522,10 +589,7 @@ impl<'a> Validator<'a, '_> {
                     .unwrap_or_else(|| "run `ablate ops` to list the ops".into());
                 self.push(
                     node.origin
-                        .error(format!(
-                            "unknown op `{}` in stage `{name}`",
-                            crate::node::shorten(op)
-                        ))
+                        .error(format!("unknown op `{}` in stage `{name}`", shorten(op)))
                         .label("unknown op")
                         .help(help),
                 );
@@ -538,7 +602,7 @@ impl<'a> Validator<'a, '_> {
             .and_then(|(_, node)| self.string(node, &format!("`description` of stage `{name}`")));
         let needs_node = fields.get("needs").map(|(_, node)| *node);
         let needs = match needs_node {
-            Some(node) => self.needs(name, node),
+            Some(node) => self.needs(real_name, node),
             None => Needs {
                 names: Vec::new(),
                 written: Some(0),
@@ -556,6 +620,12 @@ impl<'a> Validator<'a, '_> {
         let retries = match fields.get("retries") {
             Some((_, node)) => self.retries(node, &format!("`retries` of stage `{name}`")),
             None => Some(self.defaults.retries.unwrap_or(0)),
+        };
+        let timeout = match fields.get("timeout") {
+            Some((_, node)) => self
+                .timeout(node, &format!("`timeout` of stage `{name}`"))
+                .map(Some),
+            None => Some(self.defaults.timeout),
         };
         let gather = match fields.get("gather") {
             Some((
@@ -601,14 +671,15 @@ impl<'a> Validator<'a, '_> {
             Some(schema),
             Some(device),
             Some(retries),
+            Some(timeout),
             Some(gather),
             Some((params, matrix)),
-        ) = (op, schema, device, retries, gather, params)
+        ) = (op, schema, device, retries, timeout, gather, params)
         else {
             return (None, schema);
         };
         let stage = Stage {
-            name: StageName::new(name),
+            name: StageName::new(real_name),
             description: description.map(str::to_owned),
             op: op.to_owned(),
             op_version: schema.version,
@@ -618,6 +689,7 @@ impl<'a> Validator<'a, '_> {
             gather: schema.gathers || gather,
             resources,
             retries,
+            timeout,
             device,
             span,
             needs_span: needs_node.and_then(|node| node.origin.span()),
@@ -625,7 +697,8 @@ impl<'a> Validator<'a, '_> {
         (Some(stage), Some(schema))
     }
 
-    fn needs(&mut self, stage: &str, node: &Node) -> Needs {
+    fn needs(&mut self, real_stage: &str, node: &Node) -> Needs {
+        let stage = &shorten_name(real_stage);
         let subject = format!("`needs` of stage `{stage}`");
         let items: Vec<&Node> = match &node.kind {
             Kind::Str(_) => vec![node],
@@ -657,7 +730,7 @@ impl<'a> Validator<'a, '_> {
                 self.push(type_error(item, &subject, "a stage name"));
                 continue;
             };
-            let problem = if need == stage {
+            let problem = if need == real_stage {
                 Some(
                     item.origin
                         .error(format!("stage `{stage}` needs itself"))
@@ -668,12 +741,12 @@ impl<'a> Validator<'a, '_> {
                     .stage_names
                     .iter()
                     .map(String::as_str)
-                    .filter(|s| *s != stage);
+                    .filter(|s| *s != real_stage);
                 Some(
                     item.origin
                         .error(format!(
                             "unknown stage `{}` in `needs` of stage `{stage}`",
-                            crate::node::shorten(need)
+                            shorten(need)
                         ))
                         .label("no such stage")
                         .maybe_help(suggest::hint(need, others)),
@@ -681,7 +754,10 @@ impl<'a> Validator<'a, '_> {
             } else if needs.names.iter().any(|n| n.as_str() == need) {
                 Some(
                     item.origin
-                        .error(format!("stage `{need}` is listed twice in {subject}"))
+                        .error(format!(
+                            "stage `{}` is listed twice in {subject}",
+                            shorten_name(need)
+                        ))
                         .label("duplicate"),
                 )
             } else {
@@ -754,7 +830,8 @@ impl<'a> Validator<'a, '_> {
             key.origin
                 .error(format!(
                     "unknown parameter `{}` for op `{}` in stage `{stage}`",
-                    key.name, schema.name
+                    shorten_name(&key.name),
+                    schema.name
                 ))
                 .label("unknown parameter")
                 .help(help),
@@ -778,7 +855,11 @@ impl<'a> Validator<'a, '_> {
             Err(why) => {
                 self.push(
                     node.origin
-                        .error(format!("invalid `{key}` for op `{}`: {why}", schema.name))
+                        .error(format!(
+                            "invalid `{}` for op `{}`: {why}",
+                            shorten_name(key),
+                            schema.name
+                        ))
                         .label("here"),
                 );
                 None
@@ -849,7 +930,7 @@ impl<'a> Validator<'a, '_> {
                                 key.origin
                                     .error(format!(
                                         "parameter `{}` of stage `{stage}` is set in both `params` and `matrix`",
-                                        key.name
+                                        shorten_name(&key.name)
                                     ))
                                     .label("also a matrix axis")
                                     .help("a parameter is either fixed under `params:` or swept under `matrix:`; remove one"),
@@ -919,8 +1000,9 @@ impl<'a> Validator<'a, '_> {
                     schema.name, p.name
                 ))
             } else {
-                let example =
-                    serde_json::to_string(missing[0]).expect("a map of JSON values serialises");
+                let example = shorten_name(
+                    &serde_json::to_string(missing[0]).expect("a map of JSON values serialises"),
+                );
                 Diagnostic::error(format!(
                     "stage `{stage}`: op `{}` needs parameter `{}`, but the matrix combination `{example}` does not set it",
                     schema.name, p.name
@@ -1008,7 +1090,10 @@ impl<'a> Validator<'a, '_> {
         let Kind::Seq(items) = &node.kind else {
             self.push(type_error(
                 &node,
-                &format!("matrix axis `{}` of stage `{stage}`", key.name),
+                &format!(
+                    "matrix axis `{}` of stage `{stage}`",
+                    shorten_name(&key.name)
+                ),
                 "a list of values",
             ));
             return None;
@@ -1018,10 +1103,13 @@ impl<'a> Validator<'a, '_> {
                 node.origin
                     .error(format!(
                         "matrix axis `{}` of stage `{stage}` has no values",
-                        key.name
+                        shorten_name(&key.name)
                     ))
                     .label("empty list")
-                    .help(format!("give `{}` at least one value", key.name)),
+                    .help(format!(
+                        "give `{}` at least one value",
+                        shorten_name(&key.name)
+                    )),
             );
             return None;
         }
@@ -1036,8 +1124,9 @@ impl<'a> Validator<'a, '_> {
                     self.push(
                         item.origin
                             .error(format!(
-                                "duplicate value `{value}` in matrix axis `{}` of stage `{stage}`",
-                                key.name
+                                "duplicate value `{}` in matrix axis `{}` of stage `{stage}`",
+                                shorten(&value.to_string()),
+                                shorten_name(&key.name)
                             ))
                             .label("duplicate"),
                     );
@@ -1094,7 +1183,10 @@ impl<'a> Validator<'a, '_> {
                     });
                 self.push(
                     key.origin
-                        .error(format!("`exclude` entry of stage `{stage}` uses `{}`, which is not a matrix axis", key.name))
+                        .error(format!(
+                            "`exclude` entry of stage `{stage}` uses `{}`, which is not a matrix axis",
+                            shorten_name(&key.name)
+                        ))
                         .label("not a matrix axis")
                         .help(help),
                 );

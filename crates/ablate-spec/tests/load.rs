@@ -2,10 +2,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ablate_spec::{
-    Device, Diagnostics, Matrix, OpCatalog, OpSchema, Override, Overrides, ParamSpec, ParamType,
-    Pipeline, Resources, SourceFile, Span, StageName, Value, did_you_mean, load, load_file,
+    Device, Diagnostics, MAX_NAME_BYTES, Matrix, OpCatalog, OpSchema, Override, Overrides,
+    ParamSpec, ParamType, Pipeline, Resources, SourceFile, Span, StageName, Value, did_you_mean,
+    load, load_file,
 };
 use serde_json::json;
 
@@ -978,4 +980,425 @@ stages:
     .unwrap_err()
     .to_string();
     assert!(d.contains("tag"), "{d}");
+}
+
+// --- Unbounded input, bounded errors --------------------------------------------------------
+
+/// A pipeline whose 100 MB `description:` line had an error printed 209 MB of stderr: the
+/// excerpt is cut around the span, and the carets still point at the bad value.
+#[test]
+fn an_error_on_a_megabyte_line_renders_in_a_few_kilobytes() {
+    let long = "d".repeat(1_000_000);
+    let text = format!(
+        "name: big\nstages:\n  s: {{ op: cmd, description: \"{long}\", params: {{ run: ls }}, retries: two }}\n"
+    );
+    let d = load_text(&text, &Overrides::default()).unwrap_err();
+    let rendered = d.to_string();
+    assert!(rendered.len() < 2_000, "{} bytes", rendered.len());
+    assert_eq!(d.items.len(), 1, "{rendered}");
+    let line = text.lines().nth(2).unwrap();
+    let col = line.find("two").unwrap() + 1;
+    assert!(
+        rendered.contains(&format!("--> test.yaml:3:{col}\n")),
+        "{rendered}"
+    );
+    // The excerpt line and the caret line under it: the carets sit under `two`.
+    let lines: Vec<&str> = rendered.lines().collect();
+    let excerpt = lines.iter().position(|l| l.starts_with(" 3 | ")).unwrap();
+    let text_line: Vec<char> = lines[excerpt][5..].chars().collect();
+    let carets = &lines[excerpt + 1][5..];
+    let at = carets.find('^').unwrap();
+    assert_eq!(text_line[0], '…');
+    assert_eq!(text_line[at..at + 3].iter().collect::<String>(), "two");
+    assert!(
+        carets[at..].starts_with("^^^ expected an integer ≥ 0"),
+        "{carets}"
+    );
+}
+
+#[test]
+fn a_megabyte_key_or_stage_name_is_quoted_cut() {
+    let key = "k".repeat(1_000_000);
+    // YAML limits implicit keys to 1024 characters; an explicit key (`? …`) has no limit.
+    let text =
+        format!("name: x\n? {key}\n: 1\nstages:\n  s: {{ op: cmd, params: {{ run: ls }} }}\n");
+    let d = load_text(&text, &Overrides::default()).unwrap_err();
+    assert_eq!(d.items.len(), 1);
+    let message = &d.items[0].message;
+    assert!(
+        message.starts_with("unknown key `kkk") && message.ends_with("…` in the pipeline"),
+        "{message}"
+    );
+    assert!(message.len() < 200, "{message}");
+    assert!(d.to_string().len() < 2_000);
+
+    // A huge stage name, needed by a misspelling of it and given a bad attribute: every
+    // message that names it quotes it cut, and no "did you mean" takes minutes to work out.
+    let stage = "a".repeat(1_000_000);
+    let text = format!(
+        "name: x\nvars: {{ ? {key} : 1 }}\nstages:\n  ? {stage}\n  : {{ op: cmd, params: {{ run: \"${{vars.{key}x}}\" }}, retries: two }}\n  b: {{ op: cmd, needs: [{stage}b], params: {{ run: ls, ? {key} : .nan }} }}\n"
+    );
+    let started = std::time::Instant::now();
+    let d = load_text(&text, &Overrides::default()).unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let rendered = d.to_string();
+    assert_eq!(
+        d.items.len(),
+        5,
+        "{}",
+        &rendered[..rendered.len().min(5_000)]
+    );
+    assert!(rendered.len() < 8_000, "{} bytes", rendered.len());
+    for item in &d.items {
+        assert!(item.message.len() < 400, "{}", item.message);
+        assert!(
+            item.help.as_ref().is_none_or(|h| h.len() < 400),
+            "{:?}",
+            item.help
+        );
+    }
+    // A `--set` with a huge argument is quoted cut too.
+    let arg = format!("s.params.{key}=1");
+    let d = load_text(SMALL, &overrides(&[&arg], &[])).unwrap_err();
+    assert!(d.to_string().len() < 1_000, "{d}");
+    let e = Override::parse_set(&format!("{key}=1")).unwrap_err();
+    assert!(e.len() < 400, "{e}");
+}
+
+// --- Names that would fail as file names --------------------------------------------------------
+
+/// A pipeline named with ~240 characters passed validation, and the run failed at its end with
+/// "File name too long" writing `results/<name>/` and `cache/v1/pipelines/<name>.json`.
+#[test]
+fn over_long_pipeline_and_stage_names_are_refused_at_load() {
+    let fits = "p".repeat(MAX_NAME_BYTES);
+    let stage = "s".repeat(MAX_NAME_BYTES);
+    let text = format!("name: {fits}\nstages:\n  {stage}: {{ op: cmd, params: {{ run: ls }} }}\n");
+    let p = load_text(&text, &Overrides::default()).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(p.name, fits);
+    assert_eq!(p.stages[0].name.as_str(), stage);
+
+    let text = format!(
+        "name: {fits}p\nstages:\n  {stage}s: {{ op: cmd, params: {{ run: ls }} }}\n  ok: {{ op: cmd, params: {{ run: ls }} }}\n"
+    );
+    let d = load_text(&text, &Overrides::default()).unwrap_err();
+    let shown = |c: char| format!("{}…", c.to_string().repeat(39));
+    assert_eq!(
+        summary(&d),
+        vec![
+            (
+                1,
+                7,
+                format!(
+                    "pipeline name `{}` is too long (129 bytes; the limit is 128)",
+                    shown('p')
+                )
+            ),
+            (
+                3,
+                3,
+                format!(
+                    "stage name `{}` is too long (129 bytes; the limit is 128)",
+                    shown('s')
+                )
+            ),
+        ]
+    );
+    assert_eq!(d.items[0].span.unwrap().len, 129);
+    assert_eq!(d.items[0].label.as_deref(), Some("longer than 128 bytes"));
+    let help = d.items[0].help.as_deref().unwrap();
+    assert!(
+        help.contains("`results/<name>/`") && help.contains("255 bytes"),
+        "{help}"
+    );
+    assert!(
+        d.items[1]
+            .help
+            .as_deref()
+            .unwrap()
+            .contains("`results/<pipeline>/<stage>.parquet`")
+    );
+    // Bytes, not characters: a name is ASCII, but the count must not be fooled either way.
+    let d = load_text(
+        &format!(
+            "name: {}\nstages:\n  a: {{ op: cmd, params: {{ run: ls }} }}\n",
+            "é".repeat(65)
+        ),
+        &Overrides::default(),
+    )
+    .unwrap_err();
+    assert_eq!(d.items.len(), 2, "{d}");
+    assert!(
+        d.items[1].message.contains("(130 bytes; the limit is 128)"),
+        "{d}"
+    );
+}
+
+// --- Numbers a run cannot use ---------------------------------------------------------------------
+
+/// Every place a number is read refuses a non-finite one (`.nan`, `.inf`, `1e400`, which
+/// overflows f64), a float beyond 32 bits, and an integer beyond 64 bits, at its place.
+#[test]
+fn non_finite_and_out_of_range_numbers_are_errors_everywhere() {
+    let text = "\
+name: n
+vars: { big: 1e400 }
+defaults: { noise: .nan }
+stages:
+  d:
+    op: data.toy2d
+    params: { kind: moons, noise: .inf }
+    matrix: { n_train: [10, .nan] }
+  t:
+    op: train.flow
+    needs: d
+    matrix: { lr: [0.1, -.inf, 1e39] }
+    include: [{ weights: shared, lr: 1e300 }]
+    resources: { cpus: .inf, mem_gb: .nan, gpus: 1e400 }
+    params: { weights: shared }
+  c: { op: cmd, params: { run: ls, x: [1, .nan] }, matrix: { y: [1e400] } }
+";
+    let d = load_text(text, &Overrides::default()).unwrap_err();
+    let at: Vec<(u32, u32)> = summary(&d).into_iter().map(|(l, c, _)| (l, c)).collect();
+    assert_eq!(
+        at,
+        [
+            (2, 14),
+            (3, 20),
+            (7, 35),
+            (8, 29),
+            (12, 25),
+            (12, 32),
+            (13, 38),
+            (14, 24),
+            (14, 38),
+            (14, 50),
+            (16, 43),
+            (16, 66)
+        ],
+        "\n{d}"
+    );
+    let message = |line: u32, col: u32| {
+        d.items
+            .iter()
+            .find(|i| i.span.is_some_and(|s| (s.line, s.col) == (line, col)))
+            .unwrap()
+            .message
+            .clone()
+    };
+    assert_eq!(
+        message(2, 14),
+        "variable `big` expects a finite number, found a non-finite number `.inf`"
+    );
+    assert!(message(12, 32).ends_with("expects a positive number ≤ 3.4e38 (values are computed in 32-bit floats), found a number `1e39`"));
+    assert!(message(13, 38).ends_with("found a number `1e300`"));
+    assert_eq!(
+        message(14, 24),
+        "`resources.cpus` of stage `t` expects a number > 0, found a non-finite number `.inf`"
+    );
+
+    // The same through `--set` and `--matrix`.
+    let sets = [
+        "resnet.params.lr=1e39",
+        "vars.width=.nan",
+        "data.resources.gpus=.inf",
+        "data.params.noise=1e400",
+    ];
+    let mut messages: Vec<String> = Vec::new();
+    for o in [
+        overrides(&sets, &["resnet.steps=1,.inf"]),
+        overrides(&[], &["resnet.lr=0.1,1e39"]),
+    ] {
+        let d = load_text(SMALL, &o).unwrap_err();
+        messages.extend(d.items.iter().map(|i| i.message.clone()));
+    }
+    assert_eq!(messages.len(), 6, "{messages:#?}");
+    for (fragment, expected) in [
+        (
+            "--set resnet.params.lr=1e39",
+            "(values are computed in 32-bit floats), found a number `1e39`",
+        ),
+        (
+            "--set vars.width=.nan",
+            "variable `width` expects a finite number",
+        ),
+        (
+            "--set data.resources.gpus=.inf",
+            "expects a number ≥ 0, found a non-finite number",
+        ),
+        (
+            "--set data.params.noise=1e400",
+            "found a non-finite number `.inf`",
+        ),
+        (
+            "--matrix resnet.steps=1,.inf",
+            "expects an integer ≥ 1, found a non-finite number",
+        ),
+        (
+            "--matrix resnet.lr=0.1,1e39",
+            "(values are computed in 32-bit floats), found a number `1e39`",
+        ),
+    ] {
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.starts_with(&format!("in `{fragment}`: ")) && m.contains(expected)),
+            "{fragment}: {messages:#?}"
+        );
+    }
+}
+
+/// `steps: 99999999999999999999` was quietly read as the float 1e20.
+#[test]
+fn integers_beyond_64_bits_are_errors_in_the_file_and_on_the_command_line() {
+    let text = "name: n\nstages:\n  d: { op: data.toy2d, params: { kind: moons, n_train: 99999999999999999999, seed: -99999999999999999999 } }\n";
+    let d = load_text(text, &Overrides::default()).unwrap_err();
+    assert_eq!(
+        summary(&d),
+        vec![
+            (3, 56, "integer `99999999999999999999` is too large (the largest is 9223372036854775807)".to_owned()),
+            (3, 84, "integer `-99999999999999999999` is too small (the smallest is -9223372036854775808)".to_owned()),
+        ]
+    );
+    for arg in [
+        "data.params.n_train=99999999999999999999",
+        "data.params.n_train=9223372036854775808",
+    ] {
+        let e = Overrides::parse([arg], []).unwrap_err();
+        assert_eq!(
+            e,
+            format!(
+                "invalid value in `{arg}`: integer `{}` is too large (the largest is 9223372036854775807)",
+                arg.split('=').nth(1).unwrap()
+            )
+        );
+    }
+    assert!(Overrides::parse([], ["data.seed=1,99999999999999999999"]).is_err());
+    // Text that only looks numeric is still a string, as before.
+    let p = load_text(
+        SMALL,
+        &overrides(
+            &["data.params.kind=moons", "vars.v=0x7fffffffffffffffffff"],
+            &[],
+        ),
+    )
+    .unwrap();
+    assert_eq!(p.vars["v"], json!("0x7fffffffffffffffffff"));
+}
+
+// --- `timeout` ----------------------------------------------------------------------------------
+
+const TIMEOUTS: &str = "\
+name: t
+defaults: { timeout: 1h }
+stages:
+  a: { op: cmd, params: { run: ls }, timeout: 10m }
+  b: { op: cmd, params: { run: ls }, timeout: 90 }
+  c: { op: cmd, params: { run: ls } }
+";
+
+#[test]
+fn a_stage_timeout_is_a_duration_outside_the_params() {
+    let p = load_text(TIMEOUTS, &Overrides::default()).unwrap_or_else(|d| panic!("{d}"));
+    let timeout = |s: &str| p.stage(s).unwrap().timeout;
+    assert_eq!(timeout("a"), Some(Duration::from_secs(600)));
+    assert_eq!(timeout("b"), Some(Duration::from_secs(90)));
+    assert_eq!(
+        timeout("c"),
+        Some(Duration::from_secs(3600)),
+        "from `defaults`"
+    );
+    // Not a param: it must never change a key.
+    assert!(p.stages.iter().all(|s| !s.params.contains_key("timeout")));
+    assert_eq!(
+        p.stage("a").unwrap().params,
+        params(json!({"run": "ls", "deps": []}))
+    );
+    // Without one anywhere, there is none.
+    assert_eq!(
+        load_text(SMALL, &Overrides::default())
+            .unwrap()
+            .stage("data")
+            .unwrap()
+            .timeout,
+        None
+    );
+    // `--set` sets it like `retries`.
+    let p = load_text(
+        TIMEOUTS,
+        &overrides(
+            &["c.timeout=1h30m", "defaults.timeout=5", "a.timeout=45s"],
+            &[],
+        ),
+    )
+    .unwrap();
+    assert_eq!(p.stage("a").unwrap().timeout, Some(Duration::from_secs(45)));
+    assert_eq!(p.stage("b").unwrap().timeout, Some(Duration::from_secs(90)));
+    assert_eq!(
+        p.stage("c").unwrap().timeout,
+        Some(Duration::from_secs(5400))
+    );
+}
+
+#[test]
+fn a_bad_timeout_is_reported_at_its_value() {
+    let text = "\
+name: t
+defaults: { timeout: forever }
+stages:
+  a: { op: cmd, params: { run: ls }, timeout: 10x }
+  b: { op: cmd, params: { run: ls }, timeout: 0 }
+  c: { op: cmd, params: { run: ls }, timeout: 1.5 }
+  d: { op: cmd, params: { run: ls }, timeout: 400d }
+  e: { op: cmd, params: { run: ls }, timout: 1h }
+";
+    let d = load_text(text, &Overrides::default()).unwrap_err();
+    assert_eq!(
+        summary(&d),
+        vec![
+            (2, 22, "invalid `timeout` in `defaults`: `forever` is not a duration".to_owned()),
+            (4, 47, "invalid `timeout` of stage `a`: `10x` is not a duration".to_owned()),
+            (5, 47, "invalid `timeout` of stage `b`: `0` is not a positive duration".to_owned()),
+            (
+                6,
+                47,
+                "`timeout` of stage `c` expects a duration such as `30m` or `1h30m`, found a number `1.5`".to_owned()
+            ),
+            (7, 47, "invalid `timeout` of stage `d`: `400d` is longer than 365d".to_owned()),
+            (8, 38, "unknown key `timout` in stage `e`".to_owned()),
+        ]
+    );
+    let forms = "write seconds (`90`, `90s`) or a duration like `30m`, `1h`, `1h30m` or `2d`, at most `365d`";
+    assert!(
+        d.items[..5]
+            .iter()
+            .all(|i| i.help.as_deref() == Some(forms))
+    );
+    assert_eq!(d.items[1].label.as_deref(), Some("invalid duration"));
+    assert_eq!(d.items[5].help.as_deref(), Some("did you mean `timeout`?"));
+    assert!(
+        d.to_string().contains(
+            " 4 |   a: { op: cmd, params: { run: ls }, timeout: 10x }\n   |                                               ^^^ invalid duration"
+        ),
+        "{d}"
+    );
+    // The list of a stage's keys names it.
+    let d = load_text(
+        "name: t\nstages:\n  a: { op: cmd, params: { run: ls }, zzz: 1 }\n",
+        &Overrides::default(),
+    )
+    .unwrap_err();
+    assert!(
+        d.items[0]
+            .help
+            .as_deref()
+            .unwrap()
+            .contains("`retries`, `timeout`"),
+        "{d}"
+    );
+    let d = load_text(SMALL, &overrides(&["resnet.timeout=soon"], &[])).unwrap_err();
+    assert_eq!(
+        d.items[0].message,
+        "in `--set resnet.timeout=soon`: invalid `timeout` of stage `resnet`: `soon` is not a duration"
+    );
 }

@@ -1,6 +1,6 @@
 //! A language model: its config and parameters, scoring, greedy decoding, and the model file.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::Batch;
@@ -273,7 +273,7 @@ impl Lm {
         }
         let config = serde_json::to_string(&self.cfg)
             .map_err(|e| EngineError::format(path, e.to_string()))?;
-        let mut all: HashMap<String, String> = meta.clone().into_iter().collect();
+        let mut all = meta.clone();
         all.insert(FORMAT_KEY.to_string(), FORMAT.to_string());
         all.insert(CONFIG_KEY.to_string(), config);
         model_file::write(path, slot_refs(&self.layout()), &self.params, all)

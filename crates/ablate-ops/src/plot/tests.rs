@@ -339,6 +339,7 @@ fn entry(store: &Store, n: u64, metrics: &[(&str, f64)], files: &[(&str, &Table)
         device: "cpu".into(),
         host: "test".into(),
         ablate_version: "0".into(),
+        checksum: None,
     })
     .unwrap();
     key

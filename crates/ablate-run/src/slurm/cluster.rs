@@ -290,28 +290,6 @@ pub fn sbatch(args: &[String], script: &Path) -> Result<u64, String> {
         .map_err(|_| format!("sbatch printed `{}`, not a job id", out.trim()))
 }
 
-/// The last `lines` lines of a file (a task's log), or a note that it cannot be read.
-pub fn tail(path: &Path, lines: usize) -> String {
-    use std::io::{Read as _, Seek as _, SeekFrom};
-    // A log can be large: only its last 16 KiB are read.
-    const WINDOW: u64 = 16 * 1024;
-    let read = || -> std::io::Result<String> {
-        let mut f = std::fs::File::open(path)?;
-        let len = f.metadata()?.len();
-        f.seek(SeekFrom::Start(len.saturating_sub(WINDOW)))?;
-        let mut bytes = Vec::new();
-        f.read_to_end(&mut bytes)?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
-    };
-    match read() {
-        Ok(text) => {
-            let all: Vec<&str> = text.lines().collect();
-            all[all.len().saturating_sub(lines)..].join("\n")
-        }
-        Err(e) => format!("(cannot read {}: {e})", path.display()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,17 +327,5 @@ mod tests {
         assert_eq!(got["1_2"].state, TaskState::Failed);
         assert_eq!(got["1_2"].detail, "exit code 3:0");
         assert_eq!(got["1_3"].state, TaskState::Completed);
-    }
-
-    #[test]
-    fn tail_gives_the_last_lines_of_a_large_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.err");
-        let text: String = (0..10_000).map(|i| format!("line {i}\n")).collect();
-        std::fs::write(&path, text).unwrap();
-        assert_eq!(tail(&path, 2), "line 9998\nline 9999");
-        std::fs::write(&path, "only\n").unwrap();
-        assert_eq!(tail(&path, 20), "only");
-        assert!(tail(&dir.path().join("missing"), 3).starts_with("(cannot read"));
     }
 }

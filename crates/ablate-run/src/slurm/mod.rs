@@ -114,10 +114,13 @@ pub fn job_name(pipeline: &str, stage: &str) -> String {
 }
 
 /// The `sbatch` options of an array of `n` tasks of a stage (all but `--output`/`--error`).
+/// Without `slurm.time`, a stage's `timeout` sets `--time`, a minute above it, so the task
+/// ends itself (its `ablate exec` enforces the timeout) before Slurm does.
 pub fn sbatch_args(
     options: &SlurmOptions,
     name: &str,
     resources: &Resources,
+    timeout: Option<Duration>,
     n: usize,
     workdir: &Path,
 ) -> Vec<String> {
@@ -147,9 +150,13 @@ pub fn sbatch_args(
             a.push(format!("--gpus-per-task={gpus}"));
         }
     }
+    let time = options
+        .time
+        .clone()
+        .or_else(|| timeout.map(|t| (t.as_secs().div_ceil(60) + 1).to_string()));
     for (flag, value) in [
         ("--partition", &options.partition),
-        ("--time", &options.time),
+        ("--time", &time),
         ("--account", &options.account),
         ("--qos", &options.qos),
     ] {
@@ -468,6 +475,7 @@ impl Inner {
                 &s.options,
                 &name,
                 &group[0].job.resources,
+                group[0].job.timeout,
                 group.len(),
                 &s.workdir,
             );
@@ -654,7 +662,7 @@ impl Inner {
             } else if o.state == TaskState::OutOfMemory {
                 error.push_str("; raise `resources.mem_gb` or `slurm.mem`");
             }
-            let tail = cluster::tail(&record.err, 20);
+            let tail = crate::tail(&record.err, 20);
             if !tail.trim().is_empty() {
                 error.push_str(&format!(
                     "\n  last lines of {}:\n    {}",

@@ -229,6 +229,24 @@ fn save_load_round_trip_keeps_params_config_and_metadata() {
 }
 
 #[test]
+fn lm_files_with_several_metadata_keys_are_byte_reproducible() {
+    let dir = tempfile::tempdir().unwrap();
+    let lm = random_model(Arch::EncDec, 6);
+    let meta: BTreeMap<String, String> =
+        (0..8).map(|i| (format!("k{i}"), format!("v{i}"))).collect();
+    let first = dir.path().join("first.safetensors");
+    lm.save(&first, &meta).unwrap();
+    let bytes = std::fs::read(&first).unwrap();
+    for i in 0..8 {
+        let path = dir.path().join(format!("again{i}.safetensors"));
+        lm.save(&path, &meta).unwrap();
+        assert!(std::fs::read(&path).unwrap() == bytes, "save {i} differs");
+    }
+    let (back, got) = Lm::load_with_meta(&first).unwrap();
+    assert_eq!((back, got), (lm, meta));
+}
+
+#[test]
 fn bad_model_files_are_format_errors_naming_the_path() {
     let dir = tempfile::tempdir().unwrap();
     let lm = random_model(Arch::Decoder, 5);
@@ -264,7 +282,7 @@ fn bad_model_files_are_format_errors_naming_the_path() {
     let st_bytes = std::fs::read(&wrong).unwrap();
     let st = SafeTensors::deserialize(&st_bytes).unwrap();
     let cfg_json = serde_json::to_string(lm.config()).unwrap();
-    let meta = HashMap::from([
+    let meta = std::collections::HashMap::from([
         (FORMAT_KEY.to_string(), FORMAT.to_string()),
         (CONFIG_KEY.to_string(), cfg_json),
     ]);
