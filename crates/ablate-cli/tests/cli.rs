@@ -2709,3 +2709,355 @@ fn slurm_status_counts_a_task_another_pipeline_submitted_for_the_same_key() {
         .args(["--name", "ablate.slurm-share-a.nap"])
         .status();
 }
+
+// --- Reliability (#16): each test fails on the code before the fix it names ------------------
+
+impl Running {
+    fn send(&self, sig: libc::c_int) {
+        // SAFETY: sending a signal to our own child has no memory-safety preconditions.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+        assert_eq!(rc, 0, "kill({sig}) failed");
+    }
+}
+
+/// Waits up to 5 s for `pid` to go, then kills it if it is still there; returns whether it
+/// was still alive.
+fn outlived(pid: libc::pid_t) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while process_alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let alive = process_alive(pid);
+    if alive {
+        // SAFETY: as above; do not leave it behind.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    alive
+}
+
+/// #16.2: SIGTERM (Slurm's time limit, preemption) and SIGHUP ended ablate with the signal,
+/// orphaning the `cmd` and recording nothing that had finished.
+#[test]
+fn sigterm_and_sighup_stop_a_run_like_ctrl_c_and_keep_what_finished() {
+    for (sig, code) in [(libc::SIGTERM, 143), (libc::SIGHUP, 129)] {
+        let sb = Sandbox::new();
+        sb.write(
+            "p.yaml",
+            r#"
+name: termed
+stages:
+  quick:
+    op: echo
+    params: { value: 7 }
+  wait:
+    op: cmd
+    needs: [quick]
+    params: { run: "sleep 30 & echo $! > sleeper.pid; wait" }
+"#,
+        );
+        let keys = sb.keys("p.yaml", &[]);
+        let mut running = Running::spawn(sb.command(&["run", "p.yaml", "--json"]));
+        running.wait_for("started", 2, Duration::from_secs(20));
+        let sleeper = read_pid(&sb.path().join("sleeper.pid"));
+        running.send(sig);
+        let (exit, lines, stderr) = running.finish(Duration::from_secs(10));
+        assert_eq!(exit, Some(code), "signal {sig}: stderr:\n{stderr}");
+        assert!(
+            lines.iter().any(|l| l.contains(r#""event":"interrupted""#)),
+            "{lines:?}"
+        );
+        assert!(
+            !outlived(sleeper),
+            "signal {sig}: `sleep 30` outlived the run"
+        );
+        assert_no_temp_entries(&sb);
+        assert!(!sb.entry(&keys["wait"]).exists());
+        // What finished before the signal is recorded: its rows, and its key for `plan`.
+        let runs = read_parquet(&sb.results().join("termed/runs.parquet"));
+        let values = metric_values(&runs);
+        assert_eq!(
+            values.get(&("quick".into(), String::new(), "value".into(), None)),
+            Some(&7.0)
+        );
+        let plan = sb.plan("p.yaml", &[]);
+        assert_eq!(plan["quick"]["status"], "cached");
+    }
+}
+
+/// #16.1: `{param.NAME}` values were pasted raw into `sh -c`, so a `--matrix` value ran code.
+#[test]
+fn matrix_values_reach_a_cmd_as_one_word_never_as_code() {
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        r#"
+name: injected
+stages:
+  s:
+    op: cmd
+    matrix: { v: [a] }
+    params: { run: "printf '%s' {param.v} > {out}/v.txt" }
+"#,
+    );
+    for value in ["x; touch pwned", "$(touch pwned)", "it's"] {
+        let arg = format!("s.v={value}");
+        sb.ablate(&["run", "p.yaml", "--matrix", &arg])
+            .code(EXIT_OK);
+        assert!(!sb.path().join("pwned").exists(), "{value:?} ran as code");
+        let keys = sb.keys("p.yaml", &["--matrix", &arg]);
+        let key = keys.values().next().unwrap();
+        let got = std::fs::read_to_string(sb.entry(key).join("v.txt")).unwrap();
+        assert_eq!(got, value);
+    }
+}
+
+/// #16.3: a `--force` run killed after it replaced an entry, before it rewrote runs.parquet,
+/// left the old computation's rows there for good.
+#[test]
+fn a_killed_force_run_leaves_no_stale_rows_in_runs_parquet() {
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        r#"
+name: forced
+stages:
+  count:
+    op: cmd
+    params: { run: "n=$(cat n 2>/dev/null || echo 0); n=$((n+1)); echo $n > n; echo \"{\\\"n\\\": $n}\" > {out}/metrics.json" }
+  hang:
+    op: cmd
+    needs: [count]
+    params: { run: "if [ -e hang ]; then sleep 60 & echo $! > sleeper.pid; wait; fi; echo '{\"ok\": 1}' > {out}/metrics.json" }
+"#,
+    );
+    let runs = sb.results().join("forced/runs.parquet");
+    let n_of =
+        || metric_values(&read_parquet(&runs))[&("count".into(), String::new(), "n".into(), None)];
+    sb.ablate(&["run", "p.yaml"]).code(EXIT_OK);
+    assert_eq!(n_of(), 1.0);
+
+    std::fs::write(sb.path().join("hang"), "").unwrap();
+    let mut running = Running::spawn(sb.command(&["run", "p.yaml", "--json", "--force", "count"]));
+    running.wait_for("finished", 1, Duration::from_secs(20));
+    running.wait_for("started", 2, Duration::from_secs(20));
+    let sleeper = read_pid(&sb.path().join("sleeper.pid"));
+    running.child.kill().unwrap();
+    let _ = running.finish(Duration::from_secs(10));
+    // SAFETY: as above; the killed run could not stop its command.
+    unsafe { libc::kill(sleeper, libc::SIGKILL) };
+    std::fs::remove_file(sb.path().join("hang")).unwrap();
+
+    // The entry holds the forced computation (n = 2): the next run, all cached, must say so.
+    let again = sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    assert_summary(&again, 0, 2, 0, 0);
+    assert_eq!(n_of(), 2.0, "runs.parquet disagrees with the cache entry");
+}
+
+/// Runs `ablate ARGS` with the sandbox's cache mounted read-only (a private mount namespace,
+/// so nothing leaks): needs root, as `just test` and CI have.
+fn ablate_on_read_only_cache(sb: &Sandbox, args: &[&str]) -> Run {
+    let cache = sb.cache();
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount --bind -o ro "$1" "$1" || exit 99; shift; exec "$@""#)
+        .arg("sh")
+        .arg(&cache)
+        .arg(BIN)
+        .args(args)
+        .arg("--cache")
+        .arg(&cache)
+        .arg("--results")
+        .arg(sb.results())
+        .current_dir(sb.path())
+        .env_remove("ABLATE_CACHE")
+        .env_remove("ABLATE_RESULTS")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run unshare");
+    let run = Run::from(out);
+    assert_ne!(
+        run.code,
+        Some(99),
+        "a read-only bind mount needs root (`just test` runs as root in CI): {}",
+        run.stderr
+    );
+    run
+}
+
+/// #16.4: a shared, read-only cache could not serve even a fully cached run ("failed to save
+/// the run index … Read-only file system").
+#[test]
+fn a_read_only_cache_serves_a_fully_cached_run() {
+    let sb = Sandbox::new();
+    let stages = r#"
+stages:
+  a:
+    op: echo
+    matrix: { value: [1, 2] }
+  b:
+    op: report.table
+    needs: [a]
+    params: { rows: [value], metric: value }
+"#;
+    sb.write("p.yaml", &format!("name: shared{stages}"));
+    sb.write("q.yaml", &format!("name: reader{stages}"));
+    sb.ablate(&["run", "p.yaml"]).code(EXIT_OK);
+    let run = ablate_on_read_only_cache(&sb, &["run", "p.yaml", "--json"]).code(EXIT_OK);
+    assert_summary(&run, 0, 3, 0, 0);
+    // Another pipeline with the same keys: cached too; its run index cannot be written, which
+    // is worth a warning, not a failure.
+    let run = ablate_on_read_only_cache(&sb, &["run", "q.yaml", "--json"]).code(EXIT_OK);
+    assert_summary(&run, 0, 3, 0, 0);
+    assert_contains_all(&run.stderr, &["warning: failed to save the run index"]);
+    assert_eq!(
+        read_parquet(&sb.results().join("reader/runs.parquet")).num_rows(),
+        2
+    );
+    assert!(sb.results().join("reader/b.md").exists());
+}
+
+/// #16.8: an edited metric in a manifest passed `verify` and reached runs.parquet.
+#[test]
+fn an_edited_manifest_is_refused_by_verify_and_recomputed_by_run() {
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        "name: edited\nstages:\n  a: { op: echo, params: { value: 1 } }\n",
+    );
+    sb.ablate(&["run", "p.yaml"]).code(EXIT_OK);
+    let key = sb.keys("p.yaml", &[])["a"].clone();
+    let path = sb.entry(&key).join("manifest.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let edited = text.replace(r#""value":1.0"#, r#""value":99.0"#);
+    assert_ne!(text, edited, "{text}");
+    std::fs::write(&path, edited).unwrap();
+
+    let verify = sb.ablate(&["cache", "verify"]).code(EXIT_FAILURE);
+    assert_contains_all(
+        &verify.stdout,
+        &["changed after it was written", "1 invalid"],
+    );
+    let run = sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    assert_summary(&run, 1, 0, 0, 0);
+    let values = metric_values(&read_parquet(&sb.results().join("edited/runs.parquet")));
+    assert_eq!(
+        values[&("a".into(), String::new(), "value".into(), None)],
+        1.0
+    );
+    sb.ablate(&["cache", "verify"]).code(EXIT_OK);
+}
+
+/// #16.9: a same-size edit with the mtime put back passed every lookup; now the stage that
+/// reads the file hashes it, refuses it, and the next run recomputes it.
+#[test]
+fn same_size_corruption_is_caught_when_a_stage_reads_the_file() {
+    let sb = Sandbox::new();
+    sb.write("p.yaml", TINY_FLOW);
+    sb.ablate(&["run", "p.yaml"]).code(EXIT_OK);
+    let points = sb.keys("p.yaml", &[])["points"].clone();
+    let file = sb.entry(&points).join("train.parquet");
+    let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&file, &bytes).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    // The fast lookup trusts size and mtime: `points` still shows as cached.
+    let plan = sb.plan("p.yaml", &["--set", "flow.params.lr=0.02"]);
+    assert_eq!(plan["points"]["status"], "cached");
+
+    let run = sb
+        .ablate(&["run", "p.yaml", "--set", "flow.params.lr=0.02"])
+        .code(EXIT_FAILURE);
+    assert_contains_all(
+        &run.stderr,
+        &["cannot be trusted", "SHA-256", "the next run recomputes it"],
+    );
+    let again = sb
+        .ablate(&["run", "p.yaml", "--set", "flow.params.lr=0.02", "--json"])
+        .code(EXIT_OK);
+    assert!(again.ids("started").contains(&"points".to_owned()));
+}
+
+/// #16.12: a kill during the runs.parquet write left `.runs.parquet.<pid>.<n>.tmp` forever.
+#[test]
+fn temp_files_of_a_killed_results_writer_are_removed_by_the_next_run() {
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        "name: tidy\nstages:\n  a: { op: echo, params: { value: 1 } }\n",
+    );
+    sb.ablate(&["run", "p.yaml"]).code(EXIT_OK);
+    let dir = sb.results().join("tidy");
+    for stale in [".runs.parquet.4000000.0.tmp", ".a.md.4000000.3.tmp"] {
+        std::fs::write(dir.join(stale), "torn").unwrap();
+    }
+    std::fs::write(dir.join(".notes.tmp"), "mine").unwrap();
+    sb.ablate(&["run", "p.yaml"]).code(EXIT_OK);
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, [".notes.tmp", "runs.parquet"]);
+}
+
+/// #16.13: a stage's `timeout` stops an attempt (the whole process group of a `cmd`, or an
+/// in-process op) and fails that instance alone; retries get a fresh deadline.
+#[test]
+fn a_stage_timeout_kills_its_attempt_and_fails_that_instance_alone() {
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        r#"
+name: slow
+stages:
+  fast:
+    op: echo
+    params: { value: 1 }
+  stuck:
+    op: cmd
+    timeout: 1s
+    retries: 1
+    params: { run: "echo try >> tries; sleep 30 & echo $! > sleeper.pid; wait" }
+  nap:
+    op: echo
+    timeout: 1
+    params: { value: 2, sleep_ms: 30000 }
+"#,
+    );
+    let t0 = Instant::now();
+    let run = sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_FAILURE);
+    assert!(t0.elapsed() < Duration::from_secs(25), "{:?}", t0.elapsed());
+    assert_summary(&run, 1, 0, 2, 0);
+    let failed: Vec<Value> = run
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "failed")
+        .collect();
+    assert_eq!(
+        failed.len(),
+        3,
+        "stuck twice (one retry), nap once: {failed:?}"
+    );
+    for e in &failed {
+        assert!(
+            e["error"].as_str().unwrap().contains("timed out after 1s"),
+            "{e}"
+        );
+    }
+    let tries = std::fs::read_to_string(sb.path().join("tries")).unwrap();
+    assert_eq!(tries.lines().count(), 2);
+    assert!(!outlived(read_pid(&sb.path().join("sleeper.pid"))));
+    assert_no_temp_entries(&sb);
+    // On Slurm, the array's time limit follows the timeout (a minute above it).
+    let plan = sb
+        .ablate(&["plan", "p.yaml", "--executor", "slurm"])
+        .code(EXIT_OK);
+    assert_contains_all(&plan.stdout, &["--time=2 "]);
+}

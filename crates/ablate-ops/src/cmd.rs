@@ -331,7 +331,7 @@ mod tests {
             "run": "printf 'early \\377 bad byte\\n' >&2; head -c 3000000 /dev/zero | tr '\\0' x >&2; \
                     printf '\\nlast words\\n' >&2; exit 3",
         }));
-        let message = result.err().expect("the command fails").to_string();
+        let message = result.expect_err("the command fails").to_string();
         assert!(message.contains("exit status 3"), "{message:.300}");
         assert!(
             message.ends_with("last words"),
