@@ -47,6 +47,13 @@ slurm-down:
 bench:
     python3 scripts/bench.py
 
+# Reliability campaign: kill -9 mid-run, concurrent runs on one cache, parser fuzz, all in temp
+# directories; prints a table, exits 1 if anything did not hold (not part of just test;
+# `just chaos --quick` for a smoke run).
+chaos *ARGS:
+    cargo build --release -p ablate-cli
+    python3 scripts/chaos.py {{ARGS}}
+
 # Formatting and lints, as CI checks them.
 lint:
     cargo fmt --all -- --check

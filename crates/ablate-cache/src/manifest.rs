@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use crate::{Digest, InstanceKey, KeyInput, canonical_json};
+use crate::{Digest, InstanceKey, KeyInput};
 
 /// Version of the manifest format inside a `v1` bucket. Format 2 carries a checksum of its own
 /// contents.
@@ -32,7 +32,7 @@ pub struct Manifest {
     pub device: String,
     pub host: String,
     pub ablate_version: String,
-    /// SHA-256 of the rest of the manifest (the canonical JSON of every other field): a lookup
+    /// SHA-256 of the rest of the manifest (see [`Manifest::compute_checksum`]): a lookup
     /// refuses an entry whose metrics, paths or inputs were edited after it was written (#16).
     /// It guards against accidents and torn edits, not against someone who recomputes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -84,14 +84,21 @@ impl Metric {
 }
 
 impl Manifest {
-    /// The checksum of every field but [`Manifest::checksum`]: canonical JSON (sorted keys,
-    /// normalised numbers), so it does not depend on how the file was formatted.
+    /// The checksum of every field but [`Manifest::checksum`]: the SHA-256 of the manifest's
+    /// compact JSON without it. Serialisation is deterministic (fields in declaration order,
+    /// maps sorted, floats written to round-trip), so a manifest read back, whatever its
+    /// formatting, gives the same bytes; no `Value` tree is built (a plan looks up every entry).
     pub fn compute_checksum(&self) -> Digest {
-        let mut value = serde_json::to_value(self).expect("a manifest serialises");
-        if let serde_json::Value::Object(map) = &mut value {
-            map.remove("checksum");
+        const FIELD: &str = ",\"checksum\":\"";
+        let mut bytes = serde_json::to_vec(self).expect("a manifest serialises");
+        if self.checksum.is_some() {
+            // The checksum is the last field: `,"checksum":"<64 hex digits>"}`.
+            let cut = bytes.len() - (FIELD.len() + 64 + 2);
+            debug_assert!(bytes[cut..].starts_with(FIELD.as_bytes()));
+            bytes.truncate(cut);
+            bytes.push(b'}');
         }
-        Digest::of_bytes(canonical_json(&value).as_bytes())
+        Digest::of_bytes(&bytes)
     }
 
     /// Final (unstepped) metrics by name.

@@ -301,10 +301,55 @@ impl Store {
                 }
             }
         }
+        self.remove_leftovers(&["tmp", "failed", "pipelines"], dry_run, &mut report)?;
+        let locks = self.v1.join("locks");
+        if let Err(why) = real_dir(&locks) {
+            report.refused.push(why);
+        } else {
+            for e in fs::read_dir(&locks)
+                .map_err(CacheError::io(&locks))?
+                .flatten()
+            {
+                let Some(key) = e
+                    .file_name()
+                    .to_string_lossy()
+                    .strip_suffix(".lock")
+                    .and_then(|s| s.parse().ok())
+                else {
+                    continue;
+                };
+                if let Some(lock) = self.try_lock(&key)? {
+                    if !dry_run {
+                        let _ = fs::remove_file(e.path());
+                    }
+                    drop(lock);
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Removes what killed writers left in the temp directory (their pid is gone on this
+    /// host): what `ablate run` does as it starts, so a campaign of killed runs does not fill
+    /// the disk. Best effort: a read-only cache has nothing to remove.
+    pub fn remove_dead_temps(&self) -> usize {
+        let mut report = GcReport::default();
+        let _ = self.remove_leftovers(&["tmp"], false, &mut report);
+        report.leftovers
+    }
+
+    /// Removes (or, on a dry run, counts) the leftovers in the store's directories `subs`:
+    /// temp directories of dead writers, failed attempts, half-written indexes.
+    fn remove_leftovers(
+        &self,
+        subs: &[&str],
+        dry_run: bool,
+        report: &mut GcReport,
+    ) -> Result<(), CacheError> {
         // What gc lists it deletes: it never follows a symbolic link out of the cache (a
         // `tmp` linked elsewhere would have had the link's target emptied), and a stray plain
         // file is a leftover like any other (#16).
-        for sub in ["tmp", "failed", "pipelines"] {
+        for &sub in subs {
             let d = self.v1.join(sub);
             if let Err(why) = real_dir(&d) {
                 report.refused.push(why);
@@ -343,31 +388,7 @@ impl Store {
                 }
             }
         }
-        let locks = self.v1.join("locks");
-        if let Err(why) = real_dir(&locks) {
-            report.refused.push(why);
-        } else {
-            for e in fs::read_dir(&locks)
-                .map_err(CacheError::io(&locks))?
-                .flatten()
-            {
-                let Some(key) = e
-                    .file_name()
-                    .to_string_lossy()
-                    .strip_suffix(".lock")
-                    .and_then(|s| s.parse().ok())
-                else {
-                    continue;
-                };
-                if let Some(lock) = self.try_lock(&key)? {
-                    if !dry_run {
-                        let _ = fs::remove_file(e.path());
-                    }
-                    drop(lock);
-                }
-            }
-        }
-        Ok(report)
+        Ok(())
     }
 
     /// The keys a pipeline's instances had at its last run, by instance id (`stage[label]`).

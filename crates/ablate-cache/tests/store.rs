@@ -438,3 +438,31 @@ fn a_stray_file_in_tmp_is_a_leftover_not_an_error() {
     assert_eq!(fs::read_dir(dir.path().join("v1/tmp")).unwrap().count(), 0);
     assert!(dir.path().join("v1/pipelines/p.json").exists());
 }
+
+#[test]
+fn a_run_removes_the_temp_dirs_of_dead_writers_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let key = key_input(1).key();
+    // pid 0 is never a user process: its writer is dead. This process's own entry is live.
+    let dead = dir.path().join(format!("v1/tmp/{}.0.7", key.to_hex()));
+    fs::create_dir_all(&dead).unwrap();
+    let live = store.begin(&key).unwrap();
+    assert_eq!(store.remove_dead_temps(), 1);
+    assert!(!dead.exists());
+    assert!(live.dir().exists());
+}
+
+#[test]
+fn a_checksum_does_not_depend_on_whether_it_is_set() {
+    let input = key_input(1);
+    let mut m = manifest(&input);
+    m.metrics.push(Metric::new("tiny", 1e-300));
+    m.metrics.push(Metric::new("third", 1.0 / 3.0));
+    let bare = m.compute_checksum();
+    m.checksum = Some(bare);
+    assert_eq!(m.compute_checksum(), bare);
+    // Read back from its text, it checks out.
+    let back: Manifest = serde_json::from_slice(&serde_json::to_vec(&m).unwrap()).unwrap();
+    assert_eq!(back.compute_checksum(), bare);
+}

@@ -44,6 +44,8 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
         ));
     }
     let store = open_store(&global.cache)?;
+    // Temp directories of runs killed here (kill -9, a crash): no one will commit them.
+    store.remove_dead_temps();
     let forced: Vec<&str> = loaded.forced.iter().map(String::as_str).collect();
     let statuses = ablate_plan::statuses(&loaded.plan, &store, &forced);
     if slurm {

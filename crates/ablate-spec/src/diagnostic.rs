@@ -316,14 +316,27 @@ impl<'a> IntoIterator for &'a Diagnostics {
     }
 }
 
+/// How many diagnostics are rendered: a file with thousands of bad values gets a report of
+/// its first problems and a count of the rest, not megabytes of errors.
+pub const MAX_RENDERED: usize = 50;
+
 impl fmt::Display for Diagnostics {
-    /// Every item, one block each, separated by a blank line; no trailing newline.
+    /// Every item (the first [`MAX_RENDERED`], then a count of the rest), one block each,
+    /// separated by a blank line; no trailing newline.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, item) in self.items.iter().enumerate() {
+        for (i, item) in self.items.iter().take(MAX_RENDERED).enumerate() {
             if i > 0 {
                 f.write_str("\n\n")?;
             }
             f.write_str(&item.render(self.source.as_deref()))?;
+        }
+        if let Some(more) = self
+            .items
+            .len()
+            .checked_sub(MAX_RENDERED)
+            .filter(|&n| n > 0)
+        {
+            write!(f, "\n\n… and {more} more problem(s), not shown")?;
         }
         Ok(())
     }
@@ -518,6 +531,21 @@ mod tests {
         assert_eq!(
             d.render(Some(&source(""))),
             "error: in `--set x.params.lr=a`: no stage named `x`\n  = hint: did you mean `y`?"
+        );
+    }
+
+    #[test]
+    fn thousands_of_problems_render_the_first_and_a_count() {
+        let mut all = Diagnostics::new(Some(Arc::new(source("a: 1\n"))));
+        for i in 0..3000 {
+            all.push(Diagnostic::error(format!("problem {i}")).at(Span::new(1, 1, 1)));
+        }
+        let text = all.to_string();
+        assert!(text.len() < 10_000, "{} bytes", text.len());
+        assert!(text.contains("problem 49") && !text.contains("problem 50"));
+        assert!(
+            text.ends_with("… and 2950 more problem(s), not shown"),
+            "{text}"
         );
     }
 

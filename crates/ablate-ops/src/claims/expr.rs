@@ -152,13 +152,24 @@ pub(crate) struct ParseError {
 }
 
 impl ParseError {
-    /// The message, then the claim with a caret under the column.
+    /// The message, then the claim with a caret under the column: a window of at most 100
+    /// characters around it, `…` marking what is cut, so a huge claim gives a short message.
     pub(crate) fn render(&self, source: &str) -> String {
+        const WIDTH: usize = 100;
+        let chars: Vec<char> = source.chars().collect();
+        let at = self.column.saturating_sub(1).min(chars.len());
+        let start = at
+            .saturating_sub(WIDTH / 2)
+            .min(chars.len().saturating_sub(WIDTH));
+        let end = (start + WIDTH).min(chars.len());
+        let cut_before = if start > 0 { "…" } else { "" };
+        let cut_after = if end < chars.len() { "…" } else { "" };
+        let window: String = chars[start..end].iter().collect();
         format!(
-            "{} at column {}\n    {source}\n    {}^",
+            "{} at column {}\n    {cut_before}{window}{cut_after}\n    {}^",
             self.message,
             self.column,
-            " ".repeat(self.column - 1)
+            " ".repeat(at - start + cut_before.chars().count())
         )
     }
 }
@@ -260,8 +271,12 @@ impl Parser {
                 let word: String = self.chars[self.pos..]
                     .iter()
                     .take_while(|c| is_ident_char(**c))
+                    .take(41)
                     .collect();
-                format!("`{word}`")
+                match word.char_indices().nth(40) {
+                    Some((cut, _)) => format!("`{}…`", &word[..cut]),
+                    None => format!("`{word}`"),
+                }
             }
             Some(c) => format!("`{c}`"),
         }
@@ -882,6 +897,18 @@ mod tests {
             e.render("mean(acc | w='é' >= 1"),
             "expected `,`, `by` or `)`, found `>` at column 18\n    mean(acc | w='é' >= 1\n                     ^"
         );
+    }
+
+    #[test]
+    fn a_huge_claim_is_shown_as_a_window_around_the_error() {
+        let source = format!("mean(acc) >= 1 {}", "x".repeat(1 << 20));
+        let e = parse(&source).unwrap_err();
+        let text = e.render(&source);
+        assert!(text.len() < 400, "{} bytes", text.len());
+        let lines: Vec<&str> = text.lines().collect();
+        let caret = lines[2].chars().count() - 1;
+        assert_eq!(lines[1].chars().nth(caret), Some('x'), "{text}");
+        assert!(lines[1].ends_with('…'));
     }
 
     #[test]
