@@ -3061,3 +3061,73 @@ stages:
         .code(EXIT_OK);
     assert_contains_all(&plan.stdout, &["--time=2 "]);
 }
+
+/// #16.2 on a cluster: Slurm signals a task's `ablate exec` with SIGTERM at its time limit or on
+/// preemption. It stops the instance as a local run does (its `cmd` group too, nothing
+/// half-written kept) and exits 143, where it used to die and leave the `cmd` running.
+#[test]
+fn slurm_sigterm_to_a_task_stops_its_cmd_and_keeps_nothing_half_written() {
+    require_slurm();
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        r#"
+name: slurm-termed
+stages:
+  wait:
+    op: cmd
+    params: { run: "sleep 60 & echo $! > sleeper.pid; wait" }
+"#,
+    );
+    let key = sb.keys("p.yaml", &[])["wait"].clone();
+    sb.ablate(&["run", "p.yaml", "--executor", "slurm", "--detach"])
+        .code(EXIT_OK);
+    let sleeper = read_pid(&sb.path().join("sleeper.pid"));
+    let job = Command::new("squeue")
+        .args(["-h", "--name", "ablate.slurm-termed.wait", "-o", "%A"])
+        .output()
+        .unwrap();
+    let job = String::from_utf8_lossy(&job.stdout).trim().to_owned();
+    assert!(!job.is_empty(), "the task is not in the queue");
+    // The batch step is the task's `ablate exec` itself (its script `exec`s it).
+    let sent = Command::new("scancel")
+        .args(["--batch", "--signal=TERM", &job])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let alive = outlived(sleeper);
+    let _ = Command::new("scancel").arg(&job).status();
+    assert!(!alive, "the task's `sleep 60` outlived its SIGTERM");
+    let logs = || -> String {
+        walk_files(&sb.cache().join("slurm/logs"))
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "err"))
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .collect()
+    };
+    // The task winds down on its own: its message, then its temp entry removed.
+    let said = "SIGTERM: stopping the instance";
+    let tmp = sb.cache().join("v1/tmp");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (!logs().contains(said) || std::fs::read_dir(&tmp).unwrap().next().is_some())
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_contains_all(&logs(), &[said]);
+    assert_no_temp_entries(&sb);
+    assert!(!sb.entry(&key).exists());
+}
+
+/// Every file below `path` (itself when it is a file).
+fn walk_files(path: &Path) -> Vec<PathBuf> {
+    if !path.is_dir() {
+        return vec![path.to_owned()];
+    }
+    std::fs::read_dir(path)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|e| walk_files(&e.path()))
+        .collect()
+}
