@@ -4,6 +4,7 @@
 //! v1/ab/<key>/manifest.json + outputs   complete entries (bucketed by the key's first byte)
 //! v1/tmp/<key>.<pid>.<n>/               entries being written; renamed into place when done
 //! v1/failed/<key>/                      the last failed attempt's files (logs), for inspection
+//! v1/checkpoints/<key>/                 what an unfinished computation resumes from
 //! v1/locks/<key>.lock                   per-key advisory locks (two runs never compute one key)
 //! v1/pipelines/<name>.json              the keys each pipeline's instances had at its last run
 //! ```
@@ -83,6 +84,13 @@ impl Store {
 
     pub fn failed_dir(&self, key: &InstanceKey) -> PathBuf {
         self.v1.join("failed").join(key.to_hex())
+    }
+
+    /// Where an instance's program keeps what a later attempt of the same key resumes from
+    /// (`ABLATE_CHECKPOINT`): it survives failed, killed and preempted attempts, and goes once
+    /// the entry is committed. Not created here.
+    pub fn checkpoint_dir(&self, key: &InstanceKey) -> PathBuf {
+        self.v1.join("checkpoints").join(key.to_hex())
     }
 
     fn lock_path(&self, key: &InstanceKey) -> PathBuf {
@@ -302,6 +310,44 @@ impl Store {
             }
         }
         self.remove_leftovers(&["tmp", "failed", "pipelines"], dry_run, &mut report)?;
+        // A checkpoint is worth keeping while its computation is unfinished, and (with `keep`)
+        // still wanted.
+        let checkpoints = self.v1.join("checkpoints");
+        if fs::symlink_metadata(&checkpoints).is_ok() {
+            match real_dir(&checkpoints) {
+                Err(why) => report.refused.push(why),
+                Ok(()) => {
+                    for e in fs::read_dir(&checkpoints)
+                        .map_err(CacheError::io(&checkpoints))?
+                        .flatten()
+                    {
+                        let key = e.file_name().to_string_lossy().parse::<InstanceKey>().ok();
+                        let doomed = key.is_none_or(|k| {
+                            keep.is_some_and(|keep| !keep.contains(&k))
+                                || matches!(self.lookup(&k), Lookup::Hit(_))
+                        });
+                        if !doomed {
+                            continue;
+                        }
+                        // Never from under an attempt of that key, which holds its lock.
+                        let _lock = match key {
+                            Some(k) => match self.try_lock(&k)? {
+                                Some(lock) => Some(lock),
+                                None => continue,
+                            },
+                            None => None,
+                        };
+                        let path = e.path();
+                        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+                        report.bytes += dir_size(&path);
+                        report.leftovers += 1;
+                        if !dry_run {
+                            remove_path(&path, is_dir)?;
+                        }
+                    }
+                }
+            }
+        }
         let locks = self.v1.join("locks");
         if let Err(why) = real_dir(&locks) {
             report.refused.push(why);
@@ -379,12 +425,7 @@ impl Store {
                 };
                 report.leftovers += 1;
                 if !dry_run {
-                    let removed = if is_dir {
-                        fs::remove_dir_all(&path)
-                    } else {
-                        fs::remove_file(&path)
-                    };
-                    removed.map_err(CacheError::io(&path))?;
+                    remove_path(&path, is_dir)?;
                 }
             }
         }
@@ -708,6 +749,17 @@ fn writer_alive(name: &str) -> bool {
 
 fn pid_alive(pid: u32) -> bool {
     pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Removes a directory with its contents (never following a link inside it), or a file or
+/// link itself.
+fn remove_path(path: &Path, is_dir: bool) -> Result<(), CacheError> {
+    let removed = if is_dir {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    };
+    removed.map_err(CacheError::io(path))
 }
 
 /// `dir` is a directory itself, not a symbolic link to one.

@@ -283,14 +283,26 @@ fn settle_slurm(
 
 /// Every `cuda` stage can run: its op computes on a GPU, this build has CUDA, and (for a local
 /// run; on Slurm the cluster's nodes have the GPUs) this machine has a GPU. Returns the GPUs the
-/// local scheduler may assign.
-fn check_devices(loaded: &Loaded, slurm: bool) -> anyhow::Result<usize> {
+/// local scheduler may assign (none on Slurm).
+fn check_devices(loaded: &Loaded, slurm: bool) -> anyhow::Result<Vec<String>> {
+    // GPUs are looked for only when some stage asks for one (a CUDA build would otherwise
+    // start the driver for every run).
+    let wanted = loaded
+        .plan
+        .instances()
+        .any(|(_, i)| i.resources.gpus > 0.0 || i.device != Device::Cpu);
+    let gpus = if slurm || !wanted {
+        Ok(Vec::new())
+    } else {
+        local_gpus()
+    };
     let cuda = loaded
         .plan
         .instances()
         .find(|(_, i)| i.device != Device::Cpu);
     let Some((_, inst)) = cuda else {
-        return Ok(0);
+        // `cmd` stages may still ask for GPUs: they get what this machine shows.
+        return Ok(gpus.unwrap_or_default());
     };
     if cfg!(not(feature = "cuda")) {
         return Err(input(
@@ -319,10 +331,10 @@ fn check_devices(loaded: &Loaded, slurm: bool) -> anyhow::Result<usize> {
         ));
     }
     if slurm {
-        return Ok(0);
+        return Ok(Vec::new());
     }
-    let why = match gpu_count() {
-        Ok(n) if n > 0 => return Ok(n),
+    let why = match gpus {
+        Ok(names) if !names.is_empty() => return Ok(names),
         Ok(_) => "this machine has no GPU".to_owned(),
         Err(e) => e,
     };
@@ -335,12 +347,28 @@ fn check_devices(loaded: &Loaded, slurm: bool) -> anyhow::Result<usize> {
     ))
 }
 
+/// This machine's GPUs as the local scheduler shares them out, by the names a program's
+/// `CUDA_VISIBLE_DEVICES` gives them: those `CUDA_VISIBLE_DEVICES` names when it is set (a
+/// Slurm allocation, or the user's choice), else every GPU the driver shows.
+fn local_gpus() -> Result<Vec<String>, String> {
+    if let Ok(visible) = std::env::var("CUDA_VISIBLE_DEVICES") {
+        return Ok(visible
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(str::to_owned)
+            .collect());
+    }
+    Ok((0..driver_gpus()?).map(|d| d.to_string()).collect())
+}
+
 #[cfg(feature = "cuda")]
-fn gpu_count() -> Result<usize, String> {
+fn driver_gpus() -> Result<usize, String> {
     ablate_ops::cuda_devices()
 }
 
+/// Without CUDA linked in, the NVIDIA driver's own listing: one directory per GPU.
 #[cfg(not(feature = "cuda"))]
-fn gpu_count() -> Result<usize, String> {
-    Ok(0)
+fn driver_gpus() -> Result<usize, String> {
+    Ok(std::fs::read_dir("/proc/driver/nvidia/gpus").map_or(0, |d| d.count()))
 }

@@ -93,6 +93,8 @@ impl Sandbox {
             .env_remove("ABLATE_CACHE")
             .env_remove("ABLATE_RESULTS")
             .env_remove("ABLATE_LOG")
+            // The GPUs a run shares out are the ones this names: none unless a test says so.
+            .env_remove("CUDA_VISIBLE_DEVICES")
             .stdin(Stdio::null());
         cmd
     }
@@ -3130,4 +3132,298 @@ fn walk_files(path: &Path) -> Vec<PathBuf> {
         .flatten()
         .flat_map(|e| walk_files(&e.path()))
         .collect()
+}
+
+// --- Your own script as a stage (#18): params, GPUs, live metrics, checkpoints -----------------
+
+/// A stand-in for a user's training script: records what it was given (argv, `ABLATE_PARAMS`,
+/// `CUDA_VISIBLE_DEVICES`, where it started), logs a loss per step to `{out}/metrics.jsonl`,
+/// checkpoints every step in `ABLATE_CHECKPOINT` and resumes from it; with `crash_at`, its first
+/// attempt dies there.
+const FAKE_SCRIPT: &str = r#"
+import json, os, sys, time
+params = json.load(open(os.environ["ABLATE_PARAMS"]))
+ckpt = os.environ["ABLATE_CHECKPOINT"]
+out = os.environ["ABLATE_OUT"]
+state = os.path.join(ckpt, "state.json")
+start = json.load(open(state))["step"] + 1 if os.path.exists(state) else 0
+os.makedirs("records", exist_ok=True)
+record = {
+    "argv": sys.argv[1:], "params": params, "start": start, "pid": os.getpid(),
+    "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"), "metrics": os.environ["ABLATE_METRICS"],
+    "t0": time.time(),
+}
+name = os.path.join("records", "%s-%d.json" % (os.environ["ABLATE_INSTANCE"], os.getpid()))
+with open(os.environ["ABLATE_METRICS"], "a") as log:
+    for step in range(start, params["steps"]):
+        log.write(json.dumps({"step": step, "loss": (1 + params["lr"]) / (step + 1)}) + "\n")
+        log.flush()
+        with open(state, "w") as f:
+            json.dump({"step": step}, f)
+        if step == params.get("crash_at") and not os.path.exists(os.path.join(ckpt, "crashed")):
+            open(os.path.join(ckpt, "crashed"), "w").close()
+            sys.exit(3)
+        time.sleep(params.get("sleep", 0))
+record["t1"] = time.time()
+with open(name, "w") as f:
+    json.dump(record, f)
+with open(os.path.join(out, "metrics.json"), "w") as f:
+    json.dump({"extra": 1.5}, f)
+"#;
+
+/// The records the fake script left, by instance id (several attempts: in start order).
+fn script_records(sb: &Sandbox) -> BTreeMap<String, Vec<Value>> {
+    let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for e in std::fs::read_dir(sb.path().join("records")).unwrap() {
+        let path = e.unwrap().path();
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let id = name.rsplit_once('-').unwrap().0.to_owned();
+        let record: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        out.entry(id).or_default().push(record);
+    }
+    for records in out.values_mut() {
+        records.sort_by(|a, b| a["t0"].as_f64().partial_cmp(&b["t0"].as_f64()).unwrap());
+    }
+    out
+}
+
+#[test]
+fn a_script_gets_its_params_as_a_json_file_and_on_request_as_flags() {
+    let sb = Sandbox::new();
+    sb.write("fake.py", FAKE_SCRIPT);
+    sb.write(
+        "p.yaml",
+        r#"
+name: byos
+stages:
+  flags:
+    op: cmd
+    matrix: { lr: [0.1, 0.25], seed: [0, 1] }
+    params: { run: python3 fake.py, args: flags, steps: 2, note: "it's", deps: [fake.py] }
+  plain:
+    op: cmd
+    params: { run: python3 fake.py, steps: 1, lr: 0.5, tag: again }
+"#,
+    );
+    sb.ablate(&["run", "p.yaml"]).code(EXIT_OK);
+    let records = script_records(&sb);
+    let got = &records["flags[lr=0.25,seed=1]"][0];
+    assert_eq!(
+        got["argv"],
+        serde_json::json!(["--lr=0.25", "--note=it's", "--seed=1", "--steps=2"])
+    );
+    assert_eq!(
+        got["params"],
+        serde_json::json!({"lr": 0.25, "note": "it's", "seed": 1, "steps": 2})
+    );
+    // Without `args: flags` the command line is as written; `tag` only changes the key.
+    let plain = &records["plain"][0];
+    assert_eq!(plain["argv"], serde_json::json!([]));
+    assert_eq!(plain["params"], serde_json::json!({"lr": 0.5, "steps": 1}));
+    // The params file is kept in the entry.
+    let key = &sb.keys("p.yaml", &[])["plain"];
+    let kept: Value = serde_json::from_str(
+        &std::fs::read_to_string(sb.entry(key).join("ablate-params.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(kept, plain["params"]);
+}
+
+#[test]
+fn logged_metrics_show_as_they_come_and_land_in_runs_parquet_with_their_steps() {
+    let sb = Sandbox::new();
+    sb.write("fake.py", FAKE_SCRIPT);
+    sb.write(
+        "p.yaml",
+        r#"
+name: live
+stages:
+  train:
+    op: cmd
+    params: { run: python3 fake.py, steps: 6, lr: 1.0, sleep: 0.4 }
+"#,
+    );
+    let run = sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    let live: Vec<String> = run
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "progress")
+        .filter_map(|e| e["message"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        live.iter()
+            .any(|m| m.starts_with("step ") && m.contains("loss")),
+        "no live metrics in {live:?}"
+    );
+    let values = metric_values(&read_parquet(&sb.results().join("live/runs.parquet")));
+    for step in 0..6 {
+        assert_eq!(
+            values[&("train".into(), String::new(), "loss".into(), Some(step))],
+            2.0 / (step + 1) as f64
+        );
+    }
+    // The last value of each is the final metric; metrics.json adds its own.
+    assert_eq!(
+        values[&("train".into(), String::new(), "loss".into(), None)],
+        2.0 / 6.0
+    );
+    assert_eq!(
+        values[&("train".into(), String::new(), "extra".into(), None)],
+        1.5
+    );
+    // The entry keeps the log itself (not a link to the checkpoint, which is gone).
+    let key = &sb.keys("p.yaml", &[])["train"];
+    let log = sb.entry(key).join("metrics.jsonl");
+    assert!(
+        !std::fs::symlink_metadata(&log)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 6);
+    assert!(!sb.cache().join("v1/checkpoints").join(key).exists());
+}
+
+#[test]
+fn a_failed_or_killed_attempt_resumes_from_its_checkpoint() {
+    let sb = Sandbox::new();
+    sb.write("fake.py", FAKE_SCRIPT);
+    sb.write(
+        "p.yaml",
+        r#"
+name: resume
+stages:
+  retried:
+    op: cmd
+    retries: 1
+    params: { run: python3 fake.py, steps: 5, lr: 0.0, crash_at: 2 }
+  rerun:
+    op: cmd
+    params: { run: python3 fake.py, steps: 5, lr: 1.0, crash_at: 1 }
+  killed:
+    op: cmd
+    params: { run: python3 fake.py, steps: 6, lr: 2.0, sleep: 0.5 }
+"#,
+    );
+    let keys = sb.keys("p.yaml", &[]);
+    let checkpoint = |id: &str| sb.cache().join("v1/checkpoints").join(&keys[id]);
+    // `killed` is killed with ablate (kill -9: no cleanup at all) after it logged a few steps.
+    let mut running = Running::spawn(sb.command(&["run", "p.yaml", "--json", "--jobs", "3"]));
+    let state = checkpoint("killed").join("state.json");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&state).is_ok_and(|s| s.contains("\"step\": 2")) {
+        assert!(Instant::now() < deadline, "the script never reached step 2");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    running.child.kill().unwrap();
+    let _ = running.finish(Duration::from_secs(10));
+    // Its orphaned script finishes a step at most; wait until it is gone.
+    std::thread::sleep(Duration::from_millis(1200));
+    // `retried` crashed at step 2 and resumed in its retry; `rerun` crashed and failed.
+    let records = script_records(&sb);
+    assert_eq!(records["retried"].len(), 1, "{records:?}");
+    assert_eq!(records["retried"][0]["start"], 3);
+    assert!(!records.contains_key("rerun"));
+    assert!(checkpoint("rerun").join("state.json").exists());
+
+    let run = sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    assert_eq!(run.ids("started"), ["killed", "rerun"]);
+    let records = script_records(&sb);
+    assert_eq!(records["rerun"][0]["start"], 2);
+    assert!(records["killed"].last().unwrap()["start"].as_i64().unwrap() >= 3);
+    // Every step of every curve is in runs.parquet once, from the attempts that resumed too.
+    let values = metric_values(&read_parquet(&sb.results().join("resume/runs.parquet")));
+    for (stage, steps, lr) in [("retried", 5, 0.0), ("rerun", 5, 1.0), ("killed", 6, 2.0)] {
+        for step in 0..steps {
+            assert_eq!(
+                values.get(&(stage.into(), String::new(), "loss".into(), Some(step))),
+                Some(&((1.0 + lr) / (step + 1) as f64)),
+                "{stage} step {step}"
+            );
+        }
+        assert!(
+            !checkpoint(stage).exists(),
+            "{stage}'s checkpoint outlived its entry"
+        );
+    }
+}
+
+#[test]
+fn a_script_sees_the_gpus_the_scheduler_gave_it_and_no_other() {
+    let sb = Sandbox::new();
+    sb.write("fake.py", FAKE_SCRIPT);
+    sb.write(
+        "p.yaml",
+        r#"
+name: gpus
+stages:
+  half:
+    op: cmd
+    resources: { gpus: 0.5 }
+    matrix: { lr: [1, 2, 3, 4, 5, 6] }
+    params: { run: python3 fake.py, steps: 1, sleep: 0.6 }
+  whole:
+    op: cmd
+    resources: { gpus: 1 }
+    matrix: { lr: [7, 8] }
+    params: { run: python3 fake.py, steps: 1, sleep: 0.6 }
+  none:
+    op: cmd
+    params: { run: python3 fake.py, lr: 9, steps: 1 }
+"#,
+    );
+    // This machine's GPUs, as a Slurm allocation or a user would name them.
+    sb.command(&["run", "p.yaml", "--jobs", "8"])
+        .env("CUDA_VISIBLE_DEVICES", "7,9")
+        .output()
+        .map(Run::from)
+        .unwrap()
+        .code(EXIT_OK);
+    let records = script_records(&sb);
+    assert_eq!(
+        records["none"][0]["cuda"], "",
+        "a stage without `gpus` sees none"
+    );
+    // (device, share, start, end) of every GPU instance.
+    let mut spans = Vec::new();
+    for (id, rs) in &records {
+        let share = match stage_of(id) {
+            "half" => 0.5,
+            "whole" => 1.0,
+            _ => continue,
+        };
+        let r = &rs[0];
+        let device = r["cuda"].as_str().unwrap().to_owned();
+        assert!(device == "7" || device == "9", "{id} got {device:?}");
+        spans.push((
+            device,
+            share,
+            r["t0"].as_f64().unwrap(),
+            r["t1"].as_f64().unwrap(),
+        ));
+    }
+    assert_eq!(spans.len(), 8);
+    // At every start, the shares running on that device add up to one at most.
+    for (device, _, t, _) in &spans {
+        let load: f64 = spans
+            .iter()
+            .filter(|(d, _, t0, t1)| d == device && t0 <= t && t < t1)
+            .map(|(_, share, _, _)| share)
+            .sum();
+        assert!(
+            load <= 1.0 + 1e-9,
+            "device {device} held {load} at {t}: {spans:?}"
+        );
+    }
+    // Both devices were used, and two halves shared one at some point.
+    assert!(spans.iter().any(|s| s.0 == "7") && spans.iter().any(|s| s.0 == "9"));
+    let shared = spans.iter().any(|(device, share, t, _)| {
+        *share == 0.5
+            && spans
+                .iter()
+                .filter(|(d, s, t0, t1)| d == device && *s == 0.5 && t0 <= t && t < t1)
+                .count()
+                == 2
+    });
+    assert!(shared, "no two halves ever shared a device: {spans:?}");
 }

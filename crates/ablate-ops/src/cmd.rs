@@ -1,7 +1,14 @@
-//! `cmd`: run any program. Its command text is a param (hashed), its declared `deps` files are
-//! hashed into the key, `{in.STAGE}` / `{out}` / `{param.NAME}` are substituted — each value
-//! shell-quoted, so a value is always one word and never code — its stdout and stderr are kept
-//! in the cache entry, and a `metrics.json` it writes into `{out}` becomes its metrics.
+//! `cmd`: run any program — a user's own training script as a first-class stage. Its command
+//! text is a param (hashed), its declared `deps` (files, directories, globs) are hashed into the
+//! key, `{in.STAGE}` / `{out}` / `{param.NAME}` are substituted — each value shell-quoted, so a
+//! value is always one word and never code. The program gets its params as a JSON file
+//! (`ABLATE_PARAMS`) and, with `args: flags`, as `--name=value` flags; the GPUs the scheduler
+//! gave it (`CUDA_VISIBLE_DEVICES`); a checkpoint directory that survives failed and killed
+//! attempts (`ABLATE_CHECKPOINT`). Lines it appends to `{out}/metrics.jsonl` show on the
+//! progress line and become stepped and final metrics; a `{out}/metrics.json` object adds
+//! final ones. Its stdout and stderr are kept in the entry.
+
+mod metrics_log;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -12,7 +19,7 @@ use std::time::Duration;
 
 use ablate_cache::Metric;
 use ablate_run::{OpContext, OpError, OpOutput};
-use ablate_spec::{OpSchema, ParamSpec, ParamType, Params, Value};
+use ablate_spec::{OpSchema, ParamSpec, ParamType, Params, TAG, Value};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -28,11 +35,26 @@ pub(crate) struct CmdParams {
     run: String,
     #[serde(default)]
     deps: Vec<String>,
-    /// Free params (matrix keys): accepted here, read as `{param.NAME}` from the job's params.
+    #[serde(default)]
+    args: Args,
+    /// Free params (matrix keys and the like): the program's own parameters.
     #[serde(flatten)]
-    #[allow(dead_code)]
     free: BTreeMap<String, Value>,
 }
+
+/// How the program's params reach its command line (besides `ABLATE_PARAMS`, always).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Args {
+    /// Only where the command line says `{param.NAME}`.
+    #[default]
+    None,
+    /// Appended as `--name=value`, one per param, sorted by name, each quoted.
+    Flags,
+}
+
+/// The JSON file of the program's params, in `{out}` (so the entry records them too).
+const PARAMS_FILE: &str = "ablate-params.json";
 
 impl Cmd {
     pub(crate) fn new() -> Self {
@@ -42,10 +64,16 @@ impl Cmd {
                 // 2: `{param.NAME}` values are shell-quoted (#16); an entry made by version 1
                 // pasted them raw, so it may hold another computation.
                 version: 2,
-                summary: "Run a shell command (`sh -c`) in the working directory. Placeholders: `{in.STAGE}` (the cache \
-                          directory of that input), `{out}` (where to write outputs), `{param.NAME}` (a param or matrix \
-                          value); every substituted value is shell-quoted, so it reaches the program as one word and \
-                          is never run as code. stdout/stderr are kept in the entry; a `{out}/metrics.json` object of numbers becomes \
+                summary: "Run a shell command (`sh -c`) in the working directory: your own training script as a stage. \
+                          Placeholders: `{in.STAGE}` (the cache directory of that input), `{out}` (where to write \
+                          outputs), `{param.NAME}` (a param or matrix value); every substituted value is shell-quoted, \
+                          so it reaches the program as one word and is never run as code. Environment: \
+                          `ABLATE_PARAMS` (a JSON file of its params), `ABLATE_CHECKPOINT` (a directory that survives \
+                          failed and killed attempts of the same key: resume from it), `ABLATE_METRICS` (= \
+                          `{out}/metrics.jsonl`), `ABLATE_OUT`, `ABLATE_THREADS`, and `CUDA_VISIBLE_DEVICES` (the GPUs \
+                          the scheduler gave it). Lines appended to `{out}/metrics.jsonl` (`{\"step\": 10, \"loss\": \
+                          0.4}`) show on the progress line and become metrics at their step, the last value of each \
+                          the final one. stdout/stderr are kept in the entry; a `{out}/metrics.json` object of numbers becomes \
                           its metrics; a non-zero exit fails it.",
                 params: vec![
                     ParamSpec::required(
@@ -57,7 +85,16 @@ impl Cmd {
                         "deps",
                         ParamType::list(ParamType::Str),
                         json!([]),
-                        "files (relative to the working directory) whose content is part of the key",
+                        "files, directories (every file below them) and globs (`src/**/*.py`), relative to \
+                         the working directory, whose content is part of the key; hidden files and \
+                         `__pycache__` are left out of directories and `**`",
+                    ),
+                    ParamSpec::with_default(
+                        "args",
+                        ParamType::Enum(&["none", "flags"]),
+                        json!("none"),
+                        "`flags`: append every param as `--name=value` (sorted, quoted) to the command line; \
+                         the params always reach the program as the JSON file `$ABLATE_PARAMS`",
                     ),
                 ],
                 gathers: false,
@@ -84,32 +121,73 @@ impl Op for Cmd {
 
     fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
         let p: CmdParams = typed("cmd", ctx.job.params())?;
-        let line = expand(&p.run, ctx)?;
         let out = ctx.out_dir();
         let io = |what: &str, path: &Path| {
             let path = path.to_owned();
             let what = what.to_owned();
             move |e| OpError::with(format!("failed to {what} `{}`", path.display()), e)
         };
+        // The program's own params: everything but `cmd`'s and the key-only `tag`.
+        let params: BTreeMap<&str, &Value> = p
+            .free
+            .iter()
+            .filter(|(k, _)| k.as_str() != TAG.name)
+            .map(|(k, v)| (k.as_str(), v))
+            .collect();
+        let params_path = absolute(&out.join(PARAMS_FILE));
+        let json = serde_json::to_vec_pretty(&params).expect("params serialise");
+        fs::write(&params_path, json).map_err(io("write", &params_path))?;
+        let mut line = expand(&p.run, ctx)?;
+        if p.args == Args::Flags {
+            for (name, value) in &params {
+                let value = match value {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                line.push(' ');
+                line.push_str(&quote(&format!("--{name}={value}")));
+            }
+        }
+        // The checkpoint directory holds the metrics log too (linked from `{out}`), so the
+        // lines of an attempt that dies are there for the one that resumes.
+        let checkpoint = absolute(&ctx.checkpoint_dir());
+        fs::create_dir_all(&checkpoint).map_err(io("create", &checkpoint))?;
+        let log = checkpoint.join(metrics_log::METRICS_LOG);
+        metrics_log::prepare(&log).map_err(io("prepare", &log))?;
+        let linked = out.join(metrics_log::METRICS_LOG);
+        std::os::unix::fs::symlink(&log, &linked).map_err(io("create", &linked))?;
+
         let stdout_path = out.join("stdout.log");
         let stderr_path = out.join("stderr.log");
         let stdout = fs::File::create(&stdout_path).map_err(io("create", &stdout_path))?;
         let stderr = fs::File::create(&stderr_path).map_err(io("create", &stderr_path))?;
-        let mut child = Command::new("sh")
+        let mut command = Command::new("sh");
+        command
             .arg("-c")
             .arg(&line)
             .current_dir(ctx.workdir())
             .env("ABLATE_OUT", out)
             .env("ABLATE_THREADS", ctx.threads().to_string())
+            .env("ABLATE_PARAMS", &params_path)
+            .env("ABLATE_CHECKPOINT", &checkpoint)
+            .env("ABLATE_METRICS", absolute(&linked))
+            .env("ABLATE_INSTANCE", &ctx.job.id)
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
             // Its own process group: a terminal's Ctrl-C reaches ablate alone, which then stops
             // the whole group gracefully (or kills it on the second Ctrl-C).
-            .process_group(0)
+            .process_group(0);
+        // Locally, the GPUs the scheduler gave this instance; on Slurm, the allocation's
+        // (inherited).
+        if let Some(gpus) = &ctx.job.visible_gpus {
+            command.env("CUDA_VISIBLE_DEVICES", gpus);
+        }
+        let mut child = command
             .spawn()
             .map_err(|e| OpError::with("failed to start `sh`", e))?;
         let pgid = child.id() as i32;
+        let mut live = metrics_log::Live::new();
         let mut nap = Duration::from_micros(50);
         let mut signalled = 0;
         let status = loop {
@@ -127,9 +205,23 @@ impl Op for Cmd {
                 signal_group(pgid, libc::SIGTERM);
                 signalled = 1;
             }
+            live.poll(&log, |p| ctx.progress(p));
             std::thread::sleep(nap);
             nap = (nap * 2).min(Duration::from_millis(10));
         };
+        // The log comes home to `{out}`: moved when the entry is about to be committed, copied
+        // otherwise (the checkpoint keeps it for the attempt that resumes). A program that
+        // replaced the link with a file of its own keeps that file.
+        let done = signalled == 0 && status.success();
+        if fs::symlink_metadata(&linked).is_ok_and(|m| m.file_type().is_symlink()) {
+            fs::remove_file(&linked).map_err(io("remove", &linked))?;
+            let settled = if done {
+                fs::rename(&log, &linked)
+            } else {
+                fs::copy(&log, &linked).map(drop)
+            };
+            settled.map_err(io("write", &linked))?;
+        }
         if signalled > 0 {
             return Err(OpError::Cancelled);
         }
@@ -147,11 +239,23 @@ impl Op for Cmd {
             }
             return Err(OpError::msg(message));
         }
+        let mut metrics = metrics_log::read(&linked)?;
+        // `metrics.json`'s values are final ones, over those of the log.
+        for m in read_metrics(&out.join("metrics.json"))? {
+            metrics.retain(|old| old.step.is_some() || old.name != m.name);
+            metrics.push(m);
+        }
         Ok(OpOutput {
-            metrics: read_metrics(&out.join("metrics.json"))?,
+            metrics,
             publish: Vec::new(),
         })
     }
+}
+
+/// `path` made absolute against the current directory, for the environment of a program
+/// that runs elsewhere.
+fn absolute(path: &Path) -> std::path::PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
 }
 
 fn signal_group(pgid: i32, sig: i32) {

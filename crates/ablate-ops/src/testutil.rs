@@ -27,5 +27,6 @@ pub(crate) fn job(op: &str, params: Params, inputs: Vec<JobInput>, device: &str)
         resources: Resources::default(),
         retries: 0,
         timeout: None,
+        visible_gpus: None,
     }
 }

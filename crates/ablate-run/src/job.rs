@@ -22,6 +22,11 @@ pub struct Job {
     /// Wall-clock limit of one attempt: its process group is killed and the attempt fails.
     #[serde(default)]
     pub timeout: Option<std::time::Duration>,
+    /// The GPUs a program started by this job may see, as `CUDA_VISIBLE_DEVICES` (`"1"`,
+    /// `"0,2"`; empty: none), when the local scheduler assigns this machine's GPUs; `None`
+    /// where something else does (a Slurm allocation) or there are none to manage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visible_gpus: Option<String>,
 }
 
 /// One input of a job: an upstream instance whose entry is complete in the cache.
@@ -59,6 +64,7 @@ impl Job {
             resources: inst.resources,
             retries: inst.retries,
             timeout: inst.timeout,
+            visible_gpus: None,
         }
     }
 

@@ -145,8 +145,10 @@ impl LocalExecutor {
                 };
                 match committed {
                     Ok(m) => {
-                        // An earlier failed attempt's logs are no longer news.
+                        // An earlier failed attempt's logs are no longer news, and there is
+                        // nothing left to resume.
                         let _ = std::fs::remove_dir_all(store.failed_dir(&job.key));
+                        let _ = std::fs::remove_dir_all(store.checkpoint_dir(&job.key));
                         Outcome::Computed(Arc::new(m))
                     }
                     Err(e @ CacheError::NonFiniteMetric { .. }) => Outcome::Failed {

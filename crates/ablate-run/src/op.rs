@@ -122,6 +122,12 @@ impl<'a> OpContext<'a> {
         self.cancel
     }
 
+    /// Where this instance's program keeps what a later attempt of the same key resumes from
+    /// (see [`ablate_cache::Store::checkpoint_dir`]); created by the op that uses it.
+    pub fn checkpoint_dir(&self) -> PathBuf {
+        self.store.checkpoint_dir(&self.job.key)
+    }
+
     /// The cache directory of an upstream instance.
     pub fn entry_dir(&self, key: &InstanceKey) -> PathBuf {
         self.store.entry_dir(key)

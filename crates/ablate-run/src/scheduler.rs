@@ -54,10 +54,10 @@ pub trait Executor: Send + Sync + 'static {
 pub struct RunOptions {
     /// CPU slots (`--jobs`).
     pub jobs: usize,
-    /// This machine's GPUs (`cuda:0` …; 0 on a CPU build), which the scheduler assigns,
-    /// packing fractional `resources.gpus` onto shared devices; `None` where another scheduler
-    /// assigns devices (Slurm).
-    pub gpus: Option<usize>,
+    /// This machine's GPUs, which the scheduler assigns, packing fractional `resources.gpus`
+    /// onto shared devices: the `CUDA_VISIBLE_DEVICES` name of each (`cuda:N` is the N-th);
+    /// `None` where another scheduler assigns devices (Slurm).
+    pub gpus: Option<Vec<String>>,
     /// Memory instances may reserve, in GB (`resources.mem_gb`).
     pub mem_gb: f64,
 }
@@ -133,7 +133,8 @@ pub async fn run<E: Executor>(
         mem: opts.mem_gb,
     };
     let mut free = Slots { ..total };
-    let mut pool = opts.gpus.map(GpuPool::new);
+    let gpu_names = opts.gpus.as_deref().unwrap_or_default();
+    let mut pool = opts.gpus.as_ref().map(|names| GpuPool::new(names.len()));
     let mut on_gpus: BTreeMap<InstanceId, Vec<usize>> = BTreeMap::new();
     let mut running: JoinSet<(InstanceId, u32, Outcome)> = JoinSet::new();
     let mut cancelled = cancel.is_cancelled();
@@ -182,7 +183,18 @@ pub async fn run<E: Executor>(
                     if matches!(inst.device, Device::Cuda(_)) {
                         job.device = GpuPool::name(&devices);
                     }
+                    job.visible_gpus = Some(
+                        devices
+                            .iter()
+                            .map(|&d| gpu_names[d].as_str())
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    );
                     on_gpus.insert(id, devices);
+                } else if !gpu_names.is_empty() {
+                    // A program that asked for no GPU sees none: the devices are the
+                    // scheduler's to share out.
+                    job.visible_gpus = Some(String::new());
                 }
                 ready.remove(i);
                 free.cpus -= need.cpus;

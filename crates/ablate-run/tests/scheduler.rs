@@ -146,7 +146,7 @@ fn go_on(
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let opts = RunOptions {
         jobs,
-        gpus: Some(gpus),
+        gpus: Some((0..gpus).map(|d| d.to_string()).collect()),
         mem_gb: 1e9,
     };
     let summary = rt.block_on(ablate_run::run(plan, &statuses, exec, &opts, cancel, &tx));
