@@ -466,3 +466,34 @@ fn a_checksum_does_not_depend_on_whether_it_is_set() {
     let back: Manifest = serde_json::from_slice(&serde_json::to_vec(&m).unwrap()).unwrap();
     assert_eq!(back.compute_checksum(), bare);
 }
+
+#[test]
+fn gc_keeps_the_checkpoints_of_unfinished_computations_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let done = put(&store, 1, &[("a", b"1")]);
+    let unfinished = key_input(2).key();
+    let unwanted = key_input(3).key();
+    for key in [done, unfinished, unwanted] {
+        fs::create_dir_all(store.checkpoint_dir(&key)).unwrap();
+        fs::write(store.checkpoint_dir(&key).join("state"), b"step 3").unwrap();
+    }
+    store.gc(None, false).unwrap();
+    assert!(
+        !store.checkpoint_dir(&done).exists(),
+        "its entry is committed"
+    );
+    assert!(store.checkpoint_dir(&unfinished).exists());
+    // Held by an attempt that is running: left alone.
+    let held = store.try_lock(&unwanted).unwrap().unwrap();
+    let keep: HashSet<_> = [done, unfinished].into();
+    store.gc(Some(&keep), false).unwrap();
+    assert!(store.checkpoint_dir(&unwanted).exists());
+    drop(held);
+    store.gc(Some(&keep), false).unwrap();
+    assert!(
+        !store.checkpoint_dir(&unwanted).exists(),
+        "no pipeline given wants it"
+    );
+    assert!(store.checkpoint_dir(&unfinished).exists());
+}

@@ -3427,3 +3427,203 @@ stages:
     });
     assert!(shared, "no two halves ever shared a device: {spans:?}");
 }
+
+// --- deps: globs and directories (#18) ---
+
+/// A one-stage `cmd` pipeline whose `deps` are `deps`, in a sandbox holding `src/a.py` and
+/// `src/m/b.py`.
+fn deps_sandbox(deps: &str) -> Sandbox {
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        &format!(
+            r#"
+name: globs
+stages:
+  probe:
+    op: cmd
+    params: {{ run: "true", deps: {deps} }}
+"#
+        ),
+    );
+    deps_put(&sb, "src/a.py", "print('a')\n");
+    deps_put(&sb, "src/m/b.py", "print('b')\n");
+    sb
+}
+
+/// Writes `name` below the sandbox, making its directories.
+fn deps_put(sb: &Sandbox, name: &str, text: &str) {
+    let path = sb.path().join(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+/// `plan`'s key, status and detail for the one instance `probe`.
+fn deps_probe(sb: &Sandbox) -> (String, String, String) {
+    let plan = sb.plan("p.yaml", &[]);
+    let probe = &plan["probe"];
+    let s = |f: &str| probe[f].as_str().unwrap_or_default().to_owned();
+    (s("key"), s("status"), s("detail"))
+}
+
+#[test]
+fn deps_glob_key_follows_a_matched_file_and_plan_names_it() {
+    let sb = deps_sandbox(r#"["src/**/*.py"]"#);
+    sb.ablate(&["run", "p.yaml"]).code(EXIT_OK);
+    let (key, status, _) = deps_probe(&sb);
+    assert_eq!(status, "cached");
+
+    deps_put(&sb, "src/m/b.py", "print('b2')\n");
+    let (changed, status, detail) = deps_probe(&sb);
+    assert_ne!(changed, key);
+    assert_eq!(status, "run");
+    assert_eq!(detail, "deps changed (src/m/b.py)");
+
+    // The same bytes again: the first entry is back.
+    deps_put(&sb, "src/m/b.py", "print('b')\n");
+    assert_eq!(deps_probe(&sb), (key, "cached".into(), String::new()));
+}
+
+#[test]
+fn deps_glob_names_added_and_removed_files() {
+    let sb = deps_sandbox(r#"["src/**/*.py"]"#);
+    sb.ablate(&["run", "p.yaml"]).code(EXIT_OK);
+    let (key, _, _) = deps_probe(&sb);
+
+    deps_put(&sb, "src/m/deep/new.py", "print('new')\n");
+    let (added, status, detail) = deps_probe(&sb);
+    assert_ne!(added, key);
+    assert_eq!(status, "run");
+    assert_eq!(detail, "deps changed (src/m/deep/new.py)");
+
+    std::fs::remove_file(sb.path().join("src/m/deep/new.py")).unwrap();
+    std::fs::remove_file(sb.path().join("src/a.py")).unwrap();
+    let (removed, status, detail) = deps_probe(&sb);
+    assert_ne!(removed, key);
+    assert_ne!(removed, added);
+    assert_eq!(status, "run");
+    assert_eq!(detail, "deps changed (src/a.py)");
+}
+
+#[test]
+fn deps_glob_ignores_files_it_does_not_match() {
+    let sb = deps_sandbox(r#"["src/**/*.py"]"#);
+    sb.ablate(&["run", "p.yaml"]).code(EXIT_OK);
+    let before = deps_probe(&sb);
+    assert_eq!(before.1, "cached");
+    deps_put(&sb, "src/notes.txt", "not code\n");
+    deps_put(&sb, "src/__pycache__/a.cpython-311.pyc", "bytecode");
+    deps_put(&sb, "src/m/__pycache__/b.py", "not source either");
+    deps_put(&sb, "src/.hidden.py", "print('hidden')\n");
+    deps_put(&sb, "src/.venv/lib/site.py", "print('venv')\n");
+    assert_eq!(deps_probe(&sb), before);
+}
+
+#[test]
+fn deps_directory_is_every_file_below_it() {
+    let sb = deps_sandbox("[src/]");
+    sb.ablate(&["run", "p.yaml"]).code(EXIT_OK);
+    let before = deps_probe(&sb);
+    assert_eq!(before.1, "cached");
+    // Hidden files and `__pycache__` are not part of it.
+    deps_put(&sb, "src/__pycache__/a.cpython-311.pyc", "bytecode");
+    deps_put(&sb, "src/.hidden.py", "print('hidden')\n");
+    assert_eq!(deps_probe(&sb), before);
+
+    // Any other file is, whatever its name.
+    deps_put(&sb, "src/notes.txt", "notes\n");
+    let (added, status, detail) = deps_probe(&sb);
+    assert_ne!(added, before.0);
+    assert_eq!(status, "run");
+    assert_eq!(detail, "deps changed (src/notes.txt)");
+    std::fs::remove_file(sb.path().join("src/notes.txt")).unwrap();
+    assert_eq!(deps_probe(&sb), before);
+
+    deps_put(&sb, "src/m/b.py", "print('b2')\n");
+    std::fs::remove_file(sb.path().join("src/a.py")).unwrap();
+    let (changed, status, detail) = deps_probe(&sb);
+    assert_ne!(changed, before.0);
+    assert_eq!(status, "run");
+    assert_eq!(detail, "deps changed (src/a.py, src/m/b.py)");
+}
+
+#[test]
+fn deps_pattern_matching_nothing_is_an_input_error() {
+    let sb = deps_sandbox(r#"["src/**/*.rs", "src/m/*.txt", src/a.py]"#);
+    let run = sb.ablate(&["run", "p.yaml"]).code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &run.stderr,
+        &[
+            "`deps` pattern `src/**/*.rs` of stage `probe` matches no file",
+            "`deps` pattern `src/m/*.txt` of stage `probe` matches no file",
+            "--> p.yaml:4:3",
+            "paths in `deps` are relative to",
+        ],
+    );
+    sb.ablate(&["plan", "p.yaml"]).code(EXIT_INVALID_INPUT);
+}
+
+#[test]
+fn deps_manifest_lists_every_matched_file() {
+    let sb = deps_sandbox(r#"["src/**/*.py", src/a.py, src/m]"#);
+    deps_put(&sb, "src/m/data.csv", "x\n1\n");
+    deps_put(&sb, "src/notes.txt", "notes\n");
+    sb.ablate(&["run", "p.yaml"]).code(EXIT_OK);
+    let key = &sb.keys("p.yaml", &[])["probe"];
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(sb.entry(key).join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let deps: Vec<&str> = manifest["input"]["deps"]
+        .as_array()
+        .expect("`input.deps` is an array")
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    // Sorted, each file once however many entries match it.
+    assert_eq!(deps, ["src/a.py", "src/m/b.py", "src/m/data.csv"]);
+}
+
+/// The README's "bring your own script" example, as shipped, with a tiny budget: 12 runs of
+/// examples/mnist-style/train.py, its table and its curve plot.
+#[test]
+fn the_bring_your_own_script_example_runs_with_a_tiny_budget() {
+    let sb = Sandbox::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let run = sb
+        .command(&[
+            "run",
+            "examples/mnist-style/sweep.yaml",
+            "--json",
+            "--set",
+            "train.params.epochs=2",
+            "--set",
+            "train.params.n_train=100",
+        ])
+        .current_dir(&root)
+        .output()
+        .map(Run::from)
+        .unwrap()
+        .code(EXIT_OK);
+    assert_summary(&run, 14, 0, 0, 0);
+    let dir = sb.results().join("mnist-style");
+    let table = std::fs::read_to_string(dir.join("accuracy.md")).unwrap();
+    assert_contains_all(
+        &table,
+        &["test_acc", "| 0.3 ", "| 1.5 ", "16 (n=3)", "64 (n=3)"],
+    );
+    assert!(std::fs::metadata(dir.join("curves.png")).unwrap().len() > 1000);
+    assert!(dir.join("curves.svg").is_file());
+    let values = metric_values(&read_parquet(&dir.join("runs.parquet")));
+    let curves = values
+        .keys()
+        .filter(|(stage, _, metric, step)| {
+            stage == "train" && metric == "val_acc" && step.is_some()
+        })
+        .count();
+    assert_eq!(
+        curves,
+        12 * 2,
+        "two epochs of val_acc for each of the 12 runs"
+    );
+}

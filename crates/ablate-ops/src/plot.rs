@@ -1,8 +1,9 @@
 //! `report.plot`: gather upstream instances into one figure, written as `plot.svg` and
 //! `plot.png`. `line` plots a final metric against a label (mean ± std over the other labels);
-//! `pareto` plots two final metrics against each other, a point per group with its Pareto
-//! frontier; `flow`, `grid` and `metric` draw the per-layer tables of `eval.metric` instances,
-//! one row of panels per instance and one column per layer.
+//! `curve` plots a metric logged by step against the step, the same way; `pareto` plots two
+//! final metrics against each other, a point per group with its Pareto frontier; `flow`, `grid`
+//! and `metric` draw the per-layer tables of `eval.metric` instances, one row of panels per
+//! instance and one column per layer.
 
 mod data;
 mod draw;
@@ -17,8 +18,8 @@ use serde_json::json;
 use crate::params::typed;
 use crate::registry::Op;
 use crate::report::OneOrMany;
-use data::{Layers, MetricPoint, Observation};
-use draw::{LineFigure, Panel, PanelContent, PanelFigure, PanelRow, ParetoFigure};
+use data::{Layers, MetricPoint, Observation, Stepped};
+use draw::{LineFigure, Panel, PanelContent, PanelFigure, PanelRow, ParetoFigure, Spread};
 
 /// More rows than this make unreadable panels: the user narrows with `select`.
 const MAX_ROWS: usize = 6;
@@ -34,6 +35,7 @@ pub(crate) struct Plot {
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Kind {
     Line,
+    Curve,
     Pareto,
     Flow,
     Grid,
@@ -56,6 +58,19 @@ pub(crate) struct PlotParams {
     layers: Option<Vec<i64>>,
 }
 
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Line => "line",
+            Kind::Curve => "curve",
+            Kind::Pareto => "pareto",
+            Kind::Flow => "flow",
+            Kind::Grid => "grid",
+            Kind::Metric => "metric",
+        }
+    }
+}
+
 impl PlotParams {
     /// `group` as a list of label keys (empty without one).
     fn group_keys(&self) -> Vec<String> {
@@ -66,33 +81,43 @@ impl PlotParams {
         }
     }
 
+    /// `group` as at most one label: a line per value.
+    fn one_group(&self) -> Result<Option<String>, OpError> {
+        match self.group_keys().as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(one.clone())),
+            _ => Err(OpError::msg(format!(
+                "`kind: {}` takes one `group` label (a line per value)",
+                self.kind.name()
+            ))),
+        }
+    }
+
     /// Refuses the params `kind` does not use, naming the kinds that do.
     fn check_applicable(&self) -> Result<(), OpError> {
         let set = [
             ("x", self.x.is_some(), "`line` and `pareto`"),
-            ("y", self.y.is_some(), "`line` and `pareto`"),
-            ("group", self.group.is_some(), "`line` and `pareto`"),
+            ("y", self.y.is_some(), "`line`, `curve` and `pareto`"),
+            (
+                "group",
+                self.group.is_some(),
+                "`line`, `curve` and `pareto`",
+            ),
             ("facet", self.facet.is_some(), "`pareto`"),
             (
                 "lower_is_better",
                 !self.lower_is_better.is_empty(),
                 "`pareto`",
             ),
-            ("log_x", self.log_x, "`line`"),
-            ("log_y", self.log_y, "`line`"),
+            ("log_x", self.log_x, "`line` and `curve`"),
+            ("log_y", self.log_y, "`line` and `curve`"),
             (
                 "layers",
                 self.layers.is_some(),
                 "`flow`, `grid` and `metric`",
             ),
         ];
-        let name = match self.kind {
-            Kind::Line => "line",
-            Kind::Pareto => "pareto",
-            Kind::Flow => "flow",
-            Kind::Grid => "grid",
-            Kind::Metric => "metric",
-        };
+        let name = self.kind.name();
         match set
             .iter()
             .find(|(_, is_set, kinds)| *is_set && !kinds.contains(&format!("`{name}`")))
@@ -116,8 +141,11 @@ impl Plot {
                 summary: "Gather every instance of its needs into one figure, written as `plot.svg` and \
                           `plot.png` and published as `results/<pipeline>/<stage>.svg` and `.png`. \
                           `line`: metric `y` against label `x`, one line per value of `group`, each point \
-                          the mean ± one std over the other labels (e.g. seeds). `pareto`: metric `y` against \
-                          metric `x`, a point per value of the `group` labels (mean ± one std on both axes, \
+                          the mean ± one std over the other labels (e.g. seeds). `curve`: metric `y` \
+                          logged by step (e.g. per epoch) against the step, one line per value of \
+                          `group`, each step the mean ± one std (a shaded band) over the other labels; \
+                          every input must log `y` by step. `pareto`: metric `y` against metric `x`, \
+                          a point per value of the `group` labels (mean ± one std on both axes, \
                           named), one panel per value of `facet`, and each panel's Pareto frontier (the points \
                           no other point beats on both axes) as a step line. `flow`, `grid`, `metric`: \
                           the per-layer tables of `eval.metric` instances, one row of panels per instance \
@@ -126,7 +154,7 @@ impl Plot {
                 params: vec![
                     ParamSpec::required(
                         "kind",
-                        ParamType::Enum(&["line", "pareto", "flow", "grid", "metric"]),
+                        ParamType::Enum(&["line", "curve", "pareto", "flow", "grid", "metric"]),
                         "what to draw",
                     ),
                     ParamSpec::with_default(
@@ -151,7 +179,8 @@ impl Plot {
                         "y",
                         ParamType::optional(ParamType::Str),
                         json!(null),
-                        "line, pareto: the metric on the y axis (required for both)",
+                        "line, pareto: the metric on the y axis; curve: the metric logged by step \
+                         (required for all three)",
                     ),
                     ParamSpec::with_default(
                         "group",
@@ -160,7 +189,7 @@ impl Plot {
                             ParamType::list(ParamType::Str),
                         )),
                         json!(null),
-                        "line: a label with one line per value, and a legend; pareto: the label (or \
+                        "line, curve: a label with one line per value, and a legend; pareto: the label (or \
                          labels) with one point per value (required for `pareto`)",
                     ),
                     ParamSpec::with_default(
@@ -180,13 +209,13 @@ impl Plot {
                         "log_x",
                         ParamType::Bool,
                         json!(false),
-                        "line: logarithmic x axis",
+                        "line, curve: logarithmic x axis",
                     ),
                     ParamSpec::with_default(
                         "log_y",
                         ParamType::Bool,
                         json!(false),
-                        "line: logarithmic y axis",
+                        "line, curve: logarithmic y axis",
                     ),
                     ParamSpec::with_default(
                         "layers",
@@ -218,6 +247,7 @@ impl Op for Plot {
         p.check_applicable()?;
         let result = match p.kind {
             Kind::Line => draw::save(&line_figure(ctx, &inputs, &p)?, out, "plot"),
+            Kind::Curve => draw::save(&curve_figure(ctx, &inputs, &p)?, out, "plot"),
             Kind::Pareto => draw::save(&pareto_figure(ctx, &inputs, &p)?, out, "plot"),
             kind => draw::save(&panel_figure(ctx, &inputs, &p, kind)?, out, "plot"),
         };
@@ -265,15 +295,7 @@ fn line_figure(
             "`kind: line` needs `x` (a label) and `y` (a metric)",
         ));
     };
-    let group = match p.group_keys().as_slice() {
-        [] => None,
-        [one] => Some(one.clone()),
-        _ => {
-            return Err(OpError::msg(
-                "`kind: line` takes one `group` label (a line per value)",
-            ));
-        }
-    };
+    let group = p.one_group()?;
     let obs = observations(ctx, inputs)?;
     let (x_axis, series) = data::aggregate(&obs, x, y, group.as_deref()).map_err(OpError::msg)?;
     let all = || series.iter().flat_map(|s| &s.points);
@@ -306,6 +328,61 @@ fn line_figure(
         series,
         log_x: p.log_x,
         log_y: p.log_y,
+        spread: Spread::Bars,
+        size: LINE_SIZE,
+    })
+}
+
+/// Metric `y` against the step (#18): every input must log it with a step, so a selection
+/// that mixes in another stage's inputs fails instead of quietly plotting fewer lines.
+fn curve_figure(
+    ctx: &OpContext<'_>,
+    inputs: &[&JobInput],
+    p: &PlotParams,
+) -> Result<LineFigure, OpError> {
+    let Some(y) = &p.y else {
+        return Err(OpError::msg(
+            "`kind: curve` needs `y` (a metric logged by step)",
+        ));
+    };
+    let group = p.one_group()?;
+    let stepped = inputs
+        .iter()
+        .map(|input| {
+            let manifest = ctx.manifest(&input.key)?;
+            Ok(Stepped {
+                id: input.id.clone(),
+                labels: input.labels.clone(),
+                values: data::stepped_values(&input.id, &manifest.metrics, y)
+                    .map_err(OpError::msg)?,
+            })
+        })
+        .collect::<Result<Vec<_>, OpError>>()?;
+    let series = data::curves(&stepped, group.as_deref()).map_err(OpError::msg)?;
+    let all = || series.iter().flat_map(|s| &s.points);
+    if p.log_x && all().any(|pt| pt.x <= 0.0) {
+        return Err(OpError::msg(format!(
+            "`log_x` needs positive steps, but `{y}` is logged at step 0"
+        )));
+    }
+    if p.log_y && all().any(|pt| pt.mean <= 0.0) {
+        return Err(OpError::msg(format!(
+            "`log_y` needs positive values of metric `{y}`"
+        )));
+    }
+    let title = p.title.clone().unwrap_or_else(|| match &group {
+        Some(g) => format!("{y} vs step by {g}"),
+        None => format!("{y} vs step"),
+    });
+    Ok(LineFigure {
+        title,
+        x_name: "step".into(),
+        y_name: y.clone(),
+        x_axis: data::XAxis::Numeric,
+        series,
+        log_x: p.log_x,
+        log_y: p.log_y,
+        spread: Spread::Band,
         size: LINE_SIZE,
     })
 }

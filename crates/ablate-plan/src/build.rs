@@ -11,10 +11,12 @@ use ablate_spec::{
 use petgraph::algo::{tarjan_scc, toposort};
 use petgraph::graph::{DiGraph, NodeIndex};
 
+use crate::deps::{self, ExpandError, Expansion};
 use crate::{Instance, InstanceId, Plan};
 
-/// Plans a validated pipeline. `workdir` is where relative file dependencies (`cmd`'s `deps`)
-/// are read from. Every problem found is reported, each pointing into the pipeline file.
+/// Plans a validated pipeline. `workdir` is where relative file dependencies (`cmd`'s `deps`:
+/// files, directories and globs, see `deps.rs`) are read from. Every problem found is
+/// reported, each pointing into the pipeline file.
 pub fn build(
     pipeline: &Pipeline,
     catalog: &dyn OpCatalog,
@@ -28,6 +30,7 @@ pub fn build(
         by_stage: HashMap::new(),
         errors: Vec::new(),
         dep_digests: HashMap::new(),
+        dep_files: HashMap::new(),
     };
     let order = b.stage_order()?;
     let mut stages = Vec::with_capacity(pipeline.stages.len());
@@ -64,6 +67,8 @@ struct Builder<'a> {
     by_stage: HashMap<StageName, Vec<InstanceId>>,
     errors: Vec<Diagnostic>,
     dep_digests: HashMap<String, Result<Digest, String>>,
+    /// Each `deps` entry's expansion, by the entry as written.
+    dep_files: HashMap<String, Result<Expansion, ExpandError>>,
 }
 
 /// An instance before its own matrix values: which inputs it reads and the labels it inherits.
@@ -341,40 +346,101 @@ impl Builder<'_> {
         out
     }
 
+    /// The digests of every file `stage`'s `deps` name (see `deps.rs`), sorted by path,
+    /// each once. Expansions and digests are cached for the whole plan: a sweep of 10k
+    /// instances walks each pattern and reads each file once.
     fn hash_deps(&mut self, stage: &Stage, params: &Params) -> Vec<DepDigest> {
+        let workdir = self.workdir;
         let mut out = Vec::new();
-        for path in self.catalog.file_deps(&stage.op, params) {
-            let workdir = self.workdir;
-            let digest = self
-                .dep_digests
-                .entry(path.clone())
-                .or_insert_with(|| {
-                    Digest::of_file(&workdir.join(&path)).map_err(|e| ablate_spec::error_chain(&e))
-                })
+        for entry in self.catalog.file_deps(&stage.op, params) {
+            let expansion = self
+                .dep_files
+                .entry(entry.clone())
+                .or_insert_with(|| deps::expand(workdir, &entry))
                 .clone();
-            match digest {
-                Ok(digest) => out.push(DepDigest { path, digest }),
-                Err(why) => {
-                    let message = format!(
-                        "stage `{}` depends on `{path}`, which cannot be read",
-                        stage.name
-                    );
-                    if !self.errors.iter().any(|e| e.message == message) {
-                        self.errors.push(error(
-                            message,
-                            Some(stage.span),
-                            None,
-                            Some(format!(
-                                "{why} (paths in `deps` are relative to `{}`)",
-                                workdir.display()
-                            )),
-                        ));
+            match expansion {
+                Ok(Expansion::Literal) => self.hash_dep(stage, entry, None, &mut out),
+                Ok(Expansion::Matched(files)) => {
+                    for file in files.iter() {
+                        self.hash_dep(stage, file.clone(), Some(&entry), &mut out);
                     }
+                }
+                Err(e) => {
+                    let (message, why) = match e {
+                        ExpandError::NoMatch => (
+                            format!(
+                                "`deps` pattern `{entry}` of stage `{}` matches no file",
+                                stage.name
+                            ),
+                            "hidden files, `__pycache__` and cache directories are skipped"
+                                .to_owned(),
+                        ),
+                        ExpandError::Unreadable(why) => (
+                            format!(
+                                "stage `{}` depends on `{entry}`, which cannot be read",
+                                stage.name
+                            ),
+                            why,
+                        ),
+                    };
+                    self.report_dep(stage, message, &why);
                 }
             }
         }
         out.sort_by(|a, b| a.path.cmp(&b.path));
+        out.dedup_by(|a, b| a.path == b.path);
         out
+    }
+
+    /// Hashes one file (`path` as it enters the key), `pattern` being the directory or glob
+    /// that matched it.
+    fn hash_dep(
+        &mut self,
+        stage: &Stage,
+        path: String,
+        pattern: Option<&str>,
+        out: &mut Vec<DepDigest>,
+    ) {
+        let workdir = self.workdir;
+        let digest = self
+            .dep_digests
+            .entry(path.clone())
+            .or_insert_with(|| {
+                Digest::of_file(&workdir.join(&path)).map_err(|e| ablate_spec::error_chain(&e))
+            })
+            .clone();
+        match digest {
+            Ok(digest) => out.push(DepDigest { path, digest }),
+            Err(why) => {
+                let message = match pattern {
+                    None => format!(
+                        "stage `{}` depends on `{path}`, which cannot be read",
+                        stage.name
+                    ),
+                    Some(p) => format!(
+                        "stage `{}` depends on `{path}` (matched by `{p}`), which cannot be read",
+                        stage.name
+                    ),
+                };
+                self.report_dep(stage, message, &why);
+            }
+        }
+    }
+
+    /// A `deps` error at the stage, once however many instances share it.
+    fn report_dep(&mut self, stage: &Stage, message: String, why: &str) {
+        if self.errors.iter().any(|e| e.message == message) {
+            return;
+        }
+        self.errors.push(error(
+            message,
+            Some(stage.span),
+            None,
+            Some(format!(
+                "{why} (paths in `deps` are relative to `{}`)",
+                self.workdir.display()
+            )),
+        ));
     }
 }
 

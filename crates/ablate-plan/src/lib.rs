@@ -6,6 +6,7 @@
 //! It must not run anything: a [`Plan`] is immutable once built, and only a built plan runs.
 
 mod build;
+mod deps;
 mod instance;
 mod render;
 mod status;

@@ -49,7 +49,8 @@ pub enum Change {
         from: u32,
         to: u32,
     },
-    /// File dependencies whose content changed.
+    /// File dependencies whose content changed, or that were added or removed (a file a
+    /// `deps` directory or glob matches, or no longer matches), sorted by path.
     Deps(Vec<String>),
 }
 
@@ -262,6 +263,8 @@ fn diff(prev: &KeyInput, now: &KeyInput, plan: &Plan, id: InstanceId) -> Vec<Cha
                     .map(|d| d.path.clone()),
             )
             .collect();
+        // Edited, added (under a directory or glob, #18) and removed files, by path.
+        paths.sort();
         paths.dedup();
         changes.push(Change::Deps(paths));
     }

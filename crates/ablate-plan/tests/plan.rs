@@ -500,3 +500,123 @@ fn gpu_shares_follow_the_device() {
     assert_eq!((gpus("d"), gpus("t"), gpus("u")), (0.0, 1.0, 0.25));
     assert_eq!((gpus("c"), gpus("e")), (0.0, 0.5));
 }
+
+/// Plain file deps (#18): globs and directories must not change the key of a pipeline whose
+/// `deps` name files, even one whose name holds a glob character.
+#[test]
+fn plain_file_deps_keep_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("lib")).unwrap();
+    std::fs::write(dir.path().join("probe.py"), "print(1)").unwrap();
+    std::fs::write(dir.path().join("lib/util.py"), "X = 2").unwrap();
+    std::fs::write(dir.path().join("data[1].csv"), "a,b\n1,2\n").unwrap();
+    let yaml = r#"
+name: c
+stages:
+  probe:
+    op: cmd
+    params: { run: "python probe.py", deps: [probe.py, "data[1].csv", ./lib/util.py] }
+"#;
+    let p = plan_of(yaml, dir.path()).unwrap();
+    let (_, inst) = p.instances().next().unwrap();
+    let dep = |path: &str, bytes: &[u8]| ablate_cache::DepDigest {
+        path: path.into(),
+        digest: ablate_cache::Digest::of_bytes(bytes),
+    };
+    assert_eq!(
+        inst.key_input.deps,
+        [
+            dep("./lib/util.py", b"X = 2"),
+            dep("data[1].csv", b"a,b\n1,2\n"),
+            dep("probe.py", b"print(1)"),
+        ]
+    );
+    // The key this pipeline had before globs and directories (#18).
+    assert_eq!(
+        inst.key.to_hex(),
+        "0f5a079f0442f85067fc451f2e398ecd459801d13fb39725a304545e2b40afee"
+    );
+}
+
+/// A glob in `deps` (#18): an edited, an added and a removed matching file each change the key
+/// and are named; files it does not match change nothing.
+#[test]
+fn glob_deps_name_edited_added_and_removed_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let write = |f: &str, text: &str| {
+        let p = root.join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    write("src/a.py", "a");
+    write("src/m/b.py", "b");
+    write("src/m/c.py", "c");
+    let yaml = r#"
+name: g
+stages:
+  probe:
+    op: cmd
+    params: { run: "python src/a.py", deps: ["src/**/*.py", src/a.py] }
+"#;
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = Store::open(store_dir.path()).unwrap();
+    let p = plan_of(yaml, root).unwrap();
+    let paths = |p: &Plan| -> Vec<String> {
+        let (_, inst) = p.instances().next().unwrap();
+        inst.key_input.deps.iter().map(|d| d.path.clone()).collect()
+    };
+    // Two entries matching `src/a.py` give it once.
+    assert_eq!(paths(&p), ["src/a.py", "src/m/b.py", "src/m/c.py"]);
+    commit(&store, &p, "probe");
+    let mut index = store.load_index(p.pipeline());
+    index.instances.insert("probe".into(), key_of(&p, "probe"));
+    store.save_index(p.pipeline(), &index).unwrap();
+
+    write("src/notes.txt", "not code");
+    write("src/__pycache__/a.cpython-311.pyc", "bytecode");
+    write("src/.hidden.py", "hidden");
+    let same = plan_of(yaml, root).unwrap();
+    assert_eq!(key_of(&same, "probe"), key_of(&p, "probe"));
+    assert!(statuses(&same, &store, &[])[0].is_cached());
+
+    write("src/m/b.py", "b2");
+    write("src/m/d/e.py", "e");
+    std::fs::remove_file(root.join("src/m/c.py")).unwrap();
+    let changed = plan_of(yaml, root).unwrap();
+    assert_eq!(paths(&changed), ["src/a.py", "src/m/b.py", "src/m/d/e.py"]);
+    assert_ne!(key_of(&changed, "probe"), key_of(&p, "probe"));
+    let st = statuses(&changed, &store, &[]);
+    assert_eq!(
+        st[0],
+        Status::Run(Reason::Changed(vec![Change::Deps(vec![
+            "src/m/b.py".into(),
+            "src/m/c.py".into(),
+            "src/m/d/e.py".into(),
+        ])]))
+    );
+    assert_eq!(
+        st[0].to_string(),
+        "run: deps changed (src/m/b.py, src/m/c.py, src/m/d/e.py)"
+    );
+
+    // Every pattern matching nothing is reported, each naming it; an empty directory too.
+    std::fs::create_dir(root.join("empty")).unwrap();
+    let e = plan_of(
+        &yaml.replace(
+            "[\"src/**/*.py\", src/a.py]",
+            "[\"lib/**/*.py\", empty, \"src/*.rs\"]",
+        ),
+        root,
+    )
+    .unwrap_err();
+    for pattern in ["lib/**/*.py", "empty", "src/*.rs"] {
+        assert!(
+            e.contains(&format!(
+                "`deps` pattern `{pattern}` of stage `probe` matches no file"
+            )),
+            "{e}"
+        );
+    }
+    assert!(e.contains("paths in `deps` are relative to"), "{e}");
+}

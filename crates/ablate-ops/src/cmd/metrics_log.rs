@@ -61,7 +61,7 @@ pub(crate) fn prepare(log: &Path) -> std::io::Result<()> {
 pub(crate) struct Live {
     offset: u64,
     partial: Vec<u8>,
-    last: Option<(u64, Vec<(String, f64)>)>,
+    last: Option<Line>,
     shown: Option<Instant>,
 }
 
@@ -123,6 +123,9 @@ impl Live {
     }
 }
 
+/// One line of the log: its step and its numeric values, in order.
+type Line = (u64, Vec<(String, f64)>);
+
 /// A number as a progress line shows it.
 fn short(v: f64) -> String {
     if v != 0.0 && (v.abs() >= 1e5 || v.abs() < 1e-3) {
@@ -135,10 +138,7 @@ fn short(v: f64) -> String {
 /// One line: `None` for a blank one, else its step (its own `step`, or the previous line's
 /// plus one, from 0) and its numeric values in order. Other values (strings, booleans) are
 /// not metrics and are skipped.
-fn parse_line(
-    line: &[u8],
-    previous: Option<u64>,
-) -> Result<Option<(u64, Vec<(String, f64)>)>, String> {
+fn parse_line(line: &[u8], previous: Option<u64>) -> Result<Option<Line>, String> {
     if line.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use ablate_cache::Metric;
 use ablate_results::{ColumnData, Table};
 use ablate_spec::Value;
 
@@ -67,19 +68,23 @@ pub(crate) struct Observation {
 
 impl Observation {
     fn label(&self, key: &str) -> Result<&Value, String> {
-        self.labels
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v)
-            .ok_or_else(|| {
-                let keys: Vec<&str> = self.labels.iter().map(|(k, _)| k.as_str()).collect();
-                format!(
-                    "input `{}` has no label `{key}` (its labels: {})",
-                    self.id,
-                    list(&keys)
-                )
-            })
+        label_of(&self.id, &self.labels, key)
     }
+}
+
+/// The value of label `key` of input `id`, or an error listing the labels it has.
+fn label_of<'a>(id: &str, labels: &'a [(String, Value)], key: &str) -> Result<&'a Value, String> {
+    labels
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+        .ok_or_else(|| {
+            let keys: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
+            format!(
+                "input `{id}` has no label `{key}` (its labels: {})",
+                list(&keys)
+            )
+        })
 }
 
 /// How the x axis of a line plot is laid out.
@@ -216,6 +221,98 @@ pub(crate) fn list(items: &[&str]) -> String {
         .map(|s| format!("`{s}`"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Curves (#18)
+
+/// The stepped values of one metric in one input, with its labels.
+#[derive(Debug, Clone)]
+pub(crate) struct Stepped {
+    pub id: String,
+    pub labels: Vec<(String, Value)>,
+    /// `(step, value)`, one per step.
+    pub values: BTreeMap<u64, f64>,
+}
+
+/// The values of metric `y` that input `id` logged with a step; a step logged twice keeps its
+/// last value. Without any, an error naming the input and the stepped metrics it does have.
+pub(crate) fn stepped_values(
+    id: &str,
+    metrics: &[Metric],
+    y: &str,
+) -> Result<BTreeMap<u64, f64>, String> {
+    let values: BTreeMap<u64, f64> = metrics
+        .iter()
+        .filter(|m| m.name == y)
+        .filter_map(|m| Some((m.step?, m.value)))
+        .collect();
+    if !values.is_empty() {
+        return Ok(values);
+    }
+    let names = |stepped: bool| {
+        let names: BTreeSet<&str> = metrics
+            .iter()
+            .filter(|m| m.step.is_some() == stepped)
+            .map(|m| m.name.as_str())
+            .collect();
+        names.into_iter().collect::<Vec<_>>()
+    };
+    let only_final = if names(false).contains(&y) {
+        " (only a final value)"
+    } else {
+        ""
+    };
+    let has = match names(true).as_slice() {
+        [] => format!(
+            "it has no stepped metrics (its final metrics: {})",
+            list(&names(false))
+        ),
+        stepped => format!("its stepped metrics: {}", list(stepped)),
+    };
+    Err(format!(
+        "input `{id}` has no stepped metric `{y}`{only_final}; {has}"
+    ))
+}
+
+/// Metric values against the step, one series per value of label `group` (one without), each
+/// point the mean ± sd at that step over the series' inputs that logged it (typically the
+/// seeds). Series are ordered like [`aggregate`]'s groups, points by step.
+pub(crate) fn curves(obs: &[Stepped], group: Option<&str>) -> Result<Vec<Series>, String> {
+    let group_values = match group {
+        Some(g) => obs
+            .iter()
+            .map(|o| label_of(&o.id, &o.labels, g).map(Some))
+            .collect::<Result<Vec<_>, String>>()?,
+        None => vec![None; obs.len()],
+    };
+    let present: Vec<&Value> = group_values.iter().flatten().copied().collect();
+    let (group_keys, _) = ordered_keys(&present);
+    let mut cells: Vec<BTreeMap<u64, Vec<f64>>> = vec![BTreeMap::new(); group_keys.len().max(1)];
+    for (o, g) in obs.iter().zip(&group_values) {
+        let cell = &mut cells[g.map_or(0, |g| position(&group_keys, g))];
+        for (&step, &value) in &o.values {
+            cell.entry(step).or_default().push(value);
+        }
+    }
+    Ok(cells
+        .into_iter()
+        .enumerate()
+        .map(|(gi, by_step)| Series {
+            name: group_keys.get(gi).map(|v| label_text(v)),
+            points: by_step
+                .into_iter()
+                .map(|(step, vals)| {
+                    let (mean, std) = mean_std(&vals);
+                    Point {
+                        x: step as f64,
+                        mean,
+                        std,
+                    }
+                })
+                .collect(),
+        })
+        .collect())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -813,6 +910,70 @@ mod tests {
         );
         let err = aggregate(&o, "steps", "acc", None).unwrap_err();
         assert!(err.contains("input `a` has no label `steps`"), "{err}");
+    }
+
+    fn stepped(id: &str, group: Value, values: &[(u64, f64)]) -> Stepped {
+        Stepped {
+            id: id.into(),
+            labels: vec![("g".into(), group)],
+            values: values.iter().copied().collect(),
+        }
+    }
+
+    #[test]
+    fn curve_points_are_mean_and_sample_std_per_group_and_step() {
+        let o = vec![
+            stepped("a", json!("b"), &[(0, 1.0), (10, 0.5)]),
+            stepped("b", json!("b"), &[(0, 3.0), (10, 0.7), (20, 0.2)]),
+            stepped("c", json!("a"), &[(10, 2.0)]),
+        ];
+        let series = curves(&o, Some("g")).unwrap();
+        // Groups in first-seen order (string labels), steps in order.
+        let names: Vec<_> = series.iter().map(|s| s.name.as_deref()).collect();
+        assert_eq!(names, [Some("b"), Some("a")]);
+        let b = &series[0].points;
+        assert_eq!(b.iter().map(|p| p.x).collect::<Vec<_>>(), [0.0, 10.0, 20.0]);
+        assert_eq!((b[0].mean, b[0].std), (2.0, Some(2.0_f64.sqrt())));
+        assert!((b[1].mean - 0.6).abs() < 1e-12);
+        // Step 20 only in input `b`: its value, without a std.
+        assert_eq!((b[2].mean, b[2].std), (0.2, None));
+        assert_eq!(
+            series[1].points,
+            [Point {
+                x: 10.0,
+                mean: 2.0,
+                std: None
+            }]
+        );
+
+        let one = curves(&o, None).unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].name, None);
+        assert!((one[0].points[1].mean - 3.2 / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn stepped_values_keep_the_last_value_of_a_step_and_name_what_an_input_has() {
+        let m = [
+            Metric::at_step("loss", 1, 0.9),
+            Metric::at_step("loss", 1, 0.8),
+            Metric::at_step("loss", 2, 0.5),
+            Metric::at_step("lr", 1, 0.1),
+            Metric::new("loss", 0.5),
+            Metric::new("acc", 0.7),
+        ];
+        let v = stepped_values("t[0]", &m, "loss").unwrap();
+        assert_eq!(v.into_iter().collect::<Vec<_>>(), [(1, 0.8), (2, 0.5)]);
+        assert_eq!(
+            stepped_values("t[0]", &m, "acc").unwrap_err(),
+            "input `t[0]` has no stepped metric `acc` (only a final value); its stepped \
+             metrics: `loss`, `lr`"
+        );
+        assert_eq!(
+            stepped_values("t[1]", &[], "loss").unwrap_err(),
+            "input `t[1]` has no stepped metric `loss`; it has no stepped metrics (its final \
+             metrics: none)"
+        );
     }
 
     #[test]

@@ -92,7 +92,8 @@ pub(crate) fn save(fig: &impl Figure, dir: &Path, stem: &str) -> Result<(), Stri
 // ---------------------------------------------------------------------------------------------
 // Line plots
 
-/// Metric against a label, one line per group, with ± one std error bars.
+/// Metric against a label (or the step), one line per group, with ± one std shown as
+/// `spread` says.
 pub(crate) struct LineFigure {
     pub title: String,
     pub x_name: String,
@@ -101,8 +102,22 @@ pub(crate) struct LineFigure {
     pub series: Vec<Series>,
     pub log_x: bool,
     pub log_y: bool,
+    pub spread: Spread,
     pub size: (u32, u32),
 }
+
+/// How a line figure shows ± one std around its means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Spread {
+    /// A dot and an error bar per point: a few settings (`kind: line`).
+    Bars,
+    /// A shaded band along the line: many steps of a run (`kind: curve`), where a bar per step
+    /// would bury the line. Short series still get a dot per point, so a single step shows.
+    Band,
+}
+
+/// The most points a [`Spread::Band`] series dots.
+const MAX_BAND_DOTS: usize = 20;
 
 /// One axis of a line plot: linear, logarithmic, or categories at 0, 1, 2, …
 enum Axis {
@@ -265,6 +280,20 @@ impl Figure for LineFigure {
             .map_err(err)?;
         for (i, s) in self.series.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
+            if self.spread == Spread::Band && s.points.iter().any(|p| p.std.is_some()) {
+                // Upper edge left to right, lower edge back.
+                let upper = s
+                    .points
+                    .iter()
+                    .map(|p| (p.x, p.mean + p.std.unwrap_or(0.0)));
+                let lower = s.points.iter().rev().map(|p| (p.x, bar_low(p, floor)));
+                chart
+                    .draw_series(std::iter::once(Polygon::new(
+                        upper.chain(lower).collect::<Vec<_>>(),
+                        color.mix(0.2).filled(),
+                    )))
+                    .map_err(err)?;
+            }
             let line = chart
                 .draw_series(LineSeries::new(
                     s.points.iter().map(|p| (p.x, p.mean)),
@@ -276,25 +305,29 @@ impl Figure for LineFigure {
                     PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
                 });
             }
-            chart
-                .draw_series(
-                    s.points
-                        .iter()
-                        .map(|p| Circle::new((p.x, p.mean), 3, color.filled())),
-                )
-                .map_err(err)?;
-            chart
-                .draw_series(s.points.iter().filter(|p| p.std.is_some()).map(|p| {
-                    ErrorBar::new_vertical(
-                        p.x,
-                        bar_low(p, floor),
-                        p.mean,
-                        p.mean + p.std.unwrap_or(0.0),
-                        color.stroke_width(1),
-                        8,
+            if self.spread == Spread::Bars || s.points.len() <= MAX_BAND_DOTS {
+                chart
+                    .draw_series(
+                        s.points
+                            .iter()
+                            .map(|p| Circle::new((p.x, p.mean), 3, color.filled())),
                     )
-                }))
-                .map_err(err)?;
+                    .map_err(err)?;
+            }
+            if self.spread == Spread::Bars {
+                chart
+                    .draw_series(s.points.iter().filter(|p| p.std.is_some()).map(|p| {
+                        ErrorBar::new_vertical(
+                            p.x,
+                            bar_low(p, floor),
+                            p.mean,
+                            p.mean + p.std.unwrap_or(0.0),
+                            color.stroke_width(1),
+                            8,
+                        )
+                    }))
+                    .map_err(err)?;
+            }
         }
         if self.series.iter().any(|s| s.name.is_some()) {
             chart
@@ -701,6 +734,7 @@ mod tests {
             }],
             log_x: true,
             log_y: false,
+            spread: Spread::Bars,
             size: (10, 10),
         };
         assert_eq!(fig.axes().0.key_points(5), [1.0, 2.0, 4.0]);

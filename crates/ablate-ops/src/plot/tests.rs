@@ -12,7 +12,9 @@ use plotters::style::RGBColor;
 use serde_json::json;
 
 use super::data::{Pareto, ParetoFacet, ParetoPoint, Point, Series, XAxis};
-use super::draw::{self, LineFigure, Panel, PanelContent, PanelFigure, PanelRow, ParetoFigure};
+use super::draw::{
+    self, LineFigure, Panel, PanelContent, PanelFigure, PanelRow, ParetoFigure, Spread,
+};
 use super::*;
 
 fn hex(c: RGBColor) -> String {
@@ -71,6 +73,7 @@ fn a_line_figure_draws_one_line_dots_and_error_bars_per_group() {
         ],
         log_x: true,
         log_y: false,
+        spread: Spread::Bars,
         size: (400, 300),
     };
     draw::save(&fig, dir.path(), "plot").unwrap();
@@ -102,6 +105,7 @@ fn a_categorical_line_figure_labels_its_categories() {
         }],
         log_x: false,
         log_y: true,
+        spread: Spread::Bars,
         size: (320, 240),
     };
     draw::save(&fig, dir.path(), "plot").unwrap();
@@ -316,6 +320,17 @@ fn key_input(n: u64) -> KeyInput {
 
 /// Commits the entry of input `n` with these final metrics and Parquet files.
 fn entry(store: &Store, n: u64, metrics: &[(&str, f64)], files: &[(&str, &Table)]) -> InstanceKey {
+    let metrics = metrics.iter().map(|(k, v)| Metric::new(*k, *v)).collect();
+    entry_with(store, n, metrics, files)
+}
+
+/// Commits the entry of input `n` with these metrics (final or stepped) and Parquet files.
+fn entry_with(
+    store: &Store,
+    n: u64,
+    metrics: Vec<Metric>,
+    files: &[(&str, &Table)],
+) -> InstanceKey {
     let ki = key_input(n);
     let key = ki.key();
     let tmp = store.begin(&key).unwrap();
@@ -332,7 +347,7 @@ fn entry(store: &Store, n: u64, metrics: &[(&str, f64)], files: &[(&str, &Table)
             label: String::new(),
         },
         outputs: Vec::new(),
-        metrics: metrics.iter().map(|(k, v)| Metric::new(*k, *v)).collect(),
+        metrics,
         publish: Vec::new(),
         started_at_us: 0,
         seconds: 0.0,
@@ -352,6 +367,17 @@ fn run_op(
     inputs: Vec<JobInput>,
     params: Value,
 ) -> Result<OpOutput, OpError> {
+    with_ctx(store, root, inputs, params, |ctx| Plot::new().run(ctx))
+}
+
+/// Calls `f` with the context `report.plot` would run in, its output dir made empty.
+fn with_ctx<R>(
+    store: &Store,
+    root: &Path,
+    inputs: Vec<JobInput>,
+    params: Value,
+    f: impl FnOnce(&OpContext<'_>) -> R,
+) -> R {
     let mut p: Params = Plot::new()
         .schema
         .params
@@ -368,7 +394,7 @@ fn run_op(
     let cancel = CancelToken::new();
     let progress = |_: ablate_run::Progress| {};
     let ctx = OpContext::new(&job, &out, store, root, 1, &progress, &cancel);
-    Plot::new().run(&ctx)
+    f(&ctx)
 }
 
 #[test]
@@ -543,7 +569,7 @@ fn the_pareto_op_averages_seeds_per_group_and_facets() {
             json!({"kind": "pareto", "x": "infill_em", "y": "oneshot_em", "group": "objective",
                    "log_x": true})
         ),
-        "`log_x` applies to `line`, not `kind: pareto`"
+        "`log_x` applies to `line` and `curve`, not `kind: pareto`"
     );
     assert_eq!(
         err(json!({"kind": "line", "x": "seed", "y": "infill_em", "facet": "arch"})),
@@ -553,6 +579,204 @@ fn the_pareto_op_averages_seeds_per_group_and_facets() {
         err(json!({"kind": "line", "x": "seed", "y": "infill_em", "group": ["arch", "objective"]})),
         "`kind: line` takes one `group` label (a line per value)"
     );
+}
+
+/// 2 learning rates × 3 seeds logging `loss` at steps 1–4 (seed 2 of `lr=0.01` stops after
+/// step 3) and a final `acc`: loss = base / step + 0.1 · seed, base 1 for `lr=0.1` and 2 for
+/// `lr=0.01`.
+fn curve_inputs(store: &Store) -> Vec<JobInput> {
+    let mut inputs = Vec::new();
+    let mut n = 0;
+    for (lr, base) in [(0.1, 1.0), (0.01, 2.0)] {
+        for seed in 0..3_u64 {
+            let last = if lr == 0.01 && seed == 2 { 3 } else { 4 };
+            let mut metrics: Vec<Metric> = (1..=last)
+                .map(|step| Metric::at_step("loss", step, base / step as f64 + 0.1 * seed as f64))
+                .collect();
+            metrics.push(Metric::new("acc", 0.9));
+            entry_with(store, n, metrics, &[]);
+            inputs.push(input(n, &[("lr", json!(lr)), ("seed", json!(seed))]));
+            n += 1;
+        }
+    }
+    inputs
+}
+
+fn curve_figure_of(store: &Store, root: &Path, inputs: Vec<JobInput>, params: Value) -> LineFigure {
+    with_ctx(store, root, inputs, params, |ctx| {
+        let p: PlotParams = typed("report.plot", ctx.job.params()).unwrap();
+        let chosen = select_inputs(&ctx.job.inputs, p.select.as_ref()).unwrap();
+        curve_figure(ctx, &chosen, &p).unwrap()
+    })
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-12
+}
+
+#[test]
+fn the_curve_op_averages_seeds_at_each_step_per_group() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(&root.path().join("cache")).unwrap();
+    let inputs = curve_inputs(&store);
+    let params = json!({"kind": "curve", "y": "loss", "group": "lr"});
+    let fig = curve_figure_of(&store, root.path(), inputs.clone(), params);
+    assert_eq!(fig.title, "loss vs step by lr");
+    assert_eq!((fig.x_name.as_str(), fig.y_name.as_str()), ("step", "loss"));
+    assert_eq!(fig.x_axis, XAxis::Numeric);
+    assert_eq!(fig.spread, Spread::Band);
+    // Groups in numeric order of `lr`.
+    let names: Vec<_> = fig.series.iter().map(|s| s.name.as_deref()).collect();
+    assert_eq!(names, [Some("0.01"), Some("0.1")]);
+    for (s, base) in fig.series.iter().zip([2.0, 1.0]) {
+        let steps: Vec<f64> = s.points.iter().map(|p| p.x).collect();
+        assert_eq!(steps, [1.0, 2.0, 3.0, 4.0]);
+        for p in &s.points {
+            let (mean, sd) = if base == 2.0 && p.x == 4.0 {
+                // Only seeds 0 and 1 logged step 4: mean of {0.5, 0.6}, sd √0.005.
+                (0.55, 0.005_f64.sqrt())
+            } else {
+                // Seeds add 0, 0.1, 0.2: mean +0.1, sample sd 0.1.
+                (base / p.x + 0.1, 0.1)
+            };
+            assert!(close(p.mean, mean), "{s:?}");
+            assert!(close(p.std.unwrap(), sd), "{s:?}");
+        }
+    }
+
+    // Without `group`, one line over all six inputs; `select` narrows them.
+    let fig = curve_figure_of(
+        &store,
+        root.path(),
+        inputs.clone(),
+        json!({"kind": "curve", "y": "loss", "select": {"seed": 0}}),
+    );
+    assert_eq!(fig.title, "loss vs step");
+    assert_eq!(fig.series.len(), 1);
+    assert_eq!(fig.series[0].name, None);
+    let pts: Vec<(f64, f64)> = fig.series[0].points.iter().map(|p| (p.x, p.mean)).collect();
+    assert_eq!(pts, [(1.0, 1.5), (2.0, 0.75), (3.0, 0.5), (4.0, 0.375)]);
+
+    // Written and published like `line`: a band, a line and a dot per step for each group.
+    let out = run_op(
+        &store,
+        root.path(),
+        inputs.clone(),
+        json!({"kind": "curve", "y": "loss", "group": "lr", "log_y": true}),
+    )
+    .unwrap();
+    assert_eq!(out.publish, ["plot.svg", "plot.png"]);
+    assert!(out.metrics.is_empty());
+    let svg = read_outputs(&root.path().join("out"), LINE_SIZE);
+    assert!(svg.contains("loss vs step by lr") && svg.contains("\nstep\n</text>"));
+    for c in &draw::PALETTE[..2] {
+        let c = hex(*c);
+        assert_eq!(count(&svg, "polygon", &format!("fill=\"{c}\"")), 1);
+        // The line and its legend entry.
+        assert_eq!(count(&svg, "polyline", &format!("stroke=\"{c}\"")), 2);
+        assert_eq!(count(&svg, "circle", &format!("fill=\"{c}\"")), 4);
+        // No error bars.
+        assert_eq!(count(&svg, "line", &format!("stroke=\"{c}\"")), 0);
+    }
+}
+
+#[test]
+fn the_curve_op_names_an_input_without_the_stepped_metric_and_what_it_has() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(&root.path().join("cache")).unwrap();
+    let mut inputs = curve_inputs(&store);
+    let err = |inputs: &[JobInput], params: Value| {
+        run_op(&store, root.path(), inputs.to_vec(), params)
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        err(&inputs, json!({"kind": "curve", "y": "val_loss"})),
+        "input `metric[0]` has no stepped metric `val_loss`; its stepped metrics: `loss`"
+    );
+    assert_eq!(
+        err(&inputs, json!({"kind": "curve", "y": "acc"})),
+        "input `metric[0]` has no stepped metric `acc` (only a final value); its stepped \
+         metrics: `loss`"
+    );
+    // One input of another stage, without `loss`, fails the plot even though the rest have it.
+    entry(&store, 100, &[("acc", 0.5)], &[]);
+    inputs.push(input(100, &[("lr", json!(0.1)), ("seed", json!(9))]));
+    assert_eq!(
+        err(
+            &inputs,
+            json!({"kind": "curve", "y": "loss", "group": "lr"})
+        ),
+        "input `metric[100]` has no stepped metric `loss`; it has no stepped metrics (its final \
+         metrics: `acc`)"
+    );
+    inputs.pop();
+
+    assert_eq!(
+        err(&inputs, json!({"kind": "curve", "x": "seed", "y": "loss"})),
+        "`x` applies to `line` and `pareto`, not `kind: curve`"
+    );
+    assert_eq!(
+        err(
+            &inputs,
+            json!({"kind": "curve", "y": "loss", "facet": "lr"})
+        ),
+        "`facet` applies to `pareto`, not `kind: curve`"
+    );
+    assert_eq!(
+        err(&inputs, json!({"kind": "curve", "group": "lr"})),
+        "`kind: curve` needs `y` (a metric logged by step)"
+    );
+    assert_eq!(
+        err(
+            &inputs,
+            json!({"kind": "curve", "y": "loss", "group": ["lr", "seed"]})
+        ),
+        "`kind: curve` takes one `group` label (a line per value)"
+    );
+    assert_eq!(
+        err(
+            &inputs,
+            json!({"kind": "curve", "y": "loss", "group": "wd"})
+        ),
+        "input `metric[0]` has no label `wd` (its labels: `lr`, `seed`)"
+    );
+    // Step 0 has no place on a log axis.
+    entry_with(&store, 101, vec![Metric::at_step("loss", 0, 1.0)], &[]);
+    assert_eq!(
+        err(
+            &[input(101, &[])],
+            json!({"kind": "curve", "y": "loss", "log_x": true})
+        ),
+        "`log_x` needs positive steps, but `loss` is logged at step 0"
+    );
+}
+
+#[test]
+fn a_long_curve_is_a_band_and_a_line_without_dots() {
+    let dir = tempfile::tempdir().unwrap();
+    let fig = LineFigure {
+        title: "loss vs step".into(),
+        x_name: "step".into(),
+        y_name: "loss".into(),
+        x_axis: XAxis::Numeric,
+        series: vec![Series {
+            name: None,
+            points: (1..=100)
+                .map(|s| pt(s as f64, 1.0 / s as f64, Some(0.01)))
+                .collect(),
+        }],
+        log_x: false,
+        log_y: true,
+        spread: Spread::Band,
+        size: (400, 300),
+    };
+    draw::save(&fig, dir.path(), "plot").unwrap();
+    let svg = read_outputs(dir.path(), (400, 300));
+    let a = hex(draw::PALETTE[0]);
+    assert_eq!(count(&svg, "polygon", &format!("fill=\"{a}\"")), 1);
+    assert_eq!(count(&svg, "polyline", &format!("stroke=\"{a}\"")), 1);
+    assert_eq!(count(&svg, "circle", ""), 0);
 }
 
 /// `layers.parquet` of a 2-D flow over `layers` layers: `n` data points and a 3×3 grid, each
