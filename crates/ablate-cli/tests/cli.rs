@@ -3627,3 +3627,45 @@ fn the_bring_your_own_script_example_runs_with_a_tiny_budget() {
         "two epochs of val_acc for each of the 12 runs"
     );
 }
+
+/// #18 on a cluster: a task that died is submitted again and resumes from the checkpoint in the
+/// shared cache; its program sees the allocation's GPUs (this cluster has none: nothing set),
+/// not a local assignment.
+#[test]
+fn slurm_a_retried_task_resumes_from_its_checkpoint() {
+    require_slurm();
+    let sb = Sandbox::new();
+    sb.write("fake.py", FAKE_SCRIPT);
+    sb.write(
+        "p.yaml",
+        r#"
+name: slurm-resumed
+slurm: { poll_min_s: 0.2, poll_max_s: 1 }
+stages:
+  train:
+    op: cmd
+    retries: 1
+    params: { run: python3 fake.py, steps: 5, lr: 1.0, crash_at: 2 }
+"#,
+    );
+    let run = sb
+        .ablate(&["run", "p.yaml", "--json", "--executor", "slurm"])
+        .code(EXIT_OK);
+    assert_summary(&run, 1, 0, 0, 0);
+    let records = script_records(&sb);
+    assert_eq!(records["train"].len(), 1, "{records:?}");
+    assert_eq!(
+        records["train"][0]["start"], 3,
+        "the retry resumed after step 2"
+    );
+    assert_eq!(records["train"][0]["cuda"], Value::Null);
+    let values = metric_values(&read_parquet(
+        &sb.results().join("slurm-resumed/runs.parquet"),
+    ));
+    for step in 0..5 {
+        assert_eq!(
+            values[&("train".into(), String::new(), "loss".into(), Some(step))],
+            2.0 / (step + 1) as f64
+        );
+    }
+}
