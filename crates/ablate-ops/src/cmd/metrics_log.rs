@@ -22,6 +22,9 @@ pub(crate) const METRICS_LOG: &str = "metrics.jsonl";
 /// How often the progress line is updated from the log.
 const LIVE_EVERY: Duration = Duration::from_secs(1);
 
+/// How often the log is looked at before it has a line to show.
+const LOOK_EVERY: Duration = Duration::from_millis(200);
+
 /// Makes `log` ready for an attempt: created if missing, and cut back to its last complete
 /// line (an attempt killed mid-write leaves half a line, which the next one's first line would
 /// otherwise be glued to).
@@ -63,6 +66,7 @@ pub(crate) struct Live {
     partial: Vec<u8>,
     last: Option<Line>,
     shown: Option<Instant>,
+    looked: Option<Instant>,
 }
 
 impl Live {
@@ -72,6 +76,7 @@ impl Live {
             partial: Vec::new(),
             last: None,
             shown: None,
+            looked: None,
         }
     }
 
@@ -79,9 +84,12 @@ impl Live {
     /// the latest line: `step 120: loss 0.4012 acc 0.9100`. Lines that do not parse are left
     /// to the final read, which names them.
     pub(crate) fn poll(&mut self, log: &Path, progress: impl FnOnce(Progress)) {
-        if self.shown.is_some_and(|t| t.elapsed() < LIVE_EVERY) {
+        if self.shown.is_some_and(|t| t.elapsed() < LIVE_EVERY)
+            || self.looked.is_some_and(|t| t.elapsed() < LOOK_EVERY)
+        {
             return;
         }
+        self.looked = Some(Instant::now());
         let Ok(mut file) = fs::File::open(log) else {
             return;
         };
