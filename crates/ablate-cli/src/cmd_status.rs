@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use ablate_cache::Lookup;
 use ablate_run::slurm::{self, Cluster, TaskState, TaskStatus};
 
 use crate::cli::{Global, StatusArgs};
@@ -41,7 +42,7 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
         if statuses[id.index()].is_cached() {
             stages[stage].1.done += 1;
         } else if let Some(r) = slurm::read_record(store.root(), &inst.key) {
-            ids.push((stage, inst.id.as_str()));
+            ids.push((stage, inst.id.as_str(), inst.key));
             records.push(r);
         } else {
             stages[stage].1.not_submitted += 1;
@@ -55,9 +56,13 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
     };
     let mut failed = Vec::new();
     let mut flying: BTreeMap<&str, Vec<(&str, &TaskStatus)>> = BTreeMap::new();
-    for (&(stage, id), t) in ids.iter().zip(&observed) {
+    for (&(stage, id, key), t) in ids.iter().zip(&observed) {
         let counts = &mut stages[stage].1;
         match t.observed.as_ref().map(|o| o.state) {
+            // It finished between the cache was looked at and Slurm was asked.
+            Some(TaskState::Completed) if matches!(store.lookup(&key), Lookup::Hit(_)) => {
+                counts.done += 1;
+            }
             Some(TaskState::Running | TaskState::Completing) => {
                 counts.running += 1;
                 flying.entry("running").or_default().push((id, t));
