@@ -52,6 +52,19 @@ fn put(store: &Store, x: i64, files: &[(&str, &[u8])]) -> InstanceKey {
     key
 }
 
+/// Same size, other bytes, the old modification time put back: what the fast lookup trusts.
+fn overwrite_keeping_mtime(file: &std::path::Path, bytes: &[u8]) {
+    let mtime = fs::metadata(file).unwrap().modified().unwrap();
+    assert_eq!(fs::metadata(file).unwrap().len(), bytes.len() as u64);
+    fs::write(file, bytes).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(file)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+}
+
 #[test]
 fn commit_then_lookup_hits_with_hashed_outputs() {
     let dir = tempfile::tempdir().unwrap();
@@ -166,14 +179,7 @@ fn full_verify_catches_what_mtime_hides() {
     let store = Store::open(dir.path()).unwrap();
     let key = put(&store, 1, &[("a.txt", b"hello")]);
     let file = store.entry_dir(&key).join("a.txt");
-    let mtime = fs::metadata(&file).unwrap().modified().unwrap();
-    fs::write(&file, b"HELLO").unwrap();
-    fs::File::options()
-        .write(true)
-        .open(&file)
-        .unwrap()
-        .set_modified(mtime)
-        .unwrap();
+    overwrite_keeping_mtime(&file, b"HELLO");
     assert!(matches!(
         store.verify(&key, VerifyMode::Fast),
         Lookup::Hit(_)
@@ -376,14 +382,7 @@ fn what_an_op_reads_is_hashed_even_when_size_and_mtime_were_kept() {
     );
     assert_eq!(store.verified_output(&key, "nope.txt").unwrap(), None);
     let file = store.entry_dir(&key).join("a.txt");
-    let mtime = fs::metadata(&file).unwrap().modified().unwrap();
-    fs::write(&file, b"HELLO").unwrap();
-    fs::File::options()
-        .write(true)
-        .open(&file)
-        .unwrap()
-        .set_modified(mtime)
-        .unwrap();
+    overwrite_keeping_mtime(&file, b"HELLO");
     // The fast lookup trusts size and mtime (documented); reading the file checks its hash.
     assert!(matches!(store.lookup(&key), Lookup::Hit(_)));
     let err = store.verified_output(&key, "a.txt").unwrap_err();

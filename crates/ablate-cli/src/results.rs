@@ -39,7 +39,8 @@ pub fn write(
         std::fs::File::open(&dir).with_context(|| format!("failed to open `{}`", dir.display()))?;
     lock.lock()
         .with_context(|| format!("failed to lock `{}`", dir.display()))?;
-    remove_stale_temps(&dir);
+    // Under the lock, which every writer of the directory holds while its temp files exist.
+    ablate_results::remove_stale_temps(&dir);
     let recorded = ablate_results::recorded_instances(&runs)
         .with_context(|| format!("failed to read `{}`", runs.display()))?;
     // The rows must agree with the entries they name: an instance is (re)written when this run
@@ -147,7 +148,7 @@ fn publish(dir: &Path, store: &Store, plan: &Plan, completed: &[Completed]) -> a
                 .with_context(|| {
                     format!("`{}` does not have the `{file}` it publishes", inst.id)
                 })?;
-            let tmp = dir.join(format!(".{stem}.{ext}.{}.0.tmp", std::process::id()));
+            let tmp = ablate_results::temp_path(dir, format!("{stem}.{ext}"));
             std::fs::copy(&src, &tmp).with_context(|| {
                 format!("failed to copy `{}` to `{}`", src.display(), dest.display())
             })?;
@@ -156,29 +157,6 @@ fn publish(dir: &Path, store: &Store, plan: &Plan, completed: &[Completed]) -> a
         }
     }
     Ok(())
-}
-
-/// Removes the temporary files (`.<name>.<pid>.<n>.tmp`) of a writer of this directory that
-/// was killed mid-write (#16). Called under the directory's lock, which every writer holds
-/// while its files exist, so none of them is in use.
-fn remove_stale_temps(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        let Some(middle) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
-            continue;
-        };
-        let numbered = middle
-            .rsplitn(3, '.')
-            .take(2)
-            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()));
-        if numbered && e.file_type().is_ok_and(|t| t.is_file()) {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
 }
 
 /// `git rev-parse HEAD` of the working directory, if it is a repository.

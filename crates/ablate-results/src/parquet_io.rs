@@ -228,15 +228,44 @@ pub(crate) fn write_atomic(
     sync_dir(&dir).map_err(io_err("sync directory", &dir))
 }
 
-/// Creates `.<name>.<pid>.<n>.tmp` in `dir`; hidden so globs over result files skip it.
-fn create_temp(dir: &Path, file_name: &std::ffi::OsStr) -> io::Result<(PathBuf, File)> {
+/// A fresh temporary path for writing `file_name` in `dir`: `.<name>.<pid>.<n>.tmp`, hidden so
+/// globs over result files skip it, and named so [`remove_stale_temps`] knows it.
+pub fn temp_path(dir: &Path, file_name: impl AsRef<std::ffi::OsStr>) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut name = std::ffi::OsString::from(".");
+    name.push(file_name);
+    name.push(format!(".{}.{n}.tmp", std::process::id()));
+    dir.join(name)
+}
+
+/// Removes the temporary files ([`temp_path`]) that writers killed mid-write left in `dir`
+/// (#16). The caller makes sure no writer of `dir` is at work (the CLI holds the directory's
+/// lock). Best effort.
+pub fn remove_stale_temps(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let Some(middle) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
+            continue;
+        };
+        let numbered = middle
+            .rsplitn(3, '.')
+            .take(2)
+            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()));
+        if numbered && e.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Creates a [`temp_path`] for `file_name` in `dir`.
+fn create_temp(dir: &Path, file_name: &std::ffi::OsStr) -> io::Result<(PathBuf, File)> {
     loop {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let mut name = std::ffi::OsString::from(".");
-        name.push(file_name);
-        name.push(format!(".{}.{n}.tmp", std::process::id()));
-        let tmp = dir.join(name);
+        let tmp = temp_path(dir, file_name);
         match OpenOptions::new().write(true).create_new(true).open(&tmp) {
             Ok(file) => return Ok((tmp, file)),
             // A leftover from a crashed process with a recycled pid: try the next name.
@@ -295,6 +324,20 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|name| name.ends_with(".tmp"))
             .collect()
+    }
+
+    #[test]
+    fn stale_temps_are_the_ones_temp_path_names() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["runs.parquet", "acc.md"] {
+            fs::write(temp_path(dir.path(), name), "torn").unwrap();
+        }
+        fs::write(dir.path().join(".notes.tmp"), "mine").unwrap();
+        fs::write(dir.path().join("runs.parquet"), "kept").unwrap();
+        assert_eq!(leftovers(dir.path()).len(), 3);
+        remove_stale_temps(dir.path());
+        assert_eq!(leftovers(dir.path()), [".notes.tmp"]);
+        assert!(dir.path().join("runs.parquet").exists());
     }
 
     #[test]

@@ -149,6 +149,10 @@ impl<'a> OpContext<'a> {
     /// (see [`OpContext::input_file`]).
     pub fn find_artifact(&self, name: &str) -> Result<Option<PathBuf>, OpError> {
         let mut queue: VecDeque<InstanceKey> = self.job.inputs.iter().map(|i| i.key).collect();
+        // A direct input that vanished is that, not a missing file.
+        if let Some(gone) = queue.iter().find(|k| !self.store.entry_dir(k).exists()) {
+            return Err(self.untrusted(gone, "the entry is missing"));
+        }
         let mut seen = HashSet::new();
         while let Some(key) = queue.pop_front() {
             if !seen.insert(key) {
@@ -185,15 +189,25 @@ impl<'a> OpContext<'a> {
         }
     }
 
-    /// An input entry failed verification: it is removed (unless another process holds it)
-    /// so the next run recomputes it, and this instance fails saying so.
+    /// An input entry failed verification: it is removed (unless another process holds its
+    /// lock) so the next run recomputes it, and this instance fails saying so. An entry that is
+    /// gone (removed by another instance that found it corrupt, or by `cache gc`) is only
+    /// reported.
     fn untrusted(&self, key: &InstanceKey, why: &str) -> OpError {
-        let removed =
-            matches!(self.store.try_lock(key), Ok(Some(_lock))) && self.store.remove(key).is_ok();
         let id = self.job.inputs.iter().find(|i| i.key == *key).map_or_else(
             || format!("entry {}", key.short()),
             |i| format!("`{}` ({})", i.id, key.short()),
         );
+        if !self.store.entry_dir(key).exists() {
+            return OpError::msg(format!(
+                "input {id} is no longer in the cache (removed while this run went on); the next \
+                 run recomputes it"
+            ));
+        }
+        let removed = match self.store.try_lock(key) {
+            Ok(Some(_lock)) => self.store.remove(key).is_ok(),
+            _ => false,
+        };
         OpError::msg(format!(
             "input {id} cannot be trusted: {why}; {}",
             if removed {
