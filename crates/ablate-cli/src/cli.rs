@@ -69,10 +69,14 @@ pub struct ExecutorArgs {
 pub struct SpecArgs {
     /// The pipeline file.
     pub file: PathBuf,
-    /// Override a value: `STAGE.params.KEY=VALUE`, `STAGE.KEY=VALUE`, `vars.NAME=VALUE`.
+    /// Override a value: `STAGE.params.KEY=VALUE`, `STAGE.KEY=VALUE`, `vars.NAME=VALUE`. The
+    /// parameter or variable must exist; a leading `+` adds a new one on purpose
+    /// (`+STAGE.params.KEY=VALUE`, `+vars.NAME=VALUE`).
     #[arg(long = "set", value_name = "PATH=VALUE")]
     pub set: Vec<String>,
-    /// Replace a stage's matrix axis: `STAGE.KEY=a,b,c`.
+    /// Sweep a stage's axis or parameter over these values: `STAGE.KEY=a,b,c` replaces the axis
+    /// `KEY`, or turns the parameter `KEY` into one. A new axis needs a leading `+`:
+    /// `+STAGE.KEY=a,b,c` (so a misspelt key is an error, not a bigger sweep).
     #[arg(long = "matrix", value_name = "STAGE.KEY=V1,V2")]
     pub matrix: Vec<String>,
     /// Recompute a stage's instances (and everything downstream) even if cached.

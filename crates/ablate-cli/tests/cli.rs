@@ -1824,6 +1824,102 @@ fn a_matrix_override_replaces_an_axis() {
     assert_contains_all(&jobs.stderr, &["error: `--jobs` must be at least 1"]);
 }
 
+/// `--matrix train.hiden=16,32` on a `cmd` stage silently added an axis: twice the instances,
+/// each given a bogus `--hiden` flag (#21). A name the stage does not have is an error naming
+/// the argument, with a did-you-mean; a leading `+` adds one on purpose.
+#[test]
+fn a_misspelt_matrix_or_set_override_is_an_error_not_a_new_axis() {
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        r#"
+name: typo
+vars: { width: 8 }
+stages:
+  train:
+    op: cmd
+    params: { run: "true", hidden: "${vars.width}" }
+    matrix: { lr: [0.1, 0.2], seed: [0, 1, 2] }
+"#,
+    );
+    let bad = sb
+        .ablate(&["plan", "p.yaml", "--matrix", "train.hiden=16,32"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &bad.stderr,
+        &[
+            "in `--matrix train.hiden=16,32`: stage `train` has no parameter or matrix axis `hiden`",
+            "hint: did you mean `hidden`? (to add a new axis, write `--matrix +train.hiden=…`)",
+        ],
+    );
+    let bad = sb
+        .ablate(&["run", "p.yaml", "--set", "train.params.hiden=16"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &bad.stderr,
+        &[
+            "in `--set train.params.hiden=16`: stage `train` has no parameter `hiden`",
+            "did you mean `hidden`? (to add a new parameter, write `--set +train.params.hiden=…`)",
+        ],
+    );
+    let bad = sb
+        .ablate(&["plan", "p.yaml", "--set", "vars.widht=16"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &bad.stderr,
+        &[
+            "in `--set vars.widht=16`: the pipeline has no variable `widht`",
+            "did you mean `width`? (to add a new variable, write `--set +vars.widht=…`)",
+        ],
+    );
+    let far = sb
+        .ablate(&["plan", "p.yaml", "--matrix", "train.batch=1,2"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &far.stderr,
+        &["the parameters of stage `train` are `lr`, `seed`, `run`, `hidden`"],
+    );
+
+    // What the overrides are for still works: replacing an axis, sweeping a parameter, and,
+    // with a `+`, a new axis, parameter or variable.
+    assert_eq!(sb.plan("p.yaml", &["--matrix", "train.lr=1,2,3"]).len(), 9);
+    let swept = sb.plan("p.yaml", &["--matrix", "train.hidden=16,32"]);
+    assert_eq!(swept.len(), 12);
+    assert!(
+        swept.contains_key("train[lr=0.1,seed=0,hidden=16]"),
+        "{swept:?}"
+    );
+    assert_eq!(
+        sb.plan("p.yaml", &["--matrix", "+train.width=1,2"]).len(),
+        12
+    );
+    assert_eq!(
+        sb.plan("p.yaml", &["--set", "train.params.hidden=4"]).len(),
+        6
+    );
+    assert_eq!(
+        sb.plan("p.yaml", &["--set", "train.params.seed=4"]).len(),
+        2
+    );
+    let added = sb.keys("p.yaml", &["--set", "+train.params.width=3"]);
+    assert_ne!(
+        added,
+        sb.keys("p.yaml", &[]),
+        "the new parameter is in the keys"
+    );
+    sb.plan(
+        "p.yaml",
+        &["--set", "+vars.depth=3", "--set", "vars.width=4"],
+    );
+    let misplaced = sb
+        .ablate(&["plan", "p.yaml", "--set", "+train.retries=1"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &misplaced.stderr,
+        &["a leading `+` adds a parameter or a variable"],
+    );
+}
+
 #[test]
 fn plan_renders_dot_and_mermaid() {
     let sb = Sandbox::new();

@@ -17,14 +17,29 @@ pub enum Override {
     ///
     /// `STAGE.params.KEY` where `KEY` is a matrix axis of the stage replaces that axis with the
     /// one value. The value is kept as typed; it is read as a YAML scalar when applied.
-    Set { path: Vec<String>, value: String },
-    /// `--matrix STAGE.KEY=a,b,c`: replaces (or adds) that axis of the stage's matrix, and
-    /// removes `KEY` from the stage's `params` if it was there. Items are split on commas
-    /// outside brackets and quotes, and each is read as a YAML scalar.
+    ///
+    /// `KEY` must be a parameter the stage already has (in `params`, `matrix` or `include`, or
+    /// declared by its op) and `NAME` a variable of the file: for an op that takes any
+    /// parameter (`cmd`), a misspelt key would otherwise become a new parameter, passed on as
+    /// a bogus flag (#21). `new` (a leading `+`: `+STAGE.params.KEY=VALUE`,
+    /// `+vars.NAME=VALUE`) adds one deliberately.
+    Set {
+        path: Vec<String>,
+        value: String,
+        new: bool,
+    },
+    /// `--matrix STAGE.KEY=a,b,c`: replaces that axis of the stage's matrix, or turns the
+    /// parameter `KEY` into one (removing it from the stage's `params`). Items are split on
+    /// commas outside brackets and quotes, and each is read as a YAML scalar.
+    ///
+    /// `KEY` must be an axis or parameter the stage already has, as for [`Override::Set`]; a
+    /// misspelt key would otherwise add an axis and multiply the sweep (#21). `new` (a
+    /// leading `+`: `+STAGE.KEY=a,b`) adds a new axis deliberately.
     Matrix {
         stage: String,
         key: String,
         values: Vec<String>,
+        new: bool,
     },
 }
 
@@ -61,31 +76,50 @@ impl Overrides {
 
 impl Override {
     /// Parses the argument of `--set`: `STAGE.params.KEY=VALUE`, `STAGE.KEY=VALUE`,
-    /// `vars.NAME=VALUE` or `defaults.KEY=VALUE`.
+    /// `vars.NAME=VALUE` or `defaults.KEY=VALUE`; `+STAGE.params.KEY=VALUE` or
+    /// `+vars.NAME=VALUE` to add a parameter or variable the file does not have.
     pub fn parse_set(arg: &str) -> Result<Override, String> {
         const FORM: &str =
             "expected `STAGE.params.KEY=VALUE`, `STAGE.KEY=VALUE` or `vars.NAME=VALUE`";
         let shown = shorten_name(arg);
-        let (path, value) = arg
+        let (new, rest) = match arg.strip_prefix('+') {
+            Some(rest) => (true, rest),
+            None => (false, arg),
+        };
+        let (path, value) = rest
             .split_once('=')
             .ok_or_else(|| format!("{FORM}, found `{shown}` (no `=`)"))?;
         let path: Vec<String> = path.split('.').map(str::to_owned).collect();
         if path.len() < 2 || path.iter().any(|p| p.trim().is_empty() || p.trim() != p) {
             return Err(format!("{FORM}, found `{shown}`"));
         }
+        let adds_a_name = matches!(path.as_slice(), [vars, _] if vars == "vars")
+            || matches!(path.as_slice(), [stage, params, _] if stage != "vars" && stage != "defaults" && params == "params");
+        if new && !adds_a_name {
+            return Err(format!(
+                "a leading `+` adds a parameter or a variable that the file does not have \
+                 (`+STAGE.params.KEY=VALUE`, `+vars.NAME=VALUE`), found `{shown}`"
+            ));
+        }
         parse_value(value, &Origin::Override(arg.into()))
             .map_err(|e| format!("invalid value in `{shown}`: {e}"))?;
         Ok(Override::Set {
             path,
             value: value.to_owned(),
+            new,
         })
     }
 
-    /// Parses the argument of `--matrix`: `STAGE.KEY=a,b,c` (or `STAGE.matrix.KEY=a,b,c`).
+    /// Parses the argument of `--matrix`: `STAGE.KEY=a,b,c` (or `STAGE.matrix.KEY=a,b,c`);
+    /// `+STAGE.KEY=a,b,c` to add an axis the stage does not have.
     pub fn parse_matrix(arg: &str) -> Result<Override, String> {
-        const FORM: &str = "expected `STAGE.KEY=VALUE,VALUE,…`";
+        const FORM: &str = "expected `STAGE.KEY=VALUE,VALUE,…` (or `+STAGE.KEY=…` for a new axis)";
         let shown = shorten_name(arg);
-        let (path, values) = arg
+        let (new, rest) = match arg.strip_prefix('+') {
+            Some(rest) => (true, rest),
+            None => (false, arg),
+        };
+        let (path, values) = rest
             .split_once('=')
             .ok_or_else(|| format!("{FORM}, found `{shown}` (no `=`)"))?;
         let parts: Vec<&str> = path.split('.').collect();
@@ -111,6 +145,7 @@ impl Override {
             stage: stage.to_owned(),
             key: key.to_owned(),
             values,
+            new,
         })
     }
 }
@@ -179,7 +214,7 @@ pub fn load(
             None
         }
         Ok(mut root) => {
-            apply_overrides(&mut root, overrides, &mut errors);
+            apply_overrides(&mut root, overrides, catalog, &mut errors);
             validate::validate(&root, catalog, Arc::clone(&source), &mut errors)
         }
     };
@@ -223,28 +258,47 @@ fn tidy(mut errors: Vec<Diagnostic>) -> Vec<Diagnostic> {
     unique
 }
 
-fn apply_overrides(root: &mut Node, overrides: &Overrides, errors: &mut Vec<Diagnostic>) {
+fn apply_overrides(
+    root: &mut Node,
+    overrides: &Overrides,
+    catalog: &dyn OpCatalog,
+    errors: &mut Vec<Diagnostic>,
+) {
     // A file that is not even a map gets its own error from validation.
     if root.as_map().is_none() {
         return;
     }
     for (arg, item) in &overrides.items {
         let origin = Origin::Override(arg.as_str().into());
-        if let Err(message) = apply(root, item, &origin) {
+        if let Err(message) = apply(root, item, catalog, &origin) {
             errors.push(message);
         }
     }
 }
 
-fn apply(root: &mut Node, item: &Override, origin: &Origin) -> Result<(), Diagnostic> {
+fn apply(
+    root: &mut Node,
+    item: &Override,
+    catalog: &dyn OpCatalog,
+    origin: &Origin,
+) -> Result<(), Diagnostic> {
     let value_error = |e: String| origin.error(format!("invalid value: {e}"));
     match item {
-        Override::Set { path, value } => {
+        Override::Set { path, value, new } => {
             let value = parse_value(value, origin).map_err(value_error)?;
+            if path[0] == "vars" && !new {
+                check_variable(root, &path[1], origin)?;
+            }
             if matches!(path[0].as_str(), "vars" | "defaults") {
                 return set_path(root, path, value, origin);
             }
             let stage = stage_mut(root, &path[0], origin)?;
+            if let [name, params, key, ..] = path.as_slice()
+                && params == "params"
+                && !new
+            {
+                check_known_param(stage, catalog, name, key, Added::Param, origin)?;
+            }
             if let [_, params, key] = path.as_slice()
                 && params == "params"
                 && let Some(axis) = stage.get_mut("matrix").and_then(|m| m.get_mut(key))
@@ -254,13 +308,21 @@ fn apply(root: &mut Node, item: &Override, origin: &Origin) -> Result<(), Diagno
             }
             set_path(stage, &path[1..], value, origin)
         }
-        Override::Matrix { stage, key, values } => {
+        Override::Matrix {
+            stage: name,
+            key,
+            values,
+            new,
+        } => {
             let values = values
                 .iter()
                 .map(|v| parse_value(v, origin))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(value_error)?;
-            let stage = stage_mut(root, stage, origin)?;
+            let stage = stage_mut(root, name, origin)?;
+            if !new {
+                check_known_param(stage, catalog, name, key, Added::Axis, origin)?;
+            }
             if let Some(params) = stage.get_mut("params").and_then(Node::as_map_mut) {
                 params.retain(|(k, _)| k.name != *key);
             }
@@ -268,6 +330,107 @@ fn apply(root: &mut Node, item: &Override, origin: &Origin) -> Result<(), Diagno
             set_path(stage, &["matrix".to_owned(), key.clone()], axis, origin)
         }
     }
+}
+
+/// What a `+` in front of an override adds.
+#[derive(Clone, Copy)]
+enum Added {
+    Param,
+    Axis,
+}
+
+/// An override without a leading `+` names a parameter the stage already has: written in
+/// its `params`, `matrix` or `include`, or declared by its op. Only ops that take any
+/// parameter (`cmd`) need this: for the others validation reports an undeclared one, with a
+/// hint of its own; an unknown op is reported there too.
+fn check_known_param(
+    stage: &Node,
+    catalog: &dyn OpCatalog,
+    name: &str,
+    key: &str,
+    added: Added,
+    origin: &Origin,
+) -> Result<(), Diagnostic> {
+    let schema = match stage.get("op").map(|op| &op.kind) {
+        Some(Kind::Str(op)) => catalog.schema(op),
+        _ => None,
+    };
+    let Some(schema) = schema.filter(|s| s.free_params) else {
+        return Ok(());
+    };
+    let map_keys = |node: Option<&Node>| -> Vec<String> {
+        node.and_then(Node::as_map)
+            .map(|m| m.iter().map(|(k, _)| k.name.clone()).collect())
+            .unwrap_or_default()
+    };
+    let mut known = map_keys(stage.get("matrix"));
+    known.extend(map_keys(stage.get("params")));
+    if let Some(Kind::Seq(entries)) = stage.get("include").map(|n| &n.kind) {
+        for entry in entries {
+            known.extend(map_keys(Some(entry)));
+        }
+    }
+    known.extend(schema.params.iter().map(|p| p.name.to_owned()));
+    known.push(crate::schema::TAG.name.to_owned());
+    if known.iter().any(|k| k == key) {
+        return Ok(());
+    }
+    let mut seen = std::collections::HashSet::new();
+    known.retain(|k| seen.insert(k.clone()));
+    let (stage_name, key_name) = (shorten_name(name), shorten_name(key));
+    let (what, add) = match added {
+        Added::Param => (
+            "parameter",
+            format!("to add a new parameter, write `--set +{stage_name}.params.{key_name}=…`"),
+        ),
+        Added::Axis => (
+            "parameter or matrix axis",
+            format!("to add a new axis, write `--matrix +{stage_name}.{key_name}=…`"),
+        ),
+    };
+    let help = match suggest::hint(key, known.iter().map(String::as_str)) {
+        Some(hint) => format!("{hint} ({add})"),
+        None => format!(
+            "the parameters of stage `{stage_name}` are {}; {add}",
+            known
+                .iter()
+                .map(|k| format!("`{}`", shorten_name(k)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    Err(origin
+        .error(format!("stage `{stage_name}` has no {what} `{key_name}`"))
+        .help(help))
+}
+
+/// `--set vars.NAME` names a variable of the file (without a leading `+`).
+fn check_variable(root: &Node, name: &str, origin: &Origin) -> Result<(), Diagnostic> {
+    let names: Vec<&str> = root
+        .get("vars")
+        .and_then(Node::as_map)
+        .map(|m| m.iter().map(|(k, _)| k.name.as_str()).collect())
+        .unwrap_or_default();
+    if names.contains(&name) {
+        return Ok(());
+    }
+    let shown = shorten_name(name);
+    let add = format!("to add a new variable, write `--set +vars.{shown}=…`");
+    let help = match suggest::hint(name, names.iter().copied()) {
+        Some(hint) => format!("{hint} ({add})"),
+        None if names.is_empty() => format!("the file has no `vars:`; {add}"),
+        None => format!(
+            "the variables are {}; {add}",
+            names
+                .iter()
+                .map(|k| format!("`{}`", shorten_name(k)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    Err(origin
+        .error(format!("the pipeline has no variable `{shown}`"))
+        .help(help))
 }
 
 fn stage_mut<'n>(
@@ -331,7 +494,7 @@ mod tests {
 
     fn set(arg: &str) -> (Vec<String>, String) {
         match Override::parse_set(arg).unwrap() {
-            Override::Set { path, value } => (path, value),
+            Override::Set { path, value, .. } => (path, value),
             other => panic!("{other:?}"),
         }
     }
@@ -377,7 +540,8 @@ mod tests {
             Override::Matrix {
                 stage: "resnet".into(),
                 key: "steps".into(),
-                values: vec!["1".into(), "2".into(), "4".into()]
+                values: vec!["1".into(), "2".into(), "4".into()],
+                new: false,
             }
         );
         assert_eq!(
@@ -385,7 +549,8 @@ mod tests {
             Override::Matrix {
                 stage: "t".into(),
                 key: "rows".into(),
-                values: vec!["[a,b]".into(), "[c]".into(), "'x,y'".into()]
+                values: vec!["[a,b]".into(), "[c]".into(), "'x,y'".into()],
+                new: false,
             }
         );
         assert!(Override::parse_matrix("resnet.steps=").is_err());

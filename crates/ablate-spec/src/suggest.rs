@@ -6,6 +6,11 @@
 /// smallest edit distance (Levenshtein in characters, counting a swap of two adjacent
 /// characters as one edit) wins, provided that distance is at most `max(1, len / 3)` where
 /// `len` is the length of `unknown`. Ties go to the earlier candidate.
+///
+/// Failing that, a candidate that shares its stem with `unknown` is taken: a singular for a
+/// plural, a short form, a word left out (`retry` for `retries`, `desc` for `description`,
+/// `cpu_count` for `cpus`, `num_epochs` for `epochs`), which the edit distance counts as too
+/// many edits for a short name (see [`same_stem`]).
 pub fn did_you_mean<'a>(
     unknown: &str,
     candidates: impl IntoIterator<Item = &'a str>,
@@ -17,23 +22,66 @@ pub fn did_you_mean<'a>(
     let limit = (length / 3).max(1);
     let lowercase = unknown.to_lowercase();
     let mut best: Option<(usize, &'a str)> = None;
+    // The best stem match: the longest shared stem, then the smallest distance.
+    let mut stem: Option<((std::cmp::Reverse<usize>, usize), &'a str)> = None;
     for candidate in candidates {
-        if candidate.to_lowercase() == lowercase {
+        let candidate_lowercase = candidate.to_lowercase();
+        if candidate_lowercase == lowercase {
             return Some(candidate);
         }
         let candidate_length = candidate.chars().count();
-        if length > LONGEST
-            || candidate_length > LONGEST
-            || candidate_length.abs_diff(length) > limit
-        {
+        if length > LONGEST || candidate_length > LONGEST {
             continue;
         }
-        let distance = edit_distance(unknown, candidate);
-        if distance <= limit && best.is_none_or(|(d, _)| distance < d) {
+        let close_in_length = candidate_length.abs_diff(length) <= limit;
+        let shared = same_stem(&lowercase, &candidate_lowercase);
+        if !close_in_length && shared.is_none() {
+            continue;
+        }
+        let distance = edit_distance(&lowercase, &candidate_lowercase);
+        if close_in_length && distance <= limit && best.is_none_or(|(d, _)| distance < d) {
             best = Some((distance, candidate));
+        }
+        if let Some(shared) = shared {
+            let rank = (std::cmp::Reverse(shared), distance);
+            if stem.is_none_or(|(r, _)| rank < r) {
+                stem = Some((rank, candidate));
+            }
         }
     }
     best.map(|(_, candidate)| candidate)
+        .or(stem.map(|(_, candidate)| candidate))
+}
+
+/// How much of a stem `a` and `b` (both lowercase) share, when one is plausibly the other
+/// inflected, shortened or with a word more: `None` when they do not.
+///
+/// - A common prefix of at least 3 characters that leaves at most one character of the
+///   shorter name over: `retry`/`retries`, `desc`/`description`, `mem`/`mem_gb`,
+///   `cpu_count`/`cpus`.
+/// - Or every `_`/`-`-separated word of the shorter name, at least 3 characters in all, is a
+///   word of the longer one: `num_epochs`/`epochs`, `size_batch`/`batch_size`.
+fn same_stem(a: &str, b: &str) -> Option<usize> {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let shorter = a.len().min(b.len());
+    let prefix = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    if prefix >= 3 && prefix + 1 >= shorter {
+        return Some(prefix);
+    }
+    let words = |s: &[char]| -> Vec<String> {
+        s.split(|c| matches!(c, '_' | '-'))
+            .filter(|w| !w.is_empty())
+            .map(|w| w.iter().collect())
+            .collect()
+    };
+    let (wa, wb) = (words(&a), words(&b));
+    let (few, many) = if wa.len() <= wb.len() {
+        (wa, wb)
+    } else {
+        (wb, wa)
+    };
+    let letters: usize = few.iter().map(|w| w.chars().count()).sum();
+    (letters >= 3 && few.iter().all(|w| many.contains(w))).then_some(letters)
 }
 
 /// `did_you_mean` phrased as a hint: "did you mean `stages`?".
@@ -111,6 +159,53 @@ mod tests {
         // Short names allow one edit, not two.
         assert_eq!(did_you_mean("lr", ["lr2"]), Some("lr2"));
         assert_eq!(did_you_mean("ab", ["cd"]), None);
+    }
+
+    /// `retry: 1` listed every stage key (#21): three edits from `retries`, over the limit of
+    /// one for a five-letter name.
+    #[test]
+    fn a_singular_a_short_form_or_a_missing_word_finds_its_name() {
+        let stage = [
+            "op",
+            "description",
+            "needs",
+            "params",
+            "matrix",
+            "include",
+            "exclude",
+            "resources",
+            "retries",
+            "timeout",
+            "gather",
+            "device",
+        ];
+        assert_eq!(did_you_mean("retry", stage), Some("retries"));
+        assert_eq!(did_you_mean("desc", stage), Some("description"));
+        assert_eq!(did_you_mean("res", stage), Some("resources"));
+        assert_eq!(did_you_mean("time", stage), Some("timeout"));
+        assert_eq!(did_you_mean("dev", stage), Some("device"));
+        let resources = ["cpus", "gpus", "mem_gb"];
+        assert_eq!(did_you_mean("mem", resources), Some("mem_gb"));
+        assert_eq!(did_you_mean("cpu_count", resources), Some("cpus"));
+        assert_eq!(did_you_mean("gpu", resources), Some("gpus"));
+        let params = ["epochs", "batch_size", "hidden", "lr"];
+        assert_eq!(did_you_mean("num_epochs", params), Some("epochs"));
+        assert_eq!(did_you_mean("size_batch", params), Some("batch_size"));
+        assert_eq!(did_you_mean("hidden_units", params), Some("hidden"));
+        // A close spelling beats a shared stem.
+        assert_eq!(
+            did_you_mean("retrie", ["retry_delay", "retries"]),
+            Some("retries")
+        );
+        // The longer shared stem wins.
+        assert_eq!(
+            did_you_mean("seeds", ["seed_offset", "seeds_per_run"]),
+            Some("seeds_per_run")
+        );
+        // Two letters in common is not a stem; nor is a word of two letters.
+        assert_eq!(did_you_mean("ex", stage), None);
+        assert_eq!(did_you_mean("lr_max", ["lr_decay_steps"]), None);
+        assert_eq!(did_you_mean("executor", stage), None);
     }
 
     #[test]

@@ -749,6 +749,97 @@ fn matrix_overrides_replace_or_add_an_axis() {
     ]);
 }
 
+/// `--matrix train.hiden=16,32` on a `cmd` stage added an axis and a bogus flag (#21): an
+/// override names what the stage has, and a leading `+` adds something new on purpose.
+#[test]
+fn a_misspelt_override_on_a_cmd_stage_is_an_error_not_a_new_axis() {
+    let text = "\
+name: c
+vars: { width: 8 }
+stages:
+  train:
+    op: cmd
+    params: { run: \"true\", hidden: 8 }
+    matrix: { lr: [0.1, 0.2] }
+    include: [{ lr: 0.1, note: first }]
+";
+    let d = load_text(
+        text,
+        &overrides(
+            &["train.params.hiden=1", "vars.widht=3"],
+            &["train.hiden=16,32", "train.matrix.nte=1"],
+        ),
+    )
+    .unwrap_err();
+    assert_eq!(
+        d.items
+            .iter()
+            .map(|i| (i.message.as_str(), i.help.as_deref().unwrap_or("")))
+            .collect::<Vec<_>>(),
+        vec![
+            (
+                "in `--set train.params.hiden=1`: stage `train` has no parameter `hiden`",
+                "did you mean `hidden`? (to add a new parameter, write `--set +train.params.hiden=…`)"
+            ),
+            (
+                "in `--set vars.widht=3`: the pipeline has no variable `widht`",
+                "did you mean `width`? (to add a new variable, write `--set +vars.widht=…`)"
+            ),
+            (
+                "in `--matrix train.hiden=16,32`: stage `train` has no parameter or matrix axis `hiden`",
+                "did you mean `hidden`? (to add a new axis, write `--matrix +train.hiden=…`)"
+            ),
+            (
+                "in `--matrix train.matrix.nte=1`: stage `train` has no parameter or matrix axis `nte`",
+                "did you mean `note`? (to add a new axis, write `--matrix +train.nte=…`)"
+            ),
+        ]
+    );
+
+    // Replacing an axis, sweeping a param (written, or added by `include`), setting one.
+    let ok = |sets: &[&str], matrices: &[&str]| {
+        load_text(text, &overrides(sets, matrices)).unwrap_or_else(|d| panic!("{d}"))
+    };
+    let p = ok(
+        &["train.params.note=x", "vars.width=4"],
+        &["train.lr=0.1,0.2,0.3", "train.hidden=1,2"],
+    );
+    let train = p.stage("train").unwrap();
+    assert_eq!(
+        train.matrix.axis_names().collect::<Vec<_>>(),
+        ["lr", "hidden"]
+    );
+    assert_eq!(train.matrix.expand().len(), 6);
+    // `tag`, which every op takes.
+    ok(&["train.params.tag=gpu"], &[]);
+    // With a `+`: a new axis, parameter or variable; and on what exists, as without.
+    let p = ok(
+        &["+train.params.dropout=0.5", "+vars.depth=2"],
+        &["+train.width=1,2", "+train.lr=5"],
+    );
+    let train = p.stage("train").unwrap();
+    assert_eq!(train.params["dropout"], json!(0.5));
+    assert_eq!(p.vars["depth"], json!(2));
+    assert_eq!(
+        train.matrix.axis_names().collect::<Vec<_>>(),
+        ["lr", "width"]
+    );
+    // An op with declared params reports an undeclared one itself, as before.
+    let d = load_text(SMALL, &overrides(&[], &["resnet.stpes=1"])).unwrap_err();
+    assert_eq!(
+        d.items[0].message,
+        "in `--matrix resnet.stpes=1`: unknown parameter `stpes` for op `train.flow` in stage `resnet`"
+    );
+    // `+` is for parameters and variables only.
+    for arg in ["+resnet.retries=1", "+defaults.seed=1", "+vars.a.b=1"] {
+        let e = Override::parse_set(arg).unwrap_err();
+        assert!(
+            e.contains("a leading `+` adds a parameter or a variable"),
+            "{arg}: {e}"
+        );
+    }
+}
+
 #[test]
 fn override_arguments_are_checked_when_parsed() {
     assert!(Override::parse_set("lr=0.1").is_err());
@@ -1278,7 +1369,7 @@ fn integers_beyond_64_bits_are_errors_in_the_file_and_on_the_command_line() {
     let p = load_text(
         SMALL,
         &overrides(
-            &["data.params.kind=moons", "vars.v=0x7fffffffffffffffffff"],
+            &["data.params.kind=moons", "+vars.v=0x7fffffffffffffffffff"],
             &[],
         ),
     )
