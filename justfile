@@ -43,9 +43,10 @@ slurm-up:
 slurm-down:
     scripts/slurm-down.sh
 
-# Orchestration and training benchmarks; writes BENCHMARKS.md.
-bench:
-    python3 scripts/bench.py
+# Orchestration and training benchmarks; writes BENCHMARKS.md (`just bench --only orchestration`
+# for the quick part; `--compare OTHER_BINARY` times an earlier build beside this one).
+bench *ARGS:
+    python3 scripts/bench.py {{ARGS}}
 
 # Reliability campaign: kill -9 mid-run, concurrent runs on one cache, parser fuzz, all in temp
 # directories; prints a table, exits 1 if anything did not hold (not part of just test;

@@ -3,7 +3,9 @@
 
 Measures, on this machine, in one run (so ratios are comparable):
   - planning generated sweeps of 1k and 10k `echo` instances (`ablate plan`, empty cache): time and peak RSS;
-  - a fully cached rerun of the same sweeps (`ablate run`, everything a cache hit);
+  - a fully cached (no-op) rerun of the same sweeps (`ablate run`, everything a cache hit);
+  - planning the 10k sweep written as a `matrix` axis plus one `include` entry per value, beside the
+    plain axis (the include merge was quadratic, #21);
   - orchestration cost per `cmd` instance: 1k instances of `true` at --jobs 2, against the cost of
     spawning `sh -c true` itself;
   - training steps/s of train.flow's model (2→32 lift, 10 residual steps, hidden 64, batch 256),
@@ -14,7 +16,14 @@ Measures, on this machine, in one run (so ratios are comparable):
     PyTorch (scripts/bench_torch_lm.py), the two run alternately, each twice.
 Prints a Markdown table and writes it to BENCHMARKS.md. Medians of several runs; the machine is
 shared and noisy, so read the ratios, not the third digit.
+
+  --only orchestration|training   measure one part (the training part needs minutes); the rows of
+                                  the other part are kept from BENCHMARKS.md, and its header says so
+  --compare BIN                   time another ablate binary (say, a build of an earlier revision)
+                                  on the orchestration measures too, alternated with this one, and
+                                  show its figures beside them
 """
+import argparse
 import datetime
 import json
 import os
@@ -37,7 +46,7 @@ def sh(*args, **kw):
     return subprocess.run(args, check=True, cwd=kw.pop("cwd", ROOT), **kw)
 
 
-def timed(args, cwd):
+def timed(args, cwd=None):
     """Wall seconds and peak RSS (KiB) of one command, output discarded."""
     t0 = time.perf_counter()
     p = subprocess.run(["/usr/bin/time", "-f", "%M"] + args, cwd=cwd,
@@ -59,6 +68,29 @@ def echo_sweep(path, n):
         f.write(f"name: sweep{n}\nstages:\n  s:\n    op: echo\n    matrix:\n      value: [{values}]\n")
 
 
+def include_sweep(path, n):
+    """The sweep of `echo_sweep`, each value also an `include` entry (setting echo's own default)."""
+    values = ", ".join(str(i) for i in range(n))
+    entries = "".join(f"      - {{ value: {i}, sleep_ms: 0 }}\n" for i in range(n))
+    with open(path, "w") as f:
+        f.write(f"name: include{n}\nstages:\n  s:\n    op: echo\n    matrix:\n      value: [{values}]\n"
+                f"    include:\n{entries}")
+
+
+def beside(compare, label, cmd):
+    """Median seconds of this binary's `cmd` and, with --compare, of the other binary's, run in
+    alternation so that both see the same machine. `cmd` takes the binary."""
+    if not compare:
+        t, rss = median_of(cmd(BIN), None)
+        return t, rss, ""
+    mine, theirs = [], []
+    for _ in range(REPEATS):
+        mine.append(timed(cmd(BIN), None))
+        theirs.append(timed(cmd(compare), None))
+    t, rss = statistics.median(r[0] for r in mine), max(r[1] for r in mine)
+    return t, rss, f"; {label}: {statistics.median(r[0] for r in theirs):.3f} s"
+
+
 def cmd_sweep(path, n):
     values = ", ".join(str(i) for i in range(n))
     with open(path, "w") as f:
@@ -66,26 +98,34 @@ def cmd_sweep(path, n):
                 f"    matrix:\n      i: [{values}]\n")
 
 
-def main():
-    print("building release binaries ...", file=sys.stderr)
-    sh("cargo", "build", "--release", "--quiet", "-p", "ablate-cli")
-    sh("cargo", "build", "--release", "--quiet", "-p", "ablate-engine", "--example", "train_flow_bench")
-    sh("cargo", "build", "--release", "--quiet", "-p", "ablate-engine", "--example", "lm_bench")
+def orchestration(compare):
     rows = []
+    label = f"`{compare}`" if compare else ""
     work = tempfile.mkdtemp(prefix="ablate-bench-")
     try:
+        plain = {}
         for n in (1000, 10000):
             f = os.path.join(work, f"sweep{n}.yaml")
             echo_sweep(f, n)
             cache, results = os.path.join(work, f"cache{n}"), os.path.join(work, f"results{n}")
             print(f"plan and no-op rerun, {n} instances ...", file=sys.stderr)
-            t, rss = median_of([BIN, "--cache", os.path.join(work, "empty"), "plan", f, "--format", "json"], work)
+            t, rss, other = beside(compare, label, lambda b: [b, "--cache", os.path.join(work, "empty"), "plan", f, "--format", "json"])
+            plain[n] = t
             target = "≤ 0.1 s, ≤ 100 MiB" if n == 10000 else ""
-            rows.append((f"plan {n:,} instances (`ablate plan`, empty cache)", f"{t:.3f} s", target, f"{rss / 1024:.0f} MiB peak RSS"))
+            rows.append((f"plan {n:,} instances (`ablate plan`, empty cache)", f"{t:.3f} s", target, f"{rss / 1024:.0f} MiB peak RSS{other}"))
             t_first, _ = timed([BIN, "--cache", cache, "--results", results, "run", f, "--jobs", "2", "--json"], work)
-            t, rss = median_of([BIN, "--cache", cache, "--results", results, "run", f, "--json"], work)
-            target = "≤ 0.25 s" if n == 10000 else ""
-            rows.append((f"fully cached rerun, {n:,} instances (`ablate run`)", f"{t:.3f} s", target, f"first run {t_first:.1f} s ({t_first / n * 1000:.2f} ms/instance at --jobs 2)"))
+            # The first rerun records what it verified (v1/verified/); the next ones are timed.
+            timed([BIN, "--cache", cache, "--results", results, "run", f, "--json"], work)
+            t, rss, other = beside(compare, label, lambda b: [b, "--cache", cache, "--results", results, "run", f, "--json"])
+            target = "≤ 0.1 s (issue 21)" if n == 10000 else ""
+            rows.append((f"no-op rerun, {n:,} instances, all cached (`ablate run`)", f"{t:.3f} s", target,
+                         f"first run {t_first:.1f} s ({t_first / n * 1000:.2f} ms/instance at --jobs 2){other}"))
+        print("plan, 10,000 values as an axis plus one include entry each ...", file=sys.stderr)
+        f = os.path.join(work, "include10000.yaml")
+        include_sweep(f, 10000)
+        t, rss, other = beside(compare, label, lambda b: [b, "--cache", os.path.join(work, "empty"), "plan", f, "--format", "json"])
+        rows.append(("plan 10,000 instances as a `matrix` axis + one `include` entry per value", f"{t:.3f} s",
+                     "near the plain axis", f"the same sweep as a plain axis: {plain[10000]:.3f} s; {rss / 1024:.0f} MiB peak RSS{other}"))
 
         print("cmd overhead, 1000 instances ...", file=sys.stderr)
         f = os.path.join(work, "cmd1000.yaml")
@@ -105,7 +145,11 @@ def main():
                      f"→ orchestration ≈ {(per_slot - spawn) * 1000:.2f} ms"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return rows
 
+
+def training():
+    rows = []
     print("training steps/s ...", file=sys.stderr)
     ours = {}
     for threads in (1, 2):
@@ -151,24 +195,81 @@ def main():
         target = "≥ PyTorch (performance.md: 23.2k)" if arch == "decoder" else "≥ PyTorch"
         rows.append((f"train.lm tokens/s, {arch}, d_model 128, 2 layers, seq 128, batch 32 (2 threads)",
                      f"{lm_ours[arch] / 1000:.1f}k", target, note))
+    return rows, python, torch_version
+
+
+def kept_rows(part):
+    """The table rows of BENCHMARKS.md that belong to `part` (training rows name a trainer), and
+    the text above the table, less what an earlier `--only` run added to it."""
+    path = os.path.join(ROOT, "BENCHMARKS.md")
+    if not os.path.exists(path):
+        return [], []
+    lines = open(path).read().splitlines()
+    table = next((i for i, l in enumerate(lines) if l.startswith("| measure")), len(lines))
+    preamble = [l for l in lines[1:table] if l and not l.startswith(("Rows of the ", "`/"))]
+    rows = []
+    for l in lines[table + 2:]:
+        cells = tuple(c.strip() for c in l.strip().strip("|").split(" | "))
+        if l.startswith("| ") and len(cells) == 4:
+            if cells[0].startswith(("train.flow", "train.lm")) == (part == "training"):
+                rows.append(cells)
+    return rows, preamble
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", choices=["orchestration", "training"])
+    ap.add_argument("--compare", metavar="BIN", help="another ablate binary to time beside this one")
+    args = ap.parse_args()
+    print("building release binaries ...", file=sys.stderr)
+    sh("cargo", "build", "--release", "--quiet", "-p", "ablate-cli")
+    if args.only != "orchestration":
+        sh("cargo", "build", "--release", "--quiet", "-p", "ablate-engine", "--example", "train_flow_bench")
+        sh("cargo", "build", "--release", "--quiet", "-p", "ablate-engine", "--example", "lm_bench")
+    rows = []
+    python, torch_version = os.environ.get("ABLATE_BENCH_PYTHON", "python3"), None
+    kept, kept_header = [], []
+    if args.only != "training":
+        rows += orchestration(args.compare and os.path.abspath(args.compare))
+    else:
+        kept, kept_header = kept_rows("orchestration")
+        rows += kept
+    if args.only != "orchestration":
+        trained, python, torch_version = training()
+        rows += trained
+    else:
+        kept, kept_header = kept_rows("training")
+        rows += kept
 
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
     rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    compared = [f"`{os.path.abspath(args.compare)}` was timed beside it, alternately, on the same measures."] if args.compare else []
+    if args.only:
+        # The other part's rows are an earlier run's, described by the text kept below.
+        other = "training" if args.only == "orchestration" else "orchestration"
+        preamble = [f"Rows of the {args.only} part: `scripts/bench.py --only {args.only}` on {datetime.date.today()}, "
+                    f"revision `{rev or 'unknown'}`, {os.cpu_count()} cores ({cpu}). The {other} rows are from the run below.",
+                    *compared, *kept_header]
+    else:
+        preamble = [
+            f"Measured by `just bench` (scripts/bench.py) on {datetime.date.today()}, revision `{rev or 'unknown'}`,",
+            f"{os.cpu_count()} cores ({cpu}). Medians of {REPEATS} runs (3 for `cmd`); shared, noisy machine.",
+            *compared,
+            f"PyTorch ran in `{python}`" + (f" (torch {torch_version}, on the CPU)." if torch_version else " (not importable)."),
+            "Targets are issue 2's and issue 4's. train.flow: 2→32 lift, 10 residual steps of a hidden-64 tanh MLP,",
+            "batch 256, Adam. train.lm: byte vocabulary (362), d_model 128, 2 layers, 4 heads, d_ff 512, AdamW; the",
+            "decoder reads 128 tokens a row, the encoder-decoder 64 + 64.",
+        ]
     lines = [
         "# Benchmarks",
         "",
-        f"Measured by `just bench` (scripts/bench.py) on {datetime.date.today()}, revision `{rev or 'unknown'}`,",
-        f"{os.cpu_count()} cores ({cpu}). Medians of {REPEATS} runs (3 for `cmd`); shared, noisy machine.",
-        f"PyTorch ran in `{python}`" + (f" (torch {torch_version}, on the CPU)." if torch_version else " (not importable)."),
-        "Targets are issue 2's and issue 4's. train.flow: 2→32 lift, 10 residual steps of a hidden-64 tanh MLP,",
-        "batch 256, Adam. train.lm: byte vocabulary (362), d_model 128, 2 layers, 4 heads, d_ff 512, AdamW; the",
-        "decoder reads 128 tokens a row, the encoder-decoder 64 + 64.",
+        *preamble,
         "",
         "| measure | result | target | detail |",
         "|---|---|---|---|",
     ]
     lines += [f"| {a} | {b} | {t} | {c} |" for a, b, t, c in rows]
-    if not torch_version:
+    if not torch_version and not args.only:
         lines += ["", "PyTorch was not importable by `$ABLATE_BENCH_PYTHON`, so no side-by-side figure: see ../shared/notes/performance.md."]
     text = "\n".join(lines) + "\n"
     print(text)

@@ -14,6 +14,8 @@ pub enum CacheError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("`{}` changed after its entry was verified", path.display())]
+    Changed { path: PathBuf },
     #[error("cannot publish `{path}`: it is not a file of the entry")]
     NotAnOutput { path: String },
     #[error("cannot cache `{name}` = {value}: metrics must be finite numbers")]

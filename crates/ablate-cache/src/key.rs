@@ -24,6 +24,13 @@ impl InstanceKey {
     pub fn to_hex(&self) -> String {
         self.0.to_hex()
     }
+    /// The first byte: which `v1/<bucket>/` directory holds the entry.
+    pub(crate) fn bucket(&self) -> u8 {
+        self.0.as_bytes()[0]
+    }
+    pub(crate) fn from_digest(digest: Digest) -> Self {
+        InstanceKey(digest)
+    }
 }
 
 impl fmt::Display for InstanceKey {

@@ -9,6 +9,7 @@ mod error;
 mod key;
 mod manifest;
 mod store;
+mod verified;
 
 pub use digest::Digest;
 pub use error::CacheError;
@@ -17,3 +18,4 @@ pub use manifest::{LEGACY_MANIFEST_FORMAT, MANIFEST_FORMAT, Manifest, Metric, Or
 pub use store::{
     EntryInfo, GcReport, KeyLock, Lookup, PipelineIndex, Store, TempEntry, VerifyMode, now_us,
 };
+pub use verified::CachedEntry;

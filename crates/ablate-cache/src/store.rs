@@ -7,6 +7,7 @@
 //! v1/checkpoints/<key>/                 what an unfinished computation resumes from
 //! v1/locks/<key>.lock                   per-key advisory locks (two runs never compute one key)
 //! v1/pipelines/<name>.json              the keys each pipeline's instances had at its last run
+//! v1/verified/<bucket>                  what lookups found valid, to skip re-reading (verified.rs)
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
@@ -18,11 +19,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::verified::{FileId, Record};
 use crate::{
     CacheError, Digest, InstanceKey, LEGACY_MANIFEST_FORMAT, MANIFEST_FORMAT, Manifest, OutputFile,
 };
 
-const MANIFEST: &str = "manifest.json";
+pub(crate) const MANIFEST: &str = "manifest.json";
 const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
 # This file is a cache directory tag created by ablate.\n\
 # For information about cache directory tags see https://bford.info/cachedir/\n";
@@ -36,10 +38,11 @@ pub struct Store {
     v1: PathBuf,
 }
 
-/// What a lookup found for a key.
+/// What a lookup found for a key: a hit carries the manifest ([`Store::lookup`]) or a
+/// [`CachedEntry`](crate::CachedEntry) ([`Store::lookup_all`]).
 #[derive(Debug)]
-pub enum Lookup {
-    Hit(Box<Manifest>),
+pub enum Lookup<H = Box<Manifest>> {
+    Hit(H),
     Miss,
     /// An entry exists but cannot be trusted (torn, tampered, unreadable): it will be
     /// recomputed and replaced. The string says why.
@@ -77,6 +80,10 @@ impl Store {
         &self.root
     }
 
+    pub(crate) fn v1(&self) -> &Path {
+        &self.v1
+    }
+
     pub fn entry_dir(&self, key: &InstanceKey) -> PathBuf {
         let hex = key.to_hex();
         self.v1.join(&hex[..2]).join(hex)
@@ -103,54 +110,73 @@ impl Store {
     }
 
     pub fn verify(&self, key: &InstanceKey, mode: VerifyMode) -> Lookup {
+        self.verify_entry(key, mode).0
+    }
+
+    /// [`Store::verify`], and for a valid checksummed entry the record that lets a later
+    /// [`Store::lookup_all`] skip its manifest while its files stay as they are now (an output
+    /// whose mtime moved was re-hashed here, so its new mtime is what the record keeps).
+    pub(crate) fn verify_entry(
+        &self,
+        key: &InstanceKey,
+        mode: VerifyMode,
+    ) -> (Lookup, Option<Record>) {
         let dir = self.entry_dir(key);
         let path = dir.join(MANIFEST);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
+        let (bytes, id) = match read_with_id(&path) {
+            Ok(read) => read,
             Err(e) if e.kind() == ErrorKind::NotFound => {
-                return if dir.exists() {
+                let lookup = if dir.exists() {
                     Lookup::Invalid("the entry has no manifest (torn write)".into())
                 } else {
                     Lookup::Miss
                 };
+                return (lookup, None);
             }
-            Err(e) => return Lookup::Invalid(format!("cannot read its manifest: {e}")),
+            Err(e) => {
+                return (
+                    Lookup::Invalid(format!("cannot read its manifest: {e}")),
+                    None,
+                );
+            }
         };
+        let invalid = |why: String| (Lookup::Invalid(why), None);
         let manifest: Manifest = match serde_json::from_slice(&bytes) {
             Ok(m) => m,
-            Err(e) => return Lookup::Invalid(format!("its manifest does not parse: {e}")),
+            Err(e) => return invalid(format!("its manifest does not parse: {e}")),
         };
         match (manifest.format, manifest.checksum) {
             (MANIFEST_FORMAT, Some(sum)) if sum == manifest.compute_checksum() => {}
             (MANIFEST_FORMAT, Some(_)) => {
-                return Lookup::Invalid(
+                return invalid(
                     "its manifest was changed after it was written (its checksum does not match)"
                         .into(),
                 );
             }
             (MANIFEST_FORMAT, None) => {
-                return Lookup::Invalid("its manifest has no checksum".into());
+                return invalid("its manifest has no checksum".into());
             }
             (LEGACY_MANIFEST_FORMAT, _) => {}
             (format, _) => {
-                return Lookup::Invalid(format!(
-                    "manifest format {format} is not {MANIFEST_FORMAT}"
-                ));
+                return invalid(format!("manifest format {format} is not {MANIFEST_FORMAT}"));
             }
         }
         // Re-deriving the key from the recorded inputs costs a hash per entry: full checks only.
         if manifest.key != *key || (mode == VerifyMode::Full && manifest.input.key() != *key) {
-            return Lookup::Invalid("its manifest belongs to another key".into());
+            return invalid("its manifest belongs to another key".into());
         }
         if let Err(why) = check_paths(&manifest) {
-            return Lookup::Invalid(why);
+            return invalid(why);
         }
+        let mut mtimes = Vec::with_capacity(manifest.outputs.len());
         for out in &manifest.outputs {
-            if let Err(why) = check_output(&dir, out, mode) {
-                return Lookup::Invalid(why);
+            match check_output(&dir, out, mode) {
+                Ok(mtime) => mtimes.push(mtime),
+                Err(why) => return invalid(why),
             }
         }
-        Lookup::Hit(Box::new(manifest))
+        let record = Record::of(&manifest, id, &mtimes);
+        (Lookup::Hit(Box::new(manifest)), record)
     }
 
     /// The path of the output file `name` of entry `key`, once its content has been hashed and
@@ -215,29 +241,6 @@ impl Store {
     pub fn remove(&self, key: &InstanceKey) -> Result<(), CacheError> {
         let dir = self.entry_dir(key);
         remove_dir_atomically(self, &dir)
-    }
-
-    /// Whether `key` has an entry directory among `buckets` (from [`Store::bucket_listing`]).
-    /// Listing 256 bucket directories once is far cheaper than a failing `open` per key when
-    /// a large plan meets an empty or cold cache.
-    pub fn bucket_listing(&self) -> HashSet<String> {
-        let mut names = HashSet::new();
-        let Ok(rd) = fs::read_dir(&self.v1) else {
-            return names;
-        };
-        for bucket in rd.flatten() {
-            if bucket.file_name().len() != 2 {
-                continue;
-            }
-            if let Ok(entries) = fs::read_dir(bucket.path()) {
-                names.extend(
-                    entries
-                        .flatten()
-                        .filter_map(|e| e.file_name().into_string().ok()),
-                );
-            }
-        }
-        names
     }
 
     /// Every entry directory in the store, complete or not.
@@ -310,6 +313,10 @@ impl Store {
             }
         }
         self.remove_leftovers(&["tmp", "failed", "pipelines"], dry_run, &mut report)?;
+        // Caches from before the index of verified entries have no `verified/`.
+        if fs::symlink_metadata(self.v1.join("verified")).is_ok() {
+            self.remove_leftovers(&["verified"], dry_run, &mut report)?;
+        }
         // A checkpoint is worth keeping while its computation is unfinished, and (with `keep`)
         // still wanted.
         let checkpoints = self.v1.join("checkpoints");
@@ -407,11 +414,11 @@ impl Store {
                     "tmp" => !writer_alive(&name),
                     "failed" => true,
                     // An index being written (`<name>.tmp.<pid>.<n>`) by a process that died.
-                    "pipelines" => name
+                    "pipelines" | "verified" => name
                         .rsplit_once(".tmp.")
                         .and_then(|(_, rest)| rest.split('.').next()?.parse::<u32>().ok())
                         .is_some_and(|pid| !pid_alive(pid)),
-                    _ => unreachable!("one of the three above"),
+                    _ => unreachable!("one of the four above"),
                 };
                 if !doomed {
                     continue;
@@ -615,7 +622,16 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CacheErr
     fs::rename(&tmp, path).map_err(CacheError::io(path))
 }
 
-fn mtime_ns(meta: &fs::Metadata) -> i128 {
+/// The bytes of the file at `path`, and the identity of the very file they were read from.
+fn read_with_id(path: &Path) -> std::io::Result<(Vec<u8>, FileId)> {
+    let mut file = fs::File::open(path)?;
+    let meta = file.metadata()?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
+    std::io::Read::read_to_end(&mut file, &mut bytes)?;
+    Ok((bytes, FileId::of(&meta)))
+}
+
+pub(crate) fn mtime_ns(meta: &fs::Metadata) -> i128 {
     meta.modified()
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
@@ -656,7 +672,8 @@ fn unpublishable(manifest: &Manifest) -> Option<&String> {
         .find(|p| !manifest.outputs.iter().any(|o| &o.path == *p))
 }
 
-fn check_output(dir: &Path, out: &OutputFile, mode: VerifyMode) -> Result<(), String> {
+/// Checks one output against the manifest; `Ok` holds the modification time it has now.
+fn check_output(dir: &Path, out: &OutputFile, mode: VerifyMode) -> Result<i128, String> {
     let path = dir.join(&out.path);
     let meta =
         fs::metadata(&path).map_err(|e| format!("output `{}` is unreadable: {e}", out.path))?;
@@ -668,11 +685,12 @@ fn check_output(dir: &Path, out: &OutputFile, mode: VerifyMode) -> Result<(), St
             out.size
         ));
     }
-    if mode == VerifyMode::Fast && mtime_ns(&meta) == out.mtime_ns {
-        return Ok(());
+    let mtime = mtime_ns(&meta);
+    if mode == VerifyMode::Fast && mtime == out.mtime_ns {
+        return Ok(mtime);
     }
     match Digest::of_file(&path) {
-        Ok(d) if d == out.sha256 => Ok(()),
+        Ok(d) if d == out.sha256 => Ok(mtime),
         Ok(_) => Err(format!(
             "output `{}` does not match its recorded SHA-256",
             out.path

@@ -2,7 +2,8 @@ use std::collections::HashSet;
 use std::fs;
 
 use ablate_cache::{
-    HASH_SCHEME, InstanceKey, KeyInput, Lookup, Manifest, Metric, Origin, Store, VerifyMode,
+    CachedEntry, HASH_SCHEME, InstanceKey, KeyInput, Lookup, Manifest, Metric, Origin, Store,
+    VerifyMode,
 };
 use serde_json::json;
 
@@ -495,4 +496,179 @@ fn gc_keeps_the_checkpoints_of_unfinished_computations_only() {
         "no pipeline given wants it"
     );
     assert!(store.checkpoint_dir(&unfinished).exists());
+}
+
+// --- `lookup_all` and the index of verified entries (#21) ----------------------------------------
+
+fn hits(store: &Store, keys: &[InstanceKey]) -> Vec<std::sync::Arc<CachedEntry>> {
+    store
+        .lookup_all(keys)
+        .into_iter()
+        .zip(keys)
+        .map(|(lookup, key)| match lookup {
+            Lookup::Hit(entry) => entry,
+            other => panic!("{key}: {other:?}"),
+        })
+        .collect()
+}
+
+/// Overwrites `from` with `to` (same length) inside `file`, putting the mtime back.
+fn edit_in_place(file: &std::path::Path, from: &str, to: &str) {
+    let text = fs::read_to_string(file).unwrap();
+    assert_eq!(from.len(), to.len());
+    assert!(text.contains(from), "{from:?} not in {text}");
+    overwrite_keeping_mtime(file, text.replacen(from, to, 1).as_bytes());
+}
+
+/// A no-op rerun of 10,000 cached instances read, parsed and checksummed 10,000 manifests.
+/// Through the index, a hit whose files are unchanged reads its manifest only when asked, and
+/// then refuses one that changed since.
+#[test]
+fn lookup_all_serves_unchanged_entries_through_the_index_and_reads_manifests_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let keys: Vec<InstanceKey> = (0..3)
+        .map(|x| put(&store, x, &[("a.txt", b"hello"), ("d/b.txt", b"x")]))
+        .collect();
+    let first = hits(&store, &keys);
+    for key in &keys {
+        let shard = dir.path().join("v1/verified").join(&key.to_hex()[..2]);
+        assert!(shard.is_file(), "{} has no index file", shard.display());
+    }
+    let second = hits(&store, &keys);
+    for ((a, b), key) in first.iter().zip(&second).zip(&keys) {
+        assert_eq!(b.key(), *key);
+        assert_eq!(a, b);
+        let Lookup::Hit(m) = store.lookup(key) else {
+            panic!()
+        };
+        assert_eq!(*b.manifest().unwrap(), *m);
+        assert_eq!(b.started_at_us(), m.started_at_us);
+        assert!(!b.publishes());
+    }
+    // Asked for after an edit, the manifest is refused rather than swapped in.
+    let later = hits(&store, &keys[..1]);
+    edit_manifest(&store, &keys[0], |m| m["metrics"][0]["value"] = json!(0.99));
+    let err = later[0].manifest().unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("changed after its entry was verified"),
+        "{err}"
+    );
+    assert!(
+        matches!(&store.lookup_all(&keys[..1])[0], Lookup::Invalid(why) if why.contains("changed after it was written"))
+    );
+}
+
+#[test]
+fn the_index_trusts_nothing_that_changed_since_its_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let keys: Vec<InstanceKey> = (0..6)
+        .map(|x| put(&store, x, &[("a.txt", b"hello")]))
+        .collect();
+    hits(&store, &keys);
+    hits(&store, &keys);
+    let entry = |i: usize| store.entry_dir(&keys[i]);
+
+    // 0: a same-size edit of the manifest with its mtime put back.
+    edit_in_place(&entry(0).join("manifest.json"), "0.5", "0.6");
+    // 1: an output of another size.
+    fs::write(entry(1).join("a.txt"), b"hello!").unwrap();
+    // 2: an output touched, its content the same: re-hashed and still good.
+    fs::File::options()
+        .write(true)
+        .open(entry(2).join("a.txt"))
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(60))
+        .unwrap();
+    // 3: the entry removed.
+    fs::remove_dir_all(entry(3)).unwrap();
+    // 4: the entry replaced by another computation, and the index file of its bucket put back
+    // as it was (a concurrent run writing what it read before the replacement).
+    let shard = dir.path().join("v1/verified").join(&keys[4].to_hex()[..2]);
+    let stale = fs::read(&shard).unwrap();
+    let mut again = manifest(&key_input(4));
+    again.started_at_us = 77;
+    let tmp = store.begin(&keys[4]).unwrap();
+    fs::write(tmp.dir().join("a.txt"), b"HELLO").unwrap();
+    tmp.commit_replacing(again).unwrap();
+    fs::write(&shard, &stale).unwrap();
+
+    let found = store.lookup_all(&keys);
+    assert!(
+        matches!(&found[0], Lookup::Invalid(why) if why.contains("changed after it was written")),
+        "{:?}",
+        found[0]
+    );
+    assert!(
+        matches!(&found[1], Lookup::Invalid(why) if why.contains("bytes")),
+        "{:?}",
+        found[1]
+    );
+    assert!(matches!(&found[2], Lookup::Hit(_)), "{:?}", found[2]);
+    assert!(matches!(&found[3], Lookup::Miss), "{:?}", found[3]);
+    match &found[4] {
+        Lookup::Hit(e) => {
+            assert_eq!(e.started_at_us(), 77);
+            assert_eq!(e.manifest().unwrap().started_at_us, 77);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(&found[5], Lookup::Hit(_)));
+    // The same again, now with the index brought up to date.
+    let found = store.lookup_all(&keys);
+    assert!(matches!(&found[0], Lookup::Invalid(_)));
+    assert!(matches!(&found[1], Lookup::Invalid(_)));
+    assert!(matches!(&found[2], Lookup::Hit(_)));
+    assert!(matches!(&found[3], Lookup::Miss));
+    assert!(matches!(&found[4], Lookup::Hit(e) if e.started_at_us() == 77));
+}
+
+/// What the fast lookup trusts (sizes and mtimes of outputs), the index trusts, no more.
+#[test]
+fn through_the_index_a_same_size_output_edit_is_still_caught_when_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let key = put(&store, 1, &[("a.txt", b"hello")]);
+    hits(&store, &[key]);
+    overwrite_keeping_mtime(&store.entry_dir(&key).join("a.txt"), b"HELLO");
+    hits(&store, &[key]);
+    assert!(store.verified_output(&key, "a.txt").is_err());
+    assert!(matches!(
+        store.verify(&key, VerifyMode::Full),
+        Lookup::Invalid(_)
+    ));
+}
+
+#[test]
+fn a_cache_that_cannot_take_the_index_still_serves_hits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // Enough keys for the bucket listing and the threads.
+    let keys: Vec<InstanceKey> = (0..300).map(|x| put(&store, x, &[])).collect();
+    let absent: Vec<InstanceKey> = (1000..1010).map(|x| key_input(x).key()).collect();
+    let all: Vec<InstanceKey> = keys.iter().chain(&absent).copied().collect();
+    // `verified` is a file: no index can be written (as in a read-only cache).
+    fs::write(dir.path().join("v1/verified"), b"not a directory").unwrap();
+    for _ in 0..2 {
+        let found = store.lookup_all(&all);
+        assert!(found[..300].iter().all(|l| matches!(l, Lookup::Hit(_))));
+        assert!(found[300..].iter().all(|l| matches!(l, Lookup::Miss)));
+    }
+    // A damaged index file is ignored, then rewritten.
+    fs::remove_file(dir.path().join("v1/verified")).unwrap();
+    hits(&store, &keys);
+    let shard = dir.path().join("v1/verified").join(&keys[0].to_hex()[..2]);
+    let mut bytes = fs::read(&shard).unwrap();
+    bytes[40] ^= 0xff;
+    fs::write(&shard, &bytes).unwrap();
+    hits(&store, &keys);
+    assert_ne!(fs::read(&shard).unwrap(), bytes);
+    // Two lookups at once, each writing the index, agree.
+    std::thread::scope(|s| {
+        let a = s.spawn(|| hits(&store, &keys).len());
+        let b = s.spawn(|| hits(&store, &keys).len());
+        assert_eq!((a.join().unwrap(), b.join().unwrap()), (300, 300));
+    });
 }

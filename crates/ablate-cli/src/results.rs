@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ablate_cache::{Manifest, Store};
+use ablate_cache::{CachedEntry, Manifest, Store};
 use ablate_plan::{InstanceId, Plan};
 use ablate_results::RunRecord;
 use anyhow::Context as _;
@@ -13,7 +13,8 @@ use anyhow::Context as _;
 /// An instance that is complete after this run.
 pub struct Completed {
     pub instance: InstanceId,
-    pub manifest: Arc<Manifest>,
+    /// Its entry; a cached one's manifest is read only if its rows must be written.
+    pub entry: Arc<CachedEntry>,
     /// Computed by this run (rather than found in the cache).
     pub computed: bool,
 }
@@ -50,7 +51,7 @@ pub fn write(
     let fresh: Vec<&Completed> = completed
         .iter()
         .filter(|c| {
-            c.computed || recorded.get(&c.manifest.key.to_hex()) != Some(&c.manifest.started_at_us)
+            c.computed || recorded.get(&c.entry.key().to_hex()) != Some(&c.entry.started_at_us())
         })
         .collect();
     if !fresh.is_empty() {
@@ -58,7 +59,13 @@ pub fn write(
         let version = env!("CARGO_PKG_VERSION");
         let mut records = Vec::new();
         for c in &fresh {
-            records.extend(records_of(plan, c, git_rev.as_deref(), version));
+            let manifest = c.entry.manifest().with_context(|| {
+                format!(
+                    "failed to read the manifest of `{}`",
+                    plan.instance(c.instance).id
+                )
+            })?;
+            records.extend(records_of(plan, c, &manifest, git_rev.as_deref(), version));
         }
         if !records.is_empty() {
             ablate_results::append_runs(&runs, &records)
@@ -69,9 +76,14 @@ pub fn write(
     Ok(runs.exists().then_some(runs))
 }
 
-fn records_of(plan: &Plan, c: &Completed, git_rev: Option<&str>, version: &str) -> Vec<RunRecord> {
+fn records_of(
+    plan: &Plan,
+    c: &Completed,
+    m: &Manifest,
+    git_rev: Option<&str>,
+    version: &str,
+) -> Vec<RunRecord> {
     let inst = plan.instance(c.instance);
-    let m = &c.manifest;
     // Columns: the labels, then the instance's own params, then those of the instances it maps
     // over, nearest first (an evaluation's rows carry the lr and seed of the model it scored).
     let mut labels: std::collections::BTreeMap<String, serde_json::Value> =
@@ -116,8 +128,12 @@ fn records_of(plan: &Plan, c: &Completed, git_rev: Option<&str>, version: &str) 
 /// Copies the files a report asked to publish to `results/<pipeline>/<instance id>.<ext>`.
 fn publish(dir: &Path, store: &Store, plan: &Plan, completed: &[Completed]) -> anyhow::Result<()> {
     let mut written = HashSet::new();
-    for c in completed.iter().filter(|c| !c.manifest.publish.is_empty()) {
+    for c in completed.iter().filter(|c| c.entry.publishes()) {
         let inst = plan.instance(c.instance);
+        let manifest = c
+            .entry
+            .manifest()
+            .with_context(|| format!("failed to read the manifest of `{}`", inst.id))?;
         let stem: String = inst
             .id
             .chars()
@@ -131,7 +147,7 @@ fn publish(dir: &Path, store: &Store, plan: &Plan, completed: &[Completed]) -> a
             .collect();
         // `report[metric=acc]` → `report_metric=acc`: no brackets to quote in a shell.
         let stem = stem.trim_end_matches('_');
-        for file in &c.manifest.publish {
+        for file in &manifest.publish {
             let ext = Path::new(file)
                 .extension()
                 .and_then(|e| e.to_str())
@@ -143,7 +159,7 @@ fn publish(dir: &Path, store: &Store, plan: &Plan, completed: &[Completed]) -> a
             // Publish only what the manifest lists and its hash vouches for (the lookup
             // already refused paths outside the entry).
             let src = store
-                .verified_output(&c.manifest.key, file)
+                .verified_output(&c.entry.key(), file)
                 .map_err(|why| anyhow::anyhow!("cannot publish `{file}` of `{}`: {why}", inst.id))?
                 .with_context(|| {
                     format!("`{}` does not have the `{file}` it publishes", inst.id)

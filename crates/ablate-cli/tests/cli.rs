@@ -1920,6 +1920,53 @@ stages:
     );
 }
 
+/// A no-op rerun of 10,000 instances said "in 1ms" after half a second of loading, planning
+/// and checking the cache (#21): the summary's time is the command's. Here planning waits a
+/// second for a `deps` file that is a pipe, and the run itself has nothing to do.
+#[test]
+fn the_summary_time_counts_loading_planning_and_the_cache_check() {
+    let sb = Sandbox::new();
+    let dep = sb.write("dep.txt", "abc");
+    sb.write(
+        "p.yaml",
+        "name: timed\nstages:\n  c: { op: cmd, params: { run: \"true\", deps: [dep.txt] } }\n",
+    );
+    sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    std::fs::remove_file(&dep).unwrap();
+    let made = Command::new("mkfifo").arg(&dep).status().unwrap();
+    assert!(made.success());
+    let writer = {
+        let dep = dep.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(1));
+            // The same bytes: the key, hence the cache hit, stays.
+            std::fs::write(dep, "abc").unwrap();
+        })
+    };
+    let run = sb.ablate(&["run", "p.yaml", "--json"]);
+    if !writer.is_finished() {
+        // ablate never read the pipe: open it here, so the writer is not left waiting.
+        let _ = std::fs::File::open(&dep);
+    }
+    writer.join().unwrap();
+    let run = run.code(EXIT_OK);
+    let summary: Value = run
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| e["event"] == "summary")
+        .unwrap_or_else(|| panic!("no summary in:\n{}", run.stdout));
+    assert_eq!(
+        (summary["ran"].as_u64(), summary["cached"].as_u64()),
+        (Some(0), Some(1))
+    );
+    let seconds = summary["seconds"].as_f64().unwrap();
+    assert!(
+        seconds >= 0.9,
+        "the summary says {seconds} s for a command that waited 1 s"
+    );
+}
+
 #[test]
 fn plan_renders_dot_and_mermaid() {
     let sb = Sandbox::new();
@@ -3000,6 +3047,17 @@ stages:
     sb.write("p.yaml", &format!("name: shared{stages}"));
     sb.write("q.yaml", &format!("name: reader{stages}"));
     sb.ablate(&["run", "p.yaml"]).code(EXIT_OK);
+    // A lookup records the entries it verified (#21): the read-only runs find them recorded,
+    // and read the manifests they need for `reader`'s rows and table only then.
+    sb.plan("p.yaml", &[]);
+    assert!(
+        sb.cache()
+            .join("v1/verified")
+            .read_dir()
+            .unwrap()
+            .next()
+            .is_some()
+    );
     let run = ablate_on_read_only_cache(&sb, &["run", "p.yaml", "--json"]).code(EXIT_OK);
     assert_summary(&run, 0, 3, 0, 0);
     // Another pipeline with the same keys: cached too; its run index cannot be written, which

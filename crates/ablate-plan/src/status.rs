@@ -4,7 +4,7 @@ use std::fmt;
 
 use std::sync::Arc;
 
-use ablate_cache::{KeyInput, Lookup, Manifest, Store};
+use ablate_cache::{CachedEntry, KeyInput, Lookup, Store};
 use ablate_spec::Value;
 
 use crate::build::render_value;
@@ -12,8 +12,9 @@ use crate::{InstanceId, Plan};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Status {
-    /// The cache holds a verified entry; its manifest (metrics, outputs) comes along.
-    Cached(Arc<Manifest>),
+    /// The cache holds a verified entry; its manifest (metrics, outputs) comes with it, read
+    /// when first asked for.
+    Cached(Arc<CachedEntry>),
     Run(Reason),
 }
 
@@ -154,7 +155,7 @@ pub fn statuses(plan: &Plan, store: &Store, forced: &[&str]) -> Vec<Status> {
             continue;
         }
         let status = match std::mem::replace(&mut lookups[id.index()], Lookup::Miss) {
-            Lookup::Hit(m) => Status::Cached(Arc::from(m)),
+            Lookup::Hit(entry) => Status::Cached(entry),
             Lookup::Invalid(why) => Status::Run(Reason::Invalid(why)),
             Lookup::Miss => {
                 let index = index.get_or_insert_with(|| store.load_index(plan.pipeline()));
@@ -182,34 +183,11 @@ pub fn statuses(plan: &Plan, store: &Store, forced: &[&str]) -> Vec<Status> {
         .collect()
 }
 
-fn lookup_all(plan: &Plan, store: &Store) -> Vec<Lookup> {
+fn lookup_all(plan: &Plan, store: &Store) -> Vec<Lookup<Arc<CachedEntry>>> {
     let keys: Vec<_> = (0..plan.len())
         .map(|i| plan.graph[petgraph::graph::NodeIndex::new(i)].key)
         .collect();
-    // Large plans: one listing of the buckets answers every miss without touching the entry.
-    let present = (keys.len() > 256).then(|| store.bucket_listing());
-    let lookup = |k: &ablate_cache::InstanceKey| match &present {
-        Some(names) if !names.contains(&k.to_hex()) => Lookup::Miss,
-        _ => store.lookup(k),
-    };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8);
-    if keys.len() < 64 || threads == 1 {
-        return keys.iter().map(lookup).collect();
-    }
-    let chunk = keys.len().div_ceil(threads);
-    let lookup = &lookup;
-    std::thread::scope(|s| {
-        let handles: Vec<_> = keys
-            .chunks(chunk)
-            .map(|ks| s.spawn(move || ks.iter().map(lookup).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("lookup thread"))
-            .collect()
-    })
+    store.lookup_all(&keys)
 }
 
 fn diff(prev: &KeyInput, now: &KeyInput, plan: &Plan, id: InstanceId) -> Vec<Change> {

@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ablate_cache::{InstanceKey, Manifest};
+use ablate_cache::{CachedEntry, InstanceKey, Manifest};
 use ablate_plan::InstanceId;
 use serde::Serialize;
 
@@ -23,8 +23,9 @@ pub enum RunEvent {
         instance: InstanceId,
         id: String,
         key: InstanceKey,
+        /// The verified entry; its manifest is read when first asked for.
         #[serde(skip)]
-        manifest: Arc<Manifest>,
+        entry: Arc<CachedEntry>,
     },
     Started {
         #[serde(skip)]

@@ -112,7 +112,7 @@ pub async fn run<E: Executor>(
                 instance: id,
                 id: inst.id.clone(),
                 key: inst.key,
-                manifest: Arc::clone(m),
+                entry: Arc::clone(m),
             }),
             Status::Run(_) => {
                 let waiting = plan

@@ -144,6 +144,9 @@ impl Matrix {
     /// Indices of the `include` entries that [`Matrix::expand`] appends as combinations of
     /// their own (they agree with no combination of the product that survived `exclude`).
     pub(crate) fn appended_includes(&self) -> Vec<usize> {
+        if self.include.is_empty() {
+            return Vec::new();
+        }
         self.expansion(false).1
     }
 

@@ -959,8 +959,12 @@ impl<'a> Validator<'a, '_> {
             }
         }
 
-        let combinations = matrix.expand();
-        if combinations.is_empty() {
+        // Expanded only when a check needs it (a sweep of 10,000 values is expanded again by the
+        // plan). Without `exclude` a matrix always has a combination: the product of non-empty
+        // axes, the `include` entries, or the one empty combination.
+        let expanded = std::cell::OnceCell::new();
+        let combinations = || expanded.get_or_init(|| matrix.expand());
+        if !matrix.exclude.is_empty() && combinations().is_empty() {
             self.push(
                 Diagnostic::error(format!(
                     "the matrix of stage `{stage}` expands to no combinations"
@@ -987,6 +991,11 @@ impl<'a> Validator<'a, '_> {
             if params.contains_key(p.name) || written.contains(p.name) {
                 continue;
             }
+            // Every combination of the product sets its axes.
+            if matrix.is_axis(p.name) && matrix.include.is_empty() {
+                continue;
+            }
+            let combinations = combinations();
             let missing: Vec<_> = combinations
                 .iter()
                 .filter(|c| !c.contains_key(p.name))

@@ -1,0 +1,443 @@
+//! The index of verified entries, and looking up many keys at once through it.
+//!
+//! A lookup reads, parses and checksums an entry's manifest, then compares each output's size
+//! and modification time with it. For a plan of 10,000 cached instances that was most of a
+//! no-op rerun (#21). So each full check that finds an entry valid leaves a record: the
+//! identity of the manifest file it read (size, modification and change times, inode), the
+//! manifest's checksum, and the outputs' paths, sizes and modification times. A later lookup
+//! whose manifest file and outputs still look exactly so skips the manifest (read when first
+//! needed: [`CachedEntry::manifest`]); any difference sends it back to the full check.
+//!
+//! The change time is what a same-size edit that puts the modification time back cannot hide
+//! (the kernel sets it on every write and on `utime` itself), and a replaced entry has a new
+//! manifest inode: the record trusts no more than the full check did, which re-hashed the
+//! manifest and trusted the outputs' sizes and modification times.
+//!
+//! `v1/verified/<bucket>`: one file per key bucket, rewritten whole (temp-then-rename) when a
+//! lookup adds or drops one of its records. It is a cache of verifications, never a source of
+//! truth: a lost, stale or unreadable file costs a full check, never a wrong hit. Two runs may
+//! overwrite each other's files (losing records, not adding wrong ones); a read-only cache is
+//! never written and still serves hits.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use crate::store::{MANIFEST, mtime_ns, write_atomically};
+use crate::{CacheError, Digest, InstanceKey, Lookup, Manifest, Store, VerifyMode};
+
+const MAGIC: &[u8; 16] = b"ablate-verified1";
+
+/// An entry a lookup found valid: its key, when it was computed and whether it publishes files
+/// at hand, and its manifest, read when first asked for (a fully cached plan need not parse
+/// every manifest).
+#[derive(Debug)]
+pub struct CachedEntry {
+    key: InstanceKey,
+    started_at_us: i64,
+    publishes: bool,
+    /// The checksum of the manifest that was verified (`None`: a legacy manifest, always
+    /// loaded at once).
+    checksum: Option<Digest>,
+    /// The entry's directory, to read the manifest from.
+    dir: PathBuf,
+    manifest: OnceLock<Arc<Manifest>>,
+}
+
+impl CachedEntry {
+    /// An entry whose manifest is at hand (just verified, or just computed).
+    pub fn loaded(manifest: Arc<Manifest>) -> Self {
+        let entry = CachedEntry {
+            key: manifest.key,
+            started_at_us: manifest.started_at_us,
+            publishes: !manifest.publish.is_empty(),
+            checksum: manifest.checksum,
+            // Never read: the manifest is at hand.
+            dir: PathBuf::new(),
+            manifest: OnceLock::new(),
+        };
+        let _ = entry.manifest.set(manifest);
+        entry
+    }
+
+    pub fn key(&self) -> InstanceKey {
+        self.key
+    }
+
+    /// When the entry's computation started (its manifest's `started_at_us`).
+    pub fn started_at_us(&self) -> i64 {
+        self.started_at_us
+    }
+
+    /// Whether its manifest asks for files to be published.
+    pub fn publishes(&self) -> bool {
+        self.publishes
+    }
+
+    /// The manifest, read on the first call. It must be the one that was verified (its
+    /// checksum is compared): an entry replaced or edited since is an error, not a silent swap.
+    pub fn manifest(&self) -> Result<Arc<Manifest>, CacheError> {
+        if let Some(m) = self.manifest.get() {
+            return Ok(Arc::clone(m));
+        }
+        let path = self.dir.join(MANIFEST);
+        let bytes = fs::read(&path).map_err(CacheError::io(&path))?;
+        let manifest: Manifest =
+            serde_json::from_slice(&bytes).map_err(|source| CacheError::Manifest {
+                path: path.clone(),
+                source,
+            })?;
+        if manifest.key != self.key
+            || manifest.checksum != self.checksum
+            || self.checksum != Some(manifest.compute_checksum())
+        {
+            return Err(CacheError::Changed { path });
+        }
+        Ok(Arc::clone(self.manifest.get_or_init(|| Arc::new(manifest))))
+    }
+}
+
+impl PartialEq for CachedEntry {
+    fn eq(&self, other: &Self) -> bool {
+        (self.key, self.started_at_us, self.checksum)
+            == (other.key, other.started_at_us, other.checksum)
+    }
+}
+
+/// What a full check found, for a later lookup to compare the files with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Record {
+    manifest: FileId,
+    checksum: Digest,
+    started_at_us: i64,
+    publishes: bool,
+    /// Path, size and modification time of every output when it was checked.
+    outputs: Vec<(String, u64, i128)>,
+}
+
+impl Record {
+    /// The record of a checksummed manifest read from a file with identity `id`, whose outputs
+    /// were found valid with modification times `mtimes`. `None` for a manifest without a
+    /// checksum (a legacy one), which is never read lazily.
+    pub(crate) fn of(manifest: &Manifest, id: FileId, mtimes: &[i128]) -> Option<Record> {
+        if manifest.format != crate::MANIFEST_FORMAT {
+            return None;
+        }
+        Some(Record {
+            manifest: id,
+            checksum: manifest.checksum?,
+            started_at_us: manifest.started_at_us,
+            publishes: !manifest.publish.is_empty(),
+            outputs: manifest
+                .outputs
+                .iter()
+                .zip(mtimes)
+                .map(|(o, mtime)| (o.path.clone(), o.size, *mtime))
+                .collect(),
+        })
+    }
+
+    /// Whether the entry in `dir` still looks exactly as when it was verified.
+    fn holds(&self, dir: &Path) -> bool {
+        fs::metadata(dir.join(MANIFEST)).is_ok_and(|m| FileId::of(&m) == self.manifest)
+            && self.outputs.iter().all(|(path, size, mtime)| {
+                fs::metadata(dir.join(path))
+                    .is_ok_and(|m| m.len() == *size && mtime_ns(&m) == *mtime)
+            })
+    }
+}
+
+/// What tells one version of a file from another without reading it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FileId {
+    len: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+    ino: u64,
+    dev: u64,
+}
+
+impl FileId {
+    pub(crate) fn of(meta: &fs::Metadata) -> FileId {
+        use std::os::unix::fs::MetadataExt as _;
+        FileId {
+            len: meta.len(),
+            mtime_ns: mtime_ns(meta),
+            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+            ino: meta.ino(),
+            dev: meta.dev(),
+        }
+    }
+}
+
+/// The records of one bucket's file.
+type Shard = HashMap<InstanceKey, Record>;
+
+impl Store {
+    fn verified_path(&self, bucket: u8) -> PathBuf {
+        self.v1().join("verified").join(format!("{bucket:02x}"))
+    }
+
+    /// Looks every key up (in parallel when there are many), trusting the index of verified
+    /// entries for those whose files are unchanged since their full check, and bringing the
+    /// index up to date (best effort: a read-only cache is only read). Results are in the
+    /// order of `keys`.
+    pub fn lookup_all(&self, keys: &[InstanceKey]) -> Vec<Lookup<Arc<CachedEntry>>> {
+        let mut by_bucket: BTreeMap<u8, Vec<usize>> = BTreeMap::new();
+        for (i, key) in keys.iter().enumerate() {
+            by_bucket.entry(key.bucket()).or_default().push(i);
+        }
+        let buckets: Vec<(u8, Vec<usize>)> = by_bucket.into_iter().collect();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8);
+        let work = |buckets: &[(u8, Vec<usize>)]| -> Vec<(usize, Lookup<Arc<CachedEntry>>)> {
+            buckets
+                .iter()
+                .flat_map(|(bucket, indices)| self.lookup_bucket(*bucket, indices, keys))
+                .collect()
+        };
+        let found: Vec<(usize, Lookup<Arc<CachedEntry>>)> = if keys.len() < 64 || threads == 1 {
+            work(&buckets)
+        } else {
+            let chunk = buckets.len().div_ceil(threads);
+            let work = &work;
+            std::thread::scope(|s| {
+                let handles: Vec<_> = buckets
+                    .chunks(chunk)
+                    .map(|bs| s.spawn(move || work(bs)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().expect("lookup thread"))
+                    .collect()
+            })
+        };
+        let mut out: Vec<Option<Lookup<Arc<CachedEntry>>>> =
+            (0..keys.len()).map(|_| None).collect();
+        for (i, lookup) in found {
+            out[i] = Some(lookup);
+        }
+        out.into_iter()
+            .map(|l| l.expect("every key was looked up"))
+            .collect()
+    }
+
+    /// The keys at `indices` (all in `bucket`), through that bucket's records.
+    fn lookup_bucket(
+        &self,
+        bucket: u8,
+        indices: &[usize],
+        keys: &[InstanceKey],
+    ) -> Vec<(usize, Lookup<Arc<CachedEntry>>)> {
+        let path = self.verified_path(bucket);
+        let bucket_dir = self.v1().join(format!("{bucket:02x}"));
+        let mut shard = read_shard(&path);
+        // Many keys without a record (a cold or new cache, a new sweep): one listing of the
+        // bucket answers the misses among them without a failing open each.
+        let unrecorded = indices
+            .iter()
+            .filter(|&&i| !shard.contains_key(&keys[i]))
+            .count();
+        let present: Option<HashSet<OsString>> = (unrecorded > 8).then(|| {
+            fs::read_dir(&bucket_dir)
+                .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+                .unwrap_or_default()
+        });
+        let mut changed = false;
+        let mut out = Vec::with_capacity(indices.len());
+        for &i in indices {
+            let key = &keys[i];
+            let hex = key.to_hex();
+            if !shard.contains_key(key)
+                && present
+                    .as_ref()
+                    .is_some_and(|names| !names.contains(std::ffi::OsStr::new(&hex)))
+            {
+                out.push((i, Lookup::Miss));
+                continue;
+            }
+            let dir = bucket_dir.join(hex);
+            if let Some(record) = shard.get(key)
+                && record.holds(&dir)
+            {
+                let entry = CachedEntry {
+                    key: *key,
+                    started_at_us: record.started_at_us,
+                    publishes: record.publishes,
+                    checksum: Some(record.checksum),
+                    dir,
+                    manifest: OnceLock::new(),
+                };
+                out.push((i, Lookup::Hit(Arc::new(entry))));
+                continue;
+            }
+            let (lookup, record) = self.verify_entry(key, VerifyMode::Fast);
+            let lookup = match lookup {
+                Lookup::Hit(m) => Lookup::Hit(Arc::new(CachedEntry::loaded(Arc::from(m)))),
+                Lookup::Miss => Lookup::Miss,
+                Lookup::Invalid(why) => Lookup::Invalid(why),
+            };
+            match record {
+                Some(record) => {
+                    changed |= shard.insert(*key, record.clone()) != Some(record);
+                }
+                None => changed |= shard.remove(key).is_some(),
+            }
+            out.push((i, lookup));
+        }
+        if changed {
+            // Best effort: a read-only or full cache still served the lookups.
+            let _ = fs::create_dir_all(path.parent().expect("in v1/verified"))
+                .map_err(CacheError::io(&path))
+                .and_then(|()| write_atomically(&path, &encode(&shard)));
+        }
+        out
+    }
+}
+
+/// The records in the file at `path`; none when it is missing, torn or of another format.
+fn read_shard(path: &Path) -> Shard {
+    fs::read(path)
+        .ok()
+        .and_then(|bytes| decode(&bytes))
+        .unwrap_or_default()
+}
+
+/// `MAGIC`, the record count, the records, then the SHA-256 of everything before it.
+fn encode(shard: &Shard) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + shard.len() * 200);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(shard.len() as u32).to_le_bytes());
+    // Sorted, so the same records give the same bytes.
+    let mut records: Vec<_> = shard.iter().collect();
+    records.sort_by_key(|(k, _)| **k);
+    for (key, r) in records {
+        out.extend_from_slice(key.digest().as_bytes());
+        out.extend_from_slice(r.checksum.as_bytes());
+        out.extend_from_slice(&r.started_at_us.to_le_bytes());
+        out.push(u8::from(r.publishes));
+        let id = &r.manifest;
+        out.extend_from_slice(&id.len.to_le_bytes());
+        out.extend_from_slice(&id.mtime_ns.to_le_bytes());
+        out.extend_from_slice(&id.ctime_ns.to_le_bytes());
+        out.extend_from_slice(&id.ino.to_le_bytes());
+        out.extend_from_slice(&id.dev.to_le_bytes());
+        out.extend_from_slice(&(r.outputs.len() as u32).to_le_bytes());
+        for (path, size, mtime) in &r.outputs {
+            out.extend_from_slice(&size.to_le_bytes());
+            out.extend_from_slice(&mtime.to_le_bytes());
+            out.extend_from_slice(&(path.len() as u32).to_le_bytes());
+            out.extend_from_slice(path.as_bytes());
+        }
+    }
+    let sum = Digest::of_bytes(&out);
+    out.extend_from_slice(sum.as_bytes());
+    out
+}
+
+fn decode(bytes: &[u8]) -> Option<Shard> {
+    let (body, sum) = bytes.split_at_checked(bytes.len().checked_sub(32)?)?;
+    if Digest::of_bytes(body).as_bytes() != sum {
+        return None;
+    }
+    let mut r = Reader(body.strip_prefix(MAGIC)?);
+    let count = r.u32()?;
+    let mut shard = Shard::with_capacity(count.min(1 << 20) as usize);
+    for _ in 0..count {
+        let key = InstanceKey::from_digest(Digest::from_bytes(r.array()?));
+        let checksum = Digest::from_bytes(r.array()?);
+        let started_at_us = i64::from_le_bytes(r.array()?);
+        let publishes = r.take(1)?[0] != 0;
+        let manifest = FileId {
+            len: u64::from_le_bytes(r.array()?),
+            mtime_ns: i128::from_le_bytes(r.array()?),
+            ctime_ns: i128::from_le_bytes(r.array()?),
+            ino: u64::from_le_bytes(r.array()?),
+            dev: u64::from_le_bytes(r.array()?),
+        };
+        let n = r.u32()?;
+        let mut outputs = Vec::with_capacity(n.min(1 << 16) as usize);
+        for _ in 0..n {
+            let size = u64::from_le_bytes(r.array()?);
+            let mtime = i128::from_le_bytes(r.array()?);
+            let len = r.u32()? as usize;
+            let path = std::str::from_utf8(r.take(len)?).ok()?.to_owned();
+            outputs.push((path, size, mtime));
+        }
+        shard.insert(
+            key,
+            Record {
+                manifest,
+                checksum,
+                started_at_us,
+                publishes,
+                outputs,
+            },
+        );
+    }
+    r.0.is_empty().then_some(shard)
+}
+
+struct Reader<'b>(&'b [u8]);
+
+impl<'b> Reader<'b> {
+    fn take(&mut self, n: usize) -> Option<&'b [u8]> {
+        let (head, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest;
+        Some(head)
+    }
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N)?.try_into().ok()
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.array()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(n: usize) -> Record {
+        Record {
+            manifest: FileId {
+                len: 10,
+                mtime_ns: -5,
+                ctime_ns: 1 << 70,
+                ino: 7,
+                dev: 8,
+            },
+            checksum: Digest::of_bytes(b"m"),
+            started_at_us: 42,
+            publishes: n % 2 == 0,
+            outputs: (0..n)
+                .map(|i| (format!("dir/é{i}.txt"), i as u64, i as i128 * 1_000))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_damage_reads_as_none() {
+        let mut shard = Shard::new();
+        for n in 0..5u8 {
+            let key = InstanceKey::from_digest(Digest::of_bytes(&[n]));
+            shard.insert(key, record(n as usize));
+        }
+        let bytes = encode(&shard);
+        assert_eq!(decode(&bytes), Some(shard.clone()));
+        assert_eq!(encode(&decode(&bytes).unwrap()), bytes, "deterministic");
+        assert_eq!(decode(&encode(&Shard::new())), Some(Shard::new()));
+        // Torn, flipped, or another format: nothing trusted.
+        assert_eq!(decode(&bytes[..bytes.len() - 1]), None);
+        for at in [0, 20, bytes.len() / 2, bytes.len() - 1] {
+            let mut flipped = bytes.clone();
+            flipped[at] ^= 1;
+            assert_eq!(decode(&flipped), None, "byte {at}");
+        }
+        assert_eq!(decode(b""), None);
+        assert_eq!(decode(&[0; 40]), None);
+    }
+}
