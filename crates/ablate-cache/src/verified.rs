@@ -412,7 +412,7 @@ mod tests {
             },
             checksum: Digest::of_bytes(b"m"),
             started_at_us: 42,
-            publishes: n % 2 == 0,
+            publishes: n.is_multiple_of(2),
             outputs: (0..n)
                 .map(|i| (format!("dir/é{i}.txt"), i as u64, i as i128 * 1_000))
                 .collect(),
