@@ -13,7 +13,9 @@ mod store;
 pub use digest::Digest;
 pub use error::CacheError;
 pub use key::{DepDigest, HASH_SCHEME, InputRef, InstanceKey, KeyInput, canonical_json};
-pub use manifest::{LEGACY_MANIFEST_FORMAT, MANIFEST_FORMAT, Manifest, Metric, Origin, OutputFile};
+pub use manifest::{
+    EntryStatus, LEGACY_MANIFEST_FORMAT, MANIFEST_FORMAT, Manifest, Metric, Origin, OutputFile,
+};
 pub use store::{
     EntryInfo, GcReport, KeyLock, Lookup, PipelineIndex, Store, TempEntry, VerifyMode, now_us,
 };

@@ -35,6 +35,7 @@ fn manifest(input: &KeyInput) -> Manifest {
         device: "cpu".into(),
         host: "h".into(),
         ablate_version: "0".into(),
+        status: Default::default(),
         checksum: None,
     }
 }
@@ -495,4 +496,25 @@ fn gc_keeps_the_checkpoints_of_unfinished_computations_only() {
         "no pipeline given wants it"
     );
     assert!(store.checkpoint_dir(&unfinished).exists());
+}
+
+#[test]
+fn a_diverged_entry_keeps_its_status_and_a_done_one_writes_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let done = put(&store, 1, &[]);
+    let text = fs::read_to_string(store.entry_dir(&done).join("manifest.json")).unwrap();
+    // Manifests written before the status existed have the same bytes, hence checksums.
+    assert!(!text.contains("status"), "{text}");
+
+    let input = key_input(2);
+    let tmp = store.begin(&input.key()).unwrap();
+    let mut m = manifest(&input);
+    m.status = ablate_cache::EntryStatus::diverged("loss", Some(5), f64::NAN);
+    tmp.commit(m).unwrap();
+    let Lookup::Hit(m) = store.lookup(&input.key()) else {
+        panic!("a diverged entry is a result")
+    };
+    assert_eq!(m.status.name(), "diverged");
+    assert_eq!(m.status.to_string(), "diverged: `loss` = NaN at step 5");
 }

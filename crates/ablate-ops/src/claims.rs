@@ -117,6 +117,7 @@ impl Op for Claims {
         Ok(OpOutput {
             metrics: metrics(&outcomes),
             publish: vec!["claims.parquet".into(), "claims.md".into()],
+            ..OpOutput::default()
         })
     }
 }

@@ -248,6 +248,7 @@ impl Op for Cmd {
         Ok(OpOutput {
             metrics,
             publish: Vec::new(),
+            ..OpOutput::default()
         })
     }
 }

@@ -290,6 +290,7 @@ impl Op for TrainFlow {
         Ok(OpOutput {
             metrics,
             publish: Vec::new(),
+            ..OpOutput::default()
         })
     }
 }
@@ -396,6 +397,7 @@ impl Op for EvalFlow {
         Ok(OpOutput {
             metrics,
             publish: Vec::new(),
+            ..OpOutput::default()
         })
     }
 }

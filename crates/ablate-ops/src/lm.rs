@@ -145,6 +145,7 @@ impl Op for DataText {
                 Metric::new("val_bytes", val_bytes as f64),
             ],
             publish: Vec::new(),
+            ..OpOutput::default()
         })
     }
 }
@@ -603,6 +604,7 @@ impl Op for TrainLm {
         Ok(OpOutput {
             metrics,
             publish: Vec::new(),
+            ..OpOutput::default()
         })
     }
 }
@@ -858,6 +860,7 @@ impl Op for EvalLm {
         Ok(OpOutput {
             metrics,
             publish: Vec::new(),
+            ..OpOutput::default()
         })
     }
 }

@@ -255,6 +255,7 @@ impl Op for Plot {
         Ok(OpOutput {
             metrics: Vec::new(),
             publish: vec!["plot.svg".into(), "plot.png".into()],
+            ..OpOutput::default()
         })
     }
 }

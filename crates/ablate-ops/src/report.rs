@@ -163,6 +163,7 @@ impl Op for Table {
         Ok(OpOutput {
             metrics: Vec::new(),
             publish: vec!["table.parquet".into(), "table.md".into()],
+            ..OpOutput::default()
         })
     }
 }

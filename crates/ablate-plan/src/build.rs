@@ -227,6 +227,7 @@ impl Builder<'_> {
                     resources,
                     retries: stage.retries,
                     timeout: stage.timeout,
+                    diverged: stage.diverged,
                     device: stage.device,
                     gather: stage.gather,
                 };

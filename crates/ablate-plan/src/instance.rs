@@ -34,6 +34,8 @@ pub struct Instance {
     pub retries: u32,
     /// Wall-clock limit of one attempt (the stage's `timeout`); not part of the key.
     pub timeout: Option<std::time::Duration>,
+    /// What a divergence does (the stage's `diverged`); not part of the key.
+    pub diverged: ablate_spec::OnDiverge,
     pub device: Device,
     pub gather: bool,
 }

@@ -1,6 +1,6 @@
 use ablate_cache::{InstanceKey, KeyInput};
 use ablate_plan::{InstanceId, Plan};
-use ablate_spec::{Params, Resources, Value};
+use ablate_spec::{OnDiverge, Params, Resources, Value};
 use serde::{Deserialize, Serialize};
 
 /// Everything an executor needs to compute one instance, self-contained and serialisable (a
@@ -22,6 +22,9 @@ pub struct Job {
     /// Wall-clock limit of one attempt: its process group is killed and the attempt fails.
     #[serde(default)]
     pub timeout: Option<std::time::Duration>,
+    /// Whether a divergence fails the attempt or is recorded as the result (`diverged:`).
+    #[serde(default)]
+    pub diverged: OnDiverge,
     /// The GPUs a program started by this job may see, as `CUDA_VISIBLE_DEVICES` (`"1"`,
     /// `"0,2"`; empty: none), when the local scheduler assigns this machine's GPUs; `None`
     /// where something else does (a Slurm allocation) or there are none to manage.
@@ -64,6 +67,7 @@ impl Job {
             resources: inst.resources,
             retries: inst.retries,
             timeout: inst.timeout,
+            diverged: inst.diverged,
             visible_gpus: None,
         }
     }

@@ -6,7 +6,7 @@ use ablate_cache::{CacheError, Lookup, Manifest, Origin, Store, now_us};
 use ablate_plan::InstanceId;
 use tokio::sync::mpsc::UnboundedSender;
 
-use ablate_spec::error_chain;
+use ablate_spec::{OnDiverge, error_chain};
 
 use crate::scheduler::{BoxFuture, Executor, Outcome};
 use crate::{CancelToken, Job, OpContext, OpError, OpRunner, Progress, RunEvent};
@@ -118,6 +118,16 @@ impl LocalExecutor {
             };
         }
         match result {
+            Ok(Ok(out)) if !out.status.is_done() && job.diverged == OnDiverge::Fail => {
+                Outcome::Failed {
+                    error: format!(
+                        "training {}; the stage keeps no result (with `diverged: record` it would \
+                         be kept as one, status `diverged`)",
+                        out.status
+                    ),
+                    log: keep_if_any(tmp),
+                }
+            }
             Ok(Ok(out)) => {
                 let manifest = Manifest {
                     format: 0,
@@ -136,6 +146,7 @@ impl LocalExecutor {
                     device: job.device.clone(),
                     host: inner.host.clone(),
                     ablate_version: inner.version.clone(),
+                    status: out.status,
                     checksum: None,
                 };
                 let committed = if force {

@@ -1,7 +1,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 
-use ablate_cache::{InstanceKey, Lookup, Manifest, Metric, Store, VerifyMode};
+use ablate_cache::{EntryStatus, InstanceKey, Lookup, Manifest, Metric, Store, VerifyMode};
 use ablate_spec::OpCatalog;
 
 use crate::{CancelToken, Job};
@@ -17,9 +17,13 @@ pub trait OpRunner: OpCatalog + Send + Sync + 'static {
 /// What an op reports besides the files it wrote.
 #[derive(Clone, Debug, Default)]
 pub struct OpOutput {
+    /// Finite values only (a cache entry cannot hold NaN): a divergence goes in `status`.
     pub metrics: Vec<Metric>,
     /// Output files to be copied to `results/<pipeline>/` (report tables).
     pub publish: Vec<String>,
+    /// `Diverged` when a loss or metric became non-finite: the executor fails the attempt, or
+    /// records it as a result where the stage says `diverged: record` (the op need not know).
+    pub status: EntryStatus,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -102,6 +102,7 @@ impl OpRunner for Fake {
         Ok(OpOutput {
             metrics: vec![Metric::new("v", p["v"].as_f64().unwrap())],
             publish: vec![],
+            ..OpOutput::default()
         })
     }
 }

@@ -98,6 +98,25 @@ impl Default for Resources {
     }
 }
 
+/// What becomes of an instance whose training diverges (a non-finite loss or metric): the
+/// stage's `diverged:` key. Not part of the key: it decides what a new computation does with a
+/// divergence, and an entry recorded as diverged stays a result whatever the stage says later.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDiverge {
+    /// The attempt fails (and is retried if `retries` allows), with a message naming the
+    /// metric and step.
+    #[default]
+    Fail,
+    /// The instance is a result with status `diverged`: its metrics so far are kept, its
+    /// dependants that consume it are skipped, reports show it as diverged.
+    Record,
+}
+
+impl OnDiverge {
+    pub const NAMES: [&'static str; 2] = ["fail", "record"];
+}
+
 /// A stage's own sweep. `axes` keep file order; each axis value is already normalised against
 /// the op's parameter type. `include`/`exclude` follow the rules of [`Matrix::expand`].
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -129,6 +148,8 @@ pub struct Stage {
     /// `timeout:` (or its `defaults:`): wall-clock limit of one attempt of an instance: its
     /// process group is killed and the attempt fails. Execution detail: never part of a key.
     pub timeout: Option<Duration>,
+    /// `diverged:` (or its `defaults:`): fail the attempt or record the divergence as a result.
+    pub diverged: OnDiverge,
     pub device: Device,
     /// Span of the stage's name under `stages:`.
     pub span: Span,

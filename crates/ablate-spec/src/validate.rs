@@ -10,8 +10,8 @@ use crate::interp::{Vars, interpolate};
 use crate::node::{Key, Kind, Node, Origin, shorten, shorten_name};
 use crate::typecheck::check_param;
 use crate::{
-    Device, Diagnostic, MAX_NAME_BYTES, Matrix, OpCatalog, OpSchema, ParamType, Params, Pipeline,
-    Resources, SourceFile, Span, Stage, StageName, Value, parse_duration, suggest,
+    Device, Diagnostic, MAX_NAME_BYTES, Matrix, OnDiverge, OpCatalog, OpSchema, ParamType, Params,
+    Pipeline, Resources, SourceFile, Span, Stage, StageName, Value, parse_duration, suggest,
 };
 
 const TOP_KEYS: &[&str] = &[
@@ -34,11 +34,12 @@ const STAGE_KEYS: &[&str] = &[
     "resources",
     "retries",
     "timeout",
+    "diverged",
     "gather",
     "device",
 ];
 /// `defaults:` keys that are stage attributes rather than op parameters.
-const DEFAULT_ATTRIBUTES: &[&str] = &["device", "retries", "timeout", "resources"];
+const DEFAULT_ATTRIBUTES: &[&str] = &["device", "retries", "timeout", "diverged", "resources"];
 const RESOURCE_KEYS: &[&str] = &["cpus", "gpus", "mem_gb"];
 
 /// Validates the whole tree; `None` when anything is wrong (every problem is in `errors`).
@@ -73,6 +74,7 @@ struct Defaults {
     device: Option<Device>,
     retries: Option<u32>,
     timeout: Option<Duration>,
+    diverged: Option<OnDiverge>,
     resources: ResourcesPatch,
     /// Parameter defaults, interpolated (`None`: its interpolation failed, already reported).
     params: Vec<(Key, Option<Node>)>,
@@ -380,6 +382,9 @@ impl<'a> Validator<'a, '_> {
                 "device" => self.defaults.device = self.device(value, "`device` in `defaults`"),
                 "retries" => self.defaults.retries = self.retries(value, "`retries` in `defaults`"),
                 "timeout" => self.defaults.timeout = self.timeout(value, "`timeout` in `defaults`"),
+                "diverged" => {
+                    self.defaults.diverged = self.on_diverge(value, "`diverged` in `defaults`")
+                }
                 "resources" => {
                     self.defaults.resources =
                         self.resources(value, "`resources` in `defaults`", "`defaults`")
@@ -466,6 +471,25 @@ impl<'a> Validator<'a, '_> {
             },
             _ => {
                 self.push(type_error(node, subject, "an integer ≥ 0"));
+                None
+            }
+        }
+    }
+
+    /// `diverged:`: `fail` or `record`.
+    fn on_diverge(&mut self, node: &Node, subject: &str) -> Option<OnDiverge> {
+        let found = match &node.kind {
+            Kind::Str(s) => s.as_str(),
+            _ => "",
+        };
+        match found {
+            "fail" => Some(OnDiverge::Fail),
+            "record" => Some(OnDiverge::Record),
+            _ => {
+                self.push(type_error(node, subject, "`fail` or `record`").help(
+                    "`record` keeps a diverged run as a result (status `diverged`, its \
+                         metrics so far); `fail` (the default) fails the attempt",
+                ));
                 None
             }
         }
@@ -627,6 +651,10 @@ impl<'a> Validator<'a, '_> {
                 .map(Some),
             None => Some(self.defaults.timeout),
         };
+        let diverged = match fields.get("diverged") {
+            Some((_, node)) => self.on_diverge(node, &format!("`diverged` of stage `{name}`")),
+            None => Some(self.defaults.diverged.unwrap_or_default()),
+        };
         let gather = match fields.get("gather") {
             Some((
                 _,
@@ -672,9 +700,12 @@ impl<'a> Validator<'a, '_> {
             Some(device),
             Some(retries),
             Some(timeout),
+            Some(diverged),
             Some(gather),
             Some((params, matrix)),
-        ) = (op, schema, device, retries, timeout, gather, params)
+        ) = (
+            op, schema, device, retries, timeout, diverged, gather, params,
+        )
         else {
             return (None, schema);
         };
@@ -690,6 +721,7 @@ impl<'a> Validator<'a, '_> {
             resources,
             retries,
             timeout,
+            diverged,
             device,
             span,
             needs_span: needs_node.and_then(|node| node.origin.span()),

@@ -354,6 +354,7 @@ fn entry_with(
         device: "cpu".into(),
         host: "test".into(),
         ablate_version: "0".into(),
+        status: Default::default(),
         checksum: None,
     })
     .unwrap();
