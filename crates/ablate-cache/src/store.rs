@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io::{ErrorKind, Write};
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -185,10 +186,34 @@ impl Store {
         let path = self.lock_path(key);
         let file = open_lock_file(&path)?;
         match file.try_lock() {
-            Ok(()) => Ok(Some(KeyLock { _file: file })),
+            Ok(()) => {
+                // Who holds it, for a run that finds it taken (best effort: a read-only cache
+                // takes no note).
+                let note = format!(
+                    "pid {} on {} since {}\n",
+                    std::process::id(),
+                    host(),
+                    now_us()
+                );
+                let _ = file
+                    .set_len(0)
+                    .and_then(|()| file.write_all_at(note.as_bytes(), 0));
+                Ok(Some(KeyLock { file }))
+            }
             Err(fs::TryLockError::WouldBlock) => Ok(None),
             Err(fs::TryLockError::Error(e)) => Err(CacheError::Io { path, source: e }),
         }
+    }
+
+    /// Who holds the key's lock, as its holder noted it: `(pid, host, since)`, `since` in Unix
+    /// microseconds. `None` when no note can be read.
+    pub fn lock_holder(&self, key: &InstanceKey) -> Option<(u32, String, i64)> {
+        let note = fs::read_to_string(self.lock_path(key)).ok()?;
+        let mut words = note.split_whitespace();
+        let pid = words.nth(1)?.parse().ok()?;
+        let host = words.nth(1)?.to_owned();
+        let since = words.nth(1)?.parse().ok()?;
+        Some((pid, host, since))
     }
 
     /// Starts writing an entry: a fresh temp directory the producer fills with outputs.
@@ -478,10 +503,17 @@ pub struct GcReport {
     pub refused: Vec<String>,
 }
 
-/// Held while an instance is computed; released on drop.
+/// Held while an instance is computed; released on drop (and when every program that
+/// inherited its descriptor has ended: see `ablate_run::process`).
 #[derive(Debug)]
 pub struct KeyLock {
-    _file: fs::File,
+    file: fs::File,
+}
+
+impl std::os::fd::AsRawFd for KeyLock {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.file.as_raw_fd()
+    }
 }
 
 /// An entry being written. Dropped without [`TempEntry::commit`] or [`TempEntry::fail`], its

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 
 use crate::cli::{Global, RunArgs};
 use crate::error::input;
-use crate::load::{Loaded, executor_config, load, on_device, open_store};
+use crate::load::{Loaded, check_instances, executor_config, load, on_device, open_store};
 use crate::report::{Mode, Reporter};
 use crate::results::{self, Completed};
 use crate::signals::{StopSignals, stop_on_signals};
@@ -44,6 +44,7 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
         ));
     }
     let store = open_store(&global.cache)?;
+    check_instances(&loaded, &store)?;
     // Temp directories of runs killed here (kill -9, a crash): no one will commit them.
     store.remove_dead_temps();
     let forced: Vec<&str> = loaded.forced.iter().map(String::as_str).collect();

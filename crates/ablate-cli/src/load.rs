@@ -95,3 +95,41 @@ pub fn executor_config(loaded: &Loaded, args: &ExecutorArgs) -> anyhow::Result<E
     }
     Ok(config)
 }
+
+/// Checks every instance of the plan that an op can check only with its inputs and the cache's
+/// place (a `cmd` line too long once `{in.STAGE}` is expanded): an input error before anything
+/// runs, naming the stage.
+pub fn check_instances(loaded: &Loaded, store: &Store) -> anyhow::Result<()> {
+    // Every key has the same length, hence every entry directory.
+    let Some((_, first)) = loaded.plan.instances().next() else {
+        return Ok(());
+    };
+    let entry_dir_len = store.entry_dir(&first.key).as_os_str().len();
+    let mut problems = Vec::new();
+    for (id, inst) in loaded.plan.instances() {
+        let planned = ablate_ops::Planned {
+            input_stages: loaded
+                .plan
+                .inputs(id)
+                .map(|(_, i)| i.stage.as_str())
+                .collect(),
+            entry_dir_len,
+        };
+        if let Err(why) = loaded
+            .registry
+            .check_instance(&inst.op, inst.params(), &planned)
+        {
+            // One message per stage: its instances share the reason.
+            if !problems
+                .iter()
+                .any(|(stage, _)| stage == inst.stage.as_str())
+            {
+                problems.push((inst.stage.to_string(), why));
+            }
+        }
+    }
+    match problems.first() {
+        None => Ok(()),
+        Some((stage, why)) => Err(input(format!("stage `{stage}`: {why}"), None)),
+    }
+}

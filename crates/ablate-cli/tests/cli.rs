@@ -3153,7 +3153,7 @@ record = {
     "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"), "metrics": os.environ["ABLATE_METRICS"],
     "t0": time.time(),
 }
-name = os.path.join("records", "%s-%d.json" % (os.environ["ABLATE_INSTANCE"], os.getpid()))
+name = os.path.join("records", "%s-%d.json" % (os.environ["ABLATE_LABEL"], os.getpid()))
 with open(os.environ["ABLATE_METRICS"], "a") as log:
     for step in range(start, params["steps"]):
         log.write(json.dumps({"step": step, "loss": (1 + params["lr"]) / (step + 1)}) + "\n")
@@ -3668,4 +3668,335 @@ stages:
             2.0 / (step + 1) as f64
         );
     }
+}
+
+// --- Your own script, hardened (#21): each test fails on the code before the fix it names -----
+
+/// A training script that checkpoints every epoch, resumes from its checkpoint, and logs its
+/// loss with Python's `json.dumps`, which writes `NaN` once the loss has diverged (from epoch
+/// `nan_from` on).
+const NAN_SCRIPT: &str = r#"
+import json, os
+params = json.load(open(os.environ["ABLATE_PARAMS"]))
+state = os.path.join(os.environ["ABLATE_CHECKPOINT"], "state.json")
+start = json.load(open(state))["epoch"] + 1 if os.path.exists(state) else 0
+with open(os.environ["ABLATE_METRICS"], "a") as log:
+    for epoch in range(start, params["epochs"]):
+        loss = float("nan") if epoch >= params["nan_from"] else 1.0 / (epoch + 1)
+        log.write(json.dumps({"step": epoch, "loss": loss, "lr": params["lr"]}) + "\n")
+        log.flush()
+        with open(state, "w") as f:
+            json.dump({"epoch": epoch}, f)
+"#;
+
+/// #21.1: `NaN` in the metrics log failed the first attempt as a parse error, the log went with
+/// it while the checkpoint stayed, and the retry (which resumed, trained nothing) was committed
+/// as done with an empty log.
+#[test]
+fn a_nan_loss_fails_as_diverged_and_no_retry_commits_an_entry_without_its_log() {
+    let sb = Sandbox::new();
+    sb.write("train.py", NAN_SCRIPT);
+    sb.write(
+        "p.yaml",
+        r#"
+name: nan
+stages:
+  train:
+    op: cmd
+    retries: 1
+    params: { run: python3 train.py, epochs: 6, nan_from: 3, lr: 1.0 }
+"#,
+    );
+    let key = sb.keys("p.yaml", &[])["train"].clone();
+    let run = sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_FAILURE);
+    assert_eq!(run.ids("started").len(), 2, "one attempt and its retry");
+    let failed: Vec<String> = run
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "failed")
+        .map(|e| e["error"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    for error in &failed {
+        assert!(
+            error.contains("diverged: `loss` = NaN at step 3")
+                && error.contains("diverged: record"),
+            "{error}"
+        );
+    }
+    assert!(!sb.entry(&key).exists(), "a diverged run was cached");
+    // The checkpoint kept its log: the next attempt resumes with the whole curve.
+    let log = sb
+        .cache()
+        .join("v1/checkpoints")
+        .join(&key)
+        .join("metrics.jsonl");
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 6);
+
+    // Recorded as a result: the same key, its curve up to the divergence, no final values.
+    let run = sb
+        .ablate(&["run", "p.yaml", "--json", "--set", "train.diverged=record"])
+        .code(EXIT_OK);
+    assert_eq!(run.ids("started"), ["train"]);
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(sb.entry(&key).join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        manifest["status"],
+        serde_json::json!({"state": "diverged", "metric": "loss", "step": 3, "value": "NaN"})
+    );
+    let steps: Vec<(String, Option<u64>)> = manifest["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["name"].as_str().unwrap().to_owned(), m["step"].as_u64()))
+        .collect();
+    assert_eq!(
+        steps,
+        [0, 0, 1, 1, 2, 2, 3, 4, 5]
+            .iter()
+            .zip(["loss", "lr", "loss", "lr", "loss", "lr", "lr", "lr", "lr"])
+            .map(|(s, n)| (n.to_owned(), Some(*s as u64)))
+            .collect::<Vec<_>>()
+    );
+    assert!(!sb.cache().join("v1/checkpoints").join(&key).exists());
+    // A diverged entry is a result: the next run is a cache hit.
+    let again = sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    assert!(again.ids("started").is_empty());
+}
+
+/// A training script that ignores SIGTERM (as one busy in native code, or with a handler that
+/// saves and carries on, would): it stops only when killed.
+const STUBBORN_SCRIPT: &str = r#"
+import json, os, signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+state = os.path.join(os.environ["ABLATE_CHECKPOINT"], "state.json")
+start = json.load(open(state))["step"] + 1 if os.path.exists(state) else 0
+os.makedirs("records", exist_ok=True)
+with open(os.path.join("records", "%d.json" % os.getpid()), "w") as f:
+    json.dump({"start": start, "t0": time.time()}, f)
+with open("trainer.pid", "w") as f:
+    f.write(str(os.getpid()))
+with open(os.environ["ABLATE_METRICS"], "a") as log:
+    for step in range(start, 40):
+        log.write(json.dumps({"step": step, "loss": 1.0 / (step + 1)}) + "\n")
+        log.flush()
+        with open(state, "w") as f:
+            json.dump({"step": step}, f)
+        time.sleep(0.2 if os.path.exists("slow") else 0.01)
+"#;
+
+/// #21.2: `kill -9` of ablate left its trainings running, and an immediate rerun trained the
+/// same key beside the orphan: both appended to one checkpoint and one metrics log.
+#[test]
+fn a_killed_ablate_takes_its_training_with_it_and_a_rerun_never_trains_beside_it() {
+    let sb = Sandbox::new();
+    sb.write("train.py", STUBBORN_SCRIPT);
+    sb.write("slow", "");
+    sb.write(
+        "p.yaml",
+        r#"
+name: orphan
+stages:
+  train:
+    op: cmd
+    params: { run: python3 train.py }
+"#,
+    );
+    let key = sb.keys("p.yaml", &[])["train"].clone();
+    let state = sb
+        .cache()
+        .join("v1/checkpoints")
+        .join(&key)
+        .join("state.json");
+    let mut first = Running::spawn(sb.command(&["run", "p.yaml", "--json"]));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&state).is_ok_and(|s| s.contains("\"step\": 2")) {
+        assert!(Instant::now() < deadline, "the script never reached step 2");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let orphan = read_pid(&sb.path().join("trainer.pid"));
+    first.child.kill().unwrap();
+    let _ = first.finish(Duration::from_secs(10));
+    // At once, as a user would: this run must wait for the orphan, not train beside it.
+    let second = Running::spawn(sb.command(&["run", "p.yaml", "--json"]));
+    let t_kill = Instant::now();
+    while process_alive(orphan) {
+        // SIGTERM is ignored: the kill comes 5 s later (on the old code, never: the orphan
+        // would train on for 8 s).
+        assert!(
+            t_kill.elapsed() < Duration::from_secs(7),
+            "the training outlived the ablate that started it"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        t_kill.elapsed() > Duration::from_secs(4),
+        "it ignores SIGTERM"
+    );
+    std::fs::remove_file(sb.path().join("slow")).unwrap();
+    let gone = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let (code, lines, stderr) = second.finish(Duration::from_secs(60));
+    assert_eq!(code, Some(EXIT_OK), "{stderr}");
+    let events = events_of(&lines.join("\n"));
+    assert!(
+        events.iter().any(|e| e["event"] == "progress"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("waiting: another process computes this key"))),
+        "the waiting run did not say why: {lines:?}"
+    );
+    // The rerun's attempt started once the orphan was gone (within the test's polling slack),
+    // and resumed from its checkpoint.
+    let mut records: Vec<Value> = std::fs::read_dir(sb.path().join("records"))
+        .unwrap()
+        .map(|e| {
+            serde_json::from_str(&std::fs::read_to_string(e.unwrap().path()).unwrap()).unwrap()
+        })
+        .collect();
+    records.sort_by(|a, b| a["t0"].as_f64().partial_cmp(&b["t0"].as_f64()).unwrap());
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert!(
+        records[1]["t0"].as_f64().unwrap() > gone - 0.5,
+        "the rerun trained beside the orphan: {records:?}, orphan gone at {gone}"
+    );
+    assert!(records[1]["start"].as_i64().unwrap() >= 3);
+    // One line per step, in order (a step killed after its line and before its checkpoint is
+    // logged again, and counted once).
+    let log = std::fs::read_to_string(sb.entry(&key).join("metrics.jsonl")).unwrap();
+    let steps: Vec<i64> = log
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["step"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        steps.windows(2).all(|w| w[1] == w[0] + 1 || w[1] == w[0]),
+        "{steps:?}"
+    );
+    assert_eq!(*steps.last().unwrap(), 39);
+    assert_no_temp_entries(&sb);
+}
+
+/// #21.3: four PyTorch instances at `--jobs 2` on 2 cores ran 6.4x slower than with one thread
+/// each: a program got `ABLATE_THREADS` but not the variables numeric libraries read.
+#[test]
+fn a_program_gets_thread_counts_from_its_cpu_share_unless_the_user_set_them() {
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        r#"
+name: threads
+stages:
+  env:
+    op: cmd
+    resources: { cpus: 2 }
+    params: { run: "env > {out}/env.txt" }
+"#,
+    );
+    let key = sb.keys("p.yaml", &[])["env"].clone();
+    let env_of = || -> BTreeMap<String, String> {
+        std::fs::read_to_string(sb.entry(&key).join("env.txt"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    };
+    sb.ablate(&["run", "p.yaml", "--jobs", "2"]).code(EXIT_OK);
+    let env = env_of();
+    for var in [
+        "OMP_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "ABLATE_THREADS",
+    ] {
+        assert_eq!(env.get(var).map(String::as_str), Some("2"), "{var}");
+    }
+    // #21.11: the instance id is the key (runs.parquet's `instance`), the label beside it.
+    assert_eq!(env["ABLATE_INSTANCE"], key);
+    assert_eq!(env["ABLATE_LABEL"], "env");
+
+    let run = Run::from(
+        sb.command(&["run", "p.yaml", "--jobs", "2", "--force", "env"])
+            .env("OMP_NUM_THREADS", "7")
+            .output()
+            .unwrap(),
+    )
+    .code(EXIT_OK);
+    drop(run);
+    let env = env_of();
+    assert_eq!(env["OMP_NUM_THREADS"], "7", "the user's own setting wins");
+    assert_eq!(env["MKL_NUM_THREADS"], "2");
+}
+
+/// #21.13: `{in.STAGE}` put every input path into one `sh -c` argument, which failed past about
+/// 1,100 inputs with "Argument list too long", after all of them had run.
+#[test]
+fn a_gathering_program_reads_5000_inputs_from_a_file_and_a_line_that_cannot_fit_is_refused_at_plan_time()
+ {
+    let sb = Sandbox::new();
+    let values: Vec<String> = (0..5000).map(|i| i.to_string()).collect();
+    let pipeline = |run: &str| {
+        format!(
+            r#"
+name: wide
+stages:
+  items:
+    op: echo
+    matrix: {{ value: [{}] }}
+  join:
+    op: cmd
+    needs: [items]
+    gather: true
+    params: {{ run: "{run}" }}
+"#,
+            values.join(", ")
+        )
+    };
+    sb.write(
+        "join.py",
+        r#"
+import json, os
+inputs = json.load(open(os.environ["ABLATE_INPUTS"]))
+assert all(os.path.isfile(os.path.join(i["path"], "manifest.json")) for i in inputs)
+assert {i["stage"] for i in inputs} == {"items"}
+with open(os.path.join(os.environ["ABLATE_OUT"], "metrics.json"), "w") as f:
+    json.dump({"n": len(inputs), "sum": sum(i["params"]["value"] for i in inputs),
+               "labelled": sum(i["labels"]["value"] == i["params"]["value"] for i in inputs)}, f)
+"#,
+    );
+    sb.write("p.yaml", &pipeline("python3 join.py"));
+    let first = sb.keys("p.yaml", &[])["items[value=0.0]"].clone();
+    sb.write("too_long.yaml", &pipeline("ls {in.items} > {out}/all.txt"));
+    for command in ["plan", "run"] {
+        let refused = sb
+            .ablate(&[command, "too_long.yaml"])
+            .code(EXIT_INVALID_INPUT);
+        assert_contains_all(
+            &refused.stderr,
+            &[
+                "stage `join`",
+                "`{in.items}` expands to 5000 paths",
+                "$ABLATE_INPUTS",
+            ],
+        );
+    }
+    assert!(!sb.entry(&first).exists(), "the refused run ran its inputs");
+
+    let run = sb
+        .ablate(&["run", "p.yaml", "--json", "--jobs", "2"])
+        .code(EXIT_OK);
+    assert_summary(&run, 5001, 0, 0, 0);
+    let values = metric_values(&read_parquet(&sb.results().join("wide/runs.parquet")));
+    let at = |m: &str| values[&("join".into(), String::new(), m.into(), None)];
+    assert_eq!(at("n"), 5000.0);
+    assert_eq!(at("sum"), (4999 * 5000 / 2) as f64);
+    assert_eq!(at("labelled"), 5000.0);
 }

@@ -11,6 +11,7 @@ mod gpus;
 mod job;
 mod local;
 mod op;
+pub mod process;
 mod scheduler;
 pub mod slurm;
 mod tail;

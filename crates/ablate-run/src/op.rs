@@ -1,4 +1,5 @@
 use std::collections::{HashSet, VecDeque};
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 
 use ablate_cache::{EntryStatus, InstanceKey, Lookup, Manifest, Metric, Store, VerifyMode};
@@ -75,6 +76,7 @@ pub struct OpContext<'a> {
     pub(crate) threads: usize,
     pub(crate) progress: &'a (dyn Fn(Progress) + Send + Sync),
     pub(crate) cancel: &'a CancelToken,
+    pub(crate) key_lock: Option<RawFd>,
 }
 
 impl<'a> OpContext<'a> {
@@ -96,7 +98,20 @@ impl<'a> OpContext<'a> {
             threads,
             progress,
             cancel,
+            key_lock: None,
         }
+    }
+
+    /// The descriptor of the key lock the executor holds for this attempt: a program the op
+    /// starts inherits it (see [`crate::process`]), so the key stays locked while it lives.
+    pub fn with_key_lock(mut self, fd: RawFd) -> Self {
+        self.key_lock = Some(fd);
+        self
+    }
+
+    /// See [`OpContext::with_key_lock`].
+    pub fn key_lock(&self) -> Option<RawFd> {
+        self.key_lock
     }
 
     /// Where the op writes its outputs (a temp directory, renamed into the cache on success).
@@ -183,11 +198,11 @@ impl<'a> OpContext<'a> {
             .map_err(|why| self.untrusted(key, &why))
     }
 
-    /// The directory of the upstream entry `key`, once every file in it has been hashed and
-    /// checked: for programs that read what they like (`cmd`'s `{in.STAGE}`).
-    pub fn verified_entry(&self, key: &InstanceKey) -> Result<PathBuf, OpError> {
+    /// The directory and manifest of the upstream entry `key`, once every file in it has been
+    /// hashed and checked: for programs that read what they like (`cmd`'s inputs).
+    pub fn verified_entry(&self, key: &InstanceKey) -> Result<(PathBuf, Manifest), OpError> {
         match self.store.verify(key, VerifyMode::Full) {
-            Lookup::Hit(_) => Ok(self.store.entry_dir(key)),
+            Lookup::Hit(m) => Ok((self.store.entry_dir(key), *m)),
             Lookup::Miss => Err(self.untrusted(key, "the entry is missing")),
             Lookup::Invalid(why) => Err(self.untrusted(key, &why)),
         }
