@@ -4000,3 +4000,74 @@ with open(os.path.join(os.environ["ABLATE_OUT"], "metrics.json"), "w") as f:
     assert_eq!(at("sum"), (4999 * 5000 / 2) as f64);
     assert_eq!(at("labelled"), 5000.0);
 }
+
+/// #21.1: the built-in trainers diverge as a `cmd` does: a failure naming the step by default,
+/// and with `diverged: record` a result holding the curve so far (and no model).
+#[test]
+fn the_built_in_trainers_record_a_divergence_when_asked() {
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        r#"
+name: blowup
+stages:
+  points:
+    op: data.toy2d
+    params: { kind: moons, n_train: 64, n_test: 64 }
+  flow:
+    op: train.flow
+    needs: [points]
+    params: { hidden: 4, steps: 2, epochs: 5, batch: 16, lr: 1.0e30 }
+  text:
+    op: data.text
+    params: { source: synthetic, docs: 50 }
+  lm:
+    op: train.lm
+    needs: [text]
+    params: { d_model: 8, layers: 1, heads: 2, d_ff: 16, seq_len: 16, steps: 20, batch: 2, lr: 1.0e30, warmup: 0, clip: 1.0e30 }
+"#,
+    );
+    let keys = sb.keys("p.yaml", &[]);
+    let run = sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_FAILURE);
+    let errors: BTreeMap<String, String> = run
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "failed")
+        .map(|e| {
+            (
+                e["id"].as_str().unwrap().to_owned(),
+                e["error"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        errors["flow"].starts_with("training diverged: `loss` = ")
+            && errors["flow"].contains("at step 1"),
+        "{errors:?}"
+    );
+    assert!(
+        errors["lm"].starts_with("training diverged: `"),
+        "{errors:?}"
+    );
+
+    sb.ablate(&[
+        "run",
+        "p.yaml",
+        "--json",
+        "--set",
+        "defaults.diverged=record",
+    ])
+    .code(EXIT_OK);
+    for stage in ["flow", "lm"] {
+        let dir = sb.entry(&keys[stage]);
+        let manifest: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap())
+                .unwrap();
+        assert_eq!(
+            manifest["status"]["state"], "diverged",
+            "{stage}: {manifest}"
+        );
+        assert!(dir.join("history.parquet").exists(), "{stage}");
+        assert!(!dir.join("model.safetensors").exists(), "{stage}");
+    }
+}

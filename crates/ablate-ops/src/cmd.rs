@@ -71,16 +71,21 @@ impl Cmd {
                 // pasted them raw, so it may hold another computation.
                 version: 2,
                 summary: "Run a shell command (`sh -c`) in the working directory: your own training script as a stage. \
-                          Placeholders: `{in.STAGE}` (the cache directory of that input), `{out}` (where to write \
+                          Placeholders: `{in.STAGE}` (the cache directories of that input), `{out}` (where to write \
                           outputs), `{param.NAME}` (a param or matrix value); every substituted value is shell-quoted, \
                           so it reaches the program as one word and is never run as code. Environment: \
-                          `ABLATE_PARAMS` (a JSON file of its params), `ABLATE_CHECKPOINT` (a directory that survives \
-                          failed and killed attempts of the same key: resume from it), `ABLATE_METRICS` (= \
-                          `{out}/metrics.jsonl`), `ABLATE_OUT`, `ABLATE_THREADS`, and `CUDA_VISIBLE_DEVICES` (the GPUs \
-                          the scheduler gave it). Lines appended to `{out}/metrics.jsonl` (`{\"step\": 10, \"loss\": \
+                          `ABLATE_PARAMS` (a JSON file of its params), `ABLATE_INPUTS` (a JSON list of its inputs: \
+                          stage, label, labels, params, path; for any number of them), `ABLATE_CHECKPOINT` (a \
+                          directory that survives failed and killed attempts of the same key: resume from it), \
+                          `ABLATE_METRICS` (= `{out}/metrics.jsonl`), `ABLATE_OUT`, `ABLATE_THREADS` (its CPU share, \
+                          also in OMP_NUM_THREADS, MKL_NUM_THREADS, OPENBLAS_NUM_THREADS and the like unless set), \
+                          `ABLATE_INSTANCE` (its key), `ABLATE_LABEL`, and `CUDA_VISIBLE_DEVICES` (the GPUs the \
+                          scheduler gave it). Lines appended to `{out}/metrics.jsonl` (`{\"step\": 10, \"loss\": \
                           0.4}`) show on the progress line and become metrics at their step, the last value of each \
-                          the final one. stdout/stderr are kept in the entry; a `{out}/metrics.json` object of numbers becomes \
-                          its metrics; a non-zero exit fails it.",
+                          the final one; a NaN or infinite value marks the run diverged (see the stage key \
+                          `diverged`). stdout/stderr are kept in the entry; a `{out}/metrics.json` object of numbers \
+                          becomes its metrics; a non-zero exit fails it. The program dies with ablate, and holds its \
+                          key's lock while it lives.",
                 params: vec![
                     ParamSpec::required(
                         "run",
