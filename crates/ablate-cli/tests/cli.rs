@@ -3309,6 +3309,9 @@ stages:
     let checkpoint = |id: &str| sb.cache().join("v1/checkpoints").join(&keys[id]);
     // `killed` is killed with ablate (kill -9: no cleanup at all) after it logged a few steps.
     let mut running = Running::spawn(sb.command(&["run", "p.yaml", "--json", "--jobs", "3"]));
+    // `retried` (crashed, then resumed) is done before ablate is killed: the kill stops every
+    // program it runs (#21).
+    running.wait_for("finished", 1, Duration::from_secs(30));
     let state = checkpoint("killed").join("state.json");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !std::fs::read_to_string(&state).is_ok_and(|s| s.contains("\"step\": 2")) {
@@ -3317,7 +3320,7 @@ stages:
     }
     running.child.kill().unwrap();
     let _ = running.finish(Duration::from_secs(10));
-    // Its orphaned script finishes a step at most; wait until it is gone.
+    // Its script is stopped with ablate (SIGTERM from the watchdog); wait until it is gone.
     std::thread::sleep(Duration::from_millis(1200));
     // `retried` crashed at step 2 and resumed in its retry; `rerun` crashed and failed.
     let records = script_records(&sb);
