@@ -1899,6 +1899,106 @@ fn every_pipeline_in_the_repository_plans() {
     }
 }
 
+/// `just run` said nothing for minutes while cargo built the release binary (#21). The recipes'
+/// build step (`scripts/build-ablate.sh`) says it is building and lets cargo show its progress
+/// when a source is newer than the binary, and prints nothing, nor starts cargo, when the
+/// binary is up to date. Run on a copy of the script in a tree of its own, with a stand-in
+/// `cargo` that records its calls.
+#[test]
+fn the_first_build_was_silent_for_minutes() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let tree = tempfile::tempdir().unwrap();
+    let root = tree.path();
+    for dir in ["scripts", "crates/a/src", "crates/a/tests", "bin"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    std::fs::copy(
+        repo.join("scripts/build-ablate.sh"),
+        root.join("scripts/build-ablate.sh"),
+    )
+    .unwrap();
+    for (file, text) in [
+        ("Cargo.toml", "[workspace]\n"),
+        ("Cargo.lock", "version = 4\n"),
+        ("crates/a/Cargo.toml", "[package]\n"),
+        ("crates/a/src/lib.rs", "\n"),
+    ] {
+        std::fs::write(root.join(file), text).unwrap();
+    }
+    let cargo = root.join("bin/cargo");
+    std::fs::write(
+        &cargo,
+        "#!/bin/sh\necho \"cargo $*\" >> \"$(dirname \"$0\")/../cargo.log\"\n\
+         echo '   Compiling ablate-cli v0.1.0' >&2\n\
+         mkdir -p target/release && printf '#!/bin/sh\\n' > target/release/ablate\n\
+         chmod +x target/release/ablate\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&cargo, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        root.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let build = || {
+        Run::from(
+            Command::new(root.join("scripts/build-ablate.sh"))
+                .current_dir(root.join("crates"))
+                .env("PATH", &path)
+                .env_remove("CARGO_TARGET_DIR")
+                .output()
+                .unwrap(),
+        )
+        .code(EXIT_OK)
+    };
+    let calls = || {
+        std::fs::read_to_string(root.join("cargo.log"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let later = |file: &str| {
+        std::fs::File::options()
+            .write(true)
+            .open(root.join(file))
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() + Duration::from_secs(60))
+            .unwrap();
+    };
+
+    let first = build();
+    assert_contains_all(
+        &first.stderr,
+        &[
+            "building ablate (release; a few minutes the first time)",
+            "Compiling ablate-cli",
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("cargo.log")).unwrap(),
+        "cargo build --release -p ablate-cli\n"
+    );
+
+    let fresh = build();
+    assert_eq!((fresh.stdout.as_str(), fresh.stderr.as_str()), ("", ""));
+    assert_eq!(
+        calls(),
+        1,
+        "cargo is not started when the binary is up to date"
+    );
+
+    // A test is not part of the binary: nothing to build.
+    std::fs::write(root.join("crates/a/tests/t.rs"), "\n").unwrap();
+    later("crates/a/tests/t.rs");
+    assert_eq!(build().stderr, "");
+    assert_eq!(calls(), 1);
+
+    later("crates/a/src/lib.rs");
+    assert_contains_all(&build().stderr, &["building ablate"]);
+    assert_eq!(calls(), 2);
+}
+
 /// A CSV in the layout of scikit-learn's `digits.csv.gz`: 64 pixels in 0..=16, then the label;
 /// `rows` rows cycling through the ten classes.
 fn write_synthetic_digits(dir: &Path, rows: usize) -> PathBuf {
