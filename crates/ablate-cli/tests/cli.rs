@@ -567,6 +567,151 @@ fn keys_do_not_depend_on_the_working_dir_or_the_cache_dir() {
     );
 }
 
+/// A pipeline in its own project directory, run from anywhere (#21): `run`, `deps` and its
+/// script are found beside the file, whatever the current directory, and its keys do not
+/// depend on where it is run from.
+#[test]
+fn a_pipeline_run_from_another_directory_read_its_paths_from_there() {
+    let sb = Sandbox::new();
+    let project = sb.path().join("work/project");
+    std::fs::create_dir_all(project.join("lib")).unwrap();
+    std::fs::write(
+        project.join("probe.sh"),
+        ". lib/common.sh\necho \"{\\\"x\\\": $X}\" > \"$1/metrics.json\"\n",
+    )
+    .unwrap();
+    std::fs::write(project.join("lib/common.sh"), "X=2.5\n").unwrap();
+    std::fs::write(
+        project.join("p.yaml"),
+        r#"
+name: project
+stages:
+  probe:
+    op: cmd
+    params: { run: "sh probe.sh {out}", deps: [probe.sh, "lib/*.sh"] }
+"#,
+    )
+    .unwrap();
+    // From the sandbox, two levels above the project: the script, its library and the deps
+    // are found beside the pipeline file.
+    let run = sb
+        .ablate(&["run", "work/project/p.yaml", "--json"])
+        .code(EXIT_OK);
+    let finished = run
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "finished")
+        .expect("a finished event");
+    assert_eq!(finished["metrics"]["x"], 2.5, "{}", run.stderr);
+    let keys = sb.keys("work/project/p.yaml", &[]);
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(sb.entry(&keys["probe"]).join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let deps: Vec<&str> = manifest["input"]["deps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        deps,
+        ["lib/common.sh", "probe.sh"],
+        "paths as written, not absolute"
+    );
+    assert_eq!(
+        sb.plan("work/project/p.yaml", &[])["probe"]["status"],
+        "cached"
+    );
+
+    // From a third directory, by an absolute path: the same key, cached.
+    let third = sb.path().join("elsewhere/deeper");
+    std::fs::create_dir_all(&third).unwrap();
+    let file = project.join("p.yaml");
+    let plan = sb
+        .command(&["plan", file.to_str().unwrap(), "--format", "json"])
+        .current_dir(&third)
+        .output()
+        .map(Run::from)
+        .unwrap()
+        .code(EXIT_OK);
+    let there = plan_entries(&plan.stdout);
+    assert_eq!(there["probe"]["key"], keys["probe"].as_str());
+    assert_eq!(there["probe"]["status"], "cached");
+    // And from the project itself, as before #21.
+    let here = sb
+        .command(&["plan", "p.yaml", "--format", "json"])
+        .current_dir(&project)
+        .output()
+        .map(Run::from)
+        .unwrap()
+        .code(EXIT_OK);
+    assert_eq!(
+        plan_entries(&here.stdout)["probe"]["key"],
+        keys["probe"].as_str()
+    );
+}
+
+/// `workdir:` names the directory a file's paths resolve against, relative to the file: a
+/// pipeline moved into `pipelines/` keeps its keys with `workdir: ..`; one that names a
+/// missing directory is an input error pointing at it.
+#[test]
+fn workdir_moves_where_paths_resolve_and_keeps_the_keys() {
+    let sb = Sandbox::new();
+    let yaml = |workdir: &str| {
+        format!(
+            "name: moved\n{workdir}stages:\n  probe:\n    op: cmd\n    params: {{ run: \"sh src/probe.sh {{out}}\", deps: [src/probe.sh] }}\n"
+        )
+    };
+    std::fs::create_dir_all(sb.path().join("src")).unwrap();
+    std::fs::create_dir_all(sb.path().join("pipelines")).unwrap();
+    sb.write("src/probe.sh", "echo '{\"x\": 1}' > \"$1/metrics.json\"\n");
+    sb.write("p.yaml", &yaml(""));
+    sb.write("pipelines/p.yaml", &yaml("workdir: ..\n"));
+    let at_root = sb.keys("p.yaml", &[]);
+    let moved = sb.keys("pipelines/p.yaml", &[]);
+    assert_eq!(at_root, moved);
+    sb.ablate(&["run", "pipelines/p.yaml"]).code(EXIT_OK);
+    assert_eq!(sb.plan("p.yaml", &[])["probe"]["status"], "cached");
+
+    // Without `workdir`, the path is looked for beside the file, and the error says where.
+    sb.write("pipelines/q.yaml", &yaml(""));
+    let missing = sb
+        .ablate(&["plan", "pipelines/q.yaml"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &missing.stderr,
+        &[
+            "stage `probe` depends on `src/probe.sh`, which cannot be read",
+            "paths in `deps` are relative to",
+            "pipelines",
+            "or its `workdir:`",
+        ],
+    );
+
+    sb.write("pipelines/e.yaml", &yaml("workdir: \"\"\n"));
+    let empty = sb
+        .ablate(&["plan", "pipelines/e.yaml"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &empty.stderr,
+        &["`workdir` is empty", "pipelines/e.yaml:2:10"],
+    );
+
+    sb.write("pipelines/r.yaml", &yaml("workdir: ../nowhere\n"));
+    let bad = sb
+        .ablate(&["plan", "pipelines/r.yaml"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &bad.stderr,
+        &[
+            "`workdir: ../nowhere`",
+            "not a usable directory",
+            "pipelines/r.yaml:2:10",
+        ],
+    );
+}
+
 #[test]
 fn a_set_changes_exactly_the_keys_of_its_stage_and_downstream() {
     let sb = Sandbox::new();
@@ -1852,20 +1997,30 @@ fn plan_renders_dot_and_mermaid() {
 
 // --- 10. The repository's own pipelines plan ------------------------------------------------------
 
+/// Every pipeline of the repository (`pipelines/`, `examples/`) plans, from the repository root
+/// as `just run` does and from any other directory with the same keys (#21).
 #[test]
 fn every_pipeline_in_the_repository_plans() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(repo.join("pipelines"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
-        .collect();
+    let yaml = |dir: PathBuf| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+            .collect()
+    };
+    let mut files = yaml(repo.join("pipelines"));
+    for example in std::fs::read_dir(repo.join("examples")).unwrap() {
+        files.extend(yaml(example.unwrap().path()));
+    }
     files.sort();
     assert!(
-        files.iter().any(|f| f.ends_with("quickstart.yaml")),
+        files.iter().any(|f| f.ends_with("quickstart.yaml"))
+            && files.iter().any(|f| f.ends_with("mnist-style/sweep.yaml")),
         "{files:?}"
     );
     let cache = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
     let digits = write_synthetic_digits(cache.path(), 40);
     for file in files {
         // The digits pipeline hashes its data file, which a checkout does not have.
@@ -1874,28 +2029,43 @@ fn every_pipeline_in_the_repository_plans() {
         } else {
             Vec::new()
         };
-        // From the repository root, as a user would: `cmd` deps are relative to it.
-        let out = Command::new(BIN)
-            .arg("plan")
-            .arg(&file)
-            .args(&data_args)
-            .args(["--format", "json", "--cache"])
-            .arg(cache.path())
-            .current_dir(&repo)
-            .env_remove("ABLATE_CACHE")
-            .env_remove("ABLATE_LOG")
-            .output()
-            .unwrap();
-        let run = Run::from(out);
+        let plan_from = |dir: &Path, file: &Path| {
+            let out = Command::new(BIN)
+                .arg("plan")
+                .arg(file)
+                .args(&data_args)
+                .args(["--format", "json", "--cache"])
+                .arg(cache.path())
+                .current_dir(dir)
+                .env_remove("ABLATE_CACHE")
+                .env_remove("ABLATE_LOG")
+                .output()
+                .unwrap();
+            let run = Run::from(out);
+            assert_eq!(
+                run.code,
+                Some(EXIT_OK),
+                "{} does not plan from {}:\n{}",
+                file.display(),
+                dir.display(),
+                run.stderr
+            );
+            plan_entries(&run.stdout)
+                .into_iter()
+                .map(|(id, v)| (id, v["key"].as_str().unwrap().to_owned()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        // From the repository root, as `just run` does, by a relative path.
+        let relative = file.strip_prefix(&repo).unwrap();
+        let here = plan_from(&repo, relative);
+        assert!(!here.is_empty(), "{} has no instances", file.display());
+        let there = plan_from(elsewhere.path(), &file.canonicalize().unwrap());
         assert_eq!(
-            run.code,
-            Some(EXIT_OK),
-            "{} does not plan:\n{}",
-            file.display(),
-            run.stderr
+            here,
+            there,
+            "{} plans other keys from elsewhere",
+            file.display()
         );
-        let plan = plan_entries(&run.stdout);
-        assert!(!plan.is_empty(), "{} has no instances", file.display());
     }
 }
 
@@ -3726,6 +3896,23 @@ fn the_bring_your_own_script_example_runs_with_a_tiny_budget() {
         12 * 2,
         "two epochs of val_acc for each of the 12 runs"
     );
+    // From another directory (#21): the script and its deps are found beside the pipeline,
+    // and every instance is the one just computed.
+    let file = root
+        .join("examples/mnist-style/sweep.yaml")
+        .canonicalize()
+        .unwrap();
+    let plan = sb.plan(
+        file.to_str().unwrap(),
+        &[
+            "--set",
+            "train.params.epochs=2",
+            "--set",
+            "train.params.n_train=100",
+        ],
+    );
+    assert_eq!(plan.len(), 14);
+    assert!(plan.values().all(|e| e["status"] == "cached"), "{plan:?}");
 }
 
 /// #18 on a cluster: a task that died is submitted again and resumes from the checkpoint in the
