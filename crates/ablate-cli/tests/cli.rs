@@ -1197,6 +1197,185 @@ fn table_prints_a_parquet_file() {
     );
 }
 
+/// `ablate table` printed `started_at` as microseconds and every row and column (#21): now
+/// dates, `--where` (ANDed), `--columns` and `--head`.
+#[test]
+fn table_prints_dates_and_takes_where_columns_and_head() {
+    let sb = Sandbox::new();
+    sb.write("p.yaml", TINY_FLOW);
+    sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    let runs = "results/tiny/runs.parquet";
+    let all = sb.ablate(&["table", runs]).code(EXIT_OK);
+    let header: Vec<&str> = all
+        .stdout
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let started = header.iter().position(|h| *h == "started_at").unwrap();
+    let first_row = all.stdout.lines().nth(2).unwrap();
+    assert!(
+        first_row.contains(" UTC"),
+        "started_at is a date: {first_row}"
+    );
+    assert!(started > 0);
+
+    let picked = sb
+        .ablate(&[
+            "table",
+            runs,
+            "--where",
+            "metric=test_acc",
+            "--where",
+            "weights=shared",
+            "--columns",
+            "label,metric,value",
+        ])
+        .code(EXIT_OK);
+    let lines: Vec<&str> = picked.stdout.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["label", "metric", "value"]
+    );
+    assert_eq!(lines.len(), 2 + 2, "two shared evals:\n{}", picked.stdout);
+    assert!(
+        lines[2..]
+            .iter()
+            .all(|l| l.contains("weights=shared") && l.contains("test_acc"))
+    );
+
+    // Numbers compare as numbers; `!=` keeps the others; `--head` the first rows.
+    let steps = sb
+        .ablate(&[
+            "table",
+            runs,
+            "--where",
+            "metric=test_acc",
+            "--where",
+            "steps=2.0",
+        ])
+        .code(EXIT_OK);
+    assert_eq!(steps.stdout.lines().count(), 2 + 2, "{}", steps.stdout);
+    let not = sb
+        .ablate(&[
+            "table",
+            runs,
+            "--where",
+            "metric=test_acc",
+            "--where",
+            "steps!=2",
+        ])
+        .code(EXIT_OK);
+    assert_eq!(not.stdout.lines().count(), 2 + 2, "{}", not.stdout);
+    let head = sb
+        .ablate(&["table", runs, "--head", "3", "--markdown"])
+        .code(EXIT_OK);
+    assert_eq!(head.stdout.lines().count(), 2 + 3, "{}", head.stdout);
+    assert_contains_all(&head.stderr, &["(showing 3 of "]);
+
+    let typo = sb
+        .ablate(&["table", runs, "--where", "metrc=test_acc"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &typo.stderr,
+        &["the table has no column `metrc`", "did you mean `metric`?"],
+    );
+    let bad = sb
+        .ablate(&["table", runs, "--columns", "label,valeu"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(&bad.stderr, &["no column `valeu`", "did you mean `value`?"]);
+}
+
+/// `ablate status` was documented for Slurm only, and showed a local run's instances as "not
+/// submitted" (#21): a local run's running instance, failed one (with its log) and the ones
+/// that did not start are told apart.
+#[test]
+fn status_shows_what_a_local_run_is_doing() {
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        r#"
+name: local
+stages:
+  slow:
+    op: cmd
+    params: { run: "touch started; while [ ! -e go ]; do sleep 0.05; done; echo '{\"x\": 1}' > {out}/metrics.json" }
+  broken:
+    op: cmd
+    params: { run: "echo 'boom-local' >&2; exit 3" }
+  after:
+    op: cmd
+    needs: [broken]
+    params: { run: "true" }
+"#,
+    );
+    let help = sb.ablate(&["status", "--help"]).code(EXIT_OK);
+    assert_contains_all(&help.stdout, &["local runs and Slurm runs alike"]);
+
+    let mut run = Running::spawn(sb.command(&["run", "p.yaml", "--json", "--jobs", "2"]));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !sb.path().join("started").exists() {
+        assert!(Instant::now() < deadline, "the slow stage never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    run.wait_for("failed", 1, Duration::from_secs(60));
+    let status = sb.ablate(&["status", "p.yaml"]).code(EXIT_OK);
+    assert_contains_all(
+        &status.stdout,
+        &[
+            "not started",
+            "running (writing its entry):",
+            "  slow  pid ",
+        ],
+    );
+    assert_eq!(
+        status_row(&status.stdout, "slow"),
+        [0, 1, 0, 0, 0],
+        "{}",
+        status.stdout
+    );
+    assert_eq!(
+        status_row(&status.stdout, "broken"),
+        [0, 0, 0, 1, 0],
+        "{}",
+        status.stdout
+    );
+    assert_eq!(
+        status_row(&status.stdout, "after"),
+        [0, 0, 0, 0, 1],
+        "{}",
+        status.stdout
+    );
+    let log = std::fs::read_dir(sb.cache().join("v1/failed"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("stderr.log");
+    assert_contains_all(
+        &status.stdout,
+        &[
+            "failed:\n  broken  its last attempt failed",
+            &format!("log: {}", log.display()),
+        ],
+    );
+    assert_contains_all(&std::fs::read_to_string(&log).unwrap(), &["boom-local"]);
+
+    sb.write("go", "");
+    let (code, _, _) = run.finish(Duration::from_secs(60));
+    assert_eq!(code, Some(EXIT_FAILURE));
+    let after = sb.ablate(&["status", "p.yaml"]).code(EXIT_OK);
+    assert_eq!(
+        status_row(&after.stdout, "slow"),
+        [1, 0, 0, 0, 0],
+        "{}",
+        after.stdout
+    );
+    assert!(!after.stdout.contains("running ("), "{}", after.stdout);
+}
+
 // --- 8. Ctrl-C ----------------------------------------------------------------------------------
 
 /// A running `ablate` whose stdout lines arrive on a channel.
@@ -1824,6 +2003,262 @@ fn cache_gc_keeps_only_what_the_named_pipelines_use() {
         changed.values().filter(|e| e["status"] == "cached").count(),
         1
     );
+}
+
+/// From a result row to its files (#21): `ablate show` by a key prefix, by a label (in any
+/// order), or by a pipeline's instance not yet computed; ambiguous and unknown targets are input
+/// errors, the first listing the candidates.
+#[test]
+fn show_prints_an_entry_with_its_params_inputs_metrics_and_files() {
+    let sb = Sandbox::new();
+    sb.write("p.yaml", TINY_FLOW);
+    sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    let keys = sb.keys("p.yaml", &[]);
+    let key = &keys["flow[weights=shared,steps=2]"];
+    let entry = sb.entry(key).canonicalize().unwrap();
+
+    let by_prefix = sb.ablate(&["show", &key[..10]]).code(EXIT_OK);
+    let text = &by_prefix.stdout;
+    assert_contains_all(
+        text,
+        &[
+            &format!("key        {key}"),
+            "instance   flow[weights=shared,steps=2]  (pipeline `tiny`)",
+            "op         train.flow (version",
+            "status     done: in the cache",
+            " UTC\n",
+            "device     cpu",
+            "params\n",
+            "  lr ",
+            "  weights ",
+            "inputs\n",
+            &format!("  {}  points\n", &keys["points"][..8]),
+            "metrics\n",
+            "  train_acc ",
+            "5 steps, last",
+            "files\n",
+            &format!("{}", entry.join("manifest.json").display()),
+            &format!("{}", entry.join("model.safetensors").display()),
+            " KiB  ",
+        ],
+    );
+
+    // The label as `plan` prints it, or in another order: the same entry.
+    for target in [
+        "flow[weights=shared,steps=2]",
+        "flow[steps=2,weights=shared]",
+    ] {
+        let again = sb.ablate(&["show", target]).code(EXIT_OK);
+        assert_eq!(again.stdout, by_prefix.stdout, "{target}");
+    }
+
+    let json: Value =
+        serde_json::from_str(&sb.ablate(&["show", key, "--json"]).code(EXIT_OK).stdout).unwrap();
+    assert_eq!(json["key"], key.as_str());
+    assert_eq!(json["params"]["lr"], 0.01);
+    assert_eq!(json["inputs"][0]["instance"], "points");
+    assert_eq!(json["in_cache"], true);
+    assert!(json["metrics"]["train_acc"].is_number());
+    assert_eq!(json["stepped_metrics"]["loss"]["steps"], 5);
+    let files: Vec<&str> = json["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert!(files.iter().all(|f| Path::new(f).is_file()), "{files:?}");
+
+    // A stage with several instances, or a partial label: the candidates, exit 2.
+    let many = sb.ablate(&["show", "flow"]).code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &many.stderr,
+        &[
+            "`flow` matches 4 entries",
+            "flow[weights=unshared,steps=1]",
+            &keys["flow[weights=unshared,steps=1]"][..8],
+        ],
+    );
+    let seeds = sb
+        .ablate(&["show", "flow[steps=2]"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(&seeds.stderr, &["matches 2 entries"]);
+    let unknown = sb
+        .ablate(&["show", "flwo[steps=2]"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &unknown.stderr,
+        &["nothing in the cache", "matches `flwo[steps=2]`"],
+    );
+
+    // With the pipeline: an instance its plan has and the cache does not.
+    let planned = sb
+        .ablate(&[
+            "show",
+            "flow[weights=shared,steps=2]",
+            "--pipeline",
+            "p.yaml",
+            "--set",
+            "flow.params.lr=0.02",
+        ])
+        .code(EXIT_OK);
+    assert_contains_all(&planned.stdout, &["status     not in the cache"]);
+    assert!(
+        planned
+            .stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("lr ") && l.ends_with(" 0.02")),
+        "{}",
+        planned.stdout
+    );
+    assert!(!planned.stdout.contains(key.as_str()), "{}", planned.stdout);
+}
+
+/// `cache ls` printed raw lines: now a header, dates, the params that tell entries apart,
+/// filters and `--json` (#21).
+#[test]
+fn cache_ls_has_a_header_dates_params_filters_and_json() {
+    let sb = Sandbox::new();
+    sb.write("p.yaml", TINY_FLOW);
+    sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    let ls = sb.ablate(&["cache", "ls"]).code(EXIT_OK);
+    let mut lines = ls.stdout.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "KEY", "OP", "INSTANCE", "PIPELINE", "SIZE", "STARTED", "WALL", "PARAMS"
+        ]
+    );
+    let flow_line = ls
+        .stdout
+        .lines()
+        .find(|l| l.contains("flow[weights=unshared,steps=2]"))
+        .unwrap();
+    assert_contains_all(
+        flow_line,
+        &["train.flow", "tiny", " UTC", "steps=2", "weights=unshared"],
+    );
+    assert!(ls.stdout.contains("\n10 entries, "), "{}", ls.stdout);
+
+    let stage = sb.ablate(&["cache", "ls", "--stage", "flow"]).code(EXIT_OK);
+    assert!(stage.stdout.contains("\n4 entries, "), "{}", stage.stdout);
+    let op = sb
+        .ablate(&["cache", "ls", "--op", "eval.flow"])
+        .code(EXIT_OK);
+    assert!(op.stdout.contains("\n4 entries, "), "{}", op.stdout);
+    let other = sb
+        .ablate(&["cache", "ls", "--pipeline", "other"])
+        .code(EXIT_OK);
+    assert!(other.stdout.contains("\n0 entries, "), "{}", other.stdout);
+    let picked = sb
+        .ablate(&[
+            "cache",
+            "ls",
+            "--where",
+            "steps=2",
+            "--where",
+            "weights=shared",
+        ])
+        .code(EXIT_OK);
+    assert!(picked.stdout.contains("\n1 entries, "), "{}", picked.stdout);
+    assert!(picked.stdout.contains("flow[weights=shared,steps=2]"));
+
+    let keys = sb.keys("p.yaml", &[]);
+    let json: Value = serde_json::from_str(
+        &sb.ablate(&["cache", "ls", "--json", "--stage", "flow"])
+            .code(EXIT_OK)
+            .stdout,
+    )
+    .unwrap();
+    let items = json.as_array().unwrap();
+    assert_eq!(items.len(), 4);
+    for item in items {
+        assert_eq!(item["op"], "train.flow");
+        assert_eq!(item["params"]["lr"], 0.01);
+        assert!(item["started_at"].as_str().unwrap().ends_with(" UTC"));
+        assert!(Path::new(item["path"].as_str().unwrap()).is_dir());
+        assert_eq!(
+            keys[item["instance"].as_str().unwrap()],
+            item["key"].as_str().unwrap()
+        );
+    }
+
+    let typo = sb
+        .ablate(&["cache", "ls", "--where", "stpes=2"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &typo.stderr,
+        &["no entry has a param `stpes`", "did you mean `steps`?"],
+    );
+}
+
+/// `gc --dry-run` said only how many: now each path it would remove, and why (#21).
+#[test]
+fn cache_gc_dry_run_lists_each_path_and_why() {
+    let sb = Sandbox::new();
+    sb.write("p.yaml", TINY_FLOW);
+    sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    sb.ablate(&["run", "p.yaml", "--json", "--set", "flow.params.lr=0.02"])
+        .code(EXIT_OK);
+    let old = sb.keys("p.yaml", &[]);
+    // A failed attempt's files and the temp directory of a writer that is gone.
+    let failed = sb.cache().join("v1/failed").join(&old["acc"]);
+    std::fs::create_dir_all(&failed).unwrap();
+    std::fs::write(failed.join("stderr.log"), "boom\n").unwrap();
+    let tmp = sb
+        .cache()
+        .join("v1/tmp")
+        .join(format!("{}.999999999.0", old["acc"]));
+    std::fs::create_dir_all(&tmp).unwrap();
+
+    let dry = sb
+        .ablate(&["cache", "gc", "--dry-run", "p.yaml"])
+        .code(EXIT_OK);
+    // The run with `--set` made 9 entries the file's plan does not use.
+    let unused = sb.keys("p.yaml", &["--set", "flow.params.lr=0.02"]);
+    assert!(
+        dry.stdout
+            .starts_with("would remove 9 entries and 2 leftovers"),
+        "{}",
+        dry.stdout
+    );
+    assert_contains_all(
+        &dry.stdout,
+        &[
+            &format!("{}  (", sb.entry(&unused["acc"]).display()),
+            "): an entry the named pipelines do not use",
+            &format!("{}  (", failed.display()),
+            "): the files of a failed attempt",
+            &format!("{}  (", tmp.display()),
+            "): left by a writer that is gone",
+        ],
+    );
+    let unused_pipeline = r#"
+name: other
+stages:
+  points:
+    op: data.toy2d
+    params: { kind: moons, n_train: 200, n_test: 200, noise: 0.1, seed: 0 }
+"#;
+    sb.write("q.yaml", unused_pipeline);
+    let keep_q = sb
+        .ablate(&["cache", "gc", "--dry-run", "q.yaml"])
+        .code(EXIT_OK);
+    assert!(
+        keep_q
+            .stdout
+            .starts_with("would remove 18 entries and 2 leftovers"),
+        "{}",
+        keep_q.stdout
+    );
+    assert_contains_all(
+        &keep_q.stdout,
+        &[
+            &format!("{}  (", sb.entry(&old["acc"]).display()),
+            "): an entry the named pipelines do not use",
+        ],
+    );
+    assert!(failed.is_dir() && tmp.is_dir() && sb.entry(&old["acc"]).is_dir());
 }
 
 #[test]
