@@ -3049,6 +3049,60 @@ fn slurm_sweep_gives_the_keys_and_metrics_of_a_local_run() {
     );
 }
 
+/// #21 on a cluster: a task starts in the pipeline file's directory (not the orchestrator's),
+/// and goes back there after a `setup` that changes directory, so `run` and `deps` written
+/// relative to the file work.
+#[test]
+fn slurm_tasks_resolve_paths_against_the_pipeline_file() {
+    require_slurm();
+    let sb = Sandbox::new();
+    let project = sb.path().join("work/project");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(
+        project.join("probe.sh"),
+        "echo \"{\\\"here\\\": $(pwd | wc -c)}\" > \"$1/metrics.json\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        project.join("p.yaml"),
+        r#"
+name: slurm-paths
+slurm: { poll_min_s: 0.2, poll_max_s: 1, setup: "cd /" }
+stages:
+  probe:
+    op: cmd
+    params: { run: "sh probe.sh {out}", deps: [probe.sh] }
+"#,
+    )
+    .unwrap();
+    let local = sb.keys("work/project/p.yaml", &[]);
+    let run = sb
+        .ablate(&[
+            "run",
+            "work/project/p.yaml",
+            "--json",
+            "--executor",
+            "slurm",
+        ])
+        .code(EXIT_OK);
+    assert_summary(&run, 1, 0, 0, 0);
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(sb.entry(&local["probe"]).join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    // `pwd | wc -c` is the length of the directory the script ran in, newline included.
+    let dir = project.canonicalize().unwrap();
+    let here = manifest["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "here")
+        .unwrap()["value"]
+        .as_f64()
+        .unwrap();
+    assert_eq!(here as usize, dir.to_str().unwrap().len() + 1);
+}
+
 #[test]
 fn slurm_failed_task_is_retried_then_reported_with_its_log_and_siblings_finish() {
     require_slurm();
