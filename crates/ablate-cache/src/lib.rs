@@ -17,5 +17,6 @@ pub use manifest::{
     EntryStatus, LEGACY_MANIFEST_FORMAT, MANIFEST_FORMAT, Manifest, Metric, Origin, OutputFile,
 };
 pub use store::{
-    EntryInfo, GcReport, KeyLock, Lookup, PipelineIndex, Store, TempEntry, VerifyMode, now_us,
+    EntryInfo, GcItem, GcReport, KeyLock, Lookup, PipelineIndex, Store, TempEntry, VerifyMode,
+    Writer, now_us,
 };

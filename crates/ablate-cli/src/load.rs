@@ -44,7 +44,7 @@ pub fn load(spec: &SpecArgs) -> anyhow::Result<Loaded> {
             }
         }
     }
-    let workdir = std::env::current_dir().context("failed to read the current directory")?;
+    let workdir = workdir_of(&spec.file, &pipeline)?;
     let plan = ablate_plan::build(&pipeline, &*registry, &workdir)
         .map_err(|d| anyhow::Error::new(SpecErrors(d)))?;
     for stage in &spec.force {
@@ -65,6 +65,42 @@ pub fn load(spec: &SpecArgs) -> anyhow::Result<Loaded> {
         forced: spec.force.clone(),
         executor: pipeline.executor.clone(),
     })
+}
+
+/// Where the pipeline's relative paths (`cmd`'s `run` and `deps`, data files) resolve: the
+/// file's own directory, or its `workdir:` taken from there — as DVC and Snakemake do, so a
+/// pipeline runs the same from any directory (#21). Keys never depend on it: a `deps` path
+/// enters the key as written, relative to this directory.
+pub fn workdir_of(file: &Path, pipeline: &ablate_spec::Pipeline) -> anyhow::Result<PathBuf> {
+    let cwd = std::env::current_dir().context("failed to read the current directory")?;
+    let dir = match cwd.join(file).parent() {
+        Some(dir) => dir.to_owned(),
+        None => cwd,
+    };
+    let Some((written, span)) = &pipeline.workdir else {
+        return std::fs::canonicalize(&dir)
+            .with_context(|| format!("failed to resolve the directory `{}`", dir.display()));
+    };
+    let wanted = dir.join(written);
+    match std::fs::canonicalize(&wanted) {
+        Ok(path) if path.is_dir() => Ok(path),
+        result => {
+            let why = match result {
+                Ok(_) => "not a directory".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            let d = ablate_spec::Diagnostic::error(format!(
+                "`workdir: {written}` names `{}`, which is not a usable directory ({why})",
+                wanted.display()
+            ))
+            .at(*span)
+            .help("`workdir` is relative to the pipeline file's directory");
+            Err(anyhow::Error::new(SpecErrors(ablate_spec::Diagnostics {
+                source: Some(std::sync::Arc::clone(&pipeline.source)),
+                items: vec![d],
+            })))
+        }
+    }
 }
 
 /// Whether `op` computes on its job's device (its schema's `on_device`).

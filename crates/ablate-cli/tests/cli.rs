@@ -567,6 +567,151 @@ fn keys_do_not_depend_on_the_working_dir_or_the_cache_dir() {
     );
 }
 
+/// A pipeline in its own project directory, run from anywhere (#21): `run`, `deps` and its
+/// script are found beside the file, whatever the current directory, and its keys do not
+/// depend on where it is run from.
+#[test]
+fn a_pipeline_run_from_another_directory_read_its_paths_from_there() {
+    let sb = Sandbox::new();
+    let project = sb.path().join("work/project");
+    std::fs::create_dir_all(project.join("lib")).unwrap();
+    std::fs::write(
+        project.join("probe.sh"),
+        ". lib/common.sh\necho \"{\\\"x\\\": $X}\" > \"$1/metrics.json\"\n",
+    )
+    .unwrap();
+    std::fs::write(project.join("lib/common.sh"), "X=2.5\n").unwrap();
+    std::fs::write(
+        project.join("p.yaml"),
+        r#"
+name: project
+stages:
+  probe:
+    op: cmd
+    params: { run: "sh probe.sh {out}", deps: [probe.sh, "lib/*.sh"] }
+"#,
+    )
+    .unwrap();
+    // From the sandbox, two levels above the project: the script, its library and the deps
+    // are found beside the pipeline file.
+    let run = sb
+        .ablate(&["run", "work/project/p.yaml", "--json"])
+        .code(EXIT_OK);
+    let finished = run
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "finished")
+        .expect("a finished event");
+    assert_eq!(finished["metrics"]["x"], 2.5, "{}", run.stderr);
+    let keys = sb.keys("work/project/p.yaml", &[]);
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(sb.entry(&keys["probe"]).join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let deps: Vec<&str> = manifest["input"]["deps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        deps,
+        ["lib/common.sh", "probe.sh"],
+        "paths as written, not absolute"
+    );
+    assert_eq!(
+        sb.plan("work/project/p.yaml", &[])["probe"]["status"],
+        "cached"
+    );
+
+    // From a third directory, by an absolute path: the same key, cached.
+    let third = sb.path().join("elsewhere/deeper");
+    std::fs::create_dir_all(&third).unwrap();
+    let file = project.join("p.yaml");
+    let plan = sb
+        .command(&["plan", file.to_str().unwrap(), "--format", "json"])
+        .current_dir(&third)
+        .output()
+        .map(Run::from)
+        .unwrap()
+        .code(EXIT_OK);
+    let there = plan_entries(&plan.stdout);
+    assert_eq!(there["probe"]["key"], keys["probe"].as_str());
+    assert_eq!(there["probe"]["status"], "cached");
+    // And from the project itself, as before #21.
+    let here = sb
+        .command(&["plan", "p.yaml", "--format", "json"])
+        .current_dir(&project)
+        .output()
+        .map(Run::from)
+        .unwrap()
+        .code(EXIT_OK);
+    assert_eq!(
+        plan_entries(&here.stdout)["probe"]["key"],
+        keys["probe"].as_str()
+    );
+}
+
+/// `workdir:` names the directory a file's paths resolve against, relative to the file: a
+/// pipeline moved into `pipelines/` keeps its keys with `workdir: ..`; one that names a
+/// missing directory is an input error pointing at it.
+#[test]
+fn workdir_moves_where_paths_resolve_and_keeps_the_keys() {
+    let sb = Sandbox::new();
+    let yaml = |workdir: &str| {
+        format!(
+            "name: moved\n{workdir}stages:\n  probe:\n    op: cmd\n    params: {{ run: \"sh src/probe.sh {{out}}\", deps: [src/probe.sh] }}\n"
+        )
+    };
+    std::fs::create_dir_all(sb.path().join("src")).unwrap();
+    std::fs::create_dir_all(sb.path().join("pipelines")).unwrap();
+    sb.write("src/probe.sh", "echo '{\"x\": 1}' > \"$1/metrics.json\"\n");
+    sb.write("p.yaml", &yaml(""));
+    sb.write("pipelines/p.yaml", &yaml("workdir: ..\n"));
+    let at_root = sb.keys("p.yaml", &[]);
+    let moved = sb.keys("pipelines/p.yaml", &[]);
+    assert_eq!(at_root, moved);
+    sb.ablate(&["run", "pipelines/p.yaml"]).code(EXIT_OK);
+    assert_eq!(sb.plan("p.yaml", &[])["probe"]["status"], "cached");
+
+    // Without `workdir`, the path is looked for beside the file, and the error says where.
+    sb.write("pipelines/q.yaml", &yaml(""));
+    let missing = sb
+        .ablate(&["plan", "pipelines/q.yaml"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &missing.stderr,
+        &[
+            "stage `probe` depends on `src/probe.sh`, which cannot be read",
+            "paths in `deps` are relative to",
+            "pipelines",
+            "or its `workdir:`",
+        ],
+    );
+
+    sb.write("pipelines/e.yaml", &yaml("workdir: \"\"\n"));
+    let empty = sb
+        .ablate(&["plan", "pipelines/e.yaml"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &empty.stderr,
+        &["`workdir` is empty", "pipelines/e.yaml:2:10"],
+    );
+
+    sb.write("pipelines/r.yaml", &yaml("workdir: ../nowhere\n"));
+    let bad = sb
+        .ablate(&["plan", "pipelines/r.yaml"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &bad.stderr,
+        &[
+            "`workdir: ../nowhere`",
+            "not a usable directory",
+            "pipelines/r.yaml:2:10",
+        ],
+    );
+}
+
 #[test]
 fn a_set_changes_exactly_the_keys_of_its_stage_and_downstream() {
     let sb = Sandbox::new();
@@ -1050,6 +1195,185 @@ fn table_prints_a_parquet_file() {
         &missing.stderr,
         &["`results/tiny/nope.parquet` does not exist"],
     );
+}
+
+/// `ablate table` printed `started_at` as microseconds and every row and column (#21): now
+/// dates, `--where` (ANDed), `--columns` and `--head`.
+#[test]
+fn table_prints_dates_and_takes_where_columns_and_head() {
+    let sb = Sandbox::new();
+    sb.write("p.yaml", TINY_FLOW);
+    sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    let runs = "results/tiny/runs.parquet";
+    let all = sb.ablate(&["table", runs]).code(EXIT_OK);
+    let header: Vec<&str> = all
+        .stdout
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let started = header.iter().position(|h| *h == "started_at").unwrap();
+    let first_row = all.stdout.lines().nth(2).unwrap();
+    assert!(
+        first_row.contains(" UTC"),
+        "started_at is a date: {first_row}"
+    );
+    assert!(started > 0);
+
+    let picked = sb
+        .ablate(&[
+            "table",
+            runs,
+            "--where",
+            "metric=test_acc",
+            "--where",
+            "weights=shared",
+            "--columns",
+            "label,metric,value",
+        ])
+        .code(EXIT_OK);
+    let lines: Vec<&str> = picked.stdout.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["label", "metric", "value"]
+    );
+    assert_eq!(lines.len(), 2 + 2, "two shared evals:\n{}", picked.stdout);
+    assert!(
+        lines[2..]
+            .iter()
+            .all(|l| l.contains("weights=shared") && l.contains("test_acc"))
+    );
+
+    // Numbers compare as numbers; `!=` keeps the others; `--head` the first rows.
+    let steps = sb
+        .ablate(&[
+            "table",
+            runs,
+            "--where",
+            "metric=test_acc",
+            "--where",
+            "steps=2.0",
+        ])
+        .code(EXIT_OK);
+    assert_eq!(steps.stdout.lines().count(), 2 + 2, "{}", steps.stdout);
+    let not = sb
+        .ablate(&[
+            "table",
+            runs,
+            "--where",
+            "metric=test_acc",
+            "--where",
+            "steps!=2",
+        ])
+        .code(EXIT_OK);
+    assert_eq!(not.stdout.lines().count(), 2 + 2, "{}", not.stdout);
+    let head = sb
+        .ablate(&["table", runs, "--head", "3", "--markdown"])
+        .code(EXIT_OK);
+    assert_eq!(head.stdout.lines().count(), 2 + 3, "{}", head.stdout);
+    assert_contains_all(&head.stderr, &["(showing 3 of "]);
+
+    let typo = sb
+        .ablate(&["table", runs, "--where", "metrc=test_acc"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &typo.stderr,
+        &["the table has no column `metrc`", "did you mean `metric`?"],
+    );
+    let bad = sb
+        .ablate(&["table", runs, "--columns", "label,valeu"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(&bad.stderr, &["no column `valeu`", "did you mean `value`?"]);
+}
+
+/// `ablate status` was documented for Slurm only, and showed a local run's instances as "not
+/// submitted" (#21): a local run's running instance, failed one (with its log) and the ones
+/// that did not start are told apart.
+#[test]
+fn status_shows_what_a_local_run_is_doing() {
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        r#"
+name: local
+stages:
+  slow:
+    op: cmd
+    params: { run: "touch started; while [ ! -e go ]; do sleep 0.05; done; echo '{\"x\": 1}' > {out}/metrics.json" }
+  broken:
+    op: cmd
+    params: { run: "echo 'boom-local' >&2; exit 3" }
+  after:
+    op: cmd
+    needs: [broken]
+    params: { run: "true" }
+"#,
+    );
+    let help = sb.ablate(&["status", "--help"]).code(EXIT_OK);
+    assert_contains_all(&help.stdout, &["local runs and Slurm runs alike"]);
+
+    let mut run = Running::spawn(sb.command(&["run", "p.yaml", "--json", "--jobs", "2"]));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !sb.path().join("started").exists() {
+        assert!(Instant::now() < deadline, "the slow stage never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    run.wait_for("failed", 1, Duration::from_secs(60));
+    let status = sb.ablate(&["status", "p.yaml"]).code(EXIT_OK);
+    assert_contains_all(
+        &status.stdout,
+        &[
+            "not started",
+            "running (writing its entry):",
+            "  slow  pid ",
+        ],
+    );
+    assert_eq!(
+        status_row(&status.stdout, "slow"),
+        [0, 1, 0, 0, 0],
+        "{}",
+        status.stdout
+    );
+    assert_eq!(
+        status_row(&status.stdout, "broken"),
+        [0, 0, 0, 1, 0],
+        "{}",
+        status.stdout
+    );
+    assert_eq!(
+        status_row(&status.stdout, "after"),
+        [0, 0, 0, 0, 1],
+        "{}",
+        status.stdout
+    );
+    let log = std::fs::read_dir(sb.cache().join("v1/failed"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("stderr.log");
+    assert_contains_all(
+        &status.stdout,
+        &[
+            "failed:\n  broken  its last attempt failed",
+            &format!("log: {}", log.display()),
+        ],
+    );
+    assert_contains_all(&std::fs::read_to_string(&log).unwrap(), &["boom-local"]);
+
+    sb.write("go", "");
+    let (code, _, _) = run.finish(Duration::from_secs(60));
+    assert_eq!(code, Some(EXIT_FAILURE));
+    let after = sb.ablate(&["status", "p.yaml"]).code(EXIT_OK);
+    assert_eq!(
+        status_row(&after.stdout, "slow"),
+        [1, 0, 0, 0, 0],
+        "{}",
+        after.stdout
+    );
+    assert!(!after.stdout.contains("running ("), "{}", after.stdout);
 }
 
 // --- 8. Ctrl-C ----------------------------------------------------------------------------------
@@ -1681,6 +2005,262 @@ fn cache_gc_keeps_only_what_the_named_pipelines_use() {
     );
 }
 
+/// From a result row to its files (#21): `ablate show` by a key prefix, by a label (in any
+/// order), or by a pipeline's instance not yet computed; ambiguous and unknown targets are input
+/// errors, the first listing the candidates.
+#[test]
+fn show_prints_an_entry_with_its_params_inputs_metrics_and_files() {
+    let sb = Sandbox::new();
+    sb.write("p.yaml", TINY_FLOW);
+    sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    let keys = sb.keys("p.yaml", &[]);
+    let key = &keys["flow[weights=shared,steps=2]"];
+    let entry = sb.entry(key).canonicalize().unwrap();
+
+    let by_prefix = sb.ablate(&["show", &key[..10]]).code(EXIT_OK);
+    let text = &by_prefix.stdout;
+    assert_contains_all(
+        text,
+        &[
+            &format!("key        {key}"),
+            "instance   flow[weights=shared,steps=2]  (pipeline `tiny`)",
+            "op         train.flow (version",
+            "status     done: in the cache",
+            " UTC\n",
+            "device     cpu",
+            "params\n",
+            "  lr ",
+            "  weights ",
+            "inputs\n",
+            &format!("  {}  points\n", &keys["points"][..8]),
+            "metrics\n",
+            "  train_acc ",
+            "5 steps, last",
+            "files\n",
+            &format!("{}", entry.join("manifest.json").display()),
+            &format!("{}", entry.join("model.safetensors").display()),
+            " KiB  ",
+        ],
+    );
+
+    // The label as `plan` prints it, or in another order: the same entry.
+    for target in [
+        "flow[weights=shared,steps=2]",
+        "flow[steps=2,weights=shared]",
+    ] {
+        let again = sb.ablate(&["show", target]).code(EXIT_OK);
+        assert_eq!(again.stdout, by_prefix.stdout, "{target}");
+    }
+
+    let json: Value =
+        serde_json::from_str(&sb.ablate(&["show", key, "--json"]).code(EXIT_OK).stdout).unwrap();
+    assert_eq!(json["key"], key.as_str());
+    assert_eq!(json["params"]["lr"], 0.01);
+    assert_eq!(json["inputs"][0]["instance"], "points");
+    assert_eq!(json["in_cache"], true);
+    assert!(json["metrics"]["train_acc"].is_number());
+    assert_eq!(json["stepped_metrics"]["loss"]["steps"], 5);
+    let files: Vec<&str> = json["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert!(files.iter().all(|f| Path::new(f).is_file()), "{files:?}");
+
+    // A stage with several instances, or a partial label: the candidates, exit 2.
+    let many = sb.ablate(&["show", "flow"]).code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &many.stderr,
+        &[
+            "`flow` matches 4 entries",
+            "flow[weights=unshared,steps=1]",
+            &keys["flow[weights=unshared,steps=1]"][..8],
+        ],
+    );
+    let seeds = sb
+        .ablate(&["show", "flow[steps=2]"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(&seeds.stderr, &["matches 2 entries"]);
+    let unknown = sb
+        .ablate(&["show", "flwo[steps=2]"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &unknown.stderr,
+        &["nothing in the cache", "matches `flwo[steps=2]`"],
+    );
+
+    // With the pipeline: an instance its plan has and the cache does not.
+    let planned = sb
+        .ablate(&[
+            "show",
+            "flow[weights=shared,steps=2]",
+            "--pipeline",
+            "p.yaml",
+            "--set",
+            "flow.params.lr=0.02",
+        ])
+        .code(EXIT_OK);
+    assert_contains_all(&planned.stdout, &["status     not in the cache"]);
+    assert!(
+        planned
+            .stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("lr ") && l.ends_with(" 0.02")),
+        "{}",
+        planned.stdout
+    );
+    assert!(!planned.stdout.contains(key.as_str()), "{}", planned.stdout);
+}
+
+/// `cache ls` printed raw lines: now a header, dates, the params that tell entries apart,
+/// filters and `--json` (#21).
+#[test]
+fn cache_ls_has_a_header_dates_params_filters_and_json() {
+    let sb = Sandbox::new();
+    sb.write("p.yaml", TINY_FLOW);
+    sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    let ls = sb.ablate(&["cache", "ls"]).code(EXIT_OK);
+    let mut lines = ls.stdout.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "KEY", "OP", "INSTANCE", "PIPELINE", "SIZE", "STARTED", "WALL", "PARAMS"
+        ]
+    );
+    let flow_line = ls
+        .stdout
+        .lines()
+        .find(|l| l.contains("flow[weights=unshared,steps=2]"))
+        .unwrap();
+    assert_contains_all(
+        flow_line,
+        &["train.flow", "tiny", " UTC", "steps=2", "weights=unshared"],
+    );
+    assert!(ls.stdout.contains("\n10 entries, "), "{}", ls.stdout);
+
+    let stage = sb.ablate(&["cache", "ls", "--stage", "flow"]).code(EXIT_OK);
+    assert!(stage.stdout.contains("\n4 entries, "), "{}", stage.stdout);
+    let op = sb
+        .ablate(&["cache", "ls", "--op", "eval.flow"])
+        .code(EXIT_OK);
+    assert!(op.stdout.contains("\n4 entries, "), "{}", op.stdout);
+    let other = sb
+        .ablate(&["cache", "ls", "--pipeline", "other"])
+        .code(EXIT_OK);
+    assert!(other.stdout.contains("\n0 entries, "), "{}", other.stdout);
+    let picked = sb
+        .ablate(&[
+            "cache",
+            "ls",
+            "--where",
+            "steps=2",
+            "--where",
+            "weights=shared",
+        ])
+        .code(EXIT_OK);
+    assert!(picked.stdout.contains("\n1 entries, "), "{}", picked.stdout);
+    assert!(picked.stdout.contains("flow[weights=shared,steps=2]"));
+
+    let keys = sb.keys("p.yaml", &[]);
+    let json: Value = serde_json::from_str(
+        &sb.ablate(&["cache", "ls", "--json", "--stage", "flow"])
+            .code(EXIT_OK)
+            .stdout,
+    )
+    .unwrap();
+    let items = json.as_array().unwrap();
+    assert_eq!(items.len(), 4);
+    for item in items {
+        assert_eq!(item["op"], "train.flow");
+        assert_eq!(item["params"]["lr"], 0.01);
+        assert!(item["started_at"].as_str().unwrap().ends_with(" UTC"));
+        assert!(Path::new(item["path"].as_str().unwrap()).is_dir());
+        assert_eq!(
+            keys[item["instance"].as_str().unwrap()],
+            item["key"].as_str().unwrap()
+        );
+    }
+
+    let typo = sb
+        .ablate(&["cache", "ls", "--where", "stpes=2"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &typo.stderr,
+        &["no entry has a param `stpes`", "did you mean `steps`?"],
+    );
+}
+
+/// `gc --dry-run` said only how many: now each path it would remove, and why (#21).
+#[test]
+fn cache_gc_dry_run_lists_each_path_and_why() {
+    let sb = Sandbox::new();
+    sb.write("p.yaml", TINY_FLOW);
+    sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    sb.ablate(&["run", "p.yaml", "--json", "--set", "flow.params.lr=0.02"])
+        .code(EXIT_OK);
+    let old = sb.keys("p.yaml", &[]);
+    // A failed attempt's files and the temp directory of a writer that is gone.
+    let failed = sb.cache().join("v1/failed").join(&old["acc"]);
+    std::fs::create_dir_all(&failed).unwrap();
+    std::fs::write(failed.join("stderr.log"), "boom\n").unwrap();
+    let tmp = sb
+        .cache()
+        .join("v1/tmp")
+        .join(format!("{}.999999999.0", old["acc"]));
+    std::fs::create_dir_all(&tmp).unwrap();
+
+    let dry = sb
+        .ablate(&["cache", "gc", "--dry-run", "p.yaml"])
+        .code(EXIT_OK);
+    // The run with `--set` made 9 entries the file's plan does not use.
+    let unused = sb.keys("p.yaml", &["--set", "flow.params.lr=0.02"]);
+    assert!(
+        dry.stdout
+            .starts_with("would remove 9 entries and 2 leftovers"),
+        "{}",
+        dry.stdout
+    );
+    assert_contains_all(
+        &dry.stdout,
+        &[
+            &format!("{}  (", sb.entry(&unused["acc"]).display()),
+            "): an entry the named pipelines do not use",
+            &format!("{}  (", failed.display()),
+            "): the files of a failed attempt",
+            &format!("{}  (", tmp.display()),
+            "): left by a writer that is gone",
+        ],
+    );
+    let unused_pipeline = r#"
+name: other
+stages:
+  points:
+    op: data.toy2d
+    params: { kind: moons, n_train: 200, n_test: 200, noise: 0.1, seed: 0 }
+"#;
+    sb.write("q.yaml", unused_pipeline);
+    let keep_q = sb
+        .ablate(&["cache", "gc", "--dry-run", "q.yaml"])
+        .code(EXIT_OK);
+    assert!(
+        keep_q
+            .stdout
+            .starts_with("would remove 18 entries and 2 leftovers"),
+        "{}",
+        keep_q.stdout
+    );
+    assert_contains_all(
+        &keep_q.stdout,
+        &[
+            &format!("{}  (", sb.entry(&old["acc"]).display()),
+            "): an entry the named pipelines do not use",
+        ],
+    );
+    assert!(failed.is_dir() && tmp.is_dir() && sb.entry(&old["acc"]).is_dir());
+}
+
 #[test]
 fn a_failed_attempt_is_retried() {
     let sb = Sandbox::new();
@@ -1852,20 +2432,30 @@ fn plan_renders_dot_and_mermaid() {
 
 // --- 10. The repository's own pipelines plan ------------------------------------------------------
 
+/// Every pipeline of the repository (`pipelines/`, `examples/`) plans, from the repository root
+/// as `just run` does and from any other directory with the same keys (#21).
 #[test]
 fn every_pipeline_in_the_repository_plans() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(repo.join("pipelines"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
-        .collect();
+    let yaml = |dir: PathBuf| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+            .collect()
+    };
+    let mut files = yaml(repo.join("pipelines"));
+    for example in std::fs::read_dir(repo.join("examples")).unwrap() {
+        files.extend(yaml(example.unwrap().path()));
+    }
     files.sort();
     assert!(
-        files.iter().any(|f| f.ends_with("quickstart.yaml")),
+        files.iter().any(|f| f.ends_with("quickstart.yaml"))
+            && files.iter().any(|f| f.ends_with("mnist-style/sweep.yaml")),
         "{files:?}"
     );
     let cache = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
     let digits = write_synthetic_digits(cache.path(), 40);
     for file in files {
         // The digits pipeline hashes its data file, which a checkout does not have.
@@ -1874,29 +2464,144 @@ fn every_pipeline_in_the_repository_plans() {
         } else {
             Vec::new()
         };
-        // From the repository root, as a user would: `cmd` deps are relative to it.
-        let out = Command::new(BIN)
-            .arg("plan")
-            .arg(&file)
-            .args(&data_args)
-            .args(["--format", "json", "--cache"])
-            .arg(cache.path())
-            .current_dir(&repo)
-            .env_remove("ABLATE_CACHE")
-            .env_remove("ABLATE_LOG")
-            .output()
-            .unwrap();
-        let run = Run::from(out);
+        let plan_from = |dir: &Path, file: &Path| {
+            let out = Command::new(BIN)
+                .arg("plan")
+                .arg(file)
+                .args(&data_args)
+                .args(["--format", "json", "--cache"])
+                .arg(cache.path())
+                .current_dir(dir)
+                .env_remove("ABLATE_CACHE")
+                .env_remove("ABLATE_LOG")
+                .output()
+                .unwrap();
+            let run = Run::from(out);
+            assert_eq!(
+                run.code,
+                Some(EXIT_OK),
+                "{} does not plan from {}:\n{}",
+                file.display(),
+                dir.display(),
+                run.stderr
+            );
+            plan_entries(&run.stdout)
+                .into_iter()
+                .map(|(id, v)| (id, v["key"].as_str().unwrap().to_owned()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        // From the repository root, as `just run` does, by a relative path.
+        let relative = file.strip_prefix(&repo).unwrap();
+        let here = plan_from(&repo, relative);
+        assert!(!here.is_empty(), "{} has no instances", file.display());
+        let there = plan_from(elsewhere.path(), &file.canonicalize().unwrap());
         assert_eq!(
-            run.code,
-            Some(EXIT_OK),
-            "{} does not plan:\n{}",
-            file.display(),
-            run.stderr
+            here,
+            there,
+            "{} plans other keys from elsewhere",
+            file.display()
         );
-        let plan = plan_entries(&run.stdout);
-        assert!(!plan.is_empty(), "{} has no instances", file.display());
     }
+}
+
+/// `just run` said nothing for minutes while cargo built the release binary (#21). The recipes'
+/// build step (`scripts/build-ablate.sh`) says it is building and lets cargo show its progress
+/// when a source is newer than the binary, and prints nothing, nor starts cargo, when the
+/// binary is up to date. Run on a copy of the script in a tree of its own, with a stand-in
+/// `cargo` that records its calls.
+#[test]
+fn the_first_build_was_silent_for_minutes() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let tree = tempfile::tempdir().unwrap();
+    let root = tree.path();
+    for dir in ["scripts", "crates/a/src", "crates/a/tests", "bin"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    std::fs::copy(
+        repo.join("scripts/build-ablate.sh"),
+        root.join("scripts/build-ablate.sh"),
+    )
+    .unwrap();
+    for (file, text) in [
+        ("Cargo.toml", "[workspace]\n"),
+        ("Cargo.lock", "version = 4\n"),
+        ("crates/a/Cargo.toml", "[package]\n"),
+        ("crates/a/src/lib.rs", "\n"),
+    ] {
+        std::fs::write(root.join(file), text).unwrap();
+    }
+    let cargo = root.join("bin/cargo");
+    std::fs::write(
+        &cargo,
+        "#!/bin/sh\necho \"cargo $*\" >> \"$(dirname \"$0\")/../cargo.log\"\n\
+         echo '   Compiling ablate-cli v0.1.0' >&2\n\
+         mkdir -p target/release && printf '#!/bin/sh\\n' > target/release/ablate\n\
+         chmod +x target/release/ablate\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&cargo, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        root.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let build = || {
+        Run::from(
+            Command::new(root.join("scripts/build-ablate.sh"))
+                .current_dir(root.join("crates"))
+                .env("PATH", &path)
+                .env_remove("CARGO_TARGET_DIR")
+                .output()
+                .unwrap(),
+        )
+        .code(EXIT_OK)
+    };
+    let calls = || {
+        std::fs::read_to_string(root.join("cargo.log"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let later = |file: &str| {
+        std::fs::File::options()
+            .write(true)
+            .open(root.join(file))
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() + Duration::from_secs(60))
+            .unwrap();
+    };
+
+    let first = build();
+    assert_contains_all(
+        &first.stderr,
+        &[
+            "building ablate (release; a few minutes the first time)",
+            "Compiling ablate-cli",
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("cargo.log")).unwrap(),
+        "cargo build --release -p ablate-cli\n"
+    );
+
+    let fresh = build();
+    assert_eq!((fresh.stdout.as_str(), fresh.stderr.as_str()), ("", ""));
+    assert_eq!(
+        calls(),
+        1,
+        "cargo is not started when the binary is up to date"
+    );
+
+    // A test is not part of the binary: nothing to build.
+    std::fs::write(root.join("crates/a/tests/t.rs"), "\n").unwrap();
+    later("crates/a/tests/t.rs");
+    assert_eq!(build().stderr, "");
+    assert_eq!(calls(), 1);
+
+    later("crates/a/src/lib.rs");
+    assert_contains_all(&build().stderr, &["building ablate"]);
+    assert_eq!(calls(), 2);
 }
 
 /// A CSV in the layout of scikit-learn's `digits.csv.gz`: 64 pixels in 0..=16, then the label;
@@ -2342,6 +3047,60 @@ fn slurm_sweep_gives_the_keys_and_metrics_of_a_local_run() {
                 .next()
                 .is_none()
     );
+}
+
+/// #21 on a cluster: a task starts in the pipeline file's directory (not the orchestrator's),
+/// and goes back there after a `setup` that changes directory, so `run` and `deps` written
+/// relative to the file work.
+#[test]
+fn slurm_tasks_resolve_paths_against_the_pipeline_file() {
+    require_slurm();
+    let sb = Sandbox::new();
+    let project = sb.path().join("work/project");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(
+        project.join("probe.sh"),
+        "echo \"{\\\"here\\\": $(pwd | wc -c)}\" > \"$1/metrics.json\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        project.join("p.yaml"),
+        r#"
+name: slurm-paths
+slurm: { poll_min_s: 0.2, poll_max_s: 1, setup: "cd /" }
+stages:
+  probe:
+    op: cmd
+    params: { run: "sh probe.sh {out}", deps: [probe.sh] }
+"#,
+    )
+    .unwrap();
+    let local = sb.keys("work/project/p.yaml", &[]);
+    let run = sb
+        .ablate(&[
+            "run",
+            "work/project/p.yaml",
+            "--json",
+            "--executor",
+            "slurm",
+        ])
+        .code(EXIT_OK);
+    assert_summary(&run, 1, 0, 0, 0);
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(sb.entry(&local["probe"]).join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    // `pwd | wc -c` is the length of the directory the script ran in, newline included.
+    let dir = project.canonicalize().unwrap();
+    let here = manifest["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "here")
+        .unwrap()["value"]
+        .as_f64()
+        .unwrap();
+    assert_eq!(here as usize, dir.to_str().unwrap().len() + 1);
 }
 
 #[test]
@@ -3629,6 +4388,23 @@ fn the_bring_your_own_script_example_runs_with_a_tiny_budget() {
         12 * 2,
         "two epochs of val_acc for each of the 12 runs"
     );
+    // From another directory (#21): the script and its deps are found beside the pipeline,
+    // and every instance is the one just computed.
+    let file = root
+        .join("examples/mnist-style/sweep.yaml")
+        .canonicalize()
+        .unwrap();
+    let plan = sb.plan(
+        file.to_str().unwrap(),
+        &[
+            "--set",
+            "train.params.epochs=2",
+            "--set",
+            "train.params.n_train=100",
+        ],
+    );
+    assert_eq!(plan.len(), 14);
+    assert!(plan.values().all(|e| e["status"] == "cached"), "{plan:?}");
 }
 
 /// #18 on a cluster: a task that died is submitted again and resumes from the checkpoint in the

@@ -15,7 +15,8 @@ use crate::deps::{self, ExpandError, Expansion};
 use crate::{Instance, InstanceId, Plan};
 
 /// Plans a validated pipeline. `workdir` is where relative file dependencies (`cmd`'s `deps`:
-/// files, directories and globs, see `deps.rs`) are read from. Every problem found is
+/// files, directories and globs, see `deps.rs`; data files) are read from: the pipeline file's
+/// directory or its `workdir:`, which the caller resolves. Every problem found is
 /// reported, each pointing into the pipeline file.
 pub fn build(
     pipeline: &Pipeline,
@@ -438,7 +439,8 @@ impl Builder<'_> {
             Some(stage.span),
             None,
             Some(format!(
-                "{why} (paths in `deps` are relative to `{}`)",
+                "{why} (paths in `deps` are relative to `{}`: the pipeline file's directory, \
+                 or its `workdir:`)",
                 self.workdir.display()
             )),
         ));

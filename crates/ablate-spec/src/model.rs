@@ -168,6 +168,10 @@ pub struct Pipeline {
     /// `executor:` and `slurm:`: where the file would like to run (a profile or the command
     /// line may say otherwise).
     pub executor: crate::ExecutorConfig,
+    /// `workdir:` as written, with its place: the directory the file's relative paths (`cmd`'s
+    /// `run` and `deps`, data files) resolve against, itself relative to the file's directory.
+    /// `None`: the file's directory. Resolved by the caller, which knows where the file is.
+    pub workdir: Option<(String, Span)>,
     pub source: Arc<SourceFile>,
 }
 

@@ -22,6 +22,7 @@ const TOP_KEYS: &[&str] = &[
     "stages",
     "executor",
     "slurm",
+    "workdir",
 ];
 const STAGE_KEYS: &[&str] = &[
     "op",
@@ -282,6 +283,19 @@ impl<'a> Validator<'a, '_> {
         let description = fields
             .get("description")
             .and_then(|(_, node)| self.string(node, "`description`"));
+        let workdir = fields.get("workdir").and_then(|(_, node)| {
+            let dir = self.string(node, "`workdir`")?;
+            if dir.is_empty() {
+                self.push(
+                    node.origin
+                        .error("`workdir` is empty")
+                        .label("empty")
+                        .help("leave it out for the pipeline file's own directory, or write `.`"),
+                );
+                return None;
+            }
+            Some((dir.to_owned(), span_of(&node.origin)))
+        });
         if let Some((_, node)) = fields.get("vars") {
             self.vars(node);
         }
@@ -343,6 +357,7 @@ impl<'a> Validator<'a, '_> {
             vars: vars?,
             stages: stages?,
             executor,
+            workdir,
             source,
         })
     }
