@@ -146,8 +146,8 @@ impl LocalExecutor {
             Ok(Ok(out)) if !out.status.is_done() && job.diverged == OnDiverge::Fail => {
                 Outcome::Failed {
                     error: format!(
-                        "training {}; the stage keeps no result (with `diverged: record` it would \
-                         be kept as one, status `diverged`)",
+                        "training {} (try a smaller learning rate); to keep a diverged run as a \
+                         result, give the stage `diverged: record`",
                         out.status
                     ),
                     log: keep_if_any(tmp),
