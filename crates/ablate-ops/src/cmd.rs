@@ -198,39 +198,20 @@ impl Op for Cmd {
         let linked = out.join(metrics_log::METRICS_LOG);
         std::os::unix::fs::symlink(&log, &linked).map_err(io("create", &linked))?;
 
-        let stdout_path = out.join("stdout.log");
         let stderr_path = out.join("stderr.log");
-        let stdout = fs::File::create(&stdout_path).map_err(io("create", &stdout_path))?;
-        let stderr = fs::File::create(&stderr_path).map_err(io("create", &stderr_path))?;
         let mut command = Command::new("sh");
         command
             .arg("-c")
             .arg(&line)
             .current_dir(ctx.workdir())
-            .env("ABLATE_OUT", out)
-            .env("ABLATE_THREADS", ctx.threads().to_string())
             .env("ABLATE_PARAMS", &params_path)
             .env("ABLATE_INPUTS", &inputs_path)
             .env("ABLATE_CHECKPOINT", &checkpoint)
             .env("ABLATE_METRICS", absolute(&linked))
-            .env("ABLATE_INSTANCE", ctx.job.key.to_hex())
-            .env("ABLATE_LABEL", &ctx.job.id)
             .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr);
-        // Numeric libraries start a thread per core unless told otherwise: four PyTorch
-        // instances on two cores ran 6.4x slower than with one thread each (#21). What the user
-        // set for ablate itself is inherited instead.
-        for var in THREAD_VARS {
-            if std::env::var_os(var).is_none() {
-                command.env(var, ctx.threads().to_string());
-            }
-        }
-        // Locally, the GPUs the scheduler gave this instance; on Slurm, the allocation's
-        // (inherited).
-        if let Some(gpus) = &ctx.job.visible_gpus {
-            command.env("CUDA_VISIBLE_DEVICES", gpus);
-        }
+            .stdout(create(&out.join("stdout.log"))?)
+            .stderr(create(&stderr_path)?);
+        environment(&mut command, ctx);
         let program =
             process::spawn(command, ctx.key_lock()).map_err(|e| match e.raw_os_error() {
                 Some(libc::E2BIG) => OpError::msg(format!(
@@ -254,42 +235,70 @@ impl Op for Cmd {
             fs::remove_file(&linked).map_err(io("remove", &linked))?;
             fs::copy(&log, &linked).map_err(io("write", &linked))?;
         }
-        let status = match exit {
-            Exit::Stopped(_) => return Err(OpError::Cancelled),
-            Exit::Finished(status) => status,
-        };
-        let logged = metrics_log::read(&linked);
-        if !status.success() {
-            // A program that stops on a NaN (an assert, an exception) diverged all the same.
-            if let Ok(metrics_log::Log {
-                metrics,
-                diverged: Some(diverged),
-            }) = logged
-            {
-                return Ok(OpOutput {
+        match exit {
+            Exit::Stopped(_) => Err(OpError::Cancelled),
+            Exit::Finished(status) if status.success() => result(out),
+            Exit::Finished(status) => match metrics_log::read(&linked) {
+                // A program that stops on a NaN (an assert, an exception) diverged all the same.
+                Ok(metrics_log::Log {
+                    metrics,
+                    diverged: Some(diverged),
+                }) => Ok(OpOutput {
                     metrics,
                     publish: Vec::new(),
                     status: diverged,
-                });
-            }
-            return Err(failure(status, &line, &stderr_path));
+                }),
+                _ => Err(failure(status, &line, &stderr_path)),
+            },
         }
-        let metrics_log::Log {
-            mut metrics,
-            diverged,
-        } = logged?;
-        // `metrics.json`'s values are final ones, over those of the log.
-        let (finals, finals_diverged) = read_metrics(&out.join("metrics.json"))?;
-        for m in finals {
-            metrics.retain(|old| old.step.is_some() || old.name != m.name);
-            metrics.push(m);
-        }
-        Ok(OpOutput {
-            metrics,
-            publish: Vec::new(),
-            status: diverged.or(finals_diverged).unwrap_or_default(),
-        })
     }
+}
+
+/// What a program that exited 0 leaves: its metrics log, then `metrics.json`'s final values;
+/// the first non-finite value in either marks it diverged.
+fn result(out: &Path) -> Result<OpOutput, OpError> {
+    let metrics_log::Log {
+        mut metrics,
+        diverged,
+    } = metrics_log::read(&out.join(metrics_log::METRICS_LOG))?;
+    // `metrics.json`'s values are final ones, over those of the log.
+    let (finals, finals_diverged) = read_metrics(&out.join("metrics.json"))?;
+    for m in finals {
+        metrics.retain(|old| old.step.is_some() || old.name != m.name);
+        metrics.push(m);
+    }
+    Ok(OpOutput {
+        metrics,
+        publish: Vec::new(),
+        status: diverged.or(finals_diverged).unwrap_or_default(),
+    })
+}
+
+/// The rest of the program's environment: where it writes, who it is, its threads and GPUs.
+fn environment(command: &mut Command, ctx: &OpContext<'_>) {
+    let threads = ctx.threads().to_string();
+    command
+        .env("ABLATE_OUT", ctx.out_dir())
+        .env("ABLATE_THREADS", &threads)
+        .env("ABLATE_INSTANCE", ctx.job.key.to_hex())
+        .env("ABLATE_LABEL", &ctx.job.id);
+    // Numeric libraries start a thread per core unless told otherwise: four PyTorch instances
+    // on two cores ran 6.4x slower than with one thread each (#21). What the user set for
+    // ablate itself is inherited instead.
+    for var in THREAD_VARS {
+        if std::env::var_os(var).is_none() {
+            command.env(var, &threads);
+        }
+    }
+    // Locally, the GPUs the scheduler gave this instance; on Slurm, the allocation's
+    // (inherited).
+    if let Some(gpus) = &ctx.job.visible_gpus {
+        command.env("CUDA_VISIBLE_DEVICES", gpus);
+    }
+}
+
+fn create(path: &Path) -> Result<fs::File, OpError> {
+    fs::File::create(path).map_err(io("create", path))
 }
 
 /// What tells numeric libraries how many threads to start (OpenMP — PyTorch, NumPy's BLAS —,
