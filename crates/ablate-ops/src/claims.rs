@@ -104,7 +104,8 @@ impl Op for Claims {
     fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
         let p: ClaimsParams = typed("report.claims", ctx.job.params())?;
         let claims = parse_claims(&p.claims).map_err(OpError::msg)?;
-        let observations = crate::report::observations(ctx)?;
+        let inputs = crate::report::gather(ctx)?;
+        let observations: Vec<_> = inputs.iter().map(|g| g.obs.clone()).collect();
         let outcomes: Vec<Outcome<'_>> = claims
             .iter()
             .map(|claim| Outcome {
@@ -113,7 +114,8 @@ impl Op for Claims {
             })
             .collect();
         let title = format!("{} — {}", ctx.job.pipeline, ctx.job.stage);
-        write_outputs(ctx.out_dir(), &title, &outcomes)?;
+        let note = crate::report::missing_note(&inputs);
+        write_outputs(ctx.out_dir(), &title, &outcomes, note.as_deref())?;
         Ok(OpOutput {
             metrics: metrics(&outcomes),
             publish: vec!["claims.parquet".into(), "claims.md".into()],
@@ -199,7 +201,13 @@ fn metrics(outcomes: &[Outcome<'_>]) -> Vec<Metric> {
     m
 }
 
-fn write_outputs(dir: &Path, title: &str, outcomes: &[Outcome<'_>]) -> Result<(), OpError> {
+/// `note`: which inputs did not finish, under the table.
+fn write_outputs(
+    dir: &Path,
+    title: &str,
+    outcomes: &[Outcome<'_>],
+    note: Option<&str>,
+) -> Result<(), OpError> {
     let strs = |f: &dyn Fn(&Outcome<'_>) -> String| -> Vec<Option<String>> {
         outcomes.iter().map(|o| Some(f(o))).collect()
     };
@@ -237,7 +245,7 @@ fn write_outputs(dir: &Path, title: &str, outcomes: &[Outcome<'_>]) -> Result<()
         );
     }
     let count = |v: Verdict| outcomes.iter().filter(|o| o.eval.verdict == v).count();
-    let md = format!(
+    let mut md = format!(
         "# {title}\n\n{} claims: {} pass, {} fail, {} undecided.\n\n{}",
         outcomes.len(),
         count(Verdict::Pass),
@@ -245,6 +253,9 @@ fn write_outputs(dir: &Path, title: &str, outcomes: &[Outcome<'_>]) -> Result<()
         count(Verdict::Undecided),
         ablate_results::render_markdown(&shown)
     );
+    if let Some(note) = note {
+        md.push_str(&format!("\n{note} A claim over a selection that lost any is undecided.\n"));
+    }
     std::fs::write(dir.join("claims.md"), md)
         .map_err(|e| OpError::with("failed to write `claims.md`", e))
 }
@@ -299,10 +310,12 @@ mod tests {
             Observation {
                 labels: [("weights".to_owned(), json!("shared"))].into(),
                 metrics: [("acc".to_owned(), 0.91234), ("params".to_owned(), 10.0)].into(),
+                missing: None,
             },
             Observation {
                 labels: [("weights".to_owned(), json!("unshared"))].into(),
                 metrics: [("acc".to_owned(), 0.5), ("params".to_owned(), 40.0)].into(),
+                missing: None,
             },
         ];
         let outcomes: Vec<Outcome<'_>> = cs
@@ -313,7 +326,7 @@ mod tests {
             })
             .collect();
         let dir = tempfile::tempdir().unwrap();
-        write_outputs(dir.path(), "p — s", &outcomes).unwrap();
+        write_outputs(dir.path(), "p — s", &outcomes, None).unwrap();
 
         let t = ablate_results::read_table(&dir.path().join("claims.parquet")).unwrap();
         let names: Vec<&str> = t.column_names().collect();

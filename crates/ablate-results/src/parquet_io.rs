@@ -111,6 +111,7 @@ pub(crate) fn read_batch(
 }
 
 /// A Parquet file's Arrow schema and row count, from its footer alone.
+#[cfg(test)]
 pub(crate) fn read_schema(path: &Path) -> Result<(SchemaRef, usize), ResultsError> {
     let file = File::open(path).map_err(|source| ResultsError::Io {
         action: "open",

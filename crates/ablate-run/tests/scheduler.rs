@@ -457,6 +457,7 @@ fn summary_serialises_as_documented() {
         skipped: 4,
         submitted: 0,
         seconds: 0.5,
+        ..Summary::default()
     });
     assert_eq!(
         serde_json::to_string(&s).unwrap(),
@@ -470,6 +471,7 @@ fn summary_serialises_as_documented() {
         skipped: 0,
         submitted: 5,
         seconds: 0.5,
+        ..Summary::default()
     });
     assert_eq!(
         serde_json::to_string(&s).unwrap(),
