@@ -63,8 +63,9 @@ impl Claims {
         Claims {
             schema: OpSchema {
                 name: "report.claims",
-                // 2: `by` groups (aggregates over group means).
-                version: 2,
+                // 2: `by` groups (aggregates over group means). 3: a selection that lost instances
+                // is undecided; a missing metric gets a did-you-mean (#21).
+                version: 3,
                 summary: "Check named claims against the final metrics of every instance of its needs, e.g. \
                           `mean(acc | weights=shared) >= mean(acc | weights=unshared)`. Aggregates (mean, median, \
                           min, max, std, sum, count) select instances by label (`key=value`, `key!=value`, \

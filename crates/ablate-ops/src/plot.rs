@@ -125,8 +125,9 @@ impl Plot {
             schema: OpSchema {
                 name: "report.plot",
                 // 2–4: ellipses scaled by the median; titles fit; one-panel rows side by side; row titles
-                // show the labels that differ. 5: `pareto`.
-                version: 5,
+                // show the labels that differ. 5: `pareto`. 6: several `group` labels, a
+                // titled legend, inputs that did not finish left out and named in the title (#21).
+                version: 6,
                 summary: "Gather every instance of its needs into one figure, written as `plot.svg` and \
                           `plot.png` and published as `results/<pipeline>/<stage>.svg` and `.png`. \
                           `line`: metric `y` against label `x`, one line per value of `group`, each point \
@@ -178,8 +179,9 @@ impl Plot {
                             ParamType::list(ParamType::Str),
                         )),
                         json!(null),
-                        "line, curve: a label with one line per value, and a legend; pareto: the label (or \
-                         labels) with one point per value (required for `pareto`)",
+                        "line, curve: a label (or labels) with one line per value (per combination), and \
+                         a legend titled by it; pareto: the label (or labels) with one point per value \
+                         (required for `pareto`)",
                     ),
                     ParamSpec::with_default(
                         "facet",

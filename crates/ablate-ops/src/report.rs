@@ -41,8 +41,10 @@ impl Table {
         Table {
             schema: OpSchema {
                 name: "report.table",
-                // 2: `relative_to` and `lower_is_better`.
-                version: 2,
+                // 2: `relative_to` and `lower_is_better`. 3: the column axis named (`hidden=32`),
+                // no `± 0.000` for one value (a null `.std`), inputs that did not finish marked
+                // (#21).
+                version: 3,
                 summary: "Gather the final metrics of every instance of its needs into a table: one row per value of \
                           `rows`, one column per value of `cols`, each cell aggregating `metric` over the other labels \
                           (e.g. seeds). With `relative_to`, each cell is also shown as the gain (%) of its mean over \

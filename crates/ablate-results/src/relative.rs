@@ -531,6 +531,40 @@ Baselines:
         );
     }
 
+    /// #21: in a table built from what finished, a cell or a baseline whose instances all
+    /// failed has no gain, and says why; the table is still built.
+    #[test]
+    fn a_baseline_that_did_not_finish_leaves_its_gains_unknown() {
+        let mut obs: Vec<Observation> = sweep()
+            .into_iter()
+            .filter(|o| !(o.labels["objective"] == "clm" && o.labels["arch"] == "decoder"))
+            .collect();
+        let mut failed = ob("clm", "decoder", 0, 0.0, 0.0);
+        failed.metrics.clear();
+        failed.missing = Some("failed".into());
+        obs.push(failed);
+        let mut diverged = ob("ul2", "encdec", 1, 9.0, 9.0);
+        diverged.missing = Some("diverged".into());
+        obs.push(diverged);
+        let p = pivot(&obs, &spec(&["objective"], &["arch"], ul2_baselines())).unwrap();
+        // Decoder: the baseline (clm) failed; encdec: sc is there.
+        assert_eq!(
+            floats(&p.table, "val_nll[arch=decoder] (Δ% vs base)"),
+            [None, None, None]
+        );
+        assert_close(
+            &floats(&p.table, "val_nll[arch=encdec] (Δ% vs base)"),
+            &[Some(10.0), Some(0.0), Some(5.0)],
+        );
+        assert!(
+            p.markdown
+                .contains("| clm       |                    failed |                   +10.0% |"),
+            "{}",
+            p.markdown
+        );
+        assert!(p.markdown.contains("no base (failed)"), "{}", p.markdown);
+    }
+
     /// The rule does not depend on which keys index rows and which columns.
     #[test]
     fn the_same_baselines_in_another_layout_give_the_same_gains() {
