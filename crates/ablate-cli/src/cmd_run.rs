@@ -168,7 +168,10 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
     let mut index = store.load_index(plan.pipeline());
     let mut changed = !store.has_index(plan.pipeline());
     // A report built from part of its inputs has a key of its own, which no plan explains.
-    for c in completed.iter().filter(|c| c.manifest.key == plan.instance(c.instance).key) {
+    for c in completed
+        .iter()
+        .filter(|c| c.manifest.key == plan.instance(c.instance).key)
+    {
         let inst = plan.instance(c.instance);
         changed |= index.instances.insert(inst.id.clone(), inst.key) != Some(inst.key);
     }

@@ -145,7 +145,11 @@ impl Reporter {
                 id, key, diverged, ..
             } => {
                 self.cached_n += 1;
-                Some(format!("  cached  {}  {id}{}", key.short(), diverged_note(diverged)))
+                Some(format!(
+                    "  cached  {}  {id}{}",
+                    key.short(),
+                    diverged_note(diverged)
+                ))
             }
             RunEvent::Started { id, attempt, .. } => Some(if *attempt > 1 {
                 format!("  start   {id} (attempt {attempt})")
@@ -262,7 +266,8 @@ impl Reporter {
             }
             RunEvent::Cached { id, diverged, .. } => {
                 let stage = id.split('[').next().unwrap_or(id).to_owned();
-                self.cached.push((stage, format!("{id}{}", diverged_note(diverged))));
+                self.cached
+                    .push((stage, format!("{id}{}", diverged_note(diverged))));
                 self.cached_n += 1;
                 self.advance();
             }

@@ -3757,7 +3757,10 @@ fn a_failed_instance_leaves_marked_reports_that_the_fixed_run_replaces() {
     );
     assert_eq!(ints(column(&table, "test_acc.n")), [Some(3), Some(2)]);
     let svg = std::fs::read_to_string(dir.join("curves.svg")).unwrap();
-    assert!(svg.contains("left out: 1 failed"), "the plot says what it left out");
+    assert!(
+        svg.contains("left out: 1 failed"),
+        "the plot says what it left out"
+    );
     assert!(dir.join("curves.png").is_file());
     assert!(!dir.join("strict_accuracy.md").exists());
     // The partial reports are not under their plan keys.
@@ -3779,7 +3782,12 @@ fn a_failed_instance_leaves_marked_reports_that_the_fixed_run_replaces() {
     let run = sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
     assert_eq!(
         run.ids("started"),
-        ["accuracy", "curves", "strict_accuracy", "train[lr=1,seed=1]"]
+        [
+            "accuracy",
+            "curves",
+            "strict_accuracy",
+            "train[lr=1,seed=1]"
+        ]
     );
     let md = std::fs::read_to_string(dir.join("accuracy.md")).unwrap();
     assert!(!md.contains("failed"), "{md}");
@@ -3800,7 +3808,11 @@ fn a_failed_instance_leaves_marked_reports_that_the_fixed_run_replaces() {
 #[test]
 fn current_selects_the_latest_plans_rows_after_set_runs() {
     let sb = sweep_sandbox();
-    for set in [&[][..], &["--set", "train.params.extra=0.05"], &["--set", "train.params.extra=0.1"]] {
+    for set in [
+        &[][..],
+        &["--set", "train.params.extra=0.05"],
+        &["--set", "train.params.extra=0.1"],
+    ] {
         let mut args = vec!["run", "p.yaml", "--json", "--jobs", "2"];
         args.extend_from_slice(set);
         sb.ablate(&args).code(EXIT_OK);
@@ -3917,9 +3929,15 @@ fn a_diverged_result_is_marked_in_runs_parquet_the_table_and_the_run() {
         assert_eq!(status[row].as_deref(), Some(want), "{:?}", label[row]);
     }
     let md = std::fs::read_to_string(dir.join("accuracy.md")).unwrap();
-    assert_contains_all(&md, &["(n=2, 1 diverged)", "`train[lr=1,seed=0]` (diverged)"]);
+    assert_contains_all(
+        &md,
+        &["(n=2, 1 diverged)", "`train[lr=1,seed=0]` (diverged)"],
+    );
     let md = std::fs::read_to_string(dir.join("scores.md")).unwrap();
-    assert_contains_all(&md, &["(n=2, 1 diverged)", "`eval[lr=1,seed=0]` (diverged)"]);
+    assert_contains_all(
+        &md,
+        &["(n=2, 1 diverged)", "`eval[lr=1,seed=0]` (diverged)"],
+    );
 
     let plain = sb.ablate(&["run", "p.yaml"]).code(EXIT_OK);
     assert_contains_all(
@@ -3938,7 +3956,10 @@ fn a_report_metric_no_input_has_names_the_nearest() {
     let sb = sweep_sandbox();
     sb.write(
         "p.yaml",
-        &SWEEP.replace("params: { rows: [lr], metric: test_acc }\n  strict", "params: { rows: [lr], metric: test_accc }\n  strict"),
+        &SWEEP.replace(
+            "params: { rows: [lr], metric: test_acc }\n  strict",
+            "params: { rows: [lr], metric: test_accc }\n  strict",
+        ),
     );
     let run = sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_FAILURE);
     let failed = run

@@ -255,7 +255,9 @@ fn write_outputs(
         ablate_results::render_markdown(&shown)
     );
     if let Some(note) = note {
-        md.push_str(&format!("\n{note} A claim over a selection that lost any is undecided.\n"));
+        md.push_str(&format!(
+            "\n{note} A claim over a selection that lost any is undecided.\n"
+        ));
     }
     std::fs::write(dir.join("claims.md"), md)
         .map_err(|e| OpError::with("failed to write `claims.md`", e))

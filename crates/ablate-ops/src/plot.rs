@@ -338,7 +338,11 @@ fn none_has(entries: &[(&JobInput, Manifest)], name: &str, stepped: bool) -> Res
         })
         .collect();
     // Logged as a final value only: each input's own error says so.
-    if stepped && entries.iter().any(|(_, m)| m.metrics.iter().any(|x| x.name == name)) {
+    if stepped
+        && entries
+            .iter()
+            .any(|(_, m)| m.metrics.iter().any(|x| x.name == name))
+    {
         return Ok(());
     }
     let what = if stepped {

@@ -233,7 +233,12 @@ pub(crate) fn metric_problem(metric: &str, inputs: &[Gathered], every: bool) -> 
     let finished: Vec<(&str, Vec<&str>)> = inputs
         .iter()
         .filter(|g| g.finished())
-        .map(|g| (g.id.as_str(), g.obs.metrics.keys().map(String::as_str).collect()))
+        .map(|g| {
+            (
+                g.id.as_str(),
+                g.obs.metrics.keys().map(String::as_str).collect(),
+            )
+        })
         .collect();
     name_problem(metric, &finished, every, "the metric")
 }
@@ -314,7 +319,13 @@ pub(crate) fn missing_note(inputs: &[Gathered]) -> Option<String> {
     let mut which: Vec<String> = missing
         .iter()
         .take(SHOWN)
-        .map(|g| format!("`{}` ({})", g.id, g.obs.missing.as_deref().unwrap_or_default()))
+        .map(|g| {
+            format!(
+                "`{}` ({})",
+                g.id,
+                g.obs.missing.as_deref().unwrap_or_default()
+            )
+        })
         .collect();
     if missing.len() > SHOWN {
         which.push(format!("and {} more", missing.len() - SHOWN));

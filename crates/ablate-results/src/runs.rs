@@ -519,9 +519,9 @@ impl OldRuns {
             let step = fixed["step"].clone();
             fixed.insert(
                 "status",
-                Arc::new(StringArray::from_iter_values(
-                    std::iter::repeat_n("done", rows),
-                )),
+                Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                    "done", rows,
+                ))),
             );
             fixed.insert(
                 "final",
@@ -547,8 +547,8 @@ impl OldRuns {
             .map(|i| Some(instance.is_valid(i) && current.contains(instance.value(i))))
             .collect();
         let before = self.fixed["current"].as_boolean();
-        let moved = (0..self.rows)
-            .any(|i| !before.is_valid(i) || before.value(i) != marked.value(i));
+        let moved =
+            (0..self.rows).any(|i| !before.is_valid(i) || before.value(i) != marked.value(i));
         self.fixed.insert("current", Arc::new(marked));
         moved
     }
@@ -1002,7 +1002,10 @@ mod tests {
         let before = std::fs::metadata(&path).unwrap().modified().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
         append_runs(&path, &[], &plan(&['a'])).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), before);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().modified().unwrap(),
+            before
+        );
     }
 
     #[test]
@@ -1046,11 +1049,21 @@ mod tests {
         crate::write_table(&path, &old).unwrap();
         assert!(!recorded_instances(&path).unwrap()[&key('o')].current);
 
-        append(&path, &[rec('a', "loss", 0.4, None, json!({"status": "cold"}))]).unwrap();
+        append(
+            &path,
+            &[rec('a', "loss", 0.4, None, json!({"status": "cold"}))],
+        )
+        .unwrap();
         let table = read_table(&path).unwrap();
-        assert_eq!(column(&table, "status"), &ColumnData::from(vec!["done", "done"]));
+        assert_eq!(
+            column(&table, "status"),
+            &ColumnData::from(vec!["done", "done"])
+        );
         assert_eq!(column(&table, "final"), &ColumnData::from(vec![true, true]));
-        assert_eq!(column(&table, "current"), &ColumnData::from(vec![false, true]));
+        assert_eq!(
+            column(&table, "current"),
+            &ColumnData::from(vec![false, true])
+        );
         assert_eq!(
             column(&table, "param_status"),
             &ColumnData::from(vec!["warm", "cold"])

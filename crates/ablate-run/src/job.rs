@@ -123,7 +123,11 @@ impl Job {
     /// names each missing input with why it is missing (`InputRef::name`, which reports do not
     /// use otherwise): another key, which the plan never looks up, and which a full
     /// verification recomputes from the manifest like any other.
-    pub fn partial(plan: &Plan, id: InstanceId, missing: &[(InstanceId, Unfinished, String)]) -> Job {
+    pub fn partial(
+        plan: &Plan,
+        id: InstanceId,
+        missing: &[(InstanceId, Unfinished, String)],
+    ) -> Job {
         let mut job = Job::from_plan(plan, id);
         if missing.is_empty() {
             return job;

@@ -195,9 +195,8 @@ pub async fn run<E: Executor>(
     };
     // A cached input releases its dependants at once, unless it diverged: then each dependant
     // waits for it like for any input, and learns below that it diverged.
-    let cached_done = |id: InstanceId| {
-        matches!(&statuses[id.index()], Status::Cached(m) if m.status.is_done())
-    };
+    let cached_done =
+        |id: InstanceId| matches!(&statuses[id.index()], Status::Cached(m) if m.status.is_done());
     let mut cached_diverged = Vec::new();
     for (id, inst) in plan.instances() {
         match &statuses[id.index()] {

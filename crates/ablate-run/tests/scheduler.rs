@@ -576,7 +576,11 @@ stages:
     assert_eq!(
         skipped(&events),
         [
-            ("eval[v=9,fail=true]".to_owned(), "train[v=9,fail=true]".to_owned(), "failed"),
+            (
+                "eval[v=9,fail=true]".to_owned(),
+                "train[v=9,fail=true]".to_owned(),
+                "failed"
+            ),
             (
                 "strict_table".to_owned(),
                 "train[v=9,fail=true]".to_owned(),
@@ -594,7 +598,11 @@ stages:
         .collect();
     assert_eq!(
         missing,
-        [("eval[v=9,fail=true]", "skipped", Some("train[v=9,fail=true]"))]
+        [(
+            "eval[v=9,fail=true]",
+            "skipped",
+            Some("train[v=9,fail=true]")
+        )]
     );
     let both = reports.iter().find(|j| j.stage == "both").unwrap();
     let mut whys: Vec<&str> = both.missing.iter().map(|m| m.why.name()).collect();
@@ -630,7 +638,11 @@ fn a_partial_report_is_not_served_once_the_failure_is_fixed() {
     // Rerun, still broken: the partial report is built again (not "cached by another run").
     let (s, events) = go(&fake, &store, &p, 2, &CancelToken::new());
     assert_eq!((s.ran, s.cached, s.failed), (1, 0, 2));
-    assert!(!events.iter().any(|e| matches!(e, RunEvent::Finished { by_other: true, .. })));
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, RunEvent::Finished { by_other: true, .. }))
+    );
     std::fs::remove_file(&bug).unwrap();
     let (s, _) = go(&fake, &store, &p, 2, &CancelToken::new());
     assert_eq!((s.ran, s.cached, s.failed), (3, 0, 0));
@@ -683,7 +695,15 @@ stages:
     )));
     let json = events
         .iter()
-        .find(|e| matches!(e, RunEvent::Finished { status: "diverged", .. }))
+        .find(|e| {
+            matches!(
+                e,
+                RunEvent::Finished {
+                    status: "diverged",
+                    ..
+                }
+            )
+        })
         .map(|e| serde_json::to_value(e).unwrap())
         .unwrap();
     assert_eq!(json["status"], "diverged");
@@ -692,10 +712,7 @@ stages:
         let reports = fake.reports.lock().unwrap();
         let by = |stage: &str| reports.iter().find(|j| j.stage == stage).unwrap();
         // Reports read a diverged input (it has an entry), strict or not.
-        let table = reports
-            .iter()
-            .find(|j| j.stage.ends_with("table"))
-            .unwrap();
+        let table = reports.iter().find(|j| j.stage.ends_with("table")).unwrap();
         assert_eq!((table.inputs.len(), table.missing.len()), (2, 0));
         let evals = by("evals");
         assert_eq!(evals.missing.len(), 1);
@@ -704,7 +721,10 @@ stages:
 
     // From the cache: the diverged entry still holds back what maps over it.
     let (s, events) = go(&fake, &store, &p, 2, &CancelToken::new());
-    assert_eq!((s.ran, s.cached, s.cached_diverged, s.skipped), (1, 5, 1, 1));
+    assert_eq!(
+        (s.ran, s.cached, s.cached_diverged, s.skipped),
+        (1, 5, 1, 1)
+    );
     assert_eq!(skipped(&events).len(), 1);
     assert!(events.iter().any(|e| matches!(
         e,

@@ -1418,7 +1418,10 @@ fn strict_is_a_report_stage_key_also_under_defaults() {
     let strict = |defaults: &str, table: &str| {
         let p = load_text(&text(defaults, table), &Overrides::default())
             .unwrap_or_else(|d| panic!("{d}"));
-        (p.stage("table").unwrap().strict, p.stage("a").unwrap().strict)
+        (
+            p.stage("table").unwrap().strict,
+            p.stage("a").unwrap().strict,
+        )
     };
     assert_eq!(strict("", ""), (false, false));
     assert_eq!(strict("", ", strict: true"), (true, false));
@@ -1443,6 +1446,10 @@ fn strict_is_a_report_stage_key_also_under_defaults() {
     );
     assert_eq!(
         err(&text("defaults: { strict: 1 }\n", "")),
-        [(2, 21, "`strict` in `defaults` expects `true` or `false`, found an integer `1`".to_owned())]
+        [(
+            2,
+            21,
+            "`strict` in `defaults` expects `true` or `false`, found an integer `1`".to_owned()
+        )]
     );
 }

@@ -520,7 +520,10 @@ mod tests {
             "`mean(acc | weights=shared)`: 2 of the 4 selected instances did not finish (1 \
              diverged, 1 failed)"
         );
-        assert_ne!(claim("mean(acc | weights=unshared) > 0").verdict, Verdict::Undecided);
+        assert_ne!(
+            claim("mean(acc | weights=unshared) > 0").verdict,
+            Verdict::Undecided
+        );
     }
 
     #[test]

@@ -113,7 +113,11 @@ pub(crate) struct Series {
 
 /// The value of the `group` labels of an input: the label's value for one key, the list of
 /// them for several (a line per combination); `None` without `group`.
-fn group_value(id: &str, labels: &[(String, Value)], group: &[String]) -> Result<Option<Value>, String> {
+fn group_value(
+    id: &str,
+    labels: &[(String, Value)],
+    group: &[String],
+) -> Result<Option<Value>, String> {
     match group {
         [] => Ok(None),
         [one] => label_of(id, labels, one).map(|v| Some(v.clone())),
