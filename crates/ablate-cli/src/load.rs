@@ -63,7 +63,7 @@ pub fn load(spec: &SpecArgs) -> anyhow::Result<Loaded> {
     let overridden = if overrides.is_empty() {
         Default::default()
     } else {
-        overridden(&spec.file, &pipeline, &*registry)
+        overridden(&spec.file, &pipeline, &registry)
     };
     Ok(Loaded {
         plan,
