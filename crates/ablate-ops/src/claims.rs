@@ -72,8 +72,9 @@ impl Claims {
                           `key in [a, b]`), or with `by key` run over the means of groups (`max(em by objective)`: \
                           the best objective's mean); arithmetic, abs/log/exp/sqrt and one comparison (>= <= > < == !=) \
                           per claim. Each claim passes, fails, or is undecided (nothing selected, a NaN, a missing \
-                          metric); none of these fails the stage. Writes `claims.parquet` and `claims.md`, \
-                          published as `results/<pipeline>/<stage>.parquet` and `.md`.",
+                          metric, a selected instance that failed or diverged); none of these fails the stage. \
+                          Writes `claims.parquet` and `claims.md`, published as \
+                          `results/<pipeline>/<stage>.parquet` and `.md`.",
                 params: vec![ParamSpec::required(
                     "claims",
                     ParamType::list(ParamType::Any),

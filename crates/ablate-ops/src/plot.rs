@@ -140,7 +140,8 @@ impl Plot {
                           no other point beats on both axes) as a step line. `flow`, `grid`, `metric`: \
                           the per-layer tables of `eval.metric` instances, one row of panels per instance \
                           (at most 6; narrow with `select`), one column per layer — the data coloured by \
-                          class, the deformed grid, or the metric's ellipses.",
+                          class, the deformed grid, or the metric's ellipses. Inputs that failed, were skipped or \
+                          diverged are left out, and the title says how many.",
                 params: vec![
                     ParamSpec::required(
                         "kind",

@@ -48,8 +48,9 @@ impl Table {
                 summary: "Gather the final metrics of every instance of its needs into a table: one row per value of \
                           `rows`, one column per value of `cols`, each cell aggregating `metric` over the other labels \
                           (e.g. seeds). With `relative_to`, each cell is also shown as the gain (%) of its mean over \
-                          the mean of a baseline cell. Writes `table.parquet` and `table.md`, published as \
-                          `results/<pipeline>/<stage>.parquet` and `.md`.",
+                          the mean of a baseline cell. An input that failed, was skipped or diverged is not \
+                          aggregated: its cell says so (`0.93 ± 0.01 (n=2, 1 failed)`). Writes `table.parquet` \
+                          and `table.md`, published as `results/<pipeline>/<stage>.parquet` and `.md`.",
                 params: vec![
                     ParamSpec::required(
                         "rows",
