@@ -168,7 +168,11 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
     // read-only one) still serves the run.
     let mut index = store.load_index(plan.pipeline());
     let mut changed = !store.has_index(plan.pipeline());
-    for c in &completed {
+    // A report built from part of its inputs has a key of its own, which no plan explains.
+    for c in completed
+        .iter()
+        .filter(|c| c.manifest.key == plan.instance(c.instance).key)
+    {
         let inst = plan.instance(c.instance);
         changed |= index.instances.insert(inst.id.clone(), inst.key) != Some(inst.key);
     }
@@ -180,7 +184,13 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
         );
     }
 
-    let runs = results::write(&global.results, &store, plan, &completed)?;
+    let runs = results::write(
+        &global.results,
+        &store,
+        plan,
+        &completed,
+        &loaded.overridden,
+    )?;
     if mode != Mode::Json
         && let Some(runs) = runs
     {

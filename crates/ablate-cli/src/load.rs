@@ -19,6 +19,8 @@ pub struct Loaded {
     pub forced: Vec<String>,
     /// The file's `executor:` and `slurm:`.
     pub executor: ExecutorConfig,
+    /// The params the `--set`s changed, by stage (empty without them).
+    pub overridden: crate::results::Overridden,
 }
 
 pub fn load(spec: &SpecArgs) -> anyhow::Result<Loaded> {
@@ -58,12 +60,18 @@ pub fn load(spec: &SpecArgs) -> anyhow::Result<Loaded> {
             ));
         }
     }
+    let overridden = if overrides.is_empty() {
+        Default::default()
+    } else {
+        overridden(&spec.file, &pipeline, &registry)
+    };
     Ok(Loaded {
         plan,
         registry,
         workdir,
         forced: spec.force.clone(),
         executor: pipeline.executor.clone(),
+        overridden,
     })
 }
 
@@ -101,6 +109,33 @@ pub fn workdir_of(file: &Path, pipeline: &ablate_spec::Pipeline) -> anyhow::Resu
             })))
         }
     }
+}
+
+/// The params of each stage of `pipeline` (loaded with overrides) that differ from the file's
+/// own (loaded again without them; that load only fails where the overrides repaired the
+/// file, and then nothing is said).
+fn overridden(
+    file: &Path,
+    pipeline: &ablate_spec::Pipeline,
+    registry: &Registry,
+) -> crate::results::Overridden {
+    let Ok(base) = ablate_spec::load_file(file, &Overrides::new(), registry) else {
+        return Default::default();
+    };
+    pipeline
+        .stages
+        .iter()
+        .filter_map(|stage| {
+            let before = base.stage(stage.name.as_str())?;
+            let changed: Vec<(String, serde_json::Value)> = stage
+                .params
+                .iter()
+                .filter(|(k, v)| before.params.get(*k) != Some(*v))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            (!changed.is_empty()).then(|| (stage.name.to_string(), changed))
+        })
+        .collect()
 }
 
 /// Whether `op` computes on its job's device (its schema's `on_device`).

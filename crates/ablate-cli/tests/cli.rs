@@ -1067,18 +1067,21 @@ fn runs_parquet_has_the_fixed_columns_then_the_labels() {
     let t = read_parquet(&runs);
 
     let names: Vec<&str> = t.column_names().collect();
-    assert_eq!(names[..14], ablate_results::RUN_COLUMNS);
+    assert_eq!(names[..17], ablate_results::RUN_COLUMNS);
     assert_eq!(
-        names[..14],
+        names[..17],
         [
             "pipeline",
             "stage",
             "instance",
             "label",
             "op",
+            "status",
+            "current",
             "metric",
             "value",
             "step",
+            "final",
             "seed",
             "device",
             "wall_time_s",
@@ -1087,7 +1090,7 @@ fn runs_parquet_has_the_fixed_columns_then_the_labels() {
             "ablate_version"
         ]
     );
-    let labels = &names[14..];
+    let labels = &names[17..];
     let mut sorted = labels.to_vec();
     sorted.sort();
     assert_eq!(labels, sorted, "label columns follow, sorted by name");
@@ -4849,4 +4852,308 @@ stages:
         assert!(dir.join("history.parquet").exists(), "{stage}");
         assert!(!dir.join("model.safetensors").exists(), "{stage}");
     }
+}
+
+// --- Results a user can read without a trap (#21) ----------------------------------------------
+
+/// A sweep's training script: a `val_acc` per step, a final `test_acc`; it fails while a file
+/// `bug-<lr>-<seed>` exists (a bug the user fixes between runs).
+const SWEEP_SCRIPT: &str = r#"
+import json, os, sys
+p = json.load(open(os.environ["ABLATE_PARAMS"]))
+if os.path.exists("bug-%s-%s" % (p["lr"], p["seed"])):
+    sys.exit("broken on purpose")
+with open(os.environ["ABLATE_METRICS"], "a") as log:
+    for step in range(3):
+        log.write(json.dumps({"step": step, "val_acc": 0.5 + step / 10 + p["seed"] / 100}) + "\n")
+with open(os.path.join(os.environ["ABLATE_OUT"], "metrics.json"), "w") as f:
+    json.dump({"test_acc": 0.9 - p["lr"] / 10 + p["seed"] / 100 + p["extra"]}, f)
+"#;
+
+/// 2 learning rates × 3 seeds of [`SWEEP_SCRIPT`], a table, a strict table and a plot.
+const SWEEP: &str = r#"
+name: sweep
+stages:
+  train:
+    op: cmd
+    matrix: { lr: [0.1, 1], seed: [0, 1, 2] }
+    params: { run: python3 sweep.py, deps: [sweep.py], extra: 0 }
+  accuracy:
+    op: report.table
+    needs: [train]
+    params: { rows: [lr], metric: test_acc }
+  strict_accuracy:
+    op: report.table
+    needs: [train]
+    strict: true
+    params: { rows: [lr], metric: test_acc }
+  curves:
+    op: report.plot
+    needs: [train]
+    params: { kind: curve, y: val_acc, group: lr }
+"#;
+
+fn sweep_sandbox() -> Sandbox {
+    let sb = Sandbox::new();
+    sb.write("sweep.py", SWEEP_SCRIPT);
+    sb.write("p.yaml", SWEEP);
+    sb
+}
+
+/// #21: one failed instance skipped every report of its stage. The reports build from the
+/// five that finished, marking the gap, unless `strict`; the run still fails; and once the
+/// bug is fixed the next run builds the complete reports instead of serving the partial ones.
+#[test]
+fn a_failed_instance_leaves_marked_reports_that_the_fixed_run_replaces() {
+    let sb = sweep_sandbox();
+    sb.write("bug-1-1", "");
+    let run = sb
+        .ablate(&["run", "p.yaml", "--json", "--jobs", "2"])
+        .code(EXIT_FAILURE);
+    assert_summary(&run, 5 + 2, 0, 1, 1);
+    assert_eq!(run.ids("skipped"), ["strict_accuracy"]);
+    let events = run.events();
+    let finished = |id: &str| {
+        events
+            .iter()
+            .find(|e| e["event"] == "finished" && e["id"] == id)
+            .unwrap_or_else(|| panic!("`{id}` did not finish"))
+            .clone()
+    };
+    assert_eq!(finished("accuracy")["missing_inputs"], 1);
+    let dir = sb.results().join("sweep");
+    let md = std::fs::read_to_string(dir.join("accuracy.md")).unwrap();
+    assert_contains_all(
+        &md,
+        &[
+            "| lr  |                test_acc (n=3) |",
+            "| 1   | 0.810 ± 0.014 (n=2, 1 failed) |",
+            "1 of 6 inputs did not finish: `train[lr=1,seed=1]` (failed).",
+        ],
+    );
+    let table = read_parquet(&dir.join("accuracy.parquet"));
+    assert_eq!(
+        strs(column(&table, "test_acc.missing")),
+        [None, Some("1 failed".to_owned())]
+    );
+    assert_eq!(ints(column(&table, "test_acc.n")), [Some(3), Some(2)]);
+    let svg = std::fs::read_to_string(dir.join("curves.svg")).unwrap();
+    assert!(
+        svg.contains("left out: 1 failed"),
+        "the plot says what it left out"
+    );
+    assert!(dir.join("curves.png").is_file());
+    assert!(!dir.join("strict_accuracy.md").exists());
+    // The partial reports are not under their plan keys.
+    let keys = sb.keys("p.yaml", &[]);
+    assert_ne!(finished("accuracy")["key"], keys["accuracy"].as_str());
+    // The plain line says so too.
+    let plain = sb.ablate(&["run", "p.yaml"]).code(EXIT_FAILURE);
+    assert_contains_all(
+        &plain.stderr,
+        &[
+            "accuracy (without 1 input that did not finish)",
+            "skipped",
+            "strict_accuracy (needs `train[lr=1,seed=1]`, which failed)",
+        ],
+    );
+
+    // Fixed: the complete reports are built, under their own keys.
+    std::fs::remove_file(sb.path().join("bug-1-1")).unwrap();
+    let run = sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    assert_eq!(
+        run.ids("started"),
+        [
+            "accuracy",
+            "curves",
+            "strict_accuracy",
+            "train[lr=1,seed=1]"
+        ]
+    );
+    let md = std::fs::read_to_string(dir.join("accuracy.md")).unwrap();
+    assert!(!md.contains("failed"), "{md}");
+    assert_contains_all(&md, &["| 1   |  0.810 ± 0.010 |"]);
+    let svg = std::fs::read_to_string(dir.join("curves.svg")).unwrap();
+    assert!(!svg.contains("left out"));
+    let events = run.events();
+    let accuracy = events
+        .iter()
+        .find(|e| e["event"] == "finished" && e["id"] == "accuracy")
+        .unwrap();
+    assert_eq!(accuracy["key"], keys["accuracy"].as_str());
+}
+
+/// #21: after a few `--set` runs, runs.parquet holds every variant under one label, and the
+/// README's recipe averaged 9 rows per cell of a 3-seed sweep. `current` selects the latest
+/// plan's rows, `final` the final values, and the label shows what `--set` changed.
+#[test]
+fn current_selects_the_latest_plans_rows_after_set_runs() {
+    let sb = sweep_sandbox();
+    for set in [
+        &[][..],
+        &["--set", "train.params.extra=0.05"],
+        &["--set", "train.params.extra=0.1"],
+    ] {
+        let mut args = vec!["run", "p.yaml", "--json", "--jobs", "2"];
+        args.extend_from_slice(set);
+        sb.ablate(&args).code(EXIT_OK);
+    }
+    let runs = sb.results().join("sweep/runs.parquet");
+    // (lr, label) of each final `test_acc` row, all of them or the current ones.
+    let rows = |only_current: bool| {
+        let t = read_parquet(&runs);
+        let (metric, lr, label) = (
+            strs(column(&t, "metric")),
+            floats(column(&t, "lr")),
+            strs(column(&t, "label")),
+        );
+        let (current, fin) = (column(&t, "current"), column(&t, "final"));
+        let (ColumnData::Bool(current), ColumnData::Bool(fin)) = (current, fin) else {
+            panic!("`current` and `final` are booleans");
+        };
+        let mut per_lr: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for row in 0..t.num_rows() {
+            if metric[row].as_deref() == Some("test_acc")
+                && fin[row] == Some(true)
+                && (!only_current || current[row] == Some(true))
+            {
+                per_lr
+                    .entry(lr[row].unwrap().to_string())
+                    .or_default()
+                    .push(label[row].clone().unwrap());
+            }
+        }
+        per_lr
+    };
+    let all = rows(false);
+    assert_eq!(all["0.1"].len(), 9, "three variants of three seeds");
+    let current = rows(true);
+    assert_eq!(current["0.1"].len(), 3);
+    assert_eq!(current["1"].len(), 3);
+    assert!(current["0.1"].contains(&"lr=0.1,seed=2 (set: extra=0.1)".to_owned()));
+    // The stepped values are not final: 3 steps + 1 final per instance and metric.
+    let t = read_parquet(&runs);
+    let steps = ints(column(&t, "step"));
+    let ColumnData::Bool(fin) = column(&t, "final") else {
+        panic!()
+    };
+    assert!((0..t.num_rows()).all(|r| fin[r] == Some(steps[r].is_none())));
+    // Back to the file's own plan, from the cache: `current` follows.
+    let run = sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    assert_summary(&run, 0, 6 + 3, 0, 0);
+    let current = rows(true);
+    assert_eq!(current["0.1"].len(), 3);
+    assert!(current["0.1"].contains(&"lr=0.1,seed=2".to_owned()));
+}
+
+/// #21: a diverged result (`diverged: record`) is `diverged` on its rows of runs.parquet and
+/// in the table, what maps over it is skipped saying so, and the summary counts it. No op of
+/// this test diverges on demand, so the entry of a finished run is marked diverged the way the
+/// executor would have written it (status and checksum), as if another run had computed it.
+#[test]
+fn a_diverged_result_is_marked_in_runs_parquet_the_table_and_the_run() {
+    let sb = sweep_sandbox();
+    let train_only = "name: sweep\nstages:\n  train:\n    op: cmd\n    diverged: record\n    \
+                      matrix: { lr: [0.1, 1], seed: [0, 1, 2] }\n    \
+                      params: { run: python3 sweep.py, deps: [sweep.py], extra: 0 }\n";
+    sb.write("train.yaml", train_only);
+    sb.ablate(&["run", "train.yaml", "--json", "--jobs", "2"])
+        .code(EXIT_OK);
+    let keys = sb.keys("train.yaml", &[]);
+    let entry = sb.entry(&keys["train[lr=1,seed=0]"]);
+    let path = entry.join("manifest.json");
+    let mut m: ablate_cache::Manifest =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    m.status = ablate_cache::EntryStatus::diverged("loss", Some(2), f64::NAN);
+    m.started_at_us += 1;
+    m.checksum = None;
+    m.checksum = Some(m.compute_checksum());
+    std::fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
+
+    let full = format!(
+        "{train_only}  eval:\n    op: cmd\n    needs: [train]\n    \
+         params: {{ run: \"echo '{{\\\"score\\\": 1}}' > {{out}}/metrics.json\" }}\n  \
+         accuracy:\n    op: report.table\n    needs: [train]\n    \
+         params: {{ rows: [lr], metric: test_acc }}\n  \
+         scores:\n    op: report.table\n    needs: [eval]\n    \
+         params: {{ rows: [lr], metric: score }}\n"
+    );
+    sb.write("p.yaml", &full);
+    let run = sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    assert_summary(&run, 5 + 2, 6, 0, 1);
+    assert_eq!(run.summary()["cached_diverged"], 1);
+    let events = run.events();
+    let cached = events
+        .iter()
+        .find(|e| e["event"] == "cached" && e["id"] == "train[lr=1,seed=0]")
+        .unwrap();
+    assert_eq!(cached["status"], "diverged");
+    assert_eq!(cached["diverged"]["metric"], "loss");
+    let skipped = events.iter().find(|e| e["event"] == "skipped").unwrap();
+    assert_eq!(
+        (&skipped["id"], &skipped["because"], &skipped["cause"]),
+        (
+            &Value::from("eval[lr=1,seed=0]"),
+            &Value::from("train[lr=1,seed=0]"),
+            &Value::from("diverged")
+        )
+    );
+    let dir = sb.results().join("sweep");
+    let t = read_parquet(&dir.join("runs.parquet"));
+    let (label, status) = (strs(column(&t, "label")), strs(column(&t, "status")));
+    for row in 0..t.num_rows() {
+        let want = if label[row].as_deref() == Some("lr=1,seed=0") {
+            "diverged"
+        } else {
+            "done"
+        };
+        assert_eq!(status[row].as_deref(), Some(want), "{:?}", label[row]);
+    }
+    let md = std::fs::read_to_string(dir.join("accuracy.md")).unwrap();
+    assert_contains_all(
+        &md,
+        &["(n=2, 1 diverged)", "`train[lr=1,seed=0]` (diverged)"],
+    );
+    let md = std::fs::read_to_string(dir.join("scores.md")).unwrap();
+    assert_contains_all(
+        &md,
+        &["(n=2, 1 diverged)", "`eval[lr=1,seed=0]` (diverged)"],
+    );
+
+    let plain = sb.ablate(&["run", "p.yaml"]).code(EXIT_OK);
+    assert_contains_all(
+        &plain.stderr,
+        &[
+            "train[lr=1,seed=0]  (diverged: `loss` = NaN at step 2)",
+            "eval[lr=1,seed=0] (needs `train[lr=1,seed=0]`, which diverged)",
+            "cached (1 diverged)",
+        ],
+    );
+}
+
+/// #21 (7): a report metric no input has failed at run time as "observation 0 has no metric".
+#[test]
+fn a_report_metric_no_input_has_names_the_nearest() {
+    let sb = sweep_sandbox();
+    sb.write(
+        "p.yaml",
+        &SWEEP.replace(
+            "params: { rows: [lr], metric: test_acc }\n  strict",
+            "params: { rows: [lr], metric: test_accc }\n  strict",
+        ),
+    );
+    let run = sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_FAILURE);
+    let failed = run
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "failed")
+        .unwrap();
+    assert_eq!(failed["id"], "accuracy");
+    assert_contains_all(
+        failed["error"].as_str().unwrap(),
+        &[
+            "no input has the metric `test_accc`; did you mean `test_acc`? (all 6 inputs have it); \
+             the inputs have: `test_acc`, `val_acc`",
+        ],
+    );
 }

@@ -29,5 +29,6 @@ pub(crate) fn job(op: &str, params: Params, inputs: Vec<JobInput>, device: &str)
         timeout: None,
         diverged: Default::default(),
         visible_gpus: None,
+        missing: Vec::new(),
     }
 }

@@ -153,7 +153,8 @@ impl Builder<'_> {
             ));
             return Vec::new();
         };
-        let (inputs_by_name, version) = (schema.inputs_by_name, schema.version);
+        let (inputs_by_name, version, report) =
+            (schema.inputs_by_name, schema.version, schema.gathers);
         let resources = instance_resources(stage, schema.on_device);
         let protos = self.protos(stage);
         let own = stage.matrix.expand();
@@ -231,6 +232,8 @@ impl Builder<'_> {
                     diverged: stage.diverged,
                     device: stage.device,
                     gather: stage.gather,
+                    report,
+                    strict: stage.strict,
                 };
                 let node = InstanceId(self.graph.add_node(instance));
                 for &input in &proto.inputs {
@@ -469,7 +472,8 @@ pub(crate) fn render_value(v: &Value) -> String {
     }
 }
 
-fn render_label(labels: &[(String, Value)]) -> String {
+/// `weights=shared,steps=4`: how an instance's labels read in its id.
+pub fn render_label(labels: &[(String, Value)]) -> String {
     labels
         .iter()
         .map(|(k, v)| format!("{k}={}", render_value(v)))

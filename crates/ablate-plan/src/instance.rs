@@ -38,6 +38,13 @@ pub struct Instance {
     pub diverged: ablate_spec::OnDiverge,
     pub device: Device,
     pub gather: bool,
+    /// Its op builds a report from its inputs' results (`report.table`, `report.plot`,
+    /// `report.claims`: ops that gather): it reads each input's status, so a diverged input is
+    /// shown as such rather than skipping it.
+    pub report: bool,
+    /// A report that needs every input to have finished (the stage's `strict`); a report that
+    /// is not strict also runs when some inputs failed or were skipped, and marks them.
+    pub strict: bool,
 }
 
 impl Instance {

@@ -150,6 +150,10 @@ pub struct Stage {
     pub timeout: Option<Duration>,
     /// `diverged:` (or its `defaults:`): fail the attempt or record the divergence as a result.
     pub diverged: OnDiverge,
+    /// `strict:` (or its `defaults:`) of a report stage (an op that gathers): build only when
+    /// every input finished, instead of from those that did with the others marked. Always
+    /// false for other stages, which need every input anyway.
+    pub strict: bool,
     pub device: Device,
     /// Span of the stage's name under `stages:`.
     pub span: Span,

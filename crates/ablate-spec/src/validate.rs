@@ -36,11 +36,19 @@ const STAGE_KEYS: &[&str] = &[
     "retries",
     "timeout",
     "diverged",
+    "strict",
     "gather",
     "device",
 ];
 /// `defaults:` keys that are stage attributes rather than op parameters.
-const DEFAULT_ATTRIBUTES: &[&str] = &["device", "retries", "timeout", "diverged", "resources"];
+const DEFAULT_ATTRIBUTES: &[&str] = &[
+    "device",
+    "retries",
+    "timeout",
+    "diverged",
+    "strict",
+    "resources",
+];
 const RESOURCE_KEYS: &[&str] = &["cpus", "gpus", "mem_gb"];
 
 /// Validates the whole tree; `None` when anything is wrong (every problem is in `errors`).
@@ -76,6 +84,8 @@ struct Defaults {
     retries: Option<u32>,
     timeout: Option<Duration>,
     diverged: Option<OnDiverge>,
+    /// Applies to the report stages only (the others always need every input).
+    strict: Option<bool>,
     resources: ResourcesPatch,
     /// Parameter defaults, interpolated (`None`: its interpolation failed, already reported).
     params: Vec<(Key, Option<Node>)>,
@@ -400,6 +410,7 @@ impl<'a> Validator<'a, '_> {
                 "diverged" => {
                     self.defaults.diverged = self.on_diverge(value, "`diverged` in `defaults`")
                 }
+                "strict" => self.defaults.strict = self.boolean(value, "`strict` in `defaults`"),
                 "resources" => {
                     self.defaults.resources =
                         self.resources(value, "`resources` in `defaults`", "`defaults`")
@@ -488,6 +499,56 @@ impl<'a> Validator<'a, '_> {
                 self.push(type_error(node, subject, "an integer ≥ 0"));
                 None
             }
+        }
+    }
+
+    fn boolean(&mut self, node: &Node, subject: &str) -> Option<bool> {
+        match node.kind {
+            Kind::Bool(b) => Some(b),
+            _ => {
+                self.push(type_error(node, subject, "`true` or `false`"));
+                None
+            }
+        }
+    }
+
+    /// A stage's `strict:`, which only a report (an op that gathers results: `report.table`,
+    /// `report.plot`, `report.claims`) can relax: every other stage needs every input.
+    fn strict(
+        &mut self,
+        name: &str,
+        node: Option<&Node>,
+        schema: Option<&OpSchema>,
+    ) -> Option<bool> {
+        let Some(node) = node else {
+            return Some(self.defaults.strict.unwrap_or(false));
+        };
+        let strict = self.boolean(node, &format!("`strict` of stage `{name}`"))?;
+        match schema {
+            Some(schema) if !schema.gathers => {
+                let reports: Vec<&str> = self
+                    .catalog
+                    .op_names()
+                    .into_iter()
+                    .filter(|op| self.catalog.schema(op).is_some_and(|s| s.gathers))
+                    .collect();
+                self.push(
+                    node.origin
+                        .error(format!(
+                            "`strict` of stage `{name}`: op `{}` does not build a report",
+                            schema.name
+                        ))
+                        .label("only for report stages")
+                        .help(format!(
+                            "a report ({}) builds from the inputs that finished, marking the \
+                             others, unless it says `strict: true`; any other stage always needs \
+                             every input, so remove this key",
+                            list(reports)
+                        )),
+                );
+                None
+            }
+            _ => Some(strict),
         }
     }
 
@@ -670,6 +731,7 @@ impl<'a> Validator<'a, '_> {
             Some((_, node)) => self.on_diverge(node, &format!("`diverged` of stage `{name}`")),
             None => Some(self.defaults.diverged.unwrap_or_default()),
         };
+        let strict = self.strict(name, fields.get("strict").map(|(_, node)| *node), schema);
         let gather = match fields.get("gather") {
             Some((
                 _,
@@ -716,10 +778,11 @@ impl<'a> Validator<'a, '_> {
             Some(retries),
             Some(timeout),
             Some(diverged),
+            Some(strict),
             Some(gather),
             Some((params, matrix)),
         ) = (
-            op, schema, device, retries, timeout, diverged, gather, params,
+            op, schema, device, retries, timeout, diverged, strict, gather, params,
         )
         else {
             return (None, schema);
@@ -737,6 +800,7 @@ impl<'a> Validator<'a, '_> {
             retries,
             timeout,
             diverged,
+            strict: strict && schema.gathers,
             device,
             span,
             needs_span: needs_node.and_then(|node| node.origin.span()),
