@@ -4543,6 +4543,14 @@ stages:
             .collect::<Vec<_>>()
     );
     assert!(!sb.cache().join("v1/checkpoints").join(&key).exists());
+    let runs = read_parquet(&sb.results().join("nan/runs.parquet"));
+    assert!(
+        strs(column(&runs, "status"))
+            .iter()
+            .all(|s| s.as_deref() == Some("diverged")),
+        "runs.parquet: {:?}",
+        strs(column(&runs, "status"))
+    );
     // A diverged entry is a result: the next run is a cache hit.
     let again = sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
     assert!(again.ids("started").is_empty());
