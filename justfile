@@ -2,15 +2,24 @@
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
-# The release binary: training is numeric code, and release is what users time.
-ablate := "cargo run --release --quiet -p ablate-cli --"
+# The release binary: training is numeric code, and release is what users time. The recipes
+# that run it build it first when a source changed (`build`), saying so.
+ablate := env_var_or_default("CARGO_TARGET_DIR", "target") / "release/ablate"
 
 default:
     @just --list
 
 # Run a pipeline (e.g. `just run pipelines/quickstart.yaml --jobs 2`).
-run FILE *ARGS:
+run FILE *ARGS: build
     {{ablate}} run {{FILE}} {{ARGS}}
+
+# Build target/release/ablate if a source changed (saying so); silent when it is up to date.
+build:
+    @scripts/build-ablate.sh
+
+# Put `ablate` on your PATH (in ~/.cargo/bin), to run pipelines from any directory.
+install:
+    cargo install --locked --path crates/ablate-cli
 
 # The CUDA binary (target/release/ablate with `--features cuda`): needs the CUDA toolkit, found
 # through `CUDA_ROOT` (or `CUDA_PATH`, or nvcc on PATH). Without a toolkit, see
@@ -19,15 +28,15 @@ build-cuda:
     cargo build --release -p ablate-cli --features cuda
 
 # Show each instance of a pipeline, its key, and whether it is cached or why it will run.
-plan FILE *ARGS:
+plan FILE *ARGS: build
     {{ablate}} plan {{FILE}} {{ARGS}}
 
 # Print a Parquet result table.
-table FILE *ARGS:
+table FILE *ARGS: build
     {{ablate}} table {{FILE}} {{ARGS}}
 
 # Any other ablate command (`just ablate ops`, `just ablate cache ls`).
-ablate *ARGS:
+ablate *ARGS: build
     {{ablate}} {{ARGS}}
 
 # The whole test suite. The Slurm tests submit to a real cluster: this starts the single-node
@@ -51,8 +60,7 @@ bench *ARGS:
 # Reliability campaign: kill -9 mid-run, concurrent runs on one cache, parser fuzz, all in temp
 # directories; prints a table, exits 1 if anything did not hold (not part of just test;
 # `just chaos --quick` for a smoke run).
-chaos *ARGS:
-    cargo build --release -p ablate-cli
+chaos *ARGS: build
     python3 scripts/chaos.py {{ARGS}}
 
 # Formatting and lints, as CI checks them.

@@ -8,6 +8,9 @@ Measures, on this machine, in one run (so ratios are comparable):
     plain axis (the include merge was quadratic, #21);
   - orchestration cost per `cmd` instance: 1k instances of `true` at --jobs 2, against the cost of
     spawning `sh -c true` itself;
+  - a `cmd` sweep of 4 PyTorch trainings (scripts/bench_torch_cmd.py) at --jobs 2, with the
+    thread variables ablate gives a program from its CPU share, and without them (the program
+    started under `env -u OMP_NUM_THREADS ...`, as every program was before #21), alternated;
   - training steps/s of train.flow's model (2→32 lift, 10 residual steps, hidden 64, batch 256),
     shared and unshared, 1 and 2 threads; and PyTorch on the same model side by side when
     `$ABLATE_BENCH_PYTHON` (default python3) can import torch;
@@ -98,6 +101,32 @@ def cmd_sweep(path, n):
                 f"    matrix:\n      i: [{values}]\n")
 
 
+def torch_cmd_threads(work):
+    """4 PyTorch `cmd` instances at --jobs 2: with the thread variables from the CPU share
+    (each program gets OMP_NUM_THREADS=1 ...), and without (as before #21)."""
+    python = os.environ.get("ABLATE_BENCH_PYTHON", "python3")
+    if subprocess.run([python, "-c", "import torch"], capture_output=True).returncode != 0:
+        return [("4 PyTorch `cmd` instances, --jobs 2", "not run", "", f"`{python}` cannot import torch")]
+    print("cmd sweep of 4 PyTorch trainings, with and without thread variables ...", file=sys.stderr)
+    script = os.path.join(ROOT, "scripts", "bench_torch_cmd.py")
+    unset = " ".join(f"-u {v}" for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"))
+    runs = {"with": f"{python} {script}", "without": f"env {unset} {python} {script}"}
+    walls = {k: [] for k in runs}
+    for i in range(2):
+        for kind, run in runs.items():
+            f = os.path.join(work, f"torch_{kind}.yaml")
+            with open(f, "w") as out:
+                out.write(f"name: torch_{kind}\nstages:\n  train:\n    op: cmd\n"
+                          f"    params: {{ run: {json.dumps(run)} }}\n    matrix: {{ seed: [0, 1, 2, 3] }}\n")
+            cache = os.path.join(work, f"torch_cache_{kind}{i}")
+            walls[kind].append(timed([BIN, "--cache", cache, "--results", os.path.join(work, "torch_res"),
+                                      "run", f, "--jobs", "2", "--json"], work)[0])
+    w, wo = statistics.median(walls["with"]), statistics.median(walls["without"])
+    return [("4 PyTorch `cmd` instances (scripts/bench_torch_cmd.py), --jobs 2", f"{w:.1f} s", "",
+             f"without the thread variables (as before #21): {wo:.1f} s → {wo / w:.1f}× slower; "
+             f"medians of 2, alternated")]
+
+
 def orchestration(compare):
     rows = []
     label = f"`{compare}`" if compare else ""
@@ -143,6 +172,7 @@ def orchestration(compare):
         rows.append(("1,000 `cmd` instances of `true`, --jobs 2", f"{wall:.2f} s", "≤ 5 ms orchestration per instance",
                      f"{per_slot * 1000:.2f} ms per instance per slot, of which `sh -c true` itself {spawn * 1000:.2f} ms "
                      f"→ orchestration ≈ {(per_slot - spawn) * 1000:.2f} ms"))
+        rows.extend(torch_cmd_threads(work))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return rows

@@ -14,8 +14,11 @@ mod verified;
 pub use digest::Digest;
 pub use error::CacheError;
 pub use key::{DepDigest, HASH_SCHEME, InputRef, InstanceKey, KeyInput, canonical_json};
-pub use manifest::{LEGACY_MANIFEST_FORMAT, MANIFEST_FORMAT, Manifest, Metric, Origin, OutputFile};
+pub use manifest::{
+    EntryStatus, LEGACY_MANIFEST_FORMAT, MANIFEST_FORMAT, Manifest, Metric, Origin, OutputFile,
+};
 pub use store::{
-    EntryInfo, GcReport, KeyLock, Lookup, PipelineIndex, Store, TempEntry, VerifyMode, now_us,
+    EntryInfo, GcItem, GcReport, KeyLock, Lookup, PipelineIndex, Store, TempEntry, VerifyMode,
+    Writer, now_us,
 };
 pub use verified::CachedEntry;

@@ -32,11 +32,74 @@ pub struct Manifest {
     pub device: String,
     pub host: String,
     pub ablate_version: String,
+    /// How the computation ended: `done`, or `diverged` (kept as a result by a stage with
+    /// `diverged: record`). Absent in the file when done, so entries written before it existed
+    /// keep their checksums.
+    #[serde(default, skip_serializing_if = "EntryStatus::is_done")]
+    pub status: EntryStatus,
     /// SHA-256 of the rest of the manifest (see [`Manifest::compute_checksum`]): a lookup
     /// refuses an entry whose metrics, paths or inputs were edited after it was written (#16).
     /// It guards against accidents and torn edits, not against someone who recomputes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum: Option<Digest>,
+}
+
+/// How an entry's computation ended. A diverged entry is a result ("lr = 1 diverges" is a
+/// finding): its metrics are those logged before and besides the non-finite value.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum EntryStatus {
+    #[default]
+    Done,
+    /// A metric became non-finite (NaN or ±infinity): which one, at which step (if stepped),
+    /// and what it was (`NaN`, `inf`, `-inf`, as text: JSON has no such numbers).
+    Diverged {
+        metric: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<u64>,
+        value: String,
+    },
+}
+
+impl EntryStatus {
+    pub fn is_done(&self) -> bool {
+        matches!(self, EntryStatus::Done)
+    }
+
+    /// `done` or `diverged`: the word runs.parquet and the reports show.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EntryStatus::Done => "done",
+            EntryStatus::Diverged { .. } => "diverged",
+        }
+    }
+
+    /// A divergence of `metric` to `value` (at `step`, if stepped).
+    pub fn diverged(metric: impl Into<String>, step: Option<u64>, value: f64) -> Self {
+        EntryStatus::Diverged {
+            metric: metric.into(),
+            step,
+            value: format!("{value}"),
+        }
+    }
+}
+
+impl std::fmt::Display for EntryStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EntryStatus::Done => f.write_str("done"),
+            EntryStatus::Diverged {
+                metric,
+                step: Some(step),
+                value,
+            } => write!(f, "diverged: `{metric}` = {value} at step {step}"),
+            EntryStatus::Diverged {
+                metric,
+                step: None,
+                value,
+            } => write!(f, "diverged: `{metric}` = {value}"),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io::{ErrorKind, Write};
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -211,10 +212,34 @@ impl Store {
         let path = self.lock_path(key);
         let file = open_lock_file(&path)?;
         match file.try_lock() {
-            Ok(()) => Ok(Some(KeyLock { _file: file })),
+            Ok(()) => {
+                // Who holds it, for a run that finds it taken (best effort: a read-only cache
+                // takes no note).
+                let note = format!(
+                    "pid {} on {} since {}\n",
+                    std::process::id(),
+                    host(),
+                    now_us()
+                );
+                let _ = file
+                    .set_len(0)
+                    .and_then(|()| file.write_all_at(note.as_bytes(), 0));
+                Ok(Some(KeyLock { file }))
+            }
             Err(fs::TryLockError::WouldBlock) => Ok(None),
             Err(fs::TryLockError::Error(e)) => Err(CacheError::Io { path, source: e }),
         }
+    }
+
+    /// Who holds the key's lock, as its holder noted it: `(pid, host, since)`, `since` in Unix
+    /// microseconds. `None` when no note can be read.
+    pub fn lock_holder(&self, key: &InstanceKey) -> Option<(u32, String, i64)> {
+        let note = fs::read_to_string(self.lock_path(key)).ok()?;
+        let mut words = note.split_whitespace();
+        let pid = words.nth(1)?.parse().ok()?;
+        let host = words.nth(1)?.to_owned();
+        let since = words.nth(1)?.parse().ok()?;
+        Some((pid, host, since))
     }
 
     /// Starts writing an entry: a fresh temp directory the producer fills with outputs.
@@ -296,13 +321,19 @@ impl Store {
     ) -> Result<GcReport, CacheError> {
         let mut report = GcReport::default();
         for key in self.keys()? {
-            let doomed = match keep {
-                Some(keep) if !keep.contains(&key) => true,
-                _ => !matches!(self.lookup(&key), Lookup::Hit(_)),
+            let why = match keep {
+                Some(keep) if !keep.contains(&key) => {
+                    Some("an entry the named pipelines do not use".to_owned())
+                }
+                _ => match self.lookup(&key) {
+                    Lookup::Hit(_) => None,
+                    Lookup::Invalid(why) => Some(format!("an invalid entry: {why}")),
+                    Lookup::Miss => Some("an incomplete entry (no manifest)".to_owned()),
+                },
             };
-            if doomed {
+            if let Some(why) = why {
                 let dir = self.entry_dir(&key);
-                report.bytes += dir_size(&dir);
+                report.note(&dir, dir_size(&dir), why);
                 report.entries += 1;
                 if !dry_run {
                     // Never delete what another process is writing or reading under lock.
@@ -329,13 +360,16 @@ impl Store {
                         .flatten()
                     {
                         let key = e.file_name().to_string_lossy().parse::<InstanceKey>().ok();
-                        let doomed = key.is_none_or(|k| {
-                            keep.is_some_and(|keep| !keep.contains(&k))
-                                || matches!(self.lookup(&k), Lookup::Hit(_))
-                        });
-                        if !doomed {
-                            continue;
-                        }
+                        let why = match key {
+                            None => "not a checkpoint (its name is no key)",
+                            Some(k) if keep.is_some_and(|keep| !keep.contains(&k)) => {
+                                "the checkpoint of an instance the named pipelines do not use"
+                            }
+                            Some(k) if matches!(self.lookup(&k), Lookup::Hit(_)) => {
+                                "the checkpoint of an instance now in the cache"
+                            }
+                            Some(_) => continue,
+                        };
                         // Never from under an attempt of that key, which holds its lock.
                         let _lock = match key {
                             Some(k) => match self.try_lock(&k)? {
@@ -346,7 +380,7 @@ impl Store {
                         };
                         let path = e.path();
                         let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
-                        report.bytes += dir_size(&path);
+                        report.note(&path, dir_size(&path), why.to_owned());
                         report.leftovers += 1;
                         if !dry_run {
                             remove_path(&path, is_dir)?;
@@ -382,6 +416,41 @@ impl Store {
         Ok(report)
     }
 
+    /// The processes writing entries now, from their temp directories: what `ablate status`
+    /// shows as running, for a local run as for a Slurm task on a shared cache. A writer on
+    /// another host cannot be checked from here and counts as alive.
+    pub fn writers(&self) -> Vec<Writer> {
+        let Ok(rd) = fs::read_dir(self.v1.join("tmp")) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let mut parts = name.split('.');
+            let (Some(key), Some(pid)) = (
+                parts.next().and_then(|k| k.parse::<InstanceKey>().ok()),
+                parts.next().and_then(|p| p.parse::<u32>().ok()),
+            ) else {
+                continue;
+            };
+            if !writer_alive(&name) {
+                continue;
+            }
+            let host = parts.nth(1).unwrap_or_else(|| host()).to_owned();
+            let since = e
+                .metadata()
+                .ok()
+                .and_then(|m| m.created().or_else(|_| m.modified()).ok());
+            out.push(Writer {
+                key,
+                pid,
+                host,
+                since,
+            });
+        }
+        out
+    }
+
     /// Removes what killed writers left in the temp directory (their pid is gone on this
     /// host): what `ablate run` does as it starts, so a campaign of killed runs does not fill
     /// the disk. Best effort: a read-only cache has nothing to remove.
@@ -410,26 +479,29 @@ impl Store {
             }
             for e in fs::read_dir(&d).map_err(CacheError::io(&d))?.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                let doomed = match sub {
-                    "tmp" => !writer_alive(&name),
-                    "failed" => true,
+                let why = match sub {
+                    "tmp" if !writer_alive(&name) => "left by a writer that is gone",
+                    "failed" => "the files of a failed attempt",
                     // An index being written (`<name>.tmp.<pid>.<n>`) by a process that died.
-                    "pipelines" | "verified" => name
-                        .rsplit_once(".tmp.")
-                        .and_then(|(_, rest)| rest.split('.').next()?.parse::<u32>().ok())
-                        .is_some_and(|pid| !pid_alive(pid)),
+                    "pipelines" | "verified"
+                        if name
+                            .rsplit_once(".tmp.")
+                            .and_then(|(_, rest)| rest.split('.').next()?.parse::<u32>().ok())
+                            .is_some_and(|pid| !pid_alive(pid)) =>
+                    {
+                        "a half-written index of a process that is gone"
+                    }
+                    "tmp" | "pipelines" | "verified" => continue,
                     _ => unreachable!("one of the four above"),
                 };
-                if !doomed {
-                    continue;
-                }
                 let path = e.path();
                 let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
-                report.bytes += if is_dir {
+                let bytes = if is_dir {
                     dir_size(&path)
                 } else {
                     e.metadata().map_or(0, |m| m.len())
                 };
+                report.note(&path, bytes, why.to_owned());
                 report.leftovers += 1;
                 if !dry_run {
                     remove_path(&path, is_dir)?;
@@ -481,14 +553,53 @@ pub struct GcReport {
     pub entries: usize,
     pub leftovers: usize,
     pub bytes: u64,
+    /// Every entry and leftover counted above, with its size and why it goes, so that
+    /// `gc --dry-run` can say what it would remove (#21).
+    pub removed: Vec<GcItem>,
     /// Places gc left alone, and why (a directory of the store that is a symbolic link).
     pub refused: Vec<String>,
 }
 
-/// Held while an instance is computed; released on drop.
+/// A process writing an entry (see [`Store::writers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Writer {
+    pub key: InstanceKey,
+    pub pid: u32,
+    pub host: String,
+    /// When it began writing, as far as the file system tells.
+    pub since: Option<std::time::SystemTime>,
+}
+
+/// One entry or leftover that gc removes, or on a dry run would.
+#[derive(Debug, PartialEq, Eq)]
+pub struct GcItem {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub why: String,
+}
+
+impl GcReport {
+    fn note(&mut self, path: &Path, bytes: u64, why: String) {
+        self.bytes += bytes;
+        self.removed.push(GcItem {
+            path: path.to_owned(),
+            bytes,
+            why,
+        });
+    }
+}
+
+/// Held while an instance is computed; released on drop (and when every program that
+/// inherited its descriptor has ended: see `ablate_run::process`).
 #[derive(Debug)]
 pub struct KeyLock {
-    _file: fs::File,
+    file: fs::File,
+}
+
+impl std::os::fd::AsRawFd for KeyLock {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.file.as_raw_fd()
+    }
 }
 
 /// An entry being written. Dropped without [`TempEntry::commit`] or [`TempEntry::fail`], its

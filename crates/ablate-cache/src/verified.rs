@@ -26,17 +26,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use crate::store::{MANIFEST, mtime_ns, write_atomically};
-use crate::{CacheError, Digest, InstanceKey, Lookup, Manifest, Store, VerifyMode};
+use crate::{CacheError, Digest, EntryStatus, InstanceKey, Lookup, Manifest, Store, VerifyMode};
 
 const MAGIC: &[u8; 16] = b"ablate-verified1";
 
-/// An entry a lookup found valid: its key, when it was computed and whether it publishes files
-/// at hand, and its manifest, read when first asked for (a fully cached plan need not parse
-/// every manifest).
+/// An entry a lookup found valid: its key, how and when it was computed and whether it
+/// publishes files at hand, and its manifest, read when first asked for (a fully cached plan
+/// need not parse every manifest).
 #[derive(Debug)]
 pub struct CachedEntry {
     key: InstanceKey,
     started_at_us: i64,
+    status: EntryStatus,
     publishes: bool,
     /// The checksum of the manifest that was verified (`None`: a legacy manifest, always
     /// loaded at once).
@@ -52,6 +53,7 @@ impl CachedEntry {
         let entry = CachedEntry {
             key: manifest.key,
             started_at_us: manifest.started_at_us,
+            status: manifest.status.clone(),
             publishes: !manifest.publish.is_empty(),
             checksum: manifest.checksum,
             // Never read: the manifest is at hand.
@@ -69,6 +71,11 @@ impl CachedEntry {
     /// When the entry's computation started (its manifest's `started_at_us`).
     pub fn started_at_us(&self) -> i64 {
         self.started_at_us
+    }
+
+    /// How its computation ended (its manifest's `status`).
+    pub fn status(&self) -> &EntryStatus {
+        &self.status
     }
 
     /// Whether its manifest asks for files to be published.
@@ -107,11 +114,12 @@ impl PartialEq for CachedEntry {
 }
 
 /// What a full check found, for a later lookup to compare the files with.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Record {
     manifest: FileId,
     checksum: Digest,
     started_at_us: i64,
+    status: EntryStatus,
     publishes: bool,
     /// Path, size and modification time of every output when it was checked.
     outputs: Vec<(String, u64, i128)>,
@@ -129,6 +137,7 @@ impl Record {
             manifest: id,
             checksum: manifest.checksum?,
             started_at_us: manifest.started_at_us,
+            status: manifest.status.clone(),
             publishes: !manifest.publish.is_empty(),
             outputs: manifest
                 .outputs
@@ -266,6 +275,7 @@ impl Store {
                 let entry = CachedEntry {
                     key: *key,
                     started_at_us: record.started_at_us,
+                    status: record.status.clone(),
                     publishes: record.publishes,
                     checksum: Some(record.checksum),
                     dir,
@@ -318,6 +328,25 @@ fn encode(shard: &Shard) -> Vec<u8> {
         out.extend_from_slice(key.digest().as_bytes());
         out.extend_from_slice(r.checksum.as_bytes());
         out.extend_from_slice(&r.started_at_us.to_le_bytes());
+        match &r.status {
+            EntryStatus::Done => out.push(0),
+            EntryStatus::Diverged {
+                metric,
+                step,
+                value,
+            } => {
+                out.push(1);
+                put_str(&mut out, metric);
+                match step {
+                    Some(step) => {
+                        out.push(1);
+                        out.extend_from_slice(&step.to_le_bytes());
+                    }
+                    None => out.push(0),
+                }
+                put_str(&mut out, value);
+            }
+        }
         out.push(u8::from(r.publishes));
         let id = &r.manifest;
         out.extend_from_slice(&id.len.to_le_bytes());
@@ -329,13 +358,17 @@ fn encode(shard: &Shard) -> Vec<u8> {
         for (path, size, mtime) in &r.outputs {
             out.extend_from_slice(&size.to_le_bytes());
             out.extend_from_slice(&mtime.to_le_bytes());
-            out.extend_from_slice(&(path.len() as u32).to_le_bytes());
-            out.extend_from_slice(path.as_bytes());
+            put_str(&mut out, path);
         }
     }
     let sum = Digest::of_bytes(&out);
     out.extend_from_slice(sum.as_bytes());
     out
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
 }
 
 fn decode(bytes: &[u8]) -> Option<Shard> {
@@ -350,7 +383,20 @@ fn decode(bytes: &[u8]) -> Option<Shard> {
         let key = InstanceKey::from_digest(Digest::from_bytes(r.array()?));
         let checksum = Digest::from_bytes(r.array()?);
         let started_at_us = i64::from_le_bytes(r.array()?);
-        let publishes = r.take(1)?[0] != 0;
+        let status = match r.byte()? {
+            0 => EntryStatus::Done,
+            1 => EntryStatus::Diverged {
+                metric: r.string()?,
+                step: match r.byte()? {
+                    0 => None,
+                    1 => Some(u64::from_le_bytes(r.array()?)),
+                    _ => return None,
+                },
+                value: r.string()?,
+            },
+            _ => return None,
+        };
+        let publishes = r.byte()? != 0;
         let manifest = FileId {
             len: u64::from_le_bytes(r.array()?),
             mtime_ns: i128::from_le_bytes(r.array()?),
@@ -363,9 +409,7 @@ fn decode(bytes: &[u8]) -> Option<Shard> {
         for _ in 0..n {
             let size = u64::from_le_bytes(r.array()?);
             let mtime = i128::from_le_bytes(r.array()?);
-            let len = r.u32()? as usize;
-            let path = std::str::from_utf8(r.take(len)?).ok()?.to_owned();
-            outputs.push((path, size, mtime));
+            outputs.push((r.string()?, size, mtime));
         }
         shard.insert(
             key,
@@ -373,6 +417,7 @@ fn decode(bytes: &[u8]) -> Option<Shard> {
                 manifest,
                 checksum,
                 started_at_us,
+                status,
                 publishes,
                 outputs,
             },
@@ -395,6 +440,13 @@ impl<'b> Reader<'b> {
     fn u32(&mut self) -> Option<u32> {
         Some(u32::from_le_bytes(self.array()?))
     }
+    fn byte(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+    fn string(&mut self) -> Option<String> {
+        let len = self.u32()? as usize;
+        Some(std::str::from_utf8(self.take(len)?).ok()?.to_owned())
+    }
 }
 
 #[cfg(test)]
@@ -412,6 +464,11 @@ mod tests {
             },
             checksum: Digest::of_bytes(b"m"),
             started_at_us: 42,
+            status: match n % 3 {
+                0 => EntryStatus::Done,
+                1 => EntryStatus::diverged("loss", Some(n as u64), f64::NAN),
+                _ => EntryStatus::diverged("acc", None, f64::NEG_INFINITY),
+            },
             publishes: n.is_multiple_of(2),
             outputs: (0..n)
                 .map(|i| (format!("dir/é{i}.txt"), i as u64, i as i128 * 1_000))

@@ -36,6 +36,7 @@ fn manifest(input: &KeyInput) -> Manifest {
         device: "cpu".into(),
         host: "h".into(),
         ablate_version: "0".into(),
+        status: Default::default(),
         checksum: None,
     }
 }
@@ -671,4 +672,47 @@ fn a_cache_that_cannot_take_the_index_still_serves_hits() {
         let b = s.spawn(|| hits(&store, &keys).len());
         assert_eq!((a.join().unwrap(), b.join().unwrap()), (300, 300));
     });
+}
+
+#[test]
+fn a_diverged_entry_keeps_its_status_and_a_done_one_writes_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let done = put(&store, 1, &[]);
+    let text = fs::read_to_string(store.entry_dir(&done).join("manifest.json")).unwrap();
+    // Manifests written before the status existed have the same bytes, hence checksums.
+    assert!(!text.contains("status"), "{text}");
+
+    let input = key_input(2);
+    let tmp = store.begin(&input.key()).unwrap();
+    let mut m = manifest(&input);
+    m.status = ablate_cache::EntryStatus::diverged("loss", Some(5), f64::NAN);
+    tmp.commit(m).unwrap();
+    let Lookup::Hit(m) = store.lookup(&input.key()) else {
+        panic!("a diverged entry is a result")
+    };
+    assert_eq!(m.status.name(), "diverged");
+    assert_eq!(m.status.to_string(), "diverged: `loss` = NaN at step 5");
+}
+
+/// The scheduler needs a cached entry's status at once: the index keeps it, so a diverged
+/// entry served without reading its manifest is still diverged.
+#[test]
+fn an_entry_served_through_the_index_keeps_its_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let input = key_input(2);
+    let tmp = store.begin(&input.key()).unwrap();
+    let mut m = manifest(&input);
+    m.status = ablate_cache::EntryStatus::diverged("loss", Some(5), f64::NAN);
+    tmp.commit(m).unwrap();
+    let done = put(&store, 1, &[]);
+    for _ in 0..2 {
+        let found = hits(&store, &[input.key(), done]);
+        assert_eq!(
+            found[0].status().to_string(),
+            "diverged: `loss` = NaN at step 5"
+        );
+        assert!(found[1].status().is_done());
+    }
 }

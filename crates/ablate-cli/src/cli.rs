@@ -44,9 +44,21 @@ pub enum Command {
     Ops(OpsArgs),
     /// Inspect and maintain the cache.
     Cache(CacheArgs),
-    /// Print a Parquet result table.
+    /// Print a Parquet result table (dates as dates; `--where`, `--columns`, `--head`).
     Table(TableArgs),
-    /// What a pipeline's Slurm tasks are doing: done, running, queued, failed.
+    /// One cache entry in full: params, inputs, deps, device, times, metrics, its files.
+    Show(ShowArgs),
+    /// What a pipeline's instances are doing, in a local run or on Slurm: done, running,
+    /// queued, failed, not started.
+    #[command(
+        long_about = "What a pipeline's instances are doing, per stage: done (in the cache), \
+running, queued, failed, or not started.\n\n\
+It works for local runs and Slurm runs alike, from another terminal while a run goes on or \
+after it ended: an instance is running while a process (`ablate run` here, or a Slurm task on \
+a shared cache) writes its entry, and failed when its last attempt left its files in \
+`<cache>/v1/failed/<key>/` (listed with the path of its log) or its Slurm task failed. \
+Queued counts Slurm tasks waiting for a node."
+    )]
     Status(StatusArgs),
     /// Worker entry of a Slurm task: computes one instance of a batch file into the cache.
     #[command(hide = true)]
@@ -157,8 +169,8 @@ pub struct CacheArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum CacheCommand {
-    /// List the entries.
-    Ls,
+    /// List the entries: key, op, instance, pipeline, size, start, wall time, params.
+    Ls(LsArgs),
     /// Re-hash every entry's files and report the ones that do not match their manifest.
     Verify {
         /// Remove the entries that fail (they are recomputed when next needed).
@@ -169,7 +181,7 @@ pub enum CacheCommand {
     Gc {
         /// Keep only the entries these pipelines' current plans use.
         pipelines: Vec<PathBuf>,
-        /// Report what would be removed without removing it.
+        /// List what would be removed (each path and why) without removing it.
         #[arg(long)]
         dry_run: bool,
     },
@@ -182,4 +194,54 @@ pub struct TableArgs {
     /// Print it as a Markdown table.
     #[arg(long)]
     pub markdown: bool,
+    /// Keep the rows where COLUMN is VALUE (`metric=test_acc`, `lr=0.3`; `COLUMN!=VALUE` for
+    /// the others; `null` for an empty cell). Given several times, all must hold.
+    #[arg(long = "where", value_name = "COLUMN=VALUE")]
+    pub filters: Vec<String>,
+    /// Only these columns, in this order (`--columns label,metric,value`).
+    #[arg(long, value_delimiter = ',', value_name = "A,B,…")]
+    pub columns: Vec<String>,
+    /// Only the first N rows (after `--where`).
+    #[arg(long, value_name = "N")]
+    pub head: Option<usize>,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct LsArgs {
+    /// Only entries of this stage (the stage that first computed them).
+    #[arg(long, value_name = "STAGE")]
+    pub stage: Option<String>,
+    /// Only entries of this op (`train.flow`, `cmd`, …).
+    #[arg(long, value_name = "OP")]
+    pub op: Option<String>,
+    /// Only entries first computed by this pipeline (its `name:`).
+    #[arg(long, value_name = "NAME")]
+    pub pipeline: Option<String>,
+    /// Only entries whose param (or matrix value) KEY is VALUE; several are ANDed.
+    #[arg(long = "where", value_name = "KEY=VALUE")]
+    pub filters: Vec<String>,
+    /// One JSON array of the entries, every param included, on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct ShowArgs {
+    /// A key, a unique prefix of one (`3a4b89d2`), or an instance: `STAGE[LABEL]` as `plan`
+    /// and `run` print it (`train[lr=0.3,seed=0]`; labels in any order), or `STAGE` for a
+    /// stage with one instance. Instances are looked up in `--pipeline`'s plan if given, else
+    /// among the cache's entries.
+    pub target: String,
+    /// The pipeline file whose plan names the instance (its current key, cached or not).
+    #[arg(long, short = 'p', value_name = "FILE")]
+    pub pipeline: Option<PathBuf>,
+    /// With `--pipeline`: an override, as for `run`.
+    #[arg(long = "set", value_name = "PATH=VALUE", requires = "pipeline")]
+    pub set: Vec<String>,
+    /// With `--pipeline`: a matrix override, as for `run`.
+    #[arg(long = "matrix", value_name = "STAGE.KEY=V1,V2", requires = "pipeline")]
+    pub matrix: Vec<String>,
+    /// Print it as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }

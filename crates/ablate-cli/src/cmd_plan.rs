@@ -4,12 +4,13 @@ use ablate_plan::{Format, Plan, Status};
 use ablate_spec::{ExecutorKind, SlurmOptions};
 
 use crate::cli::{Global, PlanArgs, PlanFormat};
-use crate::load::{executor_config, load, open_store};
+use crate::load::{check_instances, executor_config, load, open_store};
 
 pub fn plan(global: &Global, args: PlanArgs) -> anyhow::Result<u8> {
     let loaded = load(&args.spec)?;
     let config = executor_config(&loaded, &args.executor)?;
     let store = open_store(&global.cache)?;
+    check_instances(&loaded, &store)?;
     let forced: Vec<&str> = loaded.forced.iter().map(String::as_str).collect();
     let statuses = ablate_plan::statuses(&loaded.plan, &store, &forced);
     let format = match args.format {

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 
 use crate::cli::{Global, RunArgs};
 use crate::error::input;
-use crate::load::{Loaded, executor_config, load, on_device, open_store};
+use crate::load::{Loaded, check_instances, executor_config, load, on_device, open_store};
 use crate::report::{Mode, Reporter};
 use crate::results::{self, Completed};
 use crate::signals::{StopSignals, stop_on_signals};
@@ -48,6 +48,7 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
         ));
     }
     let store = open_store(&global.cache)?;
+    check_instances(&loaded, &store)?;
     // Temp directories of runs killed here (kill -9, a crash): no one will commit them.
     store.remove_dead_temps();
     let forced: Vec<&str> = loaded.forced.iter().map(String::as_str).collect();
@@ -175,7 +176,11 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
     // read-only one) still serves the run.
     let mut index = store.load_index(plan.pipeline());
     let mut changed = !store.has_index(plan.pipeline());
-    for c in &completed {
+    // A report built from part of its inputs has a key of its own, which no plan explains.
+    for c in completed
+        .iter()
+        .filter(|c| c.entry.key() == plan.instance(c.instance).key)
+    {
         let inst = plan.instance(c.instance);
         changed |= index.instances.insert(inst.id.clone(), inst.key) != Some(inst.key);
     }
@@ -187,7 +192,13 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
         );
     }
 
-    let runs = results::write(&global.results, &store, plan, &completed)?;
+    let runs = results::write(
+        &global.results,
+        &store,
+        plan,
+        &completed,
+        &loaded.overridden,
+    )?;
     if mode != Mode::Json
         && let Some(runs) = runs
     {

@@ -1,8 +1,11 @@
-//! `ablate status FILE`: what each stage's instances are doing on Slurm — done (in the cache),
-//! running, queued, failed, or not submitted — from the task records in the shared cache and
-//! two queries to Slurm (squeue, then the completion records).
+//! `ablate status FILE`: what each stage's instances are doing — done (in the cache), running,
+//! queued, failed, or not started — in a local run or on Slurm: from the entries being written
+//! (the cache's temp directories), the failed attempts kept in the cache, and for Slurm the
+//! task records in the shared cache and two queries to Slurm (squeue, then the completion
+//! records).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::time::SystemTime;
 
 use ablate_cache::Lookup;
 use ablate_run::slurm::{self, Cluster, TaskState, TaskStatus};
@@ -16,7 +19,7 @@ struct Counts {
     running: usize,
     queued: usize,
     failed: usize,
-    not_submitted: usize,
+    not_started: usize,
 }
 
 pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
@@ -37,6 +40,11 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
         .collect();
     let mut ids = Vec::new();
     let mut records = Vec::new();
+    // A local run (or a Slurm task) writing an entry has a temp directory in the cache; a
+    // failed attempt's files stay in `v1/failed/<key>/` until the next attempt.
+    let writers: HashMap<_, _> = store.writers().into_iter().map(|w| (w.key, w)).collect();
+    let mut local_running = Vec::new();
+    let mut local_failed = Vec::new();
     for (id, inst) in plan.instances() {
         let stage = stage_of[inst.stage.as_str()];
         if statuses[id.index()].is_cached() {
@@ -44,8 +52,14 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
         } else if let Some(r) = slurm::read_record(store.root(), &inst.key) {
             ids.push((stage, inst.id.as_str(), inst.key));
             records.push(r);
+        } else if let Some(w) = writers.get(&inst.key) {
+            stages[stage].1.running += 1;
+            local_running.push((inst.id.as_str(), w));
+        } else if store.failed_dir(&inst.key).is_dir() {
+            stages[stage].1.failed += 1;
+            local_failed.push((inst.id.as_str(), store.failed_dir(&inst.key)));
         } else {
-            stages[stage].1.not_submitted += 1;
+            stages[stage].1.not_started += 1;
         }
     }
     let observed: Vec<TaskStatus> = if records.is_empty() {
@@ -93,13 +107,27 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
         .max(5);
     out.push_str(&format!(
         "  {:<width$}  {:>6}  {:>7}  {:>6}  {:>6}  {:>13}\n",
-        "stage", "done", "running", "queued", "failed", "not submitted"
+        "stage", "done", "running", "queued", "failed", "not started"
     ));
     for (stage, c) in &stages {
         out.push_str(&format!(
             "  {stage:<width$}  {:>6}  {:>7}  {:>6}  {:>6}  {:>13}\n",
-            c.done, c.running, c.queued, c.failed, c.not_submitted
+            c.done, c.running, c.queued, c.failed, c.not_started
         ));
+    }
+    if !local_running.is_empty() {
+        out.push_str("running (writing its entry):\n");
+        for (id, w) in local_running.iter().take(20) {
+            let since = w
+                .since
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .map(|d| format!(", for {}s", d.as_secs()))
+                .unwrap_or_default();
+            out.push_str(&format!("  {id}  pid {} on {}{since}\n", w.pid, w.host));
+        }
+        if local_running.len() > 20 {
+            out.push_str(&format!("  … and {} more\n", local_running.len() - 20));
+        }
     }
     for (what, tasks) in &flying {
         out.push_str(&format!("{what}:\n"));
@@ -116,8 +144,25 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
             out.push_str(&format!("  … and {} more\n", tasks.len() - 20));
         }
     }
-    if !failed.is_empty() {
+    if !failed.is_empty() || !local_failed.is_empty() {
         out.push_str("failed:\n");
+    }
+    for (id, dir) in &local_failed {
+        // A `cmd`'s stderr is the log to read; other ops leave what they wrote.
+        let log = dir.join("stderr.log");
+        let log = if log.is_file() { &log } else { dir };
+        out.push_str(&format!(
+            "  {id}  its last attempt failed\n    log: {}\n",
+            log.display()
+        ));
+    }
+    if !local_failed.is_empty() && failed.is_empty() {
+        out.push_str(&format!(
+            "`ablate run {}` runs the failed and not started instances again\n",
+            args.spec.file.display()
+        ));
+    }
+    if !failed.is_empty() {
         for (id, t) in &failed {
             let why = match &t.observed {
                 Some(o) if o.state == TaskState::Completed => {

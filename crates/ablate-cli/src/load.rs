@@ -19,6 +19,8 @@ pub struct Loaded {
     pub forced: Vec<String>,
     /// The file's `executor:` and `slurm:`.
     pub executor: ExecutorConfig,
+    /// The params the `--set`s changed, by stage (empty without them).
+    pub overridden: crate::results::Overridden,
 }
 
 pub fn load(spec: &SpecArgs) -> anyhow::Result<Loaded> {
@@ -44,7 +46,7 @@ pub fn load(spec: &SpecArgs) -> anyhow::Result<Loaded> {
             }
         }
     }
-    let workdir = std::env::current_dir().context("failed to read the current directory")?;
+    let workdir = workdir_of(&spec.file, &pipeline)?;
     let plan = ablate_plan::build(&pipeline, &*registry, &workdir)
         .map_err(|d| anyhow::Error::new(SpecErrors(d)))?;
     for stage in &spec.force {
@@ -58,13 +60,82 @@ pub fn load(spec: &SpecArgs) -> anyhow::Result<Loaded> {
             ));
         }
     }
+    let overridden = if overrides.is_empty() {
+        Default::default()
+    } else {
+        overridden(&spec.file, &pipeline, &registry)
+    };
     Ok(Loaded {
         plan,
         registry,
         workdir,
         forced: spec.force.clone(),
         executor: pipeline.executor.clone(),
+        overridden,
     })
+}
+
+/// Where the pipeline's relative paths (`cmd`'s `run` and `deps`, data files) resolve: the
+/// file's own directory, or its `workdir:` taken from there — as DVC and Snakemake do, so a
+/// pipeline runs the same from any directory (#21). Keys never depend on it: a `deps` path
+/// enters the key as written, relative to this directory.
+pub fn workdir_of(file: &Path, pipeline: &ablate_spec::Pipeline) -> anyhow::Result<PathBuf> {
+    let cwd = std::env::current_dir().context("failed to read the current directory")?;
+    let dir = match cwd.join(file).parent() {
+        Some(dir) => dir.to_owned(),
+        None => cwd,
+    };
+    let Some((written, span)) = &pipeline.workdir else {
+        return std::fs::canonicalize(&dir)
+            .with_context(|| format!("failed to resolve the directory `{}`", dir.display()));
+    };
+    let wanted = dir.join(written);
+    match std::fs::canonicalize(&wanted) {
+        Ok(path) if path.is_dir() => Ok(path),
+        result => {
+            let why = match result {
+                Ok(_) => "not a directory".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            let d = ablate_spec::Diagnostic::error(format!(
+                "`workdir: {written}` names `{}`, which is not a usable directory ({why})",
+                wanted.display()
+            ))
+            .at(*span)
+            .help("`workdir` is relative to the pipeline file's directory");
+            Err(anyhow::Error::new(SpecErrors(ablate_spec::Diagnostics {
+                source: Some(std::sync::Arc::clone(&pipeline.source)),
+                items: vec![d],
+            })))
+        }
+    }
+}
+
+/// The params of each stage of `pipeline` (loaded with overrides) that differ from the file's
+/// own (loaded again without them; that load only fails where the overrides repaired the
+/// file, and then nothing is said).
+fn overridden(
+    file: &Path,
+    pipeline: &ablate_spec::Pipeline,
+    registry: &Registry,
+) -> crate::results::Overridden {
+    let Ok(base) = ablate_spec::load_file(file, &Overrides::new(), registry) else {
+        return Default::default();
+    };
+    pipeline
+        .stages
+        .iter()
+        .filter_map(|stage| {
+            let before = base.stage(stage.name.as_str())?;
+            let changed: Vec<(String, serde_json::Value)> = stage
+                .params
+                .iter()
+                .filter(|(k, v)| before.params.get(*k) != Some(*v))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            (!changed.is_empty()).then(|| (stage.name.to_string(), changed))
+        })
+        .collect()
 }
 
 /// Whether `op` computes on its job's device (its schema's `on_device`).
@@ -94,4 +165,42 @@ pub fn executor_config(loaded: &Loaded, args: &ExecutorArgs) -> anyhow::Result<E
         config.kind = Some(kind);
     }
     Ok(config)
+}
+
+/// Checks every instance of the plan that an op can check only with its inputs and the cache's
+/// place (a `cmd` line too long once `{in.STAGE}` is expanded): an input error before anything
+/// runs, naming the stage.
+pub fn check_instances(loaded: &Loaded, store: &Store) -> anyhow::Result<()> {
+    // Every key has the same length, hence every entry directory.
+    let Some((_, first)) = loaded.plan.instances().next() else {
+        return Ok(());
+    };
+    let entry_dir_len = store.entry_dir(&first.key).as_os_str().len();
+    let mut problems = Vec::new();
+    for (id, inst) in loaded.plan.instances() {
+        let planned = ablate_ops::Planned {
+            input_stages: loaded
+                .plan
+                .inputs(id)
+                .map(|(_, i)| i.stage.as_str())
+                .collect(),
+            entry_dir_len,
+        };
+        if let Err(why) = loaded
+            .registry
+            .check_instance(&inst.op, inst.params(), &planned)
+        {
+            // One message per stage: its instances share the reason.
+            if !problems
+                .iter()
+                .any(|(stage, _)| stage == inst.stage.as_str())
+            {
+                problems.push((inst.stage.to_string(), why));
+            }
+        }
+    }
+    match problems.first() {
+        None => Ok(()),
+        Some((stage, why)) => Err(input(format!("stage `{stage}`: {why}"), None)),
+    }
 }

@@ -7,6 +7,7 @@ mod cmd_exec;
 mod cmd_ops;
 mod cmd_plan;
 mod cmd_run;
+mod cmd_show;
 mod cmd_status;
 mod cmd_table;
 mod error;
@@ -58,6 +59,7 @@ fn main() -> ExitCode {
         cli::Command::Ops(a) => cmd_ops::ops(a),
         cli::Command::Cache(a) => cmd_cache::cache(&args.global, a),
         cli::Command::Table(a) => cmd_table::table(a),
+        cli::Command::Show(a) => cmd_show::show(&args.global, a),
         cli::Command::Status(a) => cmd_status::status(&args.global, a),
         cli::Command::Exec(a) => cmd_exec::exec(&args.global, a),
     };

@@ -141,9 +141,15 @@ impl Reporter {
             } => Some(format!(
                 "pipeline `{pipeline}`: {instances} instances, {cached} cached, {to_run} to run"
             )),
-            RunEvent::Cached { id, key, .. } => {
+            RunEvent::Cached {
+                id, key, diverged, ..
+            } => {
                 self.cached_n += 1;
-                Some(format!("  cached  {}  {id}", key.short()))
+                Some(format!(
+                    "  cached  {}  {id}{}",
+                    key.short(),
+                    diverged_note(diverged)
+                ))
             }
             RunEvent::Started { id, attempt, .. } => Some(if *attempt > 1 {
                 format!("  start   {id} (attempt {attempt})")
@@ -156,6 +162,8 @@ impl Reporter {
                 seconds,
                 metrics,
                 by_other,
+                diverged,
+                missing_inputs,
                 ..
             } => {
                 if *by_other {
@@ -168,13 +176,21 @@ impl Reporter {
                     .take(4)
                     .map(|(k, v)| format!("{k}={}", fmt_metric(*v)))
                     .collect();
-                let how = if *by_other {
-                    "cached by another run"
-                } else {
-                    "done"
+                let how = match (by_other, diverged) {
+                    (true, _) => "cached by another run",
+                    (false, Some(_)) => "diverged",
+                    (false, None) => "done",
                 };
+                let missing = match missing_inputs {
+                    0 => String::new(),
+                    n => format!(" (without {n} input{} that did not finish)", plural(*n)),
+                };
+                let how_diverged = diverged
+                    .as_ref()
+                    .map(|d| format!("  {}", divergence(d)))
+                    .unwrap_or_default();
                 let line = format!(
-                    "  {how:<7} {}  {id}  {seconds:.2}s  {}",
+                    "  {how:<7} {}  {id}{missing}{how_diverged}  {seconds:.2}s  {}",
                     key.short(),
                     shown.join(" ")
                 );
@@ -209,10 +225,15 @@ impl Reporter {
                 Some(s)
             }
             RunEvent::Skipped {
-                id, key, because, ..
+                id,
+                key,
+                because,
+                cause,
+                ..
             } => Some(format!(
-                "  skipped {}  {id} (needs `{because}`, which failed)",
-                key.short()
+                "  skipped {}  {id} (needs `{because}`, which {})",
+                key.short(),
+                cause.name()
             )),
             RunEvent::Submitted { id, key, task, .. } => Some(format!(
                 "  queued  {}  {id}  slurm task {task}",
@@ -243,9 +264,10 @@ impl Reporter {
                 bar.enable_steady_tick(Duration::from_millis(120));
                 self.main = Some(bar);
             }
-            RunEvent::Cached { id, .. } => {
+            RunEvent::Cached { id, diverged, .. } => {
                 let stage = id.split('[').next().unwrap_or(id).to_owned();
-                self.cached.push((stage, id.clone()));
+                self.cached
+                    .push((stage, format!("{id}{}", diverged_note(diverged))));
                 self.cached_n += 1;
                 self.advance();
             }
@@ -411,10 +433,16 @@ pub fn summary_line(s: &Summary) -> String {
     } else {
         String::new()
     };
+    let diverged = |n: usize| match n {
+        0 => String::new(),
+        n => format!(" ({n} diverged)"),
+    };
     format!(
-        "{} ran, {} cached, {} failed, {} skipped{submitted} in {}",
+        "{} ran{}, {} cached{}, {} failed, {} skipped{submitted} in {}",
         s.ran,
+        diverged(s.diverged),
         s.cached,
+        diverged(s.cached_diverged),
         s.failed,
         s.skipped,
         fmt_secs(s.seconds)
@@ -437,6 +465,25 @@ fn fmt_metric(v: f64) -> String {
     } else {
         format!("{v:.4}")
     }
+}
+
+/// `` `loss` = NaN at step 5 ``.
+fn divergence(d: &ablate_run::Divergence) -> String {
+    match d.step {
+        Some(step) => format!("`{}` = {} at step {step}", d.metric, d.value),
+        None => format!("`{}` = {}", d.metric, d.value),
+    }
+}
+
+/// `  (diverged: `loss` = NaN at step 5)` after a cached instance's id; empty when done.
+fn diverged_note(d: &Option<ablate_run::Divergence>) -> String {
+    d.as_ref()
+        .map(|d| format!("  (diverged: {})", divergence(d)))
+        .unwrap_or_default()
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
 }
 
 fn first_line(s: &str) -> &str {

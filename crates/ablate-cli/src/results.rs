@@ -1,7 +1,7 @@
 //! After a run: rows for `results/<pipeline>/runs.parquet`, report tables copied to
 //! `results/<pipeline>/`, and the keys of this run remembered for `ablate plan`'s explanations.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -19,13 +19,20 @@ pub struct Completed {
     pub computed: bool,
 }
 
-/// Appends the rows of every completed instance not yet in `runs.parquet` (or recomputed) and
-/// publishes report outputs. Returns the path of the run table when it exists.
+/// The params a run's `--set`s changed from the pipeline file's, by stage, in the form labels
+/// show them (`lr=0.05`): runs.parquet labels the rows of such a run with them (#21), since the
+/// instance labels name matrix values only.
+pub type Overridden = BTreeMap<String, Vec<(String, serde_json::Value)>>;
+
+/// Appends the rows of every completed instance not yet in `runs.parquet` (or recomputed),
+/// marks the rows of this plan `current` and no others, and publishes report outputs. Returns
+/// the path of the run table when it exists.
 pub fn write(
     results: &Path,
     store: &Store,
     plan: &Plan,
     completed: &[Completed],
+    overridden: &Overridden,
 ) -> anyhow::Result<Option<PathBuf>> {
     if completed.is_empty() {
         return Ok(None);
@@ -51,13 +58,27 @@ pub fn write(
     let fresh: Vec<&Completed> = completed
         .iter()
         .filter(|c| {
-            c.computed || recorded.get(&c.entry.key().to_hex()) != Some(&c.entry.started_at_us())
+            c.computed
+                || recorded
+                    .get(&c.entry.key().to_hex())
+                    .is_none_or(|r| r.started_at_us != c.entry.started_at_us())
         })
         .collect();
+    // `current`: the instances of this plan (an interrupted run's too: its plan is the latest,
+    // and rerunning the file it was not run with points `current` back, from the cache), and
+    // the partial reports it built, which have keys of their own.
+    let current: HashSet<String> = plan
+        .instances()
+        .map(|(_, i)| i.key.to_hex())
+        .chain(completed.iter().map(|c| c.entry.key().to_hex()))
+        .collect();
+    let moved = recorded
+        .iter()
+        .any(|(key, r)| r.current != current.contains(key));
+    let mut records = Vec::new();
     if !fresh.is_empty() {
         let git_rev = git_revision();
         let version = env!("CARGO_PKG_VERSION");
-        let mut records = Vec::new();
         for c in &fresh {
             let manifest = c.entry.manifest().with_context(|| {
                 format!(
@@ -65,12 +86,19 @@ pub fn write(
                     plan.instance(c.instance).id
                 )
             })?;
-            records.extend(records_of(plan, c, &manifest, git_rev.as_deref(), version));
+            records.extend(records_of(
+                plan,
+                c,
+                &manifest,
+                git_rev.as_deref(),
+                version,
+                overridden,
+            ));
         }
-        if !records.is_empty() {
-            ablate_results::append_runs(&runs, &records)
-                .with_context(|| format!("failed to write `{}`", runs.display()))?;
-        }
+    }
+    if !records.is_empty() || moved {
+        ablate_results::append_runs(&runs, &records, &current)
+            .with_context(|| format!("failed to write `{}`", runs.display()))?;
     }
     publish(&dir, store, plan, completed)?;
     Ok(runs.exists().then_some(runs))
@@ -82,12 +110,15 @@ fn records_of(
     m: &Manifest,
     git_rev: Option<&str>,
     version: &str,
+    overridden: &Overridden,
 ) -> Vec<RunRecord> {
     let inst = plan.instance(c.instance);
     // Columns: the labels, then the instance's own params, then those of the instances it maps
     // over, nearest first (an evaluation's rows carry the lr and seed of the model it scored).
-    let mut labels: std::collections::BTreeMap<String, serde_json::Value> =
-        inst.labels.iter().cloned().collect();
+    let mut labels: BTreeMap<String, serde_json::Value> = inst.labels.iter().cloned().collect();
+    // The params `--set` changed here or upstream, which the label names after the matrix
+    // values: `weights=shared,steps=2 (set: lr=0.05)`.
+    let mut set: Vec<(String, serde_json::Value)> = Vec::new();
     let mut frontier = vec![c.instance];
     while !frontier.is_empty() {
         let mut next = Vec::new();
@@ -96,12 +127,22 @@ fn records_of(
             for (k, v) in i.params() {
                 labels.entry(k.clone()).or_insert_with(|| v.clone());
             }
+            for (k, v) in overridden.get(i.stage.as_str()).into_iter().flatten() {
+                if inst.label_value(k).is_none() && !set.iter().any(|(s, _)| s == k) {
+                    set.push((k.clone(), v.clone()));
+                }
+            }
             if !i.gather {
                 next.extend(i.inputs.iter().copied());
             }
         }
         frontier = next;
     }
+    let label = match (inst.label.as_str(), set.is_empty()) {
+        (label, true) => label.to_owned(),
+        ("", false) => format!("(set: {})", ablate_plan::render_label(&set)),
+        (label, false) => format!("{label} (set: {})", ablate_plan::render_label(&set)),
+    };
     let seed = labels.get("seed").and_then(serde_json::Value::as_i64);
     m.metrics
         .iter()
@@ -109,8 +150,9 @@ fn records_of(
             pipeline: plan.pipeline().to_owned(),
             stage: inst.stage.to_string(),
             instance: m.key.to_hex(),
-            label: inst.label.clone(),
+            label: label.clone(),
             op: inst.op.clone(),
+            status: m.status.name().to_owned(),
             labels: labels.clone(),
             metric: metric.name.clone(),
             value: metric.value,

@@ -567,6 +567,151 @@ fn keys_do_not_depend_on_the_working_dir_or_the_cache_dir() {
     );
 }
 
+/// A pipeline in its own project directory, run from anywhere (#21): `run`, `deps` and its
+/// script are found beside the file, whatever the current directory, and its keys do not
+/// depend on where it is run from.
+#[test]
+fn a_pipeline_run_from_another_directory_read_its_paths_from_there() {
+    let sb = Sandbox::new();
+    let project = sb.path().join("work/project");
+    std::fs::create_dir_all(project.join("lib")).unwrap();
+    std::fs::write(
+        project.join("probe.sh"),
+        ". lib/common.sh\necho \"{\\\"x\\\": $X}\" > \"$1/metrics.json\"\n",
+    )
+    .unwrap();
+    std::fs::write(project.join("lib/common.sh"), "X=2.5\n").unwrap();
+    std::fs::write(
+        project.join("p.yaml"),
+        r#"
+name: project
+stages:
+  probe:
+    op: cmd
+    params: { run: "sh probe.sh {out}", deps: [probe.sh, "lib/*.sh"] }
+"#,
+    )
+    .unwrap();
+    // From the sandbox, two levels above the project: the script, its library and the deps
+    // are found beside the pipeline file.
+    let run = sb
+        .ablate(&["run", "work/project/p.yaml", "--json"])
+        .code(EXIT_OK);
+    let finished = run
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "finished")
+        .expect("a finished event");
+    assert_eq!(finished["metrics"]["x"], 2.5, "{}", run.stderr);
+    let keys = sb.keys("work/project/p.yaml", &[]);
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(sb.entry(&keys["probe"]).join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let deps: Vec<&str> = manifest["input"]["deps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        deps,
+        ["lib/common.sh", "probe.sh"],
+        "paths as written, not absolute"
+    );
+    assert_eq!(
+        sb.plan("work/project/p.yaml", &[])["probe"]["status"],
+        "cached"
+    );
+
+    // From a third directory, by an absolute path: the same key, cached.
+    let third = sb.path().join("elsewhere/deeper");
+    std::fs::create_dir_all(&third).unwrap();
+    let file = project.join("p.yaml");
+    let plan = sb
+        .command(&["plan", file.to_str().unwrap(), "--format", "json"])
+        .current_dir(&third)
+        .output()
+        .map(Run::from)
+        .unwrap()
+        .code(EXIT_OK);
+    let there = plan_entries(&plan.stdout);
+    assert_eq!(there["probe"]["key"], keys["probe"].as_str());
+    assert_eq!(there["probe"]["status"], "cached");
+    // And from the project itself, as before #21.
+    let here = sb
+        .command(&["plan", "p.yaml", "--format", "json"])
+        .current_dir(&project)
+        .output()
+        .map(Run::from)
+        .unwrap()
+        .code(EXIT_OK);
+    assert_eq!(
+        plan_entries(&here.stdout)["probe"]["key"],
+        keys["probe"].as_str()
+    );
+}
+
+/// `workdir:` names the directory a file's paths resolve against, relative to the file: a
+/// pipeline moved into `pipelines/` keeps its keys with `workdir: ..`; one that names a
+/// missing directory is an input error pointing at it.
+#[test]
+fn workdir_moves_where_paths_resolve_and_keeps_the_keys() {
+    let sb = Sandbox::new();
+    let yaml = |workdir: &str| {
+        format!(
+            "name: moved\n{workdir}stages:\n  probe:\n    op: cmd\n    params: {{ run: \"sh src/probe.sh {{out}}\", deps: [src/probe.sh] }}\n"
+        )
+    };
+    std::fs::create_dir_all(sb.path().join("src")).unwrap();
+    std::fs::create_dir_all(sb.path().join("pipelines")).unwrap();
+    sb.write("src/probe.sh", "echo '{\"x\": 1}' > \"$1/metrics.json\"\n");
+    sb.write("p.yaml", &yaml(""));
+    sb.write("pipelines/p.yaml", &yaml("workdir: ..\n"));
+    let at_root = sb.keys("p.yaml", &[]);
+    let moved = sb.keys("pipelines/p.yaml", &[]);
+    assert_eq!(at_root, moved);
+    sb.ablate(&["run", "pipelines/p.yaml"]).code(EXIT_OK);
+    assert_eq!(sb.plan("p.yaml", &[])["probe"]["status"], "cached");
+
+    // Without `workdir`, the path is looked for beside the file, and the error says where.
+    sb.write("pipelines/q.yaml", &yaml(""));
+    let missing = sb
+        .ablate(&["plan", "pipelines/q.yaml"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &missing.stderr,
+        &[
+            "stage `probe` depends on `src/probe.sh`, which cannot be read",
+            "paths in `deps` are relative to",
+            "pipelines",
+            "or its `workdir:`",
+        ],
+    );
+
+    sb.write("pipelines/e.yaml", &yaml("workdir: \"\"\n"));
+    let empty = sb
+        .ablate(&["plan", "pipelines/e.yaml"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &empty.stderr,
+        &["`workdir` is empty", "pipelines/e.yaml:2:10"],
+    );
+
+    sb.write("pipelines/r.yaml", &yaml("workdir: ../nowhere\n"));
+    let bad = sb
+        .ablate(&["plan", "pipelines/r.yaml"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &bad.stderr,
+        &[
+            "`workdir: ../nowhere`",
+            "not a usable directory",
+            "pipelines/r.yaml:2:10",
+        ],
+    );
+}
+
 #[test]
 fn a_set_changes_exactly_the_keys_of_its_stage_and_downstream() {
     let sb = Sandbox::new();
@@ -922,18 +1067,21 @@ fn runs_parquet_has_the_fixed_columns_then_the_labels() {
     let t = read_parquet(&runs);
 
     let names: Vec<&str> = t.column_names().collect();
-    assert_eq!(names[..14], ablate_results::RUN_COLUMNS);
+    assert_eq!(names[..17], ablate_results::RUN_COLUMNS);
     assert_eq!(
-        names[..14],
+        names[..17],
         [
             "pipeline",
             "stage",
             "instance",
             "label",
             "op",
+            "status",
+            "current",
             "metric",
             "value",
             "step",
+            "final",
             "seed",
             "device",
             "wall_time_s",
@@ -942,7 +1090,7 @@ fn runs_parquet_has_the_fixed_columns_then_the_labels() {
             "ablate_version"
         ]
     );
-    let labels = &names[14..];
+    let labels = &names[17..];
     let mut sorted = labels.to_vec();
     sorted.sort();
     assert_eq!(labels, sorted, "label columns follow, sorted by name");
@@ -1050,6 +1198,185 @@ fn table_prints_a_parquet_file() {
         &missing.stderr,
         &["`results/tiny/nope.parquet` does not exist"],
     );
+}
+
+/// `ablate table` printed `started_at` as microseconds and every row and column (#21): now
+/// dates, `--where` (ANDed), `--columns` and `--head`.
+#[test]
+fn table_prints_dates_and_takes_where_columns_and_head() {
+    let sb = Sandbox::new();
+    sb.write("p.yaml", TINY_FLOW);
+    sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    let runs = "results/tiny/runs.parquet";
+    let all = sb.ablate(&["table", runs]).code(EXIT_OK);
+    let header: Vec<&str> = all
+        .stdout
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let started = header.iter().position(|h| *h == "started_at").unwrap();
+    let first_row = all.stdout.lines().nth(2).unwrap();
+    assert!(
+        first_row.contains(" UTC"),
+        "started_at is a date: {first_row}"
+    );
+    assert!(started > 0);
+
+    let picked = sb
+        .ablate(&[
+            "table",
+            runs,
+            "--where",
+            "metric=test_acc",
+            "--where",
+            "weights=shared",
+            "--columns",
+            "label,metric,value",
+        ])
+        .code(EXIT_OK);
+    let lines: Vec<&str> = picked.stdout.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["label", "metric", "value"]
+    );
+    assert_eq!(lines.len(), 2 + 2, "two shared evals:\n{}", picked.stdout);
+    assert!(
+        lines[2..]
+            .iter()
+            .all(|l| l.contains("weights=shared") && l.contains("test_acc"))
+    );
+
+    // Numbers compare as numbers; `!=` keeps the others; `--head` the first rows.
+    let steps = sb
+        .ablate(&[
+            "table",
+            runs,
+            "--where",
+            "metric=test_acc",
+            "--where",
+            "steps=2.0",
+        ])
+        .code(EXIT_OK);
+    assert_eq!(steps.stdout.lines().count(), 2 + 2, "{}", steps.stdout);
+    let not = sb
+        .ablate(&[
+            "table",
+            runs,
+            "--where",
+            "metric=test_acc",
+            "--where",
+            "steps!=2",
+        ])
+        .code(EXIT_OK);
+    assert_eq!(not.stdout.lines().count(), 2 + 2, "{}", not.stdout);
+    let head = sb
+        .ablate(&["table", runs, "--head", "3", "--markdown"])
+        .code(EXIT_OK);
+    assert_eq!(head.stdout.lines().count(), 2 + 3, "{}", head.stdout);
+    assert_contains_all(&head.stderr, &["(showing 3 of "]);
+
+    let typo = sb
+        .ablate(&["table", runs, "--where", "metrc=test_acc"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &typo.stderr,
+        &["the table has no column `metrc`", "did you mean `metric`?"],
+    );
+    let bad = sb
+        .ablate(&["table", runs, "--columns", "label,valeu"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(&bad.stderr, &["no column `valeu`", "did you mean `value`?"]);
+}
+
+/// `ablate status` was documented for Slurm only, and showed a local run's instances as "not
+/// submitted" (#21): a local run's running instance, failed one (with its log) and the ones
+/// that did not start are told apart.
+#[test]
+fn status_shows_what_a_local_run_is_doing() {
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        r#"
+name: local
+stages:
+  slow:
+    op: cmd
+    params: { run: "touch started; while [ ! -e go ]; do sleep 0.05; done; echo '{\"x\": 1}' > {out}/metrics.json" }
+  broken:
+    op: cmd
+    params: { run: "echo 'boom-local' >&2; exit 3" }
+  after:
+    op: cmd
+    needs: [broken]
+    params: { run: "true" }
+"#,
+    );
+    let help = sb.ablate(&["status", "--help"]).code(EXIT_OK);
+    assert_contains_all(&help.stdout, &["local runs and Slurm runs alike"]);
+
+    let mut run = Running::spawn(sb.command(&["run", "p.yaml", "--json", "--jobs", "2"]));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !sb.path().join("started").exists() {
+        assert!(Instant::now() < deadline, "the slow stage never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    run.wait_for("failed", 1, Duration::from_secs(60));
+    let status = sb.ablate(&["status", "p.yaml"]).code(EXIT_OK);
+    assert_contains_all(
+        &status.stdout,
+        &[
+            "not started",
+            "running (writing its entry):",
+            "  slow  pid ",
+        ],
+    );
+    assert_eq!(
+        status_row(&status.stdout, "slow"),
+        [0, 1, 0, 0, 0],
+        "{}",
+        status.stdout
+    );
+    assert_eq!(
+        status_row(&status.stdout, "broken"),
+        [0, 0, 0, 1, 0],
+        "{}",
+        status.stdout
+    );
+    assert_eq!(
+        status_row(&status.stdout, "after"),
+        [0, 0, 0, 0, 1],
+        "{}",
+        status.stdout
+    );
+    let log = std::fs::read_dir(sb.cache().join("v1/failed"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("stderr.log");
+    assert_contains_all(
+        &status.stdout,
+        &[
+            "failed:\n  broken  its last attempt failed",
+            &format!("log: {}", log.display()),
+        ],
+    );
+    assert_contains_all(&std::fs::read_to_string(&log).unwrap(), &["boom-local"]);
+
+    sb.write("go", "");
+    let (code, _, _) = run.finish(Duration::from_secs(60));
+    assert_eq!(code, Some(EXIT_FAILURE));
+    let after = sb.ablate(&["status", "p.yaml"]).code(EXIT_OK);
+    assert_eq!(
+        status_row(&after.stdout, "slow"),
+        [1, 0, 0, 0, 0],
+        "{}",
+        after.stdout
+    );
+    assert!(!after.stdout.contains("running ("), "{}", after.stdout);
 }
 
 // --- 8. Ctrl-C ----------------------------------------------------------------------------------
@@ -1681,6 +2008,262 @@ fn cache_gc_keeps_only_what_the_named_pipelines_use() {
     );
 }
 
+/// From a result row to its files (#21): `ablate show` by a key prefix, by a label (in any
+/// order), or by a pipeline's instance not yet computed; ambiguous and unknown targets are input
+/// errors, the first listing the candidates.
+#[test]
+fn show_prints_an_entry_with_its_params_inputs_metrics_and_files() {
+    let sb = Sandbox::new();
+    sb.write("p.yaml", TINY_FLOW);
+    sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    let keys = sb.keys("p.yaml", &[]);
+    let key = &keys["flow[weights=shared,steps=2]"];
+    let entry = sb.entry(key).canonicalize().unwrap();
+
+    let by_prefix = sb.ablate(&["show", &key[..10]]).code(EXIT_OK);
+    let text = &by_prefix.stdout;
+    assert_contains_all(
+        text,
+        &[
+            &format!("key        {key}"),
+            "instance   flow[weights=shared,steps=2]  (pipeline `tiny`)",
+            "op         train.flow (version",
+            "status     done: in the cache",
+            " UTC\n",
+            "device     cpu",
+            "params\n",
+            "  lr ",
+            "  weights ",
+            "inputs\n",
+            &format!("  {}  points\n", &keys["points"][..8]),
+            "metrics\n",
+            "  train_acc ",
+            "5 steps, last",
+            "files\n",
+            &format!("{}", entry.join("manifest.json").display()),
+            &format!("{}", entry.join("model.safetensors").display()),
+            " KiB  ",
+        ],
+    );
+
+    // The label as `plan` prints it, or in another order: the same entry.
+    for target in [
+        "flow[weights=shared,steps=2]",
+        "flow[steps=2,weights=shared]",
+    ] {
+        let again = sb.ablate(&["show", target]).code(EXIT_OK);
+        assert_eq!(again.stdout, by_prefix.stdout, "{target}");
+    }
+
+    let json: Value =
+        serde_json::from_str(&sb.ablate(&["show", key, "--json"]).code(EXIT_OK).stdout).unwrap();
+    assert_eq!(json["key"], key.as_str());
+    assert_eq!(json["params"]["lr"], 0.01);
+    assert_eq!(json["inputs"][0]["instance"], "points");
+    assert_eq!(json["in_cache"], true);
+    assert!(json["metrics"]["train_acc"].is_number());
+    assert_eq!(json["stepped_metrics"]["loss"]["steps"], 5);
+    let files: Vec<&str> = json["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert!(files.iter().all(|f| Path::new(f).is_file()), "{files:?}");
+
+    // A stage with several instances, or a partial label: the candidates, exit 2.
+    let many = sb.ablate(&["show", "flow"]).code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &many.stderr,
+        &[
+            "`flow` matches 4 entries",
+            "flow[weights=unshared,steps=1]",
+            &keys["flow[weights=unshared,steps=1]"][..8],
+        ],
+    );
+    let seeds = sb
+        .ablate(&["show", "flow[steps=2]"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(&seeds.stderr, &["matches 2 entries"]);
+    let unknown = sb
+        .ablate(&["show", "flwo[steps=2]"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &unknown.stderr,
+        &["nothing in the cache", "matches `flwo[steps=2]`"],
+    );
+
+    // With the pipeline: an instance its plan has and the cache does not.
+    let planned = sb
+        .ablate(&[
+            "show",
+            "flow[weights=shared,steps=2]",
+            "--pipeline",
+            "p.yaml",
+            "--set",
+            "flow.params.lr=0.02",
+        ])
+        .code(EXIT_OK);
+    assert_contains_all(&planned.stdout, &["status     not in the cache"]);
+    assert!(
+        planned
+            .stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("lr ") && l.ends_with(" 0.02")),
+        "{}",
+        planned.stdout
+    );
+    assert!(!planned.stdout.contains(key.as_str()), "{}", planned.stdout);
+}
+
+/// `cache ls` printed raw lines: now a header, dates, the params that tell entries apart,
+/// filters and `--json` (#21).
+#[test]
+fn cache_ls_has_a_header_dates_params_filters_and_json() {
+    let sb = Sandbox::new();
+    sb.write("p.yaml", TINY_FLOW);
+    sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    let ls = sb.ablate(&["cache", "ls"]).code(EXIT_OK);
+    let mut lines = ls.stdout.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "KEY", "OP", "INSTANCE", "PIPELINE", "SIZE", "STARTED", "WALL", "PARAMS"
+        ]
+    );
+    let flow_line = ls
+        .stdout
+        .lines()
+        .find(|l| l.contains("flow[weights=unshared,steps=2]"))
+        .unwrap();
+    assert_contains_all(
+        flow_line,
+        &["train.flow", "tiny", " UTC", "steps=2", "weights=unshared"],
+    );
+    assert!(ls.stdout.contains("\n10 entries, "), "{}", ls.stdout);
+
+    let stage = sb.ablate(&["cache", "ls", "--stage", "flow"]).code(EXIT_OK);
+    assert!(stage.stdout.contains("\n4 entries, "), "{}", stage.stdout);
+    let op = sb
+        .ablate(&["cache", "ls", "--op", "eval.flow"])
+        .code(EXIT_OK);
+    assert!(op.stdout.contains("\n4 entries, "), "{}", op.stdout);
+    let other = sb
+        .ablate(&["cache", "ls", "--pipeline", "other"])
+        .code(EXIT_OK);
+    assert!(other.stdout.contains("\n0 entries, "), "{}", other.stdout);
+    let picked = sb
+        .ablate(&[
+            "cache",
+            "ls",
+            "--where",
+            "steps=2",
+            "--where",
+            "weights=shared",
+        ])
+        .code(EXIT_OK);
+    assert!(picked.stdout.contains("\n1 entries, "), "{}", picked.stdout);
+    assert!(picked.stdout.contains("flow[weights=shared,steps=2]"));
+
+    let keys = sb.keys("p.yaml", &[]);
+    let json: Value = serde_json::from_str(
+        &sb.ablate(&["cache", "ls", "--json", "--stage", "flow"])
+            .code(EXIT_OK)
+            .stdout,
+    )
+    .unwrap();
+    let items = json.as_array().unwrap();
+    assert_eq!(items.len(), 4);
+    for item in items {
+        assert_eq!(item["op"], "train.flow");
+        assert_eq!(item["params"]["lr"], 0.01);
+        assert!(item["started_at"].as_str().unwrap().ends_with(" UTC"));
+        assert!(Path::new(item["path"].as_str().unwrap()).is_dir());
+        assert_eq!(
+            keys[item["instance"].as_str().unwrap()],
+            item["key"].as_str().unwrap()
+        );
+    }
+
+    let typo = sb
+        .ablate(&["cache", "ls", "--where", "stpes=2"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &typo.stderr,
+        &["no entry has a param `stpes`", "did you mean `steps`?"],
+    );
+}
+
+/// `gc --dry-run` said only how many: now each path it would remove, and why (#21).
+#[test]
+fn cache_gc_dry_run_lists_each_path_and_why() {
+    let sb = Sandbox::new();
+    sb.write("p.yaml", TINY_FLOW);
+    sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    sb.ablate(&["run", "p.yaml", "--json", "--set", "flow.params.lr=0.02"])
+        .code(EXIT_OK);
+    let old = sb.keys("p.yaml", &[]);
+    // A failed attempt's files and the temp directory of a writer that is gone.
+    let failed = sb.cache().join("v1/failed").join(&old["acc"]);
+    std::fs::create_dir_all(&failed).unwrap();
+    std::fs::write(failed.join("stderr.log"), "boom\n").unwrap();
+    let tmp = sb
+        .cache()
+        .join("v1/tmp")
+        .join(format!("{}.999999999.0", old["acc"]));
+    std::fs::create_dir_all(&tmp).unwrap();
+
+    let dry = sb
+        .ablate(&["cache", "gc", "--dry-run", "p.yaml"])
+        .code(EXIT_OK);
+    // The run with `--set` made 9 entries the file's plan does not use.
+    let unused = sb.keys("p.yaml", &["--set", "flow.params.lr=0.02"]);
+    assert!(
+        dry.stdout
+            .starts_with("would remove 9 entries and 2 leftovers"),
+        "{}",
+        dry.stdout
+    );
+    assert_contains_all(
+        &dry.stdout,
+        &[
+            &format!("{}  (", sb.entry(&unused["acc"]).display()),
+            "): an entry the named pipelines do not use",
+            &format!("{}  (", failed.display()),
+            "): the files of a failed attempt",
+            &format!("{}  (", tmp.display()),
+            "): left by a writer that is gone",
+        ],
+    );
+    let unused_pipeline = r#"
+name: other
+stages:
+  points:
+    op: data.toy2d
+    params: { kind: moons, n_train: 200, n_test: 200, noise: 0.1, seed: 0 }
+"#;
+    sb.write("q.yaml", unused_pipeline);
+    let keep_q = sb
+        .ablate(&["cache", "gc", "--dry-run", "q.yaml"])
+        .code(EXIT_OK);
+    assert!(
+        keep_q
+            .stdout
+            .starts_with("would remove 18 entries and 2 leftovers"),
+        "{}",
+        keep_q.stdout
+    );
+    assert_contains_all(
+        &keep_q.stdout,
+        &[
+            &format!("{}  (", sb.entry(&old["acc"]).display()),
+            "): an entry the named pipelines do not use",
+        ],
+    );
+    assert!(failed.is_dir() && tmp.is_dir() && sb.entry(&old["acc"]).is_dir());
+}
+
 #[test]
 fn a_failed_attempt_is_retried() {
     let sb = Sandbox::new();
@@ -1995,20 +2578,30 @@ fn plan_renders_dot_and_mermaid() {
 
 // --- 10. The repository's own pipelines plan ------------------------------------------------------
 
+/// Every pipeline of the repository (`pipelines/`, `examples/`) plans, from the repository root
+/// as `just run` does and from any other directory with the same keys (#21).
 #[test]
 fn every_pipeline_in_the_repository_plans() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(repo.join("pipelines"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
-        .collect();
+    let yaml = |dir: PathBuf| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+            .collect()
+    };
+    let mut files = yaml(repo.join("pipelines"));
+    for example in std::fs::read_dir(repo.join("examples")).unwrap() {
+        files.extend(yaml(example.unwrap().path()));
+    }
     files.sort();
     assert!(
-        files.iter().any(|f| f.ends_with("quickstart.yaml")),
+        files.iter().any(|f| f.ends_with("quickstart.yaml"))
+            && files.iter().any(|f| f.ends_with("mnist-style/sweep.yaml")),
         "{files:?}"
     );
     let cache = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
     let digits = write_synthetic_digits(cache.path(), 40);
     for file in files {
         // The digits pipeline hashes its data file, which a checkout does not have.
@@ -2017,29 +2610,144 @@ fn every_pipeline_in_the_repository_plans() {
         } else {
             Vec::new()
         };
-        // From the repository root, as a user would: `cmd` deps are relative to it.
-        let out = Command::new(BIN)
-            .arg("plan")
-            .arg(&file)
-            .args(&data_args)
-            .args(["--format", "json", "--cache"])
-            .arg(cache.path())
-            .current_dir(&repo)
-            .env_remove("ABLATE_CACHE")
-            .env_remove("ABLATE_LOG")
-            .output()
-            .unwrap();
-        let run = Run::from(out);
+        let plan_from = |dir: &Path, file: &Path| {
+            let out = Command::new(BIN)
+                .arg("plan")
+                .arg(file)
+                .args(&data_args)
+                .args(["--format", "json", "--cache"])
+                .arg(cache.path())
+                .current_dir(dir)
+                .env_remove("ABLATE_CACHE")
+                .env_remove("ABLATE_LOG")
+                .output()
+                .unwrap();
+            let run = Run::from(out);
+            assert_eq!(
+                run.code,
+                Some(EXIT_OK),
+                "{} does not plan from {}:\n{}",
+                file.display(),
+                dir.display(),
+                run.stderr
+            );
+            plan_entries(&run.stdout)
+                .into_iter()
+                .map(|(id, v)| (id, v["key"].as_str().unwrap().to_owned()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        // From the repository root, as `just run` does, by a relative path.
+        let relative = file.strip_prefix(&repo).unwrap();
+        let here = plan_from(&repo, relative);
+        assert!(!here.is_empty(), "{} has no instances", file.display());
+        let there = plan_from(elsewhere.path(), &file.canonicalize().unwrap());
         assert_eq!(
-            run.code,
-            Some(EXIT_OK),
-            "{} does not plan:\n{}",
-            file.display(),
-            run.stderr
+            here,
+            there,
+            "{} plans other keys from elsewhere",
+            file.display()
         );
-        let plan = plan_entries(&run.stdout);
-        assert!(!plan.is_empty(), "{} has no instances", file.display());
     }
+}
+
+/// `just run` said nothing for minutes while cargo built the release binary (#21). The recipes'
+/// build step (`scripts/build-ablate.sh`) says it is building and lets cargo show its progress
+/// when a source is newer than the binary, and prints nothing, nor starts cargo, when the
+/// binary is up to date. Run on a copy of the script in a tree of its own, with a stand-in
+/// `cargo` that records its calls.
+#[test]
+fn the_first_build_was_silent_for_minutes() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let tree = tempfile::tempdir().unwrap();
+    let root = tree.path();
+    for dir in ["scripts", "crates/a/src", "crates/a/tests", "bin"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    std::fs::copy(
+        repo.join("scripts/build-ablate.sh"),
+        root.join("scripts/build-ablate.sh"),
+    )
+    .unwrap();
+    for (file, text) in [
+        ("Cargo.toml", "[workspace]\n"),
+        ("Cargo.lock", "version = 4\n"),
+        ("crates/a/Cargo.toml", "[package]\n"),
+        ("crates/a/src/lib.rs", "\n"),
+    ] {
+        std::fs::write(root.join(file), text).unwrap();
+    }
+    let cargo = root.join("bin/cargo");
+    std::fs::write(
+        &cargo,
+        "#!/bin/sh\necho \"cargo $*\" >> \"$(dirname \"$0\")/../cargo.log\"\n\
+         echo '   Compiling ablate-cli v0.1.0' >&2\n\
+         mkdir -p target/release && printf '#!/bin/sh\\n' > target/release/ablate\n\
+         chmod +x target/release/ablate\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&cargo, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        root.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let build = || {
+        Run::from(
+            Command::new(root.join("scripts/build-ablate.sh"))
+                .current_dir(root.join("crates"))
+                .env("PATH", &path)
+                .env_remove("CARGO_TARGET_DIR")
+                .output()
+                .unwrap(),
+        )
+        .code(EXIT_OK)
+    };
+    let calls = || {
+        std::fs::read_to_string(root.join("cargo.log"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let later = |file: &str| {
+        std::fs::File::options()
+            .write(true)
+            .open(root.join(file))
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() + Duration::from_secs(60))
+            .unwrap();
+    };
+
+    let first = build();
+    assert_contains_all(
+        &first.stderr,
+        &[
+            "building ablate (release; a few minutes the first time)",
+            "Compiling ablate-cli",
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("cargo.log")).unwrap(),
+        "cargo build --release -p ablate-cli\n"
+    );
+
+    let fresh = build();
+    assert_eq!((fresh.stdout.as_str(), fresh.stderr.as_str()), ("", ""));
+    assert_eq!(
+        calls(),
+        1,
+        "cargo is not started when the binary is up to date"
+    );
+
+    // A test is not part of the binary: nothing to build.
+    std::fs::write(root.join("crates/a/tests/t.rs"), "\n").unwrap();
+    later("crates/a/tests/t.rs");
+    assert_eq!(build().stderr, "");
+    assert_eq!(calls(), 1);
+
+    later("crates/a/src/lib.rs");
+    assert_contains_all(&build().stderr, &["building ablate"]);
+    assert_eq!(calls(), 2);
 }
 
 /// A CSV in the layout of scikit-learn's `digits.csv.gz`: 64 pixels in 0..=16, then the label;
@@ -2485,6 +3193,60 @@ fn slurm_sweep_gives_the_keys_and_metrics_of_a_local_run() {
                 .next()
                 .is_none()
     );
+}
+
+/// #21 on a cluster: a task starts in the pipeline file's directory (not the orchestrator's),
+/// and goes back there after a `setup` that changes directory, so `run` and `deps` written
+/// relative to the file work.
+#[test]
+fn slurm_tasks_resolve_paths_against_the_pipeline_file() {
+    require_slurm();
+    let sb = Sandbox::new();
+    let project = sb.path().join("work/project");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(
+        project.join("probe.sh"),
+        "echo \"{\\\"here\\\": $(pwd | wc -c)}\" > \"$1/metrics.json\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        project.join("p.yaml"),
+        r#"
+name: slurm-paths
+slurm: { poll_min_s: 0.2, poll_max_s: 1, setup: "cd /" }
+stages:
+  probe:
+    op: cmd
+    params: { run: "sh probe.sh {out}", deps: [probe.sh] }
+"#,
+    )
+    .unwrap();
+    let local = sb.keys("work/project/p.yaml", &[]);
+    let run = sb
+        .ablate(&[
+            "run",
+            "work/project/p.yaml",
+            "--json",
+            "--executor",
+            "slurm",
+        ])
+        .code(EXIT_OK);
+    assert_summary(&run, 1, 0, 0, 0);
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(sb.entry(&local["probe"]).join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    // `pwd | wc -c` is the length of the directory the script ran in, newline included.
+    let dir = project.canonicalize().unwrap();
+    let here = manifest["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "here")
+        .unwrap()["value"]
+        .as_f64()
+        .unwrap();
+    assert_eq!(here as usize, dir.to_str().unwrap().len() + 1);
 }
 
 #[test]
@@ -3307,7 +4069,7 @@ record = {
     "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"), "metrics": os.environ["ABLATE_METRICS"],
     "t0": time.time(),
 }
-name = os.path.join("records", "%s-%d.json" % (os.environ["ABLATE_INSTANCE"], os.getpid()))
+name = os.path.join("records", "%s-%d.json" % (os.environ["ABLATE_LABEL"], os.getpid()))
 with open(os.environ["ABLATE_METRICS"], "a") as log:
     for step in range(start, params["steps"]):
         log.write(json.dumps({"step": step, "loss": (1 + params["lr"]) / (step + 1)}) + "\n")
@@ -3463,6 +4225,9 @@ stages:
     let checkpoint = |id: &str| sb.cache().join("v1/checkpoints").join(&keys[id]);
     // `killed` is killed with ablate (kill -9: no cleanup at all) after it logged a few steps.
     let mut running = Running::spawn(sb.command(&["run", "p.yaml", "--json", "--jobs", "3"]));
+    // `retried` (crashed, then resumed) is done before ablate is killed: the kill stops every
+    // program it runs (#21).
+    running.wait_for("finished", 1, Duration::from_secs(30));
     let state = checkpoint("killed").join("state.json");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !std::fs::read_to_string(&state).is_ok_and(|s| s.contains("\"step\": 2")) {
@@ -3471,7 +4236,7 @@ stages:
     }
     running.child.kill().unwrap();
     let _ = running.finish(Duration::from_secs(10));
-    // Its orphaned script finishes a step at most; wait until it is gone.
+    // Its script is stopped with ablate (SIGTERM from the watchdog); wait until it is gone.
     std::thread::sleep(Duration::from_millis(1200));
     // `retried` crashed at step 2 and resumed in its retry; `rerun` crashed and failed.
     let records = script_records(&sb);
@@ -3780,6 +4545,23 @@ fn the_bring_your_own_script_example_runs_with_a_tiny_budget() {
         12 * 2,
         "two epochs of val_acc for each of the 12 runs"
     );
+    // From another directory (#21): the script and its deps are found beside the pipeline,
+    // and every instance is the one just computed.
+    let file = root
+        .join("examples/mnist-style/sweep.yaml")
+        .canonicalize()
+        .unwrap();
+    let plan = sb.plan(
+        file.to_str().unwrap(),
+        &[
+            "--set",
+            "train.params.epochs=2",
+            "--set",
+            "train.params.n_train=100",
+        ],
+    );
+    assert_eq!(plan.len(), 14);
+    assert!(plan.values().all(|e| e["status"] == "cached"), "{plan:?}");
 }
 
 /// #18 on a cluster: a task that died is submitted again and resumes from the checkpoint in the
@@ -3822,4 +4604,718 @@ stages:
             2.0 / (step + 1) as f64
         );
     }
+}
+
+// --- Your own script, hardened (#21): each test fails on the code before the fix it names -----
+
+/// A training script that checkpoints every epoch, resumes from its checkpoint, and logs its
+/// loss with Python's `json.dumps`, which writes `NaN` once the loss has diverged (from epoch
+/// `nan_from` on).
+const NAN_SCRIPT: &str = r#"
+import json, os
+params = json.load(open(os.environ["ABLATE_PARAMS"]))
+state = os.path.join(os.environ["ABLATE_CHECKPOINT"], "state.json")
+start = json.load(open(state))["epoch"] + 1 if os.path.exists(state) else 0
+with open(os.environ["ABLATE_METRICS"], "a") as log:
+    for epoch in range(start, params["epochs"]):
+        loss = float("nan") if epoch >= params["nan_from"] else 1.0 / (epoch + 1)
+        log.write(json.dumps({"step": epoch, "loss": loss, "lr": params["lr"]}) + "\n")
+        log.flush()
+        with open(state, "w") as f:
+            json.dump({"epoch": epoch}, f)
+"#;
+
+/// #21.1: `NaN` in the metrics log failed the first attempt as a parse error, the log went with
+/// it while the checkpoint stayed, and the retry (which resumed, trained nothing) was committed
+/// as done with an empty log.
+#[test]
+fn a_nan_loss_fails_as_diverged_and_no_retry_commits_an_entry_without_its_log() {
+    let sb = Sandbox::new();
+    sb.write("train.py", NAN_SCRIPT);
+    sb.write(
+        "p.yaml",
+        r#"
+name: nan
+stages:
+  train:
+    op: cmd
+    retries: 1
+    params: { run: python3 train.py, epochs: 6, nan_from: 3, lr: 1.0 }
+"#,
+    );
+    let key = sb.keys("p.yaml", &[])["train"].clone();
+    let run = sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_FAILURE);
+    assert_eq!(run.ids("started").len(), 2, "one attempt and its retry");
+    let failed: Vec<String> = run
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "failed")
+        .map(|e| e["error"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    for error in &failed {
+        assert!(
+            error.contains("diverged: `loss` = NaN at step 3")
+                && error.contains("diverged: record"),
+            "{error}"
+        );
+    }
+    assert!(!sb.entry(&key).exists(), "a diverged run was cached");
+    // The checkpoint kept its log: the next attempt resumes with the whole curve.
+    let log = sb
+        .cache()
+        .join("v1/checkpoints")
+        .join(&key)
+        .join("metrics.jsonl");
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 6);
+
+    // Recorded as a result: the same key, its curve up to the divergence, no final values.
+    let run = sb
+        .ablate(&["run", "p.yaml", "--json", "--set", "train.diverged=record"])
+        .code(EXIT_OK);
+    assert_eq!(run.ids("started"), ["train"]);
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(sb.entry(&key).join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        manifest["status"],
+        serde_json::json!({"state": "diverged", "metric": "loss", "step": 3, "value": "NaN"})
+    );
+    let steps: Vec<(String, Option<u64>)> = manifest["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["name"].as_str().unwrap().to_owned(), m["step"].as_u64()))
+        .collect();
+    assert_eq!(
+        steps,
+        [0, 0, 1, 1, 2, 2, 3, 4, 5]
+            .iter()
+            .zip(["loss", "lr", "loss", "lr", "loss", "lr", "lr", "lr", "lr"])
+            .map(|(s, n)| (n.to_owned(), Some(*s as u64)))
+            .collect::<Vec<_>>()
+    );
+    assert!(!sb.cache().join("v1/checkpoints").join(&key).exists());
+    let runs = read_parquet(&sb.results().join("nan/runs.parquet"));
+    assert!(
+        strs(column(&runs, "status"))
+            .iter()
+            .all(|s| s.as_deref() == Some("diverged")),
+        "runs.parquet: {:?}",
+        strs(column(&runs, "status"))
+    );
+    // A diverged entry is a result: the next run is a cache hit.
+    let again = sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    assert!(again.ids("started").is_empty());
+}
+
+/// A training script that ignores SIGTERM (as one busy in native code, or with a handler that
+/// saves and carries on, would): it stops only when killed.
+const STUBBORN_SCRIPT: &str = r#"
+import json, os, signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+state = os.path.join(os.environ["ABLATE_CHECKPOINT"], "state.json")
+start = json.load(open(state))["step"] + 1 if os.path.exists(state) else 0
+os.makedirs("records", exist_ok=True)
+with open(os.path.join("records", "%d.json" % os.getpid()), "w") as f:
+    json.dump({"start": start, "t0": time.time()}, f)
+with open("trainer.pid", "w") as f:
+    f.write(str(os.getpid()))
+with open(os.environ["ABLATE_METRICS"], "a") as log:
+    for step in range(start, 40):
+        log.write(json.dumps({"step": step, "loss": 1.0 / (step + 1)}) + "\n")
+        log.flush()
+        with open(state, "w") as f:
+            json.dump({"step": step}, f)
+        time.sleep(0.2 if os.path.exists("slow") else 0.01)
+"#;
+
+/// #21.2: `kill -9` of ablate left its trainings running, and an immediate rerun trained the
+/// same key beside the orphan: both appended to one checkpoint and one metrics log.
+#[test]
+fn a_killed_ablate_takes_its_training_with_it_and_a_rerun_never_trains_beside_it() {
+    let sb = Sandbox::new();
+    sb.write("train.py", STUBBORN_SCRIPT);
+    sb.write("slow", "");
+    sb.write(
+        "p.yaml",
+        r#"
+name: orphan
+stages:
+  train:
+    op: cmd
+    params: { run: python3 train.py }
+"#,
+    );
+    let key = sb.keys("p.yaml", &[])["train"].clone();
+    let state = sb
+        .cache()
+        .join("v1/checkpoints")
+        .join(&key)
+        .join("state.json");
+    let mut first = Running::spawn(sb.command(&["run", "p.yaml", "--json"]));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&state).is_ok_and(|s| s.contains("\"step\": 2")) {
+        assert!(Instant::now() < deadline, "the script never reached step 2");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let orphan = read_pid(&sb.path().join("trainer.pid"));
+    first.child.kill().unwrap();
+    let _ = first.finish(Duration::from_secs(10));
+    // At once, as a user would: this run must wait for the orphan, not train beside it.
+    let second = Running::spawn(sb.command(&["run", "p.yaml", "--json"]));
+    let t_kill = Instant::now();
+    while process_alive(orphan) {
+        // SIGTERM is ignored: the kill comes 5 s later (on the old code, never: the orphan
+        // would train on for 8 s).
+        assert!(
+            t_kill.elapsed() < Duration::from_secs(7),
+            "the training outlived the ablate that started it"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        t_kill.elapsed() > Duration::from_secs(4),
+        "it ignores SIGTERM"
+    );
+    std::fs::remove_file(sb.path().join("slow")).unwrap();
+    let gone = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let (code, lines, stderr) = second.finish(Duration::from_secs(60));
+    assert_eq!(code, Some(EXIT_OK), "{stderr}");
+    let events = events_of(&lines.join("\n"));
+    assert!(
+        events.iter().any(|e| e["event"] == "progress"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("waiting: another process computes this key"))),
+        "the waiting run did not say why: {lines:?}"
+    );
+    // The rerun's attempt started once the orphan was gone (within the test's polling slack),
+    // and resumed from its checkpoint.
+    let mut records: Vec<Value> = std::fs::read_dir(sb.path().join("records"))
+        .unwrap()
+        .map(|e| {
+            serde_json::from_str(&std::fs::read_to_string(e.unwrap().path()).unwrap()).unwrap()
+        })
+        .collect();
+    records.sort_by(|a, b| a["t0"].as_f64().partial_cmp(&b["t0"].as_f64()).unwrap());
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert!(
+        records[1]["t0"].as_f64().unwrap() > gone - 0.5,
+        "the rerun trained beside the orphan: {records:?}, orphan gone at {gone}"
+    );
+    assert!(records[1]["start"].as_i64().unwrap() >= 3);
+    // One line per step, in order (a step killed after its line and before its checkpoint is
+    // logged again, and counted once).
+    let log = std::fs::read_to_string(sb.entry(&key).join("metrics.jsonl")).unwrap();
+    let steps: Vec<i64> = log
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["step"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        steps.windows(2).all(|w| w[1] == w[0] + 1 || w[1] == w[0]),
+        "{steps:?}"
+    );
+    assert_eq!(*steps.last().unwrap(), 39);
+    assert_no_temp_entries(&sb);
+}
+
+/// #21.3: four PyTorch instances at `--jobs 2` on 2 cores ran 6.4x slower than with one thread
+/// each: a program got `ABLATE_THREADS` but not the variables numeric libraries read.
+#[test]
+fn a_program_gets_thread_counts_from_its_cpu_share_unless_the_user_set_them() {
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        r#"
+name: threads
+stages:
+  env:
+    op: cmd
+    resources: { cpus: 2 }
+    params: { run: "env > {out}/env.txt" }
+"#,
+    );
+    let key = sb.keys("p.yaml", &[])["env"].clone();
+    let env_of = || -> BTreeMap<String, String> {
+        std::fs::read_to_string(sb.entry(&key).join("env.txt"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    };
+    sb.ablate(&["run", "p.yaml", "--jobs", "2"]).code(EXIT_OK);
+    let env = env_of();
+    for var in [
+        "OMP_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "ABLATE_THREADS",
+    ] {
+        assert_eq!(env.get(var).map(String::as_str), Some("2"), "{var}");
+    }
+    // #21.11: the instance id is the key (runs.parquet's `instance`), the label beside it.
+    assert_eq!(env["ABLATE_INSTANCE"], key);
+    assert_eq!(env["ABLATE_LABEL"], "env");
+
+    let run = Run::from(
+        sb.command(&["run", "p.yaml", "--jobs", "2", "--force", "env"])
+            .env("OMP_NUM_THREADS", "7")
+            .output()
+            .unwrap(),
+    )
+    .code(EXIT_OK);
+    drop(run);
+    let env = env_of();
+    assert_eq!(env["OMP_NUM_THREADS"], "7", "the user's own setting wins");
+    assert_eq!(env["MKL_NUM_THREADS"], "2");
+}
+
+/// #21.13: `{in.STAGE}` put every input path into one `sh -c` argument, which failed past about
+/// 1,100 inputs with "Argument list too long", after all of them had run.
+#[test]
+fn a_gathering_program_reads_5000_inputs_from_a_file_and_a_line_that_cannot_fit_is_refused_at_plan_time()
+ {
+    let sb = Sandbox::new();
+    let values: Vec<String> = (0..5000).map(|i| i.to_string()).collect();
+    let pipeline = |run: &str| {
+        format!(
+            r#"
+name: wide
+stages:
+  items:
+    op: echo
+    matrix: {{ value: [{}] }}
+  join:
+    op: cmd
+    needs: [items]
+    gather: true
+    params: {{ run: "{run}" }}
+"#,
+            values.join(", ")
+        )
+    };
+    sb.write(
+        "join.py",
+        r#"
+import json, os
+inputs = json.load(open(os.environ["ABLATE_INPUTS"]))
+assert all(os.path.isfile(os.path.join(i["path"], "manifest.json")) for i in inputs)
+assert {i["stage"] for i in inputs} == {"items"}
+with open(os.path.join(os.environ["ABLATE_OUT"], "metrics.json"), "w") as f:
+    json.dump({"n": len(inputs), "sum": sum(i["params"]["value"] for i in inputs),
+               "labelled": sum(i["labels"]["value"] == i["params"]["value"] for i in inputs)}, f)
+"#,
+    );
+    sb.write("p.yaml", &pipeline("python3 join.py"));
+    let first = sb.keys("p.yaml", &[])["items[value=0.0]"].clone();
+    sb.write("too_long.yaml", &pipeline("ls {in.items} > {out}/all.txt"));
+    for command in ["plan", "run"] {
+        let refused = sb
+            .ablate(&[command, "too_long.yaml"])
+            .code(EXIT_INVALID_INPUT);
+        assert_contains_all(
+            &refused.stderr,
+            &[
+                "stage `join`",
+                "`{in.items}` expands to 5000 paths",
+                "$ABLATE_INPUTS",
+            ],
+        );
+    }
+    assert!(!sb.entry(&first).exists(), "the refused run ran its inputs");
+
+    let run = sb
+        .ablate(&["run", "p.yaml", "--json", "--jobs", "2"])
+        .code(EXIT_OK);
+    assert_summary(&run, 5001, 0, 0, 0);
+    let values = metric_values(&read_parquet(&sb.results().join("wide/runs.parquet")));
+    let at = |m: &str| values[&("join".into(), String::new(), m.into(), None)];
+    assert_eq!(at("n"), 5000.0);
+    assert_eq!(at("sum"), (4999 * 5000 / 2) as f64);
+    assert_eq!(at("labelled"), 5000.0);
+}
+
+/// #21.1: the built-in trainers diverge as a `cmd` does: a failure naming the step by default,
+/// and with `diverged: record` a result holding the curve so far (and no model).
+#[test]
+fn the_built_in_trainers_record_a_divergence_when_asked() {
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        r#"
+name: blowup
+stages:
+  points:
+    op: data.toy2d
+    params: { kind: moons, n_train: 64, n_test: 64 }
+  flow:
+    op: train.flow
+    needs: [points]
+    params: { hidden: 4, steps: 2, epochs: 5, batch: 16, lr: 1.0e30 }
+  text:
+    op: data.text
+    params: { source: synthetic, docs: 50 }
+  lm:
+    op: train.lm
+    needs: [text]
+    params: { d_model: 8, layers: 1, heads: 2, d_ff: 16, seq_len: 16, steps: 20, batch: 2, lr: 1.0e30, warmup: 0, clip: 1.0e30 }
+"#,
+    );
+    let keys = sb.keys("p.yaml", &[]);
+    let run = sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_FAILURE);
+    let errors: BTreeMap<String, String> = run
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "failed")
+        .map(|e| {
+            (
+                e["id"].as_str().unwrap().to_owned(),
+                e["error"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        errors["flow"].starts_with("training diverged: `loss` = ")
+            && errors["flow"].contains("at step 1"),
+        "{errors:?}"
+    );
+    assert!(
+        errors["lm"].starts_with("training diverged: `"),
+        "{errors:?}"
+    );
+
+    sb.ablate(&[
+        "run",
+        "p.yaml",
+        "--json",
+        "--set",
+        "defaults.diverged=record",
+    ])
+    .code(EXIT_OK);
+    for stage in ["flow", "lm"] {
+        let dir = sb.entry(&keys[stage]);
+        let manifest: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap())
+                .unwrap();
+        assert_eq!(
+            manifest["status"]["state"], "diverged",
+            "{stage}: {manifest}"
+        );
+        assert!(dir.join("history.parquet").exists(), "{stage}");
+        assert!(!dir.join("model.safetensors").exists(), "{stage}");
+    }
+}
+
+// --- Results a user can read without a trap (#21) ----------------------------------------------
+
+/// A sweep's training script: a `val_acc` per step, a final `test_acc`; it fails while a file
+/// `bug-<lr>-<seed>` exists (a bug the user fixes between runs).
+const SWEEP_SCRIPT: &str = r#"
+import json, os, sys
+p = json.load(open(os.environ["ABLATE_PARAMS"]))
+if os.path.exists("bug-%s-%s" % (p["lr"], p["seed"])):
+    sys.exit("broken on purpose")
+with open(os.environ["ABLATE_METRICS"], "a") as log:
+    for step in range(3):
+        log.write(json.dumps({"step": step, "val_acc": 0.5 + step / 10 + p["seed"] / 100}) + "\n")
+with open(os.path.join(os.environ["ABLATE_OUT"], "metrics.json"), "w") as f:
+    json.dump({"test_acc": 0.9 - p["lr"] / 10 + p["seed"] / 100 + p["extra"]}, f)
+"#;
+
+/// 2 learning rates × 3 seeds of [`SWEEP_SCRIPT`], a table, a strict table and a plot.
+const SWEEP: &str = r#"
+name: sweep
+stages:
+  train:
+    op: cmd
+    matrix: { lr: [0.1, 1], seed: [0, 1, 2] }
+    params: { run: python3 sweep.py, deps: [sweep.py], extra: 0 }
+  accuracy:
+    op: report.table
+    needs: [train]
+    params: { rows: [lr], metric: test_acc }
+  strict_accuracy:
+    op: report.table
+    needs: [train]
+    strict: true
+    params: { rows: [lr], metric: test_acc }
+  curves:
+    op: report.plot
+    needs: [train]
+    params: { kind: curve, y: val_acc, group: lr }
+"#;
+
+fn sweep_sandbox() -> Sandbox {
+    let sb = Sandbox::new();
+    sb.write("sweep.py", SWEEP_SCRIPT);
+    sb.write("p.yaml", SWEEP);
+    sb
+}
+
+/// #21: one failed instance skipped every report of its stage. The reports build from the
+/// five that finished, marking the gap, unless `strict`; the run still fails; and once the
+/// bug is fixed the next run builds the complete reports instead of serving the partial ones.
+#[test]
+fn a_failed_instance_leaves_marked_reports_that_the_fixed_run_replaces() {
+    let sb = sweep_sandbox();
+    sb.write("bug-1-1", "");
+    let run = sb
+        .ablate(&["run", "p.yaml", "--json", "--jobs", "2"])
+        .code(EXIT_FAILURE);
+    assert_summary(&run, 5 + 2, 0, 1, 1);
+    assert_eq!(run.ids("skipped"), ["strict_accuracy"]);
+    let events = run.events();
+    let finished = |id: &str| {
+        events
+            .iter()
+            .find(|e| e["event"] == "finished" && e["id"] == id)
+            .unwrap_or_else(|| panic!("`{id}` did not finish"))
+            .clone()
+    };
+    assert_eq!(finished("accuracy")["missing_inputs"], 1);
+    let dir = sb.results().join("sweep");
+    let md = std::fs::read_to_string(dir.join("accuracy.md")).unwrap();
+    assert_contains_all(
+        &md,
+        &[
+            "| lr  |                test_acc (n=3) |",
+            "| 1   | 0.810 ± 0.014 (n=2, 1 failed) |",
+            "1 of 6 inputs did not finish: `train[lr=1,seed=1]` (failed).",
+        ],
+    );
+    let table = read_parquet(&dir.join("accuracy.parquet"));
+    assert_eq!(
+        strs(column(&table, "test_acc.missing")),
+        [None, Some("1 failed".to_owned())]
+    );
+    assert_eq!(ints(column(&table, "test_acc.n")), [Some(3), Some(2)]);
+    let svg = std::fs::read_to_string(dir.join("curves.svg")).unwrap();
+    assert!(
+        svg.contains("left out: 1 failed"),
+        "the plot says what it left out"
+    );
+    assert!(dir.join("curves.png").is_file());
+    assert!(!dir.join("strict_accuracy.md").exists());
+    // The partial reports are not under their plan keys.
+    let keys = sb.keys("p.yaml", &[]);
+    assert_ne!(finished("accuracy")["key"], keys["accuracy"].as_str());
+    // The plain line says so too.
+    let plain = sb.ablate(&["run", "p.yaml"]).code(EXIT_FAILURE);
+    assert_contains_all(
+        &plain.stderr,
+        &[
+            "accuracy (without 1 input that did not finish)",
+            "skipped",
+            "strict_accuracy (needs `train[lr=1,seed=1]`, which failed)",
+        ],
+    );
+
+    // Fixed: the complete reports are built, under their own keys.
+    std::fs::remove_file(sb.path().join("bug-1-1")).unwrap();
+    let run = sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    assert_eq!(
+        run.ids("started"),
+        [
+            "accuracy",
+            "curves",
+            "strict_accuracy",
+            "train[lr=1,seed=1]"
+        ]
+    );
+    let md = std::fs::read_to_string(dir.join("accuracy.md")).unwrap();
+    assert!(!md.contains("failed"), "{md}");
+    assert_contains_all(&md, &["| 1   |  0.810 ± 0.010 |"]);
+    let svg = std::fs::read_to_string(dir.join("curves.svg")).unwrap();
+    assert!(!svg.contains("left out"));
+    let events = run.events();
+    let accuracy = events
+        .iter()
+        .find(|e| e["event"] == "finished" && e["id"] == "accuracy")
+        .unwrap();
+    assert_eq!(accuracy["key"], keys["accuracy"].as_str());
+}
+
+/// #21: after a few `--set` runs, runs.parquet holds every variant under one label, and the
+/// README's recipe averaged 9 rows per cell of a 3-seed sweep. `current` selects the latest
+/// plan's rows, `final` the final values, and the label shows what `--set` changed.
+#[test]
+fn current_selects_the_latest_plans_rows_after_set_runs() {
+    let sb = sweep_sandbox();
+    for set in [
+        &[][..],
+        &["--set", "train.params.extra=0.05"],
+        &["--set", "train.params.extra=0.1"],
+    ] {
+        let mut args = vec!["run", "p.yaml", "--json", "--jobs", "2"];
+        args.extend_from_slice(set);
+        sb.ablate(&args).code(EXIT_OK);
+    }
+    let runs = sb.results().join("sweep/runs.parquet");
+    // (lr, label) of each final `test_acc` row, all of them or the current ones.
+    let rows = |only_current: bool| {
+        let t = read_parquet(&runs);
+        let (metric, lr, label) = (
+            strs(column(&t, "metric")),
+            floats(column(&t, "lr")),
+            strs(column(&t, "label")),
+        );
+        let (current, fin) = (column(&t, "current"), column(&t, "final"));
+        let (ColumnData::Bool(current), ColumnData::Bool(fin)) = (current, fin) else {
+            panic!("`current` and `final` are booleans");
+        };
+        let mut per_lr: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for row in 0..t.num_rows() {
+            if metric[row].as_deref() == Some("test_acc")
+                && fin[row] == Some(true)
+                && (!only_current || current[row] == Some(true))
+            {
+                per_lr
+                    .entry(lr[row].unwrap().to_string())
+                    .or_default()
+                    .push(label[row].clone().unwrap());
+            }
+        }
+        per_lr
+    };
+    let all = rows(false);
+    assert_eq!(all["0.1"].len(), 9, "three variants of three seeds");
+    let current = rows(true);
+    assert_eq!(current["0.1"].len(), 3);
+    assert_eq!(current["1"].len(), 3);
+    assert!(current["0.1"].contains(&"lr=0.1,seed=2 (set: extra=0.1)".to_owned()));
+    // The stepped values are not final: 3 steps + 1 final per instance and metric.
+    let t = read_parquet(&runs);
+    let steps = ints(column(&t, "step"));
+    let ColumnData::Bool(fin) = column(&t, "final") else {
+        panic!()
+    };
+    assert!((0..t.num_rows()).all(|r| fin[r] == Some(steps[r].is_none())));
+    // Back to the file's own plan, from the cache: `current` follows.
+    let run = sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    assert_summary(&run, 0, 6 + 3, 0, 0);
+    let current = rows(true);
+    assert_eq!(current["0.1"].len(), 3);
+    assert!(current["0.1"].contains(&"lr=0.1,seed=2".to_owned()));
+}
+
+/// #21: a diverged result (`diverged: record`) is `diverged` on its rows of runs.parquet and
+/// in the table, what maps over it is skipped saying so, and the summary counts it. No op of
+/// this test diverges on demand, so the entry of a finished run is marked diverged the way the
+/// executor would have written it (status and checksum), as if another run had computed it.
+#[test]
+fn a_diverged_result_is_marked_in_runs_parquet_the_table_and_the_run() {
+    let sb = sweep_sandbox();
+    let train_only = "name: sweep\nstages:\n  train:\n    op: cmd\n    diverged: record\n    \
+                      matrix: { lr: [0.1, 1], seed: [0, 1, 2] }\n    \
+                      params: { run: python3 sweep.py, deps: [sweep.py], extra: 0 }\n";
+    sb.write("train.yaml", train_only);
+    sb.ablate(&["run", "train.yaml", "--json", "--jobs", "2"])
+        .code(EXIT_OK);
+    let keys = sb.keys("train.yaml", &[]);
+    let entry = sb.entry(&keys["train[lr=1,seed=0]"]);
+    let path = entry.join("manifest.json");
+    let mut m: ablate_cache::Manifest =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    m.status = ablate_cache::EntryStatus::diverged("loss", Some(2), f64::NAN);
+    m.started_at_us += 1;
+    m.checksum = None;
+    m.checksum = Some(m.compute_checksum());
+    std::fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
+
+    let full = format!(
+        "{train_only}  eval:\n    op: cmd\n    needs: [train]\n    \
+         params: {{ run: \"echo '{{\\\"score\\\": 1}}' > {{out}}/metrics.json\" }}\n  \
+         accuracy:\n    op: report.table\n    needs: [train]\n    \
+         params: {{ rows: [lr], metric: test_acc }}\n  \
+         scores:\n    op: report.table\n    needs: [eval]\n    \
+         params: {{ rows: [lr], metric: score }}\n"
+    );
+    sb.write("p.yaml", &full);
+    let run = sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    assert_summary(&run, 5 + 2, 6, 0, 1);
+    assert_eq!(run.summary()["cached_diverged"], 1);
+    let events = run.events();
+    let cached = events
+        .iter()
+        .find(|e| e["event"] == "cached" && e["id"] == "train[lr=1,seed=0]")
+        .unwrap();
+    assert_eq!(cached["status"], "diverged");
+    assert_eq!(cached["diverged"]["metric"], "loss");
+    let skipped = events.iter().find(|e| e["event"] == "skipped").unwrap();
+    assert_eq!(
+        (&skipped["id"], &skipped["because"], &skipped["cause"]),
+        (
+            &Value::from("eval[lr=1,seed=0]"),
+            &Value::from("train[lr=1,seed=0]"),
+            &Value::from("diverged")
+        )
+    );
+    let dir = sb.results().join("sweep");
+    let t = read_parquet(&dir.join("runs.parquet"));
+    let (label, status) = (strs(column(&t, "label")), strs(column(&t, "status")));
+    for row in 0..t.num_rows() {
+        let want = if label[row].as_deref() == Some("lr=1,seed=0") {
+            "diverged"
+        } else {
+            "done"
+        };
+        assert_eq!(status[row].as_deref(), Some(want), "{:?}", label[row]);
+    }
+    let md = std::fs::read_to_string(dir.join("accuracy.md")).unwrap();
+    assert_contains_all(
+        &md,
+        &["(n=2, 1 diverged)", "`train[lr=1,seed=0]` (diverged)"],
+    );
+    let md = std::fs::read_to_string(dir.join("scores.md")).unwrap();
+    assert_contains_all(
+        &md,
+        &["(n=2, 1 diverged)", "`eval[lr=1,seed=0]` (diverged)"],
+    );
+
+    let plain = sb.ablate(&["run", "p.yaml"]).code(EXIT_OK);
+    assert_contains_all(
+        &plain.stderr,
+        &[
+            "train[lr=1,seed=0]  (diverged: `loss` = NaN at step 2)",
+            "eval[lr=1,seed=0] (needs `train[lr=1,seed=0]`, which diverged)",
+            "cached (1 diverged)",
+        ],
+    );
+}
+
+/// #21 (7): a report metric no input has failed at run time as "observation 0 has no metric".
+#[test]
+fn a_report_metric_no_input_has_names_the_nearest() {
+    let sb = sweep_sandbox();
+    sb.write(
+        "p.yaml",
+        &SWEEP.replace(
+            "params: { rows: [lr], metric: test_acc }\n  strict",
+            "params: { rows: [lr], metric: test_accc }\n  strict",
+        ),
+    );
+    let run = sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_FAILURE);
+    let failed = run
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "failed")
+        .unwrap();
+    assert_eq!(failed["id"], "accuracy");
+    assert_contains_all(
+        failed["error"].as_str().unwrap(),
+        &[
+            "no input has the metric `test_accc`; did you mean `test_acc`? (all 6 inputs have it); \
+             the inputs have: `test_acc`, `val_acc`",
+        ],
+    );
 }

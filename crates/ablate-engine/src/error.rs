@@ -5,14 +5,22 @@ use std::path::PathBuf;
 pub enum EngineError {
     /// The loss of a training batch was NaN or infinite; `epoch` and `batch` are 1-based.
     #[error(
-        "training diverged: the loss became non-finite at epoch {epoch}, batch {batch} (try a smaller learning rate)"
+        "training diverged: the loss became {loss} at epoch {epoch}, batch {batch} (try a smaller learning rate)"
     )]
-    NonFinite { epoch: usize, batch: usize },
+    NonFinite {
+        epoch: usize,
+        batch: usize,
+        loss: f32,
+    },
     /// The loss or gradient of a language model's training step (1-based) was NaN or infinite.
     #[error(
-        "training diverged: the loss or its gradient became non-finite at step {step} (try a smaller learning rate or a lower `clip`)"
+        "training diverged: the loss became {loss} and the gradient norm {grad_norm} at step {step} (try a smaller learning rate or a lower `clip`)"
     )]
-    NonFiniteStep { step: usize },
+    NonFiniteStep {
+        step: usize,
+        loss: f32,
+        grad_norm: f32,
+    },
     /// The observer asked training to stop.
     #[error("training was cancelled")]
     Cancelled,

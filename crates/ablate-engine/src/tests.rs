@@ -580,7 +580,7 @@ fn divergence_is_reported_with_epoch_and_batch() {
             backend,
         };
         match train_flow_with(&cfg, &train, &data, &exec, &mut NoObserver) {
-            Err(EngineError::NonFinite { epoch, batch }) => {
+            Err(EngineError::NonFinite { epoch, batch, .. }) => {
                 // The first update throws every weight to ±1e30; the next loss overflows.
                 assert_eq!((epoch, batch), (1, 2), "{backend:?}");
             }

@@ -150,6 +150,7 @@ fn run(
                 return Err(EngineError::NonFinite {
                     epoch,
                     batch: i + 1,
+                    loss: stats.loss_sum as f32,
                 });
             }
             trainer.update(train.lr)?;

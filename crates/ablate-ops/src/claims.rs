@@ -63,16 +63,18 @@ impl Claims {
         Claims {
             schema: OpSchema {
                 name: "report.claims",
-                // 2: `by` groups (aggregates over group means).
-                version: 2,
+                // 2: `by` groups (aggregates over group means). 3: a selection that lost instances
+                // is undecided; a missing metric gets a did-you-mean (#21).
+                version: 3,
                 summary: "Check named claims against the final metrics of every instance of its needs, e.g. \
                           `mean(acc | weights=shared) >= mean(acc | weights=unshared)`. Aggregates (mean, median, \
                           min, max, std, sum, count) select instances by label (`key=value`, `key!=value`, \
                           `key in [a, b]`), or with `by key` run over the means of groups (`max(em by objective)`: \
                           the best objective's mean); arithmetic, abs/log/exp/sqrt and one comparison (>= <= > < == !=) \
                           per claim. Each claim passes, fails, or is undecided (nothing selected, a NaN, a missing \
-                          metric); none of these fails the stage. Writes `claims.parquet` and `claims.md`, \
-                          published as `results/<pipeline>/<stage>.parquet` and `.md`.",
+                          metric, a selected instance that failed or diverged); none of these fails the stage. \
+                          Writes `claims.parquet` and `claims.md`, published as \
+                          `results/<pipeline>/<stage>.parquet` and `.md`.",
                 params: vec![ParamSpec::required(
                     "claims",
                     ParamType::list(ParamType::Any),
@@ -104,7 +106,8 @@ impl Op for Claims {
     fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
         let p: ClaimsParams = typed("report.claims", ctx.job.params())?;
         let claims = parse_claims(&p.claims).map_err(OpError::msg)?;
-        let observations = crate::report::observations(ctx)?;
+        let inputs = crate::report::gather(ctx)?;
+        let observations: Vec<_> = inputs.iter().map(|g| g.obs.clone()).collect();
         let outcomes: Vec<Outcome<'_>> = claims
             .iter()
             .map(|claim| Outcome {
@@ -113,10 +116,12 @@ impl Op for Claims {
             })
             .collect();
         let title = format!("{} — {}", ctx.job.pipeline, ctx.job.stage);
-        write_outputs(ctx.out_dir(), &title, &outcomes)?;
+        let note = crate::report::missing_note(&inputs);
+        write_outputs(ctx.out_dir(), &title, &outcomes, note.as_deref())?;
         Ok(OpOutput {
             metrics: metrics(&outcomes),
             publish: vec!["claims.parquet".into(), "claims.md".into()],
+            ..OpOutput::default()
         })
     }
 }
@@ -198,7 +203,13 @@ fn metrics(outcomes: &[Outcome<'_>]) -> Vec<Metric> {
     m
 }
 
-fn write_outputs(dir: &Path, title: &str, outcomes: &[Outcome<'_>]) -> Result<(), OpError> {
+/// `note`: which inputs did not finish, under the table.
+fn write_outputs(
+    dir: &Path,
+    title: &str,
+    outcomes: &[Outcome<'_>],
+    note: Option<&str>,
+) -> Result<(), OpError> {
     let strs = |f: &dyn Fn(&Outcome<'_>) -> String| -> Vec<Option<String>> {
         outcomes.iter().map(|o| Some(f(o))).collect()
     };
@@ -236,7 +247,7 @@ fn write_outputs(dir: &Path, title: &str, outcomes: &[Outcome<'_>]) -> Result<()
         );
     }
     let count = |v: Verdict| outcomes.iter().filter(|o| o.eval.verdict == v).count();
-    let md = format!(
+    let mut md = format!(
         "# {title}\n\n{} claims: {} pass, {} fail, {} undecided.\n\n{}",
         outcomes.len(),
         count(Verdict::Pass),
@@ -244,6 +255,11 @@ fn write_outputs(dir: &Path, title: &str, outcomes: &[Outcome<'_>]) -> Result<()
         count(Verdict::Undecided),
         ablate_results::render_markdown(&shown)
     );
+    if let Some(note) = note {
+        md.push_str(&format!(
+            "\n{note} A claim over a selection that lost any is undecided.\n"
+        ));
+    }
     std::fs::write(dir.join("claims.md"), md)
         .map_err(|e| OpError::with("failed to write `claims.md`", e))
 }
@@ -298,10 +314,12 @@ mod tests {
             Observation {
                 labels: [("weights".to_owned(), json!("shared"))].into(),
                 metrics: [("acc".to_owned(), 0.91234), ("params".to_owned(), 10.0)].into(),
+                missing: None,
             },
             Observation {
                 labels: [("weights".to_owned(), json!("unshared"))].into(),
                 metrics: [("acc".to_owned(), 0.5), ("params".to_owned(), 40.0)].into(),
+                missing: None,
             },
         ];
         let outcomes: Vec<Outcome<'_>> = cs
@@ -312,7 +330,7 @@ mod tests {
             })
             .collect();
         let dir = tempfile::tempdir().unwrap();
-        write_outputs(dir.path(), "p — s", &outcomes).unwrap();
+        write_outputs(dir.path(), "p — s", &outcomes, None).unwrap();
 
         let t = ablate_results::read_table(&dir.path().join("claims.parquet")).unwrap();
         let names: Vec<&str> = t.column_names().collect();

@@ -12,19 +12,19 @@ mod metrics_log;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use ablate_cache::Metric;
+use ablate_cache::{EntryStatus, Metric};
+use ablate_run::process::{self, Exit};
 use ablate_run::{OpContext, OpError, OpOutput};
 use ablate_spec::{OpSchema, ParamSpec, ParamType, Params, TAG, Value};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::params::typed;
-use crate::registry::Op;
+use crate::registry::{Op, Planned};
 
 pub(crate) struct Cmd {
     schema: OpSchema,
@@ -56,6 +56,12 @@ enum Args {
 /// The JSON file of the program's params, in `{out}` (so the entry records them too).
 const PARAMS_FILE: &str = "ablate-params.json";
 
+/// The longest single argument Linux passes to a program (`MAX_ARG_STRLEN`): `sh -c`'s line.
+const MAX_ARG_BYTES: usize = 128 * 1024;
+
+/// The JSON file of the program's inputs, in `{out}`: see [`write_inputs`].
+const INPUTS_FILE: &str = "ablate-inputs.json";
+
 impl Cmd {
     pub(crate) fn new() -> Self {
         Cmd {
@@ -65,16 +71,21 @@ impl Cmd {
                 // pasted them raw, so it may hold another computation.
                 version: 2,
                 summary: "Run a shell command (`sh -c`) in the working directory: your own training script as a stage. \
-                          Placeholders: `{in.STAGE}` (the cache directory of that input), `{out}` (where to write \
+                          Placeholders: `{in.STAGE}` (the cache directories of that input), `{out}` (where to write \
                           outputs), `{param.NAME}` (a param or matrix value); every substituted value is shell-quoted, \
                           so it reaches the program as one word and is never run as code. Environment: \
-                          `ABLATE_PARAMS` (a JSON file of its params), `ABLATE_CHECKPOINT` (a directory that survives \
-                          failed and killed attempts of the same key: resume from it), `ABLATE_METRICS` (= \
-                          `{out}/metrics.jsonl`), `ABLATE_OUT`, `ABLATE_THREADS`, and `CUDA_VISIBLE_DEVICES` (the GPUs \
-                          the scheduler gave it). Lines appended to `{out}/metrics.jsonl` (`{\"step\": 10, \"loss\": \
+                          `ABLATE_PARAMS` (a JSON file of its params), `ABLATE_INPUTS` (a JSON list of its inputs: \
+                          stage, label, labels, params, path; for any number of them), `ABLATE_CHECKPOINT` (a \
+                          directory that survives failed and killed attempts of the same key: resume from it), \
+                          `ABLATE_METRICS` (= `{out}/metrics.jsonl`), `ABLATE_OUT`, `ABLATE_THREADS` (its CPU share, \
+                          also in OMP_NUM_THREADS, MKL_NUM_THREADS, OPENBLAS_NUM_THREADS and the like unless set), \
+                          `ABLATE_INSTANCE` (its key), `ABLATE_LABEL`, and `CUDA_VISIBLE_DEVICES` (the GPUs the \
+                          scheduler gave it). Lines appended to `{out}/metrics.jsonl` (`{\"step\": 10, \"loss\": \
                           0.4}`) show on the progress line and become metrics at their step, the last value of each \
-                          the final one. stdout/stderr are kept in the entry; a `{out}/metrics.json` object of numbers becomes \
-                          its metrics; a non-zero exit fails it.",
+                          the final one; a NaN or infinite value marks the run diverged (see the stage key \
+                          `diverged`). stdout/stderr are kept in the entry; a `{out}/metrics.json` object of numbers \
+                          becomes its metrics; a non-zero exit fails it. The program dies with ablate, and holds its \
+                          key's lock while it lives.",
                 params: vec![
                     ParamSpec::required(
                         "run",
@@ -119,14 +130,41 @@ impl Op for Cmd {
             .unwrap_or_default()
     }
 
+    /// `{in.STAGE}` puts one path per input on the command line, which is one `sh -c`
+    /// argument: past 128 KiB the kernel refuses it (#21: a join over 10,000 inputs failed
+    /// with "Argument list too long" after all of them had run). Caught here, before anything
+    /// runs.
+    fn check_instance(&self, params: &Params, planned: &Planned<'_>) -> Result<(), String> {
+        let Ok(p) = typed::<CmdParams>("cmd", params) else {
+            return Ok(());
+        };
+        let mut bytes = p.run.len();
+        let mut widest = ("", 0);
+        for stage in placeholders(&p.run, "in.") {
+            let n = planned.input_stages.iter().filter(|s| **s == stage).count();
+            // Each path is quoted at most with two quotes, and separated by a space.
+            bytes += n * (planned.entry_dir_len + 3);
+            if n > widest.1 {
+                widest = (stage, n);
+            }
+        }
+        if bytes < MAX_ARG_BYTES {
+            return Ok(());
+        }
+        Err(format!(
+            "its command line would not fit: `{{in.{}}}` expands to {} paths, and the whole line \
+             to about {} KiB, over the {} KiB a command line can hold; read the inputs from the \
+             JSON file `$ABLATE_INPUTS` instead (each input's stage, label, params and path)",
+            widest.0,
+            widest.1,
+            bytes / 1024,
+            MAX_ARG_BYTES / 1024
+        ))
+    }
+
     fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
         let p: CmdParams = typed("cmd", ctx.job.params())?;
         let out = ctx.out_dir();
-        let io = |what: &str, path: &Path| {
-            let path = path.to_owned();
-            let what = what.to_owned();
-            move |e| OpError::with(format!("failed to {what} `{}`", path.display()), e)
-        };
         // The program's own params: everything but `cmd`'s and the key-only `tag`.
         let params: BTreeMap<&str, &Value> = p
             .free
@@ -137,7 +175,10 @@ impl Op for Cmd {
         let params_path = absolute(&out.join(PARAMS_FILE));
         let json = serde_json::to_vec_pretty(&params).expect("params serialise");
         fs::write(&params_path, json).map_err(io("write", &params_path))?;
-        let mut line = expand(&p.run, ctx)?;
+        let inputs = verified_inputs(ctx)?;
+        let inputs_path = absolute(&out.join(INPUTS_FILE));
+        write_inputs(&inputs_path, &inputs)?;
+        let mut line = expand(&p.run, ctx, &inputs)?;
         if p.args == Args::Flags {
             for (name, value) in &params {
                 let value = match value {
@@ -157,99 +198,146 @@ impl Op for Cmd {
         let linked = out.join(metrics_log::METRICS_LOG);
         std::os::unix::fs::symlink(&log, &linked).map_err(io("create", &linked))?;
 
-        let stdout_path = out.join("stdout.log");
         let stderr_path = out.join("stderr.log");
-        let stdout = fs::File::create(&stdout_path).map_err(io("create", &stdout_path))?;
-        let stderr = fs::File::create(&stderr_path).map_err(io("create", &stderr_path))?;
         let mut command = Command::new("sh");
         command
             .arg("-c")
             .arg(&line)
             .current_dir(ctx.workdir())
-            .env("ABLATE_OUT", out)
-            .env("ABLATE_THREADS", ctx.threads().to_string())
             .env("ABLATE_PARAMS", &params_path)
+            .env("ABLATE_INPUTS", &inputs_path)
             .env("ABLATE_CHECKPOINT", &checkpoint)
             .env("ABLATE_METRICS", absolute(&linked))
-            .env("ABLATE_INSTANCE", &ctx.job.id)
             .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            // Its own process group: a terminal's Ctrl-C reaches ablate alone, which then stops
-            // the whole group gracefully (or kills it on the second Ctrl-C).
-            .process_group(0);
-        // Locally, the GPUs the scheduler gave this instance; on Slurm, the allocation's
-        // (inherited).
-        if let Some(gpus) = &ctx.job.visible_gpus {
-            command.env("CUDA_VISIBLE_DEVICES", gpus);
-        }
-        let mut child = command
-            .spawn()
-            .map_err(|e| OpError::with("failed to start `sh`", e))?;
-        let pgid = child.id() as i32;
+            .stdout(create(&out.join("stdout.log"))?)
+            .stderr(create(&stderr_path)?);
+        environment(&mut command, ctx);
+        let program =
+            process::spawn(command, ctx.key_lock()).map_err(|e| match e.raw_os_error() {
+                Some(libc::E2BIG) => OpError::msg(format!(
+                    "failed to start `sh`: its command line is {} KiB, more than a command line \
+                     can hold; read the inputs from the JSON file `$ABLATE_INPUTS` instead of \
+                     `{{in.STAGE}}`",
+                    line.len() / 1024
+                )),
+                _ => OpError::with("failed to start `sh`", e),
+            })?;
         let mut live = metrics_log::Live::new();
-        let mut nap = Duration::from_micros(50);
-        let mut signalled = 0;
-        let status = loop {
-            if let Some(status) = child
-                .try_wait()
-                .map_err(|e| OpError::with("failed to wait for the command", e))?
-            {
-                break status;
-            }
-            let token = ctx.cancel_token();
-            if token.is_killed() && signalled < 2 {
-                signal_group(pgid, libc::SIGKILL);
-                signalled = 2;
-            } else if token.is_cancelled() && signalled < 1 {
-                signal_group(pgid, libc::SIGTERM);
-                signalled = 1;
-            }
-            live.poll(&log, |p| ctx.progress(p));
-            std::thread::sleep(nap);
-            nap = (nap * 2).min(Duration::from_millis(10));
-        };
-        // The log comes home to `{out}`: moved when the entry is about to be committed, copied
-        // otherwise (the checkpoint keeps it for the attempt that resumes). A program that
-        // replaced the link with a file of its own keeps that file.
-        let done = signalled == 0 && status.success();
+        let exit = program
+            .wait(ctx.cancel_token(), || live.poll(&log, |p| ctx.progress(p)))
+            .map_err(|e| OpError::with("failed to wait for the command", e))?;
+        // The log comes home to `{out}` as a copy: the checkpoint keeps its own until the entry
+        // is committed (the executor then removes the checkpoint), so a checkpoint is never
+        // without the metrics it logged (#21: a retry resumed from it, trained nothing, and was
+        // committed with an empty log). A program that replaced the link with a file of its own
+        // keeps that file.
         if fs::symlink_metadata(&linked).is_ok_and(|m| m.file_type().is_symlink()) {
             fs::remove_file(&linked).map_err(io("remove", &linked))?;
-            let settled = if done {
-                fs::rename(&log, &linked)
-            } else {
-                fs::copy(&log, &linked).map(drop)
-            };
-            settled.map_err(io("write", &linked))?;
+            fs::copy(&log, &linked).map_err(io("write", &linked))?;
         }
-        if signalled > 0 {
-            return Err(OpError::Cancelled);
+        match exit {
+            Exit::Stopped(_) => Err(OpError::Cancelled),
+            Exit::Finished(status) if status.success() => result(out),
+            Exit::Finished(status) => match metrics_log::read(&linked) {
+                // A program that stops on a NaN (an assert, an exception) diverged all the same.
+                Ok(metrics_log::Log {
+                    metrics,
+                    diverged: Some(diverged),
+                }) => Ok(OpOutput {
+                    metrics,
+                    publish: Vec::new(),
+                    status: diverged,
+                }),
+                _ => Err(failure(status, &line, &stderr_path)),
+            },
         }
-        if !status.success() {
-            let how = match (status.code(), status.signal()) {
-                (Some(code), _) => format!("exit status {code}"),
-                (None, Some(sig)) => format!("signal {sig}"),
-                _ => "an unknown status".into(),
-            };
-            let tail = ablate_run::tail(&stderr_path, 10);
-            let mut message = format!("command failed with {how}: {}", clip(&line, 300));
-            if !tail.is_empty() {
-                message.push_str("\nlast lines of stderr:\n");
-                message.push_str(&tail);
-            }
-            return Err(OpError::msg(message));
-        }
-        let mut metrics = metrics_log::read(&linked)?;
-        // `metrics.json`'s values are final ones, over those of the log.
-        for m in read_metrics(&out.join("metrics.json"))? {
-            metrics.retain(|old| old.step.is_some() || old.name != m.name);
-            metrics.push(m);
-        }
-        Ok(OpOutput {
-            metrics,
-            publish: Vec::new(),
-        })
     }
+}
+
+/// What a program that exited 0 leaves: its metrics log, then `metrics.json`'s final values;
+/// the first non-finite value in either marks it diverged.
+fn result(out: &Path) -> Result<OpOutput, OpError> {
+    let metrics_log::Log {
+        mut metrics,
+        diverged,
+    } = metrics_log::read(&out.join(metrics_log::METRICS_LOG))?;
+    // `metrics.json`'s values are final ones, over those of the log.
+    let (finals, finals_diverged) = read_metrics(&out.join("metrics.json"))?;
+    for m in finals {
+        metrics.retain(|old| old.step.is_some() || old.name != m.name);
+        metrics.push(m);
+    }
+    Ok(OpOutput {
+        metrics,
+        publish: Vec::new(),
+        status: diverged.or(finals_diverged).unwrap_or_default(),
+    })
+}
+
+/// The rest of the program's environment: where it writes, who it is, its threads and GPUs.
+fn environment(command: &mut Command, ctx: &OpContext<'_>) {
+    let threads = ctx.threads().to_string();
+    command
+        .env("ABLATE_OUT", ctx.out_dir())
+        .env("ABLATE_THREADS", &threads)
+        .env("ABLATE_INSTANCE", ctx.job.key.to_hex())
+        .env("ABLATE_LABEL", &ctx.job.id);
+    // Numeric libraries start a thread per core unless told otherwise: four PyTorch instances
+    // on two cores ran 6.4x slower than with one thread each (#21). What the user set for
+    // ablate itself is inherited instead.
+    for var in THREAD_VARS {
+        if std::env::var_os(var).is_none() {
+            command.env(var, &threads);
+        }
+    }
+    // Locally, the GPUs the scheduler gave this instance; on Slurm, the allocation's
+    // (inherited).
+    if let Some(gpus) = &ctx.job.visible_gpus {
+        command.env("CUDA_VISIBLE_DEVICES", gpus);
+    }
+}
+
+fn create(path: &Path) -> Result<fs::File, OpError> {
+    fs::File::create(path).map_err(io("create", path))
+}
+
+/// What tells numeric libraries how many threads to start (OpenMP — PyTorch, NumPy's BLAS —,
+/// MKL, OpenBLAS, BLIS, Accelerate, numexpr, Numba, Rayon, Polars, TensorFlow): each gets the
+/// instance's CPU share unless ablate's own environment sets it.
+pub(crate) const THREAD_VARS: [&str; 10] = [
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "NUMBA_NUM_THREADS",
+    "RAYON_NUM_THREADS",
+    "POLARS_MAX_THREADS",
+    "TF_NUM_INTRAOP_THREADS",
+];
+
+/// The error of a program that exited non-zero or was killed: how, its command line, and the
+/// end of its stderr.
+fn failure(status: std::process::ExitStatus, line: &str, stderr: &Path) -> OpError {
+    let how = match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(sig)) => format!("signal {sig}"),
+        _ => "an unknown status".into(),
+    };
+    let tail = ablate_run::tail(stderr, 10);
+    let mut message = format!("command failed with {how}: {}", clip(line, 300));
+    if !tail.is_empty() {
+        message.push_str("\nlast lines of stderr:\n");
+        message.push_str(&tail);
+    }
+    OpError::msg(message)
+}
+
+/// An error for a failed file operation.
+fn io(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> OpError {
+    let message = format!("failed to {what} `{}`", path.display());
+    move |e| OpError::with(message, e)
 }
 
 /// `path` made absolute against the current directory, for the environment of a program
@@ -258,17 +346,54 @@ fn absolute(path: &Path) -> std::path::PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
 }
 
-fn signal_group(pgid: i32, sig: i32) {
-    // SAFETY: `kill` has no memory-safety preconditions; a stale pgid only makes it fail.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::kill(-pgid, sig);
-    }
+/// Every input of the instance, verified in full (the program may read any of their files).
+fn verified_inputs<'a>(ctx: &OpContext<'a>) -> Result<Vec<Input<'a>>, OpError> {
+    ctx.job
+        .inputs
+        .iter()
+        .map(|input| {
+            let (dir, manifest) = ctx.verified_entry(&input.key)?;
+            Ok(Input {
+                input,
+                path: absolute(&dir),
+                params: manifest.input.params,
+            })
+        })
+        .collect()
+}
+
+/// One input as the program sees it in `$ABLATE_INPUTS`.
+struct Input<'a> {
+    input: &'a ablate_run::JobInput,
+    path: std::path::PathBuf,
+    params: ablate_spec::Params,
+}
+
+/// `$ABLATE_INPUTS`: a JSON list of the inputs, each with its stage, label, labels (matrix
+/// values), params and entry directory. Unlike `{in.STAGE}` on the command line, it has no
+/// size limit (#21: 10,000 paths in one `sh -c` argument failed with "Argument list too long").
+fn write_inputs(path: &Path, inputs: &[Input<'_>]) -> Result<(), OpError> {
+    let list: Vec<serde_json::Value> = inputs
+        .iter()
+        .map(|i| {
+            let labels: serde_json::Map<String, Value> = i.input.labels.iter().cloned().collect();
+            json!({
+                "stage": i.input.stage,
+                "label": i.input.id,
+                "key": i.input.key.to_hex(),
+                "labels": labels,
+                "params": i.params,
+                "path": i.path,
+            })
+        })
+        .collect();
+    let json = serde_json::to_vec_pretty(&list).expect("inputs serialise");
+    fs::write(path, json).map_err(io("write", path))
 }
 
 /// Substitutes `{out}`, `{in.STAGE}` and `{param.NAME}`; other braces (shell `${X}`, awk
 /// `{print}`) are left alone.
-fn expand(template: &str, ctx: &OpContext<'_>) -> Result<String, OpError> {
+fn expand(template: &str, ctx: &OpContext<'_>, inputs: &[Input<'_>]) -> Result<String, OpError> {
     let mut out = String::with_capacity(template.len() + 64);
     let mut rest = template;
     while let Some(start) = rest.find('{') {
@@ -282,14 +407,11 @@ fn expand(template: &str, ctx: &OpContext<'_>) -> Result<String, OpError> {
         let replacement = if inner == "out" {
             Some(quote(&ctx.out_dir().to_string_lossy()))
         } else if let Some(stage) = inner.strip_prefix("in.") {
-            // The program may read any file of its inputs: each is verified in full first.
-            let dirs = ctx
-                .job
-                .inputs
+            let dirs: Vec<String> = inputs
                 .iter()
-                .filter(|i| i.stage == stage)
-                .map(|i| Ok(quote(&ctx.verified_entry(&i.key)?.to_string_lossy())))
-                .collect::<Result<Vec<String>, OpError>>()?;
+                .filter(|i| i.input.stage == stage)
+                .map(|i| quote(&i.path.to_string_lossy()))
+                .collect();
             if dirs.is_empty() {
                 let needs: Vec<&str> = ctx.job.inputs.iter().map(|i| i.stage.as_str()).collect();
                 return Err(OpError::msg(format!(
@@ -332,6 +454,14 @@ fn expand(template: &str, ctx: &OpContext<'_>) -> Result<String, OpError> {
     Ok(out)
 }
 
+/// The names in a command line's `{PREFIXname}` placeholders, in order.
+fn placeholders<'a>(template: &'a str, prefix: &'a str) -> impl Iterator<Item = &'a str> {
+    template.split('{').skip(1).filter_map(move |part| {
+        let (inner, _) = part.split_once('}')?;
+        inner.strip_prefix(prefix)
+    })
+}
+
 /// Single-quotes a value for `sh` when it holds anything but safe characters: the shell sees
 /// one word, whatever it holds (`;`, `$(…)`, quotes, spaces).
 fn quote(s: &str) -> String {
@@ -353,9 +483,11 @@ fn clip(text: &str, max: usize) -> String {
     }
 }
 
-fn read_metrics(path: &Path) -> Result<Vec<Metric>, OpError> {
-    let Ok(text) = fs::read_to_string(path) else {
-        return Ok(Vec::new());
+/// `{out}/metrics.json`: final metrics, one object of numbers (`NaN` and `Infinity`, as
+/// Python writes them, are read as such: a non-finite one marks the run diverged).
+fn read_metrics(path: &Path) -> Result<(Vec<Metric>, Option<EntryStatus>), OpError> {
+    let Ok(text) = fs::read(path) else {
+        return Ok((Vec::new(), None));
     };
     let bad = |why: String| {
         OpError::msg(format!(
@@ -363,17 +495,21 @@ fn read_metrics(path: &Path) -> Result<Vec<Metric>, OpError> {
             path.display()
         ))
     };
-    let value: Value =
-        serde_json::from_str(&text).map_err(|e| bad(format!("is not JSON ({e})")))?;
-    let Value::Object(map) = value else {
+    let Value::Object(map) = metrics_log::parse_json(&text).map_err(bad)? else {
         return Err(bad("is not an object".into()));
     };
-    map.into_iter()
-        .map(|(k, v)| match v.as_f64() {
-            Some(x) if x.is_finite() => Ok(Metric::new(k, x)),
-            _ => Err(bad(format!("has `{k}` = {v}, not a finite number"))),
-        })
-        .collect()
+    let mut metrics = Vec::with_capacity(map.len());
+    let mut diverged = None;
+    for (k, v) in map {
+        match metrics_log::number(&v) {
+            Some(x) if x.is_finite() => metrics.push(Metric::new(k, x)),
+            Some(x) => {
+                diverged.get_or_insert_with(|| EntryStatus::diverged(k, None, x));
+            }
+            None => return Err(bad(format!("has `{k}` = {v}, not a number"))),
+        }
+    }
+    Ok((metrics, diverged))
 }
 
 #[cfg(test)]

@@ -129,6 +129,7 @@ impl Op for Digits {
                 Metric::new("classes", f64::from(classes)),
             ],
             publish: Vec::new(),
+            ..OpOutput::default()
         })
     }
 }

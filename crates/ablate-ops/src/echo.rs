@@ -71,6 +71,7 @@ impl Op for Echo {
         Ok(OpOutput {
             metrics: vec![Metric::new("value", p.value)],
             publish: Vec::new(),
+            ..OpOutput::default()
         })
     }
 }

@@ -4,7 +4,7 @@
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 
-use ablate_cache::Metric;
+use ablate_cache::{EntryStatus, Metric};
 use ablate_engine::{
     Activation, Backend, EngineError, EpochReport, ExecOptions, Flow, FlowConfig, Form, Integrator,
     Runtime, TrainConfig, TrainObserver, Weights,
@@ -200,12 +200,6 @@ pub(crate) fn artifact(ctx: &OpContext<'_>, name: &str) -> Result<PathBuf, OpErr
 pub(crate) fn engine_error(e: EngineError) -> OpError {
     match e {
         EngineError::Cancelled => OpError::Cancelled,
-        EngineError::NonFinite { epoch, batch } => OpError::msg(format!(
-            "training diverged: the loss is not finite at epoch {epoch}, batch {batch}; try a smaller `lr` or `h`"
-        )),
-        EngineError::NonFiniteStep { step } => OpError::msg(format!(
-            "training diverged: the loss or its gradient is not finite at step {step}; try a smaller `lr` or `clip`"
-        )),
         oom @ EngineError::OutOfMemory(_) => OpError::msg(format!(
             "{oom}: give the stage more of a GPU (a larger `resources.gpus`, so fewer instances \
              share one), or a smaller model or batch"
@@ -252,10 +246,21 @@ impl Op for TrainFlow {
             threads: ctx.threads(),
             backend: backend(ctx)?,
         };
-        let flow = ablate_engine::train_flow_with(&config, &train, &data, &exec, &mut observer)
-            .map_err(engine_error)?;
-        flow.save(&ctx.out_dir().join("model.safetensors"))
-            .map_err(engine_error)?;
+        // A divergence is a result the executor keeps or fails by the stage's `diverged:`:
+        // the epochs before it are logged, and there is no model to save.
+        let (flow, status) =
+            match ablate_engine::train_flow_with(&config, &train, &data, &exec, &mut observer) {
+                Ok(flow) => (Some(flow), EntryStatus::Done),
+                Err(EngineError::NonFinite { epoch, loss, .. }) => (
+                    None,
+                    EntryStatus::diverged("loss", Some(epoch as u64), f64::from(loss)),
+                ),
+                Err(e) => return Err(engine_error(e)),
+            };
+        if let Some(flow) = &flow {
+            flow.save(&ctx.out_dir().join("model.safetensors"))
+                .map_err(engine_error)?;
+        }
 
         let h = &observer.history;
         let table = Table {
@@ -282,14 +287,17 @@ impl Op for TrainFlow {
             metrics.push(Metric::at_step("loss", epoch, loss));
             metrics.push(Metric::at_step("acc", epoch, acc));
         }
-        if let Some(&(_, loss, acc)) = h.last() {
-            metrics.push(Metric::new("train_loss", loss));
-            metrics.push(Metric::new("train_acc", acc));
+        if let Some(flow) = &flow {
+            if let Some(&(_, loss, acc)) = h.last() {
+                metrics.push(Metric::new("train_loss", loss));
+                metrics.push(Metric::new("train_acc", acc));
+            }
+            metrics.push(Metric::new("params", flow.num_params() as f64));
         }
-        metrics.push(Metric::new("params", flow.num_params() as f64));
         Ok(OpOutput {
             metrics,
             publish: Vec::new(),
+            status,
         })
     }
 }
@@ -396,6 +404,7 @@ impl Op for EvalFlow {
         Ok(OpOutput {
             metrics,
             publish: Vec::new(),
+            ..OpOutput::default()
         })
     }
 }

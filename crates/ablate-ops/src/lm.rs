@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::path::Path;
 
-use ablate_cache::Metric;
+use ablate_cache::{EntryStatus, Metric};
 use ablate_engine::lm::{
     self, Arch, Denoiser, Example, LmConfig, LmObserver, LmTrainConfig, Mixture, MixtureOptions,
     Sampler, StepLog, Task,
     vocab::{self, Mode},
 };
-use ablate_engine::{ExecOptions, Runtime};
+use ablate_engine::{EngineError, ExecOptions, Runtime};
 use ablate_results::{Column, ColumnData, Table};
 use ablate_run::{OpContext, OpError, OpOutput, Progress};
 use ablate_spec::{OpSchema, ParamSpec, ParamType, Params, Value};
@@ -145,6 +145,7 @@ impl Op for DataText {
                 Metric::new("val_bytes", val_bytes as f64),
             ],
             publish: Vec::new(),
+            ..OpOutput::default()
         })
     }
 }
@@ -475,13 +476,16 @@ fn mixture_of(p: &TrainLmParams) -> Result<Mixture, OpError> {
     Ok(mixture)
 }
 
-/// Forwards progress and stops on cancellation (the log comes back from `train_lm`).
+/// Forwards progress, stops on cancellation, and keeps the log (the steps before a divergence
+/// are the result of a diverged run).
 struct StepObserver<'a, 'b> {
     ctx: &'a OpContext<'b>,
+    log: Vec<StepLog>,
 }
 
 impl LmObserver for StepObserver<'_, '_> {
     fn on_step(&mut self, log: &StepLog, steps: usize) -> ControlFlow<()> {
+        self.log.push(log.clone());
         training_progress(self.ctx, log.step, steps, log.loss)
     }
 
@@ -552,16 +556,49 @@ impl Op for TrainLm {
             p.seed,
         )
         .map_err(engine_error)?;
-        let mut observer = StepObserver { ctx };
+        let mut observer = StepObserver {
+            ctx,
+            log: Vec::new(),
+        };
         let mut batches = |_step: usize| sampler.next_batch(p.batch);
         let exec = ExecOptions {
             threads: ctx.threads(),
             backend: backend(ctx)?,
         };
-        let (model, log) = lm::train_lm_with(&cfg, &train, &exec, &mut batches, &mut observer)
-            .map_err(engine_error)?;
-
+        let trained = lm::train_lm_with(&cfg, &train, &exec, &mut batches, &mut observer);
         let out = ctx.out_dir();
+        let stride = metric_stride(p.steps);
+        let stepped = |log: &[StepLog]| -> Vec<Metric> {
+            log.iter()
+                .filter(|l| l.step % stride == 0 || l.step == log.len())
+                .map(|l| Metric::at_step("loss", l.step as u64, f64::from(l.loss)))
+                .collect()
+        };
+        let (model, log) = match trained {
+            Ok(trained) => trained,
+            // A divergence is a result the executor keeps or fails by the stage's `diverged:`:
+            // the steps before it are logged, and there is no model to save.
+            Err(EngineError::NonFiniteStep {
+                step,
+                loss,
+                grad_norm,
+            }) => {
+                let log = observer.log;
+                write_history(&out.join("history.parquet"), &log)?;
+                let status = if loss.is_finite() {
+                    EntryStatus::diverged("grad_norm", Some(step as u64), f64::from(grad_norm))
+                } else {
+                    EntryStatus::diverged("loss", Some(step as u64), f64::from(loss))
+                };
+                return Ok(OpOutput {
+                    metrics: stepped(&log),
+                    publish: Vec::new(),
+                    status,
+                });
+            }
+            Err(e) => return Err(engine_error(e)),
+        };
+
         let meta = LmMeta {
             arch: p.arch,
             generation,
@@ -579,12 +616,7 @@ impl Op for TrainLm {
             .map_err(engine_error)?;
         write_history(&out.join("history.parquet"), &log)?;
 
-        let stride = metric_stride(p.steps);
-        let mut metrics: Vec<Metric> = log
-            .iter()
-            .filter(|l| l.step % stride == 0 || l.step == log.len())
-            .map(|l| Metric::at_step("loss", l.step as u64, f64::from(l.loss)))
-            .collect();
+        let mut metrics = stepped(&log);
         // The final training loss: the mean of the last 5% of steps (one step is noisy).
         let tail = &log[log.len() - (log.len() / 20).max(1)..];
         let train_loss = tail.iter().map(|l| f64::from(l.loss)).sum::<f64>() / tail.len() as f64;
@@ -603,6 +635,7 @@ impl Op for TrainLm {
         Ok(OpOutput {
             metrics,
             publish: Vec::new(),
+            ..OpOutput::default()
         })
     }
 }
@@ -858,6 +891,7 @@ impl Op for EvalLm {
         Ok(OpOutput {
             metrics,
             publish: Vec::new(),
+            ..OpOutput::default()
         })
     }
 }

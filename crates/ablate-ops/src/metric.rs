@@ -186,6 +186,7 @@ impl Op for EvalMetric {
         Ok(OpOutput {
             metrics,
             publish: Vec::new(),
+            ..OpOutput::default()
         })
     }
 }

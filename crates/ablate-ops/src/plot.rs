@@ -10,6 +10,7 @@ mod draw;
 
 use std::collections::BTreeMap;
 
+use ablate_cache::Manifest;
 use ablate_run::{JobInput, OpContext, OpError, OpOutput};
 use ablate_spec::{OpSchema, ParamSpec, ParamType, Value};
 use serde::Deserialize;
@@ -81,18 +82,6 @@ impl PlotParams {
         }
     }
 
-    /// `group` as at most one label: a line per value.
-    fn one_group(&self) -> Result<Option<String>, OpError> {
-        match self.group_keys().as_slice() {
-            [] => Ok(None),
-            [one] => Ok(Some(one.clone())),
-            _ => Err(OpError::msg(format!(
-                "`kind: {}` takes one `group` label (a line per value)",
-                self.kind.name()
-            ))),
-        }
-    }
-
     /// Refuses the params `kind` does not use, naming the kinds that do.
     fn check_applicable(&self) -> Result<(), OpError> {
         let set = [
@@ -136,8 +125,9 @@ impl Plot {
             schema: OpSchema {
                 name: "report.plot",
                 // 2–4: ellipses scaled by the median; titles fit; one-panel rows side by side; row titles
-                // show the labels that differ. 5: `pareto`.
-                version: 5,
+                // show the labels that differ. 5: `pareto`. 6: several `group` labels, a
+                // titled legend, inputs that did not finish left out and named in the title (#21).
+                version: 6,
                 summary: "Gather every instance of its needs into one figure, written as `plot.svg` and \
                           `plot.png` and published as `results/<pipeline>/<stage>.svg` and `.png`. \
                           `line`: metric `y` against label `x`, one line per value of `group`, each point \
@@ -150,7 +140,8 @@ impl Plot {
                           no other point beats on both axes) as a step line. `flow`, `grid`, `metric`: \
                           the per-layer tables of `eval.metric` instances, one row of panels per instance \
                           (at most 6; narrow with `select`), one column per layer — the data coloured by \
-                          class, the deformed grid, or the metric's ellipses.",
+                          class, the deformed grid, or the metric's ellipses. Inputs that failed, were skipped or \
+                          diverged are left out, and the title says how many.",
                 params: vec![
                     ParamSpec::required(
                         "kind",
@@ -189,8 +180,9 @@ impl Plot {
                             ParamType::list(ParamType::Str),
                         )),
                         json!(null),
-                        "line, curve: a label with one line per value, and a legend; pareto: the label (or \
-                         labels) with one point per value (required for `pareto`)",
+                        "line, curve: a label (or labels) with one line per value (per combination), and \
+                         a legend titled by it; pareto: the label (or labels) with one point per value \
+                         (required for `pareto`)",
                     ),
                     ParamSpec::with_default(
                         "facet",
@@ -242,35 +234,72 @@ impl Op for Plot {
 
     fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
         let p: PlotParams = typed("report.plot", ctx.job.params())?;
-        let inputs = select_inputs(&ctx.job.inputs, p.select.as_ref())?;
+        let chosen = choose(ctx, p.select.as_ref())?;
         let out = ctx.out_dir();
         p.check_applicable()?;
+        let entries = &chosen.entries;
+        let note = chosen.note();
         let result = match p.kind {
-            Kind::Line => draw::save(&line_figure(ctx, &inputs, &p)?, out, "plot"),
-            Kind::Curve => draw::save(&curve_figure(ctx, &inputs, &p)?, out, "plot"),
-            Kind::Pareto => draw::save(&pareto_figure(ctx, &inputs, &p)?, out, "plot"),
-            kind => draw::save(&panel_figure(ctx, &inputs, &p, kind)?, out, "plot"),
+            Kind::Line => draw::save(&line_figure(entries, &p, &note)?, out, "plot"),
+            Kind::Curve => draw::save(&curve_figure(entries, &p, &note)?, out, "plot"),
+            Kind::Pareto => draw::save(&pareto_figure(entries, &p, &note)?, out, "plot"),
+            kind => draw::save(&panel_figure(ctx, entries, &p, kind, &note)?, out, "plot"),
         };
         result.map_err(OpError::msg)?;
         Ok(OpOutput {
             metrics: Vec::new(),
             publish: vec!["plot.svg".into(), "plot.png".into()],
+            ..OpOutput::default()
         })
     }
 }
 
-/// The inputs whose labels match `select` (all of them without it).
-fn select_inputs<'a>(
-    inputs: &'a [JobInput],
-    select: Option<&Value>,
-) -> Result<Vec<&'a JobInput>, OpError> {
+/// The selected inputs: those with a result to draw (with their manifests), and why each of
+/// the others is left out: it did not finish (failed, skipped) or diverged.
+struct Chosen<'a> {
+    entries: Vec<(&'a JobInput, Manifest)>,
+    left_out: Vec<&'static str>,
+}
+
+impl Chosen<'_> {
+    /// What the title says was left out: ` (left out: 1 failed, 2 diverged)`.
+    fn note(&self) -> String {
+        if self.left_out.is_empty() {
+            return String::new();
+        }
+        format!(" (left out: {})", ablate_results::gap_text(&self.left_out))
+    }
+}
+
+/// The inputs whose labels match `select` (all of them without it), those that did not finish
+/// apart (#21): a figure leaves them out and says so.
+fn choose<'a>(ctx: &OpContext<'a>, select: Option<&Value>) -> Result<Chosen<'a>, OpError> {
+    let job = ctx.job;
     let select = data::parse_select(select).map_err(OpError::msg)?;
-    let chosen: Vec<&JobInput> = inputs
+    let mut chosen = Chosen {
+        entries: Vec::new(),
+        left_out: job
+            .missing
+            .iter()
+            .filter(|m| data::selected(&m.labels, &select))
+            .map(|m| m.why.name())
+            .collect(),
+    };
+    for input in job
+        .inputs
         .iter()
         .filter(|i| data::selected(&i.labels, &select))
-        .collect();
-    if chosen.is_empty() {
-        let mut keys: Vec<&str> = inputs
+    {
+        let manifest = ctx.manifest(&input.key)?;
+        if manifest.status.is_done() {
+            chosen.entries.push((input, manifest));
+        } else {
+            chosen.left_out.push(manifest.status.name());
+        }
+    }
+    if chosen.entries.is_empty() && chosen.left_out.is_empty() {
+        let mut keys: Vec<&str> = job
+            .inputs
             .iter()
             .flat_map(|i| i.labels.iter().map(|(k, _)| k.as_str()))
             .collect();
@@ -278,26 +307,70 @@ fn select_inputs<'a>(
         keys.dedup();
         return Err(OpError::msg(format!(
             "`select` matches none of the {} inputs (their labels: {})",
-            inputs.len(),
+            job.inputs.len() + job.missing.len(),
             data::list(&keys)
+        )));
+    }
+    if chosen.entries.is_empty() {
+        return Err(OpError::msg(format!(
+            "nothing to draw: none of the {} selected inputs has a result ({})",
+            chosen.left_out.len(),
+            ablate_results::gap_text(&chosen.left_out)
         )));
     }
     Ok(chosen)
 }
 
+/// An error when no input has metric `name` (logged by step, for `stepped`), with the nearest
+/// name they have and what they have (#21).
+fn none_has(entries: &[(&JobInput, Manifest)], name: &str, stepped: bool) -> Result<(), OpError> {
+    let names: Vec<(&str, Vec<&str>)> = entries
+        .iter()
+        .map(|(input, m)| {
+            let mut names: Vec<&str> = m
+                .metrics
+                .iter()
+                .filter(|x| !stepped || x.step.is_some())
+                .map(|x| x.name.as_str())
+                .collect();
+            names.sort_unstable();
+            names.dedup();
+            (input.id.as_str(), names)
+        })
+        .collect();
+    // Logged as a final value only: each input's own error says so.
+    if stepped
+        && entries
+            .iter()
+            .any(|(_, m)| m.metrics.iter().any(|x| x.name == name))
+    {
+        return Ok(());
+    }
+    let what = if stepped {
+        "the stepped metric"
+    } else {
+        "the metric"
+    };
+    match crate::report::name_problem(name, &names, false, what) {
+        Some(problem) => Err(OpError::msg(problem)),
+        None => Ok(()),
+    }
+}
+
 fn line_figure(
-    ctx: &OpContext<'_>,
-    inputs: &[&JobInput],
+    entries: &[(&JobInput, Manifest)],
     p: &PlotParams,
+    note: &str,
 ) -> Result<LineFigure, OpError> {
     let (Some(x), Some(y)) = (&p.x, &p.y) else {
         return Err(OpError::msg(
             "`kind: line` needs `x` (a label) and `y` (a metric)",
         ));
     };
-    let group = p.one_group()?;
-    let obs = observations(ctx, inputs)?;
-    let (x_axis, series) = data::aggregate(&obs, x, y, group.as_deref()).map_err(OpError::msg)?;
+    let group = p.group_keys();
+    none_has(entries, y, false)?;
+    let obs = observations(entries);
+    let (x_axis, series) = data::aggregate(&obs, x, y, &group).map_err(OpError::msg)?;
     let all = || series.iter().flat_map(|s| &s.points);
     if p.log_x {
         if let data::XAxis::Categorical(_) = x_axis {
@@ -316,12 +389,13 @@ fn line_figure(
             "`log_y` needs positive values of metric `{y}`"
         )));
     }
-    let title = p.title.clone().unwrap_or_else(|| match &group {
-        Some(g) => format!("{y} vs {x} by {g}"),
-        None => format!("{y} vs {x}"),
+    let title = p.title.clone().unwrap_or_else(|| match group.is_empty() {
+        false => format!("{y} vs {x} by {}", group.join(", ")),
+        true => format!("{y} vs {x}"),
     });
     Ok(LineFigure {
-        title,
+        title: format!("{title}{note}"),
+        legend_title: (!group.is_empty()).then(|| group.join(", ")),
         x_name: x.clone(),
         y_name: y.clone(),
         x_axis,
@@ -336,20 +410,20 @@ fn line_figure(
 /// Metric `y` against the step (#18): every input must log it with a step, so a selection
 /// that mixes in another stage's inputs fails instead of quietly plotting fewer lines.
 fn curve_figure(
-    ctx: &OpContext<'_>,
-    inputs: &[&JobInput],
+    entries: &[(&JobInput, Manifest)],
     p: &PlotParams,
+    note: &str,
 ) -> Result<LineFigure, OpError> {
     let Some(y) = &p.y else {
         return Err(OpError::msg(
             "`kind: curve` needs `y` (a metric logged by step)",
         ));
     };
-    let group = p.one_group()?;
-    let stepped = inputs
+    let group = p.group_keys();
+    none_has(entries, y, true)?;
+    let stepped = entries
         .iter()
-        .map(|input| {
-            let manifest = ctx.manifest(&input.key)?;
+        .map(|(input, manifest)| {
             Ok(Stepped {
                 id: input.id.clone(),
                 labels: input.labels.clone(),
@@ -358,7 +432,7 @@ fn curve_figure(
             })
         })
         .collect::<Result<Vec<_>, OpError>>()?;
-    let series = data::curves(&stepped, group.as_deref()).map_err(OpError::msg)?;
+    let series = data::curves(&stepped, &group).map_err(OpError::msg)?;
     let all = || series.iter().flat_map(|s| &s.points);
     if p.log_x && all().any(|pt| pt.x <= 0.0) {
         return Err(OpError::msg(format!(
@@ -370,12 +444,13 @@ fn curve_figure(
             "`log_y` needs positive values of metric `{y}`"
         )));
     }
-    let title = p.title.clone().unwrap_or_else(|| match &group {
-        Some(g) => format!("{y} vs step by {g}"),
-        None => format!("{y} vs step"),
+    let title = p.title.clone().unwrap_or_else(|| match group.is_empty() {
+        false => format!("{y} vs step by {}", group.join(", ")),
+        true => format!("{y} vs step"),
     });
     Ok(LineFigure {
-        title,
+        title: format!("{title}{note}"),
+        legend_title: (!group.is_empty()).then(|| group.join(", ")),
         x_name: "step".into(),
         y_name: y.clone(),
         x_axis: data::XAxis::Numeric,
@@ -388,23 +463,24 @@ fn curve_figure(
 }
 
 /// The labels and final metrics of each input.
-fn observations(ctx: &OpContext<'_>, inputs: &[&JobInput]) -> Result<Vec<Observation>, OpError> {
-    inputs
+fn observations(entries: &[(&JobInput, Manifest)]) -> Vec<Observation> {
+    entries
         .iter()
-        .map(|input| {
-            Ok(Observation {
-                id: input.id.clone(),
-                labels: input.labels.clone(),
-                metrics: crate::report::final_metrics(ctx, input)?,
-            })
+        .map(|(input, manifest)| Observation {
+            id: input.id.clone(),
+            labels: input.labels.clone(),
+            metrics: manifest
+                .final_metrics()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
         })
         .collect()
 }
 
 fn pareto_figure(
-    ctx: &OpContext<'_>,
-    inputs: &[&JobInput],
+    entries: &[(&JobInput, Manifest)],
     p: &PlotParams,
+    note: &str,
 ) -> Result<ParetoFigure, OpError> {
     let group = p.group_keys();
     let (Some(x), Some(y), false) = (&p.x, &p.y, group.is_empty()) else {
@@ -428,7 +504,9 @@ fn pareto_figure(
         )));
     }
     let lower = [x, y].map(|m| p.lower_is_better.contains(m));
-    let obs = observations(ctx, inputs)?;
+    none_has(entries, x, false)?;
+    none_has(entries, y, false)?;
+    let obs = observations(entries);
     let pareto =
         data::pareto(&obs, x, y, &group, p.facet.as_deref(), lower).map_err(OpError::msg)?;
     if pareto.facets.len() > MAX_ROWS {
@@ -450,7 +528,7 @@ fn pareto_figure(
         .clone()
         .unwrap_or_else(|| format!("{y} vs {x} by {}, Pareto frontier", group.join(", ")));
     Ok(ParetoFigure {
-        title,
+        title: format!("{title}{note}"),
         x_name: axis_name(x, lower[0]),
         y_name: axis_name(y, lower[1]),
         pareto,
@@ -460,10 +538,12 @@ fn pareto_figure(
 
 fn panel_figure(
     ctx: &OpContext<'_>,
-    inputs: &[&JobInput],
+    entries: &[(&JobInput, Manifest)],
     p: &PlotParams,
     kind: Kind,
+    note: &str,
 ) -> Result<PanelFigure, OpError> {
+    let inputs: Vec<&JobInput> = entries.iter().map(|(input, _)| *input).collect();
     if inputs.len() > MAX_ROWS {
         return Err(OpError::msg(format!(
             "{} inputs would make {} rows of panels, but at most {MAX_ROWS} fit; narrow them \
@@ -482,7 +562,7 @@ fn panel_figure(
                 .iter()
                 .any(|i| i.labels.iter().find(|(k, _)| k == key).map(|(_, v)| v) != Some(value))
     };
-    for input in inputs {
+    for input in &inputs {
         let shown: Vec<(String, Value)> = input
             .labels
             .iter()
@@ -529,6 +609,7 @@ fn panel_figure(
         Kind::Metric => title.push_str(" (ellipses uᵀgu = 1, scaled)"),
         _ => {}
     }
+    title.push_str(note);
     Ok(PanelFigure {
         title,
         rows,

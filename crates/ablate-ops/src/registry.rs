@@ -14,6 +14,19 @@ pub(crate) trait Op: Send + Sync {
     fn check_value(&self, _param: &str, _value: &Value) -> Result<(), String> {
         Ok(())
     }
+    /// Checks of one planned instance that need its inputs and the cache's place: what would
+    /// otherwise fail only once its inputs have been computed (see [`Registry::check_instance`]).
+    fn check_instance(&self, _params: &Params, _planned: &Planned<'_>) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// What [`Op::check_instance`] knows of a planned instance besides its params.
+pub struct Planned<'a> {
+    /// The stage of each of its inputs, one per input instance.
+    pub input_stages: Vec<&'a str>,
+    /// The length in bytes of an entry directory's absolute path in the cache it will use.
+    pub entry_dir_len: usize,
 }
 
 /// Every built-in op, by name.
@@ -43,6 +56,18 @@ impl Registry {
 
     pub fn schemas(&self) -> impl Iterator<Item = &OpSchema> {
         self.ops.iter().map(|op| op.schema())
+    }
+
+    /// Checks one planned instance of `op` (e.g. that `cmd`'s command line will fit once its
+    /// `{in.STAGE}` are expanded): the message says what is wrong and what to do instead.
+    pub fn check_instance(
+        &self,
+        op: &str,
+        params: &Params,
+        planned: &Planned<'_>,
+    ) -> Result<(), String> {
+        self.op(op)
+            .map_or(Ok(()), |o| o.check_instance(params, planned))
     }
 
     fn op(&self, name: &str) -> Option<&dyn Op> {

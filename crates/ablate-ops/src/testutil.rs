@@ -27,6 +27,8 @@ pub(crate) fn job(op: &str, params: Params, inputs: Vec<JobInput>, device: &str)
         resources: Resources::default(),
         retries: 0,
         timeout: None,
+        diverged: Default::default(),
         visible_gpus: None,
+        missing: Vec::new(),
     }
 }

@@ -15,7 +15,8 @@ use crate::deps::{self, ExpandError, Expansion};
 use crate::{Instance, InstanceId, Plan};
 
 /// Plans a validated pipeline. `workdir` is where relative file dependencies (`cmd`'s `deps`:
-/// files, directories and globs, see `deps.rs`) are read from. Every problem found is
+/// files, directories and globs, see `deps.rs`; data files) are read from: the pipeline file's
+/// directory or its `workdir:`, which the caller resolves. Every problem found is
 /// reported, each pointing into the pipeline file.
 pub fn build(
     pipeline: &Pipeline,
@@ -152,7 +153,8 @@ impl Builder<'_> {
             ));
             return Vec::new();
         };
-        let (inputs_by_name, version) = (schema.inputs_by_name, schema.version);
+        let (inputs_by_name, version, report) =
+            (schema.inputs_by_name, schema.version, schema.gathers);
         let resources = instance_resources(stage, schema.on_device);
         let protos = self.protos(stage);
         let own = stage.matrix.expand();
@@ -227,8 +229,11 @@ impl Builder<'_> {
                     resources,
                     retries: stage.retries,
                     timeout: stage.timeout,
+                    diverged: stage.diverged,
                     device: stage.device,
                     gather: stage.gather,
+                    report,
+                    strict: stage.strict,
                 };
                 let node = InstanceId(self.graph.add_node(instance));
                 for &input in &proto.inputs {
@@ -437,7 +442,8 @@ impl Builder<'_> {
             Some(stage.span),
             None,
             Some(format!(
-                "{why} (paths in `deps` are relative to `{}`)",
+                "{why} (paths in `deps` are relative to `{}`: the pipeline file's directory, \
+                 or its `workdir:`)",
                 self.workdir.display()
             )),
         ));
@@ -466,7 +472,8 @@ pub(crate) fn render_value(v: &Value) -> String {
     }
 }
 
-fn render_label(labels: &[(String, Value)]) -> String {
+/// `weights=shared,steps=4`: how an instance's labels read in its id.
+pub fn render_label(labels: &[(String, Value)]) -> String {
     labels
         .iter()
         .map(|(k, v)| format!("{k}={}", render_value(v)))

@@ -1,7 +1,8 @@
 //! Which files a `deps` entry names (#18): a file, every file below a directory, or every file
 //! a glob matches — so the code a stage runs is part of its key, file by file.
 //!
-//! The rules, for an entry written relative to the working directory (or absolute):
+//! The rules, for an entry written relative to the pipeline's working directory (the file's
+//! own directory, or its `workdir:`), or absolute:
 //!
 //! - An entry naming an existing file (following a symlink) is that file, path as written,
 //!   even if its name holds a glob character: keys of plain file deps never change.

@@ -34,8 +34,17 @@ pub struct Instance {
     pub retries: u32,
     /// Wall-clock limit of one attempt (the stage's `timeout`); not part of the key.
     pub timeout: Option<std::time::Duration>,
+    /// What a divergence does (the stage's `diverged`); not part of the key.
+    pub diverged: ablate_spec::OnDiverge,
     pub device: Device,
     pub gather: bool,
+    /// Its op builds a report from its inputs' results (`report.table`, `report.plot`,
+    /// `report.claims`: ops that gather): it reads each input's status, so a diverged input is
+    /// shown as such rather than skipping it.
+    pub report: bool,
+    /// A report that needs every input to have finished (the stage's `strict`); a report that
+    /// is not strict also runs when some inputs failed or were skipped, and marks them.
+    pub strict: bool,
 }
 
 impl Instance {

@@ -11,7 +11,7 @@ mod instance;
 mod render;
 mod status;
 
-pub use build::build;
+pub use build::{build, render_label};
 pub use instance::{Instance, InstanceId, Plan};
 pub use render::{Format, render};
 pub use status::{Change, Reason, Status, statuses};

@@ -366,6 +366,7 @@ fn commit(store: &Store, p: &Plan, id: &str) {
         device: "cpu".into(),
         host: "h".into(),
         ablate_version: "0".into(),
+        status: Default::default(),
         checksum: None,
     })
     .unwrap();

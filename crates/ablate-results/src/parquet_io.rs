@@ -57,6 +57,18 @@ pub fn read_table(path: &Path) -> Result<Table, ResultsError> {
     Ok(Table { columns })
 }
 
+/// The names of a Parquet file's timestamp columns, which [`read_table`] reads as microseconds
+/// since the Unix epoch: a caller that prints the table prints them as dates.
+pub fn timestamp_columns(path: &Path) -> Result<Vec<String>, ResultsError> {
+    let (schema, _) = read_schema(path)?;
+    Ok(schema
+        .fields()
+        .iter()
+        .filter(|f| matches!(f.data_type(), DataType::Timestamp(..)))
+        .map(|f| f.name().clone())
+        .collect())
+}
+
 /// Writes one batch as a Snappy-compressed Parquet file, atomically.
 pub(crate) fn write_batch(path: &Path, batch: &RecordBatch) -> Result<(), ResultsError> {
     write_atomic(path, |file| {

@@ -12,12 +12,16 @@ use crate::render::{Align, escape_markdown, markdown_table};
 use crate::table::{Column, ColumnData, Table};
 use crate::value::{Kind, cmp_tuples, column_data, display};
 
-/// One finished instance as the report sees it: its labels (params, matrix values, seed) and
-/// its final metrics.
+/// One instance as the report sees it: its labels (params, matrix values, seed) and its final
+/// metrics — or, for an instance without a result to show, why (`missing`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Observation {
     pub labels: BTreeMap<String, Value>,
     pub metrics: BTreeMap<String, f64>,
+    /// Why the instance has no result to show: `failed`, `skipped`, `diverged` (its metrics,
+    /// if any, are not used). Its cell says so, beside the aggregate of those that finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing: Option<String>,
 }
 
 /// How the observations in one cell are combined.
@@ -86,7 +90,10 @@ pub struct Pivot {
 ///
 /// Table columns: the row keys, then per metric (in `spec.metrics` order) and per column
 /// group, `metric[k=v,…].mean`/`.std`/`.n` for `mean_std`, or `metric[k=v,…].<aggregate>`
-/// (`metric.<aggregate>` when there are no `cols`). Missing combinations are null.
+/// (`metric.<aggregate>` when there are no `cols`). Missing combinations are null, and so is
+/// the `std` of one observation. When some observations are `missing` (inputs that did not
+/// finish), each group also gets `metric[k=v,…].missing`: what is missing from the cell (`1
+/// failed`), null where nothing is; a cell with nothing else has a null aggregate and `n` 0.
 ///
 /// With `spec.relative`, each absolute column gets a gain column beside it, named
 /// `<prefix> (Δ% vs base)`, all after the absolute columns; the Markdown shows the gains first,
@@ -137,6 +144,8 @@ pub(crate) struct Grid<'a> {
     pub(crate) row_keys: Vec<Vec<&'a Value>>,
     pub(crate) col_keys: Vec<Vec<&'a Value>>,
     pub(crate) values: Vec<Vec<Vec<Vec<f64>>>>,
+    /// `gaps[row][col]`: why each missing observation of the cell is missing.
+    pub(crate) gaps: Vec<Vec<Vec<&'a str>>>,
 }
 
 impl<'a> Grid<'a> {
@@ -154,20 +163,23 @@ impl<'a> Grid<'a> {
                     })
                     .collect()
             };
-            let metrics = spec
-                .metrics
-                .iter()
-                .map(|metric| {
-                    o.metrics
-                        .get(metric)
-                        .copied()
-                        .ok_or_else(|| ResultsError::MissingMetric {
-                            index,
-                            metric: metric.clone(),
-                            available: o.metrics.keys().cloned().collect(),
-                        })
-                })
-                .collect::<Result<Vec<f64>, _>>()?;
+            let metrics = match &o.missing {
+                Some(why) => Err(why.as_str()),
+                None => Ok(spec
+                    .metrics
+                    .iter()
+                    .map(|metric| {
+                        o.metrics
+                            .get(metric)
+                            .copied()
+                            .ok_or_else(|| ResultsError::MissingMetric {
+                                index,
+                                metric: metric.clone(),
+                                available: o.metrics.keys().cloned().collect(),
+                            })
+                    })
+                    .collect::<Result<Vec<f64>, _>>()?),
+            };
             placed.push((tuple(&spec.rows)?, tuple(&spec.cols)?, metrics));
         }
 
@@ -186,16 +198,23 @@ impl<'a> Grid<'a> {
 
         let mut values =
             vec![vec![vec![Vec::new(); col_keys.len()]; row_keys.len()]; spec.metrics.len()];
+        let mut gaps = vec![vec![Vec::new(); col_keys.len()]; row_keys.len()];
         for (row, col, metrics) in &placed {
             let (r, c) = (position(&row_keys, row), position(&col_keys, col));
-            for (m, &x) in metrics.iter().enumerate() {
-                values[m][r][c].push(x);
+            match metrics {
+                Ok(metrics) => {
+                    for (m, &x) in metrics.iter().enumerate() {
+                        values[m][r][c].push(x);
+                    }
+                }
+                Err(why) => gaps[r][c].push(*why),
             }
         }
         Ok(Self {
             row_keys,
             col_keys,
             values,
+            gaps,
         })
     }
 
@@ -213,8 +232,14 @@ impl<'a> Grid<'a> {
         }
     }
 
+    /// Whether any observation is missing.
+    pub(crate) fn has_gaps(&self) -> bool {
+        self.gaps.iter().flatten().any(|g| !g.is_empty())
+    }
+
     fn table(&self, spec: &PivotSpec) -> Result<Table, ResultsError> {
         let mut columns = Vec::new();
+        let has_gaps = self.has_gaps();
         for (j, key) in spec.rows.iter().enumerate() {
             let values: Vec<Option<&Value>> = self.row_keys.iter().map(|t| Some(t[j])).collect();
             let kind = Kind::infer(values.iter().copied());
@@ -227,18 +252,26 @@ impl<'a> Grid<'a> {
                     .iter()
                     .map(|row| summarize(&row[c], spec.aggregate))
                     .collect();
-                let floats = |f: fn(&Summary) -> f64| -> ColumnData {
-                    ColumnData::Float(cells.iter().map(|s| s.as_ref().map(f)).collect())
+                let floats = |f: fn(&Summary) -> Option<f64>| -> ColumnData {
+                    ColumnData::Float(cells.iter().map(|s| s.as_ref().and_then(f)).collect())
                 };
+                // A cell whose observations all went missing counts 0.
                 let counts = ColumnData::Int(
                     cells
                         .iter()
-                        .map(|s| s.as_ref().map(|s| s.n as i64))
+                        .zip(&self.gaps)
+                        .map(|(s, gaps)| match s {
+                            Some(s) => Some(s.n as i64),
+                            None => (!gaps[c].is_empty()).then_some(0),
+                        })
                         .collect(),
                 );
                 match spec.aggregate {
                     Aggregate::MeanStd => {
-                        columns.push(Column::new(format!("{prefix}.mean"), floats(|s| s.value)));
+                        columns.push(Column::new(
+                            format!("{prefix}.mean"),
+                            floats(|s| Some(s.value)),
+                        ));
                         columns.push(Column::new(format!("{prefix}.std"), floats(|s| s.std)));
                         columns.push(Column::new(format!("{prefix}.n"), counts));
                     }
@@ -247,8 +280,19 @@ impl<'a> Grid<'a> {
                     }
                     agg => columns.push(Column::new(
                         format!("{prefix}.{}", agg.name()),
-                        floats(|s| s.value),
+                        floats(|s| Some(s.value)),
                     )),
+                }
+                if has_gaps {
+                    let missing = self
+                        .gaps
+                        .iter()
+                        .map(|gaps| (!gaps[c].is_empty()).then(|| gap_text(&gaps[c])))
+                        .collect::<Vec<_>>();
+                    columns.push(Column::new(
+                        format!("{prefix}.missing"),
+                        ColumnData::Str(missing),
+                    ));
                 }
             }
         }
@@ -274,23 +318,32 @@ impl<'a> Grid<'a> {
 
     /// One metric's table. The count of observations per cell goes in the column headers when
     /// it is the same everywhere; otherwise cells off the most common count are marked and a
-    /// footnote names that count.
+    /// footnote names that count. A cell with missing observations says what is missing, and
+    /// how many the rest are: `0.930 ± 0.010 (n=2, 1 failed)`, or `failed` alone.
     fn metric_markdown(&self, spec: &PivotSpec, m: usize, metric: &str) -> String {
         let cells: Vec<Vec<Option<Summary>>> = self.values[m]
             .iter()
             .map(|row| row.iter().map(|v| summarize(v, spec.aggregate)).collect())
             .collect();
-        let counts: Vec<usize> = cells.iter().flatten().flatten().map(|s| s.n).collect();
+        // Cells with gaps show their own count.
+        let counts: Vec<usize> = cells
+            .iter()
+            .zip(&self.gaps)
+            .flat_map(|(row, gaps)| row.iter().zip(gaps))
+            .filter(|(_, gaps)| gaps.is_empty())
+            .filter_map(|(s, _)| s.as_ref().map(|s| s.n))
+            .collect();
         let shows_n = spec.aggregate != Aggregate::Count && !counts.is_empty();
         let uniform_n = shows_n && counts.iter().all(|&n| n == counts[0]);
         let usual_n = most_common(&counts);
 
         let mut header: Vec<String> = spec.rows.iter().map(|k| escape_markdown(k)).collect();
         for col_key in &self.col_keys {
-            let title = match spec.cols.len() {
-                0 => metric.to_owned(),
-                1 => display(col_key[0]),
-                _ => assignments(&spec.cols, col_key),
+            // The column's labels with their keys (`hidden=32`): a bare `32` says nothing.
+            let title = if spec.cols.is_empty() {
+                metric.to_owned()
+            } else {
+                assignments(&spec.cols, col_key)
             };
             let n = if uniform_n {
                 format!(" (n={})", counts[0])
@@ -310,16 +363,29 @@ impl<'a> Grid<'a> {
             .row_keys
             .iter()
             .zip(&cells)
-            .map(|(row_key, row_cells)| {
+            .zip(&self.gaps)
+            .map(|((row_key, row_cells), row_gaps)| {
                 let keys = row_key.iter().map(|v| escape_markdown(&display(v)));
-                let values = row_cells.iter().map(|cell| {
-                    let Some(s) = cell else { return String::new() };
+                let values = row_cells.iter().zip(row_gaps).map(|(cell, gaps)| {
+                    let Some(s) = cell else {
+                        return only_gaps_text(gaps);
+                    };
                     let text = match spec.aggregate {
-                        Aggregate::MeanStd => format!("{:.p$} ± {:.p$}", s.value, s.std),
+                        // One value has no spread: `± 0.000` would claim one.
+                        Aggregate::MeanStd if s.n > 1 => {
+                            format!("{:.p$} ± {:.p$}", s.value, s.std.unwrap_or(0.0))
+                        }
                         Aggregate::Count => s.n.to_string(),
                         _ => format!("{:.p$}", s.value),
                     };
-                    if shows_n && !uniform_n && s.n != usual_n {
+                    if !gaps.is_empty() {
+                        let n = if spec.aggregate == Aggregate::Count {
+                            String::new()
+                        } else {
+                            format!("n={}, ", s.n)
+                        };
+                        format!("{text} ({n}{})", gap_text(gaps))
+                    } else if shows_n && !uniform_n && s.n != usual_n {
                         format!("{text} (n={})", s.n)
                     } else {
                         text
@@ -334,6 +400,32 @@ impl<'a> Grid<'a> {
             out.push_str(&format!("\nn={usual_n} per cell unless marked.\n"));
         }
         out
+    }
+}
+
+/// What is missing, counted by why: `1 failed`, `2 failed, 1 diverged`; empty for nothing.
+pub fn gap_text(gaps: &[&str]) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for why in gaps {
+        match counts.iter_mut().find(|(w, _)| w == why) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((why, 1)),
+        }
+    }
+    counts.sort_by_key(|(w, _)| *w);
+    counts
+        .iter()
+        .map(|(why, n)| format!("{n} {why}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A cell with nothing but missing observations: why (`diverged`) when they share the reason,
+/// else [`gap_text`].
+pub(crate) fn only_gaps_text(gaps: &[&str]) -> String {
+    match gaps.split_first() {
+        Some((first, rest)) if rest.iter().all(|g| g == first) => (*first).to_owned(),
+        _ => gap_text(gaps),
     }
 }
 
@@ -357,11 +449,12 @@ fn most_common(counts: &[usize]) -> usize {
         .map_or(0, |(n, _)| n)
 }
 
-/// One cell's aggregate: `value` is the mean, median, min or max; `std` only for mean_std.
+/// One cell's aggregate: `value` is the mean, median, min or max; `std` only for mean_std
+/// of two or more values (a sample standard deviation of one value is undefined).
 struct Summary {
     n: usize,
     value: f64,
-    std: f64,
+    std: Option<f64>,
 }
 
 fn summarize(values: &[f64], aggregate: Aggregate) -> Option<Summary> {
@@ -373,15 +466,13 @@ fn summarize(values: &[f64], aggregate: Aggregate) -> Option<Summary> {
     let (value, std) = match aggregate {
         Aggregate::MeanStd => {
             let mean = mean();
-            let std = if n < 2 {
-                0.0
-            } else {
+            let std = (n >= 2).then(|| {
                 let ss: f64 = values.iter().map(|x| (x - mean).powi(2)).sum();
                 (ss / (n - 1) as f64).sqrt()
-            };
+            });
             (mean, std)
         }
-        Aggregate::Mean => (mean(), 0.0),
+        Aggregate::Mean => (mean(), None),
         Aggregate::Median => {
             let mut sorted = values.to_vec();
             sorted.sort_by(f64::total_cmp);
@@ -391,14 +482,14 @@ fn summarize(values: &[f64], aggregate: Aggregate) -> Option<Summary> {
             } else {
                 (sorted[mid - 1] + sorted[mid]) / 2.0
             };
-            (median, 0.0)
+            (median, None)
         }
-        Aggregate::Min => (values.iter().copied().fold(f64::INFINITY, f64::min), 0.0),
+        Aggregate::Min => (values.iter().copied().fold(f64::INFINITY, f64::min), None),
         Aggregate::Max => (
             values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-            0.0,
+            None,
         ),
-        Aggregate::Count => (n as f64, 0.0),
+        Aggregate::Count => (n as f64, None),
     };
     Some(Summary { n, value, std })
 }
@@ -413,6 +504,7 @@ pub(crate) mod tests {
         Observation {
             labels: serde_json::from_value(labels).unwrap(),
             metrics: metrics.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            missing: None,
         }
     }
 
@@ -495,24 +587,23 @@ pub(crate) mod tests {
         );
         // shared/4: (0.90 + 0.92 + 0.94) / 3 = 0.92; deviations ±0.02 → s = √(0.0008 / 2) = 0.02.
         // tied/4: 0.84, deviations ±0.04 → s = √(0.0032 / 2) = 0.04.
-        // shared/16: 0.96, deviations ±0.01 → s = √(0.0002 / 1); tied/16: one run → s = 0.
+        // shared/16: 0.96, deviations ±0.01 → s = √(0.0002 / 1); tied/16: one run → no s.
         assert_close(&floats(&p.table, "test_acc[steps=4].mean"), &[0.92, 0.84]);
         assert_close(&floats(&p.table, "test_acc[steps=4].std"), &[0.02, 0.04]);
         assert_close(&floats(&p.table, "test_acc[steps=16].mean"), &[0.96, 0.85]);
-        assert_close(
-            &floats(&p.table, "test_acc[steps=16].std"),
-            &[0.0002_f64.sqrt(), 0.0],
-        );
+        let std16 = floats(&p.table, "test_acc[steps=16].std");
+        assert!((std16[0].unwrap() - 0.0002_f64.sqrt()).abs() < 1e-12);
+        assert_eq!(std16[1], None, "the sample std of one value is undefined");
         assert_eq!(
             p.table.column("test_acc[steps=16].n").unwrap().data,
             ColumnData::Int(vec![Some(2), Some(1)])
         );
 
         let expected = "\
-| weights |             4 |                  16 |
+| weights |       steps=4 |            steps=16 |
 | ------- | ------------: | ------------------: |
 | shared  | 0.920 ± 0.020 | 0.960 ± 0.014 (n=2) |
-| tied    | 0.840 ± 0.040 | 0.850 ± 0.000 (n=1) |
+| tied    | 0.840 ± 0.040 |         0.850 (n=1) |
 
 n=3 per cell unless marked.
 ";
@@ -606,10 +697,10 @@ n=3 per cell unless marked.
             ColumnData::Int(vec![Some(2), Some(1)])
         );
         let expected = "\
-| weights |   4 |  16 |
-| ------- | --: | --: |
-| shared  |   3 |   2 |
-| tied    |   3 |   1 |
+| weights | steps=4 | steps=16 |
+| ------- | ------: | -------: |
+| shared  |       3 |        2 |
+| tied    |       3 |        1 |
 ";
         assert_eq!(count.markdown, expected);
     }
@@ -681,12 +772,70 @@ n=3 per cell unless marked.
             ColumnData::Float(vec![Some(0.75), None])
         );
         let expected = "\
-| weights | 4 (n=1) | 8 (n=1) |
-| ------- | ------: | ------: |
-| shared  |   0.250 |   0.750 |
-| tied    |   0.500 |         |
+| weights | steps=4 (n=1) | steps=8 (n=1) |
+| ------- | ------------: | ------------: |
+| shared  |         0.250 |         0.750 |
+| tied    |         0.500 |               |
 ";
         assert_eq!(by_row.markdown, expected);
+    }
+
+    /// #21: a table built from what finished marks each cell's missing observations, and keeps
+    /// its numbers over the rest.
+    #[test]
+    fn cells_with_inputs_that_did_not_finish_say_so() {
+        let o = |lr: f64, hidden: i64, acc: Option<f64>, missing: Option<&str>| Observation {
+            labels: serde_json::from_value(json!({"lr": lr, "hidden": hidden})).unwrap(),
+            metrics: acc.map(|a| ("acc".to_owned(), a)).into_iter().collect(),
+            missing: missing.map(str::to_owned),
+        };
+        let obs = vec![
+            o(0.1, 32, Some(0.92), None),
+            o(0.1, 32, Some(0.94), None),
+            o(0.1, 32, None, Some("failed")),
+            o(0.1, 128, Some(0.95), None),
+            o(0.1, 128, Some(0.96), None),
+            o(0.1, 128, Some(0.97), None),
+            // A diverged run keeps the metrics it logged, which no aggregate may use.
+            o(1.0, 32, Some(0.10), Some("diverged")),
+            o(1.0, 32, None, Some("diverged")),
+            o(1.0, 128, None, Some("failed")),
+            o(1.0, 128, None, Some("skipped")),
+        ];
+        let p = pivot(
+            &obs,
+            &spec(&["lr"], &["hidden"], &["acc"], Aggregate::MeanStd),
+        )
+        .unwrap();
+        let expected = "\
+| lr  |               hidden=32 (n=3) |    hidden=128 (n=3) |
+| --- | ----------------------------: | ------------------: |
+| 0.1 | 0.930 ± 0.014 (n=2, 1 failed) |       0.960 ± 0.010 |
+| 1.0 |                      diverged | 1 failed, 1 skipped |
+";
+        assert_eq!(p.markdown, expected);
+        assert_close(&floats(&p.table, "acc[hidden=32].mean")[..1], &[0.93]);
+        assert_eq!(floats(&p.table, "acc[hidden=32].mean")[1], None);
+        assert_eq!(
+            p.table.column("acc[hidden=32].n").unwrap().data,
+            ColumnData::Int(vec![Some(2), Some(0)])
+        );
+        assert_eq!(
+            p.table.column("acc[hidden=128].missing").unwrap().data,
+            ColumnData::from(vec![None, Some("1 failed, 1 skipped")])
+        );
+        assert_eq!(
+            p.table.column("acc[hidden=32].missing").unwrap().data,
+            ColumnData::from(vec![Some("1 failed"), Some("2 diverged")])
+        );
+        // Without gaps, no `.missing` columns.
+        let done: Vec<Observation> = obs.into_iter().filter(|o| o.missing.is_none()).collect();
+        let p = pivot(
+            &done,
+            &spec(&["lr"], &["hidden"], &["acc"], Aggregate::MeanStd),
+        )
+        .unwrap();
+        assert!(p.table.column_names().all(|c| !c.ends_with(".missing")));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::ResultsError;
-use crate::pivot::{Grid, PivotSpec, assignments};
+use crate::pivot::{Grid, PivotSpec, assignments, only_gaps_text};
 use crate::render::{Align, escape_markdown, markdown_table};
 use crate::table::{Column, ColumnData};
 use crate::value::{cmp_values, display};
@@ -140,10 +140,14 @@ pub(crate) fn validate(spec: &PivotSpec, rel: &Relative) -> Result<(), ResultsEr
 }
 
 /// What one cell of the gain table holds.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Gain {
     /// No observations.
     Empty,
+    /// Only observations that did not finish: what they are (`failed`).
+    Missing(String),
+    /// The baseline cell has only observations that did not finish: what they are.
+    NoBase(String),
     /// The cell is its own baseline: its mean.
     Base(f64),
     /// The gain in percent.
@@ -154,17 +158,19 @@ pub(crate) enum Gain {
 
 impl Gain {
     /// The Parquet value: 0 for a baseline, null where there is no gain.
-    fn value(self) -> Option<f64> {
+    fn value(&self) -> Option<f64> {
         match self {
             Gain::Base(_) => Some(0.0),
-            Gain::Pct(x) => Some(x),
-            Gain::Empty | Gain::Undefined => None,
+            Gain::Pct(x) => Some(*x),
+            Gain::Empty | Gain::Missing(_) | Gain::NoBase(_) | Gain::Undefined => None,
         }
     }
 
-    fn text(self, precision: usize) -> String {
+    fn text(&self, precision: usize) -> String {
         match self {
             Gain::Empty => String::new(),
+            Gain::Missing(why) => why.clone(),
+            Gain::NoBase(why) => format!("no base ({why})"),
             Gain::Base(mean) => format!("{mean:.precision$} (base)"),
             Gain::Pct(x) => format!("{x:+.1}%"),
             Gain::Undefined => "undefined (base = 0)".to_owned(),
@@ -201,7 +207,11 @@ pub(crate) fn gains(
             let mut row = Vec::with_capacity(grid.col_keys.len());
             for (c, col_key) in grid.col_keys.iter().enumerate() {
                 let Some(own) = mean(&grid.values[m][r][c]) else {
-                    row.push(Gain::Empty);
+                    row.push(if grid.gaps[r][c].is_empty() {
+                        Gain::Empty
+                    } else {
+                        Gain::Missing(only_gaps_text(&grid.gaps[r][c]))
+                    });
                     continue;
                 };
                 let get = |key: &str| {
@@ -264,7 +274,15 @@ pub(crate) fn gains(
                     find(&grid.row_keys, &want_row),
                     find(&grid.col_keys, &want_col),
                 ) {
-                    (Some(br), Some(bc)) => mean(&grid.values[m][br][bc]).map(|x| (br, bc, x)),
+                    (Some(br), Some(bc)) => {
+                        // A baseline whose instances all failed leaves the gain unknown, in a
+                        // table built from what finished; it is not a mistake in the table.
+                        if grid.values[m][br][bc].is_empty() && !grid.gaps[br][bc].is_empty() {
+                            row.push(Gain::NoBase(only_gaps_text(&grid.gaps[br][bc])));
+                            continue;
+                        }
+                        mean(&grid.values[m][br][bc]).map(|x| (br, bc, x))
+                    }
                     _ => None,
                 };
                 let Some((br, bc, base)) = base else {
@@ -324,7 +342,6 @@ impl Gains {
             for col_key in &grid.col_keys {
                 let title = match spec.cols.len() {
                     0 => format!("{metric} Δ%"),
-                    1 => format!("{metric} Δ% · {}", display(col_key[0])),
                     _ => format!("{metric} Δ% · {}", assignments(&spec.cols, col_key)),
                 };
                 header.push(escape_markdown(&title));
@@ -393,6 +410,7 @@ mod tests {
             )
             .unwrap(),
             metrics: [("val_nll".to_owned(), nll), ("infill_em".to_owned(), em)].into(),
+            missing: None,
         }
     }
 
@@ -487,11 +505,11 @@ mod tests {
         );
 
         let expected = "\
-| objective | val_nll Δ% · decoder | val_nll Δ% · encdec | infill_em Δ% · decoder | infill_em Δ% · encdec |
-| --------- | -------------------: | ------------------: | ---------------------: | --------------------: |
-| clm       |          2.10 (base) |              +10.0% |            0.10 (base) |                -50.0% |
-| sc        |               -14.3% |         2.00 (base) |                +150.0% |           0.40 (base) |
-| ul2       |                +0.0% |               +5.0% |                +100.0% |                +25.0% |
+| objective | val_nll Δ% · arch=decoder | val_nll Δ% · arch=encdec | infill_em Δ% · arch=decoder | infill_em Δ% · arch=encdec |
+| --------- | ------------------------: | -----------------------: | --------------------------: | -------------------------: |
+| clm       |               2.10 (base) |                   +10.0% |                 0.10 (base) |                     -50.0% |
+| sc        |                    -14.3% |              2.00 (base) |                     +150.0% |                0.40 (base) |
+| ul2       |                     +0.0% |                    +5.0% |                     +100.0% |                     +25.0% |
 
 Each cell: the gain of its mean over its baseline's mean, 100 · (mean − base) / |base| %, negated \
 for `val_nll` (lower is better), so a positive gain is better; a baseline cell shows its own mean, \
@@ -507,10 +525,44 @@ Baselines:
 ";
         assert!(p.markdown.starts_with(expected), "{}", p.markdown);
         assert!(
-            p.markdown.contains("| ul2       | 2.10 ± 0.00 (n=1) |"),
+            p.markdown.contains("| ul2       |   2.10 (n=1) |"),
             "{}",
             p.markdown
         );
+    }
+
+    /// #21: in a table built from what finished, a cell or a baseline whose instances all
+    /// failed has no gain, and says why; the table is still built.
+    #[test]
+    fn a_baseline_that_did_not_finish_leaves_its_gains_unknown() {
+        let mut obs: Vec<Observation> = sweep()
+            .into_iter()
+            .filter(|o| !(o.labels["objective"] == "clm" && o.labels["arch"] == "decoder"))
+            .collect();
+        let mut failed = ob("clm", "decoder", 0, 0.0, 0.0);
+        failed.metrics.clear();
+        failed.missing = Some("failed".into());
+        obs.push(failed);
+        let mut diverged = ob("ul2", "encdec", 1, 9.0, 9.0);
+        diverged.missing = Some("diverged".into());
+        obs.push(diverged);
+        let p = pivot(&obs, &spec(&["objective"], &["arch"], ul2_baselines())).unwrap();
+        // Decoder: the baseline (clm) failed; encdec: sc is there.
+        assert_eq!(
+            floats(&p.table, "val_nll[arch=decoder] (Δ% vs base)"),
+            [None, None, None]
+        );
+        assert_close(
+            &floats(&p.table, "val_nll[arch=encdec] (Δ% vs base)"),
+            &[Some(10.0), Some(0.0), Some(5.0)],
+        );
+        assert!(
+            p.markdown
+                .contains("| clm       |                    failed |                   +10.0% |"),
+            "{}",
+            p.markdown
+        );
+        assert!(p.markdown.contains("no base (failed)"), "{}", p.markdown);
     }
 
     /// The rule does not depend on which keys index rows and which columns.

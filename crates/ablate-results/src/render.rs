@@ -71,6 +71,34 @@ pub fn format_float(x: f64) -> String {
     trim_fraction(&format!("{x:.decimals$}")).to_owned()
 }
 
+/// A time in microseconds since the Unix epoch as a date, `2026-12-06 06:30:05 UTC`: what tables
+/// and listings print instead of the raw number (#21). UTC, so the text is the same everywhere.
+pub fn format_timestamp_us(us: i64) -> String {
+    let secs = us.div_euclid(1_000_000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
 /// `1.2300` → `1.23`, `2.000` → `2`, `-0.000` → `0`.
 fn trim_fraction(s: &str) -> &str {
     let trimmed = if s.contains('.') {
@@ -255,6 +283,21 @@ a|b              12.5  false
         let no_rows = Table::new().with_column("x", Vec::<i64>::new());
         assert_eq!(render_markdown(&no_rows), "|   x |\n| --: |\n");
         assert_eq!(render_text(&no_rows), "x\n-\n");
+    }
+
+    #[test]
+    fn timestamps_print_as_utc_dates() {
+        let cases = [
+            (0, "1970-01-01 00:00:00 UTC"),
+            (999_999, "1970-01-01 00:00:00 UTC"),
+            (-1, "1969-12-31 23:59:59 UTC"),
+            (951_782_400_000_000, "2000-02-29 00:00:00 UTC"),
+            (1_700_000_000_123_456, "2023-11-14 22:13:20 UTC"),
+            (4_107_542_400_000_000, "2100-03-01 00:00:00 UTC"),
+        ];
+        for (us, expected) in cases {
+            assert_eq!(format_timestamp_us(us), expected, "{us} µs");
+        }
     }
 
     #[test]

@@ -17,20 +17,31 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::ResultsError;
-use crate::parquet_io::{normalize, read_batch, read_schema, write_batch};
+use crate::parquet_io::{normalize, read_batch, write_batch};
 use crate::table::ColumnData;
 use crate::value::{Kind, column_data, display_f64};
 
 /// The fixed columns of a run table, in schema order; label columns follow, sorted by name.
-pub const RUN_COLUMNS: [&str; 14] = [
+///
+/// - `status`: how the instance's computation ended, `done` or `diverged` (a divergence kept as
+///   a result by `diverged: record`: its rows are the metrics logged before it).
+/// - `current`: the instance is in the plan of the latest run of the pipeline (rewritten by
+///   every run), so `df[df.current]` leaves out the variants of earlier runs (`--set`,
+///   `--matrix`, edited files).
+/// - `final`: the row is an instance's final value of a metric (`step` is null); a stepped
+///   metric's last value is also its final one, so a mean over all rows counts it twice.
+pub const RUN_COLUMNS: [&str; 17] = [
     "pipeline",
     "stage",
     "instance",
     "label",
     "op",
+    "status",
+    "current",
     "metric",
     "value",
     "step",
+    "final",
     "seed",
     "device",
     "wall_time_s",
@@ -38,6 +49,11 @@ pub const RUN_COLUMNS: [&str; 14] = [
     "git_rev",
     "ablate_version",
 ];
+
+/// Fixed columns added after run tables were first written (#21): a file without them is
+/// read as `done` rows, not current, with `final` from `step` — and a label column of one of
+/// these names in such a file was a parameter, kept as `param_<name>`.
+const ADDED_COLUMNS: [&str; 3] = ["status", "current", "final"];
 
 /// Prefix given to a label whose name is already a fixed column (`op` → `param_op`).
 pub const COLLISION_PREFIX: &str = "param_";
@@ -52,6 +68,8 @@ pub struct RunRecord {
     /// Human-readable instance label, e.g. `weights=shared,steps=4,seed=0`.
     pub label: String,
     pub op: String,
+    /// `done` or `diverged` (see [`RUN_COLUMNS`]).
+    pub status: String,
     /// Params and matrix values; each becomes a column.
     pub labels: BTreeMap<String, Value>,
     pub metric: String,
@@ -81,11 +99,17 @@ pub struct AppendStats {
 /// atomically. The records of an instance replace every existing row of that instance (a
 /// recomputed entry stands whole for the old one: no metric of the old computation survives);
 /// label columns are unioned, null-filled where absent, and widened (Int → Float → Utf8,
-/// Bool → Utf8) where old and new values disagree.
+/// Bool → Utf8) where old and new values disagree. Every row's `current` becomes whether its
+/// instance is in `current` (the keys of the latest plan); with no records and no change of
+/// `current`, nothing is written.
 ///
 /// Read-merge-write is not safe against concurrent appenders: callers serialise appends to one
 /// file (the engine has a single results writer).
-pub fn append_runs(path: &Path, records: &[RunRecord]) -> Result<AppendStats, ResultsError> {
+pub fn append_runs(
+    path: &Path,
+    records: &[RunRecord],
+    current: &HashSet<String>,
+) -> Result<AppendStats, ResultsError> {
     let exists = match std::fs::metadata(path) {
         Ok(_) => true,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
@@ -97,17 +121,8 @@ pub fn append_runs(path: &Path, records: &[RunRecord]) -> Result<AppendStats, Re
             });
         }
     };
-    if records.is_empty() {
-        let mut total_rows = 0;
-        if exists {
-            let (schema, rows) = read_schema(path)?;
-            check_runs_schema(path, schema.fields().iter().map(|f| f.name().as_str()))?;
-            total_rows = rows;
-        }
-        return Ok(AppendStats {
-            total_rows,
-            ..AppendStats::default()
-        });
+    if records.is_empty() && !exists {
+        return Ok(AppendStats::default());
     }
     let old = if exists {
         Some(OldRuns::read(path)?)
@@ -116,13 +131,20 @@ pub fn append_runs(path: &Path, records: &[RunRecord]) -> Result<AppendStats, Re
     };
 
     let records = last_per_key(records);
-    let new = NewRuns::build(path, &records)?;
-    let (old, replaced) = match old {
+    let new = NewRuns::build(path, &records, current)?;
+    let (mut old, replaced) = match old {
         Some(old) => old
             .without(&records)
             .map_err(|source| merge_err(path, source))?,
         None => (OldRuns::empty(), 0),
     };
+    let moved = old.mark_current(current);
+    if records.is_empty() && !moved {
+        return Ok(AppendStats {
+            total_rows: old.rows,
+            ..AppendStats::default()
+        });
+    }
 
     let batch = merge(&old, &new).map_err(|source| merge_err(path, source))?;
     write_batch(path, &batch)?;
@@ -133,31 +155,55 @@ pub fn append_runs(path: &Path, records: &[RunRecord]) -> Result<AppendStats, Re
     })
 }
 
+/// What the run table holds of one instance (see [`recorded_instances`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded {
+    /// The start time (Unix µs) of the computation its rows came from.
+    pub started_at_us: i64,
+    /// Whether its rows are marked `current` (false in a table written before that column).
+    pub current: bool,
+}
+
 /// The instance keys already recorded in the run table at `path`, each with the start time
-/// (Unix µs) of the computation its rows came from; empty if there is no file. Reads only the
-/// `instance` and `started_at` columns. A caller compares the time with the cache entry's
-/// manifest to find rows of a computation the entry no longer holds.
-pub fn recorded_instances(path: &Path) -> Result<HashMap<String, i64>, ResultsError> {
+/// of the computation its rows came from and whether they are current; empty if there is no
+/// file. Reads only the `instance`, `started_at` and `current` columns. A caller compares the
+/// time with the cache entry's manifest to find rows of a computation the entry no longer
+/// holds, and the flags with its plan to see whether `current` must move.
+pub fn recorded_instances(path: &Path) -> Result<HashMap<String, Recorded>, ResultsError> {
     if !path.try_exists().unwrap_or(true) {
         return Ok(HashMap::new());
     }
-    let (schema, batch) = read_batch(path, Some(&["instance", "started_at"]))?;
+    let (schema, batch) = read_batch(path, Some(&["instance", "started_at", "current"]))?;
     check_runs_schema(path, schema.fields().iter().map(|f| f.name().as_str()))?;
-    let column = |name: &str| {
-        let i = batch.schema().index_of(name).expect("checked above");
-        cast(batch.column(i), &fixed_type(name)).map_err(|source| ResultsError::ConvertColumn {
-            path: path.to_owned(),
-            column: name.to_owned(),
-            source,
-        })
+    let column = |name: &str| -> Result<Option<ArrayRef>, ResultsError> {
+        let Ok(i) = batch.schema().index_of(name) else {
+            return Ok(None);
+        };
+        cast(batch.column(i), &fixed_type(name))
+            .map(Some)
+            .map_err(|source| ResultsError::ConvertColumn {
+                path: path.to_owned(),
+                column: name.to_owned(),
+                source,
+            })
     };
-    let (instances, started) = (column("instance")?, column("started_at")?);
+    let instances = column("instance")?.expect("checked above");
+    let started = column("started_at")?.expect("checked above");
     let started = started.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+    let current = column("current")?;
+    let current = current.as_ref().map(|c| c.as_boolean());
     Ok(instances
         .as_string::<i32>()
         .iter()
         .zip(started.iter())
-        .filter_map(|(i, t)| Some((i?.to_owned(), t.unwrap_or_default())))
+        .enumerate()
+        .filter_map(|(row, (i, t))| {
+            let recorded = Recorded {
+                started_at_us: t.unwrap_or_default(),
+                current: current.is_some_and(|c| c.is_valid(row) && c.value(row)),
+            };
+            Some((i?.to_owned(), recorded))
+        })
         .collect())
 }
 
@@ -175,6 +221,12 @@ pub fn read_runs(path: &Path) -> Result<Vec<RunRecord>, ResultsError> {
         strs("label"),
         strs("op"),
     );
+    let legacy = is_legacy(table.column_names());
+    let status = if legacy {
+        vec![None; table.num_rows()]
+    } else {
+        strs("status")
+    };
     let (metric, device, git_rev, version) = (
         strs("metric"),
         strs("device"),
@@ -190,8 +242,8 @@ pub fn read_runs(path: &Path) -> Result<Vec<RunRecord>, ResultsError> {
     let label_columns: Vec<(String, &ColumnData)> = table
         .columns
         .iter()
-        .filter(|c| !RUN_COLUMNS.contains(&c.name.as_str()))
-        .map(|c| (label_key(&c.name), &c.data))
+        .filter(|c| !is_fixed(&c.name, legacy))
+        .map(|c| (label_key(&c.name, legacy), &c.data))
         .collect();
 
     Ok((0..table.num_rows())
@@ -201,6 +253,7 @@ pub fn read_runs(path: &Path) -> Result<Vec<RunRecord>, ResultsError> {
             instance: instance[row].clone().unwrap_or_default(),
             label: label[row].clone().unwrap_or_default(),
             op: op[row].clone().unwrap_or_default(),
+            status: status[row].clone().unwrap_or_else(|| "done".into()),
             labels: label_columns
                 .iter()
                 .filter_map(|(key, data)| Some((key.clone(), cell_value(data, row)?)))
@@ -218,6 +271,20 @@ pub fn read_runs(path: &Path) -> Result<Vec<RunRecord>, ResultsError> {
         .collect())
 }
 
+/// A run table written before the [`ADDED_COLUMNS`].
+fn is_legacy<'a>(mut names: impl Iterator<Item = &'a str>) -> bool {
+    let mut found = 0;
+    for _ in names.by_ref().filter(|n| ADDED_COLUMNS.contains(n)) {
+        found += 1;
+    }
+    found < ADDED_COLUMNS.len()
+}
+
+/// Whether a column of a file is a fixed one (else it holds a label).
+fn is_fixed(name: &str, legacy: bool) -> bool {
+    RUN_COLUMNS.contains(&name) && !(legacy && ADDED_COLUMNS.contains(&name))
+}
+
 fn check_runs_schema<'a>(
     path: &Path,
     names: impl Iterator<Item = &'a str>,
@@ -225,7 +292,7 @@ fn check_runs_schema<'a>(
     let present: HashSet<&str> = names.collect();
     let missing: Vec<String> = RUN_COLUMNS
         .iter()
-        .filter(|c| !present.contains(*c))
+        .filter(|c| !ADDED_COLUMNS.contains(c) && !present.contains(*c))
         .map(|c| (*c).to_owned())
         .collect();
     if missing.is_empty() {
@@ -249,6 +316,7 @@ fn fixed_type(name: &str) -> DataType {
     match name {
         "value" | "wall_time_s" => DataType::Float64,
         "step" | "seed" => DataType::Int64,
+        "current" | "final" => DataType::Boolean,
         "started_at" => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
         _ => DataType::Utf8,
     }
@@ -263,10 +331,13 @@ fn label_column(key: &str) -> String {
     }
 }
 
-/// The label a column holds (inverse of [`label_column`]).
-fn label_key(column: &str) -> String {
+/// The label a column holds (inverse of [`label_column`]); in a `legacy` table, the
+/// [`ADDED_COLUMNS`] were not yet fixed and held labels under their own names.
+fn label_key(column: &str, legacy: bool) -> String {
     match column.strip_prefix(COLLISION_PREFIX) {
-        Some(key) if RUN_COLUMNS.contains(&key) => key.to_owned(),
+        Some(key) if RUN_COLUMNS.contains(&key) && !(legacy && ADDED_COLUMNS.contains(&key)) => {
+            key.to_owned()
+        }
         _ => column.to_owned(),
     }
 }
@@ -298,7 +369,11 @@ struct NewRuns<'a> {
 }
 
 impl<'a> NewRuns<'a> {
-    fn build(path: &Path, records: &[&'a RunRecord]) -> Result<Self, ResultsError> {
+    fn build(
+        path: &Path,
+        records: &[&'a RunRecord],
+        current: &HashSet<String>,
+    ) -> Result<Self, ResultsError> {
         let rows = records.len();
         let mut seeds = Vec::with_capacity(rows);
         let mut labels: BTreeMap<String, Vec<Option<&'a Value>>> = BTreeMap::new();
@@ -339,11 +414,30 @@ impl<'a> NewRuns<'a> {
             ("instance", strs(|r| &r.instance)),
             ("label", strs(|r| &r.label)),
             ("op", strs(|r| &r.op)),
+            ("status", strs(|r| &r.status)),
+            (
+                "current",
+                Arc::new(
+                    records
+                        .iter()
+                        .map(|r| Some(current.contains(&r.instance)))
+                        .collect::<BooleanArray>(),
+                ),
+            ),
             ("metric", strs(|r| &r.metric)),
             ("value", floats(|r| r.value)),
             (
                 "step",
                 Arc::new(records.iter().map(|r| r.step).collect::<Int64Array>()) as ArrayRef,
+            ),
+            (
+                "final",
+                Arc::new(
+                    records
+                        .iter()
+                        .map(|r| Some(r.step.is_none()))
+                        .collect::<BooleanArray>(),
+                ),
             ),
             ("seed", Arc::new(Int64Array::from(seeds))),
             ("device", strs(|r| &r.device)),
@@ -394,28 +488,69 @@ impl OldRuns {
     fn read(path: &Path) -> Result<Self, ResultsError> {
         let (schema, batch) = read_batch(path, None)?;
         check_runs_schema(path, schema.fields().iter().map(|f| f.name().as_str()))?;
+        let legacy = is_legacy(schema.fields().iter().map(|f| f.name().as_str()));
         let mut fixed = HashMap::new();
         let mut labels = BTreeMap::new();
         for (field, array) in schema.fields().iter().zip(batch.columns()) {
             let name = field.name().as_str();
-            if let Some(&fixed_name) = RUN_COLUMNS.iter().find(|&&c| c == name) {
-                let array = cast(array, &fixed_type(name)).map_err(|source| {
-                    ResultsError::ConvertColumn {
-                        path: path.to_owned(),
-                        column: name.to_owned(),
-                        source,
-                    }
-                })?;
-                fixed.insert(fixed_name, array);
-            } else {
-                labels.insert(name.to_owned(), normalize(path, name, array)?);
+            match RUN_COLUMNS.iter().find(|&&c| c == name) {
+                Some(&fixed_name) if is_fixed(name, legacy) => {
+                    let array = cast(array, &fixed_type(name)).map_err(|source| {
+                        ResultsError::ConvertColumn {
+                            path: path.to_owned(),
+                            column: name.to_owned(),
+                            source,
+                        }
+                    })?;
+                    fixed.insert(fixed_name, array);
+                }
+                Some(_) => {
+                    // A parameter of that name, from before the column was fixed.
+                    labels.insert(label_column(name), normalize(path, name, array)?);
+                }
+                None => {
+                    labels.insert(name.to_owned(), normalize(path, name, array)?);
+                }
             }
+        }
+        let rows = batch.num_rows();
+        if legacy {
+            // Rows from before statuses were recorded are of done computations.
+            let step = fixed["step"].clone();
+            fixed.insert(
+                "status",
+                Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                    "done", rows,
+                ))),
+            );
+            fixed.insert(
+                "final",
+                Arc::new(
+                    (0..rows)
+                        .map(|i| Some(step.is_null(i)))
+                        .collect::<BooleanArray>(),
+                ),
+            );
+            fixed.insert("current", Arc::new(BooleanArray::from(vec![false; rows])));
         }
         Ok(Self {
             fixed,
             labels,
-            rows: batch.num_rows(),
+            rows,
         })
+    }
+
+    /// Sets `current` to whether each row's instance is in `current`; whether any changed.
+    fn mark_current(&mut self, current: &HashSet<String>) -> bool {
+        let instance = self.fixed["instance"].as_string::<i32>();
+        let marked: BooleanArray = (0..self.rows)
+            .map(|i| Some(instance.is_valid(i) && current.contains(instance.value(i))))
+            .collect();
+        let before = self.fixed["current"].as_boolean();
+        let moved =
+            (0..self.rows).any(|i| !before.is_valid(i) || before.value(i) != marked.value(i));
+        self.fixed.insert("current", Arc::new(marked));
+        moved
     }
 
     /// Drops the rows of every instance the new records are of; returns the rest and how many
@@ -556,7 +691,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::parquet_io::read_table;
+    use crate::parquet_io::{read_schema, read_table};
     use crate::table::Table;
 
     fn key(c: char) -> String {
@@ -581,6 +716,7 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join(","),
             op: "train.mlp".into(),
+            status: "done".into(),
             labels,
             metric: metric.into(),
             value,
@@ -592,6 +728,12 @@ mod tests {
             git_rev: Some("abc123".into()),
             ablate_version: "0.1.0".into(),
         }
+    }
+
+    /// Appends with the new records' instances as the current plan.
+    fn append(path: &Path, records: &[RunRecord]) -> Result<AppendStats, ResultsError> {
+        let current = records.iter().map(|r| r.instance.clone()).collect();
+        append_runs(path, records, &current)
     }
 
     fn column<'t>(table: &'t Table, name: &str) -> &'t ColumnData {
@@ -613,7 +755,7 @@ mod tests {
             rec('a', "loss", 0.4, Some(2), a),
             rec('b', "test_acc", 0.8, None, b.clone()),
         ];
-        let stats = append_runs(&path, &first).unwrap();
+        let stats = append(&path, &first).unwrap();
         assert_eq!(
             stats,
             AppendStats {
@@ -633,7 +775,7 @@ mod tests {
             rec('b', "test_acc", 0.85, None, b),
             rec('c', "test_acc", 0.7, None, c),
         ];
-        let stats = append_runs(&path, &second).unwrap();
+        let stats = append(&path, &second).unwrap();
         assert_eq!(
             stats,
             AppendStats {
@@ -708,7 +850,7 @@ mod tests {
             rec('a', "acc", 0.1, None, json!({})),
             rec('a', "acc", 0.2, None, json!({})),
         ];
-        let stats = append_runs(&path, &records).unwrap();
+        let stats = append(&path, &records).unwrap();
         assert_eq!((stats.appended, stats.total_rows), (1, 1));
         assert_eq!(
             column(&read_table(&path).unwrap(), "value"),
@@ -720,12 +862,12 @@ mod tests {
     fn old_int_column_widens_to_str_when_new_values_are_strings() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("runs.parquet");
-        append_runs(
+        append(
             &path,
             &[rec('a', "acc", 0.1, None, json!({"x": 1, "y": 0.5}))],
         )
         .unwrap();
-        append_runs(
+        append(
             &path,
             &[rec('b', "acc", 0.2, None, json!({"x": "big", "y": [1, 2]}))],
         )
@@ -739,7 +881,7 @@ mod tests {
     fn non_integer_seed_label_is_kept_as_param_seed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("runs.parquet");
-        append_runs(
+        append(
             &path,
             &[rec('a', "acc", 0.1, None, json!({"seed": "fixed"}))],
         )
@@ -756,7 +898,7 @@ mod tests {
     fn colliding_labels_are_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("runs.parquet");
-        let err = append_runs(
+        let err = append(
             &path,
             &[rec('a', "acc", 0.1, None, json!({"op": 1, "param_op": 2}))],
         )
@@ -772,7 +914,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("runs.parquet");
         assert!(recorded_instances(&path).unwrap().is_empty());
-        append_runs(
+        append(
             &path,
             &[
                 rec('a', "acc", 0.1, None, json!({})),
@@ -784,8 +926,20 @@ mod tests {
         assert_eq!(
             recorded_instances(&path).unwrap(),
             HashMap::from([
-                (key('a'), 1_700_000_000_000_000),
-                (key('b'), 1_700_000_000_000_000)
+                (
+                    key('a'),
+                    Recorded {
+                        started_at_us: 1_700_000_000_000_000,
+                        current: true
+                    }
+                ),
+                (
+                    key('b'),
+                    Recorded {
+                        started_at_us: 1_700_000_000_000_000,
+                        current: true
+                    }
+                )
             ])
         );
     }
@@ -795,7 +949,7 @@ mod tests {
     fn a_recomputed_instance_replaces_every_row_of_the_old_computation() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("runs.parquet");
-        append_runs(
+        append(
             &path,
             &[
                 rec('a', "acc", 0.1, None, json!({})),
@@ -807,14 +961,114 @@ mod tests {
         .unwrap();
         let mut again = rec('a', "acc", 0.2, None, json!({}));
         again.started_at_us += 5;
-        let stats = append_runs(&path, &[again]).unwrap();
+        let stats = append(&path, &[again]).unwrap();
         assert_eq!((stats.replaced, stats.total_rows), (3, 2));
         let table = read_table(&path).unwrap();
         assert_eq!(column(&table, "value"), &ColumnData::from(vec![0.3, 0.2]));
         assert_eq!(
-            recorded_instances(&path).unwrap()[&key('a')],
+            recorded_instances(&path).unwrap()[&key('a')].started_at_us,
             1_700_000_000_000_005
         );
+    }
+
+    /// #21: the rows of every variant ever run share a label; `current` picks the latest
+    /// plan's, on every append and also when a run adds no rows (a rerun from the cache).
+    #[test]
+    fn current_marks_the_rows_of_the_latest_plan_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.parquet");
+        let plan = |keys: &[char]| -> HashSet<String> { keys.iter().map(|&c| key(c)).collect() };
+        let a = [
+            rec('a', "loss", 0.5, Some(1), json!({"lr": 0.1})),
+            rec('a', "loss", 0.4, None, json!({"lr": 0.1})),
+        ];
+        append_runs(&path, &a, &plan(&['a'])).unwrap();
+        // The `--set` variant: another key, the latest plan.
+        let b = [rec('b', "loss", 0.3, None, json!({"lr": 0.05}))];
+        append_runs(&path, &b, &plan(&['b'])).unwrap();
+        let flags = |path: &Path| column(&read_table(path).unwrap(), "current").clone();
+        assert_eq!(flags(&path), ColumnData::from(vec![false, false, true]));
+        assert_eq!(
+            column(&read_table(&path).unwrap(), "final"),
+            &ColumnData::from(vec![false, true, true])
+        );
+        // The first plan again, all cached: no new rows, `current` moves back.
+        let stats = append_runs(&path, &[], &plan(&['a'])).unwrap();
+        assert_eq!((stats.appended, stats.total_rows), (0, 3));
+        assert_eq!(flags(&path), ColumnData::from(vec![true, true, false]));
+        let recorded = recorded_instances(&path).unwrap();
+        assert!(recorded[&key('a')].current && !recorded[&key('b')].current);
+        // Nothing to change: the file is not rewritten.
+        let before = std::fs::metadata(&path).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        append_runs(&path, &[], &plan(&['a'])).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().modified().unwrap(),
+            before
+        );
+    }
+
+    #[test]
+    fn a_diverged_instance_has_status_diverged_on_every_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.parquet");
+        let mut d = rec('d', "loss", 0.9, Some(3), json!({"lr": 1.0}));
+        d.status = "diverged".into();
+        let records = [rec('a', "loss", 0.4, None, json!({"lr": 0.1})), d.clone()];
+        append(&path, &records).unwrap();
+        assert_eq!(
+            column(&read_table(&path).unwrap(), "status"),
+            &ColumnData::from(vec!["done", "diverged"])
+        );
+        assert_eq!(read_runs(&path).unwrap()[1], d);
+    }
+
+    /// A table written before `status`, `current` and `final` existed is still appended to:
+    /// its rows read as done, not current, and a parameter it held under one of those names
+    /// moves to `param_<name>` instead of being taken for the new column.
+    #[test]
+    fn a_table_from_before_statuses_gains_the_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.parquet");
+        let old = Table::new()
+            .with_column("pipeline", vec!["toy"])
+            .with_column("stage", vec!["train"])
+            .with_column("instance", vec![key('o')])
+            .with_column("label", vec!["status=warm"])
+            .with_column("op", vec!["cmd"])
+            .with_column("metric", vec!["loss"])
+            .with_column("value", vec![0.7])
+            .with_column("step", vec![Option::<i64>::None])
+            .with_column("seed", vec![Option::<i64>::None])
+            .with_column("device", vec!["cpu"])
+            .with_column("wall_time_s", vec![1.0])
+            .with_column("started_at", vec![1_700_000_000_000_000_i64])
+            .with_column("git_rev", vec![Option::<String>::None])
+            .with_column("ablate_version", vec!["0.1.0"])
+            .with_column("status", vec!["warm"]);
+        crate::write_table(&path, &old).unwrap();
+        assert!(!recorded_instances(&path).unwrap()[&key('o')].current);
+
+        append(
+            &path,
+            &[rec('a', "loss", 0.4, None, json!({"status": "cold"}))],
+        )
+        .unwrap();
+        let table = read_table(&path).unwrap();
+        assert_eq!(
+            column(&table, "status"),
+            &ColumnData::from(vec!["done", "done"])
+        );
+        assert_eq!(column(&table, "final"), &ColumnData::from(vec![true, true]));
+        assert_eq!(
+            column(&table, "current"),
+            &ColumnData::from(vec![false, true])
+        );
+        assert_eq!(
+            column(&table, "param_status"),
+            &ColumnData::from(vec!["warm", "cold"])
+        );
+        assert_eq!(read_runs(&path).unwrap()[0].labels["status"], json!("warm"));
     }
 
     #[test]
@@ -827,7 +1081,7 @@ mod tests {
         crate::write_table(&path, &wide).unwrap();
         let before = std::fs::read(&path).unwrap();
 
-        let err = append_runs(&path, &[rec('a', "acc", 0.1, None, json!({}))]).unwrap_err();
+        let err = append(&path, &[rec('a', "acc", 0.1, None, json!({}))]).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains(&path.display().to_string()), "{msg}");
         assert!(msg.contains("`pipeline`"), "{msg}");
@@ -856,7 +1110,7 @@ mod tests {
         a.seed = Some(7);
         let mut b = rec('b', "acc", 0.8, None, json!({"steps": 8}));
         b.git_rev = None;
-        append_runs(&path, &[a.clone(), b.clone()]).unwrap();
+        append(&path, &[a.clone(), b.clone()]).unwrap();
         assert_eq!(read_runs(&path).unwrap(), vec![a, b]);
     }
 
@@ -864,11 +1118,11 @@ mod tests {
     fn appending_nothing_creates_no_file_and_counts_existing_rows() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("runs.parquet");
-        assert_eq!(append_runs(&path, &[]).unwrap(), AppendStats::default());
+        assert_eq!(append(&path, &[]).unwrap(), AppendStats::default());
         assert!(!path.exists());
 
-        append_runs(&path, &[rec('a', "acc", 0.1, None, json!({}))]).unwrap();
-        let stats = append_runs(&path, &[]).unwrap();
+        append(&path, &[rec('a', "acc", 0.1, None, json!({}))]).unwrap();
+        let stats = append(&path, &[]).unwrap();
         assert_eq!((stats.appended, stats.total_rows), (0, 1));
     }
 
@@ -890,9 +1144,9 @@ mod tests {
                 })
                 .collect()
         };
-        append_runs(&path, &make(0..100_000)).unwrap();
+        append(&path, &make(0..100_000)).unwrap();
         let new = make(95_000..105_000);
-        let stats = append_runs(&path, &new).unwrap();
+        let stats = append(&path, &new).unwrap();
         let instances = recorded_instances(&path).unwrap();
         assert_eq!((stats.replaced, stats.total_rows), (5_000, 105_000));
         assert_eq!(instances.len(), 1_050);

@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ablate_cache::{CachedEntry, InstanceKey, Manifest};
+use ablate_cache::{CachedEntry, EntryStatus, InstanceKey, Manifest};
 use ablate_plan::InstanceId;
 use serde::Serialize;
 
@@ -23,6 +23,10 @@ pub enum RunEvent {
         instance: InstanceId,
         id: String,
         key: InstanceKey,
+        /// `done`, or `diverged` (then `diverged` says how).
+        status: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        diverged: Option<Divergence>,
         /// The verified entry; its manifest is read when first asked for.
         #[serde(skip)]
         entry: Arc<CachedEntry>,
@@ -49,7 +53,16 @@ pub enum RunEvent {
         #[serde(skip)]
         instance: InstanceId,
         id: String,
+        /// The entry's key: the instance's, or for a report built from part of its inputs,
+        /// the key of that partial report (see [`crate::Job::partial`]).
         key: InstanceKey,
+        /// `done`, or `diverged` (then `diverged` says how).
+        status: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        diverged: Option<Divergence>,
+        /// Inputs of a report that did not finish and are marked in it (failed, skipped).
+        #[serde(skip_serializing_if = "is_zero")]
+        missing_inputs: usize,
         seconds: f64,
         metrics: BTreeMap<String, f64>,
         /// Computed by another process while this one waited for the key's lock.
@@ -83,8 +96,10 @@ pub enum RunEvent {
         instance: InstanceId,
         id: String,
         key: InstanceKey,
-        /// The id of the failed instance upstream.
+        /// The id of the instance upstream that failed or diverged.
         because: String,
+        /// What became of `because`.
+        cause: SkipCause,
     },
     /// The run was cancelled (Ctrl-C); `not_run` instances were not started or were stopped.
     Interrupted {
@@ -93,11 +108,62 @@ pub enum RunEvent {
     Summary(Summary),
 }
 
+/// Why an instance was skipped: an instance upstream failed, or diverged (a diverged result is
+/// kept, but nothing that maps over it is computed; reports still show it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipCause {
+    Failed,
+    Diverged,
+}
+
+impl SkipCause {
+    pub fn name(self) -> &'static str {
+        match self {
+            SkipCause::Failed => "failed",
+            SkipCause::Diverged => "diverged",
+        }
+    }
+}
+
+/// How a diverged entry diverged: which metric became non-finite, at which step, to what.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Divergence {
+    pub metric: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<u64>,
+    pub value: String,
+}
+
+impl Divergence {
+    /// `None` for a done entry.
+    pub fn of(status: &EntryStatus) -> Option<Divergence> {
+        match status {
+            EntryStatus::Done => None,
+            EntryStatus::Diverged {
+                metric,
+                step,
+                value,
+            } => Some(Divergence {
+                metric: metric.clone(),
+                step: *step,
+                value: value.clone(),
+            }),
+        }
+    }
+}
+
 /// The last event of every run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct Summary {
     pub ran: usize,
+    /// Of `ran`, those whose result is diverged (`diverged: record`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub diverged: usize,
     pub cached: usize,
+    /// Of `cached`, those whose result is diverged.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub cached_diverged: usize,
     pub failed: usize,
     pub skipped: usize,
     /// Left running on a cluster (`--detach`).

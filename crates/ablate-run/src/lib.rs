@@ -11,13 +11,14 @@ mod gpus;
 mod job;
 mod local;
 mod op;
+pub mod process;
 mod scheduler;
 pub mod slurm;
 mod tail;
 
 pub use cancel::CancelToken;
-pub use event::{RunEvent, Summary};
-pub use job::{Job, JobInput};
+pub use event::{Divergence, RunEvent, SkipCause, Summary};
+pub use job::{Job, JobInput, MissingInput, Unfinished};
 pub use local::LocalExecutor;
 pub use op::{OpContext, OpError, OpOutput, OpRunner, Progress};
 pub use scheduler::{BoxFuture, Executor, Outcome, RunOptions, run};

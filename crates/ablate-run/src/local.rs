@@ -1,3 +1,4 @@
+use std::os::fd::AsRawFd as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -6,10 +7,14 @@ use ablate_cache::{CacheError, Lookup, Manifest, Origin, Store, now_us};
 use ablate_plan::InstanceId;
 use tokio::sync::mpsc::UnboundedSender;
 
-use ablate_spec::error_chain;
+use ablate_spec::{OnDiverge, error_chain};
 
 use crate::scheduler::{BoxFuture, Executor, Outcome};
 use crate::{CancelToken, Job, OpContext, OpError, OpRunner, Progress, RunEvent};
+
+/// How long an instance waits for another process's lock on its key before its line says so
+/// (and then every ten times that).
+const WAITING_NOTE_AFTER: Duration = Duration::from_millis(500);
 
 /// How long a timed-out attempt has to stop after its SIGTERM before it is killed.
 const TIMEOUT_KILL_GRACE: Duration = Duration::from_secs(5);
@@ -57,11 +62,30 @@ impl LocalExecutor {
     ) -> Outcome {
         let inner = &*self.inner;
         let store = &inner.store;
-        let _lock = loop {
+        let mut next_note = Instant::now() + WAITING_NOTE_AFTER;
+        let lock = loop {
             match store.try_lock(&job.key) {
                 Ok(Some(lock)) => break lock,
                 Ok(None) if cancel.is_cancelled() => return Outcome::Cancelled,
-                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                Ok(None) => {
+                    // In flight elsewhere (another run, here or on a node sharing the cache, or
+                    // the program of a run that was killed and is being stopped): wait, and
+                    // say so on the instance's line.
+                    if Instant::now() >= next_note {
+                        progress(Progress {
+                            message: Some(match store.lock_holder(&job.key) {
+                                Some((pid, host, _)) => format!(
+                                    "waiting: another process computes this key (pid {pid} on \
+                                     {host}); it is used when done"
+                                ),
+                                None => "waiting: another process computes this key".to_owned(),
+                            }),
+                            ..Progress::default()
+                        });
+                        next_note = Instant::now() + WAITING_NOTE_AFTER * 10;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
                 Err(e) => {
                     return Outcome::Failed {
                         error: error_chain(&e),
@@ -100,7 +124,8 @@ impl LocalExecutor {
             threads,
             progress,
             &attempt,
-        );
+        )
+        .with_key_lock(lock.as_raw_fd());
         let result =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.runner.run(&ctx)));
         // A result that made it in time (or just after) is kept.
@@ -118,6 +143,16 @@ impl LocalExecutor {
             };
         }
         match result {
+            Ok(Ok(out)) if !out.status.is_done() && job.diverged == OnDiverge::Fail => {
+                Outcome::Failed {
+                    error: format!(
+                        "training {} (try a smaller learning rate); to keep a diverged run as a \
+                         result, give the stage `diverged: record`",
+                        out.status
+                    ),
+                    log: keep_if_any(tmp),
+                }
+            }
             Ok(Ok(out)) => {
                 let manifest = Manifest {
                     format: 0,
@@ -136,6 +171,7 @@ impl LocalExecutor {
                     device: job.device.clone(),
                     host: inner.host.clone(),
                     ablate_version: inner.version.clone(),
+                    status: out.status,
                     checksum: None,
                 };
                 let committed = if force {

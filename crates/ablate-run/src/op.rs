@@ -1,7 +1,8 @@
 use std::collections::{HashSet, VecDeque};
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 
-use ablate_cache::{InstanceKey, Lookup, Manifest, Metric, Store, VerifyMode};
+use ablate_cache::{EntryStatus, InstanceKey, Lookup, Manifest, Metric, Store, VerifyMode};
 use ablate_spec::OpCatalog;
 
 use crate::{CancelToken, Job};
@@ -17,9 +18,13 @@ pub trait OpRunner: OpCatalog + Send + Sync + 'static {
 /// What an op reports besides the files it wrote.
 #[derive(Clone, Debug, Default)]
 pub struct OpOutput {
+    /// Finite values only (a cache entry cannot hold NaN): a divergence goes in `status`.
     pub metrics: Vec<Metric>,
     /// Output files to be copied to `results/<pipeline>/` (report tables).
     pub publish: Vec<String>,
+    /// `Diverged` when a loss or metric became non-finite: the executor fails the attempt, or
+    /// records it as a result where the stage says `diverged: record` (the op need not know).
+    pub status: EntryStatus,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +76,7 @@ pub struct OpContext<'a> {
     pub(crate) threads: usize,
     pub(crate) progress: &'a (dyn Fn(Progress) + Send + Sync),
     pub(crate) cancel: &'a CancelToken,
+    pub(crate) key_lock: Option<RawFd>,
 }
 
 impl<'a> OpContext<'a> {
@@ -92,7 +98,20 @@ impl<'a> OpContext<'a> {
             threads,
             progress,
             cancel,
+            key_lock: None,
         }
+    }
+
+    /// The descriptor of the key lock the executor holds for this attempt: a program the op
+    /// starts inherits it (see [`crate::process`]), so the key stays locked while it lives.
+    pub fn with_key_lock(mut self, fd: RawFd) -> Self {
+        self.key_lock = Some(fd);
+        self
+    }
+
+    /// See [`OpContext::with_key_lock`].
+    pub fn key_lock(&self) -> Option<RawFd> {
+        self.key_lock
     }
 
     /// Where the op writes its outputs (a temp directory, renamed into the cache on success).
@@ -179,11 +198,11 @@ impl<'a> OpContext<'a> {
             .map_err(|why| self.untrusted(key, &why))
     }
 
-    /// The directory of the upstream entry `key`, once every file in it has been hashed and
-    /// checked: for programs that read what they like (`cmd`'s `{in.STAGE}`).
-    pub fn verified_entry(&self, key: &InstanceKey) -> Result<PathBuf, OpError> {
+    /// The directory and manifest of the upstream entry `key`, once every file in it has been
+    /// hashed and checked: for programs that read what they like (`cmd`'s inputs).
+    pub fn verified_entry(&self, key: &InstanceKey) -> Result<(PathBuf, Manifest), OpError> {
         match self.store.verify(key, VerifyMode::Full) {
-            Lookup::Hit(_) => Ok(self.store.entry_dir(key)),
+            Lookup::Hit(m) => Ok((self.store.entry_dir(key), *m)),
             Lookup::Miss => Err(self.untrusted(key, "the entry is missing")),
             Lookup::Invalid(why) => Err(self.untrusted(key, &why)),
         }

@@ -8,13 +8,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ablate_cache::Manifest;
+use ablate_cache::{InstanceKey, Manifest};
 use ablate_plan::{InstanceId, Plan, Reason, Status};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
 
 use crate::gpus::GpuPool;
-use crate::{CancelToken, Job, RunEvent, Summary};
+use crate::{CancelToken, Divergence, Job, RunEvent, SkipCause, Summary, Unfinished};
 use ablate_spec::Device;
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -68,8 +68,88 @@ enum State {
     Ready,
     Running,
     Done,
+    /// Complete, with a diverged result: reports read it, nothing maps over it.
+    Diverged,
     Failed,
     Skipped,
+}
+
+/// How an instance ended, as its dependants see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ended {
+    Done,
+    Diverged,
+    Failed,
+    Skipped(SkipCause),
+}
+
+/// The instances' states and what releases them: the part of the scheduler that decides which
+/// dependants run when an input ends, and which are skipped.
+struct Graph<'p> {
+    plan: &'p Plan,
+    state: Vec<State>,
+    /// The inputs of each (report) instance that ended without a result, with why and the id
+    /// of the instance upstream that caused it.
+    missing: Vec<Vec<(InstanceId, Unfinished, String)>>,
+    ready: VecDeque<(InstanceId, u32)>,
+    skipped: usize,
+}
+
+impl Graph<'_> {
+    /// `id` ended: each dependant waiting for it waits for one input fewer (and is ready when
+    /// none is left), or is skipped — and its own dependants learn that in turn. A dependant
+    /// that maps over its inputs needs each to be done; a report also takes a diverged input
+    /// (it shows it as such) and, unless `strict`, one that failed or was skipped (it marks
+    /// its cells). `because`: the instance that failed or diverged, for the skip messages.
+    fn settle(&mut self, id: InstanceId, ended: Ended, because: &str, emit: &impl Fn(RunEvent)) {
+        let mut queue = VecDeque::from([(id, ended, because.to_owned())]);
+        while let Some((id, ended, because)) = queue.pop_front() {
+            for d in self.plan.dependants(id) {
+                let State::Waiting(k) = self.state[d.index()] else {
+                    continue;
+                };
+                let inst = self.plan.instance(d);
+                let partial = inst.report && !inst.strict;
+                let takes = match ended {
+                    Ended::Done => Ok(None),
+                    Ended::Diverged if inst.report => Ok(None),
+                    Ended::Diverged => Err(SkipCause::Diverged),
+                    Ended::Failed if partial => Ok(Some(Unfinished::Failed)),
+                    Ended::Skipped(SkipCause::Failed) if partial => Ok(Some(Unfinished::Skipped)),
+                    Ended::Skipped(SkipCause::Diverged) if partial => {
+                        Ok(Some(Unfinished::Diverged))
+                    }
+                    Ended::Failed => Err(SkipCause::Failed),
+                    Ended::Skipped(cause) => Err(cause),
+                };
+                match takes {
+                    Ok(missing) => {
+                        if let Some(why) = missing {
+                            self.missing[d.index()].push((id, why, because.clone()));
+                        }
+                        self.state[d.index()] = if k <= 1 {
+                            self.ready.push_back((d, 1));
+                            State::Ready
+                        } else {
+                            State::Waiting(k - 1)
+                        };
+                    }
+                    Err(cause) => {
+                        self.state[d.index()] = State::Skipped;
+                        self.skipped += 1;
+                        emit(RunEvent::Skipped {
+                            instance: d,
+                            id: inst.id.clone(),
+                            key: inst.key,
+                            because: because.clone(),
+                            cause,
+                        });
+                        queue.push_back((d, Ended::Skipped(cause), because.clone()));
+                    }
+                }
+            }
+        }
+    }
 }
 
 struct Slots {
@@ -78,7 +158,9 @@ struct Slots {
 }
 
 /// Runs a plan: cached instances are reported, the rest executed as their inputs complete.
-/// A failed instance (after its retries) fails only its dependants. Ends with a summary event.
+/// A failed instance (after its retries) fails only its dependants, and a diverged one only
+/// those that map over it; reports build from what finished unless they are `strict` (see
+/// [`Graph::settle`]). Ends with a summary event.
 pub async fn run<E: Executor>(
     plan: &Plan,
     statuses: &[Status],
@@ -104,28 +186,47 @@ pub async fn run<E: Executor>(
         cached,
         ..Summary::default()
     };
-    let mut state = vec![State::Done; n];
-    let mut ready = VecDeque::new();
+    let mut graph = Graph {
+        plan,
+        state: vec![State::Done; n],
+        missing: vec![Vec::new(); n],
+        ready: VecDeque::new(),
+        skipped: 0,
+    };
+    // A cached input releases its dependants at once, unless it diverged: then each dependant
+    // waits for it like for any input, and learns below that it diverged.
+    let cached_done =
+        |id: InstanceId| matches!(&statuses[id.index()], Status::Cached(m) if m.status().is_done());
+    let mut cached_diverged = Vec::new();
     for (id, inst) in plan.instances() {
         match &statuses[id.index()] {
-            Status::Cached(m) => emit(RunEvent::Cached {
-                instance: id,
-                id: inst.id.clone(),
-                key: inst.key,
-                entry: Arc::clone(m),
-            }),
+            Status::Cached(m) => {
+                if !m.status().is_done() {
+                    graph.state[id.index()] = State::Diverged;
+                    summary.cached_diverged += 1;
+                    cached_diverged.push(id);
+                }
+                emit(RunEvent::Cached {
+                    instance: id,
+                    id: inst.id.clone(),
+                    key: inst.key,
+                    status: m.status().name(),
+                    diverged: Divergence::of(m.status()),
+                    entry: Arc::clone(m),
+                });
+            }
             Status::Run(_) => {
-                let waiting = plan
-                    .inputs(id)
-                    .filter(|(i, _)| !statuses[i.index()].is_cached())
-                    .count();
-                state[id.index()] = State::Waiting(waiting);
+                let waiting = plan.inputs(id).filter(|(i, _)| !cached_done(*i)).count();
+                graph.state[id.index()] = State::Waiting(waiting);
                 if waiting == 0 {
-                    state[id.index()] = State::Ready;
-                    ready.push_back((id, 1u32));
+                    graph.state[id.index()] = State::Ready;
+                    graph.ready.push_back((id, 1u32));
                 }
             }
         }
+    }
+    for id in cached_diverged {
+        graph.settle(id, Ended::Diverged, &plan.instance(id).id, &emit);
     }
 
     let total = Slots {
@@ -137,14 +238,17 @@ pub async fn run<E: Executor>(
     let mut pool = opts.gpus.as_ref().map(|names| GpuPool::new(names.len()));
     let mut on_gpus: BTreeMap<InstanceId, Vec<usize>> = BTreeMap::new();
     let mut running: JoinSet<(InstanceId, u32, Outcome)> = JoinSet::new();
+    // The key each started instance runs under, when it is not its own: a partial report's
+    // (see `Job::partial`).
+    let mut keys: BTreeMap<InstanceId, InstanceKey> = BTreeMap::new();
     let mut cancelled = cancel.is_cancelled();
 
     loop {
         // Dispatch every ready instance that fits, in plan order (later ones may backfill).
         if !cancelled {
             let mut i = 0;
-            while i < ready.len() {
-                let (id, attempt) = ready[i];
+            while i < graph.ready.len() {
+                let (id, attempt) = graph.ready[i];
                 let inst = plan.instance(id);
                 let need = demand(inst.resources, &total);
                 let gpus = inst.resources.gpus;
@@ -155,8 +259,8 @@ pub async fn run<E: Executor>(
                         .and_then(|p| p.never_fits(gpus, pin))
                 });
                 if let Some(why) = never {
-                    ready.remove(i);
-                    state[id.index()] = State::Failed;
+                    graph.ready.remove(i);
+                    graph.state[id.index()] = State::Failed;
                     summary.failed += 1;
                     emit(RunEvent::Failed {
                         instance: id,
@@ -167,14 +271,15 @@ pub async fn run<E: Executor>(
                         error: why,
                         log: None,
                     });
-                    summary.skipped += skip_descendants(plan, id, &mut state, &emit);
+                    graph.settle(id, Ended::Failed, &inst.id, &emit);
                     continue;
                 }
                 if need.cpus > free.cpus + 1e-9 || need.mem > free.mem + 1e-9 {
                     i += 1;
                     continue;
                 }
-                let mut job = Job::from_plan(plan, id);
+                let partial = !graph.missing[id.index()].is_empty();
+                let mut job = Job::partial(plan, id, &graph.missing[id.index()]);
                 if let Some(pool) = pool.as_mut().filter(|_| gpus > 0.0) {
                     let Some(devices) = pool.take(gpus, pin) else {
                         i += 1;
@@ -196,18 +301,24 @@ pub async fn run<E: Executor>(
                     // scheduler's to share out.
                     job.visible_gpus = Some(String::new());
                 }
-                ready.remove(i);
+                graph.ready.remove(i);
                 free.cpus -= need.cpus;
                 free.mem -= need.mem;
-                state[id.index()] = State::Running;
-                let force = matches!(
-                    statuses[id.index()],
-                    Status::Run(Reason::Forced | Reason::UpstreamForced)
-                );
+                graph.state[id.index()] = State::Running;
+                // A partial report is always rebuilt (it is cheap): an earlier one with the
+                // same inputs missing would otherwise read as "cached by another run".
+                let force = partial
+                    || matches!(
+                        statuses[id.index()],
+                        Status::Run(Reason::Forced | Reason::UpstreamForced)
+                    );
+                if job.key != inst.key {
+                    keys.insert(id, job.key);
+                }
                 emit(RunEvent::Started {
                     instance: id,
                     id: inst.id.clone(),
-                    key: inst.key,
+                    key: job.key,
                     attempt,
                 });
                 let fut =
@@ -242,59 +353,79 @@ pub async fn run<E: Executor>(
                 emit(RunEvent::Failed {
                     instance: id,
                     id: inst.id.clone(),
-                    key: inst.key,
+                    key: keys.get(&id).copied().unwrap_or(inst.key),
                     attempt,
                     will_retry,
                     error,
                     log,
                 });
                 if will_retry {
-                    state[id.index()] = State::Ready;
-                    ready.push_front((id, attempt + 1));
+                    graph.state[id.index()] = State::Ready;
+                    graph.ready.push_front((id, attempt + 1));
                 } else {
-                    state[id.index()] = State::Failed;
+                    graph.state[id.index()] = State::Failed;
                     summary.failed += 1;
-                    summary.skipped += skip_descendants(plan, id, &mut state, &emit);
+                    graph.settle(id, Ended::Failed, &inst.id, &emit);
                 }
                 continue;
             }
             Outcome::Cancelled => {
-                state[id.index()] = State::Ready;
+                graph.state[id.index()] = State::Ready;
                 continue;
             }
             Outcome::Detached { task } => {
-                state[id.index()] = State::Done;
+                graph.state[id.index()] = State::Done;
                 summary.submitted += 1;
                 emit(RunEvent::Submitted {
                     instance: id,
                     id: inst.id.clone(),
-                    key: inst.key,
+                    key: keys.get(&id).copied().unwrap_or(inst.key),
                     task,
                 });
-                ready_dependants(plan, id, &mut state, &mut ready);
+                graph.settle(id, Ended::Done, &inst.id, &emit);
                 continue;
             }
         };
-        state[id.index()] = State::Done;
-        if by_other {
-            summary.cached += 1;
+        let diverged = !manifest.status.is_done();
+        graph.state[id.index()] = if diverged {
+            State::Diverged
         } else {
-            summary.ran += 1;
+            State::Done
+        };
+        match (by_other, diverged) {
+            (true, d) => {
+                summary.cached += 1;
+                summary.cached_diverged += usize::from(d);
+            }
+            (false, d) => {
+                summary.ran += 1;
+                summary.diverged += usize::from(d);
+            }
         }
         emit(RunEvent::Finished {
             instance: id,
             id: inst.id.clone(),
-            key: inst.key,
+            key: manifest.key,
+            status: manifest.status.name(),
+            diverged: Divergence::of(&manifest.status),
+            missing_inputs: graph.missing[id.index()].len(),
             seconds: manifest.seconds,
             metrics: final_metrics(&manifest),
             by_other,
             manifest,
         });
-        ready_dependants(plan, id, &mut state, &mut ready);
+        let ended = if diverged {
+            Ended::Diverged
+        } else {
+            Ended::Done
+        };
+        graph.settle(id, ended, &inst.id, &emit);
     }
 
+    summary.skipped = graph.skipped;
     if cancelled {
-        let not_run = state
+        let not_run = graph
+            .state
             .iter()
             .filter(|s| matches!(s, State::Waiting(_) | State::Ready | State::Running))
             .count();
@@ -304,25 +435,6 @@ pub async fn run<E: Executor>(
     summary.seconds = t0.elapsed().as_secs_f64();
     emit(RunEvent::Summary(summary));
     summary
-}
-
-/// `id` is done: its dependants wait for one input fewer, and those waiting for none are ready.
-fn ready_dependants(
-    plan: &Plan,
-    id: InstanceId,
-    state: &mut [State],
-    ready: &mut VecDeque<(InstanceId, u32)>,
-) {
-    for d in plan.dependants(id) {
-        if let State::Waiting(k) = state[d.index()] {
-            state[d.index()] = if k <= 1 {
-                ready.push_back((d, 1));
-                State::Ready
-            } else {
-                State::Waiting(k - 1)
-            };
-        }
-    }
 }
 
 fn final_metrics(m: &Manifest) -> BTreeMap<String, f64> {
@@ -353,28 +465,4 @@ fn fits_at_all(need: &Slots, total: &Slots) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-fn skip_descendants(
-    plan: &Plan,
-    failed: InstanceId,
-    state: &mut [State],
-    emit: &impl Fn(RunEvent),
-) -> usize {
-    let because = plan.instance(failed).id.clone();
-    let mut skipped = 0;
-    for d in plan.descendants(&[failed]) {
-        if matches!(state[d.index()], State::Waiting(_) | State::Ready) {
-            state[d.index()] = State::Skipped;
-            skipped += 1;
-            let inst = plan.instance(d);
-            emit(RunEvent::Skipped {
-                instance: d,
-                id: inst.id.clone(),
-                key: inst.key,
-                because: because.clone(),
-            });
-        }
-    }
-    skipped
 }

@@ -23,6 +23,8 @@ struct Fake {
     attempts: AtomicUsize,
     /// (job.stage, job.device, started, ended) of every run.
     spans: Mutex<Vec<(String, String, Instant, Instant)>>,
+    /// Every job the `report` op ran.
+    reports: Mutex<Vec<ablate_run::Job>>,
 }
 
 impl Fake {
@@ -39,6 +41,10 @@ impl Fake {
                 p("flaky", ParamType::non_negative_int(), json!(0)),
                 p("panic", ParamType::Bool, json!(false)),
                 p("quiet", ParamType::Bool, json!(false)),
+                // Fails while this file exists (a bug the user fixes between runs).
+                p("fail_while", ParamType::Str, json!("")),
+                // Reports a divergence (a NaN loss at step 3).
+                p("diverge", ParamType::Bool, json!(false)),
             ],
             gathers: false,
             free_params: false,
@@ -46,8 +52,21 @@ impl Fake {
             on_device: false,
             needs: (0, None),
         };
+        // A report: gathers, and records what it was given.
+        let report = OpSchema {
+            name: "report",
+            version: 1,
+            summary: "",
+            params: vec![],
+            gathers: true,
+            free_params: false,
+            inputs_by_name: false,
+            on_device: false,
+            needs: (1, None),
+        };
         Arc::new(Fake {
-            schema: vec![work],
+            schema: vec![work, report],
+            reports: Mutex::new(Vec::new()),
             running: 0.into(),
             peak: 0.into(),
             attempts: 0.into(),
@@ -61,12 +80,19 @@ impl OpCatalog for Fake {
         self.schema.iter().find(|s| s.name == op)
     }
     fn op_names(&self) -> Vec<&'static str> {
-        vec!["work"]
+        vec!["work", "report"]
     }
 }
 
 impl OpRunner for Fake {
     fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
+        if ctx.job.op() == "report" {
+            self.reports.lock().unwrap().push(ctx.job.clone());
+            return Ok(OpOutput {
+                metrics: vec![Metric::new("n", ctx.job.inputs.len() as f64)],
+                ..OpOutput::default()
+            });
+        }
         let started = Instant::now();
         let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
         self.peak.fetch_max(now, Ordering::SeqCst);
@@ -96,12 +122,24 @@ impl OpRunner for Fake {
             panic!("the fake op panicked on purpose");
         }
         let attempt = self.attempts.fetch_add(1, Ordering::SeqCst) as u64;
-        if p["fail"] == json!(true) || attempt < p["flaky"].as_u64().unwrap() {
+        let fail_while = p["fail_while"].as_str().unwrap();
+        if p["fail"] == json!(true)
+            || attempt < p["flaky"].as_u64().unwrap()
+            || (!fail_while.is_empty() && std::path::Path::new(fail_while).exists())
+        {
             return Err(OpError::msg("the fake op failed on purpose"));
+        }
+        if p["diverge"] == json!(true) {
+            return Ok(OpOutput {
+                metrics: vec![Metric::at_step("loss", 2, 0.5)],
+                status: ablate_cache::EntryStatus::diverged("loss", Some(3), f64::NAN),
+                ..OpOutput::default()
+            });
         }
         Ok(OpOutput {
             metrics: vec![Metric::new("v", p["v"].as_f64().unwrap())],
             publish: vec![],
+            ..OpOutput::default()
         })
     }
 }
@@ -456,6 +494,7 @@ fn summary_serialises_as_documented() {
         skipped: 4,
         submitted: 0,
         seconds: 0.5,
+        ..Summary::default()
     });
     assert_eq!(
         serde_json::to_string(&s).unwrap(),
@@ -469,6 +508,7 @@ fn summary_serialises_as_documented() {
         skipped: 0,
         submitted: 5,
         seconds: 0.5,
+        ..Summary::default()
     });
     assert_eq!(
         serde_json::to_string(&s).unwrap(),
@@ -496,4 +536,198 @@ fn dependants_started_in_reverse_file_order() {
         })
         .collect();
     assert_eq!(started, ["src", "m[v=1]", "m[v=2]", "m[v=3]", "m[v=4]"]);
+}
+
+fn skipped(events: &[RunEvent]) -> Vec<(String, String, &'static str)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::Skipped {
+                id, because, cause, ..
+            } => Some((id.clone(), because.clone(), cause.name())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// #21: one failed instance skipped every report that needed its stage. A report builds from
+/// what finished, given the inputs that did not with why; a `strict` one is skipped; what maps
+/// over the failure is skipped as before.
+#[test]
+fn a_report_builds_from_what_finished_unless_strict() {
+    let fake = Fake::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let p = plan(
+        &fake,
+        r#"
+name: partial
+stages:
+  train: { op: work, matrix: { v: [1, 2, 3] }, params: { fail: false },
+           include: [{ v: 9, fail: true }] }
+  eval: { op: work, needs: [train] }
+  table: { op: report, needs: [eval] }
+  strict_table: { op: report, needs: [eval], strict: true }
+  both: { op: report, needs: [train, eval] }
+"#,
+    );
+    let (s, events) = go(&fake, &store, &p, 2, &CancelToken::new());
+    assert_eq!((s.ran, s.failed, s.skipped), (6 + 2, 1, 2));
+    assert_eq!(
+        skipped(&events),
+        [
+            (
+                "eval[v=9,fail=true]".to_owned(),
+                "train[v=9,fail=true]".to_owned(),
+                "failed"
+            ),
+            (
+                "strict_table".to_owned(),
+                "train[v=9,fail=true]".to_owned(),
+                "failed"
+            ),
+        ]
+    );
+    let reports = fake.reports.lock().unwrap();
+    let table = reports.iter().find(|j| j.stage == "table").unwrap();
+    assert_eq!(table.inputs.len(), 3);
+    let missing: Vec<(&str, &str, Option<&str>)> = table
+        .missing
+        .iter()
+        .map(|m| (m.id.as_str(), m.why.name(), m.because.as_deref()))
+        .collect();
+    assert_eq!(
+        missing,
+        [(
+            "eval[v=9,fail=true]",
+            "skipped",
+            Some("train[v=9,fail=true]")
+        )]
+    );
+    let both = reports.iter().find(|j| j.stage == "both").unwrap();
+    let mut whys: Vec<&str> = both.missing.iter().map(|m| m.why.name()).collect();
+    whys.sort_unstable();
+    assert_eq!((both.inputs.len(), whys), (6, vec!["failed", "skipped"]));
+    // The partial report is not under the report's key, which stays a miss.
+    let table_inst = p.instances().find(|(_, i)| i.id == "table").unwrap().1;
+    assert_ne!(table.key, table_inst.key);
+    assert!(matches!(store.lookup(&table_inst.key), Lookup::Miss));
+    assert!(matches!(store.lookup(&table.key), Lookup::Hit(_)));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        RunEvent::Finished { id, missing_inputs: 1, key, .. } if id == "table" && *key == table.key
+    )));
+}
+
+/// #21: after the failed instance is fixed, the next run must build the complete report, not
+/// serve the partial one from the cache.
+#[test]
+fn a_partial_report_is_not_served_once_the_failure_is_fixed() {
+    let fake = Fake::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let bug = dir.path().join("bug");
+    std::fs::write(&bug, "").unwrap();
+    let yaml = format!(
+        "name: fix\nstages:\n  train: {{ op: work, matrix: {{ v: [1, 2] }}, params: {{ fail_while: '{}' }} }}\n  table: {{ op: report, needs: [train] }}\n",
+        bug.display()
+    );
+    let p = plan(&fake, &yaml);
+    let (s, _) = go(&fake, &store, &p, 2, &CancelToken::new());
+    assert_eq!((s.ran, s.failed), (1, 2));
+    // Rerun, still broken: the partial report is built again (not "cached by another run").
+    let (s, events) = go(&fake, &store, &p, 2, &CancelToken::new());
+    assert_eq!((s.ran, s.cached, s.failed), (1, 0, 2));
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, RunEvent::Finished { by_other: true, .. }))
+    );
+    std::fs::remove_file(&bug).unwrap();
+    let (s, _) = go(&fake, &store, &p, 2, &CancelToken::new());
+    assert_eq!((s.ran, s.cached, s.failed), (3, 0, 0));
+    let reports = fake.reports.lock().unwrap();
+    let last = reports.last().unwrap();
+    assert_eq!((last.inputs.len(), last.missing.len()), (2, 0));
+    let table = p.instances().find(|(_, i)| i.id == "table").unwrap().1;
+    assert_eq!(last.key, table.key);
+}
+
+/// #21: a diverged result (`diverged: record`) is complete; what maps over it is skipped saying
+/// it diverged, a report runs (and reads its status), both when it is computed and when it is
+/// found in the cache; the summary counts it.
+#[test]
+fn a_diverged_instance_skips_what_maps_over_it_and_feeds_reports() {
+    let fake = Fake::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let p = plan(
+        &fake,
+        r#"
+name: div
+stages:
+  train: { op: work, matrix: { diverge: [false, true] }, diverged: record }
+  eval: { op: work, needs: [train] }
+  table: { op: report, needs: [train] }
+  strict_table: { op: report, needs: [train], strict: true }
+  evals: { op: report, needs: [eval] }
+"#,
+    );
+    let (s, events) = go(&fake, &store, &p, 2, &CancelToken::new());
+    // `table` and `strict_table` are one complete report (`strict` is not in the key): one
+    // computes it, the other finds it.
+    assert_eq!(
+        (s.ran, s.diverged, s.cached, s.failed, s.skipped),
+        (5, 1, 1, 0, 1)
+    );
+    assert_eq!(
+        skipped(&events),
+        [(
+            "eval[diverge=true]".to_owned(),
+            "train[diverge=true]".to_owned(),
+            "diverged"
+        )]
+    );
+    assert!(events.iter().any(|e| matches!(
+        e,
+        RunEvent::Finished { id, status: "diverged", diverged: Some(d), .. }
+            if id == "train[diverge=true]" && d.metric == "loss" && d.step == Some(3)
+    )));
+    let json = events
+        .iter()
+        .find(|e| {
+            matches!(
+                e,
+                RunEvent::Finished {
+                    status: "diverged",
+                    ..
+                }
+            )
+        })
+        .map(|e| serde_json::to_value(e).unwrap())
+        .unwrap();
+    assert_eq!(json["status"], "diverged");
+    assert_eq!(json["diverged"]["value"], "NaN");
+    {
+        let reports = fake.reports.lock().unwrap();
+        let by = |stage: &str| reports.iter().find(|j| j.stage == stage).unwrap();
+        // Reports read a diverged input (it has an entry), strict or not.
+        let table = reports.iter().find(|j| j.stage.ends_with("table")).unwrap();
+        assert_eq!((table.inputs.len(), table.missing.len()), (2, 0));
+        let evals = by("evals");
+        assert_eq!(evals.missing.len(), 1);
+        assert_eq!(evals.missing[0].why.name(), "diverged");
+    }
+
+    // From the cache: the diverged entry still holds back what maps over it.
+    let (s, events) = go(&fake, &store, &p, 2, &CancelToken::new());
+    assert_eq!(
+        (s.ran, s.cached, s.cached_diverged, s.skipped),
+        (1, 5, 1, 1)
+    );
+    assert_eq!(skipped(&events).len(), 1);
+    assert!(events.iter().any(|e| matches!(
+        e,
+        RunEvent::Cached { id, status: "diverged", .. } if id == "train[diverge=true]"
+    )));
 }

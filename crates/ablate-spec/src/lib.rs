@@ -22,7 +22,7 @@ pub use diagnostic::{Diagnostic, Diagnostics, Severity, SourceFile, Span, error_
 pub use duration::{MAX_DURATION, format_duration, parse_duration};
 pub use executor::{ExecutorConfig, ExecutorKind, SlurmOptions, load_profile};
 pub use load::{Override, Overrides, load, load_file};
-pub use model::{Device, MAX_NAME_BYTES, Matrix, Pipeline, Resources, Stage, StageName};
+pub use model::{Device, MAX_NAME_BYTES, Matrix, OnDiverge, Pipeline, Resources, Stage, StageName};
 pub use schema::{OpCatalog, OpSchema, ParamSpec, ParamType, TAG};
 pub use suggest::did_you_mean;
 

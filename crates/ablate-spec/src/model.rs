@@ -98,6 +98,25 @@ impl Default for Resources {
     }
 }
 
+/// What becomes of an instance whose training diverges (a non-finite loss or metric): the
+/// stage's `diverged:` key. Not part of the key: it decides what a new computation does with a
+/// divergence, and an entry recorded as diverged stays a result whatever the stage says later.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDiverge {
+    /// The attempt fails (and is retried if `retries` allows), with a message naming the
+    /// metric and step.
+    #[default]
+    Fail,
+    /// The instance is a result with status `diverged`: its metrics so far are kept, its
+    /// dependants that consume it are skipped, reports show it as diverged.
+    Record,
+}
+
+impl OnDiverge {
+    pub const NAMES: [&'static str; 2] = ["fail", "record"];
+}
+
 /// A stage's own sweep. `axes` keep file order; each axis value is already normalised against
 /// the op's parameter type. `include`/`exclude` follow the rules of [`Matrix::expand`].
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -129,6 +148,12 @@ pub struct Stage {
     /// `timeout:` (or its `defaults:`): wall-clock limit of one attempt of an instance: its
     /// process group is killed and the attempt fails. Execution detail: never part of a key.
     pub timeout: Option<Duration>,
+    /// `diverged:` (or its `defaults:`): fail the attempt or record the divergence as a result.
+    pub diverged: OnDiverge,
+    /// `strict:` (or its `defaults:`) of a report stage (an op that gathers): build only when
+    /// every input finished, instead of from those that did with the others marked. Always
+    /// false for other stages, which need every input anyway.
+    pub strict: bool,
     pub device: Device,
     /// Span of the stage's name under `stages:`.
     pub span: Span,
@@ -147,6 +172,10 @@ pub struct Pipeline {
     /// `executor:` and `slurm:`: where the file would like to run (a profile or the command
     /// line may say otherwise).
     pub executor: crate::ExecutorConfig,
+    /// `workdir:` as written, with its place: the directory the file's relative paths (`cmd`'s
+    /// `run` and `deps`, data files) resolve against, itself relative to the file's directory.
+    /// `None`: the file's directory. Resolved by the caller, which knows where the file is.
+    pub workdir: Option<(String, Span)>,
     pub source: Arc<SourceFile>,
 }
 

@@ -10,8 +10,8 @@ use crate::interp::{Vars, interpolate};
 use crate::node::{Key, Kind, Node, Origin, shorten, shorten_name};
 use crate::typecheck::check_param;
 use crate::{
-    Device, Diagnostic, MAX_NAME_BYTES, Matrix, OpCatalog, OpSchema, ParamType, Params, Pipeline,
-    Resources, SourceFile, Span, Stage, StageName, Value, parse_duration, suggest,
+    Device, Diagnostic, MAX_NAME_BYTES, Matrix, OnDiverge, OpCatalog, OpSchema, ParamType, Params,
+    Pipeline, Resources, SourceFile, Span, Stage, StageName, Value, parse_duration, suggest,
 };
 
 const TOP_KEYS: &[&str] = &[
@@ -22,6 +22,7 @@ const TOP_KEYS: &[&str] = &[
     "stages",
     "executor",
     "slurm",
+    "workdir",
 ];
 const STAGE_KEYS: &[&str] = &[
     "op",
@@ -34,11 +35,20 @@ const STAGE_KEYS: &[&str] = &[
     "resources",
     "retries",
     "timeout",
+    "diverged",
+    "strict",
     "gather",
     "device",
 ];
 /// `defaults:` keys that are stage attributes rather than op parameters.
-const DEFAULT_ATTRIBUTES: &[&str] = &["device", "retries", "timeout", "resources"];
+const DEFAULT_ATTRIBUTES: &[&str] = &[
+    "device",
+    "retries",
+    "timeout",
+    "diverged",
+    "strict",
+    "resources",
+];
 const RESOURCE_KEYS: &[&str] = &["cpus", "gpus", "mem_gb"];
 
 /// Validates the whole tree; `None` when anything is wrong (every problem is in `errors`).
@@ -73,6 +83,9 @@ struct Defaults {
     device: Option<Device>,
     retries: Option<u32>,
     timeout: Option<Duration>,
+    diverged: Option<OnDiverge>,
+    /// Applies to the report stages only (the others always need every input).
+    strict: Option<bool>,
     resources: ResourcesPatch,
     /// Parameter defaults, interpolated (`None`: its interpolation failed, already reported).
     params: Vec<(Key, Option<Node>)>,
@@ -280,6 +293,19 @@ impl<'a> Validator<'a, '_> {
         let description = fields
             .get("description")
             .and_then(|(_, node)| self.string(node, "`description`"));
+        let workdir = fields.get("workdir").and_then(|(_, node)| {
+            let dir = self.string(node, "`workdir`")?;
+            if dir.is_empty() {
+                self.push(
+                    node.origin
+                        .error("`workdir` is empty")
+                        .label("empty")
+                        .help("leave it out for the pipeline file's own directory, or write `.`"),
+                );
+                return None;
+            }
+            Some((dir.to_owned(), span_of(&node.origin)))
+        });
         if let Some((_, node)) = fields.get("vars") {
             self.vars(node);
         }
@@ -341,6 +367,7 @@ impl<'a> Validator<'a, '_> {
             vars: vars?,
             stages: stages?,
             executor,
+            workdir,
             source,
         })
     }
@@ -380,6 +407,10 @@ impl<'a> Validator<'a, '_> {
                 "device" => self.defaults.device = self.device(value, "`device` in `defaults`"),
                 "retries" => self.defaults.retries = self.retries(value, "`retries` in `defaults`"),
                 "timeout" => self.defaults.timeout = self.timeout(value, "`timeout` in `defaults`"),
+                "diverged" => {
+                    self.defaults.diverged = self.on_diverge(value, "`diverged` in `defaults`")
+                }
+                "strict" => self.defaults.strict = self.boolean(value, "`strict` in `defaults`"),
                 "resources" => {
                     self.defaults.resources =
                         self.resources(value, "`resources` in `defaults`", "`defaults`")
@@ -466,6 +497,75 @@ impl<'a> Validator<'a, '_> {
             },
             _ => {
                 self.push(type_error(node, subject, "an integer ≥ 0"));
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, node: &Node, subject: &str) -> Option<bool> {
+        match node.kind {
+            Kind::Bool(b) => Some(b),
+            _ => {
+                self.push(type_error(node, subject, "`true` or `false`"));
+                None
+            }
+        }
+    }
+
+    /// A stage's `strict:`, which only a report (an op that gathers results: `report.table`,
+    /// `report.plot`, `report.claims`) can relax: every other stage needs every input.
+    fn strict(
+        &mut self,
+        name: &str,
+        node: Option<&Node>,
+        schema: Option<&OpSchema>,
+    ) -> Option<bool> {
+        let Some(node) = node else {
+            return Some(self.defaults.strict.unwrap_or(false));
+        };
+        let strict = self.boolean(node, &format!("`strict` of stage `{name}`"))?;
+        match schema {
+            Some(schema) if !schema.gathers => {
+                let reports: Vec<&str> = self
+                    .catalog
+                    .op_names()
+                    .into_iter()
+                    .filter(|op| self.catalog.schema(op).is_some_and(|s| s.gathers))
+                    .collect();
+                self.push(
+                    node.origin
+                        .error(format!(
+                            "`strict` of stage `{name}`: op `{}` does not build a report",
+                            schema.name
+                        ))
+                        .label("only for report stages")
+                        .help(format!(
+                            "a report ({}) builds from the inputs that finished, marking the \
+                             others, unless it says `strict: true`; any other stage always needs \
+                             every input, so remove this key",
+                            list(reports)
+                        )),
+                );
+                None
+            }
+            _ => Some(strict),
+        }
+    }
+
+    /// `diverged:`: `fail` or `record`.
+    fn on_diverge(&mut self, node: &Node, subject: &str) -> Option<OnDiverge> {
+        let found = match &node.kind {
+            Kind::Str(s) => s.as_str(),
+            _ => "",
+        };
+        match found {
+            "fail" => Some(OnDiverge::Fail),
+            "record" => Some(OnDiverge::Record),
+            _ => {
+                self.push(type_error(node, subject, "`fail` or `record`").help(
+                    "`record` keeps a diverged run as a result (status `diverged`, its \
+                         metrics so far); `fail` (the default) fails the attempt",
+                ));
                 None
             }
         }
@@ -627,6 +727,11 @@ impl<'a> Validator<'a, '_> {
                 .map(Some),
             None => Some(self.defaults.timeout),
         };
+        let diverged = match fields.get("diverged") {
+            Some((_, node)) => self.on_diverge(node, &format!("`diverged` of stage `{name}`")),
+            None => Some(self.defaults.diverged.unwrap_or_default()),
+        };
+        let strict = self.strict(name, fields.get("strict").map(|(_, node)| *node), schema);
         let gather = match fields.get("gather") {
             Some((
                 _,
@@ -672,9 +777,13 @@ impl<'a> Validator<'a, '_> {
             Some(device),
             Some(retries),
             Some(timeout),
+            Some(diverged),
+            Some(strict),
             Some(gather),
             Some((params, matrix)),
-        ) = (op, schema, device, retries, timeout, gather, params)
+        ) = (
+            op, schema, device, retries, timeout, diverged, strict, gather, params,
+        )
         else {
             return (None, schema);
         };
@@ -690,6 +799,8 @@ impl<'a> Validator<'a, '_> {
             resources,
             retries,
             timeout,
+            diverged,
+            strict: strict && schema.gathers,
             device,
             span,
             needs_span: needs_node.and_then(|node| node.origin.span()),

@@ -1493,3 +1493,54 @@ stages:
         "in `--set resnet.timeout=soon`: invalid `timeout` of stage `resnet`: `soon` is not a duration"
     );
 }
+
+// --- `strict` (#21) -----------------------------------------------------------------------------
+
+/// A report builds from the inputs that finished unless it is `strict`; other stages always
+/// need every input, so the key is theirs to refuse.
+#[test]
+fn strict_is_a_report_stage_key_also_under_defaults() {
+    let text = |defaults: &str, table: &str| {
+        format!(
+            "name: s\n{defaults}stages:\n  a: {{ op: cmd, params: {{ run: ls }} }}\n  \
+             table: {{ op: report.table, needs: [a]{table} }}\n"
+        )
+    };
+    let strict = |defaults: &str, table: &str| {
+        let p = load_text(&text(defaults, table), &Overrides::default())
+            .unwrap_or_else(|d| panic!("{d}"));
+        (
+            p.stage("table").unwrap().strict,
+            p.stage("a").unwrap().strict,
+        )
+    };
+    assert_eq!(strict("", ""), (false, false));
+    assert_eq!(strict("", ", strict: true"), (true, false));
+    // Under `defaults`, it reaches the reports only.
+    assert_eq!(strict("defaults: { strict: true }\n", ""), (true, false));
+    assert_eq!(
+        strict("defaults: { strict: true }\n", ", strict: false"),
+        (false, false)
+    );
+    // Not a param: it never changes a key.
+    let p = load_text(&text("", ", strict: true"), &Overrides::default()).unwrap();
+    assert!(!p.stage("table").unwrap().params.contains_key("strict"));
+
+    let err = |text: &str| summary(&load_text(text, &Overrides::default()).unwrap_err());
+    assert_eq!(
+        err("name: s\nstages:\n  a: { op: cmd, params: { run: ls }, strict: true }\n"),
+        [(
+            3,
+            46,
+            "`strict` of stage `a`: op `cmd` does not build a report".to_owned()
+        )]
+    );
+    assert_eq!(
+        err(&text("defaults: { strict: 1 }\n", "")),
+        [(
+            2,
+            21,
+            "`strict` in `defaults` expects `true` or `false`, found an integer `1`".to_owned()
+        )]
+    );
+}

@@ -233,7 +233,11 @@ fn run_steps(
             .sum::<f64>()
             .sqrt() as f32;
         if !loss.is_finite() || !norm.is_finite() {
-            return Err(EngineError::NonFiniteStep { step: step + 1 });
+            return Err(EngineError::NonFiniteStep {
+                step: step + 1,
+                loss,
+                grad_norm: norm,
+            });
         }
         if norm > train.clip {
             kernels::scale(&mut grad, train.clip / norm);

@@ -170,6 +170,8 @@ fn group_means(sel: &Selection, chosen: &[(&Observation, f64)]) -> Result<Vec<f6
 }
 
 /// The selected observations that have `sel.metric`, with its value, or why there are none.
+/// A selection that lost instances (they failed, were skipped, or diverged: #21) decides
+/// nothing: the claim is about all of them, and what the rest say may not hold for the whole.
 fn select<'a>(
     sel: &Selection,
     obs: &'a [Observation],
@@ -180,6 +182,16 @@ fn select<'a>(
         .collect();
     if chosen.is_empty() {
         return Err(format!("`{}`: {}", sel.text, why_empty(&sel.filters, obs)));
+    }
+    let lost: Vec<&str> = chosen.iter().filter_map(|o| o.missing.as_deref()).collect();
+    if !lost.is_empty() {
+        return Err(format!(
+            "`{}`: {} of the {} selected instances did not finish ({})",
+            sel.text,
+            lost.len(),
+            chosen.len(),
+            ablate_results::gap_text(&lost)
+        ));
     }
     let values: Vec<(&Observation, f64)> = chosen
         .iter()
@@ -195,8 +207,14 @@ fn select<'a>(
         } else {
             format!("none of the {} selected instances", chosen.len())
         };
+        let guess = ablate_spec::did_you_mean(&sel.metric, have.iter().copied())
+            .map(|m| {
+                let n = chosen.iter().filter(|o| o.metrics.contains_key(m)).count();
+                format!("; did you mean `{m}`? ({n} of {} have it)", chosen.len())
+            })
+            .unwrap_or_default();
         return Err(format!(
-            "`{}`: {whose} has the metric `{}` (they have: {})",
+            "`{}`: {whose} has the metric `{}`{guess} (they have: {})",
             sel.text,
             sel.metric,
             list(have.into_iter().map(str::to_owned))
@@ -324,6 +342,7 @@ mod tests {
         Observation {
             labels: serde_json::from_value(labels).unwrap(),
             metrics: metrics.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            missing: None,
         }
     }
 
@@ -481,6 +500,32 @@ mod tests {
         assert_eq!(e.detail, "`mean(acc)`: there are no instances");
     }
 
+    /// #21: a selection with an instance that failed or diverged is undecided, saying so; one
+    /// without is decided as before.
+    #[test]
+    fn a_selection_that_lost_instances_is_undecided() {
+        let mut obs = sample();
+        let mut lost = obs[0].clone();
+        lost.metrics.clear();
+        lost.missing = Some("failed".into());
+        obs.push(lost);
+        let mut diverged = obs[1].clone();
+        diverged.missing = Some("diverged".into());
+        obs.push(diverged);
+        let claim = |text: &str| evaluate(&parse(text).unwrap(), &obs);
+        let e = claim("mean(acc | weights=shared) > 0");
+        assert_eq!(e.verdict, Verdict::Undecided);
+        assert_eq!(
+            e.detail,
+            "`mean(acc | weights=shared)`: 2 of the 4 selected instances did not finish (1 \
+             diverged, 1 failed)"
+        );
+        assert_ne!(
+            claim("mean(acc | weights=unshared) > 0").verdict,
+            Verdict::Undecided
+        );
+    }
+
     #[test]
     fn a_missing_metric_is_undecided_and_lists_the_metrics() {
         let e = run("mean(accuracy) > 0.5");
@@ -495,6 +540,12 @@ mod tests {
             "`mean(nan_metric | weights=shared)`: none of the 2 selected instances has the metric `nan_metric` (they have: acc, params)"
         );
         // Both sides undecided: both reasons.
+        let e = run("mean(acx) > 0");
+        assert_eq!(
+            e.detail,
+            "`mean(acx)`: no instance has the metric `acx`; did you mean `acc`? (4 of 4 have it) \
+             (they have: acc, nan_metric, params)"
+        );
         let e = run("mean(x) > mean(y)");
         assert_eq!(e.detail.matches("no instance has the metric").count(), 2);
     }

@@ -12,7 +12,7 @@ use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ablate_cache::Metric;
+use ablate_cache::{EntryStatus, Metric};
 use ablate_run::{OpError, Progress};
 use serde_json::Value;
 
@@ -144,45 +144,113 @@ fn short(v: f64) -> String {
 }
 
 /// One line: `None` for a blank one, else its step (its own `step`, or the previous line's
-/// plus one, from 0) and its numeric values in order. Other values (strings, booleans) are
-/// not metrics and are skipped.
+/// plus one, from 0) and its numeric values in order, `NaN`/`Infinity`/`-Infinity` included.
+/// Other values (strings, booleans) are not metrics and are skipped.
 fn parse_line(line: &[u8], previous: Option<u64>) -> Result<Option<Line>, String> {
     if line.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let value: Value = serde_json::from_slice(line).map_err(|e| {
-        let text = String::from_utf8_lossy(line);
-        let hint = if text.contains("NaN") || text.contains("Infinity") {
-            " (NaN and Infinity are not JSON numbers: did the loss diverge?)"
-        } else {
-            ""
-        };
-        format!("is not JSON: {e}{hint}")
-    })?;
-    let Value::Object(map) = value else {
+    let Value::Object(map) = parse_json(line)? else {
         return Err("is not a JSON object".into());
     };
     let step = match map.get("step") {
         None => previous.map_or(0, |s| s + 1),
-        Some(s) => s
-            .as_u64()
-            .ok_or_else(|| format!("has `step` = {s}, not a whole number ≥ 0"))?,
+        Some(s) => s.as_u64().ok_or_else(|| {
+            format!(
+                "has `step` = {}, not a whole number ≥ 0",
+                number(s).map_or_else(|| s.to_string(), |x| x.to_string())
+            )
+        })?,
     };
     let values = map
         .into_iter()
         .filter(|(k, _)| k != "step")
-        .filter_map(|(k, v)| v.as_f64().map(|x| (k, x)))
+        .filter_map(|(k, v)| number(&v).map(|x| (k, x)))
         .collect();
     Ok(Some((step, values)))
 }
 
+/// Marks a non-finite number in a parsed line: no JSON string a program writes starts with NUL.
+const NON_FINITE: char = '\0';
+
+/// JSON, plus the `NaN`, `Infinity` and `-Infinity` that Python's `json.dumps` writes by
+/// default (and JavaScript's JSON never does): outside strings, each is read as a marked
+/// string that [`number`] turns into the float it means.
+pub(crate) fn parse_json(text: &[u8]) -> Result<Value, String> {
+    let parsed = match non_finite_as_strings(text) {
+        Some(rewritten) => serde_json::from_slice(&rewritten),
+        None => serde_json::from_slice(text),
+    };
+    parsed.map_err(|e| format!("is not JSON: {e}"))
+}
+
+/// A value as a metric: a JSON number, or a non-finite one marked by [`parse_json`].
+pub(crate) fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => match s.strip_prefix(NON_FINITE)? {
+            "NaN" => Some(f64::NAN),
+            "Infinity" => Some(f64::INFINITY),
+            "-Infinity" => Some(f64::NEG_INFINITY),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `text` with every `NaN`, `Infinity` and `-Infinity` outside a string replaced by a marked
+/// string; `None` when it has none (the common case: nothing is copied).
+fn non_finite_as_strings(text: &[u8]) -> Option<Vec<u8>> {
+    const TOKENS: [&[u8]; 3] = [b"-Infinity", b"Infinity", b"NaN"];
+    if !text.windows(3).any(|w| w == b"NaN" || w == b"Inf") {
+        return None;
+    }
+    let mut out = Vec::with_capacity(text.len() + 16);
+    let (mut in_string, mut escaped) = (false, false);
+    let mut i = 0;
+    while i < text.len() {
+        let b = text[i];
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if let Some(token) = TOKENS.iter().find(|t| text[i..].starts_with(t)) {
+            out.extend_from_slice(b"\"\\u0000");
+            out.extend_from_slice(token);
+            out.push(b'"');
+            i += token.len();
+            continue;
+        }
+        out.push(b);
+        i += 1;
+    }
+    Some(out)
+}
+
+/// What a finished program's log says.
+#[derive(Debug, Default)]
+pub(crate) struct Log {
+    /// Each finite value at its step, then (unless the run diverged) the last value of each
+    /// metric as its final one.
+    pub metrics: Vec<Metric>,
+    /// The first non-finite value, in the order logged: the run diverged there.
+    pub diverged: Option<EntryStatus>,
+}
+
 /// Every line of the log as metrics: each value at its step (a step logged twice, as when an
 /// attempt resumed from an earlier checkpoint, keeps its last value), then the last value of
-/// each metric as its final one.
-pub(crate) fn read(log: &Path) -> Result<Vec<Metric>, OpError> {
+/// each metric as its final one. A non-finite value (`NaN`, `Infinity`) that a later line of
+/// the same step did not replace marks the run diverged: its finite values are kept as they
+/// were logged, and it has no final values (the last one before a divergence is not a result).
+pub(crate) fn read(log: &Path) -> Result<Log, OpError> {
     let bytes = match fs::read(log) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Log::default()),
         Err(e) => {
             return Err(OpError::with(
                 format!("failed to read `{}`", log.display()),
@@ -191,7 +259,6 @@ pub(crate) fn read(log: &Path) -> Result<Vec<Metric>, OpError> {
         }
     };
     let mut stepped: BTreeMap<(String, u64), (usize, f64)> = BTreeMap::new();
-    let mut last: BTreeMap<String, (usize, f64)> = BTreeMap::new();
     let mut step = None;
     for (n, line) in bytes.split(|&b| b == b'\n').enumerate() {
         let parsed = parse_line(line, step).map_err(|why| {
@@ -204,25 +271,31 @@ pub(crate) fn read(log: &Path) -> Result<Vec<Metric>, OpError> {
         let Some((s, values)) = parsed else { continue };
         step = Some(s);
         for (name, v) in values {
-            if !v.is_finite() {
-                return Err(OpError::msg(format!(
-                    "line {} of `{METRICS_LOG}` has `{name}` = {v}, not a finite number",
-                    n + 1
-                )));
-            }
-            stepped.insert((name.clone(), s), (n, v));
-            last.insert(name, (n, v));
+            stepped.insert((name, s), (n, v));
         }
     }
     // In the order they were logged, so runs.parquet reads like the log.
-    let mut at_steps: Vec<(usize, Metric)> = stepped
+    let mut at_steps: Vec<(usize, String, u64, f64)> = stepped
         .into_iter()
-        .map(|((name, s), (n, v))| (n, Metric::at_step(name, s, v)))
+        .map(|((name, s), (n, v))| (n, name, s, v))
         .collect();
-    at_steps.sort_by_key(|(n, m)| (*n, m.name.clone()));
-    let mut metrics: Vec<Metric> = at_steps.into_iter().map(|(_, m)| m).collect();
-    metrics.extend(last.into_iter().map(|(name, (_, v))| Metric::new(name, v)));
-    Ok(metrics)
+    at_steps.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    let diverged = at_steps
+        .iter()
+        .find(|(.., v)| !v.is_finite())
+        .map(|(_, name, s, v)| EntryStatus::diverged(name.clone(), Some(*s), *v));
+    let mut last: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut metrics = Vec::with_capacity(at_steps.len());
+    for (_, name, s, v) in &at_steps {
+        if v.is_finite() {
+            metrics.push(Metric::at_step(name.clone(), *s, *v));
+            last.insert(name, *v);
+        }
+    }
+    if diverged.is_none() {
+        metrics.extend(last.into_iter().map(|(name, v)| Metric::new(name, v)));
+    }
+    Ok(Log { metrics, diverged })
 }
 
 #[cfg(test)]
@@ -246,7 +319,7 @@ mod tests {
         writeln!(f, "{{\"step\": 2, \"loss\": 0.65, \"acc\": 0.5}}").unwrap();
         writeln!(f).unwrap();
         writeln!(f, "{{\"loss\": 0.5, \"acc\": 0.75}}").unwrap();
-        let metrics = read(&log).unwrap();
+        let metrics = read(&log).unwrap().metrics;
         let at = |name: &str, step: u64| {
             metrics
                 .iter()
@@ -271,19 +344,16 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_line_is_named_with_a_hint() {
+    fn a_bad_line_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join(METRICS_LOG);
         fs::write(
             &log,
-            "{\"step\": 0, \"loss\": 1.0}\n{\"step\": 1, \"loss\": NaN}\n",
+            "{\"step\": 0, \"loss\": 1.0}\n{\"step\": 1, \"loss\": 0.5,}\n",
         )
         .unwrap();
         let e = read(&log).unwrap_err().to_string();
-        assert!(
-            e.contains("line 2 of `metrics.jsonl`") && e.contains("diverge"),
-            "{e}"
-        );
+        assert!(e.contains("line 2 of `metrics.jsonl` is not JSON"), "{e}");
         fs::write(&log, "[1, 2]\n").unwrap();
         assert!(
             read(&log)
@@ -293,6 +363,62 @@ mod tests {
         );
         fs::write(&log, "{\"step\": -1}\n").unwrap();
         assert!(read(&log).unwrap_err().to_string().contains("whole number"));
+        fs::write(&log, "{\"step\": NaN}\n").unwrap();
+        let e = read(&log).unwrap_err().to_string();
+        assert!(e.contains("`step` = NaN, not a whole number"), "{e}");
+    }
+
+    /// Python's `json.dumps` writes `NaN`, `Infinity` and `-Infinity`: they were a parse error
+    /// that lost the log, and the retry that resumed from the checkpoint was committed with an
+    /// empty one (#21).
+    #[test]
+    fn python_non_finite_numbers_mark_the_run_diverged_where_they_first_appear() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join(METRICS_LOG);
+        fs::write(
+            &log,
+            "{\"step\": 0, \"loss\": 1.0, \"note\": \"NaN is fine in a string\"}\n\
+             {\"step\": 1, \"loss\": 0.5, \"acc\": -Infinity}\n\
+             {\"step\": 2, \"loss\": NaN, \"acc\": Infinity}\n",
+        )
+        .unwrap();
+        let Log { metrics, diverged } = read(&log).unwrap();
+        assert_eq!(
+            diverged.unwrap().to_string(),
+            "diverged: `acc` = -inf at step 1"
+        );
+        // The finite values so far; no final values (a diverged run has no result to quote).
+        let kept: Vec<(String, Option<u64>, f64)> = metrics
+            .iter()
+            .map(|m| (m.name.clone(), m.step, m.value))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                ("loss".to_owned(), Some(0), 1.0),
+                ("loss".to_owned(), Some(1), 0.5)
+            ]
+        );
+
+        // A resumed attempt that logs the step again with a finite value undoes it.
+        fs::write(
+            &log,
+            "{\"step\": 0, \"loss\": 1.0}\n{\"step\": 1, \"loss\": NaN}\n{\"step\": 1, \"loss\": 0.4}\n",
+        )
+        .unwrap();
+        let Log { metrics, diverged } = read(&log).unwrap();
+        assert!(diverged.is_none());
+        assert!(metrics.contains(&Metric::new("loss", 0.4)));
+    }
+
+    #[test]
+    fn non_finite_tokens_are_rewritten_outside_strings_only() {
+        let v = parse_json(br#"{"a": NaN, "b": "x\" NaN", "c": [-Infinity, Infinity]}"#).unwrap();
+        assert!(number(&v["a"]).unwrap().is_nan());
+        assert_eq!(v["b"], "x\" NaN");
+        assert_eq!(number(&v["c"][0]), Some(f64::NEG_INFINITY));
+        assert_eq!(number(&v["c"][1]), Some(f64::INFINITY));
+        assert!(parse_json(b"{\"a\": Nan}").is_err());
     }
 
     #[test]

@@ -111,22 +111,49 @@ pub(crate) struct Series {
     pub points: Vec<Point>,
 }
 
-/// Points of metric `y` against label `x`, one series per value of label `group`, each point
-/// the mean over the observations with that (group, x) — typically over seeds. Observations
-/// without the metric are skipped.
+/// The value of the `group` labels of an input: the label's value for one key, the list of
+/// them for several (a line per combination); `None` without `group`.
+fn group_value(
+    id: &str,
+    labels: &[(String, Value)],
+    group: &[String],
+) -> Result<Option<Value>, String> {
+    match group {
+        [] => Ok(None),
+        [one] => label_of(id, labels, one).map(|v| Some(v.clone())),
+        many => many
+            .iter()
+            .map(|g| label_of(id, labels, g).cloned())
+            .collect::<Result<Vec<_>, _>>()
+            .map(|vs| Some(Value::Array(vs))),
+    }
+}
+
+/// A series' name in the legend (whose title names the keys): `0.1`, or `0.1, 32` for
+/// several keys.
+fn group_name(v: &Value) -> String {
+    match v {
+        Value::Array(vs) => vs.iter().map(label_text).collect::<Vec<_>>().join(", "),
+        v => label_text(v),
+    }
+}
+
+/// Points of metric `y` against label `x`, one series per value of the `group` labels (per
+/// combination of values, for several), each point the mean over the observations with that
+/// (group, x) — typically over seeds. Observations without the metric are skipped.
 pub(crate) fn aggregate(
     obs: &[Observation],
     x: &str,
     y: &str,
-    group: Option<&str>,
+    group: &[String],
 ) -> Result<(XAxis, Vec<Series>), String> {
-    let mut kept: Vec<(Option<&Value>, &Value, f64)> = Vec::new();
+    let mut kept: Vec<(Option<Value>, &Value, f64)> = Vec::new();
     for o in obs {
         let Some(&value) = o.metrics.get(y) else {
             continue;
         };
         let xv = o.label(x)?;
-        let gv = group.map(|g| o.label(g)).transpose()?;
+        let gv = group_value(&o.id, &o.labels, group)?;
         kept.push((gv, xv, value));
     }
     if kept.is_empty() {
@@ -137,20 +164,20 @@ pub(crate) fn aggregate(
     }
     let xs: Vec<&Value> = kept.iter().map(|(_, x, _)| *x).collect();
     let (x_keys, x_numeric) = ordered_keys(&xs);
-    let groups: Vec<&Value> = kept.iter().filter_map(|(g, _, _)| *g).collect();
+    let groups: Vec<&Value> = kept.iter().filter_map(|(g, _, _)| g.as_ref()).collect();
     let (group_keys, _) = ordered_keys(&groups);
 
     let n_groups = group_keys.len().max(1);
     let mut cells: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); x_keys.len()]; n_groups];
     for (g, xv, value) in &kept {
-        let gi = g.map_or(0, |g| position(&group_keys, g));
+        let gi = g.as_ref().map_or(0, |g| position(&group_keys, g));
         cells[gi][position(&x_keys, xv)].push(*value);
     }
     let series = cells
         .into_iter()
         .enumerate()
         .map(|(gi, row)| Series {
-            name: group_keys.get(gi).map(|v| label_text(v)),
+            name: group_keys.get(gi).map(|v| group_name(v)),
             points: row
                 .into_iter()
                 .enumerate()
@@ -275,22 +302,19 @@ pub(crate) fn stepped_values(
     ))
 }
 
-/// Metric values against the step, one series per value of label `group` (one without), each
-/// point the mean ± sd at that step over the series' inputs that logged it (typically the
+/// Metric values against the step, one series per value of the `group` labels (one without),
+/// each point the mean ± sd at that step over the series' inputs that logged it (typically the
 /// seeds). Series are ordered like [`aggregate`]'s groups, points by step.
-pub(crate) fn curves(obs: &[Stepped], group: Option<&str>) -> Result<Vec<Series>, String> {
-    let group_values = match group {
-        Some(g) => obs
-            .iter()
-            .map(|o| label_of(&o.id, &o.labels, g).map(Some))
-            .collect::<Result<Vec<_>, String>>()?,
-        None => vec![None; obs.len()],
-    };
-    let present: Vec<&Value> = group_values.iter().flatten().copied().collect();
+pub(crate) fn curves(obs: &[Stepped], group: &[String]) -> Result<Vec<Series>, String> {
+    let group_values = obs
+        .iter()
+        .map(|o| group_value(&o.id, &o.labels, group))
+        .collect::<Result<Vec<_>, String>>()?;
+    let present: Vec<&Value> = group_values.iter().flatten().collect();
     let (group_keys, _) = ordered_keys(&present);
     let mut cells: Vec<BTreeMap<u64, Vec<f64>>> = vec![BTreeMap::new(); group_keys.len().max(1)];
     for (o, g) in obs.iter().zip(&group_values) {
-        let cell = &mut cells[g.map_or(0, |g| position(&group_keys, g))];
+        let cell = &mut cells[g.as_ref().map_or(0, |g| position(&group_keys, g))];
         for (&step, &value) in &o.values {
             cell.entry(step).or_default().push(value);
         }
@@ -299,7 +323,7 @@ pub(crate) fn curves(obs: &[Stepped], group: Option<&str>) -> Result<Vec<Series>
         .into_iter()
         .enumerate()
         .map(|(gi, by_step)| Series {
-            name: group_keys.get(gi).map(|v| label_text(v)),
+            name: group_keys.get(gi).map(|v| group_name(v)),
             points: by_step
                 .into_iter()
                 .map(|(step, vals)| {
@@ -869,7 +893,7 @@ mod tests {
                 &[("loss", 1.0)],
             ),
         ];
-        let (axis, series) = aggregate(&o, "steps", "acc", Some("w")).unwrap();
+        let (axis, series) = aggregate(&o, "steps", "acc", &["w".to_owned()]).unwrap();
         assert_eq!(axis, XAxis::Numeric);
         assert_eq!(series.len(), 2);
         assert_eq!(series[0].name.as_deref(), Some("shared"));
@@ -892,7 +916,7 @@ mod tests {
             obs("b", &[("act", json!("relu"))], &[("acc", 2.0)]),
             obs("c", &[("act", json!("tanh"))], &[("acc", 3.0)]),
         ];
-        let (axis, series) = aggregate(&o, "act", "acc", None).unwrap();
+        let (axis, series) = aggregate(&o, "act", "acc", &[]).unwrap();
         assert_eq!(axis, XAxis::Categorical(vec!["tanh".into(), "relu".into()]));
         assert_eq!(series.len(), 1);
         assert_eq!(series[0].name, None);
@@ -903,12 +927,12 @@ mod tests {
     #[test]
     fn a_missing_metric_names_the_metrics_present() {
         let o = vec![obs("a", &[("s", json!(1))], &[("loss", 1.0), ("acc", 0.5)])];
-        let err = aggregate(&o, "s", "test_acc", None).unwrap_err();
+        let err = aggregate(&o, "s", "test_acc", &[]).unwrap_err();
         assert_eq!(
             err,
             "no input has the metric `test_acc`; the metrics present: `acc`, `loss`"
         );
-        let err = aggregate(&o, "steps", "acc", None).unwrap_err();
+        let err = aggregate(&o, "steps", "acc", &[]).unwrap_err();
         assert!(err.contains("input `a` has no label `steps`"), "{err}");
     }
 
@@ -927,7 +951,7 @@ mod tests {
             stepped("b", json!("b"), &[(0, 3.0), (10, 0.7), (20, 0.2)]),
             stepped("c", json!("a"), &[(10, 2.0)]),
         ];
-        let series = curves(&o, Some("g")).unwrap();
+        let series = curves(&o, &["g".to_owned()]).unwrap();
         // Groups in first-seen order (string labels), steps in order.
         let names: Vec<_> = series.iter().map(|s| s.name.as_deref()).collect();
         assert_eq!(names, [Some("b"), Some("a")]);
@@ -946,7 +970,7 @@ mod tests {
             }]
         );
 
-        let one = curves(&o, None).unwrap();
+        let one = curves(&o, &[]).unwrap();
         assert_eq!(one.len(), 1);
         assert_eq!(one[0].name, None);
         assert!((one[0].points[1].mean - 3.2 / 3.0).abs() < 1e-12);

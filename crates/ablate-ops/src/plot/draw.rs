@@ -96,6 +96,8 @@ pub(crate) fn save(fig: &impl Figure, dir: &Path, stem: &str) -> Result<(), Stri
 /// `spread` says.
 pub(crate) struct LineFigure {
     pub title: String,
+    /// The `group` label(s) the lines are told apart by, heading the legend.
+    pub legend_title: Option<String>,
     pub x_name: String,
     pub y_name: String,
     pub x_axis: XAxis,
@@ -278,6 +280,18 @@ impl Figure for LineFigure {
             .axis_desc_style((FONT, 13))
             .draw()
             .map_err(err)?;
+        if let Some(title) = self
+            .legend_title
+            .as_ref()
+            .filter(|_| self.series.iter().any(|s| s.name.is_some()))
+        {
+            // The legend's first entry, without a mark: what the lines' names are values of.
+            chart
+                .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
+                .map_err(err)?
+                .label(format!("{title}:"))
+                .legend(|(x, y)| EmptyElement::at((x, y)));
+        }
         for (i, s) in self.series.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
             if self.spread == Spread::Band && s.points.iter().any(|p| p.std.is_some()) {
@@ -725,6 +739,7 @@ mod tests {
         };
         let mut fig = LineFigure {
             title: String::new(),
+            legend_title: None,
             x_name: String::new(),
             y_name: String::new(),
             x_axis: XAxis::Numeric,

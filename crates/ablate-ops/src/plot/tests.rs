@@ -53,6 +53,7 @@ fn pt(x: f64, mean: f64, std: Option<f64>) -> Point {
 fn a_line_figure_draws_one_line_dots_and_error_bars_per_group() {
     let dir = tempfile::tempdir().unwrap();
     let fig = LineFigure {
+        legend_title: None,
         title: "acc vs steps by weights".into(),
         x_name: "steps".into(),
         y_name: "acc".into(),
@@ -95,6 +96,7 @@ fn a_line_figure_draws_one_line_dots_and_error_bars_per_group() {
 fn a_categorical_line_figure_labels_its_categories() {
     let dir = tempfile::tempdir().unwrap();
     let fig = LineFigure {
+        legend_title: None,
         title: "acc vs act".into(),
         x_name: "act".into(),
         y_name: "acc".into(),
@@ -354,6 +356,7 @@ fn entry_with(
         device: "cpu".into(),
         host: "test".into(),
         ablate_version: "0".into(),
+        status: Default::default(),
         checksum: None,
     })
     .unwrap();
@@ -462,7 +465,7 @@ fn the_line_op_averages_over_seeds_and_honours_select() {
     .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "no input has the metric `test_acc`; the metrics present: `acc`"
+        "no input has the metric `test_acc`; the inputs have: `acc`"
     );
     let err = run_op(
         &store,
@@ -575,10 +578,17 @@ fn the_pareto_op_averages_seeds_per_group_and_facets() {
         err(json!({"kind": "line", "x": "seed", "y": "infill_em", "facet": "arch"})),
         "`facet` applies to `pareto`, not `kind: line`"
     );
-    assert_eq!(
-        err(json!({"kind": "line", "x": "seed", "y": "infill_em", "group": ["arch", "objective"]})),
-        "`kind: line` takes one `group` label (a line per value)"
-    );
+    // #21: several `group` labels make a line per combination, the legend titled by them.
+    run_op(
+        &store,
+        root.path(),
+        inputs.clone(),
+        json!({"kind": "line", "x": "seed", "y": "infill_em", "group": ["arch", "objective"]}),
+    )
+    .unwrap();
+    let svg = read_outputs(&root.path().join("out"), LINE_SIZE);
+    assert!(svg.contains("arch, objective:"), "the legend's title");
+    assert!(svg.contains("decoder, clm"), "a line's name");
 }
 
 /// 2 learning rates × 3 seeds logging `loss` at steps 1–4 (seed 2 of `lr=0.01` stops after
@@ -605,8 +615,8 @@ fn curve_inputs(store: &Store) -> Vec<JobInput> {
 fn curve_figure_of(store: &Store, root: &Path, inputs: Vec<JobInput>, params: Value) -> LineFigure {
     with_ctx(store, root, inputs, params, |ctx| {
         let p: PlotParams = typed("report.plot", ctx.job.params()).unwrap();
-        let chosen = select_inputs(&ctx.job.inputs, p.select.as_ref()).unwrap();
-        curve_figure(ctx, &chosen, &p).unwrap()
+        let chosen = choose(ctx, p.select.as_ref()).unwrap();
+        curve_figure(&chosen.entries, &p, &chosen.note()).unwrap()
     })
 }
 
@@ -692,7 +702,13 @@ fn the_curve_op_names_an_input_without_the_stepped_metric_and_what_it_has() {
     };
     assert_eq!(
         err(&inputs, json!({"kind": "curve", "y": "val_loss"})),
-        "input `metric[0]` has no stepped metric `val_loss`; its stepped metrics: `loss`"
+        "no input has the stepped metric `val_loss`; the inputs have: `loss`"
+    );
+    // #21: a typo gets the nearest name.
+    assert_eq!(
+        err(&inputs, json!({"kind": "curve", "y": "los"})),
+        "no input has the stepped metric `los`; did you mean `loss`? (all 6 inputs have it); \
+         the inputs have: `loss`"
     );
     assert_eq!(
         err(&inputs, json!({"kind": "curve", "y": "acc"})),
@@ -727,13 +743,16 @@ fn the_curve_op_names_an_input_without_the_stepped_metric_and_what_it_has() {
         err(&inputs, json!({"kind": "curve", "group": "lr"})),
         "`kind: curve` needs `y` (a metric logged by step)"
     );
-    assert_eq!(
-        err(
-            &inputs,
-            json!({"kind": "curve", "y": "loss", "group": ["lr", "seed"]})
-        ),
-        "`kind: curve` takes one `group` label (a line per value)"
+    // Several `group` labels: a line per combination (#21).
+    let fig = curve_figure_of(
+        &store,
+        root.path(),
+        inputs.clone(),
+        json!({"kind": "curve", "y": "loss", "group": ["lr", "seed"]}),
     );
+    assert_eq!(fig.series.len(), 6);
+    assert_eq!(fig.legend_title.as_deref(), Some("lr, seed"));
+    assert_eq!(fig.series[0].name.as_deref(), Some("0.1, 0"));
     assert_eq!(
         err(
             &inputs,
@@ -756,6 +775,7 @@ fn the_curve_op_names_an_input_without_the_stepped_metric_and_what_it_has() {
 fn a_long_curve_is_a_band_and_a_line_without_dots() {
     let dir = tempfile::tempdir().unwrap();
     let fig = LineFigure {
+        legend_title: None,
         title: "loss vs step".into(),
         x_name: "step".into(),
         y_name: "loss".into(),

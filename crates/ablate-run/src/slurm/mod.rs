@@ -469,7 +469,7 @@ impl Inner {
                 serde_json::to_vec(&batch).expect("batches serialise"),
             )
             .map_err(|e| format!("cannot write {}: {e}", batch_path.display()))?;
-            std::fs::write(&script_path, self.script(&batch_path))
+            std::fs::write(&script_path, task_script(s, &batch_path))
                 .map_err(|e| format!("cannot write {}: {e}", script_path.display()))?;
             let mut args = sbatch_args(
                 &s.options,
@@ -530,24 +530,6 @@ impl Inner {
             w.unknown_polls = 0;
             self.in_flight(w);
         }
-    }
-
-    fn script(&self, batch: &Path) -> String {
-        let s = &self.settings;
-        let mut text = String::from(
-            "#!/usr/bin/env bash\n# Written by ablate: one task of a job array runs one instance.\nset -eo pipefail\n",
-        );
-        if let Some(setup) = &s.options.setup {
-            text.push_str(setup);
-            text.push('\n');
-        }
-        text.push_str(&format!(
-            "exec {} --cache {} exec {}\n",
-            quote(&s.exe),
-            quote(&s.cache),
-            quote(batch)
-        ));
-        text
     }
 
     /// One round of polling. Returns whether anything changed.
@@ -722,6 +704,28 @@ fn unique<T: Ord + Clone>(items: impl IntoIterator<Item = T>) -> Vec<T> {
 }
 
 /// Single-quotes a path for the shell.
+/// The script of an array's tasks: the profile's `setup`, then the worker on one task.
+fn task_script(s: &SlurmSettings, batch: &Path) -> String {
+    let mut text = String::from(
+        "#!/usr/bin/env bash\n# Written by ablate: one task of a job array runs one instance.\nset -eo pipefail\n",
+    );
+    if let Some(setup) = &s.options.setup {
+        text.push_str(setup);
+        text.push('\n');
+    }
+    // `--chdir` starts the task in the pipeline's working directory, but a `setup` may `cd`
+    // elsewhere (into a project, to activate its environment): the worker resolves `run`,
+    // `deps` and data paths from its own directory, so it goes back (#21).
+    text.push_str(&format!("cd {}\n", quote(&s.workdir)));
+    text.push_str(&format!(
+        "exec {} --cache {} exec {}\n",
+        quote(&s.exe),
+        quote(&s.cache),
+        quote(batch)
+    ));
+    text
+}
+
 fn quote(p: &Path) -> String {
     format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
 }
@@ -784,6 +788,31 @@ pub fn age(r: &TaskRecord) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_setup_that_changes_directory_left_the_worker_outside_the_pipelines_workdir() {
+        let settings = SlurmSettings {
+            options: SlurmOptions {
+                setup: Some("cd /elsewhere && source venv/bin/activate".into()),
+                ..SlurmOptions::default()
+            },
+            exe: "/opt/ablate".into(),
+            cache: "/shared/cache".into(),
+            workdir: "/home/me/my project".into(),
+            detach: false,
+        };
+        let script = task_script(&settings, Path::new("/shared/cache/b.json"));
+        let lines: Vec<&str> = script.lines().collect();
+        let setup = lines.iter().position(|l| l.starts_with("cd /elsewhere"));
+        let back = lines.iter().position(|l| *l == "cd '/home/me/my project'");
+        let exec = lines
+            .iter()
+            .position(|l| l.starts_with("exec '/opt/ablate'"));
+        assert!(
+            setup < back && back < exec && back.is_some(),
+            "the worker starts in the workdir after the setup:\n{script}"
+        );
+    }
 
     #[test]
     fn tasks_the_cluster_ended_are_submitted_again_a_bounded_number_of_times() {

@@ -1,0 +1,210 @@
+//! A program that computes an instance (`cmd`'s), supervised: it runs in a process group of its
+//! own, is stopped with it, and never outlives ablate.
+//!
+//! - **Its own process group**: a terminal's Ctrl-C reaches ablate alone, which stops the whole
+//!   group gracefully (SIGTERM), and kills it (SIGKILL) on a second signal or when a timed-out
+//!   attempt's grace period ends.
+//! - **It dies with ablate** (#21: `kill -9` of ablate left its trainings running, and the next
+//!   run trained the same key beside them). One watchdog process per ablate process, started
+//!   with the first program, reads a pipe that only ablate writes: the process groups running
+//!   now. When ablate dies, however it dies, the pipe closes; the watchdog sends SIGTERM to every
+//!   group still listed, then SIGKILL 5 s later. The program also gets SIGTERM should the thread
+//!   that started it end (`PR_SET_PDEATHSIG`), which covers the moment before it is listed.
+//! - **It holds its instance's key lock**: the lock's descriptor is inherited by the program,
+//!   so no other run (here or on another node of a shared cache) takes the key while any process
+//!   of the attempt is alive, orphan or not.
+
+use std::io::{self, Write as _};
+use std::os::fd::RawFd;
+use std::os::unix::process::CommandExt as _;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::CancelToken;
+
+/// How a supervised program ended.
+#[derive(Debug)]
+pub enum Exit {
+    /// It ended on its own.
+    Finished(ExitStatus),
+    /// ablate stopped it (cancellation or a timeout): SIGTERM, and SIGKILL if it came to that.
+    Stopped(ExitStatus),
+}
+
+/// A running program in a process group of its own.
+pub struct Supervised {
+    child: Child,
+    pgid: i32,
+}
+
+/// The watchdog's script: `+ PGID` lists a group, `- PGID` unlists it; at the end of its input
+/// (ablate is gone) every listed group is stopped. Terminal signals are ignored: it must outlive
+/// the ablate that a Ctrl-C or a hang-up ends.
+const WATCHDOG: &str = r#"trap '' INT TERM HUP
+live=
+while read -r op pg; do
+  case $op in
+    +) live="$live $pg" ;;
+    -) kept=; for p in $live; do [ "$p" = "$pg" ] || kept="$kept $p"; done; live=$kept ;;
+  esac
+done
+[ -n "$live" ] || exit 0
+for p in $live; do kill -s TERM -- "-$p" 2>/dev/null; done
+sleep 5
+for p in $live; do kill -s KILL -- "-$p" 2>/dev/null; done"#;
+
+/// The write end of the watchdog's pipe; `None` until the first program starts.
+static WATCHDOG_PIPE: Mutex<Option<ChildStdin>> = Mutex::new(None);
+
+/// Tells the watchdog about a group (`+`) or that it has ended (`-`), starting the watchdog
+/// first if need be.
+fn watchdog(op: char, pgid: i32) -> io::Result<()> {
+    let mut pipe = WATCHDOG_PIPE.lock().unwrap_or_else(|e| e.into_inner());
+    if pipe.is_none() {
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(WATCHDOG)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()?;
+        *pipe = child.stdin.take();
+        // Never waited for: it ends after ablate (a zombie until then costs nothing).
+        std::mem::forget(child);
+    }
+    let line = format!("{op} {pgid}\n");
+    match pipe.as_mut().map(|p| p.write_all(line.as_bytes())) {
+        Some(Err(e)) => {
+            // The watchdog is gone (killed by hand): start another for the next program.
+            *pipe = None;
+            Err(e)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Starts `command` supervised. `lock_fd`: the instance's key lock, which the program inherits.
+pub fn spawn(mut command: Command, lock_fd: Option<RawFd>) -> io::Result<Supervised> {
+    let parent = std::process::id() as libc::pid_t;
+    command.process_group(0);
+    // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
+    // functions (prctl, getppid, fcntl, _exit); it allocates nothing.
+    #[allow(unsafe_code)]
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // ablate died before the line above: the signal will never come.
+            if libc::getppid() != parent {
+                libc::_exit(143);
+            }
+            if let Some(fd) = lock_fd
+                && libc::fcntl(fd, libc::F_SETFD, 0) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn()?;
+    let pgid = child.id() as i32;
+    let mut supervised = Supervised { child, pgid };
+    if let Err(e) = watchdog('+', pgid) {
+        supervised.signal(libc::SIGKILL);
+        let _ = supervised.child.wait();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("failed to start the watchdog that stops the program if ablate dies: {e}"),
+        ));
+    }
+    Ok(supervised)
+}
+
+impl Supervised {
+    /// Waits for the program, calling `poll` between looks (every 50 µs at first, backing off to
+    /// 10 ms). Cancellation sends SIGTERM to the group; a kill (second Ctrl-C, or the end of a
+    /// timeout's grace) SIGKILL.
+    pub fn wait(mut self, cancel: &CancelToken, mut poll: impl FnMut()) -> io::Result<Exit> {
+        let mut nap = Duration::from_micros(50);
+        let mut signalled = 0;
+        let status = loop {
+            if let Some(status) = self.child.try_wait()? {
+                break status;
+            }
+            if cancel.is_killed() && signalled < 2 {
+                self.signal(libc::SIGKILL);
+                signalled = 2;
+            } else if cancel.is_cancelled() && signalled < 1 {
+                self.signal(libc::SIGTERM);
+                signalled = 1;
+            }
+            poll();
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(Duration::from_millis(10));
+        };
+        // Whatever the group left running is no longer the watchdog's business; a write error
+        // means the watchdog is gone, which only matters for programs still running.
+        let _ = watchdog('-', self.pgid);
+        Ok(if signalled > 0 {
+            Exit::Stopped(status)
+        } else {
+            Exit::Finished(status)
+        })
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: `kill` has no memory-safety preconditions; a stale pgid only makes it fail.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(-self.pgid, sig);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd as _;
+
+    #[test]
+    fn the_program_inherits_the_lock_and_holds_it_until_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let lock = std::fs::File::create(&path).unwrap();
+        lock.lock().unwrap();
+        let mut command = Command::new("sh");
+        command.arg("-c").arg("sleep 0.3");
+        let program = spawn(command, Some(lock.as_raw_fd())).unwrap();
+        drop(lock);
+        // ablate's own descriptor is closed; the program's keeps the key locked.
+        let other = std::fs::File::open(&path).unwrap();
+        assert!(matches!(
+            other.try_lock(),
+            Err(std::fs::TryLockError::WouldBlock)
+        ));
+        let exit = program.wait(&CancelToken::new(), || {}).unwrap();
+        assert!(matches!(exit, Exit::Finished(s) if s.success()));
+        other.try_lock().expect("free once the program ended");
+    }
+
+    #[test]
+    fn cancellation_stops_the_whole_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("survived");
+        let mut command = Command::new("sh");
+        // A grandchild in the background, as a data loader's worker would be.
+        command
+            .arg("-c")
+            .arg(format!("(sleep 1; touch {}) & wait", marker.display()));
+        let program = spawn(command, None).unwrap();
+        let cancel = CancelToken::new();
+        cancel.cancel();
+        let exit = program.wait(&cancel, || {}).unwrap();
+        assert!(matches!(exit, Exit::Stopped(_)));
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(!marker.exists(), "the grandchild outlived the stop");
+    }
+}
