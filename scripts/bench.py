@@ -80,16 +80,20 @@ def include_sweep(path, n):
                 f"    include:\n{entries}")
 
 
-def beside(compare, label, cmd):
+def beside(compare, label, cmd, warm=False):
     """Median seconds of this binary's `cmd` and, with --compare, of the other binary's, run in
-    alternation so that both see the same machine. `cmd` takes the binary."""
+    alternation so that both see the same machine. `cmd(binary, suffix)` gives the command; the
+    other binary's gets suffix `-compare`, for a results directory of its own (runs.parquet may
+    differ between versions). `warm`: one untimed run of the other binary first, as this one had."""
     if not compare:
-        t, rss = median_of(cmd(BIN), None)
+        t, rss = median_of(cmd(BIN, ""), None)
         return t, rss, ""
+    if warm:
+        timed(cmd(compare, "-compare"))
     mine, theirs = [], []
     for _ in range(REPEATS):
-        mine.append(timed(cmd(BIN), None))
-        theirs.append(timed(cmd(compare), None))
+        mine.append(timed(cmd(BIN, ""), None))
+        theirs.append(timed(cmd(compare, "-compare"), None))
     t, rss = statistics.median(r[0] for r in mine), max(r[1] for r in mine)
     return t, rss, f"; {label}: {statistics.median(r[0] for r in theirs):.3f} s"
 
@@ -138,21 +142,21 @@ def orchestration(compare):
             echo_sweep(f, n)
             cache, results = os.path.join(work, f"cache{n}"), os.path.join(work, f"results{n}")
             print(f"plan and no-op rerun, {n} instances ...", file=sys.stderr)
-            t, rss, other = beside(compare, label, lambda b: [b, "--cache", os.path.join(work, "empty"), "plan", f, "--format", "json"])
+            t, rss, other = beside(compare, label, lambda b, _: [b, "--cache", os.path.join(work, "empty"), "plan", f, "--format", "json"])
             plain[n] = t
             target = "≤ 0.1 s, ≤ 100 MiB" if n == 10000 else ""
             rows.append((f"plan {n:,} instances (`ablate plan`, empty cache)", f"{t:.3f} s", target, f"{rss / 1024:.0f} MiB peak RSS{other}"))
             t_first, _ = timed([BIN, "--cache", cache, "--results", results, "run", f, "--jobs", "2", "--json"], work)
             # The first rerun records what it verified (v1/verified/); the next ones are timed.
             timed([BIN, "--cache", cache, "--results", results, "run", f, "--json"], work)
-            t, rss, other = beside(compare, label, lambda b: [b, "--cache", cache, "--results", results, "run", f, "--json"])
+            t, rss, other = beside(compare, label, lambda b, suffix: [b, "--cache", cache, "--results", results + suffix, "run", f, "--json"], warm=True)
             target = "≤ 0.1 s (issue 21)" if n == 10000 else ""
             rows.append((f"no-op rerun, {n:,} instances, all cached (`ablate run`)", f"{t:.3f} s", target,
                          f"first run {t_first:.1f} s ({t_first / n * 1000:.2f} ms/instance at --jobs 2){other}"))
         print("plan, 10,000 values as an axis plus one include entry each ...", file=sys.stderr)
         f = os.path.join(work, "include10000.yaml")
         include_sweep(f, 10000)
-        t, rss, other = beside(compare, label, lambda b: [b, "--cache", os.path.join(work, "empty"), "plan", f, "--format", "json"])
+        t, rss, other = beside(compare, label, lambda b, _: [b, "--cache", os.path.join(work, "empty"), "plan", f, "--format", "json"])
         rows.append(("plan 10,000 instances as a `matrix` axis + one `include` entry per value", f"{t:.3f} s",
                      "near the plain axis", f"the same sweep as a plain axis: {plain[10000]:.3f} s; {rss / 1024:.0f} MiB peak RSS{other}"))
 
