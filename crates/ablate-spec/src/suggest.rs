@@ -192,6 +192,10 @@ mod tests {
         assert_eq!(did_you_mean("num_epochs", params), Some("epochs"));
         assert_eq!(did_you_mean("size_batch", params), Some("batch_size"));
         assert_eq!(did_you_mean("hidden_units", params), Some("hidden"));
+        // Metric names too (a report's `metric:`, a claim's): a longer form, a qualified one.
+        assert_eq!(did_you_mean("accuracy", ["acc", "loss"]), Some("acc"));
+        assert_eq!(did_you_mean("val_loss", ["acc", "loss"]), Some("loss"));
+        assert_eq!(did_you_mean("f1_score", ["acc", "loss"]), None);
         // A close spelling beats a shared stem.
         assert_eq!(
             did_you_mean("retrie", ["retry_delay", "retries"]),

@@ -528,11 +528,11 @@ mod tests {
 
     #[test]
     fn a_missing_metric_is_undecided_and_lists_the_metrics() {
-        let e = run("mean(accuracy) > 0.5");
+        let e = run("mean(f1) > 0.5");
         assert_eq!(e.verdict, Verdict::Undecided);
         assert_eq!(
             e.detail,
-            "`mean(accuracy)`: no instance has the metric `accuracy` (they have: acc, nan_metric, params)"
+            "`mean(f1)`: no instance has the metric `f1` (they have: acc, nan_metric, params)"
         );
         let e = run("mean(nan_metric | weights=shared) > 0 ");
         assert_eq!(

@@ -460,12 +460,12 @@ fn the_line_op_averages_over_seeds_and_honours_select() {
         &store,
         root.path(),
         inputs.clone(),
-        json!({"kind": "line", "x": "steps", "y": "test_acc"}),
+        json!({"kind": "line", "x": "steps", "y": "f1_score"}),
     )
     .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "no input has the metric `test_acc`; the inputs have: `acc`"
+        "no input has the metric `f1_score`; the inputs have: `acc`"
     );
     let err = run_op(
         &store,
@@ -701,8 +701,8 @@ fn the_curve_op_names_an_input_without_the_stepped_metric_and_what_it_has() {
             .to_string()
     };
     assert_eq!(
-        err(&inputs, json!({"kind": "curve", "y": "val_loss"})),
-        "no input has the stepped metric `val_loss`; the inputs have: `loss`"
+        err(&inputs, json!({"kind": "curve", "y": "grad_norm"})),
+        "no input has the stepped metric `grad_norm`; the inputs have: `loss`"
     );
     // #21: a typo gets the nearest name.
     assert_eq!(
