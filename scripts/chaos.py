@@ -24,7 +24,8 @@ kill        A small pipeline (`cmd` stages sleeping 0.05-0.5 s and writing metri
                   invalid is one that `run` would trust (`plan` says `cached`);
               (b) no process of the killed run (found by a marker in its command line or
                   environment) is alive after a grace period: 1 s after killing the whole process
-                  tree; after killing ablate alone, the orphans' own sleep (<= 0.5 s) + 2 s;
+                  tree; after killing ablate alone (its programs are then stopped by ablate's
+                  watchdog, #21), 2.5 s;
               (c) a following `ablate run` exits 0, every instance cached or computed, and `plan`
                   then says every instance is cached (and its entry exists and verifies);
               (d) every instance in results/<name>/runs.parquet agrees with its manifest: each
@@ -175,24 +176,21 @@ class Ablate:
         return bad, tail
 
     def table(self, parquet, cwd) -> list[dict[str, str]]:
-        r = self.run(["table", "--markdown", parquet], cwd, timeout=120)
+        """The rows of a Parquet table as `ablate table --json` gives them (values as stored:
+        `started_at` in microseconds), each cell as text, an empty cell as ``."""
+        r = self.run(["table", "--json", parquet], cwd, timeout=120)
         if r.returncode != 0:
             raise RuntimeError(f"ablate table failed ({r.returncode}): {r.stderr.decode(errors='replace')[-300:]}")
-        return parse_markdown(r.stdout.decode())
 
+        def text(v) -> str:
+            if v is None:
+                return ""
+            if isinstance(v, bool):
+                return str(v).lower()
+            return v if isinstance(v, str) else repr(v)
 
-def parse_markdown(text: str) -> list[dict[str, str]]:
-    """Rows of a pipe table as `render_markdown` writes it (`|` in cells escaped as `\\|`)."""
-    lines = [ln for ln in text.splitlines() if ln.startswith("|")]
-    if len(lines) < 2:
-        return []
-
-    def cells(line: str) -> list[str]:
-        parts = re.split(r"(?<!\\)\|", line.strip())[1:-1]
-        return [p.strip().replace("\\|", "|") for p in parts]
-
-    header = cells(lines[0])
-    return [dict(zip(header, cells(ln))) for ln in lines[2:]]
+        return [{k: text(v) for k, v in json.loads(line).items()}
+                for line in r.stdout.decode().splitlines() if line.strip()]
 
 
 def format_float(x: float) -> str:

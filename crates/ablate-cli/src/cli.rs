@@ -192,8 +192,12 @@ pub struct TableArgs {
     /// A Parquet file (e.g. `results/quickstart/runs.parquet`).
     pub file: PathBuf,
     /// Print it as a Markdown table.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "json")]
     pub markdown: bool,
+    /// Print one JSON object per row, values as stored (timestamps in microseconds since 1970,
+    /// UTC), for programs.
+    #[arg(long)]
+    pub json: bool,
     /// Keep the rows where COLUMN is VALUE (`metric=test_acc`, `lr=0.3`; `COLUMN!=VALUE` for
     /// the others; `null` for an empty cell). Given several times, all must hold.
     #[arg(long = "where", value_name = "COLUMN=VALUE")]

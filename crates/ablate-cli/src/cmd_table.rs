@@ -21,8 +21,8 @@ pub fn table(args: TableArgs) -> anyhow::Result<u8> {
     };
     let (mut table, timestamps) =
         read().with_context(|| format!("failed to read `{}`", args.file.display()))?;
-    // Dates, not microseconds since 1970; filters then compare what is printed.
-    for column in &mut table.columns {
+    // Dates, not microseconds since 1970 (but for programs); filters compare what is printed.
+    for column in table.columns.iter_mut().filter(|_| !args.json) {
         if let ColumnData::Int(v) = &column.data
             && timestamps.contains(&column.name)
         {
@@ -57,7 +57,9 @@ pub fn table(args: TableArgs) -> anyhow::Result<u8> {
             .map(|c| Column::new(c.name.clone(), take(&c.data, rows)))
             .collect(),
     };
-    let text = if args.markdown {
+    let text = if args.json {
+        json_lines(&shown)
+    } else if args.markdown {
         ablate_results::render_markdown(&shown)
     } else {
         ablate_results::render_text(&shown)
@@ -130,6 +132,29 @@ impl Filter {
         };
         is == self.equal
     }
+}
+
+/// One JSON object per row, its columns in table order.
+fn json_lines(table: &Table) -> String {
+    let mut out = String::new();
+    for row in 0..table.num_rows() {
+        let object: serde_json::Map<String, serde_json::Value> = table
+            .columns
+            .iter()
+            .map(|c| {
+                let value = match &c.data {
+                    ColumnData::Bool(v) => v[row].into(),
+                    ColumnData::Int(v) => v[row].into(),
+                    ColumnData::Float(v) => v[row].into(),
+                    ColumnData::Str(v) => v[row].clone().into(),
+                };
+                (c.name.clone(), value)
+            })
+            .collect();
+        out.push_str(&serde_json::Value::Object(object).to_string());
+        out.push('\n');
+    }
+    out
 }
 
 fn take(data: &ColumnData, rows: &[usize]) -> ColumnData {

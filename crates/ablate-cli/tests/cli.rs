@@ -1223,6 +1223,25 @@ fn table_prints_dates_and_takes_where_columns_and_head() {
         "started_at is a date: {first_row}"
     );
     assert!(started > 0);
+    // For programs: one object per row, values as stored (a timestamp in microseconds).
+    let json = sb
+        .ablate(&[
+            "table",
+            runs,
+            "--json",
+            "--where",
+            "metric=test_acc",
+            "--head",
+            "1",
+        ])
+        .code(EXIT_OK);
+    let row: Value = serde_json::from_str(json.stdout.trim()).unwrap();
+    assert!(
+        row["started_at"].as_i64().unwrap() > 1_700_000_000_000_000,
+        "{row}"
+    );
+    assert_eq!(row["metric"], "test_acc");
+    assert!(row["value"].is_f64());
 
     let picked = sb
         .ablate(&[

@@ -39,8 +39,9 @@ pub struct Supervised {
 }
 
 /// The watchdog's script: `+ PGID` lists a group, `- PGID` unlists it; at the end of its input
-/// (ablate is gone) every listed group is stopped. Terminal signals are ignored: it must outlive
-/// the ablate that a Ctrl-C or a hang-up ends.
+/// (ablate is gone) every listed group gets SIGTERM, and SIGKILL if it is still there 5 s later;
+/// the watchdog leaves as soon as they are all gone. Terminal signals are ignored: it must
+/// outlive the ablate that a Ctrl-C or a hang-up ends.
 const WATCHDOG: &str = r#"trap '' INT TERM HUP
 live=
 while read -r op pg; do
@@ -49,9 +50,16 @@ while read -r op pg; do
     -) kept=; for p in $live; do [ "$p" = "$pg" ] || kept="$kept $p"; done; live=$kept ;;
   esac
 done
-[ -n "$live" ] || exit 0
 for p in $live; do kill -s TERM -- "-$p" 2>/dev/null; done
-sleep 5
+n=0
+while [ $n -lt 50 ]; do
+  alive=
+  for p in $live; do kill -s 0 -- "-$p" 2>/dev/null && alive="$alive $p"; done
+  [ -n "$alive" ] || exit 0
+  live=$alive
+  n=$((n + 1))
+  sleep 0.1
+done
 for p in $live; do kill -s KILL -- "-$p" 2>/dev/null; done"#;
 
 /// The write end of the watchdog's pipe; `None` until the first program starts.
