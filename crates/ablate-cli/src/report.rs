@@ -139,7 +139,8 @@ impl Reporter {
                 cached,
                 to_run,
             } => Some(format!(
-                "pipeline `{pipeline}`: {instances} instances, {cached} cached, {to_run} to run"
+                "pipeline `{pipeline}`: {instances} instance{}, {cached} cached, {to_run} to run",
+                plural(*instances)
             )),
             RunEvent::Cached {
                 id, key, diverged, ..
@@ -240,7 +241,8 @@ impl Reporter {
                 key.short()
             )),
             RunEvent::Interrupted { not_run } => Some(format!(
-                "interrupted: {not_run} instances not run; nothing half-written was kept"
+                "interrupted: {not_run} instance{} not run; nothing half-written was kept",
+                plural(*not_run)
             )),
             RunEvent::Summary(s) => Some(summary_line(s)),
             RunEvent::Progress { .. } => None,

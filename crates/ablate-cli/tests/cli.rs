@@ -4680,13 +4680,17 @@ stages:
         );
     }
     assert!(!sb.entry(&key).exists(), "a diverged run was cached");
-    // The checkpoint kept its log: the next attempt resumes with the whole curve.
-    let log = sb
-        .cache()
-        .join("v1/checkpoints")
-        .join(&key)
-        .join("metrics.jsonl");
-    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 6);
+    // Its checkpoint holds the diverged state: it went, with its log (a retry starts over,
+    // and never commits an entry without the curve), and the failed attempt's log is kept.
+    assert!(!sb.cache().join("v1/checkpoints").join(&key).exists());
+    let kept = std::fs::read_to_string(
+        sb.cache()
+            .join("v1/failed")
+            .join(&key)
+            .join("metrics.jsonl"),
+    )
+    .unwrap();
+    assert!(kept.lines().nth(3).unwrap().contains("NaN"), "{kept}");
 
     // Recorded as a result: the same key, its curve up to the divergence, no final values.
     let run = sb
@@ -4707,11 +4711,12 @@ stages:
         .iter()
         .map(|m| (m["name"].as_str().unwrap().to_owned(), m["step"].as_u64()))
         .collect();
+    // The steps before the divergence, and no final values.
     assert_eq!(
         steps,
-        [0, 0, 1, 1, 2, 2, 3, 4, 5]
+        [0, 0, 1, 1, 2, 2]
             .iter()
-            .zip(["loss", "lr", "loss", "lr", "loss", "lr", "lr", "lr", "lr"])
+            .zip(["loss", "lr", "loss", "lr", "loss", "lr"])
             .map(|(s, n)| (n.to_owned(), Some(*s as u64)))
             .collect::<Vec<_>>()
     );
@@ -4810,7 +4815,7 @@ stages:
         events.iter().any(|e| e["event"] == "progress"
             && e["message"]
                 .as_str()
-                .is_some_and(|m| m.starts_with("waiting: another process computes this key"))),
+                .is_some_and(|m| m.starts_with("waiting: the programs of ablate pid "))),
         "the waiting run did not say why: {lines:?}"
     );
     // The rerun's attempt started once the orphan was gone (within the test's polling slack),
@@ -5109,7 +5114,7 @@ fn a_failed_instance_leaves_marked_reports_that_the_fixed_run_replaces() {
         &[
             "| lr  |                test_acc (n=3) |",
             "| 1   | 0.810 ± 0.014 (n=2, 1 failed) |",
-            "1 of 6 inputs did not finish: `train[lr=1,seed=1]` (failed).",
+            "1 of 6 inputs are not in the table: `train[lr=1,seed=1]` (failed).",
         ],
     );
     let table = read_parquet(&dir.join("accuracy.parquet"));
@@ -5337,4 +5342,81 @@ fn a_report_metric_no_input_has_names_the_nearest() {
              the inputs have: `test_acc`, `val_acc`",
         ],
     );
+}
+
+/// #21.1, as a new user found it: a training whose loss went NaN at epoch 2 trained on to its
+/// last epoch, and an evaluation's undefined AUC (`NaN` in `metrics.json`) failed as "training
+/// diverged … try a smaller learning rate".
+#[test]
+fn a_divergence_stops_the_training_and_a_nan_final_value_is_not_one() {
+    let sb = Sandbox::new();
+    sb.write(
+        "train.py",
+        r#"
+import json, os, time
+with open(os.environ["ABLATE_METRICS"], "a") as log:
+    for epoch in range(20):
+        log.write(json.dumps({"step": epoch, "loss": float("nan") if epoch >= 2 else 1.0}) + "\n")
+        log.flush()
+        time.sleep(0.5)
+"#,
+    );
+    sb.write(
+        "p.yaml",
+        r#"
+name: stop
+stages:
+  train:
+    op: cmd
+    params: { run: python3 train.py }
+  auc:
+    op: cmd
+    params:
+      run: "echo '{\"acc\": 0.9, \"auc\": NaN}' > {out}/metrics.json"
+  blank:
+    op: cmd
+    params:
+      run: "echo '{\"acc\": 0.9, \"auc\": null}' > {out}/metrics.json"
+"#,
+    );
+    let keys = sb.keys("p.yaml", &[]);
+    let run = sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_FAILURE);
+    let errors: BTreeMap<String, String> = run
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "failed")
+        .map(|e| {
+            (
+                e["id"].as_str().unwrap().to_owned(),
+                e["error"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        errors["train"].contains("`loss` = NaN at step 2"),
+        "{errors:?}"
+    );
+    let logged = std::fs::read_to_string(
+        sb.cache()
+            .join("v1/failed")
+            .join(&keys["train"])
+            .join("metrics.jsonl"),
+    )
+    .unwrap();
+    assert!(
+        logged.lines().count() < 20,
+        "it trained to the end:\n{logged}"
+    );
+    assert!(
+        errors["auc"].contains("`auc` = NaN")
+            && errors["auc"].contains("write `null`")
+            && !errors["auc"].contains("diverged"),
+        "{errors:?}"
+    );
+    let values = metric_values(&read_parquet(&sb.results().join("stop/runs.parquet")));
+    assert_eq!(
+        values.get(&("blank".into(), String::new(), "acc".into(), None)),
+        Some(&0.9)
+    );
+    assert!(!values.contains_key(&("blank".into(), String::new(), "auc".into(), None)));
 }

@@ -70,7 +70,7 @@ impl Cmd {
                 // 2: `{param.NAME}` values are shell-quoted (#16); an entry made by version 1
                 // pasted them raw, so it may hold another computation.
                 version: 2,
-                summary: "Run a shell command (`sh -c`) in the working directory: your own training script as a stage. \
+                summary: "Run a shell command (`sh -c`) in the pipeline file's directory (or its `workdir:`): your own training script as a stage. \
                           Placeholders: `{in.STAGE}` (the cache directories of that input), `{out}` (where to write \
                           outputs), `{param.NAME}` (a param or matrix value); every substituted value is shell-quoted, \
                           so it reaches the program as one word and is never run as code. Environment: \
@@ -97,7 +97,7 @@ impl Cmd {
                         ParamType::list(ParamType::Str),
                         json!([]),
                         "files, directories (every file below them) and globs (`src/**/*.py`), relative to \
-                         the working directory, whose content is part of the key; hidden files and \
+                         the pipeline file's directory (or its `workdir:`), whose content is part of the key; hidden files and \
                          `__pycache__` are left out of directories and `**`",
                     ),
                     ParamSpec::with_default(
@@ -194,7 +194,7 @@ impl Op for Cmd {
         let checkpoint = absolute(&ctx.checkpoint_dir());
         fs::create_dir_all(&checkpoint).map_err(io("create", &checkpoint))?;
         let log = checkpoint.join(metrics_log::METRICS_LOG);
-        metrics_log::prepare(&log).map_err(io("prepare", &log))?;
+        let starts = metrics_log::prepare(&log).map_err(io("prepare", &log))?;
         let linked = out.join(metrics_log::METRICS_LOG);
         std::os::unix::fs::symlink(&log, &linked).map_err(io("create", &linked))?;
 
@@ -222,9 +222,13 @@ impl Op for Cmd {
                 )),
                 _ => OpError::with("failed to start `sh`", e),
             })?;
-        let mut live = metrics_log::Live::new();
+        // A divergence seen as it is logged stops the program: nothing after it is a result.
+        let mut live = metrics_log::Live::new(*starts.last().expect("this attempt's start"));
         let exit = program
-            .wait(ctx.cancel_token(), || live.poll(&log, |p| ctx.progress(p)))
+            .wait(ctx.cancel_token(), || {
+                live.poll(&log, |p| ctx.progress(p));
+                live.diverged()
+            })
             .map_err(|e| OpError::with("failed to wait for the command", e))?;
         // The log comes home to `{out}` as a copy: the checkpoint keeps its own until the entry
         // is committed (the executor then removes the checkpoint), so a checkpoint is never
@@ -235,43 +239,38 @@ impl Op for Cmd {
             fs::remove_file(&linked).map_err(io("remove", &linked))?;
             fs::copy(&log, &linked).map_err(io("write", &linked))?;
         }
-        match exit {
-            Exit::Stopped(_) => Err(OpError::Cancelled),
-            Exit::Finished(status) if status.success() => result(out),
-            Exit::Finished(status) => match metrics_log::read(&linked) {
-                // A program that stops on a NaN (an assert, an exception) diverged all the same.
-                Ok(metrics_log::Log {
-                    metrics,
-                    diverged: Some(diverged),
-                }) => Ok(OpOutput {
-                    metrics,
-                    publish: Vec::new(),
-                    status: diverged,
-                }),
-                _ => Err(failure(status, &line, &stderr_path)),
-            },
+        let status = match exit {
+            Exit::Stopped(_) if ctx.is_cancelled() || !live.diverged() => {
+                return Err(OpError::Cancelled);
+            }
+            Exit::Stopped(status) | Exit::Finished(status) => status,
+        };
+        let logged = metrics_log::read(&linked, &starts)?;
+        if let Some(diverged) = logged.diverged {
+            // Stopped at its divergence, or stopped by it (an assert, an exception): the
+            // outcome is the divergence, whatever the exit status; `metrics.json`, written by a
+            // model that diverged, is not a result.
+            return Ok(OpOutput {
+                metrics: logged.metrics,
+                publish: Vec::new(),
+                status: diverged,
+            });
         }
+        if !status.success() {
+            return Err(failure(status, &line, &stderr_path));
+        }
+        // `metrics.json`'s values are final ones, over those of the log.
+        let mut metrics = logged.metrics;
+        for m in read_metrics(&out.join("metrics.json"))? {
+            metrics.retain(|old| old.step.is_some() || old.name != m.name);
+            metrics.push(m);
+        }
+        Ok(OpOutput {
+            metrics,
+            publish: Vec::new(),
+            status: EntryStatus::Done,
+        })
     }
-}
-
-/// What a program that exited 0 leaves: its metrics log, then `metrics.json`'s final values;
-/// the first non-finite value in either marks it diverged.
-fn result(out: &Path) -> Result<OpOutput, OpError> {
-    let metrics_log::Log {
-        mut metrics,
-        diverged,
-    } = metrics_log::read(&out.join(metrics_log::METRICS_LOG))?;
-    // `metrics.json`'s values are final ones, over those of the log.
-    let (finals, finals_diverged) = read_metrics(&out.join("metrics.json"))?;
-    for m in finals {
-        metrics.retain(|old| old.step.is_some() || old.name != m.name);
-        metrics.push(m);
-    }
-    Ok(OpOutput {
-        metrics,
-        publish: Vec::new(),
-        status: diverged.or(finals_diverged).unwrap_or_default(),
-    })
 }
 
 /// The rest of the program's environment: where it writes, who it is, its threads and GPUs.
@@ -483,11 +482,12 @@ fn clip(text: &str, max: usize) -> String {
     }
 }
 
-/// `{out}/metrics.json`: final metrics, one object of numbers (`NaN` and `Infinity`, as
-/// Python writes them, are read as such: a non-finite one marks the run diverged).
-fn read_metrics(path: &Path) -> Result<(Vec<Metric>, Option<EntryStatus>), OpError> {
+/// `{out}/metrics.json`: final metrics, one object of numbers; `null` leaves a metric without a
+/// value. A training's divergence is read in its metrics log: a non-finite final value (an AUC
+/// of one class) is refused here, not taken for one.
+fn read_metrics(path: &Path) -> Result<Vec<Metric>, OpError> {
     let Ok(text) = fs::read(path) else {
-        return Ok((Vec::new(), None));
+        return Ok(Vec::new());
     };
     let bad = |why: String| {
         OpError::msg(format!(
@@ -499,17 +499,20 @@ fn read_metrics(path: &Path) -> Result<(Vec<Metric>, Option<EntryStatus>), OpErr
         return Err(bad("is not an object".into()));
     };
     let mut metrics = Vec::with_capacity(map.len());
-    let mut diverged = None;
     for (k, v) in map {
         match metrics_log::number(&v) {
             Some(x) if x.is_finite() => metrics.push(Metric::new(k, x)),
             Some(x) => {
-                diverged.get_or_insert_with(|| EntryStatus::diverged(k, None, x));
+                return Err(bad(format!(
+                    "has `{k}` = {x}, which a result cannot hold: write `null` for a metric \
+                     without a value (a training that diverges shows it in its metrics log)"
+                )));
             }
+            None if v.is_null() => {}
             None => return Err(bad(format!("has `{k}` = {v}, not a number"))),
         }
     }
-    Ok((metrics, diverged))
+    Ok(metrics)
 }
 
 #[cfg(test)]

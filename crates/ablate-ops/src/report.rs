@@ -332,7 +332,7 @@ pub(crate) fn missing_note(inputs: &[Gathered]) -> Option<String> {
         which.push(format!("and {} more", missing.len() - SHOWN));
     }
     Some(format!(
-        "{} of {} inputs did not finish: {}.",
+        "{} of {} inputs are not in the table: {}.",
         missing.len(),
         inputs.len(),
         which.join(", ")

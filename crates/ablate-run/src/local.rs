@@ -1,5 +1,5 @@
 use std::os::fd::AsRawFd as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -74,9 +74,20 @@ impl LocalExecutor {
                     if Instant::now() >= next_note {
                         progress(Progress {
                             message: Some(match store.lock_holder(&job.key) {
+                                // The lock outlives its ablate in the programs it started,
+                                // which its watchdog is stopping (see `process`).
+                                Some((pid, host, _))
+                                    if inner.host.split('.').next() == Some(host.as_str())
+                                        && !Path::new(&format!("/proc/{pid}")).exists() =>
+                                {
+                                    format!(
+                                        "waiting: the programs of ablate pid {pid}, which died, \
+                                         still hold this key; they are being stopped"
+                                    )
+                                }
                                 Some((pid, host, _)) => format!(
-                                    "waiting: another process computes this key (pid {pid} on \
-                                     {host}); it is used when done"
+                                    "waiting: another process computes this key (ablate pid \
+                                     {pid} on {host}); it is used when done"
                                 ),
                                 None => "waiting: another process computes this key".to_owned(),
                             }),
@@ -144,6 +155,8 @@ impl LocalExecutor {
         }
         match result {
             Ok(Ok(out)) if !out.status.is_done() && job.diverged == OnDiverge::Fail => {
+                // What a retry would resume from holds the diverged state: it starts over.
+                let _ = std::fs::remove_dir_all(store.checkpoint_dir(&job.key));
                 Outcome::Failed {
                     error: format!(
                         "training {} (try a smaller learning rate); to keep a diverged run as a \

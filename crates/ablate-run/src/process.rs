@@ -19,7 +19,7 @@ use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt as _;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::CancelToken;
 
@@ -131,36 +131,57 @@ pub fn spawn(mut command: Command, lock_fd: Option<RawFd>) -> io::Result<Supervi
     Ok(supervised)
 }
 
+/// How long a program that ablate stopped on its own account (see [`Supervised::wait`]'s
+/// `poll`) has between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
 impl Supervised {
     /// Waits for the program, calling `poll` between looks (every 50 µs at first, backing off to
-    /// 10 ms). Cancellation sends SIGTERM to the group; a kill (second Ctrl-C, or the end of a
-    /// timeout's grace) SIGKILL.
-    pub fn wait(mut self, cancel: &CancelToken, mut poll: impl FnMut()) -> io::Result<Exit> {
+    /// 10 ms); `poll` returning true asks that it stop (SIGTERM, SIGKILL [`STOP_GRACE`] later).
+    /// Cancellation sends SIGTERM to the group; a kill (a second Ctrl-C, or the end of a
+    /// timeout's grace) SIGKILL. A stopped program is waited for until its whole group is gone,
+    /// not only the process ablate started (#21: a training that ignored SIGTERM outlived the
+    /// `sh` that ran it, and ablate, which had stopped watching it).
+    pub fn wait(
+        mut self,
+        cancel: &CancelToken,
+        mut poll: impl FnMut() -> bool,
+    ) -> io::Result<Exit> {
         let mut nap = Duration::from_micros(50);
-        let mut signalled = 0;
-        let status = loop {
-            if let Some(status) = self.child.try_wait()? {
-                break status;
+        let mut termed: Option<(Instant, bool)> = None;
+        let mut killed: Option<Instant> = None;
+        let mut status = None;
+        loop {
+            if status.is_none() {
+                status = self.child.try_wait()?;
             }
-            if cancel.is_killed() && signalled < 2 {
+            if let Some(status) = status
+                && (termed.is_none()
+                    || !group_alive(self.pgid)
+                    // Nothing that SIGKILL leaves behind outlives a second.
+                    || killed.is_some_and(|t| t.elapsed() > Duration::from_secs(1)))
+            {
+                // Whatever the group left running is no longer the watchdog's business; a
+                // write error means the watchdog is gone, which only matters for programs
+                // still running.
+                let _ = watchdog('-', self.pgid);
+                return Ok(match termed {
+                    Some(_) => Exit::Stopped(status),
+                    None => Exit::Finished(status),
+                });
+            }
+            let asked = status.is_none() && poll();
+            let overdue = termed.is_some_and(|(t, own)| own && t.elapsed() >= STOP_GRACE);
+            if killed.is_none() && (cancel.is_killed() || overdue) {
                 self.signal(libc::SIGKILL);
-                signalled = 2;
-            } else if cancel.is_cancelled() && signalled < 1 {
+                killed = Some(Instant::now());
+            } else if termed.is_none() && (cancel.is_cancelled() || asked) {
                 self.signal(libc::SIGTERM);
-                signalled = 1;
+                termed = Some((Instant::now(), !cancel.is_cancelled()));
             }
-            poll();
             std::thread::sleep(nap);
             nap = (nap * 2).min(Duration::from_millis(10));
-        };
-        // Whatever the group left running is no longer the watchdog's business; a write error
-        // means the watchdog is gone, which only matters for programs still running.
-        let _ = watchdog('-', self.pgid);
-        Ok(if signalled > 0 {
-            Exit::Stopped(status)
-        } else {
-            Exit::Finished(status)
-        })
+        }
     }
 
     fn signal(&self, sig: i32) {
@@ -172,10 +193,38 @@ impl Supervised {
     }
 }
 
+/// Whether a process of group `pgid` is alive. A zombie is not: an orphan's zombie may wait
+/// for a reaper that some containers lack.
+fn group_alive(pgid: i32) -> bool {
+    // SAFETY: as above; signal 0 only asks whether the group has a member.
+    #[allow(unsafe_code)]
+    if unsafe { libc::kill(-pgid, 0) } != 0 {
+        return false;
+    }
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    let pgid = pgid.to_string();
+    procs.flatten().any(|e| {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            return false;
+        };
+        // `pid (comm) state ppid pgrp …`; the command name may hold spaces and parentheses.
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            return false;
+        };
+        let mut fields = rest.split(' ');
+        let state = fields.next();
+        let pgrp = fields.nth(1);
+        !matches!(state, Some("Z" | "X")) && pgrp == Some(pgid.as_str())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::fd::AsRawFd as _;
+    use std::os::unix::process::ExitStatusExt as _;
 
     #[test]
     fn the_program_inherits_the_lock_and_holds_it_until_it_ends() {
@@ -193,7 +242,7 @@ mod tests {
             other.try_lock(),
             Err(std::fs::TryLockError::WouldBlock)
         ));
-        let exit = program.wait(&CancelToken::new(), || {}).unwrap();
+        let exit = program.wait(&CancelToken::new(), || false).unwrap();
         assert!(matches!(exit, Exit::Finished(s) if s.success()));
         other.try_lock().expect("free once the program ended");
     }
@@ -210,9 +259,72 @@ mod tests {
         let program = spawn(command, None).unwrap();
         let cancel = CancelToken::new();
         cancel.cancel();
-        let exit = program.wait(&cancel, || {}).unwrap();
+        let exit = program.wait(&cancel, || false).unwrap();
         assert!(matches!(exit, Exit::Stopped(_)));
         std::thread::sleep(Duration::from_millis(1500));
         assert!(!marker.exists(), "the grandchild outlived the stop");
+    }
+
+    /// A program whose `sh` dies on SIGTERM but whose worker ignores it (#21, found by a new
+    /// user: the worker trained on after ablate had exited).
+    fn stubborn(marker: &std::path::Path) -> Command {
+        let mut command = Command::new("sh");
+        command.arg("-c").arg(format!(
+            "sh -c 'trap \"\" TERM; sleep 1.5; touch {}' & wait",
+            marker.display()
+        ));
+        command
+    }
+
+    #[test]
+    fn a_stopped_program_is_waited_for_until_its_whole_group_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("done");
+        let program = spawn(stubborn(&marker), None).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let cancel = CancelToken::new();
+        cancel.cancel();
+        let exit = program.wait(&cancel, || false).unwrap();
+        assert!(matches!(exit, Exit::Stopped(_)));
+        assert!(marker.exists(), "wait returned while the worker still ran");
+    }
+
+    #[test]
+    fn a_kill_after_the_stop_ends_a_program_that_ignores_sigterm() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("done");
+        let program = spawn(stubborn(&marker), None).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let cancel = CancelToken::new();
+        cancel.cancel();
+        let killer = cancel.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            killer.kill();
+        });
+        let t0 = Instant::now();
+        program.wait(&cancel, || false).unwrap();
+        assert!(
+            t0.elapsed() < Duration::from_millis(1200),
+            "{:?}",
+            t0.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(!marker.exists(), "the worker survived the kill");
+    }
+
+    #[test]
+    fn a_program_asked_to_stop_gets_sigterm() {
+        let mut command = Command::new("sh");
+        command.arg("-c").arg("sleep 30");
+        let program = spawn(command, None).unwrap();
+        let t0 = Instant::now();
+        let exit = program
+            .wait(&CancelToken::new(), || {
+                t0.elapsed() > Duration::from_millis(100)
+            })
+            .unwrap();
+        assert!(matches!(exit, Exit::Stopped(s) if s.signal() == Some(libc::SIGTERM)));
+        assert!(t0.elapsed() < Duration::from_secs(5));
     }
 }

@@ -4,7 +4,9 @@
 //!
 //! The file lives in the instance's checkpoint directory, linked from `{out}`: lines logged by
 //! an attempt that was killed or failed are still there for the attempt that resumes, so the
-//! curve of a resumed run is whole.
+//! curve of a resumed run is whole. Beside it, `metrics.jsonl.attempts` holds the byte offset
+//! where each attempt began: a line without `step` counts from 0 again in a new attempt (a
+//! program that logs no steps starts over when it is retried, #21).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -27,17 +29,49 @@ const LOOK_EVERY: Duration = Duration::from_millis(200);
 
 /// Makes `log` ready for an attempt: created if missing, and cut back to its last complete
 /// line (an attempt killed mid-write leaves half a line, which the next one's first line would
-/// otherwise be glued to).
-pub(crate) fn prepare(log: &Path) -> std::io::Result<()> {
+/// otherwise be glued to). Returns where each attempt began in it, this one last.
+pub(crate) fn prepare(log: &Path) -> std::io::Result<Vec<u64>> {
     let mut file = fs::OpenOptions::new()
         .create(true)
         .append(true)
         .read(true)
         .open(log)?;
     let len = file.metadata()?.len();
-    if len == 0 {
-        return Ok(());
+    let kept = if len == 0 {
+        0
+    } else {
+        last_line_end(&mut file, len)?
+    };
+    if kept < len {
+        file.set_len(kept)?;
     }
+    let sidecar = attempts_file(log);
+    let mut starts: Vec<u64> = fs::read_to_string(&sidecar)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .filter(|&o| o < kept)
+        .collect();
+    if starts.first() != Some(&0) {
+        // A log from before offsets were noted began with an attempt too.
+        starts.insert(0, 0);
+    }
+    if starts.last() != Some(&kept) {
+        starts.push(kept);
+    }
+    let text: String = starts.iter().map(|o| format!("{o}\n")).collect();
+    fs::write(&sidecar, text)?;
+    Ok(starts)
+}
+
+fn attempts_file(log: &Path) -> std::path::PathBuf {
+    let mut name = log.as_os_str().to_owned();
+    name.push(".attempts");
+    name.into()
+}
+
+/// The length of `file` up to its last newline (0 when it has none).
+fn last_line_end(file: &mut fs::File, len: u64) -> std::io::Result<u64> {
     // Look back for the last newline, a block at a time.
     let mut end = len;
     let mut buf = vec![0u8; 64 * 1024];
@@ -47,37 +81,43 @@ pub(crate) fn prepare(log: &Path) -> std::io::Result<()> {
         file.seek(SeekFrom::Start(start))?;
         file.read_exact(chunk)?;
         if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
-            let keep = start + i as u64 + 1;
-            if keep < len {
-                file.set_len(keep)?;
-            }
-            return Ok(());
+            return Ok(start + i as u64 + 1);
         }
         if start == 0 {
-            return file.set_len(0);
+            return Ok(0);
         }
         end = start;
     }
 }
 
-/// Follows a log as the program appends to it, for the progress line.
+/// Follows this attempt's lines of a log as the program appends them: for the progress line,
+/// and to notice a divergence as soon as it is logged.
 pub(crate) struct Live {
     offset: u64,
     partial: Vec<u8>,
     last: Option<Line>,
     shown: Option<Instant>,
     looked: Option<Instant>,
+    diverged: bool,
 }
 
 impl Live {
-    pub(crate) fn new() -> Self {
+    /// From `start`, where this attempt began in the log.
+    pub(crate) fn new(start: u64) -> Self {
         Live {
-            offset: 0,
+            offset: start,
             partial: Vec::new(),
             last: None,
             shown: None,
             looked: None,
+            diverged: false,
         }
+    }
+
+    /// Whether a line read so far holds a non-finite value: the attempt has nothing more to
+    /// train (#21: a program whose loss went NaN at epoch 2 trained on to its last epoch).
+    pub(crate) fn diverged(&self) -> bool {
+        self.diverged
     }
 
     /// Reads what was appended since the last call and, at most every [`LIVE_EVERY`], reports
@@ -110,6 +150,7 @@ impl Live {
         for line in complete.split(|&b| b == b'\n') {
             if let Ok(Some((s, values))) = parse_line(line, step) {
                 step = Some(s);
+                self.diverged |= values.iter().any(|(_, v)| !v.is_finite());
                 self.last = Some((s, values));
             }
         }
@@ -235,19 +276,22 @@ fn non_finite_as_strings(text: &[u8]) -> Option<Vec<u8>> {
 /// What a finished program's log says.
 #[derive(Debug, Default)]
 pub(crate) struct Log {
-    /// Each finite value at its step, then (unless the run diverged) the last value of each
-    /// metric as its final one.
+    /// Each value at its step, then the last value of each metric as its final one; for a run
+    /// that diverged, only the values of the steps before the divergence.
     pub metrics: Vec<Metric>,
-    /// The first non-finite value, in the order logged: the run diverged there.
+    /// The non-finite value of the lowest step: the run diverged there.
     pub diverged: Option<EntryStatus>,
 }
 
 /// Every line of the log as metrics: each value at its step (a step logged twice, as when an
 /// attempt resumed from an earlier checkpoint, keeps its last value), then the last value of
-/// each metric as its final one. A non-finite value (`NaN`, `Infinity`) that a later line of
-/// the same step did not replace marks the run diverged: its finite values are kept as they
-/// were logged, and it has no final values (the last one before a divergence is not a result).
-pub(crate) fn read(log: &Path) -> Result<Log, OpError> {
+/// each metric as its final one. `starts`: where each attempt began ([`prepare`]); a line
+/// without `step` follows the line before it in the same attempt, or is step 0.
+///
+/// A non-finite value (`NaN`, `Infinity`) that no later line of the same step replaced marks
+/// the run diverged at that step: it keeps the values of the steps before, and has no final
+/// values (what a model measures at or after its divergence is not a result).
+pub(crate) fn read(log: &Path, starts: &[u64]) -> Result<Log, OpError> {
     let bytes = match fs::read(log) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Log::default()),
@@ -260,7 +304,12 @@ pub(crate) fn read(log: &Path) -> Result<Log, OpError> {
     };
     let mut stepped: BTreeMap<(String, u64), (usize, f64)> = BTreeMap::new();
     let mut step = None;
+    let mut offset = 0u64;
     for (n, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        if starts.contains(&offset) {
+            step = None;
+        }
+        offset += line.len() as u64 + 1;
         let parsed = parse_line(line, step).map_err(|why| {
             OpError::msg(format!(
                 "line {} of `{METRICS_LOG}` {why}; each line is a JSON object of numbers, e.g. \
@@ -274,23 +323,27 @@ pub(crate) fn read(log: &Path) -> Result<Log, OpError> {
             stepped.insert((name, s), (n, v));
         }
     }
+    let diverged = stepped
+        .iter()
+        .filter(|(_, (_, v))| !v.is_finite())
+        .min_by_key(|((_, s), (n, _))| (*s, *n))
+        .map(|((name, s), (_, v))| EntryStatus::diverged(name.clone(), Some(*s), *v));
+    let before = match &diverged {
+        Some(EntryStatus::Diverged { step: Some(s), .. }) => *s,
+        _ => u64::MAX,
+    };
     // In the order they were logged, so runs.parquet reads like the log.
     let mut at_steps: Vec<(usize, String, u64, f64)> = stepped
         .into_iter()
+        .filter(|((_, s), _)| *s < before)
         .map(|((name, s), (n, v))| (n, name, s, v))
         .collect();
     at_steps.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-    let diverged = at_steps
-        .iter()
-        .find(|(.., v)| !v.is_finite())
-        .map(|(_, name, s, v)| EntryStatus::diverged(name.clone(), Some(*s), *v));
     let mut last: BTreeMap<&str, f64> = BTreeMap::new();
     let mut metrics = Vec::with_capacity(at_steps.len());
     for (_, name, s, v) in &at_steps {
-        if v.is_finite() {
-            metrics.push(Metric::at_step(name.clone(), *s, *v));
-            last.insert(name, *v);
-        }
+        metrics.push(Metric::at_step(name.clone(), *s, *v));
+        last.insert(name, *v);
     }
     if diverged.is_none() {
         metrics.extend(last.into_iter().map(|(name, v)| Metric::new(name, v)));
@@ -313,13 +366,14 @@ mod tests {
              {\"step\": 2, \"loss\": 0.7}\n{\"step\": 3, \"lo",
         )
         .unwrap();
-        prepare(&log).unwrap();
+        let starts = prepare(&log).unwrap();
+        assert_eq!(starts.len(), 2);
         let mut f = fs::OpenOptions::new().append(true).open(&log).unwrap();
         use std::io::Write as _;
         writeln!(f, "{{\"step\": 2, \"loss\": 0.65, \"acc\": 0.5}}").unwrap();
         writeln!(f).unwrap();
         writeln!(f, "{{\"loss\": 0.5, \"acc\": 0.75}}").unwrap();
-        let metrics = read(&log).unwrap().metrics;
+        let metrics = read(&log, &starts).unwrap().metrics;
         let at = |name: &str, step: u64| {
             metrics
                 .iter()
@@ -352,19 +406,24 @@ mod tests {
             "{\"step\": 0, \"loss\": 1.0}\n{\"step\": 1, \"loss\": 0.5,}\n",
         )
         .unwrap();
-        let e = read(&log).unwrap_err().to_string();
+        let e = read(&log, &[0]).unwrap_err().to_string();
         assert!(e.contains("line 2 of `metrics.jsonl` is not JSON"), "{e}");
         fs::write(&log, "[1, 2]\n").unwrap();
         assert!(
-            read(&log)
+            read(&log, &[0])
                 .unwrap_err()
                 .to_string()
                 .contains("not a JSON object")
         );
         fs::write(&log, "{\"step\": -1}\n").unwrap();
-        assert!(read(&log).unwrap_err().to_string().contains("whole number"));
+        assert!(
+            read(&log, &[0])
+                .unwrap_err()
+                .to_string()
+                .contains("whole number")
+        );
         fs::write(&log, "{\"step\": NaN}\n").unwrap();
-        let e = read(&log).unwrap_err().to_string();
+        let e = read(&log, &[0]).unwrap_err().to_string();
         assert!(e.contains("`step` = NaN, not a whole number"), "{e}");
     }
 
@@ -382,23 +441,17 @@ mod tests {
              {\"step\": 2, \"loss\": NaN, \"acc\": Infinity}\n",
         )
         .unwrap();
-        let Log { metrics, diverged } = read(&log).unwrap();
+        let Log { metrics, diverged } = read(&log, &[0]).unwrap();
         assert_eq!(
             diverged.unwrap().to_string(),
             "diverged: `acc` = -inf at step 1"
         );
-        // The finite values so far; no final values (a diverged run has no result to quote).
+        // The steps before it; no final values (a diverged run has no result to quote).
         let kept: Vec<(String, Option<u64>, f64)> = metrics
             .iter()
             .map(|m| (m.name.clone(), m.step, m.value))
             .collect();
-        assert_eq!(
-            kept,
-            [
-                ("loss".to_owned(), Some(0), 1.0),
-                ("loss".to_owned(), Some(1), 0.5)
-            ]
-        );
+        assert_eq!(kept, [("loss".to_owned(), Some(0), 1.0)]);
 
         // A resumed attempt that logs the step again with a finite value undoes it.
         fs::write(
@@ -406,9 +459,36 @@ mod tests {
             "{\"step\": 0, \"loss\": 1.0}\n{\"step\": 1, \"loss\": NaN}\n{\"step\": 1, \"loss\": 0.4}\n",
         )
         .unwrap();
-        let Log { metrics, diverged } = read(&log).unwrap();
+        let Log { metrics, diverged } = read(&log, &[0]).unwrap();
         assert!(diverged.is_none());
         assert!(metrics.contains(&Metric::new("loss", 0.4)));
+    }
+
+    /// A program that logs no `step` and does not resume starts over when it is retried: its
+    /// lines counted on from the failed attempt's, and 5 epochs made an 8-step curve (#21).
+    #[test]
+    fn lines_without_a_step_count_from_0_in_each_attempt() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join(METRICS_LOG);
+        assert_eq!(prepare(&log).unwrap(), [0]);
+        fs::write(&log, "{\"loss\": 10}\n{\"loss\": 9}\n{\"loss\": 8}\n").unwrap();
+        let starts = prepare(&log).unwrap();
+        let first = fs::metadata(&log).unwrap().len();
+        assert_eq!(starts, [0, first]);
+        let mut f = fs::OpenOptions::new().append(true).open(&log).unwrap();
+        use std::io::Write as _;
+        for loss in [10, 9, 8, 7, 6] {
+            writeln!(f, "{{\"loss\": {loss}}}").unwrap();
+        }
+        let metrics = read(&log, &starts).unwrap().metrics;
+        let curve: Vec<(u64, f64)> = metrics
+            .iter()
+            .filter_map(|m| Some((m.step?, m.value)))
+            .collect();
+        assert_eq!(curve, [(0, 10.0), (1, 9.0), (2, 8.0), (3, 7.0), (4, 6.0)]);
+        // The offsets are kept for the next attempt, and a log cut back forgets later ones.
+        let second = fs::metadata(&log).unwrap().len();
+        assert_eq!(prepare(&log).unwrap(), [0, first, second]);
     }
 
     #[test]
@@ -426,7 +506,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join(METRICS_LOG);
         fs::write(&log, "{\"step\": 4, \"loss\": 0.25}\n{\"step\": 5, \"lo").unwrap();
-        let mut live = Live::new();
+        let mut live = Live::new(0);
         let mut seen = Vec::new();
         live.poll(&log, |p| seen.push(p));
         assert_eq!(seen.len(), 1);
