@@ -821,7 +821,7 @@ def kill_part(ab: Ablate, root: Path, args, marker: str, rows: list[Row], do_sel
         for n in notes:
             if n:
                 log(f"      note: {n}")
-    row_alone.info.append(f"{orphans_seen} orphaned child process(es) seen, all gone within their own sleep + 2 s" if orphans_seen and not row_alone.tags.get("(b) orphans") else "")
+    row_alone.info.append(f"{orphans_seen} orphaned child process(es) seen, all stopped by the watchdog within 2.5 s" if orphans_seen and not row_alone.tags.get("(b) orphans") else "")
     row_alone.info = [i for i in row_alone.info if i]
     if max_tmp[0]:
         for row in (row_tree, row_alone, row_force):
