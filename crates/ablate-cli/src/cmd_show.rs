@@ -125,6 +125,19 @@ fn resolve(store: &Store, plan: Option<&Plan>, target: &str) -> anyhow::Result<V
                 out.insert(key, candidate(store, key, in_plan(&key)));
             }
         }
+        // A failed attempt has no entry, but its kept files are named by its key: the short
+        // key a `FAILED` line prints finds them.
+        let failed = std::fs::read_dir(store.root().join("v1/failed"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<InstanceKey>().ok());
+        for key in failed {
+            if key.to_hex().starts_with(&prefix) {
+                out.entry(key)
+                    .or_insert_with(|| candidate(store, key, in_plan(&key)));
+            }
+        }
         if let Some(plan) = plan {
             for (_, i) in plan.instances() {
                 if i.key.to_hex().starts_with(&prefix) {

@@ -4691,6 +4691,9 @@ stages:
     )
     .unwrap();
     assert!(kept.lines().nth(3).unwrap().contains("NaN"), "{kept}");
+    // The short key of the FAILED line finds the attempt's files (QA of #21).
+    let shown = sb.ablate(&["show", &key[..8]]).code(EXIT_OK);
+    assert_contains_all(&shown.stdout, &["its last attempt failed", "metrics.jsonl"]);
 
     // Recorded as a result: the same key, its curve up to the divergence, no final values.
     let run = sb
