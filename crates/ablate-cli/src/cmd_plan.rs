@@ -11,6 +11,9 @@ pub fn plan(global: &Global, args: PlanArgs) -> anyhow::Result<u8> {
     let config = executor_config(&loaded, &args.executor)?;
     let store = open_store(&global.cache)?;
     check_instances(&loaded, &store)?;
+    for warning in crate::load::undeclared_scripts(&loaded) {
+        eprintln!("{warning}");
+    }
     let forced: Vec<&str> = loaded.forced.iter().map(String::as_str).collect();
     let statuses = ablate_plan::statuses(&loaded.plan, &store, &forced);
     let format = match args.format {

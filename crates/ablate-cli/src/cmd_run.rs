@@ -49,6 +49,9 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
     }
     let store = open_store(&global.cache)?;
     check_instances(&loaded, &store)?;
+    for warning in crate::load::undeclared_scripts(&loaded) {
+        eprintln!("{warning}");
+    }
     // Temp directories of runs killed here (kill -9, a crash): no one will commit them.
     store.remove_dead_temps();
     let forced: Vec<&str> = loaded.forced.iter().map(String::as_str).collect();

@@ -204,3 +204,38 @@ pub fn check_instances(loaded: &Loaded, store: &Store) -> anyhow::Result<()> {
         Some((stage, why)) => Err(input(format!("stage `{stage}`: {why}"), None)),
     }
 }
+
+/// The scripts a `cmd` stage runs by a relative path (`python3 train.py`) that its `deps` do
+/// not cover, as warnings: edits to them would not rerun anything, the easiest trap of a
+/// sweep over one's own script (#21). One per stage and file.
+pub fn undeclared_scripts(loaded: &Loaded) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (_, inst) in loaded.plan.instances().filter(|(_, i)| i.op == "cmd") {
+        let Some(run) = inst.params().get("run").and_then(|v| v.as_str()) else {
+            continue;
+        };
+        let deps = &inst.key_input.deps;
+        for word in run.split_whitespace() {
+            let word = word.trim_matches(|c| c == '\'' || c == '"');
+            let path = word.strip_prefix("./").unwrap_or(word);
+            let relative = !path.is_empty()
+                && !path.starts_with(['/', '-', '$', '{', '~'])
+                && !path.contains(['{', '$', '=', '*']);
+            if !relative
+                || !loaded.workdir.join(path).is_file()
+                || deps.iter().any(|d| d.path.trim_start_matches("./") == path)
+                || !seen.insert((inst.stage.to_string(), path.to_owned()))
+            {
+                continue;
+            }
+            warnings.push(format!(
+                "warning: stage `{}` runs `{path}`, which is not in its `deps`: edits to it will \
+                 not rerun anything\n  = hint: add it to the stage's `deps` (`deps: [{path}]`, or a \
+                 glob such as `\"*.py\"`)",
+                inst.stage
+            ));
+        }
+    }
+    warnings
+}

@@ -5423,3 +5423,32 @@ stages:
     );
     assert!(!values.contains_key(&("blank".into(), String::new(), "auc".into(), None)));
 }
+
+/// A new user's sweep ran `python3 train.py` without `deps`: edits to the script silently reused
+/// the cached results (QA of #21). `plan` and `run` now say so.
+#[test]
+fn a_script_run_but_not_in_deps_is_warned_about() {
+    let sb = Sandbox::new();
+    sb.write("train.py", "print(1)\n");
+    sb.write(
+        "p.yaml",
+        r#"
+name: undeclared
+stages:
+  bare:
+    op: cmd
+    params: { run: python3 train.py --epochs 1 }
+  declared:
+    op: cmd
+    params: { run: python3 ./train.py, deps: ["*.py"] }
+"#,
+    );
+    for command in ["plan", "run"] {
+        let out = sb.ablate(&[command, "p.yaml"]).code(EXIT_OK);
+        assert_contains_all(
+            &out.stderr,
+            &["warning: stage `bare` runs `train.py`, which is not in its `deps`"],
+        );
+        assert!(!out.stderr.contains("stage `declared`"), "{}", out.stderr);
+    }
+}
