@@ -173,18 +173,18 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
     // Remember this run's keys (completed instances only: a failed one keeps its last good key,
     // so the next plan still explains what changed). The index only serves those explanations:
     // it is not rewritten when nothing changed, and a cache that cannot take it (a shared,
-    // read-only one) still serves the run.
-    let mut index = store.load_index(plan.pipeline());
-    let mut changed = !store.has_index(plan.pipeline());
-    // A report built from part of its inputs has a key of its own, which no plan explains.
-    for c in completed
-        .iter()
-        .filter(|c| c.entry.key() == plan.instance(c.instance).key)
-    {
-        let inst = plan.instance(c.instance);
-        changed |= index.instances.insert(inst.id.clone(), inst.key) != Some(inst.key);
+    // read-only one) still serves the run. A report built from part of its inputs has a key
+    // of its own, which no plan explains.
+    let mut done = vec![false; plan.len()];
+    for c in &completed {
+        done[c.instance.index()] |= c.entry.key() == plan.instance(c.instance).key;
     }
-    if changed && let Err(e) = store.save_index(plan.pipeline(), &index) {
+    let done: Vec<(&str, ablate_cache::InstanceKey)> = plan
+        .instances()
+        .filter(|(id, _)| done[id.index()])
+        .map(|(_, inst)| (inst.id.as_str(), inst.key))
+        .collect();
+    if let Err(e) = store.record_run(plan.pipeline(), &done) {
         eprintln!(
             "warning: failed to save the run index ({}); `ablate plan` explains changes against \
              the run before",
