@@ -544,18 +544,19 @@ impl Store {
     ) -> Result<bool, CacheError> {
         let digest = PipelineIndex::digest_of(completed);
         let path = self.index_path(pipeline);
-        let read = fs::read(&path);
-        if let Ok(bytes) = &read
-            && serde_json::from_slice::<IndexHead>(bytes).is_ok_and(|h| h.last_run == Some(digest))
-        {
+        if last_run_of(&path) == Some(digest) {
             return Ok(false);
         }
+        let read = fs::read(&path);
         // An unreadable or damaged index reads as empty, as in `load_index`.
         let mut index: PipelineIndex = read
             .as_deref()
             .ok()
             .and_then(|b| serde_json::from_slice(b).ok())
             .unwrap_or_default();
+        if index.last_run == Some(digest) {
+            return Ok(false);
+        }
         let mut changed = read.is_err_and(|e| e.kind() == ErrorKind::NotFound);
         for (id, key) in completed {
             changed |= index.instances.insert((*id).to_owned(), *key) != Some(*key);
@@ -583,7 +584,8 @@ impl Store {
 pub struct PipelineIndex {
     /// [`PipelineIndex::digest_of`] the keys of the run that wrote the file (see
     /// [`Store::record_run`]); absent in an index written before it, or by a binary that did
-    /// not know it (which drops it, so it never vouches for keys it did not write).
+    /// not know it (which drops it, so it never vouches for keys it did not write). Written
+    /// first, so that a run reads it from the file's first bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<Digest>,
     pub instances: BTreeMap<String, InstanceKey>,
@@ -602,11 +604,15 @@ impl PipelineIndex {
     }
 }
 
-/// The `last_run` of an index, read without building its instances (serde skips them).
-#[derive(Deserialize)]
-struct IndexHead {
-    #[serde(default)]
-    last_run: Option<Digest>,
+/// The `last_run` an index written by [`Store::save_index`] opens with, read from its first
+/// bytes alone; `None` when it does not open so (then the whole file is read).
+fn last_run_of(path: &Path) -> Option<Digest> {
+    const HEAD: &[u8] = b"{\"last_run\":\"";
+    let mut buf = [0u8; HEAD.len() + 65];
+    let mut file = fs::File::open(path).ok()?;
+    std::io::Read::read_exact(&mut file, &mut buf).ok()?;
+    let hex = buf.strip_prefix(HEAD)?.strip_suffix(b"\"")?;
+    std::str::from_utf8(hex).ok()?.parse().ok()
 }
 
 #[derive(Debug)]

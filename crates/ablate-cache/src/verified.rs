@@ -271,14 +271,15 @@ impl Store {
             let chunk = buckets.len().div_ceil(threads);
             let work = &work;
             std::thread::scope(|s| {
-                let handles: Vec<_> = buckets
-                    .chunks(chunk)
-                    .map(|bs| s.spawn(move || work(bs)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .flat_map(|h| h.join().expect("lookup thread"))
-                    .collect()
+                let mut chunks = buckets.chunks(chunk);
+                // This thread takes the first chunk itself.
+                let first = chunks.next().unwrap_or_default();
+                let handles: Vec<_> = chunks.map(|bs| s.spawn(move || work(bs))).collect();
+                let mut found = work(first);
+                for h in handles {
+                    found.extend(h.join().expect("lookup thread"));
+                }
+                found
             })
         };
         let mut out: Vec<Option<Lookup<Arc<CachedEntry>>>> =

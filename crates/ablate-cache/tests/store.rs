@@ -325,6 +325,12 @@ fn record_run_writes_the_index_only_when_its_keys_changed() {
     let written = identity();
     assert!(!store.record_run("p", &run).unwrap());
     assert_eq!(identity(), written);
+    // Laid out otherwise (by hand, another tool): read in full, and as good.
+    let doc: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    fs::write(&path, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    let written = identity();
+    assert!(!store.record_run("p", &run).unwrap());
+    assert_eq!(identity(), written);
     // A digest that says these keys while the instances say others (a hand edit) is trusted
     // only as far as its own file: the keys are what `load_index` reads.
     let mut edited = store.load_index("p");

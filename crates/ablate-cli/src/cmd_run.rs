@@ -22,6 +22,14 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
     // (a no-op rerun of 10,000 instances said "in 1ms" after half a second, #21).
     let started = std::time::Instant::now();
     let loaded = load(&args.spec)?;
+    // Where a run's time goes, before anything runs (`ABLATE_LOG=debug`).
+    let phase = |what: &str| {
+        tracing::debug!(
+            "{what} at {:.1} ms",
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+    };
+    phase("loaded and planned");
     let jobs = match args.jobs {
         Some(0) => return Err(input("`--jobs` must be at least 1", None)),
         Some(n) => n,
@@ -53,6 +61,7 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
     store.remove_dead_temps();
     let forced: Vec<&str> = loaded.forced.iter().map(String::as_str).collect();
     let statuses = ablate_plan::statuses(&loaded.plan, &store, &forced);
+    phase("checked the cache");
     if slurm {
         // Records of tasks whose results are in: nothing left to adopt.
         for (id, inst) in loaded.plan.instances() {
@@ -166,6 +175,7 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
         anyhow::Ok((summary, completed))
     })?;
 
+    phase("ran");
     if let Some(slurm) = &slurm_executor {
         settle_slurm(slurm, &args, mode, plan.pipeline())?;
     }
@@ -192,6 +202,7 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
         );
     }
 
+    phase("recorded the run's keys");
     let runs = results::write(
         &global.results,
         &store,
@@ -204,6 +215,7 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
     {
         eprintln!("results: {}", runs.display());
     }
+    phase("wrote the results");
     // The process ends here: skip freeing the plan and its manifests one by one.
     std::mem::forget((loaded, statuses, completed));
     Ok(if cancel.is_cancelled() {
