@@ -45,13 +45,18 @@ impl Digest {
     }
 
     pub fn to_hex(&self) -> String {
+        let mut hex = [0u8; 64];
+        self.write_hex(&mut hex);
+        String::from_utf8(hex.to_vec()).expect("hex is ASCII")
+    }
+
+    /// The 64 lowercase hex characters of [`Digest::to_hex`], into a buffer (no allocation).
+    pub fn write_hex(&self, out: &mut [u8; 64]) {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut s = String::with_capacity(64);
-        for b in self.0 {
-            s.push(HEX[(b >> 4) as usize] as char);
-            s.push(HEX[(b & 15) as usize] as char);
+        for (pair, b) in out.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = HEX[(b >> 4) as usize];
+            pair[1] = HEX[(b & 15) as usize];
         }
-        s
     }
 
     /// The first 8 hex characters: what progress lines and `ablate plan` show.
@@ -75,20 +80,34 @@ impl fmt::Debug for Digest {
 impl FromStr for Digest {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
+        /// Each byte's value as a lowercase hex digit; 16 for any other byte.
+        const NIBBLE: [u8; 256] = {
+            let mut table = [16u8; 256];
+            let mut c = 0;
+            while c < 10 {
+                table[b'0' as usize + c] = c as u8;
+                c += 1;
+            }
+            let mut c = 0;
+            while c < 6 {
+                table[b'a' as usize + c] = 10 + c as u8;
+                c += 1;
+            }
+            table
+        };
         if s.len() != 64 {
             return Err(format!("expected 64 hex characters, found {}", s.len()));
         }
         let mut out = [0u8; 32];
-        for (i, pair) in s.as_bytes().chunks(2).enumerate() {
-            let hex = |c: u8| match c {
-                b'0'..=b'9' => Some(c - b'0'),
-                b'a'..=b'f' => Some(c - b'a' + 10),
-                _ => None,
-            };
-            match (hex(pair[0]), hex(pair[1])) {
-                (Some(h), Some(l)) => out[i] = h << 4 | l,
-                _ => return Err(format!("`{s}` is not lowercase hex")),
-            }
+        let mut bad = 0u8;
+        for (byte, pair) in out.iter_mut().zip(s.as_bytes().chunks_exact(2)) {
+            let (h, l) = (NIBBLE[pair[0] as usize], NIBBLE[pair[1] as usize]);
+            bad |= h | l;
+            *byte = h << 4 | (l & 15);
+        }
+        // Only a byte that is no hex digit has the bit 16.
+        if bad & 16 != 0 {
+            return Err(format!("`{s}` is not lowercase hex"));
         }
         Ok(Self(out))
     }
@@ -96,7 +115,9 @@ impl FromStr for Digest {
 
 impl Serialize for Digest {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_hex())
+        let mut hex = [0u8; 64];
+        self.write_hex(&mut hex);
+        s.serialize_str(std::str::from_utf8(&hex).expect("hex is ASCII"))
     }
 }
 
@@ -123,6 +144,17 @@ mod tests {
         assert_eq!(d.short(), "ba7816bf");
         assert!("BA78".parse::<Digest>().is_err());
         assert!("zz".repeat(32).parse::<Digest>().is_err());
+        assert!(d.to_hex().to_uppercase().parse::<Digest>().is_err());
+        for bad in [b'g', b'/', b':', b'`', b'G', b'A', 0, 0xff] {
+            let mut hex = d.to_hex().into_bytes();
+            hex[63] = bad;
+            let hex = String::from_utf8_lossy(&hex).into_owned();
+            assert!(hex.parse::<Digest>().is_err(), "{hex:?}");
+        }
+        for i in 0..=255u8 {
+            let d = Digest::from_bytes([i; 32]);
+            assert_eq!(d.to_hex().parse::<Digest>(), Ok(d));
+        }
     }
 
     #[test]

@@ -84,62 +84,77 @@ pub struct KeyInput {
 
 impl KeyInput {
     pub fn key(&self) -> InstanceKey {
-        InstanceKey(Digest::of_bytes(self.canonical().as_bytes()))
+        let mut out = Vec::with_capacity(256);
+        self.write_canonical(&mut out);
+        InstanceKey(Digest::of_bytes(&out))
     }
 
-    /// The canonical JSON of this struct, written directly (no intermediate `Value` tree: a
-    /// plan of 10k instances hashes 10k of these). Equal to `canonical_json(&to_value(self))`,
-    /// which a test checks; fields are written in sorted order by hand.
+    /// The canonical JSON of this struct. Equal to `canonical_json(&to_value(self))`, which a
+    /// test checks.
+    #[cfg(test)]
     fn canonical(&self) -> String {
-        let mut out = String::with_capacity(256);
-        out.push_str("{\"deps\":[");
+        let mut out = Vec::new();
+        self.write_canonical(&mut out);
+        String::from_utf8(out).expect("JSON is UTF-8")
+    }
+
+    /// Writes the canonical JSON of this struct directly (no intermediate `Value` tree and no
+    /// string per field: a plan of 10k instances hashes 10k of these); fields are written in
+    /// sorted order by hand.
+    fn write_canonical(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"deps\":[");
         for (i, d) in self.deps.iter().enumerate() {
             if i > 0 {
-                out.push(',');
+                out.push(b',');
             }
-            out.push_str("{\"digest\":\"");
-            out.push_str(&d.digest.to_hex());
-            out.push_str("\",\"path\":");
-            write_str(&d.path, &mut out);
-            out.push('}');
+            out.extend_from_slice(b"{\"digest\":\"");
+            write_hex(&d.digest, out);
+            out.extend_from_slice(b"\",\"path\":");
+            write_str(&d.path, out);
+            out.push(b'}');
         }
-        out.push_str("],\"inputs\":[");
+        out.extend_from_slice(b"],\"inputs\":[");
         for (i, r) in self.inputs.iter().enumerate() {
             if i > 0 {
-                out.push(',');
+                out.push(b',');
             }
-            out.push_str("{\"key\":\"");
-            out.push_str(&r.key.to_hex());
-            out.push('"');
+            out.extend_from_slice(b"{\"key\":\"");
+            write_hex(r.key.digest(), out);
+            out.push(b'"');
             if let Some(name) = &r.name {
-                out.push_str(",\"name\":");
-                write_str(name, &mut out);
+                out.extend_from_slice(b",\"name\":");
+                write_str(name, out);
             }
-            out.push('}');
+            out.push(b'}');
         }
-        out.push_str("],\"op\":");
-        write_str(&self.op, &mut out);
-        out.push_str(",\"op_version\":");
-        out.push_str(&self.op_version.to_string());
-        out.push_str(",\"params\":{");
+        out.extend_from_slice(b"],\"op\":");
+        write_str(&self.op, out);
+        out.extend_from_slice(b",\"op_version\":");
+        serde_json::to_writer(&mut *out, &self.op_version).expect("numbers serialise");
+        out.extend_from_slice(b",\"params\":{");
         // A BTreeMap<String, _> iterates in byte order of its keys: already canonical.
         for (i, (k, v)) in self.params.iter().enumerate() {
             if i > 0 {
-                out.push(',');
+                out.push(b',');
             }
-            write_str(k, &mut out);
-            out.push(':');
-            write_canonical(v, &mut out);
+            write_str(k, out);
+            out.push(b':');
+            write_value(v, out);
         }
-        out.push_str("},\"scheme\":");
-        out.push_str(&self.scheme.to_string());
-        out.push('}');
-        out
+        out.extend_from_slice(b"},\"scheme\":");
+        serde_json::to_writer(&mut *out, &self.scheme).expect("numbers serialise");
+        out.push(b'}');
     }
 }
 
-fn write_str(s: &str, out: &mut String) {
-    out.push_str(&serde_json::to_string(s).expect("strings serialise"));
+fn write_hex(digest: &Digest, out: &mut Vec<u8>) {
+    let mut hex = [0u8; 64];
+    digest.write_hex(&mut hex);
+    out.extend_from_slice(&hex);
+}
+
+fn write_str(s: &str, out: &mut Vec<u8>) {
+    serde_json::to_writer(out, s).expect("strings serialise");
 }
 
 /// Canonical JSON: object keys sorted by their UTF-8 bytes, no whitespace, numbers in
@@ -147,43 +162,44 @@ fn write_str(s: &str, out: &mut String) {
 /// here rather than relying on `serde_json::Map`'s order, which a feature flag elsewhere in the
 /// dependency graph (`preserve_order`) would silently change.
 pub fn canonical_json(value: &Value) -> String {
-    let mut out = String::with_capacity(256);
-    write_canonical(value, &mut out);
-    out
+    let mut out = Vec::with_capacity(256);
+    write_value(value, &mut out);
+    String::from_utf8(out).expect("JSON is UTF-8")
 }
 
-fn write_canonical(value: &Value, out: &mut String) {
+fn write_value(value: &Value, out: &mut Vec<u8>) {
     match value {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         Value::Number(n) => match n.as_f64() {
-            Some(f) if n.is_f64() && f == 0.0 => out.push_str("0.0"),
-            _ => out.push_str(&n.to_string()),
+            Some(f) if n.is_f64() && f == 0.0 => out.extend_from_slice(b"0.0"),
+            // serde_json's own number form (itoa, ryu), without `fmt`'s machinery.
+            _ => serde_json::to_writer(out, n).expect("numbers serialise"),
         },
         Value::String(s) => write_str(s, out),
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                write_canonical(item, out);
+                write_value(item, out);
             }
-            out.push(']');
+            out.push(b']');
         }
         Value::Object(map) => {
             let mut entries: Vec<_> = map.iter().collect();
             entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            out.push('{');
+            out.push(b'{');
             for (i, (k, v)) in entries.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write_str(k, out);
-                out.push(':');
-                write_canonical(v, out);
+                out.push(b':');
+                write_value(v, out);
             }
-            out.push('}');
+            out.push(b'}');
         }
     }
 }

@@ -20,8 +20,9 @@
 //! never written and still serves hits.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs;
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
@@ -42,8 +43,9 @@ pub struct CachedEntry {
     /// The checksum of the manifest that was verified (`None`: a legacy manifest, always
     /// loaded at once).
     checksum: Option<Digest>,
-    /// The entry's directory, to read the manifest from.
-    dir: PathBuf,
+    /// The directory of the entry's bucket, to read the manifest from (`None`: the manifest is
+    /// at hand). Shared by the bucket's entries: a fully cached plan joins no path per entry.
+    bucket_dir: Option<Arc<Path>>,
     manifest: OnceLock<Arc<Manifest>>,
 }
 
@@ -56,8 +58,7 @@ impl CachedEntry {
             status: manifest.status.clone(),
             publishes: !manifest.publish.is_empty(),
             checksum: manifest.checksum,
-            // Never read: the manifest is at hand.
-            dir: PathBuf::new(),
+            bucket_dir: None,
             manifest: OnceLock::new(),
         };
         let _ = entry.manifest.set(manifest);
@@ -89,7 +90,8 @@ impl CachedEntry {
         if let Some(m) = self.manifest.get() {
             return Ok(Arc::clone(m));
         }
-        let path = self.dir.join(MANIFEST);
+        let bucket_dir = self.bucket_dir.as_deref().unwrap_or(Path::new(""));
+        let path = bucket_dir.join(self.key.to_hex()).join(MANIFEST);
         let bytes = fs::read(&path).map_err(CacheError::io(&path))?;
         let manifest: Manifest =
             serde_json::from_slice(&bytes).map_err(|source| CacheError::Manifest {
@@ -148,13 +150,52 @@ impl Record {
         })
     }
 
-    /// Whether the entry in `dir` still looks exactly as when it was verified.
-    fn holds(&self, dir: &Path) -> bool {
-        fs::metadata(dir.join(MANIFEST)).is_ok_and(|m| FileId::of(&m) == self.manifest)
-            && self.outputs.iter().all(|(path, size, mtime)| {
-                fs::metadata(dir.join(path))
-                    .is_ok_and(|m| m.len() == *size && mtime_ns(&m) == *mtime)
+    /// Whether the entry `hex` of `bucket` still looks exactly as when it was verified.
+    /// `path` is a buffer to reuse.
+    fn holds(&self, bucket: &BucketDir, hex: &[u8; 64], path: &mut Vec<u8>) -> bool {
+        bucket
+            .stat(hex, MANIFEST, path)
+            .is_some_and(|id| id == self.manifest)
+            && self.outputs.iter().all(|(name, size, mtime)| {
+                bucket
+                    .stat(hex, name, path)
+                    .is_some_and(|id| id.len == *size && id.mtime_ns == *mtime)
             })
+    }
+}
+
+/// A bucket directory (`v1/ab/`), opened once: its entries' files are looked at by short paths
+/// relative to it (`<key>/manifest.json`), two components for the kernel to walk rather than
+/// the whole absolute path, and no path built per file. For 10,000 cached entries those walks
+/// were most of the cost of checking them (#21).
+struct BucketDir(fs::File);
+
+impl BucketDir {
+    fn open(path: &Path) -> Option<BucketDir> {
+        fs::File::open(path).ok().map(BucketDir)
+    }
+
+    /// The identity of the file `<hex>/<name>` in this bucket, following links as
+    /// `fs::metadata` does; `None` when it cannot be looked at. `path`: a buffer to reuse.
+    fn stat(&self, hex: &[u8; 64], name: &str, path: &mut Vec<u8>) -> Option<FileId> {
+        use std::os::fd::AsRawFd as _;
+        path.clear();
+        path.extend_from_slice(hex);
+        path.push(b'/');
+        path.extend_from_slice(name.as_bytes());
+        path.push(0);
+        let path = std::ffi::CStr::from_bytes_with_nul(path).ok()?;
+        let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: the descriptor is open for the life of `self`, `path` is NUL-terminated,
+        // and `stat` is a buffer of the size `fstatat` writes, read only when it succeeded.
+        #[allow(unsafe_code)]
+        let stat = unsafe {
+            if libc::fstatat(self.0.as_raw_fd(), path.as_ptr(), stat.as_mut_ptr(), 0) != 0 {
+                return None;
+            }
+            stat.assume_init()
+        };
+        Some(FileId::of_stat(&stat))
     }
 }
 
@@ -169,6 +210,23 @@ pub(crate) struct FileId {
 }
 
 impl FileId {
+    /// What `fstatat` says of a file, in the terms [`FileId::of`] gives them.
+    fn of_stat(stat: &libc::stat) -> FileId {
+        // `mtime_ns`: before the epoch reads as 0, as there.
+        let mtime_ns = if stat.st_mtime >= 0 {
+            i128::from(stat.st_mtime) * 1_000_000_000 + i128::from(stat.st_mtime_nsec)
+        } else {
+            0
+        };
+        FileId {
+            len: stat.st_size as u64,
+            mtime_ns,
+            ctime_ns: i128::from(stat.st_ctime) * 1_000_000_000 + i128::from(stat.st_ctime_nsec),
+            ino: stat.st_ino,
+            dev: stat.st_dev,
+        }
+    }
+
     pub(crate) fn of(meta: &fs::Metadata) -> FileId {
         use std::os::unix::fs::MetadataExt as _;
         FileId {
@@ -214,14 +272,15 @@ impl Store {
             let chunk = buckets.len().div_ceil(threads);
             let work = &work;
             std::thread::scope(|s| {
-                let handles: Vec<_> = buckets
-                    .chunks(chunk)
-                    .map(|bs| s.spawn(move || work(bs)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .flat_map(|h| h.join().expect("lookup thread"))
-                    .collect()
+                let mut chunks = buckets.chunks(chunk);
+                // This thread takes the first chunk itself.
+                let first = chunks.next().unwrap_or_default();
+                let handles: Vec<_> = chunks.map(|bs| s.spawn(move || work(bs))).collect();
+                let mut found = work(first);
+                for h in handles {
+                    found.extend(h.join().expect("lookup thread"));
+                }
+                found
             })
         };
         let mut out: Vec<Option<Lookup<Arc<CachedEntry>>>> =
@@ -242,7 +301,7 @@ impl Store {
         keys: &[InstanceKey],
     ) -> Vec<(usize, Lookup<Arc<CachedEntry>>)> {
         let path = self.verified_path(bucket);
-        let bucket_dir = self.v1().join(format!("{bucket:02x}"));
+        let bucket_dir: Arc<Path> = Arc::from(self.v1().join(format!("{bucket:02x}")));
         let mut shard = read_shard(&path);
         // Many keys without a record (a cold or new cache, a new sweep): one listing of the
         // bucket answers the misses among them without a failing open each.
@@ -255,22 +314,29 @@ impl Store {
                 .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
                 .unwrap_or_default()
         });
+        // Without records there is nothing to stat; a bucket that cannot be opened has only
+        // misses, which the full check below finds.
+        let opened = (unrecorded < indices.len())
+            .then(|| BucketDir::open(&bucket_dir))
+            .flatten();
         let mut changed = false;
         let mut out = Vec::with_capacity(indices.len());
+        let mut hex = [0u8; 64];
+        let mut buf = Vec::with_capacity(128);
         for &i in indices {
             let key = &keys[i];
-            let hex = key.to_hex();
-            if !shard.contains_key(key)
+            key.digest().write_hex(&mut hex);
+            let record = shard.get(key);
+            if record.is_none()
                 && present
                     .as_ref()
-                    .is_some_and(|names| !names.contains(std::ffi::OsStr::new(&hex)))
+                    .is_some_and(|names| !names.contains(OsStr::from_bytes(&hex)))
             {
                 out.push((i, Lookup::Miss));
                 continue;
             }
-            let dir = bucket_dir.join(hex);
-            if let Some(record) = shard.get(key)
-                && record.holds(&dir)
+            if let (Some(record), Some(dir)) = (record, &opened)
+                && record.holds(dir, &hex, &mut buf)
             {
                 let entry = CachedEntry {
                     key: *key,
@@ -278,7 +344,7 @@ impl Store {
                     status: record.status.clone(),
                     publishes: record.publishes,
                     checksum: Some(record.checksum),
-                    dir,
+                    bucket_dir: Some(Arc::clone(&bucket_dir)),
                     manifest: OnceLock::new(),
                 };
                 out.push((i, Lookup::Hit(Arc::new(entry))));
@@ -496,5 +562,37 @@ mod tests {
         }
         assert_eq!(decode(b""), None);
         assert_eq!(decode(&[0; 40]), None);
+    }
+
+    #[test]
+    fn a_bucket_stat_gives_the_file_id_that_fs_metadata_gives() {
+        // The index records what `fs::metadata` says; a lookup compares what `fstatat` says:
+        // any difference (the device's encoding, nanoseconds) would send every lookup back to
+        // the full check.
+        let dir = tempfile::tempdir().unwrap();
+        let hex = [b'a'; 64];
+        let entry = dir.path().join(std::str::from_utf8(&hex).unwrap());
+        fs::create_dir_all(entry.join("sub")).unwrap();
+        fs::write(entry.join(MANIFEST), b"{}").unwrap();
+        fs::write(entry.join("sub/out.bin"), vec![7u8; 1234]).unwrap();
+        let old = std::time::UNIX_EPOCH - std::time::Duration::from_secs(10);
+        fs::File::options()
+            .write(true)
+            .open(entry.join("sub/out.bin"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let bucket = BucketDir::open(dir.path()).unwrap();
+        let mut buf = Vec::new();
+        for name in [MANIFEST, "sub/out.bin"] {
+            let meta = fs::metadata(entry.join(name)).unwrap();
+            assert_eq!(
+                bucket.stat(&hex, name, &mut buf),
+                Some(FileId::of(&meta)),
+                "{name}"
+            );
+        }
+        assert_eq!(bucket.stat(&hex, "missing", &mut buf), None);
+        assert_eq!(bucket.stat(&hex, "nul\0inside", &mut buf), None);
     }
 }

@@ -283,6 +283,64 @@ fn index_round_trip() {
     assert_eq!(store.load_index("p").instances["s[value=1]"], key);
 }
 
+/// A no-op rerun of 10,000 instances parsed the whole run index to find nothing to add (#21):
+/// `record_run` reads only the digest of the last run's keys, and writes only what changed.
+#[test]
+fn record_run_writes_the_index_only_when_its_keys_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let path = dir.path().join("v1/pipelines/p.json");
+    let (k1, k2) = (key_input(1).key(), key_input(2).key());
+    let identity = || {
+        use std::os::unix::fs::MetadataExt as _;
+        let m = fs::metadata(&path).unwrap();
+        (m.ino(), m.modified().unwrap(), fs::read(&path).unwrap())
+    };
+    let run = [("s[value=1]", k1), ("s[value=2]", k2)];
+    assert!(store.record_run("p", &run).unwrap(), "a new index");
+    let written = identity();
+    assert!(!store.record_run("p", &run).unwrap());
+    assert_eq!(identity(), written, "nothing changed, nothing written");
+    // A smaller run whose keys are all there: nothing to write either.
+    assert!(!store.record_run("p", &run[..1]).unwrap());
+    assert_eq!(identity(), written);
+    // A changed key is written, and the others kept.
+    let k3 = key_input(3).key();
+    assert!(store.record_run("p", &[("s[value=1]", k3)]).unwrap());
+    let index = store.load_index("p");
+    assert_eq!(index.instances["s[value=1]"], k3);
+    assert_eq!(index.instances["s[value=2]"], k2);
+
+    // The digest vouches only for the file it is in: an index without it (an older one, or one
+    // an older binary rewrote) is read in full, and gets it once.
+    let mut old = store.load_index("p");
+    old.last_run = None;
+    old.instances.insert("s[value=1]".into(), k1);
+    store.save_index("p", &old).unwrap();
+    assert!(store.record_run("p", &run).unwrap(), "the digest added");
+    assert_eq!(
+        store.load_index("p").last_run,
+        Some(ablate_cache::PipelineIndex::digest_of(&run))
+    );
+    let written = identity();
+    assert!(!store.record_run("p", &run).unwrap());
+    assert_eq!(identity(), written);
+    // Laid out otherwise (by hand, another tool): read in full, and as good.
+    let doc: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    fs::write(&path, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    let written = identity();
+    assert!(!store.record_run("p", &run).unwrap());
+    assert_eq!(identity(), written);
+    // A digest that says these keys while the instances say others (a hand edit) is trusted
+    // only as far as its own file: the keys are what `load_index` reads.
+    let mut edited = store.load_index("p");
+    edited.instances.insert("s[value=2]".into(), k3);
+    edited.last_run = None;
+    store.save_index("p", &edited).unwrap();
+    assert!(store.record_run("p", &run).unwrap());
+    assert_eq!(store.load_index("p").instances["s[value=2]"], k2);
+}
+
 /// Reads an entry's manifest as JSON, lets `edit` change it, writes it back.
 fn edit_manifest(store: &Store, key: &InstanceKey, edit: impl FnOnce(&mut serde_json::Value)) {
     let path = store.entry_dir(key).join("manifest.json");

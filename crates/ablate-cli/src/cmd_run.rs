@@ -22,6 +22,14 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
     // (a no-op rerun of 10,000 instances said "in 1ms" after half a second, #21).
     let started = std::time::Instant::now();
     let loaded = load(&args.spec)?;
+    // Where a run's time goes, before anything runs (`ABLATE_LOG=debug`).
+    let phase = |what: &str| {
+        tracing::debug!(
+            "{what} at {:.1} ms",
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+    };
+    phase("loaded and planned");
     let jobs = match args.jobs {
         Some(0) => return Err(input("`--jobs` must be at least 1", None)),
         Some(n) => n,
@@ -56,6 +64,7 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
     store.remove_dead_temps();
     let forced: Vec<&str> = loaded.forced.iter().map(String::as_str).collect();
     let statuses = ablate_plan::statuses(&loaded.plan, &store, &forced);
+    phase("checked the cache");
     if slurm {
         // Records of tasks whose results are in: nothing left to adopt.
         for (id, inst) in loaded.plan.instances() {
@@ -169,6 +178,7 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
         anyhow::Ok((summary, completed))
     })?;
 
+    phase("ran");
     if let Some(slurm) = &slurm_executor {
         settle_slurm(slurm, &args, mode, plan.pipeline())?;
     }
@@ -176,18 +186,18 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
     // Remember this run's keys (completed instances only: a failed one keeps its last good key,
     // so the next plan still explains what changed). The index only serves those explanations:
     // it is not rewritten when nothing changed, and a cache that cannot take it (a shared,
-    // read-only one) still serves the run.
-    let mut index = store.load_index(plan.pipeline());
-    let mut changed = !store.has_index(plan.pipeline());
-    // A report built from part of its inputs has a key of its own, which no plan explains.
-    for c in completed
-        .iter()
-        .filter(|c| c.entry.key() == plan.instance(c.instance).key)
-    {
-        let inst = plan.instance(c.instance);
-        changed |= index.instances.insert(inst.id.clone(), inst.key) != Some(inst.key);
+    // read-only one) still serves the run. A report built from part of its inputs has a key
+    // of its own, which no plan explains.
+    let mut done = vec![false; plan.len()];
+    for c in &completed {
+        done[c.instance.index()] |= c.entry.key() == plan.instance(c.instance).key;
     }
-    if changed && let Err(e) = store.save_index(plan.pipeline(), &index) {
+    let done: Vec<(&str, ablate_cache::InstanceKey)> = plan
+        .instances()
+        .filter(|(id, _)| done[id.index()])
+        .map(|(_, inst)| (inst.id.as_str(), inst.key))
+        .collect();
+    if let Err(e) = store.record_run(plan.pipeline(), &done) {
         eprintln!(
             "warning: failed to save the run index ({}); `ablate plan` explains changes against \
              the run before",
@@ -195,6 +205,7 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
         );
     }
 
+    phase("recorded the run's keys");
     let runs = results::write(
         &global.results,
         &store,
@@ -207,6 +218,7 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
     {
         eprintln!("results: {}", runs.display());
     }
+    phase("wrote the results");
     // The process ends here: skip freeing the plan and its manifests one by one.
     std::mem::forget((loaded, statuses, completed));
     Ok(if cancel.is_cancelled() {

@@ -1,13 +1,13 @@
 //! After a run: rows for `results/<pipeline>/runs.parquet`, report tables copied to
 //! `results/<pipeline>/`, and the keys of this run remembered for `ablate plan`'s explanations.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ablate_cache::{CachedEntry, Manifest, Store};
+use ablate_cache::{CachedEntry, InstanceKey, Manifest, Store};
 use ablate_plan::{InstanceId, Plan};
-use ablate_results::RunRecord;
+use ablate_results::{Recorded, RunRecord};
 use anyhow::Context as _;
 
 /// An instance that is complete after this run.
@@ -49,8 +49,18 @@ pub fn write(
         .with_context(|| format!("failed to lock `{}`", dir.display()))?;
     // Under the lock, which every writer of the directory holds while its temp files exist.
     ablate_results::remove_stale_temps(&dir);
-    let recorded = ablate_results::recorded_instances(&runs)
-        .with_context(|| format!("failed to read `{}`", runs.display()))?;
+    // Keys compared as keys, not as hex strings: a run of 10,000 instances would make 20,000
+    // of them on every run, fully cached or not (#21).
+    let mut recorded: HashMap<InstanceKey, Recorded> = HashMap::new();
+    // A row whose instance is no key (a table edited by hand) is never current.
+    let mut stray_current = false;
+    ablate_results::for_each_recorded(&runs, |instance, r| match instance.parse() {
+        Ok(key) => {
+            recorded.insert(key, r);
+        }
+        Err(_) => stray_current |= r.current,
+    })
+    .with_context(|| format!("failed to read `{}`", runs.display()))?;
     // The rows must agree with the entries they name: an instance is (re)written when this run
     // computed it, when it has no rows, and when its rows came from another computation than
     // the entry holds now (a `--force` run killed after replacing the entry, before this file
@@ -60,21 +70,22 @@ pub fn write(
         .filter(|c| {
             c.computed
                 || recorded
-                    .get(&c.entry.key().to_hex())
+                    .get(&c.entry.key())
                     .is_none_or(|r| r.started_at_us != c.entry.started_at_us())
         })
         .collect();
     // `current`: the instances of this plan (an interrupted run's too: its plan is the latest,
     // and rerunning the file it was not run with points `current` back, from the cache), and
     // the partial reports it built, which have keys of their own.
-    let current: HashSet<String> = plan
+    let current: HashSet<InstanceKey> = plan
         .instances()
-        .map(|(_, i)| i.key.to_hex())
-        .chain(completed.iter().map(|c| c.entry.key().to_hex()))
+        .map(|(_, i)| i.key)
+        .chain(completed.iter().map(|c| c.entry.key()))
         .collect();
-    let moved = recorded
-        .iter()
-        .any(|(key, r)| r.current != current.contains(key));
+    let moved = stray_current
+        || recorded
+            .iter()
+            .any(|(key, r)| r.current != current.contains(key));
     let mut records = Vec::new();
     if !fresh.is_empty() {
         let git_rev = git_revision();
@@ -97,6 +108,7 @@ pub fn write(
         }
     }
     if !records.is_empty() || moved {
+        let current: HashSet<String> = current.iter().map(InstanceKey::to_hex).collect();
         ablate_results::append_runs(&runs, &records, &current)
             .with_context(|| format!("failed to write `{}`", runs.display()))?;
     }
@@ -206,6 +218,18 @@ fn publish(dir: &Path, store: &Store, plan: &Plan, completed: &[Completed]) -> a
                 .with_context(|| {
                     format!("`{}` does not have the `{file}` it publishes", inst.id)
                 })?;
+            // Already published (a rerun with nothing new): a no-op run writes nothing (#21).
+            let sha256 = manifest
+                .outputs
+                .iter()
+                .find(|o| &o.path == file)
+                .map(|o| o.sha256);
+            if sha256.is_some()
+                && std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file())
+                && ablate_cache::Digest::of_file(&dest).ok() == sha256
+            {
+                continue;
+            }
             let tmp = ablate_results::temp_path(dir, format!("{stem}.{ext}"));
             std::fs::copy(&src, &tmp).with_context(|| {
                 format!("failed to copy `{}` to `{}`", src.display(), dest.display())

@@ -2569,6 +2569,63 @@ fn the_summary_time_counts_loading_planning_and_the_cache_check() {
     );
 }
 
+/// Every file and directory under `root`, with what a write would change: size, modification
+/// time and inode (a file replaced by rename gets a new one; a directory's mtime moves when a
+/// temp file is made or removed in it).
+fn tree_state(root: &Path) -> BTreeMap<PathBuf, (u64, std::time::SystemTime, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                stack.push(path.clone());
+            }
+            let rel = path.strip_prefix(root).unwrap().to_owned();
+            out.insert(rel, (meta.len(), meta.modified().unwrap(), meta.ino()));
+        }
+    }
+    out
+}
+
+/// A no-op rerun rewrote what it had nothing to add to: the published report files were
+/// copied again on every run, and the run index was parsed whole (#21, item 15). A rerun with
+/// nothing to do writes nothing, in the cache or the results.
+#[test]
+fn a_no_op_rerun_writes_nothing_in_the_cache_or_the_results() {
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        r#"
+name: noop
+stages:
+  runs:
+    op: echo
+    matrix: { value: [1, 2, 3] }
+  table:
+    op: report.table
+    needs: [runs]
+    params: { rows: [value], metric: value }
+"#,
+    );
+    sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    // The first rerun records the entries it verified (v1/verified/).
+    sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    let (cache, results) = (tree_state(&sb.cache()), tree_state(&sb.results()));
+    assert!(
+        results.contains_key(Path::new("noop/table.md")),
+        "{results:?}"
+    );
+    // Unchanged times would not show a rewrite within the file system's clock tick.
+    std::thread::sleep(Duration::from_millis(20));
+    let run = sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    assert_summary(&run, 0, 4, 0, 0);
+    assert_eq!(tree_state(&sb.cache()), cache, "the cache changed");
+    assert_eq!(tree_state(&sb.results()), results, "the results changed");
+}
+
 #[test]
 fn plan_renders_dot_and_mermaid() {
     let sb = Sandbox::new();
@@ -3839,8 +3896,14 @@ stages:
             .next()
             .is_some()
     );
+    // An index from before the digest of the last run's keys (#21) would get it, where it can.
+    let index = sb.cache().join("v1/pipelines/shared.json");
+    let mut doc: Value = serde_json::from_slice(&std::fs::read(&index).unwrap()).unwrap();
+    assert!(doc.as_object_mut().unwrap().remove("last_run").is_some());
+    std::fs::write(&index, serde_json::to_vec(&doc).unwrap()).unwrap();
     let run = ablate_on_read_only_cache(&sb, &["run", "p.yaml", "--json"]).code(EXIT_OK);
     assert_summary(&run, 0, 3, 0, 0);
+    assert!(!run.stderr.contains("warning"), "{}", run.stderr);
     // Another pipeline with the same keys: cached too; its run index cannot be written, which
     // is worth a warning, not a failure.
     let run = ablate_on_read_only_cache(&sb, &["run", "q.yaml", "--json"]).code(EXIT_OK);

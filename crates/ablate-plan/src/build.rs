@@ -1,6 +1,6 @@
 //! Building a plan: stage graph → cycle check → instances in topological order with keys.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -157,14 +157,24 @@ impl Builder<'_> {
             (schema.inputs_by_name, schema.version, schema.gathers);
         let resources = instance_resources(stage, schema.on_device);
         let protos = self.protos(stage);
-        let own = stage.matrix.expand();
+        let own = stage.matrix.combinations();
         let axis_order: Vec<&str> = stage.matrix.axes.iter().map(|(k, _)| k.as_str()).collect();
-        let mut ids = Vec::with_capacity(protos.len() * own.len());
-        let mut seen_ids: HashMap<String, usize> = HashMap::new();
+        let n = protos.len() * own.len();
+        let mut ids = Vec::with_capacity(n);
+        // Reserved: growing a graph of 10,000 instances copied each of them a dozen times.
+        self.graph.reserve_nodes(n);
+        self.graph
+            .reserve_edges(protos.iter().map(|p| p.inputs.len()).sum::<usize>() * own.len());
         let mut reported_collision = false;
+        let mut combo = Vec::new();
         for proto in &protos {
-            for combo in &own {
-                if let Some((k, _)) = proto.labels.iter().find(|(k, _)| combo.contains_key(k)) {
+            for c in 0..own.len() {
+                own.get(c, &mut combo);
+                if let Some((k, _)) = proto
+                    .labels
+                    .iter()
+                    .find(|(k, _)| combo.iter().any(|(ck, _)| ck == k))
+                {
                     if !reported_collision {
                         reported_collision = true;
                         self.errors.push(error(
@@ -178,10 +188,13 @@ impl Builder<'_> {
                     }
                     continue;
                 }
-                let mut labels = proto.labels.clone();
-                labels.extend(ordered(combo, &axis_order));
+                let mut labels = Vec::with_capacity(proto.labels.len() + combo.len());
+                labels.extend(proto.labels.iter().cloned());
+                ordered(&combo, &axis_order, &mut labels);
                 let mut params: Params = stage.params.clone();
-                params.extend(combo.iter().map(|(k, v)| (k.clone(), v.clone())));
+                for &(k, v) in &combo {
+                    params.insert(k.to_owned(), v.clone());
+                }
                 let deps = self.hash_deps(stage, &params);
                 let mut refs: Vec<InputRef> = proto
                     .inputs
@@ -207,16 +220,11 @@ impl Builder<'_> {
                     deps,
                 };
                 let label = render_label(&labels);
-                let mut id = if label.is_empty() {
+                let id = if label.is_empty() {
                     stage.name.to_string()
                 } else {
                     format!("{}[{label}]", stage.name)
                 };
-                let n = seen_ids.entry(id.clone()).or_default();
-                *n += 1;
-                if *n > 1 {
-                    id = format!("{id}#{n}");
-                }
                 let instance = Instance {
                     stage: stage.name.clone(),
                     id,
@@ -241,6 +249,20 @@ impl Builder<'_> {
                 }
                 ids.push(node);
             }
+        }
+        // Equal ids (a value listed twice): the second is `id#2`, the third `id#3`.
+        let mut seen: HashMap<&str, usize> = HashMap::with_capacity(ids.len());
+        let mut repeated = Vec::new();
+        for &node in &ids {
+            let id = self.graph[node.0].id.as_str();
+            let n = seen.entry(id).or_default();
+            *n += 1;
+            if *n > 1 {
+                repeated.push((node, format!("{id}#{n}")));
+            }
+        }
+        for (node, id) in repeated {
+            self.graph[node.0].id = id;
         }
         ids
     }
@@ -450,19 +472,21 @@ impl Builder<'_> {
     }
 }
 
-/// A combination's values: matrix axes in file order, then other (`include`) keys by name.
-fn ordered(combo: &BTreeMap<String, Value>, axis_order: &[&str]) -> Vec<(String, Value)> {
-    let mut out: Vec<(String, Value)> = axis_order
-        .iter()
-        .filter_map(|k| combo.get(*k).map(|v| ((*k).to_owned(), v.clone())))
-        .collect();
+/// Appends a combination's values (sorted by key) to `out`: matrix axes in file order, then
+/// other (`include`) keys by name.
+fn ordered(combo: &[(&str, &Value)], axis_order: &[&str], out: &mut Vec<(String, Value)>) {
+    out.extend(axis_order.iter().filter_map(|k| {
+        combo
+            .iter()
+            .find(|(ck, _)| ck == k)
+            .map(|(_, v)| ((*k).to_owned(), (*v).clone()))
+    }));
     out.extend(
         combo
             .iter()
-            .filter(|(k, _)| !axis_order.contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), v.clone())),
+            .filter(|(k, _)| !axis_order.contains(k))
+            .map(|(k, v)| ((*k).to_owned(), (*v).clone())),
     );
-    out
 }
 
 pub(crate) fn render_value(v: &Value) -> String {
@@ -474,11 +498,20 @@ pub(crate) fn render_value(v: &Value) -> String {
 
 /// `weights=shared,steps=4`: how an instance's labels read in its id.
 pub fn render_label(labels: &[(String, Value)]) -> String {
-    labels
-        .iter()
-        .map(|(k, v)| format!("{k}={}", render_value(v)))
-        .collect::<Vec<_>>()
-        .join(",")
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(k);
+        out.push('=');
+        match v {
+            Value::String(s) => out.push_str(s),
+            other => write!(out, "{other}").expect("writing to a String cannot fail"),
+        }
+    }
+    out
 }
 
 /// One cycle through the strongly connected component `scc`, as stage indices, starting at

@@ -621,3 +621,35 @@ stages:
     }
     assert!(e.contains("paths in `deps` are relative to"), "{e}");
 }
+
+/// Two `include` entries alike make two instances with one label: their ids stay apart, the
+/// second `#2` (the suffix is given once the stage's instances are made, without a copy of
+/// every id, #21).
+#[test]
+fn instances_with_equal_labels_get_numbered_ids_in_order() {
+    let p = plan(
+        r#"
+name: twins
+stages:
+  d:
+    op: data
+    matrix: { n: [1, 2] }
+    include:
+      - { n: 5, seed: 1 }
+      - { n: 5, seed: 1 }
+      - { n: 5, seed: 2 }
+      - { n: 5, seed: 1 }
+"#,
+    );
+    assert_eq!(
+        ids(&p, "d"),
+        [
+            "d[n=1]",
+            "d[n=2]",
+            "d[n=5,seed=1]",
+            "d[n=5,seed=1]#2",
+            "d[n=5,seed=2]",
+            "d[n=5,seed=1]#3"
+        ]
+    );
+}

@@ -170,8 +170,21 @@ pub struct Recorded {
 /// time with the cache entry's manifest to find rows of a computation the entry no longer
 /// holds, and the flags with its plan to see whether `current` must move.
 pub fn recorded_instances(path: &Path) -> Result<HashMap<String, Recorded>, ResultsError> {
+    let mut out = HashMap::new();
+    for_each_recorded(path, |instance, recorded| {
+        out.insert(instance.to_owned(), recorded);
+    })?;
+    Ok(out)
+}
+
+/// [`recorded_instances`] without collecting them: `f` sees each row's instance key and what
+/// its row says, borrowed (a run table of 10,000 instances is read on every run, #21).
+pub fn for_each_recorded(
+    path: &Path,
+    mut f: impl FnMut(&str, Recorded),
+) -> Result<(), ResultsError> {
     if !path.try_exists().unwrap_or(true) {
-        return Ok(HashMap::new());
+        return Ok(());
     }
     let (schema, batch) = read_batch(path, Some(&["instance", "started_at", "current"]))?;
     check_runs_schema(path, schema.fields().iter().map(|f| f.name().as_str()))?;
@@ -192,19 +205,21 @@ pub fn recorded_instances(path: &Path) -> Result<HashMap<String, Recorded>, Resu
     let started = started.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
     let current = column("current")?;
     let current = current.as_ref().map(|c| c.as_boolean());
-    Ok(instances
+    for (row, (i, t)) in instances
         .as_string::<i32>()
         .iter()
         .zip(started.iter())
         .enumerate()
-        .filter_map(|(row, (i, t))| {
+    {
+        if let Some(i) = i {
             let recorded = Recorded {
                 started_at_us: t.unwrap_or_default(),
                 current: current.is_some_and(|c| c.is_valid(row) && c.value(row)),
             };
-            Some((i?.to_owned(), recorded))
-        })
-        .collect())
+            f(i, recorded);
+        }
+    }
+    Ok(())
 }
 
 /// Reads the run table at `path` back into records. Label columns become labels again

@@ -34,6 +34,30 @@ impl Matrix {
         self.expansion(true).0
     }
 
+    /// The combinations of [`Matrix::expand`], read one at a time: a plain product of axes is
+    /// never built (a sweep of 10,000 values made 10,000 maps only to copy each into an
+    /// instance's params, #21); with `include` or `exclude` it is expanded once.
+    pub fn combinations(&self) -> Combinations<'_> {
+        if self.include.is_empty() && self.exclude.is_empty() {
+            Combinations {
+                axes: &self.axes,
+                expanded: None,
+                len: if self.axes.is_empty() {
+                    1
+                } else {
+                    self.axes.iter().map(|(_, values)| values.len()).product()
+                },
+            }
+        } else {
+            let expanded = self.expand();
+            Combinations {
+                axes: &self.axes,
+                len: expanded.len(),
+                expanded: Some(expanded),
+            }
+        }
+    }
+
     /// The combinations of [`Matrix::expand`] (merged only when `merge`), and the indices of
     /// the `include` entries appended as combinations of their own.
     fn expansion(&self, merge: bool) -> (Vec<Combination>, Vec<usize>) {
@@ -182,6 +206,43 @@ impl Matrix {
     }
 }
 
+/// The combinations of a matrix ([`Matrix::combinations`]), in the order of [`Matrix::expand`].
+#[derive(Debug)]
+pub struct Combinations<'m> {
+    axes: &'m [(String, Vec<Value>)],
+    /// `None`: the cartesian product of `axes`, read by index.
+    expanded: Option<Vec<Combination>>,
+    len: usize,
+}
+
+impl Combinations<'_> {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Combination `i` (below [`Combinations::len`]) into `out` (cleared first): its keys and
+    /// values, sorted by key as a [`Matrix::expand`] map iterates.
+    pub fn get<'s>(&'s self, i: usize, out: &mut Vec<(&'s str, &'s Value)>) {
+        out.clear();
+        match &self.expanded {
+            Some(all) => out.extend(all[i].iter().map(|(k, v)| (k.as_str(), v))),
+            None => {
+                // The last axis varies fastest.
+                let mut rest = i;
+                for (key, values) in self.axes.iter().rev() {
+                    out.push((key.as_str(), &values[rest % values.len()]));
+                    rest /= values.len();
+                }
+                out.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            }
+        }
+    }
+}
+
 /// A combination matches an exclude entry when it has every key/value of the entry.
 fn matches(combination: &Combination, entry: &Combination) -> bool {
     #[cfg(test)]
@@ -255,6 +316,50 @@ mod tests {
         COMPARISONS.with(|c| c.set(0));
         f();
         COMPARISONS.with(Cell::get)
+    }
+
+    /// `combinations` reads the combinations `expand` builds, in its order.
+    fn assert_combinations_are_the_expansion(m: &Matrix) {
+        let all = m.combinations();
+        let expanded = m.expand();
+        assert_eq!(all.len(), expanded.len(), "{m:?}");
+        let mut got = Vec::new();
+        for (i, want) in expanded.iter().enumerate() {
+            all.get(i, &mut got);
+            let want: Vec<(&str, &Value)> = want.iter().map(|(k, v)| (k.as_str(), v)).collect();
+            assert_eq!(got, want, "combination {i} of {m:?}");
+        }
+    }
+
+    #[test]
+    fn combinations_read_the_expansion_without_building_a_product() {
+        let cases = [
+            Matrix::default(),
+            Matrix {
+                axes: axes(&[
+                    ("b", json!([1, 2, 3])),
+                    ("a", json!(["x", "y"])),
+                    ("c", json!([true])),
+                ]),
+                ..Default::default()
+            },
+            Matrix {
+                axes: axes(&[("a", json!([1, 1, 2]))]),
+                ..Default::default()
+            },
+            Matrix {
+                axes: axes(&[("a", json!([1, 2])), ("b", json!([]))]),
+                ..Default::default()
+            },
+            Matrix {
+                axes: axes(&[("a", json!([1, 2])), ("b", json!([3, 4]))]),
+                include: vec![combo(json!({"a": 1, "z": 0})), combo(json!({"a": 9}))],
+                exclude: vec![combo(json!({"a": 2, "b": 3}))],
+            },
+        ];
+        for m in &cases {
+            assert_combinations_are_the_expansion(m);
+        }
     }
 
     fn combo(value: Value) -> Combination {
