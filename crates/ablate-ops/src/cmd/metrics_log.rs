@@ -59,8 +59,17 @@ pub(crate) fn prepare(log: &Path) -> std::io::Result<Vec<u64>> {
     if starts.last() != Some(&kept) {
         starts.push(kept);
     }
-    let text: String = starts.iter().map(|o| format!("{o}\n")).collect();
-    fs::write(&sidecar, text)?;
+    if starts.len() == 1 {
+        // The first attempt on an empty log: nothing to note (a file less per instance); a
+        // stale note from a log that was cut to nothing goes.
+        match fs::remove_file(&sidecar) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    } else {
+        let text: String = starts.iter().map(|o| format!("{o}\n")).collect();
+        fs::write(&sidecar, text)?;
+    }
     Ok(starts)
 }
 
@@ -489,6 +498,22 @@ mod tests {
         // The offsets are kept for the next attempt, and a log cut back forgets later ones.
         let second = fs::metadata(&log).unwrap().len();
         assert_eq!(prepare(&log).unwrap(), [0, first, second]);
+    }
+
+    /// The first attempt on an empty log notes nothing (a file less for every instance), and
+    /// a log cut to nothing forgets the offsets noted for it.
+    #[test]
+    fn an_empty_log_has_no_attempts_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join(METRICS_LOG);
+        assert_eq!(prepare(&log).unwrap(), [0]);
+        assert!(!attempts_file(&log).exists());
+        fs::write(&log, "{\"loss\": 1}\n").unwrap();
+        assert_eq!(prepare(&log).unwrap().len(), 2);
+        assert!(attempts_file(&log).exists());
+        fs::write(&log, "").unwrap();
+        assert_eq!(prepare(&log).unwrap(), [0]);
+        assert!(!attempts_file(&log).exists());
     }
 
     #[test]
