@@ -7,6 +7,7 @@
 mod digest;
 mod error;
 mod key;
+mod lock;
 mod manifest;
 mod store;
 mod verified;
@@ -14,11 +15,12 @@ mod verified;
 pub use digest::Digest;
 pub use error::CacheError;
 pub use key::{DepDigest, HASH_SCHEME, InputRef, InstanceKey, KeyInput, canonical_json};
+pub use lock::{HeldLock, KeyLock, LockNote};
 pub use manifest::{
     EntryStatus, LEGACY_MANIFEST_FORMAT, MANIFEST_FORMAT, Manifest, Metric, Origin, OutputFile,
 };
 pub use store::{
-    EntryInfo, GcItem, GcReport, KeyLock, Lookup, PipelineIndex, Store, TempEntry, VerifyMode,
+    EntryInfo, GcItem, GcReport, Lookup, PipelineIndex, Store, TempEntry, VerifyMode,
     Writer, now_us,
 };
 pub use verified::CachedEntry;

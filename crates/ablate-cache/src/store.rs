@@ -13,7 +13,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -101,7 +100,7 @@ impl Store {
         self.v1.join("checkpoints").join(key.to_hex())
     }
 
-    fn lock_path(&self, key: &InstanceKey) -> PathBuf {
+    pub(crate) fn lock_path(&self, key: &InstanceKey) -> PathBuf {
         self.v1.join("locks").join(format!("{}.lock", key.to_hex()))
     }
 
@@ -205,41 +204,6 @@ impl Store {
     pub fn read_manifest(&self, key: &InstanceKey) -> Option<Manifest> {
         let bytes = fs::read(self.entry_dir(key).join(MANIFEST)).ok()?;
         serde_json::from_slice(&bytes).ok()
-    }
-
-    /// Takes the key's lock if no one holds it.
-    pub fn try_lock(&self, key: &InstanceKey) -> Result<Option<KeyLock>, CacheError> {
-        let path = self.lock_path(key);
-        let file = open_lock_file(&path)?;
-        match file.try_lock() {
-            Ok(()) => {
-                // Who holds it, for a run that finds it taken (best effort: a read-only cache
-                // takes no note).
-                let note = format!(
-                    "pid {} on {} since {}\n",
-                    std::process::id(),
-                    host(),
-                    now_us()
-                );
-                let _ = file
-                    .set_len(0)
-                    .and_then(|()| file.write_all_at(note.as_bytes(), 0));
-                Ok(Some(KeyLock { file }))
-            }
-            Err(fs::TryLockError::WouldBlock) => Ok(None),
-            Err(fs::TryLockError::Error(e)) => Err(CacheError::Io { path, source: e }),
-        }
-    }
-
-    /// Who holds the key's lock, as its holder noted it: `(pid, host, since)`, `since` in Unix
-    /// microseconds. `None` when no note can be read.
-    pub fn lock_holder(&self, key: &InstanceKey) -> Option<(u32, String, i64)> {
-        let note = fs::read_to_string(self.lock_path(key)).ok()?;
-        let mut words = note.split_whitespace();
-        let pid = words.nth(1)?.parse().ok()?;
-        let host = words.nth(1)?.to_owned();
-        let since = words.nth(1)?.parse().ok()?;
-        Some((pid, host, since))
     }
 
     /// Starts writing an entry: a fresh temp directory the producer fills with outputs.
@@ -663,19 +627,6 @@ impl GcReport {
     }
 }
 
-/// Held while an instance is computed; released on drop (and when every program that
-/// inherited its descriptor has ended: see `ablate_run::process`).
-#[derive(Debug)]
-pub struct KeyLock {
-    file: fs::File,
-}
-
-impl std::os::fd::AsRawFd for KeyLock {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.file.as_raw_fd()
-    }
-}
-
 /// An entry being written. Dropped without [`TempEntry::commit`] or [`TempEntry::fail`], its
 /// directory is deleted: nothing half-written ever appears under the key.
 #[derive(Debug)]
@@ -773,15 +724,6 @@ impl Drop for TempEntry<'_> {
             let _ = fs::remove_dir_all(dir);
         }
     }
-}
-
-fn open_lock_file(path: &Path) -> Result<fs::File, CacheError> {
-    fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(CacheError::io(path))
 }
 
 /// Moves a directory into `tmp/` before deleting it, so no reader ever sees it half-deleted.
@@ -950,7 +892,7 @@ fn writer_alive(name: &str) -> bool {
     pid_alive(pid)
 }
 
-fn pid_alive(pid: u32) -> bool {
+pub(crate) fn pid_alive(pid: u32) -> bool {
     pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
 }
 
@@ -981,7 +923,7 @@ fn real_dir(dir: &Path) -> Result<(), String> {
 }
 
 /// This machine's short host name (no dots, so it fits in a temp directory's dotted name).
-fn host() -> &'static str {
+pub(crate) fn host() -> &'static str {
     static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     HOST.get_or_init(|| {
         let h = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();

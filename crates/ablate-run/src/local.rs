@@ -1,9 +1,8 @@
-use std::os::fd::AsRawFd as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ablate_cache::{CacheError, Lookup, Manifest, Origin, Store, now_us};
+use ablate_cache::{CacheError, LockNote, Lookup, Manifest, Origin, Store, now_us};
 use ablate_plan::InstanceId;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -64,7 +63,7 @@ impl LocalExecutor {
         let store = &inner.store;
         let mut next_note = Instant::now() + WAITING_NOTE_AFTER;
         let lock = loop {
-            match store.try_lock(&job.key) {
+            match store.try_lock_for(&job.key, &job.pipeline, &job.id) {
                 Ok(Some(lock)) => break lock,
                 Ok(None) if cancel.is_cancelled() => return Outcome::Cancelled,
                 Ok(None) => {
@@ -73,24 +72,7 @@ impl LocalExecutor {
                     // say so on the instance's line.
                     if Instant::now() >= next_note {
                         progress(Progress {
-                            message: Some(match store.lock_holder(&job.key) {
-                                // The lock outlives its ablate in the programs it started,
-                                // which its watchdog is stopping (see `process`).
-                                Some((pid, host, _))
-                                    if inner.host.split('.').next() == Some(host.as_str())
-                                        && !Path::new(&format!("/proc/{pid}")).exists() =>
-                                {
-                                    format!(
-                                        "waiting: the programs of ablate pid {pid}, which died, \
-                                         still hold this key; they are being stopped"
-                                    )
-                                }
-                                Some((pid, host, _)) => format!(
-                                    "waiting: another process computes this key (ablate pid \
-                                     {pid} on {host}); it is used when done"
-                                ),
-                                None => "waiting: another process computes this key".to_owned(),
-                            }),
+                            message: Some(waiting_message(store.lock_holder(&job.key))),
                             ..Progress::default()
                         });
                         next_note = Instant::now() + WAITING_NOTE_AFTER * 10;
@@ -136,7 +118,7 @@ impl LocalExecutor {
             progress,
             &attempt,
         )
-        .with_key_lock(lock.as_raw_fd());
+        .with_key_lock(&lock);
         let result =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.runner.run(&ctx)));
         // A result that made it in time (or just after) is kept.
@@ -265,6 +247,32 @@ impl Executor for LocalExecutor {
 }
 
 /// Keeps a failed attempt's files for inspection, when it wrote any.
+/// The line a run waiting for a key shows, from the lock's note: who holds it, and what to kill
+/// — the program's pid, not only ablate's, which is gone when ablate was killed and its orphaned
+/// program still holds the key (#21).
+fn waiting_message(holder: Option<LockNote>) -> String {
+    match holder {
+        // The lock outlives its ablate in the programs it started, which its watchdog is
+        // stopping (see `process`).
+        Some(note) if note.holder_gone() => {
+            let program = note
+                .program_pid
+                .map(|p| format!(" (program pid {p}, with its process group)"))
+                .unwrap_or_default();
+            format!(
+                "waiting: the programs of ablate pid {}, which died, still hold this key{program}; \
+                 they are being stopped",
+                note.pid
+            )
+        }
+        Some(note) => format!(
+            "waiting: another process computes this key ({}); it is used when done",
+            note.describe()
+        ),
+        None => "waiting: another process computes this key".to_owned(),
+    }
+}
+
 fn keep_if_any(tmp: ablate_cache::TempEntry<'_>) -> Option<PathBuf> {
     let wrote = std::fs::read_dir(tmp.dir()).is_ok_and(|mut d| d.next().is_some());
     if wrote { tmp.fail().ok() } else { None }

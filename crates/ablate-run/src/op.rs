@@ -1,8 +1,9 @@
 use std::collections::{HashSet, VecDeque};
-use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 
-use ablate_cache::{EntryStatus, InstanceKey, Lookup, Manifest, Metric, Store, VerifyMode};
+use ablate_cache::{
+    EntryStatus, InstanceKey, KeyLock, Lookup, Manifest, Metric, Store, VerifyMode,
+};
 use ablate_spec::OpCatalog;
 
 use crate::{CancelToken, Job};
@@ -76,7 +77,7 @@ pub struct OpContext<'a> {
     pub(crate) threads: usize,
     pub(crate) progress: &'a (dyn Fn(Progress) + Send + Sync),
     pub(crate) cancel: &'a CancelToken,
-    pub(crate) key_lock: Option<RawFd>,
+    pub(crate) key_lock: Option<&'a KeyLock>,
 }
 
 impl<'a> OpContext<'a> {
@@ -102,15 +103,16 @@ impl<'a> OpContext<'a> {
         }
     }
 
-    /// The descriptor of the key lock the executor holds for this attempt: a program the op
-    /// starts inherits it (see [`crate::process`]), so the key stays locked while it lives.
-    pub fn with_key_lock(mut self, fd: RawFd) -> Self {
-        self.key_lock = Some(fd);
+    /// The key lock the executor holds for this attempt: a program the op starts inherits it
+    /// (see [`crate::process`]), so the key stays locked while it lives, and its pid goes in
+    /// the lock's note.
+    pub fn with_key_lock(mut self, lock: &'a KeyLock) -> Self {
+        self.key_lock = Some(lock);
         self
     }
 
     /// See [`OpContext::with_key_lock`].
-    pub fn key_lock(&self) -> Option<RawFd> {
+    pub fn key_lock(&self) -> Option<&'a KeyLock> {
         self.key_lock
     }
 

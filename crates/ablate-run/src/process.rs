@@ -12,14 +12,17 @@
 //!   that started it end (`PR_SET_PDEATHSIG`), which covers the moment before it is listed.
 //! - **It holds its instance's key lock**: the lock's descriptor is inherited by the program,
 //!   so no other run (here or on another node of a shared cache) takes the key while any process
-//!   of the attempt is alive, orphan or not.
+//!   of the attempt is alive, orphan or not. Its pid goes in the lock's note, which `ablate
+//!   status` and a run waiting for the key show: ablate's pid alone did not tell what to kill.
 
 use std::io::{self, Write as _};
-use std::os::fd::RawFd;
+use std::os::fd::AsRawFd as _;
 use std::os::unix::process::CommandExt as _;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use ablate_cache::KeyLock;
 
 use crate::CancelToken;
 
@@ -93,9 +96,11 @@ fn watchdog(op: char, pgid: i32) -> io::Result<()> {
     }
 }
 
-/// Starts `command` supervised. `lock_fd`: the instance's key lock, which the program inherits.
-pub fn spawn(mut command: Command, lock_fd: Option<RawFd>) -> io::Result<Supervised> {
+/// Starts `command` supervised. `lock`: the instance's key lock, which the program inherits
+/// and whose note names it.
+pub fn spawn(mut command: Command, lock: Option<&KeyLock>) -> io::Result<Supervised> {
     let parent = std::process::id() as libc::pid_t;
+    let lock_fd = lock.map(|l| l.as_raw_fd());
     command.process_group(0);
     // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
     // functions (prctl, getppid, fcntl, _exit); it allocates nothing.
@@ -119,6 +124,9 @@ pub fn spawn(mut command: Command, lock_fd: Option<RawFd>) -> io::Result<Supervi
     }
     let child = command.spawn()?;
     let pgid = child.id() as i32;
+    if let Some(lock) = lock {
+        lock.note_program(child.id());
+    }
     let mut supervised = Supervised { child, pgid };
     if let Err(e) = watchdog('+', pgid) {
         supervised.signal(libc::SIGKILL);
@@ -223,28 +231,29 @@ fn group_alive(pgid: i32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsRawFd as _;
     use std::os::unix::process::ExitStatusExt as _;
 
     #[test]
     fn the_program_inherits_the_lock_and_holds_it_until_it_ends() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("lock");
-        let lock = std::fs::File::create(&path).unwrap();
-        lock.lock().unwrap();
+        let store = ablate_cache::Store::open(dir.path()).unwrap();
+        let key: ablate_cache::InstanceKey = "ab".repeat(32).parse().unwrap();
+        let lock = store.try_lock_for(&key, "p", "train[lr=1]").unwrap().unwrap();
         let mut command = Command::new("sh");
         command.arg("-c").arg("sleep 0.3");
-        let program = spawn(command, Some(lock.as_raw_fd())).unwrap();
+        let program = spawn(command, Some(&lock)).unwrap();
         drop(lock);
         // ablate's own descriptor is closed; the program's keeps the key locked.
-        let other = std::fs::File::open(&path).unwrap();
-        assert!(matches!(
-            other.try_lock(),
-            Err(std::fs::TryLockError::WouldBlock)
-        ));
+        assert!(store.try_lock(&key).unwrap().is_none());
+        // The note names the program, what a user would kill (#21).
+        let held = store.held_locks();
+        let note = held[0].note.as_ref().unwrap();
+        assert_eq!(note.program_pid, Some(program.pgid as u32));
+        assert_eq!(note.instance.as_deref(), Some("train[lr=1]"));
         let exit = program.wait(&CancelToken::new(), || false).unwrap();
         assert!(matches!(exit, Exit::Finished(s) if s.success()));
-        other.try_lock().expect("free once the program ended");
+        store.try_lock(&key).unwrap().expect("free once the program ended");
+        assert!(store.held_locks().is_empty());
     }
 
     #[test]
