@@ -188,7 +188,7 @@ fn list(store: &Store, args: &LsArgs) -> anyhow::Result<String> {
     let varying = varying_params(&entries);
     let mut rows = vec![
         [
-            "KEY", "OP", "INSTANCE", "PIPELINE", "SIZE", "STARTED", "WALL", "PARAMS",
+            "KEY", "OP", "INSTANCE", "PIPELINE", "STATUS", "SIZE", "STARTED", "WALL", "PARAMS",
         ]
         .map(str::to_owned),
     ];
@@ -214,6 +214,7 @@ fn list(store: &Store, args: &LsArgs) -> anyhow::Result<String> {
                     m.input.op.clone(),
                     instance_of(m),
                     m.origin.pipeline.clone(),
+                    m.status.name().to_owned(),
                     human_bytes(e.size),
                     format_timestamp_us(m.started_at_us),
                     format!("{:.2}s", m.seconds),
@@ -229,10 +230,11 @@ fn list(store: &Store, args: &LsArgs) -> anyhow::Result<String> {
                 String::new(),
                 String::new(),
                 String::new(),
+                String::new(),
             ],
         });
     }
-    let mut out = aligned(&rows, &[4, 6]);
+    let mut out = aligned(&rows, &[5, 7]);
     let total: u64 = entries.iter().map(|e| e.size).sum();
     let _ = writeln!(
         out,
@@ -305,6 +307,8 @@ pub fn value_is(v: &Value, text: &str) -> bool {
     }
 }
 
+/// One entry of `cache ls --json`. Its directory is `path`, as in `show --json` and
+/// `$ABLATE_INPUTS`; `status` is a word (`done`, `diverged`), `status_detail` the sentence.
 fn entry_json(store: &Store, e: &EntryInfo) -> Value {
     let path = store.entry_dir(&e.key);
     match &e.manifest {
@@ -316,6 +320,8 @@ fn entry_json(store: &Store, e: &EntryInfo) -> Value {
             "stage": m.origin.stage,
             "label": m.origin.label,
             "instance": instance_of(m),
+            "status": m.status.name(),
+            "status_detail": m.status.to_string(),
             "params": m.input.params,
             "size": e.size,
             "started_at": format_timestamp_us(m.started_at_us),

@@ -71,6 +71,9 @@ pub fn show(global: &Global, args: ShowArgs) -> anyhow::Result<u8> {
             ));
         }
         many => {
+            // Which of them the pipeline's last run used: the others are older runs (before an
+            // edit) or `--set`/`--matrix` variants.
+            let mut indexes = BTreeMap::new();
             let mut list = String::new();
             for c in many.iter().take(20) {
                 let _ = write!(
@@ -85,13 +88,31 @@ pub fn show(global: &Global, args: ShowArgs) -> anyhow::Result<u8> {
                 if let Some(t) = c.started_at_us {
                     let _ = write!(list, "  {}", format_timestamp_us(t));
                 }
+                if let (Some(p), Some(id)) = (&c.pipeline, &c.instance) {
+                    let index = indexes
+                        .entry(p.clone())
+                        .or_insert_with(|| store.load_index(p));
+                    if index.instances.get(id) == Some(&c.key) {
+                        let _ = write!(list, "  (its pipeline's last run)");
+                    }
+                }
             }
             if many.len() > 20 {
                 let _ = write!(list, "\n  … and {} more", many.len() - 20);
             }
+            let hint = match &args.pipeline {
+                // Several instances of the plan (a stage, or part of a label).
+                Some(file) => format!(
+                    "give the whole label, or more of the key (`ablate plan {}` lists them)",
+                    file.display()
+                ),
+                None => "give more of the key; or name the pipeline file, `--pipeline FILE` \
+                         (with the run's `--set`/`--matrix`), to pick the instance of its plan"
+                    .to_owned(),
+            };
             return Err(input(
                 format!("`{target}` matches {} entries:{list}", many.len()),
-                Some("give more of the key, or the whole label".into()),
+                Some(hint),
             ));
         }
     };
@@ -342,21 +363,38 @@ impl Shown {
             .or(self.planned.as_ref())
     }
 
-    fn status(&self) -> String {
+    /// The status as a word for programs (`done`, `diverged`, `invalid`, `incomplete`,
+    /// `failed`, `not_cached`) and as the sentence `show` prints.
+    fn status(&self) -> (&'static str, String) {
         match (&self.valid, &self.manifest) {
-            (Some(Ok(())), Some(m)) if !m.status.is_done() => format!(
-                "{}: in the cache as a result (`diverged: record`), its files match the manifest",
-                m.status
+            (Some(Ok(())), Some(m)) if !m.status.is_done() => (
+                m.status.name(),
+                format!(
+                    "{}: in the cache as a result (`diverged: record`), its files match the \
+                     manifest",
+                    m.status
+                ),
             ),
-            (Some(Ok(())), _) => {
-                "done: in the cache, its files match the manifest (sizes and times)".into()
-            }
-            (Some(Err(why)), _) => format!("invalid: {why} (the next run recomputes it)"),
-            (None, Some(_)) => "incomplete entry (the next run recomputes it)".into(),
-            (None, None) if self.failed.is_some() => {
-                "not in the cache: its last attempt failed (files below)".into()
-            }
-            (None, None) => "not in the cache (`ablate plan` says why it will run)".into(),
+            (Some(Ok(())), _) => (
+                "done",
+                "done: in the cache, its files match the manifest (sizes and times)".into(),
+            ),
+            (Some(Err(why)), _) => (
+                "invalid",
+                format!("invalid: {why} (the next run recomputes it)"),
+            ),
+            (None, Some(_)) => (
+                "incomplete",
+                "incomplete entry (the next run recomputes it)".into(),
+            ),
+            (None, None) if self.failed.is_some() => (
+                "failed",
+                "not in the cache: its last attempt failed (files below)".into(),
+            ),
+            (None, None) => (
+                "not_cached",
+                "not in the cache (`ablate plan` says why it will run)".into(),
+            ),
         }
     }
 
@@ -415,13 +453,15 @@ impl Shown {
             .into_iter()
             .map(|(p, size)| json!({ "path": p, "size": size }))
             .collect();
+        let (status, status_detail) = self.status();
         json!({
             "key": self.key.to_hex(),
             "instance": self.instance,
             "pipeline": self.pipeline,
             "op": ki.map(|k| &k.op),
             "op_version": ki.map(|k| k.op_version),
-            "status": self.status(),
+            "status": status,
+            "status_detail": status_detail,
             "in_cache": self.valid == Some(Ok(())),
             "params": ki.map(|k| &k.params),
             "inputs": inputs,
@@ -438,7 +478,8 @@ impl Shown {
                 "last_step": s.last_step,
                 "last_value": s.last_value,
             }))).collect::<serde_json::Map<_, _>>(),
-            "dir": m.map(|_| &self.dir),
+            // `path`, as in `cache ls --json` and `$ABLATE_INPUTS`.
+            "path": m.map(|_| &self.dir),
             "failed_dir": self.failed,
             "files": files,
         })
@@ -463,7 +504,7 @@ impl Shown {
         if let Some(k) = ki {
             line("op", format!("{} (version {})", k.op, k.op_version));
         }
-        line("status", self.status());
+        line("status", self.status().1);
         if let Some(m) = m {
             line("started", format_timestamp_us(m.started_at_us));
             line("wall time", format!("{:.2} s", m.seconds));
