@@ -232,6 +232,38 @@ fn lock_is_exclusive_until_dropped() {
     assert!(store.try_lock(&key).unwrap().is_some());
 }
 
+/// `ablate status` lists what is computed now from the held locks' notes: the pipeline, the
+/// instance and the program, for a variant that its own plan does not have (QA of #21).
+#[test]
+fn held_locks_list_their_holders_notes_and_not_the_released_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (a, b) = (key_input(1).key(), key_input(2).key());
+    let held = store.try_lock_for(&a, "sweep", "train[lr=0.2]").unwrap().unwrap();
+    held.note_program(4242);
+    drop(store.try_lock(&b).unwrap().unwrap());
+    let listed = store.held_locks();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].key, a);
+    let note = listed[0].note.as_ref().unwrap();
+    assert_eq!(note.pid, std::process::id());
+    assert_eq!(note.pipeline.as_deref(), Some("sweep"));
+    assert_eq!(note.instance.as_deref(), Some("train[lr=0.2]"));
+    assert_eq!(note.program_pid, Some(4242));
+    assert!(note.describe().starts_with(&format!(
+        "ablate pid {}, program pid 4242 on ",
+        std::process::id()
+    )));
+    // Probing took nothing: the key is still held, and free once released.
+    assert!(store.try_lock(&a).unwrap().is_none());
+    drop(held);
+    assert!(store.held_locks().is_empty());
+    // The next holder's shorter note leaves nothing of the last one's.
+    let _gc = store.try_lock(&a).unwrap().unwrap();
+    let note = store.lock_holder(&a).unwrap();
+    assert_eq!((note.pipeline, note.program_pid), (None, None));
+}
+
 #[test]
 fn failed_attempt_is_kept_for_inspection() {
     let dir = tempfile::tempdir().unwrap();

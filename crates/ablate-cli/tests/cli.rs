@@ -1348,24 +1348,24 @@ stages:
         &[
             "not started",
             "running (writing its entry):",
-            "  slow  pid ",
+            "  slow  ablate pid ",
         ],
     );
     assert_eq!(
         status_row(&status.stdout, "slow"),
-        [0, 1, 0, 0, 0],
+        [0, 0, 1, 0, 0, 0],
         "{}",
         status.stdout
     );
     assert_eq!(
         status_row(&status.stdout, "broken"),
-        [0, 0, 0, 1, 0],
+        [0, 0, 0, 0, 1, 0],
         "{}",
         status.stdout
     );
     assert_eq!(
         status_row(&status.stdout, "after"),
-        [0, 0, 0, 0, 1],
+        [0, 0, 0, 0, 0, 1],
         "{}",
         status.stdout
     );
@@ -1391,11 +1391,127 @@ stages:
     let after = sb.ablate(&["status", "p.yaml"]).code(EXIT_OK);
     assert_eq!(
         status_row(&after.stdout, "slow"),
-        [1, 0, 0, 0, 0],
+        [1, 0, 0, 0, 0, 0],
         "{}",
         after.stdout
     );
     assert!(!after.stdout.contains("running ("), "{}", after.stdout);
+}
+
+/// A script for `status`: it notes its process group (the pid ablate notes as the program's),
+/// waits for a `go` file when `epochs` > 1 (the variant below), and logs a NaN loss for
+/// `lr` > 1 (kept as a diverged result).
+const WATCHED_SCRIPT: &str = r#"
+import json, os, time
+p = json.load(open(os.environ["ABLATE_PARAMS"]))
+tag = "pgid-%s-%s" % (p["lr"], p["epochs"])
+open(tag + ".tmp", "w").write(str(os.getpgid(0)))
+os.rename(tag + ".tmp", tag)
+while p["epochs"] > 1 and not os.path.exists("go"):
+    time.sleep(0.05)
+with open(os.environ["ABLATE_METRICS"], "a") as log:
+    log.write(json.dumps({"step": 0, "loss": float("nan") if p["lr"] > 1 else 0.5}) + "\n")
+"#;
+
+/// QA of #21 (§9, §12, §11): `status` counted diverged results as done, showed nothing running
+/// while a `--set` variant of the pipeline ran from another shell, and named ablate's pid for a
+/// running instance, never the program's (what a user would kill); an ambiguous `show` did not
+/// say that `--pipeline` picks the instance.
+#[test]
+fn status_counts_diverged_names_the_program_pid_and_shows_a_running_variant() {
+    let sb = Sandbox::new();
+    sb.write("train.py", WATCHED_SCRIPT);
+    sb.write(
+        "p.yaml",
+        r#"
+name: watched
+stages:
+  train:
+    op: cmd
+    diverged: record
+    matrix: { lr: [1, 2] }
+    params: { run: python3 train.py, epochs: 1 }
+"#,
+    );
+    sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    let status = sb.ablate(&["status", "p.yaml"]).code(EXIT_OK);
+    assert_contains_all(&status.stdout, &["diverged"]);
+    assert_eq!(
+        status_row(&status.stdout, "train"),
+        [1, 1, 0, 0, 0, 0],
+        "{}",
+        status.stdout
+    );
+
+    // The variant, from another shell; both its instances wait for `go`.
+    let variant = ["--set", "train.params.epochs=2"];
+    let mut args = vec!["run", "p.yaml", "--json"];
+    args.extend(variant);
+    let running = Running::spawn(sb.command(&args));
+    let ablate_pid = running.child.id();
+    let programs: Vec<libc::pid_t> = ["1", "2"]
+        .iter()
+        .map(|lr| read_pid(&sb.path().join(format!("pgid-{lr}-2"))))
+        .collect();
+    let status = sb.ablate(&["status", "p.yaml"]).code(EXIT_OK);
+    assert_eq!(
+        status_row(&status.stdout, "train"),
+        [1, 1, 0, 0, 0, 0],
+        "{}",
+        status.stdout
+    );
+    assert_contains_all(
+        &status.stdout,
+        &[
+            "2 instances of pipeline `watched` not in this plan are running (a `--set`/`--matrix` \
+             variant",
+            &format!("  train[lr=1]  ablate pid {ablate_pid}, program pid {} on ", programs[0]),
+            &format!("  train[lr=2]  ablate pid {ablate_pid}, program pid {} on ", programs[1]),
+        ],
+    );
+    // Asked with the variant's flags, the same instances are this plan's running ones.
+    let mut args = vec!["status", "p.yaml"];
+    args.extend(variant);
+    let theirs = sb.ablate(&args).code(EXIT_OK);
+    assert_eq!(
+        status_row(&theirs.stdout, "train"),
+        [0, 0, 2, 0, 0, 0],
+        "{}",
+        theirs.stdout
+    );
+    assert_contains_all(
+        &theirs.stdout,
+        &[
+            "running (writing its entry):",
+            &format!("  train[lr=1]  ablate pid {ablate_pid}, program pid {} on ", programs[0]),
+        ],
+    );
+    assert!(!theirs.stdout.contains("not in this plan"), "{}", theirs.stdout);
+
+    sb.write("go", "");
+    let (code, _, stderr) = running.finish(Duration::from_secs(60));
+    assert_eq!(code, Some(EXIT_OK), "{stderr}");
+    let after = sb.ablate(&["status", "p.yaml"]).code(EXIT_OK);
+    assert!(!after.stdout.contains("not in this plan"), "{}", after.stdout);
+
+    // Two entries are `train[lr=1]` now: the list marks the one the last run (the variant)
+    // used, and the hint names `--pipeline`, which picks the plan's.
+    let keys = sb.keys("p.yaml", &[]);
+    let both = sb
+        .ablate(&["show", "train[lr=1]"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(&both.stderr, &["matches 2 entries", "`--pipeline FILE`"]);
+    let marked: Vec<&str> = both
+        .stderr
+        .lines()
+        .filter(|l| l.ends_with("(its pipeline's last run)"))
+        .collect();
+    assert_eq!(marked.len(), 1, "{}", both.stderr);
+    assert!(!marked[0].contains(&keys["train[lr=1]"][..8]), "{}", both.stderr);
+    let picked = sb
+        .ablate(&["show", "train[lr=1]", "--pipeline", "p.yaml"])
+        .code(EXIT_OK);
+    assert_contains_all(&picked.stdout, &[&format!("key        {}", keys["train[lr=1]"])]);
 }
 
 // --- 8. Ctrl-C ----------------------------------------------------------------------------------
@@ -2080,6 +2196,17 @@ fn show_prints_an_entry_with_its_params_inputs_metrics_and_files() {
     assert_eq!(json["params"]["lr"], 0.01);
     assert_eq!(json["inputs"][0]["instance"], "points");
     assert_eq!(json["in_cache"], true);
+    // A word for programs, the sentence beside it; the directory named as `cache ls --json`
+    // names it (QA of #21).
+    assert_eq!(json["status"], "done");
+    assert!(
+        json["status_detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("done: in the cache")
+    );
+    assert_eq!(Path::new(json["path"].as_str().unwrap()), entry);
+    assert!(json.get("dir").is_none());
     assert!(json["metrics"]["train_acc"].is_number());
     assert_eq!(json["stepped_metrics"]["loss"]["steps"], 5);
     let files: Vec<&str> = json["files"]
@@ -2098,6 +2225,7 @@ fn show_prints_an_entry_with_its_params_inputs_metrics_and_files() {
             "`flow` matches 4 entries",
             "flow[weights=unshared,steps=1]",
             &keys["flow[weights=unshared,steps=1]"][..8],
+            "`--pipeline FILE`",
         ],
     );
     let seeds = sb
@@ -2148,7 +2276,7 @@ fn cache_ls_has_a_header_dates_params_filters_and_json() {
     assert_eq!(
         header,
         [
-            "KEY", "OP", "INSTANCE", "PIPELINE", "SIZE", "STARTED", "WALL", "PARAMS"
+            "KEY", "OP", "INSTANCE", "PIPELINE", "STATUS", "SIZE", "STARTED", "WALL", "PARAMS"
         ]
     );
     let flow_line = ls
@@ -2158,7 +2286,7 @@ fn cache_ls_has_a_header_dates_params_filters_and_json() {
         .unwrap();
     assert_contains_all(
         flow_line,
-        &["train.flow", "tiny", " UTC", "steps=2", "weights=unshared"],
+        &["train.flow", "tiny", "  done  ", " UTC", "steps=2", "weights=unshared"],
     );
     assert!(ls.stdout.contains("\n10 entries, "), "{}", ls.stdout);
 
@@ -2199,6 +2327,7 @@ fn cache_ls_has_a_header_dates_params_filters_and_json() {
         assert_eq!(item["params"]["lr"], 0.01);
         assert!(item["started_at"].as_str().unwrap().ends_with(" UTC"));
         assert!(Path::new(item["path"].as_str().unwrap()).is_dir());
+        assert_eq!(item["status"], "done");
         assert_eq!(
             keys[item["instance"].as_str().unwrap()],
             item["key"].as_str().unwrap()
@@ -3368,13 +3497,13 @@ fn slurm_failed_task_is_retried_then_reported_with_its_log_and_siblings_finish()
     let status = sb.ablate(&["status", "p.yaml"]).code(EXIT_OK);
     assert_eq!(
         status_row(&status.stdout, "probe"),
-        [2, 0, 0, 1, 0],
+        [2, 0, 0, 0, 1, 0],
         "{}",
         status.stdout
     );
     assert_eq!(
         status_row(&status.stdout, "after"),
-        [2, 0, 0, 0, 1],
+        [2, 0, 0, 0, 0, 1],
         "{}",
         status.stdout
     );
@@ -3388,7 +3517,7 @@ fn slurm_failed_task_is_retried_then_reported_with_its_log_and_siblings_finish()
     );
 }
 
-/// A stage's counts in `ablate status`: done, running, queued, failed, not submitted.
+/// A stage's counts in `ablate status`: done, diverged, running, queued, failed, not started.
 fn status_row(stdout: &str, stage: &str) -> Vec<u64> {
     let row = stdout
         .lines()
@@ -3539,7 +3668,7 @@ fn slurm_detach_submits_everything_then_status_and_a_rerun_collect_it() {
     assert_contains_all(&status.stdout, &["pipeline `slurm-detached`: 10 instances"]);
     for stage in ["points", "flow", "eval", "acc"] {
         let row = status_row(&status.stdout, stage);
-        assert_eq!((row[3], row[4]), (0, 0), "{stage}: {}", status.stdout);
+        assert_eq!((row[4], row[5]), (0, 0), "{stage}: {}", status.stdout);
     }
     assert_eq!(
         ["points", "flow", "eval", "acc"]
@@ -3569,7 +3698,7 @@ fn slurm_detach_submits_everything_then_status_and_a_rerun_collect_it() {
     for (stage, n) in [("points", 1), ("flow", 4), ("eval", 4), ("acc", 1)] {
         assert_eq!(
             status_row(&status.stdout, stage),
-            [n, 0, 0, 0, 0],
+            [n, 0, 0, 0, 0, 0],
             "{}",
             status.stdout
         );
@@ -3683,7 +3812,7 @@ fn slurm_status_counts_a_task_another_pipeline_submitted_for_the_same_key() {
     let status = sb.ablate(&["status", "b.yaml"]).code(EXIT_OK);
     let row = status_row(&status.stdout, "rest");
     assert!(
-        row == [0, 1, 0, 0, 0] || row == [0, 0, 1, 0, 0],
+        row == [0, 0, 1, 0, 0, 0] || row == [0, 0, 0, 1, 0, 0],
         "{}",
         status.stdout
     );
@@ -4757,6 +4886,13 @@ stages:
     // The short key of the FAILED line finds the attempt's files (QA of #21).
     let shown = sb.ablate(&["show", &key[..8]]).code(EXIT_OK);
     assert_contains_all(&shown.stdout, &["its last attempt failed", "metrics.jsonl"]);
+    let shown: Value = serde_json::from_str(
+        &sb.ablate(&["show", &key[..8], "--json"])
+            .code(EXIT_OK)
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(shown["status"], "failed");
 
     // Recorded as a result: the same key, its curve up to the divergence, no final values.
     let run = sb
@@ -4798,6 +4934,22 @@ stages:
     // A diverged entry is a result: the next run is a cache hit.
     let again = sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
     assert!(again.ids("started").is_empty());
+    // `cache ls` and `show` tell it from a done one (QA of #21).
+    let ls = sb.ablate(&["cache", "ls"]).code(EXIT_OK);
+    let row = ls.stdout.lines().find(|l| l.starts_with(&key[..8])).unwrap();
+    assert!(row.contains("  diverged  "), "{}", ls.stdout);
+    assert!(ls.stdout.starts_with("KEY "), "{}", ls.stdout);
+    let listed: Value =
+        serde_json::from_str(&sb.ablate(&["cache", "ls", "--json"]).code(EXIT_OK).stdout).unwrap();
+    assert_eq!(listed[0]["status"], "diverged");
+    assert_eq!(
+        listed[0]["status_detail"],
+        "diverged: `loss` = NaN at step 3"
+    );
+    let shown: Value =
+        serde_json::from_str(&sb.ablate(&["show", &key, "--json"]).code(EXIT_OK).stdout).unwrap();
+    assert_eq!(shown["status"], "diverged");
+    assert_eq!(shown["path"], listed[0]["path"]);
 }
 
 /// A training script that ignores SIGTERM (as one busy in native code, or with a handler that
@@ -4851,6 +5003,10 @@ stages:
         std::thread::sleep(Duration::from_millis(20));
     }
     let orphan = read_pid(&sb.path().join("trainer.pid"));
+    // What ablate notes as the program: the leader of its process group (QA of #21).
+    // SAFETY: getpgid has no memory-safety preconditions.
+    let program = unsafe { libc::getpgid(orphan) };
+    let dead = first.child.id();
     first.child.kill().unwrap();
     let _ = first.finish(Duration::from_secs(10));
     // At once, as a user would: this run must wait for the orphan, not train beside it.
@@ -4881,7 +5037,10 @@ stages:
         events.iter().any(|e| e["event"] == "progress"
             && e["message"]
                 .as_str()
-                .is_some_and(|m| m.starts_with("waiting: the programs of ablate pid "))),
+                .is_some_and(|m| m.starts_with(&format!(
+                    "waiting: the programs of ablate pid {dead}, which died, still hold this key \
+                     (program pid {program}, with its process group)"
+                )))),
         "the waiting run did not say why: {lines:?}"
     );
     // The rerun's attempt started once the orphan was gone (within the test's polling slack),
