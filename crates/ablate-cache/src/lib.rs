@@ -20,7 +20,7 @@ pub use manifest::{
     EntryStatus, LEGACY_MANIFEST_FORMAT, MANIFEST_FORMAT, Manifest, Metric, Origin, OutputFile,
 };
 pub use store::{
-    EntryInfo, GcItem, GcReport, Lookup, PipelineIndex, Store, TempEntry, VerifyMode,
-    Writer, now_us,
+    EntryInfo, GcItem, GcReport, Lookup, PipelineIndex, Store, TempEntry, VerifyMode, Writer,
+    now_us,
 };
 pub use verified::CachedEntry;

@@ -261,7 +261,10 @@ mod tests {
             (note.pid, note.host.as_str(), note.since_us),
             (16048, "vm", 1_765_000_000_000_000)
         );
-        assert_eq!((note.pipeline, note.instance, note.program_pid), (None, None, None));
+        assert_eq!(
+            (note.pipeline, note.instance, note.program_pid),
+            (None, None, None)
+        );
     }
 
     #[test]

@@ -239,7 +239,10 @@ fn held_locks_list_their_holders_notes_and_not_the_released_ones() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let (a, b) = (key_input(1).key(), key_input(2).key());
-    let held = store.try_lock_for(&a, "sweep", "train[lr=0.2]").unwrap().unwrap();
+    let held = store
+        .try_lock_for(&a, "sweep", "train[lr=0.2]")
+        .unwrap()
+        .unwrap();
     held.note_program(4242);
     drop(store.try_lock(&b).unwrap().unwrap());
     let listed = store.held_locks();

@@ -49,11 +49,7 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
     // directory in the cache; a failed attempt's files stay in `v1/failed/<key>/` until the
     // next attempt.
     let writers: HashMap<_, _> = store.writers().into_iter().map(|w| (w.key, w)).collect();
-    let mut held: HashMap<_, _> = store
-        .held_locks()
-        .into_iter()
-        .map(|h| (h.key, h))
-        .collect();
+    let mut held: HashMap<_, _> = store.held_locks().into_iter().map(|h| (h.key, h)).collect();
     let mut local_running = Vec::new();
     let mut local_failed = Vec::new();
     for (id, inst) in plan.instances() {

@@ -1465,8 +1465,14 @@ stages:
         &[
             "2 instances of pipeline `watched` not in this plan are running (a `--set`/`--matrix` \
              variant",
-            &format!("  train[lr=1]  ablate pid {ablate_pid}, program pid {} on ", programs[0]),
-            &format!("  train[lr=2]  ablate pid {ablate_pid}, program pid {} on ", programs[1]),
+            &format!(
+                "  train[lr=1]  ablate pid {ablate_pid}, program pid {} on ",
+                programs[0]
+            ),
+            &format!(
+                "  train[lr=2]  ablate pid {ablate_pid}, program pid {} on ",
+                programs[1]
+            ),
         ],
     );
     // Asked with the variant's flags, the same instances are this plan's running ones.
@@ -1483,23 +1489,32 @@ stages:
         &theirs.stdout,
         &[
             "running (writing its entry):",
-            &format!("  train[lr=1]  ablate pid {ablate_pid}, program pid {} on ", programs[0]),
+            &format!(
+                "  train[lr=1]  ablate pid {ablate_pid}, program pid {} on ",
+                programs[0]
+            ),
         ],
     );
-    assert!(!theirs.stdout.contains("not in this plan"), "{}", theirs.stdout);
+    assert!(
+        !theirs.stdout.contains("not in this plan"),
+        "{}",
+        theirs.stdout
+    );
 
     sb.write("go", "");
     let (code, _, stderr) = running.finish(Duration::from_secs(60));
     assert_eq!(code, Some(EXIT_OK), "{stderr}");
     let after = sb.ablate(&["status", "p.yaml"]).code(EXIT_OK);
-    assert!(!after.stdout.contains("not in this plan"), "{}", after.stdout);
+    assert!(
+        !after.stdout.contains("not in this plan"),
+        "{}",
+        after.stdout
+    );
 
     // Two entries are `train[lr=1]` now: the list marks the one the last run (the variant)
     // used, and the hint names `--pipeline`, which picks the plan's.
     let keys = sb.keys("p.yaml", &[]);
-    let both = sb
-        .ablate(&["show", "train[lr=1]"])
-        .code(EXIT_INVALID_INPUT);
+    let both = sb.ablate(&["show", "train[lr=1]"]).code(EXIT_INVALID_INPUT);
     assert_contains_all(&both.stderr, &["matches 2 entries", "`--pipeline FILE`"]);
     let marked: Vec<&str> = both
         .stderr
@@ -1507,11 +1522,18 @@ stages:
         .filter(|l| l.ends_with("(its pipeline's last run)"))
         .collect();
     assert_eq!(marked.len(), 1, "{}", both.stderr);
-    assert!(!marked[0].contains(&keys["train[lr=1]"][..8]), "{}", both.stderr);
+    assert!(
+        !marked[0].contains(&keys["train[lr=1]"][..8]),
+        "{}",
+        both.stderr
+    );
     let picked = sb
         .ablate(&["show", "train[lr=1]", "--pipeline", "p.yaml"])
         .code(EXIT_OK);
-    assert_contains_all(&picked.stdout, &[&format!("key        {}", keys["train[lr=1]"])]);
+    assert_contains_all(
+        &picked.stdout,
+        &[&format!("key        {}", keys["train[lr=1]"])],
+    );
 }
 
 // --- 8. Ctrl-C ----------------------------------------------------------------------------------
@@ -2286,7 +2308,14 @@ fn cache_ls_has_a_header_dates_params_filters_and_json() {
         .unwrap();
     assert_contains_all(
         flow_line,
-        &["train.flow", "tiny", "  done  ", " UTC", "steps=2", "weights=unshared"],
+        &[
+            "train.flow",
+            "tiny",
+            "  done  ",
+            " UTC",
+            "steps=2",
+            "weights=unshared",
+        ],
     );
     assert!(ls.stdout.contains("\n10 entries, "), "{}", ls.stdout);
 
@@ -4936,7 +4965,11 @@ stages:
     assert!(again.ids("started").is_empty());
     // `cache ls` and `show` tell it from a done one (QA of #21).
     let ls = sb.ablate(&["cache", "ls"]).code(EXIT_OK);
-    let row = ls.stdout.lines().find(|l| l.starts_with(&key[..8])).unwrap();
+    let row = ls
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&key[..8]))
+        .unwrap();
     assert!(row.contains("  diverged  "), "{}", ls.stdout);
     assert!(ls.stdout.starts_with("KEY "), "{}", ls.stdout);
     let listed: Value =

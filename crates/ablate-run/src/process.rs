@@ -238,7 +238,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = ablate_cache::Store::open(dir.path()).unwrap();
         let key: ablate_cache::InstanceKey = "ab".repeat(32).parse().unwrap();
-        let lock = store.try_lock_for(&key, "p", "train[lr=1]").unwrap().unwrap();
+        let lock = store
+            .try_lock_for(&key, "p", "train[lr=1]")
+            .unwrap()
+            .unwrap();
         let mut command = Command::new("sh");
         command.arg("-c").arg("sleep 0.3");
         let program = spawn(command, Some(&lock)).unwrap();
@@ -252,7 +255,10 @@ mod tests {
         assert_eq!(note.instance.as_deref(), Some("train[lr=1]"));
         let exit = program.wait(&CancelToken::new(), || false).unwrap();
         assert!(matches!(exit, Exit::Finished(s) if s.success()));
-        store.try_lock(&key).unwrap().expect("free once the program ended");
+        store
+            .try_lock(&key)
+            .unwrap()
+            .expect("free once the program ended");
         assert!(store.held_locks().is_empty());
     }
 
