@@ -52,12 +52,14 @@ pub enum Command {
     /// queued, failed, not started.
     #[command(
         long_about = "What a pipeline's instances are doing, per stage: done (in the cache), \
-running, queued, failed, or not started.\n\n\
+diverged (in the cache with `diverged: record`), running, queued, failed, or not started.\n\n\
 It works for local runs and Slurm runs alike, from another terminal while a run goes on or \
 after it ended: an instance is running while a process (`ablate run` here, or a Slurm task on \
-a shared cache) writes its entry, and failed when its last attempt left its files in \
-`<cache>/v1/failed/<key>/` (listed with the path of its log) or its Slurm task failed. \
-Queued counts Slurm tasks waiting for a node."
+a shared cache) holds its key's lock or writes its entry — listed with ablate's pid and its \
+program's (stop that one's process group: `kill -- -PID`) — and failed when its last attempt \
+left its files in `<cache>/v1/failed/<key>/` (listed with the path of its log) or its Slurm \
+task failed. Queued counts Slurm tasks waiting for a node. Running instances of the same \
+pipeline that this plan does not have (a `--set`/`--matrix` variant) are listed apart."
     )]
     Status(StatusArgs),
     /// Worker entry of a Slurm task: computes one instance of a batch file into the cache.

@@ -62,7 +62,11 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
                 stages[stage].1.diverged += 1;
             }
         } else if let Some(r) = slurm::read_record(store.root(), &inst.key) {
-            ids.push((stage, inst.id.as_str(), inst.key));
+            // A running task's lock names its node and program.
+            let who = lock
+                .and_then(|l| l.note)
+                .map(|n| format!("; {}", n.describe()));
+            ids.push((stage, inst.id.as_str(), inst.key, who));
             records.push(r);
         } else if lock.is_some() || writers.contains_key(&inst.key) {
             stages[stage].1.running += 1;
@@ -113,8 +117,9 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
         slurm::observe(&cluster, records).map_err(|e| anyhow::anyhow!("cannot ask Slurm: {e}"))?
     };
     let mut failed = Vec::new();
-    let mut flying: BTreeMap<&str, Vec<(&str, &TaskStatus)>> = BTreeMap::new();
-    for (&(stage, id, key), t) in ids.iter().zip(&observed) {
+    let mut flying: BTreeMap<&str, Vec<(&str, &TaskStatus, &str)>> = BTreeMap::new();
+    for ((stage, id, key, who), t) in ids.iter().zip(&observed) {
+        let (stage, id, key, who) = (*stage, *id, *key, who.as_deref().unwrap_or(""));
         let counts = &mut stages[stage].1;
         let state = t.observed.as_ref().map(|o| o.state);
         // It finished between the cache was looked at and Slurm was asked.
@@ -130,11 +135,11 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
             Some(_) if finished == Some(false) => counts.diverged += 1,
             Some(TaskState::Running | TaskState::Completing) => {
                 counts.running += 1;
-                flying.entry("running").or_default().push((id, t));
+                flying.entry("running").or_default().push((id, t, who));
             }
             Some(s) if !s.is_final() => {
                 counts.queued += 1;
-                flying.entry("queued").or_default().push((id, t));
+                flying.entry("queued").or_default().push((id, t, ""));
             }
             // Completed but not in the cache, failed, cancelled, or forgotten by Slurm.
             _ => {
@@ -208,10 +213,10 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
     }
     for (what, tasks) in &flying {
         out.push_str(&format!("{what}:\n"));
-        for (id, t) in tasks.iter().take(20) {
+        for (id, t, who) in tasks.iter().take(20) {
             let o = t.observed.as_ref().expect("observed");
             out.push_str(&format!(
-                "  {id}  slurm {}{}, submitted {}s ago\n",
+                "  {id}  slurm {}{}, submitted {}s ago{who}\n",
                 t.record.task,
                 o.reason(),
                 slurm::age(&t.record).as_secs()
