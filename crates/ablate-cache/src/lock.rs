@@ -284,4 +284,32 @@ mod tests {
         let later = format!("{text}gpus 0,1\n");
         assert_eq!(LockNote::parse(&later).unwrap().program_pid, Some(9));
     }
+
+    /// QA of #21 §9: after a `kill -9` of ablate the key is held by its orphaned program; the
+    /// note says ablate is gone and which program to kill.
+    #[test]
+    fn a_dead_holder_is_said_to_be_gone_beside_its_program() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        let note = LockNote {
+            pid: child.id(),
+            program_pid: Some(77),
+            ..LockNote::mine()
+        };
+        assert!(note.holder_gone());
+        assert_eq!(
+            note.describe(),
+            format!(
+                "ablate pid {} (gone), program pid 77 on {}",
+                child.id(),
+                host()
+            )
+        );
+        // On another host nothing can be said of the pid.
+        let elsewhere = LockNote {
+            host: "elsewhere-node".into(),
+            ..note
+        };
+        assert!(!elsewhere.holder_gone());
+    }
 }
