@@ -5180,7 +5180,7 @@ fn a_failed_instance_leaves_marked_reports_that_the_fixed_run_replaces() {
         &[
             "| lr  |                test_acc (n=3) |",
             "| 1   | 0.810 ± 0.014 (n=2, 1 failed) |",
-            "1 of 6 inputs are not in the table: `train[lr=1,seed=1]` (failed).",
+            "1 of 6 inputs is not in the table: `train[lr=1,seed=1]` (failed).",
         ],
     );
     let table = read_parquet(&dir.join("accuracy.parquet"));
