@@ -5,8 +5,11 @@
 //! and `metric` draw the per-layer tables of `eval.metric` instances, one row of panels per
 //! instance and one column per layer.
 
+mod caption;
 mod data;
 mod draw;
+
+pub use caption::caption_figure;
 
 use std::collections::BTreeMap;
 

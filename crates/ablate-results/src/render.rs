@@ -236,7 +236,6 @@ fn escape_text(s: &str) -> String {
 mod tests {
     use super::*;
 
-    #[test]
     /// #21 (QA §13): the `done` line printed `final_loss=106974173085717231566848.0000` and
     /// `ablate show` an integer metric 4498500 as `4.498e6`.
     #[test]
