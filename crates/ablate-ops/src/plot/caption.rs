@@ -76,13 +76,14 @@ fn caption_png(src: &Path, dest: &Path, caption: &str) -> Result<(), String> {
         let mut raw = out.as_flat_samples_mut();
         let buf = raw.as_mut_slice();
         let root = BitMapBackend::with_buffer(buf, (width, height)).into_drawing_area();
-        let style = (FONT, SIZE)
-            .into_font()
-            .color(&BLACK)
-            .pos(plotters::style::text_anchor::Pos::new(
-                plotters::style::text_anchor::HPos::Center,
-                plotters::style::text_anchor::VPos::Center,
-            ));
+        let style =
+            (FONT, SIZE)
+                .into_font()
+                .color(&BLACK)
+                .pos(plotters::style::text_anchor::Pos::new(
+                    plotters::style::text_anchor::HPos::Center,
+                    plotters::style::text_anchor::VPos::Center,
+                ));
         root.draw_text(caption, &style, ((width / 2) as i32, (STRIP / 2) as i32))
             .and_then(|()| root.present())
             .map_err(|e| format!("failed to caption `{}`: {e}", src.display()))?;

@@ -74,7 +74,11 @@ pub(crate) fn select_matches_none(
     let mut absent = Vec::new();
     for key in select.keys() {
         let mut values: Vec<String> = Vec::new();
-        for (_, v) in inputs.iter().flat_map(|l| l.iter()).filter(|(k, _)| k == key) {
+        for (_, v) in inputs
+            .iter()
+            .flat_map(|l| l.iter())
+            .filter(|(k, _)| k == key)
+        {
             let v = label_text(v);
             if !values.contains(&v) {
                 values.push(v);
