@@ -324,20 +324,22 @@ fn publish(
                     format!("`{}` does not have the `{file}` it publishes", inst.id)
                 })?;
             let tmp = ablate_results::temp_path(dir, format!("{stem}.{ext}"));
-            if let Some(variant) = &variant {
-                if titled(&src, file, &tmp, variant).inspect_err(|_| {
+            let is_titled = match &variant {
+                Some(variant) => titled(&src, file, &tmp, variant).inspect_err(|_| {
                     let _ = std::fs::remove_file(&tmp);
-                })? {
-                    any_variant = true;
-                    // Already published (a rerun of the same variant): left as it is.
-                    if std::fs::read(&dest).ok() == std::fs::read(&tmp).ok() {
-                        let _ = std::fs::remove_file(&tmp);
-                        continue;
-                    }
-                    std::fs::rename(&tmp, &dest)
-                        .with_context(|| format!("failed to write `{}`", dest.display()))?;
+                })?,
+                None => false,
+            };
+            if is_titled {
+                any_variant = true;
+                // Already published (a rerun of the same variant): left as it is.
+                if std::fs::read(&dest).ok() == std::fs::read(&tmp).ok() {
+                    let _ = std::fs::remove_file(&tmp);
                     continue;
                 }
+                std::fs::rename(&tmp, &dest)
+                    .with_context(|| format!("failed to write `{}`", dest.display()))?;
+                continue;
             }
             // Already published (a rerun with nothing new): a no-op run writes nothing (#21).
             let sha256 = manifest
