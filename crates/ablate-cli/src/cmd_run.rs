@@ -206,17 +206,28 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
     }
 
     phase("recorded the run's keys");
-    let runs = results::write(
+    let written = results::write(
         &global.results,
         &store,
         plan,
         &completed,
         &loaded.overridden,
+        &loaded.matrix_overridden,
     )?;
     if mode != Mode::Json
-        && let Some(runs) = runs
+        && let Some(runs) = written.runs
     {
         eprintln!("results: {}", runs.display());
+        if written.variant_reports {
+            // Said once: the reports there are this variant's until the file runs as it is.
+            eprintln!(
+                "note: the reports in `{}` are now this run's variant (their titles name the \
+                 overrides); `ablate run {}` without `--set`/`--matrix` restores the plain ones \
+                 from the cache",
+                runs.parent().unwrap_or(&runs).display(),
+                args.spec.file.display()
+            );
+        }
     }
     phase("wrote the results");
     // The process ends here: skip freeing the plan and its manifests one by one.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use ablate_cache::{InstanceKey, Lookup, Manifest, Store};
 use ablate_plan::Plan;
-use ablate_results::{format_float, format_timestamp_us};
+use ablate_results::{format_metric, format_timestamp_us};
 use serde_json::{Value, json};
 
 use crate::cli::{Global, ShowArgs, SpecArgs};
@@ -542,14 +542,14 @@ impl Shown {
         let (finals, stepped) = metrics(m);
         let metric_rows = finals
             .iter()
-            .map(|(n, v)| (n.clone(), format_float(*v)))
+            .map(|(n, v)| (n.clone(), format_metric(*v)))
             .chain(stepped.iter().map(|(n, s)| {
                 (
                     n.clone(),
                     format!(
                         "{} steps, last {} at step {}",
                         s.count,
-                        format_float(s.last_value),
+                        format_metric(s.last_value),
                         s.last_step
                     ),
                 )

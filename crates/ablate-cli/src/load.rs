@@ -21,6 +21,9 @@ pub struct Loaded {
     pub executor: ExecutorConfig,
     /// The params the `--set`s changed, by stage (empty without them).
     pub overridden: crate::results::Overridden,
+    /// The matrix axes the `--matrix`s (or a `--set` of an axis) changed, by stage: one value,
+    /// or a list of them (empty without overrides).
+    pub matrix_overridden: crate::results::Overridden,
 }
 
 pub fn load(spec: &SpecArgs) -> anyhow::Result<Loaded> {
@@ -60,7 +63,7 @@ pub fn load(spec: &SpecArgs) -> anyhow::Result<Loaded> {
             ));
         }
     }
-    let overridden = if overrides.is_empty() {
+    let (overridden, matrix_overridden) = if overrides.is_empty() {
         Default::default()
     } else {
         overridden(&spec.file, &pipeline, &registry)
@@ -72,6 +75,7 @@ pub fn load(spec: &SpecArgs) -> anyhow::Result<Loaded> {
         forced: spec.force.clone(),
         executor: pipeline.executor.clone(),
         overridden,
+        matrix_overridden,
     })
 }
 
@@ -111,31 +115,58 @@ pub fn workdir_of(file: &Path, pipeline: &ablate_spec::Pipeline) -> anyhow::Resu
     }
 }
 
-/// The params of each stage of `pipeline` (loaded with overrides) that differ from the file's
-/// own (loaded again without them; that load only fails where the overrides repaired the
-/// file, and then nothing is said).
+/// The params, then the matrix axes, of each stage of `pipeline` (loaded with overrides) that
+/// differ from the file's own (loaded again without them; that load only fails where the
+/// overrides repaired the file, and then nothing is said).
 fn overridden(
     file: &Path,
     pipeline: &ablate_spec::Pipeline,
     registry: &Registry,
-) -> crate::results::Overridden {
+) -> (crate::results::Overridden, crate::results::Overridden) {
     let Ok(base) = ablate_spec::load_file(file, &Overrides::new(), registry) else {
         return Default::default();
     };
-    pipeline
-        .stages
-        .iter()
-        .filter_map(|stage| {
-            let before = base.stage(stage.name.as_str())?;
-            let changed: Vec<(String, serde_json::Value)> = stage
-                .params
-                .iter()
-                .filter(|(k, v)| before.params.get(*k) != Some(*v))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            (!changed.is_empty()).then(|| (stage.name.to_string(), changed))
-        })
-        .collect()
+    let mut params = crate::results::Overridden::new();
+    let mut axes = crate::results::Overridden::new();
+    for stage in &pipeline.stages {
+        let Some(before) = base.stage(stage.name.as_str()) else {
+            continue;
+        };
+        let changed: Vec<(String, serde_json::Value)> = stage
+            .params
+            .iter()
+            .filter(|(k, v)| before.params.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if !changed.is_empty() {
+            params.insert(stage.name.to_string(), changed);
+        }
+        let changed: Vec<(String, serde_json::Value)> = stage
+            .matrix
+            .axes
+            .iter()
+            .filter(|(k, values)| {
+                before
+                    .matrix
+                    .axes
+                    .iter()
+                    .find(|(b, _)| b == k)
+                    .map(|(_, v)| v)
+                    != Some(values)
+            })
+            .map(|(k, values)| {
+                let value = match values.as_slice() {
+                    [one] => one.clone(),
+                    many => serde_json::Value::Array(many.to_vec()),
+                };
+                (k.clone(), value)
+            })
+            .collect();
+        if !changed.is_empty() {
+            axes.insert(stage.name.to_string(), changed);
+        }
+    }
+    (params, axes)
 }
 
 /// Whether `op` computes on its job's device (its schema's `on_device`).

@@ -175,7 +175,7 @@ impl Reporter {
                 let shown: Vec<String> = metrics
                     .iter()
                     .take(4)
-                    .map(|(k, v)| format!("{k}={}", fmt_metric(*v)))
+                    .map(|(k, v)| format!("{k}={}", ablate_results::format_metric(*v)))
                     .collect();
                 let how = match (by_other, diverged) {
                     (true, _) => "cached by another run",
@@ -458,14 +458,6 @@ fn fmt_secs(s: f64) -> String {
         format!("{s:.1}s")
     } else {
         format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
-    }
-}
-
-fn fmt_metric(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e12 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.4}")
     }
 }
 

@@ -24,18 +24,28 @@ pub struct Completed {
 /// instance labels name matrix values only.
 pub type Overridden = BTreeMap<String, Vec<(String, serde_json::Value)>>;
 
+/// What [`write`] wrote.
+#[derive(Default)]
+pub struct Written {
+    /// The run table, when it exists.
+    pub runs: Option<PathBuf>,
+    /// Some report was published with a caption naming this run's overrides.
+    pub variant_reports: bool,
+}
+
 /// Appends the rows of every completed instance not yet in `runs.parquet` (or recomputed),
-/// marks the rows of this plan `current` and no others, and publishes report outputs. Returns
-/// the path of the run table when it exists.
+/// marks the rows of this plan `current` and no others, and publishes report outputs (titled
+/// with the overrides that reach them: `matrix` holds the axes the run changed).
 pub fn write(
     results: &Path,
     store: &Store,
     plan: &Plan,
     completed: &[Completed],
     overridden: &Overridden,
-) -> anyhow::Result<Option<PathBuf>> {
+    matrix: &Overridden,
+) -> anyhow::Result<Written> {
     if completed.is_empty() {
-        return Ok(None);
+        return Ok(Written::default());
     }
     let dir = results.join(plan.pipeline());
     std::fs::create_dir_all(&dir)
@@ -112,8 +122,11 @@ pub fn write(
         ablate_results::append_runs(&runs, &records, &current)
             .with_context(|| format!("failed to write `{}`", runs.display()))?;
     }
-    publish(&dir, store, plan, completed)?;
-    Ok(runs.exists().then_some(runs))
+    let variant_reports = publish(&dir, store, plan, completed, overridden, matrix)?;
+    Ok(Written {
+        runs: runs.exists().then_some(runs),
+        variant_reports,
+    })
 }
 
 fn records_of(
@@ -179,15 +192,107 @@ fn records_of(
         .collect()
 }
 
-/// Copies the files a report asked to publish to `results/<pipeline>/<instance id>.<ext>`.
-fn publish(dir: &Path, store: &Store, plan: &Plan, completed: &[Completed]) -> anyhow::Result<()> {
+/// The overrides that reach instance `id` (its own stage's and those of every stage upstream),
+/// as labels name them: `set: epochs=3; matrix: seed=0`. `None` when none does: the instance
+/// is the plain pipeline's.
+fn variant_of(
+    plan: &Plan,
+    id: InstanceId,
+    set: &Overridden,
+    matrix: &Overridden,
+) -> Option<String> {
+    if set.is_empty() && matrix.is_empty() {
+        return None;
+    }
+    let mut seen = vec![false; plan.len()];
+    let mut stages = HashSet::new();
+    let mut frontier = vec![id];
+    while let Some(id) = frontier.pop() {
+        if std::mem::replace(&mut seen[id.index()], true) {
+            continue;
+        }
+        let inst = plan.instance(id);
+        stages.insert(inst.stage.as_str());
+        frontier.extend(inst.inputs.iter().copied());
+    }
+    // In the plan's stage order, each key once (as runs.parquet labels name them).
+    let gather = |by_stage: &Overridden| {
+        let mut items: Vec<(String, serde_json::Value)> = Vec::new();
+        for (stage, _) in plan.stages() {
+            if !stages.contains(stage.as_str()) {
+                continue;
+            }
+            for (k, v) in by_stage.get(stage.as_str()).into_iter().flatten() {
+                if !items.iter().any(|(s, _)| s == k) {
+                    items.push((k.clone(), v.clone()));
+                }
+            }
+        }
+        items
+    };
+    let parts: Vec<String> = [("set", gather(set)), ("matrix", gather(matrix))]
+        .into_iter()
+        .filter(|(_, items)| !items.is_empty())
+        .map(|(what, items)| format!("{what}: {}", ablate_plan::render_label(&items)))
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// The published form of report file `src` (`file` in the entry) in a variant's run: the
+/// Markdown heading, a Parquet file's `ablate.variant` metadata, a figure's caption strip name
+/// the overrides. Written to `tmp`; `false` for a kind of file that carries no title.
+fn titled(src: &Path, file: &str, tmp: &Path, variant: &str) -> anyhow::Result<bool> {
+    let caption = format!("({variant})");
+    match Path::new(file).extension().and_then(|e| e.to_str()) {
+        Some("md") => {
+            let text = std::fs::read_to_string(src)
+                .with_context(|| format!("failed to read `{}`", src.display()))?;
+            let text = match text.split_once('\n') {
+                Some((head, rest)) if head.starts_with("# ") => {
+                    format!("{head} {caption}\n{rest}")
+                }
+                _ => format!("# {caption}\n\n{text}"),
+            };
+            std::fs::write(tmp, text)
+                .with_context(|| format!("failed to write `{}`", tmp.display()))?;
+        }
+        Some("parquet") => {
+            ablate_results::copy_with_metadata(
+                src,
+                tmp,
+                &[("ablate.variant".to_owned(), variant.to_owned())],
+            )
+            .with_context(|| format!("failed to write `{}`", tmp.display()))?;
+        }
+        Some("svg" | "png") => {
+            ablate_ops::caption_figure(src, tmp, &caption).map_err(anyhow::Error::msg)?;
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// Copies the files a report asked to publish to `results/<pipeline>/<instance id>.<ext>`;
+/// those of a report that a `--set`/`--matrix` reaches are titled with the overrides, at
+/// publishing, so the entry (and its key) stays the plain pipeline's where they did not change
+/// it (#21). Returns whether any report was titled so.
+fn publish(
+    dir: &Path,
+    store: &Store,
+    plan: &Plan,
+    completed: &[Completed],
+    set: &Overridden,
+    matrix: &Overridden,
+) -> anyhow::Result<bool> {
     let mut written = HashSet::new();
+    let mut any_variant = false;
     for c in completed.iter().filter(|c| c.entry.publishes()) {
         let inst = plan.instance(c.instance);
         let manifest = c
             .entry
             .manifest()
             .with_context(|| format!("failed to read the manifest of `{}`", inst.id))?;
+        let variant = variant_of(plan, c.instance, set, matrix);
         let stem: String = inst
             .id
             .chars()
@@ -218,6 +323,24 @@ fn publish(dir: &Path, store: &Store, plan: &Plan, completed: &[Completed]) -> a
                 .with_context(|| {
                     format!("`{}` does not have the `{file}` it publishes", inst.id)
                 })?;
+            let tmp = ablate_results::temp_path(dir, format!("{stem}.{ext}"));
+            let is_titled = match &variant {
+                Some(variant) => titled(&src, file, &tmp, variant).inspect_err(|_| {
+                    let _ = std::fs::remove_file(&tmp);
+                })?,
+                None => false,
+            };
+            if is_titled {
+                any_variant = true;
+                // Already published (a rerun of the same variant): left as it is.
+                if std::fs::read(&dest).ok() == std::fs::read(&tmp).ok() {
+                    let _ = std::fs::remove_file(&tmp);
+                    continue;
+                }
+                std::fs::rename(&tmp, &dest)
+                    .with_context(|| format!("failed to write `{}`", dest.display()))?;
+                continue;
+            }
             // Already published (a rerun with nothing new): a no-op run writes nothing (#21).
             let sha256 = manifest
                 .outputs
@@ -230,7 +353,6 @@ fn publish(dir: &Path, store: &Store, plan: &Plan, completed: &[Completed]) -> a
             {
                 continue;
             }
-            let tmp = ablate_results::temp_path(dir, format!("{stem}.{ext}"));
             std::fs::copy(&src, &tmp).with_context(|| {
                 format!("failed to copy `{}` to `{}`", src.display(), dest.display())
             })?;
@@ -238,7 +360,7 @@ fn publish(dir: &Path, store: &Store, plan: &Plan, completed: &[Completed]) -> a
                 .with_context(|| format!("failed to write `{}`", dest.display()))?;
         }
     }
-    Ok(())
+    Ok(any_variant)
 }
 
 /// `git rev-parse HEAD` of the working directory, if it is a repository.

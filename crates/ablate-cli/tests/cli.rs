@@ -5372,7 +5372,7 @@ fn a_failed_instance_leaves_marked_reports_that_the_fixed_run_replaces() {
         &[
             "| lr  |                test_acc (n=3) |",
             "| 1   | 0.810 ± 0.014 (n=2, 1 failed) |",
-            "1 of 6 inputs are not in the table: `train[lr=1,seed=1]` (failed).",
+            "1 of 6 inputs is not in the table: `train[lr=1,seed=1]` (failed).",
         ],
     );
     let table = read_parquet(&dir.join("accuracy.parquet"));
@@ -5706,4 +5706,106 @@ stages:
         );
         assert!(!out.stderr.contains("stage `declared`"), "{}", out.stderr);
     }
+}
+
+/// #21 (QA §7): a `--set`/`--matrix` run published its report tables and plots over the plain
+/// pipeline's, and nothing said they were a variant's.
+#[test]
+fn a_variant_s_published_reports_name_its_overrides_and_the_plain_run_restores_them() {
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        r#"
+name: var
+stages:
+  a:
+    op: echo
+    matrix: { value: [1, 2] }
+    params: { sleep_ms: 0 }
+  other:
+    op: echo
+    params: { value: 9 }
+  b:
+    op: report.table
+    needs: [a]
+    params: { rows: [value], metric: value }
+  fig:
+    op: report.plot
+    needs: [a]
+    params: { kind: line, x: value, y: value }
+"#,
+    );
+    let out = sb.results().join("var");
+    let read = |name: &str| std::fs::read(out.join(name)).unwrap();
+    let heading = || {
+        String::from_utf8(read("b.md"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let variant_meta =
+        || ablate_results::metadata_value(&out.join("b.parquet"), "ablate.variant").unwrap();
+    let plain = sb.ablate(&["run", "p.yaml"]).code(EXIT_OK);
+    assert!(!plain.stderr.contains("variant"), "{}", plain.stderr);
+    assert_eq!(heading(), "# var — b");
+    assert_eq!(variant_meta(), None);
+    let published: Vec<Vec<u8>> = ["b.md", "b.parquet", "fig.svg", "fig.png"]
+        .iter()
+        .map(|f| read(f))
+        .collect();
+
+    let run = sb
+        .ablate(&[
+            "run",
+            "p.yaml",
+            "--set",
+            "a.params.sleep_ms=1",
+            "--matrix",
+            "a.value=1,3",
+        ])
+        .code(EXIT_OK);
+    let caption = "(set: sleep_ms=1; matrix: value=[1.0,3.0])";
+    assert_eq!(heading(), format!("# var — b {caption}"));
+    assert_eq!(
+        variant_meta().as_deref(),
+        Some("set: sleep_ms=1; matrix: value=[1.0,3.0]")
+    );
+    let svg = String::from_utf8(read("fig.svg")).unwrap();
+    assert!(svg.contains(&format!(">{caption}</text>")), "{svg}");
+    assert_ne!(read("fig.png"), published[3]);
+    // Said once, with the way back.
+    assert_eq!(
+        run.stderr
+            .matches("are now this run's variant (their titles name the overrides)")
+            .count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    assert_contains_all(
+        &run.stderr,
+        &["`ablate run p.yaml` without `--set`/`--matrix` restores the plain ones from the cache"],
+    );
+
+    // An override that does not reach the reports leaves them (and their keys) the plain ones.
+    let elsewhere = sb
+        .ablate(&["run", "p.yaml", "--json", "--set", "other.params.value=5"])
+        .code(EXIT_OK);
+    assert_eq!(elsewhere.ids("started"), ["other"]);
+    assert_eq!(heading(), "# var — b");
+    assert_eq!(variant_meta(), None);
+
+    // The plain file: every report back as it was, from the cache.
+    let back = sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    assert_summary(&back, 0, 5, 0, 0);
+    let again: Vec<Vec<u8>> = ["b.md", "b.parquet", "fig.svg", "fig.png"]
+        .iter()
+        .map(|f| read(f))
+        .collect();
+    assert!(
+        again == published,
+        "the plain reports are restored byte for byte"
+    );
 }

@@ -25,4 +25,5 @@ mod testutil;
 /// How many GPUs the CUDA driver sees, or why it sees none.
 #[cfg(feature = "cuda")]
 pub use ablate_engine::cuda_devices;
+pub use plot::caption_figure;
 pub use registry::{Planned, Registry};

@@ -5,8 +5,11 @@
 //! and `metric` draw the per-layer tables of `eval.metric` instances, one row of panels per
 //! instance and one column per layer.
 
+mod caption;
 mod data;
 mod draw;
+
+pub use caption::caption_figure;
 
 use std::collections::BTreeMap;
 
@@ -298,18 +301,13 @@ fn choose<'a>(ctx: &OpContext<'a>, select: Option<&Value>) -> Result<Chosen<'a>,
         }
     }
     if chosen.entries.is_empty() && chosen.left_out.is_empty() {
-        let mut keys: Vec<&str> = job
+        let labels: Vec<&[(String, Value)]> = job
             .inputs
             .iter()
-            .flat_map(|i| i.labels.iter().map(|(k, _)| k.as_str()))
+            .map(|i| i.labels.as_slice())
+            .chain(job.missing.iter().map(|m| m.labels.as_slice()))
             .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        return Err(OpError::msg(format!(
-            "`select` matches none of the {} inputs (their labels: {})",
-            job.inputs.len() + job.missing.len(),
-            data::list(&keys)
-        )));
+        return Err(OpError::msg(data::select_matches_none(&select, &labels)));
     }
     if chosen.entries.is_empty() {
         return Err(OpError::msg(format!(

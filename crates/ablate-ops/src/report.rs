@@ -331,10 +331,14 @@ pub(crate) fn missing_note(inputs: &[Gathered]) -> Option<String> {
     if missing.len() > SHOWN {
         which.push(format!("and {} more", missing.len() - SHOWN));
     }
+    // "1 of 1 input is", "2 of 6 inputs are": the noun agrees with the total, the verb with
+    // the count.
     Some(format!(
-        "{} of {} inputs are not in the table: {}.",
+        "{} of {} input{} {} not in the table: {}.",
         missing.len(),
         inputs.len(),
+        if inputs.len() == 1 { "" } else { "s" },
+        if missing.len() == 1 { "is" } else { "are" },
         which.join(", ")
     ))
 }
@@ -381,6 +385,26 @@ mod tests {
         );
         assert_eq!(metric_problem("val_acc", &inputs, false), None);
         assert_eq!(metric_problem("test_acc", &inputs, true), None);
+    }
+
+    /// #21 (QA §13): "1 of 1 inputs are not in the table".
+    #[test]
+    fn the_missing_note_agrees_in_number() {
+        let one = [gathered("train[seed=0]", &[], Some("failed"))];
+        assert_eq!(
+            missing_note(&one).unwrap(),
+            "1 of 1 input is not in the table: `train[seed=0]` (failed)."
+        );
+        let three = [
+            gathered("train[seed=0]", &[], Some("failed")),
+            gathered("train[seed=1]", &[], Some("skipped")),
+            gathered("train[seed=2]", &["acc"], None),
+        ];
+        assert_eq!(
+            missing_note(&three).unwrap(),
+            "2 of 3 inputs are not in the table: `train[seed=0]` (failed), `train[seed=1]` \
+             (skipped)."
+        );
     }
 
     /// What a pipeline file's `relative_to` gets when it is loaded.

@@ -31,9 +31,10 @@ fn text(plan: &Plan, statuses: &[Status]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "pipeline `{}`: {} instances, {cached} cached, {} to run",
+        "pipeline `{}`: {} instance{}, {cached} cached, {} to run",
         plan.pipeline(),
         plan.len(),
+        if plan.len() == 1 { "" } else { "s" },
         plan.len() - cached
     );
     for (stage, ids) in plan.stages() {

@@ -86,6 +86,56 @@ pub(crate) fn write_batch(path: &Path, batch: &RecordBatch) -> Result<(), Result
     })
 }
 
+/// Copies the Parquet file `src` to `dest` (atomically) with `metadata` added to its key-value
+/// metadata; the columns and rows are the same. A published report says there which
+/// `--set`/`--matrix` variant it came from (#21), without a column that would change its shape.
+pub fn copy_with_metadata(
+    src: &Path,
+    dest: &Path,
+    metadata: &[(String, String)],
+) -> Result<(), ResultsError> {
+    let (_, batch) = read_batch(src, None)?;
+    write_atomic(dest, |file| {
+        let kv = metadata
+            .iter()
+            .map(|(k, v)| parquet::file::metadata::KeyValue::new(k.clone(), v.clone()))
+            .collect();
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_key_value_metadata(Some(kv))
+            .build();
+        let to_err = |source| ResultsError::WriteParquet {
+            path: dest.to_owned(),
+            source,
+        };
+        let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(to_err)?;
+        writer.write(&batch).map_err(to_err)?;
+        writer.into_inner().map_err(to_err)?;
+        Ok(())
+    })
+}
+
+/// The value of `key` in a Parquet file's key-value metadata, if it has one.
+pub fn metadata_value(path: &Path, key: &str) -> Result<Option<String>, ResultsError> {
+    let file = File::open(path).map_err(|source| ResultsError::Io {
+        action: "open",
+        path: path.to_owned(),
+        source,
+    })?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| {
+        ResultsError::ReadParquet {
+            path: path.to_owned(),
+            source,
+        }
+    })?;
+    Ok(builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|e| e.key == key))
+        .and_then(|e| e.value.clone()))
+}
+
 /// Reads a whole Parquet file, or only the named top-level columns that it has, into one
 /// batch. Returns the file's full Arrow schema too, so callers can check columns they skipped.
 pub(crate) fn read_batch(
@@ -350,6 +400,23 @@ mod tests {
         remove_stale_temps(dir.path());
         assert_eq!(leftovers(dir.path()), [".notes.tmp"]);
         assert!(dir.path().join("runs.parquet").exists());
+    }
+
+    #[test]
+    fn a_copy_with_metadata_keeps_the_table_and_carries_the_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("t.parquet");
+        let dest = dir.path().join("u.parquet");
+        write_table(&src, &every_kind()).unwrap();
+        assert_eq!(metadata_value(&src, "ablate.variant").unwrap(), None);
+        let kv = [("ablate.variant".to_owned(), "set: epochs=3".to_owned())];
+        copy_with_metadata(&src, &dest, &kv).unwrap();
+        assert_eq!(read_table(&dest).unwrap(), every_kind());
+        assert_eq!(
+            metadata_value(&dest, "ablate.variant").unwrap().as_deref(),
+            Some("set: epochs=3")
+        );
+        assert!(leftovers(dir.path()).is_empty());
     }
 
     #[test]

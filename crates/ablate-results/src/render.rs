@@ -71,6 +71,21 @@ pub fn format_float(x: f64) -> String {
     trim_fraction(&format!("{x:.decimals$}")).to_owned()
 }
 
+/// A metric value as people read it, wherever ablate shows one (a run's `done` lines, `ablate
+/// show`, table cells): an exact integer as one (`4498500`, not `4.498e6`: counts and sums are
+/// metrics too) while it has at most 12 digits; anything else as [`format_float`] (`0.9123`,
+/// `1.07e23`, not `106974173085717231566848.0000`) (#21).
+pub fn format_metric(x: f64) -> String {
+    if x == 0.0 {
+        // `-0` too.
+        return "0".to_owned();
+    }
+    if x.fract() == 0.0 && x.abs() < 1e12 {
+        return format!("{x:.0}");
+    }
+    format_float(x)
+}
+
 /// A time in microseconds since the Unix epoch as a date, `2026-12-06 06:30:05 UTC`: what tables
 /// and listings print instead of the raw number (#21). UTC, so the text is the same everywhere.
 pub fn format_timestamp_us(us: i64) -> String {
@@ -135,7 +150,7 @@ fn cells(table: &Table, escape: fn(&str) -> String) -> Vec<Vec<String>> {
                 .map(|c| match &c.data {
                     ColumnData::Bool(v) => v[row].map(|b| b.to_string()).unwrap_or_default(),
                     ColumnData::Int(v) => v[row].map(|i| i.to_string()).unwrap_or_default(),
-                    ColumnData::Float(v) => v[row].map(format_float).unwrap_or_default(),
+                    ColumnData::Float(v) => v[row].map(format_metric).unwrap_or_default(),
                     ColumnData::Str(v) => v[row].as_deref().map(escape).unwrap_or_default(),
                 })
                 .collect()
@@ -220,6 +235,30 @@ fn escape_text(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// #21 (QA §13): the `done` line printed `final_loss=106974173085717231566848.0000` and
+    /// `ablate show` an integer metric 4498500 as `4.498e6`.
+    #[test]
+    fn metrics_show_exact_integers_whole_and_the_rest_in_four_digits() {
+        let cases = [
+            (4498500.0, "4498500"),
+            (-12.0, "-12"),
+            (999_999_999_999.0, "999999999999"),
+            (1e12, "1e12"),
+            (106974173085717231566848.0, "1.07e23"),
+            (9.605e30, "9.605e30"),
+            (0.91234, "0.9123"),
+            (12.345678, "12.35"),
+            (1234567.5, "1.235e6"),
+            (0.0000123456, "1.235e-5"),
+            (-0.0, "0"),
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "inf"),
+        ];
+        for (x, expected) in cases {
+            assert_eq!(format_metric(x), expected, "formatting {x}");
+        }
+    }
 
     #[test]
     fn floats_keep_four_significant_digits() {

@@ -223,10 +223,11 @@ fn select<'a>(
     let nans = values.iter().filter(|(_, x)| x.is_nan()).count();
     if nans > 0 {
         return Err(format!(
-            "`{}`: `{}` is NaN in {nans} of {} instances",
+            "`{}`: `{}` is NaN in {nans} of {} instance{}",
             sel.text,
             sel.metric,
-            values.len()
+            values.len(),
+            if values.len() == 1 { "" } else { "s" }
         ));
     }
     Ok(values)
@@ -659,7 +660,7 @@ mod tests {
         assert_eq!(e.verdict, Verdict::Undecided);
         assert_eq!(
             e.detail,
-            "`mean(nan_metric)`: `nan_metric` is NaN in 1 of 1 instances"
+            "`mean(nan_metric)`: `nan_metric` is NaN in 1 of 1 instance"
         );
         let e = run("std(acc | seed=0, weights=shared) > 0");
         assert_eq!(

@@ -58,6 +58,67 @@ pub(crate) fn selected(labels: &[(String, Value)], select: &BTreeMap<String, Val
         .all(|(key, want)| labels.iter().any(|(k, v)| k == key && label_eq(v, want)))
 }
 
+/// Why `select` chose none of the inputs whose labels are `inputs`: the values it wants and
+/// those the inputs have (`--matrix` may have swept other values than the file's, #21).
+pub(crate) fn select_matches_none(
+    select: &BTreeMap<String, Value>,
+    inputs: &[&[(String, Value)]],
+) -> String {
+    /// Values listed per label; more are counted.
+    const SHOWN: usize = 8;
+    let wants: Vec<String> = select
+        .iter()
+        .map(|(k, v)| format!("`{k}={}`", label_text(v)))
+        .collect();
+    let mut have = Vec::new();
+    let mut absent = Vec::new();
+    for key in select.keys() {
+        let mut values: Vec<String> = Vec::new();
+        for (_, v) in inputs
+            .iter()
+            .flat_map(|l| l.iter())
+            .filter(|(k, _)| k == key)
+        {
+            let v = label_text(v);
+            if !values.contains(&v) {
+                values.push(v);
+            }
+        }
+        match values.len() {
+            0 => absent.push(format!("`{key}`")),
+            n if n > SHOWN => have.push(format!(
+                "`{key}={}` and {} more",
+                values[..SHOWN].join(","),
+                n - SHOWN
+            )),
+            _ => have.push(format!("`{key}={}`", values.join(","))),
+        }
+    }
+    let mut why = format!(
+        "`select` matches none of the {} input{}: it wants {}",
+        inputs.len(),
+        if inputs.len() == 1 { "" } else { "s" },
+        wants.join(", ")
+    );
+    if !have.is_empty() {
+        why.push_str(&format!("; the inputs have {}", have.join(", ")));
+    }
+    if !absent.is_empty() {
+        let mut keys: Vec<&str> = inputs
+            .iter()
+            .flat_map(|l| l.iter().map(|(k, _)| k.as_str()))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        why.push_str(&format!(
+            "; no input has the label {} (their labels: {})",
+            absent.join(", "),
+            list(&keys)
+        ));
+    }
+    why
+}
+
 /// The final metrics of one input, with its labels.
 #[derive(Debug, Clone)]
 pub(crate) struct Observation {

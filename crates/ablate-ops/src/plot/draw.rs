@@ -15,7 +15,7 @@ use plotters::style::FontStyle;
 
 use super::data::{Pareto, Point, Polyline, Series, XAxis, staircase};
 
-const FONT: &str = "sans-serif";
+pub(crate) const FONT: &str = "sans-serif";
 
 /// A fixed qualitative palette (Tableau 10): series and class colours.
 pub(crate) const PALETTE: [RGBColor; 10] = [
@@ -63,7 +63,7 @@ pub(crate) trait Figure {
 }
 
 /// Registers the embedded font once per process.
-fn register_font() {
+pub(crate) fn register_font() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular())

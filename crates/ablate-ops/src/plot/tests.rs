@@ -470,14 +470,28 @@ fn the_line_op_averages_over_seeds_and_honours_select() {
     let err = run_op(
         &store,
         root.path(),
-        inputs,
+        inputs.clone(),
         json!({"kind": "line", "x": "steps", "y": "acc", "select": {"seed": 7}}),
     )
     .unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("`select` matches none of the 12 inputs"),
-        "{err}"
+    // #21 (QA §13): the message named the label keys only, not what `select` looked for and
+    // what the inputs have (after a `--matrix` override swept other values).
+    assert_eq!(
+        err.to_string(),
+        "`select` matches none of the 12 inputs: it wants `seed=7`; the inputs have `seed=0,1`"
+    );
+    let err = run_op(
+        &store,
+        root.path(),
+        inputs,
+        json!({"kind": "line", "x": "steps", "y": "acc",
+               "select": {"seed": 0, "hidden": 64}}),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "`select` matches none of the 12 inputs: it wants `hidden=64`, `seed=0`; the inputs have \
+         `seed=0,1`; no input has the label `hidden` (their labels: `seed`, `steps`, `weights`)"
     );
 }
 
