@@ -152,8 +152,9 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
     let mut out = String::new();
     let total: usize = plan.len();
     out.push_str(&format!(
-        "pipeline `{}`: {total} instances\n",
-        plan.pipeline()
+        "pipeline `{}`: {total} instance{}\n",
+        plan.pipeline(),
+        if total == 1 { "" } else { "s" }
     ));
     let width = stages
         .iter()
