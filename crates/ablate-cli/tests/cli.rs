@@ -4227,6 +4227,150 @@ stages:
     assert_eq!(kept, plain["params"]);
 }
 
+/// A script that parses its flags with argparse as PyTorch scripts do, and writes what it
+/// parsed to `seen.json`; `echo.py` writes its `argv` as it came.
+const ARGPARSE_SCRIPT: &str = r#"
+import argparse, json, os, sys
+p = argparse.ArgumentParser()
+p.add_argument("--amp", action="store_true")
+p.add_argument("--layers", nargs="+", type=int)
+p.add_argument("--lr", type=float)
+p.add_argument("--offsets", nargs="+", type=float)
+p.add_argument("--batch_size", type=int)
+p.add_argument("--name")
+a = p.parse_args()
+with open(os.path.join(os.environ["ABLATE_OUT"], "seen.json"), "w") as f:
+    json.dump({"argv": sys.argv[1:], "args": vars(a)}, f)
+"#;
+const ECHO_SCRIPT: &str = r#"
+import json, os, sys
+with open(os.path.join(os.environ["ABLATE_OUT"], "seen.json"), "w") as f:
+    json.dump({"argv": sys.argv[1:]}, f)
+"#;
+
+/// #21 (QA §6): `args: flags` passed `--amp=true`, which argparse refuses for a `store_true`
+/// switch, and `--layers=[2,3]`, which `nargs="+"` cannot read.
+#[test]
+fn args_argparse_drives_store_true_switches_nargs_lists_and_floats() {
+    let sb = Sandbox::new();
+    sb.write("t.py", ARGPARSE_SCRIPT);
+    sb.write("echo.py", ECHO_SCRIPT);
+    sb.write(
+        "p.yaml",
+        r#"
+name: argp
+stages:
+  train:
+    op: cmd
+    matrix: { amp: [true, false] }
+    params:
+      run: python3 t.py
+      args: argparse
+      deps: [t.py]
+      layers: [2, 3]
+      lr: -1.0e-7
+      offsets: [-1.0e-7, 0.5]
+      batch_size: 16
+      name: "a b; it's"
+  hydra:
+    op: cmd
+    params:
+      run: python3 echo.py
+      args: hydra
+      deps: [echo.py]
+      amp: false
+      layers: [2, 3]
+      lr: 0.001
+      model: resnet-50
+      path: /data/my runs
+      quote: say "hi"
+      num: "10"
+"#,
+    );
+    sb.ablate(&["run", "p.yaml"]).code(EXIT_OK);
+    let keys = sb.keys("p.yaml", &[]);
+    let seen = |id: &str| -> Value {
+        let path = sb.entry(&keys[id]).join("seen.json");
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let on = seen("train[amp=true]");
+    assert_eq!(
+        on["args"],
+        serde_json::json!({
+            "amp": true, "layers": [2, 3], "lr": -1e-7, "offsets": [-1e-7, 0.5],
+            "batch_size": 16, "name": "a b; it's",
+        }),
+        "{on}"
+    );
+    assert_eq!(
+        on["argv"],
+        serde_json::json!([
+            "--amp",
+            "--batch_size",
+            "16",
+            "--layers",
+            "2",
+            "3",
+            "--lr=-1e-7",
+            "--name",
+            "a b; it's",
+            "--offsets",
+            "-0.0000001",
+            "0.5",
+        ])
+    );
+    // `false` leaves the switch out: argparse's default.
+    let off = seen("train[amp=false]");
+    assert_eq!(off["args"]["amp"], false, "{off}");
+    assert!(!off["argv"].to_string().contains("amp"), "{off}");
+    // Hydra overrides, each one word whatever the shell would make of it.
+    assert_eq!(
+        seen("hydra")["argv"],
+        serde_json::json!([
+            "amp=false",
+            "layers=[2,3]",
+            "lr=0.001",
+            "model=resnet-50",
+            "num=\"10\"",
+            "path=\"/data/my runs\"",
+            r#"quote="say \"hi\"""#,
+        ])
+    );
+}
+
+#[test]
+fn args_a_value_the_program_cannot_be_given_is_refused_before_anything_runs() {
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        r#"
+name: refused
+stages:
+  a:
+    op: cmd
+    params: { run: "touch ran", args: argparse, names: [x, -y] }
+"#,
+    );
+    let run = sb.ablate(&["plan", "p.yaml"]).code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &run.stderr,
+        &["stage `a`", "`-y` of param `names`", "$ABLATE_PARAMS"],
+    );
+    sb.write(
+        "q.yaml",
+        r#"
+name: refused
+stages:
+  a:
+    op: cmd
+    params: { run: "touch ran", args: hydra, dir: "/root/$${HOME}" }
+"#,
+    );
+    let run = sb.ablate(&["run", "q.yaml"]).code(EXIT_INVALID_INPUT);
+    assert_contains_all(&run.stderr, &["stage `a`", "param `dir`", "interpolation"]);
+    assert!(!sb.path().join("ran").exists());
+}
+
 #[test]
 fn logged_metrics_show_as_they_come_and_land_in_runs_parquet_with_their_steps() {
     let sb = Sandbox::new();
