@@ -5250,6 +5250,135 @@ stages:
     }
 }
 
+/// A training that diverges (`loss` = NaN) when `lr` is over 100.
+const DIVERGING_SCRIPT: &str = r#"
+import json, os
+p = json.load(open(os.environ["ABLATE_PARAMS"]))
+with open(os.environ["ABLATE_METRICS"], "a") as log:
+    log.write(json.dumps({"step": 0, "loss": float("nan") if p["lr"] > 100 else 0.5}) + "\n")
+"#;
+
+/// #21: `ablate plan` said "run: new" for the stages downstream of a cached diverged entry,
+/// which `ablate run` skips.
+#[test]
+fn plan_says_the_stages_after_a_cached_diverged_entry_will_be_skipped() {
+    let sb = Sandbox::new();
+    sb.write("t.py", DIVERGING_SCRIPT);
+    sb.write(
+        "p.yaml",
+        r#"
+name: div
+stages:
+  train:
+    op: cmd
+    diverged: record
+    matrix: { lr: [1, 1000] }
+    params: { run: python3 t.py, deps: [t.py] }
+  eval:
+    op: cmd
+    needs: [train]
+    params: { run: "true" }
+  post:
+    op: cmd
+    needs: [eval]
+    params: { run: "true" }
+  table:
+    op: report.table
+    needs: [train]
+    params: { rows: [lr], metric: loss }
+"#,
+    );
+    // The first run computes `train` (one diverges), and skips what needs the diverged one.
+    sb.ablate(&["run", "p.yaml"]);
+    // Now the diverged entry is cached: the new `eval` param makes `eval` and `post` rerun.
+    let set = ["--set", "+eval.params.v=2"];
+    let plan = sb.ablate(&["plan", "p.yaml", set[0], set[1]]).code(EXIT_OK);
+    assert_contains_all(
+        &plan.stdout,
+        &[
+            "7 instances, 3 cached, 2 to run, 2 skipped (an input diverged)",
+            "eval (cmd): 2 instances, 0 cached, 1 skipped",
+            "lr=1000  skip: input `train[lr=1000]` diverged",
+            "lr=1000  skip: `train[lr=1000]` diverged upstream",
+        ],
+    );
+    // A report takes a diverged input: it is not skipped.
+    let table = plan
+        .stdout
+        .split("\ntable ")
+        .nth(1)
+        .expect("the table stage");
+    assert!(!table.contains("skip"), "{}", plan.stdout);
+    let planned: BTreeSet<String> = sb
+        .plan("p.yaml", &set)
+        .into_iter()
+        .filter(|(_, v)| v["status"] == "skip")
+        .map(|(id, _)| id)
+        .collect();
+    let run = sb.ablate(&["run", "p.yaml", set[0], set[1], "--json"]);
+    let skipped: BTreeSet<String> = ids_of(&run.events(), "skipped").into_iter().collect();
+    assert_eq!(planned, skipped);
+    assert_eq!(
+        skipped,
+        BTreeSet::from(["eval[lr=1000]".to_owned(), "post[lr=1000]".to_owned()])
+    );
+}
+
+/// #21: `ablate plan` said "run: new" for an instance that resumes from the checkpoint an
+/// earlier, failed attempt left.
+#[test]
+fn plan_says_when_a_run_resumes_from_an_earlier_attempts_checkpoint() {
+    let sb = Sandbox::new();
+    sb.write(
+        "t.py",
+        r#"
+import json, os, sys
+p = json.load(open(os.environ["ABLATE_PARAMS"]))
+if p["save"]:
+    open(os.path.join(os.environ["ABLATE_CHECKPOINT"], "state.json"), "w").write("{}")
+if os.path.exists("bug"):
+    sys.exit("broken on purpose")
+"#,
+    );
+    sb.write("bug", "");
+    sb.write(
+        "p.yaml",
+        r#"
+name: resume
+stages:
+  train:
+    op: cmd
+    matrix: { save: [true, false] }
+    params: { run: python3 t.py, deps: [t.py] }
+"#,
+    );
+    sb.ablate(&["run", "p.yaml"]).code(EXIT_FAILURE);
+    let plan = sb.ablate(&["plan", "p.yaml"]).code(EXIT_OK);
+    let line = |label: &str| -> String {
+        plan.stdout
+            .lines()
+            .find(|l| l.contains(label))
+            .unwrap_or_else(|| panic!("no {label} in {}", plan.stdout))
+            .to_owned()
+    };
+    assert!(
+        line("save=true")
+            .ends_with("run: new (an earlier attempt left a checkpoint to resume from)"),
+        "{}",
+        plan.stdout
+    );
+    // An attempt that saved nothing left nothing to resume from (its metrics log is empty).
+    assert!(line("save=false").ends_with("run: new"), "{}", plan.stdout);
+    let json = sb.plan("p.yaml", &[]);
+    assert!(
+        json["train[save=true]"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("checkpoint"),
+        "{json:?}"
+    );
+}
+
 // --- Results a user can read without a trap (#21) ----------------------------------------------
 
 /// A sweep's training script: a `val_acc` per step, a final `test_acc`; it fails while a file
