@@ -1,6 +1,6 @@
 use std::fmt::Write as _;
 
-use ablate_plan::{Format, Plan, Status};
+use ablate_plan::{Format, Outlook, Plan, Status};
 use ablate_spec::{ExecutorKind, SlurmOptions};
 
 use crate::cli::{Global, PlanArgs, PlanFormat};
@@ -22,11 +22,14 @@ pub fn plan(global: &Global, args: PlanArgs) -> anyhow::Result<u8> {
         PlanFormat::Dot => Format::Dot,
         PlanFormat::Mermaid => Format::Mermaid,
     };
-    let mut out = ablate_plan::render(&loaded.plan, &statuses, format);
+    // What `run` will do besides run: skip what needs a diverged entry, resume a checkpoint.
+    let outlook = ablate_plan::outlook(&loaded.plan, &statuses, &store);
+    let mut out = ablate_plan::render(&loaded.plan, &statuses, &outlook, format);
     if config.kind == Some(ExecutorKind::Slurm) && matches!(format, Format::Text) {
         out.push_str(&job_arrays(
             &loaded.plan,
             &statuses,
+            &outlook,
             &config.slurm,
             &loaded.workdir,
         ));
@@ -34,7 +37,7 @@ pub fn plan(global: &Global, args: PlanArgs) -> anyhow::Result<u8> {
     crate::stdout::print(&out)?;
     // The process ends here: freeing a 10k-instance plan piece by piece is measurable time
     // spent on nothing.
-    std::mem::forget((loaded, statuses, out));
+    std::mem::forget((loaded, statuses, outlook, out));
     Ok(crate::EXIT_OK)
 }
 
@@ -44,6 +47,7 @@ pub fn plan(global: &Global, args: PlanArgs) -> anyhow::Result<u8> {
 fn job_arrays(
     plan: &Plan,
     statuses: &[Status],
+    outlook: &[Outlook],
     options: &SlurmOptions,
     workdir: &std::path::Path,
 ) -> String {
@@ -53,7 +57,7 @@ fn job_arrays(
         let run: Vec<_> = ids
             .iter()
             .copied()
-            .filter(|id| !statuses[id.index()].is_cached())
+            .filter(|id| !statuses[id.index()].is_cached() && outlook[id.index()].skipped.is_none())
             .collect();
         if !run.is_empty() {
             arrays.push((stage, run));
@@ -80,7 +84,9 @@ fn job_arrays(
             let mut s: Vec<String> = run
                 .iter()
                 .flat_map(|&id| plan.inputs(id))
-                .filter(|(i, _)| !statuses[i.index()].is_cached())
+                .filter(|(i, _)| {
+                    !statuses[i.index()].is_cached() && outlook[i.index()].skipped.is_none()
+                })
                 .map(|(_, i)| i.stage.to_string())
                 .collect();
             s.sort();

@@ -4385,6 +4385,150 @@ stages:
     assert_eq!(kept, plain["params"]);
 }
 
+/// A script that parses its flags with argparse as PyTorch scripts do, and writes what it
+/// parsed to `seen.json`; `echo.py` writes its `argv` as it came.
+const ARGPARSE_SCRIPT: &str = r#"
+import argparse, json, os, sys
+p = argparse.ArgumentParser()
+p.add_argument("--amp", action="store_true")
+p.add_argument("--layers", nargs="+", type=int)
+p.add_argument("--lr", type=float)
+p.add_argument("--offsets", nargs="+", type=float)
+p.add_argument("--batch_size", type=int)
+p.add_argument("--name")
+a = p.parse_args()
+with open(os.path.join(os.environ["ABLATE_OUT"], "seen.json"), "w") as f:
+    json.dump({"argv": sys.argv[1:], "args": vars(a)}, f)
+"#;
+const ECHO_SCRIPT: &str = r#"
+import json, os, sys
+with open(os.path.join(os.environ["ABLATE_OUT"], "seen.json"), "w") as f:
+    json.dump({"argv": sys.argv[1:]}, f)
+"#;
+
+/// #21 (QA §6): `args: flags` passed `--amp=true`, which argparse refuses for a `store_true`
+/// switch, and `--layers=[2,3]`, which `nargs="+"` cannot read.
+#[test]
+fn args_argparse_drives_store_true_switches_nargs_lists_and_floats() {
+    let sb = Sandbox::new();
+    sb.write("t.py", ARGPARSE_SCRIPT);
+    sb.write("echo.py", ECHO_SCRIPT);
+    sb.write(
+        "p.yaml",
+        r#"
+name: argp
+stages:
+  train:
+    op: cmd
+    matrix: { amp: [true, false] }
+    params:
+      run: python3 t.py
+      args: argparse
+      deps: [t.py]
+      layers: [2, 3]
+      lr: -1.0e-7
+      offsets: [-1.0e-7, 0.5]
+      batch_size: 16
+      name: "a b; it's"
+  hydra:
+    op: cmd
+    params:
+      run: python3 echo.py
+      args: hydra
+      deps: [echo.py]
+      amp: false
+      layers: [2, 3]
+      lr: 0.001
+      model: resnet-50
+      path: /data/my runs
+      quote: say "hi"
+      num: "10"
+"#,
+    );
+    sb.ablate(&["run", "p.yaml"]).code(EXIT_OK);
+    let keys = sb.keys("p.yaml", &[]);
+    let seen = |id: &str| -> Value {
+        let path = sb.entry(&keys[id]).join("seen.json");
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let on = seen("train[amp=true]");
+    assert_eq!(
+        on["args"],
+        serde_json::json!({
+            "amp": true, "layers": [2, 3], "lr": -1e-7, "offsets": [-1e-7, 0.5],
+            "batch_size": 16, "name": "a b; it's",
+        }),
+        "{on}"
+    );
+    assert_eq!(
+        on["argv"],
+        serde_json::json!([
+            "--amp",
+            "--batch_size",
+            "16",
+            "--layers",
+            "2",
+            "3",
+            "--lr=-1e-7",
+            "--name",
+            "a b; it's",
+            "--offsets",
+            "-0.0000001",
+            "0.5",
+        ])
+    );
+    // `false` leaves the switch out: argparse's default.
+    let off = seen("train[amp=false]");
+    assert_eq!(off["args"]["amp"], false, "{off}");
+    assert!(!off["argv"].to_string().contains("amp"), "{off}");
+    // Hydra overrides, each one word whatever the shell would make of it.
+    assert_eq!(
+        seen("hydra")["argv"],
+        serde_json::json!([
+            "amp=false",
+            "layers=[2,3]",
+            "lr=0.001",
+            "model=resnet-50",
+            "num=\"10\"",
+            "path=\"/data/my runs\"",
+            r#"quote="say \"hi\"""#,
+        ])
+    );
+}
+
+#[test]
+fn args_a_value_the_program_cannot_be_given_is_refused_before_anything_runs() {
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        r#"
+name: refused
+stages:
+  a:
+    op: cmd
+    params: { run: "touch ran", args: argparse, names: [x, -y] }
+"#,
+    );
+    let run = sb.ablate(&["plan", "p.yaml"]).code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &run.stderr,
+        &["stage `a`", "`-y` of param `names`", "$ABLATE_PARAMS"],
+    );
+    sb.write(
+        "q.yaml",
+        r#"
+name: refused
+stages:
+  a:
+    op: cmd
+    params: { run: "touch ran", args: hydra, dir: "/root/$${HOME}" }
+"#,
+    );
+    let run = sb.ablate(&["run", "q.yaml"]).code(EXIT_INVALID_INPUT);
+    assert_contains_all(&run.stderr, &["stage `a`", "param `dir`", "interpolation"]);
+    assert!(!sb.path().join("ran").exists());
+}
+
 #[test]
 fn logged_metrics_show_as_they_come_and_land_in_runs_parquet_with_their_steps() {
     let sb = Sandbox::new();
@@ -5296,6 +5440,135 @@ stages:
         assert!(dir.join("history.parquet").exists(), "{stage}");
         assert!(!dir.join("model.safetensors").exists(), "{stage}");
     }
+}
+
+/// A training that diverges (`loss` = NaN) when `lr` is over 100.
+const DIVERGING_SCRIPT: &str = r#"
+import json, os
+p = json.load(open(os.environ["ABLATE_PARAMS"]))
+with open(os.environ["ABLATE_METRICS"], "a") as log:
+    log.write(json.dumps({"step": 0, "loss": float("nan") if p["lr"] > 100 else 0.5}) + "\n")
+"#;
+
+/// #21: `ablate plan` said "run: new" for the stages downstream of a cached diverged entry,
+/// which `ablate run` skips.
+#[test]
+fn plan_says_the_stages_after_a_cached_diverged_entry_will_be_skipped() {
+    let sb = Sandbox::new();
+    sb.write("t.py", DIVERGING_SCRIPT);
+    sb.write(
+        "p.yaml",
+        r#"
+name: div
+stages:
+  train:
+    op: cmd
+    diverged: record
+    matrix: { lr: [1, 1000] }
+    params: { run: python3 t.py, deps: [t.py] }
+  eval:
+    op: cmd
+    needs: [train]
+    params: { run: "true" }
+  post:
+    op: cmd
+    needs: [eval]
+    params: { run: "true" }
+  table:
+    op: report.table
+    needs: [train]
+    params: { rows: [lr], metric: loss }
+"#,
+    );
+    // The first run computes `train` (one diverges), and skips what needs the diverged one.
+    sb.ablate(&["run", "p.yaml"]);
+    // Now the diverged entry is cached: the new `eval` param makes `eval` and `post` rerun.
+    let set = ["--set", "+eval.params.v=2"];
+    let plan = sb.ablate(&["plan", "p.yaml", set[0], set[1]]).code(EXIT_OK);
+    assert_contains_all(
+        &plan.stdout,
+        &[
+            "7 instances, 3 cached, 2 to run, 2 skipped (an input diverged)",
+            "eval (cmd): 2 instances, 0 cached, 1 skipped",
+            "lr=1000  skip: input `train[lr=1000]` diverged",
+            "lr=1000  skip: `train[lr=1000]` diverged upstream",
+        ],
+    );
+    // A report takes a diverged input: it is not skipped.
+    let table = plan
+        .stdout
+        .split("\ntable ")
+        .nth(1)
+        .expect("the table stage");
+    assert!(!table.contains("skip"), "{}", plan.stdout);
+    let planned: BTreeSet<String> = sb
+        .plan("p.yaml", &set)
+        .into_iter()
+        .filter(|(_, v)| v["status"] == "skip")
+        .map(|(id, _)| id)
+        .collect();
+    let run = sb.ablate(&["run", "p.yaml", set[0], set[1], "--json"]);
+    let skipped: BTreeSet<String> = ids_of(&run.events(), "skipped").into_iter().collect();
+    assert_eq!(planned, skipped);
+    assert_eq!(
+        skipped,
+        BTreeSet::from(["eval[lr=1000]".to_owned(), "post[lr=1000]".to_owned()])
+    );
+}
+
+/// #21: `ablate plan` said "run: new" for an instance that resumes from the checkpoint an
+/// earlier, failed attempt left.
+#[test]
+fn plan_says_when_a_run_resumes_from_an_earlier_attempts_checkpoint() {
+    let sb = Sandbox::new();
+    sb.write(
+        "t.py",
+        r#"
+import json, os, sys
+p = json.load(open(os.environ["ABLATE_PARAMS"]))
+if p["save"]:
+    open(os.path.join(os.environ["ABLATE_CHECKPOINT"], "state.json"), "w").write("{}")
+if os.path.exists("bug"):
+    sys.exit("broken on purpose")
+"#,
+    );
+    sb.write("bug", "");
+    sb.write(
+        "p.yaml",
+        r#"
+name: resume
+stages:
+  train:
+    op: cmd
+    matrix: { save: [true, false] }
+    params: { run: python3 t.py, deps: [t.py] }
+"#,
+    );
+    sb.ablate(&["run", "p.yaml"]).code(EXIT_FAILURE);
+    let plan = sb.ablate(&["plan", "p.yaml"]).code(EXIT_OK);
+    let line = |label: &str| -> String {
+        plan.stdout
+            .lines()
+            .find(|l| l.contains(label))
+            .unwrap_or_else(|| panic!("no {label} in {}", plan.stdout))
+            .to_owned()
+    };
+    assert!(
+        line("save=true")
+            .ends_with("run: new (an earlier attempt left a checkpoint to resume from)"),
+        "{}",
+        plan.stdout
+    );
+    // An attempt that saved nothing left nothing to resume from (its metrics log is empty).
+    assert!(line("save=false").ends_with("run: new"), "{}", plan.stdout);
+    let json = sb.plan("p.yaml", &[]);
+    assert!(
+        json["train[save=true]"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("checkpoint"),
+        "{json:?}"
+    );
 }
 
 // --- Results a user can read without a trap (#21) ----------------------------------------------

@@ -2,12 +2,13 @@
 //! text is a param (hashed), its declared `deps` (files, directories, globs) are hashed into the
 //! key, `{in.STAGE}` / `{out}` / `{param.NAME}` are substituted — each value shell-quoted, so a
 //! value is always one word and never code. The program gets its params as a JSON file
-//! (`ABLATE_PARAMS`) and, with `args: flags`, as `--name=value` flags; the GPUs the scheduler
+//! (`ABLATE_PARAMS`) and, with `args:`, on its command line (`flags`, `argparse`, `hydra`); the GPUs the scheduler
 //! gave it (`CUDA_VISIBLE_DEVICES`); a checkpoint directory that survives failed and killed
 //! attempts (`ABLATE_CHECKPOINT`). Lines it appends to `{out}/metrics.jsonl` show on the
 //! progress line and become stepped and final metrics; a `{out}/metrics.json` object adds
 //! final ones. Its stdout and stderr are kept in the entry.
 
+mod args;
 mod metrics_log;
 
 use std::collections::BTreeMap;
@@ -23,6 +24,7 @@ use ablate_spec::{OpSchema, ParamSpec, ParamType, Params, TAG, Value};
 use serde::Deserialize;
 use serde_json::json;
 
+use self::args::Args;
 use crate::params::typed;
 use crate::registry::{Op, Planned};
 
@@ -42,15 +44,15 @@ pub(crate) struct CmdParams {
     free: BTreeMap<String, Value>,
 }
 
-/// How the program's params reach its command line (besides `ABLATE_PARAMS`, always).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum Args {
-    /// Only where the command line says `{param.NAME}`.
-    #[default]
-    None,
-    /// Appended as `--name=value`, one per param, sorted by name, each quoted.
-    Flags,
+impl CmdParams {
+    /// The program's own params: everything but `cmd`'s and the key-only `tag`.
+    fn program_params(&self) -> BTreeMap<&str, &Value> {
+        self.free
+            .iter()
+            .filter(|(k, _)| k.as_str() != TAG.name)
+            .map(|(k, v)| (k.as_str(), v))
+            .collect()
+    }
 }
 
 /// The JSON file of the program's params, in `{out}` (so the entry records them too).
@@ -102,10 +104,14 @@ impl Cmd {
                     ),
                     ParamSpec::with_default(
                         "args",
-                        ParamType::Enum(&["none", "flags"]),
+                        ParamType::Enum(&["none", "flags", "argparse", "hydra"]),
                         json!("none"),
-                        "`flags`: append every param as `--name=value` (sorted, quoted) to the command line; \
-                         the params always reach the program as the JSON file `$ABLATE_PARAMS`",
+                        "append every param to the command line, sorted by name, each word shell-quoted. \
+                         `flags`: `--name=value` (a list as JSON: `--layers=[2,3]`). `argparse`: `--name value`; \
+                         `true` is the bare switch `--name` (`store_true`), `false` and `null` are left out, a list \
+                         is `--name 2 3` (`nargs=\"+\"`), an empty one left out. `hydra`: Hydra overrides \
+                         `name=value` (`amp=true`, `layers=[2,3]`, `opt=adam`, `path=\"/a b\"`). The params always \
+                         reach the program as the JSON file `$ABLATE_PARAMS` too",
                     ),
                 ],
                 gathers: false,
@@ -138,6 +144,11 @@ impl Op for Cmd {
         let Ok(p) = typed::<CmdParams>("cmd", params) else {
             return Ok(());
         };
+        // A value the program cannot be given on its command line is refused before anything
+        // runs, not when its instance's turn comes.
+        if matches!(p.args, Args::Argparse | Args::Hydra) {
+            args::words(p.args, &p.program_params())?;
+        }
         let mut bytes = p.run.len();
         let mut widest = ("", 0);
         for stage in placeholders(&p.run, "in.") {
@@ -165,13 +176,7 @@ impl Op for Cmd {
     fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
         let p: CmdParams = typed("cmd", ctx.job.params())?;
         let out = ctx.out_dir();
-        // The program's own params: everything but `cmd`'s and the key-only `tag`.
-        let params: BTreeMap<&str, &Value> = p
-            .free
-            .iter()
-            .filter(|(k, _)| k.as_str() != TAG.name)
-            .map(|(k, v)| (k.as_str(), v))
-            .collect();
+        let params = p.program_params();
         let params_path = absolute(&out.join(PARAMS_FILE));
         let json = serde_json::to_vec_pretty(&params).expect("params serialise");
         fs::write(&params_path, json).map_err(io("write", &params_path))?;
@@ -179,15 +184,9 @@ impl Op for Cmd {
         let inputs_path = absolute(&out.join(INPUTS_FILE));
         write_inputs(&inputs_path, &inputs)?;
         let mut line = expand(&p.run, ctx, &inputs)?;
-        if p.args == Args::Flags {
-            for (name, value) in &params {
-                let value = match value {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                line.push(' ');
-                line.push_str(&quote(&format!("--{name}={value}")));
-            }
+        for word in args::words(p.args, &params).map_err(OpError::msg)? {
+            line.push(' ');
+            line.push_str(&quote(&word));
         }
         // The checkpoint directory holds the metrics log too (linked from `{out}`), so the
         // lines of an attempt that dies are there for the one that resumes.

@@ -14,4 +14,4 @@ mod status;
 pub use build::{build, render_label};
 pub use instance::{Instance, InstanceId, Plan};
 pub use render::{Format, render};
-pub use status::{Change, Reason, Status, statuses};
+pub use status::{Change, Outlook, Reason, Status, outlook, statuses};

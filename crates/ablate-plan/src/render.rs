@@ -6,7 +6,7 @@ use ablate_cache::InstanceKey;
 use ablate_spec::Value;
 use serde::Serialize;
 
-use crate::{Plan, Reason, Status};
+use crate::{InstanceId, Outlook, Plan, Reason, Status};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -16,40 +16,109 @@ pub enum Format {
     Mermaid,
 }
 
-/// Renders a plan with the status of each instance (indexed by `InstanceId::index`).
-pub fn render(plan: &Plan, statuses: &[Status], format: Format) -> String {
+/// Renders a plan with the status of each instance and its [`Outlook`] (both indexed by
+/// `InstanceId::index`; an empty `outlook`: none known).
+pub fn render(plan: &Plan, statuses: &[Status], outlook: &[Outlook], format: Format) -> String {
+    let view = View { statuses, outlook };
     match format {
-        Format::Text => text(plan, statuses),
-        Format::Json => json(plan, statuses),
-        Format::Dot => dot(plan, statuses),
-        Format::Mermaid => mermaid(plan, statuses),
+        Format::Text => text(plan, &view),
+        Format::Json => json(plan, &view),
+        Format::Dot => dot(plan, &view),
+        Format::Mermaid => mermaid(plan, &view),
     }
 }
 
-fn text(plan: &Plan, statuses: &[Status]) -> String {
+/// What is rendered of one instance: cached, skipped, or run (and why).
+enum Shown<'a> {
+    Cached,
+    /// The diverged instance, and whether it is a direct input.
+    Skipped(InstanceId, bool),
+    Run(&'a Reason, bool),
+}
+
+struct View<'a> {
+    statuses: &'a [Status],
+    outlook: &'a [Outlook],
+}
+
+impl View<'_> {
+    fn of(&self, id: InstanceId) -> Shown<'_> {
+        let look = self.outlook.get(id.index());
+        match &self.statuses[id.index()] {
+            Status::Cached(_) => Shown::Cached,
+            Status::Run(reason) => match look.and_then(|l| l.skipped) {
+                Some((by, direct)) => Shown::Skipped(by, direct),
+                None => Shown::Run(reason, look.is_some_and(|l| l.resumes)),
+            },
+        }
+    }
+
+    fn is_skipped(&self, id: InstanceId) -> bool {
+        matches!(self.of(id), Shown::Skipped(..))
+    }
+
+    /// The class of an instance in a graph: `cached`, `skip` or `run`.
+    fn class(&self, id: InstanceId) -> &'static str {
+        match self.of(id) {
+            Shown::Cached => "cached",
+            Shown::Skipped(..) => "skip",
+            Shown::Run(..) => "run",
+        }
+    }
+}
+
+impl Shown<'_> {
+    /// The text after `run: ` or `skip: `.
+    fn detail(&self, plan: &Plan) -> Option<String> {
+        match *self {
+            Shown::Cached => None,
+            Shown::Skipped(by, true) => Some(format!("input `{}` diverged", plan.instance(by).id)),
+            Shown::Skipped(by, false) => {
+                Some(format!("`{}` diverged upstream", plan.instance(by).id))
+            }
+            Shown::Run(reason, false) => Some(reason.to_string()),
+            Shown::Run(reason, true) => Some(format!(
+                "{reason} (an earlier attempt left a checkpoint to resume from)"
+            )),
+        }
+    }
+}
+
+fn text(plan: &Plan, view: &View<'_>) -> String {
+    let statuses = view.statuses;
     let cached = statuses.iter().filter(|s| s.is_cached()).count();
+    let skipped = view.outlook.iter().filter(|l| l.skipped.is_some()).count();
     let mut out = String::new();
-    let _ = writeln!(
+    let _ = write!(
         out,
         "pipeline `{}`: {} instance{}, {cached} cached, {} to run",
         plan.pipeline(),
         plan.len(),
         if plan.len() == 1 { "" } else { "s" },
-        plan.len() - cached
+        plan.len() - cached - skipped
     );
+    if skipped > 0 {
+        let _ = write!(out, ", {skipped} skipped (an input diverged)");
+    }
+    out.push('\n');
     for (stage, ids) in plan.stages() {
         let Some(first) = ids.first() else { continue };
         let stage_cached = ids
             .iter()
             .filter(|i| statuses[i.index()].is_cached())
             .count();
-        let _ = writeln!(
+        let stage_skipped = ids.iter().filter(|i| view.is_skipped(**i)).count();
+        let _ = write!(
             out,
             "\n{stage} ({}): {} instance{}, {stage_cached} cached",
             plan.instance(*first).op,
             ids.len(),
             if ids.len() == 1 { "" } else { "s" }
         );
+        if stage_skipped > 0 {
+            let _ = write!(out, ", {stage_skipped} skipped");
+        }
+        out.push('\n');
         let width = ids
             .iter()
             .map(|i| plan.instance(*i).label.chars().count())
@@ -62,18 +131,13 @@ fn text(plan: &Plan, statuses: &[Status]) -> String {
             } else {
                 &inst.label
             };
-            match &statuses[id.index()] {
-                Status::Cached(_) => {
-                    let _ = writeln!(out, "  {}  {label:<width$}  cached", inst.key.short());
-                }
-                Status::Run(reason) => {
-                    let _ = writeln!(
-                        out,
-                        "  {}  {label:<width$}  run: {reason}",
-                        inst.key.short()
-                    );
-                }
-            }
+            let shown = view.of(*id);
+            let what = match shown {
+                Shown::Cached => "cached".to_owned(),
+                Shown::Skipped(..) => format!("skip: {}", shown.detail(plan).unwrap_or_default()),
+                Shown::Run(..) => format!("run: {}", shown.detail(plan).unwrap_or_default()),
+            };
+            let _ = writeln!(out, "  {}  {label:<width$}  {what}", inst.key.short());
         }
     }
     out
@@ -111,13 +175,15 @@ struct JsonPlan<'a> {
     instances: Vec<JsonInstance<'a>>,
 }
 
-fn json(plan: &Plan, statuses: &[Status]) -> String {
+fn json(plan: &Plan, view: &View<'_>) -> String {
     let instances = plan
         .instances()
         .map(|(id, inst)| {
-            let (status, reason) = match &statuses[id.index()] {
-                Status::Cached(_) => ("cached", None),
-                Status::Run(r) => ("run", Some(r)),
+            let shown = view.of(id);
+            let (status, reason) = match shown {
+                Shown::Cached => ("cached", None),
+                Shown::Skipped(..) => ("skip", Some("input diverged")),
+                Shown::Run(r, _) => ("run", Some(r.kind())),
             };
             JsonInstance {
                 id: &inst.id,
@@ -128,8 +194,8 @@ fn json(plan: &Plan, statuses: &[Status]) -> String {
                 device: inst.device.to_string(),
                 key: &inst.key,
                 status,
-                reason: reason.map(Reason::kind),
-                detail: reason.map(Reason::to_string),
+                reason,
+                detail: shown.detail(plan),
                 inputs: inst.inputs.iter().map(|i| &plan.instance(*i).key).collect(),
             }
         })
@@ -147,16 +213,17 @@ fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
-fn dot(plan: &Plan, statuses: &[Status]) -> String {
+fn dot(plan: &Plan, view: &View<'_>) -> String {
     let mut out = format!(
         "digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, style=\"rounded,filled\", fontname=\"monospace\"];\n",
         escape(plan.pipeline())
     );
     for (id, inst) in plan.instances() {
-        let fill = if statuses[id.index()].is_cached() {
-            "#d4edda"
-        } else {
-            "#fff3cd"
+        let class = view.class(id);
+        let fill = match class {
+            "cached" => "#d4edda",
+            "skip" => "#e2e3e5",
+            _ => "#fff3cd",
         };
         let mut label = inst.stage.to_string();
         if !inst.label.is_empty() {
@@ -168,11 +235,7 @@ fn dot(plan: &Plan, statuses: &[Status]) -> String {
             "  n{} [label=\"{label}\\n{} {}\", fillcolor=\"{fill}\"];",
             id.index(),
             inst.key.short(),
-            if statuses[id.index()].is_cached() {
-                "cached"
-            } else {
-                "run"
-            }
+            class
         );
     }
     for (id, inst) in plan.instances() {
@@ -184,14 +247,10 @@ fn dot(plan: &Plan, statuses: &[Status]) -> String {
     out
 }
 
-fn mermaid(plan: &Plan, statuses: &[Status]) -> String {
+fn mermaid(plan: &Plan, view: &View<'_>) -> String {
     let mut out = String::from("flowchart LR\n");
     for (id, inst) in plan.instances() {
-        let class = if statuses[id.index()].is_cached() {
-            "cached"
-        } else {
-            "run"
-        };
+        let class = view.class(id);
         let mut label = inst.stage.to_string();
         if !inst.label.is_empty() {
             label.push_str("<br/>");
@@ -210,6 +269,6 @@ fn mermaid(plan: &Plan, statuses: &[Status]) -> String {
             let _ = writeln!(out, "  n{} --> n{}", input.index(), id.index());
         }
     }
-    out.push_str("  classDef cached fill:#d4edda,stroke:#28a745\n  classDef run fill:#fff3cd,stroke:#ffc107\n");
+    out.push_str("  classDef cached fill:#d4edda,stroke:#28a745\n  classDef run fill:#fff3cd,stroke:#ffc107\n  classDef skip fill:#e2e3e5,stroke:#6c757d\n");
     out
 }

@@ -183,6 +183,54 @@ pub fn statuses(plan: &Plan, store: &Store, forced: &[&str]) -> Vec<Status> {
         .collect()
 }
 
+/// What a run will do with an instance the cache does not hold, besides why it must run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outlook {
+    /// A run skips it: the instance whose cached entry diverged (`diverged: record`), and
+    /// whether that is one of its own inputs (else it is further up).
+    pub skipped: Option<(InstanceId, bool)>,
+    /// Its checkpoint directory holds what an earlier attempt of its key left (a killed or
+    /// failed one): the program resumes from it.
+    pub resumes: bool,
+}
+
+/// The [`Outlook`] of every instance, indexed by [`InstanceId::index`] (a cached one's is the
+/// default). The skips follow the scheduler's rule (`ablate_run`'s `Graph::settle`): an
+/// instance that maps over a diverged input is skipped, and so is what needs a skipped one,
+/// except a report, which takes a diverged input and (unless `strict`) a skipped one.
+pub fn outlook(plan: &Plan, statuses: &[Status], store: &Store) -> Vec<Outlook> {
+    let mut out = vec![Outlook::default(); plan.len()];
+    for (id, inst) in plan.instances() {
+        if statuses[id.index()].is_cached() {
+            continue;
+        }
+        let partial = inst.report && !inst.strict;
+        let skipped = plan
+            .inputs(id)
+            .find_map(|(i, _)| match &statuses[i.index()] {
+                Status::Cached(entry) if !entry.status().is_done() && !inst.report => {
+                    Some((i, true))
+                }
+                Status::Run(_) if !partial => out[i.index()].skipped.map(|(by, _)| (by, false)),
+                _ => None,
+            });
+        let resumes = skipped.is_none() && holds_anything(&store.checkpoint_dir(&inst.key));
+        out[id.index()] = Outlook { skipped, resumes };
+    }
+    out
+}
+
+/// Whether `dir` holds a file that is not empty, or a directory: an attempt killed before it
+/// logged or saved anything leaves an empty metrics log, which resumes nothing.
+fn holds_anything(dir: &std::path::Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries
+        .flatten()
+        .any(|e| e.metadata().is_ok_and(|m| m.is_dir() || m.len() > 0))
+}
+
 fn lookup_all(plan: &Plan, store: &Store) -> Vec<Lookup<Arc<CachedEntry>>> {
     let keys: Vec<_> = (0..plan.len())
         .map(|i| plan.graph[petgraph::graph::NodeIndex::new(i)].key)

@@ -461,7 +461,7 @@ fn renders_every_format() {
     commit(&store, &p, "spirals");
     let st = statuses(&p, &store, &[]);
 
-    let text = render(&p, &st, Format::Text);
+    let text = render(&p, &st, &[], Format::Text);
     assert!(
         text.starts_with("pipeline `sweep`: 18 instances, 1 cached, 17 to run\n"),
         "{text}"
@@ -476,7 +476,8 @@ fn renders_every_format() {
         "{text}"
     );
 
-    let json: serde_json::Value = serde_json::from_str(&render(&p, &st, Format::Json)).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&render(&p, &st, &[], Format::Json)).unwrap();
     let instances = json["instances"].as_array().unwrap();
     assert_eq!(instances.len(), 18);
     assert_eq!(instances[0]["status"], "cached");
@@ -484,10 +485,10 @@ fn renders_every_format() {
     assert_eq!(instances[1]["labels"]["steps"], 1);
     assert_eq!(instances[17]["inputs"].as_array().unwrap().len(), 8);
 
-    let dot = render(&p, &st, Format::Dot);
+    let dot = render(&p, &st, &[], Format::Dot);
     assert!(dot.starts_with("digraph \"sweep\" {"));
     assert_eq!(dot.matches(" -> ").count(), 8 + 8 + 8);
-    let mermaid = render(&p, &st, Format::Mermaid);
+    let mermaid = render(&p, &st, &[], Format::Mermaid);
     assert!(mermaid.starts_with("flowchart LR\n"));
     assert_eq!(mermaid.matches(" --> ").count(), 24);
     assert_eq!(mermaid.matches(":::cached").count(), 1);
