@@ -446,7 +446,7 @@ fn one_instance_is_singular_in_the_plan_text() {
     let p = plan("name: one\nstages:\n  spirals:\n    op: data\n");
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let text = render(&p, &statuses(&p, &store, &[]), Format::Text);
+    let text = render(&p, &statuses(&p, &store, &[]), &[], Format::Text);
     assert!(
         text.starts_with("pipeline `one`: 1 instance, 0 cached, 1 to run\n"),
         "{text}"
