@@ -97,7 +97,12 @@ impl Store {
     /// (`ABLATE_CHECKPOINT`): it survives failed, killed and preempted attempts, and goes once
     /// the entry is committed. Not created here.
     pub fn checkpoint_dir(&self, key: &InstanceKey) -> PathBuf {
-        self.v1.join("checkpoints").join(key.to_hex())
+        self.checkpoints_root().join(key.to_hex())
+    }
+
+    /// The directory of every key's [`Store::checkpoint_dir`].
+    pub fn checkpoints_root(&self) -> PathBuf {
+        self.v1.join("checkpoints")
     }
 
     pub(crate) fn lock_path(&self, key: &InstanceKey) -> PathBuf {

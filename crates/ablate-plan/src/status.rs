@@ -200,6 +200,13 @@ pub struct Outlook {
 /// except a report, which takes a diverged input and (unless `strict`) a skipped one.
 pub fn outlook(plan: &Plan, statuses: &[Status], store: &Store) -> Vec<Outlook> {
     let mut out = vec![Outlook::default(); plan.len()];
+    // One listing of the checkpoints, not a look per instance (a plan of 10,000 new instances
+    // would open 10,000 missing directories).
+    let checkpoints: std::collections::HashSet<std::ffi::OsString> =
+        match std::fs::read_dir(store.checkpoints_root()) {
+            Ok(dir) => dir.flatten().map(|e| e.file_name()).collect(),
+            Err(_) => Default::default(),
+        };
     for (id, inst) in plan.instances() {
         if statuses[id.index()].is_cached() {
             continue;
@@ -214,7 +221,10 @@ pub fn outlook(plan: &Plan, statuses: &[Status], store: &Store) -> Vec<Outlook> 
                 Status::Run(_) if !partial => out[i.index()].skipped.map(|(by, _)| (by, false)),
                 _ => None,
             });
-        let resumes = skipped.is_none() && holds_anything(&store.checkpoint_dir(&inst.key));
+        let resumes = skipped.is_none()
+            && !checkpoints.is_empty()
+            && checkpoints.contains(std::ffi::OsStr::new(&inst.key.to_hex()))
+            && holds_anything(&store.checkpoint_dir(&inst.key));
         out[id.index()] = Outlook { skipped, resumes };
     }
     out
