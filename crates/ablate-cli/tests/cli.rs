@@ -5,6 +5,9 @@
 //! Every command runs with the temp dir as its working directory and explicit `--cache` and
 //! `--results`, so no test touches the repository's `cache/` or `results/`.
 
+// These tests signal the processes they start (`libc::kill`: Ctrl-C, kill -9).
+#![allow(unsafe_code)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};

@@ -9,6 +9,8 @@ macro_rules! multiversion {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
         $(#[$meta])*
         #[allow(clippy::too_many_arguments)]
+        // The one unsafe call: the AVX2 build, on a CPU that has AVX2 and FMA.
+        #[allow(unsafe_code)]
         $vis fn $name($($arg: $ty),*) {
             #[inline(always)]
             #[allow(clippy::too_many_arguments)]
@@ -123,6 +125,7 @@ pub(crate) fn matmul_strided(
     // SAFETY: `View::new`/`strided`/`t` and the asserts above keep every index gemm touches in
     // bounds: `a` reads (m-1)·rs + (k-1)·cs, `b` likewise, `dst` writes below (m-1)·drs + n;
     // `dst` is a unique borrow, so it aliases neither operand.
+    #[allow(unsafe_code)]
     unsafe {
         gemm::gemm(
             m,
