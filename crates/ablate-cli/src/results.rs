@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use ablate_cache::{CachedEntry, InstanceKey, Manifest, Store};
 use ablate_ops::Registry;
-use ablate_spec::OpCatalog as _;
 use ablate_plan::{InstanceId, Plan};
 use ablate_results::{Recorded, RunRecord};
+use ablate_spec::OpCatalog as _;
 use anyhow::Context as _;
 
 /// An instance that is complete after this run.
@@ -218,7 +218,11 @@ fn retired_columns(registry: &Registry) -> Vec<&'static str> {
     let mut retired: Vec<&'static str> = schemas
         .iter()
         .flat_map(|s| s.params.iter().map(|p| p.name))
-        .filter(|name| schemas.iter().all(|s| s.param(name).is_none() || s.is_setting(name)))
+        .filter(|name| {
+            schemas
+                .iter()
+                .all(|s| s.param(name).is_none() || s.is_setting(name))
+        })
         .collect();
     retired.sort_unstable();
     retired.dedup();

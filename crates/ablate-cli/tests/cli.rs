@@ -4881,7 +4881,12 @@ fn deps_pattern_matching_nothing_is_an_input_error() {
     assert!(!run.stderr.contains("p.yaml:4:3"), "{}", run.stderr);
     // A `deps` not written under the stage's `params:` is reported at the stage.
     let run = sb
-        .ablate(&["plan", "p.yaml", "--set", "probe.params.deps=[nothing/*.py]"])
+        .ablate(&[
+            "plan",
+            "p.yaml",
+            "--set",
+            "probe.params.deps=[nothing/*.py]",
+        ])
         .code(EXIT_INVALID_INPUT);
     assert_contains_all(&run.stderr, &["`nothing/*.py`", "--> p.yaml:4:3"]);
     sb.ablate(&["plan", "p.yaml"]).code(EXIT_INVALID_INPUT);

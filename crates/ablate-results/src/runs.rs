@@ -1070,15 +1070,28 @@ mod tests {
     fn retired_columns_of_an_old_table_are_dropped_from_its_rows() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("runs.parquet");
-        let old = rec('o', "loss", 0.7, None, json!({"lr": 0.1, "run": "python t.py"}));
+        let old = rec(
+            'o',
+            "loss",
+            0.7,
+            None,
+            json!({"lr": 0.1, "run": "python t.py"}),
+        );
         append(&path, std::slice::from_ref(&old)).unwrap();
         let current: HashSet<String> = [key('o'), key('a')].into();
         let new = rec('a', "loss", 0.4, None, json!({"lr": 0.2}));
         append_runs(&path, &[new], &current, &["run", "deps"]).unwrap();
         let table = read_table(&path).unwrap();
-        assert!(table.column("run").is_none(), "{:?}", table.column_names().collect::<Vec<_>>());
+        assert!(
+            table.column("run").is_none(),
+            "{:?}",
+            table.column_names().collect::<Vec<_>>()
+        );
         assert_eq!(column(&table, "lr"), &ColumnData::from(vec![0.1, 0.2]));
-        assert_eq!(read_runs(&path).unwrap()[0].labels, BTreeMap::from([("lr".into(), json!(0.1))]));
+        assert_eq!(
+            read_runs(&path).unwrap()[0].labels,
+            BTreeMap::from([("lr".into(), json!(0.1))])
+        );
 
         // Nothing new and `current` unchanged: a file that still has such a column is
         // rewritten without it all the same.
@@ -1145,9 +1158,15 @@ mod tests {
             .with_column("ablate_version", vec!["0.1.0"; 2])
             .with_column("lr", vec![0.1; 2]);
         crate::write_table(&path, &old).unwrap();
-        assert!(matches!(column(&read_table(&path).unwrap(), "step"), ColumnData::Float(_)));
+        assert!(matches!(
+            column(&read_table(&path).unwrap(), "step"),
+            ColumnData::Float(_)
+        ));
         let rows = read_runs(&path).unwrap();
-        assert_eq!((rows[0].step, rows[1].step, rows[0].seed), (Some(3), None, Some(1)));
+        assert_eq!(
+            (rows[0].step, rows[1].step, rows[0].seed),
+            (Some(3), None, Some(1))
+        );
 
         append(&path, &[rec('a', "loss", 0.4, Some(2), json!({"lr": 0.2}))]).unwrap();
         let table = read_table(&path).unwrap();
@@ -1155,7 +1174,10 @@ mod tests {
             column(&table, "step"),
             &ColumnData::Int(vec![Some(3), None, Some(2)])
         );
-        assert_eq!(column(&table, "seed"), &ColumnData::Int(vec![Some(1), Some(1), None]));
+        assert_eq!(
+            column(&table, "seed"),
+            &ColumnData::Int(vec![Some(1), Some(1), None])
+        );
     }
 
     #[test]
