@@ -243,6 +243,9 @@ pub fn check_instances(loaded: &Loaded, store: &Store) -> anyhow::Result<()> {
         if let Some(span) = span {
             d = d.at(span);
         }
+        if let Some(hint) = problem.hint {
+            d = d.help(hint);
+        }
         problems.push(d);
     }
     if problems.is_empty() {

@@ -2117,7 +2117,7 @@ stages:
         &missing.stderr,
         &[
             "stage `probe` depends on `probe.sh`, which cannot be read",
-            "--> p.yaml:4:3",
+            "--> p.yaml:6:48",
         ],
     );
 }

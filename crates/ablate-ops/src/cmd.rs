@@ -151,6 +151,7 @@ impl Op for Cmd {
                 InstanceProblem {
                     param: "args",
                     message,
+                    hint: None,
                 }
             })?;
         }
@@ -171,13 +172,16 @@ impl Op for Cmd {
             param: "run",
             message: format!(
                 "its command line would not fit: `{{in.{}}}` expands to {} paths, and the whole \
-                 line to about {} KiB, over the {} KiB a command line can hold; read the inputs \
-                 from the JSON file `$ABLATE_INPUTS` instead (each input's stage, label, params \
-                 and path)",
+                 line to about {} KiB, over the {} KiB a command line can hold",
                 widest.0,
                 widest.1,
                 bytes / 1024,
                 MAX_ARG_BYTES / 1024
+            ),
+            hint: Some(
+                "read the inputs from the JSON file `$ABLATE_INPUTS` instead (each input's \
+                 stage, label, params and path)"
+                    .to_owned(),
             ),
         })
     }

@@ -30,8 +30,10 @@ pub(crate) trait Op: Send + Sync {
 pub struct InstanceProblem {
     /// The param the problem is with, where the error points in the pipeline file (`run`).
     pub param: &'static str,
-    /// What is wrong and what to do instead.
+    /// What is wrong (and what to do instead, where `hint` is `None`).
     pub message: String,
+    /// What to do instead.
+    pub hint: Option<String>,
 }
 
 /// What [`Op::check_instance`] knows of a planned instance besides its params.
