@@ -213,6 +213,7 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
         &completed,
         &loaded.overridden,
         &loaded.matrix_overridden,
+        &loaded.registry,
     )?;
     if mode != Mode::Json
         && let Some(runs) = written.runs

@@ -24,6 +24,8 @@ pub struct Loaded {
     /// The matrix axes the `--matrix`s (or a `--set` of an axis) changed, by stage: one value,
     /// or a list of them (empty without overrides).
     pub matrix_overridden: crate::results::Overridden,
+    /// The validated file the plan was built from (its stages' places, for errors).
+    pub pipeline: ablate_spec::Pipeline,
 }
 
 pub fn load(spec: &SpecArgs) -> anyhow::Result<Loaded> {
@@ -76,6 +78,7 @@ pub fn load(spec: &SpecArgs) -> anyhow::Result<Loaded> {
         executor: pipeline.executor.clone(),
         overridden,
         matrix_overridden,
+        pipeline,
     })
 }
 
@@ -200,14 +203,15 @@ pub fn executor_config(loaded: &Loaded, args: &ExecutorArgs) -> anyhow::Result<E
 
 /// Checks every instance of the plan that an op can check only with its inputs and the cache's
 /// place (a `cmd` line too long once `{in.STAGE}` is expanded): an input error before anything
-/// runs, naming the stage.
+/// runs, at the param it is about (`run:`), every stage's at once.
 pub fn check_instances(loaded: &Loaded, store: &Store) -> anyhow::Result<()> {
     // Every key has the same length, hence every entry directory.
     let Some((_, first)) = loaded.plan.instances().next() else {
         return Ok(());
     };
     let entry_dir_len = store.entry_dir(&first.key).as_os_str().len();
-    let mut problems = Vec::new();
+    let mut problems: Vec<ablate_spec::Diagnostic> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (id, inst) in loaded.plan.instances() {
         let planned = ablate_ops::Planned {
             input_stages: loaded
@@ -217,23 +221,40 @@ pub fn check_instances(loaded: &Loaded, store: &Store) -> anyhow::Result<()> {
                 .collect(),
             entry_dir_len,
         };
-        if let Err(why) = loaded
+        let Err(problem) = loaded
             .registry
             .check_instance(&inst.op, inst.params(), &planned)
-        {
-            // One message per stage: its instances share the reason.
-            if !problems
-                .iter()
-                .any(|(stage, _)| stage == inst.stage.as_str())
-            {
-                problems.push((inst.stage.to_string(), why));
-            }
+        else {
+            continue;
+        };
+        // One message per stage and problem: its instances share the reason.
+        let message = format!("stage `{}`: {}", inst.stage, problem.message);
+        if !seen.insert(message.clone()) {
+            continue;
         }
+        let stage = loaded.pipeline.stage(inst.stage.as_str());
+        // At the param as written under `params:`, else at the stage.
+        let span = stage.map(|s| {
+            s.written
+                .get(problem.param)
+                .map_or(s.span, |written| written.key)
+        });
+        let mut d = ablate_spec::Diagnostic::error(message);
+        if let Some(span) = span {
+            d = d.at(span);
+        }
+        if let Some(hint) = problem.hint {
+            d = d.help(hint);
+        }
+        problems.push(d);
     }
-    match problems.first() {
-        None => Ok(()),
-        Some((stage, why)) => Err(input(format!("stage `{stage}`: {why}"), None)),
+    if problems.is_empty() {
+        return Ok(());
     }
+    Err(anyhow::Error::new(SpecErrors(ablate_spec::Diagnostics {
+        source: Some(std::sync::Arc::clone(&loaded.pipeline.source)),
+        items: problems,
+    })))
 }
 
 /// The scripts a `cmd` stage runs by a relative path (`python3 train.py`) that its `deps` do

@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ablate_cache::{CachedEntry, InstanceKey, Manifest, Store};
+use ablate_ops::Registry;
 use ablate_plan::{InstanceId, Plan};
 use ablate_results::{Recorded, RunRecord};
+use ablate_spec::OpCatalog as _;
 use anyhow::Context as _;
 
 /// An instance that is complete after this run.
@@ -43,6 +45,7 @@ pub fn write(
     completed: &[Completed],
     overridden: &Overridden,
     matrix: &Overridden,
+    registry: &Registry,
 ) -> anyhow::Result<Written> {
     if completed.is_empty() {
         return Ok(Written::default());
@@ -114,12 +117,14 @@ pub fn write(
                 git_rev.as_deref(),
                 version,
                 overridden,
+                registry,
             ));
         }
     }
     if !records.is_empty() || moved {
         let current: HashSet<String> = current.iter().map(InstanceKey::to_hex).collect();
-        ablate_results::append_runs(&runs, &records, &current)
+        let retired = retired_columns(registry);
+        ablate_results::append_runs(&runs, &records, &current, &retired)
             .with_context(|| format!("failed to write `{}`", runs.display()))?;
     }
     let variant_reports = publish(&dir, store, plan, completed, overridden, matrix)?;
@@ -136,11 +141,24 @@ fn records_of(
     git_rev: Option<&str>,
     version: &str,
     overridden: &Overridden,
+    registry: &Registry,
 ) -> Vec<RunRecord> {
     let inst = plan.instance(c.instance);
+    // A `cmd`'s `run`, `deps` and `args` configure the op; they are not the program's params
+    // (`$ABLATE_PARAMS`), so not columns either, matrix axes or not (the label names those).
+    let setting = |op: &str, name: &str| {
+        registry
+            .schema(op)
+            .is_some_and(|schema| schema.is_setting(name))
+    };
     // Columns: the labels, then the instance's own params, then those of the instances it maps
     // over, nearest first (an evaluation's rows carry the lr and seed of the model it scored).
-    let mut labels: BTreeMap<String, serde_json::Value> = inst.labels.iter().cloned().collect();
+    let mut labels: BTreeMap<String, serde_json::Value> = inst
+        .labels
+        .iter()
+        .filter(|(k, _)| !setting(&inst.op, k))
+        .cloned()
+        .collect();
     // The params `--set` changed here or upstream, which the label names after the matrix
     // values: `weights=shared,steps=2 (set: lr=0.05)`.
     let mut set: Vec<(String, serde_json::Value)> = Vec::new();
@@ -149,7 +167,7 @@ fn records_of(
         let mut next = Vec::new();
         for id in frontier {
             let i = plan.instance(id);
-            for (k, v) in i.params() {
+            for (k, v) in i.params().iter().filter(|(k, _)| !setting(&i.op, k)) {
                 labels.entry(k.clone()).or_insert_with(|| v.clone());
             }
             for (k, v) in overridden.get(i.stage.as_str()).into_iter().flatten() {
@@ -190,6 +208,25 @@ fn records_of(
             ablate_version: version.to_owned(),
         })
         .collect()
+}
+
+/// Label columns that earlier versions wrote for ops' settings (`cmd`'s `run`, `deps`,
+/// `args`): [`ablate_results::append_runs`] drops them from old rows. A name that is a
+/// parameter of some other op is kept, so no parameter's column is ever lost.
+fn retired_columns(registry: &Registry) -> Vec<&'static str> {
+    let schemas: Vec<_> = registry.schemas().collect();
+    let mut retired: Vec<&'static str> = schemas
+        .iter()
+        .flat_map(|s| s.params.iter().map(|p| p.name))
+        .filter(|name| {
+            schemas
+                .iter()
+                .all(|s| s.param(name).is_none() || s.is_setting(name))
+        })
+        .collect();
+    retired.sort_unstable();
+    retired.dedup();
+    retired
 }
 
 /// The overrides that reach instance `id` (its own stage's and those of every stage upstream),

@@ -2120,7 +2120,7 @@ stages:
         &missing.stderr,
         &[
             "stage `probe` depends on `probe.sh`, which cannot be read",
-            "--> p.yaml:4:3",
+            "--> p.yaml:6:48",
         ],
     );
 }
@@ -4499,6 +4499,8 @@ stages:
     );
 }
 
+/// Also QA report §13: these plan-time refusals had no `file:line:col`, and only the first
+/// stage's was reported.
 #[test]
 fn args_a_value_the_program_cannot_be_given_is_refused_before_anything_runs() {
     let sb = Sandbox::new();
@@ -4510,12 +4512,23 @@ stages:
   a:
     op: cmd
     params: { run: "touch ran", args: argparse, names: [x, -y] }
+  b:
+    op: cmd
+    params: { run: "touch ran", args: argparse, names: [-z] }
 "#,
     );
     let run = sb.ablate(&["plan", "p.yaml"]).code(EXIT_INVALID_INPUT);
     assert_contains_all(
         &run.stderr,
-        &["stage `a`", "`-y` of param `names`", "$ABLATE_PARAMS"],
+        &[
+            "stage `a`",
+            "`-y` of param `names`",
+            "$ABLATE_PARAMS",
+            "--> p.yaml:6:33",
+            "stage `b`",
+            "`-z` of param `names`",
+            "--> p.yaml:9:33",
+        ],
     );
     sb.write(
         "q.yaml",
@@ -4862,11 +4875,78 @@ fn deps_pattern_matching_nothing_is_an_input_error() {
         &[
             "`deps` pattern `src/**/*.rs` of stage `probe` matches no file",
             "`deps` pattern `src/m/*.txt` of stage `probe` matches no file",
-            "--> p.yaml:4:3",
+            // QA report §13: at the entry, not at the stage's name (`p.yaml:4:3`).
+            "--> p.yaml:6:35",
+            "--> p.yaml:6:50",
             "paths in `deps` are relative to",
         ],
     );
+    assert!(!run.stderr.contains("p.yaml:4:3"), "{}", run.stderr);
+    // A `deps` not written under the stage's `params:` is reported at the stage.
+    let run = sb
+        .ablate(&[
+            "plan",
+            "p.yaml",
+            "--set",
+            "probe.params.deps=[nothing/*.py]",
+        ])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(&run.stderr, &["`nothing/*.py`", "--> p.yaml:4:3"]);
     sb.ablate(&["plan", "p.yaml"]).code(EXIT_INVALID_INPUT);
+}
+
+/// QA report §13: runs.parquet had a `cmd`'s `run`, `deps` and `args` as parameter columns,
+/// though they are not the program's params, and `step` read as `float64` in pandas.
+#[test]
+fn runs_parquet_has_the_programs_params_as_columns_not_cmds_settings() {
+    let sb = Sandbox::new();
+    sb.write(
+        "train.py",
+        "import json, os\nwith open(os.environ['ABLATE_METRICS'], 'a') as f:\n    f.write(json.dumps({'step': 3, 'loss': 1.0}) + '\\n')\n",
+    );
+    sb.write(
+        "p.yaml",
+        r#"
+name: cols
+stages:
+  train:
+    op: cmd
+    params: { run: "python3 train.py", deps: [train.py], args: flags, tag: v1, width: 3 }
+    matrix: { lr: [0.1] }
+"#,
+    );
+    sb.ablate(&["run", "p.yaml"]).code(EXIT_OK);
+    let path = sb.results().join("cols/runs.parquet");
+    let table = read_parquet(&path);
+    let names = |table: &Table| table.column_names().map(str::to_owned).collect::<Vec<_>>();
+    let has = names(&table);
+    for setting in ["run", "deps", "args"] {
+        assert!(!has.iter().any(|n| n == setting), "{setting}: {has:?}");
+    }
+    for param in ["lr", "width", "tag"] {
+        assert!(has.iter().any(|n| n == param), "{param}: {has:?}");
+    }
+    assert_eq!(
+        column(&table, "step"),
+        &ColumnData::Int(vec![Some(3), None])
+    );
+
+    // A table an earlier version wrote has those columns: the next run drops them from its old
+    // rows too, so every row has the same columns.
+    let rows = table.num_rows();
+    let old = read_parquet(&path)
+        .with_column("run", vec!["python3 train.py"; rows])
+        .with_column("args", vec!["flags"; rows]);
+    ablate_results::write_table(&path, &old).unwrap();
+    sb.ablate(&["run", "p.yaml", "--matrix", "train.lr=0.2"])
+        .code(EXIT_OK);
+    let table = read_parquet(&path);
+    let has = names(&table);
+    assert!(!has.iter().any(|n| n == "run" || n == "args"), "{has:?}");
+    assert_eq!(
+        floats(column(&table, "lr")),
+        &[Some(0.1), Some(0.1), Some(0.2), Some(0.2)]
+    );
 }
 
 #[test]
@@ -5358,6 +5438,8 @@ with open(os.path.join(os.environ["ABLATE_OUT"], "metrics.json"), "w") as f:
                 "stage `join`",
                 "`{in.items}` expands to 5000 paths",
                 "$ABLATE_INPUTS",
+                // QA report §13: at the stage's `run`, with the line, like other plan errors.
+                "--> too_long.yaml:11:15",
             ],
         );
     }

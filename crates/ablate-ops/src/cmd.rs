@@ -26,7 +26,7 @@ use serde_json::json;
 
 use self::args::Args;
 use crate::params::typed;
-use crate::registry::{Op, Planned};
+use crate::registry::{InstanceProblem, Op, Planned};
 
 pub(crate) struct Cmd {
     schema: OpSchema,
@@ -39,20 +39,16 @@ pub(crate) struct CmdParams {
     deps: Vec<String>,
     #[serde(default)]
     args: Args,
-    /// Free params (matrix keys and the like): the program's own parameters.
-    #[serde(flatten)]
-    free: BTreeMap<String, Value>,
 }
 
-impl CmdParams {
-    /// The program's own params: everything but `cmd`'s and the key-only `tag`.
-    fn program_params(&self) -> BTreeMap<&str, &Value> {
-        self.free
-            .iter()
-            .filter(|(k, _)| k.as_str() != TAG.name)
-            .map(|(k, v)| (k.as_str(), v))
-            .collect()
-    }
+/// The program's own params: everything but `cmd`'s settings ([`OpSchema::is_setting`], the
+/// definition `runs.parquet`'s columns share) and the key-only `tag`.
+fn program_params<'a>(schema: &OpSchema, params: &'a Params) -> BTreeMap<&'a str, &'a Value> {
+    params
+        .iter()
+        .filter(|(k, _)| !schema.is_setting(k) && k.as_str() != TAG.name)
+        .map(|(k, v)| (k.as_str(), v))
+        .collect()
 }
 
 /// The JSON file of the program's params, in `{out}` (so the entry records them too).
@@ -140,14 +136,24 @@ impl Op for Cmd {
     /// argument: past 128 KiB the kernel refuses it (#21: a join over 10,000 inputs failed
     /// with "Argument list too long" after all of them had run). Caught here, before anything
     /// runs.
-    fn check_instance(&self, params: &Params, planned: &Planned<'_>) -> Result<(), String> {
+    fn check_instance(
+        &self,
+        params: &Params,
+        planned: &Planned<'_>,
+    ) -> Result<(), InstanceProblem> {
         let Ok(p) = typed::<CmdParams>("cmd", params) else {
             return Ok(());
         };
         // A value the program cannot be given on its command line is refused before anything
         // runs, not when its instance's turn comes.
         if matches!(p.args, Args::Argparse | Args::Hydra) {
-            args::words(p.args, &p.program_params())?;
+            args::words(p.args, &program_params(&self.schema, params)).map_err(|message| {
+                InstanceProblem {
+                    param: "args",
+                    message,
+                    hint: None,
+                }
+            })?;
         }
         let mut bytes = p.run.len();
         let mut widest = ("", 0);
@@ -162,21 +168,28 @@ impl Op for Cmd {
         if bytes < MAX_ARG_BYTES {
             return Ok(());
         }
-        Err(format!(
-            "its command line would not fit: `{{in.{}}}` expands to {} paths, and the whole line \
-             to about {} KiB, over the {} KiB a command line can hold; read the inputs from the \
-             JSON file `$ABLATE_INPUTS` instead (each input's stage, label, params and path)",
-            widest.0,
-            widest.1,
-            bytes / 1024,
-            MAX_ARG_BYTES / 1024
-        ))
+        Err(InstanceProblem {
+            param: "run",
+            message: format!(
+                "its command line would not fit: `{{in.{}}}` expands to {} paths, and the whole \
+                 line to about {} KiB, over the {} KiB a command line can hold",
+                widest.0,
+                widest.1,
+                bytes / 1024,
+                MAX_ARG_BYTES / 1024
+            ),
+            hint: Some(
+                "read the inputs from the JSON file `$ABLATE_INPUTS` instead (each input's \
+                 stage, label, params and path)"
+                    .to_owned(),
+            ),
+        })
     }
 
     fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
         let p: CmdParams = typed("cmd", ctx.job.params())?;
         let out = ctx.out_dir();
-        let params = p.program_params();
+        let params = program_params(&self.schema, ctx.job.params());
         let params_path = absolute(&out.join(PARAMS_FILE));
         let json = serde_json::to_vec_pretty(&params).expect("params serialise");
         fs::write(&params_path, json).map_err(io("write", &params_path))?;

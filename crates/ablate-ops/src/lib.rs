@@ -26,4 +26,4 @@ mod testutil;
 #[cfg(feature = "cuda")]
 pub use ablate_engine::cuda_devices;
 pub use plot::caption_figure;
-pub use registry::{Planned, Registry};
+pub use registry::{InstanceProblem, Planned, Registry};

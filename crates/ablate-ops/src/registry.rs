@@ -16,9 +16,24 @@ pub(crate) trait Op: Send + Sync {
     }
     /// Checks of one planned instance that need its inputs and the cache's place: what would
     /// otherwise fail only once its inputs have been computed (see [`Registry::check_instance`]).
-    fn check_instance(&self, _params: &Params, _planned: &Planned<'_>) -> Result<(), String> {
+    fn check_instance(
+        &self,
+        _params: &Params,
+        _planned: &Planned<'_>,
+    ) -> Result<(), InstanceProblem> {
         Ok(())
     }
+}
+
+/// What [`Op::check_instance`] found wrong with a planned instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceProblem {
+    /// The param the problem is with, where the error points in the pipeline file (`run`).
+    pub param: &'static str,
+    /// What is wrong (and what to do instead, where `hint` is `None`).
+    pub message: String,
+    /// What to do instead.
+    pub hint: Option<String>,
 }
 
 /// What [`Op::check_instance`] knows of a planned instance besides its params.
@@ -65,7 +80,7 @@ impl Registry {
         op: &str,
         params: &Params,
         planned: &Planned<'_>,
-    ) -> Result<(), String> {
+    ) -> Result<(), InstanceProblem> {
         self.op(op)
             .map_or(Ok(()), |o| o.check_instance(params, planned))
     }

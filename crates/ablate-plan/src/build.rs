@@ -410,7 +410,7 @@ impl Builder<'_> {
                             why,
                         ),
                     };
-                    self.report_dep(stage, message, &why);
+                    self.report_dep(stage, &entry, message, &why);
                 }
             }
         }
@@ -449,19 +449,26 @@ impl Builder<'_> {
                         stage.name
                     ),
                 };
-                self.report_dep(stage, message, &why);
+                // The entry as written: the file itself, or the pattern that matched it.
+                self.report_dep(stage, pattern.unwrap_or(&path), message, &why);
             }
         }
     }
 
-    /// A `deps` error at the stage, once however many instances share it.
-    fn report_dep(&mut self, stage: &Stage, message: String, why: &str) {
+    /// A `deps` error at `entry` under the stage's `deps:` (at the key when the entry is not
+    /// written as such, at the stage when `deps` comes from elsewhere: `defaults:`, a matrix, a
+    /// `--set`), once however many instances share it.
+    fn report_dep(&mut self, stage: &Stage, entry: &str, message: String, why: &str) {
         if self.errors.iter().any(|e| e.message == message) {
             return;
         }
+        let span = stage
+            .written
+            .get("deps")
+            .map_or(stage.span, |deps| deps.item_or_key(entry));
         self.errors.push(error(
             message,
-            Some(stage.span),
+            Some(span),
             None,
             Some(format!(
                 "{why} (paths in `deps` are relative to `{}`: the pipeline file's directory, \

@@ -103,12 +103,17 @@ pub struct AppendStats {
 /// instance is in `current` (the keys of the latest plan); with no records and no change of
 /// `current`, nothing is written.
 ///
+/// `retired` names label columns that earlier versions wrote and no record has any more (a
+/// `cmd`'s `run`, `deps` and `args`, which are settings rather than parameters): they are
+/// dropped from the existing rows too, so the file's columns are the same for old rows and new.
+///
 /// Read-merge-write is not safe against concurrent appenders: callers serialise appends to one
 /// file (the engine has a single results writer).
 pub fn append_runs(
     path: &Path,
     records: &[RunRecord],
     current: &HashSet<String>,
+    retired: &[&str],
 ) -> Result<AppendStats, ResultsError> {
     let exists = match std::fs::metadata(path) {
         Ok(_) => true,
@@ -125,7 +130,7 @@ pub fn append_runs(
         return Ok(AppendStats::default());
     }
     let old = if exists {
-        Some(OldRuns::read(path)?)
+        Some(OldRuns::read(path, retired)?)
     } else {
         None
     };
@@ -138,7 +143,7 @@ pub fn append_runs(
             .map_err(|source| merge_err(path, source))?,
         None => (OldRuns::empty(), 0),
     };
-    let moved = old.mark_current(current);
+    let moved = old.mark_current(current) | old.retired;
     if records.is_empty() && !moved {
         return Ok(AppendStats {
             total_rows: old.rows,
@@ -486,6 +491,8 @@ struct OldRuns {
     fixed: HashMap<&'static str, ArrayRef>,
     labels: BTreeMap<String, ArrayRef>,
     rows: usize,
+    /// Some retired label column was dropped: the file must be rewritten.
+    retired: bool,
 }
 
 impl OldRuns {
@@ -497,15 +504,17 @@ impl OldRuns {
                 .collect(),
             labels: BTreeMap::new(),
             rows: 0,
+            retired: false,
         }
     }
 
-    fn read(path: &Path) -> Result<Self, ResultsError> {
+    fn read(path: &Path, retired: &[&str]) -> Result<Self, ResultsError> {
         let (schema, batch) = read_batch(path, None)?;
         check_runs_schema(path, schema.fields().iter().map(|f| f.name().as_str()))?;
         let legacy = is_legacy(schema.fields().iter().map(|f| f.name().as_str()));
         let mut fixed = HashMap::new();
         let mut labels = BTreeMap::new();
+        let mut dropped = false;
         for (field, array) in schema.fields().iter().zip(batch.columns()) {
             let name = field.name().as_str();
             match RUN_COLUMNS.iter().find(|&&c| c == name) {
@@ -523,6 +532,7 @@ impl OldRuns {
                     // A parameter of that name, from before the column was fixed.
                     labels.insert(label_column(name), normalize(path, name, array)?);
                 }
+                None if retired.contains(&name) => dropped = true,
                 None => {
                     labels.insert(name.to_owned(), normalize(path, name, array)?);
                 }
@@ -552,6 +562,7 @@ impl OldRuns {
             fixed,
             labels,
             rows,
+            retired: dropped,
         })
     }
 
@@ -597,6 +608,7 @@ impl OldRuns {
                 fixed,
                 labels,
                 rows,
+                retired: self.retired,
             },
             replaced,
         ))
@@ -635,7 +647,35 @@ fn merge(old: &OldRuns, new: &NewRuns<'_>) -> Result<RecordBatch, ArrowError> {
         fields.push(Field::new(name, data_type, true));
         columns.push(concat(&[&*old_array, &*new_array])?);
     }
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+    let metadata = HashMap::from([(PANDAS_METADATA.to_owned(), pandas_metadata(&fields))]);
+    RecordBatch::try_new(
+        Arc::new(Schema::new_with_metadata(fields, metadata)),
+        columns,
+    )
+}
+
+/// The schema metadata key pandas (through pyarrow) reads its column types from.
+const PANDAS_METADATA: &str = "pandas";
+
+/// pandas' metadata naming every integer column's type `Int64`, its nullable integer: without
+/// it `pd.read_parquet` turns an integer column with nulls (`step` is null on final rows)
+/// into `float64`. pyarrow takes the columns it does not list as they are, and other readers
+/// (polars, DuckDB) ignore the key.
+fn pandas_metadata(fields: &[Field]) -> String {
+    let columns: Vec<Value> = fields
+        .iter()
+        .filter(|f| f.data_type() == &DataType::Int64)
+        .map(|f| {
+            serde_json::json!({
+                "name": f.name(),
+                "field_name": f.name(),
+                "pandas_type": "int64",
+                "numpy_type": "Int64",
+                "metadata": null,
+            })
+        })
+        .collect();
+    serde_json::json!({"index_columns": [], "column_indexes": [], "columns": columns}).to_string()
 }
 
 fn kind_of(data_type: &DataType) -> Kind {
@@ -748,7 +788,7 @@ mod tests {
     /// Appends with the new records' instances as the current plan.
     fn append(path: &Path, records: &[RunRecord]) -> Result<AppendStats, ResultsError> {
         let current = records.iter().map(|r| r.instance.clone()).collect();
-        append_runs(path, records, &current)
+        append_runs(path, records, &current, &[])
     }
 
     fn column<'t>(table: &'t Table, name: &str) -> &'t ColumnData {
@@ -997,10 +1037,10 @@ mod tests {
             rec('a', "loss", 0.5, Some(1), json!({"lr": 0.1})),
             rec('a', "loss", 0.4, None, json!({"lr": 0.1})),
         ];
-        append_runs(&path, &a, &plan(&['a'])).unwrap();
+        append_runs(&path, &a, &plan(&['a']), &[]).unwrap();
         // The `--set` variant: another key, the latest plan.
         let b = [rec('b', "loss", 0.3, None, json!({"lr": 0.05}))];
-        append_runs(&path, &b, &plan(&['b'])).unwrap();
+        append_runs(&path, &b, &plan(&['b']), &[]).unwrap();
         let flags = |path: &Path| column(&read_table(path).unwrap(), "current").clone();
         assert_eq!(flags(&path), ColumnData::from(vec![false, false, true]));
         assert_eq!(
@@ -1008,7 +1048,7 @@ mod tests {
             &ColumnData::from(vec![false, true, true])
         );
         // The first plan again, all cached: no new rows, `current` moves back.
-        let stats = append_runs(&path, &[], &plan(&['a'])).unwrap();
+        let stats = append_runs(&path, &[], &plan(&['a']), &[]).unwrap();
         assert_eq!((stats.appended, stats.total_rows), (0, 3));
         assert_eq!(flags(&path), ColumnData::from(vec![true, true, false]));
         let recorded = recorded_instances(&path).unwrap();
@@ -1016,10 +1056,127 @@ mod tests {
         // Nothing to change: the file is not rewritten.
         let before = std::fs::metadata(&path).unwrap().modified().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
-        append_runs(&path, &[], &plan(&['a'])).unwrap();
+        append_runs(&path, &[], &plan(&['a']), &[]).unwrap();
         assert_eq!(
             std::fs::metadata(&path).unwrap().modified().unwrap(),
             before
+        );
+    }
+
+    /// QA report §13: `cmd`'s `run`, `deps` and `args` were written as parameter columns. The
+    /// columns an earlier version wrote for them leave the old rows too, at the next append
+    /// (and at one that only moves nothing but them), so old and new rows agree.
+    #[test]
+    fn retired_columns_of_an_old_table_are_dropped_from_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.parquet");
+        let old = rec(
+            'o',
+            "loss",
+            0.7,
+            None,
+            json!({"lr": 0.1, "run": "python t.py"}),
+        );
+        append(&path, std::slice::from_ref(&old)).unwrap();
+        let current: HashSet<String> = [key('o'), key('a')].into();
+        let new = rec('a', "loss", 0.4, None, json!({"lr": 0.2}));
+        append_runs(&path, &[new], &current, &["run", "deps"]).unwrap();
+        let table = read_table(&path).unwrap();
+        assert!(
+            table.column("run").is_none(),
+            "{:?}",
+            table.column_names().collect::<Vec<_>>()
+        );
+        assert_eq!(column(&table, "lr"), &ColumnData::from(vec![0.1, 0.2]));
+        assert_eq!(
+            read_runs(&path).unwrap()[0].labels,
+            BTreeMap::from([("lr".into(), json!(0.1))])
+        );
+
+        // Nothing new and `current` unchanged: a file that still has such a column is
+        // rewritten without it all the same.
+        append(&path, std::slice::from_ref(&old)).unwrap();
+        assert!(read_table(&path).unwrap().column("run").is_some());
+        let current: HashSet<String> = [key('o')].into();
+        let stats = append_runs(&path, &[], &current, &["run"]).unwrap();
+        assert_eq!(stats.total_rows, 2);
+        assert!(read_table(&path).unwrap().column("run").is_none());
+    }
+
+    /// QA report §13: pandas read `step` (an Int64 column with nulls) as `float64`. The file's
+    /// pandas metadata names every integer column `Int64`, pandas' nullable integer.
+    #[test]
+    fn integer_columns_are_pandas_nullable_integers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.parquet");
+        append(
+            &path,
+            &[
+                rec('a', "loss", 0.4, Some(1), json!({"lr": 0.1, "hidden": 16})),
+                rec('a', "loss", 0.3, None, json!({"lr": 0.1, "hidden": 16})),
+            ],
+        )
+        .unwrap();
+        // In the Arrow schema the file embeds, where pyarrow reads it from.
+        let (schema, _) = crate::parquet_io::read_schema(&path).unwrap();
+        let pandas = schema.metadata().get("pandas").expect("pandas metadata");
+        let pandas: Value = serde_json::from_str(pandas).unwrap();
+        let int64: Vec<&str> = pandas["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["numpy_type"] == "Int64")
+            .map(|c| c["field_name"].as_str().unwrap())
+            .collect();
+        assert_eq!(int64, ["step", "seed", "hidden"]);
+        assert_eq!(pandas["index_columns"], json!([]));
+    }
+
+    /// A run table rewritten by another tool with `step` as `float64` (pandas' own reading of
+    /// it) still merges, and its steps become integers again.
+    #[test]
+    fn a_float_step_column_is_read_back_as_integers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.parquet");
+        let old = Table::new()
+            .with_column("pipeline", vec!["toy"; 2])
+            .with_column("stage", vec!["train"; 2])
+            .with_column("instance", vec![key('o'); 2])
+            .with_column("label", vec!["lr=0.1"; 2])
+            .with_column("op", vec!["cmd"; 2])
+            .with_column("status", vec!["done"; 2])
+            .with_column("current", vec![true; 2])
+            .with_column("metric", vec!["loss"; 2])
+            .with_column("value", vec![0.7, 0.6])
+            .with_column("step", vec![Some(3.0), None])
+            .with_column("final", vec![false, true])
+            .with_column("seed", vec![Some(1.0), Some(1.0)])
+            .with_column("device", vec!["cpu"; 2])
+            .with_column("wall_time_s", vec![1.0; 2])
+            .with_column("started_at", vec![1_700_000_000_000_000_i64; 2])
+            .with_column("git_rev", vec![Option::<String>::None; 2])
+            .with_column("ablate_version", vec!["0.1.0"; 2])
+            .with_column("lr", vec![0.1; 2]);
+        crate::write_table(&path, &old).unwrap();
+        assert!(matches!(
+            column(&read_table(&path).unwrap(), "step"),
+            ColumnData::Float(_)
+        ));
+        let rows = read_runs(&path).unwrap();
+        assert_eq!(
+            (rows[0].step, rows[1].step, rows[0].seed),
+            (Some(3), None, Some(1))
+        );
+
+        append(&path, &[rec('a', "loss", 0.4, Some(2), json!({"lr": 0.2}))]).unwrap();
+        let table = read_table(&path).unwrap();
+        assert_eq!(
+            column(&table, "step"),
+            &ColumnData::Int(vec![Some(3), None, Some(2)])
+        );
+        assert_eq!(
+            column(&table, "seed"),
+            &ColumnData::Int(vec![Some(1), Some(1), None])
         );
     }
 

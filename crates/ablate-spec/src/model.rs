@@ -159,6 +159,62 @@ pub struct Stage {
     pub span: Span,
     /// Span of the `needs:` value, if written (for cycle and join errors).
     pub needs_span: Option<Span>,
+    /// Where each param under the stage's `params:` is written (not those from `defaults:`, a
+    /// matrix or a `--set`): errors found after validation point there (a `deps` entry that
+    /// matches no file).
+    pub written: BTreeMap<String, WrittenParam>,
+}
+
+/// Where a param is written in the pipeline file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WrittenParam {
+    /// Its key (`deps:`).
+    pub key: Span,
+    /// Each item of a list value, with its text when it is a string (`deps: [train.py, src/]`).
+    pub items: Vec<(Span, Option<String>)>,
+}
+
+impl WrittenParam {
+    /// The item written as `text`, else the key.
+    pub fn item_or_key(&self, text: &str) -> Span {
+        self.items
+            .iter()
+            .find(|(_, t)| t.as_deref() == Some(text))
+            .map_or(self.key, |(span, _)| *span)
+    }
+}
+
+/// The [`WrittenParam`]s of a stage's `params:` node.
+pub(crate) fn written_params(params: Option<&crate::node::Node>) -> BTreeMap<String, WrittenParam> {
+    use crate::node::Kind;
+    let entries = params.and_then(|node| node.as_map()).unwrap_or_default();
+    entries
+        .iter()
+        .filter_map(|(key, value)| {
+            // A `--set` replaces the value, not the key: such a param is not written here.
+            value.origin.span()?;
+            let items = match &value.kind {
+                Kind::Seq(items) => items
+                    .iter()
+                    .filter_map(|item| {
+                        let text = match &item.kind {
+                            Kind::Str(s) => Some(s.clone()),
+                            _ => None,
+                        };
+                        Some((item.origin.span()?, text))
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            Some((
+                key.name.clone(),
+                WrittenParam {
+                    key: key.origin.span()?,
+                    items,
+                },
+            ))
+        })
+        .collect()
 }
 
 /// A validated pipeline file.

@@ -235,6 +235,15 @@ impl OpSchema {
             .find(|p| p.name == name)
             .or((name == TAG.name).then_some(&TAG))
     }
+
+    /// Whether param `name` is a setting of the op itself rather than a parameter of the
+    /// experiment: an op that takes free params (`cmd`) is configured by the ones it declares
+    /// (`run`, `deps`, `args`) and hands the free ones to its program; every param of any other
+    /// op is a parameter. Settings are part of the key, but neither the program's params
+    /// (`$ABLATE_PARAMS`) nor columns of `runs.parquet`.
+    pub fn is_setting(&self, name: &str) -> bool {
+        self.free_params && self.params.iter().any(|p| p.name == name)
+    }
 }
 
 /// The set of ops validation knows. Implemented by `ablate-ops`' registry.

@@ -804,6 +804,7 @@ impl<'a> Validator<'a, '_> {
             device,
             span,
             needs_span: needs_node.and_then(|node| node.origin.span()),
+            written: crate::model::written_params(fields.get("params").map(|(_, node)| *node)),
         };
         (Some(stage), Some(schema))
     }
