@@ -184,7 +184,7 @@ pub(crate) struct Gains {
 }
 
 fn mean(values: &[f64]) -> Option<f64> {
-    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+    (!values.is_empty()).then(|| crate::stats::mean(values))
 }
 
 pub(crate) fn gains(

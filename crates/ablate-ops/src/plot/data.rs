@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ablate_cache::Metric;
-use ablate_results::{ColumnData, Table};
+use ablate_results::{ColumnData, Table, mean_std};
 use ablate_spec::Value;
 
 /// A label value as titles and legends show it (strings without their quotes).
@@ -286,17 +286,6 @@ fn position(keys: &[&Value], v: &Value) -> usize {
     keys.iter()
         .position(|k| label_eq(k, v))
         .expect("every value has a key")
-}
-
-/// Mean and sample standard deviation (`None` for one value).
-pub(crate) fn mean_std(values: &[f64]) -> (f64, Option<f64>) {
-    let n = values.len() as f64;
-    let mean = values.iter().sum::<f64>() / n;
-    if values.len() < 2 {
-        return (mean, None);
-    }
-    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
-    (mean, Some(var.sqrt()))
 }
 
 /// `a`, `b`, `c` (or `none`).
