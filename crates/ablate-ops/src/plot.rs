@@ -22,7 +22,7 @@ use serde_json::json;
 use crate::params::typed;
 use crate::registry::Op;
 use crate::report::OneOrMany;
-use data::{Layers, MetricPoint, Observation, Stepped};
+use data::{FinalMetrics, Layers, MetricPoint, Stepped};
 use draw::{LineFigure, Panel, PanelContent, PanelFigure, PanelRow, ParetoFigure, Spread};
 
 /// More rows than this make unreadable panels: the user narrows with `select`.
@@ -367,7 +367,7 @@ fn line_figure(
     };
     let group = p.group_keys();
     none_has(entries, y, false)?;
-    let obs = observations(entries);
+    let obs = final_metrics(entries);
     let (x_axis, series) = data::aggregate(&obs, x, y, &group).map_err(OpError::msg)?;
     let all = || series.iter().flat_map(|s| &s.points);
     if p.log_x {
@@ -461,10 +461,10 @@ fn curve_figure(
 }
 
 /// The labels and final metrics of each input.
-fn observations(entries: &[(&JobInput, Manifest)]) -> Vec<Observation> {
+fn final_metrics(entries: &[(&JobInput, Manifest)]) -> Vec<FinalMetrics> {
     entries
         .iter()
-        .map(|(input, manifest)| Observation {
+        .map(|(input, manifest)| FinalMetrics {
             id: input.id.clone(),
             labels: input.labels.clone(),
             metrics: manifest
@@ -504,7 +504,7 @@ fn pareto_figure(
     let lower = [x, y].map(|m| p.lower_is_better.contains(m));
     none_has(entries, x, false)?;
     none_has(entries, y, false)?;
-    let obs = observations(entries);
+    let obs = final_metrics(entries);
     let pareto =
         data::pareto(&obs, x, y, &group, p.facet.as_deref(), lower).map_err(OpError::msg)?;
     if pareto.facets.len() > MAX_ROWS {

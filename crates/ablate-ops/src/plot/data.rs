@@ -119,15 +119,18 @@ pub(crate) fn select_matches_none(
     why
 }
 
-/// The final metrics of one input, with its labels.
+/// The final metrics of one input, with its id and its labels in the plan's order (an error
+/// lists them so), the stepped counterpart of [`Stepped`]. Not `ablate_results::Observation`,
+/// which is a report's view of an instance: labels keyed for lookup, no id, and why it is
+/// `missing` if it did not finish — a plot draws only the inputs that finished (and counts the others).
 #[derive(Debug, Clone)]
-pub(crate) struct Observation {
+pub(crate) struct FinalMetrics {
     pub id: String,
     pub labels: Vec<(String, Value)>,
     pub metrics: BTreeMap<String, f64>,
 }
 
-impl Observation {
+impl FinalMetrics {
     fn label(&self, key: &str) -> Result<&Value, String> {
         label_of(&self.id, &self.labels, key)
     }
@@ -201,9 +204,9 @@ fn group_name(v: &Value) -> String {
 
 /// Points of metric `y` against label `x`, one series per value of the `group` labels (per
 /// combination of values, for several), each point the mean over the observations with that
-/// (group, x) — typically over seeds. Observations without the metric are skipped.
+/// (group, x) — typically over seeds. Inputs without the metric are skipped.
 pub(crate) fn aggregate(
-    obs: &[Observation],
+    obs: &[FinalMetrics],
     x: &str,
     y: &str,
     group: &[String],
@@ -423,7 +426,7 @@ pub(crate) struct Pareto {
 }
 
 /// Every metric name of the observations, sorted, for "no such metric" errors.
-fn metrics_present(obs: &[Observation]) -> String {
+fn metrics_present(obs: &[FinalMetrics]) -> String {
     let names: BTreeSet<&str> = obs
         .iter()
         .flat_map(|o| o.metrics.keys().map(String::as_str))
@@ -433,9 +436,9 @@ fn metrics_present(obs: &[Observation]) -> String {
 
 /// One point per value of the `group` labels (per value of `facet`), each the mean ± sd of
 /// metrics `x` and `y` over the observations with those labels (typically the seeds).
-/// Observations without both metrics are skipped. `lower` says, per axis, that lower is better.
+/// Inputs without both metrics are skipped. `lower` says, per axis, that lower is better.
 pub(crate) fn pareto(
-    obs: &[Observation],
+    obs: &[FinalMetrics],
     x: &str,
     y: &str,
     group: &[String],
@@ -882,8 +885,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn obs(id: &str, labels: &[(&str, Value)], metrics: &[(&str, f64)]) -> Observation {
-        Observation {
+    fn obs(id: &str, labels: &[(&str, Value)], metrics: &[(&str, f64)]) -> FinalMetrics {
+        FinalMetrics {
             id: id.into(),
             labels: labels
                 .iter()
