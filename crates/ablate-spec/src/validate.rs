@@ -135,12 +135,9 @@ pub(crate) fn type_error(node: &Node, subject: &str, expected: &str) -> Diagnost
         .label(format!("expected {expected}"))
 }
 
+/// The names, shortened, as a backticked list.
 fn list(names: impl IntoIterator<Item = impl AsRef<str>>) -> String {
-    names
-        .into_iter()
-        .map(|n| format!("`{}`", shorten_name(n.as_ref())))
-        .collect::<Vec<_>>()
-        .join(", ")
+    crate::backticked(names.into_iter().map(|n| shorten_name(n.as_ref())))
 }
 
 pub(crate) fn unknown_key(

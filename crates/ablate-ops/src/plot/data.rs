@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ablate_cache::Metric;
 use ablate_results::{ColumnData, Table, mean_std};
-use ablate_spec::Value;
+use ablate_spec::{Value, backticked};
 
 /// A label value as titles and legends show it (strings without their quotes).
 pub(crate) fn label_text(v: &Value) -> String {
@@ -85,7 +85,7 @@ pub(crate) fn select_matches_none(
             }
         }
         match values.len() {
-            0 => absent.push(format!("`{key}`")),
+            0 => absent.push(key),
             n if n > SHOWN => have.push(format!(
                 "`{key}={}` and {} more",
                 values[..SHOWN].join(","),
@@ -112,8 +112,8 @@ pub(crate) fn select_matches_none(
         keys.dedup();
         why.push_str(&format!(
             "; no input has the label {} (their labels: {})",
-            absent.join(", "),
-            list(&keys)
+            backticked(&absent),
+            backticked(&keys)
         ));
     }
     why
@@ -146,7 +146,7 @@ fn label_of<'a>(id: &str, labels: &'a [(String, Value)], key: &str) -> Result<&'
             let keys: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
             format!(
                 "input `{id}` has no label `{key}` (its labels: {})",
-                list(&keys)
+                backticked(&keys)
             )
         })
 }
@@ -291,18 +291,6 @@ fn position(keys: &[&Value], v: &Value) -> usize {
         .expect("every value has a key")
 }
 
-/// `a`, `b`, `c` (or `none`).
-pub(crate) fn list(items: &[&str]) -> String {
-    if items.is_empty() {
-        return "none".into();
-    }
-    items
-        .iter()
-        .map(|s| format!("`{s}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 // ---------------------------------------------------------------------------------------------
 // Curves (#18)
 
@@ -346,9 +334,9 @@ pub(crate) fn stepped_values(
     let has = match names(true).as_slice() {
         [] => format!(
             "it has no stepped metrics (its final metrics: {})",
-            list(&names(false))
+            backticked(names(false))
         ),
-        stepped => format!("its stepped metrics: {}", list(stepped)),
+        stepped => format!("its stepped metrics: {}", backticked(stepped)),
     };
     Err(format!(
         "input `{id}` has no stepped metric `{y}`{only_final}; {has}"
@@ -431,7 +419,7 @@ fn metrics_present(obs: &[FinalMetrics]) -> String {
         .iter()
         .flat_map(|o| o.metrics.keys().map(String::as_str))
         .collect();
-    list(&names.into_iter().collect::<Vec<_>>())
+    backticked(names)
 }
 
 /// One point per value of the `group` labels (per value of `facet`), each the mean ± sd of

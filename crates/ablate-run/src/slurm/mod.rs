@@ -703,7 +703,6 @@ fn unique<T: Ord + Clone>(items: impl IntoIterator<Item = T>) -> Vec<T> {
     v
 }
 
-/// Single-quotes a path for the shell.
 /// The script of an array's tasks: the profile's `setup`, then the worker on one task.
 fn task_script(s: &SlurmSettings, batch: &Path) -> String {
     let mut text = String::from(
@@ -716,18 +715,19 @@ fn task_script(s: &SlurmSettings, batch: &Path) -> String {
     // `--chdir` starts the task in the pipeline's working directory, but a `setup` may `cd`
     // elsewhere (into a project, to activate its environment): the worker resolves `run`,
     // `deps` and data paths from its own directory, so it goes back (#21).
-    text.push_str(&format!("cd {}\n", quote(&s.workdir)));
+    text.push_str(&format!("cd {}\n", quote_path(&s.workdir)));
     text.push_str(&format!(
         "exec {} --cache {} exec {}\n",
-        quote(&s.exe),
-        quote(&s.cache),
-        quote(batch)
+        quote_path(&s.exe),
+        quote_path(&s.cache),
+        quote_path(batch)
     ));
     text
 }
 
-fn quote(p: &Path) -> String {
-    format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
+/// A path as one `sh` word ([`shell_quote`](crate::process::shell_quote)).
+fn quote_path(p: &Path) -> String {
+    crate::process::shell_quote(&p.display().to_string())
 }
 
 /// The state of one instance as `ablate status` reports it.
@@ -807,7 +807,7 @@ mod tests {
         let back = lines.iter().position(|l| *l == "cd '/home/me/my project'");
         let exec = lines
             .iter()
-            .position(|l| l.starts_with("exec '/opt/ablate'"));
+            .position(|l| l.starts_with("exec /opt/ablate "));
         assert!(
             setup < back && back < exec && back.is_some(),
             "the worker starts in the workdir after the setup:\n{script}"
