@@ -155,7 +155,7 @@ impl Store {
 
     /// Removes (or, on a dry run, counts) the leftovers in the store's directories `subs`:
     /// temp directories of dead writers, failed attempts, half-written indexes.
-    pub(super) fn remove_leftovers(
+    fn remove_leftovers(
         &self,
         subs: &[&str],
         dry_run: bool,
@@ -250,7 +250,7 @@ impl GcReport {
 /// Whether the process that named a temp directory `<key>.<pid>.<n>.<host>` may still be
 /// writing it. A writer on another host (a Slurm task on a shared cache) cannot be checked from
 /// here, so its directory is kept.
-pub(super) fn writer_alive(name: &str) -> bool {
+fn writer_alive(name: &str) -> bool {
     let mut parts = name.split('.').skip(1);
     let Some(pid) = parts.next().and_then(|p| p.parse::<u32>().ok()) else {
         return false;
@@ -265,7 +265,7 @@ pub(super) fn writer_alive(name: &str) -> bool {
 
 /// Removes a directory with its contents (never following a link inside it), or a file or
 /// link itself.
-pub(super) fn remove_path(path: &Path, is_dir: bool) -> Result<(), CacheError> {
+fn remove_path(path: &Path, is_dir: bool) -> Result<(), CacheError> {
     let removed = if is_dir {
         fs::remove_dir_all(path)
     } else {
@@ -275,7 +275,7 @@ pub(super) fn remove_path(path: &Path, is_dir: bool) -> Result<(), CacheError> {
 }
 
 /// `dir` is a directory itself, not a symbolic link to one.
-pub(super) fn real_dir(dir: &Path) -> Result<(), String> {
+fn real_dir(dir: &Path) -> Result<(), String> {
     match fs::symlink_metadata(dir) {
         Ok(m) if m.file_type().is_symlink() => Err(format!(
             "`{}` is a symbolic link (to `{}`): gc never follows a link out of the cache; \
@@ -289,7 +289,7 @@ pub(super) fn real_dir(dir: &Path) -> Result<(), String> {
     }
 }
 
-pub(super) fn dir_size(dir: &Path) -> u64 {
+fn dir_size(dir: &Path) -> u64 {
     let mut total = 0;
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {

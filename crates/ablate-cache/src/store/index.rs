@@ -67,7 +67,7 @@ impl Store {
         }
     }
 
-    pub(super) fn index_path(&self, pipeline: &str) -> PathBuf {
+    fn index_path(&self, pipeline: &str) -> PathBuf {
         self.v1.join("pipelines").join(format!("{pipeline}.json"))
     }
 }
@@ -99,7 +99,7 @@ impl PipelineIndex {
 
 /// The `last_run` an index written by [`Store::save_index`] opens with, read from its first
 /// bytes alone; `None` when it does not open so (then the whole file is read).
-pub(super) fn last_run_of(path: &Path) -> Option<Digest> {
+fn last_run_of(path: &Path) -> Option<Digest> {
     const HEAD: &[u8] = b"{\"last_run\":\"";
     let mut buf = [0u8; HEAD.len() + 65];
     let mut file = fs::File::open(path).ok()?;
