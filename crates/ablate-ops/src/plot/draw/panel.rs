@@ -104,10 +104,7 @@ const PANEL_Y_LABELS: u32 = 34;
 
 const PANEL_CAPTION: u32 = 20;
 
-fn draw_panel<DB: DrawingBackend>(
-    area: &DrawingArea<DB, Shift>,
-    panel: &Panel,
-) -> DrawResult {
+fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) -> DrawResult {
     let coords: Vec<[f64; 2]> = match &panel.content {
         PanelContent::Flow { points } => points.iter().map(|(x, _)| *x).collect(),
         PanelContent::Grid { lines, data } => lines
