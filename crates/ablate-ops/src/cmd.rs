@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use ablate_cache::{EntryStatus, Metric};
-use ablate_run::process::{self, Exit};
+use ablate_run::process::{self, Exit, shell_quote as quote};
 use ablate_run::{OpContext, OpError, OpOutput};
 use ablate_spec::{OpSchema, ParamSpec, ParamType, Params, TAG, Value};
 use serde::Deserialize;
@@ -473,19 +473,6 @@ fn placeholders<'a>(template: &'a str, prefix: &'a str) -> impl Iterator<Item = 
     })
 }
 
-/// Single-quotes a value for `sh` when it holds anything but safe characters: the shell sees
-/// one word, whatever it holds (`;`, `$(…)`, quotes, spaces).
-fn quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c))
-    {
-        s.to_owned()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
-}
-
 /// `text`, or its first `max` characters and a count of the rest.
 fn clip(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
@@ -594,13 +581,5 @@ mod tests {
             &message[message.len().saturating_sub(200)..]
         );
         assert!(message.len() < 20_000, "{} bytes", message.len());
-    }
-
-    #[test]
-    fn quoting() {
-        assert_eq!(quote("/a/b-c_d.e"), "/a/b-c_d.e");
-        assert_eq!(quote("/a b/c"), "'/a b/c'");
-        assert_eq!(quote("it's"), r"'it'\''s'");
-        assert_eq!(quote(""), "''");
     }
 }

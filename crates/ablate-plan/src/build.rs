@@ -126,7 +126,7 @@ impl Builder<'_> {
                         .chain(std::iter::once(&names[0]))
                         .map(|n| format!("`{n}`"));
                     items.push(error(
-                        format!("the stages {} form a cycle", names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")),
+                        format!("the stages {} form a cycle", ablate_spec::backticked(&names)),
                         first.needs_span.or(Some(first.span)),
                         Some("this `needs` closes the cycle".into()),
                         Some(format!(

@@ -1,6 +1,7 @@
 use std::io;
 use std::path::PathBuf;
 
+use ablate_spec::backticked;
 use arrow::error::ArrowError;
 use parquet::errors::ParquetError;
 
@@ -118,16 +119,4 @@ pub enum ResultsError {
         cell: String,
         reason: String,
     },
-}
-
-/// `a`, `b`, `c` — or `none` for an empty list.
-fn backticked(items: &[String]) -> String {
-    if items.is_empty() {
-        return "none".to_owned();
-    }
-    items
-        .iter()
-        .map(|item| format!("`{item}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -11,6 +11,7 @@ mod pivot;
 mod relative;
 mod render;
 mod runs;
+mod stats;
 mod table;
 mod value;
 
@@ -26,4 +27,5 @@ pub use runs::{
     AppendStats, COLLISION_PREFIX, RUN_COLUMNS, Recorded, RunRecord, append_runs,
     for_each_recorded, read_runs, recorded_instances,
 };
+pub use stats::{mean, mean_std, median};
 pub use table::{Column, ColumnData, Table};

@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::error::ResultsError;
 use crate::relative::{self, Relative};
 use crate::render::{Align, escape_markdown, markdown_table};
+use crate::stats::{mean, mean_std, median};
 use crate::table::{Column, ColumnData, Table};
 use crate::value::{Kind, cmp_tuples, column_data, display};
 
@@ -462,28 +463,10 @@ fn summarize(values: &[f64], aggregate: Aggregate) -> Option<Summary> {
     if n == 0 {
         return None;
     }
-    let mean = || values.iter().sum::<f64>() / n as f64;
     let (value, std) = match aggregate {
-        Aggregate::MeanStd => {
-            let mean = mean();
-            let std = (n >= 2).then(|| {
-                let ss: f64 = values.iter().map(|x| (x - mean).powi(2)).sum();
-                (ss / (n - 1) as f64).sqrt()
-            });
-            (mean, std)
-        }
-        Aggregate::Mean => (mean(), None),
-        Aggregate::Median => {
-            let mut sorted = values.to_vec();
-            sorted.sort_by(f64::total_cmp);
-            let mid = n / 2;
-            let median = if n % 2 == 1 {
-                sorted[mid]
-            } else {
-                (sorted[mid - 1] + sorted[mid]) / 2.0
-            };
-            (median, None)
-        }
+        Aggregate::MeanStd => mean_std(values),
+        Aggregate::Mean => (mean(values), None),
+        Aggregate::Median => (median(values), None),
         Aggregate::Min => (values.iter().copied().fold(f64::INFINITY, f64::min), None),
         Aggregate::Max => (
             values.iter().copied().fold(f64::NEG_INFINITY, f64::max),

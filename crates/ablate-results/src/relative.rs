@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use ablate_spec::backticked;
+
 use crate::error::ResultsError;
 use crate::pivot::{Grid, PivotSpec, assignments, only_gaps_text};
 use crate::render::{Align, escape_markdown, markdown_table};
@@ -184,7 +186,7 @@ pub(crate) struct Gains {
 }
 
 fn mean(values: &[f64]) -> Option<f64> {
-    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+    (!values.is_empty()).then(|| crate::stats::mean(values))
 }
 
 pub(crate) fn gains(
@@ -368,12 +370,10 @@ impl Gains {
         let flipped = if rel.lower_is_better.is_empty() {
             String::new()
         } else {
-            let names: Vec<String> = rel
-                .lower_is_better
-                .iter()
-                .map(|m| format!("`{m}`"))
-                .collect();
-            format!(", negated for {} (lower is better)", names.join(", "))
+            format!(
+                ", negated for {} (lower is better)",
+                backticked(&rel.lower_is_better)
+            )
         };
         out.push_str(&format!(
             "\nEach cell: the gain of its mean over its baseline's mean, 100 · (mean − base) / \

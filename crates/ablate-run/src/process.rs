@@ -14,6 +14,8 @@
 //!   so no other run (here or on another node of a shared cache) takes the key while any process
 //!   of the attempt is alive, orphan or not. Its pid goes in the lock's note, which `ablate
 //!   status` and a run waiting for the key show: ablate's pid alone did not tell what to kill.
+//!
+//! [`shell_quote`] is the one way a word reaches `sh`, here and in a Slurm task's script.
 
 use std::io::{self, Write as _};
 use std::os::fd::AsRawFd as _;
@@ -228,10 +230,33 @@ fn group_alive(pgid: i32) -> bool {
     })
 }
 
+/// Single-quotes a word for `sh` when it holds anything but safe characters: the shell sees
+/// one word, whatever it holds (`;`, `$(…)`, quotes, spaces). A safe word stays bare, so a
+/// logged command line reads as one would type it.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::process::ExitStatusExt as _;
+
+    #[test]
+    fn shell_quote_leaves_safe_words_bare_and_quotes_the_rest() {
+        assert_eq!(shell_quote("/a/b-c_d.e"), "/a/b-c_d.e");
+        assert_eq!(shell_quote("/a b/c"), "'/a b/c'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("$(rm -rf ~);"), "'$(rm -rf ~);'");
+    }
 
     #[test]
     fn the_program_inherits_the_lock_and_holds_it_until_it_ends() {

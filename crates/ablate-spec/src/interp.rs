@@ -129,11 +129,8 @@ fn interpolate_str(
                         Some(if vars.is_empty() {
                             "no variables are defined; add them under `vars:`".into()
                         } else {
-                            let names: Vec<String> = vars
-                                .keys()
-                                .map(|k| format!("`{}`", crate::node::shorten_name(k)))
-                                .collect();
-                            format!("the variables are {}", names.join(", "))
+                            let names = vars.keys().map(|k| crate::node::shorten_name(k));
+                            format!("the variables are {}", crate::backticked(names))
                         })
                     });
                     errors.push(

@@ -15,6 +15,7 @@ mod model;
 mod node;
 mod schema;
 mod suggest;
+mod text;
 mod typecheck;
 mod validate;
 
@@ -28,6 +29,7 @@ pub use model::{
 };
 pub use schema::{OpCatalog, OpSchema, ParamSpec, ParamType, TAG};
 pub use suggest::did_you_mean;
+pub use text::backticked;
 
 /// A parameter value after interpolation and normalisation (numbers checked finite, ints kept
 /// as ints, floats as floats). `serde_json::Value` is the currency between crates; its map type

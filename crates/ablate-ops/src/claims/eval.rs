@@ -11,7 +11,7 @@
 
 use std::collections::BTreeSet;
 
-use ablate_results::Observation;
+use ablate_results::{Observation, mean, mean_std, median};
 use serde_json::Value;
 
 use super::expr::{Agg, BinOp, Claim, Expr, Filter, Func, Selection, Test};
@@ -234,34 +234,20 @@ fn select<'a>(
 }
 
 fn aggregate(agg: Agg, v: &[f64], sel: &Selection) -> Result<f64, String> {
-    let n = v.len() as f64;
-    let mean = v.iter().sum::<f64>() / n;
     Ok(match agg {
-        Agg::Mean => mean,
+        Agg::Mean => mean(v),
         Agg::Sum => v.iter().sum(),
-        Agg::Count => n,
+        Agg::Count => v.len() as f64,
         Agg::Min => v.iter().copied().fold(f64::INFINITY, f64::min),
         Agg::Max => v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-        Agg::Median => {
-            let mut s = v.to_vec();
-            s.sort_by(f64::total_cmp);
-            let m = s.len() / 2;
-            if s.len() % 2 == 1 {
-                s[m]
-            } else {
-                (s[m - 1] + s[m]) / 2.0
-            }
-        }
-        Agg::Std => {
-            // Sample standard deviation (n − 1), as `report.table`'s mean_std.
-            if v.len() < 2 {
-                return Err(format!(
-                    "`{}`: the standard deviation of one value is undefined",
-                    sel.text
-                ));
-            }
-            (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
-        }
+        Agg::Median => median(v),
+        // Sample standard deviation (n − 1), as `report.table`'s mean_std.
+        Agg::Std => mean_std(v).1.ok_or_else(|| {
+            format!(
+                "`{}`: the standard deviation of one value is undefined",
+                sel.text
+            )
+        })?,
     })
 }
 

@@ -1,11 +1,24 @@
 //! The pure half of `report.plot`: input selection, point aggregation, reading the tables of
 //! `eval.metric`, grid polylines and metric ellipses. Nothing here draws or touches files.
 
+mod geometry;
+mod pareto;
+mod tables;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ablate_cache::Metric;
-use ablate_results::{ColumnData, Table};
-use ablate_spec::Value;
+use ablate_results::{ColumnData, Table, mean_std};
+use ablate_spec::{Value, backticked};
+
+pub(crate) use geometry::{Polyline, grid_lines, metric_ellipses};
+pub(crate) use pareto::{Pareto, pareto, staircase};
+// Named only by the figure tests; drawing reaches them through `Pareto`'s fields.
+#[cfg(test)]
+pub(crate) use pareto::{ParetoFacet, ParetoPoint};
+pub(crate) use tables::{
+    Layers, MetricPoint, default_layers, layers_from_table, metric_from_table,
+};
 
 /// A label value as titles and legends show it (strings without their quotes).
 pub(crate) fn label_text(v: &Value) -> String {
@@ -85,7 +98,7 @@ pub(crate) fn select_matches_none(
             }
         }
         match values.len() {
-            0 => absent.push(format!("`{key}`")),
+            0 => absent.push(key),
             n if n > SHOWN => have.push(format!(
                 "`{key}={}` and {} more",
                 values[..SHOWN].join(","),
@@ -112,22 +125,25 @@ pub(crate) fn select_matches_none(
         keys.dedup();
         why.push_str(&format!(
             "; no input has the label {} (their labels: {})",
-            absent.join(", "),
-            list(&keys)
+            backticked(&absent),
+            backticked(&keys)
         ));
     }
     why
 }
 
-/// The final metrics of one input, with its labels.
+/// The final metrics of one input, with its id and its labels in the plan's order (an error
+/// lists them so), the stepped counterpart of [`Stepped`]. Not `ablate_results::Observation`,
+/// which is a report's view of an instance: labels keyed for lookup, no id, and why it is
+/// `missing` if it did not finish — a plot draws only the inputs that finished (and counts the others).
 #[derive(Debug, Clone)]
-pub(crate) struct Observation {
+pub(crate) struct FinalMetrics {
     pub id: String,
     pub labels: Vec<(String, Value)>,
     pub metrics: BTreeMap<String, f64>,
 }
 
-impl Observation {
+impl FinalMetrics {
     fn label(&self, key: &str) -> Result<&Value, String> {
         label_of(&self.id, &self.labels, key)
     }
@@ -143,7 +159,7 @@ fn label_of<'a>(id: &str, labels: &'a [(String, Value)], key: &str) -> Result<&'
             let keys: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
             format!(
                 "input `{id}` has no label `{key}` (its labels: {})",
-                list(&keys)
+                backticked(&keys)
             )
         })
 }
@@ -201,9 +217,9 @@ fn group_name(v: &Value) -> String {
 
 /// Points of metric `y` against label `x`, one series per value of the `group` labels (per
 /// combination of values, for several), each point the mean over the observations with that
-/// (group, x) — typically over seeds. Observations without the metric are skipped.
+/// (group, x) — typically over seeds. Inputs without the metric are skipped.
 pub(crate) fn aggregate(
-    obs: &[Observation],
+    obs: &[FinalMetrics],
     x: &str,
     y: &str,
     group: &[String],
@@ -288,27 +304,13 @@ fn position(keys: &[&Value], v: &Value) -> usize {
         .expect("every value has a key")
 }
 
-/// Mean and sample standard deviation (`None` for one value).
-pub(crate) fn mean_std(values: &[f64]) -> (f64, Option<f64>) {
-    let n = values.len() as f64;
-    let mean = values.iter().sum::<f64>() / n;
-    if values.len() < 2 {
-        return (mean, None);
-    }
-    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
-    (mean, Some(var.sqrt()))
-}
-
-/// `a`, `b`, `c` (or `none`).
-pub(crate) fn list(items: &[&str]) -> String {
-    if items.is_empty() {
-        return "none".into();
-    }
-    items
+/// Every metric name of the observations, sorted, for "no such metric" errors.
+fn metrics_present(obs: &[FinalMetrics]) -> String {
+    let names: BTreeSet<&str> = obs
         .iter()
-        .map(|s| format!("`{s}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
+        .flat_map(|o| o.metrics.keys().map(String::as_str))
+        .collect();
+    backticked(names)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -354,9 +356,9 @@ pub(crate) fn stepped_values(
     let has = match names(true).as_slice() {
         [] => format!(
             "it has no stepped metrics (its final metrics: {})",
-            list(&names(false))
+            backticked(names(false))
         ),
-        stepped => format!("its stepped metrics: {}", list(stepped)),
+        stepped => format!("its stepped metrics: {}", backticked(stepped)),
     };
     Err(format!(
         "input `{id}` has no stepped metric `{y}`{only_final}; {has}"
@@ -400,501 +402,16 @@ pub(crate) fn curves(obs: &[Stepped], group: &[String]) -> Result<Vec<Series>, S
         .collect())
 }
 
-// ---------------------------------------------------------------------------------------------
-// Pareto plots
-
-/// One group's point: the means of both metrics over its observations, with their sample
-/// standard deviations (`None` for a single observation).
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct ParetoPoint {
-    /// Index into [`Pareto::groups`].
-    pub group: usize,
-    pub x: f64,
-    pub y: f64,
-    pub x_sd: Option<f64>,
-    pub y_sd: Option<f64>,
-}
-
-/// The points of one facet and its frontier: the indices of its non-dominated points, in the
-/// order the step line joins them.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct ParetoFacet {
-    /// `arch=decoder`; `None` without `facet`.
-    pub name: Option<String>,
-    pub points: Vec<ParetoPoint>,
-    pub frontier: Vec<usize>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Pareto {
-    /// Group names (`ul2`, or `objective=ul2 mode_tokens=true` for several keys), shared by
-    /// the facets so a group keeps its colour.
-    pub groups: Vec<String>,
-    pub facets: Vec<ParetoFacet>,
-}
-
-/// Every metric name of the observations, sorted, for "no such metric" errors.
-fn metrics_present(obs: &[Observation]) -> String {
-    let names: BTreeSet<&str> = obs
-        .iter()
-        .flat_map(|o| o.metrics.keys().map(String::as_str))
-        .collect();
-    list(&names.into_iter().collect::<Vec<_>>())
-}
-
-/// One point per value of the `group` labels (per value of `facet`), each the mean ± sd of
-/// metrics `x` and `y` over the observations with those labels (typically the seeds).
-/// Observations without both metrics are skipped. `lower` says, per axis, that lower is better.
-pub(crate) fn pareto(
-    obs: &[Observation],
-    x: &str,
-    y: &str,
-    group: &[String],
-    facet: Option<&str>,
-    lower: [bool; 2],
-) -> Result<Pareto, String> {
-    let mut kept: Vec<(Option<&Value>, Value, f64, f64)> = Vec::new();
-    for o in obs {
-        let (Some(&xv), Some(&yv)) = (o.metrics.get(x), o.metrics.get(y)) else {
-            continue;
-        };
-        let key = group
-            .iter()
-            .map(|g| o.label(g).cloned())
-            .collect::<Result<Vec<Value>, String>>()?;
-        let fv = facet.map(|f| o.label(f)).transpose()?;
-        kept.push((fv, Value::Array(key), xv, yv));
-    }
-    if kept.is_empty() {
-        return Err(format!(
-            "no input has both metrics `{x}` and `{y}`; the metrics present: {}",
-            metrics_present(obs)
-        ));
-    }
-    let group_values: Vec<&Value> = kept.iter().map(|(_, g, _, _)| g).collect();
-    let (group_keys, _) = ordered_keys(&group_values);
-    let facet_values: Vec<&Value> = kept.iter().filter_map(|(f, _, _, _)| *f).collect();
-    let (facet_keys, _) = ordered_keys(&facet_values);
-
-    let n_facets = facet_keys.len().max(1);
-    let mut cells: Vec<Vec<Vec<(f64, f64)>>> = vec![vec![Vec::new(); group_keys.len()]; n_facets];
-    for (f, g, xv, yv) in &kept {
-        let fi = f.map_or(0, |f| position(&facet_keys, f));
-        cells[fi][position(&group_keys, g)].push((*xv, *yv));
-    }
-    let groups = group_keys
-        .iter()
-        .map(|key| {
-            let values = key.as_array().expect("group keys are arrays");
-            if let [one] = values.as_slice() {
-                label_text(one)
-            } else {
-                let pairs: Vec<(String, Value)> =
-                    group.iter().cloned().zip(values.iter().cloned()).collect();
-                labels_text(&pairs)
-            }
-        })
-        .collect();
-    let facets = cells
-        .into_iter()
-        .enumerate()
-        .map(|(fi, row)| {
-            let points: Vec<ParetoPoint> = row
-                .into_iter()
-                .enumerate()
-                .filter(|(_, vals)| !vals.is_empty())
-                .map(|(gi, vals)| {
-                    let xs: Vec<f64> = vals.iter().map(|v| v.0).collect();
-                    let ys: Vec<f64> = vals.iter().map(|v| v.1).collect();
-                    let ((x, x_sd), (y, y_sd)) = (mean_std(&xs), mean_std(&ys));
-                    ParetoPoint {
-                        group: gi,
-                        x,
-                        y,
-                        x_sd,
-                        y_sd,
-                    }
-                })
-                .collect();
-            let xy: Vec<(f64, f64)> = points.iter().map(|p| (p.x, p.y)).collect();
-            ParetoFacet {
-                name: facet
-                    .zip(facet_keys.get(fi))
-                    .map(|(f, v)| format!("{f}={}", label_text(v))),
-                frontier: frontier(&xy, lower),
-                points,
-            }
-        })
-        .collect();
-    Ok(Pareto { groups, facets })
-}
-
-/// The indices of the points no other point dominates — at least as good on both axes and
-/// better on one, "good" being higher unless `lower` says lower for that axis — sorted along
-/// the frontier (by x from worst to best, ties kept in input order). Equal points do not
-/// dominate each other, so both stay; points with a NaN are never on it.
-pub(crate) fn frontier(points: &[(f64, f64)], lower: [bool; 2]) -> Vec<usize> {
-    let orient =
-        |&(x, y): &(f64, f64)| (if lower[0] { -x } else { x }, if lower[1] { -y } else { y });
-    let pts: Vec<(f64, f64)> = points.iter().map(orient).collect();
-    let valid = |p: &(f64, f64)| !p.0.is_nan() && !p.1.is_nan();
-    let dominates =
-        |a: (f64, f64), b: (f64, f64)| a.0 >= b.0 && a.1 >= b.1 && (a.0 > b.0 || a.1 > b.1);
-    let mut on: Vec<usize> = (0..pts.len())
-        .filter(|&i| valid(&pts[i]))
-        .filter(|&i| !pts.iter().any(|&q| valid(&q) && dominates(q, pts[i])))
-        .collect();
-    on.sort_by(|&a, &b| pts[a].0.total_cmp(&pts[b].0));
-    on
-}
-
-/// The step line through frontier points (in [`frontier`]'s order): from each point straight
-/// along the y axis to the next one's y, then along the x axis to it — the edge of the region
-/// the frontier dominates, whichever way each axis is better.
-pub(crate) fn staircase(points: &[(f64, f64)]) -> Polyline {
-    let mut line = Vec::with_capacity(2 * points.len());
-    for (i, &p) in points.iter().enumerate() {
-        if i > 0 {
-            line.push((points[i - 1].0, p.1));
-        }
-        line.push(p);
-    }
-    line
-}
-
-// ---------------------------------------------------------------------------------------------
-// eval.metric tables
-
-/// One row of `layers.parquet`: a data or grid point at one layer.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct LayerPoint {
-    pub layer: i64,
-    pub grid: bool,
-    pub label: Option<i64>,
-    pub gi: Option<i64>,
-    pub gj: Option<i64>,
-    /// The first two coordinates.
-    pub x: [f64; 2],
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Layers {
-    /// How many coordinates the table has (only the first two are plotted).
-    pub dim: usize,
-    pub points: Vec<LayerPoint>,
-}
-
-impl Layers {
-    /// The layers present, sorted.
-    pub(crate) fn present(&self) -> Vec<i64> {
-        let set: BTreeSet<i64> = self.points.iter().map(|p| p.layer).collect();
-        set.into_iter().collect()
-    }
-}
-
-/// Reads `layers.parquet`. Rows with a null layer or a non-finite coordinate are skipped (a
-/// diverged flow leaves such points); a missing or mistyped column is an error.
-pub(crate) fn layers_from_table(t: &Table) -> Result<Layers, String> {
-    let layer = ints(t, "layer")?;
-    let set = strs(t, "set")?;
-    let label = ints(t, "label")?;
-    let gi = ints(t, "gi")?;
-    let gj = ints(t, "gj")?;
-    let x0 = floats(t, "x0")?;
-    let x1 = floats(t, "x1")?;
-    let mut dim = 2;
-    while t.column(&format!("x{dim}")).is_some() {
-        dim += 1;
-    }
-    let mut points = Vec::with_capacity(t.num_rows());
-    for r in 0..t.num_rows() {
-        let (Some(layer), Some(a), Some(b)) = (layer[r], x0[r], x1[r]) else {
-            continue;
-        };
-        if !(a.is_finite() && b.is_finite()) {
-            continue;
-        }
-        let grid = match set[r].as_deref() {
-            Some("grid") => true,
-            Some("data") => false,
-            other => {
-                return Err(format!(
-                    "has `set` = `{}` in row {r}; expected `data` or `grid`",
-                    other.unwrap_or("null")
-                ));
-            }
-        };
-        points.push(LayerPoint {
-            layer,
-            grid,
-            label: label[r],
-            gi: gi[r],
-            gj: gj[r],
-            x: [a, b],
-        });
-    }
-    Ok(Layers { dim, points })
-}
-
-/// One row of `metric.parquet`: the 2×2 pull-back metric at a grid point.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct MetricPoint {
-    pub layer: i64,
-    pub gi: i64,
-    pub gj: i64,
-    pub x: [f64; 2],
-    /// `g00`, `g01`, `g11` (null cells read as NaN: drawn as a point).
-    pub g: [f64; 3],
-}
-
-pub(crate) fn metric_from_table(t: &Table) -> Result<Vec<MetricPoint>, String> {
-    let layer = ints(t, "layer")?;
-    let gi = ints(t, "gi")?;
-    let gj = ints(t, "gj")?;
-    let x0 = floats(t, "x0")?;
-    let x1 = floats(t, "x1")?;
-    let g00 = floats(t, "g00")?;
-    let g01 = floats(t, "g01")?;
-    let g11 = floats(t, "g11")?;
-    let mut out = Vec::with_capacity(t.num_rows());
-    for r in 0..t.num_rows() {
-        let (Some(layer), Some(gi), Some(gj), Some(a), Some(b)) =
-            (layer[r], gi[r], gj[r], x0[r], x1[r])
-        else {
-            continue;
-        };
-        if !(a.is_finite() && b.is_finite()) {
-            continue;
-        }
-        let g = [g00[r], g01[r], g11[r]].map(|v| v.unwrap_or(f64::NAN));
-        out.push(MetricPoint {
-            layer,
-            gi,
-            gj,
-            x: [a, b],
-            g,
-        });
-    }
-    Ok(out)
-}
-
-fn column<'a>(t: &'a Table, name: &str) -> Result<&'a ColumnData, String> {
-    t.column(name)
-        .map(|c| &c.data)
-        .ok_or_else(|| format!("has no column `{name}`"))
-}
-
-fn ints<'a>(t: &'a Table, name: &str) -> Result<&'a [Option<i64>], String> {
-    match column(t, name)? {
-        ColumnData::Int(v) => Ok(v),
-        other => Err(wrong_kind(name, other, "int")),
-    }
-}
-
-fn strs<'a>(t: &'a Table, name: &str) -> Result<&'a [Option<String>], String> {
-    match column(t, name)? {
-        ColumnData::Str(v) => Ok(v),
-        other => Err(wrong_kind(name, other, "str")),
-    }
-}
-
-/// A float column (an int column is accepted and converted).
-fn floats(t: &Table, name: &str) -> Result<Vec<Option<f64>>, String> {
-    match column(t, name)? {
-        ColumnData::Float(v) => Ok(v.clone()),
-        ColumnData::Int(v) => Ok(v.iter().map(|x| x.map(|x| x as f64)).collect()),
-        other => Err(wrong_kind(name, other, "float")),
-    }
-}
-
-fn wrong_kind(name: &str, data: &ColumnData, want: &str) -> String {
-    format!(
-        "has column `{name}` of type {}, expected {want}",
-        data.kind_name()
-    )
-}
-
-/// Four layers evenly spaced from 0 to the last, each snapped to the nearest layer present,
-/// deduplicated (a model with one step has two layers).
-pub(crate) fn default_layers(present: &[i64]) -> Vec<i64> {
-    let Some(&last) = present.last() else {
-        return Vec::new();
-    };
-    let mut out: Vec<i64> = Vec::with_capacity(4);
-    for i in 0..4 {
-        let want = (i as f64 * last.max(0) as f64 / 3.0).round() as i64;
-        let near = *present
-            .iter()
-            .min_by_key(|&&l| (l - want).abs())
-            .expect("present is not empty");
-        if !out.contains(&near) {
-            out.push(near);
-        }
-    }
-    out
-}
-
-// ---------------------------------------------------------------------------------------------
-// Geometry
-
-pub(crate) type Polyline = Vec<(f64, f64)>;
-
-/// The deformed grid as polylines joining neighbours along `gi` (fixed `gj`) and along `gj`
-/// (fixed `gi`); a missing grid point breaks its lines.
-pub(crate) fn grid_lines(points: &[(i64, i64, [f64; 2])]) -> Vec<Polyline> {
-    let mut by_gi: BTreeMap<i64, BTreeMap<i64, [f64; 2]>> = BTreeMap::new();
-    let mut by_gj: BTreeMap<i64, BTreeMap<i64, [f64; 2]>> = BTreeMap::new();
-    for &(gi, gj, x) in points {
-        by_gi.entry(gi).or_default().insert(gj, x);
-        by_gj.entry(gj).or_default().insert(gi, x);
-    }
-    let mut lines = Vec::new();
-    for line in by_gi.values().chain(by_gj.values()) {
-        let mut run: Polyline = Vec::new();
-        let mut prev: Option<i64> = None;
-        for (&k, x) in line {
-            if prev.is_some_and(|p| k != p + 1) {
-                if run.len() >= 2 {
-                    lines.push(std::mem::take(&mut run));
-                }
-                run.clear();
-            }
-            run.push((x[0], x[1]));
-            prev = Some(k);
-        }
-        if run.len() >= 2 {
-            lines.push(run);
-        }
-    }
-    lines
-}
-
-/// The median distance between grid neighbours (the spacing metric ellipses are scaled to).
-pub(crate) fn grid_spacing(points: &[(i64, i64, [f64; 2])]) -> Option<f64> {
-    let at: HashMap<(i64, i64), [f64; 2]> = points.iter().map(|&(i, j, x)| ((i, j), x)).collect();
-    let mut d: Vec<f64> = Vec::new();
-    for &(i, j, x) in points {
-        for n in [(i + 1, j), (i, j + 1)] {
-            if let Some(y) = at.get(&n) {
-                let dist = ((x[0] - y[0]).powi(2) + (x[1] - y[1]).powi(2)).sqrt();
-                if dist.is_finite() && dist > 0.0 {
-                    d.push(dist);
-                }
-            }
-        }
-    }
-    if d.is_empty() {
-        return None;
-    }
-    d.sort_by(f64::total_cmp);
-    Some(d[d.len() / 2])
-}
-
-/// The ellipse {u : uᵀ g u = 1} of a symmetric positive-definite 2×2 `g`: semi-axis `r1`
-/// along direction `angle` (the eigenvector of the larger eigenvalue), `r2` across it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Ellipse {
-    pub angle: f64,
-    pub r1: f64,
-    pub r2: f64,
-}
-
-impl Ellipse {
-    /// `None` when `g` is not finite or not positive definite (drawn as a point).
-    pub(crate) fn of_metric([a, b, c]: [f64; 3]) -> Option<Ellipse> {
-        if !(a.is_finite() && b.is_finite() && c.is_finite()) {
-            return None;
-        }
-        // Closed-form eigenvalues of [[a, b], [b, c]].
-        let mid = 0.5 * (a + c);
-        let rad = (0.25 * (a - c).powi(2) + b * b).sqrt();
-        let (l1, l2) = (mid + rad, mid - rad);
-        if !(l2 > l1.abs() * 1e-12 && l2 > 0.0) {
-            return None;
-        }
-        Some(Ellipse {
-            angle: 0.5 * (2.0 * b).atan2(a - c),
-            r1: 1.0 / l1.sqrt(),
-            r2: 1.0 / l2.sqrt(),
-        })
-    }
-
-    /// The largest semi-axis.
-    pub(crate) fn max_semi(&self) -> f64 {
-        self.r1.max(self.r2)
-    }
-
-    /// The outline around `center`, scaled by `scale`, as a closed polyline of `n` segments.
-    pub(crate) fn outline(&self, center: [f64; 2], scale: f64, n: usize) -> Polyline {
-        let (s, c) = self.angle.sin_cos();
-        (0..=n)
-            .map(|k| {
-                let t = std::f64::consts::TAU * (k % n) as f64 / n as f64;
-                let (a, b) = (self.r1 * t.cos() * scale, self.r2 * t.sin() * scale);
-                (center[0] + a * c - b * s, center[1] + a * s + b * c)
-            })
-            .collect()
-    }
-}
-
-/// What a metric panel draws: ellipse outlines, and the points where `g` is degenerate.
-///
-/// A trained network's metric spans orders of magnitude across the plane, so scaling by the
-/// largest ellipse would shrink most of them to dots. Instead the median ellipse's largest
-/// semi-axis becomes 0.4 × the grid spacing, and any ellipse that would then reach beyond half
-/// the spacing is shrunk to it (its shape kept): sizes compare up to that cap.
-pub(crate) fn metric_ellipses(points: &[&MetricPoint]) -> (Vec<Polyline>, Vec<[f64; 2]>) {
-    let grid: Vec<(i64, i64, [f64; 2])> = points.iter().map(|p| (p.gi, p.gj, p.x)).collect();
-    let ellipses: Vec<(Option<Ellipse>, [f64; 2])> = points
-        .iter()
-        .map(|p| (Ellipse::of_metric(p.g), p.x))
-        .collect();
-    let mut semis: Vec<f64> = ellipses
-        .iter()
-        .filter_map(|(e, _)| e.map(|e| e.max_semi()))
-        .collect();
-    semis.sort_by(f64::total_cmp);
-    let median = semis.get(semis.len() / 2).copied().unwrap_or(0.0);
-    let spacing = grid_spacing(&grid).unwrap_or_else(|| extent(&grid).max(1e-9) / 10.0);
-    let scale = if median > 0.0 {
-        0.4 * spacing / median
-    } else {
-        1.0
-    };
-    let cap = 0.5 * spacing;
-    let mut outlines = Vec::new();
-    let mut degenerate = Vec::new();
-    for (e, x) in ellipses {
-        match e {
-            Some(e) => {
-                let s = scale.min(cap / e.max_semi());
-                outlines.push(e.outline(x, s, 32))
-            }
-            None => degenerate.push(x),
-        }
-    }
-    (outlines, degenerate)
-}
-
-fn extent(points: &[(i64, i64, [f64; 2])]) -> f64 {
-    let mut lo = [f64::INFINITY; 2];
-    let mut hi = [f64::NEG_INFINITY; 2];
-    for (_, _, x) in points {
-        for k in 0..2 {
-            lo[k] = lo[k].min(x[k]);
-            hi[k] = hi[k].max(x[k]);
-        }
-    }
-    (hi[0] - lo[0]).max(hi[1] - lo[1]).max(0.0)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::geometry::*;
+    use super::pareto::*;
+    use super::tables::*;
     use super::*;
     use serde_json::json;
 
-    fn obs(id: &str, labels: &[(&str, Value)], metrics: &[(&str, f64)]) -> Observation {
-        Observation {
+    fn obs(id: &str, labels: &[(&str, Value)], metrics: &[(&str, f64)]) -> FinalMetrics {
+        FinalMetrics {
             id: id.into(),
             labels: labels
                 .iter()

@@ -2,6 +2,9 @@
 //! rendered once as SVG and once as PNG. Text uses the embedded DejaVu Sans, so PNGs render on
 //! machines without system fonts (CI has none).
 
+mod panel;
+mod pareto;
+
 use std::ops::Range;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -14,6 +17,9 @@ use plotters::prelude::*;
 use plotters::style::FontStyle;
 
 use super::data::{Pareto, Point, Polyline, Series, XAxis, staircase};
+
+pub(crate) use panel::{Panel, PanelContent, PanelFigure, PanelRow};
+pub(crate) use pareto::ParetoFigure;
 
 pub(crate) const FONT: &str = "sans-serif";
 
@@ -42,6 +48,12 @@ const FAINT: RGBColor = RGBColor(0xaa, 0xaa, 0xaa);
 const MESH: RGBColor = RGBColor(0xdd, 0xdd, 0xdd);
 /// The Pareto frontier's step line and the rings around its points.
 pub(crate) const FRONTIER: RGBColor = RGBColor(0x33, 0x33, 0x33);
+
+// Figure layout, shared by the Pareto and panel figures.
+const FIGURE_TITLE: u32 = 32;
+/// Room for the figure's title when there is a single column.
+pub(crate) const MIN_WIDTH: u32 = 400;
+const ROW_TITLE: u32 = 22;
 
 /// The colour of class `label`.
 pub(crate) fn class_color(label: Option<i64>) -> RGBColor {
@@ -357,371 +369,9 @@ impl Figure for LineFigure {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Pareto plots
-
-/// One panel per facet, side by side on shared axes: a dot per group (its colour, its name
-/// beside it) with ± one sd bars on both axes, a ring around each point on the frontier, and
-/// the frontier's step line.
-pub(crate) struct ParetoFigure {
-    pub title: String,
-    pub x_name: String,
-    pub y_name: String,
-    pub pareto: Pareto,
-    pub panel_size: (u32, u32),
-}
-
-impl ParetoFigure {
-    /// Ranges covering every point and error bar of every facet (padded), so panels compare.
-    fn ranges(&self) -> (Range<f64>, Range<f64>) {
-        let points = || self.pareto.facets.iter().flat_map(|f| &f.points);
-        let (x0, x1) = min_max(points().flat_map(|p| {
-            let sd = p.x_sd.unwrap_or(0.0);
-            [p.x - sd, p.x + sd]
-        }));
-        let (y0, y1) = min_max(points().flat_map(|p| {
-            let sd = p.y_sd.unwrap_or(0.0);
-            [p.y - sd, p.y + sd]
-        }));
-        (padded(x0, x1, false), padded(y0, y1, false))
-    }
-}
-
-impl Figure for ParetoFigure {
-    fn size(&self) -> (u32, u32) {
-        let (w, h) = self.panel_size;
-        let n = self.pareto.facets.len().max(1) as u32;
-        let title = 9 * self.title.chars().count() as u32 + 24;
-        (
-            (w * n).max(MIN_WIDTH).max(title),
-            FIGURE_TITLE + ROW_TITLE + h,
-        )
-    }
-
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult {
-        root.fill(&WHITE).map_err(err)?;
-        let body = root.titled(&self.title, (FONT, 18)).map_err(err)?;
-        let (xr, yr) = self.ranges();
-        let facets = &self.pareto.facets;
-        for (facet, area) in facets
-            .iter()
-            .zip(body.split_evenly((1, facets.len().max(1))))
-        {
-            let area = area
-                .titled(facet.name.as_deref().unwrap_or(""), (FONT, 13))
-                .map_err(err)?;
-            let mut chart = ChartBuilder::on(&area)
-                .margin(10)
-                .x_label_area_size(40)
-                .y_label_area_size(56)
-                .build_cartesian_2d(xr.clone(), yr.clone())
-                .map_err(err)?;
-            chart
-                .configure_mesh()
-                .bold_line_style(MESH)
-                .light_line_style(TRANSPARENT)
-                .x_desc(&self.x_name)
-                .y_desc(&self.y_name)
-                .label_style((FONT, 12))
-                .axis_desc_style((FONT, 13))
-                .x_label_formatter(&|v| ablate_results::format_float(*v))
-                .y_label_formatter(&|v| ablate_results::format_float(*v))
-                .draw()
-                .map_err(err)?;
-            let on: Vec<(f64, f64)> = facet
-                .frontier
-                .iter()
-                .map(|&i| (facet.points[i].x, facet.points[i].y))
-                .collect();
-            if on.len() >= 2 {
-                chart
-                    .draw_series(std::iter::once(PathElement::new(
-                        staircase(&on),
-                        FRONTIER.stroke_width(2),
-                    )))
-                    .map_err(err)?;
-            }
-            for p in &facet.points {
-                let color = PALETTE[p.group % PALETTE.len()];
-                if let Some(sd) = p.y_sd {
-                    chart
-                        .draw_series(std::iter::once(ErrorBar::new_vertical(
-                            p.x,
-                            p.y - sd,
-                            p.y,
-                            p.y + sd,
-                            color.stroke_width(1),
-                            8,
-                        )))
-                        .map_err(err)?;
-                }
-                if let Some(sd) = p.x_sd {
-                    chart
-                        .draw_series(std::iter::once(ErrorBar::new_horizontal(
-                            p.y,
-                            p.x - sd,
-                            p.x,
-                            p.x + sd,
-                            color.stroke_width(1),
-                            8,
-                        )))
-                        .map_err(err)?;
-                }
-                let name = self.pareto.groups[p.group].clone();
-                chart
-                    .draw_series(std::iter::once(
-                        EmptyElement::at((p.x, p.y))
-                            + Circle::new((0, 0), 4, color.filled())
-                            + Text::new(name, (7, -16), (FONT, 12).into_font().color(&color)),
-                    ))
-                    .map_err(err)?;
-            }
-            chart
-                .draw_series(facet.frontier.iter().map(|&i| {
-                    Circle::new(
-                        (facet.points[i].x, facet.points[i].y),
-                        7,
-                        FRONTIER.stroke_width(1),
-                    )
-                }))
-                .map_err(err)?;
-        }
-        Ok(())
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Panel grids (flow, grid, metric)
-
-/// What one panel shows, in the layer's first two coordinates.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum PanelContent {
-    /// Data points coloured by class.
-    Flow {
-        points: Vec<([f64; 2], Option<i64>)>,
-    },
-    /// The deformed grid over faint data points.
-    Grid {
-        lines: Vec<Polyline>,
-        data: Vec<[f64; 2]>,
-    },
-    /// Metric ellipses (already scaled) over the faint grid; degenerate metrics as points.
-    Metric {
-        ellipses: Vec<Polyline>,
-        degenerate: Vec<[f64; 2]>,
-        grid: Vec<Polyline>,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Panel {
-    pub title: String,
-    pub content: PanelContent,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct PanelRow {
-    pub title: String,
-    pub panels: Vec<Panel>,
-}
-
-/// One row of panels per input, one column per layer.
-pub(crate) struct PanelFigure {
-    pub title: String,
-    pub rows: Vec<PanelRow>,
-    pub panel_size: (u32, u32),
-}
-
-const FIGURE_TITLE: u32 = 32;
-/// Room for the figure's title when there is a single column.
-pub(crate) const MIN_WIDTH: u32 = 400;
-const ROW_TITLE: u32 = 22;
-
-impl PanelFigure {
-    /// One panel per input (a single layer): the inputs go side by side rather than one per
-    /// row, so each panel keeps a useful width.
-    fn side_by_side(&self) -> bool {
-        self.rows.len() > 1 && self.rows.iter().all(|r| r.panels.len() == 1)
-    }
-
-    fn cols(&self) -> usize {
-        self.rows
-            .iter()
-            .map(|r| r.panels.len())
-            .max()
-            .unwrap_or(1)
-            .max(1)
-    }
-}
-
-impl Figure for PanelFigure {
-    fn size(&self) -> (u32, u32) {
-        let (w, h) = self.panel_size;
-        let rows = self.rows.len().max(1) as u32;
-        // Wide enough for the title (about 9 px per character at its size).
-        let title = 9 * self.title.chars().count() as u32 + 24;
-        let (across, down) = if self.side_by_side() {
-            (rows, 1)
-        } else {
-            (self.cols() as u32, rows)
-        };
-        (
-            (w * across).max(MIN_WIDTH).max(title),
-            FIGURE_TITLE + down * (ROW_TITLE + h),
-        )
-    }
-
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult {
-        root.fill(&WHITE).map_err(err)?;
-        let body = root.titled(&self.title, (FONT, 18)).map_err(err)?;
-        let cols = self.cols();
-        let layout = if self.side_by_side() {
-            (1, self.rows.len())
-        } else {
-            (self.rows.len().max(1), 1)
-        };
-        for (row, area) in self.rows.iter().zip(body.split_evenly(layout)) {
-            let area = area.titled(&row.title, (FONT, 13)).map_err(err)?;
-            for (panel, cell) in row.panels.iter().zip(area.split_evenly((1, cols))) {
-                draw_panel(&cell, panel)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-const PANEL_MARGIN: u32 = 6;
-const PANEL_X_LABELS: u32 = 22;
-const PANEL_Y_LABELS: u32 = 34;
-const PANEL_CAPTION: u32 = 20;
-
-fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) -> DrawResult {
-    let coords: Vec<[f64; 2]> = match &panel.content {
-        PanelContent::Flow { points } => points.iter().map(|(x, _)| *x).collect(),
-        PanelContent::Grid { lines, data } => lines
-            .iter()
-            .flatten()
-            .map(|&(a, b)| [a, b])
-            .chain(data.iter().copied())
-            .collect(),
-        PanelContent::Metric {
-            ellipses,
-            degenerate,
-            grid,
-        } => ellipses
-            .iter()
-            .chain(grid)
-            .flatten()
-            .map(|&(a, b)| [a, b])
-            .chain(degenerate.iter().copied())
-            .collect(),
-    };
-    let (w, h) = area.dim_in_pixel();
-    let plot_px = (
-        w.saturating_sub(2 * PANEL_MARGIN + PANEL_Y_LABELS).max(1),
-        h.saturating_sub(2 * PANEL_MARGIN + PANEL_X_LABELS + PANEL_CAPTION)
-            .max(1),
-    );
-    let (xr, yr) = equal_aspect(&coords, plot_px);
-    let mut chart = ChartBuilder::on(area)
-        .caption(&panel.title, (FONT, 13))
-        .margin(PANEL_MARGIN)
-        .x_label_area_size(PANEL_X_LABELS)
-        .y_label_area_size(PANEL_Y_LABELS)
-        .build_cartesian_2d(xr, yr)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .disable_mesh()
-        .x_labels(4)
-        .y_labels(4)
-        .label_style((FONT, 10))
-        .x_label_formatter(&|v| ablate_results::format_float(*v))
-        .y_label_formatter(&|v| ablate_results::format_float(*v))
-        .draw()
-        .map_err(err)?;
-    match &panel.content {
-        PanelContent::Flow { points } => {
-            chart
-                .draw_series(
-                    points.iter().map(|(x, label)| {
-                        Circle::new((x[0], x[1]), 2, class_color(*label).filled())
-                    }),
-                )
-                .map_err(err)?;
-        }
-        PanelContent::Grid { lines, data } => {
-            chart
-                .draw_series(
-                    data.iter()
-                        .map(|x| Circle::new((x[0], x[1]), 1, FAINT.mix(0.5).filled())),
-                )
-                .map_err(err)?;
-            chart
-                .draw_series(
-                    lines
-                        .iter()
-                        .map(|l| PathElement::new(l.clone(), GRID_LINE.stroke_width(1))),
-                )
-                .map_err(err)?;
-        }
-        PanelContent::Metric {
-            ellipses,
-            degenerate,
-            grid,
-        } => {
-            chart
-                .draw_series(
-                    grid.iter()
-                        .map(|l| PathElement::new(l.clone(), FAINT.stroke_width(1))),
-                )
-                .map_err(err)?;
-            chart
-                .draw_series(
-                    ellipses
-                        .iter()
-                        .map(|l| PathElement::new(l.clone(), ELLIPSE.stroke_width(1))),
-                )
-                .map_err(err)?;
-            chart
-                .draw_series(
-                    degenerate
-                        .iter()
-                        .map(|x| Circle::new((x[0], x[1]), 1, DEGENERATE.filled())),
-                )
-                .map_err(err)?;
-        }
-    }
-    Ok(())
-}
-
-/// Ranges around `coords` (padded by 5%) with equal units per pixel on both axes, so circles
-/// stay circles and ellipses keep their shape.
-fn equal_aspect(coords: &[[f64; 2]], (w, h): (u32, u32)) -> (Range<f64>, Range<f64>) {
-    let (x0, x1) = min_max(coords.iter().map(|c| c[0]));
-    let (y0, y1) = min_max(coords.iter().map(|c| c[1]));
-    if !(x0.is_finite() && x1.is_finite() && y0.is_finite() && y1.is_finite()) {
-        return (-1.0..1.0, -1.0..1.0);
-    }
-    let span = (x1 - x0).max(y1 - y0).max(1e-9) * 1.1;
-    let per_px = (span / w as f64).max(span / h as f64);
-    let (cx, cy) = (0.5 * (x0 + x1), 0.5 * (y0 + y1));
-    let (hw, hh) = (0.5 * per_px * w as f64, 0.5 * per_px * h as f64);
-    (cx - hw..cx + hw, cy - hh..cy + hh)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn equal_aspect_gives_equal_units_per_pixel_and_contains_the_points() {
-        let (x, y) = equal_aspect(&[[0.0, 0.0], [4.0, 1.0]], (200, 100));
-        let (ux, uy) = ((x.end - x.start) / 200.0, (y.end - y.start) / 100.0);
-        assert!((ux - uy).abs() < 1e-12);
-        assert!(x.start < 0.0 && x.end > 4.0 && y.start < 0.0 && y.end > 1.0);
-        assert_eq!(equal_aspect(&[], (10, 10)), (-1.0..1.0, -1.0..1.0));
-    }
 
     #[test]
     fn categorical_axis_labels_its_categories() {

@@ -12,6 +12,9 @@
 
 mod cluster;
 
+mod records;
+mod script;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +29,13 @@ use tokio::sync::mpsc::{UnboundedSender, WeakUnboundedSender};
 use tokio::sync::{Notify, oneshot};
 
 pub use cluster::{Cluster, Observed, TaskState};
+use records::write_record;
+pub use records::{
+    Batch, BatchJob, TaskRecord, TaskStatus, age, observe, read_batch_task, read_record,
+    remove_record, slurm_dir,
+};
+use script::task_script;
+pub use script::{job_name, sbatch_args};
 
 use crate::scheduler::{BoxFuture, Executor, Outcome};
 use crate::{CancelToken, Job, RunEvent};
@@ -49,125 +59,6 @@ pub struct SlurmSettings {
     pub workdir: PathBuf,
     /// Submit everything now, with Slurm dependencies between arrays, and return.
     pub detach: bool,
-}
-
-/// A submitted task, as remembered in the shared cache until it is resolved.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct TaskRecord {
-    /// `ARRAYJOB_INDEX`, as squeue prints it.
-    pub task: String,
-    pub job_name: String,
-    pub key: InstanceKey,
-    /// The task's stderr; its stdout is beside it, with `.out`.
-    pub err: PathBuf,
-    pub submitted_at_us: i64,
-}
-
-/// The batch file an array's tasks read: task `i` computes `jobs[i]`.
-#[derive(Serialize, Deserialize)]
-pub struct Batch {
-    pub jobs: Vec<BatchJob>,
-}
-
-#[derive(Serialize, Deserialize)]
-pub struct BatchJob {
-    pub job: Job,
-    pub force: bool,
-}
-
-/// The Slurm part of the cache: `<cache>/slurm/`.
-pub fn slurm_dir(cache: &Path) -> PathBuf {
-    cache.join("slurm")
-}
-
-fn record_path(cache: &Path, key: &InstanceKey) -> PathBuf {
-    slurm_dir(cache)
-        .join("tasks")
-        .join(format!("{}.json", key.to_hex()))
-}
-
-/// The record of the task submitted for `key`, if one is unresolved.
-pub fn read_record(cache: &Path, key: &InstanceKey) -> Option<TaskRecord> {
-    let text = std::fs::read_to_string(record_path(cache, key)).ok()?;
-    serde_json::from_str(&text).ok()
-}
-
-fn write_record(cache: &Path, r: &TaskRecord) -> Result<(), String> {
-    let path = record_path(cache, &r.key);
-    let dir = path.parent().expect("records live in a directory");
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let text = serde_json::to_string_pretty(r).expect("records serialise");
-    std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
-/// Forgets the record of `key`'s task (its result is in the cache, or it was cancelled).
-pub fn remove_record(cache: &Path, key: &InstanceKey) {
-    let _ = std::fs::remove_file(record_path(cache, key));
-}
-
-/// The job name of a stage's arrays: one name per stage, so one `squeue --name` sees a run.
-pub fn job_name(pipeline: &str, stage: &str) -> String {
-    format!("ablate.{pipeline}.{stage}")
-}
-
-/// The `sbatch` options of an array of `n` tasks of a stage (all but `--output`/`--error`).
-/// Without `slurm.time`, a stage's `timeout` sets `--time`, a minute above it, so the task
-/// ends itself (its `ablate exec` enforces the timeout) before Slurm does.
-pub fn sbatch_args(
-    options: &SlurmOptions,
-    name: &str,
-    resources: &Resources,
-    timeout: Option<Duration>,
-    n: usize,
-    workdir: &Path,
-) -> Vec<String> {
-    let mut a = vec![format!("--job-name={name}")];
-    a.push(match options.array_throttle {
-        Some(m) => format!("--array=0-{}%{m}", n.saturating_sub(1)),
-        None => format!("--array=0-{}", n.saturating_sub(1)),
-    });
-    a.push(format!("--chdir={}", workdir.display()));
-    let cpus = options
-        .cpus_per_task
-        .unwrap_or(resources.cpus.ceil().max(1.0) as u32);
-    a.push(format!("--cpus-per-task={cpus}"));
-    if let Some(mem) = &options.mem {
-        a.push(format!("--mem={mem}"));
-    } else if resources.mem_gb > 0.0 {
-        a.push(format!(
-            "--mem={}M",
-            (resources.mem_gb * 1024.0).ceil() as u64
-        ));
-    }
-    if let Some(gres) = &options.gres {
-        a.push(format!("--gres={gres}"));
-    } else {
-        let gpus = options.gpus.unwrap_or(resources.gpus.ceil() as u32);
-        if gpus > 0 {
-            a.push(format!("--gpus-per-task={gpus}"));
-        }
-    }
-    let time = options
-        .time
-        .clone()
-        .or_else(|| timeout.map(|t| (t.as_secs().div_ceil(60) + 1).to_string()));
-    for (flag, value) in [
-        ("--partition", &options.partition),
-        ("--time", &time),
-        ("--account", &options.account),
-        ("--qos", &options.qos),
-    ] {
-        if let Some(v) = value {
-            a.push(format!("{flag}={v}"));
-        }
-    }
-    // Preempted tasks go back to the queue by themselves where the cluster allows it.
-    a.push("--requeue".into());
-    a.extend(options.sbatch_args.iter().cloned());
-    a
 }
 
 /// One instance waiting for its task.
@@ -703,88 +594,6 @@ fn unique<T: Ord + Clone>(items: impl IntoIterator<Item = T>) -> Vec<T> {
     v
 }
 
-/// Single-quotes a path for the shell.
-/// The script of an array's tasks: the profile's `setup`, then the worker on one task.
-fn task_script(s: &SlurmSettings, batch: &Path) -> String {
-    let mut text = String::from(
-        "#!/usr/bin/env bash\n# Written by ablate: one task of a job array runs one instance.\nset -eo pipefail\n",
-    );
-    if let Some(setup) = &s.options.setup {
-        text.push_str(setup);
-        text.push('\n');
-    }
-    // `--chdir` starts the task in the pipeline's working directory, but a `setup` may `cd`
-    // elsewhere (into a project, to activate its environment): the worker resolves `run`,
-    // `deps` and data paths from its own directory, so it goes back (#21).
-    text.push_str(&format!("cd {}\n", quote(&s.workdir)));
-    text.push_str(&format!(
-        "exec {} --cache {} exec {}\n",
-        quote(&s.exe),
-        quote(&s.cache),
-        quote(batch)
-    ));
-    text
-}
-
-fn quote(p: &Path) -> String {
-    format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
-}
-
-/// The state of one instance as `ablate status` reports it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TaskStatus {
-    pub record: TaskRecord,
-    /// `None`: Slurm has no record of it.
-    pub observed: Option<Observed>,
-}
-
-/// What Slurm says of these records, in two queries (squeue, then the completion records).
-pub fn observe(cluster: &Cluster, records: Vec<TaskRecord>) -> Result<Vec<TaskStatus>, String> {
-    let names = unique(records.iter().map(|r| r.job_name.clone()));
-    let queued = cluster.squeue(&names)?;
-    let forgotten: Vec<&str> = records
-        .iter()
-        .filter(|r| !queued.contains_key(&r.task))
-        .map(|r| r.task.as_str())
-        .collect();
-    let recorded = cluster.completed(&forgotten)?;
-    Ok(records
-        .into_iter()
-        .map(|r| {
-            let observed = queued
-                .get(&r.task)
-                .or_else(|| recorded.get(&r.task))
-                .cloned();
-            TaskStatus {
-                record: r,
-                observed,
-            }
-        })
-        .collect())
-}
-
-/// Runs task `SLURM_ARRAY_TASK_ID` of a batch file: the worker side of `ablate exec`.
-pub fn read_batch_task(batch: &Path, index: usize) -> Result<BatchJob, String> {
-    let bytes =
-        std::fs::read(batch).map_err(|e| format!("cannot read {}: {e}", batch.display()))?;
-    let mut b: Batch = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("{} is not a batch file: {e}", batch.display()))?;
-    let n = b.jobs.len();
-    if index >= n {
-        return Err(format!(
-            "task {index} does not exist in {} ({n} tasks)",
-            batch.display()
-        ));
-    }
-    Ok(b.jobs.swap_remove(index))
-}
-
-/// Elapsed time since a record was submitted, for status lines.
-pub fn age(r: &TaskRecord) -> Duration {
-    let now = ablate_cache::now_us();
-    Duration::from_micros(u64::try_from(now - r.submitted_at_us).unwrap_or(0))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -807,7 +616,7 @@ mod tests {
         let back = lines.iter().position(|l| *l == "cd '/home/me/my project'");
         let exec = lines
             .iter()
-            .position(|l| l.starts_with("exec '/opt/ablate'"));
+            .position(|l| l.starts_with("exec /opt/ablate "));
         assert!(
             setup < back && back < exec && back.is_some(),
             "the worker starts in the workdir after the setup:\n{script}"

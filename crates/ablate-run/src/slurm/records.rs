@@ -1,0 +1,117 @@
+//! What the executor leaves in the shared cache: a record per submitted task
+//! (`<cache>/slurm/tasks/<key>.json`, read back to adopt tasks still in flight and by `ablate
+//! status`, with what Slurm says of them), and the batch file an array's tasks read their jobs from.
+
+use super::*;
+
+/// A submitted task, as remembered in the shared cache until it is resolved.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TaskRecord {
+    /// `ARRAYJOB_INDEX`, as squeue prints it.
+    pub task: String,
+    pub job_name: String,
+    pub key: InstanceKey,
+    /// The task's stderr; its stdout is beside it, with `.out`.
+    pub err: PathBuf,
+    pub submitted_at_us: i64,
+}
+
+/// The batch file an array's tasks read: task `i` computes `jobs[i]`.
+#[derive(Serialize, Deserialize)]
+pub struct Batch {
+    pub jobs: Vec<BatchJob>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct BatchJob {
+    pub job: Job,
+    pub force: bool,
+}
+
+/// The Slurm part of the cache: `<cache>/slurm/`.
+pub fn slurm_dir(cache: &Path) -> PathBuf {
+    cache.join("slurm")
+}
+
+fn record_path(cache: &Path, key: &InstanceKey) -> PathBuf {
+    slurm_dir(cache)
+        .join("tasks")
+        .join(format!("{}.json", key.to_hex()))
+}
+
+/// The record of the task submitted for `key`, if one is unresolved.
+pub fn read_record(cache: &Path, key: &InstanceKey) -> Option<TaskRecord> {
+    let text = std::fs::read_to_string(record_path(cache, key)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+pub(super) fn write_record(cache: &Path, r: &TaskRecord) -> Result<(), String> {
+    let path = record_path(cache, &r.key);
+    let dir = path.parent().expect("records live in a directory");
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let text = serde_json::to_string_pretty(r).expect("records serialise");
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Forgets the record of `key`'s task (its result is in the cache, or it was cancelled).
+pub fn remove_record(cache: &Path, key: &InstanceKey) {
+    let _ = std::fs::remove_file(record_path(cache, key));
+}
+
+/// The state of one instance as `ablate status` reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskStatus {
+    pub record: TaskRecord,
+    /// `None`: Slurm has no record of it.
+    pub observed: Option<Observed>,
+}
+
+/// What Slurm says of these records, in two queries (squeue, then the completion records).
+pub fn observe(cluster: &Cluster, records: Vec<TaskRecord>) -> Result<Vec<TaskStatus>, String> {
+    let names = unique(records.iter().map(|r| r.job_name.clone()));
+    let queued = cluster.squeue(&names)?;
+    let forgotten: Vec<&str> = records
+        .iter()
+        .filter(|r| !queued.contains_key(&r.task))
+        .map(|r| r.task.as_str())
+        .collect();
+    let recorded = cluster.completed(&forgotten)?;
+    Ok(records
+        .into_iter()
+        .map(|r| {
+            let observed = queued
+                .get(&r.task)
+                .or_else(|| recorded.get(&r.task))
+                .cloned();
+            TaskStatus {
+                record: r,
+                observed,
+            }
+        })
+        .collect())
+}
+
+/// Runs task `SLURM_ARRAY_TASK_ID` of a batch file: the worker side of `ablate exec`.
+pub fn read_batch_task(batch: &Path, index: usize) -> Result<BatchJob, String> {
+    let bytes =
+        std::fs::read(batch).map_err(|e| format!("cannot read {}: {e}", batch.display()))?;
+    let mut b: Batch = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{} is not a batch file: {e}", batch.display()))?;
+    let n = b.jobs.len();
+    if index >= n {
+        return Err(format!(
+            "task {index} does not exist in {} ({n} tasks)",
+            batch.display()
+        ));
+    }
+    Ok(b.jobs.swap_remove(index))
+}
+
+/// Elapsed time since a record was submitted, for status lines.
+pub fn age(r: &TaskRecord) -> Duration {
+    let now = ablate_cache::now_us();
+    Duration::from_micros(u64::try_from(now - r.submitted_at_us).unwrap_or(0))
+}
