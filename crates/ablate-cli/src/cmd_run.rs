@@ -2,7 +2,7 @@ use std::io::IsTerminal as _;
 use std::sync::Arc;
 
 use ablate_cache::CachedEntry;
-use ablate_plan::InstanceId;
+use ablate_plan::PlanIndex;
 use ablate_run::{
     CancelToken, Executor, Job, LocalExecutor, Outcome, RunEvent, RunOptions, SlurmExecutor,
     SlurmSettings,
@@ -267,7 +267,7 @@ enum AnyExecutor {
 impl Executor for AnyExecutor {
     fn execute(
         &self,
-        instance: InstanceId,
+        instance: PlanIndex,
         job: Arc<Job>,
         force: bool,
         events: tokio::sync::mpsc::UnboundedSender<RunEvent>,

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io::{BufWriter, Stderr, Stdout, Write};
 use std::time::Duration;
 
-use ablate_plan::InstanceId;
+use ablate_plan::PlanIndex;
 use ablate_run::{RunEvent, Summary};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -25,12 +25,12 @@ pub struct Reporter {
     plain: BufWriter<Stderr>,
     multi: MultiProgress,
     main: Option<ProgressBar>,
-    bars: HashMap<InstanceId, ProgressBar>,
+    bars: HashMap<PlanIndex, ProgressBar>,
     /// Started instances beyond [`MAX_BARS`], in start order: they get a bar when one frees up
     /// (a Slurm run starts every ready instance at once).
-    unshown: Vec<(InstanceId, String)>,
+    unshown: Vec<(PlanIndex, String)>,
     /// Quarter of the epochs last logged per instance (plain mode).
-    logged: HashMap<InstanceId, u64>,
+    logged: HashMap<PlanIndex, u64>,
     /// Cached instances not yet shown, grouped by stage (terminal mode).
     cached: Vec<(String, String)>,
     ran: usize,
@@ -383,7 +383,7 @@ impl Reporter {
     }
 
     /// A spinner line for a running instance.
-    fn show(&mut self, instance: InstanceId, id: String) {
+    fn show(&mut self, instance: PlanIndex, id: String) {
         let bar = self.multi.insert_from_back(1, ProgressBar::new_spinner());
         bar.set_style(
             ProgressStyle::with_template("  {spinner} {prefix} {msg}").expect("valid template"),

@@ -7,14 +7,14 @@ use std::sync::Arc;
 
 use ablate_cache::{CachedEntry, InstanceKey, Manifest, Store};
 use ablate_ops::Registry;
-use ablate_plan::{InstanceId, Plan};
+use ablate_plan::{Plan, PlanIndex};
 use ablate_results::{Recorded, RunRecord};
 use ablate_spec::OpCatalog as _;
 use anyhow::Context as _;
 
 /// An instance that is complete after this run.
 pub struct Completed {
-    pub instance: InstanceId,
+    pub instance: PlanIndex,
     /// Its entry; a cached one's manifest is read only if its rows must be written.
     pub entry: Arc<CachedEntry>,
     /// Computed by this run (rather than found in the cache).
@@ -232,12 +232,7 @@ fn retired_columns(registry: &Registry) -> Vec<&'static str> {
 /// The overrides that reach instance `id` (its own stage's and those of every stage upstream),
 /// as labels name them: `set: epochs=3; matrix: seed=0`. `None` when none does: the instance
 /// is the plain pipeline's.
-fn variant_of(
-    plan: &Plan,
-    id: InstanceId,
-    set: &Overridden,
-    matrix: &Overridden,
-) -> Option<String> {
+fn variant_of(plan: &Plan, id: PlanIndex, set: &Overridden, matrix: &Overridden) -> Option<String> {
     if set.is_empty() && matrix.is_empty() {
         return None;
     }

@@ -12,7 +12,7 @@ use petgraph::algo::{tarjan_scc, toposort};
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::deps::{self, ExpandError, Expansion};
-use crate::{Instance, InstanceId, Plan};
+use crate::{Instance, Plan, PlanIndex};
 
 /// Plans a validated pipeline. `workdir` is where relative file dependencies (`cmd`'s `deps`:
 /// files, directories and globs, see `deps.rs`; data files) are read from: the pipeline file's
@@ -65,7 +65,7 @@ struct Builder<'a> {
     catalog: &'a dyn OpCatalog,
     workdir: &'a Path,
     graph: DiGraph<Instance, (), u32>,
-    by_stage: HashMap<StageName, Vec<InstanceId>>,
+    by_stage: HashMap<StageName, Vec<PlanIndex>>,
     errors: Vec<Diagnostic>,
     dep_digests: HashMap<String, Result<Digest, String>>,
     /// Each `deps` entry's expansion, by the entry as written.
@@ -74,7 +74,7 @@ struct Builder<'a> {
 
 /// An instance before its own matrix values: which inputs it reads and the labels it inherits.
 struct Proto {
-    inputs: Vec<InstanceId>,
+    inputs: Vec<PlanIndex>,
     labels: Vec<(String, Value)>,
 }
 
@@ -143,7 +143,7 @@ impl Builder<'_> {
         }
     }
 
-    fn expand_stage(&mut self, stage: &Stage) -> Vec<InstanceId> {
+    fn expand_stage(&mut self, stage: &Stage) -> Vec<PlanIndex> {
         let Some(schema) = self.catalog.schema(&stage.op) else {
             self.errors.push(error(
                 format!("unknown op `{}`", stage.op),
@@ -243,7 +243,7 @@ impl Builder<'_> {
                     report,
                     strict: stage.strict,
                 };
-                let node = InstanceId(self.graph.add_node(instance));
+                let node = PlanIndex(self.graph.add_node(instance));
                 for &input in &proto.inputs {
                     self.graph.add_edge(input.0, node.0, ());
                 }
@@ -276,7 +276,7 @@ impl Builder<'_> {
                 labels: vec![],
             }];
         }
-        let need_ids: Vec<&[InstanceId]> = stage
+        let need_ids: Vec<&[PlanIndex]> = stage
             .needs
             .iter()
             .map(|n| self.by_stage.get(n).map_or(&[][..], Vec::as_slice))
@@ -306,7 +306,7 @@ impl Builder<'_> {
         protos
     }
 
-    fn join(&self, left: Vec<Proto>, right: &[InstanceId]) -> Vec<Proto> {
+    fn join(&self, left: Vec<Proto>, right: &[PlanIndex]) -> Vec<Proto> {
         // Hash-join on the label keys every row on both sides has; check any other common
         // keys pairwise (only `include` can make label sets differ within a stage).
         let keys_of =
@@ -336,7 +336,7 @@ impl Builder<'_> {
                 .collect::<Vec<_>>()
                 .join("\u{1f}")
         };
-        let mut buckets: HashMap<String, Vec<InstanceId>> = HashMap::new();
+        let mut buckets: HashMap<String, Vec<PlanIndex>> = HashMap::new();
         for &r in right {
             buckets
                 .entry(bucket_key(&self.graph[r.0].labels))

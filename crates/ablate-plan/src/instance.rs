@@ -2,11 +2,13 @@ use ablate_cache::{InstanceKey, KeyInput};
 use ablate_spec::{Device, Params, Resources, StageName, Value};
 use petgraph::graph::{DiGraph, NodeIndex};
 
-/// Index of an instance in its plan.
+/// Where an instance sits in its plan (a graph index, valid for that plan only): not its
+/// [`InstanceKey`] (the content digest that names its cache entry) nor its `id`, the
+/// `stage[label]` people read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct InstanceId(pub(crate) NodeIndex<u32>);
+pub struct PlanIndex(pub(crate) NodeIndex<u32>);
 
-impl InstanceId {
+impl PlanIndex {
     pub fn index(self) -> usize {
         self.0.index()
     }
@@ -29,7 +31,7 @@ pub struct Instance {
     /// What the key was computed from (written into the manifest); its params are the
     /// instance's fully resolved params: the stage's params plus its own matrix values.
     pub key_input: KeyInput,
-    pub inputs: Vec<InstanceId>,
+    pub inputs: Vec<PlanIndex>,
     pub resources: Resources,
     pub retries: u32,
     /// Wall-clock limit of one attempt (the stage's `timeout`); not part of the key.
@@ -63,8 +65,8 @@ pub struct Plan {
     pub(crate) pipeline: String,
     pub(crate) graph: DiGraph<Instance, (), u32>,
     /// Stages in file order with their instances.
-    pub(crate) stages: Vec<(StageName, Vec<InstanceId>)>,
-    pub(crate) order: Vec<InstanceId>,
+    pub(crate) stages: Vec<(StageName, Vec<PlanIndex>)>,
+    pub(crate) order: Vec<PlanIndex>,
 }
 
 impl Plan {
@@ -77,17 +79,17 @@ impl Plan {
     pub fn is_empty(&self) -> bool {
         self.graph.node_count() == 0
     }
-    pub fn instance(&self, id: InstanceId) -> &Instance {
+    pub fn instance(&self, id: PlanIndex) -> &Instance {
         &self.graph[id.0]
     }
     /// Every instance id in topological order (inputs before dependants).
-    pub fn topo_order(&self) -> &[InstanceId] {
+    pub fn topo_order(&self) -> &[PlanIndex] {
         &self.order
     }
-    pub fn instances(&self) -> impl Iterator<Item = (InstanceId, &Instance)> {
+    pub fn instances(&self) -> impl Iterator<Item = (PlanIndex, &Instance)> {
         self.order.iter().map(|&id| (id, &self.graph[id.0]))
     }
-    pub fn inputs(&self, id: InstanceId) -> impl Iterator<Item = (InstanceId, &Instance)> {
+    pub fn inputs(&self, id: PlanIndex) -> impl Iterator<Item = (PlanIndex, &Instance)> {
         self.graph[id.0]
             .inputs
             .iter()
@@ -95,26 +97,26 @@ impl Plan {
     }
     /// The instances that read `id`'s outputs, in plan order (so the scheduler starts them in
     /// the order the file lists them).
-    pub fn dependants(&self, id: InstanceId) -> Vec<InstanceId> {
-        let mut out: Vec<InstanceId> = self
+    pub fn dependants(&self, id: PlanIndex) -> Vec<PlanIndex> {
+        let mut out: Vec<PlanIndex> = self
             .graph
             .neighbors_directed(id.0, petgraph::Direction::Outgoing)
-            .map(InstanceId)
+            .map(PlanIndex)
             .collect();
         out.sort_unstable();
         out
     }
-    pub fn stages(&self) -> impl Iterator<Item = (&StageName, &[InstanceId])> {
+    pub fn stages(&self) -> impl Iterator<Item = (&StageName, &[PlanIndex])> {
         self.stages.iter().map(|(n, ids)| (n, ids.as_slice()))
     }
-    pub fn stage_instances(&self, stage: &str) -> Option<&[InstanceId]> {
+    pub fn stage_instances(&self, stage: &str) -> Option<&[PlanIndex]> {
         self.stages
             .iter()
             .find(|(n, _)| n.as_str() == stage)
             .map(|(_, ids)| ids.as_slice())
     }
     /// Every instance downstream of `ids` (excluding them), for `--force`.
-    pub fn descendants(&self, ids: &[InstanceId]) -> Vec<InstanceId> {
+    pub fn descendants(&self, ids: &[PlanIndex]) -> Vec<PlanIndex> {
         let mut seen = vec![false; self.len()];
         let mut stack: Vec<_> = ids.to_vec();
         let mut out = Vec::new();

@@ -12,6 +12,6 @@ mod render;
 mod status;
 
 pub use build::{build, render_label};
-pub use instance::{Instance, InstanceId, Plan};
+pub use instance::{Instance, Plan, PlanIndex};
 pub use render::{Format, render};
 pub use status::{Change, Outlook, Reason, Status, outlook, statuses};

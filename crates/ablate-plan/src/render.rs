@@ -6,7 +6,7 @@ use ablate_cache::InstanceKey;
 use ablate_spec::Value;
 use serde::Serialize;
 
-use crate::{InstanceId, Outlook, Plan, Reason, Status};
+use crate::{Outlook, Plan, PlanIndex, Reason, Status};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -17,7 +17,7 @@ pub enum Format {
 }
 
 /// Renders a plan with the status of each instance and its [`Outlook`] (both indexed by
-/// `InstanceId::index`; an empty `outlook`: none known).
+/// `PlanIndex::index`; an empty `outlook`: none known).
 pub fn render(plan: &Plan, statuses: &[Status], outlook: &[Outlook], format: Format) -> String {
     let view = View { statuses, outlook };
     match format {
@@ -32,7 +32,7 @@ pub fn render(plan: &Plan, statuses: &[Status], outlook: &[Outlook], format: For
 enum Shown<'a> {
     Cached,
     /// The diverged instance, and whether it is a direct input.
-    Skipped(InstanceId, bool),
+    Skipped(PlanIndex, bool),
     Run(&'a Reason, bool),
 }
 
@@ -42,7 +42,7 @@ struct View<'a> {
 }
 
 impl View<'_> {
-    fn of(&self, id: InstanceId) -> Shown<'_> {
+    fn of(&self, id: PlanIndex) -> Shown<'_> {
         let look = self.outlook.get(id.index());
         match &self.statuses[id.index()] {
             Status::Cached(_) => Shown::Cached,
@@ -53,12 +53,12 @@ impl View<'_> {
         }
     }
 
-    fn is_skipped(&self, id: InstanceId) -> bool {
+    fn is_skipped(&self, id: PlanIndex) -> bool {
         matches!(self.of(id), Shown::Skipped(..))
     }
 
     /// The class of an instance in a graph: `cached`, `skip` or `run`.
-    fn class(&self, id: InstanceId) -> &'static str {
+    fn class(&self, id: PlanIndex) -> &'static str {
         match self.of(id) {
             Shown::Cached => "cached",
             Shown::Skipped(..) => "skip",

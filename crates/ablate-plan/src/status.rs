@@ -8,7 +8,7 @@ use ablate_cache::{CachedEntry, KeyInput, Lookup, Store};
 use ablate_spec::Value;
 
 use crate::build::render_value;
-use crate::{InstanceId, Plan};
+use crate::{Plan, PlanIndex};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Status {
@@ -131,13 +131,13 @@ impl fmt::Display for Change {
     }
 }
 
-/// The status of every instance, indexed by [`InstanceId::index`]. Looks each key up in the
+/// The status of every instance, indexed by [`PlanIndex::index`]. Looks each key up in the
 /// store (verifying entries, in parallel), then explains misses against the last run's keys.
 pub fn statuses(plan: &Plan, store: &Store, forced: &[&str]) -> Vec<Status> {
     let n = plan.len();
     let mut lookups = lookup_all(plan, store);
     let mut out: Vec<Option<Status>> = vec![None; n];
-    let forced_ids: Vec<InstanceId> = plan
+    let forced_ids: Vec<PlanIndex> = plan
         .stages()
         .filter(|(name, _)| forced.contains(&name.as_str()))
         .flat_map(|(_, ids)| ids.iter().copied())
@@ -188,13 +188,13 @@ pub fn statuses(plan: &Plan, store: &Store, forced: &[&str]) -> Vec<Status> {
 pub struct Outlook {
     /// A run skips it: the instance whose cached entry diverged (`diverged: record`), and
     /// whether that is one of its own inputs (else it is further up).
-    pub skipped: Option<(InstanceId, bool)>,
+    pub skipped: Option<(PlanIndex, bool)>,
     /// Its checkpoint directory holds what an earlier attempt of its key left (a killed or
     /// failed one): the program resumes from it.
     pub resumes: bool,
 }
 
-/// The [`Outlook`] of every instance, indexed by [`InstanceId::index`] (a cached one's is the
+/// The [`Outlook`] of every instance, indexed by [`PlanIndex::index`] (a cached one's is the
 /// default). The skips follow the scheduler's rule (`ablate_run`'s `Graph::settle`): an
 /// instance that maps over a diverged input is skipped, and so is what needs a skipped one,
 /// except a report, which takes a diverged input and (unless `strict`) a skipped one.
@@ -248,7 +248,7 @@ fn lookup_all(plan: &Plan, store: &Store) -> Vec<Lookup<Arc<CachedEntry>>> {
     store.lookup_all(&keys)
 }
 
-fn diff(prev: &KeyInput, now: &KeyInput, plan: &Plan, id: InstanceId) -> Vec<Change> {
+fn diff(prev: &KeyInput, now: &KeyInput, plan: &Plan, id: PlanIndex) -> Vec<Change> {
     let mut changes = Vec::new();
     if prev.op_version != now.op_version {
         changes.push(Change::OpVersion {

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use ablate_cache::{CachedEntry, EntryStatus, InstanceKey, Manifest};
-use ablate_plan::InstanceId;
+use ablate_plan::PlanIndex;
 use serde::Serialize;
 
 /// What happens during a run, in order. The scheduler emits them; the CLI fans them out to
@@ -20,7 +20,7 @@ pub enum RunEvent {
     },
     Cached {
         #[serde(skip)]
-        instance: InstanceId,
+        instance: PlanIndex,
         id: String,
         key: InstanceKey,
         /// `done`, or `diverged` (then `diverged` says how).
@@ -33,14 +33,14 @@ pub enum RunEvent {
     },
     Started {
         #[serde(skip)]
-        instance: InstanceId,
+        instance: PlanIndex,
         id: String,
         key: InstanceKey,
         attempt: u32,
     },
     Progress {
         #[serde(skip)]
-        instance: InstanceId,
+        instance: PlanIndex,
         id: String,
         step: u64,
         total: u64,
@@ -51,7 +51,7 @@ pub enum RunEvent {
     },
     Finished {
         #[serde(skip)]
-        instance: InstanceId,
+        instance: PlanIndex,
         id: String,
         /// The entry's key: the instance's, or for a report built from part of its inputs,
         /// the key of that partial report (see [`crate::Job::partial`]).
@@ -73,7 +73,7 @@ pub enum RunEvent {
     },
     Failed {
         #[serde(skip)]
-        instance: InstanceId,
+        instance: PlanIndex,
         id: String,
         key: InstanceKey,
         attempt: u32,
@@ -85,7 +85,7 @@ pub enum RunEvent {
     /// Submitted to a cluster that runs it after this process has gone (`--detach`).
     Submitted {
         #[serde(skip)]
-        instance: InstanceId,
+        instance: PlanIndex,
         id: String,
         key: InstanceKey,
         /// The Slurm task (`ARRAYJOB_INDEX`).
@@ -93,7 +93,7 @@ pub enum RunEvent {
     },
     Skipped {
         #[serde(skip)]
-        instance: InstanceId,
+        instance: PlanIndex,
         id: String,
         key: InstanceKey,
         /// The id of the instance upstream that failed or diverged.

@@ -1,5 +1,5 @@
 use ablate_cache::{InputRef, InstanceKey, KeyInput};
-use ablate_plan::{InstanceId, Plan};
+use ablate_plan::{Plan, PlanIndex};
 use ablate_spec::{OnDiverge, Params, Resources, Value};
 use serde::{Deserialize, Serialize};
 
@@ -86,7 +86,7 @@ pub struct JobInput {
 }
 
 impl Job {
-    pub fn from_plan(plan: &Plan, id: InstanceId) -> Job {
+    pub fn from_plan(plan: &Plan, id: PlanIndex) -> Job {
         let inst = plan.instance(id);
         Job {
             pipeline: plan.pipeline().to_owned(),
@@ -123,11 +123,7 @@ impl Job {
     /// names each missing input with why it is missing (`InputRef::name`, which reports do not
     /// use otherwise): another key, which the plan never looks up, and which a full
     /// verification recomputes from the manifest like any other.
-    pub fn partial(
-        plan: &Plan,
-        id: InstanceId,
-        missing: &[(InstanceId, Unfinished, String)],
-    ) -> Job {
+    pub fn partial(plan: &Plan, id: PlanIndex, missing: &[(PlanIndex, Unfinished, String)]) -> Job {
         let mut job = Job::from_plan(plan, id);
         if missing.is_empty() {
             return job;

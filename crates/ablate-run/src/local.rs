@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ablate_cache::{CacheError, LockNote, Lookup, Manifest, Origin, Store, now_us};
-use ablate_plan::InstanceId;
+use ablate_plan::PlanIndex;
 use tokio::sync::mpsc::UnboundedSender;
 
 use ablate_spec::{OnDiverge, error_chain};
@@ -216,7 +216,7 @@ impl LocalExecutor {
 impl Executor for LocalExecutor {
     fn execute(
         &self,
-        instance: InstanceId,
+        instance: PlanIndex,
         job: Arc<Job>,
         force: bool,
         events: UnboundedSender<RunEvent>,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ablate_cache::{InstanceKey, Manifest};
-use ablate_plan::{InstanceId, Plan, Reason, Status};
+use ablate_plan::{Plan, PlanIndex, Reason, Status};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
 
@@ -42,7 +42,7 @@ pub trait Executor: Send + Sync + 'static {
     /// `force`: recompute even if the cache holds the key. Progress goes to `events`.
     fn execute(
         &self,
-        instance: InstanceId,
+        instance: PlanIndex,
         job: Arc<Job>,
         force: bool,
         events: UnboundedSender<RunEvent>,
@@ -90,8 +90,8 @@ struct Graph<'p> {
     state: Vec<State>,
     /// The inputs of each (report) instance that ended without a result, with why and the id
     /// of the instance upstream that caused it.
-    missing: Vec<Vec<(InstanceId, Unfinished, String)>>,
-    ready: VecDeque<(InstanceId, u32)>,
+    missing: Vec<Vec<(PlanIndex, Unfinished, String)>>,
+    ready: VecDeque<(PlanIndex, u32)>,
     skipped: usize,
 }
 
@@ -101,7 +101,7 @@ impl Graph<'_> {
     /// that maps over its inputs needs each to be done; a report also takes a diverged input
     /// (it shows it as such) and, unless `strict`, one that failed or was skipped (it marks
     /// its cells). `because`: the instance that failed or diverged, for the skip messages.
-    fn settle(&mut self, id: InstanceId, ended: Ended, because: &str, emit: &impl Fn(RunEvent)) {
+    fn settle(&mut self, id: PlanIndex, ended: Ended, because: &str, emit: &impl Fn(RunEvent)) {
         let mut queue = VecDeque::from([(id, ended, because.to_owned())]);
         while let Some((id, ended, because)) = queue.pop_front() {
             for d in self.plan.dependants(id) {
@@ -196,7 +196,7 @@ pub async fn run<E: Executor>(
     // A cached input releases its dependants at once, unless it diverged: then each dependant
     // waits for it like for any input, and learns below that it diverged.
     let cached_done =
-        |id: InstanceId| matches!(&statuses[id.index()], Status::Cached(m) if m.status().is_done());
+        |id: PlanIndex| matches!(&statuses[id.index()], Status::Cached(m) if m.status().is_done());
     let mut cached_diverged = Vec::new();
     for (id, inst) in plan.instances() {
         match &statuses[id.index()] {
@@ -236,11 +236,11 @@ pub async fn run<E: Executor>(
     let mut free = Slots { ..total };
     let gpu_names = opts.gpus.as_deref().unwrap_or_default();
     let mut pool = opts.gpus.as_ref().map(|names| GpuPool::new(names.len()));
-    let mut on_gpus: BTreeMap<InstanceId, Vec<usize>> = BTreeMap::new();
-    let mut running: JoinSet<(InstanceId, u32, Outcome)> = JoinSet::new();
+    let mut on_gpus: BTreeMap<PlanIndex, Vec<usize>> = BTreeMap::new();
+    let mut running: JoinSet<(PlanIndex, u32, Outcome)> = JoinSet::new();
     // The key each started instance runs under, when it is not its own: a partial report's
     // (see `Job::partial`).
-    let mut keys: BTreeMap<InstanceId, InstanceKey> = BTreeMap::new();
+    let mut keys: BTreeMap<PlanIndex, InstanceKey> = BTreeMap::new();
     let mut cancelled = cancel.is_cancelled();
 
     loop {

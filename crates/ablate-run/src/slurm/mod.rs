@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use ablate_cache::{InstanceKey, Lookup, Store};
-use ablate_plan::InstanceId;
+use ablate_plan::PlanIndex;
 use ablate_spec::{Resources, SlurmOptions};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::{UnboundedSender, WeakUnboundedSender};
@@ -63,7 +63,7 @@ pub struct SlurmSettings {
 
 /// One instance waiting for its task.
 struct Waiter {
-    instance: InstanceId,
+    instance: PlanIndex,
     job: Arc<Job>,
     force: bool,
     /// Weak: the tasks in flight must not keep the run's event stream open once it ends.
@@ -177,7 +177,7 @@ impl SlurmExecutor {
 impl Executor for SlurmExecutor {
     fn execute(
         &self,
-        instance: InstanceId,
+        instance: PlanIndex,
         job: Arc<Job>,
         force: bool,
         events: UnboundedSender<RunEvent>,
