@@ -117,17 +117,7 @@ pub fn copy_with_metadata(
 
 /// The value of `key` in a Parquet file's key-value metadata, if it has one.
 pub fn metadata_value(path: &Path, key: &str) -> Result<Option<String>, ResultsError> {
-    let file = File::open(path).map_err(|source| ResultsError::Io {
-        action: "open",
-        path: path.to_owned(),
-        source,
-    })?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| {
-        ResultsError::ReadParquet {
-            path: path.to_owned(),
-            source,
-        }
-    })?;
+    let builder = open_reader(path)?;
     Ok(builder
         .metadata()
         .file_metadata()
@@ -142,18 +132,11 @@ pub(crate) fn read_batch(
     path: &Path,
     projection: Option<&[&str]>,
 ) -> Result<(SchemaRef, RecordBatch), ResultsError> {
-    let file = File::open(path).map_err(|source| ResultsError::Io {
-        action: "open",
-        path: path.to_owned(),
-        source,
-    })?;
     let to_err = |source| ResultsError::ReadParquet {
         path: path.to_owned(),
         source,
     };
-    let mut builder = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(to_err)?
-        .with_batch_size(READ_BATCH_ROWS);
+    let mut builder = open_reader(path)?.with_batch_size(READ_BATCH_ROWS);
     let full_schema = builder.schema().clone();
     if let Some(names) = projection {
         let roots = names.iter().filter_map(|n| full_schema.index_of(n).ok());
@@ -172,19 +155,22 @@ pub(crate) fn read_batch(
     Ok((full_schema, batch))
 }
 
-/// A Parquet file's Arrow schema and row count, from its footer alone.
-pub(crate) fn read_schema(path: &Path) -> Result<(SchemaRef, usize), ResultsError> {
+/// A reader of `path`, its footer read.
+fn open_reader(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>, ResultsError> {
     let file = File::open(path).map_err(|source| ResultsError::Io {
         action: "open",
         path: path.to_owned(),
         source,
     })?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| {
-        ResultsError::ReadParquet {
-            path: path.to_owned(),
-            source,
-        }
-    })?;
+    ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| ResultsError::ReadParquet {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// A Parquet file's Arrow schema and row count, from its footer alone.
+pub(crate) fn read_schema(path: &Path) -> Result<(SchemaRef, usize), ResultsError> {
+    let builder = open_reader(path)?;
     let rows = builder.metadata().file_metadata().num_rows();
     Ok((builder.schema().clone(), usize::try_from(rows).unwrap_or(0)))
 }

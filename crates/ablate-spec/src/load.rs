@@ -392,11 +392,7 @@ fn check_known_param(
         Some(hint) => format!("{hint} ({add})"),
         None => format!(
             "the parameters of stage `{stage_name}` are {}; {add}",
-            known
-                .iter()
-                .map(|k| format!("`{}`", shorten_name(k)))
-                .collect::<Vec<_>>()
-                .join(", ")
+            validate::list(known)
         ),
     };
     Err(origin
@@ -419,14 +415,7 @@ fn check_variable(root: &Node, name: &str, origin: &Origin) -> Result<(), Diagno
     let help = match suggest::hint(name, names.iter().copied()) {
         Some(hint) => format!("{hint} ({add})"),
         None if names.is_empty() => format!("the file has no `vars:`; {add}"),
-        None => format!(
-            "the variables are {}; {add}",
-            names
-                .iter()
-                .map(|k| format!("`{}`", shorten_name(k)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        None => format!("the variables are {}; {add}", validate::list(&names)),
     };
     Err(origin
         .error(format!("the pipeline has no variable `{shown}`"))

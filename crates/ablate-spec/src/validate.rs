@@ -29,7 +29,7 @@ const TOP_KEYS: &[&str] = &[
     "slurm",
     "workdir",
 ];
-const STAGE_KEYS: &[&str] = &[
+pub(crate) const STAGE_KEYS: &[&str] = &[
     "op",
     "description",
     "needs",
@@ -141,7 +141,8 @@ pub(crate) fn type_error(node: &Node, subject: &str, expected: &str) -> Diagnost
 }
 
 /// The names, shortened, as a backticked list.
-fn list(names: impl IntoIterator<Item = impl AsRef<str>>) -> String {
+/// Names as people read them: shortened, backticked, comma-separated.
+pub(crate) fn list(names: impl IntoIterator<Item = impl AsRef<str>>) -> String {
     crate::backticked(names.into_iter().map(|n| shorten_name(n.as_ref())))
 }
 
