@@ -258,8 +258,8 @@ def main():
     print("building release binaries ...", file=sys.stderr)
     sh("cargo", "build", "--release", "--quiet", "-p", "ablate-cli")
     if args.only != "orchestration":
-        sh("cargo", "build", "--release", "--quiet", "-p", "ablate-engine", "--example", "train_flow_bench")
-        sh("cargo", "build", "--release", "--quiet", "-p", "ablate-engine", "--example", "lm_bench")
+        sh("cargo", "build", "--release", "--quiet", "-p", "ablate-models", "--example", "train_flow_bench")
+        sh("cargo", "build", "--release", "--quiet", "-p", "ablate-models", "--example", "lm_bench")
     rows = []
     python, torch_version = os.environ.get("ABLATE_BENCH_PYTHON", "python3"), None
     kept, kept_header = [], []

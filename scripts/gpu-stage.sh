@@ -10,7 +10,7 @@ eval "$(../shared/tools/cuda-build-env.sh)"
 # A fixed target dir: dfdx bakes its build's OUT_DIR into the binary, and gpu-check.sh recreates it.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/tmp/cudatarget}
 cargo build --release -p ablate-cli --features cuda
-cargo build --release -p ablate-engine --features cuda --example train_flow_bench --example lm_bench
+cargo build --release -p ablate-models --features cuda --example train_flow_bench --example lm_bench
 rm -rf gpu
 mkdir -p gpu/cuh
 for b in ablate examples/train_flow_bench examples/lm_bench; do

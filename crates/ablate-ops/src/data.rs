@@ -234,7 +234,7 @@ pub(crate) fn write_dataset(
 pub(crate) fn read_dataset(
     path: &Path,
     classes: Option<usize>,
-) -> Result<ablate_engine::Dataset, OpError> {
+) -> Result<ablate_models::Dataset, OpError> {
     let table = ablate_results::read_table(path)
         .map_err(|e| OpError::with("failed to read a data set", e))?;
     let bad =
@@ -266,7 +266,7 @@ pub(crate) fn read_dataset(
     }
     let seen = y.iter().copied().max().map_or(0, |m| m as usize + 1);
     let classes = classes.unwrap_or(seen.max(2));
-    Ok(ablate_engine::Dataset { x, y, dim, classes })
+    Ok(ablate_models::Dataset { x, y, dim, classes })
 }
 
 #[cfg(test)]
@@ -304,19 +304,19 @@ mod tests {
         write_points(&path, &[(0.0, 0.0, 0), (1.0, 1.0, 1)]).unwrap();
         assert_eq!(read_dataset(&path, None).unwrap().classes, 2);
         assert_eq!(read_dataset(&path, Some(3)).unwrap().classes, 3);
-        let cfg = ablate_engine::FlowConfig {
+        let cfg = ablate_models::FlowConfig {
             in_dim: 2,
             classes: 3,
             dim: 2,
             hidden: 4,
             steps: 1,
             h: 1.0,
-            weights: ablate_engine::Weights::Shared,
-            form: ablate_engine::Form::C1,
-            integrator: ablate_engine::Integrator::Euler,
-            activation: ablate_engine::Activation::Tanh,
+            weights: ablate_models::Weights::Shared,
+            form: ablate_models::Form::C1,
+            integrator: ablate_models::Integrator::Euler,
+            activation: ablate_models::Activation::Tanh,
         };
-        let flow = ablate_engine::Flow::init(&cfg, 0).unwrap();
+        let flow = ablate_models::Flow::init(&cfg, 0).unwrap();
         assert!(
             flow.evaluate(&read_dataset(&path, Some(3)).unwrap())
                 .is_ok()

@@ -1,11 +1,11 @@
 //! `train.flow` and `eval.flow`: residual networks as flows (Rousseau et al.), via
-//! `ablate-engine`.
+//! `ablate-models`.
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use ablate_cache::{EntryStatus, Metric};
-use ablate_engine::{
+use ablate_models::{
     Activation, Backend, EngineError, EpochReport, ExecOptions, Flow, FlowConfig, Form, Integrator,
     Runtime, TrainConfig, TrainObserver, Weights,
 };
@@ -249,7 +249,7 @@ impl Op for TrainFlow {
         // A divergence is a result the executor keeps or fails by the stage's `diverged:`:
         // the epochs before it are logged, and there is no model to save.
         let (flow, status) =
-            match ablate_engine::train_flow_with(&config, &train, &data, &exec, &mut observer) {
+            match ablate_models::train_flow_with(&config, &train, &data, &exec, &mut observer) {
                 Ok(flow) => (Some(flow), EntryStatus::Done),
                 Err(EngineError::NonFinite { epoch, loss, .. }) => (
                     None,
@@ -348,9 +348,9 @@ impl EvalFlow {
 /// The points a flow's geometry is probed at: a `side`² grid over the bounding box of 2-D data
 /// (padded by 10%), or the data points themselves in higher dimensions, where a grid would
 /// mostly probe empty space.
-pub(crate) fn probe_points(data: &ablate_engine::Dataset, side: usize) -> Vec<f32> {
+pub(crate) fn probe_points(data: &ablate_models::Dataset, side: usize) -> Vec<f32> {
     if data.dim == 2 {
-        ablate_engine::grid_over(&data.x, side, side, 0.1).points
+        ablate_models::grid_over(&data.x, side, side, 0.1).points
     } else {
         data.x.clone()
     }

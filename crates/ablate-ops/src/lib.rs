@@ -1,7 +1,7 @@
 //! `ablate-ops` owns the op registry: each built-in op is typed params (serde, unknown fields
 //! denied), a schema with defaults and docs (what validation and `ablate ops` read), a version
 //! (part of every key), and `run(ctx)` → files in the entry + metrics. Data generators, dfdx
-//! training and evaluation (through `ablate-engine`), report tables (through `ablate-results`),
+//! training and evaluation (through `ablate-models`), report tables (through `ablate-results`),
 //! and `cmd` for any program.
 //!
 //! It must not schedule, cache or print: the runner hands it a context and takes its outputs.
@@ -24,6 +24,6 @@ mod testutil;
 
 /// How many GPUs the CUDA driver sees, or why it sees none.
 #[cfg(feature = "cuda")]
-pub use ablate_engine::cuda_devices;
+pub use ablate_models::cuda_devices;
 pub use plot::caption_figure;
 pub use registry::{InstanceProblem, Planned, Registry};

@@ -1,17 +1,17 @@
 //! `data.text`, `train.lm` and `eval.lm`: the UL2 objective ablation (Tay et al. 2022) on tiny
-//! byte-level transformers, via `ablate-engine`'s `lm` module.
+//! byte-level transformers, via `ablate-models`'s `lm` module.
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::path::Path;
 
 use ablate_cache::{EntryStatus, Metric};
-use ablate_engine::lm::{
+use ablate_models::lm::{
     self, Arch, Denoiser, Example, LmConfig, LmObserver, LmTrainConfig, Mixture, MixtureOptions,
     Sampler, StepLog, Task,
     vocab::{self, Mode},
 };
-use ablate_engine::{EngineError, ExecOptions, Runtime};
+use ablate_models::{EngineError, ExecOptions, Runtime};
 use ablate_results::{Column, ColumnData, Table};
 use ablate_run::{OpContext, OpError, OpOutput, Progress};
 use ablate_spec::{OpSchema, ParamSpec, ParamType, Params, Value};

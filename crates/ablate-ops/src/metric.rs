@@ -3,7 +3,7 @@
 //! and of a grid at every layer, for the pictures of `report.plot`.
 
 use ablate_cache::Metric;
-use ablate_engine::{Dataset, Flow, metric_stats};
+use ablate_models::{Dataset, Flow, metric_stats};
 use ablate_results::{Column, ColumnData, Table};
 use ablate_run::{OpContext, OpError, OpOutput};
 use ablate_spec::{OpSchema, ParamSpec, ParamType};

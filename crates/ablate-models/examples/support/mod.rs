@@ -13,8 +13,8 @@ pub fn cpu_seconds() -> Option<f64> {
 }
 
 /// `cpu`, `dfdx` (dfdx's CPU device) or, in a `cuda` build, `cuda` / `cuda:N`.
-pub fn parse_backend(s: &str) -> Result<ablate_engine::Backend, String> {
-    use ablate_engine::Backend;
+pub fn parse_backend(s: &str) -> Result<ablate_models::Backend, String> {
+    use ablate_models::Backend;
     match s {
         "cpu" => Ok(Backend::Cpu),
         "dfdx" => Ok(Backend::Dfdx),
@@ -37,8 +37,8 @@ pub fn parse_backend(s: &str) -> Result<ablate_engine::Backend, String> {
 }
 
 /// The name [`parse_backend`] reads.
-pub fn backend_name(b: ablate_engine::Backend) -> String {
-    use ablate_engine::Backend;
+pub fn backend_name(b: ablate_models::Backend) -> String {
+    use ablate_models::Backend;
     match b {
         Backend::Cpu => "cpu".into(),
         Backend::Dfdx => "dfdx".into(),

@@ -1,4 +1,4 @@
-//! `ablate-engine` owns the models and their training: residual flows on low-dimensional data
+//! `ablate-models` owns the models and their training: residual flows on low-dimensional data
 //! (Rousseau et al. 2020, shared or unshared velocity fields), trained with Adam, evaluated,
 //! and stored as safetensors files. The arithmetic runs either through dfdx tensor ops, generic
 //! over the dfdx device (the path a CUDA build takes), or through this crate's fused CPU

@@ -2,7 +2,7 @@
 //! (vocab 362), d_model 128, 2 layers, 4 heads, d_ff 512, batch 32, AdamW.
 //!
 //! ```text
-//! cargo run --release -p ablate-engine --example lm_bench -- \
+//! cargo run --release -p ablate-models --example lm_bench -- \
 //!     [--threads T] [--seconds S] [--arch decoder|encdec|both] [--backend cpu|dfdx|cuda:N]
 //! ```
 //!
@@ -19,8 +19,8 @@ use support::{backend_name, cpu_seconds, parse_backend};
 use std::ops::ControlFlow;
 use std::time::Instant;
 
-use ablate_engine::lm::{Arch, Batch, LmConfig, LmObserver, LmTrainConfig, StepLog, train_lm_with};
-use ablate_engine::{Backend, ExecOptions};
+use ablate_models::lm::{Arch, Batch, LmConfig, LmObserver, LmTrainConfig, StepLog, train_lm_with};
+use ablate_models::{Backend, ExecOptions};
 
 const ROWS: usize = 32;
 const SEQ: usize = 128;
@@ -196,7 +196,7 @@ fn main() {
         };
         if let Err(e) = train_lm_with(&cfg, &train, &exec, &mut batches, &mut timer) {
             // Stopping at the time limit is a cancellation; anything else is a failure.
-            if !matches!(e, ablate_engine::EngineError::Cancelled) {
+            if !matches!(e, ablate_models::EngineError::Cancelled) {
                 eprintln!("error: {e}");
                 std::process::exit(1);
             }

@@ -2,7 +2,7 @@
 //! batch 256, 2 classes, Adam — the model of performance.md's PyTorch figures.
 //!
 //! ```text
-//! cargo run --release -p ablate-engine --example train_flow_bench -- \
+//! cargo run --release -p ablate-models --example train_flow_bench -- \
 //!     [--weights shared|unshared] [--steps-per-run N] [--threads T] [--runs R] [--backend cpu|dfdx|cuda:N]
 //!     [--form c0|c1|c2] [--integrator euler|midpoint|rk4] [--activation tanh|relu]
 //! ```
@@ -19,7 +19,7 @@ use support::{backend_name, cpu_seconds, parse_backend};
 use std::ops::ControlFlow;
 use std::time::Instant;
 
-use ablate_engine::{
+use ablate_models::{
     Activation, Backend, Dataset, EpochReport, ExecOptions, FlowConfig, Form, Integrator,
     TrainConfig, TrainObserver, Weights, train_flow_with,
 };

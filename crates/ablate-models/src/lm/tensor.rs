@@ -887,7 +887,7 @@ mod tests {
         assert!(matches!(err, EngineError::InvalidConfig(_)), "{err}");
     }
 
-    /// `cargo test --release -p ablate-engine --lib lm::tensor::tests::bench -- --ignored
+    /// `cargo test --release -p ablate-models --lib lm::tensor::tests::bench -- --ignored
     /// --nocapture`: one step at the decoder bench size. Prints; asserts nothing about time.
     #[test]
     #[ignore = "timing at the bench size; run by hand in release"]
