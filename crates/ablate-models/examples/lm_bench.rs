@@ -19,8 +19,8 @@ use support::{backend_name, cpu_seconds, parse_backend};
 use std::ops::ControlFlow;
 use std::time::Instant;
 
-use ablate_models::lm::{Arch, Batch, LmConfig, LmObserver, LmTrainConfig, StepLog, train_lm_with};
-use ablate_models::{Backend, ExecOptions};
+use ablate_models::lm::{Arch, Batch, LmConfig, LmTrainConfig, train_lm_with};
+use ablate_models::{Backend, ExecOptions, Observer, StepLog};
 
 const ROWS: usize = 32;
 const SEQ: usize = 128;
@@ -129,8 +129,8 @@ struct Timer {
     last_loss: f32,
 }
 
-impl LmObserver for Timer {
-    fn on_step(&mut self, log: &StepLog, _steps: usize) -> ControlFlow<()> {
+impl Observer<()> for Timer {
+    fn on_step(&mut self, log: &StepLog<()>) -> ControlFlow<()> {
         self.last_loss = log.loss;
         if log.step == WARMUP_STEPS {
             self.start = Some(Instant::now());
@@ -196,7 +196,7 @@ fn main() {
         };
         if let Err(e) = train_lm_with(&cfg, &train, &exec, &mut batches, &mut timer) {
             // Stopping at the time limit is a cancellation; anything else is a failure.
-            if !matches!(e, ablate_models::EngineError::Cancelled) {
+            if !matches!(e, ablate_models::NnError::Cancelled) {
                 eprintln!("error: {e}");
                 std::process::exit(1);
             }

@@ -20,8 +20,8 @@ use std::ops::ControlFlow;
 use std::time::Instant;
 
 use ablate_models::{
-    Activation, Backend, Dataset, EpochReport, ExecOptions, FlowConfig, Form, Integrator,
-    TrainConfig, TrainObserver, Weights, train_flow_with,
+    Accuracy, Activation, Backend, Dataset, EpochLog, ExecOptions, FlowConfig, Form, Integrator,
+    Observer, TrainConfig, Weights, train_flow_with,
 };
 
 const BATCH: usize = 256;
@@ -130,8 +130,8 @@ fn spirals(n: usize) -> Dataset {
 
 struct Quiet;
 
-impl TrainObserver for Quiet {
-    fn on_epoch(&mut self, _: &EpochReport) -> ControlFlow<()> {
+impl Observer<Accuracy> for Quiet {
+    fn on_epoch(&mut self, _: &EpochLog<Accuracy>) -> ControlFlow<()> {
         ControlFlow::Continue(())
     }
 }

@@ -7,7 +7,7 @@
 //! kernels), so it also covers the forms, integrators and activations the kernels do not.
 
 use crate::params::{Layout, Linear};
-use crate::{Activation, EngineError, Flow, FlowConfig, Form, Integrator, Weights};
+use crate::{Activation, Flow, FlowConfig, Form, Integrator, NnError, Weights};
 
 /// Every layer's state for each row: `states[(layer * rows + row) * dim + j]`, layer `0..=steps`
 /// (layer 0 is the lifted input `x_0`, layer `steps` what the head reads).
@@ -446,22 +446,22 @@ impl Flow {
     }
 
     /// The rows of `x` as `in_dim` slices; refuses a ragged or empty `x`.
-    fn analysis_rows<'a>(&self, x: &'a [f32]) -> Result<Vec<&'a [f32]>, EngineError> {
+    fn analysis_rows<'a>(&self, x: &'a [f32]) -> Result<Vec<&'a [f32]>, NnError> {
         let d = self.config().in_dim;
         if !x.len().is_multiple_of(d) {
-            return Err(EngineError::InvalidData(format!(
+            return Err(NnError::InvalidData(format!(
                 "{} features is not a whole number of rows of dimension {d}",
                 x.len()
             )));
         }
         if x.is_empty() {
-            return Err(EngineError::InvalidData("no points to analyse".into()));
+            return Err(NnError::InvalidData("no points to analyse".into()));
         }
         Ok(x.chunks_exact(d).collect())
     }
 
     /// Every row's states `x_0 ..= x_N`.
-    fn row_states(&self, net: &Net64, x: &[f32]) -> Result<Vec<Vec<Vec<f64>>>, EngineError> {
+    fn row_states(&self, net: &Net64, x: &[f32]) -> Result<Vec<Vec<Vec<f64>>>, NnError> {
         Ok(self
             .analysis_rows(x)?
             .into_iter()
@@ -470,7 +470,7 @@ impl Flow {
     }
 
     /// Every layer's state `x_0 ..= x_N` for each row of `x` (`rows × in_dim`, row-major).
-    pub fn trace(&self, x: &[f32]) -> Result<Trace, EngineError> {
+    pub fn trace(&self, x: &[f32]) -> Result<Trace, NnError> {
         let net = self.net64();
         let per_row = self.row_states(&net, x)?;
         let (dim, rows, layers) = (net.dim, per_row.len(), net.steps + 1);
@@ -501,7 +501,7 @@ impl Flow {
     /// integrator's stages (Euler: `I + h·W2·diag(σ'(W1·x + b1))·W1` per step); C0
     /// `W2·diag(σ')·W1` per step; C2 by `J_{k+1} = 2J_k − J_{k−1} + h²·Dv(x_k)·J_k`,
     /// `J_{−1} = J_0 = I`.
-    pub fn flow_jacobians(&self, x: &[f32]) -> Result<Vec<f64>, EngineError> {
+    pub fn flow_jacobians(&self, x: &[f32]) -> Result<Vec<f64>, NnError> {
         let net = self.net64();
         Ok(self
             .row_states(&net, x)?
@@ -511,7 +511,7 @@ impl Flow {
     }
 
     /// `det ∂x_N/∂x_0` for each row.
-    pub fn jacobian_dets(&self, x: &[f32]) -> Result<Vec<f64>, EngineError> {
+    pub fn jacobian_dets(&self, x: &[f32]) -> Result<Vec<f64>, NnError> {
         let d = self.config().dim;
         if self.config().form == Form::C2 {
             // A C2 step maps a pair of states, so there is no per-step d × d Jacobian.
@@ -539,7 +539,7 @@ impl Flow {
     /// How well the flow inverts on the rows of `x`: each field the largest `‖x̂_0 − x_0‖₂`
     /// over the rows (in the flow space `R^dim`), `+inf` where an inversion is not finite.
     /// The forward pass runs once, and a flow inverted by fixed-point iteration is inverted once.
-    pub fn inverse_errors(&self, x: &[f32]) -> Result<InverseErrors, EngineError> {
+    pub fn inverse_errors(&self, x: &[f32]) -> Result<InverseErrors, NnError> {
         let net = self.net64();
         let per_row = self.row_states(&net, x)?;
         let worst = |invert: &dyn Fn(&[Vec<f64>]) -> Vec<f64>| {
@@ -602,10 +602,10 @@ impl Flow {
     }
 
     /// The same fields integrated with `integrator` (C1 flows only).
-    pub fn with_integrator(&self, integrator: Integrator) -> Result<Flow, EngineError> {
+    pub fn with_integrator(&self, integrator: Integrator) -> Result<Flow, NnError> {
         let cfg = self.config();
         if cfg.form != Form::C1 {
-            return Err(EngineError::InvalidConfig(format!(
+            return Err(NnError::InvalidConfig(format!(
                 "`integrator: {}` needs `form: c1`; this flow is {}",
                 integrator.name(),
                 cfg.form.name()
@@ -626,7 +626,7 @@ impl Flow {
     /// `A_N = I`, `A_{N+1} = 0`, `A_l = A_{l+1}·(2I + h²·Dv_l(x_l)) − A_{l+2}`; at `l = 0`,
     /// where `x_{−1} = x_0` is not held but moves with `x_0`, `2I` becomes `I`, so that
     /// `g_0 = Jᵀ·J` with `J` the whole flow's Jacobian, as for the other forms.
-    pub fn pullback_metrics(&self, x: &[f32]) -> Result<Vec<f64>, EngineError> {
+    pub fn pullback_metrics(&self, x: &[f32]) -> Result<Vec<f64>, NnError> {
         let net = self.net64();
         let per_row = self.row_states(&net, x)?;
         let (d, rows) = (net.dim, per_row.len());
@@ -642,7 +642,7 @@ impl Flow {
 
     /// The metric induced on the input space, `Lᵀ·g_0·L` with `L` = [`Flow::lift_matrix`]:
     /// `rows × in_dim × in_dim`.
-    pub fn input_metrics(&self, x: &[f32]) -> Result<Vec<f64>, EngineError> {
+    pub fn input_metrics(&self, x: &[f32]) -> Result<Vec<f64>, NnError> {
         let (d, n) = (self.config().dim, self.config().in_dim);
         let lift = self.lift_matrix();
         Ok(self
@@ -657,9 +657,9 @@ impl Flow {
     /// norm rather than to `‖g_0'‖` so that it stays in [0, 2] and defined when a plain (c0)
     /// network's refinement collapses the plane (`g_0' = 0`); the two agree to first order when
     /// the metrics are close. 0 when both metrics vanish.
-    pub fn metric_convergence(&self, x: &[f32]) -> Result<f64, EngineError> {
+    pub fn metric_convergence(&self, x: &[f32]) -> Result<f64, NnError> {
         let d = self.config().dim;
-        let g0 = |f: &Flow| -> Result<Vec<f64>, EngineError> {
+        let g0 = |f: &Flow| -> Result<Vec<f64>, NnError> {
             Ok(f.flow_jacobians(x)?
                 .chunks_exact(d * d)
                 .flat_map(|j| gram(j, d, d))
@@ -684,7 +684,7 @@ impl Flow {
     }
 
     /// The mean over layers and rows of `‖x_{l+1} − x_l‖₂`.
-    pub fn step_norm(&self, x: &[f32]) -> Result<f64, EngineError> {
+    pub fn step_norm(&self, x: &[f32]) -> Result<f64, NnError> {
         let net = self.net64();
         let per_row = self.row_states(&net, x)?;
         let total: f64 = per_row
@@ -1020,18 +1020,12 @@ mod tests {
     fn analysis_refuses_ragged_and_empty_input() {
         let f = Flow::init(&config(Form::C1, Integrator::Euler, Weights::Shared, 2), 1).unwrap();
         for x in [&[1.0f32, 2.0, 3.0][..], &[]] {
-            assert!(matches!(f.trace(x), Err(EngineError::InvalidData(_))));
-            assert!(matches!(
-                f.flow_jacobians(x),
-                Err(EngineError::InvalidData(_))
-            ));
-            assert!(matches!(
-                f.inverse_errors(x),
-                Err(EngineError::InvalidData(_))
-            ));
+            assert!(matches!(f.trace(x), Err(NnError::InvalidData(_))));
+            assert!(matches!(f.flow_jacobians(x), Err(NnError::InvalidData(_))));
+            assert!(matches!(f.inverse_errors(x), Err(NnError::InvalidData(_))));
             assert!(matches!(
                 f.metric_convergence(x),
-                Err(EngineError::InvalidData(_))
+                Err(NnError::InvalidData(_))
             ));
         }
     }
@@ -1362,7 +1356,7 @@ mod tests {
             let f = flow(config(form, Integrator::Euler, Weights::Shared, 2), 1, 1.0);
             assert!(matches!(
                 f.with_integrator(Integrator::Midpoint),
-                Err(EngineError::InvalidConfig(_))
+                Err(NnError::InvalidConfig(_))
             ));
         }
     }

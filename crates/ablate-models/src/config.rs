@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use crate::EngineError;
+use crate::NnError;
 
 /// Whether the residual steps share one velocity field or each has its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,8 +49,8 @@ pub struct FlowConfig {
 }
 
 impl FlowConfig {
-    pub fn validate(&self) -> Result<(), EngineError> {
-        let bad = |msg: String| Err(EngineError::InvalidConfig(msg));
+    pub fn validate(&self) -> Result<(), NnError> {
+        let bad = |msg: String| Err(NnError::InvalidConfig(msg));
         if self.in_dim == 0 {
             return bad("`in_dim` must be at least 1".into());
         }
@@ -202,25 +202,21 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
-    pub fn validate(&self) -> Result<(), EngineError> {
+    pub fn validate(&self) -> Result<(), NnError> {
         if self.epochs == 0 {
-            return Err(EngineError::InvalidConfig(
-                "`epochs` must be at least 1".into(),
-            ));
+            return Err(NnError::InvalidConfig("`epochs` must be at least 1".into()));
         }
         if self.batch == 0 {
-            return Err(EngineError::InvalidConfig(
-                "`batch` must be at least 1".into(),
-            ));
+            return Err(NnError::InvalidConfig("`batch` must be at least 1".into()));
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            return Err(EngineError::InvalidConfig(format!(
+            return Err(NnError::InvalidConfig(format!(
                 "`lr` must be a positive finite number, got {}",
                 self.lr
             )));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return Err(EngineError::InvalidConfig(format!(
+            return Err(NnError::InvalidConfig(format!(
                 "`weight_decay` must be a finite number ≥ 0, got {}",
                 self.weight_decay
             )));
@@ -228,69 +224,9 @@ impl TrainConfig {
         if let Some(l) = self.lipschitz
             && !(l.is_finite() && l > 0.0)
         {
-            return Err(EngineError::InvalidConfig(format!(
+            return Err(NnError::InvalidConfig(format!(
                 "`lipschitz` must be a positive finite number, got {l}"
             )));
-        }
-        Ok(())
-    }
-}
-
-/// Which implementation runs the model's arithmetic.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    /// CPU kernels written for this model: `gemm` matrix products and fused, vectorised
-    /// element-wise loops over buffers allocated once, the batch split into shards that run on
-    /// `threads` threads. Several times faster than the tensor path at the paper's sizes, where
-    /// dfdx's per-op overhead dominates; tested equal to [`Backend::Dfdx`] within rounding.
-    #[default]
-    Cpu,
-    /// The device-generic path: the same forward and hand-written backward pass as dfdx tensor
-    /// ops (no tape), run here on dfdx's `Cpu` device. A CUDA build runs this path.
-    Dfdx,
-    /// The device-generic path on GPU `N` (dfdx's `Cuda` device): builds with the `cuda`
-    /// feature only.
-    #[cfg(feature = "cuda")]
-    Cuda(u32),
-}
-
-/// How many GPUs the CUDA driver sees, or why it sees none.
-#[cfg(feature = "cuda")]
-pub fn cuda_devices() -> Result<usize, String> {
-    use cudarc::driver::result;
-    result::init().map_err(|e| format!("the CUDA driver did not start ({e:?})"))?;
-    result::device::get_count()
-        .map(|n| n.max(0) as usize)
-        .map_err(|e| format!("the CUDA driver could not count its GPUs ({e:?})"))
-}
-
-/// How to run a training or evaluation; none of it changes the results of [`Backend::Cpu`]:
-/// the batch is always split into the same shards and their gradients summed in the same
-/// order, whatever the thread count.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExecOptions {
-    /// Threads for [`Backend::Cpu`] (at least 1). More than the shards of a batch are idle.
-    pub threads: usize,
-    pub backend: Backend,
-}
-
-impl Default for ExecOptions {
-    /// One thread: a sweep gains more from running instances side by side (performance.md).
-    fn default() -> Self {
-        ExecOptions {
-            threads: 1,
-            backend: Backend::Cpu,
-        }
-    }
-}
-
-impl ExecOptions {
-    pub fn validate(&self) -> Result<(), EngineError> {
-        if self.threads == 0 {
-            return Err(EngineError::InvalidConfig(
-                "`threads` must be at least 1".into(),
-            ));
         }
         Ok(())
     }

@@ -1,12 +1,12 @@
-//! What happens to the parameters after each Adam step, the same for both backends: decoupled
-//! weight decay (AdamW), then the spectral normalisation of the velocity fields.
+//! What happens to a flow's parameters after each update (after the optimizer's decoupled
+//! weight decay): the spectral normalisation of the velocity fields.
 //!
 //! The norms are computed here on the host, in f64, from the f32 weights; both backends then
 //! scale by the same f32 factors, so equal weights stay equal.
 
+use crate::FlowConfig;
 use crate::config::Form;
 use crate::params::Layout;
-use crate::{FlowConfig, TrainConfig};
 
 /// Relative margin added to every spectral-norm estimate, so that the projection errs on the
 /// safe side: power iteration converges to ‖W‖₂ from below, and scaling f32 weights rounds
@@ -22,12 +22,6 @@ const NORM_MARGIN: f64 = 1e-6;
 const POWER_TOL: f64 = 1e-12;
 /// … or after this many iterations (each costs n² for an n×n Gram matrix, n ≤ min(rows, cols)).
 const POWER_MAX_ITERS: usize = 1000;
-
-/// The factor `1 − lr·weight_decay` every weight matrix (lift, fc1, fc2, head; not the biases)
-/// is multiplied by after each step, or `None` when decay is off.
-pub(crate) fn decay_factor(train: &TrainConfig, lr: f32) -> Option<f32> {
-    (train.weight_decay != 0.0).then_some(1.0 - lr * train.weight_decay)
-}
 
 /// The step size the Lipschitz bound is taken at: a C1 layer moves by `h·v`, a C0 layer is
 /// `v` itself (`h` = 1) and a C2 layer adds `h²·v`. Its magnitude: a negative `h` steps
@@ -103,34 +97,14 @@ pub(crate) fn lipschitz_factor(cfg: &FlowConfig, w1: &[f32], w2: &[f32], c: f32)
     (lip > c as f64).then(|| (c as f64 / lip).sqrt() as f32)
 }
 
-/// Weight decay, then the Lipschitz projection, on the flat parameters (the CPU backend's,
-/// and the reference the tensor backend's device-side version is tested against).
-pub(crate) fn apply(
-    cfg: &FlowConfig,
-    layout: &Layout,
-    train: &TrainConfig,
-    lr: f32,
-    p: &mut [f32],
-) {
-    if let Some(factor) = decay_factor(train, lr) {
-        let weights = layout
-            .lift
-            .iter()
-            .chain(layout.fields.iter().flat_map(|f| [&f.l1, &f.l2]))
-            .chain([&layout.head]);
-        for l in weights {
-            for v in &mut p[l.w..l.w + l.out * l.inp] {
-                *v *= factor;
-            }
-        }
-    }
-    if let Some(c) = train.lipschitz {
-        for f in &layout.fields {
-            if let Some(alpha) = lipschitz_factor(cfg, f.l1.w(p), f.l2.w(p), c) {
-                for l in [&f.l1, &f.l2] {
-                    for v in &mut p[l.w..l.w + l.out * l.inp] {
-                        *v *= alpha;
-                    }
+/// The Lipschitz projection with bound `c`, on the flat parameters (both backends' trainers
+/// keep them on the host).
+pub(crate) fn project(cfg: &FlowConfig, layout: &Layout, c: f32, p: &mut [f32]) {
+    for f in &layout.fields {
+        if let Some(alpha) = lipschitz_factor(cfg, f.l1.w(p), f.l2.w(p), c) {
+            for l in [&f.l1, &f.l2] {
+                for v in &mut p[l.w..l.w + l.out * l.inp] {
+                    *v *= alpha;
                 }
             }
         }
@@ -140,6 +114,7 @@ pub(crate) fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::TrainConfig;
 
     #[test]
     fn spectral_norm_of_known_matrices() {
@@ -186,15 +161,19 @@ mod tests {
             weight_decay: 2.0,
             lipschitz: None,
         };
+        // A zero gradient: Adam leaves every value, the decay after it scales the weights.
         let mut p = vec![1.0f32; layout.total];
-        apply(&cfg, &layout, &train, 0.1, &mut p);
-        for slot in &layout.slots {
+        let mut g = vec![0.0f32; layout.total];
+        let mut opt = crate::train::optimizer(&layout, &train);
+        let norms = opt.grad_norms(&g);
+        opt.update(0, &mut p, &mut g, &norms);
+        for slot in layout.store.slots() {
             let want = if slot.name.ends_with(".weight") {
                 0.8
             } else {
                 1.0
             };
-            let vals = &p[slot.offset..slot.offset + slot.len()];
+            let vals = &p[slot.range()];
             assert!(vals.iter().all(|v| *v == want), "{}: {vals:?}", slot.name);
         }
     }

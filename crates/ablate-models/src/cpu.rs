@@ -1,5 +1,6 @@
 //! The CPU backend ([`crate::Backend::Cpu`]): the flow's forward pass, its hand-written backward
-//! pass and Adam on flat `f32` buffers allocated once per training run.
+//! pass on flat `f32` buffers allocated once per training run (the core's optimizer updates
+//! them).
 //!
 //! Why not dfdx tensors here: at the paper's sizes (batch 256, width 32, hidden 64) a step's
 //! arithmetic is ~63 MFLOP, and dfdx 0.13 adds about as much again in per-op bookkeeping (a
@@ -19,10 +20,13 @@ use std::ops::Range;
 use std::sync::{Mutex, RwLock};
 
 use crate::config::{Activation, Form, Integrator};
-use crate::kernels::{self, AdamStep, View};
+use ablate_nn::{Loss, Model};
+
+use crate::kernels::{self, View};
 use crate::params::{Field, Layout};
 use crate::pool::{self, MAX_SHARDS, Pool};
-use crate::{EngineError, FlowConfig};
+use crate::train::{Accuracy, Minibatch};
+use crate::{FlowConfig, NnError};
 
 /// The most rows one shard holds: 128 keeps a shard's activations (~0.5 MB at the paper's
 /// sizes) in L2 and gives two shards per batch of 256, one per core. Measured on one thread:
@@ -38,6 +42,20 @@ pub(crate) struct BatchStats {
     /// Sum over the examples of the cross-entropy.
     pub loss_sum: f64,
     pub correct: usize,
+}
+
+impl BatchStats {
+    /// As the core's loss of a batch of `rows` examples (the gradient is of the mean).
+    pub(crate) fn loss(self, rows: usize) -> Loss<Accuracy> {
+        Loss {
+            sum: self.loss_sum,
+            weight: rows as f64,
+            stats: Accuracy {
+                correct: self.correct,
+                examples: rows,
+            },
+        }
+    }
 }
 
 /// A model's parameters with its config and layout: enough to run it.
@@ -529,13 +547,13 @@ impl Shared {
     }
 }
 
-/// Training state of the CPU backend; see [`with_cpu_trainer`].
+/// Training state of the CPU backend (a [`Model`] for the core's loop); see
+/// [`with_cpu_trainer`].
 pub(crate) struct CpuTrainer<'a> {
     shared: &'a Shared,
     work: &'a (dyn Fn(usize) + Sync),
-    m: Vec<f32>,
-    v: Vec<f32>,
-    t: u64,
+    /// The Lipschitz bound projected onto after each update.
+    lipschitz: Option<f32>,
 }
 
 /// Runs `body` with a CPU trainer for batches of up to `batch` examples whose shards run on
@@ -546,19 +564,19 @@ pub(crate) fn with_cpu_trainer<R>(
     params: Vec<f32>,
     batch: usize,
     threads: usize,
+    lipschitz: Option<f32>,
     body: impl FnOnce(&mut CpuTrainer<'_>) -> R,
-) -> Result<R, EngineError> {
+) -> Result<R, NnError> {
     let workspaces: Vec<Mutex<Workspace>> = shards(batch)
         .map(|r| Mutex::new(Workspace::new(cfg, layout, r.len(), true)))
         .collect();
     if workspaces.len() > MAX_SHARDS {
-        return Err(EngineError::InvalidConfig(format!(
+        return Err(NnError::InvalidConfig(format!(
             "`batch` = {batch} is too large (at most {})",
             MAX_SHARDS * SHARD_ROWS
         )));
     }
     let helpers = threads.clamp(1, workspaces.len()) - 1;
-    let n = params.len();
     let shared = Shared {
         cfg: cfg.clone(),
         layout: layout.clone(),
@@ -572,9 +590,7 @@ pub(crate) fn with_cpu_trainer<R>(
         let mut trainer = CpuTrainer {
             shared: &shared,
             work: &work,
-            m: vec![0.0; n],
-            v: vec![0.0; n],
-            t: 0,
+            lipschitz,
         };
         body(&mut trainer)
     }))
@@ -588,16 +604,23 @@ impl CpuTrainer<'_> {
     }
 }
 
-impl crate::train::Trainer for CpuTrainer<'_> {
-    fn forward_backward(&mut self, x: &[f32], y: &[u32]) -> Result<BatchStats, EngineError> {
+impl Model for CpuTrainer<'_> {
+    type Batch = Minibatch;
+    type Stats = Accuracy;
+
+    fn loss_and_grad(
+        &mut self,
+        batch: &Minibatch,
+        grad: &mut Vec<f32>,
+    ) -> Result<Loss<Accuracy>, NnError> {
         let count = {
             let mut b = self.shared.batch.write().unwrap_or_else(|e| e.into_inner());
             b.x.clear();
-            b.x.extend_from_slice(x);
+            b.x.extend_from_slice(&batch.x);
             b.y.clear();
-            b.y.extend_from_slice(y);
+            b.y.extend_from_slice(&batch.y);
             b.shards.clear();
-            b.shards.extend(shards(y.len()));
+            b.shards.extend(shards(batch.y.len()));
             b.shards.len()
         };
         assert!(
@@ -614,33 +637,33 @@ impl crate::train::Trainer for CpuTrainer<'_> {
             stats.loss_sum += ws.stats.loss_sum;
             stats.correct += ws.stats.correct;
         }
-        Ok(stats)
+        grad.clear();
+        grad.extend_from_slice(&first.grad);
+        Ok(stats.loss(batch.y.len()))
     }
 
-    fn update(&mut self, lr: f32) -> Result<(), EngineError> {
-        self.t += 1;
-        let step = AdamStep::new(lr, self.t);
-        let g = lock(&self.shared.workspaces[0]);
-        let mut p = self
+    fn update(&mut self, f: &mut dyn FnMut(&mut [f32])) -> Result<(), NnError> {
+        f(&mut self
             .shared
             .params
             .write()
-            .unwrap_or_else(|e| e.into_inner());
-        kernels::adam(&mut p, &mut self.m, &mut self.v, &g.grad, step);
+            .unwrap_or_else(|e| e.into_inner()));
         Ok(())
     }
 
-    fn constrain(&mut self, train: &crate::TrainConfig, lr: f32) -> Result<(), EngineError> {
-        let mut p = self
-            .shared
-            .params
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        crate::constrain::apply(&self.shared.cfg, &self.shared.layout, train, lr, &mut p);
+    fn constrain(&mut self, _lr: f32) -> Result<(), NnError> {
+        if let Some(c) = self.lipschitz {
+            let mut p = self
+                .shared
+                .params
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            crate::constrain::project(&self.shared.cfg, &self.shared.layout, c, &mut p);
+        }
         Ok(())
     }
 
-    fn params(&self) -> Result<Vec<f32>, EngineError> {
+    fn params(&mut self) -> Result<Vec<f32>, NnError> {
         Ok(self
             .shared
             .params

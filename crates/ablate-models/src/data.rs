@@ -1,4 +1,4 @@
-use crate::{EngineError, FlowConfig};
+use crate::{FlowConfig, NnError};
 
 /// Row-major features (len = n * dim) and integer class labels.
 #[derive(Clone, Debug)]
@@ -20,8 +20,8 @@ impl Dataset {
     }
 
     /// Checks the shapes, that every label is below `classes` and every feature is finite.
-    pub fn validate(&self) -> Result<(), EngineError> {
-        let bad = |msg: String| Err(EngineError::InvalidData(msg));
+    pub fn validate(&self) -> Result<(), NnError> {
+        let bad = |msg: String| Err(NnError::InvalidData(msg));
         if self.dim == 0 {
             return bad("`dim` must be at least 1".into());
         }
@@ -57,16 +57,16 @@ impl Dataset {
     }
 
     /// Checks the data set and that it fits the model `cfg`.
-    pub(crate) fn validate_for(&self, cfg: &FlowConfig) -> Result<(), EngineError> {
+    pub(crate) fn validate_for(&self, cfg: &FlowConfig) -> Result<(), NnError> {
         self.validate()?;
         if self.dim != cfg.in_dim {
-            return Err(EngineError::InvalidData(format!(
+            return Err(NnError::InvalidData(format!(
                 "the data has dimension {} but the model takes `in_dim` = {}",
                 self.dim, cfg.in_dim
             )));
         }
         if self.classes != cfg.classes {
-            return Err(EngineError::InvalidData(format!(
+            return Err(NnError::InvalidData(format!(
                 "the data has {} classes but the model has `classes` = {}",
                 self.classes, cfg.classes
             )));

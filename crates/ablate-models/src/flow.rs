@@ -6,28 +6,17 @@ use std::path::Path;
 use dfdx::tensor_ops::Device;
 
 use crate::cpu::Net;
-use crate::error::catching;
-use crate::model_file::{self, FORMAT_KEY, ModelFile};
 use crate::params::Layout;
-use crate::runtime::{Kind, Runtime};
 use crate::tensor;
-use crate::{Dataset, EngineError, FlowConfig};
+use crate::{Dataset, FlowConfig, NnError};
+use ablate_nn::catching;
+use ablate_nn::safetensors::{self as model_file, FORMAT_KEY, ModelFile};
+use ablate_nn::{Kind, Runtime};
 
 /// Metadata key and value that mark a file as a flow model.
 const FORMAT: &str = "ablate-flow/1";
 /// Metadata key holding the [`FlowConfig`] as JSON.
 const CONFIG_KEY: &str = "flow_config";
-
-/// The layout's slots as a model file stores them.
-fn slot_refs(layout: &Layout) -> impl Iterator<Item = model_file::SlotRef<'_>> {
-    layout.slots.iter().map(|s| {
-        (
-            s.name.as_str(),
-            s.shape.as_slice(),
-            s.offset..s.offset + s.len(),
-        )
-    })
-}
 
 /// Loss and accuracy on a data set.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -49,7 +38,7 @@ pub struct Flow {
 
 impl Flow {
     /// A model initialised from `seed` as training would start it (untrained).
-    pub fn init(cfg: &FlowConfig, seed: u64) -> Result<Flow, EngineError> {
+    pub fn init(cfg: &FlowConfig, seed: u64) -> Result<Flow, NnError> {
         cfg.validate()?;
         let layout = Layout::new(cfg);
         let params = layout.init(seed);
@@ -60,9 +49,9 @@ impl Flow {
         config: FlowConfig,
         layout: Layout,
         params: Vec<f32>,
-    ) -> Result<Flow, EngineError> {
+    ) -> Result<Flow, NnError> {
         if params.len() != layout.total {
-            return Err(EngineError::InvalidConfig(format!(
+            return Err(NnError::InvalidConfig(format!(
                 "the model needs {} parameters, got {}",
                 layout.total,
                 params.len()
@@ -97,7 +86,8 @@ impl Flow {
     /// `(name, shape)` of every tensor, in the order of [`Flow::params`].
     pub fn param_shapes(&self) -> Vec<(String, Vec<usize>)> {
         self.layout
-            .slots
+            .store
+            .slots()
             .iter()
             .map(|s| (s.name.clone(), s.shape.clone()))
             .collect()
@@ -112,21 +102,21 @@ impl Flow {
     }
 
     /// Mean cross-entropy and accuracy on `data` (CPU kernels, one thread).
-    pub fn evaluate(&self, data: &Dataset) -> Result<Evaluation, EngineError> {
+    pub fn evaluate(&self, data: &Dataset) -> Result<Evaluation, NnError> {
         self.evaluate_on(data, &Runtime::cpu(1))
     }
 
     /// [`Flow::evaluate`] with the forward passes on `rt` (a GPU in a `cuda` build); the loss
     /// of each row is taken on the host, so backends differ only by the logits' rounding.
-    pub fn evaluate_on(&self, data: &Dataset, rt: &Runtime) -> Result<Evaluation, EngineError> {
+    pub fn evaluate_on(&self, data: &Dataset, rt: &Runtime) -> Result<Evaluation, NnError> {
         data.validate_for(&self.config)?;
         if data.is_empty() {
-            return Err(EngineError::InvalidData(
+            return Err(NnError::InvalidData(
                 "cannot evaluate on an empty data set".into(),
             ));
         }
         let (cfg, layout, p, x, y) = (&self.config, &self.layout, &self.params, &data.x, &data.y);
-        let stats = match &rt.kind {
+        let stats = match rt.kind() {
             Kind::Cpu { .. } => self.net().evaluate(x, y),
             Kind::Dfdx(dev) => catching(|| tensor::eval_stats(dev, cfg, layout, p, x, y))?,
             #[cfg(feature = "cuda")]
@@ -140,10 +130,10 @@ impl Flow {
         })
     }
 
-    fn rows_of(&self, x: &[f32]) -> Result<usize, EngineError> {
+    fn rows_of(&self, x: &[f32]) -> Result<usize, NnError> {
         let d = self.config.in_dim;
         if !x.len().is_multiple_of(d) {
-            return Err(EngineError::InvalidData(format!(
+            return Err(NnError::InvalidData(format!(
                 "{} features is not a whole number of rows of dimension {d}",
                 x.len()
             )));
@@ -152,7 +142,7 @@ impl Flow {
     }
 
     /// Logits of row-major inputs `x` (`n * in_dim` values), row-major `n * classes`.
-    pub fn predict_logits(&self, x: &[f32]) -> Result<Vec<f32>, EngineError> {
+    pub fn predict_logits(&self, x: &[f32]) -> Result<Vec<f32>, NnError> {
         let rows = self.rows_of(x)?;
         Ok(self.net().logits(x, rows))
     }
@@ -162,32 +152,32 @@ impl Flow {
         &self,
         dev: &D,
         x: &[f32],
-    ) -> Result<Vec<f32>, EngineError> {
+    ) -> Result<Vec<f32>, NnError> {
         let rows = self.rows_of(x)?;
         crate::tensor::logits(dev, &self.config, &self.layout, &self.params, x, rows)
     }
 
     /// Writes a safetensors file: one f32 tensor per [`Flow::param_shapes`] entry, the
     /// [`FlowConfig`] as JSON in the metadata. Written to a temporary file, then renamed.
-    pub fn save(&self, path: &Path) -> Result<(), EngineError> {
+    pub fn save(&self, path: &Path) -> Result<(), NnError> {
         let config = serde_json::to_string(&self.config)
-            .map_err(|e| EngineError::format(path, e.to_string()))?;
+            .map_err(|e| NnError::format(path, e.to_string()))?;
         let meta = BTreeMap::from([
             (FORMAT_KEY.to_string(), FORMAT.to_string()),
             (CONFIG_KEY.to_string(), config),
         ]);
-        model_file::write(path, slot_refs(&self.layout), &self.params, meta)
+        model_file::write(path, self.layout.store.file_slots(), &self.params, meta)
     }
 
     /// Reads a file written by [`Flow::save`]; anything else is a `Format` error naming `path`.
-    pub fn load(path: &Path) -> Result<Flow, EngineError> {
+    pub fn load(path: &Path) -> Result<Flow, NnError> {
         let file = ModelFile::read(path, FORMAT)?;
         let config: FlowConfig = file.config(CONFIG_KEY)?;
         config
             .validate()
             .map_err(|e| file.bad(format!("bad `{CONFIG_KEY}`: {e}")))?;
         let layout = Layout::new(&config);
-        let params = file.params(slot_refs(&layout), layout.total)?;
+        let params = file.params(layout.store.file_slots(), layout.total)?;
         Flow::from_parts(config, layout, params)
     }
 }

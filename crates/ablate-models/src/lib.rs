@@ -1,50 +1,48 @@
-//! `ablate-models` owns the models and their training: residual flows on low-dimensional data
-//! (Rousseau et al. 2020, shared or unshared velocity fields), trained with Adam, evaluated,
-//! and stored as safetensors files. The arithmetic runs either through dfdx tensor ops, generic
-//! over the dfdx device (the path a CUDA build takes), or through this crate's fused CPU
-//! kernels (the default on the CPU, tested equal to the tensor path). `analysis` measures a
-//! trained flow in f64: layer states, analytic Jacobians and their determinants, inverses,
-//! refinement to 2N steps, and the pull-back metrics of Hauser & Ray (2017). [`lm`] holds the
-//! UL2 ablation's language models (Tay et al. 2022): a byte vocabulary with sentinels and mode
-//! tokens, corpora, T5-style denoisers and their mixtures, one-shot tasks, and decoder-only /
-//! encoder-decoder transformers, again with a fast CPU path and a dfdx path tested equal.
+//! `ablate-models` owns the two model families the built-in pipelines train, each a
+//! [`ablate_nn::Model`] trained by the core's one loop and optimizer:
 //!
-//! It must not print, read the environment, or know about pipelines, caches or the scheduler:
-//! progress leaves through [`TrainObserver`], failures through [`EngineError`], and every
-//! result is a pure function of the configs, the data and the seed.
+//! - residual flows on low-dimensional data (Rousseau et al. 2020, shared or unshared velocity
+//!   fields, C0/C1/C2 forms, Euler/midpoint/RK4), evaluated, stored as safetensors files, and
+//!   measured in f64 by `analysis`: layer states, analytic Jacobians and their determinants,
+//!   inverses, refinement to 2N steps, and the pull-back metrics of Hauser & Ray (2017);
+//! - [`lm`]: the UL2 ablation's language models (Tay et al. 2022): a byte vocabulary with
+//!   sentinels and mode tokens, corpora, T5-style denoisers and their mixtures, one-shot tasks,
+//!   decoder-only / encoder-decoder transformers, and their evaluation.
+//!
+//! Each family has a fast CPU path on the core's kernels and a dfdx tensor path generic over
+//! the device (the one a CUDA build takes), tested equal, plus f64 references in the tests.
+//!
+//! It imports `ablate-nn` (and dfdx) and nothing else of ablate; it must not print, read the
+//! environment, or know about pipelines, caches or the scheduler: progress leaves through
+//! [`ablate_nn::Observer`], failures through [`NnError`], and every result is a pure function
+//! of the configs, the data and the seed.
+
+// The core's modules under the short paths this crate's kernels use.
+use ablate_nn::{kernels, pool, rng};
 
 mod analysis;
 mod config;
 mod constrain;
 mod cpu;
 mod data;
-mod error;
 mod flow;
-mod kernels;
 pub mod lm;
-mod model_file;
 mod params;
-mod pool;
-mod rng;
-mod runtime;
 mod tensor;
 mod train;
 
 #[cfg(test)]
 mod tests;
 
+#[cfg(feature = "cuda")]
+pub use ablate_nn::cuda_devices;
+pub use ablate_nn::{
+    Backend, EpochLog, ExecOptions, NnError, NoObserver, Observer, Runtime, StepLog,
+};
 pub use analysis::{
     Grid, InverseErrors, MetricStats, Trace, det, grid_over, metric_stats, sym_eigen,
 };
-#[cfg(feature = "cuda")]
-pub use config::cuda_devices;
-pub use config::{
-    Activation, Backend, ExecOptions, FlowConfig, Form, Integrator, TrainConfig, Weights,
-};
+pub use config::{Activation, FlowConfig, Form, Integrator, TrainConfig, Weights};
 pub use data::Dataset;
-pub use error::EngineError;
 pub use flow::{Evaluation, Flow};
-pub use runtime::Runtime;
-pub use train::{
-    EpochReport, NoObserver, TrainObserver, train_flow, train_flow_on, train_flow_with,
-};
+pub use train::{Accuracy, train_flow, train_flow_on, train_flow_with};

@@ -2,7 +2,7 @@
 //! flat parameter vector, how it is initialised.
 
 use crate::FlowConfig;
-use crate::rng::SplitMix64;
+use ablate_nn::Init;
 
 /// A dense layer `y = x·Wᵀ + b` with `W` of shape `[out, inp]` (PyTorch's convention); the
 /// offsets point into the flat parameter vector.
@@ -30,52 +30,27 @@ pub(crate) struct Field {
     pub l2: Linear,
 }
 
-/// A named tensor of the model, as stored in a model file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Slot {
-    pub name: String,
-    pub shape: Vec<usize>,
-    pub offset: usize,
-    /// Fan-in of the layer it belongs to; sets its initialisation bound.
-    pub fan_in: usize,
-}
-
-impl Slot {
-    pub(crate) fn len(&self) -> usize {
-        self.shape.iter().product()
-    }
-}
-
 /// Where every parameter of a model with a given config lives.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Layout {
     pub lift: Option<Linear>,
     pub fields: Vec<Field>,
     pub head: Linear,
-    pub slots: Vec<Slot>,
+    /// The slots, in the order above.
+    pub store: ablate_nn::Layout,
+    /// `store.total()`.
     pub total: usize,
 }
 
 impl Layout {
     pub(crate) fn new(cfg: &FlowConfig) -> Layout {
-        let mut slots = Vec::new();
-        let mut total = 0;
+        let mut store = ablate_nn::Layout::new();
+        // PyTorch's `nn.Linear`: weight `[out, inp]` (decayed), bias `[out]`, both uniform in
+        // ±1/√inp.
         let mut linear = |name: &str, inp: usize, out: usize| {
-            let w = total;
-            slots.push(Slot {
-                name: format!("{name}.weight"),
-                shape: vec![out, inp],
-                offset: w,
-                fan_in: inp,
-            });
-            let b = w + out * inp;
-            slots.push(Slot {
-                name: format!("{name}.bias"),
-                shape: vec![out],
-                offset: b,
-                fan_in: inp,
-            });
-            total = b + out;
+            let init = Init::fan_in(inp);
+            let w = store.push(format!("{name}.weight"), &[out, inp], init, true);
+            let b = store.push(format!("{name}.bias"), &[out], init, false);
             Linear { inp, out, w, b }
         };
         let lift = cfg.has_lift().then(|| linear("lift", cfg.in_dim, cfg.dim));
@@ -90,8 +65,8 @@ impl Layout {
             lift,
             fields,
             head,
-            slots,
-            total,
+            total: store.total(),
+            store,
         }
     }
 
@@ -103,15 +78,7 @@ impl Layout {
     /// PyTorch's `nn.Linear` default, drawn from one seeded stream in slot order: every weight and
     /// bias of a layer with fan-in `f` is uniform in `[-1/√f, 1/√f)`.
     pub(crate) fn init(&self, seed: u64) -> Vec<f32> {
-        let mut rng = SplitMix64::new(seed, STREAM_INIT);
-        let mut p = vec![0.0; self.total];
-        for slot in &self.slots {
-            let bound = 1.0 / (slot.fan_in as f32).sqrt();
-            for v in &mut p[slot.offset..slot.offset + slot.len()] {
-                *v = rng.uniform(bound);
-            }
-        }
-        p
+        self.store.init(seed, STREAM_INIT)
     }
 }
 

@@ -5,26 +5,27 @@
 //! `TensorCollection`s, which cannot hold runtime-shaped tensors (notes/dfdx.md). So the
 //! parameters are plain `(usize, usize)` / `(usize,)` tensors, the backward pass is written
 //! out (no tape: the gradient of a residual MLP is a few matrix products per step, and the
-//! forward pass's activations are reused), and Adam is four tensor ops per parameter.
+//! forward pass's activations are reused), and the core's optimizer updates the parameters on the
+//! host.
 
 use dfdx::shapes::{Axes2, Axis, HasShape, Shape};
 use dfdx::tensor::Tensor;
 use dfdx::tensor_ops::{
-    BroadcastTo, ChooseFrom, Device, PermuteTo, SumTo, TryAdd, TryDiv, TryGt, TryMatMul, TryMul,
-    TrySub,
+    BroadcastTo, ChooseFrom, Device, PermuteTo, SumTo, TryAdd, TryGt, TryMatMul, TryMul, TrySub,
 };
 
 use crate::config::{Activation, Form, Integrator};
 use crate::constrain;
 use crate::cpu::BatchStats;
-use crate::kernels::AdamStep;
 use crate::params::{self, Layout};
-use crate::{EngineError, FlowConfig, TrainConfig};
+use crate::train::{Accuracy, Minibatch};
+use crate::{FlowConfig, NnError};
+use ablate_nn::{Loss, Model};
 
 type T2<D> = Tensor<(usize, usize), f32, D>;
 type T1<D> = Tensor<(usize,), f32, D>;
 
-use crate::error::device_error as device_err;
+use ablate_nn::device_error as device_err;
 
 /// `y = x·Wᵀ + b` on the device.
 #[derive(Clone, Debug)]
@@ -108,16 +109,6 @@ impl<D: Device<f32>> TParams<D> {
             v.push(b);
         }
         v.push(&self.head);
-        v
-    }
-
-    fn linears_mut(&mut self) -> Vec<&mut TLinear<D>> {
-        let mut v: Vec<&mut TLinear<D>> = self.lift.iter_mut().collect();
-        for (a, b) in &mut self.fields {
-            v.push(a);
-            v.push(b);
-        }
-        v.push(&mut self.head);
         v
     }
 
@@ -382,125 +373,74 @@ fn stats_from_log_probs(logp: &[f32], y: &[u32], classes: usize) -> BatchStats {
     stats
 }
 
-/// One Adam update of one tensor, the same operation order as [`crate::kernels::adam`].
-fn adam<S: Shape, D: Device<f32>>(
-    p: &mut Tensor<S, f32, D>,
-    m: &mut Tensor<S, f32, D>,
-    v: &mut Tensor<S, f32, D>,
-    g: &Tensor<S, f32, D>,
-    s: AdamStep,
-) -> Result<(), D::Err> {
-    m.try_axpy(s.beta1, g, 1.0 - s.beta1)?;
-    v.try_axpy(s.beta2, &g.clone().try_square()?, 1.0 - s.beta2)?;
-    let denom = v
-        .clone()
-        .try_sqrt()?
-        .try_mul(s.inv_sqrt_bc2)?
-        .try_add(s.eps)?;
-    let update = m.clone().try_div(denom)?;
-    p.try_axpy(1.0, &update, -s.step)
-}
-
-/// Training state of the tensor backend on device `D`.
-pub(crate) struct TensorTrainer<D: Device<f32>> {
+/// Training state of the tensor backend on device `D` (a [`Model`] for the core's loop): the
+/// parameters stay on the host, where the core's optimizer updates them, and go to the device
+/// once per step.
+pub(crate) struct TensorTrainer<'a, D: Device<f32>> {
     dev: D,
     cfg: FlowConfig,
-    params: TParams<D>,
-    m: TParams<D>,
-    v: TParams<D>,
-    grad: Option<TParams<D>>,
-    t: u64,
+    layout: &'a Layout,
+    params: Vec<f32>,
+    lipschitz: Option<f32>,
 }
 
-impl<D: Device<f32>> TensorTrainer<D> {
+impl<'a, D: Device<f32>> TensorTrainer<'a, D> {
     pub(crate) fn new(
         dev: &D,
         cfg: &FlowConfig,
-        layout: &Layout,
-        p: &[f32],
-    ) -> Result<Self, EngineError> {
-        let params = TParams::load(dev, layout, p).map_err(device_err)?;
-        let m = params.zeros_like().map_err(device_err)?;
-        let v = params.zeros_like().map_err(device_err)?;
-        Ok(TensorTrainer {
+        layout: &'a Layout,
+        params: Vec<f32>,
+        lipschitz: Option<f32>,
+    ) -> Self {
+        TensorTrainer {
             dev: dev.clone(),
             cfg: cfg.clone(),
+            layout,
             params,
-            m,
-            v,
-            grad: None,
-            t: 0,
-        })
+            lipschitz,
+        }
     }
 
-    fn step(&mut self, x: &[f32], y: &[u32]) -> Result<BatchStats, D::Err> {
+    fn step(&mut self, batch: &Minibatch, grad: &mut Vec<f32>) -> Result<BatchStats, D::Err> {
+        let params = TParams::load(&self.dev, self.layout, &self.params)?;
         let input = self
             .dev
-            .try_tensor_from_vec(x.to_vec(), (y.len(), self.cfg.in_dim))?;
-        let trace = forward(&self.cfg, &self.params, input)?;
-        let scale = 1.0 / y.len() as f32;
-        let (stats, dlogits) = loss_and_grad(&self.dev, &self.cfg, &trace, y, scale)?;
-        self.grad = Some(backward(&self.cfg, &self.params, &trace, dlogits)?);
+            .try_tensor_from_vec(batch.x.clone(), (batch.y.len(), self.cfg.in_dim))?;
+        let trace = forward(&self.cfg, &params, input)?;
+        let scale = 1.0 / batch.y.len() as f32;
+        let (stats, dlogits) = loss_and_grad(&self.dev, &self.cfg, &trace, &batch.y, scale)?;
+        *grad = backward(&self.cfg, &params, &trace, dlogits)?.to_host();
         Ok(stats)
     }
+}
 
-    fn apply(&mut self, lr: f32) -> Result<(), D::Err> {
-        let Some(grad) = self.grad.take() else {
-            return Ok(());
-        };
-        self.t += 1;
-        let s = AdamStep::new(lr, self.t);
-        let ps = self.params.linears_mut();
-        let ms = self.m.linears_mut();
-        let vs = self.v.linears_mut();
-        for (((p, m), v), g) in ps.into_iter().zip(ms).zip(vs).zip(grad.linears()) {
-            adam(&mut p.w, &mut m.w, &mut v.w, &g.w, s)?;
-            adam(&mut p.b, &mut m.b, &mut v.b, &g.b, s)?;
+impl<D: Device<f32>> Model for TensorTrainer<'_, D> {
+    type Batch = Minibatch;
+    type Stats = Accuracy;
+
+    fn loss_and_grad(
+        &mut self,
+        batch: &Minibatch,
+        grad: &mut Vec<f32>,
+    ) -> Result<Loss<Accuracy>, NnError> {
+        let stats = self.step(batch, grad).map_err(device_err)?;
+        Ok(stats.loss(batch.y.len()))
+    }
+
+    fn update(&mut self, f: &mut dyn FnMut(&mut [f32])) -> Result<(), NnError> {
+        f(&mut self.params);
+        Ok(())
+    }
+
+    fn constrain(&mut self, _lr: f32) -> Result<(), NnError> {
+        if let Some(c) = self.lipschitz {
+            constrain::project(&self.cfg, self.layout, c, &mut self.params);
         }
         Ok(())
     }
-}
 
-impl<D: Device<f32>> TensorTrainer<D> {
-    /// [`crate::constrain::apply`] on the device: the decay and the scaling are tensor ops;
-    /// only the spectral norms need the fc1/fc2 weights on the host (a round trip of two small
-    /// matrices per field and step, made only when `lipschitz` is set), where the same f64
-    /// power iteration as the CPU backend's gives the same f32 factors.
-    fn constrain_params(&mut self, train: &TrainConfig, lr: f32) -> Result<(), D::Err> {
-        if let Some(factor) = constrain::decay_factor(train, lr) {
-            for l in self.params.linears_mut() {
-                l.w = l.w.clone().try_mul(factor)?;
-            }
-        }
-        if let Some(c) = train.lipschitz {
-            for (l1, l2) in &mut self.params.fields {
-                let alpha =
-                    constrain::lipschitz_factor(&self.cfg, &l1.w.as_vec(), &l2.w.as_vec(), c);
-                if let Some(alpha) = alpha {
-                    l1.w = l1.w.clone().try_mul(alpha)?;
-                    l2.w = l2.w.clone().try_mul(alpha)?;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-impl<D: Device<f32>> crate::train::Trainer for TensorTrainer<D> {
-    fn forward_backward(&mut self, x: &[f32], y: &[u32]) -> Result<BatchStats, EngineError> {
-        self.step(x, y).map_err(device_err)
-    }
-
-    fn update(&mut self, lr: f32) -> Result<(), EngineError> {
-        self.apply(lr).map_err(device_err)
-    }
-
-    fn constrain(&mut self, train: &TrainConfig, lr: f32) -> Result<(), EngineError> {
-        self.constrain_params(train, lr).map_err(device_err)
-    }
-
-    fn params(&self) -> Result<Vec<f32>, EngineError> {
-        Ok(self.params.to_host())
+    fn params(&mut self) -> Result<Vec<f32>, NnError> {
+        Ok(self.params.clone())
     }
 }
 
@@ -512,7 +452,7 @@ pub(crate) fn logits<D: Device<f32>>(
     p: &[f32],
     x: &[f32],
     rows: usize,
-) -> Result<Vec<f32>, EngineError> {
+) -> Result<Vec<f32>, NnError> {
     let run = || -> Result<Vec<f32>, D::Err> {
         let params = TParams::load(dev, layout, p)?;
         let input = dev.try_tensor_from_vec(x[..rows * cfg.in_dim].to_vec(), (rows, cfg.in_dim))?;
@@ -534,7 +474,7 @@ pub(crate) fn eval_stats<D: Device<f32>>(
     p: &[f32],
     x: &[f32],
     y: &[u32],
-) -> Result<BatchStats, EngineError> {
+) -> Result<BatchStats, NnError> {
     let params = TParams::load(dev, layout, p).map_err(device_err)?;
     let (d, c) = (cfg.in_dim, cfg.classes);
     let mut total = BatchStats::default();
@@ -565,7 +505,7 @@ pub(crate) fn loss_and_gradient<D: Device<f32>>(
     p: &[f32],
     x: &[f32],
     y: &[u32],
-) -> Result<(BatchStats, Vec<f32>), EngineError> {
+) -> Result<(BatchStats, Vec<f32>), NnError> {
     let run = || -> Result<(BatchStats, Vec<f32>), D::Err> {
         let params = TParams::load(dev, layout, p)?;
         let input = dev.try_tensor_from_vec(x.to_vec(), (y.len(), cfg.in_dim))?;

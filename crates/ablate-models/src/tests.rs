@@ -210,11 +210,17 @@ const FD_EPS: f64 = 1e-5;
 
 /// The CPU backend's loss sum and gradient of the summed loss on `data` (one batch).
 fn cpu_gradient(cfg: &FlowConfig, layout: &Layout, p: &[f32], data: &Dataset) -> (f64, Vec<f32>) {
-    crate::cpu::with_cpu_trainer(cfg, layout, p.to_vec(), data.len(), 2, |t| {
-        let stats = crate::train::Trainer::forward_backward(t, &data.x, &data.y).unwrap();
+    crate::cpu::with_cpu_trainer(cfg, layout, p.to_vec(), data.len(), 2, None, |t| {
+        let batch = crate::train::Minibatch {
+            x: data.x.clone(),
+            y: data.y.clone(),
+        };
+        let mut grad = Vec::new();
+        let loss = ablate_nn::Model::loss_and_grad(t, &batch, &mut grad).unwrap();
+        assert_eq!(grad, t.gradient());
         // The trainer scales by 1/batch; undo it to compare with the summed loss.
-        let g = t.gradient().iter().map(|v| v * data.len() as f32).collect();
-        (stats.loss_sum, g)
+        let g = grad.iter().map(|v| v * data.len() as f32).collect();
+        (loss.sum, g)
     })
     .unwrap()
 }
@@ -386,12 +392,12 @@ fn cpu_backend_equals_tensor_backend() {
 
 #[derive(Default)]
 struct Recorder {
-    reports: Vec<EpochReport>,
+    reports: Vec<EpochLog<Accuracy>>,
 }
 
-impl TrainObserver for Recorder {
-    fn on_epoch(&mut self, r: &EpochReport) -> ControlFlow<()> {
-        self.reports.push(r.clone());
+impl Observer<Accuracy> for Recorder {
+    fn on_epoch(&mut self, r: &EpochLog<Accuracy>) -> ControlFlow<()> {
+        self.reports.push(*r);
         ControlFlow::Continue(())
     }
 }
@@ -479,7 +485,7 @@ fn training_separates_blobs() {
         let first = &obs.reports[0];
         let last = obs.reports.last().unwrap();
         assert!(last.loss < 0.5 * first.loss, "{first:?} -> {last:?}");
-        assert!(last.acc > 0.95, "{last:?}");
+        assert!(last.stats.acc() > 0.95, "{last:?}");
         let test = flow.evaluate(&blobs(100, 2)).unwrap();
         assert!(test.acc > 0.95, "{test:?}");
         assert_eq!(test.n, 100);
@@ -552,14 +558,14 @@ fn loading_a_damaged_file_is_a_format_error_naming_it() {
 
     for path in [&truncated, &garbage, &foreign] {
         match Flow::load(path) {
-            Err(EngineError::Format { path: p, .. }) => assert_eq!(&p, path),
+            Err(NnError::Format { path: p, .. }) => assert_eq!(&p, path),
             other => panic!("{}: {other:?}", path.display()),
         }
         let msg = Flow::load(path).unwrap_err().to_string();
         assert!(msg.contains(&path.display().to_string()), "{msg}");
     }
     let missing = dir.path().join("missing.safetensors");
-    assert!(matches!(Flow::load(&missing), Err(EngineError::Io { path, .. }) if path == missing));
+    assert!(matches!(Flow::load(&missing), Err(NnError::Io { path, .. }) if path == missing));
 }
 
 #[test]
@@ -580,7 +586,7 @@ fn divergence_is_reported_with_epoch_and_batch() {
             backend,
         };
         match train_flow_with(&cfg, &train, &data, &exec, &mut NoObserver) {
-            Err(EngineError::NonFinite { epoch, batch, .. }) => {
+            Err(NnError::NonFinite { epoch, batch, .. }) => {
                 // The first update throws every weight to ±1e30; the next loss overflows.
                 assert_eq!((epoch, batch), (1, 2), "{backend:?}");
             }
@@ -635,7 +641,7 @@ fn invalid_configs_and_data_are_rejected() {
     ] {
         assert!(matches!(
             config_err(&bad, &train, &data),
-            EngineError::InvalidConfig(_)
+            NnError::InvalidConfig(_)
         ));
     }
     for bad in [
@@ -654,7 +660,7 @@ fn invalid_configs_and_data_are_rejected() {
     ] {
         assert!(matches!(
             config_err(&good, &bad, &data),
-            EngineError::InvalidConfig(_)
+            NnError::InvalidConfig(_)
         ));
     }
     let exec = ExecOptions {
@@ -663,7 +669,7 @@ fn invalid_configs_and_data_are_rejected() {
     };
     assert!(matches!(
         train_flow_with(&good, &train, &data, &exec, &mut NoObserver),
-        Err(EngineError::InvalidConfig(_))
+        Err(NnError::InvalidConfig(_))
     ));
 
     let mut label = data.clone();
@@ -687,7 +693,7 @@ fn invalid_configs_and_data_are_rejected() {
         (&empty, "empty"),
     ] {
         match config_err(&good, &train, bad) {
-            EngineError::InvalidData(msg) => assert!(msg.contains(needle), "{msg}"),
+            NnError::InvalidData(msg) => assert!(msg.contains(needle), "{msg}"),
             other => panic!("{other:?}"),
         }
     }
@@ -698,19 +704,19 @@ fn invalid_configs_and_data_are_rejected() {
     let flow = Flow::init(&good, 0).unwrap();
     assert!(matches!(
         flow.predict_logits(&[1.0, 2.0, 3.0]),
-        Err(EngineError::InvalidData(_))
+        Err(NnError::InvalidData(_))
     ));
     assert!(matches!(
         flow.evaluate(&label),
-        Err(EngineError::InvalidData(_))
+        Err(NnError::InvalidData(_))
     ));
 }
 
 #[test]
 fn cancellation_stops_training() {
     struct StopAfter(usize);
-    impl TrainObserver for StopAfter {
-        fn on_epoch(&mut self, r: &EpochReport) -> ControlFlow<()> {
+    impl Observer<Accuracy> for StopAfter {
+        fn on_epoch(&mut self, r: &EpochLog<Accuracy>) -> ControlFlow<()> {
             if r.epoch >= self.0 {
                 ControlFlow::Break(())
             } else {
@@ -719,8 +725,8 @@ fn cancellation_stops_training() {
         }
     }
     struct Interrupted;
-    impl TrainObserver for Interrupted {
-        fn on_epoch(&mut self, _: &EpochReport) -> ControlFlow<()> {
+    impl Observer<Accuracy> for Interrupted {
+        fn on_epoch(&mut self, _: &EpochLog<Accuracy>) -> ControlFlow<()> {
             ControlFlow::Continue(())
         }
         fn cancelled(&self) -> bool {
@@ -739,11 +745,11 @@ fn cancellation_stops_training() {
     };
     assert!(matches!(
         train_flow(&cfg, &train, &data, &mut StopAfter(2)),
-        Err(EngineError::Cancelled)
+        Err(NnError::Cancelled)
     ));
     assert!(matches!(
         train_flow(&cfg, &train, &data, &mut Interrupted),
-        Err(EngineError::Cancelled)
+        Err(NnError::Cancelled)
     ));
 }
 
@@ -792,8 +798,17 @@ fn init_is_pytorch_linear_uniform() {
     let p = layout.init(5);
     assert_eq!(p, layout.init(5));
     assert_ne!(p, layout.init(6));
-    for slot in &layout.slots {
-        let bound = 1.0 / (slot.fan_in as f32).sqrt();
+    for slot in layout.store.slots() {
+        // PyTorch's default: ±1/√fan_in, fan_in the layer's input width (a weight's last
+        // dimension, shared by its bias).
+        let fan_in = layout
+            .store
+            .slots()
+            .iter()
+            .find(|w| w.name == slot.name.replace(".bias", ".weight"))
+            .unwrap()
+            .shape[1];
+        let bound = 1.0 / (fan_in as f32).sqrt();
         let vals = &p[slot.offset..slot.offset + slot.len()];
         assert!(vals.iter().all(|v| v.abs() <= bound), "{}", slot.name);
     }
@@ -1149,7 +1164,8 @@ fn weight_decay_shrinks_the_weights() {
     let weight_norm = |flow: &Flow| -> f64 {
         let layout = Layout::new(flow.config());
         layout
-            .slots
+            .store
+            .slots()
             .iter()
             .filter(|s| s.name.ends_with(".weight"))
             .flat_map(|s| &flow.params()[s.offset..s.offset + s.len()])
@@ -1192,7 +1208,8 @@ fn a_model_file_without_form_keys_loads_as_c1_euler_tanh() {
     let old_json = r#"{"in_dim":2,"classes":3,"dim":4,"hidden":5,"steps":3,"h":0.33333334,"weights":"unshared"}"#;
     let layout = Layout::new(&cfg);
     let bytes: Vec<Vec<u8>> = layout
-        .slots
+        .store
+        .slots()
         .iter()
         .map(|s| {
             flow.params()[s.offset..s.offset + s.len()]
@@ -1202,7 +1219,8 @@ fn a_model_file_without_form_keys_loads_as_c1_euler_tanh() {
         })
         .collect();
     let views: Vec<_> = layout
-        .slots
+        .store
+        .slots()
         .iter()
         .zip(&bytes)
         .map(|(s, b)| {

@@ -1,61 +1,79 @@
-//! The training loop, shared by both backends: seeded init, per-epoch shuffles, minibatches,
-//! divergence and cancellation checks, progress through [`TrainObserver`].
+//! Training a flow: seeded init, per-epoch shuffles into minibatches, and the core's loop
+//! ([`ablate_nn::train`]) with Adam (β 0.9, 0.999), decay after each update and the Lipschitz
+//! projection, on either backend.
 
-use std::ops::ControlFlow;
-
+use ablate_nn::{
+    AdamConfig, AdamW, Batches, DecayAt, Hyper, Model, Observer, Plan, Schedule, Stats,
+};
 use dfdx::tensor_ops::Device;
 
-use crate::cpu::{BatchStats, with_cpu_trainer};
-use crate::error::catching;
+use crate::cpu::with_cpu_trainer;
 use crate::params::{Layout, STREAM_SHUFFLE};
 use crate::rng::SplitMix64;
-use crate::runtime::{Kind, Runtime};
 use crate::tensor::TensorTrainer;
-use crate::{Dataset, EngineError, ExecOptions, Flow, FlowConfig, TrainConfig};
+use crate::{Dataset, ExecOptions, Flow, FlowConfig, NnError, TrainConfig};
+use ablate_nn::{Kind, Runtime, catching};
 
-/// Progress after one epoch.
-#[derive(Clone, Debug, PartialEq)]
-pub struct EpochReport {
-    /// 1-based.
-    pub epoch: usize,
-    pub epochs: usize,
-    /// Mean training loss over the epoch's batches, weighted by example.
-    pub loss: f32,
-    /// Training accuracy over the epoch (each example scored when its batch ran).
-    pub acc: f32,
+/// A flow's count besides its loss: correct predictions among the examples seen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Accuracy {
+    pub correct: usize,
+    pub examples: usize,
 }
 
-/// Receives training progress; the library never prints.
-pub trait TrainObserver {
-    /// Called after every epoch; `Break` stops training with `EngineError::Cancelled`.
-    fn on_epoch(&mut self, report: &EpochReport) -> ControlFlow<()>;
-    /// Polled between batches so a long epoch can be interrupted (Ctrl-C); default false.
-    fn cancelled(&self) -> bool {
-        false
+impl Accuracy {
+    /// `correct / examples` (0 before any example).
+    pub fn acc(&self) -> f32 {
+        if self.examples == 0 {
+            return 0.0;
+        }
+        (self.correct as f64 / self.examples as f64) as f32
     }
 }
 
-/// An observer that ignores progress and never cancels.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct NoObserver;
-
-impl TrainObserver for NoObserver {
-    fn on_epoch(&mut self, _: &EpochReport) -> ControlFlow<()> {
-        ControlFlow::Continue(())
+impl Stats for Accuracy {
+    fn add(&mut self, other: &Self) {
+        self.correct += other.correct;
+        self.examples += other.examples;
     }
 }
 
-/// One backend's training state.
-pub(crate) trait Trainer {
-    /// Forward and backward pass of one batch; keeps the gradient for [`Trainer::update`].
-    fn forward_backward(&mut self, x: &[f32], y: &[u32]) -> Result<BatchStats, EngineError>;
-    /// One Adam step with the gradient of the last batch.
-    fn update(&mut self, lr: f32) -> Result<(), EngineError>;
-    /// After [`Trainer::update`]: `train`'s weight decay (at learning rate `lr`) and
-    /// Lipschitz projection, as [`crate::constrain::apply`] defines them.
-    fn constrain(&mut self, train: &TrainConfig, lr: f32) -> Result<(), EngineError>;
-    /// The current parameters, flat in layout order.
-    fn params(&self) -> Result<Vec<f32>, EngineError>;
+/// One minibatch: `x` row-major `rows × in_dim`, `y` its labels.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Minibatch {
+    pub x: Vec<f32>,
+    pub y: Vec<u32>,
+}
+
+/// The data of an epoch-based run: a fresh seeded shuffle of `data` at each epoch, cut into
+/// batches of `batch` (the last one smaller), gathered into one reused buffer.
+struct Shuffled<'a> {
+    data: &'a Dataset,
+    batch: usize,
+    per_epoch: usize,
+    order: Vec<usize>,
+    rng: SplitMix64,
+    out: Minibatch,
+}
+
+impl Batches<Minibatch> for Shuffled<'_> {
+    fn batch(&mut self, step: usize) -> Result<&Minibatch, NnError> {
+        let i = step % self.per_epoch;
+        if i == 0 {
+            self.rng.shuffle(&mut self.order);
+        }
+        let d = self.data.dim;
+        let idx = &self.order[i * self.batch..((i + 1) * self.batch).min(self.order.len())];
+        self.out.x.clear();
+        self.out.y.clear();
+        for &j in idx {
+            self.out
+                .x
+                .extend_from_slice(&self.data.x[j * d..(j + 1) * d]);
+            self.out.y.push(self.data.y[j]);
+        }
+        Ok(&self.out)
+    }
 }
 
 /// Trains a flow classifier on `data` with the default [`ExecOptions`] (CPU backend, one
@@ -64,27 +82,33 @@ pub fn train_flow(
     cfg: &FlowConfig,
     train: &TrainConfig,
     data: &Dataset,
-    observer: &mut dyn TrainObserver,
-) -> Result<Flow, EngineError> {
+    observer: &mut dyn Observer<Accuracy>,
+) -> Result<Flow, NnError> {
     train_flow_with(cfg, train, data, &ExecOptions::default(), observer)
 }
 
-/// [`train_flow`] with a chosen backend and thread count. With [`Backend::Cpu`] the result does
-/// not depend on `threads`.
+/// [`train_flow`] with a chosen backend and thread count. With [`ablate_nn::Backend::Cpu`] the
+/// result does not depend on `threads`.
 pub fn train_flow_with(
     cfg: &FlowConfig,
     train: &TrainConfig,
     data: &Dataset,
     exec: &ExecOptions,
-    observer: &mut dyn TrainObserver,
-) -> Result<Flow, EngineError> {
-    match Runtime::open(exec)?.kind {
+    observer: &mut dyn Observer<Accuracy>,
+) -> Result<Flow, NnError> {
+    match Runtime::open(exec)?.into_kind() {
         Kind::Cpu { threads } => {
             let layout = check(cfg, train, data)?;
             let init = layout.init(train.seed);
-            with_cpu_trainer(cfg, &layout, init, train.batch, threads, |trainer| {
-                run(cfg, train, data, &layout, trainer, observer)
-            })?
+            with_cpu_trainer(
+                cfg,
+                &layout,
+                init,
+                train.batch,
+                threads,
+                train.lipschitz,
+                |trainer| run(cfg, train, data, &layout, trainer, observer),
+            )?
         }
         Kind::Dfdx(dev) => catching(|| train_flow_on(&dev, cfg, train, data, observer)),
         #[cfg(feature = "cuda")]
@@ -92,30 +116,47 @@ pub fn train_flow_with(
     }
 }
 
-/// [`train_flow`] through the device-generic tensor path on `dev` (dfdx's `Cpu` now, `Cuda`
-/// with the planned `cuda` feature). Same initialisation and batches as the CPU backend, so
-/// the two agree up to rounding.
+/// [`train_flow`] through the device-generic tensor path on `dev` (dfdx's `Cpu`, or `Cuda` in
+/// a `cuda` build). Same initialisation, batches and updates as the CPU backend, so the two
+/// agree up to rounding.
 pub fn train_flow_on<D: Device<f32>>(
     dev: &D,
     cfg: &FlowConfig,
     train: &TrainConfig,
     data: &Dataset,
-    observer: &mut dyn TrainObserver,
-) -> Result<Flow, EngineError> {
+    observer: &mut dyn Observer<Accuracy>,
+) -> Result<Flow, NnError> {
     let layout = check(cfg, train, data)?;
     let init = layout.init(train.seed);
-    let mut trainer = TensorTrainer::new(dev, cfg, &layout, &init)?;
+    let mut trainer = TensorTrainer::new(dev, cfg, &layout, init, train.lipschitz);
     run(cfg, train, data, &layout, &mut trainer, observer)
 }
 
-fn check(cfg: &FlowConfig, train: &TrainConfig, data: &Dataset) -> Result<Layout, EngineError> {
+fn check(cfg: &FlowConfig, train: &TrainConfig, data: &Dataset) -> Result<Layout, NnError> {
     cfg.validate()?;
     train.validate()?;
     data.validate_for(cfg)?;
     if data.is_empty() {
-        return Err(EngineError::InvalidData("the training set is empty".into()));
+        return Err(NnError::InvalidData("the training set is empty".into()));
     }
     Ok(Layout::new(cfg))
+}
+
+/// The flows' optimizer: Adam (β 0.9, 0.999, ε 1e-8) at a constant learning rate, no
+/// clipping, and the weight decay after each update (then the model's Lipschitz projection).
+pub(crate) fn optimizer(layout: &Layout, train: &TrainConfig) -> AdamW {
+    let adam = AdamConfig {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        decay_at: DecayAt::AfterUpdate,
+    };
+    let hyper = Hyper {
+        schedule: Schedule::Constant(train.lr),
+        weight_decay: train.weight_decay,
+        clip: f32::INFINITY,
+    };
+    AdamW::new(adam, &layout.store, vec![hyper])
 }
 
 fn run(
@@ -123,52 +164,27 @@ fn run(
     train: &TrainConfig,
     data: &Dataset,
     layout: &Layout,
-    trainer: &mut dyn Trainer,
-    observer: &mut dyn TrainObserver,
-) -> Result<Flow, EngineError> {
+    model: &mut dyn Model<Batch = Minibatch, Stats = Accuracy>,
+    observer: &mut dyn Observer<Accuracy>,
+) -> Result<Flow, NnError> {
     let n = data.len();
-    let d = cfg.in_dim;
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut rng = SplitMix64::new(train.seed, STREAM_SHUFFLE);
-    let mut xb = Vec::with_capacity(train.batch.min(n) * d);
-    let mut yb = Vec::with_capacity(train.batch.min(n));
-    for epoch in 1..=train.epochs {
-        rng.shuffle(&mut order);
-        let mut total = BatchStats::default();
-        for (i, idx) in order.chunks(train.batch).enumerate() {
-            if observer.cancelled() {
-                return Err(EngineError::Cancelled);
-            }
-            xb.clear();
-            yb.clear();
-            for &j in idx {
-                xb.extend_from_slice(&data.x[j * d..(j + 1) * d]);
-                yb.push(data.y[j]);
-            }
-            let stats = trainer.forward_backward(&xb, &yb)?;
-            if !stats.loss_sum.is_finite() {
-                return Err(EngineError::NonFinite {
-                    epoch,
-                    batch: i + 1,
-                    loss: stats.loss_sum as f32,
-                });
-            }
-            trainer.update(train.lr)?;
-            if train.weight_decay != 0.0 || train.lipschitz.is_some() {
-                trainer.constrain(train, train.lr)?;
-            }
-            total.loss_sum += stats.loss_sum;
-            total.correct += stats.correct;
-        }
-        let report = EpochReport {
-            epoch,
-            epochs: train.epochs,
-            loss: (total.loss_sum / n as f64) as f32,
-            acc: (total.correct as f64 / n as f64) as f32,
-        };
-        if observer.on_epoch(&report).is_break() {
-            return Err(EngineError::Cancelled);
-        }
-    }
-    Flow::from_parts(cfg.clone(), layout.clone(), trainer.params()?)
+    let per_epoch = n.div_ceil(train.batch);
+    let mut batches = Shuffled {
+        data,
+        batch: train.batch,
+        per_epoch,
+        order: (0..n).collect(),
+        rng: SplitMix64::new(train.seed, STREAM_SHUFFLE),
+        out: Minibatch {
+            x: Vec::with_capacity(train.batch.min(n) * data.dim),
+            y: Vec::with_capacity(train.batch.min(n)),
+        },
+    };
+    let plan = Plan::Epochs {
+        epochs: train.epochs,
+        per_epoch,
+    };
+    let mut opt = optimizer(layout, train);
+    ablate_nn::train(model, &mut opt, plan, &mut batches, observer)?;
+    Flow::from_parts(cfg.clone(), layout.clone(), model.params()?)
 }

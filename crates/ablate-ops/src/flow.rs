@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use ablate_cache::{EntryStatus, Metric};
 use ablate_models::{
-    Activation, Backend, EngineError, EpochReport, ExecOptions, Flow, FlowConfig, Form, Integrator,
-    Runtime, TrainConfig, TrainObserver, Weights,
+    Accuracy, Activation, Backend, EpochLog, ExecOptions, Flow, FlowConfig, Form, Integrator,
+    NnError, Observer, Runtime, TrainConfig, Weights,
 };
 use ablate_results::{Column, ColumnData, Table};
 use ablate_run::{OpContext, OpError, OpOutput, Progress};
@@ -150,15 +150,15 @@ impl TrainFlow {
 }
 
 /// Collects the per-epoch log, forwards progress, and stops on cancellation.
-struct Observer<'a, 'b> {
+struct EpochObserver<'a, 'b> {
     ctx: &'a OpContext<'b>,
     history: Vec<(u64, f64, f64)>,
 }
 
-impl TrainObserver for Observer<'_, '_> {
-    fn on_epoch(&mut self, r: &EpochReport) -> ControlFlow<()> {
+impl Observer<Accuracy> for EpochObserver<'_, '_> {
+    fn on_epoch(&mut self, r: &EpochLog<Accuracy>) -> ControlFlow<()> {
         self.history
-            .push((r.epoch as u64, f64::from(r.loss), f64::from(r.acc)));
+            .push((r.epoch as u64, f64::from(r.loss), f64::from(r.stats.acc())));
         training_progress(self.ctx, r.epoch, r.epochs, r.loss)
     }
 
@@ -197,10 +197,10 @@ pub(crate) fn artifact(ctx: &OpContext<'_>, name: &str) -> Result<PathBuf, OpErr
     })
 }
 
-pub(crate) fn engine_error(e: EngineError) -> OpError {
+pub(crate) fn engine_error(e: NnError) -> OpError {
     match e {
-        EngineError::Cancelled => OpError::Cancelled,
-        oom @ EngineError::OutOfMemory(_) => OpError::msg(format!(
+        NnError::Cancelled => OpError::Cancelled,
+        oom @ NnError::OutOfMemory(_) => OpError::msg(format!(
             "{oom}: give the stage more of a GPU (a larger `resources.gpus`, so fewer instances \
              share one), or a smaller model or batch"
         )),
@@ -236,7 +236,7 @@ impl Op for TrainFlow {
             weight_decay: p.weight_decay as f32,
             lipschitz: p.lipschitz.map(|l| l as f32),
         };
-        let mut observer = Observer {
+        let mut observer = EpochObserver {
             ctx,
             history: Vec::new(),
         };
@@ -251,7 +251,7 @@ impl Op for TrainFlow {
         let (flow, status) =
             match ablate_models::train_flow_with(&config, &train, &data, &exec, &mut observer) {
                 Ok(flow) => (Some(flow), EntryStatus::Done),
-                Err(EngineError::NonFinite { epoch, loss, .. }) => (
+                Err(NnError::NonFinite { epoch, loss, .. }) => (
                     None,
                     EntryStatus::diverged("loss", Some(epoch as u64), f64::from(loss)),
                 ),
@@ -487,7 +487,7 @@ mod tests {
 
     #[test]
     fn running_out_of_gpu_memory_says_how_to_make_room() {
-        let e = engine_error(EngineError::OutOfMemory(
+        let e = engine_error(NnError::OutOfMemory(
             "DriverError(CUDA_ERROR_OUT_OF_MEMORY)".into(),
         ))
         .to_string();

@@ -7,11 +7,10 @@ use std::path::Path;
 
 use ablate_cache::{EntryStatus, Metric};
 use ablate_models::lm::{
-    self, Arch, Denoiser, Example, LmConfig, LmObserver, LmTrainConfig, Mixture, MixtureOptions,
-    Sampler, StepLog, Task,
+    self, Arch, Denoiser, Example, LmConfig, LmTrainConfig, Mixture, MixtureOptions, Sampler, Task,
     vocab::{self, Mode},
 };
-use ablate_models::{EngineError, ExecOptions, Runtime};
+use ablate_models::{ExecOptions, NnError, Observer, Runtime, StepLog};
 use ablate_results::{Column, ColumnData, Table};
 use ablate_run::{OpContext, OpError, OpOutput, Progress};
 use ablate_spec::{OpSchema, ParamSpec, ParamType, Params, Value};
@@ -480,13 +479,13 @@ fn mixture_of(p: &TrainLmParams) -> Result<Mixture, OpError> {
 /// are the result of a diverged run).
 struct StepObserver<'a, 'b> {
     ctx: &'a OpContext<'b>,
-    log: Vec<StepLog>,
+    log: Vec<StepLog<()>>,
 }
 
-impl LmObserver for StepObserver<'_, '_> {
-    fn on_step(&mut self, log: &StepLog, steps: usize) -> ControlFlow<()> {
-        self.log.push(log.clone());
-        training_progress(self.ctx, log.step, steps, log.loss)
+impl Observer<()> for StepObserver<'_, '_> {
+    fn on_step(&mut self, log: &StepLog<()>) -> ControlFlow<()> {
+        self.log.push(*log);
+        training_progress(self.ctx, log.step, log.steps, log.loss)
     }
 
     fn cancelled(&self) -> bool {
@@ -568,7 +567,7 @@ impl Op for TrainLm {
         let trained = lm::train_lm_with(&cfg, &train, &exec, &mut batches, &mut observer);
         let out = ctx.out_dir();
         let stride = metric_stride(p.steps);
-        let stepped = |log: &[StepLog]| -> Vec<Metric> {
+        let stepped = |log: &[StepLog<()>]| -> Vec<Metric> {
             log.iter()
                 .filter(|l| l.step % stride == 0 || l.step == log.len())
                 .map(|l| Metric::at_step("loss", l.step as u64, f64::from(l.loss)))
@@ -578,7 +577,7 @@ impl Op for TrainLm {
             Ok(trained) => trained,
             // A divergence is a result the executor keeps or fails by the stage's `diverged:`:
             // the steps before it are logged, and there is no model to save.
-            Err(EngineError::NonFiniteStep {
+            Err(NnError::NonFiniteStep {
                 step,
                 loss,
                 grad_norm,
@@ -640,8 +639,8 @@ impl Op for TrainLm {
     }
 }
 
-fn write_history(path: &Path, log: &[StepLog]) -> Result<(), OpError> {
-    let float = |f: fn(&StepLog) -> f32| {
+fn write_history(path: &Path, log: &[StepLog<()>]) -> Result<(), OpError> {
+    let float = |f: fn(&StepLog<()>) -> f32| {
         ColumnData::Float(log.iter().map(|l| Some(f64::from(f(l)))).collect())
     };
     let table = Table {

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::EngineError;
+use crate::NnError;
 
 /// Decoder-only or encoder-decoder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,8 +61,8 @@ pub struct LmConfig {
 }
 
 impl LmConfig {
-    pub fn validate(&self) -> Result<(), EngineError> {
-        let bad = |msg: String| Err(EngineError::InvalidConfig(msg));
+    pub fn validate(&self) -> Result<(), NnError> {
+        let bad = |msg: String| Err(NnError::InvalidConfig(msg));
         for (name, v) in [
             ("vocab", self.vocab),
             ("d_model", self.d_model),
@@ -114,13 +114,16 @@ pub struct LmTrainConfig {
 impl LmTrainConfig {
     /// The learning rate of step `step` (0-based).
     pub fn lr_at(&self, step: usize) -> f32 {
-        if step < self.warmup {
-            return self.lr * (step + 1) as f32 / self.warmup as f32;
+        self.schedule().at(step)
+    }
+
+    /// The learning-rate schedule.
+    pub fn schedule(&self) -> ablate_nn::Schedule {
+        ablate_nn::Schedule::WarmupCosine {
+            lr: self.lr,
+            warmup: self.warmup,
+            steps: self.steps,
         }
-        let span = self.steps.saturating_sub(self.warmup).max(1) as f32;
-        let t = ((step - self.warmup) as f32 / span).min(1.0);
-        let cos = 0.5 * (1.0 + (std::f32::consts::PI * t).cos());
-        self.lr * (0.1 + 0.9 * cos)
     }
 }
 

@@ -26,7 +26,7 @@ use std::sync::{Mutex, MutexGuard, RwLock};
 use super::Batch;
 use super::config::{Arch, LmConfig};
 use super::layout::{Attention, Dense, LmLayout, Norm, Stack};
-use crate::EngineError;
+use crate::NnError;
 use crate::kernels::{self, View as Mat, multiversion, tanh_approx};
 use crate::pool::{self, MAX_SHARDS, Pool};
 
@@ -1281,9 +1281,9 @@ fn weight_sum(batch: &Batch) -> f64 {
 
 /// Checks that `batch` fits `cfg`: shapes, token ids, lengths, prefixes and the layout its
 /// architecture expects.
-pub(crate) fn check_batch(cfg: &LmConfig, batch: &Batch) -> Result<(), EngineError> {
-    let bad = |m: String| Err(EngineError::InvalidData(m));
-    batch.check(cfg.vocab).map_err(EngineError::InvalidData)?;
+pub(crate) fn check_batch(cfg: &LmConfig, batch: &Batch) -> Result<(), NnError> {
+    let bad = |m: String| Err(NnError::InvalidData(m));
+    batch.check(cfg.vocab).map_err(NnError::InvalidData)?;
     if batch.len > cfg.seq_len || batch.enc_len > cfg.seq_len {
         return bad(format!(
             "batch sequences of length {} (encoder {}) exceed the model's `seq_len` {}",
@@ -1336,11 +1336,11 @@ pub(crate) fn cpu_loss_and_grad(
     params: &[f32],
     batch: &Batch,
     threads: usize,
-) -> Result<(f32, Vec<f32>), EngineError> {
+) -> Result<(f32, Vec<f32>), NnError> {
     cfg.validate()?;
     check_batch(cfg, batch)?;
     if params.len() != layout.total {
-        return Err(EngineError::InvalidConfig(format!(
+        return Err(NnError::InvalidConfig(format!(
             "{} parameters for a layout of {}",
             params.len(),
             layout.total
@@ -1351,7 +1351,7 @@ pub(crate) fn cpu_loss_and_grad(
         r.loss_and_grad(batch, &mut grad)
     });
     if wsum <= 0.0 {
-        return Err(EngineError::InvalidData(
+        return Err(NnError::InvalidData(
             "the batch has no position with a positive loss weight".into(),
         ));
     }
@@ -1364,7 +1364,7 @@ pub(crate) fn cpu_logits(
     layout: &LmLayout,
     params: &[f32],
     batch: &Batch,
-) -> Result<Vec<f32>, EngineError> {
+) -> Result<Vec<f32>, NnError> {
     cfg.validate()?;
     check_batch(cfg, batch)?;
     let mut ws = Workspace::default();

@@ -6,7 +6,7 @@ use super::batch::Batch;
 use super::config::Arch;
 use super::layout::STREAM_LM_DATA;
 use super::vocab::{self, BOS, EOS, Mode, PAD};
-use crate::EngineError;
+use crate::NnError;
 use crate::rng::SplitMix64;
 
 /// How many noise tokens and noise spans span corruption makes of `length` tokens, as T5's
@@ -101,8 +101,8 @@ impl Denoiser {
         }
     }
 
-    fn validate(&self) -> Result<(), EngineError> {
-        let bad = |msg: String| Err(EngineError::InvalidConfig(msg));
+    fn validate(&self) -> Result<(), NnError> {
+        let bad = |msg: String| Err(NnError::InvalidConfig(msg));
         match *self {
             Denoiser::Span { mu, r, .. } => {
                 if !(mu.is_finite() && mu >= 1.0) {
@@ -147,7 +147,7 @@ pub struct Example {
 /// decoder-only, `inputs` and `targets` together take at most `seq_len` tokens (for spans,
 /// `1 + L + 2·spans + 1`); encoder-decoder, each takes at most `seq_len`. An error when that
 /// window would be shorter than 2 tokens.
-pub fn raw_len(d: &Denoiser, arch: Arch, seq_len: usize) -> Result<usize, EngineError> {
+pub fn raw_len(d: &Denoiser, arch: Arch, seq_len: usize) -> Result<usize, NnError> {
     let len = match (*d, arch) {
         // An encdec window may be longer than `seq_len` (its spans leave the encoder), but its
         // two limits add up to L + 2·spans + 2 ≤ 2·seq_len.
@@ -166,7 +166,7 @@ pub fn raw_len(d: &Denoiser, arch: Arch, seq_len: usize) -> Result<usize, Engine
         (Denoiser::Prefix { .. } | Denoiser::Causal, Arch::EncDec) => seq_len,
     };
     if len < 2 {
-        return Err(EngineError::InvalidConfig(format!(
+        return Err(NnError::InvalidConfig(format!(
             "`seq_len` {seq_len} is too short for {} on the {} architecture",
             d.describe(),
             arch.name()
@@ -260,8 +260,8 @@ impl Mixture {
     /// `sclm` (sc and clm, half each), `ul2`: R(3, 0.15), R(8, 0.15); X(3, 0.5), X(8, 0.5),
     /// X(64, 0.15), X(64, 0.5); S(prefix), weighted `opts.ul2_weights` by paradigm (a paradigm
     /// of weight 0 is left out).
-    pub fn named(name: &str, opts: &MixtureOptions) -> Result<Mixture, EngineError> {
-        let bad = |msg: String| Err(EngineError::InvalidConfig(msg));
+    pub fn named(name: &str, opts: &MixtureOptions) -> Result<Mixture, NnError> {
+        let bad = |msg: String| Err(NnError::InvalidConfig(msg));
         if !(opts.span_scale.is_finite() && opts.span_scale > 0.0) {
             return bad(format!(
                 "`span_scale` must be positive, not `{}`",
@@ -317,16 +317,14 @@ impl Mixture {
     }
 
     /// A mixture of the given denoisers; the weights (positive, finite) are normalised.
-    pub fn custom(entries: Vec<(Denoiser, f64)>) -> Result<Mixture, EngineError> {
+    pub fn custom(entries: Vec<(Denoiser, f64)>) -> Result<Mixture, NnError> {
         if entries.is_empty() {
-            return Err(EngineError::InvalidConfig(
-                "a mixture needs a denoiser".into(),
-            ));
+            return Err(NnError::InvalidConfig("a mixture needs a denoiser".into()));
         }
         for (d, w) in &entries {
             d.validate()?;
             if !(w.is_finite() && *w > 0.0) {
-                return Err(EngineError::InvalidConfig(format!(
+                return Err(NnError::InvalidConfig(format!(
                     "the weight of {} must be positive and finite, not `{w}`",
                     d.describe()
                 )));
@@ -470,7 +468,7 @@ impl Sampler {
         mode_tokens: bool,
         prefix_lm: bool,
         seed: u64,
-    ) -> Result<Sampler, EngineError> {
+    ) -> Result<Sampler, NnError> {
         let raw_lens = mixture
             .entries()
             .iter()
@@ -478,7 +476,7 @@ impl Sampler {
             .collect::<Result<Vec<_>, _>>()?;
         let longest = raw_lens.iter().copied().max().unwrap_or(0);
         if stream.len() < longest {
-            return Err(EngineError::InvalidData(format!(
+            return Err(NnError::InvalidData(format!(
                 "the training stream has {} tokens, fewer than the longest window of {longest}",
                 stream.len()
             )));

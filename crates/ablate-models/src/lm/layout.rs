@@ -2,60 +2,9 @@
 //! the flat parameter vector, initialisation. Both backends read parameters through it.
 
 use super::config::{Arch, LmConfig};
-use crate::rng::SplitMix64;
+use ablate_nn::{Init, Layout};
 
-/// A parameter tensor's place in the flat vector.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Slot {
-    pub name: String,
-    pub shape: Vec<usize>,
-    pub offset: usize,
-    pub init: Init,
-}
-
-impl Slot {
-    pub(crate) fn len(&self) -> usize {
-        self.shape.iter().product()
-    }
-    pub(crate) fn range(&self) -> std::ops::Range<usize> {
-        self.offset..self.offset + self.len()
-    }
-}
-
-/// How a slot starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Init {
-    Zeros,
-    Ones,
-    /// Uniform with standard deviation 0.02 (GPT-2's N(0, 0.02) in variance, drawn uniformly so
-    /// the draw depends only on [`SplitMix64`]).
-    Std002,
-}
-
-/// Offsets of one LayerNorm.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Norm {
-    pub g: usize,
-    pub b: usize,
-}
-
-/// A dense layer `y = x·W + b`, `W` stored `[inp, out]` row-major.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Dense {
-    pub inp: usize,
-    pub out: usize,
-    pub w: usize,
-    pub b: usize,
-}
-
-impl Dense {
-    pub(crate) fn w<'a>(&self, p: &'a [f32]) -> &'a [f32] {
-        &p[self.w..self.w + self.inp * self.out]
-    }
-    pub(crate) fn b<'a>(&self, p: &'a [f32]) -> &'a [f32] {
-        &p[self.b..self.b + self.out]
-    }
-}
+pub(crate) use ablate_nn::{Dense, Norm};
 
 /// Multi-head attention: queries from one stream, keys and values from another (the same one
 /// for self-attention).
@@ -85,48 +34,35 @@ pub(crate) struct Stack {
     pub ln_f: Norm,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct LmLayout {
     pub tok_emb: usize,
     pub pos_emb: usize,
     /// encdec only.
     pub encoder: Option<Stack>,
     pub decoder: Stack,
-    pub slots: Vec<Slot>,
+    /// The slots, in the order [`LmLayout::new`] describes.
+    pub store: Layout,
+    /// `store.total()`.
     pub total: usize,
 }
 
+/// Every weight matrix and embedding starts uniform with standard deviation 0.02 (GPT-2's
+/// N(0, 0.02) in variance, drawn uniformly so the draw depends only on the seed) and is decayed.
+fn std002() -> Init {
+    Init::uniform_std(0.02)
+}
+
 struct Builder {
-    slots: Vec<Slot>,
-    total: usize,
+    store: Layout,
 }
 
 impl Builder {
-    fn slot(&mut self, name: String, shape: Vec<usize>, init: Init) -> usize {
-        let offset = self.total;
-        let slot = Slot {
-            name,
-            shape,
-            offset,
-            init,
-        };
-        self.total += slot.len();
-        self.slots.push(slot);
-        offset
-    }
     fn norm(&mut self, name: &str, d: usize) -> Norm {
-        Norm {
-            g: self.slot(format!("{name}.g"), vec![d], Init::Ones),
-            b: self.slot(format!("{name}.b"), vec![d], Init::Zeros),
-        }
+        self.store.norm(name, d)
     }
     fn dense(&mut self, name: &str, inp: usize, out: usize) -> Dense {
-        Dense {
-            inp,
-            out,
-            w: self.slot(format!("{name}.w"), vec![inp, out], Init::Std002),
-            b: self.slot(format!("{name}.b"), vec![out], Init::Zeros),
-        }
+        self.store.dense(name, inp, out, std002())
     }
     fn attention(&mut self, name: &str, d: usize) -> Attention {
         Attention {
@@ -169,15 +105,14 @@ impl LmLayout {
     /// `.ff1`, `.ff2`, then `dec.ln_f`); each dense layer is `.w` then `.b`, each norm `.g`, `.b`.
     pub(crate) fn new(cfg: &LmConfig) -> LmLayout {
         let mut b = Builder {
-            slots: Vec::new(),
-            total: 0,
+            store: Layout::new(),
         };
-        let tok_emb = b.slot("tok_emb".into(), vec![cfg.vocab, cfg.d_model], Init::Std002);
-        let pos_emb = b.slot(
-            "pos_emb".into(),
-            vec![cfg.seq_len, cfg.d_model],
-            Init::Std002,
-        );
+        let tok_emb = b
+            .store
+            .push("tok_emb", &[cfg.vocab, cfg.d_model], std002(), true);
+        let pos_emb = b
+            .store
+            .push("pos_emb", &[cfg.seq_len, cfg.d_model], std002(), true);
         let encoder = (cfg.arch == Arch::EncDec).then(|| b.stack("enc", cfg, false));
         let decoder = b.stack("dec", cfg, cfg.arch == Arch::EncDec);
         LmLayout {
@@ -185,34 +120,18 @@ impl LmLayout {
             pos_emb,
             encoder,
             decoder,
-            slots: b.slots,
-            total: b.total,
+            total: b.store.total(),
+            store: b.store,
         }
     }
 
     /// Fresh parameters: one seeded stream drawn in slot order.
     pub(crate) fn init(&self, seed: u64) -> Vec<f32> {
-        let mut rng = SplitMix64::new(seed, STREAM_LM_INIT);
-        let bound = 0.02 * 3f32.sqrt();
-        let mut p = vec![0.0; self.total];
-        for slot in &self.slots {
-            let dst = &mut p[slot.range()];
-            match slot.init {
-                Init::Zeros => dst.fill(0.0),
-                Init::Ones => dst.fill(1.0),
-                Init::Std002 => dst.iter_mut().for_each(|v| *v = rng.uniform(bound)),
-            }
-        }
-        p
-    }
-
-    /// Offsets of every weight matrix (the slots weight decay applies to: `.w` and embeddings).
-    pub(crate) fn decayed(&self) -> impl Iterator<Item = &Slot> {
-        self.slots.iter().filter(|s| s.init == Init::Std002)
+        self.store.init(seed, STREAM_LM_INIT)
     }
 }
 
-/// [`SplitMix64`] stream ids of a language model's seed.
+/// [`ablate_nn::rng::SplitMix64`] stream ids of a language model's seed.
 pub(crate) const STREAM_LM_INIT: u64 = 11;
 #[allow(dead_code)] // the data side's streams
 pub(crate) const STREAM_LM_DATA: u64 = 12;
@@ -240,7 +159,7 @@ mod tests {
         for arch in [Arch::Decoder, Arch::EncDec] {
             let l = LmLayout::new(&cfg(arch));
             let mut at = 0;
-            for s in &l.slots {
+            for s in l.store.slots() {
                 assert_eq!(s.offset, at, "{}", s.name);
                 at += s.len();
             }

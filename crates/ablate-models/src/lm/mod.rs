@@ -24,5 +24,5 @@ pub use tasks::{
     INFILL, Task, clm_examples, infill_examples, oneshot_correct, oneshot_examples, score_infill,
 };
 pub use text::{split_documents, synthetic_corpus, token_stream, train_val_split};
-pub use train::{LmObserver, StepLog, train_lm, train_lm_with};
+pub use train::{train_lm, train_lm_with};
 pub mod vocab;

@@ -9,10 +9,10 @@ use super::cpu::{self, Runner, with_runner};
 use super::layout::LmLayout;
 use super::tensor::TensorScorer;
 use super::vocab::BOS;
-use crate::EngineError;
-use crate::error::catching;
-use crate::model_file::{self, FORMAT_KEY, ModelFile};
-use crate::runtime::{Kind, Runtime};
+use crate::NnError;
+use ablate_nn::catching;
+use ablate_nn::safetensors::{self as model_file, FORMAT_KEY, ModelFile};
+use ablate_nn::{Kind, Runtime};
 
 /// Metadata key and value that mark a file as a language model.
 const FORMAT: &str = "ablate-lm/2";
@@ -28,7 +28,7 @@ pub struct Lm {
 
 impl Lm {
     /// A model initialised from `seed` as training starts it.
-    pub fn init(cfg: &LmConfig, seed: u64) -> Result<Lm, EngineError> {
+    pub fn init(cfg: &LmConfig, seed: u64) -> Result<Lm, NnError> {
         cfg.validate()?;
         let params = LmLayout::new(cfg).init(seed);
         Ok(Lm {
@@ -37,11 +37,11 @@ impl Lm {
         })
     }
 
-    pub(crate) fn from_parts(cfg: LmConfig, params: Vec<f32>) -> Result<Lm, EngineError> {
+    pub(crate) fn from_parts(cfg: LmConfig, params: Vec<f32>) -> Result<Lm, NnError> {
         cfg.validate()?;
         let total = LmLayout::new(&cfg).total;
         if params.len() != total {
-            return Err(EngineError::InvalidConfig(format!(
+            return Err(NnError::InvalidConfig(format!(
                 "{} parameters for a model of {total}",
                 params.len()
             )));
@@ -68,7 +68,7 @@ impl Lm {
 
     /// `(Σ w·nll, Σ w)` over `batch`'s positions, forward only, on `rt`. On the CPU it does
     /// not depend on the thread count.
-    pub fn nll(&self, batch: &Batch, rt: &Runtime) -> Result<(f64, f64), EngineError> {
+    pub fn nll(&self, batch: &Batch, rt: &Runtime) -> Result<(f64, f64), NnError> {
         cpu::check_batch(&self.cfg, batch)?;
         self.with_scorer(rt, |s| s.nll(batch))
     }
@@ -77,11 +77,11 @@ impl Lm {
     fn with_scorer<R>(
         &self,
         rt: &Runtime,
-        body: impl FnOnce(&mut dyn Scorer) -> Result<R, EngineError>,
-    ) -> Result<R, EngineError> {
+        body: impl FnOnce(&mut dyn Scorer) -> Result<R, NnError>,
+    ) -> Result<R, NnError> {
         let layout = self.layout();
         let (cfg, params) = (&self.cfg, &self.params[..]);
-        match &rt.kind {
+        match rt.kind() {
             Kind::Cpu { threads } => {
                 with_runner(cfg, &layout, params.to_vec(), *threads, |r| body(r))
             }
@@ -96,7 +96,7 @@ impl Lm {
     }
 
     /// The logits at every decoder position of `batch`, `rows × len × vocab` (one thread).
-    pub fn logits(&self, batch: &Batch) -> Result<Vec<f32>, EngineError> {
+    pub fn logits(&self, batch: &Batch) -> Result<Vec<f32>, NnError> {
         cpu::cpu_logits(&self.cfg, &self.layout(), &self.params, batch)
     }
 
@@ -115,13 +115,13 @@ impl Lm {
         max_new: usize,
         stop: &[u32],
         rt: &Runtime,
-    ) -> Result<Vec<Vec<u32>>, EngineError> {
+    ) -> Result<Vec<Vec<u32>>, NnError> {
         let cfg = &self.cfg;
         if cfg.arch == Arch::EncDec {
             let none = vec![Vec::new(); inputs.len()];
             return self.generate_in_decoder(inputs, &none, max_new, stop, rt);
         }
-        let bad = |m: String| Err(EngineError::InvalidData(m));
+        let bad = |m: String| Err(NnError::InvalidData(m));
         self.check_prompts(inputs, cfg.seq_len, "a prompt")?;
         let mut out = vec![Vec::new(); inputs.len()];
         let stopped = |made: &[u32]| made.last().is_some_and(|t| stop.contains(t));
@@ -173,11 +173,11 @@ impl Lm {
         max_new: usize,
         stop: &[u32],
         rt: &Runtime,
-    ) -> Result<Vec<Vec<u32>>, EngineError> {
+    ) -> Result<Vec<Vec<u32>>, NnError> {
         let cfg = &self.cfg;
-        let bad = |m: String| Err(EngineError::InvalidData(m));
+        let bad = |m: String| Err(NnError::InvalidData(m));
         if cfg.arch != Arch::EncDec {
-            return Err(EngineError::InvalidConfig(
+            return Err(NnError::InvalidConfig(
                 "only an encoder-decoder reads a prompt in its decoder".into(),
             ));
         }
@@ -189,7 +189,7 @@ impl Lm {
             ));
         }
         if cfg.vocab <= BOS as usize {
-            return Err(EngineError::InvalidConfig(format!(
+            return Err(NnError::InvalidConfig(format!(
                 "encoder-decoder generation starts from BOS ({BOS}), outside the vocabulary of {}",
                 cfg.vocab
             )));
@@ -243,15 +243,15 @@ impl Lm {
 
     /// Every token of `seqs` in the vocabulary, and every sequence at most `max` tokens long
     /// (`what` names one in the error).
-    fn check_prompts(&self, seqs: &[Vec<u32>], max: usize, what: &str) -> Result<(), EngineError> {
+    fn check_prompts(&self, seqs: &[Vec<u32>], max: usize, what: &str) -> Result<(), NnError> {
         let vocab = self.cfg.vocab;
         if let Some(t) = seqs.iter().flatten().find(|&&t| t as usize >= vocab) {
-            return Err(EngineError::InvalidData(format!(
+            return Err(NnError::InvalidData(format!(
                 "token id {t} is outside the vocabulary of {vocab}"
             )));
         }
         if let Some(x) = seqs.iter().find(|x| x.len() > max) {
-            return Err(EngineError::InvalidData(format!(
+            return Err(NnError::InvalidData(format!(
                 "{what} of {} tokens is longer than the {max} that the model's `seq_len` ({}) allows",
                 x.len(),
                 self.cfg.seq_len
@@ -263,35 +263,35 @@ impl Lm {
     /// Writes a safetensors file: one f32 tensor per layout slot, named as the slot, the
     /// [`LmConfig`] as JSON and `meta` in the metadata. Written to a temporary file, then
     /// renamed.
-    pub fn save(&self, path: &Path, meta: &BTreeMap<String, String>) -> Result<(), EngineError> {
+    pub fn save(&self, path: &Path, meta: &BTreeMap<String, String>) -> Result<(), NnError> {
         for key in [FORMAT_KEY, CONFIG_KEY] {
             if meta.contains_key(key) {
-                return Err(EngineError::InvalidConfig(format!(
+                return Err(NnError::InvalidConfig(format!(
                     "metadata key `{key}` is reserved for the model file's own use"
                 )));
             }
         }
-        let config = serde_json::to_string(&self.cfg)
-            .map_err(|e| EngineError::format(path, e.to_string()))?;
+        let config =
+            serde_json::to_string(&self.cfg).map_err(|e| NnError::format(path, e.to_string()))?;
         let mut all = meta.clone();
         all.insert(FORMAT_KEY.to_string(), FORMAT.to_string());
         all.insert(CONFIG_KEY.to_string(), config);
-        model_file::write(path, slot_refs(&self.layout()), &self.params, all)
+        model_file::write(path, self.layout().store.file_slots(), &self.params, all)
     }
 
     /// Reads a file written by [`Lm::save`]; anything else is a `Format` error naming `path`.
-    pub fn load(path: &Path) -> Result<Lm, EngineError> {
+    pub fn load(path: &Path) -> Result<Lm, NnError> {
         Self::load_with_meta(path).map(|(lm, _)| lm)
     }
 
     /// [`Lm::load`], also returning the metadata given to [`Lm::save`].
-    pub fn load_with_meta(path: &Path) -> Result<(Lm, BTreeMap<String, String>), EngineError> {
+    pub fn load_with_meta(path: &Path) -> Result<(Lm, BTreeMap<String, String>), NnError> {
         let file = ModelFile::read(path, FORMAT)?;
         let cfg: LmConfig = file.config(CONFIG_KEY)?;
         cfg.validate()
             .map_err(|e| file.bad(format!("bad `{CONFIG_KEY}`: {e}")))?;
         let layout = LmLayout::new(&cfg);
-        let params = file.params(slot_refs(&layout), layout.total)?;
+        let params = file.params(layout.store.file_slots(), layout.total)?;
         let user = file
             .meta
             .into_iter()
@@ -305,34 +305,34 @@ impl Lm {
 /// a dfdx device.
 trait Scorer {
     /// `(Σ w·nll, Σ w)` of a checked batch.
-    fn nll(&mut self, batch: &Batch) -> Result<(f64, f64), EngineError>;
+    fn nll(&mut self, batch: &Batch) -> Result<(f64, f64), NnError>;
     /// Runs the encoder over `batch`'s encoder rows, kept for [`Scorer::greedy`].
-    fn encode(&mut self, batch: &Batch) -> Result<(), EngineError>;
+    fn encode(&mut self, batch: &Batch) -> Result<(), NnError>;
     /// The argmax token at position `at[r]` of each row.
-    fn greedy(&mut self, batch: &Batch, at: &[usize]) -> Result<Vec<u32>, EngineError>;
+    fn greedy(&mut self, batch: &Batch, at: &[usize]) -> Result<Vec<u32>, NnError>;
 }
 
 impl Scorer for Runner<'_> {
-    fn nll(&mut self, batch: &Batch) -> Result<(f64, f64), EngineError> {
+    fn nll(&mut self, batch: &Batch) -> Result<(f64, f64), NnError> {
         Ok(Runner::nll(self, batch))
     }
-    fn encode(&mut self, batch: &Batch) -> Result<(), EngineError> {
+    fn encode(&mut self, batch: &Batch) -> Result<(), NnError> {
         Runner::encode(self, batch);
         Ok(())
     }
-    fn greedy(&mut self, batch: &Batch, at: &[usize]) -> Result<Vec<u32>, EngineError> {
+    fn greedy(&mut self, batch: &Batch, at: &[usize]) -> Result<Vec<u32>, NnError> {
         Ok(Runner::greedy(self, batch, at))
     }
 }
 
 impl<D: dfdx::tensor_ops::Device<f32>> Scorer for TensorScorer<'_, D> {
-    fn nll(&mut self, batch: &Batch) -> Result<(f64, f64), EngineError> {
+    fn nll(&mut self, batch: &Batch) -> Result<(f64, f64), NnError> {
         TensorScorer::nll(self, batch)
     }
-    fn encode(&mut self, batch: &Batch) -> Result<(), EngineError> {
+    fn encode(&mut self, batch: &Batch) -> Result<(), NnError> {
         TensorScorer::encode(self, batch)
     }
-    fn greedy(&mut self, batch: &Batch, at: &[usize]) -> Result<Vec<u32>, EngineError> {
+    fn greedy(&mut self, batch: &Batch, at: &[usize]) -> Result<Vec<u32>, NnError> {
         TensorScorer::greedy(self, batch, at)
     }
 }
@@ -361,11 +361,3 @@ fn fill(batch: &mut Batch, rows: usize, len: usize, enc_len: usize, fill: u32) {
 
 #[cfg(test)]
 mod tests;
-
-/// The layout's slots as a model file stores them.
-fn slot_refs(layout: &LmLayout) -> impl Iterator<Item = model_file::SlotRef<'_>> {
-    layout
-        .slots
-        .iter()
-        .map(|s| (s.name.as_str(), s.shape.as_slice(), s.range()))
-}

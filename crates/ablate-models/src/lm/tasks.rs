@@ -6,7 +6,7 @@ use super::config::Arch;
 use super::denoise::{Denoiser, Example, corrupt, raw_len};
 use super::layout::STREAM_LM_EVAL;
 use super::vocab::{self, EOS, Mode};
-use crate::EngineError;
+use crate::NnError;
 use crate::rng::SplitMix64;
 
 /// `n` held-out windows for next-token NLL: causal examples (`inputs = [lead]`, `targets` the
@@ -20,7 +20,7 @@ pub fn clm_examples(
     seq_len: usize,
     lead: u32,
     seed: u64,
-) -> Result<Vec<Example>, EngineError> {
+) -> Result<Vec<Example>, NnError> {
     let d = Denoiser::Causal;
     let len = raw_len(&d, arch, seq_len)?;
     let mut rng = SplitMix64::new(seed, STREAM_LM_EVAL);
@@ -46,7 +46,7 @@ pub fn infill_examples(
     seq_len: usize,
     lead: u32,
     seed: u64,
-) -> Result<Vec<Example>, EngineError> {
+) -> Result<Vec<Example>, NnError> {
     let len = raw_len(&INFILL, arch, seq_len)?;
     // Another stream than clm_examples', so the same seed does not pick the same windows.
     let mut rng = SplitMix64::new(seed ^ 0x1f11, STREAM_LM_EVAL);
@@ -61,9 +61,9 @@ fn windows<'a>(
     n: usize,
     len: usize,
     rng: &mut SplitMix64,
-) -> Result<Vec<&'a [u32]>, EngineError> {
+) -> Result<Vec<&'a [u32]>, NnError> {
     if stream.len() < len {
-        return Err(EngineError::InvalidData(format!(
+        return Err(NnError::InvalidData(format!(
             "the evaluation stream has {} tokens, fewer than one window of {len}",
             stream.len()
         )));

@@ -23,7 +23,7 @@ use dfdx::tensor_ops::{
 use super::batch::Batch;
 use super::config::{Arch, LmConfig};
 use super::layout::{Attention, Dense, LmLayout, Norm, Stack};
-use crate::EngineError;
+use crate::NnError;
 
 type T1<D, T> = Tensor<(usize,), f32, D, T>;
 type T2<D, T> = Tensor<(usize, usize), f32, D, T>;
@@ -34,7 +34,7 @@ type Ids<D> = Tensor<(usize,), usize, D>;
 
 const LN_EPS: f64 = 1e-5;
 
-use crate::error::device_error as device_err;
+use ablate_nn::device_error as device_err;
 
 /// Every parameter slot as a flat tensor, keyed by its offset in the flat vector.
 struct Params<D: Device<f32>> {
@@ -44,7 +44,7 @@ struct Params<D: Device<f32>> {
 impl<D: Device<f32>> Params<D> {
     fn load(dev: &D, layout: &LmLayout, p: &[f32]) -> Result<Self, D::Err> {
         let mut slots = BTreeMap::new();
-        for s in &layout.slots {
+        for s in layout.store.slots() {
             let t = dev.try_tensor_from_vec(p[s.range()].to_vec(), (s.len(),))?;
             slots.insert(s.offset, t);
         }
@@ -339,17 +339,17 @@ impl<D: Device<f32>> Net<'_, D> {
 
 /// Everything the network needs to hold before it runs: a malformed batch is an input error,
 /// not a panic inside dfdx.
-fn check(cfg: &LmConfig, layout: &LmLayout, params: &[f32], b: &Batch) -> Result<(), EngineError> {
+fn check(cfg: &LmConfig, layout: &LmLayout, params: &[f32], b: &Batch) -> Result<(), NnError> {
     cfg.validate()?;
-    let bad = |m: String| Err(EngineError::InvalidData(m));
+    let bad = |m: String| Err(NnError::InvalidData(m));
     if params.len() != layout.total {
-        return Err(EngineError::InvalidConfig(format!(
+        return Err(NnError::InvalidConfig(format!(
             "{} parameters for a model of {}",
             params.len(),
             layout.total
         )));
     }
-    b.check(cfg.vocab).map_err(EngineError::InvalidData)?;
+    b.check(cfg.vocab).map_err(NnError::InvalidData)?;
     if b.rows == 0 || b.len == 0 {
         return bad(format!("empty batch of {} × {}", b.rows, b.len));
     }
@@ -399,7 +399,7 @@ impl<'a, D: Device<f32>> TensorScorer<'a, D> {
         cfg: &'a LmConfig,
         layout: &'a LmLayout,
         params: &'a [f32],
-    ) -> Result<Self, EngineError> {
+    ) -> Result<Self, NnError> {
         let p = Params::load(dev, layout, params).map_err(device_err)?;
         Ok(TensorScorer {
             dev,
@@ -420,7 +420,7 @@ impl<'a, D: Device<f32>> TensorScorer<'a, D> {
     }
 
     /// `(Σ w·nll, Σ w)` of `batch`, the sums taken on the host in f64 as the CPU path does.
-    pub(crate) fn nll(&mut self, batch: &Batch) -> Result<(f64, f64), EngineError> {
+    pub(crate) fn nll(&mut self, batch: &Batch) -> Result<(f64, f64), NnError> {
         check(self.cfg, self.layout, self.params, batch)?;
         let run = || -> Result<Vec<f32>, D::Err> {
             let inp = Inputs::new(self.dev, self.cfg, batch)?;
@@ -449,7 +449,7 @@ impl<'a, D: Device<f32>> TensorScorer<'a, D> {
 
     /// Runs the encoder over `batch`'s encoder rows and keeps its output for
     /// [`TensorScorer::greedy`] (encdec only).
-    pub(crate) fn encode(&mut self, batch: &Batch) -> Result<(), EngineError> {
+    pub(crate) fn encode(&mut self, batch: &Batch) -> Result<(), NnError> {
         check(self.cfg, self.layout, self.params, batch)?;
         let run = || -> Result<T2<D, NoneTape>, D::Err> {
             let inp = Inputs::new(self.dev, self.cfg, batch)?;
@@ -465,10 +465,10 @@ impl<'a, D: Device<f32>> TensorScorer<'a, D> {
     /// The argmax token at position `at[r]` of each row (the first maximum, as on the CPU).
     /// For an encoder-decoder, `batch` has the encoder rows of the last
     /// [`TensorScorer::encode`], whose output it reuses.
-    pub(crate) fn greedy(&mut self, batch: &Batch, at: &[usize]) -> Result<Vec<u32>, EngineError> {
+    pub(crate) fn greedy(&mut self, batch: &Batch, at: &[usize]) -> Result<Vec<u32>, NnError> {
         check(self.cfg, self.layout, self.params, batch)?;
         if at.len() != batch.rows || at.iter().any(|&i| i >= batch.len) {
-            return Err(EngineError::InvalidData(format!(
+            return Err(NnError::InvalidData(format!(
                 "decoding positions {at:?} for {} rows of {}",
                 batch.rows, batch.len
             )));
@@ -478,7 +478,7 @@ impl<'a, D: Device<f32>> TensorScorer<'a, D> {
             Arch::EncDec => match &self.enc {
                 Some(e) if e.shape().0 == batch.rows * batch.enc_len => Some(e.clone()),
                 _ => {
-                    return Err(EngineError::InvalidData(
+                    return Err(NnError::InvalidData(
                         "decoding an encoder-decoder needs the encoder output of its rows".into(),
                     ));
                 }
@@ -514,7 +514,7 @@ pub(crate) fn tensor_logits<D: Device<f32>>(
     layout: &LmLayout,
     params: &[f32],
     batch: &Batch,
-) -> Result<Vec<f32>, EngineError> {
+) -> Result<Vec<f32>, NnError> {
     check(cfg, layout, params, batch)?;
     let run = || -> Result<Vec<f32>, D::Err> {
         let p = Params::load(dev, layout, params)?;
@@ -533,11 +533,11 @@ pub(crate) fn tensor_loss_and_grad<D: Device<f32>>(
     layout: &LmLayout,
     params: &[f32],
     batch: &Batch,
-) -> Result<(f32, Vec<f32>), EngineError> {
+) -> Result<(f32, Vec<f32>), NnError> {
     check(cfg, layout, params, batch)?;
     let total: f32 = batch.weights.iter().sum();
     if total.is_nan() || total <= 0.0 {
-        return Err(EngineError::InvalidData(format!(
+        return Err(NnError::InvalidData(format!(
             "the loss weights sum to {total}, not a positive number"
         )));
     }
@@ -559,7 +559,7 @@ pub(crate) fn tensor_loss_and_grad<D: Device<f32>>(
         let value = loss.as_vec()[0];
         let mut grads = loss.try_backward()?;
         let mut flat = Vec::with_capacity(layout.total);
-        for s in &layout.slots {
+        for s in layout.store.slots() {
             let t = &p.slots[&s.offset];
             // A slot no op reached has no gradient entry: it gets zeros.
             grads.try_alloc_for(t)?;
@@ -597,7 +597,7 @@ mod tests {
     fn params(layout: &LmLayout, seed: u64) -> Vec<f32> {
         let mut rng = SplitMix64::new(seed, 99);
         let mut p = vec![0.0; layout.total];
-        for s in &layout.slots {
+        for s in layout.store.slots() {
             let (base, bound) = match (s.shape.len(), s.name.ends_with(".g")) {
                 (1, true) => (1.0, 0.3),
                 (1, false) => (0.0, 0.2),
@@ -730,7 +730,7 @@ mod tests {
             // network), so the differences are not swamped by f32 rounding.
             let h = 1e-3;
             let mut q: Vec<f32> = p.clone();
-            for s in &l.slots {
+            for s in l.store.slots() {
                 let mut norm = 0.0f64;
                 for i in s.range() {
                     q[i] = p[i] + h;
@@ -880,11 +880,11 @@ mod tests {
         cases.push(("no weighted target", b));
         for (what, b) in cases {
             let err = tensor_loss_and_grad(&dev, &c, &l, &p, &b).unwrap_err();
-            assert!(matches!(err, EngineError::InvalidData(_)), "{what}: {err}");
+            assert!(matches!(err, NnError::InvalidData(_)), "{what}: {err}");
         }
         let short = &p[1..];
         let err = tensor_logits(&dev, &c, &l, short, &encdec_batch(4)).unwrap_err();
-        assert!(matches!(err, EngineError::InvalidConfig(_)), "{err}");
+        assert!(matches!(err, NnError::InvalidConfig(_)), "{err}");
     }
 
     /// `cargo test --release -p ablate-models --lib lm::tensor::tests::bench -- --ignored

@@ -20,7 +20,7 @@ fn cfg(arch: Arch, layers: usize, seq_len: usize, vocab: usize) -> LmConfig {
 fn random_params(layout: &LmLayout, seed: u64) -> Vec<f32> {
     let mut rng = SplitMix64::new(seed, 99);
     let mut p = vec![0.0; layout.total];
-    for s in &layout.slots {
+    for s in layout.store.slots() {
         let base = if s.name.ends_with(".g") { 1.0 } else { 0.0 };
         for v in &mut p[s.range()] {
             *v = base + rng.uniform(0.6);
@@ -372,7 +372,7 @@ fn check_gradient(cfg: &LmConfig, batch: &Batch, seed: u64) {
     let h = 1e-5;
     let mut q = p64.clone();
     let mut worst = (0.0, String::new());
-    for slot in &layout.slots {
+    for slot in layout.store.slots() {
         for i in slot.range() {
             q[i] = p64[i] + h;
             let up = naive(&q);
@@ -619,7 +619,7 @@ fn bad_batches_are_rejected() {
     b.tokens[0] = 30;
     assert!(matches!(
         cpu_loss_and_grad(&c, &layout, &p, &b, 1),
-        Err(EngineError::InvalidData(m)) if m.contains("outside the vocabulary")
+        Err(NnError::InvalidData(m)) if m.contains("outside the vocabulary")
     ));
     let long = decoder_batch(6, 30, 12);
     let short = cfg(Arch::Decoder, 1, 5, 30);
@@ -630,13 +630,13 @@ fn bad_batches_are_rejected() {
         &long,
         1,
     );
-    assert!(matches!(err, Err(EngineError::InvalidData(m)) if m.contains("seq_len")));
+    assert!(matches!(err, Err(NnError::InvalidData(m)) if m.contains("seq_len")));
     let enc = cfg(Arch::EncDec, 1, 6, 30);
     let el = LmLayout::new(&enc);
     let err = cpu_loss_and_grad(&enc, &el, &el.init(0), &decoder_batch(6, 30, 12), 1);
-    assert!(matches!(err, Err(EngineError::InvalidData(m)) if m.contains("no encoder tokens")));
+    assert!(matches!(err, Err(NnError::InvalidData(m)) if m.contains("no encoder tokens")));
     let mut b = encdec_batch(5, 6, 30, 12);
     b.prefix[1] = 2;
     let err = cpu_loss_and_grad(&enc, &el, &el.init(0), &b, 1);
-    assert!(matches!(err, Err(EngineError::InvalidData(m)) if m.contains("prefix")));
+    assert!(matches!(err, Err(NnError::InvalidData(m)) if m.contains("prefix")));
 }

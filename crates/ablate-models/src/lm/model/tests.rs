@@ -219,8 +219,8 @@ fn save_load_round_trip_keeps_params_config_and_metadata() {
         let bytes = std::fs::read(&path).unwrap();
         let st = SafeTensors::deserialize(&bytes).unwrap();
         let layout = LmLayout::new(lm.config());
-        assert_eq!(st.len(), layout.slots.len());
-        let slot = &layout.slots[3];
+        assert_eq!(st.len(), layout.store.slots().len());
+        let slot = &layout.store.slots()[3];
         assert_eq!(
             st.tensor(&slot.name).unwrap().shape(),
             slot.shape.as_slice()
@@ -252,8 +252,8 @@ fn bad_model_files_are_format_errors_naming_the_path() {
     let lm = random_model(Arch::Decoder, 5);
     let path = dir.path().join("m.safetensors");
     lm.save(&path, &BTreeMap::new()).unwrap();
-    let is_format = |r: Result<Lm, EngineError>, p: &Path| match r {
-        Err(e @ EngineError::Format { .. }) => {
+    let is_format = |r: Result<Lm, NnError>, p: &Path| match r {
+        Err(e @ NnError::Format { .. }) => {
             assert!(e.to_string().contains(&p.display().to_string()), "{e}");
             true
         }
@@ -292,13 +292,13 @@ fn bad_model_files_are_format_errors_naming_the_path() {
     // missing file: an I/O error
     assert!(matches!(
         Lm::load(&dir.path().join("absent")),
-        Err(EngineError::Io { .. })
+        Err(NnError::Io { .. })
     ));
     // reserved metadata keys are refused
     let meta = BTreeMap::from([(FORMAT_KEY.to_string(), "x".to_string())]);
     assert!(matches!(
         lm.save(&path, &meta),
-        Err(EngineError::InvalidConfig(_))
+        Err(NnError::InvalidConfig(_))
     ));
 }
 

@@ -2,6 +2,8 @@ use super::*;
 use crate::Runtime;
 use crate::lm::cpu::cpu_loss_and_grad;
 use crate::lm::{Arch, vocab};
+use ablate_nn::{Observer, StepLog};
+use std::ops::ControlFlow;
 
 /// The repeating pattern the tiny models learn.
 pub(crate) const PATTERN: [u32; 4] = [b'a' as u32, b'b' as u32, b'c' as u32, b'd' as u32];
@@ -55,14 +57,14 @@ pub(crate) fn quick(steps: usize) -> LmTrainConfig {
 
 pub(crate) struct Quiet;
 
-impl LmObserver for Quiet {
-    fn on_step(&mut self, _: &StepLog, _: usize) -> ControlFlow<()> {
+impl Observer<()> for Quiet {
+    fn on_step(&mut self, _: &StepLog<()>) -> ControlFlow<()> {
         ControlFlow::Continue(())
     }
 }
 
 /// Trains the tiny decoder on the pattern.
-pub(crate) fn trained_on_pattern(steps: usize) -> (Lm, Vec<StepLog>) {
+pub(crate) fn trained_on_pattern(steps: usize) -> (Lm, Vec<StepLog<()>>) {
     let mut batches = |s| pattern_batch(8, 12, s);
     train_lm(
         &tiny(Arch::Decoder),
@@ -159,8 +161,8 @@ fn one_step_is_adamw_with_clipping_and_selective_decay() {
     let lr = train.lr_at(0) as f64;
     let decayed: Vec<bool> = {
         let mut d = vec![false; layout.total];
-        for s in layout.decayed() {
-            d[s.range()].iter_mut().for_each(|x| *x = true);
+        for r in layout.store.decayed() {
+            d[r].iter_mut().for_each(|x| *x = true);
         }
         d
     };
@@ -181,9 +183,9 @@ fn one_step_is_adamw_with_clipping_and_selective_decay() {
 
 struct StopAt(usize);
 
-impl LmObserver for StopAt {
-    fn on_step(&mut self, log: &StepLog, steps: usize) -> ControlFlow<()> {
-        assert_eq!(steps, 20);
+impl Observer<()> for StopAt {
+    fn on_step(&mut self, log: &StepLog<()>) -> ControlFlow<()> {
+        assert_eq!(log.steps, 20);
         if log.step == self.0 {
             ControlFlow::Break(())
         } else {
@@ -194,8 +196,8 @@ impl LmObserver for StopAt {
 
 struct Cancelled;
 
-impl LmObserver for Cancelled {
-    fn on_step(&mut self, _: &StepLog, _: usize) -> ControlFlow<()> {
+impl Observer<()> for Cancelled {
+    fn on_step(&mut self, _: &StepLog<()>) -> ControlFlow<()> {
         panic!("no step should run")
     }
     fn cancelled(&self) -> bool {
@@ -212,11 +214,11 @@ fn observers_stop_training() {
         pattern_batch(2, 4, s)
     };
     let r = train_lm(&cfg, &quick(20), 1, &mut batches, &mut StopAt(3));
-    assert!(matches!(r, Err(EngineError::Cancelled)));
+    assert!(matches!(r, Err(NnError::Cancelled)));
     assert_eq!(calls, 3);
     let mut batches = |s| pattern_batch(2, 4, s);
     let r = train_lm(&cfg, &quick(20), 1, &mut batches, &mut Cancelled);
-    assert!(matches!(r, Err(EngineError::Cancelled)));
+    assert!(matches!(r, Err(NnError::Cancelled)));
 }
 
 #[test]
@@ -230,7 +232,7 @@ fn divergence_is_reported_with_its_step() {
     let mut batches = |s| pattern_batch(4, 12, s);
     let r = train_lm(&tiny(Arch::Decoder), &train, 1, &mut batches, &mut Quiet);
     match r {
-        Err(EngineError::NonFiniteStep { step, .. }) => assert!(step >= 2, "step {step}"),
+        Err(NnError::NonFiniteStep { step, .. }) => assert!(step >= 2, "step {step}"),
         other => panic!("expected divergence, got {:?}", other.map(|(_, l)| l)),
     }
 }
@@ -242,7 +244,7 @@ fn bad_configs_and_batches_are_rejected() {
     let bad_cfg = |train: LmTrainConfig, threads: usize, ok: &mut dyn FnMut(usize) -> Batch| {
         matches!(
             train_lm(&cfg, &train, threads, ok, &mut Quiet),
-            Err(EngineError::InvalidConfig(_))
+            Err(NnError::InvalidConfig(_))
         )
     };
     assert!(bad_cfg(quick(0), 1, &mut ok));
@@ -265,14 +267,14 @@ fn bad_configs_and_batches_are_rejected() {
     assert!(bad_cfg(quick(2), 0, &mut ok));
     let mut too_long = |s| pattern_batch(2, 13, s);
     let r = train_lm(&cfg, &quick(2), 1, &mut too_long, &mut Quiet);
-    assert!(matches!(r, Err(EngineError::InvalidData(m)) if m.contains("seq_len")));
+    assert!(matches!(r, Err(NnError::InvalidData(m)) if m.contains("seq_len")));
     let mut unweighted = |s| {
         let mut b = pattern_batch(2, 4, s);
         b.weights.fill(0.0);
         b
     };
     let r = train_lm(&cfg, &quick(2), 1, &mut unweighted, &mut Quiet);
-    assert!(matches!(r, Err(EngineError::InvalidData(m)) if m.contains("positive loss weight")));
+    assert!(matches!(r, Err(NnError::InvalidData(m)) if m.contains("positive loss weight")));
 }
 
 /// The encdec batch of `encdec_loss_falls_and_it_generates_from_its_encoder`.

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 const SPIN: Duration = Duration::from_micros(200);
 
 /// Ticket layout: generation (32 bits) | shard count (16 bits) | next shard (16 bits).
-pub(crate) const MAX_SHARDS: usize = u16::MAX as usize;
+pub const MAX_SHARDS: usize = u16::MAX as usize;
 
 fn pack(generation: u32, count: usize, next: usize) -> u64 {
     ((generation as u64) << 32) | ((count as u64) << 16) | next as u64
@@ -34,7 +34,7 @@ fn unpack(t: u64) -> (u32, usize, usize) {
 }
 
 #[derive(Default)]
-pub(crate) struct Pool {
+pub struct Pool {
     ticket: AtomicU64,
     done: AtomicUsize,
     generation: AtomicU64,
@@ -47,7 +47,7 @@ pub(crate) struct Pool {
 impl Pool {
     /// Runs `work(i)` for every `i < count` on the calling thread and any serving helpers, and
     /// returns once all are done. One caller at a time.
-    pub(crate) fn run(&self, count: usize, work: &(dyn Fn(usize) + Sync)) {
+    pub fn run(&self, count: usize, work: &(dyn Fn(usize) + Sync)) {
         assert!(count <= MAX_SHARDS, "too many shards");
         let generation = self.generation.load(Ordering::Relaxed).wrapping_add(1);
         self.done.store(0, Ordering::Relaxed);
@@ -95,7 +95,7 @@ impl Pool {
 
     /// A helper's loop: waits for each new batch (spinning briefly, then sleeping), helps with
     /// it, until [`Pool::stop`].
-    pub(crate) fn serve(&self, work: &(dyn Fn(usize) + Sync)) {
+    pub fn serve(&self, work: &(dyn Fn(usize) + Sync)) {
         let mut seen = self.generation.load(Ordering::Acquire);
         loop {
             let start = Instant::now();
@@ -129,7 +129,7 @@ impl Pool {
     }
 
     /// Makes every [`Pool::serve`] return.
-    pub(crate) fn stop(&self) {
+    pub fn stop(&self) {
         self.shutdown.store(true, Ordering::SeqCst);
         let _guard = self.sleep.lock().unwrap_or_else(|e| e.into_inner());
         self.wake.notify_all();
@@ -138,7 +138,7 @@ impl Pool {
 
 /// Runs `body` with `helpers` threads serving `pool` with `work`; stops them when `body`
 /// returns or unwinds.
-pub(crate) fn with_helpers<R>(
+pub fn with_helpers<R>(
     pool: &Pool,
     helpers: usize,
     work: &(dyn Fn(usize) + Sync),

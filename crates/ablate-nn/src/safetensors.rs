@@ -8,13 +8,13 @@ use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors};
 
-use crate::EngineError;
+use crate::NnError;
 
 /// A parameter tensor: its name, shape and place in the flat parameter vector.
-pub(crate) type SlotRef<'a> = (&'a str, &'a [usize], Range<usize>);
+pub type SlotRef<'a> = (&'a str, &'a [usize], Range<usize>);
 
 /// The metadata key holding the format tag.
-pub(crate) const FORMAT_KEY: &str = "format";
+pub const FORMAT_KEY: &str = "format";
 
 /// Writes `params` as one tensor per slot; `meta` carries the format tag and config.
 ///
@@ -23,12 +23,12 @@ pub(crate) const FORMAT_KEY: &str = "format";
 /// random order, so the header is written here, in sorted order: `__metadata__`, then the
 /// tensors by name, their data laid out in that order (the layout the format specifies: an
 /// 8-byte little-endian header length, the JSON header padded with spaces to 8 bytes, the data).
-pub(crate) fn write<'a>(
+pub fn write<'a>(
     path: &Path,
     slots: impl Iterator<Item = SlotRef<'a>>,
     params: &[f32],
     meta: BTreeMap<String, String>,
-) -> Result<(), EngineError> {
+) -> Result<(), NnError> {
     let mut slots: Vec<SlotRef<'a>> = slots.collect();
     slots.sort_by(|a, b| a.0.cmp(b.0));
     let mut header = serde_json::Map::new();
@@ -36,7 +36,7 @@ pub(crate) fn write<'a>(
     let mut offset = 0usize;
     for (name, shape, range) in &slots {
         if shape.iter().product::<usize>() != range.len() {
-            return Err(EngineError::format(
+            return Err(NnError::format(
                 path,
                 format!(
                     "tensor `{name}` has shape {shape:?} but {} values",
@@ -63,22 +63,22 @@ pub(crate) fn write<'a>(
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
-    std::fs::write(&tmp, file).map_err(EngineError::io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(EngineError::io(path))
+    std::fs::write(&tmp, file).map_err(NnError::io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(NnError::io(path))
 }
 
 /// A model file read and checked for its format tag; its parameters are read against slots
 /// derived from its config.
-pub(crate) struct ModelFile<'p> {
+pub struct ModelFile<'p> {
     path: &'p Path,
     bytes: Vec<u8>,
     pub meta: HashMap<String, String>,
 }
 
 impl<'p> ModelFile<'p> {
-    pub(crate) fn read(path: &'p Path, format: &str) -> Result<Self, EngineError> {
-        let bytes = std::fs::read(path).map_err(EngineError::io(path))?;
-        let bad = |m: String| EngineError::format(path, m);
+    pub fn read(path: &'p Path, format: &str) -> Result<Self, NnError> {
+        let bytes = std::fs::read(path).map_err(NnError::io(path))?;
+        let bad = |m: String| NnError::format(path, m);
         let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("{e:?}")))?;
         let meta = header.metadata().clone().unwrap_or_default();
         if meta.get(FORMAT_KEY).map(String::as_str) != Some(format) {
@@ -88,10 +88,7 @@ impl<'p> ModelFile<'p> {
     }
 
     /// The JSON config under `key`, parsed.
-    pub(crate) fn config<C: serde::de::DeserializeOwned>(
-        &self,
-        key: &str,
-    ) -> Result<C, EngineError> {
+    pub fn config<C: serde::de::DeserializeOwned>(&self, key: &str) -> Result<C, NnError> {
         let raw = self
             .meta
             .get(key)
@@ -99,17 +96,17 @@ impl<'p> ModelFile<'p> {
         serde_json::from_str(raw).map_err(|e| self.bad(format!("bad `{key}`: {e}")))
     }
 
-    pub(crate) fn bad(&self, message: String) -> EngineError {
-        EngineError::format(self.path, message)
+    pub fn bad(&self, message: String) -> NnError {
+        NnError::format(self.path, message)
     }
 
     /// The flat parameters (`total` of them): every slot present with its shape as f32, no
     /// other tensor, every value finite.
-    pub(crate) fn params<'a>(
+    pub fn params<'a>(
         &self,
         slots: impl Iterator<Item = SlotRef<'a>>,
         total: usize,
-    ) -> Result<Vec<f32>, EngineError> {
+    ) -> Result<Vec<f32>, NnError> {
         let st = SafeTensors::deserialize(&self.bytes).map_err(|e| self.bad(format!("{e:?}")))?;
         let slots: Vec<SlotRef<'a>> = slots.collect();
         if st.len() != slots.len() {

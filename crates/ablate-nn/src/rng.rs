@@ -3,17 +3,17 @@
 
 /// SplitMix64 (Steele, Lea, Flood 2014): 64 bits of state, passes BigCrush, trivially seedable.
 #[derive(Clone, Debug)]
-pub(crate) struct SplitMix64(u64);
+pub struct SplitMix64(u64);
 
 impl SplitMix64 {
     /// A generator for the stream `stream` of `seed`; distinct streams are independent in practice.
-    pub(crate) fn new(seed: u64, stream: u64) -> Self {
+    pub fn new(seed: u64, stream: u64) -> Self {
         let mut g = SplitMix64(seed ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03));
         g.next_u64();
         g
     }
 
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -22,17 +22,17 @@ impl SplitMix64 {
     }
 
     /// Uniform in `[0, 1)` with 24 random bits (every value exactly representable in f32).
-    pub(crate) fn next_f32(&mut self) -> f32 {
+    pub fn next_f32(&mut self) -> f32 {
         (self.next_u64() >> 40) as f32 * (1.0 / (1u64 << 24) as f32)
     }
 
     /// Uniform in `[-bound, bound)`.
-    pub(crate) fn uniform(&mut self, bound: f32) -> f32 {
+    pub fn uniform(&mut self, bound: f32) -> f32 {
         (2.0 * self.next_f32() - 1.0) * bound
     }
 
     /// Uniform in `0..n` without modulo bias (Lemire's multiply-and-reject).
-    pub(crate) fn below(&mut self, n: usize) -> usize {
+    pub fn below(&mut self, n: usize) -> usize {
         let n = n as u64;
         loop {
             let m = (self.next_u64() as u128) * (n as u128);
@@ -44,7 +44,7 @@ impl SplitMix64 {
     }
 
     /// Fisher–Yates shuffle.
-    pub(crate) fn shuffle<T>(&mut self, items: &mut [T]) {
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
         for i in (1..items.len()).rev() {
             let j = self.below(i + 1);
             items.swap(i, j);

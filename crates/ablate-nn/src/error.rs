@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 /// Everything that can go wrong while building, training, evaluating or storing a model.
 #[derive(Debug, thiserror::Error)]
-pub enum EngineError {
+pub enum NnError {
     /// The loss of a training batch was NaN or infinite; `epoch` and `batch` are 1-based.
     #[error(
         "training diverged: the loss became {loss} at epoch {epoch}, batch {batch} (try a smaller learning rate)"
@@ -49,29 +49,29 @@ pub enum EngineError {
     OutOfMemory(String),
 }
 
-/// A dfdx device's error (or a panic message from inside dfdx) as an [`EngineError`]: an
-/// allocation failure is [`EngineError::OutOfMemory`], anything else [`EngineError::Device`].
-pub(crate) fn device_error(e: impl std::fmt::Display) -> EngineError {
+/// A dfdx device's error (or a panic message from inside dfdx) as an [`NnError`]: an
+/// allocation failure is [`NnError::OutOfMemory`], anything else [`NnError::Device`].
+pub fn device_error(e: impl std::fmt::Display) -> NnError {
     let message = e.to_string();
     // The CUDA driver's, cuBLAS's and dfdx's CPU device's names for a failed allocation.
     let oom = ["OUT_OF_MEMORY", "ALLOC_FAILED", "OutOfMemory"];
     if oom.iter().any(|m| message.contains(m)) {
-        EngineError::OutOfMemory(message)
+        NnError::OutOfMemory(message)
     } else {
-        EngineError::Device(message)
+        NnError::Device(message)
     }
 }
 
-impl EngineError {
-    pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
-        move |source| EngineError::Io {
+impl NnError {
+    pub fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> NnError + '_ {
+        move |source| NnError::Io {
             path: path.to_path_buf(),
             source,
         }
     }
 
-    pub(crate) fn format(path: &std::path::Path, message: impl Into<String>) -> EngineError {
-        EngineError::Format {
+    pub fn format(path: &std::path::Path, message: impl Into<String>) -> NnError {
+        NnError::Format {
             path: path.to_path_buf(),
             message: message.into(),
         }
@@ -81,7 +81,7 @@ impl EngineError {
 /// Runs `body`, which drives a dfdx device, turning a panic inside dfdx (which unwraps some of
 /// its allocations and copies, on the GPU as on the CPU) into an error of this run: a GPU out
 /// of memory fails the one evaluation or training that hit it, with a message that says so.
-pub(crate) fn catching<R>(body: impl FnOnce() -> Result<R, EngineError>) -> Result<R, EngineError> {
+pub fn catching<R>(body: impl FnOnce() -> Result<R, NnError>) -> Result<R, NnError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or_else(|panic| {
         let message = panic
             .downcast_ref::<&str>()
@@ -89,7 +89,7 @@ pub(crate) fn catching<R>(body: impl FnOnce() -> Result<R, EngineError>) -> Resu
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "a panic without a message".into());
         Err(match device_error(&message) {
-            EngineError::Device(m) => EngineError::Device(format!("dfdx panicked: {m}")),
+            NnError::Device(m) => NnError::Device(format!("dfdx panicked: {m}")),
             oom => oom,
         })
     })
@@ -108,12 +108,12 @@ mod tests {
             "CpuError::OutOfMemory",
         ] {
             let e = device_error(m);
-            assert!(matches!(e, EngineError::OutOfMemory(_)), "{m}: {e:?}");
+            assert!(matches!(e, NnError::OutOfMemory(_)), "{m}: {e:?}");
             assert!(e.to_string().contains(m), "{e}");
         }
         let e =
             device_error("DriverError(CUDA_ERROR_LAUNCH_FAILED, \"unspecified launch failure\")");
-        assert!(matches!(e, EngineError::Device(_)), "{e:?}");
+        assert!(matches!(e, NnError::Device(_)), "{e:?}");
     }
 
     #[test]
@@ -122,7 +122,7 @@ mod tests {
             panic!("called `Result::unwrap()` on an `Err` value: DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")")
         })
         .unwrap_err();
-        assert!(matches!(e, EngineError::OutOfMemory(_)), "{e:?}");
+        assert!(matches!(e, NnError::OutOfMemory(_)), "{e:?}");
         assert!(
             e.to_string().starts_with("the device ran out of memory"),
             "{e}"
@@ -134,8 +134,8 @@ mod tests {
         );
         assert_eq!(catching(|| Ok(3)).unwrap(), 3);
         assert!(matches!(
-            catching::<()>(|| Err(EngineError::Cancelled)),
-            Err(EngineError::Cancelled)
+            catching::<()>(|| Err(NnError::Cancelled)),
+            Err(NnError::Cancelled)
         ));
     }
 }

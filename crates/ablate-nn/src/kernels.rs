@@ -5,6 +5,7 @@
 
 /// Compiles `$body` as a baseline function and as an AVX2+FMA one (so LLVM vectorises it
 /// 8-wide), and dispatches on the CPU at run time (`is_x86_feature_detected!` caches its probe).
+#[macro_export]
 macro_rules! multiversion {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
         $(#[$meta])*
@@ -31,11 +32,11 @@ macro_rules! multiversion {
         }
     };
 }
-pub(crate) use multiversion;
+pub use crate::multiversion;
 
 /// A read-only strided matrix view (non-negative strides, in elements).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct View<'a> {
+pub struct View<'a> {
     data: &'a [f32],
     rows: usize,
     cols: usize,
@@ -45,7 +46,7 @@ pub(crate) struct View<'a> {
 
 impl<'a> View<'a> {
     /// A row-major `rows × cols` matrix stored densely in `data`.
-    pub(crate) fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
+    pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
         let v = View {
             data,
             rows,
@@ -58,7 +59,7 @@ impl<'a> View<'a> {
     }
 
     /// A row-major `rows × cols` matrix whose rows start `rs` elements apart in `data`.
-    pub(crate) fn strided(data: &'a [f32], rows: usize, cols: usize, rs: usize) -> Self {
+    pub fn strided(data: &'a [f32], rows: usize, cols: usize, rs: usize) -> Self {
         let v = View {
             data,
             rows,
@@ -71,7 +72,7 @@ impl<'a> View<'a> {
     }
 
     /// The transpose, without copying.
-    pub(crate) fn t(self) -> Self {
+    pub fn t(self) -> Self {
         View {
             data: self.data,
             rows: self.cols,
@@ -91,13 +92,13 @@ impl<'a> View<'a> {
 /// `dst := [dst +] beta · a·b` with `dst` row-major `a.rows × b.cols`; `dst` is read only when
 /// `accumulate`. Single-threaded: the backends parallelise over batch shards instead, because
 /// at these sizes gemm's own threads cost more in hand-off than they save.
-pub(crate) fn matmul(dst: &mut [f32], accumulate: bool, a: View<'_>, b: View<'_>, beta: f32) {
+pub fn matmul(dst: &mut [f32], accumulate: bool, a: View<'_>, b: View<'_>, beta: f32) {
     matmul_strided(dst, b.cols, accumulate, a, b, beta);
 }
 
 /// [`matmul`] into a destination whose rows start `drs` elements apart (a column block of a
 /// wider matrix); elements between the rows are left alone.
-pub(crate) fn matmul_strided(
+pub fn matmul_strided(
     dst: &mut [f32],
     drs: usize,
     accumulate: bool,
@@ -152,7 +153,7 @@ pub(crate) fn matmul_strided(
 }
 
 /// Rows of `dst` (`cols` wide) := `src` row + `scale · bias`; with `src` = None, := `scale · bias`.
-pub(crate) fn set_rows_bias(dst: &mut [f32], src: Option<&[f32]>, bias: &[f32], scale: f32) {
+pub fn set_rows_bias(dst: &mut [f32], src: Option<&[f32]>, bias: &[f32], scale: f32) {
     match src {
         Some(src) => add_bias_rows(dst, src, bias, scale),
         None => fill_bias_rows(dst, bias, scale),
@@ -191,7 +192,7 @@ const TANH_CLAMP: f32 = 7.90531110763549805;
 /// products of a step.
 #[inline(always)]
 #[allow(clippy::excessive_precision)] // the published coefficients, digit for digit
-pub(crate) fn tanh_approx(x: f32) -> f32 {
+pub fn tanh_approx(x: f32) -> f32 {
     let x = x.clamp(-TANH_CLAMP, TANH_CLAMP); // NaN stays NaN
     let x2 = x * x;
     let mut p = -2.76076847742355e-16_f32;
@@ -211,7 +212,7 @@ pub(crate) fn tanh_approx(x: f32) -> f32 {
 
 multiversion! {
     /// In place: `a := tanh(a)`.
-    pub(crate) fn tanh_inplace(a: &mut [f32]) {
+    pub fn tanh_inplace(a: &mut [f32]) {
         for v in a.iter_mut() {
             *v = tanh_approx(*v);
         }
@@ -220,7 +221,7 @@ multiversion! {
 
 multiversion! {
     /// Back through `a = tanh(z)`: `g := g ⊙ (1 − a²)`, and `bias_grad += Σ_rows g`.
-    pub(crate) fn tanh_backward(g: &mut [f32], a: &[f32], bias_grad: &mut [f32]) {
+    pub fn tanh_backward(g: &mut [f32], a: &[f32], bias_grad: &mut [f32]) {
         let cols = bias_grad.len();
         for (g, a) in g.chunks_exact_mut(cols).zip(a.chunks_exact(cols)) {
             for ((g, a), bg) in g.iter_mut().zip(a).zip(bias_grad.iter_mut()) {
@@ -233,7 +234,7 @@ multiversion! {
 
 multiversion! {
     /// In place: `a := max(a, 0)` (NaN becomes 0, as dfdx's `relu` does).
-    pub(crate) fn relu_inplace(a: &mut [f32]) {
+    pub fn relu_inplace(a: &mut [f32]) {
         for v in a.iter_mut() {
             *v = if *v > 0.0 { *v } else { 0.0 };
         }
@@ -243,7 +244,7 @@ multiversion! {
 multiversion! {
     /// Back through `a = relu(z)`: `g := g ⊙ [a > 0]` (so relu'(0) = 0; `a > 0` iff `z > 0`),
     /// and `bias_grad += Σ_rows g`.
-    pub(crate) fn relu_backward(g: &mut [f32], a: &[f32], bias_grad: &mut [f32]) {
+    pub fn relu_backward(g: &mut [f32], a: &[f32], bias_grad: &mut [f32]) {
         let cols = bias_grad.len();
         for (g, a) in g.chunks_exact_mut(cols).zip(a.chunks_exact(cols)) {
             for ((g, a), bg) in g.iter_mut().zip(a).zip(bias_grad.iter_mut()) {
@@ -256,7 +257,7 @@ multiversion! {
 
 multiversion! {
     /// Rows of `dst` += `scale · bias`.
-    pub(crate) fn add_rows_bias(dst: &mut [f32], bias: &[f32], scale: f32) {
+    pub fn add_rows_bias(dst: &mut [f32], bias: &[f32], scale: f32) {
         let cols = bias.len();
         for d in dst.chunks_exact_mut(cols) {
             for (d, b) in d.iter_mut().zip(bias) {
@@ -268,7 +269,7 @@ multiversion! {
 
 multiversion! {
     /// `dst := a·x + b·y` (with `a = 1`, exactly `x + b·y`).
-    pub(crate) fn combine(dst: &mut [f32], a: f32, x: &[f32], b: f32, y: &[f32]) {
+    pub fn combine(dst: &mut [f32], a: f32, x: &[f32], b: f32, y: &[f32]) {
         for ((d, x), y) in dst.iter_mut().zip(x).zip(y) {
             *d = a * *x + b * *y;
         }
@@ -277,7 +278,7 @@ multiversion! {
 
 multiversion! {
     /// `dst += a·src`.
-    pub(crate) fn axpy(dst: &mut [f32], a: f32, src: &[f32]) {
+    pub fn axpy(dst: &mut [f32], a: f32, src: &[f32]) {
         for (d, s) in dst.iter_mut().zip(src) {
             *d += a * *s;
         }
@@ -286,7 +287,7 @@ multiversion! {
 
 multiversion! {
     /// `dst *= a`.
-    pub(crate) fn scale(dst: &mut [f32], a: f32) {
+    pub fn scale(dst: &mut [f32], a: f32) {
         for d in dst.iter_mut() {
             *d *= a;
         }
@@ -295,7 +296,7 @@ multiversion! {
 
 multiversion! {
     /// `dst += scale · Σ_rows src` with `src` row-major, `dst.len()` columns.
-    pub(crate) fn add_col_sums(dst: &mut [f32], src: &[f32], scale: f32) {
+    pub fn add_col_sums(dst: &mut [f32], src: &[f32], scale: f32) {
         let cols = dst.len();
         // Sum first, scale once: the same order as the tensor path's `sum` then `* h`.
         let mut acc = [0.0f32; 64];
@@ -317,7 +318,7 @@ multiversion! {
 
 multiversion! {
     /// `dst += src`.
-    pub(crate) fn add_assign(dst: &mut [f32], src: &[f32]) {
+    pub fn add_assign(dst: &mut [f32], src: &[f32]) {
         for (d, s) in dst.iter_mut().zip(src) {
             *d += *s;
         }
@@ -326,7 +327,7 @@ multiversion! {
 
 /// Adam's hyper-parameters for one update, bias corrections folded in.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct AdamStep {
+pub struct AdamStep {
     pub beta1: f32,
     pub beta2: f32,
     /// `1 / sqrt(1 − β2^t)`
@@ -337,20 +338,16 @@ pub(crate) struct AdamStep {
 }
 
 impl AdamStep {
-    pub(crate) const BETA1: f32 = 0.9;
-    pub(crate) const BETA2: f32 = 0.999;
-    pub(crate) const EPS: f32 = 1e-8;
-
-    /// The update number `t` (1-based) at learning rate `lr`.
-    pub(crate) fn new(lr: f32, t: u64) -> Self {
+    /// Update number `t` (1-based) at learning rate `lr`, with moment decays `beta1`, `beta2`.
+    pub fn new(lr: f32, t: u64, beta1: f32, beta2: f32, eps: f32) -> Self {
         let t = t.min(i32::MAX as u64) as i32;
-        let bc1 = 1.0 - (Self::BETA1 as f64).powi(t);
-        let bc2 = 1.0 - (Self::BETA2 as f64).powi(t);
+        let bc1 = 1.0 - (beta1 as f64).powi(t);
+        let bc2 = 1.0 - (beta2 as f64).powi(t);
         AdamStep {
-            beta1: Self::BETA1,
-            beta2: Self::BETA2,
+            beta1,
+            beta2,
             inv_sqrt_bc2: (1.0 / bc2.sqrt()) as f32,
-            eps: Self::EPS,
+            eps,
             step: (lr as f64 / bc1) as f32,
         }
     }
@@ -360,7 +357,7 @@ multiversion! {
     /// One fused Adam update (PyTorch's formulation):
     /// `m ← β1 m + (1−β1) g`, `v ← β2 v + (1−β2) g²`, `p ← p − step · m / (√v / √bc2 + ε)`,
     /// in the same operation order as the tensor path, so equal gradients give equal parameters.
-    pub(crate) fn adam(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], s: AdamStep) {
+    pub fn adam(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], s: AdamStep) {
         let (c1, c2) = (1.0 - s.beta1, 1.0 - s.beta2);
         for (((p, m), v), g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
             *m = *m * s.beta1 + *g * c1;
@@ -372,7 +369,7 @@ multiversion! {
 }
 
 /// The index of the first maximum of `row` (0 for an empty row; a NaN wins only in first place).
-pub(crate) fn argmax(row: &[f32]) -> usize {
+pub fn argmax(row: &[f32]) -> usize {
     let mut best = 0;
     for (j, &x) in row.iter().enumerate() {
         if x > row[best] {
