@@ -1,7 +1,10 @@
 //! The fast path against an independent, naive f64 implementation of the same network written
 //! from `LmConfig`'s doc comment: logits, masks, and gradients by central differences.
 
+use super::attention::QUERY_BLOCK;
+use super::fused::exp_approx;
 use super::*;
+use crate::lm::layout::{Attention, Dense, Norm, Stack};
 use crate::rng::SplitMix64;
 
 fn cfg(arch: Arch, layers: usize, seq_len: usize, vocab: usize) -> LmConfig {
