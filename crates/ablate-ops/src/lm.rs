@@ -18,9 +18,9 @@ use ablate_spec::{OpSchema, ParamSpec, ParamType, Params, Value};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::flow::{artifact, backend, engine_error, runtime, training_progress};
 use crate::params::typed;
 use crate::registry::Op;
+use crate::support::{artifact, backend, engine_error, runtime, training_progress};
 
 /// The named objectives of `train.lm`.
 const OBJECTIVES: &[&str] = &["clm", "plm", "sc", "sclm", "ul2"];
