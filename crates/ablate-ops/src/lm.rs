@@ -7,15 +7,14 @@ use std::path::Path;
 
 use ablate_cache::{EntryStatus, Metric};
 use ablate_models::lm::{
-    self, Arch, Denoiser, Example, LmConfig, LmObserver, LmTrainConfig, Mixture, MixtureOptions,
-    Sampler, StepLog, Task,
-    vocab::{self, Mode},
+    self, Arch, EvalError, Judge, LmConfig, LmMeta, LmObserver, LmTrainConfig, ObjectiveError,
+    Reading, Sampler, StepLog, Task, vocab,
 };
-use ablate_models::{EngineError, ExecOptions, Runtime};
+use ablate_models::{EngineError, ExecOptions};
 use ablate_results::{Column, ColumnData, Table};
 use ablate_run::{OpContext, OpError, OpOutput, Progress};
 use ablate_spec::{OpSchema, ParamSpec, ParamType, Params, Value};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::params::typed;
@@ -206,69 +205,6 @@ pub(crate) struct TrainLmParams {
     seed: u64,
 }
 
-/// One denoiser of a mixture written in the pipeline.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CustomDenoiser {
-    /// `R` or `X` (span corruption), `S` (prefix LM) or `CLM`.
-    denoiser: String,
-    mu: Option<f64>,
-    r: Option<f64>,
-    target: Option<f64>,
-    weight: f64,
-}
-
-/// How a model reads a prompt at evaluation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum Reading {
-    /// As a text to continue: causally in a decoder-only model; in an encoder-decoder's decoder,
-    /// its encoder reading the lead token alone.
-    Causal,
-    /// As inputs: bidirectionally in a decoder-only model (prefix-LM masking); in an
-    /// encoder-decoder's encoder.
-    Inputs,
-}
-
-impl Reading {
-    /// A model reads a task's prompt the way its training fed the inputs of the denoisers of the
-    /// task's paradigm (`modes`): causally if those are all the causal LM (whose input is the lead
-    /// token alone, the text being the target), else as inputs. A mixture without denoisers of
-    /// that paradigm reads it the way all its denoisers fed theirs. A decoder-only model trained
-    /// without prefix masking reads everything causally.
-    fn of(mixture: &Mixture, arch: Arch, prefix_attention: bool, modes: &[Mode]) -> Reading {
-        if arch == Arch::Decoder && !prefix_attention {
-            return Reading::Causal;
-        }
-        let all: Vec<&Denoiser> = mixture.entries().iter().map(|(d, _)| d).collect();
-        let of_task: Vec<&Denoiser> = all
-            .iter()
-            .copied()
-            .filter(|d| modes.contains(&d.mode()))
-            .collect();
-        let fed = if of_task.is_empty() { all } else { of_task };
-        if fed.iter().all(|d| matches!(d, Denoiser::Causal)) {
-            Reading::Causal
-        } else {
-            Reading::Inputs
-        }
-    }
-}
-
-/// What `eval.lm` needs to know about how a model was trained (`lm.json` beside the model).
-#[derive(Debug, Serialize, Deserialize)]
-struct LmMeta {
-    arch: Arch,
-    /// How one-shot (generation) prompts are read: as the model's S denoisers read theirs.
-    generation: Reading,
-    /// How infilling prompts are read: as the model's R and X denoisers read theirs.
-    infilling: Reading,
-    mode_tokens: bool,
-    seq_len: usize,
-    /// The effective denoisers (μ after `span_scale`) and their weights.
-    denoisers: Vec<(String, f64)>,
-}
-
 impl TrainLm {
     pub(crate) fn new() -> Self {
         TrainLm {
@@ -414,68 +350,6 @@ impl TrainLm {
     }
 }
 
-/// Parses a mixture written in the pipeline.
-fn custom_mixture(raw: &[serde_json::Value]) -> Result<Mixture, String> {
-    if raw.is_empty() {
-        return Err("an objective list needs at least one denoiser".into());
-    }
-    let mut entries = Vec::with_capacity(raw.len());
-    for (i, v) in raw.iter().enumerate() {
-        let at = format!("objective[{i}]");
-        let d: CustomDenoiser = serde_json::from_value(v.clone()).map_err(|e| {
-            format!("{at}: {e} (expected {{denoiser: R|X|S|CLM, mu, r, target, weight}})")
-        })?;
-        let need = |name: &str, v: Option<f64>| {
-            v.ok_or_else(|| format!("{at}: a `{}` denoiser needs `{name}`", d.denoiser))
-        };
-        let denoiser = match d.denoiser.as_str() {
-            "R" | "X" => Denoiser::Span {
-                mu: need("mu", d.mu)?,
-                r: need("r", d.r)?,
-                mode: if d.denoiser == "R" {
-                    vocab::Mode::R
-                } else {
-                    vocab::Mode::X
-                },
-            },
-            "S" => Denoiser::Prefix {
-                mean_target: need("target", d.target)?,
-            },
-            "CLM" => Denoiser::Causal,
-            other => {
-                return Err(format!(
-                    "{at}: unknown denoiser `{other}`; expected R, X (span corruption), S (prefix LM) or CLM"
-                ));
-            }
-        };
-        entries.push((denoiser, d.weight));
-    }
-    Mixture::custom(entries).map_err(|e| format!("objective: {e}"))
-}
-
-fn mixture_of(p: &TrainLmParams) -> Result<Mixture, OpError> {
-    let mixture = match &p.objective {
-        serde_json::Value::String(name) => {
-            let w = &p.ul2_weights;
-            if w.len() != 3 {
-                return Err(OpError::msg(format!(
-                    "`ul2_weights` needs three weights (R, X, S), got {}",
-                    w.len()
-                )));
-            }
-            let opts = MixtureOptions {
-                span_scale: p.span_scale,
-                s_target: p.s_target,
-                ul2_weights: [w[0], w[1], w[2]],
-            };
-            Mixture::named(name, &opts).map_err(|e| OpError::with("invalid objective", e))?
-        }
-        serde_json::Value::Array(list) => custom_mixture(list).map_err(OpError::msg)?,
-        other => return Err(OpError::msg(format!("`objective` cannot be {other}"))),
-    };
-    Ok(mixture)
-}
-
 /// Forwards progress, stops on cancellation, and keeps the log (the steps before a divergence
 /// are the result of a diverged run).
 struct StepObserver<'a, 'b> {
@@ -507,24 +381,27 @@ impl Op for TrainLm {
 
     fn check_value(&self, param: &str, value: &Value) -> Result<(), String> {
         match (param, value) {
-            ("objective", Value::Array(list)) => custom_mixture(list).map(drop),
-            ("ul2_weights", Value::Array(w)) if w.len() != 3 => Err(format!(
-                "`ul2_weights` needs three weights (R, X, S), got {}",
-                w.len()
-            )),
+            ("objective", Value::Array(list)) => lm::custom_mixture(list)
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            // Only the count is checked here: the values' types are the schema's to report.
+            ("ul2_weights", Value::Array(w)) => {
+                let w: Vec<f64> = w.iter().map(|v| v.as_f64().unwrap_or(0.0)).collect();
+                lm::ul2_weights(&w).map(drop).map_err(|e| e.to_string())
+            }
             _ => Ok(()),
         }
     }
 
     fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
         let p: TrainLmParams = typed("train.lm", ctx.job.params())?;
-        let mixture = mixture_of(&p)?;
+        let mixture = lm::mixture_of(&p.objective, p.span_scale, p.s_target, &p.ul2_weights)
+            .map_err(objective_error)?;
         // A causal-LM-only objective never has inputs beyond the lead token: no prefix masking.
         let prefix_attention = p.arch == Arch::Decoder && p.attention == "prefix";
         let prefix_lm =
             prefix_attention && Reading::of(&mixture, p.arch, true, &[]) == Reading::Inputs;
-        let generation = Reading::of(&mixture, p.arch, prefix_attention, &[Mode::S]);
-        let infilling = Reading::of(&mixture, p.arch, prefix_attention, &[Mode::R, Mode::X]);
+        let meta = LmMeta::new(p.arch, &mixture, prefix_attention, p.mode_tokens, p.seq_len);
         let cfg = LmConfig {
             arch: p.arch,
             vocab: vocab::VOCAB,
@@ -545,7 +422,6 @@ impl Op for TrainLm {
             seed: p.seed,
         };
         let docs = read_split(&artifact(ctx, "train.txt")?)?;
-        let denoisers = mixture.describe();
         let mut sampler = Sampler::new(
             lm::token_stream(&docs),
             mixture,
@@ -599,14 +475,6 @@ impl Op for TrainLm {
             Err(e) => return Err(engine_error(e)),
         };
 
-        let meta = LmMeta {
-            arch: p.arch,
-            generation,
-            infilling,
-            mode_tokens: p.mode_tokens,
-            seq_len: p.seq_len,
-            denoisers,
-        };
         let meta_json = serde_json::to_string_pretty(&meta).expect("plain data serialises");
         std::fs::write(out.join("lm.json"), &meta_json)
             .map_err(|e| OpError::with("failed to write `lm.json`", e))?;
@@ -637,6 +505,15 @@ impl Op for TrainLm {
             publish: Vec::new(),
             ..OpOutput::default()
         })
+    }
+}
+
+/// An objective that cannot be built, as the op's error: a malformed one says what is wrong as
+/// is; a named mixture's bad options are an invalid objective.
+fn objective_error(e: ObjectiveError) -> OpError {
+    match e {
+        ObjectiveError::Invalid(message) => OpError::msg(message),
+        ObjectiveError::Mixture(e) => OpError::with("invalid objective", e),
     }
 }
 
@@ -725,97 +602,12 @@ impl EvalLm {
     }
 }
 
-/// A loaded model and how to prompt it.
-struct Judge<'a> {
-    model: &'a lm::Lm,
-    meta: &'a LmMeta,
-    rt: &'a Runtime,
-}
-
-/// Rows scored or decoded at once.
-const EVAL_BATCH: usize = 64;
-
-impl Judge<'_> {
-    fn nll(&self, examples: &[Example]) -> Result<f64, OpError> {
-        let (mut sum, mut count) = (0.0, 0.0);
-        for chunk in examples.chunks(EVAL_BATCH) {
-            // Causal windows: the input is the lead token alone, so no masking differs.
-            let batch = lm::pack(chunk, self.meta.arch, self.meta.seq_len, false);
-            let (s, c) = self.model.nll(&batch, self.rt).map_err(engine_error)?;
-            sum += s;
-            count += c;
-        }
-        Ok(sum / count.max(1.0))
-    }
-
-    /// Greedy answers to each example's inputs (read as `reading` says), stopping at `stop`.
-    fn generate(
-        &self,
-        examples: &[Example],
-        reading: Reading,
-        stop: &[u32],
-    ) -> Result<Vec<Vec<u32>>, OpError> {
-        let mut out = Vec::with_capacity(examples.len());
-        for chunk in examples.chunks(EVAL_BATCH) {
-            let inputs: Vec<Vec<u32>> = chunk.iter().map(|e| e.inputs.clone()).collect();
-            let max_new = chunk.iter().map(|e| e.targets.len()).max().unwrap_or(1) + 2;
-            let in_decoder = self.meta.arch == Arch::EncDec && reading == Reading::Causal;
-            let generated = if in_decoder {
-                // inputs = lead ++ prompt: the lead goes to the encoder, the rest to the decoder.
-                let (leads, prompts): (Vec<Vec<u32>>, Vec<Vec<u32>>) = inputs
-                    .iter()
-                    .map(|x| {
-                        let (lead, rest) = x.split_at(x.len().min(1));
-                        (lead.to_vec(), rest.to_vec())
-                    })
-                    .unzip();
-                self.model
-                    .generate_in_decoder(&leads, &prompts, max_new, stop, self.rt)
-            } else {
-                let prefix_lm = reading == Reading::Inputs;
-                self.model
-                    .generate(&inputs, prefix_lm, max_new, stop, self.rt)
-            };
-            out.extend(generated.map_err(engine_error)?);
-        }
-        Ok(out)
-    }
-
-    fn infill_em(&self, examples: &[Example]) -> Result<f64, OpError> {
-        let generated = self.generate(examples, self.meta.infilling, &[vocab::EOS])?;
-        let (mut right, mut total) = (0, 0);
-        for (e, g) in examples.iter().zip(&generated) {
-            let (r, t) = lm::score_infill(&e.targets, g);
-            right += r;
-            total += t;
-        }
-        Ok(right as f64 / total.max(1) as f64)
-    }
-
-    fn oneshot_em(&self, examples: &[Example]) -> Result<f64, OpError> {
-        let need = examples
-            .iter()
-            .map(|e| e.inputs.len() + e.targets.len())
-            .max()
-            .unwrap_or(0);
-        if need > self.meta.seq_len {
-            return Err(OpError::msg(format!(
-                "the one-shot prompts and answers take up to {need} tokens, more than the model's `seq_len` {}; \
-                 train it with `seq_len: 64` or more",
-                self.meta.seq_len
-            )));
-        }
-        let generated = self.generate(
-            examples,
-            self.meta.generation,
-            &[u32::from(b'\n'), vocab::EOS],
-        )?;
-        let right = examples
-            .iter()
-            .zip(&generated)
-            .filter(|(e, g)| lm::oneshot_correct(&e.targets, g))
-            .count();
-        Ok(right as f64 / examples.len().max(1) as f64)
+/// An evaluation's failure as the op's: the engine's as every op's, prompts that do not fit as
+/// they are.
+fn eval_error(e: EvalError) -> OpError {
+    match e {
+        EvalError::Engine(e) => engine_error(e),
+        other => OpError::msg(other.to_string()),
     }
 }
 
@@ -840,11 +632,7 @@ impl Op for EvalLm {
             })?;
         let val = lm::token_stream(&read_split(&artifact(ctx, "val.txt")?)?);
         let rt = runtime(ctx)?;
-        let judge = Judge {
-            model: &model,
-            meta: &meta,
-            rt: &rt,
-        };
+        let judge = Judge::new(&model, &meta, &rt);
         let (arch, len) = (meta.arch, meta.seq_len);
         let total = if meta.mode_tokens { 3 } else { 1 };
         let mut metrics = vec![Metric::new("params", model.num_params() as f64)];
@@ -869,18 +657,21 @@ impl Op for EvalLm {
             if i == 0 {
                 let windows =
                     lm::clm_examples(&val, p.n, arch, len, s_lead, p.seed).map_err(engine_error)?;
-                metrics.push(Metric::new("val_nll", judge.nll(&windows)?));
+                metrics.push(Metric::new(
+                    "val_nll",
+                    judge.nll(&windows).map_err(eval_error)?,
+                ));
             }
             let infill =
                 lm::infill_examples(&val, p.n, arch, len, r_lead, p.seed).map_err(engine_error)?;
             metrics.push(Metric::new(
                 format!("infill_em{suffix}"),
-                judge.infill_em(&infill)?,
+                judge.infill_em(&infill).map_err(eval_error)?,
             ));
             let mut sum = 0.0;
             for task in [Task::Copy, Task::Reverse, Task::Lookup] {
                 let examples = lm::oneshot_examples(task, p.n, s_lead, p.seed);
-                let em = judge.oneshot_em(&examples)?;
+                let em = judge.oneshot_em(&examples).map_err(eval_error)?;
                 sum += em;
                 if i == 0 {
                     metrics.push(Metric::new(format!("oneshot_{}", task.name()), em));
@@ -900,45 +691,9 @@ impl Op for EvalLm {
 mod tests {
     use super::*;
 
+    /// The objective's and `ul2_weights`'s checks run when the pipeline is loaded.
     #[test]
-    fn a_mixture_written_in_the_pipeline_parses_or_says_what_is_wrong() {
-        let ok = json!([
-            {"denoiser": "R", "mu": 3, "r": 0.15, "weight": 2},
-            {"denoiser": "X", "mu": 32, "r": 0.5, "weight": 1},
-            {"denoiser": "S", "target": 0.25, "weight": 1},
-            {"denoiser": "CLM", "weight": 1},
-        ]);
-        let m = custom_mixture(ok.as_array().unwrap()).unwrap();
-        let names: Vec<String> = m.describe().into_iter().map(|(n, _)| n).collect();
-        assert_eq!(
-            names,
-            [
-                "R(μ=3, r=0.15)",
-                "X(μ=32, r=0.5)",
-                "S(prefix, target 25%)",
-                "CLM"
-            ]
-        );
-        assert!(
-            (m.describe()[0].1 - 0.4).abs() < 1e-12,
-            "weights are normalised"
-        );
-
-        let err = |v: serde_json::Value| custom_mixture(v.as_array().unwrap()).unwrap_err();
-        assert!(err(json!([])).contains("at least one denoiser"));
-        assert!(
-            err(json!([{"denoiser": "R", "r": 0.15, "weight": 1}]))
-                .contains("objective[0]: a `R` denoiser needs `mu`")
-        );
-        assert!(err(json!([{"denoiser": "Q", "weight": 1}])).contains("unknown denoiser `Q`"));
-        assert!(
-            err(json!([{"denoiser": "CLM", "weight": 1, "mu": 3, "extra": 1}]))
-                .contains("objective[0]")
-        );
-        assert!(
-            err(json!([{"denoiser": "S", "target": 1.5, "weight": 1}])).starts_with("objective:")
-        );
-        // The same check runs when the pipeline is loaded.
+    fn a_bad_objective_is_refused_when_the_pipeline_is_loaded() {
         let op = TrainLm::new();
         assert!(
             op.check_value("objective", &json!([{"denoiser": "Q", "weight": 1}]))
@@ -961,40 +716,6 @@ mod tests {
         assert!(e.contains("failed to read the corpus `none.txt`"), "{e}");
         std::fs::write(&path, "a\n\n\nb\nc\n\n").unwrap();
         assert_eq!(read_corpus(&path, "c.txt").unwrap(), ["a", "b\nc"]);
-    }
-
-    #[test]
-    fn prompts_are_read_as_the_tasks_denoisers_fed_their_inputs() {
-        use Reading::{Causal, Inputs};
-        let opts = MixtureOptions::default();
-        let read = |name: &str, arch: Arch, prefix: bool| {
-            let m = Mixture::named(name, &opts).unwrap();
-            (
-                Reading::of(&m, arch, prefix, &[Mode::S]),
-                Reading::of(&m, arch, prefix, &[Mode::R, Mode::X]),
-            )
-        };
-        // (objective, (one-shot, infilling)) for an encoder-decoder and a prefix-LM decoder.
-        let want = [
-            ("clm", (Causal, Causal)),
-            ("plm", (Inputs, Inputs)),
-            ("sc", (Inputs, Inputs)),
-            ("sclm", (Causal, Inputs)),
-            ("ul2", (Inputs, Inputs)),
-        ];
-        for (name, w) in want {
-            assert_eq!(read(name, Arch::EncDec, false), w, "{name} encdec");
-            assert_eq!(read(name, Arch::Decoder, true), w, "{name} decoder");
-            // A decoder trained without prefix masking reads everything causally.
-            assert_eq!(read(name, Arch::Decoder, false), (Causal, Causal), "{name}");
-        }
-        // A custom mixture with both S denoisers reads one-shot prompts as inputs.
-        let both = Mixture::custom(vec![
-            (Denoiser::Causal, 1.0),
-            (Denoiser::Prefix { mean_target: 0.25 }, 1.0),
-        ])
-        .unwrap();
-        assert_eq!(Reading::of(&both, Arch::EncDec, false, &[Mode::S]), Inputs);
     }
 
     #[test]
