@@ -7,8 +7,8 @@ use std::path::Path;
 
 use ablate_cache::{EntryStatus, Metric};
 use ablate_models::lm::{
-    self, Arch, EvalError, Judge, LmConfig, LmMeta, LmObserver, LmTrainConfig, ObjectiveError,
-    Reading, Sampler, StepLog, Task, vocab,
+    self, Arch, Attention, EvalError, Judge, LmConfig, LmMeta, LmObserver, LmTrainConfig,
+    Objective, ObjectiveError, ObjectiveSpec, Reading, Sampler, StepLog, Task, vocab,
 };
 use ablate_models::{EngineError, ExecOptions};
 use ablate_results::{Column, ColumnData, Table};
@@ -21,9 +21,6 @@ use crate::params::typed;
 use crate::registry::Op;
 use crate::support::{artifact, backend, engine_error, runtime, training_progress};
 
-/// The named objectives of `train.lm`.
-const OBJECTIVES: &[&str] = &["clm", "plm", "sc", "sclm", "ul2"];
-
 // ---------------------------------------------------------------------------------------------
 // data.text
 
@@ -31,10 +28,23 @@ pub(crate) struct DataText {
     schema: OpSchema,
 }
 
+/// Where `data.text`'s documents come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Source {
+    File,
+    Synthetic,
+}
+
+impl Source {
+    /// How a pipeline spells each source (the schema's list; a test holds it equal to serde's).
+    const NAMES: &'static [&'static str] = &["file", "synthetic"];
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DataTextParams {
-    source: String,
+    source: Source,
     path: Option<String>,
     docs: usize,
     val_frac: f64,
@@ -56,7 +66,7 @@ impl DataText {
                 params: vec![
                     ParamSpec::with_default(
                         "source",
-                        ParamType::Enum(&["file", "synthetic"]),
+                        ParamType::Enum(Source::NAMES),
                         json!("file"),
                         "read `path`, or generate the synthetic corpus",
                     ),
@@ -102,15 +112,15 @@ impl Op for DataText {
 
     fn file_deps(&self, params: &Params) -> Vec<String> {
         match typed::<DataTextParams>("data.text", params) {
-            Ok(p) if p.source == "file" => p.path.into_iter().collect(),
+            Ok(p) if p.source == Source::File => p.path.into_iter().collect(),
             _ => Vec::new(),
         }
     }
 
     fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
         let p: DataTextParams = typed("data.text", ctx.job.params())?;
-        let docs = match (p.source.as_str(), &p.path) {
-            ("synthetic", _) => lm::synthetic_corpus(p.docs, p.seed),
+        let docs = match (p.source, &p.path) {
+            (Source::Synthetic, _) => lm::synthetic_corpus(p.docs, p.seed),
             (_, None) => {
                 return Err(OpError::msg(
                     "`source: file` needs `path`, the corpus file (or set `source: synthetic`)",
@@ -185,8 +195,8 @@ pub(crate) struct TrainLm {
 #[serde(deny_unknown_fields)]
 pub(crate) struct TrainLmParams {
     arch: Arch,
-    attention: String,
-    objective: serde_json::Value,
+    attention: Attention,
+    objective: ObjectiveSpec,
     mode_tokens: bool,
     span_scale: f64,
     s_target: f64,
@@ -221,20 +231,20 @@ impl TrainLm {
                 params: vec![
                     ParamSpec::with_default(
                         "arch",
-                        ParamType::Enum(&["decoder", "encdec"]),
+                        ParamType::Enum(Arch::NAMES),
                         json!("decoder"),
                         "decoder-only, or encoder-decoder (T5-style, `layers` blocks each)",
                     ),
                     ParamSpec::with_default(
                         "attention",
-                        ParamType::Enum(&["prefix", "causal"]),
+                        ParamType::Enum(Attention::NAMES),
                         json!("prefix"),
                         "decoder-only: the inputs attend bidirectionally (prefix LM) or causally; a `clm`-only objective is always causal (its inputs are just the lead token, and a model trained so reads prompts causally)",
                     ),
                     ParamSpec::with_default(
                         "objective",
                         ParamType::one_of(
-                            ParamType::Enum(OBJECTIVES),
+                            ParamType::Enum(Objective::NAMES),
                             ParamType::list(ParamType::Any),
                         ),
                         json!("ul2"),
@@ -398,7 +408,7 @@ impl Op for TrainLm {
         let mixture = lm::mixture_of(&p.objective, p.span_scale, p.s_target, &p.ul2_weights)
             .map_err(objective_error)?;
         // A causal-LM-only objective never has inputs beyond the lead token: no prefix masking.
-        let prefix_attention = p.arch == Arch::Decoder && p.attention == "prefix";
+        let prefix_attention = p.arch == Arch::Decoder && p.attention == Attention::Prefix;
         let prefix_lm =
             prefix_attention && Reading::of(&mixture, p.arch, true, &[]) == Reading::Inputs;
         let meta = LmMeta::new(p.arch, &mixture, prefix_attention, p.mode_tokens, p.seq_len);

@@ -200,14 +200,14 @@ impl<'a> Judge<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lm::MixtureOptions;
+    use crate::lm::{MixtureOptions, Objective};
 
     #[test]
     fn prompts_are_read_as_the_tasks_denoisers_fed_their_inputs() {
         use Reading::{Causal, Inputs};
         let opts = MixtureOptions::default();
         let read = |name: &str, arch: Arch, prefix: bool| {
-            let m = Mixture::named(name, &opts).unwrap();
+            let m = Objective::from_name(name).unwrap().mixture(&opts).unwrap();
             (
                 Reading::of(&m, arch, prefix, &[Mode::S]),
                 Reading::of(&m, arch, prefix, &[Mode::R, Mode::X]),
@@ -240,7 +240,7 @@ mod tests {
     /// model's, so the record of an `sclm` encoder-decoder is pinned as written before #22.
     #[test]
     fn the_training_record_keeps_its_bytes() {
-        let m = Mixture::named("sclm", &MixtureOptions::default()).unwrap();
+        let m = Objective::Sclm.mixture(&MixtureOptions::default()).unwrap();
         let meta = LmMeta::new(Arch::EncDec, &m, true, false, 64);
         let want = r#"{
   "arch": "encdec",

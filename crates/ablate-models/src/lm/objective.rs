@@ -3,9 +3,127 @@
 
 use serde::Deserialize;
 
-use super::denoise::{Denoiser, Mixture, MixtureOptions};
+use super::denoise::{Denoiser, Mixture};
 use super::vocab::Mode;
 use crate::EngineError;
+
+spelled! {
+    /// The named objectives of `train.lm`.
+    pub enum Objective {
+        /// The causal LM.
+        Clm = "clm",
+        /// The prefix LM.
+        Plm = "plm",
+        /// T5's span corruption, R(μ=3, r=0.15).
+        Sc = "sc",
+        /// `sc` and `clm`, half each.
+        Sclm = "sclm",
+        /// UL2's mixture of denoisers.
+        Ul2 = "ul2",
+    }
+}
+
+spelled! {
+    /// The denoisers a mixture written in the pipeline is made of.
+    pub enum DenoiserKind {
+        /// Regular span corruption.
+        R = "R",
+        /// Extreme span corruption.
+        X = "X",
+        /// The prefix LM.
+        S = "S",
+        /// The causal LM.
+        Clm = "CLM",
+    }
+}
+
+/// `objective:` as a pipeline writes it: a name, or a list of `{denoiser: R|X|S|CLM, mu, r,
+/// target, weight}` (parsed one by one by [`custom_mixture`], so each error names its entry).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ObjectiveSpec {
+    Named(Objective),
+    Mixture(Vec<serde_json::Value>),
+}
+
+/// The knobs of the named mixtures.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MixtureOptions {
+    /// Multiplies the X (extreme) denoisers' μ, never below 3 (the R denoisers' μ): UL2's X spans
+    /// are sized for 512-token inputs, so short sequences scale them by a parameter (e.g.
+    /// 64/512). The R denoisers, and so `sc`, keep the paper's μ.
+    pub span_scale: f64,
+    /// The prefix LM's mean target fraction.
+    pub s_target: f64,
+    /// The weights of the R, X and S paradigms in `ul2`, split evenly within each paradigm.
+    pub ul2_weights: [f64; 3],
+}
+
+impl Default for MixtureOptions {
+    fn default() -> Self {
+        MixtureOptions {
+            span_scale: 1.0,
+            s_target: 0.25,
+            ul2_weights: [0.4, 0.4, 0.2],
+        }
+    }
+}
+
+impl Objective {
+    /// `clm` (causal LM), `plm` (prefix LM), `sc` (T5's span corruption, R(μ=3, r=0.15)),
+    /// `sclm` (sc and clm, half each), `ul2`: R(3, 0.15), R(8, 0.15); X(3, 0.5), X(8, 0.5),
+    /// X(64, 0.15), X(64, 0.5); S(prefix), weighted `opts.ul2_weights` by paradigm (a paradigm
+    /// of weight 0 is left out).
+    pub fn mixture(self, opts: &MixtureOptions) -> Result<Mixture, EngineError> {
+        let bad = |msg: String| Err(EngineError::InvalidConfig(msg));
+        if !(opts.span_scale.is_finite() && opts.span_scale > 0.0) {
+            return bad(format!(
+                "`span_scale` must be positive, not `{}`",
+                opts.span_scale
+            ));
+        }
+        let w = opts.ul2_weights;
+        if w.iter().any(|v| !(v.is_finite() && *v >= 0.0)) || w.iter().sum::<f64>() <= 0.0 {
+            return bad(format!(
+                "`ul2_weights` must be non-negative with a positive sum, not `{w:?}`"
+            ));
+        }
+        let span = |mu: f64, r: f64, mode: Mode| Denoiser::Span {
+            mu: match mode {
+                Mode::X => (mu * opts.span_scale).max(mu.min(3.0)),
+                _ => mu,
+            },
+            r,
+            mode,
+        };
+        let prefix = Denoiser::Prefix {
+            mean_target: opts.s_target,
+        };
+        let sc = span(3.0, 0.15, Mode::R);
+        let entries = match self {
+            Objective::Clm => vec![(Denoiser::Causal, 1.0)],
+            Objective::Plm => vec![(prefix, 1.0)],
+            Objective::Sc => vec![(sc, 1.0)],
+            Objective::Sclm => vec![(sc, 0.5), (Denoiser::Causal, 0.5)],
+            Objective::Ul2 => {
+                let r = [span(3.0, 0.15, Mode::R), span(8.0, 0.15, Mode::R)];
+                let x = [
+                    span(3.0, 0.5, Mode::X),
+                    span(8.0, 0.5, Mode::X),
+                    span(64.0, 0.15, Mode::X),
+                    span(64.0, 0.5, Mode::X),
+                ];
+                let mut entries = Vec::new();
+                entries.extend(r.iter().map(|&d| (d, w[0] / 2.0)));
+                entries.extend(x.iter().map(|&d| (d, w[1] / 4.0)));
+                entries.push((prefix, w[2]));
+                entries.retain(|(_, w)| *w > 0.0);
+                entries
+            }
+        };
+        Mixture::custom(entries)
+    }
+}
 
 /// Why an objective cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -19,11 +137,12 @@ pub enum ObjectiveError {
     Mixture(#[source] EngineError),
 }
 
-/// One denoiser of a mixture written in the pipeline.
+/// One denoiser of a mixture written in the pipeline, as written: the name is checked
+/// afterwards, so an unknown one is told what each name means.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CustomDenoiser {
-    /// `R` or `X` (span corruption), `S` (prefix LM) or `CLM`.
+    /// A [`DenoiserKind`]: `R` or `X` (span corruption), `S` (prefix LM) or `CLM`.
     denoiser: String,
     mu: Option<f64>,
     r: Option<f64>,
@@ -51,21 +170,26 @@ pub fn custom_mixture(raw: &[serde_json::Value]) -> Result<Mixture, ObjectiveErr
         let need = |name: &str, v: Option<f64>| {
             v.ok_or_else(|| invalid(format!("{at}: a `{}` denoiser needs `{name}`", d.denoiser)))
         };
-        let denoiser = match d.denoiser.as_str() {
-            "R" | "X" => Denoiser::Span {
+        let kind = DenoiserKind::from_name(&d.denoiser).ok_or_else(|| {
+            invalid(format!(
+                "{at}: unknown denoiser `{}`; expected R, X (span corruption), S (prefix LM) or CLM",
+                d.denoiser
+            ))
+        })?;
+        let denoiser = match kind {
+            DenoiserKind::R | DenoiserKind::X => Denoiser::Span {
                 mu: need("mu", d.mu)?,
                 r: need("r", d.r)?,
-                mode: if d.denoiser == "R" { Mode::R } else { Mode::X },
+                mode: if kind == DenoiserKind::R {
+                    Mode::R
+                } else {
+                    Mode::X
+                },
             },
-            "S" => Denoiser::Prefix {
+            DenoiserKind::S => Denoiser::Prefix {
                 mean_target: need("target", d.target)?,
             },
-            "CLM" => Denoiser::Causal,
-            other => {
-                return Err(invalid(format!(
-                    "{at}: unknown denoiser `{other}`; expected R, X (span corruption), S (prefix LM) or CLM"
-                )));
-            }
+            DenoiserKind::Clm => Denoiser::Causal,
         };
         entries.push((denoiser, d.weight));
     }
@@ -84,26 +208,23 @@ pub fn ul2_weights(w: &[f64]) -> Result<[f64; 3], ObjectiveError> {
 }
 
 /// The mixture of an objective as a pipeline writes it: a name (with the named mixtures'
-/// options) or a list of denoisers.
+/// options; `ul2` as the pipeline's list) or a list of denoisers.
 pub fn mixture_of(
-    objective: &serde_json::Value,
+    objective: &ObjectiveSpec,
     span_scale: f64,
     s_target: f64,
     ul2: &[f64],
 ) -> Result<Mixture, ObjectiveError> {
     match objective {
-        serde_json::Value::String(name) => {
+        ObjectiveSpec::Named(objective) => {
             let opts = MixtureOptions {
                 span_scale,
                 s_target,
                 ul2_weights: ul2_weights(ul2)?,
             };
-            Mixture::named(name, &opts).map_err(ObjectiveError::Mixture)
+            objective.mixture(&opts).map_err(ObjectiveError::Mixture)
         }
-        serde_json::Value::Array(list) => custom_mixture(list),
-        other => Err(ObjectiveError::Invalid(format!(
-            "`objective` cannot be {other}"
-        ))),
+        ObjectiveSpec::Mixture(list) => custom_mixture(list),
     }
 }
 
@@ -154,6 +275,26 @@ mod tests {
         assert!(
             err(json!([{"denoiser": "S", "target": 1.5, "weight": 1}])).starts_with("objective:")
         );
+    }
+
+    /// The objective and its denoisers are spelled in pipelines as they were as strings.
+    #[test]
+    fn objectives_are_spelled_as_pipelines_write_them() {
+        assert_eq!(Objective::NAMES, ["clm", "plm", "sc", "sclm", "ul2"]);
+        assert_eq!(DenoiserKind::NAMES, ["R", "X", "S", "CLM"]);
+        for (&o, name) in Objective::ALL.iter().zip(Objective::NAMES) {
+            assert_eq!(serde_json::to_value(o).unwrap(), json!(name));
+            assert_eq!(serde_json::from_value::<Objective>(json!(name)).unwrap(), o);
+        }
+        let e = serde_json::from_value::<Objective>(json!("t5")).unwrap_err();
+        assert!(e.to_string().contains("unknown variant `t5`"), "{e}");
+        let spec: ObjectiveSpec = serde_json::from_value(json!("sclm")).unwrap();
+        assert!(matches!(spec, ObjectiveSpec::Named(Objective::Sclm)));
+        let spec: ObjectiveSpec =
+            serde_json::from_value(json!([{"denoiser": "CLM", "weight": 1}])).unwrap();
+        let m = mixture_of(&spec, 1.0, 0.25, &[0.4, 0.4, 0.2]).unwrap();
+        assert_eq!(m.describe(), [("CLM".to_string(), 1.0)]);
+        assert!(serde_json::from_value::<ObjectiveSpec>(json!(3)).is_err());
     }
 
     #[test]
