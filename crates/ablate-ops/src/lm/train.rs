@@ -1,5 +1,5 @@
-//! `data.text`, `train.lm` and `eval.lm`: the UL2 objective ablation (Tay et al. 2022) on tiny
-//! byte-level transformers, via `ablate-models`'s `lm` module.
+//! `train.lm`: a byte-level transformer trained with a UL2 objective, via `ablate-models`'s
+//! `lm` module.
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
@@ -7,185 +7,19 @@ use std::path::Path;
 
 use ablate_cache::{EntryStatus, Metric};
 use ablate_models::lm::{
-    self, Arch, Attention, EvalError, Judge, LmConfig, LmMeta, LmObserver, LmTrainConfig,
-    Objective, ObjectiveError, ObjectiveSpec, Reading, Sampler, StepLog, Task, vocab,
+    self, Arch, Attention, LmConfig, LmMeta, LmObserver, LmTrainConfig, Objective, ObjectiveError,
+    ObjectiveSpec, Reading, Sampler, StepLog, vocab,
 };
 use ablate_models::{EngineError, ExecOptions};
 use ablate_results::{Column, ColumnData, Table};
-use ablate_run::{OpContext, OpError, OpOutput, Progress};
-use ablate_spec::{OpSchema, ParamSpec, ParamType, Params, Value};
+use ablate_run::{OpContext, OpError, OpOutput};
+use ablate_spec::{OpSchema, ParamSpec, ParamType, Value};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::params::typed;
 use crate::registry::Op;
-use crate::support::{artifact, backend, engine_error, runtime, training_progress};
-
-// ---------------------------------------------------------------------------------------------
-// data.text
-
-pub(crate) struct DataText {
-    schema: OpSchema,
-}
-
-/// Where `data.text`'s documents come from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum Source {
-    File,
-    Synthetic,
-}
-
-impl Source {
-    /// How a pipeline spells each source (the schema's list; a test holds it equal to serde's).
-    const NAMES: &'static [&'static str] = &["file", "synthetic"];
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct DataTextParams {
-    source: Source,
-    path: Option<String>,
-    docs: usize,
-    val_frac: f64,
-    seed: u64,
-}
-
-impl DataText {
-    pub(crate) fn new() -> Self {
-        DataText {
-            schema: OpSchema {
-                name: "data.text",
-                version: 1,
-                summary: "A text corpus for `train.lm`: a UTF-8 file (`source: file`, `path`; documents separated by \
-                          blank lines) or a seeded synthetic corpus (`source: synthetic`, `docs` documents of templated \
-                          facts, lists, key-value records and worked copy/reverse/lookup examples). Documents are \
-                          shuffled with `seed` and split; writes `train.txt` and `val.txt` (documents joined by blank \
-                          lines). Tokens are bytes, plus sentinels and the mode tokens [NLU] [NLG] [S2S]. A file's \
-                          content is part of the key.",
-                params: vec![
-                    ParamSpec::with_default(
-                        "source",
-                        ParamType::Enum(Source::NAMES),
-                        json!("file"),
-                        "read `path`, or generate the synthetic corpus",
-                    ),
-                    ParamSpec::with_default(
-                        "path",
-                        ParamType::optional(ParamType::Str),
-                        json!(null),
-                        "the UTF-8 corpus, relative to the working directory (source: file)",
-                    ),
-                    ParamSpec::with_default(
-                        "docs",
-                        ParamType::positive_int(),
-                        json!(4000),
-                        "documents of the synthetic corpus",
-                    ),
-                    ParamSpec::with_default(
-                        "val_frac",
-                        ParamType::Float { min: 0.0, max: 0.9 },
-                        json!(0.1),
-                        "fraction of the documents held out as `val.txt`",
-                    ),
-                    ParamSpec::with_default(
-                        "seed",
-                        ParamType::non_negative_int(),
-                        json!(0),
-                        "seed of the synthetic corpus and of the split",
-                    ),
-                ],
-                gathers: false,
-                free_params: false,
-                inputs_by_name: false,
-                on_device: false,
-                needs: (0, Some(0)),
-            },
-        }
-    }
-}
-
-impl Op for DataText {
-    fn schema(&self) -> &OpSchema {
-        &self.schema
-    }
-
-    fn file_deps(&self, params: &Params) -> Vec<String> {
-        match typed::<DataTextParams>("data.text", params) {
-            Ok(p) if p.source == Source::File => p.path.into_iter().collect(),
-            _ => Vec::new(),
-        }
-    }
-
-    fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
-        let p: DataTextParams = typed("data.text", ctx.job.params())?;
-        let docs = match (p.source, &p.path) {
-            (Source::Synthetic, _) => lm::synthetic_corpus(p.docs, p.seed),
-            (_, None) => {
-                return Err(OpError::msg(
-                    "`source: file` needs `path`, the corpus file (or set `source: synthetic`)",
-                ));
-            }
-            (_, Some(path)) => read_corpus(&ctx.workdir().join(path), path)?,
-        };
-        if docs.len() < 2 {
-            return Err(OpError::msg(format!(
-                "the corpus holds {} document{}; it needs at least 2 (documents are separated by blank lines) \
-                 to hold one out for validation",
-                docs.len(),
-                if docs.len() == 1 { "" } else { "s" }
-            )));
-        }
-        let (train, val) = lm::train_val_split(docs, p.val_frac, p.seed);
-        let out = ctx.out_dir();
-        let write = |name: &str, docs: &[String]| {
-            let text = docs.join("\n\n") + "\n";
-            std::fs::write(out.join(name), &text)
-                .map_err(|e| OpError::with(format!("failed to write `{name}`"), e))?;
-            Ok::<usize, OpError>(text.len())
-        };
-        let train_bytes = write("train.txt", &train)?;
-        let val_bytes = write("val.txt", &val)?;
-        Ok(OpOutput {
-            metrics: vec![
-                Metric::new("train_docs", train.len() as f64),
-                Metric::new("val_docs", val.len() as f64),
-                Metric::new("train_bytes", train_bytes as f64),
-                Metric::new("val_bytes", val_bytes as f64),
-            ],
-            publish: Vec::new(),
-            ..OpOutput::default()
-        })
-    }
-}
-
-/// Reads a UTF-8 corpus (`shown`: the path as the user wrote it) into its documents.
-fn read_corpus(path: &Path, shown: &str) -> Result<Vec<String>, OpError> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        OpError::msg(format!(
-            "failed to read the corpus `{shown}` ({}): {e}",
-            path.display()
-        ))
-    })?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        let at = e.utf8_error().valid_up_to();
-        let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
-        OpError::msg(format!(
-            "`{shown}`:{line}: not valid UTF-8 (byte offset {at}); the corpus must be UTF-8 text"
-        ))
-    })?;
-    Ok(lm::split_documents(&text))
-}
-
-/// Reads a split written by `data.text`.
-fn read_split(path: &Path) -> Result<Vec<String>, OpError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| OpError::with(format!("failed to read `{}`", path.display()), e))?;
-    Ok(lm::split_documents(&text))
-}
-
-// ---------------------------------------------------------------------------------------------
-// train.lm
+use crate::support::{artifact, backend, engine_error, read_split, training_progress};
 
 pub(crate) struct TrainLm {
     schema: OpSchema,
@@ -555,148 +389,6 @@ fn write_history(path: &Path, log: &[StepLog]) -> Result<(), OpError> {
         .map_err(|e| OpError::with("failed to write the training history", e))
 }
 
-// ---------------------------------------------------------------------------------------------
-// eval.lm
-
-pub(crate) struct EvalLm {
-    schema: OpSchema,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct EvalLmParams {
-    n: usize,
-    seed: u64,
-}
-
-impl EvalLm {
-    pub(crate) fn new() -> Self {
-        EvalLm {
-            schema: OpSchema {
-                name: "eval.lm",
-                version: 2,
-                summary: "Evaluate the language model trained by its input on the held-out `val.txt` behind it: \
-                          `val_nll` (next-token NLL per token of `n` validation windows, read as a causal LM), \
-                          `infill_em` (the fraction of masked spans — μ=3, r=0.15 — that greedy decoding reproduces \
-                          exactly), `oneshot_em` (exact match of greedy answers to one-shot copy / reverse / key-value \
-                          lookup prompts — a worked example then a query — the mean of `oneshot_copy`, \
-                          `oneshot_reverse`, `oneshot_lookup`). A model trained with mode tokens is prompted with the \
-                          matching one ([NLU] for infilling, [S2S] for one-shot and NLL) and also measured with a wrong \
-                          one (`*_wrong_mode`: [S2S] for infilling, [NLU] for one-shot) and with none (`*_no_mode`). \
-                          A prompt is read the way the model's training fed the inputs of that task's paradigm (S for \
-                          one-shot, R and X for infilling): causally — in the decoder of an encoder-decoder — where \
-                          those denoisers are the causal LM alone (clm; sclm's one-shot), else as inputs (prefix-LM \
-                          masking, or the encoder). Scoring and decoding run on the job's device (a GPU with \
-                          `device: cuda`).",
-                params: vec![
-                    ParamSpec::with_default(
-                        "n",
-                        ParamType::positive_int(),
-                        json!(200),
-                        "examples per task (and validation windows for val_nll)",
-                    ),
-                    ParamSpec::with_default(
-                        "seed",
-                        ParamType::non_negative_int(),
-                        json!(0),
-                        "seed of the held-out examples (the same for every model, so all see the same questions)",
-                    ),
-                ],
-                gathers: false,
-                free_params: false,
-                inputs_by_name: false,
-                on_device: true,
-                needs: (1, Some(1)),
-            },
-        }
-    }
-}
-
-/// An evaluation's failure as the op's: the engine's as every op's, prompts that do not fit as
-/// they are.
-fn eval_error(e: EvalError) -> OpError {
-    match e {
-        EvalError::Engine(e) => engine_error(e),
-        other => OpError::msg(other.to_string()),
-    }
-}
-
-impl Op for EvalLm {
-    fn schema(&self) -> &OpSchema {
-        &self.schema
-    }
-
-    fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
-        let p: EvalLmParams = typed("eval.lm", ctx.job.params())?;
-        let model = lm::Lm::load(&artifact(ctx, "model.safetensors")?).map_err(engine_error)?;
-        let meta_path = artifact(ctx, "lm.json")?;
-        let meta: LmMeta = std::fs::read_to_string(&meta_path)
-            .map_err(|e| OpError::with(format!("failed to read `{}`", meta_path.display()), e))
-            .and_then(|s| {
-                serde_json::from_str(&s).map_err(|e| {
-                    OpError::with(
-                        format!("`{}` is not a train.lm record", meta_path.display()),
-                        e,
-                    )
-                })
-            })?;
-        let val = lm::token_stream(&read_split(&artifact(ctx, "val.txt")?)?);
-        let rt = runtime(ctx)?;
-        let judge = Judge::new(&model, &meta, &rt);
-        let (arch, len) = (meta.arch, meta.seq_len);
-        let total = if meta.mode_tokens { 3 } else { 1 };
-        let mut metrics = vec![Metric::new("params", model.num_params() as f64)];
-        // (suffix, lead token for generation tasks, lead for infilling)
-        let mut leads = vec![("", vocab::S2S, vocab::NLU)];
-        if meta.mode_tokens {
-            leads.push(("_wrong_mode", vocab::NLU, vocab::S2S));
-            leads.push(("_no_mode", vocab::BOS, vocab::BOS));
-        } else {
-            leads[0] = ("", vocab::BOS, vocab::BOS);
-        }
-        for (i, &(suffix, s_lead, r_lead)) in leads.iter().enumerate() {
-            ctx.progress(Progress {
-                step: i as u64,
-                total,
-                loss: None,
-                message: Some(format!("scoring{}", suffix.replace('_', " "))),
-            });
-            if ctx.is_cancelled() {
-                return Err(OpError::Cancelled);
-            }
-            if i == 0 {
-                let windows =
-                    lm::clm_examples(&val, p.n, arch, len, s_lead, p.seed).map_err(engine_error)?;
-                metrics.push(Metric::new(
-                    "val_nll",
-                    judge.nll(&windows).map_err(eval_error)?,
-                ));
-            }
-            let infill =
-                lm::infill_examples(&val, p.n, arch, len, r_lead, p.seed).map_err(engine_error)?;
-            metrics.push(Metric::new(
-                format!("infill_em{suffix}"),
-                judge.infill_em(&infill).map_err(eval_error)?,
-            ));
-            let mut sum = 0.0;
-            for task in [Task::Copy, Task::Reverse, Task::Lookup] {
-                let examples = lm::oneshot_examples(task, p.n, s_lead, p.seed);
-                let em = judge.oneshot_em(&examples).map_err(eval_error)?;
-                sum += em;
-                if i == 0 {
-                    metrics.push(Metric::new(format!("oneshot_{}", task.name()), em));
-                }
-            }
-            metrics.push(Metric::new(format!("oneshot_em{suffix}"), sum / 3.0));
-        }
-        Ok(OpOutput {
-            metrics,
-            publish: Vec::new(),
-            ..OpOutput::default()
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -711,21 +403,6 @@ mod tests {
         );
         assert!(op.check_value("objective", &json!("ul2")).is_ok());
         assert!(op.check_value("ul2_weights", &json!([1, 2])).is_err());
-    }
-
-    #[test]
-    fn a_corpus_that_is_not_utf8_is_refused_with_its_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.txt");
-        std::fs::write(&path, b"one doc\n\nline two\n\xff bad\n").unwrap();
-        let e = read_corpus(&path, "c.txt").unwrap_err().to_string();
-        assert!(e.contains("`c.txt`:4: not valid UTF-8"), "{e}");
-        let e = read_corpus(&dir.path().join("none.txt"), "none.txt")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("failed to read the corpus `none.txt`"), "{e}");
-        std::fs::write(&path, "a\n\n\nb\nc\n\n").unwrap();
-        assert_eq!(read_corpus(&path, "c.txt").unwrap(), ["a", "b\nc"]);
     }
 
     #[test]
