@@ -106,7 +106,7 @@ impl Op for Claims {
     fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
         let p: ClaimsParams = typed("report.claims", ctx.job.params())?;
         let claims = parse_claims(&p.claims).map_err(OpError::msg)?;
-        let inputs = crate::report::gather(ctx)?;
+        let inputs = crate::support::gather(ctx)?;
         let observations: Vec<_> = inputs.iter().map(|g| g.obs.clone()).collect();
         let outcomes: Vec<Outcome<'_>> = claims
             .iter()
@@ -116,7 +116,7 @@ impl Op for Claims {
             })
             .collect();
         let title = format!("{} — {}", ctx.job.pipeline, ctx.job.stage);
-        let note = crate::report::missing_note(&inputs);
+        let note = crate::support::missing_note(&inputs);
         write_outputs(ctx.out_dir(), &title, &outcomes, note.as_deref())?;
         Ok(OpOutput {
             metrics: metrics(&outcomes),

@@ -10,10 +10,10 @@ use ablate_spec::{OpSchema, ParamSpec, ParamType, Params};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::data::write_dataset;
 use crate::params::typed;
 use crate::registry::Op;
 use crate::rng::Rng;
+use crate::support::write_dataset;
 
 const PIXELS: usize = 64;
 const MAX_PIXEL: f64 = 16.0;
@@ -434,12 +434,12 @@ mod tests {
         let (train, _) = split(&rows, 0.25, 0, None);
         let path = dir.path().join("train.parquet");
         write_split(&path, &train, true).unwrap();
-        let d = crate::data::read_dataset(&path, None).unwrap();
+        let d = crate::support::read_dataset(&path, None).unwrap();
         assert_eq!((d.dim, d.classes, d.y.len()), (64, 10, 30));
         assert!(d.x.iter().all(|v| (0.0..=1.0).contains(v)));
         assert_eq!(d.x[1], ((1 + train[0].label) % 17) as f32 / 16.0);
         write_split(&path, &train, false).unwrap();
-        let d = crate::data::read_dataset(&path, None).unwrap();
+        let d = crate::support::read_dataset(&path, None).unwrap();
         assert_eq!(d.x[1], ((1 + train[0].label) % 17) as f32);
     }
 

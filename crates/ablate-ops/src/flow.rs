@@ -2,22 +2,23 @@
 //! `ablate-models`.
 
 use std::ops::ControlFlow;
-use std::path::PathBuf;
 
 use ablate_cache::{EntryStatus, Metric};
 use ablate_models::{
-    Accuracy, Activation, Backend, EpochLog, ExecOptions, Flow, FlowConfig, Form, Integrator,
-    NnError, Observer, Runtime, TrainConfig, Weights,
+    Accuracy, Activation, EpochLog, ExecOptions, Flow, FlowConfig, Form, Integrator, NnError,
+    Observer, TrainConfig, Weights,
 };
 use ablate_results::{Column, ColumnData, Table};
-use ablate_run::{OpContext, OpError, OpOutput, Progress};
+use ablate_run::{OpContext, OpError, OpOutput};
 use ablate_spec::{OpSchema, ParamSpec, ParamType};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::data::read_dataset;
 use crate::params::typed;
 use crate::registry::Op;
+use crate::support::{
+    artifact, backend, engine_error, probe_points, read_dataset, runtime, training_progress,
+};
 
 pub(crate) struct TrainFlow {
     schema: OpSchema,
@@ -167,47 +168,6 @@ impl Observer<Accuracy> for EpochObserver<'_, '_> {
     }
 }
 
-/// Shows a training op's progress (step or epoch of `total`, and its loss); `Break` once the run
-/// is cancelled.
-pub(crate) fn training_progress(
-    ctx: &OpContext<'_>,
-    step: usize,
-    total: usize,
-    loss: f32,
-) -> ControlFlow<()> {
-    ctx.progress(Progress {
-        step: step as u64,
-        total: total as u64,
-        loss: Some(f64::from(loss)),
-        message: None,
-    });
-    if ctx.is_cancelled() {
-        ControlFlow::Break(())
-    } else {
-        ControlFlow::Continue(())
-    }
-}
-
-pub(crate) fn artifact(ctx: &OpContext<'_>, name: &str) -> Result<PathBuf, OpError> {
-    ctx.find_artifact(name)?.ok_or_else(|| {
-        OpError::msg(format!(
-            "no input of `{}` (nor their inputs) has a `{name}`; check its `needs`",
-            ctx.job.stage
-        ))
-    })
-}
-
-pub(crate) fn engine_error(e: NnError) -> OpError {
-    match e {
-        NnError::Cancelled => OpError::Cancelled,
-        oom @ NnError::OutOfMemory(_) => OpError::msg(format!(
-            "{oom}: give the stage more of a GPU (a larger `resources.gpus`, so fewer instances \
-             share one), or a smaller model or batch"
-        )),
-        other => OpError::with("the engine failed", other),
-    }
-}
-
 impl Op for TrainFlow {
     fn schema(&self) -> &OpSchema {
         &self.schema
@@ -345,17 +305,6 @@ impl EvalFlow {
     }
 }
 
-/// The points a flow's geometry is probed at: a `side`² grid over the bounding box of 2-D data
-/// (padded by 10%), or the data points themselves in higher dimensions, where a grid would
-/// mostly probe empty space.
-pub(crate) fn probe_points(data: &ablate_models::Dataset, side: usize) -> Vec<f32> {
-    if data.dim == 2 {
-        ablate_models::grid_over(&data.x, side, side, 0.1).points
-    } else {
-        data.x.clone()
-    }
-}
-
 impl Op for EvalFlow {
     fn schema(&self) -> &OpSchema {
         &self.schema
@@ -406,95 +355,5 @@ impl Op for EvalFlow {
             publish: Vec::new(),
             ..OpOutput::default()
         })
-    }
-}
-
-/// The engine backend of an op on its job's `device`: the engine's CPU kernels on `cpu`;
-/// dfdx's CUDA device on `cuda:N` (the first of `cuda:N,M`; `cuda` alone is the first visible
-/// GPU, as on a Slurm node) in a build with the `cuda` feature.
-pub(crate) fn backend(ctx: &OpContext<'_>) -> Result<Backend, OpError> {
-    let device = ctx.job.device.as_str();
-    // The scheduler names several devices `cuda:N,M`; the first is the one an op uses.
-    let first = device.split(',').next().unwrap_or(device);
-    match first.parse::<ablate_spec::Device>() {
-        Ok(ablate_spec::Device::Cpu) => Ok(Backend::Cpu),
-        #[cfg(feature = "cuda")]
-        Ok(ablate_spec::Device::Cuda(n)) => Ok(Backend::Cuda(n.unwrap_or(0))),
-        _ => Err(OpError::msg(format!(
-            "`{}` cannot run on device `{device}`: this build of ablate has no CUDA support \
-             (build it with `just build-cuda`, or run with `--device cpu`)",
-            ctx.job.op()
-        ))),
-    }
-}
-
-/// The [`backend`] of an evaluation op, opened (a GPU's context set up once for the op).
-pub(crate) fn runtime(ctx: &OpContext<'_>) -> Result<Runtime, OpError> {
-    Runtime::open(&ExecOptions {
-        threads: ctx.threads(),
-        backend: backend(ctx)?,
-    })
-    .map_err(engine_error)
-}
-
-#[cfg(test)]
-mod tests {
-    use ablate_cache::Store;
-    use ablate_run::{CancelToken, OpContext};
-
-    use super::*;
-
-    /// The backend a job's device names, or the error an op fails with.
-    fn backend_of(op: &str, device: &str) -> Result<Backend, String> {
-        let root = tempfile::tempdir().unwrap();
-        let store = Store::open(&root.path().join("cache")).unwrap();
-        let job = crate::testutil::job(op, Default::default(), Vec::new(), device);
-        let (cancel, progress) = (CancelToken::new(), |_: Progress| {});
-        let ctx = OpContext::new(
-            &job,
-            root.path(),
-            &store,
-            root.path(),
-            1,
-            &progress,
-            &cancel,
-        );
-        backend(&ctx).map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn a_job_runs_on_the_device_it_names_or_says_why_it_cannot() {
-        assert_eq!(backend_of("eval.lm", "cpu"), Ok(Backend::Cpu));
-        // The scheduler names a multi-GPU share `cuda:N,M`; the op computes on the first.
-        // (`cuda` alone, as on a Slurm node, is the first visible GPU.)
-        for (device, _ordinal) in [("cuda", 0), ("cuda:1", 1), ("cuda:1,2", 1)] {
-            let got = backend_of("eval.flow", device);
-            #[cfg(feature = "cuda")]
-            assert_eq!(got, Ok(Backend::Cuda(_ordinal)), "{device}");
-            #[cfg(not(feature = "cuda"))]
-            {
-                let e = got.unwrap_err();
-                assert!(
-                    e.contains(&format!("`eval.flow` cannot run on device `{device}`"))
-                        && e.contains("just build-cuda")
-                        && e.contains("--device cpu"),
-                    "{e}"
-                );
-            }
-        }
-        assert!(backend_of("train.lm", "gpu").is_err());
-    }
-
-    #[test]
-    fn running_out_of_gpu_memory_says_how_to_make_room() {
-        let e = engine_error(NnError::OutOfMemory(
-            "DriverError(CUDA_ERROR_OUT_OF_MEMORY)".into(),
-        ))
-        .to_string();
-        assert!(
-            e.starts_with("the device ran out of memory (DriverError(CUDA_ERROR_OUT_OF_MEMORY))")
-                && e.contains("`resources.gpus`"),
-            "{e}"
-        );
     }
 }

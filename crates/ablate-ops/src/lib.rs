@@ -19,6 +19,7 @@ mod plot;
 mod registry;
 mod report;
 mod rng;
+mod support;
 #[cfg(test)]
 mod testutil;
 

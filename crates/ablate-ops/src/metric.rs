@@ -10,10 +10,9 @@ use ablate_spec::{OpSchema, ParamSpec, ParamType};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::data::read_dataset;
-use crate::flow::{artifact, engine_error, probe_points};
 use crate::params::typed;
 use crate::registry::Op;
+use crate::support::{artifact, engine_error, probe_points, read_dataset};
 
 pub(crate) struct EvalMetric {
     schema: OpSchema,

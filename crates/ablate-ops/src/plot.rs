@@ -22,7 +22,7 @@ use serde_json::json;
 
 use crate::params::typed;
 use crate::registry::Op;
-use crate::report::OneOrMany;
+use crate::support::OneOrMany;
 use data::{FinalMetrics, Layers, MetricPoint, Stepped};
 use draw::{LineFigure, Panel, PanelContent, PanelFigure, PanelRow, ParetoFigure, Spread};
 #[cfg(test)]
@@ -353,7 +353,7 @@ fn none_has(entries: &[(&JobInput, Manifest)], name: &str, stepped: bool) -> Res
     } else {
         "the metric"
     };
-    match crate::report::name_problem(name, &names, false, what) {
+    match crate::support::name_problem(name, &names, false, what) {
         Some(problem) => Err(OpError::msg(problem)),
         None => Ok(()),
     }

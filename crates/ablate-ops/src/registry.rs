@@ -176,24 +176,196 @@ mod tests {
         assert_eq!(names.len(), n);
     }
 
+    /// What the tests know of an op's typed params: the fields its derived `Deserialize`
+    /// declares, and a parse of a params map (as its `Debug` text, to compare two parses).
+    struct TypedParams {
+        fields: fn() -> Result<&'static [&'static str], String>,
+        parse: fn(&str, &Params) -> Result<String, OpError>,
+    }
+
+    fn typed_params<P: serde::de::DeserializeOwned + std::fmt::Debug>() -> TypedParams {
+        TypedParams {
+            fields: struct_fields::<P>,
+            parse: |name, params| crate::params::typed::<P>(name, params).map(|p| format!("{p:?}")),
+        }
+    }
+
+    /// The typed params of op `name`: each op of the registry must be listed here.
+    fn typed_params_of(name: &str) -> TypedParams {
+        match name {
+            "data.toy2d" => typed_params::<crate::data::Toy2dParams>(),
+            "data.digits" => typed_params::<crate::digits::DigitsParams>(),
+            "train.flow" => typed_params::<crate::flow::TrainParams>(),
+            "eval.flow" => typed_params::<crate::flow::EvalParams>(),
+            "eval.metric" => typed_params::<crate::metric::MetricParams>(),
+            "data.text" => typed_params::<crate::lm::data_text::DataTextParams>(),
+            "train.lm" => typed_params::<crate::lm::train::TrainLmParams>(),
+            "eval.lm" => typed_params::<crate::lm::eval::EvalLmParams>(),
+            "report.table" => typed_params::<crate::report::TableParams>(),
+            "report.claims" => typed_params::<crate::claims::ClaimsParams>(),
+            "report.plot" => typed_params::<crate::plot::PlotParams>(),
+            "cmd" => typed_params::<crate::cmd::CmdParams>(),
+            "echo" => typed_params::<crate::echo::EchoParams>(),
+            other => panic!("add op `{other}` to typed_params_of"),
+        }
+    }
+
     /// Deserialises `params` into the typed params of op `name` (tests: schema ↔ struct).
     fn check_typed(name: &str, params: &Params) -> Result<(), OpError> {
-        use crate::params::typed;
-        match name {
-            "data.toy2d" => typed::<crate::data::Toy2dParams>(name, params).map(drop),
-            "data.digits" => typed::<crate::digits::DigitsParams>(name, params).map(drop),
-            "train.flow" => typed::<crate::flow::TrainParams>(name, params).map(drop),
-            "eval.flow" => typed::<crate::flow::EvalParams>(name, params).map(drop),
-            "eval.metric" => typed::<crate::metric::MetricParams>(name, params).map(drop),
-            "data.text" => typed::<crate::lm::DataTextParams>(name, params).map(drop),
-            "train.lm" => typed::<crate::lm::TrainLmParams>(name, params).map(drop),
-            "eval.lm" => typed::<crate::lm::EvalLmParams>(name, params).map(drop),
-            "report.table" => typed::<crate::report::TableParams>(name, params).map(drop),
-            "report.claims" => typed::<crate::claims::ClaimsParams>(name, params).map(drop),
-            "report.plot" => typed::<crate::plot::PlotParams>(name, params).map(drop),
-            "cmd" => typed::<crate::cmd::CmdParams>(name, params).map(drop),
-            "echo" => typed::<crate::echo::EchoParams>(name, params).map(drop),
-            other => panic!("add op `{other}` to check_typed"),
+        (typed_params_of(name).parse)(name, params).map(drop)
+    }
+
+    /// The field names a derived `Deserialize` of a struct declares: it hands them to
+    /// `deserialize_struct`, where this deserializer stops with them.
+    fn struct_fields<P: serde::de::DeserializeOwned>() -> Result<&'static [&'static str], String> {
+        use serde::de::{self, Visitor};
+        use serde::forward_to_deserialize_any;
+        struct Fields;
+        #[derive(Debug)]
+        struct Found(Result<&'static [&'static str], String>);
+        impl std::fmt::Display for Found {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{:?}", self.0)
+            }
         }
+        impl std::error::Error for Found {}
+        impl de::Error for Found {
+            fn custom<T: std::fmt::Display>(msg: T) -> Self {
+                Found(Err(msg.to_string()))
+            }
+        }
+        impl<'de> de::Deserializer<'de> for Fields {
+            type Error = Found;
+            fn deserialize_struct<V: Visitor<'de>>(
+                self,
+                _name: &'static str,
+                fields: &'static [&'static str],
+                _visitor: V,
+            ) -> Result<V::Value, Found> {
+                Err(Found(Ok(fields)))
+            }
+            fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Found> {
+                Err(Found(Err(
+                    "not a plain struct (a map, a flattened or an untagged type)".into(),
+                )))
+            }
+            forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+                byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+                identifier ignored_any
+            }
+        }
+        match P::deserialize(Fields) {
+            Ok(_) => Err("deserialised from nothing".into()),
+            Err(Found(found)) => found,
+        }
+    }
+
+    /// Schema params that the params struct does not read, by op, and why: each one is the op
+    /// reading it some other way, stated here rather than skipped.
+    const SCHEMA_ONLY: &[(&str, &str, &str)] = &[];
+
+    /// Params struct fields that no schema param declares, by op, and why.
+    const STRUCT_ONLY: &[(&str, &str, &str)] = &[];
+
+    /// #22: a parameter is declared twice, in the schema (validation, `ablate ops`) and in the
+    /// op's params struct (what `run` reads). For every op of the registry they declare the
+    /// same names; a param the schema requires the struct requires; and a field the struct may
+    /// go without (an `Option`, a `#[serde(default)]`) has a schema default, which gives the
+    /// struct what going without gives it. (Besides `tag`, which `typed` drops for every op.)
+    #[test]
+    fn every_schema_declares_its_params_structs_fields() {
+        let reg = Registry::builtin();
+        let mut problems = Vec::new();
+        for op in &reg.ops {
+            let s = op.schema();
+            let typed = typed_params_of(s.name);
+            let fields = match (typed.fields)() {
+                Ok(fields) => fields,
+                Err(e) => {
+                    problems.push(format!(
+                        "`{}`: cannot list the struct's fields: {e}",
+                        s.name
+                    ));
+                    continue;
+                }
+            };
+            let excused = |list: &[(&str, &str, &str)], name: &str| {
+                list.iter().any(|(o, p, _)| *o == s.name && *p == name)
+            };
+            for p in &s.params {
+                if !fields.contains(&p.name) && !excused(SCHEMA_ONLY, p.name) {
+                    problems.push(format!(
+                        "`{}`: the schema declares `{}`, the params struct has no such field",
+                        s.name, p.name
+                    ));
+                }
+            }
+            for f in fields {
+                if !s.params.iter().any(|p| p.name == *f) && !excused(STRUCT_ONLY, f) {
+                    problems.push(format!(
+                        "`{}`: the params struct has `{f}`, the schema does not declare it",
+                        s.name
+                    ));
+                }
+            }
+            // Every param at its default (or an example), then each one left out in turn.
+            let full: Params = s
+                .params
+                .iter()
+                .map(|p| {
+                    let v = p.default.clone().unwrap_or_else(|| example(&p.ty));
+                    (p.name.to_owned(), v)
+                })
+                .collect();
+            let Ok(with_all) = (typed.parse)(s.name, &full) else {
+                continue; // `schemas_match_typed_params` reports it.
+            };
+            // `tag` is every op's, read by no struct: `typed` drops it.
+            let mut tagged = full.clone();
+            tagged.insert(ablate_spec::TAG.name.to_owned(), json!("x"));
+            if (typed.parse)(s.name, &tagged).as_ref().ok() != Some(&with_all) {
+                problems.push(format!("`{}`: the params struct reads `tag`", s.name));
+            }
+            for p in &s.params {
+                // Every value a schema allows by name is one the struct takes (an enum's
+                // spellings).
+                let names = match &p.ty {
+                    ablate_spec::ParamType::Enum(names) => *names,
+                    ablate_spec::ParamType::OneOf(a, _) => match &**a {
+                        ablate_spec::ParamType::Enum(names) => *names,
+                        _ => &[],
+                    },
+                    _ => &[],
+                };
+                for name in names {
+                    let mut one = full.clone();
+                    one.insert(p.name.to_owned(), json!(name));
+                    if let Err(e) = (typed.parse)(s.name, &one) {
+                        problems.push(format!(
+                            "`{}`: the schema allows `{}: {name}`, the params struct does not: {e:?}",
+                            s.name, p.name
+                        ));
+                    }
+                }
+            }
+            for p in s.params.iter().filter(|p| fields.contains(&p.name)) {
+                let mut without = full.clone();
+                without.remove(p.name);
+                match ((typed.parse)(s.name, &without), &p.default) {
+                    (Ok(_), None) => problems.push(format!(
+                        "`{}`: the schema requires `{}`, the params struct goes without it",
+                        s.name, p.name
+                    )),
+                    (Ok(parsed), Some(default)) if parsed != with_all => problems.push(format!(
+                        "`{}`: without `{}` the params struct takes another value than the \
+                         schema's default `{default}`",
+                        s.name, p.name
+                    )),
+                    _ => {}
+                }
+            }
+        }
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
     }
 }

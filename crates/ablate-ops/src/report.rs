@@ -2,8 +2,6 @@
 //! (`rows` × `cols`, aggregated over the remaining labels, e.g. seeds), as Parquet + Markdown;
 //! with `relative_to`, each cell also as its gain (%) over a baseline cell.
 
-use std::collections::BTreeMap;
-
 use ablate_results::{Aggregate, Baseline, Observation, PivotSpec, Relative};
 use ablate_run::{OpContext, OpError, OpOutput};
 use ablate_spec::{OpSchema, ParamSpec, ParamType, Value};
@@ -12,16 +10,10 @@ use serde_json::json;
 
 use crate::params::typed;
 use crate::registry::Op;
+use crate::support::{OneOrMany, gather, metric_problem, missing_note};
 
 pub(crate) struct Table {
     schema: OpSchema,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub(crate) enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -180,232 +172,9 @@ impl Op for Table {
     }
 }
 
-/// One input of a report: its id, and its labels and final metrics or why it has none.
-#[derive(Debug, Clone)]
-pub(crate) struct Gathered {
-    pub id: String,
-    pub obs: Observation,
-}
-
-impl Gathered {
-    pub(crate) fn finished(&self) -> bool {
-        self.obs.missing.is_none()
-    }
-}
-
-/// Every input of a gathering report, in the job's order, then those that did not finish:
-/// an input whose entry diverged keeps its labels but shows as `diverged` (its metrics stop
-/// where it diverged: no aggregate may take them for a result), and the inputs the run could
-/// not compute (failed, or skipped because something upstream failed or diverged) are the
-/// job's `missing` ones (#21).
-pub(crate) fn gather(ctx: &OpContext<'_>) -> Result<Vec<Gathered>, OpError> {
-    let mut out = Vec::with_capacity(ctx.job.inputs.len() + ctx.job.missing.len());
-    for input in &ctx.job.inputs {
-        let manifest = ctx.manifest(&input.key)?;
-        out.push(Gathered {
-            id: input.id.clone(),
-            obs: Observation {
-                labels: input.labels.iter().cloned().collect(),
-                metrics: manifest
-                    .final_metrics()
-                    .map(|(k, v)| (k.to_owned(), v))
-                    .collect(),
-                missing: (!manifest.status.is_done()).then(|| manifest.status.name().to_owned()),
-            },
-        });
-    }
-    for m in &ctx.job.missing {
-        out.push(Gathered {
-            id: m.id.clone(),
-            obs: Observation {
-                labels: m.labels.iter().cloned().collect(),
-                metrics: BTreeMap::new(),
-                missing: Some(m.why.name().to_owned()),
-            },
-        });
-    }
-    Ok(out)
-}
-
-/// Why `metric` cannot be reported from the inputs that finished, if it cannot: none of them
-/// has it (with the nearest name they do have, and what they have), or `every` is asked and
-/// some lack it (which). `None` when no input finished: the report marks them all.
-pub(crate) fn metric_problem(metric: &str, inputs: &[Gathered], every: bool) -> Option<String> {
-    let finished: Vec<(&str, Vec<&str>)> = inputs
-        .iter()
-        .filter(|g| g.finished())
-        .map(|g| {
-            (
-                g.id.as_str(),
-                g.obs.metrics.keys().map(String::as_str).collect(),
-            )
-        })
-        .collect();
-    name_problem(metric, &finished, every, "the metric")
-}
-
-/// [`metric_problem`] over each finished input's `(id, names)`: `what` is how the name is
-/// spoken of (`the metric`, `the stepped metric`).
-pub(crate) fn name_problem(
-    metric: &str,
-    finished: &[(&str, Vec<&str>)],
-    every: bool,
-    what: &str,
-) -> Option<String> {
-    let total = finished.len();
-    let lacking: Vec<&str> = finished
-        .iter()
-        .filter(|(_, names)| !names.contains(&metric))
-        .map(|(id, _)| *id)
-        .collect();
-    if total == 0 || lacking.is_empty() || (!every && lacking.len() < total) {
-        return None;
-    }
-    let mut have: BTreeMap<&str, usize> = BTreeMap::new();
-    for (_, names) in finished {
-        for name in names {
-            *have.entry(name).or_default() += 1;
-        }
-    }
-    let listed: Vec<String> = have
-        .iter()
-        .map(|(name, &n)| {
-            if n == total {
-                format!("`{name}`")
-            } else {
-                format!("`{name}` ({n} of {total})")
-            }
-        })
-        .collect();
-    let listed = if listed.is_empty() {
-        "none".to_owned()
-    } else {
-        listed.join(", ")
-    };
-    if lacking.len() == total {
-        let guess = ablate_spec::did_you_mean(metric, have.keys().copied())
-            .map(|m| match have[m] {
-                n if n == total => format!("; did you mean `{m}`? (all {total} inputs have it)"),
-                n => format!("; did you mean `{m}`? ({n} of {total} inputs have it)"),
-            })
-            .unwrap_or_default();
-        return Some(format!(
-            "no input has {what} `{metric}`{guess}; the inputs have: {listed}"
-        ));
-    }
-    const SHOWN: usize = 3;
-    let mut which: Vec<String> = lacking
-        .iter()
-        .take(SHOWN)
-        .map(|id| format!("`{id}`"))
-        .collect();
-    if lacking.len() > SHOWN {
-        which.push(format!("and {} more", lacking.len() - SHOWN));
-    }
-    Some(format!(
-        "{} of {total} inputs have no {} `{metric}` ({}); the inputs have: {listed}",
-        lacking.len(),
-        what.trim_start_matches("the "),
-        which.join(", ")
-    ))
-}
-
-/// The note under a report built without some inputs: how many, and which (a few).
-pub(crate) fn missing_note(inputs: &[Gathered]) -> Option<String> {
-    let missing: Vec<&Gathered> = inputs.iter().filter(|g| !g.finished()).collect();
-    if missing.is_empty() {
-        return None;
-    }
-    const SHOWN: usize = 5;
-    let mut which: Vec<String> = missing
-        .iter()
-        .take(SHOWN)
-        .map(|g| {
-            format!(
-                "`{}` ({})",
-                g.id,
-                g.obs.missing.as_deref().unwrap_or_default()
-            )
-        })
-        .collect();
-    if missing.len() > SHOWN {
-        which.push(format!("and {} more", missing.len() - SHOWN));
-    }
-    // "1 of 1 input is", "2 of 6 inputs are": the noun agrees with the total, the verb with
-    // the count.
-    Some(format!(
-        "{} of {} input{} {} not in the table: {}.",
-        missing.len(),
-        inputs.len(),
-        if inputs.len() == 1 { "" } else { "s" },
-        if missing.len() == 1 { "is" } else { "are" },
-        which.join(", ")
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn gathered(id: &str, metrics: &[&str], missing: Option<&str>) -> Gathered {
-        Gathered {
-            id: id.into(),
-            obs: Observation {
-                labels: BTreeMap::new(),
-                metrics: metrics.iter().map(|m| ((*m).to_owned(), 1.0)).collect(),
-                missing: missing.map(str::to_owned),
-            },
-        }
-    }
-
-    /// #21: a metric no input has failed as "observation 0 has no metric …" after the sweep.
-    #[test]
-    fn a_metric_no_input_has_names_the_nearest_and_what_inputs_have() {
-        let inputs: Vec<Gathered> = (0..12)
-            .map(|i| {
-                let metrics: &[&str] = if i < 6 {
-                    &["test_acc", "test_loss", "val_acc"]
-                } else {
-                    &["test_acc", "test_loss"]
-                };
-                gathered(&format!("train[seed={i}]"), metrics, None)
-            })
-            .chain([gathered("train[seed=12]", &[], Some("failed"))])
-            .collect();
-        assert_eq!(
-            metric_problem("test_accc", &inputs, true).unwrap(),
-            "no input has the metric `test_accc`; did you mean `test_acc`? (all 12 inputs have \
-             it); the inputs have: `test_acc`, `test_loss`, `val_acc` (6 of 12)"
-        );
-        assert_eq!(
-            metric_problem("val_acc", &inputs, true).unwrap(),
-            "6 of 12 inputs have no metric `val_acc` (`train[seed=6]`, `train[seed=7]`, \
-             `train[seed=8]`, and 3 more); the inputs have: `test_acc`, `test_loss`, `val_acc` (6 \
-             of 12)"
-        );
-        assert_eq!(metric_problem("val_acc", &inputs, false), None);
-        assert_eq!(metric_problem("test_acc", &inputs, true), None);
-    }
-
-    /// #21 (QA §13): "1 of 1 inputs are not in the table".
-    #[test]
-    fn the_missing_note_agrees_in_number() {
-        let one = [gathered("train[seed=0]", &[], Some("failed"))];
-        assert_eq!(
-            missing_note(&one).unwrap(),
-            "1 of 1 input is not in the table: `train[seed=0]` (failed)."
-        );
-        let three = [
-            gathered("train[seed=0]", &[], Some("failed")),
-            gathered("train[seed=1]", &[], Some("skipped")),
-            gathered("train[seed=2]", &["acc"], None),
-        ];
-        assert_eq!(
-            missing_note(&three).unwrap(),
-            "2 of 3 inputs are not in the table: `train[seed=0]` (failed), `train[seed=1]` \
-             (skipped)."
-        );
-    }
 
     /// What a pipeline file's `relative_to` gets when it is loaded.
     #[test]

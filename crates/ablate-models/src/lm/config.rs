@@ -4,24 +4,26 @@ use serde::{Deserialize, Serialize};
 
 use crate::NnError;
 
-/// Decoder-only or encoder-decoder.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Arch {
-    /// One causal stack; a batch row may mark a leading prefix that attends bidirectionally
-    /// (prefix-LM masking, [`super::Batch::prefix`]).
-    Decoder,
-    /// An encoder (bidirectional over its valid tokens) and a causal decoder that also attends
-    /// to the encoder's output (cross-attention), T5-style.
-    EncDec,
+spelled! {
+    /// Decoder-only or encoder-decoder.
+    pub enum Arch {
+        /// One causal stack; a batch row may mark a leading prefix that attends bidirectionally
+        /// (prefix-LM masking, [`super::Batch::prefix`]).
+        Decoder = "decoder",
+        /// An encoder (bidirectional over its valid tokens) and a causal decoder that also
+        /// attends to the encoder's output (cross-attention), T5-style.
+        EncDec = "encdec",
+    }
 }
 
-impl Arch {
-    pub fn name(self) -> &'static str {
-        match self {
-            Arch::Decoder => "decoder",
-            Arch::EncDec => "encdec",
-        }
+spelled! {
+    /// How a decoder-only model's inputs attend to each other in training (an encoder-decoder's
+    /// encoder always reads its inputs bidirectionally).
+    pub enum Attention {
+        /// Bidirectionally: the prefix LM's masking.
+        Prefix = "prefix",
+        /// Causally, like the targets.
+        Causal = "causal",
     }
 }
 

@@ -223,29 +223,6 @@ pub(crate) fn corrupt(d: &Denoiser, raw: &[u32], lead: u32, rng: &mut SplitMix64
     }
 }
 
-/// The knobs of the named mixtures.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct MixtureOptions {
-    /// Multiplies the X (extreme) denoisers' μ, never below 3 (the R denoisers' μ): UL2's X spans
-    /// are sized for 512-token inputs, so short sequences scale them by a parameter (e.g.
-    /// 64/512). The R denoisers, and so `sc`, keep the paper's μ.
-    pub span_scale: f64,
-    /// The prefix LM's mean target fraction.
-    pub s_target: f64,
-    /// The weights of the R, X and S paradigms in `ul2`, split evenly within each paradigm.
-    pub ul2_weights: [f64; 3],
-}
-
-impl Default for MixtureOptions {
-    fn default() -> Self {
-        MixtureOptions {
-            span_scale: 1.0,
-            s_target: 0.25,
-            ul2_weights: [0.4, 0.4, 0.2],
-        }
-    }
-}
-
 /// Denoisers with normalised weights.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Mixture {
@@ -253,69 +230,6 @@ pub struct Mixture {
 }
 
 impl Mixture {
-    /// The names [`Mixture::named`] knows.
-    pub const NAMES: [&'static str; 5] = ["clm", "plm", "sc", "sclm", "ul2"];
-
-    /// `clm` (causal LM), `plm` (prefix LM), `sc` (T5's span corruption, R(μ=3, r=0.15)),
-    /// `sclm` (sc and clm, half each), `ul2`: R(3, 0.15), R(8, 0.15); X(3, 0.5), X(8, 0.5),
-    /// X(64, 0.15), X(64, 0.5); S(prefix), weighted `opts.ul2_weights` by paradigm (a paradigm
-    /// of weight 0 is left out).
-    pub fn named(name: &str, opts: &MixtureOptions) -> Result<Mixture, NnError> {
-        let bad = |msg: String| Err(NnError::InvalidConfig(msg));
-        if !(opts.span_scale.is_finite() && opts.span_scale > 0.0) {
-            return bad(format!(
-                "`span_scale` must be positive, not `{}`",
-                opts.span_scale
-            ));
-        }
-        let w = opts.ul2_weights;
-        if w.iter().any(|v| !(v.is_finite() && *v >= 0.0)) || w.iter().sum::<f64>() <= 0.0 {
-            return bad(format!(
-                "`ul2_weights` must be non-negative with a positive sum, not `{w:?}`"
-            ));
-        }
-        let span = |mu: f64, r: f64, mode: Mode| Denoiser::Span {
-            mu: match mode {
-                Mode::X => (mu * opts.span_scale).max(mu.min(3.0)),
-                _ => mu,
-            },
-            r,
-            mode,
-        };
-        let prefix = Denoiser::Prefix {
-            mean_target: opts.s_target,
-        };
-        let sc = span(3.0, 0.15, Mode::R);
-        let entries = match name {
-            "clm" => vec![(Denoiser::Causal, 1.0)],
-            "plm" => vec![(prefix, 1.0)],
-            "sc" => vec![(sc, 1.0)],
-            "sclm" => vec![(sc, 0.5), (Denoiser::Causal, 0.5)],
-            "ul2" => {
-                let r = [span(3.0, 0.15, Mode::R), span(8.0, 0.15, Mode::R)];
-                let x = [
-                    span(3.0, 0.5, Mode::X),
-                    span(8.0, 0.5, Mode::X),
-                    span(64.0, 0.15, Mode::X),
-                    span(64.0, 0.5, Mode::X),
-                ];
-                let mut entries = Vec::new();
-                entries.extend(r.iter().map(|&d| (d, w[0] / 2.0)));
-                entries.extend(x.iter().map(|&d| (d, w[1] / 4.0)));
-                entries.push((prefix, w[2]));
-                entries.retain(|(_, w)| *w > 0.0);
-                entries
-            }
-            _ => {
-                return bad(format!(
-                    "unknown mixture `{name}` (known: {})",
-                    Mixture::NAMES.join(", ")
-                ));
-            }
-        };
-        Mixture::custom(entries)
-    }
-
     /// A mixture of the given denoisers; the weights (positive, finite) are normalised.
     pub fn custom(entries: Vec<(Denoiser, f64)>) -> Result<Mixture, NnError> {
         if entries.is_empty() {
@@ -537,6 +451,7 @@ impl Sampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lm::objective::{MixtureOptions, Objective};
     use crate::lm::vocab::{NLG, NLU, S2S, sentinel};
 
     /// Runs of equal values: `(value, length)`.
@@ -681,7 +596,8 @@ mod tests {
     }
 
     fn all_denoisers() -> Vec<Denoiser> {
-        let mut ds: Vec<Denoiser> = Mixture::named("ul2", &MixtureOptions::default())
+        let mut ds: Vec<Denoiser> = Objective::Ul2
+            .mixture(&MixtureOptions::default())
             .unwrap()
             .entries()
             .iter()
@@ -743,8 +659,8 @@ mod tests {
     #[test]
     fn packed_examples_fit_every_mixture_arch_and_length() {
         let stream: Vec<u32> = (0..3000u32).map(|i| i % 251).collect();
-        for name in Mixture::NAMES {
-            let mix = Mixture::named(name, &MixtureOptions::default()).unwrap();
+        for objective in Objective::ALL {
+            let mix = objective.mixture(&MixtureOptions::default()).unwrap();
             for arch in [Arch::Decoder, Arch::EncDec] {
                 for seq_len in [32, 64, 128] {
                     let mut s =
@@ -920,7 +836,7 @@ mod tests {
 
     #[test]
     fn mixtures_are_named_validated_and_sampled_by_weight() {
-        let ul2 = Mixture::named("ul2", &MixtureOptions::default()).unwrap();
+        let ul2 = Objective::Ul2.mixture(&MixtureOptions::default()).unwrap();
         let described = ul2.describe();
         let names: Vec<&str> = described.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
@@ -939,7 +855,8 @@ mod tests {
         let want = [0.2, 0.2, 0.1, 0.1, 0.1, 0.1, 0.2];
         assert!(weights.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-12));
         assert_eq!(
-            Mixture::named("clm", &MixtureOptions::default())
+            Objective::Clm
+                .mixture(&MixtureOptions::default())
                 .unwrap()
                 .describe()[0]
                 .0,
@@ -951,7 +868,7 @@ mod tests {
             s_target: 0.5,
             ul2_weights: [1.0, 0.0, 1.0],
         };
-        let scaled = Mixture::named("ul2", &opts).unwrap().describe();
+        let scaled = Objective::Ul2.mixture(&opts).unwrap().describe();
         assert_eq!(
             scaled.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
             ["R(μ=3, r=0.15)", "R(μ=8, r=0.15)", "S(prefix, target 50%)"]
@@ -960,7 +877,7 @@ mod tests {
             ul2_weights: [0.0, 1.0, 0.0],
             ..opts
         };
-        let scaled_x = Mixture::named("ul2", &x).unwrap().describe();
+        let scaled_x = Objective::Ul2.mixture(&x).unwrap().describe();
         assert_eq!(
             scaled_x.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
             [
@@ -970,15 +887,14 @@ mod tests {
                 "X(μ=16, r=0.5)"
             ]
         );
-        let sclm = Mixture::named("sclm", &opts).unwrap();
+        let sclm = Objective::Sclm.mixture(&opts).unwrap();
         assert_eq!(sclm.describe()[0].0, "R(μ=3, r=0.15)");
 
-        assert!(Mixture::named("t5", &MixtureOptions::default()).is_err());
         let bad_opts = MixtureOptions {
             ul2_weights: [0.0; 3],
             ..MixtureOptions::default()
         };
-        assert!(Mixture::named("ul2", &bad_opts).is_err());
+        assert!(Objective::Ul2.mixture(&bad_opts).is_err());
         for bad in [
             (Denoiser::Causal, 0.0),
             (Denoiser::Causal, f64::NAN),
@@ -1019,7 +935,7 @@ mod tests {
     #[test]
     fn sampler_is_seeded_counts_and_leads_with_mode_tokens() {
         let stream: Vec<u32> = (0..2000u32).map(|i| i % 256).collect();
-        let mix = Mixture::named("ul2", &MixtureOptions::default()).unwrap();
+        let mix = Objective::Ul2.mixture(&MixtureOptions::default()).unwrap();
         let make = |seed, mode_tokens| {
             Sampler::new(
                 stream.clone(),

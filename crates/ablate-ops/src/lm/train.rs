@@ -1,0 +1,415 @@
+//! `train.lm`: a byte-level transformer trained with a UL2 objective, via `ablate-models`'s
+//! `lm` module.
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::path::Path;
+
+use ablate_cache::{EntryStatus, Metric};
+use ablate_models::lm::{
+    self, Arch, Attention, LmConfig, LmMeta, LmTrainConfig, Objective, ObjectiveError,
+    ObjectiveSpec, Reading, Sampler, vocab,
+};
+use ablate_models::{ExecOptions, NnError, Observer, StepLog};
+use ablate_results::{Column, ColumnData, Table};
+use ablate_run::{OpContext, OpError, OpOutput};
+use ablate_spec::{OpSchema, ParamSpec, ParamType, Value};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::params::typed;
+use crate::registry::Op;
+use crate::support::{artifact, backend, engine_error, read_split, training_progress};
+
+pub(crate) struct TrainLm {
+    schema: OpSchema,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TrainLmParams {
+    arch: Arch,
+    attention: Attention,
+    objective: ObjectiveSpec,
+    mode_tokens: bool,
+    span_scale: f64,
+    s_target: f64,
+    ul2_weights: Vec<f64>,
+    d_model: usize,
+    layers: usize,
+    heads: usize,
+    d_ff: usize,
+    seq_len: usize,
+    steps: usize,
+    batch: usize,
+    lr: f64,
+    warmup: usize,
+    weight_decay: f64,
+    clip: f64,
+    seed: u64,
+}
+
+impl TrainLm {
+    pub(crate) fn new() -> Self {
+        TrainLm {
+            schema: OpSchema {
+                name: "train.lm",
+                version: 2,
+                summary: "Train a byte-level transformer language model on its input's `train.txt` with a UL2 \
+                          objective: `clm` (causal LM), `plm` (prefix LM), `sc` (span corruption μ=3, r=0.15), `sclm` \
+                          (sc and clm 50/50), `ul2` (the mixture of 7 denoisers: R μ∈{3,8} r=0.15; X (μ,r) ∈ {(3,.5), \
+                          (8,.5), (64,.15), (64,.5)}; S prefix LM; paradigm weights `ul2_weights`), or a list of \
+                          denoisers `{denoiser: R|X|S|CLM, mu, r, target, weight}`. Every objective gets the same \
+                          token budget: `steps` × `batch` sequences of `seq_len`. Writes `model.safetensors`, `lm.json` \
+                          (the effective denoisers), `history.parquet` (per-step loss, lr, gradient norm).",
+                params: vec![
+                    ParamSpec::with_default(
+                        "arch",
+                        ParamType::Enum(Arch::NAMES),
+                        json!("decoder"),
+                        "decoder-only, or encoder-decoder (T5-style, `layers` blocks each)",
+                    ),
+                    ParamSpec::with_default(
+                        "attention",
+                        ParamType::Enum(Attention::NAMES),
+                        json!("prefix"),
+                        "decoder-only: the inputs attend bidirectionally (prefix LM) or causally; a `clm`-only objective is always causal (its inputs are just the lead token, and a model trained so reads prompts causally)",
+                    ),
+                    ParamSpec::with_default(
+                        "objective",
+                        ParamType::one_of(
+                            ParamType::Enum(Objective::NAMES),
+                            ParamType::list(ParamType::Any),
+                        ),
+                        json!("ul2"),
+                        "a named objective, or a mixture: a list of {denoiser: R|X|S|CLM, mu, r, target, weight}",
+                    ),
+                    ParamSpec::with_default(
+                        "mode_tokens",
+                        ParamType::Bool,
+                        json!(false),
+                        "prepend the denoiser's mode token ([NLU] R, [NLG] X, [S2S] S) to its inputs",
+                    ),
+                    ParamSpec::with_default(
+                        "span_scale",
+                        ParamType::Float { min: 0.0, max: 1.0 },
+                        json!(1.0),
+                        "multiplies the X denoisers' span length μ (never below 3), fitting UL2's spans for 512-token inputs to shorter sequences, e.g. seq_len/512; R (and sc) keep μ",
+                    ),
+                    ParamSpec::with_default(
+                        "s_target",
+                        ParamType::Float {
+                            min: 0.01,
+                            max: 0.99,
+                        },
+                        json!(0.25),
+                        "mean fraction of an S (prefix-LM) example that is target",
+                    ),
+                    ParamSpec::with_default(
+                        "ul2_weights",
+                        ParamType::list(ParamType::non_negative_float()),
+                        json!([0.4, 0.4, 0.2]),
+                        "the ul2 mixture's weights of its R, X and S denoisers",
+                    ),
+                    ParamSpec::with_default(
+                        "d_model",
+                        ParamType::positive_int(),
+                        json!(64),
+                        "model width",
+                    ),
+                    ParamSpec::with_default(
+                        "layers",
+                        ParamType::positive_int(),
+                        json!(2),
+                        "blocks per stack",
+                    ),
+                    ParamSpec::with_default(
+                        "heads",
+                        ParamType::positive_int(),
+                        json!(4),
+                        "attention heads",
+                    ),
+                    ParamSpec::with_default(
+                        "d_ff",
+                        ParamType::positive_int(),
+                        json!(256),
+                        "feed-forward width",
+                    ),
+                    ParamSpec::with_default(
+                        "seq_len",
+                        ParamType::Int { min: 16, max: 4096 },
+                        json!(64),
+                        "tokens per sequence (encoder and decoder each)",
+                    ),
+                    ParamSpec::with_default(
+                        "steps",
+                        ParamType::positive_int(),
+                        json!(1000),
+                        "optimiser steps",
+                    ),
+                    ParamSpec::with_default(
+                        "batch",
+                        ParamType::positive_int(),
+                        json!(16),
+                        "sequences per step",
+                    ),
+                    ParamSpec::with_default(
+                        "lr",
+                        ParamType::positive_float(),
+                        json!(0.001),
+                        "peak AdamW learning rate",
+                    ),
+                    ParamSpec::with_default(
+                        "warmup",
+                        ParamType::non_negative_int(),
+                        json!(100),
+                        "steps of linear warm-up (then cosine decay to 10%)",
+                    ),
+                    ParamSpec::with_default(
+                        "weight_decay",
+                        ParamType::non_negative_float(),
+                        json!(0.0),
+                        "decoupled (AdamW) weight decay of the matrices and embeddings",
+                    ),
+                    ParamSpec::with_default(
+                        "clip",
+                        ParamType::positive_float(),
+                        json!(1.0),
+                        "global gradient-norm clipping",
+                    ),
+                    ParamSpec::with_default(
+                        "seed",
+                        ParamType::non_negative_int(),
+                        json!(0),
+                        "initialisation and data-sampling seed",
+                    ),
+                ],
+                gathers: false,
+                free_params: false,
+                inputs_by_name: false,
+                on_device: true,
+                needs: (1, Some(1)),
+            },
+        }
+    }
+}
+
+/// Forwards progress, stops on cancellation, and keeps the log (the steps before a divergence
+/// are the result of a diverged run).
+struct StepObserver<'a, 'b> {
+    ctx: &'a OpContext<'b>,
+    log: Vec<StepLog<()>>,
+}
+
+impl Observer<()> for StepObserver<'_, '_> {
+    fn on_step(&mut self, log: &StepLog<()>) -> ControlFlow<()> {
+        self.log.push(*log);
+        training_progress(self.ctx, log.step, log.steps, log.loss)
+    }
+
+    fn cancelled(&self) -> bool {
+        self.ctx.is_cancelled()
+    }
+}
+
+/// How often the per-step loss is also recorded as a stepped metric (the full log is in
+/// `history.parquet`): about 100 points per run.
+fn metric_stride(steps: usize) -> usize {
+    steps.div_ceil(100).max(1)
+}
+
+impl Op for TrainLm {
+    fn schema(&self) -> &OpSchema {
+        &self.schema
+    }
+
+    fn check_value(&self, param: &str, value: &Value) -> Result<(), String> {
+        match (param, value) {
+            ("objective", Value::Array(list)) => lm::custom_mixture(list)
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            // Only the count is checked here: the values' types are the schema's to report.
+            ("ul2_weights", Value::Array(w)) => {
+                let w: Vec<f64> = w.iter().map(|v| v.as_f64().unwrap_or(0.0)).collect();
+                lm::ul2_weights(&w).map(drop).map_err(|e| e.to_string())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
+        let p: TrainLmParams = typed("train.lm", ctx.job.params())?;
+        let mixture = lm::mixture_of(&p.objective, p.span_scale, p.s_target, &p.ul2_weights)
+            .map_err(objective_error)?;
+        // A causal-LM-only objective never has inputs beyond the lead token: no prefix masking.
+        let prefix_attention = p.arch == Arch::Decoder && p.attention == Attention::Prefix;
+        let prefix_lm =
+            prefix_attention && Reading::of(&mixture, p.arch, true, &[]) == Reading::Inputs;
+        let meta = LmMeta::new(p.arch, &mixture, prefix_attention, p.mode_tokens, p.seq_len);
+        let cfg = LmConfig {
+            arch: p.arch,
+            vocab: vocab::VOCAB,
+            d_model: p.d_model,
+            layers: p.layers,
+            heads: p.heads,
+            d_ff: p.d_ff,
+            seq_len: p.seq_len,
+        };
+        cfg.validate().map_err(engine_error)?;
+        let train = LmTrainConfig {
+            steps: p.steps,
+            batch: p.batch,
+            lr: p.lr as f32,
+            warmup: p.warmup,
+            weight_decay: p.weight_decay as f32,
+            clip: p.clip as f32,
+            seed: p.seed,
+        };
+        let docs = read_split(&artifact(ctx, "train.txt")?)?;
+        let mut sampler = Sampler::new(
+            lm::token_stream(&docs),
+            mixture,
+            p.arch,
+            p.seq_len,
+            p.mode_tokens,
+            prefix_lm,
+            p.seed,
+        )
+        .map_err(engine_error)?;
+        let mut observer = StepObserver {
+            ctx,
+            log: Vec::new(),
+        };
+        let mut batches = |_step: usize| sampler.next_batch(p.batch);
+        let exec = ExecOptions {
+            threads: ctx.threads(),
+            backend: backend(ctx)?,
+        };
+        let trained = lm::train_lm_with(&cfg, &train, &exec, &mut batches, &mut observer);
+        let out = ctx.out_dir();
+        let stride = metric_stride(p.steps);
+        let stepped = |log: &[StepLog<()>]| -> Vec<Metric> {
+            log.iter()
+                .filter(|l| l.step % stride == 0 || l.step == log.len())
+                .map(|l| Metric::at_step("loss", l.step as u64, f64::from(l.loss)))
+                .collect()
+        };
+        let (model, log) = match trained {
+            Ok(trained) => trained,
+            // A divergence is a result the executor keeps or fails by the stage's `diverged:`:
+            // the steps before it are logged, and there is no model to save.
+            Err(NnError::NonFiniteStep {
+                step,
+                loss,
+                grad_norm,
+            }) => {
+                let log = observer.log;
+                write_history(&out.join("history.parquet"), &log)?;
+                let status = if loss.is_finite() {
+                    EntryStatus::diverged("grad_norm", Some(step as u64), f64::from(grad_norm))
+                } else {
+                    EntryStatus::diverged("loss", Some(step as u64), f64::from(loss))
+                };
+                return Ok(OpOutput {
+                    metrics: stepped(&log),
+                    publish: Vec::new(),
+                    status,
+                });
+            }
+            Err(e) => return Err(engine_error(e)),
+        };
+
+        let meta_json = serde_json::to_string_pretty(&meta).expect("plain data serialises");
+        std::fs::write(out.join("lm.json"), &meta_json)
+            .map_err(|e| OpError::with("failed to write `lm.json`", e))?;
+        let file_meta = BTreeMap::from([("ablate.train".to_string(), meta_json)]);
+        model
+            .save(&out.join("model.safetensors"), &file_meta)
+            .map_err(engine_error)?;
+        write_history(&out.join("history.parquet"), &log)?;
+
+        let mut metrics = stepped(&log);
+        // The final training loss: the mean of the last 5% of steps (one step is noisy).
+        let tail = &log[log.len() - (log.len() / 20).max(1)..];
+        let train_loss = tail.iter().map(|l| f64::from(l.loss)).sum::<f64>() / tail.len() as f64;
+        metrics.push(Metric::new("train_loss", train_loss));
+        metrics.push(Metric::new("params", model.num_params() as f64));
+        metrics.push(Metric::new(
+            "tokens",
+            (p.steps * p.batch * p.seq_len) as f64,
+        ));
+        for ((name, weight), count) in meta.denoisers.iter().zip(sampler.counts()) {
+            metrics.push(Metric::new(
+                format!("sampled[{name} w={weight:.3}]"),
+                *count as f64,
+            ));
+        }
+        Ok(OpOutput {
+            metrics,
+            publish: Vec::new(),
+            ..OpOutput::default()
+        })
+    }
+}
+
+/// An objective that cannot be built, as the op's error: a malformed one says what is wrong as
+/// is; a named mixture's bad options are an invalid objective.
+fn objective_error(e: ObjectiveError) -> OpError {
+    match e {
+        ObjectiveError::Invalid(message) => OpError::msg(message),
+        ObjectiveError::Mixture(e) => OpError::with("invalid objective", e),
+    }
+}
+
+fn write_history(path: &Path, log: &[StepLog<()>]) -> Result<(), OpError> {
+    let float = |f: fn(&StepLog<()>) -> f32| {
+        ColumnData::Float(log.iter().map(|l| Some(f64::from(f(l)))).collect())
+    };
+    let table = Table {
+        columns: vec![
+            Column {
+                name: "step".into(),
+                data: ColumnData::Int(log.iter().map(|l| Some(l.step as i64)).collect()),
+            },
+            Column {
+                name: "loss".into(),
+                data: float(|l| l.loss),
+            },
+            Column {
+                name: "lr".into(),
+                data: float(|l| l.lr),
+            },
+            Column {
+                name: "grad_norm".into(),
+                data: float(|l| l.grad_norm),
+            },
+        ],
+    };
+    ablate_results::write_table(path, &table)
+        .map_err(|e| OpError::with("failed to write the training history", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The objective's and `ul2_weights`'s checks run when the pipeline is loaded.
+    #[test]
+    fn a_bad_objective_is_refused_when_the_pipeline_is_loaded() {
+        let op = TrainLm::new();
+        assert!(
+            op.check_value("objective", &json!([{"denoiser": "Q", "weight": 1}]))
+                .is_err()
+        );
+        assert!(op.check_value("objective", &json!("ul2")).is_ok());
+        assert!(op.check_value("ul2_weights", &json!([1, 2])).is_err());
+    }
+
+    #[test]
+    fn about_a_hundred_loss_points_are_kept_as_metrics() {
+        assert_eq!(metric_stride(50), 1);
+        assert_eq!(metric_stride(100), 1);
+        assert_eq!(metric_stride(3000), 30);
+        assert_eq!(metric_stride(3001), 31);
+    }
+}
