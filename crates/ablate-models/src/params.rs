@@ -2,40 +2,22 @@
 //! flat parameter vector, how it is initialised.
 
 use crate::FlowConfig;
+pub(crate) use ablate_nn::Dense;
 use ablate_nn::Init;
-
-/// A dense layer `y = x·Wᵀ + b` with `W` of shape `[out, inp]` (PyTorch's convention); the
-/// offsets point into the flat parameter vector.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Linear {
-    pub inp: usize,
-    pub out: usize,
-    pub w: usize,
-    pub b: usize,
-}
-
-impl Linear {
-    pub(crate) fn w<'a>(&self, p: &'a [f32]) -> &'a [f32] {
-        &p[self.w..self.w + self.out * self.inp]
-    }
-    pub(crate) fn b<'a>(&self, p: &'a [f32]) -> &'a [f32] {
-        &p[self.b..self.b + self.out]
-    }
-}
 
 /// One velocity field `v(x) = W2·σ(W1·x + b1) + b2`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Field {
-    pub l1: Linear,
-    pub l2: Linear,
+    pub l1: Dense,
+    pub l2: Dense,
 }
 
 /// Where every parameter of a model with a given config lives.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Layout {
-    pub lift: Option<Linear>,
+    pub lift: Option<Dense>,
     pub fields: Vec<Field>,
-    pub head: Linear,
+    pub head: Dense,
     /// The slots, in the order above.
     pub store: ablate_nn::Layout,
     /// `store.total()`.
@@ -45,13 +27,10 @@ pub(crate) struct Layout {
 impl Layout {
     pub(crate) fn new(cfg: &FlowConfig) -> Layout {
         let mut store = ablate_nn::Layout::new();
-        // PyTorch's `nn.Linear`: weight `[out, inp]` (decayed), bias `[out]`, both uniform in
-        // ±1/√inp.
+        // PyTorch's `nn.Linear` and its initialisation: weight and bias uniform in ±1/√inp.
         let mut linear = |name: &str, inp: usize, out: usize| {
             let init = Init::fan_in(inp);
-            let w = store.push(format!("{name}.weight"), &[out, inp], init, true);
-            let b = store.push(format!("{name}.bias"), &[out], init, false);
-            Linear { inp, out, w, b }
+            store.dense(name, inp, out, init, init)
         };
         let lift = cfg.has_lift().then(|| linear("lift", cfg.in_dim, cfg.dim));
         let fields = (0..cfg.num_fields())

@@ -35,7 +35,7 @@ struct TLinear<D: Device<f32>> {
 }
 
 impl<D: Device<f32>> TLinear<D> {
-    fn load(dev: &D, l: &params::Linear, p: &[f32]) -> Result<Self, D::Err> {
+    fn load(dev: &D, l: &params::Dense, p: &[f32]) -> Result<Self, D::Err> {
         Ok(TLinear {
             w: dev.try_tensor_from_vec(l.w(p).to_vec(), (l.out, l.inp))?,
             b: dev.try_tensor_from_vec(l.b(p).to_vec(), (l.out,))?,

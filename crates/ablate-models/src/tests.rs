@@ -99,7 +99,7 @@ fn variant(
 /// both backends (plain loops, exact `tanh`), and the smallest |pre-activation| met when σ is
 /// relu (how far the input is from a kink of the loss).
 fn reference_logits(cfg: &FlowConfig, layout: &Layout, p: &[f64], row: &[f64]) -> (Vec<f64>, f64) {
-    let lin = |l: &crate::params::Linear, v: &[f64]| -> Vec<f64> {
+    let lin = |l: &crate::params::Dense, v: &[f64]| -> Vec<f64> {
         (0..l.out)
             .map(|o| {
                 p[l.b + o]

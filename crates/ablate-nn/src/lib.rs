@@ -2,8 +2,8 @@
 //! `Config → Model::new → forward`, burn's `Module`, at the size this project needs):
 //!
 //! - [`store`]: the parameter store — named slots (shape, offset, initialisation, decay) in one
-//!   flat buffer, one dense-layer convention ([`Dense`]: `y = x·W + b`, `W` stored
-//!   `[inp, out]`), LayerNorm handles, and [`Params`], several replicas of one layout side by
+//!   flat buffer, one dense-layer convention ([`Dense`]: `y = x·Wᵀ + b`, `W` stored
+//!   `[out, inp]`, PyTorch's), LayerNorm handles, and [`Params`], several replicas of one layout side by
 //!   side;
 //! - [`optim`]: AdamW with global-norm clipping and learning-rate schedules, hyperparameters per
 //!   replica;

@@ -168,7 +168,7 @@ mod tests {
 
     fn layout() -> Layout {
         let mut l = Layout::new();
-        l.dense("fc", 3, 2, Init::Uniform(0.5));
+        l.dense("fc", 3, 2, Init::Uniform(0.5), Init::Zeros);
         l
     }
 

@@ -58,8 +58,9 @@ impl Slot {
     }
 }
 
-/// A dense layer `y = x·W + b`, `W` stored `[inp, out]` row-major (the convention of
-/// [`Layout::dense`]); the offsets point into the flat buffer.
+/// A dense layer `y = x·Wᵀ + b` with `W` stored `[out, inp]` row-major — PyTorch's
+/// `nn.Linear` and candle's `Linear`, so a model file reads in either unchanged. The one dense
+/// convention of every model here; the offsets point into the flat buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dense {
     pub inp: usize,
@@ -69,8 +70,9 @@ pub struct Dense {
 }
 
 impl Dense {
+    /// The weight, `[out, inp]`.
     pub fn w<'a>(&self, p: &'a [f32]) -> &'a [f32] {
-        &p[self.w..self.w + self.inp * self.out]
+        &p[self.w..self.w + self.out * self.inp]
     }
 
     pub fn b<'a>(&self, p: &'a [f32]) -> &'a [f32] {
@@ -119,14 +121,14 @@ impl Layout {
         offset
     }
 
-    /// A dense layer `{name}.w` (`[inp, out]`, initialised by `w`, decayed) and `{name}.b`
-    /// (`[out]`, zeros).
-    pub fn dense(&mut self, name: &str, inp: usize, out: usize, w: Init) -> Dense {
+    /// A dense layer: `{name}.weight` (`[out, inp]`, initialised by `w`, decayed) and
+    /// `{name}.bias` (`[out]`, initialised by `b`, not decayed).
+    pub fn dense(&mut self, name: &str, inp: usize, out: usize, w: Init, b: Init) -> Dense {
         Dense {
             inp,
             out,
-            w: self.push(format!("{name}.w"), &[inp, out], w, true),
-            b: self.push(format!("{name}.b"), &[out], Init::Zeros, false),
+            w: self.push(format!("{name}.weight"), &[out, inp], w, true),
+            b: self.push(format!("{name}.bias"), &[out], b, false),
         }
     }
 
@@ -236,12 +238,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slots_tile_the_buffer_and_dense_layers_are_inp_by_out() {
+    fn slots_tile_the_buffer_and_dense_layers_are_out_by_inp() {
         let mut l = Layout::new();
-        let d = l.dense("fc", 3, 2, Init::fan_in(3));
+        let d = l.dense("fc", 3, 2, Init::fan_in(3), Init::Zeros);
         let n = l.norm("ln", 2);
         assert_eq!((d.w, d.b, n.g, n.b, l.total()), (0, 6, 8, 10, 12));
-        assert_eq!(l.slots()[0].shape, vec![3, 2]);
+        assert_eq!(l.slots()[0].shape, vec![2, 3]);
+        assert_eq!(l.slots()[0].name, "fc.weight");
         let decayed: Vec<_> = l.decayed().collect();
         assert_eq!(decayed, vec![0..6]);
         let p = l.init(1, 7);

@@ -3,7 +3,7 @@
 
 use super::linalg::{det, dist, gram, identity, mat_mul};
 use super::net::Net64;
-use crate::params::{Layout, Linear};
+use crate::params::{Dense, Layout};
 use crate::{Flow, Form, Integrator, NnError, Weights};
 
 /// Every layer's state for each row: `states[(layer * rows + row) * dim + j]`, layer `0..=steps`
@@ -168,7 +168,7 @@ impl Flow {
         let layout = Layout::new(&fine);
         let (old, p) = (self.layout(), self.params());
         let mut params = vec![0.0; layout.total];
-        let mut copy = |to: &Linear, from: &Linear| {
+        let mut copy = |to: &Dense, from: &Dense| {
             params[to.w..to.w + to.out * to.inp].copy_from_slice(from.w(p));
             params[to.b..to.b + to.out].copy_from_slice(from.b(p));
         };

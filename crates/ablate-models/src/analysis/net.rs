@@ -2,20 +2,20 @@
 //! adjoints, and the ways to invert it.
 
 use super::linalg::{dist, identity, mat_mul};
-use crate::params::{Layout, Linear};
+use crate::params::{Dense, Layout};
 use crate::{Activation, FlowConfig, Form, Integrator, Weights};
 
 /// A dense layer `y = W·x + b` in f64.
-pub(super) struct Dense {
+pub(super) struct Dense64 {
     inp: usize,
     out: usize,
     pub(super) w: Vec<f64>,
     b: Vec<f64>,
 }
 
-impl Dense {
-    pub(super) fn new(l: &Linear, p: &[f32]) -> Dense {
-        Dense {
+impl Dense64 {
+    pub(super) fn new(l: &Dense, p: &[f32]) -> Dense64 {
+        Dense64 {
             inp: l.inp,
             out: l.out,
             w: l.w(p).iter().map(|&v| f64::from(v)).collect(),
@@ -34,8 +34,8 @@ impl Dense {
 }
 
 pub(super) struct Field64 {
-    l1: Dense,
-    l2: Dense,
+    l1: Dense64,
+    l2: Dense64,
 }
 
 /// The stages of the explicit integrators, each driven by the one before it:
@@ -60,7 +60,7 @@ pub(super) struct Net64 {
     pub(super) steps: usize,
     pub(super) dim: usize,
     h: f64,
-    pub(super) lift: Option<Dense>,
+    pub(super) lift: Option<Dense64>,
     fields: Vec<Field64>,
 }
 
@@ -74,13 +74,13 @@ impl Net64 {
             steps: cfg.steps,
             dim: cfg.dim,
             h: f64::from(cfg.h),
-            lift: layout.lift.as_ref().map(|l| Dense::new(l, p)),
+            lift: layout.lift.as_ref().map(|l| Dense64::new(l, p)),
             fields: layout
                 .fields
                 .iter()
                 .map(|f| Field64 {
-                    l1: Dense::new(&f.l1, p),
-                    l2: Dense::new(&f.l2, p),
+                    l1: Dense64::new(&f.l1, p),
+                    l2: Dense64::new(&f.l2, p),
                 })
                 .collect(),
         }

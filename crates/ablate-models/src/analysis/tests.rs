@@ -1,7 +1,7 @@
 //! The analyses against finite differences, hand-worked matrices and exact solutions.
 
 use super::linalg::{dist, gram, identity, mat_mul};
-use super::net::Dense;
+use super::net::Dense64;
 use super::*;
 use crate::params::Layout;
 use crate::rng::SplitMix64;
@@ -76,7 +76,7 @@ fn analysis_trace_through_the_head_matches_predict_logits() {
             let x = points(5, in_dim, 1, 2.0);
             let trace = f.trace(&x).unwrap();
             assert_eq!((trace.rows, trace.layers, trace.dim), (5, 5, 3));
-            let head = Dense::new(&f.layout().head, f.params());
+            let head = Dense64::new(&f.layout().head, f.params());
             let logits = f.predict_logits(&x).unwrap();
             for row in 0..5 {
                 let ours = head.apply(trace.state(cfg.steps, row));

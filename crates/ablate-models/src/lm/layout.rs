@@ -62,7 +62,7 @@ impl Builder {
         self.store.norm(name, d)
     }
     fn dense(&mut self, name: &str, inp: usize, out: usize) -> Dense {
-        self.store.dense(name, inp, out, std002())
+        self.store.dense(name, inp, out, std002(), Init::Zeros)
     }
     fn attention(&mut self, name: &str, d: usize) -> Attention {
         Attention {
@@ -102,7 +102,7 @@ impl Builder {
 impl LmLayout {
     /// Slot order: `tok_emb`, `pos_emb`, the encoder (`enc.{i}.…`, `enc.ln_f`) when encdec, then
     /// the decoder (`dec.{i}.ln1`, `.attn.{q,k,v,o}`, [`.lnx`, `.cross.{q,k,v,o}`], `.ln2`,
-    /// `.ff1`, `.ff2`, then `dec.ln_f`); each dense layer is `.w` then `.b`, each norm `.g`, `.b`.
+    /// `.ff1`, `.ff2`, then `dec.ln_f`); each dense layer is `.weight` (`[out, inp]`) then `.bias`, each norm `.g`, `.b`.
     pub(crate) fn new(cfg: &LmConfig) -> LmLayout {
         let mut b = Builder {
             store: Layout::new(),
@@ -125,9 +125,27 @@ impl LmLayout {
         }
     }
 
-    /// Fresh parameters: one seeded stream drawn in slot order.
+    /// Fresh parameters: one seeded stream drawn in slot order, each dense weight (`[out, inp]`)
+    /// in the row-major order of its transpose — the `[inp, out]` layout these models were
+    /// first stored in — so that a seed gives the same model as before the layout became the
+    /// core's (and the results in docs/papers.md stay what the pipelines compute).
     pub(crate) fn init(&self, seed: u64) -> Vec<f32> {
-        self.store.init(seed, STREAM_LM_INIT)
+        let mut p = self.store.init(seed, STREAM_LM_INIT);
+        let dense = self
+            .store
+            .slots()
+            .iter()
+            .filter(|s| s.name.ends_with(".weight"));
+        for s in dense {
+            let (out, inp) = (s.shape[0], s.shape[1]);
+            let drawn = p[s.range()].to_vec();
+            for (o, row) in p[s.range()].chunks_exact_mut(inp).enumerate() {
+                for (i, v) in row.iter_mut().enumerate() {
+                    *v = drawn[i * out + o];
+                }
+            }
+        }
+        p
     }
 }
 

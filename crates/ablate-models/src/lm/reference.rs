@@ -50,7 +50,7 @@ fn layer_norm(p: &[f32], n: &Norm, x: &Mat) -> Mat {
         .collect()
 }
 
-/// `y = x·W + b`, `W` stored `[inp, out]` row-major.
+/// `y = x·Wᵀ + b`, `W` stored `[out, inp]` row-major.
 fn dense(p: &[f32], l: &Dense, x: &Mat) -> Mat {
     x.iter()
         .map(|row| {
@@ -58,7 +58,7 @@ fn dense(p: &[f32], l: &Dense, x: &Mat) -> Mat {
                 .map(|o| {
                     let mut s = get(p, l.b + o);
                     for (i, v) in row.iter().enumerate() {
-                        s += v * get(p, l.w + i * l.out + o);
+                        s += v * get(p, l.w + o * l.inp + i);
                     }
                     s
                 })

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use dfdx::shapes::{Axes4, Axis, HasShape};
+use dfdx::shapes::{Axes2, Axes4, Axis, HasShape};
 use dfdx::tensor::{NoneTape, OwnedTape, Tape, Tensor};
 use dfdx::tensor_ops::{
     Backward, BroadcastTo, Device, GatherTo, PermuteTo, ReshapeTo, SelectTo, SumTo, TryAdd,
@@ -179,10 +179,13 @@ struct Net<'a, D: Device<f32>> {
 }
 
 impl<D: Device<f32>> Net<'_, D> {
-    /// `y = x·W + b`
+    /// `y = x·Wᵀ + b`
     fn dense<T: Tape<f32, D>>(&self, l: &Dense, x: T2<D, T>) -> Result<T2<D, T>, D::Err> {
         let n = x.shape().0;
-        let w = self.p.mat::<T>(l.w, l.inp, l.out)?;
+        let w = self
+            .p
+            .mat::<T>(l.w, l.out, l.inp)?
+            .try_permute::<_, Axes2<1, 0>>()?;
         x.try_matmul(w)?.try_add(self.p.rows::<T>(l.b, n)?)
     }
 
@@ -753,7 +756,7 @@ mod tests {
                 }
                 // Every slot influences the loss (the test would be vacuous otherwise), except
                 // the key bias: q·b_k is the same for every key, and softmax ignores it.
-                if s.name.ends_with(".k.b") {
+                if s.name.ends_with(".k.bias") {
                     assert!(norm < 1e-12, "{arch:?} {}: {norm}", s.name);
                 } else {
                     assert!(norm > 1e-12, "{arch:?} {}: zero gradient", s.name);

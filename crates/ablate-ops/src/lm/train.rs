@@ -54,7 +54,7 @@ impl TrainLm {
         TrainLm {
             schema: OpSchema {
                 name: "train.lm",
-                version: 2,
+                version: 3,
                 summary: "Train a byte-level transformer language model on its input's `train.txt` with a UL2 \
                           objective: `clm` (causal LM), `plm` (prefix LM), `sc` (span corruption μ=3, r=0.15), `sclm` \
                           (sc and clm 50/50), `ul2` (the mixture of 7 denoisers: R μ∈{3,8} r=0.15; X (μ,r) ∈ {(3,.5), \

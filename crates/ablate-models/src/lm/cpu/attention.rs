@@ -102,7 +102,7 @@ pub(super) fn attn_forward(
         d,
         true,
         Mat::new(ctx, b * t, d),
-        Mat::new(a.o.w(p), d, d),
+        Mat::new(a.o.w(p), d, d).t(),
         1.0,
     );
 }

@@ -8,7 +8,7 @@ pub(super) fn size(v: &mut Vec<f32>, n: usize) {
     v.resize(n, 0.0);
 }
 
-/// `y := x·W + b` over `rows` rows.
+/// `y := x·Wᵀ + b` over `rows` rows (`W` is `[out, inp]`).
 pub(super) fn dense_forward(dn: &Dense, p: &[f32], x: &[f32], rows: usize, y: &mut [f32]) {
     let y = &mut y[..rows * dn.out];
     kernels::set_rows_bias(y, None, dn.b(p), 1.0);
@@ -17,25 +17,25 @@ pub(super) fn dense_forward(dn: &Dense, p: &[f32], x: &[f32], rows: usize, y: &m
         dn.out,
         true,
         Mat::new(&x[..rows * dn.inp], rows, dn.inp),
-        Mat::new(dn.w(p), dn.inp, dn.out),
+        Mat::new(dn.w(p), dn.out, dn.inp).t(),
         1.0,
     );
 }
 
-/// `∂W += xᵀ·gy`, `∂b += Σ gy`.
+/// `∂W += gyᵀ·x`, `∂b += Σ gy`.
 pub(super) fn dense_param_grad(dn: &Dense, x: &[f32], gy: &[f32], rows: usize, grad: &mut [f32]) {
     mm(
-        &mut grad[dn.w..dn.w + dn.inp * dn.out],
-        dn.out,
+        &mut grad[dn.w..dn.w + dn.out * dn.inp],
+        dn.inp,
         true,
-        Mat::new(&x[..rows * dn.inp], rows, dn.inp).t(),
-        Mat::new(&gy[..rows * dn.out], rows, dn.out),
+        Mat::new(&gy[..rows * dn.out], rows, dn.out).t(),
+        Mat::new(&x[..rows * dn.inp], rows, dn.inp),
         1.0,
     );
     kernels::add_col_sums(&mut grad[dn.b..dn.b + dn.out], &gy[..rows * dn.out], 1.0);
 }
 
-/// `gx (+)= gy·Wᵀ`.
+/// `gx (+)= gy·W`.
 pub(super) fn dense_input_grad(
     dn: &Dense,
     p: &[f32],
@@ -49,7 +49,7 @@ pub(super) fn dense_input_grad(
         dn.inp,
         acc,
         Mat::new(&gy[..rows * dn.out], rows, dn.out),
-        Mat::new(dn.w(p), dn.inp, dn.out).t(),
+        Mat::new(dn.w(p), dn.out, dn.inp),
         1.0,
     );
 }

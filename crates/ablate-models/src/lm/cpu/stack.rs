@@ -103,7 +103,7 @@ pub(super) fn stack_forward(
             d,
             true,
             Mat::new(&bw.fa, n, cfg.d_ff),
-            Mat::new(blk.ff2.w(p), cfg.d_ff, d),
+            Mat::new(blk.ff2.w(p), d, cfg.d_ff).t(),
             1.0,
         );
     }
@@ -156,11 +156,11 @@ pub(super) fn stack_backward(
         debug_assert!(w1 < b1);
         gelu_backward(&mut gf[..n * f], &bw.f1, &mut grad[b1..b1 + f]);
         mm(
-            &mut grad[w1..w1 + d * f],
-            f,
+            &mut grad[w1..w1 + f * d],
+            d,
             true,
-            Mat::new(&bw.ln2.h, n, d).t(),
-            Mat::new(&gf[..n * f], n, f),
+            Mat::new(&gf[..n * f], n, f).t(),
+            Mat::new(&bw.ln2.h, n, d),
             1.0,
         );
         dense_input_grad(&blk.ff1, p, gf, n, gh, false);

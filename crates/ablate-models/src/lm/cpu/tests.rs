@@ -91,7 +91,7 @@ impl Naive<'_> {
                     .map(|o| {
                         self.p[dn.b + o]
                             + (0..dn.inp)
-                                .map(|i| row[i] * self.p[dn.w + i * dn.out + o])
+                                .map(|i| row[i] * self.p[dn.w + o * dn.inp + i])
                                 .sum::<f64>()
                     })
                     .collect()
