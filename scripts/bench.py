@@ -25,6 +25,9 @@ shared and noisy, so read the ratios, not the third digit.
   --compare BIN                   time another ablate binary (say, a build of an earlier revision)
                                   on the orchestration measures too, alternated with this one, and
                                   show its figures beside them
+  --compare-examples DIR          run another build's train_flow_bench and lm_bench (DIR holds them,
+                                  say an earlier revision's target/release/examples) on the training
+                                  measures, alternated with this build's, and show their figures
 """
 import argparse
 import datetime
@@ -182,15 +185,18 @@ def orchestration(compare):
     return rows
 
 
-def training():
+def training(compare_dir=None):
     rows = []
     print("training steps/s ...", file=sys.stderr)
-    ours = {}
+    ours, theirs = {}, {}
+    flow_bench = lambda exe, weights, threads: json.loads(subprocess.run(
+        [exe, "--weights", weights, "--threads", str(threads)],
+        check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])["steps_per_s"]
     for threads in (1, 2):
         for weights in ("shared", "unshared"):
-            out = subprocess.run([TRAIN_BENCH, "--weights", weights, "--threads", str(threads)],
-                                 check=True, capture_output=True, text=True).stdout
-            ours[(weights, threads)] = json.loads(out.strip().splitlines()[-1])["steps_per_s"]
+            ours[(weights, threads)] = flow_bench(TRAIN_BENCH, weights, threads)
+            if compare_dir:  # alternated, so both see the same machine
+                theirs[(weights, threads)] = flow_bench(os.path.join(compare_dir, "train_flow_bench"), weights, threads)
     torch_rates = {}
     python = os.environ.get("ABLATE_BENCH_PYTHON", "python3")
     probe = subprocess.run([python, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True)
@@ -205,16 +211,20 @@ def training():
         note = f"1 thread: {ours[(weights, 1)]:.0f} steps/s"
         if weights in torch_rates:
             note += f"; PyTorch {torch_version} (2 threads): {torch_rates[weights]:.0f} steps/s → {ours[(weights, 2)] / torch_rates[weights]:.1f}×"
+        if theirs:
+            note += (f"; the other build: {theirs[(weights, 2)]:.0f} (2 threads), {theirs[(weights, 1)]:.0f} (1 thread)"
+                     f" → this one {ours[(weights, 2)] / theirs[(weights, 2)]:.2f}×, {ours[(weights, 1)] / theirs[(weights, 1)]:.2f}×")
         rows.append((f"train.flow steps/s, {weights} weights, batch 256 (2 threads)", f"{ours[(weights, 2)]:.0f}", "≥ 3× PyTorch", note))
 
     print("train.lm tokens/s ...", file=sys.stderr)
-    lm_ours, lm_torch = {}, {}
+    lm_ours, lm_torch, lm_theirs = {}, {}, {}
     for _ in range(2):  # alternate, so both see the same machine; keep each one's best window
-        out = subprocess.run([LM_BENCH, "--threads", "2", "--seconds", "10", "--arch", "both"],
-                             check=True, capture_output=True, text=True).stdout
-        for line in out.strip().splitlines():
-            d = json.loads(line)
-            lm_ours[d["arch"]] = max(lm_ours.get(d["arch"], 0.0), d["tokens_per_s"])
+        for exe, best in [(LM_BENCH, lm_ours)] + ([(os.path.join(compare_dir, "lm_bench"), lm_theirs)] if compare_dir else []):
+            out = subprocess.run([exe, "--threads", "2", "--seconds", "10", "--arch", "both"],
+                                 check=True, capture_output=True, text=True).stdout
+            for line in out.strip().splitlines():
+                d = json.loads(line)
+                best[d["arch"]] = max(best.get(d["arch"], 0.0), d["tokens_per_s"])
         if torch_version:
             out = subprocess.run([python, os.path.join(ROOT, "scripts", "bench_torch_lm.py"), "2", "10", "both"],
                                  check=True, capture_output=True, text=True).stdout
@@ -226,6 +236,8 @@ def training():
         if arch in lm_torch:
             note = (f"PyTorch {torch_version} (2 threads): {lm_torch[arch] / 1000:.1f}k tokens/s → "
                     f"{lm_ours[arch] / lm_torch[arch]:.2f}×; " + note)
+        if arch in lm_theirs:
+            note += f"; the other build: {lm_theirs[arch] / 1000:.1f}k → this one {lm_ours[arch] / lm_theirs[arch]:.2f}×"
         target = "≥ PyTorch (performance.md: 23.2k)" if arch == "decoder" else "≥ PyTorch"
         rows.append((f"train.lm tokens/s, {arch}, d_model 128, 2 layers, seq 128, batch 32 (2 threads)",
                      f"{lm_ours[arch] / 1000:.1f}k", target, note))
@@ -254,6 +266,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", choices=["orchestration", "training"])
     ap.add_argument("--compare", metavar="BIN", help="another ablate binary to time beside this one")
+    ap.add_argument("--compare-examples", metavar="DIR", help="another build's train_flow_bench and lm_bench")
     args = ap.parse_args()
     print("building release binaries ...", file=sys.stderr)
     sh("cargo", "build", "--release", "--quiet", "-p", "ablate-cli")
@@ -269,7 +282,7 @@ def main():
         kept, kept_header = kept_rows("orchestration")
         rows += kept
     if args.only != "orchestration":
-        trained, python, torch_version = training()
+        trained, python, torch_version = training(args.compare_examples and os.path.abspath(args.compare_examples))
         rows += trained
     else:
         kept, kept_header = kept_rows("training")
@@ -278,6 +291,8 @@ def main():
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
     rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     compared = [f"`{os.path.abspath(args.compare)}` was timed beside it, alternately, on the same measures."] if args.compare else []
+    if args.compare_examples:
+        compared.append(f"The training benchmarks of `{os.path.abspath(args.compare_examples)}` ran beside this build's, alternately.")
     if args.only:
         # The other part's rows are an earlier run's, described by the text kept below.
         other = "training" if args.only == "orchestration" else "orchestration"

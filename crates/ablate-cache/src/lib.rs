@@ -3,6 +3,7 @@
 //! `cache/v1/`: versioned buckets, temp-then-rename writes, per-key locks, verification, gc.
 //!
 //! It must not know about YAML, ops, or scheduling: callers hand it keys, files and metrics.
+//! It imports nothing of ablate.
 
 mod digest;
 mod error;

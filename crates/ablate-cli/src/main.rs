@@ -1,5 +1,6 @@
 //! `ablate`: the command line. Parses arguments, sets up tracing, renders errors and progress,
-//! and maps outcomes to exit codes. All the work lives in the library crates.
+//! and maps outcomes to exit codes. All the work lives in the library crates. It imports every
+//! library crate except `ablate-models` and `ablate-nn`, which it reaches through `ablate-ops`.
 
 mod cli;
 mod cmd_cache;

@@ -5,6 +5,9 @@
 //! and `cmd` for any program.
 //!
 //! It must not schedule, cache or print: the runner hands it a context and takes its outputs.
+//! It imports `ablate-spec` (op schemas), `ablate-run` (the `OpRunner` interface), `ablate-cache`,
+//! `ablate-models` (which re-exports what it uses of `ablate-nn`) and `ablate-results`; an op
+//! imports only the shared `support` module, never another op.
 
 mod claims;
 mod cmd;

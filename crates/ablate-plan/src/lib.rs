@@ -4,6 +4,7 @@
 //! it or why it must run, and exports the plan as text, JSON, DOT or Mermaid.
 //!
 //! It must not run anything: a [`Plan`] is immutable once built, and only a built plan runs.
+//! It imports `ablate-spec` and `ablate-cache`, nothing else of ablate.
 
 mod build;
 mod deps;

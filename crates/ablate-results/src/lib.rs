@@ -4,6 +4,7 @@
 //! rendering any table as Markdown or aligned terminal text. Every write is temp-then-rename, so a crash never leaves a torn
 //! file. It must not print (rendering returns strings; the CLI decides where they go) and knows
 //! nothing of the scheduler, the cache or how instances run: callers hand it finished records.
+//! It imports `ablate-spec` only, for the message helpers every crate shares.
 
 mod error;
 mod parquet_io;

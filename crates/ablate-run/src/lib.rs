@@ -4,6 +4,7 @@
 //! on a blocking pool through the [`OpRunner`] interface that `ablate-ops` implements.
 //!
 //! It must not link dfdx or arrow, and never prints: everything leaves as events.
+//! It imports `ablate-spec`, `ablate-plan` and `ablate-cache`, nothing else of ablate.
 
 mod cancel;
 mod event;

@@ -4,6 +4,7 @@
 //! parameters ([`OpSchema`]), because validating a stage means checking its params against its op.
 //!
 //! It must not know how ops run, hash anything, or touch the cache: it is pure text → types.
+//! It imports nothing of ablate (it is the bottom of the graph).
 
 mod diagnostic;
 mod duration;
