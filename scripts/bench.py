@@ -269,7 +269,8 @@ def main():
     ap.add_argument("--compare-examples", metavar="DIR", help="another build's train_flow_bench and lm_bench")
     args = ap.parse_args()
     print("building release binaries ...", file=sys.stderr)
-    sh("cargo", "build", "--release", "--quiet", "-p", "ablate-cli")
+    if args.only != "training":
+        sh("cargo", "build", "--release", "--quiet", "-p", "ablate-cli")
     if args.only != "orchestration":
         sh("cargo", "build", "--release", "--quiet", "-p", "ablate-models", "--example", "train_flow_bench")
         sh("cargo", "build", "--release", "--quiet", "-p", "ablate-models", "--example", "lm_bench")

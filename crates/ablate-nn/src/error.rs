@@ -3,14 +3,17 @@ use std::path::PathBuf;
 /// Everything that can go wrong while building, training, evaluating or storing a model.
 #[derive(Debug, thiserror::Error)]
 pub enum NnError {
-    /// The loss of a training batch was NaN or infinite; `epoch` and `batch` are 1-based.
+    /// The loss or the gradient of a training batch was NaN or infinite; `epoch` and `batch`
+    /// are 1-based.
     #[error(
-        "training diverged: the loss became {loss} at epoch {epoch}, batch {batch} (try a smaller learning rate)"
+        "training diverged: {} at epoch {epoch}, batch {batch} (try a smaller learning rate)",
+        non_finite(*loss, *grad_norm)
     )]
     NonFinite {
         epoch: usize,
         batch: usize,
         loss: f32,
+        grad_norm: f32,
     },
     /// The loss or gradient of a language model's training step (1-based) was NaN or infinite.
     #[error(
@@ -47,6 +50,15 @@ pub enum NnError {
     /// batch); the message is the device's own.
     #[error("the device ran out of memory ({0})")]
     OutOfMemory(String),
+}
+
+/// What became non-finite: the loss, or (the loss still finite) the gradient.
+fn non_finite(loss: f32, grad_norm: f32) -> String {
+    if loss.is_finite() {
+        format!("the gradient norm became {grad_norm}")
+    } else {
+        format!("the loss became {loss}")
+    }
 }
 
 /// A dfdx device's error (or a panic message from inside dfdx) as an [`NnError`]: an

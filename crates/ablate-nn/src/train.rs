@@ -169,6 +169,7 @@ pub fn train<M: Model + ?Sized>(
                     } else {
                         loss.sum as f32
                     },
+                    grad_norm: norm,
                 },
                 Plan::Steps(_) => NnError::NonFiniteStep {
                     step: step + 1,
@@ -214,4 +215,183 @@ pub fn train<M: Model + ?Sized>(
         }
     }
     Ok(logs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::optim::{AdamConfig, DecayAt, Hyper, Schedule};
+    use crate::store::{Init, Layout};
+
+    /// `loss = (w − target)²` over a batch of targets: one parameter, a gradient by hand, and a
+    /// counter of examples as its stats. A NaN target poisons the gradient alone.
+    struct Quadratic {
+        w: Vec<f32>,
+    }
+
+    #[derive(Clone, Copy, Debug, Default, PartialEq)]
+    struct Seen(usize);
+
+    impl Stats for Seen {
+        fn add(&mut self, other: &Self) {
+            self.0 += other.0;
+        }
+    }
+
+    impl Model for Quadratic {
+        type Batch = [f32];
+        type Stats = Seen;
+
+        fn loss_and_grad(
+            &mut self,
+            batch: &[f32],
+            grad: &mut Vec<f32>,
+        ) -> Result<Loss<Seen>, NnError> {
+            let w = self.w[0];
+            let sum: f64 = batch
+                .iter()
+                .filter(|t| !t.is_nan())
+                .map(|t| f64::from((w - t) * (w - t)))
+                .sum();
+            let g: f32 = batch.iter().map(|t| 2.0 * (w - t)).sum::<f32>() / batch.len() as f32;
+            *grad = vec![g];
+            Ok(Loss {
+                sum,
+                weight: batch.len() as f64,
+                stats: Seen(batch.len()),
+            })
+        }
+
+        fn update(&mut self, f: &mut dyn FnMut(&mut [f32])) -> Result<(), NnError> {
+            f(&mut self.w);
+            Ok(())
+        }
+
+        fn params(&mut self) -> Result<Vec<f32>, NnError> {
+            Ok(self.w.clone())
+        }
+    }
+
+    struct Targets(Vec<Vec<f32>>);
+
+    impl Batches<[f32]> for Targets {
+        fn batch(&mut self, step: usize) -> Result<&[f32], NnError> {
+            Ok(&self.0[step % self.0.len()])
+        }
+    }
+
+    #[derive(Default)]
+    struct Record {
+        steps: Vec<StepLog<Seen>>,
+        epochs: Vec<EpochLog<Seen>>,
+        stop_at: Option<usize>,
+    }
+
+    impl Observer<Seen> for Record {
+        fn on_step(&mut self, log: &StepLog<Seen>) -> ControlFlow<()> {
+            self.steps.push(*log);
+            if self.stop_at == Some(log.step) {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+        fn on_epoch(&mut self, log: &EpochLog<Seen>) -> ControlFlow<()> {
+            self.epochs.push(*log);
+            ControlFlow::Continue(())
+        }
+    }
+
+    fn adam(lr: f32) -> AdamW {
+        let mut layout = Layout::new();
+        layout.push("w", &[1], Init::Zeros, false);
+        let config = AdamConfig {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            decay_at: DecayAt::BeforeUpdate,
+        };
+        let hyper = Hyper {
+            schedule: Schedule::Constant(lr),
+            weight_decay: 0.0,
+            clip: f32::INFINITY,
+        };
+        AdamW::new(config, &layout, vec![hyper])
+    }
+
+    #[test]
+    fn the_loop_descends_and_reports_steps_and_epochs() {
+        let mut model = Quadratic { w: vec![0.0] };
+        let mut data = Targets(vec![vec![1.0, 3.0], vec![2.0]]);
+        let mut rec = Record::default();
+        let plan = Plan::Epochs {
+            epochs: 30,
+            per_epoch: 2,
+        };
+        let logs = train(&mut model, &mut adam(0.1), plan, &mut data, &mut rec).unwrap();
+        assert_eq!(logs.len(), 60);
+        assert_eq!(rec.steps, logs);
+        assert_eq!((logs[0].step, logs[0].steps, logs[0].loss), (1, 60, 5.0));
+        assert_eq!(rec.epochs.len(), 30);
+        let first = rec.epochs[0];
+        // (1 + 9) at w = 0, then (2 − w₁)² after one Adam step of 0.1: w₁ = 0.1
+        let want = ((1.0 + 9.0) + f64::from((2.0f32 - 0.1) * (2.0 - 0.1))) / 3.0;
+        assert!((f64::from(first.loss) - want).abs() < 1e-5, "{first:?}");
+        assert_eq!(
+            (first.epoch, first.epochs, first.weight, first.stats),
+            (1, 30, 3.0, Seen(3))
+        );
+        assert!((model.w[0] - 2.0).abs() < 0.2, "{:?}", model.w);
+        assert!(rec.epochs[29].loss < first.loss);
+    }
+
+    #[test]
+    fn a_non_finite_gradient_or_loss_stops_training_and_says_which() {
+        let plan = Plan::Epochs {
+            epochs: 1,
+            per_epoch: 2,
+        };
+        // A finite loss with a NaN gradient: the second batch of the first epoch.
+        let mut model = Quadratic { w: vec![0.0] };
+        let mut data = Targets(vec![vec![1.0], vec![1.0, f32::NAN]]);
+        let e = train(&mut model, &mut adam(0.1), plan, &mut data, &mut NoObserver).unwrap_err();
+        assert!(
+            matches!(e, NnError::NonFinite { epoch: 1, batch: 2, loss, .. } if loss.is_finite()),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "training diverged: the gradient norm became NaN at epoch 1, batch 2 (try a smaller learning rate)"
+        );
+        let mut data = Targets(vec![vec![1.0], vec![f32::INFINITY]]);
+        let e = train(
+            &mut model,
+            &mut adam(0.1),
+            Plan::Steps(2),
+            &mut data,
+            &mut NoObserver,
+        )
+        .unwrap_err();
+        assert!(matches!(e, NnError::NonFiniteStep { step: 2, .. }), "{e:?}");
+    }
+
+    #[test]
+    fn an_observer_stops_training() {
+        let mut model = Quadratic { w: vec![0.0] };
+        let mut rec = Record {
+            stop_at: Some(3),
+            ..Record::default()
+        };
+        let mut data = Targets(vec![vec![1.0]]);
+        let e = train(
+            &mut model,
+            &mut adam(0.1),
+            Plan::Steps(10),
+            &mut data,
+            &mut rec,
+        )
+        .unwrap_err();
+        assert!(matches!(e, NnError::Cancelled));
+        assert_eq!(rec.steps.len(), 3);
+    }
 }

@@ -237,7 +237,7 @@ mod tests {
     #[test]
     fn a_test_split_missing_a_class_disagreed_with_its_model() {
         // Regression: the class count was inferred from the labels present, so a 3-class
-        // model's test split without class 2 was refused by the engine.
+        // model's test split without class 2 was refused by the model code.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("test.parquet");
         write_points(&path, &[(0.0, 0.0, 0), (1.0, 1.0, 1)]).unwrap();

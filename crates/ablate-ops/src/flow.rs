@@ -17,7 +17,7 @@ use serde_json::json;
 use crate::params::typed;
 use crate::registry::Op;
 use crate::support::{
-    artifact, backend, engine_error, probe_points, read_dataset, runtime, training_progress,
+    artifact, backend, model_error, probe_points, read_dataset, runtime, training_progress,
 };
 
 pub(crate) struct TrainFlow {
@@ -211,15 +211,24 @@ impl Op for TrainFlow {
         let (flow, status) =
             match ablate_models::train_flow_with(&config, &train, &data, &exec, &mut observer) {
                 Ok(flow) => (Some(flow), EntryStatus::Done),
-                Err(NnError::NonFinite { epoch, loss, .. }) => (
-                    None,
-                    EntryStatus::diverged("loss", Some(epoch as u64), f64::from(loss)),
-                ),
-                Err(e) => return Err(engine_error(e)),
+                Err(NnError::NonFinite {
+                    epoch,
+                    loss,
+                    grad_norm,
+                    ..
+                }) => {
+                    let status = if loss.is_finite() {
+                        EntryStatus::diverged("grad_norm", Some(epoch as u64), f64::from(grad_norm))
+                    } else {
+                        EntryStatus::diverged("loss", Some(epoch as u64), f64::from(loss))
+                    };
+                    (None, status)
+                }
+                Err(e) => return Err(model_error(e)),
             };
         if let Some(flow) = &flow {
             flow.save(&ctx.out_dir().join("model.safetensors"))
-                .map_err(engine_error)?;
+                .map_err(model_error)?;
         }
 
         let h = &observer.history;
@@ -312,10 +321,10 @@ impl Op for EvalFlow {
 
     fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
         let p: EvalParams = typed("eval.flow", ctx.job.params())?;
-        let flow = Flow::load(&artifact(ctx, "model.safetensors")?).map_err(engine_error)?;
+        let flow = Flow::load(&artifact(ctx, "model.safetensors")?).map_err(model_error)?;
         let test = read_dataset(&artifact(ctx, "test.parquet")?, Some(flow.config().classes))?;
         let rt = runtime(ctx)?;
-        let eval = flow.evaluate_on(&test, &rt).map_err(engine_error)?;
+        let eval = flow.evaluate_on(&test, &rt).map_err(model_error)?;
         let mut metrics = vec![
             Metric::new("test_acc", eval.acc),
             Metric::new("test_loss", eval.loss),
@@ -324,14 +333,14 @@ impl Op for EvalFlow {
 
         let dets = flow
             .jacobian_dets(&probe_points(&test, p.grid))
-            .map_err(engine_error)?;
+            .map_err(model_error)?;
         // A NaN determinant counts as a fold: the map is not a diffeomorphism there.
         let folded = dets.iter().filter(|d| d.is_nan() || **d <= 0.0).count();
         let min = dets.iter().copied().fold(f64::INFINITY, f64::min);
         metrics.push(Metric::new("min_det_j", min));
         metrics.push(Metric::new("fold_frac", folded as f64 / dets.len() as f64));
 
-        let inverse = flow.inverse_errors(&test.x).map_err(engine_error)?;
+        let inverse = flow.inverse_errors(&test.x).map_err(model_error)?;
         if let Some(e) = inverse.inverse {
             metrics.push(Metric::new("inverse_err", e));
         }
@@ -341,13 +350,13 @@ impl Op for EvalFlow {
         let refined = flow
             .refined()
             .evaluate_on(&test, &rt)
-            .map_err(engine_error)?;
+            .map_err(model_error)?;
         metrics.push(Metric::new("acc_2n", refined.acc));
         if flow.config().form == Form::C1 {
             let rk4 = flow
                 .with_integrator(Integrator::Rk4)
                 .and_then(|f| f.evaluate_on(&test, &rt))
-                .map_err(engine_error)?;
+                .map_err(model_error)?;
             metrics.push(Metric::new("acc_rk4", rk4.acc));
         }
         Ok(OpOutput {

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::params::typed;
 use crate::registry::Op;
-use crate::support::{artifact, engine_error, probe_points, read_dataset};
+use crate::support::{artifact, model_error, probe_points, read_dataset};
 
 pub(crate) struct EvalMetric {
     schema: OpSchema,
@@ -86,7 +86,7 @@ impl Op for EvalMetric {
 
     fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
         let p: MetricParams = typed("eval.metric", ctx.job.params())?;
-        let flow = Flow::load(&artifact(ctx, "model.safetensors")?).map_err(engine_error)?;
+        let flow = Flow::load(&artifact(ctx, "model.safetensors")?).map_err(model_error)?;
         let test = read_dataset(&artifact(ctx, "test.parquet")?, Some(flow.config().classes))?;
         let cfg = flow.config();
         let (dim, in_dim, layers) = (cfg.dim, cfg.in_dim, cfg.steps + 1);
@@ -95,7 +95,7 @@ impl Op for EvalMetric {
         let np = probe.len() / in_dim;
 
         let mut metrics = Vec::new();
-        let g = flow.pullback_metrics(&probe).map_err(engine_error)?;
+        let g = flow.pullback_metrics(&probe).map_err(model_error)?;
         let dd = dim * dim;
         for l in 0..layers {
             let s = metric_stats(&g[l * np * dd..(l + 1) * np * dd], dim);
@@ -115,7 +115,7 @@ impl Op for EvalMetric {
                 metrics.push(Metric::at_step("cond_max", step, max));
             }
         }
-        let g_in = flow.input_metrics(&probe).map_err(engine_error)?;
+        let g_in = flow.input_metrics(&probe).map_err(model_error)?;
         let s_in = metric_stats(&g_in, in_dim);
         metrics.push(Metric::new("det_g_in_mean", s_in.det_mean));
         metrics.push(Metric::new("singular_g_in_frac", s_in.singular_frac));
@@ -125,18 +125,18 @@ impl Op for EvalMetric {
         }
         metrics.push(Metric::new(
             "metric_conv",
-            flow.metric_convergence(&probe).map_err(engine_error)?,
+            flow.metric_convergence(&probe).map_err(model_error)?,
         ));
         metrics.push(Metric::new(
             "step_norm",
-            flow.step_norm(&test.x).map_err(engine_error)?,
+            flow.step_norm(&test.x).map_err(model_error)?,
         ));
 
         // Coordinates of the traced test points, and of the grid (2-D data only), per layer.
         let (dx, dy) = strided(&test, p.points);
-        let data_trace = flow.trace(&dx).map_err(engine_error)?;
+        let data_trace = flow.trace(&dx).map_err(model_error)?;
         let grid_trace = if is_plane {
-            Some(flow.trace(&probe).map_err(engine_error)?)
+            Some(flow.trace(&probe).map_err(model_error)?)
         } else {
             None
         };

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::params::typed;
 use crate::registry::Op;
-use crate::support::{artifact, engine_error, read_split, runtime};
+use crate::support::{artifact, model_error, read_split, runtime};
 
 pub(crate) struct EvalLm {
     schema: OpSchema,
@@ -66,11 +66,11 @@ impl EvalLm {
     }
 }
 
-/// An evaluation's failure as the op's: the engine's as every op's, prompts that do not fit as
+/// An evaluation's failure as the op's: the model core's as every op's, prompts that do not fit as
 /// they are.
 fn eval_error(e: EvalError) -> OpError {
     match e {
-        EvalError::Nn(e) => engine_error(e),
+        EvalError::Nn(e) => model_error(e),
         other => OpError::msg(other.to_string()),
     }
 }
@@ -82,7 +82,7 @@ impl Op for EvalLm {
 
     fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
         let p: EvalLmParams = typed("eval.lm", ctx.job.params())?;
-        let model = lm::Lm::load(&artifact(ctx, "model.safetensors")?).map_err(engine_error)?;
+        let model = lm::Lm::load(&artifact(ctx, "model.safetensors")?).map_err(model_error)?;
         let meta_path = artifact(ctx, "lm.json")?;
         let meta: LmMeta = std::fs::read_to_string(&meta_path)
             .map_err(|e| OpError::with(format!("failed to read `{}`", meta_path.display()), e))
@@ -120,14 +120,14 @@ impl Op for EvalLm {
             }
             if i == 0 {
                 let windows =
-                    lm::clm_examples(&val, p.n, arch, len, s_lead, p.seed).map_err(engine_error)?;
+                    lm::clm_examples(&val, p.n, arch, len, s_lead, p.seed).map_err(model_error)?;
                 metrics.push(Metric::new(
                     "val_nll",
                     judge.nll(&windows).map_err(eval_error)?,
                 ));
             }
             let infill =
-                lm::infill_examples(&val, p.n, arch, len, r_lead, p.seed).map_err(engine_error)?;
+                lm::infill_examples(&val, p.n, arch, len, r_lead, p.seed).map_err(model_error)?;
             metrics.push(Metric::new(
                 format!("infill_em{suffix}"),
                 judge.infill_em(&infill).map_err(eval_error)?,

@@ -19,7 +19,7 @@ use serde_json::json;
 
 use crate::params::typed;
 use crate::registry::Op;
-use crate::support::{artifact, backend, engine_error, read_split, training_progress};
+use crate::support::{artifact, backend, model_error, read_split, training_progress};
 
 pub(crate) struct TrainLm {
     schema: OpSchema,
@@ -255,7 +255,7 @@ impl Op for TrainLm {
             d_ff: p.d_ff,
             seq_len: p.seq_len,
         };
-        cfg.validate().map_err(engine_error)?;
+        cfg.validate().map_err(model_error)?;
         let train = LmTrainConfig {
             steps: p.steps,
             batch: p.batch,
@@ -275,7 +275,7 @@ impl Op for TrainLm {
             prefix_lm,
             p.seed,
         )
-        .map_err(engine_error)?;
+        .map_err(model_error)?;
         let mut observer = StepObserver {
             ctx,
             log: Vec::new(),
@@ -316,7 +316,7 @@ impl Op for TrainLm {
                     status,
                 });
             }
-            Err(e) => return Err(engine_error(e)),
+            Err(e) => return Err(model_error(e)),
         };
 
         let meta_json = serde_json::to_string_pretty(&meta).expect("plain data serialises");
@@ -325,7 +325,7 @@ impl Op for TrainLm {
         let file_meta = BTreeMap::from([("ablate.train".to_string(), meta_json)]);
         model
             .save(&out.join("model.safetensors"), &file_meta)
-            .map_err(engine_error)?;
+            .map_err(model_error)?;
         write_history(&out.join("history.parquet"), &log)?;
 
         let mut metrics = stepped(&log);

@@ -28,7 +28,7 @@ pub(crate) fn write_dataset(
         .map_err(|e| OpError::with("failed to write the data set", e))
 }
 
-/// Reads a points table (`x0..x{d-1}`, `label`) into an engine data set. `classes`: the
+/// Reads a points table (`x0..x{d-1}`, `label`) into a model data set. `classes`: the
 /// number of classes when it is known (a model's); otherwise one more than the largest label.
 pub(crate) fn read_dataset(
     path: &Path,

@@ -6,7 +6,7 @@
 //! cross-entropy are fused element-wise loops compiled for AVX2 as well as the baseline.
 //!
 //! A batch is cut into shards of whole rows, at most [`SHARD_TOKENS`] tokens each, a rule that
-//! depends on the batch's shape alone; shards run on the engine's [`Pool`] and their gradients
+//! depends on the batch's shape alone; shards run on the core's [`Pool`] and their gradients
 //! are summed in shard order, so results never depend on the thread count.
 //!
 //! Where the time goes (d_model 128, 2 layers, batch 32 × 128, `examples/lm_bench.rs`): ~80 %

@@ -1,5 +1,5 @@
-//! The glue between an op and the engine: an input's artifact, the job's device as an engine
-//! backend, engine errors as op errors, and a training op's progress.
+//! The glue between an op and the models: an input's artifact, the job's device as a
+//! backend, the model core's errors as op errors, and a training op's progress.
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -38,20 +38,20 @@ pub(crate) fn artifact(ctx: &OpContext<'_>, name: &str) -> Result<PathBuf, OpErr
     })
 }
 
-/// An engine error as an op's: cancellation stays cancellation, and running out of GPU memory
-/// says how to make room.
-pub(crate) fn engine_error(e: NnError) -> OpError {
+/// A model error ([`NnError`]) as an op's: cancellation stays cancellation, and running out of
+/// GPU memory says how to make room.
+pub(crate) fn model_error(e: NnError) -> OpError {
     match e {
         NnError::Cancelled => OpError::Cancelled,
         oom @ NnError::OutOfMemory(_) => OpError::msg(format!(
             "{oom}: give the stage more of a GPU (a larger `resources.gpus`, so fewer instances \
              share one), or a smaller model or batch"
         )),
-        other => OpError::with("the engine failed", other),
+        other => OpError::with("the model code failed", other),
     }
 }
 
-/// The engine backend of an op on its job's `device`: the engine's CPU kernels on `cpu`;
+/// The backend of an op on its job's `device`: the core's CPU kernels on `cpu`;
 /// dfdx's CUDA device on `cuda:N` (the first of `cuda:N,M`; `cuda` alone is the first visible
 /// GPU, as on a Slurm node) in a build with the `cuda` feature.
 pub(crate) fn backend(ctx: &OpContext<'_>) -> Result<Backend, OpError> {
@@ -76,7 +76,7 @@ pub(crate) fn runtime(ctx: &OpContext<'_>) -> Result<Runtime, OpError> {
         threads: ctx.threads(),
         backend: backend(ctx)?,
     })
-    .map_err(engine_error)
+    .map_err(model_error)
 }
 
 #[cfg(test)]
@@ -129,7 +129,7 @@ mod tests {
 
     #[test]
     fn running_out_of_gpu_memory_says_how_to_make_room() {
-        let e = engine_error(NnError::OutOfMemory(
+        let e = model_error(NnError::OutOfMemory(
             "DriverError(CUDA_ERROR_OUT_OF_MEMORY)".into(),
         ))
         .to_string();
