@@ -53,7 +53,9 @@ slurm-down:
     scripts/slurm-down.sh
 
 # Orchestration and training benchmarks; writes BENCHMARKS.md (`just bench --only orchestration`
-# for the quick part; `--compare OTHER_BINARY` times an earlier build beside this one).
+# for the quick part; `--compare OTHER_BINARY` times an earlier build beside this one on orchestration,
+# `--compare-examples DIR` runs an earlier build's training benchmarks (its target/release/examples) beside
+# this one's).
 bench *ARGS:
     python3 scripts/bench.py {{ARGS}}
 
