@@ -20,7 +20,7 @@ use std::ops::Range;
 use std::sync::{Mutex, RwLock};
 
 use crate::config::{Activation, Form, Integrator};
-use ablate_nn::{Loss, Model};
+use ablate_nn::{Loss, Model, layers};
 
 use crate::kernels::{self, View};
 use crate::params::{Field, Layout};
@@ -230,12 +230,7 @@ impl Net<'_> {
         } = ws;
         let xs = &mut xs[..(n + 1) * sx];
         match &layout.lift {
-            Some(l) => {
-                let x0 = &mut xs[..sx];
-                kernels::set_rows_bias(x0, None, l.b(p), 1.0);
-                let w = View::new(l.w(p), l.out, l.inp).t();
-                kernels::matmul(x0, true, View::new(x, rows, l.inp), w, 1.0);
-            }
+            Some(l) => layers::dense_forward(l, p, x, rows, &mut xs[..sx]),
             None => xs[..sx].copy_from_slice(x),
         }
         for k in 0..n {
@@ -289,11 +284,7 @@ impl Net<'_> {
                 }
             }
         }
-        let head = &layout.head;
-        let logits = &mut ws.logits[..rows * head.out];
-        kernels::set_rows_bias(logits, None, head.b(p), 1.0);
-        let wh = View::new(head.w(p), head.out, d).t();
-        kernels::matmul(logits, true, View::new(&xs[n * sx..], rows, d), wh, 1.0);
+        layers::dense_forward(&layout.head, p, &xs[n * sx..], rows, &mut ws.logits);
     }
 
     /// Cross-entropy of the logits in `ws` against `y`; replaces the logits by
@@ -339,22 +330,10 @@ impl Net<'_> {
         let ga = &mut ga[..sa];
 
         let head = &layout.head;
-        let dl = View::new(&logits[..rows * head.out], rows, head.out);
-        let xn = View::new(&xs[n * sx..(n + 1) * sx], rows, d);
         // logits = x_N·Whᵀ + bh: ∂Wh += ∂logitsᵀ·x_N, ∂bh += Σ ∂logits, ∂x_N = ∂logits·Wh
-        kernels::matmul(
-            &mut grad[head.w..head.w + head.out * d],
-            true,
-            dl.t(),
-            xn,
-            1.0,
-        );
-        kernels::add_col_sums(
-            &mut grad[head.b..head.b + head.out],
-            &logits[..rows * head.out],
-            1.0,
-        );
-        kernels::matmul(gx, false, dl, View::new(head.w(p), head.out, d), 1.0);
+        let xn = &xs[n * sx..(n + 1) * sx];
+        layers::dense_param_grad(head, xn, logits, rows, grad);
+        layers::dense_input_grad(head, p, logits, rows, gx, false);
         if cfg.form == Form::C2 {
             // Nothing after x_N refers back to x_{N−1}.
             gy[..sx].fill(0.0);
@@ -421,15 +400,7 @@ impl Net<'_> {
             }
         }
         if let Some(l) = &layout.lift {
-            let gx = &gx[..sx];
-            kernels::matmul(
-                &mut grad[l.w..l.w + l.out * l.inp],
-                true,
-                View::new(gx, rows, d).t(),
-                View::new(&x[..rows * l.inp], rows, l.inp),
-                1.0,
-            );
-            kernels::add_col_sums(&mut grad[l.b..l.b + l.out], gx, 1.0);
+            layers::dense_param_grad(l, x, &gx[..sx], rows, grad);
         }
     }
 

@@ -12,6 +12,8 @@
 //! - [`rng`]: the seeded generator every initialisation, shuffle and sample draws from;
 //! - [`runtime`]: the device [`Runtime`] (this crate's CPU kernels, or a dfdx device — a GPU in
 //!   a `cuda` build), the one place a dfdx device is opened;
+//! - [`layers`]: a dense layer's forward and backward products on the CPU fast path, which both
+//!   families call;
 //! - [`kernels`] and [`pool`]: the CPU fast path's slice kernels (`gemm`, vectorised loops) and
 //!   its fork-join thread pool;
 //! - [`safetensors`]: the model file (one tensor per slot, a format tag and a config);
@@ -22,6 +24,7 @@
 
 mod error;
 pub mod kernels;
+pub mod layers;
 pub mod optim;
 pub mod pool;
 pub mod rng;
