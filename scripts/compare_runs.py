@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """Compares the final metrics of two runs of one pipeline (e.g. on the CPU and on a GPU).
 
-Usage: compare_runs.py A/runs.parquet B/runs.parquet [--ablate BIN]
+Usage: compare_runs.py A/runs.parquet B/runs.parquet [--ablate BIN] [--by-label]
 
 Reads both tables with `ablate table` (no Parquet library needed), pairs instances by key (the
 device is never part of a key, so a CPU and a GPU run of the same experiment share them), and
 prints, per stage and metric, how many instances both have, the largest and mean absolute
 difference of their final values, and the instance with the largest difference. Per-step
 metrics (training curves) are left out. Exit 1 if the runs share no instance.
+
+--by-label pairs instances by stage and label (`lm[objective=sc,…]`) instead of key: for two
+runs of one pipeline across an op's version bump, which changes the keys of that op's instances
+and of everything downstream of them, but not what they compute from.
 """
 import collections
 import os
@@ -36,8 +40,9 @@ def read(path, ablate):
     return rows
 
 
-def finals(rows):
-    """(stage, instance, metric) -> (value, label, device) for metrics without a step."""
+def finals(rows, by_label=False):
+    """(stage, instance, metric) -> (value, label, device) for metrics without a step; the
+    instance is its key, or its label with `by_label`."""
     out = {}
     for r in rows:
         if r.get("step") or not r.get("value"):
@@ -46,7 +51,8 @@ def finals(rows):
             v = float(r["value"])
         except ValueError:
             continue
-        out[(r["stage"], r["instance"], r["metric"])] = (v, r.get("label", ""), r.get("device", ""))
+        instance = r.get("label", "") if by_label else r["instance"]
+        out[(r["stage"], instance, r["metric"])] = (v, r.get("label", ""), r.get("device", ""))
     return out
 
 
@@ -57,9 +63,12 @@ def main():
         i = args.index("--ablate")
         ablate = args[i + 1]
         del args[i : i + 2]
+    by_label = "--by-label" in args
+    if by_label:
+        args.remove("--by-label")
     if len(args) != 2:
         sys.exit(__doc__)
-    a, b = (finals(read(p, ablate)) for p in args)
+    a, b = (finals(read(p, ablate), by_label) for p in args)
     devices = lambda m: sorted({d for _, _, d in m.values()})
     print(f"A: {args[0]} ({', '.join(devices(a))}); B: {args[1]} ({', '.join(devices(b))})")
     shared = sorted(set(a) & set(b))
