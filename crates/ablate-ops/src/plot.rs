@@ -134,7 +134,8 @@ impl Plot {
                 // 2–4: ellipses scaled by the median; titles fit; one-panel rows side by side; row titles
                 // show the labels that differ. 5: `pareto`. 6: several `group` labels, a
                 // titled legend, inputs that did not finish left out and named in the title (#21).
-                version: 6,
+                // 7: a pareto label moves off the labels of points close to it.
+                version: 7,
                 summary: "Gather every instance of its needs into one figure, written as `plot.svg` and \
                           `plot.png` and published as `results/<pipeline>/<stage>.svg` and `.png`. \
                           `line`: metric `y` against label `x`, one line per value of `group`, each point \
