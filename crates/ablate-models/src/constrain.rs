@@ -162,8 +162,8 @@ mod tests {
             lipschitz: None,
         };
         // A zero gradient: Adam leaves every value, the decay after it scales the weights.
-        let mut p = vec![1.0f32; layout.total];
-        let mut g = vec![0.0f32; layout.total];
+        let mut p = vec![1.0f32; layout.total()];
+        let mut g = vec![0.0f32; layout.total()];
         let mut opt = crate::train::optimizer(&layout, &train);
         let norms = opt.grad_norms(&g);
         opt.update(0, &mut p, &mut g, &norms);

@@ -112,7 +112,7 @@ impl Workspace {
             gu: vec![0.0; grad_len(if needs_gu { sx } else { 0 })],
             gk: vec![0.0; grad_len(if rk4 { sx } else { 0 })],
             ga: vec![0.0; grad_len(rows * cfg.hidden)],
-            grad: vec![0.0; grad_len(layout.total)],
+            grad: vec![0.0; grad_len(layout.total())],
             stats: BatchStats::default(),
         }
     }

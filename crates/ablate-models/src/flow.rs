@@ -50,10 +50,10 @@ impl Flow {
         layout: Layout,
         params: Vec<f32>,
     ) -> Result<Flow, NnError> {
-        if params.len() != layout.total {
+        if params.len() != layout.total() {
             return Err(NnError::InvalidConfig(format!(
                 "the model needs {} parameters, got {}",
-                layout.total,
+                layout.total(),
                 params.len()
             )));
         }
@@ -74,7 +74,7 @@ impl Flow {
 
     /// The number of trainable scalars.
     pub fn num_params(&self) -> usize {
-        self.layout.total
+        self.layout.total()
     }
 
     /// Every parameter, flat: per layer (lift, each field's fc1 and fc2, head) the weight
@@ -177,7 +177,7 @@ impl Flow {
             .validate()
             .map_err(|e| file.bad(format!("bad `{CONFIG_KEY}`: {e}")))?;
         let layout = Layout::new(&config);
-        let params = file.params(layout.store.file_slots(), layout.total)?;
+        let params = file.params(layout.store.file_slots(), layout.total())?;
         Flow::from_parts(config, layout, params)
     }
 }

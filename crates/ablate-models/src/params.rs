@@ -20,8 +20,6 @@ pub(crate) struct Layout {
     pub head: Dense,
     /// The slots, in the order above.
     pub store: ablate_nn::Layout,
-    /// `store.total()`.
-    pub total: usize,
 }
 
 impl Layout {
@@ -44,7 +42,6 @@ impl Layout {
             lift,
             fields,
             head,
-            total: store.total(),
             store,
         }
     }
@@ -52,6 +49,11 @@ impl Layout {
     /// The field used at residual step `k`.
     pub(crate) fn field(&self, cfg: &FlowConfig, k: usize) -> &Field {
         &self.fields[cfg.field_of_step(k)]
+    }
+
+    /// The number of parameters.
+    pub(crate) fn total(&self) -> usize {
+        self.store.total()
     }
 
     /// PyTorch's `nn.Linear` default, drawn from one seeded stream in slot order: every weight and

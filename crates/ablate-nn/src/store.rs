@@ -200,14 +200,6 @@ impl Params {
         }
     }
 
-    /// A single replica's parameters.
-    pub fn single(data: Vec<f32>) -> Params {
-        Params {
-            total: data.len(),
-            data,
-        }
-    }
-
     pub fn replicas(&self) -> usize {
         self.data.len().checked_div(self.total).unwrap_or(0)
     }
@@ -216,20 +208,8 @@ impl Params {
         &self.data[r * self.total..(r + 1) * self.total]
     }
 
-    pub fn replica_mut(&mut self, r: usize) -> &mut [f32] {
-        &mut self.data[r * self.total..(r + 1) * self.total]
-    }
-
-    pub fn as_slice(&self) -> &[f32] {
-        &self.data
-    }
-
     pub fn as_mut_slice(&mut self) -> &mut [f32] {
         &mut self.data
-    }
-
-    pub fn into_vec(self) -> Vec<f32> {
-        self.data
     }
 }
 

@@ -167,7 +167,7 @@ impl Flow {
         }
         let layout = Layout::new(&fine);
         let (old, p) = (self.layout(), self.params());
-        let mut params = vec![0.0; layout.total];
+        let mut params = vec![0.0; layout.total()];
         let mut copy = |to: &Dense, from: &Dense| {
             params[to.w..to.w + to.out * to.inp].copy_from_slice(from.w(p));
             params[to.b..to.b + to.out].copy_from_slice(from.b(p));

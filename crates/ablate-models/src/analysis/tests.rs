@@ -228,7 +228,7 @@ fn linear_field_flow(integrator: Integrator, steps: usize) -> Flow {
         activation: Activation::Relu,
     };
     let layout = Layout::new(&cfg);
-    let mut p = vec![0.0f32; layout.total];
+    let mut p = vec![0.0f32; layout.total()];
     let fld = layout.fields[0];
     let a = [-0.5f32, -1.0, 1.0, -0.5];
     p[fld.l1.w..fld.l1.w + 4].copy_from_slice(&[1.0, 0.0, 0.0, 1.0]);

@@ -43,8 +43,6 @@ pub(crate) struct LmLayout {
     pub decoder: Stack,
     /// The slots, in the order [`LmLayout::new`] describes.
     pub store: Layout,
-    /// `store.total()`.
-    pub total: usize,
 }
 
 /// Every weight matrix and embedding starts uniform with standard deviation 0.02 (GPT-2's
@@ -120,9 +118,13 @@ impl LmLayout {
             pos_emb,
             encoder,
             decoder,
-            total: b.store.total(),
             store: b.store,
         }
+    }
+
+    /// The number of parameters.
+    pub(crate) fn total(&self) -> usize {
+        self.store.total()
     }
 
     /// Fresh parameters: one seeded stream drawn in slot order, each dense weight (`[out, inp]`)
@@ -181,7 +183,7 @@ mod tests {
                 assert_eq!(s.offset, at, "{}", s.name);
                 at += s.len();
             }
-            assert_eq!(at, l.total);
+            assert_eq!(at, l.total());
             // attention 4·(64+8) + 2 norms·16 + ff (128+16) + (128+8) = 288 + 32 + 280 = 600
             let block = 600;
             let emb = 10 * 8 + 6 * 8;
@@ -189,7 +191,7 @@ mod tests {
                 Arch::Decoder => emb + 2 * block + 16,
                 Arch::EncDec => emb + 2 * block + 16 + 2 * (block + 16 + 288) + 16,
             };
-            assert_eq!(l.total, expect, "{arch:?}");
+            assert_eq!(l.total(), expect, "{arch:?}");
         }
     }
 

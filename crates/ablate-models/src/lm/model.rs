@@ -39,7 +39,7 @@ impl Lm {
 
     pub(crate) fn from_parts(cfg: LmConfig, params: Vec<f32>) -> Result<Lm, NnError> {
         cfg.validate()?;
-        let total = LmLayout::new(&cfg).total;
+        let total = LmLayout::new(&cfg).total();
         if params.len() != total {
             return Err(NnError::InvalidConfig(format!(
                 "{} parameters for a model of {total}",
@@ -291,7 +291,7 @@ impl Lm {
         cfg.validate()
             .map_err(|e| file.bad(format!("bad `{CONFIG_KEY}`: {e}")))?;
         let layout = LmLayout::new(&cfg);
-        let params = file.params(layout.store.file_slots(), layout.total)?;
+        let params = file.params(layout.store.file_slots(), layout.total())?;
         let user = file
             .meta
             .into_iter()

@@ -345,11 +345,11 @@ impl<D: Device<f32>> Net<'_, D> {
 fn check(cfg: &LmConfig, layout: &LmLayout, params: &[f32], b: &Batch) -> Result<(), NnError> {
     cfg.validate()?;
     let bad = |m: String| Err(NnError::InvalidData(m));
-    if params.len() != layout.total {
+    if params.len() != layout.total() {
         return Err(NnError::InvalidConfig(format!(
             "{} parameters for a model of {}",
             params.len(),
-            layout.total
+            layout.total()
         )));
     }
     b.check(cfg.vocab).map_err(NnError::InvalidData)?;
@@ -561,7 +561,7 @@ pub(crate) fn tensor_loss_and_grad<D: Device<f32>>(
             .try_sum::<(), Axis<0>>()?;
         let value = loss.as_vec()[0];
         let mut grads = loss.try_backward()?;
-        let mut flat = Vec::with_capacity(layout.total);
+        let mut flat = Vec::with_capacity(layout.total());
         for s in layout.store.slots() {
             let t = &p.slots[&s.offset];
             // A slot no op reached has no gradient entry: it gets zeros.
@@ -599,7 +599,7 @@ mod tests {
     /// every path carries a visible signal: weights ±0.6, gains 1 ± 0.3, biases ±0.2.
     fn params(layout: &LmLayout, seed: u64) -> Vec<f32> {
         let mut rng = SplitMix64::new(seed, 99);
-        let mut p = vec![0.0; layout.total];
+        let mut p = vec![0.0; layout.total()];
         for s in layout.store.slots() {
             let (base, bound) = match (s.shape.len(), s.name.ends_with(".g")) {
                 (1, true) => (1.0, 0.3),
@@ -728,7 +728,7 @@ mod tests {
                 (loss as f64 - want).abs() < 1e-5 * (1.0 + want),
                 "{loss} vs {want}"
             );
-            assert_eq!(grad.len(), l.total);
+            assert_eq!(grad.len(), l.total());
             // Every parameter, against the f64 reference (which the test above ties to this
             // network), so the differences are not swamped by f32 rounding.
             let h = 1e-3;

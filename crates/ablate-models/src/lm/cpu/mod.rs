@@ -189,7 +189,7 @@ impl Runner<'_> {
         let scale = if wsum > 0.0 { (1.0 / wsum) as f32 } else { 0.0 };
         self.run(Task::LossGrad, batch, &[], scale, false);
         grad.clear();
-        grad.resize(self.shared.layout.total, 0.0);
+        grad.resize(self.shared.layout.total(), 0.0);
         let mut loss = 0.0;
         let wss = self.workspaces();
         for ws in wss.iter().take(self.shards()) {
@@ -294,11 +294,11 @@ pub(crate) fn cpu_loss_and_grad(
 ) -> Result<(f32, Vec<f32>), NnError> {
     cfg.validate()?;
     check_batch(cfg, batch)?;
-    if params.len() != layout.total {
+    if params.len() != layout.total() {
         return Err(NnError::InvalidConfig(format!(
             "{} parameters for a layout of {}",
             params.len(),
-            layout.total
+            layout.total()
         )));
     }
     let mut grad = Vec::new();

@@ -200,7 +200,7 @@ impl Ctx<'_> {
             return;
         }
         let m = ws.picked.len();
-        size(&mut ws.grad, layout.total);
+        size(&mut ws.grad, layout.total());
         ws.grad.fill(0.0);
         let g = &mut ws.grad;
         // logits = hc·tok_embᵀ

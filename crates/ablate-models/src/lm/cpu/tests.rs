@@ -22,7 +22,7 @@ fn cfg(arch: Arch, layers: usize, seq_len: usize, vocab: usize) -> LmConfig {
 /// Parameters big enough that attention is far from uniform and every path matters.
 fn random_params(layout: &LmLayout, seed: u64) -> Vec<f32> {
     let mut rng = SplitMix64::new(seed, 99);
-    let mut p = vec![0.0; layout.total];
+    let mut p = vec![0.0; layout.total()];
     for s in layout.store.slots() {
         let base = if s.name.ends_with(".g") { 1.0 } else { 0.0 };
         for v in &mut p[s.range()] {
@@ -311,7 +311,7 @@ fn hand_worked_one_position_forward() {
         seq_len: 1,
     };
     let l = LmLayout::new(&cfg);
-    let mut p = vec![0.0f32; l.total];
+    let mut p = vec![0.0f32; l.total()];
     // tok_emb: token 0 = [1, 0], token 1 = [0, 1]; pos_emb 0 = [0, 0]
     p[l.tok_emb] = 1.0;
     p[l.tok_emb + 3] = 1.0;

@@ -8,7 +8,7 @@ use safetensors::tensor::SafeTensors;
 /// A model with random (large) parameters, so greedy choices are varied.
 fn random_model(arch: Arch, seed: u64) -> Lm {
     let cfg = tiny(arch);
-    let n = LmLayout::new(&cfg).total;
+    let n = LmLayout::new(&cfg).total();
     let mut rng = SplitMix64::new(seed, 5);
     Lm::from_parts(cfg, (0..n).map(|_| rng.uniform(0.5)).collect()).unwrap()
 }

@@ -160,14 +160,14 @@ fn one_step_is_adamw_with_clipping_and_selective_decay() {
     assert!((logs[0].grad_norm as f64 - norm).abs() < 1e-4 * norm);
     let lr = train.lr_at(0) as f64;
     let decayed: Vec<bool> = {
-        let mut d = vec![false; layout.total];
+        let mut d = vec![false; layout.total()];
         for r in layout.store.decayed() {
             d[r].iter_mut().for_each(|x| *x = true);
         }
         d
     };
     assert!(decayed.iter().any(|&d| d) && decayed.iter().any(|&d| !d));
-    for i in 0..layout.total {
+    for i in 0..layout.total() {
         // first step: m̂ = ĝ, v̂ = ĝ², ĝ = g·clip/‖g‖
         let gc = g[i] as f64 * train.clip as f64 / norm;
         let wd = if decayed[i] {

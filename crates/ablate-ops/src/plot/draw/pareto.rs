@@ -118,11 +118,17 @@ impl Figure for ParetoFigure {
                 let name = self.pareto.groups[p.group].clone();
                 let at = labels.place(chart.backend_coord(&(p.x, p.y)), &name);
                 // A label moved away from its point gets a thin line to it.
-                let leader = leader(at, &name).unwrap_or(vec![(0, 0), (0, 0)]);
+                if let Some(line) = leader(at, &name) {
+                    chart
+                        .draw_series(std::iter::once(
+                            EmptyElement::at((p.x, p.y))
+                                + PathElement::new(line, color.mix(0.6).stroke_width(1)),
+                        ))
+                        .map_err(err)?;
+                }
                 chart
                     .draw_series(std::iter::once(
                         EmptyElement::at((p.x, p.y))
-                            + PathElement::new(leader, color.mix(0.6).stroke_width(1))
                             + Circle::new((0, 0), 4, color.filled())
                             + Text::new(name, at, (FONT, 12).into_font().color(&color)),
                     ))
