@@ -101,6 +101,10 @@ impl AdamW {
         }
     }
 
+    pub fn config(&self) -> &AdamConfig {
+        &self.config
+    }
+
     pub fn hypers(&self) -> &[Hyper] {
         &self.hypers
     }
@@ -122,6 +126,22 @@ impl AdamW {
         grad: &mut [f32],
         norms: &[f32],
     ) -> Vec<Update> {
+        let live = vec![true; self.hypers.len()];
+        self.update_live(step, params, grad, norms, &live)
+    }
+
+    /// [`AdamW::update`] of the replicas where `live` is true; the others (members of a fused
+    /// group that stopped) keep their parameters and moments. Their [`Update`] is still
+    /// returned, with the learning rate they would have used.
+    pub fn update_live(
+        &mut self,
+        step: usize,
+        params: &mut [f32],
+        grad: &mut [f32],
+        norms: &[f32],
+        live: &[bool],
+    ) -> Vec<Update> {
+        assert_eq!(live.len(), self.hypers.len(), "live");
         assert_eq!(params.len(), self.total * self.hypers.len(), "params");
         assert_eq!(grad.len(), params.len(), "gradient");
         self.t += 1;
@@ -130,8 +150,15 @@ impl AdamW {
         let mut out = Vec::with_capacity(self.hypers.len());
         for (r, h) in self.hypers.iter().enumerate() {
             let range = r * n..(r + 1) * n;
-            let (p, g) = (&mut params[range.clone()], &mut grad[range.clone()]);
             let norm = norms[r];
+            if !live[r] {
+                out.push(Update {
+                    lr: h.schedule.at(step),
+                    grad_norm: norm,
+                });
+                continue;
+            }
+            let (p, g) = (&mut params[range.clone()], &mut grad[range.clone()]);
             if norm > h.clip {
                 kernels::scale(g, h.clip / norm);
             }

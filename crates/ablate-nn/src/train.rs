@@ -129,6 +129,74 @@ pub struct NoObserver;
 
 impl<S> Observer<S> for NoObserver {}
 
+/// Several same-shaped models trained together, one step of each per call (a fused sweep:
+/// their products batched along a member axis). Each member has its own parameters, data
+/// and hyperparameters (the replicas of one [`AdamW`]); how they are stored and computed is
+/// the model's business, but what it hands out is member-major, like [`crate::Params`]:
+/// member `m`'s part of a buffer of all members is `m·n .. (m+1)·n` (`n` the parameter count).
+pub trait GroupModel {
+    type Batch: ?Sized;
+    type Stats: Stats;
+
+    fn members(&self) -> usize;
+
+    /// The loss of each member's batch and, in `grad` (resized to `members × n`), each
+    /// member's gradient. Members where `live` is false have stopped: their loss is ignored
+    /// and their part of `grad` may hold anything (a model may skip them).
+    fn loss_and_grad(
+        &mut self,
+        batches: &[&Self::Batch],
+        live: &[bool],
+        grad: &mut Vec<f32>,
+    ) -> Result<Vec<Loss<Self::Stats>>, NnError>;
+
+    /// Runs `f` on the parameters of every member (to update them), member-major.
+    fn update(&mut self, f: &mut dyn FnMut(&mut [f32])) -> Result<(), NnError>;
+
+    /// Called after every update with each member's learning rate (see [`Model::constrain`]).
+    fn constrain(&mut self, lrs: &[f32], live: &[bool]) -> Result<(), NnError> {
+        let _ = (lrs, live);
+        Ok(())
+    }
+
+    /// A copy of member `m`'s current parameters.
+    fn params(&mut self, m: usize) -> Result<Vec<f32>, NnError>;
+}
+
+/// One [`Model`] as a group of one: how [`train`] runs through [`train_group`], so a member of
+/// a group and a model trained alone go through the same loop.
+struct Alone<'m, M: ?Sized>(&'m mut M);
+
+impl<M: Model + ?Sized> GroupModel for Alone<'_, M> {
+    type Batch = M::Batch;
+    type Stats = M::Stats;
+
+    fn members(&self) -> usize {
+        1
+    }
+
+    fn loss_and_grad(
+        &mut self,
+        batches: &[&M::Batch],
+        _live: &[bool],
+        grad: &mut Vec<f32>,
+    ) -> Result<Vec<Loss<M::Stats>>, NnError> {
+        Ok(vec![self.0.loss_and_grad(batches[0], grad)?])
+    }
+
+    fn update(&mut self, f: &mut dyn FnMut(&mut [f32])) -> Result<(), NnError> {
+        self.0.update(f)
+    }
+
+    fn constrain(&mut self, lrs: &[f32], _live: &[bool]) -> Result<(), NnError> {
+        self.0.constrain(lrs[0])
+    }
+
+    fn params(&mut self, _m: usize) -> Result<Vec<f32>, NnError> {
+        self.0.params()
+    }
+}
+
 /// Trains `model` for `plan`'s steps with `opt` (one replica), each step on
 /// `batches.batch(step)`: loss and gradient, a check that both are finite (else
 /// [`NnError::NonFinite`] naming the epoch and batch, or [`NnError::NonFiniteStep`]), the
@@ -140,81 +208,176 @@ pub fn train<M: Model + ?Sized>(
     batches: &mut dyn Batches<M::Batch>,
     observer: &mut dyn Observer<M::Stats>,
 ) -> Result<Vec<StepLog<M::Stats>>, NnError> {
+    let mut out = train_group(
+        &mut Alone(model),
+        opt,
+        plan,
+        &mut [batches],
+        &mut [observer],
+    )?;
+    out.pop().expect("one member")
+}
+
+/// What one member of a group is at: its running epoch aggregate, its log, and whether (and
+/// why) it stopped.
+struct Member<S> {
+    logs: Vec<StepLog<S>>,
+    epoch: (f64, f64, S),
+    ended: Option<NnError>,
+}
+
+/// [`train`] for a group: every member steps on its own batches (`batches[m]`) with its own
+/// replica of `opt` and reports to its own observer. A member that fails — a non-finite loss
+/// or gradient, an empty batch, its observer's stop or cancellation — stops alone, with the
+/// error it would have had trained alone; the others go on. An error of the model itself (a
+/// device failure) ends the whole group (`Err`). Returns each member's log, or why it stopped.
+pub fn train_group<G: GroupModel + ?Sized>(
+    model: &mut G,
+    opt: &mut AdamW,
+    plan: Plan,
+    batches: &mut [&mut dyn Batches<G::Batch>],
+    observers: &mut [&mut dyn Observer<G::Stats>],
+) -> Result<Vec<Result<Vec<StepLog<G::Stats>>, NnError>>, NnError> {
+    let k = model.members();
+    assert!(
+        batches.len() == k && observers.len() == k && opt.hypers().len() == k,
+        "one batch source, observer and replica per member"
+    );
     let steps = plan.steps();
-    let mut logs = Vec::with_capacity(steps);
+    let mut members: Vec<Member<G::Stats>> = (0..k)
+        .map(|_| Member {
+            logs: Vec::with_capacity(steps),
+            epoch: (0.0, 0.0, G::Stats::default()),
+            ended: None,
+        })
+        .collect();
     let mut grad = Vec::new();
-    let mut epoch = (0.0f64, 0.0f64, M::Stats::default());
+    let mut live = vec![true; k];
     for step in 0..steps {
-        if observer.cancelled() {
-            return Err(NnError::Cancelled);
+        for (m, member) in members.iter_mut().enumerate() {
+            if live[m] && observers[m].cancelled() {
+                member.ended = Some(NnError::Cancelled);
+                live[m] = false;
+            }
         }
-        let batch = batches.batch(step)?;
-        let loss = model.loss_and_grad(batch, &mut grad)?;
-        if loss.weight <= 0.0 {
-            return Err(NnError::InvalidData(format!(
-                "the batch of step {} has no position with a positive loss weight",
-                step + 1
-            )));
+        if !live.contains(&true) {
+            break;
         }
-        let mean = (loss.sum / loss.weight) as f32;
-        let norms = opt.grad_norms(&grad);
-        let norm = norms[0];
-        if !mean.is_finite() || !norm.is_finite() {
-            return Err(match plan {
-                Plan::Epochs { per_epoch, .. } => NnError::NonFinite {
-                    epoch: step / per_epoch + 1,
-                    batch: step % per_epoch + 1,
-                    loss: if loss.sum.is_finite() {
-                        mean
-                    } else {
-                        loss.sum as f32
-                    },
-                    grad_norm: norm,
-                },
-                Plan::Steps(_) => NnError::NonFiniteStep {
-                    step: step + 1,
-                    loss: mean,
-                    grad_norm: norm,
-                },
-            });
+        // A member's batch source failing stops that member; the others still step.
+        let mut drawn: Vec<Option<&G::Batch>> = Vec::with_capacity(k);
+        for (m, source) in batches.iter_mut().enumerate() {
+            if !live[m] {
+                drawn.push(None);
+                continue;
+            }
+            match source.batch(step) {
+                Ok(b) => drawn.push(Some(b)),
+                Err(e) => {
+                    members[m].ended = Some(e);
+                    live[m] = false;
+                    drawn.push(None);
+                }
+            }
         }
-        let mut update = None;
-        model.update(&mut |p| update = Some(opt.update(step, p, &mut grad, &norms)[0]))?;
-        let update = update.expect("the model ran the update");
-        model.constrain(update.lr)?;
-        let log = StepLog {
-            step: step + 1,
-            steps,
-            loss: mean,
-            lr: update.lr,
-            grad_norm: update.grad_norm,
-            stats: loss.stats,
+        // A stopped member's slot gets any live member's batch: the model skips it.
+        let Some(filler) = drawn.iter().flatten().next().copied() else {
+            break;
         };
-        let flow = observer.on_step(&log);
-        logs.push(log);
-        if flow.is_break() {
-            return Err(NnError::Cancelled);
+        let drawn: Vec<&G::Batch> = drawn.iter().map(|b| b.unwrap_or(filler)).collect();
+        let losses = model.loss_and_grad(&drawn, &live, &mut grad)?;
+        let norms = opt.grad_norms(&grad);
+        let mut means = vec![0.0f32; k];
+        for m in 0..k {
+            if !live[m] {
+                continue;
+            }
+            let (loss, norm) = (&losses[m], norms[m]);
+            if loss.weight <= 0.0 {
+                members[m].ended = Some(NnError::InvalidData(format!(
+                    "the batch of step {} has no position with a positive loss weight",
+                    step + 1
+                )));
+                live[m] = false;
+                continue;
+            }
+            let mean = (loss.sum / loss.weight) as f32;
+            means[m] = mean;
+            if !mean.is_finite() || !norm.is_finite() {
+                members[m].ended = Some(match plan {
+                    Plan::Epochs { per_epoch, .. } => NnError::NonFinite {
+                        epoch: step / per_epoch + 1,
+                        batch: step % per_epoch + 1,
+                        loss: if loss.sum.is_finite() {
+                            mean
+                        } else {
+                            loss.sum as f32
+                        },
+                        grad_norm: norm,
+                    },
+                    Plan::Steps(_) => NnError::NonFiniteStep {
+                        step: step + 1,
+                        loss: mean,
+                        grad_norm: norm,
+                    },
+                });
+                live[m] = false;
+            }
         }
-        if let Plan::Epochs { epochs, per_epoch } = plan {
-            epoch.0 += loss.sum;
-            epoch.1 += loss.weight;
-            epoch.2.add(&loss.stats);
-            if (step + 1) % per_epoch == 0 {
-                let (sum, weight, stats) = std::mem::take(&mut epoch);
-                let log = EpochLog {
-                    epoch: (step + 1) / per_epoch,
-                    epochs,
-                    loss: (sum / weight) as f32,
-                    weight,
-                    stats,
-                };
-                if observer.on_epoch(&log).is_break() {
-                    return Err(NnError::Cancelled);
+        if !live.contains(&true) {
+            break;
+        }
+        let mut updates = Vec::new();
+        model.update(&mut |p| updates = opt.update_live(step, p, &mut grad, &norms, &live))?;
+        let lrs: Vec<f32> = updates.iter().map(|u| u.lr).collect();
+        model.constrain(&lrs, &live)?;
+        for (m, member) in members.iter_mut().enumerate() {
+            if !live[m] {
+                continue;
+            }
+            let loss = &losses[m];
+            let log = StepLog {
+                step: step + 1,
+                steps,
+                loss: means[m],
+                lr: updates[m].lr,
+                grad_norm: updates[m].grad_norm,
+                stats: loss.stats,
+            };
+            let flow = observers[m].on_step(&log);
+            member.logs.push(log);
+            if flow.is_break() {
+                member.ended = Some(NnError::Cancelled);
+                live[m] = false;
+                continue;
+            }
+            if let Plan::Epochs { epochs, per_epoch } = plan {
+                member.epoch.0 += loss.sum;
+                member.epoch.1 += loss.weight;
+                member.epoch.2.add(&loss.stats);
+                if (step + 1) % per_epoch == 0 {
+                    let (sum, weight, stats) = std::mem::take(&mut member.epoch);
+                    let log = EpochLog {
+                        epoch: (step + 1) / per_epoch,
+                        epochs,
+                        loss: (sum / weight) as f32,
+                        weight,
+                        stats,
+                    };
+                    if observers[m].on_epoch(&log).is_break() {
+                        member.ended = Some(NnError::Cancelled);
+                        live[m] = false;
+                    }
                 }
             }
         }
     }
-    Ok(logs)
+    Ok(members
+        .into_iter()
+        .map(|m| match m.ended {
+            Some(e) => Err(e),
+            None => Ok(m.logs),
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -393,5 +556,123 @@ mod tests {
         .unwrap_err();
         assert!(matches!(e, NnError::Cancelled));
         assert_eq!(rec.steps.len(), 3);
+    }
+
+    /// [`Quadratic`] for several members at once, one parameter each.
+    struct Quadratics {
+        w: Vec<f32>,
+        computed: Vec<usize>,
+    }
+
+    impl GroupModel for Quadratics {
+        type Batch = [f32];
+        type Stats = Seen;
+
+        fn members(&self) -> usize {
+            self.w.len()
+        }
+
+        fn loss_and_grad(
+            &mut self,
+            batches: &[&[f32]],
+            live: &[bool],
+            grad: &mut Vec<f32>,
+        ) -> Result<Vec<Loss<Seen>>, NnError> {
+            grad.resize(self.w.len(), f32::NAN);
+            let mut out = Vec::new();
+            for m in 0..self.w.len() {
+                if !live[m] {
+                    out.push(Loss::default());
+                    continue;
+                }
+                self.computed[m] += 1;
+                let mut one = Quadratic { w: vec![self.w[m]] };
+                let mut g = Vec::new();
+                out.push(one.loss_and_grad(batches[m], &mut g)?);
+                grad[m] = g[0];
+            }
+            Ok(out)
+        }
+
+        fn update(&mut self, f: &mut dyn FnMut(&mut [f32])) -> Result<(), NnError> {
+            f(&mut self.w);
+            Ok(())
+        }
+
+        fn params(&mut self, m: usize) -> Result<Vec<f32>, NnError> {
+            Ok(vec![self.w[m]])
+        }
+    }
+
+    #[test]
+    fn a_group_trains_each_member_as_alone_and_a_diverging_member_fails_alone() {
+        let plan = Plan::Epochs {
+            epochs: 3,
+            per_epoch: 2,
+        };
+        let data = [
+            vec![vec![1.0, 3.0], vec![2.0]],
+            // diverges at epoch 2, batch 1 (a NaN target poisons the gradient)
+            vec![vec![1.0], vec![2.0], vec![f32::NAN], vec![1.0]],
+            vec![vec![-1.0], vec![4.0, 0.5]],
+        ];
+        let lrs = [0.1, 0.2, 0.05];
+        let mut group = Quadratics {
+            w: vec![0.0; 3],
+            computed: vec![0; 3],
+        };
+        let mut config_layout = Layout::new();
+        config_layout.push("w", &[1], Init::Zeros, false);
+        let hypers = lrs
+            .iter()
+            .map(|&lr| Hyper {
+                schedule: Schedule::Constant(lr),
+                weight_decay: 0.0,
+                clip: f32::INFINITY,
+            })
+            .collect();
+        let mut opt = AdamW::new(*adam(0.0).config(), &config_layout, hypers);
+        let mut sources: Vec<Targets> = data.iter().map(|d| Targets(d.clone())).collect();
+        let mut recs: Vec<Record> = (0..3).map(|_| Record::default()).collect();
+        let mut b: Vec<&mut dyn Batches<[f32]>> = sources
+            .iter_mut()
+            .map(|s| s as &mut dyn Batches<[f32]>)
+            .collect();
+        let mut o: Vec<&mut dyn Observer<Seen>> = recs
+            .iter_mut()
+            .map(|r| r as &mut dyn Observer<Seen>)
+            .collect();
+        let out = train_group(&mut group, &mut opt, plan, &mut b, &mut o).unwrap();
+        for m in 0..3 {
+            let mut alone = Quadratic { w: vec![0.0] };
+            let mut rec = Record::default();
+            let want = train(
+                &mut alone,
+                &mut adam(lrs[m]),
+                plan,
+                &mut Targets(data[m].clone()),
+                &mut rec,
+            );
+            match (&out[m], want) {
+                (Ok(got), Ok(want)) => {
+                    assert_eq!(got, &want, "member {m}");
+                    assert_eq!(group.w[m].to_bits(), alone.w[0].to_bits(), "member {m}");
+                }
+                (Err(got), Err(want)) => assert_eq!(got.to_string(), want.to_string()),
+                (got, want) => panic!("member {m}: {got:?} vs {want:?}"),
+            }
+            assert_eq!(recs[m].steps, rec.steps, "member {m}");
+            assert_eq!(recs[m].epochs, rec.epochs, "member {m}");
+        }
+        assert!(matches!(
+            out[1],
+            Err(NnError::NonFinite {
+                epoch: 2,
+                batch: 1,
+                ..
+            })
+        ));
+        // The diverged member is not computed after it stopped.
+        assert_eq!(group.computed, vec![6, 3, 6]);
     }
 }
