@@ -40,6 +40,6 @@ pub use runtime::cuda_devices;
 pub use runtime::{Backend, ExecOptions, Kind, Runtime};
 pub use store::{Dense, Init, Layout, Norm, Params, Slot};
 pub use train::{
-    Batches, EpochLog, GroupModel, Loss, Model, NoObserver, Observer, Plan, Stats, StepLog, train,
-    train_group,
+    Batches, EpochLog, GroupModel, Loss, MemberResult, Model, NoObserver, Observer, Plan, Stats,
+    StepLog, train, train_group,
 };

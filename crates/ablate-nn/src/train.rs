@@ -218,6 +218,9 @@ pub fn train<M: Model + ?Sized>(
     out.pop().expect("one member")
 }
 
+/// How one member of a group ended: its log of every step, or why it stopped.
+pub type MemberResult<S> = Result<Vec<StepLog<S>>, NnError>;
+
 /// What one member of a group is at: its running epoch aggregate, its log, and whether (and
 /// why) it stopped.
 struct Member<S> {
@@ -237,7 +240,7 @@ pub fn train_group<G: GroupModel + ?Sized>(
     plan: Plan,
     batches: &mut [&mut dyn Batches<G::Batch>],
     observers: &mut [&mut dyn Observer<G::Stats>],
-) -> Result<Vec<Result<Vec<StepLog<G::Stats>>, NnError>>, NnError> {
+) -> Result<Vec<MemberResult<G::Stats>>, NnError> {
     let k = model.members();
     assert!(
         batches.len() == k && observers.len() == k && opt.hypers().len() == k,
