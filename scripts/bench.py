@@ -16,12 +16,18 @@ Measures, on this machine, in one run (so ratios are comparable):
     `$ABLATE_BENCH_PYTHON` (default python3) can import torch;
   - training tokens/s of train.lm's transformers (bytes, d_model 128, 2 layers, 4 heads, d_ff 512,
     seq 128, batch 32; decoder-only and encoder-decoder) at 2 threads, and the same network in
-    PyTorch (scripts/bench_torch_lm.py), the two run alternately, each twice.
+    PyTorch (scripts/bench_torch_lm.py), the two run alternately, each twice;
+  - fused sweeps (#23): a 32-member train.flow sweep (4 lr × 8 seeds at rousseau2020.yaml's size) and
+    a 16-member train.lm sweep (4 lr × 4 seeds at ablation.yaml's size), each run with `fuse: auto`
+    and with `fuse: off` from an empty cache at --jobs 2, alternated; and the flow sweep's models
+    trained by PyTorch as a loop, a torch.func vmap ensemble and hand-batched baddbmm
+    (scripts/bench_torch_fused.py) beside ablate's fused trainer (examples/fused_flow_bench.rs).
 Prints a Markdown table and writes it to BENCHMARKS.md. Medians of several runs; the machine is
 shared and noisy, so read the ratios, not the third digit.
 
-  --only orchestration|training   measure one part (the training part needs minutes); the rows of
-                                  the other part are kept from BENCHMARKS.md, and its header says so
+  --only orchestration|training|sweeps
+                                  measure one part (training and sweeps need minutes); the rows of
+                                  the other parts are kept from BENCHMARKS.md, and its header says so
   --compare BIN                   time another ablate binary (say, a build of an earlier revision)
                                   on the orchestration measures too, alternated with this one, and
                                   show its figures beside them
@@ -45,6 +51,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "ablate")
 TRAIN_BENCH = os.path.join(ROOT, "target", "release", "examples", "train_flow_bench")
 LM_BENCH = os.path.join(ROOT, "target", "release", "examples", "lm_bench")
+FUSED_FLOW_BENCH = os.path.join(ROOT, "target", "release", "examples", "fused_flow_bench")
 REPEATS = int(os.environ.get("ABLATE_BENCH_REPEATS", "5"))
 
 
@@ -243,9 +250,88 @@ def training(compare_dir=None):
                      f"{lm_ours[arch] / 1000:.1f}k", target, note))
     return rows, python, torch_version
 
+FLOW_SWEEP = dict(lrs=[0.01, 0.02, 0.03, 0.05], seeds=list(range(8)), epochs=300)
+LM_SWEEP = dict(lrs=[0.001, 0.002, 0.003, 0.005], seeds=list(range(4)), steps=300)
 
-def kept_rows(part):
-    """The table rows of BENCHMARKS.md that belong to `part` (training rows name a trainer), and
+
+def sweep_pipeline(path, name, fuse, kind):
+    """A sweep at the paper pipelines' size, as one stage with `fuse: auto` or `fuse: off`: 4 lr
+    × 8 seeds of the flow (rousseau2020.yaml's model: dim 2, hidden 32, 16 shared Euler steps,
+    batch 100, 1,000 points, 300 epochs), or 4 lr × 4 seeds of the LM (ablation.yaml's: d_model
+    64, 4 heads, d_ff 256, 2 layers, seq 64, batch 16, a decoder on the clm objective)."""
+    if kind == "flow":
+        sw = FLOW_SWEEP
+        stages = (f"  data:\n    op: data.toy2d\n    params: {{ kind: spirals, n_train: 1000, n_test: 1000, noise: 0.05 }}\n"
+                  f"  train:\n    op: train.flow\n    needs: [data]\n    fuse: {fuse}\n"
+                  f"    matrix: {{ lr: {sw['lrs']}, seed: {sw['seeds']} }}\n"
+                  f"    params: {{ dim: 2, hidden: 32, steps: 16, weights: shared, epochs: {sw['epochs']}, batch: 100 }}\n")
+    else:
+        sw = LM_SWEEP
+        stages = ("  corpus:\n    op: data.text\n    params: { source: synthetic, docs: 2000 }\n"
+                  f"  train:\n    op: train.lm\n    needs: [corpus]\n    fuse: {fuse}\n"
+                  f"    matrix: {{ lr: {sw['lrs']}, seed: {sw['seeds']} }}\n"
+                  f"    params: {{ objective: clm, arch: decoder, d_model: 64, heads: 4, d_ff: 256, layers: 2, "
+                  f"seq_len: 64, batch: 16, steps: {sw['steps']}, warmup: 30 }}\n")
+    with open(path, "w") as f:
+        f.write(f"name: {name}\nstages:\n{stages}")
+
+
+def sweeps(compare_bin=None):
+    """Fused vs `fuse: off` on the two sweeps, from an empty cache each time, at --jobs 2, the two
+    alternated; and PyTorch's fused forms of the flow sweep (scripts/bench_torch_fused.py)."""
+    rows = []
+    with tempfile.TemporaryDirectory() as work:
+        for kind, members, steps_of in (("flow", 32, lambda: FLOW_SWEEP["epochs"] * 10),
+                                        ("lm", 16, lambda: LM_SWEEP["steps"])):
+            print(f"{kind} sweep, fused and not ...", file=sys.stderr)
+            walls = {"auto": [], "off": []}
+            for i in range(2):
+                for fuse in ("off", "auto"):
+                    f = os.path.join(work, f"{kind}_{fuse}.yaml")
+                    sweep_pipeline(f, f"{kind}_sweep_{fuse}", fuse, kind)
+                    cache = os.path.join(work, f"cache_{kind}_{fuse}{i}")
+                    walls[fuse].append(timed([BIN, "--cache", cache, "--results", os.path.join(work, "res"),
+                                              "run", f, "--jobs", "2", "--json"], work)[0])
+                    shutil.rmtree(cache, ignore_errors=True)
+            fused, off = statistics.median(walls["auto"]), statistics.median(walls["off"])
+            model_steps = members * steps_of()
+            what = ("32-member train.flow sweep (4 lr × 8 seeds; dim 2, hidden 32, 16 shared steps, batch 100, 300 epochs)"
+                    if kind == "flow" else
+                    "16-member train.lm sweep (4 lr × 4 seeds; d_model 64, 2 layers, seq 64, batch 16, 300 steps)")
+            rows.append((f"sweep wall time, {what}, --jobs 2", f"{fused:.1f} s fused",
+                         "≥ 10× `fuse: off`" if kind == "flow" else "faster than `fuse: off`",
+                         f"`fuse: off`: {off:.1f} s → {off / fused:.1f}×; {model_steps / fused:,.0f} model-steps/s fused, "
+                         f"{model_steps / off:,.0f} unfused; medians of 2, alternated, empty cache each"))
+    python = os.environ.get("ABLATE_BENCH_PYTHON", "python3")
+    if subprocess.run([python, "-c", "import torch"], capture_output=True).returncode == 0:
+        print("PyTorch fused flows ...", file=sys.stderr)
+        out = subprocess.run([python, os.path.join(ROOT, "scripts", "bench_torch_fused.py"), "2", "32", "6"],
+                             check=True, capture_output=True, text=True).stdout
+        torch_rates = {d["way"]: d["model_steps_per_s"] for d in map(json.loads, out.strip().splitlines())}
+        ours = json.loads(subprocess.run([FUSED_FLOW_BENCH, "--members", "32", "--threads", "2"],
+                                         check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+        rows.append(("sweep model-steps/s, the flow sweep's 32 models, training only (2 threads)",
+                     f"{ours['fused_model_steps_per_s']:,.0f} fused", "≥ PyTorch's fused forms",
+                     f"ablate one by one: {ours['alone_model_steps_per_s']:,.0f}; PyTorch: loop {torch_rates['loop']:,.0f}, "
+                     f"torch.func vmap {torch_rates['vmap']:,.0f}, baddbmm by hand (HFTA) {torch_rates['bmm']:,.0f} "
+                     f"→ ablate fused {ours['fused_model_steps_per_s'] / max(torch_rates.values()):.1f}× PyTorch's best"))
+    return rows
+
+
+PARTS = ("orchestration", "training", "sweeps")
+
+
+def part_of(measure):
+    """Which part of the benchmarks a table row belongs to, by its measure's name."""
+    if measure.startswith(("train.flow", "train.lm")):
+        return "training"
+    if measure.startswith("sweep"):
+        return "sweeps"
+    return "orchestration"
+
+
+def kept_rows(parts):
+    """The table rows of BENCHMARKS.md that belong to `parts` (see `part_of`), and
     the text above the table, less what an earlier `--only` run added to it."""
     path = os.path.join(ROOT, "BENCHMARKS.md")
     if not os.path.exists(path):
@@ -257,37 +343,40 @@ def kept_rows(part):
     for l in lines[table + 2:]:
         cells = tuple(c.strip() for c in l.strip().strip("|").split(" | "))
         if l.startswith("| ") and len(cells) == 4:
-            if cells[0].startswith(("train.flow", "train.lm")) == (part == "training"):
+            if part_of(cells[0]) in parts:
                 rows.append(cells)
     return rows, preamble
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=["orchestration", "training"])
+    ap.add_argument("--only", choices=PARTS)
     ap.add_argument("--compare", metavar="BIN", help="another ablate binary to time beside this one")
     ap.add_argument("--compare-examples", metavar="DIR", help="another build's train_flow_bench and lm_bench")
     args = ap.parse_args()
+    run = [args.only] if args.only else list(PARTS)
     print("building release binaries ...", file=sys.stderr)
-    if args.only != "training":
+    if "orchestration" in run or "sweeps" in run:
         sh("cargo", "build", "--release", "--quiet", "-p", "ablate-cli")
-    if args.only != "orchestration":
+    if "training" in run:
         sh("cargo", "build", "--release", "--quiet", "-p", "ablate-models", "--example", "train_flow_bench")
         sh("cargo", "build", "--release", "--quiet", "-p", "ablate-models", "--example", "lm_bench")
-    rows = []
+    if "sweeps" in run:
+        sh("cargo", "build", "--release", "--quiet", "-p", "ablate-models", "--example", "fused_flow_bench")
     python, torch_version = os.environ.get("ABLATE_BENCH_PYTHON", "python3"), None
-    kept, kept_header = [], []
-    if args.only != "training":
-        rows += orchestration(args.compare and os.path.abspath(args.compare))
-    else:
-        kept, kept_header = kept_rows("orchestration")
-        rows += kept
-    if args.only != "orchestration":
-        trained, python, torch_version = training(args.compare_examples and os.path.abspath(args.compare_examples))
-        rows += trained
-    else:
-        kept, kept_header = kept_rows("training")
-        rows += kept
+    # The parts not run keep their rows from BENCHMARKS.md, in the table's order.
+    kept, kept_header = kept_rows([p for p in PARTS if p not in run]) if args.only else ([], [])
+    rows = []
+    for part in PARTS:
+        if part not in run:
+            rows += [r for r in kept if part_of(r[0]) == part]
+        elif part == "orchestration":
+            rows += orchestration(args.compare and os.path.abspath(args.compare))
+        elif part == "training":
+            trained, python, torch_version = training(args.compare_examples and os.path.abspath(args.compare_examples))
+            rows += trained
+        else:
+            rows += sweeps()
 
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
     rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
@@ -296,7 +385,7 @@ def main():
         compared.append(f"The training benchmarks of `{os.path.abspath(args.compare_examples)}` ran beside this build's, alternately.")
     if args.only:
         # The other part's rows are an earlier run's, described by the text kept below.
-        other = "training" if args.only == "orchestration" else "orchestration"
+        other = " and ".join(p for p in PARTS if p != args.only)
         preamble = [f"Rows of the {args.only} part: `scripts/bench.py --only {args.only}` on {datetime.date.today()}, "
                     f"revision `{rev or 'unknown'}`, {os.cpu_count()} cores ({cpu}). The {other} rows are from the run below.",
                     *compared, *kept_header]
