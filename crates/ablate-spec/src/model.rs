@@ -139,7 +139,8 @@ impl Default for Fuse {
 
 impl Fuse {
     /// The forms a pipeline may write, for messages.
-    pub const FORMS: &'static str = "`auto`, `off` or a whole number N ≥ 1 (at most N members per group; 1 is `off`)";
+    pub const FORMS: &'static str =
+        "`auto`, `off` or a whole number N ≥ 1 (at most N members per group; 1 is `off`)";
 
     /// `fuse: N`, with 1 meaning off.
     pub fn at_most(n: usize) -> Fuse {

@@ -15,8 +15,9 @@ use crate::interp::{Vars, interpolate};
 use crate::node::{Key, Kind, Node, Origin, shorten, shorten_name};
 use crate::typecheck::check_param;
 use crate::{
-    Device, Diagnostic, Fuse, MAX_NAME_BYTES, Matrix, OnDiverge, OpCatalog, OpSchema, ParamType, Params,
-    Pipeline, Resources, SourceFile, Span, Stage, StageName, Value, parse_duration, suggest,
+    Device, Diagnostic, Fuse, MAX_NAME_BYTES, Matrix, OnDiverge, OpCatalog, OpSchema, ParamType,
+    Params, Pipeline, Resources, SourceFile, Span, Stage, StageName, Value, parse_duration,
+    suggest,
 };
 
 const TOP_KEYS: &[&str] = &[

@@ -118,7 +118,9 @@ impl Validator<'_, '_> {
         match &node.kind {
             Kind::Str(s) if s == "auto" => Some(Fuse::default()),
             Kind::Str(s) if s == "off" => Some(Fuse::Off),
-            Kind::Int(i) if *i >= 1 => Some(Fuse::at_most(usize::try_from(*i).unwrap_or(usize::MAX))),
+            Kind::Int(i) if *i >= 1 => {
+                Some(Fuse::at_most(usize::try_from(*i).unwrap_or(usize::MAX)))
+            }
             _ => {
                 self.push(type_error(node, subject, "`auto`, `off` or a number of members ≥ 1").help(
                     format!(
