@@ -8,6 +8,7 @@
 
 mod cancel;
 mod event;
+mod fuse;
 mod gpus;
 mod job;
 mod local;
