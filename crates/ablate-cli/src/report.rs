@@ -22,11 +22,14 @@ const MAX_BARS: usize = 12;
 /// A fused group shows each member's loss up to this many members, else their range.
 const GROUP_LOSSES: usize = 4;
 
+/// A member's latest progress: step, total, loss.
+type Latest = (u64, u64, Option<f64>);
+
 /// A fused group in flight: one line for its members (issue 23).
 struct Group {
     stage: String,
     /// The members still running, each with its latest step, total and loss.
-    members: Vec<(PlanIndex, Option<(u64, u64, Option<f64>)>)>,
+    members: Vec<(PlanIndex, Option<Latest>)>,
     /// Its latest message (waiting for a lock …).
     message: Option<String>,
     bar: Option<ProgressBar>,
@@ -57,8 +60,8 @@ impl Group {
 /// The progress of a fused group's members (each one's latest step, total, loss; `None`:
 /// none yet): the slowest step over the total, then the losses (each when at most
 /// [`GROUP_LOSSES`], else `min … max`).
-fn group_progress(members: &[Option<(u64, u64, Option<f64>)>]) -> String {
-    let seen: Vec<(u64, u64, Option<f64>)> = members.iter().flatten().copied().collect();
+fn group_progress(members: &[Option<Latest>]) -> String {
+    let seen: Vec<Latest> = members.iter().flatten().copied().collect();
     let mut msg = String::new();
     let total = seen.iter().map(|p| p.1).max().unwrap_or(0);
     if total > 0 {
@@ -185,10 +188,10 @@ impl Reporter {
         message: &Option<String>,
     ) -> Option<&mut Group> {
         let g = self.groups.get_mut(self.member_of.get(&instance)?)?;
-        if let Some((_, p)) = g.members.iter_mut().find(|(m, _)| *m == instance) {
-            if total > 0 || loss.is_some() {
-                *p = Some((step, total, loss));
-            }
+        if let Some((_, p)) = g.members.iter_mut().find(|(m, _)| *m == instance)
+            && (total > 0 || loss.is_some())
+        {
+            *p = Some((step, total, loss));
         }
         if message.is_some() {
             g.message.clone_from(message);

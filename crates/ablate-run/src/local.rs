@@ -67,7 +67,6 @@ impl LocalExecutor {
         };
         let ctx = self.context(job, &held, progress);
         let result = catch(job, || self.inner.runner.run(&ctx));
-        drop(ctx);
         self.finish(job, force, held, result, cancel)
     }
 
@@ -102,7 +101,6 @@ impl LocalExecutor {
             let m = &members[n];
             let ctx = self.context(m.job, &h, m.progress);
             let result = catch(m.job, || self.inner.runner.run(&ctx));
-            drop(ctx);
             outcomes[n] = Some(self.finish(m.job, m.force, h, result, cancel));
         } else if !held.is_empty() {
             let first = members[held[0].0].job;
