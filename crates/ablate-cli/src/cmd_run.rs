@@ -278,6 +278,18 @@ impl Executor for AnyExecutor {
             AnyExecutor::Slurm(e) => e.execute(instance, job, force, events, cancel),
         }
     }
+
+    fn execute_group(
+        &self,
+        members: Vec<(PlanIndex, Arc<Job>, bool)>,
+        events: tokio::sync::mpsc::UnboundedSender<RunEvent>,
+        cancel: CancelToken,
+    ) -> ablate_run::BoxFuture<Vec<(PlanIndex, Outcome)>> {
+        match self {
+            AnyExecutor::Local(e) => e.execute_group(members, events, cancel),
+            AnyExecutor::Slurm(e) => e.execute_group(members, events, cancel),
+        }
+    }
 }
 
 /// After a Slurm run: say what was left on the cluster, and cancel it if asked to.

@@ -19,6 +19,75 @@ pub enum Mode {
 /// Instance lines shown at once on a terminal; the rest are counted on the main bar.
 const MAX_BARS: usize = 12;
 
+/// A fused group shows each member's loss up to this many members, else their range.
+const GROUP_LOSSES: usize = 4;
+
+/// A member's latest progress: step, total, loss.
+type Latest = (u64, u64, Option<f64>);
+
+/// A fused group in flight: one line for its members (issue 23).
+struct Group {
+    stage: String,
+    /// The members still running, each with its latest step, total and loss.
+    members: Vec<(PlanIndex, Option<Latest>)>,
+    /// Its latest message (waiting for a lock …).
+    message: Option<String>,
+    bar: Option<ProgressBar>,
+    /// Quarter of the steps last logged (plain mode).
+    logged: u64,
+}
+
+impl Group {
+    /// `resnet ×16`.
+    fn prefix(&self) -> String {
+        format!("{} ×{}", self.stage, self.members.len())
+    }
+
+    /// `120/300 loss 0.4100 … 0.6300`: the slowest member's step, and each member's latest
+    /// loss when few, else their range.
+    fn message(&self) -> String {
+        let mut msg = group_progress(&self.members.iter().map(|(_, p)| *p).collect::<Vec<_>>());
+        if let Some(m) = &self.message {
+            if !msg.is_empty() {
+                msg.push(' ');
+            }
+            msg.push_str(m);
+        }
+        msg
+    }
+}
+
+/// The progress of a fused group's members (each one's latest step, total, loss; `None`:
+/// none yet): the slowest step over the total, then the losses (each when at most
+/// [`GROUP_LOSSES`], else `min … max`).
+fn group_progress(members: &[Option<Latest>]) -> String {
+    let seen: Vec<Latest> = members.iter().flatten().copied().collect();
+    let mut msg = String::new();
+    let total = seen.iter().map(|p| p.1).max().unwrap_or(0);
+    if total > 0 {
+        let step = seen.iter().map(|p| p.0).min().unwrap_or(0);
+        msg.push_str(&format!("{step}/{total}"));
+    }
+    let mut losses: Vec<f64> = seen.iter().filter_map(|p| p.2).collect();
+    if !losses.is_empty() {
+        if !msg.is_empty() {
+            msg.push(' ');
+        }
+        if losses.len() <= GROUP_LOSSES {
+            let each: Vec<String> = losses.iter().map(|l| format!("{l:.4}")).collect();
+            msg.push_str(&format!("loss {}", each.join(" ")));
+        } else {
+            losses.sort_by(f64::total_cmp);
+            msg.push_str(&format!(
+                "loss {:.4} … {:.4}",
+                losses[0],
+                losses[losses.len() - 1]
+            ));
+        }
+    }
+    msg
+}
+
 pub struct Reporter {
     mode: Mode,
     json: BufWriter<Stdout>,
@@ -31,6 +100,11 @@ pub struct Reporter {
     unshown: Vec<(PlanIndex, String)>,
     /// Quarter of the epochs last logged per instance (plain mode).
     logged: HashMap<PlanIndex, u64>,
+    /// Fused groups in flight, by the order they started.
+    groups: HashMap<usize, Group>,
+    /// The group each running member belongs to.
+    member_of: HashMap<PlanIndex, usize>,
+    started_groups: usize,
     /// Cached instances not yet shown, grouped by stage (terminal mode).
     cached: Vec<(String, String)>,
     ran: usize,
@@ -54,6 +128,9 @@ impl Reporter {
             bars: HashMap::new(),
             unshown: Vec::new(),
             logged: HashMap::new(),
+            groups: HashMap::new(),
+            member_of: HashMap::new(),
+            started_groups: 0,
             cached: Vec::new(),
             ran: 0,
             cached_n: 0,
@@ -81,6 +158,70 @@ impl Reporter {
         }
     }
 
+    /// A fused group starts: its members share one line from now on.
+    fn start_group(&mut self, stage: &str, members: &[PlanIndex]) -> usize {
+        let g = self.started_groups;
+        self.started_groups += 1;
+        for m in members {
+            self.member_of.insert(*m, g);
+        }
+        self.groups.insert(
+            g,
+            Group {
+                stage: stage.to_owned(),
+                members: members.iter().map(|m| (*m, None)).collect(),
+                message: None,
+                bar: None,
+                logged: 0,
+            },
+        );
+        g
+    }
+
+    /// A member's progress, into its group; the group, if it has one.
+    fn group_progress(
+        &mut self,
+        instance: PlanIndex,
+        step: u64,
+        total: u64,
+        loss: Option<f64>,
+        message: &Option<String>,
+    ) -> Option<&mut Group> {
+        let g = self.groups.get_mut(self.member_of.get(&instance)?)?;
+        if let Some((_, p)) = g.members.iter_mut().find(|(m, _)| *m == instance)
+            && (total > 0 || loss.is_some())
+        {
+            *p = Some((step, total, loss));
+        }
+        if message.is_some() {
+            g.message.clone_from(message);
+        }
+        Some(g)
+    }
+
+    /// A member ended (or left to be retried): it leaves its group's line, and a group with
+    /// no member left is gone.
+    fn leave_group(&mut self, instance: PlanIndex) {
+        let Some(g) = self.member_of.remove(&instance) else {
+            return;
+        };
+        let Some(group) = self.groups.get_mut(&g) else {
+            return;
+        };
+        group.members.retain(|(m, _)| *m != instance);
+        if let Some(bar) = &group.bar {
+            bar.set_prefix(group.prefix());
+            bar.set_message(group.message());
+        }
+        if group.members.is_empty()
+            && let Some(group) = self.groups.remove(&g)
+            && let Some(bar) = group.bar
+        {
+            bar.finish_and_clear();
+            self.multi.remove(&bar);
+        }
+    }
+
     fn println(&mut self, line: String) {
         match self.mode {
             Mode::Terminal => {
@@ -94,6 +235,43 @@ impl Reporter {
 
     fn plain_line(&mut self, ev: &RunEvent) {
         match ev {
+            RunEvent::GroupStarted { members, stage, .. } => {
+                self.start_group(stage, members);
+                if let Some(line) = self.common_line(ev) {
+                    let _ = writeln!(self.plain, "{line}");
+                    let _ = self.plain.flush();
+                }
+            }
+            RunEvent::Progress {
+                instance,
+                step,
+                total,
+                loss,
+                message,
+                ..
+            } if self.member_of.contains_key(instance) => {
+                // One line for the group, at each quarter of its slowest member's steps.
+                let Some(g) = self.group_progress(*instance, *step, *total, *loss, message) else {
+                    return;
+                };
+                let slowest = g.members.iter().filter_map(|(_, p)| *p).min_by_key(|p| p.0);
+                let line = match (slowest, message) {
+                    (_, Some(m)) => Some(m.clone()),
+                    (Some((step, total, _)), None) if total > 0 && step < total => {
+                        let quarter = step * 4 / total;
+                        (quarter > g.logged).then(|| {
+                            g.logged = quarter;
+                            g.message()
+                        })
+                    }
+                    _ => None,
+                };
+                if let Some(line) = line {
+                    let prefix = g.prefix();
+                    let _ = writeln!(self.plain, "  ...     {prefix}  {line}");
+                    let _ = self.plain.flush();
+                }
+            }
             RunEvent::Progress {
                 instance,
                 id,
@@ -120,6 +298,12 @@ impl Reporter {
             }
             RunEvent::Progress { .. } => {}
             other => {
+                if let RunEvent::Finished { instance, .. }
+                | RunEvent::Failed { instance, .. }
+                | RunEvent::Submitted { instance, .. } = other
+                {
+                    self.leave_group(*instance);
+                }
                 if let Some(line) = self.common_line(other) {
                     let _ = writeln!(self.plain, "{line}");
                 }
@@ -152,6 +336,12 @@ impl Reporter {
                     diverged_note(diverged)
                 ))
             }
+            RunEvent::GroupStarted { stage, ids, .. } => Some(format!(
+                "  fused   {stage} ×{}: {} … {}",
+                ids.len(),
+                ids.first().map_or("", String::as_str),
+                ids.last().map_or("", String::as_str)
+            )),
             RunEvent::Started { id, attempt, .. } => Some(if *attempt > 1 {
                 format!("  start   {id} (attempt {attempt})")
             } else {
@@ -273,6 +463,33 @@ impl Reporter {
                 self.cached_n += 1;
                 self.advance();
             }
+            RunEvent::GroupStarted { members, stage, .. } => {
+                self.flush_cached();
+                let g = self.start_group(stage, members);
+                let bar = self.multi.insert_from_back(1, ProgressBar::new_spinner());
+                bar.set_style(
+                    ProgressStyle::with_template("  {spinner} {prefix} {msg}")
+                        .expect("valid template"),
+                );
+                let group = self.groups.get_mut(&g).expect("just started");
+                bar.set_prefix(group.prefix());
+                bar.enable_steady_tick(Duration::from_millis(120));
+                group.bar = Some(bar);
+            }
+            RunEvent::Progress {
+                instance,
+                step,
+                total,
+                loss,
+                message,
+                ..
+            } if self.member_of.contains_key(instance) => {
+                if let Some(g) = self.group_progress(*instance, *step, *total, *loss, message)
+                    && let Some(bar) = &g.bar
+                {
+                    bar.set_message(g.message());
+                }
+            }
             RunEvent::Progress {
                 instance,
                 step,
@@ -299,6 +516,7 @@ impl Reporter {
                     bar.set_message(msg);
                 }
             }
+            RunEvent::Started { instance, .. } if self.member_of.contains_key(instance) => {}
             RunEvent::Started { instance, id, .. } => {
                 self.flush_cached();
                 if self.bars.len() < MAX_BARS {
@@ -318,6 +536,7 @@ impl Reporter {
                         ..
                     }
                 );
+                self.leave_group(*instance);
                 if let Some(bar) = self.bars.remove(instance) {
                     bar.finish_and_clear();
                     self.multi.remove(&bar);
@@ -346,6 +565,13 @@ impl Reporter {
                 for (_, bar) in self.bars.drain() {
                     bar.finish_and_clear();
                     self.multi.remove(&bar);
+                }
+                self.member_of.clear();
+                for (_, group) in self.groups.drain() {
+                    if let Some(bar) = group.bar {
+                        bar.finish_and_clear();
+                        self.multi.remove(&bar);
+                    }
                 }
                 self.unshown.clear();
                 if let RunEvent::Summary(_) = ev
@@ -489,4 +715,25 @@ fn indent(s: &str, by: &str) -> String {
         .map(|l| format!("{by}{l}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::group_progress;
+
+    #[test]
+    fn a_group_line_shows_the_slowest_step_and_each_loss_or_their_range() {
+        assert_eq!(group_progress(&[None, None]), "");
+        assert_eq!(
+            group_progress(&[Some((120, 300, Some(0.41))), Some((121, 300, Some(0.63)))]),
+            "120/300 loss 0.4100 0.6300"
+        );
+        // A member without progress yet does not hold the line back.
+        assert_eq!(group_progress(&[None, Some((5, 10, None))]), "5/10");
+        let many: Vec<_> = [0.5, 0.41, 0.63, 0.45, 0.52]
+            .iter()
+            .map(|l| Some((7, 9, Some(*l))))
+            .collect();
+        assert_eq!(group_progress(&many), "7/9 loss 0.4100 … 0.6300");
+    }
 }

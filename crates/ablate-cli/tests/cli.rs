@@ -6167,3 +6167,60 @@ stages:
         "the plain reports are restored byte for byte"
     );
 }
+
+/// #23: `fuse:` is a stage key, not a param: every form leaves the keys alone, and a bad value
+/// is an input error at its place. `ablate plan` shows a seed × lr sweep of `train.flow` as one
+/// fused group when the op says those params fuse (`OpCatalog::fusible`), with the stage's cap,
+/// and none under `fuse: off`; while the op declares no fusible params, it shows none.
+#[test]
+fn plan_shows_the_fused_groups_of_a_seed_and_lr_sweep() {
+    use ablate_spec::OpCatalog as _;
+    let sb = Sandbox::new();
+    let sweep = |fuse: &str| {
+        format!(
+            "name: sweep\nstages:\n  points:\n    op: data.toy2d\n    params: {{ kind: moons, n_train: 200, n_test: 200, noise: 0.1 }}\n  flow:\n    op: train.flow\n    needs: [points]\n{fuse}    matrix: {{ seed: [0, 1, 2], lr: [0.01, 0.1] }}\n    params: {{ hidden: 8, epochs: 5, batch: 50 }}\n"
+        )
+    };
+    sb.write("auto.yaml", &sweep(""));
+    sb.write("off.yaml", &sweep("    fuse: off\n"));
+    sb.write("capped.yaml", &sweep("    fuse: 4\n"));
+    let keys = sb.keys("auto.yaml", &[]);
+    assert_eq!(keys.len(), 7);
+    assert_eq!(sb.keys("off.yaml", &[]), keys, "`fuse` is not in the key");
+    assert_eq!(sb.keys("capped.yaml", &[]), keys);
+
+    let text = |file: &str| sb.ablate(&["plan", file]).code(EXIT_OK).stdout;
+    let fusible = ablate_ops::Registry::builtin().fusible("train.flow");
+    if fusible.contains(&"seed") && fusible.contains(&"lr") {
+        let auto = text("auto.yaml");
+        assert!(auto.contains("\n  fuse  ×6  (lr, seed vary)\n"), "{auto}");
+        let capped = text("capped.yaml");
+        assert!(
+            capped.contains("\n  fuse  ×6  (lr, seed vary)  max 4\n"),
+            "{capped}"
+        );
+        let json = sb
+            .ablate(&["plan", "auto.yaml", "--format", "json"])
+            .code(EXIT_OK)
+            .stdout;
+        let doc: Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            doc["fuse_groups"][0]["members"].as_array().unwrap().len(),
+            6,
+            "{json}"
+        );
+    } else {
+        assert!(!text("auto.yaml").contains("fuse  "));
+    }
+    assert!(!text("off.yaml").contains("fuse  "));
+
+    sb.write("bad.yaml", &sweep("    fuse: 0\n"));
+    let run = sb.ablate(&["plan", "bad.yaml"]).code(EXIT_INVALID_INPUT);
+    assert!(run.stderr.contains("bad.yaml:9:11"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("`fuse` of stage `flow` expects `auto`, `off` or a number of members ≥ 1"),
+        "{}",
+        run.stderr
+    );
+}

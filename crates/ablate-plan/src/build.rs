@@ -156,6 +156,11 @@ impl Builder<'_> {
         let (inputs_by_name, version, report) =
             (schema.inputs_by_name, schema.version, schema.gathers);
         let resources = instance_resources(stage, schema.on_device);
+        let fusible = if stage.fuse.is_off() {
+            &[][..]
+        } else {
+            self.catalog.fusible(&stage.op)
+        };
         let protos = self.protos(stage);
         let own = stage.matrix.combinations();
         let axis_order: Vec<&str> = stage.matrix.axes.iter().map(|(k, _)| k.as_str()).collect();
@@ -219,6 +224,7 @@ impl Builder<'_> {
                     inputs: refs,
                     deps,
                 };
+                let fuse = crate::fuse::group_of(stage, fusible, &resources, &key_input);
                 let label = render_label(&labels);
                 let id = if label.is_empty() {
                     stage.name.to_string()
@@ -242,6 +248,7 @@ impl Builder<'_> {
                     gather: stage.gather,
                     report,
                     strict: stage.strict,
+                    fuse,
                 };
                 let node = PlanIndex(self.graph.add_node(instance));
                 for &input in &proto.inputs {

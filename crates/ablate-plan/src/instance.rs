@@ -47,6 +47,9 @@ pub struct Instance {
     /// A report that needs every input to have finished (the stage's `strict`); a report that
     /// is not strict also runs when some inputs failed or were skipped, and marks them.
     pub strict: bool,
+    /// The fused group it may be computed in with others of its stage (the stage's `fuse:`
+    /// and its op's fusible params); `None`: it always runs alone. Not part of the key.
+    pub fuse: Option<crate::FuseGroup>,
 }
 
 impl Instance {

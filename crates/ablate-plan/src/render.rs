@@ -57,6 +57,11 @@ impl View<'_> {
         matches!(self.of(id), Shown::Skipped(..))
     }
 
+    /// Whether a run computes it (not cached, not skipped).
+    fn runs(&self, id: PlanIndex) -> bool {
+        matches!(self.of(id), Shown::Run(..))
+    }
+
     /// The class of an instance in a graph: `cached`, `skip` or `run`.
     fn class(&self, id: PlanIndex) -> &'static str {
         match self.of(id) {
@@ -101,6 +106,7 @@ fn text(plan: &Plan, view: &View<'_>) -> String {
         let _ = write!(out, ", {skipped} skipped (an input diverged)");
     }
     out.push('\n');
+    let groups = crate::planned_groups(plan, |id| view.runs(id));
     for (stage, ids) in plan.stages() {
         let Some(first) = ids.first() else { continue };
         let stage_cached = ids
@@ -119,6 +125,12 @@ fn text(plan: &Plan, view: &View<'_>) -> String {
             let _ = write!(out, ", {stage_skipped} skipped");
         }
         out.push('\n');
+        for g in groups
+            .iter()
+            .filter(|g| plan.instance(g.members[0]).stage == *stage)
+        {
+            let _ = writeln!(out, "  {}", group_line(g));
+        }
         let width = ids
             .iter()
             .map(|i| plan.instance(*i).label.chars().count())
@@ -141,6 +153,24 @@ fn text(plan: &Plan, view: &View<'_>) -> String {
         }
     }
     out
+}
+
+/// `fuse  ×16  (lr, seed vary)`, with the labels its members share (`width=32`) when there
+/// are any and the stage's cap (`max 8`) when it has one.
+fn group_line(g: &crate::PlannedGroup) -> String {
+    let mut line = String::from("fuse  ");
+    if !g.shared.is_empty() {
+        line.push_str(&crate::render_label(&g.shared));
+        line.push_str("  ");
+    }
+    let _ = write!(line, "×{}", g.members.len());
+    if !g.vary.is_empty() {
+        let _ = write!(line, "  ({} vary)", g.vary.join(", "));
+    }
+    if let Some(max) = g.group.cap() {
+        let _ = write!(line, "  max {max}");
+    }
+    line
 }
 
 /// One instance in `--format json`, borrowed from the plan (a 10k-instance plan renders
@@ -169,10 +199,27 @@ impl Serialize for Labels<'_> {
     }
 }
 
+/// A fused group in `--format json`: the members a run computes together (see
+/// [`crate::planned_groups`]).
+#[derive(Serialize)]
+struct JsonGroup<'a> {
+    stage: &'a str,
+    /// The group's digest, short.
+    group: String,
+    /// Member ids, in plan order.
+    members: Vec<&'a str>,
+    vary: &'a [String],
+    /// The stage's `fuse: N`; absent: no cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max: Option<usize>,
+}
+
 #[derive(Serialize)]
 struct JsonPlan<'a> {
     pipeline: &'a str,
     instances: Vec<JsonInstance<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    fuse_groups: Vec<JsonGroup<'a>>,
 }
 
 fn json(plan: &Plan, view: &View<'_>) -> String {
@@ -200,9 +247,25 @@ fn json(plan: &Plan, view: &View<'_>) -> String {
             }
         })
         .collect();
+    let groups = crate::planned_groups(plan, |id| view.runs(id));
+    let fuse_groups = groups
+        .iter()
+        .map(|g| JsonGroup {
+            stage: plan.instance(g.members[0]).stage.as_str(),
+            group: g.group.group.short(),
+            members: g
+                .members
+                .iter()
+                .map(|m| plan.instance(*m).id.as_str())
+                .collect(),
+            vary: &g.vary,
+            max: g.group.cap(),
+        })
+        .collect();
     let mut s = serde_json::to_string_pretty(&JsonPlan {
         pipeline: plan.pipeline(),
         instances,
+        fuse_groups,
     })
     .expect("plan serialises");
     s.push('\n');

@@ -667,3 +667,169 @@ stages:
         ]
     );
 }
+
+// --- fused groups (issue 23) ---------------------------------------------------------------------
+
+/// The test catalog, with `train`'s `seed` and `lr` fusible (as the real trainers' are).
+struct Fusing(Catalog);
+
+impl OpCatalog for Fusing {
+    fn schema(&self, op: &str) -> Option<&OpSchema> {
+        self.0.schema(op)
+    }
+    fn op_names(&self) -> Vec<&'static str> {
+        self.0.op_names()
+    }
+    fn fusible(&self, op: &str) -> &'static [&'static str] {
+        match op {
+            "train" => &["lr", "seed"],
+            _ => &[],
+        }
+    }
+}
+
+fn fused_plan(yaml: &str) -> Plan {
+    let cat = Fusing(catalog());
+    let p = load(SourceFile::new("p.yaml", yaml), &Overrides::new(), &cat)
+        .unwrap_or_else(|d| panic!("{d}"));
+    build(&p, &cat, Path::new(".")).unwrap_or_else(|d| panic!("{d}"))
+}
+
+/// A seed × lr × steps sweep of `train` over one data set, with `fuse` as given.
+fn fuse_sweep(fuse: &str) -> String {
+    format!(
+        "name: f\nstages:\n  data:\n    op: data\n  resnet:\n    op: train\n    needs: [data]\n    {fuse}\n    matrix:\n      steps: [1, 2]\n      lr: [0.1, 0.01]\n      seed: [0, 1, 2]\n  ev:\n    op: eval\n    needs: [resnet]\n"
+    )
+}
+
+/// The fused group of each instance of `stage`, by id.
+fn groups_of(p: &Plan, stage: &str) -> Vec<(String, Option<ablate_plan::FuseGroup>)> {
+    p.stage_instances(stage)
+        .unwrap()
+        .iter()
+        .map(|i| (p.instance(*i).id.clone(), p.instance(*i).fuse))
+        .collect()
+}
+
+#[test]
+fn instances_that_differ_only_in_fusible_params_share_a_group() {
+    let p = fused_plan(&fuse_sweep(""));
+    let groups = groups_of(&p, "resnet");
+    assert_eq!(groups.len(), 12);
+    // `steps` is not fusible: two groups of six (lr × seed), one per step count.
+    let steps1: Vec<_> = groups
+        .iter()
+        .filter(|(id, _)| id.contains("steps=1"))
+        .collect();
+    let steps2: Vec<_> = groups
+        .iter()
+        .filter(|(id, _)| id.contains("steps=2"))
+        .collect();
+    let g1 = steps1[0]
+        .1
+        .expect("a fusible op in a stage without `fuse: off` has a group");
+    let g2 = steps2[0].1.unwrap();
+    assert!(steps1.iter().all(|(_, g)| *g == Some(g1)), "{steps1:?}");
+    assert!(steps2.iter().all(|(_, g)| *g == Some(g2)), "{steps2:?}");
+    assert_ne!(
+        g1.group, g2.group,
+        "a non-fusible param differs: two groups"
+    );
+    assert_eq!(g1.cap(), None, "`auto` sets no cap");
+    // Ops without fusible params never fuse.
+    assert!(groups_of(&p, "data").iter().all(|(_, g)| g.is_none()));
+    assert!(groups_of(&p, "ev").iter().all(|(_, g)| g.is_none()));
+    // Stable: the same file plans the same groups; and a group is no part of a key.
+    let again = fused_plan(&fuse_sweep(""));
+    assert_eq!(groups_of(&again, "resnet"), groups);
+    let unfused = plan(&fuse_sweep(""));
+    let keys = |p: &Plan| p.instances().map(|(_, i)| i.key).collect::<Vec<_>>();
+    assert_eq!(keys(&p), keys(&unfused));
+    assert_eq!(keys(&p), keys(&fused_plan(&fuse_sweep("fuse: off"))));
+    // A cap is kept.
+    let capped = fused_plan(&fuse_sweep("fuse: 4"));
+    assert!(
+        groups_of(&capped, "resnet")
+            .iter()
+            .all(|(_, g)| g.unwrap().max == 4)
+    );
+}
+
+#[test]
+fn fuse_off_or_one_member_per_group_plans_no_group() {
+    for fuse in ["fuse: off", "fuse: 1"] {
+        let p = fused_plan(&fuse_sweep(fuse));
+        assert!(
+            groups_of(&p, "resnet").iter().all(|(_, g)| g.is_none()),
+            "{fuse}"
+        );
+    }
+    // Under `defaults:` too.
+    let p = fused_plan(&fuse_sweep("").replace("name: f\n", "name: f\ndefaults: { fuse: off }\n"));
+    assert!(groups_of(&p, "resnet").iter().all(|(_, g)| g.is_none()));
+}
+
+#[test]
+fn members_over_different_inputs_still_share_a_group() {
+    // One data set per seed: the op checks the shapes at run time.
+    let yaml = "name: f\nstages:\n  data:\n    op: data\n    matrix: { seed: [0, 1] }\n  resnet:\n    op: train\n    needs: [data]\n    matrix: { lr: [0.1, 0.01] }\n";
+    let p = fused_plan(yaml);
+    let groups = groups_of(&p, "resnet");
+    assert_eq!(groups.len(), 4);
+    assert!(groups.iter().all(|(_, g)| *g == groups[0].1 && g.is_some()));
+}
+
+#[test]
+fn plan_shows_each_group_with_its_members_to_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let p = fused_plan(&fuse_sweep("fuse: 4"));
+    let text = render(&p, &statuses(&p, &store, &[]), &[], Format::Text);
+    assert!(
+        text.contains("\nresnet (train): 12 instances, 0 cached\n  fuse  steps=1  ×6  (lr, seed vary)  max 4\n  fuse  steps=2  ×6  (lr, seed vary)  max 4\n"),
+        "{text}"
+    );
+    assert_eq!(text.matches("fuse  ").count(), 2, "{text}");
+
+    // Cached members are not counted; a group left with one member to run is not shown.
+    commit(&store, &p, "data");
+    for id in ids(&p, "resnet") {
+        let keep = [
+            "steps=1,lr=0.1,seed=0",
+            "steps=2,lr=0.1,seed=1",
+            "steps=2,lr=0.01,seed=2",
+        ];
+        if !keep.iter().any(|k| id.contains(k)) {
+            commit(&store, &p, &id);
+        }
+    }
+    let st = statuses(&p, &store, &[]);
+    let text = render(&p, &st, &[], Format::Text);
+    assert!(
+        text.contains("\nresnet (train): 12 instances, 9 cached\n  fuse  steps=2  ×2  (lr, seed vary)  max 4\n  "),
+        "{text}"
+    );
+    assert!(!text.contains("steps=1  ×"), "{text}");
+
+    // JSON lists the groups with their member ids.
+    let json: serde_json::Value =
+        serde_json::from_str(&render(&p, &st, &[], Format::Json)).unwrap();
+    let groups = json["fuse_groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 1, "{json}");
+    assert_eq!(groups[0]["stage"], "resnet");
+    assert_eq!(groups[0]["max"], 4);
+    assert_eq!(groups[0]["vary"], json!(["lr", "seed"]));
+    assert_eq!(
+        groups[0]["members"],
+        json!([
+            "resnet[steps=2,lr=0.1,seed=1]",
+            "resnet[steps=2,lr=0.01,seed=2]"
+        ])
+    );
+
+    // Without a fusible op, nothing changes: no line, no `fuse_groups`.
+    let p = plan(&fuse_sweep(""));
+    let st = statuses(&p, &store, &[]);
+    assert!(!render(&p, &st, &[], Format::Text).contains("fuse"));
+    assert!(!render(&p, &st, &[], Format::Json).contains("fuse_groups"));
+}

@@ -31,6 +31,15 @@ pub enum RunEvent {
         #[serde(skip)]
         entry: Arc<CachedEntry>,
     },
+    /// A fused group starts: its members are computed together, in one slot; each member's
+    /// `started` follows, and each ends with its own `finished` or `failed`.
+    GroupStarted {
+        #[serde(skip)]
+        members: Vec<PlanIndex>,
+        stage: String,
+        /// The members' ids, in plan order.
+        ids: Vec<String>,
+    },
     Started {
         #[serde(skip)]
         instance: PlanIndex,

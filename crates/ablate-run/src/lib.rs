@@ -8,6 +8,7 @@
 
 mod cancel;
 mod event;
+mod fuse;
 mod gpus;
 mod job;
 mod local;
@@ -20,7 +21,7 @@ mod tail;
 pub use cancel::CancelToken;
 pub use event::{Divergence, RunEvent, SkipCause, Summary};
 pub use job::{Job, JobInput, MissingInput, Unfinished};
-pub use local::LocalExecutor;
+pub use local::{GroupMember, LocalExecutor};
 pub use op::{OpContext, OpError, OpOutput, OpRunner, Progress};
 pub use scheduler::{BoxFuture, Executor, Outcome, RunOptions, run};
 pub use slurm::{SlurmExecutor, SlurmSettings};

@@ -2,14 +2,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ablate_cache::{CacheError, LockNote, Lookup, Manifest, Origin, Store, now_us};
+use ablate_cache::{
+    CacheError, KeyLock, LockNote, Lookup, Manifest, Origin, Store, TempEntry, now_us,
+};
 use ablate_plan::PlanIndex;
 use tokio::sync::mpsc::UnboundedSender;
 
 use ablate_spec::{OnDiverge, error_chain};
 
 use crate::scheduler::{BoxFuture, Executor, Outcome};
-use crate::{CancelToken, Job, OpContext, OpError, OpRunner, Progress, RunEvent};
+use crate::{CancelToken, Job, OpContext, OpError, OpOutput, OpRunner, Progress, RunEvent};
 
 /// How long an instance waits for another process's lock on its key before its line says so
 /// (and then every ten times that).
@@ -59,14 +61,104 @@ impl LocalExecutor {
         progress: &(dyn Fn(Progress) + Send + Sync),
         cancel: &CancelToken,
     ) -> Outcome {
-        let inner = &*self.inner;
-        let store = &inner.store;
+        let held = match self.acquire(job, force, progress, cancel) {
+            Ok(held) => held,
+            Err(ended) => return ended,
+        };
+        let ctx = self.context(job, &held, progress);
+        let result = catch(job, || self.inner.runner.run(&ctx));
+        self.finish(job, force, held, result, cancel)
+    }
+
+    /// Computes the members of a fused group, blocking: each takes its key as one instance
+    /// does; a member another process already computed drops out (cached by other), and one
+    /// whose key another process holds runs afterwards on its own, waiting for it. The rest
+    /// are computed by ONE [`OpRunner::run_group`] call (a group of one by [`OpRunner::run`]),
+    /// then each is committed or failed on its own, by the rules of
+    /// [`LocalExecutor::execute_blocking`]. A panic fails every member of the call. Returns
+    /// one outcome per member, in order. Public so a Slurm task runs exactly this protocol.
+    pub fn execute_group_blocking(
+        &self,
+        members: &[GroupMember<'_>],
+        cancel: &CancelToken,
+    ) -> Vec<Outcome> {
+        let mut outcomes: Vec<Option<Outcome>> = members.iter().map(|_| None).collect();
+        let mut held = Vec::with_capacity(members.len());
+        let mut busy = Vec::new();
+        for (n, m) in members.iter().enumerate() {
+            if cancel.is_cancelled() {
+                outcomes[n] = Some(Outcome::Cancelled);
+                continue;
+            }
+            match self.try_acquire(m.job, m.force, cancel) {
+                Acquired::Held(h) => held.push((n, h)),
+                Acquired::Ended(ended) => outcomes[n] = Some(ended),
+                Acquired::Busy => busy.push(n),
+            }
+        }
+        if held.len() == 1 {
+            let (n, h) = held.pop().expect("one member");
+            let m = &members[n];
+            let ctx = self.context(m.job, &h, m.progress);
+            let result = catch(m.job, || self.inner.runner.run(&ctx));
+            outcomes[n] = Some(self.finish(m.job, m.force, h, result, cancel));
+        } else if !held.is_empty() {
+            let first = members[held[0].0].job;
+            let ctxs: Vec<OpContext<'_>> = held
+                .iter()
+                .map(|(n, h)| self.context(members[*n].job, h, members[*n].progress))
+                .collect();
+            let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.inner.runner.run_group(&ctxs)
+            }));
+            drop(ctxs);
+            let results: Vec<Result<Result<OpOutput, OpError>, String>> = match results {
+                Ok(r) if r.len() == held.len() => r.into_iter().map(Ok).collect(),
+                Ok(r) => {
+                    let why = format!(
+                        "op `{}` returned {} results for a group of {}",
+                        first.op(),
+                        r.len(),
+                        held.len()
+                    );
+                    held.iter().map(|_| Err(why.clone())).collect()
+                }
+                Err(panic) => {
+                    let why = panicked(first, panic.as_ref());
+                    held.iter().map(|_| Err(why.clone())).collect()
+                }
+            };
+            for ((n, h), result) in held.into_iter().zip(results) {
+                let m = &members[n];
+                outcomes[n] = Some(self.finish(m.job, m.force, h, result, cancel));
+            }
+        }
+        for n in busy {
+            let m = &members[n];
+            outcomes[n] = Some(self.execute_blocking(m.job, m.force, m.progress, cancel));
+        }
+        outcomes
+            .into_iter()
+            .map(|o| o.expect("every member has an outcome"))
+            .collect()
+    }
+
+    /// Takes `job`'s key, waiting while another process holds it (and saying so on its line).
+    fn acquire(
+        &self,
+        job: &Job,
+        force: bool,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+        cancel: &CancelToken,
+    ) -> Result<Held<'_>, Outcome> {
+        let store = &self.inner.store;
         let mut next_note = Instant::now() + WAITING_NOTE_AFTER;
-        let lock = loop {
-            match store.try_lock_for(&job.key, &job.pipeline, &job.id) {
-                Ok(Some(lock)) => break lock,
-                Ok(None) if cancel.is_cancelled() => return Outcome::Cancelled,
-                Ok(None) => {
+        loop {
+            match self.try_acquire(job, force, cancel) {
+                Acquired::Held(held) => return Ok(held),
+                Acquired::Ended(ended) => return Err(ended),
+                Acquired::Busy if cancel.is_cancelled() => return Err(Outcome::Cancelled),
+                Acquired::Busy => {
                     // In flight elsewhere (another run, here or on a node sharing the cache, or
                     // the program of a run that was killed and is being stopped): wait, and
                     // say so on the instance's line.
@@ -79,50 +171,95 @@ impl LocalExecutor {
                     }
                     std::thread::sleep(Duration::from_millis(50));
                 }
-                Err(e) => {
-                    return Outcome::Failed {
-                        error: error_chain(&e),
-                        log: None,
-                    };
-                }
+            }
+        }
+    }
+
+    /// One try at `job`'s key: its lock, then (unless `force`) a look whether another process
+    /// computed it meanwhile, then a temp entry to write into.
+    fn try_acquire(&self, job: &Job, force: bool, cancel: &CancelToken) -> Acquired<'_> {
+        let store = &self.inner.store;
+        let lock = match store.try_lock_for(&job.key, &job.pipeline, &job.id) {
+            Ok(Some(lock)) => lock,
+            Ok(None) => return Acquired::Busy,
+            Err(e) => {
+                return Acquired::Ended(Outcome::Failed {
+                    error: error_chain(&e),
+                    log: None,
+                });
             }
         };
         // Another process may have computed it while we waited for the lock.
         if !force && let Lookup::Hit(m) = store.lookup(&job.key) {
-            return Outcome::CachedByOther(Arc::from(m));
+            return Acquired::Ended(Outcome::CachedByOther(Arc::from(m)));
         }
         let tmp = match store.begin(&job.key) {
             Ok(t) => t,
             Err(e) => {
-                return Outcome::Failed {
+                return Acquired::Ended(Outcome::Failed {
                     error: error_chain(&e),
                     log: None,
-                };
+                });
             }
         };
-        let started_at_us = now_us();
-        let t0 = Instant::now();
-        let threads = job.resources.cpus.ceil().max(1.0) as usize;
         // The stage's `timeout` stops this attempt alone: cancelled at the deadline (a `cmd`
         // gets SIGTERM, training stops at its next batch), killed a grace period later.
-        let attempt = match job.timeout {
+        let token = match job.timeout {
             Some(t) => cancel.with_deadline(t, TIMEOUT_KILL_GRACE),
             None => cancel.clone(),
         };
-        let ctx = OpContext::new(
+        Acquired::Held(Held {
+            lock,
+            tmp,
+            token,
+            started_at_us: now_us(),
+            t0: Instant::now(),
+        })
+    }
+
+    /// What the op sees of a held attempt.
+    fn context<'a>(
+        &'a self,
+        job: &'a Job,
+        held: &'a Held<'_>,
+        progress: &'a (dyn Fn(Progress) + Send + Sync),
+    ) -> OpContext<'a> {
+        let threads = job.resources.cpus.ceil().max(1.0) as usize;
+        OpContext::new(
             job,
-            tmp.dir(),
-            store,
-            &inner.workdir,
+            held.tmp.dir(),
+            &self.inner.store,
+            &self.inner.workdir,
             threads,
             progress,
-            &attempt,
+            &held.token,
         )
-        .with_key_lock(&lock);
-        let result =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.runner.run(&ctx)));
+        .with_key_lock(&held.lock)
+    }
+
+    /// Ends a held attempt from what the op returned (`Err`: it panicked, with the message):
+    /// commits its result, or fails it (a timeout, a divergence the stage does not record, a
+    /// non-finite metric, an error), or drops it when the run was cancelled. Nothing
+    /// half-written is committed.
+    fn finish(
+        &self,
+        job: &Job,
+        force: bool,
+        held: Held<'_>,
+        result: Result<Result<OpOutput, OpError>, String>,
+        cancel: &CancelToken,
+    ) -> Outcome {
+        let inner = &*self.inner;
+        let store = &inner.store;
+        let Held {
+            lock,
+            tmp,
+            token,
+            started_at_us,
+            t0,
+        } = held;
         // A result that made it in time (or just after) is kept.
-        if !matches!(result, Ok(Ok(_))) && attempt.timed_out() && !cancel.is_cancelled() {
+        if !matches!(result, Ok(Ok(_))) && token.timed_out() && !cancel.is_cancelled() {
             let limit = job
                 .timeout
                 .map(ablate_spec::format_duration)
@@ -135,7 +272,7 @@ impl LocalExecutor {
                 log: keep_if_any(tmp),
             };
         }
-        match result {
+        let outcome = match result {
             Ok(Ok(out)) if !out.status.is_done() && job.diverged == OnDiverge::Fail => {
                 // What a retry would resume from holds the diverged state: it starts over.
                 let _ = std::fs::remove_dir_all(store.checkpoint_dir(&job.key));
@@ -198,18 +335,76 @@ impl LocalExecutor {
                 error: error_chain(&e),
                 log: keep_if_any(tmp),
             },
-            Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                Outcome::Failed {
-                    error: format!("op `{}` panicked: {what}", job.op()),
-                    log: keep_if_any(tmp),
-                }
-            }
-        }
+            Err(panicked) => Outcome::Failed {
+                error: panicked,
+                log: keep_if_any(tmp),
+            },
+        };
+        // The key stays locked until its entry is committed or given up.
+        drop(lock);
+        outcome
+    }
+}
+
+/// One member of a fused group, for [`LocalExecutor::execute_group_blocking`].
+pub struct GroupMember<'a> {
+    pub job: &'a Job,
+    /// Recompute even if the cache holds the key.
+    pub force: bool,
+    /// This member's progress (its own line, its own `--json` events).
+    pub progress: &'a (dyn Fn(Progress) + Send + Sync),
+}
+
+/// An attempt that holds its key: the lock, the temp entry it writes into, its token (the
+/// run's, with the stage's `timeout`), and when it started.
+struct Held<'s> {
+    lock: KeyLock,
+    tmp: TempEntry<'s>,
+    token: CancelToken,
+    started_at_us: i64,
+    t0: Instant,
+}
+
+/// What a try at a key gives.
+enum Acquired<'s> {
+    Held(Held<'s>),
+    /// It ends without running: another process computed it, or the store failed.
+    Ended(Outcome),
+    /// Another process holds the key.
+    Busy,
+}
+
+/// Runs `f`, turning a panic into the attempt's error message.
+fn catch<T>(job: &Job, f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .map_err(|panic| panicked(job, panic.as_ref()))
+}
+
+/// "op `x` panicked: …".
+fn panicked(job: &Job, panic: &(dyn std::any::Any + Send)) -> String {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    format!("op `{}` panicked: {what}", job.op())
+}
+
+/// The progress callback of `instance`: its events go to the run's channel.
+fn progress_to(
+    instance: PlanIndex,
+    id: String,
+    events: UnboundedSender<RunEvent>,
+) -> impl Fn(Progress) + Send + Sync {
+    move |p: Progress| {
+        let _ = events.send(RunEvent::Progress {
+            instance,
+            id: id.clone(),
+            step: p.step,
+            total: p.total,
+            loss: p.loss,
+            message: p.message,
+        });
     }
 }
 
@@ -225,17 +420,7 @@ impl Executor for LocalExecutor {
         let this = self.clone();
         Box::pin(async move {
             let handle = tokio::task::spawn_blocking(move || {
-                let id = job.id.clone();
-                let progress = move |p: Progress| {
-                    let _ = events.send(RunEvent::Progress {
-                        instance,
-                        id: id.clone(),
-                        step: p.step,
-                        total: p.total,
-                        loss: p.loss,
-                        message: p.message,
-                    });
-                };
+                let progress = progress_to(instance, job.id.clone(), events);
                 this.execute_blocking(&job, force, &progress, &cancel)
             });
             handle.await.unwrap_or_else(|e| Outcome::Failed {
@@ -244,9 +429,50 @@ impl Executor for LocalExecutor {
             })
         })
     }
+
+    /// The group on one blocking thread (see [`LocalExecutor::execute_group_blocking`]).
+    fn execute_group(
+        &self,
+        members: Vec<(PlanIndex, Arc<Job>, bool)>,
+        events: UnboundedSender<RunEvent>,
+        cancel: CancelToken,
+    ) -> BoxFuture<Vec<(PlanIndex, Outcome)>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let ids: Vec<PlanIndex> = members.iter().map(|(id, _, _)| *id).collect();
+            let handle = tokio::task::spawn_blocking(move || {
+                let progress: Vec<_> = members
+                    .iter()
+                    .map(|(id, job, _)| progress_to(*id, job.id.clone(), events.clone()))
+                    .collect();
+                let group: Vec<GroupMember<'_>> = members
+                    .iter()
+                    .zip(&progress)
+                    .map(|((_, job, force), progress)| GroupMember {
+                        job,
+                        force: *force,
+                        progress,
+                    })
+                    .collect();
+                this.execute_group_blocking(&group, &cancel)
+            });
+            match handle.await {
+                Ok(outcomes) => ids.into_iter().zip(outcomes).collect(),
+                Err(e) => {
+                    let error = format!("worker thread failed: {e}");
+                    ids.into_iter()
+                        .map(|id| {
+                            let log = None;
+                            let error = error.clone();
+                            (id, Outcome::Failed { error, log })
+                        })
+                        .collect()
+                }
+            }
+        })
+    }
 }
 
-/// Keeps a failed attempt's files for inspection, when it wrote any.
 /// The line a run waiting for a key shows, from the lock's note: who holds it, and what to kill
 /// — the program's pid, not only ablate's, which is gone when ablate was killed and its orphaned
 /// program still holds the key (#21).
@@ -273,6 +499,7 @@ fn waiting_message(holder: Option<LockNote>) -> String {
     }
 }
 
+/// Keeps a failed attempt's files for inspection, when it wrote any.
 fn keep_if_any(tmp: ablate_cache::TempEntry<'_>) -> Option<PathBuf> {
     let wrote = std::fs::read_dir(tmp.dir()).is_ok_and(|mut d| d.next().is_some());
     if wrote { tmp.fail().ok() } else { None }

@@ -14,6 +14,28 @@ pub trait OpRunner: OpCatalog + Send + Sync + 'static {
     /// Computes one instance: reads inputs through `ctx`, writes its outputs into
     /// `ctx.out_dir()`, and returns its metrics. Blocking; called on a worker thread.
     fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError>;
+
+    /// Computes the members of a fused group (instances of one stage that differ only in the
+    /// op's [`OpCatalog::fusible`] params) together, each into its own `ctx.out_dir()`, with
+    /// its own progress and cancel token (a member's token also carries its own `timeout`).
+    /// Returns one result per ctx, in order; a member that fails fails alone. Blocking; called
+    /// on one worker thread. An op whose members' inputs do not agree in shape computes them
+    /// apart.
+    ///
+    /// This default runs each member in turn, and reports a member whose token is cancelled
+    /// (the run was stopped, or its timeout passed while the others ran) as
+    /// [`OpError::Cancelled`] without starting it.
+    fn run_group(&self, ctxs: &[OpContext<'_>]) -> Vec<Result<OpOutput, OpError>> {
+        ctxs.iter()
+            .map(|ctx| {
+                if ctx.is_cancelled() {
+                    Err(OpError::Cancelled)
+                } else {
+                    self.run(ctx)
+                }
+            })
+            .collect()
+    }
 }
 
 /// What an op reports besides the files it wrote.

@@ -48,6 +48,53 @@ pub trait Executor: Send + Sync + 'static {
         events: UnboundedSender<RunEvent>,
         cancel: CancelToken,
     ) -> BoxFuture<Outcome>;
+
+    /// Does the work of a fused group (issue 23): members of one fused group (see
+    /// `ablate_plan::FuseGroup`), dispatched together into one resource slot. Returns one
+    /// outcome per member, each as [`Executor::execute`] would report it (a member fails, is
+    /// retried and is cached alone). This default executes each member on its own, all at
+    /// once, for executors that have no group protocol.
+    fn execute_group(
+        &self,
+        members: Vec<(PlanIndex, Arc<Job>, bool)>,
+        events: UnboundedSender<RunEvent>,
+        cancel: CancelToken,
+    ) -> BoxFuture<Vec<(PlanIndex, Outcome)>> {
+        let futures: Vec<(PlanIndex, BoxFuture<Outcome>)> = members
+            .into_iter()
+            .map(|(id, job, force)| {
+                let fut = self.execute(id, job, force, events.clone(), cancel.clone());
+                (id, fut)
+            })
+            .collect();
+        Box::pin(async move {
+            let ids: Vec<PlanIndex> = futures.iter().map(|(id, _)| *id).collect();
+            let mut set = JoinSet::new();
+            for (n, (id, fut)) in futures.into_iter().enumerate() {
+                set.spawn(async move { (n, id, fut.await) });
+            }
+            let mut out: Vec<Option<(PlanIndex, Outcome)>> = ids.iter().map(|_| None).collect();
+            while let Some(joined) = set.join_next().await {
+                if let Ok((n, id, outcome)) = joined {
+                    out[n] = Some((id, outcome));
+                }
+            }
+            out.into_iter()
+                .zip(ids)
+                .map(|(o, id)| {
+                    o.unwrap_or_else(|| {
+                        (
+                            id,
+                            Outcome::Failed {
+                                error: "its worker task failed".into(),
+                                log: None,
+                            },
+                        )
+                    })
+                })
+                .collect()
+        })
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -233,193 +280,55 @@ pub async fn run<E: Executor>(
         cpus: opts.jobs.max(1) as f64,
         mem: opts.mem_gb,
     };
-    let mut free = Slots { ..total };
-    let gpu_names = opts.gpus.as_deref().unwrap_or_default();
-    let mut pool = opts.gpus.as_ref().map(|names| GpuPool::new(names.len()));
-    let mut on_gpus: BTreeMap<PlanIndex, Vec<usize>> = BTreeMap::new();
-    let mut running: JoinSet<(PlanIndex, u32, Outcome)> = JoinSet::new();
-    // The key each started instance runs under, when it is not its own: a partial report's
-    // (see `Job::partial`).
-    let mut keys: BTreeMap<PlanIndex, InstanceKey> = BTreeMap::new();
+    let mut d = Dispatcher {
+        plan,
+        statuses,
+        executor,
+        events,
+        cancel,
+        free: Slots { ..total },
+        total,
+        gpu_names: opts.gpus.as_deref().unwrap_or_default(),
+        pool: opts.gpus.as_ref().map(|names| GpuPool::new(names.len())),
+        on_gpus: BTreeMap::new(),
+        keys: BTreeMap::new(),
+        running: JoinSet::new(),
+    };
     let mut cancelled = cancel.is_cancelled();
 
     loop {
-        // Dispatch every ready instance that fits, in plan order (later ones may backfill).
         if !cancelled {
-            let mut i = 0;
-            while i < graph.ready.len() {
-                let (id, attempt) = graph.ready[i];
-                let inst = plan.instance(id);
-                let need = demand(inst.resources, &total);
-                let gpus = inst.resources.gpus;
-                let pin = pinned(inst.device);
-                let never = fits_at_all(&need, &total).err().or_else(|| {
-                    pool.as_ref()
-                        .filter(|_| gpus > 0.0)
-                        .and_then(|p| p.never_fits(gpus, pin))
-                });
-                if let Some(why) = never {
-                    graph.ready.remove(i);
-                    graph.state[id.index()] = State::Failed;
-                    summary.failed += 1;
-                    emit(RunEvent::Failed {
-                        instance: id,
-                        id: inst.id.clone(),
-                        key: inst.key,
-                        attempt,
-                        will_retry: false,
-                        error: why,
-                        log: None,
-                    });
-                    graph.settle(id, Ended::Failed, &inst.id, &emit);
-                    continue;
-                }
-                if need.cpus > free.cpus + 1e-9 || need.mem > free.mem + 1e-9 {
-                    i += 1;
-                    continue;
-                }
-                let partial = !graph.missing[id.index()].is_empty();
-                let mut job = Job::partial(plan, id, &graph.missing[id.index()]);
-                if let Some(pool) = pool.as_mut().filter(|_| gpus > 0.0) {
-                    let Some(devices) = pool.take(gpus, pin) else {
-                        i += 1;
-                        continue;
-                    };
-                    if matches!(inst.device, Device::Cuda(_)) {
-                        job.device = GpuPool::name(&devices);
-                    }
-                    job.visible_gpus = Some(
-                        devices
-                            .iter()
-                            .map(|&d| gpu_names[d].as_str())
-                            .collect::<Vec<_>>()
-                            .join(","),
-                    );
-                    on_gpus.insert(id, devices);
-                } else if !gpu_names.is_empty() {
-                    // A program that asked for no GPU sees none: the devices are the
-                    // scheduler's to share out.
-                    job.visible_gpus = Some(String::new());
-                }
-                graph.ready.remove(i);
-                free.cpus -= need.cpus;
-                free.mem -= need.mem;
-                graph.state[id.index()] = State::Running;
-                // A partial report is always rebuilt (it is cheap): an earlier one with the
-                // same inputs missing would otherwise read as "cached by another run".
-                let force = partial
-                    || matches!(
-                        statuses[id.index()],
-                        Status::Run(Reason::Forced | Reason::UpstreamForced)
-                    );
-                if job.key != inst.key {
-                    keys.insert(id, job.key);
-                }
-                emit(RunEvent::Started {
-                    instance: id,
-                    id: inst.id.clone(),
-                    key: job.key,
-                    attempt,
-                });
-                let fut =
-                    executor.execute(id, Arc::new(job), force, events.clone(), cancel.clone());
-                running.spawn(async move { (id, attempt, fut.await) });
-            }
+            d.dispatch(&mut graph, &mut summary, &emit);
         }
-        if running.is_empty() {
+        if d.running.is_empty() {
             break;
         }
         let joined = tokio::select! {
-            joined = running.join_next() => joined,
+            joined = d.running.join_next() => joined,
             () = cancel.cancelled(), if !cancelled => { cancelled = true; continue; }
         };
         let Some(joined) = joined else { break };
-        let (id, attempt, outcome) = match joined {
+        let ran = match joined {
             Ok(x) => x,
             Err(e) => panic!("scheduler task failed: {e}"),
         };
-        let inst = plan.instance(id);
-        let need = demand(inst.resources, &total);
-        free.cpus += need.cpus;
-        free.mem += need.mem;
-        if let (Some(pool), Some(devices)) = (pool.as_mut(), on_gpus.remove(&id)) {
-            pool.give(&devices, inst.resources.gpus);
+        d.release(ran.head);
+        let mut outcomes = ran.outcomes;
+        for (id, attempt) in ran.members {
+            let outcome = match outcomes.iter().position(|(i, _)| *i == id) {
+                Some(at) => outcomes.swap_remove(at).1,
+                None => Outcome::Failed {
+                    error: "the executor reported no outcome for it".into(),
+                    log: None,
+                },
+            };
+            let ended = Attempt {
+                id,
+                attempt,
+                outcome,
+            };
+            conclude(&mut graph, &mut summary, &d.keys, ended, cancelled, &emit);
         }
-        let (manifest, by_other) = match outcome {
-            Outcome::Computed(m) => (m, false),
-            Outcome::CachedByOther(m) => (m, true),
-            Outcome::Failed { error, log } => {
-                let will_retry = attempt <= inst.retries && !cancelled;
-                emit(RunEvent::Failed {
-                    instance: id,
-                    id: inst.id.clone(),
-                    key: keys.get(&id).copied().unwrap_or(inst.key),
-                    attempt,
-                    will_retry,
-                    error,
-                    log,
-                });
-                if will_retry {
-                    graph.state[id.index()] = State::Ready;
-                    graph.ready.push_front((id, attempt + 1));
-                } else {
-                    graph.state[id.index()] = State::Failed;
-                    summary.failed += 1;
-                    graph.settle(id, Ended::Failed, &inst.id, &emit);
-                }
-                continue;
-            }
-            Outcome::Cancelled => {
-                graph.state[id.index()] = State::Ready;
-                continue;
-            }
-            Outcome::Detached { task } => {
-                graph.state[id.index()] = State::Done;
-                summary.submitted += 1;
-                emit(RunEvent::Submitted {
-                    instance: id,
-                    id: inst.id.clone(),
-                    key: keys.get(&id).copied().unwrap_or(inst.key),
-                    task,
-                });
-                graph.settle(id, Ended::Done, &inst.id, &emit);
-                continue;
-            }
-        };
-        let diverged = !manifest.status.is_done();
-        graph.state[id.index()] = if diverged {
-            State::Diverged
-        } else {
-            State::Done
-        };
-        match (by_other, diverged) {
-            (true, d) => {
-                summary.cached += 1;
-                summary.cached_diverged += usize::from(d);
-            }
-            (false, d) => {
-                summary.ran += 1;
-                summary.diverged += usize::from(d);
-            }
-        }
-        emit(RunEvent::Finished {
-            instance: id,
-            id: inst.id.clone(),
-            key: manifest.key,
-            status: manifest.status.name(),
-            diverged: Divergence::of(&manifest.status),
-            missing_inputs: graph.missing[id.index()].len(),
-            seconds: manifest.seconds,
-            metrics: final_metrics(&manifest),
-            by_other,
-            manifest,
-        });
-        let ended = if diverged {
-            Ended::Diverged
-        } else {
-            Ended::Done
-        };
-        graph.settle(id, ended, &inst.id, &emit);
     }
 
     summary.skipped = graph.skipped;
@@ -435,6 +344,322 @@ pub async fn run<E: Executor>(
     summary.seconds = t0.elapsed().as_secs_f64();
     emit(RunEvent::Summary(summary));
     summary
+}
+
+/// What one dispatch (an instance, or a fused group in one slot) came back with.
+struct Ran {
+    /// The member whose resources (and GPUs) the dispatch holds.
+    head: PlanIndex,
+    /// Each member with its attempt number, in plan order.
+    members: Vec<(PlanIndex, u32)>,
+    outcomes: Vec<(PlanIndex, Outcome)>,
+}
+
+/// One member's attempt, ended.
+struct Attempt {
+    id: PlanIndex,
+    attempt: u32,
+    outcome: Outcome,
+}
+
+/// Starts ready work within the machine's slots: the part of the scheduler that owns the free
+/// resources, the GPU pool and the running dispatches.
+struct Dispatcher<'p, E: Executor> {
+    plan: &'p Plan,
+    statuses: &'p [Status],
+    executor: Arc<E>,
+    events: &'p UnboundedSender<RunEvent>,
+    cancel: &'p CancelToken,
+    total: Slots,
+    free: Slots,
+    gpu_names: &'p [String],
+    pool: Option<GpuPool>,
+    /// The devices each running dispatch holds, by its head.
+    on_gpus: BTreeMap<PlanIndex, Vec<usize>>,
+    /// The key each started instance runs under, when it is not its own: a partial report's
+    /// (see `Job::partial`).
+    keys: BTreeMap<PlanIndex, InstanceKey>,
+    running: JoinSet<Ran>,
+}
+
+impl<E: Executor> Dispatcher<'_, E> {
+    /// Dispatches every ready instance that fits, in queue order (later ones may backfill). A
+    /// member of a fused group takes the other ready members of its group along, as many as
+    /// [`crate::fuse::take`] says, into its one slot.
+    fn dispatch(&mut self, graph: &mut Graph<'_>, summary: &mut Summary, emit: &impl Fn(RunEvent)) {
+        let plan = self.plan;
+        let mut i = 0;
+        while i < graph.ready.len() {
+            let (id, attempt) = graph.ready[i];
+            let inst = plan.instance(id);
+            let need = demand(inst.resources, &self.total);
+            let gpus = inst.resources.gpus;
+            let pin = pinned(inst.device);
+            let never = fits_at_all(&need, &self.total).err().or_else(|| {
+                self.pool
+                    .as_ref()
+                    .filter(|_| gpus > 0.0)
+                    .and_then(|p| p.never_fits(gpus, pin))
+            });
+            if let Some(why) = never {
+                graph.ready.remove(i);
+                graph.state[id.index()] = State::Failed;
+                summary.failed += 1;
+                emit(RunEvent::Failed {
+                    instance: id,
+                    id: inst.id.clone(),
+                    key: inst.key,
+                    attempt,
+                    will_retry: false,
+                    error: why,
+                    log: None,
+                });
+                graph.settle(id, Ended::Failed, &inst.id, emit);
+                continue;
+            }
+            if need.cpus > self.free.cpus + 1e-9 || need.mem > self.free.mem + 1e-9 {
+                i += 1;
+                continue;
+            }
+            let devices = match self.pool.as_mut().filter(|_| gpus > 0.0) {
+                Some(pool) => match pool.take(gpus, pin) {
+                    Some(devices) => Some(devices),
+                    None => {
+                        i += 1;
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            let slots = self.slots(&need);
+            graph.ready.remove(i);
+            let mut members = vec![(id, attempt)];
+            if let Some(g) = inst.fuse {
+                let mut same: Vec<usize> = (0..graph.ready.len())
+                    .filter(|&p| {
+                        plan.instance(graph.ready[p].0)
+                            .fuse
+                            .is_some_and(|f| f.group == g.group)
+                    })
+                    .collect();
+                let size = crate::fuse::take(same.len() + 1, g.max, slots);
+                // The others in plan order.
+                same.sort_by_key(|&p| graph.ready[p].0);
+                same.truncate(size.saturating_sub(1));
+                same.sort_unstable();
+                i -= same.iter().filter(|&&p| p < i).count();
+                for &p in same.iter().rev() {
+                    members.extend(graph.ready.remove(p));
+                }
+                members.sort_unstable();
+            }
+            self.free.cpus -= need.cpus;
+            self.free.mem -= need.mem;
+            self.start(graph, id, members, devices, emit);
+        }
+    }
+
+    /// How many instances needing `need` could start now (at least this one).
+    fn slots(&self, need: &Slots) -> usize {
+        let by = |free: f64, need: f64| {
+            if need <= 0.0 {
+                usize::MAX
+            } else {
+                ((free + 1e-9) / need).floor() as usize
+            }
+        };
+        by(self.free.cpus, need.cpus)
+            .min(by(self.free.mem, need.mem))
+            .max(1)
+    }
+
+    /// Starts `members` (one instance, or a fused group) in the slot `head` took, on `devices`.
+    fn start(
+        &mut self,
+        graph: &mut Graph<'_>,
+        head: PlanIndex,
+        members: Vec<(PlanIndex, u32)>,
+        devices: Option<Vec<usize>>,
+        emit: &impl Fn(RunEvent),
+    ) {
+        let plan = self.plan;
+        let inst = plan.instance(head);
+        let visible = match &devices {
+            Some(devices) => Some(
+                devices
+                    .iter()
+                    .map(|&d| self.gpu_names[d].as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            // A program that asked for no GPU sees none: the devices are the scheduler's to
+            // share out.
+            None if !self.gpu_names.is_empty() => Some(String::new()),
+            None => None,
+        };
+        let device = devices
+            .as_deref()
+            .filter(|_| matches!(inst.device, Device::Cuda(_)))
+            .map(GpuPool::name);
+        if let Some(devices) = devices {
+            self.on_gpus.insert(head, devices);
+        }
+        if members.len() > 1 {
+            emit(RunEvent::GroupStarted {
+                members: members.iter().map(|(m, _)| *m).collect(),
+                stage: inst.stage.to_string(),
+                ids: members
+                    .iter()
+                    .map(|(m, _)| plan.instance(*m).id.clone())
+                    .collect(),
+            });
+        }
+        let mut jobs = Vec::with_capacity(members.len());
+        for &(id, attempt) in &members {
+            let partial = !graph.missing[id.index()].is_empty();
+            let mut job = Job::partial(plan, id, &graph.missing[id.index()]);
+            if let Some(device) = &device {
+                job.device.clone_from(device);
+            }
+            job.visible_gpus.clone_from(&visible);
+            graph.state[id.index()] = State::Running;
+            // A partial report is always rebuilt (it is cheap): an earlier one with the
+            // same inputs missing would otherwise read as "cached by another run".
+            let force = partial
+                || matches!(
+                    self.statuses[id.index()],
+                    Status::Run(Reason::Forced | Reason::UpstreamForced)
+                );
+            if job.key != plan.instance(id).key {
+                self.keys.insert(id, job.key);
+            }
+            emit(RunEvent::Started {
+                instance: id,
+                id: plan.instance(id).id.clone(),
+                key: job.key,
+                attempt,
+            });
+            jobs.push((id, Arc::new(job), force));
+        }
+        let (events, cancel) = (self.events.clone(), self.cancel.clone());
+        let fut: BoxFuture<Vec<(PlanIndex, Outcome)>> = if jobs.len() == 1 {
+            let (id, job, force) = jobs.pop().expect("one job");
+            let fut = self.executor.execute(id, job, force, events, cancel);
+            Box::pin(async move { vec![(id, fut.await)] })
+        } else {
+            self.executor.execute_group(jobs, events, cancel)
+        };
+        self.running.spawn(async move {
+            Ran {
+                head,
+                members,
+                outcomes: fut.await,
+            }
+        });
+    }
+
+    /// Gives back the slot (and GPUs) a dispatch headed by `head` held.
+    fn release(&mut self, head: PlanIndex) {
+        let inst = self.plan.instance(head);
+        let need = demand(inst.resources, &self.total);
+        self.free.cpus += need.cpus;
+        self.free.mem += need.mem;
+        if let (Some(pool), Some(devices)) = (self.pool.as_mut(), self.on_gpus.remove(&head)) {
+            pool.give(&devices, inst.resources.gpus);
+        }
+    }
+}
+
+/// Records how one member's attempt ended: a retry, a failure (and what it skips), a result.
+fn conclude(
+    graph: &mut Graph<'_>,
+    summary: &mut Summary,
+    keys: &BTreeMap<PlanIndex, InstanceKey>,
+    ended: Attempt,
+    cancelled: bool,
+    emit: &impl Fn(RunEvent),
+) {
+    let Attempt {
+        id,
+        attempt,
+        outcome,
+    } = ended;
+    let inst = graph.plan.instance(id);
+    let (manifest, by_other) = match outcome {
+        Outcome::Computed(m) => (m, false),
+        Outcome::CachedByOther(m) => (m, true),
+        Outcome::Failed { error, log } => {
+            let will_retry = attempt <= inst.retries && !cancelled;
+            emit(RunEvent::Failed {
+                instance: id,
+                id: inst.id.clone(),
+                key: keys.get(&id).copied().unwrap_or(inst.key),
+                attempt,
+                will_retry,
+                error,
+                log,
+            });
+            if will_retry {
+                graph.state[id.index()] = State::Ready;
+                graph.ready.push_front((id, attempt + 1));
+            } else {
+                graph.state[id.index()] = State::Failed;
+                summary.failed += 1;
+                graph.settle(id, Ended::Failed, &inst.id, emit);
+            }
+            return;
+        }
+        Outcome::Cancelled => {
+            graph.state[id.index()] = State::Ready;
+            return;
+        }
+        Outcome::Detached { task } => {
+            graph.state[id.index()] = State::Done;
+            summary.submitted += 1;
+            emit(RunEvent::Submitted {
+                instance: id,
+                id: inst.id.clone(),
+                key: keys.get(&id).copied().unwrap_or(inst.key),
+                task,
+            });
+            graph.settle(id, Ended::Done, &inst.id, emit);
+            return;
+        }
+    };
+    let diverged = !manifest.status.is_done();
+    graph.state[id.index()] = if diverged {
+        State::Diverged
+    } else {
+        State::Done
+    };
+    match (by_other, diverged) {
+        (true, d) => {
+            summary.cached += 1;
+            summary.cached_diverged += usize::from(d);
+        }
+        (false, d) => {
+            summary.ran += 1;
+            summary.diverged += usize::from(d);
+        }
+    }
+    emit(RunEvent::Finished {
+        instance: id,
+        id: inst.id.clone(),
+        key: manifest.key,
+        status: manifest.status.name(),
+        diverged: Divergence::of(&manifest.status),
+        missing_inputs: graph.missing[id.index()].len(),
+        seconds: manifest.seconds,
+        metrics: final_metrics(&manifest),
+        by_other,
+        manifest,
+    });
+    let ended = if diverged {
+        Ended::Diverged
+    } else {
+        Ended::Done
+    };
+    graph.settle(id, ended, &inst.id, emit);
 }
 
 fn final_metrics(m: &Manifest) -> BTreeMap<String, f64> {

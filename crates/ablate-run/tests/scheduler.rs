@@ -25,6 +25,10 @@ struct Fake {
     spans: Mutex<Vec<(String, String, Instant, Instant)>>,
     /// Every job the `report` op ran.
     reports: Mutex<Vec<ablate_run::Job>>,
+    /// The ids of each group `run_group` was called with, in order.
+    groups: Mutex<Vec<Vec<String>>>,
+    /// The ids `run` was called with (outside a group).
+    singles: Mutex<Vec<String>>,
 }
 
 impl Fake {
@@ -64,8 +68,15 @@ impl Fake {
             on_device: false,
             needs: (1, None),
         };
+        // `work` whose `v`, `fail`, `panic`, `flaky` may differ within a fused group.
+        let fused = OpSchema {
+            name: "fused",
+            ..work.clone()
+        };
         Arc::new(Fake {
-            schema: vec![work, report],
+            schema: vec![work, report, fused],
+            groups: Mutex::new(Vec::new()),
+            singles: Mutex::new(Vec::new()),
             reports: Mutex::new(Vec::new()),
             running: 0.into(),
             peak: 0.into(),
@@ -80,12 +91,33 @@ impl OpCatalog for Fake {
         self.schema.iter().find(|s| s.name == op)
     }
     fn op_names(&self) -> Vec<&'static str> {
-        vec!["work", "report"]
+        vec!["work", "report", "fused"]
+    }
+    fn fusible(&self, op: &str) -> &'static [&'static str] {
+        match op {
+            "fused" => &["v", "fail", "panic", "flaky", "diverge"],
+            _ => &[],
+        }
     }
 }
 
 impl OpRunner for Fake {
     fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
+        self.singles.lock().unwrap().push(ctx.job.id.clone());
+        self.work(ctx)
+    }
+
+    /// Records the group, then works through its members in turn (a fused op would compute
+    /// them as one).
+    fn run_group(&self, ctxs: &[OpContext<'_>]) -> Vec<Result<OpOutput, OpError>> {
+        let ids = ctxs.iter().map(|c| c.job.id.clone()).collect();
+        self.groups.lock().unwrap().push(ids);
+        ctxs.iter().map(|ctx| self.work(ctx)).collect()
+    }
+}
+
+impl Fake {
+    fn work(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
         if ctx.job.op() == "report" {
             self.reports.lock().unwrap().push(ctx.job.clone());
             return Ok(OpOutput {
@@ -730,4 +762,316 @@ stages:
         e,
         RunEvent::Cached { id, status: "diverged", .. } if id == "train[diverge=true]"
     )));
+}
+
+// --- fused groups (issue 23) ---------------------------------------------------------------------
+
+/// The sizes of the groups `run_group` was called with, sorted.
+fn group_sizes(fake: &Fake) -> Vec<usize> {
+    let mut sizes: Vec<usize> = fake.groups.lock().unwrap().iter().map(Vec::len).collect();
+    sizes.sort_unstable();
+    sizes
+}
+
+fn sweep(fake: &Fake, extra: &str) -> Plan {
+    plan(
+        fake,
+        &format!(
+            "name: g\nstages:\n  a: {{ op: fused, params: {{ ms: 20 }}, matrix: {{ v: [0, 1, 2, 3, 4, 5] }}{extra} }}\n"
+        ),
+    )
+}
+
+#[test]
+fn a_fused_group_runs_as_one_call_in_one_slot_and_each_member_is_its_own_entry() {
+    let fake = Fake::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let p = sweep(&fake, "");
+    let (s, events) = go(&fake, &store, &p, 1, &CancelToken::new());
+    assert_eq!((s.ran, s.failed), (6, 0));
+    assert_eq!(group_sizes(&fake), [6], "one slot: one group of six");
+    assert!(fake.singles.lock().unwrap().is_empty());
+    // One `group_started` naming the members, then each member's own events.
+    let groups: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::GroupStarted { ids, stage, .. } => Some((stage.clone(), ids.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(groups.len(), 1);
+    assert_eq!(groups[0].0, "a");
+    assert_eq!(groups[0].1, *fake.groups.lock().unwrap().first().unwrap());
+    let json =
+        serde_json::to_value(events.iter().find(|e| tag(e) == "group_started").unwrap()).unwrap();
+    assert_eq!(json["ids"].as_array().unwrap().len(), 6, "{json}");
+    let count = |t: &str| events.iter().filter(|e| tag(e) == t).count();
+    assert_eq!((count("started"), count("finished")), (6, 6));
+    // Each member has its own entry with its own metric, as if it ran alone.
+    for (_, inst) in p.instances() {
+        let Lookup::Hit(m) = store.lookup(&inst.key) else {
+            panic!("{} is not in the cache", inst.id)
+        };
+        assert_eq!(
+            m.final_metrics().collect::<Vec<_>>(),
+            [("v", inst.params()["v"].as_f64().unwrap())]
+        );
+        assert_eq!(
+            std::fs::read_to_string(store.entry_dir(&inst.key).join("log.txt")).unwrap(),
+            format!("working on {}", inst.id)
+        );
+    }
+    // Cached members drop out: a second run computes nothing.
+    let before = fake.groups.lock().unwrap().len();
+    let (s, _) = go(&fake, &store, &p, 1, &CancelToken::new());
+    assert_eq!((s.ran, s.cached), (0, 6));
+    assert_eq!(fake.groups.lock().unwrap().len(), before);
+}
+
+#[test]
+fn ready_members_are_split_over_the_free_slots() {
+    let fake = Fake::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (s, _) = go(&fake, &store, &sweep(&fake, ""), 2, &CancelToken::new());
+    assert_eq!(s.ran, 6);
+    assert_eq!(group_sizes(&fake), [3, 3]);
+    // Both groups ran at once, one per slot.
+    assert_eq!(fake.peak.load(Ordering::SeqCst), 2);
+
+    // The cap: at most four per group, so six on one slot are two groups (of three).
+    let fake = Fake::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    go(
+        &fake,
+        &store,
+        &sweep(&fake, ", fuse: 4"),
+        1,
+        &CancelToken::new(),
+    );
+    assert_eq!(group_sizes(&fake), [3, 3]);
+    // More slots than members: each runs alone, through the ordinary path.
+    let fake = Fake::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    go(&fake, &store, &sweep(&fake, ""), 8, &CancelToken::new());
+    assert!(group_sizes(&fake).is_empty());
+    assert_eq!(fake.singles.lock().unwrap().len(), 6);
+}
+
+#[test]
+fn fuse_off_runs_each_member_alone() {
+    for fuse in [", fuse: off", ", fuse: 1"] {
+        let fake = Fake::new();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (s, events) = go(&fake, &store, &sweep(&fake, fuse), 1, &CancelToken::new());
+        assert_eq!(s.ran, 6);
+        assert!(group_sizes(&fake).is_empty(), "{fuse}");
+        assert_eq!(fake.singles.lock().unwrap().len(), 6);
+        assert!(!events.iter().any(|e| tag(e) == "group_started"));
+    }
+}
+
+#[test]
+fn a_member_that_fails_fails_alone_and_the_others_finish() {
+    let fake = Fake::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let p = plan(
+        &fake,
+        "name: g\nstages:\n  a: { op: fused, matrix: { v: [0, 1, 2], fail: [false, true] } }\n  after: { op: work, needs: [a] }\n",
+    );
+    let (s, events) = go(&fake, &store, &p, 1, &CancelToken::new());
+    assert_eq!(group_sizes(&fake), [6]);
+    // Three members fail (and skip what maps over them), three finish (and their dependants
+    // run).
+    assert_eq!((s.ran, s.failed, s.skipped), (6, 3, 3));
+    for (_, inst) in p.instances().filter(|(_, i)| i.stage.as_str() == "a") {
+        let failed = inst.params()["fail"] == json!(true);
+        let failure = events.iter().find_map(|e| match e {
+            RunEvent::Failed { id, error, .. } if *id == inst.id => Some(error.clone()),
+            _ => None,
+        });
+        assert_eq!(failure.is_some(), failed, "{}", inst.id);
+        if let Some(error) = failure {
+            assert!(error.contains("failed on purpose"), "{error}");
+        }
+        assert_eq!(
+            matches!(store.lookup(&inst.key), Lookup::Hit(_)),
+            !failed,
+            "{}",
+            inst.id
+        );
+    }
+}
+
+#[test]
+fn a_failed_member_is_retried_on_its_own() {
+    let fake = Fake::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // The op's first attempt (whichever member that is) fails.
+    let p = plan(
+        &fake,
+        "name: g\nstages:\n  a: { op: fused, retries: 1, params: { flaky: 1 }, matrix: { v: [0, 1, 2, 3, 4, 5] } }\n",
+    );
+    let (s, events) = go(&fake, &store, &p, 1, &CancelToken::new());
+    assert_eq!((s.ran, s.failed), (6, 0));
+    let retried: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::Failed {
+                id,
+                will_retry: true,
+                attempt: 1,
+                ..
+            } => Some(id.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(retried.len(), 1, "{retried:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, RunEvent::Started { id, attempt: 2, .. } if *id == retried[0]))
+    );
+    // The group of six, then the retry alone (the others were done).
+    assert_eq!(group_sizes(&fake), [6]);
+    assert_eq!(*fake.singles.lock().unwrap(), retried);
+}
+
+#[test]
+fn a_panic_in_a_group_fails_each_member_with_its_message() {
+    let fake = Fake::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let p = plan(
+        &fake,
+        "name: g\nstages:\n  a: { op: fused, matrix: { v: [0, 1], panic: [false, true] } }\n",
+    );
+    let (s, events) = go(&fake, &store, &p, 1, &CancelToken::new());
+    assert_eq!(group_sizes(&fake), [4]);
+    assert_eq!((s.ran, s.failed), (0, 4));
+    let errors: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::Failed { error, .. } => Some(error.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors.len(), 4);
+    assert!(
+        errors
+            .iter()
+            .all(|e| e == "op `fused` panicked: the fake op panicked on purpose"),
+        "{errors:?}"
+    );
+    assert!(
+        p.instances()
+            .all(|(_, i)| matches!(store.lookup(&i.key), Lookup::Miss))
+    );
+}
+
+#[test]
+fn group_members_locked_or_computed_elsewhere_drop_out_of_the_group() {
+    let fake = Fake::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let p = sweep(&fake, "");
+    let statuses = ablate_plan::statuses(&p, &store, &[]);
+    let members: Vec<_> = p.instances().map(|(_, i)| i).collect();
+    // Another process computed member 1 after this run looked (its status says run) ...
+    {
+        let other = Fake::new();
+        let one = plan(
+            &other,
+            "name: g\nstages:\n  a: { op: fused, params: { ms: 20, v: 1 } }\n",
+        );
+        assert_eq!(one.instances().next().unwrap().1.key, members[1].key);
+        go(&other, &store, &one, 1, &CancelToken::new());
+    }
+    // ... and holds member 2's key for a while.
+    let lock = store.try_lock(&members[2].key).unwrap().unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        drop(lock);
+    });
+    let exec = Arc::new(LocalExecutor::new(
+        fake.clone(),
+        store.clone(),
+        ".".into(),
+        "test",
+    ));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let opts = RunOptions {
+        jobs: 1,
+        gpus: None,
+        mem_gb: 1e9,
+    };
+    let s = rt.block_on(ablate_run::run(
+        &p,
+        &statuses,
+        exec,
+        &opts,
+        &CancelToken::new(),
+        &tx,
+    ));
+    release.join().unwrap();
+    drop(tx);
+    let mut events = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        events.push(e);
+    }
+    assert_eq!((s.ran, s.cached, s.failed), (5, 1, 0));
+    // The group computed four; the locked one ran after, alone, once its key was free.
+    assert_eq!(group_sizes(&fake), [4]);
+    assert_eq!(*fake.singles.lock().unwrap(), [members[2].id.clone()]);
+    assert!(events.iter().any(|e| matches!(
+        e,
+        RunEvent::Finished { id, by_other: true, .. } if *id == members[1].id
+    )));
+    assert!(
+        members
+            .iter()
+            .all(|i| matches!(store.lookup(&i.key), Lookup::Hit(_)))
+    );
+}
+
+#[test]
+fn a_cancelled_group_keeps_nothing() {
+    let fake = Fake::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let p = plan(
+        &fake,
+        "name: g\nstages:\n  a: { op: fused, params: { ms: 5000 }, matrix: { v: [0, 1, 2] } }\n",
+    );
+    let cancel = CancelToken::new();
+    let c = cancel.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(150));
+        c.cancel();
+    });
+    let t0 = Instant::now();
+    let (s, events) = go(&fake, &store, &p, 1, &cancel);
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert_eq!(group_sizes(&fake), [3]);
+    assert_eq!((s.ran, s.failed, s.skipped), (0, 0, 3));
+    assert!(events.iter().any(|e| tag(e) == "interrupted"));
+    assert!(
+        p.instances()
+            .all(|(_, i)| matches!(store.lookup(&i.key), Lookup::Miss))
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("v1/failed")).map_or(0, |d| d.count()),
+        0
+    );
 }

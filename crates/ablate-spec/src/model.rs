@@ -117,6 +117,45 @@ impl OnDiverge {
     pub const NAMES: [&'static str; 2] = ["fail", "record"];
 }
 
+/// Whether the instances of a stage that differ only in their op's *fusible* parameters (seed,
+/// learning rate, … : values, not shapes) are computed together as one batched computation: the
+/// stage's `fuse:` key. Execution detail like `timeout`: never part of a key, and each member
+/// still gets its own cache entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fuse {
+    /// `fuse: off` (or `fuse: 1`): each instance runs alone.
+    Off,
+    /// `fuse: auto` (the default): group what the op can fuse; `fuse: N`: at most `N` (≥ 2)
+    /// members per group.
+    Auto { max: Option<usize> },
+}
+
+impl Default for Fuse {
+    fn default() -> Self {
+        Fuse::Auto { max: None }
+    }
+}
+
+impl Fuse {
+    /// The forms a pipeline may write, for messages.
+    pub const FORMS: &'static str =
+        "`auto`, `off` or a whole number N ≥ 1 (at most N members per group; 1 is `off`)";
+
+    /// `fuse: N`, with 1 meaning off.
+    pub fn at_most(n: usize) -> Fuse {
+        if n <= 1 {
+            Fuse::Off
+        } else {
+            Fuse::Auto { max: Some(n) }
+        }
+    }
+
+    pub fn is_off(self) -> bool {
+        self == Fuse::Off
+    }
+}
+
 /// A stage's own sweep. `axes` keep file order; each axis value is already normalised against
 /// the op's parameter type. `include`/`exclude` follow the rules of [`Matrix::expand`].
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -150,6 +189,9 @@ pub struct Stage {
     pub timeout: Option<Duration>,
     /// `diverged:` (or its `defaults:`): fail the attempt or record the divergence as a result.
     pub diverged: OnDiverge,
+    /// `fuse:` (or its `defaults:`): whether instances that differ only in fusible params are
+    /// computed as one group. Execution detail: never part of a key.
+    pub fuse: Fuse,
     /// `strict:` (or its `defaults:`) of a report stage (an op that gathers): build only when
     /// every input finished, instead of from those that did with the others marked. Always
     /// false for other stages, which need every input anyway.

@@ -262,6 +262,13 @@ pub trait OpCatalog {
     fn check_value(&self, _op: &str, _param: &str, _value: &Value) -> Result<(), String> {
         Ok(())
     }
+    /// The params of `op` whose values may differ between the members of one fused group
+    /// (a stage's `fuse:`): values such as `seed` or `lr` that change neither the shapes nor
+    /// the step schedule, so the op can compute the members as one batched computation. Ops
+    /// that return none (the default) never fuse.
+    fn fusible(&self, _op: &str) -> &'static [&'static str] {
+        &[]
+    }
 }
 
 #[cfg(test)]

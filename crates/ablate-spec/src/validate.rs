@@ -15,8 +15,9 @@ use crate::interp::{Vars, interpolate};
 use crate::node::{Key, Kind, Node, Origin, shorten, shorten_name};
 use crate::typecheck::check_param;
 use crate::{
-    Device, Diagnostic, MAX_NAME_BYTES, Matrix, OnDiverge, OpCatalog, OpSchema, ParamType, Params,
-    Pipeline, Resources, SourceFile, Span, Stage, StageName, Value, parse_duration, suggest,
+    Device, Diagnostic, Fuse, MAX_NAME_BYTES, Matrix, OnDiverge, OpCatalog, OpSchema, ParamType,
+    Params, Pipeline, Resources, SourceFile, Span, Stage, StageName, Value, parse_duration,
+    suggest,
 };
 
 const TOP_KEYS: &[&str] = &[
@@ -41,6 +42,7 @@ pub(crate) const STAGE_KEYS: &[&str] = &[
     "retries",
     "timeout",
     "diverged",
+    "fuse",
     "strict",
     "gather",
     "device",
@@ -51,6 +53,7 @@ const DEFAULT_ATTRIBUTES: &[&str] = &[
     "retries",
     "timeout",
     "diverged",
+    "fuse",
     "strict",
     "resources",
 ];
@@ -89,6 +92,7 @@ struct Defaults {
     retries: Option<u32>,
     timeout: Option<Duration>,
     diverged: Option<OnDiverge>,
+    fuse: Option<Fuse>,
     /// Applies to the report stages only (the others always need every input).
     strict: Option<bool>,
     resources: ResourcesPatch,
@@ -413,6 +417,7 @@ impl<'a> Validator<'a, '_> {
                 "diverged" => {
                     self.defaults.diverged = self.on_diverge(value, "`diverged` in `defaults`")
                 }
+                "fuse" => self.defaults.fuse = self.fuse(value, "`fuse` in `defaults`"),
                 "strict" => self.defaults.strict = self.boolean(value, "`strict` in `defaults`"),
                 "resources" => {
                     self.defaults.resources =

@@ -1544,3 +1544,87 @@ fn strict_is_a_report_stage_key_also_under_defaults() {
         )]
     );
 }
+
+// --- `fuse` -------------------------------------------------------------------------------------
+
+#[test]
+fn a_stage_fuse_is_auto_off_or_a_cap_outside_the_params() {
+    use ablate_spec::Fuse;
+    let text = "\
+name: t
+defaults: { fuse: 8 }
+stages:
+  a: { op: cmd, params: { run: ls }, fuse: off }
+  b: { op: cmd, params: { run: ls }, fuse: auto }
+  c: { op: cmd, params: { run: ls } }
+  d: { op: cmd, params: { run: ls }, fuse: 1 }
+  e: { op: cmd, params: { run: ls }, fuse: 64 }
+";
+    let p = load_text(text, &Overrides::default()).unwrap_or_else(|d| panic!("{d}"));
+    let fuse = |s: &str| p.stage(s).unwrap().fuse;
+    assert_eq!(fuse("a"), Fuse::Off);
+    assert_eq!(fuse("b"), Fuse::Auto { max: None });
+    assert_eq!(fuse("c"), Fuse::Auto { max: Some(8) }, "from `defaults`");
+    assert_eq!(fuse("d"), Fuse::Off, "one member per group is no fusion");
+    assert_eq!(fuse("e"), Fuse::Auto { max: Some(64) });
+    // Not a param: it never changes a key.
+    assert!(p.stages.iter().all(|s| !s.params.contains_key("fuse")));
+    // Without one anywhere, it is `auto`.
+    assert_eq!(
+        load_text(SMALL, &Overrides::default())
+            .unwrap()
+            .stage("data")
+            .unwrap()
+            .fuse,
+        Fuse::Auto { max: None }
+    );
+    // `--set` sets it like `timeout`.
+    let p = load_text(text, &overrides(&["b.fuse=off", "a.fuse=4"], &[])).unwrap();
+    assert_eq!(p.stage("a").unwrap().fuse, Fuse::Auto { max: Some(4) });
+    assert_eq!(p.stage("b").unwrap().fuse, Fuse::Off);
+}
+
+#[test]
+fn a_bad_fuse_is_reported_at_its_value_with_the_allowed_forms() {
+    let text = "\
+name: t
+defaults: { fuse: yes }
+stages:
+  a: { op: cmd, params: { run: ls }, fuse: 0 }
+  b: { op: cmd, params: { run: ls }, fuse: true }
+  c: { op: cmd, params: { run: ls }, fuse: 2.5 }
+";
+    let d = load_text(text, &Overrides::default()).unwrap_err();
+    let expected = "`auto`, `off` or a number of members ≥ 1";
+    assert_eq!(
+        summary(&d),
+        [
+            (
+                2,
+                19,
+                format!("`fuse` in `defaults` expects {expected}, found a string `yes`")
+            ),
+            (
+                4,
+                44,
+                format!("`fuse` of stage `a` expects {expected}, found an integer `0`")
+            ),
+            (
+                5,
+                44,
+                format!("`fuse` of stage `b` expects {expected}, found a boolean `true`")
+            ),
+            (
+                6,
+                44,
+                format!("`fuse` of stage `c` expects {expected}, found a number `2.5`")
+            ),
+        ]
+    );
+    let rendered = d.to_string();
+    assert!(rendered.contains("test.yaml:4:44"), "{rendered}");
+    assert!(
+        rendered.contains("`auto`, `off` or a whole number N ≥ 1"),
+        "the help names the forms: {rendered}"
+    );
+}

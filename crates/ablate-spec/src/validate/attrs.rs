@@ -1,5 +1,5 @@
 //! A stage's (or `defaults`') scalar attributes: `device`, `retries`, `strict`, `diverged`,
-//! `timeout` and `resources`, each checked on its own and reported without stopping the rest.
+//! `fuse`, `timeout` and `resources`, each checked on its own and reported without stopping the rest.
 
 use super::*;
 
@@ -107,6 +107,28 @@ impl Validator<'_, '_> {
                 self.push(type_error(node, subject, "`fail` or `record`").help(
                     "`record` keeps a diverged run as a result (status `diverged`, its \
                          metrics so far); `fail` (the default) fails the attempt",
+                ));
+                None
+            }
+        }
+    }
+
+    /// `fuse:`: `auto`, `off`, or at most N members per group.
+    pub(super) fn fuse(&mut self, node: &Node, subject: &str) -> Option<Fuse> {
+        match &node.kind {
+            Kind::Str(s) if s == "auto" => Some(Fuse::default()),
+            Kind::Str(s) if s == "off" => Some(Fuse::Off),
+            Kind::Int(i) if *i >= 1 => {
+                Some(Fuse::at_most(usize::try_from(*i).unwrap_or(usize::MAX)))
+            }
+            _ => {
+                self.push(type_error(node, subject, "`auto`, `off` or a number of members ≥ 1").help(
+                    format!(
+                        "`fuse` takes {}: instances of a sweep that differ only in values such as \
+                         `seed` or `lr` train as one batched computation, each with its own cache \
+                         entry",
+                        Fuse::FORMS
+                    ),
                 ));
                 None
             }

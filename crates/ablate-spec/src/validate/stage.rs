@@ -108,6 +108,10 @@ impl<'a> Validator<'a, '_> {
             Some((_, node)) => self.on_diverge(node, &format!("`diverged` of stage `{name}`")),
             None => Some(self.defaults.diverged.unwrap_or_default()),
         };
+        let fuse = match fields.get("fuse") {
+            Some((_, node)) => self.fuse(node, &format!("`fuse` of stage `{name}`")),
+            None => Some(self.defaults.fuse.unwrap_or_default()),
+        };
         let strict = self.strict(name, fields.get("strict").map(|(_, node)| *node), schema);
         let gather = match fields.get("gather") {
             Some((
@@ -155,11 +159,12 @@ impl<'a> Validator<'a, '_> {
             Some(retries),
             Some(timeout),
             Some(diverged),
+            Some(fuse),
             Some(strict),
             Some(gather),
             Some((params, matrix)),
         ) = (
-            op, schema, device, retries, timeout, diverged, strict, gather, params,
+            op, schema, device, retries, timeout, diverged, fuse, strict, gather, params,
         )
         else {
             return (None, schema);
@@ -177,6 +182,7 @@ impl<'a> Validator<'a, '_> {
             retries,
             timeout,
             diverged,
+            fuse,
             strict: strict && schema.gathers,
             device,
             span,
