@@ -86,12 +86,15 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
             jobs: 1 << 20,
             gpus: None,
             mem_gb: f64::INFINITY,
+            // A fused group is one array task.
+            whole_groups: true,
         }
     } else {
         RunOptions {
             jobs,
             gpus: Some(gpus),
             mem_gb: available_memory_gb(),
+            whole_groups: false,
         }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -107,6 +107,11 @@ pub struct RunOptions {
     pub gpus: Option<Vec<String>>,
     /// Memory instances may reserve, in GB (`resources.mem_gb`).
     pub mem_gb: f64,
+    /// Dispatch a fused group's ready members as whole groups (near-equal ones within the
+    /// stage's cap) rather than splitting them over the free slots: where the executor makes
+    /// each group one unit of work elsewhere (a Slurm array task), and the cluster, not this
+    /// process's slots, supplies the parallelism.
+    pub whole_groups: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -288,6 +293,7 @@ pub async fn run<E: Executor>(
         cancel,
         free: Slots { ..total },
         total,
+        whole_groups: opts.whole_groups,
         gpu_names: opts.gpus.as_deref().unwrap_or_default(),
         pool: opts.gpus.as_ref().map(|names| GpuPool::new(names.len())),
         on_gpus: BTreeMap::new(),
@@ -372,6 +378,8 @@ struct Dispatcher<'p, E: Executor> {
     cancel: &'p CancelToken,
     total: Slots,
     free: Slots,
+    /// [`RunOptions::whole_groups`].
+    whole_groups: bool,
     gpu_names: &'p [String],
     pool: Option<GpuPool>,
     /// The devices each running dispatch holds, by its head.
@@ -442,6 +450,8 @@ impl<E: Executor> Dispatcher<'_, E> {
                             .is_some_and(|f| f.group == g.group)
                     })
                     .collect();
+                // One slot's worth: the whole group, split only by its cap.
+                let slots = if self.whole_groups { 1 } else { slots };
                 let size = crate::fuse::take(same.len() + 1, g.max, slots);
                 // The others in plan order.
                 same.sort_by_key(|&p| graph.ready[p].0);

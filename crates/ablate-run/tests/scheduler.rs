@@ -201,6 +201,23 @@ fn go_on(
     gpus: usize,
     cancel: &CancelToken,
 ) -> (Summary, Vec<RunEvent>) {
+    let opts = RunOptions {
+        jobs,
+        gpus: Some((0..gpus).map(|d| d.to_string()).collect()),
+        mem_gb: 1e9,
+        whole_groups: false,
+    };
+    go_with(fake, store, plan, &opts, cancel)
+}
+
+/// [`go`] with these options.
+fn go_with(
+    fake: &Arc<Fake>,
+    store: &Store,
+    plan: &Plan,
+    opts: &RunOptions,
+    cancel: &CancelToken,
+) -> (Summary, Vec<RunEvent>) {
     let statuses = ablate_plan::statuses(plan, store, &[]);
     let exec = Arc::new(LocalExecutor::new(
         fake.clone(),
@@ -214,12 +231,7 @@ fn go_on(
         .build()
         .unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let opts = RunOptions {
-        jobs,
-        gpus: Some((0..gpus).map(|d| d.to_string()).collect()),
-        mem_gb: 1e9,
-    };
-    let summary = rt.block_on(ablate_run::run(plan, &statuses, exec, &opts, cancel, &tx));
+    let summary = rt.block_on(ablate_run::run(plan, &statuses, exec, opts, cancel, &tx));
     drop(tx);
     let mut events = Vec::new();
     while let Ok(e) = rx.try_recv() {
@@ -861,6 +873,41 @@ fn ready_members_are_split_over_the_free_slots() {
     assert_eq!(fake.singles.lock().unwrap().len(), 6);
 }
 
+/// On Slurm every ready instance goes out at once (unbounded slots), and a fused group is one
+/// array task: its members go as whole groups, split only by the stage's cap. Without
+/// `whole_groups`, unbounded slots would give every member a slot of its own, and nothing
+/// would ever fuse on a cluster.
+#[test]
+fn whole_groups_dispatch_a_groups_members_together_however_many_slots_are_free() {
+    let unbounded = |whole_groups| RunOptions {
+        jobs: 1 << 20,
+        gpus: None,
+        mem_gb: f64::INFINITY,
+        whole_groups,
+    };
+    for (extra, whole, sizes) in [
+        ("", true, vec![6]),
+        (", fuse: 4", true, vec![3, 3]),
+        (", fuse: off", true, vec![]),
+        ("", false, vec![]),
+    ] {
+        let fake = Fake::new();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (s, _) = go_with(
+            &fake,
+            &store,
+            &sweep(&fake, extra),
+            &unbounded(whole),
+            &CancelToken::new(),
+        );
+        assert_eq!(s.ran, 6);
+        assert_eq!(group_sizes(&fake), sizes, "`{extra}`, whole groups {whole}");
+        let alone: usize = 6 - sizes.iter().sum::<usize>();
+        assert_eq!(fake.singles.lock().unwrap().len(), alone);
+    }
+}
+
 #[test]
 fn fuse_off_runs_each_member_alone() {
     for fuse in [", fuse: off", ", fuse: 1"] {
@@ -1015,6 +1062,7 @@ fn group_members_locked_or_computed_elsewhere_drop_out_of_the_group() {
         jobs: 1,
         gpus: None,
         mem_gb: 1e9,
+        whole_groups: false,
     };
     let s = rt.block_on(ablate_run::run(
         &p,
