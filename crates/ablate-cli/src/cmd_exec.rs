@@ -1,12 +1,14 @@
-//! `ablate exec BATCH`: the worker a Slurm task runs. It computes one instance of the batch
-//! file (task `SLURM_ARRAY_TASK_ID`) into the shared cache with exactly the protocol of a local
-//! run, prints progress to the task's log, and exits 0 when the result is in the cache.
+//! `ablate exec BATCH`: the worker a Slurm task runs. It computes task
+//! `SLURM_ARRAY_TASK_ID` of the batch file — one instance, or the members of a fused group as
+//! one group — into the shared cache with exactly the protocol of a local run
+//! ([`LocalExecutor::execute_group_blocking`]: each member its own lock, temp entry, commit or
+//! failure), prints progress to the task's log, and exits 0 when every result is in the cache.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ablate_run::{CancelToken, LocalExecutor, Outcome, Progress};
+use ablate_run::{CancelToken, GroupMember, LocalExecutor, Outcome, Progress};
 
 use crate::cli::{ExecArgs, Global};
 use crate::error::input;
@@ -32,25 +34,52 @@ pub fn exec(global: &Global, args: ExecArgs) -> anyhow::Result<u8> {
     let workdir = std::env::current_dir()?;
     let registry = Arc::new(ablate_ops::Registry::builtin());
     let executor = LocalExecutor::new(registry, store, workdir, env!("CARGO_PKG_VERSION"));
-    let job = &task.job;
-    println!(
-        "ablate exec: {} (key {}) on {}, task {index} of {}",
-        job.id,
-        job.key.short(),
-        ablate_run::hostname(),
-        args.batch.display()
-    );
-    // One progress line every 10 s at most: the log is for people, not a stream.
-    let last = Mutex::new(Instant::now() - Duration::from_secs(60));
-    let progress = move |p: Progress| {
-        let mut last = last.lock().expect("lock");
-        if last.elapsed() >= Duration::from_secs(10) || (p.total > 0 && p.step == p.total) {
-            *last = Instant::now();
-            let loss = p.loss.map(|l| format!(" loss {l:.4}")).unwrap_or_default();
-            println!("  {}/{}{loss}", p.step, p.total);
-        }
-    };
-    // Slurm sends SIGTERM at a time limit or on preemption: stop the instance as a local run
+    let group = task.len() > 1;
+    for (n, t) in task.iter().enumerate() {
+        let member = if group {
+            format!(", member {} of a fused group of {}", n + 1, task.len())
+        } else {
+            String::new()
+        };
+        println!(
+            "ablate exec: {} (key {}) on {}, task {index} of {}{member}",
+            t.job.id,
+            t.job.key.short(),
+            ablate_run::hostname(),
+            args.batch.display()
+        );
+    }
+    // One progress line every 10 s at most per member: the log is for people, not a stream.
+    let progress: Vec<_> = task
+        .iter()
+        .map(|t| {
+            let last = Mutex::new(Instant::now() - Duration::from_secs(60));
+            let who = if group {
+                format!("{} ", t.job.id)
+            } else {
+                String::new()
+            };
+            move |p: Progress| {
+                let mut last = last.lock().expect("lock");
+                if last.elapsed() >= Duration::from_secs(10) || (p.total > 0 && p.step == p.total)
+                {
+                    *last = Instant::now();
+                    let loss = p.loss.map(|l| format!(" loss {l:.4}")).unwrap_or_default();
+                    println!("  {who}{}/{}{loss}", p.step, p.total);
+                }
+            }
+        })
+        .collect();
+    let members: Vec<GroupMember<'_>> = task
+        .iter()
+        .zip(&progress)
+        .map(|(t, progress)| GroupMember {
+            job: &t.job,
+            force: t.force,
+            progress,
+        })
+        .collect();
+    // Slurm sends SIGTERM at a time limit or on preemption: stop the instances as a local run
     // would (its `cmd` process group too, nothing half-written kept) instead of dying with it.
     let cancel = CancelToken::new();
     let stopped_by = Arc::new(AtomicU8::new(0));
@@ -61,31 +90,40 @@ pub fn exec(global: &Global, args: ExecArgs) -> anyhow::Result<u8> {
     let (stop, code) = (cancel.clone(), Arc::clone(&stopped_by));
     std::thread::spawn(move || {
         rt.block_on(stop_on_signals(signals, stop, code, |s| {
-            eprintln!("ablate exec: {}: stopping the instance", s.name);
+            eprintln!("ablate exec: {}: stopping the instance(s)", s.name);
         }));
     });
     let t0 = Instant::now();
-    match executor.execute_blocking(job, task.force, &progress, &cancel) {
-        Outcome::Computed(m) => {
-            println!("done in {:.1}s: {}", t0.elapsed().as_secs_f64(), m.key);
-            Ok(crate::EXIT_OK)
-        }
-        Outcome::CachedByOther(m) => {
-            println!("already computed by another process: {}", m.key);
-            Ok(crate::EXIT_OK)
-        }
-        Outcome::Failed { error, log } => {
-            eprintln!("ablate exec: {} failed: {error}", job.id);
-            if let Some(log) = log {
-                eprintln!("  the attempt's files are kept in {}", log.display());
+    let outcomes = executor.execute_group_blocking(&members, &cancel);
+    // The task fails when any member did; the orchestrator tells which from the cache.
+    let (mut failed, mut cancelled) = (false, false);
+    for (t, outcome) in task.iter().zip(outcomes) {
+        let job = &t.job;
+        match outcome {
+            Outcome::Computed(m) => {
+                println!("done in {:.1}s: {} ({})", t0.elapsed().as_secs_f64(), m.key, job.id);
             }
-            Ok(crate::EXIT_FAILURE)
-        }
-        Outcome::Cancelled | Outcome::Detached { .. } => {
-            Ok(match stopped_by.load(Ordering::SeqCst) {
-                0 => crate::EXIT_INTERRUPTED,
-                code => code,
-            })
+            Outcome::CachedByOther(m) => {
+                println!("already computed by another process: {} ({})", m.key, job.id);
+            }
+            Outcome::Failed { error, log } => {
+                failed = true;
+                eprintln!("ablate exec: {} failed: {error}", job.id);
+                if let Some(log) = log {
+                    eprintln!("  the attempt's files are kept in {}", log.display());
+                }
+            }
+            Outcome::Cancelled | Outcome::Detached { .. } => cancelled = true,
         }
     }
+    Ok(if cancelled {
+        match stopped_by.load(Ordering::SeqCst) {
+            0 => crate::EXIT_INTERRUPTED,
+            code => code,
+        }
+    } else if failed {
+        crate::EXIT_FAILURE
+    } else {
+        crate::EXIT_OK
+    })
 }

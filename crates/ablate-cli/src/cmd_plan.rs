@@ -42,8 +42,10 @@ pub fn plan(global: &Global, args: PlanArgs) -> anyhow::Result<u8> {
 }
 
 /// The job arrays a Slurm run would submit: one per stage with instances to run, each listing
-/// its tasks. A live run submits a stage's instances as their inputs complete, so a stage may
-/// go out as several smaller arrays; `--detach` submits exactly these, with dependencies.
+/// its tasks (a fused group is one task, its members listed under it). A live run submits a
+/// stage's instances as their inputs complete, so a stage may go out as several smaller arrays
+/// (and a group as several tasks, when its members' inputs finish apart); `--detach` submits
+/// exactly these, with dependencies.
 fn job_arrays(
     plan: &Plan,
     statuses: &[Status],
@@ -60,16 +62,17 @@ fn job_arrays(
             .filter(|id| !statuses[id.index()].is_cached() && outlook[id.index()].skipped.is_none())
             .collect();
         if !run.is_empty() {
-            arrays.push((stage, run));
+            let tasks = ablate_run::slurm::plan_tasks(plan, &run);
+            arrays.push((stage, run, tasks));
         }
     }
-    let tasks: usize = arrays.iter().map(|(_, r)| r.len()).sum();
+    let tasks: usize = arrays.iter().map(|(_, _, t)| t.len()).sum();
     let _ = writeln!(
         out,
         "\nslurm: {} job array(s), {tasks} task(s)",
         arrays.len()
     );
-    for (stage, run) in &arrays {
+    for (stage, run, tasks) in &arrays {
         let first = plan.instance(run[0]);
         let name = ablate_run::slurm::job_name(plan.pipeline(), stage.as_str());
         let args = ablate_run::slurm::sbatch_args(
@@ -77,7 +80,7 @@ fn job_arrays(
             &name,
             &first.resources,
             first.timeout,
-            run.len(),
+            tasks.len(),
             workdir,
         );
         let after: Vec<String> = {
@@ -99,8 +102,11 @@ fn job_arrays(
             format!(" after {}", after.join(", "))
         };
         let _ = writeln!(out, "  sbatch {}{after}", args.join(" "));
-        for (i, id) in run.iter().enumerate() {
-            let _ = writeln!(out, "    {i:>4}  {}", plan.instance(*id).id);
+        for (i, task) in tasks.iter().enumerate() {
+            let _ = writeln!(out, "    {i:>4}  {}", plan.instance(task[0]).id);
+            for id in &task[1..] {
+                let _ = writeln!(out, "        + {}", plan.instance(*id).id);
+            }
         }
     }
     out

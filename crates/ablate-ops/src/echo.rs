@@ -1,5 +1,8 @@
 //! `echo`: the cheapest op there is — records a value as a metric, optionally after a pause.
-//! For trying pipelines, benchmarking the orchestrator, and testing cancellation.
+//! For trying pipelines, benchmarking the orchestrator, and testing cancellation, failure
+//! isolation and fused groups: a sweep over its fusible `seed` (and `fail`) is a fused group
+//! (issue 23), computed in turn by the default `run_group`, so a group's dispatch — one local
+//! slot, one Slurm array task — can be tried without training anything.
 
 use std::time::{Duration, Instant};
 
@@ -21,7 +24,15 @@ pub(crate) struct Echo {
 pub(crate) struct EchoParams {
     value: f64,
     sleep_ms: u64,
+    /// Read by nothing: it only tells instances (and their keys) apart.
+    #[allow(dead_code)]
+    seed: u64,
+    fail: bool,
 }
+
+/// The params whose values may differ within a fused group: neither changes what the op does
+/// but the key (`seed`) or whether it fails (`fail`).
+const FUSIBLE: &[&str] = &["seed", "fail"];
 
 impl Echo {
     pub(crate) fn new() -> Self {
@@ -43,6 +54,18 @@ impl Echo {
                         json!(0),
                         "milliseconds to wait first",
                     ),
+                    ParamSpec::with_default(
+                        "seed",
+                        ParamType::non_negative_int(),
+                        json!(0),
+                        "changes nothing but the key: a sweep over it is a fused group",
+                    ),
+                    ParamSpec::with_default(
+                        "fail",
+                        ParamType::Bool,
+                        json!(false),
+                        "fail after the pause instead of recording the value",
+                    ),
                 ],
                 gathers: false,
                 free_params: false,
@@ -59,6 +82,10 @@ impl Op for Echo {
         &self.schema
     }
 
+    fn fusible(&self) -> &'static [&'static str] {
+        FUSIBLE
+    }
+
     fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
         let p: EchoParams = typed("echo", ctx.job.params())?;
         let until = Instant::now() + Duration::from_millis(p.sleep_ms);
@@ -67,6 +94,12 @@ impl Op for Echo {
                 return Err(OpError::Cancelled);
             }
             std::thread::sleep((until - Instant::now()).min(Duration::from_millis(10)));
+        }
+        if p.fail {
+            return Err(OpError::msg(format!(
+                "`{}` failed on purpose (`fail: true`)",
+                ctx.job.id
+            )));
         }
         Ok(OpOutput {
             metrics: vec![Metric::new("value", p.value)],

@@ -9,6 +9,10 @@ pub(crate) trait Op: Send + Sync {
     fn file_deps(&self, _params: &Params) -> Vec<String> {
         Vec::new()
     }
+    /// The params whose values may differ within a fused group (see [`OpCatalog::fusible`]).
+    fn fusible(&self) -> &'static [&'static str] {
+        &[]
+    }
     /// Checks of a param beyond its type, when the pipeline is loaded (see
     /// [`OpCatalog::check_value`]).
     fn check_value(&self, _param: &str, _value: &Value) -> Result<(), String> {
@@ -109,6 +113,10 @@ impl OpCatalog for Registry {
     fn check_value(&self, op: &str, param: &str, value: &Value) -> Result<(), String> {
         self.op(op).map_or(Ok(()), |o| o.check_value(param, value))
     }
+
+    fn fusible(&self, op: &str) -> &'static [&'static str] {
+        self.op(op).map_or(&[], |o| o.fusible())
+    }
 }
 
 impl OpRunner for Registry {
@@ -164,6 +172,20 @@ mod tests {
             Null => json!(null),
             Any => json!("x"),
         }
+    }
+
+    /// A fusible param the op does not declare would never vary within a group: a typo.
+    #[test]
+    fn fusible_params_are_declared_params_of_their_op() {
+        let reg = Registry::builtin();
+        for op in &reg.ops {
+            let s = op.schema();
+            for f in reg.fusible(s.name) {
+                assert!(s.param(f).is_some(), "op `{}`: fusible `{f}` is no param", s.name);
+            }
+        }
+        assert_eq!(reg.fusible("echo"), ["seed", "fail"]);
+        assert!(reg.fusible("no.such.op").is_empty());
     }
 
     #[test]

@@ -1,14 +1,16 @@
 //! The Slurm executor. Ready instances of one stage are gathered into one job array
 //! (`sbatch --array=0-N%M`); each task runs the same binary's hidden worker (`ablate exec`),
-//! which computes one instance against the shared cache with the local protocol (key lock,
-//! temp directory, rename). One driver task submits and polls: the cache is checked first, then
-//! one `squeue` for every job of the run, then the completion record, with back-off while
-//! nothing changes.
+//! which computes one instance — or the members of a fused group, as one group (issue 23) —
+//! against the shared cache with the local protocol (key lock, temp directory, rename, per
+//! member). One driver task submits and polls: the cache is checked first, then one `squeue`
+//! for every job of the run, then the completion record, with back-off while nothing changes.
 //!
-//! Every submitted task leaves a record in `<cache>/slurm/tasks/<key>.json` until its result is
-//! in the cache (or the instance is submitted again), so a run that was killed or detached
-//! adopts the tasks still in flight instead of submitting them again, and `ablate status` can
-//! show failures.
+//! Every submitted instance leaves a record in `<cache>/slurm/tasks/<key>.json` naming its task
+//! until its result is in the cache (or the instance is submitted again), so a run that was
+//! killed or detached adopts the tasks still in flight instead of submitting them again, and
+//! `ablate status` can show failures. A task that carries several members is tracked once and
+//! answers for each member on its own: a member whose entry is in the cache is done whatever
+//! became of the task; the others share the task's fate (its failure, its resubmission).
 
 mod cluster;
 
@@ -35,7 +37,7 @@ pub use records::{
     remove_record, slurm_dir,
 };
 use script::task_script;
-pub use script::{job_name, sbatch_args};
+pub use script::{job_name, plan_tasks, sbatch_args};
 
 use crate::scheduler::{BoxFuture, Executor, Outcome};
 use crate::{CancelToken, Job, RunEvent};
@@ -72,13 +74,31 @@ struct Waiter {
     requeues: u32,
     /// Once submitted (or adopted).
     record: Option<TaskRecord>,
-    last_state: Option<TaskState>,
-    unknown_polls: u32,
-    /// Polls in a row that saw the task ended by the cluster (preempted, node failure).
-    ended_polls: u32,
 }
 
+/// The instances one task computes: one, or the members of a fused group dispatched together.
+type Unit = Vec<Waiter>;
+
 impl Waiter {
+    fn new(
+        instance: PlanIndex,
+        job: Arc<Job>,
+        force: bool,
+        events: &UnboundedSender<RunEvent>,
+    ) -> (Waiter, oneshot::Receiver<Outcome>) {
+        let (tx, rx) = oneshot::channel();
+        let w = Waiter {
+            instance,
+            job,
+            force,
+            events: events.downgrade(),
+            reply: Some(tx),
+            requeues: 0,
+            record: None,
+        };
+        (w, rx)
+    }
+
     /// Answers the scheduler. The record of a failed task stays, so that `ablate status` can
     /// show the failure and its log; the next submission of the instance replaces it.
     fn resolve(&mut self, cache: &Path, outcome: Outcome) {
@@ -88,6 +108,11 @@ impl Waiter {
         if let Some(reply) = self.reply.take() {
             let _ = reply.send(outcome);
         }
+    }
+
+    /// Whether the run still waits for this instance (it was not stopped meanwhile).
+    fn wanted(&self) -> bool {
+        self.reply.as_ref().is_some_and(|r| !r.is_closed())
     }
 
     fn progress(&self, message: String) {
@@ -105,6 +130,17 @@ impl Waiter {
     }
 }
 
+/// A task in flight: the instances it computes that are not resolved yet, and what polling has
+/// seen of it.
+#[derive(Default)]
+struct Flight {
+    waiters: Vec<Waiter>,
+    last_state: Option<TaskState>,
+    unknown_polls: u32,
+    /// Polls in a row that saw the task ended by the cluster (preempted, node failure).
+    ended_polls: u32,
+}
+
 /// Runs instances as tasks of Slurm job arrays.
 #[derive(Clone)]
 pub struct SlurmExecutor {
@@ -115,10 +151,10 @@ struct Inner {
     settings: SlurmSettings,
     store: Store,
     cluster: Cluster,
-    /// Instances waiting to be submitted.
-    queue: Mutex<Vec<Waiter>>,
+    /// Tasks waiting to be submitted.
+    queue: Mutex<Vec<Unit>>,
     /// Submitted tasks, by task id (`J_T`).
-    flying: Mutex<BTreeMap<String, Waiter>>,
+    flying: Mutex<BTreeMap<String, Flight>>,
     wake: Notify,
     /// Held while a submission is under way, so that what is in flight is never read halfway.
     submitting: Mutex<()>,
@@ -155,22 +191,74 @@ impl SlurmExecutor {
         )
     }
 
-    /// The tasks still in flight (submitted or adopted, not resolved).
+    /// The records of the instances still in flight (submitted or adopted, not resolved): the
+    /// members of a fused group share a task.
     pub fn in_flight(&self) -> Vec<TaskRecord> {
         let _submitted = self.inner.submitting.lock().expect("lock");
         let flying = self.inner.flying.lock().expect("lock");
-        flying.values().filter_map(|w| w.record.clone()).collect()
+        flying
+            .values()
+            .flat_map(|f| f.waiters.iter().filter_map(|w| w.record.clone()))
+            .collect()
     }
 
     /// Cancels every task still in flight (`scancel`, one call) and forgets them. Blocking.
+    /// Returns how many tasks were cancelled.
     pub fn cancel_in_flight(&self) -> Result<usize, String> {
         let records = self.in_flight();
-        let ids: Vec<String> = records.iter().map(|r| r.task.clone()).collect();
+        let ids: Vec<String> = unique(records.iter().map(|r| r.task.clone()));
         self.inner.cluster.scancel(&ids)?;
         for r in &records {
             remove_record(&self.inner.settings.cache, &r.key);
         }
         Ok(ids.len())
+    }
+
+    /// Queues one task's instances and waits for each one's outcome, in order. When the run is
+    /// stopped, what is not resolved yet is cancelled (the task itself is left to
+    /// `cancel_in_flight`).
+    fn submit(
+        &self,
+        members: Vec<(PlanIndex, Arc<Job>, bool)>,
+        events: UnboundedSender<RunEvent>,
+        cancel: CancelToken,
+    ) -> BoxFuture<Vec<(PlanIndex, Outcome)>> {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            inner.driver.get_or_init(|| {
+                tokio::spawn(drive(Arc::clone(&inner)));
+            });
+            let mut unit = Vec::with_capacity(members.len());
+            let mut replies = Vec::with_capacity(members.len());
+            for (instance, job, force) in members {
+                let (w, rx) = Waiter::new(instance, job, force, &events);
+                unit.push(w);
+                replies.push((instance, rx));
+            }
+            inner.queue.lock().expect("lock").push(unit);
+            inner.wake.notify_one();
+            let stopped = || Outcome::Failed {
+                error: "the Slurm driver stopped".into(),
+                log: None,
+            };
+            let mut out = Vec::with_capacity(replies.len());
+            let mut cancelled = false;
+            for (instance, mut rx) in replies {
+                let outcome = if cancelled {
+                    rx.try_recv().unwrap_or(Outcome::Cancelled)
+                } else {
+                    tokio::select! {
+                        outcome = &mut rx => outcome.unwrap_or_else(|_| stopped()),
+                        () = cancel.cancelled() => {
+                            cancelled = true;
+                            rx.try_recv().unwrap_or(Outcome::Cancelled)
+                        }
+                    }
+                };
+                out.push((instance, outcome));
+            }
+            out
+        })
     }
 }
 
@@ -183,33 +271,24 @@ impl Executor for SlurmExecutor {
         events: UnboundedSender<RunEvent>,
         cancel: CancelToken,
     ) -> BoxFuture<Outcome> {
-        let inner = Arc::clone(&self.inner);
+        let one = self.submit(vec![(instance, job, force)], events, cancel);
         Box::pin(async move {
-            inner.driver.get_or_init(|| {
-                tokio::spawn(drive(Arc::clone(&inner)));
-            });
-            let (tx, rx) = oneshot::channel();
-            inner.queue.lock().expect("lock").push(Waiter {
-                instance,
-                job,
-                force,
-                events: events.downgrade(),
-                reply: Some(tx),
-                requeues: 0,
-                record: None,
-                last_state: None,
-                unknown_polls: 0,
-                ended_polls: 0,
-            });
-            inner.wake.notify_one();
-            tokio::select! {
-                outcome = rx => outcome.unwrap_or_else(|_| Outcome::Failed {
-                    error: "the Slurm driver stopped".into(),
-                    log: None,
-                }),
-                () = cancel.cancelled() => Outcome::Cancelled,
-            }
+            one.await
+                .pop()
+                .map(|(_, outcome)| outcome)
+                .expect("one outcome")
         })
+    }
+
+    /// A fused group is one array task, whose `ablate exec` computes the members with
+    /// [`crate::LocalExecutor::execute_group_blocking`]; each member is answered on its own.
+    fn execute_group(
+        &self,
+        members: Vec<(PlanIndex, Arc<Job>, bool)>,
+        events: UnboundedSender<RunEvent>,
+        cancel: CancelToken,
+    ) -> BoxFuture<Vec<(PlanIndex, Outcome)>> {
+        self.submit(members, events, cancel)
     }
 }
 
@@ -257,65 +336,82 @@ impl Inner {
         &self.settings.cache
     }
 
-    /// Adopts what an earlier run left in flight, and submits the rest: one array per stage.
-    fn submit_all(&self, queued: Vec<Waiter>) {
+    /// Adopts what an earlier run left in flight, and submits the rest: one array per stage,
+    /// one task per unit (an instance, or a fused group's members).
+    fn submit_all(&self, queued: Vec<Unit>) {
         let _submitting = self.submitting.lock().expect("lock");
         // An instance whose run stopped (Ctrl-C) before it went out is not submitted.
-        let queued: Vec<Waiter> = queued
+        let queued: Vec<Unit> = queued
             .into_iter()
-            .filter(|w| w.reply.as_ref().is_some_and(|r| !r.is_closed()))
+            .map(|u| u.into_iter().filter(Waiter::wanted).collect::<Unit>())
+            .filter(|u| !u.is_empty())
             .collect();
         // Adoption: one squeue for every record left by an earlier run.
-        let records: Vec<Option<TaskRecord>> = queued
+        let records: Vec<Vec<Option<TaskRecord>>> = queued
             .iter()
-            .map(|w| {
-                if w.force {
-                    None
-                } else {
-                    read_record(self.cache(), &w.job.key)
-                }
+            .map(|u| {
+                u.iter()
+                    .map(|w| {
+                        if w.force {
+                            None
+                        } else {
+                            read_record(self.cache(), &w.job.key)
+                        }
+                    })
+                    .collect()
             })
             .collect();
-        let names: Vec<String> = unique(records.iter().flatten().map(|r| r.job_name.clone()));
+        let names: Vec<String> = unique(records.iter().flatten().flatten().map(|r| r.job_name.clone()));
         // If the controller does not answer, adopt every record rather than risk running an
         // instance twice: polling settles them (a lost task fails and is retried).
         let alive = self.cluster.squeue(&names).ok();
-        let mut groups: Vec<(String, Vec<Waiter>)> = Vec::new();
-        for (mut w, record) in queued.into_iter().zip(records) {
-            // The result in the shared cache first: a detached or adopted task may have
-            // finished since the plan was made.
-            if !w.force
-                && let Lookup::Hit(m) = self.store.lookup(&w.job.key)
-            {
-                w.resolve(self.cache(), Outcome::CachedByOther(Arc::from(m)));
+        let mut arrays: Vec<(String, Vec<Unit>)> = Vec::new();
+        for (unit, records) in queued.into_iter().zip(records) {
+            // Each member on its own: the earlier run may have grouped it otherwise, or
+            // computed some members of its group already.
+            let mut rest = Unit::new();
+            for (mut w, record) in unit.into_iter().zip(records) {
+                // The result in the shared cache first: a detached or adopted task may have
+                // finished since the plan was made.
+                if !w.force
+                    && let Lookup::Hit(m) = self.store.lookup(&w.job.key)
+                {
+                    w.resolve(self.cache(), Outcome::CachedByOther(Arc::from(m)));
+                    continue;
+                }
+                if let Some(r) = record {
+                    let state = match &alive {
+                        Some(alive) => alive.get(&r.task).map(|o| o.state),
+                        None => Some(TaskState::Other),
+                    };
+                    match state {
+                        Some(state) if !state.is_final() => {
+                            w.progress(format!("adopted slurm task {} ({})", r.task, state.name()));
+                            w.record = Some(r);
+                            self.in_flight(w);
+                            continue;
+                        }
+                        _ => remove_record(self.cache(), &w.job.key),
+                    }
+                }
+                rest.push(w);
+            }
+            if rest.is_empty() {
                 continue;
             }
-            if let Some(r) = record {
-                let state = match &alive {
-                    Some(alive) => alive.get(&r.task).map(|o| o.state),
-                    None => Some(TaskState::Other),
-                };
-                match state {
-                    Some(state) if !state.is_final() => {
-                        w.progress(format!("adopted slurm task {} ({})", r.task, state.name()));
-                        w.record = Some(r);
-                        self.in_flight(w);
-                        continue;
-                    }
-                    _ => remove_record(self.cache(), &w.job.key),
-                }
-            }
-            match groups.iter_mut().find(|(s, _)| *s == w.job.stage) {
-                Some((_, g)) => g.push(w),
-                None => groups.push((w.job.stage.clone(), vec![w])),
+            let stage = rest[0].job.stage.clone();
+            match arrays.iter_mut().find(|(s, _)| *s == stage) {
+                Some((_, units)) => units.push(rest),
+                None => arrays.push((stage, vec![rest])),
             }
         }
-        for (stage, group) in groups {
-            self.submit_array(&stage, group);
+        for (stage, units) in arrays {
+            self.submit_array(&stage, units);
         }
     }
 
-    /// A waiter is in flight: polled until resolved, or (detached) resolved now.
+    /// A submitted (or adopted) waiter is in flight: polled with its task until resolved, or
+    /// (detached) resolved now.
     fn in_flight(&self, mut w: Waiter) {
         let record = w.record.clone().expect("in flight means submitted");
         if self.settings.detach {
@@ -324,12 +420,17 @@ impl Inner {
             }
             return;
         }
-        self.flying.lock().expect("lock").insert(record.task, w);
+        let mut flying = self.flying.lock().expect("lock");
+        let flight = flying.entry(record.task).or_default();
+        flight.waiters.push(w);
     }
 
-    fn submit_array(&self, stage: &str, mut group: Vec<Waiter>) {
+    /// Submits one array of a stage: task `i` computes `units[i]`. Every task asks for one
+    /// instance's resources: a fused group shares its slot, as it does locally.
+    fn submit_array(&self, stage: &str, units: Vec<Unit>) {
         let s = &self.settings;
-        let pipeline = group[0].job.pipeline.clone();
+        let first = &units[0][0].job;
+        let pipeline = first.pipeline.clone();
         let name = job_name(&pipeline, stage);
         let dir = slurm_dir(&s.cache).join("runs").join(&pipeline).join(stage);
         let logs = slurm_dir(&s.cache).join("logs").join(&pipeline).join(stage);
@@ -347,11 +448,15 @@ impl Inner {
                     .map_err(|e| format!("cannot create {}: {e}", d.display()))?;
             }
             let batch = Batch {
-                jobs: group
+                tasks: units
                     .iter()
-                    .map(|w| BatchJob {
-                        job: (*w.job).clone(),
-                        force: w.force,
+                    .map(|u| {
+                        u.iter()
+                            .map(|w| BatchJob {
+                                job: (*w.job).clone(),
+                                force: w.force,
+                            })
+                            .collect()
                     })
                     .collect(),
             };
@@ -365,15 +470,15 @@ impl Inner {
             let mut args = sbatch_args(
                 &s.options,
                 &name,
-                &group[0].job.resources,
-                group[0].job.timeout,
-                group.len(),
+                &first.resources,
+                first.timeout,
+                units.len(),
                 &s.workdir,
             );
             args.push(format!("--output={}/%A_%a.out", logs.display()));
             args.push(format!("--error={}/%A_%a.err", logs.display()));
             if s.detach {
-                let after: Vec<String> = unique(group.iter().flat_map(|w| {
+                let after: Vec<String> = unique(units.iter().flatten().flat_map(|w| {
                     w.job
                         .inputs
                         .iter()
@@ -390,7 +495,7 @@ impl Inner {
         let array = match prepared {
             Ok(id) => id,
             Err(error) => {
-                for mut w in group {
+                for mut w in units.into_iter().flatten() {
                     w.resolve(
                         &s.cache,
                         Outcome::Failed {
@@ -403,58 +508,52 @@ impl Inner {
             }
         };
         self.arrays.fetch_add(1, Ordering::Relaxed);
-        self.tasks.fetch_add(group.len() as u64, Ordering::Relaxed);
-        for (i, mut w) in group.drain(..).enumerate() {
-            let record = TaskRecord {
-                task: format!("{array}_{i}"),
-                job_name: name.clone(),
-                key: w.job.key,
-                err: logs.join(format!("{array}_{i}.err")),
-                submitted_at_us: ablate_cache::now_us(),
-            };
-            if let Err(e) = write_record(&s.cache, &record) {
-                warn_unrecorded(&w, &e);
+        self.tasks.fetch_add(units.len() as u64, Ordering::Relaxed);
+        for (i, unit) in units.into_iter().enumerate() {
+            let task = format!("{array}_{i}");
+            let n = unit.len();
+            for mut w in unit {
+                let record = TaskRecord {
+                    task: task.clone(),
+                    job_name: name.clone(),
+                    key: w.job.key,
+                    err: logs.join(format!("{array}_{i}.err")),
+                    submitted_at_us: ablate_cache::now_us(),
+                };
+                if let Err(e) = write_record(&s.cache, &record) {
+                    warn_unrecorded(&w, &e);
+                }
+                w.progress(if n > 1 {
+                    format!("submitted as slurm task {task} (a fused group of {n})")
+                } else {
+                    format!("submitted as slurm task {task}")
+                });
+                w.record = Some(record);
+                self.in_flight(w);
             }
-            w.progress(format!("submitted as slurm task {}", record.task));
-            w.record = Some(record);
-            w.last_state = None;
-            w.unknown_polls = 0;
-            self.in_flight(w);
         }
     }
 
     /// One round of polling. Returns whether anything changed.
     fn poll(&self) -> bool {
         let mut flying = self.flying.lock().expect("lock");
-        let mut changed = false;
-        // The result in the shared cache is checked first.
-        let mut done = Vec::new();
-        for (task, w) in flying.iter() {
-            // A forced instance's old entry stays valid until its task replaces it.
-            if !w.force
-                && let Lookup::Hit(m) = self.store.lookup(&w.job.key)
-            {
-                done.push((task.clone(), m));
-            }
-        }
-        for (task, m) in done {
-            let mut w = flying.remove(&task).expect("listed");
-            w.resolve(self.cache(), Outcome::Computed(Arc::from(m)));
-            changed = true;
-        }
+        // The result in the shared cache is checked first: a member of a group is done as
+        // soon as its entry is committed, while the task goes on with the others.
+        let mut changed = self.collect_entries(&mut flying);
         if flying.is_empty() {
             return changed;
         }
         let names = unique(
             flying
                 .values()
+                .flat_map(|f| f.waiters.iter())
                 .filter_map(|w| w.record.as_ref().map(|r| r.job_name.clone())),
         );
         let queued = match self.cluster.squeue(&names) {
             Ok(q) => q,
             Err(e) => {
                 // A controller that does not answer is retried at the next poll.
-                for w in flying.values() {
+                for w in flying.values().flat_map(|f| f.waiters.iter()) {
                     w.progress(format!("squeue failed, retrying: {e}"));
                 }
                 return changed;
@@ -469,90 +568,146 @@ impl Inner {
         let tasks: Vec<String> = flying.keys().cloned().collect();
         for task in tasks {
             let observed = queued.get(&task).or_else(|| recorded.get(&task)).cloned();
-            let w = flying.get_mut(&task).expect("listed");
+            let f = flying.get_mut(&task).expect("listed");
             let Some(o) = observed else {
-                w.unknown_polls += 1;
-                if w.unknown_polls >= LOST_AFTER_POLLS {
-                    let mut w = flying.remove(&task).expect("listed");
+                f.unknown_polls += 1;
+                if f.unknown_polls >= LOST_AFTER_POLLS {
+                    let f = flying.remove(&task).expect("listed");
                     let error = format!(
                         "slurm task {task} is neither queued nor recorded as finished (no accounting, no job-completion record): it was lost"
                     );
-                    w.resolve(self.cache(), Outcome::Failed { error, log: None });
+                    for mut w in self.take_committed(f, false) {
+                        let error = error.clone();
+                        w.resolve(self.cache(), Outcome::Failed { error, log: None });
+                    }
                     changed = true;
                 }
                 continue;
             };
-            w.unknown_polls = 0;
-            let verdict = verdict(o.state, w.requeues, w.ended_polls);
+            f.unknown_polls = 0;
+            let requeues = f.waiters.iter().map(|w| w.requeues).max().unwrap_or(0);
+            let verdict = verdict(o.state, requeues, f.ended_polls);
             if verdict == Verdict::Wait {
                 if o.state.is_final() {
-                    w.ended_polls += 1;
+                    f.ended_polls += 1;
                 } else {
-                    w.ended_polls = 0;
+                    f.ended_polls = 0;
                 }
-                if w.last_state != Some(o.state) {
-                    w.progress(format!("slurm {task} {}{}", o.state.name(), o.reason()));
-                    w.last_state = Some(o.state);
+                if f.last_state != Some(o.state) {
+                    for w in &f.waiters {
+                        w.progress(format!("slurm {task} {}{}", o.state.name(), o.reason()));
+                    }
+                    f.last_state = Some(o.state);
                     changed = true;
                 }
                 continue;
             }
             changed = true;
-            let mut w = flying.remove(&task).expect("listed");
-            if verdict == Verdict::Done {
+            let f = flying.remove(&task).expect("listed");
+            match verdict {
+                Verdict::Wait => unreachable!("handled above"),
                 // Written just before the task ended, or lost on an unshared filesystem.
-                let outcome = match self.store.lookup(&w.job.key) {
-                    Lookup::Hit(m) => Outcome::Computed(Arc::from(m)),
-                    _ => Outcome::Failed {
-                        error: format!(
+                Verdict::Done => {
+                    for mut w in self.take_committed(f, true) {
+                        let log = w.record.as_ref().map(|r| r.err.clone());
+                        let error = format!(
                             "slurm task {task} completed, but its result is not in the cache at {}: is the cache on a filesystem the compute nodes share?",
                             self.cache().display()
-                        ),
-                        log: w.record.as_ref().map(|r| r.err.clone()),
-                    },
-                };
-                w.resolve(self.cache(), outcome);
-                continue;
+                        );
+                        w.resolve(self.cache(), Outcome::Failed { error, log });
+                    }
+                }
+                Verdict::Resubmit => {
+                    // The members it had not computed go out again, together.
+                    let mut again = self.take_committed(f, false);
+                    for w in &mut again {
+                        w.requeues += 1;
+                        w.progress(format!(
+                            "slurm {task} {}; submitting it again ({} of {MAX_REQUEUES})",
+                            o.state.name(),
+                            w.requeues
+                        ));
+                        remove_record(self.cache(), &w.job.key);
+                        w.record = None;
+                    }
+                    if !again.is_empty() {
+                        self.queue.lock().expect("lock").push(again);
+                        self.wake.notify_one();
+                    }
+                }
+                Verdict::Fail => {
+                    let err = f.waiters[0].record.as_ref().expect("in flight").err.clone();
+                    let mut error = format!("slurm task {task} {} ({})", o.state.name(), o.detail);
+                    if o.state == TaskState::Timeout {
+                        error.push_str("; raise `slurm.time`");
+                    } else if o.state == TaskState::OutOfMemory {
+                        error.push_str("; raise `resources.mem_gb` or `slurm.mem`");
+                    }
+                    let tail = crate::tail(&err, 20);
+                    if !tail.trim().is_empty() {
+                        error.push_str(&format!(
+                            "\n  last lines of {}:\n    {}",
+                            err.display(),
+                            tail.replace('\n', "\n    ")
+                        ));
+                    }
+                    // Members the task committed before it failed (another member failed, or
+                    // it was killed) keep their entries; the others fail with the task.
+                    for mut w in self.take_committed(f, false) {
+                        let (error, log) = (error.clone(), Some(err.clone()));
+                        w.resolve(self.cache(), Outcome::Failed { error, log });
+                    }
+                }
             }
-            if verdict == Verdict::Resubmit {
-                w.requeues += 1;
-                w.progress(format!(
-                    "slurm {task} {}; submitting it again ({} of {MAX_REQUEUES})",
-                    o.state.name(),
-                    w.requeues
-                ));
-                remove_record(self.cache(), &w.job.key);
-                w.record = None;
-                w.ended_polls = 0;
-                self.queue.lock().expect("lock").push(w);
-                self.wake.notify_one();
-                continue;
-            }
-            let record = w.record.clone().expect("in flight");
-            let mut error = format!("slurm task {task} {} ({})", o.state.name(), o.detail);
-            if o.state == TaskState::Timeout {
-                error.push_str("; raise `slurm.time`");
-            } else if o.state == TaskState::OutOfMemory {
-                error.push_str("; raise `resources.mem_gb` or `slurm.mem`");
-            }
-            let tail = crate::tail(&record.err, 20);
-            if !tail.trim().is_empty() {
-                error.push_str(&format!(
-                    "\n  last lines of {}:\n    {}",
-                    record.err.display(),
-                    tail.replace('\n', "\n    ")
-                ));
-            }
-            w.resolve(
-                self.cache(),
-                Outcome::Failed {
-                    error,
-                    log: Some(record.err),
-                },
-            );
         }
         changed
     }
+
+    /// Resolves the waiters whose entry is in the cache (a forced one's old entry does not
+    /// count: it stays valid until its task replaces it), and forgets tasks left with none.
+    /// Returns whether any was resolved.
+    fn collect_entries(&self, flying: &mut BTreeMap<String, Flight>) -> bool {
+        let mut changed = false;
+        for f in flying.values_mut() {
+            let waiters = std::mem::take(&mut f.waiters);
+            for mut w in waiters {
+                if !w.force
+                    && let Lookup::Hit(m) = self.store.lookup(&w.job.key)
+                {
+                    w.resolve(self.cache(), Outcome::Computed(Arc::from(m)));
+                    changed = true;
+                } else {
+                    f.waiters.push(w);
+                }
+            }
+        }
+        flying.retain(|_, f| !f.waiters.is_empty());
+        changed
+    }
+
+    /// A task ended: resolves each member whose entry is in the cache, and returns the others.
+    /// A forced member's entry counts when the task `completed`, or when it was written after
+    /// the task was submitted (else it is the old entry the task was to replace).
+    fn take_committed(&self, f: Flight, completed: bool) -> Vec<Waiter> {
+        let mut left = Vec::new();
+        for mut w in f.waiters {
+            match self.store.lookup(&w.job.key) {
+                Lookup::Hit(m) if !w.force || completed || committed_after(&m, &w) => {
+                    w.resolve(self.cache(), Outcome::Computed(Arc::from(m)));
+                }
+                _ => left.push(w),
+            }
+        }
+        left
+    }
+}
+
+/// Whether `m` was written by the task `w` was submitted as (not an older entry of a forced
+/// instance).
+fn committed_after(m: &ablate_cache::Manifest, w: &Waiter) -> bool {
+    w.record
+        .as_ref()
+        .is_some_and(|r| m.started_at_us >= r.submitted_at_us)
 }
 
 /// What to do about a task in `state`.

@@ -1,10 +1,12 @@
-//! What the executor leaves in the shared cache: a record per submitted task
-//! (`<cache>/slurm/tasks/<key>.json`, read back to adopt tasks still in flight and by `ablate
-//! status`, with what Slurm says of them), and the batch file an array's tasks read their jobs from.
+//! What the executor leaves in the shared cache: a record per instance submitted
+//! (`<cache>/slurm/tasks/<key>.json`, naming its task — the members of a fused group name the
+//! same one — read back to adopt tasks still in flight and by `ablate status`, with what Slurm
+//! says of them), and the batch file an array's tasks read their jobs from.
 
 use super::*;
 
-/// A submitted task, as remembered in the shared cache until it is resolved.
+/// An instance's submitted task, as remembered in the shared cache until the instance is
+/// resolved. A task that computes a fused group has one record per member.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct TaskRecord {
     /// `ARRAYJOB_INDEX`, as squeue prints it.
@@ -16,10 +18,11 @@ pub struct TaskRecord {
     pub submitted_at_us: i64,
 }
 
-/// The batch file an array's tasks read: task `i` computes `jobs[i]`.
+/// The batch file an array's tasks read: task `i` computes `tasks[i]`, one instance or the
+/// members of a fused group (issue 23).
 #[derive(Serialize, Deserialize)]
 pub struct Batch {
-    pub jobs: Vec<BatchJob>,
+    pub tasks: Vec<Vec<BatchJob>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -94,20 +97,21 @@ pub fn observe(cluster: &Cluster, records: Vec<TaskRecord>) -> Result<Vec<TaskSt
         .collect())
 }
 
-/// Runs task `SLURM_ARRAY_TASK_ID` of a batch file: the worker side of `ablate exec`.
-pub fn read_batch_task(batch: &Path, index: usize) -> Result<BatchJob, String> {
+/// The jobs of task `SLURM_ARRAY_TASK_ID` of a batch file (one, or a fused group's members):
+/// the worker side of `ablate exec`.
+pub fn read_batch_task(batch: &Path, index: usize) -> Result<Vec<BatchJob>, String> {
     let bytes =
         std::fs::read(batch).map_err(|e| format!("cannot read {}: {e}", batch.display()))?;
     let mut b: Batch = serde_json::from_slice(&bytes)
         .map_err(|e| format!("{} is not a batch file: {e}", batch.display()))?;
-    let n = b.jobs.len();
-    if index >= n {
+    let n = b.tasks.len();
+    if index >= n || b.tasks[index].is_empty() {
         return Err(format!(
             "task {index} does not exist in {} ({n} tasks)",
             batch.display()
         ));
     }
-    Ok(b.jobs.swap_remove(index))
+    Ok(b.tasks.swap_remove(index))
 }
 
 /// Elapsed time since a record was submitted, for status lines.

@@ -1,12 +1,41 @@
-//! What is handed to `sbatch`: the job name, the command-line options an array is submitted
-//! with (from the stage's resources and the profile's `slurm:` options), and the script each task
-//! runs (the profile's `setup`, then the worker on its task).
+//! What is handed to `sbatch`: the job name, the tasks a stage's instances make (fused groups
+//! one task each), the command-line options an array is submitted with (from the stage's
+//! resources and the profile's `slurm:` options), and the script each task runs (the profile's
+//! `setup`, then the worker on its task).
 
 use super::*;
 
 /// The job name of a stage's arrays: one name per stage, so one `squeue --name` sees a run.
 pub fn job_name(pipeline: &str, stage: &str) -> String {
     format!("ablate.{pipeline}.{stage}")
+}
+
+/// The tasks an array of `run` (instances of one stage, in plan order) makes when they are
+/// ready together: a fused group's members are one task, split into near-equal tasks only by
+/// the stage's cap (the scheduler's rule under `RunOptions::whole_groups`); every other
+/// instance is a task of its own. In plan order of each task's first member.
+pub fn plan_tasks(plan: &ablate_plan::Plan, run: &[PlanIndex]) -> Vec<Vec<PlanIndex>> {
+    let mut tasks: Vec<Vec<PlanIndex>> = Vec::new();
+    let mut groups: Vec<(ablate_plan::FuseGroup, Vec<PlanIndex>)> = Vec::new();
+    for &id in run {
+        match plan.instance(id).fuse {
+            Some(g) => match groups.iter_mut().find(|(h, _)| h.group == g.group) {
+                Some((_, members)) => members.push(id),
+                None => groups.push((g, vec![id])),
+            },
+            None => tasks.push(vec![id]),
+        }
+    }
+    for (g, members) in groups {
+        let mut rest = &members[..];
+        while !rest.is_empty() {
+            let (now, later) = rest.split_at(crate::fuse::take(rest.len(), g.max, 1));
+            tasks.push(now.to_vec());
+            rest = later;
+        }
+    }
+    tasks.sort_by_key(|t| t[0]);
+    tasks
 }
 
 /// The `sbatch` options of an array of `n` tasks of a stage (all but `--output`/`--error`).
@@ -69,7 +98,7 @@ pub fn sbatch_args(
 /// The script of an array's tasks: the profile's `setup`, then the worker on one task.
 pub(super) fn task_script(s: &SlurmSettings, batch: &Path) -> String {
     let mut text = String::from(
-        "#!/usr/bin/env bash\n# Written by ablate: one task of a job array runs one instance.\nset -eo pipefail\n",
+        "#!/usr/bin/env bash\n# Written by ablate: one task of a job array runs one instance, or one fused group.\nset -eo pipefail\n",
     );
     if let Some(setup) = &s.options.setup {
         text.push_str(setup);
