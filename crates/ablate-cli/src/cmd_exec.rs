@@ -61,8 +61,7 @@ pub fn exec(global: &Global, args: ExecArgs) -> anyhow::Result<u8> {
             };
             move |p: Progress| {
                 let mut last = last.lock().expect("lock");
-                if last.elapsed() >= Duration::from_secs(10) || (p.total > 0 && p.step == p.total)
-                {
+                if last.elapsed() >= Duration::from_secs(10) || (p.total > 0 && p.step == p.total) {
                     *last = Instant::now();
                     let loss = p.loss.map(|l| format!(" loss {l:.4}")).unwrap_or_default();
                     println!("  {who}{}/{}{loss}", p.step, p.total);
@@ -101,10 +100,18 @@ pub fn exec(global: &Global, args: ExecArgs) -> anyhow::Result<u8> {
         let job = &t.job;
         match outcome {
             Outcome::Computed(m) => {
-                println!("done in {:.1}s: {} ({})", t0.elapsed().as_secs_f64(), m.key, job.id);
+                println!(
+                    "done in {:.1}s: {} ({})",
+                    t0.elapsed().as_secs_f64(),
+                    m.key,
+                    job.id
+                );
             }
             Outcome::CachedByOther(m) => {
-                println!("already computed by another process: {} ({})", m.key, job.id);
+                println!(
+                    "already computed by another process: {} ({})",
+                    m.key, job.id
+                );
             }
             Outcome::Failed { error, log } => {
                 failed = true;

@@ -35,6 +35,9 @@ struct Group {
     bar: Option<ProgressBar>,
     /// Quarter of the steps last logged (plain mode).
     logged: u64,
+    /// The message last logged (plain mode): each member of a Slurm task says the same
+    /// (`submitted as slurm task …`), and the group's line says it once.
+    said: Option<String>,
 }
 
 impl Group {
@@ -173,6 +176,7 @@ impl Reporter {
                 message: None,
                 bar: None,
                 logged: 0,
+                said: None,
             },
         );
         g
@@ -256,7 +260,11 @@ impl Reporter {
                 };
                 let slowest = g.members.iter().filter_map(|(_, p)| *p).min_by_key(|p| p.0);
                 let line = match (slowest, message) {
-                    (_, Some(m)) => Some(m.clone()),
+                    (_, Some(m)) if g.said.as_ref() == Some(m) => None,
+                    (_, Some(m)) => {
+                        g.said = Some(m.clone());
+                        Some(m.clone())
+                    }
                     (Some((step, total, _)), None) if total > 0 && step < total => {
                         let quarter = step * 4 / total;
                         (quarter > g.logged).then(|| {

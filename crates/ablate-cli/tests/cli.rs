@@ -3792,6 +3792,215 @@ stages:
     );
 }
 
+/// A pipeline whose stage `nap` is one fused group of `seeds` quick `echo` instances.
+fn slurm_fused_group(name: &str, seeds: usize, extra: &str) -> String {
+    let seeds: Vec<String> = (0..seeds).map(|s| s.to_string()).collect();
+    format!(
+        "name: {name}\nslurm: {{ poll_min_s: 0.2, poll_max_s: 1 }}\nstages:\n  nap:\n    op: echo\n    params: {{ value: 2, sleep_ms: 200 }}\n    matrix: {{ seed: [{}], fail: [false] }}\n{extra}",
+        seeds.join(", ")
+    )
+}
+
+/// The `submitted as slurm task` messages of a run, by instance id.
+fn submissions(events: &[Value]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = events
+        .iter()
+        .filter_map(|e| {
+            let m = e["message"].as_str()?;
+            m.starts_with("submitted as slurm task ")
+                .then(|| (e["id"].as_str().unwrap().to_owned(), m.to_owned()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// #23 on a cluster: a fused group of `echo` (a sweep over its fusible `seed` and `fail`) is
+/// ONE array task whose `ablate exec` computes the members together with the local protocol:
+/// each member gets its own entry and its own outcome; the member that fails fails alone, the
+/// entries the task committed stay, and the failed member is retried on its own.
+#[test]
+fn slurm_a_fused_group_is_one_array_task_and_a_member_fails_alone() {
+    require_slurm();
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        &slurm_fused_group(
+            "slurm-fused",
+            5,
+            "    include: [{ seed: 5, fail: true }]\n    retries: 1\n",
+        ),
+    );
+    let keys = sb.keys("p.yaml", &[]);
+    assert_eq!(keys.len(), 6);
+    let plan = sb
+        .ablate(&["plan", "p.yaml", "--executor", "slurm"])
+        .code(EXIT_OK);
+    assert_contains_all(
+        &plan.stdout,
+        &[
+            "fuse  ×6",
+            "slurm: 1 job array(s), 1 task(s)",
+            "--job-name=ablate.slurm-fused.nap --array=0-0 ",
+            "       0  nap[seed=0,fail=false]\n        + nap[seed=1,fail=false]\n",
+            "        + nap[seed=5,fail=true]\n",
+        ],
+    );
+    // One task asks for one instance's slot, not six.
+    assert!(
+        plan.stdout.contains("--cpus-per-task=1 "),
+        "{}",
+        plan.stdout
+    );
+
+    let run = sb
+        .ablate(&["run", "p.yaml", "--json", "--executor", "slurm"])
+        .code(EXIT_FAILURE);
+    assert_summary(&run, 5, 0, 1, 0);
+    let events = run.events();
+    let ok: Vec<String> = (0..5)
+        .map(|s| format!("nap[seed={s},fail=false]"))
+        .collect();
+    assert_eq!(run.ids("finished"), ok);
+    // The group went out as one task of one array; the failed member was retried alone.
+    let sent = submissions(&events);
+    let first: Vec<&(String, String)> = sent
+        .iter()
+        .filter(|(_, m)| m.ends_with("(a fused group of 6)"))
+        .collect();
+    assert_eq!(first.len(), 6, "{sent:?}");
+    let task = first[0].1.split_whitespace().nth(4).unwrap().to_owned();
+    assert!(task.ends_with("_0"), "{task}");
+    assert!(first.iter().all(|(_, m)| m.contains(&format!(" {task} "))));
+    let again: Vec<&(String, String)> = sent
+        .iter()
+        .filter(|(_, m)| !m.ends_with("(a fused group of 6)"))
+        .collect();
+    assert_eq!(again.len(), 1, "{sent:?}");
+    assert_eq!(again[0].0, "nap[seed=5,fail=true]");
+    assert_eq!(
+        task_logs(&sb).len(),
+        2,
+        "the group's task, then the retry's"
+    );
+    // The member's own failure, each time, with the task's log.
+    let failed: Vec<&Value> = events.iter().filter(|e| e["event"] == "failed").collect();
+    assert_eq!(failed.len(), 2);
+    assert!(failed.iter().all(|e| e["id"] == "nap[seed=5,fail=true]"));
+    assert_eq!(
+        (&failed[0]["will_retry"], &failed[1]["will_retry"]),
+        (&Value::Bool(true), &Value::Bool(false))
+    );
+    assert_contains_all(
+        failed[0]["error"].as_str().unwrap(),
+        &[
+            &format!("slurm task {task} failed"),
+            "`nap[seed=5,fail=true]` failed on purpose",
+        ],
+    );
+    // Each member that finished has its own entry, with its own metric; the failed one none.
+    for (id, key) in &keys {
+        let manifest = sb.entry(key).join("manifest.json");
+        assert_eq!(manifest.is_file(), !id.contains("fail=true"), "{id}");
+    }
+    let batches: Vec<Value> = std::fs::read_dir(sb.cache().join("slurm/runs/slurm-fused/nap"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+        .collect();
+    let mut sizes: Vec<Vec<usize>> = batches
+        .iter()
+        .map(|b| {
+            b["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_array().unwrap().len())
+                .collect()
+        })
+        .collect();
+    sizes.sort();
+    assert_eq!(
+        sizes,
+        [vec![1], vec![6]],
+        "one batch of one task of six, then the retry"
+    );
+    // The failure stays visible in `ablate status`, with the task's log.
+    let status = sb.ablate(&["status", "p.yaml"]).code(EXIT_OK);
+    assert_eq!(
+        status_row(&status.stdout, "nap"),
+        [5, 0, 0, 0, 1, 0],
+        "{}",
+        status.stdout
+    );
+
+    // The terminal says a group's task once, not once per member.
+    // (Other values: new keys, not the entries above.)
+    sb.write(
+        "q.yaml",
+        &slurm_fused_group("slurm-fused-plain", 3, "").replace("value: 2", "value: 3"),
+    );
+    let plain = sb
+        .ablate(&["run", "q.yaml", "--executor", "slurm"])
+        .code(EXIT_OK);
+    assert_eq!(
+        plain.stderr.matches("submitted as slurm task").count(),
+        1,
+        "{}",
+        plain.stderr
+    );
+}
+
+/// A fused group's task killed from outside (scancel; a node failure or OOM reads the same)
+/// fails every member it had not committed, with the task's state, and leaves nothing in
+/// flight.
+#[test]
+fn slurm_scancel_of_a_fused_task_fails_its_members() {
+    require_slurm();
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        &slurm_fused_group("slurm-fused-killed", 3, "").replace("sleep_ms: 200", "sleep_ms: 60000"),
+    );
+    let mut running =
+        Running::spawn(sb.command(&["run", "p.yaml", "--json", "--executor", "slurm"]));
+    // Submitted, then seen running.
+    let mut n = 1;
+    while !running.seen.iter().any(|l| l.contains(" running\"")) {
+        running.wait_for("progress", n, Duration::from_secs(60));
+        n += 1;
+    }
+    let records: Vec<Value> = std::fs::read_dir(sb.cache().join("slurm/tasks"))
+        .unwrap()
+        .map(|e| serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap())
+        .collect();
+    assert_eq!(records.len(), 3, "one record per member");
+    let task = records[0]["task"].as_str().unwrap().to_owned();
+    assert!(
+        records.iter().all(|r| r["task"] == task.as_str()),
+        "{records:?}"
+    );
+    let out = Command::new("scancel").arg(&task).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (code, lines, stderr) = running.finish(Duration::from_secs(60));
+    assert_eq!(code, Some(EXIT_FAILURE), "{stderr}");
+    let events = events_of(&lines.join("\n"));
+    let failed: Vec<&Value> = events.iter().filter(|e| e["event"] == "failed").collect();
+    assert_eq!(ids_of(&events, "failed").len(), 3, "{failed:?}");
+    for e in &failed {
+        assert_contains_all(
+            e["error"].as_str().unwrap(),
+            &[&format!("slurm task {task} cancelled")],
+        );
+    }
+    assert!(ids_of(&events, "finished").is_empty());
+    // No entry was written, and nothing half-written is left to adopt as running.
+    for key in sb.keys("p.yaml", &[]).values() {
+        assert!(!sb.entry(key).join("manifest.json").exists());
+    }
+}
+
 #[test]
 fn executor_flags_and_profiles_are_checked_before_anything_runs() {
     let sb = Sandbox::new();

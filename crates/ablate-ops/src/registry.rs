@@ -181,7 +181,11 @@ mod tests {
         for op in &reg.ops {
             let s = op.schema();
             for f in reg.fusible(s.name) {
-                assert!(s.param(f).is_some(), "op `{}`: fusible `{f}` is no param", s.name);
+                assert!(
+                    s.param(f).is_some(),
+                    "op `{}`: fusible `{f}` is no param",
+                    s.name
+                );
             }
         }
         assert_eq!(reg.fusible("echo"), ["seed", "fail"]);

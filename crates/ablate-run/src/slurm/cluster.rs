@@ -115,6 +115,29 @@ impl Observed {
     }
 }
 
+/// What Slurm says of task `J_T`, from squeue's answer, then the completion records. A
+/// one-task array cancelled before it started is listed under its bare job id `J` by both
+/// (squeue shows `J CANCELLED`, the job-completion file a line without `ArrayTaskId`): that
+/// record stands for its tasks, else such a task would be reported lost.
+pub fn observed(
+    queued: &HashMap<String, Observed>,
+    recorded: &HashMap<String, Observed>,
+    task: &str,
+) -> Option<Observed> {
+    let bare = task.split_once('_').map(|(job, _)| job);
+    queued
+        .get(task)
+        .or_else(|| recorded.get(task))
+        .or_else(|| {
+            let job = bare?;
+            queued
+                .get(job)
+                .or_else(|| recorded.get(job))
+                .filter(|o| o.state.is_final())
+        })
+        .cloned()
+}
+
 /// How this cluster keeps records of finished jobs (`scontrol show config`, read once).
 #[derive(Clone, Debug, Default)]
 pub struct Cluster {
@@ -249,13 +272,20 @@ impl Cluster {
                     line.split_whitespace()
                         .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
                 };
-                let (Some(job), Some(task), Some(state)) =
-                    (field("ArrayJobId"), field("ArrayTaskId"), field("JobState"))
-                else {
+                let Some(state) = field("JobState") else {
                     continue;
                 };
-                let id = format!("{job}_{task}");
-                if wanted.contains(id.as_str()) {
+                let id = match (field("ArrayJobId"), field("ArrayTaskId"), field("JobId")) {
+                    (Some(job), Some(task), _) => format!("{job}_{task}"),
+                    // An array cancelled before it started has no task of its own.
+                    (_, _, Some(job))
+                        if wanted.iter().any(|t| t.split('_').next() == Some(job)) =>
+                    {
+                        job.to_owned()
+                    }
+                    _ => continue,
+                };
+                if wanted.contains(id.as_str()) || !id.contains('_') {
                     let exit = field("ExitCode").unwrap_or("?");
                     map.insert(
                         id,
@@ -315,17 +345,30 @@ mod tests {
             "JobId=4 Name=x JobState=NODE_FAIL ArrayJobId=1 ArrayTaskId=2 ExitCode=0:0 \n\
              JobId=5 Name=x JobState=FAILED ArrayJobId=1 ArrayTaskId=2 ExitCode=3:0 \n\
              JobId=6 Name=x JobState=COMPLETED ArrayJobId=1 ArrayTaskId=3 ExitCode=0:0 \n\
-             JobId=7 Name=x JobState=COMPLETED ExitCode=0:0 \n",
+             JobId=7 Name=x JobState=COMPLETED ExitCode=0:0 \n\
+             JobId=8 Name=x JobState=CANCELLED ExitCode=0:0 \n",
         )
         .unwrap();
         let cluster = Cluster {
             accounting: false,
             jobcomp: Some(path),
         };
-        let got = cluster.completed(&["1_2", "1_3", "9_9"]).unwrap();
-        assert_eq!(got.len(), 2);
+        let got = cluster.completed(&["1_2", "1_3", "9_9", "8_0"]).unwrap();
+        assert_eq!(got.len(), 3);
         assert_eq!(got["1_2"].state, TaskState::Failed);
         assert_eq!(got["1_2"].detail, "exit code 3:0");
         assert_eq!(got["1_3"].state, TaskState::Completed);
+        // A one-task array cancelled while pending: recorded under its job id alone.
+        let none = HashMap::new();
+        assert_eq!(
+            observed(&none, &got, "8_0").map(|o| o.state),
+            Some(TaskState::Cancelled)
+        );
+        assert_eq!(
+            observed(&got, &none, "8_0").map(|o| o.state),
+            Some(TaskState::Cancelled),
+            "squeue's `8 CANCELLED`"
+        );
+        assert_eq!(observed(&none, &got, "9_9"), None);
     }
 }

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::{UnboundedSender, WeakUnboundedSender};
 use tokio::sync::{Notify, oneshot};
 
-pub use cluster::{Cluster, Observed, TaskState};
+pub use cluster::{Cluster, Observed, TaskState, observed};
 use records::write_record;
 pub use records::{
     Batch, BatchJob, TaskRecord, TaskStatus, age, observe, read_batch_task, read_record,
@@ -361,7 +361,13 @@ impl Inner {
                     .collect()
             })
             .collect();
-        let names: Vec<String> = unique(records.iter().flatten().flatten().map(|r| r.job_name.clone()));
+        let names: Vec<String> = unique(
+            records
+                .iter()
+                .flatten()
+                .flatten()
+                .map(|r| r.job_name.clone()),
+        );
         // If the controller does not answer, adopt every record rather than risk running an
         // instance twice: polling settles them (a lost task fails and is retried).
         let alive = self.cluster.squeue(&names).ok();
@@ -567,9 +573,8 @@ impl Inner {
         let recorded = self.cluster.completed(&forgotten).unwrap_or_default();
         let tasks: Vec<String> = flying.keys().cloned().collect();
         for task in tasks {
-            let observed = queued.get(&task).or_else(|| recorded.get(&task)).cloned();
             let f = flying.get_mut(&task).expect("listed");
-            let Some(o) = observed else {
+            let Some(o) = observed(&queued, &recorded, &task) else {
                 f.unknown_polls += 1;
                 if f.unknown_polls >= LOST_AFTER_POLLS {
                     let f = flying.remove(&task).expect("listed");

@@ -85,10 +85,7 @@ pub fn observe(cluster: &Cluster, records: Vec<TaskRecord>) -> Result<Vec<TaskSt
     Ok(records
         .into_iter()
         .map(|r| {
-            let observed = queued
-                .get(&r.task)
-                .or_else(|| recorded.get(&r.task))
-                .cloned();
+            let observed = observed(&queued, &recorded, &r.task);
             TaskStatus {
                 record: r,
                 observed,
