@@ -13,6 +13,19 @@ pub(crate) trait Op: Send + Sync {
     fn fusible(&self) -> &'static [&'static str] {
         &[]
     }
+    /// Computes a fused group (see [`OpRunner::run_group`]): one result per context, in order.
+    /// By default each in turn, as unfused.
+    fn run_group(&self, ctxs: &[OpContext<'_>]) -> Vec<Result<OpOutput, OpError>> {
+        ctxs.iter()
+            .map(|ctx| {
+                if ctx.is_cancelled() {
+                    Err(OpError::Cancelled)
+                } else {
+                    self.run(ctx)
+                }
+            })
+            .collect()
+    }
     /// Checks of a param beyond its type, when the pipeline is loaded (see
     /// [`OpCatalog::check_value`]).
     fn check_value(&self, _param: &str, _value: &Value) -> Result<(), String> {
@@ -126,6 +139,26 @@ impl OpRunner for Registry {
             .op(name)
             .ok_or_else(|| OpError::msg(format!("this build of ablate has no op `{name}`")))?;
         op.run(ctx)
+    }
+
+    /// A group's members are instances of one stage, so of one op.
+    fn run_group(&self, ctxs: &[OpContext<'_>]) -> Vec<Result<OpOutput, OpError>> {
+        let Some(first) = ctxs.first() else {
+            return Vec::new();
+        };
+        let name = first.job.op();
+        match self.op(name) {
+            Some(op) if ctxs.iter().all(|c| c.job.op() == name) => op.run_group(ctxs),
+            Some(_) => ctxs.iter().map(|ctx| OpRunner::run(self, ctx)).collect(),
+            None => ctxs
+                .iter()
+                .map(|_| {
+                    Err(OpError::msg(format!(
+                        "this build of ablate has no op `{name}`"
+                    )))
+                })
+                .collect(),
+        }
     }
 }
 
