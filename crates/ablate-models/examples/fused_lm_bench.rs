@@ -19,8 +19,8 @@
 use std::time::Instant;
 
 use ablate_models::lm::{
-    self, Arch, Batch, LmConfig, LmTrainConfig, MixtureOptions, Objective, Sampler,
-    train_lm_group, train_lm_with,
+    self, Arch, Batch, LmConfig, LmTrainConfig, MixtureOptions, Objective, Sampler, train_lm_group,
+    train_lm_with,
 };
 use ablate_models::{Backend, ExecOptions, NoObserver, Observer};
 
@@ -128,15 +128,16 @@ fn main() {
         };
 
         let start = Instant::now();
-        let mut fns: Vec<_> = data
-            .iter()
-            .map(|d| move |s: usize| d[s].clone())
+        let mut fns: Vec<_> = data.iter().map(|d| move |s: usize| d[s].clone()).collect();
+        let mut batches: Vec<&mut dyn FnMut(usize) -> Batch> = fns
+            .iter_mut()
+            .map(|f| f as &mut dyn FnMut(usize) -> Batch)
             .collect();
-        let mut batches: Vec<&mut dyn FnMut(usize) -> Batch> =
-            fns.iter_mut().map(|f| f as &mut dyn FnMut(usize) -> Batch).collect();
         let mut quiet: Vec<NoObserver> = vec![NoObserver; args.members];
-        let mut observers: Vec<&mut dyn Observer<()>> =
-            quiet.iter_mut().map(|o| o as &mut dyn Observer<()>).collect();
+        let mut observers: Vec<&mut dyn Observer<()>> = quiet
+            .iter_mut()
+            .map(|o| o as &mut dyn Observer<()>)
+            .collect();
         let fused = train_lm_group(
             &cfg,
             &trains,
@@ -174,8 +175,14 @@ fn main() {
                             break;
                         }
                         let d = &data[m];
-                        train_lm_with(&cfg, &trains[m], &exec(1), &mut |s| d[s].clone(), &mut NoObserver)
-                            .expect("member");
+                        train_lm_with(
+                            &cfg,
+                            &trains[m],
+                            &exec(1),
+                            &mut |s| d[s].clone(),
+                            &mut NoObserver,
+                        )
+                        .expect("member");
                     }
                 });
             }

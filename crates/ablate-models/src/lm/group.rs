@@ -113,11 +113,14 @@ pub fn train_lm_group(
     Ok(out.into_iter().flatten().collect())
 }
 
+/// A member's final parameters and log, or the error it ended with.
+type Ended = Result<(Vec<f32>, Vec<StepLog<()>>), NnError>;
+
 /// Each member's parameters where it finished, with its log.
 fn finish<G: GroupModel>(
     model: &mut G,
     ends: Vec<Result<Vec<StepLog<()>>, NnError>>,
-) -> Result<Vec<Result<(Vec<f32>, Vec<StepLog<()>>), NnError>>, NnError> {
+) -> Result<Vec<Ended>, NnError> {
     ends.into_iter()
         .enumerate()
         .map(|(m, end)| match end {
@@ -133,19 +136,15 @@ fn check_schedule(trains: &[LmTrainConfig]) -> Result<(), NnError> {
     let Some(first) = trains.first() else {
         return Ok(());
     };
-    let fields: [(&str, fn(&LmTrainConfig) -> usize); 3] = [
-        ("steps", |t| t.steps),
-        ("batch", |t| t.batch),
-        ("warmup", |t| t.warmup),
-    ];
+    let fields = |t: &LmTrainConfig| [("steps", t.steps), ("batch", t.batch), ("warmup", t.warmup)];
     for (m, t) in trains.iter().enumerate().skip(1) {
-        for (name, get) in fields {
-            if get(t) != get(first) {
+        for ((name, got), (_, want)) in fields(t).into_iter().zip(fields(first)) {
+            if got != want {
                 return Err(NnError::InvalidConfig(format!(
                     "the members of a group must share `{name}`, but member 0 has {} and member \
                      {m} has {} (only {} may differ)",
-                    get(first),
-                    get(t),
+                    want,
+                    got,
                     LM_FUSIBLE
                         .iter()
                         .map(|f| format!("`{f}`"))
