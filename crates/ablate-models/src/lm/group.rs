@@ -12,7 +12,8 @@ use super::config::{LmConfig, LmTrainConfig};
 use super::cpu::{GroupRunner, check_batch, with_group_runner};
 use super::layout::LmLayout;
 use super::model::Lm;
-use super::train::{adam, hyper, tensor_loss, validate};
+use super::tensor::{check_tensor_batch, group_loss_and_grad, tensor_loss_and_grad};
+use super::train::{adam, hyper, validate};
 use crate::{ExecOptions, NnError};
 
 /// The [`LmTrainConfig`] fields a group's members may differ in: they change values (the
@@ -70,12 +71,15 @@ pub fn train_lm_group(
         live.iter().map(|&m| hyper(&trains[m])).collect(),
     );
     let plan = Plan::Steps(trains[live[0]].steps);
+    let kind = Runtime::open(exec)?.into_kind();
+    let tensor = !matches!(kind, Kind::Cpu { .. });
     let mut sources: Vec<Checked<'_, '_>> = Vec::with_capacity(live.len());
     let mut watchers: Vec<&mut dyn Observer<()>> = Vec::with_capacity(live.len());
     for (m, (next, observer)) in batches.iter_mut().zip(observers.iter_mut()).enumerate() {
         if out[m].is_none() {
             sources.push(Checked {
                 cfg,
+                tensor,
                 next: &mut **next,
                 last: None,
             });
@@ -86,7 +90,7 @@ pub fn train_lm_group(
         .iter_mut()
         .map(|s| s as &mut dyn Batches<Batch>)
         .collect();
-    let trained = match Runtime::open(exec)?.into_kind() {
+    let trained = match kind {
         Kind::Cpu { threads } => {
             with_group_runner(cfg, &layout, live.len(), init, threads, |runner| {
                 let mut model = CpuGroup { runner };
@@ -161,6 +165,8 @@ fn check_schedule(trains: &[LmTrainConfig]) -> Result<(), NnError> {
 /// bad batch ends that member with the error it ends a run alone with.
 struct Checked<'c, 'f> {
     cfg: &'c LmConfig,
+    /// The dfdx path's checks too (it refuses empty batches and encoder rows).
+    tensor: bool,
     next: &'f mut dyn FnMut(usize) -> Batch,
     last: Option<Batch>,
 }
@@ -169,6 +175,10 @@ impl Batches<Batch> for Checked<'_, '_> {
     fn batch(&mut self, step: usize) -> Result<&Batch, NnError> {
         let batch = self.last.insert((self.next)(step));
         check_batch(self.cfg, batch)?;
+        // As alone, where the dfdx path checks only a batch it computes.
+        if self.tensor && batch.weights.iter().map(|&w| f64::from(w)).sum::<f64>() > 0.0 {
+            check_tensor_batch(self.cfg, batch)?;
+        }
         Ok(batch)
     }
 }
@@ -217,9 +227,9 @@ impl GroupModel for CpuGroup<'_, '_> {
     }
 }
 
-/// The dfdx path of a group: each live member's step on the device, one after another, its
-/// parameters sent there once per step as alone. (Dfdx 0.13's tensor ops have no batched
-/// form of this network's masked attention over a member axis; see the report of issue 23.)
+/// The dfdx path of a group: every live member's step as one tensor computation (a member
+/// axis in front of every tensor, see [`super::tensor::group_loss_and_grad`]), its parameters
+/// sent to the device once per step as alone.
 struct TensorGroup<'a, D> {
     dev: D,
     cfg: &'a LmConfig,
@@ -227,7 +237,6 @@ struct TensorGroup<'a, D> {
     members: usize,
     /// Member-major.
     params: Vec<f32>,
-    one: Vec<f32>,
 }
 
 impl<'a, D> TensorGroup<'a, D> {
@@ -244,7 +253,6 @@ impl<'a, D> TensorGroup<'a, D> {
             layout,
             members,
             params,
-            one: Vec::new(),
         }
     }
 }
@@ -265,25 +273,50 @@ impl<D: dfdx::tensor_ops::Device<f32>> GroupModel for TensorGroup<'_, D> {
     ) -> Result<Vec<Loss<()>>, NnError> {
         let n = self.layout.total();
         grad.resize(self.members * n, 0.0);
-        let mut losses = Vec::with_capacity(self.members);
-        for m in 0..self.members {
-            if !live[m] {
-                losses.push(Loss::default());
-                continue;
+        let mut losses = vec![Loss::default(); self.members];
+        // A batch without weight is not computed (the loop stops its member), as alone.
+        let mut run = Vec::new();
+        for m in (0..self.members).filter(|&m| live[m]) {
+            losses[m].weight = batches[m].weights.iter().map(|&w| f64::from(w)).sum();
+            if losses[m].weight > 0.0 {
+                run.push(m);
             }
-            let params = &self.params[m * n..(m + 1) * n];
-            let loss = tensor_loss(
+        }
+        if run.is_empty() {
+            return Ok(losses);
+        }
+        let params: Vec<&[f32]> = run
+            .iter()
+            .map(|&m| &self.params[m * n..(m + 1) * n])
+            .collect();
+        let picked: Vec<&Batch> = run.iter().map(|&m| batches[m]).collect();
+        let mut grads: Vec<&mut [f32]> = grad
+            .chunks_exact_mut(n)
+            .enumerate()
+            .filter(|(m, _)| run.contains(m))
+            .map(|(_, g)| g)
+            .collect();
+        let values = if picked.iter().all(|b| b.rows == picked[0].rows) {
+            group_loss_and_grad(
                 &self.dev,
                 self.cfg,
                 self.layout,
-                params,
-                batches[m],
-                &mut self.one,
-            )?;
-            if loss.weight > 0.0 {
-                grad[m * n..(m + 1) * n].copy_from_slice(&self.one);
+                &params,
+                &picked,
+                &mut grads,
+            )?
+        } else {
+            // Members with batches of different rows cannot share one padded computation.
+            let mut values = Vec::with_capacity(run.len());
+            for ((p, b), g) in params.iter().zip(&picked).zip(&mut grads) {
+                let (loss, one) = tensor_loss_and_grad(&self.dev, self.cfg, self.layout, p, b)?;
+                g.copy_from_slice(&one);
+                values.push(loss);
             }
-            losses.push(loss);
+            values
+        };
+        for (&m, value) in run.iter().zip(values) {
+            losses[m].sum = f64::from(value) * losses[m].weight;
         }
         Ok(losses)
     }

@@ -51,6 +51,18 @@ fn same_as_alone(
     group: &ExecOptions,
     alone: &ExecOptions,
 ) -> Vec<MemberOutcome> {
+    close_to_alone(cfg, members, group, alone, 0.0)
+}
+
+/// [`same_as_alone`] within `tol`: every logged loss, learning rate and gradient norm within
+/// `tol` relative, every parameter within `tol` absolute (0: bit for bit).
+fn close_to_alone(
+    cfg: &LmConfig,
+    members: &[Member],
+    group: &ExecOptions,
+    alone: &ExecOptions,
+    tol: f32,
+) -> Vec<MemberOutcome> {
     let trains: Vec<LmTrainConfig> = members.iter().map(|m| m.train.clone()).collect();
     let mut recs: Vec<Rec> = members.iter().map(|m| m.rec.clone()).collect();
     let mut fns: Vec<Box<dyn FnMut(usize) -> Batch + '_>> = members
@@ -69,13 +81,33 @@ fn same_as_alone(
         let mut rec = m.rec.clone();
         let want = train_lm_with(cfg, &m.train, alone, &mut |s| (m.data)(s), &mut rec);
         match (got, &want) {
-            (Ok((lm, logs)), Ok((want_lm, want_logs))) => {
+            (Ok((lm, logs)), Ok((want_lm, want_logs))) if tol == 0.0 => {
                 assert_eq!(logs, want_logs, "member {i}");
                 let bits = |p: &[f32]| p.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 assert!(
                     bits(lm.params()) == bits(want_lm.params()),
                     "member {i}: parameters differ"
                 );
+            }
+            (Ok((lm, logs)), Ok((want_lm, want_logs))) => {
+                assert_eq!(logs.len(), want_logs.len(), "member {i}");
+                let near = |a: f32, b: f32| (a - b).abs() <= tol * b.abs().max(1.0);
+                for (a, b) in logs.iter().zip(want_logs) {
+                    assert!(
+                        a.step == b.step
+                            && near(a.loss, b.loss)
+                            && near(a.lr, b.lr)
+                            && near(a.grad_norm, b.grad_norm),
+                        "member {i}: {a:?} vs {b:?}"
+                    );
+                }
+                let worst = lm
+                    .params()
+                    .iter()
+                    .zip(want_lm.params())
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(worst <= tol, "member {i}: a parameter differs by {worst}");
             }
             (Err(got), Err(want)) => {
                 assert_eq!(got.to_string(), want.to_string(), "member {i}")
@@ -86,7 +118,18 @@ fn same_as_alone(
                 want.as_ref().map(drop)
             ),
         }
-        assert_eq!(recs[i].steps, rec.steps, "member {i}: observer");
+        if tol == 0.0 {
+            assert_eq!(recs[i].steps, rec.steps, "member {i}: observer");
+        } else {
+            assert_eq!(recs[i].steps.len(), rec.steps.len(), "member {i}: observer");
+            for (a, b) in recs[i].steps.iter().zip(&rec.steps) {
+                let near = |a: f32, b: f32| (a - b).abs() <= tol * b.abs().max(1.0);
+                assert!(
+                    a.step == b.step && near(a.loss, b.loss) && near(a.grad_norm, b.grad_norm),
+                    "member {i}: observer saw {a:?}, alone {b:?}"
+                );
+            }
+        }
     }
     out
 }
@@ -223,6 +266,10 @@ fn members_with_their_own_objectives_train_as_alone() {
             &exec(1, Backend::Cpu),
         );
         assert!(out.iter().all(Result::is_ok), "{arch:?}");
+        // On the dfdx path, one computation over batches padded to the longest.
+        let dfdx = exec(1, Backend::Dfdx);
+        let out = close_to_alone(&cfg, &members, &dfdx, &dfdx, DFDX_TOL);
+        assert!(out.iter().all(Result::is_ok), "{arch:?}");
     }
 }
 
@@ -352,7 +399,13 @@ fn members_that_differ_in_their_schedule_are_refused_naming_what_differs() {
     }
 }
 
-/// The dfdx path runs each member's own tensor computation: the same numbers as alone there.
+/// How far a member of a group on the dfdx path may end from its run alone there, in any
+/// parameter (absolute) or logged value (relative), over a few steps: the batched products and
+/// reductions round differently (about 1e-6 seen).
+const DFDX_TOL: f32 = 1e-5;
+
+/// The dfdx path runs the members as one tensor computation (a member axis, batches padded to
+/// the longest): each member's numbers are its own alone within rounding.
 #[test]
 fn a_group_on_the_dfdx_path_trains_each_member_as_alone() {
     for (arch, make) in [
@@ -363,11 +416,38 @@ fn a_group_on_the_dfdx_path_trains_each_member_as_alone() {
         (Arch::EncDec, encdec_member),
     ] {
         let mut members = vec![make(1, 1e-2, 0), make(2, 1e30, 1), make(3, 2e-2, 2)];
+        // From its third step on, a member's batches have fewer rows than the others': those
+        // steps run member by member.
+        let other = make(4, 1e-2, 1);
+        members.push(Member {
+            data: Box::new(move |s| {
+                let mut b = (other.data)(s);
+                if s >= 2 {
+                    b.rows -= 1;
+                    let (t, e) = (b.len, b.enc_len);
+                    b.tokens.truncate(b.rows * t);
+                    b.targets.truncate(b.rows * t);
+                    b.weights.truncate(b.rows * t);
+                    b.prefix.truncate(b.rows);
+                    b.enc_tokens.truncate(b.rows * e);
+                    b.enc_lens.truncate(if e > 0 { b.rows } else { 0 });
+                }
+                b
+            }),
+            ..other
+        });
         for m in &mut members {
-            m.train.steps = 3;
+            m.train.steps = 4;
         }
         let dfdx = exec(1, Backend::Dfdx);
-        let out = same_as_alone(&tiny(arch), &members, &dfdx, &dfdx);
-        assert!(out[0].is_ok() && out[2].is_ok(), "{arch:?}");
+        let out = close_to_alone(&tiny(arch), &members, &dfdx, &dfdx, DFDX_TOL);
+        assert!(
+            out[0].is_ok() && out[2].is_ok() && out[3].is_ok(),
+            "{arch:?}"
+        );
+        assert!(
+            matches!(out[1], Err(NnError::NonFiniteStep { .. })),
+            "{arch:?}"
+        );
     }
 }
