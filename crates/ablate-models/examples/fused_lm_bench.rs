@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! cargo run --release -p ablate-models --example fused_lm_bench -- \
-//!     [--threads T] [--steps N] [--members K] [--arch decoder|encdec|both]
+//!     [--threads T] [--steps N] [--members K] [--arch decoder|encdec|both] \
+//!     [--backend cpu|dfdx|cuda:N]
 //! ```
 //!
 //! The members are a seed × lr grid (4 lrs, K/4 seeds), each with its own sampler. Every
@@ -14,7 +15,10 @@
 //! each, one after another: the same total threads) and `side_by_side` (T members at a time,
 //! one thread each: what `--jobs T` does with `fuse: off`). Prints one JSON line per
 //! architecture with model-steps/s and tokens/s (encoder plus decoder tokens) of each, the
-//! speed-ups of `fused`, and whether every member's parameters came out bit-identical.
+//! speed-ups of `fused`, the CPU seconds each used (how much of the machine it got: on a shared
+//! machine a wall time means little without it), whether every member's parameters came out
+//! bit-identical to its run alone, and the largest difference (the dfdx path's batched group
+//! is equal within rounding only).
 
 use std::time::Instant;
 
@@ -24,11 +28,15 @@ use ablate_models::lm::{
 };
 use ablate_models::{Backend, ExecOptions, NoObserver, Observer};
 
+mod support;
+use support::{backend_name, cpu_seconds, parse_backend};
+
 struct Args {
     threads: usize,
     steps: usize,
     members: usize,
     archs: Vec<Arch>,
+    backend: Backend,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -37,6 +45,7 @@ fn parse_args() -> Result<Args, String> {
         steps: 40,
         members: 16,
         archs: vec![Arch::Decoder, Arch::EncDec],
+        backend: Backend::Cpu,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -46,6 +55,7 @@ fn parse_args() -> Result<Args, String> {
             "--threads" => args.threads = int(&value)?,
             "--steps" => args.steps = int(&value)?,
             "--members" => args.members = int(&value)?,
+            "--backend" => args.backend = parse_backend(&value)?,
             "--arch" => {
                 args.archs = match value.as_str() {
                     "decoder" => vec![Arch::Decoder],
@@ -124,10 +134,11 @@ fn main() {
             .sum();
         let exec = |threads| ExecOptions {
             threads,
-            backend: Backend::Cpu,
+            backend: args.backend,
         };
+        let cpu = || cpu_seconds().unwrap_or(f64::NAN);
 
-        let start = Instant::now();
+        let (start, cpu0) = (Instant::now(), cpu());
         let mut fns: Vec<_> = data.iter().map(|d| move |s: usize| d[s].clone()).collect();
         let mut batches: Vec<&mut dyn FnMut(usize) -> Batch> = fns
             .iter_mut()
@@ -146,9 +157,9 @@ fn main() {
             &mut observers,
         )
         .expect("group");
-        let fused_s = start.elapsed().as_secs_f64();
+        let (fused_s, fused_cpu) = (start.elapsed().as_secs_f64(), cpu() - cpu0);
 
-        let start = Instant::now();
+        let (start, cpu0) = (Instant::now(), cpu());
         let alone: Vec<_> = trains
             .iter()
             .zip(&data)
@@ -162,9 +173,9 @@ fn main() {
                 )
             })
             .collect();
-        let one_by_one_s = start.elapsed().as_secs_f64();
+        let (one_by_one_s, one_by_one_cpu) = (start.elapsed().as_secs_f64(), cpu() - cpu0);
 
-        let start = Instant::now();
+        let (start, cpu0) = (Instant::now(), cpu());
         let next = std::sync::atomic::AtomicUsize::new(0);
         std::thread::scope(|scope| {
             for _ in 0..args.threads {
@@ -187,7 +198,7 @@ fn main() {
                 });
             }
         });
-        let side_by_side_s = start.elapsed().as_secs_f64();
+        let (side_by_side_s, side_by_side_cpu) = (start.elapsed().as_secs_f64(), cpu() - cpu0);
 
         let identical = fused.iter().zip(&alone).all(|(f, a)| match (f, a) {
             (Ok((f, fl)), Ok((a, al))) => {
@@ -199,9 +210,23 @@ fn main() {
             }
             _ => false,
         });
+        let max_diff = fused
+            .iter()
+            .zip(&alone)
+            .map(|(f, a)| match (f, a) {
+                (Ok((f, _)), Ok((a, _))) => f
+                    .params()
+                    .iter()
+                    .zip(a.params())
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0.0f32, f32::max),
+                _ => f32::NAN,
+            })
+            .fold(0.0f32, f32::max);
         let model_steps = (args.members * args.steps) as f64;
         println!(
-            "{{\"bench\":\"fused_lm\",\"arch\":\"{}\",\"members\":{},\"steps\":{},\"threads\":{},\"d_model\":64,\"layers\":2,\"heads\":4,\"d_ff\":256,\"seq_len\":64,\"batch\":16,\"objective\":\"ul2\",\"fused_s\":{:.3},\"one_by_one_s\":{:.3},\"side_by_side_s\":{:.3},\"fused_model_steps_per_s\":{:.2},\"one_by_one_model_steps_per_s\":{:.2},\"side_by_side_model_steps_per_s\":{:.2},\"fused_tokens_per_s\":{:.0},\"one_by_one_tokens_per_s\":{:.0},\"side_by_side_tokens_per_s\":{:.0},\"speedup_vs_one_by_one\":{:.2},\"speedup_vs_side_by_side\":{:.2},\"bit_identical\":{identical}}}",
+            "{{\"bench\":\"fused_lm\",\"backend\":\"{}\",\"arch\":\"{}\",\"members\":{},\"steps\":{},\"threads\":{},\"d_model\":64,\"layers\":2,\"heads\":4,\"d_ff\":256,\"seq_len\":64,\"batch\":16,\"objective\":\"ul2\",\"fused_s\":{:.3},\"one_by_one_s\":{:.3},\"side_by_side_s\":{:.3},\"fused_model_steps_per_s\":{:.2},\"one_by_one_model_steps_per_s\":{:.2},\"side_by_side_model_steps_per_s\":{:.2},\"fused_tokens_per_s\":{:.0},\"one_by_one_tokens_per_s\":{:.0},\"side_by_side_tokens_per_s\":{:.0},\"speedup_vs_one_by_one\":{:.2},\"speedup_vs_side_by_side\":{:.2},\"fused_cpu_s\":{fused_cpu:.2},\"one_by_one_cpu_s\":{one_by_one_cpu:.2},\"side_by_side_cpu_s\":{side_by_side_cpu:.2},\"bit_identical\":{identical},\"max_param_diff\":{max_diff:e}}}",
+            backend_name(args.backend),
             arch.name(),
             args.members,
             args.steps,
