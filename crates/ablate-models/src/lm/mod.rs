@@ -11,6 +11,7 @@ mod config;
 mod cpu;
 mod denoise;
 mod eval;
+mod group;
 mod layout;
 mod model;
 mod objective;
@@ -25,6 +26,7 @@ pub use batch::Batch;
 pub use config::{Arch, Attention, LmConfig, LmTrainConfig};
 pub use denoise::{Denoiser, Example, Mixture, Sampler, pack, raw_len};
 pub use eval::{EvalError, Judge, LmMeta, Reading};
+pub use group::{LM_FUSIBLE, MemberOutcome, train_lm_group};
 pub use model::Lm;
 pub use objective::{
     DenoiserKind, MixtureOptions, Objective, ObjectiveError, ObjectiveSpec, custom_mixture,

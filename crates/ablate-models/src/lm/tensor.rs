@@ -36,6 +36,9 @@ const LN_EPS: f64 = 1e-5;
 
 use ablate_nn::device_error as device_err;
 
+mod group;
+pub(crate) use group::group_loss_and_grad;
+
 /// Every parameter slot as a flat tensor, keyed by its offset in the flat vector.
 struct Params<D: Device<f32>> {
     slots: BTreeMap<usize, T1<D, NoneTape>>,
@@ -344,7 +347,6 @@ impl<D: Device<f32>> Net<'_, D> {
 /// not a panic inside dfdx.
 fn check(cfg: &LmConfig, layout: &LmLayout, params: &[f32], b: &Batch) -> Result<(), NnError> {
     cfg.validate()?;
-    let bad = |m: String| Err(NnError::InvalidData(m));
     if params.len() != layout.total() {
         return Err(NnError::InvalidConfig(format!(
             "{} parameters for a model of {}",
@@ -352,6 +354,12 @@ fn check(cfg: &LmConfig, layout: &LmLayout, params: &[f32], b: &Batch) -> Result
             layout.total()
         )));
     }
+    check_tensor_batch(cfg, b)
+}
+
+/// What [`check`] requires of a batch.
+pub(crate) fn check_tensor_batch(cfg: &LmConfig, b: &Batch) -> Result<(), NnError> {
+    let bad = |m: String| Err(NnError::InvalidData(m));
     b.check(cfg.vocab).map_err(NnError::InvalidData)?;
     if b.rows == 0 || b.len == 0 {
         return bad(format!("empty batch of {} × {}", b.rows, b.len));

@@ -15,7 +15,7 @@ use super::model::Lm;
 use super::tensor::tensor_loss_and_grad;
 use crate::{Backend, ExecOptions, NnError};
 
-fn validate(train: &LmTrainConfig, threads: usize) -> Result<(), NnError> {
+pub(super) fn validate(train: &LmTrainConfig, threads: usize) -> Result<(), NnError> {
     let bad = |m: String| Err(NnError::InvalidConfig(m));
     if train.steps == 0 {
         return bad("`steps` must be at least 1".into());
@@ -111,18 +111,25 @@ pub fn train_lm_with(
 /// The language models' optimizer: AdamW (β 0.9, 0.98, ε 1e-8; decay before the update, on
 /// the weight matrices and embeddings), warm-up and cosine schedule, clipping at `clip`.
 fn optimizer(layout: &LmLayout, train: &LmTrainConfig) -> AdamW {
-    let adam = AdamConfig {
+    AdamW::new(adam(), &layout.store, vec![hyper(train)])
+}
+
+pub(super) fn adam() -> AdamConfig {
+    AdamConfig {
         beta1: 0.9,
         beta2: 0.98,
         eps: 1e-8,
         decay_at: DecayAt::BeforeUpdate,
-    };
-    let hyper = Hyper {
+    }
+}
+
+/// One model's replica of the optimizer: its schedule, decay and clipping.
+pub(super) fn hyper(train: &LmTrainConfig) -> Hyper {
+    Hyper {
         schedule: train.schedule(),
         weight_decay: train.weight_decay,
         clip: train.clip,
-    };
-    AdamW::new(adam, &layout.store, vec![hyper])
+    }
 }
 
 /// The caller's batch function as the core's [`Batches`].
@@ -192,22 +199,7 @@ impl<D: dfdx::tensor_ops::Device<f32>> Model for TensorLm<'_, D> {
 
     fn loss_and_grad(&mut self, batch: &Batch, grad: &mut Vec<f32>) -> Result<Loss<()>, NnError> {
         check_batch(self.cfg, batch)?;
-        let weight: f64 = batch.weights.iter().map(|&w| f64::from(w)).sum();
-        if weight <= 0.0 {
-            return Ok(Loss {
-                sum: 0.0,
-                weight,
-                stats: (),
-            });
-        }
-        let (loss, g) =
-            tensor_loss_and_grad(&self.dev, self.cfg, self.layout, &self.params, batch)?;
-        *grad = g;
-        Ok(Loss {
-            sum: f64::from(loss) * weight,
-            weight,
-            stats: (),
-        })
+        tensor_loss(&self.dev, self.cfg, self.layout, &self.params, batch, grad)
     }
 
     fn update(&mut self, f: &mut dyn FnMut(&mut [f32])) -> Result<(), NnError> {
@@ -218,6 +210,33 @@ impl<D: dfdx::tensor_ops::Device<f32>> Model for TensorLm<'_, D> {
     fn params(&mut self) -> Result<Vec<f32>, NnError> {
         Ok(self.params.clone())
     }
+}
+
+/// The loss of a checked `batch` on the dfdx path and, in `grad`, its gradient (left as it was
+/// when no position has a positive weight: the loop stops the model then).
+pub(super) fn tensor_loss<D: dfdx::tensor_ops::Device<f32>>(
+    dev: &D,
+    cfg: &LmConfig,
+    layout: &LmLayout,
+    params: &[f32],
+    batch: &Batch,
+    grad: &mut Vec<f32>,
+) -> Result<Loss<()>, NnError> {
+    let weight: f64 = batch.weights.iter().map(|&w| f64::from(w)).sum();
+    if weight <= 0.0 {
+        return Ok(Loss {
+            sum: 0.0,
+            weight,
+            stats: (),
+        });
+    }
+    let (loss, g) = tensor_loss_and_grad(dev, cfg, layout, params, batch)?;
+    *grad = g;
+    Ok(Loss {
+        sum: f64::from(loss) * weight,
+        weight,
+        stats: (),
+    })
 }
 
 #[cfg(test)]

@@ -238,6 +238,171 @@ impl Op for TrainLm {
     }
 
     fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
+        let mut member = Member::prepare(ctx)?;
+        let mut observer = StepObserver {
+            ctx,
+            log: Vec::new(),
+        };
+        let batch = member.p.batch;
+        let sampler = &mut member.sampler;
+        let trained = lm::train_lm_with(
+            &member.cfg,
+            &member.train,
+            &member.exec,
+            &mut |_step| sampler.next_batch(batch),
+            &mut observer,
+        );
+        member.finish(ctx, observer.log, trained)
+    }
+}
+
+/// The params of `train.lm` that the instances of one fused group may differ in (issue 23):
+/// those that change values — the initialisation and data order, the data's objective, the
+/// optimizer's replica — but no shape and not the step schedule. Instances whose other params
+/// (`arch`, `d_model`, `layers`, `heads`, `d_ff`, `seq_len`, `steps`, `batch`, `warmup`) and
+/// device agree train as one group in [`run_group`].
+pub const FUSIBLE: &[&str] = &[
+    "seed",
+    "lr",
+    "weight_decay",
+    "clip",
+    "objective",
+    "attention",
+    "mode_tokens",
+    "span_scale",
+    "s_target",
+    "ul2_weights",
+];
+
+/// Runs the `train.lm` instances `ctxs` (one context each, in order) as fused groups: members
+/// whose params differ only in [`FUSIBLE`] ones (and `tag`) and that run on the same device
+/// train together through [`lm::train_lm_group`] on the most threads any of their contexts
+/// grants; a group of one takes [`Op::run`]'s path. Each member reads its own params and
+/// inputs, reports progress and is cancelled through its own context, and writes what
+/// [`Op::run`] would write: the same files, byte for byte, and the same metrics and status.
+pub fn run_group(ctxs: &[OpContext<'_>]) -> Vec<Result<OpOutput, OpError>> {
+    let op = TrainLm::new();
+    let mut out: Vec<Option<Result<OpOutput, OpError>>> = (0..ctxs.len()).map(|_| None).collect();
+    let mut members: Vec<Option<Member>> = Vec::with_capacity(ctxs.len());
+    for (i, ctx) in ctxs.iter().enumerate() {
+        match Member::prepare(ctx) {
+            Ok(m) => members.push(Some(m)),
+            Err(e) => {
+                out[i] = Some(Err(e));
+                members.push(None);
+            }
+        }
+    }
+    // Sub-groups in order of their first member.
+    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, m) in members.iter().enumerate() {
+        let Some(m) = m else { continue };
+        let key = fusion_key(&ctxs[i], m);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, list)) => list.push(i),
+            None => groups.push((key, vec![i])),
+        }
+    }
+    for (_, list) in groups {
+        if let [i] = list[..] {
+            out[i] = Some(op.run(&ctxs[i]));
+            continue;
+        }
+        let group: Vec<Member> = list
+            .iter()
+            .map(|&i| members[i].take().expect("each member in one group"))
+            .collect();
+        let ends = match train_group(ctxs, &list, group) {
+            Ok(ends) => ends,
+            // The group as a whole failed (its device, say): each member as alone, so each
+            // ends with exactly its own result or error.
+            Err(_) => list.iter().map(|&i| op.run(&ctxs[i])).collect(),
+        };
+        for (&i, end) in list.iter().zip(ends) {
+            out[i] = Some(end);
+        }
+    }
+    out.into_iter()
+        .map(|o| o.expect("every member has a result"))
+        .collect()
+}
+
+/// What members must share to train together: their params but the fusible ones (and `tag`,
+/// which no op reads), and their device.
+fn fusion_key(ctx: &OpContext<'_>, m: &Member) -> String {
+    let shared: BTreeMap<&String, &Value> = ctx
+        .job
+        .params()
+        .iter()
+        .filter(|(k, _)| !FUSIBLE.contains(&k.as_str()) && k.as_str() != ablate_spec::TAG.name)
+        .collect();
+    format!(
+        "{}|{:?}",
+        serde_json::to_string(&shared).expect("params serialise"),
+        m.exec.backend
+    )
+}
+
+/// Trains the members `list` (indices into `ctxs`) as one group and finishes each; `Err`: the
+/// group failed as a whole (nothing was written).
+fn train_group(
+    ctxs: &[OpContext<'_>],
+    list: &[usize],
+    mut group: Vec<Member>,
+) -> Result<Vec<Result<OpOutput, OpError>>, NnError> {
+    let first = &group[0];
+    let (cfg, batch) = (first.cfg.clone(), first.p.batch);
+    let exec = ExecOptions {
+        threads: list.iter().map(|&i| ctxs[i].threads()).max().unwrap_or(1),
+        backend: first.exec.backend,
+    };
+    let trains: Vec<LmTrainConfig> = group.iter().map(|m| m.train.clone()).collect();
+    let mut observers: Vec<StepObserver<'_, '_>> = list
+        .iter()
+        .map(|&i| StepObserver {
+            ctx: &ctxs[i],
+            log: Vec::new(),
+        })
+        .collect();
+    let trained = {
+        let mut fns: Vec<_> = group
+            .iter_mut()
+            .map(|m| {
+                let sampler = &mut m.sampler;
+                move |_step: usize| sampler.next_batch(batch)
+            })
+            .collect();
+        let mut batches: Vec<&mut dyn FnMut(usize) -> lm::Batch> = fns
+            .iter_mut()
+            .map(|f| f as &mut dyn FnMut(usize) -> lm::Batch)
+            .collect();
+        let mut watchers: Vec<&mut dyn Observer<()>> = observers
+            .iter_mut()
+            .map(|o| o as &mut dyn Observer<()>)
+            .collect();
+        lm::train_lm_group(&cfg, &trains, &exec, &mut batches, &mut watchers)?
+    };
+    Ok(group
+        .into_iter()
+        .zip(observers)
+        .zip(trained)
+        .zip(list)
+        .map(|(((member, observer), trained), &i)| member.finish(&ctxs[i], observer.log, trained))
+        .collect())
+}
+
+/// One instance read from its context: what it trains and on what.
+struct Member {
+    p: TrainLmParams,
+    cfg: LmConfig,
+    train: LmTrainConfig,
+    meta: LmMeta,
+    sampler: Sampler,
+    exec: ExecOptions,
+}
+
+impl Member {
+    fn prepare(ctx: &OpContext<'_>) -> Result<Member, OpError> {
         let p: TrainLmParams = typed("train.lm", ctx.job.params())?;
         let mixture = lm::mixture_of(&p.objective, p.span_scale, p.s_target, &p.ul2_weights)
             .map_err(objective_error)?;
@@ -266,7 +431,7 @@ impl Op for TrainLm {
             seed: p.seed,
         };
         let docs = read_split(&artifact(ctx, "train.txt")?)?;
-        let mut sampler = Sampler::new(
+        let sampler = Sampler::new(
             lm::token_stream(&docs),
             mixture,
             p.arch,
@@ -276,16 +441,30 @@ impl Op for TrainLm {
             p.seed,
         )
         .map_err(model_error)?;
-        let mut observer = StepObserver {
-            ctx,
-            log: Vec::new(),
-        };
-        let mut batches = |_step: usize| sampler.next_batch(p.batch);
         let exec = ExecOptions {
             threads: ctx.threads(),
             backend: backend(ctx)?,
         };
-        let trained = lm::train_lm_with(&cfg, &train, &exec, &mut batches, &mut observer);
+        Ok(Member {
+            p,
+            cfg,
+            train,
+            meta,
+            sampler,
+            exec,
+        })
+    }
+
+    /// Writes what a training run leaves (`log`: the steps its observer saw).
+    fn finish(
+        self,
+        ctx: &OpContext<'_>,
+        log: Vec<StepLog<()>>,
+        trained: Result<(lm::Lm, Vec<StepLog<()>>), NnError>,
+    ) -> Result<OpOutput, OpError> {
+        let Member {
+            p, meta, sampler, ..
+        } = self;
         let out = ctx.out_dir();
         let stride = metric_stride(p.steps);
         let stepped = |log: &[StepLog<()>]| -> Vec<Metric> {
@@ -303,7 +482,6 @@ impl Op for TrainLm {
                 loss,
                 grad_norm,
             }) => {
-                let log = observer.log;
                 write_history(&out.join("history.parquet"), &log)?;
                 let status = if loss.is_finite() {
                     EntryStatus::diverged("grad_norm", Some(step as u64), f64::from(grad_norm))
@@ -413,3 +591,6 @@ mod tests {
         assert_eq!(metric_stride(3001), 31);
     }
 }
+
+#[cfg(test)]
+mod group_tests;

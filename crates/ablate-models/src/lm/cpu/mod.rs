@@ -22,6 +22,7 @@
 
 mod attention;
 mod fused;
+mod group;
 mod layers;
 mod shard;
 mod stack;
@@ -29,6 +30,7 @@ mod stack;
 use std::ops::Range;
 use std::sync::{Mutex, MutexGuard, RwLock};
 
+pub(crate) use self::group::{GroupRunner, with_group_runner};
 use self::shard::{Ctx, Rows};
 pub(crate) use self::shard::{Task, Workspace};
 use super::Batch;
