@@ -29,7 +29,5 @@ mod testutil;
 /// How many GPUs the CUDA driver sees, or why it sees none.
 #[cfg(feature = "cuda")]
 pub use ablate_models::cuda_devices;
-// `train.lm`'s fused path (issue 23): the registry's to call.
-pub use lm::train::{FUSIBLE as TRAIN_LM_FUSIBLE, run_group as run_train_lm_group};
 pub use plot::caption_figure;
 pub use registry::{InstanceProblem, Planned, Registry};

@@ -223,6 +223,14 @@ impl Op for TrainLm {
         &self.schema
     }
 
+    fn fusible(&self) -> &'static [&'static str] {
+        FUSIBLE
+    }
+
+    fn run_group(&self, ctxs: &[OpContext<'_>]) -> Vec<Result<OpOutput, OpError>> {
+        run_group(ctxs)
+    }
+
     fn check_value(&self, param: &str, value: &Value) -> Result<(), String> {
         match (param, value) {
             ("objective", Value::Array(list)) => lm::custom_mixture(list)
