@@ -18,52 +18,31 @@
 //! Both need every dimension of the product to be at least 2 (gemm takes a `gemv` path
 //! otherwise) — [`super::lanes_fit`] checks that before a group takes this path.
 
-/// Compiles `$body` for AVX-512 and for AVX2 (both with FMA, which
-/// [`super::lanes_available`] checks before any lane kernel runs) and dispatches on the CPU:
-/// one small function per kernel, so each is vectorised across the lanes.
-macro_rules! lanes_fn {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
-        $(#[$meta])*
-        #[allow(clippy::too_many_arguments)]
-        // The one unsafe call: a build for features the CPU was just checked for.
-        #[allow(unsafe_code)]
-        $vis fn $name($($arg: $ty),*) {
-            #[inline(always)]
-            #[allow(clippy::too_many_arguments)]
-            fn imp($($arg: $ty),*) $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f,avx2,fma")]
-                #[allow(clippy::too_many_arguments)]
-                fn avx512($($arg: $ty),*) {
-                    imp($($arg),*)
-                }
-                #[target_feature(enable = "avx2,fma")]
-                #[allow(clippy::too_many_arguments)]
-                fn avx2($($arg: $ty),*) {
-                    imp($($arg),*)
-                }
-                if std::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU has AVX-512F, and FMA (checked by `lanes_available`).
-                    return unsafe { avx512($($arg),*) };
-                }
-                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                    // SAFETY: the CPU has AVX2 and FMA.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            imp($($arg),*)
-        }
-    };
-}
-
 /// Members per lane block: one AVX-512 register of `f32`, two AVX2 ones.
 pub(crate) const LANES: usize = 16;
 
-/// One element of every member of a lane block.
-pub(crate) type V = [f32; LANES];
+/// One element of every member of a lane block, aligned to a cache line (an AVX-512 load
+/// that never splits one).
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(C, align(64))]
+pub(crate) struct V(pub [f32; LANES]);
 
-pub(crate) const ZERO: V = [0.0; LANES];
+impl std::ops::Index<usize> for V {
+    type Output = f32;
+    #[inline(always)]
+    fn index(&self, l: usize) -> &f32 {
+        &self.0[l]
+    }
+}
+
+impl std::ops::IndexMut<usize> for V {
+    #[inline(always)]
+    fn index_mut(&mut self, l: usize) -> &mut f32 {
+        &mut self.0[l]
+    }
+}
+
+pub(crate) const ZERO: V = V([0.0; LANES]);
 
 /// Rows of gemm's FMA microkernel tile (`N` = 8 lanes of an AVX2 register): accumulating
 /// products use a fused epilogue in whole tiles only.
@@ -110,31 +89,271 @@ impl<'a> Mat<'a> {
     }
 }
 
-#[inline(always)]
-fn fma(a: &V, b: &V, c: &V) -> V {
-    std::array::from_fn(|l| a[l].mul_add(b[l], c[l]))
+/// The vector operations the lane kernels are written in, one [`V`] per register value: an
+/// AVX-512 register, or two AVX2 ones. Each operation is the IEEE one the scalar code does,
+/// lane by lane (`fma` is one rounding, as `f32::mul_add`).
+pub(crate) trait Isa: Copy {
+    type R: Copy;
+    fn load(self, v: &V) -> Self::R;
+    fn store(self, v: &mut V, r: Self::R);
+    fn splat(self, x: f32) -> Self::R;
+    fn add(self, a: Self::R, b: Self::R) -> Self::R;
+    fn sub(self, a: Self::R, b: Self::R) -> Self::R;
+    fn mul(self, a: Self::R, b: Self::R) -> Self::R;
+    fn div(self, a: Self::R, b: Self::R) -> Self::R;
+    /// `a·b + c`, rounded once.
+    fn fma(self, a: Self::R, b: Self::R, c: Self::R) -> Self::R;
+    /// `if a > b { a } else { b }` (so `b` when either is NaN).
+    fn max(self, a: Self::R, b: Self::R) -> Self::R;
+    /// `if a < b { a } else { b }` (so `b` when either is NaN).
+    fn min(self, a: Self::R, b: Self::R) -> Self::R;
+    /// `if a > 0 { g } else { +0 }` (NaN `a`: +0).
+    fn where_positive(self, g: Self::R, a: Self::R) -> Self::R;
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod x86 {
+    use super::{Isa, V};
+    use std::arch::x86_64::*;
+
+    /// Proof that the CPU has AVX-512F and FMA.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Avx512(());
+
+    impl Avx512 {
+        /// # Safety
+        /// The CPU has AVX-512F and FMA.
+        pub(crate) unsafe fn new() -> Self {
+            Avx512(())
+        }
+    }
+
+    // SAFETY (every method): an `Avx512` exists only on a CPU with AVX-512F; `V` is 64-byte
+    // aligned, as the aligned loads and stores need.
+    impl Isa for Avx512 {
+        type R = __m512;
+        #[inline(always)]
+        fn load(self, v: &V) -> __m512 {
+            unsafe { _mm512_load_ps(v.0.as_ptr()) }
+        }
+        #[inline(always)]
+        fn store(self, v: &mut V, r: __m512) {
+            unsafe { _mm512_store_ps(v.0.as_mut_ptr(), r) }
+        }
+        #[inline(always)]
+        fn splat(self, x: f32) -> __m512 {
+            unsafe { _mm512_set1_ps(x) }
+        }
+        #[inline(always)]
+        fn add(self, a: __m512, b: __m512) -> __m512 {
+            unsafe { _mm512_add_ps(a, b) }
+        }
+        #[inline(always)]
+        fn sub(self, a: __m512, b: __m512) -> __m512 {
+            unsafe { _mm512_sub_ps(a, b) }
+        }
+        #[inline(always)]
+        fn mul(self, a: __m512, b: __m512) -> __m512 {
+            unsafe { _mm512_mul_ps(a, b) }
+        }
+        #[inline(always)]
+        fn div(self, a: __m512, b: __m512) -> __m512 {
+            unsafe { _mm512_div_ps(a, b) }
+        }
+        #[inline(always)]
+        fn fma(self, a: __m512, b: __m512, c: __m512) -> __m512 {
+            unsafe { _mm512_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        fn max(self, a: __m512, b: __m512) -> __m512 {
+            unsafe { _mm512_max_ps(a, b) }
+        }
+        #[inline(always)]
+        fn min(self, a: __m512, b: __m512) -> __m512 {
+            unsafe { _mm512_min_ps(a, b) }
+        }
+        #[inline(always)]
+        fn where_positive(self, g: __m512, a: __m512) -> __m512 {
+            unsafe {
+                let k = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(a, _mm512_setzero_ps());
+                _mm512_maskz_mov_ps(k, g)
+            }
+        }
+    }
+
+    /// Proof that the CPU has AVX2 and FMA.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Avx2(());
+
+    impl Avx2 {
+        /// # Safety
+        /// The CPU has AVX2 and FMA.
+        pub(crate) unsafe fn new() -> Self {
+            Avx2(())
+        }
+    }
+
+    macro_rules! halves {
+        ($a:ident, $b:ident, $f:ident) => {
+            unsafe { ($f($a.0, $b.0), $f($a.1, $b.1)) }
+        };
+    }
+
+    // SAFETY (every method): an `Avx2` exists only on a CPU with AVX2 and FMA; `V` is 64-byte
+    // aligned, so both halves are 32-byte aligned.
+    impl Isa for Avx2 {
+        type R = (__m256, __m256);
+        #[inline(always)]
+        fn load(self, v: &V) -> Self::R {
+            unsafe {
+                (
+                    _mm256_load_ps(v.0.as_ptr()),
+                    _mm256_load_ps(v.0.as_ptr().add(8)),
+                )
+            }
+        }
+        #[inline(always)]
+        fn store(self, v: &mut V, r: Self::R) {
+            unsafe {
+                _mm256_store_ps(v.0.as_mut_ptr(), r.0);
+                _mm256_store_ps(v.0.as_mut_ptr().add(8), r.1);
+            }
+        }
+        #[inline(always)]
+        fn splat(self, x: f32) -> Self::R {
+            unsafe { (_mm256_set1_ps(x), _mm256_set1_ps(x)) }
+        }
+        #[inline(always)]
+        fn add(self, a: Self::R, b: Self::R) -> Self::R {
+            halves!(a, b, _mm256_add_ps)
+        }
+        #[inline(always)]
+        fn sub(self, a: Self::R, b: Self::R) -> Self::R {
+            halves!(a, b, _mm256_sub_ps)
+        }
+        #[inline(always)]
+        fn mul(self, a: Self::R, b: Self::R) -> Self::R {
+            halves!(a, b, _mm256_mul_ps)
+        }
+        #[inline(always)]
+        fn div(self, a: Self::R, b: Self::R) -> Self::R {
+            halves!(a, b, _mm256_div_ps)
+        }
+        #[inline(always)]
+        fn fma(self, a: Self::R, b: Self::R, c: Self::R) -> Self::R {
+            unsafe {
+                (
+                    _mm256_fmadd_ps(a.0, b.0, c.0),
+                    _mm256_fmadd_ps(a.1, b.1, c.1),
+                )
+            }
+        }
+        #[inline(always)]
+        fn max(self, a: Self::R, b: Self::R) -> Self::R {
+            halves!(a, b, _mm256_max_ps)
+        }
+        #[inline(always)]
+        fn min(self, a: Self::R, b: Self::R) -> Self::R {
+            halves!(a, b, _mm256_min_ps)
+        }
+        #[inline(always)]
+        fn where_positive(self, g: Self::R, a: Self::R) -> Self::R {
+            unsafe {
+                let z = _mm256_setzero_ps();
+                (
+                    _mm256_and_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(a.0, z), g.0),
+                    _mm256_and_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(a.1, z), g.1),
+                )
+            }
+        }
+    }
+}
+
+/// Compiles `$body` (generic over the [`Isa`] token `$isa`) for AVX-512 and for AVX2, both
+/// with FMA, and dispatches on the CPU; one small function per kernel. Only called where
+/// [`super::lanes_available`] holds.
+macro_rules! lanes_fn {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($isa:ident $(, $arg:ident : $ty:ty)* $(,)?) $body:block) => {
+        $(#[$meta])*
+        #[allow(clippy::too_many_arguments)]
+        // The unsafe calls: builds for features the CPU was just checked for.
+        #[allow(unsafe_code)]
+        $vis fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            fn imp<I: Isa>($isa: I, $($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                fn avx512($($arg: $ty),*) {
+                    // SAFETY: only called on a CPU with AVX-512F and FMA (below).
+                    imp(unsafe { x86::Avx512::new() }, $($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                fn avx2($($arg: $ty),*) {
+                    // SAFETY: only called on a CPU with AVX2 and FMA (below).
+                    imp(unsafe { x86::Avx2::new() }, $($arg),*)
+                }
+                if std::is_x86_feature_detected!("fma") {
+                    if std::is_x86_feature_detected!("avx512f") {
+                        // SAFETY: the CPU has AVX-512F and FMA.
+                        return unsafe { avx512($($arg),*) };
+                    }
+                    if std::is_x86_feature_detected!("avx2") {
+                        // SAFETY: the CPU has AVX2 and FMA.
+                        return unsafe { avx2($($arg),*) };
+                    }
+                }
+            }
+            let _ = imp::<NoIsa>;
+            unreachable!("lane kernels run only where `lanes_available` holds")
+        }
+    };
+}
+
+/// Names `imp` for a type on targets without x86 (never called).
+#[derive(Clone, Copy)]
+#[allow(dead_code)]
+enum NoIsa {}
+
+impl Isa for NoIsa {
+    type R = ();
+    fn load(self, _: &V) {}
+    fn store(self, _: &mut V, _: ()) {}
+    fn splat(self, _: f32) {}
+    fn add(self, _: (), _: ()) {}
+    fn sub(self, _: (), _: ()) {}
+    fn mul(self, _: (), _: ()) {}
+    fn div(self, _: (), _: ()) {}
+    fn fma(self, _: (), _: (), _: ()) {}
+    fn max(self, _: (), _: ()) {}
+    fn min(self, _: (), _: ()) {}
+    fn where_positive(self, _: (), _: ()) {}
 }
 
 lanes_fn! {
     /// `dst (+)= beta·a·b` into a row-major destination whose rows start `drs` apart; see the
     /// module doc for the per-element order.
-    pub(crate) fn matmul(dst: &mut [V], drs: usize, accumulate: bool, a: Mat<'_>, b: Mat<'_>, beta: f32) {
+    pub(crate) fn matmul(isa, dst: &mut [V], drs: usize, accumulate: bool, a: Mat<'_>, b: Mat<'_>, beta: f32) {
         let (m, k, n) = (a.rows, a.cols, b.cols);
         assert_eq!(k, b.rows, "inner dimensions differ");
         assert!(m >= 2 && n >= 2 && k >= 1, "gemm's microkernel or gevv shapes only");
         assert!(n <= drs && (m - 1) * drs + n <= dst.len(), "destination too small");
         if k <= 2 {
-            gevv(dst, drs, accumulate, a, b, beta);
+            gevv(isa, dst, drs, accumulate, a, b, beta);
             return;
         }
         let fused_cols = n / GEMM_TILE * GEMM_TILE;
         let mut i = 0;
         while i + 4 <= m {
-            row_tiles::<4>(dst, drs, accumulate, a, b, beta, i, fused_cols);
+            row_tiles::<I, 4>(isa, dst, drs, accumulate, a, b, beta, i, fused_cols);
             i += 4;
         }
         while i < m {
-            row_tiles::<1>(dst, drs, accumulate, a, b, beta, i, fused_cols);
+            row_tiles::<I, 1>(isa, dst, drs, accumulate, a, b, beta, i, fused_cols);
             i += 1;
         }
     }
@@ -142,7 +361,8 @@ lanes_fn! {
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn row_tiles<const TI: usize>(
+fn row_tiles<I: Isa, const TI: usize>(
+    isa: I,
     dst: &mut [V],
     drs: usize,
     accumulate: bool,
@@ -155,13 +375,13 @@ fn row_tiles<const TI: usize>(
     let n = b.cols;
     let mut j = 0;
     while j + 4 <= n {
-        tile::<TI, 4>(dst, drs, accumulate, a, b, beta, i, j, fused_cols);
+        tile::<I, TI, 4>(isa, dst, drs, accumulate, a, b, beta, i, j, fused_cols);
         j += 4;
     }
     match n - j {
-        3 => tile::<TI, 3>(dst, drs, accumulate, a, b, beta, i, j, fused_cols),
-        2 => tile::<TI, 2>(dst, drs, accumulate, a, b, beta, i, j, fused_cols),
-        1 => tile::<TI, 1>(dst, drs, accumulate, a, b, beta, i, j, fused_cols),
+        3 => tile::<I, TI, 3>(isa, dst, drs, accumulate, a, b, beta, i, j, fused_cols),
+        2 => tile::<I, TI, 2>(isa, dst, drs, accumulate, a, b, beta, i, j, fused_cols),
+        1 => tile::<I, TI, 1>(isa, dst, drs, accumulate, a, b, beta, i, j, fused_cols),
         _ => {}
     }
 }
@@ -169,7 +389,8 @@ fn row_tiles<const TI: usize>(
 /// The `TI × TJ` outputs at `(i, j)`: accumulators in registers, `k` in order.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn tile<const TI: usize, const TJ: usize>(
+fn tile<I: Isa, const TI: usize, const TJ: usize>(
+    isa: I,
     dst: &mut [V],
     drs: usize,
     accumulate: bool,
@@ -180,76 +401,89 @@ fn tile<const TI: usize, const TJ: usize>(
     j: usize,
     fused_cols: usize,
 ) {
-    let mut acc = [[ZERO; TJ]; TI];
+    let mut acc = [[isa.splat(0.0); TJ]; TI];
     for kk in 0..a.cols {
-        let bv: [V; TJ] = std::array::from_fn(|t| *b.at(kk, j + t));
+        let bv: [I::R; TJ] = std::array::from_fn(|t| isa.load(b.at(kk, j + t)));
         for (ti, row) in acc.iter_mut().enumerate() {
-            let av = *a.at(i + ti, kk);
+            let av = isa.load(a.at(i + ti, kk));
             for (c, bv) in row.iter_mut().zip(&bv) {
-                *c = fma(&av, bv, c);
+                *c = isa.fma(av, *bv, *c);
             }
         }
     }
+    let beta_v = isa.splat(beta);
     for (ti, row) in acc.iter().enumerate() {
         for (tj, c) in row.iter().enumerate() {
             let d = &mut dst[(i + ti) * drs + j + tj];
-            if !accumulate {
-                *d = std::array::from_fn(|l| beta * c[l]);
+            let r = if !accumulate {
+                isa.mul(beta_v, *c)
             } else if j + tj < fused_cols {
-                *d = std::array::from_fn(|l| beta.mul_add(c[l], d[l]));
+                isa.fma(beta_v, *c, isa.load(d))
             } else {
-                *d = std::array::from_fn(|l| d[l] + beta * c[l]);
-            }
+                isa.add(isa.load(d), isa.mul(beta_v, *c))
+            };
+            isa.store(d, r);
         }
     }
 }
 
 /// gemm's `gevv` (`k` = 1 or 2).
 #[inline(always)]
-fn gevv(dst: &mut [V], drs: usize, accumulate: bool, a: Mat<'_>, b: Mat<'_>, beta: f32) {
+fn gevv<I: Isa>(
+    isa: I,
+    dst: &mut [V],
+    drs: usize,
+    accumulate: bool,
+    a: Mat<'_>,
+    b: Mat<'_>,
+    beta: f32,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
+    let beta_v = isa.splat(beta);
     for i in 0..m {
-        let a0: V = std::array::from_fn(|l| beta * a.at(i, 0)[l]);
-        let a1: V = if k == 2 {
-            std::array::from_fn(|l| beta * a.at(i, 1)[l])
+        let a0 = isa.mul(beta_v, isa.load(a.at(i, 0)));
+        let a1 = if k == 2 {
+            isa.mul(beta_v, isa.load(a.at(i, 1)))
         } else {
-            ZERO
+            isa.splat(0.0)
         };
         for jj in 0..n {
             let d = &mut dst[i * drs + jj];
-            let b0 = b.at(0, jj);
-            *d = match (k, accumulate) {
-                (1, true) => std::array::from_fn(|l| b0[l] * a0[l] + d[l]),
-                (1, false) => std::array::from_fn(|l| b0[l] * a0[l]),
+            let t0 = isa.mul(isa.load(b.at(0, jj)), a0);
+            let r = match (k, accumulate) {
+                (1, true) => isa.add(t0, isa.load(d)),
+                (1, false) => t0,
                 (_, true) => {
-                    let b1 = b.at(1, jj);
-                    std::array::from_fn(|l| b1[l] * a1[l] + (b0[l] * a0[l] + d[l]))
+                    let t1 = isa.mul(isa.load(b.at(1, jj)), a1);
+                    isa.add(t1, isa.add(t0, isa.load(d)))
                 }
                 (_, false) => {
-                    let b1 = b.at(1, jj);
-                    std::array::from_fn(|l| b1[l] * a1[l] + b0[l] * a0[l])
+                    let t1 = isa.mul(isa.load(b.at(1, jj)), a1);
+                    isa.add(t1, t0)
                 }
             };
+            isa.store(d, r);
         }
     }
 }
 
 lanes_fn! {
     /// Rows of `dst` (`bias.len()` wide) := `src` row + `scale·bias`, or `scale·bias`.
-    pub(crate) fn set_rows_bias(dst: &mut [V], src: Option<&[V]>, bias: &[V], scale: f32) {
+    pub(crate) fn set_rows_bias(isa, dst: &mut [V], src: Option<&[V]>, bias: &[V], scale: f32) {
         let cols = bias.len();
+        let s_v = isa.splat(scale);
         match src {
             Some(src) => {
                 for (d, s) in dst.chunks_exact_mut(cols).zip(src.chunks_exact(cols)) {
                     for ((d, s), b) in d.iter_mut().zip(s).zip(bias) {
-                        *d = std::array::from_fn(|l| s[l] + scale * b[l]);
+                        isa.store(d, isa.add(isa.load(s), isa.mul(s_v, isa.load(b))));
                     }
                 }
             }
             None => {
                 for d in dst.chunks_exact_mut(cols) {
                     for (d, b) in d.iter_mut().zip(bias) {
-                        *d = std::array::from_fn(|l| scale * b[l]);
+                        isa.store(d, isa.mul(s_v, isa.load(b)));
                     }
                 }
             }
@@ -259,39 +493,68 @@ lanes_fn! {
 
 lanes_fn! {
     /// Rows of `dst` += `scale·bias`.
-    pub(crate) fn add_rows_bias(dst: &mut [V], bias: &[V], scale: f32) {
+    pub(crate) fn add_rows_bias(isa, dst: &mut [V], bias: &[V], scale: f32) {
+        let s_v = isa.splat(scale);
         for d in dst.chunks_exact_mut(bias.len()) {
             for (d, b) in d.iter_mut().zip(bias) {
-                *d = std::array::from_fn(|l| d[l] + scale * b[l]);
+                isa.store(d, isa.add(isa.load(d), isa.mul(s_v, isa.load(b))));
             }
         }
     }
 }
 
+/// [`crate::kernels::tanh_approx`] on every lane: the same clamp, coefficients and operations.
+#[inline(always)]
+#[allow(clippy::excessive_precision)]
+fn tanh_v<I: Isa>(isa: I, x: I::R) -> I::R {
+    const CLAMP: f32 = 7.90531110763549805;
+    // `x.clamp(-C, C)`, NaN kept: `max(-C, x)` is `x` unless `-C > x`; `min(C, ·)` likewise.
+    let x = isa.min(isa.splat(CLAMP), isa.max(isa.splat(-CLAMP), x));
+    let x2 = isa.mul(x, x);
+    let c = |v: f32| isa.splat(v);
+    let mut p = c(-2.76076847742355e-16);
+    p = isa.fma(p, x2, c(2.00018790482477e-13));
+    p = isa.fma(p, x2, c(-8.60467152213735e-11));
+    p = isa.fma(p, x2, c(5.12229709037114e-08));
+    p = isa.fma(p, x2, c(1.48572235717979e-05));
+    p = isa.fma(p, x2, c(6.37261928875436e-04));
+    p = isa.fma(p, x2, c(4.89352455891786e-03));
+    p = isa.mul(p, x);
+    let mut q = c(1.19825839466702e-06);
+    q = isa.fma(q, x2, c(1.18534705686654e-04));
+    q = isa.fma(q, x2, c(2.26843463243900e-03));
+    q = isa.fma(q, x2, c(4.89352518554385e-03));
+    isa.div(p, q)
+}
+
 lanes_fn! {
-    pub(crate) fn tanh_inplace(a: &mut [V]) {
+    pub(crate) fn tanh_inplace(isa, a: &mut [V]) {
         for v in a {
-            *v = std::array::from_fn(|l| crate::kernels::tanh_approx(v[l]));
+            isa.store(v, tanh_v(isa, isa.load(v)));
         }
     }
 }
 
 lanes_fn! {
-    pub(crate) fn relu_inplace(a: &mut [V]) {
+    pub(crate) fn relu_inplace(isa, a: &mut [V]) {
         for v in a {
-            *v = std::array::from_fn(|l| if v[l] > 0.0 { v[l] } else { 0.0 });
+            let x = isa.load(v);
+            isa.store(v, isa.where_positive(x, x));
         }
     }
 }
 
 lanes_fn! {
     /// `g := g ⊙ (1 − a²)`, `bias_grad += Σ_rows g`.
-    pub(crate) fn tanh_backward(g: &mut [V], a: &[V], bias_grad: &mut [V]) {
+    pub(crate) fn tanh_backward(isa, g: &mut [V], a: &[V], bias_grad: &mut [V]) {
         let cols = bias_grad.len();
+        let one = isa.splat(1.0);
         for (g, a) in g.chunks_exact_mut(cols).zip(a.chunks_exact(cols)) {
             for ((g, a), bg) in g.iter_mut().zip(a).zip(bias_grad.iter_mut()) {
-                *g = std::array::from_fn(|l| g[l] * (1.0 - a[l] * a[l]));
-                *bg = std::array::from_fn(|l| bg[l] + g[l]);
+                let av = isa.load(a);
+                let gv = isa.mul(isa.load(g), isa.sub(one, isa.mul(av, av)));
+                isa.store(g, gv);
+                isa.store(bg, isa.add(isa.load(bg), gv));
             }
         }
     }
@@ -299,12 +562,13 @@ lanes_fn! {
 
 lanes_fn! {
     /// `g := g ⊙ [a > 0]`, `bias_grad += Σ_rows g`.
-    pub(crate) fn relu_backward(g: &mut [V], a: &[V], bias_grad: &mut [V]) {
+    pub(crate) fn relu_backward(isa, g: &mut [V], a: &[V], bias_grad: &mut [V]) {
         let cols = bias_grad.len();
         for (g, a) in g.chunks_exact_mut(cols).zip(a.chunks_exact(cols)) {
             for ((g, a), bg) in g.iter_mut().zip(a).zip(bias_grad.iter_mut()) {
-                *g = std::array::from_fn(|l| if a[l] > 0.0 { g[l] } else { 0.0 });
-                *bg = std::array::from_fn(|l| bg[l] + g[l]);
+                let gv = isa.where_positive(isa.load(g), isa.load(a));
+                isa.store(g, gv);
+                isa.store(bg, isa.add(isa.load(bg), gv));
             }
         }
     }
@@ -312,50 +576,54 @@ lanes_fn! {
 
 lanes_fn! {
     /// `dst := a·x + b·y`.
-    pub(crate) fn combine(dst: &mut [V], a: f32, x: &[V], b: f32, y: &[V]) {
+    pub(crate) fn combine(isa, dst: &mut [V], a: f32, x: &[V], b: f32, y: &[V]) {
+        let (a, b) = (isa.splat(a), isa.splat(b));
         for ((d, x), y) in dst.iter_mut().zip(x).zip(y) {
-            *d = std::array::from_fn(|l| a * x[l] + b * y[l]);
+            isa.store(d, isa.add(isa.mul(a, isa.load(x)), isa.mul(b, isa.load(y))));
         }
     }
 }
 
 lanes_fn! {
     /// `dst += a·src`.
-    pub(crate) fn axpy(dst: &mut [V], a: f32, src: &[V]) {
+    pub(crate) fn axpy(isa, dst: &mut [V], a: f32, src: &[V]) {
+        let a = isa.splat(a);
         for (d, s) in dst.iter_mut().zip(src) {
-            *d = std::array::from_fn(|l| d[l] + a * s[l]);
+            isa.store(d, isa.add(isa.load(d), isa.mul(a, isa.load(s))));
         }
     }
 }
 
 lanes_fn! {
     /// `dst *= a`.
-    pub(crate) fn scale(dst: &mut [V], a: f32) {
+    pub(crate) fn scale(isa, dst: &mut [V], a: f32) {
+        let a = isa.splat(a);
         for d in dst {
-            *d = std::array::from_fn(|l| d[l] * a);
+            isa.store(d, isa.mul(isa.load(d), a));
         }
     }
 }
 
 lanes_fn! {
     /// `dst += src`.
-    pub(crate) fn add_assign(dst: &mut [V], src: &[V]) {
+    pub(crate) fn add_assign(isa, dst: &mut [V], src: &[V]) {
         for (d, s) in dst.iter_mut().zip(src) {
-            *d = std::array::from_fn(|l| d[l] + s[l]);
+            isa.store(d, isa.add(isa.load(d), isa.load(s)));
         }
     }
 }
 
 lanes_fn! {
     /// `dst += scale·Σ_rows src` (sum first, scale once).
-    pub(crate) fn add_col_sums(dst: &mut [V], src: &[V], scale: f32) {
+    pub(crate) fn add_col_sums(isa, dst: &mut [V], src: &[V], scale: f32) {
         let cols = dst.len();
+        let s_v = isa.splat(scale);
         for (c, d) in dst.iter_mut().enumerate() {
-            let mut acc = ZERO;
+            let mut acc = isa.splat(0.0);
             for row in src.chunks_exact(cols) {
-                acc = std::array::from_fn(|l| acc[l] + row[c][l]);
+                acc = isa.add(acc, isa.load(&row[c]));
             }
-            *d = std::array::from_fn(|l| d[l] + scale * acc[l]);
+            isa.store(d, isa.add(isa.load(d), isa.mul(s_v, acc)));
         }
     }
 }
@@ -420,13 +688,52 @@ mod tests {
     /// Lane `l` of a lane buffer made of `LANES` scalar buffers.
     fn interleave(bufs: &[Vec<f32>]) -> Vec<V> {
         (0..bufs[0].len())
-            .map(|i| std::array::from_fn(|l| bufs[l][i]))
+            .map(|i| V(std::array::from_fn(|l| bufs[l][i])))
             .collect()
     }
 
     fn data(len: usize, seed: u64) -> Vec<f32> {
         let mut g = crate::rng::SplitMix64::new(seed, 5);
         (0..len).map(|_| g.uniform(1.7)).collect()
+    }
+
+    #[test]
+    fn lane_tanh_and_relu_equal_the_scalar_kernels_bit_for_bit() {
+        if !super::super::lanes_available() {
+            return;
+        }
+        let mut xs: Vec<f32> = (-20_000..20_000).map(|i| i as f32 * 7.1e-4).collect();
+        xs.extend([
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            1e-40,
+            -1e-40,
+            7.905_311,
+            -7.905_311,
+            1e30,
+        ]);
+        while xs.len() % LANES != 0 {
+            xs.push(0.5);
+        }
+        let mut lanes: Vec<V> = xs
+            .chunks(LANES)
+            .map(|c| V(std::array::from_fn(|l| c[l])))
+            .collect();
+        let mut relu = lanes.clone();
+        tanh_inplace(&mut lanes);
+        relu_inplace(&mut relu);
+        let mut want_tanh = xs.clone();
+        let mut want_relu = xs.clone();
+        kernels::tanh_inplace(&mut want_tanh);
+        kernels::relu_inplace(&mut want_relu);
+        for (i, (w, r)) in want_tanh.iter().zip(&want_relu).enumerate() {
+            let (got, got_relu) = (lanes[i / LANES][i % LANES], relu[i / LANES][i % LANES]);
+            assert_eq!(got.to_bits(), w.to_bits(), "tanh({})", xs[i]);
+            assert_eq!(got_relu.to_bits(), r.to_bits(), "relu({})", xs[i]);
+        }
     }
 
     /// Every product shape of a flow step — `k` ∈ {1, 2, 3, dim, hidden, shard rows}, both

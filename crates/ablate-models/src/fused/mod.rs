@@ -390,17 +390,17 @@ impl Shared {
                 // Parameters into lanes; a stopped member's or an empty lane's are zeros (its
                 // lane is computed and ignored; zeros keep it finite and fast).
                 for (i, pv) in p.iter_mut().enumerate() {
-                    *pv = std::array::from_fn(|l| match members[l] {
+                    *pv = V(std::array::from_fn(|l| match members[l] {
                         Some(m) => params[m * n + i],
                         None => 0.0,
-                    });
+                    }));
                 }
                 x.clear();
-                x.extend((0..rows * in_dim).map(|i| -> V {
-                    std::array::from_fn(|l| match members[l] {
+                x.extend((0..rows * in_dim).map(|i| {
+                    V(std::array::from_fn(|l| match members[l] {
                         Some(m) => batch.x[m][i],
                         None => 0.0,
-                    })
+                    }))
                 }));
                 y.clear();
                 y.extend((0..rows).map(|r| -> [u32; LANES] {
