@@ -528,6 +528,8 @@ fn tanh_v<I: Isa>(isa: I, x: I::R) -> I::R {
 }
 
 lanes_fn! {
+    /// `a := tanh(a)`: only the tests call it (training fuses it into [`hidden_forward`]).
+    #[cfg(test)]
     pub(crate) fn tanh_inplace(isa, a: &mut [V]) {
         for v in a {
             isa.store(v, tanh_v(isa, isa.load(v)));
@@ -536,40 +538,11 @@ lanes_fn! {
 }
 
 lanes_fn! {
+    #[cfg(test)]
     pub(crate) fn relu_inplace(isa, a: &mut [V]) {
         for v in a {
             let x = isa.load(v);
             isa.store(v, isa.where_positive(x, x));
-        }
-    }
-}
-
-lanes_fn! {
-    /// `g := g ⊙ (1 − a²)`, `bias_grad += Σ_rows g`.
-    pub(crate) fn tanh_backward(isa, g: &mut [V], a: &[V], bias_grad: &mut [V]) {
-        let cols = bias_grad.len();
-        let one = isa.splat(1.0);
-        for (g, a) in g.chunks_exact_mut(cols).zip(a.chunks_exact(cols)) {
-            for ((g, a), bg) in g.iter_mut().zip(a).zip(bias_grad.iter_mut()) {
-                let av = isa.load(a);
-                let gv = isa.mul(isa.load(g), isa.sub(one, isa.mul(av, av)));
-                isa.store(g, gv);
-                isa.store(bg, isa.add(isa.load(bg), gv));
-            }
-        }
-    }
-}
-
-lanes_fn! {
-    /// `g := g ⊙ [a > 0]`, `bias_grad += Σ_rows g`.
-    pub(crate) fn relu_backward(isa, g: &mut [V], a: &[V], bias_grad: &mut [V]) {
-        let cols = bias_grad.len();
-        for (g, a) in g.chunks_exact_mut(cols).zip(a.chunks_exact(cols)) {
-            for ((g, a), bg) in g.iter_mut().zip(a).zip(bias_grad.iter_mut()) {
-                let gv = isa.where_positive(isa.load(g), isa.load(a));
-                isa.store(g, gv);
-                isa.store(bg, isa.add(isa.load(bg), gv));
-            }
         }
     }
 }
@@ -625,6 +598,127 @@ lanes_fn! {
             }
             isa.store(d, isa.add(isa.load(d), isa.mul(s_v, acc)));
         }
+    }
+}
+
+/// The fused first half of a field evaluation, per element the same operations as
+/// `set_rows_bias(a, None, b1, 1)`, `matmul(a, hid, true, u, W1ᵀ, 1)` and the activation
+/// (tanh if `tanh`, else relu), in one pass over `a` instead of three.
+#[inline(always)]
+fn hidden_forward_imp<I: Isa>(
+    isa: I,
+    a: &mut [V],
+    u: &[V],
+    rows: usize,
+    w1: &[V],
+    b1: &[V],
+    tanh: bool,
+) {
+    let hid = b1.len();
+    let d = w1.len() / hid;
+    assert!(rows >= 2 && hid >= 2 && a.len() >= rows * hid && u.len() >= rows * d);
+    let one = isa.splat(1.0);
+    let fused_cols = hid / GEMM_TILE * GEMM_TILE;
+    for h in 0..hid {
+        let bias = isa.mul(one, isa.load(&b1[h]));
+        let w = &w1[h * d..(h + 1) * d];
+        for r in 0..rows {
+            let ur = &u[r * d..(r + 1) * d];
+            let z = if d <= 2 {
+                // gevv: W1ₕₖ·(1·uᵣₖ), summed onto the bias
+                let t0 = isa.mul(isa.load(&w[0]), isa.mul(one, isa.load(&ur[0])));
+                let s = isa.add(t0, bias);
+                if d == 2 {
+                    isa.add(isa.mul(isa.load(&w[1]), isa.mul(one, isa.load(&ur[1]))), s)
+                } else {
+                    s
+                }
+            } else {
+                let mut acc = isa.splat(0.0);
+                for (uk, wk) in ur.iter().zip(w) {
+                    acc = isa.fma(isa.load(uk), isa.load(wk), acc);
+                }
+                if h < fused_cols {
+                    isa.fma(one, acc, bias)
+                } else {
+                    isa.add(bias, isa.mul(one, acc))
+                }
+            };
+            let z = if tanh {
+                tanh_v(isa, z)
+            } else {
+                isa.where_positive(z, z)
+            };
+            isa.store(&mut a[r * hid + h], z);
+        }
+    }
+}
+
+lanes_fn! {
+    pub(crate) fn hidden_forward(isa, a: &mut [V], u: &[V], rows: usize, w1: &[V], b1: &[V], tanh: bool) {
+        hidden_forward_imp(isa, a, u, rows, w1, b1, tanh)
+    }
+}
+
+/// The fused middle of a field's backward pass, per element the same operations as
+/// `matmul(ga, hid, false, gout, W2, scale)` then `tanh_backward`/`relu_backward(ga, a, gb1)`,
+/// in one pass over `ga`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn hidden_backward_imp<I: Isa>(
+    isa: I,
+    ga: &mut [V],
+    gout: &[V],
+    rows: usize,
+    w2: &[V],
+    scale: f32,
+    a: &[V],
+    gb1: &mut [V],
+    tanh: bool,
+) {
+    let hid = gb1.len();
+    let d = w2.len() / hid;
+    assert!(rows >= 2 && hid >= 2 && ga.len() >= rows * hid && gout.len() >= rows * d);
+    assert!(a.len() >= rows * hid);
+    let beta = isa.splat(scale);
+    let one = isa.splat(1.0);
+    for h in 0..hid {
+        let mut bg = isa.load(&gb1[h]);
+        for r in 0..rows {
+            let gr = &gout[r * d..(r + 1) * d];
+            let g = if d <= 2 {
+                let t0 = isa.mul(isa.load(&w2[h]), isa.mul(beta, isa.load(&gr[0])));
+                if d == 2 {
+                    isa.add(
+                        isa.mul(isa.load(&w2[hid + h]), isa.mul(beta, isa.load(&gr[1]))),
+                        t0,
+                    )
+                } else {
+                    t0
+                }
+            } else {
+                let mut acc = isa.splat(0.0);
+                for (k, gk) in gr.iter().enumerate() {
+                    acc = isa.fma(isa.load(gk), isa.load(&w2[k * hid + h]), acc);
+                }
+                isa.mul(beta, acc)
+            };
+            let av = isa.load(&a[r * hid + h]);
+            let g = if tanh {
+                isa.mul(g, isa.sub(one, isa.mul(av, av)))
+            } else {
+                isa.where_positive(g, av)
+            };
+            isa.store(&mut ga[r * hid + h], g);
+            bg = isa.add(bg, g);
+        }
+        isa.store(&mut gb1[h], bg);
+    }
+}
+
+lanes_fn! {
+    pub(crate) fn hidden_backward(isa, ga: &mut [V], gout: &[V], rows: usize, w2: &[V], scale: f32, a: &[V], gb1: &mut [V], tanh: bool) {
+        hidden_backward_imp(isa, ga, gout, rows, w2, scale, a, gb1, tanh)
     }
 }
 

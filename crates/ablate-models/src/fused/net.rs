@@ -95,13 +95,8 @@ impl BlockNet<'_> {
         let (d, hid, p) = (self.cfg.dim, self.cfg.hidden, self.p);
         let b1 = &p[f.l1.b..f.l1.b + hid];
         let b2 = &p[f.l2.b..f.l2.b + d];
-        lanes::set_rows_bias(a, None, b1, 1.0);
-        let w1 = Mat::new(self.w1(f), hid, d).t();
-        lanes::matmul(a, hid, true, Mat::new(u, rows, d), w1, 1.0);
-        match self.cfg.activation {
-            Activation::Tanh => lanes::tanh_inplace(a),
-            Activation::Relu => lanes::relu_inplace(a),
-        }
+        let tanh = self.cfg.activation == Activation::Tanh;
+        lanes::hidden_forward(a, u, rows, self.w1(f), b1, tanh);
         match init {
             Out::Set => lanes::set_rows_bias(out, None, b2, scale),
             Out::From(src) => lanes::set_rows_bias(out, Some(src), b2, scale),
@@ -133,13 +128,9 @@ impl BlockNet<'_> {
             scale,
         );
         lanes::add_col_sums(&mut grad[f.l2.b..f.l2.b + d], gout, scale);
-        let w2 = Mat::new(self.w2(f), d, hid);
-        lanes::matmul(ga, hid, false, Mat::new(gout, rows, d), w2, scale);
         let gb1 = &mut grad[f.l1.b..f.l1.b + hid];
-        match self.cfg.activation {
-            Activation::Tanh => lanes::tanh_backward(ga, a, gb1),
-            Activation::Relu => lanes::relu_backward(ga, a, gb1),
-        }
+        let tanh = self.cfg.activation == Activation::Tanh;
+        lanes::hidden_backward(ga, gout, rows, self.w2(f), scale, a, gb1, tanh);
         lanes::matmul(
             &mut grad[f.l1.w..f.l1.w + hid * d],
             d,
