@@ -809,7 +809,7 @@ mod tests {
             -7.905_311,
             1e30,
         ]);
-        while xs.len() % LANES != 0 {
+        while !xs.len().is_multiple_of(LANES) {
             xs.push(0.5);
         }
         let mut lanes: Vec<V> = xs
