@@ -117,6 +117,11 @@ impl Workspace {
         }
     }
 
+    /// The gradient and loss counts of the last [`Net::shard_step`].
+    pub(crate) fn shard_result(&self) -> (&[f32], BatchStats) {
+        (&self.grad, self.stats)
+    }
+
     /// The logits of the last forward pass of `rows` examples.
     pub(crate) fn logits(&self, rows: usize, classes: usize) -> &[f32] {
         &self.logits[..rows * classes]
@@ -405,7 +410,7 @@ impl Net<'_> {
     }
 
     /// Forward, loss and backward of one shard; `scale` is 1 / (examples in the whole batch).
-    fn shard_step(&self, x: &[f32], y: &[u32], scale: f32, ws: &mut Workspace) {
+    pub(crate) fn shard_step(&self, x: &[f32], y: &[u32], scale: f32, ws: &mut Workspace) {
         let rows = y.len();
         ws.grad.fill(0.0);
         self.forward(x, rows, ws);

@@ -26,6 +26,7 @@ mod constrain;
 mod cpu;
 mod data;
 mod flow;
+mod fused;
 pub mod lm;
 mod params;
 mod tensor;
@@ -45,4 +46,5 @@ pub use analysis::{
 pub use config::{Activation, FlowConfig, Form, Integrator, TrainConfig, Weights};
 pub use data::Dataset;
 pub use flow::{Evaluation, Flow};
+pub use fused::{FUSIBLE_TRAIN_FIELDS, train_flow_group};
 pub use train::{Accuracy, train_flow, train_flow_on, train_flow_with};

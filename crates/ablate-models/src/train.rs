@@ -47,13 +47,39 @@ pub(crate) struct Minibatch {
 
 /// The data of an epoch-based run: a fresh seeded shuffle of `data` at each epoch, cut into
 /// batches of `batch` (the last one smaller), gathered into one reused buffer.
-struct Shuffled<'a> {
+pub(crate) struct Shuffled<'a> {
     data: &'a Dataset,
     batch: usize,
     per_epoch: usize,
     order: Vec<usize>,
     rng: SplitMix64,
     out: Minibatch,
+}
+
+impl<'a> Shuffled<'a> {
+    /// The batches `train` draws from `data`: its own shuffle stream of `train.seed`.
+    pub(crate) fn new(data: &'a Dataset, train: &TrainConfig) -> Self {
+        let n = data.len();
+        Shuffled {
+            data,
+            batch: train.batch,
+            per_epoch: n.div_ceil(train.batch),
+            order: (0..n).collect(),
+            rng: SplitMix64::new(train.seed, STREAM_SHUFFLE),
+            out: Minibatch {
+                x: Vec::with_capacity(train.batch.min(n) * data.dim),
+                y: Vec::with_capacity(train.batch.min(n)),
+            },
+        }
+    }
+}
+
+/// The step plan of training on `data` with `train`: epochs of `⌈n / batch⌉` batches.
+pub(crate) fn plan(data: &Dataset, train: &TrainConfig) -> Plan {
+    Plan::Epochs {
+        epochs: train.epochs,
+        per_epoch: data.len().div_ceil(train.batch),
+    }
 }
 
 impl Batches<Minibatch> for Shuffled<'_> {
@@ -132,7 +158,11 @@ pub fn train_flow_on<D: Device<f32>>(
     run(cfg, train, data, &layout, &mut trainer, observer)
 }
 
-fn check(cfg: &FlowConfig, train: &TrainConfig, data: &Dataset) -> Result<Layout, NnError> {
+pub(crate) fn check(
+    cfg: &FlowConfig,
+    train: &TrainConfig,
+    data: &Dataset,
+) -> Result<Layout, NnError> {
     cfg.validate()?;
     train.validate()?;
     data.validate_for(cfg)?;
@@ -145,18 +175,27 @@ fn check(cfg: &FlowConfig, train: &TrainConfig, data: &Dataset) -> Result<Layout
 /// The flows' optimizer: Adam (β 0.9, 0.999, ε 1e-8) at a constant learning rate, no
 /// clipping, and the weight decay after each update (then the model's Lipschitz projection).
 pub(crate) fn optimizer(layout: &Layout, train: &TrainConfig) -> AdamW {
+    group_optimizer(layout, &[train])
+}
+
+/// [`optimizer`] with one replica per member of a fused group, each with its own learning
+/// rate and weight decay.
+pub(crate) fn group_optimizer(layout: &Layout, members: &[&TrainConfig]) -> AdamW {
     let adam = AdamConfig {
         beta1: 0.9,
         beta2: 0.999,
         eps: 1e-8,
         decay_at: DecayAt::AfterUpdate,
     };
-    let hyper = Hyper {
-        schedule: Schedule::Constant(train.lr),
-        weight_decay: train.weight_decay,
-        clip: f32::INFINITY,
-    };
-    AdamW::new(adam, &layout.store, vec![hyper])
+    let hypers = members
+        .iter()
+        .map(|train| Hyper {
+            schedule: Schedule::Constant(train.lr),
+            weight_decay: train.weight_decay,
+            clip: f32::INFINITY,
+        })
+        .collect();
+    AdamW::new(adam, &layout.store, hypers)
 }
 
 fn run(
@@ -167,23 +206,8 @@ fn run(
     model: &mut dyn Model<Batch = Minibatch, Stats = Accuracy>,
     observer: &mut dyn Observer<Accuracy>,
 ) -> Result<Flow, NnError> {
-    let n = data.len();
-    let per_epoch = n.div_ceil(train.batch);
-    let mut batches = Shuffled {
-        data,
-        batch: train.batch,
-        per_epoch,
-        order: (0..n).collect(),
-        rng: SplitMix64::new(train.seed, STREAM_SHUFFLE),
-        out: Minibatch {
-            x: Vec::with_capacity(train.batch.min(n) * data.dim),
-            y: Vec::with_capacity(train.batch.min(n)),
-        },
-    };
-    let plan = Plan::Epochs {
-        epochs: train.epochs,
-        per_epoch,
-    };
+    let mut batches = Shuffled::new(data, train);
+    let plan = plan(data, train);
     let mut opt = optimizer(layout, train);
     ablate_nn::train(model, &mut opt, plan, &mut batches, observer)?;
     Flow::from_parts(cfg.clone(), layout.clone(), model.params()?)

@@ -5,8 +5,8 @@ use std::ops::ControlFlow;
 
 use ablate_cache::{EntryStatus, Metric};
 use ablate_models::{
-    Accuracy, Activation, EpochLog, ExecOptions, Flow, FlowConfig, Form, Integrator, NnError,
-    Observer, TrainConfig, Weights,
+    Accuracy, Activation, Backend, EpochLog, ExecOptions, Flow, FlowConfig, Form, Integrator,
+    NnError, Observer, TrainConfig, Weights,
 };
 use ablate_results::{Column, ColumnData, Table};
 use ablate_run::{OpContext, OpError, OpOutput};
@@ -174,28 +174,7 @@ impl Op for TrainFlow {
     }
 
     fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
-        let p: TrainParams = typed("train.flow", ctx.job.params())?;
-        let data = read_dataset(&artifact(ctx, "train.parquet")?, None)?;
-        let config = FlowConfig {
-            in_dim: data.dim,
-            classes: data.classes,
-            dim: p.dim,
-            hidden: p.hidden,
-            steps: p.steps,
-            h: p.h.unwrap_or(1.0 / p.steps as f64) as f32,
-            weights: p.weights,
-            form: p.form,
-            integrator: p.integrator,
-            activation: p.activation,
-        };
-        let train = TrainConfig {
-            epochs: p.epochs,
-            batch: p.batch,
-            lr: p.lr as f32,
-            seed: p.seed,
-            weight_decay: p.weight_decay as f32,
-            lipschitz: p.lipschitz.map(|l| l as f32),
-        };
+        let job = prepare(ctx)?;
         let mut observer = EpochObserver {
             ctx,
             history: Vec::new(),
@@ -204,71 +183,220 @@ impl Op for TrainFlow {
         // stay out of the key.
         let exec = ExecOptions {
             threads: ctx.threads(),
-            backend: backend(ctx)?,
+            backend: job.backend,
         };
-        // A divergence is a result the executor keeps or fails by the stage's `diverged:`:
-        // the epochs before it are logged, and there is no model to save.
-        let (flow, status) =
-            match ablate_models::train_flow_with(&config, &train, &data, &exec, &mut observer) {
-                Ok(flow) => (Some(flow), EntryStatus::Done),
-                Err(NnError::NonFinite {
-                    epoch,
-                    loss,
-                    grad_norm,
-                    ..
-                }) => {
-                    let status = if loss.is_finite() {
-                        EntryStatus::diverged("grad_norm", Some(epoch as u64), f64::from(grad_norm))
-                    } else {
-                        EntryStatus::diverged("loss", Some(epoch as u64), f64::from(loss))
-                    };
-                    (None, status)
-                }
-                Err(e) => return Err(model_error(e)),
-            };
-        if let Some(flow) = &flow {
-            flow.save(&ctx.out_dir().join("model.safetensors"))
-                .map_err(model_error)?;
-        }
-
-        let h = &observer.history;
-        let table = Table {
-            columns: vec![
-                Column {
-                    name: "epoch".into(),
-                    data: ColumnData::Int(h.iter().map(|r| Some(r.0 as i64)).collect()),
-                },
-                Column {
-                    name: "loss".into(),
-                    data: ColumnData::Float(h.iter().map(|r| Some(r.1)).collect()),
-                },
-                Column {
-                    name: "acc".into(),
-                    data: ColumnData::Float(h.iter().map(|r| Some(r.2)).collect()),
-                },
-            ],
-        };
-        ablate_results::write_table(&ctx.out_dir().join("history.parquet"), &table)
-            .map_err(|e| OpError::with("failed to write the training history", e))?;
-
-        let mut metrics = Vec::with_capacity(2 * h.len() + 3);
-        for &(epoch, loss, acc) in h {
-            metrics.push(Metric::at_step("loss", epoch, loss));
-            metrics.push(Metric::at_step("acc", epoch, acc));
-        }
-        if let Some(flow) = &flow {
-            if let Some(&(_, loss, acc)) = h.last() {
-                metrics.push(Metric::new("train_loss", loss));
-                metrics.push(Metric::new("train_acc", acc));
-            }
-            metrics.push(Metric::new("params", flow.num_params() as f64));
-        }
-        Ok(OpOutput {
-            metrics,
-            publish: Vec::new(),
-            status,
-        })
+        let result = ablate_models::train_flow_with(
+            &job.config,
+            &job.train,
+            &job.data,
+            &exec,
+            &mut observer,
+        );
+        finish(ctx, result, &observer.history)
     }
+}
+
+/// The params of `train.flow` that members of one fused group may differ in (what
+/// [`run_group`] trains together); every other param, and the shape of the data, must agree.
+pub const FUSIBLE: &[&str] = &["lr", "seed", "weight_decay", "lipschitz"];
+
+/// What one `train.flow` instance trains: read from its params and input as [`TrainFlow::run`]
+/// reads them.
+struct Prepared {
+    config: FlowConfig,
+    train: TrainConfig,
+    data: ablate_models::Dataset,
+    backend: Backend,
+}
+
+impl Prepared {
+    /// Whether `self` and `other` can train in one group: the same model, step schedule,
+    /// data shape and device (they may differ in [`FUSIBLE`] params only).
+    fn fuses_with(&self, other: &Prepared) -> bool {
+        self.config == other.config
+            && self.train.epochs == other.train.epochs
+            && self.train.batch == other.train.batch
+            && self.data.len() == other.data.len()
+            && self.backend == other.backend
+    }
+}
+
+fn prepare(ctx: &OpContext<'_>) -> Result<Prepared, OpError> {
+    let p: TrainParams = typed("train.flow", ctx.job.params())?;
+    let data = read_dataset(&artifact(ctx, "train.parquet")?, None)?;
+    let config = FlowConfig {
+        in_dim: data.dim,
+        classes: data.classes,
+        dim: p.dim,
+        hidden: p.hidden,
+        steps: p.steps,
+        h: p.h.unwrap_or(1.0 / p.steps as f64) as f32,
+        weights: p.weights,
+        form: p.form,
+        integrator: p.integrator,
+        activation: p.activation,
+    };
+    let train = TrainConfig {
+        epochs: p.epochs,
+        batch: p.batch,
+        lr: p.lr as f32,
+        seed: p.seed,
+        weight_decay: p.weight_decay as f32,
+        lipschitz: p.lipschitz.map(|l| l as f32),
+    };
+    Ok(Prepared {
+        config,
+        train,
+        data,
+        backend: backend(ctx)?,
+    })
+}
+
+/// Writes what a training run left — the model (unless it diverged), the history, the metrics
+/// and status — through `ctx`.
+fn finish(
+    ctx: &OpContext<'_>,
+    result: Result<Flow, NnError>,
+    h: &[(u64, f64, f64)],
+) -> Result<OpOutput, OpError> {
+    // A divergence is a result the executor keeps or fails by the stage's `diverged:`:
+    // the epochs before it are logged, and there is no model to save.
+    let (flow, status) = match result {
+        Ok(flow) => (Some(flow), EntryStatus::Done),
+        Err(NnError::NonFinite {
+            epoch,
+            loss,
+            grad_norm,
+            ..
+        }) => {
+            let status = if loss.is_finite() {
+                EntryStatus::diverged("grad_norm", Some(epoch as u64), f64::from(grad_norm))
+            } else {
+                EntryStatus::diverged("loss", Some(epoch as u64), f64::from(loss))
+            };
+            (None, status)
+        }
+        Err(e) => return Err(model_error(e)),
+    };
+    if let Some(flow) = &flow {
+        flow.save(&ctx.out_dir().join("model.safetensors"))
+            .map_err(model_error)?;
+    }
+
+    let table = Table {
+        columns: vec![
+            Column {
+                name: "epoch".into(),
+                data: ColumnData::Int(h.iter().map(|r| Some(r.0 as i64)).collect()),
+            },
+            Column {
+                name: "loss".into(),
+                data: ColumnData::Float(h.iter().map(|r| Some(r.1)).collect()),
+            },
+            Column {
+                name: "acc".into(),
+                data: ColumnData::Float(h.iter().map(|r| Some(r.2)).collect()),
+            },
+        ],
+    };
+    ablate_results::write_table(&ctx.out_dir().join("history.parquet"), &table)
+        .map_err(|e| OpError::with("failed to write the training history", e))?;
+
+    let mut metrics = Vec::with_capacity(2 * h.len() + 3);
+    for &(epoch, loss, acc) in h {
+        metrics.push(Metric::at_step("loss", epoch, loss));
+        metrics.push(Metric::at_step("acc", epoch, acc));
+    }
+    if let Some(flow) = &flow {
+        if let Some(&(_, loss, acc)) = h.last() {
+            metrics.push(Metric::new("train_loss", loss));
+            metrics.push(Metric::new("train_acc", acc));
+        }
+        metrics.push(Metric::new("params", flow.num_params() as f64));
+    }
+    Ok(OpOutput {
+        metrics,
+        publish: Vec::new(),
+        status,
+    })
+}
+
+/// Runs the `train.flow` instances `ctxs` (one result per context, in order), training those
+/// that differ only in [`FUSIBLE`] params as one fused group
+/// ([`ablate_models::train_flow_group`]): each member reads its params and data set, reports
+/// progress, is cancelled and writes its outputs through its own context, exactly as
+/// [`TrainFlow::run`] would — so its cache entry is the one an unfused run makes. A sub-group
+/// of one takes the ordinary path.
+pub fn run_group(ctxs: &[OpContext<'_>]) -> Vec<Result<OpOutput, OpError>> {
+    let mut out: Vec<Option<Result<OpOutput, OpError>>> = ctxs.iter().map(|_| None).collect();
+    let mut prepared: Vec<Option<Prepared>> = Vec::with_capacity(ctxs.len());
+    for (i, ctx) in ctxs.iter().enumerate() {
+        match prepare(ctx) {
+            Ok(p) => prepared.push(Some(p)),
+            Err(e) => {
+                out[i] = Some(Err(e));
+                prepared.push(None);
+            }
+        }
+    }
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (i, p) in prepared.iter().enumerate() {
+        let Some(p) = p else { continue };
+        match groups
+            .iter_mut()
+            .find(|g| prepared[g[0]].as_ref().is_some_and(|q| q.fuses_with(p)))
+        {
+            Some(g) => g.push(i),
+            None => groups.push(vec![i]),
+        }
+    }
+    for group in groups {
+        if let [i] = group[..] {
+            out[i] = Some(TrainFlow::new().run(&ctxs[i]));
+            continue;
+        }
+        let members: Vec<&Prepared> = group
+            .iter()
+            .map(|&i| prepared[i].as_ref().expect("grouped members are prepared"))
+            .collect();
+        let trains: Vec<TrainConfig> = members.iter().map(|p| p.train.clone()).collect();
+        let data: Vec<&ablate_models::Dataset> = members.iter().map(|p| &p.data).collect();
+        let mut observers: Vec<EpochObserver<'_, '_>> = group
+            .iter()
+            .map(|&i| EpochObserver {
+                ctx: &ctxs[i],
+                history: Vec::new(),
+            })
+            .collect();
+        let mut obs: Vec<&mut dyn Observer<Accuracy>> = observers
+            .iter_mut()
+            .map(|o| o as &mut dyn Observer<Accuracy>)
+            .collect();
+        // The group's threads: the most any member was given (the result does not depend on it).
+        let exec = ExecOptions {
+            threads: group.iter().map(|&i| ctxs[i].threads()).max().unwrap_or(1),
+            backend: members[0].backend,
+        };
+        match ablate_models::train_flow_group(&members[0].config, &trains, &data, &exec, &mut obs) {
+            Ok(results) => {
+                for ((&i, result), o) in group.iter().zip(results).zip(&observers) {
+                    out[i] = Some(finish(&ctxs[i], result, &o.history));
+                }
+            }
+            Err(e) => {
+                let msg = format!(
+                    "the fused training of {} instances failed: {e}",
+                    group.len()
+                );
+                for &i in &group {
+                    out[i] = Some(Err(OpError::msg(msg.clone())));
+                }
+            }
+        }
+    }
+    out.into_iter()
+        .map(|r| r.expect("every instance has a result"))
+        .collect()
 }
 
 pub(crate) struct EvalFlow {
@@ -364,5 +492,194 @@ impl Op for EvalFlow {
             publish: Vec::new(),
             ..OpOutput::default()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use ablate_cache::{HASH_SCHEME, InstanceKey, KeyInput, Manifest, Origin, Store};
+    use ablate_run::{CancelToken, JobInput, Progress};
+    use ablate_spec::Params;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::registry::Op;
+
+    /// Commits a data entry `n` holding a `train.parquet` of 60 points (its own draw).
+    fn data_entry(store: &Store, n: u64) -> InstanceKey {
+        let ki = KeyInput {
+            scheme: HASH_SCHEME,
+            op: "data.synthetic".into(),
+            op_version: 1,
+            params: BTreeMap::from([("n".to_owned(), json!(n))]),
+            inputs: Vec::new(),
+            deps: Vec::new(),
+        };
+        let key = ki.key();
+        let tmp = store.begin(&key).unwrap();
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64 ^ n;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        };
+        let x: Vec<f64> = (0..120).map(|_| next()).collect();
+        let labels: Vec<u32> = x.chunks(2).map(|p| u32::from(p[0] * p[1] > 0.0)).collect();
+        crate::support::write_dataset(&tmp.dir().join("train.parquet"), 2, &x, &labels).unwrap();
+        tmp.commit(Manifest {
+            format: 0,
+            key,
+            input: ki,
+            origin: Origin {
+                pipeline: "p".into(),
+                stage: "data".into(),
+                label: String::new(),
+            },
+            outputs: Vec::new(),
+            metrics: Vec::new(),
+            publish: Vec::new(),
+            started_at_us: 0,
+            seconds: 0.0,
+            device: "cpu".into(),
+            host: "test".into(),
+            ablate_version: "0".into(),
+            status: Default::default(),
+            checksum: None,
+        })
+        .unwrap();
+        key
+    }
+
+    fn train_job(data: InstanceKey, params: Value) -> ablate_run::Job {
+        let mut p: Params = TrainFlow::new()
+            .schema
+            .params
+            .iter()
+            .filter_map(|s| Some((s.name.to_owned(), s.default.clone()?)))
+            .collect();
+        for (k, v) in params.as_object().unwrap() {
+            p.insert(k.clone(), v.clone());
+        }
+        let input = JobInput {
+            stage: "data".into(),
+            id: "data".into(),
+            op: "data.synthetic".into(),
+            key: data,
+            labels: Vec::new(),
+        };
+        crate::testutil::job("train.flow", p, vec![input], "cpu")
+    }
+
+    /// Every file of `dir`, by name.
+    fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_fused_group_writes_each_member_as_its_unfused_run() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(&root.path().join("cache")).unwrap();
+        let (d0, d1) = (data_entry(&store, 0), data_entry(&store, 1));
+        let small = json!({"epochs": 3, "batch": 16, "hidden": 6, "steps": 3});
+        let with = |extra: Value| {
+            let mut v = small.clone();
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            v
+        };
+        let jobs = [
+            train_job(d0, with(json!({"seed": 1, "lr": 0.01}))),
+            train_job(
+                d1,
+                with(json!({"seed": 2, "lr": 0.03, "weight_decay": 0.1})),
+            ),
+            // diverges: kept as a diverged result, alone
+            train_job(d0, with(json!({"seed": 3, "lr": 1e30}))),
+            train_job(d1, with(json!({"seed": 4, "lr": 0.02, "lipschitz": 0.5}))),
+            // another width: a sub-group of its own (the ordinary path)
+            train_job(d0, with(json!({"seed": 5, "hidden": 7}))),
+        ];
+        let cancel = CancelToken::new();
+        let progress = |_: Progress| {};
+        let dirs = |tag: &str| -> Vec<std::path::PathBuf> {
+            (0..jobs.len())
+                .map(|i| {
+                    let d = root.path().join(format!("{tag}{i}"));
+                    std::fs::create_dir_all(&d).unwrap();
+                    d
+                })
+                .collect()
+        };
+        let (alone_dirs, fused_dirs) = (dirs("alone"), dirs("fused"));
+        fn ctx<'a>(
+            job: &'a ablate_run::Job,
+            out: &'a Path,
+            store: &'a Store,
+            root: &'a Path,
+            progress: &'a (dyn Fn(Progress) + Send + Sync),
+            cancel: &'a CancelToken,
+        ) -> OpContext<'a> {
+            OpContext::new(job, out, store, root, 1, progress, cancel)
+        }
+        let alone: Vec<Result<OpOutput, OpError>> = (0..jobs.len())
+            .map(|i| {
+                let c = ctx(
+                    &jobs[i],
+                    &alone_dirs[i],
+                    &store,
+                    root.path(),
+                    &progress,
+                    &cancel,
+                );
+                TrainFlow::new().run(&c)
+            })
+            .collect();
+        let ctxs: Vec<OpContext<'_>> = (0..jobs.len())
+            .map(|i| {
+                ctx(
+                    &jobs[i],
+                    &fused_dirs[i],
+                    &store,
+                    root.path(),
+                    &progress,
+                    &cancel,
+                )
+            })
+            .collect();
+        let fused = run_group(&ctxs);
+        assert_eq!(fused.len(), jobs.len());
+        for (i, (a, f)) in alone.iter().zip(&fused).enumerate() {
+            let (a, f) = (a.as_ref().unwrap(), f.as_ref().unwrap());
+            assert_eq!(
+                format!("{:?}", a.metrics),
+                format!("{:?}", f.metrics),
+                "member {i}"
+            );
+            assert_eq!(
+                format!("{:?}", a.status),
+                format!("{:?}", f.status),
+                "member {i}"
+            );
+            assert_eq!(files(&alone_dirs[i]), files(&fused_dirs[i]), "member {i}");
+        }
+        assert!(matches!(
+            fused[2].as_ref().unwrap().status,
+            EntryStatus::Diverged { .. }
+        ));
+        assert!(files(&fused_dirs[0]).contains_key("model.safetensors"));
     }
 }

@@ -13,6 +13,7 @@ pub fn cpu_seconds() -> Option<f64> {
 }
 
 /// `cpu`, `dfdx` (dfdx's CPU device) or, in a `cuda` build, `cuda` / `cuda:N`.
+#[allow(dead_code)]
 pub fn parse_backend(s: &str) -> Result<ablate_models::Backend, String> {
     use ablate_models::Backend;
     match s {
@@ -37,6 +38,7 @@ pub fn parse_backend(s: &str) -> Result<ablate_models::Backend, String> {
 }
 
 /// The name [`parse_backend`] reads.
+#[allow(dead_code)]
 pub fn backend_name(b: ablate_models::Backend) -> String {
     use ablate_models::Backend;
     match b {
