@@ -173,6 +173,14 @@ impl Op for TrainFlow {
         &self.schema
     }
 
+    fn fusible(&self) -> &'static [&'static str] {
+        FUSIBLE
+    }
+
+    fn run_group(&self, ctxs: &[OpContext<'_>]) -> Vec<Result<OpOutput, OpError>> {
+        run_group(ctxs)
+    }
+
     fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
         let job = prepare(ctx)?;
         let mut observer = EpochObserver {

@@ -29,6 +29,5 @@ mod testutil;
 /// How many GPUs the CUDA driver sees, or why it sees none.
 #[cfg(feature = "cuda")]
 pub use ablate_models::cuda_devices;
-pub use flow::{FUSIBLE as TRAIN_FLOW_FUSIBLE, run_group as train_flow_run_group};
 pub use plot::caption_figure;
 pub use registry::{InstanceProblem, Planned, Registry};
