@@ -3371,8 +3371,9 @@ fn slurm_sweep_gives_the_keys_and_metrics_of_a_local_run() {
     assert_contains_all(
         &plan.stdout,
         &[
-            "slurm: 4 job array(s), 42 task(s)",
-            "--job-name=ablate.slurm-same.flow --array=0-19",
+            // The 20 flows are 4 fused groups of 5 seeds: one task each.
+            "slurm: 4 job array(s), 26 task(s)",
+            "--job-name=ablate.slurm-same.flow --array=0-3",
             "after points",
         ],
     );
@@ -3406,7 +3407,7 @@ fn slurm_sweep_gives_the_keys_and_metrics_of_a_local_run() {
         .collect();
     assert_eq!(flow_arrays.len(), 1, "{flow_arrays:?}");
     assert!(arrays.len() < 42, "{} arrays for 42 tasks", arrays.len());
-    assert_eq!(task_logs(&on_slurm).len(), 42);
+    assert_eq!(task_logs(&on_slurm).len(), 26);
 
     let a = read_parquet(&local.results().join("slurm-same/runs.parquet"));
     let b = read_parquet(&on_slurm.results().join("slurm-same/runs.parquet"));
@@ -3418,6 +3419,16 @@ fn slurm_sweep_gives_the_keys_and_metrics_of_a_local_run() {
         .collect();
     assert!(differ.is_empty(), "local vs slurm: {differ:?}");
     assert_eq!(a.len(), b.len());
+    // Fusion is how an instance is computed, not what: unfused, every metric is the same.
+    let unfused = Sandbox::new();
+    unfused.write("p.yaml", &text);
+    unfused
+        .ablate(&["run", "p.yaml", "--json", "--set", "flow.fuse=off"])
+        .code(EXIT_OK);
+    let c = metric_values(&read_parquet(
+        &unfused.results().join("slurm-same/runs.parquet"),
+    ));
+    assert_eq!(a, c, "fused vs `fuse: off`");
     assert_eq!(
         std::fs::read_to_string(local.results().join("slurm-same/acc.md")).unwrap(),
         std::fs::read_to_string(on_slurm.results().join("slurm-same/acc.md")).unwrap()
