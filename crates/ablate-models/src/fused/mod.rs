@@ -13,11 +13,12 @@
 //! (or members) are split across the group's threads, so the result never depends on the
 //! thread count.
 //!
-//! On the dfdx backends (`Backend::Dfdx`, CUDA) the members are trained one after the other by
-//! the tensor path (no batched tensor model yet).
+//! On the dfdx backends (`Backend::Dfdx`, CUDA) the members run as one tensor computation with
+//! a leading member axis ([`tensor`]), equal to each member's unfused tensor run within rounding.
 
 mod lanes;
 mod net;
+mod tensor;
 #[cfg(test)]
 mod tests;
 
@@ -29,7 +30,7 @@ use crate::cpu::{BatchStats, Net, Workspace, shards};
 use crate::params::Layout;
 use crate::pool::{self, Pool};
 use crate::train::{Accuracy, Minibatch, Shuffled, check, group_optimizer, plan};
-use crate::{Dataset, ExecOptions, Flow, FlowConfig, NnError, TrainConfig, train_flow_on};
+use crate::{Dataset, ExecOptions, Flow, FlowConfig, NnError, TrainConfig};
 use lanes::{LANES, V, ZERO};
 use net::{BlockNet, BlockWs};
 
@@ -122,15 +123,15 @@ pub fn train_flow_group(
             }
         }
         Kind::Dfdx(dev) => {
-            for &m in &ok {
-                let r = catching(|| train_flow_on(&dev, cfg, &members[m], data[m], observers[m]));
+            let done = catching(|| tensor::train(&dev, cfg, members, data, &ok, observers))?;
+            for (&m, r) in ok.iter().zip(done) {
                 out[m] = Some(r);
             }
         }
         #[cfg(feature = "cuda")]
         Kind::Cuda { dev, .. } => {
-            for &m in &ok {
-                let r = catching(|| train_flow_on(&dev, cfg, &members[m], data[m], observers[m]));
+            let done = catching(|| tensor::train(&dev, cfg, members, data, &ok, observers))?;
+            for (&m, r) in ok.iter().zip(done) {
                 out[m] = Some(r);
             }
         }
