@@ -821,52 +821,15 @@ fn field_forward_imp<I: Isa, const D: usize>(
     if let Init::From(src) = init {
         assert!(src.len() >= rows * D);
     }
-    let one = isa.splat(1.0);
-    let zero = isa.splat(0.0);
-    let fused_h = hid / GEMM_TILE * GEMM_TILE;
     let acc = &mut acc[..rows * D];
     acc.fill(ZERO);
-    for h in 0..hid {
-        let bias = isa.mul(one, isa.load(&b1[h]));
-        let wh: [I::R; D] = std::array::from_fn(|k| isa.load(&w1[h * D + k]));
-        let v2: [I::R; D] = std::array::from_fn(|i| isa.load(&w2[i * hid + h]));
-        let ah = &mut a[h * rows..(h + 1) * rows];
-        for (av, (ur, cr)) in ah
-            .iter_mut()
-            .zip(u.chunks_exact(D).zip(acc.chunks_exact_mut(D)))
-        {
-            let ur: [I::R; D] = std::array::from_fn(|k| isa.load(&ur[k]));
-            let z = if D <= 2 {
-                // gevv: W1ₕₖ·(1·uᵣₖ), summed onto the bias
-                let t0 = isa.mul(wh[0], isa.mul(one, ur[0]));
-                let s = isa.add(t0, bias);
-                if D == 2 {
-                    isa.add(isa.mul(wh[1], isa.mul(one, ur[1])), s)
-                } else {
-                    s
-                }
-            } else {
-                let mut s = zero;
-                for k in 0..D {
-                    s = isa.fma(ur[k], wh[k], s);
-                }
-                if h < fused_h {
-                    isa.fma(one, s, bias)
-                } else {
-                    isa.add(bias, isa.mul(one, s))
-                }
-            };
-            let z = if tanh {
-                tanh_v(isa, z)
-            } else {
-                isa.where_positive(z, z)
-            };
-            isa.store(av, z);
-            for i in 0..D {
-                let c = isa.fma(z, v2[i], isa.load(&cr[i]));
-                isa.store(&mut cr[i], c);
-            }
-        }
+    let mut h = 0;
+    while h + 2 <= hid {
+        forward_units::<I, D, 2>(isa, a, u, rows, [w1, b1, w2], h, tanh, acc);
+        h += 2;
+    }
+    if h < hid {
+        forward_units::<I, D, 1>(isa, a, u, rows, [w1, b1, w2], h, tanh, acc);
     }
     let s_v = isa.splat(scale);
     let fused_d = D / GEMM_TILE * GEMM_TILE;
@@ -886,6 +849,76 @@ fn field_forward_imp<I: Isa, const D: usize>(
                 isa.add(t, isa.mul(s_v, c))
             };
             isa.store(o, res);
+        }
+    }
+}
+
+/// Hidden units `h0..h0 + HB` of [`field_forward_imp`] in one pass over the rows (`HB`
+/// units share each row's loads and accumulator update): their activations, and their W2
+/// terms added to `acc` in unit order.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn forward_units<I: Isa, const D: usize, const HB: usize>(
+    isa: I,
+    a: &mut [V],
+    u: &[V],
+    rows: usize,
+    w: [&[V]; 3],
+    h0: usize,
+    tanh: bool,
+    acc: &mut [V],
+) {
+    let [w1, b1, w2] = w;
+    let hid = b1.len();
+    let one = isa.splat(1.0);
+    let zero = isa.splat(0.0);
+    let fused_h = hid / GEMM_TILE * GEMM_TILE;
+    let bias: [I::R; HB] = std::array::from_fn(|j| isa.mul(one, isa.load(&b1[h0 + j])));
+    let wh: [[I::R; D]; HB] =
+        std::array::from_fn(|j| std::array::from_fn(|k| isa.load(&w1[(h0 + j) * D + k])));
+    let v2: [[I::R; D]; HB] =
+        std::array::from_fn(|j| std::array::from_fn(|i| isa.load(&w2[i * hid + h0 + j])));
+    let a = &mut a[h0 * rows..(h0 + HB) * rows];
+    for (r, (ur, cr)) in u
+        .chunks_exact(D)
+        .zip(acc[..rows * D].chunks_exact_mut(D))
+        .enumerate()
+    {
+        let ur: [I::R; D] = std::array::from_fn(|k| isa.load(&ur[k]));
+        let mut c: [I::R; D] = std::array::from_fn(|i| isa.load(&cr[i]));
+        for j in 0..HB {
+            let z = if D <= 2 {
+                // gevv: W1ₕₖ·(1·uᵣₖ), summed onto the bias
+                let t0 = isa.mul(wh[j][0], isa.mul(one, ur[0]));
+                let s = isa.add(t0, bias[j]);
+                if D == 2 {
+                    isa.add(isa.mul(wh[j][1], isa.mul(one, ur[1])), s)
+                } else {
+                    s
+                }
+            } else {
+                let mut s = zero;
+                for k in 0..D {
+                    s = isa.fma(ur[k], wh[j][k], s);
+                }
+                if h0 + j < fused_h {
+                    isa.fma(one, s, bias[j])
+                } else {
+                    isa.add(bias[j], isa.mul(one, s))
+                }
+            };
+            let z = if tanh {
+                tanh_v(isa, z)
+            } else {
+                isa.where_positive(z, z)
+            };
+            isa.store(&mut a[j * rows + r], z);
+            for i in 0..D {
+                c[i] = isa.fma(z, v2[j][i], c[i]);
+            }
+        }
+        for i in 0..D {
+            isa.store(&mut cr[i], c[i]);
         }
     }
 }
@@ -945,7 +978,6 @@ fn field_backward_imp<I: Isa, const D: usize>(
     let beta = isa.splat(scale);
     let one = isa.splat(1.0);
     let zero = isa.splat(0.0);
-    let fused_h = hid / GEMM_TILE * GEMM_TILE;
     let fused_d = D / GEMM_TILE * GEMM_TILE;
     let acc = &mut acc[..rows * D];
     acc.fill(ZERO);
@@ -962,68 +994,16 @@ fn field_backward_imp<I: Isa, const D: usize>(
             }
             isa.store(gb, isa.add(isa.load(gb), isa.mul(beta, s)));
         }
-        for h in 0..hid {
-            let v2: [I::R; D] = std::array::from_fn(|i| isa.load(&w2[i * hid + h]));
-            let wh: [I::R; D] = std::array::from_fn(|k| isa.load(&w1[h * D + k]));
-            let mut cw2 = [zero; D];
-            let mut cw1 = [zero; D];
-            let mut bg = isa.load(&g_b1[h]);
-            let ah = &a[h * rows..(h + 1) * rows];
-            for ((av, gr), (ur, cr)) in ah
-                .iter()
-                .zip(gout.chunks_exact(D))
-                .zip(u.chunks_exact(D).zip(acc.chunks_exact_mut(D)))
-            {
-                let av = isa.load(av);
-                let gr: [I::R; D] = std::array::from_fn(|i| isa.load(&gr[i]));
-                for i in 0..D {
-                    cw2[i] = isa.fma(gr[i], av, cw2[i]);
-                }
-                let g = if D <= 2 {
-                    let t0 = isa.mul(v2[0], isa.mul(beta, gr[0]));
-                    if D == 2 {
-                        isa.add(isa.mul(v2[1], isa.mul(beta, gr[1])), t0)
-                    } else {
-                        t0
-                    }
-                } else {
-                    let mut s = zero;
-                    for k in 0..D {
-                        s = isa.fma(gr[k], v2[k], s);
-                    }
-                    isa.mul(beta, s)
-                };
-                let g = if tanh {
-                    isa.mul(g, isa.sub(one, isa.mul(av, av)))
-                } else {
-                    isa.where_positive(g, av)
-                };
-                bg = isa.add(bg, g);
-                for k in 0..D {
-                    cw1[k] = isa.fma(g, isa.load(&ur[k]), cw1[k]);
-                    let c = isa.fma(g, wh[k], isa.load(&cr[k]));
-                    isa.store(&mut cr[k], c);
-                }
-            }
-            isa.store(&mut g_b1[h], bg);
-            for (i, c) in cw2.iter().enumerate() {
-                let d = &mut g_w2[i * hid + h];
-                let r = if h < fused_h {
-                    isa.fma(beta, *c, isa.load(d))
-                } else {
-                    isa.add(isa.load(d), isa.mul(beta, *c))
-                };
-                isa.store(d, r);
-            }
-            for (k, c) in cw1.iter().enumerate() {
-                let d = &mut g_w1[h * D + k];
-                let r = if k < fused_d {
-                    isa.fma(one, *c, isa.load(d))
-                } else {
-                    isa.add(isa.load(d), isa.mul(one, *c))
-                };
-                isa.store(d, r);
-            }
+        let w = [w1, w2];
+        let mut h = 0;
+        while h + 2 <= hid {
+            let g = [&mut *g_w1, &mut *g_b1, &mut *g_w2];
+            backward_units::<I, D, 2>(isa, u, a, gout, rows, w, scale, tanh, g, h, acc);
+            h += 2;
+        }
+        if h < hid {
+            let g = [&mut *g_w1, &mut *g_b1, &mut *g_w2];
+            backward_units::<I, D, 1>(isa, u, a, gout, rows, w, scale, tanh, g, h, acc);
         }
     }
     let (dst, add) = match io {
@@ -1040,6 +1020,107 @@ fn field_backward_imp<I: Isa, const D: usize>(
                 isa.fma(one, c, isa.load(d))
             } else {
                 isa.add(isa.load(d), isa.mul(one, c))
+            };
+            isa.store(d, r);
+        }
+    }
+}
+
+/// Hidden units `h0..h0 + HB` of [`field_backward_imp`] in one pass over the rows (`HB`
+/// units share each row's loads and accumulator update): their ∂W2 columns, ∂b1 and ∂W1
+/// rows, and their input-gradient terms added to `acc` in unit order.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn backward_units<I: Isa, const D: usize, const HB: usize>(
+    isa: I,
+    u: &[V],
+    a: &[V],
+    gout: &[V],
+    rows: usize,
+    w: [&[V]; 2],
+    scale: f32,
+    tanh: bool,
+    grad: [&mut [V]; 3],
+    h0: usize,
+    acc: &mut [V],
+) {
+    let [w1, w2] = w;
+    let [g_w1, g_b1, g_w2] = grad;
+    let hid = g_b1.len();
+    let beta = isa.splat(scale);
+    let one = isa.splat(1.0);
+    let zero = isa.splat(0.0);
+    let fused_h = hid / GEMM_TILE * GEMM_TILE;
+    let fused_d = D / GEMM_TILE * GEMM_TILE;
+    let v2: [[I::R; D]; HB] =
+        std::array::from_fn(|j| std::array::from_fn(|i| isa.load(&w2[i * hid + h0 + j])));
+    let wh: [[I::R; D]; HB] =
+        std::array::from_fn(|j| std::array::from_fn(|k| isa.load(&w1[(h0 + j) * D + k])));
+    let mut cw2 = [[zero; D]; HB];
+    let mut cw1 = [[zero; D]; HB];
+    let mut bg: [I::R; HB] = std::array::from_fn(|j| isa.load(&g_b1[h0 + j]));
+    let a = &a[h0 * rows..(h0 + HB) * rows];
+    for (r, ((gr, ur), cr)) in gout[..rows * D]
+        .chunks_exact(D)
+        .zip(u.chunks_exact(D))
+        .zip(acc[..rows * D].chunks_exact_mut(D))
+        .enumerate()
+    {
+        let gr: [I::R; D] = std::array::from_fn(|i| isa.load(&gr[i]));
+        let ur: [I::R; D] = std::array::from_fn(|k| isa.load(&ur[k]));
+        let mut c: [I::R; D] = std::array::from_fn(|k| isa.load(&cr[k]));
+        for j in 0..HB {
+            let av = isa.load(&a[j * rows + r]);
+            for i in 0..D {
+                cw2[j][i] = isa.fma(gr[i], av, cw2[j][i]);
+            }
+            let g = if D <= 2 {
+                let t0 = isa.mul(v2[j][0], isa.mul(beta, gr[0]));
+                if D == 2 {
+                    isa.add(isa.mul(v2[j][1], isa.mul(beta, gr[1])), t0)
+                } else {
+                    t0
+                }
+            } else {
+                let mut s = zero;
+                for k in 0..D {
+                    s = isa.fma(gr[k], v2[j][k], s);
+                }
+                isa.mul(beta, s)
+            };
+            let g = if tanh {
+                isa.mul(g, isa.sub(one, isa.mul(av, av)))
+            } else {
+                isa.where_positive(g, av)
+            };
+            bg[j] = isa.add(bg[j], g);
+            for k in 0..D {
+                cw1[j][k] = isa.fma(g, ur[k], cw1[j][k]);
+                c[k] = isa.fma(g, wh[j][k], c[k]);
+            }
+        }
+        for k in 0..D {
+            isa.store(&mut cr[k], c[k]);
+        }
+    }
+    for j in 0..HB {
+        let h = h0 + j;
+        isa.store(&mut g_b1[h], bg[j]);
+        for (i, c) in cw2[j].iter().enumerate() {
+            let d = &mut g_w2[i * hid + h];
+            let r = if h < fused_h {
+                isa.fma(beta, *c, isa.load(d))
+            } else {
+                isa.add(isa.load(d), isa.mul(beta, *c))
+            };
+            isa.store(d, r);
+        }
+        for (k, c) in cw1[j].iter().enumerate() {
+            let d = &mut g_w1[h * D + k];
+            let r = if k < fused_d {
+                isa.fma(one, *c, isa.load(d))
+            } else {
+                isa.add(isa.load(d), isa.mul(one, *c))
             };
             isa.store(d, r);
         }
