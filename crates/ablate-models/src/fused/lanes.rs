@@ -885,14 +885,16 @@ fn forward_units<I: Isa, const D: usize, const HB: usize>(
         .enumerate()
     {
         let ur: [I::R; D] = std::array::from_fn(|k| isa.load(&ur[k]));
+        // gevv's `1·uᵣₖ`, the same for every hidden unit: once per row.
+        let u1: [I::R; D] = std::array::from_fn(|k| isa.mul(one, ur[k]));
         let mut c: [I::R; D] = std::array::from_fn(|i| isa.load(&cr[i]));
         for j in 0..HB {
             let z = if D <= 2 {
                 // gevv: W1ₕₖ·(1·uᵣₖ), summed onto the bias
-                let t0 = isa.mul(wh[j][0], isa.mul(one, ur[0]));
+                let t0 = isa.mul(wh[j][0], u1[0]);
                 let s = isa.add(t0, bias[j]);
                 if D == 2 {
-                    isa.add(isa.mul(wh[j][1], isa.mul(one, ur[1])), s)
+                    isa.add(isa.mul(wh[j][1], u1[1]), s)
                 } else {
                     s
                 }
@@ -1067,6 +1069,8 @@ fn backward_units<I: Isa, const D: usize, const HB: usize>(
         .enumerate()
     {
         let gr: [I::R; D] = std::array::from_fn(|i| isa.load(&gr[i]));
+        // gevv's `beta·goutᵣᵢ`, the same for every hidden unit: once per row.
+        let bgr: [I::R; D] = std::array::from_fn(|i| isa.mul(beta, gr[i]));
         let ur: [I::R; D] = std::array::from_fn(|k| isa.load(&ur[k]));
         let mut c: [I::R; D] = std::array::from_fn(|k| isa.load(&cr[k]));
         for j in 0..HB {
@@ -1075,9 +1079,9 @@ fn backward_units<I: Isa, const D: usize, const HB: usize>(
                 cw2[j][i] = isa.fma(gr[i], av, cw2[j][i]);
             }
             let g = if D <= 2 {
-                let t0 = isa.mul(v2[j][0], isa.mul(beta, gr[0]));
+                let t0 = isa.mul(v2[j][0], bgr[0]);
                 if D == 2 {
-                    isa.add(isa.mul(v2[j][1], isa.mul(beta, gr[1])), t0)
+                    isa.add(isa.mul(v2[j][1], bgr[1]), t0)
                 } else {
                     t0
                 }
