@@ -824,12 +824,13 @@ fn field_forward_imp<I: Isa, const D: usize>(
     let acc = &mut acc[..rows * D];
     acc.fill(ZERO);
     let mut h = 0;
-    while h + 2 <= hid {
-        forward_units::<I, D, 2>(isa, a, u, rows, [w1, b1, w2], h, tanh, acc);
-        h += 2;
+    while h + 4 <= hid {
+        forward_units::<I, D, 4>(isa, a, u, rows, [w1, b1, w2], h, tanh, acc);
+        h += 4;
     }
-    if h < hid {
+    while h < hid {
         forward_units::<I, D, 1>(isa, a, u, rows, [w1, b1, w2], h, tanh, acc);
+        h += 1;
     }
     let s_v = isa.splat(scale);
     let fused_d = D / GEMM_TILE * GEMM_TILE;
