@@ -2,7 +2,7 @@
 //! operation for operation, on [`V`] elements (one lane per member). Keep the two in step: a
 //! change there without the same change here breaks `fused`'s bit-identity tests.
 
-use super::lanes::{self, InputGrad, Init, LANES, Mat, V, ZERO};
+use super::lanes::{self, Init, InputGrad, LANES, Mat, V, ZERO};
 use crate::FlowConfig;
 use crate::config::{Activation, Form, Integrator};
 use crate::params::{Field, Layout};
@@ -170,7 +170,18 @@ impl BlockNet<'_> {
                 f.l2.b..f.l2.b + d,
             ];
             let grads = disjoint(grad, regions);
-            lanes::field_backward(u, a, rows, self.w1(f), self.w2(f), scale, tanh, grads, io, acc);
+            lanes::field_backward(
+                u,
+                a,
+                rows,
+                self.w1(f),
+                self.w2(f),
+                scale,
+                tanh,
+                grads,
+                io,
+                acc,
+            );
             return;
         }
         match io {
