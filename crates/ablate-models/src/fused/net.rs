@@ -25,8 +25,9 @@ pub(crate) struct BlockWs {
     pub grad: Vec<V>,
     /// The batch's gradient (the shards' summed in shard order).
     pub total: Vec<V>,
-    /// Row scratch for the softmax of one lane.
+    /// Row scratch for the softmax of one lane, and its exponentials.
     row: Vec<f32>,
+    exps: Vec<f32>,
     /// Per lane: the shard's loss sum and correct count.
     pub loss_sum: [f64; LANES],
     pub correct: [usize; LANES],
@@ -55,6 +56,7 @@ impl BlockWs {
             grad: z(layout.total()),
             total: z(layout.total()),
             row: vec![0.0; cfg.classes],
+            exps: vec![0.0; cfg.classes],
             loss_sum: [0.0; LANES],
             correct: [0; LANES],
         }
@@ -274,13 +276,13 @@ impl BlockNet<'_> {
         let c = self.cfg.classes;
         ws.loss_sum = [0.0; LANES];
         ws.correct = [0; LANES];
-        let row = &mut ws.row;
+        let (row, exps) = (&mut ws.row, &mut ws.exps);
         for (lv, labels) in ws.logits[..y.len() * c].chunks_exact_mut(c).zip(y) {
             for (l, &label) in labels.iter().enumerate() {
                 for (r, v) in row.iter_mut().zip(lv.iter()) {
                     *r = v[l];
                 }
-                let (loss, argmax) = crate::cpu::softmax_xent(row, label as usize);
+                let (loss, argmax) = softmax_xent(row, exps, label as usize);
                 ws.loss_sum[l] += loss as f64;
                 ws.correct[l] += (argmax == label as usize) as usize;
                 row[label as usize] -= 1.0;
@@ -410,4 +412,22 @@ fn disjoint(v: &mut [V], ranges: [std::ops::Range<usize>; 4]) -> [&mut [V]; 4] {
         at = r.end;
     }
     out
+}
+
+/// [`crate::cpu::softmax_xent`] operation for operation, except that each `exp` is computed
+/// once (into `exps`) where it computes it twice: the same value, half the calls.
+fn softmax_xent(row: &mut [f32], exps: &mut [f32], label: usize) -> (f32, usize) {
+    let argmax = crate::kernels::argmax(row);
+    let max = row[argmax];
+    let mut sum = 0.0f32;
+    for (e, v) in exps.iter_mut().zip(row.iter()) {
+        *e = (*v - max).exp();
+        sum += *e;
+    }
+    let lse = max + sum.ln();
+    let loss = lse - row[label];
+    for (v, e) in row.iter_mut().zip(exps.iter()) {
+        *v = *e / sum;
+    }
+    (loss, argmax)
 }
