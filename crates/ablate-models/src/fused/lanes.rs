@@ -774,6 +774,378 @@ pub(crate) fn dense_input_grad(
     );
 }
 
+/// Whether a field evaluation on `rows` rows with `hid` hidden units in dimension `d` runs
+/// through the row-fused kernels ([`field_forward`], [`field_backward`]), whose activations
+/// are stored hidden-major (`a[h·rows + r]`): every product's inner size at least 3 (so gemm
+/// takes its FMA kernel for each, never `gevv`), and `d` small enough to keep a hidden unit's
+/// weights in registers. Forward and backward both ask it, so they agree on the layout.
+pub(crate) fn rows_fused(rows: usize, hid: usize, d: usize) -> bool {
+    rows >= 3 && hid >= 3 && (2..=4).contains(&d)
+}
+
+/// How a field evaluation's output rows start, before `scale·(b2 + W2·a)` is added.
+#[derive(Clone, Copy)]
+pub(crate) enum Init<'s> {
+    /// From zero (`set_rows_bias(out, None, …)`).
+    Set,
+    /// From a copy of another buffer's rows.
+    From(&'s [V]),
+    /// From the output's own contents.
+    Add,
+}
+
+/// A field's forward pass in one sweep per hidden unit, per element the same operations as
+/// `hidden_forward` (W1 product, bias, activation), then `set_rows_bias`/`add_rows_bias` and
+/// `matmul(out, d, true, a, W2ᵀ, scale)`: the W2 product's accumulators (`acc`, `rows × D`)
+/// gain hidden unit `h`'s term while `h`'s activations are in registers, in `h` order as
+/// gemm's kernel sums them, so the activations are written once and never read back here.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn field_forward_imp<I: Isa, const D: usize>(
+    isa: I,
+    a: &mut [V],
+    u: &[V],
+    rows: usize,
+    w: [&[V]; 4],
+    tanh: bool,
+    out: &mut [V],
+    init: Init<'_>,
+    scale: f32,
+    acc: &mut [V],
+) {
+    let [w1, b1, w2, b2] = w;
+    let hid = b1.len();
+    assert!(rows >= 3 && hid >= 3 && w1.len() == hid * D && w2.len() == D * hid);
+    assert!(b2.len() == D && a.len() >= rows * hid && u.len() >= rows * D);
+    assert!(out.len() >= rows * D && acc.len() >= rows * D);
+    if let Init::From(src) = init {
+        assert!(src.len() >= rows * D);
+    }
+    let acc = &mut acc[..rows * D];
+    acc.fill(ZERO);
+    let mut h = 0;
+    while h + 4 <= hid {
+        forward_units::<I, D, 4>(isa, a, u, rows, [w1, b1, w2], h, tanh, acc);
+        h += 4;
+    }
+    while h < hid {
+        forward_units::<I, D, 1>(isa, a, u, rows, [w1, b1, w2], h, tanh, acc);
+        h += 1;
+    }
+    let s_v = isa.splat(scale);
+    let fused_d = D / GEMM_TILE * GEMM_TILE;
+    for r in 0..rows {
+        for i in 0..D {
+            let b = isa.mul(s_v, isa.load(&b2[i]));
+            let o = &mut out[r * D + i];
+            let t = match init {
+                Init::Set => b,
+                Init::From(src) => isa.add(isa.load(&src[r * D + i]), b),
+                Init::Add => isa.add(isa.load(o), b),
+            };
+            let c = isa.load(&acc[r * D + i]);
+            let res = if i < fused_d {
+                isa.fma(s_v, c, t)
+            } else {
+                isa.add(t, isa.mul(s_v, c))
+            };
+            isa.store(o, res);
+        }
+    }
+}
+
+/// Hidden units `h0..h0 + HB` of [`field_forward_imp`] in one pass over the rows (`HB`
+/// units share each row's loads and accumulator update): their activations, and their W2
+/// terms added to `acc` in unit order.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn forward_units<I: Isa, const D: usize, const HB: usize>(
+    isa: I,
+    a: &mut [V],
+    u: &[V],
+    rows: usize,
+    w: [&[V]; 3],
+    h0: usize,
+    tanh: bool,
+    acc: &mut [V],
+) {
+    let [w1, b1, w2] = w;
+    let hid = b1.len();
+    let one = isa.splat(1.0);
+    let zero = isa.splat(0.0);
+    let fused_h = hid / GEMM_TILE * GEMM_TILE;
+    let bias: [I::R; HB] = std::array::from_fn(|j| isa.mul(one, isa.load(&b1[h0 + j])));
+    let wh: [[I::R; D]; HB] =
+        std::array::from_fn(|j| std::array::from_fn(|k| isa.load(&w1[(h0 + j) * D + k])));
+    let v2: [[I::R; D]; HB] =
+        std::array::from_fn(|j| std::array::from_fn(|i| isa.load(&w2[i * hid + h0 + j])));
+    let a = &mut a[h0 * rows..(h0 + HB) * rows];
+    for (r, (ur, cr)) in u
+        .chunks_exact(D)
+        .zip(acc[..rows * D].chunks_exact_mut(D))
+        .enumerate()
+    {
+        let ur: [I::R; D] = std::array::from_fn(|k| isa.load(&ur[k]));
+        // gevv's `1·uᵣₖ`, the same for every hidden unit: once per row.
+        let u1: [I::R; D] = std::array::from_fn(|k| isa.mul(one, ur[k]));
+        let mut c: [I::R; D] = std::array::from_fn(|i| isa.load(&cr[i]));
+        for j in 0..HB {
+            let z = if D <= 2 {
+                // gevv: W1ₕₖ·(1·uᵣₖ), summed onto the bias
+                let t0 = isa.mul(wh[j][0], u1[0]);
+                let s = isa.add(t0, bias[j]);
+                if D == 2 {
+                    isa.add(isa.mul(wh[j][1], u1[1]), s)
+                } else {
+                    s
+                }
+            } else {
+                let mut s = zero;
+                for k in 0..D {
+                    s = isa.fma(ur[k], wh[j][k], s);
+                }
+                if h0 + j < fused_h {
+                    isa.fma(one, s, bias[j])
+                } else {
+                    isa.add(bias[j], isa.mul(one, s))
+                }
+            };
+            let z = if tanh {
+                tanh_v(isa, z)
+            } else {
+                isa.where_positive(z, z)
+            };
+            isa.store(&mut a[j * rows + r], z);
+            for i in 0..D {
+                c[i] = isa.fma(z, v2[j][i], c[i]);
+            }
+        }
+        for i in 0..D {
+            isa.store(&mut cr[i], c[i]);
+        }
+    }
+}
+
+lanes_fn! {
+    /// `out := init + scale·(b2 + W2·act(W1·u + b1))` on `rows` rows, writing the activations
+    /// hidden-major into `a`; `w` is `[W1, b1, W2, b2]`, `acc` scratch of `rows × d`. Only
+    /// where [`rows_fused`] holds.
+    pub(crate) fn field_forward(isa, a: &mut [V], u: &[V], rows: usize, w: [&[V]; 4], tanh: bool, out: &mut [V], init: Init<'_>, scale: f32, acc: &mut [V]) {
+        match w[3].len() {
+            2 => field_forward_imp::<I, 2>(isa, a, u, rows, w, tanh, out, init, scale, acc),
+            3 => field_forward_imp::<I, 3>(isa, a, u, rows, w, tanh, out, init, scale, acc),
+            4 => field_forward_imp::<I, 4>(isa, a, u, rows, w, tanh, out, init, scale, acc),
+            d => unreachable!("row-fused fields have dimension 2 to 4, not {d}"),
+        }
+    }
+}
+
+/// Where a field's input gradient `ga·W1` goes.
+pub(crate) enum InputGrad<'s> {
+    /// Into `dst` (added to it if `add`), the output gradient being `gout`.
+    Into {
+        gout: &'s [V],
+        dst: &'s mut [V],
+        add: bool,
+    },
+    /// Added onto the output gradient itself, once the parameter gradients have read it.
+    Onto(&'s mut [V]),
+}
+
+/// A field's backward pass in one sweep per hidden unit, per element the same operations as
+/// `matmul(∂W2, hid, true, goutᵀ, a, scale)`, `add_col_sums(∂b2, gout, scale)`,
+/// `hidden_backward`, `matmul(∂W1, d, true, gaᵀ, u, 1)` and `matmul(dst, d, add, ga, W1, 1)`:
+/// hidden unit `h`'s ∂W2 column and ∂W1 row are summed over the rows in registers (gemm's
+/// row order), the input gradient's accumulators (`acc`) gain `h`'s term in `h` order, and
+/// `ga` is never stored.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn field_backward_imp<I: Isa, const D: usize>(
+    isa: I,
+    u: &[V],
+    a: &[V],
+    rows: usize,
+    w1: &[V],
+    w2: &[V],
+    scale: f32,
+    tanh: bool,
+    grad: [&mut [V]; 4],
+    io: InputGrad<'_>,
+    acc: &mut [V],
+) {
+    let [g_w1, g_b1, g_w2, g_b2] = grad;
+    let hid = g_b1.len();
+    assert!(rows >= 3 && hid >= 3 && w1.len() == hid * D && w2.len() == D * hid);
+    assert!(g_w1.len() == hid * D && g_w2.len() == D * hid && g_b2.len() == D);
+    assert!(a.len() >= rows * hid && u.len() >= rows * D && acc.len() >= rows * D);
+    let beta = isa.splat(scale);
+    let one = isa.splat(1.0);
+    let zero = isa.splat(0.0);
+    let fused_d = D / GEMM_TILE * GEMM_TILE;
+    let acc = &mut acc[..rows * D];
+    acc.fill(ZERO);
+    {
+        let gout: &[V] = match &io {
+            InputGrad::Into { gout, .. } => gout,
+            InputGrad::Onto(g) => g,
+        };
+        let gout = &gout[..rows * D];
+        for (i, gb) in g_b2.iter_mut().enumerate() {
+            let mut s = zero;
+            for row in gout.chunks_exact(D) {
+                s = isa.add(s, isa.load(&row[i]));
+            }
+            isa.store(gb, isa.add(isa.load(gb), isa.mul(beta, s)));
+        }
+        let w = [w1, w2];
+        let mut h = 0;
+        while h + 2 <= hid {
+            let g = [&mut *g_w1, &mut *g_b1, &mut *g_w2];
+            backward_units::<I, D, 2>(isa, u, a, gout, rows, w, scale, tanh, g, h, acc);
+            h += 2;
+        }
+        if h < hid {
+            let g = [&mut *g_w1, &mut *g_b1, &mut *g_w2];
+            backward_units::<I, D, 1>(isa, u, a, gout, rows, w, scale, tanh, g, h, acc);
+        }
+    }
+    let (dst, add) = match io {
+        InputGrad::Into { dst, add, .. } => (dst, add),
+        InputGrad::Onto(g) => (g, true),
+    };
+    for (dr, cr) in dst[..rows * D].chunks_exact_mut(D).zip(acc.chunks_exact(D)) {
+        for k in 0..D {
+            let c = isa.load(&cr[k]);
+            let d = &mut dr[k];
+            let r = if !add {
+                isa.mul(one, c)
+            } else if k < fused_d {
+                isa.fma(one, c, isa.load(d))
+            } else {
+                isa.add(isa.load(d), isa.mul(one, c))
+            };
+            isa.store(d, r);
+        }
+    }
+}
+
+/// Hidden units `h0..h0 + HB` of [`field_backward_imp`] in one pass over the rows (`HB`
+/// units share each row's loads and accumulator update): their ∂W2 columns, ∂b1 and ∂W1
+/// rows, and their input-gradient terms added to `acc` in unit order.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn backward_units<I: Isa, const D: usize, const HB: usize>(
+    isa: I,
+    u: &[V],
+    a: &[V],
+    gout: &[V],
+    rows: usize,
+    w: [&[V]; 2],
+    scale: f32,
+    tanh: bool,
+    grad: [&mut [V]; 3],
+    h0: usize,
+    acc: &mut [V],
+) {
+    let [w1, w2] = w;
+    let [g_w1, g_b1, g_w2] = grad;
+    let hid = g_b1.len();
+    let beta = isa.splat(scale);
+    let one = isa.splat(1.0);
+    let zero = isa.splat(0.0);
+    let fused_h = hid / GEMM_TILE * GEMM_TILE;
+    let fused_d = D / GEMM_TILE * GEMM_TILE;
+    let v2: [[I::R; D]; HB] =
+        std::array::from_fn(|j| std::array::from_fn(|i| isa.load(&w2[i * hid + h0 + j])));
+    let wh: [[I::R; D]; HB] =
+        std::array::from_fn(|j| std::array::from_fn(|k| isa.load(&w1[(h0 + j) * D + k])));
+    let mut cw2 = [[zero; D]; HB];
+    let mut cw1 = [[zero; D]; HB];
+    let mut bg: [I::R; HB] = std::array::from_fn(|j| isa.load(&g_b1[h0 + j]));
+    let a = &a[h0 * rows..(h0 + HB) * rows];
+    for (r, ((gr, ur), cr)) in gout[..rows * D]
+        .chunks_exact(D)
+        .zip(u.chunks_exact(D))
+        .zip(acc[..rows * D].chunks_exact_mut(D))
+        .enumerate()
+    {
+        let gr: [I::R; D] = std::array::from_fn(|i| isa.load(&gr[i]));
+        // gevv's `beta·goutᵣᵢ`, the same for every hidden unit: once per row.
+        let bgr: [I::R; D] = std::array::from_fn(|i| isa.mul(beta, gr[i]));
+        let ur: [I::R; D] = std::array::from_fn(|k| isa.load(&ur[k]));
+        let mut c: [I::R; D] = std::array::from_fn(|k| isa.load(&cr[k]));
+        for j in 0..HB {
+            let av = isa.load(&a[j * rows + r]);
+            for i in 0..D {
+                cw2[j][i] = isa.fma(gr[i], av, cw2[j][i]);
+            }
+            let g = if D <= 2 {
+                let t0 = isa.mul(v2[j][0], bgr[0]);
+                if D == 2 {
+                    isa.add(isa.mul(v2[j][1], bgr[1]), t0)
+                } else {
+                    t0
+                }
+            } else {
+                let mut s = zero;
+                for k in 0..D {
+                    s = isa.fma(gr[k], v2[j][k], s);
+                }
+                isa.mul(beta, s)
+            };
+            let g = if tanh {
+                isa.mul(g, isa.sub(one, isa.mul(av, av)))
+            } else {
+                isa.where_positive(g, av)
+            };
+            bg[j] = isa.add(bg[j], g);
+            for k in 0..D {
+                cw1[j][k] = isa.fma(g, ur[k], cw1[j][k]);
+                c[k] = isa.fma(g, wh[j][k], c[k]);
+            }
+        }
+        for k in 0..D {
+            isa.store(&mut cr[k], c[k]);
+        }
+    }
+    for j in 0..HB {
+        let h = h0 + j;
+        isa.store(&mut g_b1[h], bg[j]);
+        for (i, c) in cw2[j].iter().enumerate() {
+            let d = &mut g_w2[i * hid + h];
+            let r = if h < fused_h {
+                isa.fma(beta, *c, isa.load(d))
+            } else {
+                isa.add(isa.load(d), isa.mul(beta, *c))
+            };
+            isa.store(d, r);
+        }
+        for (k, c) in cw1[j].iter().enumerate() {
+            let d = &mut g_w1[h * D + k];
+            let r = if k < fused_d {
+                isa.fma(one, *c, isa.load(d))
+            } else {
+                isa.add(isa.load(d), isa.mul(one, *c))
+            };
+            isa.store(d, r);
+        }
+    }
+}
+
+lanes_fn! {
+    /// A field's parameter gradients (`grad` is `[∂W1, ∂b1, ∂W2, ∂b2]`, added to) and input
+    /// gradient from its output gradient, `a` hidden-major as [`field_forward`] wrote it,
+    /// `acc` scratch of `rows × d`. Only where [`rows_fused`] holds.
+    pub(crate) fn field_backward(isa, u: &[V], a: &[V], rows: usize, w1: &[V], w2: &[V], scale: f32, tanh: bool, grad: [&mut [V]; 4], io: InputGrad<'_>, acc: &mut [V]) {
+        match grad[3].len() {
+            2 => field_backward_imp::<I, 2>(isa, u, a, rows, w1, w2, scale, tanh, grad, io, acc),
+            3 => field_backward_imp::<I, 3>(isa, u, a, rows, w1, w2, scale, tanh, grad, io, acc),
+            4 => field_backward_imp::<I, 4>(isa, u, a, rows, w1, w2, scale, tanh, grad, io, acc),
+            d => unreachable!("row-fused fields have dimension 2 to 4, not {d}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,7 @@
 //! operation for operation, on [`V`] elements (one lane per member). Keep the two in step: a
 //! change there without the same change here breaks `fused`'s bit-identity tests.
 
-use super::lanes::{self, LANES, Mat, V, ZERO};
+use super::lanes::{self, Init, InputGrad, LANES, Mat, V, ZERO};
 use crate::FlowConfig;
 use crate::config::{Activation, Form, Integrator};
 use crate::params::{Field, Layout};
@@ -19,12 +19,15 @@ pub(crate) struct BlockWs {
     gu: Vec<V>,
     gk: Vec<V>,
     ga: Vec<V>,
+    /// The row-fused kernels' accumulators (`rows × dim`).
+    racc: Vec<V>,
     /// The current shard's gradient.
     pub grad: Vec<V>,
     /// The batch's gradient (the shards' summed in shard order).
     pub total: Vec<V>,
-    /// Row scratch for the softmax of one lane.
+    /// Row scratch for the softmax of one lane, and its exponentials.
     row: Vec<f32>,
+    exps: Vec<f32>,
     /// Per lane: the shard's loss sum and correct count.
     pub loss_sum: [f64; LANES],
     pub correct: [usize; LANES],
@@ -49,19 +52,15 @@ impl BlockWs {
             gu: z(if needs_gu { sx } else { 0 }),
             gk: z(if rk4 { sx } else { 0 }),
             ga: z(rows * cfg.hidden),
+            racc: z(rows * cfg.dim),
             grad: z(layout.total()),
             total: z(layout.total()),
             row: vec![0.0; cfg.classes],
+            exps: vec![0.0; cfg.classes],
             loss_sum: [0.0; LANES],
             correct: [0; LANES],
         }
     }
-}
-
-enum Out<'s> {
-    Set,
-    From(&'s [V]),
-    Add,
 }
 
 /// A lane block's parameters (lane layout, in the flow's layout order) with config and layout.
@@ -89,18 +88,24 @@ impl BlockNet<'_> {
         rows: usize,
         a: &mut [V],
         out: &mut [V],
-        init: Out<'_>,
+        init: Init<'_>,
         scale: f32,
+        acc: &mut [V],
     ) {
         let (d, hid, p) = (self.cfg.dim, self.cfg.hidden, self.p);
         let b1 = &p[f.l1.b..f.l1.b + hid];
         let b2 = &p[f.l2.b..f.l2.b + d];
         let tanh = self.cfg.activation == Activation::Tanh;
+        if lanes::rows_fused(rows, hid, d) {
+            let w = [self.w1(f), b1, self.w2(f), b2];
+            lanes::field_forward(a, u, rows, w, tanh, out, init, scale, acc);
+            return;
+        }
         lanes::hidden_forward(a, u, rows, self.w1(f), b1, tanh);
         match init {
-            Out::Set => lanes::set_rows_bias(out, None, b2, scale),
-            Out::From(src) => lanes::set_rows_bias(out, Some(src), b2, scale),
-            Out::Add => lanes::add_rows_bias(out, b2, scale),
+            Init::Set => lanes::set_rows_bias(out, None, b2, scale),
+            Init::From(src) => lanes::set_rows_bias(out, Some(src), b2, scale),
+            Init::Add => lanes::add_rows_bias(out, b2, scale),
         }
         let w2 = Mat::new(self.w2(f), d, hid).t();
         lanes::matmul(out, d, true, Mat::new(a, rows, hid), w2, scale);
@@ -141,6 +146,58 @@ impl BlockNet<'_> {
         );
     }
 
+    /// A field's parameter gradients (into `grad`) and input gradient (into `io`'s
+    /// destination): row-fused where [`lanes::rows_fused`] holds, else `field_backward` then
+    /// `field_input_grad`.
+    #[allow(clippy::too_many_arguments)]
+    fn field_grads(
+        &self,
+        f: &Field,
+        u: &[V],
+        a: &[V],
+        rows: usize,
+        scale: f32,
+        io: InputGrad<'_>,
+        ga: &mut [V],
+        acc: &mut [V],
+        grad: &mut [V],
+    ) {
+        let (d, hid) = (self.cfg.dim, self.cfg.hidden);
+        let tanh = self.cfg.activation == Activation::Tanh;
+        if lanes::rows_fused(rows, hid, d) {
+            let regions = [
+                f.l1.w..f.l1.w + hid * d,
+                f.l1.b..f.l1.b + hid,
+                f.l2.w..f.l2.w + d * hid,
+                f.l2.b..f.l2.b + d,
+            ];
+            let grads = disjoint(grad, regions);
+            lanes::field_backward(
+                u,
+                a,
+                rows,
+                self.w1(f),
+                self.w2(f),
+                scale,
+                tanh,
+                grads,
+                io,
+                acc,
+            );
+            return;
+        }
+        match io {
+            InputGrad::Onto(g) => {
+                self.field_backward(f, u, a, rows, g, scale, ga, grad);
+                self.field_input_grad(f, ga, rows, g, true);
+            }
+            InputGrad::Into { gout, dst, add } => {
+                self.field_backward(f, u, a, rows, gout, scale, ga, grad);
+                self.field_input_grad(f, ga, rows, dst, add);
+            }
+        }
+    }
+
     fn field_input_grad(&self, f: &Field, ga: &[V], rows: usize, dst: &mut [V], add: bool) {
         let (d, hid) = (self.cfg.dim, self.cfg.hidden);
         let w1 = Mat::new(self.w1(f), hid, d);
@@ -154,7 +211,12 @@ impl BlockNet<'_> {
         let (sx, sa) = (rows * d, rows * hid);
         let x = &x[..rows * cfg.in_dim];
         let BlockWs {
-            xs, us, acts, kv, ..
+            xs,
+            us,
+            acts,
+            kv,
+            racc,
+            ..
         } = ws;
         let xs = &mut xs[..(n + 1) * sx];
         match &layout.lift {
@@ -170,38 +232,38 @@ impl BlockNet<'_> {
             let u = &mut us[k * (stages - 1) * sx..(k + 1) * (stages - 1) * sx];
             match (cfg.form, cfg.integrator) {
                 (Form::C1, Integrator::Euler) => {
-                    self.field(f, xk, rows, a(), xn, Out::From(xk), h);
+                    self.field(f, xk, rows, a(), xn, Init::From(xk), h, racc);
                 }
                 (Form::C1, Integrator::Midpoint) => {
-                    self.field(f, xk, rows, a(), u, Out::From(xk), h / 2.0);
-                    self.field(f, u, rows, a(), xn, Out::From(xk), h);
+                    self.field(f, xk, rows, a(), u, Init::From(xk), h / 2.0, racc);
+                    self.field(f, u, rows, a(), xn, Init::From(xk), h, racc);
                 }
                 (Form::C1, Integrator::Rk4) => {
                     let (u1, rest) = u.split_at_mut(sx);
                     let (u2, u3) = rest.split_at_mut(sx);
                     let kv = &mut kv[..sx];
-                    self.field(f, xk, rows, a(), kv, Out::Set, 1.0);
+                    self.field(f, xk, rows, a(), kv, Init::Set, 1.0, racc);
                     lanes::combine(xn, 1.0, xk, h / 6.0, kv);
                     lanes::combine(u1, 1.0, xk, h / 2.0, kv);
-                    self.field(f, u1, rows, a(), kv, Out::Set, 1.0);
+                    self.field(f, u1, rows, a(), kv, Init::Set, 1.0, racc);
                     lanes::axpy(xn, h / 3.0, kv);
                     lanes::combine(u2, 1.0, xk, h / 2.0, kv);
-                    self.field(f, u2, rows, a(), kv, Out::Set, 1.0);
+                    self.field(f, u2, rows, a(), kv, Init::Set, 1.0, racc);
                     lanes::axpy(xn, h / 3.0, kv);
                     lanes::combine(u3, 1.0, xk, h, kv);
-                    self.field(f, u3, rows, a(), kv, Out::Set, 1.0);
+                    self.field(f, u3, rows, a(), kv, Init::Set, 1.0, racc);
                     lanes::axpy(xn, h / 6.0, kv);
                 }
                 (Form::C0, _) => {
-                    self.field(f, xk, rows, a(), xn, Out::Set, 1.0);
+                    self.field(f, xk, rows, a(), xn, Init::Set, 1.0, racc);
                 }
                 (Form::C2, _) if k == 0 => {
-                    self.field(f, xk, rows, a(), xn, Out::From(xk), h * h);
+                    self.field(f, xk, rows, a(), xn, Init::From(xk), h * h, racc);
                 }
                 (Form::C2, _) => {
                     let xprev = &done[(k - 1) * sx..k * sx];
                     lanes::combine(xn, 2.0, xk, -1.0, xprev);
-                    self.field(f, xk, rows, a(), xn, Out::Add, h * h);
+                    self.field(f, xk, rows, a(), xn, Init::Add, h * h, racc);
                 }
             }
         }
@@ -214,13 +276,13 @@ impl BlockNet<'_> {
         let c = self.cfg.classes;
         ws.loss_sum = [0.0; LANES];
         ws.correct = [0; LANES];
-        let row = &mut ws.row;
+        let (row, exps) = (&mut ws.row, &mut ws.exps);
         for (lv, labels) in ws.logits[..y.len() * c].chunks_exact_mut(c).zip(y) {
             for (l, &label) in labels.iter().enumerate() {
                 for (r, v) in row.iter_mut().zip(lv.iter()) {
                     *r = v[l];
                 }
-                let (loss, argmax) = crate::cpu::softmax_xent(row, label as usize);
+                let (loss, argmax) = softmax_xent(row, exps, label as usize);
                 ws.loss_sum[l] += loss as f64;
                 ws.correct[l] += (argmax == label as usize) as usize;
                 row[label as usize] -= 1.0;
@@ -246,6 +308,7 @@ impl BlockNet<'_> {
             gu,
             gk,
             ga,
+            racc,
             grad,
             ..
         } = ws;
@@ -269,45 +332,44 @@ impl BlockNet<'_> {
             let xk = &xs[k * sx..(k + 1) * sx];
             match (cfg.form, cfg.integrator) {
                 (Form::C1, Integrator::Euler) => {
-                    self.field_backward(f, xk, a(0), rows, gx, h, ga, grad);
-                    self.field_input_grad(f, ga, rows, gx, true);
+                    self.field_grads(f, xk, a(0), rows, h, InputGrad::Onto(gx), ga, racc, grad);
                 }
                 (Form::C1, Integrator::Midpoint) => {
                     let gu = &mut gu[..sx];
-                    self.field_backward(f, u(1), a(1), rows, gx, h, ga, grad);
-                    self.field_input_grad(f, ga, rows, gu, false);
+                    let io = into(gx, gu, false);
+                    self.field_grads(f, u(1), a(1), rows, h, io, ga, racc, grad);
                     lanes::add_assign(gx, gu);
-                    self.field_backward(f, xk, a(0), rows, gu, h / 2.0, ga, grad);
-                    self.field_input_grad(f, ga, rows, gx, true);
+                    let io = into(gu, gx, true);
+                    self.field_grads(f, xk, a(0), rows, h / 2.0, io, ga, racc, grad);
                 }
                 (Form::C1, Integrator::Rk4) => {
                     let (gu, gk, sum) = (&mut gu[..sx], &mut gk[..sx], &mut gy[..sx]);
-                    self.field_backward(f, u(3), a(3), rows, gx, h / 6.0, ga, grad);
-                    self.field_input_grad(f, ga, rows, gu, false);
+                    let io = into(gx, gu, false);
+                    self.field_grads(f, u(3), a(3), rows, h / 6.0, io, ga, racc, grad);
                     lanes::combine(sum, 1.0, gx, 1.0, gu);
                     lanes::combine(gk, h / 3.0, gx, h, gu);
-                    self.field_backward(f, u(2), a(2), rows, gk, 1.0, ga, grad);
-                    self.field_input_grad(f, ga, rows, gu, false);
+                    let io = into(gk, gu, false);
+                    self.field_grads(f, u(2), a(2), rows, 1.0, io, ga, racc, grad);
                     lanes::add_assign(sum, gu);
                     lanes::combine(gk, h / 3.0, gx, h / 2.0, gu);
-                    self.field_backward(f, u(1), a(1), rows, gk, 1.0, ga, grad);
-                    self.field_input_grad(f, ga, rows, gu, false);
+                    let io = into(gk, gu, false);
+                    self.field_grads(f, u(1), a(1), rows, 1.0, io, ga, racc, grad);
                     lanes::add_assign(sum, gu);
                     lanes::combine(gk, h / 6.0, gx, h / 2.0, gu);
-                    self.field_backward(f, xk, a(0), rows, gk, 1.0, ga, grad);
-                    self.field_input_grad(f, ga, rows, sum, true);
+                    let io = into(gk, sum, true);
+                    self.field_grads(f, xk, a(0), rows, 1.0, io, ga, racc, grad);
                     std::mem::swap(&mut gx, &mut gy);
                 }
                 (Form::C0, _) => {
-                    self.field_backward(f, xk, a(0), rows, gx, 1.0, ga, grad);
-                    self.field_input_grad(f, ga, rows, &mut gy[..sx], false);
+                    let io = into(gx, &mut gy[..sx], false);
+                    self.field_grads(f, xk, a(0), rows, 1.0, io, ga, racc, grad);
                     std::mem::swap(&mut gx, &mut gy);
                 }
                 (Form::C2, _) => {
                     let pending = &mut gy[..sx];
                     lanes::axpy(pending, if k == 0 { 1.0 } else { 2.0 }, gx);
-                    self.field_backward(f, xk, a(0), rows, gx, h * h, ga, grad);
-                    self.field_input_grad(f, ga, rows, pending, true);
+                    let io = into(gx, pending, true);
+                    self.field_grads(f, xk, a(0), rows, h * h, io, ga, racc, grad);
                     lanes::scale(gx, -1.0);
                     std::mem::swap(&mut gx, &mut gy);
                 }
@@ -327,4 +389,45 @@ impl BlockNet<'_> {
         self.loss_and_grad(y, scale, ws);
         self.backward(x, rows, ws);
     }
+}
+
+/// `gout`'s gradient into `dst` (added to it if `add`).
+fn into<'s>(gout: &'s [V], dst: &'s mut [V], add: bool) -> InputGrad<'s> {
+    InputGrad::Into { gout, dst, add }
+}
+
+/// Four disjoint ranges of `v`, mutably, in the order given.
+fn disjoint(v: &mut [V], ranges: [std::ops::Range<usize>; 4]) -> [&mut [V]; 4] {
+    let mut order = [0, 1, 2, 3];
+    order.sort_by_key(|&i| ranges[i].start);
+    let mut out: [&mut [V]; 4] = [&mut [], &mut [], &mut [], &mut []];
+    let (mut rest, mut at) = (v, 0);
+    for i in order {
+        let r = &ranges[i];
+        assert!(r.start >= at, "overlapping gradient regions");
+        let (_, tail) = std::mem::take(&mut rest).split_at_mut(r.start - at);
+        let (mine, tail) = tail.split_at_mut(r.len());
+        out[i] = mine;
+        rest = tail;
+        at = r.end;
+    }
+    out
+}
+
+/// [`crate::cpu::softmax_xent`] operation for operation, except that each `exp` is computed
+/// once (into `exps`) where it computes it twice: the same value, half the calls.
+fn softmax_xent(row: &mut [f32], exps: &mut [f32], label: usize) -> (f32, usize) {
+    let argmax = crate::kernels::argmax(row);
+    let max = row[argmax];
+    let mut sum = 0.0f32;
+    for (e, v) in exps.iter_mut().zip(row.iter()) {
+        *e = (*v - max).exp();
+        sum += *e;
+    }
+    let lse = max + sum.ln();
+    let loss = lse - row[label];
+    for (v, e) in row.iter_mut().zip(exps.iter()) {
+        *v = *e / sum;
+    }
+    (loss, argmax)
 }
