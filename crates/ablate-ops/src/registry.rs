@@ -1,5 +1,5 @@
 use ablate_run::{OpContext, OpError, OpOutput, OpRunner};
-use ablate_spec::{OpCatalog, OpSchema, Params, Value};
+use ablate_spec::{Device, OpCatalog, OpSchema, Params, Value};
 
 /// One built-in op.
 pub(crate) trait Op: Send + Sync {
@@ -12,6 +12,10 @@ pub(crate) trait Op: Send + Sync {
     /// The params whose values may differ within a fused group (see [`OpCatalog::fusible`]).
     fn fusible(&self) -> &'static [&'static str] {
         &[]
+    }
+    /// Whether `fuse: auto` fuses this op on `device` (see [`OpCatalog::fuses_by_default`]).
+    fn fuses_by_default(&self, _device: Device) -> bool {
+        true
     }
     /// Computes a fused group (see [`OpRunner::run_group`]): one result per context, in order.
     /// By default each in turn, as unfused.
@@ -129,6 +133,10 @@ impl OpCatalog for Registry {
 
     fn fusible(&self, op: &str) -> &'static [&'static str] {
         self.op(op).map_or(&[], |o| o.fusible())
+    }
+
+    fn fuses_by_default(&self, op: &str, device: Device) -> bool {
+        self.op(op).is_some_and(|o| o.fuses_by_default(device))
     }
 }
 

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use ablate_cache::{DepDigest, Digest, HASH_SCHEME, InputRef, KeyInput};
 use ablate_spec::{
-    Diagnostic, Diagnostics, OpCatalog, Params, Pipeline, Severity, Span, Stage, StageName, Value,
+    Diagnostic, Diagnostics, Fuse, OpCatalog, Params, Pipeline, Severity, Span, Stage, StageName,
+    Value,
 };
 use petgraph::algo::{tarjan_scc, toposort};
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -156,10 +157,10 @@ impl Builder<'_> {
         let (inputs_by_name, version, report) =
             (schema.inputs_by_name, schema.version, schema.gathers);
         let resources = instance_resources(stage, schema.on_device);
-        let fusible = if stage.fuse.is_off() {
-            &[][..]
-        } else {
-            self.catalog.fusible(&stage.op)
+        let fusible = match stage.fuse {
+            Fuse::Off => &[][..],
+            Fuse::Auto { .. } if !self.catalog.fuses_by_default(&stage.op, stage.device) => &[][..],
+            Fuse::Auto { .. } | Fuse::On { .. } => self.catalog.fusible(&stage.op),
         };
         let protos = self.protos(stage);
         let own = stage.matrix.combinations();

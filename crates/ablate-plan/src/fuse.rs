@@ -19,7 +19,7 @@ pub struct FuseGroup {
     /// A digest of what the members share (stable across runs and processes).
     pub group: Digest,
     /// At most this many members run as one group (the stage's `fuse: N`); `usize::MAX`: no
-    /// cap (`fuse: auto`).
+    /// cap (`fuse: auto` or `on`).
     pub max: usize,
 }
 
@@ -39,7 +39,7 @@ pub(crate) fn group_of(
 ) -> Option<FuseGroup> {
     let max = match stage.fuse {
         Fuse::Off => return None,
-        Fuse::Auto { max } => max.unwrap_or(usize::MAX),
+        Fuse::Auto { max } | Fuse::On { max } => max.unwrap_or(usize::MAX),
     };
     if fusible.is_empty() || stage.gather || max < 2 {
         return None;

@@ -769,6 +769,55 @@ fn fuse_off_or_one_member_per_group_plans_no_group() {
     assert!(groups_of(&p, "resnet").iter().all(|(_, g)| g.is_none()));
 }
 
+/// [`Fusing`], but fusing is never faster: `auto` leaves it alone, `on` and `N` still fuse.
+struct NotFaster(Fusing);
+
+impl OpCatalog for NotFaster {
+    fn schema(&self, op: &str) -> Option<&OpSchema> {
+        self.0.schema(op)
+    }
+    fn op_names(&self) -> Vec<&'static str> {
+        self.0.op_names()
+    }
+    fn fusible(&self, op: &str) -> &'static [&'static str] {
+        self.0.fusible(op)
+    }
+    fn fuses_by_default(&self, _op: &str, _device: ablate_spec::Device) -> bool {
+        false
+    }
+}
+
+#[test]
+fn auto_fuses_only_where_the_op_says_it_is_faster_and_on_fuses_anyway() {
+    let cat = NotFaster(Fusing(catalog()));
+    let plan_with = |fuse: &str| {
+        let p = load(
+            SourceFile::new("p.yaml", &fuse_sweep(fuse)),
+            &Overrides::new(),
+            &cat,
+        )
+        .unwrap_or_else(|d| panic!("{d}"));
+        build(&p, &cat, Path::new(".")).unwrap_or_else(|d| panic!("{d}"))
+    };
+    for fuse in ["", "fuse: auto"] {
+        let p = plan_with(fuse);
+        assert!(
+            groups_of(&p, "resnet").iter().all(|(_, g)| g.is_none()),
+            "{fuse:?}"
+        );
+    }
+    for (fuse, cap) in [("fuse: on", None), ("fuse: 4", Some(4))] {
+        let p = plan_with(fuse);
+        let groups = groups_of(&p, "resnet");
+        assert!(
+            groups
+                .iter()
+                .all(|(_, g)| g.is_some_and(|g| g.cap() == cap)),
+            "{fuse}"
+        );
+    }
+}
+
 #[test]
 fn members_over_different_inputs_still_share_a_group() {
     // One data set per seed: the op checks the shapes at run time.

@@ -126,9 +126,12 @@ impl OnDiverge {
 pub enum Fuse {
     /// `fuse: off` (or `fuse: 1`): each instance runs alone.
     Off,
-    /// `fuse: auto` (the default): group what the op can fuse; `fuse: N`: at most `N` (≥ 2)
-    /// members per group.
+    /// `fuse: auto` (the default): group what the op computes faster fused on the stage's
+    /// device (see [`crate::OpCatalog::fuses_by_default`]).
     Auto { max: Option<usize> },
+    /// `fuse: on`, or `fuse: N` (at most `N` ≥ 2 members per group): group whatever the op can
+    /// fuse, faster or not (the language models on a CPU, say).
+    On { max: Option<usize> },
 }
 
 impl Default for Fuse {
@@ -139,15 +142,15 @@ impl Default for Fuse {
 
 impl Fuse {
     /// The forms a pipeline may write, for messages.
-    pub const FORMS: &'static str =
-        "`auto`, `off` or a whole number N ≥ 1 (at most N members per group; 1 is `off`)";
+    pub const FORMS: &'static str = "`auto`, `on`, `off` or a whole number N ≥ 1 (`on` with at \
+         most N members per group; 1 is `off`)";
 
     /// `fuse: N`, with 1 meaning off.
     pub fn at_most(n: usize) -> Fuse {
         if n <= 1 {
             Fuse::Off
         } else {
-            Fuse::Auto { max: Some(n) }
+            Fuse::On { max: Some(n) }
         }
     }
 

@@ -1548,7 +1548,7 @@ fn strict_is_a_report_stage_key_also_under_defaults() {
 // --- `fuse` -------------------------------------------------------------------------------------
 
 #[test]
-fn a_stage_fuse_is_auto_off_or_a_cap_outside_the_params() {
+fn a_stage_fuse_is_auto_on_off_or_a_cap_outside_the_params() {
     use ablate_spec::Fuse;
     let text = "\
 name: t
@@ -1559,14 +1559,16 @@ stages:
   c: { op: cmd, params: { run: ls } }
   d: { op: cmd, params: { run: ls }, fuse: 1 }
   e: { op: cmd, params: { run: ls }, fuse: 64 }
+  f: { op: cmd, params: { run: ls }, fuse: on }
 ";
     let p = load_text(text, &Overrides::default()).unwrap_or_else(|d| panic!("{d}"));
     let fuse = |s: &str| p.stage(s).unwrap().fuse;
     assert_eq!(fuse("a"), Fuse::Off);
     assert_eq!(fuse("b"), Fuse::Auto { max: None });
-    assert_eq!(fuse("c"), Fuse::Auto { max: Some(8) }, "from `defaults`");
+    assert_eq!(fuse("c"), Fuse::On { max: Some(8) }, "from `defaults`");
     assert_eq!(fuse("d"), Fuse::Off, "one member per group is no fusion");
-    assert_eq!(fuse("e"), Fuse::Auto { max: Some(64) });
+    assert_eq!(fuse("e"), Fuse::On { max: Some(64) });
+    assert_eq!(fuse("f"), Fuse::On { max: None });
     // Not a param: it never changes a key.
     assert!(p.stages.iter().all(|s| !s.params.contains_key("fuse")));
     // Without one anywhere, it is `auto`.
@@ -1580,7 +1582,7 @@ stages:
     );
     // `--set` sets it like `timeout`.
     let p = load_text(text, &overrides(&["b.fuse=off", "a.fuse=4"], &[])).unwrap();
-    assert_eq!(p.stage("a").unwrap().fuse, Fuse::Auto { max: Some(4) });
+    assert_eq!(p.stage("a").unwrap().fuse, Fuse::On { max: Some(4) });
     assert_eq!(p.stage("b").unwrap().fuse, Fuse::Off);
 }
 
@@ -1595,7 +1597,7 @@ stages:
   c: { op: cmd, params: { run: ls }, fuse: 2.5 }
 ";
     let d = load_text(text, &Overrides::default()).unwrap_err();
-    let expected = "`auto`, `off` or a number of members ≥ 1";
+    let expected = "`auto`, `on`, `off` or a number of members ≥ 1";
     assert_eq!(
         summary(&d),
         [
@@ -1624,7 +1626,7 @@ stages:
     let rendered = d.to_string();
     assert!(rendered.contains("test.yaml:4:44"), "{rendered}");
     assert!(
-        rendered.contains("`auto`, `off` or a whole number N ≥ 1"),
+        rendered.contains("`auto`, `on`, `off` or a whole number N ≥ 1"),
         "the help names the forms: {rendered}"
     );
 }

@@ -227,6 +227,14 @@ impl Op for TrainLm {
         FUSIBLE
     }
 
+    /// On the CPU a group's members share the cores that `--jobs` would give them side by
+    /// side, and measured no faster (`just bench --only sweeps`: a 16-member sweep 0.9× of
+    /// `fuse: off`), so `auto` fuses the language models only on a GPU, where a group is one
+    /// batched computation; `fuse: on` fuses them on the CPU too.
+    fn fuses_by_default(&self, device: ablate_spec::Device) -> bool {
+        matches!(device, ablate_spec::Device::Cuda(_))
+    }
+
     fn run_group(&self, ctxs: &[OpContext<'_>]) -> Vec<Result<OpOutput, OpError>> {
         run_group(ctxs)
     }

@@ -113,23 +113,29 @@ impl Validator<'_, '_> {
         }
     }
 
-    /// `fuse:`: `auto`, `off`, or at most N members per group.
+    /// `fuse:`: `auto`, `on`, `off`, or at most N members per group.
     pub(super) fn fuse(&mut self, node: &Node, subject: &str) -> Option<Fuse> {
         match &node.kind {
             Kind::Str(s) if s == "auto" => Some(Fuse::default()),
             Kind::Str(s) if s == "off" => Some(Fuse::Off),
+            Kind::Str(s) if s == "on" => Some(Fuse::On { max: None }),
             Kind::Int(i) if *i >= 1 => {
                 Some(Fuse::at_most(usize::try_from(*i).unwrap_or(usize::MAX)))
             }
             _ => {
-                self.push(type_error(node, subject, "`auto`, `off` or a number of members ≥ 1").help(
-                    format!(
+                self.push(
+                    type_error(
+                        node,
+                        subject,
+                        "`auto`, `on`, `off` or a number of members ≥ 1",
+                    )
+                    .help(format!(
                         "`fuse` takes {}: instances of a sweep that differ only in values such as \
                          `seed` or `lr` train as one batched computation, each with its own cache \
                          entry",
                         Fuse::FORMS
-                    ),
-                ));
+                    )),
+                );
                 None
             }
         }
