@@ -792,7 +792,7 @@ fn auto_fuses_only_where_the_op_says_it_is_faster_and_on_fuses_anyway() {
     let cat = NotFaster(Fusing(catalog()));
     let plan_with = |fuse: &str| {
         let p = load(
-            SourceFile::new("p.yaml", &fuse_sweep(fuse)),
+            SourceFile::new("p.yaml", fuse_sweep(fuse)),
             &Overrides::new(),
             &cat,
         )
