@@ -270,6 +270,22 @@ mod x86 {
     }
 }
 
+/// Tests set this to run the AVX2 kernels on a CPU that has AVX-512 too: both must give the
+/// same bits (and a machine without AVX-512 runs only those).
+#[cfg(test)]
+pub(crate) static AVX2_ONLY: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the lane kernels may take their AVX-512 build (always, outside tests).
+#[inline]
+pub(crate) fn avx512_allowed() -> bool {
+    #[cfg(test)]
+    if AVX2_ONLY.load(std::sync::atomic::Ordering::Relaxed) {
+        return false;
+    }
+    true
+}
+
 /// Compiles `$body` (generic over the [`Isa`] token `$isa`) for AVX-512 and for AVX2, both
 /// with FMA, and dispatches on the CPU; one small function per kernel. Only called where
 /// [`super::lanes_available`] holds.
@@ -298,7 +314,9 @@ macro_rules! lanes_fn {
                     imp(unsafe { x86::Avx2::new() }, $($arg),*)
                 }
                 if std::is_x86_feature_detected!("fma") {
-                    if std::is_x86_feature_detected!("avx512f") {
+                    if std::is_x86_feature_detected!("avx512f")
+                        && $crate::fused::lanes::avx512_allowed()
+                    {
                         // SAFETY: the CPU has AVX-512F and FMA.
                         return unsafe { avx512($($arg),*) };
                     }

@@ -193,6 +193,31 @@ fn fused_members_equal_their_unfused_runs_for_every_form_and_weights() {
     }
 }
 
+/// The AVX2 build of the lane kernels (what a CPU without AVX-512 runs), on this CPU too: the
+/// same bits as unfused. While it runs, other tests' groups may take it as well; both builds
+/// must agree bit for bit, so that changes no test's outcome.
+#[test]
+fn the_avx2_lanes_equal_unfused_runs_too() {
+    use std::sync::atomic::Ordering;
+    let sets: Vec<Dataset> = (0..3).map(|s| toy_data(50, 2, 3, 10 + s)).collect();
+    let data: Vec<&Dataset> = sets.iter().collect();
+    super::lanes::AVX2_ONLY.store(true, Ordering::Relaxed);
+    for weights in [Weights::Shared, Weights::Unshared] {
+        for (dim, hidden) in [(2, 9), (3, 5), (2, 32)] {
+            for v in variants() {
+                let cfg = FlowConfig {
+                    form: v.0,
+                    integrator: v.1,
+                    activation: v.2,
+                    ..base(weights, 2, dim, hidden)
+                };
+                assert_fused_equals_alone(&cfg, &members(2, 16), &data, &[None; 3], 1);
+            }
+        }
+    }
+    super::lanes::AVX2_ONLY.store(false, Ordering::Relaxed);
+}
+
 #[test]
 fn fused_shards_and_blocks_equal_unfused_whatever_the_thread_count() {
     // Batches of 130 rows: two shards each; 20 members: two lane blocks.
