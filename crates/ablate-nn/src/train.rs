@@ -153,6 +153,13 @@ pub trait GroupModel {
     /// Runs `f` on the parameters of every member (to update them), member-major.
     fn update(&mut self, f: &mut dyn FnMut(&mut [f32])) -> Result<(), NnError>;
 
+    /// Each member's gradient norm of the last [`GroupModel::loss_and_grad`] (`grad`), bit for
+    /// bit as [`AdamW::grad_norms`] computes it (the default): a model whose threads already
+    /// computed them returns those, so the loop's thread does not.
+    fn grad_norms(&mut self, grad: &[f32], opt: &AdamW) -> Vec<f32> {
+        opt.grad_norms(grad)
+    }
+
     /// Called after every update with each member's learning rate (see [`Model::constrain`]).
     fn constrain(&mut self, lrs: &[f32], live: &[bool]) -> Result<(), NnError> {
         let _ = (lrs, live);
@@ -288,7 +295,7 @@ pub fn train_group<G: GroupModel + ?Sized>(
         };
         let drawn: Vec<&G::Batch> = drawn.iter().map(|b| b.unwrap_or(filler)).collect();
         let losses = model.loss_and_grad(&drawn, &live, &mut grad)?;
-        let norms = opt.grad_norms(&grad);
+        let norms = model.grad_norms(&grad, opt);
         let mut means = vec![0.0f32; k];
         for m in 0..k {
             if !live[m] {

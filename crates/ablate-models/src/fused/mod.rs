@@ -24,7 +24,7 @@ mod tests;
 
 use std::sync::{Mutex, RwLock};
 
-use ablate_nn::{GroupModel, Kind, Loss, Observer, Runtime, catching};
+use ablate_nn::{AdamW, GroupModel, Kind, Loss, Observer, Runtime, catching};
 
 use crate::cpu::{BatchStats, Net, Workspace, shards};
 use crate::params::Layout;
@@ -216,11 +216,14 @@ fn train_cpu(
                     ws: BlockWs::new(cfg, &layout, max_rows),
                     loss: [0.0; LANES],
                     correct: [0; LANES],
+                    grad: vec![0.0; LANES * n],
+                    norms: [0.0; LANES],
                 })),
                 Engine::OneByOne => Unit::Member(Box::new(OneMember {
                     ws: Workspace::new(cfg, &layout, max_rows, true),
                     total: vec![0.0; n],
                     stats: BatchStats::default(),
+                    norm: 0.0,
                 })),
             })
         })
@@ -249,6 +252,7 @@ fn train_cpu(
         let mut model = GroupTrainer {
             shared: &shared,
             work: &run_unit,
+            norms: Vec::new(),
         };
         let mut batches: Vec<&mut dyn ablate_nn::Batches<Minibatch>> = sources
             .iter_mut()
@@ -293,12 +297,31 @@ struct Block {
     /// Per lane: the batch's loss sum and correct count (shards summed in order).
     loss: [f64; LANES],
     correct: [usize; LANES],
+    /// Its members' gradients, member-major (lane `l` at `l·n..`), copied out of the lanes on
+    /// the block's own thread, and their norms (see [`grad_norms`]).
+    grad: Vec<f32>,
+    norms: [f32; LANES],
 }
 
 struct OneMember {
     ws: Workspace,
     total: Vec<f32>,
     stats: BatchStats,
+    /// `total`'s norm (see [`grad_norms`]).
+    norm: f32,
+}
+
+/// Each lane's gradient norm as [`ablate_nn::AdamW::grad_norms`] computes a member's: the
+/// squares summed in f64 in parameter order, so the same bits, computed on the unit's thread
+/// instead of the loop's.
+fn grad_norms(total: &[V]) -> [f32; LANES] {
+    let mut acc = [-0.0f64; LANES];
+    for t in total {
+        for (a, &g) in acc.iter_mut().zip(&t.0) {
+            *a += g as f64 * g as f64;
+        }
+    }
+    acc.map(|a| a.sqrt() as f32)
 }
 
 enum Unit {
@@ -372,6 +395,12 @@ impl Shared {
                         one.stats.correct += stats.correct;
                     }
                 }
+                one.norm = one
+                    .total
+                    .iter()
+                    .map(|&g| g as f64 * g as f64)
+                    .sum::<f64>()
+                    .sqrt() as f32;
             }
             Unit::Block(block) => {
                 let Block {
@@ -381,6 +410,8 @@ impl Shared {
                     ws,
                     loss,
                     correct,
+                    grad,
+                    norms,
                 } = &mut **block;
                 let members: Vec<Option<usize>> = (0..LANES)
                     .map(|l| {
@@ -434,6 +465,13 @@ impl Shared {
                         }
                     }
                 }
+                // Out of the lanes into member-major order here, not on the loop's thread.
+                for (i, t) in ws.total.iter().enumerate() {
+                    for l in 0..LANES {
+                        grad[l * n + i] = t.0[l];
+                    }
+                }
+                *norms = grad_norms(&ws.total);
             }
         }
     }
@@ -443,6 +481,8 @@ impl Shared {
 struct GroupTrainer<'a> {
     shared: &'a Shared,
     work: &'a (dyn Fn(usize) + Sync),
+    /// The last [`GroupModel::loss_and_grad`]'s gradient norms, computed by the units.
+    norms: Vec<f32>,
 }
 
 impl GroupModel for GroupTrainer<'_> {
@@ -479,23 +519,29 @@ impl GroupModel for GroupTrainer<'_> {
         }
         sh.pool.run(sh.units.len(), self.work);
         grad.resize(k * n, 0.0);
+        self.norms.clear();
+        self.norms.resize(k, 0.0);
         let mut losses = vec![Loss::default(); k];
         for (u, unit) in sh.units.iter().enumerate() {
             match &*lock(unit) {
                 Unit::Member(one) => {
                     if live[u] {
                         grad[u * n..(u + 1) * n].copy_from_slice(&one.total);
+                        self.norms[u] = one.norm;
                         losses[u] = one.stats.loss(rows);
                     }
                 }
                 Unit::Block(block) => {
-                    for l in 0..LANES {
-                        let m = u * LANES + l;
-                        if m >= k || !live[m] {
+                    // Whole members, lanes past `k` left out; a stopped member's part is
+                    // copied too (the loop ignores it).
+                    let first = u * LANES;
+                    let here = LANES.min(k - first);
+                    grad[first * n..(first + here) * n].copy_from_slice(&block.grad[..here * n]);
+                    self.norms[first..first + here].copy_from_slice(&block.norms[..here]);
+                    for l in 0..here {
+                        let m = first + l;
+                        if !live[m] {
                             continue;
-                        }
-                        for (g, t) in grad[m * n..(m + 1) * n].iter_mut().zip(&block.ws.total) {
-                            *g = t[l];
                         }
                         losses[m] = BatchStats {
                             loss_sum: block.loss[l],
@@ -507,6 +553,10 @@ impl GroupModel for GroupTrainer<'_> {
             }
         }
         Ok(losses)
+    }
+
+    fn grad_norms(&mut self, _grad: &[f32], _opt: &AdamW) -> Vec<f32> {
+        std::mem::take(&mut self.norms)
     }
 
     fn update(&mut self, f: &mut dyn FnMut(&mut [f32])) -> Result<(), NnError> {
