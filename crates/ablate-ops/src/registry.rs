@@ -20,15 +20,7 @@ pub(crate) trait Op: Send + Sync {
     /// Computes a fused group (see [`OpRunner::run_group`]): one result per context, in order.
     /// By default each in turn, as unfused.
     fn run_group(&self, ctxs: &[OpContext<'_>]) -> Vec<Result<OpOutput, OpError>> {
-        ctxs.iter()
-            .map(|ctx| {
-                if ctx.is_cancelled() {
-                    Err(OpError::Cancelled)
-                } else {
-                    self.run(ctx)
-                }
-            })
-            .collect()
+        ablate_run::run_each(ctxs, |ctx| self.run(ctx))
     }
     /// Checks of a param beyond its type, when the pipeline is loaded (see
     /// [`OpCatalog::check_value`]).

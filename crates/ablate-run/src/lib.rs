@@ -22,7 +22,7 @@ pub use cancel::CancelToken;
 pub use event::{Divergence, RunEvent, SkipCause, Summary};
 pub use job::{Job, JobInput, MissingInput, Unfinished};
 pub use local::{GroupMember, LocalExecutor};
-pub use op::{OpContext, OpError, OpOutput, OpRunner, Progress};
+pub use op::{OpContext, OpError, OpOutput, OpRunner, Progress, run_each};
 pub use scheduler::{BoxFuture, Executor, Outcome, RunOptions, run};
 pub use slurm::{SlurmExecutor, SlurmSettings};
 pub use tail::{TAIL_WINDOW, tail};

@@ -26,16 +26,25 @@ pub trait OpRunner: OpCatalog + Send + Sync + 'static {
     /// (the run was stopped, or its timeout passed while the others ran) as
     /// [`OpError::Cancelled`] without starting it.
     fn run_group(&self, ctxs: &[OpContext<'_>]) -> Vec<Result<OpOutput, OpError>> {
-        ctxs.iter()
-            .map(|ctx| {
-                if ctx.is_cancelled() {
-                    Err(OpError::Cancelled)
-                } else {
-                    self.run(ctx)
-                }
-            })
-            .collect()
+        run_each(ctxs, |ctx| self.run(ctx))
     }
+}
+
+/// A group computed member by member (the default of [`OpRunner::run_group`], and of an op
+/// that cannot fuse): a member whose token is already cancelled is not started.
+pub fn run_each(
+    ctxs: &[OpContext<'_>],
+    mut run: impl FnMut(&OpContext<'_>) -> Result<OpOutput, OpError>,
+) -> Vec<Result<OpOutput, OpError>> {
+    ctxs.iter()
+        .map(|ctx| {
+            if ctx.is_cancelled() {
+                Err(OpError::Cancelled)
+            } else {
+                run(ctx)
+            }
+        })
+        .collect()
 }
 
 /// What an op reports besides the files it wrote.

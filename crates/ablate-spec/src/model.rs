@@ -153,10 +153,6 @@ impl Fuse {
             Fuse::On { max: Some(n) }
         }
     }
-
-    pub fn is_off(self) -> bool {
-        self == Fuse::Off
-    }
 }
 
 /// A stage's own sweep. `axes` keep file order; each axis value is already normalised against
