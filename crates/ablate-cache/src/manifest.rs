@@ -59,6 +59,11 @@ pub enum EntryStatus {
         step: Option<u64>,
         value: String,
     },
+    /// Stopped early by the stage's `early_stop:` strategy after `step` steps (or epochs: the
+    /// op's progress unit), its metric not among the best at that rung. A result, not a
+    /// failure: its metrics and curve are those of the first `step` steps, and its
+    /// checkpoint stays in the cache, so a run that needs the whole computation resumes it.
+    Pruned { step: u64 },
 }
 
 impl EntryStatus {
@@ -66,11 +71,12 @@ impl EntryStatus {
         matches!(self, EntryStatus::Done)
     }
 
-    /// `done` or `diverged`: the word runs.parquet and the reports show.
+    /// `done`, `diverged` or `pruned`: the word runs.parquet and the reports show.
     pub fn name(&self) -> &'static str {
         match self {
             EntryStatus::Done => "done",
             EntryStatus::Diverged { .. } => "diverged",
+            EntryStatus::Pruned { .. } => "pruned",
         }
     }
 
@@ -98,6 +104,7 @@ impl std::fmt::Display for EntryStatus {
                 step: None,
                 value,
             } => write!(f, "diverged: `{metric}` = {value}"),
+            EntryStatus::Pruned { step } => write!(f, "pruned at step {step}"),
         }
     }
 }

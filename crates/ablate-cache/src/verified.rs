@@ -412,6 +412,10 @@ fn encode(shard: &Shard) -> Vec<u8> {
                 }
                 put_str(&mut out, value);
             }
+            EntryStatus::Pruned { step } => {
+                out.push(2);
+                out.extend_from_slice(&step.to_le_bytes());
+            }
         }
         out.push(u8::from(r.publishes));
         let id = &r.manifest;
@@ -459,6 +463,9 @@ fn decode(bytes: &[u8]) -> Option<Shard> {
                     _ => return None,
                 },
                 value: r.string()?,
+            },
+            2 => EntryStatus::Pruned {
+                step: u64::from_le_bytes(r.array()?),
             },
             _ => return None,
         };

@@ -266,6 +266,7 @@ impl Op for Cmd {
                 metrics: logged.metrics,
                 publish: Vec::new(),
                 status: diverged,
+                stopped_at: None,
             });
         }
         if !status.success() {
@@ -281,6 +282,7 @@ impl Op for Cmd {
             metrics,
             publish: Vec::new(),
             status: EntryStatus::Done,
+            stopped_at: None,
         })
     }
 }

@@ -326,6 +326,7 @@ fn finish(
         metrics,
         publish: Vec::new(),
         status,
+        stopped_at: None,
     })
 }
 

@@ -30,5 +30,6 @@ pub(crate) fn job(op: &str, params: Params, inputs: Vec<JobInput>, device: &str)
         diverged: Default::default(),
         visible_gpus: None,
         missing: Vec::new(),
+        budget: None,
     }
 }

@@ -145,10 +145,10 @@ pub struct Divergence {
 }
 
 impl Divergence {
-    /// `None` for a done entry.
+    /// `None` for a done or pruned entry.
     pub fn of(status: &EntryStatus) -> Option<Divergence> {
         match status {
-            EntryStatus::Done => None,
+            EntryStatus::Done | EntryStatus::Pruned { .. } => None,
             EntryStatus::Diverged {
                 metric,
                 step,

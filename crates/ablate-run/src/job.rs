@@ -35,6 +35,12 @@ pub struct Job {
     /// not `strict` and runs on a partial set (its key then says so, see [`Job::partial`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing: Vec<MissingInput>,
+    /// Early stopping (`early_stop:`, issue 24): compute only up to this progress step (an
+    /// epoch of `train.flow`, a step of `train.lm` and `cmd`), leave a checkpoint that a later
+    /// attempt with a larger budget (or none) resumes from, and say where it stopped
+    /// ([`crate::OpOutput::stopped_at`]). `None`: the whole computation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<u64>,
 }
 
 /// An input of a report that has no result: the report shows its cells as missing, and why.
@@ -113,6 +119,7 @@ impl Job {
             diverged: inst.diverged,
             visible_gpus: None,
             missing: Vec::new(),
+            budget: None,
         }
     }
 

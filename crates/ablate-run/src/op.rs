@@ -57,6 +57,11 @@ pub struct OpOutput {
     /// `Diverged` when a loss or metric became non-finite: the executor fails the attempt, or
     /// records it as a result where the stage says `diverged: record` (the op need not know).
     pub status: EntryStatus,
+    /// The progress step at which the op stopped because it reached [`OpContext::budget`]
+    /// before its end: it left in [`OpContext::checkpoint_dir`] what a later attempt resumes
+    /// from, and `metrics` (and the files in `out_dir`) are those at that step. `None`: it
+    /// computed the whole instance (also when the budget was not below its length).
+    pub stopped_at: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -172,6 +177,15 @@ impl<'a> OpContext<'a> {
 
     pub fn cancel_token(&self) -> &CancelToken {
         self.cancel
+    }
+
+    /// Early stopping's budget: compute up to this progress step (an epoch of `train.flow`, a
+    /// step of `train.lm` and `cmd`) and stop there with a checkpoint that a later attempt
+    /// resumes from (see [`OpOutput::stopped_at`]); `None`: compute the whole instance. An
+    /// attempt resumes from what [`OpContext::checkpoint_dir`] holds, budget or not, and its
+    /// results equal those of one uninterrupted attempt.
+    pub fn budget(&self) -> Option<u64> {
+        self.job.budget
     }
 
     /// Where this instance's program keeps what a later attempt of the same key resumes from

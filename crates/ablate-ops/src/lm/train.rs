@@ -508,6 +508,7 @@ impl Member {
                     metrics: stepped(&log),
                     publish: Vec::new(),
                     status,
+                    stopped_at: None,
                 });
             }
             Err(e) => return Err(model_error(e)),
