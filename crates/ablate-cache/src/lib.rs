@@ -22,6 +22,6 @@ pub use manifest::{
 };
 pub use store::{
     EntryInfo, GcItem, GcReport, Lookup, PipelineIndex, Store, TempEntry, VerifyMode, Writer,
-    now_us,
+    now_us, write_atomically,
 };
 pub use verified::CachedEntry;

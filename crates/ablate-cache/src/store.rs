@@ -108,6 +108,13 @@ impl Store {
         self.checkpoints_root().join(key.to_hex())
     }
 
+    /// Where an attempt that stopped at its early-stopping budget keeps its outputs (inside
+    /// its [`Store::checkpoint_dir`], so they live and go with it) until the strategy decides:
+    /// committed as a `pruned` entry, or dropped when the instance goes on.
+    pub fn paused_dir(&self, key: &InstanceKey) -> PathBuf {
+        self.checkpoint_dir(key).join(".ablate-paused")
+    }
+
     /// The directory of every key's [`Store::checkpoint_dir`].
     pub fn checkpoints_root(&self) -> PathBuf {
         self.v1.join("checkpoints")
@@ -311,7 +318,9 @@ fn remove_dir_atomically(store: &Store, dir: &Path) -> Result<(), CacheError> {
     fs::remove_dir_all(&trash).map_err(CacheError::io(&trash))
 }
 
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
+/// Writes `bytes` to `path` through a temp file renamed over it: a reader sees the old file or
+/// the new one, never part of one.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let tmp = path.with_extension(format!("tmp.{}.{n}", std::process::id()));
     let mut f = fs::File::create(&tmp).map_err(CacheError::io(&tmp))?;

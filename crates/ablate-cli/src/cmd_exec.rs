@@ -120,6 +120,12 @@ pub fn exec(global: &Global, args: ExecArgs) -> anyhow::Result<u8> {
                     eprintln!("  the attempt's files are kept in {}", log.display());
                 }
             }
+            Outcome::Paused { step, .. } => {
+                println!(
+                    "stopped at its early-stopping budget, step {step}: {} ({})",
+                    job.key, job.id
+                );
+            }
             Outcome::Cancelled | Outcome::Detached { .. } => cancelled = true,
         }
     }

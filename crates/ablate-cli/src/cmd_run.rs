@@ -293,6 +293,18 @@ impl Executor for AnyExecutor {
             AnyExecutor::Slurm(e) => e.execute_group(members, events, cancel),
         }
     }
+
+    fn prune(
+        &self,
+        instance: PlanIndex,
+        job: Arc<Job>,
+        step: u64,
+    ) -> ablate_run::BoxFuture<Outcome> {
+        match self {
+            AnyExecutor::Local(e) => e.prune(instance, job, step),
+            AnyExecutor::Slurm(e) => e.prune(instance, job, step),
+        }
+    }
 }
 
 /// After a Slurm run: say what was left on the cluster, and cancel it if asked to.

@@ -308,7 +308,8 @@ impl Reporter {
             other => {
                 if let RunEvent::Finished { instance, .. }
                 | RunEvent::Failed { instance, .. }
-                | RunEvent::Submitted { instance, .. } = other
+                | RunEvent::Submitted { instance, .. }
+                | RunEvent::Paused { instance, .. } = other
                 {
                     self.leave_group(*instance);
                 }
@@ -335,13 +336,18 @@ impl Reporter {
                 plural(*instances)
             )),
             RunEvent::Cached {
-                id, key, diverged, ..
+                id,
+                key,
+                diverged,
+                entry,
+                ..
             } => {
                 self.cached_n += 1;
                 Some(format!(
-                    "  cached  {}  {id}{}",
+                    "  cached  {}  {id}{}{}",
                     key.short(),
-                    diverged_note(diverged)
+                    diverged_note(diverged),
+                    pruned_note(entry.status())
                 ))
             }
             RunEvent::GroupStarted { stage, ids, .. } => Some(format!(
@@ -358,6 +364,7 @@ impl Reporter {
             RunEvent::Finished {
                 id,
                 key,
+                status,
                 seconds,
                 metrics,
                 by_other,
@@ -378,6 +385,7 @@ impl Reporter {
                 let how = match (by_other, diverged) {
                     (true, _) => "cached by another run",
                     (false, Some(_)) => "diverged",
+                    (false, None) if *status == "pruned" => "pruned",
                     (false, None) => "done",
                 };
                 let missing = match missing_inputs {
@@ -438,6 +446,20 @@ impl Reporter {
                 "  queued  {}  {id}  slurm task {task}",
                 key.short()
             )),
+            RunEvent::Paused {
+                id,
+                key,
+                step,
+                value,
+                ..
+            } => Some(format!(
+                "  paused  {}  {id}  at {step}{}",
+                key.short(),
+                value
+                    .map(|v| format!(" ({})", ablate_results::format_metric(v)))
+                    .unwrap_or_default()
+            )),
+            RunEvent::Rung(r) => Some(rung_line(r)),
             RunEvent::Interrupted { not_run } => Some(format!(
                 "interrupted: {not_run} instance{} not run; nothing half-written was kept",
                 plural(*not_run)
@@ -464,10 +486,15 @@ impl Reporter {
                 bar.enable_steady_tick(Duration::from_millis(120));
                 self.main = Some(bar);
             }
-            RunEvent::Cached { id, diverged, .. } => {
+            RunEvent::Cached {
+                id,
+                diverged,
+                entry,
+                ..
+            } => {
                 let stage = id.split('[').next().unwrap_or(id).to_owned();
-                self.cached
-                    .push((stage, format!("{id}{}", diverged_note(diverged))));
+                let note = format!("{}{}", diverged_note(diverged), pruned_note(entry.status()));
+                self.cached.push((stage, format!("{id}{note}")));
                 self.cached_n += 1;
                 self.advance();
             }
@@ -536,13 +563,14 @@ impl Reporter {
             }
             RunEvent::Finished { instance, .. }
             | RunEvent::Failed { instance, .. }
-            | RunEvent::Submitted { instance, .. } => {
+            | RunEvent::Submitted { instance, .. }
+            | RunEvent::Paused { instance, .. } => {
                 let done = !matches!(
                     ev,
                     RunEvent::Failed {
                         will_retry: true,
                         ..
-                    }
+                    } | RunEvent::Paused { .. }
                 );
                 self.leave_group(*instance);
                 if let Some(bar) = self.bars.remove(instance) {
@@ -566,6 +594,11 @@ impl Reporter {
                     self.println(line);
                 }
                 self.advance();
+            }
+            RunEvent::Rung(_) => {
+                if let Some(line) = self.common_line(ev) {
+                    self.println(line);
+                }
             }
             RunEvent::Interrupted { .. } | RunEvent::Summary(_) => {
                 self.flush_cached();
@@ -669,19 +702,51 @@ pub fn summary_line(s: &Summary) -> String {
     } else {
         String::new()
     };
-    let diverged = |n: usize| match n {
-        0 => String::new(),
-        n => format!(" ({n} diverged)"),
+    let of = |diverged: usize, pruned: usize| {
+        let parts: Vec<String> = [(diverged, "diverged"), (pruned, "pruned")]
+            .into_iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, what)| format!("{n} {what}"))
+            .collect();
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", parts.join(", "))
+        }
     };
     format!(
         "{} ran{}, {} cached{}, {} failed, {} skipped{submitted} in {}",
         s.ran,
-        diverged(s.diverged),
+        of(s.diverged, s.pruned),
         s.cached,
-        diverged(s.cached_diverged),
+        of(s.cached_diverged, s.cached_pruned),
         s.failed,
         s.skipped,
         fmt_secs(s.seconds)
+    )
+}
+
+/// `  rung    train at 10: 3 of 9 configurations go on (best lr=0.003: 0.1234, …)`.
+fn rung_line(r: &ablate_run::RungResult) -> String {
+    let show = |(config, v, seeds): &(String, f64, usize)| {
+        let config = if config.is_empty() { "(one)" } else { config };
+        let seeds = if *seeds > 1 {
+            format!(" over {seeds} seeds")
+        } else {
+            String::new()
+        };
+        format!("{config}: {}{seeds}", ablate_results::format_metric(*v))
+    };
+    let kept: Vec<String> = r.ranking[..r.kept].iter().take(3).map(show).collect();
+    let more = if r.kept > 3 { ", …" } else { "" };
+    format!(
+        "  rung    {} at {}: {} of {} configuration{} go on ({}{more})",
+        r.stage,
+        r.step,
+        r.kept,
+        r.ranking.len(),
+        plural(r.ranking.len()),
+        kept.join(", ")
     )
 }
 
@@ -708,6 +773,14 @@ fn diverged_note(d: &Option<ablate_run::Divergence>) -> String {
     d.as_ref()
         .map(|d| format!("  (diverged: {})", divergence(d)))
         .unwrap_or_default()
+}
+
+/// `  (pruned at step 9)` after a cached instance's id; empty unless early stopping pruned it.
+fn pruned_note(status: &ablate_cache::EntryStatus) -> String {
+    match status {
+        ablate_cache::EntryStatus::Pruned { step } => format!("  (pruned at step {step})"),
+        _ => String::new(),
+    }
 }
 
 fn plural(n: usize) -> &'static str {

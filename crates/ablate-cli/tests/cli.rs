@@ -6451,3 +6451,209 @@ fn plan_shows_the_fused_groups_of_a_seed_and_lr_sweep() {
         run.stderr
     );
 }
+
+// --- Early stopping (issue 24): successive halving, rung by rung, from the cache -----------
+
+/// 9 configurations × 2 seeds of a 27-step curve (`loss` = value + 1/step): rungs at 1, 3
+/// and 9 keep 3, then 1, then 1 configuration.
+const HALVING: &str = "name: halving
+stages:
+  train:
+    op: echo
+    matrix: { value: [5, 2, 8, 1, 9, 3, 7, 4, 6], seed: [0, 1] }
+    params: { steps: 27 }
+    early_stop: { metric: loss, mode: min, min: 1, max: 27, eta: 3 }
+";
+
+/// Instance id → its `finished` event's metrics.
+fn finished_metrics(run: &Run) -> BTreeMap<String, Value> {
+    run.events()
+        .into_iter()
+        .filter(|e| e["event"] == "finished")
+        .map(|e| (e["id"].as_str().unwrap().to_owned(), e["metrics"].clone()))
+        .collect()
+}
+
+#[test]
+fn early_stopping_prunes_rung_by_rung_and_the_survivors_resume_their_checkpoints() {
+    let sb = Sandbox::new();
+    sb.write("halving.yaml", HALVING);
+    let run = sb
+        .ablate(&["run", "halving.yaml", "--jobs", "2", "--json"])
+        .code(EXIT_OK);
+    let rungs: Vec<(u64, u64, String)> = run
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "rung")
+        .map(|e| {
+            let best = e["ranking"][0][0].as_str().unwrap().to_owned();
+            (
+                e["step"].as_u64().unwrap(),
+                e["kept"].as_u64().unwrap(),
+                best,
+            )
+        })
+        .collect();
+    let best = "value=1.0".to_owned();
+    assert_eq!(
+        rungs,
+        [(1, 3, best.clone()), (3, 1, best.clone()), (9, 1, best)]
+    );
+    let s = run.summary();
+    assert_eq!(
+        (s["ran"].as_u64(), s["pruned"].as_u64()),
+        (Some(18), Some(16)),
+        "{s}"
+    );
+    let metrics = finished_metrics(&run);
+    let mut computed = 0.0;
+    for (id, m) in &metrics {
+        computed += m["computed_steps"].as_f64().unwrap();
+        if id.starts_with("train[value=1.0,") {
+            // Resumed at each rung, never started over: 27 steps in all, the last from 9.
+            assert_eq!(
+                (m["computed_steps"].as_f64(), m["resumed_from"].as_f64()),
+                (Some(27.0), Some(9.0)),
+                "{id}"
+            );
+        }
+    }
+    assert!(
+        computed <= 18.0 * 27.0 / 2.0,
+        "early stopping spent {computed} steps, more than half the grid's"
+    );
+    assert_eq!(computed, 12.0 + 4.0 * 3.0 + 2.0 * 27.0);
+    // Each pruned instance is a result: `pruned` in runs.parquet, its curve up to its rung.
+    let table = read_parquet(&sb.results().join("halving").join("runs.parquet"));
+    let label = strs(column(&table, "label"));
+    let status = strs(column(&table, "status"));
+    let metric = strs(column(&table, "metric"));
+    let step = ints(column(&table, "step"));
+    let mut last_step: BTreeMap<String, (String, i64)> = BTreeMap::new();
+    for row in 0..table.num_rows() {
+        if metric[row].as_deref() == Some("loss") {
+            let e = last_step
+                .entry(label[row].clone().unwrap())
+                .or_insert((status[row].clone().unwrap(), 0));
+            e.1 = e.1.max(step[row].unwrap());
+        }
+    }
+    let pruned_at: BTreeMap<i64, usize> =
+        last_step
+            .values()
+            .filter(|(s, _)| s == "pruned")
+            .fold(BTreeMap::new(), |mut m, (_, k)| {
+                *m.entry(*k).or_default() += 1;
+                m
+            });
+    assert_eq!(pruned_at, BTreeMap::from([(1, 12), (3, 4)]));
+    assert_eq!(last_step["value=1.0,seed=0"], ("done".to_owned(), 27));
+
+    // The same file again decides the same from the cache, and trains nothing.
+    let again = sb
+        .ablate(&["run", "halving.yaml", "--jobs", "2", "--json"])
+        .code(EXIT_OK);
+    assert_summary(&again, 0, 18, 0, 0);
+    assert_eq!(again.summary()["cached_pruned"].as_u64(), Some(16));
+    assert_eq!(
+        again
+            .events()
+            .iter()
+            .filter(|e| e["event"] == "rung")
+            .count(),
+        3
+    );
+    let text = sb
+        .ablate(&["run", "halving.yaml", "--jobs", "2"])
+        .code(EXIT_OK);
+    assert!(
+        text.stderr.contains("(pruned at step 3)") || text.stdout.contains("(pruned at step 3)"),
+        "a cached pruned instance says so\n{}{}",
+        text.stdout,
+        text.stderr
+    );
+}
+
+#[test]
+fn a_pruned_entry_runs_to_its_end_from_its_checkpoint_where_nothing_stops_early() {
+    let sb = Sandbox::new();
+    sb.write("halving.yaml", HALVING);
+    sb.ablate(&["run", "halving.yaml", "--jobs", "2"])
+        .code(EXIT_OK);
+    // Early stopping is not part of any key: without it, the pruned entries are misses.
+    let grid = HALVING.replace(
+        "    early_stop: { metric: loss, mode: min, min: 1, max: 27, eta: 3 }\n",
+        "",
+    );
+    sb.write("grid.yaml", &grid);
+    let plan = sb.plan("grid.yaml", &[]);
+    let entry = &plan["train[value=5.0,seed=0]"];
+    assert!(
+        entry.to_string().contains("pruned at step 1"),
+        "plan says why a pruned entry runs: {entry}"
+    );
+    let run = sb
+        .ablate(&["run", "grid.yaml", "--jobs", "2", "--json"])
+        .code(EXIT_OK);
+    assert_summary(&run, 16, 2, 0, 0);
+    let metrics = finished_metrics(&run);
+    let m = &metrics["train[value=5.0,seed=0]"];
+    assert_eq!(
+        (m["resumed_from"].as_f64(), m["computed_steps"].as_f64()),
+        (Some(1.0), Some(27.0)),
+        "{m}"
+    );
+    assert_eq!(
+        metrics["train[value=2.0,seed=0]"]["resumed_from"].as_f64(),
+        Some(3.0)
+    );
+    // Its entry is now whole: the early-stopping file finds every configuration done or
+    // pruned as before, and runs nothing.
+    let again = sb
+        .ablate(&["run", "grid.yaml", "--jobs", "2", "--json"])
+        .code(EXIT_OK);
+    assert_summary(&again, 0, 18, 0, 0);
+}
+
+#[test]
+fn early_stop_mistakes_point_at_their_place() {
+    let sb = Sandbox::new();
+    let cases = [
+        (
+            "name: p\nstages:\n  d:\n    op: data.toy2d\n    early_stop: { metric: loss, min: 1, max: 9 }\n",
+            &[
+                "p.yaml:5:17",
+                "op `data.toy2d` cannot stop at a budget",
+                "early stopping works with",
+            ][..],
+        ),
+        (
+            "name: p\nstages:\n  t:\n    op: echo\n    params: { steps: 9 }\n    early_stop: { metric: loss, min: 9, max: 3 }\n",
+            &["p.yaml:6:38", "`min` (9) must be below `max` (3)"][..],
+        ),
+        (
+            "name: p\nstages:\n  t:\n    op: echo\n    early_stop: { metric: loss, mode: lowest, min: 1, max: 3 }\n",
+            &["p.yaml:5:39", "`min` or `max`"][..],
+        ),
+        (
+            "name: p\nstages:\n  t:\n    op: echo\n    early_stop: { metric: loss, resource: epochs, min: 1, max: 3 }\n",
+            &[
+                "p.yaml:5:43",
+                "counts its progress in `steps`, not `epochs`",
+            ][..],
+        ),
+        (
+            "name: p\nstages:\n  t:\n    op: echo\n    early_stop: { metric: loss, min: 1, max: 3, eta: 1 }\n",
+            &["p.yaml:5:54", "a whole number ≥ 2"][..],
+        ),
+        (
+            "name: p\nstages:\n  t:\n    op: echo\n    early_stop: { min: 1, max: 3 }\n",
+            &["p.yaml:5:17", "has no `metric`"][..],
+        ),
+    ];
+    for (yaml, fragments) in cases {
+        sb.write("p.yaml", yaml);
+        let run = sb.ablate(&["plan", "p.yaml"]).code(EXIT_INVALID_INPUT);
+        assert_contains_all(&run.stderr, fragments);
+    }
+}

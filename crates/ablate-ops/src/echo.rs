@@ -2,7 +2,9 @@
 //! For trying pipelines, benchmarking the orchestrator, and testing cancellation, failure
 //! isolation and fused groups: a sweep over its fusible `seed` (and `fail`) is a fused group
 //! (issue 23), computed in turn by the default `run_group`, so a group's dispatch — one local
-//! slot, one Slurm array task — can be tried without training anything.
+//! slot, one Slurm array task — can be tried without training anything. With `steps`, it
+//! logs a curve (`loss` = `value` + 1/step at each step) and stops at an early-stopping budget,
+//! resuming from its checkpoint: successive halving (issue 24) can be tried the same way.
 
 use std::time::{Duration, Instant};
 
@@ -28,7 +30,19 @@ pub(crate) struct EchoParams {
     #[allow(dead_code)]
     seed: u64,
     fail: bool,
+    steps: u64,
 }
+
+/// What a stopped `echo` resumes from: the step it reached, and how many steps all its
+/// attempts computed. Its metrics `computed_steps` and `resumed_from` (the step this attempt
+/// started from) tell a resumed run from one started over, for tests.
+#[derive(Debug, Default, serde::Serialize, Deserialize)]
+struct EchoCheckpoint {
+    step: u64,
+    computed: u64,
+}
+
+const ECHO_CHECKPOINT: &str = "echo.json";
 
 /// The params whose values may differ within a fused group: neither changes what the op does
 /// but the key (`seed`) or whether it fails (`fail`).
@@ -66,6 +80,13 @@ impl Echo {
                         json!(false),
                         "fail after the pause instead of recording the value",
                     ),
+                    ParamSpec::with_default(
+                        "steps",
+                        ParamType::non_negative_int(),
+                        json!(0),
+                        "log `loss` = value + 1/step at steps 1..=steps, stopping at an \
+                         early-stopping budget and resuming from a checkpoint",
+                    ),
                 ],
                 gathers: false,
                 free_params: false,
@@ -101,10 +122,51 @@ impl Op for Echo {
                 ctx.job.id
             )));
         }
+        if p.steps == 0 {
+            return Ok(OpOutput {
+                metrics: vec![Metric::new("value", p.value)],
+                publish: Vec::new(),
+                ..OpOutput::default()
+            });
+        }
+        let dir = ctx.checkpoint_dir();
+        let path = dir.join(ECHO_CHECKPOINT);
+        let from: EchoCheckpoint = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let end = ctx
+            .budget()
+            .map_or(p.steps, |b| b.min(p.steps))
+            .max(from.step);
+        let reached = EchoCheckpoint {
+            step: end,
+            computed: from.computed + (end - from.step),
+        };
+        let mut metrics: Vec<Metric> = (1..=end)
+            .map(|s| Metric::at_step("loss", s, p.value + 1.0 / s as f64))
+            .collect();
+        metrics.push(Metric::new("computed_steps", reached.computed as f64));
+        metrics.push(Metric::new("resumed_from", from.step as f64));
+        let stopped_at = (end < p.steps).then_some(end);
+        if stopped_at.is_some() {
+            std::fs::create_dir_all(&dir)
+                .and_then(|()| {
+                    let json = serde_json::to_vec(&reached).map_err(std::io::Error::other)?;
+                    ablate_cache::write_atomically(&path, &json).map_err(std::io::Error::other)
+                })
+                .map_err(|e| OpError::with(format!("failed to write `{}`", path.display()), e))?;
+        } else {
+            metrics.push(Metric::new("value", p.value));
+        }
         Ok(OpOutput {
-            metrics: vec![Metric::new("value", p.value)],
-            publish: Vec::new(),
+            metrics,
+            stopped_at,
             ..OpOutput::default()
         })
+    }
+
+    fn budget_unit(&self) -> Option<&'static str> {
+        Some("steps")
     }
 }

@@ -17,6 +17,10 @@ pub(crate) trait Op: Send + Sync {
     fn fuses_by_default(&self, _device: Device) -> bool {
         true
     }
+    /// The progress unit it stops at a budget in (see [`OpCatalog::budget_unit`]).
+    fn budget_unit(&self) -> Option<&'static str> {
+        None
+    }
     /// Computes a fused group (see [`OpRunner::run_group`]): one result per context, in order.
     /// By default each in turn, as unfused.
     fn run_group(&self, ctxs: &[OpContext<'_>]) -> Vec<Result<OpOutput, OpError>> {
@@ -129,6 +133,10 @@ impl OpCatalog for Registry {
 
     fn fuses_by_default(&self, op: &str, device: Device) -> bool {
         self.op(op).is_some_and(|o| o.fuses_by_default(device))
+    }
+
+    fn budget_unit(&self, op: &str) -> Option<&'static str> {
+        self.op(op).and_then(|o| o.budget_unit())
     }
 }
 

@@ -163,6 +163,7 @@ impl Builder<'_> {
             Fuse::Auto { .. } | Fuse::On { .. } => self.catalog.fusible(&stage.op),
         };
         let protos = self.protos(stage);
+        let early_stop = stage.early_stop.clone().map(std::sync::Arc::new);
         let own = stage.matrix.combinations();
         let axis_order: Vec<&str> = stage.matrix.axes.iter().map(|(k, _)| k.as_str()).collect();
         let n = protos.len() * own.len();
@@ -226,6 +227,17 @@ impl Builder<'_> {
                     deps,
                 };
                 let fuse = crate::fuse::group_of(stage, fusible, &resources, &key_input);
+                let early_stop = early_stop.as_ref().map(|spec| {
+                    let rest: Vec<(String, Value)> = labels
+                        .iter()
+                        .filter(|(k, _)| *k != spec.seeds)
+                        .cloned()
+                        .collect();
+                    crate::EarlyStopOf {
+                        spec: std::sync::Arc::clone(spec),
+                        config: render_label(&rest),
+                    }
+                });
                 let label = render_label(&labels);
                 let id = if label.is_empty() {
                     stage.name.to_string()
@@ -250,6 +262,7 @@ impl Builder<'_> {
                     report,
                     strict: stage.strict,
                     fuse,
+                    early_stop,
                 };
                 let node = PlanIndex(self.graph.add_node(instance));
                 for &input in &proto.inputs {

@@ -50,6 +50,18 @@ pub struct Instance {
     /// The fused group it may be computed in with others of its stage (the stage's `fuse:`
     /// and its op's fusible params); `None`: it always runs alone. Not part of the key.
     pub fuse: Option<crate::FuseGroup>,
+    /// The stage's `early_stop:` and the configuration this instance is a seed of. Not part
+    /// of the key.
+    pub early_stop: Option<EarlyStopOf>,
+}
+
+/// An instance's part in its stage's successive halving (`early_stop:`).
+#[derive(Clone, Debug)]
+pub struct EarlyStopOf {
+    pub spec: std::sync::Arc<ablate_spec::EarlyStop>,
+    /// Its configuration: its label without the `seeds` param (`lr=0.01`), which the
+    /// instances that differ only in their seed share; their metrics are averaged.
+    pub config: String,
 }
 
 impl Instance {

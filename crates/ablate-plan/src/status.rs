@@ -38,6 +38,10 @@ pub enum Reason {
     Invalid(String),
     /// Its key changed since the last run; what changed.
     Changed(Vec<Change>),
+    /// The cache holds it as stopped early at `step` by a stage's `early_stop:` (a `pruned`
+    /// result), and this stage does not stop early: it runs to its end, resuming from the
+    /// checkpoint the pruned run left.
+    Pruned { step: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -71,6 +75,11 @@ impl fmt::Display for Reason {
             Reason::Forced => f.write_str("forced"),
             Reason::UpstreamForced => f.write_str("forced upstream"),
             Reason::Invalid(why) => write!(f, "cache entry invalid ({why})"),
+            Reason::Pruned { step } => write!(
+                f,
+                "cached as pruned at step {step} by early stopping; runs to its end from its \
+                 checkpoint"
+            ),
             Reason::Changed(changes) => {
                 for (i, c) in changes.iter().enumerate() {
                     if i > 0 {
@@ -91,6 +100,7 @@ impl Reason {
             Reason::New => "new",
             Reason::Forced | Reason::UpstreamForced => "forced",
             Reason::Invalid(_) => "invalid",
+            Reason::Pruned { .. } => "pruned",
             Reason::Changed(c) => match c.first() {
                 Some(Change::Params(_)) => "params changed",
                 Some(Change::Inputs(_)) => "input changed",
@@ -155,7 +165,12 @@ pub fn statuses(plan: &Plan, store: &Store, forced: &[&str]) -> Vec<Status> {
             continue;
         }
         let status = match std::mem::replace(&mut lookups[id.index()], Lookup::Miss) {
-            Lookup::Hit(entry) => Status::Cached(entry),
+            Lookup::Hit(entry) => match *entry.status() {
+                ablate_cache::EntryStatus::Pruned { step } if inst.early_stop.is_none() => {
+                    Status::Run(Reason::Pruned { step })
+                }
+                _ => Status::Cached(entry),
+            },
             Lookup::Invalid(why) => Status::Run(Reason::Invalid(why)),
             Lookup::Miss => {
                 let index = index.get_or_insert_with(|| store.load_index(plan.pipeline()));

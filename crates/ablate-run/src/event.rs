@@ -91,6 +91,20 @@ pub enum RunEvent {
         #[serde(skip_serializing_if = "Option::is_none")]
         log: Option<PathBuf>,
     },
+    /// It stopped at its early-stopping budget (`early_stop:`) at progress step `step`, with
+    /// the metric it is compared on there; it waits for its rung's decision.
+    Paused {
+        #[serde(skip)]
+        instance: PlanIndex,
+        id: String,
+        key: InstanceKey,
+        step: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        value: Option<f64>,
+    },
+    /// A rung of a stage's early stopping was decided: each configuration's mean metric over
+    /// its seeds, best first, and how many go on (the others are recorded as pruned).
+    Rung(crate::RungResult),
     /// Submitted to a cluster that runs it after this process has gone (`--detach`).
     Submitted {
         #[serde(skip)]
@@ -124,6 +138,8 @@ pub enum RunEvent {
 pub enum SkipCause {
     Failed,
     Diverged,
+    /// Early stopping pruned it: a result, but nothing maps over a partial computation.
+    Pruned,
 }
 
 impl SkipCause {
@@ -131,6 +147,7 @@ impl SkipCause {
         match self {
             SkipCause::Failed => "failed",
             SkipCause::Diverged => "diverged",
+            SkipCause::Pruned => "pruned",
         }
     }
 }
@@ -173,6 +190,12 @@ pub struct Summary {
     /// Of `cached`, those whose result is diverged.
     #[serde(skip_serializing_if = "is_zero")]
     pub cached_diverged: usize,
+    /// Of `ran`, those early stopping recorded as pruned.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub pruned: usize,
+    /// Of `cached`, those held as pruned, which stay so.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub cached_pruned: usize,
     pub failed: usize,
     pub skipped: usize,
     /// Left running on a cluster (`--detach`).

@@ -68,15 +68,19 @@ pub enum Unfinished {
     /// It was skipped because something upstream of it diverged (a diverged model is a
     /// result, but nothing is computed from it): a report shows it as `diverged`.
     Diverged,
+    /// It was skipped because early stopping pruned what it maps over: a report shows it as
+    /// `pruned`.
+    Pruned,
 }
 
 impl Unfinished {
-    /// The word a report shows for it: `failed`, `skipped`, `diverged`.
+    /// The word a report shows for it: `failed`, `skipped`, `diverged`, `pruned`.
     pub fn name(self) -> &'static str {
         match self {
             Unfinished::Failed => "failed",
             Unfinished::Skipped => "skipped",
             Unfinished::Diverged => "diverged",
+            Unfinished::Pruned => "pruned",
         }
     }
 }

@@ -16,6 +16,7 @@ mod op;
 pub mod process;
 mod scheduler;
 pub mod slurm;
+mod strategy;
 mod tail;
 
 pub use cancel::CancelToken;
@@ -25,6 +26,7 @@ pub use local::{GroupMember, LocalExecutor};
 pub use op::{OpContext, OpError, OpOutput, OpRunner, Progress, run_each};
 pub use scheduler::{BoxFuture, Executor, Outcome, RunOptions, run};
 pub use slurm::{SlurmExecutor, SlurmSettings};
+pub use strategy::RungResult;
 pub use tail::{TAIL_WINDOW, tail};
 
 /// Hostname for manifests (best effort).

@@ -143,6 +143,59 @@ impl LocalExecutor {
             .collect()
     }
 
+    /// Commits what an attempt of `job` left when it stopped at its budget `step` (see
+    /// [`Outcome::Paused`]) as a `pruned` entry, blocking: its outputs and metrics at that step.
+    /// The checkpoint stays, for a later run that needs the whole computation.
+    pub fn prune_blocking(&self, job: &Job, step: u64, cancel: &CancelToken) -> Outcome {
+        let inner = &*self.inner;
+        let store = &inner.store;
+        let held = match self.acquire(job, true, &|_| {}, cancel) {
+            Ok(held) => held,
+            Err(ended) => return ended,
+        };
+        let Held { lock, tmp, .. } = held;
+        let outcome = match Paused::take(store, job, step, tmp.dir()) {
+            Err(why) => Outcome::Failed {
+                error: format!("failed to record it as pruned at step {step}: {why}"),
+                log: None,
+            },
+            Ok(p) => {
+                let manifest = Manifest {
+                    format: 0,
+                    key: job.key,
+                    input: job.key_input.clone(),
+                    origin: Origin {
+                        pipeline: job.pipeline.clone(),
+                        stage: job.stage.clone(),
+                        label: job.label.clone(),
+                    },
+                    outputs: Vec::new(),
+                    metrics: p.metrics,
+                    publish: p.publish,
+                    started_at_us: p.started_at_us,
+                    seconds: p.seconds,
+                    device: job.device.clone(),
+                    host: inner.host.clone(),
+                    ablate_version: inner.version.clone(),
+                    status: ablate_cache::EntryStatus::Pruned { step },
+                    checksum: None,
+                };
+                match tmp.commit_replacing(manifest) {
+                    Ok(m) => {
+                        let _ = std::fs::remove_dir_all(store.failed_dir(&job.key));
+                        Outcome::Computed(Arc::new(m))
+                    }
+                    Err(e) => Outcome::Failed {
+                        error: format!("failed to store the pruned result: {}", error_chain(&e)),
+                        log: None,
+                    },
+                }
+            }
+        };
+        drop(lock);
+        outcome
+    }
+
     /// Takes `job`'s key, waiting while another process holds it (and saying so on its line).
     fn acquire(
         &self,
@@ -285,6 +338,30 @@ impl LocalExecutor {
                     log: keep_if_any(tmp),
                 }
             }
+            Ok(Ok(OpOutput {
+                stopped_at: Some(step),
+                metrics,
+                status,
+                publish,
+            })) if status.is_done() => {
+                let paused = Paused {
+                    step,
+                    metrics,
+                    publish,
+                    started_at_us,
+                    seconds: t0.elapsed().as_secs_f64(),
+                };
+                match paused.keep(store, job, tmp) {
+                    Ok(()) => Outcome::Paused {
+                        step,
+                        metrics: paused.metrics,
+                    },
+                    Err(why) => Outcome::Failed {
+                        error: format!("failed to keep the outputs at the budget: {why}"),
+                        log: None,
+                    },
+                }
+            }
             Ok(Ok(out)) => {
                 let manifest = Manifest {
                     format: 0,
@@ -343,6 +420,76 @@ impl LocalExecutor {
         // The key stays locked until its entry is committed or given up.
         drop(lock);
         outcome
+    }
+}
+
+/// What an attempt that stopped at its budget left, kept in [`Store::paused_dir`] until the
+/// strategy decides: its outputs as files there, the rest in `paused.json` beside them.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Paused {
+    step: u64,
+    metrics: Vec<ablate_cache::Metric>,
+    publish: Vec<String>,
+    started_at_us: i64,
+    seconds: f64,
+}
+
+/// The file beside [`Store::paused_dir`] (in the checkpoint directory) that holds a
+/// [`Paused`] record.
+const PAUSED_RECORD: &str = ".ablate-paused.json";
+
+impl Paused {
+    /// Moves the attempt's outputs (its temp entry) to the key's paused directory, replacing
+    /// what an earlier rung left there, with this record beside them.
+    fn keep(&self, store: &Store, job: &Job, tmp: TempEntry<'_>) -> Result<(), String> {
+        let paused = store.paused_dir(&job.key);
+        let record = store.checkpoint_dir(&job.key).join(PAUSED_RECORD);
+        let io = |what: &str, p: &std::path::Path, e: std::io::Error| {
+            format!("failed to {what} `{}`: {e}", p.display())
+        };
+        std::fs::create_dir_all(store.checkpoint_dir(&job.key))
+            .map_err(|e| io("create", &store.checkpoint_dir(&job.key), e))?;
+        let _ = std::fs::remove_file(&record);
+        match std::fs::remove_dir_all(&paused) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io("remove", &paused, e));
+            }
+            _ => {}
+        }
+        std::fs::rename(tmp.dir(), &paused).map_err(|e| io("move outputs to", &paused, e))?;
+        drop(tmp);
+        let json = serde_json::to_vec(self).map_err(|e| e.to_string())?;
+        ablate_cache::write_atomically(&record, &json).map_err(|e| error_chain(&e))
+    }
+
+    /// The record an attempt stopped at `step` left, with its outputs moved into `dir`.
+    fn take(store: &Store, job: &Job, step: u64, dir: &std::path::Path) -> Result<Paused, String> {
+        let paused = store.paused_dir(&job.key);
+        let record = store.checkpoint_dir(&job.key).join(PAUSED_RECORD);
+        let bytes = std::fs::read(&record).map_err(|e| {
+            format!(
+                "no outputs kept at its budget (`{}`: {e})",
+                record.display()
+            )
+        })?;
+        let p: Paused = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("`{}` is unreadable: {e}", record.display()))?;
+        if p.step != step {
+            return Err(format!(
+                "its kept outputs are those of step {}, not {step}",
+                p.step
+            ));
+        }
+        for e in std::fs::read_dir(&paused)
+            .map_err(|e| e.to_string())?
+            .flatten()
+        {
+            std::fs::rename(e.path(), dir.join(e.file_name()))
+                .map_err(|err| format!("failed to move `{}`: {err}", e.path().display()))?;
+        }
+        let _ = std::fs::remove_dir(&paused);
+        let _ = std::fs::remove_file(&record);
+        Ok(p)
     }
 }
 
@@ -422,6 +569,19 @@ impl Executor for LocalExecutor {
             let handle = tokio::task::spawn_blocking(move || {
                 let progress = progress_to(instance, job.id.clone(), events);
                 this.execute_blocking(&job, force, &progress, &cancel)
+            });
+            handle.await.unwrap_or_else(|e| Outcome::Failed {
+                error: format!("worker thread failed: {e}"),
+                log: None,
+            })
+        })
+    }
+
+    fn prune(&self, _instance: PlanIndex, job: Arc<Job>, step: u64) -> BoxFuture<Outcome> {
+        let this = self.clone();
+        Box::pin(async move {
+            let handle = tokio::task::spawn_blocking(move || {
+                this.prune_blocking(&job, step, &CancelToken::new())
             });
             handle.await.unwrap_or_else(|e| Outcome::Failed {
                 error: format!("worker thread failed: {e}"),

@@ -8,12 +8,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ablate_cache::{InstanceKey, Manifest};
+use ablate_cache::{EntryStatus, InstanceKey, Manifest};
 use ablate_plan::{Plan, PlanIndex, Reason, Status};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
 
 use crate::gpus::GpuPool;
+use crate::strategy::{Decision, Halving};
 use crate::{CancelToken, Divergence, Job, RunEvent, SkipCause, Summary, Unfinished};
 use ablate_spec::Device;
 
@@ -35,6 +36,14 @@ pub enum Outcome {
     Detached {
         task: String,
     },
+    /// It stopped at its early-stopping budget ([`Job::budget`]) at progress step `step`,
+    /// with these metrics (stepped ones included): nothing is committed yet; its outputs wait
+    /// for the strategy, which prunes it ([`Executor::prune`]) or lets it go on from its
+    /// checkpoint.
+    Paused {
+        step: u64,
+        metrics: Vec<ablate_cache::Metric>,
+    },
 }
 
 /// Does the work of one instance (in-process, or as a Slurm task).
@@ -48,6 +57,17 @@ pub trait Executor: Send + Sync + 'static {
         events: UnboundedSender<RunEvent>,
         cancel: CancelToken,
     ) -> BoxFuture<Outcome>;
+
+    /// Records an instance that stopped at its budget `step` ([`Outcome::Paused`]) as a
+    /// `pruned` result: commits the outputs and metrics it left then. The default says the
+    /// executor cannot.
+    fn prune(&self, _instance: PlanIndex, job: Arc<Job>, step: u64) -> BoxFuture<Outcome> {
+        let error = format!(
+            "this executor cannot record `{}` as pruned at step {step}",
+            job.id
+        );
+        Box::pin(async move { Outcome::Failed { error, log: None } })
+    }
 
     /// Does the work of a fused group (issue 23): members of one fused group (see
     /// `ablate_plan::FuseGroup`), dispatched together into one resource slot. Returns one
@@ -122,6 +142,10 @@ enum State {
     Done,
     /// Complete, with a diverged result: reports read it, nothing maps over it.
     Diverged,
+    /// Stopped at its early-stopping budget, waiting for its rung's decision.
+    Paused,
+    /// A pruned result (early stopping): reports read it, nothing maps over it.
+    Pruned,
     Failed,
     Skipped,
 }
@@ -131,6 +155,7 @@ enum State {
 enum Ended {
     Done,
     Diverged,
+    Pruned,
     Failed,
     Skipped(SkipCause),
 }
@@ -145,6 +170,8 @@ struct Graph<'p> {
     missing: Vec<Vec<(PlanIndex, Unfinished, String)>>,
     ready: VecDeque<(PlanIndex, u32)>,
     skipped: usize,
+    /// Instances skipped since the caller last looked (early stopping takes them out).
+    newly_skipped: Vec<PlanIndex>,
 }
 
 impl Graph<'_> {
@@ -164,13 +191,15 @@ impl Graph<'_> {
                 let partial = inst.report && !inst.strict;
                 let takes = match ended {
                     Ended::Done => Ok(None),
-                    Ended::Diverged if inst.report => Ok(None),
+                    Ended::Diverged | Ended::Pruned if inst.report => Ok(None),
                     Ended::Diverged => Err(SkipCause::Diverged),
+                    Ended::Pruned => Err(SkipCause::Pruned),
                     Ended::Failed if partial => Ok(Some(Unfinished::Failed)),
                     Ended::Skipped(SkipCause::Failed) if partial => Ok(Some(Unfinished::Skipped)),
                     Ended::Skipped(SkipCause::Diverged) if partial => {
                         Ok(Some(Unfinished::Diverged))
                     }
+                    Ended::Skipped(SkipCause::Pruned) if partial => Ok(Some(Unfinished::Pruned)),
                     Ended::Failed => Err(SkipCause::Failed),
                     Ended::Skipped(cause) => Err(cause),
                 };
@@ -189,6 +218,7 @@ impl Graph<'_> {
                     Err(cause) => {
                         self.state[d.index()] = State::Skipped;
                         self.skipped += 1;
+                        self.newly_skipped.push(d);
                         emit(RunEvent::Skipped {
                             instance: d,
                             id: inst.id.clone(),
@@ -244,16 +274,22 @@ pub async fn run<E: Executor>(
         missing: vec![Vec::new(); n],
         ready: VecDeque::new(),
         skipped: 0,
+        newly_skipped: Vec::new(),
     };
     // A cached input releases its dependants at once, unless it diverged: then each dependant
     // waits for it like for any input, and learns below that it diverged.
     let cached_done =
         |id: PlanIndex| matches!(&statuses[id.index()], Status::Cached(m) if m.status().is_done());
     let mut cached_diverged = Vec::new();
+    let mut cached_pruned = Vec::new();
     for (id, inst) in plan.instances() {
         match &statuses[id.index()] {
             Status::Cached(m) => {
-                if !m.status().is_done() {
+                if let EntryStatus::Pruned { .. } = m.status() {
+                    // Final once its stage's early stopping says so (see below).
+                    graph.state[id.index()] = State::Paused;
+                    cached_pruned.push(id);
+                } else if !m.status().is_done() {
                     graph.state[id.index()] = State::Diverged;
                     summary.cached_diverged += 1;
                     cached_diverged.push(id);
@@ -280,6 +316,14 @@ pub async fn run<E: Executor>(
     for id in cached_diverged {
         graph.settle(id, Ended::Diverged, &plan.instance(id).id, &emit);
     }
+    let mut early = Early::new(plan, statuses);
+    // A pruned entry outside any early-stopping stage is a miss (see `ablate_plan::statuses`):
+    // these are all in one, and wait for its decisions.
+    debug_assert!(
+        cached_pruned
+            .iter()
+            .all(|id| early.of[id.index()].is_some())
+    );
 
     let total = Slots {
         cpus: opts.jobs.max(1) as f64,
@@ -298,13 +342,19 @@ pub async fn run<E: Executor>(
         pool: opts.gpus.as_ref().map(|names| GpuPool::new(names.len())),
         on_gpus: BTreeMap::new(),
         keys: BTreeMap::new(),
+        forced: std::collections::HashSet::new(),
         running: JoinSet::new(),
     };
     let mut cancelled = cancel.is_cancelled();
+    // What the cache alone decides (a rerun: everything).
+    for h in 0..early.halvings.len() {
+        early.decide(h, &mut graph, &mut d, &mut summary, &emit);
+    }
 
     loop {
         if !cancelled {
-            d.dispatch(&mut graph, &mut summary, &emit);
+            let budgets = early.budgets(plan);
+            d.dispatch(&mut graph, &budgets, &mut summary, &emit);
         }
         if d.running.is_empty() {
             break;
@@ -318,7 +368,9 @@ pub async fn run<E: Executor>(
             Ok(x) => x,
             Err(e) => panic!("scheduler task failed: {e}"),
         };
-        d.release(ran.head);
+        if let Some(head) = ran.head {
+            d.release(head);
+        }
         let mut outcomes = ran.outcomes;
         for (id, attempt) in ran.members {
             let outcome = match outcomes.iter().position(|(i, _)| *i == id) {
@@ -333,7 +385,27 @@ pub async fn run<E: Executor>(
                 attempt,
                 outcome,
             };
-            conclude(&mut graph, &mut summary, &d.keys, ended, cancelled, &emit);
+            let stage = early.of[id.index()];
+            conclude(
+                &mut graph,
+                &mut summary,
+                &mut d,
+                &mut early,
+                ended,
+                cancelled,
+                &emit,
+            );
+            for skipped in std::mem::take(&mut graph.newly_skipped) {
+                if let Some(h) = early.of[skipped.index()] {
+                    early.halvings[h].out(skipped);
+                    early.decide(h, &mut graph, &mut d, &mut summary, &emit);
+                }
+            }
+            if let Some(h) = stage
+                && !cancelled
+            {
+                early.decide(h, &mut graph, &mut d, &mut summary, &emit);
+            }
         }
     }
 
@@ -342,7 +414,12 @@ pub async fn run<E: Executor>(
         let not_run = graph
             .state
             .iter()
-            .filter(|s| matches!(s, State::Waiting(_) | State::Ready | State::Running))
+            .filter(|s| {
+                matches!(
+                    s,
+                    State::Waiting(_) | State::Ready | State::Running | State::Paused
+                )
+            })
             .count();
         summary.skipped += not_run;
         emit(RunEvent::Interrupted { not_run });
@@ -354,8 +431,9 @@ pub async fn run<E: Executor>(
 
 /// What one dispatch (an instance, or a fused group in one slot) came back with.
 struct Ran {
-    /// The member whose resources (and GPUs) the dispatch holds.
-    head: PlanIndex,
+    /// The member whose resources (and GPUs) the dispatch holds; `None`: it held none (the
+    /// recording of a pruned result).
+    head: Option<PlanIndex>,
     /// Each member with its attempt number, in plan order.
     members: Vec<(PlanIndex, u32)>,
     outcomes: Vec<(PlanIndex, Outcome)>,
@@ -387,6 +465,8 @@ struct Dispatcher<'p, E: Executor> {
     /// The key each started instance runs under, when it is not its own: a partial report's
     /// (see `Job::partial`).
     keys: BTreeMap<PlanIndex, InstanceKey>,
+    /// Instances whose pruned entry early stopping let go on: their run replaces it.
+    forced: std::collections::HashSet<PlanIndex>,
     running: JoinSet<Ran>,
 }
 
@@ -394,7 +474,13 @@ impl<E: Executor> Dispatcher<'_, E> {
     /// Dispatches every ready instance that fits, in queue order (later ones may backfill). A
     /// member of a fused group takes the other ready members of its group along, as many as
     /// [`crate::fuse::take`] says, into its one slot.
-    fn dispatch(&mut self, graph: &mut Graph<'_>, summary: &mut Summary, emit: &impl Fn(RunEvent)) {
+    fn dispatch(
+        &mut self,
+        graph: &mut Graph<'_>,
+        budgets: &[Option<u64>],
+        summary: &mut Summary,
+        emit: &impl Fn(RunEvent),
+    ) {
         let plan = self.plan;
         let mut i = 0;
         while i < graph.ready.len() {
@@ -465,7 +551,7 @@ impl<E: Executor> Dispatcher<'_, E> {
             }
             self.free.cpus -= need.cpus;
             self.free.mem -= need.mem;
-            self.start(graph, id, members, devices, emit);
+            self.start(graph, budgets, id, members, devices, emit);
         }
     }
 
@@ -484,9 +570,11 @@ impl<E: Executor> Dispatcher<'_, E> {
     }
 
     /// Starts `members` (one instance, or a fused group) in the slot `head` took, on `devices`.
+    #[allow(clippy::too_many_arguments)]
     fn start(
         &mut self,
         graph: &mut Graph<'_>,
+        budgets: &[Option<u64>],
         head: PlanIndex,
         members: Vec<(PlanIndex, u32)>,
         devices: Option<Vec<usize>>,
@@ -528,6 +616,7 @@ impl<E: Executor> Dispatcher<'_, E> {
         for &(id, attempt) in &members {
             let partial = !graph.missing[id.index()].is_empty();
             let mut job = Job::partial(plan, id, &graph.missing[id.index()]);
+            job.budget = budgets[id.index()];
             if let Some(device) = &device {
                 job.device.clone_from(device);
             }
@@ -536,9 +625,10 @@ impl<E: Executor> Dispatcher<'_, E> {
             // A partial report is always rebuilt (it is cheap): an earlier one with the
             // same inputs missing would otherwise read as "cached by another run".
             let force = partial
+                || self.forced.contains(&id)
                 || matches!(
                     self.statuses[id.index()],
-                    Status::Run(Reason::Forced | Reason::UpstreamForced)
+                    Status::Run(Reason::Forced | Reason::UpstreamForced | Reason::Pruned { .. })
                 );
             if job.key != plan.instance(id).key {
                 self.keys.insert(id, job.key);
@@ -561,7 +651,7 @@ impl<E: Executor> Dispatcher<'_, E> {
         };
         self.running.spawn(async move {
             Ran {
-                head,
+                head: Some(head),
                 members,
                 outcomes: fut.await,
             }
@@ -580,22 +670,176 @@ impl<E: Executor> Dispatcher<'_, E> {
     }
 }
 
-/// Records how one member's attempt ended: a retry, a failure (and what it skips), a result.
-fn conclude(
+/// Early stopping's state in a run: one [`Halving`] per stage that stops early.
+struct Early {
+    halvings: Vec<Halving>,
+    /// The halving of each instance's stage, by [`PlanIndex::index`].
+    of: Vec<Option<usize>>,
+}
+
+impl Early {
+    /// The halvings of `plan`, told what the cache holds.
+    fn new(plan: &Plan, statuses: &[Status]) -> Self {
+        let mut of = vec![None; plan.len()];
+        let mut halvings = Vec::new();
+        for (stage, ids) in plan.stages() {
+            let Some(first) = ids
+                .first()
+                .and_then(|i| plan.instance(*i).early_stop.as_ref())
+            else {
+                continue;
+            };
+            let members = ids.iter().map(|&i| {
+                let config = plan
+                    .instance(i)
+                    .early_stop
+                    .as_ref()
+                    .map(|e| e.config.clone());
+                (i, config.unwrap_or_default())
+            });
+            let mut halving = Halving::new(stage.as_str(), Arc::clone(&first.spec), members);
+            for &i in ids {
+                of[i.index()] = Some(halvings.len());
+                if let Status::Cached(entry) = &statuses[i.index()] {
+                    // A manifest that cannot be read now was verified a moment ago: compare
+                    // it as logging nothing rather than fail the run.
+                    let metrics = entry
+                        .manifest()
+                        .map(|m| m.metrics.clone())
+                        .unwrap_or_default();
+                    match entry.status() {
+                        EntryStatus::Done => halving.cached_complete(i, &metrics),
+                        EntryStatus::Pruned { step } => halving.cached_pruned(i, *step, &metrics),
+                        EntryStatus::Diverged { .. } => halving.out(i),
+                    }
+                }
+            }
+            halvings.push(halving);
+        }
+        Early { halvings, of }
+    }
+
+    /// The budget an attempt of each instance starting now gets.
+    fn budgets(&self, plan: &Plan) -> Vec<Option<u64>> {
+        (0..plan.len())
+            .map(|i| self.of[i].and_then(|h| self.halvings[h].budget()))
+            .collect()
+    }
+
+    /// Decides what halving `h` can, and carries it out: the instances that go on are ready
+    /// again (from their checkpoints, with the next budget), those pruned are recorded as
+    /// such (each a small commit, on the executor), and a pruned entry from the cache that
+    /// stays pruned is final.
+    fn decide<E: Executor>(
+        &mut self,
+        h: usize,
+        graph: &mut Graph<'_>,
+        d: &mut Dispatcher<'_, E>,
+        summary: &mut Summary,
+        emit: &impl Fn(RunEvent),
+    ) {
+        let (decisions, results) = self.halvings[h].decide();
+        for r in results {
+            emit(RunEvent::Rung(r));
+        }
+        let plan = graph.plan;
+        for decision in decisions {
+            match decision {
+                Decision::Go { id, force, .. } => {
+                    graph.state[id.index()] = State::Ready;
+                    graph.ready.push_back((id, 1));
+                    if force {
+                        d.forced.insert(id);
+                    }
+                }
+                Decision::Prune { id, step } => {
+                    graph.state[id.index()] = State::Running;
+                    let job = Arc::new(Job::from_plan(plan, id));
+                    let fut = d.executor.prune(id, job, step);
+                    d.running.spawn(async move {
+                        Ran {
+                            head: None,
+                            members: vec![(id, 1)],
+                            outcomes: vec![(id, fut.await)],
+                        }
+                    });
+                }
+                Decision::Final { id } => {
+                    graph.state[id.index()] = State::Pruned;
+                    summary.cached_pruned += 1;
+                    graph.settle(id, Ended::Pruned, &plan.instance(id).id, emit);
+                }
+            }
+        }
+    }
+}
+
+/// Records how one member's attempt ended: a retry, a failure (and what it skips), a result,
+/// a stop at its early-stopping budget.
+#[allow(clippy::too_many_arguments)]
+fn conclude<E: Executor>(
     graph: &mut Graph<'_>,
     summary: &mut Summary,
-    keys: &BTreeMap<PlanIndex, InstanceKey>,
+    d: &mut Dispatcher<'_, E>,
+    early: &mut Early,
     ended: Attempt,
     cancelled: bool,
     emit: &impl Fn(RunEvent),
 ) {
+    let keys = &d.keys;
     let Attempt {
         id,
         attempt,
         outcome,
     } = ended;
     let inst = graph.plan.instance(id);
+    let halving = early.of[id.index()];
     let (manifest, by_other) = match outcome {
+        Outcome::Paused { step, metrics } => {
+            let paused = match halving {
+                Some(h) => early.halvings[h].paused(id, step, &metrics),
+                None => Err(format!(
+                    "it stopped at step {step} as if it had an early-stopping budget, but stage \
+                     `{}` stops nothing early",
+                    inst.stage
+                )),
+            };
+            match paused {
+                Ok(()) => {
+                    graph.state[id.index()] = State::Paused;
+                    let metric = halving.map(|h| early.halvings[h].metric().to_owned());
+                    let value = metric.and_then(|name| {
+                        metrics
+                            .iter()
+                            .filter(|m| m.name == name && m.step.is_some_and(|s| s <= step))
+                            .max_by_key(|m| m.step)
+                            .map(|m| m.value)
+                    });
+                    emit(RunEvent::Paused {
+                        instance: id,
+                        id: inst.id.clone(),
+                        key: inst.key,
+                        step,
+                        value,
+                    });
+                }
+                Err(error) => {
+                    emit(RunEvent::Failed {
+                        instance: id,
+                        id: inst.id.clone(),
+                        key: keys.get(&id).copied().unwrap_or(inst.key),
+                        attempt,
+                        will_retry: false,
+                        error,
+                        log: None,
+                    });
+                    graph.state[id.index()] = State::Failed;
+                    summary.failed += 1;
+                    graph.settle(id, Ended::Failed, &inst.id, emit);
+                }
+            }
+            return;
+        }
         Outcome::Computed(m) => (m, false),
         Outcome::CachedByOther(m) => (m, true),
         Outcome::Failed { error, log } => {
@@ -615,6 +859,9 @@ fn conclude(
             } else {
                 graph.state[id.index()] = State::Failed;
                 summary.failed += 1;
+                if let Some(h) = halving {
+                    early.halvings[h].out(id);
+                }
                 graph.settle(id, Ended::Failed, &inst.id, emit);
             }
             return;
@@ -636,12 +883,23 @@ fn conclude(
             return;
         }
     };
-    let diverged = !manifest.status.is_done();
-    graph.state[id.index()] = if diverged {
+    let pruned = matches!(manifest.status, EntryStatus::Pruned { .. });
+    let diverged = !manifest.status.is_done() && !pruned;
+    graph.state[id.index()] = if pruned {
+        State::Pruned
+    } else if diverged {
         State::Diverged
     } else {
         State::Done
     };
+    if let Some(h) = halving {
+        match &manifest.status {
+            EntryStatus::Done => early.halvings[h].complete(id, &manifest.metrics),
+            EntryStatus::Pruned { .. } => early.halvings[h].pruned(id),
+            EntryStatus::Diverged { .. } => early.halvings[h].out(id),
+        }
+    }
+    summary.pruned += usize::from(pruned && !by_other);
     match (by_other, diverged) {
         (true, d) => {
             summary.cached += 1;
@@ -664,7 +922,9 @@ fn conclude(
         by_other,
         manifest,
     });
-    let ended = if diverged {
+    let ended = if pruned {
+        Ended::Pruned
+    } else if diverged {
         Ended::Diverged
     } else {
         Ended::Done

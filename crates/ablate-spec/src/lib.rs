@@ -26,8 +26,8 @@ pub use executor::{ExecutorConfig, ExecutorKind, SlurmOptions, load_profile};
 pub use expand::Combinations;
 pub use load::{Override, Overrides, load, load_file};
 pub use model::{
-    Device, Fuse, MAX_NAME_BYTES, Matrix, OnDiverge, Pipeline, Resources, Stage, StageName,
-    WrittenParam,
+    Device, EarlyStop, Fuse, Goal, MAX_NAME_BYTES, Matrix, OnDiverge, Pipeline, Resources, Stage,
+    StageName, WrittenParam,
 };
 pub use schema::{OpCatalog, OpSchema, ParamSpec, ParamType, TAG};
 pub use suggest::did_you_mean;

@@ -155,6 +155,68 @@ impl Fuse {
     }
 }
 
+/// A stage's `early_stop:` (issue 24): successive halving over its instances, which the
+/// scheduler runs rung by rung. Every instance first computes `min` units of its op's progress
+/// (epochs of `train.flow`, steps of `train.lm` and `cmd`); then, per configuration (the
+/// instances that differ only in the `seeds` param, whose metric is averaged), the best
+/// ⌊n/η⌋ (at least one) of the n configurations that reached the rung continue from their
+/// checkpoints to `min·η`, and so on; the rest stop there as `pruned` results. The last rung
+/// runs the survivors to their end (`max`, the instances' length). The rungs are synchronous,
+/// so the same file and cache always make the same decisions. Execution detail like `fuse`:
+/// never part of a key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EarlyStop {
+    /// The metric compared at each rung: the last value the instance logged at or before the
+    /// rung's step.
+    pub metric: String,
+    pub mode: Goal,
+    /// The op's progress unit (`epochs` or `steps`), as written (checked against the op's).
+    pub resource: String,
+    pub min: u64,
+    pub max: u64,
+    /// The reduction factor η ≥ 2.
+    pub eta: u64,
+    /// The param whose values are seeds of one configuration (default `seed`).
+    pub seeds: String,
+}
+
+/// Whether a smaller or a larger metric is better.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Goal {
+    Min,
+    Max,
+}
+
+impl Goal {
+    /// Whether `a` is strictly better than `b` (NaN is never better).
+    pub fn better(self, a: f64, b: f64) -> bool {
+        match self {
+            Goal::Min => a < b,
+            Goal::Max => a > b,
+        }
+    }
+}
+
+impl EarlyStop {
+    /// The rungs' budgets below the whole run: `min`, `min·η`, … while below `max`. The
+    /// survivors of the last of them run to their end.
+    pub fn rungs(&self) -> Vec<u64> {
+        let mut rungs = Vec::new();
+        let mut r = self.min;
+        while r < self.max {
+            rungs.push(r);
+            r = r.saturating_mul(self.eta);
+        }
+        rungs
+    }
+
+    /// How many of `n` configurations that reached a rung continue: ⌊n/η⌋, at least one.
+    pub fn keep(&self, n: usize) -> usize {
+        (n / self.eta as usize).max(1).min(n)
+    }
+}
+
 /// A stage's own sweep. `axes` keep file order; each axis value is already normalised against
 /// the op's parameter type. `include`/`exclude` follow the rules of [`Matrix::expand`].
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -191,6 +253,8 @@ pub struct Stage {
     /// `fuse:` (or its `defaults:`): whether instances that differ only in fusible params are
     /// computed as one group. Execution detail: never part of a key.
     pub fuse: Fuse,
+    /// `early_stop:`: successive halving over the stage's instances (see [`EarlyStop`]).
+    pub early_stop: Option<EarlyStop>,
     /// `strict:` (or its `defaults:`) of a report stage (an op that gathers): build only when
     /// every input finished, instead of from those that did with the others marked. Always
     /// false for other stages, which need every input anyway.

@@ -274,6 +274,11 @@ pub trait OpCatalog {
     fn fuses_by_default(&self, _op: &str, _device: crate::Device) -> bool {
         true
     }
+    /// The progress unit in which `op` can stop at a budget and resume from its checkpoint
+    /// (`epochs`, `steps`), for a stage's `early_stop:`; `None` (the default): it cannot.
+    fn budget_unit(&self, _op: &str) -> Option<&'static str> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! goes on, so a file with ten mistakes gets ten errors in one run.
 
 mod attrs;
+mod early_stop;
 mod matrix;
 mod params;
 mod stage;
@@ -43,6 +44,7 @@ pub(crate) const STAGE_KEYS: &[&str] = &[
     "timeout",
     "diverged",
     "fuse",
+    "early_stop",
     "strict",
     "gather",
     "device",

@@ -58,7 +58,11 @@ impl Store {
                             Some(k) if keep.is_some_and(|keep| !keep.contains(&k)) => {
                                 "the checkpoint of an instance the named pipelines do not use"
                             }
-                            Some(k) if matches!(self.lookup(&k), Lookup::Hit(_)) => {
+                            // A pruned entry's checkpoint is what a longer run resumes from.
+                            Some(k)
+                                if matches!(self.lookup(&k), Lookup::Hit(m)
+                                    if !matches!(m.status, crate::EntryStatus::Pruned { .. })) =>
+                            {
                                 "the checkpoint of an instance now in the cache"
                             }
                             Some(_) => continue,

@@ -112,6 +112,10 @@ impl<'a> Validator<'a, '_> {
             Some((_, node)) => self.fuse(node, &format!("`fuse` of stage `{name}`")),
             None => Some(self.defaults.fuse.unwrap_or_default()),
         };
+        let early_stop = match fields.get("early_stop") {
+            Some((_, node)) => self.early_stop(name, node, schema).map(Some),
+            None => Some(None),
+        };
         let strict = self.strict(name, fields.get("strict").map(|(_, node)| *node), schema);
         let gather = match fields.get("gather") {
             Some((
@@ -160,11 +164,13 @@ impl<'a> Validator<'a, '_> {
             Some(timeout),
             Some(diverged),
             Some(fuse),
+            Some(early_stop),
             Some(strict),
             Some(gather),
             Some((params, matrix)),
         ) = (
-            op, schema, device, retries, timeout, diverged, fuse, strict, gather, params,
+            op, schema, device, retries, timeout, diverged, fuse, early_stop, strict, gather,
+            params,
         )
         else {
             return (None, schema);
@@ -183,6 +189,7 @@ impl<'a> Validator<'a, '_> {
             timeout,
             diverged,
             fuse,
+            early_stop,
             strict: strict && schema.gathers,
             device,
             span,
