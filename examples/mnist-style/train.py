@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Bring your own script: a softmax classifier on synthetic 8x8 digits, as an ablate `cmd` stage.
 
-Nothing here depends on ablate but four conventions, each optional:
+Nothing here depends on ablate but five conventions, each optional:
   - the hyperparameters come as flags (`args: flags` in the pipeline: `--lr=0.1 --seed=0 ...`);
     they are also in the JSON file $ABLATE_PARAMS;
   - one JSON line per epoch is appended to $ABLATE_METRICS (`{out}/metrics.jsonl`): ablate shows
     it on the progress line and stores every value with its step;
   - the state after each epoch goes to $ABLATE_CHECKPOINT, and a new attempt (a retry, a rerun
-    after Ctrl-C or a crash, a requeued Slurm task) resumes from it;
+    after Ctrl-C or a crash, a requeued Slurm task, a configuration early stopping lets go on)
+    resumes from it;
+  - under early stopping (`early_stop:`), $ABLATE_STOP_AT is the step to stop after: the
+    checkpoint is saved, then the script exits;
   - outputs go to $ABLATE_OUT (the cache entry); `metrics.json` there adds final metrics.
 Python's standard library only, so it runs anywhere; put your PyTorch or JAX loop in its place.
 """
@@ -66,6 +69,7 @@ def main():
     args = ap.parse_args()
     out = os.environ.get("ABLATE_OUT", ".")
     checkpoint = os.environ.get("ABLATE_CHECKPOINT")
+    stop_at = os.environ.get("ABLATE_STOP_AT")
     log_path = os.environ.get("ABLATE_METRICS", os.path.join(out, "metrics.jsonl"))
 
     train = digits(args.n_train, seed=1000 + args.seed, noise=args.noise)
@@ -83,10 +87,13 @@ def main():
 
     with open(log_path, "a") as log:
         for epoch in range(start, args.epochs):
-            rng.shuffle(train)
+            # A fresh permutation each epoch, from the RNG alone: a run resumed from the
+            # checkpoint sees the batches an uninterrupted one would.
+            order = list(range(len(train)))
+            rng.shuffle(order)
             total = 0.0
-            for b in range(0, len(train), args.batch):
-                batch = train[b:b + args.batch]
+            for b in range(0, len(order), args.batch):
+                batch = [train[i] for i in order[b:b + args.batch]]
                 grad = [[0.0] * 65 for _ in range(10)]
                 for x, y in batch:
                     p = softmax([sum(map(mul, row, x)) for row in w])
@@ -107,6 +114,8 @@ def main():
                 with open(tmp, "w") as f:
                     json.dump({"epoch": epoch, "w": w, "rng": rng.getstate()}, f)
                 os.replace(tmp, state)
+            if stop_at is not None and epoch >= int(stop_at):
+                return  # early stopping's budget: resumed from the checkpoint if it goes on
 
     with open(os.path.join(out, "model.json"), "w") as f:
         json.dump({"w": w, "args": vars(args)}, f)

@@ -16,6 +16,7 @@ use std::fs;
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use ablate_cache::{EntryStatus, Metric};
 use ablate_run::process::{self, Exit, shell_quote as quote};
@@ -125,6 +126,11 @@ impl Op for Cmd {
         &self.schema
     }
 
+    /// The `step` of its metrics log: early stopping passes the budget as `ABLATE_STOP_AT`.
+    fn budget_unit(&self) -> Option<&'static str> {
+        Some("steps")
+    }
+
     fn file_deps(&self, params: &Params) -> Vec<String> {
         // Validation has type-checked the params; unreadable ones have no deps to hash.
         typed::<CmdParams>("cmd", params)
@@ -224,6 +230,12 @@ impl Op for Cmd {
             .stdout(create(&out.join("stdout.log"))?)
             .stderr(create(&stderr_path)?);
         environment(&mut command, ctx);
+        // Early stopping: the program stops once it has logged this step, leaving its
+        // checkpoint (else it is stopped a grace period after logging it).
+        let budget = ctx.budget();
+        if let Some(b) = budget {
+            command.env("ABLATE_STOP_AT", b.to_string());
+        }
         let program =
             process::spawn(command, ctx.key_lock()).map_err(|e| match e.raw_os_error() {
                 Some(libc::E2BIG) => OpError::msg(format!(
@@ -236,10 +248,18 @@ impl Op for Cmd {
             })?;
         // A divergence seen as it is logged stops the program: nothing after it is a result.
         let mut live = metrics_log::Live::new(*starts.last().expect("this attempt's start"));
+        let mut reached: Option<Instant> = None;
+        let mut at_budget = false;
         let exit = program
             .wait(ctx.cancel_token(), || {
                 live.poll(&log, |p| ctx.progress(p));
-                live.diverged()
+                if let (Some(b), Some(step)) = (budget, live.step())
+                    && step >= b
+                    && reached.get_or_insert_with(Instant::now).elapsed() >= BUDGET_GRACE
+                {
+                    at_budget = true;
+                }
+                at_budget || live.diverged()
             })
             .map_err(|e| OpError::with("failed to wait for the command", e))?;
         // The log comes home to `{out}` as a copy: the checkpoint keeps its own until the entry
@@ -252,6 +272,7 @@ impl Op for Cmd {
             fs::copy(&log, &linked).map_err(io("write", &linked))?;
         }
         let status = match exit {
+            Exit::Stopped(status) if at_budget && !ctx.is_cancelled() => status,
             Exit::Stopped(_) if ctx.is_cancelled() || !live.diverged() => {
                 return Err(OpError::Cancelled);
             }
@@ -269,7 +290,12 @@ impl Op for Cmd {
                 stopped_at: None,
             });
         }
-        if !status.success() {
+        // Where the log (of every attempt) reached the budget, it stopped there: whether it
+        // stopped itself or was stopped, and also if it happened to end just there (the next
+        // attempt then ends at once, from its checkpoint).
+        let last = logged.metrics.iter().filter_map(|m| m.step).max();
+        let stopped_at = budget.filter(|b| last.is_some_and(|s| s >= *b));
+        if !status.success() && !(at_budget && stopped_at.is_some()) {
             return Err(failure(status, &line, &stderr_path));
         }
         // `metrics.json`'s values are final ones, over those of the log.
@@ -282,10 +308,14 @@ impl Op for Cmd {
             metrics,
             publish: Vec::new(),
             status: EntryStatus::Done,
-            stopped_at: None,
+            stopped_at,
         })
     }
 }
+
+/// How long a program that logged its early-stopping budget's step has to stop by itself
+/// (saving its checkpoint) before it is stopped.
+const BUDGET_GRACE: Duration = Duration::from_secs(10);
 
 /// The rest of the program's environment: where it writes, who it is, its threads and GPUs.
 fn environment(command: &mut Command, ctx: &OpContext<'_>) {

@@ -242,7 +242,13 @@ impl<I: Copy + PartialEq> Halving<I> {
             });
             let kept = self.spec.keep(ranking.len());
             let keep: Vec<&str> = ranking[..kept].iter().map(|(c, ..)| c.as_str()).collect();
-            let next = self.rungs.get(self.rung + 1).copied();
+            // One configuration left: no later rung can stop it, so it runs to its end.
+            let last = kept == 1 || self.rung + 1 == self.rungs.len();
+            let next = if last {
+                None
+            } else {
+                self.rungs.get(self.rung + 1).copied()
+            };
             for m in &mut self.members {
                 let go = keep.contains(&m.config.as_str());
                 match (m.standing.clone(), go) {
@@ -282,7 +288,11 @@ impl<I: Copy + PartialEq> Halving<I> {
                 ranking,
                 kept,
             });
-            self.rung += 1;
+            self.rung = if last {
+                self.rungs.len()
+            } else {
+                self.rung + 1
+            };
         }
         // After the last rung, a pruned entry that was never compared again (the rungs
         // changed since it was pruned) stays as it is.

@@ -129,6 +129,11 @@ impl Live {
         self.diverged
     }
 
+    /// The step of the latest line read so far.
+    pub(crate) fn step(&self) -> Option<u64> {
+        self.last.as_ref().map(|(s, _)| *s)
+    }
+
     /// Reads what was appended since the last call and, at most every [`LIVE_EVERY`], reports
     /// the latest line: `step 120: loss 0.4012 acc 0.9100`. Lines that do not parse are left
     /// to the final read, which names them.
