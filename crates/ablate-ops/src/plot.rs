@@ -242,7 +242,9 @@ impl Op for Plot {
 
     fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
         let p: PlotParams = typed("report.plot", ctx.job.params())?;
-        let chosen = choose(ctx, p.select.as_ref())?;
+        // Curves show what early stopping pruned, cut where it stopped; the other kinds compare
+        // final values, which a pruned run does not have.
+        let chosen = choose(ctx, p.select.as_ref(), p.kind == Kind::Curve)?;
         let out = ctx.out_dir();
         p.check_applicable()?;
         let entries = &chosen.entries;
@@ -267,21 +269,39 @@ impl Op for Plot {
 struct Chosen<'a> {
     entries: Vec<(&'a JobInput, Manifest)>,
     left_out: Vec<&'static str>,
+    /// Of `entries`, how many early stopping pruned (drawn only by curves).
+    pruned: usize,
 }
 
 impl Chosen<'_> {
-    /// What the title says was left out: ` (left out: 1 failed, 2 diverged)`.
+    /// What the title says was left out, and how many curves end early: ` (left out: 1
+    /// failed, 2 diverged)`, ` (16 pruned early)`.
     fn note(&self) -> String {
-        if self.left_out.is_empty() {
-            return String::new();
+        let mut parts = Vec::new();
+        if self.pruned > 0 {
+            parts.push(format!("{} pruned early", self.pruned));
         }
-        format!(" (left out: {})", ablate_results::gap_text(&self.left_out))
+        if !self.left_out.is_empty() {
+            parts.push(format!(
+                "left out: {}",
+                ablate_results::gap_text(&self.left_out)
+            ));
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", parts.join("; "))
+        }
     }
 }
 
 /// The inputs whose labels match `select` (all of them without it), those that did not finish
 /// apart (#21): a figure leaves them out and says so.
-fn choose<'a>(ctx: &OpContext<'a>, select: Option<&Value>) -> Result<Chosen<'a>, OpError> {
+fn choose<'a>(
+    ctx: &OpContext<'a>,
+    select: Option<&Value>,
+    take_pruned: bool,
+) -> Result<Chosen<'a>, OpError> {
     let job = ctx.job;
     let select = data::parse_select(select).map_err(OpError::msg)?;
     let mut chosen = Chosen {
@@ -292,6 +312,7 @@ fn choose<'a>(ctx: &OpContext<'a>, select: Option<&Value>) -> Result<Chosen<'a>,
             .filter(|m| data::selected(&m.labels, &select))
             .map(|m| m.why.name())
             .collect(),
+        pruned: 0,
     };
     for input in job
         .inputs
@@ -299,7 +320,9 @@ fn choose<'a>(ctx: &OpContext<'a>, select: Option<&Value>) -> Result<Chosen<'a>,
         .filter(|i| data::selected(&i.labels, &select))
     {
         let manifest = ctx.manifest(&input.key)?;
-        if manifest.status.is_done() {
+        let pruned = matches!(manifest.status, ablate_cache::EntryStatus::Pruned { .. });
+        if manifest.status.is_done() || (pruned && take_pruned) {
+            chosen.pruned += usize::from(pruned);
             chosen.entries.push((input, manifest));
         } else {
             chosen.left_out.push(manifest.status.name());
@@ -435,7 +458,35 @@ fn curve_figure(
             })
         })
         .collect::<Result<Vec<_>, OpError>>()?;
-    let series = data::curves(&stepped, &group).map_err(OpError::msg)?;
+    let mut series = data::curves(&stepped, &group).map_err(OpError::msg)?;
+    // A line whose runs early stopping all pruned says so in the legend.
+    let is_pruned = |(_, m): &&(&JobInput, Manifest)| {
+        matches!(m.status, ablate_cache::EntryStatus::Pruned { .. })
+    };
+    if entries.iter().any(|e| is_pruned(&e)) && !group.is_empty() {
+        let names = |pruned: bool| -> Result<Vec<Option<String>>, OpError> {
+            let some: Vec<Stepped> = entries
+                .iter()
+                .zip(&stepped)
+                .filter(|(e, _)| is_pruned(e) == pruned)
+                .map(|(_, s)| s.clone())
+                .collect();
+            if some.is_empty() {
+                return Ok(Vec::new());
+            }
+            Ok(data::curves(&some, &group)
+                .map_err(OpError::msg)?
+                .into_iter()
+                .map(|s| s.name)
+                .collect())
+        };
+        let (cut, whole) = (names(true)?, names(false)?);
+        for s in &mut series {
+            if cut.contains(&s.name) && !whole.contains(&s.name) {
+                s.name = s.name.take().map(|n| format!("{n} (pruned)"));
+            }
+        }
+    }
     let all = || series.iter().flat_map(|s| &s.points);
     if p.log_x && all().any(|pt| pt.x <= 0.0) {
         return Err(OpError::msg(format!(

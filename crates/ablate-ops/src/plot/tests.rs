@@ -333,6 +333,16 @@ fn entry_with(
     metrics: Vec<Metric>,
     files: &[(&str, &Table)],
 ) -> InstanceKey {
+    entry_as(store, n, metrics, files, Default::default())
+}
+
+fn entry_as(
+    store: &Store,
+    n: u64,
+    metrics: Vec<Metric>,
+    files: &[(&str, &Table)],
+    status: ablate_cache::EntryStatus,
+) -> InstanceKey {
     let ki = key_input(n);
     let key = ki.key();
     let tmp = store.begin(&key).unwrap();
@@ -356,7 +366,7 @@ fn entry_with(
         device: "cpu".into(),
         host: "test".into(),
         ablate_version: "0".into(),
-        status: Default::default(),
+        status,
         checksum: None,
     })
     .unwrap();
@@ -629,7 +639,7 @@ fn curve_inputs(store: &Store) -> Vec<JobInput> {
 fn curve_figure_of(store: &Store, root: &Path, inputs: Vec<JobInput>, params: Value) -> LineFigure {
     with_ctx(store, root, inputs, params, |ctx| {
         let p: PlotParams = typed("report.plot", ctx.job.params()).unwrap();
-        let chosen = choose(ctx, p.select.as_ref()).unwrap();
+        let chosen = choose(ctx, p.select.as_ref(), true).unwrap();
         curve_figure(&chosen.entries, &p, &chosen.note()).unwrap()
     })
 }
@@ -1026,4 +1036,33 @@ fn the_panel_ops_name_the_input_and_file_that_is_missing_or_wrong() {
         err.contains("at most 6") && err.contains("`select`"),
         "{err}"
     );
+}
+
+#[test]
+fn curves_draw_what_early_stopping_pruned_cut_where_it_stopped() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(&root.path().join("cache")).unwrap();
+    let mut inputs = Vec::new();
+    for (n, lr, pruned) in [(0, 0.1, false), (1, 0.01, true)] {
+        let steps = if pruned { 2 } else { 4 };
+        let metrics = (1..=steps)
+            .map(|s| Metric::at_step("loss", s, 1.0 / s as f64))
+            .collect();
+        let status = if pruned {
+            ablate_cache::EntryStatus::Pruned { step: 2 }
+        } else {
+            ablate_cache::EntryStatus::Done
+        };
+        entry_as(&store, n, metrics, &[], status);
+        inputs.push(input(n, &[("lr", json!(lr)), ("seed", json!(0))]));
+    }
+    let params = json!({"kind": "curve", "y": "loss", "group": "lr"});
+    let fig = curve_figure_of(&store, root.path(), inputs, params);
+    assert_eq!(fig.title, "loss vs step by lr (1 pruned early)");
+    let lines: Vec<(Option<&str>, usize)> = fig
+        .series
+        .iter()
+        .map(|s| (s.name.as_deref(), s.points.len()))
+        .collect();
+    assert_eq!(lines, [(Some("0.01 (pruned)"), 2), (Some("0.1"), 4)]);
 }
