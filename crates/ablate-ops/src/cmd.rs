@@ -295,7 +295,8 @@ impl Op for Cmd {
         // attempt then ends at once, from its checkpoint).
         let last = logged.metrics.iter().filter_map(|m| m.step).max();
         let stopped_at = budget.filter(|b| last.is_some_and(|s| s >= *b));
-        if !status.success() && !(at_budget && stopped_at.is_some()) {
+        let stopped_by_budget = at_budget && stopped_at.is_some();
+        if !status.success() && !stopped_by_budget {
             return Err(failure(status, &line, &stderr_path));
         }
         // `metrics.json`'s values are final ones, over those of the log.
