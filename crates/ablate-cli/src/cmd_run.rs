@@ -420,28 +420,12 @@ fn check_devices(loaded: &Loaded, slurm: bool) -> anyhow::Result<Vec<String>> {
     ))
 }
 
-/// This machine's GPUs as the local scheduler shares them out, by the names a program's
-/// `CUDA_VISIBLE_DEVICES` gives them: those `CUDA_VISIBLE_DEVICES` names when it is set (a
-/// Slurm allocation, or the user's choice), else every GPU the driver shows.
+/// This machine's GPUs (see [`ablate_run::placement::local_gpus`]), counted by CUDA itself in
+/// a CUDA build, else by the driver's listing.
 fn local_gpus() -> Result<Vec<String>, String> {
-    if let Ok(visible) = std::env::var("CUDA_VISIBLE_DEVICES") {
-        return Ok(visible
-            .split(',')
-            .map(str::trim)
-            .filter(|d| !d.is_empty())
-            .map(str::to_owned)
-            .collect());
-    }
-    Ok((0..driver_gpus()?).map(|d| d.to_string()).collect())
-}
-
-#[cfg(feature = "cuda")]
-fn driver_gpus() -> Result<usize, String> {
-    ablate_ops::cuda_devices()
-}
-
-/// Without CUDA linked in, the NVIDIA driver's own listing: one directory per GPU.
-#[cfg(not(feature = "cuda"))]
-fn driver_gpus() -> Result<usize, String> {
-    Ok(std::fs::read_dir("/proc/driver/nvidia/gpus").map_or(0, |d| d.count()))
+    #[cfg(feature = "cuda")]
+    let driver = ablate_ops::cuda_devices;
+    #[cfg(not(feature = "cuda"))]
+    let driver = ablate_run::placement::driver_gpus;
+    ablate_run::placement::local_gpus(driver)
 }

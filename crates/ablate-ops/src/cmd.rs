@@ -336,7 +336,7 @@ fn environment(command: &mut Command, ctx: &OpContext<'_>) {
     }
     // Locally, the GPUs the scheduler gave this instance; on Slurm, the allocation's
     // (inherited).
-    if let Some(gpus) = &ctx.job.visible_gpus {
+    if let Some(gpus) = &ctx.job.placement.visible {
         command.env("CUDA_VISIBLE_DEVICES", gpus);
     }
 }

@@ -23,13 +23,32 @@ pub(crate) fn job(op: &str, params: Params, inputs: Vec<JobInput>, device: &str)
         key: key_input.key(),
         key_input,
         inputs,
-        device: device.into(),
+        placement: placement(device),
         resources: Resources::default(),
         retries: 0,
         timeout: None,
         diverged: Default::default(),
-        visible_gpus: None,
         missing: Vec::new(),
         budget: None,
+    }
+}
+
+/// The placement a scheduler gives a job on `device` (`cpu`, `cuda`, `cuda:1`, `cuda:1,2`).
+pub(crate) fn placement(device: &str) -> ablate_run::Placement {
+    let (first, rest) = device.split_once(',').unwrap_or((device, ""));
+    let device: ablate_spec::Device = first.parse().expect("a device");
+    let mut gpus: Vec<u32> = match device {
+        ablate_spec::Device::Cuda(Some(n)) => vec![n],
+        _ => Vec::new(),
+    };
+    gpus.extend(
+        rest.split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<u32>().expect("a GPU")),
+    );
+    ablate_run::Placement {
+        device,
+        gpus,
+        visible: None,
     }
 }

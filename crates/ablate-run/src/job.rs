@@ -16,7 +16,8 @@ pub struct Job {
     /// Op, version, params, input keys, deps: what the key was computed from.
     pub key_input: KeyInput,
     pub inputs: Vec<JobInput>,
-    pub device: String,
+    /// Where it computes: its stage's device, then the GPUs the local scheduler gave it.
+    pub placement: crate::Placement,
     pub resources: Resources,
     pub retries: u32,
     /// Wall-clock limit of one attempt: its process group is killed and the attempt fails.
@@ -25,11 +26,6 @@ pub struct Job {
     /// Whether a divergence fails the attempt or is recorded as the result (`diverged:`).
     #[serde(default)]
     pub diverged: OnDiverge,
-    /// The GPUs a program started by this job may see, as `CUDA_VISIBLE_DEVICES` (`"1"`,
-    /// `"0,2"`; empty: none), when the local scheduler assigns this machine's GPUs; `None`
-    /// where something else does (a Slurm allocation) or there are none to manage.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub visible_gpus: Option<String>,
     /// The inputs of a report that did not finish (failed, or skipped), which it marks instead
     /// of showing: not in `inputs`, since they have no entry. Empty but for a report that is
     /// not `strict` and runs on a partial set (its key then says so, see [`Job::partial`]).
@@ -116,12 +112,11 @@ impl Job {
                     labels: i.labels.clone(),
                 })
                 .collect(),
-            device: inst.device.to_string(),
+            placement: crate::Placement::on(inst.device),
             resources: inst.resources,
             retries: inst.retries,
             timeout: inst.timeout,
             diverged: inst.diverged,
-            visible_gpus: None,
             missing: Vec::new(),
             budget: None,
         }

@@ -7,12 +7,14 @@
 //! It imports `ablate-spec`, `ablate-plan` and `ablate-cache`, nothing else of ablate.
 
 mod cancel;
+mod dispatch;
 mod event;
 mod fuse;
-mod gpus;
+mod graph;
 mod job;
 mod local;
 mod op;
+pub mod placement;
 pub mod process;
 mod scheduler;
 pub mod slurm;
@@ -24,6 +26,7 @@ pub use event::{Divergence, RunEvent, SkipCause, Summary};
 pub use job::{Job, JobInput, MissingInput, Unfinished};
 pub use local::{GroupMember, LocalExecutor};
 pub use op::{OpContext, OpError, OpOutput, OpRunner, Progress, run_each};
+pub use placement::Placement;
 pub use scheduler::{BoxFuture, Executor, Outcome, RunOptions, run};
 pub use slurm::{SlurmExecutor, SlurmSettings};
 pub use strategy::RungResult;

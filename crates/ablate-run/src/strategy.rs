@@ -13,9 +13,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use ablate_cache::Metric;
-use ablate_plan::PlanIndex;
+use ablate_cache::{EntryStatus, Metric};
+use ablate_plan::{Plan, PlanIndex, Status};
 use ablate_spec::EarlyStop;
+
+use crate::RunEvent;
+use crate::dispatch::{Dispatcher, Ran};
+use crate::graph::{Ended, Graph, State};
+use crate::scheduler::Executor;
+use crate::{Job, Summary};
 
 /// Where an instance of the stage stands at the current rung.
 #[derive(Clone, Debug, PartialEq)]
@@ -308,6 +314,110 @@ impl<I: Copy + PartialEq> Halving<I> {
     }
 }
 
+/// Early stopping's state in a run: one [`Halving`] per stage that stops early.
+pub(crate) struct Early {
+    pub(crate) halvings: Vec<Halving>,
+    /// The halving of each instance's stage, by [`PlanIndex::index`].
+    pub(crate) of: Vec<Option<usize>>,
+}
+
+impl Early {
+    /// The halvings of `plan`, told what the cache holds.
+    pub(crate) fn new(plan: &Plan, statuses: &[Status]) -> Self {
+        let mut of = vec![None; plan.len()];
+        let mut halvings = Vec::new();
+        for (stage, ids) in plan.stages() {
+            let Some(first) = ids
+                .first()
+                .and_then(|i| plan.instance(*i).early_stop.as_ref())
+            else {
+                continue;
+            };
+            let members = ids.iter().map(|&i| {
+                let config = plan
+                    .instance(i)
+                    .early_stop
+                    .as_ref()
+                    .map(|e| e.config.clone());
+                (i, config.unwrap_or_default())
+            });
+            let mut halving = Halving::new(stage.as_str(), Arc::clone(&first.spec), members);
+            for &i in ids {
+                of[i.index()] = Some(halvings.len());
+                if let Status::Cached(entry) = &statuses[i.index()] {
+                    // A manifest that cannot be read now was verified a moment ago: compare
+                    // it as logging nothing rather than fail the run.
+                    let metrics = entry
+                        .manifest()
+                        .map(|m| m.metrics.clone())
+                        .unwrap_or_default();
+                    match entry.status() {
+                        EntryStatus::Done => halving.cached_complete(i, &metrics),
+                        EntryStatus::Pruned { step } => halving.cached_pruned(i, *step, &metrics),
+                        EntryStatus::Diverged { .. } => halving.out(i),
+                    }
+                }
+            }
+            halvings.push(halving);
+        }
+        Early { halvings, of }
+    }
+
+    /// The budget an attempt of each instance starting now gets.
+    pub(crate) fn budgets(&self, plan: &Plan) -> Vec<Option<u64>> {
+        (0..plan.len())
+            .map(|i| self.of[i].and_then(|h| self.halvings[h].budget()))
+            .collect()
+    }
+
+    /// Decides what halving `h` can, and carries it out: the instances that go on are ready
+    /// again (from their checkpoints, with the next budget), those pruned are recorded as
+    /// such (each a small commit, on the executor), and a pruned entry from the cache that
+    /// stays pruned is final.
+    pub(crate) fn decide<E: Executor>(
+        &mut self,
+        h: usize,
+        graph: &mut Graph<'_>,
+        d: &mut Dispatcher<'_, E>,
+        summary: &mut Summary,
+        emit: &impl Fn(RunEvent),
+    ) {
+        let (decisions, results) = self.halvings[h].decide();
+        for r in results {
+            emit(RunEvent::Rung(r));
+        }
+        let plan = graph.plan;
+        for decision in decisions {
+            match decision {
+                Decision::Go { id, force, .. } => {
+                    graph.state[id.index()] = State::Ready;
+                    graph.ready.push_back((id, 1));
+                    if force {
+                        d.forced.insert(id);
+                    }
+                }
+                Decision::Prune { id, step } => {
+                    graph.state[id.index()] = State::Running;
+                    let job = Arc::new(Job::from_plan(plan, id));
+                    let fut = d.executor.prune(id, job, step);
+                    d.running.spawn(async move {
+                        Ran {
+                            head: None,
+                            members: vec![(id, 1)],
+                            outcomes: vec![(id, fut.await)],
+                        }
+                    });
+                }
+                Decision::Final { id } => {
+                    graph.state[id.index()] = State::Pruned;
+                    summary.cached_pruned += 1;
+                    graph.settle(id, Ended::Pruned, &plan.instance(id).id, emit);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -431,15 +541,40 @@ mod tests {
         assert_eq!(
             decisions,
             vec![
+                // The one configuration left runs to its end: no later rung could stop it.
                 Decision::Go {
                     id: id[0],
-                    budget: Some(6),
+                    budget: None,
                     force: true
                 },
                 Decision::Final { id: id[1] },
                 Decision::Prune { id: id[2], step: 2 },
             ]
         );
+    }
+
+    #[test]
+    fn survivors_go_on_to_the_next_rung_while_several_configurations_are_left() {
+        // 9 configurations, eta 3: rung 1 keeps 3, which go on to 3 (not to the end).
+        let id = ids(9);
+        let mut h = Halving::new(
+            "train",
+            spec(1, 27, 3, Goal::Min),
+            id.iter().map(|i| (*i, format!("c{i}"))),
+        );
+        for i in &id {
+            h.paused(*i, 1, &losses(1, *i as f64)).unwrap();
+        }
+        let (decisions, _) = h.decide();
+        let going: Vec<(usize, Option<u64>)> = decisions
+            .iter()
+            .filter_map(|d| match d {
+                Decision::Go { id, budget, .. } => Some((*id, *budget)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(going, [(0, Some(3)), (1, Some(3)), (2, Some(3))]);
+        assert_eq!(h.budget(), Some(3));
     }
 
     #[test]

@@ -142,7 +142,7 @@ impl Fake {
         self.running.fetch_sub(1, Ordering::SeqCst);
         let span = (
             ctx.job.stage.clone(),
-            ctx.job.device.clone(),
+            ctx.job.placement.name(),
             started,
             Instant::now(),
         );

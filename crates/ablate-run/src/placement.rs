@@ -1,6 +1,70 @@
-//! Which local GPU each instance runs on: a share of one device for a fractional `gpus`
-//! (`0.25` packs four instances on a GPU), whole idle devices for `gpus` above one; a device is
-//! never given more than its whole.
+//! Where an instance computes: the typed [`Placement`] a [`crate::Job`] carries (its device,
+//! the GPUs the local scheduler gave it, what its programs see), this machine's GPUs
+//! ([`local_gpus`]), and the pool the local scheduler shares them out from: a share of one
+//! device for a fractional `gpus` (`0.25` packs four instances on a GPU), whole idle devices
+//! for `gpus` above one; a device is never given more than its whole.
+
+use ablate_spec::Device;
+use serde::{Deserialize, Serialize};
+
+/// Where one attempt of an instance computes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// The device its op computes on: the CPU; `cuda:N`, the GPU the local scheduler gave it
+    /// (the first of several); or `cuda`, the first GPU it sees (on a Slurm node).
+    pub device: Device,
+    /// Every GPU the local scheduler gave it, by index among this machine's (the first is
+    /// `device`'s); empty where it gave none or something else assigns them (Slurm).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<u32>,
+    /// What a program it starts sees as `CUDA_VISIBLE_DEVICES` (`"1"`, `"0,2"`; empty: none),
+    /// when the local scheduler shares out this machine's GPUs; `None` where something else
+    /// does (a Slurm allocation) or there are none to manage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visible: Option<String>,
+}
+
+impl Placement {
+    /// On `device`, with no GPUs assigned yet.
+    pub fn on(device: Device) -> Self {
+        Placement {
+            device,
+            gpus: Vec::new(),
+            visible: None,
+        }
+    }
+
+    /// How manifests and `runs.parquet` name it: `cpu`, `cuda`, `cuda:0`, `cuda:0,2`.
+    pub fn name(&self) -> String {
+        match (self.device, self.gpus.as_slice()) {
+            (Device::Cuda(_), [_, _, ..]) => {
+                let all: Vec<String> = self.gpus.iter().map(u32::to_string).collect();
+                format!("cuda:{}", all.join(","))
+            }
+            (device, _) => device.to_string(),
+        }
+    }
+}
+
+/// This machine's GPUs as the local scheduler shares them out, by the names a program's
+/// `CUDA_VISIBLE_DEVICES` gives them: those `CUDA_VISIBLE_DEVICES` names when it is set (a
+/// Slurm allocation, or the user's choice), else one per GPU `driver` counts (`0`, `1`, …).
+pub fn local_gpus(driver: impl FnOnce() -> Result<usize, String>) -> Result<Vec<String>, String> {
+    if let Ok(visible) = std::env::var("CUDA_VISIBLE_DEVICES") {
+        return Ok(visible
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(str::to_owned)
+            .collect());
+    }
+    Ok((0..driver()?).map(|d| d.to_string()).collect())
+}
+
+/// The GPUs the NVIDIA driver shows, without CUDA linked in: one directory per GPU.
+pub fn driver_gpus() -> Result<usize, String> {
+    Ok(std::fs::read_dir("/proc/driver/nvidia/gpus").map_or(0, |d| d.count()))
+}
 
 /// Shares are compared with this slack, so four quarters fill a device exactly.
 const EPS: f64 = 1e-9;
@@ -81,12 +145,6 @@ impl GpuPool {
             _ => None,
         }
     }
-
-    /// The `device` a job on `devices` records: `cuda:N`, or `cuda:N,M` for several.
-    pub(crate) fn name(devices: &[usize]) -> String {
-        let list: Vec<String> = devices.iter().map(usize::to_string).collect();
-        format!("cuda:{}", list.join(","))
-    }
 }
 
 #[cfg(test)]
@@ -122,8 +180,19 @@ mod tests {
             Some(vec![0, 1]),
             "1.5 takes two whole devices"
         );
-        assert_eq!(GpuPool::name(&[0, 1]), "cuda:0,1");
-        assert_eq!(GpuPool::name(&[3]), "cuda:3");
+    }
+
+    #[test]
+    fn a_placement_is_named_by_its_devices() {
+        let on = |device, gpus: &[u32]| Placement {
+            device,
+            gpus: gpus.to_vec(),
+            visible: None,
+        };
+        assert_eq!(on(Device::Cpu, &[]).name(), "cpu");
+        assert_eq!(on(Device::Cuda(None), &[]).name(), "cuda");
+        assert_eq!(on(Device::Cuda(Some(3)), &[3]).name(), "cuda:3");
+        assert_eq!(on(Device::Cuda(Some(0)), &[0, 1]).name(), "cuda:0,1");
     }
 
     #[test]
