@@ -26,6 +26,8 @@ pub(crate) struct TableParams {
     precision: usize,
     relative_to: Option<Vec<Baseline>>,
     lower_is_better: Vec<String>,
+    best: Option<String>,
+    top: Option<usize>,
 }
 
 impl Table {
@@ -35,12 +37,13 @@ impl Table {
                 name: "report.table",
                 // 2: `relative_to` and `lower_is_better`. 3: the column axis named (`hidden=32`),
                 // no `± 0.000` for one value (a null `.std`), inputs that did not finish marked
-                // (#21).
-                version: 3,
+                // (#21). 4: `best` and `top` (#24).
+                version: 4,
                 summary: "Gather the final metrics of every instance of its needs into a table: one row per value of \
                           `rows`, one column per value of `cols`, each cell aggregating `metric` over the other labels \
                           (e.g. seeds). With `relative_to`, each cell is also shown as the gain (%) of its mean over \
-                          the mean of a baseline cell. An input that failed, was skipped or diverged is not \
+                          the mean of a baseline cell. With `best`, the rows come best first (a search's best \
+                          configurations). An input that failed, was skipped, diverged or was pruned is not \
                           aggregated: its cell says so (`0.93 ± 0.01 (n=2, 1 failed)`). Writes `table.parquet` \
                           and `table.md`, published as `results/<pipeline>/<stage>.parquet` and `.md`.",
                 params: vec![
@@ -87,8 +90,23 @@ impl Table {
                         "lower_is_better",
                         ParamType::list(ParamType::Str),
                         json!([]),
-                        "with `relative_to`: metrics whose gain is negated (e.g. a loss), so a positive \
-                         gain always means better",
+                        "metrics for which smaller is better (e.g. a loss): with `relative_to`, their gain \
+                         is negated, so a positive gain always means better; with `best`, the smallest comes \
+                         first",
+                    ),
+                    ParamSpec::with_default(
+                        "best",
+                        ParamType::optional(ParamType::Str),
+                        json!(null),
+                        "one of the metrics: the rows come best first by its mean (the largest, or the \
+                         smallest if it is in `lower_is_better`), rows without a value (pruned, failed) last, \
+                         instead of in label order; a table without `cols`",
+                    ),
+                    ParamSpec::with_default(
+                        "top",
+                        ParamType::optional(ParamType::positive_int()),
+                        json!(null),
+                        "with `best`: only the best N rows",
                     ),
                 ],
                 gathers: true,
@@ -123,15 +141,30 @@ impl Op for Table {
             OneOrMany::One(m) => vec![m],
             OneOrMany::Many(ms) => ms,
         };
+        let best = match (p.best, p.top) {
+            (Some(metric), top) => Some(ablate_results::Best {
+                lower: p.lower_is_better.contains(&metric),
+                metric,
+                top,
+            }),
+            (None, Some(_)) => {
+                return Err(OpError::msg(
+                    "`top` keeps the best rows: it needs `best` (the metric they are ranked by)",
+                ));
+            }
+            (None, None) => None,
+        };
         let relative = match (p.relative_to, p.lower_is_better.is_empty()) {
             (Some(baselines), _) => Some(Relative {
                 baselines,
                 lower_is_better: p.lower_is_better,
             }),
             (None, true) => None,
+            (None, false) if best.is_some() => None,
             (None, false) => {
                 return Err(OpError::msg(
-                    "`lower_is_better` only flips the sign of gains: it needs `relative_to`",
+                    "`lower_is_better` says which way a metric is better for `relative_to`'s gains \
+                     and `best`'s order: it needs one of them",
                 ));
             }
         };
@@ -149,6 +182,7 @@ impl Op for Table {
             aggregate: p.aggregate,
             precision: p.precision,
             relative,
+            best,
         };
         let pivot = ablate_results::pivot(&observations, &spec)
             .map_err(|e| OpError::with("cannot build the table", e))?;

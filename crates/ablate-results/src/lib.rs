@@ -21,7 +21,7 @@ pub use parquet_io::{
     copy_with_metadata, metadata_value, read_table, remove_stale_temps, temp_path,
     timestamp_columns, write_table,
 };
-pub use pivot::{Aggregate, Observation, Pivot, PivotSpec, gap_text, pivot};
+pub use pivot::{Aggregate, Best, Observation, Pivot, PivotSpec, gap_text, pivot};
 pub use relative::{Baseline, GAIN_SUFFIX, Relative, check_baselines};
 pub use render::{format_float, format_metric, format_timestamp_us, render_markdown, render_text};
 pub use runs::{

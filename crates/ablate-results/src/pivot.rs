@@ -72,6 +72,22 @@ pub struct PivotSpec {
     /// Gains over baseline cells, beside the absolute values (see [`crate::relative`]).
     #[serde(default)]
     pub relative: Option<Relative>,
+    /// Rows best first by one metric's mean (rows without one last), instead of by label:
+    /// a search's best configurations first. Only without `cols`.
+    #[serde(default)]
+    pub best: Option<Best>,
+}
+
+/// Rows ordered by a metric, best first, and at most `top` of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Best {
+    pub metric: String,
+    /// `true`: a smaller value is better (a loss).
+    pub lower: bool,
+    /// Keep only the best `top` rows (`None`: all).
+    #[serde(default)]
+    pub top: Option<usize>,
 }
 
 fn default_precision() -> usize {
@@ -101,7 +117,10 @@ pub struct Pivot {
 /// then the absolute values.
 pub fn pivot(obs: &[Observation], spec: &PivotSpec) -> Result<Pivot, ResultsError> {
     validate(spec)?;
-    let grid = Grid::build(obs, spec)?;
+    let mut grid = Grid::build(obs, spec)?;
+    if let Some(best) = &spec.best {
+        grid.order_by(spec, best);
+    }
     let mut table = grid.table(spec)?;
     let mut markdown = grid.markdown(spec);
     if let Some(rel) = &spec.relative {
@@ -136,6 +155,20 @@ fn validate(spec: &PivotSpec) -> Result<(), ResultsError> {
     }
     if let Some(rel) = &spec.relative {
         relative::validate(spec, rel)?;
+    }
+    if let Some(best) = &spec.best {
+        if !spec.metrics.contains(&best.metric) {
+            return invalid(format!(
+                "the best rows are ranked by `{}`, which is not among the metrics",
+                best.metric
+            ));
+        }
+        if !spec.cols.is_empty() {
+            return invalid("best rows first needs a table without `cols`".to_owned());
+        }
+        if best.top == Some(0) {
+            return invalid("`top` keeps at least one row".to_owned());
+        }
     }
     Ok(())
 }
@@ -217,6 +250,35 @@ impl<'a> Grid<'a> {
             values,
             gaps,
         })
+    }
+
+    /// Orders the rows by `best.metric`'s mean, best first (ties and rows without a value keep
+    /// their label order, the latter last), and keeps the first `best.top`.
+    fn order_by(&mut self, spec: &PivotSpec, best: &Best) {
+        let m = spec
+            .metrics
+            .iter()
+            .position(|x| *x == best.metric)
+            .expect("validated");
+        let mean = |r: usize| {
+            let v = &self.values[m][r][0];
+            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+        };
+        let mut order: Vec<usize> = (0..self.row_keys.len()).collect();
+        order.sort_by(|&a, &b| match (mean(a), mean(b)) {
+            (Some(x), Some(y)) if best.lower => x.total_cmp(&y),
+            (Some(x), Some(y)) => y.total_cmp(&x),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        });
+        order.truncate(best.top.unwrap_or(usize::MAX));
+        fn pick<T: Clone>(order: &[usize], v: &[T]) -> Vec<T> {
+            order.iter().map(|&r| v[r].clone()).collect()
+        }
+        self.row_keys = pick(&order, &self.row_keys);
+        self.gaps = pick(&order, &self.gaps);
+        self.values = self.values.iter().map(|v| pick(&order, v)).collect();
     }
 
     /// `metric[k=v,…]` (`metric` without `cols`): what a metric's columns are named after.
@@ -521,6 +583,7 @@ pub(crate) mod tests {
             aggregate,
             precision: 3,
             relative: None,
+            best: None,
         }
     }
 
@@ -542,6 +605,47 @@ pub(crate) mod tests {
             let a = a.expect("non-null");
             assert!((a - e).abs() < 1e-12, "{a} != {e}");
         }
+    }
+
+    #[test]
+    fn best_rows_come_first_by_their_mean_and_top_keeps_the_best() {
+        // Per `lr`, the mean loss over seeds: 0.3 → 0.5, 0.1 → 0.2, 0.03 → 0.35; 1.0 was
+        // pruned (no value), so it comes last.
+        let mut obs: Vec<Observation> = [(0.3, 0.4), (0.3, 0.6), (0.1, 0.2), (0.03, 0.35)]
+            .iter()
+            .enumerate()
+            .map(|(i, (lr, loss))| ob(json!({"lr": lr, "seed": i}), &[("loss", *loss)]))
+            .collect();
+        obs.push(Observation {
+            missing: Some("pruned".into()),
+            ..ob(json!({"lr": 1.0, "seed": 9}), &[])
+        });
+        let order = |lower: bool, top: Option<usize>| {
+            let spec = PivotSpec {
+                best: Some(Best {
+                    metric: "loss".into(),
+                    lower,
+                    top,
+                }),
+                ..spec(&["lr"], &[], &["loss"], Aggregate::Mean)
+            };
+            let p = pivot(&obs, &spec).unwrap();
+            floats(&p.table, "lr")
+        };
+        let lrs = |v: &[f64]| v.iter().map(|x| Some(*x)).collect::<Vec<_>>();
+        assert_eq!(order(true, None), lrs(&[0.1, 0.03, 0.3, 1.0]));
+        assert_eq!(order(false, None), lrs(&[0.3, 0.03, 0.1, 1.0]));
+        assert_eq!(order(true, Some(2)), lrs(&[0.1, 0.03]));
+        // Ranked by a metric the table does not show, or with `cols`: refused.
+        let bad = PivotSpec {
+            best: Some(Best {
+                metric: "acc".into(),
+                lower: false,
+                top: None,
+            }),
+            ..spec(&["lr"], &[], &["loss"], Aggregate::Mean)
+        };
+        assert!(pivot(&obs, &bad).is_err());
     }
 
     #[test]

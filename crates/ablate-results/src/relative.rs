@@ -449,6 +449,7 @@ mod tests {
                 baselines,
                 lower_is_better: vec!["val_nll".to_owned()],
             }),
+            best: None,
         }
     }
 
