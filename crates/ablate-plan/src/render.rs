@@ -131,6 +131,9 @@ fn text(plan: &Plan, view: &View<'_>) -> String {
         {
             let _ = writeln!(out, "  {}", group_line(g));
         }
+        if let Some(es) = &plan.instance(*first).early_stop {
+            let _ = writeln!(out, "  {}", early_stop_line(&es.spec));
+        }
         let width = ids
             .iter()
             .map(|i| plan.instance(*i).label.chars().count())
@@ -144,10 +147,18 @@ fn text(plan: &Plan, view: &View<'_>) -> String {
                 &inst.label
             };
             let shown = view.of(*id);
-            let what = match shown {
-                Shown::Cached => "cached".to_owned(),
-                Shown::Skipped(..) => format!("skip: {}", shown.detail(plan).unwrap_or_default()),
-                Shown::Run(..) => format!("run: {}", shown.detail(plan).unwrap_or_default()),
+            let what = match (&shown, &view.statuses[id.index()]) {
+                (Shown::Cached, Status::Cached(entry)) => match entry.status() {
+                    ablate_cache::EntryStatus::Pruned { step } => {
+                        format!("cached (pruned at step {step})")
+                    }
+                    _ => "cached".to_owned(),
+                },
+                (Shown::Cached, _) => "cached".to_owned(),
+                (Shown::Skipped(..), _) => {
+                    format!("skip: {}", shown.detail(plan).unwrap_or_default())
+                }
+                (Shown::Run(..), _) => format!("run: {}", shown.detail(plan).unwrap_or_default()),
             };
             let _ = writeln!(out, "  {}  {label:<width$}  {what}", inst.key.short());
         }
@@ -171,6 +182,24 @@ fn group_line(g: &crate::PlannedGroup) -> String {
         let _ = write!(line, "  max {max}");
     }
     line
+}
+
+/// `early stop  by val_loss (min, mean over seed): rungs at 1, 3, 9 steps, then to 27; eta 3`.
+fn early_stop_line(es: &ablate_spec::EarlyStop) -> String {
+    let rungs: Vec<String> = es.rungs().iter().map(u64::to_string).collect();
+    let mode = match es.mode {
+        ablate_spec::Goal::Min => "min",
+        ablate_spec::Goal::Max => "max",
+    };
+    format!(
+        "early stop  by {} ({mode}, mean over {}): rungs at {} {}, then the best to {}; eta {}",
+        es.metric,
+        es.seeds,
+        rungs.join(", "),
+        es.resource,
+        es.max,
+        es.eta
+    )
 }
 
 /// One instance in `--format json`, borrowed from the plan (a 10k-instance plan renders
@@ -220,6 +249,18 @@ struct JsonPlan<'a> {
     instances: Vec<JsonInstance<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     fuse_groups: Vec<JsonGroup<'a>>,
+    /// Each stage's `early_stop:`, with its rungs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    early_stops: Vec<JsonEarlyStop<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonEarlyStop<'a> {
+    stage: &'a str,
+    #[serde(flatten)]
+    spec: &'a ablate_spec::EarlyStop,
+    /// The budgets below the whole run, in the op's progress unit.
+    rungs: Vec<u64>,
 }
 
 fn json(plan: &Plan, view: &View<'_>) -> String {
@@ -262,10 +303,22 @@ fn json(plan: &Plan, view: &View<'_>) -> String {
             max: g.group.cap(),
         })
         .collect();
+    let early_stops = plan
+        .stages()
+        .filter_map(|(stage, ids)| {
+            let es = plan.instance(*ids.first()?).early_stop.as_ref()?;
+            Some(JsonEarlyStop {
+                stage: stage.as_str(),
+                spec: &es.spec,
+                rungs: es.spec.rungs(),
+            })
+        })
+        .collect();
     let mut s = serde_json::to_string_pretty(&JsonPlan {
         pipeline: plan.pipeline(),
         instances,
         fuse_groups,
+        early_stops,
     })
     .expect("plan serialises");
     s.push('\n');
