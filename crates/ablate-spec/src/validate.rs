@@ -4,6 +4,7 @@
 mod attrs;
 mod matrix;
 mod params;
+mod search;
 mod stage;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -38,6 +39,7 @@ pub(crate) const STAGE_KEYS: &[&str] = &[
     "matrix",
     "include",
     "exclude",
+    "search",
     "resources",
     "retries",
     "timeout",
