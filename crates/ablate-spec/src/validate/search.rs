@@ -240,14 +240,21 @@ impl Validator<'_, '_> {
                 return None;
             }
             None => {
-                let d = type_error(node, &subject, FORMS);
+                let d = node
+                    .origin
+                    .error(format!(
+                        "{subject} expects a distribution ({}), found {}",
+                        list(Distribution::NAMES),
+                        node.describe()
+                    ))
+                    .label("expected a distribution");
                 let d = if matches!(node.kind, Kind::Seq(_)) {
                     d.help(format!(
-                        "to list values, write `{name}: {{ choice: [...] }}`, or move `{name}` under `matrix:`"
+                        "to choose among values, write `{name}: {{ choice: [...] }}`; to run each of them, move `{name}` under `matrix:`"
                     ))
                 } else {
                     d.help(format!(
-                        "to fix `{name}` to one value, set it under `params:` instead"
+                        "write {FORMS}; to fix `{name}` to one value, set it under `params:` instead"
                     ))
                 };
                 self.push(d);
@@ -290,10 +297,13 @@ impl Validator<'_, '_> {
                             .help("a log scale never reaches 0: start at a small positive value (`1.0e-6`), or use `uniform`"),
                     );
                 }
-                for item in [low, high] {
-                    if let Err(d) = check_param(schema.name, &param.name, item, ty) {
-                        ok = false;
-                        self.push(d);
+                // The bounds as values of the param (in its range): when they make a range.
+                if ok {
+                    for item in [low, high] {
+                        if let Err(d) = check_param(schema.name, &param.name, item, ty) {
+                            ok = false;
+                            self.push(d);
+                        }
                     }
                 }
                 ok.then_some(if which == "uniform" {
@@ -321,10 +331,13 @@ impl Validator<'_, '_> {
                     return None;
                 };
                 let mut ok = self.ordered(&of, args, lo >= hi, low, high);
-                for item in [low, high] {
-                    if let Err(d) = check_param(schema.name, &param.name, item, ty) {
-                        ok = false;
-                        self.push(d);
+                // The bounds as values of the param (in its range): when they make a range.
+                if ok {
+                    for item in [low, high] {
+                        if let Err(d) = check_param(schema.name, &param.name, item, ty) {
+                            ok = false;
+                            self.push(d);
+                        }
                     }
                 }
                 ok.then_some(Distribution::Int {
@@ -370,9 +383,11 @@ impl Validator<'_, '_> {
                 ok.then_some(Distribution::Choice(values))
             }
             other => {
-                let help = suggest::hint(other, Distribution::NAMES).unwrap_or_else(|| {
-                    format!("the distributions are {}", list(Distribution::NAMES))
-                });
+                let known = format!("the distributions are {}", list(Distribution::NAMES));
+                let help = match suggest::hint(other, Distribution::NAMES) {
+                    Some(hint) => format!("{hint} ({known})"),
+                    None => known,
+                };
                 self.push(
                     kind.origin
                         .error(format!(
