@@ -6655,3 +6655,118 @@ fn early_stop_mistakes_point_at_their_place() {
         assert_contains_all(&run.stderr, fragments);
     }
 }
+
+// --- random search (issue 24) --------------------------------------------------------------------
+
+/// Data → a 3-sample search of `train.flow` over lr, weight decay and weight sharing →
+/// `eval.flow` per model: 7 instances, a second or two in a debug build.
+const TINY_SEARCH: &str = r#"
+name: tiny_search
+stages:
+  points:
+    op: data.toy2d
+    params: { kind: moons, n_train: 200, n_test: 200, noise: 0.1 }
+  flow:
+    op: train.flow
+    needs: [points]
+    search:
+      n: 3
+      seed: 7
+      params:
+        lr: { loguniform: [1.0e-3, 1.0e-1] }
+        weight_decay: { uniform: [0.0, 0.01] }
+        weights: { choice: [shared, unshared] }
+    params: { hidden: 8, epochs: 5, batch: 50, steps: 2 }
+  eval:
+    op: eval.flow
+    needs: [flow]
+"#;
+
+/// A search runs its samples; raising `n` runs only the new ones: the first samples keep their
+/// keys and come from the cache, in the plan and in the run.
+#[test]
+fn raising_a_search_n_reruns_only_the_new_samples() {
+    let sb = Sandbox::new();
+    sb.write("p.yaml", TINY_SEARCH);
+    let plan = sb.ablate(&["plan", "p.yaml"]).code(EXIT_OK);
+    assert_contains_all(
+        &plan.stdout,
+        &[
+            "flow (train.flow): 3 instances, 0 cached",
+            "  search  3 samples, seed 7: lr ~ loguniform [0.001, 0.1], weight_decay ~ uniform [0.0, 0.01], weights ~ choice [shared, unshared]",
+        ],
+    );
+    let first = sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
+    assert_summary(&first, 1 + 3 + 3, 0, 0, 0);
+    let trained = first.ids("finished");
+    let flows: Vec<&String> = trained
+        .iter()
+        .filter(|id| id.starts_with("flow["))
+        .collect();
+    assert_eq!(flows.len(), 3);
+    for id in &flows {
+        assert!(
+            id.starts_with("flow[lr=0.0") && id.contains(",weight_decay=0.00"),
+            "{id}"
+        );
+    }
+    let keys = sb.keys("p.yaml", &[]);
+
+    let bigger = ["--set", "flow.search.n=5"];
+    let more = sb.keys("p.yaml", &bigger);
+    assert_eq!(more.len(), 1 + 5 + 5);
+    for (id, key) in &keys {
+        assert_eq!(more.get(id), Some(key), "{id} keeps its key");
+    }
+    let plan = sb
+        .ablate(&["plan", "p.yaml", "--set", "flow.search.n=5"])
+        .code(EXIT_OK);
+    assert_contains_all(&plan.stdout, &["flow (train.flow): 5 instances, 3 cached"]);
+    let second = sb
+        .ablate(&["run", "p.yaml", "--json", "--set", "flow.search.n=5"])
+        .code(EXIT_OK);
+    assert_summary(&second, 2 + 2, 1 + 3 + 3, 0, 0);
+    assert_eq!(second.ids("cached"), trained);
+
+    // The sampled values are columns of runs.parquet, as matrix values are.
+    let runs = read_parquet(&sb.results().join("tiny_search").join("runs.parquet"));
+    let lr = floats(column(&runs, "lr"));
+    assert!(lr.iter().flatten().all(|v| (1e-3..=1e-1).contains(v)));
+    assert_eq!(
+        lr.iter()
+            .flatten()
+            .map(|v| v.to_bits())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        5,
+        "five samples, five learning rates"
+    );
+}
+
+/// A typo in a distribution's name and a range the wrong way round are input errors at their
+/// place, exit code 2, before anything runs.
+#[test]
+fn a_bad_search_space_is_an_input_error_at_its_place() {
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        &TINY_SEARCH
+            .replace(
+                "loguniform: [1.0e-3, 1.0e-1]",
+                "logunifrom: [1.0e-3, 1.0e-1]",
+            )
+            .replace("uniform: [0.0, 0.01]", "uniform: [0.01, 0.0]"),
+    );
+    let run = sb.ablate(&["run", "p.yaml"]).code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &run.stderr,
+        &[
+            "error: unknown distribution `logunifrom` for search param `lr` of stage `flow`",
+            "p.yaml:14:15",
+            "did you mean `loguniform`? (the distributions are `uniform`, `loguniform`, `int`, `choice`)",
+            "error: `uniform` of search param `weight_decay` of stage `flow` has low ≥ high (`0.01` ≥ `0.0`)",
+            "p.yaml:15:34",
+        ],
+    );
+    assert!(!sb.results().join("tiny_search").exists(), "nothing ran");
+}

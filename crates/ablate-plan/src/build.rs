@@ -49,15 +49,20 @@ pub fn build(
             items: b.errors,
         });
     }
+    let mut searches = Vec::new();
     for stage in &pipeline.stages {
         let ids = b.by_stage.remove(&stage.name).unwrap_or_default();
         stages.push((stage.name.clone(), ids));
+        if let Some(search) = &stage.matrix.search {
+            searches.push((stage.name.clone(), crate::SearchSummary::of(search)));
+        }
     }
     Ok(Plan {
         pipeline: pipeline.name.clone(),
         graph: b.graph,
         stages,
         order: instance_order,
+        searches,
     })
 }
 
@@ -165,7 +170,7 @@ impl Builder<'_> {
         let protos = self.protos(stage);
         let early_stop = stage.early_stop.clone().map(std::sync::Arc::new);
         let own = stage.matrix.combinations();
-        let axis_order: Vec<&str> = stage.matrix.axes.iter().map(|(k, _)| k.as_str()).collect();
+        let axis_order: Vec<&str> = stage.matrix.label_order();
         let n = protos.len() * own.len();
         let mut ids = Vec::with_capacity(n);
         // Reserved: growing a graph of 10,000 instances copied each of them a dozen times.

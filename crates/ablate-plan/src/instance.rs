@@ -82,6 +82,31 @@ pub struct Plan {
     /// Stages in file order with their instances.
     pub(crate) stages: Vec<(StageName, Vec<PlanIndex>)>,
     pub(crate) order: Vec<PlanIndex>,
+    /// The stages with a `search:`, in file order.
+    pub(crate) searches: Vec<(StageName, SearchSummary)>,
+}
+
+/// What a plan tells of a stage's `search:` (its samples are in its instances' labels).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SearchSummary {
+    /// Samples drawn.
+    pub n: u64,
+    pub seed: u64,
+    /// Distinct samples (fewer than `n` when a small `int` or `choice` space repeats one).
+    pub distinct: usize,
+    /// The sampled params and their distributions, in file order.
+    pub space: Vec<(String, ablate_spec::Distribution)>,
+}
+
+impl SearchSummary {
+    pub(crate) fn of(search: &ablate_spec::Search) -> Self {
+        Self {
+            n: search.n,
+            seed: search.seed,
+            distinct: search.samples.len(),
+            space: search.params.clone(),
+        }
+    }
 }
 
 impl Plan {
@@ -129,6 +154,13 @@ impl Plan {
             .iter()
             .find(|(n, _)| n.as_str() == stage)
             .map(|(_, ids)| ids.as_slice())
+    }
+    /// The `search:` of a stage, if it has one.
+    pub fn search(&self, stage: &str) -> Option<&SearchSummary> {
+        self.searches
+            .iter()
+            .find(|(n, _)| n.as_str() == stage)
+            .map(|(_, s)| s)
     }
     /// Every instance downstream of `ids` (excluding them), for `--force`.
     pub fn descendants(&self, ids: &[PlanIndex]) -> Vec<PlanIndex> {

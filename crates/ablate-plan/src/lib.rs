@@ -15,6 +15,6 @@ mod status;
 
 pub use build::{build, render_label};
 pub use fuse::{FuseGroup, PlannedGroup, planned_groups};
-pub use instance::{EarlyStopOf, Instance, Plan, PlanIndex};
+pub use instance::{EarlyStopOf, Instance, Plan, PlanIndex, SearchSummary};
 pub use render::{Format, render};
 pub use status::{Change, Outlook, Reason, Status, outlook, statuses};

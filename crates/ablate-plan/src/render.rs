@@ -125,6 +125,9 @@ fn text(plan: &Plan, view: &View<'_>) -> String {
             let _ = write!(out, ", {stage_skipped} skipped");
         }
         out.push('\n');
+        if let Some(search) = plan.search(stage.as_str()) {
+            let _ = writeln!(out, "  {}", search_line(search));
+        }
         for g in groups
             .iter()
             .filter(|g| plan.instance(g.members[0]).stage == *stage)
@@ -164,6 +167,20 @@ fn text(plan: &Plan, view: &View<'_>) -> String {
         }
     }
     out
+}
+
+/// `search  27 samples, seed 7: lr ~ loguniform [0.0001, 0.1], hidden ~ int [16, 64]`, with
+/// how many are distinct when some repeat.
+fn search_line(s: &crate::SearchSummary) -> String {
+    let mut line = format!("search  {} sample{}", s.n, if s.n == 1 { "" } else { "s" });
+    if s.distinct as u64 != s.n {
+        let _ = write!(line, " ({} distinct)", s.distinct);
+    }
+    let _ = write!(line, ", seed {}:", s.seed);
+    for (i, (name, d)) in s.space.iter().enumerate() {
+        let _ = write!(line, "{} {name} ~ {d}", if i > 0 { "," } else { "" });
+    }
+    line
 }
 
 /// `fuse  ×16  (lr, seed vary)`, with the labels its members share (`width=32`) when there
@@ -243,9 +260,30 @@ struct JsonGroup<'a> {
     max: Option<usize>,
 }
 
+/// A stage's `search:` in `--format json`; its samples are in its instances' `labels`.
+#[derive(Serialize)]
+struct JsonSearch<'a> {
+    stage: &'a str,
+    n: u64,
+    seed: u64,
+    distinct: usize,
+    /// Param → distribution as written (`{"lr": {"loguniform": [0.0001, 0.1]}}`), in file order.
+    params: Space<'a>,
+}
+
+struct Space<'a>(&'a [(String, ablate_spec::Distribution)]);
+
+impl Serialize for Space<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, d)| (k, d)))
+    }
+}
+
 #[derive(Serialize)]
 struct JsonPlan<'a> {
     pipeline: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    searches: Vec<JsonSearch<'a>>,
     instances: Vec<JsonInstance<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     fuse_groups: Vec<JsonGroup<'a>>,
@@ -314,8 +352,20 @@ fn json(plan: &Plan, view: &View<'_>) -> String {
             })
         })
         .collect();
+    let searches = plan
+        .searches
+        .iter()
+        .map(|(stage, s)| JsonSearch {
+            stage: stage.as_str(),
+            n: s.n,
+            seed: s.seed,
+            distinct: s.distinct,
+            params: Space(&s.space),
+        })
+        .collect();
     let mut s = serde_json::to_string_pretty(&JsonPlan {
         pipeline: plan.pipeline(),
+        searches,
         instances,
         fuse_groups,
         early_stops,

@@ -882,3 +882,161 @@ fn plan_shows_each_group_with_its_members_to_run() {
     assert!(!render(&p, &st, &[], Format::Text).contains("fuse"));
     assert!(!render(&p, &st, &[], Format::Json).contains("fuse_groups"));
 }
+
+// --- random search (issue 24) --------------------------------------------------------------------
+
+/// A search over `train` (lr and seed fusible in [`Fusing`], steps not), crossed with two seeds.
+fn search_sweep(n: u64) -> String {
+    format!(
+        r#"
+name: s
+stages:
+  data:
+    op: data
+  train:
+    op: train
+    needs: [data]
+    matrix: {{ seed: [0, 1] }}
+    search:
+      n: {n}
+      seed: 7
+      params:
+        lr: {{ loguniform: [1.0e-4, 1.0e-1] }}
+        weights: {{ choice: [shared, unshared] }}
+  ev:
+    op: eval
+    needs: [train]
+"#
+    )
+}
+
+#[test]
+fn a_search_plans_one_instance_per_sample_and_grid_combination() {
+    let p = plan(&search_sweep(5));
+    let train = ids(&p, "train");
+    assert_eq!(train.len(), 10);
+    // Sampled values label the instances as matrix values do, before the axes.
+    let first = p.instance(p.stage_instances("train").unwrap()[0]);
+    let names: Vec<&str> = first.labels.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(names, ["lr", "weights", "seed"]);
+    assert!(first.params()["lr"].is_f64());
+    assert_eq!(first.params()["seed"], json!(0));
+    // Sample by sample, each with every seed.
+    let second = p.instance(p.stage_instances("train").unwrap()[1]);
+    assert_eq!(first.label_value("lr"), second.label_value("lr"));
+    assert_eq!(second.label_value("seed"), Some(&json!(1)));
+    // Labels read short: four significant digits.
+    let lr = first.label_value("lr").unwrap().to_string();
+    assert!(
+        lr.trim_start_matches("0.").trim_start_matches('0').len() <= 4,
+        "{lr}"
+    );
+    // Dependants map over the samples as over matrix instances.
+    assert_eq!(ids(&p, "ev").len(), 10);
+    assert_eq!(
+        ids(&p, "ev")[0],
+        train[0].replacen("train", "ev", 1),
+        "an eval inherits its train's labels"
+    );
+}
+
+/// Raising `n` keeps the first samples: their instances, ids and keys are those of the smaller
+/// search, so their cache entries are reused.
+#[test]
+fn raising_n_keeps_the_first_instances_and_their_keys() {
+    let (five, ten) = (plan(&search_sweep(5)), plan(&search_sweep(10)));
+    let keys = |p: &Plan, stage: &str| -> Vec<(String, ablate_cache::InstanceKey)> {
+        p.stage_instances(stage)
+            .unwrap()
+            .iter()
+            .map(|i| (p.instance(*i).id.clone(), p.instance(*i).key))
+            .collect()
+    };
+    for stage in ["train", "ev"] {
+        let (k5, k10) = (keys(&five, stage), keys(&ten, stage));
+        assert_eq!(k10.len(), 20);
+        assert_eq!(k10[..10], k5[..], "{stage}");
+    }
+    // The same file plans the same keys (the samples do not depend on the process).
+    assert_eq!(keys(&ten, "train"), keys(&plan(&search_sweep(10)), "train"));
+}
+
+/// Samples that differ only in fusible params fuse as matrix instances do (issue 23): here `lr`
+/// and `seed` are fusible and `weights` is not, so one group per weight sharing.
+#[test]
+fn samples_that_differ_only_in_fusible_params_share_a_group() {
+    let p = fused_plan(&search_sweep(8));
+    let instances: Vec<_> = p
+        .stage_instances("train")
+        .unwrap()
+        .iter()
+        .map(|i| p.instance(*i))
+        .collect();
+    let group_of = |w: &str| {
+        let groups: Vec<_> = instances
+            .iter()
+            .filter(|i| i.label_value("weights") == Some(&json!(w)))
+            .map(|i| i.fuse.expect("a fusible op has a group"))
+            .collect();
+        assert!(groups.len() >= 4, "{w}: {}", groups.len());
+        assert!(groups.iter().all(|g| *g == groups[0]), "{w}");
+        groups[0]
+    };
+    assert_ne!(group_of("shared").group, group_of("unshared").group);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let text = render(&p, &statuses(&p, &store, &[]), &[], Format::Text);
+    assert!(text.contains("fuse  weights=shared  ×"), "{text}");
+    assert!(text.contains("(lr, seed vary)"), "{text}");
+}
+
+#[test]
+fn plan_shows_the_search_and_its_samples() {
+    let p = plan(&search_sweep(3));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let st = statuses(&p, &store, &[]);
+    let text = render(&p, &st, &[], Format::Text);
+    assert!(
+        text.contains(
+            "\ntrain (train): 6 instances, 0 cached\n  search  3 samples, seed 7: \
+             lr ~ loguniform [0.0001, 0.1], weights ~ choice [shared, unshared]\n"
+        ),
+        "{text}"
+    );
+    let first = p.instance(p.stage_instances("train").unwrap()[0]);
+    assert!(text.contains(&format!("  {}  ", first.label)), "{text}");
+    assert!(first.label.starts_with("lr=0.") && first.label.ends_with(",seed=0"));
+    let json: serde_json::Value =
+        serde_json::from_str(&render(&p, &st, &[], Format::Json)).unwrap();
+    assert_eq!(
+        json["searches"],
+        json!([{
+            "stage": "train",
+            "n": 3,
+            "seed": 7,
+            "distinct": 3,
+            "params": {
+                "lr": { "loguniform": [0.0001, 0.1] },
+                "weights": { "choice": ["shared", "unshared"] }
+            }
+        }])
+    );
+    let train: Vec<_> = json["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["stage"] == "train")
+        .collect();
+    assert_eq!(train[0]["labels"]["lr"], first.params()["lr"]);
+    // No search, no `searches`.
+    let grid = plan(SWEEP);
+    let json: serde_json::Value = serde_json::from_str(&render(
+        &grid,
+        &statuses(&grid, &store, &[]),
+        &[],
+        Format::Json,
+    ))
+    .unwrap();
+    assert!(json.get("searches").is_none());
+}

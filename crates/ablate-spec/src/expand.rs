@@ -22,6 +22,9 @@ impl Matrix {
     ///    earlier `include` may be. An entry that agrees with no combination of the product is
     ///    appended as a combination of its own; later entries never merge into it.
     /// 4. No axes and no `include`: one empty combination (the stage runs once).
+    /// 5. With a `search:`, every sample is crossed with every combination of the grid above,
+    ///    sample by sample (sample 0 with each grid combination, then sample 1, …), so raising
+    ///    `n` only appends combinations.
     ///
     /// The parameters of one instance are the stage's [`Stage::params`](crate::Stage::params)
     /// overlaid with its combination; a combination's keys win.
@@ -31,30 +34,46 @@ impl Matrix {
     /// the combinations by those values (a sweep written as one `include` entry per value took
     /// seconds at 10,000 values when every entry met every combination, #21).
     pub fn expand(&self) -> Vec<BTreeMap<String, Value>> {
-        self.expansion(true).0
+        let grid = self.expansion(true).0;
+        let Some(search) = &self.search else {
+            return grid;
+        };
+        let mut all = Vec::with_capacity(search.samples.len() * grid.len());
+        for sample in &search.samples {
+            for combination in &grid {
+                let mut c = combination.clone();
+                for ((key, _), value) in search.params.iter().zip(sample) {
+                    c.insert(key.clone(), value.clone());
+                }
+                all.push(c);
+            }
+        }
+        all
     }
 
     /// The combinations of [`Matrix::expand`], read one at a time: a plain product of axes is
     /// never built (a sweep of 10,000 values made 10,000 maps only to copy each into an
     /// instance's params, #21); with `include` or `exclude` it is expanded once.
     pub fn combinations(&self) -> Combinations<'_> {
-        if self.include.is_empty() && self.exclude.is_empty() {
-            Combinations {
-                axes: &self.axes,
-                expanded: None,
-                len: if self.axes.is_empty() {
-                    1
-                } else {
-                    self.axes.iter().map(|(_, values)| values.len()).product()
-                },
-            }
+        let (expanded, grid) = if self.include.is_empty() && self.exclude.is_empty() {
+            let grid = if self.axes.is_empty() {
+                1
+            } else {
+                self.axes.iter().map(|(_, values)| values.len()).product()
+            };
+            (None, grid)
         } else {
-            let expanded = self.expand();
-            Combinations {
-                axes: &self.axes,
-                len: expanded.len(),
-                expanded: Some(expanded),
-            }
+            let expanded = self.expansion(true).0;
+            let grid = expanded.len();
+            (Some(expanded), grid)
+        };
+        let samples = self.search.as_ref().map_or(1, |s| s.samples.len());
+        Combinations {
+            axes: &self.axes,
+            search: self.search.as_ref(),
+            expanded,
+            grid,
+            len: grid * samples,
         }
     }
 
@@ -151,9 +170,12 @@ impl Matrix {
             .collect()
     }
 
-    /// True when the stage has no sweep of its own: no axes, `include` or `exclude`.
+    /// True when the stage has no sweep of its own: no axes, `include`, `exclude` or `search`.
     pub fn is_empty(&self) -> bool {
-        self.axes.is_empty() && self.include.is_empty() && self.exclude.is_empty()
+        self.axes.is_empty()
+            && self.include.is_empty()
+            && self.exclude.is_empty()
+            && self.search.is_none()
     }
 
     /// The names of the axes, in file order.
@@ -161,8 +183,26 @@ impl Matrix {
         self.axes.iter().map(|(k, _)| k.as_str())
     }
 
+    /// The order an instance's labels take: the sampled params (in the order `search.params`
+    /// lists them), then the axes in file order; `include` keys follow, by name.
+    pub fn label_order(&self) -> Vec<&str> {
+        let sampled = self.search.iter().flat_map(|s| &s.params);
+        sampled
+            .map(|(k, _)| k.as_str())
+            .chain(self.axis_names())
+            .collect()
+    }
+
+    /// A grid axis (`matrix:`), not a sampled param.
     pub fn is_axis(&self, key: &str) -> bool {
         self.axes.iter().any(|(k, _)| k == key)
+    }
+
+    /// Whether every combination sets `key`: a grid axis with no `include` entries (which may
+    /// append combinations without it), or a sampled param.
+    pub fn always_sets(&self, key: &str) -> bool {
+        (self.is_axis(key) && self.include.is_empty())
+            || self.search.as_ref().is_some_and(|s| s.samples_param(key))
     }
 
     /// Indices of the `include` entries that [`Matrix::expand`] appends as combinations of
@@ -210,8 +250,11 @@ impl Matrix {
 #[derive(Debug)]
 pub struct Combinations<'m> {
     axes: &'m [(String, Vec<Value>)],
-    /// `None`: the cartesian product of `axes`, read by index.
+    search: Option<&'m crate::Search>,
+    /// The grid (without the samples); `None`: the cartesian product of `axes`, read by index.
     expanded: Option<Vec<Combination>>,
+    /// Combinations of the grid.
+    grid: usize,
     len: usize,
 }
 
@@ -228,6 +271,8 @@ impl Combinations<'_> {
     /// values, sorted by key as a [`Matrix::expand`] map iterates.
     pub fn get<'s>(&'s self, i: usize, out: &mut Vec<(&'s str, &'s Value)>) {
         out.clear();
+        // Sample by sample, the grid within each.
+        let (sample, i) = (i / self.grid, i % self.grid);
         match &self.expanded {
             Some(all) => out.extend(all[i].iter().map(|(k, v)| (k.as_str(), v))),
             None => {
@@ -237,9 +282,19 @@ impl Combinations<'_> {
                     out.push((key.as_str(), &values[rest % values.len()]));
                     rest /= values.len();
                 }
-                out.sort_unstable_by(|a, b| a.0.cmp(b.0));
             }
         }
+        if let Some(search) = self.search {
+            let values = &search.samples[sample];
+            out.extend(
+                search
+                    .params
+                    .iter()
+                    .zip(values)
+                    .map(|((k, _), v)| (k.as_str(), v)),
+            );
+        }
+        out.sort_unstable_by(|a, b| a.0.cmp(b.0));
     }
 }
 
@@ -355,6 +410,7 @@ mod tests {
                 axes: axes(&[("a", json!([1, 2])), ("b", json!([3, 4]))]),
                 include: vec![combo(json!({"a": 1, "z": 0})), combo(json!({"a": 9}))],
                 exclude: vec![combo(json!({"a": 2, "b": 3}))],
+                search: None,
             },
         ];
         for m in &cases {
@@ -432,6 +488,7 @@ mod tests {
                 combo(json!({"fruit": "banana", "animal": "cat"})),
             ],
             exclude: vec![],
+            search: None,
         };
         assert_eq!(
             m.expand(),
@@ -457,6 +514,7 @@ mod tests {
             axes: axes(&[("w", json!(["s", "u"])), ("n", json!([1, 2]))]),
             exclude: vec![combo(json!({"w": "u"}))],
             include: vec![combo(json!({"w": "u", "n": 2, "lr": 0.5}))],
+            search: None,
         };
         assert_eq!(
             m.expand(),
@@ -579,6 +637,7 @@ mod tests {
                 axes,
                 include,
                 exclude,
+                search: None,
             };
             let (plain, appended) = expand_plainly(&m);
             assert_eq!(m.expand(), plain, "case {case}: {m:?}");
@@ -602,6 +661,7 @@ mod tests {
                 .step_by(1000)
                 .map(|i| combo(json!({"v": i + 7})))
                 .collect(),
+            search: None,
         };
         let mut got = Vec::new();
         let comparisons = comparisons_in(|| got = m.expand());

@@ -15,6 +15,7 @@ mod load;
 mod model;
 mod node;
 mod schema;
+mod search;
 mod suggest;
 mod text;
 mod typecheck;
@@ -30,6 +31,7 @@ pub use model::{
     StageName, WrittenParam,
 };
 pub use schema::{OpCatalog, OpSchema, ParamSpec, ParamType, TAG};
+pub use search::{Distribution, MAX_SAMPLES, SIGNIFICANT_DIGITS, Search};
 pub use suggest::did_you_mean;
 pub use text::backticked;
 

@@ -16,7 +16,9 @@ pub enum Override {
     /// `--set defaults.KEY=VALUE`.
     ///
     /// `STAGE.params.KEY` where `KEY` is a matrix axis of the stage replaces that axis with the
-    /// one value. The value is kept as typed; it is read as a YAML scalar when applied.
+    /// one value; where `KEY` is sampled by the stage's `search`, the search stops sampling it
+    /// and it becomes an axis of that one value. `STAGE.search.n=N` (or `.seed`) changes the
+    /// search. The value is kept as typed; it is read as a YAML scalar when applied.
     ///
     /// `KEY` must be a parameter the stage already has (in `params`, `matrix` or `include`, or
     /// declared by its op) and `NAME` a variable of the file: for an op that takes any
@@ -29,7 +31,8 @@ pub enum Override {
         new: bool,
     },
     /// `--matrix STAGE.KEY=a,b,c`: replaces that axis of the stage's matrix, or turns the
-    /// parameter `KEY` into one (removing it from the stage's `params`). Items are split on
+    /// parameter `KEY` into one (removing it from the stage's `params`, or from the params its
+    /// `search` samples). Items are split on
     /// commas outside brackets and quotes, and each is read as a YAML scalar.
     ///
     /// `KEY` must be an axis or parameter the stage already has, as for [`Override::Set`]; a
@@ -301,10 +304,18 @@ fn apply(
             }
             if let [_, params, key] = path.as_slice()
                 && params == "params"
-                && let Some(axis) = stage.get_mut("matrix").and_then(|m| m.get_mut(key))
             {
-                *axis = Node::new(Kind::Seq(vec![value]), origin.clone());
-                return Ok(());
+                if let Some(axis) = stage.get_mut("matrix").and_then(|m| m.get_mut(key)) {
+                    *axis = Node::new(Kind::Seq(vec![value]), origin.clone());
+                    return Ok(());
+                }
+                // A sampled param set to one value: the search stops sampling it (the other
+                // params' samples do not change) and it becomes an axis of that one value, so
+                // it stays a label as a matrix axis set this way does.
+                if unsample(stage, key) {
+                    let axis = Node::new(Kind::Seq(vec![value]), origin.clone());
+                    return set_path(stage, &["matrix".to_owned(), key.clone()], axis, origin);
+                }
             }
             set_path(stage, &path[1..], value, origin)
         }
@@ -326,10 +337,33 @@ fn apply(
             if let Some(params) = stage.get_mut("params").and_then(Node::as_map_mut) {
                 params.retain(|(k, _)| k.name != *key);
             }
+            unsample(stage, key);
             let axis = Node::new(Kind::Seq(values), origin.clone());
             set_path(stage, &["matrix".to_owned(), key.clone()], axis, origin)
         }
     }
+}
+
+/// Removes `key` from the stage's `search.params`, and the whole `search` with its last param;
+/// whether `key` was sampled there.
+fn unsample(stage: &mut Node, key: &str) -> bool {
+    let Some(params) = stage
+        .get_mut("search")
+        .and_then(|s| s.get_mut("params"))
+        .and_then(Node::as_map_mut)
+    else {
+        return false;
+    };
+    let before = params.len();
+    params.retain(|(k, _)| k.name != key);
+    let (removed, empty) = (params.len() < before, params.is_empty());
+    if removed
+        && empty
+        && let Some(entries) = stage.as_map_mut()
+    {
+        entries.retain(|(k, _)| k.name != "search");
+    }
+    removed
 }
 
 /// What a `+` in front of an override adds.
@@ -365,6 +399,7 @@ fn check_known_param(
     };
     let mut known = map_keys(stage.get("matrix"));
     known.extend(map_keys(stage.get("params")));
+    known.extend(map_keys(stage.get("search").and_then(|s| s.get("params"))));
     if let Some(Kind::Seq(entries)) = stage.get("include").map(|n| &n.kind) {
         for entry in entries {
             known.extend(map_keys(Some(entry)));

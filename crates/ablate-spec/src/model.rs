@@ -218,12 +218,15 @@ impl EarlyStop {
 }
 
 /// A stage's own sweep. `axes` keep file order; each axis value is already normalised against
-/// the op's parameter type. `include`/`exclude` follow the rules of [`Matrix::expand`].
+/// the op's parameter type. `include`/`exclude` follow the rules of [`Matrix::expand`]; they
+/// shape the grid of the axes, which a `search` (its samples already drawn) multiplies.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Matrix {
     pub axes: Vec<(String, Vec<Value>)>,
     pub include: Vec<BTreeMap<String, Value>>,
     pub exclude: Vec<BTreeMap<String, Value>>,
+    /// The stage's `search:`: params sampled rather than listed (issue 24).
+    pub search: Option<crate::Search>,
 }
 
 /// One validated stage.
@@ -237,7 +240,8 @@ pub struct Stage {
     /// In file order; every name exists in the pipeline.
     pub needs: Vec<StageName>,
     /// Fully resolved params: the op's defaults, then `defaults:`, then `params:`, then
-    /// `--set` overrides; interpolated and type-checked. Matrix keys are not in here.
+    /// `--set` overrides; interpolated and type-checked. Matrix keys and sampled params are
+    /// not in here.
     pub params: Params,
     pub matrix: Matrix,
     /// True when the op gathers (reports) or the stage says `gather: true`: one instance (per

@@ -5,6 +5,7 @@ mod attrs;
 mod early_stop;
 mod matrix;
 mod params;
+mod search;
 mod stage;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,6 +40,7 @@ pub(crate) const STAGE_KEYS: &[&str] = &[
     "matrix",
     "include",
     "exclude",
+    "search",
     "resources",
     "retries",
     "timeout",

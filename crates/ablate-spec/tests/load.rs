@@ -254,6 +254,7 @@ fn a_valid_file_gives_the_exact_pipeline() {
                 params(json!({"weights": "unshared", "steps": 8}))
             ],
             exclude: vec![params(json!({"weights": "unshared", "steps": 1}))],
+            search: None,
         }
     );
     // By hand: 2 x 3 = 6, minus (unshared, 1) = 5; the first include adds lr to the three
@@ -1629,4 +1630,198 @@ stages:
         rendered.contains("`auto`, `on`, `off` or a whole number N ≥ 1"),
         "the help names the forms: {rendered}"
     );
+}
+
+const SEARCH: &str = r#"
+name: s
+vars: { top: 0.5 }
+stages:
+  data:
+    op: data.toy2d
+    params: { kind: moons }
+  train:
+    op: train.flow
+    needs: data
+    matrix: { seed: [0, 1] }
+    search:
+      n: 6
+      seed: 7
+      params:
+        lr: { loguniform: [1.0e-4, "${vars.top}"] }
+        steps: { int: [1, 8] }
+        weights: { choice: [shared, unshared] }
+"#;
+
+fn search_of(p: &Pipeline, stage: &str) -> ablate_spec::Search {
+    p.stage(stage).unwrap().matrix.search.clone().unwrap()
+}
+
+#[test]
+fn a_search_samples_its_params_and_crosses_them_with_the_axes() {
+    let p = load_text(SEARCH, &Overrides::default()).unwrap_or_else(|d| panic!("{d}"));
+    let train = p.stage("train").unwrap();
+    let search = search_of(&p, "train");
+    assert_eq!((search.n, search.seed), (6, 7));
+    let names: Vec<&str> = search.params.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(names, ["lr", "steps", "weights"]);
+    assert_eq!(
+        search.params[0].1,
+        ablate_spec::Distribution::LogUniform {
+            low: 1e-4,
+            high: 0.5
+        }
+    );
+    // Sampled params are not params; the matrix axes stay.
+    assert_eq!(train.params.get("lr"), None);
+    assert_eq!(train.params.get("steps"), None);
+    assert_eq!(
+        train.matrix.label_order(),
+        ["lr", "steps", "weights", "seed"]
+    );
+    // Every sample runs for every seed, sample by sample.
+    let all = train.matrix.expand();
+    assert_eq!(all.len(), 2 * search.samples.len());
+    for (i, sample) in search.samples.iter().enumerate() {
+        for (j, seed) in [0, 1].into_iter().enumerate() {
+            let c = &all[2 * i + j];
+            assert_eq!(c["seed"], json!(seed));
+            assert_eq!(c["lr"], sample[0]);
+            assert!(c["lr"].is_f64() && c["steps"].is_i64() && c["weights"].is_string());
+        }
+    }
+    let combinations = train.matrix.combinations();
+    assert_eq!(combinations.len(), all.len());
+    let mut got = Vec::new();
+    for (i, want) in all.iter().enumerate() {
+        combinations.get(i, &mut got);
+        let want: Vec<(&str, &Value)> = want.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        assert_eq!(got, want);
+    }
+}
+
+/// The samples of a smaller `n` are the first of a larger one (and so are their instances and
+/// keys, tested in the plan): raising `n` keeps what ran.
+#[test]
+fn raising_n_keeps_the_first_samples() {
+    let load_n = |n: u64| {
+        search_of(
+            &load_text(SEARCH, &overrides(&[&format!("train.search.n={n}")], &[])).unwrap(),
+            "train",
+        )
+    };
+    let (five, ten) = (load_n(5), load_n(10));
+    assert_eq!(ten.samples[..five.samples.len()], five.samples[..]);
+    assert!(ten.samples.len() > five.samples.len());
+}
+
+/// A small space repeats samples; a repeat would be the same instance, so it is dropped.
+#[test]
+fn repeated_samples_are_dropped() {
+    let text = SEARCH.replace("n: 6", "n: 40").replace(
+        "lr: { loguniform: [1.0e-4, \"${vars.top}\"] }\n        steps: { int: [1, 8] }",
+        "steps: { int: [1, 2] }",
+    );
+    let search = search_of(&load_text(&text, &Overrides::default()).unwrap(), "train");
+    assert_eq!(search.n, 40);
+    // 2 steps × 2 weights: at most four distinct samples, and 40 draws find them all.
+    assert_eq!(search.samples.len(), 4);
+}
+
+#[test]
+fn overrides_fix_or_list_a_sampled_param() {
+    // `--set` of a sampled param: the others keep their values, it becomes a one-value axis.
+    let base = search_of(&load_text(SEARCH, &Overrides::default()).unwrap(), "train");
+    let p = load_text(SEARCH, &overrides(&["train.params.lr=0.05"], &[])).unwrap();
+    let train = p.stage("train").unwrap();
+    let fixed = search_of(&p, "train");
+    assert!(!fixed.samples_param("lr"));
+    assert_eq!(train.matrix.axes[1], ("lr".into(), vec![json!(0.05)]));
+    let without_lr: Vec<Vec<Value>> = base.samples.iter().map(|s| s[1..].to_vec()).collect();
+    assert_eq!(fixed.samples[..], without_lr[..fixed.samples.len()]);
+    // `--matrix` lists it instead.
+    let p = load_text(SEARCH, &overrides(&[], &["train.steps=2,4"])).unwrap();
+    let train = p.stage("train").unwrap();
+    assert!(!search_of(&p, "train").samples_param("steps"));
+    assert_eq!(
+        train.matrix.axes[1],
+        ("steps".into(), vec![json!(2), json!(4)])
+    );
+    // Fixing every sampled param leaves no search.
+    let p = load_text(
+        SEARCH,
+        &overrides(
+            &[
+                "train.params.lr=0.05",
+                "train.params.steps=2",
+                "train.params.weights=shared",
+            ],
+            &[],
+        ),
+    )
+    .unwrap();
+    assert_eq!(p.stage("train").unwrap().matrix.search, None);
+    // The seed and `n` are set like any stage key.
+    let p = load_text(SEARCH, &overrides(&["train.search.seed=8"], &[])).unwrap();
+    assert_ne!(search_of(&p, "train").samples, base.samples);
+    // A typo is caught as for other keys.
+    let d = load_text(SEARCH, &overrides(&["train.search.nn=3"], &[])).unwrap_err();
+    assert!(
+        d.to_string()
+            .contains("unknown key `nn` in `search` of stage `train`"),
+        "{d}"
+    );
+}
+
+#[test]
+fn search_problems_are_reported_at_their_place() {
+    let d = load_err("invalid/search.yaml", &Overrides::default());
+    let got: Vec<(u32, u32)> = summary(&d).iter().map(|(l, c, _)| (*l, *c)).collect();
+    assert_eq!(
+        got,
+        [
+            (7, 10),
+            (8, 13),
+            (10, 27),
+            (11, 30),
+            (18, 7),
+            (20, 15),
+            (21, 26),
+            (22, 9),
+            (23, 37),
+            (24, 9),
+            (28, 15),
+            (28, 32),
+            (29, 17),
+            (30, 5),
+            (32, 28),
+            (33, 18),
+            (34, 18)
+        ],
+        "\n{d}"
+    );
+    let has = |text: &str| d.items.iter().any(|i| i.message.contains(text));
+    assert!(has("has low ≥ high (`0.5` ≥ `0.1`)"));
+    assert!(has("needs low > 0, found `0`"));
+    assert!(has("must be at least 1, found `0`"));
+    assert!(has("unknown distribution `logunifrom`"));
+    assert!(has(
+        "`choice` of search param `steps` of stage `train` has no values"
+    ));
+    assert!(has(
+        "a bound of `int` of search param `n_train` of stage `data` must be an integer"
+    ));
+    assert!(has("unknown parameter `widht` for op `train.flow`"));
+    assert!(has("is both a matrix axis and sampled by `search`"));
+}
+
+#[test]
+fn a_sample_the_op_refuses_is_an_error_at_its_distribution() {
+    // `noise` takes a number ≥ 0; an `int` sample of a float param is normalised to a float.
+    let text = "name: s\nstages:\n  d:\n    op: data.toy2d\n    params: { kind: moons }\n    search:\n      n: 3\n      params:\n        noise: { int: [-2, -1] }\n";
+    let d = load_text(text, &Overrides::default()).unwrap_err();
+    assert_eq!(summary(&d)[0].0, 9, "{d}");
+    assert!(d.to_string().contains("expects a number ≥ 0"), "{d}");
+    let ok = text.replace("[-2, -1]", "[1, 2]");
+    let p = load_text(&ok, &Overrides::default()).unwrap();
+    assert!(search_of(&p, "d").samples.iter().all(|s| s[0].is_f64()));
 }

@@ -3,15 +3,28 @@
 
 use super::*;
 
+/// The names a stage sweeps: its `matrix:` axes and the params its `search:` samples.
+pub(super) struct Swept {
+    pub axes: BTreeSet<String>,
+    pub sampled: BTreeSet<String>,
+}
+
+impl Swept {
+    pub fn contains(&self, key: &str) -> bool {
+        self.axes.contains(key) || self.sampled.contains(key)
+    }
+}
+
 impl Validator<'_, '_> {
-    /// The stage's `matrix`, `include` and `exclude`; `None` when any of them is wrong. The
-    /// set of axis names is returned either way, so params can be checked against it.
+    /// The stage's `matrix`, `include`, `exclude` and `search`; `None` when any of them is
+    /// wrong. The names of the axes and of the sampled params are returned either way, so
+    /// params can be checked against them.
     pub(super) fn matrix(
         &mut self,
         stage: &str,
         schema: &OpSchema,
         fields: &Fields<'_>,
-    ) -> (Option<Matrix>, BTreeSet<String>) {
+    ) -> (Option<Matrix>, Swept) {
         let before = self.errors.len();
         let mut matrix = Matrix::default();
         let mut axis_keys = BTreeSet::new();
@@ -36,6 +49,12 @@ impl Validator<'_, '_> {
                 }
             }
         }
+        let mut sampled = BTreeSet::new();
+        if let Some((key, node)) = fields.get("search") {
+            let (search, names) = self.search(stage, schema, key, node, &axis_keys);
+            matrix.search = search;
+            sampled = names;
+        }
         for (which, into_include) in [("include", true), ("exclude", false)] {
             let Some((_, node)) = fields.get(which) else {
                 continue;
@@ -49,7 +68,9 @@ impl Validator<'_, '_> {
                 continue;
             };
             for entry in entries {
-                if let Some(entry) = self.matrix_entry(stage, schema, which, entry, &axis_keys) {
+                if let Some(entry) =
+                    self.matrix_entry(stage, schema, which, entry, &axis_keys, &sampled)
+                {
                     if into_include {
                         matrix.include.push(entry)
                     } else {
@@ -58,7 +79,11 @@ impl Validator<'_, '_> {
                 }
             }
         }
-        ((self.errors.len() == before).then_some(matrix), axis_keys)
+        let swept = Swept {
+            axes: axis_keys,
+            sampled,
+        };
+        ((self.errors.len() == before).then_some(matrix), swept)
     }
 
     pub(super) fn axis(
@@ -133,6 +158,7 @@ impl Validator<'_, '_> {
         which: &str,
         node: &Node,
         axis_keys: &BTreeSet<String>,
+        sampled: &BTreeSet<String>,
     ) -> Option<BTreeMap<String, Value>> {
         let Some(entries) = node.as_map() else {
             self.push(type_error(
@@ -153,6 +179,21 @@ impl Validator<'_, '_> {
         let mut entry = BTreeMap::new();
         let mut ok = true;
         for (key, value) in entries {
+            // `include` and `exclude` shape the grid of the axes, which the samples multiply:
+            // an entry cannot set or match a sampled value.
+            if sampled.contains(&key.name) {
+                self.push(
+                    key.origin
+                        .error(format!(
+                            "`{which}` entry of stage `{stage}` uses `{}`, which `search` samples",
+                            shorten_name(&key.name)
+                        ))
+                        .label("a sampled param")
+                        .help("`include` and `exclude` shape the grid of the `matrix:` axes, and every sample runs with each of its combinations; a sampled param takes its values from the search"),
+                );
+                ok = false;
+                continue;
+            }
             if which == "exclude" && !axis_keys.contains(&key.name) {
                 let help = suggest::hint(&key.name, axis_keys.iter().map(String::as_str))
                     .unwrap_or_else(|| {

@@ -47,7 +47,18 @@ impl<'a> Validator<'a, '_> {
         ty: &ParamType,
     ) -> Option<Value> {
         let node = interpolate(node, &self.vars, self.errors)?;
-        let value = check_param(schema.name, key, &node, ty)
+        self.checked_value(schema, key, &node, ty)
+    }
+
+    /// Type-checks one parameter value already interpolated, and lets the op check it.
+    pub(super) fn checked_value(
+        &mut self,
+        schema: &OpSchema,
+        key: &str,
+        node: &Node,
+        ty: &ParamType,
+    ) -> Option<Value> {
+        let value = check_param(schema.name, key, node, ty)
             .map_err(|d| self.push(d))
             .ok()?;
         match self.catalog.check_value(schema.name, key, &value) {
@@ -76,7 +87,7 @@ impl<'a> Validator<'a, '_> {
         fields: &Fields<'_>,
     ) -> Option<(Params, Matrix)> {
         let before = self.errors.len();
-        let (matrix, axis_keys) = self.matrix(stage, schema, fields);
+        let (matrix, swept) = self.matrix(stage, schema, fields);
 
         // Fallbacks for every declared param: the op's default, then `defaults:`.
         let mut fallback = Params::new();
@@ -105,7 +116,7 @@ impl<'a> Validator<'a, '_> {
 
         let mut params: Params = fallback
             .iter()
-            .filter(|(k, _)| !axis_keys.contains(*k))
+            .filter(|(k, _)| !swept.contains(k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         if let Some((_, node)) = fields.get("params") {
@@ -125,7 +136,7 @@ impl<'a> Validator<'a, '_> {
                             self.unknown_param(stage, schema, key);
                             continue;
                         };
-                        if axis_keys.contains(&key.name) {
+                        if swept.axes.contains(&key.name) {
                             self.push(
                                 key.origin
                                     .error(format!(
@@ -134,6 +145,18 @@ impl<'a> Validator<'a, '_> {
                                     ))
                                     .label("also a matrix axis")
                                     .help("a parameter is either fixed under `params:` or swept under `matrix:`; remove one"),
+                            );
+                            continue;
+                        }
+                        if swept.sampled.contains(&key.name) {
+                            self.push(
+                                key.origin
+                                    .error(format!(
+                                        "parameter `{}` of stage `{stage}` is set in both `params` and `search`",
+                                        shorten_name(&key.name)
+                                    ))
+                                    .label("also sampled by `search`")
+                                    .help("a parameter is either fixed under `params:` or sampled under `search.params:`; remove one"),
                             );
                             continue;
                         }
@@ -180,7 +203,7 @@ impl<'a> Validator<'a, '_> {
         // With `parms:` reported as a typo (or `params:` not a map), "missing parameter"
         // errors would only repeat that error.
         let params_in_doubt = params_unreadable
-            || ["params", "matrix", "include"]
+            || ["params", "matrix", "include", "search"]
                 .iter()
                 .any(|k| fields.misspelt.contains(k));
         for p in schema
@@ -191,8 +214,8 @@ impl<'a> Validator<'a, '_> {
             if params.contains_key(p.name) || written.contains(p.name) {
                 continue;
             }
-            // Every combination of the product sets its axes.
-            if matrix.is_axis(p.name) && matrix.include.is_empty() {
+            // Every combination of the product sets its axes, every sample its params.
+            if matrix.always_sets(p.name) {
                 continue;
             }
             let combinations = combinations();

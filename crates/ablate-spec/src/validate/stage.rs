@@ -146,7 +146,7 @@ impl<'a> Validator<'a, '_> {
             Some(schema) => self.params(name, span, schema, &fields),
             None => {
                 // Still report interpolation problems in a stage whose op is unknown.
-                for key in ["params", "matrix", "include", "exclude"] {
+                for key in ["params", "matrix", "include", "exclude", "search"] {
                     if let Some((_, node)) = fields.get(key) {
                         interpolate(node, &self.vars, self.errors);
                     }
