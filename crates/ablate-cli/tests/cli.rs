@@ -6770,3 +6770,81 @@ fn a_bad_search_space_is_an_input_error_at_its_place() {
     );
     assert!(!sb.results().join("tiny_search").exists(), "nothing ran");
 }
+
+// --- random search with early stopping over your own script (issue 24) -------------------
+
+/// A training script whose loss curve depends on `lr` in a known way, `(log10 lr + 2)² + 1/step`
+/// (best at lr = 0.01, and the same ranking at every step): it resumes from its checkpoint,
+/// stops at `$ABLATE_STOP_AT`, and counts every step it computes in `computed.txt`.
+const KNOWN_CURVE: &str = r#"import json, math, os
+p = json.load(open(os.environ["ABLATE_PARAMS"]))
+lr, steps = p["lr"], p["steps"]
+state = os.path.join(os.environ["ABLATE_CHECKPOINT"], "step")
+start = int(open(state).read()) if os.path.exists(state) else 0
+stop = min(steps, int(os.environ.get("ABLATE_STOP_AT", steps)))
+with open(os.environ["ABLATE_METRICS"], "a") as log, open(p["counter"], "a") as counter:
+    for s in range(start + 1, stop + 1):
+        log.write(json.dumps({"step": s, "loss": (math.log10(lr) + 2) ** 2 + 1 / s}) + "\n")
+        log.flush()
+        counter.write(".")
+        with open(state + ".tmp", "w") as f:
+            f.write(str(s))
+        os.replace(state + ".tmp", state)
+"#;
+
+#[test]
+fn random_search_with_early_stopping_keeps_the_best_configuration_for_half_the_steps() {
+    let sb = Sandbox::new();
+    sb.write("curve.py", KNOWN_CURVE);
+    let counter = sb.path().join("computed.txt");
+    let pipeline = format!(
+        "name: held_out
+stages:
+  train:
+    op: cmd
+    search:
+      n: 27
+      seed: 3
+      params:
+        lr: {{ loguniform: [1.0e-4, 1.0] }}
+    params: {{ run: python3 curve.py, deps: [curve.py], steps: 27, counter: \"{}\" }}
+    early_stop: {{ metric: loss, mode: min, min: 1, max: 27, eta: 3 }}
+",
+        counter.display()
+    );
+    sb.write("held_out.yaml", &pipeline);
+    let run = sb
+        .ablate(&["run", "held_out.yaml", "--jobs", "2", "--json"])
+        .code(EXIT_OK);
+    assert_summary(&run, 27, 0, 0, 0);
+    // The best of the 27 samples by the known curve: the lr nearest 0.01 on a log scale.
+    let plan = sb.plan("held_out.yaml", &[]);
+    let distance = |id: &str| (plan[id]["labels"]["lr"].as_f64().unwrap().log10() + 2.0).abs();
+    let best = plan
+        .keys()
+        .min_by(|a, b| distance(a).total_cmp(&distance(b)))
+        .unwrap()
+        .clone();
+    let done: Vec<String> = run
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "finished" && e["status"] == "done")
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(done.contains(&best), "{best} ran to its end: {done:?}");
+    // Every step was computed once: the survivors resumed, never started over.
+    let computed = std::fs::read_to_string(&counter).unwrap().len();
+    assert!(
+        computed * 2 <= 27 * 27,
+        "early stopping computed {computed} steps, more than half of the grid's {}",
+        27 * 27
+    );
+    let pruned = run.summary()["pruned"].as_u64().unwrap() as usize;
+    assert_eq!(pruned + done.len(), 27);
+    // The same file again trains nothing.
+    let again = sb
+        .ablate(&["run", "held_out.yaml", "--jobs", "2", "--json"])
+        .code(EXIT_OK);
+    assert_summary(&again, 0, 27, 0, 0);
+    assert_eq!(std::fs::read_to_string(&counter).unwrap().len(), computed);
+}
