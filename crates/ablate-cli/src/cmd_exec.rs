@@ -28,8 +28,7 @@ pub fn exec(global: &Global, args: ExecArgs) -> anyhow::Result<u8> {
                 )
             })?,
     };
-    let task =
-        ablate_run::slurm::read_batch_task(&args.batch, index)
+    let task = ablate_run::slurm::read_batch_task(&args.batch, index)
         .map_err(|e| input(ablate_spec::error_chain(&e), None))?;
     let store = open_store(&global.cache)?;
     let workdir = std::env::current_dir()?;
@@ -43,7 +42,10 @@ pub fn exec(global: &Global, args: ExecArgs) -> anyhow::Result<u8> {
         .and_then(|v| v.parse::<u32>().ok())
         .unwrap_or(0);
     if restarts > 0 {
-        println!("ablate exec: attempt {} of this task (requeued)", restarts + 1);
+        println!(
+            "ablate exec: attempt {} of this task (requeued)",
+            restarts + 1
+        );
     }
     for (n, t) in task.iter().enumerate() {
         let member = if group {

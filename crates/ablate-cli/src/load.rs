@@ -265,7 +265,10 @@ pub fn follow_options(
         words.push(format!("--device {}", q(&device.to_string())));
     }
     if global.cache != Path::new("cache") {
-        words.push(format!("--cache {}", q(&global.cache.display().to_string())));
+        words.push(format!(
+            "--cache {}",
+            q(&global.cache.display().to_string())
+        ));
     }
     if global.results != Path::new("results") {
         words.push(format!(

@@ -3762,7 +3762,11 @@ fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
 /// Runs a command line ablate printed, as a shell would, with this build as `ablate`.
 fn shell(sb: &Sandbox, line: &str) -> Run {
     let dir = Path::new(BIN).parent().unwrap();
-    let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     Run::from(
         Command::new("sh")
             .arg("-c")
@@ -3815,7 +3819,10 @@ stages:
     let detached = sb.ablate(&args).code(EXIT_OK);
     let status = between(&detached.stderr, "follow them with `", "`");
     let resume = between(&detached.stderr, "collect the results with `", "`");
-    assert_contains_all(resume, &["--matrix", "--set", "--profile 'my profile.yaml'"]);
+    assert_contains_all(
+        resume,
+        &["--matrix", "--set", "--profile 'my profile.yaml'"],
+    );
 
     let status = shell(&sb, status).code(EXIT_OK);
     assert_contains_all(&status.stdout, &["pipeline `slurm-resume`: 3 instances"]);
@@ -3882,21 +3889,30 @@ stages:
         ],
     );
     let q = Command::new("squeue")
-        .args(["-h", "-r", "--name", "ablate.slurm-never.big", "-o", "%i %T"])
+        .args([
+            "-h",
+            "-r",
+            "--name",
+            "ablate.slurm-never.big",
+            "-o",
+            "%i %T",
+        ])
         .output()
         .unwrap();
     let q = String::from_utf8_lossy(&q.stdout).into_owned();
     assert!(!q.contains("PENDING"), "left pending: {q}");
 
-    let status = sb
-        .ablate(&["status", "p.yaml"])
-        .code(EXIT_OK);
+    let status = sb.ablate(&["status", "p.yaml"]).code(EXIT_OK);
     assert_eq!(status_row(&status.stdout, "big")[4], 1, "{}", status.stdout);
     assert_contains_all(
         &status.stdout,
         &["can never start", "`PartitionConfig`", "--profile big.yaml"],
     );
-    assert!(!status.stdout.contains("unknown to Slurm"), "{}", status.stdout);
+    assert!(
+        !status.stdout.contains("unknown to Slurm"),
+        "{}",
+        status.stdout
+    );
 }
 
 /// `plan` accepted a partition that does not exist and a malformed `time:`, found only by
@@ -3957,11 +3973,23 @@ stages:
         .code(EXIT_FAILURE);
     let events = run.events();
     let failed: Vec<&Value> = events.iter().filter(|e| e["event"] == "failed").collect();
-    assert_eq!(failed.len(), 2, "one failure per instance, no retry: {failed:?}");
-    assert!(failed.iter().all(|e| e["will_retry"] == false), "{failed:?}");
+    assert_eq!(
+        failed.len(),
+        2,
+        "one failure per instance, no retry: {failed:?}"
+    );
+    assert!(
+        failed.iter().all(|e| e["will_retry"] == false),
+        "{failed:?}"
+    );
     let told = failed
         .iter()
-        .filter(|e| e["error"].as_str().unwrap().contains("Invalid generic resource"))
+        .filter(|e| {
+            e["error"]
+                .as_str()
+                .unwrap()
+                .contains("Invalid generic resource")
+        })
         .count();
     assert_eq!(told, 1, "{failed:?}");
     assert_contains_all(
@@ -4002,10 +4030,7 @@ stages:
         .filter(|m| m.starts_with("step "))
         .collect();
     assert!(steps.len() >= 2, "{:?}", run.stdout);
-    assert!(
-        steps.iter().all(|m| m.contains(": loss 0.")),
-        "{steps:?}"
-    );
+    assert!(steps.iter().all(|m| m.contains(": loss 0.")), "{steps:?}");
 }
 
 /// A task that ran again (submitted anew after a failure, or requeued by Slurm after a time

@@ -398,7 +398,16 @@ mod tests {
         assert_eq!(secs("1-0:30"), Some(88_200));
         assert_eq!(secs("364-23:59:59"), Some(364 * 86400 + 86399));
         assert_eq!(secs("UNLIMITED"), None);
-        for bad in ["1:2:3:4", "1h", "", "1-", "-5:00", "1-2:3:4:5", "1.5", "1--2"] {
+        for bad in [
+            "1:2:3:4",
+            "1h",
+            "",
+            "1-",
+            "-5:00",
+            "1-2:3:4:5",
+            "1.5",
+            "1--2",
+        ] {
             assert!(slurm_time(bad).is_err(), "`{bad}` should be refused");
         }
     }

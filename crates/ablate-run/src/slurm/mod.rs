@@ -35,14 +35,14 @@ pub use cluster::{Cluster, Observed, TaskState, never_starts, observed};
 pub use error::SlurmError;
 use records::write_record;
 pub use records::{
-    Batch, BatchJob, TaskRecord, TaskStatus, add_spent, age, clear_spent, observe,
-    read_batch_task, read_record, remove_record, slurm_dir, spent,
+    Batch, BatchJob, TaskRecord, TaskStatus, add_spent, age, clear_spent, observe, read_batch_task,
+    read_record, remove_record, slurm_dir, spent,
 };
 use script::task_script;
 pub use script::{job_name, plan_tasks, sbatch_args};
 
-use crate::scheduler::{BoxFuture, Executor, Outcome};
 use crate::Progress;
+use crate::scheduler::{BoxFuture, Executor, Outcome};
 use crate::{CancelToken, Job, RunEvent};
 
 /// How often a task the cluster ended (preemption, node failure, time limit) is submitted
@@ -764,7 +764,11 @@ impl Inner {
                 continue;
             };
             let (what, hint) = never_starts(&o.detail).expect("listed as stuck");
-            let asked = f.waiters.first().map(|w| self.asked(&w.job)).unwrap_or_default();
+            let asked = f
+                .waiters
+                .first()
+                .map(|w| self.asked(&w.job))
+                .unwrap_or_default();
             let mut error = format!(
                 "slurm task {task} can never start: it is pending with reason `{}` ({what}; it asks for {asked})",
                 o.detail
@@ -797,9 +801,16 @@ impl Inner {
         let asked: Vec<String> = args
             .into_iter()
             .filter(|a| {
-                ["--cpus-per-task", "--mem", "--gpus", "--gres", "--time", "--partition"]
-                    .iter()
-                    .any(|p| a.starts_with(p))
+                [
+                    "--cpus-per-task",
+                    "--mem",
+                    "--gpus",
+                    "--gres",
+                    "--time",
+                    "--partition",
+                ]
+                .iter()
+                .any(|p| a.starts_with(p))
             })
             .map(|a| format!("`{a}`"))
             .collect();
@@ -932,7 +943,10 @@ mod tests {
         let s = Duration::from_secs;
         let (min, backed_off) = (s(1), s(60));
         assert_eq!(next_poll(backed_off, min, None), s(60));
-        assert_eq!(next_poll(backed_off, min, Some(s(10))), s(10) + PAST_DEADLINE);
+        assert_eq!(
+            next_poll(backed_off, min, Some(s(10))),
+            s(10) + PAST_DEADLINE
+        );
         assert_eq!(next_poll(s(4), min, Some(s(600))), s(4));
         // At or past the limit (the task is being stopped): not faster than `poll_min_s`.
         assert_eq!(next_poll(backed_off, s(5), Some(s(0))), s(5));

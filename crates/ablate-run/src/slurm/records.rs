@@ -83,10 +83,7 @@ pub struct TaskStatus {
 }
 
 /// What Slurm says of these records, in two queries (squeue, then the completion records).
-pub fn observe(
-    cluster: &Cluster,
-    records: Vec<TaskRecord>,
-) -> Result<Vec<TaskStatus>, SlurmError> {
+pub fn observe(cluster: &Cluster, records: Vec<TaskRecord>) -> Result<Vec<TaskStatus>, SlurmError> {
     let names = unique(records.iter().map(|r| r.job_name.clone()));
     let queued = cluster.squeue(&names)?;
     let forgotten: Vec<&str> = records
