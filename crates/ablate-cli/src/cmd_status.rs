@@ -225,8 +225,13 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
         out.push_str(&format!("{what}:\n"));
         for (id, t, who) in tasks.iter().take(20) {
             let o = t.observed.as_ref().expect("observed");
+            // A run that polls it gives such a task up; say so here too (issue 24).
+            let never = slurm::never_starts(&o.detail)
+                .filter(|_| o.state == TaskState::Pending)
+                .map(|(what, _)| format!("; it can never start: {what}"))
+                .unwrap_or_default();
             out.push_str(&format!(
-                "  {id}  slurm {}{}, submitted {}s ago{who}\n",
+                "  {id}  slurm {}{}, submitted {}s ago{who}{never}\n",
                 t.record.task,
                 o.reason(),
                 slurm::age(&t.record).as_secs()
@@ -260,11 +265,12 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
     }
     if !failed.is_empty() {
         for (id, t) in &failed {
+            if let Some(failure) = &t.record.failure {
+                // It never started: no log to show.
+                out.push_str(&format!("  {id}  {}\n", failure.replace('\n', "\n    ")));
+                continue;
+            }
             let why = match &t.observed {
-                _ if t.record.failure.is_some() => {
-                    let failure = t.record.failure.as_deref().unwrap_or_default();
-                    failure.replace('\n', "\n    ")
-                }
                 Some(o) if o.state == TaskState::Completed => {
                     "completed, but its result is not in the cache".to_owned()
                 }

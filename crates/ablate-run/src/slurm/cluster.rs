@@ -204,6 +204,7 @@ pub fn run(cmd: &mut Command) -> Result<String, SlurmError> {
     match cmd.output() {
         Ok(out) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
         Ok(out) => Err(SlurmError::Refused {
+            program: program(cmd),
             command: short(&command_line(cmd)),
             status: out.status.to_string(),
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),

@@ -17,8 +17,9 @@ pub enum SlurmError {
         source: std::io::Error,
     },
     /// The tool ran and said no: its stderr is the reason.
-    #[error("`{command}` failed ({status}): {stderr}")]
+    #[error("`{program}` failed ({status}): {stderr} (the command was `{command}`)")]
     Refused {
+        program: String,
         command: String,
         status: String,
         stderr: String,

@@ -770,7 +770,7 @@ impl Inner {
                 .map(|w| self.asked(&w.job))
                 .unwrap_or_default();
             let mut error = format!(
-                "slurm task {task} can never start: it is pending with reason `{}` ({what}; it asks for {asked})",
+                "slurm task {task} can never start: it is pending with reason `{}` ({what}: {asked})",
                 o.detail
             );
             match &cancelled {
