@@ -148,18 +148,15 @@ impl Waiter {
 
     /// Shows the latest line of the task's metrics log (in the shared cache, where the `cmd`
     /// writes it), as a local run shows it (issue 24: a Slurm run showed only "running").
-    /// Returns whether a new line was shown.
-    fn show_metrics(&mut self, store: &Store) -> bool {
+    fn show_metrics(&mut self, store: &Store) {
         let log = store.checkpoint_dir(&self.job.key).join(live::METRICS_LOG);
         let Some((step, values)) = live::latest(&log) else {
-            return false;
+            return;
         };
-        if self.shown_step == Some(step) {
-            return false;
+        if self.shown_step != Some(step) {
+            self.shown_step = Some(step);
+            self.report(Progress::metrics(step, &values));
         }
-        self.shown_step = Some(step);
-        self.report(Progress::metrics(step, &values));
-        true
     }
 }
 
@@ -353,14 +350,32 @@ async fn drive(inner: Arc<Inner>) {
             .await
             .expect("poll thread");
         delay = if changed { min } else { (delay * 2).min(max) };
-        tokio::select! {
-            () = tokio::time::sleep(next_poll(delay, min, nearest)) => {}
-            () = inner.wake.notified() => {
-                tokio::time::sleep(Duration::from_millis(150)).await;
+        // Between polls, the metrics logs of running tasks are read (files in the shared
+        // cache, no query to the controller), so the progress line moves while polls back off.
+        let until = tokio::time::Instant::now() + next_poll(delay, min, nearest);
+        loop {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(left.min(METRICS_EVERY)) => {
+                    let this = Arc::clone(&inner);
+                    tokio::task::spawn_blocking(move || this.show_metrics())
+                        .await
+                        .expect("metrics thread");
+                }
+                () = inner.wake.notified() => {
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    break;
+                }
             }
         }
     }
 }
+
+/// How often the metrics logs of running tasks are read between polls.
+const METRICS_EVERY: Duration = Duration::from_secs(1);
 
 /// How long after a running task's time limit it is looked at again: Slurm signals the task at
 /// its limit and the worker stops it at once.
@@ -666,11 +681,6 @@ impl Inner {
                 stuck.push((task, o));
                 continue;
             }
-            if o.state == TaskState::Running {
-                for w in &mut f.waiters {
-                    changed |= w.show_metrics(&self.store);
-                }
-            }
             let requeues = f.waiters.iter().map(|w| w.requeues).max().unwrap_or(0);
             let verdict = verdict(o.state, requeues, f.ended_polls);
             if verdict == Verdict::Wait {
@@ -751,6 +761,19 @@ impl Inner {
             self.give_up(&mut flying, stuck);
         }
         (changed, nearest)
+    }
+
+    /// Shows the latest metrics line of each task polling last saw running. A new line is not
+    /// a change of state: it does not reset the poll's back-off.
+    fn show_metrics(&self) {
+        let mut flying = self.flying.lock().expect("lock");
+        for f in flying.values_mut() {
+            if f.last_state == Some(TaskState::Running) {
+                for w in &mut f.waiters {
+                    w.show_metrics(&self.store);
+                }
+            }
+        }
     }
 
     /// Cancels tasks Slurm holds pending for a reason that cannot resolve, and fails their
