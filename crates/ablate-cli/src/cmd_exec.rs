@@ -28,13 +28,25 @@ pub fn exec(global: &Global, args: ExecArgs) -> anyhow::Result<u8> {
                 )
             })?,
     };
-    let task =
-        ablate_run::slurm::read_batch_task(&args.batch, index).map_err(|e| input(e, None))?;
+    let task = ablate_run::slurm::read_batch_task(&args.batch, index)
+        .map_err(|e| input(ablate_spec::error_chain(&e), None))?;
     let store = open_store(&global.cache)?;
     let workdir = std::env::current_dir()?;
     let registry = Arc::new(ablate_ops::Registry::builtin());
+    let cache = store.root().to_owned();
     let executor = LocalExecutor::new(registry, store, workdir, env!("CARGO_PKG_VERSION"));
     let group = task.len() > 1;
+    // Each attempt appends to the task's log (`--open-mode=append`): say which one this is.
+    let restarts = std::env::var("SLURM_RESTART_COUNT")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(0);
+    if restarts > 0 {
+        println!(
+            "ablate exec: attempt {} of this task (requeued)",
+            restarts + 1
+        );
+    }
     for (n, t) in task.iter().enumerate() {
         let member = if group {
             format!(", member {} of a fused group of {}", n + 1, task.len())
@@ -76,6 +88,7 @@ pub fn exec(global: &Global, args: ExecArgs) -> anyhow::Result<u8> {
             job: &t.job,
             force: t.force,
             progress,
+            spent: ablate_run::slurm::spent(&cache, &t.job.key),
         })
         .collect();
     // Slurm sends SIGTERM at a time limit or on preemption: stop the instances as a local run
@@ -96,8 +109,19 @@ pub fn exec(global: &Global, args: ExecArgs) -> anyhow::Result<u8> {
     let outcomes = executor.execute_group_blocking(&members, &cancel);
     // The task fails when any member did; the orchestrator tells which from the cache.
     let (mut failed, mut cancelled) = (false, false);
+    let took = t0.elapsed();
     for (t, outcome) in task.iter().zip(outcomes) {
         let job = &t.job;
+        // The time of an attempt that did not commit counts in the one that does (a requeue
+        // after a time limit or a preemption, a retry), as `wall_time_s` (issue 24).
+        if matches!(outcome, Outcome::Computed(_) | Outcome::CachedByOther(_)) {
+            ablate_run::slurm::clear_spent(&cache, &job.key);
+        } else if let Err(e) = ablate_run::slurm::add_spent(&cache, &job.key, took) {
+            eprintln!(
+                "ablate exec: warning: {} (the next attempt's wall time leaves this one out)",
+                ablate_spec::error_chain(&e)
+            );
+        }
         match outcome {
             Outcome::Computed(m) => {
                 println!(
@@ -113,7 +137,7 @@ pub fn exec(global: &Global, args: ExecArgs) -> anyhow::Result<u8> {
                     m.key, job.id
                 );
             }
-            Outcome::Failed { error, log } => {
+            Outcome::Failed { error, log } | Outcome::Rejected { error, log } => {
                 failed = true;
                 eprintln!("ablate exec: {} failed: {error}", job.id);
                 if let Some(log) = log {

@@ -113,10 +113,11 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
             cache: store.root().to_owned(),
             workdir: loaded.workdir.clone(),
             detach: args.detach,
+            resume: crate::load::follow_options(global, &args.spec, Some(&args.executor)),
         };
         AnyExecutor::Slurm(
             SlurmExecutor::new(settings, store.clone())
-                .map_err(|e| anyhow::anyhow!("the Slurm executor cannot start: {e}"))?,
+                .context("failed to start the Slurm executor")?,
         )
     } else {
         AnyExecutor::Local(LocalExecutor::new(
@@ -183,7 +184,7 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
 
     phase("ran");
     if let Some(slurm) = &slurm_executor {
-        settle_slurm(slurm, &args, mode, plan.pipeline())?;
+        settle_slurm(slurm, global, &args, mode, plan.pipeline())?;
     }
 
     // Remember this run's keys (completed instances only: a failed one keeps its last good key,
@@ -310,16 +311,24 @@ impl Executor for AnyExecutor {
 /// After a Slurm run: say what was left on the cluster, and cancel it if asked to.
 fn settle_slurm(
     slurm: &SlurmExecutor,
+    global: &Global,
     args: &RunArgs,
     mode: Mode,
     pipeline: &str,
 ) -> anyhow::Result<()> {
-    let file = args.spec.file.display();
+    use crate::load::{command_line, follow_options};
+    let file = &args.spec.file;
+    let status = command_line("status", file, &follow_options(global, &args.spec, None));
+    let resume = command_line(
+        "run",
+        file,
+        &follow_options(global, &args.spec, Some(&args.executor)),
+    );
     let (arrays, tasks) = slurm.submitted();
     if args.detach {
         if mode != Mode::Json {
             eprintln!(
-                "detached: {tasks} Slurm task(s) submitted in {arrays} array(s) for `{pipeline}`; follow them with `ablate status {file}`, and collect the results with `ablate run {file} --executor slurm` (it adopts what is still running)"
+                "detached: {tasks} Slurm task(s) submitted in {arrays} array(s) for `{pipeline}`; follow them with `{status}`, and collect the results with `{resume}` (it adopts what is still running)"
             );
         }
         return Ok(());
@@ -341,13 +350,13 @@ fn settle_slurm(
     if cancel {
         let n = slurm
             .cancel_in_flight()
-            .map_err(|e| anyhow::anyhow!("cancelling the Slurm tasks failed: {e}"))?;
+            .context("failed to cancel the Slurm tasks in flight")?;
         if mode != Mode::Json {
             eprintln!("cancelled {n} Slurm task(s)");
         }
     } else if mode != Mode::Json {
         eprintln!(
-            "left {} Slurm task(s) running: `ablate status {file}` shows them, `ablate run {file} --executor slurm` adopts them",
+            "left {} Slurm task(s) running: `{status}` shows them, `{resume}` adopts them",
             left.len()
         );
     }

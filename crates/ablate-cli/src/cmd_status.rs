@@ -13,6 +13,8 @@ use ablate_cache::{HeldLock, Lookup, now_us};
 use ablate_plan::Status;
 use ablate_run::slurm::{self, Cluster, TaskState, TaskStatus};
 
+use anyhow::Context as _;
+
 use crate::cli::{Global, StatusArgs};
 use crate::load::{load, open_store};
 
@@ -113,8 +115,9 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
     let observed: Vec<TaskStatus> = if records.is_empty() {
         Vec::new()
     } else {
-        let cluster = Cluster::detect().map_err(|e| anyhow::anyhow!("cannot ask Slurm: {e}"))?;
-        slurm::observe(&cluster, records).map_err(|e| anyhow::anyhow!("cannot ask Slurm: {e}"))?
+        let ask = "failed to ask Slurm about the tasks in flight";
+        let cluster = Cluster::detect().context(ask)?;
+        slurm::observe(&cluster, records).context(ask)?
     };
     let mut failed = Vec::new();
     let mut flying: BTreeMap<&str, Vec<(&str, &TaskStatus, &str)>> = BTreeMap::new();
@@ -140,6 +143,12 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
             Some(s) if !s.is_final() => {
                 counts.queued += 1;
                 flying.entry("queued").or_default().push((id, t, ""));
+            }
+            // Given up by the run that submitted it (it could never start), whatever Slurm
+            // remembers of the task it cancelled.
+            _ if t.record.failure.is_some() => {
+                counts.failed += 1;
+                failed.push((id, t));
             }
             // Completed but not in the cache, failed, cancelled, or forgotten by Slurm.
             _ => {
@@ -216,8 +225,13 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
         out.push_str(&format!("{what}:\n"));
         for (id, t, who) in tasks.iter().take(20) {
             let o = t.observed.as_ref().expect("observed");
+            // A run that polls it gives such a task up; say so here too (issue 24).
+            let never = slurm::never_starts(&o.detail)
+                .filter(|_| o.state == TaskState::Pending)
+                .map(|(what, _)| format!("; it can never start: {what}"))
+                .unwrap_or_default();
             out.push_str(&format!(
-                "  {id}  slurm {}{}, submitted {}s ago{who}\n",
+                "  {id}  slurm {}{}, submitted {}s ago{who}{never}\n",
                 t.record.task,
                 o.reason(),
                 slurm::age(&t.record).as_secs()
@@ -241,12 +255,21 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
     }
     if !local_failed.is_empty() && failed.is_empty() {
         out.push_str(&format!(
-            "`ablate run {}` runs the failed and not started instances again\n",
-            args.spec.file.display()
+            "`{}` runs the failed and not started instances again\n",
+            crate::load::command_line(
+                "run",
+                &args.spec.file,
+                &crate::load::follow_options(global, &args.spec, None)
+            )
         ));
     }
     if !failed.is_empty() {
         for (id, t) in &failed {
+            if let Some(failure) = &t.record.failure {
+                // It never started: no log to show.
+                out.push_str(&format!("  {id}  {}\n", failure.replace('\n', "\n    ")));
+                continue;
+            }
             let why = match &t.observed {
                 Some(o) if o.state == TaskState::Completed => {
                     "completed, but its result is not in the cache".to_owned()
@@ -260,9 +283,21 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
                 t.record.err.display()
             ));
         }
+        // The options of the run that submitted them (its `--matrix`, `--set`, `--profile`):
+        // without them, the command would plan another sweep (issue 24).
+        let options = failed
+            .iter()
+            .map(|(_, t)| &t.record.resume)
+            .find(|r| !r.is_empty())
+            .cloned()
+            .unwrap_or_else(|| crate::load::follow_options(global, &args.spec, None));
+        let mut options = options;
+        if !options.iter().any(|o| o.starts_with("--executor")) {
+            options.insert(0, "--executor slurm".to_owned());
+        }
         out.push_str(&format!(
-            "`ablate run {} --executor slurm` submits the failed and unsubmitted instances again\n",
-            args.spec.file.display()
+            "`{}` submits the failed and unsubmitted instances again\n",
+            crate::load::command_line("run", &args.spec.file, &options)
         ));
     }
     crate::stdout::print(&out)?;

@@ -198,7 +198,98 @@ pub fn executor_config(loaded: &Loaded, args: &ExecutorArgs) -> anyhow::Result<E
     if let Some(kind) = args.executor {
         config.kind = Some(kind);
     }
+    check_partition(&config)?;
     Ok(config)
+}
+
+/// `slurm.partition` names partitions of the cluster, when `sinfo` answers here (issue 24: an
+/// unknown one was found only by `sbatch`, once per attempt). Where no Slurm answers (planning
+/// on a laptop), there is nothing to check against.
+fn check_partition(config: &ExecutorConfig) -> anyhow::Result<()> {
+    let (Some(ablate_spec::ExecutorKind::Slurm), Some(wanted)) =
+        (config.kind, &config.slurm.partition)
+    else {
+        return Ok(());
+    };
+    let Ok(known) = ablate_run::slurm::Cluster::partitions() else {
+        return Ok(());
+    };
+    // sbatch takes a list: the task runs in the first of them that can take it.
+    let unknown: Vec<&str> = wanted
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !known.iter().any(|k| k == p))
+        .collect();
+    if unknown.is_empty() || known.is_empty() {
+        return Ok(());
+    }
+    Err(input(
+        format!(
+            "failed to plan for Slurm: partition {} does not exist on this cluster (`sinfo` lists {})",
+            ablate_spec::backticked(&unknown),
+            ablate_spec::backticked(&known)
+        ),
+        Some(format!(
+            "set `slurm.partition` (in the pipeline file or the profile) to one of {}",
+            ablate_spec::backticked(&known)
+        )),
+    ))
+}
+
+/// The options of a command that shape its plan or where it runs, shell-quoted, for the
+/// commands ablate prints to follow or resume it (issue 24: the printed `ablate run` dropped
+/// `--matrix`, `--set` and `--profile`, so run literally it resumed another sweep). With
+/// `executor`, the options of `run` (`--executor slurm`, `--profile`); without, those `status`
+/// takes. `--force` is left out on purpose: the resumed run adopts the forced tasks in flight
+/// instead of forcing them again.
+pub fn follow_options(
+    global: &crate::cli::Global,
+    spec: &SpecArgs,
+    executor: Option<&ExecutorArgs>,
+) -> Vec<String> {
+    let q = |s: &str| ablate_run::process::shell_quote(s);
+    let mut words = Vec::new();
+    if let Some(executor) = executor {
+        words.push("--executor slurm".to_owned());
+        if let Some(profile) = &executor.profile {
+            words.push(format!("--profile {}", q(&profile.display().to_string())));
+        }
+    }
+    for set in &spec.set {
+        words.push(format!("--set {}", q(set)));
+    }
+    for matrix in &spec.matrix {
+        words.push(format!("--matrix {}", q(matrix)));
+    }
+    if let Some(device) = &spec.device {
+        words.push(format!("--device {}", q(&device.to_string())));
+    }
+    if global.cache != Path::new("cache") {
+        words.push(format!(
+            "--cache {}",
+            q(&global.cache.display().to_string())
+        ));
+    }
+    if global.results != Path::new("results") {
+        words.push(format!(
+            "--results {}",
+            q(&global.results.display().to_string())
+        ));
+    }
+    words
+}
+
+/// `ablate COMMAND FILE OPTIONS…` as a shell takes it.
+pub fn command_line(command: &str, file: &Path, options: &[String]) -> String {
+    let mut line = format!(
+        "ablate {command} {}",
+        ablate_run::process::shell_quote(&file.display().to_string())
+    );
+    for o in options {
+        line.push(' ');
+        line.push_str(o);
+    }
+    line
 }
 
 /// Checks every instance of the plan that an op can check only with its inputs and the cache's

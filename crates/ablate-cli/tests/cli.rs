@@ -3749,6 +3749,321 @@ fn slurm_detach_submits_everything_then_status_and_a_rerun_collect_it() {
     assert_eq!(task_logs(&sb).len(), TINY_FLOW_INSTANCES);
 }
 
+/// The text between `start` and the next `end` after it.
+fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
+    let from = text
+        .find(start)
+        .unwrap_or_else(|| panic!("no `{start}` in:\n{text}"))
+        + start.len();
+    let len = text[from..].find(end).expect("closed");
+    &text[from..from + len]
+}
+
+/// Runs a command line ablate printed, as a shell would, with this build as `ablate`.
+fn shell(sb: &Sandbox, line: &str) -> Run {
+    let dir = Path::new(BIN).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Run::from(
+        Command::new("sh")
+            .arg("-c")
+            .arg(line)
+            .current_dir(sb.path())
+            .env("PATH", path)
+            .env_remove("ABLATE_CACHE")
+            .env_remove("ABLATE_RESULTS")
+            .env_remove("ABLATE_PROFILE")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run sh"),
+    )
+}
+
+/// The commands `--detach` printed dropped `--matrix`, `--set` and `--profile`: run
+/// literally, `status` showed the base sweep and the resumed run planned it, saying nothing of
+/// the tasks in flight (issue 24). Here each is run as printed, by a shell (the profile's
+/// name has a space).
+#[test]
+fn slurm_printed_resume_command_dropped_matrix_set_and_profile() {
+    require_slurm();
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        r#"
+name: slurm-resume
+stages:
+  nap:
+    op: echo
+    matrix: { value: [1, 2] }
+    params: { sleep_ms: 100 }
+"#,
+    );
+    sb.write(
+        "my profile.yaml",
+        "executor: slurm\nslurm: { poll_min_s: 0.2, poll_max_s: 1 }\n",
+    );
+    let args = [
+        "run",
+        "p.yaml",
+        "--detach",
+        "--profile",
+        "my profile.yaml",
+        "--matrix",
+        "nap.value=7,8,9",
+        "--set",
+        "nap.params.sleep_ms=4000",
+    ];
+    let detached = sb.ablate(&args).code(EXIT_OK);
+    let status = between(&detached.stderr, "follow them with `", "`");
+    let resume = between(&detached.stderr, "collect the results with `", "`");
+    assert_contains_all(
+        resume,
+        &["--matrix", "--set", "--profile 'my profile.yaml'"],
+    );
+
+    let status = shell(&sb, status).code(EXIT_OK);
+    assert_contains_all(&status.stdout, &["pipeline `slurm-resume`: 3 instances"]);
+    let row = status_row(&status.stdout, "nap");
+    assert_eq!(row[0] + row[2] + row[3], 3, "{}", status.stdout);
+
+    let resumed = shell(&sb, &format!("{resume} --json")).code(EXIT_OK);
+    let events = resumed.events();
+    assert_eq!(
+        progress_messages(&events, "submitted as slurm task"),
+        Vec::<String>::new(),
+        "{}",
+        resumed.stderr
+    );
+    let s = resumed.summary();
+    assert_eq!(
+        s["ran"].as_u64().unwrap() + s["cached"].as_u64().unwrap(),
+        3,
+        "{s}"
+    );
+    let adopted = progress_messages(&events, "adopted slurm task").len();
+    assert_eq!(adopted + s["cached"].as_u64().unwrap() as usize, 3, "{s}");
+}
+
+/// `cpus_per_task: 64` on a 4-CPU node: Slurm holds the task pending with reason
+/// `PartitionConfig` for ever, and the run polled it for ever without a word; afterwards
+/// `status` called it "unknown to Slurm" (issue 24). Now the instance fails at once, for good
+/// (no retry), saying what to change, and its task is cancelled.
+#[test]
+fn slurm_task_that_can_never_start_was_polled_for_ever() {
+    require_slurm();
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        r#"
+name: slurm-never
+stages:
+  big:
+    op: echo
+    retries: 2
+    params: { value: 1 }
+"#,
+    );
+    sb.write(
+        "big.yaml",
+        "executor: slurm\nslurm: { cpus_per_task: 64, poll_min_s: 0.2, poll_max_s: 1 }\n",
+    );
+    let running = Running::spawn(sb.command(&["run", "p.yaml", "--json", "--profile", "big.yaml"]));
+    let (code, lines, stderr) = running.finish(Duration::from_secs(60));
+    assert_eq!(code, Some(EXIT_FAILURE), "{stderr}");
+    let events = events_of(&lines.join("\n"));
+    let failed: Vec<&Value> = events.iter().filter(|e| e["event"] == "failed").collect();
+    assert_eq!(failed.len(), 1, "tried once: {failed:?}");
+    assert_eq!(failed[0]["will_retry"], false);
+    let error = failed[0]["error"].as_str().unwrap();
+    assert_contains_all(
+        error,
+        &[
+            "can never start",
+            "`PartitionConfig`",
+            "`--cpus-per-task=64`",
+            "ablate cancelled it",
+            "hint: lower `slurm.cpus_per_task`",
+        ],
+    );
+    let q = Command::new("squeue")
+        .args([
+            "-h",
+            "-r",
+            "--name",
+            "ablate.slurm-never.big",
+            "-o",
+            "%i %T",
+        ])
+        .output()
+        .unwrap();
+    let q = String::from_utf8_lossy(&q.stdout).into_owned();
+    assert!(!q.contains("PENDING"), "left pending: {q}");
+
+    let status = sb.ablate(&["status", "p.yaml"]).code(EXIT_OK);
+    assert_eq!(status_row(&status.stdout, "big")[4], 1, "{}", status.stdout);
+    assert_contains_all(
+        &status.stdout,
+        &["can never start", "`PartitionConfig`", "--profile big.yaml"],
+    );
+    assert!(
+        !status.stdout.contains("unknown to Slurm"),
+        "{}",
+        status.stdout
+    );
+}
+
+/// `plan` accepted a partition that does not exist and a malformed `time:`, found only by
+/// `sbatch` at submission (issue 24).
+#[test]
+fn slurm_plan_accepted_an_unknown_partition_and_a_malformed_time() {
+    require_slurm();
+    let sb = Sandbox::new();
+    let stage = "stages:\n  one:\n    op: echo\n    params: { value: 1 }\n";
+    sb.write(
+        "time.yaml",
+        &format!("name: slurm-time\nslurm:\n  time: 1h\n{stage}"),
+    );
+    let plan = sb
+        .ablate(&["plan", "time.yaml", "--executor", "slurm"])
+        .code(EXIT_INVALID_INPUT);
+    assert_contains_all(
+        &plan.stderr,
+        &["time.yaml:3:9", "invalid `slurm.time` `1h`", "`D-H:M:S`"],
+    );
+    sb.write(
+        "part.yaml",
+        &format!("name: slurm-part\nslurm: {{ partition: nope }}\n{stage}"),
+    );
+    for command in ["plan", "run"] {
+        let out = sb
+            .ablate(&[command, "part.yaml", "--executor", "slurm"])
+            .code(EXIT_INVALID_INPUT);
+        assert_contains_all(
+            &out.stderr,
+            &["partition `nope` does not exist", "`debug`", "hint:"],
+        );
+    }
+    // A local plan of the same file does not ask Slurm.
+    sb.ablate(&["plan", "part.yaml"]).code(EXIT_OK);
+}
+
+/// A submission `sbatch` refused used up the instances' retries, and its error was printed
+/// once per attempt (issue 24): another attempt is refused alike.
+#[test]
+fn slurm_submission_error_was_retried_and_printed_once_per_attempt() {
+    require_slurm();
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        r#"
+name: slurm-refused
+slurm: { gres: "nonesuch:1", poll_min_s: 0.2, poll_max_s: 1 }
+stages:
+  one:
+    op: echo
+    retries: 2
+    matrix: { value: [1, 2] }
+"#,
+    );
+    let run = sb
+        .ablate(&["run", "p.yaml", "--json", "--executor", "slurm"])
+        .code(EXIT_FAILURE);
+    let events = run.events();
+    let failed: Vec<&Value> = events.iter().filter(|e| e["event"] == "failed").collect();
+    assert_eq!(
+        failed.len(),
+        2,
+        "one failure per instance, no retry: {failed:?}"
+    );
+    assert!(
+        failed.iter().all(|e| e["will_retry"] == false),
+        "{failed:?}"
+    );
+    let told = failed
+        .iter()
+        .filter(|e| {
+            e["error"]
+                .as_str()
+                .unwrap()
+                .contains("Invalid generic resource")
+        })
+        .count();
+    assert_eq!(told, 1, "{failed:?}");
+    assert_contains_all(
+        failed[0]["error"].as_str().unwrap(),
+        &["failed to submit stage `one` to Slurm"],
+    );
+}
+
+/// A Slurm run showed only "running" where a local run shows each step of a `cmd`'s metrics
+/// log (issue 24): the log is in the shared cache, and now feeds the same progress line.
+#[test]
+fn slurm_live_metrics_showed_only_running() {
+    require_slurm();
+    let sb = Sandbox::new();
+    sb.write(
+        "train.sh",
+        "#!/bin/sh\nfor i in 1 2 3 4 5 6; do\n  echo \"{\\\"step\\\": $i, \\\"loss\\\": 0.$i}\" >> \"$ABLATE_METRICS\"\n  sleep 1\ndone\n",
+    );
+    sb.write(
+        "p.yaml",
+        r#"
+name: slurm-live
+slurm: { poll_min_s: 0.2, poll_max_s: 0.5 }
+stages:
+  fit:
+    op: cmd
+    params: { run: "sh train.sh", deps: [train.sh] }
+"#,
+    );
+    let run = sb
+        .ablate(&["run", "p.yaml", "--json", "--executor", "slurm"])
+        .code(EXIT_OK);
+    let events = run.events();
+    let steps: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "progress")
+        .filter_map(|e| e["message"].as_str())
+        .filter(|m| m.starts_with("step "))
+        .collect();
+    assert!(steps.len() >= 2, "{:?}", run.stdout);
+    assert!(steps.iter().all(|m| m.contains(": loss 0.")), "{steps:?}");
+}
+
+/// A task that ran again (submitted anew after a failure, or requeued by Slurm after a time
+/// limit or a preemption) had a `wall_time_s` of its last attempt alone (issue 24): the first
+/// attempt here spends 3 s before it fails.
+#[test]
+fn slurm_wall_time_counted_only_the_last_attempt() {
+    require_slurm();
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        r#"
+name: slurm-walltime
+slurm: { poll_min_s: 0.2, poll_max_s: 1 }
+stages:
+  slow:
+    op: cmd
+    retries: 1
+    params: { run: "if [ -e tried ]; then echo '{\"x\": 1}' > {out}/metrics.json; else touch tried; sleep 3; exit 1; fi" }
+"#,
+    );
+    let run = sb
+        .ablate(&["run", "p.yaml", "--json", "--executor", "slurm"])
+        .code(EXIT_OK);
+    assert_summary(&run, 1, 0, 0, 0);
+    let t = read_parquet(&sb.results().join("slurm-walltime/runs.parquet"));
+    let wall = floats(column(&t, "wall_time_s"));
+    assert!(
+        wall.iter().all(|w| w.is_some_and(|w| w >= 3.0)),
+        "both attempts count: {wall:?}"
+    );
+}
+
 #[test]
 fn slurm_ctrl_c_with_cancel_on_exit_cancels_the_tasks_in_flight() {
     require_slurm();

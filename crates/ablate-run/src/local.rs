@@ -91,7 +91,10 @@ impl LocalExecutor {
                 continue;
             }
             match self.try_acquire(m.job, m.force, cancel) {
-                Acquired::Held(h) => held.push((n, h)),
+                Acquired::Held(mut h) => {
+                    h.t0 = h.t0.checked_sub(m.spent).unwrap_or(h.t0);
+                    held.push((n, h));
+                }
                 Acquired::Ended(ended) => outcomes[n] = Some(ended),
                 Acquired::Busy => busy.push(n),
             }
@@ -500,6 +503,9 @@ pub struct GroupMember<'a> {
     pub force: bool,
     /// This member's progress (its own line, its own `--json` events).
     pub progress: &'a (dyn Fn(Progress) + Send + Sync),
+    /// Time earlier attempts spent on it (a requeued Slurm task's), counted in the manifest's
+    /// `seconds`.
+    pub spent: Duration,
 }
 
 /// An attempt that holds its key: the lock, the temp entry it writes into, its token (the
@@ -612,6 +618,7 @@ impl Executor for LocalExecutor {
                         job,
                         force: *force,
                         progress,
+                        spent: Duration::ZERO,
                     })
                     .collect();
                 this.execute_group_blocking(&group, &cancel)

@@ -104,6 +104,33 @@ pub struct Progress {
     pub message: Option<String>,
 }
 
+impl Progress {
+    /// The latest line of a metrics log as the progress line shows it, `step 120: loss 0.4012
+    /// acc 0.9100` (six values at most): one form for a local `cmd` and a Slurm task (#24).
+    pub fn metrics(step: u64, values: &[(String, f64)]) -> Progress {
+        let values: Vec<String> = values
+            .iter()
+            .take(6)
+            .map(|(k, v)| format!("{k} {}", short(*v)))
+            .collect();
+        Progress {
+            step,
+            total: 0,
+            loss: None,
+            message: Some(format!("step {step}: {}", values.join(" "))),
+        }
+    }
+}
+
+/// A number as a progress line shows it.
+fn short(v: f64) -> String {
+    if v != 0.0 && (v.abs() >= 1e5 || v.abs() < 1e-3) {
+        format!("{v:.3e}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
 /// What an op sees while it runs.
 pub struct OpContext<'a> {
     pub job: &'a Job,

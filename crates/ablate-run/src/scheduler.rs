@@ -34,6 +34,12 @@ pub enum Outcome {
         error: String,
         log: Option<PathBuf>,
     },
+    /// Failed in a way another attempt cannot change (Slurm refused the submission; a task
+    /// that can never start): reported as a failure, never retried.
+    Rejected {
+        error: String,
+        log: Option<PathBuf>,
+    },
     Cancelled,
     /// Submitted to a cluster that will run it without this process (`--detach`): its
     /// dependants may be submitted after it.
@@ -348,6 +354,10 @@ fn conclude<E: Executor>(
     } = ended;
     let inst = graph.plan.instance(id);
     let halving = early.of[id.index()];
+    let (outcome, retryable) = match outcome {
+        Outcome::Rejected { error, log } => (Outcome::Failed { error, log }, false),
+        other => (other, true),
+    };
     let (manifest, by_other) = match outcome {
         Outcome::Paused { step, metrics } => {
             let paused = match halving {
@@ -396,8 +406,9 @@ fn conclude<E: Executor>(
         }
         Outcome::Computed(m) => (m, false),
         Outcome::CachedByOther(m) => (m, true),
+        Outcome::Rejected { .. } => unreachable!("a failure that is not retried"),
         Outcome::Failed { error, log } => {
-            let will_retry = attempt <= inst.retries && !cancelled;
+            let will_retry = retryable && attempt <= inst.retries && !cancelled;
             emit(RunEvent::Failed {
                 instance: id,
                 id: inst.id.clone(),

@@ -136,6 +136,42 @@ const SLURM_KEYS: &[&str] = &[
     "poll_max_s",
 ];
 
+/// A time as Slurm reads it (`--time`, and squeue's `%L`): `M`, `M:S`, `H:M:S`, `D-H`,
+/// `D-H:M`, `D-H:M:S`; `None` for no limit (`UNLIMITED`, `INFINITE`, `NOT_SET`, `-1`).
+pub fn slurm_time(s: &str) -> Result<Option<std::time::Duration>, String> {
+    let t = s.trim();
+    if ["UNLIMITED", "INFINITE", "NOT_SET", "-1"]
+        .iter()
+        .any(|u| t.eq_ignore_ascii_case(u))
+    {
+        return Ok(None);
+    }
+    let number = |p: &str| -> Result<u64, String> {
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("`{p}` is not a whole number"));
+        }
+        p.parse().map_err(|_| format!("`{p}` is too large"))
+    };
+    let (days, rest) = match t.split_once('-') {
+        Some((d, rest)) => (Some(number(d)?), rest),
+        None => (None, t),
+    };
+    let parts = rest
+        .split(':')
+        .map(number)
+        .collect::<Result<Vec<u64>, String>>()?;
+    let seconds = match (days, parts.as_slice()) {
+        (None, [m]) => m * 60,
+        (None, [m, s]) => m * 60 + s,
+        (None, [h, m, s]) => h * 3600 + m * 60 + s,
+        (Some(d), [h]) => d * 86400 + h * 3600,
+        (Some(d), [h, m]) => d * 86400 + h * 3600 + m * 60,
+        (Some(d), [h, m, s]) => d * 86400 + h * 3600 + m * 60 + s,
+        _ => return Err("too many `:`-separated fields".into()),
+    };
+    Ok(Some(std::time::Duration::from_secs(seconds)))
+}
+
 /// Reads `executor:` and `slurm:` from a map's entries; problems go to `errors`.
 pub(crate) fn section(
     executor: Option<&Node>,
@@ -190,7 +226,24 @@ pub(crate) fn section(
         };
         match key.name.as_str() {
             "partition" => o.partition = text(errors),
-            "time" => o.time = text(errors),
+            "time" => {
+                o.time = text(errors);
+                if let Some(t) = &o.time
+                    && let Err(why) = slurm_time(t)
+                {
+                    errors.push(
+                        value
+                            .origin
+                            .error(format!("invalid `slurm.time` `{t}`: {why}"))
+                            .label("not a Slurm time")
+                            .help(
+                                "Slurm reads `M`, `M:S`, `H:M:S`, `D-H`, `D-H:M` or `D-H:M:S` \
+                                 (`30` is 30 minutes, `2:00:00` two hours, `1-12` a day and a \
+                                 half), or `UNLIMITED`",
+                            ),
+                    );
+                }
+            }
             "mem" => o.mem = text(errors),
             "gres" => o.gres = text(errors),
             "account" => o.account = text(errors),
@@ -333,6 +386,44 @@ mod tests {
         assert!(messages[2].contains("`slurm.array_throttle` expects an integer ≥ 1"));
         assert!(messages[3].contains("a list of strings"), "{messages:?}");
         assert_eq!(errors[2].span.unwrap().line, 4);
+    }
+
+    #[test]
+    fn slurm_time_reads_every_form_slurm_accepts() {
+        let secs = |t: &str| slurm_time(t).unwrap().map(|d| d.as_secs());
+        assert_eq!(secs("30"), Some(1800));
+        assert_eq!(secs("5:30"), Some(330));
+        assert_eq!(secs("2:00:00"), Some(7200));
+        assert_eq!(secs("1-12"), Some(129_600));
+        assert_eq!(secs("1-0:30"), Some(88_200));
+        assert_eq!(secs("364-23:59:59"), Some(364 * 86400 + 86399));
+        assert_eq!(secs("UNLIMITED"), None);
+        for bad in [
+            "1:2:3:4",
+            "1h",
+            "",
+            "1-",
+            "-5:00",
+            "1-2:3:4:5",
+            "1.5",
+            "1--2",
+        ] {
+            assert!(slurm_time(bad).is_err(), "`{bad}` should be refused");
+        }
+    }
+
+    /// `plan` accepted `time: 1h`, and the `sbatch` error came only at submission (issue 24).
+    #[test]
+    fn a_malformed_slurm_time_is_an_error_at_its_place() {
+        let (_, errors) = parse("slurm:\n  partition: debug\n  time: 1h\n");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].message.contains("invalid `slurm.time` `1h`"),
+            "{errors:?}"
+        );
+        let span = errors[0].span.unwrap();
+        assert_eq!((span.line, span.col), (3, 9));
+        assert!(errors[0].help.as_deref().unwrap().contains("`D-H:M:S`"));
     }
 
     #[test]

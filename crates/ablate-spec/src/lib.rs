@@ -23,7 +23,7 @@ mod validate;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Severity, SourceFile, Span, error_chain};
 pub use duration::{MAX_DURATION, format_duration, parse_duration};
-pub use executor::{ExecutorConfig, ExecutorKind, SlurmOptions, load_profile};
+pub use executor::{ExecutorConfig, ExecutorKind, SlurmOptions, load_profile, slurm_time};
 pub use expand::Combinations;
 pub use load::{Override, Overrides, load, load_file};
 pub use model::{

@@ -172,31 +172,12 @@ impl Live {
             return;
         };
         self.shown = Some(Instant::now());
-        let values: Vec<String> = values
-            .iter()
-            .take(6)
-            .map(|(k, v)| format!("{k} {}", short(*v)))
-            .collect();
-        progress(Progress {
-            step: *step,
-            total: 0,
-            loss: None,
-            message: Some(format!("step {step}: {}", values.join(" "))),
-        });
+        progress(Progress::metrics(*step, values));
     }
 }
 
 /// One line of the log: its step and its numeric values, in order.
 type Line = (u64, Vec<(String, f64)>);
-
-/// A number as a progress line shows it.
-fn short(v: f64) -> String {
-    if v != 0.0 && (v.abs() >= 1e5 || v.abs() < 1e-3) {
-        format!("{v:.3e}")
-    } else {
-        format!("{v:.4}")
-    }
-}
 
 /// One line: `None` for a blank one, else its step (its own `step`, or the previous line's
 /// plus one, from 0) and its numeric values in order, `NaN`/`Infinity`/`-Infinity` included.

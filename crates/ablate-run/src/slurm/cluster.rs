@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::SlurmError;
+
 /// The state of one array task, as Slurm names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TaskState {
@@ -102,6 +104,9 @@ pub struct Observed {
     pub state: TaskState,
     /// squeue's reason (`Resources`, `Dependency`, `NonZeroExitCode` …) or the exit code.
     pub detail: String,
+    /// How long a running task has left before its time limit (squeue's `%L`): when to look
+    /// again at the latest, so a task killed at its limit is noticed then (issue 24).
+    pub time_left: Option<std::time::Duration>,
 }
 
 impl Observed {
@@ -113,6 +118,54 @@ impl Observed {
             format!(" ({})", self.detail)
         }
     }
+}
+
+/// Why a pending task will never start under the cluster's configuration, and what to change,
+/// from its pending reason (Slurm's "Job Reason Codes"); `None` for a reason that resolves by
+/// itself or by someone else's action. Left out on purpose: `Resources`, `Priority` and the
+/// `*Grp*`/`*PerUser`/`*PerAccount` limits (they free up as other jobs end), `ReqNodeNotAvail`,
+/// `PartitionNodeLimit` (for a one-node task: required nodes are down or drained),
+/// `PartitionDown`/`PartitionInactive` and `JobHeld*` (an administrator or the user undoes them).
+pub fn never_starts(reason: &str) -> Option<(&'static str, &'static str)> {
+    const RESOURCES: &str = "lower `slurm.cpus_per_task`, `slurm.mem` or `slurm.gpus` (or the \
+                             stage's `resources`) to what a node of the partition has (`sinfo -N \
+                             -o '%P %c %m %G'` lists them), or choose another `slurm.partition`";
+    let found = match reason {
+        "PartitionConfig" => (
+            "it asks for more CPUs, memory or GPUs than a node of its partition has",
+            RESOURCES,
+        ),
+        "BadConstraints" => ("its constraints can never be satisfied", RESOURCES),
+        "PartitionTimeLimit" => (
+            "its time limit is above its partition's",
+            "lower `slurm.time` (or the stage's `timeout`) to the partition's limit (`sinfo -o \
+             '%P %l'`), or choose another `slurm.partition`",
+        ),
+        "InvalidAccount" | "AccountNotAllowed" => (
+            "its account is invalid or not allowed in its partition",
+            "set `slurm.account` to an account of yours (`sacctmgr show assoc user=$USER`)",
+        ),
+        "InvalidQOS" | "QOSNotAllowed" => (
+            "its QOS is invalid or not allowed in its partition",
+            "set `slurm.qos` to a QOS of yours (`sacctmgr show assoc user=$USER`)",
+        ),
+        "DependencyNeverSatisfied" => (
+            "a task it depends on failed",
+            "see the failure of the stage it needs",
+        ),
+        r if (r.starts_with("QOSMax") || r.starts_with("AssocMax"))
+            && (r.contains("PerJob") || r.contains("PerNode"))
+            || r.starts_with("QOSMin") =>
+        {
+            (
+                "it asks for more (or less) than its QOS or association allows one job",
+                "fit the stage's `resources` and `slurm.time` to the limits \
+                 (`sacctmgr show qos`), or use another `slurm.qos`",
+            )
+        }
+        _ => return None,
+    };
+    Some(found)
 }
 
 /// What Slurm says of task `J_T`, from squeue's answer, then the completion records. A
@@ -147,22 +200,32 @@ pub struct Cluster {
     pub jobcomp: Option<PathBuf>,
 }
 
-pub fn run(cmd: &mut Command) -> Result<String, String> {
-    let what = format!("{cmd:?}");
+pub fn run(cmd: &mut Command) -> Result<String, SlurmError> {
     match cmd.output() {
         Ok(out) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
-        Ok(out) => Err(format!(
-            "`{}` failed ({}): {}",
-            short(&what),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
-            "`{}` is not installed or not on PATH: the Slurm executor needs the Slurm client tools (sbatch, squeue, scancel) on this machine",
-            program(cmd)
-        )),
-        Err(e) => Err(format!("failed to run `{}`: {e}", program(cmd))),
+        Ok(out) => Err(SlurmError::Refused {
+            program: program(cmd),
+            command: short(&command_line(cmd)),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(SlurmError::NotInstalled {
+            program: program(cmd),
+        }),
+        Err(source) => Err(SlurmError::Spawn {
+            program: program(cmd),
+            source,
+        }),
     }
+}
+
+/// `sbatch --parsable …` as a shell would take it, for messages.
+fn command_line(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| crate::process::shell_quote(&a.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn program(cmd: &Command) -> String {
@@ -178,7 +241,7 @@ fn short(s: &str) -> String {
 }
 
 impl Cluster {
-    pub fn detect() -> Result<Cluster, String> {
+    pub fn detect() -> Result<Cluster, SlurmError> {
         let text = run(Command::new("scontrol").args(["show", "config"]))?;
         let mut cluster = Cluster::default();
         let mut comp_type = String::new();
@@ -204,7 +267,7 @@ impl Cluster {
     }
 
     /// Every task of the jobs called `names` that the controller still holds: one `squeue`.
-    pub fn squeue(&self, names: &[String]) -> Result<HashMap<String, Observed>, String> {
+    pub fn squeue(&self, names: &[String]) -> Result<HashMap<String, Observed>, SlurmError> {
         let mut map = HashMap::new();
         if names.is_empty() {
             return Ok(map);
@@ -217,18 +280,25 @@ impl Cluster {
             "--name",
             &names.join(","),
             "-o",
-            "%i|%T|%r",
+            "%i|%T|%L|%r",
         ]))?;
         for line in text.lines() {
-            let mut parts = line.splitn(3, '|');
+            let mut parts = line.splitn(4, '|');
             let (Some(id), Some(state)) = (parts.next(), parts.next()) else {
                 continue;
+            };
+            let state = TaskState::parse(state.trim());
+            let left = parts.next().unwrap_or("");
+            let time_left = match state {
+                TaskState::Running => ablate_spec::slurm_time(left).ok().flatten(),
+                _ => None,
             };
             map.insert(
                 id.trim().to_owned(),
                 Observed {
-                    state: TaskState::parse(state.trim()),
+                    state,
                     detail: parts.next().unwrap_or("").trim().to_owned(),
+                    time_left,
                 },
             );
         }
@@ -236,7 +306,7 @@ impl Cluster {
     }
 
     /// The completion records of tasks the controller has forgotten (`J_T` ids).
-    pub fn completed(&self, tasks: &[&str]) -> Result<HashMap<String, Observed>, String> {
+    pub fn completed(&self, tasks: &[&str]) -> Result<HashMap<String, Observed>, SlurmError> {
         let mut map = HashMap::new();
         if tasks.is_empty() {
             return Ok(map);
@@ -259,6 +329,7 @@ impl Cluster {
                         Observed {
                             state: TaskState::parse(f[1]),
                             detail: format!("exit code {}", f[2]),
+                            time_left: None,
                         },
                     );
                 }
@@ -292,6 +363,7 @@ impl Cluster {
                         Observed {
                             state: TaskState::parse(state),
                             detail: format!("exit code {exit}"),
+                            time_left: None,
                         },
                     );
                 }
@@ -300,8 +372,21 @@ impl Cluster {
         Ok(map)
     }
 
+    /// The cluster's partitions (`sinfo`), for checking `slurm.partition` before submitting.
+    pub fn partitions() -> Result<Vec<String>, SlurmError> {
+        let text = run(Command::new("sinfo").args(["-h", "-o", "%R"]))?;
+        let mut names: Vec<String> = text
+            .lines()
+            .map(|l| l.trim().to_owned())
+            .filter(|l| !l.is_empty())
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
     /// Cancels tasks (`J_T`) or whole jobs (`J`), in one call.
-    pub fn scancel(&self, ids: &[String]) -> Result<(), String> {
+    pub fn scancel(&self, ids: &[String]) -> Result<(), SlurmError> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -310,14 +395,15 @@ impl Cluster {
 }
 
 /// Submits a script; returns the job id (`--parsable` prints `id` or `id;cluster`).
-pub fn sbatch(args: &[String], script: &Path) -> Result<u64, String> {
+pub fn sbatch(args: &[String], script: &Path) -> Result<u64, SlurmError> {
     let out = run(Command::new("sbatch")
         .arg("--parsable")
         .args(args)
         .arg(script))?;
     let id = out.trim().split(';').next().unwrap_or("");
-    id.parse()
-        .map_err(|_| format!("sbatch printed `{}`, not a job id", out.trim()))
+    id.parse().map_err(|_| SlurmError::JobId {
+        answer: out.trim().to_owned(),
+    })
 }
 
 #[cfg(test)]

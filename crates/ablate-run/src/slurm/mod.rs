@@ -13,7 +13,8 @@
 //! became of the task; the others share the task's fate (its failure, its resubmission).
 
 mod cluster;
-
+mod error;
+mod live;
 mod records;
 mod script;
 
@@ -30,15 +31,17 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::{UnboundedSender, WeakUnboundedSender};
 use tokio::sync::{Notify, oneshot};
 
-pub use cluster::{Cluster, Observed, TaskState, observed};
+pub use cluster::{Cluster, Observed, TaskState, never_starts, observed};
+pub use error::SlurmError;
 use records::write_record;
 pub use records::{
-    Batch, BatchJob, TaskRecord, TaskStatus, age, observe, read_batch_task, read_record,
-    remove_record, slurm_dir,
+    Batch, BatchJob, TaskRecord, TaskStatus, add_spent, age, clear_spent, observe, read_batch_task,
+    read_record, remove_record, slurm_dir, spent,
 };
 use script::task_script;
 pub use script::{job_name, plan_tasks, sbatch_args};
 
+use crate::Progress;
 use crate::scheduler::{BoxFuture, Executor, Outcome};
 use crate::{CancelToken, Job, RunEvent};
 
@@ -61,6 +64,10 @@ pub struct SlurmSettings {
     pub workdir: PathBuf,
     /// Submit everything now, with Slurm dependencies between arrays, and return.
     pub detach: bool,
+    /// The options of the `ablate run` that submits (`--matrix`, `--set`, `--profile` …),
+    /// shell-quoted: kept in each task's record, so that `ablate status` prints a command that
+    /// sees the same plan (issue 24).
+    pub resume: Vec<String>,
 }
 
 /// One instance waiting for its task.
@@ -74,6 +81,8 @@ struct Waiter {
     requeues: u32,
     /// Once submitted (or adopted).
     record: Option<TaskRecord>,
+    /// The step of the metrics line last shown, so that an unchanged log is not shown again.
+    shown_step: Option<u64>,
 }
 
 /// The instances one task computes: one, or the members of a fused group dispatched together.
@@ -95,6 +104,7 @@ impl Waiter {
             reply: Some(tx),
             requeues: 0,
             record: None,
+            shown_step: None,
         };
         (w, rx)
     }
@@ -102,7 +112,7 @@ impl Waiter {
     /// Answers the scheduler. The record of a failed task stays, so that `ablate status` can
     /// show the failure and its log; the next submission of the instance replaces it.
     fn resolve(&mut self, cache: &Path, outcome: Outcome) {
-        if !matches!(outcome, Outcome::Failed { .. }) {
+        if !matches!(outcome, Outcome::Failed { .. } | Outcome::Rejected { .. }) {
             remove_record(cache, &self.job.key);
         }
         if let Some(reply) = self.reply.take() {
@@ -116,17 +126,37 @@ impl Waiter {
     }
 
     fn progress(&self, message: String) {
+        self.report(Progress {
+            message: Some(message),
+            ..Progress::default()
+        });
+    }
+
+    fn report(&self, p: Progress) {
         let Some(events) = self.events.upgrade() else {
             return;
         };
         let _ = events.send(RunEvent::Progress {
             instance: self.instance,
             id: self.job.id.clone(),
-            step: 0,
-            total: 0,
-            loss: None,
-            message: Some(message),
+            step: p.step,
+            total: p.total,
+            loss: p.loss,
+            message: p.message,
         });
+    }
+
+    /// Shows the latest line of the task's metrics log (in the shared cache, where the `cmd`
+    /// writes it), as a local run shows it (issue 24: a Slurm run showed only "running").
+    fn show_metrics(&mut self, store: &Store) {
+        let log = store.checkpoint_dir(&self.job.key).join(live::METRICS_LOG);
+        let Some((step, values)) = live::latest(&log) else {
+            return;
+        };
+        if self.shown_step != Some(step) {
+            self.shown_step = Some(step);
+            self.report(Progress::metrics(step, &values));
+        }
     }
 }
 
@@ -165,7 +195,7 @@ struct Inner {
 
 impl SlurmExecutor {
     /// Checks that Slurm answers (`scontrol show config`) and how it records finished jobs.
-    pub fn new(settings: SlurmSettings, store: Store) -> Result<Self, String> {
+    pub fn new(settings: SlurmSettings, store: Store) -> Result<Self, SlurmError> {
         let cluster = Cluster::detect()?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -204,7 +234,7 @@ impl SlurmExecutor {
 
     /// Cancels every task still in flight (`scancel`, one call) and forgets them. Blocking.
     /// Returns how many tasks were cancelled.
-    pub fn cancel_in_flight(&self) -> Result<usize, String> {
+    pub fn cancel_in_flight(&self) -> Result<usize, SlurmError> {
         let records = self.in_flight();
         let ids: Vec<String> = unique(records.iter().map(|r| r.task.clone()));
         self.inner.cluster.scancel(&ids)?;
@@ -316,16 +346,48 @@ async fn drive(inner: Arc<Inner>) {
             continue;
         }
         let this = Arc::clone(&inner);
-        let changed = tokio::task::spawn_blocking(move || this.poll())
+        let (changed, nearest) = tokio::task::spawn_blocking(move || this.poll())
             .await
             .expect("poll thread");
         delay = if changed { min } else { (delay * 2).min(max) };
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = inner.wake.notified() => {
-                tokio::time::sleep(Duration::from_millis(150)).await;
+        // Between polls, the metrics logs of running tasks are read (files in the shared
+        // cache, no query to the controller), so the progress line moves while polls back off.
+        let until = tokio::time::Instant::now() + next_poll(delay, min, nearest);
+        loop {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(left.min(METRICS_EVERY)) => {
+                    let this = Arc::clone(&inner);
+                    tokio::task::spawn_blocking(move || this.show_metrics())
+                        .await
+                        .expect("metrics thread");
+                }
+                () = inner.wake.notified() => {
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    break;
+                }
             }
         }
+    }
+}
+
+/// How often the metrics logs of running tasks are read between polls.
+const METRICS_EVERY: Duration = Duration::from_secs(1);
+
+/// How long after a running task's time limit it is looked at again: Slurm signals the task at
+/// its limit and the worker stops it at once.
+const PAST_DEADLINE: Duration = Duration::from_secs(2);
+
+/// The wait before the next poll: the back-off `delay`, but no later than just past the
+/// nearest time limit of a running task (issue 24: a task killed by its limit was noticed
+/// 50 s late, the poll having backed off to 60 s), and never under `min`.
+fn next_poll(delay: Duration, min: Duration, nearest_deadline: Option<Duration>) -> Duration {
+    match nearest_deadline {
+        Some(left) => delay.min((left + PAST_DEADLINE).max(min)),
+        None => delay,
     }
 }
 
@@ -448,10 +510,12 @@ impl Inner {
         );
         let batch_path = dir.join(format!("{nonce}.json"));
         let script_path = dir.join(format!("{nonce}.sh"));
-        let prepared = (|| -> Result<u64, String> {
+        let prepared = (|| -> Result<u64, SlurmError> {
             for d in [&dir, &logs] {
-                std::fs::create_dir_all(d)
-                    .map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+                std::fs::create_dir_all(d).map_err(|source| SlurmError::CreateDir {
+                    path: d.clone(),
+                    source,
+                })?;
             }
             let batch = Batch {
                 tasks: units
@@ -466,13 +530,17 @@ impl Inner {
                     })
                     .collect(),
             };
-            std::fs::write(
+            let write = |path: &PathBuf, bytes: &[u8]| {
+                std::fs::write(path, bytes).map_err(|source| SlurmError::Write {
+                    path: path.clone(),
+                    source,
+                })
+            };
+            write(
                 &batch_path,
-                serde_json::to_vec(&batch).expect("batches serialise"),
-            )
-            .map_err(|e| format!("cannot write {}: {e}", batch_path.display()))?;
-            std::fs::write(&script_path, task_script(s, &batch_path))
-                .map_err(|e| format!("cannot write {}: {e}", script_path.display()))?;
+                &serde_json::to_vec(&batch).expect("batches serialise"),
+            )?;
+            write(&script_path, task_script(s, &batch_path).as_bytes())?;
             let mut args = sbatch_args(
                 &s.options,
                 &name,
@@ -501,14 +569,23 @@ impl Inner {
         let array = match prepared {
             Ok(id) => id,
             Err(error) => {
+                // Another attempt would be refused alike: no retry, and the error is told
+                // once, with the first instance (issue 24: it was printed once per attempt).
+                let mut first: Option<String> = None;
                 for mut w in units.into_iter().flatten() {
-                    w.resolve(
-                        &s.cache,
-                        Outcome::Failed {
-                            error: format!("submitting stage `{stage}` to Slurm failed: {error}"),
-                            log: None,
-                        },
-                    );
+                    let error = match &first {
+                        None => {
+                            first = Some(w.job.id.clone());
+                            format!(
+                                "failed to submit stage `{stage}` to Slurm: {}",
+                                ablate_spec::error_chain(&error)
+                            )
+                        }
+                        Some(id) => format!(
+                            "failed to submit stage `{stage}` to Slurm (the error is shown with `{id}`)"
+                        ),
+                    };
+                    w.resolve(&s.cache, Outcome::Rejected { error, log: None });
                 }
                 return;
             }
@@ -525,6 +602,8 @@ impl Inner {
                     key: w.job.key,
                     err: logs.join(format!("{array}_{i}.err")),
                     submitted_at_us: ablate_cache::now_us(),
+                    resume: s.resume.clone(),
+                    failure: None,
                 };
                 if let Err(e) = write_record(&s.cache, &record) {
                     warn_unrecorded(&w, &e);
@@ -540,14 +619,15 @@ impl Inner {
         }
     }
 
-    /// One round of polling. Returns whether anything changed.
-    fn poll(&self) -> bool {
+    /// One round of polling. Returns whether anything changed, and the time left to the
+    /// nearest time limit of a running task.
+    fn poll(&self) -> (bool, Option<Duration>) {
         let mut flying = self.flying.lock().expect("lock");
         // The result in the shared cache is checked first: a member of a group is done as
         // soon as its entry is committed, while the task goes on with the others.
         let mut changed = self.collect_entries(&mut flying);
         if flying.is_empty() {
-            return changed;
+            return (changed, None);
         }
         let names = unique(
             flying
@@ -559,10 +639,11 @@ impl Inner {
             Ok(q) => q,
             Err(e) => {
                 // A controller that does not answer is retried at the next poll.
+                let e = ablate_spec::error_chain(&e);
                 for w in flying.values().flat_map(|f| f.waiters.iter()) {
                     w.progress(format!("squeue failed, retrying: {e}"));
                 }
-                return changed;
+                return (changed, None);
             }
         };
         let forgotten: Vec<&str> = flying
@@ -572,6 +653,9 @@ impl Inner {
             .collect();
         let recorded = self.cluster.completed(&forgotten).unwrap_or_default();
         let tasks: Vec<String> = flying.keys().cloned().collect();
+        let mut nearest: Option<Duration> = None;
+        // Tasks that wait for what the cluster can never give them (`PartitionConfig` …).
+        let mut stuck: Vec<(String, Observed)> = Vec::new();
         for task in tasks {
             let f = flying.get_mut(&task).expect("listed");
             let Some(o) = observed(&queued, &recorded, &task) else {
@@ -590,6 +674,13 @@ impl Inner {
                 continue;
             };
             f.unknown_polls = 0;
+            if let Some(left) = o.time_left {
+                nearest = Some(nearest.map_or(left, |n| n.min(left)));
+            }
+            if o.state == TaskState::Pending && never_starts(&o.detail).is_some() {
+                stuck.push((task, o));
+                continue;
+            }
             let requeues = f.waiters.iter().map(|w| w.requeues).max().unwrap_or(0);
             let verdict = verdict(o.state, requeues, f.ended_polls);
             if verdict == Verdict::Wait {
@@ -665,7 +756,88 @@ impl Inner {
                 }
             }
         }
-        changed
+        if !stuck.is_empty() {
+            changed = true;
+            self.give_up(&mut flying, stuck);
+        }
+        (changed, nearest)
+    }
+
+    /// Shows the latest metrics line of each task polling last saw running. A new line is not
+    /// a change of state: it does not reset the poll's back-off.
+    fn show_metrics(&self) {
+        let mut flying = self.flying.lock().expect("lock");
+        for f in flying.values_mut() {
+            if f.last_state == Some(TaskState::Running) {
+                for w in &mut f.waiters {
+                    w.show_metrics(&self.store);
+                }
+            }
+        }
+    }
+
+    /// Cancels tasks Slurm holds pending for a reason that cannot resolve, and fails their
+    /// instances for good, saying what to change (issue 24: `cpus_per_task: 64` on a 4-CPU node
+    /// was polled for ever). The reason stays in each record, for `ablate status`.
+    fn give_up(&self, flying: &mut BTreeMap<String, Flight>, stuck: Vec<(String, Observed)>) {
+        let ids: Vec<String> = stuck.iter().map(|(t, _)| t.clone()).collect();
+        let cancelled = self.cluster.scancel(&ids);
+        for (task, o) in stuck {
+            let Some(f) = flying.remove(&task) else {
+                continue;
+            };
+            let (what, hint) = never_starts(&o.detail).expect("listed as stuck");
+            let asked = f
+                .waiters
+                .first()
+                .map(|w| self.asked(&w.job))
+                .unwrap_or_default();
+            let mut error = format!(
+                "slurm task {task} can never start: it is pending with reason `{}` ({what}: {asked})",
+                o.detail
+            );
+            match &cancelled {
+                Ok(()) => error.push_str("; ablate cancelled it"),
+                Err(e) => error.push_str(&format!(
+                    "; cancelling it failed ({}): `scancel {task}` does",
+                    ablate_spec::error_chain(e)
+                )),
+            }
+            error.push_str(&format!("\nhint: {hint}"));
+            for mut w in self.take_committed(f, false) {
+                if let Some(r) = &mut w.record {
+                    r.failure = Some(error.clone());
+                    if let Err(e) = write_record(self.cache(), r) {
+                        warn_unrecorded(&w, &e);
+                    }
+                }
+                let error = error.clone();
+                w.resolve(self.cache(), Outcome::Rejected { error, log: None });
+            }
+        }
+    }
+
+    /// What a job's task asks of a node, as `sbatch` was told: `--cpus-per-task=64 --mem=…`.
+    fn asked(&self, job: &Job) -> String {
+        let s = &self.settings;
+        let args = sbatch_args(&s.options, "", &job.resources, job.timeout, 1, &s.workdir);
+        let asked: Vec<String> = args
+            .into_iter()
+            .filter(|a| {
+                [
+                    "--cpus-per-task",
+                    "--mem",
+                    "--gpus",
+                    "--gres",
+                    "--time",
+                    "--partition",
+                ]
+                .iter()
+                .any(|p| a.starts_with(p))
+            })
+            .map(|a| format!("`{a}`"))
+            .collect();
+        asked.join(" ")
     }
 
     /// Resolves the waiters whose entry is in the cache (a forced one's old entry does not
@@ -743,8 +915,11 @@ fn verdict(state: TaskState, requeues: u32, ended_polls: u32) -> Verdict {
     }
 }
 
-fn warn_unrecorded(w: &Waiter, e: &str) {
-    w.progress(format!("warning: {e} (a later run cannot adopt this task)"));
+fn warn_unrecorded(w: &Waiter, e: &SlurmError) {
+    w.progress(format!(
+        "warning: {} (a later run cannot adopt this task)",
+        ablate_spec::error_chain(e)
+    ));
 }
 
 fn unique<T: Ord + Clone>(items: impl IntoIterator<Item = T>) -> Vec<T> {
@@ -769,6 +944,7 @@ mod tests {
             cache: "/shared/cache".into(),
             workdir: "/home/me/my project".into(),
             detach: false,
+            resume: Vec::new(),
         };
         let script = task_script(&settings, Path::new("/shared/cache/b.json"));
         let lines: Vec<&str> = script.lines().collect();
@@ -781,6 +957,64 @@ mod tests {
             setup < back && back < exec && back.is_some(),
             "the worker starts in the workdir after the setup:\n{script}"
         );
+    }
+
+    /// A task killed at its time limit was noticed 50 s late: the poll had backed off to 60 s
+    /// (issue 24). The wait ends just past the nearest limit, never under the minimum.
+    #[test]
+    fn the_poll_back_off_is_bounded_by_the_nearest_time_limit() {
+        let s = Duration::from_secs;
+        let (min, backed_off) = (s(1), s(60));
+        assert_eq!(next_poll(backed_off, min, None), s(60));
+        assert_eq!(
+            next_poll(backed_off, min, Some(s(10))),
+            s(10) + PAST_DEADLINE
+        );
+        assert_eq!(next_poll(s(4), min, Some(s(600))), s(4));
+        // At or past the limit (the task is being stopped): not faster than `poll_min_s`.
+        assert_eq!(next_poll(backed_off, s(5), Some(s(0))), s(5));
+    }
+
+    #[test]
+    fn each_attempt_of_a_task_appends_to_its_logs() {
+        let args = sbatch_args(
+            &SlurmOptions::default(),
+            "ablate.p.s",
+            &Resources::default(),
+            None,
+            3,
+            Path::new("/w"),
+        );
+        assert!(args.contains(&"--open-mode=append".to_owned()), "{args:?}");
+    }
+
+    #[test]
+    fn only_reasons_that_cannot_resolve_give_a_pending_task_up() {
+        for reason in [
+            "PartitionConfig",
+            "BadConstraints",
+            "PartitionTimeLimit",
+            "InvalidQOS",
+            "QOSMaxCpuPerJobLimit",
+            "AssocMaxWallDurationPerJobLimit",
+            "DependencyNeverSatisfied",
+        ] {
+            assert!(never_starts(reason).is_some(), "{reason}");
+        }
+        for reason in [
+            "Resources",
+            "Priority",
+            "Dependency",
+            "ReqNodeNotAvail",
+            "PartitionNodeLimit",
+            "QOSGrpCpuLimit",
+            "QOSMaxCpuPerUserLimit",
+            "JobHeldUser",
+            "None",
+            "",
+        ] {
+            assert!(never_starts(reason).is_none(), "{reason}");
+        }
     }
 
     #[test]

@@ -89,8 +89,11 @@ pub fn sbatch_args(
             a.push(format!("{flag}={v}"));
         }
     }
-    // Preempted tasks go back to the queue by themselves where the cluster allows it.
+    // Preempted tasks go back to the queue by themselves where the cluster allows it; each
+    // attempt appends to the task's `.out`/`.err` (Slurm truncates them by default, and a
+    // requeued task lost the first attempt's log, issue 24).
     a.push("--requeue".into());
+    a.push("--open-mode=append".into());
     a.extend(options.sbatch_args.iter().cloned());
     a
 }
