@@ -7163,3 +7163,35 @@ stages:
     assert_summary(&again, 0, 27, 0, 0);
     assert_eq!(std::fs::read_to_string(&counter).unwrap().len(), computed);
 }
+
+#[test]
+fn slurm_early_stopping_decides_from_the_shared_cache_as_a_local_run_does() {
+    require_slurm();
+    let text = HALVING.replace("name: halving", "name: halving-slurm");
+    let local = Sandbox::new();
+    local.write("h.yaml", &text);
+    let on_slurm = Sandbox::new();
+    on_slurm.write("h.yaml", &text);
+    let here = local
+        .ablate(&["run", "h.yaml", "--jobs", "2", "--json"])
+        .code(EXIT_OK);
+    let there = on_slurm
+        .ablate(&["run", "h.yaml", "--json", "--executor", "slurm"])
+        .code(EXIT_OK);
+    // The tasks stopped at their budgets and left their outputs in the shared cache; this
+    // process ranked them and recorded the pruned ones: the same rungs, results and entries.
+    let rungs = |run: &Run| -> Vec<Value> {
+        run.events()
+            .into_iter()
+            .filter(|e| e["event"] == "rung")
+            .collect()
+    };
+    assert_eq!(rungs(&here), rungs(&there));
+    assert_eq!(there.summary()["pruned"].as_u64(), Some(16));
+    assert_eq!(finished_metrics(&here), finished_metrics(&there));
+    // A local rerun over the cluster's cache trains nothing.
+    let again = on_slurm
+        .ablate(&["run", "h.yaml", "--jobs", "2", "--json"])
+        .code(EXIT_OK);
+    assert_summary(&again, 0, 18, 0, 0);
+}

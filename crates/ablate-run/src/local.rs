@@ -146,57 +146,10 @@ impl LocalExecutor {
             .collect()
     }
 
-    /// Commits what an attempt of `job` left when it stopped at its budget `step` (see
-    /// [`Outcome::Paused`]) as a `pruned` entry, blocking: its outputs and metrics at that step.
-    /// The checkpoint stays, for a later run that needs the whole computation.
-    pub fn prune_blocking(&self, job: &Job, step: u64, cancel: &CancelToken) -> Outcome {
-        let inner = &*self.inner;
-        let store = &inner.store;
-        let held = match self.acquire(job, true, &|_| {}, cancel) {
-            Ok(held) => held,
-            Err(ended) => return ended,
-        };
-        let Held { lock, tmp, .. } = held;
-        let outcome = match Paused::take(store, job, step, tmp.dir()) {
-            Err(why) => Outcome::Failed {
-                error: format!("failed to record it as pruned at step {step}: {why}"),
-                log: None,
-            },
-            Ok(p) => {
-                let manifest = Manifest {
-                    format: 0,
-                    key: job.key,
-                    input: job.key_input.clone(),
-                    origin: Origin {
-                        pipeline: job.pipeline.clone(),
-                        stage: job.stage.clone(),
-                        label: job.label.clone(),
-                    },
-                    outputs: Vec::new(),
-                    metrics: p.metrics,
-                    publish: p.publish,
-                    started_at_us: p.started_at_us,
-                    seconds: p.seconds,
-                    device: job.placement.name(),
-                    host: inner.host.clone(),
-                    ablate_version: inner.version.clone(),
-                    status: ablate_cache::EntryStatus::Pruned { step },
-                    checksum: None,
-                };
-                match tmp.commit_replacing(manifest) {
-                    Ok(m) => {
-                        let _ = std::fs::remove_dir_all(store.failed_dir(&job.key));
-                        Outcome::Computed(Arc::new(m))
-                    }
-                    Err(e) => Outcome::Failed {
-                        error: format!("failed to store the pruned result: {}", error_chain(&e)),
-                        log: None,
-                    },
-                }
-            }
-        };
-        drop(lock);
-        outcome
+    /// Commits what an attempt of `job` left when it stopped at its budget `step` as a `pruned`
+    /// entry, blocking (see [`prune_entry`]).
+    pub fn prune_blocking(&self, job: &Job, step: u64) -> Outcome {
+        prune_entry(&self.inner.store, job, step)
     }
 
     /// Takes `job`'s key, waiting while another process holds it (and saying so on its line).
@@ -353,6 +306,9 @@ impl LocalExecutor {
                     publish,
                     started_at_us,
                     seconds: t0.elapsed().as_secs_f64(),
+                    device: job.placement.name(),
+                    host: inner.host.clone(),
+                    ablate_version: inner.version.clone(),
                 };
                 match paused.keep(store, job, tmp) {
                     Ok(()) => Outcome::Paused {
@@ -435,6 +391,83 @@ struct Paused {
     publish: Vec<String>,
     started_at_us: i64,
     seconds: f64,
+    /// Where the attempt ran, for the pruned entry's manifest (another process may commit it:
+    /// the Slurm driver).
+    device: String,
+    host: String,
+    ablate_version: String,
+}
+
+/// What an attempt of `job` that stopped at its budget left, if one started at or after
+/// `since_us` did: the outcome its executor reported (a Slurm task's, read by the driver
+/// from the shared cache).
+pub fn paused_outcome(store: &Store, job: &Job, since_us: i64) -> Option<Outcome> {
+    let record = store.checkpoint_dir(&job.key).join(PAUSED_RECORD);
+    let p: Paused = serde_json::from_slice(&std::fs::read(record).ok()?).ok()?;
+    (p.started_at_us >= since_us && store.paused_dir(&job.key).is_dir()).then_some(
+        Outcome::Paused {
+            step: p.step,
+            metrics: p.metrics,
+        },
+    )
+}
+
+/// Commits what an attempt of `job` left when it stopped at its budget `step` (see
+/// [`Outcome::Paused`]) as a `pruned` entry, blocking: its outputs and metrics at that step,
+/// under the key's lock. The checkpoint stays, for a later run that needs the whole
+/// computation.
+pub fn prune_entry(store: &Store, job: &Job, step: u64) -> Outcome {
+    let failed = |error: String| Outcome::Failed { error, log: None };
+    let lock = loop {
+        match store.try_lock_for(&job.key, &job.pipeline, &job.id) {
+            Ok(Some(lock)) => break lock,
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => return failed(error_chain(&e)),
+        }
+    };
+    let tmp = match store.begin(&job.key) {
+        Ok(t) => t,
+        Err(e) => return failed(error_chain(&e)),
+    };
+    let outcome = match Paused::take(store, job, step, tmp.dir()) {
+        Err(why) => failed(format!(
+            "failed to record it as pruned at step {step}: {why}"
+        )),
+        Ok(p) => {
+            let manifest = Manifest {
+                format: 0,
+                key: job.key,
+                input: job.key_input.clone(),
+                origin: Origin {
+                    pipeline: job.pipeline.clone(),
+                    stage: job.stage.clone(),
+                    label: job.label.clone(),
+                },
+                outputs: Vec::new(),
+                metrics: p.metrics,
+                publish: p.publish,
+                started_at_us: p.started_at_us,
+                seconds: p.seconds,
+                device: p.device,
+                host: p.host,
+                ablate_version: p.ablate_version,
+                status: ablate_cache::EntryStatus::Pruned { step },
+                checksum: None,
+            };
+            match tmp.commit_replacing(manifest) {
+                Ok(m) => {
+                    let _ = std::fs::remove_dir_all(store.failed_dir(&job.key));
+                    Outcome::Computed(Arc::new(m))
+                }
+                Err(e) => failed(format!(
+                    "failed to store the pruned result: {}",
+                    error_chain(&e)
+                )),
+            }
+        }
+    };
+    drop(lock);
+    outcome
 }
 
 /// The file beside [`Store::paused_dir`] (in the checkpoint directory) that holds a
@@ -586,9 +619,7 @@ impl Executor for LocalExecutor {
     fn prune(&self, _instance: PlanIndex, job: Arc<Job>, step: u64) -> BoxFuture<Outcome> {
         let this = self.clone();
         Box::pin(async move {
-            let handle = tokio::task::spawn_blocking(move || {
-                this.prune_blocking(&job, step, &CancelToken::new())
-            });
+            let handle = tokio::task::spawn_blocking(move || this.prune_blocking(&job, step));
             handle.await.unwrap_or_else(|e| Outcome::Failed {
                 error: format!("worker thread failed: {e}"),
                 log: None,

@@ -320,6 +320,20 @@ impl Executor for SlurmExecutor {
     ) -> BoxFuture<Vec<(PlanIndex, Outcome)>> {
         self.submit(members, events, cancel)
     }
+
+    /// Early stopping on a cluster: a task that stopped at its budget left its outputs in the
+    /// shared cache (see [`Executor::prune`]); this process commits them as pruned.
+    fn prune(&self, _instance: PlanIndex, job: Arc<Job>, step: u64) -> BoxFuture<Outcome> {
+        let store = self.inner.store.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || crate::local::prune_entry(&store, &job, step))
+                .await
+                .unwrap_or_else(|e| Outcome::Failed {
+                    error: format!("worker thread failed: {e}"),
+                    log: None,
+                })
+        })
+    }
 }
 
 /// The driver: submits what is queued (after a short pause, so that instances made ready by
@@ -871,6 +885,15 @@ impl Inner {
             match self.store.lookup(&w.job.key) {
                 Lookup::Hit(m) if !w.force || completed || committed_after(&m, &w) => {
                     w.resolve(self.cache(), Outcome::Computed(Arc::from(m)));
+                }
+                // Stopped at its early-stopping budget: its outputs wait in the shared cache
+                // for the rung's decision.
+                _ if let Some(paused) = w.job.budget.and_then(|_| {
+                    let since = w.record.as_ref().map_or(0, |r| r.submitted_at_us);
+                    crate::local::paused_outcome(&self.store, &w.job, since)
+                }) =>
+                {
+                    w.resolve(self.cache(), paused);
                 }
                 _ => left.push(w),
             }
