@@ -218,7 +218,10 @@ fn round_significant(x: f64, digits: usize) -> f64 {
     text.parse().expect("Rust parses the floats it formats")
 }
 
+// fdlibm's split of ln 2, digit for digit as published.
+#[allow(clippy::excessive_precision)]
 const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-01;
+#[allow(clippy::excessive_precision)]
 const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
 
 /// `2^k` for `k` in the normal range `-1022..=1023`, built from its bits.
