@@ -6495,10 +6495,16 @@ fn raising_a_search_n_reruns_only_the_new_samples() {
     let first = sb.ablate(&["run", "p.yaml", "--json"]).code(EXIT_OK);
     assert_summary(&first, 1 + 3 + 3, 0, 0, 0);
     let trained = first.ids("finished");
-    let flows: Vec<&String> = trained.iter().filter(|id| id.starts_with("flow[")).collect();
+    let flows: Vec<&String> = trained
+        .iter()
+        .filter(|id| id.starts_with("flow["))
+        .collect();
     assert_eq!(flows.len(), 3);
     for id in &flows {
-        assert!(id.starts_with("flow[lr=0.0") && id.contains(",weight_decay=0.00"), "{id}");
+        assert!(
+            id.starts_with("flow[lr=0.0") && id.contains(",weight_decay=0.00"),
+            "{id}"
+        );
     }
     let keys = sb.keys("p.yaml", &[]);
 
@@ -6508,7 +6514,9 @@ fn raising_a_search_n_reruns_only_the_new_samples() {
     for (id, key) in &keys {
         assert_eq!(more.get(id), Some(key), "{id} keeps its key");
     }
-    let plan = sb.ablate(&["plan", "p.yaml", "--set", "flow.search.n=5"]).code(EXIT_OK);
+    let plan = sb
+        .ablate(&["plan", "p.yaml", "--set", "flow.search.n=5"])
+        .code(EXIT_OK);
     assert_contains_all(&plan.stdout, &["flow (train.flow): 5 instances, 3 cached"]);
     let second = sb
         .ablate(&["run", "p.yaml", "--json", "--set", "flow.search.n=5"])
@@ -6539,7 +6547,10 @@ fn a_bad_search_space_is_an_input_error_at_its_place() {
     sb.write(
         "p.yaml",
         &TINY_SEARCH
-            .replace("loguniform: [1.0e-3, 1.0e-1]", "logunifrom: [1.0e-3, 1.0e-1]")
+            .replace(
+                "loguniform: [1.0e-3, 1.0e-1]",
+                "logunifrom: [1.0e-3, 1.0e-1]",
+            )
             .replace("uniform: [0.0, 0.01]", "uniform: [0.01, 0.0]"),
     );
     let run = sb.ablate(&["run", "p.yaml"]).code(EXIT_INVALID_INPUT);

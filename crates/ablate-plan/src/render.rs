@@ -161,11 +161,7 @@ fn text(plan: &Plan, view: &View<'_>) -> String {
 /// `search  27 samples, seed 7: lr ~ loguniform [0.0001, 0.1], hidden ~ int [16, 64]`, with
 /// how many are distinct when some repeat.
 fn search_line(s: &crate::SearchSummary) -> String {
-    let mut line = format!(
-        "search  {} sample{}",
-        s.n,
-        if s.n == 1 { "" } else { "s" }
-    );
+    let mut line = format!("search  {} sample{}", s.n, if s.n == 1 { "" } else { "s" });
     if s.distinct as u64 != s.n {
         let _ = write!(line, " ({} distinct)", s.distinct);
     }

@@ -927,7 +927,10 @@ fn a_search_plans_one_instance_per_sample_and_grid_combination() {
     assert_eq!(second.label_value("seed"), Some(&json!(1)));
     // Labels read short: four significant digits.
     let lr = first.label_value("lr").unwrap().to_string();
-    assert!(lr.trim_start_matches("0.").trim_start_matches('0').len() <= 4, "{lr}");
+    assert!(
+        lr.trim_start_matches("0.").trim_start_matches('0').len() <= 4,
+        "{lr}"
+    );
     // Dependants map over the samples as over matrix instances.
     assert_eq!(ids(&p, "ev").len(), 10);
     assert_eq!(

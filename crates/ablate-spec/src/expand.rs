@@ -286,7 +286,13 @@ impl Combinations<'_> {
         }
         if let Some(search) = self.search {
             let values = &search.samples[sample];
-            out.extend(search.params.iter().zip(values).map(|((k, _), v)| (k.as_str(), v)));
+            out.extend(
+                search
+                    .params
+                    .iter()
+                    .zip(values)
+                    .map(|((k, _), v)| (k.as_str(), v)),
+            );
         }
         out.sort_unstable_by(|a, b| a.0.cmp(b.0));
     }

@@ -72,7 +72,9 @@ impl Distribution {
                 let offset = below(bits, span);
                 Value::from((i128::from(*low) + offset as i128) as i64)
             }
-            Distribution::Choice(values) => values[below(bits, values.len() as u128) as usize].clone(),
+            Distribution::Choice(values) => {
+                values[below(bits, values.len() as u128) as usize].clone()
+            }
         }
     }
 }
@@ -216,8 +218,10 @@ fn round_significant(x: f64, digits: usize) -> f64 {
     text.parse().expect("Rust parses the floats it formats")
 }
 
-const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-01;
-const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+/// ln 2 split as fdlibm does: `LN2_HI` has its low 32 bits zero, so `k · LN2_HI` is exact for
+/// every exponent `k`, and `LN2_LO` carries the rest.
+const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
+const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
 
 /// `2^k` for `k` in the normal range `-1022..=1023`, built from its bits.
 fn pow2(k: i64) -> f64 {
@@ -264,7 +268,11 @@ pub(crate) fn exp(y: f64) -> f64 {
     }
     // y = k ln 2 + r, |r| ≤ ½ ln 2 (about): e^y = 2^k e^r.
     let t = y * std::f64::consts::LOG2_E;
-    let k = if t >= 0.0 { (t + 0.5) as i64 } else { (t - 0.5) as i64 };
+    let k = if t >= 0.0 {
+        (t + 0.5) as i64
+    } else {
+        (t - 0.5) as i64
+    };
     let kf = k as f64;
     let r = (y - kf * LN2_HI) - kf * LN2_LO;
     // Taylor series of e^r to r¹⁸/18!: the remainder is below 2⁻⁶⁰ for |r| ≤ 0.35.
@@ -315,12 +323,18 @@ mod tests {
         // Near 1 (ln ≈ 0, where an absolute error shows as a relative one) and in the
         // subnormal tail of exp.
         for x in [1.0, 1.0 + 1e-12, 1.0 - 1e-12, 0.75, 1.5, 2.0, 0.5] {
-            assert!((ln(x) - x.ln()).abs() <= 1e-16 + tolerance * x.ln().abs(), "ln({x})");
+            assert!(
+                (ln(x) - x.ln()).abs() <= 1e-16 + tolerance * x.ln().abs(),
+                "ln({x})"
+            );
         }
         for y in [-710.0, -720.0, -740.0, -745.0] {
             let (ours, std) = (exp(y), y.exp());
             // Subnormals keep fewer bits: one unit of the last place they have.
-            assert!((ours - std).abs() <= 2.0 * 5e-324_f64.max(std * tolerance), "exp({y})");
+            assert!(
+                (ours - std).abs() <= 2.0 * 5e-324_f64.max(std * tolerance),
+                "exp({y})"
+            );
         }
     }
 
@@ -373,9 +387,19 @@ mod tests {
         let got: Vec<Vec<Value>> = (0..4).map(|i| Search::draw(7, i, &space())).collect();
         let want = vec![
             vec![json!(0.08741), json!(0.04672), json!(17), json!("shared")],
-            vec![json!(0.0004197), json!(0.08697), json!(58), json!("unshared")],
+            vec![
+                json!(0.0004197),
+                json!(0.08697),
+                json!(58),
+                json!("unshared"),
+            ],
             vec![json!(0.007108), json!(0.05652), json!(24), json!("shared")],
-            vec![json!(0.0008193), json!(0.07933), json!(57), json!("unshared")],
+            vec![
+                json!(0.0008193),
+                json!(0.07933),
+                json!(57),
+                json!("unshared"),
+            ],
         ];
         assert_eq!(got, want);
         // Another seed gives other values.
@@ -391,7 +415,10 @@ mod tests {
         // The same (seed, i, name) in another space, another position: the same value.
         let alone = vec![("weight_decay".to_owned(), space()[1].1.clone())];
         for i in 0..50 {
-            assert_eq!(Search::draw(7, i, &alone)[0], Search::draw(7, i, &space())[1]);
+            assert_eq!(
+                Search::draw(7, i, &alone)[0],
+                Search::draw(7, i, &space())[1]
+            );
         }
         // Names and indices are not interchangeable.
         assert_ne!(d.sample(7, 0, "a"), d.sample(7, 0, "b"));
@@ -421,8 +448,7 @@ mod tests {
             },
         ];
         for d in &cases {
-            let (Distribution::Uniform { low, high } | Distribution::LogUniform { low, high }) =
-                *d
+            let (Distribution::Uniform { low, high } | Distribution::LogUniform { low, high }) = *d
             else {
                 unreachable!()
             };
@@ -445,7 +471,10 @@ mod tests {
         for i in 0..n {
             counts[(d.sample(3, i, "k").as_i64().unwrap() + 2) as usize] += 1;
         }
-        assert!(counts.iter().all(|&c| (700..900).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (700..900).contains(&c)),
+            "{counts:?}"
+        );
         let wide = Distribution::Int {
             low: i64::MIN,
             high: i64::MAX,

@@ -1674,7 +1674,10 @@ fn a_search_samples_its_params_and_crosses_them_with_the_axes() {
     // Sampled params are not params; the matrix axes stay.
     assert_eq!(train.params.get("lr"), None);
     assert_eq!(train.params.get("steps"), None);
-    assert_eq!(train.matrix.label_order(), ["lr", "steps", "weights", "seed"]);
+    assert_eq!(
+        train.matrix.label_order(),
+        ["lr", "steps", "weights", "seed"]
+    );
     // Every sample runs for every seed, sample by sample.
     let all = train.matrix.expand();
     assert_eq!(all.len(), 2 * search.samples.len());
@@ -1739,7 +1742,10 @@ fn overrides_fix_or_list_a_sampled_param() {
     let p = load_text(SEARCH, &overrides(&[], &["train.steps=2,4"])).unwrap();
     let train = p.stage("train").unwrap();
     assert!(!search_of(&p, "train").samples_param("steps"));
-    assert_eq!(train.matrix.axes[1], ("steps".into(), vec![json!(2), json!(4)]));
+    assert_eq!(
+        train.matrix.axes[1],
+        ("steps".into(), vec![json!(2), json!(4)])
+    );
     // Fixing every sampled param leaves no search.
     let p = load_text(
         SEARCH,
@@ -1759,7 +1765,11 @@ fn overrides_fix_or_list_a_sampled_param() {
     assert_ne!(search_of(&p, "train").samples, base.samples);
     // A typo is caught as for other keys.
     let d = load_text(SEARCH, &overrides(&["train.search.nn=3"], &[])).unwrap_err();
-    assert!(d.to_string().contains("unknown key `nn` in `search` of stage `train`"), "{d}");
+    assert!(
+        d.to_string()
+            .contains("unknown key `nn` in `search` of stage `train`"),
+        "{d}"
+    );
 }
 
 #[test]
@@ -1794,8 +1804,12 @@ fn search_problems_are_reported_at_their_place() {
     assert!(has("needs low > 0, found `0`"));
     assert!(has("must be at least 1, found `0`"));
     assert!(has("unknown distribution `logunifrom`"));
-    assert!(has("`choice` of search param `steps` of stage `train` has no values"));
-    assert!(has("a bound of `int` of search param `n_train` of stage `data` must be an integer"));
+    assert!(has(
+        "`choice` of search param `steps` of stage `train` has no values"
+    ));
+    assert!(has(
+        "a bound of `int` of search param `n_train` of stage `data` must be an integer"
+    ));
     assert!(has("unknown parameter `widht` for op `train.flow`"));
     assert!(has("is both a matrix axis and sampled by `search`"));
 }

@@ -29,7 +29,11 @@ impl Validator<'_, '_> {
             return (None, sampled);
         };
         let Some(entries) = node.as_map() else {
-            self.push(type_error(&node, &context, "a map with `n`, `seed` and `params`"));
+            self.push(type_error(
+                &node,
+                &context,
+                "a map with `n`, `seed` and `params`",
+            ));
             return (None, sampled);
         };
         let before = self.errors.len();
@@ -123,15 +127,16 @@ impl Validator<'_, '_> {
         for (p, (name, _, origin, ty)) in params.iter().enumerate() {
             for (i, sample) in samples.iter_mut().enumerate() {
                 let raw = Node::from_value(&sample[p], origin);
-                let checked = check_param(schema.name, name, &raw, ty).and_then(|value| {
-                    match self.catalog.check_value(schema.name, name, &value) {
-                        Ok(()) => Ok(value),
-                        Err(why) => Err(origin.error(format!(
-                            "invalid `{}` for op `{}`: {why}",
-                            shorten_name(name),
-                            schema.name
-                        ))),
-                    }
+                let checked = check_param(schema.name, name, &raw, ty).and_then(|value| match self
+                    .catalog
+                    .check_value(schema.name, name, &value)
+                {
+                    Ok(()) => Ok(value),
+                    Err(why) => Err(origin.error(format!(
+                        "invalid `{}` for op `{}`: {why}",
+                        shorten_name(name),
+                        schema.name
+                    ))),
                 });
                 match checked {
                     Ok(value) => sample[p] = value,
@@ -373,7 +378,9 @@ impl Validator<'_, '_> {
                                         shorten(&value.to_string())
                                     ))
                                     .label("duplicate")
-                                    .help("each value is chosen as often as the others: list it once"),
+                                    .help(
+                                        "each value is chosen as often as the others: list it once",
+                                    ),
                             );
                         }
                         Some(value) => values.push(value),
