@@ -218,11 +218,10 @@ fn round_significant(x: f64, digits: usize) -> f64 {
     text.parse().expect("Rust parses the floats it formats")
 }
 
-// fdlibm's split of ln 2, digit for digit as published.
-#[allow(clippy::excessive_precision)]
-const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-01;
-#[allow(clippy::excessive_precision)]
-const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+/// ln 2 split as fdlibm does: `LN2_HI` has its low 32 bits zero, so `k · LN2_HI` is exact for
+/// every exponent `k`, and `LN2_LO` carries the rest.
+const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
+const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
 
 /// `2^k` for `k` in the normal range `-1022..=1023`, built from its bits.
 fn pow2(k: i64) -> f64 {
