@@ -35,8 +35,8 @@ pub mod safetensors;
 pub mod store;
 pub mod train;
 
-pub use error::{NnError, catching, device_error};
 pub use checkpoint::{Array, CHECKPOINT_FORMAT, Checkpoint, Found, TrainState};
+pub use error::{NnError, catching, device_error};
 pub use optim::{AdamConfig, AdamState, AdamW, DecayAt, Hyper, Schedule, Update};
 #[cfg(feature = "cuda")]
 pub use runtime::cuda_devices;

@@ -288,7 +288,10 @@ pub fn train_group_span<G: GroupModel + ?Sized>(
         Plan::Epochs { per_epoch, .. } => s % per_epoch.max(1) == 0 || s == steps,
         Plan::Steps(_) => true,
     };
-    if span.start > span.end || span.end > steps || !at_boundary(span.start) || !at_boundary(span.end)
+    if span.start > span.end
+        || span.end > steps
+        || !at_boundary(span.start)
+        || !at_boundary(span.end)
     {
         return Err(NnError::InvalidConfig(format!(
             "cannot train steps {}..{} of a plan of {steps} steps ({plan:?})",
@@ -617,7 +620,14 @@ mod tests {
         };
         let data = || Targets(vec![vec![1.0, 3.0], vec![2.0]]);
         let mut whole = Quadratic { w: vec![0.0] };
-        let want = train(&mut whole, &mut adam(0.1), plan, &mut data(), &mut NoObserver).unwrap();
+        let want = train(
+            &mut whole,
+            &mut adam(0.1),
+            plan,
+            &mut data(),
+            &mut NoObserver,
+        )
+        .unwrap();
         // 0..2, then 2..6, then 6..8, each from a fresh model and optimizer given the state
         let (mut w, mut state, mut logs) = (vec![0.0], None, Vec::new());
         for span in [0..2, 2..6, 6..8] {
@@ -627,15 +637,24 @@ mod tests {
                 opt.restore(0, s).unwrap();
             }
             let mut rec = Record::default();
-            logs.extend(train_span(&mut model, &mut opt, plan, span, &mut data(), &mut rec).unwrap());
+            logs.extend(
+                train_span(&mut model, &mut opt, plan, span, &mut data(), &mut rec).unwrap(),
+            );
             w = model.w;
             state = Some(opt.state(0));
         }
         assert_eq!(logs, want);
         assert_eq!(w[0].to_bits(), whole.w[0].to_bits());
         // a span that cuts an epoch is refused
-        let e = train_span(&mut whole, &mut adam(0.1), plan, 1..4, &mut data(), &mut NoObserver)
-            .unwrap_err();
+        let e = train_span(
+            &mut whole,
+            &mut adam(0.1),
+            plan,
+            1..4,
+            &mut data(),
+            &mut NoObserver,
+        )
+        .unwrap_err();
         assert!(matches!(e, NnError::InvalidConfig(_)), "{e:?}");
     }
 
