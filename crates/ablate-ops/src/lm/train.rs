@@ -672,10 +672,14 @@ impl Member {
         write_history(&out.join("history.parquet"), &log)?;
 
         let mut metrics = stepped(&log);
-        // The final training loss: the mean of the last 5% of steps (one step is noisy).
-        let tail = &log[log.len() - (log.len() / 20).max(1)..];
-        let train_loss = tail.iter().map(|l| f64::from(l.loss)).sum::<f64>() / tail.len() as f64;
-        metrics.push(Metric::new("train_loss", train_loss));
+        // The final training loss: the mean of the last 5% of steps (one step is noisy); none
+        // before the first step (a budget of 0).
+        if !log.is_empty() {
+            let tail = &log[log.len() - (log.len() / 20).max(1)..];
+            let train_loss =
+                tail.iter().map(|l| f64::from(l.loss)).sum::<f64>() / tail.len() as f64;
+            metrics.push(Metric::new("train_loss", train_loss));
+        }
         metrics.push(Metric::new("params", model.num_params() as f64));
         // The tokens trained on so far (all of them unless it stopped at its budget).
         metrics.push(Metric::new(
