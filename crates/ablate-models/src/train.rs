@@ -110,7 +110,7 @@ impl Span<'_> {
             unreachable!("flows train in epochs")
         };
         let start = self.from.map_or(0, |s| s.step);
-        if start % per_epoch != 0 || start > self.stop * per_epoch || self.stop > epochs {
+        if !start.is_multiple_of(per_epoch) || start > self.stop * per_epoch || self.stop > epochs {
             return Err(NnError::InvalidConfig(format!(
                 "cannot resume at step {start} and stop after epoch {} of {epochs} epochs of \
                  {per_epoch} steps",

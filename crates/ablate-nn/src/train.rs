@@ -285,7 +285,7 @@ pub fn train_group_span<G: GroupModel + ?Sized>(
     );
     let steps = plan.steps();
     let at_boundary = |s: usize| match plan {
-        Plan::Epochs { per_epoch, .. } => s % per_epoch.max(1) == 0 || s == steps,
+        Plan::Epochs { per_epoch, .. } => s.is_multiple_of(per_epoch.max(1)) || s == steps,
         Plan::Steps(_) => true,
     };
     if span.start > span.end

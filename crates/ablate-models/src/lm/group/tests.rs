@@ -452,6 +452,9 @@ fn a_group_on_the_dfdx_path_trains_each_member_as_alone() {
     }
 }
 
+/// A member's parameters (as bits) and log where it ended.
+type Finished = (Vec<u32>, Vec<StepLog<()>>);
+
 /// Trains `members` whole and in spans ending at `stops` (each resuming from the state the one
 /// before left), alone or as a group, on `backend`: the parameters and logs of both, which must
 /// be equal bit for bit.
@@ -461,7 +464,7 @@ fn whole_and_in_spans(
     stops: &[usize],
     backend: Backend,
     group: bool,
-) -> [Vec<(Vec<u32>, Vec<StepLog<()>>)>; 2] {
+) -> [Vec<Finished>; 2] {
     let ex = exec(2, backend);
     let bits = |p: &[f32]| p.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
     let run = |from: &[Option<&TrainState>], stop: usize| -> Vec<SpanOutcome> {

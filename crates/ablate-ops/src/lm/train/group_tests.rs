@@ -273,6 +273,9 @@ mod resume {
     use super::*;
     use crate::support::checkpoint::CHECKPOINT_FILE;
 
+    /// A run's output and the files it wrote.
+    type Ran = (OpOutput, Vec<(String, Vec<u8>)>);
+
     struct Bench {
         root: tempfile::TempDir,
         store: Store,
@@ -303,7 +306,7 @@ mod resume {
         }
 
         /// Runs `jobs` as a group (or the one alone): each one's output and files.
-        fn run(&self, jobs: &[Job]) -> Vec<(OpOutput, Vec<(String, Vec<u8>)>)> {
+        fn run(&self, jobs: &[Job]) -> Vec<Ran> {
             let cancel = CancelToken::new();
             let progress = |p: Progress| {
                 if let Some(m) = p.message {
@@ -339,11 +342,7 @@ mod resume {
         }
     }
 
-    fn same(
-        a: &(OpOutput, Vec<(String, Vec<u8>)>),
-        b: &(OpOutput, Vec<(String, Vec<u8>)>),
-        what: &str,
-    ) {
+    fn same(a: &Ran, b: &Ran, what: &str) {
         assert_eq!(
             format!("{:?}", a.0.metrics),
             format!("{:?}", b.0.metrics),
