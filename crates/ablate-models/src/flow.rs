@@ -77,6 +77,11 @@ impl Flow {
         self.layout.total()
     }
 
+    /// The parameter count of a flow of `cfg` (a valid config), without building one.
+    pub fn num_params_of(cfg: &FlowConfig) -> usize {
+        Layout::new(cfg).total()
+    }
+
     /// Every parameter, flat: per layer (lift, each field's fc1 and fc2, head) the weight
     /// `[out, in]` row-major, then the bias.
     pub fn params(&self) -> &[f32] {

@@ -38,7 +38,8 @@ mod tests;
 #[cfg(feature = "cuda")]
 pub use ablate_nn::cuda_devices;
 pub use ablate_nn::{
-    Backend, EpochLog, ExecOptions, NnError, NoObserver, Observer, Runtime, StepLog,
+    AdamState, Array, Backend, CHECKPOINT_FORMAT, Checkpoint, EpochLog, ExecOptions, Found,
+    NnError, NoObserver, Observer, Runtime, StepLog, TrainState,
 };
 pub use analysis::{
     Grid, InverseErrors, MetricStats, Trace, det, grid_over, metric_stats, sym_eigen,
@@ -46,5 +47,7 @@ pub use analysis::{
 pub use config::{Activation, FlowConfig, Form, Integrator, TrainConfig, Weights};
 pub use data::Dataset;
 pub use flow::{Evaluation, Flow};
-pub use fused::{FUSIBLE_TRAIN_FIELDS, train_flow_group};
-pub use train::{Accuracy, train_flow, train_flow_on, train_flow_with};
+pub use fused::{FUSIBLE_TRAIN_FIELDS, SpanOutcome, train_flow_group, train_flow_group_span};
+pub use train::{
+    Accuracy, Span, train_flow, train_flow_on, train_flow_span, train_flow_span_on, train_flow_with,
+};

@@ -3,7 +3,7 @@
 //! projection, on either backend.
 
 use ablate_nn::{
-    AdamConfig, AdamW, Batches, DecayAt, Hyper, Model, Observer, Plan, Schedule, Stats,
+    AdamConfig, AdamW, Batches, DecayAt, Hyper, Model, Observer, Plan, Schedule, Stats, TrainState,
 };
 use dfdx::tensor_ops::Device;
 
@@ -74,6 +74,70 @@ impl<'a> Shuffled<'a> {
     }
 }
 
+impl Shuffled<'_> {
+    /// Puts the stream where it is before epoch `epoch` (0-based) draws its shuffle: each
+    /// shuffle permutes the previous epoch's order, so the earlier ones are replayed (cheap next
+    /// to training an epoch).
+    pub(crate) fn skip_epochs(&mut self, epoch: usize) {
+        for _ in 0..epoch {
+            self.rng.shuffle(&mut self.order);
+        }
+    }
+}
+
+/// Where a flow's training starts and where it stops (early stopping, #24): from scratch or a
+/// [`TrainState`] taken at an epoch's end, to the end of epoch `stop` (1-based; the config's
+/// `epochs` for the whole run).
+#[derive(Clone, Copy, Debug)]
+pub struct Span<'a> {
+    pub from: Option<&'a TrainState>,
+    pub stop: usize,
+}
+
+impl Span<'_> {
+    /// The whole run of `train`.
+    pub fn whole(train: &TrainConfig) -> Span<'static> {
+        Span {
+            from: None,
+            stop: train.epochs,
+        }
+    }
+
+    /// The steps this span trains of `plan`, checked: it starts at an epoch's end no later
+    /// than it stops, within the plan.
+    pub(crate) fn steps(&self, plan: Plan) -> Result<std::ops::Range<usize>, NnError> {
+        let Plan::Epochs { epochs, per_epoch } = plan else {
+            unreachable!("flows train in epochs")
+        };
+        let start = self.from.map_or(0, |s| s.step);
+        if !start.is_multiple_of(per_epoch) || start > self.stop * per_epoch || self.stop > epochs {
+            return Err(NnError::InvalidConfig(format!(
+                "cannot resume at step {start} and stop after epoch {} of {epochs} epochs of \
+                 {per_epoch} steps",
+                self.stop
+            )));
+        }
+        Ok(start..self.stop * per_epoch)
+    }
+}
+
+/// The parameters a run starts from: the seeded initialisation, or the resumed state's.
+pub(crate) fn start_params(
+    layout: &Layout,
+    train: &TrainConfig,
+    from: Option<&TrainState>,
+) -> Result<Vec<f32>, NnError> {
+    match from {
+        None => Ok(layout.init(train.seed)),
+        Some(s) if s.params.len() == layout.total() => Ok(s.params.clone()),
+        Some(s) => Err(NnError::InvalidConfig(format!(
+            "the state to resume from has {} parameters, the model {}",
+            s.params.len(),
+            layout.total()
+        ))),
+    }
+}
+
 /// The step plan of training on `data` with `train`: epochs of `⌈n / batch⌉` batches.
 pub(crate) fn plan(data: &Dataset, train: &TrainConfig) -> Plan {
     Plan::Epochs {
@@ -122,10 +186,25 @@ pub fn train_flow_with(
     exec: &ExecOptions,
     observer: &mut dyn Observer<Accuracy>,
 ) -> Result<Flow, NnError> {
+    let span = Span::whole(train);
+    Ok(train_flow_span(cfg, train, data, exec, span, observer)?.0)
+}
+
+/// [`train_flow_with`] over `span` only: from its state (or scratch) to the end of its `stop`
+/// epoch. Returns the flow there and the state a later span resumes from; spans that follow
+/// one another give, bit for bit on one backend, what the whole run gives.
+pub fn train_flow_span(
+    cfg: &FlowConfig,
+    train: &TrainConfig,
+    data: &Dataset,
+    exec: &ExecOptions,
+    span: Span<'_>,
+    observer: &mut dyn Observer<Accuracy>,
+) -> Result<(Flow, TrainState), NnError> {
     match Runtime::open(exec)?.into_kind() {
         Kind::Cpu { threads } => {
             let layout = check(cfg, train, data)?;
-            let init = layout.init(train.seed);
+            let init = start_params(&layout, train, span.from)?;
             with_cpu_trainer(
                 cfg,
                 &layout,
@@ -133,12 +212,14 @@ pub fn train_flow_with(
                 train.batch,
                 threads,
                 train.lipschitz,
-                |trainer| run(cfg, train, data, &layout, trainer, observer),
+                |trainer| run(cfg, train, data, &layout, trainer, span, observer),
             )?
         }
-        Kind::Dfdx(dev) => catching(|| train_flow_on(&dev, cfg, train, data, observer)),
+        Kind::Dfdx(dev) => catching(|| train_flow_span_on(&dev, cfg, train, data, span, observer)),
         #[cfg(feature = "cuda")]
-        Kind::Cuda { dev, .. } => catching(|| train_flow_on(&dev, cfg, train, data, observer)),
+        Kind::Cuda { dev, .. } => {
+            catching(|| train_flow_span_on(&dev, cfg, train, data, span, observer))
+        }
     }
 }
 
@@ -152,10 +233,23 @@ pub fn train_flow_on<D: Device<f32>>(
     data: &Dataset,
     observer: &mut dyn Observer<Accuracy>,
 ) -> Result<Flow, NnError> {
+    let span = Span::whole(train);
+    Ok(train_flow_span_on(dev, cfg, train, data, span, observer)?.0)
+}
+
+/// [`train_flow_span`] through the tensor path on `dev`.
+pub fn train_flow_span_on<D: Device<f32>>(
+    dev: &D,
+    cfg: &FlowConfig,
+    train: &TrainConfig,
+    data: &Dataset,
+    span: Span<'_>,
+    observer: &mut dyn Observer<Accuracy>,
+) -> Result<(Flow, TrainState), NnError> {
     let layout = check(cfg, train, data)?;
-    let init = layout.init(train.seed);
+    let init = start_params(&layout, train, span.from)?;
     let mut trainer = TensorTrainer::new(dev, cfg, &layout, init, train.lipschitz);
-    run(cfg, train, data, &layout, &mut trainer, observer)
+    run(cfg, train, data, &layout, &mut trainer, span, observer)
 }
 
 pub(crate) fn check(
@@ -204,11 +298,35 @@ fn run(
     data: &Dataset,
     layout: &Layout,
     model: &mut dyn Model<Batch = Minibatch, Stats = Accuracy>,
+    span: Span<'_>,
     observer: &mut dyn Observer<Accuracy>,
-) -> Result<Flow, NnError> {
-    let mut batches = Shuffled::new(data, train);
+) -> Result<(Flow, TrainState), NnError> {
     let plan = plan(data, train);
+    let steps = span.steps(plan)?;
+    let mut batches = Shuffled::new(data, train);
+    batches.skip_epochs(steps.start / plan_per_epoch(plan));
     let mut opt = optimizer(layout, train);
-    ablate_nn::train(model, &mut opt, plan, &mut batches, observer)?;
-    Flow::from_parts(cfg.clone(), layout.clone(), model.params()?)
+    if let Some(from) = span.from {
+        opt.restore(0, &from.adam)?;
+    }
+    let stop = steps.end;
+    ablate_nn::train_span(model, &mut opt, plan, steps, &mut batches, observer)?;
+    let params = model.params()?;
+    let state = TrainState {
+        step: stop,
+        params: params.clone(),
+        adam: opt.state(0),
+    };
+    Ok((
+        Flow::from_parts(cfg.clone(), layout.clone(), params)?,
+        state,
+    ))
+}
+
+/// The steps of one epoch of a flow's plan.
+pub(crate) fn plan_per_epoch(plan: Plan) -> usize {
+    match plan {
+        Plan::Epochs { per_epoch, .. } => per_epoch,
+        Plan::Steps(_) => 1,
+    }
 }

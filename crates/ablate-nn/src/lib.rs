@@ -9,6 +9,7 @@
 //!   replica;
 //! - [`train`]: the one training loop over the [`Model`] trait, with one [`Observer`] for
 //!   progress and logged metrics;
+//! - [`checkpoint`]: the state a stopped run leaves and a longer one resumes from, bit for bit;
 //! - [`rng`]: the seeded generator every initialisation, shuffle and sample draws from;
 //! - [`runtime`]: the device [`Runtime`] (this crate's CPU kernels, or a dfdx device — a GPU in
 //!   a `cuda` build), the one place a dfdx device is opened;
@@ -22,6 +23,7 @@
 //! It imports nothing of ablate (dependencies: dfdx, gemm, safetensors, serde), must not print
 //! or read the environment, and every result is a pure function of its inputs and seeds.
 
+pub mod checkpoint;
 mod error;
 pub mod kernels;
 pub mod layers;
@@ -33,13 +35,14 @@ pub mod safetensors;
 pub mod store;
 pub mod train;
 
+pub use checkpoint::{Array, CHECKPOINT_FORMAT, Checkpoint, Found, TrainState};
 pub use error::{NnError, catching, device_error};
-pub use optim::{AdamConfig, AdamW, DecayAt, Hyper, Schedule, Update};
+pub use optim::{AdamConfig, AdamState, AdamW, DecayAt, Hyper, Schedule, Update};
 #[cfg(feature = "cuda")]
 pub use runtime::cuda_devices;
 pub use runtime::{Backend, ExecOptions, Kind, Runtime};
 pub use store::{Dense, Init, Layout, Norm, Params, Slot};
 pub use train::{
     Batches, EpochLog, GroupModel, Loss, MemberResult, Model, NoObserver, Observer, Plan, Stats,
-    StepLog, train, train_group,
+    StepLog, train, train_group, train_group_span, train_span,
 };

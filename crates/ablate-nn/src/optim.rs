@@ -75,6 +75,15 @@ pub struct Update {
     pub grad_norm: f32,
 }
 
+/// One replica's optimizer state: its moments and the step count their bias correction uses
+/// (what a checkpoint keeps, [`crate::checkpoint`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdamState {
+    pub t: u64,
+    pub m: Vec<f32>,
+    pub v: Vec<f32>,
+}
+
 /// AdamW over `hypers.len()` replicas of one layout; its moments live here.
 #[derive(Clone, Debug)]
 pub struct AdamW {
@@ -107,6 +116,33 @@ impl AdamW {
 
     pub fn hypers(&self) -> &[Hyper] {
         &self.hypers
+    }
+
+    /// Replica `r`'s moments and the step count.
+    pub fn state(&self, r: usize) -> AdamState {
+        let range = r * self.total..(r + 1) * self.total;
+        AdamState {
+            t: self.t,
+            m: self.m[range.clone()].to_vec(),
+            v: self.v[range].to_vec(),
+        }
+    }
+
+    /// Sets replica `r`'s moments and the step count (shared by every replica: the replicas
+    /// of one group resume from one step).
+    pub fn restore(&mut self, r: usize, s: &AdamState) -> Result<(), crate::NnError> {
+        let range = r * self.total..(r + 1) * self.total;
+        if s.m.len() != self.total || s.v.len() != self.total {
+            return Err(crate::NnError::InvalidConfig(format!(
+                "the optimizer state holds {} moments, the model has {} parameters",
+                s.m.len(),
+                self.total
+            )));
+        }
+        self.m[range.clone()].copy_from_slice(&s.m);
+        self.v[range].copy_from_slice(&s.v);
+        self.t = s.t;
+        Ok(())
     }
 
     /// The global norm of each replica's part of `grad` (in f64, rounded to f32).

@@ -13,6 +13,16 @@ impl SplitMix64 {
         g
     }
 
+    /// The whole state (what a checkpoint keeps of a data stream, #24).
+    pub fn state(&self) -> u64 {
+        self.0
+    }
+
+    /// The generator in the state [`SplitMix64::state`] returned.
+    pub fn from_state(state: u64) -> Self {
+        SplitMix64(state)
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;

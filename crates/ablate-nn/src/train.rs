@@ -2,7 +2,7 @@
 //! batches from a [`Batches`] source, one [`AdamW`] step per batch, progress to one
 //! [`Observer`]. Both model families run through it on every backend.
 
-use std::ops::ControlFlow;
+use std::ops::{ControlFlow, Range};
 
 use crate::NnError;
 use crate::optim::AdamW;
@@ -215,10 +215,27 @@ pub fn train<M: Model + ?Sized>(
     batches: &mut dyn Batches<M::Batch>,
     observer: &mut dyn Observer<M::Stats>,
 ) -> Result<Vec<StepLog<M::Stats>>, NnError> {
-    let mut out = train_group(
+    train_span(model, opt, plan, 0..plan.steps(), batches, observer)
+}
+
+/// [`train`] over the steps `span` of `plan` only (0-based; early stopping, #24): a run stopped
+/// after step `b` and resumed from there — the model's parameters and `opt`'s state as they
+/// were, see [`crate::TrainState`] — takes exactly the steps one uninterrupted run takes.
+/// Returns the log of the steps in `span`. With [`Plan::Epochs`] the span starts and ends at
+/// epoch boundaries (or at the plan's end), since an epoch's aggregate is not carried over.
+pub fn train_span<M: Model + ?Sized>(
+    model: &mut M,
+    opt: &mut AdamW,
+    plan: Plan,
+    span: Range<usize>,
+    batches: &mut dyn Batches<M::Batch>,
+    observer: &mut dyn Observer<M::Stats>,
+) -> Result<Vec<StepLog<M::Stats>>, NnError> {
+    let mut out = train_group_span(
         &mut Alone(model),
         opt,
         plan,
+        span,
         &mut [batches],
         &mut [observer],
     )?;
@@ -248,22 +265,49 @@ pub fn train_group<G: GroupModel + ?Sized>(
     batches: &mut [&mut dyn Batches<G::Batch>],
     observers: &mut [&mut dyn Observer<G::Stats>],
 ) -> Result<Vec<MemberResult<G::Stats>>, NnError> {
+    train_group_span(model, opt, plan, 0..plan.steps(), batches, observers)
+}
+
+/// [`train_group`] over the steps `span` of `plan` (see [`train_span`]): every member starts
+/// at `span.start`, from the state the caller restored.
+pub fn train_group_span<G: GroupModel + ?Sized>(
+    model: &mut G,
+    opt: &mut AdamW,
+    plan: Plan,
+    span: Range<usize>,
+    batches: &mut [&mut dyn Batches<G::Batch>],
+    observers: &mut [&mut dyn Observer<G::Stats>],
+) -> Result<Vec<MemberResult<G::Stats>>, NnError> {
     let k = model.members();
     assert!(
         batches.len() == k && observers.len() == k && opt.hypers().len() == k,
         "one batch source, observer and replica per member"
     );
     let steps = plan.steps();
+    let at_boundary = |s: usize| match plan {
+        Plan::Epochs { per_epoch, .. } => s.is_multiple_of(per_epoch.max(1)) || s == steps,
+        Plan::Steps(_) => true,
+    };
+    if span.start > span.end
+        || span.end > steps
+        || !at_boundary(span.start)
+        || !at_boundary(span.end)
+    {
+        return Err(NnError::InvalidConfig(format!(
+            "cannot train steps {}..{} of a plan of {steps} steps ({plan:?})",
+            span.start, span.end
+        )));
+    }
     let mut members: Vec<Member<G::Stats>> = (0..k)
         .map(|_| Member {
-            logs: Vec::with_capacity(steps),
+            logs: Vec::with_capacity(span.len()),
             epoch: (0.0, 0.0, G::Stats::default()),
             ended: None,
         })
         .collect();
     let mut grad = Vec::new();
     let mut live = vec![true; k];
-    for step in 0..steps {
+    for step in span {
         for (m, member) in members.iter_mut().enumerate() {
             if live[m] && observers[m].cancelled() {
                 member.ended = Some(NnError::Cancelled);
@@ -566,6 +610,52 @@ mod tests {
         .unwrap_err();
         assert!(matches!(e, NnError::Cancelled));
         assert_eq!(rec.steps.len(), 3);
+    }
+
+    #[test]
+    fn training_in_spans_from_a_restored_state_equals_one_run() {
+        let plan = Plan::Epochs {
+            epochs: 4,
+            per_epoch: 2,
+        };
+        let data = || Targets(vec![vec![1.0, 3.0], vec![2.0]]);
+        let mut whole = Quadratic { w: vec![0.0] };
+        let want = train(
+            &mut whole,
+            &mut adam(0.1),
+            plan,
+            &mut data(),
+            &mut NoObserver,
+        )
+        .unwrap();
+        // 0..2, then 2..6, then 6..8, each from a fresh model and optimizer given the state
+        let (mut w, mut state, mut logs) = (vec![0.0], None, Vec::new());
+        for span in [0..2, 2..6, 6..8] {
+            let mut model = Quadratic { w: w.clone() };
+            let mut opt = adam(0.1);
+            if let Some(s) = &state {
+                opt.restore(0, s).unwrap();
+            }
+            let mut rec = Record::default();
+            logs.extend(
+                train_span(&mut model, &mut opt, plan, span, &mut data(), &mut rec).unwrap(),
+            );
+            w = model.w;
+            state = Some(opt.state(0));
+        }
+        assert_eq!(logs, want);
+        assert_eq!(w[0].to_bits(), whole.w[0].to_bits());
+        // a span that cuts an epoch is refused
+        let e = train_span(
+            &mut whole,
+            &mut adam(0.1),
+            plan,
+            1..4,
+            &mut data(),
+            &mut NoObserver,
+        )
+        .unwrap_err();
+        assert!(matches!(e, NnError::InvalidConfig(_)), "{e:?}");
     }
 
     /// [`Quadratic`] for several members at once, one parameter each.

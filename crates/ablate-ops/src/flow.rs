@@ -5,8 +5,8 @@ use std::ops::ControlFlow;
 
 use ablate_cache::{EntryStatus, Metric};
 use ablate_models::{
-    Accuracy, Activation, Backend, EpochLog, ExecOptions, Flow, FlowConfig, Form, Integrator,
-    NnError, Observer, TrainConfig, Weights,
+    Accuracy, Activation, Array, Backend, Checkpoint, EpochLog, ExecOptions, Flow, FlowConfig,
+    Form, Integrator, NnError, Observer, Span, TrainConfig, TrainState, Weights,
 };
 use ablate_results::{Column, ColumnData, Table};
 use ablate_run::{OpContext, OpError, OpOutput};
@@ -16,6 +16,7 @@ use serde_json::json;
 
 use crate::params::typed;
 use crate::registry::Op;
+use crate::support::checkpoint;
 use crate::support::{
     artifact, backend, model_error, probe_points, read_dataset, runtime, training_progress,
 };
@@ -185,7 +186,7 @@ impl Op for TrainFlow {
         let job = prepare(ctx)?;
         let mut observer = EpochObserver {
             ctx,
-            history: Vec::new(),
+            history: job.history_so_far(),
         };
         // Results do not depend on the thread count (fixed shards summed in order), so threads
         // stay out of the key.
@@ -193,14 +194,15 @@ impl Op for TrainFlow {
             threads: ctx.threads(),
             backend: job.backend,
         };
-        let result = ablate_models::train_flow_with(
+        let result = ablate_models::train_flow_span(
             &job.config,
             &job.train,
             &job.data,
             &exec,
+            job.span(),
             &mut observer,
         );
-        finish(ctx, result, &observer.history)
+        finish(ctx, &job, result, &observer.history)
     }
 }
 
@@ -215,18 +217,102 @@ struct Prepared {
     train: TrainConfig,
     data: ablate_models::Dataset,
     backend: Backend,
+    /// What its checkpoint is tagged with.
+    tag: String,
+    /// The checkpoint it resumes from.
+    resumed: Option<Resumed>,
+    /// The epoch it trains to: its budget's, or its last.
+    stop: usize,
+    /// Whether it stops at its budget before its end (then it leaves a checkpoint there).
+    budgeted: bool,
+}
+
+/// A `train.flow` checkpoint: the training state after some epochs and the history so far.
+struct Resumed {
+    state: TrainState,
+    history: Vec<(u64, f64, f64)>,
 }
 
 impl Prepared {
     /// Whether `self` and `other` can train in one group: the same model, step schedule,
-    /// data shape and device (they may differ in [`FUSIBLE`] params only).
+    /// data shape and device (they may differ in [`FUSIBLE`] params only), resuming from the
+    /// same epoch and stopping at the same one.
     fn fuses_with(&self, other: &Prepared) -> bool {
         self.config == other.config
             && self.train.epochs == other.train.epochs
             && self.train.batch == other.train.batch
             && self.data.len() == other.data.len()
             && self.backend == other.backend
+            && self.start() == other.start()
+            && self.stop == other.stop
     }
+
+    fn start(&self) -> usize {
+        self.resumed.as_ref().map_or(0, |r| r.state.step)
+    }
+
+    fn span(&self) -> Span<'_> {
+        Span {
+            from: self.resumed.as_ref().map(|r| &r.state),
+            stop: self.stop,
+        }
+    }
+
+    fn history_so_far(&self) -> Vec<(u64, f64, f64)> {
+        self.resumed
+            .as_ref()
+            .map(|r| r.history.clone())
+            .unwrap_or_default()
+    }
+
+    /// The checkpoint of this run stopped in `state` with `history`.
+    fn checkpoint(&self, state: &TrainState, history: &[(u64, f64, f64)]) -> Checkpoint {
+        let mut c = Checkpoint::new(self.tag.clone(), self.stop as u64);
+        c.put_state("", state);
+        c.put(
+            "history.epoch",
+            Array::U64(history.iter().map(|h| h.0).collect()),
+        );
+        c.put(
+            "history.loss",
+            Array::F64(history.iter().map(|h| h.1).collect()),
+        );
+        c.put(
+            "history.acc",
+            Array::F64(history.iter().map(|h| h.2).collect()),
+        );
+        c
+    }
+}
+
+/// The epoch a `train.flow` checkpoint was taken after, its state and history, checked against
+/// the run it would resume (`n` parameters, `per_epoch` steps an epoch, `epochs` in all).
+fn resumed_from(
+    c: &Checkpoint,
+    n: usize,
+    per_epoch: usize,
+    epochs: usize,
+) -> Result<Resumed, String> {
+    let state = c.state("", n)?;
+    let epoch = c.step as usize;
+    let (e, loss, acc) = (
+        c.u64s("history.epoch")?,
+        c.f64s("history.loss")?,
+        c.f64s("history.acc")?,
+    );
+    if state.step != epoch * per_epoch || epoch > epochs || e.len() != epoch {
+        return Err(format!(
+            "it is at epoch {epoch} (step {}) with {} epochs logged, which does not fit a run of \
+             {epochs} epochs of {per_epoch} steps",
+            state.step,
+            e.len()
+        ));
+    }
+    if loss.len() != e.len() || acc.len() != e.len() {
+        return Err("its history is malformed".into());
+    }
+    let history = (0..e.len()).map(|i| (e[i], loss[i], acc[i])).collect();
+    Ok(Resumed { state, history })
 }
 
 fn prepare(ctx: &OpContext<'_>) -> Result<Prepared, OpError> {
@@ -252,11 +338,36 @@ fn prepare(ctx: &OpContext<'_>) -> Result<Prepared, OpError> {
         weight_decay: p.weight_decay as f32,
         lipschitz: p.lipschitz.map(|l| l as f32),
     };
+    let backend = backend(ctx)?;
+    let tag = checkpoint::tag(ctx, "train.flow", backend);
+    let epochs = p.epochs as u64;
+    // A budget below the run's length stops it there (early stopping, #24).
+    let stop = ctx.budget().map_or(epochs, |b| b.min(epochs));
+    let per_epoch = data.len().div_ceil(p.batch.max(1));
+    let mut resumed = checkpoint::load(ctx, &tag, epochs, |c| {
+        config.validate().map_err(|e| e.to_string())?;
+        resumed_from(c, Flow::num_params_of(&config), per_epoch, p.epochs)
+    });
+    // A checkpoint past the budget cannot be rewound: this run trains from the start to the
+    // budget, and the further checkpoint stays for a longer run.
+    if resumed
+        .as_ref()
+        .is_some_and(|r| r.history.len() as u64 > stop)
+    {
+        resumed = None;
+    }
+    if let Some(r) = &resumed {
+        checkpoint::say_resumed(ctx, r.history.len() as u64, epochs, "epoch");
+    }
     Ok(Prepared {
         config,
         train,
         data,
-        backend: backend(ctx)?,
+        backend,
+        tag,
+        resumed,
+        stop: stop as usize,
+        budgeted: stop < epochs,
     })
 }
 
@@ -264,13 +375,21 @@ fn prepare(ctx: &OpContext<'_>) -> Result<Prepared, OpError> {
 /// and status — through `ctx`.
 fn finish(
     ctx: &OpContext<'_>,
-    result: Result<Flow, NnError>,
+    job: &Prepared,
+    result: Result<(Flow, TrainState), NnError>,
     h: &[(u64, f64, f64)],
 ) -> Result<OpOutput, OpError> {
     // A divergence is a result the executor keeps or fails by the stage's `diverged:`:
     // the epochs before it are logged, and there is no model to save.
     let (flow, status) = match result {
-        Ok(flow) => (Some(flow), EntryStatus::Done),
+        Ok((flow, state)) => {
+            // Stopped at its budget: what a longer run resumes from (unless it is there
+            // already, or the checkpoint left is further on).
+            if job.budgeted && job.start() < state.step {
+                checkpoint::save(ctx, &job.checkpoint(&state, h))?;
+            }
+            (Some(flow), EntryStatus::Done)
+        }
         Err(NnError::NonFinite {
             epoch,
             loss,
@@ -282,6 +401,8 @@ fn finish(
             } else {
                 EntryStatus::diverged("loss", Some(epoch as u64), f64::from(loss))
             };
+            // Nothing of a diverged run is resumed.
+            checkpoint::discard(ctx);
             (None, status)
         }
         Err(e) => return Err(model_error(e)),
@@ -322,11 +443,12 @@ fn finish(
         }
         metrics.push(Metric::new("params", flow.num_params() as f64));
     }
+    let stopped_at = (job.budgeted && status.is_done()).then_some(job.stop as u64);
     Ok(OpOutput {
         metrics,
         publish: Vec::new(),
         status,
-        stopped_at: None,
+        stopped_at,
     })
 }
 
@@ -370,11 +492,13 @@ pub fn run_group(ctxs: &[OpContext<'_>]) -> Vec<Result<OpOutput, OpError>> {
             .collect();
         let trains: Vec<TrainConfig> = members.iter().map(|p| p.train.clone()).collect();
         let data: Vec<&ablate_models::Dataset> = members.iter().map(|p| &p.data).collect();
+        let from: Vec<Option<&TrainState>> = members.iter().map(|p| p.span().from).collect();
         let mut observers: Vec<EpochObserver<'_, '_>> = group
             .iter()
-            .map(|&i| EpochObserver {
+            .zip(&members)
+            .map(|(&i, p)| EpochObserver {
                 ctx: &ctxs[i],
-                history: Vec::new(),
+                history: p.history_so_far(),
             })
             .collect();
         let mut obs: Vec<&mut dyn Observer<Accuracy>> = observers
@@ -386,10 +510,16 @@ pub fn run_group(ctxs: &[OpContext<'_>]) -> Vec<Result<OpOutput, OpError>> {
             threads: group.iter().map(|&i| ctxs[i].threads()).max().unwrap_or(1),
             backend: members[0].backend,
         };
-        match ablate_models::train_flow_group(&members[0].config, &trains, &data, &exec, &mut obs) {
+        let stop = members[0].stop;
+        let cfg = &members[0].config;
+        match ablate_models::train_flow_group_span(
+            cfg, &trains, &data, &exec, &from, stop, &mut obs,
+        ) {
             Ok(results) => {
-                for ((&i, result), o) in group.iter().zip(results).zip(&observers) {
-                    out[i] = Some(finish(&ctxs[i], result, &o.history));
+                for (((&i, result), o), p) in
+                    group.iter().zip(results).zip(&observers).zip(&members)
+                {
+                    out[i] = Some(finish(&ctxs[i], p, result, &o.history));
                 }
             }
             Err(e) => {
@@ -518,7 +648,7 @@ mod tests {
     use crate::registry::Op;
 
     /// Commits a data entry `n` holding a `train.parquet` of 60 points (its own draw).
-    fn data_entry(store: &Store, n: u64) -> InstanceKey {
+    pub(super) fn data_entry(store: &Store, n: u64) -> InstanceKey {
         let ki = KeyInput {
             scheme: HASH_SCHEME,
             op: "data.synthetic".into(),
@@ -563,7 +693,7 @@ mod tests {
         key
     }
 
-    fn train_job(data: InstanceKey, params: Value) -> ablate_run::Job {
+    pub(super) fn train_job(data: InstanceKey, params: Value) -> ablate_run::Job {
         let mut p: Params = TrainFlow::new()
             .schema
             .params
@@ -584,7 +714,7 @@ mod tests {
     }
 
     /// Every file of `dir`, by name.
-    fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    pub(super) fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         std::fs::read_dir(dir)
             .unwrap()
             .map(|e| {
@@ -690,5 +820,244 @@ mod tests {
             EntryStatus::Diverged { .. }
         ));
         assert!(files(&fused_dirs[0]).contains_key("model.safetensors"));
+    }
+}
+
+#[cfg(test)]
+mod resume_tests {
+    //! Early stopping's checkpoints (#24): a `train.flow` stopped at budgets and resumed is the
+    //! run that never stopped, byte for byte.
+
+    use std::path::PathBuf;
+    use std::sync::Mutex;
+
+    use ablate_cache::Store;
+    use ablate_run::{CancelToken, Job, Progress};
+    use serde_json::{Value, json};
+
+    use super::tests::{data_entry, files, train_job};
+    use super::*;
+    use crate::support::checkpoint::CHECKPOINT_FILE;
+
+    struct Bench {
+        root: tempfile::TempDir,
+        store: Store,
+        messages: Mutex<Vec<String>>,
+        runs: Mutex<usize>,
+    }
+
+    impl Bench {
+        fn new() -> Bench {
+            let root = tempfile::tempdir().unwrap();
+            let store = Store::open(&root.path().join("cache")).unwrap();
+            Bench {
+                root,
+                store,
+                messages: Mutex::new(Vec::new()),
+                runs: Mutex::new(0),
+            }
+        }
+
+        fn out_dir(&self) -> PathBuf {
+            let mut n = self.runs.lock().unwrap();
+            *n += 1;
+            let d = self.root.path().join(format!("out{n}"));
+            std::fs::create_dir_all(&d).unwrap();
+            d
+        }
+
+        /// Runs `jobs` (with their budgets) as a group, or the one job alone; returns each
+        /// result and out directory.
+        fn run(&self, jobs: &[Job]) -> Vec<(OpOutput, PathBuf)> {
+            let cancel = CancelToken::new();
+            let progress = |p: Progress| {
+                if let Some(m) = p.message {
+                    self.messages.lock().unwrap().push(m);
+                }
+            };
+            let dirs: Vec<PathBuf> = jobs.iter().map(|_| self.out_dir()).collect();
+            let ctxs: Vec<OpContext<'_>> = jobs
+                .iter()
+                .zip(&dirs)
+                .map(|(j, d)| {
+                    OpContext::new(j, d, &self.store, self.root.path(), 1, &progress, &cancel)
+                })
+                .collect();
+            let out = if let [ctx] = &ctxs[..] {
+                vec![TrainFlow::new().run(ctx)]
+            } else {
+                run_group(&ctxs)
+            };
+            out.into_iter().map(|r| r.unwrap()).zip(dirs).collect()
+        }
+
+        fn checkpoint(&self, job: &Job) -> PathBuf {
+            self.store.checkpoint_dir(&job.key).join(CHECKPOINT_FILE)
+        }
+    }
+
+    fn budgeted(job: &Job, budget: Option<u64>) -> Job {
+        let mut j = job.clone();
+        j.budget = budget;
+        j
+    }
+
+    fn small(extra: Value) -> Value {
+        let mut v = json!({"epochs": 5, "batch": 16, "hidden": 6, "steps": 3});
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        v
+    }
+
+    fn same(a: &(OpOutput, PathBuf), b: &(OpOutput, PathBuf), what: &str) {
+        assert_eq!(
+            format!("{:?}", a.0.metrics),
+            format!("{:?}", b.0.metrics),
+            "{what}"
+        );
+        assert_eq!(
+            format!("{:?}", a.0.status),
+            format!("{:?}", b.0.status),
+            "{what}"
+        );
+        assert_eq!(files(&a.1), files(&b.1), "{what}");
+    }
+
+    #[test]
+    fn train_flow_stopped_at_budgets_and_resumed_equals_one_run() {
+        let b = Bench::new();
+        let data = data_entry(&b.store, 0);
+        let job = train_job(
+            data,
+            small(json!({"seed": 3, "lipschitz": 0.8, "weight_decay": 0.1})),
+        );
+        let whole = b.run(std::slice::from_ref(&job)).remove(0);
+        assert_eq!(whole.0.stopped_at, None);
+        assert!(!b.checkpoint(&job).exists(), "no budget, no checkpoint");
+
+        let first = b.run(&[budgeted(&job, Some(1))]).remove(0);
+        assert_eq!(first.0.stopped_at, Some(1));
+        assert!(b.checkpoint(&job).exists());
+        // What it wrote at epoch 1 is what a run of 1 epoch writes.
+        let one_epoch = b
+            .run(&[train_job(
+                data,
+                small(json!({"seed": 3, "lipschitz": 0.8, "weight_decay": 0.1, "epochs": 1})),
+            )])
+            .remove(0);
+        same(&first, &one_epoch, "at the budget");
+
+        let second = b.run(&[budgeted(&job, Some(3))]).remove(0);
+        assert_eq!(second.0.stopped_at, Some(3));
+        let resumed = b.messages.lock().unwrap().clone();
+        assert!(
+            resumed
+                .iter()
+                .any(|m| m.contains("resuming from its checkpoint at epoch 1")),
+            "{resumed:?}"
+        );
+        // a budget at or past the end: the whole run, from the checkpoint at 3
+        let last = b.run(&[budgeted(&job, Some(9))]).remove(0);
+        assert_eq!(last.0.stopped_at, None);
+        same(&whole, &last, "resumed to the end");
+        assert!(
+            b.messages
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|m| m.contains("at epoch 3")),
+        );
+        // a smaller budget than the checkpoint's: trained from the start, the checkpoint kept
+        let again = b.run(&[budgeted(&job, Some(1))]).remove(0);
+        same(&first, &again, "a budget below the checkpoint");
+        let end = b.run(std::slice::from_ref(&job)).remove(0);
+        same(&whole, &end, "still resumes from epoch 3");
+    }
+
+    #[test]
+    fn a_fused_group_with_members_at_different_steps_equals_their_unfused_runs() {
+        let b = Bench::new();
+        let (d0, d1) = (data_entry(&b.store, 0), data_entry(&b.store, 1));
+        let jobs = [
+            train_job(d0, small(json!({"seed": 1, "lr": 0.01}))),
+            train_job(
+                d1,
+                small(json!({"seed": 2, "lr": 0.03, "weight_decay": 0.1})),
+            ),
+            train_job(d0, small(json!({"seed": 4, "lr": 0.02, "lipschitz": 0.5}))),
+            train_job(d1, small(json!({"seed": 5, "lr": 0.015}))),
+        ];
+        let alone: Vec<(OpOutput, PathBuf)> = jobs
+            .iter()
+            .map(|j| b.run(std::slice::from_ref(j)).remove(0))
+            .collect();
+        let round = |budgets: [Option<u64>; 4]| {
+            let js: Vec<Job> = jobs
+                .iter()
+                .zip(budgets)
+                .map(|(j, bu)| budgeted(j, bu))
+                .collect();
+            b.run(&js)
+        };
+        // 0 and 1 fuse (0 → 1), 2 alone (0 → 2), 3 whole
+        let r1 = round([Some(1), Some(1), Some(2), None]);
+        let stops: Vec<Option<u64>> = r1.iter().map(|r| r.0.stopped_at).collect();
+        assert_eq!(stops, [Some(1), Some(1), Some(2), None]);
+        same(&r1[3], &alone[3], "member 3 whole");
+        // 0: 1 → 3; 1: 1 → end; 2: 2 → end (1 and 2 resume from different epochs)
+        let r2 = round([Some(3), None, None, None]);
+        assert_eq!(r2[0].0.stopped_at, Some(3));
+        for m in 1..4 {
+            same(&r2[m], &alone[m], &format!("member {m}, second round"));
+        }
+        let r3 = round([None, None, Some(4), Some(5)]);
+        for m in [0, 3] {
+            same(&r3[m], &alone[m], &format!("member {m}, third round"));
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_of_something_else_or_truncated_is_ignored_and_training_starts_over() {
+        let b = Bench::new();
+        let data = data_entry(&b.store, 0);
+        let (a, other) = (
+            train_job(data, small(json!({"seed": 1}))),
+            train_job(data, small(json!({"seed": 2}))),
+        );
+        let whole = b.run(std::slice::from_ref(&a)).remove(0);
+        b.run(&[budgeted(&other, Some(2))]);
+        // `other`'s checkpoint where `a`'s would be
+        let path = b.checkpoint(&a);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::copy(b.checkpoint(&other), &path).unwrap();
+        let got = b.run(std::slice::from_ref(&a)).remove(0);
+        same(&whole, &got, "a foreign checkpoint");
+        assert!(b.messages.lock().unwrap().iter().any(
+            |m| m.contains("ignoring the checkpoint") && m.contains("training from the start")
+        ),);
+        // its own checkpoint, cut short
+        b.run(&[budgeted(&a, Some(2))]);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+        b.messages.lock().unwrap().clear();
+        let got = b.run(std::slice::from_ref(&a)).remove(0);
+        same(&whole, &got, "a truncated checkpoint");
+        let m = b.messages.lock().unwrap().clone();
+        assert!(m.iter().any(|m| m.contains("checksum")), "{m:?}");
+    }
+
+    #[test]
+    fn a_diverged_run_leaves_no_checkpoint() {
+        let b = Bench::new();
+        let data = data_entry(&b.store, 0);
+        let job = train_job(data, small(json!({"seed": 3, "lr": 1e30})));
+        let path = b.checkpoint(&job);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"stale").unwrap();
+        let out = b.run(&[budgeted(&job, Some(3))]).remove(0);
+        assert!(matches!(out.0.status, EntryStatus::Diverged { .. }));
+        assert_eq!(out.0.stopped_at, None);
+        assert!(!path.exists());
     }
 }

@@ -24,12 +24,14 @@ mod tests;
 
 use std::sync::{Mutex, RwLock};
 
-use ablate_nn::{AdamW, GroupModel, Kind, Loss, Observer, Runtime, catching};
+use ablate_nn::{AdamW, GroupModel, Kind, Loss, Observer, Runtime, TrainState, catching};
 
 use crate::cpu::{BatchStats, Net, Workspace, shards};
 use crate::params::Layout;
 use crate::pool::{self, Pool};
-use crate::train::{Accuracy, Minibatch, Shuffled, check, group_optimizer, plan};
+use crate::train::{
+    Accuracy, Minibatch, Shuffled, Span, check, group_optimizer, plan, plan_per_epoch, start_params,
+};
 use crate::{Dataset, ExecOptions, Flow, FlowConfig, NnError, TrainConfig};
 use lanes::{LANES, V, ZERO};
 use net::{BlockNet, BlockWs};
@@ -85,6 +87,36 @@ pub fn train_flow_group(
     exec: &ExecOptions,
     observers: &mut [&mut dyn Observer<Accuracy>],
 ) -> Result<Vec<Result<Flow, NnError>>, NnError> {
+    let from = vec![None; members.len()];
+    let stop = members.first().map_or(0, |t| t.epochs);
+    let done = train_flow_group_span(cfg, members, data, exec, &from, stop, observers)?;
+    Ok(done.into_iter().map(|r| r.map(|(flow, _)| flow)).collect())
+}
+
+/// A member's outcome in [`train_flow_group_span`]: its flow and the state it stopped in.
+pub type SpanOutcome = Result<(Flow, TrainState), NnError>;
+
+/// [`train_flow_group`] over a span (early stopping, #24): member `m` starts from `from[m]`
+/// (or scratch) and every member stops after epoch `stop`, as [`crate::train_flow_span`] would
+/// train it alone. Members resume from one step (a group whose states differ in step is the
+/// group's error: train such members in separate groups).
+pub fn train_flow_group_span(
+    cfg: &FlowConfig,
+    members: &[TrainConfig],
+    data: &[&Dataset],
+    exec: &ExecOptions,
+    from: &[Option<&TrainState>],
+    stop: usize,
+    observers: &mut [&mut dyn Observer<Accuracy>],
+) -> Result<Vec<SpanOutcome>, NnError> {
+    let start = from.first().copied().flatten().map(|s| s.step);
+    if from.len() != members.len() || from.iter().any(|f| f.map(|s| s.step) != start) {
+        return Err(NnError::InvalidConfig(
+            "failed to fuse the group: its members resume from different steps (hint: train \
+             them in separate groups)"
+                .into(),
+        ));
+    }
     if data.len() != members.len() || observers.len() != members.len() {
         return Err(NnError::InvalidConfig(format!(
             "a fused group needs one data set and one observer per member: {} members, {} data \
@@ -95,11 +127,18 @@ pub fn train_flow_group(
         )));
     }
     cfg.validate()?;
-    let mut out: Vec<Option<Result<Flow, NnError>>> = (0..members.len()).map(|_| None).collect();
-    // A member whose own settings or data are invalid fails alone, as it would unfused.
+    let mut out: Vec<Option<SpanOutcome>> = (0..members.len()).map(|_| None).collect();
+    // A member whose own settings, data or state are invalid fails alone, as it would unfused.
     let mut ok = Vec::new();
     for (m, (train, d)) in members.iter().zip(data).enumerate() {
-        match check(cfg, train, d) {
+        let span = Span {
+            from: from[m],
+            stop,
+        };
+        match check(cfg, train, d).and_then(|layout| {
+            start_params(&layout, train, from[m])?;
+            span.steps(plan(d, train))
+        }) {
             Ok(_) => ok.push(m),
             Err(e) => out[m] = Some(Err(e)),
         }
@@ -117,20 +156,23 @@ pub fn train_flow_group(
             }
             let trains: Vec<&TrainConfig> = ok.iter().map(|&m| &members[m]).collect();
             let sets: Vec<&Dataset> = ok.iter().map(|&m| data[m]).collect();
-            let done = train_cpu(cfg, &trains, &sets, threads, &mut obs)?;
+            let states: Vec<Option<&TrainState>> = ok.iter().map(|&m| from[m]).collect();
+            let done = train_cpu(cfg, &trains, &sets, &states, stop, threads, &mut obs)?;
             for (&m, r) in ok.iter().zip(done) {
                 out[m] = Some(r);
             }
         }
         Kind::Dfdx(dev) => {
-            let done = catching(|| tensor::train(&dev, cfg, members, data, &ok, observers))?;
+            let done =
+                catching(|| tensor::train(&dev, cfg, members, data, from, stop, &ok, observers))?;
             for (&m, r) in ok.iter().zip(done) {
                 out[m] = Some(r);
             }
         }
         #[cfg(feature = "cuda")]
         Kind::Cuda { dev, .. } => {
-            let done = catching(|| tensor::train(&dev, cfg, members, data, &ok, observers))?;
+            let done =
+                catching(|| tensor::train(&dev, cfg, members, data, from, stop, &ok, observers))?;
             for (&m, r) in ok.iter().zip(done) {
                 out[m] = Some(r);
             }
@@ -181,9 +223,11 @@ fn train_cpu(
     cfg: &FlowConfig,
     trains: &[&TrainConfig],
     data: &[&Dataset],
+    from: &[Option<&TrainState>],
+    stop: usize,
     threads: usize,
     observers: &mut [&mut dyn Observer<Accuracy>],
-) -> Result<Vec<Result<Flow, NnError>>, NnError> {
+) -> Result<Vec<SpanOutcome>, NnError> {
     let k = trains.len();
     if k == 0 {
         return Ok(Vec::new());
@@ -191,8 +235,8 @@ fn train_cpu(
     let layout = Layout::new(cfg);
     let n = layout.total();
     let mut params = Vec::with_capacity(k * n);
-    for t in trains {
-        params.extend(layout.init(t.seed));
+    for (t, f) in trains.iter().zip(from) {
+        params.extend(start_params(&layout, t, *f)?);
     }
     let batch = trains[0].batch.min(data[0].len());
     let engine = if uses_lanes(cfg, trains[0].batch, data[0].len()) {
@@ -241,13 +285,8 @@ fn train_cpu(
     };
     let run_unit = |u: usize| shared.run_unit(u);
     let helpers = threads.clamp(1, units) - 1;
-    let mut opt = group_optimizer(&layout, trains);
     let plan = plan(data[0], trains[0]);
-    let mut sources: Vec<Shuffled<'_>> = trains
-        .iter()
-        .zip(data)
-        .map(|(t, d)| Shuffled::new(d, t))
-        .collect();
+    let (mut opt, steps, mut sources) = resume(&layout, trains, data, from, stop, plan)?;
     let results = pool::with_helpers(&shared.pool, helpers, &run_unit, || {
         let mut model = GroupTrainer {
             shared: &shared,
@@ -258,25 +297,81 @@ fn train_cpu(
             .iter_mut()
             .map(|s| s as &mut dyn ablate_nn::Batches<Minibatch>)
             .collect();
-        ablate_nn::train_group(&mut model, &mut opt, plan, &mut batches, observers)
+        ablate_nn::train_group_span(
+            &mut model,
+            &mut opt,
+            plan,
+            steps.clone(),
+            &mut batches,
+            observers,
+        )
     })?;
     let params = shared
         .params
         .into_inner()
         .unwrap_or_else(|e| e.into_inner());
-    Ok(results
+    Ok(outcomes(cfg, &layout, &params, &opt, steps.end, results))
+}
+
+/// A group's optimizer (each replica restored from its member's state), the steps it trains,
+/// and each member's batches put where its span starts.
+fn resume<'d>(
+    layout: &Layout,
+    trains: &[&TrainConfig],
+    data: &[&'d Dataset],
+    from: &[Option<&TrainState>],
+    stop: usize,
+    plan: ablate_nn::Plan,
+) -> Result<(AdamW, std::ops::Range<usize>, Vec<Shuffled<'d>>), NnError> {
+    let mut opt = group_optimizer(layout, trains);
+    for (m, f) in from.iter().enumerate() {
+        if let Some(f) = f {
+            opt.restore(m, &f.adam)?;
+        }
+    }
+    let steps = Span {
+        from: from.first().copied().flatten(),
+        stop,
+    }
+    .steps(plan)?;
+    let epoch = steps.start / plan_per_epoch(plan);
+    let sources = trains
+        .iter()
+        .zip(data)
+        .map(|(t, d)| {
+            let mut s = Shuffled::new(d, t);
+            s.skip_epochs(epoch);
+            s
+        })
+        .collect();
+    Ok((opt, steps, sources))
+}
+
+/// Each member's flow and state (`params` member-major) after step `step`, or its error.
+fn outcomes(
+    cfg: &FlowConfig,
+    layout: &Layout,
+    params: &[f32],
+    opt: &AdamW,
+    step: usize,
+    results: Vec<ablate_nn::MemberResult<Accuracy>>,
+) -> Vec<SpanOutcome> {
+    let n = layout.total();
+    results
         .into_iter()
         .enumerate()
         .map(|(m, r)| {
             r.and_then(|_| {
-                Flow::from_parts(
-                    cfg.clone(),
-                    layout.clone(),
-                    params[m * n..(m + 1) * n].to_vec(),
-                )
+                let p = params[m * n..(m + 1) * n].to_vec();
+                let state = TrainState {
+                    step,
+                    params: p.clone(),
+                    adam: opt.state(m),
+                };
+                Ok((Flow::from_parts(cfg.clone(), layout.clone(), p)?, state))
             })
         })
-        .collect())
+        .collect()
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -25,14 +25,14 @@ use dfdx::tensor_ops::{
     BroadcastTo, ChooseFrom, Device, PermuteTo, SumTo, TryAdd, TryGt, TryMatMul, TryMul, TrySub,
 };
 
-use ablate_nn::{GroupModel, Loss, Observer, device_error as device_err};
+use ablate_nn::{GroupModel, Loss, Observer, TrainState, device_error as device_err};
 
 use crate::config::{Activation, Form, Integrator};
 use crate::constrain;
 use crate::cpu::BatchStats;
 use crate::params::{Dense, Layout};
-use crate::train::{Accuracy, Minibatch, Shuffled, group_optimizer, plan};
-use crate::{Dataset, Flow, FlowConfig, NnError, TrainConfig};
+use crate::train::{Accuracy, Minibatch, plan, start_params};
+use crate::{Dataset, FlowConfig, NnError, TrainConfig};
 
 /// `[members, rows, cols]`
 type T3<D> = Tensor<(usize, usize, usize), f32, D>;
@@ -490,14 +490,17 @@ impl<D: Device<f32>> GroupModel for TensorGroup<'_, D> {
 
 /// The tensor path's group on `dev`: the members `ok` of `members` (valid, one schedule), each
 /// on its data set and reporting to its observer. Returns their results in the order of `ok`.
+#[allow(clippy::too_many_arguments)] // the group's members, each with its data, state, observer
 pub(super) fn train<D: Device<f32>>(
     dev: &D,
     cfg: &FlowConfig,
     members: &[TrainConfig],
     data: &[&Dataset],
+    from: &[Option<&TrainState>],
+    stop: usize,
     ok: &[usize],
     observers: &mut [&mut dyn Observer<Accuracy>],
-) -> Result<Vec<Result<Flow, NnError>>, NnError> {
+) -> Result<Vec<super::SpanOutcome>, NnError> {
     let Some(&first) = ok.first() else {
         return Ok(Vec::new());
     };
@@ -513,8 +516,8 @@ pub(super) fn train<D: Device<f32>>(
     let layout = Layout::new(cfg);
     let n = layout.total();
     let mut params = Vec::with_capacity(ok.len() * n);
-    for t in &trains {
-        params.extend(layout.init(t.seed));
+    for (t, &m) in trains.iter().zip(ok) {
+        params.extend(start_params(&layout, t, from[m])?);
     }
     let mut model = TensorGroup {
         dev: dev.clone(),
@@ -524,31 +527,26 @@ pub(super) fn train<D: Device<f32>>(
         params,
         lipschitz: trains.iter().map(|t| t.lipschitz).collect(),
     };
-    let mut opt = group_optimizer(&layout, &trains);
     let plan = plan(data[first], &members[first]);
-    let mut sources: Vec<Shuffled<'_>> = ok
-        .iter()
-        .map(|&m| Shuffled::new(data[m], &members[m]))
-        .collect();
+    let states: Vec<Option<&TrainState>> = ok.iter().map(|&m| from[m]).collect();
+    let sets: Vec<&Dataset> = ok.iter().map(|&m| data[m]).collect();
+    let (mut opt, steps, mut sources) =
+        super::resume(&layout, &trains, &sets, &states, stop, plan)?;
     let mut batches: Vec<&mut dyn ablate_nn::Batches<Minibatch>> = sources
         .iter_mut()
         .map(|s| s as &mut dyn ablate_nn::Batches<Minibatch>)
         .collect();
-    let results = ablate_nn::train_group(&mut model, &mut opt, plan, &mut batches, &mut obs)?;
-    let params = model.params;
-    Ok(results
-        .into_iter()
-        .enumerate()
-        .map(|(i, r)| {
-            r.and_then(|_| {
-                Flow::from_parts(
-                    cfg.clone(),
-                    layout.clone(),
-                    params[i * n..(i + 1) * n].to_vec(),
-                )
-            })
-        })
-        .collect())
+    let end = steps.end;
+    let results =
+        ablate_nn::train_group_span(&mut model, &mut opt, plan, steps, &mut batches, &mut obs)?;
+    Ok(super::outcomes(
+        cfg,
+        &layout,
+        &model.params,
+        &opt,
+        end,
+        results,
+    ))
 }
 
 #[cfg(test)]

@@ -322,3 +322,166 @@ fn members_with_different_schedules_are_refused() {
         "{e}"
     );
 }
+
+/// A whole run's parameters and logs, and the same trained in spans (each resuming from the
+/// state the one before left), on `backend`: alone (`group` false) or fused.
+fn whole_and_in_spans(
+    cfg: &FlowConfig,
+    members: &[TrainConfig],
+    data: &[&Dataset],
+    stops: &[usize],
+    backend: Backend,
+    group: bool,
+) -> [(Vec<Vec<u32>>, Vec<String>); 2] {
+    let exec = ExecOptions {
+        threads: 2,
+        backend,
+    };
+    // The whole run: each member alone (the fused CPU path equals it bit for bit), or fused on
+    // the tensor path (equal to alone only within rounding).
+    let whole = if group && backend != Backend::Cpu {
+        let mut logs: Vec<Log> = members.iter().map(|_| Log::default()).collect();
+        let mut obs: Vec<&mut dyn Observer<Accuracy>> = logs
+            .iter_mut()
+            .map(|l| l as &mut dyn Observer<Accuracy>)
+            .collect();
+        let flows = train_flow_group(cfg, members, data, &exec, &mut obs).unwrap();
+        flows
+            .iter()
+            .zip(&logs)
+            .map(|(f, log)| {
+                let flow = f.as_ref().unwrap();
+                (
+                    bits(flow.params()),
+                    format!("{:?}{:?}", step_bits(log), epoch_bits(log)),
+                )
+            })
+            .collect::<Vec<_>>()
+    } else {
+        members
+            .iter()
+            .zip(data)
+            .map(|(t, d)| {
+                let mut log = Log::default();
+                let flow = train_flow_with(cfg, t, d, &exec, &mut log).unwrap();
+                (
+                    bits(flow.params()),
+                    format!("{:?}{:?}", step_bits(&log), epoch_bits(&log)),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut states: Vec<Option<TrainState>> = vec![None; members.len()];
+    let mut logs: Vec<Log> = members.iter().map(|_| Log::default()).collect();
+    let mut flows = Vec::new();
+    for &stop in stops {
+        let from: Vec<Option<&TrainState>> = states.iter().map(|s| s.as_ref()).collect();
+        let done: Vec<(Flow, TrainState)> = if group {
+            let mut obs: Vec<&mut dyn Observer<Accuracy>> = logs
+                .iter_mut()
+                .map(|l| l as &mut dyn Observer<Accuracy>)
+                .collect();
+            train_flow_group_span(cfg, members, data, &exec, &from, stop, &mut obs)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.unwrap())
+                .collect()
+        } else {
+            (0..members.len())
+                .map(|m| {
+                    let span = Span {
+                        from: from[m],
+                        stop,
+                    };
+                    train_flow_span(cfg, &members[m], data[m], &exec, span, &mut logs[m]).unwrap()
+                })
+                .collect()
+        };
+        for (m, (flow, state)) in done.into_iter().enumerate() {
+            assert_eq!(state.step, stop * data[m].len().div_ceil(members[m].batch));
+            assert_eq!(bits(flow.params()), bits(&state.params));
+            states[m] = Some(state);
+            flows.push(flow);
+        }
+    }
+    let spans = logs
+        .iter()
+        .zip(&flows[flows.len() - members.len()..])
+        .map(|(log, flow)| {
+            (
+                bits(flow.params()),
+                format!("{:?}{:?}", step_bits(log), epoch_bits(log)),
+            )
+        })
+        .collect::<Vec<_>>();
+    let split = |v: Vec<(Vec<u32>, String)>| v.into_iter().unzip();
+    [split(whole), split(spans)]
+}
+
+#[test]
+fn training_resumed_from_its_state_equals_one_run_alone_and_fused() {
+    let sets: Vec<Dataset> = (0..3).map(|s| toy_data(40, 2, 3, 50 + s)).collect();
+    let data: Vec<&Dataset> = sets.iter().collect();
+    let members = members(5, 16);
+    for weights in [Weights::Shared, Weights::Unshared] {
+        let cfg = base(weights, 2, 3, 5);
+        // to epoch 1, then 3, then the end; and a span of no epochs (resumed at its stop)
+        for group in [false, true] {
+            let [whole, spans] =
+                whole_and_in_spans(&cfg, &members, &data, &[1, 3, 3, 5], Backend::Cpu, group);
+            assert_eq!(whole, spans, "{weights:?}, fused: {group}");
+        }
+    }
+}
+
+/// dfdx's CPU device (the path a CUDA build takes) resumes bit for bit too, alone and fused:
+/// the same host updates and the same device computation per step as its whole run.
+#[test]
+fn the_tensor_path_resumes_as_it_runs() {
+    let sets: Vec<Dataset> = (0..2).map(|s| toy_data(24, 2, 3, 60 + s)).collect();
+    let data: Vec<&Dataset> = sets.iter().collect();
+    let members = &members(3, 12)[..2];
+    let cfg = base(Weights::Shared, 2, 3, 4);
+    for group in [false, true] {
+        let [whole, spans] =
+            whole_and_in_spans(&cfg, members, &data, &[1, 3], Backend::Dfdx, group);
+        assert_eq!(whole, spans, "fused: {group}");
+    }
+}
+
+#[test]
+fn members_resuming_from_different_steps_are_refused_as_a_group() {
+    let sets: Vec<Dataset> = (0..2).map(|s| toy_data(24, 2, 3, 60 + s)).collect();
+    let data: Vec<&Dataset> = sets.iter().collect();
+    let members = &members(3, 12)[..2];
+    let cfg = base(Weights::Shared, 2, 3, 4);
+    let exec = ExecOptions::default();
+    let mut logs: Vec<Log> = (0..2).map(|_| Log::default()).collect();
+    let (_, state) = train_flow_span(
+        &cfg,
+        &members[0],
+        data[0],
+        &exec,
+        Span {
+            from: None,
+            stop: 1,
+        },
+        &mut logs[0],
+    )
+    .unwrap();
+    let mut obs: Vec<&mut dyn Observer<Accuracy>> = logs
+        .iter_mut()
+        .map(|l| l as &mut dyn Observer<Accuracy>)
+        .collect();
+    let e = train_flow_group_span(
+        &cfg,
+        members,
+        &data,
+        &exec,
+        &[Some(&state), None],
+        3,
+        &mut obs,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("different steps"), "{e}");
+}

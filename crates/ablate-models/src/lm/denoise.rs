@@ -433,6 +433,27 @@ impl Sampler {
         pack(&examples, self.arch, self.seq_len, self.prefix_lm)
     }
 
+    /// Where the stream stands: its generator's state and the counts so far (a checkpoint's
+    /// record, #24; [`Sampler::resume`] puts it back).
+    pub fn position(&self) -> (u64, Vec<u64>) {
+        (self.rng.state(), self.counts.clone())
+    }
+
+    /// Puts the stream where [`Sampler::position`] found it; `Err` when the counts are not of
+    /// this mixture.
+    pub fn resume(&mut self, rng: u64, counts: &[u64]) -> Result<(), String> {
+        if counts.len() != self.counts.len() {
+            return Err(format!(
+                "it counts {} denoisers, the objective has {}",
+                counts.len(),
+                self.counts.len()
+            ));
+        }
+        self.rng = SplitMix64::from_state(rng);
+        self.counts.copy_from_slice(counts);
+        Ok(())
+    }
+
     /// How many rows each mixture entry has produced so far.
     pub fn counts(&self) -> &[u64] {
         &self.counts

@@ -4,7 +4,8 @@
 //! [`super::train_lm_with`] would have ended it alone.
 
 use ablate_nn::{
-    AdamW, Batches, GroupModel, Kind, Loss, Observer, Plan, Runtime, StepLog, catching, train_group,
+    AdamW, Batches, GroupModel, Kind, Loss, Observer, Plan, Runtime, StepLog, TrainState, catching,
+    train_group_span,
 };
 
 use super::Batch;
@@ -13,7 +14,7 @@ use super::cpu::{GroupRunner, check_batch, with_group_runner};
 use super::layout::LmLayout;
 use super::model::Lm;
 use super::tensor::{check_tensor_batch, group_loss_and_grad, tensor_loss_and_grad};
-use super::train::{adam, hyper, validate};
+use super::train::{LmSpan, adam, hyper, start_params, validate};
 use crate::{ExecOptions, NnError};
 
 /// The [`LmTrainConfig`] fields a group's members may differ in: they change values (the
@@ -43,6 +44,39 @@ pub fn train_lm_group(
     batches: &mut [&mut dyn FnMut(usize) -> Batch],
     observers: &mut [&mut dyn Observer<()>],
 ) -> Result<Vec<MemberOutcome>, NnError> {
+    let from = vec![None; trains.len()];
+    let stop = trains.first().map_or(0, |t| t.steps);
+    let done = train_lm_group_span(cfg, trains, exec, &from, stop, batches, observers)?;
+    Ok(done
+        .into_iter()
+        .map(|r| r.map(|(lm, logs, _)| (lm, logs)))
+        .collect())
+}
+
+/// A member's outcome in [`train_lm_group_span`]: its model, the span's log and the state it
+/// stopped in.
+pub type SpanOutcome = Result<(Lm, Vec<StepLog<()>>, TrainState), NnError>;
+
+/// [`train_lm_group`] over a span (early stopping, #24): member `m` starts from `from[m]` (or
+/// scratch), every member stops after step `stop`, each as [`super::train_lm_span`] would train
+/// it alone. The members resume from one step (else the group's error).
+pub fn train_lm_group_span(
+    cfg: &LmConfig,
+    trains: &[LmTrainConfig],
+    exec: &ExecOptions,
+    from: &[Option<&TrainState>],
+    stop: usize,
+    batches: &mut [&mut dyn FnMut(usize) -> Batch],
+    observers: &mut [&mut dyn Observer<()>],
+) -> Result<Vec<SpanOutcome>, NnError> {
+    let start = from.first().copied().flatten().map(|s| s.step);
+    if from.len() != trains.len() || from.iter().any(|f| f.map(|s| s.step) != start) {
+        return Err(NnError::InvalidConfig(
+            "the members of a group must resume from one step (hint: train them in separate \
+             groups)"
+                .into(),
+        ));
+    }
     if batches.len() != trains.len() || observers.len() != trains.len() {
         return Err(NnError::InvalidConfig(format!(
             "a group of {} members needs one batch source and one observer each, not {} and {}",
@@ -54,25 +88,42 @@ pub fn train_lm_group(
     cfg.validate()?;
     exec.validate()?;
     check_schedule(trains)?;
-    let mut out: Vec<Option<MemberOutcome>> = trains
+    let layout = LmLayout::new(cfg);
+    let span = LmSpan {
+        from: from.first().copied().flatten(),
+        stop,
+    };
+    let mut out: Vec<Option<SpanOutcome>> = trains
         .iter()
-        .map(|t| validate(t, exec.threads).err().map(Err))
+        .zip(from)
+        .map(|(t, f)| {
+            validate(t, exec.threads)
+                .and_then(|()| start_params(&layout, t, *f).map(drop))
+                .and_then(|()| span.steps(t.steps).map(drop))
+                .err()
+                .map(Err)
+        })
         .collect();
     let live: Vec<usize> = (0..trains.len()).filter(|&m| out[m].is_none()).collect();
     if live.is_empty() {
         return Ok(out.into_iter().flatten().collect());
     }
-    let layout = LmLayout::new(cfg);
-    let init: Vec<f32> = live
-        .iter()
-        .flat_map(|&m| layout.init(trains[m].seed))
-        .collect();
+    let mut init: Vec<f32> = Vec::with_capacity(live.len() * layout.total());
+    for &m in &live {
+        init.extend(start_params(&layout, &trains[m], from[m])?);
+    }
     let mut opt = AdamW::new(
         adam(),
         &layout.store,
         live.iter().map(|&m| hyper(&trains[m])).collect(),
     );
+    for (r, &m) in live.iter().enumerate() {
+        if let Some(f) = from[m] {
+            opt.restore(r, &f.adam)?;
+        }
+    }
     let plan = Plan::Steps(trains[live[0]].steps);
+    let steps = span.steps(trains[live[0]].steps)?;
     let kind = Runtime::open(exec)?.into_kind();
     let tensor = !matches!(kind, Kind::Cpu { .. });
     let mut sources: Vec<Checked<'_, '_>> = Vec::with_capacity(live.len());
@@ -96,25 +147,52 @@ pub fn train_lm_group(
         Kind::Cpu { threads } => {
             with_group_runner(cfg, &layout, live.len(), init, threads, |runner| {
                 let mut model = CpuGroup { runner };
-                let ends = train_group(&mut model, &mut opt, plan, &mut sources, &mut watchers)?;
+                let ends = train_group_span(
+                    &mut model,
+                    &mut opt,
+                    plan,
+                    steps.clone(),
+                    &mut sources,
+                    &mut watchers,
+                )?;
                 finish(&mut model, ends)
             })?
         }
         Kind::Dfdx(dev) => catching(|| {
             let mut model = TensorGroup::new(dev, cfg, &layout, live.len(), init);
-            let ends = train_group(&mut model, &mut opt, plan, &mut sources, &mut watchers)?;
+            let ends = train_group_span(
+                &mut model,
+                &mut opt,
+                plan,
+                steps.clone(),
+                &mut sources,
+                &mut watchers,
+            )?;
             finish(&mut model, ends)
         })?,
         #[cfg(feature = "cuda")]
         Kind::Cuda { dev, .. } => catching(|| {
             let mut model = TensorGroup::new(dev, cfg, &layout, live.len(), init);
-            let ends = train_group(&mut model, &mut opt, plan, &mut sources, &mut watchers)?;
+            let ends = train_group_span(
+                &mut model,
+                &mut opt,
+                plan,
+                steps.clone(),
+                &mut sources,
+                &mut watchers,
+            )?;
             finish(&mut model, ends)
         })?,
     };
-    for (&m, end) in live.iter().zip(trained) {
-        out[m] =
-            Some(end.and_then(|(params, logs)| Ok((Lm::from_parts(cfg.clone(), params)?, logs))));
+    for (r, (&m, end)) in live.iter().zip(trained).enumerate() {
+        out[m] = Some(end.and_then(|(params, logs)| {
+            let state = TrainState {
+                step: steps.end,
+                params: params.clone(),
+                adam: opt.state(r),
+            };
+            Ok((Lm::from_parts(cfg.clone(), params)?, logs, state))
+        }));
     }
     Ok(out.into_iter().flatten().collect())
 }

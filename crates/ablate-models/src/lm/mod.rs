@@ -26,7 +26,7 @@ pub use batch::Batch;
 pub use config::{Arch, Attention, LmConfig, LmTrainConfig};
 pub use denoise::{Denoiser, Example, Mixture, Sampler, pack, raw_len};
 pub use eval::{EvalError, Judge, LmMeta, Reading};
-pub use group::{LM_FUSIBLE, MemberOutcome, train_lm_group};
+pub use group::{LM_FUSIBLE, MemberOutcome, SpanOutcome, train_lm_group, train_lm_group_span};
 pub use model::Lm;
 pub use objective::{
     DenoiserKind, MixtureOptions, Objective, ObjectiveError, ObjectiveSpec, custom_mixture,
@@ -36,5 +36,5 @@ pub use tasks::{
     INFILL, Task, clm_examples, infill_examples, oneshot_correct, oneshot_examples, score_infill,
 };
 pub use text::{split_documents, synthetic_corpus, token_stream, train_val_split};
-pub use train::{train_lm, train_lm_with};
+pub use train::{LmSpan, train_lm, train_lm_span, train_lm_with};
 pub mod vocab;

@@ -57,6 +57,11 @@ impl Lm {
         self.params.len()
     }
 
+    /// The parameter count of a model of `cfg` (a valid config), without building one.
+    pub fn num_params_of(cfg: &LmConfig) -> usize {
+        super::layout::LmLayout::new(cfg).total()
+    }
+
     /// The parameters, flat in layout order (`tok_emb`, `pos_emb`, the encoder, the decoder).
     pub fn params(&self) -> &[f32] {
         &self.params

@@ -4,7 +4,7 @@
 
 use ablate_nn::{
     AdamConfig, AdamW, Batches, DecayAt, Hyper, Kind, Loss, Model, Observer, Plan, Runtime,
-    StepLog, catching,
+    StepLog, TrainState, catching,
 };
 
 use super::Batch;
@@ -76,36 +76,112 @@ pub fn train_lm_with(
     batches: &mut dyn FnMut(usize) -> Batch,
     observer: &mut dyn Observer<()>,
 ) -> Result<(Lm, Vec<StepLog<()>>), NnError> {
+    let span = LmSpan::whole(train);
+    let (lm, logs, _) = train_lm_span(cfg, train, exec, span, batches, observer)?;
+    Ok((lm, logs))
+}
+
+/// Where a language model's training starts and stops (early stopping, #24): from scratch or
+/// a [`TrainState`], to the end of step `stop` (1-based; `train.steps` for the whole run).
+#[derive(Clone, Copy, Debug)]
+pub struct LmSpan<'a> {
+    pub from: Option<&'a TrainState>,
+    pub stop: usize,
+}
+
+impl LmSpan<'_> {
+    pub fn whole(train: &LmTrainConfig) -> LmSpan<'static> {
+        LmSpan {
+            from: None,
+            stop: train.steps,
+        }
+    }
+
+    /// The steps it trains (0-based), checked against a run of `steps`.
+    pub(super) fn steps(&self, steps: usize) -> Result<std::ops::Range<usize>, NnError> {
+        let start = self.from.map_or(0, |s| s.step);
+        if start > self.stop || self.stop > steps {
+            return Err(NnError::InvalidConfig(format!(
+                "cannot resume at step {start} and stop after step {} of {steps}",
+                self.stop
+            )));
+        }
+        Ok(start..self.stop)
+    }
+}
+
+/// The parameters a run starts from: the seeded initialisation, or the resumed state's.
+pub(super) fn start_params(
+    layout: &LmLayout,
+    train: &LmTrainConfig,
+    from: Option<&TrainState>,
+) -> Result<Vec<f32>, NnError> {
+    match from {
+        None => Ok(layout.init(train.seed)),
+        Some(s) if s.params.len() == layout.total() => Ok(s.params.clone()),
+        Some(s) => Err(NnError::InvalidConfig(format!(
+            "the state to resume from has {} parameters, the model {}",
+            s.params.len(),
+            layout.total()
+        ))),
+    }
+}
+
+/// [`train_lm_with`] over `span` only. `batches` is called for the span's steps (the caller's
+/// stream must stand where the span starts). Returns the model and the span's log, and the
+/// state a later span resumes from: spans that follow one another give, bit for bit on one
+/// backend, what the whole run gives.
+pub fn train_lm_span(
+    cfg: &LmConfig,
+    train: &LmTrainConfig,
+    exec: &ExecOptions,
+    span: LmSpan<'_>,
+    batches: &mut dyn FnMut(usize) -> Batch,
+    observer: &mut dyn Observer<()>,
+) -> Result<(Lm, Vec<StepLog<()>>, TrainState), NnError> {
     cfg.validate()?;
     exec.validate()?;
     validate(train, exec.threads)?;
     let layout = LmLayout::new(cfg);
-    let init = layout.init(train.seed);
+    let init = start_params(&layout, train, span.from)?;
     let mut batches = Calls {
         next: batches,
         last: None,
     };
     let mut opt = optimizer(&layout, train);
+    if let Some(from) = span.from {
+        opt.restore(0, &from.adam)?;
+    }
     let plan = Plan::Steps(train.steps);
+    let steps = span.steps(train.steps)?;
+    let stop = steps.end;
     let (params, logs) = match Runtime::open(exec)?.into_kind() {
         Kind::Cpu { threads } => with_runner(cfg, &layout, init, threads, |runner| {
             let mut model = CpuLm { cfg, runner };
-            let logs = ablate_nn::train(&mut model, &mut opt, plan, &mut batches, observer)?;
+            let logs =
+                ablate_nn::train_span(&mut model, &mut opt, plan, steps, &mut batches, observer)?;
             Ok::<_, NnError>((std::mem::take(&mut *model.runner.params_mut()), logs))
         })?,
         Kind::Dfdx(dev) => catching(|| {
             let mut model = TensorLm::new(dev, cfg, &layout, init);
-            let logs = ablate_nn::train(&mut model, &mut opt, plan, &mut batches, observer)?;
+            let logs =
+                ablate_nn::train_span(&mut model, &mut opt, plan, steps, &mut batches, observer)?;
             Ok((model.params, logs))
         })?,
         #[cfg(feature = "cuda")]
         Kind::Cuda { dev, .. } => catching(|| {
             let mut model = TensorLm::new(dev, cfg, &layout, init);
-            let logs = ablate_nn::train(&mut model, &mut opt, plan, &mut batches, observer)?;
+            let logs =
+                ablate_nn::train_span(&mut model, &mut opt, plan, steps, &mut batches, observer)?;
             Ok((model.params, logs))
         })?,
     };
-    Ok((Lm::from_parts(cfg.clone(), params)?, logs))
+    let state = TrainState {
+        step: stop,
+        params: params.clone(),
+        adam: opt.state(0),
+    };
+    Ok((Lm::from_parts(cfg.clone(), params)?, logs, state))
 }
 
 /// The language models' optimizer: AdamW (β 0.9, 0.98, ε 1e-8; decay before the update, on

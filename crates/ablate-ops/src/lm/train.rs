@@ -10,7 +10,7 @@ use ablate_models::lm::{
     self, Arch, Attention, LmConfig, LmMeta, LmTrainConfig, Objective, ObjectiveError,
     ObjectiveSpec, Reading, Sampler, vocab,
 };
-use ablate_models::{ExecOptions, NnError, Observer, StepLog};
+use ablate_models::{Array, Checkpoint, ExecOptions, NnError, Observer, StepLog, TrainState};
 use ablate_results::{Column, ColumnData, Table};
 use ablate_run::{OpContext, OpError, OpOutput};
 use ablate_spec::{OpSchema, ParamSpec, ParamType, Value};
@@ -19,6 +19,7 @@ use serde_json::json;
 
 use crate::params::typed;
 use crate::registry::Op;
+use crate::support::checkpoint;
 use crate::support::{artifact, backend, model_error, read_split, training_progress};
 
 pub(crate) struct TrainLm {
@@ -257,14 +258,19 @@ impl Op for TrainLm {
         let mut member = Member::prepare(ctx)?;
         let mut observer = StepObserver {
             ctx,
-            log: Vec::new(),
+            log: member.log_so_far(),
         };
         let batch = member.p.batch;
+        let span = lm::LmSpan {
+            from: member.resumed.as_ref().map(|r| &r.state),
+            stop: member.stop,
+        };
         let sampler = &mut member.sampler;
-        let trained = lm::train_lm_with(
+        let trained = lm::train_lm_span(
             &member.cfg,
             &member.train,
             &member.exec,
+            span,
             &mut |_step| sampler.next_batch(batch),
             &mut observer,
         );
@@ -352,10 +358,13 @@ fn fusion_key(ctx: &OpContext<'_>, m: &Member) -> String {
         .iter()
         .filter(|(k, _)| !FUSIBLE.contains(&k.as_str()) && k.as_str() != ablate_spec::TAG.name)
         .collect();
+    // Members train together from one step to one step (early stopping, #24).
     format!(
-        "{}|{:?}",
+        "{}|{:?}|{}..{}",
         serde_json::to_string(&shared).expect("params serialise"),
-        m.exec.backend
+        m.exec.backend,
+        m.start(),
+        m.stop
     )
 }
 
@@ -375,10 +384,17 @@ fn train_group(
     let trains: Vec<LmTrainConfig> = group.iter().map(|m| m.train.clone()).collect();
     let mut observers: Vec<StepObserver<'_, '_>> = list
         .iter()
-        .map(|&i| StepObserver {
+        .zip(&group)
+        .map(|(&i, m)| StepObserver {
             ctx: &ctxs[i],
-            log: Vec::new(),
+            log: m.log_so_far(),
         })
+        .collect();
+    let stop = group[0].stop;
+    let resumed: Vec<Option<Resumed>> = group.iter_mut().map(|m| m.resumed.take()).collect();
+    let from: Vec<Option<&TrainState>> = resumed
+        .iter()
+        .map(|r| r.as_ref().map(|r| &r.state))
         .collect();
     let trained = {
         let mut fns: Vec<_> = group
@@ -396,8 +412,20 @@ fn train_group(
             .iter_mut()
             .map(|o| o as &mut dyn Observer<()>)
             .collect();
-        lm::train_lm_group(&cfg, &trains, &exec, &mut batches, &mut watchers)?
+        lm::train_lm_group_span(
+            &cfg,
+            &trains,
+            &exec,
+            &from,
+            stop,
+            &mut batches,
+            &mut watchers,
+        )?
     };
+    drop(from);
+    for (m, r) in group.iter_mut().zip(resumed) {
+        m.resumed = r;
+    }
     Ok(group
         .into_iter()
         .zip(observers)
@@ -415,6 +443,61 @@ struct Member {
     meta: LmMeta,
     sampler: Sampler,
     exec: ExecOptions,
+    /// What its checkpoint is tagged with.
+    tag: String,
+    /// The checkpoint it resumes from (its sampler already put where it stood).
+    resumed: Option<Resumed>,
+    /// The step it trains to: its budget's, or its last.
+    stop: usize,
+    /// Whether it stops at its budget before its end (then it leaves a checkpoint there).
+    budgeted: bool,
+}
+
+/// A `train.lm` checkpoint: the training state after some steps and the log so far.
+struct Resumed {
+    state: TrainState,
+    log: Vec<StepLog<()>>,
+}
+
+/// A `train.lm` checkpoint's state and log, checked against the run it would resume (`n`
+/// parameters, `steps` in all); the data stream's position is returned for the sampler.
+fn resumed_from(
+    c: &Checkpoint,
+    n: usize,
+    steps: usize,
+) -> Result<(Resumed, u64, Vec<u64>), String> {
+    let state = c.state("", n)?;
+    let at = c.u64s("log.step")?;
+    let (loss, lr, norm) = (
+        c.f32s("log.loss")?,
+        c.f32s("log.lr")?,
+        c.f32s("log.grad_norm")?,
+    );
+    let [rng] = c.u64s("sampler.rng")? else {
+        return Err("its data stream's record is malformed".into());
+    };
+    let counts = c.u64s("sampler.counts")?.to_vec();
+    if state.step != c.step as usize || state.step > steps || at.len() != state.step {
+        return Err(format!(
+            "it is at step {} with {} steps logged, which does not fit a run of {steps} steps",
+            state.step,
+            at.len()
+        ));
+    }
+    if [loss.len(), lr.len(), norm.len()] != [at.len(); 3] {
+        return Err("its log is malformed".into());
+    }
+    let log = (0..at.len())
+        .map(|i| StepLog {
+            step: at[i] as usize,
+            steps,
+            loss: loss[i],
+            lr: lr[i],
+            grad_norm: norm[i],
+            stats: (),
+        })
+        .collect();
+    Ok((Resumed { state, log }, *rng, counts))
 }
 
 impl Member {
@@ -461,6 +544,27 @@ impl Member {
             threads: ctx.threads(),
             backend: backend(ctx)?,
         };
+        let tag = checkpoint::tag(ctx, "train.lm", exec.backend);
+        let steps = p.steps as u64;
+        // A budget below the run's length stops it there (early stopping, #24).
+        let stop = ctx.budget().map_or(steps, |b| b.min(steps));
+        let mut sampler = sampler;
+        let n = lm::Lm::num_params_of(&cfg);
+        let mut resumed = checkpoint::load(ctx, &tag, steps, |c| {
+            let (r, rng, counts) = resumed_from(c, n, p.steps)?;
+            // A checkpoint past the budget cannot be rewound: this run trains from the start
+            // to the budget, and the further checkpoint stays for a longer run.
+            if r.log.len() as u64 <= stop {
+                sampler.resume(rng, &counts)?;
+            }
+            Ok(r)
+        });
+        if resumed.as_ref().is_some_and(|r| r.log.len() as u64 > stop) {
+            resumed = None;
+        }
+        if let Some(r) = &resumed {
+            checkpoint::say_resumed(ctx, r.log.len() as u64, steps, "step");
+        }
         Ok(Member {
             p,
             cfg,
@@ -468,7 +572,40 @@ impl Member {
             meta,
             sampler,
             exec,
+            tag,
+            resumed,
+            stop: stop as usize,
+            budgeted: stop < steps,
         })
+    }
+
+    fn start(&self) -> usize {
+        self.resumed.as_ref().map_or(0, |r| r.state.step)
+    }
+
+    fn log_so_far(&self) -> Vec<StepLog<()>> {
+        self.resumed
+            .as_ref()
+            .map(|r| r.log.clone())
+            .unwrap_or_default()
+    }
+
+    /// The checkpoint of this run stopped in `state` with `log`.
+    fn checkpoint(&self, state: &TrainState, log: &[StepLog<()>]) -> Checkpoint {
+        let mut c = Checkpoint::new(self.tag.clone(), state.step as u64);
+        c.put_state("", state);
+        let f32s = |f: fn(&StepLog<()>) -> f32| Array::F32(log.iter().map(f).collect());
+        c.put(
+            "log.step",
+            Array::U64(log.iter().map(|l| l.step as u64).collect()),
+        );
+        c.put("log.loss", f32s(|l| l.loss));
+        c.put("log.lr", f32s(|l| l.lr));
+        c.put("log.grad_norm", f32s(|l| l.grad_norm));
+        let (rng, counts) = self.sampler.position();
+        c.put("sampler.rng", Array::U64(vec![rng]));
+        c.put("sampler.counts", Array::U64(counts));
+        c
     }
 
     /// Writes what a training run leaves (`log`: the steps its observer saw).
@@ -476,8 +613,16 @@ impl Member {
         self,
         ctx: &OpContext<'_>,
         log: Vec<StepLog<()>>,
-        trained: Result<(lm::Lm, Vec<StepLog<()>>), NnError>,
+        trained: Result<(lm::Lm, Vec<StepLog<()>>, TrainState), NnError>,
     ) -> Result<OpOutput, OpError> {
+        if let Ok((_, _, state)) = &trained {
+            // Stopped at its budget: what a longer run resumes from (unless it is there
+            // already, or the checkpoint left is further on).
+            if self.budgeted && self.start() < state.step {
+                checkpoint::save(ctx, &self.checkpoint(state, &log))?;
+            }
+        }
+        let stopped_at = self.budgeted.then_some(self.stop as u64);
         let Member {
             p, meta, sampler, ..
         } = self;
@@ -489,8 +634,9 @@ impl Member {
                 .map(|l| Metric::at_step("loss", l.step as u64, f64::from(l.loss)))
                 .collect()
         };
-        let (model, log) = match trained {
-            Ok(trained) => trained,
+        // `log` is the observer's: the resumed steps' and this run's, the whole curve.
+        let model = match trained {
+            Ok((model, ..)) => model,
             // A divergence is a result the executor keeps or fails by the stage's `diverged:`:
             // the steps before it are logged, and there is no model to save.
             Err(NnError::NonFiniteStep {
@@ -504,6 +650,8 @@ impl Member {
                 } else {
                     EntryStatus::diverged("loss", Some(step as u64), f64::from(loss))
                 };
+                // Nothing of a diverged run is resumed.
+                checkpoint::discard(ctx);
                 return Ok(OpOutput {
                     metrics: stepped(&log),
                     publish: Vec::new(),
@@ -524,14 +672,19 @@ impl Member {
         write_history(&out.join("history.parquet"), &log)?;
 
         let mut metrics = stepped(&log);
-        // The final training loss: the mean of the last 5% of steps (one step is noisy).
-        let tail = &log[log.len() - (log.len() / 20).max(1)..];
-        let train_loss = tail.iter().map(|l| f64::from(l.loss)).sum::<f64>() / tail.len() as f64;
-        metrics.push(Metric::new("train_loss", train_loss));
+        // The final training loss: the mean of the last 5% of steps (one step is noisy); none
+        // before the first step (a budget of 0).
+        if !log.is_empty() {
+            let tail = &log[log.len() - (log.len() / 20).max(1)..];
+            let train_loss =
+                tail.iter().map(|l| f64::from(l.loss)).sum::<f64>() / tail.len() as f64;
+            metrics.push(Metric::new("train_loss", train_loss));
+        }
         metrics.push(Metric::new("params", model.num_params() as f64));
+        // The tokens trained on so far (all of them unless it stopped at its budget).
         metrics.push(Metric::new(
             "tokens",
-            (p.steps * p.batch * p.seq_len) as f64,
+            (log.len() * p.batch * p.seq_len) as f64,
         ));
         for ((name, weight), count) in meta.denoisers.iter().zip(sampler.counts()) {
             metrics.push(Metric::new(
@@ -542,6 +695,7 @@ impl Member {
         Ok(OpOutput {
             metrics,
             publish: Vec::new(),
+            stopped_at,
             ..OpOutput::default()
         })
     }

@@ -2,6 +2,7 @@
 //! (artifacts, backend, errors, progress), the points tables of the flow ops, the inputs of a
 //! gathering report, and the text splits of the language-model ops.
 
+pub(crate) mod checkpoint;
 mod dataset;
 mod gather;
 mod models;

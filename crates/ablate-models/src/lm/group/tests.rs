@@ -451,3 +451,143 @@ fn a_group_on_the_dfdx_path_trains_each_member_as_alone() {
         );
     }
 }
+
+/// A member's parameters (as bits) and log where it ended.
+type Finished = (Vec<u32>, Vec<StepLog<()>>);
+
+/// Trains `members` whole and in spans ending at `stops` (each resuming from the state the one
+/// before left), alone or as a group, on `backend`: the parameters and logs of both, which must
+/// be equal bit for bit.
+fn whole_and_in_spans(
+    cfg: &LmConfig,
+    members: &[Member],
+    stops: &[usize],
+    backend: Backend,
+    group: bool,
+) -> [Vec<Finished>; 2] {
+    let ex = exec(2, backend);
+    let bits = |p: &[f32]| p.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    let run = |from: &[Option<&TrainState>], stop: usize| -> Vec<SpanOutcome> {
+        if group {
+            let trains: Vec<LmTrainConfig> = members.iter().map(|m| m.train.clone()).collect();
+            let mut recs: Vec<Rec> = members.iter().map(|_| Rec::default()).collect();
+            let mut fns: Vec<Box<dyn FnMut(usize) -> Batch + '_>> = members
+                .iter()
+                .map(|m| Box::new(|s| (m.data)(s)) as Box<dyn FnMut(usize) -> Batch>)
+                .collect();
+            let mut batches: Vec<&mut dyn FnMut(usize) -> Batch> =
+                fns.iter_mut().map(|f| &mut **f as _).collect();
+            let mut observers: Vec<&mut dyn Observer<()>> = recs
+                .iter_mut()
+                .map(|r| r as &mut dyn Observer<()>)
+                .collect();
+            train_lm_group_span(cfg, &trains, &ex, from, stop, &mut batches, &mut observers)
+                .unwrap()
+        } else {
+            members
+                .iter()
+                .zip(from)
+                .map(|(m, f)| {
+                    let span = crate::lm::LmSpan { from: *f, stop };
+                    crate::lm::train_lm_span(
+                        cfg,
+                        &m.train,
+                        &ex,
+                        span,
+                        &mut |s| (m.data)(s),
+                        &mut Rec::default(),
+                    )
+                })
+                .collect()
+        }
+    };
+    let none = vec![None; members.len()];
+    let whole: Vec<_> = run(&none, members[0].train.steps)
+        .into_iter()
+        .map(|r| {
+            let (lm, logs, _) = r.unwrap();
+            (bits(lm.params()), logs)
+        })
+        .collect();
+    let mut states: Vec<Option<TrainState>> = vec![None; members.len()];
+    let mut logs: Vec<Vec<StepLog<()>>> = vec![Vec::new(); members.len()];
+    let mut last = Vec::new();
+    for &stop in stops {
+        let from: Vec<Option<&TrainState>> = states.iter().map(|s| s.as_ref()).collect();
+        let done = run(&from, stop);
+        last.clear();
+        for (m, r) in done.into_iter().enumerate() {
+            let (lm, span_logs, state) = r.unwrap();
+            assert_eq!(state.step, stop);
+            logs[m].extend(span_logs);
+            last.push(bits(lm.params()));
+            states[m] = Some(state);
+        }
+    }
+    [whole, last.into_iter().zip(logs).collect()]
+}
+
+#[test]
+fn language_models_resumed_from_their_state_equal_one_run() {
+    let cfg = tiny(Arch::Decoder);
+    // 5 steps inside a warm-up of 10, and 12 past it into the cosine decay
+    for steps in [5, 12] {
+        let members: Vec<Member> = [(1, 1e-2, 0), (2, 3e-2, 3)]
+            .into_iter()
+            .map(|(seed, lr, phase)| Member {
+                train: LmTrainConfig {
+                    seed,
+                    lr,
+                    ..quick(steps)
+                },
+                data: Box::new(move |s| pattern_batch(4, 10, s + phase)),
+                rec: Rec::default(),
+            })
+            .collect();
+        let stops = [2, 3, 3, steps];
+        for (backend, group) in [
+            (Backend::Cpu, false),
+            (Backend::Cpu, true),
+            (Backend::Dfdx, false),
+            (Backend::Dfdx, true),
+        ] {
+            let [whole, spans] = whole_and_in_spans(&cfg, &members, &stops, backend, group);
+            assert!(whole == spans, "{steps} steps, {backend:?}, group {group}");
+        }
+    }
+}
+
+#[test]
+fn a_group_resuming_from_different_steps_is_refused() {
+    let cfg = tiny(Arch::Decoder);
+    let members = [pattern_member(1, 1e-2, 0), pattern_member(2, 1e-2, 1)];
+    let span = crate::lm::LmSpan {
+        from: None,
+        stop: 2,
+    };
+    let (_, _, state) = crate::lm::train_lm_span(
+        &cfg,
+        &members[0].train,
+        &exec(1, Backend::Cpu),
+        span,
+        &mut |s| (members[0].data)(s),
+        &mut Rec::default(),
+    )
+    .unwrap();
+    let trains: Vec<LmTrainConfig> = members.iter().map(|m| m.train.clone()).collect();
+    let (mut a, mut b) = (|s| (members[0].data)(s), |s| (members[1].data)(s));
+    let mut batches: Vec<&mut dyn FnMut(usize) -> Batch> = vec![&mut a, &mut b];
+    let (mut r0, mut r1) = (Rec::default(), Rec::default());
+    let mut observers: Vec<&mut dyn Observer<()>> = vec![&mut r0, &mut r1];
+    let e = train_lm_group_span(
+        &cfg,
+        &trains,
+        &exec(1, Backend::Cpu),
+        &[Some(&state), None],
+        4,
+        &mut batches,
+        &mut observers,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("resume from one step"), "{e}");
+}

@@ -262,3 +262,186 @@ fn fusible_params_are_op_params_and_the_rest_set_shapes_or_the_schedule() {
         ]
     );
 }
+
+/// Early stopping's checkpoints (#24): `train.lm` stopped at budgets and resumed, alone or in
+/// a group whose members stand at different steps, ends as the run that never stopped.
+mod resume {
+    use std::sync::Mutex;
+
+    use ablate_run::Job;
+
+    use super::*;
+    use crate::support::checkpoint::CHECKPOINT_FILE;
+
+    /// A run's output and the files it wrote.
+    type Ran = (OpOutput, Vec<(String, Vec<u8>)>);
+
+    struct Bench {
+        root: tempfile::TempDir,
+        store: Store,
+        input: JobInput,
+        messages: Mutex<Vec<String>>,
+        runs: Mutex<usize>,
+    }
+
+    impl Bench {
+        fn new() -> Bench {
+            let root = tempfile::tempdir().unwrap();
+            let store = Store::open(&root.path().join("cache")).unwrap();
+            let input = corpus(&store);
+            Bench {
+                root,
+                store,
+                input,
+                messages: Mutex::new(Vec::new()),
+                runs: Mutex::new(0),
+            }
+        }
+
+        fn job(&self, changes: Value, budget: Option<u64>) -> Job {
+            let mut j =
+                crate::testutil::job("train.lm", params(changes), vec![self.input.clone()], "cpu");
+            j.budget = budget;
+            j
+        }
+
+        /// Runs `jobs` as a group (or the one alone): each one's output and files.
+        fn run(&self, jobs: &[Job]) -> Vec<Ran> {
+            let cancel = CancelToken::new();
+            let progress = |p: Progress| {
+                if let Some(m) = p.message {
+                    self.messages.lock().unwrap().push(m);
+                }
+            };
+            let dirs: Vec<PathBuf> = jobs
+                .iter()
+                .map(|_| {
+                    let mut n = self.runs.lock().unwrap();
+                    *n += 1;
+                    let d = self.root.path().join(format!("out{n}"));
+                    std::fs::create_dir_all(&d).unwrap();
+                    d
+                })
+                .collect();
+            let ctxs: Vec<OpContext<'_>> = jobs
+                .iter()
+                .zip(&dirs)
+                .map(|(j, d)| {
+                    OpContext::new(j, d, &self.store, self.root.path(), 1, &progress, &cancel)
+                })
+                .collect();
+            let out = if let [ctx] = &ctxs[..] {
+                vec![TrainLm::new().run(ctx)]
+            } else {
+                run_group(&ctxs)
+            };
+            out.into_iter()
+                .zip(&dirs)
+                .map(|(r, d)| (r.unwrap(), files(d)))
+                .collect()
+        }
+    }
+
+    fn same(a: &Ran, b: &Ran, what: &str) {
+        assert_eq!(
+            format!("{:?}", a.0.metrics),
+            format!("{:?}", b.0.metrics),
+            "{what}"
+        );
+        assert_eq!(
+            format!("{:?}", a.0.status),
+            format!("{:?}", b.0.status),
+            "{what}"
+        );
+        assert!(a.1 == b.1, "{what}: the files differ");
+    }
+
+    #[test]
+    fn train_lm_stopped_at_budgets_and_resumed_equals_one_run() {
+        let b = Bench::new();
+        // 6 steps: past the warm-up of 2, with the ul2 mixture's sampler
+        let p = json!({"steps": 6, "objective": "ul2", "seed": 5});
+        let whole = b.run(&[b.job(p.clone(), None)]).remove(0);
+        assert_eq!(whole.0.stopped_at, None);
+        let job = b.job(p.clone(), None);
+        let ck = b.store.checkpoint_dir(&job.key).join(CHECKPOINT_FILE);
+        assert!(!ck.exists(), "no budget, no checkpoint");
+        let first = b.run(&[b.job(p.clone(), Some(2))]).remove(0);
+        assert_eq!(first.0.stopped_at, Some(2));
+        assert!(ck.exists());
+        assert!(first.1.iter().any(|(n, _)| n == "model.safetensors"));
+        let second = b.run(&[b.job(p.clone(), Some(5))]).remove(0);
+        assert_eq!(second.0.stopped_at, Some(5));
+        let last = b.run(&[b.job(p.clone(), None)]).remove(0);
+        assert_eq!(last.0.stopped_at, None);
+        same(&whole, &last, "resumed at 2 and 5");
+        let m = b.messages.lock().unwrap().clone();
+        assert!(
+            m.iter().any(|m| m.contains("at step 2")) && m.iter().any(|m| m.contains("at step 5")),
+            "{m:?}"
+        );
+        // a truncated checkpoint is ignored: the run starts over and still ends the same
+        let bytes = std::fs::read(&ck).unwrap();
+        std::fs::write(&ck, &bytes[..bytes.len() / 2]).unwrap();
+        let again = b.run(&[b.job(p.clone(), None)]).remove(0);
+        same(&whole, &again, "a truncated checkpoint");
+        assert!(
+            b.messages
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|m| m.contains("ignoring the checkpoint"))
+        );
+    }
+
+    #[test]
+    fn a_train_lm_group_with_members_at_different_steps_equals_their_unfused_runs() {
+        let b = Bench::new();
+        let specs = [
+            json!({"steps": 5, "seed": 1, "objective": "clm"}),
+            json!({"steps": 5, "seed": 2, "lr": 0.003, "objective": "sc"}),
+            json!({"steps": 5, "seed": 3, "weight_decay": 0.1, "objective": "ul2"}),
+        ];
+        let alone: Vec<_> = specs
+            .iter()
+            .map(|p| b.run(&[b.job(p.clone(), None)]).remove(0))
+            .collect();
+        let round = |budgets: [Option<u64>; 3]| {
+            let jobs: Vec<Job> = specs
+                .iter()
+                .zip(budgets)
+                .map(|(p, bu)| b.job(p.clone(), bu))
+                .collect();
+            b.run(&jobs)
+        };
+        // 0 and 1 fuse (0 → 2), 2 alone (0 → 3)
+        let r1 = round([Some(2), Some(2), Some(3)]);
+        let stops: Vec<Option<u64>> = r1.iter().map(|r| r.0.stopped_at).collect();
+        assert_eq!(stops, [Some(2), Some(2), Some(3)]);
+        // 0: 2 → 4; 1: 2 → end; 2: 3 → end
+        let r2 = round([Some(4), None, None]);
+        assert_eq!(r2[0].0.stopped_at, Some(4));
+        same(&r2[1], &alone[1], "member 1");
+        same(&r2[2], &alone[2], "member 2");
+        let r3 = round([None, None, Some(9)]);
+        for m in 0..3 {
+            same(&r3[m], &alone[m], &format!("member {m}, last round"));
+        }
+    }
+
+    #[test]
+    fn a_diverged_language_model_leaves_no_checkpoint() {
+        let b = Bench::new();
+        let job = b.job(json!({"steps": 4, "lr": 1e30, "clip": 1e30}), Some(3));
+        let ck = b.store.checkpoint_dir(&job.key).join(CHECKPOINT_FILE);
+        std::fs::create_dir_all(ck.parent().unwrap()).unwrap();
+        std::fs::write(&ck, b"stale").unwrap();
+        let out = b.run(&[job]).remove(0);
+        assert!(
+            matches!(out.0.status, EntryStatus::Diverged { .. }),
+            "{:?}",
+            out.0.status
+        );
+        assert!(!ck.exists());
+    }
+}
