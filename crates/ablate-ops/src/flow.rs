@@ -170,6 +170,12 @@ impl Observer<Accuracy> for EpochObserver<'_, '_> {
 }
 
 impl Op for TrainFlow {
+    /// Its progress counts epochs; it stops at a budget of them and resumes from its
+    /// checkpoint (issue 24).
+    fn budget_unit(&self) -> Option<&'static str> {
+        Some("epochs")
+    }
+
     fn schema(&self) -> &OpSchema {
         &self.schema
     }

@@ -220,6 +220,12 @@ fn metric_stride(steps: usize) -> usize {
 }
 
 impl Op for TrainLm {
+    /// Its progress counts optimizer steps; it stops at a budget of them and resumes from its
+    /// checkpoint (issue 24).
+    fn budget_unit(&self) -> Option<&'static str> {
+        Some("steps")
+    }
+
     fn schema(&self) -> &OpSchema {
         &self.schema
     }

@@ -260,6 +260,49 @@ impl LineFigure {
     }
 }
 
+impl LineFigure {
+    /// Where the legend hides the fewest points (means and the ends of their spreads): the
+    /// corner of the plot whose third (across and up) holds the fewest, the upper left on a tie
+    /// (curves cut short by early stopping, say, crowd the left).
+    fn emptiest_corner(&self, x: &Axis, y: &Axis) -> SeriesLabelPosition {
+        // Where a value falls along its axis, from 0 (its start) to 1 (its end).
+        let frac = |axis: &Axis, v: f64| f64::from(axis.map(&v, (0, 10_000))) / 10_000.0;
+        let corners = [
+            (SeriesLabelPosition::UpperLeft, false, true),
+            (SeriesLabelPosition::UpperRight, true, true),
+            (SeriesLabelPosition::LowerLeft, false, false),
+            (SeriesLabelPosition::LowerRight, true, false),
+        ];
+        let mut counts = [0usize; 4];
+        for p in self.series.iter().flat_map(|s| &s.points) {
+            let fx = frac(x, p.x);
+            let ys = [
+                p.mean,
+                p.mean + p.std.unwrap_or(0.0),
+                p.mean - p.std.unwrap_or(0.0),
+            ];
+            for (n, (_, right, upper)) in corners.iter().enumerate() {
+                let in_x = if *right {
+                    fx > 2.0 / 3.0
+                } else {
+                    fx < 1.0 / 3.0
+                };
+                let in_y = ys.iter().any(|&v| {
+                    let fy = frac(y, v);
+                    if *upper {
+                        fy > 0.5
+                    } else {
+                        (0.0..0.5).contains(&fy)
+                    }
+                });
+                counts[n] += usize::from(in_x && in_y);
+            }
+        }
+        let best = (0..4).min_by_key(|&n| counts[n]).unwrap_or(0);
+        corners[best].0.clone()
+    }
+}
+
 fn min_max(values: impl Iterator<Item = f64>) -> (f64, f64) {
     values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
         (lo.min(v), hi.max(v))
@@ -274,6 +317,7 @@ impl Figure for LineFigure {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult {
         root.fill(&WHITE).map_err(err)?;
         let (x, y) = self.axes();
+        let corner = self.emptiest_corner(&x, &y);
         let floor = y.range().start;
         let mut chart = ChartBuilder::on(root)
             .caption(&self.title, (FONT, 18))
@@ -358,7 +402,7 @@ impl Figure for LineFigure {
         if self.series.iter().any(|s| s.name.is_some()) {
             chart
                 .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
+                .position(corner)
                 .background_style(WHITE.mix(0.85))
                 .border_style(BLACK)
                 .label_font((FONT, 12))

@@ -46,7 +46,12 @@ pub(crate) fn gather(ctx: &OpContext<'_>) -> Result<Vec<Gathered>, OpError> {
                     .final_metrics()
                     .map(|(k, v)| (k.to_owned(), v))
                     .collect(),
-                missing: (!manifest.status.is_done()).then(|| manifest.status.name().to_owned()),
+                missing: match &manifest.status {
+                    ablate_cache::EntryStatus::Done => None,
+                    // Where early stopping stopped it: `pruned at 9`.
+                    ablate_cache::EntryStatus::Pruned { step } => Some(format!("pruned at {step}")),
+                    other => Some(other.name().to_owned()),
+                },
             },
         });
     }
