@@ -4064,6 +4064,86 @@ stages:
     );
 }
 
+/// A task Slurm requeued (preemption, `scontrol requeue`) truncated its `.out`/`.err`, losing
+/// the first attempt's lines, and its `wall_time_s` counted the last attempt only (issue 24).
+#[test]
+fn slurm_requeued_task_overwrote_the_first_attempts_log() {
+    require_slurm();
+    let sb = Sandbox::new();
+    sb.write(
+        "p.yaml",
+        r#"
+name: slurm-requeued
+slurm: { poll_min_s: 0.2, poll_max_s: 1 }
+stages:
+  nap:
+    op: echo
+    params: { value: 1, sleep_ms: 4000 }
+"#,
+    );
+    // Tasks of this job name in `state` (earlier runs' ended tasks stay listed a while).
+    let squeue = |state: &str, format: &str| {
+        let out = Command::new("squeue")
+            .args([
+                "-h",
+                "-r",
+                "-t",
+                state,
+                "--name",
+                "ablate.slurm-requeued.nap",
+                "-o",
+                format,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let wait_for = |state: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while squeue(state, "%i").is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "never {state}: {}",
+                squeue("all", "%i %T %r")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let running = Running::spawn(sb.command(&["run", "p.yaml", "--json", "--executor", "slurm"]));
+    wait_for("running");
+    std::thread::sleep(Duration::from_millis(2000));
+    let task = squeue("running", "%i");
+    let requeue = Command::new("scontrol")
+        .args(["requeue", &task])
+        .status()
+        .unwrap();
+    assert!(requeue.success());
+    // A requeued job waits out a `BeginTime` (minutes): let it go now.
+    wait_for("pending");
+    let now = Command::new("scontrol")
+        .args(["update", &format!("jobid={task}"), "StartTime=now"])
+        .status()
+        .unwrap();
+    assert!(now.success());
+    let (code, lines, stderr) = running.finish(Duration::from_secs(90));
+    assert_eq!(code, Some(EXIT_OK), "{stderr}{lines:?}");
+    let logs = task_logs(&sb);
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    let out = std::fs::read_to_string(&logs[0]).unwrap();
+    assert_eq!(
+        out.matches("ablate exec: nap (key").count(),
+        2,
+        "both attempts' lines:\n{out}"
+    );
+    assert_contains_all(&out, &["ablate exec: attempt 2 of this task (requeued)"]);
+    let t = read_parquet(&sb.results().join("slurm-requeued/runs.parquet"));
+    let wall = floats(column(&t, "wall_time_s"));
+    assert!(
+        wall.iter().all(|w| w.is_some_and(|w| w >= 5.5)),
+        "the first attempt's 2 s count: {wall:?}"
+    );
+}
+
 #[test]
 fn slurm_ctrl_c_with_cancel_on_exit_cancels_the_tasks_in_flight() {
     require_slurm();

@@ -191,6 +191,16 @@ pub fn observed(
         .cloned()
 }
 
+/// What is left of a running task's time limit, from squeue's limit (`%l`) and time used
+/// (`%M`): zero once past it, until Slurm ends the task (its limit is enforced on a timer, then
+/// `KillWait`). squeue's own time left (`%L`) is no number past the limit, which left the poll
+/// unbounded then. `None` without a limit.
+fn time_left(limit: &str, used: &str) -> Option<std::time::Duration> {
+    let limit = ablate_spec::slurm_time(limit).ok()??;
+    let used = ablate_spec::slurm_time(used).ok()?.unwrap_or_default();
+    Some(limit.saturating_sub(used))
+}
+
 /// How this cluster keeps records of finished jobs (`scontrol show config`, read once).
 #[derive(Clone, Debug, Default)]
 pub struct Cluster {
@@ -280,17 +290,17 @@ impl Cluster {
             "--name",
             &names.join(","),
             "-o",
-            "%i|%T|%L|%r",
+            "%i|%T|%l|%M|%r",
         ]))?;
         for line in text.lines() {
-            let mut parts = line.splitn(4, '|');
+            let mut parts = line.splitn(5, '|');
             let (Some(id), Some(state)) = (parts.next(), parts.next()) else {
                 continue;
             };
             let state = TaskState::parse(state.trim());
-            let left = parts.next().unwrap_or("");
+            let (limit, used) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
             let time_left = match state {
-                TaskState::Running => ablate_spec::slurm_time(left).ok().flatten(),
+                TaskState::Running => time_left(limit, used),
                 _ => None,
             };
             map.insert(
@@ -420,6 +430,15 @@ mod tests {
         assert!(TaskState::parse("FAILED").is_final());
         assert!(!TaskState::parse("COMPLETING").is_final());
         assert!(!TaskState::parse("SOMETHING_NEW").is_final());
+    }
+
+    #[test]
+    fn a_running_tasks_time_left_is_zero_past_its_limit() {
+        let s = std::time::Duration::from_secs;
+        assert_eq!(time_left("1:00", "0:20"), Some(s(40)));
+        assert_eq!(time_left("1-00:00:00", "2:00:00"), Some(s(22 * 3600)));
+        assert_eq!(time_left("1:00", "1:14"), Some(s(0)));
+        assert_eq!(time_left("UNLIMITED", "5:00"), None);
     }
 
     #[test]

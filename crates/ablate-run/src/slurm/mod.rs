@@ -167,8 +167,8 @@ struct Flight {
     waiters: Vec<Waiter>,
     last_state: Option<TaskState>,
     unknown_polls: u32,
-    /// Polls in a row that saw the task ended by the cluster (preempted, node failure).
-    ended_polls: u32,
+    /// Since when polls have seen the task ended (failed, preempted, node failure).
+    ended_since: Option<std::time::Instant>,
 }
 
 /// Runs instances as tasks of Slurm job arrays.
@@ -696,12 +696,13 @@ impl Inner {
                 continue;
             }
             let requeues = f.waiters.iter().map(|w| w.requeues).max().unwrap_or(0);
-            let verdict = verdict(o.state, requeues, f.ended_polls);
+            let ended_for = f.ended_since.map(|t| t.elapsed());
+            let verdict = verdict(o.state, requeues, ended_for);
             if verdict == Verdict::Wait {
-                if o.state.is_final() {
-                    f.ended_polls += 1;
-                } else {
-                    f.ended_polls = 0;
+                if !o.state.is_final() {
+                    f.ended_since = None;
+                } else if f.ended_since.is_none() {
+                    f.ended_since = Some(std::time::Instant::now());
                 }
                 if f.last_state != Some(o.state) {
                     for w in &f.waiters {
@@ -922,15 +923,21 @@ enum Verdict {
     Fail,
 }
 
-/// `requeues`: how often it was submitted again already; `ended_polls`: polls in a row that saw
-/// it preempted or on a failed node. Tasks go out with `--requeue`, so Slurm puts such a task
-/// back in the queue itself where the cluster allows it: give it one poll to do so before
-/// submitting the task again. A timed-out task is not requeued by Slurm.
-fn verdict(state: TaskState, requeues: u32, ended_polls: u32) -> Verdict {
+/// How long a task seen failed, preempted or on a failed node is given for Slurm to put it back
+/// in the queue itself. Tasks go out with `--requeue`; a requeued task (`scontrol requeue`, a
+/// preemption) shows `FAILED` for a moment before `PENDING`, and was failed for good on that
+/// sight (issue 24).
+const REQUEUE_GRACE: Duration = Duration::from_secs(3);
+
+/// `requeues`: how often it was submitted again already; `ended_for`: how long polls have seen
+/// it ended (`None`: this is the first). A timed-out task is not requeued by Slurm.
+fn verdict(state: TaskState, requeues: u32, ended_for: Option<Duration>) -> Verdict {
     match state {
         TaskState::Completed => Verdict::Done,
         s if !s.is_final() => Verdict::Wait,
-        TaskState::Preempted | TaskState::NodeFail | TaskState::BootFail if ended_polls == 0 => {
+        TaskState::Preempted | TaskState::NodeFail | TaskState::BootFail | TaskState::Failed
+            if ended_for.is_none_or(|d| d < REQUEUE_GRACE) =>
+        {
             Verdict::Wait
         }
         s if s.is_requeueable() && requeues < MAX_REQUEUES => Verdict::Resubmit,
@@ -1043,22 +1050,27 @@ mod tests {
     #[test]
     fn tasks_the_cluster_ended_are_submitted_again_a_bounded_number_of_times() {
         use TaskState::*;
-        assert_eq!(verdict(Pending, 0, 0), Verdict::Wait);
-        assert_eq!(verdict(Requeued, 0, 0), Verdict::Wait);
-        assert_eq!(verdict(Completing, 0, 0), Verdict::Wait);
-        assert_eq!(verdict(Completed, 0, 0), Verdict::Done);
-        assert_eq!(verdict(Failed, 0, 0), Verdict::Fail);
-        assert_eq!(verdict(Cancelled, 0, 0), Verdict::Fail);
-        assert_eq!(verdict(OutOfMemory, 0, 0), Verdict::Fail);
+        let (first, soon, later) = (None, Some(Duration::from_secs(1)), Some(REQUEUE_GRACE));
+        assert_eq!(verdict(Pending, 0, first), Verdict::Wait);
+        assert_eq!(verdict(Requeued, 0, first), Verdict::Wait);
+        assert_eq!(verdict(Completing, 0, first), Verdict::Wait);
+        assert_eq!(verdict(Completed, 0, first), Verdict::Done);
+        assert_eq!(verdict(Cancelled, 0, first), Verdict::Fail);
+        assert_eq!(verdict(OutOfMemory, 0, first), Verdict::Fail);
         // Slurm does not requeue a timed-out task: at once, twice at most.
-        assert_eq!(verdict(Timeout, 0, 0), Verdict::Resubmit);
-        assert_eq!(verdict(Timeout, MAX_REQUEUES - 1, 0), Verdict::Resubmit);
-        assert_eq!(verdict(Timeout, MAX_REQUEUES, 0), Verdict::Fail);
-        // A preempted task gets one poll for Slurm's own requeue first.
+        assert_eq!(verdict(Timeout, 0, first), Verdict::Resubmit);
+        assert_eq!(verdict(Timeout, MAX_REQUEUES - 1, first), Verdict::Resubmit);
+        assert_eq!(verdict(Timeout, MAX_REQUEUES, first), Verdict::Fail);
+        // A preempted task gets a moment for Slurm's own requeue first.
         for s in [Preempted, NodeFail, BootFail] {
-            assert_eq!(verdict(s, 0, 0), Verdict::Wait);
-            assert_eq!(verdict(s, 0, 1), Verdict::Resubmit);
-            assert_eq!(verdict(s, MAX_REQUEUES, 1), Verdict::Fail);
+            assert_eq!(verdict(s, 0, first), Verdict::Wait);
+            assert_eq!(verdict(s, 0, soon), Verdict::Wait);
+            assert_eq!(verdict(s, 0, later), Verdict::Resubmit);
+            assert_eq!(verdict(s, MAX_REQUEUES, later), Verdict::Fail);
         }
+        // So does a failed one: a requeue shows `FAILED` for a moment (issue 24).
+        assert_eq!(verdict(Failed, 0, first), Verdict::Wait);
+        assert_eq!(verdict(Failed, 0, soon), Verdict::Wait);
+        assert_eq!(verdict(Failed, 0, later), Verdict::Fail);
     }
 }
