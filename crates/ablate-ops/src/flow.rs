@@ -183,7 +183,14 @@ impl Op for TrainFlow {
     }
 
     fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
-        let job = prepare(ctx)?;
+        train_alone(ctx, &prepare(ctx)?)
+    }
+}
+
+/// Trains one prepared instance on its own (a group of one takes this path too, so its
+/// checkpoint is read once).
+fn train_alone(ctx: &OpContext<'_>, job: &Prepared) -> Result<OpOutput, OpError> {
+    {
         let mut observer = EpochObserver {
             ctx,
             history: job.history_so_far(),
@@ -202,7 +209,7 @@ impl Op for TrainFlow {
             job.span(),
             &mut observer,
         );
-        finish(ctx, &job, result, &observer.history)
+        finish(ctx, job, result, &observer.history)
     }
 }
 
@@ -483,7 +490,8 @@ pub fn run_group(ctxs: &[OpContext<'_>]) -> Vec<Result<OpOutput, OpError>> {
     }
     for group in groups {
         if let [i] = group[..] {
-            out[i] = Some(TrainFlow::new().run(&ctxs[i]));
+            let job = prepared[i].as_ref().expect("grouped members are prepared");
+            out[i] = Some(train_alone(&ctxs[i], job));
             continue;
         }
         let members: Vec<&Prepared> = group
@@ -1008,6 +1016,17 @@ mod resume_tests {
         // 0: 1 → 3; 1: 1 → end; 2: 2 → end (1 and 2 resume from different epochs)
         let r2 = round([Some(3), None, None, None]);
         assert_eq!(r2[0].0.stopped_at, Some(3));
+        // member 2, a sub-group of one, read its checkpoint once
+        let said = |what: &str| {
+            b.messages
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|m| m.contains(what))
+                .count()
+        };
+        assert_eq!(said("resuming from its checkpoint at epoch 2"), 1);
+        assert_eq!(said("resuming from its checkpoint at epoch 1"), 2);
         for m in 1..4 {
             same(&r2[m], &alone[m], &format!("member {m}, second round"));
         }
