@@ -1067,6 +1067,36 @@ mod resume_tests {
     }
 
     #[test]
+    fn a_cancelled_run_leaves_the_checkpoint_it_found() {
+        let b = Bench::new();
+        let data = data_entry(&b.store, 0);
+        let job = train_job(data, small(json!({"seed": 3})));
+        b.run(&[budgeted(&job, Some(2))]);
+        let before = std::fs::read(b.checkpoint(&job)).unwrap();
+        // cancelled after its first epoch past the checkpoint, on its way to a budget of 4
+        let cancel = CancelToken::new();
+        let progress = |p: Progress| {
+            if p.step >= 3 && p.loss.is_some() {
+                cancel.cancel();
+            }
+        };
+        let out = b.out_dir();
+        let job4 = budgeted(&job, Some(4));
+        let ctx = OpContext::new(&job4, &out, &b.store, b.root.path(), 1, &progress, &cancel);
+        assert!(matches!(
+            TrainFlow::new().run(&ctx),
+            Err(OpError::Cancelled)
+        ));
+        assert_eq!(std::fs::read(b.checkpoint(&job)).unwrap(), before);
+        let dir = b.checkpoint(&job).parent().unwrap().to_owned();
+        assert_eq!(
+            std::fs::read_dir(dir).unwrap().count(),
+            1,
+            "no temporary file"
+        );
+    }
+
+    #[test]
     fn a_diverged_run_leaves_no_checkpoint() {
         let b = Bench::new();
         let data = data_entry(&b.store, 0);
