@@ -189,7 +189,14 @@ impl Op for TrainFlow {
     }
 
     fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
-        let job = prepare(ctx)?;
+        train_alone(ctx, &prepare(ctx)?)
+    }
+}
+
+/// Trains one prepared instance on its own (a group of one takes this path too, so its
+/// checkpoint is read once).
+fn train_alone(ctx: &OpContext<'_>, job: &Prepared) -> Result<OpOutput, OpError> {
+    {
         let mut observer = EpochObserver {
             ctx,
             history: job.history_so_far(),
@@ -208,7 +215,7 @@ impl Op for TrainFlow {
             job.span(),
             &mut observer,
         );
-        finish(ctx, &job, result, &observer.history)
+        finish(ctx, job, result, &observer.history)
     }
 }
 
@@ -489,7 +496,8 @@ pub fn run_group(ctxs: &[OpContext<'_>]) -> Vec<Result<OpOutput, OpError>> {
     }
     for group in groups {
         if let [i] = group[..] {
-            out[i] = Some(TrainFlow::new().run(&ctxs[i]));
+            let job = prepared[i].as_ref().expect("grouped members are prepared");
+            out[i] = Some(train_alone(&ctxs[i], job));
             continue;
         }
         let members: Vec<&Prepared> = group
@@ -1014,6 +1022,17 @@ mod resume_tests {
         // 0: 1 → 3; 1: 1 → end; 2: 2 → end (1 and 2 resume from different epochs)
         let r2 = round([Some(3), None, None, None]);
         assert_eq!(r2[0].0.stopped_at, Some(3));
+        // member 2, a sub-group of one, read its checkpoint once
+        let said = |what: &str| {
+            b.messages
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|m| m.contains(what))
+                .count()
+        };
+        assert_eq!(said("resuming from its checkpoint at epoch 2"), 1);
+        assert_eq!(said("resuming from its checkpoint at epoch 1"), 2);
         for m in 1..4 {
             same(&r2[m], &alone[m], &format!("member {m}, second round"));
         }
@@ -1051,6 +1070,36 @@ mod resume_tests {
         same(&whole, &got, "a truncated checkpoint");
         let m = b.messages.lock().unwrap().clone();
         assert!(m.iter().any(|m| m.contains("checksum")), "{m:?}");
+    }
+
+    #[test]
+    fn a_cancelled_run_leaves_the_checkpoint_it_found() {
+        let b = Bench::new();
+        let data = data_entry(&b.store, 0);
+        let job = train_job(data, small(json!({"seed": 3})));
+        b.run(&[budgeted(&job, Some(2))]);
+        let before = std::fs::read(b.checkpoint(&job)).unwrap();
+        // cancelled after its first epoch past the checkpoint, on its way to a budget of 4
+        let cancel = CancelToken::new();
+        let progress = |p: Progress| {
+            if p.step >= 3 && p.loss.is_some() {
+                cancel.cancel();
+            }
+        };
+        let out = b.out_dir();
+        let job4 = budgeted(&job, Some(4));
+        let ctx = OpContext::new(&job4, &out, &b.store, b.root.path(), 1, &progress, &cancel);
+        assert!(matches!(
+            TrainFlow::new().run(&ctx),
+            Err(OpError::Cancelled)
+        ));
+        assert_eq!(std::fs::read(b.checkpoint(&job)).unwrap(), before);
+        let dir = b.checkpoint(&job).parent().unwrap().to_owned();
+        assert_eq!(
+            std::fs::read_dir(dir).unwrap().count(),
+            1,
+            "no temporary file"
+        );
     }
 
     #[test]

@@ -261,7 +261,15 @@ impl Op for TrainLm {
     }
 
     fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
-        let mut member = Member::prepare(ctx)?;
+        Member::prepare(ctx)?.train_alone(ctx)
+    }
+}
+
+impl Member {
+    /// Trains this instance on its own (a group of one takes this path too, so its checkpoint
+    /// is read once).
+    fn train_alone(mut self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
+        let member = &mut self;
         let mut observer = StepObserver {
             ctx,
             log: member.log_so_far(),
@@ -280,7 +288,7 @@ impl Op for TrainLm {
             &mut |_step| sampler.next_batch(batch),
             &mut observer,
         );
-        member.finish(ctx, observer.log, trained)
+        self.finish(ctx, observer.log, trained)
     }
 }
 
@@ -333,7 +341,8 @@ pub fn run_group(ctxs: &[OpContext<'_>]) -> Vec<Result<OpOutput, OpError>> {
     }
     for (_, list) in groups {
         if let [i] = list[..] {
-            out[i] = Some(op.run(&ctxs[i]));
+            let member = members[i].take().expect("each member in one group");
+            out[i] = Some(member.train_alone(&ctxs[i]));
             continue;
         }
         let group: Vec<Member> = list
