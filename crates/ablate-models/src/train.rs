@@ -127,15 +127,7 @@ pub(crate) fn start_params(
     train: &TrainConfig,
     from: Option<&TrainState>,
 ) -> Result<Vec<f32>, NnError> {
-    match from {
-        None => Ok(layout.init(train.seed)),
-        Some(s) if s.params.len() == layout.total() => Ok(s.params.clone()),
-        Some(s) => Err(NnError::InvalidConfig(format!(
-            "the state to resume from has {} parameters, the model {}",
-            s.params.len(),
-            layout.total()
-        ))),
-    }
+    TrainState::start_params(from, layout.total(), || layout.init(train.seed))
 }
 
 /// The step plan of training on `data` with `train`: epochs of `⌈n / batch⌉` batches.

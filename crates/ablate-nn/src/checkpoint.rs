@@ -31,6 +31,25 @@ pub struct TrainState {
     pub adam: AdamState,
 }
 
+impl TrainState {
+    /// The parameters a run starts from: `init()` (the seeded initialisation) without a state
+    /// to resume, else the state's, which must hold `total` of them.
+    pub fn start_params(
+        from: Option<&TrainState>,
+        total: usize,
+        init: impl FnOnce() -> Vec<f32>,
+    ) -> Result<Vec<f32>, crate::NnError> {
+        match from {
+            None => Ok(init()),
+            Some(s) if s.params.len() == total => Ok(s.params.clone()),
+            Some(s) => Err(crate::NnError::InvalidConfig(format!(
+                "the state to resume from has {} parameters, the model {total}",
+                s.params.len()
+            ))),
+        }
+    }
+}
+
 /// One named array of a checkpoint.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Array {

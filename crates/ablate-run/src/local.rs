@@ -302,18 +302,20 @@ impl LocalExecutor {
             })) if status.is_done() => {
                 let paused = Paused {
                     step,
-                    metrics,
-                    publish,
-                    started_at_us,
-                    seconds: t0.elapsed().as_secs_f64(),
-                    device: job.placement.name(),
-                    host: inner.host.clone(),
-                    ablate_version: inner.version.clone(),
+                    produced: Produced {
+                        metrics,
+                        publish,
+                        started_at_us,
+                        seconds: t0.elapsed().as_secs_f64(),
+                        device: job.placement.name(),
+                        host: inner.host.clone(),
+                        ablate_version: inner.version.clone(),
+                    },
                 };
                 match paused.keep(store, job, tmp) {
                     Ok(()) => Outcome::Paused {
                         step,
-                        metrics: paused.metrics,
+                        metrics: paused.produced.metrics,
                     },
                     Err(why) => Outcome::Failed {
                         error: format!("failed to keep the outputs at the budget: {why}"),
@@ -322,16 +324,7 @@ impl LocalExecutor {
                 }
             }
             Ok(Ok(out)) => {
-                let manifest = Manifest {
-                    format: 0,
-                    key: job.key,
-                    input: job.key_input.clone(),
-                    origin: Origin {
-                        pipeline: job.pipeline.clone(),
-                        stage: job.stage.clone(),
-                        label: job.label.clone(),
-                    },
-                    outputs: Vec::new(),
+                let manifest = Produced {
                     metrics: out.metrics,
                     publish: out.publish,
                     started_at_us,
@@ -339,9 +332,8 @@ impl LocalExecutor {
                     device: job.placement.name(),
                     host: inner.host.clone(),
                     ablate_version: inner.version.clone(),
-                    status: out.status,
-                    checksum: None,
-                };
+                }
+                .manifest(job, out.status);
                 let committed = if force {
                     tmp.commit_replacing(manifest)
                 } else {
@@ -387,15 +379,47 @@ impl LocalExecutor {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Paused {
     step: u64,
+    #[serde(flatten)]
+    produced: Produced,
+}
+
+/// What an attempt produced besides its files, and where it ran: what its entry's manifest
+/// records (another process may commit it: the Slurm driver, for a pruned one).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Produced {
     metrics: Vec<ablate_cache::Metric>,
     publish: Vec<String>,
     started_at_us: i64,
     seconds: f64,
-    /// Where the attempt ran, for the pruned entry's manifest (another process may commit it:
-    /// the Slurm driver).
     device: String,
     host: String,
     ablate_version: String,
+}
+
+impl Produced {
+    /// The manifest of `job`'s entry with this and `status`.
+    fn manifest(self, job: &Job, status: ablate_cache::EntryStatus) -> Manifest {
+        Manifest {
+            format: 0,
+            key: job.key,
+            input: job.key_input.clone(),
+            origin: Origin {
+                pipeline: job.pipeline.clone(),
+                stage: job.stage.clone(),
+                label: job.label.clone(),
+            },
+            outputs: Vec::new(),
+            metrics: self.metrics,
+            publish: self.publish,
+            started_at_us: self.started_at_us,
+            seconds: self.seconds,
+            device: self.device,
+            host: self.host,
+            ablate_version: self.ablate_version,
+            status,
+            checksum: None,
+        }
+    }
 }
 
 /// What an attempt of `job` that stopped at its budget left, if one started at or after
@@ -404,10 +428,10 @@ struct Paused {
 pub fn paused_outcome(store: &Store, job: &Job, since_us: i64) -> Option<Outcome> {
     let record = store.checkpoint_dir(&job.key).join(PAUSED_RECORD);
     let p: Paused = serde_json::from_slice(&std::fs::read(record).ok()?).ok()?;
-    (p.started_at_us >= since_us && store.paused_dir(&job.key).is_dir()).then_some(
+    (p.produced.started_at_us >= since_us && store.paused_dir(&job.key).is_dir()).then_some(
         Outcome::Paused {
             step: p.step,
-            metrics: p.metrics,
+            metrics: p.produced.metrics,
         },
     )
 }
@@ -434,26 +458,9 @@ pub fn prune_entry(store: &Store, job: &Job, step: u64) -> Outcome {
             "failed to record it as pruned at step {step}: {why}"
         )),
         Ok(p) => {
-            let manifest = Manifest {
-                format: 0,
-                key: job.key,
-                input: job.key_input.clone(),
-                origin: Origin {
-                    pipeline: job.pipeline.clone(),
-                    stage: job.stage.clone(),
-                    label: job.label.clone(),
-                },
-                outputs: Vec::new(),
-                metrics: p.metrics,
-                publish: p.publish,
-                started_at_us: p.started_at_us,
-                seconds: p.seconds,
-                device: p.device,
-                host: p.host,
-                ablate_version: p.ablate_version,
-                status: ablate_cache::EntryStatus::Pruned { step },
-                checksum: None,
-            };
+            let manifest = p
+                .produced
+                .manifest(job, ablate_cache::EntryStatus::Pruned { step });
             match tmp.commit_replacing(manifest) {
                 Ok(m) => {
                     let _ = std::fs::remove_dir_all(store.failed_dir(&job.key));

@@ -116,15 +116,7 @@ pub(super) fn start_params(
     train: &LmTrainConfig,
     from: Option<&TrainState>,
 ) -> Result<Vec<f32>, NnError> {
-    match from {
-        None => Ok(layout.init(train.seed)),
-        Some(s) if s.params.len() == layout.total() => Ok(s.params.clone()),
-        Some(s) => Err(NnError::InvalidConfig(format!(
-            "the state to resume from has {} parameters, the model {}",
-            s.params.len(),
-            layout.total()
-        ))),
-    }
+    TrainState::start_params(from, layout.total(), || layout.init(train.seed))
 }
 
 /// [`train_lm_with`] over `span` only. `batches` is called for the span's steps (the caller's
