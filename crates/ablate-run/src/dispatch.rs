@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use crate::graph::{Ended, Graph, State};
 use crate::placement::GpuPool;
 use crate::scheduler::{BoxFuture, Executor, Outcome};
+use crate::strategy::Early;
 use crate::{CancelToken, Job, RunEvent, Summary};
 
 pub(crate) struct Slots {
@@ -69,7 +70,7 @@ impl<E: Executor> Dispatcher<'_, E> {
     pub(crate) fn dispatch(
         &mut self,
         graph: &mut Graph<'_>,
-        budgets: &[Option<u64>],
+        early: &Early,
         summary: &mut Summary,
         emit: &impl Fn(RunEvent),
     ) {
@@ -143,7 +144,7 @@ impl<E: Executor> Dispatcher<'_, E> {
             }
             self.free.cpus -= need.cpus;
             self.free.mem -= need.mem;
-            self.start(graph, budgets, id, members, devices, emit);
+            self.start(graph, early, id, members, devices, emit);
         }
     }
 
@@ -166,7 +167,7 @@ impl<E: Executor> Dispatcher<'_, E> {
     pub(crate) fn start(
         &mut self,
         graph: &mut Graph<'_>,
-        budgets: &[Option<u64>],
+        early: &Early,
         head: PlanIndex,
         members: Vec<(PlanIndex, u32)>,
         devices: Option<Vec<usize>>,
@@ -212,7 +213,7 @@ impl<E: Executor> Dispatcher<'_, E> {
         for &(id, attempt) in &members {
             let partial = !graph.missing[id.index()].is_empty();
             let mut job = Job::partial(plan, id, &graph.missing[id.index()]);
-            job.budget = budgets[id.index()];
+            job.budget = early.budget(id);
             if let Some(&first) = gpus.first() {
                 job.placement.device = Device::Cuda(Some(first));
                 job.placement.gpus.clone_from(&gpus);

@@ -258,8 +258,7 @@ pub async fn run<E: Executor>(
 
     loop {
         if !cancelled {
-            let budgets = early.budgets(plan);
-            d.dispatch(&mut graph, &budgets, &mut summary, &emit);
+            d.dispatch(&mut graph, &early, &mut summary, &emit);
         }
         if d.running.is_empty() {
             break;

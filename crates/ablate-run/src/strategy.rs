@@ -363,11 +363,10 @@ impl Early {
         Early { halvings, of }
     }
 
-    /// The budget an attempt of each instance starting now gets.
-    pub(crate) fn budgets(&self, plan: &Plan) -> Vec<Option<u64>> {
-        (0..plan.len())
-            .map(|i| self.of[i].and_then(|h| self.halvings[h].budget()))
-            .collect()
+    /// The budget an attempt of `id` starting now gets: its stage's current rung, if it stops
+    /// early.
+    pub(crate) fn budget(&self, id: PlanIndex) -> Option<u64> {
+        self.of[id.index()].and_then(|h| self.halvings[h].budget())
     }
 
     /// Decides what halving `h` can, and carries it out: the instances that go on are ready
