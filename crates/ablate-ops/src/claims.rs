@@ -3,9 +3,6 @@
 //! or undecided and written as `claims.parquet` + `claims.md`. A false claim is a result, not
 //! an error; a claim that does not parse is the user's error, reported with all the others.
 
-mod eval;
-mod expr;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -18,8 +15,8 @@ use serde::Deserialize;
 use crate::params::typed;
 use crate::registry::Op;
 
-use self::eval::{Evaluation, Verdict, evaluate};
-use self::expr::{Claim, parse};
+use ablate_report::claims::eval::{Evaluation, Verdict, evaluate};
+use ablate_report::claims::expr::{Claim, parse};
 
 pub(crate) struct Claims {
     schema: OpSchema,
@@ -267,7 +264,8 @@ fn write_outputs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ablate_results::{ColumnData, Observation};
+    use ablate_report::Observation;
+    use ablate_results::ColumnData;
     use serde_json::json;
 
     fn claims(v: Value) -> Vec<NamedClaim> {

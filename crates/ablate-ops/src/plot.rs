@@ -5,12 +5,9 @@
 //! and `metric` draw the per-layer tables of `eval.metric` instances, one row of panels per
 //! instance and one column per layer.
 
-mod caption;
-mod data;
-mod draw;
 mod panels;
 
-pub use caption::caption_figure;
+pub use ablate_report::plot::caption_figure;
 
 use std::collections::BTreeMap;
 
@@ -23,6 +20,7 @@ use serde_json::json;
 use crate::params::typed;
 use crate::registry::Op;
 use crate::support::OneOrMany;
+use ablate_report::plot::{data, draw};
 use data::{FinalMetrics, Layers, MetricPoint, Stepped};
 use draw::{LineFigure, Panel, PanelContent, PanelFigure, PanelRow, ParetoFigure, Spread};
 #[cfg(test)]
@@ -284,7 +282,7 @@ impl Chosen<'_> {
         if !self.left_out.is_empty() {
             parts.push(format!(
                 "left out: {}",
-                ablate_results::gap_text(&self.left_out)
+                ablate_report::gap_text(&self.left_out)
             ));
         }
         if parts.is_empty() {
@@ -341,7 +339,7 @@ fn choose<'a>(
         return Err(OpError::msg(format!(
             "nothing to draw: none of the {} selected inputs has a result ({})",
             chosen.left_out.len(),
-            ablate_results::gap_text(&chosen.left_out)
+            ablate_report::gap_text(&chosen.left_out)
         )));
     }
     Ok(chosen)
@@ -453,7 +451,7 @@ fn curve_figure(
             Ok(Stepped {
                 id: input.id.clone(),
                 labels: input.labels.clone(),
-                values: data::stepped_values(&input.id, &manifest.metrics, y)
+                values: data::stepped_values(&input.id, &metric_points(manifest), y)
                     .map_err(OpError::msg)?,
             })
         })
@@ -592,3 +590,12 @@ fn pareto_figure(
 
 #[cfg(test)]
 mod tests;
+
+/// An entry's metrics as the figures read them: (name, step, value).
+fn metric_points(manifest: &Manifest) -> Vec<(&str, Option<u64>, f64)> {
+    manifest
+        .metrics
+        .iter()
+        .map(|m| (m.name.as_str(), m.step, m.value))
+        .collect()
+}

@@ -2,7 +2,7 @@
 //! (`rows` × `cols`, aggregated over the remaining labels, e.g. seeds), as Parquet + Markdown;
 //! with `relative_to`, each cell also as its gain (%) over a baseline cell.
 
-use ablate_results::{Aggregate, Baseline, Observation, PivotSpec, Relative};
+use ablate_report::{Aggregate, Baseline, Observation, PivotSpec, Relative};
 use ablate_run::{OpContext, OpError, OpOutput};
 use ablate_spec::{OpSchema, ParamSpec, ParamType, Value};
 use serde::Deserialize;
@@ -132,7 +132,7 @@ impl Op for Table {
         }
         let baselines: Vec<Baseline> = serde_json::from_value(value.clone())
             .map_err(|e| format!("expected a list of `{{where, base}}` maps of labels: {e}"))?;
-        ablate_results::check_baselines(&baselines)
+        ablate_report::check_baselines(&baselines)
     }
 
     fn run(&self, ctx: &OpContext<'_>) -> Result<OpOutput, OpError> {
@@ -142,7 +142,7 @@ impl Op for Table {
             OneOrMany::Many(ms) => ms,
         };
         let best = match (p.best, p.top) {
-            (Some(metric), top) => Some(ablate_results::Best {
+            (Some(metric), top) => Some(ablate_report::Best {
                 lower: p.lower_is_better.contains(&metric),
                 metric,
                 top,
@@ -184,7 +184,7 @@ impl Op for Table {
             relative,
             best,
         };
-        let pivot = ablate_results::pivot(&observations, &spec)
+        let pivot = ablate_report::pivot(&observations, &spec)
             .map_err(|e| OpError::with("cannot build the table", e))?;
         let out = ctx.out_dir();
         ablate_results::write_table(&out.join("table.parquet"), &pivot.table)

@@ -125,7 +125,7 @@ fn trim_fraction(s: &str) -> &str {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Align {
+pub enum Align {
     Left,
     Right,
 }
@@ -159,7 +159,7 @@ fn cells(table: &Table, escape: fn(&str) -> String) -> Vec<Vec<String>> {
 }
 
 /// A padded GitHub pipe table; cells must already be escaped.
-pub(crate) fn markdown_table(header: &[String], align: &[Align], rows: &[Vec<String>]) -> String {
+pub fn markdown_table(header: &[String], align: &[Align], rows: &[Vec<String>]) -> String {
     // GitHub needs at least three dashes in the delimiter row.
     let widths: Vec<usize> = column_widths(header, rows)
         .into_iter()
@@ -214,7 +214,7 @@ fn width(s: &str) -> usize {
 }
 
 /// Keeps a cell inside its table row: pipes escaped, line breaks flattened.
-pub(crate) fn escape_markdown(s: &str) -> String {
+pub fn escape_markdown(s: &str) -> String {
     s.replace('|', "\\|")
         .replace("\r\n", " ")
         .replace(['\n', '\r'], " ")

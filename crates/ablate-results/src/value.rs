@@ -9,7 +9,7 @@ use crate::table::ColumnData;
 
 /// The column kinds, ordered by how much they can hold: a column widens towards `Str`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub enum Kind {
     Bool,
     Int,
     Float,
@@ -18,7 +18,7 @@ pub(crate) enum Kind {
 
 impl Kind {
     /// The kind a single non-null value asks for; lists and maps are stored as JSON text.
-    pub(crate) fn of(value: &Value) -> Option<Kind> {
+    pub fn of(value: &Value) -> Option<Kind> {
         match value {
             Value::Null => None,
             Value::Bool(_) => Some(Kind::Bool),
@@ -29,7 +29,7 @@ impl Kind {
     }
 
     /// The narrowest kind that holds both: Int+Float → Float, any other mix → Str.
-    pub(crate) fn unify(a: Kind, b: Kind) -> Kind {
+    pub fn unify(a: Kind, b: Kind) -> Kind {
         match (a, b) {
             _ if a == b => a,
             (Kind::Int, Kind::Float) | (Kind::Float, Kind::Int) => Kind::Float,
@@ -37,7 +37,7 @@ impl Kind {
         }
     }
 
-    pub(crate) fn data_type(self) -> DataType {
+    pub fn data_type(self) -> DataType {
         match self {
             Kind::Bool => DataType::Boolean,
             Kind::Int => DataType::Int64,
@@ -47,7 +47,7 @@ impl Kind {
     }
 
     /// The kind of a column of values; `None` when every value is null (or there are none).
-    pub(crate) fn infer<'a>(values: impl IntoIterator<Item = Option<&'a Value>>) -> Option<Kind> {
+    pub fn infer<'a>(values: impl IntoIterator<Item = Option<&'a Value>>) -> Option<Kind> {
         values
             .into_iter()
             .flatten()
@@ -57,7 +57,7 @@ impl Kind {
 }
 
 /// Builds a column of `kind` (`Str` when `None`) from values whose kinds unify to at most `kind`.
-pub(crate) fn column_data(values: &[Option<&Value>], kind: Option<Kind>) -> ColumnData {
+pub fn column_data(values: &[Option<&Value>], kind: Option<Kind>) -> ColumnData {
     let cells = values.iter().map(|v| v.filter(|v| !v.is_null()));
     match kind.unwrap_or(Kind::Str) {
         Kind::Bool => ColumnData::Bool(cells.map(|v| v.and_then(Value::as_bool)).collect()),
@@ -68,7 +68,7 @@ pub(crate) fn column_data(values: &[Option<&Value>], kind: Option<Kind>) -> Colu
 }
 
 /// A value as a cell or a column-name fragment: strings as-is, anything else as compact JSON.
-pub(crate) fn display(value: &Value) -> String {
+pub fn display(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
         other => other.to_string(),
@@ -76,13 +76,13 @@ pub(crate) fn display(value: &Value) -> String {
 }
 
 /// A float as JSON would write it (`4.0`, `0.1`), so widened columns read the same as new values.
-pub(crate) fn display_f64(x: f64) -> String {
+pub fn display_f64(x: f64) -> String {
     serde_json::Number::from_f64(x).map_or_else(|| x.to_string(), |n| n.to_string())
 }
 
 /// A total order for label values: null < bools < numbers (numerically) < strings (lexically)
 /// < lists < maps.
-pub(crate) fn cmp_values(a: &Value, b: &Value) -> Ordering {
+pub fn cmp_values(a: &Value, b: &Value) -> Ordering {
     fn rank(v: &Value) -> u8 {
         match v {
             Value::Null => 0,
@@ -122,7 +122,7 @@ pub(crate) fn cmp_values(a: &Value, b: &Value) -> Ordering {
 }
 
 /// Lexicographic order of tuples of values.
-pub(crate) fn cmp_tuples(a: &[&Value], b: &[&Value]) -> Ordering {
+pub fn cmp_tuples(a: &[&Value], b: &[&Value]) -> Ordering {
     a.iter()
         .zip(b)
         .map(|(x, y)| cmp_values(x, y))

@@ -8,12 +8,12 @@ use ablate_cache::{HASH_SCHEME, InstanceKey, KeyInput, Manifest, Metric, Origin,
 use ablate_results::Table;
 use ablate_run::{CancelToken, JobInput, OpContext};
 use ablate_spec::{Params, Value};
-use plotters::style::RGBColor;
+
 use serde_json::json;
 
 use super::data::{Pareto, ParetoFacet, ParetoPoint, Point, Series, XAxis};
 use super::draw::{
-    self, LineFigure, Panel, PanelContent, PanelFigure, PanelRow, ParetoFigure, Spread,
+    self, LineFigure, Panel, PanelContent, PanelFigure, PanelRow, ParetoFigure, RGBColor, Spread,
 };
 use super::*;
 

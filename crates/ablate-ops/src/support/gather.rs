@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use ablate_results::Observation;
+use ablate_report::Observation;
 use ablate_run::{OpContext, OpError};
 use serde::Deserialize;
 

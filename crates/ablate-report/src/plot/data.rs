@@ -7,21 +7,18 @@ mod tables;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use ablate_cache::Metric;
-use ablate_results::{ColumnData, Table, mean_std};
+use ablate_results::{ColumnData, Table};
+
+use crate::stats::mean_std;
 use ablate_spec::{Value, backticked};
 
-pub(crate) use geometry::{Polyline, grid_lines, metric_ellipses};
-pub(crate) use pareto::{Pareto, pareto, staircase};
-// Named only by the figure tests; drawing reaches them through `Pareto`'s fields.
-#[cfg(test)]
-pub(crate) use pareto::{ParetoFacet, ParetoPoint};
-pub(crate) use tables::{
-    Layers, MetricPoint, default_layers, layers_from_table, metric_from_table,
-};
+pub use geometry::{Polyline, grid_lines, metric_ellipses};
+pub use pareto::{Pareto, pareto, staircase};
+pub use pareto::{ParetoFacet, ParetoPoint};
+pub use tables::{Layers, MetricPoint, default_layers, layers_from_table, metric_from_table};
 
 /// A label value as titles and legends show it (strings without their quotes).
-pub(crate) fn label_text(v: &Value) -> String {
+pub fn label_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),
@@ -37,7 +34,7 @@ fn label_eq(a: &Value, b: &Value) -> bool {
 }
 
 /// `weights=shared steps=8 seed=0`.
-pub(crate) fn labels_text(labels: &[(String, Value)]) -> String {
+pub fn labels_text(labels: &[(String, Value)]) -> String {
     labels
         .iter()
         .map(|(k, v)| format!("{k}={}", label_text(v)))
@@ -46,7 +43,7 @@ pub(crate) fn labels_text(labels: &[(String, Value)]) -> String {
 }
 
 /// The `select` param checked: a map from label key to a scalar value.
-pub(crate) fn parse_select(select: Option<&Value>) -> Result<BTreeMap<String, Value>, String> {
+pub fn parse_select(select: Option<&Value>) -> Result<BTreeMap<String, Value>, String> {
     match select {
         None | Some(Value::Null) => Ok(BTreeMap::new()),
         Some(Value::Object(map)) => map
@@ -65,7 +62,7 @@ pub(crate) fn parse_select(select: Option<&Value>) -> Result<BTreeMap<String, Va
 }
 
 /// Whether `labels` carry every entry of `select`.
-pub(crate) fn selected(labels: &[(String, Value)], select: &BTreeMap<String, Value>) -> bool {
+pub fn selected(labels: &[(String, Value)], select: &BTreeMap<String, Value>) -> bool {
     select
         .iter()
         .all(|(key, want)| labels.iter().any(|(k, v)| k == key && label_eq(v, want)))
@@ -73,7 +70,7 @@ pub(crate) fn selected(labels: &[(String, Value)], select: &BTreeMap<String, Val
 
 /// Why `select` chose none of the inputs whose labels are `inputs`: the values it wants and
 /// those the inputs have (`--matrix` may have swept other values than the file's, #21).
-pub(crate) fn select_matches_none(
+pub fn select_matches_none(
     select: &BTreeMap<String, Value>,
     inputs: &[&[(String, Value)]],
 ) -> String {
@@ -137,7 +134,7 @@ pub(crate) fn select_matches_none(
 /// which is a report's view of an instance: labels keyed for lookup, no id, and why it is
 /// `missing` if it did not finish — a plot draws only the inputs that finished (and counts the others).
 #[derive(Debug, Clone)]
-pub(crate) struct FinalMetrics {
+pub struct FinalMetrics {
     pub id: String,
     pub labels: Vec<(String, Value)>,
     pub metrics: BTreeMap<String, f64>,
@@ -166,7 +163,7 @@ fn label_of<'a>(id: &str, labels: &'a [(String, Value)], key: &str) -> Result<&'
 
 /// How the x axis of a line plot is laid out.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum XAxis {
+pub enum XAxis {
     Numeric,
     /// Category names in first-seen order; a point's x is the index of its category.
     Categorical(Vec<String>),
@@ -174,7 +171,7 @@ pub(crate) enum XAxis {
 
 /// One plotted point: the mean of its observations, with their sample standard deviation.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Point {
+pub struct Point {
     pub x: f64,
     pub mean: f64,
     /// `None` for a single observation.
@@ -182,7 +179,7 @@ pub(crate) struct Point {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Series {
+pub struct Series {
     /// The group's value, `None` without `group`.
     pub name: Option<String>,
     pub points: Vec<Point>,
@@ -218,7 +215,7 @@ fn group_name(v: &Value) -> String {
 /// Points of metric `y` against label `x`, one series per value of the `group` labels (per
 /// combination of values, for several), each point the mean over the observations with that
 /// (group, x) — typically over seeds. Inputs without the metric are skipped.
-pub(crate) fn aggregate(
+pub fn aggregate(
     obs: &[FinalMetrics],
     x: &str,
     y: &str,
@@ -318,24 +315,25 @@ fn metrics_present(obs: &[FinalMetrics]) -> String {
 
 /// The stepped values of one metric in one input, with its labels.
 #[derive(Debug, Clone)]
-pub(crate) struct Stepped {
+pub struct Stepped {
     pub id: String,
     pub labels: Vec<(String, Value)>,
     /// `(step, value)`, one per step.
     pub values: BTreeMap<u64, f64>,
 }
 
-/// The values of metric `y` that input `id` logged with a step; a step logged twice keeps its
+/// The values of metric `y` that input `id` logged with a step (`metrics` as (name, step,
+/// value)); a step logged twice keeps its
 /// last value. Without any, an error naming the input and the stepped metrics it does have.
-pub(crate) fn stepped_values(
+pub fn stepped_values(
     id: &str,
-    metrics: &[Metric],
+    metrics: &[(&str, Option<u64>, f64)],
     y: &str,
 ) -> Result<BTreeMap<u64, f64>, String> {
     let values: BTreeMap<u64, f64> = metrics
         .iter()
-        .filter(|m| m.name == y)
-        .filter_map(|m| Some((m.step?, m.value)))
+        .filter(|(name, _, _)| *name == y)
+        .filter_map(|&(_, step, value)| Some((step?, value)))
         .collect();
     if !values.is_empty() {
         return Ok(values);
@@ -343,8 +341,8 @@ pub(crate) fn stepped_values(
     let names = |stepped: bool| {
         let names: BTreeSet<&str> = metrics
             .iter()
-            .filter(|m| m.step.is_some() == stepped)
-            .map(|m| m.name.as_str())
+            .filter(|(_, step, _)| step.is_some() == stepped)
+            .map(|(name, _, _)| *name)
             .collect();
         names.into_iter().collect::<Vec<_>>()
     };
@@ -368,7 +366,7 @@ pub(crate) fn stepped_values(
 /// Metric values against the step, one series per value of the `group` labels (one without),
 /// each point the mean ± sd at that step over the series' inputs that logged it (typically the
 /// seeds). Series are ordered like [`aggregate`]'s groups, points by step.
-pub(crate) fn curves(obs: &[Stepped], group: &[String]) -> Result<Vec<Series>, String> {
+pub fn curves(obs: &[Stepped], group: &[String]) -> Result<Vec<Series>, String> {
     let group_values = obs
         .iter()
         .map(|o| group_value(&o.id, &o.labels, group))
@@ -557,12 +555,12 @@ mod tests {
     #[test]
     fn stepped_values_keep_the_last_value_of_a_step_and_name_what_an_input_has() {
         let m = [
-            Metric::at_step("loss", 1, 0.9),
-            Metric::at_step("loss", 1, 0.8),
-            Metric::at_step("loss", 2, 0.5),
-            Metric::at_step("lr", 1, 0.1),
-            Metric::new("loss", 0.5),
-            Metric::new("acc", 0.7),
+            ("loss", Some(1), 0.9),
+            ("loss", Some(1), 0.8),
+            ("loss", Some(2), 0.5),
+            ("lr", Some(1), 0.1),
+            ("loss", None, 0.5),
+            ("acc", None, 0.7),
         ];
         let v = stepped_values("t[0]", &m, "loss").unwrap();
         assert_eq!(v.into_iter().collect::<Vec<_>>(), [(1, 0.8), (2, 0.5)]);

@@ -6,7 +6,7 @@ use super::*;
 /// One panel per facet, side by side on shared axes: a dot per group (its colour, its name
 /// beside it) with ± one sd bars on both axes, a ring around each point on the frontier, and
 /// the frontier's step line.
-pub(crate) struct ParetoFigure {
+pub struct ParetoFigure {
     pub title: String,
     pub x_name: String,
     pub y_name: String,

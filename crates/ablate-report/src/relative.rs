@@ -17,11 +17,11 @@ use serde_json::Value;
 
 use ablate_spec::backticked;
 
-use crate::error::ResultsError;
 use crate::pivot::{Grid, PivotSpec, assignments, only_gaps_text};
-use crate::render::{Align, escape_markdown, markdown_table};
-use crate::table::{Column, ColumnData};
-use crate::value::{cmp_values, display};
+use ablate_results::ResultsError;
+use ablate_results::value::{cmp_values, display};
+use ablate_results::{Align, escape_markdown, markdown_table};
+use ablate_results::{Column, ColumnData};
 
 /// The suffix of a gain column: `infill_em[arch=decoder] (Δ% vs base)`.
 pub const GAIN_SUFFIX: &str = " (Δ% vs base)";

@@ -6,7 +6,7 @@ use super::*;
 
 /// What one panel shows, in the layer's first two coordinates.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum PanelContent {
+pub enum PanelContent {
     /// Data points coloured by class.
     Flow {
         points: Vec<([f64; 2], Option<i64>)>,
@@ -25,19 +25,19 @@ pub(crate) enum PanelContent {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Panel {
+pub struct Panel {
     pub title: String,
     pub content: PanelContent,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct PanelRow {
+pub struct PanelRow {
     pub title: String,
     pub panels: Vec<Panel>,
 }
 
 /// One row of panels per input, one column per layer.
-pub(crate) struct PanelFigure {
+pub struct PanelFigure {
     pub title: String,
     pub rows: Vec<PanelRow>,
     pub panel_size: (u32, u32),

@@ -5,7 +5,7 @@ use super::*;
 
 /// One row of `layers.parquet`: a data or grid point at one layer.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct LayerPoint {
+pub struct LayerPoint {
     pub layer: i64,
     pub grid: bool,
     pub label: Option<i64>,
@@ -16,7 +16,7 @@ pub(crate) struct LayerPoint {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Layers {
+pub struct Layers {
     /// How many coordinates the table has (only the first two are plotted).
     pub dim: usize,
     pub points: Vec<LayerPoint>,
@@ -24,7 +24,7 @@ pub(crate) struct Layers {
 
 impl Layers {
     /// The layers present, sorted.
-    pub(crate) fn present(&self) -> Vec<i64> {
+    pub fn present(&self) -> Vec<i64> {
         let set: BTreeSet<i64> = self.points.iter().map(|p| p.layer).collect();
         set.into_iter().collect()
     }
@@ -32,7 +32,7 @@ impl Layers {
 
 /// Reads `layers.parquet`. Rows with a null layer or a non-finite coordinate are skipped (a
 /// diverged flow leaves such points); a missing or mistyped column is an error.
-pub(crate) fn layers_from_table(t: &Table) -> Result<Layers, String> {
+pub fn layers_from_table(t: &Table) -> Result<Layers, String> {
     let layer = ints(t, "layer")?;
     let set = strs(t, "set")?;
     let label = ints(t, "label")?;
@@ -76,7 +76,7 @@ pub(crate) fn layers_from_table(t: &Table) -> Result<Layers, String> {
 
 /// One row of `metric.parquet`: the 2×2 pull-back metric at a grid point.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct MetricPoint {
+pub struct MetricPoint {
     pub layer: i64,
     pub gi: i64,
     pub gj: i64,
@@ -85,7 +85,7 @@ pub(crate) struct MetricPoint {
     pub g: [f64; 3],
 }
 
-pub(crate) fn metric_from_table(t: &Table) -> Result<Vec<MetricPoint>, String> {
+pub fn metric_from_table(t: &Table) -> Result<Vec<MetricPoint>, String> {
     let layer = ints(t, "layer")?;
     let gi = ints(t, "gi")?;
     let gj = ints(t, "gj")?;
@@ -154,7 +154,7 @@ fn wrong_kind(name: &str, data: &ColumnData, want: &str) -> String {
 
 /// Four layers evenly spaced from 0 to the last, each snapped to the nearest layer present,
 /// deduplicated (a model with one step has two layers).
-pub(crate) fn default_layers(present: &[i64]) -> Vec<i64> {
+pub fn default_layers(present: &[i64]) -> Vec<i64> {
     let Some(&last) = present.last() else {
         return Vec::new();
     };

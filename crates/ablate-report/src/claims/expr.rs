@@ -25,14 +25,14 @@ use serde_json::Value;
 
 /// A parsed claim: `lhs cmp rhs`.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Claim {
-    pub(crate) lhs: Expr,
-    pub(crate) cmp: Cmp,
-    pub(crate) rhs: Expr,
+pub struct Claim {
+    pub lhs: Expr,
+    pub cmp: Cmp,
+    pub rhs: Expr,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Cmp {
+pub enum Cmp {
     Ge,
     Le,
     Gt,
@@ -42,7 +42,7 @@ pub(crate) enum Cmp {
 }
 
 impl Cmp {
-    pub(crate) fn holds(self, a: f64, b: f64) -> bool {
+    pub fn holds(self, a: f64, b: f64) -> bool {
         match self {
             Cmp::Ge => a >= b,
             Cmp::Le => a <= b,
@@ -55,7 +55,7 @@ impl Cmp {
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Expr {
+pub enum Expr {
     Num(f64),
     Neg(Box<Expr>),
     Bin(BinOp, Box<Expr>, Box<Expr>),
@@ -64,7 +64,7 @@ pub(crate) enum Expr {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum BinOp {
+pub enum BinOp {
     Add,
     Sub,
     Mul,
@@ -72,7 +72,7 @@ pub(crate) enum BinOp {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Func {
+pub enum Func {
     Abs,
     Log,
     Exp,
@@ -87,7 +87,7 @@ const FUNCS: [(&str, Func); 4] = [
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Agg {
+pub enum Agg {
     Mean,
     Median,
     Min,
@@ -109,23 +109,23 @@ const AGGS: [(&str, Agg); 7] = [
 
 /// `metric | filters by keys`, with the text it was parsed from (for messages).
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Selection {
-    pub(crate) metric: String,
-    pub(crate) filters: Vec<Filter>,
+pub struct Selection {
+    pub metric: String,
+    pub filters: Vec<Filter>,
     /// Label keys whose groups' means are aggregated; empty: the instances' values are.
-    pub(crate) by: Vec<String>,
+    pub by: Vec<String>,
     /// The whole aggregate as written, e.g. `mean(acc | weights=shared)`.
-    pub(crate) text: String,
+    pub text: String,
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Filter {
-    pub(crate) key: String,
-    pub(crate) test: Test,
+pub struct Filter {
+    pub key: String,
+    pub test: Test,
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Test {
+pub enum Test {
     Eq(Value),
     Ne(Value),
     In(Vec<Value>),
@@ -146,15 +146,15 @@ impl fmt::Display for Filter {
 
 /// Where and why a claim does not parse; `column` counts characters from 1.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct ParseError {
-    pub(crate) column: usize,
-    pub(crate) message: String,
+pub struct ParseError {
+    pub column: usize,
+    pub message: String,
 }
 
 impl ParseError {
     /// The message, then the claim with a caret under the column: a window of at most 100
     /// characters around it, `…` marking what is cut, so a huge claim gives a short message.
-    pub(crate) fn render(&self, source: &str) -> String {
+    pub fn render(&self, source: &str) -> String {
         const WIDTH: usize = 100;
         let chars: Vec<char> = source.chars().collect();
         let at = self.column.saturating_sub(1).min(chars.len());
@@ -174,7 +174,7 @@ impl ParseError {
     }
 }
 
-pub(crate) fn parse(source: &str) -> Result<Claim, ParseError> {
+pub fn parse(source: &str) -> Result<Claim, ParseError> {
     let mut p = Parser {
         chars: source.chars().collect(),
         pos: 0,

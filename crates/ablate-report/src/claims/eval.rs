@@ -11,20 +11,21 @@
 
 use std::collections::BTreeSet;
 
-use ablate_results::{Observation, mean, mean_std, median};
+use crate::pivot::Observation;
+use crate::stats::{mean, mean_std, median};
 use serde_json::Value;
 
 use super::expr::{Agg, BinOp, Claim, Expr, Filter, Func, Selection, Test};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Verdict {
+pub enum Verdict {
     Pass,
     Fail,
     Undecided,
 }
 
 impl Verdict {
-    pub(crate) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Verdict::Pass => "pass",
             Verdict::Fail => "fail",
@@ -36,14 +37,14 @@ impl Verdict {
 /// The verdict, each side's value where it could be computed, and a detail: the number of
 /// values behind each aggregate, or why the claim is undecided.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Evaluation {
-    pub(crate) verdict: Verdict,
-    pub(crate) lhs: Option<f64>,
-    pub(crate) rhs: Option<f64>,
-    pub(crate) detail: String,
+pub struct Evaluation {
+    pub verdict: Verdict,
+    pub lhs: Option<f64>,
+    pub rhs: Option<f64>,
+    pub detail: String,
 }
 
-pub(crate) fn evaluate(claim: &Claim, obs: &[Observation]) -> Evaluation {
+pub fn evaluate(claim: &Claim, obs: &[Observation]) -> Evaluation {
     // What each aggregate ran over, for the detail: `3` values or `5 groups`.
     let mut counts: Vec<String> = Vec::new();
     let lhs = side(&claim.lhs, obs, &mut counts, "left");
@@ -190,7 +191,7 @@ fn select<'a>(
             sel.text,
             lost.len(),
             chosen.len(),
-            ablate_results::gap_text(&lost)
+            crate::pivot::gap_text(&lost)
         ));
     }
     let values: Vec<(&Observation, f64)> = chosen
@@ -253,7 +254,7 @@ fn aggregate(agg: Agg, v: &[f64], sel: &Selection) -> Result<f64, String> {
 
 /// Whether an instance's labels pass a filter: JSON equality, numbers compared numerically
 /// (`1 == 1.0`); a key the instance lacks fails `=` and `in` and passes `!=`.
-pub(crate) fn matches(f: &Filter, labels: &std::collections::BTreeMap<String, Value>) -> bool {
+pub fn matches(f: &Filter, labels: &std::collections::BTreeMap<String, Value>) -> bool {
     let label = labels.get(&f.key);
     match (&f.test, label) {
         (Test::Eq(v), Some(l)) => same(l, v),

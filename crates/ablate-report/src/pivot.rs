@@ -6,12 +6,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::ResultsError;
 use crate::relative::{self, Relative};
-use crate::render::{Align, escape_markdown, markdown_table};
 use crate::stats::{mean, mean_std, median};
-use crate::table::{Column, ColumnData, Table};
-use crate::value::{Kind, cmp_tuples, column_data, display};
+use ablate_results::ResultsError;
+use ablate_results::value::{Kind, cmp_tuples, column_data, display};
+use ablate_results::{Align, escape_markdown, markdown_table};
+use ablate_results::{Column, ColumnData, Table};
 
 /// One instance as the report sees it: its labels (params, matrix values, seed) and its final
 /// metrics — or, for an instance without a result to show, why (`missing`).

@@ -7,7 +7,7 @@ use super::*;
 /// One group's point: the means of both metrics over its observations, with their sample
 /// standard deviations (`None` for a single observation).
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct ParetoPoint {
+pub struct ParetoPoint {
     /// Index into [`Pareto::groups`].
     pub group: usize,
     pub x: f64,
@@ -19,7 +19,7 @@ pub(crate) struct ParetoPoint {
 /// The points of one facet and its frontier: the indices of its non-dominated points, in the
 /// order the step line joins them.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct ParetoFacet {
+pub struct ParetoFacet {
     /// `arch=decoder`; `None` without `facet`.
     pub name: Option<String>,
     pub points: Vec<ParetoPoint>,
@@ -27,7 +27,7 @@ pub(crate) struct ParetoFacet {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Pareto {
+pub struct Pareto {
     /// Group names (`ul2`, or `objective=ul2 mode_tokens=true` for several keys), shared by
     /// the facets so a group keeps its colour.
     pub groups: Vec<String>,
@@ -37,7 +37,7 @@ pub(crate) struct Pareto {
 /// One point per value of the `group` labels (per value of `facet`), each the mean ± sd of
 /// metrics `x` and `y` over the observations with those labels (typically the seeds).
 /// Inputs without both metrics are skipped. `lower` says, per axis, that lower is better.
-pub(crate) fn pareto(
+pub fn pareto(
     obs: &[FinalMetrics],
     x: &str,
     y: &str,
@@ -125,7 +125,7 @@ pub(crate) fn pareto(
 /// better on one, "good" being higher unless `lower` says lower for that axis — sorted along
 /// the frontier (by x from worst to best, ties kept in input order). Equal points do not
 /// dominate each other, so both stay; points with a NaN are never on it.
-pub(crate) fn frontier(points: &[(f64, f64)], lower: [bool; 2]) -> Vec<usize> {
+pub fn frontier(points: &[(f64, f64)], lower: [bool; 2]) -> Vec<usize> {
     let orient =
         |&(x, y): &(f64, f64)| (if lower[0] { -x } else { x }, if lower[1] { -y } else { y });
     let pts: Vec<(f64, f64)> = points.iter().map(orient).collect();
@@ -143,7 +143,7 @@ pub(crate) fn frontier(points: &[(f64, f64)], lower: [bool; 2]) -> Vec<usize> {
 /// The step line through frontier points (in [`frontier`]'s order): from each point straight
 /// along the y axis to the next one's y, then along the x axis to it — the edge of the region
 /// the frontier dominates, whichever way each axis is better.
-pub(crate) fn staircase(points: &[(f64, f64)]) -> Polyline {
+pub fn staircase(points: &[(f64, f64)]) -> Polyline {
     let mut line = Vec::with_capacity(2 * points.len());
     for (i, &p) in points.iter().enumerate() {
         if i > 0 {

@@ -3,11 +3,11 @@
 
 use super::*;
 
-pub(crate) type Polyline = Vec<(f64, f64)>;
+pub type Polyline = Vec<(f64, f64)>;
 
 /// The deformed grid as polylines joining neighbours along `gi` (fixed `gj`) and along `gj`
 /// (fixed `gi`); a missing grid point breaks its lines.
-pub(crate) fn grid_lines(points: &[(i64, i64, [f64; 2])]) -> Vec<Polyline> {
+pub fn grid_lines(points: &[(i64, i64, [f64; 2])]) -> Vec<Polyline> {
     let mut by_gi: BTreeMap<i64, BTreeMap<i64, [f64; 2]>> = BTreeMap::new();
     let mut by_gj: BTreeMap<i64, BTreeMap<i64, [f64; 2]>> = BTreeMap::new();
     for &(gi, gj, x) in points {
@@ -36,7 +36,7 @@ pub(crate) fn grid_lines(points: &[(i64, i64, [f64; 2])]) -> Vec<Polyline> {
 }
 
 /// The median distance between grid neighbours (the spacing metric ellipses are scaled to).
-pub(crate) fn grid_spacing(points: &[(i64, i64, [f64; 2])]) -> Option<f64> {
+pub fn grid_spacing(points: &[(i64, i64, [f64; 2])]) -> Option<f64> {
     let at: HashMap<(i64, i64), [f64; 2]> = points.iter().map(|&(i, j, x)| ((i, j), x)).collect();
     let mut d: Vec<f64> = Vec::new();
     for &(i, j, x) in points {
@@ -59,7 +59,7 @@ pub(crate) fn grid_spacing(points: &[(i64, i64, [f64; 2])]) -> Option<f64> {
 /// The ellipse {u : uᵀ g u = 1} of a symmetric positive-definite 2×2 `g`: semi-axis `r1`
 /// along direction `angle` (the eigenvector of the larger eigenvalue), `r2` across it.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Ellipse {
+pub struct Ellipse {
     pub angle: f64,
     pub r1: f64,
     pub r2: f64,
@@ -67,7 +67,7 @@ pub(crate) struct Ellipse {
 
 impl Ellipse {
     /// `None` when `g` is not finite or not positive definite (drawn as a point).
-    pub(crate) fn of_metric([a, b, c]: [f64; 3]) -> Option<Ellipse> {
+    pub fn of_metric([a, b, c]: [f64; 3]) -> Option<Ellipse> {
         if !(a.is_finite() && b.is_finite() && c.is_finite()) {
             return None;
         }
@@ -86,12 +86,12 @@ impl Ellipse {
     }
 
     /// The largest semi-axis.
-    pub(crate) fn max_semi(&self) -> f64 {
+    pub fn max_semi(&self) -> f64 {
         self.r1.max(self.r2)
     }
 
     /// The outline around `center`, scaled by `scale`, as a closed polyline of `n` segments.
-    pub(crate) fn outline(&self, center: [f64; 2], scale: f64, n: usize) -> Polyline {
+    pub fn outline(&self, center: [f64; 2], scale: f64, n: usize) -> Polyline {
         let (s, c) = self.angle.sin_cos();
         (0..=n)
             .map(|k| {
@@ -109,7 +109,7 @@ impl Ellipse {
 /// largest ellipse would shrink most of them to dots. Instead the median ellipse's largest
 /// semi-axis becomes 0.4 × the grid spacing, and any ellipse that would then reach beyond half
 /// the spacing is shrunk to it (its shape kept): sizes compare up to that cap.
-pub(crate) fn metric_ellipses(points: &[&MetricPoint]) -> (Vec<Polyline>, Vec<[f64; 2]>) {
+pub fn metric_ellipses(points: &[&MetricPoint]) -> (Vec<Polyline>, Vec<[f64; 2]>) {
     let grid: Vec<(i64, i64, [f64; 2])> = points.iter().map(|p| (p.gi, p.gj, p.x)).collect();
     let ellipses: Vec<(Option<Ellipse>, [f64; 2])> = points
         .iter()

@@ -18,13 +18,15 @@ use plotters::style::FontStyle;
 
 use super::data::{Pareto, Point, Polyline, Series, XAxis, staircase};
 
-pub(crate) use panel::{Panel, PanelContent, PanelFigure, PanelRow};
-pub(crate) use pareto::ParetoFigure;
+// The colour type of `PALETTE` and friends, for callers that compare drawn colours.
+pub use panel::{Panel, PanelContent, PanelFigure, PanelRow};
+pub use pareto::ParetoFigure;
+pub use plotters::style::RGBColor;
 
-pub(crate) const FONT: &str = "sans-serif";
+pub const FONT: &str = "sans-serif";
 
 /// A fixed qualitative palette (Tableau 10): series and class colours.
-pub(crate) const PALETTE: [RGBColor; 10] = [
+pub const PALETTE: [RGBColor; 10] = [
     RGBColor(0x4e, 0x79, 0xa7),
     RGBColor(0xf2, 0x8e, 0x2b),
     RGBColor(0xe1, 0x57, 0x59),
@@ -37,45 +39,45 @@ pub(crate) const PALETTE: [RGBColor; 10] = [
     RGBColor(0xba, 0xb0, 0xac),
 ];
 /// Points without a class.
-pub(crate) const UNLABELLED: RGBColor = RGBColor(0x55, 0x55, 0x55);
+pub const UNLABELLED: RGBColor = RGBColor(0x55, 0x55, 0x55);
 /// Deformed grid lines.
-pub(crate) const GRID_LINE: RGBColor = RGBColor(0x1f, 0x4e, 0x79);
+pub const GRID_LINE: RGBColor = RGBColor(0x1f, 0x4e, 0x79);
 /// Metric ellipses, and points where the metric is degenerate.
-pub(crate) const ELLIPSE: RGBColor = RGBColor(0xc0, 0x39, 0x2b);
-pub(crate) const DEGENERATE: RGBColor = RGBColor(0x22, 0x22, 0x22);
+pub const ELLIPSE: RGBColor = RGBColor(0xc0, 0x39, 0x2b);
+pub const DEGENERATE: RGBColor = RGBColor(0x22, 0x22, 0x22);
 /// Faint context under grid and metric panels.
 const FAINT: RGBColor = RGBColor(0xaa, 0xaa, 0xaa);
 const MESH: RGBColor = RGBColor(0xdd, 0xdd, 0xdd);
 /// The Pareto frontier's step line and the rings around its points.
-pub(crate) const FRONTIER: RGBColor = RGBColor(0x33, 0x33, 0x33);
+pub const FRONTIER: RGBColor = RGBColor(0x33, 0x33, 0x33);
 
 // Figure layout, shared by the Pareto and panel figures.
 const FIGURE_TITLE: u32 = 32;
 /// Room for the figure's title when there is a single column.
-pub(crate) const MIN_WIDTH: u32 = 400;
+pub const MIN_WIDTH: u32 = 400;
 const ROW_TITLE: u32 = 22;
 
 /// The colour of class `label`.
-pub(crate) fn class_color(label: Option<i64>) -> RGBColor {
+pub fn class_color(label: Option<i64>) -> RGBColor {
     label.map_or(UNLABELLED, |l| {
         PALETTE[l.rem_euclid(PALETTE.len() as i64) as usize]
     })
 }
 
-pub(crate) type DrawResult = Result<(), String>;
+pub type DrawResult = Result<(), String>;
 
 fn err<E: std::fmt::Display>(e: E) -> String {
     e.to_string()
 }
 
 /// A figure that can draw itself on any backend.
-pub(crate) trait Figure {
+pub trait Figure {
     fn size(&self) -> (u32, u32);
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult;
 }
 
 /// Registers the embedded font once per process.
-pub(crate) fn register_font() {
+pub fn register_font() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular())
@@ -84,7 +86,7 @@ pub(crate) fn register_font() {
 }
 
 /// Writes `fig` as `<dir>/<stem>.svg` and `<dir>/<stem>.png`.
-pub(crate) fn save(fig: &impl Figure, dir: &Path, stem: &str) -> Result<(), String> {
+pub fn save(fig: &impl Figure, dir: &Path, stem: &str) -> Result<(), String> {
     register_font();
     let size = fig.size();
     let svg = dir.join(format!("{stem}.svg"));
@@ -106,7 +108,7 @@ pub(crate) fn save(fig: &impl Figure, dir: &Path, stem: &str) -> Result<(), Stri
 
 /// Metric against a label (or the step), one line per group, with ± one std shown as
 /// `spread` says.
-pub(crate) struct LineFigure {
+pub struct LineFigure {
     pub title: String,
     /// The `group` label(s) the lines are told apart by, heading the legend.
     pub legend_title: Option<String>,
@@ -122,7 +124,7 @@ pub(crate) struct LineFigure {
 
 /// How a line figure shows ± one std around its means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Spread {
+pub enum Spread {
     /// A dot and an error bar per point: a few settings (`kind: line`).
     Bars,
     /// A shaded band along the line: many steps of a run (`kind: curve`), where a bar per step
