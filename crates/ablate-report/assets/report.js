@@ -14,8 +14,10 @@
  *   lines reads poorly), else the first. The "no band" note is shown when no line of the
  *   "config" groupings (every grouping if there is none) has n ≥ 2 — that is, one seed — and,
  *   more quietly, whenever the lines on screen have no band.
- * - A series' `pruned: true` is drawn dashed with "(pruned)": read as "some run of this line
- *   was pruned", which is all the flag can say.
+ * - A series' `pruned: true` is drawn dashed with "(pruned)", read as "every run of this line was
+ *   stopped early" (a line with one pruned seed of three is mostly a full run: dashing it would
+ *   mislead). An optional `n_pruned` (how many of the n runs were pruned) is shown as
+ *   "(k of n pruned)" on lines that are not all pruned.
  * - Parallel coordinates: values of a "cat" axis missing from `values` are appended in order of
  *   appearance; a row whose chosen metric is null is drawn grey and dotted.
  * - The diff's default pair: `#diff=A,B` in the URL (instance ids), else the first two instances
@@ -454,7 +456,10 @@
         g.series = (Array.isArray(g.series) ? g.series : []).map((sr) => {
           const step = Array.isArray(sr.step) ? sr.step : [];
           const col = (k) => step.map((_, i) => (Array.isArray(sr[k]) && isNum(sr[k][i]) ? sr[k][i] : null));
-          return { label: String(sr.label === undefined ? '' : sr.label), n: isNum(sr.n) ? sr.n : 0, step, mean: col('mean'), lo: col('lo'), hi: col('hi'), pruned: !!sr.pruned };
+          return {
+            label: String(sr.label === undefined ? '' : sr.label), n: isNum(sr.n) ? sr.n : 0, step,
+            mean: col('mean'), lo: col('lo'), hi: col('hi'), pruned: !!sr.pruned, nPruned: isNum(sr.n_pruned) ? sr.n_pruned : null,
+          };
         });
       }
     }
@@ -494,7 +499,7 @@
       series.forEach((sr) => {
         const li = h('li', { class: sr.hidden ? 'off' : null, title: sr.label + ' — n = ' + sr.n + ' run(s); click to ' + (sr.hidden ? 'show' : 'hide') },
           swatch(sr.colour, sr.dash),
-          h('span', { class: 'name' }, sr.label + (sr.pruned ? ' (pruned)' : '')),
+          h('span', { class: 'name' }, sr.label + (sr.pruned ? ' (pruned)' : sr.nPruned ? ' (' + sr.nPruned + ' of ' + sr.n + ' pruned)' : '')),
           h('span', { class: 'n' }, 'n=' + sr.n));
         li.addEventListener('click', () => {
           if (state.hidden.has(sr.label)) state.hidden.delete(sr.label); else state.hidden.add(sr.label);
@@ -858,12 +863,12 @@
       const keyRow = h('tr', { class: sameOrNot(A.key, B.key) }, h('td', {}, 'key'), h('td', {}, h('code', { title: A.key || '' }, shortKey(A.key))), h('td', {}, h('code', { title: B.key || '' }, shortKey(B.key))));
       const statusRow = h('tr', { class: sameOrNot(A.status, B.status) }, h('td', {}, 'status'), h('td', {}, statusPill(A.status)), h('td', {}, statusPill(B.status)));
       append(out, [
+        h('p', { class: 'note' }, 'Highlighted rows differ between A and B.'),
         h('div', { class: 'diff-grid' },
           h('div', {}, h('h3', {}, 'Parameters'), cmpTable('param', [keyRow, statusRow].concat(paramRows))),
           h('div', {}, h('h3', {}, 'Final metrics'), cmpTable('metric', metricRows, metricHead)),
           h('div', {}, h('h3', {}, 'Inputs (deps)'), cmpTable('dep', depRows)),
           h('div', {}, h('h3', {}, 'Code'), cmpTable('code', codeRows))),
-        h('p', { class: 'note' }, 'Highlighted rows differ between A and B.'),
       ]);
       const cnames = union(Object.keys(A.curves), Object.keys(B.curves)).filter((k) => Array.isArray(A.curves[k]) || Array.isArray(B.curves[k]));
       if (!cnames.length) { out.appendChild(h('p', { class: 'muted' }, 'Neither instance logged curves.')); return; }
@@ -871,17 +876,21 @@
       const msel = h('select', { 'aria-label': 'curve metric' }, cnames.map((k) => h('option', { value: k }, k)));
       msel.value = metric;
       msel.addEventListener('change', () => { metric = msel.value; draw(); });
+      // Name each side by what tells it apart (its differing params), not by a long shared prefix.
+      const differing = pkeys.filter((k) => fmt(A.params[k]) !== fmt(B.params[k]));
+      const nameOf = (inst, side) => side + (differing.length ? ': ' + differing.map((k) => k + '=' + fmt(inst.params[k])).join(', ') : '');
       const asSeries = (inst, side, colour) => {
         const pts = (Array.isArray(inst.curves[metric]) ? inst.curves[metric] : []).filter((pt) => Array.isArray(pt));
-        return { label: side + ': ' + inst.label, colour, dash: '', step: pts.map((pt) => pt[0]), mean: pts.map((pt) => (isNum(pt[1]) ? pt[1] : null)), lo: pts.map(() => null), hi: pts.map(() => null), pruned: inst.status === 'pruned' };
+        return { label: nameOf(inst, side), colour, dash: '', step: pts.map((pt) => pt[0]), mean: pts.map((pt) => (isNum(pt[1]) ? pt[1] : null)), lo: pts.map(() => null), hi: pts.map(() => null), pruned: inst.status === 'pruned' };
       };
       const series = [asSeries(A, 'A', darkMode() ? '#56B4E9' : '#0072B2'), asSeries(B, 'B', darkMode() ? '#E69F00' : '#D55E00')];
-      const chart = lineChart(series, { xLabel: 'step', yLabel: metric, height: 320 });
+      const entry = d.curves.find((c) => c && c.stage === A.stage && c.metric === metric);
+      const chart = lineChart(series, { xLabel: (entry && entry.x) || 'step', yLabel: metric, height: 320 });
       append(out, [
         h('h3', {}, 'Curves'),
         h('div', { class: 'controls' }, h('label', {}, 'metric ', msel)),
         h('div', { class: 'chart-row' }, h('div', { class: 'chart-box' }, chart.svg),
-          h('ul', { class: 'legend' }, series.map((sr) => h('li', { title: sr.label }, swatch(sr.colour, sr.pruned ? '5 4' : ''), h('span', { class: 'name' }, sr.label + (sr.pruned ? ' (pruned)' : '')))))),
+          h('ul', { class: 'legend' }, series.map((sr, i) => h('li', { title: (i ? B : A).label }, swatch(sr.colour, sr.pruned ? '5 4' : ''), h('span', { class: 'name' }, sr.label + (sr.pruned ? ' (pruned)' : '')))))),
       ]);
     }
     picks.listeners.push(draw);
