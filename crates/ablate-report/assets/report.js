@@ -11,9 +11,11 @@
  * - Missing arrays/objects are treated as empty and a missing number as null, so a partial file
  *   still renders; unknown `status` values get a neutral pill.
  * - Curves: the default group-by is the first grouping with at most 10 lines (a chart with 18
- *   lines reads poorly), else the first. The "no band" note is shown when no line of the
- *   "config" groupings (every grouping if there is none) has n ≥ 2 — that is, one seed — and,
- *   more quietly, whenever the lines on screen have no band.
+ *   lines reads poorly), else the first; but with one seed, "config", so the page opens on the
+ *   view that shows why there is no band. "One seed" = no line of the "config" groupings (every
+ *   grouping if there is none) has n ≥ 2. The `.no-band-note` is shown whenever the lines on
+ *   screen have no band, and with one seed also on other groupings (their band is then the
+ *   spread over other parameters, not seeds, and the note says so).
  * - A series' `pruned: true` is drawn dashed with "(pruned)", read as "every run of this line was
  *   stopped early" (a line with one pruned seed of three is mostly a full run: dashing it would
  *   mislead). An optional `n_pruned` (how many of the n runs were pruned) is shown as
@@ -471,7 +473,7 @@
     }
     const oneSeed = !seedGroupings.some((g) => g.series.some((sr) => sr.n >= 2));
 
-    const state = { entry: 0, by: defaultGrouping(entries[0]), logY: false, hidden: new Set() };
+    const state = { entry: 0, by: defaultGrouping(entries[0], oneSeed), logY: false, hidden: new Set() };
     const entrySel = h('select', { 'aria-label': 'stage and metric' },
       entries.map((e, i) => h('option', { value: i }, (e.stage || '?') + ' · ' + (e.metric || '?'))));
     const bySel = h('select', { 'aria-label': 'group by' });
@@ -496,6 +498,8 @@
       const chart = lineChart(series, { xLabel: e.x || 'step', yLabel: e.metric || '', logY: state.logY && positive });
       clear(chartBox).appendChild(chart.svg);
       clear(legend);
+      // Many lines: the legend goes under the chart in columns, where whole labels fit.
+      legend.classList.toggle('wide', series.length > 8);
       series.forEach((sr) => {
         const li = h('li', { class: sr.hidden ? 'off' : null, title: sr.label + ' — n = ' + sr.n + ' run(s); click to ' + (sr.hidden ? 'show' : 'hide') },
           swatch(sr.colour, sr.dash),
@@ -511,13 +515,17 @@
       });
       const viewHasBand = series.some((sr) => sr.lo.some(isNum) && sr.hi.some(isNum));
       note.hidden = !(oneSeed || !viewHasBand);
-      note.textContent = oneSeed
-        ? 'one run per line: no band across seeds is drawn (each configuration ran with a single seed; add seeds to see the spread).'
-        : 'one run per line here: no band across seeds is drawn for this grouping.';
+      if (!viewHasBand) {
+        note.textContent = oneSeed
+          ? 'one run per line: no band across seeds is drawn (each configuration ran with a single seed; add seeds to see the spread).'
+          : 'one run per line here: no band across seeds is drawn for this grouping.';
+      } else {
+        note.textContent = 'each configuration ran with a single seed: the bands here are the spread over the other parameters\' values, not across seeds.';
+      }
     }
     entrySel.addEventListener('change', () => {
       state.entry = Number(entrySel.value);
-      state.by = defaultGrouping(entries[state.entry]);
+      state.by = defaultGrouping(entries[state.entry], oneSeed);
       state.hidden.clear();
       state.logY = false; logBox.checked = false;
       fillBy(); draw();
@@ -538,7 +546,11 @@
     draw();
   }
 
-  function defaultGrouping(entry) {
+  // With one seed the per-configuration view comes first, so the page says at once that there is
+  // no band across seeds; otherwise the first grouping with few enough lines to read.
+  function defaultGrouping(entry, oneSeed) {
+    const cfg = entry.groupings.findIndex((g) => g.by === 'config');
+    if (oneSeed && cfg >= 0) return cfg;
     const i = entry.groupings.findIndex((g) => g.series.length > 0 && g.series.length <= 10);
     return i < 0 ? 0 : i;
   }
