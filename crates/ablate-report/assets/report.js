@@ -306,7 +306,7 @@
   function tableCell(cell, numeric) {
     if (!cell) return h('td', { class: numeric ? 'num' : null }, '');
     return h('td', { class: (numeric ? 'num' : '') + (cell.best ? ' best' : ''), title: cell.title || null },
-      h('span', { class: 'v' }, cell.text === undefined ? fmt(cell.sort) : cell.text),
+      h('span', { class: 'v', title: numeric || cell.title ? null : cell.text }, cell.text === undefined ? fmt(cell.sort) : cell.text),
       cell.ci ? h('span', { class: 'sub ci' }, cell.ci) : null,
       cell.delta ? h('span', { class: 'sub delta' }, cell.delta) : null);
   }
@@ -581,7 +581,7 @@
     const metrics = Array.isArray(p.metrics) && p.metrics.length ? p.metrics : Object.keys((rows[0] || {}).metrics || {});
     const lower = new Set(Array.isArray(p.lower_is_better) ? p.lower_is_better : []);
     const sel = h('select', { 'aria-label': 'metric' }, metrics.map((mt) => h('option', { value: mt }, mt + (lower.has(mt) ? ' (lower is better)' : ''))));
-    const box = h('div', { class: 'chart-box' });
+    const box = h('div', { class: 'chart-box full' });
     const bar = h('div', { class: 'scale-bar' });
     const hover = h('div', { class: 'hover-line muted' }, '\u00a0');
     const picked = h('div', { class: 'hover-line' });
@@ -618,7 +618,8 @@
     const ph = H - m.t - m.b;
     const gap = (W - m.l - m.r) / Math.max(1, axes.length - 1);
     const axisX = (j) => (axes.length === 1 ? W / 2 : m.l + j * gap);
-    const maxChars = Math.max(6, Math.floor(gap / 7.5));
+    // Axis names are centred on their axis: the outer ones may only use twice the margin.
+    const maxChars = (j) => Math.max(6, Math.floor((j === 0 || j === axes.length - 1 ? Math.min(gap, 2 * m.l) : gap) / 7.5));
     const svg = s('svg', { class: 'parallel-chart', viewBox: '0 0 ' + W + ' ' + H, role: 'img', 'aria-label': 'parallel coordinates against ' + metric });
     const axisG = s('g', { class: 'axis' });
     const valueOf = (r, j) => (j < p.axes.length ? r.values[j] : r.metrics ? r.metrics[metric] : null);
@@ -661,7 +662,7 @@
       const x = axisX(j);
       axisG.appendChild(s('line', { x1: x, x2: x, y1: m.t, y2: m.t + ph }));
       const name = a.kind === 'metric' ? a.name + (lowerBetter ? ' ↓' : ' ↑') : a.name + (a.kind === 'log' ? ' (log)' : '');
-      axisG.appendChild(svgText({ class: 'axis-label', x, y: m.t - 16, 'text-anchor': 'middle' }, name, maxChars));
+      axisG.appendChild(svgText({ class: 'axis-label', x, y: m.t - 16, 'text-anchor': 'middle' }, name, maxChars(j)));
     });
 
     // Colour by rank of the metric, not its value: one outlier would otherwise squeeze every other
