@@ -629,8 +629,10 @@
       const col = rows.map((r) => valueOf(r, j));
       const yNone = m.t + ph + 14;
       const ticksAt = (ys, label) => ys.forEach(([v, y]) => {
-        axisG.appendChild(s('line', { x1: axisX(j) - 4, x2: axisX(j), y1: y, y2: y }));
-        axisG.appendChild(svgText({ class: 'tick', x: axisX(j) - 7, y: y + 4, 'text-anchor': 'end' }, label(v), 14));
+        // The metric axis is the last: its labels go right, where no line runs.
+        const dir = j === axes.length - 1 ? 1 : -1;
+        axisG.appendChild(s('line', { x1: axisX(j) + 4 * dir, x2: axisX(j), y1: y, y2: y }));
+        axisG.appendChild(svgText({ class: 'tick', x: axisX(j) + 7 * dir, y: y + 4, 'text-anchor': dir > 0 ? 'start' : 'end' }, label(v), 14));
       });
       if (a.kind === 'cat') {
         const cats = (Array.isArray(a.values) ? a.values.slice() : []);
