@@ -26,6 +26,14 @@
  *   of the first stage whose instances' params differ. Clicking a parallel-coordinates row or an
  *   instance's "compare" buttons sets A/B.
  * - Deps are compared by position (the plan lists them in a stable order).
+ * - The diff's curve chart takes its x label from the `curves` entry of A's stage and that metric
+ *   (else "step"); `instances[].curves` pairs are [step, value] with value possibly null.
+ * - Counts: any key besides `instances` gets a badge (so `diverged` shows when sent); `not_run`
+ *   is the count key for the status "not run".
+ * - `.no-band-note`'s text starts "one run per line: no band across seeds is drawn" in lower
+ *   case (CSS capitalises the first letter), so a test can match the brief's words exactly.
+ * For the Rust side: this file and report.css contain no "{{", so replacing the placeholders in
+ * one pass (or DATA last) is safe; escaping "<" in the JSON is all the data needs.
  */
 (function () {
   'use strict';
@@ -562,6 +570,10 @@
     side = side || picks.next;
     picks[side] = id;
     picks.next = side === 'a' ? 'b' : 'a';
+    // Keep the pair in the URL, so a reload or a shared link opens the same diff.
+    if (picks.a !== null && picks.b !== null && history.replaceState) {
+      try { history.replaceState(null, '', '#diff=' + picks.a + ',' + picks.b); } catch (e) { /* file:// may refuse; the pair still shows */ }
+    }
     for (const fn of picks.listeners) fn();
   }
 
@@ -810,7 +822,7 @@
     row('wall time', fmtSeconds(inst.wall_time_s));
     row('started', inst.started_at);
     row('files', inst.files ? h('code', {}, inst.files) : null);
-    const cmp = (side) => h('button', { type: 'button', onclick: (e) => { e.stopPropagation(); pick(inst.id, side); location.hash = '#diff'; } }, 'compare as ' + side.toUpperCase());
+    const cmp = (side) => h('button', { type: 'button', onclick: (e) => { e.stopPropagation(); pick(inst.id, side); document.getElementById('diff').scrollIntoView(); } }, 'compare as ' + side.toUpperCase());
     return [
       h('dl', { class: 'kv' }, kv),
       d.instances.length > 1 ? h('div', { class: 'controls' }, cmp('a'), cmp('b')) : null,
