@@ -8,6 +8,7 @@
 //! report plain records. It must not print.
 
 pub mod claims;
+pub mod html;
 mod pivot;
 pub mod plot;
 mod relative;
