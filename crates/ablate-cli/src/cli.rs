@@ -48,6 +48,9 @@ pub enum Command {
     Table(TableArgs),
     /// One cache entry in full: params, inputs, deps, device, times, metrics, its files.
     Show(ShowArgs),
+    /// Write the pipeline's HTML report, `<results>/<pipeline>/report.html` (also written at
+    /// the end of every run): tables with intervals, curves, parameters, claims, instances.
+    Report(ReportArgs),
     /// What a pipeline's instances are doing, in a local run or on Slurm: done, running,
     /// queued, failed, not started.
     #[command(
@@ -229,6 +232,12 @@ pub struct LsArgs {
     /// One JSON array of the entries, every param included, on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub spec: SpecArgs,
 }
 
 #[derive(Debug, ClapArgs)]

@@ -5,12 +5,13 @@ use ablate_cache::CachedEntry;
 use ablate_plan::PlanIndex;
 use ablate_run::{
     CancelToken, Executor, Job, LocalExecutor, Outcome, RunEvent, RunOptions, SlurmExecutor,
-    SlurmSettings,
+    SkipCause, SlurmSettings,
 };
 use ablate_spec::{Device, ExecutorKind};
 use anyhow::Context as _;
 
 use crate::cli::{Global, RunArgs};
+use crate::cmd_report::{self, RunFacts};
 use crate::error::input;
 use crate::load::{Loaded, check_instances, executor_config, load, on_device, open_store};
 use crate::report::{Mode, Reporter};
@@ -133,7 +134,7 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
     };
 
     let stopped_by = Arc::new(std::sync::atomic::AtomicU8::new(0));
-    let (summary, completed) = runtime.block_on(async {
+    let (summary, completed, facts) = runtime.block_on(async {
         let quiet = mode == Mode::Json;
         // Ctrl-C, SIGTERM (Slurm's time limit, preemption) and SIGHUP all stop the run the
         // same way; without a handler, TERM and HUP ended ablate and orphaned `cmd` children.
@@ -157,6 +158,7 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
         let consumer = tokio::task::spawn_blocking(move || {
             let mut reporter = Reporter::new(mode);
             let mut completed = Vec::new();
+            let mut facts = RunFacts::default();
             while let Some(mut ev) = rx.blocking_recv() {
                 if let RunEvent::Summary(summary) = &mut ev {
                     summary.seconds = started.elapsed().as_secs_f64();
@@ -164,22 +166,42 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
                 reporter.handle(&ev);
                 match ev {
                     RunEvent::Cached { instance, entry, .. } => {
+                        if let Ok(m) = entry.manifest() {
+                            facts.entries.insert(instance, m);
+                        }
                         completed.push(Completed { instance, entry, computed: false });
                     }
                     RunEvent::Finished { instance, manifest, by_other, .. } => {
+                        facts.entries.insert(instance, Arc::clone(&manifest));
                         let entry = Arc::new(CachedEntry::loaded(manifest));
+                        if !by_other {
+                            facts.computed.insert(instance);
+                        }
                         completed.push(Completed { instance, entry, computed: !by_other });
+                    }
+                    RunEvent::Paused { instance, .. } => {
+                        facts.computed.insert(instance);
+                    }
+                    RunEvent::Failed { instance, error, will_retry: false, .. } => {
+                        facts.failed.insert(instance, error);
+                    }
+                    RunEvent::Skipped { instance, because, cause, .. } => {
+                        let what = match cause {
+                            SkipCause::Pruned => "was pruned",
+                            other => other.name(),
+                        };
+                        facts.skipped.insert(instance, format!("its input `{because}` {what}"));
                     }
                     _ => {}
                 }
             }
             reporter.finish();
-            completed
+            (completed, facts)
         });
         let summary = ablate_run::run(plan, &statuses, executor, &opts, &cancel, &tx).await;
         drop(tx);
-        let completed = consumer.await.expect("reporter thread");
-        anyhow::Ok((summary, completed))
+        let (completed, facts) = consumer.await.expect("reporter thread");
+        anyhow::Ok((summary, completed, facts))
     })?;
 
     phase("ran");
@@ -234,9 +256,26 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
             );
         }
     }
+    // The HTML report: after every run, detached or not, so the page shows what the cache
+    // holds now. A page that cannot be written is a warning: the results are safe already.
+    match cmd_report::write(
+        &global.results,
+        &store,
+        plan,
+        &loaded.registry,
+        &args.spec.file,
+        Some(&facts),
+    ) {
+        Ok(path) if mode != Mode::Json => eprintln!("report: {}", path.display()),
+        Ok(_) => {}
+        Err(e) => eprintln!(
+            "warning: failed to write the HTML report ({})",
+            format!("{e:#}")
+        ),
+    }
     phase("wrote the results");
     // The process ends here: skip freeing the plan and its manifests one by one.
-    std::mem::forget((loaded, statuses, completed));
+    std::mem::forget((loaded, statuses, completed, facts));
     Ok(if cancel.is_cancelled() {
         match stopped_by.load(std::sync::atomic::Ordering::SeqCst) {
             0 => crate::EXIT_INTERRUPTED,

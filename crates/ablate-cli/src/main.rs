@@ -7,6 +7,7 @@ mod cmd_cache;
 mod cmd_exec;
 mod cmd_ops;
 mod cmd_plan;
+mod cmd_report;
 mod cmd_run;
 mod cmd_show;
 mod cmd_status;
@@ -61,6 +62,7 @@ fn main() -> ExitCode {
         cli::Command::Cache(a) => cmd_cache::cache(&args.global, a),
         cli::Command::Table(a) => cmd_table::table(a),
         cli::Command::Show(a) => cmd_show::show(&args.global, a),
+        cli::Command::Report(a) => cmd_report::report(&args.global, a),
         cli::Command::Status(a) => cmd_status::status(&args.global, a),
         cli::Command::Exec(a) => cmd_exec::exec(&args.global, a),
     };

@@ -325,19 +325,8 @@ fn publish(
             .manifest()
             .with_context(|| format!("failed to read the manifest of `{}`", inst.id))?;
         let variant = variant_of(plan, c.instance, set, matrix);
-        let stem: String = inst
-            .id
-            .chars()
-            .map(|ch| {
-                if ch.is_ascii_alphanumeric() || "-_.=,".contains(ch) {
-                    ch
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        // `report[metric=acc]` → `report_metric=acc`: no brackets to quote in a shell.
-        let stem = stem.trim_end_matches('_');
+        let stem = stem_of(&inst.id);
+        let stem = stem.as_str();
         for file in &manifest.publish {
             let ext = Path::new(file)
                 .extension()
@@ -396,7 +385,24 @@ fn publish(
 }
 
 /// `git rev-parse HEAD` of the working directory, if it is a repository.
-fn git_revision() -> Option<String> {
+/// The file name (without extension) an instance's published outputs take in
+/// `results/<pipeline>/`: `report[metric=acc]` → `report_metric=acc`, no brackets to quote in
+/// a shell.
+pub(crate) fn stem_of(id: &str) -> String {
+    let stem: String = id
+        .chars()
+        .map(|ch| {
+            if ch.is_ascii_alphanumeric() || "-_.=,".contains(ch) {
+                ch
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    stem.trim_end_matches('_').to_owned()
+}
+
+pub(crate) fn git_revision() -> Option<String> {
     let out = std::process::Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()

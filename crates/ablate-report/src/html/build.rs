@@ -338,7 +338,9 @@ pub fn table_view(
                 });
                 let c = col(name).expect("a column of this table");
                 for (r, row) in cells.iter_mut().enumerate() {
+                    let gain = name.ends_with(crate::GAIN_SUFFIX);
                     let (text, sort) = match float_at(&c.data, r) {
+                        Some(x) if gain => (format!("{x:+.1}%"), Value::from(x)),
                         Some(x) if !is_label => (fmt(x), Value::from(x)),
                         _ => {
                             let v = value_at(&c.data, r);
