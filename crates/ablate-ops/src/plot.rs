@@ -132,8 +132,10 @@ impl Plot {
                 // 2–4: ellipses scaled by the median; titles fit; one-panel rows side by side; row titles
                 // show the labels that differ. 5: `pareto`. 6: several `group` labels, a
                 // titled legend, inputs that did not finish left out and named in the title (#21).
-                // 7: a pareto label moves off the labels of points close to it.
-                version: 7,
+                // 7: a pareto label moves off the labels of points close to it. 8: pareto labels
+                // placed clear of labels, points and the frontier, short, with a legend line;
+                // axes say which way is better (#25).
+                version: 8,
                 summary: "Gather every instance of its needs into one figure, written as `plot.svg` and \
                           `plot.png` and published as `results/<pipeline>/<stage>.svg` and `.png`. \
                           `line`: metric `y` against label `x`, one line per value of `group`, each point \
@@ -568,11 +570,13 @@ fn pareto_figure(
             pareto.facets.len()
         )));
     }
+    // Which way is better, on both axes: the arrow points along the axis (the y axis's name
+    // is turned to read upwards, so → points up there too).
     let axis_name = |m: &str, lower: bool| {
         if lower {
-            format!("{m} (lower is better)")
+            format!("{m} (← lower is better)")
         } else {
-            m.to_owned()
+            format!("{m} (higher is better →)")
         }
     };
     let title = p

@@ -140,6 +140,8 @@ fn a_pareto_figure_draws_points_bars_names_rings_and_a_step_line_per_facet() {
         y_name: "oneshot_em".into(),
         pareto: Pareto {
             groups: vec!["clm".into(), "sc".into(), "ul2".into()],
+            labels: vec!["clm".into(), "sc".into(), "ul2".into()],
+            legend: String::new(),
             facets: vec![
                 ParetoFacet {
                     name: Some("arch=decoder".into()),
@@ -546,9 +548,12 @@ fn the_pareto_op_averages_seeds_per_group_and_facets() {
                         "group": ["objective"], "facet": "arch"});
     let out = run_op(&store, root.path(), inputs.clone(), params).unwrap();
     assert_eq!(out.publish, ["plot.svg", "plot.png"]);
-    let size = (2 * PARETO_PANEL.0, 32 + 22 + PARETO_PANEL.1);
+    // The title, a line saying what the point labels are, the facets' titles, the panels.
+    let size = (2 * PARETO_PANEL.0, 32 + 20 + 22 + PARETO_PANEL.1);
     let svg = read_outputs(&root.path().join("out"), size);
     assert!(svg.contains("oneshot_em vs infill_em by objective, Pareto frontier"));
+    assert!(svg.contains("labels: objective"));
+    assert!(svg.contains("infill_em (higher is better →)"));
     // Four objectives in two facets; plm (0.2, 0.3) is dominated by ul2 (0.6, 0.5): three
     // frontier points per facet.
     for i in 0..4 {
@@ -570,10 +575,10 @@ fn the_pareto_op_averages_seeds_per_group_and_facets() {
     run_op(&store, root.path(), inputs.clone(), params).unwrap();
     let svg = read_outputs(
         &root.path().join("out"),
-        (PARETO_PANEL.0, 32 + 22 + PARETO_PANEL.1),
+        (PARETO_PANEL.0, 32 + 20 + 22 + PARETO_PANEL.1),
     );
     assert_eq!(count(&svg, "circle", &format!("stroke=\"{frontier}\"")), 3);
-    assert!(svg.contains("val_nll (lower is better)"));
+    assert!(svg.contains("val_nll (← lower is better)"));
 
     let err = |params: Value| {
         run_op(&store, root.path(), inputs.clone(), params)

@@ -31,6 +31,11 @@ pub struct Pareto {
     /// Group names (`ul2`, or `objective=ul2 mode_tokens=true` for several keys), shared by
     /// the facets so a group keeps its colour.
     pub groups: Vec<String>,
+    /// The names the points are labelled with, per group: short enough to sit beside a point
+    /// among its neighbours (`ul2 +mode_tokens`, see [`short_labels`]).
+    pub labels: Vec<String>,
+    /// What the point labels are (`labels: objective; +mode_tokens: mode_tokens=true`).
+    pub legend: String,
     pub facets: Vec<ParetoFacet>,
 }
 
@@ -74,6 +79,7 @@ pub fn pareto(
         let fi = f.map_or(0, |f| position(&facet_keys, f));
         cells[fi][position(&group_keys, g)].push((*xv, *yv));
     }
+    let (labels, legend) = short_labels(group, &group_keys);
     let groups = group_keys
         .iter()
         .map(|key| {
@@ -118,7 +124,73 @@ pub fn pareto(
             }
         })
         .collect();
-    Ok(Pareto { groups, facets })
+    Ok(Pareto {
+        groups,
+        labels,
+        legend,
+        facets,
+    })
+}
+
+/// Point labels short enough to sit beside a point among its neighbours, and the line that
+/// says what they are. Full names (`objective=ul2 mode_tokens=true`) are 30 characters, so
+/// several points within a few pixels of each other (as UL2's objectives are) cannot all be
+/// named legibly. A key whose value is the same for every group is left out; a varying boolean
+/// shows as `+key` where true and not at all where false; any other value as its text. Where
+/// that leaves a name empty or two names equal, the full names stay.
+pub fn short_labels(group: &[String], keys: &[&Value]) -> (Vec<String>, String) {
+    let values: Vec<&[Value]> = keys
+        .iter()
+        .map(|k| k.as_array().map_or(&[][..], Vec::as_slice))
+        .collect();
+    let varies = |i: usize| values.iter().any(|v| v.get(i) != values[0].get(i));
+    let shown: Vec<usize> = (0..group.len()).filter(|&i| varies(i)).collect();
+    let short: Vec<String> = values
+        .iter()
+        .map(|v| {
+            shown
+                .iter()
+                .filter_map(|&i| match v.get(i) {
+                    Some(Value::Bool(true)) => Some(format!("+{}", group[i])),
+                    Some(Value::Bool(false)) | None => None,
+                    Some(other) => Some(label_text(other)),
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let unique = short.iter().collect::<BTreeSet<_>>().len() == short.len();
+    if short.iter().any(String::is_empty) || !unique {
+        let full = values
+            .iter()
+            .map(|v| {
+                let pairs: Vec<(String, Value)> = group.iter().cloned().zip(v.to_vec()).collect();
+                labels_text(&pairs)
+            })
+            .collect();
+        return (full, String::new());
+    }
+    let is_bool = |i: usize| {
+        values
+            .iter()
+            .all(|v| matches!(v.get(i), Some(Value::Bool(_))))
+    };
+    let named: Vec<&str> = shown
+        .iter()
+        .filter(|&&i| !is_bool(i))
+        .map(|&i| group[i].as_str())
+        .collect();
+    let flags: Vec<String> = shown
+        .iter()
+        .filter(|&&i| is_bool(i))
+        .map(|&i| format!("+{0} where {0}=true", group[i]))
+        .collect();
+    let legend = match (named.is_empty(), flags.is_empty()) {
+        (false, true) => format!("labels: {}", named.join(", ")),
+        (false, false) => format!("labels: {} ({})", named.join(", "), flags.join(", ")),
+        (true, _) => format!("labels: {}", flags.join(", ")),
+    };
+    (short, legend)
 }
 
 /// The indices of the points no other point dominates — at least as good on both axes and
