@@ -20,7 +20,8 @@ use crate::cli::{Global, ReportArgs};
 use crate::load::{load, open_store};
 
 /// What a report built from part of its inputs says of itself.
-const PARTIAL: &str = "a partial report: built from the inputs that finished (its note names the others)";
+const PARTIAL: &str =
+    "a partial report: built from the inputs that finished (its note names the others)";
 
 /// Lines of a failed instance's stderr the report keeps.
 const STDERR_LINES: usize = 30;
@@ -88,7 +89,10 @@ fn gather(
 ) -> Report {
     let empty = RunFacts::default();
     let facts = facts.unwrap_or(&empty);
-    let by_key: HashMap<_, _> = plan.instances().map(|(_, i)| (i.key, i.id.as_str())).collect();
+    let by_key: HashMap<_, _> = plan
+        .instances()
+        .map(|(_, i)| (i.key, i.id.as_str()))
+        .collect();
     let mut views: Vec<InstanceView> = Vec::with_capacity(plan.len());
     for (idx, inst) in plan.instances() {
         let ki = &inst.key_input;
@@ -116,11 +120,11 @@ fn gather(
                 .collect(),
             ..InstanceView::default()
         };
-        let entry: Option<Arc<Manifest>> = facts.entries.get(&idx).cloned().or_else(|| {
-            match store.lookup(&inst.key) {
-                Lookup::Hit(m) => Some(Arc::from(m)),
-                Lookup::Miss | Lookup::Invalid(_) => None,
-            }
+        let entry: Option<Arc<Manifest>> = facts.entries.get(&idx).cloned().or_else(|| match store
+            .lookup(&inst.key)
+        {
+            Lookup::Hit(m) => Some(Arc::from(m)),
+            Lookup::Miss | Lookup::Invalid(_) => None,
         });
         // A report built from the inputs that finished, found by `ablate report` through the
         // files it published (its entry's key depends on which inputs finished).
@@ -193,8 +197,10 @@ fn gather(
         }
         views.push(v);
     }
-    let x_of = |op: &str| match registry.budget_unit(op) {
-        Some("epochs") => "epoch".to_owned(),
+    let x_of = |op: &str| match (op, registry.budget_unit(op)) {
+        // `eval.metric` logs its per-layer geometry with the layer as the step.
+        ("eval.metric", _) => "layer".to_owned(),
+        (_, Some("epochs")) => "epoch".to_owned(),
         _ => "step".to_owned(),
     };
     let curves = html::curves(&views, &x_of);
@@ -281,16 +287,16 @@ fn published(dir: &Path, plan: &Plan) -> (Vec<html::TableView>, Vec<html::ClaimV
         }
         let strings = |name: &str| -> Vec<String> {
             match params.get(name) {
-                Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect(),
                 Some(Value::String(s)) => vec![s.clone()],
                 _ => Vec::new(),
             }
         };
         let (rows, cols, metric) = (strings("rows"), strings("cols"), strings("metric"));
-        let precision = params
-            .get("precision")
-            .and_then(Value::as_u64)
-            .unwrap_or(3) as usize;
+        let precision = params.get("precision").and_then(Value::as_u64).unwrap_or(3) as usize;
         let by = if cols.is_empty() {
             rows.join(" × ")
         } else {

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use ablate_cache::CachedEntry;
 use ablate_plan::PlanIndex;
 use ablate_run::{
-    CancelToken, Executor, Job, LocalExecutor, Outcome, RunEvent, RunOptions, SlurmExecutor,
-    SkipCause, SlurmSettings,
+    CancelToken, Executor, Job, LocalExecutor, Outcome, RunEvent, RunOptions, SkipCause,
+    SlurmExecutor, SlurmSettings,
 };
 use ablate_spec::{Device, ExecutorKind};
 use anyhow::Context as _;

@@ -155,8 +155,15 @@ fn screenshot(html: &Path, profile: &Path, name: &str) -> PathBuf {
         .arg(format!("file://{}", html.display()))
         .output()
         .expect("run chromium");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(std::fs::metadata(&png).unwrap().len() > 10_000, "an empty screenshot");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::metadata(&png).unwrap().len() > 10_000,
+        "an empty screenshot"
+    );
     png
 }
 
@@ -185,7 +192,10 @@ fn run_pipeline(name: &str, seeds: &str) -> (tempfile::TempDir, PathBuf) {
 fn the_report_of_a_sweep_with_a_failed_instance_renders_every_section() {
     let (dir, html) = run_pipeline("sweep", "[0, 1, 2]");
     let (dom, log) = dump_dom(&html, &dir.path().join("chrome"));
-    assert!(dom.contains("data-ready=\"1\""), "the page did not finish: {dom}");
+    assert!(
+        dom.contains("data-ready=\"1\""),
+        "the page did not finish: {dom}"
+    );
     assert!(!dom.contains("data-errors"), "the page hit errors: {dom}");
     assert!(console_errors(&log).is_empty(), "console: {log}");
     for section in [
@@ -201,14 +211,29 @@ fn the_report_of_a_sweep_with_a_failed_instance_renders_every_section() {
     }
     // A curve and a table drawn, with the table's intervals and paired differences.
     assert!(dom.contains("class=\"curve-line"), "no curve drawn");
-    assert!(dom.contains("class=\"curve-band"), "no band across three seeds");
-    assert!(dom.contains("<table class=\"report-table"), "no report table");
+    assert!(
+        dom.contains("class=\"curve-band"),
+        "no band across three seeds"
+    );
+    assert!(
+        dom.contains("<table class=\"report-table"),
+        "no report table"
+    );
     assert!(dom.contains("parallel-chart"), "no parallel coordinates");
-    assert!(dom.contains("wider_is_better") && dom.contains("v-holds"), "claims");
+    assert!(
+        dom.contains("wider_is_better") && dom.contains("v-holds"),
+        "claims"
+    );
     // The failed instance: its status and the end of its stderr.
-    assert!(dom.contains("broken on purpose"), "no stderr tail of the failure");
+    assert!(
+        dom.contains("broken on purpose"),
+        "no stderr tail of the failure"
+    );
     assert!(dom.contains(">failed<"), "no failed status");
-    assert!(!dom.contains("class=\"no-band-note\">"), "three seeds have a band");
+    assert!(
+        !dom.contains("class=\"no-band-note\">"),
+        "three seeds have a band"
+    );
     let png = screenshot(&html, &dir.path().join("chrome"), "sweep");
     eprintln!("screenshot: {}", png.display());
 
@@ -216,7 +241,11 @@ fn the_report_of_a_sweep_with_a_failed_instance_renders_every_section() {
     let before = std::fs::read_to_string(&html).unwrap();
     std::fs::remove_file(&html).unwrap();
     let out = ablate(dir.path(), &["report", "p.yaml"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let after = std::fs::read_to_string(&html).unwrap();
     let data = |page: &str| {
         let start = page.find("id=\"ablate-data\">").unwrap();
@@ -250,10 +279,12 @@ fn a_single_seed_report_draws_no_interval_and_says_why() {
     assert!(dom.contains("class=\"curve-line"), "no curve drawn");
     assert!(!dom.contains("class=\"curve-band"), "a band from one seed");
     assert!(
-        dom.contains("class=\"no-band-note\">")
-            && dom.contains("no band across seeds is drawn"),
+        dom.contains("class=\"no-band-note\">") && dom.contains("no band across seeds is drawn"),
         "the page does not say why there is no band"
     );
-    assert!(dom.contains("no interval"), "the table does not say why there is no interval");
+    assert!(
+        dom.contains("no interval"),
+        "the table does not say why there is no interval"
+    );
     screenshot(&html, &dir.path().join("chrome"), "one_seed");
 }

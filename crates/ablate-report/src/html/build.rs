@@ -70,6 +70,7 @@ pub fn curves(instances: &[InstanceView], x_of: &dyn Fn(&str) -> String) -> Vec<
         if metrics.is_empty() {
             continue;
         }
+        let metrics = by_interest(metrics);
         let axes = varying(&members);
         let config: Vec<&str> = axes
             .iter()
@@ -164,12 +165,27 @@ fn group_series(members: &[&InstanceView], keys: &[&str], metric: &str) -> Vec<C
         .collect()
 }
 
-/// A metric whose smaller values are better, by its name: losses, errors, perplexities, times.
-pub fn lower_is_better(metric: &str) -> bool {
+/// Which way a metric is better, guessed from its name where no table says: `Some(true)` for
+/// losses, errors, perplexities, times; `Some(false)` for accuracies, exact matches, scores;
+/// `None` for the rest (a parameter count, a norm), which no table marks as best.
+pub fn lower_is_better(metric: &str) -> Option<bool> {
     let m = metric.to_ascii_lowercase();
-    ["loss", "nll", "err", "ppl", "perplex", "time", "fold", "inv_"]
-        .iter()
-        .any(|w| m.contains(w))
+    let has = |words: &[&str]| words.iter().any(|w| m.contains(w));
+    if has(&["loss", "nll", "err", "ppl", "perplex", "time", "fold_frac"]) {
+        Some(true)
+    } else if has(&["acc", "_em", "em_", "f1", "score", "auc", "bleu", "passed"]) || m == "em" {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// Metrics in the order a reader wants to pick from: quality first (accuracies, losses), then
+/// the rest, each group by name.
+fn by_interest<'a>(metrics: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut v: Vec<&str> = metrics.into_iter().collect();
+    v.sort_by_key(|m| (lower_is_better(m).is_none(), *m));
+    v
 }
 
 /// The sweeps with more than two axes (params that vary, the seed included): one row per
@@ -216,10 +232,13 @@ pub fn parallel(instances: &[InstanceView]) -> Vec<Parallel> {
             stage: stage.to_owned(),
             axes,
             rows,
-            metrics: metrics.iter().map(|m| (*m).to_owned()).collect(),
+            metrics: by_interest(metrics.iter().copied())
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
             lower_is_better: metrics
                 .iter()
-                .filter(|m| lower_is_better(m))
+                .filter(|m| lower_is_better(m) == Some(true))
                 .map(|m| (*m).to_owned())
                 .collect(),
         });
@@ -366,11 +385,21 @@ pub fn table_view(
                     kind: "stat",
                 });
                 let metric = prefix.split(['[', '.']).next().unwrap_or(prefix);
-                let lower = lower.iter().any(|m| m == metric);
-                let means: Vec<Option<f64>> =
-                    (0..n_rows).map(|r| num(&format!("{prefix}.mean"), r)).collect();
-                let best = means.iter().flatten().copied().reduce(|a, b| {
-                    if (b < a) == lower { b } else { a }
+                // The table's `lower_is_better` decides; else the metric's name, if it tells.
+                let lower = if lower.iter().any(|m| m == metric) {
+                    Some(true)
+                } else {
+                    lower_is_better(metric)
+                };
+                let means: Vec<Option<f64>> = (0..n_rows)
+                    .map(|r| num(&format!("{prefix}.mean"), r))
+                    .collect();
+                let best = lower.and_then(|lower| {
+                    means.iter().flatten().copied().reduce(
+                        |a, b| {
+                            if (b < a) == lower { b } else { a }
+                        },
+                    )
                 });
                 for (r, row) in cells.iter_mut().enumerate() {
                     let part = |p: &str| num(&format!("{prefix}.{p}"), r);
@@ -493,7 +522,11 @@ pub fn claims_view(stage: &str, table: &Table) -> Vec<ClaimView> {
             };
             let known = ["claim", "assert", "lhs", "rhs", "result", "detail"];
             let mut detail = vec![s("detail")];
-            for c in table.columns.iter().filter(|c| !known.contains(&c.name.as_str())) {
+            for c in table
+                .columns
+                .iter()
+                .filter(|c| !known.contains(&c.name.as_str()))
+            {
                 let v = value_at(&c.data, r);
                 if !v.is_null() {
                     detail.push(format!("{}: {}", c.name, show(&v)));
@@ -543,8 +576,18 @@ mod tests {
     #[test]
     fn a_configuration_line_is_the_mean_over_its_seeds_with_a_band_of_one_sd() {
         let runs = vec![
-            run(0, json!({"w": "a", "seed": 0}), "ran", &[(1, 1.0), (2, 0.5)]),
-            run(1, json!({"w": "a", "seed": 1}), "cached", &[(1, 3.0), (2, 0.7)]),
+            run(
+                0,
+                json!({"w": "a", "seed": 0}),
+                "ran",
+                &[(1, 1.0), (2, 0.5)],
+            ),
+            run(
+                1,
+                json!({"w": "a", "seed": 1}),
+                "cached",
+                &[(1, 3.0), (2, 0.7)],
+            ),
             run(2, json!({"w": "b", "seed": 0}), "ran", &[(1, 2.0)]),
             run(3, json!({"w": "b", "seed": 1}), "failed", &[(1, 9.0)]),
         ];
@@ -585,7 +628,10 @@ mod tests {
         let by: Vec<&str> = sets[0].groupings.iter().map(|g| g.by.as_str()).collect();
         assert_eq!(by, ["config", "k", "w"]);
         let w = &sets[0].groupings[2].series;
-        assert_eq!((w[1].label.as_str(), w[1].n_pruned, w[1].pruned), ("w=b", 1, false));
+        assert_eq!(
+            (w[1].label.as_str(), w[1].n_pruned, w[1].pruned),
+            ("w=b", 1, false)
+        );
         let p = parallel(&runs);
         assert_eq!(p.len(), 1);
         let names: Vec<&str> = p[0].axes.iter().map(|a| a.name.as_str()).collect();
@@ -605,7 +651,15 @@ mod tests {
         let v = [json!(0.001), json!(0.01), json!(0.1)];
         let refs: Vec<&Value> = v.iter().collect();
         assert_eq!(axis("lr", &refs).kind, "log");
-        let v = [json!(1.0), json!(2.0), json!(3.0), json!(4.0), json!(5.0), json!(6.0), json!(7.0)];
+        let v = [
+            json!(1.0),
+            json!(2.0),
+            json!(3.0),
+            json!(4.0),
+            json!(5.0),
+            json!(6.0),
+            json!(7.0),
+        ];
         let refs: Vec<&Value> = v.iter().collect();
         assert_eq!(axis("x", &refs).kind, "num");
     }
@@ -624,6 +678,7 @@ mod tests {
             .with_column("acc[k=2].delta_high", vec![Some(0.15), None])
             .with_column("acc[k=2].delta_n", vec![Some(3i64), None]);
         let v = table_view("t", "acc", &t, &["w".to_owned()], &[], 2);
+        // `acc` is better higher, by its name.
         let names: Vec<&str> = v.columns.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["w", "acc[k=2]"]);
         let a = &v.rows[0][1];
@@ -638,20 +693,47 @@ mod tests {
         // Lower is better: the other cell is best.
         let v = table_view("t", "acc", &t, &["w".to_owned()], &["acc".to_owned()], 2);
         assert!(v.rows[1][1].best && !v.rows[0][1].best);
+        // A metric whose direction nobody knows (a parameter count) has no best cell.
+        let renamed = Table {
+            columns: t
+                .columns
+                .iter()
+                .map(|c| {
+                    ablate_results::Column::new(c.name.replace("acc", "params"), c.data.clone())
+                })
+                .collect(),
+        };
+        let v = table_view("t", "params", &renamed, &["w".to_owned()], &[], 2);
+        assert!(v.rows.iter().all(|r| !r[1].best));
     }
 
     #[test]
     fn claims_rows_say_holds_fails_or_undecided() {
         let t = Table::new()
             .with_column("claim", vec![Some("a".to_owned()), Some("b".to_owned())])
-            .with_column("assert", vec![Some("x > 1".to_owned()), Some("y > 1".to_owned())])
+            .with_column(
+                "assert",
+                vec![Some("x > 1".to_owned()), Some("y > 1".to_owned())],
+            )
             .with_column("lhs", vec![Some(2.0), None])
             .with_column("rhs", vec![Some(1.0), None])
-            .with_column("result", vec![Some("pass".to_owned()), Some("undecided".to_owned())])
-            .with_column("detail", vec![Some(String::new()), Some("no data".to_owned())]);
+            .with_column(
+                "result",
+                vec![Some("pass".to_owned()), Some("undecided".to_owned())],
+            )
+            .with_column(
+                "detail",
+                vec![Some(String::new()), Some("no data".to_owned())],
+            );
         let c = claims_view("claims", &t);
         assert_eq!(c[0].claim, "a: x > 1");
-        assert_eq!((c[0].verdict.as_str(), c[0].observed.as_str()), ("holds", "2 vs 1"));
-        assert_eq!((c[1].verdict.as_str(), c[1].detail.as_str()), ("undecided", "no data"));
+        assert_eq!(
+            (c[0].verdict.as_str(), c[0].observed.as_str()),
+            ("holds", "2 vs 1")
+        );
+        assert_eq!(
+            (c[1].verdict.as_str(), c[1].detail.as_str()),
+            ("undecided", "no data")
+        );
     }
 }
