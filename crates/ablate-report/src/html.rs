@@ -179,9 +179,21 @@ pub struct DepView {
 /// written `\u003c` in the JSON, so no value (a stderr tail holding `</script>`) can end the
 /// script element early; JSON readers take it back as `<`.
 pub fn render(report: &Report) -> String {
-    let data = serde_json::to_string(report)
-        .expect("a report is plain data (strings, finite numbers, maps)")
-        .replace('<', "\\u003c");
+    let mut value =
+        serde_json::to_value(report).expect("a report is plain data (strings, numbers, maps)");
+    // Curves are most of a page's bytes: 6 significant digits draw the same picture in a
+    // third of the space (params, metrics and tables keep every digit).
+    if let Some(sets) = value.get_mut("curves") {
+        round_floats(sets);
+    }
+    if let Some(Value::Array(instances)) = value.get_mut("instances") {
+        for i in instances {
+            if let Some(c) = i.get_mut("curves") {
+                round_floats(c);
+            }
+        }
+    }
+    let data = value.to_string().replace('<', "\\u003c");
     let title = escape_html(&format!("ablate — {}", report.pipeline));
     // DATA last: the data is the only part that could hold a `{{…}}` of its own.
     TEMPLATE
@@ -189,6 +201,25 @@ pub fn render(report: &Report) -> String {
         .replacen("{{CSS}}", CSS, 1)
         .replacen("{{JS}}", JS, 1)
         .replacen("{{DATA}}", &data, 1)
+}
+
+/// Every non-integer number under `v` to 6 significant digits.
+fn round_floats(v: &mut Value) {
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            let x = n.as_f64().expect("an f64");
+            if let Some(r) = format!("{x:.5e}")
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+            {
+                *n = r;
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(round_floats),
+        Value::Object(o) => o.values_mut().for_each(round_floats),
+        _ => {}
+    }
 }
 
 fn escape_html(s: &str) -> String {
@@ -213,6 +244,21 @@ mod tests {
             assert_eq!(TEMPLATE.matches(p).count(), 1, "{p}");
             assert!(!CSS.contains(p) && !JS.contains(p), "{p}");
         }
+    }
+
+    #[test]
+    fn curves_are_sent_with_six_significant_digits_and_params_with_all() {
+        let report = Report {
+            instances: vec![InstanceView {
+                params: [("lr".to_owned(), Value::from(0.123456789))].into(),
+                curves: [("loss".to_owned(), vec![(1, Some(1.0 / 3.0)), (2, None)])].into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let page = render(&report);
+        assert!(page.contains("\"lr\":0.123456789"), "{page}");
+        assert!(page.contains("[[1,0.333333],[2,null]]"), "{page}");
     }
 
     #[test]
