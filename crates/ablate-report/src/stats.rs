@@ -105,7 +105,8 @@ pub fn iqm(values: &[f64]) -> f64 {
 
 /// How a bootstrap interval is drawn: its level (0.95: the 2.5% and 97.5% quantiles) and the
 /// number of resamples.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Bootstrap {
     pub level: f64,
     pub resamples: usize,
@@ -124,9 +125,16 @@ impl Bootstrap {
     /// "95% bootstrap CI of the mean (percentile, 10,000 resamples)": what a caption says.
     pub fn describe(&self) -> String {
         format!(
-            "{} bootstrap confidence interval of the mean (percentile method, {} resamples, \
-             seeded by the values)",
+            "{} bootstrap confidence interval of the mean ({})",
             percent(self.level),
+            self.method()
+        )
+    }
+
+    /// "percentile method, 10,000 resamples, seeded by the values".
+    pub fn method(&self) -> String {
+        format!(
+            "percentile method, {} resamples, seeded by the values",
             thousands(self.resamples)
         )
     }
