@@ -904,6 +904,20 @@ values).
         assert_eq!(count.markdown, expected);
     }
 
+    /// The IQM of a cell with an outlying seed: 1, 2, 3, 100 → (2 + 3) / 2.
+    #[test]
+    fn the_iqm_aggregate_drops_an_outlying_seed() {
+        let obs: Vec<Observation> = [1.0, 100.0, 2.0, 3.0]
+            .iter()
+            .enumerate()
+            .map(|(seed, x)| ob(json!({"m": "x", "seed": seed}), &[("loss", *x)]))
+            .collect();
+        let p = pivot(&obs, &spec(&["m"], &[], &["loss"], Aggregate::Iqm)).unwrap();
+        assert_eq!(floats(&p.table, "loss.iqm"), [Some(2.5)]);
+        assert!(p.markdown.contains("| x   |      2.500 |"), "{}", p.markdown);
+        assert_eq!(serde_json::to_value(Aggregate::Iqm).unwrap(), json!("iqm"));
+    }
+
     #[test]
     fn values_sort_numerically_then_lexically() {
         let obs: Vec<Observation> = [

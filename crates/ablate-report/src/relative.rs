@@ -859,6 +859,139 @@ interval reflects the difference, not the spread across seeds.
         );
     }
 
+    /// Each seed moves both methods together (seed 2 is hard); `a` beats `b` by 0.01 on every
+    /// seed. The absolute intervals overlap widely; the paired one is [0.01, 0.01]. `c` ran on
+    /// other seeds, so it has no pairs.
+    fn seeded() -> Vec<Observation> {
+        let o = |method: &str, seed: i64, acc: f64| Observation {
+            labels: serde_json::from_value(json!({"method": method, "seed": seed})).unwrap(),
+            metrics: [("acc".to_owned(), acc)].into(),
+            missing: None,
+        };
+        let mut obs = Vec::new();
+        for (seed, base) in [(0, 0.90), (1, 0.80), (2, 0.60), (3, 0.85)] {
+            obs.push(o("a", seed, base + 0.01));
+            obs.push(o("b", seed, base));
+        }
+        obs.push(o("c", 10, 0.95));
+        obs.push(o("c", 11, 0.97));
+        obs
+    }
+
+    fn seeded_spec() -> PivotSpec {
+        PivotSpec {
+            metrics: vec!["acc".to_owned()],
+            relative: Some(Relative {
+                baselines: serde_json::from_value(json!([{"base": {"method": "b"}}])).unwrap(),
+                lower_is_better: Vec::new(),
+            }),
+            ..spec(&["method"], &[], Vec::new())
+        }
+    }
+
+    #[test]
+    fn paired_differences_are_narrow_where_seeds_move_both_sides() {
+        let p = pivot(&seeded(), &seeded_spec()).unwrap();
+        // Rows a, b, c.
+        let (low, high) = (
+            floats(&p.table, "acc.ci_low"),
+            floats(&p.table, "acc.ci_high"),
+        );
+        assert!(low[0].unwrap() < high[1].unwrap(), "unpaired, a and b overlap");
+        assert!(high[0].unwrap() - low[0].unwrap() > 0.1);
+        assert_close(&floats(&p.table, "acc.delta"), &[Some(0.01), Some(0.0), None]);
+        assert_close(&floats(&p.table, "acc.delta_low"), &[Some(0.01), None, None]);
+        assert_close(&floats(&p.table, "acc.delta_high"), &[Some(0.01), None, None]);
+        assert_eq!(
+            p.table.column("acc.delta_n").unwrap().data,
+            ColumnData::Int(vec![Some(4), None, Some(0)])
+        );
+        assert!(
+            p.markdown
+                .contains("| a      | +0.01 [+0.01, +0.01] (4 pairs) |"),
+            "{}",
+            p.markdown
+        );
+        assert!(
+            p.markdown
+                .contains("| c      |              no seed in common |"),
+            "{}",
+            p.markdown
+        );
+    }
+
+    /// The table is a pure function of the observations: the same bits twice, whatever
+    /// their order; other values give other intervals.
+    #[test]
+    fn the_table_is_reproducible_bit_for_bit() {
+        let bits = |obs: &[Observation], col: &str| -> Vec<Option<u64>> {
+            let p = pivot(obs, &seeded_spec()).unwrap();
+            floats(&p.table, col)
+                .into_iter()
+                .map(|x| x.map(f64::to_bits))
+                .collect()
+        };
+        let obs = seeded();
+        let mut reversed = obs.clone();
+        reversed.reverse();
+        for col in ["acc.ci_low", "acc.ci_high", "acc.delta_low", "acc.delta_high"] {
+            assert_eq!(bits(&obs, col), bits(&obs, col), "{col}");
+            assert_eq!(bits(&obs, col), bits(&reversed, col), "{col}");
+        }
+        assert_eq!(
+            pivot(&obs, &seeded_spec()).unwrap().markdown,
+            pivot(&reversed, &seeded_spec()).unwrap().markdown
+        );
+        // a's values all move up by 0.001: both ends move. (One value moved may leave an end
+        // where it was: the 2.5% end of four values is made of the lowest ones.)
+        let mut other = obs.clone();
+        for o in other.iter_mut().filter(|o| o.labels["method"] == "a") {
+            *o.metrics.get_mut("acc").unwrap() += 0.001;
+        }
+        for col in ["acc.ci_low", "acc.ci_high"] {
+            assert_ne!(bits(&obs, col)[0], bits(&other, col)[0], "{col}");
+        }
+    }
+
+    #[test]
+    fn without_intervals_the_deltas_stay_and_the_interval_columns_go() {
+        let spec = PivotSpec {
+            ci: None,
+            ..seeded_spec()
+        };
+        let p = pivot(&seeded(), &spec).unwrap();
+        let names: Vec<&str> = p.table.column_names().collect();
+        assert_eq!(
+            names,
+            [
+                "method",
+                "acc.mean",
+                "acc.std",
+                "acc.n",
+                "acc (Δ% vs base)",
+                "acc.delta",
+                "acc.delta_n"
+            ]
+        );
+        assert!(p.markdown.contains("+0.01 (4 pairs)"), "{}", p.markdown);
+        assert!(!p.markdown.contains('['), "{}", p.markdown);
+        // Pairing by a key the cells are split by can never pair.
+        let spec = PivotSpec {
+            pair_by: "method".into(),
+            ..seeded_spec()
+        };
+        assert_eq!(
+            pivot(&seeded(), &spec).unwrap_err().to_string(),
+            "invalid pivot: `pair_by` is `method`, a row or column key: a cell and its baseline \
+             would never share a value of it; pair by a label the cells aggregate over (the seed)"
+        );
+        // Two instances with one seed in a cell: which pairs is ambiguous, so none.
+        let mut obs = seeded();
+        obs.push(obs[0].clone());
+        let p = pivot(&obs, &seeded_spec()).unwrap();
+        assert!(p.markdown.contains("repeated seed: no pairs"), "{}", p.markdown);
+    }
+
     #[test]
     fn a_zero_baseline_leaves_the_gain_undefined() {
         let mut obs = sweep();
