@@ -545,10 +545,7 @@ fn caption(spec: &PivotSpec) -> Option<String> {
     }
     let sd = "± is the sample standard deviation (n − 1) over a cell's n values";
     Some(match spec.ci {
-        Some(b) => format!(
-            "{sd}; [a, b] is the {}.",
-            b.describe()
-        ),
+        Some(b) => format!("{sd}; [a, b] is the {}.", b.describe()),
         None => format!("{sd}."),
     })
 }
@@ -914,7 +911,11 @@ values).
             .collect();
         let p = pivot(&obs, &spec(&["m"], &[], &["loss"], Aggregate::Iqm)).unwrap();
         assert_eq!(floats(&p.table, "loss.iqm"), [Some(2.5)]);
-        assert!(p.markdown.contains("| x   |      2.500 |"), "{}", p.markdown);
+        assert!(
+            p.markdown.contains("| x   |      2.500 |"),
+            "{}",
+            p.markdown
+        );
         assert_eq!(serde_json::to_value(Aggregate::Iqm).unwrap(), json!("iqm"));
     }
 

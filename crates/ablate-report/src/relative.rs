@@ -240,7 +240,13 @@ impl Delta {
 }
 
 /// The paired difference of cell `(r, c)` with its baseline cell `(br, bc)` for metric `m`.
-fn delta(grid: &Grid<'_>, spec: &PivotSpec, m: usize, cell: (usize, usize), base: (usize, usize)) -> Delta {
+fn delta(
+    grid: &Grid<'_>,
+    spec: &PivotSpec,
+    m: usize,
+    cell: (usize, usize),
+    base: (usize, usize),
+) -> Delta {
     if cell == base {
         return Delta::Base;
     }
@@ -370,7 +376,8 @@ pub(crate) fn gains(
                         base_cell()
                     )));
                 };
-                *delta_row.last_mut().expect("pushed above") = delta(grid, spec, m, (r, c), (br, bc));
+                *delta_row.last_mut().expect("pushed above") =
+                    delta(grid, spec, m, (r, c), (br, bc));
                 row.push(if (br, bc) == (r, c) {
                     Gain::Base(own)
                 } else if base == 0.0 {
@@ -478,9 +485,9 @@ impl Gains {
             .map(|(r, row_key)| {
                 let keys = row_key.iter().map(|v| escape_markdown(&display(v)));
                 let cells = self.deltas.iter().zip(&self.cells).flat_map(|(d, g)| {
-                    d[r].iter().zip(&g[r]).map(|(d, g)| {
-                        escape_markdown(&d.text(g, spec.precision, &spec.pair_by))
-                    })
+                    d[r].iter()
+                        .zip(&g[r])
+                        .map(|(d, g)| escape_markdown(&d.text(g, spec.precision, &spec.pair_by)))
                 });
                 keys.chain(cells).collect()
             })
@@ -671,7 +678,10 @@ mod tests {
             &[None, Some(0.4), None],
         );
         assert_eq!(
-            p.table.column("val_nll[arch=decoder].delta_n").unwrap().data,
+            p.table
+                .column("val_nll[arch=decoder].delta_n")
+                .unwrap()
+                .data,
             ColumnData::Int(vec![None, Some(2), Some(1)])
         );
         // Rows clm, sc, ul2. Decoder means: nll 2.1, 2.4, 2.1; em 0.1, 0.25, 0.2; base clm.
@@ -897,11 +907,23 @@ interval reflects the difference, not the spread across seeds.
             floats(&p.table, "acc.ci_low"),
             floats(&p.table, "acc.ci_high"),
         );
-        assert!(low[0].unwrap() < high[1].unwrap(), "unpaired, a and b overlap");
+        assert!(
+            low[0].unwrap() < high[1].unwrap(),
+            "unpaired, a and b overlap"
+        );
         assert!(high[0].unwrap() - low[0].unwrap() > 0.1);
-        assert_close(&floats(&p.table, "acc.delta"), &[Some(0.01), Some(0.0), None]);
-        assert_close(&floats(&p.table, "acc.delta_low"), &[Some(0.01), None, None]);
-        assert_close(&floats(&p.table, "acc.delta_high"), &[Some(0.01), None, None]);
+        assert_close(
+            &floats(&p.table, "acc.delta"),
+            &[Some(0.01), Some(0.0), None],
+        );
+        assert_close(
+            &floats(&p.table, "acc.delta_low"),
+            &[Some(0.01), None, None],
+        );
+        assert_close(
+            &floats(&p.table, "acc.delta_high"),
+            &[Some(0.01), None, None],
+        );
         assert_eq!(
             p.table.column("acc.delta_n").unwrap().data,
             ColumnData::Int(vec![Some(4), None, Some(0)])
@@ -934,7 +956,12 @@ interval reflects the difference, not the spread across seeds.
         let obs = seeded();
         let mut reversed = obs.clone();
         reversed.reverse();
-        for col in ["acc.ci_low", "acc.ci_high", "acc.delta_low", "acc.delta_high"] {
+        for col in [
+            "acc.ci_low",
+            "acc.ci_high",
+            "acc.delta_low",
+            "acc.delta_high",
+        ] {
             assert_eq!(bits(&obs, col), bits(&obs, col), "{col}");
             assert_eq!(bits(&obs, col), bits(&reversed, col), "{col}");
         }
@@ -989,7 +1016,11 @@ interval reflects the difference, not the spread across seeds.
         let mut obs = seeded();
         obs.push(obs[0].clone());
         let p = pivot(&obs, &seeded_spec()).unwrap();
-        assert!(p.markdown.contains("repeated seed: no pairs"), "{}", p.markdown);
+        assert!(
+            p.markdown.contains("repeated seed: no pairs"),
+            "{}",
+            p.markdown
+        );
     }
 
     #[test]
