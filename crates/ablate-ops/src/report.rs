@@ -98,7 +98,9 @@ impl Table {
                     ),
                     ParamSpec::with_default(
                         "aggregate",
-                        ParamType::Enum(&["mean_std", "mean", "median", "iqm", "min", "max", "count"]),
+                        ParamType::Enum(&[
+                            "mean_std", "mean", "median", "iqm", "min", "max", "count",
+                        ]),
                         json!("mean_std"),
                         "how the instances in a cell are combined: `mean_std` (mean ± sample sd, n and the \
                          interval of `ci`), `iqm` (the interquartile mean, the mean of the middle 50% with \
@@ -309,5 +311,23 @@ mod tests {
             err(json!([{"base": {"objective": "clm"}}, {"base": {"objective": "sc"}}]))
                 .contains("the same `where` (every cell)")
         );
+    }
+
+    /// `ci: 0.9`, `true` (the default level), `false` and `null` (none).
+    #[test]
+    fn ci_takes_a_level_or_a_switch() {
+        let level = |v: Value| serde_json::from_value::<Ci>(v).unwrap().level();
+        assert_eq!(level(json!(0.9)), Some(0.9));
+        assert_eq!(level(json!(true)), Some(0.95));
+        assert_eq!(level(json!(false)), None);
+        assert_eq!(level(json!(null)), None);
+        let schema = Table::new();
+        let ci = schema
+            .schema
+            .params
+            .iter()
+            .find(|p| p.name == "ci")
+            .unwrap();
+        assert_eq!(ci.default, Some(json!(0.95)));
     }
 }

@@ -147,14 +147,16 @@ fn with_confidence(claim: &Claim, level: f64, obs: &[Observation]) -> Evaluation
         }
     };
     let pct = percent(level);
+    let f = ablate_results::format_float;
     let pairs = format!("{} pair{}", d.n, if d.n == 1 { "" } else { "s" });
     let (verdict, detail) = if !cmp.holds(d.mean, c) {
         (
             Verdict::Fail,
             format!(
-                "{pairs}; the mean difference {} is not {} {c}",
-                d.mean,
-                cmp.symbol()
+                "{pairs}; the mean difference {} is not {} {}",
+                f(d.mean),
+                cmp.symbol(),
+                f(c)
             ),
         )
     } else {
@@ -171,19 +173,20 @@ fn with_confidence(claim: &Claim, level: f64, obs: &[Observation]) -> Evaluation
                     Cmp::Le => i.high <= c,
                     Cmp::Eq | Cmp::Ne => unreachable!("the parser refuses == and != with @"),
                 };
-                let interval = format!("{pct} interval [{}, {}]", i.low, i.high);
+                let interval = format!("{pct} interval [{}, {}]", f(i.low), f(i.high));
                 if inside {
                     (
                         Verdict::Pass,
-                        format!("{pairs}; the {interval} is {} {c}", cmp.symbol()),
+                        format!("{pairs}; the {interval} is {} {}", cmp.symbol(), f(c)),
                     )
                 } else {
                     (
                         Verdict::Undecided,
                         format!(
-                            "{pairs}; the mean difference is {} {c} but the {interval} reaches \
+                            "{pairs}; the mean difference is {} {} but the {interval} reaches \
                              past it: more seeds may decide it",
-                            cmp.symbol()
+                            cmp.symbol(),
+                            f(c)
                         ),
                     )
                 }
