@@ -6343,8 +6343,8 @@ fn a_failed_instance_leaves_marked_reports_that_the_fixed_run_replaces() {
     assert_contains_all(
         &md,
         &[
-            "| lr  |                test_acc (n=3) |",
-            "| 1   | 0.810 ± 0.014 (n=2, 1 failed) |",
+            "| lr  |                               test_acc (n=3) |",
+            "| 1   | 0.810 ± 0.014 (n=2, 1 failed) [0.800, 0.820] |",
             "1 of 6 inputs is not in the table: `train[lr=1,seed=1]` (failed).",
         ],
     );
@@ -6389,7 +6389,7 @@ fn a_failed_instance_leaves_marked_reports_that_the_fixed_run_replaces() {
     );
     let md = std::fs::read_to_string(dir.join("accuracy.md")).unwrap();
     assert!(!md.contains("failed"), "{md}");
-    assert_contains_all(&md, &["| 1   |  0.810 ± 0.010 |"]);
+    assert_contains_all(&md, &["| 1   | 0.810 ± 0.010 [0.800, 0.820] |"]);
     let svg = std::fs::read_to_string(dir.join("curves.svg")).unwrap();
     assert!(!svg.contains("left out"));
     let events = run.events();
