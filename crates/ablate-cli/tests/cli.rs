@@ -7329,7 +7329,9 @@ fn report_tables_show_bootstrap_intervals_and_paired_differences_over_seeds() {
     let sb = Sandbox::new();
     sb.write("acc.sh", SEEDS_SCRIPT);
     sb.write("p.yaml", SEEDS);
-    let run = sb.ablate(&["run", "p.yaml", "--json", "--jobs", "2"]).code(EXIT_OK);
+    let run = sb
+        .ablate(&["run", "p.yaml", "--json", "--jobs", "2"])
+        .code(EXIT_OK);
     assert_summary(&run, 12, 0, 0, 0);
     let dir = sb.results().join("seeds");
 

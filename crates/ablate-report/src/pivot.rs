@@ -178,14 +178,14 @@ fn validate(spec: &PivotSpec) -> Result<(), ResultsError> {
     if let Some(rel) = &spec.relative {
         relative::validate(spec, rel)?;
     }
-    if let Some(b) = spec.ci {
-        if !(b.level > 0.0 && b.level < 1.0) || b.resamples == 0 {
-            return invalid(format!(
-                "a confidence level is between 0 and 1 (exclusive) and takes at least one \
-                 resample, not {} with {}",
-                b.level, b.resamples
-            ));
-        }
+    if let Some(b) = spec.ci
+        && (!(b.level > 0.0 && b.level < 1.0) || b.resamples == 0)
+    {
+        return invalid(format!(
+            "a confidence level is between 0 and 1 (exclusive) and takes at least one \
+             resample, not {} with {}",
+            b.level, b.resamples
+        ));
     }
     if let Some(best) = &spec.best {
         if !spec.metrics.contains(&best.metric) {
@@ -502,10 +502,10 @@ impl<'a> Grid<'a> {
                     // `(n=2, 1 failed)`, `(n=1, no interval)`: what the reader needs to weigh
                     // the number, then the interval.
                     let mut notes = Vec::new();
-                    if !gaps.is_empty() || (shows_n && !uniform_n && s.n != usual_n) {
-                        if spec.aggregate != Aggregate::Count {
-                            notes.push(format!("n={}", s.n));
-                        }
+                    if (!gaps.is_empty() || (shows_n && !uniform_n && s.n != usual_n))
+                        && spec.aggregate != Aggregate::Count
+                    {
+                        notes.push(format!("n={}", s.n));
                     }
                     if !gaps.is_empty() {
                         notes.push(gap_text(gaps));
