@@ -540,6 +540,13 @@ impl<'a> Grid<'a> {
 
 /// What `±` and `[ ]` mean, under a `mean_std` table.
 fn caption(spec: &PivotSpec) -> Option<String> {
+    if spec.aggregate == Aggregate::Iqm {
+        return Some(
+            "Each cell is the interquartile mean of its values: the mean of the middle 50%, a value \
+             straddling a quartile counted by the fraction inside (robust to an outlying seed)."
+                .to_owned(),
+        );
+    }
     if spec.aggregate != Aggregate::MeanStd {
         return None;
     }
