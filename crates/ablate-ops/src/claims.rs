@@ -345,6 +345,23 @@ mod tests {
         assert!(parse_claims(&[]).unwrap_err().contains("`claims` is empty"));
     }
 
+    /// Each claim judged over `obs`, and the outputs written into a temp dir.
+    fn written<'a>(
+        cs: &'a [NamedClaim],
+        obs: &[Observation],
+    ) -> (Vec<Outcome<'a>>, tempfile::TempDir) {
+        let outcomes: Vec<Outcome<'_>> = cs
+            .iter()
+            .map(|claim| Outcome {
+                claim,
+                eval: evaluate(&claim.claim, obs),
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        write_outputs(dir.path(), "p — s", &outcomes, None).unwrap();
+        (outcomes, dir)
+    }
+
     #[test]
     fn the_tables_and_metrics_written() {
         let cs = claims(json!([
@@ -365,15 +382,7 @@ mod tests {
                 missing: None,
             },
         ];
-        let outcomes: Vec<Outcome<'_>> = cs
-            .iter()
-            .map(|claim| Outcome {
-                claim,
-                eval: evaluate(&claim.claim, &obs),
-            })
-            .collect();
-        let dir = tempfile::tempdir().unwrap();
-        write_outputs(dir.path(), "p — s", &outcomes, None).unwrap();
+        let (outcomes, dir) = written(&cs, &obs);
 
         let t = ablate_results::read_table(&dir.path().join("claims.parquet")).unwrap();
         let names: Vec<&str> = t.column_names().collect();
@@ -465,15 +474,7 @@ mod tests {
                 });
             }
         }
-        let outcomes: Vec<Outcome<'_>> = cs
-            .iter()
-            .map(|claim| Outcome {
-                claim,
-                eval: evaluate(&claim.claim, &obs),
-            })
-            .collect();
-        let dir = tempfile::tempdir().unwrap();
-        write_outputs(dir.path(), "p — s", &outcomes, None).unwrap();
+        let (_, dir) = written(&cs, &obs);
         let t = ablate_results::read_table(&dir.path().join("claims.parquet")).unwrap();
         let col = |n: &str| t.column(n).unwrap().data.clone();
         assert_eq!(col("level"), ColumnData::Float(vec![Some(0.95), None]));

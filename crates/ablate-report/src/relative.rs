@@ -466,32 +466,9 @@ impl Gains {
     /// The paired differences, laid out as the gains: what a reader checks before believing
     /// a gain is more than the noise across seeds.
     pub(crate) fn paired_markdown(&self, grid: &Grid<'_>, spec: &PivotSpec) -> String {
-        let mut header: Vec<String> = spec.rows.iter().map(|k| escape_markdown(k)).collect();
-        for metric in &spec.metrics {
-            for col_key in &grid.col_keys {
-                let title = match spec.cols.len() {
-                    0 => format!("{metric} Δ"),
-                    _ => format!("{metric} Δ · {}", assignments(&spec.cols, col_key)),
-                };
-                header.push(escape_markdown(&title));
-            }
-        }
-        let mut align = vec![Align::Left; spec.rows.len()];
-        align.resize(header.len(), Align::Right);
-        let rows: Vec<Vec<String>> = grid
-            .row_keys
-            .iter()
-            .enumerate()
-            .map(|(r, row_key)| {
-                let keys = row_key.iter().map(|v| escape_markdown(&display(v)));
-                let cells = self.deltas.iter().zip(&self.cells).flat_map(|(d, g)| {
-                    d[r].iter()
-                        .zip(&g[r])
-                        .map(|(d, g)| escape_markdown(&d.text(g, spec.precision, &spec.pair_by)))
-                });
-                keys.chain(cells).collect()
-            })
-            .collect();
+        let table = laid_out(grid, spec, "Δ", |m, r, c| {
+            self.deltas[m][r][c].text(&self.cells[m][r][c], spec.precision, &spec.pair_by)
+        });
         let interval = match spec.ci {
             Some(b) => format!(
                 ", then [a, b]: its {} bootstrap confidence interval ({})",
@@ -506,7 +483,7 @@ impl Gains {
              negated){interval}, and the number of pairs. Pairing by `{key}` takes out what both \
              sides of a pair share (the data order and initialisation a seed fixes), so the \
              interval reflects the difference, not the spread across seeds.\n",
-            markdown_table(&header, &align, &rows),
+            table,
             key = spec.pair_by,
         )
     }
@@ -514,33 +491,9 @@ impl Gains {
     /// One table: the row keys, then a column per metric and column group (`val_nll · decoder`),
     /// then how the gains were computed and against which baselines.
     pub(crate) fn markdown(&self, grid: &Grid<'_>, spec: &PivotSpec, rel: &Relative) -> String {
-        let mut header: Vec<String> = spec.rows.iter().map(|k| escape_markdown(k)).collect();
-        for metric in &spec.metrics {
-            for col_key in &grid.col_keys {
-                let title = match spec.cols.len() {
-                    0 => format!("{metric} Δ%"),
-                    _ => format!("{metric} Δ% · {}", assignments(&spec.cols, col_key)),
-                };
-                header.push(escape_markdown(&title));
-            }
-        }
-        let mut align = vec![Align::Left; spec.rows.len()];
-        align.resize(header.len(), Align::Right);
-        let rows: Vec<Vec<String>> = grid
-            .row_keys
-            .iter()
-            .enumerate()
-            .map(|(r, row_key)| {
-                let keys = row_key.iter().map(|v| escape_markdown(&display(v)));
-                let cells = self.cells.iter().flat_map(|metric| {
-                    metric[r]
-                        .iter()
-                        .map(|g| escape_markdown(&g.text(spec.precision)))
-                });
-                keys.chain(cells).collect()
-            })
-            .collect();
-        let mut out = markdown_table(&header, &align, &rows);
+        let mut out = laid_out(grid, spec, "Δ%", |m, r, c| {
+            self.cells[m][r][c].text(spec.precision)
+        });
 
         let flipped = if rel.lower_is_better.is_empty() {
             String::new()
@@ -568,6 +521,42 @@ impl Gains {
         }
         out
     }
+}
+
+/// The gains' layout: the row keys, then a column per metric and column group
+/// (`val_nll Δ% · arch=decoder`), each cell `cell(metric, row, col)`.
+fn laid_out(
+    grid: &Grid<'_>,
+    spec: &PivotSpec,
+    what: &str,
+    cell: impl Fn(usize, usize, usize) -> String,
+) -> String {
+    let mut header: Vec<String> = spec.rows.iter().map(|k| escape_markdown(k)).collect();
+    for metric in &spec.metrics {
+        for col_key in &grid.col_keys {
+            let title = match spec.cols.len() {
+                0 => format!("{metric} {what}"),
+                _ => format!("{metric} {what} · {}", assignments(&spec.cols, col_key)),
+            };
+            header.push(escape_markdown(&title));
+        }
+    }
+    let mut align = vec![Align::Left; spec.rows.len()];
+    align.resize(header.len(), Align::Right);
+    let rows: Vec<Vec<String>> = grid
+        .row_keys
+        .iter()
+        .enumerate()
+        .map(|(r, row_key)| {
+            let keys = row_key.iter().map(|v| escape_markdown(&display(v)));
+            let cell = &cell;
+            let cells = (0..spec.metrics.len()).flat_map(move |m| {
+                (0..grid.col_keys.len()).map(move |c| escape_markdown(&cell(m, r, c)))
+            });
+            keys.chain(cells).collect()
+        })
+        .collect();
+    markdown_table(&header, &align, &rows)
 }
 
 #[cfg(test)]
