@@ -6343,8 +6343,8 @@ fn a_failed_instance_leaves_marked_reports_that_the_fixed_run_replaces() {
     assert_contains_all(
         &md,
         &[
-            "| lr  |                test_acc (n=3) |",
-            "| 1   | 0.810 ± 0.014 (n=2, 1 failed) |",
+            "| lr  |                               test_acc (n=3) |",
+            "| 1   | 0.810 ± 0.014 (n=2, 1 failed) [0.800, 0.820] |",
             "1 of 6 inputs is not in the table: `train[lr=1,seed=1]` (failed).",
         ],
     );
@@ -6389,7 +6389,7 @@ fn a_failed_instance_leaves_marked_reports_that_the_fixed_run_replaces() {
     );
     let md = std::fs::read_to_string(dir.join("accuracy.md")).unwrap();
     assert!(!md.contains("failed"), "{md}");
-    assert_contains_all(&md, &["| 1   |  0.810 ± 0.010 |"]);
+    assert_contains_all(&md, &["| 1   | 0.810 ± 0.010 [0.800, 0.820] |"]);
     let svg = std::fs::read_to_string(dir.join("curves.svg")).unwrap();
     assert!(!svg.contains("left out"));
     let events = run.events();
@@ -7274,4 +7274,142 @@ fn slurm_early_stopping_decides_from_the_shared_cache_as_a_local_run_does() {
         .ablate(&["run", "h.yaml", "--jobs", "2", "--json"])
         .code(EXIT_OK);
     assert_summary(&again, 0, 18, 0, 0);
+}
+
+// --- 25. statistics across seeds: intervals, paired differences, confidence claims -----------
+
+/// Two methods × three seeds whose metric each seed moves by as much as 0.3 while `tuned`
+/// beats `base` by 0.01 on every seed; and a single-seed stage beside it. `acc.sh` echoes each
+/// instance's metric.
+const SEEDS_SCRIPT: &str = r#"case "$1" in
+  train-base-0) acc=0.90 ;; train-base-1) acc=0.80 ;; train-base-2) acc=0.60 ;;
+  train-tuned-0) acc=0.91 ;; train-tuned-1) acc=0.81 ;; train-tuned-2) acc=0.61 ;;
+  once-base-0) acc=0.90 ;; once-tuned-0) acc=0.95 ;;
+esac
+echo "{\"acc\": $acc}" > "$2/metrics.json"
+"#;
+
+const SEEDS: &str = r#"
+name: seeds
+stages:
+  train:
+    op: cmd
+    matrix: { method: [base, tuned], seed: [0, 1, 2] }
+    params: { run: "sh acc.sh train-{param.method}-{param.seed} {out}", deps: [acc.sh] }
+  once:
+    op: cmd
+    matrix: { method: [base, tuned], seed: [0] }
+    params: { run: "sh acc.sh once-{param.method}-{param.seed} {out}", deps: [acc.sh] }
+  table:
+    op: report.table
+    needs: [train]
+    params: { rows: [method], metric: acc, relative_to: [{ base: { method: base } }] }
+  table_again:
+    op: report.table
+    needs: [train]
+    params: { rows: [method], metric: acc, relative_to: [{ base: { method: base } }], ci: true }
+  single:
+    op: report.table
+    needs: [once]
+    params: { rows: [method], metric: acc, relative_to: [{ base: { method: base } }] }
+  claims:
+    op: report.claims
+    needs: [train]
+    params:
+      claims:
+        - { name: tuned_wins, assert: "diff(acc | method=tuned vs acc | method=base) > 0 @ 95%" }
+        - { name: by_a_lot, assert: "diff(acc | method=tuned vs acc | method=base) > 0.05 @ 95%" }
+"#;
+
+/// #25: the table's intervals and paired differences as a user reads them (Markdown) and as
+/// the HTML report reads them (Parquet columns); a single seed gets no interval and says so;
+/// a confidence claim is judged on the paired interval.
+#[test]
+fn report_tables_show_bootstrap_intervals_and_paired_differences_over_seeds() {
+    let sb = Sandbox::new();
+    sb.write("acc.sh", SEEDS_SCRIPT);
+    sb.write("p.yaml", SEEDS);
+    let run = sb
+        .ablate(&["run", "p.yaml", "--json", "--jobs", "2"])
+        .code(EXIT_OK);
+    assert_summary(&run, 12, 0, 0, 0);
+    let dir = sb.results().join("seeds");
+
+    let md = std::fs::read_to_string(dir.join("table.md")).unwrap();
+    assert_contains_all(
+        &md,
+        &[
+            "| method |                             acc Δ |",
+            "| tuned  | +0.010 [+0.010, +0.010] (3 pairs) |",
+            "| base   |                            (base) |",
+            "| method |                    acc (n=3) |",
+            "| base   | 0.767 ± 0.153 [0.600, 0.900] |",
+            "| tuned  | 0.777 ± 0.153 [0.610, 0.910] |",
+            "[a, b] is the 95% bootstrap confidence interval of the mean (percentile method, \
+             10,000 resamples, seeded by the values)",
+        ],
+    );
+    let table = read_parquet(&dir.join("table.parquet"));
+    let names: Vec<&str> = table.column_names().collect();
+    assert_eq!(
+        names,
+        [
+            "method",
+            "acc.mean",
+            "acc.std",
+            "acc.n",
+            "acc.ci_low",
+            "acc.ci_high",
+            "acc (Δ% vs base)",
+            "acc.delta",
+            "acc.delta_low",
+            "acc.delta_high",
+            "acc.delta_n",
+        ]
+    );
+    let close = |col: &str, want: [Option<f64>; 2]| {
+        let got = floats(column(&table, col));
+        for (g, w) in got.iter().zip(want) {
+            match (g, w) {
+                (Some(g), Some(w)) => assert!((g - w).abs() < 1e-9, "{col}: {got:?}"),
+                _ => assert_eq!(*g, w, "{col}: {got:?}"),
+            }
+        }
+    };
+    // Three values: the lowest and highest means of a resample are each 1/27 > 2.5% likely,
+    // so the 95% interval is the range.
+    close("acc.ci_low", [Some(0.6), Some(0.61)]);
+    close("acc.ci_high", [Some(0.9), Some(0.91)]);
+    close("acc.delta", [Some(0.0), Some(0.01)]);
+    close("acc.delta_low", [None, Some(0.01)]);
+    close("acc.delta_high", [None, Some(0.01)]);
+    assert_eq!(ints(column(&table, "acc.delta_n")), [None, Some(3)]);
+
+    // One seed: no spread, no interval, and the table says why.
+    let md = std::fs::read_to_string(dir.join("single.md")).unwrap();
+    assert_contains_all(
+        &md,
+        &[
+            "| base   | 0.900 (n=1, no interval) |",
+            "| tuned  | +0.050 (1 pair, no interval) |",
+        ],
+    );
+    let single = read_parquet(&dir.join("single.parquet"));
+    assert_eq!(floats(column(&single, "acc.ci_low")), [None, None]);
+    assert_eq!(floats(column(&single, "acc.delta_low")), [None, None]);
+    assert_eq!(ints(column(&single, "acc.delta_n")), [None, Some(1)]);
+
+    let claims = read_parquet(&dir.join("claims.parquet"));
+    assert_eq!(
+        strs(column(&claims, "result")),
+        [Some("pass".to_owned()), Some("fail".to_owned())]
+    );
+    assert_eq!(floats(column(&claims, "level")), [Some(0.95), Some(0.95)]);
+    let md = std::fs::read_to_string(dir.join("claims.md")).unwrap();
+    assert_contains_all(&md, &["[0.01, 0.01] (95%)", "3 pairs; the 95% interval"]);
+
+    // The same results give the same bits: `table_again` (`ci: true`, the same level) is
+    // another instance, computed on its own.
+    let twice = read_parquet(&dir.join("table_again.parquet"));
+    assert_eq!(twice, table);
 }

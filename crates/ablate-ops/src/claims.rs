@@ -17,6 +17,8 @@ use crate::registry::Op;
 
 use ablate_report::claims::eval::{Evaluation, Verdict, evaluate};
 use ablate_report::claims::expr::{Claim, parse};
+use ablate_report::stats::percent;
+use ablate_results::format_float;
 
 pub(crate) struct Claims {
     schema: OpSchema,
@@ -61,16 +63,22 @@ impl Claims {
             schema: OpSchema {
                 name: "report.claims",
                 // 2: `by` groups (aggregates over group means). 3: a selection that lost instances
-                // is undecided; a missing metric gets a did-you-mean (#21).
-                version: 3,
+                // is undecided; a missing metric gets a did-you-mean (#21). 4: `diff(a vs b)`, the
+                // paired difference over shared seeds, and `@ 95%` confidence claims (#25).
+                version: 4,
                 summary: "Check named claims against the final metrics of every instance of its needs, e.g. \
                           `mean(acc | weights=shared) >= mean(acc | weights=unshared)`. Aggregates (mean, median, \
                           min, max, std, sum, count) select instances by label (`key=value`, `key!=value`, \
                           `key in [a, b]`), or with `by key` run over the means of groups (`max(em by objective)`: \
                           the best objective's mean); arithmetic, abs/log/exp/sqrt and one comparison (>= <= > < == !=) \
-                          per claim. Each claim passes, fails, or is undecided (nothing selected, a NaN, a missing \
-                          metric, a selected instance that failed or diverged); none of these fails the stage. \
-                          Writes `claims.parquet` and `claims.md`, published as \
+                          per claim. `diff(acc | w=a vs acc | w=b)` is the paired difference: each side averaged \
+                          per seed (`by key` pairs by other labels), and the mean over the seeds both have of \
+                          (a − b). `diff(…) > 0 @ 95%` asks that it hold with 95% confidence, judged on its \
+                          percentile bootstrap interval (10,000 resamples, seeded by the differences): pass if the \
+                          whole interval is on the claimed side, fail if the mean difference is not, undecided \
+                          otherwise (the interval reaches past the bound, or one pair). Each claim passes, fails, or \
+                          is undecided (nothing selected, a NaN, a missing metric, a selected instance that failed \
+                          or diverged, no shared seed); none of these fails the stage. Writes `claims.parquet` and `claims.md`, published as \
                           `results/<pipeline>/<stage>.parquet` and `.md`.",
                 params: vec![ParamSpec::required(
                     "claims",
@@ -218,7 +226,25 @@ fn write_outputs(
         .with_column("lhs", lhs.clone())
         .with_column("rhs", rhs.clone())
         .with_column("result", strs(&|o| o.eval.verdict.name().to_owned()))
-        .with_column("detail", strs(&|o| o.eval.detail.clone()));
+        .with_column("detail", strs(&|o| o.eval.detail.clone()))
+        .with_column(
+            "level",
+            outcomes.iter().map(|o| o.eval.level).collect::<Vec<_>>(),
+        )
+        .with_column(
+            "ci_low",
+            outcomes
+                .iter()
+                .map(|o| o.eval.interval.map(|i| i.low))
+                .collect::<Vec<_>>(),
+        )
+        .with_column(
+            "ci_high",
+            outcomes
+                .iter()
+                .map(|o| o.eval.interval.map(|i| i.high))
+                .collect::<Vec<_>>(),
+        );
     ablate_results::write_table(&dir.join("claims.parquet"), &table)
         .map_err(|e| OpError::with("failed to write `claims.parquet`", e))?;
 
@@ -232,8 +258,27 @@ fn write_outputs(
         .with_column("claim", strs(&|o| o.claim.name.clone()))
         .with_column("assert", strs(&|o| format!("`{}`", o.claim.assertion)))
         .with_column("lhs", lhs)
-        .with_column("rhs", rhs)
-        .with_column("detail", strs(&|o| o.eval.detail.clone()));
+        .with_column("rhs", rhs);
+    if outcomes.iter().any(|o| o.eval.level.is_some()) {
+        // `[0.004, 0.020] (95%)`: the interval of the `diff(…)` side of a claim with `@`.
+        shown.push_column(
+            "interval",
+            outcomes
+                .iter()
+                .map(|o| match (o.eval.interval, o.eval.level) {
+                    (Some(i), Some(level)) => Some(format!(
+                        "[{}, {}] ({})",
+                        format_float(i.low),
+                        format_float(i.high),
+                        percent(level)
+                    )),
+                    (None, Some(_)) => Some("none".to_owned()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>(),
+        );
+    }
+    shown.push_column("detail", strs(&|o| o.eval.detail.clone()));
     if outcomes.iter().any(|o| o.claim.note.is_some()) {
         shown.push_column(
             "note",
@@ -300,6 +345,23 @@ mod tests {
         assert!(parse_claims(&[]).unwrap_err().contains("`claims` is empty"));
     }
 
+    /// Each claim judged over `obs`, and the outputs written into a temp dir.
+    fn written<'a>(
+        cs: &'a [NamedClaim],
+        obs: &[Observation],
+    ) -> (Vec<Outcome<'a>>, tempfile::TempDir) {
+        let outcomes: Vec<Outcome<'_>> = cs
+            .iter()
+            .map(|claim| Outcome {
+                claim,
+                eval: evaluate(&claim.claim, obs),
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        write_outputs(dir.path(), "p — s", &outcomes, None).unwrap();
+        (outcomes, dir)
+    }
+
     #[test]
     fn the_tables_and_metrics_written() {
         let cs = claims(json!([
@@ -320,19 +382,16 @@ mod tests {
                 missing: None,
             },
         ];
-        let outcomes: Vec<Outcome<'_>> = cs
-            .iter()
-            .map(|claim| Outcome {
-                claim,
-                eval: evaluate(&claim.claim, &obs),
-            })
-            .collect();
-        let dir = tempfile::tempdir().unwrap();
-        write_outputs(dir.path(), "p — s", &outcomes, None).unwrap();
+        let (outcomes, dir) = written(&cs, &obs);
 
         let t = ablate_results::read_table(&dir.path().join("claims.parquet")).unwrap();
         let names: Vec<&str> = t.column_names().collect();
-        assert_eq!(names, ["claim", "assert", "lhs", "rhs", "result", "detail"]);
+        assert_eq!(
+            names,
+            [
+                "claim", "assert", "lhs", "rhs", "result", "detail", "level", "ci_low", "ci_high"
+            ]
+        );
         let col = |n: &str| t.column(n).unwrap().data.clone();
         assert_eq!(
             col("result"),
@@ -395,5 +454,40 @@ mod tests {
                 ("claim.tiny", 0.0),
             ]
         );
+    }
+
+    /// A claim with `@`: the parquet has its level and interval, the Markdown an `interval`
+    /// column; claims without `@` leave them empty.
+    #[test]
+    fn a_confidence_claim_shows_its_interval() {
+        let cs = claims(json!([
+            {"name": "shared_wins", "assert": "diff(acc | w=shared vs acc | w=unshared) > 0 @ 95%"},
+            {"name": "plain", "assert": "mean(acc) > 0"},
+        ]));
+        let mut obs = Vec::new();
+        for (seed, base) in [0.9, 0.8, 0.6].into_iter().enumerate() {
+            for (w, x) in [("shared", base + 0.01), ("unshared", base)] {
+                obs.push(Observation {
+                    labels: [("w".to_owned(), json!(w)), ("seed".to_owned(), json!(seed))].into(),
+                    metrics: [("acc".to_owned(), x)].into(),
+                    missing: None,
+                });
+            }
+        }
+        let (_, dir) = written(&cs, &obs);
+        let t = ablate_results::read_table(&dir.path().join("claims.parquet")).unwrap();
+        let col = |n: &str| t.column(n).unwrap().data.clone();
+        assert_eq!(col("level"), ColumnData::Float(vec![Some(0.95), None]));
+        let ColumnData::Float(low) = col("ci_low") else {
+            panic!()
+        };
+        assert!((low[0].unwrap() - 0.01).abs() < 1e-12 && low[1].is_none());
+        assert_eq!(
+            col("result"),
+            ColumnData::Str(vec![Some("pass".into()), Some("pass".into())])
+        );
+        let md = std::fs::read_to_string(dir.path().join("claims.md")).unwrap();
+        assert!(md.contains("| [0.01, 0.01] (95%) |"), "{md}");
+        assert!(md.contains("| 3 pairs; the 95% interval ["), "{md}");
     }
 }

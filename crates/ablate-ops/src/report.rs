@@ -2,6 +2,7 @@
 //! (`rows` × `cols`, aggregated over the remaining labels, e.g. seeds), as Parquet + Markdown;
 //! with `relative_to`, each cell also as its gain (%) over a baseline cell.
 
+use ablate_report::stats::Bootstrap;
 use ablate_report::{Aggregate, Baseline, Observation, PivotSpec, Relative};
 use ablate_run::{OpContext, OpError, OpOutput};
 use ablate_spec::{OpSchema, ParamSpec, ParamType, Value};
@@ -28,7 +29,31 @@ pub(crate) struct TableParams {
     lower_is_better: Vec<String>,
     best: Option<String>,
     top: Option<usize>,
+    ci: Ci,
+    resamples: usize,
+    pair_by: String,
 }
+
+/// `ci`: a level, or `false`/`null` for none (`true`: the default level).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Ci {
+    Level(f64),
+    On(bool),
+    Off(()),
+}
+
+impl Ci {
+    fn level(&self) -> Option<f64> {
+        match self {
+            Ci::Level(x) => Some(*x),
+            Ci::On(true) => Some(DEFAULT_LEVEL),
+            Ci::On(false) | Ci::Off(()) => None,
+        }
+    }
+}
+
+const DEFAULT_LEVEL: f64 = 0.95;
 
 impl Table {
     pub(crate) fn new() -> Self {
@@ -37,12 +62,20 @@ impl Table {
                 name: "report.table",
                 // 2: `relative_to` and `lower_is_better`. 3: the column axis named (`hidden=32`),
                 // no `± 0.000` for one value (a null `.std`), inputs that did not finish marked
-                // (#21). 4: `best` and `top` (#24).
-                version: 4,
+                // (#21). 4: `best` and `top` (#24). 5: bootstrap confidence intervals of the mean
+                // (`ci`, `resamples`), paired differences over shared seeds with `relative_to`
+                // (`pair_by`), the `iqm` aggregate (#25).
+                version: 5,
                 summary: "Gather the final metrics of every instance of its needs into a table: one row per value of \
                           `rows`, one column per value of `cols`, each cell aggregating `metric` over the other labels \
-                          (e.g. seeds). With `relative_to`, each cell is also shown as the gain (%) of its mean over \
-                          the mean of a baseline cell. With `best`, the rows come best first (a search's best \
+                          (e.g. seeds). `mean_std` cells read `0.930 ± 0.010 [0.912, 0.948]`: mean ± sample \
+                          standard deviation, then the 95% percentile bootstrap confidence interval of the mean \
+                          (10,000 resamples, seeded by the values, so the table is reproducible bit for bit; none \
+                          for one value: `(n=1, no interval)`); Parquet columns `<metric>.mean`, `.std`, `.n`, \
+                          `.ci_low`, `.ci_high`. With `relative_to`, each cell is also shown as the gain (%) of its \
+                          mean over the mean of a baseline cell, and as the paired difference (cell − base) over \
+                          the seeds both share, with its interval: `+0.012 [+0.004, +0.020] (3 pairs)`; columns \
+                          `.delta`, `.delta_low`, `.delta_high`, `.delta_n`. With `best`, the rows come best first (a search's best \
                           configurations). An input that failed, was skipped, diverged or was pruned is not \
                           aggregated: its cell says so (`0.93 ± 0.01 (n=2, 1 failed)`). Writes `table.parquet` \
                           and `table.md`, published as `results/<pipeline>/<stage>.parquet` and `.md`.",
@@ -65,9 +98,13 @@ impl Table {
                     ),
                     ParamSpec::with_default(
                         "aggregate",
-                        ParamType::Enum(&["mean_std", "mean", "median", "min", "max", "count"]),
+                        ParamType::Enum(&[
+                            "mean_std", "mean", "median", "iqm", "min", "max", "count",
+                        ]),
                         json!("mean_std"),
-                        "how the instances in a cell are combined",
+                        "how the instances in a cell are combined: `mean_std` (mean ± sample sd, n and the \
+                         interval of `ci`), `iqm` (the interquartile mean, the mean of the middle 50% with \
+                         fractional weights at the quartiles: robust to an outlying seed), or one number",
                     ),
                     ParamSpec::with_default(
                         "precision",
@@ -101,6 +138,37 @@ impl Table {
                         "one of the metrics: the rows come best first by its mean (the largest, or the \
                          smallest if it is in `lower_is_better`), rows without a value (pruned, failed) last, \
                          instead of in label order; a table without `cols`",
+                    ),
+                    ParamSpec::with_default(
+                        "ci",
+                        ParamType::one_of(
+                            ParamType::Float {
+                                min: 0.5,
+                                max: 0.999,
+                            },
+                            ParamType::optional(ParamType::Bool),
+                        ),
+                        json!(DEFAULT_LEVEL),
+                        "the confidence level of the intervals: the percentile bootstrap interval of each \
+                         `mean_std` cell's mean and of each paired difference (`relative_to`); `false` or \
+                         `null`: none",
+                    ),
+                    ParamSpec::with_default(
+                        "resamples",
+                        ParamType::Int {
+                            min: 100,
+                            max: 1_000_000,
+                        },
+                        json!(10_000),
+                        "bootstrap resamples per interval (drawn from a generator seeded by the cell's \
+                         values, so the same results give the same table)",
+                    ),
+                    ParamSpec::with_default(
+                        "pair_by",
+                        ParamType::Str,
+                        json!("seed"),
+                        "with `relative_to`: the label that pairs a cell's instances with its baseline's; \
+                         the paired difference is the mean of (cell − base) over the values of it both have",
                     ),
                     ParamSpec::with_default(
                         "top",
@@ -183,6 +251,11 @@ impl Op for Table {
             precision: p.precision,
             relative,
             best,
+            ci: p.ci.level().map(|level| Bootstrap {
+                level,
+                resamples: p.resamples,
+            }),
+            pair_by: p.pair_by,
         };
         let pivot = ablate_report::pivot(&observations, &spec)
             .map_err(|e| OpError::with("cannot build the table", e))?;
@@ -238,5 +311,23 @@ mod tests {
             err(json!([{"base": {"objective": "clm"}}, {"base": {"objective": "sc"}}]))
                 .contains("the same `where` (every cell)")
         );
+    }
+
+    /// `ci: 0.9`, `true` (the default level), `false` and `null` (none).
+    #[test]
+    fn ci_takes_a_level_or_a_switch() {
+        let level = |v: Value| serde_json::from_value::<Ci>(v).unwrap().level();
+        assert_eq!(level(json!(0.9)), Some(0.9));
+        assert_eq!(level(json!(true)), Some(0.95));
+        assert_eq!(level(json!(false)), None);
+        assert_eq!(level(json!(null)), None);
+        let schema = Table::new();
+        let ci = schema
+            .schema
+            .params
+            .iter()
+            .find(|p| p.name == "ci")
+            .unwrap();
+        assert_eq!(ci.default, Some(json!(0.95)));
     }
 }

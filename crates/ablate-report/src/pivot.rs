@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::relative::{self, Relative};
-use crate::stats::{mean, mean_std, median};
+use crate::stats::{Bootstrap, Interval, bootstrap_mean, iqm, mean, mean_of, mean_std, median};
 use ablate_results::ResultsError;
 use ablate_results::value::{Kind, cmp_tuples, column_data, display};
 use ablate_results::{Align, escape_markdown, markdown_table};
@@ -29,11 +29,14 @@ pub struct Observation {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Aggregate {
-    /// Mean, sample standard deviation (n − 1) and count.
+    /// Mean, sample standard deviation (n − 1) and count, and (with `ci`) the bootstrap
+    /// confidence interval of the mean.
     #[default]
     MeanStd,
     Mean,
     Median,
+    /// The interquartile mean ([`crate::stats::iqm`]): robust to an outlying seed.
+    Iqm,
     Min,
     Max,
     Count,
@@ -46,6 +49,7 @@ impl Aggregate {
             Aggregate::MeanStd => "mean_std",
             Aggregate::Mean => "mean",
             Aggregate::Median => "median",
+            Aggregate::Iqm => "iqm",
             Aggregate::Min => "min",
             Aggregate::Max => "max",
             Aggregate::Count => "count",
@@ -54,7 +58,7 @@ impl Aggregate {
 }
 
 /// What to group by and aggregate.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PivotSpec {
     /// Label keys whose distinct value combinations make the output rows.
@@ -76,6 +80,23 @@ pub struct PivotSpec {
     /// a search's best configurations first. Only without `cols`.
     #[serde(default)]
     pub best: Option<Best>,
+    /// `mean_std`'s confidence interval of each cell's mean, and the interval of each paired
+    /// difference with `relative`; `None`: no intervals.
+    #[serde(default = "default_ci")]
+    pub ci: Option<Bootstrap>,
+    /// The label that pairs a cell's observations with its baseline's for the paired
+    /// differences of `relative` (the seed: both sides saw the same data order and init).
+    #[serde(default = "default_pair_by")]
+    pub pair_by: String,
+}
+
+fn default_ci() -> Option<Bootstrap> {
+    Some(Bootstrap::default())
+}
+
+/// `seed`.
+pub fn default_pair_by() -> String {
+    "seed".to_owned()
 }
 
 /// Rows ordered by a metric, best first, and at most `top` of them.
@@ -128,8 +149,9 @@ pub fn pivot(obs: &[Observation], spec: &PivotSpec) -> Result<Pivot, ResultsErro
         table.columns.extend(gains.columns(&grid, spec));
         table.validate()?;
         markdown = format!(
-            "{}\n**Absolute values**\n\n{markdown}",
-            gains.markdown(&grid, spec, rel)
+            "{}\n{}\n**Absolute values**\n\n{markdown}",
+            gains.markdown(&grid, spec, rel),
+            gains.paired_markdown(&grid, spec)
         );
     }
     Ok(Pivot { table, markdown })
@@ -156,6 +178,15 @@ fn validate(spec: &PivotSpec) -> Result<(), ResultsError> {
     if let Some(rel) = &spec.relative {
         relative::validate(spec, rel)?;
     }
+    if let Some(b) = spec.ci
+        && (!(b.level > 0.0 && b.level < 1.0) || b.resamples == 0)
+    {
+        return invalid(format!(
+            "a confidence level is between 0 and 1 (exclusive) and takes at least one \
+             resample, not {} with {}",
+            b.level, b.resamples
+        ));
+    }
     if let Some(best) = &spec.best {
         if !spec.metrics.contains(&best.metric) {
             return invalid(format!(
@@ -180,6 +211,9 @@ pub(crate) struct Grid<'a> {
     pub(crate) values: Vec<Vec<Vec<Vec<f64>>>>,
     /// `gaps[row][col]`: why each missing observation of the cell is missing.
     pub(crate) gaps: Vec<Vec<Vec<&'a str>>>,
+    /// `pairs[row][col][i]`: the `pair_by` label of the cell's i-th finished observation (the
+    /// one behind `values[m][row][col][i]` for every metric m), if it has one.
+    pub(crate) pairs: Vec<Vec<Vec<Option<&'a Value>>>>,
 }
 
 impl<'a> Grid<'a> {
@@ -214,7 +248,12 @@ impl<'a> Grid<'a> {
                     })
                     .collect::<Result<Vec<f64>, _>>()?),
             };
-            placed.push((tuple(&spec.rows)?, tuple(&spec.cols)?, metrics));
+            placed.push((
+                tuple(&spec.rows)?,
+                tuple(&spec.cols)?,
+                metrics,
+                o.labels.get(&spec.pair_by),
+            ));
         }
 
         let distinct = |tuples: Vec<Vec<&'a Value>>| {
@@ -223,8 +262,8 @@ impl<'a> Grid<'a> {
             tuples.dedup_by(|a, b| cmp_tuples(a, b).is_eq());
             tuples
         };
-        let row_keys = distinct(placed.iter().map(|(r, _, _)| r.clone()).collect());
-        let col_keys = distinct(placed.iter().map(|(_, c, _)| c.clone()).collect());
+        let row_keys = distinct(placed.iter().map(|(r, _, _, _)| r.clone()).collect());
+        let col_keys = distinct(placed.iter().map(|(_, c, _, _)| c.clone()).collect());
         let position = |keys: &[Vec<&Value>], key: &[&Value]| {
             keys.binary_search_by(|k| cmp_tuples(k, key))
                 .expect("every tuple is among the distinct tuples")
@@ -233,13 +272,15 @@ impl<'a> Grid<'a> {
         let mut values =
             vec![vec![vec![Vec::new(); col_keys.len()]; row_keys.len()]; spec.metrics.len()];
         let mut gaps = vec![vec![Vec::new(); col_keys.len()]; row_keys.len()];
-        for (row, col, metrics) in &placed {
+        let mut pairs = vec![vec![Vec::new(); col_keys.len()]; row_keys.len()];
+        for (row, col, metrics, pair) in &placed {
             let (r, c) = (position(&row_keys, row), position(&col_keys, col));
             match metrics {
                 Ok(metrics) => {
                     for (m, &x) in metrics.iter().enumerate() {
                         values[m][r][c].push(x);
                     }
+                    pairs[r][c].push(*pair);
                 }
                 Err(why) => gaps[r][c].push(*why),
             }
@@ -249,6 +290,7 @@ impl<'a> Grid<'a> {
             col_keys,
             values,
             gaps,
+            pairs,
         })
     }
 
@@ -260,10 +302,7 @@ impl<'a> Grid<'a> {
             .iter()
             .position(|x| *x == best.metric)
             .expect("validated");
-        let mean = |r: usize| {
-            let v = &self.values[m][r][0];
-            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
-        };
+        let mean = |r: usize| mean_of(&self.values[m][r][0]);
         let mut order: Vec<usize> = (0..self.row_keys.len()).collect();
         order.sort_by(|&a, &b| match (mean(a), mean(b)) {
             (Some(x), Some(y)) if best.lower => x.total_cmp(&y),
@@ -278,6 +317,7 @@ impl<'a> Grid<'a> {
         }
         self.row_keys = pick(&order, &self.row_keys);
         self.gaps = pick(&order, &self.gaps);
+        self.pairs = pick(&order, &self.pairs);
         self.values = self.values.iter().map(|v| pick(&order, v)).collect();
     }
 
@@ -313,7 +353,7 @@ impl<'a> Grid<'a> {
                 let prefix = self.column_prefix(spec, metric, col_key);
                 let cells: Vec<Option<Summary>> = self.values[m]
                     .iter()
-                    .map(|row| summarize(&row[c], spec.aggregate))
+                    .map(|row| summarize(&row[c], spec.aggregate, spec.ci))
                     .collect();
                 let floats = |f: fn(&Summary) -> Option<f64>| -> ColumnData {
                     ColumnData::Float(cells.iter().map(|s| s.as_ref().and_then(f)).collect())
@@ -337,6 +377,16 @@ impl<'a> Grid<'a> {
                         ));
                         columns.push(Column::new(format!("{prefix}.std"), floats(|s| s.std)));
                         columns.push(Column::new(format!("{prefix}.n"), counts));
+                        if spec.ci.is_some() {
+                            columns.push(Column::new(
+                                format!("{prefix}.ci_low"),
+                                floats(|s| s.ci.map(|i| i.low)),
+                            ));
+                            columns.push(Column::new(
+                                format!("{prefix}.ci_high"),
+                                floats(|s| s.ci.map(|i| i.high)),
+                            ));
+                        }
                     }
                     Aggregate::Count => {
                         columns.push(Column::new(format!("{prefix}.count"), counts))
@@ -376,7 +426,11 @@ impl<'a> Grid<'a> {
                 }
             })
             .collect();
-        sections.join("\n")
+        let mut out = sections.join("\n");
+        if let Some(caption) = caption(spec) {
+            out.push_str(&format!("\n{caption}\n"));
+        }
+        out
     }
 
     /// One metric's table. The count of observations per cell goes in the column headers when
@@ -386,7 +440,11 @@ impl<'a> Grid<'a> {
     fn metric_markdown(&self, spec: &PivotSpec, m: usize, metric: &str) -> String {
         let cells: Vec<Vec<Option<Summary>>> = self.values[m]
             .iter()
-            .map(|row| row.iter().map(|v| summarize(v, spec.aggregate)).collect())
+            .map(|row| {
+                row.iter()
+                    .map(|v| summarize(v, spec.aggregate, spec.ci))
+                    .collect()
+            })
             .collect();
         // Cells with gaps show their own count.
         let counts: Vec<usize> = cells
@@ -441,18 +499,32 @@ impl<'a> Grid<'a> {
                         Aggregate::Count => s.n.to_string(),
                         _ => format!("{:.p$}", s.value),
                     };
-                    if !gaps.is_empty() {
-                        let n = if spec.aggregate == Aggregate::Count {
-                            String::new()
-                        } else {
-                            format!("n={}, ", s.n)
-                        };
-                        format!("{text} ({n}{})", gap_text(gaps))
-                    } else if shows_n && !uniform_n && s.n != usual_n {
-                        format!("{text} (n={})", s.n)
-                    } else {
-                        text
+                    // `(n=2, 1 failed)`, `(n=1, no interval)`: what the reader needs to weigh
+                    // the number, then the interval.
+                    let mut notes = Vec::new();
+                    if (!gaps.is_empty() || (shows_n && !uniform_n && s.n != usual_n))
+                        && spec.aggregate != Aggregate::Count
+                    {
+                        notes.push(format!("n={}", s.n));
                     }
+                    if !gaps.is_empty() {
+                        notes.push(gap_text(gaps));
+                    }
+                    let ci_shown = spec.aggregate == Aggregate::MeanStd && spec.ci.is_some();
+                    if ci_shown && s.ci.is_none() {
+                        if notes.is_empty() {
+                            notes.push(format!("n={}", s.n));
+                        }
+                        notes.push("no interval".to_owned());
+                    }
+                    let mut text = text;
+                    if !notes.is_empty() {
+                        text = format!("{text} ({})", notes.join(", "));
+                    }
+                    if let Some(ci) = s.ci {
+                        text = format!("{text} [{:.p$}, {:.p$}]", ci.low, ci.high);
+                    }
+                    text
                 });
                 keys.chain(values).collect()
             })
@@ -464,6 +536,25 @@ impl<'a> Grid<'a> {
         }
         out
     }
+}
+
+/// What `±` and `[ ]` mean, under a `mean_std` table.
+fn caption(spec: &PivotSpec) -> Option<String> {
+    if spec.aggregate == Aggregate::Iqm {
+        return Some(
+            "Each cell is the interquartile mean of its values: the mean of the middle 50%, a value \
+             straddling a quartile counted by the fraction inside (robust to an outlying seed)."
+                .to_owned(),
+        );
+    }
+    if spec.aggregate != Aggregate::MeanStd {
+        return None;
+    }
+    let sd = "± is the sample standard deviation (n − 1) over a cell's n values";
+    Some(match spec.ci {
+        Some(b) => format!("{sd}; [a, b] is the {}.", b.describe()),
+        None => format!("{sd}."),
+    })
 }
 
 /// What is missing, counted by why: `1 failed`, `2 failed, 1 diverged`; empty for nothing.
@@ -512,15 +603,17 @@ fn most_common(counts: &[usize]) -> usize {
         .map_or(0, |(n, _)| n)
 }
 
-/// One cell's aggregate: `value` is the mean, median, min or max; `std` only for mean_std
-/// of two or more values (a sample standard deviation of one value is undefined).
+/// One cell's aggregate: `value` is the mean, median, IQM, min or max; `std` and `ci` only for
+/// mean_std of two or more values (a sample standard deviation of one value is undefined, and
+/// one value has nothing to resample).
 struct Summary {
     n: usize,
     value: f64,
     std: Option<f64>,
+    ci: Option<Interval>,
 }
 
-fn summarize(values: &[f64], aggregate: Aggregate) -> Option<Summary> {
+fn summarize(values: &[f64], aggregate: Aggregate, ci: Option<Bootstrap>) -> Option<Summary> {
     let n = values.len();
     if n == 0 {
         return None;
@@ -529,6 +622,7 @@ fn summarize(values: &[f64], aggregate: Aggregate) -> Option<Summary> {
         Aggregate::MeanStd => mean_std(values),
         Aggregate::Mean => (mean(values), None),
         Aggregate::Median => (median(values), None),
+        Aggregate::Iqm => (iqm(values), None),
         Aggregate::Min => (values.iter().copied().fold(f64::INFINITY, f64::min), None),
         Aggregate::Max => (
             values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
@@ -536,7 +630,11 @@ fn summarize(values: &[f64], aggregate: Aggregate) -> Option<Summary> {
         ),
         Aggregate::Count => (n as f64, None),
     };
-    Some(Summary { n, value, std })
+    let ci = match (aggregate, ci) {
+        (Aggregate::MeanStd, Some(b)) => bootstrap_mean(values, b),
+        _ => None,
+    };
+    Some(Summary { n, value, std, ci })
 }
 
 #[cfg(test)]
@@ -584,6 +682,8 @@ pub(crate) mod tests {
             precision: 3,
             relative: None,
             best: None,
+            ci: Some(crate::stats::Bootstrap::default()),
+            pair_by: "seed".to_owned(),
         }
     }
 
@@ -663,9 +763,13 @@ pub(crate) mod tests {
                 "test_acc[steps=4].mean",
                 "test_acc[steps=4].std",
                 "test_acc[steps=4].n",
+                "test_acc[steps=4].ci_low",
+                "test_acc[steps=4].ci_high",
                 "test_acc[steps=16].mean",
                 "test_acc[steps=16].std",
                 "test_acc[steps=16].n",
+                "test_acc[steps=16].ci_low",
+                "test_acc[steps=16].ci_high",
             ]
         );
         assert_eq!(
@@ -687,12 +791,16 @@ pub(crate) mod tests {
         );
 
         let expected = "\
-| weights |       steps=4 |            steps=16 |
-| ------- | ------------: | ------------------: |
-| shared  | 0.920 ± 0.020 | 0.960 ± 0.014 (n=2) |
-| tied    | 0.840 ± 0.040 |         0.850 (n=1) |
+| weights |                      steps=4 |                           steps=16 |
+| ------- | ---------------------------: | ---------------------------------: |
+| shared  | 0.920 ± 0.020 [0.900, 0.940] | 0.960 ± 0.014 (n=2) [0.950, 0.970] |
+| tied    | 0.840 ± 0.040 [0.800, 0.880] |           0.850 (n=1, no interval) |
 
 n=3 per cell unless marked.
+
+± is the sample standard deviation (n − 1) over a cell's n values; [a, b] is the 95% \
+bootstrap confidence interval of the mean (percentile method, 10,000 resamples, seeded by the \
+values).
 ";
         assert_eq!(p.markdown, expected);
     }
@@ -716,9 +824,13 @@ n=3 per cell unless marked.
                 "test_acc.mean",
                 "test_acc.std",
                 "test_acc.n",
+                "test_acc.ci_low",
+                "test_acc.ci_high",
                 "loss.mean",
                 "loss.std",
-                "loss.n"
+                "loss.n",
+                "loss.ci_low",
+                "loss.ci_high",
             ]
         );
         // loss for shared: 0.3, 0.2, 0.1 → mean 0.2, s = √(0.02 / 2) = 0.1.
@@ -726,17 +838,21 @@ n=3 per cell unless marked.
         let expected = "\
 **test_acc**
 
-| weights | test_acc (n=3) |
-| ------- | -------------: |
-| shared  |  0.920 ± 0.020 |
-| tied    |  0.840 ± 0.040 |
+| weights |               test_acc (n=3) |
+| ------- | ---------------------------: |
+| shared  | 0.920 ± 0.020 [0.900, 0.940] |
+| tied    | 0.840 ± 0.040 [0.800, 0.880] |
 
 **loss**
 
-| weights |    loss (n=3) |
-| ------- | ------------: |
-| shared  | 0.200 ± 0.100 |
-| tied    | 0.400 ± 0.000 |
+| weights |                   loss (n=3) |
+| ------- | ---------------------------: |
+| shared  | 0.200 ± 0.100 [0.100, 0.300] |
+| tied    | 0.400 ± 0.000 [0.400, 0.400] |
+
+± is the sample standard deviation (n − 1) over a cell's n values; [a, b] is the 95% \
+bootstrap confidence interval of the mean (percentile method, 10,000 resamples, seeded by the \
+values).
 ";
         assert_eq!(p.markdown, expected);
     }
@@ -790,6 +906,24 @@ n=3 per cell unless marked.
 | tied    |       3 |        1 |
 ";
         assert_eq!(count.markdown, expected);
+    }
+
+    /// The IQM of a cell with an outlying seed: 1, 2, 3, 100 → (2 + 3) / 2.
+    #[test]
+    fn the_iqm_aggregate_drops_an_outlying_seed() {
+        let obs: Vec<Observation> = [1.0, 100.0, 2.0, 3.0]
+            .iter()
+            .enumerate()
+            .map(|(seed, x)| ob(json!({"m": "x", "seed": seed}), &[("loss", *x)]))
+            .collect();
+        let p = pivot(&obs, &spec(&["m"], &[], &["loss"], Aggregate::Iqm)).unwrap();
+        assert_eq!(floats(&p.table, "loss.iqm"), [Some(2.5)]);
+        assert!(
+            p.markdown.contains("| x   |      2.500 |"),
+            "{}",
+            p.markdown
+        );
+        assert_eq!(serde_json::to_value(Aggregate::Iqm).unwrap(), json!("iqm"));
     }
 
     #[test]
@@ -895,10 +1029,14 @@ n=3 per cell unless marked.
         )
         .unwrap();
         let expected = "\
-| lr  |               hidden=32 (n=3) |    hidden=128 (n=3) |
-| --- | ----------------------------: | ------------------: |
-| 0.1 | 0.930 ± 0.014 (n=2, 1 failed) |       0.960 ± 0.010 |
-| 1.0 |                      diverged | 1 failed, 1 skipped |
+| lr  |                              hidden=32 (n=3) |             hidden=128 (n=3) |
+| --- | -------------------------------------------: | ---------------------------: |
+| 0.1 | 0.930 ± 0.014 (n=2, 1 failed) [0.920, 0.940] | 0.960 ± 0.010 [0.950, 0.970] |
+| 1.0 |                                     diverged |          1 failed, 1 skipped |
+
+± is the sample standard deviation (n − 1) over a cell's n values; [a, b] is the 95% \
+bootstrap confidence interval of the mean (percentile method, 10,000 resamples, seeded by the \
+values).
 ";
         assert_eq!(p.markdown, expected);
         assert_close(&floats(&p.table, "acc[hidden=32].mean")[..1], &[0.93]);

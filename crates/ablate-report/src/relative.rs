@@ -18,6 +18,7 @@ use serde_json::Value;
 use ablate_spec::backticked;
 
 use crate::pivot::{Grid, PivotSpec, assignments, only_gaps_text};
+use crate::stats::{Paired, Unpaired, mean_of as mean, paired, percent};
 use ablate_results::ResultsError;
 use ablate_results::value::{cmp_values, display};
 use ablate_results::{Align, escape_markdown, markdown_table};
@@ -129,6 +130,13 @@ pub(crate) fn validate(spec: &PivotSpec, rel: &Relative) -> Result<(), ResultsEr
             }
         }
     }
+    if spec.rows.contains(&spec.pair_by) || spec.cols.contains(&spec.pair_by) {
+        return invalid(format!(
+            "`pair_by` is `{}`, a row or column key: a cell and its baseline would never share a \
+             value of it; pair by a label the cells aggregate over (the seed)",
+            spec.pair_by
+        ));
+    }
     if let Some(m) = rel
         .lower_is_better
         .iter()
@@ -180,13 +188,83 @@ impl Gain {
     }
 }
 
-/// `gains[metric][row][col]`.
+/// `gains[metric][row][col]`, and beside each its paired difference.
 pub(crate) struct Gains {
     cells: Vec<Vec<Vec<Gain>>>,
+    deltas: Vec<Vec<Vec<Delta>>>,
 }
 
-fn mean(values: &[f64]) -> Option<f64> {
-    (!values.is_empty()).then(|| crate::stats::mean(values))
+/// One cell's paired difference with its baseline: the mean over the `pair_by` values both
+/// have of (cell − base), in the metric's units.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Delta {
+    /// No baseline to pair with: the gain says why (no observations, missing, no base).
+    Unknown,
+    /// The cell is its own baseline.
+    Base,
+    Paired(Paired),
+    Unpaired(Unpaired),
+    /// Neither side's observations have the `pair_by` label.
+    NoLabel,
+}
+
+impl Delta {
+    fn text(&self, gain: &Gain, precision: usize, pair_by: &str) -> String {
+        let p = precision;
+        match self {
+            Delta::Unknown => gain.text(precision),
+            Delta::Base => "(base)".to_owned(),
+            Delta::Paired(d) => {
+                let pairs = if d.n == 1 { "pair" } else { "pairs" };
+                match d.interval {
+                    Some(i) => format!(
+                        "{:+.p$} [{:+.p$}, {:+.p$}] ({} {pairs})",
+                        d.mean, i.low, i.high, d.n
+                    ),
+                    None if d.n < 2 => format!("{:+.p$} ({} {pairs}, no interval)", d.mean, d.n),
+                    None => format!("{:+.p$} ({} {pairs})", d.mean, d.n),
+                }
+            }
+            Delta::Unpaired(Unpaired::NoSharedKey) => format!("no {pair_by} in common"),
+            Delta::Unpaired(Unpaired::RepeatedKey) => format!("repeated {pair_by}: no pairs"),
+            Delta::NoLabel => format!("no {pair_by} label: no pairs"),
+        }
+    }
+
+    fn paired(&self) -> Option<&Paired> {
+        match self {
+            Delta::Paired(d) => Some(d),
+            _ => None,
+        }
+    }
+}
+
+/// The paired difference of cell `(r, c)` with its baseline cell `(br, bc)` for metric `m`.
+fn delta(
+    grid: &Grid<'_>,
+    spec: &PivotSpec,
+    m: usize,
+    cell: (usize, usize),
+    base: (usize, usize),
+) -> Delta {
+    if cell == base {
+        return Delta::Base;
+    }
+    let side = |(r, c): (usize, usize)| -> Vec<(&Value, f64)> {
+        grid.pairs[r][c]
+            .iter()
+            .zip(&grid.values[m][r][c])
+            .filter_map(|(k, x)| Some(((*k)?, *x)))
+            .collect()
+    };
+    let (a, b) = (side(cell), side(base));
+    if a.is_empty() && b.is_empty() {
+        return Delta::NoLabel;
+    }
+    match paired(&a, &b, |x, y| cmp_values(x, y), spec.ci) {
+        Ok(d) => Delta::Paired(d),
+        Err(why) => Delta::Unpaired(why),
+    }
 }
 
 pub(crate) fn gains(
@@ -198,6 +276,7 @@ pub(crate) fn gains(
         keys.iter().position(|k| k == key).map(|j| tuple[j].clone())
     };
     let mut cells = Vec::with_capacity(spec.metrics.len());
+    let mut deltas = Vec::with_capacity(spec.metrics.len());
     for (m, metric) in spec.metrics.iter().enumerate() {
         let sign = if rel.lower_is_better.contains(metric) {
             -1.0
@@ -205,9 +284,13 @@ pub(crate) fn gains(
             1.0
         };
         let mut rows = Vec::with_capacity(grid.row_keys.len());
+        let mut delta_rows = Vec::with_capacity(grid.row_keys.len());
         for (r, row_key) in grid.row_keys.iter().enumerate() {
             let mut row = Vec::with_capacity(grid.col_keys.len());
+            let mut delta_row = Vec::with_capacity(grid.col_keys.len());
             for (c, col_key) in grid.col_keys.iter().enumerate() {
+                // Set with the gain wherever there is a baseline to pair with.
+                delta_row.push(Delta::Unknown);
                 let Some(own) = mean(&grid.values[m][r][c]) else {
                     row.push(if grid.gaps[r][c].is_empty() {
                         Gain::Empty
@@ -293,6 +376,8 @@ pub(crate) fn gains(
                         base_cell()
                     )));
                 };
+                *delta_row.last_mut().expect("pushed above") =
+                    delta(grid, spec, m, (r, c), (br, bc));
                 row.push(if (br, bc) == (r, c) {
                     Gain::Base(own)
                 } else if base == 0.0 {
@@ -303,10 +388,12 @@ pub(crate) fn gains(
                 });
             }
             rows.push(row);
+            delta_rows.push(delta_row);
         }
         cells.push(rows);
+        deltas.push(delta_rows);
     }
-    Ok(Gains { cells })
+    Ok(Gains { cells, deltas })
 }
 
 /// `objective=plm, arch=decoder`.
@@ -333,39 +420,80 @@ impl Gains {
                 out.push(Column::new(name, ColumnData::Float(values)));
             }
         }
+        // The paired differences: `.delta` (0 for a baseline cell), its interval, and the
+        // number of pairs (0: none shared; null where there is no baseline or for the base).
+        for (m, metric) in spec.metrics.iter().enumerate() {
+            for (c, col_key) in grid.col_keys.iter().enumerate() {
+                let prefix = grid.column_prefix(spec, metric, col_key);
+                let cells: Vec<&Delta> = self.deltas[m].iter().map(|row| &row[c]).collect();
+                let floats = |f: &dyn Fn(&Delta) -> Option<f64>| {
+                    ColumnData::Float(cells.iter().map(|d| f(d)).collect())
+                };
+                out.push(Column::new(
+                    format!("{prefix}.delta"),
+                    floats(&|d| match d {
+                        Delta::Base => Some(0.0),
+                        d => d.paired().map(|p| p.mean),
+                    }),
+                ));
+                if spec.ci.is_some() {
+                    out.push(Column::new(
+                        format!("{prefix}.delta_low"),
+                        floats(&|d| d.paired()?.interval.map(|i| i.low)),
+                    ));
+                    out.push(Column::new(
+                        format!("{prefix}.delta_high"),
+                        floats(&|d| d.paired()?.interval.map(|i| i.high)),
+                    ));
+                }
+                let counts = cells
+                    .iter()
+                    .map(|d| match d {
+                        Delta::Paired(p) => Some(p.n as i64),
+                        Delta::Unpaired(Unpaired::NoSharedKey) => Some(0),
+                        _ => None,
+                    })
+                    .collect();
+                out.push(Column::new(
+                    format!("{prefix}.delta_n"),
+                    ColumnData::Int(counts),
+                ));
+            }
+        }
         out
+    }
+
+    /// The paired differences, laid out as the gains: what a reader checks before believing
+    /// a gain is more than the noise across seeds.
+    pub(crate) fn paired_markdown(&self, grid: &Grid<'_>, spec: &PivotSpec) -> String {
+        let table = laid_out(grid, spec, "Δ", |m, r, c| {
+            self.deltas[m][r][c].text(&self.cells[m][r][c], spec.precision, &spec.pair_by)
+        });
+        let interval = match spec.ci {
+            Some(b) => format!(
+                ", then [a, b]: its {} bootstrap confidence interval ({})",
+                percent(b.level),
+                b.method()
+            ),
+            None => String::new(),
+        };
+        format!(
+            "**Paired differences (cell − base)**\n\n{}\nEach cell: the mean, over the `{key}` \
+             values it shares with its baseline, of (cell − base) in the metric's units (not \
+             negated){interval}, and the number of pairs. Pairing by `{key}` takes out what both \
+             sides of a pair share (the data order and initialisation a seed fixes), so the \
+             interval reflects the difference, not the spread across seeds.\n",
+            table,
+            key = spec.pair_by,
+        )
     }
 
     /// One table: the row keys, then a column per metric and column group (`val_nll · decoder`),
     /// then how the gains were computed and against which baselines.
     pub(crate) fn markdown(&self, grid: &Grid<'_>, spec: &PivotSpec, rel: &Relative) -> String {
-        let mut header: Vec<String> = spec.rows.iter().map(|k| escape_markdown(k)).collect();
-        for metric in &spec.metrics {
-            for col_key in &grid.col_keys {
-                let title = match spec.cols.len() {
-                    0 => format!("{metric} Δ%"),
-                    _ => format!("{metric} Δ% · {}", assignments(&spec.cols, col_key)),
-                };
-                header.push(escape_markdown(&title));
-            }
-        }
-        let mut align = vec![Align::Left; spec.rows.len()];
-        align.resize(header.len(), Align::Right);
-        let rows: Vec<Vec<String>> = grid
-            .row_keys
-            .iter()
-            .enumerate()
-            .map(|(r, row_key)| {
-                let keys = row_key.iter().map(|v| escape_markdown(&display(v)));
-                let cells = self.cells.iter().flat_map(|metric| {
-                    metric[r]
-                        .iter()
-                        .map(|g| escape_markdown(&g.text(spec.precision)))
-                });
-                keys.chain(cells).collect()
-            })
-            .collect();
-        let mut out = markdown_table(&header, &align, &rows);
+        let mut out = laid_out(grid, spec, "Δ%", |m, r, c| {
+            self.cells[m][r][c].text(spec.precision)
+        });
 
         let flipped = if rel.lower_is_better.is_empty() {
             String::new()
@@ -395,6 +523,42 @@ impl Gains {
     }
 }
 
+/// The gains' layout: the row keys, then a column per metric and column group
+/// (`val_nll Δ% · arch=decoder`), each cell `cell(metric, row, col)`.
+fn laid_out(
+    grid: &Grid<'_>,
+    spec: &PivotSpec,
+    what: &str,
+    cell: impl Fn(usize, usize, usize) -> String,
+) -> String {
+    let mut header: Vec<String> = spec.rows.iter().map(|k| escape_markdown(k)).collect();
+    for metric in &spec.metrics {
+        for col_key in &grid.col_keys {
+            let title = match spec.cols.len() {
+                0 => format!("{metric} {what}"),
+                _ => format!("{metric} {what} · {}", assignments(&spec.cols, col_key)),
+            };
+            header.push(escape_markdown(&title));
+        }
+    }
+    let mut align = vec![Align::Left; spec.rows.len()];
+    align.resize(header.len(), Align::Right);
+    let rows: Vec<Vec<String>> = grid
+        .row_keys
+        .iter()
+        .enumerate()
+        .map(|(r, row_key)| {
+            let keys = row_key.iter().map(|v| escape_markdown(&display(v)));
+            let cell = &cell;
+            let cells = (0..spec.metrics.len()).flat_map(move |m| {
+                (0..grid.col_keys.len()).map(move |c| escape_markdown(&cell(m, r, c)))
+            });
+            keys.chain(cells).collect()
+        })
+        .collect();
+    markdown_table(&header, &align, &rows)
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -402,6 +566,7 @@ mod tests {
     use super::*;
     use crate::pivot::tests::floats;
     use crate::pivot::{Aggregate, Observation, pivot};
+    use ablate_results::ColumnData;
 
     fn ob(objective: &str, arch: &str, seed: i64, nll: f64, em: f64) -> Observation {
         Observation {
@@ -450,6 +615,8 @@ mod tests {
                 lower_is_better: vec!["val_nll".to_owned()],
             }),
             best: None,
+            ci: Some(crate::stats::Bootstrap::default()),
+            pair_by: "seed".to_owned(),
         }
     }
 
@@ -468,15 +635,43 @@ mod tests {
     fn gains_over_the_ul2_baselines_match_hand_computed_percentages() {
         let p = pivot(&sweep(), &spec(&["objective"], &["arch"], ul2_baselines())).unwrap();
         let names: Vec<&str> = p.table.column_names().collect();
-        assert_eq!(names.len(), 1 + 2 * 2 * 3 + 4);
+        // The row key, 4 groups of mean/std/n/ci_low/ci_high, 4 gains, 4 groups of
+        // delta/delta_low/delta_high/delta_n.
+        assert_eq!(names.len(), 1 + 2 * 2 * 5 + 4 + 4 * 4);
         assert_eq!(
-            &names[13..],
+            &names[21..29],
             [
                 "val_nll[arch=decoder] (Δ% vs base)",
                 "val_nll[arch=encdec] (Δ% vs base)",
                 "infill_em[arch=decoder] (Δ% vs base)",
                 "infill_em[arch=encdec] (Δ% vs base)",
+                "val_nll[arch=decoder].delta",
+                "val_nll[arch=decoder].delta_low",
+                "val_nll[arch=decoder].delta_high",
+                "val_nll[arch=decoder].delta_n",
             ]
+        );
+        // Paired by seed. Decoder val_nll: clm 2.0, 2.2 (seeds 0, 1); sc 2.4, 2.4 → differences
+        // 0.4, 0.2: mean 0.3, and with two pairs the bootstrap means are 0.2, 0.3, 0.3, 0.4
+        // (each ¼, ½, ¼), so the 95% interval is [0.2, 0.4]; ul2 has seed 0 only: 2.1 − 2.0.
+        assert_close(
+            &floats(&p.table, "val_nll[arch=decoder].delta"),
+            &[Some(0.0), Some(0.3), Some(0.1)],
+        );
+        assert_close(
+            &floats(&p.table, "val_nll[arch=decoder].delta_low"),
+            &[None, Some(0.2), None],
+        );
+        assert_close(
+            &floats(&p.table, "val_nll[arch=decoder].delta_high"),
+            &[None, Some(0.4), None],
+        );
+        assert_eq!(
+            p.table
+                .column("val_nll[arch=decoder].delta_n")
+                .unwrap()
+                .data,
+            ColumnData::Int(vec![None, Some(2), Some(1)])
         );
         // Rows clm, sc, ul2. Decoder means: nll 2.1, 2.4, 2.1; em 0.1, 0.25, 0.2; base clm.
         // val_nll is lower-is-better: sc −100·(2.4 − 2.1)/2.1 = −14.285…%, ul2 0%.
@@ -520,13 +715,28 @@ Baselines:
 - cells with `arch=decoder`: the cell with `objective=clm`
 - cells with `arch=encdec`: the cell with `objective=sc`
 
+**Paired differences (cell − base)**
+
+| objective |       val_nll Δ · arch=decoder |     val_nll Δ · arch=encdec |     infill_em Δ · arch=decoder |   infill_em Δ · arch=encdec |
+| --------- | -----------------------------: | --------------------------: | -----------------------------: | --------------------------: |
+| clm       |                         (base) | -0.20 (1 pair, no interval) |                         (base) | -0.20 (1 pair, no interval) |
+| sc        | +0.30 [+0.20, +0.40] (2 pairs) |                      (base) | +0.15 [+0.10, +0.20] (2 pairs) |                      (base) |
+| ul2       |    +0.10 (1 pair, no interval) | -0.10 (1 pair, no interval) |    +0.10 (1 pair, no interval) | +0.10 (1 pair, no interval) |
+
+Each cell: the mean, over the `seed` values it shares with its baseline, of (cell − base) in the \
+metric's units (not negated), then [a, b]: its 95% bootstrap confidence interval (percentile \
+method, 10,000 resamples, seeded by the values), and the number of pairs. Pairing by `seed` takes \
+out what both sides of a pair share (the data order and initialisation a seed fixes), so the \
+interval reflects the difference, not the spread across seeds.
+
 **Absolute values**
 
 **val_nll**
 ";
         assert!(p.markdown.starts_with(expected), "{}", p.markdown);
         assert!(
-            p.markdown.contains("| ul2       |   2.10 (n=1) |"),
+            p.markdown
+                .contains("| ul2       |  2.10 (n=1, no interval) |"),
             "{}",
             p.markdown
         );
@@ -645,6 +855,160 @@ Baselines:
             err.to_string(),
             "cannot compute the gain of `val_nll` in the cell `objective=clm, arch=decoder`: it \
              matches the `where` of `relative_to` entries 1 and 2: a cell needs one baseline"
+        );
+    }
+
+    /// Each seed moves both methods together (seed 2 is hard); `a` beats `b` by 0.01 on every
+    /// seed. The absolute intervals overlap widely; the paired one is [0.01, 0.01]. `c` ran on
+    /// other seeds, so it has no pairs.
+    fn seeded() -> Vec<Observation> {
+        let o = |method: &str, seed: i64, acc: f64| Observation {
+            labels: serde_json::from_value(json!({"method": method, "seed": seed})).unwrap(),
+            metrics: [("acc".to_owned(), acc)].into(),
+            missing: None,
+        };
+        let mut obs = Vec::new();
+        for (seed, base) in [(0, 0.90), (1, 0.80), (2, 0.60), (3, 0.85)] {
+            obs.push(o("a", seed, base + 0.01));
+            obs.push(o("b", seed, base));
+        }
+        obs.push(o("c", 10, 0.95));
+        obs.push(o("c", 11, 0.97));
+        obs
+    }
+
+    fn seeded_spec() -> PivotSpec {
+        PivotSpec {
+            metrics: vec!["acc".to_owned()],
+            relative: Some(Relative {
+                baselines: serde_json::from_value(json!([{"base": {"method": "b"}}])).unwrap(),
+                lower_is_better: Vec::new(),
+            }),
+            ..spec(&["method"], &[], Vec::new())
+        }
+    }
+
+    #[test]
+    fn paired_differences_are_narrow_where_seeds_move_both_sides() {
+        let p = pivot(&seeded(), &seeded_spec()).unwrap();
+        // Rows a, b, c.
+        let (low, high) = (
+            floats(&p.table, "acc.ci_low"),
+            floats(&p.table, "acc.ci_high"),
+        );
+        assert!(
+            low[0].unwrap() < high[1].unwrap(),
+            "unpaired, a and b overlap"
+        );
+        assert!(high[0].unwrap() - low[0].unwrap() > 0.1);
+        assert_close(
+            &floats(&p.table, "acc.delta"),
+            &[Some(0.01), Some(0.0), None],
+        );
+        assert_close(
+            &floats(&p.table, "acc.delta_low"),
+            &[Some(0.01), None, None],
+        );
+        assert_close(
+            &floats(&p.table, "acc.delta_high"),
+            &[Some(0.01), None, None],
+        );
+        assert_eq!(
+            p.table.column("acc.delta_n").unwrap().data,
+            ColumnData::Int(vec![Some(4), None, Some(0)])
+        );
+        assert!(
+            p.markdown
+                .contains("| a      | +0.01 [+0.01, +0.01] (4 pairs) |"),
+            "{}",
+            p.markdown
+        );
+        assert!(
+            p.markdown
+                .contains("| c      |              no seed in common |"),
+            "{}",
+            p.markdown
+        );
+    }
+
+    /// The table is a pure function of the observations: the same bits twice, whatever
+    /// their order; other values give other intervals.
+    #[test]
+    fn the_table_is_reproducible_bit_for_bit() {
+        let bits = |obs: &[Observation], col: &str| -> Vec<Option<u64>> {
+            let p = pivot(obs, &seeded_spec()).unwrap();
+            floats(&p.table, col)
+                .into_iter()
+                .map(|x| x.map(f64::to_bits))
+                .collect()
+        };
+        let obs = seeded();
+        let mut reversed = obs.clone();
+        reversed.reverse();
+        for col in [
+            "acc.ci_low",
+            "acc.ci_high",
+            "acc.delta_low",
+            "acc.delta_high",
+        ] {
+            assert_eq!(bits(&obs, col), bits(&obs, col), "{col}");
+            assert_eq!(bits(&obs, col), bits(&reversed, col), "{col}");
+        }
+        assert_eq!(
+            pivot(&obs, &seeded_spec()).unwrap().markdown,
+            pivot(&reversed, &seeded_spec()).unwrap().markdown
+        );
+        // a's values all move up by 0.001: both ends move. (One value moved may leave an end
+        // where it was: the 2.5% end of four values is made of the lowest ones.)
+        let mut other = obs.clone();
+        for o in other.iter_mut().filter(|o| o.labels["method"] == "a") {
+            *o.metrics.get_mut("acc").unwrap() += 0.001;
+        }
+        for col in ["acc.ci_low", "acc.ci_high"] {
+            assert_ne!(bits(&obs, col)[0], bits(&other, col)[0], "{col}");
+        }
+    }
+
+    #[test]
+    fn without_intervals_the_deltas_stay_and_the_interval_columns_go() {
+        let spec = PivotSpec {
+            ci: None,
+            ..seeded_spec()
+        };
+        let p = pivot(&seeded(), &spec).unwrap();
+        let names: Vec<&str> = p.table.column_names().collect();
+        assert_eq!(
+            names,
+            [
+                "method",
+                "acc.mean",
+                "acc.std",
+                "acc.n",
+                "acc (Δ% vs base)",
+                "acc.delta",
+                "acc.delta_n"
+            ]
+        );
+        assert!(p.markdown.contains("+0.01 (4 pairs)"), "{}", p.markdown);
+        assert!(!p.markdown.contains('['), "{}", p.markdown);
+        // Pairing by a key the cells are split by can never pair.
+        let spec = PivotSpec {
+            pair_by: "method".into(),
+            ..seeded_spec()
+        };
+        assert_eq!(
+            pivot(&seeded(), &spec).unwrap_err().to_string(),
+            "invalid pivot: `pair_by` is `method`, a row or column key: a cell and its baseline \
+             would never share a value of it; pair by a label the cells aggregate over (the seed)"
+        );
+        // Two instances with one seed in a cell: which pairs is ambiguous, so none.
+        let mut obs = seeded();
+        obs.push(obs[0].clone());
+        let p = pivot(&obs, &seeded_spec()).unwrap();
+        assert!(
+            p.markdown.contains("repeated seed: no pairs"),
+            "{}",
+            p.markdown
         );
     }
 

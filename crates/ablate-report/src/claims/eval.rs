@@ -8,14 +8,29 @@
 //! With `by`, the selected instances that have the metric are grouped by their values of the
 //! `by` labels (numbers compared as numbers) and the aggregate runs over the groups' means;
 //! an instance without one of those labels makes the claim undecided.
+//!
+//! `diff(a vs b by k)` groups each side's values by `k` (the seed by default) as `by` does,
+//! pairs the groups with the same labels, and is the mean over the pairs of (a − b); no pair
+//! leaves the claim undecided.
+//!
+//! With `@ L%` (`diff(…) > c @ 95%`), the difference gets its L% percentile bootstrap interval
+//! [low, high] (10,000 resamples, seeded by the differences: [`crate::stats::paired`]) and the
+//! verdict is three-way:
+//! - **pass**: the whole interval is on the claimed side (`low > c` for `>`, `low >= c` for
+//!   `>=`; `high < c`, `high <= c` for `<`, `<=`);
+//! - **fail**: the point estimate (the mean difference) is not on the claimed side — the data
+//!   point the other way, whatever the interval;
+//! - **undecided**: the point estimate is on the claimed side but the interval reaches past `c`
+//!   (more seeds may decide it), or there is one pair (no interval).
 
 use std::collections::BTreeSet;
 
 use crate::pivot::Observation;
-use crate::stats::{mean, mean_std, median};
+use crate::stats::{Bootstrap, Interval, Paired, mean, mean_std, median, paired, percent};
+use ablate_results::value::cmp_tuples;
 use serde_json::Value;
 
-use super::expr::{Agg, BinOp, Claim, Expr, Filter, Func, Selection, Test};
+use super::expr::{Agg, BinOp, Claim, Cmp, Diff, Expr, Filter, Func, Selection, Test};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -42,9 +57,16 @@ pub struct Evaluation {
     pub lhs: Option<f64>,
     pub rhs: Option<f64>,
     pub detail: String,
+    /// For a claim with `@`: the interval of its `diff(…)` side (`None` for one pair).
+    pub interval: Option<Interval>,
+    /// For a claim with `@`: its confidence level (0.95).
+    pub level: Option<f64>,
 }
 
 pub fn evaluate(claim: &Claim, obs: &[Observation]) -> Evaluation {
+    if let Some(level) = claim.confidence {
+        return with_confidence(claim, level, obs);
+    }
     // What each aggregate ran over, for the detail: `3` values or `5 groups`.
     let mut counts: Vec<String> = Vec::new();
     let lhs = side(&claim.lhs, obs, &mut counts, "left");
@@ -66,6 +88,8 @@ pub fn evaluate(claim: &Claim, obs: &[Observation]) -> Evaluation {
                 lhs: Some(a),
                 rhs: Some(b),
                 detail,
+                interval: None,
+                level: None,
             }
         }
         (l, r) => {
@@ -78,9 +102,143 @@ pub fn evaluate(claim: &Claim, obs: &[Observation]) -> Evaluation {
                 lhs: l.ok(),
                 rhs: r.ok(),
                 detail: why.join("; "),
+                interval: None,
+                level: None,
             }
         }
     }
+}
+
+/// `diff(…) CMP bound @ level` (or `bound CMP diff(…) @ level`): the three-way rule in the
+/// module's doc.
+fn with_confidence(claim: &Claim, level: f64, obs: &[Observation]) -> Evaluation {
+    let boot = Bootstrap {
+        level,
+        ..Bootstrap::default()
+    };
+    // Put the difference on the left: `c < diff` is `diff > c`.
+    let (diff, bound, cmp, diff_left) = match (&claim.lhs, &claim.rhs) {
+        (Expr::Diff(d), other) => (d, other, claim.cmp, true),
+        (other, Expr::Diff(d)) => (d, other, flip(claim.cmp), false),
+        _ => unreachable!("the parser checks that one side is a diff"),
+    };
+    let mut counts = Vec::new();
+    let d = paired_diff(diff, obs, Some(boot));
+    let c = side(
+        bound,
+        obs,
+        &mut counts,
+        if diff_left { "right" } else { "left" },
+    );
+    let (dv, cv) = (d.as_ref().ok().map(|p| p.mean), c.as_ref().ok().copied());
+    let (lhs, rhs) = if diff_left { (dv, cv) } else { (cv, dv) };
+    let (d, c) = match (d, c) {
+        (Ok(d), Ok(c)) => (d, c),
+        (d, c) => {
+            let why: Vec<String> = [d.err(), c.err()].into_iter().flatten().collect();
+            return Evaluation {
+                verdict: Verdict::Undecided,
+                lhs,
+                rhs,
+                detail: why.join("; "),
+                interval: None,
+                level: Some(level),
+            };
+        }
+    };
+    let pct = percent(level);
+    let f = ablate_results::format_float;
+    let pairs = format!("{} pair{}", d.n, if d.n == 1 { "" } else { "s" });
+    let (verdict, detail) = if !cmp.holds(d.mean, c) {
+        (
+            Verdict::Fail,
+            format!(
+                "{pairs}; the mean difference {} is not {} {}",
+                f(d.mean),
+                cmp.symbol(),
+                f(c)
+            ),
+        )
+    } else {
+        match d.interval {
+            None => (
+                Verdict::Undecided,
+                format!("{pairs}: no interval, and the claim asks {pct} confidence"),
+            ),
+            Some(i) => {
+                let inside = match cmp {
+                    Cmp::Gt => i.low > c,
+                    Cmp::Ge => i.low >= c,
+                    Cmp::Lt => i.high < c,
+                    Cmp::Le => i.high <= c,
+                    Cmp::Eq | Cmp::Ne => unreachable!("the parser refuses == and != with @"),
+                };
+                let interval = format!("{pct} interval [{}, {}]", f(i.low), f(i.high));
+                if inside {
+                    (
+                        Verdict::Pass,
+                        format!("{pairs}; the {interval} is {} {}", cmp.symbol(), f(c)),
+                    )
+                } else {
+                    (
+                        Verdict::Undecided,
+                        format!(
+                            "{pairs}; the mean difference is {} {} but the {interval} reaches \
+                             past it: more seeds may decide it",
+                            cmp.symbol(),
+                            f(c)
+                        ),
+                    )
+                }
+            }
+        }
+    };
+    Evaluation {
+        verdict,
+        lhs,
+        rhs,
+        detail,
+        interval: d.interval,
+        level: Some(level),
+    }
+}
+
+fn flip(cmp: Cmp) -> Cmp {
+    match cmp {
+        Cmp::Gt => Cmp::Lt,
+        Cmp::Lt => Cmp::Gt,
+        Cmp::Ge => Cmp::Le,
+        Cmp::Le => Cmp::Ge,
+        Cmp::Eq | Cmp::Ne => cmp,
+    }
+}
+
+/// The paired difference of a `diff(…)`: each side grouped by `diff.by` and averaged per
+/// group, groups with the same labels paired.
+fn paired_diff(
+    diff: &Diff,
+    obs: &[Observation],
+    boot: Option<Bootstrap>,
+) -> Result<Paired, String> {
+    let side = |sel: &Selection| -> Result<Vec<(Vec<&Value>, f64)>, String> {
+        let grouping = Selection {
+            by: diff.by.clone(),
+            ..sel.clone()
+        };
+        let chosen = select(sel, obs)?;
+        group_means(&grouping, &chosen)
+    };
+    let (a, b) = (side(&diff.left)?, side(&diff.right)?);
+    paired(&a, &b, |x, y| cmp_tuples(x, y), boot).map_err(|_| {
+        // Groups are distinct by construction: the only way to fail is no shared labels.
+        format!(
+            "`{}`: the two sides share no `{}` ({} and {} groups)",
+            diff.text,
+            diff.by.join(", "),
+            a.len(),
+            b.len()
+        )
+    })
 }
 
 fn side(
@@ -124,18 +282,29 @@ fn eval(e: &Expr, obs: &[Observation], counts: &mut Vec<String>) -> Result<f64, 
                 counts.push(chosen.len().to_string());
                 chosen.into_iter().map(|(_, x)| x).collect()
             } else {
-                let means = group_means(sel, &chosen)?;
+                let means: Vec<f64> = group_means(sel, &chosen)?
+                    .into_iter()
+                    .map(|(_, m)| m)
+                    .collect();
                 counts.push(format!("{} groups", means.len()));
                 means
             };
             aggregate(*agg, &values, sel)?
         }
+        Expr::Diff(diff) => {
+            let d = paired_diff(diff, obs, None)?;
+            counts.push(format!("{} pairs", d.n));
+            d.mean
+        }
     })
 }
 
-/// The means of `chosen`'s values per distinct combination of the `sel.by` labels, in
-/// first-seen order.
-fn group_means(sel: &Selection, chosen: &[(&Observation, f64)]) -> Result<Vec<f64>, String> {
+/// The means of `chosen`'s values per distinct combination of the `sel.by` labels, with those
+/// labels, in first-seen order.
+fn group_means<'a>(
+    sel: &Selection,
+    chosen: &[(&'a Observation, f64)],
+) -> Result<Vec<(Vec<&'a Value>, f64)>, String> {
     let mut groups: Vec<(Vec<&Value>, f64, usize)> = Vec::new();
     for (o, x) in chosen {
         let mut key = Vec::with_capacity(sel.by.len());
@@ -166,7 +335,7 @@ fn group_means(sel: &Selection, chosen: &[(&Observation, f64)]) -> Result<Vec<f6
     }
     Ok(groups
         .into_iter()
-        .map(|(_, sum, n)| sum / n as f64)
+        .map(|(key, sum, n)| (key, sum / n as f64))
         .collect())
 }
 
@@ -638,6 +807,105 @@ mod tests {
         assert_eq!(
             e.detail,
             "`std(infill_em | objective=sc by objective)`: the standard deviation of one value is undefined"
+        );
+    }
+
+    /// Shared beats unshared by `gap[seed]` on each seed, and each seed moves both (seed 2 is
+    /// hard): the unpaired means differ by the mean gap, with a spread across seeds of ~0.13.
+    fn seeded(gaps: &[f64]) -> Vec<Observation> {
+        let mut out = Vec::new();
+        for (seed, (base, gap)) in [0.9, 0.8, 0.6, 0.85].iter().zip(gaps).enumerate() {
+            out.push(obs(
+                json!({"w": "shared", "seed": seed}),
+                &[("acc", base + gap)],
+            ));
+            out.push(obs(
+                json!({"w": "unshared", "seed": seed}),
+                &[("acc", *base)],
+            ));
+        }
+        out
+    }
+
+    fn judged(claim: &str, obs: &[Observation]) -> Evaluation {
+        evaluate(&parse(claim).unwrap(), obs)
+    }
+
+    const DIFF: &str = "diff(acc | w=shared vs acc | w=unshared)";
+
+    #[test]
+    fn a_difference_holds_with_confidence_only_when_its_interval_does() {
+        let steady = seeded(&[0.01, 0.01, 0.01, 0.01]);
+        let e = judged(&format!("{DIFF} > 0 @ 95%"), &steady);
+        assert_eq!(e.verdict, Verdict::Pass, "{e:?}");
+        assert!((e.lhs.unwrap() - 0.01).abs() < 1e-12);
+        assert_eq!(e.rhs, Some(0.0));
+        assert_eq!(e.level, Some(0.95));
+        let i = e.interval.unwrap();
+        assert!((i.low - 0.01).abs() < 1e-12 && (i.high - 0.01).abs() < 1e-12);
+        assert!(
+            e.detail.starts_with("4 pairs; the 95% interval ["),
+            "{}",
+            e.detail
+        );
+        // Written the other way round: the same verdict, the sides as written.
+        let e = judged(&format!("0 < {DIFF} @ 95%"), &steady);
+        assert_eq!(e.verdict, Verdict::Pass);
+        assert_eq!(e.lhs, Some(0.0));
+        // The point estimate on the wrong side: fail, whatever the interval.
+        let e = judged(&format!("{DIFF} > 0.02 @ 95%"), &steady);
+        assert_eq!(e.verdict, Verdict::Fail);
+        assert!(e.detail.contains("is not > 0.02"), "{}", e.detail);
+        assert_eq!(
+            judged(&format!("{DIFF} < 0 @ 95%"), &steady).verdict,
+            Verdict::Fail
+        );
+
+        // Gaps +0.05, −0.01, +0.03, −0.02: the mean 0.0125 is above 0, but with four pairs
+        // this noisy the interval reaches below 0: undecided.
+        let noisy = seeded(&[0.05, -0.01, 0.03, -0.02]);
+        let e = judged(&format!("{DIFF} > 0 @ 95%"), &noisy);
+        assert_eq!(e.verdict, Verdict::Undecided, "{e:?}");
+        assert!((e.lhs.unwrap() - 0.0125).abs() < 1e-12);
+        assert!(e.interval.unwrap().low < 0.0 && e.interval.unwrap().high > 0.0);
+        assert!(
+            e.detail.contains("more seeds may decide it"),
+            "{}",
+            e.detail
+        );
+        // Without `@`, the point estimate decides.
+        let e = judged(&format!("{DIFF} > 0"), &noisy);
+        assert_eq!(e.verdict, Verdict::Pass);
+        assert_eq!(e.detail, "n = 4 pairs");
+        assert_eq!((e.interval, e.level), (None, None));
+    }
+
+    /// One pair has no interval; sides on different seeds have no pairs; `by` names another
+    /// pairing label, which every selected instance must have.
+    #[test]
+    fn pairing_is_by_seed_and_needs_shared_seeds() {
+        let mut obs = seeded(&[0.01, 0.01, 0.01, 0.01]);
+        let e = judged(&format!("{DIFF} > 0 @ 95%"), &obs[..3]);
+        assert_eq!(e.verdict, Verdict::Undecided);
+        assert_eq!(
+            e.detail,
+            "1 pair: no interval, and the claim asks 95% confidence"
+        );
+        for o in obs.iter_mut().filter(|o| o.labels["w"] == "unshared") {
+            let seed = o.labels["seed"].as_i64().unwrap();
+            o.labels.insert("seed".into(), json!(seed + 10));
+        }
+        let e = judged(&format!("{DIFF} > 0 @ 95%"), &obs);
+        assert_eq!(e.verdict, Verdict::Undecided);
+        assert_eq!(
+            e.detail,
+            "`diff(acc | w=shared vs acc | w=unshared)`: the two sides share no `seed` (4 and 4 \
+             groups)"
+        );
+        let e = judged("diff(acc | w=shared vs acc | w=unshared by run) > 0", &obs);
+        assert_eq!(
+            e.detail,
+            "`acc | w=shared`: 4 of the 4 selected instances have no label `run` to group by"
         );
     }
 

@@ -2,13 +2,15 @@
 //! filter's `=` are lexed differently from arithmetic, so there is no separate token stream).
 //!
 //! ```text
-//! claim  := sum CMP sum                          CMP: >= <= > < == !=
+//! claim  := sum CMP sum ['@' NUMBER '%']         CMP: >= <= > < == !=
 //! sum    := prod (('+' | '-') prod)*
 //! prod   := unary (('*' | '/') unary)*
 //! unary  := '-' unary | atom
 //! atom   := NUMBER | '(' sum ')' | FUNC '(' sum ')'            FUNC: abs log exp sqrt
-//!         | AGG '(' METRIC ['|' filter (',' filter)*] ['by' KEY (',' KEY)*] ')'
+//!         | AGG '(' side ['by' KEY (',' KEY)*] ')'
 //!                                                  AGG: mean median min max std sum count
+//!         | 'diff' '(' side 'vs' side ['by' KEY (',' KEY)*] ')'
+//! side   := METRIC ['|' filter (',' filter)*]
 //! filter := KEY ('=' | '==' | '!=') VALUE | KEY 'in' '[' VALUE (',' VALUE)* ']'
 //! VALUE  := 'single' or "double" quoted string (no escapes) | true | false | null
 //!         | a bare word of [A-Za-z0-9_.+-]: a number if it reads as one, else a string
@@ -18,17 +20,25 @@
 //! With `by`, the aggregate runs over the means of the groups of selected instances that share
 //! the `by` labels, not over the instances: `max(infill_em | arch=decoder by objective)` is the
 //! best objective's mean.
+//!
+//! `diff(a vs b)` is the paired difference of two selections: each side's values are grouped by
+//! the `by` labels (`seed` when none is given) and averaged per group, groups with the same
+//! labels pair up, and the value is the mean over the pairs of (a − b). `@ 95%` asks that a
+//! claim hold with that confidence; it takes one side that is a `diff(…)` alone and another
+//! without aggregates, and an order comparison: `diff(acc | w=shared vs acc | w=unshared) > 0
+//! @ 95%` (see [`super::eval`] for the verdict).
 
 use std::fmt;
 
 use serde_json::Value;
 
-/// A parsed claim: `lhs cmp rhs`.
+/// A parsed claim: `lhs cmp rhs`, and `@ level` (0.95 for `@ 95%`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Claim {
     pub lhs: Expr,
     pub cmp: Cmp,
     pub rhs: Expr,
+    pub confidence: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +52,18 @@ pub enum Cmp {
 }
 
 impl Cmp {
+    /// `>=`, as written.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Cmp::Ge => ">=",
+            Cmp::Le => "<=",
+            Cmp::Gt => ">",
+            Cmp::Lt => "<",
+            Cmp::Eq => "==",
+            Cmp::Ne => "!=",
+        }
+    }
+
     pub fn holds(self, a: f64, b: f64) -> bool {
         match self {
             Cmp::Ge => a >= b,
@@ -61,6 +83,31 @@ pub enum Expr {
     Bin(BinOp, Box<Expr>, Box<Expr>),
     Func(Func, Box<Expr>),
     Agg(Agg, Selection),
+    Diff(Box<Diff>),
+}
+
+impl Expr {
+    /// Whether the expression reads any metric.
+    fn reads_metrics(&self) -> bool {
+        match self {
+            Expr::Num(_) => false,
+            Expr::Neg(a) | Expr::Func(_, a) => a.reads_metrics(),
+            Expr::Bin(_, a, b) => a.reads_metrics() || b.reads_metrics(),
+            Expr::Agg(..) | Expr::Diff(_) => true,
+        }
+    }
+}
+
+/// `diff(left vs right by keys)`: the mean over pairs (groups with the same `by` labels) of
+/// left − right.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Diff {
+    pub left: Selection,
+    pub right: Selection,
+    /// The labels that pair the sides (`seed` when none is written).
+    pub by: Vec<String>,
+    /// The whole `diff(…)` as written.
+    pub text: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,6 +225,7 @@ pub fn parse(source: &str) -> Result<Claim, ParseError> {
     let mut p = Parser {
         chars: source.chars().collect(),
         pos: 0,
+        in_diff: false,
     };
     let lhs = p.sum()?;
     p.skip_ws();
@@ -201,15 +249,50 @@ pub fn parse(source: &str) -> Result<Claim, ParseError> {
     };
     let rhs = p.sum()?;
     p.skip_ws();
-    if p.peek().is_some() {
-        return Err(p.expected("the end of the claim (a claim has one comparison)"));
+    let mut confidence = None;
+    if p.peek() == Some('@') {
+        let at = p.pos;
+        p.pos += 1;
+        confidence = Some(p.confidence()?);
+        let bare_diff = |e: &Expr| matches!(e, Expr::Diff(_));
+        if matches!(cmp, Cmp::Eq | Cmp::Ne) {
+            return Err(p.error_at(
+                at,
+                "`@` asks that a difference lie on one side of a bound with that confidence: \
+                 compare with `>`, `>=`, `<` or `<=`",
+            ));
+        }
+        let one_diff =
+            (bare_diff(&lhs) && !rhs.reads_metrics()) || (bare_diff(&rhs) && !lhs.reads_metrics());
+        if !one_diff {
+            return Err(p.error_at(
+                at,
+                "`@` needs one side to be a `diff(…)` alone and the other a number, e.g. \
+                 `diff(acc | w=a vs acc | w=b) > 0 @ 95%`",
+            ));
+        }
+        p.skip_ws();
     }
-    Ok(Claim { lhs, cmp, rhs })
+    if p.peek().is_some() {
+        return Err(p.expected(if confidence.is_some() {
+            "the end of the claim"
+        } else {
+            "the end of the claim (a claim has one comparison)"
+        }));
+    }
+    Ok(Claim {
+        lhs,
+        cmp,
+        rhs,
+        confidence,
+    })
 }
 
 struct Parser {
     chars: Vec<char>,
     pos: usize,
+    /// Inside `diff(`: a `,` followed by a metric and `|` is a side started without `vs`.
+    in_diff: bool,
 }
 
 impl Parser {
@@ -292,6 +375,31 @@ impl Parser {
         }
     }
 
+    /// After `@`: `95%` → 0.95.
+    fn confidence(&mut self) -> Result<f64, ParseError> {
+        self.skip_ws();
+        let start = self.pos;
+        while self.peek().is_some_and(|c| c.is_ascii_digit() || c == '.') {
+            self.pos += 1;
+        }
+        let text: String = self.chars[start..self.pos].iter().collect();
+        let Ok(pct) = text.parse::<f64>() else {
+            return Err(self.expected("a confidence in percent after `@`, e.g. `@ 95%`"));
+        };
+        self.skip_ws();
+        if self.peek() != Some('%') {
+            return Err(self.expected("`%` (a confidence is written in percent: `@ 95%`)"));
+        }
+        self.pos += 1;
+        if !(50.0..100.0).contains(&pct) {
+            return Err(self.error_at(
+                start,
+                format!("a confidence is at least 50% and below 100%, not {text}%"),
+            ));
+        }
+        Ok(pct / 100.0)
+    }
+
     fn sum(&mut self) -> Result<Expr, ParseError> {
         let mut e = self.prod()?;
         loop {
@@ -345,8 +453,9 @@ impl Parser {
                 self.skip_ws();
                 let func = FUNCS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f);
                 let agg = AGGS.iter().find(|(n, _)| *n == name).map(|(_, a)| *a);
+                let diff = name == "diff";
                 if self.peek() != Some('(') {
-                    return Err(if func.is_some() || agg.is_some() {
+                    return Err(if func.is_some() || agg.is_some() || diff {
                         self.expected(&format!("`(` after `{name}`"))
                     } else {
                         self.error_at(
@@ -366,11 +475,14 @@ impl Parser {
                 } else if let Some(a) = agg {
                     let sel = self.selection(start)?;
                     Ok(Expr::Agg(a, sel))
+                } else if diff {
+                    Ok(Expr::Diff(Box::new(self.diff(start)?)))
                 } else {
                     Err(self.error_at(
                         start,
                         format!(
-                            "unknown function `{name}` (functions: {}; aggregates: {})",
+                            "unknown function `{name}` (functions: {}; aggregates: {}; paired \
+                             difference: diff)",
                             names(&FUNCS),
                             names(&AGGS)
                         ),
@@ -415,9 +527,10 @@ impl Parser {
         self.chars[start..self.pos].iter().collect()
     }
 
-    /// After `AGG(`: `METRIC ['|' filter (',' filter)*] ')'`.
-    fn selection(&mut self, start: usize) -> Result<Selection, ParseError> {
+    /// `METRIC ['|' filter (',' filter)*]`, and where it started.
+    fn side(&mut self) -> Result<(usize, String, Vec<Filter>), ParseError> {
         self.skip_ws();
+        let start = self.pos;
         if !self.peek().is_some_and(is_ident_start) {
             return Err(self.expected("a metric name"));
         }
@@ -434,6 +547,60 @@ impl Parser {
                 }
             }
         }
+        Ok((start, metric, filters))
+    }
+
+    /// After `diff(`: `side 'vs' side ['by' KEY (',' KEY)*] ')'`.
+    fn diff(&mut self, start: usize) -> Result<Diff, ParseError> {
+        self.in_diff = true;
+        let (l_start, l_metric, l_filters) = self.side()?;
+        self.in_diff = false;
+        let l_end = self.pos;
+        self.skip_ws();
+        if !self.keyword("vs") {
+            let what = if l_filters.is_empty() {
+                "`|` or `vs` and the other side, e.g. `diff(acc | w=a vs acc | w=b)`"
+            } else {
+                "`,` or `vs` and the other side, e.g. `diff(acc | w=a vs acc | w=b)`"
+            };
+            return Err(self.expected(what));
+        }
+        let (r_start, r_metric, r_filters) = self.side()?;
+        let r_end = self.pos;
+        let by = self.by_keys()?;
+        self.skip_ws();
+        if self.peek() != Some(')') {
+            let what = if !by.is_empty() {
+                "`,` or `)`"
+            } else if r_filters.is_empty() {
+                "`|`, `by` or `)`"
+            } else {
+                "`,`, `by` or `)`"
+            };
+            return Err(self.expected(what));
+        }
+        self.pos += 1;
+        let text = |a: usize, b: usize| self.chars[a..b].iter().collect::<String>();
+        let side = |metric, filters, a, b| Selection {
+            metric,
+            filters,
+            by: Vec::new(),
+            text: text(a, b).trim_end().to_owned(),
+        };
+        Ok(Diff {
+            left: side(l_metric, l_filters, l_start, l_end),
+            right: side(r_metric, r_filters, r_start, r_end),
+            by: if by.is_empty() {
+                vec!["seed".to_owned()]
+            } else {
+                by
+            },
+            text: text(start, self.pos),
+        })
+    }
+
+    /// `['by' KEY (',' KEY)*]`.
+    fn by_keys(&mut self) -> Result<Vec<String>, ParseError> {
         self.skip_ws();
         let mut by = Vec::new();
         if self.keyword("by") {
@@ -456,6 +623,13 @@ impl Parser {
                 }
             }
         }
+        Ok(by)
+    }
+
+    /// After `AGG(`: `side ['by' KEY (',' KEY)*] ')'`.
+    fn selection(&mut self, start: usize) -> Result<Selection, ParseError> {
+        let (_, metric, filters) = self.side()?;
+        let by = self.by_keys()?;
         self.skip_ws();
         if self.peek() != Some(')') {
             let what = if !by.is_empty() {
@@ -506,7 +680,16 @@ impl Parser {
             }
             Test::In(values)
         } else {
-            return Err(self.expected(&format!("`=`, `!=` or `in` after the label key `{key}`")));
+            let hint = if self.in_diff && self.peek() == Some('|') {
+                " (the two sides of `diff` are separated by `vs`, not `,`)"
+            } else {
+                ""
+            };
+            let e = self.expected(&format!("`=`, `!=` or `in` after the label key `{key}`"));
+            return Err(ParseError {
+                message: format!("{}{hint}", e.message),
+                ..e
+            });
         };
         Ok(Filter { key, test })
     }
@@ -814,7 +997,7 @@ mod tests {
             (
                 5,
                 "unknown function `avg` (functions: abs, exp, log, sqrt; aggregates: count, max, mean, median, \
-                 min, std, sum)"
+                 min, std, sum; paired difference: diff)"
                     .into()
             )
         );
@@ -962,6 +1145,90 @@ mod tests {
             err("max(em | a=1 bye) > 0"),
             (14, "expected `,`, `by` or `)`, found `bye`".into())
         );
+    }
+
+    #[test]
+    fn diff_pairs_two_sides_by_seed_unless_told() {
+        let c = parse("diff(acc | w=shared, steps=8 vs acc | w=unshared) > 0 @ 95%").unwrap();
+        assert_eq!(c.confidence, Some(0.95));
+        let Expr::Diff(d) = &c.lhs else {
+            panic!("{c:?}")
+        };
+        assert_eq!(d.left.text, "acc | w=shared, steps=8");
+        assert_eq!(d.left.filters.len(), 2);
+        assert_eq!(d.right.text, "acc | w=unshared");
+        assert_eq!(d.by, ["seed"]);
+        assert_eq!(d.text, "diff(acc | w=shared, steps=8 vs acc | w=unshared)");
+        let c = parse("0.01 <= diff(em vs em_wrong by seed, data) @ 99.5 %").unwrap();
+        let Expr::Diff(d) = &c.rhs else {
+            panic!("{c:?}")
+        };
+        assert_eq!(d.by, ["seed", "data"]);
+        assert_eq!(c.confidence, Some(0.995));
+        // Without `@`, a diff is a number like any other.
+        let c = parse("2 * diff(a vs b) > 0.1").unwrap();
+        assert_eq!(c.confidence, None);
+    }
+
+    #[test]
+    fn confidence_errors_point_at_their_column() {
+        let cases = [
+            (
+                "diff(acc | w=a, acc | w=b) > 0",
+                21,
+                "expected `=`, `!=` or `in` after the label key `acc`, found `|` (the two sides \
+                 of `diff` are separated by `vs`, not `,`)",
+            ),
+            (
+                "diff(acc | w=a) > 0",
+                15,
+                "expected `,` or `vs` and the other side, e.g. `diff(acc | w=a vs acc | w=b)`, \
+                 found `)`",
+            ),
+            (
+                "diff(acc | w=a vs acc | w=b) == 0 @ 95%",
+                35,
+                "`@` asks that a difference lie on one side of a bound with that confidence: \
+                 compare with `>`, `>=`, `<` or `<=`",
+            ),
+            (
+                "mean(acc | w=a) > 0.5 @ 95%",
+                23,
+                "`@` needs one side to be a `diff(…)` alone and the other a number, e.g. \
+                 `diff(acc | w=a vs acc | w=b) > 0 @ 95%`",
+            ),
+            (
+                "diff(a vs b) > mean(a) @ 95%",
+                24,
+                "`@` needs one side to be a `diff(…)` alone and the other a number, e.g. \
+                 `diff(acc | w=a vs acc | w=b) > 0 @ 95%`",
+            ),
+            (
+                "diff(a vs b) > 0 @ 0.95",
+                24,
+                "expected `%` (a confidence is written in percent: `@ 95%`), found the end of \
+                 the claim",
+            ),
+            (
+                "diff(a vs b) > 0 @ 100%",
+                20,
+                "a confidence is at least 50% and below 100%, not 100%",
+            ),
+            (
+                "diff(a vs b) > 0 @ high",
+                20,
+                "expected a confidence in percent after `@`, e.g. `@ 95%`, found `high`",
+            ),
+            (
+                "diff(a vs b) > 0 @ 95% x",
+                24,
+                "expected the end of the claim, found `x`",
+            ),
+            ("diff > 0", 6, "expected `(` after `diff`, found `>`"),
+        ];
+        for (source, column, message) in cases {
+            assert_eq!(err(source), (column, message.to_owned()), "{source}");
+        }
     }
 
     #[test]
