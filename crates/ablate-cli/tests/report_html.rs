@@ -219,6 +219,11 @@ fn the_report_of_a_sweep_with_a_failed_instance_renders_every_section() {
         dom.contains("<table class=\"report-table"),
         "no report table"
     );
+    assert!(
+        dom.contains("class=\"sub ci\">["),
+        "no confidence interval drawn"
+    );
+    assert!(dom.contains("pairs)</span>"), "no paired difference drawn");
     assert!(dom.contains("parallel-chart"), "no parallel coordinates");
     assert!(
         dom.contains("wider_is_better") && dom.contains("v-holds"),
@@ -283,8 +288,12 @@ fn a_single_seed_report_draws_no_interval_and_says_why() {
         "the page does not say why there is no band"
     );
     assert!(
-        dom.contains("no interval"),
+        dom.contains("class=\"sub ci\">one run: no interval"),
         "the table does not say why there is no interval"
+    );
+    assert!(
+        !dom.contains("class=\"sub ci\">["),
+        "an interval from one seed"
     );
     screenshot(&html, &dir.path().join("chrome"), "one_seed");
 }

@@ -436,10 +436,13 @@ pub fn table_view(
                             .zip(part("delta_high"))
                             .map(|(lo, hi)| format!(" [{}, {}]", signed(lo), signed(hi)))
                             .unwrap_or_default();
-                        let pairs = part("delta_n")
-                            .map(|n| format!(" ({n} pairs)"))
-                            .unwrap_or_default();
-                        cell.delta = Some(format!("Δ {}{range}{pairs}", signed(d)));
+                        cell.delta = Some(match part("delta_n") {
+                            // A baseline cell: its difference from itself.
+                            None => "baseline".to_owned(),
+                            Some(n) if n == 0.0 => "Δ: no seed in common with the baseline".into(),
+                            Some(n) if n == 1.0 => format!("Δ {} (1 pair, no interval)", signed(d)),
+                            Some(n) => format!("Δ {}{range} ({n} pairs)", signed(d)),
+                        });
                     }
                     let mut title = Vec::new();
                     if let Some(m) = missing {
@@ -506,11 +509,18 @@ pub fn claims_view(stage: &str, table: &Table) -> Vec<ClaimView> {
     (0..n)
         .map(|r| {
             let s = |name: &str| get(name, r).map(|v| text(&v)).unwrap_or_default();
-            let observed = match (get("lhs", r), get("rhs", r)) {
+            let mut observed = match (get("lhs", r), get("rhs", r)) {
                 (Some(l), Some(r)) => format!("{} vs {}", show(&l), show(&r)),
                 (Some(l), None) => show(&l),
                 _ => "–".into(),
             };
+            if let (Some(lo), Some(hi)) = (get("ci_low", r), get("ci_high", r)) {
+                let level = get("level", r)
+                    .and_then(|l| l.as_f64())
+                    .map(|l| format!(" ({}%)", format_metric(l * 100.0)))
+                    .unwrap_or_default();
+                observed.push_str(&format!(" [{}, {}]{level}", show(&lo), show(&hi)));
+            }
             let verdict = match s("result").as_str() {
                 "pass" => "holds",
                 "fail" => "fails",
@@ -520,7 +530,9 @@ pub fn claims_view(stage: &str, table: &Table) -> Vec<ClaimView> {
                 (name, assert) if name.is_empty() => assert,
                 (name, assert) => format!("{name}: {assert}"),
             };
-            let known = ["claim", "assert", "lhs", "rhs", "result", "detail"];
+            let known = [
+                "claim", "assert", "lhs", "rhs", "result", "detail", "level", "ci_low", "ci_high",
+            ];
             let mut detail = vec![s("detail")];
             for c in table
                 .columns
@@ -673,7 +685,7 @@ mod tests {
             .with_column("acc[k=2].n", vec![Some(3i64), Some(1)])
             .with_column("acc[k=2].ci_low", vec![Some(0.89), None])
             .with_column("acc[k=2].ci_high", vec![Some(0.91), None])
-            .with_column("acc[k=2].delta", vec![Some(0.1), None])
+            .with_column("acc[k=2].delta", vec![Some(0.1), Some(0.0)])
             .with_column("acc[k=2].delta_low", vec![Some(0.05), None])
             .with_column("acc[k=2].delta_high", vec![Some(0.15), None])
             .with_column("acc[k=2].delta_n", vec![Some(3i64), None]);
@@ -685,6 +697,8 @@ mod tests {
         assert_eq!(a.text, "0.90 ± 0.01 (3)");
         assert_eq!(a.ci.as_deref(), Some("[0.89, 0.91]"));
         assert_eq!(a.delta.as_deref(), Some("Δ +0.10 [+0.05, +0.15] (3 pairs)"));
+        // The second row has no pairs count: a baseline cell.
+        assert_eq!(v.rows[1][1].delta.as_deref(), Some("baseline"));
         assert!(a.best);
         let b = &v.rows[1][1];
         assert_eq!(b.text, "0.80 (1)");
