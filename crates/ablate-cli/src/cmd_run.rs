@@ -268,10 +268,7 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
     ) {
         Ok(path) if mode != Mode::Json => eprintln!("report: {}", path.display()),
         Ok(_) => {}
-        Err(e) => eprintln!(
-            "warning: failed to write the HTML report ({})",
-            format!("{e:#}")
-        ),
+        Err(e) => eprintln!("warning: failed to write the HTML report ({e:#})"),
     }
     phase("wrote the results");
     // The process ends here: skip freeing the plan and its manifests one by one.

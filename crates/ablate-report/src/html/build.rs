@@ -439,17 +439,15 @@ pub fn table_view(
                         cell.delta = Some(match part("delta_n") {
                             // A baseline cell: its difference from itself.
                             None => "baseline".to_owned(),
-                            Some(n) if n == 0.0 => "Δ: no seed in common with the baseline".into(),
-                            Some(n) if n == 1.0 => format!("Δ {} (1 pair, no interval)", signed(d)),
+                            Some(0.0) => "Δ: no seed in common with the baseline".into(),
+                            Some(1.0) => format!("Δ {} (1 pair, no interval)", signed(d)),
                             Some(n) => format!("Δ {}{range} ({n} pairs)", signed(d)),
                         });
                     }
                     let mut title = Vec::new();
-                    if let Some(m) = missing {
-                        if !m.is_empty() {
-                            cell.text.push_str(&format!(" ({m})"));
-                            title.push(format!("not aggregated: {m}"));
-                        }
+                    if let Some(m) = missing.filter(|m| !m.is_empty()) {
+                        cell.text.push_str(&format!(" ({m})"));
+                        title.push(format!("not aggregated: {m}"));
                     }
                     if cell.ci.as_deref().is_some_and(|c| c.starts_with('[')) {
                         title.push("95% bootstrap confidence interval of the mean".into());
