@@ -317,7 +317,8 @@ fn published(dir: &Path, plan: &Plan) -> (Vec<html::TableView>, Vec<html::ClaimV
                 .lines()
                 .rev()
                 .take_while(|l| !l.starts_with('|'))
-                .filter(|l| !l.trim().is_empty())
+                // What ± and [ ] mean is said once, in the summary.
+                .filter(|l| !l.trim().is_empty() && !l.starts_with("± is"))
                 .collect::<Vec<_>>()
                 .into_iter()
                 .rev()

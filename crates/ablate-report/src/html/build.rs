@@ -62,6 +62,24 @@ fn by_stage(instances: &[InstanceView]) -> Vec<(&str, Vec<&InstanceView>)> {
 /// mean ± sd where two or more did. `x_of(op)` names the x axis.
 pub fn curves(instances: &[InstanceView], x_of: &dyn Fn(&str) -> String) -> Vec<CurveSet> {
     let mut out = Vec::new();
+    curves_in_order(instances, x_of, &mut out);
+    // The page opens on the first set: one whose lines have several runs each (seeds) draws
+    // what the page is for, a mean with its band; the pipeline's order otherwise.
+    let replicated = |s: &CurveSet| {
+        s.groupings
+            .first()
+            .is_some_and(|g| g.series.iter().any(|s| s.n > 1))
+    };
+    let (mut first, rest): (Vec<_>, Vec<_>) = out.into_iter().partition(replicated);
+    first.extend(rest);
+    first
+}
+
+fn curves_in_order(
+    instances: &[InstanceView],
+    x_of: &dyn Fn(&str) -> String,
+    out: &mut Vec<CurveSet>,
+) {
     for (stage, members) in by_stage(instances) {
         let metrics: BTreeSet<&str> = members
             .iter()
@@ -102,7 +120,6 @@ pub fn curves(instances: &[InstanceView], x_of: &dyn Fn(&str) -> String) -> Vec<
             });
         }
     }
-    out
 }
 
 fn group_label(i: &InstanceView, keys: &[&str]) -> String {
@@ -654,6 +671,22 @@ mod tests {
             r.params.remove("k");
         });
         assert!(parallel(&runs).is_empty());
+    }
+
+    #[test]
+    fn the_first_curves_are_those_with_several_runs_per_line() {
+        let mut single = run(0, json!({"w": "a"}), "ran", &[(1, 1.0)]);
+        single.stage = "lm".into();
+        let runs = vec![
+            single,
+            run(1, json!({"w": "a", "seed": 0}), "ran", &[(1, 1.0)]),
+            run(2, json!({"w": "a", "seed": 1}), "ran", &[(1, 2.0)]),
+        ];
+        let stages: Vec<String> = curves(&runs, &|_| "step".into())
+            .into_iter()
+            .map(|c| c.stage)
+            .collect();
+        assert_eq!(stages, ["train", "lm"]);
     }
 
     #[test]
