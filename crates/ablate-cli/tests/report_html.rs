@@ -174,6 +174,33 @@ fn console_errors(log: &str) -> Vec<&str> {
         .collect()
 }
 
+/// The page's DOM once its script ran, checked as every page must be: finished, no error
+/// recorded or logged to the console, every section there.
+fn open_page(html: &Path, profile: &Path) -> String {
+    let (dom, log) = dump_dom(html, profile);
+    assert!(
+        dom.contains("data-ready=\"1\""),
+        "the page did not finish: {dom}"
+    );
+    assert!(!dom.contains("data-errors"), "the page hit errors: {dom}");
+    assert!(console_errors(&log).is_empty(), "console: {log}");
+    for section in [
+        "summary",
+        "tables",
+        "curves",
+        "parallel",
+        "claims",
+        "instances",
+        "diff",
+    ] {
+        assert!(
+            dom.contains(&format!("id=\"{section}\"")),
+            "no section {section}"
+        );
+    }
+    dom
+}
+
 fn run_pipeline(name: &str, seeds: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("train.py"), TRAIN).unwrap();
@@ -191,24 +218,7 @@ fn run_pipeline(name: &str, seeds: &str) -> (tempfile::TempDir, PathBuf) {
 #[test]
 fn the_report_of_a_sweep_with_a_failed_instance_renders_every_section() {
     let (dir, html) = run_pipeline("sweep", "[0, 1, 2]");
-    let (dom, log) = dump_dom(&html, &dir.path().join("chrome"));
-    assert!(
-        dom.contains("data-ready=\"1\""),
-        "the page did not finish: {dom}"
-    );
-    assert!(!dom.contains("data-errors"), "the page hit errors: {dom}");
-    assert!(console_errors(&log).is_empty(), "console: {log}");
-    for section in [
-        "id=\"summary\"",
-        "id=\"tables\"",
-        "id=\"curves\"",
-        "id=\"parallel\"",
-        "id=\"claims\"",
-        "id=\"instances\"",
-        "id=\"diff\"",
-    ] {
-        assert!(dom.contains(section), "no {section}");
-    }
+    let dom = open_page(&html, &dir.path().join("chrome"));
     // A curve and a table drawn, with the table's intervals and paired differences.
     assert!(dom.contains("class=\"curve-line"), "no curve drawn");
     assert!(
@@ -277,10 +287,7 @@ fn the_report_of_a_sweep_with_a_failed_instance_renders_every_section() {
 #[test]
 fn a_single_seed_report_draws_no_interval_and_says_why() {
     let (dir, html) = run_pipeline("one_seed", "[0]");
-    let (dom, log) = dump_dom(&html, &dir.path().join("chrome"));
-    assert!(dom.contains("data-ready=\"1\""), "{dom}");
-    assert!(!dom.contains("data-errors"), "{dom}");
-    assert!(console_errors(&log).is_empty(), "console: {log}");
+    let dom = open_page(&html, &dir.path().join("chrome"));
     assert!(dom.contains("class=\"curve-line"), "no curve drawn");
     assert!(!dom.contains("class=\"curve-band"), "a band from one seed");
     assert!(
