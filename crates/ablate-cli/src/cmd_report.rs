@@ -53,8 +53,17 @@ pub fn report(global: &Global, args: ReportArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+impl RunFacts {
+    /// The run computed, stopped, failed or skipped something (it changed what a page shows).
+    fn did_something(&self) -> bool {
+        !(self.computed.is_empty() && self.failed.is_empty() && self.skipped.is_empty())
+    }
+}
+
 /// Writes `results/<pipeline>/report.html` (temp-then-rename) and returns its path. Without
-/// `facts` (`ablate report`), instances in the cache are `cached`.
+/// `facts` (`ablate report`), instances in the cache are `cached`. After a run that did
+/// nothing, a page showing the same instances in the same states is left as it is (a no-op
+/// rerun writes nothing in the results).
 pub fn write(
     results: &Path,
     store: &Store,
@@ -67,8 +76,15 @@ pub fn write(
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("failed to create `{}`", dir.display()))?;
     let report = gather(&dir, store, plan, registry, file, facts);
-    let page = html::render(&report);
     let path = dir.join("report.html");
+    let idle = facts.is_some_and(|f| !f.did_something());
+    if idle
+        && std::fs::read_to_string(&path)
+            .is_ok_and(|old| old.contains(&format!("\"fingerprint\":\"{}\"", report.fingerprint)))
+    {
+        return Ok(path);
+    }
+    let page = html::render(&report);
     let tmp = ablate_results::temp_path(&dir, "report.html");
     std::fs::write(&tmp, page)
         .and_then(|()| std::fs::rename(&tmp, &path))
@@ -214,8 +230,19 @@ fn gather(
     for v in &views {
         *counts.entry(v.status.replace(' ', "_")).or_default() += 1;
     }
+    // Ran and cached are one state here: a rerun finds cached what the run before computed.
+    let mut print = format!("{}\n{}\n", plan.pipeline(), env!("CARGO_PKG_VERSION"));
+    for v in &views {
+        let status = if v.status == "ran" {
+            "cached"
+        } else {
+            &v.status
+        };
+        print.push_str(&format!("{} {status} {}\n", v.key, v.status_detail));
+    }
     Report {
         pipeline: plan.pipeline().to_owned(),
+        fingerprint: ablate_cache::Digest::of_bytes(print.as_bytes()).to_hex(),
         file: file.display().to_string(),
         generated: format_timestamp_us(now_us()),
         ablate_version: env!("CARGO_PKG_VERSION").to_owned(),

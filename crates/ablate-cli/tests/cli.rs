@@ -3223,6 +3223,7 @@ stages:
     assert_eq!(
         files,
         [
+            "report.html",
             "runs.parquet",
             "value_by_value.md",
             "value_by_value.parquet"
@@ -4780,7 +4781,7 @@ fn temp_files_of_a_killed_results_writer_are_removed_by_the_next_run() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     left.sort();
-    assert_eq!(left, [".notes.tmp", "runs.parquet"]);
+    assert_eq!(left, [".notes.tmp", "report.html", "runs.parquet"]);
 }
 
 /// #16.13: a stage's `timeout` stops an attempt (the whole process group of a `cmd`, or an

@@ -30,6 +30,9 @@ pub struct Report {
     pub generated: String,
     pub ablate_version: String,
     pub git_rev: Option<String>,
+    /// What the page shows, hashed: the plan's instances, their statuses and the version
+    /// that drew it. A run that changed nothing leaves a page with the same fingerprint alone.
+    pub fingerprint: String,
     /// Instances by status (`ran`, `cached`, `failed`, …) and `instances`, the total.
     pub counts: BTreeMap<String, usize>,
     /// What ± and [lo, hi] mean, shown under the summary.
