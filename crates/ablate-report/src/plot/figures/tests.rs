@@ -144,3 +144,112 @@ fn panel_figures_draw_one_element_per_datum() {
     let dot = format!("fill=\"{}\"", hex(draw::DEGENERATE));
     assert_eq!(count(&svg, "circle", &dot), 1);
 }
+
+fn input(
+    id: &str,
+    seed: i64,
+    lr: f64,
+    metrics: &[(&str, Option<u64>, f64)],
+    pruned: bool,
+) -> Input {
+    Input {
+        id: id.into(),
+        labels: vec![
+            ("lr".into(), Value::from(lr)),
+            ("seed".into(), Value::from(seed)),
+        ],
+        metrics: metrics
+            .iter()
+            .map(|(n, s, v)| ((*n).to_owned(), *s, *v))
+            .collect(),
+        pruned,
+    }
+}
+
+fn spec(kind: Kind) -> Spec {
+    Spec {
+        kind,
+        title: None,
+        x: None,
+        y: None,
+        group: None,
+        facet: None,
+        lower_is_better: Vec::new(),
+        log_x: false,
+        log_y: false,
+        layers: None,
+    }
+}
+
+#[test]
+fn figures_are_built_from_plain_inputs_without_an_op() {
+    // A line reads final values only (the last one logged), averaged over the seeds.
+    let inputs = [
+        input(
+            "t[0]",
+            0,
+            0.1,
+            &[
+                ("acc", Some(1), 0.2),
+                ("acc", None, 0.5),
+                ("acc", None, 0.7),
+            ],
+            false,
+        ),
+        input("t[1]", 1, 0.1, &[("acc", None, 0.9)], false),
+    ];
+    let line = Spec {
+        x: Some("lr".into()),
+        y: Some("acc".into()),
+        ..spec(Kind::Line)
+    };
+    let fig = line_figure(&inputs, &line, &title_note(0, &["failed"])).unwrap();
+    assert_eq!(fig.title, "acc vs lr (left out: 1 failed)");
+    assert_eq!(fig.size, LINE_SIZE);
+    assert!((fig.series[0].points[0].mean - 0.8).abs() < 1e-12);
+
+    // A setting its kind does not use is refused, naming the kinds that use it.
+    let wrong = Spec {
+        facet: Some("seed".into()),
+        ..line.clone()
+    };
+    assert_eq!(
+        wrong.check_applicable().unwrap_err(),
+        "`facet` applies to `pareto`, not `kind: line`"
+    );
+
+    // A curve's line whose inputs were all pruned says so; one that has a whole run does not.
+    let inputs = [
+        input(
+            "t[0]",
+            0,
+            0.1,
+            &[("loss", Some(1), 1.0), ("loss", Some(2), 0.5)],
+            false,
+        ),
+        input("t[1]", 0, 0.3, &[("loss", Some(1), 2.0)], true),
+        input("t[2]", 1, 0.3, &[("loss", Some(1), 2.5)], true),
+    ];
+    let curve = Spec {
+        y: Some("loss".into()),
+        group: Some(vec!["lr".into()]),
+        ..spec(Kind::Curve)
+    };
+    let fig = curve_figure(&inputs, &curve, &title_note(2, &[])).unwrap();
+    assert_eq!(fig.title, "loss vs step by lr (2 pruned early)");
+    let names: Vec<_> = fig.series.iter().map(|s| s.name.clone().unwrap()).collect();
+    assert_eq!(names, ["0.1", "0.3 (pruned)"]);
+
+    // A metric no input logs by step names what they have.
+    let acc = Spec {
+        y: Some("acc".into()),
+        ..curve
+    };
+    let Err(err) = curve_figure(&inputs, &acc, "") else {
+        panic!("a curve of a metric no input logs by step")
+    };
+    assert!(
+        err.starts_with("no input has the stepped metric `acc`"),
+        "{err}"
+    );
+}
