@@ -5,11 +5,7 @@
 //! and `metric` draw the per-layer tables of `eval.metric` instances, one row of panels per
 //! instance and one column per layer.
 
-mod panels;
-
 pub use ablate_report::plot::caption_figure;
-
-use std::collections::BTreeMap;
 
 use ablate_cache::Manifest;
 use ablate_run::{JobInput, OpContext, OpError, OpOutput};
@@ -20,32 +16,13 @@ use serde_json::json;
 use crate::params::typed;
 use crate::registry::Op;
 use crate::support::OneOrMany;
-use ablate_report::plot::{data, draw};
-use data::{FinalMetrics, Layers, MetricPoint, Stepped};
-use draw::{LineFigure, Panel, PanelContent, PanelFigure, PanelRow, ParetoFigure, Spread};
+use ablate_report::plot::{data, draw, figures};
+pub(crate) use figures::Kind;
 #[cfg(test)]
-use panels::metric_panels;
-use panels::panel_figure;
-
-/// More rows than this make unreadable panels: the user narrows with `select`.
-const MAX_ROWS: usize = 6;
-const LINE_SIZE: (u32, u32) = (720, 480);
-const PANEL_SIZE: (u32, u32) = (240, 220);
-const PARETO_PANEL: (u32, u32) = (480, 440);
+use figures::{LINE_SIZE, PANEL_SIZE, PARETO_PANEL};
 
 pub(crate) struct Plot {
     schema: OpSchema,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum Kind {
-    Line,
-    Curve,
-    Pareto,
-    Flow,
-    Grid,
-    Metric,
 }
 
 #[derive(Debug, Deserialize)]
@@ -64,62 +41,23 @@ pub(crate) struct PlotParams {
     layers: Option<Vec<i64>>,
 }
 
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Line => "line",
-            Kind::Curve => "curve",
-            Kind::Pareto => "pareto",
-            Kind::Flow => "flow",
-            Kind::Grid => "grid",
-            Kind::Metric => "metric",
-        }
-    }
-}
-
 impl PlotParams {
-    /// `group` as a list of label keys (empty without one).
-    fn group_keys(&self) -> Vec<String> {
-        match &self.group {
-            None => Vec::new(),
-            Some(OneOrMany::One(g)) => vec![g.clone()],
-            Some(OneOrMany::Many(gs)) => gs.clone(),
-        }
-    }
-
-    /// Refuses the params `kind` does not use, naming the kinds that do.
-    fn check_applicable(&self) -> Result<(), OpError> {
-        let set = [
-            ("x", self.x.is_some(), "`line` and `pareto`"),
-            ("y", self.y.is_some(), "`line`, `curve` and `pareto`"),
-            (
-                "group",
-                self.group.is_some(),
-                "`line`, `curve` and `pareto`",
-            ),
-            ("facet", self.facet.is_some(), "`pareto`"),
-            (
-                "lower_is_better",
-                !self.lower_is_better.is_empty(),
-                "`pareto`",
-            ),
-            ("log_x", self.log_x, "`line` and `curve`"),
-            ("log_y", self.log_y, "`line` and `curve`"),
-            (
-                "layers",
-                self.layers.is_some(),
-                "`flow`, `grid` and `metric`",
-            ),
-        ];
-        let name = self.kind.name();
-        match set
-            .iter()
-            .find(|(_, is_set, kinds)| *is_set && !kinds.contains(&format!("`{name}`")))
-        {
-            Some((param, _, kinds)) => Err(OpError::msg(format!(
-                "`{param}` applies to {kinds}, not `kind: {name}`"
-            ))),
-            None => Ok(()),
+    /// The figure's settings, as ablate-report takes them.
+    fn spec(&self) -> figures::Spec {
+        figures::Spec {
+            kind: self.kind,
+            title: self.title.clone(),
+            x: self.x.clone(),
+            y: self.y.clone(),
+            group: self.group.as_ref().map(|g| match g {
+                OneOrMany::One(g) => vec![g.clone()],
+                OneOrMany::Many(gs) => gs.clone(),
+            }),
+            facet: self.facet.clone(),
+            lower_is_better: self.lower_is_better.clone(),
+            log_x: self.log_x,
+            log_y: self.log_y,
+            layers: self.layers.clone(),
         }
     }
 }
@@ -246,14 +184,20 @@ impl Op for Plot {
         // final values, which a pruned run does not have.
         let chosen = choose(ctx, p.select.as_ref(), p.kind == Kind::Curve)?;
         let out = ctx.out_dir();
-        p.check_applicable()?;
+        let spec = p.spec();
+        spec.check_applicable().map_err(OpError::msg)?;
         let entries = &chosen.entries;
         let note = chosen.note();
         let result = match p.kind {
             Kind::Line => draw::save(&line_figure(entries, &p, &note)?, out, "plot"),
             Kind::Curve => draw::save(&curve_figure(entries, &p, &note)?, out, "plot"),
             Kind::Pareto => draw::save(&pareto_figure(entries, &p, &note)?, out, "plot"),
-            kind => draw::save(&panel_figure(ctx, entries, &p, kind, &note)?, out, "plot"),
+            _ => {
+                let read = |n: usize, file: &str| read_input_table(ctx, entries[n].0, file);
+                let inputs = figure_inputs(entries);
+                let fig = figures::panel_figure(&inputs, &spec, &note, read, OpError::msg)?;
+                draw::save(&fig, out, "plot")
+            }
         };
         result.map_err(OpError::msg)?;
         Ok(OpOutput {
@@ -277,21 +221,7 @@ impl Chosen<'_> {
     /// What the title says was left out, and how many curves end early: ` (left out: 1
     /// failed, 2 diverged)`, ` (16 pruned early)`.
     fn note(&self) -> String {
-        let mut parts = Vec::new();
-        if self.pruned > 0 {
-            parts.push(format!("{} pruned early", self.pruned));
-        }
-        if !self.left_out.is_empty() {
-            parts.push(format!(
-                "left out: {}",
-                ablate_report::gap_text(&self.left_out)
-            ));
-        }
-        if parts.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", parts.join("; "))
-        }
+        figures::title_note(self.pruned, &self.left_out)
     }
 }
 
@@ -347,259 +277,65 @@ fn choose<'a>(
     Ok(chosen)
 }
 
-/// An error when no input has metric `name` (logged by step, for `stepped`), with the nearest
-/// name they have and what they have (#21).
-fn none_has(entries: &[(&JobInput, Manifest)], name: &str, stepped: bool) -> Result<(), OpError> {
-    let names: Vec<(&str, Vec<&str>)> = entries
+/// The inputs as ablate-report's figures take them: id, labels, every metric logged, and
+/// whether early stopping pruned it.
+fn figure_inputs(entries: &[(&JobInput, Manifest)]) -> Vec<figures::Input> {
+    entries
         .iter()
-        .map(|(input, m)| {
-            let mut names: Vec<&str> = m
+        .map(|(input, manifest)| figures::Input {
+            id: input.id.clone(),
+            labels: input.labels.clone(),
+            metrics: manifest
                 .metrics
                 .iter()
-                .filter(|x| !stepped || x.step.is_some())
-                .map(|x| x.name.as_str())
-                .collect();
-            names.sort_unstable();
-            names.dedup();
-            (input.id.as_str(), names)
+                .map(|m| (m.name.clone(), m.step, m.value))
+                .collect(),
+            pruned: matches!(manifest.status, ablate_cache::EntryStatus::Pruned { .. }),
         })
-        .collect();
-    // Logged as a final value only: each input's own error says so.
-    if stepped
-        && entries
-            .iter()
-            .any(|(_, m)| m.metrics.iter().any(|x| x.name == name))
-    {
-        return Ok(());
-    }
-    let what = if stepped {
-        "the stepped metric"
-    } else {
-        "the metric"
-    };
-    match crate::support::name_problem(name, &names, false, what) {
-        Some(problem) => Err(OpError::msg(problem)),
-        None => Ok(()),
-    }
+        .collect()
 }
 
 fn line_figure(
     entries: &[(&JobInput, Manifest)],
     p: &PlotParams,
     note: &str,
-) -> Result<LineFigure, OpError> {
-    let (Some(x), Some(y)) = (&p.x, &p.y) else {
-        return Err(OpError::msg(
-            "`kind: line` needs `x` (a label) and `y` (a metric)",
-        ));
-    };
-    let group = p.group_keys();
-    none_has(entries, y, false)?;
-    let obs = final_metrics(entries);
-    let (x_axis, series) = data::aggregate(&obs, x, y, &group).map_err(OpError::msg)?;
-    let all = || series.iter().flat_map(|s| &s.points);
-    if p.log_x {
-        if let data::XAxis::Categorical(_) = x_axis {
-            return Err(OpError::msg(format!(
-                "`log_x` needs numeric values of label `{x}`"
-            )));
-        }
-        if all().any(|pt| pt.x <= 0.0) {
-            return Err(OpError::msg(format!(
-                "`log_x` needs positive values of label `{x}`"
-            )));
-        }
-    }
-    if p.log_y && all().any(|pt| pt.mean <= 0.0) {
-        return Err(OpError::msg(format!(
-            "`log_y` needs positive values of metric `{y}`"
-        )));
-    }
-    let title = p.title.clone().unwrap_or_else(|| match group.is_empty() {
-        false => format!("{y} vs {x} by {}", group.join(", ")),
-        true => format!("{y} vs {x}"),
-    });
-    Ok(LineFigure {
-        title: format!("{title}{note}"),
-        legend_title: (!group.is_empty()).then(|| group.join(", ")),
-        x_name: x.clone(),
-        y_name: y.clone(),
-        x_axis,
-        series,
-        log_x: p.log_x,
-        log_y: p.log_y,
-        spread: Spread::Bars,
-        size: LINE_SIZE,
-    })
+) -> Result<draw::LineFigure, OpError> {
+    figures::line_figure(&figure_inputs(entries), &p.spec(), note).map_err(OpError::msg)
 }
 
-/// Metric `y` against the step (#18): every input must log it with a step, so a selection
-/// that mixes in another stage's inputs fails instead of quietly plotting fewer lines.
 fn curve_figure(
     entries: &[(&JobInput, Manifest)],
     p: &PlotParams,
     note: &str,
-) -> Result<LineFigure, OpError> {
-    let Some(y) = &p.y else {
-        return Err(OpError::msg(
-            "`kind: curve` needs `y` (a metric logged by step)",
-        ));
-    };
-    let group = p.group_keys();
-    none_has(entries, y, true)?;
-    let stepped = entries
-        .iter()
-        .map(|(input, manifest)| {
-            Ok(Stepped {
-                id: input.id.clone(),
-                labels: input.labels.clone(),
-                values: data::stepped_values(&input.id, &metric_points(manifest), y)
-                    .map_err(OpError::msg)?,
-            })
-        })
-        .collect::<Result<Vec<_>, OpError>>()?;
-    let mut series = data::curves(&stepped, &group).map_err(OpError::msg)?;
-    // A line whose runs early stopping all pruned says so in the legend.
-    let is_pruned = |(_, m): &&(&JobInput, Manifest)| {
-        matches!(m.status, ablate_cache::EntryStatus::Pruned { .. })
-    };
-    if entries.iter().any(|e| is_pruned(&e)) && !group.is_empty() {
-        let names = |pruned: bool| -> Result<Vec<Option<String>>, OpError> {
-            let some: Vec<Stepped> = entries
-                .iter()
-                .zip(&stepped)
-                .filter(|(e, _)| is_pruned(e) == pruned)
-                .map(|(_, s)| s.clone())
-                .collect();
-            if some.is_empty() {
-                return Ok(Vec::new());
-            }
-            Ok(data::curves(&some, &group)
-                .map_err(OpError::msg)?
-                .into_iter()
-                .map(|s| s.name)
-                .collect())
-        };
-        let (cut, whole) = (names(true)?, names(false)?);
-        for s in &mut series {
-            if cut.contains(&s.name) && !whole.contains(&s.name) {
-                s.name = s.name.take().map(|n| format!("{n} (pruned)"));
-            }
-        }
-    }
-    let all = || series.iter().flat_map(|s| &s.points);
-    if p.log_x && all().any(|pt| pt.x <= 0.0) {
-        return Err(OpError::msg(format!(
-            "`log_x` needs positive steps, but `{y}` is logged at step 0"
-        )));
-    }
-    if p.log_y && all().any(|pt| pt.mean <= 0.0) {
-        return Err(OpError::msg(format!(
-            "`log_y` needs positive values of metric `{y}`"
-        )));
-    }
-    let title = p.title.clone().unwrap_or_else(|| match group.is_empty() {
-        false => format!("{y} vs step by {}", group.join(", ")),
-        true => format!("{y} vs step"),
-    });
-    Ok(LineFigure {
-        title: format!("{title}{note}"),
-        legend_title: (!group.is_empty()).then(|| group.join(", ")),
-        x_name: "step".into(),
-        y_name: y.clone(),
-        x_axis: data::XAxis::Numeric,
-        series,
-        log_x: p.log_x,
-        log_y: p.log_y,
-        spread: Spread::Band,
-        size: LINE_SIZE,
-    })
-}
-
-/// The labels and final metrics of each input.
-fn final_metrics(entries: &[(&JobInput, Manifest)]) -> Vec<FinalMetrics> {
-    entries
-        .iter()
-        .map(|(input, manifest)| FinalMetrics {
-            id: input.id.clone(),
-            labels: input.labels.clone(),
-            metrics: manifest
-                .final_metrics()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect(),
-        })
-        .collect()
+) -> Result<draw::LineFigure, OpError> {
+    figures::curve_figure(&figure_inputs(entries), &p.spec(), note).map_err(OpError::msg)
 }
 
 fn pareto_figure(
     entries: &[(&JobInput, Manifest)],
     p: &PlotParams,
     note: &str,
-) -> Result<ParetoFigure, OpError> {
-    let group = p.group_keys();
-    let (Some(x), Some(y), false) = (&p.x, &p.y, group.is_empty()) else {
-        return Err(OpError::msg(
-            "`kind: pareto` needs `x` and `y` (metrics) and `group` (a label or a list of labels)",
-        ));
+) -> Result<draw::ParetoFigure, OpError> {
+    figures::pareto_figure(&figure_inputs(entries), &p.spec(), note).map_err(OpError::msg)
+}
+
+/// Table `file` of `input`, which `eval.metric` wrote; an error says where it looked.
+fn read_input_table(
+    ctx: &OpContext<'_>,
+    input: &JobInput,
+    file: &str,
+) -> Result<ablate_results::Table, OpError> {
+    let Some(path) = ctx.input_file(&input.key, file)? else {
+        return Err(OpError::msg(format!(
+            "input `{}` has no `{file}` (looked in `{}`); `report.plot` of this kind reads the \
+             outputs of `eval.metric`",
+            input.id,
+            ctx.entry_dir(&input.key).display()
+        )));
     };
-    if x == y {
-        return Err(OpError::msg(format!(
-            "`x` and `y` are both `{x}`: a Pareto plot trades one metric against another"
-        )));
-    }
-    if let Some(m) = p.lower_is_better.iter().find(|m| *m != x && *m != y) {
-        return Err(OpError::msg(format!(
-            "`lower_is_better` lists `{m}`, which is neither `x` (`{x}`) nor `y` (`{y}`)"
-        )));
-    }
-    if let Some(f) = p.facet.as_ref().filter(|f| group.contains(f)) {
-        return Err(OpError::msg(format!(
-            "`{f}` is both the `facet` and in `group`"
-        )));
-    }
-    let lower = [x, y].map(|m| p.lower_is_better.contains(m));
-    none_has(entries, x, false)?;
-    none_has(entries, y, false)?;
-    let obs = final_metrics(entries);
-    let pareto =
-        data::pareto(&obs, x, y, &group, p.facet.as_deref(), lower).map_err(OpError::msg)?;
-    if pareto.facets.len() > MAX_ROWS {
-        return Err(OpError::msg(format!(
-            "`facet` has {} values, but at most {MAX_ROWS} panels fit; narrow the inputs with \
-             `select`",
-            pareto.facets.len()
-        )));
-    }
-    // Which way is better, on both axes: the arrow points along the axis (the y axis's name
-    // is turned to read upwards, so → points up there too).
-    let axis_name = |m: &str, lower: bool| {
-        if lower {
-            format!("{m} (← lower is better)")
-        } else {
-            format!("{m} (higher is better →)")
-        }
-    };
-    let title = p
-        .title
-        .clone()
-        .unwrap_or_else(|| format!("{y} vs {x} by {}, Pareto frontier", group.join(", ")));
-    Ok(ParetoFigure {
-        title: format!("{title}{note}"),
-        x_name: axis_name(x, lower[0]),
-        y_name: axis_name(y, lower[1]),
-        pareto,
-        panel_size: PARETO_PANEL,
-    })
+    ablate_results::read_table(&path)
+        .map_err(|e| OpError::with(format!("cannot read `{file}` of input `{}`", input.id), e))
 }
 
 #[cfg(test)]
 mod tests;
-
-/// An entry's metrics as the figures read them: (name, step, value).
-fn metric_points(manifest: &Manifest) -> Vec<(&str, Option<u64>, f64)> {
-    manifest
-        .metrics
-        .iter()
-        .map(|m| (m.name.as_str(), m.step, m.value))
-        .collect()
-}

@@ -9,11 +9,13 @@
 
 pub mod claims;
 pub mod html;
+mod names;
 mod pivot;
 pub mod plot;
 mod relative;
 pub mod stats;
 
+pub use names::name_problem;
 pub use pivot::{Aggregate, Best, Observation, Pivot, PivotSpec, gap_text, pivot};
 pub use relative::{Baseline, GAIN_SUFFIX, Relative, check_baselines};
 pub use stats::{mean, mean_std, median};

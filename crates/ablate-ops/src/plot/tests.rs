@@ -12,9 +12,7 @@ use ablate_spec::{Params, Value};
 use serde_json::json;
 
 use super::data::{Pareto, ParetoFacet, ParetoPoint, Point, Series, XAxis};
-use super::draw::{
-    self, LineFigure, Panel, PanelContent, PanelFigure, PanelRow, ParetoFigure, RGBColor, Spread,
-};
+use super::draw::{self, LineFigure, ParetoFigure, RGBColor, Spread};
 use super::*;
 
 fn hex(c: RGBColor) -> String {
@@ -192,106 +190,6 @@ fn square_grid(n: i64, shift: f64) -> Vec<(i64, i64, [f64; 2])> {
         }
     }
     g
-}
-
-#[test]
-fn panel_figures_draw_one_element_per_datum() {
-    let dir = tempfile::tempdir().unwrap();
-    let flow = |n: usize| PanelContent::Flow {
-        points: (0..n)
-            .map(|k| ([k as f64, (k * k) as f64], Some((k % 3) as i64)))
-            .collect(),
-    };
-    let fig = PanelFigure {
-        title: "data at each layer".into(),
-        rows: vec![
-            PanelRow {
-                title: "steps=1".into(),
-                panels: vec![
-                    Panel {
-                        title: "layer 0".into(),
-                        content: flow(5),
-                    },
-                    Panel {
-                        title: "layer 1".into(),
-                        content: flow(4),
-                    },
-                ],
-            },
-            // A shallower row leaves its last cell empty.
-            PanelRow {
-                title: "steps=2".into(),
-                panels: vec![Panel {
-                    title: "layer 0".into(),
-                    content: flow(3),
-                }],
-            },
-        ],
-        panel_size: (160, 140),
-    };
-    draw::save(&fig, dir.path(), "plot").unwrap();
-    let size = (draw::MIN_WIDTH, 32 + 2 * (22 + 140));
-    let svg = read_outputs(dir.path(), size);
-    assert_eq!(count(&svg, "circle", ""), 12);
-    // Classes k % 3 of 5 + 4 + 3 points: class 0 five times, 1 four times, 2 three times.
-    for (class, times) in [(0, 5), (1, 4), (2, 3)] {
-        let c = hex(draw::class_color(Some(class)));
-        assert_eq!(count(&svg, "circle", &format!("fill=\"{c}\"")), times);
-    }
-    assert!(svg.contains("steps=2"));
-
-    // The deformed grid: a 3×3 grid gives 6 lines, the data faint underneath.
-    let grid = square_grid(3, 0.3);
-    let fig = PanelFigure {
-        title: "deformed grid at each layer".into(),
-        rows: vec![PanelRow {
-            title: "seed=0".into(),
-            panels: vec![Panel {
-                title: "layer 2".into(),
-                content: PanelContent::Grid {
-                    lines: data::grid_lines(&grid),
-                    data: vec![[0.5, 0.5], [1.5, 1.0]],
-                },
-            }],
-        }],
-        panel_size: (200, 160),
-    };
-    draw::save(&fig, dir.path(), "plot").unwrap();
-    let svg = read_outputs(dir.path(), (draw::MIN_WIDTH, 32 + 22 + 160));
-    let line = format!("stroke=\"{}\"", hex(draw::GRID_LINE));
-    assert_eq!(count(&svg, "polyline", &line), 6);
-    assert_eq!(count(&svg, "circle", ""), 2);
-
-    // Metric ellipses: one outline per positive-definite g, a dot per degenerate one.
-    let pts: Vec<MetricPoint> = square_grid(2, 0.0)
-        .into_iter()
-        .map(|(gi, gj, x)| MetricPoint {
-            layer: 0,
-            gi,
-            gj,
-            x,
-            g: if (gi, gj) == (1, 1) {
-                [1.0, 1.0, 1.0]
-            } else {
-                [1.0 + gi as f64, 0.2, 2.0]
-            },
-        })
-        .collect();
-    let panels = metric_panels(&input(0, &[]), &pts, None).unwrap();
-    let fig = PanelFigure {
-        title: "metric g".into(),
-        rows: vec![PanelRow {
-            title: "seed=0".into(),
-            panels,
-        }],
-        panel_size: (200, 160),
-    };
-    draw::save(&fig, dir.path(), "plot").unwrap();
-    let svg = read_outputs(dir.path(), (draw::MIN_WIDTH, 32 + 22 + 160));
-    let ellipse = format!("stroke=\"{}\"", hex(draw::ELLIPSE));
-    assert_eq!(count(&svg, "polyline", &ellipse), 3);
-    let dot = format!("fill=\"{}\"", hex(draw::DEGENERATE));
-    assert_eq!(count(&svg, "circle", &dot), 1);
 }
 
 // ---------------------------------------------------------------------------------------------

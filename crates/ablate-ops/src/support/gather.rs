@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use ablate_report::Observation;
+use ablate_report::{Observation, name_problem};
 use ablate_run::{OpContext, OpError};
 use serde::Deserialize;
 
@@ -83,72 +83,6 @@ pub(crate) fn metric_problem(metric: &str, inputs: &[Gathered], every: bool) -> 
         })
         .collect();
     name_problem(metric, &finished, every, "the metric")
-}
-
-/// [`metric_problem`] over each finished input's `(id, names)`: `what` is how the name is
-/// spoken of (`the metric`, `the stepped metric`).
-pub(crate) fn name_problem(
-    metric: &str,
-    finished: &[(&str, Vec<&str>)],
-    every: bool,
-    what: &str,
-) -> Option<String> {
-    let total = finished.len();
-    let lacking: Vec<&str> = finished
-        .iter()
-        .filter(|(_, names)| !names.contains(&metric))
-        .map(|(id, _)| *id)
-        .collect();
-    if total == 0 || lacking.is_empty() || (!every && lacking.len() < total) {
-        return None;
-    }
-    let mut have: BTreeMap<&str, usize> = BTreeMap::new();
-    for (_, names) in finished {
-        for name in names {
-            *have.entry(name).or_default() += 1;
-        }
-    }
-    let listed: Vec<String> = have
-        .iter()
-        .map(|(name, &n)| {
-            if n == total {
-                format!("`{name}`")
-            } else {
-                format!("`{name}` ({n} of {total})")
-            }
-        })
-        .collect();
-    let listed = if listed.is_empty() {
-        "none".to_owned()
-    } else {
-        listed.join(", ")
-    };
-    if lacking.len() == total {
-        let guess = ablate_spec::did_you_mean(metric, have.keys().copied())
-            .map(|m| match have[m] {
-                n if n == total => format!("; did you mean `{m}`? (all {total} inputs have it)"),
-                n => format!("; did you mean `{m}`? ({n} of {total} inputs have it)"),
-            })
-            .unwrap_or_default();
-        return Some(format!(
-            "no input has {what} `{metric}`{guess}; the inputs have: {listed}"
-        ));
-    }
-    const SHOWN: usize = 3;
-    let mut which: Vec<String> = lacking
-        .iter()
-        .take(SHOWN)
-        .map(|id| format!("`{id}`"))
-        .collect();
-    if lacking.len() > SHOWN {
-        which.push(format!("and {} more", lacking.len() - SHOWN));
-    }
-    Some(format!(
-        "{} of {total} inputs have no {} `{metric}` ({}); the inputs have: {listed}",
-        lacking.len(),
-        what.trim_start_matches("the "),
-        which.join(", ")
-    ))
 }
 
 /// The note under a report built without some inputs: how many, and which (a few).

@@ -9,6 +9,6 @@ mod models;
 mod text;
 
 pub(crate) use dataset::{probe_points, read_dataset, write_dataset};
-pub(crate) use gather::{OneOrMany, gather, metric_problem, missing_note, name_problem};
+pub(crate) use gather::{OneOrMany, gather, metric_problem, missing_note};
 pub(crate) use models::{artifact, backend, model_error, runtime, training_progress};
 pub(crate) use text::read_split;

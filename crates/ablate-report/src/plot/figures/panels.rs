@@ -1,19 +1,29 @@
-//! The panel figures (`kind: flow`, `grid` and `metric`): each input's `eval.metric` tables
-//! read back and checked, the layers chosen, and a row of panels per input (at most
-//! `MAX_ROWS`), with the errors that name the input and the file.
+//! The panel figures (`kind: flow`, `grid` and `metric`): each input's `eval.metric` table
+//! checked, the layers chosen, and a row of panels per input (at most [`MAX_ROWS`]), with the
+//! errors that name the input and the file. The caller reads the tables, one input at a time,
+//! so the first input that fails names itself whatever the reason.
 
-use super::*;
+use std::collections::BTreeMap;
 
-pub(super) fn panel_figure(
-    ctx: &OpContext<'_>,
-    entries: &[(&JobInput, Manifest)],
-    p: &PlotParams,
-    kind: Kind,
+use ablate_results::Table;
+use ablate_spec::Value;
+
+use super::super::data::{self, Layers, MetricPoint};
+use super::super::draw::{Panel, PanelContent, PanelFigure, PanelRow};
+use super::{Input, Kind, MAX_ROWS, PANEL_SIZE, Spec};
+
+/// The panels of `spec.kind` (`flow`, `grid` or `metric`), a row per input. `read(i, file)`
+/// reads table `file` (`layers.parquet` or `metric.parquet`) of `inputs[i]`, failing as the
+/// caller says; `fail` turns this figure's own messages into the caller's error.
+pub fn panel_figure<E>(
+    inputs: &[Input],
+    spec: &Spec,
     note: &str,
-) -> Result<PanelFigure, OpError> {
-    let inputs: Vec<&JobInput> = entries.iter().map(|(input, _)| *input).collect();
+    mut read: impl FnMut(usize, &str) -> Result<Table, E>,
+    fail: impl Fn(String) -> E,
+) -> Result<PanelFigure, E> {
     if inputs.len() > MAX_ROWS {
-        return Err(OpError::msg(format!(
+        return Err(fail(format!(
             "{} inputs would make {} rows of panels, but at most {MAX_ROWS} fit; narrow them \
              with `select`, e.g. `select: {{ seed: 0 }}`",
             inputs.len(),
@@ -30,7 +40,7 @@ pub(super) fn panel_figure(
                 .iter()
                 .any(|i| i.labels.iter().find(|(k, _)| k == key).map(|(_, v)| v) != Some(value))
     };
-    for input in &inputs {
+    for (n, input) in inputs.iter().enumerate() {
         let shown: Vec<(String, Value)> = input
             .labels
             .iter()
@@ -42,19 +52,22 @@ pub(super) fn panel_figure(
         } else {
             data::labels_text(&shown)
         };
-        let panels = match kind {
+        let file_error =
+            |file: &str, e: String| fail(format!("`{file}` of input `{}` {e}", input.id));
+        let layers = spec.layers.as_deref();
+        let panels = match spec.kind {
             Kind::Metric => {
-                let t = read_input_table(ctx, input, "metric.parquet")?;
-                let points = data::metric_from_table(&t)
-                    .map_err(|e| file_error(input, "metric.parquet", e))?;
-                metric_panels(input, &points, p.layers.as_deref())?
+                let t = read(n, "metric.parquet")?;
+                let points =
+                    data::metric_from_table(&t).map_err(|e| file_error("metric.parquet", e))?;
+                metric_panels(&input.id, &points, layers).map_err(&fail)?
             }
-            _ => {
-                let t = read_input_table(ctx, input, "layers.parquet")?;
-                let layers = data::layers_from_table(&t)
-                    .map_err(|e| file_error(input, "layers.parquet", e))?;
-                max_dim = max_dim.max(layers.dim);
-                layer_panels(input, &layers, p.layers.as_deref(), kind)?
+            kind => {
+                let t = read(n, "layers.parquet")?;
+                let table =
+                    data::layers_from_table(&t).map_err(|e| file_error("layers.parquet", e))?;
+                max_dim = max_dim.max(table.dim);
+                layer_panels(&input.id, &table, layers, kind).map_err(&fail)?
             }
         };
         rows.push(PanelRow {
@@ -62,15 +75,15 @@ pub(super) fn panel_figure(
             panels,
         });
     }
-    let mut title = p.title.clone().unwrap_or_else(|| {
-        match kind {
+    let mut title = spec.title.clone().unwrap_or_else(|| {
+        match spec.kind {
             Kind::Flow => "data at each layer",
             Kind::Grid => "deformed grid at each layer",
             _ => "metric g",
         }
         .to_owned()
     });
-    match kind {
+    match spec.kind {
         Kind::Flow if max_dim > 2 => {
             title.push_str(&format!(" (x0, x1 of {max_dim} dims)"));
         }
@@ -85,53 +98,28 @@ pub(super) fn panel_figure(
     })
 }
 
-fn file_error(input: &JobInput, file: &str, e: String) -> OpError {
-    OpError::msg(format!("`{file}` of input `{}` {e}", input.id))
-}
-
-fn read_input_table(
-    ctx: &OpContext<'_>,
-    input: &JobInput,
-    file: &str,
-) -> Result<ablate_results::Table, OpError> {
-    let Some(path) = ctx.input_file(&input.key, file)? else {
-        return Err(OpError::msg(format!(
-            "input `{}` has no `{file}` (looked in `{}`); `report.plot` of this kind reads the \
-             outputs of `eval.metric`",
-            input.id,
-            ctx.entry_dir(&input.key).display()
-        )));
-    };
-    ablate_results::read_table(&path)
-        .map_err(|e| OpError::with(format!("cannot read `{file}` of input `{}`", input.id), e))
-}
-
-/// `flow` and `grid` panels of one input: one per layer.
+/// `flow` and `grid` panels of input `id`: one per layer.
 fn layer_panels(
-    input: &JobInput,
+    id: &str,
     layers: &Layers,
     requested: Option<&[i64]>,
     kind: Kind,
-) -> Result<Vec<Panel>, OpError> {
+) -> Result<Vec<Panel>, String> {
     let present = layers.present();
     let chosen = match requested {
         Some(r) => {
             if let Some(missing) = r.iter().find(|l| !present.contains(l)) {
-                return Err(OpError::msg(format!(
-                    "`layers.parquet` of input `{}` has no layer {missing} (it has {})",
-                    input.id,
+                return Err(format!(
+                    "`layers.parquet` of input `{id}` has no layer {missing} (it has {})",
                     range_text(&present)
-                )));
+                ));
             }
             r.to_vec()
         }
         None => data::default_layers(&present),
     };
     if chosen.is_empty() {
-        return Err(OpError::msg(format!(
-            "`layers.parquet` of input `{}` holds no points",
-            input.id
-        )));
+        return Err(format!("`layers.parquet` of input `{id}` holds no points"));
     }
     Ok(chosen
         .into_iter()
@@ -163,12 +151,12 @@ fn layer_panels(
         .collect())
 }
 
-/// `metric` panels of one input: one per requested layer present in `metric.parquet`.
-pub(super) fn metric_panels(
-    input: &JobInput,
+/// `metric` panels of input `id`: one per requested layer present in `metric.parquet`.
+pub fn metric_panels(
+    id: &str,
     points: &[MetricPoint],
     requested: Option<&[i64]>,
-) -> Result<Vec<Panel>, OpError> {
+) -> Result<Vec<Panel>, String> {
     let mut by_layer: BTreeMap<i64, Vec<&MetricPoint>> = BTreeMap::new();
     for pt in points {
         by_layer.entry(pt.layer).or_default().push(pt);
@@ -181,12 +169,11 @@ pub(super) fn metric_panels(
         .filter(|l| by_layer.contains_key(l))
         .collect();
     if chosen.is_empty() {
-        return Err(OpError::msg(format!(
-            "`metric.parquet` of input `{}` has none of layers {} (it has {})",
-            input.id,
+        return Err(format!(
+            "`metric.parquet` of input `{id}` has none of layers {} (it has {})",
             range_text(requested),
             range_text(&present)
-        )));
+        ));
     }
     Ok(chosen
         .into_iter()
