@@ -110,10 +110,14 @@ fn gather(
         .map(|(_, i)| (i.key, i.id.as_str()))
         .collect();
     let mut views: Vec<InstanceView> = Vec::with_capacity(plan.len());
+    // The page names an instance by its place in `instances` (topological, as `plan` lists
+    // them), never by its index in the plan's graph, which need not be in that order.
+    let mut place: HashMap<PlanIndex, usize> = HashMap::with_capacity(plan.len());
     for (idx, inst) in plan.instances() {
         let ki = &inst.key_input;
+        place.insert(idx, views.len());
         let mut v = InstanceView {
-            id: idx.index(),
+            id: views.len(),
             key: inst.key.to_hex(),
             label: inst.id.clone(),
             stage: inst.stage.to_string(),
@@ -193,7 +197,7 @@ fn gather(
                 } else if let Some(up) = inst
                     .inputs
                     .iter()
-                    .filter_map(|u| views.get(u.index()))
+                    .filter_map(|u| place.get(u).and_then(|&i| views.get(i)))
                     .find(|u| matches!(u.status.as_str(), "failed" | "skipped"))
                 {
                     v.status = "skipped".into();

@@ -304,3 +304,80 @@ fn a_single_seed_report_draws_no_interval_and_says_why() {
     );
     screenshot(&html, &dir.path().join("chrome"), "one_seed");
 }
+
+/// The page's JSON, as `ablate report` wrote it.
+fn page_data(html: &Path) -> serde_json::Value {
+    let page = std::fs::read_to_string(html).unwrap();
+    let start = page.find("id=\"ablate-data\">").unwrap() + "id=\"ablate-data\">".len();
+    let end = start + page[start..].find("</script>").unwrap();
+    serde_json::from_str(&page[start..end]).unwrap()
+}
+
+/// The page names an instance by its place in the page's list, a dependant of a failed input
+/// is `skipped` (after a run and from `ablate report` alike) and a parallel-coordinates row
+/// points at its own instance — with a stage declared before the one it needs, so none of it
+/// can lean on the file's order.
+#[test]
+fn instances_are_named_by_their_place_on_the_page_when_a_stage_precedes_its_input() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("train.py"), TRAIN).unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        r#"
+name: order
+stages:
+  after:
+    op: cmd
+    needs: [train]
+    params: { run: "true" }
+  train:
+    op: cmd
+    matrix: { width: [16, 64], lr: [0.1, 0.3], seed: [0, 1] }
+    params: { run: python3 train.py, deps: [train.py] }
+"#,
+    )
+    .unwrap();
+    let run = ablate(dir.path(), &["run", "p.yaml"]);
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let html = dir.path().join("results/order/report.html");
+    for page in ["run", "report"] {
+        if page == "report" {
+            std::fs::remove_file(&html).unwrap();
+            let out = ablate(dir.path(), &["report", "p.yaml"]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let data = page_data(&html);
+        let instances = data["instances"].as_array().unwrap();
+        for (i, inst) in instances.iter().enumerate() {
+            assert_eq!(inst["id"], i, "{page}: {inst}");
+        }
+        // `after` maps over `train`: the two over the broken configuration are skipped.
+        for after in instances.iter().filter(|i| i["stage"] == "after") {
+            let broken = after["label"].as_str().unwrap().contains("width=64,lr=0.3");
+            let expected = if broken {
+                "skipped"
+            } else if page == "run" {
+                "ran"
+            } else {
+                "cached"
+            };
+            assert_eq!(after["status"], expected, "{page}: {after}");
+        }
+        let rows = data["parallel"][0]["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 6, "{page}");
+        for row in rows {
+            let inst = &instances[row["instance"].as_u64().unwrap() as usize];
+            assert_eq!(inst["stage"], "train", "{page}: {row}");
+            assert_eq!(inst["params"]["width"], row["values"][2], "{page}: {row}");
+        }
+    }
+}
