@@ -7414,3 +7414,50 @@ fn report_tables_show_bootstrap_intervals_and_paired_differences_over_seeds() {
     let twice = read_parquet(&dir.join("table_again.parquet"));
     assert_eq!(twice, table);
 }
+
+/// #26: a `cmd` program imports the `ablate` module the binary carries, with nothing
+/// installed and no `PYTHONPATH` of its own — and a user's `PYTHONPATH` still works after it.
+#[test]
+fn a_cmd_script_imports_the_ablate_module_the_binary_carries() {
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(sb.path().join("mine/helpers")).unwrap();
+    std::fs::write(sb.path().join("mine/helpers/__init__.py"), "VALUE = 7\n").unwrap();
+    sb.write(
+        "probe.py",
+        r#"
+import json, os
+import ablate, helpers
+out = os.environ["ABLATE_OUT"]
+json.dump({"imported": 1, "helpers": helpers.VALUE}, open(os.path.join(out, "metrics.json"), "w"))
+open(os.path.join(out, "where.txt"), "w").write(ablate.__file__ + "\n" + os.environ["PYTHONPATH"])
+"#,
+    );
+    sb.write(
+        "p.yaml",
+        "name: py\nstages:\n  probe: { op: cmd, params: { run: python3 probe.py, deps: [probe.py] } }\n",
+    );
+    let run = Run::from(
+        sb.command(&["run", "p.yaml", "--json"])
+            .env("PYTHONPATH", sb.path().join("mine"))
+            .output()
+            .unwrap(),
+    )
+    .code(EXIT_OK);
+    let key = ids_of(&events_of(&run.stdout), "finished");
+    assert_eq!(key, ["probe"]);
+    let finished = events_of(&run.stdout)
+        .into_iter()
+        .find(|e| e["event"] == "finished")
+        .unwrap();
+    assert_eq!(finished["metrics"]["imported"], 1.0);
+    assert_eq!(finished["metrics"]["helpers"], 7.0);
+    let entry = sb.entry(finished["key"].as_str().unwrap());
+    let whereabouts = std::fs::read_to_string(entry.join("where.txt")).unwrap();
+    let (module, path) = whereabouts.split_once('\n').unwrap();
+    // The embedded copy, written under the temporary directory, comes first.
+    assert!(module.contains("ablate-python-"), "{module}");
+    assert!(
+        path.ends_with(&format!(":{}", sb.path().join("mine").display())),
+        "{path}"
+    );
+}

@@ -10,6 +10,7 @@
 
 mod args;
 mod metrics_log;
+mod python;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -333,6 +334,13 @@ fn environment(command: &mut Command, ctx: &OpContext<'_>) {
         if std::env::var_os(var).is_none() {
             command.env(var, &threads);
         }
+    }
+    // `import ablate` finds the module that speaks this binary's protocol, installed or not.
+    if let Some(dir) = python::module_dir() {
+        command.env(
+            "PYTHONPATH",
+            python::python_path(dir, std::env::var_os("PYTHONPATH")),
+        );
     }
     // Locally, the GPUs the scheduler gave this instance; on Slurm, the allocation's
     // (inherited).
