@@ -30,7 +30,8 @@ wheel=$(tail -n 1 <<<"$built")
 wheel=$(realpath "$wheel")
 version=$(basename "$wheel" | cut -d- -f2)
 bytes=$(stat -c %s "$wheel")
-echo "wheel-check: $(basename "$wheel"): $((bytes / 1000000)).$((bytes / 100000 % 10)) MB, built in $((ms / 1000)).$((ms / 100 % 10)) s (just wheel)"
+echo "wheel-check: $(basename "$wheel"): $((bytes / 1000000)).$((bytes / 100000 % 10)) MB," \
+    "built in $((ms / 1000)).$((ms / 100 % 10)) s (just wheel)"
 
 "$venv/bin/pip" install -q --disable-pip-version-check "$wheel[pandas,test]" ||
     die "failed to pip install \`$wheel[pandas,test]\` (pyarrow, pandas and pytest come from PyPI: network needed)"
