@@ -4,7 +4,8 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 # The release binary: training is numeric code, and release is what users time. The recipes
 # that run it build it first when a source changed (`build`), saying so.
-ablate := env_var_or_default("CARGO_TARGET_DIR", "target") / "release/ablate"
+target := env_var_or_default("CARGO_TARGET_DIR", "target")
+ablate := target / "release/ablate"
 
 default:
     @just --list
@@ -20,6 +21,16 @@ build:
 # Put `ablate` on your PATH (in ~/.cargo/bin), to run pipelines from any directory.
 install:
     cargo install --locked --path crates/ablate-cli
+
+# The wheel, target/wheels/ablate-*.whl (its path is printed last): the release binary and the
+# Python module, for `pip install` into any venv. maturin (pyproject.toml) builds with cargo's
+# release profile into the same target directory, so after `just build` it relinks nothing;
+# maturin itself is installed into target/maturin the first time.
+wheel:
+    @[[ -x {{target}}/maturin/bin/maturin ]] || { python3 -m venv {{target}}/maturin && {{target}}/maturin/bin/pip install -q 'maturin>=1.5,<2'; }
+    @rm -f {{target}}/wheels/ablate-*.whl
+    {{target}}/maturin/bin/maturin build --release --out {{target}}/wheels
+    @ls {{target}}/wheels/ablate-*.whl
 
 # The CUDA binary (target/release/ablate with `--features cuda`): needs the CUDA toolkit, found
 # through `CUDA_ROOT` (or `CUDA_PATH`, or nvcc on PATH). Without a toolkit, see
