@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ablate_cache::{EntryStatus, Lookup, Manifest, Store};
+use ablate_cache::{CachedEntry, EntryStatus, Lookup, Manifest, Store};
 use ablate_ops::Registry;
 use ablate_plan::{Plan, PlanIndex};
 use ablate_report::html::{self, DepView, InstanceView, Report};
@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use crate::cli::{Global, ReportArgs};
 use crate::load::{load, open_store};
+use crate::results::Completed;
 
 /// What a report built from part of its inputs says of itself.
 const PARTIAL: &str =
@@ -33,9 +34,14 @@ pub struct RunFacts {
     pub computed: HashSet<PlanIndex>,
     pub failed: HashMap<PlanIndex, String>,
     pub skipped: HashMap<PlanIndex, String>,
-    /// The entries the run ended with, by instance: a report built from part of its inputs has
-    /// a key of its own, which a lookup of the instance's key does not find.
-    pub entries: HashMap<PlanIndex, Arc<Manifest>>,
+}
+
+/// What the page is drawn from after a run: its facts, and the entries it ended with (a report
+/// built from part of its inputs has a key of its own, which a lookup of the instance's key
+/// does not find; a cached entry's manifest is read here, once, if at all).
+pub struct RunView<'a> {
+    pub facts: &'a RunFacts,
+    pub completed: &'a [Completed],
 }
 
 pub fn report(global: &Global, args: ReportArgs) -> anyhow::Result<u8> {
@@ -61,29 +67,31 @@ impl RunFacts {
 }
 
 /// Writes `results/<pipeline>/report.html` (temp-then-rename) and returns its path. Without
-/// `facts` (`ablate report`), instances in the cache are `cached`. After a run that did
+/// `run` (`ablate report`), instances in the cache are `cached`. After a run that did
 /// nothing, a page showing the same instances in the same states is left as it is (a no-op
-/// rerun writes nothing in the results).
+/// rerun writes nothing in the results), and nothing but the statuses is computed.
 pub fn write(
     results: &Path,
     store: &Store,
     plan: &Plan,
     registry: &Registry,
     file: &Path,
-    facts: Option<&RunFacts>,
+    run: Option<RunView<'_>>,
 ) -> anyhow::Result<PathBuf> {
     let dir = results.join(plan.pipeline());
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("failed to create `{}`", dir.display()))?;
-    let report = gather(&dir, store, plan, registry, file, facts);
+    let views = instance_views(&dir, store, plan, run.as_ref());
+    let fingerprint = fingerprint(plan, &views);
     let path = dir.join("report.html");
-    let idle = facts.is_some_and(|f| !f.did_something());
+    let idle = run.as_ref().is_some_and(|r| !r.facts.did_something());
     if idle
         && std::fs::read_to_string(&path)
-            .is_ok_and(|old| old.contains(&format!("\"fingerprint\":\"{}\"", report.fingerprint)))
+            .is_ok_and(|old| old.contains(&format!("\"fingerprint\":\"{fingerprint}\"")))
     {
         return Ok(path);
     }
+    let report = assemble(&dir, plan, registry, file, views, fingerprint);
     let page = html::render(&report);
     let tmp = ablate_results::temp_path(&dir, "report.html");
     std::fs::write(&tmp, page)
@@ -95,16 +103,23 @@ pub fn write(
     Ok(path)
 }
 
-fn gather(
+/// Every instance of the plan as the page shows it, in plan order, with its status.
+fn instance_views(
     dir: &Path,
     store: &Store,
     plan: &Plan,
-    registry: &Registry,
-    file: &Path,
-    facts: Option<&RunFacts>,
-) -> Report {
+    run: Option<&RunView<'_>>,
+) -> Vec<InstanceView> {
     let empty = RunFacts::default();
-    let facts = facts.unwrap_or(&empty);
+    let facts = run.map_or(&empty, |r| r.facts);
+    let ended: HashMap<PlanIndex, &CachedEntry> = run
+        .map(|r| {
+            r.completed
+                .iter()
+                .map(|c| (c.instance, &*c.entry))
+                .collect()
+        })
+        .unwrap_or_default();
     let by_key: HashMap<_, _> = plan
         .instances()
         .map(|(_, i)| (i.key, i.id.as_str()))
@@ -140,12 +155,13 @@ fn gather(
                 .collect(),
             ..InstanceView::default()
         };
-        let entry: Option<Arc<Manifest>> = facts.entries.get(&idx).cloned().or_else(|| match store
-            .lookup(&inst.key)
-        {
-            Lookup::Hit(m) => Some(Arc::from(m)),
-            Lookup::Miss | Lookup::Invalid(_) => None,
-        });
+        let entry: Option<Arc<Manifest>> = match ended.get(&idx) {
+            Some(e) => e.manifest().ok(),
+            None => match store.lookup(&inst.key) {
+                Lookup::Hit(m) => Some(Arc::from(m)),
+                Lookup::Miss | Lookup::Invalid(_) => None,
+            },
+        };
         // A report built from the inputs that finished, found by `ablate report` through the
         // files it published (its entry's key depends on which inputs finished).
         let published_partial = entry.is_none()
@@ -217,6 +233,35 @@ fn gather(
         }
         views.push(v);
     }
+    views
+}
+
+/// What the page shows, hashed: the plan's instances, their statuses and the version that
+/// draws them. Ran and cached are one state here: a rerun finds cached what the run before
+/// computed.
+fn fingerprint(plan: &Plan, views: &[InstanceView]) -> String {
+    let mut print = format!("{}\n{}\n", plan.pipeline(), env!("CARGO_PKG_VERSION"));
+    for v in views {
+        let status = if v.status == "ran" {
+            "cached"
+        } else {
+            &v.status
+        };
+        print.push_str(&format!("{} {status} {}\n", v.key, v.status_detail));
+    }
+    ablate_cache::Digest::of_bytes(print.as_bytes()).to_hex()
+}
+
+/// The page around the instances: curves, parallel coordinates, published tables and claims,
+/// counts.
+fn assemble(
+    dir: &Path,
+    plan: &Plan,
+    registry: &Registry,
+    file: &Path,
+    views: Vec<InstanceView>,
+    fingerprint: String,
+) -> Report {
     let x_of = |op: &str| match (op, registry.budget_unit(op)) {
         // `eval.metric` logs its per-layer geometry with the layer as the step.
         ("eval.metric", _) => "layer".to_owned(),
@@ -234,19 +279,9 @@ fn gather(
     for v in &views {
         *counts.entry(v.status.replace(' ', "_")).or_default() += 1;
     }
-    // Ran and cached are one state here: a rerun finds cached what the run before computed.
-    let mut print = format!("{}\n{}\n", plan.pipeline(), env!("CARGO_PKG_VERSION"));
-    for v in &views {
-        let status = if v.status == "ran" {
-            "cached"
-        } else {
-            &v.status
-        };
-        print.push_str(&format!("{} {status} {}\n", v.key, v.status_detail));
-    }
     Report {
         pipeline: plan.pipeline().to_owned(),
-        fingerprint: ablate_cache::Digest::of_bytes(print.as_bytes()).to_hex(),
+        fingerprint,
         file: file.display().to_string(),
         generated: format_timestamp_us(now_us()),
         ablate_version: env!("CARGO_PKG_VERSION").to_owned(),

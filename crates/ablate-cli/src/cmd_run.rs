@@ -166,13 +166,9 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
                 reporter.handle(&ev);
                 match ev {
                     RunEvent::Cached { instance, entry, .. } => {
-                        if let Ok(m) = entry.manifest() {
-                            facts.entries.insert(instance, m);
-                        }
                         completed.push(Completed { instance, entry, computed: false });
                     }
                     RunEvent::Finished { instance, manifest, by_other, .. } => {
-                        facts.entries.insert(instance, Arc::clone(&manifest));
                         let entry = Arc::new(CachedEntry::loaded(manifest));
                         if !by_other {
                             facts.computed.insert(instance);
@@ -264,7 +260,10 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
         plan,
         &loaded.registry,
         &args.spec.file,
-        Some(&facts),
+        Some(cmd_report::RunView {
+            facts: &facts,
+            completed: &completed,
+        }),
     ) {
         Ok(path) if mode != Mode::Json => eprintln!("report: {}", path.display()),
         Ok(_) => {}
