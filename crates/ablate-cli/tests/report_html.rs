@@ -89,20 +89,19 @@ fn chromium() -> PathBuf {
     );
 }
 
-/// The DOM after the page's script ran (and the console messages Chromium logged).
-fn dump_dom(html: &Path, profile: &Path) -> (String, String) {
+/// Headless Chromium on `html` with `args` after the common ones; its output, checked to
+/// have succeeded.
+fn headless(html: &Path, profile: &Path, args: &[String]) -> std::process::Output {
     let out = Command::new(chromium())
         .args([
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
             "--no-first-run",
-            "--enable-logging=stderr",
-            "--v=0",
-            "--virtual-time-budget=10000",
-            &format!("--user-data-dir={}", profile.display()),
-            "--dump-dom",
         ])
+        .arg("--virtual-time-budget=10000")
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
         .arg(format!("file://{}", html.display()))
         .output()
         .expect("run chromium");
@@ -111,6 +110,13 @@ fn dump_dom(html: &Path, profile: &Path) -> (String, String) {
         "chromium failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out
+}
+
+/// The DOM after the page's script ran (and the console messages Chromium logged).
+fn dump_dom(html: &Path, profile: &Path) -> (String, String) {
+    let args = ["--enable-logging=stderr", "--v=0", "--dump-dom"].map(String::from);
+    let out = headless(html, profile, &args);
     (
         without_scripts(&String::from_utf8_lossy(&out.stdout)),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -140,26 +146,12 @@ fn screenshot(html: &Path, profile: &Path, name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../report-screenshots");
     std::fs::create_dir_all(&dir).unwrap();
     let png = dir.join(format!("{name}.png"));
-    let out = Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--hide-scrollbars",
-            "--window-size=1280,5000",
-            "--virtual-time-budget=10000",
-            &format!("--user-data-dir={}", profile.display()),
-        ])
-        .arg(format!("--screenshot={}", png.display()))
-        .arg(format!("file://{}", html.display()))
-        .output()
-        .expect("run chromium");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let args = [
+        "--hide-scrollbars".to_owned(),
+        "--window-size=1280,5000".to_owned(),
+        format!("--screenshot={}", png.display()),
+    ];
+    headless(html, profile, &args);
     assert!(
         std::fs::metadata(&png).unwrap().len() > 10_000,
         "an empty screenshot"
@@ -253,7 +245,7 @@ fn the_report_of_a_sweep_with_a_failed_instance_renders_every_section() {
     eprintln!("screenshot: {}", png.display());
 
     // `ablate report` rewrites the same page from the cache, without running anything.
-    let before = std::fs::read_to_string(&html).unwrap();
+    let before = page_data(&html);
     std::fs::remove_file(&html).unwrap();
     let out = ablate(dir.path(), &["report", "p.yaml"]);
     assert!(
@@ -261,14 +253,9 @@ fn the_report_of_a_sweep_with_a_failed_instance_renders_every_section() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let after = std::fs::read_to_string(&html).unwrap();
-    let data = |page: &str| {
-        let start = page.find("id=\"ablate-data\">").unwrap();
-        let rest = &page[start..];
-        let end = rest.find("</script>").unwrap();
-        let v: serde_json::Value =
-            serde_json::from_str(&rest["id=\"ablate-data\">".len()..end]).unwrap();
-        // A run says what it computed; `ablate report` finds everything cached.
+    let after = page_data(&html);
+    // A run says what it computed; `ablate report` finds everything cached.
+    let shown = |v: &serde_json::Value| {
         let statuses: Vec<(String, String)> = v["instances"]
             .as_array()
             .unwrap()
@@ -281,7 +268,7 @@ fn the_report_of_a_sweep_with_a_failed_instance_renders_every_section() {
         let keep = ["tables", "curves", "parallel", "claims"].map(|k| v[k].clone());
         (statuses, keep)
     };
-    assert_eq!(data(&before), data(&after));
+    assert_eq!(shown(&before), shown(&after));
 }
 
 #[test]
