@@ -213,28 +213,7 @@ pub fn line_figure(inputs: &[Input], spec: &Spec, note: &str) -> Result<LineFigu
             return Err(format!("`log_x` needs positive values of label `{x}`"));
         }
     }
-    if spec.log_y && all().any(|pt| pt.mean <= 0.0) {
-        return Err(format!("`log_y` needs positive values of metric `{y}`"));
-    }
-    let title = spec
-        .title
-        .clone()
-        .unwrap_or_else(|| match group.is_empty() {
-            false => format!("{y} vs {x} by {}", group.join(", ")),
-            true => format!("{y} vs {x}"),
-        });
-    Ok(LineFigure {
-        title: format!("{title}{note}"),
-        legend_title: (!group.is_empty()).then(|| group.join(", ")),
-        x_name: x.clone(),
-        y_name: y.clone(),
-        x_axis,
-        series,
-        log_x: spec.log_x,
-        log_y: spec.log_y,
-        spread: Spread::Bars,
-        size: LINE_SIZE,
-    })
+    line_of(spec, &group, (x, x_axis), y, series, Spread::Bars, note)
 }
 
 /// `kind: curve`: metric `y` against the step (#18). Every input must log it with a step, so
@@ -286,26 +265,54 @@ pub fn curve_figure(inputs: &[Input], spec: &Spec, note: &str) -> Result<LineFig
             "`log_x` needs positive steps, but `{y}` is logged at step 0"
         ));
     }
-    if spec.log_y && all().any(|pt| pt.mean <= 0.0) {
+    let step = "step".to_owned();
+    line_of(
+        spec,
+        &group,
+        (&step, data::XAxis::Numeric),
+        y,
+        series,
+        Spread::Band,
+        note,
+    )
+}
+
+/// A line figure of `series` (metric `y` against `x`), checked for `log_y`, titled `y vs x
+/// [by group]` unless the spec names a title: what `line` and `curve` share.
+fn line_of(
+    spec: &Spec,
+    group: &[String],
+    (x, x_axis): (&String, data::XAxis),
+    y: &String,
+    series: Vec<data::Series>,
+    spread: Spread,
+    note: &str,
+) -> Result<LineFigure, String> {
+    if spec.log_y
+        && series
+            .iter()
+            .flat_map(|s| &s.points)
+            .any(|pt| pt.mean <= 0.0)
+    {
         return Err(format!("`log_y` needs positive values of metric `{y}`"));
     }
     let title = spec
         .title
         .clone()
         .unwrap_or_else(|| match group.is_empty() {
-            false => format!("{y} vs step by {}", group.join(", ")),
-            true => format!("{y} vs step"),
+            false => format!("{y} vs {x} by {}", group.join(", ")),
+            true => format!("{y} vs {x}"),
         });
     Ok(LineFigure {
         title: format!("{title}{note}"),
         legend_title: (!group.is_empty()).then(|| group.join(", ")),
-        x_name: "step".into(),
+        x_name: x.clone(),
         y_name: y.clone(),
-        x_axis: data::XAxis::Numeric,
+        x_axis,
         series,
         log_x: spec.log_x,
         log_y: spec.log_y,
-        spread: Spread::Band,
+        spread,
         size: LINE_SIZE,
     })
 }
