@@ -6,6 +6,8 @@
 //! calls `figures` and writes the files.
 
 mod caption;
+#[cfg(any(test, feature = "test-support"))]
+pub mod check;
 pub mod data;
 pub mod draw;
 pub mod figures;

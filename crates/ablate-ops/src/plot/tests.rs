@@ -9,39 +9,13 @@ use ablate_results::Table;
 use ablate_run::{CancelToken, JobInput, OpContext};
 use ablate_spec::{Params, Value};
 
+use ablate_report::plot::check::{count, hex, read_outputs};
 use serde_json::json;
 
 use super::data::{Pareto, ParetoFacet, ParetoPoint, Point, Series, XAxis};
-use super::draw::{self, LineFigure, ParetoFigure, RGBColor, Spread};
+
+use super::draw::{self, LineFigure, ParetoFigure, Spread};
 use super::*;
-
-fn hex(c: RGBColor) -> String {
-    format!("#{:02X}{:02X}{:02X}", c.0, c.1, c.2)
-}
-
-/// The `<tag …>` elements of `svg` whose attributes contain `attr` (all of them for "").
-fn count(svg: &str, tag: &str, attr: &str) -> usize {
-    svg.split('<')
-        .filter(|el| el.starts_with(&format!("{tag} ")))
-        .filter(|el| el.split('>').next().is_some_and(|a| a.contains(attr)))
-        .count()
-}
-
-/// Reads `<stem>.svg` (checked to be one well-formed-looking `<svg>` document) and checks
-/// `<stem>.png` has the PNG signature and `size`.
-fn read_outputs(dir: &Path, size: (u32, u32)) -> String {
-    let svg = std::fs::read_to_string(dir.join("plot.svg")).expect("plot.svg exists");
-    assert!(svg.trim_start().starts_with("<svg"), "{}", &svg[..60]);
-    assert!(svg.trim_end().ends_with("</svg>"));
-    assert_eq!(svg.matches("<svg").count(), 1);
-    let png = std::fs::read(dir.join("plot.png")).expect("plot.png exists");
-    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
-    assert_eq!(&png[12..16], b"IHDR");
-    let w = u32::from_be_bytes(png[16..20].try_into().unwrap());
-    let h = u32::from_be_bytes(png[20..24].try_into().unwrap());
-    assert_eq!((w, h), size);
-    svg
-}
 
 fn pt(x: f64, mean: f64, std: Option<f64>) -> Point {
     Point { x, mean, std }
