@@ -4119,8 +4119,12 @@ stages:
         .status()
         .unwrap();
     assert!(requeue.success());
-    // A requeued job waits out a `BeginTime` (minutes): let it go now.
+    // A requeued job waits out a `BeginTime` (minutes): let it go now, but not within the
+    // second of the requeue. slurmd refuses a credential made in the second its job's old one
+    // was revoked ("Job credential revoked"): the task then fails for good at launch, which is
+    // what failed this test in CI (slurmctld.log: "Killing non-startable batch JobId").
     wait_for("pending");
+    std::thread::sleep(Duration::from_millis(1500));
     let now = Command::new("scontrol")
         .args(["update", &format!("jobid={task}"), "StartTime=now"])
         .status()

@@ -924,10 +924,11 @@ enum Verdict {
 }
 
 /// How long a task seen failed, preempted or on a failed node is given for Slurm to put it back
-/// in the queue itself. Tasks go out with `--requeue`; a requeued task (`scontrol requeue`, a
-/// preemption) shows `FAILED` for a moment before `PENDING`, and was failed for good on that
-/// sight (issue 24). 3 s was too short for a loaded controller (a requeue seen failed for
-/// longer in a full test run), and a genuine failure reported 10 s late costs little.
+/// in the queue itself. Tasks go out with `--requeue`, and a preempted task may be seen ended
+/// before it is pending again; a genuine failure reported 10 s late costs little. (The `FAILED`
+/// once blamed on a slow controller here was a test restarting a requeued task within the
+/// second of its requeue, which slurmd refuses: "Job credential revoked". Measured on Slurm
+/// 22.05, `scontrol requeue` goes `COMPLETING` then `PENDING` under load too.)
 const REQUEUE_GRACE: Duration = Duration::from_secs(10);
 
 /// `requeues`: how often it was submitted again already; `ended_for`: how long polls have seen
