@@ -288,8 +288,10 @@ fn assemble(
         git_rev: crate::results::git_revision(),
         counts,
         stats_note: "± is the sample standard deviation over the runs of a cell (n − 1), (n) \
-                     their count; [lo, hi] is a 95% percentile-bootstrap confidence interval of \
-                     the mean (seeded, so the same results give the same interval); Δ is the \
+                     their count; [lo, hi] is a 95% bootstrap confidence interval of the mean \
+                     (expanded percentile, seeded, so the same results give the same interval; it \
+                     cannot reach past the range of the runs, which holds the mean at most \
+                     1 − 2^(1 − n) of the time: 75% for 3 runs); Δ is the \
                      mean paired difference from the baseline over the seeds both share, with \
                      its interval. Curves: the line is the mean over the runs of a group, the \
                      band ± one standard deviation where two or more runs logged the step."

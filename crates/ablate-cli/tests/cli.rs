@@ -7323,6 +7323,7 @@ stages:
     params:
       claims:
         - { name: tuned_wins, assert: "diff(acc | method=tuned vs acc | method=base) > 0 @ 95%" }
+        - { name: tuned_wins_75, assert: "diff(acc | method=tuned vs acc | method=base) > 0 @ 75%" }
         - { name: by_a_lot, assert: "diff(acc | method=tuned vs acc | method=base) > 0.05 @ 95%" }
 "#;
 
@@ -7350,8 +7351,10 @@ fn report_tables_show_bootstrap_intervals_and_paired_differences_over_seeds() {
             "| method |                    acc (n=3) |",
             "| base   | 0.767 ± 0.153 [0.600, 0.900] |",
             "| tuned  | 0.777 ± 0.153 [0.610, 0.910] |",
-            "[a, b] is the 95% bootstrap confidence interval of the mean (percentile method, \
-             10,000 resamples, seeded by the values)",
+            "[a, b] is the 95% bootstrap confidence interval of the mean (expanded percentile \
+             method, 10,000 resamples, seeded by the values)",
+            "With 3 values an interval lies within their range, which holds the mean at most 75% \
+             of the time",
         ],
     );
     let table = read_parquet(&dir.join("table.parquet"));
@@ -7405,13 +7408,30 @@ fn report_tables_show_bootstrap_intervals_and_paired_differences_over_seeds() {
     assert_eq!(ints(column(&single, "acc.delta_n")), [None, Some(1)]);
 
     let claims = read_parquet(&dir.join("claims.parquet"));
+    // Three seeds that all favour `tuned` cannot show 95% (their range holds the mean at most
+    // 75% of the time), but can show 75%; pointing the other way fails whatever the seeds.
     assert_eq!(
         strs(column(&claims, "result")),
-        [Some("pass".to_owned()), Some("fail".to_owned())]
+        [
+            Some("undecided".to_owned()),
+            Some("pass".to_owned()),
+            Some("fail".to_owned())
+        ]
     );
-    assert_eq!(floats(column(&claims, "level")), [Some(0.95), Some(0.95)]);
+    assert_eq!(
+        floats(column(&claims, "level")),
+        [Some(0.95), Some(0.75), Some(0.95)]
+    );
     let md = std::fs::read_to_string(dir.join("claims.md")).unwrap();
-    assert_contains_all(&md, &["[0.01, 0.01] (95%)", "3 pairs; the 95% interval"]);
+    assert_contains_all(
+        &md,
+        &[
+            "[0.01, 0.01] (95%)",
+            "3 pairs cannot show 95% confidence",
+            "6 pairs can, or ask @ 75%",
+            "3 pairs; the 75% interval",
+        ],
+    );
 
     // The same results give the same bits: `table_again` (`ci: true`, the same level) is
     // another instance, computed on its own.

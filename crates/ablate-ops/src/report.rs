@@ -64,13 +64,14 @@ impl Table {
                 // no `± 0.000` for one value (a null `.std`), inputs that did not finish marked
                 // (#21). 4: `best` and `top` (#24). 5: bootstrap confidence intervals of the mean
                 // (`ci`, `resamples`), paired differences over shared seeds with `relative_to`
-                // (`pair_by`), the `iqm` aggregate (#25).
-                version: 5,
+                // (`pair_by`), the `iqm` aggregate (#25). 6: the expanded percentile interval (wider
+                // with few seeds) and a caption saying what few seeds can cover.
+                version: 6,
                 summary: "Gather the final metrics of every instance of its needs into a table: one row per value of \
                           `rows`, one column per value of `cols`, each cell aggregating `metric` over the other labels \
                           (e.g. seeds). `mean_std` cells read `0.930 ± 0.010 [0.912, 0.948]`: mean ± sample \
-                          standard deviation, then the 95% percentile bootstrap confidence interval of the mean \
-                          (10,000 resamples, seeded by the values, so the table is reproducible bit for bit; none \
+                          standard deviation, then the 95% bootstrap confidence interval of the mean (expanded percentile, \
+                          10,000 resamples, seeded by the values, so the table is reproducible bit for bit; none \
                           for one value: `(n=1, no interval)`); Parquet columns `<metric>.mean`, `.std`, `.n`, \
                           `.ci_low`, `.ci_high`. With `relative_to`, each cell is also shown as the gain (%) of its \
                           mean over the mean of a baseline cell, and as the paired difference (cell − base) over \
@@ -149,7 +150,7 @@ impl Table {
                             ParamType::optional(ParamType::Bool),
                         ),
                         json!(DEFAULT_LEVEL),
-                        "the confidence level of the intervals: the percentile bootstrap interval of each \
+                        "the confidence level of the intervals: the expanded percentile bootstrap interval of each \
                          `mean_std` cell's mean and of each paired difference (`relative_to`); `false` or \
                          `null`: none",
                     ),

@@ -427,7 +427,16 @@ impl<'a> Grid<'a> {
             })
             .collect();
         let mut out = sections.join("\n");
-        if let Some(caption) = caption(spec) {
+        // The fewest values behind an interval: what the caption warns about.
+        let fewest = self
+            .values
+            .iter()
+            .flatten()
+            .flatten()
+            .map(Vec::len)
+            .filter(|&n| n >= 2)
+            .min();
+        if let Some(caption) = caption(spec, fewest) {
             out.push_str(&format!("\n{caption}\n"));
         }
         out
@@ -538,8 +547,9 @@ impl<'a> Grid<'a> {
     }
 }
 
-/// What `±` and `[ ]` mean, under a `mean_std` table.
-fn caption(spec: &PivotSpec) -> Option<String> {
+/// What `±` and `[ ]` mean, under a `mean_std` table; `fewest`: the fewest values behind an
+/// interval, which, if few, bound what any interval within their range can cover.
+fn caption(spec: &PivotSpec, fewest: Option<usize>) -> Option<String> {
     if spec.aggregate == Aggregate::Iqm {
         return Some(
             "Each cell is the interquartile mean of its values: the mean of the middle 50%, a value \
@@ -552,7 +562,20 @@ fn caption(spec: &PivotSpec) -> Option<String> {
     }
     let sd = "± is the sample standard deviation (n − 1) over a cell's n values";
     Some(match spec.ci {
-        Some(b) => format!("{sd}; [a, b] is the {}.", b.describe()),
+        Some(b) => {
+            let mut text = format!("{sd}; [a, b] is the {}.", b.describe());
+            if let Some((n, most)) =
+                fewest.and_then(|n| Some((n, crate::stats::range_coverage(n, b.level)?)))
+            {
+                text.push_str(&format!(
+                    " With {n} values an interval lies within their range, which holds the mean \
+                     at most {} of the time (1 − 2^(1 − n), for a symmetric spread): read it as \
+                     the least uncertainty there is.",
+                    crate::stats::percent(most)
+                ));
+            }
+            text
+        }
         None => format!("{sd}."),
     })
 }
@@ -799,8 +822,10 @@ pub(crate) mod tests {
 n=3 per cell unless marked.
 
 ± is the sample standard deviation (n − 1) over a cell's n values; [a, b] is the 95% \
-bootstrap confidence interval of the mean (percentile method, 10,000 resamples, seeded by the \
-values).
+bootstrap confidence interval of the mean (expanded percentile method, 10,000 resamples, \
+seeded by the values). With 2 values an interval lies within their range, which holds the mean \
+at most 50% of the time (1 − 2^(1 − n), for a symmetric spread): read it as the least \
+uncertainty there is.
 ";
         assert_eq!(p.markdown, expected);
     }
@@ -851,8 +876,10 @@ values).
 | tied    | 0.400 ± 0.000 [0.400, 0.400] |
 
 ± is the sample standard deviation (n − 1) over a cell's n values; [a, b] is the 95% \
-bootstrap confidence interval of the mean (percentile method, 10,000 resamples, seeded by the \
-values).
+bootstrap confidence interval of the mean (expanded percentile method, 10,000 resamples, \
+seeded by the values). With 3 values an interval lies within their range, which holds the mean \
+at most 75% of the time (1 − 2^(1 − n), for a symmetric spread): read it as the least \
+uncertainty there is.
 ";
         assert_eq!(p.markdown, expected);
     }
@@ -1035,8 +1062,10 @@ values).
 | 1.0 |                                     diverged |          1 failed, 1 skipped |
 
 ± is the sample standard deviation (n − 1) over a cell's n values; [a, b] is the 95% \
-bootstrap confidence interval of the mean (percentile method, 10,000 resamples, seeded by the \
-values).
+bootstrap confidence interval of the mean (expanded percentile method, 10,000 resamples, \
+seeded by the values). With 2 values an interval lies within their range, which holds the mean \
+at most 50% of the time (1 − 2^(1 − n), for a symmetric spread): read it as the least \
+uncertainty there is.
 ";
         assert_eq!(p.markdown, expected);
         assert_close(&floats(&p.table, "acc[hidden=32].mean")[..1], &[0.93]);

@@ -724,8 +724,8 @@ Baselines:
 | ul2       |    +0.10 (1 pair, no interval) | -0.10 (1 pair, no interval) |    +0.10 (1 pair, no interval) | +0.10 (1 pair, no interval) |
 
 Each cell: the mean, over the `seed` values it shares with its baseline, of (cell − base) in the \
-metric's units (not negated), then [a, b]: its 95% bootstrap confidence interval (percentile \
-method, 10,000 resamples, seeded by the values), and the number of pairs. Pairing by `seed` takes \
+metric's units (not negated), then [a, b]: its 95% bootstrap confidence interval (expanded \
+percentile method, 10,000 resamples, seeded by the values), and the number of pairs. Pairing by `seed` takes \
 out what both sides of a pair share (the data order and initialisation a seed fixes), so the \
 interval reflects the difference, not the spread across seeds.
 

@@ -2,13 +2,15 @@
 //! and a claim's `mean(…)`/`std(…)`/`median(…)`/`diff(…)` — so one set of numbers means one
 //! thing everywhere: a sample standard deviation (n − 1), summed in input order; quantiles by
 //! linear interpolation (R's type 7, numpy's default); the interquartile mean with fractional
-//! weights at the quartiles; and a seeded percentile bootstrap for intervals of a mean, which
-//! gives the same bits on every machine and every run (#25).
+//! weights at the quartiles; and a seeded bootstrap for intervals of a mean (the expanded
+//! percentile interval, so a few seeds do not give an overconfident one), which gives the same
+//! bits on every machine and every run (#25).
 //!
 //! References: Agarwal et al., "Deep reinforcement learning at the edge of the statistical
 //! precipice", NeurIPS 2021 (rliable: the IQM, bootstrap intervals over few seeds); Bouthillier
 //! et al., "Accounting for variance in machine learning benchmarks", MLSys 2021 (pairing the
-//! sources of variation two settings share).
+//! sources of variation two settings share); Hesterberg, "What teachers should know about the
+//! bootstrap", The American Statistician 69(4), 2015 (the expanded percentile interval).
 
 use std::cmp::Ordering;
 
@@ -131,10 +133,10 @@ impl Bootstrap {
         )
     }
 
-    /// "percentile method, 10,000 resamples, seeded by the values".
+    /// "expanded percentile method, 10,000 resamples, seeded by the values".
     pub fn method(&self) -> String {
         format!(
-            "percentile method, {} resamples, seeded by the values",
+            "expanded percentile method, {} resamples, seeded by the values",
             thousands(self.resamples)
         )
     }
@@ -164,10 +166,20 @@ pub struct Interval {
     pub high: f64,
 }
 
-/// The percentile bootstrap confidence interval of the mean of `values`: `b.resamples` times,
-/// draw n values with replacement and take their mean; the interval is the (1 − level)/2 and
-/// (1 + level)/2 [`quantile`]s of those means. `None` for fewer than two values (one value
-/// has no spread to resample) or a NaN among them.
+/// The bootstrap confidence interval of the mean of `values`: `b.resamples` times, draw n
+/// values with replacement and take their mean; the interval is the α′ and 1 − α′
+/// [`quantile`]s of those means, where α′ is [`expanded_tail`]`(n, level)` (the plain
+/// percentile interval would take α = (1 − level)/2). `None` for fewer than two values (one
+/// value has no spread to resample) or a NaN among them.
+///
+/// Why expanded: the bootstrap distribution of a mean is narrower than the mean's own, by
+/// √((n − 1)/n) in its spread and by using a normal rather than a Student t tail, so the
+/// plain percentile interval covers less than its level with few values (measured by
+/// simulation, normal data, 95%: 83% with 5 values, 88% with 8, 90% with 10). Expanded as
+/// Hesterberg (2015) recommends, it covers 92.5%, 94.5% and 94.4% there. Neither can reach
+/// past the range of the values, which holds the mean with probability 1 − 2^(1 − n) at most
+/// for a symmetric spread: 75% with 3 values, 87.5% with 4; [`range_coverage`] says so where a
+/// caption needs it.
 ///
 /// Reproducible: the draws come from [`SplitMix64`] seeded by [`seed_of`] the values, and the
 /// values are sorted first, so the same multiset of values gives the same bits whatever their
@@ -184,11 +196,122 @@ pub fn bootstrap_mean(values: &[f64], b: Bootstrap) -> Option<Interval> {
         .map(|_| (0..n).map(|_| sorted[rng.below(n)]).sum::<f64>() / n as f64)
         .collect();
     means.sort_by(f64::total_cmp);
-    let tail = (1.0 - b.level) / 2.0;
+    let tail = expanded_tail(n, b.level);
     Some(Interval {
         low: quantile_sorted(&means, tail),
         high: quantile_sorted(&means, 1.0 - tail),
     })
+}
+
+/// The lower tail α′ of the expanded percentile interval of a mean of `n ≥ 2` values at
+/// `level`: Φ(√(n/(n − 1)) · t⁻¹ₙ₋₁((1 − level)/2)), with Φ the standard normal CDF and t⁻¹ₙ₋₁
+/// the quantile of Student's t with n − 1 degrees of freedom (Hesterberg 2015, §4.4; the
+/// `resample` R package's `expand = TRUE`). The plain percentile interval's α is
+/// (1 − level)/2; α′ is smaller, and tends to it as n grows: at 95%, 0.0086 for n = 10 and
+/// 6.8·10⁻⁸ for n = 3 (where the interval becomes the range of the draws).
+pub fn expanded_tail(n: usize, level: f64) -> f64 {
+    assert!(n >= 2, "an interval of fewer than two values");
+    let df = (n - 1) as u32;
+    let t = student_t_quantile((1.0 - level) / 2.0, df);
+    normal_cdf((n as f64 / (n - 1) as f64).sqrt() * t)
+}
+
+/// The most an interval within the range of n values can cover the mean of a symmetric spread:
+/// all n values fall on one side of it with probability 2 · 2⁻ⁿ, so 1 − 2^(1 − n) (75% for 3
+/// values, 87.5% for 4, 93.75% for 5). `None` when that is at least `level`: the range is then
+/// no limit.
+pub fn range_coverage(n: usize, level: f64) -> Option<f64> {
+    let most = 1.0 - 2f64.powi(1 - n.min(1_000) as i32);
+    (most < level).then_some(most)
+}
+
+/// P(T ≤ t) for Student's t with `df ≥ 1` (whole) degrees of freedom, by the finite series in
+/// θ = atan(|t|/√df) of Abramowitz & Stegun 26.7.3 (odd df) and 26.7.4 (even df) for
+/// A = P(|T| ≤ |t|), with no incomplete beta function: exact up to rounding, in absolute
+/// terms (a far tail, 0.5 − A/2 with A near 1, keeps ~1e-16 absolute, not relative, precision).
+pub fn student_t_cdf(t: f64, df: u32) -> f64 {
+    assert!(df >= 1, "Student's t with no degrees of freedom");
+    let theta = (t.abs() / f64::from(df).sqrt()).atan();
+    let (sin, cos) = theta.sin_cos();
+    let cos2 = cos * cos;
+    // The sum of the series' terms, each the one before times k/(k + 1) · cos²θ.
+    let series = |first: f64, mut k: f64, terms: u32| {
+        let (mut term, mut sum) = (first, first);
+        for _ in 1..terms {
+            term *= k / (k + 1.0) * cos2;
+            sum += term;
+            k += 2.0;
+        }
+        sum
+    };
+    let a = if df % 2 == 1 {
+        // (2/π)(θ + sinθ(cosθ + (2/3)cos³θ + … + (2·4···(df − 3))/(1·3···(df − 2))cos^(df − 2)θ))
+        let inner = if df == 1 {
+            0.0
+        } else {
+            series(cos, 2.0, (df - 1) / 2)
+        };
+        std::f64::consts::FRAC_2_PI * (theta + sin * inner)
+    } else {
+        // sinθ(1 + (1/2)cos²θ + (1·3)/(2·4)cos⁴θ + … + (1·3···(df − 3))/(2·4···(df − 2))cos^(df − 2)θ)
+        sin * series(1.0, 1.0, df / 2)
+    };
+    if t >= 0.0 {
+        0.5 + a / 2.0
+    } else {
+        0.5 - a / 2.0
+    }
+}
+
+/// The `p` quantile (0 < p < 1) of Student's t with `df` degrees of freedom: [`student_t_cdf`]
+/// inverted by bisection, to the last bits of an f64.
+pub fn student_t_quantile(p: f64, df: u32) -> f64 {
+    assert!(p > 0.0 && p < 1.0, "the {p} quantile");
+    if p > 0.5 {
+        return -student_t_quantile(1.0 - p, df);
+    }
+    let mut low = -1.0;
+    while student_t_cdf(low, df) > p {
+        low *= 2.0;
+    }
+    let mut high = 0.0;
+    for _ in 0..200 {
+        let mid = (low + high) / 2.0;
+        if mid <= low || mid >= high {
+            break;
+        }
+        if student_t_cdf(mid, df) > p {
+            high = mid;
+        } else {
+            low = mid;
+        }
+    }
+    (low + high) / 2.0
+}
+
+/// Φ(x), the standard normal CDF: erfc(−x/√2)/2, with erfc from Numerical Recipes' Chebyshev
+/// fit (`erfcc`, fractional error below 1.2·10⁻⁷ everywhere, so also deep in the tails that
+/// [`expanded_tail`] reaches).
+pub fn normal_cdf(x: f64) -> f64 {
+    let z = -x / std::f64::consts::SQRT_2;
+    let t = 1.0 / (1.0 + 0.5 * z.abs());
+    let poly = [
+        -1.265_512_23,
+        1.000_023_68,
+        0.374_091_96,
+        0.096_784_18,
+        -0.186_288_06,
+        0.278_868_07,
+        -1.135_203_98,
+        1.488_515_87,
+        -0.822_152_23,
+        0.170_872_77,
+    ]
+    .iter()
+    .rev()
+    .fold(0.0, |acc, c| c + t * acc);
+    let erfc = t * (-z * z + poly).exp();
+    0.5 * if z >= 0.0 { erfc } else { 2.0 - erfc }
 }
 
 /// The seed of a bootstrap over `values` (in the order given): the values' bits and their
@@ -404,7 +527,8 @@ mod tests {
                 |v: f64| exact.iter().filter(|m| **m < v - 1e-12).count() as f64 / total;
             let cdf_at = |v: f64| exact.iter().filter(|m| **m <= v + 1e-12).count() as f64 / total;
             let ci = bootstrap_mean(&values, boot).unwrap();
-            for (end, p) in [(ci.low, 0.025), (ci.high, 0.975)] {
+            let tail = expanded_tail(values.len(), boot.level);
+            for (end, p) in [(ci.low, tail), (ci.high, 1.0 - tail)] {
                 assert!(
                     cdf_below(end) <= p + eps && cdf_at(end) >= p - eps,
                     "{values:?}: endpoint {end} has exact CDF [{}, {}], wanted about {p}",
@@ -421,8 +545,8 @@ mod tests {
                 continue;
             }
             let exact_ci = (
-                quantile_sorted(&exact, 0.025),
-                quantile_sorted(&exact, 0.975),
+                quantile_sorted(&exact, tail),
+                quantile_sorted(&exact, 1.0 - tail),
             );
             let width = exact_ci.1 - exact_ci.0;
             assert!(
@@ -490,13 +614,149 @@ mod tests {
         assert_eq!((one.n, one.interval), (1, None));
     }
 
+    /// The expected numbers are scipy 1.17's (`stats.t.cdf`, `stats.t.ppf`, `stats.norm.cdf`,
+    /// printed with `repr`): a reference computed another way (the incomplete beta function,
+    /// Cephes' `ndtr`) than the series and Chebyshev fit here.
+    #[test]
+    fn student_t_and_normal_match_scipy() {
+        let close = |got: f64, want: f64, rel: f64, what: &str| {
+            assert!(
+                (got - want).abs() <= rel * want.abs(),
+                "{what}: {got} vs scipy's {want}"
+            );
+        };
+        for (df, t, want) in [
+            (1, -12.7, 0.025012163844672083),
+            (1, 1.3, 0.7912855998398473),
+            (2, -4.3, 0.025028577058545796),
+            (2, -0.5, 0.33333333333333337),
+            (3, -2.0, 0.06966298427942152),
+            (3, 3.1, 0.9733522276928319),
+            (4, -12.7, 0.00011070453577548286),
+            (7, -4.3, 0.0017833008438835178),
+            (9, -12.7, 2.3719190225986342e-07),
+            (30, -12.7, 6.679087525019251e-14),
+            (30, 1.3, 0.8982495207309416),
+        ] {
+            // Far tails lose relative precision (0.5 − A/2 with A near 1): absolute ~1e-16.
+            let got = student_t_cdf(t, df);
+            assert!(
+                (got - want).abs() <= 1e-12 * want + 1e-15,
+                "t cdf({t}, {df}): {got} vs scipy's {want}"
+            );
+        }
+        assert_eq!(student_t_cdf(0.0, 5), 0.5);
+        for (df, p, want) in [
+            (1, 0.0005, -636.6192487687196),
+            (1, 0.025, -12.706204736174705),
+            (2, 0.025, -4.302652729749464),
+            (4, 0.05, -2.131846786326651),
+            (9, 0.025, -2.2621571627982053),
+            (29, 0.0005, -3.659405019466333),
+            (99, 0.3, -0.5260932405485903),
+        ] {
+            close(
+                student_t_quantile(p, df),
+                want,
+                1e-11,
+                &format!("t ppf({p}, {df})"),
+            );
+            close(student_t_quantile(1.0 - p, df), -want, 1e-11, "upper");
+        }
+        for (x, want) in [
+            (-8.0, 6.22096057427174e-16),
+            (-5.27, 6.821187941186243e-08),
+            (-3.0, 0.0013498980316300933),
+            (-1.0, 0.15865525393145707),
+            (0.5, 0.6914624612740131),
+            (2.5, 0.9937903346742238),
+        ] {
+            close(normal_cdf(x), want, 1.2e-7, &format!("norm cdf({x})"));
+        }
+        // Φ(√(n/(n − 1)) · t⁻¹ₙ₋₁(α)) from scipy.
+        for (n, level, want) in [
+            (3, 0.95, 6.834137311941282e-08),
+            (3, 0.9, 0.00017428758710652604),
+            (5, 0.95, 0.0009541005518824907),
+            (8, 0.9, 0.021413680917346564),
+            (10, 0.95, 0.008550639024406366),
+            (30, 0.99, 0.002527506552649086),
+        ] {
+            close(
+                expanded_tail(n, level),
+                want,
+                1e-6,
+                &format!("α′({n}, {level})"),
+            );
+        }
+        assert_eq!(range_coverage(3, 0.95), Some(0.75));
+        assert_eq!(range_coverage(4, 0.95), Some(0.875));
+        assert_eq!(range_coverage(5, 0.95), Some(0.9375));
+        assert_eq!(range_coverage(6, 0.95), None);
+        assert_eq!(range_coverage(10_000, 0.999), None);
+    }
+
+    /// Coverage, the property the expansion is for, by simulation: 1,000 samples of n normal
+    /// values (mean 0) from a seeded generator, each with a 95% interval of 1,000 resamples;
+    /// how often does it hold 0? The plain percentile interval is the 2.5% and 97.5% quantiles
+    /// of the same draws. Seeded, so the counts are fixed: 0.928 expanded against 0.848 plain
+    /// (n = 5), 0.946 against 0.912 (n = 10); a binomial standard error at 1,000 trials is
+    /// about 0.008. (numpy's generator, 2,000 × 2,000, gave 0.925/0.834 and 0.944/0.900.)
+    #[test]
+    fn the_expanded_interval_covers_about_its_level_where_the_percentile_one_falls_short() {
+        let mut rng = SplitMix64(7);
+        // Box–Muller from two uniforms in (0, 1].
+        let mut normal = || {
+            let u = |r: &mut SplitMix64| ((r.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+            let (a, b) = (u(&mut rng), u(&mut rng));
+            (-2.0 * a.ln()).sqrt() * (std::f64::consts::TAU * b).cos()
+        };
+        let boot = Bootstrap {
+            level: 0.95,
+            resamples: 1_000,
+        };
+        for (n, least) in [(5, 0.90), (10, 0.925)] {
+            let (mut expanded, mut plain) = (0, 0);
+            let trials = 1_000;
+            for _ in 0..trials {
+                let x: Vec<f64> = (0..n).map(|_| normal()).collect();
+                let ci = bootstrap_mean(&x, boot).unwrap();
+                expanded += usize::from(ci.low < 0.0 && 0.0 < ci.high);
+                // The plain interval from the same draws.
+                let sorted = sorted(&x);
+                let mut draws = SplitMix64(seed_of(&sorted));
+                let mut means: Vec<f64> = (0..boot.resamples)
+                    .map(|_| (0..n).map(|_| sorted[draws.below(n)]).sum::<f64>() / n as f64)
+                    .collect();
+                means.sort_by(f64::total_cmp);
+                let (low, high) = (
+                    quantile_sorted(&means, 0.025),
+                    quantile_sorted(&means, 0.975),
+                );
+                plain += usize::from(low < 0.0 && 0.0 < high);
+            }
+            let (expanded, plain) = (
+                expanded as f64 / trials as f64,
+                plain as f64 / trials as f64,
+            );
+            assert!(
+                expanded >= least && expanded <= 0.97,
+                "n = {n}: the expanded interval covered {expanded}"
+            );
+            assert!(
+                plain < expanded - 0.02,
+                "n = {n}: the plain percentile interval covered {plain}, the expanded {expanded}"
+            );
+        }
+    }
+
     #[test]
     fn captions_name_the_level_and_resamples() {
         assert_eq!(percent(0.95), "95%");
         assert_eq!(percent(0.999), "99.9%");
         assert_eq!(
             Bootstrap::default().describe(),
-            "95% bootstrap confidence interval of the mean (percentile method, 10,000 \
+            "95% bootstrap confidence interval of the mean (expanded percentile method, 10,000 \
              resamples, seeded by the values)"
         );
     }

@@ -13,15 +13,21 @@
 //! pairs the groups with the same labels, and is the mean over the pairs of (a − b); no pair
 //! leaves the claim undecided.
 //!
-//! With `@ L%` (`diff(…) > c @ 95%`), the difference gets its L% percentile bootstrap interval
-//! [low, high] (10,000 resamples, seeded by the differences: [`crate::stats::paired`]) and the
+//! With `@ L%` (`diff(…) > c @ 95%`), the difference gets its L% bootstrap interval [low, high]
+//! (expanded percentile, 10,000 resamples, seeded by the differences: [`crate::stats::paired`]
+//! and [`crate::stats::bootstrap_mean`]) and the
 //! verdict is three-way:
 //! - **pass**: the whole interval is on the claimed side (`low > c` for `>`, `low >= c` for
 //!   `>=`; `high < c`, `high <= c` for `<`, `<=`);
 //! - **fail**: the point estimate (the mean difference) is not on the claimed side — the data
 //!   point the other way, whatever the interval;
 //! - **undecided**: the point estimate is on the claimed side but the interval reaches past `c`
-//!   (more seeds may decide it), or there is one pair (no interval).
+//!   (more seeds may decide it), or there is one pair (no interval), or too few pairs for the
+//!   level: a bootstrap interval lies within the range of the differences, which holds their
+//!   mean at most 1 − 2^(1 − n) of the time for a symmetric spread
+//!   ([`crate::stats::range_coverage`]), so 3 pairs cannot show 95% (only 75%), and a claim
+//!   that passed on any 3 positive differences would pass one time in eight with no effect at
+//!   all. The detail names the fewest pairs that can, and the level these can.
 
 use std::collections::BTreeSet;
 
@@ -165,6 +171,21 @@ fn with_confidence(claim: &Claim, level: f64, obs: &[Observation]) -> Evaluation
                 Verdict::Undecided,
                 format!("{pairs}: no interval, and the claim asks {pct} confidence"),
             ),
+            Some(_) if crate::stats::range_coverage(d.n, level).is_some() => {
+                let most = crate::stats::range_coverage(d.n, level).expect("checked");
+                let enough = (d.n..).find(|&n| crate::stats::range_coverage(n, level).is_none());
+                (
+                    Verdict::Undecided,
+                    format!(
+                        "{pairs} cannot show {pct} confidence: a bootstrap interval lies within \
+                         the range of the differences, which holds their mean at most {} of the \
+                         time; {} pairs can, or ask @ {}",
+                        percent(most),
+                        enough.expect("some n reaches any level below 1"),
+                        percent(most)
+                    ),
+                )
+            }
             Some(i) => {
                 let inside = match cmp {
                     Cmp::Gt => i.low > c,
@@ -814,7 +835,8 @@ mod tests {
     /// hard): the unpaired means differ by the mean gap, with a spread across seeds of ~0.13.
     fn seeded(gaps: &[f64]) -> Vec<Observation> {
         let mut out = Vec::new();
-        for (seed, (base, gap)) in [0.9, 0.8, 0.6, 0.85].iter().zip(gaps).enumerate() {
+        let bases = [0.9, 0.8, 0.6, 0.85, 0.7, 0.95, 0.75, 0.65];
+        for (seed, (base, gap)) in bases.iter().zip(gaps).enumerate() {
             out.push(obs(
                 json!({"w": "shared", "seed": seed}),
                 &[("acc", base + gap)],
@@ -835,7 +857,7 @@ mod tests {
 
     #[test]
     fn a_difference_holds_with_confidence_only_when_its_interval_does() {
-        let steady = seeded(&[0.01, 0.01, 0.01, 0.01]);
+        let steady = seeded(&[0.01; 6]);
         let e = judged(&format!("{DIFF} > 0 @ 95%"), &steady);
         assert_eq!(e.verdict, Verdict::Pass, "{e:?}");
         assert!((e.lhs.unwrap() - 0.01).abs() < 1e-12);
@@ -844,7 +866,7 @@ mod tests {
         let i = e.interval.unwrap();
         assert!((i.low - 0.01).abs() < 1e-12 && (i.high - 0.01).abs() < 1e-12);
         assert!(
-            e.detail.starts_with("4 pairs; the 95% interval ["),
+            e.detail.starts_with("6 pairs; the 95% interval ["),
             "{}",
             e.detail
         );
@@ -861,12 +883,12 @@ mod tests {
             Verdict::Fail
         );
 
-        // Gaps +0.05, −0.01, +0.03, −0.02: the mean 0.0125 is above 0, but with four pairs
-        // this noisy the interval reaches below 0: undecided.
-        let noisy = seeded(&[0.05, -0.01, 0.03, -0.02]);
+        // Gaps +0.05, −0.01, +0.03, −0.02, +0.04, −0.03: the mean 0.01 is above 0, but with
+        // six pairs this noisy the interval reaches below 0: undecided.
+        let noisy = seeded(&[0.05, -0.01, 0.03, -0.02, 0.04, -0.03]);
         let e = judged(&format!("{DIFF} > 0 @ 95%"), &noisy);
         assert_eq!(e.verdict, Verdict::Undecided, "{e:?}");
-        assert!((e.lhs.unwrap() - 0.0125).abs() < 1e-12);
+        assert!((e.lhs.unwrap() - 0.01).abs() < 1e-12);
         assert!(e.interval.unwrap().low < 0.0 && e.interval.unwrap().high > 0.0);
         assert!(
             e.detail.contains("more seeds may decide it"),
@@ -876,8 +898,52 @@ mod tests {
         // Without `@`, the point estimate decides.
         let e = judged(&format!("{DIFF} > 0"), &noisy);
         assert_eq!(e.verdict, Verdict::Pass);
-        assert_eq!(e.detail, "n = 4 pairs");
+        assert_eq!(e.detail, "n = 6 pairs");
         assert_eq!((e.interval, e.level), (None, None));
+    }
+
+    /// Three pairs that all favour one side: any interval within their range holds the mean at
+    /// most 75% of the time (all three differences fall on one side of it with probability
+    /// 2/8), so the claim cannot pass at 95%, whatever the data; it says how many pairs can,
+    /// and passes at the level three can show.
+    #[test]
+    fn too_few_pairs_for_the_level_leave_the_claim_undecided_and_say_how_many_would_do() {
+        let three = seeded(&[0.01, 0.02, 0.015]);
+        let e = judged(&format!("{DIFF} > 0 @ 95%"), &three);
+        assert_eq!(e.verdict, Verdict::Undecided, "{e:?}");
+        assert_eq!(
+            e.detail,
+            "3 pairs cannot show 95% confidence: a bootstrap interval lies within the range of \
+             the differences, which holds their mean at most 75% of the time; 6 pairs can, or ask \
+             @ 75%"
+        );
+        // The interval is still reported (it is the range).
+        let i = e.interval.unwrap();
+        assert!(
+            (i.low - 0.01).abs() < 1e-12 && (i.high - 0.02).abs() < 1e-12,
+            "{i:?}"
+        );
+        assert_eq!(
+            judged(&format!("{DIFF} > 0 @ 75%"), &three).verdict,
+            Verdict::Pass
+        );
+        // 5 pairs reach 93.75%: 90% is within reach, 99% (8 pairs: 99.2%) is not.
+        let five = seeded(&[0.01, 0.02, 0.015, 0.01, 0.02]);
+        assert_eq!(
+            judged(&format!("{DIFF} > 0 @ 90%"), &five).verdict,
+            Verdict::Pass
+        );
+        let e = judged(&format!("{DIFF} > 0 @ 99%"), &five);
+        assert!(
+            e.detail.ends_with("8 pairs can, or ask @ 93.75%"),
+            "{}",
+            e.detail
+        );
+        // Pointing the other way still fails outright.
+        assert_eq!(
+            judged(&format!("{DIFF} < 0 @ 95%"), &three).verdict,
+            Verdict::Fail
+        );
     }
 
     /// One pair has no interval; sides on different seeds have no pairs; `by` names another

@@ -467,7 +467,16 @@ pub fn table_view(
                         title.push(format!("not aggregated: {m}"));
                     }
                     if cell.ci.as_deref().is_some_and(|c| c.starts_with('[')) {
-                        title.push("95% bootstrap confidence interval of the mean".into());
+                        title.push("bootstrap confidence interval of the mean".into());
+                        // Few runs: the interval cannot say more than their range does.
+                        let n = part("n").map_or(0, |n| n as usize);
+                        if let Some(most) = crate::stats::range_coverage(n, 0.95) {
+                            title.push(format!(
+                                "with {n} runs it lies within their range, which holds the mean \
+                                 at most {} of the time",
+                                crate::stats::percent(most)
+                            ));
+                        }
                     }
                     if !title.is_empty() {
                         cell.title = Some(title.join("; "));
