@@ -7313,6 +7313,10 @@ stages:
     op: report.table
     needs: [train]
     params: { rows: [method], metric: acc, relative_to: [{ base: { method: base } }], ci: true }
+  robust:
+    op: report.table
+    needs: [train]
+    params: { rows: [method], metric: acc, aggregate: iqm }
   single:
     op: report.table
     needs: [once]
@@ -7338,7 +7342,7 @@ fn report_tables_show_bootstrap_intervals_and_paired_differences_over_seeds() {
     let run = sb
         .ablate(&["run", "p.yaml", "--json", "--jobs", "2"])
         .code(EXIT_OK);
-    assert_summary(&run, 12, 0, 0, 0);
+    assert_summary(&run, 13, 0, 0, 0);
     let dir = sb.results().join("seeds");
 
     let md = std::fs::read_to_string(dir.join("table.md")).unwrap();
@@ -7392,6 +7396,24 @@ fn report_tables_show_bootstrap_intervals_and_paired_differences_over_seeds() {
     close("acc.delta_low", [None, Some(0.01)]);
     close("acc.delta_high", [None, Some(0.01)]);
     assert_eq!(ints(column(&table, "acc.delta_n")), [None, Some(3)]);
+
+    // The IQM of 0.9, 0.8, 0.6 weighs them 1/6, 2/3, 1/6 (sorted): 0.7833; its interval, of
+    // 3 values, is their range.
+    let md = std::fs::read_to_string(dir.join("robust.md")).unwrap();
+    assert_contains_all(
+        &md,
+        &[
+            "| base   | 0.783 [0.600, 0.900] |",
+            "| tuned  | 0.793 [0.610, 0.910] |",
+            "[a, b] is its 95% bootstrap confidence interval (percentile method, as rliable's",
+        ],
+    );
+    let robust = read_parquet(&dir.join("robust.parquet"));
+    let names: Vec<&str> = robust.column_names().collect();
+    assert_eq!(
+        names,
+        ["method", "acc.iqm", "acc.n", "acc.ci_low", "acc.ci_high"]
+    );
 
     // One seed: no spread, no interval, and the table says why.
     let md = std::fs::read_to_string(dir.join("single.md")).unwrap();

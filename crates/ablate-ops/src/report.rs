@@ -65,7 +65,8 @@ impl Table {
                 // (#21). 4: `best` and `top` (#24). 5: bootstrap confidence intervals of the mean
                 // (`ci`, `resamples`), paired differences over shared seeds with `relative_to`
                 // (`pair_by`), the `iqm` aggregate (#25). 6: the expanded percentile interval (wider
-                // with few seeds) and a caption saying what few seeds can cover.
+                // with few seeds), a caption saying what few seeds can cover, `iqm` cells with n
+                // and an interval.
                 version: 6,
                 summary: "Gather the final metrics of every instance of its needs into a table: one row per value of \
                           `rows`, one column per value of `cols`, each cell aggregating `metric` over the other labels \
@@ -105,7 +106,8 @@ impl Table {
                         json!("mean_std"),
                         "how the instances in a cell are combined: `mean_std` (mean ± sample sd, n and the \
                          interval of `ci`), `iqm` (the interquartile mean, the mean of the middle 50% with \
-                         fractional weights at the quartiles: robust to an outlying seed), or one number",
+                         fractional weights at the quartiles: robust to an outlying seed; n and the percentile \
+                         bootstrap interval of `ci`), or one number",
                     ),
                     ParamSpec::with_default(
                         "precision",
@@ -151,7 +153,8 @@ impl Table {
                         ),
                         json!(DEFAULT_LEVEL),
                         "the confidence level of the intervals: the expanded percentile bootstrap interval of each \
-                         `mean_std` cell's mean and of each paired difference (`relative_to`); `false` or \
+                         `mean_std` cell's mean and of each paired difference (`relative_to`), the percentile one \
+                         of each `iqm` cell; `false` or \
                          `null`: none",
                     ),
                     ParamSpec::with_default(

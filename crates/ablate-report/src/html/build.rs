@@ -301,8 +301,9 @@ fn axis(name: &str, values: &[&Value]) -> Axis {
 }
 
 /// The suffixes of the columns one statistic cell is made of (`acc[steps=4].mean`, `.std`, …).
-const STAT_PARTS: [&str; 10] = [
+const STAT_PARTS: [&str; 11] = [
     "mean",
+    "iqm",
     "std",
     "n",
     "ci_low",
@@ -329,6 +330,12 @@ pub fn table_view(
     let n_rows = table.columns.first().map_or(0, |c| c.data.len());
     let col = |name: &str| table.columns.iter().find(|c| c.name == name);
     let num = |name: &str, r: usize| col(name).and_then(|c| float_at(&c.data, r));
+    // The statistic a cell is centred on: the mean (`mean_std`) or the IQM (`iqm`).
+    let center = |prefix: &str| {
+        ["mean", "iqm"]
+            .into_iter()
+            .find(|s| col(&format!("{prefix}.{s}")).is_some())
+    };
     // Column groups in table order: a label column, a statistic (by prefix) or a plain column.
     enum Group {
         Label(String),
@@ -344,9 +351,7 @@ pub fn table_view(
         let stat = c
             .name
             .rsplit_once('.')
-            .filter(|(prefix, part)| {
-                STAT_PARTS.contains(part) && col(&format!("{prefix}.mean")).is_some()
-            })
+            .filter(|(prefix, part)| STAT_PARTS.contains(part) && center(prefix).is_some())
             .map(|(prefix, _)| prefix.to_owned());
         match stat {
             Some(prefix) => {
@@ -408,8 +413,9 @@ pub fn table_view(
                 } else {
                     lower_is_better(metric)
                 };
+                let centre = center(prefix).expect("a statistic group has one");
                 let means: Vec<Option<f64>> = (0..n_rows)
-                    .map(|r| num(&format!("{prefix}.mean"), r))
+                    .map(|r| num(&format!("{prefix}.{centre}"), r))
                     .collect();
                 let best = lower.and_then(|lower| {
                     means.iter().flatten().copied().reduce(
@@ -467,7 +473,10 @@ pub fn table_view(
                         title.push(format!("not aggregated: {m}"));
                     }
                     if cell.ci.as_deref().is_some_and(|c| c.starts_with('[')) {
-                        title.push("bootstrap confidence interval of the mean".into());
+                        title.push(format!(
+                            "bootstrap confidence interval of the {}",
+                            if centre == "iqm" { "IQM" } else { "mean" }
+                        ));
                         // Few runs: the interval cannot say more than their range does.
                         let n = part("n").map_or(0, |n| n as usize);
                         if let Some(most) = crate::stats::range_coverage(n, 0.95) {
@@ -759,6 +768,36 @@ mod tests {
         };
         let v = table_view("t", "params", &renamed, &["w".to_owned()], &[], 2);
         assert!(v.rows.iter().all(|r| !r[1].best));
+    }
+
+    /// An `iqm` table's cells centre on the IQM, with its interval; three runs are few enough
+    /// for the cell's title to say what any interval within their range can cover.
+    #[test]
+    fn an_iqm_cell_shows_the_iqm_and_its_interval() {
+        let t = Table::new()
+            .with_column("w", vec![Some("a".to_owned()), Some("b".to_owned())])
+            .with_column("loss.iqm", vec![Some(0.25), Some(0.5)])
+            .with_column("loss.n", vec![Some(3i64), Some(8)])
+            .with_column("loss.ci_low", vec![Some(0.2), Some(0.45)])
+            .with_column("loss.ci_high", vec![Some(0.3), Some(0.55)]);
+        let v = table_view("t", "loss", &t, &["w".to_owned()], &[], 2);
+        let names: Vec<&str> = v.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["w", "loss"]);
+        let a = &v.rows[0][1];
+        assert_eq!(a.text, "0.25 (3)");
+        assert_eq!(a.ci.as_deref(), Some("[0.20, 0.30]"));
+        assert!(a.best, "a loss: lower is better");
+        assert_eq!(
+            a.title.as_deref(),
+            Some(
+                "bootstrap confidence interval of the IQM; with 3 runs it lies within their \
+                 range, which holds the mean at most 75% of the time"
+            )
+        );
+        assert_eq!(
+            v.rows[1][1].title.as_deref(),
+            Some("bootstrap confidence interval of the IQM")
+        );
     }
 
     #[test]
