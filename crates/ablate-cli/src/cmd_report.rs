@@ -236,11 +236,24 @@ fn instance_views(
     views
 }
 
-/// What the page shows, hashed: the plan's instances, their statuses and the version that
-/// draws them. Ran and cached are one state here: a rerun finds cached what the run before
-/// computed.
+/// What the summary says the numbers mean.
+const STATS_NOTE: &str = "± is the sample standard deviation over the runs of a cell (n − 1), \
+    (n) their count; [lo, hi] is a 95% bootstrap confidence interval of the mean (expanded \
+    percentile, seeded, so the same results give the same interval; it cannot reach past the \
+    range of the runs, which holds the mean at most 50% of the time for 2 runs, 75% for 3, 87.5% \
+    for 4); Δ is the mean paired difference from the baseline over the seeds both share, with \
+    its interval. Curves: the line is the mean over the runs of a group, the band ± one standard \
+    deviation where two or more runs logged the step.";
+
+/// What the page shows, hashed: the plan's instances, their statuses, and the version and page
+/// code that draw them. Ran and cached are one state here: a rerun finds cached what the run
+/// before computed.
 fn fingerprint(plan: &Plan, views: &[InstanceView]) -> String {
     let mut print = format!("{}\n{}\n", plan.pipeline(), env!("CARGO_PKG_VERSION"));
+    for code in html::page_code() {
+        print.push_str(code);
+    }
+    print.push_str(STATS_NOTE);
     for v in views {
         let status = if v.status == "ran" {
             "cached"
@@ -287,15 +300,7 @@ fn assemble(
         ablate_version: env!("CARGO_PKG_VERSION").to_owned(),
         git_rev: crate::results::git_revision(),
         counts,
-        stats_note: "± is the sample standard deviation over the runs of a cell (n − 1), (n) \
-                     their count; [lo, hi] is a 95% bootstrap confidence interval of the mean \
-                     (expanded percentile, seeded, so the same results give the same interval; it \
-                     cannot reach past the range of the runs, which holds the mean at most \
-                     1 − 2^(1 − n) of the time: 75% for 3 runs); Δ is the \
-                     mean paired difference from the baseline over the seeds both share, with \
-                     its interval. Curves: the line is the mean over the runs of a group, the \
-                     band ± one standard deviation where two or more runs logged the step."
-            .to_owned(),
+        stats_note: STATS_NOTE.to_owned(),
         tables,
         curves,
         parallel,

@@ -730,10 +730,10 @@
     root.appendChild(h('div', { class: 'table-wrap' }, h('table', { class: 'claims-table' },
       h('thead', {}, h('tr', {}, h('th', {}, 'claim'), h('th', { class: 'num' }, 'observed'), h('th', {}, 'verdict'), h('th', {}, 'detail'), h('th', {}, 'stage'))),
       h('tbody', {}, d.claims.map((c) => h('tr', { class: 'claim' },
-        h('td', {}, h('code', {}, c.claim || '')),
+        h('td', { class: 'claim-text' }, c.name ? h('div', { class: 'claim-name' }, c.name) : null, h('code', {}, c.claim || '')),
         h('td', { class: 'num' }, c.observed === null || c.observed === undefined ? '—' : String(c.observed)),
         h('td', {}, h('span', { class: 'pill v-' + String(c.verdict || 'no data').replace(/\s+/g, '-') }, c.verdict || 'no data')),
-        h('td', { class: 'muted' }, c.detail || ''),
+        h('td', { class: 'muted claim-detail' }, c.detail || ''),
         h('td', { class: 'muted' }, h('code', {}, c.stage || ''))))))));
   }
 

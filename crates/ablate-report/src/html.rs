@@ -20,6 +20,12 @@ const TEMPLATE: &str = include_str!("../assets/report.html");
 const CSS: &str = include_str!("../assets/report.css");
 const JS: &str = include_str!("../assets/report.js");
 
+/// The page's own code (template, stylesheet, script), for a caller's fingerprint: a binary
+/// that draws the page differently must not keep an old page because the results are the same.
+pub fn page_code() -> [&'static str; 3] {
+    [TEMPLATE, CSS, JS]
+}
+
 /// Everything the page shows.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
@@ -137,6 +143,9 @@ pub struct ParallelRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct ClaimView {
     pub stage: String,
+    /// The claim's name (empty where it has none) and its expression, shown apart: a name on
+    /// its own line, the expression wrapped at its spaces.
+    pub name: String,
     pub claim: String,
     pub observed: String,
     /// `holds`, `fails` or `undecided`.

@@ -559,10 +559,7 @@ pub fn claims_view(stage: &str, table: &Table) -> Vec<ClaimView> {
                 "fail" => "fails",
                 _ => "undecided",
             };
-            let claim = match (s("claim"), s("assert")) {
-                (name, assert) if name.is_empty() => assert,
-                (name, assert) => format!("{name}: {assert}"),
-            };
+            let (name, claim) = (s("claim"), s("assert"));
             let known = [
                 "claim", "assert", "lhs", "rhs", "result", "detail", "level", "ci_low", "ci_high",
             ];
@@ -580,6 +577,7 @@ pub fn claims_view(stage: &str, table: &Table) -> Vec<ClaimView> {
             detail.retain(|d| !d.is_empty());
             ClaimView {
                 stage: stage.to_owned(),
+                name,
                 claim,
                 observed,
                 verdict: verdict.to_owned(),
@@ -819,7 +817,7 @@ mod tests {
                 vec![Some(String::new()), Some("no data".to_owned())],
             );
         let c = claims_view("claims", &t);
-        assert_eq!(c[0].claim, "a: x > 1");
+        assert_eq!((c[0].name.as_str(), c[0].claim.as_str()), ("a", "x > 1"));
         assert_eq!(
             (c[0].verdict.as_str(), c[0].observed.as_str()),
             ("holds", "2 vs 1")
