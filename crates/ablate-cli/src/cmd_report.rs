@@ -295,6 +295,7 @@ fn assemble(
     Report {
         pipeline: plan.pipeline().to_owned(),
         fingerprint,
+        thinned: 0,
         file: file.display().to_string(),
         generated: format_timestamp_us(now_us()),
         ablate_version: env!("CARGO_PKG_VERSION").to_owned(),

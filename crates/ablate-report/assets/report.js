@@ -548,6 +548,8 @@
         logLabel,
         h('span', { class: 'note' }, 'line: mean; band: mean ± sd across the runs of the line')),
       note,
+      d.thinned ? h('p', { class: 'note' }, 'Lines of more than 1,000 points are drawn from their ends and the lowest and ' +
+        'highest points of each of 200 stretches, so spikes stay; means and bands are computed on every point.') : null,
       h('div', { class: 'chart-row' }, chartBox, legend),
     ]);
     fillBy();

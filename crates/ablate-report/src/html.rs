@@ -8,6 +8,7 @@
 //! structs below.
 
 mod build;
+mod thin;
 
 use std::collections::BTreeMap;
 
@@ -39,6 +40,9 @@ pub struct Report {
     /// What the page shows, hashed: the plan's instances, their statuses and the version
     /// that drew it. A run that changed nothing leaves a page with the same fingerprint alone.
     pub fingerprint: String,
+    /// How many curves had more points than the page takes and were thinned ([`thin`]); set
+    /// by [`render`].
+    pub thinned: usize,
     /// Instances by status (`ran`, `cached`, `failed`, …) and `instances`, the total.
     pub counts: BTreeMap<String, usize>,
     /// What ± and [lo, hi] mean, shown under the summary.
@@ -191,8 +195,10 @@ pub struct DepView {
 /// written `\u003c` in the JSON, so no value (a stderr tail holding `</script>`) can end the
 /// script element early; JSON readers take it back as `<`.
 pub fn render(report: &Report) -> String {
+    let mut report = report.clone();
+    report.thinned = thin::thin(&mut report);
     let mut value =
-        serde_json::to_value(report).expect("a report is plain data (strings, numbers, maps)");
+        serde_json::to_value(&report).expect("a report is plain data (strings, numbers, maps)");
     // Curves are most of a page's bytes: 6 significant digits draw the same picture in a
     // third of the space (params, metrics and tables keep every digit).
     if let Some(sets) = value.get_mut("curves") {
@@ -271,6 +277,35 @@ mod tests {
         let page = render(&report);
         assert!(page.contains("\"lr\":0.123456789"), "{page}");
         assert!(page.contains("[[1,0.333333],[2,null]]"), "{page}");
+    }
+
+    /// 20 runs of 20,000 logged steps: the page holds a few hundred points per run, says how
+    /// many lines it thinned, and is a small fraction of what every point would take.
+    #[test]
+    fn a_page_of_long_runs_is_thinned_and_says_so() {
+        let run = |k: u64| InstanceView {
+            curves: [(
+                "loss".to_owned(),
+                (0..20_000u64)
+                    .map(|s| (s, Some(1.0 / (1.0 + (s + k) as f64))))
+                    .collect(),
+            )]
+            .into(),
+            ..Default::default()
+        };
+        let report = Report {
+            instances: (0..20).map(run).collect(),
+            ..Default::default()
+        };
+        let page = render(&report);
+        assert!(page.contains("\"thinned\":20"), "the page says how many");
+        let whole = serde_json::to_string(&report).unwrap().len();
+        assert!(
+            page.len() * 10 < whole,
+            "{} bytes thinned, {whole} whole",
+            page.len()
+        );
+        assert_eq!(report.thinned, 0, "the caller's report is left as it was");
     }
 
     #[test]
