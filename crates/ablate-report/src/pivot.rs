@@ -57,6 +57,14 @@ impl Aggregate {
             Aggregate::Count => "count",
         }
     }
+
+    /// The column a cell's centre goes in: `mean` for `mean_std`, else the aggregate's name.
+    fn centre(self) -> &'static str {
+        match self {
+            Aggregate::MeanStd => "mean",
+            agg => agg.name(),
+        }
+    }
 }
 
 /// What to group by and aggregate.
@@ -372,29 +380,15 @@ impl<'a> Grid<'a> {
                         .collect(),
                 );
                 match spec.aggregate {
-                    Aggregate::MeanStd => {
+                    // The centre, its spread where it has one, the count, then the interval.
+                    Aggregate::MeanStd | Aggregate::Iqm => {
                         columns.push(Column::new(
-                            format!("{prefix}.mean"),
+                            format!("{prefix}.{}", spec.aggregate.centre()),
                             floats(|s| Some(s.value)),
                         ));
-                        columns.push(Column::new(format!("{prefix}.std"), floats(|s| s.std)));
-                        columns.push(Column::new(format!("{prefix}.n"), counts));
-                        if spec.ci.is_some() {
-                            columns.push(Column::new(
-                                format!("{prefix}.ci_low"),
-                                floats(|s| s.ci.map(|i| i.low)),
-                            ));
-                            columns.push(Column::new(
-                                format!("{prefix}.ci_high"),
-                                floats(|s| s.ci.map(|i| i.high)),
-                            ));
+                        if spec.aggregate == Aggregate::MeanStd {
+                            columns.push(Column::new(format!("{prefix}.std"), floats(|s| s.std)));
                         }
-                    }
-                    Aggregate::Iqm => {
-                        columns.push(Column::new(
-                            format!("{prefix}.iqm"),
-                            floats(|s| Some(s.value)),
-                        ));
                         columns.push(Column::new(format!("{prefix}.n"), counts));
                         if spec.ci.is_some() {
                             columns.push(Column::new(
