@@ -166,13 +166,12 @@ fn with_confidence(claim: &Claim, level: f64, obs: &[Observation]) -> Evaluation
             ),
         )
     } else {
-        match d.interval {
-            None => (
+        match (d.interval, crate::stats::range_coverage(d.n, level)) {
+            (None, _) => (
                 Verdict::Undecided,
                 format!("{pairs}: no interval, and the claim asks {pct} confidence"),
             ),
-            Some(_) if crate::stats::range_coverage(d.n, level).is_some() => {
-                let most = crate::stats::range_coverage(d.n, level).expect("checked");
+            (Some(_), Some(most)) => {
                 let enough = (d.n..).find(|&n| crate::stats::range_coverage(n, level).is_none());
                 (
                     Verdict::Undecided,
@@ -186,7 +185,7 @@ fn with_confidence(claim: &Claim, level: f64, obs: &[Observation]) -> Evaluation
                     ),
                 )
             }
-            Some(i) => {
+            (Some(i), None) => {
                 let inside = match cmp {
                     Cmp::Gt => i.low > c,
                     Cmp::Ge => i.low >= c,
