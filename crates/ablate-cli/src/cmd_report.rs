@@ -210,6 +210,25 @@ fn instance_views(
                 } else if failed_dir.is_dir() {
                     v.status = "failed".into();
                     v.status_detail = "its last attempt failed".into();
+                } else if let Some(r) = ablate_run::slurm::read_record(store.root(), &inst.key) {
+                    // Out on Slurm (a `--detach`ed run, or one still going): the page asks no
+                    // cluster, so it says when, and where to look.
+                    v.files = Some(r.err.display().to_string());
+                    match r.failure {
+                        Some(why) => {
+                            v.status = "failed".into();
+                            v.status_detail = why;
+                        }
+                        None => {
+                            v.status = "submitted".into();
+                            v.status_detail = format!(
+                                "slurm task {}, submitted {}; `ablate status` asks Slurm how it \
+                                 is doing",
+                                r.task,
+                                format_timestamp_us(r.submitted_at_us)
+                            );
+                        }
+                    }
                 } else if let Some(up) = inst
                     .inputs
                     .iter()

@@ -3706,6 +3706,22 @@ fn slurm_detach_submits_everything_then_status_and_a_rerun_collect_it() {
     assert_eq!(s["submitted"], TINY_FLOW_INSTANCES as u64, "{s}");
     assert_eq!(s["ran"], 0);
     assert_eq!(run.ids("submitted").len(), TINY_FLOW_INSTANCES);
+    // The run's page shows them submitted, with their task and log (the last stage, which
+    // waits for all the others, cannot have finished yet; the first may have).
+    let page = std::fs::read_to_string(sb.results().join("slurm-detached/report.html")).unwrap();
+    let start = page.find("id=\"ablate-data\">").unwrap() + "id=\"ablate-data\">".len();
+    let end = start + page[start..].find("</script>").unwrap();
+    let data: Value = serde_json::from_str(&page[start..end]).unwrap();
+    for i in data["instances"].as_array().unwrap() {
+        let status = i["status"].as_str().unwrap();
+        assert!(matches!(status, "submitted" | "cached"), "{i}");
+        if i["stage"] == "acc" {
+            assert_eq!(status, "submitted", "{i}");
+            let detail = i["status_detail"].as_str().unwrap();
+            assert!(detail.starts_with("slurm task "), "{detail}");
+            assert!(i["files"].as_str().unwrap().ends_with(".err"), "{i}");
+        }
+    }
 
     // Everything went out at once: no stage has an instance left to submit, none failed.
     let status = sb.ablate(&["status", "p.yaml"]).code(EXIT_OK);

@@ -265,7 +265,7 @@
 
   function renderSummary(d, root) {
     const c = d.counts;
-    const order = ['ran', 'cached', 'failed', 'pruned', 'diverged', 'skipped', 'not_run'];
+    const order = ['ran', 'cached', 'submitted', 'failed', 'pruned', 'diverged', 'skipped', 'not_run'];
     const badge = (name, n, cls) =>
       h('span', { class: 'badge ' + (n ? cls : 'zero') }, h('b', {}, fmt(isNum(n) ? n : 0)), ' ' + name.replace('_', ' '));
     const extra = Object.keys(c).filter((k) => k !== 'instances' && !order.includes(k));
@@ -287,7 +287,7 @@
   // ---------------------------------------------------------------- report tables
 
   function renderTables(d, root) {
-    if (!d.tables.length) { root.appendChild(h('p', { class: 'muted' }, 'This pipeline has no report.table stage.')); return; }
+    if (!d.tables.length) { root.appendChild(h('p', { class: 'muted' }, nothingYet(d, 'report.table', 'This pipeline has no report.table stage.'))); return; }
     for (const t of d.tables) {
       const cols = Array.isArray(t.columns) ? t.columns : [];
       const rows = Array.isArray(t.rows) ? t.rows : [];
@@ -722,10 +722,18 @@
     return svg;
   }
 
+  // What an empty section says: its stages' instances and why they have no result yet (not
+  // run, submitted, failed), or `none` where the pipeline has no such stage.
+  function nothingYet(d, op, none) {
+    const pending = d.instances.filter((i) => i.op === op);
+    if (!pending.length) return none;
+    return 'No ' + op + ' stage has a result yet: ' + pending.map((i) => i.label + ' (' + (i.status || 'unknown') + ')').join(', ') + '.';
+  }
+
   // ---------------------------------------------------------------- claims
 
   function renderClaims(d, root) {
-    if (!d.claims.length) { root.appendChild(h('p', { class: 'muted' }, 'This pipeline states no claims (report.claims).')); return; }
+    if (!d.claims.length) { root.appendChild(h('p', { class: 'muted' }, nothingYet(d, 'report.claims', 'This pipeline states no claims (report.claims).'))); return; }
     const tally = {};
     for (const c of d.claims) tally[c.verdict] = (tally[c.verdict] || 0) + 1;
     root.appendChild(h('p', { class: 'note' }, Object.keys(tally).map((k) => tally[k] + ' ' + k).join(' · ')));
@@ -747,7 +755,7 @@
     const insts = d.instances;
     if (!insts.length) { root.appendChild(h('p', { class: 'muted' }, 'The plan has no instances.')); return; }
     const statuses = ['all'].concat(Array.from(new Set(insts.map((i) => i.status || 'unknown'))));
-    const known = ['all', 'ran', 'cached', 'failed', 'pruned', 'diverged', 'skipped', 'not run'];
+    const known = ['all', 'ran', 'cached', 'submitted', 'failed', 'pruned', 'diverged', 'skipped', 'not run'];
     statuses.sort((a, b) => (known.indexOf(a) < 0 ? 99 : known.indexOf(a)) - (known.indexOf(b) < 0 ? 99 : known.indexOf(b)));
     let status = 'all', text = '';
 
