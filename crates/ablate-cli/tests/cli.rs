@@ -7373,8 +7373,8 @@ fn report_tables_show_bootstrap_intervals_and_paired_differences_over_seeds() {
             "| tuned  | 0.777 ± 0.153 [0.610, 0.910] |",
             "[a, b] is the 95% bootstrap confidence interval of the mean (expanded percentile \
              method, 10,000 resamples, seeded by the values)",
-            "With 3 values an interval lies within their range, which holds the mean at most 75% \
-             of the time",
+            "With 3 values an interval lies within their range, which holds their mean at most \
+             75% of the time",
         ],
     );
     let table = read_parquet(&dir.join("table.parquet"));

@@ -569,12 +569,18 @@ fn caption(spec: &PivotSpec, fewest: Option<usize>) -> Option<String> {
                    a value straddling a quartile counted by the fraction inside (robust to an \
                    outlying seed)";
         return Some(match spec.ci {
-            Some(b) => format!(
-                "{iqm}; [a, b] is its {} bootstrap confidence interval (percentile method, as \
-                 rliable's, {} resamples, seeded by the values).",
-                crate::stats::percent(b.level),
-                b.resamples_text()
-            ),
+            Some(b) => {
+                let mut text = format!(
+                    "{iqm}; [a, b] is its {} bootstrap confidence interval (percentile method, \
+                     as rliable's, {} resamples, seeded by the values).",
+                    crate::stats::percent(b.level),
+                    b.resamples_text()
+                );
+                if let Some(caveat) = crate::stats::range_caveat(fewest, b.level, "values") {
+                    text = format!("{text} {caveat}");
+                }
+                text
+            }
             None => format!("{iqm}."),
         });
     }
@@ -585,15 +591,8 @@ fn caption(spec: &PivotSpec, fewest: Option<usize>) -> Option<String> {
     Some(match spec.ci {
         Some(b) => {
             let mut text = format!("{sd}; [a, b] is the {}.", b.describe());
-            if let Some((n, most)) =
-                fewest.and_then(|n| Some((n, crate::stats::range_coverage(n, b.level)?)))
-            {
-                text.push_str(&format!(
-                    " With {n} values an interval lies within their range, which holds the mean \
-                     at most {} of the time (1 − 2^(1 − n), for a symmetric spread): read it as \
-                     the least uncertainty there is.",
-                    crate::stats::percent(most)
-                ));
+            if let Some(caveat) = crate::stats::range_caveat(fewest, b.level, "values") {
+                text = format!("{text} {caveat}");
             }
             text
         }
@@ -845,7 +844,7 @@ n=3 per cell unless marked.
 
 ± is the sample standard deviation (n − 1) over a cell's n values; [a, b] is the 95% \
 bootstrap confidence interval of the mean (expanded percentile method, 10,000 resamples, \
-seeded by the values). With 2 values an interval lies within their range, which holds the mean \
+seeded by the values). With 2 values an interval lies within their range, which holds their mean \
 at most 50% of the time (1 − 2^(1 − n), for a symmetric spread): read it as the least \
 uncertainty there is.
 ";
@@ -899,7 +898,7 @@ uncertainty there is.
 
 ± is the sample standard deviation (n − 1) over a cell's n values; [a, b] is the 95% \
 bootstrap confidence interval of the mean (expanded percentile method, 10,000 resamples, \
-seeded by the values). With 3 values an interval lies within their range, which holds the mean \
+seeded by the values). With 3 values an interval lies within their range, which holds their mean \
 at most 75% of the time (1 − 2^(1 − n), for a symmetric spread): read it as the least \
 uncertainty there is.
 ";
@@ -1096,7 +1095,7 @@ uncertainty there is.
 
 ± is the sample standard deviation (n − 1) over a cell's n values; [a, b] is the 95% \
 bootstrap confidence interval of the mean (expanded percentile method, 10,000 resamples, \
-seeded by the values). With 2 values an interval lies within their range, which holds the mean \
+seeded by the values). With 2 values an interval lies within their range, which holds their mean \
 at most 50% of the time (1 − 2^(1 − n), for a symmetric spread): read it as the least \
 uncertainty there is.
 ";

@@ -478,27 +478,20 @@ impl Gains {
             None => String::new(),
         };
         // The fewest pairs behind an interval, if too few for the level.
-        let few = spec.ci.and_then(|b| {
-            let n = self
-                .deltas
-                .iter()
-                .flatten()
-                .flatten()
-                .filter_map(|d| match d {
-                    Delta::Paired(p) if p.interval.is_some() => Some(p.n),
-                    _ => None,
-                })
-                .min()?;
-            Some((n, crate::stats::range_coverage(n, b.level)?))
-        });
-        let few = match few {
-            Some((n, most)) => format!(
-                " With {n} pairs an interval lies within the range of their differences, which \
-                 holds the mean difference at most {} of the time.",
-                percent(most)
-            ),
-            None => String::new(),
-        };
+        let fewest = self
+            .deltas
+            .iter()
+            .flatten()
+            .flatten()
+            .filter_map(|d| match d {
+                Delta::Paired(p) if p.interval.is_some() => Some(p.n),
+                _ => None,
+            })
+            .min();
+        let few = spec
+            .ci
+            .and_then(|b| crate::stats::range_caveat(fewest, b.level, "paired differences"))
+            .map_or(String::new(), |c| format!(" {c}"));
         format!(
             "**Paired differences (cell − base)**\n\n{}\nEach cell: the mean, over the `{key}` \
              values it shares with its baseline, of (cell − base) in the metric's units (not \
@@ -749,8 +742,9 @@ Each cell: the mean, over the `seed` values it shares with its baseline, of (cel
 metric's units (not negated), then [a, b]: its 95% bootstrap confidence interval (expanded \
 percentile method, 10,000 resamples, seeded by the values), and the number of pairs. Pairing by `seed` takes \
 out what both sides of a pair share (the data order and initialisation a seed fixes), so the \
-interval reflects the difference, not the spread across seeds. With 2 pairs an interval lies \
-within the range of their differences, which holds the mean difference at most 50% of the time.
+interval reflects the difference, not the spread across seeds. With 2 paired differences an \
+interval lies within their range, which holds their mean at most 50% of the time (1 − 2^(1 − n), \
+for a symmetric spread): read it as the least uncertainty there is.
 
 **Absolute values**
 

@@ -191,8 +191,7 @@ pub struct Interval {
 /// order, machine or run; a different level reuses the same draws (a 90% interval sits inside
 /// the 95% one).
 pub fn bootstrap_mean(values: &[f64], b: Bootstrap) -> Option<Interval> {
-    let tail = expanded_tail(values.len().max(2), b.level);
-    bootstrap(values, b, tail, mean)
+    bootstrap(values, b, |n| expanded_tail(n, b.level), mean)
 }
 
 /// The percentile bootstrap confidence interval of the [`iqm`] of `values`, as rliable gives
@@ -202,11 +201,17 @@ pub fn bootstrap_mean(values: &[f64], b: Bootstrap) -> Option<Interval> {
 /// this interval is the narrower of the two, and bounded by the range of the values all the
 /// same. `None` as for [`bootstrap_mean`].
 pub fn bootstrap_iqm(values: &[f64], b: Bootstrap) -> Option<Interval> {
-    bootstrap(values, b, (1.0 - b.level) / 2.0, iqm)
+    bootstrap(values, b, |_| (1.0 - b.level) / 2.0, iqm)
 }
 
-/// The `tail` and 1 − `tail` quantiles of `stat` over `b.resamples` seeded resamples.
-fn bootstrap(values: &[f64], b: Bootstrap, tail: f64, stat: fn(&[f64]) -> f64) -> Option<Interval> {
+/// The `tail(n)` and 1 − `tail(n)` quantiles of `stat` over `b.resamples` seeded resamples of
+/// the n `values`.
+fn bootstrap(
+    values: &[f64],
+    b: Bootstrap,
+    tail: impl FnOnce(usize) -> f64,
+    stat: fn(&[f64]) -> f64,
+) -> Option<Interval> {
     if values.len() < 2 || values.iter().any(|x| x.is_nan()) || b.resamples == 0 {
         return None;
     }
@@ -223,6 +228,7 @@ fn bootstrap(values: &[f64], b: Bootstrap, tail: f64, stat: fn(&[f64]) -> f64) -
         })
         .collect();
     stats.sort_by(f64::total_cmp);
+    let tail = tail(n);
     Some(Interval {
         low: quantile_sorted(&stats, tail),
         high: quantile_sorted(&stats, 1.0 - tail),
@@ -249,6 +255,22 @@ pub fn expanded_tail(n: usize, level: f64) -> f64 {
 pub fn range_coverage(n: usize, level: f64) -> Option<f64> {
     let most = 1.0 - 2f64.powi(1 - n.min(1_000) as i32);
     (most < level).then_some(most)
+}
+
+/// What a caption adds where the fewest values behind its intervals, `fewest`, cannot reach
+/// their `level` ([`range_coverage`]): "With 3 values an interval lies within their range,
+/// which holds their mean at most 75% of the time (…): read it as the least uncertainty there
+/// is." `noun` names the values (`values`, `paired differences`); `None` where nothing is that
+/// few.
+pub fn range_caveat(fewest: Option<usize>, level: f64, noun: &str) -> Option<String> {
+    let n = fewest?;
+    let most = range_coverage(n, level)?;
+    Some(format!(
+        "With {n} {noun} an interval lies within their range, which holds their mean at most {} \
+         of the time (1 − 2^(1 − n), for a symmetric spread): read it as the least uncertainty \
+         there is.",
+        percent(most)
+    ))
 }
 
 /// P(T ≤ t) for Student's t with `df ≥ 1` (whole) degrees of freedom, by the finite series in
