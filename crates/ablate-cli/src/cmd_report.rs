@@ -92,7 +92,7 @@ pub fn write(
         return Ok(path);
     }
     let report = assemble(&dir, plan, registry, file, views, fingerprint);
-    let page = html::render(&report);
+    let page = html::render(report);
     let tmp = ablate_results::temp_path(&dir, "report.html");
     std::fs::write(&tmp, page)
         .and_then(|()| std::fs::rename(&tmp, &path))
@@ -264,15 +264,24 @@ const STATS_NOTE: &str = "± is the sample standard deviation over the runs of a
     its interval. Curves: the line is the mean over the runs of a group, the band ± one standard \
     deviation where two or more runs logged the step.";
 
-/// What the page shows, hashed: the plan's instances, their statuses, and the version and page
-/// code that draw them. Ran and cached are one state here: a rerun finds cached what the run
-/// before computed.
+/// What the page shows, hashed: the plan's instances, their statuses, and the binary that draws
+/// them (its size and modification time: any rebuild or upgrade may draw the page differently,
+/// in its script or in the data the Rust side sends). Ran and cached are one state here: a
+/// rerun finds cached what the run before computed. A binary that cannot be looked at gives a
+/// fingerprint no page holds, so the page is written.
 fn fingerprint(plan: &Plan, views: &[InstanceView]) -> String {
-    let mut print = format!("{}\n{}\n", plan.pipeline(), env!("CARGO_PKG_VERSION"));
-    for code in html::page_code() {
-        print.push_str(code);
-    }
-    print.push_str(STATS_NOTE);
+    let binary = std::env::current_exe()
+        .and_then(std::fs::metadata)
+        .and_then(|m| Ok((m.len(), m.modified()?)))
+        .map_or_else(
+            |_| format!("unknown binary at {}", now_us()),
+            |(len, modified)| format!("{len} bytes, modified {modified:?}"),
+        );
+    let mut print = format!(
+        "{}\n{}\n{binary}\n",
+        plan.pipeline(),
+        env!("CARGO_PKG_VERSION")
+    );
     for v in views {
         let status = if v.status == "ran" {
             "cached"
@@ -314,7 +323,6 @@ fn assemble(
     Report {
         pipeline: plan.pipeline().to_owned(),
         fingerprint,
-        thinned: 0,
         file: file.display().to_string(),
         generated: format_timestamp_us(now_us()),
         ablate_version: env!("CARGO_PKG_VERSION").to_owned(),
