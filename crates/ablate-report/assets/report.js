@@ -300,12 +300,14 @@
       const tbody = h('tbody', {}, items.map((it) => it.tr));
       if (!rows.length) tbody.appendChild(h('tr', {}, h('td', { colspan: Math.max(1, cols.length), class: 'muted' }, 'no rows')));
       makeSortable(ths, tbody, items, (it, j) => (it.row[j] ? it.row[j].sort : null));
+      // The heading sits above the table, not in a <caption>: a caption is as wide as its
+      // table, and squeezed a long note under a two-column table into a narrow strip.
       root.appendChild(h('div', { class: 'table-wrap' },
+        h('div', { class: 'table-cap' },
+          h('span', { class: 'stage' }, t.stage || ''),
+          h('span', { class: 'cap-title' }, t.title || ''),
+          t.note ? h('span', { class: 'note' }, t.note) : null),
         h('table', { class: 'report-table' },
-          h('caption', {},
-            h('span', { class: 'stage' }, t.stage || ''),
-            h('span', { class: 'cap-title' }, t.title || ''),
-            t.note ? h('span', { class: 'note' }, t.note) : null),
           h('thead', {}, h('tr', {}, ths)),
           tbody)));
     }
